@@ -1,0 +1,218 @@
+//! The job / nonce-range search interface every backend shares.
+//!
+//! A [`Job`] (hash input, share target, nonce range) goes in; [`Found`]
+//! (nonce, digest) pairs come out through a callback; a [`SearchControl`]
+//! cancels the search and counts hashes done. The CPU backend, the GPU backend
+//! and the coordinator's share verifier all speak this interface.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::{Digest, FastEngine, PowInput, ReferenceEngine, Target};
+
+/// A VisionX implementation.
+pub trait PowEngine: Send {
+    /// The digest of `input` with `nonce`.
+    fn hash(&mut self, input: &PowInput, nonce: u64) -> Digest;
+
+    /// Hashes every nonce of `job.nonces` in order, reports each whose digest
+    /// meets `job.target`, and returns early when `control` is cancelled.
+    /// Hashes done are added to `control` as they complete.
+    fn search(&mut self, job: &Job, control: &SearchControl, on_found: &mut dyn FnMut(Found)) -> SearchEnd {
+        let mut hashes = 0;
+        for nonce in job.nonces.iter() {
+            if control.is_cancelled() {
+                return SearchEnd { hashes, cancelled: true };
+            }
+            let digest = self.hash(&job.input, nonce);
+            hashes += 1;
+            control.add_hashes(1);
+            if job.target.is_met_by(&digest) {
+                on_found(Found { nonce, digest });
+            }
+        }
+        SearchEnd { hashes, cancelled: false }
+    }
+}
+
+/// Which CPU engine to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    Reference,
+    Fast,
+}
+
+impl EngineKind {
+    pub fn build(self) -> Box<dyn PowEngine> {
+        match self {
+            EngineKind::Reference => Box::new(ReferenceEngine::new()),
+            EngineKind::Fast => Box::new(FastEngine::new()),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Reference => "reference",
+            EngineKind::Fast => "fast",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reference" => Ok(EngineKind::Reference),
+            "fast" => Ok(EngineKind::Fast),
+            other => Err(format!("unknown engine {other:?} (expected reference or fast)")),
+        }
+    }
+}
+
+/// A half-open range of nonces `start..end`.
+///
+/// Nonce `u64::MAX` itself is hashable with [`PowEngine::hash`] but lies
+/// outside every range; pools never hand it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NonceRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl NonceRange {
+    pub fn new(start: u64, end: u64) -> Self {
+        NonceRange { start, end: end.max(start) }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn contains(&self, nonce: u64) -> bool {
+        (self.start..self.end).contains(&nonce)
+    }
+
+    pub fn iter(&self) -> std::ops::Range<u64> {
+        self.start..self.end
+    }
+
+    /// The first `n` nonces (fewer if the range is shorter) and the rest.
+    pub fn split_at(&self, n: u64) -> (NonceRange, NonceRange) {
+        let mid = self.start.saturating_add(n).min(self.end);
+        (NonceRange { start: self.start, end: mid }, NonceRange { start: mid, end: self.end })
+    }
+}
+
+/// A search assignment: what to hash, what counts as found, which nonces.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub input: Arc<PowInput>,
+    /// Digests meeting this target are reported (the share target).
+    pub target: Target,
+    pub nonces: NonceRange,
+}
+
+impl Job {
+    /// The same job over other nonces (cheap: the input is shared).
+    pub fn with_nonces(&self, nonces: NonceRange) -> Job {
+        Job { input: self.input.clone(), target: self.target, nonces }
+    }
+}
+
+/// A nonce whose digest met the job's target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Found {
+    pub nonce: u64,
+    pub digest: Digest,
+}
+
+/// How a search ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SearchEnd {
+    /// Hashes completed by this call.
+    pub hashes: u64,
+    /// Whether it stopped because the control was cancelled.
+    pub cancelled: bool,
+}
+
+/// Cancellation and progress shared between a search and its owner (and
+/// across threads: share it in an `Arc`).
+#[derive(Debug, Default)]
+pub struct SearchControl {
+    cancelled: AtomicBool,
+    hashes: AtomicU64,
+}
+
+impl SearchControl {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub fn add_hashes(&self, n: u64) {
+        self.hashes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Hashes completed so far under this control.
+    pub fn hashes(&self) -> u64 {
+        self.hashes.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Params;
+
+    #[test]
+    fn split_at_never_overlaps_or_overflows() {
+        let r = NonceRange::new(10, 20);
+        assert_eq!(r.split_at(3), (NonceRange::new(10, 13), NonceRange::new(13, 20)));
+        assert_eq!(r.split_at(100), (r, NonceRange::new(20, 20)));
+        let top = NonceRange::new(u64::MAX - 2, u64::MAX);
+        assert_eq!(top.split_at(u64::MAX).0, top);
+        assert!(NonceRange::new(5, 1).is_empty());
+    }
+
+    #[test]
+    fn cancelled_search_stops_before_hashing() {
+        let params = Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..Params::CONSENSUS };
+        let input = Arc::new(PowInput::new([1; 32], 0, vec![1, 2, 3], params).unwrap());
+        let job = Job { input, target: Target::NONE, nonces: NonceRange::new(0, 1000) };
+        for kind in [EngineKind::Reference, EngineKind::Fast] {
+            let control = SearchControl::new();
+            control.cancel();
+            let end = kind.build().search(&job, &control, &mut |_| panic!("nothing may be found"));
+            assert!(end.cancelled, "{kind}");
+            assert_eq!(end.hashes, 0, "{kind}");
+        }
+    }
+
+    #[test]
+    fn engine_names_parse() {
+        for kind in [EngineKind::Reference, EngineKind::Fast] {
+            assert_eq!(kind.name().parse::<EngineKind>(), Ok(kind));
+        }
+        assert!("gpu".parse::<EngineKind>().is_err());
+    }
+}
