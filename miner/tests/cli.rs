@@ -1,0 +1,190 @@
+//! `vision-miner` as a user runs it: the real binary, its stdout, stderr and exit code.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use visionx::vectors;
+
+fn miner(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vision-miner")).args(args).output().expect("run vision-miner")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// Asserts a bad-input failure: exit code 2, nothing on stdout, one line on stderr mentioning `needle`.
+fn assert_input_error(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(out));
+    assert!(out.stdout.is_empty(), "stdout: {}", stdout(out));
+    let err = stderr(out);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+}
+
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vision-miner-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn explicit_args(v: &vectors::HashVector) -> Vec<String> {
+    let p = v.params;
+    [
+        ("--seed", v.seed.clone()),
+        ("--epoch", v.epoch.to_string()),
+        ("--header", v.header.clone()),
+        ("--nonce", v.nonce.to_string()),
+        ("--dataset-mb", p.dataset_mb.to_string()),
+        ("--scratch-mb", p.scratch_mb.to_string()),
+        ("--mix-iters", p.mix_iters.to_string()),
+        ("--reads-per-iter", p.reads_per_iter.to_string()),
+        ("--write-every", p.write_every.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect()
+}
+
+#[test]
+fn hash_prints_the_digest_alone_for_every_vector() {
+    for v in vectors::hash_vectors() {
+        let args = explicit_args(&v);
+        let mut argv: Vec<&str> = vec!["hash"];
+        argv.extend(args.iter().map(String::as_str));
+        let out = miner(&argv);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), format!("{}\n", v.digest));
+    }
+}
+
+#[test]
+fn hash_without_params_flags_uses_consensus_params() {
+    let v = vectors::hash_vectors().into_iter().find(|v| v.is_consensus()).unwrap();
+    let nonce = v.nonce.to_string();
+    let out =
+        miner(&["hash", "--seed", &v.seed, "--epoch", &v.epoch.to_string(), "--header", &v.header, "--nonce", &nonce]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), v.digest);
+}
+
+#[test]
+fn reference_engine_gives_the_same_digest() {
+    let v = vectors::hash_vectors().into_iter().find(|v| !v.is_consensus()).unwrap();
+    let args = explicit_args(&v);
+    let mut argv: Vec<&str> = vec!["hash", "--engine", "reference"];
+    argv.extend(args.iter().map(String::as_str));
+    let out = miner(&argv);
+    assert_eq!(stdout(&out).trim(), v.digest, "{}", stderr(&out));
+}
+
+#[test]
+fn hash_block_file_prints_every_derived_field() {
+    for v in vectors::block_vectors() {
+        let json = serde_json::json!({
+            "chain_id": v.chain_id, "height": v.height, "parent_hash": v.parent_hash,
+            "timestamp": v.timestamp, "difficulty": v.difficulty, "tx_root": v.tx_root,
+            "miner": v.miner, "nonce": v.nonce,
+        });
+        let path = temp_file(&format!("block-{}-{}.json", v.chain_id, v.height), &json.to_string());
+        let out = miner(&["hash", "--block", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let printed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(printed["epoch"].as_u64(), Some(v.epoch));
+        assert_eq!(printed["epoch_seed"], v.epoch_seed);
+        assert_eq!(printed["pow_message"], v.pow_message);
+        assert_eq!(printed["digest"], v.digest);
+        assert_eq!(printed["meets_target"], v.meets_target);
+    }
+}
+
+#[test]
+fn hash_block_reads_stdin() {
+    let v = &vectors::block_vectors()[0];
+    let json = serde_json::json!({
+        "chain_id": v.chain_id, "height": v.height, "parent_hash": format!("0x{}", v.parent_hash),
+        "timestamp": v.timestamp, "difficulty": v.difficulty, "tx_root": v.tx_root,
+        "miner": v.miner, "nonce": v.nonce,
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vision-miner"))
+        .args(["hash", "--block", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(json.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["digest"], v.digest);
+}
+
+#[test]
+fn bad_input_is_a_one_line_error_with_exit_code_2() {
+    let seed = "00".repeat(32);
+    let base = ["hash", "--epoch", "0", "--nonce", "1"];
+    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let run = |args: Vec<String>| miner(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    assert_input_error(&run(with(&["--seed", "xyz", "--header", ""])), "--seed");
+    assert_input_error(&run(with(&["--seed", &"00".repeat(31), "--header", ""])), "expected 32 bytes");
+    assert_input_error(&run(with(&["--seed", &seed, "--header", "abc"])), "--header");
+    assert_input_error(&run(with(&["--seed", &seed, "--header", "", "--mix-iters", "1000001"])), "mix_iters");
+    assert_input_error(&run(with(&["--seed", &seed, "--header", "", "--dataset-mb", "513"])), "dataset_mb");
+    assert_input_error(&run(with(&["--seed", &seed, "--header", "", "--scratch-mb", "129"])), "scratch_mb");
+    assert_input_error(&run(with(&["--seed", &seed, "--header", "", "--reads-per-iter", "9"])), "reads_per_iter");
+    assert_input_error(&miner(&["hash", "--block", "/nonexistent/block.json"]), "cannot read block file");
+    let bad_json = temp_file("bad.json", "{\"chain_id\": 5}");
+    assert_input_error(&miner(&["hash", "--block", bad_json.to_str().unwrap()]), "not a valid block");
+    // Argument errors come from clap, also with exit code 2.
+    assert_eq!(miner(&["hash", "--seed", &seed]).status.code(), Some(2));
+    assert_eq!(miner(&["hash", "--block", "x", "--nonce", "1"]).status.code(), Some(2));
+    assert_eq!(miner(&["bench", "--threads", "0", "--seconds", "0.1"]).status.code(), Some(2));
+    assert_eq!(miner(&["hash", "--engine", "quantum", "--block", "x"]).status.code(), Some(2));
+}
+
+#[test]
+fn bench_json_reports_the_rate() {
+    let out = miner(&["bench", "--threads", "2", "--seconds", "0.5", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["backend"], "cpu");
+    assert_eq!(report["engine"], "fast");
+    assert_eq!(report["threads"], 2);
+    assert!(report["hashes"].as_u64().unwrap() > 0);
+    assert!(report["seconds"].as_f64().unwrap() >= 0.5);
+    let rate = report["hashes_per_second"].as_f64().unwrap();
+    let expected = report["hashes"].as_f64().unwrap() / report["seconds"].as_f64().unwrap();
+    assert!((rate - expected).abs() < 1e-6 * expected);
+    assert_eq!(report["per_thread"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn help_explains_every_option() {
+    for sub in ["hash", "bench"] {
+        let help = stdout(&miner(&[sub, "--help"]));
+        let lines: Vec<&str> = help.lines().collect();
+        let options: Vec<usize> = (0..lines.len())
+            .filter(|&i| {
+                let t = lines[i].trim_start();
+                t.starts_with("--") || (t.starts_with('-') && t.chars().nth(2) == Some(','))
+            })
+            .collect();
+        assert!(options.len() >= 4, "`{sub} --help` lists its options:\n{help}");
+        for i in options {
+            // `--help` puts each option's description on the lines below it.
+            let description = lines.get(i + 1).map(|l| l.trim()).unwrap_or("");
+            assert!(
+                !description.is_empty() && !description.starts_with('-'),
+                "undocumented option in `{sub} --help`: {}",
+                lines[i]
+            );
+        }
+    }
+}
