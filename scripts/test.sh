@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every check CI runs, on a fresh machine too: installs what the tests
+# need when it is missing, then rustfmt, clippy and the whole test suite.
+#
+#   scripts/test.sh
+#
+# CI (.ci/run) calls this same script with CI=true.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# Debian packages the tests need. Installed only when missing.
+APT_PACKAGES=()
+
+install_apt_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]}"
+    local sudo=()
+    [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
+}
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "scripts/test.sh: cargo not found; install Rust from https://rustup.rs" >&2
+    exit 1
+fi
+if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
+    install_apt_packages "${APT_PACKAGES[@]}"
+fi
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    log "adding rustfmt and clippy"
+    rustup component add rustfmt clippy
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo test"
+cargo test --workspace --locked
+log "all checks passed"
