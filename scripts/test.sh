@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the tests need. Installed only when missing.
-APT_PACKAGES=()
+# mesa-vulkan-drivers: lavapipe, the Vulkan software adapter the GPU tests run on.
+APT_PACKAGES=(mesa-vulkan-drivers)
 
 install_apt_packages() {
     local missing=()
@@ -36,6 +37,12 @@ fi
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     log "adding rustfmt and clippy"
     rustup component add rustfmt clippy
+fi
+
+# Mesa warns on every device open without a runtime dir; give it one.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+    export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/vision-xdg-$(id -u)"
+    mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 fi
 
 log "cargo fmt --check"

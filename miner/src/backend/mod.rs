@@ -5,5 +5,6 @@
 //! - [`cpu`]: the `visionx` fast engine on a rayon pool.
 
 pub mod cpu;
+pub mod gpu;
 
 pub use cpu::{CpuBackend, CpuConfig};

@@ -1,0 +1,604 @@
+//! One GPU running the VisionX kernel over batches of nonces.
+//!
+//! A batch is `segments x segment_hashes` consecutive nonces. Each segment
+//! has its own state, key and value buffers (wgpu caps a storage binding,
+//! lavapipe at 128 MiB, so large batches spread over several), and the mix
+//! loop runs in slices of `split` iterations, one dispatch per (segment,
+//! slice). Only the small found-list buffer is read back. Two readback slots
+//! let the next batch run while the previous one is read
+//! ([`GpuSearcher::submit`] / [`GpuSearcher::collect`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+use visionx::{Digest, Found, PowInput, Target};
+
+use super::adapters::AdapterSummary;
+use super::shader::{self, ShaderVariant};
+use super::GpuError;
+
+/// Invocations per workgroup. 128 was fastest on an NVIDIA H200 in the
+/// prototype (64 was 20% slower); lavapipe runs any size.
+pub const WORKGROUP_SIZE: u32 = 128;
+/// Upper bound on found entries read back per batch.
+const MAX_FOUND_PER_BATCH: u32 = 16_384;
+/// Bytes reserved for the header words (fits pow messages of ~4,000 bytes).
+const HEADER_BUFFER_BYTES: u64 = 8192;
+/// Readback slots: one batch runs while the other is read back.
+pub const SLOTS: usize = 2;
+
+/// The kernel's uniform block; field order and sizes match `Config` in visionx.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+struct KernelConfig {
+    dataset_seed: [u32; 2],
+    nonce_base: [u32; 2],
+    target_top: [u32; 2],
+    dmask: u32,
+    smask: u32,
+    slots_mask: u32,
+    four_reads: u32,
+    write_every: u32,
+    mix_iters: u32,
+    iter_begin: u32,
+    iter_end: u32,
+    count: u32,
+    first_hash: u32,
+    header_words8: u32,
+    header_words16: u32,
+    found_capacity: u32,
+    _pad: u32,
+}
+
+fn split_u64(v: u64) -> [u32; 2] {
+    [v as u32, (v >> 32) as u32]
+}
+
+/// How a batch is laid out on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchShape {
+    /// Hashes per segment (one set of buffers).
+    pub segment_hashes: u32,
+    pub segments: u32,
+    /// Mix iterations per dispatch.
+    pub split: u32,
+}
+
+impl BatchShape {
+    pub fn hashes(&self) -> u32 {
+        self.segment_hashes * self.segments
+    }
+}
+
+/// What a collected batch produced.
+#[derive(Debug, Clone)]
+pub struct BatchResult {
+    pub nonce_base: u64,
+    pub hashes: u32,
+    /// Nonces whose digest met the target, with the GPU's digest (not yet re-checked).
+    pub found: Vec<Found>,
+    /// More hashes met the target than the found buffer holds; the rest were lost.
+    pub overflowed: bool,
+    /// GPU time of the batch from timestamp queries, when the adapter has them.
+    pub gpu_time: Option<Duration>,
+    /// Wall time from submission to results.
+    pub wall_time: Duration,
+    /// Dispatches the batch took.
+    pub dispatches: u32,
+}
+
+/// An opened adapter with the kernel compiled for it.
+pub struct GpuDevice {
+    pub summary: AdapterSummary,
+    pub variant: ShaderVariant,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    timestamps: bool,
+    lost: Arc<AtomicBool>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl GpuDevice {
+    /// Opens `adapter` and compiles the kernel. `variant` None picks native
+    /// where the adapter has `SHADER_INT64`, emulated otherwise.
+    pub fn open(index: usize, adapter: &wgpu::Adapter, variant: Option<ShaderVariant>) -> Result<Self, GpuError> {
+        let summary = AdapterSummary::of(index, adapter);
+        let variant = match variant {
+            Some(ShaderVariant::Native) if !summary.shader_int64 => {
+                return Err(GpuError::Unsupported(format!(
+                    "{} has no SHADER_INT64: use --shader emulated",
+                    summary.name
+                )))
+            }
+            Some(v) => v,
+            None if summary.shader_int64 => ShaderVariant::Native,
+            None => ShaderVariant::Emulated,
+        };
+        let mut features = wgpu::Features::empty();
+        if variant == ShaderVariant::Native {
+            features |= wgpu::Features::SHADER_INT64;
+        }
+        let timestamps = summary.timestamp_query;
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("vision-miner"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::Device(e.to_string()))?;
+
+        // The default handler panics; record errors and fail the batch instead.
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device
+            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().expect("error sink").push(e.to_string())));
+        let lost = Arc::new(AtomicBool::new(false));
+        let lost_flag = lost.clone();
+        device.set_device_lost_callback(move |_reason, _message| lost_flag.store(true, Ordering::SeqCst));
+
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("visionx"),
+            source: wgpu::ShaderSource::Wgsl(shader::source(variant).into()),
+        });
+        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("visionx"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<KernelConfig>() as u64),
+                    },
+                    count: None,
+                },
+                storage(1, true),
+                storage(2, false),
+                storage(3, false),
+                storage(4, false),
+                storage(5, false),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("visionx"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("visionx"),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("search"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
+                ..Default::default()
+            },
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Pipeline(err.to_string()));
+        }
+        Ok(GpuDevice { summary, variant, device, queue, pipeline, layout, timestamps, lost, errors })
+    }
+
+    fn check_health(&self) -> Result<(), GpuError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(GpuError::DeviceLost(self.summary.name.clone()));
+        }
+        let mut errors = self.errors.lock().expect("error sink");
+        if let Some(first) = errors.first().cloned() {
+            errors.clear();
+            return Err(GpuError::Validation(first));
+        }
+        Ok(())
+    }
+
+    /// Table slots per hash for `params`: at least twice the distinct words
+    /// a hash can write (the CPU engine sizes its tables the same way).
+    pub fn table_slots(params: &visionx::Params) -> u32 {
+        let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
+        let distinct = params.writes_per_hash().min(scratch_words);
+        (2 * distinct).next_power_of_two().max(64) as u32
+    }
+
+    /// Bytes of device memory one hash in flight needs for `params`
+    /// (table keys and values plus saved state).
+    pub fn bytes_per_hash(&self, params: &visionx::Params) -> u64 {
+        let word = 8;
+        u64::from(Self::table_slots(params)) * (4 + word) + 4 * word
+    }
+
+    /// The largest segment the device's binding limit allows for `params`.
+    pub fn max_segment_hashes(&self, params: &visionx::Params) -> u32 {
+        let slots = u64::from(Self::table_slots(params));
+        let per_binding = self.summary.max_storage_buffer_binding_size.min(self.summary.max_buffer_size);
+        let by_values = per_binding / (slots * 8);
+        (by_values / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE)).clamp(1, 1 << 20) as u32
+    }
+}
+
+struct Segment {
+    keys: wgpu::Buffer,
+    /// One bind group per readback slot.
+    bind_groups: Vec<wgpu::BindGroup>,
+}
+
+struct ReadbackSlot {
+    config: wgpu::Buffer,
+    found: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    queries: Option<(wgpu::QuerySet, wgpu::Buffer)>,
+    in_flight: Option<InFlight>,
+}
+
+struct InFlight {
+    submission: wgpu::SubmissionIndex,
+    nonce_base: u64,
+    hashes: u32,
+    dispatches: u32,
+    submitted_at: Instant,
+}
+
+/// The job currently loaded.
+struct LoadedJob {
+    input: Arc<PowInput>,
+    target: Target,
+}
+
+/// A device plus buffers for one batch shape, and the job it is searching.
+pub struct GpuSearcher {
+    gpu: GpuDevice,
+    shape: BatchShape,
+    slots_per_hash: u32,
+    config_stride: u64,
+    found_capacity: u32,
+    found_bytes: u64,
+    header: wgpu::Buffer,
+    segments: Vec<Segment>,
+    readback: Vec<ReadbackSlot>,
+    job: Option<LoadedJob>,
+}
+
+impl GpuSearcher {
+    /// Allocates buffers for `shape` with tables sized for `params`.
+    pub fn new(gpu: GpuDevice, shape: BatchShape, params: &visionx::Params) -> Result<Self, GpuError> {
+        let device = &gpu.device;
+        let slots_per_hash = GpuDevice::table_slots(params);
+        if shape.segment_hashes == 0 || shape.segments == 0 || shape.split == 0 {
+            return Err(GpuError::Unsupported(format!("empty batch shape {shape:?}")));
+        }
+        if shape.segment_hashes > gpu.max_segment_hashes(params) {
+            return Err(GpuError::Unsupported(format!(
+                "{} hashes per segment exceed the device's storage binding limit ({})",
+                shape.segment_hashes,
+                gpu.max_segment_hashes(params)
+            )));
+        }
+        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let buffer = |label: &str, size: u64, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
+        };
+        let header = buffer("header", HEADER_BUFFER_BYTES, storage);
+        let found_capacity = shape.hashes().min(MAX_FOUND_PER_BATCH);
+        let found_bytes = 4 + u64::from(found_capacity) * 9 * 4;
+        let align = u64::from(device.limits().min_uniform_buffer_offset_alignment);
+        let config_stride = (std::mem::size_of::<KernelConfig>() as u64).div_ceil(align) * align;
+        let splits = u64::from(params.mix_iters.div_ceil(shape.split).max(1));
+        let readback: Vec<ReadbackSlot> = (0..SLOTS)
+            .map(|_| ReadbackSlot {
+                config: buffer(
+                    "config",
+                    config_stride * splits * u64::from(shape.segments),
+                    wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                ),
+                found: buffer("found", found_bytes, storage | wgpu::BufferUsages::COPY_SRC),
+                staging: buffer(
+                    "found staging",
+                    found_bytes + 16,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                ),
+                queries: gpu.timestamps.then(|| {
+                    let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some("batch timestamps"),
+                        ty: wgpu::QueryType::Timestamp,
+                        count: 2,
+                    });
+                    let resolve =
+                        buffer("timestamps", 16, wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+                    (set, resolve)
+                }),
+                in_flight: None,
+            })
+            .collect();
+        let word = 8u64;
+        let n = u64::from(shape.segment_hashes);
+        let segments = (0..shape.segments)
+            .map(|_| {
+                let state = buffer("state", n * 4 * word, wgpu::BufferUsages::STORAGE);
+                let keys = buffer("table keys", n * u64::from(slots_per_hash) * 4, storage);
+                let values = buffer("table values", n * u64::from(slots_per_hash) * word, wgpu::BufferUsages::STORAGE);
+                let bind_groups = readback
+                    .iter()
+                    .map(|slot| {
+                        device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("visionx segment"),
+                            layout: &gpu.layout,
+                            entries: &[
+                                wgpu::BindGroupEntry {
+                                    binding: 0,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: &slot.config,
+                                        offset: 0,
+                                        size: wgpu::BufferSize::new(std::mem::size_of::<KernelConfig>() as u64),
+                                    }),
+                                },
+                                wgpu::BindGroupEntry { binding: 1, resource: header.as_entire_binding() },
+                                wgpu::BindGroupEntry { binding: 2, resource: state.as_entire_binding() },
+                                wgpu::BindGroupEntry { binding: 3, resource: keys.as_entire_binding() },
+                                wgpu::BindGroupEntry { binding: 4, resource: values.as_entire_binding() },
+                                wgpu::BindGroupEntry { binding: 5, resource: slot.found.as_entire_binding() },
+                            ],
+                        })
+                    })
+                    .collect();
+                Segment { keys, bind_groups }
+            })
+            .collect();
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::OutOfMemory(err.to_string()));
+        }
+        gpu.check_health()?;
+        Ok(GpuSearcher {
+            gpu,
+            shape,
+            slots_per_hash,
+            config_stride,
+            found_capacity,
+            found_bytes,
+            header,
+            segments,
+            readback,
+            job: None,
+        })
+    }
+
+    pub fn device(&self) -> &GpuDevice {
+        &self.gpu
+    }
+
+    pub fn shape(&self) -> BatchShape {
+        self.shape
+    }
+
+    /// Device memory the batch's tables and state take.
+    pub fn bytes_in_flight(&self) -> u64 {
+        u64::from(self.shape.hashes()) * (u64::from(self.slots_per_hash) * 12 + 32)
+    }
+
+    /// Table bytes per hash in flight (keys and values).
+    pub fn table_bytes_per_hash(&self) -> u64 {
+        u64::from(self.slots_per_hash) * 12
+    }
+
+    /// Whether buffers allocated for `params` can run a job with these params.
+    pub fn fits(&self, params: &visionx::Params) -> bool {
+        GpuDevice::table_slots(params) <= self.slots_per_hash
+            && params.mix_iters.div_ceil(self.shape.split).max(1)
+                <= self.readback[0].config.size().div_ceil(self.config_stride) as u32 / self.shape.segments
+    }
+
+    /// Loads a job: its header goes to the device now; batches use it from the next submit.
+    pub fn set_job(&mut self, input: Arc<PowInput>, target: Target) -> Result<(), GpuError> {
+        if !self.fits(input.params()) {
+            return Err(GpuError::Unsupported("job params need a bigger table: rebuild the searcher".into()));
+        }
+        let words = header_words(&input);
+        if words.len() as u64 * 8 > HEADER_BUFFER_BYTES {
+            return Err(GpuError::Unsupported(format!("pow message of {} bytes is too long", input.header().len())));
+        }
+        if !words.is_empty() {
+            self.gpu.queue.write_buffer(&self.header, 0, bytemuck::cast_slice(&words));
+        }
+        self.job = Some(LoadedJob { input, target });
+        Ok(())
+    }
+
+    /// Starts hashing nonces `nonce_base .. nonce_base + count` in readback
+    /// slot `slot`. `count` at most the shape's hashes; the range must not wrap.
+    pub fn submit(&mut self, slot: usize, nonce_base: u64, count: u32) -> Result<(), GpuError> {
+        let job = self.job.as_ref().ok_or_else(|| GpuError::Unsupported("no job loaded".into()))?;
+        assert!(count <= self.shape.hashes(), "batch of {count} exceeds the shape");
+        assert!(count == 0 || nonce_base.checked_add(u64::from(count) - 1).is_some(), "nonce range wraps");
+        assert!(self.readback[slot].in_flight.is_none(), "slot {slot} still in flight");
+        let input = &job.input;
+        let params = input.params();
+        let geometry = input.geometry();
+        let splits = params.mix_iters.div_ceil(self.shape.split).max(1);
+        let header_words8 = input.header().len().div_ceil(8) as u32;
+
+        let mut configs = vec![0u8; self.readback[slot].config.size() as usize];
+        let mut dispatches = Vec::new();
+        for s in 0..self.shape.segments {
+            let first_hash = s * self.shape.segment_hashes;
+            let n = count.saturating_sub(first_hash).min(self.shape.segment_hashes);
+            if n == 0 {
+                break;
+            }
+            for t in 0..splits {
+                let config = KernelConfig {
+                    dataset_seed: split_u64(input.dataset_seed()),
+                    nonce_base: split_u64(nonce_base),
+                    target_top: split_u64(job.target.0),
+                    dmask: geometry.dmask as u32,
+                    smask: geometry.smask as u32,
+                    slots_mask: self.slots_per_hash - 1,
+                    four_reads: u32::from(params.four_reads()),
+                    write_every: params.write_every,
+                    mix_iters: params.mix_iters,
+                    iter_begin: t * self.shape.split,
+                    iter_end: ((t + 1) * self.shape.split).min(params.mix_iters),
+                    count: n,
+                    first_hash,
+                    header_words8,
+                    header_words16: input.header().len().div_ceil(16) as u32,
+                    found_capacity: self.found_capacity,
+                    _pad: 0,
+                };
+                let offset = (u64::from(s * splits + t) * self.config_stride) as usize;
+                configs[offset..offset + std::mem::size_of::<KernelConfig>()]
+                    .copy_from_slice(bytemuck::bytes_of(&config));
+                dispatches.push((s as usize, offset as u32, n.div_ceil(WORKGROUP_SIZE)));
+            }
+        }
+
+        let rb = &self.readback[slot];
+        let queue = &self.gpu.queue;
+        queue.write_buffer(&rb.config, 0, &configs);
+        let mut encoder =
+            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch") });
+        encoder.clear_buffer(&rb.found, 0, None);
+        let used_segments = dispatches.last().map_or(0, |d| d.0 + 1);
+        for segment in &self.segments[..used_segments] {
+            encoder.clear_buffer(&segment.keys, 0, None);
+        }
+        let last_segment = used_segments.saturating_sub(1);
+        for (s, segment) in self.segments[..used_segments].iter().enumerate() {
+            let timestamp_writes = rb.queries.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: (s == 0).then_some(0),
+                end_of_pass_write_index: (s == last_segment).then_some(1),
+            });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("visionx segment"),
+                timestamp_writes: timestamp_writes
+                    .filter(|t| t.beginning_of_pass_write_index.is_some() || t.end_of_pass_write_index.is_some()),
+            });
+            pass.set_pipeline(&self.gpu.pipeline);
+            for &(_, offset, groups) in dispatches.iter().filter(|d| d.0 == s) {
+                pass.set_bind_group(0, &segment.bind_groups[slot], &[offset]);
+                pass.dispatch_workgroups(groups, 1, 1);
+            }
+        }
+        encoder.copy_buffer_to_buffer(&rb.found, 0, &rb.staging, 0, self.found_bytes);
+        if let Some((set, resolve)) = &rb.queries {
+            encoder.resolve_query_set(set, 0..2, resolve, 0);
+            encoder.copy_buffer_to_buffer(resolve, 0, &rb.staging, self.found_bytes, 16);
+        }
+        let submission = queue.submit([encoder.finish()]);
+        self.readback[slot].in_flight = Some(InFlight {
+            submission,
+            nonce_base,
+            hashes: count,
+            dispatches: dispatches.len() as u32,
+            submitted_at: Instant::now(),
+        });
+        self.gpu.check_health()
+    }
+
+    /// Waits for the batch in `slot` and reads its found list.
+    pub fn collect(&mut self, slot: usize) -> Result<BatchResult, GpuError> {
+        let flight = self.readback[slot].in_flight.take().ok_or_else(|| GpuError::Unsupported("slot idle".into()))?;
+        let rb = &self.readback[slot];
+        let (tx, rx) = std::sync::mpsc::channel();
+        rb.staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            let _ = tx.send(result);
+        });
+        self.gpu
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(flight.submission),
+                timeout: Some(Duration::from_secs(60)),
+            })
+            .map_err(|e| match e {
+                wgpu::PollError::Timeout => GpuError::DeviceLost(format!("{}: batch timed out", self.gpu.summary.name)),
+                other => GpuError::DeviceLost(format!("{}: {other}", self.gpu.summary.name)),
+            })?;
+        self.gpu.check_health()?;
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(GpuError::DeviceLost(format!("readback failed: {e}"))),
+            Err(_) => return Err(GpuError::DeviceLost("readback never completed".into())),
+        }
+        let wall_time = flight.submitted_at.elapsed();
+        let (found, overflowed, gpu_ticks) = {
+            let bytes = rb.staging.get_mapped_range(..).map_err(|e| GpuError::Validation(e.to_string()))?;
+            let words: &[u32] = bytemuck::cast_slice(&bytes[..self.found_bytes as usize]);
+            let total = words[0];
+            let stored = total.min(self.found_capacity) as usize;
+            let found: Vec<Found> = words[1..1 + stored * 9]
+                .chunks_exact(9)
+                .map(|e| {
+                    let mut digest = [0u8; 32];
+                    for (i, pair) in e[1..].chunks_exact(2).enumerate() {
+                        let word = u64::from(pair[0]) | u64::from(pair[1]) << 32;
+                        digest[i * 8..i * 8 + 8].copy_from_slice(&word.to_be_bytes());
+                    }
+                    Found { nonce: flight.nonce_base + u64::from(e[0]), digest: Digest(digest) }
+                })
+                .collect();
+            let ticks = rb.queries.as_ref().map(|_| {
+                let ts: [u64; 2] = bytemuck::pod_read_unaligned(&bytes[self.found_bytes as usize..][..16]);
+                ts[1].saturating_sub(ts[0])
+            });
+            (found, total > self.found_capacity, ticks)
+        };
+        rb.staging.unmap();
+        let period_ns = f64::from(self.gpu.queue.get_timestamp_period());
+        Ok(BatchResult {
+            nonce_base: flight.nonce_base,
+            hashes: flight.hashes,
+            found,
+            overflowed,
+            gpu_time: gpu_ticks.map(|t| Duration::from_secs_f64(t as f64 * period_ns * 1e-9)),
+            wall_time,
+            dispatches: flight.dispatches,
+        })
+    }
+
+    /// Submits and collects one batch in slot 0.
+    pub fn run_batch(&mut self, nonce_base: u64, count: u32) -> Result<BatchResult, GpuError> {
+        self.submit(0, nonce_base, count)?;
+        self.collect(0)
+    }
+
+    pub fn is_in_flight(&self, slot: usize) -> bool {
+        self.readback[slot].in_flight.is_some()
+    }
+}
+
+/// The header as the kernel reads it: 8-byte words, then 16-byte chunks as
+/// word pairs, each word as (lo, hi) u32s.
+fn header_words(input: &PowInput) -> Vec<[u32; 2]> {
+    let header = input.header();
+    let word = |chunk: &[u8]| {
+        let mut padded = [0u8; 8];
+        padded[..chunk.len()].copy_from_slice(chunk);
+        split_u64(u64::from_be_bytes(padded))
+    };
+    let words8 = header.chunks(8).map(word);
+    let words16 = header.chunks(16).flat_map(|c| {
+        let (x, y) = c.split_at(c.len().min(8));
+        [word(x), word(y)]
+    });
+    words8.chain(words16).collect()
+}
