@@ -30,7 +30,8 @@ struct Config {
     header_words8: u32,
     header_words16: u32,
     found_capacity: u32,
-    _pad: u32,
+    // Bits in each hash's filter, minus one (filter variant only).
+    filter_mask: u32,
 }
 
 struct Found {
@@ -48,8 +49,13 @@ struct Found {
 @group(0) @binding(3) var<storage, read_write> keys: array<u32>;
 @group(0) @binding(4) var<storage, read_write> vals: array<W>;
 @group(0) @binding(5) var<storage, read_write> found: Found;
+// Per hash: a bit per (scratch index & filter_mask), set when such an index
+// was written, so most reads skip the table. Pays on SIMD CPUs (lavapipe),
+// where any lane's probe loop costs every lane; off on GPUs, where it did not.
+@group(0) @binding(6) var<storage, read_write> write_filter: array<u32>;
 
 override WORKGROUP_SIZE: u32 = 64u;
+override USE_FILTER: bool = false;
 
 fn fmix(z0: W) -> W {
     var z = w_mul(w_xor(z0, w_shr(z0, 30u)), K_FMIX1);
@@ -76,8 +82,16 @@ fn initial_word(h: W, j: u32) -> W {
     return w_xor(w_xor(splitmix(dseed, i1), splitmix(dseed, i2)), w_mul(m, K_SCRATCH));
 }
 
+fn filter_may_contain(fbase: u32, j: u32) -> bool {
+    let bit = j & cfg.filter_mask;
+    return (write_filter[fbase + (bit >> 5u)] & (1u << (bit & 31u))) != 0u;
+}
+
 // The current value of scratch word j of the hash whose table starts at `base`.
-fn scratch_read(base: u32, j: u32, h: W) -> W {
+fn scratch_read(base: u32, fbase: u32, j: u32, h: W) -> W {
+    if (USE_FILTER && !filter_may_contain(fbase, j)) {
+        return initial_word(h, j);
+    }
     var slot = j & cfg.slots_mask;
     let key = j + 1u;
     // The key load is issued before the on-demand computation so the two latencies overlap.
@@ -98,7 +112,11 @@ fn scratch_read(base: u32, j: u32, h: W) -> W {
     return value;
 }
 
-fn scratch_write(base: u32, j: u32, value: W) {
+fn scratch_write(base: u32, fbase: u32, j: u32, value: W) {
+    if (USE_FILTER) {
+        let bit = j & cfg.filter_mask;
+        write_filter[fbase + (bit >> 5u)] |= 1u << (bit & 31u);
+    }
     var slot = j & cfg.slots_mask;
     let key = j + 1u;
     loop {
@@ -120,6 +138,7 @@ fn search(@builtin(global_invocation_id) invocation: vec3<u32>) {
     }
     let hash_index = cfg.first_hash + lane;
     let base = lane * (cfg.slots_mask + 1u);
+    let fbase = select(0u, lane * ((cfg.filter_mask + 1u) / 32u), USE_FILTER);
     let st = lane * 4u;
 
     var h: W;
@@ -154,15 +173,15 @@ fn search(@builtin(global_invocation_id) invocation: vec3<u32>) {
     for (var i = cfg.iter_begin; i < cfg.iter_end; i++) {
         let wi = w_u32(i);
         let j1 = w_lo(w_rotl(w_xor(w_xor(w_xor(a, b), acc), w_mul(wi, K_ITER)), 17u)) & cfg.smask;
-        let v1 = scratch_read(base, j1, h);
+        let v1 = scratch_read(base, fbase, j1, h);
         let j2 = w_lo(w_rotl(w_xor(w_xor(v1, a), acc), 23u)) & cfg.smask;
-        let v2 = scratch_read(base, j2, h);
+        let v2 = scratch_read(base, fbase, j2, h);
         let j3 = w_lo(w_rotl(w_xor(w_xor(v2, b), acc), 19u)) & cfg.smask;
-        let v3 = scratch_read(base, j3, h);
+        let v3 = scratch_read(base, fbase, j3, h);
         var v4 = v3;
         if (cfg.four_reads != 0u) {
             let j4 = w_lo(w_rotl(w_xor(w_xor(v3, v1), acc), 29u)) & cfg.smask;
-            v4 = scratch_read(base, j4, h);
+            v4 = scratch_read(base, fbase, j4, h);
         }
         let mix = w_xor(w_xor(w_xor(v1, w_rotl(v2, 13u)), w_mul(v3, K_FMIX2)), w_rotr(v4, 7u));
         a = w_xor(w_rotl(a, 13u), w_mul(mix, K_SCRATCH));
@@ -170,8 +189,8 @@ fn search(@builtin(global_invocation_id) invocation: vec3<u32>) {
         acc = w_xor(w_rotl(acc, 7u), w_mul(w_xor(a, b), K_ACC));
         if (cfg.write_every != 0u && i % cfg.write_every == 0u) {
             let jw = w_lo(w_rotl(w_xor(w_xor(w_xor(mix, a), w_rotl(b, 11u)), w_mul(wi, K_WRITE)), 31u)) & cfg.smask;
-            let old = scratch_read(base, jw, h);
-            scratch_write(base, jw, w_rotl(w_add(old, w_xor(mix, K_GAMMA)), 41u));
+            let old = scratch_read(base, fbase, jw, h);
+            scratch_write(base, fbase, jw, w_rotl(w_add(old, w_xor(mix, K_GAMMA)), 41u));
         }
     }
 

@@ -94,3 +94,100 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
+
+/// What a GPU bench run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuBenchReport {
+    pub backend: &'static str,
+    pub engine: String,
+    pub device: usize,
+    pub device_name: String,
+    pub device_type: String,
+    pub shader: String,
+    /// Hashes completed between the first and last batch completions measured.
+    pub hashes: u64,
+    pub seconds: f64,
+    pub hashes_per_second: f64,
+    /// Hashes in flight per batch (the tuned batch size).
+    pub batch_hashes: u32,
+    pub segments: u32,
+    /// Mix-loop iterations per dispatch.
+    pub split: u32,
+    pub mean_dispatch_ms: f64,
+    /// `timestamp_query` (GPU clock) or `wall_clock`.
+    pub dispatch_timing: &'static str,
+    /// Write-table bytes per hash in flight (keys and values).
+    pub table_bytes_per_hash: u64,
+    /// What the tuner measured for the chosen batch, from one slice.
+    pub tuned_hashes_per_second: f64,
+}
+
+/// Hashes on a GPU backend for about `duration` and reports the rate
+/// measured between batch completions (partial batches at either end would
+/// distort it: one batch can take seconds on a software adapter).
+pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) -> GpuBenchReport {
+    let job = bench_job();
+    let control = Arc::new(SearchControl::new());
+    let before = backend.stats();
+    let (hashes, seconds) = std::thread::scope(|s| {
+        let search = s.spawn(|| backend.search(&job, &control, &|_| {}));
+        let started = Instant::now();
+        let mut first: Option<(Instant, u64)> = None;
+        let mut last: Option<(Instant, u64)> = None;
+        let mut seen = 0;
+        // Keep going past `duration` until at least two batches have completed.
+        while started.elapsed() < duration || last.map(|l| l.1) == first.map(|f| f.1) {
+            if search.is_finished() || started.elapsed() > duration * 10 + Duration::from_secs(60) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            let now = control.hashes();
+            if now != seen {
+                seen = now;
+                let mark = (Instant::now(), now);
+                if first.is_none() {
+                    first = Some(mark);
+                } else {
+                    last = Some(mark);
+                }
+            }
+        }
+        control.cancel();
+        if let Err(err) = search.join().expect("gpu search thread") {
+            eprintln!("vision-miner: GPU bench stopped early: {err}");
+        }
+        match (first, last) {
+            (Some((t0, h0)), Some((t1, h1))) => (h1 - h0, (t1 - t0).as_secs_f64()),
+            _ => (control.hashes(), started.elapsed().as_secs_f64()),
+        }
+    });
+    let stats = backend.stats();
+    let batches = stats.batches - before.batches;
+    let dispatch_stats = crate::backend::gpu::DispatchStats {
+        batches,
+        dispatches: stats.dispatches - before.dispatches,
+        gpu_time: stats.gpu_time.saturating_sub(before.gpu_time),
+        wall_time: stats.wall_time.saturating_sub(before.wall_time),
+        timestamps: stats.timestamps,
+    };
+    let shape = backend.shape();
+    let summary = backend.summary();
+    GpuBenchReport {
+        backend: "gpu",
+        engine: format!("gpu-{}", backend.variant()),
+        device: summary.index,
+        device_name: summary.name.clone(),
+        device_type: summary.device_type.clone(),
+        shader: backend.variant().to_string(),
+        hashes,
+        seconds,
+        hashes_per_second: if seconds > 0.0 { hashes as f64 / seconds } else { 0.0 },
+        batch_hashes: shape.hashes(),
+        segments: shape.segments,
+        split: shape.split,
+        mean_dispatch_ms: dispatch_stats.mean_dispatch().as_secs_f64() * 1000.0,
+        dispatch_timing: if dispatch_stats.timestamps { "timestamp_query" } else { "wall_clock" },
+        table_bytes_per_hash: backend.table_bytes_per_hash(),
+        tuned_hashes_per_second: backend.tuned().measured_rate,
+    }
+}

@@ -5,7 +5,15 @@ use visionx::{BlockHeader, Digest, EngineKind, Params, PowInput};
 
 use crate::InputError;
 
-/// Hashes `nonce` over an explicit epoch seed, epoch and header (all hex).
+/// The hash input from an explicit epoch seed, epoch and header (hex).
+pub fn explicit_input(seed_hex: &str, epoch: u64, header_hex: &str, params: Params) -> Result<PowInput, InputError> {
+    let seed = visionx::parse_hash32("--seed", seed_hex)?;
+    let header_digits = header_hex.strip_prefix("0x").unwrap_or(header_hex);
+    let header = visionx::header::decode_hex("--header", header_digits)?;
+    Ok(PowInput::new(seed, epoch, header, params)?)
+}
+
+/// Hashes `nonce` over explicit inputs on a CPU engine.
 pub fn hash_explicit(
     seed_hex: &str,
     epoch: u64,
@@ -14,11 +22,7 @@ pub fn hash_explicit(
     params: Params,
     engine: EngineKind,
 ) -> Result<Digest, InputError> {
-    let seed = visionx::parse_hash32("--seed", seed_hex)?;
-    let header_digits = header_hex.strip_prefix("0x").unwrap_or(header_hex);
-    let header = visionx::header::decode_hex("--header", header_digits)?;
-    let input = PowInput::new(seed, epoch, header, params)?;
-    Ok(engine.build().hash(&input, nonce))
+    Ok(engine.build().hash(&explicit_input(seed_hex, epoch, header_hex, params)?, nonce))
 }
 
 /// A block's fields as `hash --block FILE` reads them (the `"block"` vectors' shape).
@@ -59,22 +63,29 @@ pub struct BlockHashReport {
     pub meets_target: bool,
 }
 
-/// Parses a block JSON object and hashes it with consensus params.
-pub fn hash_block(json: &str, engine: EngineKind) -> Result<BlockHashReport, InputError> {
+/// Parses a block JSON object and hashes it with consensus params, using
+/// `hash` to compute the digest (any engine).
+pub fn hash_block<E>(
+    json: &str,
+    hash: impl FnOnce(&PowInput, u64) -> Result<Digest, E>,
+) -> anyhow::Result<BlockHashReport>
+where
+    anyhow::Error: From<E>,
+{
     let fields: BlockFields =
         serde_json::from_str(json).map_err(|e| InputError::new(format!("block file is not a valid block: {e}")))?;
     let header = BlockHeader {
         chain_id: fields.chain_id,
         height: fields.height,
-        parent_hash: visionx::parse_hash32("parent_hash", &fields.parent_hash)?,
+        parent_hash: visionx::parse_hash32("parent_hash", &fields.parent_hash).map_err(InputError::from)?,
         timestamp: fields.timestamp,
         difficulty: fields.difficulty,
-        tx_root: visionx::parse_hash32("tx_root", &fields.tx_root)?,
+        tx_root: visionx::parse_hash32("tx_root", &fields.tx_root).map_err(InputError::from)?,
         miner: fields.miner,
     };
     let params = Params::CONSENSUS;
-    let input = header.pow_input(&params)?;
-    let digest = engine.build().hash(&input, fields.nonce);
+    let input = header.pow_input(&params).map_err(InputError::from)?;
+    let digest = hash(&input, fields.nonce)?;
     Ok(BlockHashReport {
         epoch: input.epoch(),
         epoch_seed: hex::encode(input.epoch_seed()),
@@ -90,6 +101,10 @@ mod tests {
 
     use super::*;
 
+    fn cpu_fast(input: &PowInput, nonce: u64) -> Result<Digest, InputError> {
+        Ok(EngineKind::Fast.build().hash(input, nonce))
+    }
+
     #[test]
     fn block_vectors_round_trip_through_the_block_file_format() {
         for v in vectors::block_vectors().into_iter().take(2) {
@@ -98,7 +113,7 @@ mod tests {
                 "timestamp": v.timestamp, "difficulty": v.difficulty, "tx_root": v.tx_root,
                 "miner": v.miner, "nonce": v.nonce,
             });
-            let report = hash_block(&json.to_string(), EngineKind::Fast).unwrap();
+            let report = hash_block(&json.to_string(), cpu_fast).unwrap();
             assert_eq!(report.epoch, v.epoch);
             assert_eq!(report.epoch_seed, v.epoch_seed);
             assert_eq!(report.pow_message, v.pow_message);
@@ -115,7 +130,7 @@ mod tests {
             r#"{"chain_id":"x","height":-1,"parent_hash":"","timestamp":0,"difficulty":1,"tx_root":"","miner":"m","nonce":0}"#,
             r#"{"chain_id":"x","height":1,"parent_hash":"zz","timestamp":0,"difficulty":1,"tx_root":"","miner":"m","nonce":0}"#,
         ] {
-            assert!(hash_block(bad, EngineKind::Fast).is_err(), "{bad}");
+            assert!(hash_block(bad, cpu_fast).is_err(), "{bad}");
         }
     }
 

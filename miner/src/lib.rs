@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod device_selection;
 pub mod hash_command;
 
 /// A problem with what the user asked for (bad hex, out-of-limit params, an

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use vision_miner::backend::gpu::{self, GpuBackend, ShaderVariant};
 use vision_miner::backend::{CpuBackend, CpuConfig};
-use vision_miner::bench::{bench_cpu, BenchReport};
+use vision_miner::bench::{bench_cpu, bench_gpu, bench_job, BenchReport};
+use vision_miner::device_selection::{self, BackendChoice};
 use vision_miner::{hash_command, InputError};
 use visionx::{EngineKind, Params};
 
@@ -19,7 +21,7 @@ Exit codes:
   1  a runtime failure (the message says what)
   2  bad input: bad hex, out-of-limit params, an unreadable block file, bad flags";
 
-/// Mine VisionX, the proof of work of the Vision chain, on CPUs.
+/// Mine VisionX, the proof of work of the Vision chain, on CPUs and GPUs.
 #[derive(Debug, Parser)]
 #[command(name = "vision-miner", version, after_help = EXIT_CODES, subcommand_required = true, arg_required_else_help = true)]
 struct Cli {
@@ -38,6 +40,41 @@ enum Command {
     Hash(HashArgs),
     /// Measure the hash rate with consensus params and print hashes/s.
     Bench(BenchArgs),
+    /// List GPU adapters (name, backend, type, 64-bit support, limits) and the CPU.
+    Devices(DevicesArgs),
+    /// Check one adapter in this process: compile the kernel and hash a known
+    /// vector (the miner runs this in a child process before using a GPU).
+    #[command(hide = true)]
+    GpuProbe(GpuProbeArgs),
+}
+
+#[derive(Debug, Args)]
+struct DevicesArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct GpuProbeArgs {
+    /// Adapter index, as `vision-miner devices` lists them.
+    #[arg(long)]
+    device: usize,
+    /// Force a shader variant.
+    #[arg(long, value_parser = parse_shader)]
+    shader: Option<ShaderVariant>,
+}
+
+/// GPU selection flags shared by `hash` and `bench`.
+#[derive(Debug, Args)]
+struct GpuArgs {
+    /// GPU adapter index (see `vision-miner devices`); default: every usable GPU.
+    #[arg(long)]
+    device: Option<usize>,
+    /// Shader variant: native u64 (needs SHADER_INT64) or emulated vec2<u32>;
+    /// default: native where the adapter supports it.
+    #[arg(long, value_parser = parse_shader)]
+    shader: Option<ShaderVariant>,
 }
 
 #[derive(Debug, Args)]
@@ -63,9 +100,39 @@ struct HashArgs {
         "seed", "epoch", "header", "nonce", "dataset_mb", "scratch_mb", "mix_iters", "reads_per_iter", "write_every",
     ])]
     block: Option<PathBuf>,
-    /// Which engine computes the digest (both give identical digests).
-    #[arg(long, default_value = "fast", value_parser = parse_engine)]
-    engine: EngineKind,
+    /// Which engine computes the digest: reference, fast (CPU) or gpu; all give identical digests.
+    #[arg(long, value_enum, default_value_t = HashEngine::Fast)]
+    engine: HashEngine,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FilterArg {
+    /// On for software adapters (SIMD CPUs), off for GPUs.
+    Auto,
+    On,
+    Off,
+}
+
+impl FilterArg {
+    fn choice(self) -> Option<bool> {
+        match self {
+            FilterArg::Auto => None,
+            FilterArg::On => Some(true),
+            FilterArg::Off => Some(false),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HashEngine {
+    /// The literal CPU engine (slow, obviously right).
+    Reference,
+    /// The on-demand CPU engine.
+    Fast,
+    /// The WGSL kernel on a GPU adapter.
+    Gpu,
 }
 
 /// VisionX params; each defaults to its consensus value.
@@ -104,9 +171,22 @@ impl ParamsArgs {
 
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Which backend to measure.
-    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
-    backend: BackendArg,
+    /// Backend(s) to measure: cpu, gpu, or auto (every usable GPU, else the
+    /// CPU); give several (--backend cpu,gpu) to compare them in one run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
+    backend: Vec<BackendChoice>,
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// Device memory the GPU batch may use, MiB (the tuner stays within it).
+    #[arg(long, default_value_t = 4096)]
+    gpu_memory_mb: u64,
+    /// Fixed GPU batch size in hashes (skips auto-tuning).
+    #[arg(long)]
+    gpu_batch: Option<u32>,
+    /// Bit filter in front of the GPU's write tables: on, off, or auto (on
+    /// for software adapters only).
+    #[arg(long, value_enum, default_value_t = FilterArg::Auto)]
+    gpu_filter: FilterArg,
     /// CPU threads (default: one per available core).
     #[arg(long)]
     threads: Option<usize>,
@@ -121,13 +201,11 @@ struct BenchArgs {
     json: bool,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum BackendArg {
-    /// The CPU fast (or reference) engine on a thread pool.
-    Cpu,
+fn parse_engine(s: &str) -> Result<EngineKind, String> {
+    s.parse()
 }
 
-fn parse_engine(s: &str) -> Result<EngineKind, String> {
+fn parse_shader(s: &str) -> Result<ShaderVariant, String> {
     s.parse()
 }
 
@@ -157,13 +235,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Hash(args) => run_hash(args),
         Command::Bench(args) => run_bench(args),
+        Command::Devices(args) => run_devices(args),
+        Command::GpuProbe(args) => {
+            gpu::probe(args.device, args.shader)?;
+            println!("ok");
+            Ok(())
+        }
     }
 }
 
 fn run_hash(args: HashArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.block {
         let json = read_block_file(path)?;
-        let report = hash_command::hash_block(&json, args.engine)?;
+        let report = hash_command::hash_block(&json, |input, nonce| hash_with(&args, input, nonce))?;
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
@@ -172,9 +256,22 @@ fn run_hash(args: HashArgs) -> anyhow::Result<()> {
     else {
         return Err(InputError::new("--seed, --epoch, --header and --nonce are required without --block").into());
     };
-    let digest = hash_command::hash_explicit(seed, epoch, header, nonce, args.params.params(), args.engine)?;
+    let input = hash_command::explicit_input(seed, epoch, header, args.params.params())?;
+    let digest = hash_with(&args, &input, nonce)?;
     println!("{digest}");
     Ok(())
+}
+
+/// One digest on the engine `args` selects.
+fn hash_with(args: &HashArgs, input: &visionx::PowInput, nonce: u64) -> anyhow::Result<visionx::Digest> {
+    Ok(match args.engine {
+        HashEngine::Reference => EngineKind::Reference.build().hash(input, nonce),
+        HashEngine::Fast => EngineKind::Fast.build().hash(input, nonce),
+        HashEngine::Gpu => {
+            let device = gpu::open_device(args.gpu.device, args.gpu.shader)?;
+            gpu::hash_nonces(device, input, &[nonce])?[0]
+        }
+    })
 }
 
 fn read_block_file(path: &PathBuf) -> anyhow::Result<String> {
@@ -189,32 +286,147 @@ fn read_block_file(path: &PathBuf) -> anyhow::Result<String> {
 }
 
 fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
-    let BackendArg::Cpu = args.backend;
-    let mut reports: Vec<BenchReport> = Vec::new();
-    for &engine in &args.engine {
-        let backend = CpuBackend::new(CpuConfig { threads: args.threads, engine })
-            .map_err(|e| InputError::new(e.to_string()))
-            .context("cannot start the CPU backend")?;
-        if !args.json {
-            eprintln!("benchmarking {engine} engine on {} CPU threads for {}s...", backend.threads(), args.seconds);
+    let duration = Duration::from_secs_f64(args.seconds);
+    let mut rates: Vec<(String, f64)> = Vec::new();
+    let mut cpu_engines_done = false;
+    for choice in &args.backend {
+        let plan = device_selection::plan(*choice, args.gpu.device).map_err(|e| InputError::new(e.to_string()))?;
+        if let Some(note) = &plan.note {
+            eprintln!("vision-miner: {note}");
         }
-        let report = bench_cpu(&backend, Duration::from_secs_f64(args.seconds));
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            print_bench(&report);
+        for index in &plan.gpus {
+            let Some(backend) = start_gpu(*index, &args)? else { continue };
+            if !args.json {
+                eprintln!(
+                    "benchmarking GPU #{index} {} ({} shader, batch {} hashes, split {}) for {}s...",
+                    backend.summary().name,
+                    backend.variant(),
+                    backend.shape().hashes(),
+                    backend.shape().split,
+                    args.seconds
+                );
+            }
+            let report = bench_gpu(&backend, duration);
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash",
+                    report.device,
+                    report.device_name,
+                    report.shader,
+                    report.hashes_per_second,
+                    report.hashes,
+                    report.seconds,
+                    report.batch_hashes,
+                    report.segments,
+                    report.split,
+                    report.mean_dispatch_ms,
+                    report.dispatch_timing,
+                    report.table_bytes_per_hash / 1024,
+                );
+            }
+            rates.push((format!("gpu #{index}"), report.hashes_per_second));
         }
-        reports.push(report);
+        if plan.cpu && !cpu_engines_done {
+            cpu_engines_done = true;
+            for &engine in &args.engine {
+                let backend = CpuBackend::new(CpuConfig { threads: args.threads, engine })
+                    .map_err(|e| InputError::new(e.to_string()))
+                    .context("cannot start the CPU backend")?;
+                if !args.json {
+                    eprintln!(
+                        "benchmarking {engine} engine on {} CPU threads for {}s...",
+                        backend.threads(),
+                        args.seconds
+                    );
+                }
+                let report = bench_cpu(&backend, duration);
+                if args.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print_bench(&report);
+                }
+                rates.push((format!("cpu {engine}"), report.hashes_per_second));
+                rates.push((format!("cpu {engine} per thread"), report.hashes_per_second_per_thread));
+            }
+        }
     }
     if !args.json {
-        if let (Some(reference), Some(fast)) = (
-            reports.iter().find(|r| r.engine == EngineKind::Reference.name()),
-            reports.iter().find(|r| r.engine == EngineKind::Fast.name()),
-        ) {
-            let ratio = fast.hashes_per_second_per_thread / reference.hashes_per_second_per_thread;
-            println!("fast / reference per thread: {ratio:.1}x");
+        let rate = |name: &str| rates.iter().find(|(n, _)| n == name).map(|(_, r)| *r);
+        if let (Some(reference), Some(fast)) = (rate("cpu reference per thread"), rate("cpu fast per thread")) {
+            println!("fast / reference per thread: {:.1}x", fast / reference);
+        }
+        if let Some(cpu) = rate("cpu fast") {
+            for (name, gpu_rate) in rates.iter().filter(|(n, _)| n.starts_with("gpu")) {
+                println!(
+                    "{name} / cpu fast ({} threads): {:.2}x",
+                    args.threads.map_or("all".into(), |t| t.to_string()),
+                    gpu_rate / cpu
+                );
+            }
         }
     }
+    Ok(())
+}
+
+/// Probes GPU `index` in a child process, then opens and tunes it. `None`
+/// (with a message) when the probe fails: mining goes on without it.
+fn start_gpu(index: usize, args: &BenchArgs) -> anyhow::Result<Option<GpuBackend>> {
+    let exe = std::env::current_exe().context("cannot find the vision-miner executable for the GPU probe")?;
+    if let Err(reason) = gpu::probe_in_child(&exe, index, args.gpu.shader, Duration::from_secs(120)) {
+        eprintln!("vision-miner: skipping GPU #{index}: {reason}");
+        return Ok(None);
+    }
+    let goals = gpu::tuning::TuningGoals {
+        memory_budget: args.gpu_memory_mb << 20,
+        fixed_hashes: args.gpu_batch,
+        ..Default::default()
+    };
+    match GpuBackend::start(
+        index,
+        args.gpu.shader,
+        args.gpu_filter.choice(),
+        goals,
+        &bench_job(),
+        gpu::InjectedFault::None,
+    ) {
+        Ok(backend) => Ok(Some(backend)),
+        Err(err) => {
+            eprintln!("vision-miner: skipping GPU #{index}: {err}");
+            Ok(None)
+        }
+    }
+}
+
+fn run_devices(args: DevicesArgs) -> anyhow::Result<()> {
+    let adapters = gpu::adapters::summaries();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.json {
+        let json = serde_json::json!({ "gpus": adapters, "cpu": { "threads": threads } });
+        println!("{json}");
+        return Ok(());
+    }
+    if adapters.is_empty() {
+        println!("no GPU adapters (no Vulkan, Metal or DX12 driver found)");
+    }
+    for a in &adapters {
+        println!(
+            "gpu #{}: {} [{} {}{}] int64 {}, timestamps {}, max buffer {} MiB, max storage binding {} MiB, {} storage buffers/stage, driver {}",
+            a.index,
+            a.name,
+            a.backend,
+            a.device_type,
+            if a.is_software { ", software" } else { "" },
+            if a.shader_int64 { "yes" } else { "no (emulated shader)" },
+            if a.timestamp_query { "yes" } else { "no" },
+            a.max_buffer_size >> 20,
+            a.max_storage_buffer_binding_size >> 20,
+            a.max_storage_buffers_per_shader_stage,
+            if a.driver.is_empty() { "unknown" } else { &a.driver },
+        );
+    }
+    println!("cpu: {threads} threads");
     Ok(())
 }
 

@@ -2,31 +2,234 @@
 //! software adapter). Without an adapter these tests fail under `CI=true`
 //! and are skipped, with a message, elsewhere.
 
-use vision_miner::backend::gpu::{self, GpuDevice, ShaderVariant};
-use visionx::vectors;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Opens the first adapter, or explains why there is none.
-fn device(variant: ShaderVariant) -> Option<GpuDevice> {
-    match gpu::open_device(None, Some(variant)) {
-        Ok(device) => Some(device),
-        Err(err) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true needs a GPU adapter (install mesa-vulkan-drivers): {err}")
-        }
-        Err(err) => {
-            eprintln!("skipping: no usable GPU adapter ({err}); install mesa-vulkan-drivers");
-            None
+use vision_miner::backend::gpu::tuning::TuningGoals;
+use vision_miner::backend::gpu::{self, GpuBackend, GpuDevice, InjectedFault, ShaderVariant};
+use visionx::{vectors, FastEngine, Job, NonceRange, Params, PowEngine, PowInput, SearchControl, Target};
+
+fn require_adapter() -> bool {
+    if !gpu::adapters::enumerate().is_empty() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true needs a GPU adapter: install mesa-vulkan-drivers (lavapipe)");
+    }
+    eprintln!("skipping: no GPU adapter; install mesa-vulkan-drivers");
+    false
+}
+
+fn device(variant: ShaderVariant) -> GpuDevice {
+    gpu::open_device(None, Some(variant)).expect("open the first adapter")
+}
+
+fn small_params() -> Params {
+    Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 3000, reads_per_iter: 4, write_every: 3, epoch_blocks: 32 }
+}
+
+fn job(params: Params, nonces: NonceRange, difficulty: u64) -> Job {
+    let input = PowInput::new([0x5a; 32], 7, b"gpu test header, 37 bytes long......".to_vec(), params).unwrap();
+    Job { input: Arc::new(input), target: Target::from_difficulty(difficulty), nonces }
+}
+
+/// A small fixed batch keeps tests quick on a software adapter.
+fn goals(batch: u32) -> TuningGoals {
+    TuningGoals { fixed_hashes: Some(batch), ..Default::default() }
+}
+
+fn collect(
+    backend: &GpuBackend,
+    job: &Job,
+    control: &Arc<SearchControl>,
+) -> (Result<visionx::SearchEnd, gpu::GpuError>, Vec<visionx::Found>) {
+    let found = Mutex::new(Vec::new());
+    let end = backend.search(job, control, &|f| found.lock().unwrap().push(f));
+    let mut found = found.into_inner().unwrap();
+    found.sort_by_key(|f| f.nonce);
+    (end, found)
+}
+
+#[test]
+fn every_hash_vector_on_both_shader_variants() {
+    if !require_adapter() {
+        return;
+    }
+    for variant in [ShaderVariant::Native, ShaderVariant::Emulated] {
+        for v in vectors::hash_vectors() {
+            let input = v.input().unwrap();
+            let digests = gpu::hash_nonces(device(variant), &input, &[v.nonce]).unwrap();
+            assert_eq!(digests[0], v.expected(), "{variant}: {:?} nonce {}", v.params, v.nonce);
         }
     }
 }
 
 #[test]
-fn every_hash_vector_on_both_shader_variants() {
+fn gpu_finds_exactly_the_nonces_the_cpu_finds() {
+    if !require_adapter() {
+        return;
+    }
+    // Pseudo-random ranges (fixed seed, so a failure reproduces), both
+    // variants, an easy target, batches smaller than the ranges so several
+    // batches and both readback slots are used.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
     for variant in [ShaderVariant::Native, ShaderVariant::Emulated] {
-        for v in vectors::hash_vectors() {
-            let Some(gpu) = device(variant) else { return };
-            let input = v.input().unwrap();
-            let digests = gpu::hash_nonces(gpu, &input, &[v.nonce]).unwrap();
-            assert_eq!(digests[0], v.expected(), "{variant}: {:?} nonce {}", v.params, v.nonce);
+        let backend = GpuBackend::start(
+            0,
+            Some(variant),
+            None,
+            goals(128),
+            &job(small_params(), NonceRange::new(0, 1), 1),
+            InjectedFault::None,
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let start = next() % (u64::MAX - 1000);
+            let nonces = NonceRange::new(start, start + 300 + next() % 200);
+            let job = job(small_params(), nonces, 8);
+            let (end, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
+            assert_eq!(end.unwrap(), visionx::SearchEnd { hashes: nonces.len(), cancelled: false });
+            let mut expected = Vec::new();
+            FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
+            assert!(!expected.is_empty());
+            assert_eq!(found, expected, "{variant}, nonces {nonces:?}");
         }
     }
+}
+
+#[test]
+fn a_wrong_gpu_result_disables_the_device() {
+    if !require_adapter() {
+        return;
+    }
+    let job = job(small_params(), NonceRange::new(0, 256), 2);
+    let backend = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::CorruptDigests).unwrap();
+    let (end, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
+    assert!(matches!(end, Err(gpu::GpuError::WrongResult { .. })), "{end:?}");
+    assert!(found.is_empty(), "no unchecked result may escape: {found:?}");
+    assert!(backend.is_disabled());
+    // Later searches fail fast instead of hashing on a broken device.
+    let (again, _) = collect(&backend, &job, &Arc::new(SearchControl::new()));
+    assert!(again.is_err());
+}
+
+#[test]
+fn a_lost_device_is_disabled_without_ending_the_process() {
+    if !require_adapter() {
+        return;
+    }
+    let job = job(small_params(), NonceRange::new(0, 256), 2);
+    let backend = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::LoseDevice).unwrap();
+    let (end, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
+    assert!(end.is_err(), "{end:?}");
+    assert!(found.is_empty());
+    assert!(backend.is_disabled());
+}
+
+#[test]
+fn without_any_driver_auto_says_so_once_and_benches_the_cpu() {
+    // Point the Vulkan loader at no driver at all.
+    let out = Command::new(env!("CARGO_BIN_EXE_vision-miner"))
+        .args(["bench", "--backend", "auto", "--seconds", "0.3", "--threads", "1", "--json"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("no GPU adapter found").count(), 1, "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["backend"], "cpu");
+    let gpu_only = Command::new(env!("CARGO_BIN_EXE_vision-miner"))
+        .args(["bench", "--backend", "gpu", "--seconds", "0.3"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    assert_eq!(gpu_only.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&gpu_only.stderr).contains("no GPU adapter found"));
+}
+
+#[test]
+fn a_new_job_interrupts_a_running_batch() {
+    if !require_adapter() {
+        return;
+    }
+    // Consensus params: one batch is many dispatches long.
+    let job = job(Params::CONSENSUS, NonceRange::new(0, u64::MAX), u64::MAX);
+    let backend = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::None).unwrap();
+    let control = Arc::new(SearchControl::new());
+    let (end, stop_time) = std::thread::scope(|s| {
+        let search = s.spawn(|| collect(&backend, &job, &control).0);
+        std::thread::sleep(Duration::from_millis(500));
+        let cancelled_at = Instant::now();
+        control.cancel();
+        let end = search.join().unwrap();
+        (end, cancelled_at.elapsed())
+    });
+    assert!(end.unwrap().cancelled);
+    // A whole batch is 64 slices; stopping takes at most the queued ones.
+    let stats = backend.stats();
+    assert!(stop_time < Duration::from_secs(20), "took {stop_time:?}");
+    assert_eq!(stats.batches, 0, "no batch can have finished in 0.5 s at consensus params on a software adapter");
+}
+
+#[test]
+fn devices_command_lists_the_adapter_and_the_cpu() {
+    if !require_adapter() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_vision-miner")).args(["devices", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gpus = json["gpus"].as_array().unwrap();
+    assert!(!gpus.is_empty());
+    for key in ["name", "backend", "device_type", "shader_int64", "max_buffer_size", "max_storage_buffer_binding_size"]
+    {
+        assert!(gpus[0].get(key).is_some(), "missing {key}");
+    }
+    assert!(json["cpu"]["threads"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn hash_command_on_the_gpu_matches_the_cpu_and_selects_devices() {
+    if !require_adapter() {
+        return;
+    }
+    let v = vectors::hash_vectors().into_iter().find(|v| !v.is_consensus()).unwrap();
+    let p = v.params;
+    let args = |extra: &[&str]| -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vision-miner"));
+        cmd.args(["hash", "--seed", &v.seed, "--epoch", &v.epoch.to_string(), "--header", &v.header]);
+        cmd.args(["--nonce", &v.nonce.to_string(), "--dataset-mb", &p.dataset_mb.to_string()]);
+        cmd.args(["--scratch-mb", &p.scratch_mb.to_string(), "--mix-iters", &p.mix_iters.to_string()]);
+        cmd.args(["--reads-per-iter", &p.reads_per_iter.to_string(), "--write-every", &p.write_every.to_string()]);
+        cmd.args(extra).output().unwrap()
+    };
+    for shader in ["native", "emulated"] {
+        let out = args(&["--engine", "gpu", "--device", "0", "--shader", shader]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), v.digest, "{shader}");
+    }
+    let missing = args(&["--engine", "gpu", "--device", "99"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no GPU adapter with index 99"));
+}
+
+#[test]
+fn the_probe_runs_in_a_child_process() {
+    if !require_adapter() {
+        return;
+    }
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_vision-miner"));
+    gpu::probe_in_child(exe, 0, None, Duration::from_secs(120)).unwrap();
+    let err = gpu::probe_in_child(exe, 99, None, Duration::from_secs(120)).unwrap_err();
+    assert!(err.contains("exited with code"), "{err}");
 }

@@ -8,6 +8,8 @@
 pub mod adapters;
 pub mod searcher;
 pub mod shader;
+pub mod tuning;
+pub mod worker;
 
 pub use searcher::{BatchResult, BatchShape, GpuDevice, GpuSearcher};
 pub use shader::ShaderVariant;
@@ -43,7 +45,8 @@ use visionx::{Digest, PowInput, Target};
 /// wrong results silently above about 3,000 per dispatch; 1,024 was safe.
 pub const DEFAULT_SPLIT: u32 = 1024;
 
-/// Opens adapter `index` (or the first one) with the kernel for `variant`.
+/// Opens adapter `index` (or the first one) with the kernel for `variant`
+/// (the table filter as the device's default).
 pub fn open_device(index: Option<usize>, variant: Option<ShaderVariant>) -> Result<GpuDevice, GpuError> {
     let adapters = adapters::enumerate();
     if adapters.is_empty() {
@@ -51,7 +54,7 @@ pub fn open_device(index: Option<usize>, variant: Option<ShaderVariant>) -> Resu
     }
     let index = index.unwrap_or(0);
     let adapter = adapters.get(index).ok_or(GpuError::NoSuchDevice(index))?;
-    GpuDevice::open(index, adapter, variant)
+    GpuDevice::open(index, adapter, variant, None)
 }
 
 /// Digests of `nonces` computed on `gpu` (one small batch each call; for
@@ -75,3 +78,66 @@ pub fn hash_nonces(gpu: GpuDevice, input: &PowInput, nonces: &[u64]) -> Result<V
 }
 
 pub use searcher::WORKGROUP_SIZE;
+pub use worker::{DispatchStats, GpuBackend, InjectedFault};
+
+/// Runs the adapter probe (`vision-miner gpu-probe`) in a child process:
+/// some vendors' Vulkan drivers crash while building pipelines, which must not
+/// take the miner down. `Ok` when the child compiled the kernel and hashed a
+/// known vector correctly.
+pub fn probe_in_child(
+    miner_exe: &std::path::Path,
+    index: usize,
+    variant: Option<ShaderVariant>,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let mut cmd = std::process::Command::new(miner_exe);
+    cmd.args(["gpu-probe", "--device", &index.to_string()]);
+    if let Some(variant) = variant {
+        cmd.args(["--shader", variant.name()]);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the probe {}: {e}", miner_exe.display()))?;
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("probe did not finish within {}s", timeout.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => return Err(format!("probe: {e}")),
+        }
+    };
+    let output = child.wait_with_output().map_err(|e| format!("probe: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if status.success() && stdout.trim() == "ok" {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reason = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string();
+    Err(match status.code() {
+        Some(code) => format!("probe exited with code {code}: {reason}"),
+        None => format!("probe crashed ({status}): {reason}"),
+    })
+}
+
+/// What `vision-miner gpu-probe` does in the child: compile the kernel on
+/// adapter `index` and hash the first small vector, checking the digest.
+pub fn probe(index: usize, variant: Option<ShaderVariant>) -> Result<(), GpuError> {
+    let gpu = open_device(Some(index), variant)?;
+    let vector = visionx::vectors::hash_vectors()
+        .into_iter()
+        .find(|v| !v.is_consensus())
+        .expect("bundled vectors include small-params ones");
+    let input = vector.input().expect("bundled vector is valid");
+    let digest = hash_nonces(gpu, &input, &[vector.nonce])?[0];
+    if digest != vector.expected() {
+        return Err(GpuError::WrongResult { nonce: vector.nonce });
+    }
+    Ok(())
+}

@@ -4,9 +4,10 @@
 //! has its own state, key and value buffers (wgpu caps a storage binding,
 //! lavapipe at 128 MiB, so large batches spread over several), and the mix
 //! loop runs in slices of `split` iterations, one dispatch per (segment,
-//! slice). Only the small found-list buffer is read back. Two readback slots
-//! let the next batch run while the previous one is read
-//! ([`GpuSearcher::submit`] / [`GpuSearcher::collect`]).
+//! slice). Each slice of a batch is its own submission
+//! ([`GpuSearcher::submit_step`]), so a new job interrupts a batch between
+//! dispatches. Only the small found-list buffer is read back; two readback
+//! slots let the next batch start while the previous one is read.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,7 +50,7 @@ struct KernelConfig {
     header_words8: u32,
     header_words16: u32,
     found_capacity: u32,
-    _pad: u32,
+    filter_mask: u32,
 }
 
 fn split_u64(v: u64) -> [u32; 2] {
@@ -89,10 +90,14 @@ pub struct BatchResult {
     pub dispatches: u32,
 }
 
-/// An opened adapter with the kernel compiled for it.
+/// An opened adapter with the kernel compiled for it. Cheap to clone (the
+/// wgpu handles are shared).
+#[derive(Clone)]
 pub struct GpuDevice {
     pub summary: AdapterSummary,
     pub variant: ShaderVariant,
+    /// Whether the kernel keeps a bit filter in front of each write table.
+    pub filter: bool,
     device: wgpu::Device,
     queue: wgpu::Queue,
     pipeline: wgpu::ComputePipeline,
@@ -104,9 +109,16 @@ pub struct GpuDevice {
 
 impl GpuDevice {
     /// Opens `adapter` and compiles the kernel. `variant` None picks native
-    /// where the adapter has `SHADER_INT64`, emulated otherwise.
-    pub fn open(index: usize, adapter: &wgpu::Adapter, variant: Option<ShaderVariant>) -> Result<Self, GpuError> {
+    /// where the adapter has `SHADER_INT64`, emulated otherwise; `filter`
+    /// None uses the table filter on software adapters only.
+    pub fn open(
+        index: usize,
+        adapter: &wgpu::Adapter,
+        variant: Option<ShaderVariant>,
+        filter: Option<bool>,
+    ) -> Result<Self, GpuError> {
         let summary = AdapterSummary::of(index, adapter);
+        let filter = filter.unwrap_or(summary.is_software);
         let variant = match variant {
             Some(ShaderVariant::Native) if !summary.shader_int64 => {
                 return Err(GpuError::Unsupported(format!(
@@ -176,6 +188,7 @@ impl GpuDevice {
                 storage(3, false),
                 storage(4, false),
                 storage(5, false),
+                storage(6, false),
             ],
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -189,7 +202,10 @@ impl GpuDevice {
             module: &module,
             entry_point: Some("search"),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE))],
+                constants: &[
+                    ("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE)),
+                    ("USE_FILTER", if filter { 1.0 } else { 0.0 }),
+                ],
                 ..Default::default()
             },
             cache: None,
@@ -197,7 +213,13 @@ impl GpuDevice {
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Pipeline(err.to_string()));
         }
-        Ok(GpuDevice { summary, variant, device, queue, pipeline, layout, timestamps, lost, errors })
+        Ok(GpuDevice { summary, variant, filter, device, queue, pipeline, layout, timestamps, lost, errors })
+    }
+
+    /// Destroys the device (every later use fails as after a driver reset).
+    #[doc(hidden)]
+    pub fn destroy(&self) {
+        self.device.destroy();
     }
 
     fn check_health(&self) -> Result<(), GpuError> {
@@ -220,11 +242,21 @@ impl GpuDevice {
         (2 * distinct).next_power_of_two().max(64) as u32
     }
 
+    /// Filter bits per hash for `params` (0 without the filter): like the
+    /// CPU engine's, at most 2^20, never more than the scratchpad has words.
+    pub fn filter_bits(&self, params: &visionx::Params) -> u32 {
+        if !self.filter {
+            return 0;
+        }
+        let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
+        scratch_words.clamp(32, 1 << 20) as u32
+    }
+
     /// Bytes of device memory one hash in flight needs for `params`
-    /// (table keys and values plus saved state).
+    /// (table keys and values, filter, saved state).
     pub fn bytes_per_hash(&self, params: &visionx::Params) -> u64 {
         let word = 8;
-        u64::from(Self::table_slots(params)) * (4 + word) + 4 * word
+        u64::from(Self::table_slots(params)) * (4 + word) + u64::from(self.filter_bits(params) / 8) + 4 * word
     }
 
     /// The largest segment the device's binding limit allows for `params`.
@@ -238,6 +270,7 @@ impl GpuDevice {
 
 struct Segment {
     keys: wgpu::Buffer,
+    filter: wgpu::Buffer,
     /// One bind group per readback slot.
     bind_groups: Vec<wgpu::BindGroup>,
 }
@@ -247,15 +280,8 @@ struct ReadbackSlot {
     found: wgpu::Buffer,
     staging: wgpu::Buffer,
     queries: Option<(wgpu::QuerySet, wgpu::Buffer)>,
-    in_flight: Option<InFlight>,
-}
-
-struct InFlight {
-    submission: wgpu::SubmissionIndex,
-    nonce_base: u64,
-    hashes: u32,
-    dispatches: u32,
-    submitted_at: Instant,
+    /// A batch was started here and not yet read or abandoned.
+    busy: bool,
 }
 
 /// The job currently loaded.
@@ -269,6 +295,7 @@ pub struct GpuSearcher {
     gpu: GpuDevice,
     shape: BatchShape,
     slots_per_hash: u32,
+    filter_bits_per_hash: u32,
     config_stride: u64,
     found_capacity: u32,
     found_bytes: u64,
@@ -283,6 +310,7 @@ impl GpuSearcher {
     pub fn new(gpu: GpuDevice, shape: BatchShape, params: &visionx::Params) -> Result<Self, GpuError> {
         let device = &gpu.device;
         let slots_per_hash = GpuDevice::table_slots(params);
+        let filter_bits_per_hash = gpu.filter_bits(params);
         if shape.segment_hashes == 0 || shape.segments == 0 || shape.split == 0 {
             return Err(GpuError::Unsupported(format!("empty batch shape {shape:?}")));
         }
@@ -327,7 +355,7 @@ impl GpuSearcher {
                         buffer("timestamps", 16, wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
                     (set, resolve)
                 }),
-                in_flight: None,
+                busy: false,
             })
             .collect();
         let word = 8u64;
@@ -337,6 +365,8 @@ impl GpuSearcher {
                 let state = buffer("state", n * 4 * word, wgpu::BufferUsages::STORAGE);
                 let keys = buffer("table keys", n * u64::from(slots_per_hash) * 4, storage);
                 let values = buffer("table values", n * u64::from(slots_per_hash) * word, wgpu::BufferUsages::STORAGE);
+                // Without the filter the binding still needs a (never read) buffer.
+                let filter = buffer("table filter", (n * u64::from(filter_bits_per_hash) / 8).max(16), storage);
                 let bind_groups = readback
                     .iter()
                     .map(|slot| {
@@ -357,11 +387,12 @@ impl GpuSearcher {
                                 wgpu::BindGroupEntry { binding: 3, resource: keys.as_entire_binding() },
                                 wgpu::BindGroupEntry { binding: 4, resource: values.as_entire_binding() },
                                 wgpu::BindGroupEntry { binding: 5, resource: slot.found.as_entire_binding() },
+                                wgpu::BindGroupEntry { binding: 6, resource: filter.as_entire_binding() },
                             ],
                         })
                     })
                     .collect();
-                Segment { keys, bind_groups }
+                Segment { keys, filter, bind_groups }
             })
             .collect();
         if let Some(err) = pollster::block_on(scope.pop()) {
@@ -372,6 +403,7 @@ impl GpuSearcher {
             gpu,
             shape,
             slots_per_hash,
+            filter_bits_per_hash,
             config_stride,
             found_capacity,
             found_bytes,
@@ -386,25 +418,36 @@ impl GpuSearcher {
         &self.gpu
     }
 
+    /// The job loaded, if any.
+    pub fn job(&self) -> Option<(&Arc<PowInput>, Target)> {
+        self.job.as_ref().map(|j| (&j.input, j.target))
+    }
+
     pub fn shape(&self) -> BatchShape {
         self.shape
     }
 
     /// Device memory the batch's tables and state take.
     pub fn bytes_in_flight(&self) -> u64 {
-        u64::from(self.shape.hashes()) * (u64::from(self.slots_per_hash) * 12 + 32)
+        u64::from(self.shape.hashes()) * (self.table_bytes_per_hash() + 32)
     }
 
-    /// Table bytes per hash in flight (keys and values).
+    /// Table bytes per hash in flight (keys, values and filter).
     pub fn table_bytes_per_hash(&self) -> u64 {
-        u64::from(self.slots_per_hash) * 12
+        u64::from(self.slots_per_hash) * 12 + u64::from(self.filter_bits_per_hash / 8)
     }
 
     /// Whether buffers allocated for `params` can run a job with these params.
     pub fn fits(&self, params: &visionx::Params) -> bool {
         GpuDevice::table_slots(params) <= self.slots_per_hash
+            && self.gpu.filter_bits(params) <= self.filter_bits_per_hash
             && params.mix_iters.div_ceil(self.shape.split).max(1)
                 <= self.readback[0].config.size().div_ceil(self.config_stride) as u32 / self.shape.segments
+    }
+
+    /// Forgets the loaded job.
+    pub fn clear_job(&mut self) {
+        self.job = None;
     }
 
     /// Loads a job: its header goes to the device now; batches use it from the next submit.
@@ -423,28 +466,29 @@ impl GpuSearcher {
         Ok(())
     }
 
-    /// Starts hashing nonces `nonce_base .. nonce_base + count` in readback
-    /// slot `slot`. `count` at most the shape's hashes; the range must not wrap.
-    pub fn submit(&mut self, slot: usize, nonce_base: u64, count: u32) -> Result<(), GpuError> {
+    /// Prepares a batch over nonces `nonce_base .. nonce_base + count` in
+    /// readback slot `slot`; its steps are then submitted one by one with
+    /// [`GpuSearcher::submit_step`]. `count` is at most the shape's hashes.
+    pub fn start_batch(&mut self, slot: usize, nonce_base: u64, count: u32) -> Result<BatchTicket, GpuError> {
         let job = self.job.as_ref().ok_or_else(|| GpuError::Unsupported("no job loaded".into()))?;
         assert!(count <= self.shape.hashes(), "batch of {count} exceeds the shape");
         assert!(count == 0 || nonce_base.checked_add(u64::from(count) - 1).is_some(), "nonce range wraps");
-        assert!(self.readback[slot].in_flight.is_none(), "slot {slot} still in flight");
+        assert!(!self.readback[slot].busy, "slot {slot} still holds an unread batch");
         let input = &job.input;
         let params = input.params();
         let geometry = input.geometry();
         let splits = params.mix_iters.div_ceil(self.shape.split).max(1);
-        let header_words8 = input.header().len().div_ceil(8) as u32;
 
         let mut configs = vec![0u8; self.readback[slot].config.size() as usize];
-        let mut dispatches = Vec::new();
+        let mut steps: Vec<Vec<Dispatch>> = vec![Vec::new(); splits as usize];
         for s in 0..self.shape.segments {
             let first_hash = s * self.shape.segment_hashes;
             let n = count.saturating_sub(first_hash).min(self.shape.segment_hashes);
             if n == 0 {
                 break;
             }
-            for t in 0..splits {
+            for (t, step) in steps.iter_mut().enumerate() {
+                let t = t as u32;
                 let config = KernelConfig {
                     dataset_seed: split_u64(input.dataset_seed()),
                     nonce_base: split_u64(nonce_base),
@@ -459,87 +503,117 @@ impl GpuSearcher {
                     iter_end: ((t + 1) * self.shape.split).min(params.mix_iters),
                     count: n,
                     first_hash,
-                    header_words8,
+                    header_words8: input.header().len().div_ceil(8) as u32,
                     header_words16: input.header().len().div_ceil(16) as u32,
                     found_capacity: self.found_capacity,
-                    _pad: 0,
+                    filter_mask: self.filter_bits_per_hash.saturating_sub(1),
                 };
                 let offset = (u64::from(s * splits + t) * self.config_stride) as usize;
                 configs[offset..offset + std::mem::size_of::<KernelConfig>()]
                     .copy_from_slice(bytemuck::bytes_of(&config));
-                dispatches.push((s as usize, offset as u32, n.div_ceil(WORKGROUP_SIZE)));
+                step.push(Dispatch {
+                    segment: s as usize,
+                    offset: offset as u32,
+                    workgroups: n.div_ceil(WORKGROUP_SIZE),
+                });
             }
         }
+        // Writes land at the next submit, after everything submitted before.
+        self.gpu.queue.write_buffer(&self.readback[slot].config, 0, &configs);
+        self.readback[slot].busy = true;
+        Ok(BatchTicket { slot, nonce_base, hashes: count, steps, next_step: 0, started_at: Instant::now() })
+    }
 
-        let rb = &self.readback[slot];
-        let queue = &self.gpu.queue;
-        queue.write_buffer(&rb.config, 0, &configs);
+    /// Submits the next step of `ticket` (one slice of the mix loop on every
+    /// segment); the last step also copies the found list for readback.
+    pub fn submit_step(&mut self, ticket: &mut BatchTicket) -> Result<wgpu::SubmissionIndex, GpuError> {
+        let t = ticket.next_step;
+        assert!(t < ticket.steps.len(), "every step already submitted");
+        let first = t == 0;
+        let last = t + 1 == ticket.steps.len();
+        let rb = &self.readback[ticket.slot];
+        let step = &ticket.steps[t];
+        let used_segments = step.last().map_or(0, |d| d.segment + 1);
         let mut encoder =
-            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch") });
-        encoder.clear_buffer(&rb.found, 0, None);
-        let used_segments = dispatches.last().map_or(0, |d| d.0 + 1);
-        for segment in &self.segments[..used_segments] {
-            encoder.clear_buffer(&segment.keys, 0, None);
-        }
-        let last_segment = used_segments.saturating_sub(1);
-        for (s, segment) in self.segments[..used_segments].iter().enumerate() {
-            let timestamp_writes = rb.queries.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
-                query_set: set,
-                beginning_of_pass_write_index: (s == 0).then_some(0),
-                end_of_pass_write_index: (s == last_segment).then_some(1),
-            });
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("visionx segment"),
-                timestamp_writes: timestamp_writes
-                    .filter(|t| t.beginning_of_pass_write_index.is_some() || t.end_of_pass_write_index.is_some()),
-            });
-            pass.set_pipeline(&self.gpu.pipeline);
-            for &(_, offset, groups) in dispatches.iter().filter(|d| d.0 == s) {
-                pass.set_bind_group(0, &segment.bind_groups[slot], &[offset]);
-                pass.dispatch_workgroups(groups, 1, 1);
+            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch step") });
+        if first {
+            encoder.clear_buffer(&rb.found, 0, None);
+            for segment in &self.segments[..used_segments] {
+                encoder.clear_buffer(&segment.keys, 0, None);
+                if self.filter_bits_per_hash > 0 {
+                    encoder.clear_buffer(&segment.filter, 0, None);
+                }
             }
         }
-        encoder.copy_buffer_to_buffer(&rb.found, 0, &rb.staging, 0, self.found_bytes);
-        if let Some((set, resolve)) = &rb.queries {
-            encoder.resolve_query_set(set, 0..2, resolve, 0);
-            encoder.copy_buffer_to_buffer(resolve, 0, &rb.staging, self.found_bytes, 16);
+        for (s, segment) in self.segments[..used_segments].iter().enumerate() {
+            let begin = first && s == 0;
+            let end = last && s + 1 == used_segments;
+            let timestamp_writes =
+                rb.queries.as_ref().filter(|_| begin || end).map(|(set, _)| wgpu::ComputePassTimestampWrites {
+                    query_set: set,
+                    beginning_of_pass_write_index: begin.then_some(0),
+                    end_of_pass_write_index: end.then_some(1),
+                });
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("visionx slice"), timestamp_writes });
+            pass.set_pipeline(&self.gpu.pipeline);
+            for dispatch in step.iter().filter(|d| d.segment == s) {
+                pass.set_bind_group(0, &segment.bind_groups[ticket.slot], &[dispatch.offset]);
+                pass.dispatch_workgroups(dispatch.workgroups, 1, 1);
+            }
         }
-        let submission = queue.submit([encoder.finish()]);
-        self.readback[slot].in_flight = Some(InFlight {
-            submission,
-            nonce_base,
-            hashes: count,
-            dispatches: dispatches.len() as u32,
-            submitted_at: Instant::now(),
-        });
+        if last {
+            encoder.copy_buffer_to_buffer(&rb.found, 0, &rb.staging, 0, self.found_bytes);
+            if let Some((set, resolve)) = &rb.queries {
+                encoder.resolve_query_set(set, 0..2, resolve, 0);
+                encoder.copy_buffer_to_buffer(resolve, 0, &rb.staging, self.found_bytes, 16);
+            }
+        }
+        let submission = self.gpu.queue.submit([encoder.finish()]);
+        ticket.next_step += 1;
+        self.gpu.check_health()?;
+        Ok(submission)
+    }
+
+    /// Blocks until `submission` has finished on the device.
+    pub fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<(), GpuError> {
+        let name = &self.gpu.summary.name;
+        self.gpu
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(Duration::from_secs(60)) })
+            .map_err(|e| match e {
+                wgpu::PollError::Timeout => GpuError::DeviceLost(format!("{name}: a dispatch ran over 60 s")),
+                other => GpuError::DeviceLost(format!("{name}: {other}")),
+            })?;
         self.gpu.check_health()
     }
 
-    /// Waits for the batch in `slot` and reads its found list.
-    pub fn collect(&mut self, slot: usize) -> Result<BatchResult, GpuError> {
-        let flight = self.readback[slot].in_flight.take().ok_or_else(|| GpuError::Unsupported("slot idle".into()))?;
-        let rb = &self.readback[slot];
+    /// Gives up a batch whose steps were not all submitted (a new job came);
+    /// its slot is free again once its submitted steps have finished.
+    pub fn abandon(&mut self, ticket: BatchTicket) {
+        self.readback[ticket.slot].busy = false;
+    }
+
+    /// Reads the found list of a batch whose last step has finished.
+    pub fn read_results(&mut self, ticket: BatchTicket) -> Result<BatchResult, GpuError> {
+        assert_eq!(ticket.next_step, ticket.steps.len(), "batch not fully submitted");
+        let rb = &mut self.readback[ticket.slot];
+        rb.busy = false;
         let (tx, rx) = std::sync::mpsc::channel();
         rb.staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = tx.send(result);
         });
+        // The last step has completed, so this poll only runs the map callback.
         self.gpu
             .device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(flight.submission),
-                timeout: Some(Duration::from_secs(60)),
-            })
-            .map_err(|e| match e {
-                wgpu::PollError::Timeout => GpuError::DeviceLost(format!("{}: batch timed out", self.gpu.summary.name)),
-                other => GpuError::DeviceLost(format!("{}: {other}", self.gpu.summary.name)),
-            })?;
-        self.gpu.check_health()?;
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(Duration::from_secs(60)) })
+            .map_err(|e| GpuError::DeviceLost(format!("{}: {e}", self.gpu.summary.name)))?;
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(GpuError::DeviceLost(format!("readback failed: {e}"))),
             Err(_) => return Err(GpuError::DeviceLost("readback never completed".into())),
         }
-        let wall_time = flight.submitted_at.elapsed();
+        let wall_time = ticket.started_at.elapsed();
         let (found, overflowed, gpu_ticks) = {
             let bytes = rb.staging.get_mapped_range(..).map_err(|e| GpuError::Validation(e.to_string()))?;
             let words: &[u32] = bytemuck::cast_slice(&bytes[..self.found_bytes as usize]);
@@ -553,7 +627,7 @@ impl GpuSearcher {
                         let word = u64::from(pair[0]) | u64::from(pair[1]) << 32;
                         digest[i * 8..i * 8 + 8].copy_from_slice(&word.to_be_bytes());
                     }
-                    Found { nonce: flight.nonce_base + u64::from(e[0]), digest: Digest(digest) }
+                    Found { nonce: ticket.nonce_base + u64::from(e[0]), digest: Digest(digest) }
                 })
                 .collect();
             let ticks = rb.queries.as_ref().map(|_| {
@@ -565,24 +639,78 @@ impl GpuSearcher {
         rb.staging.unmap();
         let period_ns = f64::from(self.gpu.queue.get_timestamp_period());
         Ok(BatchResult {
-            nonce_base: flight.nonce_base,
-            hashes: flight.hashes,
+            nonce_base: ticket.nonce_base,
+            hashes: ticket.hashes,
             found,
             overflowed,
             gpu_time: gpu_ticks.map(|t| Duration::from_secs_f64(t as f64 * period_ns * 1e-9)),
             wall_time,
-            dispatches: flight.dispatches,
+            dispatches: ticket.steps.iter().map(|s| s.len() as u32).sum(),
         })
     }
 
-    /// Submits and collects one batch in slot 0.
+    /// Runs one whole batch in slot 0 and reads it (no overlap; for hashing
+    /// single nonces, tests and tuning).
     pub fn run_batch(&mut self, nonce_base: u64, count: u32) -> Result<BatchResult, GpuError> {
-        self.submit(0, nonce_base, count)?;
-        self.collect(0)
+        let mut ticket = self.start_batch(0, nonce_base, count)?;
+        let mut last = None;
+        while ticket.next_step < ticket.steps.len() {
+            last = Some(self.submit_step(&mut ticket)?);
+        }
+        if let Some(submission) = last {
+            self.wait(submission)?;
+        }
+        self.read_results(ticket)
     }
 
-    pub fn is_in_flight(&self, slot: usize) -> bool {
-        self.readback[slot].in_flight.is_some()
+    /// Time of one step (a slice of `split` mix iterations on every segment)
+    /// over `count` hashes: what the tuner measures.
+    pub fn time_one_step(&mut self, nonce_base: u64, count: u32) -> Result<Duration, GpuError> {
+        let mut ticket = self.start_batch(0, nonce_base, count)?;
+        let started = Instant::now();
+        let submission = self.submit_step(&mut ticket)?;
+        self.wait(submission)?;
+        let elapsed = started.elapsed();
+        self.abandon(ticket);
+        Ok(elapsed)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dispatch {
+    segment: usize,
+    offset: u32,
+    workgroups: u32,
+}
+
+/// A batch between [`GpuSearcher::start_batch`] and [`GpuSearcher::read_results`].
+#[derive(Debug)]
+pub struct BatchTicket {
+    slot: usize,
+    nonce_base: u64,
+    hashes: u32,
+    /// Per step, the dispatches (segment, config offset, workgroups).
+    steps: Vec<Vec<Dispatch>>,
+    next_step: usize,
+    started_at: Instant,
+}
+
+impl BatchTicket {
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    pub fn hashes(&self) -> u32 {
+        self.hashes
+    }
+
+    /// Whether every step has been submitted.
+    pub fn fully_submitted(&self) -> bool {
+        self.next_step == self.steps.len()
+    }
+
+    pub fn steps(&self) -> usize {
+        self.steps.len()
     }
 }
 

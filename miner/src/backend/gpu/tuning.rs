@@ -1,0 +1,113 @@
+//! Picks a batch shape for a device by measuring it.
+//!
+//! The mix-loop slice starts at [`super::DEFAULT_SPLIT`] iterations; the
+//! batch grows (doubling) while the device gets faster and one dispatch
+//! stays short, within the memory budget and the device's buffer limits. A
+//! slice whose dispatch takes too long even at the smallest batch is halved,
+//! so no dispatch trips an OS watchdog.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use visionx::{Params, PowInput, Target};
+
+use super::searcher::{BatchShape, GpuDevice, GpuSearcher, WORKGROUP_SIZE};
+use super::{GpuError, DEFAULT_SPLIT};
+
+/// What the tuner aims for.
+#[derive(Debug, Clone, Copy)]
+pub struct TuningGoals {
+    /// Device memory the batch's tables may take.
+    pub memory_budget: u64,
+    /// Grow the batch while one dispatch is shorter than this.
+    pub min_dispatch: Duration,
+    /// No dispatch may take longer than this.
+    pub max_dispatch: Duration,
+    /// Stop growing when doubling the batch gains less than this fraction.
+    pub min_gain: f64,
+    /// Hashes per batch given by the user: skips measuring.
+    pub fixed_hashes: Option<u32>,
+}
+
+impl Default for TuningGoals {
+    fn default() -> Self {
+        TuningGoals {
+            memory_budget: 4 << 30,
+            min_dispatch: Duration::from_millis(20),
+            max_dispatch: Duration::from_millis(200),
+            min_gain: 0.05,
+            fixed_hashes: None,
+        }
+    }
+}
+
+/// The tuner's choice and what it measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuned {
+    pub shape: BatchShape,
+    /// Hashes per second measured for `shape` (from one slice; 0 when fixed).
+    pub measured_rate: f64,
+    /// One dispatch's time at `shape` (zero when fixed).
+    pub dispatch_time: Duration,
+}
+
+/// A shape holding `hashes` hashes in segments no larger than the device allows.
+pub fn shape_for(gpu: &GpuDevice, params: &Params, hashes: u32, split: u32) -> BatchShape {
+    let max_segment = gpu.max_segment_hashes(params);
+    let segments = hashes.div_ceil(max_segment).max(1);
+    let segment_hashes = hashes.div_ceil(segments).div_ceil(WORKGROUP_SIZE) * WORKGROUP_SIZE;
+    BatchShape { segment_hashes, segments, split }
+}
+
+/// Measures `gpu` on `input` and returns a searcher with the chosen shape.
+pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(GpuSearcher, Tuned), GpuError> {
+    let params = *input.params();
+    let mut split = DEFAULT_SPLIT.min(params.mix_iters).max(1);
+    let cap = (goals.memory_budget / gpu.bytes_per_hash(&params)).clamp(u64::from(WORKGROUP_SIZE), 1 << 22) as u32;
+    let cap = cap / WORKGROUP_SIZE * WORKGROUP_SIZE;
+    if let Some(hashes) = goals.fixed_hashes {
+        let shape = shape_for(gpu, &params, hashes.clamp(1, cap), split);
+        let searcher = GpuSearcher::new(gpu.clone(), shape, &params)?;
+        return Ok((searcher, Tuned { shape, measured_rate: 0.0, dispatch_time: Duration::ZERO }));
+    }
+    let job = Arc::new(input.clone());
+    let slices = |split: u32| f64::from(params.mix_iters.div_ceil(split).max(1));
+    let mut best: Option<(GpuSearcher, Tuned)> = None;
+    let mut hashes = WORKGROUP_SIZE.min(cap);
+    loop {
+        let shape = shape_for(gpu, &params, hashes, split);
+        let mut searcher = match GpuSearcher::new(gpu.clone(), shape, &params) {
+            Ok(searcher) => searcher,
+            // Out of memory: the last shape that fitted is the answer.
+            Err(GpuError::OutOfMemory(_)) if best.is_some() => break,
+            Err(err) => return Err(err),
+        };
+        searcher.set_job(job.clone(), Target(0))?;
+        searcher.time_one_step(0, hashes)?; // the first dispatch includes driver warm-up
+        let step = searcher.time_one_step(0, hashes)?;
+        let dispatch = step.div_f64(f64::from(shape.segments));
+        if dispatch > goals.max_dispatch && best.is_none() && split > 1 {
+            split /= 2;
+            continue;
+        }
+        let rate = f64::from(hashes) / (step.as_secs_f64() * slices(split));
+        // Better, or as good and closer to the dispatch-time window.
+        let improved = best.as_ref().is_none_or(|(_, b)| {
+            rate > b.measured_rate * (1.0 + goals.min_gain)
+                || (b.dispatch_time < goals.min_dispatch && rate >= b.measured_rate * (1.0 - goals.min_gain))
+        });
+        let too_long = dispatch > goals.max_dispatch;
+        if improved && !too_long {
+            best = Some((searcher, Tuned { shape, measured_rate: rate, dispatch_time: dispatch }));
+        }
+        let next = hashes.saturating_mul(2).min(cap);
+        let long_enough = dispatch >= goals.min_dispatch;
+        if too_long || next == hashes || (long_enough && !improved) {
+            break;
+        }
+        hashes = next;
+    }
+    let (mut searcher, tuned) = best.expect("the smallest batch was measured");
+    searcher.clear_job();
+    Ok((searcher, tuned))
+}

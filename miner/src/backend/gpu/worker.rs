@@ -1,0 +1,322 @@
+//! One OS thread per GPU: it owns the device, runs the batch loop, and
+//! re-checks every nonce the GPU reports on the CPU engine before anyone
+//! sees it.
+//!
+//! The thread is never a tokio runtime thread: waiting on the device blocks.
+//! A device that returns a wrong digest, or is lost, is disabled with a log
+//! line and every later search on it fails fast, so mining goes on on the
+//! other backends.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use visionx::{FastEngine, Found, Job, PowEngine, SearchControl, SearchEnd};
+
+use super::adapters::AdapterSummary;
+use super::searcher::{BatchShape, GpuDevice, GpuSearcher};
+use super::tuning::{self, Tuned, TuningGoals};
+use super::{GpuError, ShaderVariant};
+
+/// Submissions kept queued on the device, so it never idles while the
+/// thread reads a batch back or prepares the next.
+const QUEUE_DEPTH: usize = 2;
+
+/// Running totals of a device's batches, for `bench` and status lines.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DispatchStats {
+    pub batches: u64,
+    pub dispatches: u64,
+    /// Sum of batch GPU times (timestamp queries) where available.
+    pub gpu_time: Duration,
+    /// Sum of batch wall times (submission of the first step to readback).
+    pub wall_time: Duration,
+    /// Whether `gpu_time` comes from timestamp queries.
+    pub timestamps: bool,
+}
+
+impl DispatchStats {
+    /// Mean time of one dispatch: from timestamps when the adapter has them.
+    pub fn mean_dispatch(&self) -> Duration {
+        if self.dispatches == 0 {
+            return Duration::ZERO;
+        }
+        let total = if self.timestamps { self.gpu_time } else { self.wall_time };
+        total.div_f64(self.dispatches as f64)
+    }
+}
+
+/// A fault to inject, to test the CPU re-check (test builds only).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InjectedFault {
+    #[default]
+    None,
+    /// Flip a bit of every digest the GPU reports.
+    CorruptDigests,
+    /// Destroy the device before the first batch (as a driver reset would).
+    LoseDevice,
+}
+
+enum Command {
+    Search { job: Job, control: Arc<SearchControl>, events: Sender<Event> },
+    Stats { reply: Sender<DispatchStats> },
+}
+
+enum Event {
+    Found(Found),
+    Done(Result<SearchEnd, GpuError>),
+}
+
+/// The GPU backend for one device.
+pub struct GpuBackend {
+    summary: AdapterSummary,
+    variant: ShaderVariant,
+    tuned: Tuned,
+    table_bytes_per_hash: u64,
+    commands: Option<Sender<Command>>,
+    disabled: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl GpuBackend {
+    /// Opens device `index`, tunes it on `tune_job`'s input and starts its thread.
+    pub fn start(
+        index: usize,
+        variant: Option<ShaderVariant>,
+        filter: Option<bool>,
+        goals: TuningGoals,
+        tune_job: &Job,
+        fault: InjectedFault,
+    ) -> Result<Self, GpuError> {
+        let adapters = super::adapters::enumerate();
+        let adapter = adapters.get(index).ok_or(GpuError::NoSuchDevice(index))?;
+        let gpu = GpuDevice::open(index, adapter, variant, filter)?;
+        let (searcher, tuned) = tuning::tune(&gpu, &tune_job.input, &goals)?;
+        let summary = gpu.summary.clone();
+        let variant = gpu.variant;
+        let table_bytes_per_hash = searcher.table_bytes_per_hash();
+        let (commands, inbox) = mpsc::channel();
+        let disabled = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name(format!("vision-gpu-{index}"))
+            .spawn({
+                let disabled = disabled.clone();
+                move || {
+                    DeviceThread {
+                        searcher,
+                        goals,
+                        disabled,
+                        fault,
+                        cpu: FastEngine::new(),
+                        stats: DispatchStats::default(),
+                    }
+                    .run(inbox)
+                }
+            })
+            .map_err(|e| GpuError::Device(format!("cannot start the device thread: {e}")))?;
+        Ok(GpuBackend {
+            summary,
+            variant,
+            tuned,
+            table_bytes_per_hash,
+            commands: Some(commands),
+            disabled,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn summary(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    pub fn variant(&self) -> ShaderVariant {
+        self.variant
+    }
+
+    pub fn tuned(&self) -> Tuned {
+        self.tuned
+    }
+
+    pub fn shape(&self) -> BatchShape {
+        self.tuned.shape
+    }
+
+    pub fn table_bytes_per_hash(&self) -> u64 {
+        self.table_bytes_per_hash
+    }
+
+    /// Whether the device was disabled (wrong result or lost).
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::SeqCst)
+    }
+
+    /// Batch and dispatch totals so far.
+    pub fn stats(&self) -> DispatchStats {
+        let (reply, answer) = mpsc::channel();
+        match self.commands.as_ref().map(|c| c.send(Command::Stats { reply })) {
+            Some(Ok(())) => answer.recv().unwrap_or_default(),
+            _ => DispatchStats::default(),
+        }
+    }
+
+    /// Searches `job.nonces` on the device and blocks until the range is
+    /// done, `control` is cancelled (the device stops within a dispatch or
+    /// two), or the device fails. Every nonce passed to `on_found` has been
+    /// re-checked on the CPU.
+    pub fn search(
+        &self,
+        job: &Job,
+        control: &Arc<SearchControl>,
+        on_found: &(dyn Fn(Found) + Sync),
+    ) -> Result<SearchEnd, GpuError> {
+        if self.is_disabled() {
+            return Err(GpuError::Unsupported(format!("{} is disabled", self.summary.name)));
+        }
+        let (events, inbox) = mpsc::channel();
+        let command = Command::Search { job: job.clone(), control: control.clone(), events };
+        let sent = self.commands.as_ref().map(|c| c.send(command));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(GpuError::DeviceLost(format!("{}: device thread stopped", self.summary.name)));
+        }
+        for event in inbox {
+            match event {
+                Event::Found(found) => on_found(found),
+                Event::Done(result) => return result,
+            }
+        }
+        Err(GpuError::DeviceLost(format!("{}: device thread stopped", self.summary.name)))
+    }
+}
+
+impl Drop for GpuBackend {
+    fn drop(&mut self) {
+        drop(self.commands.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct DeviceThread {
+    searcher: GpuSearcher,
+    goals: TuningGoals,
+    disabled: Arc<AtomicBool>,
+    fault: InjectedFault,
+    /// Re-checks the GPU's found nonces.
+    cpu: FastEngine,
+    stats: DispatchStats,
+}
+
+impl DeviceThread {
+    fn run(mut self, inbox: Receiver<Command>) {
+        for command in inbox {
+            match command {
+                Command::Stats { reply } => {
+                    let _ = reply.send(self.stats);
+                }
+                Command::Search { job, control, events } => {
+                    let result = if self.disabled.load(Ordering::SeqCst) {
+                        Err(GpuError::Unsupported("device disabled".into()))
+                    } else {
+                        self.search(&job, &control, &events)
+                    };
+                    if let Err(err) = &result {
+                        self.disabled.store(true, Ordering::SeqCst);
+                        eprintln!(
+                            "vision-miner: GPU #{} ({}) disabled: {err}; mining continues on the other backends",
+                            self.searcher.device().summary.index,
+                            self.searcher.device().summary.name
+                        );
+                    }
+                    let _ = events.send(Event::Done(result));
+                }
+            }
+        }
+    }
+
+    fn search(&mut self, job: &Job, control: &SearchControl, events: &Sender<Event>) -> Result<SearchEnd, GpuError> {
+        let params = job.input.params();
+        if !self.searcher.fits(params) {
+            // Bigger tables than tuned for: re-tune on this job's params.
+            let gpu = self.searcher.device().clone();
+            self.searcher = tuning::tune(&gpu, &job.input, &self.goals)?.0;
+        }
+        if self.fault == InjectedFault::LoseDevice {
+            self.searcher.device().destroy();
+        }
+        self.searcher.set_job(job.input.clone(), job.target)?;
+        let batch_hashes = u64::from(self.searcher.shape().hashes());
+        let mut next_nonce = job.nonces.start;
+        let mut hashes = 0u64;
+        let mut slot = 0;
+        let mut batches: VecDeque<super::searcher::BatchTicket> = VecDeque::new();
+        let mut queued: VecDeque<(wgpu::SubmissionIndex, bool)> = VecDeque::new();
+        loop {
+            let cancelled = control.is_cancelled();
+            // Keep the device fed: submit the next step of the newest batch,
+            // or start a batch when the newest is fully submitted.
+            while !cancelled && queued.len() < QUEUE_DEPTH {
+                let need_batch = batches.back().is_none_or(|b| b.fully_submitted());
+                if need_batch {
+                    if next_nonce >= job.nonces.end || batches.len() == super::searcher::SLOTS {
+                        break;
+                    }
+                    let count = (job.nonces.end - next_nonce).min(batch_hashes) as u32;
+                    batches.push_back(self.searcher.start_batch(slot, next_nonce, count)?);
+                    slot = (slot + 1) % super::searcher::SLOTS;
+                    next_nonce += u64::from(count);
+                }
+                let ticket = batches.back_mut().expect("a batch to submit");
+                let submission = self.searcher.submit_step(ticket)?;
+                queued.push_back((submission, ticket.fully_submitted()));
+            }
+            let Some((submission, ends_batch)) = queued.pop_front() else { break };
+            self.searcher.wait(submission)?;
+            if ends_batch {
+                let ticket = batches.pop_front().expect("the batch this step ended");
+                let result = self.searcher.read_results(ticket)?;
+                self.stats.batches += 1;
+                self.stats.dispatches += u64::from(result.dispatches);
+                self.stats.wall_time += result.wall_time;
+                if let Some(gpu_time) = result.gpu_time {
+                    self.stats.gpu_time += gpu_time;
+                    self.stats.timestamps = true;
+                }
+                if result.overflowed {
+                    eprintln!(
+                        "vision-miner: GPU #{}: more shares in one batch than the found buffer holds; raise the share difficulty",
+                        self.searcher.device().summary.index
+                    );
+                }
+                for mut found in result.found {
+                    if self.fault == InjectedFault::CorruptDigests {
+                        found.digest.0[31] ^= 1;
+                    }
+                    self.recheck(job, found)?;
+                    let _ = events.send(Event::Found(found));
+                }
+                hashes += u64::from(result.hashes);
+                control.add_hashes(u64::from(result.hashes));
+            }
+        }
+        // Cancelled: batches that were not finished are given up.
+        let cancelled = !batches.is_empty() || (control.is_cancelled() && next_nonce < job.nonces.end);
+        for ticket in batches {
+            self.searcher.abandon(ticket);
+        }
+        Ok(SearchEnd { hashes, cancelled })
+    }
+
+    /// A GPU result is only believed once the CPU engine agrees.
+    fn recheck(&mut self, job: &Job, found: Found) -> Result<(), GpuError> {
+        let digest = self.cpu.hash(&job.input, found.nonce);
+        if digest != found.digest || !job.target.is_met_by(&digest) {
+            return Err(GpuError::WrongResult { nonce: found.nonce });
+        }
+        Ok(())
+    }
+}

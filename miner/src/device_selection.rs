@@ -1,0 +1,126 @@
+//! Which backends and devices to mine on, from `--backend` and `--device`.
+
+use crate::backend::gpu::adapters::{self, AdapterSummary};
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// CPU threads only.
+    Cpu,
+    /// GPUs only (a software adapter such as lavapipe counts when it is the only one).
+    Gpu,
+    /// Every hardware GPU; the CPU when there is none.
+    Auto,
+}
+
+/// The devices a choice resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendPlan {
+    /// Adapter indices to mine on.
+    pub gpus: Vec<usize>,
+    pub cpu: bool,
+    /// Something the user should be told once (e.g. no GPU, CPU fallback).
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectionError {
+    #[error("--backend gpu: no GPU adapter found (no Vulkan, Metal or DX12 driver; on Linux try mesa-vulkan-drivers)")]
+    NoAdapter,
+    #[error("--device {index}: there is no such adapter ({count} found; see `vision-miner devices`)")]
+    NoSuchDevice { index: usize, count: usize },
+}
+
+/// Resolves `choice` against the adapters this machine has.
+pub fn plan(choice: BackendChoice, device: Option<usize>) -> Result<BackendPlan, SelectionError> {
+    let adapters = if choice == BackendChoice::Cpu { Vec::new() } else { adapters::summaries() };
+    plan_for(&adapters, choice, device)
+}
+
+/// [`plan`] over a given adapter list.
+pub fn plan_for(
+    adapters: &[AdapterSummary],
+    choice: BackendChoice,
+    device: Option<usize>,
+) -> Result<BackendPlan, SelectionError> {
+    let cpu_only = |note: Option<String>| BackendPlan { gpus: Vec::new(), cpu: true, note };
+    if choice == BackendChoice::Cpu {
+        return Ok(cpu_only(None));
+    }
+    if let Some(index) = device {
+        if index >= adapters.len() {
+            return Err(SelectionError::NoSuchDevice { index, count: adapters.len() });
+        }
+        return Ok(BackendPlan { gpus: vec![index], cpu: false, note: None });
+    }
+    let hardware: Vec<usize> = adapters.iter().filter(|a| !a.is_software).map(|a| a.index).collect();
+    match choice {
+        BackendChoice::Gpu if adapters.is_empty() => Err(SelectionError::NoAdapter),
+        BackendChoice::Gpu if hardware.is_empty() => {
+            Ok(BackendPlan { gpus: adapters.iter().map(|a| a.index).collect(), cpu: false, note: None })
+        }
+        BackendChoice::Gpu => Ok(BackendPlan { gpus: hardware, cpu: false, note: None }),
+        _ if hardware.is_empty() => Ok(cpu_only(Some(if adapters.is_empty() {
+            "no GPU adapter found (no Vulkan, Metal or DX12 driver): mining on the CPU".to_string()
+        } else {
+            "only software GPU adapters found (they share the CPU's cores): mining on the CPU; use --backend gpu to use them".to_string()
+        }))),
+        _ => Ok(BackendPlan { gpus: hardware, cpu: false, note: None }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adapter(index: usize, is_software: bool) -> AdapterSummary {
+        AdapterSummary {
+            index,
+            name: format!("adapter {index}"),
+            backend: "vulkan".into(),
+            device_type: if is_software { "Cpu".into() } else { "DiscreteGpu".into() },
+            driver: String::new(),
+            shader_int64: true,
+            timestamp_query: false,
+            max_buffer_size: 1 << 30,
+            max_storage_buffer_binding_size: 1 << 27,
+            max_storage_buffers_per_shader_stage: 8,
+            max_compute_workgroup_size_x: 256,
+            is_software,
+        }
+    }
+
+    #[test]
+    fn auto_uses_hardware_gpus_and_falls_back_to_the_cpu() {
+        let mixed = [adapter(0, true), adapter(1, false), adapter(2, false)];
+        let plan = plan_for(&mixed, BackendChoice::Auto, None).unwrap();
+        assert_eq!((plan.gpus, plan.cpu), (vec![1, 2], false));
+
+        let software_only = [adapter(0, true)];
+        let plan = plan_for(&software_only, BackendChoice::Auto, None).unwrap();
+        assert_eq!((plan.gpus.len(), plan.cpu), (0, true));
+        assert!(plan.note.unwrap().contains("software"));
+
+        let plan = plan_for(&[], BackendChoice::Auto, None).unwrap();
+        assert!(plan.cpu && plan.note.unwrap().contains("no GPU adapter"));
+    }
+
+    #[test]
+    fn gpu_takes_software_adapters_only_when_nothing_else_exists() {
+        assert_eq!(plan_for(&[adapter(0, true)], BackendChoice::Gpu, None).unwrap().gpus, vec![0]);
+        assert_eq!(plan_for(&[adapter(0, true), adapter(1, false)], BackendChoice::Gpu, None).unwrap().gpus, vec![1]);
+        assert_eq!(plan_for(&[], BackendChoice::Gpu, None), Err(SelectionError::NoAdapter));
+    }
+
+    #[test]
+    fn device_flag_selects_exactly_one_adapter() {
+        let adapters = [adapter(0, true), adapter(1, false)];
+        assert_eq!(plan_for(&adapters, BackendChoice::Gpu, Some(0)).unwrap().gpus, vec![0]);
+        assert_eq!(plan_for(&adapters, BackendChoice::Auto, Some(0)).unwrap().gpus, vec![0]);
+        assert_eq!(
+            plan_for(&adapters, BackendChoice::Gpu, Some(5)),
+            Err(SelectionError::NoSuchDevice { index: 5, count: 2 })
+        );
+        assert_eq!(plan_for(&adapters, BackendChoice::Cpu, Some(1)).unwrap().gpus, Vec::<usize>::new());
+    }
+}
