@@ -664,14 +664,23 @@ impl GpuSearcher {
     }
 
     /// Time of one step (a slice of `split` mix iterations on every segment)
-    /// over `count` hashes: what the tuner measures.
+    /// over `count` hashes: what the tuner measures. The first step also
+    /// clears the tables, so a later one is timed where the batch has one.
     pub fn time_one_step(&mut self, nonce_base: u64, count: u32) -> Result<Duration, GpuError> {
         let mut ticket = self.start_batch(0, nonce_base, count)?;
+        if ticket.steps() > 1 {
+            let first = self.submit_step(&mut ticket)?;
+            self.wait(first)?;
+        }
         let started = Instant::now();
         let submission = self.submit_step(&mut ticket)?;
         self.wait(submission)?;
         let elapsed = started.elapsed();
-        self.abandon(ticket);
+        if ticket.fully_submitted() {
+            self.read_results(ticket)?;
+        } else {
+            self.abandon(ticket);
+        }
         Ok(elapsed)
     }
 }
