@@ -1,15 +1,29 @@
 //! `vision-coordinator`: the Vision pool server.
 //!
-//! Pool hosts run it to serve jobs over HTTP, verify every share by
-//! recomputing VisionX on the CPU, and pay out. Today it holds the share
-//! verifier that everything else will build on; the HTTP server, the
-//! devnet chain, vardiff and payouts come next (see docs/ARCHITECTURE.md).
+//! Pool hosts run it to serve VisionX jobs over HTTP, verify every share by
+//! recomputing it on the CPU, credit shares durably, find blocks and keep
+//! bad actors out. It carries an embedded devnet chain so it runs on a fresh
+//! machine with nothing else installed.
 //!
 //! # Layout
-//! - [`share_verifier`]: recomputes submitted shares' digests in lockstep
-//!   batches and judges them against the share and network difficulty.
+//! - [`server`]: assembles storage, chain, pool and router; serves until shutdown.
+//! - [`config`]: flags, env vars and TOML, resolved into one config.
+//! - [`pool`]: workers, jobs, share judgement, vardiff, bans, stats; its
+//!   HTTP routes in [`pool::api`].
+//! - [`share_verifier`]: batched recomputation of claimed shares.
+//! - [`chain`]: the embedded devnet and the upstream node client, and the
+//!   node API the devnet serves.
+//! - [`storage`]: the [`storage::PoolStore`] trait and its sled implementation.
+//! - [`api_error`]: the single mapping of errors to HTTP status and JSON.
 //!
 //! **Architecture invariant:** the coordinator never trusts a digest a
-//! worker sends; every verdict comes from its own recomputation.
+//! worker sends; every verdict comes from its own recomputation, which never
+//! runs on an async runtime thread.
 
+pub mod api_error;
+pub mod chain;
+pub mod config;
+pub mod pool;
+pub mod server;
 pub mod share_verifier;
+pub mod storage;

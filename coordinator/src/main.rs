@@ -1,20 +1,89 @@
-//! The `vision-coordinator` command line.
+//! The `vision-coordinator` command line: configuration in, a running pool out.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
+use vision_coordinator::config::Settings;
+use vision_coordinator::server::{shutdown_signal, Coordinator};
 
-/// The Vision pool coordinator: serves VisionX jobs over HTTP and verifies
-/// every share on the CPU.
-///
-/// This release carries the share verifier only; the HTTP pool server, the
-/// embedded devnet chain and payouts are not built yet.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  stopped cleanly (SIGINT or SIGTERM)
+  1  a runtime failure (the message says what)
+  2  bad configuration or flags";
+
+/// The Vision pool coordinator: serves VisionX jobs over HTTP, verifies every
+/// share on the CPU, and runs an embedded devnet chain unless --upstream is
+/// given. Every option can also come from a VISION_* environment variable
+/// or the --config TOML file (same names, with underscores).
 #[derive(Debug, Parser)]
-#[command(name = "vision-coordinator", version)]
-struct Cli {}
+#[command(name = "vision-coordinator", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// A TOML file of settings (flags and env vars take precedence).
+    #[arg(long, env = "VISION_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    #[command(flatten)]
+    settings: Settings,
+}
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    eprintln!("vision-coordinator: the pool server is not built yet; see `vision-coordinator --help`");
-    ExitCode::FAILURE
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format);
+    let file = match &cli.config {
+        Some(path) => match Settings::from_file(path) {
+            Ok(file) => file,
+            Err(err) => return fail(2, &err),
+        },
+        None => Settings::default(),
+    };
+    let config = match cli.settings.or(file).resolve() {
+        Ok(config) => config,
+        Err(err) => return fail(2, &err),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => return fail(1, &err),
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(1, &format!("{err:#}")),
+    }
+}
+
+async fn run(config: vision_coordinator::config::CoordinatorConfig) -> anyhow::Result<()> {
+    let coordinator = Coordinator::build(&config).await?;
+    let listener = tokio::net::TcpListener::bind(&config.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let addr = listener.local_addr()?;
+    let chain = match &config.upstream {
+        Some(url) => format!("upstream node {url}"),
+        None => format!("embedded devnet '{}'", config.devnet.chain_id),
+    };
+    tracing::info!("vision-coordinator listening on http://{addr} ({chain}, data in {})", config.data_dir.display());
+    println!("vision-coordinator: serving http://{addr} ({chain})");
+    coordinator.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped; state flushed");
+    Ok(())
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn fail(code: u8, err: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("vision-coordinator: {err}");
+    ExitCode::from(code)
 }

@@ -1,0 +1,127 @@
+//! The one place HTTP errors get a status and a machine-readable reason.
+//!
+//! Every handler returns `Result<_, ApiError>`; [`ApiError`]'s
+//! `IntoResponse` writes `{"error": reason, "message": ...}` with the status,
+//! plus `Retry-After` where the client should come back later. Server faults
+//! are logged here and answered with an opaque 500.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::chain::ChainError;
+use crate::storage::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Machine-readable, stable: clients branch on it.
+    pub reason: &'static str,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, reason, message: message.into(), retry_after_secs: None }
+    }
+
+    pub fn bad_request(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, reason, message)
+    }
+
+    pub fn retry_later(status: StatusCode, reason: &'static str, message: impl Into<String>, secs: u64) -> Self {
+        ApiError { retry_after_secs: Some(secs.max(1)), ..Self::new(status, reason, message) }
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {err}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error (logged on the server)")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({ "error": self.reason, "message": self.message }));
+        let mut response = (self.status, body).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status();
+        let reason = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "expected_json",
+            _ => "bad_json",
+        };
+        ApiError::new(status, reason, rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request("bad_query", rejection.body_text())
+    }
+}
+
+impl From<ChainError> for ApiError {
+    fn from(err: ChainError) -> Self {
+        match err {
+            ChainError::Invalid { reason, message } => ApiError::bad_request(reason, message),
+            ChainError::NotFound(message) => ApiError::not_found("not_found", message),
+            ChainError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            ChainError::Unavailable(message) => {
+                tracing::warn!("chain unavailable: {message}");
+                ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "chain_unavailable", message, 2)
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError::internal(err)
+    }
+}
+
+/// `Json<T>` whose rejections are [`ApiError`]s (same JSON shape as every other error).
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct AppJson<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for AppJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+/// `Query<T>` with [`ApiError`] rejections.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct AppQuery<T>(pub T);
+
+/// Unknown routes.
+pub async fn route_not_found() -> ApiError {
+    ApiError::not_found("no_such_route", "no such route; see docs/API.md")
+}
+
+/// Known routes with the wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}

@@ -1,0 +1,442 @@
+//! The embedded devnet: a single-node chain in sled, so a pool runs on a
+//! fresh machine with nothing else installed.
+//!
+//! Blocks are checked with the full VisionX verification. Difficulty
+//! retargets with LWMA towards the configured block time. Each block pays its
+//! miner a reward that matures after `coinbase_maturity` blocks. Transfers
+//! move spendable funds from addresses the node holds keys for, once per
+//! idempotency key. Transfers settle in the node's ledger immediately (a
+//! devnet simplification: they are not carried in blocks, and `tx_root`
+//! commits to the height only).
+
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use tokio::sync::watch;
+use visionx::{FastEngine, Params, PowEngine};
+
+use super::{
+    check_address, Balance, BlockSubmission, BlockTemplate, ChainBlock, ChainError, SubmitOutcome, TransferReceipt,
+    TransferRequest,
+};
+
+/// How the devnet behaves.
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    pub chain_id: String,
+    /// Difficulty of the first blocks, before LWMA has history.
+    pub start_difficulty: u64,
+    pub block_time_secs: u64,
+    pub block_reward: u64,
+    pub coinbase_maturity: u64,
+    /// Addresses the node holds keys for (it may send from them).
+    pub key_addresses: Vec<String>,
+    /// LWMA window in blocks.
+    pub lwma_window: u64,
+    pub params: Params,
+}
+
+impl Default for DevnetConfig {
+    fn default() -> Self {
+        DevnetConfig {
+            chain_id: "devnet".into(),
+            start_difficulty: 1000,
+            block_time_secs: 30,
+            block_reward: 50_000_000_000,
+            coinbase_maturity: 10,
+            key_addresses: Vec::new(),
+            lwma_window: 45,
+            params: Params::CONSENSUS,
+        }
+    }
+}
+
+/// One movement of funds for an address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LedgerEntry {
+    /// Positive for credits.
+    amount: i128,
+    /// Spendable once the chain's tip height reaches this.
+    spendable_at_height: u64,
+    coinbase: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredTransfer {
+    request_digest: String,
+    receipt: TransferReceipt,
+}
+
+pub struct DevnetChain {
+    config: DevnetConfig,
+    db: sled::Db,
+    blocks: sled::Tree,
+    ledger: sled::Tree,
+    transfers: sled::Tree,
+    /// Serialises block and transfer writes (validate, then apply).
+    write_lock: Mutex<()>,
+    /// The height the next block will have; changes on every new block.
+    next_height: watch::Sender<u64>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn storage(err: impl std::fmt::Display) -> ChainError {
+    ChainError::Unavailable(format!("devnet storage: {err}"))
+}
+
+impl DevnetChain {
+    pub fn open(db: &sled::Db, config: DevnetConfig) -> Result<Self, ChainError> {
+        config.params.validate().map_err(|e| ChainError::invalid("bad_params", e.to_string()))?;
+        let blocks = db.open_tree("devnet_blocks").map_err(storage)?;
+        let ledger = db.open_tree("devnet_ledger").map_err(storage)?;
+        let transfers = db.open_tree("devnet_transfers").map_err(storage)?;
+        let chain = DevnetChain {
+            config,
+            db: db.clone(),
+            blocks,
+            ledger,
+            transfers,
+            write_lock: Mutex::new(()),
+            next_height: watch::channel(0).0,
+        };
+        let next = chain.tip()?.map_or(0, |b| b.height + 1);
+        chain.next_height.send_replace(next);
+        Ok(chain)
+    }
+
+    pub fn config(&self) -> &DevnetConfig {
+        &self.config
+    }
+
+    /// Notified with the next block's height whenever a block is added.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.next_height.subscribe()
+    }
+
+    pub fn tip(&self) -> Result<Option<ChainBlock>, ChainError> {
+        match self.blocks.last().map_err(storage)? {
+            Some((_, v)) => Ok(Some(serde_json::from_slice(&v).map_err(storage)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The last `n` blocks, oldest first.
+    fn recent_blocks(&self, n: u64) -> Result<Vec<ChainBlock>, ChainError> {
+        let mut blocks: Vec<ChainBlock> = self
+            .blocks
+            .iter()
+            .rev()
+            .take(n as usize)
+            .map(|item| {
+                let (_, v) = item.map_err(storage)?;
+                serde_json::from_slice(&v).map_err(storage)
+            })
+            .collect::<Result<_, _>>()?;
+        blocks.reverse();
+        Ok(blocks)
+    }
+
+    /// LWMA: the difficulty-weighted, recency-weighted solve time of the last
+    /// window of blocks, scaled to the target block time.
+    pub fn next_difficulty(&self) -> Result<u64, ChainError> {
+        let blocks = self.recent_blocks(self.config.lwma_window + 1)?;
+        Ok(lwma(&blocks, self.config.block_time_secs, self.config.start_difficulty))
+    }
+
+    fn tx_root(&self, height: u64) -> String {
+        let mut sha = Sha256::new();
+        sha.update(b"vision-devnet-tx-root");
+        sha.update(self.config.chain_id.as_bytes());
+        sha.update(height.to_le_bytes());
+        hex::encode(sha.finalize())
+    }
+
+    /// A template paying `address`.
+    pub fn template(&self, address: &str) -> Result<BlockTemplate, ChainError> {
+        check_address("address", address)?;
+        let tip = self.tip()?;
+        let (height, parent_hash, parent_time) = match &tip {
+            Some(tip) => (tip.height + 1, tip.hash.clone(), tip.timestamp),
+            None => (0, hex::encode([0u8; 32]), 0),
+        };
+        let header = visionx::BlockHeader {
+            chain_id: self.config.chain_id.clone(),
+            height,
+            parent_hash: visionx::parse_hash32("parent_hash", &parent_hash).map_err(storage)?,
+            timestamp: now_secs().max(parent_time + 1),
+            difficulty: self.next_difficulty()?,
+            tx_root: visionx::parse_hash32("tx_root", &self.tx_root(height)).map_err(storage)?,
+            miner: address.to_string(),
+        };
+        let input = header.pow_input(&self.config.params).map_err(storage)?;
+        Ok(BlockTemplate {
+            chain_id: header.chain_id.clone(),
+            height,
+            parent_hash,
+            timestamp: header.timestamp,
+            difficulty: header.difficulty,
+            tx_root: hex::encode(header.tx_root),
+            miner: header.miner.clone(),
+            epoch: input.epoch(),
+            epoch_seed: hex::encode(input.epoch_seed()),
+            pow_message: hex::encode(input.header()),
+            params: self.config.params,
+            reward: self.config.block_reward,
+        })
+    }
+
+    /// Validates a solved block with the full VisionX check and appends it.
+    /// Blocking (one hash): call it off the async runtime.
+    pub fn submit(&self, block: &BlockSubmission) -> Result<SubmitOutcome, ChainError> {
+        let reject = |reason: &str| Ok(SubmitOutcome { accepted: false, hash: None, reason: Some(reason.to_string()) });
+        let _guard = self.write_lock.lock().expect("devnet write lock");
+        let tip = self.tip()?;
+        let (height, parent_hash, parent_time) = match &tip {
+            Some(tip) => (tip.height + 1, tip.hash.clone(), tip.timestamp),
+            None => (0, hex::encode([0u8; 32]), 0),
+        };
+        if block.height != height {
+            return reject(if block.height < height { "stale_height" } else { "unknown_parent" });
+        }
+        let parent = visionx::parse_hash32("parent_hash", &block.parent_hash);
+        if parent.as_ref().map(hex::encode).ok().as_deref() != Some(parent_hash.as_str()) {
+            return reject("wrong_parent");
+        }
+        if block.difficulty != self.next_difficulty()? {
+            return reject("wrong_difficulty");
+        }
+        if visionx::parse_hash32("tx_root", &block.tx_root).map(hex::encode).ok() != Some(self.tx_root(height)) {
+            return reject("wrong_tx_root");
+        }
+        if check_address("miner", &block.miner).is_err() {
+            return reject("bad_miner_address");
+        }
+        if block.timestamp <= parent_time || block.timestamp > now_secs() + 120 {
+            return reject("bad_timestamp");
+        }
+        let header = visionx::BlockHeader {
+            chain_id: self.config.chain_id.clone(),
+            height,
+            parent_hash: parent.map_err(storage)?,
+            timestamp: block.timestamp,
+            difficulty: block.difficulty,
+            tx_root: visionx::parse_hash32("tx_root", &block.tx_root).map_err(storage)?,
+            miner: block.miner.clone(),
+        };
+        let input = header.pow_input(&self.config.params).map_err(storage)?;
+        let digest = FastEngine::new().hash(&input, block.nonce);
+        if !digest.meets_difficulty(block.difficulty) {
+            return reject("insufficient_work");
+        }
+        let stored = ChainBlock {
+            height,
+            hash: digest.to_hex(),
+            parent_hash,
+            timestamp: block.timestamp,
+            difficulty: block.difficulty,
+            tx_root: hex::encode(header.tx_root),
+            miner: block.miner.clone(),
+            nonce: block.nonce,
+            reward: self.config.block_reward,
+        };
+        let coinbase = LedgerEntry {
+            amount: i128::from(self.config.block_reward),
+            spendable_at_height: height + self.config.coinbase_maturity,
+            coinbase: true,
+        };
+        let ledger_key = self.ledger_key(&block.miner)?;
+        let block_bytes = serde_json::to_vec(&stored).map_err(storage)?;
+        let entry_bytes = serde_json::to_vec(&coinbase).map_err(storage)?;
+        (&self.blocks, &self.ledger)
+            .transaction(|(blocks, ledger)| {
+                blocks.insert(&height.to_be_bytes()[..], block_bytes.as_slice())?;
+                ledger.insert(ledger_key.as_slice(), entry_bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+        self.db.flush().map_err(storage)?;
+        self.next_height.send_replace(height + 1);
+        Ok(SubmitOutcome { accepted: true, hash: Some(stored.hash), reason: None })
+    }
+
+    pub fn block(&self, height: u64) -> Result<ChainBlock, ChainError> {
+        let bytes = self.blocks.get(height.to_be_bytes()).map_err(storage)?;
+        let bytes = bytes.ok_or_else(|| ChainError::NotFound(format!("no block at height {height}")))?;
+        serde_json::from_slice(&bytes).map_err(storage)
+    }
+
+    fn ledger_key(&self, address: &str) -> Result<Vec<u8>, ChainError> {
+        let mut key = address.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&self.db.generate_id().map_err(storage)?.to_be_bytes());
+        Ok(key)
+    }
+
+    pub fn balance(&self, address: &str) -> Result<Balance, ChainError> {
+        check_address("address", address)?;
+        let tip_height = self.tip()?.map(|b| b.height);
+        let mut prefix = address.as_bytes().to_vec();
+        prefix.push(0);
+        let (mut spendable, mut immature) = (0i128, 0i128);
+        for item in self.ledger.scan_prefix(&prefix) {
+            let (_, v) = item.map_err(storage)?;
+            let entry: LedgerEntry = serde_json::from_slice(&v).map_err(storage)?;
+            let mature = !entry.coinbase || tip_height.is_some_and(|t| t >= entry.spendable_at_height);
+            if mature {
+                spendable += entry.amount;
+            } else {
+                immature += entry.amount;
+            }
+        }
+        Ok(Balance {
+            address: address.to_string(),
+            spendable: u64::try_from(spendable.max(0)).unwrap_or(u64::MAX),
+            immature: u64::try_from(immature.max(0)).unwrap_or(u64::MAX),
+        })
+    }
+
+    pub fn transfer(&self, request: &TransferRequest) -> Result<TransferReceipt, ChainError> {
+        check_address("from", &request.from)?;
+        if !self.config.key_addresses.iter().any(|a| a == &request.from) {
+            return Err(ChainError::invalid("no_key", format!("this node holds no key for {}", request.from)));
+        }
+        let key = &request.idempotency_key;
+        if key.is_empty() || key.len() > 128 {
+            return Err(ChainError::invalid("bad_idempotency_key", "idempotency_key must be 1-128 bytes"));
+        }
+        if request.outputs.is_empty() || request.outputs.len() > 10_000 {
+            return Err(ChainError::invalid("bad_outputs", "a transfer has 1-10000 outputs"));
+        }
+        let mut total: u64 = 0;
+        for output in &request.outputs {
+            check_address("outputs.address", &output.address)?;
+            if output.amount == 0 {
+                return Err(ChainError::invalid("bad_outputs", "output amounts must be positive"));
+            }
+            total = total
+                .checked_add(output.amount)
+                .ok_or_else(|| ChainError::invalid("bad_outputs", "the outputs overflow"))?;
+        }
+        let request_digest = hex::encode(Sha256::digest(serde_json::to_vec(request).map_err(storage)?));
+
+        let _guard = self.write_lock.lock().expect("devnet write lock");
+        if let Some(bytes) = self.transfers.get(key.as_bytes()).map_err(storage)? {
+            let stored: StoredTransfer = serde_json::from_slice(&bytes).map_err(storage)?;
+            if stored.request_digest != request_digest {
+                return Err(ChainError::Conflict(format!("idempotency key {key:?} was used for a different transfer")));
+            }
+            return Ok(TransferReceipt { replayed: true, ..stored.receipt });
+        }
+        let available = self.balance(&request.from)?.spendable;
+        if available < total {
+            return Err(ChainError::Conflict(format!(
+                "insufficient funds: {} has {available} spendable, the transfer needs {total}",
+                request.from
+            )));
+        }
+        let receipt = TransferReceipt { transfer_id: request_digest[..32].to_string(), total, replayed: false };
+        let mut entries = vec![(
+            self.ledger_key(&request.from)?,
+            LedgerEntry { amount: -i128::from(total), spendable_at_height: 0, coinbase: false },
+        )];
+        for output in &request.outputs {
+            entries.push((
+                self.ledger_key(&output.address)?,
+                LedgerEntry { amount: i128::from(output.amount), spendable_at_height: 0, coinbase: false },
+            ));
+        }
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .into_iter()
+            .map(|(k, e)| Ok((k, serde_json::to_vec(&e).map_err(storage)?)))
+            .collect::<Result<_, ChainError>>()?;
+        let stored =
+            serde_json::to_vec(&StoredTransfer { request_digest, receipt: receipt.clone() }).map_err(storage)?;
+        (&self.ledger, &self.transfers)
+            .transaction(|(ledger, transfers)| {
+                for (k, v) in &entries {
+                    ledger.insert(k.as_slice(), v.as_slice())?;
+                }
+                transfers.insert(key.as_bytes(), stored.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+        self.db.flush().map_err(storage)?;
+        Ok(receipt)
+    }
+}
+
+/// LWMA difficulty from `blocks` (oldest first): the next difficulty is the
+/// window's summed difficulty times the target time, over twice the
+/// linearly weighted sum of solve times (each clamped to 1..6 targets).
+pub fn lwma(blocks: &[ChainBlock], target_secs: u64, start: u64) -> u64 {
+    if blocks.len() < 2 {
+        return blocks.last().map_or(start, |b| b.difficulty).max(1);
+    }
+    let n = (blocks.len() - 1) as u128;
+    let target = u128::from(target_secs.max(1));
+    let mut weighted: u128 = 0;
+    let mut sum_difficulty: u128 = 0;
+    for (i, pair) in blocks.windows(2).enumerate() {
+        let solve = u128::from(pair[1].timestamp.saturating_sub(pair[0].timestamp)).clamp(1, 6 * target);
+        weighted += (i as u128 + 1) * solve;
+        sum_difficulty += u128::from(pair[1].difficulty);
+    }
+    let next = sum_difficulty * target * (n + 1) / (2 * weighted);
+    u64::try_from(next).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn block(height: u64, timestamp: u64, difficulty: u64) -> ChainBlock {
+        ChainBlock {
+            height,
+            hash: String::new(),
+            parent_hash: String::new(),
+            timestamp,
+            difficulty,
+            tx_root: String::new(),
+            miner: "m".into(),
+            nonce: 0,
+            reward: 0,
+        }
+    }
+
+    #[test]
+    fn lwma_keeps_difficulty_when_blocks_are_on_time() {
+        let blocks: Vec<ChainBlock> = (0..46).map(|h| block(h, 1000 + h * 30, 5000)).collect();
+        assert_eq!(lwma(&blocks, 30, 1), 5000);
+    }
+
+    #[test]
+    fn lwma_moves_towards_the_target_time() {
+        let fast: Vec<ChainBlock> = (0..46).map(|h| block(h, 1000 + h * 10, 5000)).collect();
+        assert!(lwma(&fast, 30, 1) > 5000 * 2);
+        let slow: Vec<ChainBlock> = (0..46).map(|h| block(h, 1000 + h * 90, 5000)).collect();
+        assert!(lwma(&slow, 30, 1) < 5000 / 2);
+        assert_eq!(lwma(&[], 30, 77), 77);
+        assert_eq!(lwma(&[block(0, 5, 40)], 30, 77), 40);
+    }
+
+    proptest! {
+        #[test]
+        fn lwma_never_returns_zero_or_panics(
+            times in proptest::collection::vec(0u64..u64::MAX / 2, 0..50),
+            difficulty in 1u64..u64::MAX,
+            target in 0u64..100_000,
+        ) {
+            let blocks: Vec<ChainBlock> = times.iter().enumerate().map(|(h, &t)| block(h as u64, t, difficulty)).collect();
+            prop_assert!(lwma(&blocks, target, 1) >= 1);
+        }
+    }
+}

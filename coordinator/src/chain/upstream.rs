@@ -1,0 +1,107 @@
+//! A remote node API of the same shape as the devnet's (`--upstream URL`).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::{
+    Balance, BlockSubmission, BlockTemplate, ChainBlock, ChainError, SubmitOutcome, TransferReceipt, TransferRequest,
+};
+
+#[derive(Clone)]
+pub struct UpstreamNode {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl UpstreamNode {
+    /// `url` is the node's base URL (`http://host:port`).
+    pub fn new(url: &str) -> Result<Self, ChainError> {
+        let base = url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ChainError::invalid("bad_upstream", format!("{url:?} is not an http(s) URL")));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+        Ok(UpstreamNode { base, http })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn read<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, ChainError> {
+        let status = response.status();
+        if status.is_success() {
+            return response.json().await.map_err(|e| ChainError::Unavailable(format!("bad node response: {e}")));
+        }
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let message = body["message"].as_str().unwrap_or("no message").to_string();
+        Err(match status.as_u16() {
+            404 => ChainError::NotFound(message),
+            409 => ChainError::Conflict(message),
+            400..=499 => ChainError::invalid("upstream_rejected", message),
+            _ => ChainError::Unavailable(format!("node answered {status}: {message}")),
+        })
+    }
+
+    fn unavailable(&self, err: reqwest::Error) -> ChainError {
+        ChainError::Unavailable(format!("{}: {err}", self.base))
+    }
+
+    pub async fn template(&self, address: &str) -> Result<BlockTemplate, ChainError> {
+        let response = self
+            .http
+            .get(format!("{}/node/template", self.base))
+            .query(&[("address", address)])
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        self.read(response).await
+    }
+
+    pub async fn submit(&self, block: &BlockSubmission) -> Result<SubmitOutcome, ChainError> {
+        let response = self
+            .http
+            .post(format!("{}/node/submit", self.base))
+            .json(block)
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        self.read(response).await
+    }
+
+    pub async fn block(&self, height: u64) -> Result<ChainBlock, ChainError> {
+        let response = self
+            .http
+            .get(format!("{}/node/block/{height}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        self.read(response).await
+    }
+
+    pub async fn balance(&self, address: &str) -> Result<Balance, ChainError> {
+        let response = self
+            .http
+            .get(format!("{}/node/balance/{address}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        self.read(response).await
+    }
+
+    pub async fn transfer(&self, request: &TransferRequest) -> Result<TransferReceipt, ChainError> {
+        let response = self
+            .http
+            .post(format!("{}/node/transfer", self.base))
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        self.read(response).await
+    }
+}

@@ -1,0 +1,259 @@
+//! Coordinator configuration: command-line flags, environment variables
+//! and a TOML file, in that order of precedence, over built-in defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::chain::devnet::DevnetConfig;
+use crate::pool::PoolConfig;
+use crate::storage::PoolSettings;
+
+/// Every setting, as flags (each also readable from `VISION_*` env vars
+/// and from the `--config` TOML file under the same name with underscores).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Directory for the sled database (created if missing) [default: ./vision-data].
+    #[arg(long, env = "VISION_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to serve HTTP on [default: 127.0.0.1:7072].
+    #[arg(long, env = "VISION_BIND")]
+    pub bind: Option<String>,
+    /// Bearer token for the admin routes; without one they are off.
+    #[arg(long, env = "VISION_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Use the node API at this URL instead of the embedded devnet chain.
+    #[arg(long, env = "VISION_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// The embedded devnet's chain id [default: devnet].
+    #[arg(long, env = "VISION_CHAIN_ID")]
+    pub chain_id: Option<String>,
+    /// Starting network difficulty of the embedded devnet [default: 1000].
+    #[arg(long, env = "VISION_DEVNET_DIFFICULTY")]
+    pub devnet_difficulty: Option<u64>,
+    /// Target block time in seconds (devnet retarget; miners' job watchdog) [default: 30].
+    #[arg(long, env = "VISION_BLOCK_TIME")]
+    pub block_time: Option<u64>,
+    /// Devnet block reward in base units [default: 50000000000].
+    #[arg(long, env = "VISION_BLOCK_REWARD")]
+    pub block_reward: Option<u64>,
+    /// Blocks before a devnet coinbase can be spent [default: 10].
+    #[arg(long, env = "VISION_COINBASE_MATURITY")]
+    pub coinbase_maturity: Option<u64>,
+    /// Address block rewards are paid to (the pool's wallet) [default: vision-pool].
+    #[arg(long, env = "VISION_POOL_ADDRESS")]
+    pub pool_address: Option<String>,
+    /// Pool name shown to miners [default: Vision pool].
+    #[arg(long, env = "VISION_POOL_NAME")]
+    pub pool_name: Option<String>,
+    /// Pool fee in basis points, 0-1000 (0-10%) [default: 100].
+    #[arg(long, env = "VISION_POOL_FEE_BPS")]
+    pub pool_fee_bps: Option<u32>,
+    /// Starting share difficulty of a new worker [default: 1000].
+    #[arg(long, env = "VISION_SHARE_DIFFICULTY")]
+    pub share_difficulty: Option<u64>,
+    /// Lowest share difficulty vardiff may set; 1 makes every hash a share [default: 1].
+    #[arg(long, env = "VISION_MIN_SHARE_DIFFICULTY")]
+    pub min_share_difficulty: Option<u64>,
+    /// Highest share difficulty vardiff may set [default: 2^62].
+    #[arg(long, env = "VISION_MAX_SHARE_DIFFICULTY")]
+    pub max_share_difficulty: Option<u64>,
+    /// Seconds between a worker's shares that vardiff aims for [default: 10].
+    #[arg(long, env = "VISION_TARGET_SHARE_SECONDS")]
+    pub target_share_seconds: Option<u64>,
+    /// Shares per second a worker may send (token bucket) [default: 100].
+    #[arg(long, env = "VISION_SHARES_PER_SEC")]
+    pub shares_per_sec: Option<f64>,
+    /// Registrations per second per IP address [default: 5].
+    #[arg(long, env = "VISION_REGISTRATIONS_PER_SEC")]
+    pub registrations_per_sec: Option<f64>,
+    /// Shares a worker must have sent before the invalid ratio can ban it [default: 100].
+    #[arg(long, env = "VISION_BAN_MIN_SHARES")]
+    pub ban_min_shares: Option<u64>,
+    /// Invalid-share ratio above which a worker is banned [default: 0.10].
+    #[arg(long, env = "VISION_BAN_INVALID_RATIO")]
+    pub ban_invalid_ratio: Option<f64>,
+    /// Ban length in seconds [default: 3600].
+    #[arg(long, env = "VISION_BAN_SECONDS")]
+    pub ban_seconds: Option<u64>,
+    /// Seconds without requests before a worker leaves the active set [default: 600].
+    #[arg(long, env = "VISION_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Share verification threads [default: one per core].
+    #[arg(long, env = "VISION_VERIFY_THREADS")]
+    pub verify_threads: Option<usize>,
+    /// Shares that may wait for verification before the pool answers 503 [default: 256].
+    #[arg(long, env = "VISION_VERIFY_QUEUE")]
+    pub verify_queue: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub data_dir: PathBuf,
+    pub bind: String,
+    pub admin_token: Option<String>,
+    pub upstream: Option<String>,
+    pub devnet: DevnetConfig,
+    pub pool: PoolConfig,
+    pub settings: PoolSettings,
+    pub block_time_secs: u64,
+}
+
+impl Settings {
+    /// Reads a TOML file of settings.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// `self` where set, else `fallback`.
+    pub fn or(self, fallback: Settings) -> Settings {
+        macro_rules! pick {
+            ($($field:ident),*) => { Settings { $($field: self.$field.or(fallback.$field)),* } };
+        }
+        pick!(
+            data_dir,
+            bind,
+            admin_token,
+            upstream,
+            chain_id,
+            devnet_difficulty,
+            block_time,
+            block_reward,
+            coinbase_maturity,
+            pool_address,
+            pool_name,
+            pool_fee_bps,
+            share_difficulty,
+            min_share_difficulty,
+            max_share_difficulty,
+            target_share_seconds,
+            shares_per_sec,
+            registrations_per_sec,
+            ban_min_shares,
+            ban_invalid_ratio,
+            ban_seconds,
+            idle_timeout,
+            verify_threads,
+            verify_queue
+        )
+    }
+
+    /// Fills in defaults and checks ranges.
+    pub fn resolve(self) -> Result<CoordinatorConfig, ConfigError> {
+        let pool_defaults = PoolConfig::default();
+        let devnet_defaults = DevnetConfig::default();
+        let block_time_secs = self.block_time.unwrap_or(devnet_defaults.block_time_secs);
+        if block_time_secs == 0 {
+            return Err(ConfigError::Invalid("--block-time must be at least 1 second".into()));
+        }
+        let fee = self.pool_fee_bps.unwrap_or(100);
+        if fee > crate::pool::MAX_POOL_FEE_BPS {
+            return Err(ConfigError::Invalid("--pool-fee-bps must be 0-1000 (0-10%)".into()));
+        }
+        let min_share = self.min_share_difficulty.unwrap_or(1).max(1);
+        let max_share = self.max_share_difficulty.unwrap_or(1 << 62);
+        if max_share < min_share {
+            return Err(ConfigError::Invalid("--max-share-difficulty is below --min-share-difficulty".into()));
+        }
+        let ratio = self.ban_invalid_ratio.unwrap_or(pool_defaults.ban_invalid_ratio);
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(ConfigError::Invalid("--ban-invalid-ratio must be within 0-1".into()));
+        }
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                Err(ConfigError::Invalid(format!("--{name} must be a positive number")))
+            }
+        };
+        let pool_address = self.pool_address.unwrap_or(pool_defaults.pool_address.clone());
+        let shares_per_sec = positive("shares-per-sec", self.shares_per_sec.unwrap_or(pool_defaults.shares_per_sec))?;
+        Ok(CoordinatorConfig {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./vision-data")),
+            bind: self.bind.unwrap_or_else(|| "127.0.0.1:7072".into()),
+            admin_token: self.admin_token.filter(|t| !t.is_empty()),
+            upstream: self.upstream,
+            devnet: DevnetConfig {
+                chain_id: self.chain_id.unwrap_or(devnet_defaults.chain_id),
+                start_difficulty: self.devnet_difficulty.unwrap_or(devnet_defaults.start_difficulty).max(1),
+                block_time_secs,
+                block_reward: self.block_reward.unwrap_or(devnet_defaults.block_reward),
+                coinbase_maturity: self.coinbase_maturity.unwrap_or(devnet_defaults.coinbase_maturity),
+                key_addresses: vec![pool_address.clone()],
+                ..devnet_defaults
+            },
+            pool: PoolConfig {
+                pool_address,
+                start_share_difficulty: self.share_difficulty.unwrap_or(pool_defaults.start_share_difficulty),
+                shares_per_sec,
+                share_burst: shares_per_sec * 2.0,
+                registrations_per_sec: positive(
+                    "registrations-per-sec",
+                    self.registrations_per_sec.unwrap_or(pool_defaults.registrations_per_sec),
+                )?,
+                ban_min_shares: self.ban_min_shares.unwrap_or(pool_defaults.ban_min_shares),
+                ban_invalid_ratio: ratio,
+                ban_duration: self.ban_seconds.map_or(pool_defaults.ban_duration, Duration::from_secs),
+                idle_timeout: self.idle_timeout.map_or(pool_defaults.idle_timeout, Duration::from_secs),
+                verify_threads: self.verify_threads.unwrap_or(pool_defaults.verify_threads).max(1),
+                verify_queue: self.verify_queue.unwrap_or(pool_defaults.verify_queue).max(1),
+                ..pool_defaults
+            },
+            settings: PoolSettings {
+                pool_name: self.pool_name.unwrap_or_else(|| "Vision pool".into()),
+                pool_fee_bps: fee,
+                target_share_seconds: self.target_share_seconds.unwrap_or(10).clamp(1, 3600),
+                min_share_difficulty: min_share,
+                max_share_difficulty: max_share,
+                running: true,
+            },
+            block_time_secs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let file: Settings =
+            toml::from_str("bind = \"0.0.0.0:9000\"\npool_fee_bps = 250\nchain_id = \"filenet\"").unwrap();
+        let flags = Settings { chain_id: Some("flagnet".into()), ..Settings::default() };
+        let config = flags.or(file).resolve().unwrap();
+        assert_eq!(config.bind, "0.0.0.0:9000");
+        assert_eq!(config.settings.pool_fee_bps, 250);
+        assert_eq!(config.devnet.chain_id, "flagnet");
+        assert_eq!(config.data_dir, PathBuf::from("./vision-data"));
+    }
+
+    #[test]
+    fn out_of_range_settings_are_errors() {
+        for bad in [
+            Settings { pool_fee_bps: Some(1001), ..Settings::default() },
+            Settings { block_time: Some(0), ..Settings::default() },
+            Settings { min_share_difficulty: Some(10), max_share_difficulty: Some(5), ..Settings::default() },
+            Settings { ban_invalid_ratio: Some(1.5), ..Settings::default() },
+            Settings { shares_per_sec: Some(0.0), ..Settings::default() },
+        ] {
+            assert!(bad.resolve().is_err());
+        }
+        assert!(toml::from_str::<Settings>("unknown_key = 1").is_err());
+    }
+}

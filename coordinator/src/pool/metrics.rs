@@ -1,0 +1,88 @@
+//! Counters and latency windows for `/pool/metrics` and `/metrics`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The last [`LatencyWindow::SAMPLES`] durations, for percentiles.
+#[derive(Default)]
+pub struct LatencyWindow {
+    samples: Mutex<(Vec<u32>, usize)>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LatencySummary {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl LatencyWindow {
+    const SAMPLES: usize = 4096;
+
+    pub fn record(&self, elapsed: Duration) {
+        let micros = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+        let mut guard = self.samples.lock().expect("latency lock");
+        let (samples, next) = &mut *guard;
+        if samples.len() < Self::SAMPLES {
+            samples.push(micros);
+        } else {
+            samples[*next] = micros;
+        }
+        *next = (*next + 1) % Self::SAMPLES;
+    }
+
+    pub fn summary(&self) -> LatencySummary {
+        let mut sorted = self.samples.lock().expect("latency lock").0.clone();
+        if sorted.is_empty() {
+            return LatencySummary::default();
+        }
+        sorted.sort_unstable();
+        let at = |q: f64| f64::from(sorted[((sorted.len() - 1) as f64 * q).round() as usize]) / 1000.0;
+        LatencySummary { samples: sorted.len(), p50_ms: at(0.5), p99_ms: at(0.99), max_ms: at(1.0) }
+    }
+}
+
+#[derive(Default)]
+pub struct PoolMetrics {
+    pub shares_valid: AtomicU64,
+    pub shares_invalid: AtomicU64,
+    pub shares_stale: AtomicU64,
+    pub shares_duplicate: AtomicU64,
+    pub shares_rate_limited: AtomicU64,
+    pub shares_busy: AtomicU64,
+    pub blocks_found: AtomicU64,
+    pub jobs_served: AtomicU64,
+    pub verify_latency: LatencyWindow,
+    pub share_latency: LatencyWindow,
+    pub job_latency: LatencyWindow,
+}
+
+impl PoolMetrics {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let window = LatencyWindow::default();
+        for ms in 1..=100 {
+            window.record(Duration::from_millis(ms));
+        }
+        let s = window.summary();
+        assert_eq!(s.samples, 100);
+        assert!((s.p50_ms - 50.0).abs() <= 1.0 && (s.p99_ms - 99.0).abs() <= 1.0 && s.max_ms == 100.0, "{s:?}");
+    }
+}

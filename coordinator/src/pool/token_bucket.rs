@@ -1,0 +1,43 @@
+//! Token buckets for rate limits (shares per worker, registrations per IP).
+
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    capacity: f64,
+    per_sec: f64,
+    tokens: f64,
+    last_ms: u64,
+}
+
+impl TokenBucket {
+    /// Full bucket holding `capacity` tokens, refilled at `per_sec`.
+    pub fn new(capacity: f64, per_sec: f64, now_ms: u64) -> Self {
+        TokenBucket { capacity, per_sec, tokens: capacity, last_ms: now_ms }
+    }
+
+    /// Takes a token, or says how many seconds until one is available.
+    pub fn try_take(&mut self, now_ms: u64) -> Result<(), u64> {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
+        self.last_ms = now_ms.max(self.last_ms);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - self.tokens) / self.per_sec.max(1e-9)).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_bursts_then_the_refill_rate() {
+        let mut bucket = TokenBucket::new(3.0, 2.0, 0);
+        assert!((0..3).all(|_| bucket.try_take(0).is_ok()));
+        assert_eq!(bucket.try_take(0), Err(1));
+        assert!(bucket.try_take(500).is_ok(), "half a second refills one token at 2/s");
+        assert!(bucket.try_take(500).is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! Share verification off the async runtime: a fixed set of OS threads fed
+//! by a bounded queue.
+//!
+//! Each thread takes up to [`visionx::fast::LANES`] queued shares at once
+//! and recomputes them in lockstep (`FastEngine::hash_many`): one hash on its
+//! own is latency-bound at about half the interleaved rate. When the queue is
+//! full, [`VerifyQueue::submit`] refuses at once and the HTTP layer answers
+//! 503 with `Retry-After`, rather than queueing without limit.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use visionx::FastEngine;
+
+use crate::share_verifier::{verify_batch, ShareClaim, Verdict};
+
+struct Task {
+    claim: ShareClaim,
+    reply: oneshot::Sender<(Verdict, Duration)>,
+    enqueued: Instant,
+}
+
+/// The queue is full: come back later.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueFull;
+
+pub struct VerifyQueue {
+    sender: SyncSender<Task>,
+    depth: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+impl VerifyQueue {
+    /// Starts `threads` verifier threads behind a queue of `capacity` shares.
+    pub fn start(threads: usize, capacity: usize) -> Self {
+        let (sender, receiver) = mpsc::sync_channel::<Task>(capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let depth = Arc::new(AtomicUsize::new(0));
+        for i in 0..threads.max(1) {
+            let receiver = receiver.clone();
+            let depth = depth.clone();
+            std::thread::Builder::new()
+                .name(format!("share-verify-{i}"))
+                .spawn(move || verifier_thread(&receiver, &depth))
+                .expect("spawn a verifier thread");
+        }
+        VerifyQueue { sender, depth, capacity }
+    }
+
+    /// Queues a share; the verdict (and the time it waited plus took) comes
+    /// back on the receiver.
+    pub fn submit(&self, claim: ShareClaim) -> Result<oneshot::Receiver<(Verdict, Duration)>, QueueFull> {
+        let (reply, verdict) = oneshot::channel();
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        match self.sender.try_send(Task { claim, reply, enqueued: Instant::now() }) {
+            Ok(()) => Ok(verdict),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                Err(QueueFull)
+            }
+        }
+    }
+
+    /// Shares queued or being verified now.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+fn verifier_thread(receiver: &Mutex<Receiver<Task>>, depth: &AtomicUsize) {
+    let mut engine = FastEngine::new();
+    loop {
+        let batch: Vec<Task> = {
+            let Ok(receiver) = receiver.lock() else { return };
+            let Ok(first) = receiver.recv() else { return };
+            let mut batch = vec![first];
+            while batch.len() < visionx::fast::LANES {
+                match receiver.try_recv() {
+                    Ok(task) => batch.push(task),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let claims: Vec<ShareClaim> = batch.iter().map(|t| t.claim.clone()).collect();
+        let verdicts = verify_batch(&mut engine, &claims);
+        for (task, verdict) in batch.into_iter().zip(verdicts) {
+            depth.fetch_sub(1, Ordering::Relaxed);
+            let _ = task.reply.send((verdict, task.enqueued.elapsed()));
+        }
+    }
+}
