@@ -94,6 +94,8 @@ impl Coordinator {
         let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         for task in tasks {
             task.abort();
+            // Wait for the task to be dropped, so nothing holds the pool (and its store).
+            let _ = task.await;
         }
         if let Err(err) = self.pool.flush() {
             tracing::error!("flushing state at shutdown failed: {}", err.message);

@@ -129,9 +129,10 @@ async fn worker(State(state): State<PoolApiState>, Path(id): Path<String>) -> Re
         .ok_or_else(|| ApiError::not_found("unknown_worker", format!("no active worker {id:?}")))
 }
 
-fn metrics_value(pool: &Pool) -> serde_json::Value {
+fn metrics_value(pool: &Pool) -> Result<serde_json::Value, ApiError> {
     let m = &pool.metrics;
-    serde_json::json!({
+    Ok(serde_json::json!({
+        "ledger_shares": pool.ledger_shares()?,
         "shares": {
             "valid": PoolMetrics::get(&m.shares_valid),
             "invalid": PoolMetrics::get(&m.shares_invalid),
@@ -151,11 +152,11 @@ fn metrics_value(pool: &Pool) -> serde_json::Value {
         "share_response": m.share_latency.summary(),
         "job_response": m.job_latency.summary(),
         "uptime_seconds": pool.uptime().as_secs(),
-    })
+    }))
 }
 
-async fn metrics_json(State(state): State<PoolApiState>) -> impl IntoResponse {
-    AppJson(metrics_value(&state.pool))
+async fn metrics_json(State(state): State<PoolApiState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(AppJson(metrics_value(&state.pool)?))
 }
 
 async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoResponse {

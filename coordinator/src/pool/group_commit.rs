@@ -6,6 +6,7 @@
 //! the highest ticket the flush covered.
 
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -13,31 +14,39 @@ use tokio::sync::watch;
 use crate::storage::PoolStore;
 
 pub struct GroupCommit {
-    requested: Arc<(Mutex<u64>, Condvar)>,
+    requested: Arc<(Mutex<Requests>, Condvar)>,
     durable: watch::Receiver<u64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Requests {
+    /// Tickets handed out so far.
+    requested: u64,
+    /// Set when the pool shuts down: flush what is pending and stop.
+    stop: bool,
 }
 
 impl GroupCommit {
     pub fn start(store: Arc<dyn PoolStore>) -> Self {
-        let requested = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let requested = Arc::new((Mutex::new(Requests::default()), Condvar::new()));
         let (durable_tx, durable) = watch::channel(0u64);
         let pending = requested.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || {
                 let mut flushed = 0u64;
                 loop {
                     let target = {
                         let (lock, ready) = &*pending;
-                        let mut requested = lock.lock().expect("commit lock");
-                        while *requested == flushed {
-                            let (next, _) = ready.wait_timeout(requested, Duration::from_secs(1)).expect("commit lock");
-                            requested = next;
-                            if durable_tx.is_closed() {
+                        let mut requests = lock.lock().expect("commit lock");
+                        while requests.requested == flushed {
+                            if requests.stop {
                                 return;
                             }
+                            requests = ready.wait(requests).expect("commit lock");
                         }
-                        *requested
+                        requests.requested
                     };
                     match store.flush() {
                         Ok(()) => {
@@ -52,19 +61,31 @@ impl GroupCommit {
                 }
             })
             .expect("spawn the group-commit thread");
-        GroupCommit { requested, durable }
+        GroupCommit { requested, durable, thread: Some(thread) }
     }
 
     /// Waits until everything written before this call is durable.
     pub async fn durable(&self) {
         let ticket = {
             let (lock, ready) = &*self.requested;
-            let mut requested = lock.lock().expect("commit lock");
-            *requested += 1;
+            let mut requests = lock.lock().expect("commit lock");
+            requests.requested += 1;
             ready.notify_one();
-            *requested
+            requests.requested
         };
         let mut durable = self.durable.clone();
         let _ = durable.wait_for(|flushed| *flushed >= ticket).await;
+    }
+}
+
+impl Drop for GroupCommit {
+    /// Flushes what is pending, then stops the committer (releasing the store).
+    fn drop(&mut self) {
+        let (lock, ready) = &*self.requested;
+        lock.lock().expect("commit lock").stop = true;
+        ready.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

@@ -337,6 +337,11 @@ impl Pool {
         }
     }
 
+    /// Accepted shares in the durable ledger.
+    pub fn ledger_shares(&self) -> Result<u64, ApiError> {
+        Ok(self.store.share_count()?)
+    }
+
     pub fn verify_queue_depth(&self) -> usize {
         self.verifier.depth()
     }

@@ -1,0 +1,432 @@
+//! The pool API over real HTTP on loopback, against a real coordinator with
+//! its own sled files and embedded devnet.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{settings, TestPool};
+use vision_coordinator::config::Settings;
+
+async fn body(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_job_and_shares_are_judged_by_recomputation() {
+    let pool = TestPool::start(settings("flow")).await;
+    let token = pool.register("rig-1", "land1qexample").await;
+    // Re-registering the same worker with the same wallet is idempotent.
+    assert_eq!(pool.register("rig-1", "land1qexample").await, token);
+    let (status, conflict) =
+        body(pool.post("/pool/register", &json!({"worker_id": "rig-1", "wallet_address": "other"})).await).await;
+    assert_eq!((status, conflict["error"].as_str()), (StatusCode::CONFLICT, Some("worker_id_taken")));
+
+    let job = pool.job(&token).await;
+    for field in [
+        "job_id",
+        "height",
+        "epoch",
+        "epoch_seed",
+        "pow_message",
+        "params",
+        "network_difficulty",
+        "share_difficulty",
+        "nonce_start",
+        "nonce_end",
+    ] {
+        assert!(job.0.get(field).is_some(), "job lacks {field}");
+    }
+    assert_eq!(job.0["params"]["mix_iters"], 65536);
+    assert_eq!(job.0["params"]["epoch_blocks"], 32);
+
+    let nonce = job.nonce_start() + 7;
+    let digest = job.digest(nonce);
+    let (status, accepted) = pool.share(&token, &job, nonce, &digest).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(accepted["accepted"], true, "{accepted}");
+    assert_eq!(accepted["is_block"], false);
+
+    let reason = |v: &Value| v["reason"].as_str().map(str::to_string);
+    assert_eq!(reason(&pool.share(&token, &job, nonce, &digest).await.1).as_deref(), Some("duplicate"));
+    let mut forged = digest.clone().into_bytes();
+    forged[63] = if forged[63] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(reason(&pool.share(&token, &job, nonce + 1, &forged).await.1).as_deref(), Some("bad_digest"));
+    assert_eq!(reason(&pool.share(&token, &job, nonce + 1, "zz").await.1).as_deref(), Some("bad_digest"));
+    let outside = job.0["nonce_end"].as_u64().unwrap();
+    assert_eq!(reason(&pool.share(&token, &job, outside, &digest).await.1).as_deref(), Some("out_of_range"));
+    let (_, unknown) = pool
+        .post_auth("/pool/share", &token, &json!({"job_id": "nope", "nonce": 1, "digest": digest}))
+        .await
+        .json::<Value>()
+        .await
+        .map(|v| (0, v))
+        .unwrap();
+    assert_eq!(reason(&unknown).as_deref(), Some("unknown_job"));
+
+    // Another worker's job and nonce range are its own.
+    let other = pool.register("rig-2", "land1qexample").await;
+    let other_job = pool.job(&other).await;
+    assert!(
+        other_job.nonce_start() >= job.0["nonce_end"].as_u64().unwrap()
+            || other_job.0["nonce_end"].as_u64().unwrap() <= job.nonce_start()
+    );
+    assert_eq!(
+        reason(&pool.share(&other, &job, nonce + 2, &job.digest(nonce + 2)).await.1).as_deref(),
+        Some("unknown_job")
+    );
+
+    let (_, stats) = body(pool.get("/pool/stats").await).await;
+    let rig = stats["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == "rig-1").unwrap().clone();
+    assert_eq!(rig["shares"]["accepted"], 1);
+    assert_eq!(rig["shares"]["duplicate"], 1);
+    assert_eq!(rig["shares"]["rejected"], 4);
+    assert_eq!(rig["hashrate"]["reported"], 123.5);
+    assert_eq!(rig["hashrate"]["shares_10m"], 1);
+    assert_eq!(rig["online"], true);
+    let (_, worker) = body(pool.get("/pool/workers/rig-1").await).await;
+    assert_eq!(worker["wallet_address"], "land1qexample");
+    let (_, metrics) = body(pool.get("/pool/metrics").await).await;
+    assert_eq!(metrics["shares"]["valid"], 1);
+    assert_eq!(metrics["ledger_shares"], 1);
+    let prometheus = pool.get("/metrics").await.text().await.unwrap();
+    assert!(prometheus.contains("vision_pool_shares_total{outcome=\"valid\"} 1"), "{prometheus}");
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_is_found_submitted_and_old_jobs_go_stale() {
+    let pool =
+        TestPool::start(Settings { devnet_difficulty: Some(1), coinbase_maturity: Some(0), ..settings("block") }).await;
+    let token = pool.register("solo-rig", "land1finder").await;
+    let job = pool.job(&token).await;
+    assert_eq!(job.height(), 0);
+    let nonce = job.nonce_start();
+    let (_, answer) = pool.share(&token, &job, nonce, &job.digest(nonce)).await;
+    assert_eq!((answer["accepted"].as_bool(), answer["is_block"].as_bool()), (Some(true), Some(true)), "{answer}");
+    let hash = answer["block_hash"].as_str().unwrap().to_string();
+
+    let (_, block) = body(pool.get("/node/block/0").await).await;
+    assert_eq!(block["hash"], hash);
+    assert_eq!(block["miner"], "vision-pool");
+    let (_, blocks) = body(pool.get("/pool/blocks").await).await;
+    assert_eq!(blocks["blocks"][0]["hash"], hash);
+    assert_eq!(blocks["blocks"][0]["worker_id"], "solo-rig");
+    let (_, balance) = body(pool.get("/node/balance/vision-pool").await).await;
+    assert_eq!(balance["spendable"], 50_000_000_000u64);
+
+    // The next share on the old job is stale; a new job is at height 1.
+    let (_, stale) = pool.share(&token, &job, nonce + 1, &job.digest(nonce + 1)).await;
+    assert_eq!(stale["reason"], "stale");
+    assert_eq!(pool.job(&token).await.height(), 1);
+    let (_, stats) = body(pool.get("/pool/stats").await).await;
+    assert_eq!(stats["blocks_found"], 1);
+    assert_eq!(stats["workers"][0]["shares"]["stale"], 1);
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_returns_as_soon_as_a_new_block_arrives() {
+    let pool = TestPool::start(Settings { devnet_difficulty: Some(1), ..settings("longpoll") }).await;
+    let waiter = pool.register("waiter", "land1w").await;
+    let finder = pool.register("finder", "land1f").await;
+    let first = pool.job(&waiter).await;
+    let http = pool.http.clone();
+    let url = format!("{}/pool/job?wait=20", pool.url);
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let job: Value = http.get(url).bearer_auth(waiter).send().await.unwrap().json().await.unwrap();
+        (job, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let job = pool.job(&finder).await;
+    let found_at = Instant::now();
+    let (_, answer) = pool.share(&finder, &job, job.nonce_start(), &job.digest(job.nonce_start())).await;
+    assert_eq!(answer["is_block"], true);
+    let (next, waited) = waiting.await.unwrap();
+    assert_eq!(next["height"].as_u64(), Some(first.height() + 1));
+    assert!(waited < Duration::from_secs(10), "long poll waited {waited:?}");
+    assert!(found_at.elapsed() < Duration::from_secs(5));
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_json_4xx_and_never_a_panic() {
+    let pool = TestPool::start(settings("badinput")).await;
+    let token = pool.register("rig", "land1x").await;
+    let raw = |path: &str, body: &'static str| {
+        pool.http
+            .post(format!("{}{path}", pool.url))
+            .header("content-type", "application/json")
+            .bearer_auth(&token)
+            .body(body)
+    };
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (raw("/pool/share", "{not json"), StatusCode::BAD_REQUEST, "bad_json"),
+        (
+            raw("/pool/share", r#"{"job_id": 5, "nonce": "x", "digest": []}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_json",
+        ),
+        (
+            raw("/pool/share", r#"{"job_id": "a", "nonce": -1, "digest": "00"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_json",
+        ),
+        (
+            raw("/pool/register", r#"{"worker_id": "bad id!", "wallet_address": "land1x"}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_field",
+        ),
+        (
+            raw("/pool/register", r#"{"worker_id": "ok", "wallet_address": "has space"}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_address",
+        ),
+        (raw("/pool/register", r#"{"worker_id": "ok", "wallet_address": ""}"#), StatusCode::BAD_REQUEST, "bad_address"),
+        (
+            pool.http.post(format!("{}/pool/share", pool.url)).body("{}").header("content-type", "text/plain"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected_json",
+        ),
+        (
+            pool.http
+                .post(format!("{}/pool/register", pool.url))
+                .header("content-type", "application/json")
+                .body(vec![b' '; 200_000]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (pool.http.get(format!("{}/no/such/route", pool.url)), StatusCode::NOT_FOUND, "no_such_route"),
+        (pool.http.delete(format!("{}/pool/job", pool.url)), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        (pool.http.get(format!("{}/pool/job", pool.url)), StatusCode::UNAUTHORIZED, "unauthorized"),
+        (
+            pool.http.get(format!("{}/pool/job", pool.url)).bearer_auth("wrong"),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            pool.http.get(format!("{}/pool/job?wait=soon", pool.url)).bearer_auth(&token),
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (pool.http.get(format!("{}/node/block/abc", pool.url)), StatusCode::BAD_REQUEST, "bad_height"),
+        (pool.http.get(format!("{}/node/block/999", pool.url)), StatusCode::NOT_FOUND, "not_found"),
+        (
+            pool.http.get(format!("{}/node/template?address=bad%20addr", pool.url)),
+            StatusCode::BAD_REQUEST,
+            "bad_address",
+        ),
+        (
+            pool.http.post(format!("{}/node/submit", pool.url)).json(&json!({"height": 0})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_json",
+        ),
+    ];
+    for (request, status, reason) in cases {
+        let response = request.send().await.unwrap();
+        let got = response.status();
+        let text = response.text().await.unwrap();
+        let json: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({got}): {text}"));
+        assert_eq!((got, json["error"].as_str()), (status, Some(reason)), "{text}");
+    }
+    // The server still works.
+    assert_eq!(pool.get("/pool/stats").await.status(), StatusCode::OK);
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_with_retry_after() {
+    let pool = TestPool::start(Settings { shares_per_sec: Some(1.0), ..settings("ratelimit") }).await;
+    let token = pool.register("fast", "land1x").await;
+    let job = pool.job(&token).await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let response = pool
+            .post_auth(
+                "/pool/share",
+                &token,
+                &json!({"job_id": job.id(), "nonce": job.nonce_start() + i, "digest": "00"}),
+            )
+            .await;
+        let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        statuses.push((response.status(), retry_after));
+    }
+    assert_eq!(statuses[0].0, StatusCode::OK);
+    let limited =
+        statuses.iter().find(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS).expect("a 429 within the burst of 2");
+    assert!(limited.1.as_deref().is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_sending_invalid_shares_is_banned_persistently_and_can_be_unbanned() {
+    let mut config = Settings { ban_min_shares: Some(10), admin_token: Some("s3cret".into()), ..settings("ban") };
+    let data_dir = config.data_dir.clone();
+    let pool = TestPool::start(config.clone()).await;
+    let token = pool.register("cheater", "land1bad").await;
+    let job = pool.job(&token).await;
+    for i in 0..10 {
+        let (status, _) = pool.share(&token, &job, job.nonce_start() + i, &"00".repeat(32)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, banned) = pool.share(&token, &job, job.nonce_start() + 11, &"00".repeat(32)).await;
+    assert_eq!((status, banned["error"].as_str()), (StatusCode::FORBIDDEN, Some("banned")), "{banned}");
+    assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::FORBIDDEN);
+    pool.stop().await;
+
+    // The ban survives a restart.
+    config.data_dir = data_dir;
+    let pool = TestPool::start(config).await;
+    assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::FORBIDDEN);
+    let (_, bans) = body(pool.get_auth("/pool/bans", "s3cret").await).await;
+    assert_eq!(bans["bans"][0]["worker_id"], "cheater");
+    let unban = pool.http.delete(format!("{}/pool/bans/cheater", pool.url)).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(unban.status(), StatusCode::OK);
+    assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_need_the_token_and_are_off_without_one() {
+    let off = TestPool::start(settings("noadmin")).await;
+    let (status, answer) = body(off.post("/pool/stop", &json!({})).await).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::NOT_FOUND, Some("admin_disabled")));
+    off.stop().await;
+
+    let pool = TestPool::start(Settings { admin_token: Some("t0ken".into()), ..settings("admin") }).await;
+    assert_eq!(pool.post("/pool/stop", &json!({})).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(pool.post_auth("/pool/stop", "wrong", &json!({})).await.status(), StatusCode::FORBIDDEN);
+    let (status, fee) = body(pool.post_auth("/pool/configure", "t0ken", &json!({"pool_fee_bps": 1100})).await).await;
+    assert_eq!((status, fee["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_fee")));
+    let (status, configured) =
+        body(pool.post_auth("/pool/configure", "t0ken", &json!({"pool_fee_bps": 500, "pool_name": "Test pool"})).await)
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(configured["pool_fee_bps"], 500);
+    let token = pool.register("rig", "land1x").await;
+    let (_, registered) =
+        body(pool.post("/pool/register", &json!({"worker_id": "rig", "wallet_address": "land1x"})).await).await;
+    assert_eq!(
+        (registered["pool_fee_bps"].as_u64(), registered["foundation_fee_bps"].as_u64()),
+        (Some(500), Some(100))
+    );
+
+    assert_eq!(pool.post_auth("/pool/stop", "t0ken", &json!({})).await.status(), StatusCode::OK);
+    let (_, mode) = body(pool.get_auth("/pool/mode", "t0ken").await).await;
+    assert_eq!(mode["running"], false);
+    let stopped = pool.get_auth("/pool/job", &token).await;
+    assert_eq!(stopped.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(stopped.headers().contains_key("retry-after"));
+    assert_eq!(pool.post_auth("/pool/start", "t0ken", &json!({})).await.status(), StatusCode::OK);
+    assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_pay_once_per_idempotency_key() {
+    let pool =
+        TestPool::start(Settings { devnet_difficulty: Some(1), coinbase_maturity: Some(0), ..settings("transfer") })
+            .await;
+    let token = pool.register("rig", "land1x").await;
+    for _ in 0..2 {
+        let job = pool.job(&token).await;
+        let (_, answer) = pool.share(&token, &job, job.nonce_start(), &job.digest(job.nonce_start())).await;
+        assert_eq!(answer["is_block"], true);
+    }
+    let (_, before) = body(pool.get("/node/balance/vision-pool").await).await;
+    assert_eq!(before["spendable"], 100_000_000_000u64);
+    let transfer = json!({
+        "from": "vision-pool",
+        "outputs": [{"address": "land1alice", "amount": 30}, {"address": "land1bob", "amount": 12}],
+        "idempotency_key": "payout-1",
+    });
+    let (status, first) = body(pool.post("/node/transfer", &transfer).await).await;
+    assert_eq!((status, first["replayed"].as_bool(), first["total"].as_u64()), (StatusCode::OK, Some(false), Some(42)));
+    let (status, again) = body(pool.post("/node/transfer", &transfer).await).await;
+    assert_eq!((status, again["replayed"].as_bool()), (StatusCode::OK, Some(true)));
+    assert_eq!(again["transfer_id"], first["transfer_id"]);
+    let (_, after) = body(pool.get("/node/balance/vision-pool").await).await;
+    assert_eq!(after["spendable"], 100_000_000_000u64 - 42);
+    let (_, alice) = body(pool.get("/node/balance/land1alice").await).await;
+    assert_eq!(alice["spendable"], 30);
+
+    let reused = json!({"from": "vision-pool", "outputs": [{"address": "land1bob", "amount": 1}], "idempotency_key": "payout-1"});
+    assert_eq!(pool.post("/node/transfer", &reused).await.status(), StatusCode::CONFLICT);
+    let too_much = json!({"from": "vision-pool", "outputs": [{"address": "land1bob", "amount": u64::MAX}], "idempotency_key": "big"});
+    assert_eq!(pool.post("/node/transfer", &too_much).await.status(), StatusCode::CONFLICT);
+    let no_key =
+        json!({"from": "land1alice", "outputs": [{"address": "land1bob", "amount": 1}], "idempotency_key": "k"});
+    let (status, answer) = body(pool.post("/node/transfer", &no_key).await).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("no_key")));
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_on_an_upstream_node_mines_that_nodes_chain() {
+    let node = TestPool::start(Settings { devnet_difficulty: Some(1), ..settings("node") }).await;
+    let pool = TestPool::start(Settings {
+        upstream: Some(node.url.clone()),
+        pool_address: Some("land1pool2".into()),
+        ..settings("upstream")
+    })
+    .await;
+    // The upstream pool serves no node API of its own.
+    assert_eq!(pool.get("/node/block/0").await.status(), StatusCode::NOT_FOUND);
+    let token = pool.register("rig", "land1x").await;
+    let job = pool.job(&token).await;
+    assert_eq!(job.0["chain_id"], "devnet");
+    let (_, answer) = pool.share(&token, &job, job.nonce_start(), &job.digest(job.nonce_start())).await;
+    assert_eq!(answer["is_block"], true, "{answer}");
+    let (_, block) = body(node.get("/node/block/0").await).await;
+    assert_eq!(block["miner"], "land1pool2");
+    assert_eq!(block["hash"], answer["block_hash"]);
+    // A block found on the node by someone else moves the pool's jobs on.
+    let other = node.register("elsewhere", "land1y").await;
+    let other_job = node.job(&other).await;
+    assert_eq!(other_job.height(), 1);
+    node.share(&other, &other_job, other_job.nonce_start(), &other_job.digest(other_job.nonce_start())).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.job(&token).await.height() != 2 {
+        assert!(Instant::now() < deadline, "the pool never saw the node's new block");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pool.stop().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_verification_queue_answers_503() {
+    let pool = TestPool::start(Settings { verify_threads: Some(1), verify_queue: Some(1), ..settings("busy") }).await;
+    let token = pool.register("burst", "land1x").await;
+    let job = pool.job(&token).await;
+    let mut requests = Vec::new();
+    for i in 0..40 {
+        let http = pool.http.clone();
+        let url = format!("{}/pool/share", pool.url);
+        let body = json!({"job_id": job.id(), "nonce": job.nonce_start() + i, "digest": "00".repeat(32)});
+        let token = token.clone();
+        requests.push(tokio::spawn(async move {
+            let response = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+            (response.status(), response.headers().contains_key("retry-after"))
+        }));
+    }
+    let mut busy = 0;
+    for request in requests {
+        let (status, retry_after) = request.await.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(retry_after);
+            busy += 1;
+        } else {
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+    assert!(busy > 0, "40 concurrent shares through a queue of 1 must overflow");
+    let (_, metrics) = body(pool.get("/pool/metrics").await).await;
+    assert_eq!(metrics["shares"]["busy"].as_u64(), Some(busy));
+    pool.stop().await;
+}

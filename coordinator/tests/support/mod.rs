@@ -1,0 +1,141 @@
+//! A real coordinator on loopback for tests: in-process, port 0, its own
+//! sled directory, and an HTTP client.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use vision_coordinator::config::Settings;
+use vision_coordinator::server::Coordinator;
+use visionx::{FastEngine, PowEngine, PowInput};
+
+pub struct TestPool {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub http: Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn temp_dir(label: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "vision-coord-{label}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Settings every test starts from: a fresh data dir, devnet difficulty high
+/// enough that shares are not blocks, every hash a share.
+pub fn settings(label: &str) -> Settings {
+    Settings {
+        data_dir: Some(temp_dir(label)),
+        bind: Some("127.0.0.1:0".into()),
+        devnet_difficulty: Some(1 << 40),
+        share_difficulty: Some(1),
+        min_share_difficulty: Some(1),
+        verify_threads: Some(2),
+        ..Settings::default()
+    }
+}
+
+impl TestPool {
+    pub async fn start(settings: Settings) -> TestPool {
+        let config = settings.resolve().expect("valid test settings");
+        let coordinator = Coordinator::build(&config).await.expect("coordinator starts");
+        let listener = tokio::net::TcpListener::bind(&config.bind).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            coordinator
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestPool { url, data_dir: config.data_dir, http: Client::new(), stop: Some(stop), task: Some(task) }
+    }
+
+    /// Graceful stop (flushes state).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.http.get(format!("{}{path}", self.url)).send().await.unwrap()
+    }
+
+    pub async fn get_auth(&self, path: &str, token: &str) -> Response {
+        self.http.get(format!("{}{path}", self.url)).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.http.post(format!("{}{path}", self.url)).json(body).send().await.unwrap()
+    }
+
+    pub async fn post_auth(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.http.post(format!("{}{path}", self.url)).bearer_auth(token).json(body).send().await.unwrap()
+    }
+
+    /// Registers a worker and returns its token.
+    pub async fn register(&self, worker_id: &str, wallet: &str) -> String {
+        let response = self.post("/pool/register", &json!({ "worker_id": worker_id, "wallet_address": wallet })).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["worker_token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn job(&self, token: &str) -> Job {
+        let response = self.get_auth("/pool/job", token).await;
+        assert_eq!(response.status(), StatusCode::OK, "{:?}", response.text().await);
+        Job(response.json().await.unwrap())
+    }
+
+    pub async fn share(&self, token: &str, job: &Job, nonce: u64, digest: &str) -> (StatusCode, Value) {
+        let body = json!({ "job_id": job.id(), "nonce": nonce, "digest": digest, "hashrate": 123.5 });
+        let response = self.post_auth("/pool/share", token, &body).await;
+        (response.status(), response.json().await.unwrap())
+    }
+}
+
+/// A job as the pool sent it.
+pub struct Job(pub Value);
+
+impl Job {
+    pub fn id(&self) -> &str {
+        self.0["job_id"].as_str().unwrap()
+    }
+
+    pub fn height(&self) -> u64 {
+        self.0["height"].as_u64().unwrap()
+    }
+
+    pub fn nonce_start(&self) -> u64 {
+        self.0["nonce_start"].as_u64().unwrap()
+    }
+
+    pub fn input(&self) -> PowInput {
+        let params = serde_json::from_value(self.0["params"].clone()).unwrap();
+        let seed = visionx::parse_hash32("epoch_seed", self.0["epoch_seed"].as_str().unwrap()).unwrap();
+        let message = hex::decode(self.0["pow_message"].as_str().unwrap()).unwrap();
+        PowInput::new(seed, self.0["epoch"].as_u64().unwrap(), message, params).unwrap()
+    }
+
+    /// The digest of `nonce`, computed here as an honest miner would.
+    pub fn digest(&self, nonce: u64) -> String {
+        FastEngine::new().hash(&self.input(), nonce).to_hex()
+    }
+}
