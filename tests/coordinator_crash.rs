@@ -19,7 +19,7 @@ fn start(data_dir: &Path) -> (Child, String) {
     let mut child = Command::new(workspace_binary("vision-coordinator"))
         .args(["--data-dir", data_dir.to_str().unwrap(), "--bind", "127.0.0.1:0"])
         .args(["--devnet-difficulty", "1099511627776", "--share-difficulty", "1", "--min-share-difficulty", "1"])
-        .args(["--shares-per-sec", "10000"])
+        .args(["--shares-per-sec", "10000", "--max-share-difficulty", "1"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -99,7 +99,7 @@ async fn sigkill_loses_no_acknowledged_share_and_credits_none_twice() {
     assert!(acked.len() >= 60);
 
     // Read the real sled files the killed process left.
-    let ledger = {
+    let ledger: Vec<(u64, vision_coordinator::storage::ShareRecord)> = {
         let store = SledStore::open_path(&data_dir.join("db")).unwrap();
         store.shares_from(0, 100_000).unwrap()
     };
@@ -110,8 +110,26 @@ async fn sigkill_loses_no_acknowledged_share_and_credits_none_twice() {
     assert!(lost.is_empty(), "acknowledged shares lost by kill -9: {lost:?}");
     assert!(distinct.iter().all(|n| shares.iter().any(|(s, _)| s == n)));
 
-    // The pool comes back on the same data: same token, fresh job ids, shares credited.
+    // The pool comes back on the same data and still knows the old job:
+    // everything credited is a duplicate, everything else is accepted now.
     let (mut child, url) = start(&data_dir);
+    for (nonce, digest) in &shares {
+        let answer: Value = http
+            .post(format!("{url}/pool/share"))
+            .bearer_auth(&token)
+            .json(&json!({"job_id": job_id, "nonce": nonce, "digest": digest}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if distinct.contains(nonce) {
+            assert_eq!(answer["reason"], "duplicate", "credited before the crash: {answer}");
+        } else {
+            assert_eq!(answer["accepted"], true, "not credited before the crash: {answer}");
+        }
+    }
     let again: Value = http
         .post(format!("{url}/pool/register"))
         .json(&json!({"worker_id": "rig", "wallet_address": "land1crash"}))
@@ -139,7 +157,7 @@ async fn sigkill_loses_no_acknowledged_share_and_credits_none_twice() {
         .unwrap();
     assert_eq!(answer["accepted"], true, "{answer}");
     let metrics: Value = http.get(format!("{url}/pool/metrics")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(metrics["ledger_shares"].as_u64(), Some(ledger.len() as u64 + 1));
+    assert_eq!(metrics["ledger_shares"].as_u64(), Some(shares.len() as u64 + 1), "each share credited exactly once");
     child.kill().unwrap();
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);

@@ -1,13 +1,14 @@
 //! Templates and the jobs handed out for them.
 //!
 //! Every job is one worker's view of the current template: its share
-//! difficulty and a nonce range reserved for it alone (ranges are carved
-//! from a per-template counter, so no two jobs overlap). Job ids are keyed
-//! hashes of a store-wide counter, so they never repeat, across heights or
-//! restarts. A watch channel tells long-polling workers about new templates.
+//! difficulty and a nonce range reserved for it alone. Both the job id (a
+//! keyed hash) and the range come from the store's counter, which never
+//! repeats across restarts, so ids never repeat and ranges of one template
+//! never overlap. Jobs are persisted by the pool, so a restarted pool still
+//! judges shares of its earlier jobs. A watch channel tells long-polling
+//! workers about new templates.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
@@ -18,25 +19,31 @@ use crate::chain::BlockTemplate;
 /// Nonces reserved per job: 2^40, about 11 days for a 1 MH/s device.
 pub const NONCES_PER_JOB: u64 = 1 << 40;
 /// Jobs of templates this many heights back are still known (and stale).
-const HEIGHTS_KEPT: u64 = 4;
+pub const HEIGHTS_KEPT: u64 = 4;
 
 /// A template the pool mines on.
 pub struct TemplateState {
     pub template: BlockTemplate,
     pub input: Arc<PowInput>,
-    /// Increases with every new template.
+    /// blake3 of the pow message: what a digest depends on besides the nonce.
+    pub id: String,
+    /// Increases with every new template (0 for templates restored from disk).
     pub version: u64,
-    next_range: AtomicU64,
 }
 
 impl TemplateState {
-    /// The next unused nonce range of this template.
-    fn reserve_range(&self) -> NonceRange {
-        let index = self.next_range.fetch_add(1, Ordering::Relaxed);
-        // 2^24 jobs per template before wrapping into u64::MAX's range end.
-        let start = (index % (1 << 23)) * NONCES_PER_JOB;
-        NonceRange::new(start, start + NONCES_PER_JOB)
+    pub fn new(template: BlockTemplate, version: u64) -> Result<Self, visionx::Error> {
+        let input = Arc::new(template.pow_input()?);
+        let id = blake3::hash(input.header()).to_hex().to_string();
+        Ok(TemplateState { template, input, id, version })
     }
+}
+
+/// The nonce range for the `index`-th job: 2^40 nonces each; indices
+/// wrap after 2^23 jobs, far beyond the jobs one template sees.
+pub fn nonce_range(index: u64) -> NonceRange {
+    let start = (index % (1 << 23)) * NONCES_PER_JOB;
+    NonceRange::new(start, start + NONCES_PER_JOB)
 }
 
 /// One worker's job.
@@ -65,24 +72,24 @@ impl JobBook {
         self.current.read().expect("template lock").clone()
     }
 
-    /// Installs a new template unless it is the one already current
-    /// (same height and parent). Returns whether it changed.
-    pub fn set_template(&self, template: BlockTemplate) -> Result<bool, visionx::Error> {
-        let input = Arc::new(template.pow_input()?);
+    /// Installs a new template unless one of the same height and parent is
+    /// current. Returns the new template when it changed.
+    pub fn set_template(&self, template: BlockTemplate) -> Result<Option<Arc<TemplateState>>, visionx::Error> {
         let mut current = self.current.write().expect("template lock");
-        if current
-            .as_ref()
-            .is_some_and(|c| c.template.height == template.height && c.template.parent_hash == template.parent_hash)
-        {
-            return Ok(false);
+        let same = |c: &Arc<TemplateState>| {
+            c.template.height == template.height && c.template.parent_hash == template.parent_hash
+        };
+        if current.as_ref().is_some_and(same) {
+            return Ok(None);
         }
         let version = current.as_ref().map_or(1, |c| c.version + 1);
         let height = template.height;
-        *current = Some(Arc::new(TemplateState { template, input, version, next_range: AtomicU64::new(0) }));
+        let state = Arc::new(TemplateState::new(template, version)?);
+        *current = Some(state.clone());
         drop(current);
         self.jobs.lock().expect("jobs lock").retain(|_, job| job.template.template.height + HEIGHTS_KEPT > height);
         self.versions.send_replace(version);
-        Ok(true)
+        Ok(Some(state))
     }
 
     /// Notified with the template version on every change.
@@ -90,18 +97,24 @@ impl JobBook {
         self.versions.subscribe()
     }
 
-    /// Creates a job for `worker_id` on the current template.
-    pub fn issue(&self, job_id: String, worker_id: &str, share_difficulty: u64) -> Option<Arc<PoolJob>> {
+    /// Creates a job for `worker_id` on the current template, with the
+    /// nonce range of job `index` (a number never used before).
+    pub fn issue(&self, job_id: String, index: u64, worker_id: &str, share_difficulty: u64) -> Option<Arc<PoolJob>> {
         let template = self.current()?;
         let job = Arc::new(PoolJob {
             job_id: job_id.clone(),
             worker_id: worker_id.to_string(),
-            nonces: template.reserve_range(),
+            nonces: nonce_range(index),
             template,
             share_difficulty,
         });
         self.jobs.lock().expect("jobs lock").insert(job_id, job.clone());
         Some(job)
+    }
+
+    /// Puts back a job from before a restart.
+    pub fn restore(&self, job: PoolJob) {
+        self.jobs.lock().expect("jobs lock").insert(job.job_id.clone(), Arc::new(job));
     }
 
     pub fn get(&self, job_id: &str) -> Option<Arc<PoolJob>> {
@@ -135,10 +148,10 @@ mod tests {
     #[test]
     fn jobs_of_one_template_never_share_nonces() {
         let book = JobBook::default();
-        assert!(book.set_template(template(1, 1)).unwrap());
-        assert!(!book.set_template(template(1, 1)).unwrap(), "same template is not a change");
-        let a = book.issue("a".into(), "w1", 5).unwrap();
-        let b = book.issue("b".into(), "w2", 5).unwrap();
+        assert!(book.set_template(template(1, 1)).unwrap().is_some());
+        assert!(book.set_template(template(1, 1)).unwrap().is_none(), "same template is not a change");
+        let a = book.issue("a".into(), 7, "w1", 5).unwrap();
+        let b = book.issue("b".into(), 8, "w2", 5).unwrap();
         assert!(a.nonces.end <= b.nonces.start || b.nonces.end <= a.nonces.start);
         assert_eq!(book.get("a").unwrap().worker_id, "w1");
     }
@@ -148,7 +161,7 @@ mod tests {
         let book = JobBook::default();
         let versions = book.subscribe();
         book.set_template(template(1, 1)).unwrap();
-        book.issue("old".into(), "w", 1).unwrap();
+        book.issue("old".into(), 1, "w", 1).unwrap();
         for h in 2..=4 {
             book.set_template(template(h, h as u8)).unwrap();
         }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use visionx::Digest;
 
 use self::group_commit::GroupCommit;
-use self::job_book::{JobBook, PoolJob};
+use self::job_book::{JobBook, PoolJob, TemplateState, HEIGHTS_KEPT};
 use self::metrics::PoolMetrics;
 use self::token_bucket::TokenBucket;
 use self::vardiff::{Vardiff, VardiffConfig};
@@ -31,7 +31,7 @@ use self::verify_queue::VerifyQueue;
 use crate::api_error::ApiError;
 use crate::chain::{check_address, Chain};
 use crate::share_verifier::{ShareClaim, Verdict};
-use crate::storage::{AppendOutcome, FoundBlockRecord, PoolSettings, PoolStore, ShareRecord, WorkerRecord};
+use crate::storage::{AppendOutcome, FoundBlockRecord, JobRecord, PoolSettings, PoolStore, ShareRecord, WorkerRecord};
 
 /// The foundation's cut of every block, in basis points (1%).
 pub const FOUNDATION_FEE_BPS: u32 = 100;
@@ -312,7 +312,37 @@ impl Pool {
         };
         let found = pool.store.found_blocks()?.iter().filter(|b| b.accepted).count() as u64;
         pool.metrics.blocks_found.store(found, Ordering::Relaxed);
+        pool.restore_jobs()?;
         Ok(Arc::new(pool))
+    }
+
+    /// Loads the jobs of recent heights, so shares for them are still judged
+    /// (accepted, stale or duplicate) after a restart.
+    fn restore_jobs(&self) -> Result<(), ApiError> {
+        let mut templates: HashMap<String, Option<Arc<TemplateState>>> = HashMap::new();
+        for record in self.store.jobs_from_height(0)? {
+            let template = match templates.get(&record.template_id) {
+                Some(cached) => cached.clone(),
+                None => {
+                    let state = self
+                        .store
+                        .template(&record.template_id)?
+                        .and_then(|t| TemplateState::new(t, 0).ok())
+                        .map(Arc::new);
+                    templates.insert(record.template_id.clone(), state.clone());
+                    state
+                }
+            };
+            let Some(template) = template else { continue };
+            self.jobs.restore(PoolJob {
+                job_id: record.job_id,
+                worker_id: record.worker_id,
+                template,
+                share_difficulty: record.share_difficulty,
+                nonces: visionx::NonceRange::new(record.nonce_start, record.nonce_end),
+            });
+        }
+        Ok(())
     }
 
     pub fn chain(&self) -> &Chain {
@@ -353,7 +383,14 @@ impl Pool {
     /// Fetches the chain's template for the pool address and installs it if new.
     pub async fn refresh_template(&self) -> Result<bool, ApiError> {
         let template = self.chain.template(&self.config.pool_address).await?;
-        self.jobs.set_template(template).map_err(|e| ApiError::internal(format!("chain sent a bad template: {e}")))
+        let changed = self
+            .jobs
+            .set_template(template)
+            .map_err(|e| ApiError::internal(format!("chain sent a bad template: {e}")))?;
+        let Some(state) = changed else { return Ok(false) };
+        self.store.put_template(&state.id, &state.template)?;
+        self.store.prune_jobs_below(state.template.height.saturating_sub(HEIGHTS_KEPT - 1))?;
+        Ok(true)
     }
 
     pub fn current_height(&self) -> Option<u64> {
@@ -528,11 +565,8 @@ impl Pool {
         if self.jobs.current().is_none() {
             self.refresh_template().await?;
         }
-        let job_id = {
-            let id = self.store.next_id()?;
-            let hash = blake3::keyed_hash(&self.secret, &id.to_le_bytes());
-            hex::encode(&hash.as_bytes()[..12])
-        };
+        let job_index = self.store.next_id()?;
+        let job_id = hex::encode(&blake3::keyed_hash(&self.secret, &job_index.to_le_bytes()).as_bytes()[..12]);
         let now = now_ms();
         let vardiff_config = self.vardiff_config();
         let share_difficulty = {
@@ -542,8 +576,17 @@ impl Pool {
             worker.last_seen_ms = now;
             worker.vardiff.difficulty()
         };
-        let job = self.jobs.issue(job_id, worker_id, share_difficulty).ok_or_else(|| {
+        let job = self.jobs.issue(job_id, job_index, worker_id, share_difficulty).ok_or_else(|| {
             ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "no_template", "no block template yet", 1)
+        })?;
+        self.store.put_job(&JobRecord {
+            job_id: job.job_id.clone(),
+            worker_id: job.worker_id.clone(),
+            template_id: job.template.id.clone(),
+            height: job.template.template.height,
+            share_difficulty: job.share_difficulty,
+            nonce_start: job.nonces.start,
+            nonce_end: job.nonces.end,
         })?;
         if let Some(worker) = self.workers.lock().expect("workers lock").get_mut(worker_id) {
             worker.last_template_version = job.template.version;
@@ -627,7 +670,7 @@ impl Pool {
         let Ok(claimed_digest) = request.digest.parse::<Digest>() else {
             return self.reject(worker_id, "bad_digest", current_difficulty);
         };
-        if self.store.is_duplicate(&job.job_id, request.nonce)? {
+        if self.store.is_duplicate(&job.template.id, request.nonce)? {
             return self.reject(worker_id, "duplicate", current_difficulty);
         }
 
@@ -654,6 +697,7 @@ impl Pool {
         let record = ShareRecord {
             worker_id: worker_id.to_string(),
             wallet_address: wallet.clone(),
+            template_id: job.template.id.clone(),
             job_id: job.job_id.clone(),
             nonce: request.nonce,
             share_difficulty: job.share_difficulty,

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 pub use sled_store::SledStore;
 
+use crate::chain::BlockTemplate;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage: {0}")]
@@ -46,12 +48,27 @@ pub struct WorkerRecord {
 pub struct ShareRecord {
     pub worker_id: String,
     pub wallet_address: String,
+    /// The template the share hashed (a digest depends only on it and the
+    /// nonce, so (template, nonce) is the duplicate key).
+    pub template_id: String,
     pub job_id: String,
     pub nonce: u64,
     pub share_difficulty: u64,
     pub height: u64,
     pub time_ms: u64,
     pub is_block: bool,
+}
+
+/// A job handed to a worker, kept so a restarted pool still knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub worker_id: String,
+    pub template_id: String,
+    pub height: u64,
+    pub share_difficulty: u64,
+    pub nonce_start: u64,
+    pub nonce_end: u64,
 }
 
 /// A block the pool found.
@@ -83,7 +100,7 @@ pub struct PoolSettings {
 pub enum AppendOutcome {
     /// Written at this ledger position (not yet durable: see [`PoolStore::flush`]).
     Appended(u64),
-    /// The same (job, nonce) was credited before.
+    /// The same (template, nonce) was credited before.
     Duplicate,
 }
 
@@ -92,9 +109,9 @@ pub trait PoolStore: Send + Sync + 'static {
     fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError>;
     fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
 
-    /// Appends an accepted share unless its (job, nonce) key exists, atomically.
+    /// Appends an accepted share unless its (template, nonce) key exists, atomically.
     fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError>;
-    fn is_duplicate(&self, job_id: &str, nonce: u64) -> Result<bool, StoreError>;
+    fn is_duplicate(&self, template_id: &str, nonce: u64) -> Result<bool, StoreError>;
     /// Up to `limit` shares from ledger position `from` on, in order.
     fn shares_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError>;
     fn share_count(&self) -> Result<u64, StoreError>;
@@ -103,6 +120,14 @@ pub trait PoolStore: Send + Sync + 'static {
     fn put_ban(&self, worker_id: &str, until_ms: u64) -> Result<(), StoreError>;
     fn remove_ban(&self, worker_id: &str) -> Result<bool, StoreError>;
     fn bans(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    fn put_template(&self, template_id: &str, template: &BlockTemplate) -> Result<(), StoreError>;
+    fn template(&self, template_id: &str) -> Result<Option<BlockTemplate>, StoreError>;
+    fn put_job(&self, job: &JobRecord) -> Result<(), StoreError>;
+    /// Jobs of heights >= `height`.
+    fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError>;
+    /// Forgets jobs (and templates) of heights below `height`.
+    fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError>;
 
     fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError>;
     fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError>;

@@ -3,7 +3,10 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{AppendOutcome, FoundBlockRecord, PoolSettings, PoolStore, ShareRecord, StoreError, WorkerRecord};
+use super::{
+    AppendOutcome, FoundBlockRecord, JobRecord, PoolSettings, PoolStore, ShareRecord, StoreError, WorkerRecord,
+};
+use crate::chain::BlockTemplate;
 
 /// [`PoolStore`] on sled trees, in the coordinator's data directory.
 #[derive(Clone)]
@@ -15,6 +18,10 @@ pub struct SledStore {
     bans: sled::Tree,
     blocks: sled::Tree,
     meta: sled::Tree,
+    /// height BE ++ job id -> JobRecord.
+    jobs: sled::Tree,
+    /// template id -> (height BE ++ template JSON).
+    templates: sled::Tree,
 }
 
 impl SledStore {
@@ -28,6 +35,8 @@ impl SledStore {
             bans: db.open_tree("pool_bans")?,
             blocks: db.open_tree("pool_found_blocks")?,
             meta: db.open_tree("pool_meta")?,
+            jobs: db.open_tree("pool_jobs")?,
+            templates: db.open_tree("pool_templates")?,
         })
     }
 
@@ -36,10 +45,10 @@ impl SledStore {
         Self::open(&sled::open(path)?)
     }
 
-    fn share_key(&self, job_id: &str, nonce: u64) -> Result<[u8; 32], StoreError> {
+    fn share_key(&self, template_id: &str, nonce: u64) -> Result<[u8; 32], StoreError> {
         let mut hasher = blake3::Hasher::new_keyed(&self.secret()?);
         hasher.update(b"share");
-        hasher.update(job_id.as_bytes());
+        hasher.update(template_id.as_bytes());
         hasher.update(&[0]);
         hasher.update(&nonce.to_le_bytes());
         Ok(*hasher.finalize().as_bytes())
@@ -65,7 +74,7 @@ impl PoolStore for SledStore {
     }
 
     fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
-        let key = self.share_key(&share.job_id, share.nonce)?;
+        let key = self.share_key(&share.template_id, share.nonce)?;
         let seq = self.db.generate_id()?;
         let value = encode(share);
         let result = (&self.shares, &self.share_keys).transaction(|(shares, keys)| {
@@ -83,8 +92,47 @@ impl PoolStore for SledStore {
         }
     }
 
-    fn is_duplicate(&self, job_id: &str, nonce: u64) -> Result<bool, StoreError> {
-        Ok(self.share_keys.contains_key(self.share_key(job_id, nonce)?)?)
+    fn is_duplicate(&self, template_id: &str, nonce: u64) -> Result<bool, StoreError> {
+        Ok(self.share_keys.contains_key(self.share_key(template_id, nonce)?)?)
+    }
+
+    fn put_template(&self, template_id: &str, template: &BlockTemplate) -> Result<(), StoreError> {
+        let mut value = template.height.to_be_bytes().to_vec();
+        value.extend_from_slice(&encode(template));
+        self.templates.insert(template_id.as_bytes(), value)?;
+        Ok(())
+    }
+
+    fn template(&self, template_id: &str) -> Result<Option<BlockTemplate>, StoreError> {
+        match self.templates.get(template_id.as_bytes())? {
+            Some(v) if v.len() > 8 => Ok(Some(decode("pool_templates", &v[8..])?)),
+            Some(_) => Err(StoreError::Corrupt { tree: "pool_templates", message: "short record".into() }),
+            None => Ok(None),
+        }
+    }
+
+    fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        let mut key = job.height.to_be_bytes().to_vec();
+        key.extend_from_slice(job.job_id.as_bytes());
+        self.jobs.insert(key, encode(job))?;
+        Ok(())
+    }
+
+    fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError> {
+        self.jobs.range(height.to_be_bytes()..).values().map(|v| decode("pool_jobs", &v?)).collect()
+    }
+
+    fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError> {
+        for key in self.jobs.range(..height.to_be_bytes()).keys() {
+            self.jobs.remove(key?)?;
+        }
+        for item in self.templates.iter() {
+            let (key, value) = item?;
+            if value.len() >= 8 && u64::from_be_bytes(value[..8].try_into().expect("8 bytes")) < height {
+                self.templates.remove(key)?;
+            }
+        }
+        Ok(())
     }
 
     fn shares_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError> {
@@ -184,6 +232,7 @@ mod tests {
         ShareRecord {
             worker_id: "w1".into(),
             wallet_address: "land1abc".into(),
+            template_id: format!("t-{job}"),
             job_id: job.into(),
             nonce,
             share_difficulty: 10,
@@ -214,8 +263,8 @@ mod tests {
             all.iter().map(|(_, s)| (s.job_id.as_str(), s.nonce)).collect::<Vec<_>>(),
             [("j1", 1), ("j1", 2), ("j2", 1)]
         );
-        assert!(store.is_duplicate("j1", 2).unwrap());
-        assert!(!store.is_duplicate("j2", 2).unwrap());
+        assert!(store.is_duplicate("t-j1", 2).unwrap());
+        assert!(!store.is_duplicate("t-j2", 2).unwrap());
         assert_eq!(store.share_count().unwrap(), 3);
     }
 
@@ -233,7 +282,7 @@ mod tests {
         let store = SledStore::open_path(&dir).unwrap();
         assert_eq!(store.secret().unwrap(), secret);
         assert!(store.next_id().unwrap() > id, "ids never repeat across restarts");
-        assert!(store.is_duplicate("j", 9).unwrap());
+        assert!(store.is_duplicate("t-j", 9).unwrap());
         assert_eq!(store.bans().unwrap(), vec![("bad".to_string(), 123)]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
