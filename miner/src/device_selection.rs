@@ -3,7 +3,8 @@
 use crate::backend::gpu::adapters::{self, AdapterSummary};
 
 /// `--backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     /// CPU threads only.
     Cpu,

@@ -15,6 +15,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod client;
 pub mod device_selection;
 pub mod hash_command;
 

@@ -1,32 +1,53 @@
 //! The `vision-miner` command line. Thin glue: parse arguments, call the
 //! library, print, and map failures to exit codes.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use vision_miner::backend::gpu::{self, GpuBackend, ShaderVariant};
 use vision_miner::backend::{CpuBackend, CpuConfig};
 use vision_miner::bench::{bench_cpu, bench_gpu, bench_job, BenchReport};
+use vision_miner::client::miner_config::{MineArgs, MinerConfig, MiningMode};
+use vision_miner::client::miner_status::{status_line, MinerStatus, SAMPLE_EVERY};
+use vision_miner::client::session::{self, PoolSession, SessionEnd, SoloSession};
+use vision_miner::client::work_dispatch::{Device, WorkDispatch};
+use vision_miner::client::{local_api, node_api::NodeApi, pool_api::PoolApi};
 use vision_miner::device_selection::{self, BackendChoice};
 use vision_miner::{hash_command, InputError};
 use visionx::{EngineKind, Params};
 
 const EXIT_CODES: &str = "\
-Exit codes:
-  0  success
-  1  a runtime failure (the message says what)
-  2  bad input: bad hex, out-of-limit params, an unreadable block file, bad flags";
+Mining: vision-miner --pool URL [--pool URL2 ...] --wallet ADDRESS [options]
+        vision-miner --solo NODE_URL --wallet ADDRESS [options]
 
-/// Mine VisionX, the proof of work of the Vision chain, on CPUs and GPUs.
+Exit codes:
+  0  success (mining stopped by SIGINT or SIGTERM)
+  1  a runtime failure (the message says what)
+  2  bad input: a bad URL, wallet or flag, bad hex, out-of-limit params, an unreadable file
+  3  the pool (every pool) refused this miner, e.g. its wallet address
+  4  banned by the pool (the message says for how long)
+  5  no usable device";
+
+/// Mine VisionX, the proof of work of the Vision chain, on GPUs and CPUs:
+/// join pools (with failover) or mine solo against a node.
 #[derive(Debug, Parser)]
-#[command(name = "vision-miner", version, after_help = EXIT_CODES, subcommand_required = true, arg_required_else_help = true)]
+#[command(name = "vision-miner", version, after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// A TOML file of mining settings (keys as the flags, with underscores; flags and env vars win).
+    #[arg(long, env = "VISION_CONFIG", global = false)]
+    config: Option<PathBuf>,
+    /// Log format for mining.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    #[command(flatten)]
+    mine: MineArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,7 +239,14 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let Some(command) = cli.command else {
+        if !cli.mine.wants_mining() && cli.config.is_none() {
+            let _ = Cli::command().print_help();
+            return ExitCode::from(2);
+        }
+        return run_mine(cli.config, &cli.log_format, cli.mine);
+    };
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("vision-miner: {err:#}");
@@ -231,8 +259,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Hash(args) => run_hash(args),
         Command::Bench(args) => run_bench(args),
         Command::Devices(args) => run_devices(args),
@@ -428,6 +456,201 @@ fn run_devices(args: DevicesArgs) -> anyhow::Result<()> {
     }
     println!("cpu: {threads} threads");
     Ok(())
+}
+
+/// Mining: `vision-miner --pool ... --wallet ...` or `--solo`.
+fn run_mine(config_file: Option<PathBuf>, log_format: &str, args: MineArgs) -> ExitCode {
+    let fail = |code: u8, message: &str| {
+        eprintln!("vision-miner: {message}");
+        ExitCode::from(code)
+    };
+    let file = match config_file.as_deref().map(MineArgs::from_file).transpose() {
+        Ok(file) => file.unwrap_or_default(),
+        Err(message) => return fail(2, &message),
+    };
+    let config = match args.or(file).resolve() {
+        Ok(config) => config,
+        Err(message) => return fail(2, &message),
+    };
+    init_tracing(log_format, config.quiet);
+    let devices = match select_devices(&config) {
+        Ok(devices) => devices,
+        Err(message) => return fail(5, &format!("no usable device: {message}")),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(1, &format!("cannot start the async runtime: {err}")),
+    };
+    match runtime.block_on(mine(config, devices)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(MineEnd::Session(end @ SessionEnd::Refused(_))) => fail(3, &end.to_string()),
+        Err(MineEnd::Session(end @ SessionEnd::Banned { .. })) => fail(4, &end.to_string()),
+        Err(MineEnd::Api(message)) => fail(2, &message),
+    }
+}
+
+enum MineEnd {
+    Session(SessionEnd),
+    Api(String),
+}
+
+fn init_tracing(format: &str, quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},wgpu_core=warn,wgpu_hal=warn,naga=warn"))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The devices to mine on: GPUs that pass the child-process probe and
+/// start, and the CPU where chosen (or as the fallback when no GPU works).
+fn select_devices(config: &MinerConfig) -> Result<Vec<Device>, String> {
+    let plan = device_selection::plan(config.backend, config.device).map_err(|e| e.to_string())?;
+    if let Some(note) = &plan.note {
+        tracing::warn!("{note}");
+    }
+    let mut devices = Vec::new();
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable for the GPU probe: {e}"))?;
+    for &index in &plan.gpus {
+        if let Err(reason) = gpu::probe_in_child(&exe, index, config.shader, Duration::from_secs(120)) {
+            tracing::error!("skipping GPU #{index}: {reason}");
+            continue;
+        }
+        let goals = gpu::tuning::TuningGoals { memory_budget: config.gpu_memory_mb << 20, ..Default::default() };
+        match GpuBackend::start(index, config.shader, None, goals, &bench_job(), gpu::InjectedFault::None) {
+            Ok(backend) => {
+                tracing::info!(
+                    "GPU #{index} {} ready ({} shader, batch {} hashes, split {})",
+                    backend.summary().name,
+                    backend.variant(),
+                    backend.shape().hashes(),
+                    backend.shape().split
+                );
+                devices.push(Device::Gpu(Box::new(backend)));
+            }
+            Err(err) => tracing::error!("skipping GPU #{index}: {err}"),
+        }
+    }
+    let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let gpu_only = config.backend == BackendChoice::Gpu;
+    if plan.cpu || (devices.is_empty() && !gpu_only) {
+        if !plan.cpu {
+            tracing::warn!("no GPU could be used: mining on the CPU");
+        }
+        devices.push(Device::Cpu { threads });
+    }
+    if devices.is_empty() {
+        return Err("no GPU passed its probe (see the messages above); try --backend cpu".into());
+    }
+    Ok(devices)
+}
+
+async fn mine(config: MinerConfig, devices: Vec<Device>) -> Result<(), MineEnd> {
+    let (found_tx, found_rx) = tokio::sync::mpsc::unbounded_channel();
+    let dispatch = WorkDispatch::start(devices, found_tx);
+    let status = Arc::new(MinerStatus::new());
+
+    let sampler = {
+        let (status, dispatch) = (status.clone(), dispatch.clone());
+        tokio::spawn(async move {
+            loop {
+                let counts = dispatch.slots().iter().map(|s| s.hashes()).collect();
+                status.meter.sample(std::time::Instant::now(), counts);
+                tokio::time::sleep(SAMPLE_EVERY).await;
+            }
+        })
+    };
+    let printer = config.status_interval.map(|interval| {
+        let (status, dispatch) = (status.clone(), dispatch.clone());
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                println!("{}", status_line(&status.report(&dispatch), color));
+            }
+        })
+    });
+    if let Some((addr, token)) = &config.api {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            MineEnd::Api(format!("cannot serve the status API on {addr}: {e} (use --api-bind or --no-api)"))
+        })?;
+        let api = local_api::router(local_api::LocalApi {
+            status: status.clone(),
+            dispatch: dispatch.clone(),
+            token: token.as_deref().map(Arc::from),
+        });
+        tracing::info!("status API on http://{}", listener.local_addr().map_err(|e| MineEnd::Api(e.to_string()))?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, api).await;
+        });
+    }
+
+    let session = async {
+        match &config.mode {
+            MiningMode::Pool(urls) => {
+                let pools =
+                    urls.iter().map(|u| PoolApi::new(u)).collect::<Result<Vec<_>, _>>().map_err(MineEnd::Api)?;
+                let pool_session = PoolSession {
+                    pools,
+                    wallet: config.wallet.clone(),
+                    worker_id: config.worker.clone(),
+                    worker_name: config.worker.clone(),
+                    long_poll: config.long_poll,
+                    failback: config.failback,
+                };
+                session::run_pool(pool_session, dispatch.clone(), status.clone(), found_rx)
+                    .await
+                    .map_err(MineEnd::Session)
+            }
+            MiningMode::Solo(url) => {
+                let node = NodeApi::new(url).map_err(MineEnd::Api)?;
+                let solo = SoloSession { node, wallet: config.wallet.clone() };
+                session::run_solo(solo, dispatch.clone(), status.clone(), found_rx).await.map_err(MineEnd::Session)
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = session => result,
+        () = shutdown_signal() => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+    };
+    dispatch.stop();
+    sampler.abort();
+    if let Some(printer) = printer {
+        printer.abort();
+    }
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
 }
 
 fn print_bench(r: &BenchReport) {

@@ -111,6 +111,9 @@ struct WorkerState {
     reported_hashrate: Option<f64>,
     last_share_ms: Option<u64>,
     last_seen_ms: u64,
+    /// When the worker entered the active set (a young worker's rate is
+    /// averaged over its time here, not the whole window).
+    active_since_ms: u64,
     /// The template version of the worker's last job (for long-polling).
     last_template_version: u64,
     blocks_found: u64,
@@ -124,7 +127,8 @@ impl WorkerState {
                 .iter()
                 .filter(|(t, _)| now.saturating_sub(*t) <= ms)
                 .fold((0u128, 0u64), |(s, n), (_, d)| (s + u128::from(*d), n + 1));
-            (sum as f64 / (ms as f64 / 1000.0), n)
+            let span_ms = ms.min(now.saturating_sub(self.active_since_ms)).max(1000);
+            (sum as f64 / (span_ms as f64 / 1000.0), n)
         };
         let (effective_10m, shares_10m) = window(600_000);
         let (effective_1h, shares_1h) = window(3_600_000);
@@ -504,6 +508,7 @@ impl Pool {
                 reported_hashrate: None,
                 last_share_ms: None,
                 last_seen_ms: now,
+                active_since_ms: now,
                 last_template_version: 0,
                 blocks_found: 0,
             },

@@ -1,0 +1,235 @@
+//! Mining configuration: flags, `VISION_*` environment variables and a TOML
+//! file (`--config`), in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::device_selection::BackendChoice;
+
+/// How to mine (every flag also as `VISION_*` env var or a TOML key).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MineArgs {
+    /// Pool URL (http://host:port); repeat for failover pools, in order of preference.
+    #[arg(long = "pool", value_name = "URL", env = "VISION_POOLS", value_delimiter = ',')]
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<String>,
+    /// Mine solo against this node's API (http://host:port) instead of a pool.
+    #[arg(long, value_name = "NODE_URL", env = "VISION_SOLO", conflicts_with = "pools")]
+    pub solo: Option<String>,
+    /// Wallet address rewards are paid to (1-128 letters, digits, '_', '-', ':').
+    #[arg(long, env = "VISION_WALLET")]
+    pub wallet: Option<String>,
+    /// Worker name, shown by the pool [default: the host name].
+    #[arg(long, env = "VISION_WORKER")]
+    pub worker: Option<String>,
+    /// Which devices: auto (every usable GPU, else the CPU), gpu, or cpu.
+    #[arg(long, value_enum, env = "VISION_BACKEND")]
+    pub backend: Option<BackendChoice>,
+    /// CPU threads [default: all cores].
+    #[arg(long, env = "VISION_THREADS")]
+    pub threads: Option<usize>,
+    /// GPU adapter index (see `vision-miner devices`) [default: every usable GPU].
+    #[arg(long, env = "VISION_DEVICE")]
+    pub device: Option<usize>,
+    /// GPU shader variant: native or emulated [default: native where supported].
+    #[arg(long, env = "VISION_SHADER")]
+    pub shader: Option<String>,
+    /// Device memory a GPU batch may use, MiB [default: 4096].
+    #[arg(long, env = "VISION_GPU_MEMORY_MB")]
+    pub gpu_memory_mb: Option<u64>,
+    /// Local status API address [default: 127.0.0.1:7073].
+    #[arg(long, env = "VISION_API_BIND")]
+    pub api_bind: Option<String>,
+    /// Do not serve the local status API.
+    #[arg(long, num_args = 0, default_missing_value = "true", env = "VISION_NO_API")]
+    pub no_api: Option<bool>,
+    /// Token for the API's control routes; required when --api-bind is not loopback.
+    #[arg(long, env = "VISION_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Seconds between status lines [default: 10].
+    #[arg(long, env = "VISION_STATUS_INTERVAL")]
+    pub status_interval: Option<u64>,
+    /// No status lines; warnings and errors only.
+    #[arg(long, num_args = 0, default_missing_value = "true", env = "VISION_QUIET")]
+    pub quiet: Option<bool>,
+    /// Seconds between attempts to go back to the first pool after a failover [default: 60].
+    #[arg(long, env = "VISION_FAILBACK_SECS")]
+    pub failback_secs: Option<u64>,
+    /// Longest long-poll for a new job, seconds [default: 30].
+    #[arg(long, env = "VISION_LONG_POLL_SECS")]
+    pub long_poll_secs: Option<u64>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct MinerConfig {
+    pub mode: MiningMode,
+    pub wallet: String,
+    pub worker: String,
+    pub backend: BackendChoice,
+    pub threads: Option<usize>,
+    pub device: Option<usize>,
+    pub shader: Option<crate::backend::gpu::ShaderVariant>,
+    pub gpu_memory_mb: u64,
+    pub api: Option<(SocketAddr, Option<String>)>,
+    pub status_interval: Option<Duration>,
+    pub quiet: bool,
+    pub failback: Duration,
+    pub long_poll: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MiningMode {
+    Pool(Vec<String>),
+    Solo(String),
+}
+
+impl MineArgs {
+    pub fn from_file(path: &Path) -> Result<MineArgs, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Whether any way to mine was given.
+    pub fn wants_mining(&self) -> bool {
+        !self.pools.is_empty() || self.solo.is_some()
+    }
+
+    /// `self` where set, else `file`.
+    pub fn or(self, file: MineArgs) -> MineArgs {
+        MineArgs {
+            pools: if self.pools.is_empty() { file.pools } else { self.pools },
+            solo: self.solo.or(file.solo),
+            wallet: self.wallet.or(file.wallet),
+            worker: self.worker.or(file.worker),
+            backend: self.backend.or(file.backend),
+            threads: self.threads.or(file.threads),
+            device: self.device.or(file.device),
+            shader: self.shader.or(file.shader),
+            gpu_memory_mb: self.gpu_memory_mb.or(file.gpu_memory_mb),
+            api_bind: self.api_bind.or(file.api_bind),
+            no_api: self.no_api.or(file.no_api),
+            api_token: self.api_token.or(file.api_token),
+            status_interval: self.status_interval.or(file.status_interval),
+            quiet: self.quiet.or(file.quiet),
+            failback_secs: self.failback_secs.or(file.failback_secs),
+            long_poll_secs: self.long_poll_secs.or(file.long_poll_secs),
+        }
+    }
+
+    /// Checks everything a person could have mistyped; the message says what.
+    pub fn resolve(self) -> Result<MinerConfig, String> {
+        let mode = match (&self.solo, self.pools.is_empty()) {
+            (Some(_), false) => return Err("give --pool or --solo, not both".into()),
+            (Some(node), true) => {
+                crate::client::node_api::NodeApi::new(node)?;
+                MiningMode::Solo(node.clone())
+            }
+            (None, false) => {
+                for url in &self.pools {
+                    crate::client::pool_api::PoolApi::new(url)?;
+                }
+                MiningMode::Pool(self.pools.clone())
+            }
+            (None, true) => {
+                return Err("nothing to mine: give --pool URL (or --solo NODE_URL) and --wallet ADDRESS".into())
+            }
+        };
+        let wallet = self.wallet.ok_or("--wallet ADDRESS is required")?;
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':');
+        if wallet.is_empty() || wallet.len() > 128 || !wallet.chars().all(ok) {
+            return Err(format!("--wallet {wallet:?}: an address is 1-128 ASCII letters, digits, '_', '-' or ':'"));
+        }
+        let worker = self.worker.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "rig".into());
+        let worker: String = worker
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "_-.:".contains(c) { c } else { '-' })
+            .take(64)
+            .collect();
+        let shader = self.shader.as_deref().map(str::parse).transpose()?;
+        if self.threads == Some(0) {
+            return Err("--threads must be at least 1".into());
+        }
+        let api = if self.no_api == Some(true) {
+            None
+        } else {
+            let bind = self.api_bind.unwrap_or_else(|| "127.0.0.1:7073".into());
+            let addr: SocketAddr =
+                bind.parse().map_err(|_| format!("--api-bind {bind:?} is not an address like 127.0.0.1:7073"))?;
+            if !addr.ip().is_loopback() && self.api_token.as_deref().is_none_or(str::is_empty) {
+                return Err(format!(
+                    "--api-bind {addr} is reachable from other machines: give --api-token too (or bind 127.0.0.1)"
+                ));
+            }
+            Some((addr, self.api_token.filter(|t| !t.is_empty())))
+        };
+        let quiet = self.quiet == Some(true);
+        Ok(MinerConfig {
+            mode,
+            wallet,
+            worker,
+            backend: self.backend.unwrap_or(BackendChoice::Auto),
+            threads: self.threads,
+            device: self.device,
+            shader,
+            gpu_memory_mb: self.gpu_memory_mb.unwrap_or(4096),
+            api,
+            status_interval: (!quiet).then(|| Duration::from_secs(self.status_interval.unwrap_or(10).max(1))),
+            quiet,
+            failback: Duration::from_secs(self.failback_secs.unwrap_or(60).max(1)),
+            long_poll: Duration::from_secs(self.long_poll_secs.unwrap_or(30).clamp(1, 60)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> MineArgs {
+        MineArgs { pools: vec!["http://127.0.0.1:7072".into()], wallet: Some("land1abc".into()), ..MineArgs::default() }
+    }
+
+    #[test]
+    fn good_settings_resolve_with_defaults() {
+        let config = args().resolve().unwrap();
+        assert_eq!(config.mode, MiningMode::Pool(vec!["http://127.0.0.1:7072".into()]));
+        assert_eq!(config.api.unwrap().0.port(), 7073);
+        assert_eq!(config.backend, BackendChoice::Auto);
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        let cases = [
+            (MineArgs { pools: vec!["ftp://x".into()], ..args() }, "not a pool URL"),
+            (MineArgs { wallet: Some("bad wallet".into()), ..args() }, "--wallet"),
+            (MineArgs { wallet: None, ..args() }, "--wallet"),
+            (MineArgs { pools: vec![], ..args() }, "nothing to mine"),
+            (MineArgs { solo: Some("http://n:1".into()), ..args() }, "not both"),
+            (MineArgs { api_bind: Some("0.0.0.0:7073".into()), ..args() }, "--api-token"),
+            (MineArgs { api_bind: Some("nowhere".into()), ..args() }, "--api-bind"),
+            (MineArgs { threads: Some(0), ..args() }, "--threads"),
+            (MineArgs { shader: Some("magic".into()), ..args() }, "shader"),
+        ];
+        for (bad, needle) in cases {
+            let err = bad.resolve().unwrap_err();
+            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn toml_file_fills_what_flags_leave_out() {
+        let file: MineArgs =
+            toml::from_str("pool = [\"http://a:1\", \"http://b:2\"]\nwallet = \"land1file\"\nthreads = 3").unwrap();
+        let flags = MineArgs { wallet: Some("land1flag".into()), ..MineArgs::default() };
+        let config = flags.or(file).resolve().unwrap();
+        assert_eq!(config.wallet, "land1flag");
+        assert_eq!(config.threads, Some(3));
+        assert_eq!(config.mode, MiningMode::Pool(vec!["http://a:1".into(), "http://b:2".into()]));
+    }
+}

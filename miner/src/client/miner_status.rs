@@ -1,0 +1,167 @@
+//! What the owner sees: counts, connection state and rates, shared by the
+//! session, the status line and the local API.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::hashrate_meter::{HashrateMeter, Rates};
+use super::work_dispatch::WorkDispatch;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub stale: u64,
+    pub blocks: u64,
+    /// Shares waiting to be resubmitted (the pool was unreachable).
+    pub pending: usize,
+    /// Shares dropped because the pending queue was full or their job ended.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Connection {
+    pub mode: String,
+    /// The pool or node in use.
+    pub url: String,
+    pub connected: bool,
+    pub last_error: Option<String>,
+    /// Seconds until the next attempt while backing off.
+    pub retry_in_secs: Option<u64>,
+    pub height: Option<u64>,
+    pub share_difficulty: Option<u64>,
+    pub network_difficulty: Option<u64>,
+    pub job_id: Option<String>,
+}
+
+#[derive(Default)]
+pub struct MinerStatus {
+    pub counters: Mutex<Counters>,
+    pub connection: Mutex<Connection>,
+    pub meter: HashrateMeter,
+    pub started: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceReport {
+    pub name: String,
+    pub disabled: bool,
+    pub hashrate: Rates,
+    pub hashes: u64,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub version: &'static str,
+    pub uptime_secs: u64,
+    pub paused: bool,
+    pub cpu_threads: usize,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub stale: u64,
+    pub blocks: u64,
+    pub pending: usize,
+    pub dropped: u64,
+    pub hashrate: Rates,
+    pub devices: Vec<DeviceReport>,
+    pub connection: Connection,
+}
+
+impl MinerStatus {
+    pub fn new() -> Self {
+        MinerStatus { started: Some(Instant::now()), ..Default::default() }
+    }
+
+    pub fn update<R>(&self, f: impl FnOnce(&mut Counters) -> R) -> R {
+        f(&mut self.counters.lock().expect("status lock"))
+    }
+
+    pub fn connection<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
+        f(&mut self.connection.lock().expect("status lock"))
+    }
+
+    pub fn report(&self, dispatch: &WorkDispatch) -> StatusReport {
+        let counters = self.counters.lock().expect("status lock").clone();
+        let devices = dispatch
+            .slots()
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| DeviceReport {
+                name: slot.name.clone(),
+                disabled: slot.disabled.load(std::sync::atomic::Ordering::Relaxed),
+                hashrate: self.meter.rates(Some(i)),
+                hashes: slot.hashes(),
+            })
+            .collect();
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: self.started.map_or(0, |s| s.elapsed().as_secs()),
+            paused: dispatch.is_paused(),
+            cpu_threads: dispatch.cpu_threads(),
+            accepted: counters.accepted,
+            rejected: counters.rejected,
+            stale: counters.stale,
+            blocks: counters.blocks,
+            pending: counters.pending,
+            dropped: counters.dropped,
+            hashrate: self.meter.rates(None),
+            devices,
+            connection: self.connection.lock().expect("status lock").clone(),
+        }
+    }
+}
+
+fn si(rate: f64) -> String {
+    match rate {
+        r if r >= 1e9 => format!("{:.2} GH/s", r / 1e9),
+        r if r >= 1e6 => format!("{:.2} MH/s", r / 1e6),
+        r if r >= 1e3 => format!("{:.2} kH/s", r / 1e3),
+        r => format!("{r:.1} H/s"),
+    }
+}
+
+fn clock(secs: u64) -> String {
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// The periodic status line; ANSI colour when `color`.
+pub fn status_line(report: &StatusReport, color: bool) -> String {
+    let paint = |code: &str, text: String| if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text };
+    let devices: Vec<String> = report
+        .devices
+        .iter()
+        .map(|d| if d.disabled { format!("{} off", d.name) } else { format!("{} {}", d.name, si(d.hashrate.h10s)) })
+        .collect();
+    let c = &report.connection;
+    let link = match (c.connected, &c.last_error) {
+        (true, _) => paint("32", c.url.clone()),
+        (false, Some(err)) => paint(
+            "31",
+            format!("{} ({err}{})", c.url, c.retry_in_secs.map(|s| format!(", retry in {s}s")).unwrap_or_default()),
+        ),
+        (false, None) => paint("33", format!("{} (connecting)", c.url)),
+    };
+    format!(
+        "{} {} (10s) {} (60s) {} (15m) [{}] | {} {} stale {} {} | {} height {} diff {} | up {}{}",
+        paint("1", "speed".to_string()),
+        paint("1;36", si(report.hashrate.h10s)),
+        si(report.hashrate.h60s),
+        si(report.hashrate.h15m),
+        devices.join(", "),
+        paint("32", format!("accepted {}", report.accepted)),
+        paint(if report.rejected > 0 { "31" } else { "0" }, format!("rejected {}", report.rejected)),
+        report.stale,
+        paint(if report.blocks > 0 { "1;33" } else { "0" }, format!("blocks {}", report.blocks)),
+        link,
+        c.height.map_or("-".into(), |h| h.to_string()),
+        c.share_difficulty.map_or("-".into(), |d| d.to_string()),
+        clock(report.uptime_secs),
+        if report.paused { " PAUSED" } else { "" },
+    )
+}
+
+/// Sleeps in the meter's sampling rhythm.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);

@@ -1,0 +1,21 @@
+//! The mining client: pool and solo modes, the devices' work, and what the
+//! owner sees.
+//!
+//! - [`pool_api`], [`node_api`]: the pool and node HTTP APIs, failures classified.
+//! - [`session`]: where work comes from (long-polled pool jobs with failover
+//!   and backoff, or a node's template) and where found nonces go.
+//! - [`work_dispatch`]: one OS thread per device, each mining its slice of the
+//!   current work, switched by a generation number.
+//! - [`hashrate_meter`], [`miner_status`]: 10 s / 60 s / 15 min rates, counts,
+//!   the status line.
+//! - [`local_api`]: `/status`, the status page, pause/resume/threads.
+//! - [`miner_config`]: flags, env vars and TOML.
+
+pub mod hashrate_meter;
+pub mod local_api;
+pub mod miner_config;
+pub mod miner_status;
+pub mod node_api;
+pub mod pool_api;
+pub mod session;
+pub mod work_dispatch;

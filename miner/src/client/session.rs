@@ -1,0 +1,479 @@
+//! The mining session: where work comes from and where found nonces go.
+//!
+//! Pool mode long-polls the active pool for jobs, hands them to the
+//! devices, and submits shares with the miner's measured hash rate. Network
+//! errors and 5xx back off exponentially with jitter; 429/503 wait exactly
+//! the Retry-After; two failures in a row fail over to the next pool, and
+//! the first pool is tried again every `failback` interval. Shares that
+//! cannot be sent wait in a bounded queue and are resubmitted while their
+//! job's height is still current. A watchdog stops hashing work older than
+//! several block times. Solo mode mines a node's template and submits blocks.
+//! Nothing here ends the process except what a person must fix: a refused
+//! wallet or a ban on every pool.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::Notify;
+use visionx::{Found, NonceRange, PowInput, Target};
+
+use super::miner_status::MinerStatus;
+use super::node_api::{NodeApi, Template};
+use super::pool_api::{ApiFailure, PoolApi, PoolJob};
+use super::work_dispatch::{Work, WorkDispatch};
+
+/// Shares kept while no pool answers.
+const MAX_PENDING: usize = 1024;
+/// Failures in a row on one pool before moving to the next.
+const FAILURES_BEFORE_FAILOVER: u32 = 2;
+
+/// Why mining stopped for good.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionEnd {
+    #[error("every pool refused this miner: {0}")]
+    Refused(String),
+    #[error("banned by {url} for {secs} more seconds")]
+    Banned { url: String, secs: u64 },
+}
+
+pub struct PoolSession {
+    pub pools: Vec<PoolApi>,
+    pub wallet: String,
+    pub worker_id: String,
+    pub worker_name: String,
+    pub long_poll: Duration,
+    pub failback: Duration,
+}
+
+pub struct SoloSession {
+    pub node: NodeApi,
+    pub wallet: String,
+}
+
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    0.75 + f64::from(nanos % 1000) / 2000.0
+}
+
+/// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... up to 30 s.
+pub fn backoff(failures: u32) -> Duration {
+    let base = (0.5 * 2f64.powi(failures.min(8) as i32)).min(30.0);
+    Duration::from_secs_f64(base * jitter())
+}
+
+fn work_from_job(job: &PoolJob, pool: usize) -> Result<Work, String> {
+    let seed = visionx::parse_hash32("epoch_seed", &job.epoch_seed).map_err(|e| e.to_string())?;
+    let message = hex::decode(&job.pow_message).map_err(|e| format!("pow_message: {e}"))?;
+    let input = PowInput::new(seed, job.epoch, message, job.params).map_err(|e| e.to_string())?;
+    Ok(Work {
+        id: job.job_id.clone(),
+        height: job.height,
+        input: Arc::new(input),
+        target: Target::from_difficulty(job.share_difficulty),
+        share_difficulty: job.share_difficulty,
+        network_difficulty: job.network_difficulty,
+        nonces: NonceRange::new(job.nonce_start, job.nonce_end),
+        pool: Some(pool),
+        received: Instant::now(),
+    })
+}
+
+struct PoolContext {
+    session: PoolSession,
+    tokens: Mutex<Vec<Option<String>>>,
+    refused: Mutex<Vec<Option<String>>>,
+    active: AtomicUsize,
+    pending: Mutex<VecDeque<(Arc<Work>, Found)>>,
+    dispatch: Arc<WorkDispatch>,
+    status: Arc<MinerStatus>,
+    block_time: Mutex<Duration>,
+}
+
+impl PoolContext {
+    async fn token(&self, pool: usize) -> Result<String, ApiFailure> {
+        if let Some(token) = self.tokens.lock().expect("tokens lock")[pool].clone() {
+            return Ok(token);
+        }
+        let s = &self.session;
+        let registered = s.pools[pool].register(&s.worker_id, &s.wallet, &s.worker_name).await?;
+        tracing::info!(
+            "registered with {} (pool fee {:.2}%, foundation fee {:.2}%)",
+            s.pools[pool].url,
+            f64::from(registered.pool_fee_bps) / 100.0,
+            f64::from(registered.foundation_fee_bps) / 100.0
+        );
+        self.tokens.lock().expect("tokens lock")[pool] = Some(registered.worker_token.clone());
+        Ok(registered.worker_token)
+    }
+
+    fn switch_to(&self, pool: usize, why: &str) {
+        let previous = self.active.swap(pool, Ordering::Relaxed);
+        if previous != pool {
+            tracing::warn!(
+                "switching from {} to {}: {why}",
+                self.session.pools[previous].url,
+                self.session.pools[pool].url
+            );
+        }
+    }
+
+    fn queue(&self, work: Arc<Work>, found: Found) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.len() >= MAX_PENDING {
+            pending.pop_front();
+            self.status.update(|c| c.dropped += 1);
+        }
+        pending.push_back((work, found));
+        let n = pending.len();
+        self.status.update(|c| c.pending = n);
+    }
+
+    async fn submit(&self, work: Arc<Work>, found: Found) {
+        let Some(pool) = work.pool else { return };
+        let token = match self.token(pool).await {
+            Ok(token) => token,
+            Err(_) => return self.queue(work, found),
+        };
+        let rate = self.status.meter.rates(None).h60s;
+        match self.session.pools[pool].share(&token, &work.id, found.nonce, &found.digest.to_hex(), rate).await {
+            Ok(answer) if answer.accepted => self.status.update(|c| {
+                c.accepted += 1;
+                if answer.is_block {
+                    c.blocks += 1;
+                    tracing::info!("block found at height {} (nonce {})", work.height, found.nonce);
+                }
+            }),
+            Ok(answer) => {
+                let reason = answer.reason.unwrap_or_default();
+                tracing::info!("share rejected: {reason}");
+                self.status.update(|c| if reason == "stale" { c.stale += 1 } else { c.rejected += 1 });
+            }
+            Err(ApiFailure::Unauthorized) => {
+                self.tokens.lock().expect("tokens lock")[pool] = None;
+                self.queue(work, found);
+            }
+            Err(failure) if failure.is_transient() => self.queue(work, found),
+            Err(failure) => {
+                tracing::warn!("share refused: {failure}");
+                self.status.update(|c| c.rejected += 1);
+            }
+        }
+    }
+
+    /// Resubmits queued shares whose job height is still current; drops the rest.
+    fn flush_pending(self: &Arc<Self>, height: u64) {
+        let queued: Vec<(Arc<Work>, Found)> = self.pending.lock().expect("pending lock").drain(..).collect();
+        self.status.update(|c| c.pending = 0);
+        let (current, old): (Vec<_>, Vec<_>) = queued.into_iter().partition(|(w, _)| w.height >= height);
+        if !old.is_empty() {
+            self.status.update(|c| c.dropped += old.len() as u64);
+        }
+        if current.is_empty() {
+            return;
+        }
+        tracing::info!("resubmitting {} shares kept while the pool was unreachable", current.len());
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            for (work, found) in current {
+                ctx.submit(work, found).await;
+            }
+        });
+    }
+
+    fn stop_stale_work(&self) {
+        let limit = *self.block_time.lock().expect("block time lock") * 4;
+        if let Some(work) = self.dispatch.current_work() {
+            if work.received.elapsed() > limit {
+                tracing::warn!(
+                    "no new job for {}s (4 block times): stopping stale work until the pool answers",
+                    limit.as_secs()
+                );
+                self.dispatch.set_work(None);
+            }
+        }
+    }
+
+    /// Reacts to a failure; Err ends the session.
+    async fn on_failure(&self, pool: usize, failure: ApiFailure, failures: &mut u32) -> Result<(), SessionEnd> {
+        let url = self.session.pools[pool].url.clone();
+        let count = self.session.pools.len();
+        let next = (pool + 1) % count;
+        self.status.connection(|c| {
+            c.connected = false;
+            c.last_error = Some(failure.to_string());
+        });
+        match failure {
+            ApiFailure::Unauthorized => {
+                self.tokens.lock().expect("tokens lock")[pool] = None;
+            }
+            ApiFailure::Banned { secs } => {
+                if count == 1 {
+                    return Err(SessionEnd::Banned { url, secs });
+                }
+                self.switch_to(next, &format!("banned for {secs}s"));
+            }
+            ApiFailure::Refused { reason, message } => {
+                let mut refused = self.refused.lock().expect("refused lock");
+                refused[pool] = Some(format!("{url}: {reason}: {message}"));
+                if refused.iter().all(Option::is_some) {
+                    let all: Vec<String> = refused.iter().flatten().cloned().collect();
+                    return Err(SessionEnd::Refused(all.join("; ")));
+                }
+                drop(refused);
+                self.switch_to(next, &format!("refused: {reason}"));
+            }
+            ApiFailure::RetryAfter { retry_after_secs, message } => {
+                tracing::warn!("{url}: {message}; retrying in {retry_after_secs}s as asked");
+                self.status.connection(|c| c.retry_in_secs = Some(retry_after_secs));
+                tokio::time::sleep(Duration::from_secs(retry_after_secs)).await;
+            }
+            ApiFailure::Unavailable(message) => {
+                *failures += 1;
+                if *failures >= FAILURES_BEFORE_FAILOVER && count > 1 {
+                    *failures = 0;
+                    self.switch_to(next, &message);
+                } else {
+                    let wait = backoff(*failures);
+                    tracing::warn!("{url}: {message}; retrying in {:.1}s", wait.as_secs_f64());
+                    self.status.connection(|c| c.retry_in_secs = Some(wait.as_secs().max(1)));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn jobs(self: &Arc<Self>) -> Result<(), SessionEnd> {
+        let mut failures = 0u32;
+        let mut last_failback = Instant::now();
+        loop {
+            self.stop_stale_work();
+            let active = self.active.load(Ordering::Relaxed);
+            if active != 0 && last_failback.elapsed() >= self.session.failback {
+                last_failback = Instant::now();
+                if let Ok(token) = self.token(0).await {
+                    if self.session.pools[0].job(&token, None).await.is_ok() {
+                        self.switch_to(0, "the first pool is back");
+                        failures = 0;
+                        continue;
+                    }
+                }
+            }
+            let api = &self.session.pools[active];
+            self.status.connection(|c| {
+                c.mode = "pool".into();
+                c.url = api.url.clone();
+            });
+            let token = match self.token(active).await {
+                Ok(token) => token,
+                Err(failure) => {
+                    self.on_failure(active, failure, &mut failures).await?;
+                    continue;
+                }
+            };
+            let mining_here = self.dispatch.current_work().is_some_and(|w| w.pool == Some(active));
+            let mut wait = self.session.long_poll;
+            if active != 0 {
+                wait = wait.min(self.session.failback);
+            }
+            match api.job(&token, mining_here.then_some(wait)).await {
+                Ok(job) => {
+                    failures = 0;
+                    self.refused.lock().expect("refused lock")[active] = None;
+                    if let Some(secs) = job.block_time_secs {
+                        *self.block_time.lock().expect("block time lock") = Duration::from_secs(secs.max(1));
+                    }
+                    match work_from_job(&job, active) {
+                        Ok(work) => {
+                            let changed_height = self.dispatch.current_work().is_none_or(|w| w.height != job.height);
+                            if changed_height {
+                                tracing::info!(
+                                    "new job at height {} (share difficulty {})",
+                                    job.height,
+                                    job.share_difficulty
+                                );
+                            }
+                            self.status.connection(|c| {
+                                c.connected = true;
+                                c.last_error = None;
+                                c.retry_in_secs = None;
+                                c.height = Some(job.height);
+                                c.share_difficulty = Some(job.share_difficulty);
+                                c.network_difficulty = Some(job.network_difficulty);
+                                c.job_id = Some(job.job_id.clone());
+                            });
+                            self.dispatch.set_work(Some(Arc::new(work)));
+                            self.flush_pending(job.height);
+                        }
+                        Err(message) => {
+                            tracing::error!("{}: unusable job: {message}", api.url);
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
+                    }
+                }
+                Err(failure) => self.on_failure(active, failure, &mut failures).await?,
+            }
+        }
+    }
+}
+
+/// Runs pool mode until a fatal end; found nonces arrive on `found`.
+pub async fn run_pool(
+    session: PoolSession,
+    dispatch: Arc<WorkDispatch>,
+    status: Arc<MinerStatus>,
+    mut found: UnboundedReceiver<(Arc<Work>, Found)>,
+) -> Result<(), SessionEnd> {
+    let count = session.pools.len();
+    let ctx = Arc::new(PoolContext {
+        session,
+        tokens: Mutex::new(vec![None; count]),
+        refused: Mutex::new(vec![None; count]),
+        active: AtomicUsize::new(0),
+        pending: Mutex::new(VecDeque::new()),
+        dispatch,
+        status,
+        block_time: Mutex::new(Duration::from_secs(30)),
+    });
+    let submitter = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            while let Some((work, f)) = found.recv().await {
+                ctx.submit(work, f).await;
+            }
+        })
+    };
+    let result = ctx.jobs().await;
+    submitter.abort();
+    result
+}
+
+/// Runs solo mode: mine the node's template, submit blocks.
+pub async fn run_solo(
+    session: SoloSession,
+    dispatch: Arc<WorkDispatch>,
+    status: Arc<MinerStatus>,
+    mut found: UnboundedReceiver<(Arc<Work>, Found)>,
+) -> Result<(), SessionEnd> {
+    let templates: Arc<Mutex<Option<(String, Template)>>> = Arc::new(Mutex::new(None));
+    let block_found = Arc::new(Notify::new());
+    let session = Arc::new(session);
+    status.connection(|c| {
+        c.mode = "solo".into();
+        c.url = session.node.url.clone();
+    });
+    let submitter = {
+        let (templates, block_found, session, status) =
+            (templates.clone(), block_found.clone(), session.clone(), status.clone());
+        tokio::spawn(async move {
+            while let Some((work, f)) = found.recv().await {
+                let template = templates
+                    .lock()
+                    .expect("template lock")
+                    .as_ref()
+                    .filter(|(id, _)| *id == work.id)
+                    .map(|(_, t)| t.clone());
+                let Some(template) = template else { continue };
+                match session.node.submit(&template, f.nonce).await {
+                    Ok(answer) if answer.accepted => {
+                        tracing::info!(
+                            "block {} accepted at height {}",
+                            answer.hash.unwrap_or_default(),
+                            template.height
+                        );
+                        status.update(|c| {
+                            c.blocks += 1;
+                            c.accepted += 1;
+                        });
+                        block_found.notify_one();
+                    }
+                    Ok(answer) => {
+                        tracing::warn!("block rejected: {}", answer.reason.unwrap_or_default());
+                        status.update(|c| c.rejected += 1);
+                    }
+                    Err(failure) => tracing::warn!("could not submit a block: {failure}"),
+                }
+            }
+        })
+    };
+    let mut failures = 0u32;
+    loop {
+        match session.node.template(&session.wallet).await {
+            Ok(template) => {
+                failures = 0;
+                let id =
+                    format!("solo:{}:{}", template.height, &template.parent_hash[..16.min(template.parent_hash.len())]);
+                let current = templates.lock().expect("template lock").as_ref().map(|(i, _)| i.clone());
+                if current.as_deref() != Some(id.as_str()) {
+                    match solo_work(&template, &id) {
+                        Ok(work) => {
+                            tracing::info!("mining height {} at difficulty {}", template.height, template.difficulty);
+                            status.connection(|c| {
+                                c.connected = true;
+                                c.last_error = None;
+                                c.height = Some(template.height);
+                                c.network_difficulty = Some(template.difficulty);
+                                c.share_difficulty = Some(template.difficulty);
+                                c.job_id = Some(id.clone());
+                            });
+                            *templates.lock().expect("template lock") = Some((id, template));
+                            dispatch.set_work(Some(Arc::new(work)));
+                        }
+                        Err(message) => tracing::error!("unusable template: {message}"),
+                    }
+                }
+                // New blocks elsewhere are picked up within a second.
+                let _ = tokio::time::timeout(Duration::from_secs(1), block_found.notified()).await;
+            }
+            Err(failure) => {
+                failures += 1;
+                status.connection(|c| {
+                    c.connected = false;
+                    c.last_error = Some(failure.to_string());
+                });
+                let wait = match failure {
+                    ApiFailure::RetryAfter { retry_after_secs, .. } => Duration::from_secs(retry_after_secs),
+                    ApiFailure::Refused { reason, message } => {
+                        submitter.abort();
+                        return Err(SessionEnd::Refused(format!("{}: {reason}: {message}", session.node.url)));
+                    }
+                    _ => backoff(failures),
+                };
+                tracing::warn!("{}: {failure}; retrying in {:.1}s", session.node.url, wait.as_secs_f64());
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+fn solo_work(template: &Template, id: &str) -> Result<Work, String> {
+    let seed = visionx::parse_hash32("epoch_seed", &template.epoch_seed).map_err(|e| e.to_string())?;
+    let message = hex::decode(&template.pow_message).map_err(|e| format!("pow_message: {e}"))?;
+    let input = PowInput::new(seed, template.epoch, message, template.params).map_err(|e| e.to_string())?;
+    Ok(Work {
+        id: id.to_string(),
+        height: template.height,
+        input: Arc::new(input),
+        target: Target::from_difficulty(template.difficulty),
+        share_difficulty: template.difficulty,
+        network_difficulty: template.difficulty,
+        nonces: NonceRange::new(0, u64::MAX),
+        pool: None,
+        received: Instant::now(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(0) <= Duration::from_millis(650));
+        assert!(backoff(3) >= Duration::from_secs(3) && backoff(3) <= Duration::from_secs(5));
+        assert!(backoff(50) <= Duration::from_secs_f64(30.0 * 1.25));
+    }
+}

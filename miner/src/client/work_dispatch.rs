@@ -1,0 +1,272 @@
+//! Hands the current work to every device and cancels it when work changes.
+//!
+//! Each device runs on its own OS thread (never on the async runtime) and
+//! mines a disjoint slice of the work's nonce range. A new job, a pause or a
+//! stale-work stop bumps a generation number and cancels every running
+//! search, so devices switch within one lockstep group (CPU) or a dispatch
+//! or two (GPU). Hashes are counted per device from completed work only.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+use visionx::{EngineKind, Found, Job, NonceRange, PowInput, SearchControl, Target};
+
+use crate::backend::gpu::GpuBackend;
+use crate::backend::{CpuBackend, CpuConfig};
+
+/// What the devices mine: a pool job or a solo template.
+#[derive(Debug, Clone)]
+pub struct Work {
+    /// The pool's job id, or `solo:<height>` for solo work.
+    pub id: String,
+    pub height: u64,
+    pub input: Arc<PowInput>,
+    /// Digests meeting this are reported (shares; solo: blocks).
+    pub target: Target,
+    pub share_difficulty: u64,
+    pub network_difficulty: u64,
+    pub nonces: NonceRange,
+    /// Which pool gave it (index into the pool list); `None` for solo.
+    pub pool: Option<usize>,
+    pub received: Instant,
+}
+
+/// A device as the dispatcher sees it.
+pub enum Device {
+    Cpu { threads: usize },
+    Gpu(Box<GpuBackend>),
+}
+
+/// Per-device counters, read by the hash-rate meter and `/status`.
+pub struct DeviceSlot {
+    pub name: String,
+    completed: AtomicU64,
+    current: Mutex<Option<Arc<SearchControl>>>,
+    pub disabled: AtomicBool,
+}
+
+impl DeviceSlot {
+    /// Hashes completed by this device so far.
+    pub fn hashes(&self) -> u64 {
+        let current = self.current.lock().expect("slot lock");
+        self.completed.load(Ordering::Relaxed) + current.as_ref().map_or(0, |c| c.hashes())
+    }
+
+    fn start(&self, control: Arc<SearchControl>) {
+        *self.current.lock().expect("slot lock") = Some(control);
+    }
+
+    fn finish(&self) {
+        let mut current = self.current.lock().expect("slot lock");
+        if let Some(control) = current.take() {
+            self.completed.fetch_add(control.hashes(), Ordering::Relaxed);
+        }
+    }
+
+    fn cancel(&self) {
+        if let Some(control) = self.current.lock().expect("slot lock").as_ref() {
+            control.cancel();
+        }
+    }
+}
+
+#[derive(Default)]
+struct DispatchState {
+    generation: u64,
+    work: Option<Arc<Work>>,
+    paused: bool,
+    stopping: bool,
+}
+
+pub struct WorkDispatch {
+    state: Mutex<DispatchState>,
+    changed: Condvar,
+    slots: Vec<Arc<DeviceSlot>>,
+    /// Requested CPU threads (`POST /threads`); the CPU device rebuilds its pool on change.
+    cpu_threads: AtomicUsize,
+}
+
+/// Found nonces with the work they belong to.
+pub type FoundSender = UnboundedSender<(Arc<Work>, Found)>;
+
+impl WorkDispatch {
+    /// Starts one thread per device; found nonces go to `found`.
+    pub fn start(devices: Vec<Device>, found: FoundSender) -> Arc<Self> {
+        let cpu_threads =
+            devices.iter().find_map(|d| if let Device::Cpu { threads } = d { Some(*threads) } else { None });
+        let slots: Vec<Arc<DeviceSlot>> = devices
+            .iter()
+            .map(|d| {
+                let name = match d {
+                    Device::Cpu { .. } => "cpu".to_string(),
+                    Device::Gpu(gpu) => format!("gpu{}", gpu.summary().index),
+                };
+                Arc::new(DeviceSlot {
+                    name,
+                    completed: AtomicU64::new(0),
+                    current: Mutex::new(None),
+                    disabled: AtomicBool::new(false),
+                })
+            })
+            .collect();
+        let dispatch = Arc::new(WorkDispatch {
+            state: Mutex::new(DispatchState::default()),
+            changed: Condvar::new(),
+            slots,
+            cpu_threads: AtomicUsize::new(cpu_threads.unwrap_or(0)),
+        });
+        let count = devices.len();
+        for (index, device) in devices.into_iter().enumerate() {
+            let dispatch = dispatch.clone();
+            let found = found.clone();
+            std::thread::Builder::new()
+                .name(format!("vision-device-{index}"))
+                .spawn(move || dispatch.run_device(index, count, device, &found))
+                .expect("spawn a device thread");
+        }
+        dispatch
+    }
+
+    pub fn slots(&self) -> &[Arc<DeviceSlot>] {
+        &self.slots
+    }
+
+    /// Replaces the work every device mines (None: stop hashing).
+    pub fn set_work(&self, work: Option<Arc<Work>>) {
+        let mut state = self.state.lock().expect("dispatch lock");
+        state.generation += 1;
+        state.work = work;
+        drop(state);
+        self.cancel_all();
+    }
+
+    pub fn current_work(&self) -> Option<Arc<Work>> {
+        self.state.lock().expect("dispatch lock").work.clone()
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        let mut state = self.state.lock().expect("dispatch lock");
+        state.paused = paused;
+        state.generation += 1;
+        drop(state);
+        self.cancel_all();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.state.lock().expect("dispatch lock").paused
+    }
+
+    /// Asks the CPU device to use `threads` threads from the next work on (applied at once).
+    pub fn set_cpu_threads(&self, threads: usize) -> bool {
+        if threads == 0 || !self.slots.iter().any(|s| s.name == "cpu") {
+            return false;
+        }
+        self.cpu_threads.store(threads, Ordering::Relaxed);
+        let work = self.current_work();
+        self.set_work(work);
+        true
+    }
+
+    pub fn cpu_threads(&self) -> usize {
+        self.cpu_threads.load(Ordering::Relaxed)
+    }
+
+    pub fn stop(&self) {
+        self.state.lock().expect("dispatch lock").stopping = true;
+        self.cancel_all();
+    }
+
+    fn cancel_all(&self) {
+        self.changed.notify_all();
+        for slot in &self.slots {
+            slot.cancel();
+        }
+    }
+
+    /// Blocks until there is work newer than `seen`, unpaused; None when stopping.
+    fn next_work(&self, seen: u64) -> Option<(u64, Arc<Work>)> {
+        let mut state = self.state.lock().expect("dispatch lock");
+        loop {
+            if state.stopping {
+                return None;
+            }
+            if state.generation != seen && !state.paused {
+                if let Some(work) = &state.work {
+                    return Some((state.generation, work.clone()));
+                }
+            }
+            state = self.changed.wait(state).expect("dispatch lock");
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.state.lock().expect("dispatch lock").generation
+    }
+
+    fn run_device(&self, index: usize, count: usize, device: Device, found: &FoundSender) {
+        let slot = &self.slots[index];
+        let mut cpu: Option<CpuBackend> = None;
+        let mut seen = 0;
+        while let Some((generation, work)) = self.next_work(seen) {
+            seen = generation;
+            let job = Job { input: work.input.clone(), target: work.target, nonces: slice(work.nonces, index, count) };
+            let control = Arc::new(SearchControl::new());
+            slot.start(control.clone());
+            if self.generation() != generation {
+                control.cancel();
+            }
+            let report = |f: Found| {
+                let _ = found.send((work.clone(), f));
+            };
+            match &device {
+                Device::Cpu { .. } => {
+                    let threads = self.cpu_threads();
+                    if cpu.as_ref().is_none_or(|c| c.threads() != threads) {
+                        match CpuBackend::new(CpuConfig { threads: Some(threads), engine: EngineKind::Fast }) {
+                            Ok(backend) => cpu = Some(backend),
+                            Err(err) => tracing::error!("cannot start {threads} CPU threads: {err}"),
+                        }
+                    }
+                    if let Some(backend) = &cpu {
+                        backend.search(&job, &control, &report);
+                    }
+                }
+                Device::Gpu(gpu) => {
+                    if let Err(err) = gpu.search(&job, &control, &report) {
+                        tracing::error!("{} stopped: {err}; mining continues on the other devices", slot.name);
+                        slot.disabled.store(true, Ordering::Relaxed);
+                        slot.finish();
+                        return;
+                    }
+                }
+            }
+            slot.finish();
+        }
+    }
+}
+
+/// The `index`-th of `count` equal, disjoint slices of `range`.
+pub fn slice(range: NonceRange, index: usize, count: usize) -> NonceRange {
+    let count = count.max(1) as u64;
+    let size = range.len() / count;
+    let start = range.start + size * index as u64;
+    let end = if index as u64 + 1 == count { range.end } else { start + size };
+    NonceRange::new(start, end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_tile_the_range() {
+        let range = NonceRange::new(10, 10 + 1001);
+        let parts: Vec<NonceRange> = (0..3).map(|i| slice(range, i, 3)).collect();
+        assert_eq!(parts[0].start, 10);
+        assert!(parts.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!(parts[2].end, range.end);
+        assert_eq!(slice(range, 0, 1), range);
+    }
+}
