@@ -135,11 +135,25 @@ impl WorkDispatch {
 
     /// Replaces the work every device mines (None: stop hashing).
     pub fn set_work(&self, work: Option<Arc<Work>>) {
+        self.change(|state| state.work = work);
+    }
+
+    /// Applies `edit` as a new generation and cancels every running search.
+    ///
+    /// The cancelling happens under the state lock: a device that picks up
+    /// the new generation registers its search only after this returns, so
+    /// only searches of older generations are cancelled. (A device that
+    /// registered an older generation's search after this sees the new
+    /// generation number and cancels itself.)
+    fn change(&self, edit: impl FnOnce(&mut DispatchState)) {
         let mut state = self.state.lock().expect("dispatch lock");
         state.generation += 1;
-        state.work = work;
+        edit(&mut state);
+        for slot in &self.slots {
+            slot.cancel();
+        }
         drop(state);
-        self.cancel_all();
+        self.changed.notify_all();
     }
 
     pub fn current_work(&self) -> Option<Arc<Work>> {
@@ -147,11 +161,7 @@ impl WorkDispatch {
     }
 
     pub fn set_paused(&self, paused: bool) {
-        let mut state = self.state.lock().expect("dispatch lock");
-        state.paused = paused;
-        state.generation += 1;
-        drop(state);
-        self.cancel_all();
+        self.change(|state| state.paused = paused);
     }
 
     pub fn is_paused(&self) -> bool {
@@ -164,8 +174,7 @@ impl WorkDispatch {
             return false;
         }
         self.cpu_threads.store(threads, Ordering::Relaxed);
-        let work = self.current_work();
-        self.set_work(work);
+        self.change(|_| {});
         true
     }
 
@@ -174,15 +183,7 @@ impl WorkDispatch {
     }
 
     pub fn stop(&self) {
-        self.state.lock().expect("dispatch lock").stopping = true;
-        self.cancel_all();
-    }
-
-    fn cancel_all(&self) {
-        self.changed.notify_all();
-        for slot in &self.slots {
-            slot.cancel();
-        }
+        self.change(|state| state.stopping = true);
     }
 
     /// Blocks until there is work newer than `seen`, unpaused; None when stopping.
@@ -268,5 +269,70 @@ mod tests {
         assert!(parts.windows(2).all(|w| w[0].end == w[1].start));
         assert_eq!(parts[2].end, range.end);
         assert_eq!(slice(range, 0, 1), range);
+    }
+}
+
+#[cfg(test)]
+mod dispatch_tests {
+    use std::time::Duration;
+
+    use visionx::Params;
+
+    use super::*;
+
+    fn work(id: &str) -> Arc<Work> {
+        let params = Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..Params::CONSENSUS };
+        Arc::new(Work {
+            id: id.into(),
+            height: 1,
+            input: Arc::new(PowInput::new([1; 32], 0, b"dispatch".to_vec(), params).unwrap()),
+            target: Target(0),
+            share_difficulty: 1,
+            network_difficulty: 1,
+            nonces: NonceRange::new(0, u64::MAX),
+            pool: None,
+            received: Instant::now(),
+        })
+    }
+
+    /// Work set once is mined. A smoke test of the start path: the race that
+    /// once cancelled a fresh search (see `WorkDispatch::change`) has a window
+    /// too narrow to hit reliably here; the multi-process solo test in
+    /// `tests/miner_against_pool.rs` caught it.
+    #[test]
+    fn work_set_once_is_always_mined() {
+        for round in 0..40 {
+            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            let dispatch = WorkDispatch::start(vec![Device::Cpu { threads: 1 }], tx);
+            if round % 2 == 0 {
+                std::thread::yield_now();
+            }
+            dispatch.set_work(Some(work("w")));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while dispatch.slots()[0].hashes() == 0 {
+                assert!(Instant::now() < deadline, "round {round}: the device never started");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            dispatch.stop();
+        }
+    }
+
+    #[test]
+    fn pause_stops_hashing_and_resume_restarts_it() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let dispatch = WorkDispatch::start(vec![Device::Cpu { threads: 1 }], tx);
+        dispatch.set_work(Some(work("w")));
+        dispatch.set_paused(true);
+        std::thread::sleep(Duration::from_millis(100));
+        let paused_at = dispatch.slots()[0].hashes();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(dispatch.slots()[0].hashes(), paused_at, "no hashing while paused");
+        dispatch.set_paused(false);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dispatch.slots()[0].hashes() == paused_at {
+            assert!(Instant::now() < deadline, "resume did not restart the device");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        dispatch.stop();
     }
 }

@@ -1,0 +1,324 @@
+//! The real `vision-miner` against a real `vision-coordinator`, as separate
+//! processes on loopback: mining, job switches, a pool killed and restarted,
+//! failover and failback, Retry-After, solo mining, and the exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vision_suite::{fresh_dir, workspace_binary};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Pool {
+    proc: Proc,
+    url: String,
+    port: u16,
+    data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Pool {
+    fn start(data_dir: &Path, port: u16, args: &[&str]) -> Pool {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut child = Command::new(workspace_binary("vision-coordinator"))
+            .args(["--data-dir", data_dir.to_str().unwrap(), "--bind", &format!("127.0.0.1:{port}")])
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("serving"), "coordinator did not start: {line:?}");
+        Pool {
+            proc: Proc(child),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            data_dir: data_dir.to_path_buf(),
+            args,
+        }
+    }
+
+    fn restart(self) -> Pool {
+        let (dir, port, args) = (self.data_dir.clone(), self.port, self.args.clone());
+        drop(self);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Pool::start(&dir, port, &args)
+    }
+}
+
+struct Miner {
+    proc: Proc,
+    api: String,
+}
+
+impl Miner {
+    fn start(args: &[&str]) -> Miner {
+        let api_port = free_port();
+        let child = Command::new(workspace_binary("vision-miner"))
+            .args(["--backend", "cpu", "--threads", "1", "--status-interval", "3600"])
+            .args(["--api-bind", &format!("127.0.0.1:{api_port}")])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Miner { proc: Proc(child), api: format!("http://127.0.0.1:{api_port}") }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.proc.0.try_wait().unwrap().is_none()
+    }
+}
+
+async fn get_json(url: &str) -> Option<Value> {
+    let response = reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
+    response.json().await.ok()
+}
+
+/// Polls `url` until `check` accepts its JSON, or fails after `limit`.
+async fn wait_for(url: &str, limit: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(value) = get_json(url).await {
+            if check(&value) {
+                return value;
+            }
+            last = Some(value);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what}; last answer from {url}: {last:?}");
+}
+
+fn accepted(status: &Value) -> u64 {
+    status["accepted"].as_u64().unwrap_or(0)
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_registers_mines_and_its_shares_are_accepted() {
+    let pool = Pool::start(
+        &fresh_dir("m-basic"),
+        free_port(),
+        &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
+    );
+    let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1basic", "--worker", "basic"]);
+    // The rate comes from completed work, sampled each second.
+    let status = wait_for(&format!("{}/status", miner.api), MINUTE, "3 accepted shares and a measured rate", |s| {
+        accepted(s) >= 3 && s["hashrate"]["h10s"].as_f64() > Some(0.0)
+    })
+    .await;
+    assert_eq!(status["rejected"], 0);
+    assert_eq!(status["connection"]["connected"], true);
+    // Shares carry the miner's measured rate; the pool shows it beside the effective one.
+    let worker = wait_for(&format!("{}/pool/workers/basic", pool.url), MINUTE, "the reported rate", |w| {
+        w["shares"]["accepted"].as_u64() >= Some(3) && w["hashrate"]["reported"].as_f64() > Some(0.0)
+    })
+    .await;
+    assert_eq!(worker["wallet_address"], "land1basic");
+    let page = reqwest::get(format!("{}/", miner.api)).await.unwrap().text().await.unwrap();
+    assert!(page.contains("vision-miner") && page.contains("/status"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_miner_switches_jobs_as_blocks_are_found() {
+    let pool = Pool::start(
+        &fresh_dir("m-blocks"),
+        free_port(),
+        &["--share-difficulty", "50", "--devnet-difficulty", "300", "--block-time", "2"],
+    );
+    let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1blocks"]);
+    let stats =
+        wait_for(&format!("{}/pool/stats", pool.url), MINUTE, "3 blocks", |s| s["blocks_found"].as_u64() >= Some(3))
+            .await;
+    assert!(stats["height"].as_u64().unwrap() >= 3);
+    let status = wait_for(&format!("{}/status", miner.api), MINUTE, "the miner at the new height", |s| {
+        s["connection"]["height"].as_u64() >= Some(3) && s["blocks"].as_u64() >= Some(1)
+    })
+    .await;
+    // Switching is prompt, so stale shares stay rare.
+    assert!(status["stale"].as_u64().unwrap() <= accepted(&status), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_miner_keeps_going_when_the_pool_is_killed_and_restarted() {
+    let pool = Pool::start(
+        &fresh_dir("m-restart"),
+        free_port(),
+        &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
+    );
+    let mut miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1restart", "--long-poll-secs", "2"]);
+    let status_url = format!("{}/status", miner.api);
+    let before = accepted(&wait_for(&status_url, MINUTE, "2 accepted shares", |s| accepted(s) >= 2).await);
+
+    let pool = {
+        let mut pool = pool;
+        pool.proc.0.kill().unwrap(); // SIGKILL
+        pool.proc.0.wait().unwrap();
+        wait_for(&status_url, MINUTE, "the miner to notice", |s| s["connection"]["connected"] == false).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(miner.alive(), "a pool restart never ends the miner");
+        pool.restart()
+    };
+    wait_for(&status_url, MINUTE, "shares accepted after the restart", |s| {
+        accepted(s) >= before + 2 && s["connection"]["connected"] == true
+    })
+    .await;
+    assert!(miner.alive());
+    drop(pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_miner_fails_over_and_returns_to_the_first_pool() {
+    let first_port = free_port();
+    let first_url = format!("http://127.0.0.1:{first_port}");
+    let second = Pool::start(
+        &fresh_dir("m-second"),
+        free_port(),
+        &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
+    );
+    let miner = Miner::start(&[
+        "--pool",
+        &first_url,
+        "--pool",
+        &second.url,
+        "--wallet",
+        "land1fo",
+        "--failback-secs",
+        "2",
+        "--long-poll-secs",
+        "2",
+    ]);
+    let status_url = format!("{}/status", miner.api);
+    wait_for(&status_url, MINUTE, "shares on the second pool", |s| {
+        s["connection"]["url"] == second.url.as_str() && accepted(s) >= 2
+    })
+    .await;
+    let first = Pool::start(
+        &fresh_dir("m-first"),
+        first_port,
+        &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
+    );
+    wait_for(&status_url, MINUTE, "back on the first pool", |s| {
+        s["connection"]["url"] == first.url.as_str() && s["connection"]["connected"] == true
+    })
+    .await;
+    wait_for(&format!("{}/pool/stats", first.url), MINUTE, "shares on the first pool", |s| {
+        s["shares"]["accepted"].as_u64() >= Some(1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_miner_honours_retry_after_and_resumes() {
+    let pool = Pool::start(
+        &fresh_dir("m-503"),
+        free_port(),
+        &[
+            "--share-difficulty",
+            "50",
+            "--target-share-seconds",
+            "1",
+            "--devnet-difficulty",
+            "1000000000",
+            "--admin-token",
+            "t",
+        ],
+    );
+    let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1retry", "--long-poll-secs", "1"]);
+    let status_url = format!("{}/status", miner.api);
+    let before = accepted(&wait_for(&status_url, MINUTE, "a share", |s| accepted(s) >= 1).await);
+    let admin = reqwest::Client::new();
+    admin.post(format!("{}/pool/stop", pool.url)).bearer_auth("t").json(&json!({})).send().await.unwrap();
+    let waiting = wait_for(&status_url, MINUTE, "the 503 to be honoured", |s| {
+        s["connection"]["last_error"].as_str().is_some_and(|e| e.contains("pool_stopped"))
+    })
+    .await;
+    assert_eq!(waiting["connection"]["retry_in_secs"], 5, "the pool's Retry-After: {waiting}");
+    admin.post(format!("{}/pool/start", pool.url)).bearer_auth("t").json(&json!({})).send().await.unwrap();
+    wait_for(&status_url, MINUTE, "mining to resume", |s| accepted(s) > before && s["connection"]["connected"] == true)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solo_mining_finds_a_block_on_the_devnet() {
+    let node = Pool::start(&fresh_dir("m-solo"), free_port(), &["--devnet-difficulty", "100"]);
+    let miner = Miner::start(&["--solo", &node.url, "--wallet", "land1solo"]);
+    let block =
+        wait_for(&format!("{}/node/block/0", node.url), MINUTE, "a solo block", |b| b["miner"] == "land1solo").await;
+    assert_eq!(block["height"], 0);
+    wait_for(&format!("{}/status", miner.api), MINUTE, "the miner to count it", |s| s["blocks"].as_u64() >= Some(1))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_tell_the_owner_what_to_fix() {
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(workspace_binary("vision-miner"));
+        cmd.args(["--no-api", "--threads", "1"]).args(args).envs(envs.iter().copied());
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, err) = run(&["--pool", "ftp://pool", "--wallet", "land1x"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a pool URL"));
+    let (code, err) = run(&["--pool", "http://127.0.0.1:9", "--wallet", "not a wallet"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--wallet"));
+
+    let pool =
+        Pool::start(&fresh_dir("m-exit"), free_port(), &["--ban-min-shares", "5", "--devnet-difficulty", "1000000000"]);
+    // The pool refuses: this worker id belongs to another wallet.
+    let http = reqwest::Client::new();
+    let registered: Value = http
+        .post(format!("{}/pool/register", pool.url))
+        .json(&json!({"worker_id": "taken", "wallet_address": "land1owner"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (code, err) =
+        run(&["--pool", &pool.url, "--wallet", "land1thief", "--worker", "taken", "--backend", "cpu"], &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("worker_id_taken"), "{err}");
+
+    // Banned: that worker sends garbage until the pool bans it.
+    let token = registered["worker_token"].as_str().unwrap();
+    let job: Value =
+        http.get(format!("{}/pool/job", pool.url)).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    for i in 0..6 {
+        let body = json!({"job_id": job["job_id"], "nonce": job["nonce_start"].as_u64().unwrap() + i, "digest": "00".repeat(32)});
+        http.post(format!("{}/pool/share", pool.url)).bearer_auth(token).json(&body).send().await.unwrap();
+    }
+    let (code, err) =
+        run(&["--pool", &pool.url, "--wallet", "land1owner", "--worker", "taken", "--backend", "cpu"], &[]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("banned") && err.contains("seconds"), "{err}");
+
+    let no_driver = [("VK_ICD_FILENAMES", "/nonexistent.json"), ("VK_DRIVER_FILES", "/nonexistent.json")];
+    let (code, err) = run(&["--pool", &pool.url, "--wallet", "land1x", "--backend", "gpu"], &no_driver);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("no usable device"), "{err}");
+}
