@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`server`]: assembles storage, chain, pool and router; serves until shutdown.
 //! - [`config`]: flags, env vars and TOML, resolved into one config.
+//! - [`demo`]: `vision-coordinator demo`, a pool plus a miner on one machine.
 //! - [`pool`]: workers, jobs, share judgement, vardiff, bans, stats; its
 //!   HTTP routes in [`pool::api`].
 //! - [`share_verifier`]: batched recomputation of claimed shares.
@@ -23,6 +24,7 @@
 pub mod api_error;
 pub mod chain;
 pub mod config;
+pub mod demo;
 pub mod pool;
 pub mod server;
 pub mod share_verifier;

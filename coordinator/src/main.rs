@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use vision_coordinator::config::Settings;
+use vision_coordinator::demo::{self, DemoOptions};
 use vision_coordinator::server::{shutdown_signal, Coordinator};
 
 const EXIT_CODES: &str = "\
@@ -19,8 +20,10 @@ Exit codes:
 /// given. Every option can also come from a VISION_* environment variable
 /// or the --config TOML file (same names, with underscores).
 #[derive(Debug, Parser)]
-#[command(name = "vision-coordinator", version, after_help = EXIT_CODES)]
+#[command(name = "vision-coordinator", version, after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<CoordinatorCommand>,
     /// A TOML file of settings (flags and env vars take precedence).
     #[arg(long, env = "VISION_CONFIG")]
     config: Option<PathBuf>,
@@ -31,8 +34,40 @@ struct Cli {
     settings: Settings,
 }
 
+#[derive(Debug, Subcommand)]
+enum CoordinatorCommand {
+    /// Run the whole system locally: a pool on the embedded devnet plus one
+    /// vision-miner (GPU if present, else CPU) connected to it.
+    Demo {
+        /// Address for the pool.
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        bind: String,
+        /// Keep the demo's state here (default: a temporary directory removed at exit).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address of the miner's status page.
+        #[arg(long, default_value = "127.0.0.1:7073")]
+        miner_api: String,
+        /// The miner's devices: auto, gpu or cpu.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(CoordinatorCommand::Demo { bind, data_dir, miner_api, backend }) = cli.command {
+        init_tracing("text");
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(err) => return fail(1, &err),
+        };
+        let options = DemoOptions { bind, data_dir, miner_api, backend };
+        return match runtime.block_on(demo::run(options, shutdown_signal())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(1, &err),
+        };
+    }
     init_tracing(&cli.log_format);
     let file = match &cli.config {
         Some(path) => match Settings::from_file(path) {

@@ -725,7 +725,7 @@ impl Pool {
                 worker.recent.pop_front();
             }
             worker.last_share_ms = Some(now);
-            worker.vardiff.on_share(now, &vardiff_config);
+            worker.vardiff.on_share(now, job.share_difficulty, &vardiff_config);
             worker.vardiff.difficulty()
         };
         PoolMetrics::bump(&self.metrics.shares_valid);

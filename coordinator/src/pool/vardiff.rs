@@ -1,8 +1,11 @@
 //! Per-worker variable share difficulty.
 //!
 //! Retargets so a worker submits about one share every `target_secs`: after
-//! enough shares (or enough time) the observed interval scales the
-//! difficulty, by at most 4x either way per step, within [min, max]. A
+//! enough shares (or enough time) the worker's hash rate, estimated as the
+//! sum of its shares' difficulties over the elapsed time, sets the
+//! difficulty, moving at most 4x either way per step, within [min, max].
+//! Summing each share's own difficulty matters: shares of jobs issued
+//! before a retarget keep arriving at the old difficulty for a while. A
 //! worker that goes quiet gets an easier difficulty on its next job request.
 //! Time is passed in, never read inside, so tests control it.
 
@@ -34,6 +37,8 @@ pub struct Vardiff {
     difficulty: u64,
     window_start_ms: u64,
     shares_in_window: u32,
+    /// Sum of the difficulties of the window's shares (expected hashes).
+    work_in_window: f64,
 }
 
 /// Largest change of one retarget.
@@ -45,6 +50,7 @@ impl Vardiff {
             difficulty: start.clamp(config.min_difficulty, config.max_difficulty),
             window_start_ms: now_ms,
             shares_in_window: 0,
+            work_in_window: 0.0,
         }
     }
 
@@ -52,16 +58,19 @@ impl Vardiff {
         self.difficulty
     }
 
-    /// Records an accepted share; returns the new difficulty when it changed.
-    pub fn on_share(&mut self, now_ms: u64, config: &VardiffConfig) -> Option<u64> {
+    /// Records an accepted share of difficulty `share_difficulty` (its job's);
+    /// returns the new difficulty when it changed.
+    pub fn on_share(&mut self, now_ms: u64, share_difficulty: u64, config: &VardiffConfig) -> Option<u64> {
         self.shares_in_window += 1;
+        self.work_in_window += share_difficulty as f64;
         let elapsed_secs = now_ms.saturating_sub(self.window_start_ms) as f64 / 1000.0;
         let window_over = elapsed_secs >= config.retarget_intervals * config.target_secs;
         if self.shares_in_window < config.retarget_shares && !window_over {
             return None;
         }
-        let interval = elapsed_secs.max(0.001) / f64::from(self.shares_in_window);
-        self.retarget(config.target_secs / interval, now_ms, config)
+        let hashrate = self.work_in_window / elapsed_secs.max(0.001);
+        let wanted = hashrate * config.target_secs;
+        self.retarget(wanted / self.difficulty as f64, now_ms, config)
     }
 
     /// On a job request: a worker silent for several target intervals is
@@ -86,6 +95,7 @@ impl Vardiff {
         let next = next.clamp(config.min_difficulty, config.max_difficulty);
         self.window_start_ms = now_ms;
         self.shares_in_window = 0;
+        self.work_in_window = 0.0;
         (next != self.difficulty).then(|| {
             self.difficulty = next;
             next
@@ -106,11 +116,11 @@ mod tests {
         // Six shares in 6 s: 1 s each against a 10 s target.
         let mut changed = None;
         for s in 1..=6 {
-            changed = v.on_share(s * 1000, &config).or(changed);
+            changed = v.on_share(s * 1000, 100, &config).or(changed);
         }
         assert_eq!(changed, Some(400), "capped at 4x per step");
         // One share in 60 s (window over): about 6x too slow, capped at /4.
-        assert_eq!(v.on_share(66_000, &config), Some(100));
+        assert_eq!(v.on_share(66_000, 400, &config), Some(100));
         // Silence: the next job is easier.
         assert_eq!(v.on_job_request(66_000 + 61_000, &config), Some(50));
     }
@@ -120,9 +130,23 @@ mod tests {
         let config = VardiffConfig::default();
         let mut v = Vardiff::new(1000, 0, &config);
         for s in 1..=6 {
-            assert_eq!(v.on_share(s * 10_000, &config), None);
+            assert_eq!(v.on_share(s * 10_000, 1000, &config), None);
         }
         assert_eq!(v.difficulty(), 1000);
+    }
+
+    #[test]
+    fn shares_of_older_easier_jobs_do_not_overshoot() {
+        // 1,000 H/s against a 3 s target: the right difficulty is 3,000.
+        let config = VardiffConfig { target_secs: 3.0, ..VardiffConfig::default() };
+        let mut v = Vardiff::new(500, 0, &config);
+        let mut now = 0;
+        // Shares keep coming at difficulty 500 (the old job) for a while.
+        for _ in 0..30 {
+            now += 500;
+            v.on_share(now, 500, &config);
+        }
+        assert!((2_000..=4_500).contains(&v.difficulty()), "{}", v.difficulty());
     }
 
     proptest! {
@@ -138,7 +162,7 @@ mod tests {
             let mut now = 0;
             for gap in gaps {
                 now += gap;
-                if gap % 3 == 0 { v.on_job_request(now, &config); } else { v.on_share(now, &config); }
+                if gap % 3 == 0 { v.on_job_request(now, &config); } else { v.on_share(now, gap % 5000 + 1, &config); }
                 prop_assert!((config.min_difficulty..=config.max_difficulty).contains(&v.difficulty()));
             }
         }

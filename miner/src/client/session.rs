@@ -90,6 +90,8 @@ struct PoolContext {
     dispatch: Arc<WorkDispatch>,
     status: Arc<MinerStatus>,
     block_time: Mutex<Duration>,
+    /// Cuts a long-poll short: the pool announced a new share difficulty.
+    refresh: Notify,
 }
 
 impl PoolContext {
@@ -139,13 +141,20 @@ impl PoolContext {
         };
         let rate = self.status.meter.rates(None).h60s;
         match self.session.pools[pool].share(&token, &work.id, found.nonce, &found.digest.to_hex(), rate).await {
-            Ok(answer) if answer.accepted => self.status.update(|c| {
-                c.accepted += 1;
-                if answer.is_block {
-                    c.blocks += 1;
-                    tracing::info!("block found at height {} (nonce {})", work.height, found.nonce);
+            Ok(answer) if answer.accepted => {
+                self.status.update(|c| {
+                    c.accepted += 1;
+                    if answer.is_block {
+                        c.blocks += 1;
+                        tracing::info!("block found at height {} (nonce {})", work.height, found.nonce);
+                    }
+                });
+                // Vardiff moved: take the next job now rather than at the end of the long-poll.
+                let current = self.dispatch.current_work().map(|w| w.share_difficulty);
+                if answer.share_difficulty.is_some_and(|d| Some(d) != current) {
+                    self.refresh.notify_one();
                 }
-            }),
+            }
             Ok(answer) => {
                 let reason = answer.reason.unwrap_or_default();
                 tracing::info!("share rejected: {reason}");
@@ -279,7 +288,15 @@ impl PoolContext {
             if active != 0 {
                 wait = wait.min(self.session.failback);
             }
-            match api.job(&token, mining_here.then_some(wait)).await {
+            let answer = if mining_here {
+                tokio::select! {
+                    answer = api.job(&token, Some(wait)) => answer,
+                    () = self.refresh.notified() => api.job(&token, None).await,
+                }
+            } else {
+                api.job(&token, None).await
+            };
+            match answer {
                 Ok(job) => {
                     failures = 0;
                     self.refused.lock().expect("refused lock")[active] = None;
@@ -337,6 +354,7 @@ pub async fn run_pool(
         dispatch,
         status,
         block_time: Mutex::new(Duration::from_secs(30)),
+        refresh: Notify::new(),
     });
     let submitter = {
         let ctx = ctx.clone();
