@@ -119,3 +119,66 @@ async function refresh() {
 }
 refresh(); setInterval(refresh, 2000);
 </script></body></html>"#;
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::client::work_dispatch::Device;
+
+    fn api(token: Option<&str>) -> (Router, Arc<WorkDispatch>) {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let dispatch = WorkDispatch::start(vec![Device::Cpu { threads: 1 }], tx);
+        let status = Arc::new(MinerStatus::new());
+        (router(LocalApi { status, dispatch: dispatch.clone(), token: token.map(Arc::from) }), dispatch)
+    }
+
+    async fn call(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = app.clone().oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn control_routes_need_the_token_when_one_is_set() {
+        let (app, dispatch) = api(Some("secret"));
+        assert_eq!(call(&app, "POST", "/pause", None, "").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(call(&app, "POST", "/pause", Some("wrong"), "").await.0, StatusCode::UNAUTHORIZED);
+        assert!(!dispatch.is_paused());
+        assert_eq!(call(&app, "POST", "/pause", Some("secret"), "").await.0, StatusCode::OK);
+        assert!(dispatch.is_paused());
+        let (status, report) = call(&app, "GET", "/status", None, "").await;
+        assert_eq!((status, report["paused"].as_bool()), (StatusCode::OK, Some(true)));
+        for key in ["accepted", "rejected", "stale", "hashrate", "devices", "connection"] {
+            assert!(report.get(key).is_some(), "/status lacks {key}");
+        }
+        assert_eq!(call(&app, "POST", "/resume", Some("secret"), "").await.0, StatusCode::OK);
+        assert!(!dispatch.is_paused());
+        dispatch.stop();
+    }
+
+    #[tokio::test]
+    async fn threads_are_checked_and_applied() {
+        let (app, dispatch) = api(None);
+        assert_eq!(call(&app, "POST", "/threads", None, r#"{"threads": 0}"#).await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(call(&app, "POST", "/threads", None, "nonsense").await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(call(&app, "POST", "/threads", None, r#"{"threads": 2}"#).await.0, StatusCode::OK);
+        assert_eq!(dispatch.cpu_threads(), 2);
+        assert_eq!(call(&app, "GET", "/nope", None, "").await.0, StatusCode::NOT_FOUND);
+        dispatch.stop();
+    }
+}
