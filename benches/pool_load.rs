@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use vision_coordinator::config::Settings;
 use vision_coordinator::server::Coordinator;
 use vision_miner::backend::{CpuBackend, CpuConfig};
-use visionx::{EngineKind, Job, NonceRange, PowInput, SearchControl, Target};
+use vision_suite::job_input;
+use visionx::{EngineKind, Job, NonceRange, SearchControl, Target};
 
 struct Worker {
     token: String,
@@ -32,18 +33,6 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
-}
-
-fn job_input(job: &Value) -> PowInput {
-    let params = serde_json::from_value(job["params"].clone()).unwrap();
-    let seed = visionx::parse_hash32("epoch_seed", job["epoch_seed"].as_str().unwrap()).unwrap();
-    PowInput::new(
-        seed,
-        job["epoch"].as_u64().unwrap(),
-        hex::decode(job["pow_message"].as_str().unwrap()).unwrap(),
-        params,
-    )
-    .unwrap()
 }
 
 async fn prepare(http: &reqwest::Client, url: &str, workers: usize, shares_each: u64, cpu: &CpuBackend) -> Vec<Worker> {

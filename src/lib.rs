@@ -1,6 +1,6 @@
 //! Support for the workspace-level integration tests (`tests/`) and
-//! benchmarks (`benches/`): finding the workspace's binaries and giving each
-//! test a fresh directory. The product lives in `visionx/`, `miner/` and
+//! benchmarks (`benches/`): finding the workspace's binaries, giving each
+//! test a fresh directory, and reading pool jobs as a miner would. The product lives in `visionx/`, `miner/` and
 //! `coordinator/`; nothing here ships.
 
 use std::path::PathBuf;
@@ -30,4 +30,12 @@ pub fn fresh_dir(label: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create test dir");
     dir
+}
+
+/// The hash input of a `GET /pool/job` answer (docs/API.md), as a miner builds it.
+pub fn job_input(job: &serde_json::Value) -> visionx::PowInput {
+    let params = serde_json::from_value(job["params"].clone()).expect("job params");
+    let seed = visionx::parse_hash32("epoch_seed", job["epoch_seed"].as_str().expect("epoch_seed")).expect("seed hex");
+    let message = hex::decode(job["pow_message"].as_str().expect("pow_message")).expect("pow_message hex");
+    visionx::PowInput::new(seed, job["epoch"].as_u64().expect("epoch"), message, params).expect("valid job input")
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use vision_coordinator::storage::{PoolStore, SledStore};
-use vision_suite::{fresh_dir, workspace_binary};
-use visionx::{FastEngine, PowEngine, PowInput};
+use vision_suite::{fresh_dir, job_input, workspace_binary};
+use visionx::{FastEngine, PowEngine};
 
 /// Starts the coordinator binary and returns it with its base URL.
 fn start(data_dir: &Path) -> (Child, String) {
@@ -30,13 +30,6 @@ fn start(data_dir: &Path) -> (Child, String) {
     let url =
         line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no URL in {line:?}"));
     (child, url.to_string())
-}
-
-fn job_input(job: &Value) -> PowInput {
-    let params = serde_json::from_value(job["params"].clone()).unwrap();
-    let seed = visionx::parse_hash32("epoch_seed", job["epoch_seed"].as_str().unwrap()).unwrap();
-    let message = hex::decode(job["pow_message"].as_str().unwrap()).unwrap();
-    PowInput::new(seed, job["epoch"].as_u64().unwrap(), message, params).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
