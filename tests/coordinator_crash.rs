@@ -151,7 +151,14 @@ async fn sigkill_loses_no_acknowledged_share_and_credits_none_twice() {
     assert_eq!(answer["accepted"], true, "{answer}");
     let metrics: Value = http.get(format!("{url}/pool/metrics")).send().await.unwrap().json().await.unwrap();
     assert_eq!(metrics["ledger_shares"].as_u64(), Some(shares.len() as u64 + 1), "each share credited exactly once");
-    child.kill().unwrap();
-    child.wait().unwrap();
+
+    // SIGTERM is a graceful stop: exit 0 with everything flushed.
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM must stop the coordinator cleanly: {status:?}");
+    let store = SledStore::open_path(&data_dir.join("db")).unwrap();
+    assert_eq!(store.share_count().unwrap(), shares.len() as u64 + 1);
+    drop(store);
     let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -171,21 +171,49 @@ async fn the_miner_keeps_going_when_the_pool_is_killed_and_restarted() {
     let status_url = format!("{}/status", miner.api);
     let before = accepted(&wait_for(&status_url, MINUTE, "2 accepted shares", |s| accepted(s) >= 2).await);
 
-    let pool = {
+    let (pool, kept) = {
         let mut pool = pool;
         pool.proc.0.kill().unwrap(); // SIGKILL
         pool.proc.0.wait().unwrap();
-        wait_for(&status_url, MINUTE, "the miner to notice", |s| s["connection"]["connected"] == false).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Shares found while the pool is down are kept.
+        let down = wait_for(&status_url, MINUTE, "shares kept while the pool is down", |s| {
+            s["connection"]["connected"] == false && s["pending"].as_u64() >= Some(1)
+        })
+        .await;
         assert!(miner.alive(), "a pool restart never ends the miner");
-        pool.restart()
+        (pool.restart(), down["pending"].as_u64().unwrap())
     };
-    wait_for(&status_url, MINUTE, "shares accepted after the restart", |s| {
-        accepted(s) >= before + 2 && s["connection"]["connected"] == true
+    // ...and resubmitted once it is back (their job is still current: the pool persisted it).
+    wait_for(&status_url, MINUTE, "kept shares resubmitted and accepted", |s| {
+        s["pending"] == 0 && accepted(s) >= before + kept && s["connection"]["connected"] == true
     })
     .await;
     assert!(miner.alive());
     drop(pool);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_miner_stops_stale_work_when_no_job_comes_for_several_block_times() {
+    let mut pool = Pool::start(
+        &fresh_dir("m-stale"),
+        free_port(),
+        &["--share-difficulty", "50", "--block-time", "1", "--devnet-difficulty", "1000000000"],
+    );
+    let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1stale"]);
+    let status_url = format!("{}/status", miner.api);
+    wait_for(&status_url, MINUTE, "mining", |s| accepted(s) >= 1).await;
+    pool.proc.0.kill().unwrap();
+    pool.proc.0.wait().unwrap();
+    // Four block times (4 s) without a job: the devices stop.
+    // (A 10 s rate needs 10 s of samples: before that it reads 0 too.)
+    let stopped = wait_for(&status_url, MINUTE, "hashing to stop", |s| {
+        s["uptime_secs"].as_u64() >= Some(12) && s["hashrate"]["h10s"].as_f64() == Some(0.0)
+    })
+    .await;
+    let hashes = stopped["devices"][0]["hashes"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = get_json(&status_url).await.unwrap();
+    assert_eq!(later["devices"][0]["hashes"].as_u64(), Some(hashes), "no hashing on stale work");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,6 +260,37 @@ async fn rate_limits_answer_429_with_retry_after() {
     let limited =
         statuses.iter().find(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS).expect("a 429 within the burst of 2");
     assert!(limited.1.as_deref().is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+
+    // Registrations are limited per IP address (default 5/s, burst 20).
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let response =
+            pool.post("/pool/register", &json!({"worker_id": format!("flood-{i}"), "wallet_address": "land1x"})).await;
+        statuses.push(body(response).await);
+    }
+    let (status, refused) =
+        statuses.iter().find(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS).expect("a registration 429");
+    assert_eq!((*status, refused["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_workers_leave_the_active_set_but_keep_their_shares() {
+    let pool = TestPool::start(Settings { idle_timeout: Some(0), ..settings("idle") }).await;
+    let token = pool.register("sleepy", "land1z").await;
+    let job = pool.job(&token).await;
+    let nonce = job.nonce_start();
+    assert_eq!(pool.share(&token, &job, nonce, &job.digest(nonce)).await.1["accepted"], true);
+    assert_eq!(body(pool.get("/pool/stats").await).await.1["workers_active"], 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(pool.pool.as_ref().unwrap().prune_idle(), 1);
+    let (_, stats) = body(pool.get("/pool/stats").await).await;
+    assert_eq!(stats["workers_active"], 0);
+    let (_, metrics) = body(pool.get("/pool/metrics").await).await;
+    assert_eq!(metrics["ledger_shares"], 1, "credited shares stay");
+    // Coming back needs no new registration.
+    assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
+    assert_eq!(body(pool.get("/pool/stats").await).await.1["workers_active"], 1);
     pool.stop().await;
 }
 

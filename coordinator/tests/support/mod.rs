@@ -15,6 +15,8 @@ use visionx::{FastEngine, PowEngine, PowInput};
 
 pub struct TestPool {
     pub url: String,
+    /// The pool behind the server (for calls no route offers). Dropped on stop.
+    pub pool: Option<std::sync::Arc<vision_coordinator::pool::Pool>>,
     pub data_dir: PathBuf,
     pub http: Client,
     stop: Option<oneshot::Sender<()>>,
@@ -50,6 +52,7 @@ impl TestPool {
     pub async fn start(settings: Settings) -> TestPool {
         let config = settings.resolve().expect("valid test settings");
         let coordinator = Coordinator::build(&config).await.expect("coordinator starts");
+        let pool = coordinator.pool.clone();
         let listener = tokio::net::TcpListener::bind(&config.bind).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -61,11 +64,19 @@ impl TestPool {
                 .await
                 .unwrap();
         });
-        TestPool { url, data_dir: config.data_dir, http: Client::new(), stop: Some(stop), task: Some(task) }
+        TestPool {
+            url,
+            pool: Some(pool),
+            data_dir: config.data_dir,
+            http: Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Graceful stop (flushes state).
     pub async fn stop(mut self) {
+        self.pool = None;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
