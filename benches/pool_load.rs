@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use vision_coordinator::config::Settings;
 use vision_coordinator::server::Coordinator;
 use vision_miner::backend::{CpuBackend, CpuConfig};
-use vision_suite::job_input;
+use vision_suite::{get_json, job_input, post_json};
 use visionx::{EngineKind, Job, NonceRange, SearchControl, Target};
 
 struct Worker {
@@ -38,15 +38,8 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 async fn prepare(http: &reqwest::Client, url: &str, workers: usize, shares_each: u64, cpu: &CpuBackend) -> Vec<Worker> {
     let mut prepared = Vec::new();
     for w in 0..workers {
-        let registered: Value = http
-            .post(format!("{url}/pool/register"))
-            .json(&json!({"worker_id": format!("load-{w}-{shares_each}"), "wallet_address": "land1load"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let registration = json!({"worker_id": format!("load-{w}-{shares_each}"), "wallet_address": "land1load"});
+        let registered = post_json(http, &format!("{url}/pool/register"), None, &registration).await;
         let token = registered["worker_token"].as_str().unwrap().to_string();
         let job: Value =
             http.get(format!("{url}/pool/job")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
@@ -198,7 +191,7 @@ fn main() {
         println!("{}", paced_shares(&http, &url, paced, 100.0).await);
         let tokens: Vec<String> = prepare(&http, &url, 20, 0, &cpu).await.into_iter().map(|w| w.token).collect();
         println!("{}", paced_jobs(&http, &url, tokens, 500.0, seconds).await);
-        let metrics: Value = http.get(format!("{url}/pool/metrics")).send().await.unwrap().json().await.unwrap();
+        let metrics = get_json(&http, &format!("{url}/pool/metrics"), None).await;
         println!("{}", json!({"measurement": "pool_metrics", "metrics": metrics}));
         let _ = std::fs::remove_dir_all(&data_dir);
     });

@@ -39,3 +39,26 @@ pub fn job_input(job: &serde_json::Value) -> visionx::PowInput {
     let message = hex::decode(job["pow_message"].as_str().expect("pow_message")).expect("pow_message hex");
     visionx::PowInput::new(seed, job["epoch"].as_u64().expect("epoch"), message, params).expect("valid job input")
 }
+
+/// POSTs `body` as JSON (with a bearer token if given) and reads the JSON answer.
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let mut request = http.post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("POST").json().await.expect("JSON answer")
+}
+
+/// GETs `url` (with a bearer token if given) and reads the JSON answer.
+pub async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) -> serde_json::Value {
+    let mut request = http.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("GET").json().await.expect("JSON answer")
+}

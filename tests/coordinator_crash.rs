@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use vision_coordinator::storage::{PoolStore, SledStore};
-use vision_suite::{fresh_dir, job_input, workspace_binary};
+use vision_suite::{fresh_dir, get_json, job_input, post_json, workspace_binary};
 use visionx::{FastEngine, PowEngine};
 
 /// Starts the coordinator binary and returns it with its base URL.
@@ -37,15 +37,8 @@ async fn sigkill_loses_no_acknowledged_share_and_credits_none_twice() {
     let data_dir = fresh_dir("crash");
     let (mut child, url) = start(&data_dir);
     let http = reqwest::Client::new();
-    let registered: Value = http
-        .post(format!("{url}/pool/register"))
-        .json(&json!({"worker_id": "rig", "wallet_address": "land1crash"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let registration = json!({"worker_id": "rig", "wallet_address": "land1crash"});
+    let registered = post_json(&http, &format!("{url}/pool/register"), None, &registration).await;
     let token = registered["worker_token"].as_str().unwrap().to_string();
     let job: Value =
         http.get(format!("{url}/pool/job")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
@@ -107,49 +100,25 @@ async fn sigkill_loses_no_acknowledged_share_and_credits_none_twice() {
     // everything credited is a duplicate, everything else is accepted now.
     let (mut child, url) = start(&data_dir);
     for (nonce, digest) in &shares {
-        let answer: Value = http
-            .post(format!("{url}/pool/share"))
-            .bearer_auth(&token)
-            .json(&json!({"job_id": job_id, "nonce": nonce, "digest": digest}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let share = json!({"job_id": job_id, "nonce": nonce, "digest": digest});
+        let answer = post_json(&http, &format!("{url}/pool/share"), Some(&token), &share).await;
         if distinct.contains(nonce) {
             assert_eq!(answer["reason"], "duplicate", "credited before the crash: {answer}");
         } else {
             assert_eq!(answer["accepted"], true, "not credited before the crash: {answer}");
         }
     }
-    let again: Value = http
-        .post(format!("{url}/pool/register"))
-        .json(&json!({"worker_id": "rig", "wallet_address": "land1crash"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again = post_json(&http, &format!("{url}/pool/register"), None, &registration).await;
     assert_eq!(again["worker_token"], registered["worker_token"]);
     let job2: Value =
         http.get(format!("{url}/pool/job")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_ne!(job2["job_id"], job["job_id"], "job ids never repeat across restarts");
     let nonce = job2["nonce_start"].as_u64().unwrap();
     let digest = FastEngine::new().hash(&job_input(&job2), nonce).to_hex();
-    let answer: Value = http
-        .post(format!("{url}/pool/share"))
-        .bearer_auth(&token)
-        .json(&json!({"job_id": job2["job_id"], "nonce": nonce, "digest": digest}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let share = json!({"job_id": job2["job_id"], "nonce": nonce, "digest": digest});
+    let answer = post_json(&http, &format!("{url}/pool/share"), Some(&token), &share).await;
     assert_eq!(answer["accepted"], true, "{answer}");
-    let metrics: Value = http.get(format!("{url}/pool/metrics")).send().await.unwrap().json().await.unwrap();
+    let metrics = get_json(&http, &format!("{url}/pool/metrics"), None).await;
     assert_eq!(metrics["ledger_shares"].as_u64(), Some(shares.len() as u64 + 1), "each share credited exactly once");
 
     // SIGTERM is a graceful stop: exit 0 with everything flushed.

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vision_suite::{fresh_dir, workspace_binary};
+use vision_suite::{fresh_dir, post_json, workspace_binary};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -318,15 +318,8 @@ async fn exit_codes_tell_the_owner_what_to_fix() {
         Pool::start(&fresh_dir("m-exit"), free_port(), &["--ban-min-shares", "5", "--devnet-difficulty", "1000000000"]);
     // The pool refuses: this worker id belongs to another wallet.
     let http = reqwest::Client::new();
-    let registered: Value = http
-        .post(format!("{}/pool/register", pool.url))
-        .json(&json!({"worker_id": "taken", "wallet_address": "land1owner"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let registration = json!({"worker_id": "taken", "wallet_address": "land1owner"});
+    let registered = post_json(&http, &format!("{}/pool/register", pool.url), None, &registration).await;
     let (code, err) =
         run(&["--pool", &pool.url, "--wallet", "land1thief", "--worker", "taken", "--backend", "cpu"], &[]);
     assert_eq!(code, Some(3), "{err}");
