@@ -162,23 +162,24 @@ fn a_new_job_interrupts_a_running_batch() {
     if !require_adapter() {
         return;
     }
-    // Consensus params: one batch is many dispatches long.
+    // Consensus params: one batch is 64 dispatches long. 512 hashes take
+    // over a second on lavapipe (about 400 H/s), so the cancel lands mid-batch.
     let job = job(Params::CONSENSUS, NonceRange::new(0, u64::MAX), u64::MAX);
-    let backend = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::None).unwrap();
+    let backend = GpuBackend::start(0, None, None, goals(512), &job, InjectedFault::None).unwrap();
     let control = Arc::new(SearchControl::new());
     let (end, stop_time) = std::thread::scope(|s| {
         let search = s.spawn(|| collect(&backend, &job, &control).0);
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(300));
         let cancelled_at = Instant::now();
         control.cancel();
         let end = search.join().unwrap();
         (end, cancelled_at.elapsed())
     });
-    assert!(end.unwrap().cancelled);
-    // A whole batch is 64 slices; stopping takes at most the queued ones.
-    let stats = backend.stats();
+    let end = end.unwrap();
+    assert!(end.cancelled);
+    // Stopping waits only for the slices already queued, not the whole batch.
     assert!(stop_time < Duration::from_secs(20), "took {stop_time:?}");
-    assert_eq!(stats.batches, 0, "no batch can have finished in 0.5 s at consensus params on a software adapter");
+    assert_eq!((end.hashes, backend.stats().batches), (0, 0), "the cancel interrupted the first batch");
 }
 
 #[test]
