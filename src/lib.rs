@@ -35,9 +35,9 @@ pub fn fresh_dir(label: &str) -> PathBuf {
 /// The hash input of a `GET /pool/job` answer (docs/API.md), as a miner builds it.
 pub fn job_input(job: &serde_json::Value) -> visionx::PowInput {
     let params = serde_json::from_value(job["params"].clone()).expect("job params");
-    let seed = visionx::parse_hash32("epoch_seed", job["epoch_seed"].as_str().expect("epoch_seed")).expect("seed hex");
-    let message = hex::decode(job["pow_message"].as_str().expect("pow_message")).expect("pow_message hex");
-    visionx::PowInput::new(seed, job["epoch"].as_u64().expect("epoch"), message, params).expect("valid job input")
+    let text = |field: &str| job[field].as_str().unwrap_or_else(|| panic!("job lacks {field}"));
+    visionx::PowInput::from_hex(text("epoch_seed"), job["epoch"].as_u64().expect("epoch"), text("pow_message"), params)
+        .expect("valid job input")
 }
 
 /// POSTs `body` as JSON (with a bearer token if given) and reads the JSON answer.

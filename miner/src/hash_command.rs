@@ -1,7 +1,7 @@
 //! `vision-miner hash`: one digest, from explicit inputs or from a block's fields.
 
 use serde::{Deserialize, Serialize};
-use visionx::{BlockHeader, Digest, EngineKind, Params, PowInput};
+use visionx::{BlockHeader, Digest, Params, PowInput};
 
 use crate::InputError;
 
@@ -11,18 +11,6 @@ pub fn explicit_input(seed_hex: &str, epoch: u64, header_hex: &str, params: Para
     let header_digits = header_hex.strip_prefix("0x").unwrap_or(header_hex);
     let header = visionx::header::decode_hex("--header", header_digits)?;
     Ok(PowInput::new(seed, epoch, header, params)?)
-}
-
-/// Hashes `nonce` over explicit inputs on a CPU engine.
-pub fn hash_explicit(
-    seed_hex: &str,
-    epoch: u64,
-    header_hex: &str,
-    nonce: u64,
-    params: Params,
-    engine: EngineKind,
-) -> Result<Digest, InputError> {
-    Ok(engine.build().hash(&explicit_input(seed_hex, epoch, header_hex, params)?, nonce))
 }
 
 /// A block's fields as `hash --block FILE` reads them (the `"block"` vectors' shape).
@@ -74,15 +62,17 @@ where
 {
     let fields: BlockFields =
         serde_json::from_str(json).map_err(|e| InputError::new(format!("block file is not a valid block: {e}")))?;
-    let header = BlockHeader {
-        chain_id: fields.chain_id,
-        height: fields.height,
-        parent_hash: visionx::parse_hash32("parent_hash", &fields.parent_hash).map_err(InputError::from)?,
-        timestamp: fields.timestamp,
-        difficulty: fields.difficulty,
-        tx_root: visionx::parse_hash32("tx_root", &fields.tx_root).map_err(InputError::from)?,
-        miner: fields.miner,
-    };
+    let f = &fields;
+    let header = BlockHeader::from_hex_fields(
+        &f.chain_id,
+        f.height,
+        &f.parent_hash,
+        f.timestamp,
+        f.difficulty,
+        &f.tx_root,
+        &f.miner,
+    )
+    .map_err(InputError::from)?;
     let params = Params::CONSENSUS;
     let input = header.pow_input(&params).map_err(InputError::from)?;
     let digest = hash(&input, fields.nonce)?;
@@ -97,7 +87,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use visionx::vectors;
+    use visionx::{vectors, EngineKind};
 
     use super::*;
 
@@ -137,9 +127,9 @@ mod tests {
     #[test]
     fn explicit_inputs_match_a_hash_vector() {
         let v = vectors::hash_vectors().into_iter().find(|v| !v.is_consensus()).unwrap();
-        let digest = hash_explicit(&v.seed, v.epoch, &v.header, v.nonce, v.params, EngineKind::Fast).unwrap();
-        assert_eq!(digest, v.expected());
-        assert!(hash_explicit("00", 0, "", 0, v.params, EngineKind::Fast).is_err());
-        assert!(hash_explicit(&v.seed, 0, "0g", 0, v.params, EngineKind::Fast).is_err());
+        let input = explicit_input(&v.seed, v.epoch, &v.header, v.params).unwrap();
+        assert_eq!(EngineKind::Fast.build().hash(&input, v.nonce), v.expected());
+        assert!(explicit_input("00", 0, "", v.params).is_err());
+        assert!(explicit_input(&v.seed, 0, "0g", v.params).is_err());
     }
 }

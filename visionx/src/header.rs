@@ -16,6 +16,28 @@ pub struct BlockHeader {
 }
 
 impl BlockHeader {
+    /// A header from its fields as they travel in JSON and on command lines:
+    /// `parent_hash` and `tx_root` as 64 hex digits, optionally `0x`-prefixed.
+    pub fn from_hex_fields(
+        chain_id: &str,
+        height: u64,
+        parent_hash: &str,
+        timestamp: u64,
+        difficulty: u64,
+        tx_root: &str,
+        miner: &str,
+    ) -> Result<Self, Error> {
+        Ok(BlockHeader {
+            chain_id: chain_id.to_string(),
+            height,
+            parent_hash: parse_hash32("parent_hash", parent_hash)?,
+            timestamp,
+            difficulty,
+            tx_root: parse_hash32("tx_root", tx_root)?,
+            miner: miner.to_string(),
+        })
+    }
+
     /// `"VPOW" || version 1 u32 LE || parent_hash || height LE || timestamp LE ||
     /// difficulty LE || nonce field 0 u64 BE || tx_root || miner len u32 LE || miner`.
     pub fn pow_message(&self) -> Vec<u8> {
@@ -116,6 +138,17 @@ mod tests {
         assert_eq!(&m[64..72], &[0u8; 8]);
         assert_eq!(&m[104..108], &6u32.to_le_bytes());
         assert_eq!(&m[108..], b"land1x");
+    }
+
+    #[test]
+    fn hex_fields_parse_both_hashes_and_name_the_bad_one() {
+        let (aa, bb) = ("aa".repeat(32), format!("0x{}", "bb".repeat(32)));
+        let h = BlockHeader::from_hex_fields("devnet", 0x0102, &aa, 7, 1000, &bb, "land1x").unwrap();
+        assert_eq!(h, header());
+        let err = BlockHeader::from_hex_fields("devnet", 1, &aa, 7, 1000, "zz", "m").unwrap_err();
+        assert!(matches!(err, Error::BadHex { field: "tx_root", .. }), "{err:?}");
+        let err = BlockHeader::from_hex_fields("devnet", 1, "ab", 7, 1000, &aa, "m").unwrap_err();
+        assert!(matches!(err, Error::WrongLength { field: "parent_hash", .. }), "{err:?}");
     }
 
     #[test]

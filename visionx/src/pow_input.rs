@@ -32,6 +32,14 @@ impl PowInput {
         })
     }
 
+    /// The input as pools and nodes send it: `epoch_seed` as 64 hex digits
+    /// and the pow message as hex (either optionally `0x`-prefixed).
+    pub fn from_hex(epoch_seed: &str, epoch: u64, pow_message: &str, params: Params) -> Result<Self, Error> {
+        let seed = crate::parse_hash32("epoch_seed", epoch_seed)?;
+        let message = crate::header::decode_hex("pow_message", pow_message.strip_prefix("0x").unwrap_or(pow_message))?;
+        PowInput::new(seed, epoch, message, params)
+    }
+
     pub fn epoch_seed(&self) -> &[u8; 32] {
         &self.epoch_seed
     }
@@ -91,6 +99,20 @@ mod tests {
         assert_eq!(input.header_words16(), &[(0x0102030405060708, 0x0900000000000000)]);
         let empty = PowInput::new([0; 32], 0, vec![], Params::CONSENSUS).unwrap();
         assert!(empty.header_words8().is_empty() && empty.header_words16().is_empty());
+    }
+
+    #[test]
+    fn from_hex_decodes_seed_and_message() {
+        let input = PowInput::from_hex(&"01".repeat(32), 4, "0x0a0b", Params::CONSENSUS).unwrap();
+        assert_eq!((input.epoch_seed(), input.epoch(), input.header()), (&[1u8; 32], 4, &[10u8, 11][..]));
+        assert!(matches!(
+            PowInput::from_hex("01", 0, "", Params::CONSENSUS),
+            Err(Error::WrongLength { field: "epoch_seed", .. })
+        ));
+        assert!(matches!(
+            PowInput::from_hex(&"01".repeat(32), 0, "0g", Params::CONSENSUS),
+            Err(Error::BadHex { field: "pow_message", .. })
+        ));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::{parse_hash32, BlockHeader, Digest, Error, Params, PowInput};
+use crate::{BlockHeader, Digest, Error, Params, PowInput};
 
 const VECTORS_JSON: &str = include_str!("../tests/vectors/visionx-v1.json");
 
@@ -63,9 +63,7 @@ pub fn block_vectors() -> Vec<BlockVector> {
 
 impl HashVector {
     pub fn input(&self) -> Result<PowInput, Error> {
-        let seed = parse_hash32("seed", &self.seed)?;
-        let header = crate::header::decode_hex("header", &self.header)?;
-        PowInput::new(seed, self.epoch, header, self.params)
+        PowInput::from_hex(&self.seed, self.epoch, &self.header, self.params)
     }
 
     pub fn expected(&self) -> Digest {
@@ -80,15 +78,16 @@ impl HashVector {
 
 impl BlockVector {
     pub fn header(&self) -> Result<BlockHeader, Error> {
-        Ok(BlockHeader {
-            chain_id: self.chain_id.clone(),
-            height: self.height,
-            parent_hash: parse_hash32("parent_hash", &self.parent_hash)?,
-            timestamp: self.timestamp,
-            difficulty: self.difficulty,
-            tx_root: parse_hash32("tx_root", &self.tx_root)?,
-            miner: self.miner.clone(),
-        })
+        let v = self;
+        BlockHeader::from_hex_fields(
+            &v.chain_id,
+            v.height,
+            &v.parent_hash,
+            v.timestamp,
+            v.difficulty,
+            &v.tx_root,
+            &v.miner,
+        )
     }
 
     pub fn expected(&self) -> Digest {

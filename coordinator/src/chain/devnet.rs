@@ -166,15 +166,16 @@ impl DevnetChain {
             Some(tip) => (tip.height + 1, tip.hash.clone(), tip.timestamp),
             None => (0, hex::encode([0u8; 32]), 0),
         };
-        let header = visionx::BlockHeader {
-            chain_id: self.config.chain_id.clone(),
+        let header = visionx::BlockHeader::from_hex_fields(
+            &self.config.chain_id,
             height,
-            parent_hash: visionx::parse_hash32("parent_hash", &parent_hash).map_err(storage)?,
-            timestamp: now_secs().max(parent_time + 1),
-            difficulty: self.next_difficulty()?,
-            tx_root: visionx::parse_hash32("tx_root", &self.tx_root(height)).map_err(storage)?,
-            miner: address.to_string(),
-        };
+            &parent_hash,
+            now_secs().max(parent_time + 1),
+            self.next_difficulty()?,
+            &self.tx_root(height),
+            address,
+        )
+        .map_err(storage)?;
         let input = header.pow_input(&self.config.params).map_err(storage)?;
         Ok(BlockTemplate {
             chain_id: header.chain_id.clone(),
@@ -221,15 +222,17 @@ impl DevnetChain {
         if block.timestamp <= parent_time || block.timestamp > now_secs() + 120 {
             return reject("bad_timestamp");
         }
-        let header = visionx::BlockHeader {
-            chain_id: self.config.chain_id.clone(),
+        // Both hashes parsed in the checks above.
+        let header = visionx::BlockHeader::from_hex_fields(
+            &self.config.chain_id,
             height,
-            parent_hash: parent.map_err(storage)?,
-            timestamp: block.timestamp,
-            difficulty: block.difficulty,
-            tx_root: visionx::parse_hash32("tx_root", &block.tx_root).map_err(storage)?,
-            miner: block.miner.clone(),
-        };
+            &block.parent_hash,
+            block.timestamp,
+            block.difficulty,
+            &block.tx_root,
+            &block.miner,
+        )
+        .map_err(storage)?;
         let input = header.pow_input(&self.config.params).map_err(storage)?;
         let digest = FastEngine::new().hash(&input, block.nonce);
         if !digest.meets_difficulty(block.difficulty) {

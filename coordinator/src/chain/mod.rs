@@ -31,15 +31,16 @@ pub struct BlockTemplate {
 
 impl BlockTemplate {
     pub fn header(&self) -> Result<BlockHeader, visionx::Error> {
-        Ok(BlockHeader {
-            chain_id: self.chain_id.clone(),
-            height: self.height,
-            parent_hash: visionx::parse_hash32("parent_hash", &self.parent_hash)?,
-            timestamp: self.timestamp,
-            difficulty: self.difficulty,
-            tx_root: visionx::parse_hash32("tx_root", &self.tx_root)?,
-            miner: self.miner.clone(),
-        })
+        let t = self;
+        BlockHeader::from_hex_fields(
+            &t.chain_id,
+            t.height,
+            &t.parent_hash,
+            t.timestamp,
+            t.difficulty,
+            &t.tx_root,
+            &t.miner,
+        )
     }
 
     pub fn pow_input(&self) -> Result<PowInput, visionx::Error> {

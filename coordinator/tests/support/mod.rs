@@ -140,9 +140,8 @@ impl Job {
 
     pub fn input(&self) -> PowInput {
         let params = serde_json::from_value(self.0["params"].clone()).unwrap();
-        let seed = visionx::parse_hash32("epoch_seed", self.0["epoch_seed"].as_str().unwrap()).unwrap();
-        let message = hex::decode(self.0["pow_message"].as_str().unwrap()).unwrap();
-        PowInput::new(seed, self.0["epoch"].as_u64().unwrap(), message, params).unwrap()
+        let (seed, message) = (self.0["epoch_seed"].as_str().unwrap(), self.0["pow_message"].as_str().unwrap());
+        PowInput::from_hex(seed, self.0["epoch"].as_u64().unwrap(), message, params).unwrap()
     }
 
     /// The digest of `nonce`, computed here as an honest miner would.

@@ -65,9 +65,8 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 fn work_from_job(job: &PoolJob, pool: usize) -> Result<Work, String> {
-    let seed = visionx::parse_hash32("epoch_seed", &job.epoch_seed).map_err(|e| e.to_string())?;
-    let message = hex::decode(&job.pow_message).map_err(|e| format!("pow_message: {e}"))?;
-    let input = PowInput::new(seed, job.epoch, message, job.params).map_err(|e| e.to_string())?;
+    let input =
+        PowInput::from_hex(&job.epoch_seed, job.epoch, &job.pow_message, job.params).map_err(|e| e.to_string())?;
     Ok(Work {
         id: job.job_id.clone(),
         height: job.height,
@@ -468,9 +467,8 @@ pub async fn run_solo(
 }
 
 fn solo_work(template: &Template, id: &str) -> Result<Work, String> {
-    let seed = visionx::parse_hash32("epoch_seed", &template.epoch_seed).map_err(|e| e.to_string())?;
-    let message = hex::decode(&template.pow_message).map_err(|e| format!("pow_message: {e}"))?;
-    let input = PowInput::new(seed, template.epoch, message, template.params).map_err(|e| e.to_string())?;
+    let t = template;
+    let input = PowInput::from_hex(&t.epoch_seed, t.epoch, &t.pow_message, t.params).map_err(|e| e.to_string())?;
     Ok(Work {
         id: id.to_string(),
         height: template.height,
