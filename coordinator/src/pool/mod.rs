@@ -541,16 +541,8 @@ impl Pool {
         }
     }
 
-    fn banned_error(until: u64) -> ApiError {
-        let secs = until.saturating_sub(now_ms()).div_ceil(1000);
-        ApiError::retry_later(StatusCode::FORBIDDEN, "banned", format!("worker banned for {secs} more seconds"), secs)
-    }
-
-    // --- jobs --------------------------------------------------------------
-
-    /// A job for `worker_id`; with `wait`, waits up to that long for a
-    /// template newer than the worker's last job before answering.
-    pub async fn job(&self, worker_id: &str, wait: Option<Duration>) -> Result<JobResponse, ApiError> {
+    /// Whether `worker_id` may work now: the pool runs and the worker is not banned.
+    fn admit(&self, worker_id: &str) -> Result<(), ApiError> {
         if !self.running.load(Ordering::Relaxed) {
             return Err(ApiError::retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -560,8 +552,19 @@ impl Pool {
             ));
         }
         if let Some(until) = self.banned_until(worker_id)? {
-            return Err(Self::banned_error(until));
+            let secs = until.saturating_sub(now_ms()).div_ceil(1000);
+            let message = format!("worker banned for {secs} more seconds");
+            return Err(ApiError::retry_later(StatusCode::FORBIDDEN, "banned", message, secs));
         }
+        Ok(())
+    }
+
+    // --- jobs --------------------------------------------------------------
+
+    /// A job for `worker_id`; with `wait`, waits up to that long for a
+    /// template newer than the worker's last job before answering.
+    pub async fn job(&self, worker_id: &str, wait: Option<Duration>) -> Result<JobResponse, ApiError> {
+        self.admit(worker_id)?;
         if let Some(wait) = wait.map(|w| w.min(self.config.max_job_wait)) {
             let seen = self.workers.lock().expect("workers lock").get(worker_id).map_or(0, |w| w.last_template_version);
             let mut versions = self.jobs.subscribe();
@@ -631,17 +634,7 @@ impl Pool {
     /// Judges a share: cheap checks first, then recomputation off the
     /// runtime, then a durable append before the answer.
     pub async fn submit_share(&self, worker_id: &str, request: ShareRequest) -> Result<ShareResponse, ApiError> {
-        if !self.running.load(Ordering::Relaxed) {
-            return Err(ApiError::retry_later(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "pool_stopped",
-                "the pool is stopped",
-                5,
-            ));
-        }
-        if let Some(until) = self.banned_until(worker_id)? {
-            return Err(Self::banned_error(until));
-        }
+        self.admit(worker_id)?;
         let now = now_ms();
         let current_difficulty = {
             let mut workers = self.workers.lock().expect("workers lock");
