@@ -22,19 +22,36 @@ pub struct SledStore {
     jobs: sled::Tree,
     /// template id -> (height BE ++ template JSON).
     templates: sled::Tree,
+    /// Read once at open: it keys every share, so it must not cost a read per share.
+    secret: [u8; 32],
+}
+
+/// The pool's secret, created on first open (kept across restarts).
+fn load_or_create_secret(db: &sled::Db, meta: &sled::Tree) -> Result<[u8; 32], StoreError> {
+    if meta.get("secret")?.is_none() {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| StoreError::Backend(format!("no OS randomness: {e}")))?;
+        // Another opener may have raced us: keep whichever landed first.
+        let _ = meta.compare_and_swap("secret", None as Option<&[u8]>, Some(&fresh[..]))?;
+        db.flush()?;
+    }
+    let stored = meta.get("secret")?.ok_or_else(|| StoreError::Backend("pool secret vanished".into()))?;
+    stored.as_ref().try_into().map_err(|_| StoreError::Corrupt { tree: "pool_meta", message: "secret".into() })
 }
 
 impl SledStore {
     /// Opens (or creates) the pool's trees in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        let meta = db.open_tree("pool_meta")?;
         Ok(SledStore {
+            secret: load_or_create_secret(db, &meta)?,
             db: db.clone(),
             workers: db.open_tree("pool_workers")?,
             shares: db.open_tree("pool_shares")?,
             share_keys: db.open_tree("pool_share_keys")?,
             bans: db.open_tree("pool_bans")?,
             blocks: db.open_tree("pool_found_blocks")?,
-            meta: db.open_tree("pool_meta")?,
+            meta,
             jobs: db.open_tree("pool_jobs")?,
             templates: db.open_tree("pool_templates")?,
         })
@@ -45,13 +62,13 @@ impl SledStore {
         Self::open(&sled::open(path)?)
     }
 
-    fn share_key(&self, template_id: &str, nonce: u64) -> Result<[u8; 32], StoreError> {
-        let mut hasher = blake3::Hasher::new_keyed(&self.secret()?);
+    fn share_key(&self, template_id: &str, nonce: u64) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.secret);
         hasher.update(b"share");
         hasher.update(template_id.as_bytes());
         hasher.update(&[0]);
         hasher.update(&nonce.to_le_bytes());
-        Ok(*hasher.finalize().as_bytes())
+        *hasher.finalize().as_bytes()
     }
 }
 
@@ -74,7 +91,7 @@ impl PoolStore for SledStore {
     }
 
     fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
-        let key = self.share_key(&share.template_id, share.nonce)?;
+        let key = self.share_key(&share.template_id, share.nonce);
         let seq = self.db.generate_id()?;
         let value = encode(share);
         let result = (&self.shares, &self.share_keys).transaction(|(shares, keys)| {
@@ -93,7 +110,7 @@ impl PoolStore for SledStore {
     }
 
     fn is_duplicate(&self, template_id: &str, nonce: u64) -> Result<bool, StoreError> {
-        Ok(self.share_keys.contains_key(self.share_key(template_id, nonce)?)?)
+        Ok(self.share_keys.contains_key(self.share_key(template_id, nonce))?)
     }
 
     fn put_template(&self, template_id: &str, template: &BlockTemplate) -> Result<(), StoreError> {
@@ -204,18 +221,7 @@ impl PoolStore for SledStore {
     }
 
     fn secret(&self) -> Result<[u8; 32], StoreError> {
-        if let Some(v) = self.meta.get("secret")? {
-            return v
-                .as_ref()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt { tree: "pool_meta", message: "secret".into() });
-        }
-        let mut fresh = [0u8; 32];
-        getrandom::fill(&mut fresh).map_err(|e| StoreError::Backend(format!("no OS randomness: {e}")))?;
-        // Another thread may have raced us: keep whichever landed first.
-        let _ = self.meta.compare_and_swap("secret", None as Option<&[u8]>, Some(&fresh[..]))?;
-        self.db.flush()?;
-        self.secret()
+        Ok(self.secret)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
