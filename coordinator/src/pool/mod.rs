@@ -436,7 +436,7 @@ impl Pool {
                 "worker_name and version are at most 64 printable characters",
             ));
         }
-        let existing = self.store.workers()?.into_iter().find(|w| w.worker_id == request.worker_id);
+        let existing = self.store.worker(&request.worker_id)?;
         if let Some(existing) = &existing {
             if existing.wallet_address != request.wallet_address {
                 return Err(ApiError::new(
@@ -489,12 +489,7 @@ impl Pool {
         }
         let record = match record {
             Some(r) => r,
-            None => self
-                .store
-                .workers()?
-                .into_iter()
-                .find(|w| w.worker_id == worker_id)
-                .ok_or_else(|| ApiError::unauthorized("unknown worker"))?,
+            None => self.store.worker(worker_id)?.ok_or_else(|| ApiError::unauthorized("unknown worker"))?,
         };
         let vardiff_config = self.vardiff_config();
         workers.insert(

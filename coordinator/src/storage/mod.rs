@@ -108,6 +108,7 @@ pub enum AppendOutcome {
 pub trait PoolStore: Send + Sync + 'static {
     fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError>;
     fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+    fn worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>, StoreError>;
 
     /// Appends an accepted share unless its (template, nonce) key exists, atomically.
     fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError>;

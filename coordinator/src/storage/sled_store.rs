@@ -90,6 +90,10 @@ impl PoolStore for SledStore {
         self.workers.iter().values().map(|v| decode("pool_workers", &v?)).collect()
     }
 
+    fn worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>, StoreError> {
+        self.workers.get(worker_id.as_bytes())?.map(|v| decode("pool_workers", &v)).transpose()
+    }
+
     fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
         let key = self.share_key(&share.template_id, share.nonce);
         let seq = self.db.generate_id()?;
@@ -272,6 +276,22 @@ mod tests {
         assert!(store.is_duplicate("t-j1", 2).unwrap());
         assert!(!store.is_duplicate("t-j2", 2).unwrap());
         assert_eq!(store.share_count().unwrap(), 3);
+    }
+
+    #[test]
+    fn workers_are_found_by_id() {
+        let (store, _db) = temp_store();
+        let worker = WorkerRecord {
+            worker_id: "rig".into(),
+            wallet_address: "land1w".into(),
+            worker_name: None,
+            version: None,
+            token: "t".into(),
+            registered_at_ms: 5,
+        };
+        store.put_worker(&worker).unwrap();
+        assert_eq!(store.worker("rig").unwrap(), Some(worker));
+        assert_eq!(store.worker("other").unwrap(), None);
     }
 
     #[test]
