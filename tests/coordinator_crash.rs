@@ -97,19 +97,20 @@ async fn sigkill_loses_no_acknowledged_share_and_credits_none_twice() {
     assert!(distinct.iter().all(|n| shares.iter().any(|(s, _)| s == n)));
 
     // The pool comes back on the same data and still knows the old job:
-    // everything credited is a duplicate, everything else is accepted now.
+    // everything credited is answered as credited already, everything else is
+    // accepted now.
     let (mut child, url) = start(&data_dir);
     for (nonce, digest) in &shares {
         let share = json!({"job_id": job_id, "nonce": nonce, "digest": digest});
         let answer = post_json(&http, &format!("{url}/pool/share"), Some(&token), &share).await;
         if distinct.contains(nonce) {
-            assert_eq!(answer["reason"], "duplicate", "credited before the crash: {answer}");
+            assert_eq!(answer["reason"], "already_credited", "credited before the crash: {answer}");
         } else {
             assert_eq!(answer["accepted"], true, "not credited before the crash: {answer}");
         }
     }
     let again = post_json(&http, &format!("{url}/pool/register"), None, &registration).await;
-    assert_eq!(again["worker_token"], registered["worker_token"]);
+    assert_ne!(again["worker_token"], registered["worker_token"], "a new registration is a new session");
     let job2: Value =
         http.get(format!("{url}/pool/job")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_ne!(job2["job_id"], job["job_id"], "job ids never repeat across restarts");
@@ -127,7 +128,7 @@ async fn sigkill_loses_no_acknowledged_share_and_credits_none_twice() {
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM must stop the coordinator cleanly: {status:?}");
     let store = SledStore::open_path(&data_dir.join("db")).unwrap();
-    assert_eq!(store.share_count().unwrap(), shares.len() as u64 + 1);
+    assert_eq!(store.ledger_len(), shares.len() as u64 + 1);
     drop(store);
     let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -290,8 +290,8 @@ async fn the_miner_honours_retry_after_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn solo_mining_finds_a_block_on_the_devnet() {
-    let node = Pool::start(&fresh_dir("m-solo"), free_port(), &["--devnet-difficulty", "100"]);
-    let miner = Miner::start(&["--solo", &node.url, "--wallet", "land1solo"]);
+    let node = Pool::start(&fresh_dir("m-solo"), free_port(), &["--devnet-difficulty", "100", "--node-token", "n0de"]);
+    let miner = Miner::start(&["--solo", &node.url, "--wallet", "land1solo", "--node-token", "n0de"]);
     let block =
         wait_for(&format!("{}/node/block/0", node.url), MINUTE, "a solo block", |b| b["miner"] == "land1solo").await;
     assert_eq!(block["height"], 0);

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::chain::ChainError;
+use crate::pool::PoolError;
 use crate::storage::StoreError;
 
 #[derive(Debug, Clone)]
@@ -95,8 +96,37 @@ impl From<ChainError> for ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// The data directory failed: nothing was acknowledged, come back later.
     fn from(err: StoreError) -> Self {
-        ApiError::internal(err)
+        tracing::error!("storage failure: {err}");
+        ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the pool's storage failed", 5)
+    }
+}
+
+/// The pool's one status table.
+impl From<PoolError> for ApiError {
+    fn from(err: PoolError) -> Self {
+        let message = err.to_string();
+        match err {
+            PoolError::Stopped => ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "pool_stopped", message, 5),
+            PoolError::Banned { secs } => ApiError::retry_later(StatusCode::FORBIDDEN, "banned", message, secs),
+            PoolError::RateLimited { retry_after_secs, .. } => {
+                ApiError::retry_later(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message, retry_after_secs)
+            }
+            PoolError::VerifyQueueFull => ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", message, 1),
+            PoolError::TemplateRefused(_) => {
+                ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "bad_template", message, 5)
+            }
+            PoolError::NoTemplate => ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "no_template", message, 1),
+            PoolError::JobLimit => ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "job_limit", message, 5),
+            PoolError::Unauthorized(_) => ApiError::unauthorized(message),
+            PoolError::BadField { reason, .. } => ApiError::bad_request(reason, message),
+            PoolError::WorkerIdTaken => ApiError::new(StatusCode::CONFLICT, "worker_id_taken", message),
+            PoolError::NotFound(_) => ApiError::not_found("not_found", message),
+            PoolError::Chain(err) => err.into(),
+            PoolError::Store(err) => err.into(),
+            PoolError::Internal(_) => ApiError::internal(message),
+        }
     }
 }
 

@@ -25,9 +25,28 @@ pub struct Settings {
     /// Bearer token for the admin routes; without one they are off.
     #[arg(long, env = "VISION_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Bearer token for the embedded devnet's write routes (/node/submit,
+    /// /node/transfer); the admin token works too. Without either they are off.
+    #[arg(long, env = "VISION_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<String>,
     /// Use the node API at this URL instead of the embedded devnet chain.
     #[arg(long, env = "VISION_UPSTREAM")]
     pub upstream: Option<String>,
+    /// Bearer token the upstream node wants for submissions and transfers.
+    #[arg(long, env = "VISION_UPSTREAM_TOKEN", hide_env_values = true)]
+    pub upstream_token: Option<String>,
+    /// Open HTTP connections at most; more wait to be accepted [default: 4096].
+    #[arg(long, env = "VISION_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers [default: 10].
+    #[arg(long, env = "VISION_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Seconds a request may take, long-poll wait excluded [default: 30].
+    #[arg(long, env = "VISION_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// Long-polls waiting at once; past it, job requests answer at once [default: 1024].
+    #[arg(long, env = "VISION_MAX_LONG_POLLS")]
+    pub max_long_polls: Option<usize>,
     /// The embedded devnet's chain id [default: devnet].
     #[arg(long, env = "VISION_CHAIN_ID")]
     pub chain_id: Option<String>,
@@ -70,6 +89,13 @@ pub struct Settings {
     /// Registrations per second per IP address [default: 5].
     #[arg(long, env = "VISION_REGISTRATIONS_PER_SEC")]
     pub registrations_per_sec: Option<f64>,
+    /// Share verifications per second that the not-yet-proven sessions of
+    /// one source address may cost together (burst 10x) [default: 2].
+    #[arg(long, env = "VISION_UNPROVEN_VERIFICATIONS_PER_SEC")]
+    pub unproven_verifications_per_sec: Option<f64>,
+    /// Invalid shares that ban a session with no accepted share yet [default: 5].
+    #[arg(long, env = "VISION_UNPROVEN_INVALID_LIMIT")]
+    pub unproven_invalid_limit: Option<u64>,
     /// Shares a worker must have sent before the invalid ratio can ban it [default: 100].
     #[arg(long, env = "VISION_BAN_MIN_SHARES")]
     pub ban_min_shares: Option<u64>,
@@ -82,6 +108,9 @@ pub struct Settings {
     /// Seconds without requests before a worker leaves the active set [default: 600].
     #[arg(long, env = "VISION_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
+    /// Days before an unused session's credential is forgotten [default: 7].
+    #[arg(long, env = "VISION_SESSION_TTL_DAYS")]
+    pub session_ttl_days: Option<u64>,
     /// Share verification threads [default: one per core].
     #[arg(long, env = "VISION_VERIFY_THREADS")]
     pub verify_threads: Option<usize>,
@@ -100,13 +129,24 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// HTTP connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
     pub bind: String,
     pub admin_token: Option<String>,
+    pub node_token: Option<String>,
     pub upstream: Option<String>,
+    pub upstream_token: Option<String>,
+    pub limits: ConnectionLimits,
     pub devnet: DevnetConfig,
     pub pool: PoolConfig,
     pub settings: PoolSettings,
@@ -129,7 +169,13 @@ impl Settings {
             data_dir,
             bind,
             admin_token,
+            node_token,
             upstream,
+            upstream_token,
+            max_connections,
+            header_timeout,
+            request_timeout,
+            max_long_polls,
             chain_id,
             devnet_difficulty,
             block_time,
@@ -144,10 +190,13 @@ impl Settings {
             target_share_seconds,
             shares_per_sec,
             registrations_per_sec,
+            unproven_verifications_per_sec,
+            unproven_invalid_limit,
             ban_min_shares,
             ban_invalid_ratio,
             ban_seconds,
             idle_timeout,
+            session_ttl_days,
             verify_threads,
             verify_queue
         )
@@ -183,11 +232,31 @@ impl Settings {
         };
         let pool_address = self.pool_address.unwrap_or(pool_defaults.pool_address.clone());
         let shares_per_sec = positive("shares-per-sec", self.shares_per_sec.unwrap_or(pool_defaults.shares_per_sec))?;
+        let unproven_per_sec = positive(
+            "unproven-verifications-per-sec",
+            self.unproven_verifications_per_sec.unwrap_or(pool_defaults.unproven_verifications_per_sec),
+        )?;
+        let nonzero = |name: &str, v: u64| {
+            if v > 0 {
+                Ok(v)
+            } else {
+                Err(ConfigError::Invalid(format!("--{name} must be at least 1")))
+            }
+        };
+        let limits = ConnectionLimits {
+            max_connections: nonzero("max-connections", self.max_connections.unwrap_or(4096) as u64)? as usize,
+            header_timeout: Duration::from_secs(nonzero("header-timeout", self.header_timeout.unwrap_or(10))?),
+            request_timeout: Duration::from_secs(nonzero("request-timeout", self.request_timeout.unwrap_or(30))?),
+        };
+        let non_empty = |t: Option<String>| t.filter(|t| !t.is_empty());
         Ok(CoordinatorConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./vision-data")),
             bind: self.bind.unwrap_or_else(|| "127.0.0.1:7072".into()),
-            admin_token: self.admin_token.filter(|t| !t.is_empty()),
+            admin_token: non_empty(self.admin_token),
+            node_token: non_empty(self.node_token),
             upstream: self.upstream,
+            upstream_token: non_empty(self.upstream_token),
+            limits,
             devnet: DevnetConfig {
                 chain_id: self.chain_id.unwrap_or(devnet_defaults.chain_id),
                 start_difficulty: self.devnet_difficulty.unwrap_or(devnet_defaults.start_difficulty).max(1),
@@ -206,10 +275,20 @@ impl Settings {
                     "registrations-per-sec",
                     self.registrations_per_sec.unwrap_or(pool_defaults.registrations_per_sec),
                 )?,
+                unproven_verifications_per_sec: unproven_per_sec,
+                unproven_verification_burst: unproven_per_sec * 10.0,
+                unproven_invalid_limit: self
+                    .unproven_invalid_limit
+                    .unwrap_or(pool_defaults.unproven_invalid_limit)
+                    .max(1),
                 ban_min_shares: self.ban_min_shares.unwrap_or(pool_defaults.ban_min_shares),
                 ban_invalid_ratio: ratio,
                 ban_duration: self.ban_seconds.map_or(pool_defaults.ban_duration, Duration::from_secs),
                 idle_timeout: self.idle_timeout.map_or(pool_defaults.idle_timeout, Duration::from_secs),
+                session_ttl: self
+                    .session_ttl_days
+                    .map_or(pool_defaults.session_ttl, |days| Duration::from_secs(days.max(1) * 86_400)),
+                max_long_polls: self.max_long_polls.unwrap_or(pool_defaults.max_long_polls).max(1),
                 verify_threads: self.verify_threads.unwrap_or(pool_defaults.verify_threads).max(1),
                 verify_queue: self.verify_queue.unwrap_or(pool_defaults.verify_queue).max(1),
                 ..pool_defaults

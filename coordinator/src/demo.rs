@@ -87,7 +87,7 @@ pub async fn run(options: DemoOptions, shutdown: impl std::future::Future<Output
     let report = async {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            let stats = pool.stats();
+            let stats = pool.stats(crate::pool::now_ms());
             println!(
                 "[pool] height {} | blocks found {} | workers online {} | effective {:.1} H/s over {} shares (10 min) | miner reports {:.1} H/s",
                 stats.height.unwrap_or(0),

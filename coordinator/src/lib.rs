@@ -9,23 +9,24 @@
 //! - [`server`]: assembles storage, chain, pool and router; serves until shutdown.
 //! - [`config`]: flags, env vars and TOML, resolved into one config.
 //! - [`demo`]: `vision-coordinator demo`, a pool plus a miner on one machine.
-//! - [`pool`]: workers, jobs, share judgement, vardiff, bans, stats; its
-//!   HTTP routes in [`pool::api`].
-//! - [`share_verifier`]: batched recomputation of claimed shares.
+//! - [`pool`]: sessions, jobs, share judgement (with its batched
+//!   recomputation), found blocks, vardiff, bans, stats; its HTTP routes in
+//!   [`pool::api`].
 //! - [`chain`]: the embedded devnet and the upstream node client, and the
-//!   node API the devnet serves.
+//!   node API the devnet serves (writes need the node or admin token).
 //! - [`storage`]: the [`storage::PoolStore`] trait and its sled implementation.
 //! - [`api_error`]: the single mapping of errors to HTTP status and JSON.
+//! - `bearer_auth`: reading and comparing bearer credentials.
 //!
 //! **Architecture invariant:** the coordinator never trusts a digest a
 //! worker sends; every verdict comes from its own recomputation, which never
 //! runs on an async runtime thread.
 
 pub mod api_error;
+mod bearer_auth;
 pub mod chain;
 pub mod config;
 pub mod demo;
 pub mod pool;
 pub mod server;
-pub mod share_verifier;
 pub mod storage;

@@ -1,26 +1,38 @@
 //! Assembles the coordinator: storage, chain, pool, HTTP router and the
 //! background tasks, and serves it until a shutdown signal.
+//!
+//! The accept loop is our own (hyper with tokio) rather than `axum::serve`,
+//! for the limits a public server needs: at most `max_connections` open
+//! connections (more wait in the kernel's backlog), a header-read timeout
+//! (a client that trickles bytes is dropped), and a per-request timeout
+//! (the pool routes add it; a long-poll keeps its own wait bound).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::Service as _;
 
 use crate::api_error::{method_not_allowed, route_not_found};
 use crate::chain::devnet::DevnetChain;
 use crate::chain::upstream::UpstreamNode;
 use crate::chain::{node_api, Chain};
-use crate::config::CoordinatorConfig;
+use crate::config::{ConnectionLimits, CoordinatorConfig};
 use crate::pool::api::{self, PoolApiState};
-use crate::pool::Pool;
+use crate::pool::{now_ms, Pool};
 use crate::storage::{PoolStore, SledStore};
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a graceful stop waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -37,6 +49,7 @@ pub struct Coordinator {
     pub pool: Arc<Pool>,
     pub devnet: Option<Arc<DevnetChain>>,
     router: Router,
+    limits: ConnectionLimits,
 }
 
 impl Coordinator {
@@ -50,7 +63,11 @@ impl Coordinator {
         let store: Arc<dyn PoolStore> = Arc::new(SledStore::open(&db).map_err(|e| storage_error(&e))?);
 
         let (chain, devnet) = match &config.upstream {
-            Some(url) => (Chain::Upstream(UpstreamNode::new(url).map_err(|e| StartError::Chain(e.to_string()))?), None),
+            Some(url) => {
+                let node = UpstreamNode::new(url, config.upstream_token.clone())
+                    .map_err(|e| StartError::Chain(e.to_string()))?;
+                (Chain::Upstream(node), None)
+            }
             None => {
                 let devnet = Arc::new(
                     DevnetChain::open(&db, config.devnet.clone()).map_err(|e| StartError::Chain(e.to_string()))?,
@@ -59,23 +76,32 @@ impl Coordinator {
             }
         };
         let pool = Pool::new(config.pool.clone(), config.settings.clone(), store, chain, config.block_time_secs)
-            .map_err(|e| StartError::Pool(e.message))?;
+            .map_err(|e| StartError::Pool(e.to_string()))?;
         if let Err(err) = pool.refresh_template().await {
             // An upstream node may come up later; the refresher keeps trying.
-            tracing::warn!("no block template yet: {}", err.message);
+            tracing::warn!("no block template yet: {err}");
         }
 
-        let state = PoolApiState { pool: pool.clone(), admin_token: config.admin_token.as_deref().map(Arc::from) };
-        let mut router = api::router(state);
+        let admin_token: Option<Arc<str>> = config.admin_token.as_deref().map(Arc::from);
+        let state = PoolApiState { pool: pool.clone(), admin_token: admin_token.clone() };
+        let mut router = api::router(state, config.limits.request_timeout);
         if let Some(devnet) = &devnet {
-            router = router.merge(node_api::router(devnet.clone()));
+            let writers: Vec<Arc<str>> =
+                config.node_token.as_deref().map(Arc::from).into_iter().chain(admin_token).collect();
+            let node = node_api::router(devnet.clone(), writers).route_layer(
+                tower_http::timeout::TimeoutLayer::with_status_code(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    config.limits.request_timeout,
+                ),
+            );
+            router = router.merge(node);
         }
         let router = router
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(tower_http::trace::TraceLayer::new_for_http());
-        Ok(Coordinator { pool, devnet, router })
+        Ok(Coordinator { pool, devnet, router, limits: config.limits })
     }
 
     /// The HTTP application (for in-process tests without a socket).
@@ -83,24 +109,73 @@ impl Coordinator {
         self.router.clone()
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then makes all state durable.
+    /// Serves on `listener` until `shutdown` resolves, then lets requests in
+    /// flight finish (for a while) and makes all state durable.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let tasks = self.spawn_background_tasks();
-        let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        match self.pool.resume_block_submissions() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("resuming {n} block submissions left unsettled by the last run"),
+            Err(err) => tracing::error!("cannot read found blocks: {err}"),
+        }
+        let connections = Arc::new(Semaphore::new(self.limits.max_connections));
+        let graceful = GracefulShutdown::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout);
+        tokio::pin!(shutdown);
+        loop {
+            // Take a connection slot before accepting: past the limit,
+            // clients wait in the listen backlog instead of costing memory.
+            let permit = tokio::select! {
+                permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: pause, do not spin.
+                        tracing::warn!("accept failed: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let router = self.router.clone();
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                let mut router = router.clone();
+                async move { router.call(request).await }
+            });
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                let _slot = permit;
+                if let Err(err) = connection.await {
+                    tracing::debug!("connection from {peer} ended: {err}");
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+            tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
+        }
         for task in tasks {
             task.abort();
             // Wait for the task to be dropped, so nothing holds the pool (and its store).
             let _ = task.await;
         }
-        if let Err(err) = self.pool.flush() {
-            tracing::error!("flushing state at shutdown failed: {}", err.message);
+        let pool = self.pool.clone();
+        let flushed = tokio::task::spawn_blocking(move || pool.flush()).await;
+        if let Ok(Err(err)) = flushed {
+            tracing::error!("flushing state at shutdown failed: {err}");
         }
-        result
+        Ok(())
     }
 
     fn spawn_background_tasks(&self) -> Vec<tokio::task::JoinHandle<()>> {
@@ -108,21 +183,18 @@ impl Coordinator {
         let pool = self.pool.clone();
         let devnet_tip = self.devnet.as_ref().map(|d| d.subscribe());
         tasks.push(tokio::spawn(async move {
+            let mut failing = false;
             match devnet_tip {
-                // Embedded chain: a new template the moment a block lands.
+                // Embedded chain: a new template the moment the tip changes.
                 Some(mut tip) => loop {
-                    if let Err(err) = pool.refresh_template().await {
-                        tracing::warn!("template refresh failed: {}", err.message);
-                    }
+                    refresh_logged(&pool, &mut failing).await;
                     if tip.changed().await.is_err() {
                         return;
                     }
                 },
                 // Upstream: poll, so blocks found elsewhere switch jobs within a second.
                 None => loop {
-                    if let Err(err) = pool.refresh_template().await {
-                        tracing::warn!("template refresh failed: {}", err.message);
-                    }
+                    refresh_logged(&pool, &mut failing).await;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 },
             }
@@ -131,13 +203,32 @@ impl Coordinator {
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(30)).await;
-                let pruned = pool.prune_idle();
-                if pruned > 0 {
-                    tracing::info!("pruned {pruned} idle workers from the active set");
+                let pool = pool.clone();
+                // Prunes sled trees: off the runtime.
+                let done = tokio::task::spawn_blocking(move || pool.housekeeping(now_ms())).await;
+                if let Ok(Err(err)) = done {
+                    tracing::warn!("housekeeping failed: {err}");
                 }
             }
         }));
         tasks
+    }
+}
+
+/// Refreshes the template, logging when refreshes start and stop failing
+/// (not every failed attempt).
+async fn refresh_logged(pool: &Pool, failing: &mut bool) {
+    match pool.refresh_template().await {
+        Ok(_) if *failing => {
+            *failing = false;
+            tracing::info!("block templates are back");
+        }
+        Ok(_) => {}
+        Err(err) if !*failing => {
+            *failing = true;
+            tracing::warn!("template refresh failed (retrying): {err}");
+        }
+        Err(_) => {}
     }
 }
 

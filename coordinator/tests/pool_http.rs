@@ -19,8 +19,9 @@ async fn body(response: reqwest::Response) -> (StatusCode, Value) {
 async fn register_job_and_shares_are_judged_by_recomputation() {
     let pool = TestPool::start(settings("flow")).await;
     let token = pool.register("rig-1", "land1qexample").await;
-    // Re-registering the same worker with the same wallet is idempotent.
-    assert_eq!(pool.register("rig-1", "land1qexample").await, token);
+    // Re-registering the same worker with the same wallet opens another session.
+    let second = pool.register("rig-1", "land1qexample").await;
+    assert_ne!(second, token, "every registration gets a fresh credential");
     let (status, conflict) =
         body(pool.post("/pool/register", &json!({"worker_id": "rig-1", "wallet_address": "other"})).await).await;
     assert_eq!((status, conflict["error"].as_str()), (StatusCode::CONFLICT, Some("worker_id_taken")));
@@ -51,7 +52,10 @@ async fn register_job_and_shares_are_judged_by_recomputation() {
     assert_eq!(accepted["is_block"], false);
 
     let reason = |v: &Value| v["reason"].as_str().map(str::to_string);
-    assert_eq!(reason(&pool.share(&token, &job, nonce, &digest).await.1).as_deref(), Some("duplicate"));
+    // A resubmission of a credited share (a client that timed out) is
+    // answered as accepted, and credited once.
+    let (_, again) = pool.share(&token, &job, nonce, &digest).await;
+    assert_eq!((again["accepted"].as_bool(), reason(&again).as_deref()), (Some(true), Some("already_credited")));
     let mut forged = digest.clone().into_bytes();
     forged[63] = if forged[63] == b'0' { b'1' } else { b'0' };
     let forged = String::from_utf8(forged).unwrap();
@@ -83,7 +87,8 @@ async fn register_job_and_shares_are_judged_by_recomputation() {
     let (_, stats) = body(pool.get("/pool/stats").await).await;
     let rig = stats["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == "rig-1").unwrap().clone();
     assert_eq!(rig["shares"]["accepted"], 1);
-    assert_eq!(rig["shares"]["duplicate"], 1);
+    assert_eq!(rig["shares"]["duplicate"], 0);
+    assert_eq!(rig["sessions"], 2);
     assert_eq!(rig["shares"]["rejected"], 4);
     assert_eq!(rig["hashrate"]["reported"], 123.5);
     assert_eq!(rig["hashrate"]["shares_10m"], 1);
@@ -283,7 +288,7 @@ async fn idle_workers_leave_the_active_set_but_keep_their_shares() {
     assert_eq!(pool.share(&token, &job, nonce, &job.digest(nonce)).await.1["accepted"], true);
     assert_eq!(body(pool.get("/pool/stats").await).await.1["workers_active"], 1);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(pool.pool.as_ref().unwrap().prune_idle(), 1);
+    assert_eq!(pool.pool.as_ref().unwrap().prune_idle(vision_coordinator::pool::now_ms()), 1);
     let (_, stats) = body(pool.get("/pool/stats").await).await;
     assert_eq!(stats["workers_active"], 0);
     let (_, metrics) = body(pool.get("/pool/metrics").await).await;
@@ -301,7 +306,8 @@ async fn a_worker_sending_invalid_shares_is_banned_persistently_and_can_be_unban
     let pool = TestPool::start(config.clone()).await;
     let token = pool.register("cheater", "land1bad").await;
     let job = pool.job(&token).await;
-    for i in 0..10 {
+    // A session with no valid work yet is banned after 5 invalid shares.
+    for i in 0..5 {
         let (status, _) = pool.share(&token, &job, job.nonce_start() + i, &"00".repeat(32)).await;
         assert_eq!(status, StatusCode::OK);
     }
@@ -360,9 +366,13 @@ async fn admin_routes_need_the_token_and_are_off_without_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_pay_once_per_idempotency_key() {
-    let pool =
-        TestPool::start(Settings { devnet_difficulty: Some(1), coinbase_maturity: Some(0), ..settings("transfer") })
-            .await;
+    let pool = TestPool::start(Settings {
+        devnet_difficulty: Some(1),
+        coinbase_maturity: Some(0),
+        node_token: Some("n0de".into()),
+        ..settings("transfer")
+    })
+    .await;
     let token = pool.register("rig", "land1x").await;
     for _ in 0..2 {
         let job = pool.job(&token).await;
@@ -376,9 +386,9 @@ async fn transfers_pay_once_per_idempotency_key() {
         "outputs": [{"address": "land1alice", "amount": 30}, {"address": "land1bob", "amount": 12}],
         "idempotency_key": "payout-1",
     });
-    let (status, first) = body(pool.post("/node/transfer", &transfer).await).await;
+    let (status, first) = body(pool.post_auth("/node/transfer", "n0de", &transfer).await).await;
     assert_eq!((status, first["replayed"].as_bool(), first["total"].as_u64()), (StatusCode::OK, Some(false), Some(42)));
-    let (status, again) = body(pool.post("/node/transfer", &transfer).await).await;
+    let (status, again) = body(pool.post_auth("/node/transfer", "n0de", &transfer).await).await;
     assert_eq!((status, again["replayed"].as_bool()), (StatusCode::OK, Some(true)));
     assert_eq!(again["transfer_id"], first["transfer_id"]);
     let (_, after) = body(pool.get("/node/balance/vision-pool").await).await;
@@ -387,21 +397,24 @@ async fn transfers_pay_once_per_idempotency_key() {
     assert_eq!(alice["spendable"], 30);
 
     let reused = json!({"from": "vision-pool", "outputs": [{"address": "land1bob", "amount": 1}], "idempotency_key": "payout-1"});
-    assert_eq!(pool.post("/node/transfer", &reused).await.status(), StatusCode::CONFLICT);
+    assert_eq!(pool.post_auth("/node/transfer", "n0de", &reused).await.status(), StatusCode::CONFLICT);
     let too_much = json!({"from": "vision-pool", "outputs": [{"address": "land1bob", "amount": u64::MAX}], "idempotency_key": "big"});
-    assert_eq!(pool.post("/node/transfer", &too_much).await.status(), StatusCode::CONFLICT);
+    assert_eq!(pool.post_auth("/node/transfer", "n0de", &too_much).await.status(), StatusCode::CONFLICT);
     let no_key =
         json!({"from": "land1alice", "outputs": [{"address": "land1bob", "amount": 1}], "idempotency_key": "k"});
-    let (status, answer) = body(pool.post("/node/transfer", &no_key).await).await;
+    let (status, answer) = body(pool.post_auth("/node/transfer", "n0de", &no_key).await).await;
     assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("no_key")));
     pool.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_on_an_upstream_node_mines_that_nodes_chain() {
-    let node = TestPool::start(Settings { devnet_difficulty: Some(1), ..settings("node") }).await;
+    let node =
+        TestPool::start(Settings { devnet_difficulty: Some(1), node_token: Some("n0de".into()), ..settings("node") })
+            .await;
     let pool = TestPool::start(Settings {
         upstream: Some(node.url.clone()),
+        upstream_token: Some("n0de".into()),
         pool_address: Some("land1pool2".into()),
         ..settings("upstream")
     })
@@ -435,6 +448,10 @@ async fn a_full_verification_queue_answers_503() {
     let pool = TestPool::start(Settings { verify_threads: Some(1), verify_queue: Some(1), ..settings("busy") }).await;
     let token = pool.register("burst", "land1x").await;
     let job = pool.job(&token).await;
+    // A session that has shown valid work is not held to the small budget
+    // of new sessions.
+    let proof = job.nonce_start() + 100;
+    assert_eq!(pool.share(&token, &job, proof, &job.digest(proof)).await.1["accepted"], true);
     let mut requests = Vec::new();
     for i in 0..40 {
         let http = pool.http.clone();

@@ -611,7 +611,7 @@ async fn mine(config: MinerConfig, devices: Vec<Device>) -> Result<(), MineEnd> 
                     .map_err(MineEnd::Session)
             }
             MiningMode::Solo(url) => {
-                let node = NodeApi::new(url).map_err(MineEnd::Api)?;
+                let node = NodeApi::new(url, config.node_token.clone()).map_err(MineEnd::Api)?;
                 let solo = SoloSession { node, wallet: config.wallet.clone() };
                 session::run_solo(solo, dispatch.clone(), status.clone(), found_rx).await.map_err(MineEnd::Session)
             }

@@ -9,6 +9,7 @@
 //! devnet simplification: they are not carried in blocks, and `tx_root`
 //! commits to the height only).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -81,6 +82,11 @@ pub struct DevnetChain {
     write_lock: Mutex<()>,
     /// The height the next block will have; changes on every new block.
     next_height: watch::Sender<u64>,
+    /// Submissions still to fail, or to reject (test hooks).
+    failing_submits: AtomicU32,
+    rejecting_submits: AtomicU32,
+    /// Milliseconds each submission takes extra (test hook).
+    submit_delay_ms: AtomicU32,
 }
 
 fn now_secs() -> u64 {
@@ -105,6 +111,9 @@ impl DevnetChain {
             transfers,
             write_lock: Mutex::new(()),
             next_height: watch::channel(0).0,
+            failing_submits: AtomicU32::new(0),
+            rejecting_submits: AtomicU32::new(0),
+            submit_delay_ms: AtomicU32::new(0),
         };
         let next = chain.tip()?.map_or(0, |b| b.height + 1);
         chain.next_height.send_replace(next);
@@ -115,7 +124,7 @@ impl DevnetChain {
         &self.config
     }
 
-    /// Notified with the next block's height whenever a block is added.
+    /// Notified with the next block's height whenever the tip changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.next_height.subscribe()
     }
@@ -194,10 +203,21 @@ impl DevnetChain {
     }
 
     /// Validates a solved block with the full VisionX check and appends it.
-    /// Blocking (one hash): call it off the async runtime.
+    /// Blocking (one hash and an fsync): call it off the async runtime. The
+    /// hash runs without the write lock; the tip is checked again under it.
     pub fn submit(&self, block: &BlockSubmission) -> Result<SubmitOutcome, ChainError> {
         let reject = |reason: &str| Ok(SubmitOutcome { accepted: false, hash: None, reason: Some(reason.to_string()) });
-        let _guard = self.write_lock.lock().expect("devnet write lock");
+        let take = |counter: &AtomicU32| counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if take(&self.failing_submits).is_ok() {
+            return Err(ChainError::Unavailable("devnet: injected submit failure (test hook)".into()));
+        }
+        if take(&self.rejecting_submits).is_ok() {
+            return reject("injected_rejection");
+        }
+        let delay = self.submit_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(u64::from(delay)));
+        }
         let tip = self.tip()?;
         let (height, parent_hash, parent_time) = match &tip {
             Some(tip) => (tip.height + 1, tip.hash.clone(), tip.timestamp),
@@ -257,6 +277,12 @@ impl DevnetChain {
         let ledger_key = self.ledger_key(&block.miner)?;
         let block_bytes = serde_json::to_vec(&stored).map_err(storage)?;
         let entry_bytes = serde_json::to_vec(&coinbase).map_err(storage)?;
+
+        let _guard = self.write_lock.lock().expect("devnet write lock");
+        // Another block may have landed while we hashed.
+        if self.tip()?.map(|t| t.hash) != tip.map(|t| t.hash) {
+            return reject("stale_height");
+        }
         (&self.blocks, &self.ledger)
             .transaction(|(blocks, ledger)| {
                 blocks.insert(&height.to_be_bytes()[..], block_bytes.as_slice())?;
@@ -267,6 +293,44 @@ impl DevnetChain {
         self.db.flush().map_err(storage)?;
         self.next_height.send_replace(height + 1);
         Ok(SubmitOutcome { accepted: true, hash: Some(stored.hash), reason: None })
+    }
+
+    /// Test hook: the next `count` submissions fail as if the node were
+    /// unreachable (a transient failure).
+    #[doc(hidden)]
+    pub fn fail_next_submits(&self, count: u32) {
+        self.failing_submits.store(count, Ordering::SeqCst);
+    }
+
+    /// Test hook: every submission takes `ms` milliseconds longer (a slow node).
+    #[doc(hidden)]
+    pub fn delay_submits(&self, ms: u32) {
+        self.submit_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Test hook: the chain refuses the next `count` submissions.
+    #[doc(hidden)]
+    pub fn reject_next_submits(&self, count: u32) {
+        self.rejecting_submits.store(count, Ordering::SeqCst);
+    }
+
+    /// Test hook: replaces the tip with another block at the same height (a
+    /// one-block reorganisation), so work on the old tip has a dead parent.
+    /// Only the block changes; the replaced block's coinbase stays.
+    #[doc(hidden)]
+    pub fn replace_tip(&self) -> Result<ChainBlock, ChainError> {
+        let _guard = self.write_lock.lock().expect("devnet write lock");
+        let tip = self.tip()?.ok_or_else(|| ChainError::NotFound("no tip to replace".into()))?;
+        let replacement = ChainBlock {
+            hash: hex::encode(Sha256::digest(format!("replaced {}", tip.hash))),
+            miner: "devnet-replacement".into(),
+            ..tip
+        };
+        let bytes = serde_json::to_vec(&replacement).map_err(storage)?;
+        self.blocks.insert(replacement.height.to_be_bytes(), bytes).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        self.next_height.send_replace(replacement.height + 1);
+        Ok(replacement)
     }
 
     pub fn block(&self, height: u64) -> Result<ChainBlock, ChainError> {

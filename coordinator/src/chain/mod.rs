@@ -172,6 +172,7 @@ impl Chain {
 
     pub async fn submit(&self, block: BlockSubmission) -> Result<SubmitOutcome, ChainError> {
         match self {
+            // One hash and an fsync: never on a runtime thread.
             Chain::Devnet(chain) => {
                 let chain = chain.clone();
                 tokio::task::spawn_blocking(move || chain.submit(&block))
@@ -198,7 +199,13 @@ impl Chain {
 
     pub async fn transfer(&self, request: TransferRequest) -> Result<TransferReceipt, ChainError> {
         match self {
-            Chain::Devnet(chain) => chain.transfer(&request),
+            // Takes the devnet's write lock and fsyncs: never on a runtime thread.
+            Chain::Devnet(chain) => {
+                let chain = chain.clone();
+                tokio::task::spawn_blocking(move || chain.transfer(&request))
+                    .await
+                    .map_err(|e| ChainError::Unavailable(e.to_string()))?
+            }
             Chain::Upstream(node) => node.transfer(&request).await,
         }
     }

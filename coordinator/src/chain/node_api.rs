@@ -1,28 +1,69 @@
 //! The devnet's node API (`/node/*`), served by the coordinator itself so
 //! other programs (solo miners, a second coordinator with `--upstream`) can
 //! use the chain.
+//!
+//! Reads are public. Writes (`/node/submit`, `/node/transfer`) change chain
+//! state and can spend the pool's funds, so they need a bearer credential:
+//! the node token, or the admin token. Without either configured they are
+//! off. The pool itself calls its embedded chain in-process, not through
+//! these routes. Submissions hash on a small, bounded set of blocking
+//! threads (503 when all are busy), never under the devnet's write lock.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use super::devnet::DevnetChain;
 use super::{
-    Balance, BlockSubmission, BlockTemplate, Chain, ChainBlock, SubmitOutcome, TransferReceipt, TransferRequest,
+    Balance, BlockSubmission, BlockTemplate, Chain, ChainBlock, ChainError, SubmitOutcome, TransferReceipt,
+    TransferRequest,
 };
 use crate::api_error::{ApiError, AppJson, AppQuery};
+use crate::bearer_auth::{bearer, tokens_match};
 
-pub fn router(chain: Arc<DevnetChain>) -> Router {
+/// Submissions hashed at once through the node API.
+const SUBMIT_HASHERS: usize = 2;
+
+#[derive(Clone)]
+struct NodeApiState {
+    devnet: Arc<DevnetChain>,
+    /// Credentials accepted for writes (node token, admin token).
+    write_tokens: Arc<[Arc<str>]>,
+    hashers: Arc<Semaphore>,
+}
+
+/// The node routes. `write_tokens` are the credentials that may submit and
+/// transfer; empty turns writes off.
+pub(crate) fn router(devnet: Arc<DevnetChain>, write_tokens: Vec<Arc<str>>) -> Router {
+    let state =
+        NodeApiState { devnet, write_tokens: write_tokens.into(), hashers: Arc::new(Semaphore::new(SUBMIT_HASHERS)) };
     Router::new()
         .route("/node/template", get(template))
         .route("/node/submit", post(submit))
         .route("/node/block/{height}", get(block))
         .route("/node/balance/{address}", get(balance))
         .route("/node/transfer", post(transfer))
-        .with_state(Chain::Devnet(chain))
+        .with_state(state)
+}
+
+fn require_writer(state: &NodeApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if state.write_tokens.is_empty() {
+        return Err(ApiError::not_found(
+            "node_writes_disabled",
+            "node writes are off: configure --node-token (or --admin-token)",
+        ));
+    }
+    let given = bearer(headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <node token>"))?;
+    if state.write_tokens.iter().any(|expected| tokens_match(given, expected)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong node token"))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,31 +72,46 @@ struct TemplateQuery {
 }
 
 async fn template(
-    State(chain): State<Chain>,
+    State(state): State<NodeApiState>,
     AppQuery(query): AppQuery<TemplateQuery>,
 ) -> Result<AppJson<BlockTemplate>, ApiError> {
-    Ok(AppJson(chain.template(&query.address).await?))
+    Ok(AppJson(state.devnet.template(&query.address)?))
 }
 
 async fn submit(
-    State(chain): State<Chain>,
+    State(state): State<NodeApiState>,
+    headers: HeaderMap,
     AppJson(block): AppJson<BlockSubmission>,
 ) -> Result<AppJson<SubmitOutcome>, ApiError> {
-    Ok(AppJson(chain.submit(block).await?))
+    require_writer(&state, &headers)?;
+    let permit = state.hashers.clone().try_acquire_owned().map_err(|_| {
+        ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node is verifying other blocks", 1)
+    })?;
+    let devnet = state.devnet.clone();
+    // The permit travels with the hash: a caller hanging up frees nothing early.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        devnet.submit(&block)
+    })
+    .await
+    .map_err(|e| ChainError::Unavailable(e.to_string()))??;
+    Ok(AppJson(outcome))
 }
 
-async fn block(State(chain): State<Chain>, Path(height): Path<String>) -> Result<AppJson<ChainBlock>, ApiError> {
+async fn block(State(state): State<NodeApiState>, Path(height): Path<String>) -> Result<AppJson<ChainBlock>, ApiError> {
     let height: u64 = height.parse().map_err(|_| ApiError::bad_request("bad_height", "height must be a u64"))?;
-    Ok(AppJson(chain.block(height).await?))
+    Ok(AppJson(state.devnet.block(height)?))
 }
 
-async fn balance(State(chain): State<Chain>, Path(address): Path<String>) -> Result<AppJson<Balance>, ApiError> {
-    Ok(AppJson(chain.balance(&address).await?))
+async fn balance(State(state): State<NodeApiState>, Path(address): Path<String>) -> Result<AppJson<Balance>, ApiError> {
+    Ok(AppJson(state.devnet.balance(&address)?))
 }
 
 async fn transfer(
-    State(chain): State<Chain>,
+    State(state): State<NodeApiState>,
+    headers: HeaderMap,
     AppJson(request): AppJson<TransferRequest>,
 ) -> Result<AppJson<TransferReceipt>, ApiError> {
-    Ok(AppJson(chain.transfer(request).await?))
+    require_writer(&state, &headers)?;
+    Ok(AppJson(Chain::Devnet(state.devnet.clone()).transfer(request).await?))
 }

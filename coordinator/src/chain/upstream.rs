@@ -12,11 +12,13 @@ use super::{
 pub struct UpstreamNode {
     base: String,
     http: reqwest::Client,
+    /// Bearer token for the node's write routes (submit, transfer).
+    token: Option<String>,
 }
 
 impl UpstreamNode {
     /// `url` is the node's base URL (`http://host:port`).
-    pub fn new(url: &str) -> Result<Self, ChainError> {
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, ChainError> {
         let base = url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ChainError::invalid("bad_upstream", format!("{url:?} is not an http(s) URL")));
@@ -26,7 +28,7 @@ impl UpstreamNode {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ChainError::Unavailable(e.to_string()))?;
-        Ok(UpstreamNode { base, http })
+        Ok(UpstreamNode { base, http, token })
     }
 
     pub fn url(&self) -> &str {
@@ -43,9 +45,21 @@ impl UpstreamNode {
         Err(match status.as_u16() {
             404 => ChainError::NotFound(message),
             409 => ChainError::Conflict(message),
+            401 | 403 => {
+                ChainError::invalid("upstream_unauthorized", format!("the node refused our credential: {message}"))
+            }
             400..=499 => ChainError::invalid("upstream_rejected", message),
             _ => ChainError::Unavailable(format!("node answered {status}: {message}")),
         })
+    }
+
+    /// A write request, with the node token when one is configured.
+    fn write(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.post(format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
     }
 
     fn unavailable(&self, err: reqwest::Error) -> ChainError {
@@ -64,13 +78,7 @@ impl UpstreamNode {
     }
 
     pub async fn submit(&self, block: &BlockSubmission) -> Result<SubmitOutcome, ChainError> {
-        let response = self
-            .http
-            .post(format!("{}/node/submit", self.base))
-            .json(block)
-            .send()
-            .await
-            .map_err(|e| self.unavailable(e))?;
+        let response = self.write("/node/submit").json(block).send().await.map_err(|e| self.unavailable(e))?;
         self.read(response).await
     }
 
@@ -95,13 +103,7 @@ impl UpstreamNode {
     }
 
     pub async fn transfer(&self, request: &TransferRequest) -> Result<TransferReceipt, ChainError> {
-        let response = self
-            .http
-            .post(format!("{}/node/transfer", self.base))
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| self.unavailable(e))?;
+        let response = self.write("/node/transfer").json(request).send().await.map_err(|e| self.unavailable(e))?;
         self.read(response).await
     }
 }

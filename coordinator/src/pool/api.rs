@@ -1,9 +1,12 @@
 //! The pool's HTTP API (`/pool/*` and `/metrics`); fields are documented in
 //! `docs/API.md`. Handlers are thin: they authenticate, call [`Pool`], and
-//! time themselves for the metrics.
+//! time themselves for the metrics. Who may call what:
+//! - anyone: register, stats, blocks, worker, metrics;
+//! - a session's bearer token: job, share;
+//! - the admin token: configure, start, stop, mode, bans, unban.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,13 +14,13 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
+use tower_http::timeout::TimeoutLayer;
 
-use super::metrics::PoolMetrics;
-use super::{ConfigureRequest, Pool, RegisterRequest, ShareRequest};
+use super::{now_ms, ConfigureRequest, Pool, RegisterRequest, ShareRequest};
 use crate::api_error::{ApiError, AppJson, AppQuery};
+use crate::bearer_auth::{bearer, tokens_match};
 
 /// What the pool routes share.
 #[derive(Clone)]
@@ -27,10 +30,12 @@ pub struct PoolApiState {
     pub admin_token: Option<Arc<str>>,
 }
 
-pub fn router(state: PoolApiState) -> Router {
+/// The pool routes. Each request must finish within `request_timeout`
+/// (408 otherwise); a job request may also wait out its long-poll.
+pub fn router(state: PoolApiState, request_timeout: Duration) -> Router {
+    let long_poll_timeout = request_timeout + state.pool.config().max_job_wait;
     Router::new()
         .route("/pool/register", post(register))
-        .route("/pool/job", get(job))
         .route("/pool/share", post(share))
         .route("/pool/stats", get(stats))
         .route("/pool/blocks", get(blocks))
@@ -42,18 +47,25 @@ pub fn router(state: PoolApiState) -> Router {
         .route("/pool/stop", post(stop))
         .route("/pool/mode", get(mode))
         .route("/pool/bans", get(bans))
-        .route("/pool/bans/{worker_id}", delete(unban))
+        .route("/pool/bans/{id}", delete(unban))
+        .route_layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .route(
+            "/pool/job",
+            get(job).layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, long_poll_timeout)),
+        )
         .with_state(state)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+type Source = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+fn source_ip(source: Source) -> Option<IpAddr> {
+    source.map(|Extension(ConnectInfo(addr))| addr.ip())
 }
 
-fn worker_of(state: &PoolApiState, headers: &HeaderMap) -> Result<String, ApiError> {
+fn session_of(state: &PoolApiState, headers: &HeaderMap) -> Result<String, ApiError> {
     let token =
         bearer(headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <worker_token>"))?;
-    state.pool.authenticate(token)
+    Ok(state.pool.authenticate(token, now_ms())?)
 }
 
 fn require_admin(state: &PoolApiState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -61,9 +73,7 @@ fn require_admin(state: &PoolApiState, headers: &HeaderMap) -> Result<(), ApiErr
         return Err(ApiError::not_found("admin_disabled", "admin routes are off: no admin token configured"));
     };
     let given = bearer(headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <admin token>"))?;
-    // Compare digests so neither content nor length leaks through timing.
-    let (a, b) = (blake3::hash(given.as_bytes()), blake3::hash(expected.as_bytes()));
-    if bool::from(a.as_bytes().ct_eq(b.as_bytes())) {
+    if tokens_match(given, expected) {
         Ok(())
     } else {
         Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong admin token"))
@@ -72,11 +82,11 @@ fn require_admin(state: &PoolApiState, headers: &HeaderMap) -> Result<(), ApiErr
 
 async fn register(
     State(state): State<PoolApiState>,
-    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    source: Source,
+    headers: HeaderMap,
     AppJson(request): AppJson<RegisterRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let ip = connect.map(|axum::Extension(ConnectInfo(addr))| addr.ip());
-    Ok(AppJson(state.pool.register(request, ip)?))
+    Ok(AppJson(state.pool.register(request, source_ip(source), bearer(&headers), now_ms())?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,79 +100,95 @@ async fn job(
     headers: HeaderMap,
     AppQuery(query): AppQuery<JobQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let started = Instant::now();
-    let worker_id = worker_of(&state, &headers)?;
-    let job = state.pool.job(&worker_id, query.wait.map(Duration::from_secs)).await?;
-    if query.wait.is_none() {
-        state.pool.metrics.job_latency.record(started.elapsed());
+    let session_id = session_of(&state, &headers)?;
+    if let Some(wait) = query.wait {
+        state.pool.admit(&session_id, now_ms())?;
+        state.pool.wait_for_new_template(&session_id, Duration::from_secs(wait)).await;
     }
+    let started = Instant::now();
+    let job = state.pool.job_for(&session_id, now_ms()).await?;
+    state.pool.record_job_latency(started.elapsed());
     Ok(AppJson(job))
 }
 
 async fn share(
     State(state): State<PoolApiState>,
+    source: Source,
     headers: HeaderMap,
     AppJson(request): AppJson<ShareRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let started = Instant::now();
-    let worker_id = worker_of(&state, &headers)?;
-    let response = state.pool.submit_share(&worker_id, request).await?;
-    state.pool.metrics.share_latency.record(started.elapsed());
+    let session_id = session_of(&state, &headers)?;
+    let response = state.pool.judge_share(session_id, source_ip(source), request, now_ms()).await?;
+    state.pool.record_share_latency(started.elapsed());
     Ok(AppJson(response))
 }
 
 async fn stats(State(state): State<PoolApiState>) -> impl IntoResponse {
-    AppJson(state.pool.stats())
+    AppJson(state.pool.stats(now_ms()))
 }
 
 async fn blocks(State(state): State<PoolApiState>) -> Result<impl IntoResponse, ApiError> {
-    let mut blocks = state.pool.found_blocks()?;
-    blocks.reverse();
-    Ok(AppJson(serde_json::json!({ "blocks": blocks })))
+    Ok(AppJson(serde_json::json!({ "blocks": state.pool.found_blocks()? })))
 }
 
 async fn worker(State(state): State<PoolApiState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     state
         .pool
-        .worker(&id)
+        .worker(&id, now_ms())
         .map(AppJson)
         .ok_or_else(|| ApiError::not_found("unknown_worker", format!("no active worker {id:?}")))
 }
 
-fn metrics_value(pool: &Pool) -> Result<serde_json::Value, ApiError> {
-    let m = &pool.metrics;
-    Ok(serde_json::json!({
-        "ledger_shares": pool.ledger_shares()?,
+fn metrics_value(pool: &Pool) -> serde_json::Value {
+    let m = pool.metrics_snapshot();
+    let latency: serde_json::Map<String, serde_json::Value> = pool
+        .latency_summaries()
+        .into_iter()
+        .map(|(name, s)| (name.to_string(), serde_json::to_value(s).unwrap_or_default()))
+        .collect();
+    serde_json::json!({
+        "ledger_shares": m.ledger_shares,
         "shares": {
-            "valid": PoolMetrics::get(&m.shares_valid),
-            "invalid": PoolMetrics::get(&m.shares_invalid),
-            "stale": PoolMetrics::get(&m.shares_stale),
-            "duplicate": PoolMetrics::get(&m.shares_duplicate),
-            "rate_limited": PoolMetrics::get(&m.shares_rate_limited),
-            "busy": PoolMetrics::get(&m.shares_busy),
+            "valid": m.shares_valid,
+            "invalid": m.shares_invalid,
+            "stale": m.shares_stale,
+            "duplicate": m.shares_duplicate,
+            "replayed": m.shares_replayed,
+            "rate_limited": m.shares_rate_limited,
+            "busy": m.shares_busy,
         },
-        "blocks_found": PoolMetrics::get(&m.blocks_found),
-        "jobs_served": PoolMetrics::get(&m.jobs_served),
+        "share_verifications": m.share_verifications,
+        "blocks_found": m.blocks_found,
+        "blocks_rejected": m.blocks_rejected,
+        "block_submit_retries": m.block_submit_retries,
+        "templates_refused": m.templates_refused,
+        "jobs_served": m.jobs_served,
+        "jobs_issued": m.jobs_issued,
+        "jobs_in_memory": m.jobs_in_memory,
+        "bans": m.bans,
+        "sessions_active": m.sessions_active,
+        "sources_tracked": m.sources_tracked,
         "verification": {
-            "queue_depth": pool.verify_queue_depth(),
-            "queue_capacity": pool.config().verify_queue,
+            "queue_depth": m.verify_queue_depth,
+            "queue_capacity": m.verify_queue_capacity,
             "threads": pool.config().verify_threads,
-            "latency": m.verify_latency.summary(),
+            "latency": latency["verify"],
         },
-        "share_response": m.share_latency.summary(),
-        "job_response": m.job_latency.summary(),
+        "share_response": latency["share_response"],
+        "job_response": latency["job_response"],
         "uptime_seconds": pool.uptime().as_secs(),
-    }))
+    })
 }
 
-async fn metrics_json(State(state): State<PoolApiState>) -> Result<impl IntoResponse, ApiError> {
-    Ok(AppJson(metrics_value(&state.pool)?))
+async fn metrics_json(State(state): State<PoolApiState>) -> impl IntoResponse {
+    AppJson(metrics_value(&state.pool))
 }
 
 async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoResponse {
     let pool = &state.pool;
-    let m = &pool.metrics;
-    let stats = pool.stats();
+    let m = pool.metrics_snapshot();
+    let stats = pool.stats(now_ms());
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -170,58 +196,86 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
+    let counter = |v: u64| v as f64;
     metric(
         "vision_pool_shares_total",
         "counter",
         "Shares judged, by outcome.",
         &[
-            ("{outcome=\"valid\"}", PoolMetrics::get(&m.shares_valid) as f64),
-            ("{outcome=\"invalid\"}", PoolMetrics::get(&m.shares_invalid) as f64),
-            ("{outcome=\"stale\"}", PoolMetrics::get(&m.shares_stale) as f64),
-            ("{outcome=\"duplicate\"}", PoolMetrics::get(&m.shares_duplicate) as f64),
-            ("{outcome=\"rate_limited\"}", PoolMetrics::get(&m.shares_rate_limited) as f64),
-            ("{outcome=\"busy\"}", PoolMetrics::get(&m.shares_busy) as f64),
+            ("{outcome=\"valid\"}", counter(m.shares_valid)),
+            ("{outcome=\"invalid\"}", counter(m.shares_invalid)),
+            ("{outcome=\"stale\"}", counter(m.shares_stale)),
+            ("{outcome=\"duplicate\"}", counter(m.shares_duplicate)),
+            ("{outcome=\"replayed\"}", counter(m.shares_replayed)),
+            ("{outcome=\"rate_limited\"}", counter(m.shares_rate_limited)),
+            ("{outcome=\"busy\"}", counter(m.shares_busy)),
         ],
+    );
+    metric(
+        "vision_pool_share_verifications_total",
+        "counter",
+        "VisionX recomputations by the share verifiers.",
+        &[("", counter(m.share_verifications))],
+    );
+    metric(
+        "vision_pool_blocks_total",
+        "counter",
+        "Found blocks by what the chain did.",
+        &[("{status=\"accepted\"}", counter(m.blocks_found)), ("{status=\"rejected\"}", counter(m.blocks_rejected))],
     );
     metric(
         "vision_pool_blocks_found_total",
         "counter",
         "Blocks the pool found and the chain accepted.",
-        &[("", PoolMetrics::get(&m.blocks_found) as f64)],
+        &[("", counter(m.blocks_found))],
     );
     metric(
-        "vision_pool_jobs_served_total",
+        "vision_pool_block_submit_retries_total",
         "counter",
-        "Jobs handed to workers.",
-        &[("", PoolMetrics::get(&m.jobs_served) as f64)],
+        "Block submissions that failed transiently and were retried.",
+        &[("", counter(m.block_submit_retries))],
     );
+    metric(
+        "vision_pool_templates_refused_total",
+        "counter",
+        "Templates refused: paying another address, or fields that disagree with the header.",
+        &[("", counter(m.templates_refused))],
+    );
+    metric("vision_pool_jobs_served_total", "counter", "Job answers.", &[("", counter(m.jobs_served))]);
+    metric(
+        "vision_pool_jobs_issued_total",
+        "counter",
+        "New jobs (the other answers reuse a live job).",
+        &[("", counter(m.jobs_issued))],
+    );
+    metric("vision_pool_bans_total", "counter", "Sessions banned.", &[("", counter(m.bans))]);
+    metric("vision_pool_ledger_shares", "gauge", "Shares in the ledger.", &[("", counter(m.ledger_shares))]);
     metric(
         "vision_pool_verify_queue_depth",
         "gauge",
         "Shares waiting for or in verification.",
-        &[("", pool.verify_queue_depth() as f64)],
+        &[("", m.verify_queue_depth as f64)],
     );
-    for (name, help, summary) in [
-        (
-            "vision_pool_verify_latency_ms",
-            "Share verification latency (queue wait plus hash), recent samples.",
-            m.verify_latency.summary(),
-        ),
-        ("vision_pool_share_response_ms", "POST /pool/share response time, recent samples.", m.share_latency.summary()),
-        (
-            "vision_pool_job_response_ms",
-            "GET /pool/job response time without long-poll, recent samples.",
-            m.job_latency.summary(),
-        ),
-    ] {
+    for (name, summary) in pool.latency_summaries() {
+        let (metric_name, help) = match name {
+            "verify" => ("vision_pool_verify_latency_ms", "Share verification latency (queue wait plus hash)."),
+            "share_response" => ("vision_pool_share_response_ms", "POST /pool/share response time."),
+            _ => ("vision_pool_job_response_ms", "GET /pool/job response time, long-poll wait excluded."),
+        };
         metric(
-            name,
+            metric_name,
             "summary",
             help,
             &[("{quantile=\"0.5\"}", summary.p50_ms), ("{quantile=\"0.99\"}", summary.p99_ms)],
         );
     }
-    metric("vision_pool_workers_active", "gauge", "Workers in the active set.", &[("", stats.workers_active as f64)]);
+    metric("vision_pool_sessions_active", "gauge", "Sessions in the active set.", &[("", m.sessions_active as f64)]);
+    metric(
+        "vision_pool_workers_active",
+        "gauge",
+        "Worker ids in the active set.",
+        &[("", stats.workers_active as f64)],
+    );
     metric(
         "vision_pool_workers_online",
         "gauge",
@@ -244,17 +298,17 @@ async fn configure(
     AppJson(request): AppJson<ConfigureRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
-    Ok(AppJson(state.pool.configure(request)?))
+    Ok(AppJson(state.pool.configure(request).await?))
 }
 
 async fn start(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
-    Ok(AppJson(state.pool.set_running(true)?))
+    Ok(AppJson(state.pool.set_running(true).await?))
 }
 
 async fn stop(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
-    Ok(AppJson(state.pool.set_running(false)?))
+    Ok(AppJson(state.pool.set_running(false).await?))
 }
 
 async fn mode(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
@@ -265,24 +319,18 @@ async fn mode(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<i
 
 async fn bans(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
-    let bans: Vec<serde_json::Value> = state
-        .pool
-        .bans()
-        .into_iter()
-        .map(|(worker_id, until)| serde_json::json!({ "worker_id": worker_id, "banned_until_ms": until }))
-        .collect();
-    Ok(AppJson(serde_json::json!({ "bans": bans })))
+    Ok(AppJson(serde_json::json!({ "bans": state.pool.bans(now_ms()) })))
 }
 
+/// `DELETE /pool/bans/{id}`: `id` is a session id, or a worker id (all its sessions).
 async fn unban(
     State(state): State<PoolApiState>,
     headers: HeaderMap,
-    Path(worker_id): Path<String>,
+    Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
-    if state.pool.unban(&worker_id)? {
-        Ok(AppJson(serde_json::json!({ "unbanned": worker_id })))
-    } else {
-        Err(ApiError::not_found("not_banned", format!("{worker_id:?} is not banned")))
+    match state.pool.unban(&id).await? {
+        0 => Err(ApiError::not_found("not_banned", format!("{id:?} is not banned"))),
+        lifted => Ok(AppJson(serde_json::json!({ "unbanned": id, "sessions": lifted }))),
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! Handlers write their share, take a ticket and await it; a committer
 //! thread flushes the store whenever tickets are waiting and then publishes
-//! the highest ticket the flush covered.
+//! the highest ticket the flush covered. A failed flush fails the tickets it
+//! was for: their requests are answered with an error, never acknowledged
+//! (what they wrote may still become durable with a later flush, which is
+//! why a resubmitted share that was in fact credited is answered as such).
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -11,11 +14,19 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::storage::PoolStore;
+use crate::storage::StoreError;
 
-pub struct GroupCommit {
+/// Where the committer stands: tickets up to `durable` are on disk; tickets
+/// in `failed` (and not durable) were covered by a flush that failed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    durable: u64,
+    failed: u64,
+}
+
+pub(crate) struct GroupCommit {
     requested: Arc<(Mutex<Requests>, Condvar)>,
-    durable: watch::Receiver<u64>,
+    progress: watch::Receiver<Progress>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -28,19 +39,20 @@ struct Requests {
 }
 
 impl GroupCommit {
-    pub fn start(store: Arc<dyn PoolStore>) -> Self {
+    /// Starts the committer over `flush` (the store's fsync).
+    pub(crate) fn start(flush: impl Fn() -> Result<(), StoreError> + Send + 'static) -> Self {
         let requested = Arc::new((Mutex::new(Requests::default()), Condvar::new()));
-        let (durable_tx, durable) = watch::channel(0u64);
+        let (progress_tx, progress) = watch::channel(Progress::default());
         let pending = requested.clone();
         let thread = std::thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || {
-                let mut flushed = 0u64;
+                let mut done = 0u64;
                 loop {
                     let target = {
                         let (lock, ready) = &*pending;
                         let mut requests = lock.lock().expect("commit lock");
-                        while requests.requested == flushed {
+                        while requests.requested == done {
                             if requests.stop {
                                 return;
                             }
@@ -48,24 +60,27 @@ impl GroupCommit {
                         }
                         requests.requested
                     };
-                    match store.flush() {
+                    match flush() {
                         Ok(()) => {
-                            flushed = target;
-                            durable_tx.send_replace(flushed);
+                            progress_tx.send_modify(|p| p.durable = target);
                         }
                         Err(err) => {
-                            tracing::error!("flushing the share ledger failed (retrying): {err}");
+                            tracing::error!("flushing the pool's storage failed: {err}");
+                            progress_tx.send_modify(|p| p.failed = target);
+                            // Do not spin on a failing disk.
                             std::thread::sleep(Duration::from_millis(100));
                         }
                     }
+                    done = target;
                 }
             })
             .expect("spawn the group-commit thread");
-        GroupCommit { requested, durable, thread: Some(thread) }
+        GroupCommit { requested, progress, thread: Some(thread) }
     }
 
-    /// Waits until everything written before this call is durable.
-    pub async fn durable(&self) {
+    /// Waits until everything written before this call is durable; an error
+    /// when the flush that covered it failed (or the committer stopped).
+    pub(crate) async fn durable(&self) -> Result<(), StoreError> {
         let ticket = {
             let (lock, ready) = &*self.requested;
             let mut requests = lock.lock().expect("commit lock");
@@ -73,8 +88,16 @@ impl GroupCommit {
             ready.notify_one();
             requests.requested
         };
-        let mut durable = self.durable.clone();
-        let _ = durable.wait_for(|flushed| *flushed >= ticket).await;
+        let mut progress = self.progress.clone();
+        let settled = progress
+            .wait_for(|p| p.durable >= ticket || p.failed >= ticket)
+            .await
+            .map_err(|_| StoreError::Backend("the group-commit thread stopped".into()))?;
+        if settled.durable >= ticket {
+            Ok(())
+        } else {
+            Err(StoreError::Backend("flushing to disk failed; nothing was acknowledged".into()))
+        }
     }
 }
 
@@ -87,5 +110,52 @@ impl Drop for GroupCommit {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_flush_is_never_acknowledged_and_a_later_one_is() {
+        let failing = Arc::new(AtomicBool::new(true));
+        let flushes = Arc::new(AtomicU32::new(0));
+        let (f, n) = (failing.clone(), flushes.clone());
+        let commits = GroupCommit::start(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+            if f.load(Ordering::SeqCst) {
+                Err(StoreError::Backend("disk full".into()))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(commits.durable().await.is_err(), "a failed flush must not acknowledge");
+        failing.store(false, Ordering::SeqCst);
+        commits.durable().await.expect("the disk is back");
+        assert!(flushes.load(Ordering::SeqCst) >= 2);
+    }
+
+    #[tokio::test]
+    async fn one_flush_covers_many_waiters() {
+        let flushes = Arc::new(AtomicU32::new(0));
+        let n = flushes.clone();
+        let commits = Arc::new(GroupCommit::start(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(())
+        }));
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let commits = commits.clone();
+                tokio::spawn(async move { commits.durable().await })
+            })
+            .collect();
+        for w in waiters {
+            w.await.unwrap().unwrap();
+        }
+        assert!(flushes.load(Ordering::SeqCst) < 50, "flushes were grouped");
     }
 }

@@ -1,12 +1,14 @@
 //! Templates and the jobs handed out for them.
 //!
-//! Every job is one worker's view of the current template: its share
-//! difficulty and a nonce range reserved for it alone. Both the job id (a
-//! keyed hash) and the range come from the store's counter, which never
-//! repeats across restarts, so ids never repeat and ranges of one template
-//! never overlap. Jobs are persisted by the pool, so a restarted pool still
-//! judges shares of its earlier jobs. A watch channel tells long-polling
-//! workers about new templates.
+//! Every job is one session's view of the current template: its share
+//! difficulty and a nonce range reserved for it alone. Job ids are keyed
+//! hashes of a counter that never repeats across restarts. Ranges are
+//! numbered per template from the counter's value when the template was
+//! first installed (stored with it), and a template issues at most
+//! [`MAX_JOBS_PER_TEMPLATE`] ranges, so two jobs of one template never
+//! share a nonce, restarts included. Jobs are persisted by the pool, so a
+//! restarted pool still judges shares of its earlier jobs. A watch channel
+//! tells long-polling workers about new templates.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,45 +19,87 @@ use visionx::{NonceRange, PowInput};
 use crate::chain::BlockTemplate;
 
 /// Nonces reserved per job: 2^40, about 11 days for a 1 MH/s device.
-pub const NONCES_PER_JOB: u64 = 1 << 40;
+pub(crate) const NONCES_PER_JOB: u64 = 1 << 40;
+/// Ranges one template can give out before the nonce space is used up.
+pub(crate) const MAX_JOBS_PER_TEMPLATE: u64 = u64::MAX / NONCES_PER_JOB;
 /// Jobs of templates this many heights back are still known (and stale).
-pub const HEIGHTS_KEPT: u64 = 4;
+pub(crate) const HEIGHTS_KEPT: u64 = 4;
+
+/// Why a template from the chain is not mined on.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TemplateRefusal {
+    #[error("its header fields are invalid: {0}")]
+    BadHeader(#[from] visionx::Error),
+    #[error("it pays {found:?}, not the pool address {expected:?}")]
+    WrongMiner { found: String, expected: String },
+    #[error("its {field} disagrees with the one computed from its header fields")]
+    Inconsistent { field: &'static str },
+}
 
 /// A template the pool mines on.
-pub struct TemplateState {
-    pub template: BlockTemplate,
-    pub input: Arc<PowInput>,
+pub(crate) struct TemplateState {
+    pub(crate) template: BlockTemplate,
+    /// Built from the header fields: what miners are sent and what the
+    /// verifier hashes are the same thing.
+    pub(crate) input: Arc<PowInput>,
     /// blake3 of the pow message: what a digest depends on besides the nonce.
-    pub id: String,
+    pub(crate) id: String,
     /// Increases with every new template (0 for templates restored from disk).
-    pub version: u64,
+    pub(crate) version: u64,
+    /// The job counter's value when this template was first installed.
+    pub(crate) first_job_index: u64,
 }
 
 impl TemplateState {
-    pub fn new(template: BlockTemplate, version: u64) -> Result<Self, visionx::Error> {
+    /// Builds the state of `template` from its header fields, checking that
+    /// the derived fields it came with agree and that it pays `pool_address`.
+    pub(crate) fn checked(template: BlockTemplate, pool_address: &str) -> Result<Self, TemplateRefusal> {
+        if template.miner != pool_address {
+            return Err(TemplateRefusal::WrongMiner { found: template.miner, expected: pool_address.into() });
+        }
+        let state = Self::from_header(template, 0, 0)?;
+        let t = &state.template;
+        if t.epoch != state.input.epoch() {
+            return Err(TemplateRefusal::Inconsistent { field: "epoch" });
+        }
+        if !t.epoch_seed.eq_ignore_ascii_case(&hex::encode(state.input.epoch_seed())) {
+            return Err(TemplateRefusal::Inconsistent { field: "epoch_seed" });
+        }
+        if !t.pow_message.eq_ignore_ascii_case(&hex::encode(state.input.header())) {
+            return Err(TemplateRefusal::Inconsistent { field: "pow_message" });
+        }
+        Ok(state)
+    }
+
+    /// The state of a template from its header fields alone (restored ones).
+    pub(crate) fn from_header(
+        template: BlockTemplate,
+        version: u64,
+        first_job_index: u64,
+    ) -> Result<Self, visionx::Error> {
         let input = Arc::new(template.pow_input()?);
         let id = blake3::hash(input.header()).to_hex().to_string();
-        Ok(TemplateState { template, input, id, version })
+        Ok(TemplateState { template, input, id, version, first_job_index })
     }
 }
 
-/// The nonce range for the `index`-th job: 2^40 nonces each; indices
-/// wrap after 2^23 jobs, far beyond the jobs one template sees.
-pub fn nonce_range(index: u64) -> NonceRange {
-    let start = (index % (1 << 23)) * NONCES_PER_JOB;
+/// The nonce range of the `n`-th job of a template.
+pub(crate) fn nonce_range(n: u64) -> NonceRange {
+    let start = n * NONCES_PER_JOB;
     NonceRange::new(start, start + NONCES_PER_JOB)
 }
 
-/// One worker's job.
-pub struct PoolJob {
-    pub job_id: String,
-    pub worker_id: String,
-    pub template: Arc<TemplateState>,
-    pub share_difficulty: u64,
-    pub nonces: NonceRange,
+/// One session's job.
+pub(crate) struct PoolJob {
+    pub(crate) job_id: String,
+    pub(crate) worker_id: String,
+    pub(crate) session_id: String,
+    pub(crate) template: Arc<TemplateState>,
+    pub(crate) share_difficulty: u64,
+    pub(crate) nonces: NonceRange,
 }
 
-pub struct JobBook {
+pub(crate) struct JobBook {
     current: RwLock<Option<Arc<TemplateState>>>,
     jobs: Mutex<HashMap<String, Arc<PoolJob>>>,
     versions: watch::Sender<u64>,
@@ -68,43 +112,51 @@ impl Default for JobBook {
 }
 
 impl JobBook {
-    pub fn current(&self) -> Option<Arc<TemplateState>> {
+    pub(crate) fn current(&self) -> Option<Arc<TemplateState>> {
         self.current.read().expect("template lock").clone()
     }
 
-    /// Installs a new template unless one of the same height and parent is
-    /// current. Returns the new template when it changed.
-    pub fn set_template(&self, template: BlockTemplate) -> Result<Option<Arc<TemplateState>>, visionx::Error> {
+    /// Whether a template of this height and parent is current already.
+    pub(crate) fn is_current(&self, template: &BlockTemplate) -> bool {
+        self.current()
+            .is_some_and(|c| c.template.height == template.height && c.template.parent_hash == template.parent_hash)
+    }
+
+    /// Makes `state` current (with the next version) and forgets in-memory
+    /// jobs of heights no longer kept. Returns the installed state.
+    pub(crate) fn install(&self, mut state: TemplateState) -> Arc<TemplateState> {
         let mut current = self.current.write().expect("template lock");
-        let same = |c: &Arc<TemplateState>| {
-            c.template.height == template.height && c.template.parent_hash == template.parent_hash
-        };
-        if current.as_ref().is_some_and(same) {
-            return Ok(None);
-        }
-        let version = current.as_ref().map_or(1, |c| c.version + 1);
-        let height = template.height;
-        let state = Arc::new(TemplateState::new(template, version)?);
+        state.version = current.as_ref().map_or(1, |c| c.version + 1);
+        let height = state.template.height;
+        let state = Arc::new(state);
         *current = Some(state.clone());
         drop(current);
         self.jobs.lock().expect("jobs lock").retain(|_, job| job.template.template.height + HEIGHTS_KEPT > height);
-        self.versions.send_replace(version);
-        Ok(Some(state))
+        self.versions.send_replace(state.version);
+        state
     }
 
     /// Notified with the template version on every change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.versions.subscribe()
     }
 
-    /// Creates a job for `worker_id` on the current template, with the
-    /// nonce range of job `index` (a number never used before).
-    pub fn issue(&self, job_id: String, index: u64, worker_id: &str, share_difficulty: u64) -> Option<Arc<PoolJob>> {
-        let template = self.current()?;
+    /// Creates a job on `template` with the range of counter value `index`;
+    /// `None` once the template's ranges are used up.
+    pub(crate) fn issue(
+        &self,
+        job_id: String,
+        index: u64,
+        (worker_id, session_id): (&str, &str),
+        share_difficulty: u64,
+        template: Arc<TemplateState>,
+    ) -> Option<Arc<PoolJob>> {
+        let n = index.checked_sub(template.first_job_index).filter(|n| *n < MAX_JOBS_PER_TEMPLATE)?;
         let job = Arc::new(PoolJob {
             job_id: job_id.clone(),
             worker_id: worker_id.to_string(),
-            nonces: nonce_range(index),
+            session_id: session_id.to_string(),
+            nonces: nonce_range(n),
             template,
             share_difficulty,
         });
@@ -113,12 +165,17 @@ impl JobBook {
     }
 
     /// Puts back a job from before a restart.
-    pub fn restore(&self, job: PoolJob) {
+    pub(crate) fn restore(&self, job: PoolJob) {
         self.jobs.lock().expect("jobs lock").insert(job.job_id.clone(), Arc::new(job));
     }
 
-    pub fn get(&self, job_id: &str) -> Option<Arc<PoolJob>> {
+    pub(crate) fn get(&self, job_id: &str) -> Option<Arc<PoolJob>> {
         self.jobs.lock().expect("jobs lock").get(job_id).cloned()
+    }
+
+    /// Jobs held in memory.
+    pub(crate) fn len(&self) -> usize {
+        self.jobs.lock().expect("jobs lock").len()
     }
 }
 
@@ -129,6 +186,17 @@ mod tests {
     use super::*;
 
     fn template(height: u64, parent: u8) -> BlockTemplate {
+        let header = visionx::BlockHeader::from_hex_fields(
+            "devnet",
+            height,
+            &hex::encode([parent; 32]),
+            1,
+            10,
+            &hex::encode([0u8; 32]),
+            "pool",
+        )
+        .unwrap();
+        let input = header.pow_input(&Params::CONSENSUS).unwrap();
         BlockTemplate {
             chain_id: "devnet".into(),
             height,
@@ -137,36 +205,64 @@ mod tests {
             difficulty: 10,
             tx_root: hex::encode([0u8; 32]),
             miner: "pool".into(),
-            epoch: 0,
-            epoch_seed: String::new(),
-            pow_message: String::new(),
+            epoch: input.epoch(),
+            epoch_seed: hex::encode(input.epoch_seed()),
+            pow_message: hex::encode(input.header()),
             params: Params::CONSENSUS,
             reward: 1,
         }
     }
 
+    fn install(book: &JobBook, height: u64, parent: u8, first: u64) -> Arc<TemplateState> {
+        book.install(TemplateState::from_header(template(height, parent), 0, first).unwrap())
+    }
+
     #[test]
     fn jobs_of_one_template_never_share_nonces() {
         let book = JobBook::default();
-        assert!(book.set_template(template(1, 1)).unwrap().is_some());
-        assert!(book.set_template(template(1, 1)).unwrap().is_none(), "same template is not a change");
-        let a = book.issue("a".into(), 7, "w1", 5).unwrap();
-        let b = book.issue("b".into(), 8, "w2", 5).unwrap();
+        let t = install(&book, 1, 1, 100);
+        assert!(book.is_current(&template(1, 1)));
+        assert!(!book.is_current(&template(1, 2)), "same height, other parent is a new template");
+        let a = book.issue("a".into(), 107, ("w1", "s1"), 5, t.clone()).unwrap();
+        let b = book.issue("b".into(), 108, ("w2", "s2"), 5, t.clone()).unwrap();
         assert!(a.nonces.end <= b.nonces.start || b.nonces.end <= a.nonces.start);
-        assert_eq!(book.get("a").unwrap().worker_id, "w1");
+        assert_eq!(book.get("a").unwrap().session_id, "s1");
+        // The last range ends at the top of the nonce space; none lies past it.
+        let last = book.issue("z".into(), 100 + MAX_JOBS_PER_TEMPLATE - 1, ("w", "s"), 5, t.clone()).unwrap();
+        assert!(last.nonces.end > last.nonces.start);
+        assert!(book.issue("over".into(), 100 + MAX_JOBS_PER_TEMPLATE, ("w", "s"), 5, t.clone()).is_none());
+        assert!(book.issue("before".into(), 99, ("w", "s"), 5, t).is_none());
+    }
+
+    #[test]
+    fn templates_are_checked_against_their_header_fields() {
+        assert!(TemplateState::checked(template(3, 1), "pool").is_ok());
+        assert!(matches!(TemplateState::checked(template(3, 1), "other"), Err(TemplateRefusal::WrongMiner { .. })));
+        for (field, edit) in [
+            ("pow_message", (|t: &mut BlockTemplate| t.pow_message = "00".repeat(32)) as fn(&mut BlockTemplate)),
+            ("epoch_seed", |t| t.epoch_seed = "11".repeat(32)),
+            ("epoch", |t| t.epoch += 1),
+        ] {
+            let mut t = template(3, 1);
+            edit(&mut t);
+            match TemplateState::checked(t, "pool") {
+                Err(TemplateRefusal::Inconsistent { field: f }) => assert_eq!(f, field),
+                other => panic!("{field}: {:?}", other.map(|s| s.id)),
+            }
+        }
     }
 
     #[test]
     fn old_heights_are_forgotten_and_versions_increase() {
         let book = JobBook::default();
         let versions = book.subscribe();
-        book.set_template(template(1, 1)).unwrap();
-        book.issue("old".into(), 1, "w", 1).unwrap();
+        let t = install(&book, 1, 1, 0);
+        book.issue("old".into(), 1, ("w", "s"), 1, t).unwrap();
         for h in 2..=4 {
-            book.set_template(template(h, h as u8)).unwrap();
+            install(&book, h, h as u8, h);
         }
         assert!(book.get("old").is_some(), "recent heights stay known (as stale)");
-        book.set_template(template(5, 5)).unwrap();
+        install(&book, 5, 5, 5);
         assert!(book.get("old").is_none());
         assert_eq!(*versions.borrow(), 5);
     }

@@ -1,29 +1,29 @@
 //! Counters and latency windows for `/pool/metrics` and `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
 /// The last [`LatencyWindow::SAMPLES`] durations, for percentiles.
 #[derive(Default)]
-pub struct LatencyWindow {
+pub(crate) struct LatencyWindow {
     samples: Mutex<(Vec<u32>, usize)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct LatencySummary {
-    pub samples: usize,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
+pub(crate) struct LatencySummary {
+    pub(crate) samples: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
 impl LatencyWindow {
     const SAMPLES: usize = 4096;
 
-    pub fn record(&self, elapsed: Duration) {
+    pub(crate) fn record(&self, elapsed: Duration) {
         let micros = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
         let mut guard = self.samples.lock().expect("latency lock");
         let (samples, next) = &mut *guard;
@@ -35,7 +35,7 @@ impl LatencyWindow {
         *next = (*next + 1) % Self::SAMPLES;
     }
 
-    pub fn summary(&self) -> LatencySummary {
+    pub(crate) fn summary(&self) -> LatencySummary {
         let mut sorted = self.samples.lock().expect("latency lock").0.clone();
         if sorted.is_empty() {
             return LatencySummary::default();
@@ -47,26 +47,39 @@ impl LatencyWindow {
 }
 
 #[derive(Default)]
-pub struct PoolMetrics {
-    pub shares_valid: AtomicU64,
-    pub shares_invalid: AtomicU64,
-    pub shares_stale: AtomicU64,
-    pub shares_duplicate: AtomicU64,
-    pub shares_rate_limited: AtomicU64,
-    pub shares_busy: AtomicU64,
-    pub blocks_found: AtomicU64,
-    pub jobs_served: AtomicU64,
-    pub verify_latency: LatencyWindow,
-    pub share_latency: LatencyWindow,
-    pub job_latency: LatencyWindow,
+pub(crate) struct PoolMetrics {
+    pub(crate) shares_valid: AtomicU64,
+    pub(crate) shares_invalid: AtomicU64,
+    pub(crate) shares_stale: AtomicU64,
+    pub(crate) shares_duplicate: AtomicU64,
+    /// Resubmissions of shares credited before, answered as accepted.
+    pub(crate) shares_replayed: AtomicU64,
+    pub(crate) shares_rate_limited: AtomicU64,
+    pub(crate) shares_busy: AtomicU64,
+    /// VisionX recomputations by the verifier threads.
+    pub(crate) share_verifications: Arc<AtomicU64>,
+    /// Blocks the chain accepted.
+    pub(crate) blocks_found: AtomicU64,
+    pub(crate) blocks_rejected: AtomicU64,
+    /// Block submissions retried after a transient chain failure.
+    pub(crate) block_submit_retries: AtomicU64,
+    /// Templates refused (wrong miner, fields that disagree with the header).
+    pub(crate) templates_refused: AtomicU64,
+    /// Job answers, and the new jobs among them (the rest reuse a live job).
+    pub(crate) jobs_served: AtomicU64,
+    pub(crate) jobs_issued: AtomicU64,
+    pub(crate) bans: AtomicU64,
+    pub(crate) verify_latency: LatencyWindow,
+    pub(crate) share_latency: LatencyWindow,
+    pub(crate) job_latency: LatencyWindow,
 }
 
 impl PoolMetrics {
-    pub fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 }

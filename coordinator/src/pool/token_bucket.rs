@@ -1,7 +1,7 @@
 //! Token buckets for rate limits (shares per worker, registrations per IP).
 
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     capacity: f64,
     per_sec: f64,
     tokens: f64,
@@ -10,12 +10,19 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// Full bucket holding `capacity` tokens, refilled at `per_sec`.
-    pub fn new(capacity: f64, per_sec: f64, now_ms: u64) -> Self {
+    pub(crate) fn new(capacity: f64, per_sec: f64, now_ms: u64) -> Self {
         TokenBucket { capacity, per_sec, tokens: capacity, last_ms: now_ms }
     }
 
+    /// Whether the bucket has refilled to capacity by `now_ms` (an idle
+    /// bucket, equivalent to a new one: safe to forget).
+    pub(crate) fn is_full(&self, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        self.tokens + elapsed * self.per_sec >= self.capacity
+    }
+
     /// Takes a token, or says how many seconds until one is available.
-    pub fn try_take(&mut self, now_ms: u64) -> Result<(), u64> {
+    pub(crate) fn try_take(&mut self, now_ms: u64) -> Result<(), u64> {
         let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
         self.last_ms = now_ms.max(self.last_ms);
@@ -39,5 +46,6 @@ mod tests {
         assert_eq!(bucket.try_take(0), Err(1));
         assert!(bucket.try_take(500).is_ok(), "half a second refills one token at 2/s");
         assert!(bucket.try_take(500).is_err());
+        assert!(!bucket.is_full(500) && bucket.is_full(2000));
     }
 }

@@ -1,101 +1,115 @@
-//! Per-worker variable share difficulty.
+//! Per-session variable share difficulty.
 //!
-//! Retargets so a worker submits about one share every `target_secs`: after
-//! enough shares (or enough time) the worker's hash rate, estimated as the
-//! sum of its shares' difficulties over the elapsed time, sets the
-//! difficulty, moving at most 4x either way per step, within [min, max].
-//! Summing each share's own difficulty matters: shares of jobs issued
-//! before a retarget keep arriving at the old difficulty for a while. A
-//! worker that goes quiet gets an easier difficulty on its next job request.
-//! Time is passed in, never read inside, so tests control it.
+//! Aims at one share every `target_secs`. The session's hash rate is
+//! estimated from its last [`VardiffConfig::window_shares`] shares, as the
+//! sum of their difficulties over the time they span (each share weighs
+//! its own job's difficulty, so shares of jobs issued before a retarget
+//! still count right). The window is not cleared on a retarget: the
+//! estimate is as good after a change as before it, so the difficulty does
+//! not swing back and forth.
+//!
+//! A retarget happens only when the wanted difficulty is outside a band
+//! around the current one that narrows as shares accumulate (about two
+//! standard deviations of the estimate, never under 20%): early on it moves
+//! quickly and coarsely, later it holds still unless the rate really
+//! changed. One step moves at most 4x either way, within [min, max]. A
+//! session that goes quiet gets an easier difficulty on its next job
+//! request. Time is passed in, never read inside, so tests control it.
+
+use std::collections::VecDeque;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VardiffConfig {
-    pub target_secs: f64,
-    pub min_difficulty: u64,
-    pub max_difficulty: u64,
-    /// Retarget after this many shares...
-    pub retarget_shares: u32,
-    /// ...or after this many target intervals, whichever comes first.
-    pub retarget_intervals: f64,
+pub(crate) struct VardiffConfig {
+    pub(crate) target_secs: f64,
+    pub(crate) min_difficulty: u64,
+    pub(crate) max_difficulty: u64,
+    /// Shares behind the rate estimate.
+    pub(crate) window_shares: usize,
 }
 
 impl Default for VardiffConfig {
     fn default() -> Self {
-        VardiffConfig {
-            target_secs: 10.0,
-            min_difficulty: 1,
-            max_difficulty: u64::MAX / 2,
-            retarget_shares: 6,
-            retarget_intervals: 3.0,
-        }
+        VardiffConfig { target_secs: 10.0, min_difficulty: 1, max_difficulty: u64::MAX / 2, window_shares: 64 }
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct Vardiff {
+pub(crate) struct Vardiff {
     difficulty: u64,
-    window_start_ms: u64,
-    shares_in_window: u32,
-    /// Sum of the difficulties of the window's shares (expected hashes).
-    work_in_window: f64,
+    /// The last shares: (time ms, difficulty).
+    shares: VecDeque<(u64, u64)>,
+    /// The last share, retarget or creation: the silence rule counts from it.
+    last_event_ms: u64,
 }
 
 /// Largest change of one retarget.
 const MAX_STEP: f64 = 4.0;
+/// Shares needed before the first estimate.
+const MIN_SHARES: usize = 3;
+/// The narrowest band (in log terms) left alone.
+const MIN_BAND: f64 = 0.2;
 
 impl Vardiff {
-    pub fn new(start: u64, now_ms: u64, config: &VardiffConfig) -> Self {
+    pub(crate) fn new(start: u64, now_ms: u64, config: &VardiffConfig) -> Self {
         Vardiff {
             difficulty: start.clamp(config.min_difficulty, config.max_difficulty),
-            window_start_ms: now_ms,
-            shares_in_window: 0,
-            work_in_window: 0.0,
+            shares: VecDeque::new(),
+            last_event_ms: now_ms,
         }
     }
 
-    pub fn difficulty(&self) -> u64 {
+    pub(crate) fn difficulty(&self) -> u64 {
         self.difficulty
     }
 
     /// Records an accepted share of difficulty `share_difficulty` (its job's);
     /// returns the new difficulty when it changed.
-    pub fn on_share(&mut self, now_ms: u64, share_difficulty: u64, config: &VardiffConfig) -> Option<u64> {
-        self.shares_in_window += 1;
-        self.work_in_window += share_difficulty as f64;
-        let elapsed_secs = now_ms.saturating_sub(self.window_start_ms) as f64 / 1000.0;
-        let window_over = elapsed_secs >= config.retarget_intervals * config.target_secs;
-        if self.shares_in_window < config.retarget_shares && !window_over {
+    pub(crate) fn on_share(&mut self, now_ms: u64, share_difficulty: u64, config: &VardiffConfig) -> Option<u64> {
+        self.last_event_ms = now_ms;
+        self.shares.push_back((now_ms, share_difficulty));
+        while self.shares.len() > config.window_shares.max(MIN_SHARES) {
+            self.shares.pop_front();
+        }
+        let n = self.shares.len();
+        if n < MIN_SHARES {
             return None;
         }
-        let hashrate = self.work_in_window / elapsed_secs.max(0.001);
-        let wanted = hashrate * config.target_secs;
-        self.retarget(wanted / self.difficulty as f64, now_ms, config)
+        // The first share opens the interval; the work is that of the rest.
+        let first_ms = self.shares.front().map_or(now_ms, |s| s.0);
+        let span_secs = now_ms.saturating_sub(first_ms).max(1) as f64 / 1000.0;
+        let work: f64 = self.shares.iter().skip(1).map(|s| s.1 as f64).sum();
+        let wanted = work / span_secs * config.target_secs;
+        let factor = wanted / self.difficulty as f64;
+        let band = (2.0 / ((n - 1) as f64).sqrt()).max(MIN_BAND);
+        if factor.ln().abs() <= band {
+            return None;
+        }
+        self.retarget(factor, config)
     }
 
-    /// On a job request: a worker silent for several target intervals is
-    /// probably too slow for its difficulty, so halve it.
-    pub fn on_job_request(&mut self, now_ms: u64, config: &VardiffConfig) -> Option<u64> {
-        let elapsed_secs = now_ms.saturating_sub(self.window_start_ms) as f64 / 1000.0;
-        if self.shares_in_window == 0 && elapsed_secs >= 2.0 * config.retarget_intervals * config.target_secs {
-            return self.retarget(0.5, now_ms, config);
+    /// On a job request: a session silent for six target intervals is
+    /// probably too slow for its difficulty, so halve it (and forget the
+    /// estimate, which no longer describes it).
+    pub(crate) fn on_job_request(&mut self, now_ms: u64, config: &VardiffConfig) -> Option<u64> {
+        let silent_secs = now_ms.saturating_sub(self.last_event_ms) as f64 / 1000.0;
+        if silent_secs >= 6.0 * config.target_secs {
+            self.last_event_ms = now_ms;
+            self.shares.clear();
+            return self.retarget(0.5, config);
         }
         None
     }
 
     /// Applies new bounds (an operator reconfigured the pool).
-    pub fn apply_bounds(&mut self, config: &VardiffConfig) {
+    pub(crate) fn apply_bounds(&mut self, config: &VardiffConfig) {
         self.difficulty = self.difficulty.clamp(config.min_difficulty, config.max_difficulty);
     }
 
-    fn retarget(&mut self, factor: f64, now_ms: u64, config: &VardiffConfig) -> Option<u64> {
+    fn retarget(&mut self, factor: f64, config: &VardiffConfig) -> Option<u64> {
         let factor = factor.clamp(1.0 / MAX_STEP, MAX_STEP);
         let wanted = (self.difficulty as f64 * factor).round();
         let next = if wanted >= config.max_difficulty as f64 { config.max_difficulty } else { wanted as u64 };
         let next = next.clamp(config.min_difficulty, config.max_difficulty);
-        self.window_start_ms = now_ms;
-        self.shares_in_window = 0;
-        self.work_in_window = 0.0;
         (next != self.difficulty).then(|| {
             self.difficulty = next;
             next
@@ -110,26 +124,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fast_shares_raise_and_slow_shares_lower_the_difficulty() {
+    fn fast_shares_raise_and_silence_lowers_the_difficulty() {
         let config = VardiffConfig::default();
         let mut v = Vardiff::new(100, 0, &config);
-        // Six shares in 6 s: 1 s each against a 10 s target.
-        let mut changed = None;
-        for s in 1..=6 {
-            changed = v.on_share(s * 1000, 100, &config).or(changed);
-        }
-        assert_eq!(changed, Some(400), "capped at 4x per step");
-        // One share in 60 s (window over): about 6x too slow, capped at /4.
-        assert_eq!(v.on_share(66_000, 400, &config), Some(100));
+        // One share a second against a 10 s target: 10x too easy, 4x per step.
+        let changes: Vec<u64> = (1..=12).filter_map(|s| v.on_share(s * 1000, 100, &config)).collect();
+        assert_eq!(changes.first(), Some(&400), "capped at 4x per step");
+        assert!((700..=1300).contains(&v.difficulty()), "settles near 1000: {}", v.difficulty());
         // Silence: the next job is easier.
-        assert_eq!(v.on_job_request(66_000 + 61_000, &config), Some(50));
+        let d = v.difficulty();
+        assert_eq!(v.on_job_request(12_000 + 59_000, &config), None);
+        assert_eq!(v.on_job_request(12_000 + 61_000, &config), Some(d / 2));
     }
 
     #[test]
     fn on_target_stays_put() {
         let config = VardiffConfig::default();
         let mut v = Vardiff::new(1000, 0, &config);
-        for s in 1..=6 {
+        for s in 1..=100 {
             assert_eq!(v.on_share(s * 10_000, 1000, &config), None);
         }
         assert_eq!(v.difficulty(), 1000);
@@ -149,7 +161,30 @@ mod tests {
         assert!((2_000..=4_500).contains(&v.difficulty()), "{}", v.difficulty());
     }
 
+    /// Exponential share intervals (a Poisson process), from a small
+    /// deterministic generator seeded by proptest.
+    fn simulate(seed: u64, start: u64, rate: f64, target: f64, shares: usize) -> Vec<u64> {
+        let config = VardiffConfig { target_secs: target, ..VardiffConfig::default() };
+        let mut v = Vardiff::new(start, 0, &config);
+        let mut state = seed | 1;
+        let mut now = 0.0f64;
+        let mut path = Vec::with_capacity(shares);
+        for _ in 0..shares {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let uniform = ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let d = v.difficulty();
+            now += -uniform.ln() * d as f64 / rate * 1000.0;
+            v.on_share(now as u64, d, &config);
+            path.push(v.difficulty());
+        }
+        path
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
         #[test]
         fn difficulty_stays_within_bounds(
             start: u64,
@@ -165,6 +200,26 @@ mod tests {
                 if gap % 3 == 0 { v.on_job_request(now, &config); } else { v.on_share(now, gap % 5000 + 1, &config); }
                 prop_assert!((config.min_difficulty..=config.max_difficulty).contains(&v.difficulty()));
             }
+        }
+
+        /// Once a session has sent enough shares its difficulty settles near
+        /// the ideal (rate x target) and stops swinging.
+        #[test]
+        fn difficulty_settles_near_the_ideal(
+            seed: u64,
+            start in 1u64..10_000_000,
+            rate in 10.0f64..1_000_000.0,
+            target in 1.0f64..60.0,
+        ) {
+            let path = simulate(seed, start, rate, target, 600);
+            let ideal = rate * target;
+            let settled = &path[300..];
+            for &d in settled {
+                let ratio = d as f64 / ideal;
+                prop_assert!((0.6..=1.6).contains(&ratio), "difficulty {d} vs ideal {ideal:.0}");
+            }
+            let changes = settled.windows(2).filter(|w| w[0] != w[1]).count();
+            prop_assert!(changes <= 6, "{changes} changes over 300 settled shares");
         }
     }
 }

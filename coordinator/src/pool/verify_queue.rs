@@ -7,7 +7,7 @@
 //! full, [`VerifyQueue::submit`] refuses at once and the HTTP layer answers
 //! 503 with `Retry-After`, rather than queueing without limit.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use visionx::FastEngine;
 
-use crate::share_verifier::{verify_batch, ShareClaim, Verdict};
+use super::share_verifier::{verify_batch, ShareClaim, Verdict};
 
 struct Task {
     claim: ShareClaim,
@@ -25,26 +25,27 @@ struct Task {
 
 /// The queue is full: come back later.
 #[derive(Debug, Clone, Copy)]
-pub struct QueueFull;
+pub(crate) struct QueueFull;
 
-pub struct VerifyQueue {
+pub(crate) struct VerifyQueue {
     sender: SyncSender<Task>,
     depth: Arc<AtomicUsize>,
     capacity: usize,
 }
 
 impl VerifyQueue {
-    /// Starts `threads` verifier threads behind a queue of `capacity` shares.
-    pub fn start(threads: usize, capacity: usize) -> Self {
+    /// Starts `threads` verifier threads behind a queue of `capacity` shares;
+    /// `hashes` counts every VisionX recomputation.
+    pub(crate) fn start(threads: usize, capacity: usize, hashes: Arc<AtomicU64>) -> Self {
         let (sender, receiver) = mpsc::sync_channel::<Task>(capacity);
         let receiver = Arc::new(Mutex::new(receiver));
         let depth = Arc::new(AtomicUsize::new(0));
         for i in 0..threads.max(1) {
             let receiver = receiver.clone();
-            let depth = depth.clone();
+            let (depth, hashes) = (depth.clone(), hashes.clone());
             std::thread::Builder::new()
                 .name(format!("share-verify-{i}"))
-                .spawn(move || verifier_thread(&receiver, &depth))
+                .spawn(move || verifier_thread(&receiver, &depth, &hashes))
                 .expect("spawn a verifier thread");
         }
         VerifyQueue { sender, depth, capacity }
@@ -52,7 +53,7 @@ impl VerifyQueue {
 
     /// Queues a share; the verdict (and the time it waited plus took) comes
     /// back on the receiver.
-    pub fn submit(&self, claim: ShareClaim) -> Result<oneshot::Receiver<(Verdict, Duration)>, QueueFull> {
+    pub(crate) fn submit(&self, claim: ShareClaim) -> Result<oneshot::Receiver<(Verdict, Duration)>, QueueFull> {
         let (reply, verdict) = oneshot::channel();
         self.depth.fetch_add(1, Ordering::Relaxed);
         match self.sender.try_send(Task { claim, reply, enqueued: Instant::now() }) {
@@ -65,16 +66,16 @@ impl VerifyQueue {
     }
 
     /// Shares queued or being verified now.
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
     }
 
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 }
 
-fn verifier_thread(receiver: &Mutex<Receiver<Task>>, depth: &AtomicUsize) {
+fn verifier_thread(receiver: &Mutex<Receiver<Task>>, depth: &AtomicUsize, hashes: &AtomicU64) {
     let mut engine = FastEngine::new();
     loop {
         let batch: Vec<Task> = {
@@ -90,7 +91,8 @@ fn verifier_thread(receiver: &Mutex<Receiver<Task>>, depth: &AtomicUsize) {
             batch
         };
         let claims: Vec<ShareClaim> = batch.iter().map(|t| t.claim.clone()).collect();
-        let verdicts = verify_batch(&mut engine, &claims);
+        let (verdicts, hashed) = verify_batch(&mut engine, &claims);
+        hashes.fetch_add(hashed as u64, Ordering::Relaxed);
         for (task, verdict) in batch.into_iter().zip(verdicts) {
             depth.fetch_sub(1, Ordering::Relaxed);
             let _ = task.reply.send((verdict, task.enqueued.elapsed()));

@@ -5,10 +5,12 @@
 //! implementation of [`PoolStore`], and nothing outside this module may touch
 //! sled's pool trees directly.
 //!
-//! Accepted shares are an append-only ledger in acceptance order (the payout
-//! split reads it); a share and its duplicate key are written in one
-//! transaction, so a crash can neither lose the key of a credited share nor
-//! credit a share twice.
+//! Accepted shares are an append-only ledger. Positions are dense and given
+//! out in commit order (a reader paging by position never skips a share
+//! that commits later), and a share is written together with its duplicate
+//! key in one transaction, so a crash can neither lose the key of a
+//! credited share nor credit a share twice. Writes become durable on
+//! [`PoolStore::flush`]; the pool acknowledges only after that.
 
 mod sled_store;
 
@@ -16,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use sled_store::SledStore;
 
-use crate::chain::BlockTemplate;
+use crate::chain::{BlockSubmission, BlockTemplate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,21 +34,42 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-/// A registered worker.
+/// A worker id, bound to one wallet for good by its first registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerRecord {
     pub worker_id: String,
     pub wallet_address: String,
     pub worker_name: Option<String>,
-    pub version: Option<String>,
-    pub token: String,
     pub registered_at_ms: u64,
+}
+
+/// One registration of a worker: the credential a miner works under.
+///
+/// Only the hash of the bearer token is stored; every registration makes a
+/// new session, so knowing a worker's public id and wallet gives no one a
+/// credential of another's session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Public, stable name of the session (a prefix of the token hash).
+    pub session_id: String,
+    /// blake3 of the bearer token, hex.
+    pub token_hash: String,
+    pub worker_id: String,
+    pub wallet_address: String,
+    pub version: Option<String>,
+    /// The address it registered from.
+    pub source: Option<String>,
+    pub created_ms: u64,
+    /// Last time the session entered the active set (sessions unseen for
+    /// long are pruned).
+    pub last_seen_ms: u64,
 }
 
 /// An accepted share, as the payout split needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareRecord {
     pub worker_id: String,
+    pub session_id: String,
     pub wallet_address: String,
     /// The template the share hashed (a digest depends only on it and the
     /// nonce, so (template, nonce) is the duplicate key).
@@ -59,11 +82,19 @@ pub struct ShareRecord {
     pub is_block: bool,
 }
 
-/// A job handed to a worker, kept so a restarted pool still knows it.
+/// Who a (template, nonce) was credited to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credit {
+    pub position: u64,
+    pub session_id: String,
+}
+
+/// A job handed to a session, kept so a restarted pool still knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub job_id: String,
     pub worker_id: String,
+    pub session_id: String,
     pub template_id: String,
     pub height: u64,
     pub share_difficulty: u64,
@@ -71,17 +102,60 @@ pub struct JobRecord {
     pub nonce_end: u64,
 }
 
-/// A block the pool found.
+/// A template the pool issued jobs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRecord {
+    pub template: BlockTemplate,
+    /// The job counter when the template was first installed: job ranges of
+    /// this template are numbered from it, so they never overlap, restarts
+    /// included.
+    pub first_job_index: u64,
+}
+
+/// What the chain did with a found block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockStatus {
+    /// Recorded and being submitted (or retried after a transient failure).
+    Submitted,
+    /// The chain accepted it.
+    Accepted,
+    /// The chain refused it, or it could no longer win.
+    Rejected,
+}
+
+/// A block the pool found: recorded before it is submitted, so the chain
+/// never holds a pool block the pool has no record of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FoundBlockRecord {
     pub height: u64,
+    /// The block's digest (its id on the chain), hex.
     pub hash: String,
+    pub template_id: String,
+    pub nonce: u64,
     pub worker_id: String,
+    pub session_id: String,
     pub wallet_address: String,
     pub time_ms: u64,
-    /// Whether the chain accepted it.
-    pub accepted: bool,
+    pub status: BlockStatus,
+    /// Why it was rejected, or the last transient failure.
     pub reason: Option<String>,
+    pub attempts: u32,
+    pub updated_ms: u64,
+    /// What is sent to the chain (kept for retries after a restart).
+    pub submission: BlockSubmission,
+}
+
+/// A banned session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    pub session_id: String,
+    pub worker_id: String,
+    /// The address the banned session worked from: new registrations of the
+    /// same worker id from there are refused while the ban lasts.
+    pub source: Option<String>,
+    pub until_ms: u64,
+    pub reason: String,
 }
 
 /// Operator settings that survive restarts.
@@ -96,40 +170,55 @@ pub struct PoolSettings {
 }
 
 /// What appending a share did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// Written at this ledger position (not yet durable: see [`PoolStore::flush`]).
     Appended(u64),
-    /// The same (template, nonce) was credited before.
-    Duplicate,
+    /// The same (template, nonce) was credited before, to this credit.
+    Duplicate(Credit),
 }
 
 /// Everything the pool persists.
 pub trait PoolStore: Send + Sync + 'static {
+    /// Binds `worker.worker_id` to its wallet unless it is bound already,
+    /// atomically; returns the binding that holds (the existing one, if any).
+    fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError>;
+    /// Overwrites a bound worker's record (same wallet; a rename).
     fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError>;
-    fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
     fn worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>, StoreError>;
+
+    fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Forgets sessions last seen before `seen_before_ms`; returns how many.
+    fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError>;
 
     /// Appends an accepted share unless its (template, nonce) key exists, atomically.
     fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError>;
-    fn is_duplicate(&self, template_id: &str, nonce: u64) -> Result<bool, StoreError>;
+    /// Who `(template_id, nonce)` at `height` was credited to, if anyone.
+    fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError>;
     /// Up to `limit` shares from ledger position `from` on, in order.
     fn shares_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError>;
-    fn share_count(&self) -> Result<u64, StoreError>;
+    /// Ledger positions given out so far (kept as a number, never a scan).
+    fn ledger_len(&self) -> u64;
+    /// Forgets duplicate keys of heights below `height` (their jobs are gone,
+    /// so no share of them can be judged any more).
+    fn prune_share_keys_below(&self, height: u64) -> Result<usize, StoreError>;
 
-    /// Ban until `until_ms` (epoch ms).
-    fn put_ban(&self, worker_id: &str, until_ms: u64) -> Result<(), StoreError>;
-    fn remove_ban(&self, worker_id: &str) -> Result<bool, StoreError>;
-    fn bans(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
+    fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;
+    fn bans(&self) -> Result<Vec<BanRecord>, StoreError>;
 
-    fn put_template(&self, template_id: &str, template: &BlockTemplate) -> Result<(), StoreError>;
-    fn template(&self, template_id: &str) -> Result<Option<BlockTemplate>, StoreError>;
+    fn put_template(&self, template_id: &str, template: &TemplateRecord) -> Result<(), StoreError>;
+    fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError>;
+    /// Every stored template (those of the heights kept: a handful).
+    fn templates(&self) -> Result<Vec<(String, TemplateRecord)>, StoreError>;
     fn put_job(&self, job: &JobRecord) -> Result<(), StoreError>;
     /// Jobs of heights >= `height`.
     fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError>;
-    /// Forgets jobs (and templates) of heights below `height`.
+    /// Forgets jobs and templates of heights below `height`.
     fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError>;
 
+    /// Inserts or updates a found block (keyed by height and hash).
     fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError>;
     fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError>;
 
@@ -138,7 +227,7 @@ pub trait PoolStore: Send + Sync + 'static {
 
     /// A number never returned before, by this store, across restarts.
     fn next_id(&self) -> Result<u64, StoreError>;
-    /// A 32-byte secret created once per pool (job ids, tokens, share keys).
+    /// A 32-byte secret created once per pool (job ids, share keys).
     fn secret(&self) -> Result<[u8; 32], StoreError>;
 
     /// Makes every write so far durable (blocks for an fsync).

@@ -1,27 +1,36 @@
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::{
-    AppendOutcome, FoundBlockRecord, JobRecord, PoolSettings, PoolStore, ShareRecord, StoreError, WorkerRecord,
+    AppendOutcome, BanRecord, Credit, FoundBlockRecord, JobRecord, PoolSettings, PoolStore, SessionRecord, ShareRecord,
+    StoreError, TemplateRecord, WorkerRecord,
 };
-use crate::chain::BlockTemplate;
 
 /// [`PoolStore`] on sled trees, in the coordinator's data directory.
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
     workers: sled::Tree,
+    /// token hash -> SessionRecord.
+    sessions: sled::Tree,
+    /// position BE -> ShareRecord.
     shares: sled::Tree,
+    /// height BE ++ keyed hash(template, nonce) -> position BE ++ session id.
     share_keys: sled::Tree,
     bans: sled::Tree,
     blocks: sled::Tree,
     meta: sled::Tree,
     /// height BE ++ job id -> JobRecord.
     jobs: sled::Tree,
-    /// template id -> (height BE ++ template JSON).
+    /// template id -> (height BE ++ TemplateRecord JSON).
     templates: sled::Tree,
+    /// The next ledger position. Appends take it under this lock and commit
+    /// before releasing it, so positions commit in order (no gaps a reader
+    /// could page past).
+    next_position: Arc<Mutex<u64>>,
     /// Read once at open: it keys every share, so it must not cost a read per share.
     secret: [u8; 32],
 }
@@ -39,21 +48,36 @@ fn load_or_create_secret(db: &sled::Db, meta: &sled::Tree) -> Result<[u8; 32], S
     stored.as_ref().try_into().map_err(|_| StoreError::Corrupt { tree: "pool_meta", message: "secret".into() })
 }
 
+fn be_u64(tree: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
+    bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt { tree, message: "expected 8 bytes".into() })
+}
+
 impl SledStore {
     /// Opens (or creates) the pool's trees in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let meta = db.open_tree("pool_meta")?;
+        let shares = db.open_tree("pool_shares")?;
+        let next_position = match shares.last()? {
+            Some((key, _)) => be_u64("pool_shares", &key)? + 1,
+            None => 0,
+        };
         Ok(SledStore {
             secret: load_or_create_secret(db, &meta)?,
             db: db.clone(),
             workers: db.open_tree("pool_workers")?,
-            shares: db.open_tree("pool_shares")?,
+            sessions: db.open_tree("pool_sessions")?,
+            shares,
             share_keys: db.open_tree("pool_share_keys")?,
             bans: db.open_tree("pool_bans")?,
             blocks: db.open_tree("pool_found_blocks")?,
             meta,
             jobs: db.open_tree("pool_jobs")?,
             templates: db.open_tree("pool_templates")?,
+            next_position: Arc::new(Mutex::new(next_position)),
         })
     }
 
@@ -62,13 +86,15 @@ impl SledStore {
         Self::open(&sled::open(path)?)
     }
 
-    fn share_key(&self, template_id: &str, nonce: u64) -> [u8; 32] {
+    fn share_key(&self, height: u64, template_id: &str, nonce: u64) -> Vec<u8> {
         let mut hasher = blake3::Hasher::new_keyed(&self.secret);
         hasher.update(b"share");
         hasher.update(template_id.as_bytes());
         hasher.update(&[0]);
         hasher.update(&nonce.to_le_bytes());
-        *hasher.finalize().as_bytes()
+        let mut key = height.to_be_bytes().to_vec();
+        key.extend_from_slice(hasher.finalize().as_bytes());
+        key
     }
 }
 
@@ -80,56 +106,147 @@ fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> R
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, message: e.to_string() })
 }
 
+fn decode_credit(bytes: &[u8]) -> Result<Credit, StoreError> {
+    Ok(Credit {
+        position: be_u64("pool_share_keys", bytes)?,
+        session_id: String::from_utf8_lossy(&bytes[8..]).into_owned(),
+    })
+}
+
 impl PoolStore for SledStore {
+    fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
+        let key = worker.worker_id.as_bytes();
+        match self.workers.compare_and_swap(key, None as Option<&[u8]>, Some(encode(worker)))? {
+            Ok(()) => Ok(worker.clone()),
+            Err(existing) => match existing.current {
+                Some(bytes) => decode("pool_workers", &bytes),
+                None => Err(StoreError::Backend("worker binding vanished".into())),
+            },
+        }
+    }
+
     fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError> {
         self.workers.insert(worker.worker_id.as_bytes(), encode(worker))?;
         Ok(())
-    }
-
-    fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
-        self.workers.iter().values().map(|v| decode("pool_workers", &v?)).collect()
     }
 
     fn worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>, StoreError> {
         self.workers.get(worker_id.as_bytes())?.map(|v| decode("pool_workers", &v)).transpose()
     }
 
-    fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
-        let key = self.share_key(&share.template_id, share.nonce);
-        let seq = self.db.generate_id()?;
-        let value = encode(share);
-        let result = (&self.shares, &self.share_keys).transaction(|(shares, keys)| {
-            if keys.get(key)?.is_some() {
-                return Ok(AppendOutcome::Duplicate);
+    fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.sessions.insert(session.token_hash.as_bytes(), encode(session))?;
+        Ok(())
+    }
+
+    fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.sessions.get(token_hash.as_bytes())?.map(|v| decode("pool_sessions", &v)).transpose()
+    }
+
+    fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError> {
+        let mut pruned = 0;
+        for item in self.sessions.iter() {
+            let (key, value) = item?;
+            let session: SessionRecord = decode("pool_sessions", &value)?;
+            if session.last_seen_ms < seen_before_ms {
+                self.sessions.remove(key)?;
+                pruned += 1;
             }
-            keys.insert(&key[..], &seq.to_be_bytes()[..])?;
-            shares.insert(&seq.to_be_bytes()[..], value.as_slice())?;
-            Ok::<_, ConflictableTransactionError<()>>(AppendOutcome::Appended(seq))
+        }
+        Ok(pruned)
+    }
+
+    fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
+        let key = self.share_key(share.height, &share.template_id, share.nonce);
+        let value = encode(share);
+        let mut next = self.next_position.lock().expect("ledger position lock");
+        let position = *next;
+        let mut credit = position.to_be_bytes().to_vec();
+        credit.extend_from_slice(share.session_id.as_bytes());
+        let result = (&self.shares, &self.share_keys).transaction(|(shares, keys)| {
+            if let Some(existing) = keys.get(&key)? {
+                return Ok(Some(existing));
+            }
+            keys.insert(key.as_slice(), credit.as_slice())?;
+            shares.insert(&position.to_be_bytes()[..], value.as_slice())?;
+            Ok::<_, ConflictableTransactionError<()>>(None)
         });
         match result {
-            Ok(outcome) => Ok(outcome),
+            Ok(None) => {
+                *next += 1;
+                Ok(AppendOutcome::Appended(position))
+            }
+            Ok(Some(existing)) => Ok(AppendOutcome::Duplicate(decode_credit(&existing)?)),
             Err(TransactionError::Storage(e)) => Err(e.into()),
-            Err(TransactionError::Abort(())) => unreachable!("the transaction never aborts"),
+            Err(TransactionError::Abort(())) => Err(StoreError::Backend("share append aborted".into())),
         }
     }
 
-    fn is_duplicate(&self, template_id: &str, nonce: u64) -> Result<bool, StoreError> {
-        Ok(self.share_keys.contains_key(self.share_key(template_id, nonce))?)
+    fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError> {
+        self.share_keys.get(self.share_key(height, template_id, nonce))?.map(|v| decode_credit(&v)).transpose()
     }
 
-    fn put_template(&self, template_id: &str, template: &BlockTemplate) -> Result<(), StoreError> {
-        let mut value = template.height.to_be_bytes().to_vec();
+    fn shares_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError> {
+        self.shares
+            .range(from.to_be_bytes()..)
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((be_u64("pool_shares", &k)?, decode("pool_shares", &v)?))
+            })
+            .collect()
+    }
+
+    fn ledger_len(&self) -> u64 {
+        *self.next_position.lock().expect("ledger position lock")
+    }
+
+    fn prune_share_keys_below(&self, height: u64) -> Result<usize, StoreError> {
+        let mut pruned = 0;
+        for key in self.share_keys.range(..height.to_be_bytes()).keys() {
+            self.share_keys.remove(key?)?;
+            pruned += 1;
+        }
+        Ok(pruned)
+    }
+
+    fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError> {
+        self.bans.insert(ban.session_id.as_bytes(), encode(ban))?;
+        Ok(())
+    }
+
+    fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError> {
+        Ok(self.bans.remove(session_id.as_bytes())?.is_some())
+    }
+
+    fn bans(&self) -> Result<Vec<BanRecord>, StoreError> {
+        self.bans.iter().values().map(|v| decode("pool_bans", &v?)).collect()
+    }
+
+    fn put_template(&self, template_id: &str, template: &TemplateRecord) -> Result<(), StoreError> {
+        let mut value = template.template.height.to_be_bytes().to_vec();
         value.extend_from_slice(&encode(template));
         self.templates.insert(template_id.as_bytes(), value)?;
         Ok(())
     }
 
-    fn template(&self, template_id: &str) -> Result<Option<BlockTemplate>, StoreError> {
+    fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
         match self.templates.get(template_id.as_bytes())? {
             Some(v) if v.len() > 8 => Ok(Some(decode("pool_templates", &v[8..])?)),
             Some(_) => Err(StoreError::Corrupt { tree: "pool_templates", message: "short record".into() }),
             None => Ok(None),
         }
+    }
+
+    fn templates(&self) -> Result<Vec<(String, TemplateRecord)>, StoreError> {
+        self.templates
+            .iter()
+            .map(|item| {
+                let (key, value) = item?;
+                let record = decode("pool_templates", value.get(8..).unwrap_or_default())?;
+                Ok((String::from_utf8_lossy(&key).into_owned(), record))
+            })
+            .collect()
     }
 
     fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
@@ -149,55 +266,11 @@ impl PoolStore for SledStore {
         }
         for item in self.templates.iter() {
             let (key, value) = item?;
-            if value.len() >= 8 && u64::from_be_bytes(value[..8].try_into().expect("8 bytes")) < height {
+            if be_u64("pool_templates", &value)? < height {
                 self.templates.remove(key)?;
             }
         }
         Ok(())
-    }
-
-    fn shares_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError> {
-        self.shares
-            .range(from.to_be_bytes()..)
-            .take(limit)
-            .map(|item| {
-                let (k, v) = item?;
-                let seq =
-                    u64::from_be_bytes(k.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                        tree: "pool_shares",
-                        message: "key is not 8 bytes".into(),
-                    })?);
-                Ok((seq, decode("pool_shares", &v)?))
-            })
-            .collect()
-    }
-
-    fn share_count(&self) -> Result<u64, StoreError> {
-        Ok(self.shares.len() as u64)
-    }
-
-    fn put_ban(&self, worker_id: &str, until_ms: u64) -> Result<(), StoreError> {
-        self.bans.insert(worker_id.as_bytes(), &until_ms.to_be_bytes())?;
-        Ok(())
-    }
-
-    fn remove_ban(&self, worker_id: &str) -> Result<bool, StoreError> {
-        Ok(self.bans.remove(worker_id.as_bytes())?.is_some())
-    }
-
-    fn bans(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.bans
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                let until = v
-                    .as_ref()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt { tree: "pool_bans", message: "value is not 8 bytes".into() })?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), until))
-            })
-            .collect()
     }
 
     fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError> {
@@ -241,6 +314,7 @@ mod tests {
     fn share(job: &str, nonce: u64) -> ShareRecord {
         ShareRecord {
             worker_id: "w1".into(),
+            session_id: "s1".into(),
             wallet_address: "land1abc".into(),
             template_id: format!("t-{job}"),
             job_id: job.into(),
@@ -262,54 +336,106 @@ mod tests {
         let (store, _db) = temp_store();
         let a = store.append_share(&share("j1", 1)).unwrap();
         let b = store.append_share(&share("j1", 2)).unwrap();
-        assert_eq!(store.append_share(&share("j1", 1)).unwrap(), AppendOutcome::Duplicate);
+        let dup = store.append_share(&ShareRecord { session_id: "other".into(), ..share("j1", 1) }).unwrap();
+        assert_eq!(dup, AppendOutcome::Duplicate(Credit { position: 0, session_id: "s1".into() }));
         let c = store.append_share(&share("j2", 1)).unwrap();
-        let (AppendOutcome::Appended(a), AppendOutcome::Appended(b), AppendOutcome::Appended(c)) = (a, b, c) else {
-            panic!("appends");
-        };
-        assert!(a < b && b < c);
+        assert_eq!((a, b, c), (AppendOutcome::Appended(0), AppendOutcome::Appended(1), AppendOutcome::Appended(2)));
         let all = store.shares_from(0, 10).unwrap();
         assert_eq!(
             all.iter().map(|(_, s)| (s.job_id.as_str(), s.nonce)).collect::<Vec<_>>(),
             [("j1", 1), ("j1", 2), ("j2", 1)]
         );
-        assert!(store.is_duplicate("t-j1", 2).unwrap());
-        assert!(!store.is_duplicate("t-j2", 2).unwrap());
-        assert_eq!(store.share_count().unwrap(), 3);
+        assert_eq!(store.credited(3, "t-j1", 2).unwrap().map(|c| c.position), Some(1));
+        assert_eq!(store.credited(3, "t-j2", 2).unwrap(), None);
+        assert_eq!(store.ledger_len(), 3);
     }
 
     #[test]
-    fn workers_are_found_by_id() {
+    fn ledger_positions_commit_in_order_so_a_pager_never_skips_a_share() {
         let (store, _db) = temp_store();
-        let worker = WorkerRecord {
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for n in 0..300 {
+                        store.append_share(&share(&format!("w{w}"), n)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        // A reader paging by position while appends race: every page must
+        // continue exactly where the last one ended.
+        let mut next = 0u64;
+        while next < 1200 {
+            for (position, _) in store.shares_from(next, 64).unwrap() {
+                assert_eq!(position, next, "a position committed after a later one");
+                next += 1;
+            }
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(store.ledger_len(), 1200);
+    }
+
+    #[test]
+    fn a_worker_id_binds_to_the_first_wallet_only() {
+        let (store, _db) = temp_store();
+        let worker = |wallet: &str| WorkerRecord {
             worker_id: "rig".into(),
-            wallet_address: "land1w".into(),
+            wallet_address: wallet.into(),
             worker_name: None,
-            version: None,
-            token: "t".into(),
             registered_at_ms: 5,
         };
-        store.put_worker(&worker).unwrap();
-        assert_eq!(store.worker("rig").unwrap(), Some(worker));
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || store.bind_worker(&worker(&format!("land1w{i}"))).unwrap())
+            })
+            .collect();
+        let bound: Vec<WorkerRecord> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        assert!(bound.windows(2).all(|p| p[0] == p[1]), "every racer sees one binding: {bound:?}");
+        assert_eq!(store.worker("rig").unwrap().as_ref(), Some(&bound[0]));
         assert_eq!(store.worker("other").unwrap(), None);
+    }
+
+    #[test]
+    fn share_keys_of_old_heights_are_pruned() {
+        let (store, _db) = temp_store();
+        for height in 1..=5 {
+            store.append_share(&ShareRecord { height, ..share("j", height) }).unwrap();
+        }
+        assert_eq!(store.prune_share_keys_below(4).unwrap(), 3);
+        assert_eq!(store.credited(2, "t-j", 2).unwrap(), None);
+        assert!(store.credited(4, "t-j", 4).unwrap().is_some());
+        assert_eq!(store.shares_from(0, 10).unwrap().len(), 5, "the ledger itself stays");
     }
 
     #[test]
     fn state_survives_reopening() {
         let dir = std::env::temp_dir().join(format!("vision-sled-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        let ban = BanRecord {
+            session_id: "s".into(),
+            worker_id: "bad".into(),
+            source: Some("127.0.0.1".into()),
+            until_ms: 123,
+            reason: "r".into(),
+        };
         let (secret, id) = {
             let store = SledStore::open_path(&dir).unwrap();
             store.append_share(&share("j", 9)).unwrap();
-            store.put_ban("bad", 123).unwrap();
+            store.put_ban(&ban).unwrap();
             store.flush().unwrap();
             (store.secret().unwrap(), store.next_id().unwrap())
         };
         let store = SledStore::open_path(&dir).unwrap();
         assert_eq!(store.secret().unwrap(), secret);
         assert!(store.next_id().unwrap() > id, "ids never repeat across restarts");
-        assert!(store.is_duplicate("t-j", 9).unwrap());
-        assert_eq!(store.bans().unwrap(), vec![("bad".to_string(), 123)]);
+        assert!(store.credited(3, "t-j", 9).unwrap().is_some());
+        assert_eq!(store.ledger_len(), 1, "positions continue after a restart");
+        assert_eq!(store.append_share(&share("j", 10)).unwrap(), AppendOutcome::Appended(1));
+        assert_eq!(store.bans().unwrap(), vec![ban]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

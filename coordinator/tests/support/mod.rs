@@ -17,6 +17,8 @@ pub struct TestPool {
     pub url: String,
     /// The pool behind the server (for calls no route offers). Dropped on stop.
     pub pool: Option<std::sync::Arc<vision_coordinator::pool::Pool>>,
+    /// The embedded devnet (its test hooks), when there is one.
+    pub devnet: Option<std::sync::Arc<vision_coordinator::chain::devnet::DevnetChain>>,
     pub data_dir: PathBuf,
     pub http: Client,
     stop: Option<oneshot::Sender<()>>,
@@ -53,6 +55,7 @@ impl TestPool {
         let config = settings.resolve().expect("valid test settings");
         let coordinator = Coordinator::build(&config).await.expect("coordinator starts");
         let pool = coordinator.pool.clone();
+        let devnet = coordinator.devnet.clone();
         let listener = tokio::net::TcpListener::bind(&config.bind).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -67,6 +70,7 @@ impl TestPool {
         TestPool {
             url,
             pool: Some(pool),
+            devnet,
             data_dir: config.data_dir,
             http: Client::new(),
             stop: Some(stop),
@@ -77,6 +81,7 @@ impl TestPool {
     /// Graceful stop (flushes state).
     pub async fn stop(mut self) {
         self.pool = None;
+        self.devnet = None;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -120,6 +125,12 @@ impl TestPool {
         let response = self.post_auth("/pool/share", token, &body).await;
         (response.status(), response.json().await.unwrap())
     }
+}
+
+/// An HTTP client whose connections come from `ip` (a loopback address
+/// such as 127.0.0.2: another source, as far as the pool can tell).
+pub fn client_from(ip: &str) -> Client {
+    Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
 }
 
 /// A job as the pool sent it.

@@ -21,6 +21,10 @@ pub struct MineArgs {
     /// Mine solo against this node's API (http://host:port) instead of a pool.
     #[arg(long, value_name = "NODE_URL", env = "VISION_SOLO", conflicts_with = "pools")]
     pub solo: Option<String>,
+    /// Bearer token for the node's block submission route (solo mining on a
+    /// node that requires one, such as the coordinator's devnet).
+    #[arg(long, env = "VISION_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<String>,
     /// Wallet address rewards are paid to (1-128 letters, digits, '_', '-', ':').
     #[arg(long, env = "VISION_WALLET")]
     pub wallet: Option<String>,
@@ -69,6 +73,8 @@ pub struct MineArgs {
 #[derive(Debug, Clone)]
 pub struct MinerConfig {
     pub mode: MiningMode,
+    /// Sent as `Authorization: Bearer` with solo block submissions.
+    pub node_token: Option<String>,
     pub wallet: String,
     pub worker: String,
     pub backend: BackendChoice,
@@ -105,6 +111,7 @@ impl MineArgs {
         MineArgs {
             pools: if self.pools.is_empty() { file.pools } else { self.pools },
             solo: self.solo.or(file.solo),
+            node_token: self.node_token.or(file.node_token),
             wallet: self.wallet.or(file.wallet),
             worker: self.worker.or(file.worker),
             backend: self.backend.or(file.backend),
@@ -127,7 +134,7 @@ impl MineArgs {
         let mode = match (&self.solo, self.pools.is_empty()) {
             (Some(_), false) => return Err("give --pool or --solo, not both".into()),
             (Some(node), true) => {
-                crate::client::node_api::NodeApi::new(node)?;
+                crate::client::node_api::NodeApi::new(node, None)?;
                 MiningMode::Solo(node.clone())
             }
             (None, false) => {
@@ -171,6 +178,7 @@ impl MineArgs {
         let quiet = self.quiet == Some(true);
         Ok(MinerConfig {
             mode,
+            node_token: self.node_token.filter(|t| !t.is_empty()),
             wallet,
             worker,
             backend: self.backend.unwrap_or(BackendChoice::Auto),

@@ -34,10 +34,12 @@ pub struct SubmitAnswer {
 pub struct NodeApi {
     pub url: String,
     http: reqwest::Client,
+    /// Bearer token for block submission, where the node wants one.
+    token: Option<String>,
 }
 
 impl NodeApi {
-    pub fn new(url: &str) -> Result<Self, String> {
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, String> {
         let url = url.trim_end_matches('/').to_string();
         reqwest::Url::parse(&url).map_err(|e| format!("{url:?} is not a node URL: {e}"))?;
         if !url.starts_with("http://") && !url.starts_with("https://") {
@@ -48,7 +50,7 @@ impl NodeApi {
             .timeout(Duration::from_secs(15))
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-        Ok(NodeApi { url, http })
+        Ok(NodeApi { url, http, token })
     }
 
     pub async fn template(&self, address: &str) -> Result<Template, ApiFailure> {
@@ -67,13 +69,11 @@ impl NodeApi {
             "height": template.height, "parent_hash": template.parent_hash, "timestamp": template.timestamp,
             "difficulty": template.difficulty, "tx_root": template.tx_root, "miner": template.miner, "nonce": nonce,
         });
-        let response = self
-            .http
-            .post(format!("{}/node/submit", self.url))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transport(&self.url, &e))?;
+        let mut request = self.http.post(format!("{}/node/submit", self.url)).json(&body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| transport(&self.url, &e))?;
         read_json(response).await
     }
 }

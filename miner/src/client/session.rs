@@ -89,6 +89,9 @@ struct PoolContext {
     dispatch: Arc<WorkDispatch>,
     status: Arc<MinerStatus>,
     block_time: Mutex<Duration>,
+    /// When the pool last answered a job request (with a new job or the
+    /// same one): the stale-work watchdog counts from it.
+    job_answered: Mutex<Instant>,
     /// Cuts a long-poll short: the pool announced a new share difficulty.
     refresh: Notify,
 }
@@ -194,7 +197,8 @@ impl PoolContext {
     fn stop_stale_work(&self) {
         let limit = *self.block_time.lock().expect("block time lock") * 4;
         if let Some(work) = self.dispatch.current_work() {
-            if work.received.elapsed() > limit {
+            let answered = *self.job_answered.lock().expect("job answered lock");
+            if work.received.max(answered).elapsed() > limit {
                 tracing::warn!(
                     "no new job for {}s (4 block times): stopping stale work until the pool answers",
                     limit.as_secs()
@@ -302,6 +306,14 @@ impl PoolContext {
                     if let Some(secs) = job.block_time_secs {
                         *self.block_time.lock().expect("block time lock") = Duration::from_secs(secs.max(1));
                     }
+                    *self.job_answered.lock().expect("job answered lock") = Instant::now();
+                    // The pool answers a repeated request with the same job
+                    // while it still fits: keep hashing where we are.
+                    let same_job =
+                        self.dispatch.current_work().is_some_and(|w| w.pool == Some(active) && w.id == job.job_id);
+                    if same_job {
+                        continue;
+                    }
                     match work_from_job(&job, active) {
                         Ok(work) => {
                             let changed_height = self.dispatch.current_work().is_none_or(|w| w.height != job.height);
@@ -353,6 +365,7 @@ pub async fn run_pool(
         dispatch,
         status,
         block_time: Mutex::new(Duration::from_secs(30)),
+        job_answered: Mutex::new(Instant::now()),
         refresh: Notify::new(),
     });
     let submitter = {

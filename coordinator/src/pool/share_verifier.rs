@@ -5,43 +5,58 @@
 //! shares at close to the mining rate instead of one latency-bound hash at a
 //! time. Each share is judged at the difficulty of the job it answers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use visionx::{Digest, FastEngine, PowInput};
 
 /// A submitted share, as far as verification is concerned.
 #[derive(Debug, Clone)]
-pub struct ShareClaim {
-    pub input: Arc<PowInput>,
-    pub nonce: u64,
+pub(crate) struct ShareClaim {
+    pub(crate) input: Arc<PowInput>,
+    pub(crate) nonce: u64,
     /// The digest the worker says it found.
-    pub claimed_digest: Digest,
+    pub(crate) claimed_digest: Digest,
     /// The share difficulty of the job the share answers.
-    pub share_difficulty: u64,
+    pub(crate) share_difficulty: u64,
     /// The network difficulty of that job.
-    pub network_difficulty: u64,
+    pub(crate) network_difficulty: u64,
+    /// Set when the submitting session is banned: a share still queued then
+    /// is skipped, not hashed.
+    pub(crate) banned: Arc<AtomicBool>,
 }
 
 /// What recomputation says of a share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Valid; `is_block` when it also meets the network difficulty.
     Accepted { digest: Digest, is_block: bool },
     /// The recomputed digest differs from the claimed one.
     BadDigest,
     /// The digest is right but does not meet the share difficulty.
     LowDifficulty,
+    /// Not hashed: its session was banned while it waited.
+    Skipped,
 }
 
-/// Recomputes a batch of shares and judges each one. Verdicts come back in
-/// the order of `claims`. Blocking and CPU-bound: call it off any async runtime.
-pub fn verify_batch(engine: &mut FastEngine, claims: &[ShareClaim]) -> Vec<Verdict> {
-    let items: Vec<(&PowInput, u64)> = claims.iter().map(|c| (&*c.input, c.nonce)).collect();
-    let digests = engine.hash_many(&items);
-    claims
+/// Recomputes a batch of shares and judges each one (skipping those of
+/// banned sessions). Verdicts come back in the order of `claims`, with the
+/// number of hashes computed. Blocking and CPU-bound: call it off any async
+/// runtime.
+pub(crate) fn verify_batch(engine: &mut FastEngine, claims: &[ShareClaim]) -> (Vec<Verdict>, usize) {
+    // Read each flag once, so the digests line up with the claims hashed.
+    let skipped: Vec<bool> = claims.iter().map(|c| c.banned.load(Ordering::Relaxed)).collect();
+    let items: Vec<(&PowInput, u64)> =
+        claims.iter().zip(&skipped).filter(|(_, skip)| !**skip).map(|(c, _)| (&*c.input, c.nonce)).collect();
+    let mut digests = engine.hash_many(&items).into_iter();
+    let verdicts = claims
         .iter()
-        .zip(digests)
-        .map(|(claim, digest)| {
+        .zip(&skipped)
+        .map(|(claim, &skip)| {
+            if skip {
+                return Verdict::Skipped;
+            }
+            let digest = digests.next().expect("one digest per live claim");
             if digest != claim.claimed_digest {
                 Verdict::BadDigest
             } else if !digest.meets_difficulty(claim.share_difficulty) {
@@ -50,7 +65,8 @@ pub fn verify_batch(engine: &mut FastEngine, claims: &[ShareClaim]) -> Vec<Verdi
                 Verdict::Accepted { digest, is_block: digest.meets_difficulty(claim.network_difficulty) }
             }
         })
-        .collect()
+        .collect();
+    (verdicts, items.len())
 }
 
 #[cfg(test)]
@@ -75,6 +91,7 @@ mod tests {
                 claimed_digest: digest,
                 share_difficulty: 1,
                 network_difficulty: 1,
+                banned: Arc::default(),
             });
             expected.push(Verdict::Accepted { digest, is_block: true });
             // A claimed digest one bit off.
@@ -86,6 +103,7 @@ mod tests {
                 claimed_digest: forged,
                 share_difficulty: 1,
                 network_difficulty: 1,
+                banned: Arc::default(),
             });
             expected.push(Verdict::BadDigest);
             // The right digest at a share difficulty it misses (unless its top is tiny).
@@ -97,10 +115,30 @@ mod tests {
                     claimed_digest: digest,
                     share_difficulty: too_hard,
                     network_difficulty: too_hard,
+                    banned: Arc::default(),
                 });
                 expected.push(Verdict::LowDifficulty);
             }
         }
-        assert_eq!(verify_batch(&mut engine, &claims), expected);
+        let hashed = claims.len();
+        assert_eq!(verify_batch(&mut engine, &claims), (expected, hashed));
+    }
+
+    #[test]
+    fn claims_of_banned_sessions_are_skipped_unhashed() {
+        let v = &vectors::hash_vectors()[0];
+        let claim = |banned: bool| ShareClaim {
+            input: Arc::new(v.input().unwrap()),
+            nonce: v.nonce,
+            claimed_digest: v.expected(),
+            share_difficulty: 1,
+            network_difficulty: u64::MAX,
+            banned: Arc::new(AtomicBool::new(banned)),
+        };
+        let (verdicts, hashed) = verify_batch(&mut FastEngine::new(), &[claim(true), claim(false), claim(true)]);
+        assert_eq!(hashed, 1);
+        assert_eq!(verdicts[0], Verdict::Skipped);
+        assert!(matches!(verdicts[1], Verdict::Accepted { is_block: false, .. }));
+        assert_eq!(verdicts[2], Verdict::Skipped);
     }
 }

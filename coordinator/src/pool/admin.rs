@@ -1,0 +1,104 @@
+//! The operator's controls: settings, start/stop, bans. Each change is
+//! durable (through the group commit, off the runtime) before it is answered.
+
+use std::sync::atomic::Ordering;
+
+use super::{BanView, ConfigureRequest, Pool, PoolError, MAX_POOL_FEE_BPS};
+use crate::storage::PoolSettings;
+
+impl Pool {
+    pub(crate) async fn configure(&self, request: ConfigureRequest) -> Result<PoolSettings, PoolError> {
+        let mut next = self.settings();
+        if let Some(name) = request.pool_name {
+            if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                return Err(PoolError::bad_field("pool_name is 1-64 printable characters"));
+            }
+            next.pool_name = name;
+        }
+        if let Some(fee) = request.pool_fee_bps {
+            if fee > MAX_POOL_FEE_BPS {
+                return Err(PoolError::BadField {
+                    reason: "bad_fee",
+                    message: format!("pool_fee_bps must be 0-{MAX_POOL_FEE_BPS} (0-10%)"),
+                });
+            }
+            next.pool_fee_bps = fee;
+        }
+        if let Some(secs) = request.target_share_seconds {
+            if !(1..=3600).contains(&secs) {
+                return Err(PoolError::bad_field("target_share_seconds must be 1-3600"));
+            }
+            next.target_share_seconds = secs;
+        }
+        if let Some(min) = request.min_share_difficulty {
+            next.min_share_difficulty = min.max(1);
+        }
+        if let Some(max) = request.max_share_difficulty {
+            next.max_share_difficulty = max;
+        }
+        if next.max_share_difficulty < next.min_share_difficulty {
+            return Err(PoolError::bad_field("max_share_difficulty is below min_share_difficulty"));
+        }
+        self.store.put_settings(&next)?;
+        self.commits.durable().await?;
+        *self.settings.write().expect("settings lock") = next.clone();
+        let vardiff_config = self.vardiff_config();
+        for session in self.sessions.lock().expect("sessions lock").values_mut() {
+            session.vardiff.apply_bounds(&vardiff_config);
+        }
+        Ok(next)
+    }
+
+    pub(crate) async fn set_running(&self, running: bool) -> Result<PoolSettings, PoolError> {
+        let mut next = self.settings();
+        next.running = running;
+        self.store.put_settings(&next)?;
+        self.commits.durable().await?;
+        *self.settings.write().expect("settings lock") = next.clone();
+        self.running.store(running, Ordering::Relaxed);
+        Ok(next)
+    }
+
+    /// Bans in force.
+    pub(crate) fn bans(&self, now: u64) -> Vec<BanView> {
+        let bans = self.bans.lock().expect("bans lock");
+        let mut list: Vec<BanView> = bans
+            .values()
+            .filter(|b| b.until_ms > now)
+            .map(|b| BanView {
+                session_id: b.session_id.clone(),
+                worker_id: b.worker_id.clone(),
+                banned_until_ms: b.until_ms,
+                reason: b.reason.clone(),
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.worker_id, &a.session_id).cmp(&(&b.worker_id, &b.session_id)));
+        list
+    }
+
+    /// Lifts the ban of a session, or of every session of a worker id.
+    /// Returns how many bans were lifted.
+    pub(crate) async fn unban(&self, session_or_worker: &str) -> Result<usize, PoolError> {
+        let lifted: Vec<String> = {
+            let mut bans = self.bans.lock().expect("bans lock");
+            let keys: Vec<String> = bans
+                .values()
+                .filter(|b| b.session_id == session_or_worker || b.worker_id == session_or_worker)
+                .map(|b| b.session_id.clone())
+                .collect();
+            for key in &keys {
+                bans.remove(key);
+            }
+            keys
+        };
+        for session_id in &lifted {
+            self.store.remove_ban(session_id)?;
+            if let Some(session) = self.sessions.lock().expect("sessions lock").get_mut(session_id) {
+                session.banned.store(false, Ordering::Relaxed);
+                session.ban_counts = Default::default();
+            }
+        }
+        self.commits.durable().await?;
+        Ok(lifted.len())
+    }
+}

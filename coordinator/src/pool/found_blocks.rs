@@ -1,0 +1,143 @@
+//! Found blocks: submission, retries, and records that say what the chain did.
+//!
+//! A block is recorded (`submitted`) together with its share before the
+//! chain sees it. A submission the chain answers is settled `accepted` or
+//! `rejected` with the chain's reason. A transient failure (the node
+//! unreachable) is retried with backoff on a task of its own for as long
+//! as the block can still win: while the pool's current template is the
+//! block's own, or unknown. Once another template is current, the chain is
+//! asked whether the block made it (an earlier attempt may have landed
+//! with its answer lost) and the record settles either way. Records left
+//! `submitted` by a restart are resumed the same way
+//! ([`Pool::resume_block_submissions`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::metrics::PoolMetrics;
+use super::{now_ms, Pool, PoolError};
+use crate::chain::ChainError;
+use crate::storage::{BlockStatus, FoundBlockRecord};
+
+/// Retry delays: doubling from the first to the last.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const LAST_RETRY: Duration = Duration::from_secs(10);
+
+impl Pool {
+    /// Submits a recorded block once; on a transient failure, keeps retrying
+    /// in the background. Returns the record as it stands after this attempt.
+    pub(crate) async fn submit_found_block(
+        self: &Arc<Self>,
+        mut block: FoundBlockRecord,
+    ) -> Result<FoundBlockRecord, PoolError> {
+        self.attempt_submission(&mut block).await?;
+        if block.status == BlockStatus::Submitted {
+            let (pool, pending) = (self.clone(), block.clone());
+            tokio::spawn(async move { pool.retry_block_submission(pending).await });
+        }
+        Ok(block)
+    }
+
+    /// One submission attempt; records the outcome durably.
+    async fn attempt_submission(&self, block: &mut FoundBlockRecord) -> Result<(), PoolError> {
+        block.attempts += 1;
+        block.updated_ms = now_ms();
+        match self.chain.submit(block.submission.clone()).await {
+            Ok(outcome) if outcome.accepted => {
+                if let Some(hash) = outcome.hash.filter(|h| !h.eq_ignore_ascii_case(&block.hash)) {
+                    tracing::error!(ours = %block.hash, chain = %hash, "the chain reports another hash for our block");
+                }
+                block.status = BlockStatus::Accepted;
+                block.reason = None;
+            }
+            Ok(outcome) => {
+                block.status = BlockStatus::Rejected;
+                block.reason = Some(outcome.reason.unwrap_or_else(|| "rejected without a reason".into()));
+            }
+            Err(ChainError::Unavailable(message)) => {
+                PoolMetrics::bump(&self.metrics.block_submit_retries);
+                tracing::warn!(height = block.height, "block submission failed, will retry: {message}");
+                block.reason = Some(message);
+            }
+            Err(err) => {
+                block.status = BlockStatus::Rejected;
+                block.reason = Some(err.to_string());
+            }
+        }
+        self.record_block(block).await
+    }
+
+    async fn record_block(&self, block: &FoundBlockRecord) -> Result<(), PoolError> {
+        self.store.put_found_block(block)?;
+        self.commits.durable().await?;
+        match block.status {
+            BlockStatus::Accepted => {
+                PoolMetrics::bump(&self.metrics.blocks_found);
+                if let Some(session) = self.sessions.lock().expect("sessions lock").get_mut(&block.session_id) {
+                    session.blocks_found += 1;
+                }
+                tracing::info!(height = block.height, hash = %block.hash, worker = %block.worker_id, "block found");
+                if let Err(err) = self.refresh_template().await {
+                    tracing::warn!("refreshing the template after a block failed: {err}");
+                }
+            }
+            BlockStatus::Rejected => {
+                PoolMetrics::bump(&self.metrics.blocks_rejected);
+                tracing::warn!(
+                    height = block.height,
+                    "block rejected by the chain: {}",
+                    block.reason.as_deref().unwrap_or("")
+                );
+            }
+            BlockStatus::Submitted => {}
+        }
+        Ok(())
+    }
+
+    /// Whether the block's template is still the one mined on (or the tip
+    /// is unknown, so it may be).
+    fn can_still_win(&self, block: &FoundBlockRecord) -> bool {
+        self.jobs.current().is_none_or(|c| c.id == block.template_id)
+    }
+
+    /// Retries a `submitted` block until it settles.
+    pub(crate) async fn retry_block_submission(self: Arc<Self>, mut block: FoundBlockRecord) {
+        let mut delay = FIRST_RETRY;
+        while block.status == BlockStatus::Submitted {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(LAST_RETRY);
+            let settled = if self.can_still_win(&block) {
+                self.attempt_submission(&mut block).await
+            } else {
+                self.settle_superseded(&mut block).await
+            };
+            if let Err(err) = settled {
+                tracing::error!(height = block.height, "recording a found block failed (will retry): {err}");
+            }
+        }
+    }
+
+    /// Another template is current: the block either made it into the chain
+    /// (an attempt whose answer was lost) or can no longer win.
+    async fn settle_superseded(&self, block: &mut FoundBlockRecord) -> Result<(), PoolError> {
+        let reason = match self.chain.block(block.height).await {
+            Ok(on_chain) if on_chain.hash.eq_ignore_ascii_case(&block.hash) => None,
+            Ok(_) => Some(format!("height {} went to another block", block.height)),
+            Err(ChainError::NotFound(_)) => Some("the chain moved on without it".to_string()),
+            // Unknown yet: ask again on the next round.
+            Err(_) => return Ok(()),
+        };
+        block.updated_ms = now_ms();
+        match reason {
+            None => {
+                block.status = BlockStatus::Accepted;
+                block.reason = None;
+            }
+            Some(reason) => {
+                block.status = BlockStatus::Rejected;
+                block.reason = Some(reason);
+            }
+        }
+        self.record_block(block).await
+    }
+}

@@ -1,0 +1,109 @@
+//! `GET /pool/job`: long-polls, and the job a session is given.
+//!
+//! A session keeps its live job while the template and its share difficulty
+//! hold: asking again returns the same job (same id, same nonce range), so
+//! job requests cannot grow the pool's memory or disk. A new job is issued
+//! on a new template or a new difficulty, and is durable before it is
+//! answered, so a restarted pool still judges its shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::job_book::PoolJob;
+use super::metrics::PoolMetrics;
+use super::{JobParams, JobResponse, Pool, PoolError};
+use crate::storage::JobRecord;
+
+impl Pool {
+    /// Waits (up to `wait`, within the pool's bound, and only while fewer
+    /// than the maximum of long-polls wait) for a template newer than the
+    /// session's last job.
+    pub(crate) async fn wait_for_new_template(&self, session_id: &str, wait: Duration) {
+        let Ok(_permit) = self.long_polls.clone().try_acquire_owned() else { return };
+        let seen = self.sessions.lock().expect("sessions lock").get(session_id).map_or(0, |s| s.last_template_version);
+        let mut versions = self.jobs.subscribe();
+        let wait = wait.min(self.config.max_job_wait);
+        let _ = tokio::time::timeout(wait, versions.wait_for(|v| *v > seen)).await;
+    }
+
+    /// The session's job on the current template: its live job if that still
+    /// fits, else a new one.
+    pub(crate) async fn job_for(&self, session_id: &str, now: u64) -> Result<JobResponse, PoolError> {
+        self.admit(session_id, now)?;
+        if self.jobs.current().is_none() {
+            self.refresh_template().await?;
+        }
+        let template = self.jobs.current().ok_or(PoolError::NoTemplate)?;
+        let vardiff_config = self.vardiff_config();
+        let (worker_id, difficulty, live) = {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let session = sessions.get_mut(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
+            session.vardiff.on_job_request(now, &vardiff_config);
+            session.last_seen_ms = now;
+            let difficulty = session.vardiff.difficulty();
+            let live =
+                session.live_job.clone().filter(|j| j.template.id == template.id && j.share_difficulty == difficulty);
+            if live.is_some() {
+                session.last_template_version = template.version;
+            }
+            (session.record.worker_id.clone(), difficulty, live)
+        };
+        PoolMetrics::bump(&self.metrics.jobs_served);
+        if let Some(job) = live {
+            return Ok(self.job_response(&job));
+        }
+
+        let index = self.store.next_id()?;
+        let job_id = hex::encode(&blake3::keyed_hash(&self.secret, &index.to_le_bytes()).as_bytes()[..12]);
+        let job = self
+            .jobs
+            .issue(job_id, index, (&worker_id, session_id), difficulty, template.clone())
+            .ok_or(PoolError::JobLimit)?;
+        self.store.put_job(&JobRecord {
+            job_id: job.job_id.clone(),
+            worker_id: job.worker_id.clone(),
+            session_id: job.session_id.clone(),
+            template_id: job.template.id.clone(),
+            height: job.template.template.height,
+            share_difficulty: job.share_difficulty,
+            nonce_start: job.nonces.start,
+            nonce_end: job.nonces.end,
+        })?;
+        self.commits.durable().await?;
+        if let Some(session) = self.sessions.lock().expect("sessions lock").get_mut(session_id) {
+            session.last_template_version = template.version;
+            session.live_job = Some(job.clone());
+        }
+        PoolMetrics::bump(&self.metrics.jobs_issued);
+        Ok(self.job_response(&job))
+    }
+
+    /// What a miner is sent: built from the same `PowInput` the verifier
+    /// hashes, never from fields a chain sent alongside it.
+    fn job_response(&self, job: &Arc<PoolJob>) -> JobResponse {
+        let t = &job.template.template;
+        let input = &job.template.input;
+        let p = input.params();
+        JobResponse {
+            job_id: job.job_id.clone(),
+            chain_id: t.chain_id.clone(),
+            height: t.height,
+            epoch: input.epoch(),
+            epoch_seed: hex::encode(input.epoch_seed()),
+            pow_message: hex::encode(input.header()),
+            params: JobParams {
+                dataset_mb: p.dataset_mb,
+                scratch_mb: p.scratch_mb,
+                mix_iters: p.mix_iters,
+                reads_per_iter: p.reads_per_iter,
+                write_every: p.write_every,
+                epoch_blocks: p.epoch_blocks,
+            },
+            network_difficulty: t.difficulty,
+            share_difficulty: job.share_difficulty,
+            nonce_start: job.nonces.start,
+            nonce_end: job.nonces.end,
+            block_time_secs: self.block_time_secs,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The share path, from admission to the answer.
+//!
+//! Cheap checks come first (ban, rate limit, job, staleness, range, digest
+//! syntax, duplicate key); a session that has shown no valid work yet then
+//! draws on its source's verification budget; only then is the share
+//! recomputed, off the runtime. An accepted share is appended to the ledger
+//! (with its found-block record when it meets the network target) and is
+//! durable before it is acknowledged or submitted to the chain.
+//!
+//! Everything after admission runs on a task of its own
+//! ([`Pool::judge_share`]): a client that hangs up cannot stop a verified
+//! share from being recorded or a found block from being submitted and
+//! recorded.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use visionx::Digest;
+
+use super::metrics::PoolMetrics;
+use super::share_verifier::{ShareClaim, Verdict};
+use super::{Pool, PoolError, ShareRejection, ShareRequest, ShareResponse};
+use crate::storage::{AppendOutcome, BlockStatus, FoundBlockRecord, ShareRecord};
+
+fn refused(rejection: ShareRejection, share_difficulty: u64) -> ShareResponse {
+    ShareResponse {
+        accepted: false,
+        is_block: false,
+        reason: Some(rejection.reason().into()),
+        share_difficulty,
+        block_hash: None,
+        block_status: None,
+        block_reason: None,
+    }
+}
+
+/// The answer to a share credited before, to the same session (a miner
+/// resubmitting after a timeout): accepted, and nothing counted twice.
+fn already_credited(share_difficulty: u64) -> ShareResponse {
+    ShareResponse {
+        accepted: true,
+        is_block: false,
+        reason: Some("already_credited".into()),
+        share_difficulty,
+        block_hash: None,
+        block_status: None,
+        block_reason: None,
+    }
+}
+
+impl Pool {
+    /// Judges a share on a task the request does not own, and waits for the
+    /// answer.
+    pub(crate) async fn judge_share(
+        self: &Arc<Self>,
+        session_id: String,
+        source: Option<IpAddr>,
+        request: ShareRequest,
+        now: u64,
+    ) -> Result<ShareResponse, PoolError> {
+        let pool = self.clone();
+        tokio::spawn(async move { pool.judge(&session_id, source, request, now).await })
+            .await
+            .map_err(|e| PoolError::Internal(format!("share task failed: {e}")))?
+    }
+
+    async fn judge(
+        self: &Arc<Self>,
+        session_id: &str,
+        source: Option<IpAddr>,
+        request: ShareRequest,
+        now: u64,
+    ) -> Result<ShareResponse, PoolError> {
+        self.admit(session_id, now)?;
+        let (difficulty, proven, banned_flag) = {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let session = sessions.get_mut(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
+            session.last_seen_ms = now;
+            if let Some(rate) = request.hashrate.filter(|r| r.is_finite() && *r >= 0.0) {
+                session.reported_hashrate = Some(rate);
+            }
+            if let Err(wait) = session.bucket.try_take(now) {
+                drop(sessions);
+                PoolMetrics::bump(&self.metrics.shares_rate_limited);
+                return Err(PoolError::RateLimited {
+                    message: "too many shares; raise your share difficulty or slow down",
+                    retry_after_secs: wait,
+                });
+            }
+            (session.vardiff.difficulty(), session.proven, session.banned.clone())
+        };
+        let reject = |rejection: ShareRejection| -> Result<ShareResponse, PoolError> {
+            self.count_rejection(session_id, source, rejection, now)?;
+            Ok(refused(rejection, difficulty))
+        };
+
+        let Some(job) = self.jobs.get(&request.job_id).filter(|j| j.session_id == session_id) else {
+            return reject(ShareRejection::UnknownJob);
+        };
+        // Current only if its template is the one on the current tip (same
+        // height *and* parent); with the tip unknown, nothing is current.
+        if self.jobs.current().is_none_or(|c| c.id != job.template.id) {
+            return reject(ShareRejection::Stale);
+        }
+        if !job.nonces.contains(request.nonce) {
+            return reject(ShareRejection::OutOfRange);
+        }
+        let Ok(claimed_digest) = request.digest.parse::<Digest>() else {
+            return reject(ShareRejection::BadDigest);
+        };
+        let height = job.template.template.height;
+        if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce)? {
+            if credit.session_id == session_id {
+                PoolMetrics::bump(&self.metrics.shares_replayed);
+                return Ok(already_credited(difficulty));
+            }
+            return reject(ShareRejection::Duplicate);
+        }
+        if !proven {
+            if let Some(source) = source {
+                self.sources.take_unproven_verification(source, now).map_err(|e| {
+                    PoolMetrics::bump(&self.metrics.shares_rate_limited);
+                    PoolError::RateLimited {
+                        message: "new sessions from this address are over their verification budget; retry shortly",
+                        retry_after_secs: e.retry_after_secs,
+                    }
+                })?;
+            }
+        }
+
+        let claim = ShareClaim {
+            input: job.template.input.clone(),
+            nonce: request.nonce,
+            claimed_digest,
+            share_difficulty: job.share_difficulty,
+            network_difficulty: job.template.template.difficulty,
+            banned: banned_flag,
+        };
+        let pending = self.verifier.submit(claim).map_err(|_| {
+            PoolMetrics::bump(&self.metrics.shares_busy);
+            PoolError::VerifyQueueFull
+        })?;
+        let (verdict, verify_time) =
+            pending.await.map_err(|_| PoolError::Internal("a verifier thread stopped".into()))?;
+        self.metrics.verify_latency.record(verify_time);
+        let (digest, is_block) = match verdict {
+            Verdict::Accepted { digest, is_block } => (digest, is_block),
+            Verdict::BadDigest => return reject(ShareRejection::BadDigest),
+            Verdict::LowDifficulty => return reject(ShareRejection::LowDifficulty),
+            Verdict::Skipped => {
+                self.admit(session_id, now)?;
+                return Err(PoolError::Banned { secs: 1 });
+            }
+        };
+
+        let wallet = {
+            let sessions = self.sessions.lock().expect("sessions lock");
+            let session = sessions.get(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
+            session.record.wallet_address.clone()
+        };
+        let record = ShareRecord {
+            worker_id: job.worker_id.clone(),
+            session_id: session_id.to_string(),
+            wallet_address: wallet.clone(),
+            template_id: job.template.id.clone(),
+            job_id: job.job_id.clone(),
+            nonce: request.nonce,
+            share_difficulty: job.share_difficulty,
+            height,
+            time_ms: now,
+            is_block,
+        };
+        match self.store.append_share(&record)? {
+            AppendOutcome::Appended(_) => {}
+            AppendOutcome::Duplicate(credit) if credit.session_id == session_id => {
+                PoolMetrics::bump(&self.metrics.shares_replayed);
+                return Ok(already_credited(difficulty));
+            }
+            AppendOutcome::Duplicate(_) => return reject(ShareRejection::Duplicate),
+        }
+        // Recorded before it is submitted: the chain never holds a pool
+        // block the pool has no record of.
+        let found = is_block.then(|| FoundBlockRecord {
+            height,
+            hash: digest.to_hex(),
+            template_id: job.template.id.clone(),
+            nonce: request.nonce,
+            worker_id: job.worker_id.clone(),
+            session_id: session_id.to_string(),
+            wallet_address: wallet,
+            time_ms: now,
+            status: BlockStatus::Submitted,
+            reason: None,
+            attempts: 0,
+            updated_ms: now,
+            submission: job.template.template.solved(request.nonce),
+        });
+        if let Some(found) = &found {
+            self.store.put_found_block(found)?;
+        }
+        self.commits.durable().await?;
+
+        let vardiff_config = self.vardiff_config();
+        let next_difficulty = {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            match sessions.get_mut(session_id) {
+                Some(session) => {
+                    session.proven = true;
+                    session.counts.accepted += 1;
+                    session.ban_counts.judged += 1;
+                    session.recent.push_back((now, job.share_difficulty));
+                    while session.recent.front().is_some_and(|(t, _)| now.saturating_sub(*t) > 3_600_000) {
+                        session.recent.pop_front();
+                    }
+                    session.last_share_ms = Some(now);
+                    session.vardiff.on_share(now, job.share_difficulty, &vardiff_config);
+                    session.vardiff.difficulty()
+                }
+                None => difficulty,
+            }
+        };
+        PoolMetrics::bump(&self.metrics.shares_valid);
+
+        let mut response = ShareResponse {
+            accepted: true,
+            is_block: false,
+            reason: None,
+            share_difficulty: next_difficulty,
+            block_hash: None,
+            block_status: None,
+            block_reason: None,
+        };
+        if let Some(found) = found {
+            let settled = self.submit_found_block(found).await?;
+            response.is_block = settled.status == BlockStatus::Accepted;
+            response.block_hash = Some(settled.hash);
+            response.block_status = Some(
+                match settled.status {
+                    BlockStatus::Submitted => "submitted",
+                    BlockStatus::Accepted => "accepted",
+                    BlockStatus::Rejected => "rejected",
+                }
+                .into(),
+            );
+            response.block_reason = settled.reason;
+        }
+        Ok(response)
+    }
+}

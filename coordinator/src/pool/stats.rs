@@ -1,0 +1,168 @@
+//! Figures for everyone: per worker (over its active sessions) and for the pool.
+
+use std::collections::BTreeMap;
+
+use super::metrics::PoolMetrics;
+use super::worker_sessions::SessionState;
+use super::{Hashrate, Pool, PoolError, PoolStats, ShareCounts, WorkerStats, FOUNDATION_FEE_BPS};
+use crate::storage::FoundBlockRecord;
+
+/// Counters for `/pool/metrics` and `/metrics`, read in one place.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MetricsSnapshot {
+    pub(crate) shares_valid: u64,
+    pub(crate) shares_invalid: u64,
+    pub(crate) shares_stale: u64,
+    pub(crate) shares_duplicate: u64,
+    pub(crate) shares_replayed: u64,
+    pub(crate) shares_rate_limited: u64,
+    pub(crate) shares_busy: u64,
+    pub(crate) share_verifications: u64,
+    pub(crate) blocks_found: u64,
+    pub(crate) blocks_rejected: u64,
+    pub(crate) block_submit_retries: u64,
+    pub(crate) templates_refused: u64,
+    pub(crate) jobs_served: u64,
+    pub(crate) jobs_issued: u64,
+    pub(crate) jobs_in_memory: usize,
+    pub(crate) bans: u64,
+    pub(crate) ledger_shares: u64,
+    pub(crate) verify_queue_depth: usize,
+    pub(crate) verify_queue_capacity: usize,
+    pub(crate) sessions_active: usize,
+    pub(crate) sources_tracked: usize,
+}
+
+impl Pool {
+    fn worker_view(&self, session: &SessionState, now: u64, online_window_ms: u64) -> WorkerStats {
+        WorkerStats {
+            worker_id: session.record.worker_id.clone(),
+            worker_name: session.worker_name.clone(),
+            wallet_address: session.record.wallet_address.clone(),
+            shares: session.counts,
+            hashrate: session.hashrate(now),
+            share_difficulty: session.vardiff.difficulty(),
+            last_share_ms: session.last_share_ms,
+            online: session.last_share_ms.is_some_and(|t| now.saturating_sub(t) <= online_window_ms),
+            blocks_found: session.blocks_found,
+            sessions: 1,
+        }
+    }
+
+    fn online_window_ms(&self) -> u64 {
+        // Online: an accepted share within 3x the expected share interval.
+        3 * self.settings().target_share_seconds.max(1) * 1000
+    }
+
+    /// Every active worker id, its sessions summed.
+    fn workers(&self, now: u64) -> Vec<WorkerStats> {
+        let window = self.online_window_ms();
+        let sessions = self.sessions.lock().expect("sessions lock");
+        let mut by_worker: BTreeMap<&str, (WorkerStats, u64)> = BTreeMap::new();
+        for session in sessions.values() {
+            let view = self.worker_view(session, now, window);
+            let seen = session.last_seen_ms;
+            match by_worker.get_mut(session.record.worker_id.as_str()) {
+                None => {
+                    by_worker.insert(&session.record.worker_id, (view, seen));
+                }
+                Some((total, latest)) => {
+                    total.shares.add(&view.shares);
+                    total.hashrate.add(&view.hashrate);
+                    total.last_share_ms = total.last_share_ms.max(view.last_share_ms);
+                    total.online |= view.online;
+                    total.blocks_found += view.blocks_found;
+                    total.sessions += 1;
+                    if seen > *latest {
+                        *latest = seen;
+                        total.share_difficulty = view.share_difficulty;
+                        total.worker_name = view.worker_name;
+                    }
+                }
+            }
+        }
+        by_worker.into_values().map(|(w, _)| w).collect()
+    }
+
+    pub(crate) fn stats(&self, now: u64) -> PoolStats {
+        let settings = self.settings();
+        let workers = self.workers(now);
+        let mut shares = ShareCounts::default();
+        let mut hashrate = Hashrate::default();
+        for w in &workers {
+            shares.add(&w.shares);
+            hashrate.add(&w.hashrate);
+        }
+        let template = self.jobs.current();
+        PoolStats {
+            pool_name: settings.pool_name,
+            pool_fee_bps: settings.pool_fee_bps,
+            foundation_fee_bps: FOUNDATION_FEE_BPS,
+            running: self.running.load(std::sync::atomic::Ordering::Relaxed),
+            height: template.as_ref().map(|t| t.template.height),
+            network_difficulty: template.as_ref().map(|t| t.template.difficulty),
+            workers_online: workers.iter().filter(|w| w.online).count(),
+            workers_active: workers.len(),
+            shares,
+            hashrate,
+            blocks_found: PoolMetrics::get(&self.metrics.blocks_found),
+            workers,
+        }
+    }
+
+    pub(crate) fn worker(&self, worker_id: &str, now: u64) -> Option<WorkerStats> {
+        self.workers(now).into_iter().find(|w| w.worker_id == worker_id)
+    }
+
+    /// Every found block, newest first.
+    pub(crate) fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, PoolError> {
+        let mut blocks = self.store.found_blocks()?;
+        blocks.sort_by_key(|b| std::cmp::Reverse((b.height, b.time_ms)));
+        Ok(blocks)
+    }
+
+    pub(crate) fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let m = &self.metrics;
+        let get = PoolMetrics::get;
+        MetricsSnapshot {
+            shares_valid: get(&m.shares_valid),
+            shares_invalid: get(&m.shares_invalid),
+            shares_stale: get(&m.shares_stale),
+            shares_duplicate: get(&m.shares_duplicate),
+            shares_replayed: get(&m.shares_replayed),
+            shares_rate_limited: get(&m.shares_rate_limited),
+            shares_busy: get(&m.shares_busy),
+            share_verifications: get(&m.share_verifications),
+            blocks_found: get(&m.blocks_found),
+            blocks_rejected: get(&m.blocks_rejected),
+            block_submit_retries: get(&m.block_submit_retries),
+            templates_refused: get(&m.templates_refused),
+            jobs_served: get(&m.jobs_served),
+            jobs_issued: get(&m.jobs_issued),
+            jobs_in_memory: self.jobs.len(),
+            bans: get(&m.bans),
+            ledger_shares: self.store.ledger_len(),
+            verify_queue_depth: self.verifier.depth(),
+            verify_queue_capacity: self.verifier.capacity(),
+            sessions_active: self.sessions.lock().expect("sessions lock").len(),
+            sources_tracked: self.sources.len(),
+        }
+    }
+
+    pub(crate) fn latency_summaries(&self) -> [(&'static str, super::metrics::LatencySummary); 3] {
+        let m = &self.metrics;
+        [
+            ("verify", m.verify_latency.summary()),
+            ("share_response", m.share_latency.summary()),
+            ("job_response", m.job_latency.summary()),
+        ]
+    }
+
+    pub(crate) fn record_share_latency(&self, elapsed: std::time::Duration) {
+        self.metrics.share_latency.record(elapsed);
+    }
+
+    pub(crate) fn record_job_latency(&self, elapsed: std::time::Duration) {
+        self.metrics.job_latency.record(elapsed);
+    }
+}

@@ -1,0 +1,375 @@
+//! Registration, credentials, the active set of sessions, and bans.
+//!
+//! A worker id is bound to one wallet, atomically, by its first
+//! registration. Every registration opens a new *session* with a fresh
+//! random token; only the token's hash is stored, and the session id is a
+//! prefix of that hash. Nothing public (worker id, wallet) yields a
+//! credential, so no one can act as another miner's session. Rate limits,
+//! invalid-share accounting and bans are per session (and, for sessions
+//! that have shown no valid work yet, per source address): an outsider who
+//! registers an honest worker's id gets a session of their own, whose
+//! garbage bans only that session, and new registrations of that worker id
+//! *from that source address*. A rename needs the token of an earlier
+//! session of the same worker.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::job_book::PoolJob;
+use super::metrics::PoolMetrics;
+use super::token_bucket::TokenBucket;
+use super::vardiff::Vardiff;
+use super::FOUNDATION_FEE_BPS;
+use super::{Hashrate, Pool, PoolError, RegisterRequest, RegisterResponse, ShareCounts, ShareRejection};
+use crate::chain::check_address;
+use crate::storage::{BanRecord, SessionRecord, WorkerRecord};
+
+/// The ban rule's counters for one session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct BanCounts {
+    /// Shares judged that count (accepted, or refused for a reason that counts).
+    pub(crate) judged: u64,
+    pub(crate) invalid: u64,
+}
+
+/// When invalid shares ban a session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BanPolicy {
+    pub(crate) min_shares: u64,
+    pub(crate) invalid_ratio: f64,
+    pub(crate) unproven_invalid_limit: u64,
+}
+
+impl BanPolicy {
+    /// A session that has shown valid work is banned once its invalid
+    /// ratio passes the limit over enough shares; one that has not, after a
+    /// few invalid shares (each cost the pool a hash, and it has earned no
+    /// benefit of the doubt).
+    pub(crate) fn is_due(&self, counts: BanCounts, proven: bool) -> bool {
+        if proven {
+            counts.judged >= self.min_shares && counts.invalid as f64 > self.invalid_ratio * counts.judged as f64
+        } else {
+            counts.invalid >= self.unproven_invalid_limit
+        }
+    }
+}
+
+/// An active session.
+pub(crate) struct SessionState {
+    pub(crate) record: SessionRecord,
+    pub(crate) worker_name: Option<String>,
+    pub(crate) counts: ShareCounts,
+    pub(crate) ban_counts: BanCounts,
+    /// Has had a share accepted.
+    pub(crate) proven: bool,
+    /// Accepted shares of the last hour: (time ms, difficulty).
+    pub(crate) recent: VecDeque<(u64, u64)>,
+    pub(crate) vardiff: Vardiff,
+    pub(crate) bucket: TokenBucket,
+    pub(crate) reported_hashrate: Option<f64>,
+    pub(crate) last_share_ms: Option<u64>,
+    pub(crate) last_seen_ms: u64,
+    /// When it entered the active set (a young session's rate is averaged
+    /// over its time here, not the whole window).
+    pub(crate) active_since_ms: u64,
+    /// The template version of its last job (for long-polling).
+    pub(crate) last_template_version: u64,
+    pub(crate) blocks_found: u64,
+    /// The job it was last given: reused while its template and difficulty hold.
+    pub(crate) live_job: Option<Arc<PoolJob>>,
+    /// Set on a ban: its shares still queued for verification are skipped.
+    pub(crate) banned: Arc<AtomicBool>,
+}
+
+impl SessionState {
+    pub(crate) fn hashrate(&self, now: u64) -> Hashrate {
+        let window = |ms: u64| {
+            let (sum, n) = self
+                .recent
+                .iter()
+                .filter(|(t, _)| now.saturating_sub(*t) <= ms)
+                .fold((0u128, 0u64), |(s, n), (_, d)| (s + u128::from(*d), n + 1));
+            let span_ms = ms.min(now.saturating_sub(self.active_since_ms)).max(1000);
+            (sum as f64 / (span_ms as f64 / 1000.0), n)
+        };
+        let (effective_10m, shares_10m) = window(600_000);
+        let (effective_1h, shares_1h) = window(3_600_000);
+        Hashrate { effective_10m, shares_10m, effective_1h, shares_1h, reported: self.reported_hashrate }
+    }
+}
+
+fn check_id(field: &'static str, value: &str, max: usize) -> Result<(), PoolError> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
+    if value.is_empty() || value.len() > max || !value.chars().all(ok) {
+        return Err(PoolError::bad_field(format!(
+            "{field} must be 1-{max} ASCII letters, digits, '_', '-', '.' or ':'"
+        )));
+    }
+    Ok(())
+}
+
+/// The stored form of a bearer token.
+pub(crate) fn token_hash(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+fn session_id_of(token_hash: &str) -> String {
+    token_hash[..24].to_string()
+}
+
+impl Pool {
+    fn ban_policy(&self) -> BanPolicy {
+        BanPolicy {
+            min_shares: self.config.ban_min_shares,
+            invalid_ratio: self.config.ban_invalid_ratio,
+            unproven_invalid_limit: self.config.unproven_invalid_limit.max(1),
+        }
+    }
+
+    /// Registers a worker: binds its id to its wallet (first come) and opens
+    /// a new session. `presented` is the caller's Bearer token, if any: a
+    /// session of the same worker may rename it.
+    pub(crate) fn register(
+        &self,
+        request: RegisterRequest,
+        source: Option<IpAddr>,
+        presented: Option<&str>,
+        now: u64,
+    ) -> Result<RegisterResponse, PoolError> {
+        check_id("worker_id", &request.worker_id, 64)?;
+        check_address("wallet_address", &request.wallet_address)?;
+        let text_ok = |s: &Option<String>| s.as_ref().is_none_or(|s| s.len() <= 64 && !s.chars().any(char::is_control));
+        if !text_ok(&request.worker_name) || !text_ok(&request.version) {
+            return Err(PoolError::bad_field("worker_name and version are at most 64 printable characters"));
+        }
+        if let Some(source) = source {
+            self.sources.take_registration(source, now).map_err(|e| PoolError::RateLimited {
+                message: "too many registrations from this address",
+                retry_after_secs: e.retry_after_secs,
+            })?;
+        }
+        let wanted = WorkerRecord {
+            worker_id: request.worker_id.clone(),
+            wallet_address: request.wallet_address.clone(),
+            worker_name: request.worker_name.clone(),
+            registered_at_ms: now,
+        };
+        let mut bound = self.store.bind_worker(&wanted)?;
+        if bound.wallet_address != request.wallet_address {
+            return Err(PoolError::WorkerIdTaken);
+        }
+        if let Some(until) = self.banned_registration(&bound.worker_id, source, now) {
+            return Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) });
+        }
+        let renaming = request.worker_name.is_some() && request.worker_name != bound.worker_name;
+        if renaming && self.owns_worker(presented, &bound.worker_id)? {
+            bound.worker_name = request.worker_name.clone();
+            self.store.put_worker(&bound)?;
+        }
+
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| PoolError::Internal(format!("no OS randomness: {e}")))?;
+        let token = hex::encode(raw);
+        let hash = token_hash(&token);
+        let record = SessionRecord {
+            session_id: session_id_of(&hash),
+            token_hash: hash,
+            worker_id: bound.worker_id.clone(),
+            wallet_address: bound.wallet_address.clone(),
+            version: request.version,
+            source: source.map(|s| s.to_string()),
+            created_ms: now,
+            last_seen_ms: now,
+        };
+        self.store.put_session(&record)?;
+        let session_id = record.session_id.clone();
+        self.activate(record, bound.worker_name.clone(), now);
+        let settings = self.settings();
+        Ok(RegisterResponse {
+            worker_id: bound.worker_id,
+            worker_token: token,
+            session_id,
+            worker_name: bound.worker_name,
+            pool_fee_bps: settings.pool_fee_bps,
+            foundation_fee_bps: FOUNDATION_FEE_BPS,
+            pool_name: settings.pool_name,
+        })
+    }
+
+    /// Until when a session of `worker_id` from `source` is banned, if one is.
+    fn banned_registration(&self, worker_id: &str, source: Option<IpAddr>, now: u64) -> Option<u64> {
+        let source = source?.to_string();
+        let bans = self.bans.lock().expect("bans lock");
+        bans.values()
+            .filter(|b| b.worker_id == worker_id && b.source.as_deref() == Some(source.as_str()) && b.until_ms > now)
+            .map(|b| b.until_ms)
+            .max()
+    }
+
+    /// Whether `token` is a session of `worker_id`.
+    fn owns_worker(&self, token: Option<&str>, worker_id: &str) -> Result<bool, PoolError> {
+        let Some(token) = token else { return Ok(false) };
+        Ok(self.store.session(&token_hash(token))?.is_some_and(|s| s.worker_id == worker_id))
+    }
+
+    /// The session a bearer token opens (loading it into the active set if
+    /// it was pruned). Returns its session id.
+    pub(crate) fn authenticate(&self, token: &str, now: u64) -> Result<String, PoolError> {
+        let hash = token_hash(token);
+        let session_id = session_id_of(&hash);
+        {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            if let Some(state) = sessions.get_mut(&session_id).filter(|s| s.record.token_hash == hash) {
+                state.last_seen_ms = now;
+                return Ok(session_id);
+            }
+        }
+        let mut record =
+            self.store.session(&hash)?.ok_or(PoolError::Unauthorized("unknown worker token; register first"))?;
+        record.last_seen_ms = now;
+        self.store.put_session(&record)?;
+        let name = self.store.worker(&record.worker_id)?.and_then(|w| w.worker_name);
+        self.activate(record, name, now);
+        Ok(session_id)
+    }
+
+    /// Puts a session in the active set (fresh counters, starting difficulty).
+    fn activate(&self, record: SessionRecord, worker_name: Option<String>, now: u64) {
+        let vardiff_config = self.vardiff_config();
+        let banned = self.bans.lock().expect("bans lock").get(&record.session_id).is_some_and(|b| b.until_ms > now);
+        let state = SessionState {
+            worker_name,
+            counts: ShareCounts::default(),
+            ban_counts: BanCounts::default(),
+            proven: false,
+            recent: VecDeque::new(),
+            vardiff: Vardiff::new(self.config.start_share_difficulty, now, &vardiff_config),
+            bucket: TokenBucket::new(self.config.share_burst, self.config.shares_per_sec, now),
+            reported_hashrate: None,
+            last_share_ms: None,
+            last_seen_ms: now,
+            active_since_ms: now,
+            last_template_version: 0,
+            blocks_found: 0,
+            live_job: None,
+            banned: Arc::new(AtomicBool::new(banned)),
+            record,
+        };
+        self.sessions.lock().expect("sessions lock").insert(state.record.session_id.clone(), state);
+    }
+
+    /// Drops sessions idle longer than the timeout from the active set (their
+    /// credentials and credited shares stay). Returns how many.
+    pub fn prune_idle(&self, now_ms: u64) -> usize {
+        let cutoff = now_ms.saturating_sub(self.config.idle_timeout.as_millis() as u64);
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let before = sessions.len();
+        sessions.retain(|_, s| s.last_seen_ms >= cutoff);
+        before - sessions.len()
+    }
+
+    /// Whether `session_id` may work now: the pool runs and the session is
+    /// not banned (expired bans are lifted).
+    pub(crate) fn admit(&self, session_id: &str, now: u64) -> Result<(), PoolError> {
+        if !self.running.load(Ordering::Relaxed) {
+            return Err(PoolError::Stopped);
+        }
+        let until = {
+            let mut bans = self.bans.lock().expect("bans lock");
+            match bans.get(session_id).map(|b| b.until_ms) {
+                Some(until) if until > now => Some(until),
+                Some(_) => {
+                    bans.remove(session_id);
+                    None
+                }
+                None => None,
+            }
+        };
+        match until {
+            Some(until) => Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a refused share against its session, banning it when the
+    /// policy says so.
+    pub(crate) fn count_rejection(
+        &self,
+        session_id: &str,
+        source: Option<IpAddr>,
+        rejection: ShareRejection,
+        now: u64,
+    ) -> Result<(), PoolError> {
+        let metric = match rejection {
+            ShareRejection::Stale => &self.metrics.shares_stale,
+            ShareRejection::Duplicate => &self.metrics.shares_duplicate,
+            _ => &self.metrics.shares_invalid,
+        };
+        PoolMetrics::bump(metric);
+        let policy = self.ban_policy();
+        let due = {
+            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let Some(session) = sessions.get_mut(session_id) else { return Ok(()) };
+            match rejection {
+                ShareRejection::Stale => session.counts.stale += 1,
+                ShareRejection::Duplicate => session.counts.duplicate += 1,
+                _ => session.counts.rejected += 1,
+            }
+            if !rejection.counts_toward_ban() {
+                return Ok(());
+            }
+            session.ban_counts.judged += 1;
+            session.ban_counts.invalid += 1;
+            policy
+                .is_due(session.ban_counts, session.proven)
+                .then(|| (session.record.worker_id.clone(), session.record.source.clone(), session.banned.clone()))
+        };
+        if let Some((worker_id, registered_from, flag)) = due {
+            let ban = BanRecord {
+                session_id: session_id.to_string(),
+                worker_id,
+                source: source.map(|s| s.to_string()).or(registered_from),
+                until_ms: now + self.config.ban_duration.as_millis() as u64,
+                reason: format!("invalid shares ({})", rejection.reason()),
+            };
+            // Queued shares of the session are skipped from now on.
+            flag.store(true, Ordering::Relaxed);
+            self.store.put_ban(&ban)?;
+            tracing::warn!(session = session_id, worker = %ban.worker_id, "banned: {}", ban.reason);
+            PoolMetrics::bump(&self.metrics.bans);
+            self.bans.lock().expect("bans lock").insert(session_id.to_string(), ban);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ban_rule_spares_honest_ratios_and_stops_unproven_forgers_early() {
+        let policy = BanPolicy { min_shares: 100, invalid_ratio: 0.1, unproven_invalid_limit: 5 };
+        let table = [
+            (BanCounts { judged: 4, invalid: 4 }, false, false),
+            (BanCounts { judged: 5, invalid: 5 }, false, true),
+            (BanCounts { judged: 99, invalid: 99 }, true, false),
+            (BanCounts { judged: 100, invalid: 10 }, true, false),
+            (BanCounts { judged: 100, invalid: 11 }, true, true),
+            (BanCounts { judged: 1000, invalid: 50 }, true, false),
+        ];
+        for (counts, proven, due) in table {
+            assert_eq!(policy.is_due(counts, proven), due, "{counts:?} proven={proven}");
+        }
+    }
+
+    #[test]
+    fn session_ids_are_prefixes_of_the_token_hash() {
+        let hash = token_hash("abc");
+        assert_eq!(hash.len(), 64);
+        assert_eq!(session_id_of(&hash), &hash[..24]);
+        assert_ne!(token_hash("abd"), hash);
+    }
+}

@@ -1,0 +1,562 @@
+//! The money path against an outsider and against dropped connections: one
+//! regression test per hole found (issue "a money path that outsiders and
+//! dropped connections cannot break"), each on a real coordinator on
+//! loopback with its own sled files. Sources other than 127.0.0.1 are
+//! other loopback addresses (127.0.0.2...), which the pool sees as other
+//! clients.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use support::{client_from, settings, Job, TestPool};
+use vision_coordinator::config::Settings;
+
+async fn body(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn register_with(http: &Client, pool: &TestPool, worker: &str, wallet: &str, name: Option<&str>) -> Value {
+    let request = json!({"worker_id": worker, "wallet_address": wallet, "worker_name": name});
+    let (status, answer) =
+        body(http.post(format!("{}/pool/register", pool.url)).json(&request).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
+}
+
+async fn share_with(
+    http: &Client,
+    pool: &TestPool,
+    token: &str,
+    job: &Job,
+    nonce: u64,
+    digest: &str,
+) -> (StatusCode, Value) {
+    let request = json!({"job_id": job.id(), "nonce": nonce, "digest": digest});
+    body(http.post(format!("{}/pool/share", pool.url)).bearer_auth(token).json(&request).send().await.unwrap()).await
+}
+
+async fn metrics(pool: &TestPool) -> Value {
+    body(pool.get("/pool/metrics").await).await.1
+}
+
+async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// 1. Nothing that moves funds or changes the chain runs without a credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_writes_need_a_credential() {
+    let transfer =
+        json!({"from": "vision-pool", "outputs": [{"address": "land1thief", "amount": 1}], "idempotency_key": "k"});
+    let block = json!({"height": 0, "parent_hash": "00".repeat(32), "timestamp": 1, "difficulty": 1,
+        "tx_root": "00".repeat(32), "miner": "land1thief", "nonce": 0});
+    // No token configured: writes are off altogether.
+    let off = TestPool::start(settings("nodeoff")).await;
+    for (path, request) in [("/node/transfer", &transfer), ("/node/submit", &block)] {
+        let (status, answer) = body(off.post(path, request).await).await;
+        assert_eq!((status, answer["error"].as_str()), (StatusCode::NOT_FOUND, Some("node_writes_disabled")), "{path}");
+    }
+    off.stop().await;
+
+    let pool = TestPool::start(Settings {
+        node_token: Some("n0de".into()),
+        admin_token: Some("adm1n".into()),
+        ..settings("nodeauth")
+    })
+    .await;
+    for (path, request) in [("/node/transfer", &transfer), ("/node/submit", &block)] {
+        assert_eq!(pool.post(path, request).await.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(pool.post_auth(path, "wrong", request).await.status(), StatusCode::FORBIDDEN, "{path}");
+        let worker = pool.register("rig", "land1x").await;
+        assert_eq!(
+            pool.post_auth(path, &worker, request).await.status(),
+            StatusCode::FORBIDDEN,
+            "a worker token is no node token"
+        );
+    }
+    // The node token and the admin token pass (and the transfer then fails
+    // for want of funds, not of a credential).
+    for token in ["n0de", "adm1n"] {
+        let (status, answer) = body(pool.post_auth("/node/transfer", token, &transfer).await).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    }
+    // Reads stay public.
+    assert_eq!(pool.get("/node/balance/vision-pool").await.status(), StatusCode::OK);
+    pool.stop().await;
+}
+
+/// 2. Knowing a worker's public id and wallet gives no credential of its
+/// session, and what an outsider does with that id bans, renames and
+/// refuses nothing of the honest worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_cannot_take_over_or_get_a_worker_banned() {
+    let pool = TestPool::start(settings("takeover")).await;
+    let honest = pool.http.clone();
+    let mine = register_with(&honest, &pool, "rig-7", "land1honest", Some("garage")).await;
+    let token = mine["worker_token"].as_str().unwrap().to_string();
+    let job = pool.job(&token).await;
+    let n = job.nonce_start();
+    assert_eq!(share_with(&honest, &pool, &token, &job, n, &job.digest(n)).await.1["accepted"], true);
+
+    let attacker = client_from("127.0.0.2");
+    let theirs = register_with(&attacker, &pool, "rig-7", "land1honest", Some("pwned")).await;
+    let stolen = theirs["worker_token"].as_str().unwrap().to_string();
+    assert_ne!(stolen, token, "the same id and wallet must not yield the same credential");
+    assert_eq!(theirs["worker_name"], "garage", "a rename needs the worker's own credential");
+    // The attacker's session is its own: the honest job is unknown to it...
+    let (_, unknown) = share_with(&attacker, &pool, &stolen, &job, n + 1, &job.digest(n + 1)).await;
+    assert_eq!(unknown["reason"], "unknown_job");
+    // ...and its garbage bans only itself.
+    let their_job =
+        Job(body(attacker.get(format!("{}/pool/job", pool.url)).bearer_auth(&stolen).send().await.unwrap()).await.1);
+    let mut banned = false;
+    for i in 0..100 {
+        let (status, _) =
+            share_with(&attacker, &pool, &stolen, &their_job, their_job.nonce_start() + i, &"11".repeat(32)).await;
+        if status == StatusCode::FORBIDDEN {
+            banned = true;
+            break;
+        }
+    }
+    assert!(banned, "the forger was never banned");
+    // The honest worker keeps mining, keeps its name, and may register again.
+    for i in 2..5 {
+        let (status, answer) = share_with(&honest, &pool, &token, &job, n + i, &job.digest(n + i)).await;
+        assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
+    }
+    let again = register_with(&honest, &pool, "rig-7", "land1honest", Some("shed")).await;
+    assert_eq!(again["worker_name"], "garage", "no rename without the old credential");
+    // With its credential, the owner renames.
+    let request = json!({"worker_id": "rig-7", "wallet_address": "land1honest", "worker_name": "shed"});
+    let renamed = body(
+        honest.post(format!("{}/pool/register", pool.url)).bearer_auth(&token).json(&request).send().await.unwrap(),
+    )
+    .await
+    .1;
+    assert_eq!(renamed["worker_name"], "shed");
+    // The attacker's address cannot register this id again while its ban lasts.
+    let request = json!({"worker_id": "rig-7", "wallet_address": "land1honest"});
+    let retry = attacker.post(format!("{}/pool/register", pool.url)).json(&request).send().await.unwrap();
+    assert_eq!(retry.status(), StatusCode::FORBIDDEN);
+    pool.stop().await;
+}
+
+/// 3. Two registrations racing for a new worker id: one wallet wins, atomically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_registrations_bind_one_wallet() {
+    let pool = TestPool::start(Settings { registrations_per_sec: Some(1000.0), ..settings("race") }).await;
+    for round in 0..5 {
+        let worker = format!("racer-{round}");
+        let attempts: Vec<_> = (0..12)
+            .map(|i| {
+                let (http, url) = (pool.http.clone(), format!("{}/pool/register", pool.url));
+                let request = json!({"worker_id": worker, "wallet_address": format!("land1w{i}")});
+                tokio::spawn(async move { http.post(url).json(&request).send().await.unwrap().status() })
+            })
+            .collect();
+        let mut won = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                StatusCode::OK => won += 1,
+                StatusCode::CONFLICT => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(won, 1, "exactly one wallet binds {worker}");
+    }
+    pool.stop().await;
+}
+
+/// 4. A client hanging up mid-request loses no found block: every block the
+/// chain holds for the pool has a record, and every accepted record is on the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_up_after_a_share_loses_no_block() {
+    let pool = TestPool::start(Settings { devnet_difficulty: Some(1), ..settings("hangup") }).await;
+    // A slow node: the client hangs up while its block is being submitted.
+    pool.devnet.as_ref().unwrap().delay_submits(600);
+    let token = pool.register("quitter", "land1q").await;
+    let addr = pool.url.trim_start_matches("http://").to_string();
+    // Two blocks: past that the devnet's retarget makes a share no block.
+    for height in 0..2u64 {
+        let job = pool.job(&token).await;
+        assert_eq!(job.height(), height);
+        let n = job.nonce_start();
+        let request = json!({"job_id": job.id(), "nonce": n, "digest": job.digest(n)}).to_string();
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "POST /pool/share HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{request}",
+            request.len()
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        drop(stream); // hang up without reading the answer
+        eventually("the block to land", Duration::from_secs(20), async || {
+            pool.get(&format!("/node/block/{height}")).await.status() == StatusCode::OK
+        })
+        .await;
+    }
+    eventually("the records to settle", Duration::from_secs(20), async || {
+        let blocks = body(pool.get("/pool/blocks").await).await.1;
+        blocks["blocks"].as_array().unwrap().iter().filter(|b| b["status"] == "accepted").count() == 2
+    })
+    .await;
+    let blocks = body(pool.get("/pool/blocks").await).await.1;
+    for record in blocks["blocks"].as_array().unwrap() {
+        let on_chain = body(pool.get(&format!("/node/block/{}", record["height"])).await).await.1;
+        assert_eq!(on_chain["hash"], record["hash"]);
+        assert_eq!(on_chain["miner"], "vision-pool");
+    }
+    pool.stop().await;
+}
+
+/// 5. The answer and the record say what the chain did; transient failures
+/// are retried; every found block has its own record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_answers_and_records_say_what_the_chain_did() {
+    let pool = TestPool::start(Settings { devnet_difficulty: Some(1), ..settings("blockstatus") }).await;
+    let devnet = pool.devnet.clone().unwrap();
+    let a = pool.register("a", "land1a").await;
+    let b = pool.register("b", "land1b").await;
+
+    // The chain refuses: the answer says so, and both refusals at one height keep their own record.
+    devnet.reject_next_submits(2);
+    for token in [&a, &b] {
+        let job = pool.job(token).await;
+        let n = job.nonce_start();
+        let (_, answer) = pool.share(token, &job, n, &job.digest(n)).await;
+        assert_eq!(answer["accepted"], true);
+        assert_eq!(answer["is_block"], false, "{answer}");
+        assert_eq!(
+            (answer["block_status"].as_str(), answer["block_reason"].as_str()),
+            (Some("rejected"), Some("injected_rejection"))
+        );
+    }
+    let blocks = body(pool.get("/pool/blocks").await).await.1;
+    let rejected: Vec<&Value> =
+        blocks["blocks"].as_array().unwrap().iter().filter(|b| b["status"] == "rejected").collect();
+    assert_eq!(rejected.len(), 2, "{blocks}");
+    assert_ne!(rejected[0]["hash"], rejected[1]["hash"]);
+    assert!(rejected.iter().all(|b| b["height"] == 0 && b["reason"] == "injected_rejection"));
+
+    // The chain is unreachable for a while: answered `submitted`, retried, then accepted.
+    devnet.fail_next_submits(3);
+    let job = pool.job(&a).await;
+    let n = job.nonce_start() + 1;
+    let (_, answer) = pool.share(&a, &job, n, &job.digest(n)).await;
+    assert_eq!(
+        (answer["is_block"].as_bool(), answer["block_status"].as_str()),
+        (Some(false), Some("submitted")),
+        "{answer}"
+    );
+    let hash = answer["block_hash"].as_str().unwrap().to_string();
+    eventually("the retried block to be accepted", Duration::from_secs(20), async || {
+        let blocks = body(pool.get("/pool/blocks").await).await.1;
+        blocks["blocks"].as_array().unwrap().iter().any(|b| b["hash"] == hash.as_str() && b["status"] == "accepted")
+    })
+    .await;
+    assert_eq!(body(pool.get("/node/block/0").await).await.1["hash"], hash.as_str());
+    assert!(metrics(&pool).await["block_submit_retries"].as_u64() >= Some(1));
+    pool.stop().await;
+}
+
+/// 6a. A tip change at the same height makes old jobs stale: nothing is
+/// credited or submitted on an abandoned parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_on_an_abandoned_parent_are_stale() {
+    let pool = TestPool::start(Settings { devnet_difficulty: Some(1), ..settings("deadparent") }).await;
+    let devnet = pool.devnet.clone().unwrap();
+    let token = pool.register("rig", "land1r").await;
+    let first = pool.job(&token).await;
+    let n = first.nonce_start();
+    assert_eq!(pool.share(&token, &first, n, &first.digest(n)).await.1["is_block"], true);
+    let job = pool.job(&token).await;
+    assert_eq!(job.height(), 1);
+    let replaced = devnet.replace_tip().unwrap();
+    eventually("the pool to follow the new tip", Duration::from_secs(10), async || {
+        let next = pool.job(&token).await;
+        next.0["job_id"] != job.0["job_id"] && next.height() == 1
+    })
+    .await;
+    let n = job.nonce_start() + 3;
+    let (_, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
+    assert_eq!((answer["accepted"].as_bool(), answer["reason"].as_str()), (Some(false), Some("stale")), "{answer}");
+    assert_eq!(pool.get("/node/block/1").await.status(), StatusCode::NOT_FOUND, "nothing submitted on the dead parent");
+    let blocks = body(pool.get("/pool/blocks").await).await.1;
+    assert_eq!(blocks["blocks"].as_array().unwrap().len(), 1, "{blocks}");
+    assert_ne!(blocks["blocks"][0]["hash"], replaced.hash.as_str());
+    pool.stop().await;
+}
+
+/// 6b. Restarted while its chain is unreachable, the pool knows no tip:
+/// shares of its old jobs are stale and nothing is submitted as a block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_tip_unknown_nothing_is_a_block() {
+    let node = TestPool::start(Settings {
+        devnet_difficulty: Some(1),
+        node_token: Some("n0de".into()),
+        ..settings("tipnode")
+    })
+    .await;
+    let mut config = Settings {
+        upstream: Some(node.url.clone()),
+        upstream_token: Some("n0de".into()),
+        pool_address: Some("land1pool".into()),
+        ..settings("tippool")
+    };
+    let pool = TestPool::start(config.clone()).await;
+    let token = pool.register("rig", "land1r").await;
+    let job = pool.job(&token).await;
+    let data_dir = pool.data_dir.clone();
+    pool.stop().await;
+    let node_url = node.url.clone();
+    node.stop().await;
+
+    config.data_dir = Some(data_dir);
+    config.upstream = Some(node_url);
+    let pool = TestPool::start(config).await;
+    let n = job.nonce_start();
+    let (_, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
+    assert_eq!((answer["accepted"].as_bool(), answer["reason"].as_str()), (Some(false), Some("stale")), "{answer}");
+    let blocks = body(pool.get("/pool/blocks").await).await.1;
+    assert_eq!(blocks["blocks"].as_array().unwrap().len(), 0);
+    pool.stop().await;
+}
+
+/// 7. Forged shares from fresh sessions cost bounded hashing per source,
+/// and honest miners are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_shares_from_new_sessions_cost_bounded_hashing() {
+    let pool = TestPool::start(Settings { registrations_per_sec: Some(1000.0), ..settings("flood") }).await;
+    let honest = pool.register("honest", "land1h").await;
+    let job = pool.job(&honest).await;
+    let n = job.nonce_start();
+    assert_eq!(pool.share(&honest, &job, n, &job.digest(n)).await.1["accepted"], true);
+    let before = metrics(&pool).await["share_verifications"].as_u64().unwrap();
+
+    // One fresh session, 124 forged shares: banned after a handful.
+    let forger = client_from("127.0.0.3");
+    let started = Instant::now();
+    let token =
+        register_with(&forger, &pool, "forger", "land1f", None).await["worker_token"].as_str().unwrap().to_string();
+    let forged_job =
+        Job(body(forger.get(format!("{}/pool/job", pool.url)).bearer_auth(&token).send().await.unwrap()).await.1);
+    for i in 0..124 {
+        share_with(&forger, &pool, &token, &forged_job, forged_job.nonce_start() + i, &"22".repeat(32)).await;
+    }
+    // Many fresh sessions from one source: they share one budget.
+    let mut honest_latencies = Vec::new();
+    for s in 0..30 {
+        let fresh = register_with(&forger, &pool, &format!("sybil-{s}"), "land1f", None).await["worker_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let fresh_job =
+            Job(body(forger.get(format!("{}/pool/job", pool.url)).bearer_auth(&fresh).send().await.unwrap()).await.1);
+        for i in 0..4 {
+            share_with(&forger, &pool, &fresh, &fresh_job, fresh_job.nonce_start() + i, &"33".repeat(32)).await;
+        }
+        let sent = Instant::now();
+        let m = n + 1 + s;
+        let (_, answer) = pool.share(&honest, &job, m, &job.digest(m)).await;
+        honest_latencies.push(sent.elapsed());
+        assert_eq!(answer["accepted"], true, "honest shares are served during the flood: {answer}");
+    }
+    let hashed = metrics(&pool).await["share_verifications"].as_u64().unwrap() - before - 30;
+    let allowed = 20 + 2 * started.elapsed().as_secs() + 2;
+    assert!(hashed <= allowed, "{hashed} forged shares hashed; the budget allows {allowed}");
+    honest_latencies.sort();
+    assert!(honest_latencies[honest_latencies.len() / 2] < Duration::from_secs(1), "{honest_latencies:?}");
+    let prometheus = pool.get("/metrics").await.text().await.unwrap();
+    assert!(prometheus.contains("vision_pool_share_verifications_total "), "{prometheus}");
+    pool.stop().await;
+}
+
+/// 8. Job requests reuse the live job: they cannot grow memory or disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_requests_reuse_the_live_job() {
+    let pool = TestPool::start(settings("jobs")).await;
+    let token = pool.register("poller", "land1p").await;
+    let first = pool.job(&token).await;
+    for _ in 0..2000 {
+        let again = pool.job(&token).await;
+        assert_eq!(again.0["job_id"], first.0["job_id"]);
+        assert_eq!(again.nonce_start(), first.nonce_start());
+    }
+    let m = metrics(&pool).await;
+    assert_eq!(
+        (m["jobs_served"].as_u64(), m["jobs_issued"].as_u64(), m["jobs_in_memory"].as_u64()),
+        (Some(2001), Some(1), Some(1))
+    );
+    pool.stop().await;
+}
+
+/// 9. Node submissions hash on a bounded set of threads (503 past it), and
+/// the pool API stays responsive meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_submissions_are_bounded() {
+    let pool = TestPool::start(Settings { node_token: Some("n0de".into()), ..settings("nodeflood") }).await;
+    let template = body(pool.get("/node/template?address=land1solo").await).await.1;
+    let submissions: Vec<_> = (0..24)
+        .map(|nonce| {
+            let (http, url) = (pool.http.clone(), format!("{}/node/submit", pool.url));
+            let block = json!({"height": template["height"], "parent_hash": template["parent_hash"],
+                "timestamp": template["timestamp"], "difficulty": template["difficulty"], "tx_root": template["tx_root"],
+                "miner": template["miner"], "nonce": nonce});
+            tokio::spawn(async move { http.post(url).bearer_auth("n0de").json(&block).send().await.unwrap().status() })
+        })
+        .collect();
+    let stats_started = Instant::now();
+    assert_eq!(pool.get("/pool/stats").await.status(), StatusCode::OK);
+    let stats_latency = stats_started.elapsed();
+    let mut busy = 0;
+    for s in submissions {
+        match s.await.unwrap() {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => busy += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(busy > 0, "24 simultaneous submissions through 2 hashers must overflow");
+    assert!(stats_latency < Duration::from_secs(2), "{stats_latency:?}");
+    pool.stop().await;
+}
+
+/// 12. Connection limits: slow headers are cut off, connections are capped,
+/// long-polls are capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_limited() {
+    let pool = TestPool::start(Settings {
+        header_timeout: Some(1),
+        max_connections: Some(2),
+        max_long_polls: Some(1),
+        ..settings("conns")
+    })
+    .await;
+    let addr = pool.url.trim_start_matches("http://").to_string();
+    // A client trickling its headers is dropped.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /pool/stats HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let read = slow.read(&mut buf);
+    assert!(started.elapsed() < Duration::from_secs(4), "the slow client was not cut off: {read:?}");
+    drop(slow);
+
+    // Two idle connections fill the cap: a third request waits until one goes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let quick = Client::builder().timeout(Duration::from_millis(600)).build().unwrap();
+    assert!(quick.get(format!("{}/pool/stats", pool.url)).send().await.is_err(), "served past the connection cap");
+    drop(idle);
+    eventually("a slot to free up", Duration::from_secs(5), async || {
+        quick.get(format!("{}/pool/stats", pool.url)).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+
+    // One long-poll at a time: a second one answers at once.
+    let token = pool.register("poller", "land1p").await;
+    pool.job(&token).await;
+    let (http, url, t) = (pool.http.clone(), format!("{}/pool/job?wait=5", pool.url), token.clone());
+    let waiting = tokio::spawn(async move { http.get(url).bearer_auth(t).send().await.unwrap().status() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = pool.register("poller-2", "land1p").await;
+    pool.job(&other).await;
+    let started = Instant::now();
+    assert_eq!(pool.get_auth("/pool/job?wait=5", &other).await.status(), StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(2), "the second long-poll waited");
+    assert_eq!(waiting.await.unwrap(), StatusCode::OK);
+    pool.stop().await;
+}
+
+/// 13 and 14. Invalid registrations leave no trace; stale shares and shares
+/// of unknown jobs (a pool that forgot them) never ban an honest miner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_mistakes_never_ban_and_junk_leaves_no_state() {
+    let pool = TestPool::start(Settings {
+        ban_min_shares: Some(10),
+        devnet_difficulty: Some(1),
+        shares_per_sec: Some(1000.0),
+        ..settings("honest")
+    })
+    .await;
+    for i in 0..50 {
+        let bad = json!({"worker_id": format!("bad id {i}"), "wallet_address": "land1x"});
+        assert_eq!(pool.post("/pool/register", &bad).await.status(), StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(metrics(&pool).await["sources_tracked"], 0, "invalid registrations made limiter entries");
+
+    let token = pool.register("steady", "land1s").await;
+    let job = pool.job(&token).await;
+    let n = job.nonce_start();
+    assert_eq!(pool.share(&token, &job, n, &job.digest(n)).await.1["is_block"], true);
+    // The old job is stale now; a miner slow to switch sends many of those.
+    for i in 1..40 {
+        let (status, answer) = pool.share(&token, &job, n + i, &job.digest(n + i)).await;
+        assert_eq!((status, answer["reason"].as_str()), (StatusCode::OK, Some("stale")));
+    }
+    // And shares of jobs the pool does not know (issued before a crash).
+    for i in 0..40 {
+        let request = json!({"job_id": format!("forgotten{i}"), "nonce": i, "digest": "00".repeat(32)});
+        let (status, answer) = body(pool.post_auth("/pool/share", &token, &request).await).await;
+        assert_eq!((status, answer["reason"].as_str()), (StatusCode::OK, Some("unknown_job")));
+    }
+    let next = pool.job(&token).await;
+    let m = next.nonce_start();
+    assert_eq!(pool.share(&token, &next, m, &next.digest(m)).await.1["accepted"], true, "still not banned");
+    pool.stop().await;
+}
+
+/// 15. A template whose fields disagree with its header, or that pays
+/// someone else, is refused with a metric; miners get no job from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inconsistent_templates_are_refused() {
+    // A real devnet's template, served tampered by a fake node.
+    let node = TestPool::start(settings("realnode")).await;
+    let genuine = body(node.get("/node/template?address=land1pool").await).await.1;
+    node.stop().await;
+    for (label, tamper) in [
+        ("pow", (|t: &mut Value| t["pow_message"] = json!("00".repeat(32))) as fn(&mut Value)),
+        ("seed", |t| t["epoch_seed"] = json!("11".repeat(32))),
+        ("miner", |t| t["miner"] = json!("land1someone-else")),
+    ] {
+        let mut template = genuine.clone();
+        tamper(&mut template);
+        let served = template.clone();
+        let app = axum::Router::new().route(
+            "/node/template",
+            axum::routing::get(move || {
+                let t = served.clone();
+                async move { axum::Json(t) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let pool = TestPool::start(Settings {
+            upstream: Some(fake),
+            pool_address: Some("land1pool".into()),
+            ..settings(label)
+        })
+        .await;
+        let token = pool.register("rig", "land1r").await;
+        let (status, answer) = body(pool.get_auth("/pool/job", &token).await).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{label}: {answer}");
+        assert_eq!(answer["error"], "bad_template", "{label}");
+        assert!(metrics(&pool).await["templates_refused"].as_u64() >= Some(1), "{label}");
+        pool.stop().await;
+        server.abort();
+    }
+}
