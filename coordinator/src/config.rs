@@ -38,7 +38,7 @@ pub struct Settings {
     /// Open HTTP connections at most; more wait to be accepted [default: 4096].
     #[arg(long, env = "VISION_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Seconds a client has to send a request's headers [default: 10].
+    /// Seconds a client has to send a request's headers (idle keep-alive connections included) [default: 30].
     #[arg(long, env = "VISION_HEADER_TIMEOUT")]
     pub header_timeout: Option<u64>,
     /// Seconds a request may take, long-poll wait excluded [default: 30].
@@ -245,7 +245,7 @@ impl Settings {
         };
         let limits = ConnectionLimits {
             max_connections: nonzero("max-connections", self.max_connections.unwrap_or(4096) as u64)? as usize,
-            header_timeout: Duration::from_secs(nonzero("header-timeout", self.header_timeout.unwrap_or(10))?),
+            header_timeout: Duration::from_secs(nonzero("header-timeout", self.header_timeout.unwrap_or(30))?),
             request_timeout: Duration::from_secs(nonzero("request-timeout", self.request_timeout.unwrap_or(30))?),
         };
         let non_empty = |t: Option<String>| t.filter(|t| !t.is_empty());

@@ -105,6 +105,8 @@ pub async fn run(options: DemoOptions, shutdown: impl std::future::Future<Output
     }
     let _ = child.kill();
     let _ = child.wait();
+    // The server waits for the pool to be released before it returns.
+    drop(pool);
     let _ = stop.send(());
     let _ = server.await;
     if temporary {

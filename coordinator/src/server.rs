@@ -117,15 +117,16 @@ impl Coordinator {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let tasks = self.spawn_background_tasks();
-        match self.pool.resume_block_submissions() {
+        let Coordinator { pool, router, limits, .. } = self;
+        match pool.resume_block_submissions() {
             Ok(0) => {}
             Ok(n) => tracing::info!("resuming {n} block submissions left unsettled by the last run"),
             Err(err) => tracing::error!("cannot read found blocks: {err}"),
         }
-        let connections = Arc::new(Semaphore::new(self.limits.max_connections));
+        let connections = Arc::new(Semaphore::new(limits.max_connections));
         let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new()).header_read_timeout(self.limits.header_timeout);
+        http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
         tokio::pin!(shutdown);
         loop {
             // Take a connection slot before accepting: past the limit,
@@ -147,7 +148,7 @@ impl Coordinator {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let router = self.router.clone();
+            let router = router.clone();
             let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 let mut router = router.clone();
@@ -162,15 +163,21 @@ impl Coordinator {
             });
         }
         drop(listener);
+        drop(router);
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
             tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
         for task in tasks {
             task.abort();
-            // Wait for the task to be dropped, so nothing holds the pool (and its store).
             let _ = task.await;
         }
-        let pool = self.pool.clone();
+        // Connection tasks and blocking housekeeping may still hold the pool
+        // for a moment: wait (a while) so the store is released when this
+        // returns and the data directory can be opened again.
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while Arc::strong_count(&pool) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let flushed = tokio::task::spawn_blocking(move || pool.flush()).await;
         if let Ok(Err(err)) = flushed {
             tracing::error!("flushing state at shutdown failed: {err}");
@@ -185,10 +192,17 @@ impl Coordinator {
         tasks.push(tokio::spawn(async move {
             let mut failing = false;
             match devnet_tip {
-                // Embedded chain: a new template the moment the tip changes.
+                // Embedded chain: a new template the moment the tip changes,
+                // and again after a second while a refresh keeps failing
+                // (the tip may not change again for a long time).
                 Some(mut tip) => loop {
                     refresh_logged(&pool, &mut failing).await;
-                    if tip.changed().await.is_err() {
+                    if failing {
+                        tokio::select! {
+                            changed = tip.changed() => if changed.is_err() { return },
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    } else if tip.changed().await.is_err() {
                         return;
                     }
                 },

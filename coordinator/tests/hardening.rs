@@ -113,6 +113,14 @@ async fn an_outsider_cannot_take_over_or_get_a_worker_banned() {
     let stolen = theirs["worker_token"].as_str().unwrap().to_string();
     assert_ne!(stolen, token, "the same id and wallet must not yield the same credential");
     assert_eq!(theirs["worker_name"], "garage", "a rename needs the worker's own credential");
+    // Not even with the credential of the attacker's own session of that worker.
+    let request = json!({"worker_id": "rig-7", "wallet_address": "land1honest", "worker_name": "pwned"});
+    let answer = body(
+        attacker.post(format!("{}/pool/register", pool.url)).bearer_auth(&stolen).json(&request).send().await.unwrap(),
+    )
+    .await
+    .1;
+    assert_eq!(answer["worker_name"], "garage", "{answer}");
     // The attacker's session is its own: the honest job is unknown to it...
     let (_, unknown) = share_with(&attacker, &pool, &stolen, &job, n + 1, &job.digest(n + 1)).await;
     assert_eq!(unknown["reason"], "unknown_job");
@@ -267,6 +275,25 @@ async fn block_answers_and_records_say_what_the_chain_did() {
     .await;
     assert_eq!(body(pool.get("/node/block/0").await).await.1["hash"], hash.as_str());
     assert!(metrics(&pool).await["block_submit_retries"].as_u64() >= Some(1));
+
+    // The chain takes the block but its answer is lost: the retry hears
+    // "stale", and the record must still say accepted.
+    devnet.lose_next_answers(1);
+    let job = pool.job(&b).await;
+    assert_eq!(job.height(), 1);
+    let n = job.nonce_start();
+    let (_, answer) = pool.share(&b, &job, n, &job.digest(n)).await;
+    assert_eq!(answer["block_status"], "submitted", "{answer}");
+    let hash = answer["block_hash"].as_str().unwrap().to_string();
+    eventually("the lost answer to be settled from the chain", Duration::from_secs(20), async || {
+        let blocks = body(pool.get("/pool/blocks").await).await.1;
+        blocks["blocks"].as_array().unwrap().iter().any(|b| b["hash"] == hash.as_str() && b["status"] != "submitted")
+    })
+    .await;
+    let blocks = body(pool.get("/pool/blocks").await).await.1;
+    let record = blocks["blocks"].as_array().unwrap().iter().find(|b| b["hash"] == hash.as_str()).unwrap().clone();
+    assert_eq!(record["status"], "accepted", "{record}");
+    assert_eq!(body(pool.get("/node/block/1").await).await.1["hash"], hash.as_str());
     pool.stop().await;
 }
 

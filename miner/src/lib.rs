@@ -1,4 +1,4 @@
-//! `vision-miner`: mines VisionX on CPUs (and, in later work, GPUs).
+//! `vision-miner`: mines VisionX on GPUs (through wgpu) and CPUs.
 //!
 //! The binary (`src/main.rs`) is thin glue over this library: it parses the
 //! command line and calls into the modules below.

@@ -85,6 +85,8 @@ pub struct DevnetChain {
     /// Submissions still to fail, or to reject (test hooks).
     failing_submits: AtomicU32,
     rejecting_submits: AtomicU32,
+    /// Submissions to apply whose answer is then lost (test hook).
+    losing_answers: AtomicU32,
     /// Milliseconds each submission takes extra (test hook).
     submit_delay_ms: AtomicU32,
 }
@@ -113,6 +115,7 @@ impl DevnetChain {
             next_height: watch::channel(0).0,
             failing_submits: AtomicU32::new(0),
             rejecting_submits: AtomicU32::new(0),
+            losing_answers: AtomicU32::new(0),
             submit_delay_ms: AtomicU32::new(0),
         };
         let next = chain.tip()?.map_or(0, |b| b.height + 1);
@@ -292,6 +295,9 @@ impl DevnetChain {
             .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
         self.db.flush().map_err(storage)?;
         self.next_height.send_replace(height + 1);
+        if take(&self.losing_answers).is_ok() {
+            return Err(ChainError::Unavailable("devnet: answer lost after applying (test hook)".into()));
+        }
         Ok(SubmitOutcome { accepted: true, hash: Some(stored.hash), reason: None })
     }
 
@@ -306,6 +312,13 @@ impl DevnetChain {
     #[doc(hidden)]
     pub fn delay_submits(&self, ms: u32) {
         self.submit_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Test hook: the next `count` submissions are applied, but answered as
+    /// if the node had been unreachable (a lost answer).
+    #[doc(hidden)]
+    pub fn lose_next_answers(&self, count: u32) {
+        self.losing_answers.store(count, Ordering::SeqCst);
     }
 
     /// Test hook: the chain refuses the next `count` submissions.

@@ -48,6 +48,8 @@ impl UpstreamNode {
             401 | 403 => {
                 ChainError::invalid("upstream_unauthorized", format!("the node refused our credential: {message}"))
             }
+            // Timed out or rate limited: the same request may pass later.
+            408 | 429 => ChainError::Unavailable(format!("node answered {status}: {message}")),
             400..=499 => ChainError::invalid("upstream_rejected", message),
             _ => ChainError::Unavailable(format!("node answered {status}: {message}")),
         })

@@ -39,13 +39,15 @@ impl Pool {
         if next.max_share_difficulty < next.min_share_difficulty {
             return Err(PoolError::bad_field("max_share_difficulty is below min_share_difficulty"));
         }
+        // Stored and applied before the wait, so a client hanging up cannot
+        // leave the two apart.
         self.store.put_settings(&next)?;
-        self.commits.durable().await?;
         *self.settings.write().expect("settings lock") = next.clone();
         let vardiff_config = self.vardiff_config();
         for session in self.sessions.lock().expect("sessions lock").values_mut() {
             session.vardiff.apply_bounds(&vardiff_config);
         }
+        self.commits.durable().await?;
         Ok(next)
     }
 
@@ -53,9 +55,9 @@ impl Pool {
         let mut next = self.settings();
         next.running = running;
         self.store.put_settings(&next)?;
-        self.commits.durable().await?;
         *self.settings.write().expect("settings lock") = next.clone();
         self.running.store(running, Ordering::Relaxed);
+        self.commits.durable().await?;
         Ok(next)
     }
 
@@ -79,20 +81,18 @@ impl Pool {
     /// Lifts the ban of a session, or of every session of a worker id.
     /// Returns how many bans were lifted.
     pub(crate) async fn unban(&self, session_or_worker: &str) -> Result<usize, PoolError> {
-        let lifted: Vec<String> = {
-            let mut bans = self.bans.lock().expect("bans lock");
-            let keys: Vec<String> = bans
-                .values()
-                .filter(|b| b.session_id == session_or_worker || b.worker_id == session_or_worker)
-                .map(|b| b.session_id.clone())
-                .collect();
-            for key in &keys {
-                bans.remove(key);
-            }
-            keys
-        };
+        let lifted: Vec<String> = self
+            .bans
+            .lock()
+            .expect("bans lock")
+            .values()
+            .filter(|b| b.session_id == session_or_worker || b.worker_id == session_or_worker)
+            .map(|b| b.session_id.clone())
+            .collect();
+        // The store first: a ban lifted in memory only would come back.
         for session_id in &lifted {
             self.store.remove_ban(session_id)?;
+            self.bans.lock().expect("bans lock").remove(session_id);
             if let Some(session) = self.sessions.lock().expect("sessions lock").get_mut(session_id) {
                 session.banned.store(false, Ordering::Relaxed);
                 session.ban_counts = Default::default();

@@ -30,11 +30,14 @@ impl Pool {
         self: &Arc<Self>,
         mut block: FoundBlockRecord,
     ) -> Result<FoundBlockRecord, PoolError> {
-        self.attempt_submission(&mut block).await?;
-        if block.status == BlockStatus::Submitted {
-            let (pool, pending) = (self.clone(), block.clone());
-            tokio::spawn(async move { pool.retry_block_submission(pending).await });
+        let attempt = self.attempt_submission(&mut block).await;
+        // Unsettled, or settled but not recorded (a storage failure): either
+        // way a task of its own sees it through.
+        if block.status == BlockStatus::Submitted || attempt.is_err() {
+            let (pool, pending, recorded) = (self.clone(), block.clone(), attempt.is_ok());
+            tokio::spawn(async move { pool.retry_block_submission(pending, recorded).await });
         }
+        attempt?;
         Ok(block)
     }
 
@@ -51,8 +54,15 @@ impl Pool {
                 block.reason = None;
             }
             Ok(outcome) => {
-                block.status = BlockStatus::Rejected;
-                block.reason = Some(outcome.reason.unwrap_or_else(|| "rejected without a reason".into()));
+                // An earlier attempt may have landed with its answer lost:
+                // then the chain now calls the same block stale.
+                if self.is_on_chain(block).await {
+                    block.status = BlockStatus::Accepted;
+                    block.reason = None;
+                } else {
+                    block.status = BlockStatus::Rejected;
+                    block.reason = Some(outcome.reason.unwrap_or_else(|| "rejected without a reason".into()));
+                }
             }
             Err(ChainError::Unavailable(message)) => {
                 PoolMetrics::bump(&self.metrics.block_submit_retries);
@@ -60,11 +70,17 @@ impl Pool {
                 block.reason = Some(message);
             }
             Err(err) => {
-                block.status = BlockStatus::Rejected;
-                block.reason = Some(err.to_string());
+                block.status =
+                    if self.is_on_chain(block).await { BlockStatus::Accepted } else { BlockStatus::Rejected };
+                block.reason = (block.status == BlockStatus::Rejected).then(|| err.to_string());
             }
         }
         self.record_block(block).await
+    }
+
+    /// Whether the chain holds this very block (false when it cannot say).
+    async fn is_on_chain(&self, block: &FoundBlockRecord) -> bool {
+        self.chain.block(block.height).await.is_ok_and(|b| b.hash.eq_ignore_ascii_case(&block.hash))
     }
 
     async fn record_block(&self, block: &FoundBlockRecord) -> Result<(), PoolError> {
@@ -100,18 +116,22 @@ impl Pool {
         self.jobs.current().is_none_or(|c| c.id == block.template_id)
     }
 
-    /// Retries a `submitted` block until it settles.
-    pub(crate) async fn retry_block_submission(self: Arc<Self>, mut block: FoundBlockRecord) {
+    /// Retries a block until it is settled and its record is durable
+    /// (`recorded`: the record on disk matches `block`).
+    pub(crate) async fn retry_block_submission(self: Arc<Self>, mut block: FoundBlockRecord, mut recorded: bool) {
         let mut delay = FIRST_RETRY;
-        while block.status == BlockStatus::Submitted {
+        while !recorded || block.status == BlockStatus::Submitted {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(LAST_RETRY);
-            let settled = if self.can_still_win(&block) {
+            let step = if !recorded {
+                self.record_block(&block).await
+            } else if self.can_still_win(&block) {
                 self.attempt_submission(&mut block).await
             } else {
                 self.settle_superseded(&mut block).await
             };
-            if let Err(err) = settled {
+            recorded = step.is_ok();
+            if let Err(err) = step {
                 tracing::error!(height = block.height, "recording a found block failed (will retry): {err}");
             }
         }

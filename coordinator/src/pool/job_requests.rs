@@ -3,13 +3,18 @@
 //! A session keeps its live job while the template and its share difficulty
 //! hold: asking again returns the same job (same id, same nonce range), so
 //! job requests cannot grow the pool's memory or disk. A new job is issued
-//! on a new template or a new difficulty, and is durable before it is
-//! answered, so a restarted pool still judges its shares.
+//! on a new template or a new difficulty (at most
+//! [`MAX_JOBS_PER_SESSION_TEMPLATE`] per session and template; past that the
+//! live job stays), and is durable before it is answered, so a restarted
+//! pool still judges its shares.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::job_book::PoolJob;
+
+/// New jobs one session can get on one template.
+pub(crate) const MAX_JOBS_PER_SESSION_TEMPLATE: u32 = 16;
 use super::metrics::PoolMetrics;
 use super::{JobParams, JobResponse, Pool, PoolError};
 use crate::storage::JobRecord;
@@ -41,8 +46,14 @@ impl Pool {
             session.vardiff.on_job_request(now, &vardiff_config);
             session.last_seen_ms = now;
             let difficulty = session.vardiff.difficulty();
-            let live =
-                session.live_job.clone().filter(|j| j.template.id == template.id && j.share_difficulty == difficulty);
+            if session.live_job.as_ref().is_none_or(|j| j.template.id != template.id) {
+                session.jobs_on_template = 0;
+            }
+            let capped = session.jobs_on_template >= MAX_JOBS_PER_SESSION_TEMPLATE;
+            let live = session
+                .live_job
+                .clone()
+                .filter(|j| j.template.id == template.id && (j.share_difficulty == difficulty || capped));
             if live.is_some() {
                 session.last_template_version = template.version;
             }
@@ -73,6 +84,7 @@ impl Pool {
         if let Some(session) = self.sessions.lock().expect("sessions lock").get_mut(session_id) {
             session.last_template_version = template.version;
             session.live_job = Some(job.clone());
+            session.jobs_on_template += 1;
         }
         PoolMetrics::bump(&self.metrics.jobs_issued);
         Ok(self.job_response(&job))

@@ -36,7 +36,7 @@ mod wire;
 mod worker_sessions;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -135,6 +135,12 @@ pub struct Pool {
     metrics: PoolMetrics,
     block_time_secs: u64,
     started: Instant,
+    /// When stored sessions were last pruned (a full scan).
+    last_session_prune_ms: AtomicU64,
+    /// Jobs and duplicate keys of heights below this are no longer needed;
+    /// housekeeping has pruned below `pruned_below`.
+    prune_below: AtomicU64,
+    pruned_below: AtomicU64,
 }
 
 impl Pool {
@@ -176,10 +182,14 @@ impl Pool {
             metrics,
             block_time_secs,
             started: Instant::now(),
+            last_session_prune_ms: AtomicU64::new(0),
+            prune_below: AtomicU64::new(0),
+            pruned_below: AtomicU64::new(0),
         };
         let found = pool.store.found_blocks()?;
-        let accepted = found.iter().filter(|b| b.status == crate::storage::BlockStatus::Accepted).count();
-        pool.metrics.blocks_found.store(accepted as u64, Ordering::Relaxed);
+        let count = |status| found.iter().filter(|b| b.status == status).count() as u64;
+        pool.metrics.blocks_found.store(count(crate::storage::BlockStatus::Accepted), Ordering::Relaxed);
+        pool.metrics.blocks_rejected.store(count(crate::storage::BlockStatus::Rejected), Ordering::Relaxed);
         pool.restore_jobs()?;
         Ok(Arc::new(pool))
     }
@@ -226,7 +236,7 @@ impl Pool {
         let count = pending.len();
         for block in pending {
             let pool = self.clone();
-            tokio::spawn(async move { pool.retry_block_submission(block).await });
+            tokio::spawn(async move { pool.retry_block_submission(block, true).await });
         }
         Ok(count)
     }
@@ -292,14 +302,9 @@ impl Pool {
         let state = self.jobs.install(state);
         tracing::info!(height = state.template.height, difficulty = state.template.difficulty, "new template");
         // Forgetting old jobs and duplicate keys is disk work: never in the
-        // way of the switch.
-        let store = self.store.clone();
+        // way of the switch (housekeeping does it).
         let keep_from = state.template.height.saturating_sub(HEIGHTS_KEPT - 1);
-        tokio::task::spawn_blocking(move || {
-            if let Err(err) = store.prune_jobs_below(keep_from).and_then(|()| store.prune_share_keys_below(keep_from)) {
-                tracing::warn!("pruning old jobs failed: {err}");
-            }
-        });
+        self.prune_below.fetch_max(keep_from, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -307,13 +312,37 @@ impl Pool {
         self.jobs.current().map(|t| t.template.height)
     }
 
-    /// Forgets idle sessions and sources (the periodic housekeeping).
+    /// The periodic housekeeping (blocking: sled scans and deletes): prunes
+    /// old jobs and duplicate keys, idle sessions and sources, unused
+    /// credentials and expired bans.
     pub fn housekeeping(&self, now_ms: u64) -> Result<(), PoolError> {
+        for record in self.sessions_to_touch() {
+            self.store.put_session(&record)?;
+        }
+        let keep_from = self.prune_below.load(Ordering::Relaxed);
+        if keep_from > self.pruned_below.swap(keep_from, Ordering::Relaxed) {
+            self.store.prune_jobs_below(keep_from)?;
+            self.store.prune_share_keys_below(keep_from)?;
+        }
         let pruned = self.prune_idle(now_ms);
         let sources = self.sources.prune(now_ms);
-        let ttl = self.config.session_ttl.as_millis() as u64;
-        let forgotten = self.store.prune_sessions(now_ms.saturating_sub(ttl))?;
-        self.bans.lock().expect("bans lock").retain(|_, b| b.until_ms > now_ms);
+        // Unused credentials are forgotten in a full scan: hourly is enough.
+        let mut forgotten = 0;
+        let last = self.last_session_prune_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= 3_600_000 {
+            self.last_session_prune_ms.store(now_ms, Ordering::Relaxed);
+            let ttl = self.config.session_ttl.as_millis() as u64;
+            forgotten = self.store.prune_sessions(now_ms.saturating_sub(ttl))?;
+        }
+        let expired: Vec<String> = {
+            let mut bans = self.bans.lock().expect("bans lock");
+            let expired = bans.values().filter(|b| b.until_ms <= now_ms).map(|b| b.session_id.clone()).collect();
+            bans.retain(|_, b| b.until_ms > now_ms);
+            expired
+        };
+        for session_id in expired {
+            self.store.remove_ban(&session_id)?;
+        }
         if pruned + sources + forgotten > 0 {
             tracing::info!("pruned {pruned} idle sessions, {sources} idle sources, {forgotten} old sessions");
         }

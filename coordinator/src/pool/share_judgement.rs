@@ -111,6 +111,9 @@ impl Pool {
         let height = job.template.template.height;
         if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce)? {
             if credit.session_id == session_id {
+                // Acknowledged only once it is on disk (its first answer may
+                // have been a storage error).
+                self.commits.durable().await?;
                 PoolMetrics::bump(&self.metrics.shares_replayed);
                 return Ok(already_credited(difficulty));
             }
@@ -173,6 +176,7 @@ impl Pool {
         match self.store.append_share(&record)? {
             AppendOutcome::Appended(_) => {}
             AppendOutcome::Duplicate(credit) if credit.session_id == session_id => {
+                self.commits.durable().await?;
                 PoolMetrics::bump(&self.metrics.shares_replayed);
                 return Ok(already_credited(difficulty));
             }
@@ -195,17 +199,26 @@ impl Pool {
             updated_ms: now,
             submission: job.template.template.solved(request.nonce),
         });
-        if let Some(found) = &found {
-            self.store.put_found_block(found)?;
+        let recorded = found.as_ref().map_or(Ok(()), |f| self.store.put_found_block(f));
+        let durable = self.commits.durable().await;
+        if let (Some(found), true) = (&found, recorded.is_err() || durable.is_err()) {
+            // The share is in the ledger (a resubmission would be answered
+            // already_credited), so the block must not wait for one: a task
+            // of its own records it, then submits it.
+            let (pool, found) = (self.clone(), found.clone());
+            tokio::spawn(async move { pool.retry_block_submission(found, false).await });
         }
-        self.commits.durable().await?;
+        recorded?;
+        durable?;
 
         let vardiff_config = self.vardiff_config();
-        let next_difficulty = {
+        let (next_difficulty, newly_proven) = {
             let mut sessions = self.sessions.lock().expect("sessions lock");
             match sessions.get_mut(session_id) {
                 Some(session) => {
+                    let newly_proven = !session.proven;
                     session.proven = true;
+                    session.record.proven = true;
                     session.counts.accepted += 1;
                     session.ban_counts.judged += 1;
                     session.recent.push_back((now, job.share_difficulty));
@@ -214,11 +227,16 @@ impl Pool {
                     }
                     session.last_share_ms = Some(now);
                     session.vardiff.on_share(now, job.share_difficulty, &vardiff_config);
-                    session.vardiff.difficulty()
+                    (session.vardiff.difficulty(), newly_proven.then(|| session.record.clone()))
                 }
-                None => difficulty,
+                None => (difficulty, None),
             }
         };
+        if let Some(record) = newly_proven {
+            // Once per session; durable with a later commit (losing it only
+            // means proving the session again).
+            self.store.put_session(&record)?;
+        }
         PoolMetrics::bump(&self.metrics.shares_valid);
 
         let mut response = ShareResponse {

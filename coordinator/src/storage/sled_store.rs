@@ -386,6 +386,7 @@ mod tests {
             wallet_address: wallet.into(),
             worker_name: None,
             registered_at_ms: 5,
+            owner_token_hash: wallet.into(),
         };
         let racers: Vec<_> = (0..8)
             .map(|i| {

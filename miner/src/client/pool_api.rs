@@ -90,7 +90,9 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
             retry_after_secs: retry_after.unwrap_or(5),
             message: format!("{reason}: {message}"),
         },
-        500..=599 => ApiFailure::Unavailable(format!("{status}: {reason}: {message}")),
+        // A request the pool timed out: it may have been processed (a share
+        // then comes back `already_credited`), so it is worth sending again.
+        408 | 500..=599 => ApiFailure::Unavailable(format!("{status}: {reason}: {message}")),
         _ => ApiFailure::Refused { reason, message },
     })
 }
