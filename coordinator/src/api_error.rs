@@ -52,7 +52,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({ "error": self.reason, "message": self.message }));
+        let body = Json(vision_protocol::ErrorBody { error: self.reason.into(), message: self.message });
         let mut response = (self.status, body).into_response();
         if let Some(secs) = self.retry_after_secs {
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {

@@ -1,7 +1,8 @@
 //! `vision-miner hash`: one digest, from explicit inputs or from a block's fields.
 
 use serde::{Deserialize, Serialize};
-use visionx::{BlockHeader, Digest, Params, PowInput};
+use vision_protocol::HeaderFields;
+use visionx::{Digest, Params, PowInput};
 
 use crate::InputError;
 
@@ -13,32 +14,14 @@ pub fn explicit_input(seed_hex: &str, epoch: u64, header_hex: &str, params: Para
     Ok(PowInput::new(seed, epoch, header, params)?)
 }
 
-/// A block's fields as `hash --block FILE` reads them (the `"block"` vectors' shape).
+/// A block's fields as `hash --block FILE` reads them (the `"block"` vectors'
+/// shape: the header fields and the nonce; anything else, such as a vector's
+/// expected results, is ignored).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BlockFields {
-    pub chain_id: String,
-    pub height: u64,
-    pub parent_hash: String,
-    pub timestamp: u64,
-    pub difficulty: u64,
-    pub tx_root: String,
-    pub miner: String,
+    #[serde(flatten)]
+    pub header: HeaderFields,
     pub nonce: u64,
-    // The vectors carry their expected results beside the fields; accept and
-    // ignore them so a vector entry is a valid block file.
-    #[serde(default, rename = "kind")]
-    _kind: Option<serde_json::Value>,
-    #[serde(default, rename = "epoch")]
-    _epoch: Option<serde_json::Value>,
-    #[serde(default, rename = "epoch_seed")]
-    _epoch_seed: Option<serde_json::Value>,
-    #[serde(default, rename = "pow_message")]
-    _pow_message: Option<serde_json::Value>,
-    #[serde(default, rename = "digest")]
-    _digest: Option<serde_json::Value>,
-    #[serde(default, rename = "meets_target")]
-    _meets_target: Option<serde_json::Value>,
 }
 
 /// What `hash --block` prints.
@@ -62,26 +45,14 @@ where
 {
     let fields: BlockFields =
         serde_json::from_str(json).map_err(|e| InputError::new(format!("block file is not a valid block: {e}")))?;
-    let f = &fields;
-    let header = BlockHeader::from_hex_fields(
-        &f.chain_id,
-        f.height,
-        &f.parent_hash,
-        f.timestamp,
-        f.difficulty,
-        &f.tx_root,
-        &f.miner,
-    )
-    .map_err(InputError::from)?;
-    let params = Params::CONSENSUS;
-    let input = header.pow_input(&params).map_err(InputError::from)?;
+    let input = fields.header.pow_input(&Params::CONSENSUS).map_err(InputError::from)?;
     let digest = hash(&input, fields.nonce)?;
     Ok(BlockHashReport {
         epoch: input.epoch(),
         epoch_seed: hex::encode(input.epoch_seed()),
         pow_message: hex::encode(input.header()),
         digest,
-        meets_target: digest.meets_difficulty(header.difficulty),
+        meets_target: digest.meets_difficulty(fields.header.difficulty),
     })
 }
 

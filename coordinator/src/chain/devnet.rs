@@ -20,6 +20,8 @@ use sled::Transactional;
 use tokio::sync::watch;
 use visionx::{FastEngine, Params, PowEngine};
 
+use vision_protocol::HeaderFields;
+
 use super::{
     check_address, Balance, BlockSubmission, BlockTemplate, ChainBlock, ChainError, SubmitOutcome, TransferReceipt,
     TransferRequest,
@@ -91,6 +93,51 @@ pub struct DevnetChain {
     submit_delay_ms: AtomicU32,
 }
 
+/// A block as the devnet stores it: its own shape, apart from the wire's
+/// `ChainBlock`, so neither can change the other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredBlock {
+    height: u64,
+    hash: String,
+    parent_hash: String,
+    timestamp: u64,
+    difficulty: u64,
+    tx_root: String,
+    miner: String,
+    nonce: u64,
+    reward: u64,
+}
+
+fn encode_block(b: &ChainBlock) -> Vec<u8> {
+    let stored = StoredBlock {
+        height: b.height,
+        hash: b.hash.clone(),
+        parent_hash: b.parent_hash.clone(),
+        timestamp: b.timestamp,
+        difficulty: b.difficulty,
+        tx_root: b.tx_root.clone(),
+        miner: b.miner.clone(),
+        nonce: b.nonce,
+        reward: b.reward,
+    };
+    serde_json::to_vec(&stored).expect("blocks serialise")
+}
+
+fn decode_block(bytes: &[u8]) -> Result<ChainBlock, ChainError> {
+    let b: StoredBlock = serde_json::from_slice(bytes).map_err(storage)?;
+    Ok(ChainBlock {
+        height: b.height,
+        hash: b.hash,
+        parent_hash: b.parent_hash,
+        timestamp: b.timestamp,
+        difficulty: b.difficulty,
+        tx_root: b.tx_root,
+        miner: b.miner,
+        nonce: b.nonce,
+        reward: b.reward,
+    })
+}
+
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -134,7 +181,7 @@ impl DevnetChain {
 
     pub fn tip(&self) -> Result<Option<ChainBlock>, ChainError> {
         match self.blocks.last().map_err(storage)? {
-            Some((_, v)) => Ok(Some(serde_json::from_slice(&v).map_err(storage)?)),
+            Some((_, v)) => Ok(Some(decode_block(&v)?)),
             None => Ok(None),
         }
     }
@@ -148,7 +195,7 @@ impl DevnetChain {
             .take(n as usize)
             .map(|item| {
                 let (_, v) = item.map_err(storage)?;
-                serde_json::from_slice(&v).map_err(storage)
+                decode_block(&v)
             })
             .collect::<Result<_, _>>()?;
         blocks.reverse();
@@ -178,25 +225,18 @@ impl DevnetChain {
             Some(tip) => (tip.height + 1, tip.hash.clone(), tip.timestamp),
             None => (0, hex::encode([0u8; 32]), 0),
         };
-        let header = visionx::BlockHeader::from_hex_fields(
-            &self.config.chain_id,
-            height,
-            &parent_hash,
-            now_secs().max(parent_time + 1),
-            self.next_difficulty()?,
-            &self.tx_root(height),
-            address,
-        )
-        .map_err(storage)?;
-        let input = header.pow_input(&self.config.params).map_err(storage)?;
-        Ok(BlockTemplate {
-            chain_id: header.chain_id.clone(),
+        let header = HeaderFields {
+            chain_id: self.config.chain_id.clone(),
             height,
             parent_hash,
-            timestamp: header.timestamp,
-            difficulty: header.difficulty,
-            tx_root: hex::encode(header.tx_root),
-            miner: header.miner.clone(),
+            timestamp: now_secs().max(parent_time + 1),
+            difficulty: self.next_difficulty()?,
+            tx_root: self.tx_root(height),
+            miner: address.to_string(),
+        };
+        let input = header.pow_input(&self.config.params).map_err(storage)?;
+        Ok(BlockTemplate {
+            header,
             epoch: input.epoch(),
             epoch_seed: hex::encode(input.epoch_seed()),
             pow_message: hex::encode(input.header()),
@@ -246,16 +286,7 @@ impl DevnetChain {
             return reject("bad_timestamp");
         }
         // Both hashes parsed in the checks above.
-        let header = visionx::BlockHeader::from_hex_fields(
-            &self.config.chain_id,
-            height,
-            &block.parent_hash,
-            block.timestamp,
-            block.difficulty,
-            &block.tx_root,
-            &block.miner,
-        )
-        .map_err(storage)?;
+        let header = block.header_fields(&self.config.chain_id).header().map_err(storage)?;
         let input = header.pow_input(&self.config.params).map_err(storage)?;
         let digest = FastEngine::new().hash(&input, block.nonce);
         if !digest.meets_difficulty(block.difficulty) {
@@ -278,7 +309,7 @@ impl DevnetChain {
             coinbase: true,
         };
         let ledger_key = self.ledger_key(&block.miner)?;
-        let block_bytes = serde_json::to_vec(&stored).map_err(storage)?;
+        let block_bytes = encode_block(&stored);
         let entry_bytes = serde_json::to_vec(&coinbase).map_err(storage)?;
 
         let _guard = self.write_lock.lock().expect("devnet write lock");
@@ -339,7 +370,7 @@ impl DevnetChain {
             miner: "devnet-replacement".into(),
             ..tip
         };
-        let bytes = serde_json::to_vec(&replacement).map_err(storage)?;
+        let bytes = encode_block(&replacement);
         self.blocks.insert(replacement.height.to_be_bytes(), bytes).map_err(storage)?;
         self.db.flush().map_err(storage)?;
         self.next_height.send_replace(replacement.height + 1);
@@ -349,7 +380,7 @@ impl DevnetChain {
     pub fn block(&self, height: u64) -> Result<ChainBlock, ChainError> {
         let bytes = self.blocks.get(height.to_be_bytes()).map_err(storage)?;
         let bytes = bytes.ok_or_else(|| ChainError::NotFound(format!("no block at height {height}")))?;
-        serde_json::from_slice(&bytes).map_err(storage)
+        decode_block(&bytes)
     }
 
     fn ledger_key(&self, address: &str) -> Result<Vec<u8>, ChainError> {

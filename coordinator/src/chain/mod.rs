@@ -1,7 +1,7 @@
 //! The chain behind the pool: the embedded devnet ([`devnet::DevnetChain`])
 //! or a remote node speaking the same node API ([`upstream::UpstreamNode`]).
 //!
-//! The types here are the node API's wire format (`docs/API.md`).
+//! The node API's wire types live in `vision_protocol::node`.
 
 pub mod devnet;
 pub mod node_api;
@@ -9,130 +9,10 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use visionx::{BlockHeader, Params, PowInput};
-
-/// A block to mine: every header field plus what a miner needs to hash it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockTemplate {
-    pub chain_id: String,
-    pub height: u64,
-    pub parent_hash: String,
-    pub timestamp: u64,
-    pub difficulty: u64,
-    pub tx_root: String,
-    pub miner: String,
-    pub epoch: u64,
-    pub epoch_seed: String,
-    pub pow_message: String,
-    pub params: Params,
-    pub reward: u64,
-}
-
-impl BlockTemplate {
-    pub fn header(&self) -> Result<BlockHeader, visionx::Error> {
-        let t = self;
-        BlockHeader::from_hex_fields(
-            &t.chain_id,
-            t.height,
-            &t.parent_hash,
-            t.timestamp,
-            t.difficulty,
-            &t.tx_root,
-            &t.miner,
-        )
-    }
-
-    pub fn pow_input(&self) -> Result<PowInput, visionx::Error> {
-        self.header()?.pow_input(&self.params)
-    }
-
-    /// The submission for this template solved with `nonce`.
-    pub fn solved(&self, nonce: u64) -> BlockSubmission {
-        BlockSubmission {
-            height: self.height,
-            parent_hash: self.parent_hash.clone(),
-            timestamp: self.timestamp,
-            difficulty: self.difficulty,
-            tx_root: self.tx_root.clone(),
-            miner: self.miner.clone(),
-            nonce,
-        }
-    }
-}
-
-/// A solved block as `POST /node/submit` takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockSubmission {
-    pub height: u64,
-    pub parent_hash: String,
-    pub timestamp: u64,
-    pub difficulty: u64,
-    pub tx_root: String,
-    pub miner: String,
-    pub nonce: u64,
-}
-
-/// The node's answer to a submission.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubmitOutcome {
-    pub accepted: bool,
-    /// The block id (the digest in hex) when accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash: Option<String>,
-    /// Why not, when rejected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// A block in the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChainBlock {
-    pub height: u64,
-    pub hash: String,
-    pub parent_hash: String,
-    pub timestamp: u64,
-    pub difficulty: u64,
-    pub tx_root: String,
-    pub miner: String,
-    pub nonce: u64,
-    pub reward: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Balance {
-    pub address: String,
-    /// Mature coinbase plus transfers in, minus transfers out.
-    pub spendable: u64,
-    /// Coinbase rewards still within the maturity window.
-    pub immature: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransferOutput {
-    pub address: String,
-    pub amount: u64,
-}
-
-/// `POST /node/transfer`: a multi-output payment from an address the node holds keys for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransferRequest {
-    pub from: String,
-    pub outputs: Vec<TransferOutput>,
-    /// Replaying a key returns the first receipt and never pays twice.
-    pub idempotency_key: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransferReceipt {
-    pub transfer_id: String,
-    pub total: u64,
-    /// True when this key was seen before and nothing was paid now.
-    pub replayed: bool,
-}
+pub use vision_protocol::node::{
+    Balance, BlockSubmission, BlockTemplate, ChainBlock, SubmitOutcome, TransferOutput, TransferReceipt,
+    TransferRequest,
+};
 
 /// Why the chain refused or failed a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

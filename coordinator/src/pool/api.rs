@@ -18,7 +18,10 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 
-use super::{now_ms, ConfigureRequest, Pool, RegisterRequest, ShareRequest};
+use super::{
+    now_ms, BansResponse, BlocksResponse, ConfigureRequest, FoundBlockView, ModeResponse, Pool, PoolSettingsView,
+    RegisterRequest, ShareRequest, UnbanResponse,
+};
 use crate::api_error::{ApiError, AppJson, AppQuery};
 use crate::bearer_auth::{bearer, tokens_match};
 
@@ -129,7 +132,8 @@ async fn stats(State(state): State<PoolApiState>) -> impl IntoResponse {
 }
 
 async fn blocks(State(state): State<PoolApiState>) -> Result<impl IntoResponse, ApiError> {
-    Ok(AppJson(serde_json::json!({ "blocks": state.pool.found_blocks()? })))
+    let blocks = state.pool.found_blocks()?.iter().map(FoundBlockView::from).collect();
+    Ok(AppJson(BlocksResponse { blocks }))
 }
 
 async fn worker(State(state): State<PoolApiState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
@@ -298,28 +302,28 @@ async fn configure(
     AppJson(request): AppJson<ConfigureRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
-    Ok(AppJson(state.pool.configure(request).await?))
+    Ok(AppJson(PoolSettingsView::from(&state.pool.configure(request).await?)))
 }
 
 async fn start(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
-    Ok(AppJson(state.pool.set_running(true).await?))
+    Ok(AppJson(PoolSettingsView::from(&state.pool.set_running(true).await?)))
 }
 
 async fn stop(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
-    Ok(AppJson(state.pool.set_running(false).await?))
+    Ok(AppJson(PoolSettingsView::from(&state.pool.set_running(false).await?)))
 }
 
 async fn mode(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
     let settings = state.pool.settings();
-    Ok(AppJson(serde_json::json!({ "running": settings.running, "settings": settings })))
+    Ok(AppJson(ModeResponse { running: settings.running, settings: PoolSettingsView::from(&settings) }))
 }
 
 async fn bans(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
-    Ok(AppJson(serde_json::json!({ "bans": state.pool.bans(now_ms()) })))
+    Ok(AppJson(BansResponse { bans: state.pool.bans(now_ms()) }))
 }
 
 /// `DELETE /pool/bans/{id}`: `id` is a session id, or a worker id (all its sessions).
@@ -331,6 +335,6 @@ async fn unban(
     require_admin(&state, &headers)?;
     match state.pool.unban(&id).await? {
         0 => Err(ApiError::not_found("not_banned", format!("{id:?} is not banned"))),
-        lifted => Ok(AppJson(serde_json::json!({ "unbanned": id, "sessions": lifted }))),
+        sessions => Ok(AppJson(UnbanResponse { unbanned: id, sessions })),
     }
 }

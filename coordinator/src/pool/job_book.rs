@@ -54,8 +54,8 @@ impl TemplateState {
     /// Builds the state of `template` from its header fields, checking that
     /// the derived fields it came with agree and that it pays `pool_address`.
     pub(crate) fn checked(template: BlockTemplate, pool_address: &str) -> Result<Self, TemplateRefusal> {
-        if template.miner != pool_address {
-            return Err(TemplateRefusal::WrongMiner { found: template.miner, expected: pool_address.into() });
+        if template.header.miner != pool_address {
+            return Err(TemplateRefusal::WrongMiner { found: template.header.miner, expected: pool_address.into() });
         }
         let state = Self::from_header(template, 0, 0)?;
         let t = &state.template;
@@ -118,8 +118,10 @@ impl JobBook {
 
     /// Whether a template of this height and parent is current already.
     pub(crate) fn is_current(&self, template: &BlockTemplate) -> bool {
-        self.current()
-            .is_some_and(|c| c.template.height == template.height && c.template.parent_hash == template.parent_hash)
+        self.current().is_some_and(|c| {
+            c.template.header.height == template.header.height
+                && c.template.header.parent_hash == template.header.parent_hash
+        })
     }
 
     /// Makes `state` current (with the next version) and forgets in-memory
@@ -127,11 +129,14 @@ impl JobBook {
     pub(crate) fn install(&self, mut state: TemplateState) -> Arc<TemplateState> {
         let mut current = self.current.write().expect("template lock");
         state.version = current.as_ref().map_or(1, |c| c.version + 1);
-        let height = state.template.height;
+        let height = state.template.header.height;
         let state = Arc::new(state);
         *current = Some(state.clone());
         drop(current);
-        self.jobs.lock().expect("jobs lock").retain(|_, job| job.template.template.height + HEIGHTS_KEPT > height);
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .retain(|_, job| job.template.template.header.height + HEIGHTS_KEPT > height);
         self.versions.send_replace(state.version);
         state
     }
@@ -186,18 +191,7 @@ mod tests {
     use super::*;
 
     fn template(height: u64, parent: u8) -> BlockTemplate {
-        let header = visionx::BlockHeader::from_hex_fields(
-            "devnet",
-            height,
-            &hex::encode([parent; 32]),
-            1,
-            10,
-            &hex::encode([0u8; 32]),
-            "pool",
-        )
-        .unwrap();
-        let input = header.pow_input(&Params::CONSENSUS).unwrap();
-        BlockTemplate {
+        let header = vision_protocol::HeaderFields {
             chain_id: "devnet".into(),
             height,
             parent_hash: hex::encode([parent; 32]),
@@ -205,6 +199,10 @@ mod tests {
             difficulty: 10,
             tx_root: hex::encode([0u8; 32]),
             miner: "pool".into(),
+        };
+        let input = header.pow_input(&Params::CONSENSUS).unwrap();
+        BlockTemplate {
+            header,
             epoch: input.epoch(),
             epoch_seed: hex::encode(input.epoch_seed()),
             pow_message: hex::encode(input.header()),

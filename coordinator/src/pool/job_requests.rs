@@ -16,7 +16,7 @@ use super::job_book::PoolJob;
 /// New jobs one session can get on one template.
 pub(crate) const MAX_JOBS_PER_SESSION_TEMPLATE: u32 = 16;
 use super::metrics::PoolMetrics;
-use super::{JobParams, JobResponse, Pool, PoolError};
+use super::{JobResponse, Pool, PoolError};
 use crate::storage::JobRecord;
 
 impl Pool {
@@ -75,7 +75,7 @@ impl Pool {
             worker_id: job.worker_id.clone(),
             session_id: job.session_id.clone(),
             template_id: job.template.id.clone(),
-            height: job.template.template.height,
+            height: job.template.template.header.height,
             share_difficulty: job.share_difficulty,
             nonce_start: job.nonces.start,
             nonce_end: job.nonces.end,
@@ -95,23 +95,15 @@ impl Pool {
     fn job_response(&self, job: &Arc<PoolJob>) -> JobResponse {
         let t = &job.template.template;
         let input = &job.template.input;
-        let p = input.params();
         JobResponse {
             job_id: job.job_id.clone(),
-            chain_id: t.chain_id.clone(),
-            height: t.height,
+            chain_id: t.header.chain_id.clone(),
+            height: t.header.height,
             epoch: input.epoch(),
             epoch_seed: hex::encode(input.epoch_seed()),
             pow_message: hex::encode(input.header()),
-            params: JobParams {
-                dataset_mb: p.dataset_mb,
-                scratch_mb: p.scratch_mb,
-                mix_iters: p.mix_iters,
-                reads_per_iter: p.reads_per_iter,
-                write_every: p.write_every,
-                epoch_blocks: p.epoch_blocks,
-            },
-            network_difficulty: t.difficulty,
+            params: *input.params(),
+            network_difficulty: t.header.difficulty,
             share_difficulty: job.share_difficulty,
             nonce_start: job.nonces.start,
             nonce_end: job.nonces.end,

@@ -5,7 +5,7 @@
 //! sleeping. It never hashes on the async runtime: verification goes to
 //! `verify_queue`, and durability waits on `group_commit`.
 //!
-//! - `wire`: the API's request and response bodies.
+//! - the API's request and response bodies are `vision_protocol::pool`'s.
 //! - `pool_error`: [`PoolError`] (requests refused) and [`ShareRejection`]
 //!   (shares judged and refused).
 //! - `worker_sessions`: registration, credentials, the active set, bans.
@@ -32,7 +32,6 @@ mod stats;
 mod token_bucket;
 mod vardiff;
 mod verify_queue;
-mod wire;
 mod worker_sessions;
 
 use std::collections::HashMap;
@@ -49,10 +48,10 @@ pub use self::pool_error::{PoolError, ShareRejection};
 use self::source_limits::{SourceLimitConfig, SourceLimits};
 use self::vardiff::VardiffConfig;
 use self::verify_queue::VerifyQueue;
-pub use self::wire::*;
 use self::worker_sessions::SessionState;
 use crate::chain::{check_address, Chain};
 use crate::storage::{BanRecord, PoolSettings, PoolStore, TemplateRecord};
+pub use vision_protocol::pool::*;
 
 /// The foundation's cut of every block, in basis points (1%).
 pub const FOUNDATION_FEE_BPS: u32 = 100;
@@ -205,7 +204,7 @@ impl Pool {
                     let state = self
                         .store
                         .template(&record.template_id)?
-                        .and_then(|t| TemplateState::from_header(t.template, 0, t.first_job_index).ok())
+                        .and_then(|t| TemplateState::from_header(t.template.into(), 0, t.first_job_index).ok())
                         .map(Arc::new);
                     templates.insert(record.template_id.clone(), state.clone());
                     state
@@ -278,12 +277,13 @@ impl Pool {
         // After a restart, keep mining the stored template of the same tip, so
         // the jobs issued before the restart stay current (a fresh template
         // differs at least in its timestamp).
-        let same_tip =
-            |t: &TemplateRecord| t.template.height == template.height && t.template.parent_hash == template.parent_hash;
+        let same_tip = |t: &TemplateRecord| {
+            t.template.height == template.header.height && t.template.parent_hash == template.header.parent_hash
+        };
         if let Some((_, stored)) =
             self.store.templates()?.into_iter().filter(|(_, t)| same_tip(t)).max_by_key(|(_, t)| t.first_job_index)
         {
-            template = stored.template;
+            template = stored.template.into();
         }
         let mut state = TemplateState::checked(template, &self.config.pool_address).map_err(|refusal| {
             PoolMetrics::bump(&self.metrics.templates_refused);
@@ -294,22 +294,26 @@ impl Pool {
             Some(stored) => stored.first_job_index,
             None => {
                 let first_job_index = self.store.next_id()?;
-                let record = TemplateRecord { template: state.template.clone(), first_job_index };
+                let record = TemplateRecord { template: (&state.template).into(), first_job_index };
                 self.store.put_template(&state.id, &record)?;
                 first_job_index
             }
         };
         let state = self.jobs.install(state);
-        tracing::info!(height = state.template.height, difficulty = state.template.difficulty, "new template");
+        tracing::info!(
+            height = state.template.header.height,
+            difficulty = state.template.header.difficulty,
+            "new template"
+        );
         // Forgetting old jobs and duplicate keys is disk work: never in the
         // way of the switch (housekeeping does it).
-        let keep_from = state.template.height.saturating_sub(HEIGHTS_KEPT - 1);
+        let keep_from = state.template.header.height.saturating_sub(HEIGHTS_KEPT - 1);
         self.prune_below.fetch_max(keep_from, Ordering::Relaxed);
         Ok(true)
     }
 
     pub fn current_height(&self) -> Option<u64> {
-        self.jobs.current().map(|t| t.template.height)
+        self.jobs.current().map(|t| t.template.header.height)
     }
 
     /// The periodic housekeeping (blocking: sled scans and deletes): prunes

@@ -108,7 +108,7 @@ impl Pool {
         let Ok(claimed_digest) = request.digest.parse::<Digest>() else {
             return reject(ShareRejection::BadDigest);
         };
-        let height = job.template.template.height;
+        let height = job.template.template.header.height;
         if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce)? {
             if credit.session_id == session_id {
                 // Acknowledged only once it is on disk (its first answer may
@@ -136,7 +136,7 @@ impl Pool {
             nonce: request.nonce,
             claimed_digest,
             share_difficulty: job.share_difficulty,
-            network_difficulty: job.template.template.difficulty,
+            network_difficulty: job.template.template.header.difficulty,
             banned: banned_flag,
         };
         let pending = self.verifier.submit(claim).map_err(|_| {

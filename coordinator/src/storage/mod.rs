@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 pub use sled_store::SledStore;
 
+use vision_protocol::pool::{FoundBlockStatus, FoundBlockView, PoolSettingsView};
+use vision_protocol::HeaderFields;
+
 use crate::chain::{BlockSubmission, BlockTemplate};
 
 #[derive(Debug, thiserror::Error)]
@@ -110,10 +113,69 @@ pub struct JobRecord {
     pub nonce_end: u64,
 }
 
+/// A template as stored: its own shape, so the wire type can change without
+/// making stored templates unreadable (and the other way round).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredTemplate {
+    pub chain_id: String,
+    pub height: u64,
+    pub parent_hash: String,
+    pub timestamp: u64,
+    pub difficulty: u64,
+    pub tx_root: String,
+    pub miner: String,
+    pub epoch: u64,
+    pub epoch_seed: String,
+    pub pow_message: String,
+    pub params: visionx::Params,
+    pub reward: u64,
+}
+
+impl From<&BlockTemplate> for StoredTemplate {
+    fn from(t: &BlockTemplate) -> Self {
+        let h = &t.header;
+        StoredTemplate {
+            chain_id: h.chain_id.clone(),
+            height: h.height,
+            parent_hash: h.parent_hash.clone(),
+            timestamp: h.timestamp,
+            difficulty: h.difficulty,
+            tx_root: h.tx_root.clone(),
+            miner: h.miner.clone(),
+            epoch: t.epoch,
+            epoch_seed: t.epoch_seed.clone(),
+            pow_message: t.pow_message.clone(),
+            params: t.params,
+            reward: t.reward,
+        }
+    }
+}
+
+impl From<StoredTemplate> for BlockTemplate {
+    fn from(t: StoredTemplate) -> Self {
+        BlockTemplate {
+            header: HeaderFields {
+                chain_id: t.chain_id,
+                height: t.height,
+                parent_hash: t.parent_hash,
+                timestamp: t.timestamp,
+                difficulty: t.difficulty,
+                tx_root: t.tx_root,
+                miner: t.miner,
+            },
+            epoch: t.epoch,
+            epoch_seed: t.epoch_seed,
+            pow_message: t.pow_message,
+            params: t.params,
+            reward: t.reward,
+        }
+    }
+}
+
 /// A template the pool issued jobs on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateRecord {
-    pub template: BlockTemplate,
+    pub template: StoredTemplate,
     /// The job counter when the template was first installed: job ranges of
     /// this template are numbered from it, so they never overlap, restarts
     /// included.
@@ -154,6 +216,30 @@ pub struct FoundBlockRecord {
     pub submission: BlockSubmission,
 }
 
+impl From<&FoundBlockRecord> for FoundBlockView {
+    fn from(b: &FoundBlockRecord) -> Self {
+        FoundBlockView {
+            height: b.height,
+            hash: b.hash.clone(),
+            template_id: b.template_id.clone(),
+            nonce: b.nonce,
+            worker_id: b.worker_id.clone(),
+            session_id: b.session_id.clone(),
+            wallet_address: b.wallet_address.clone(),
+            time_ms: b.time_ms,
+            status: match b.status {
+                BlockStatus::Submitted => FoundBlockStatus::Submitted,
+                BlockStatus::Accepted => FoundBlockStatus::Accepted,
+                BlockStatus::Rejected => FoundBlockStatus::Rejected,
+            },
+            reason: b.reason.clone(),
+            attempts: b.attempts,
+            updated_ms: b.updated_ms,
+            submission: b.submission.clone(),
+        }
+    }
+}
+
 /// A banned session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanRecord {
@@ -175,6 +261,19 @@ pub struct PoolSettings {
     pub min_share_difficulty: u64,
     pub max_share_difficulty: u64,
     pub running: bool,
+}
+
+impl From<&PoolSettings> for PoolSettingsView {
+    fn from(s: &PoolSettings) -> Self {
+        PoolSettingsView {
+            pool_name: s.pool_name.clone(),
+            pool_fee_bps: s.pool_fee_bps,
+            target_share_seconds: s.target_share_seconds,
+            min_share_difficulty: s.min_share_difficulty,
+            max_share_difficulty: s.max_share_difficulty,
+            running: s.running,
+        }
+    }
 }
 
 /// What appending a share did.

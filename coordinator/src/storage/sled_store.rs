@@ -401,6 +401,28 @@ mod tests {
     }
 
     #[test]
+    fn sessions_unseen_for_long_are_pruned() {
+        let (store, _db) = temp_store();
+        let session = |hash: &str, seen: u64| SessionRecord {
+            session_id: hash[..4].into(),
+            token_hash: hash.into(),
+            worker_id: "rig".into(),
+            wallet_address: "land1w".into(),
+            version: None,
+            source: None,
+            created_ms: 0,
+            last_seen_ms: seen,
+            proven: false,
+        };
+        for (hash, seen) in [("aaaa1", 10), ("bbbb2", 500), ("cccc3", 1000)] {
+            store.put_session(&session(hash, seen)).unwrap();
+        }
+        assert_eq!(store.prune_sessions(600).unwrap(), 2);
+        assert!(store.session("aaaa1").unwrap().is_none() && store.session("bbbb2").unwrap().is_none());
+        assert_eq!(store.session("cccc3").unwrap().map(|s| s.last_seen_ms), Some(1000));
+    }
+
+    #[test]
     fn share_keys_of_old_heights_are_pruned() {
         let (store, _db) = temp_store();
         for height in 1..=5 {

@@ -2,33 +2,9 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::pool_api::{read_json, transport, ApiFailure};
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct Template {
-    pub chain_id: String,
-    pub height: u64,
-    pub parent_hash: String,
-    pub timestamp: u64,
-    pub difficulty: u64,
-    pub tx_root: String,
-    pub miner: String,
-    pub epoch: u64,
-    pub epoch_seed: String,
-    pub pow_message: String,
-    pub params: visionx::Params,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct SubmitAnswer {
-    pub accepted: bool,
-    #[serde(default)]
-    pub hash: Option<String>,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
+pub use vision_protocol::node::{BlockTemplate, SubmitOutcome};
 
 #[derive(Debug, Clone)]
 pub struct NodeApi {
@@ -53,7 +29,7 @@ impl NodeApi {
         Ok(NodeApi { url, http, token })
     }
 
-    pub async fn template(&self, address: &str) -> Result<Template, ApiFailure> {
+    pub async fn template(&self, address: &str) -> Result<BlockTemplate, ApiFailure> {
         let response = self
             .http
             .get(format!("{}/node/template", self.url))
@@ -64,12 +40,8 @@ impl NodeApi {
         read_json(response).await
     }
 
-    pub async fn submit(&self, template: &Template, nonce: u64) -> Result<SubmitAnswer, ApiFailure> {
-        let body = serde_json::json!({
-            "height": template.height, "parent_hash": template.parent_hash, "timestamp": template.timestamp,
-            "difficulty": template.difficulty, "tx_root": template.tx_root, "miner": template.miner, "nonce": nonce,
-        });
-        let mut request = self.http.post(format!("{}/node/submit", self.url)).json(&body);
+    pub async fn submit(&self, template: &BlockTemplate, nonce: u64) -> Result<SubmitOutcome, ApiFailure> {
+        let mut request = self.http.post(format!("{}/node/submit", self.url)).json(&template.solved(nonce));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

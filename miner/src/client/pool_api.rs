@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::json;
+use vision_protocol::pool::{RegisterRequest, ShareRequest};
+use vision_protocol::ErrorBody;
 
 /// What went wrong talking to a pool or node.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -33,41 +33,7 @@ impl ApiFailure {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct Registered {
-    pub worker_token: String,
-    pub pool_fee_bps: u32,
-    pub foundation_fee_bps: u32,
-    #[serde(default)]
-    pub pool_name: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct PoolJob {
-    pub job_id: String,
-    pub height: u64,
-    pub epoch: u64,
-    pub epoch_seed: String,
-    pub pow_message: String,
-    pub params: visionx::Params,
-    pub network_difficulty: u64,
-    pub share_difficulty: u64,
-    pub nonce_start: u64,
-    pub nonce_end: u64,
-    #[serde(default)]
-    pub block_time_secs: Option<u64>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct ShareAnswer {
-    pub accepted: bool,
-    #[serde(default)]
-    pub is_block: bool,
-    #[serde(default)]
-    pub reason: Option<String>,
-    #[serde(default)]
-    pub share_difficulty: Option<u64>,
-}
+pub use vision_protocol::pool::{JobResponse, RegisterResponse, ShareResponse};
 
 /// Reads a response: the JSON body on success, a classified failure otherwise.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<T, ApiFailure> {
@@ -80,9 +46,8 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
     if status.is_success() {
         return response.json().await.map_err(|e| ApiFailure::Unavailable(format!("unreadable answer: {e}")));
     }
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    let reason = body["error"].as_str().unwrap_or("unknown").to_string();
-    let message = body["message"].as_str().unwrap_or("").to_string();
+    let body: Option<ErrorBody> = response.json().await.ok();
+    let (reason, message) = body.map_or_else(|| ("unknown".to_string(), String::new()), |b| (b.error, b.message));
     Err(match status.as_u16() {
         401 => ApiFailure::Unauthorized,
         403 if reason == "banned" => ApiFailure::Banned { secs: retry_after.unwrap_or(3600) },
@@ -125,13 +90,18 @@ impl PoolApi {
         Ok(PoolApi { url, http })
     }
 
-    pub async fn register(&self, worker_id: &str, wallet: &str, worker_name: &str) -> Result<Registered, ApiFailure> {
-        let body = json!({
-            "worker_id": worker_id,
-            "wallet_address": wallet,
-            "worker_name": worker_name,
-            "version": concat!("vision-miner ", env!("CARGO_PKG_VERSION")),
-        });
+    pub async fn register(
+        &self,
+        worker_id: &str,
+        wallet: &str,
+        worker_name: &str,
+    ) -> Result<RegisterResponse, ApiFailure> {
+        let body = RegisterRequest {
+            worker_id: worker_id.into(),
+            wallet_address: wallet.into(),
+            worker_name: Some(worker_name.into()),
+            version: Some(concat!("vision-miner ", env!("CARGO_PKG_VERSION")).into()),
+        };
         let response = self
             .http
             .post(format!("{}/pool/register", self.url))
@@ -144,7 +114,7 @@ impl PoolApi {
     }
 
     /// A job; with `wait`, long-polls for a newer one.
-    pub async fn job(&self, token: &str, wait: Option<Duration>) -> Result<PoolJob, ApiFailure> {
+    pub async fn job(&self, token: &str, wait: Option<Duration>) -> Result<JobResponse, ApiFailure> {
         let mut request = self.http.get(format!("{}/pool/job", self.url)).bearer_auth(token);
         let mut timeout = Duration::from_secs(15);
         if let Some(wait) = wait {
@@ -162,8 +132,8 @@ impl PoolApi {
         nonce: u64,
         digest: &str,
         hashrate: f64,
-    ) -> Result<ShareAnswer, ApiFailure> {
-        let body = json!({ "job_id": job_id, "nonce": nonce, "digest": digest, "hashrate": hashrate });
+    ) -> Result<ShareResponse, ApiFailure> {
+        let body = ShareRequest { job_id: job_id.into(), nonce, digest: digest.into(), hashrate: Some(hashrate) };
         let response = self
             .http
             .post(format!("{}/pool/share", self.url))

@@ -21,8 +21,8 @@ use tokio::sync::Notify;
 use visionx::{Found, NonceRange, PowInput, Target};
 
 use super::miner_status::MinerStatus;
-use super::node_api::{NodeApi, Template};
-use super::pool_api::{ApiFailure, PoolApi, PoolJob};
+use super::node_api::{BlockTemplate, NodeApi};
+use super::pool_api::{ApiFailure, JobResponse, PoolApi};
 use super::work_dispatch::{Work, WorkDispatch};
 
 /// Shares kept while no pool answers.
@@ -64,7 +64,7 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs_f64(base * jitter())
 }
 
-fn work_from_job(job: &PoolJob, pool: usize) -> Result<Work, String> {
+fn work_from_job(job: &JobResponse, pool: usize) -> Result<Work, String> {
     let input =
         PowInput::from_hex(&job.epoch_seed, job.epoch, &job.pow_message, job.params).map_err(|e| e.to_string())?;
     Ok(Work {
@@ -153,7 +153,7 @@ impl PoolContext {
                 });
                 // Vardiff moved: take the next job now rather than at the end of the long-poll.
                 let current = self.dispatch.current_work().map(|w| w.share_difficulty);
-                if answer.share_difficulty.is_some_and(|d| Some(d) != current) {
+                if Some(answer.share_difficulty) != current {
                     self.refresh.notify_one();
                 }
             }
@@ -303,8 +303,8 @@ impl PoolContext {
                 Ok(job) => {
                     failures = 0;
                     self.refused.lock().expect("refused lock")[active] = None;
-                    if let Some(secs) = job.block_time_secs {
-                        *self.block_time.lock().expect("block time lock") = Duration::from_secs(secs.max(1));
+                    if job.block_time_secs > 0 {
+                        *self.block_time.lock().expect("block time lock") = Duration::from_secs(job.block_time_secs);
                     }
                     *self.job_answered.lock().expect("job answered lock") = Instant::now();
                     // The pool answers a repeated request with the same job
@@ -388,7 +388,7 @@ pub async fn run_solo(
     status: Arc<MinerStatus>,
     mut found: UnboundedReceiver<(Arc<Work>, Found)>,
 ) -> Result<(), SessionEnd> {
-    let templates: Arc<Mutex<Option<(String, Template)>>> = Arc::new(Mutex::new(None));
+    let templates: Arc<Mutex<Option<(String, BlockTemplate)>>> = Arc::new(Mutex::new(None));
     let block_found = Arc::new(Notify::new());
     let session = Arc::new(session);
     status.connection(|c| {
@@ -412,7 +412,7 @@ pub async fn run_solo(
                         tracing::info!(
                             "block {} accepted at height {}",
                             answer.hash.unwrap_or_default(),
-                            template.height
+                            template.header.height
                         );
                         status.update(|c| {
                             c.blocks += 1;
@@ -434,19 +434,20 @@ pub async fn run_solo(
         match session.node.template(&session.wallet).await {
             Ok(template) => {
                 failures = 0;
-                let id =
-                    format!("solo:{}:{}", template.height, &template.parent_hash[..16.min(template.parent_hash.len())]);
+                let h = &template.header;
+                let id = format!("solo:{}:{}", h.height, &h.parent_hash[..16.min(h.parent_hash.len())]);
                 let current = templates.lock().expect("template lock").as_ref().map(|(i, _)| i.clone());
                 if current.as_deref() != Some(id.as_str()) {
                     match solo_work(&template, &id) {
                         Ok(work) => {
-                            tracing::info!("mining height {} at difficulty {}", template.height, template.difficulty);
+                            let (height, difficulty) = (template.header.height, template.header.difficulty);
+                            tracing::info!("mining height {height} at difficulty {difficulty}");
                             status.connection(|c| {
                                 c.connected = true;
                                 c.last_error = None;
-                                c.height = Some(template.height);
-                                c.network_difficulty = Some(template.difficulty);
-                                c.share_difficulty = Some(template.difficulty);
+                                c.height = Some(height);
+                                c.network_difficulty = Some(difficulty);
+                                c.share_difficulty = Some(difficulty);
                                 c.job_id = Some(id.clone());
                             });
                             *templates.lock().expect("template lock") = Some((id, template));
@@ -479,16 +480,17 @@ pub async fn run_solo(
     }
 }
 
-fn solo_work(template: &Template, id: &str) -> Result<Work, String> {
-    let t = template;
-    let input = PowInput::from_hex(&t.epoch_seed, t.epoch, &t.pow_message, t.params).map_err(|e| e.to_string())?;
+fn solo_work(template: &BlockTemplate, id: &str) -> Result<Work, String> {
+    // From the header fields, as the node will check it.
+    let input = template.pow_input().map_err(|e| e.to_string())?;
+    let difficulty = template.header.difficulty;
     Ok(Work {
         id: id.to_string(),
-        height: template.height,
+        height: template.header.height,
         input: Arc::new(input),
-        target: Target::from_difficulty(template.difficulty),
-        share_difficulty: template.difficulty,
-        network_difficulty: template.difficulty,
+        target: Target::from_difficulty(difficulty),
+        share_difficulty: difficulty,
+        network_difficulty: difficulty,
         nonces: NonceRange::new(0, u64::MAX),
         pool: None,
         received: Instant::now(),

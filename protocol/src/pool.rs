@@ -1,10 +1,13 @@
-//! The pool API's request and response bodies (`docs/API.md`). Field names
-//! are a contract with miners: add fields freely, rename none.
+//! The pool API (`/pool/*`): what a coordinator serves to miners, to
+//! dashboards and to its operator.
 
 use serde::{Deserialize, Serialize};
+use visionx::Params;
+
+use crate::node::BlockSubmission;
 
 /// `POST /pool/register` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub worker_id: String,
@@ -39,27 +42,19 @@ pub struct JobResponse {
     pub epoch: u64,
     pub epoch_seed: String,
     pub pow_message: String,
-    pub params: JobParams,
+    pub params: Params,
     pub network_difficulty: u64,
     pub share_difficulty: u64,
     pub nonce_start: u64,
     pub nonce_end: u64,
-    /// The pool's target block time, for the miner's job-age watchdog.
+    /// The pool's target block time, for the miner's job-age watchdog (0:
+    /// not said).
+    #[serde(default)]
     pub block_time_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct JobParams {
-    pub dataset_mb: u32,
-    pub scratch_mb: u32,
-    pub mix_iters: u32,
-    pub reads_per_iter: u32,
-    pub write_every: u32,
-    pub epoch_blocks: u64,
-}
-
 /// `POST /pool/share` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShareRequest {
     pub job_id: String,
@@ -100,7 +95,7 @@ pub struct ShareCounts {
 }
 
 impl ShareCounts {
-    pub(crate) fn add(&mut self, other: &ShareCounts) {
+    pub fn add(&mut self, other: &ShareCounts) {
         self.accepted += other.accepted;
         self.stale += other.stale;
         self.rejected += other.rejected;
@@ -121,7 +116,7 @@ pub struct Hashrate {
 }
 
 impl Hashrate {
-    pub(crate) fn add(&mut self, other: &Hashrate) {
+    pub fn add(&mut self, other: &Hashrate) {
         self.effective_10m += other.effective_10m;
         self.shares_10m += other.shares_10m;
         self.effective_1h += other.effective_1h;
@@ -166,7 +161,7 @@ pub struct PoolStats {
 }
 
 /// `POST /pool/configure` body: every field optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigureRequest {
     pub pool_name: Option<String>,
@@ -174,6 +169,76 @@ pub struct ConfigureRequest {
     pub target_share_seconds: Option<u64>,
     pub min_share_difficulty: Option<u64>,
     pub max_share_difficulty: Option<u64>,
+}
+
+/// `GET /pool/bans` (admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BansResponse {
+    pub bans: Vec<BanView>,
+}
+
+/// `DELETE /pool/bans/{id}` (admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnbanResponse {
+    /// The session id or worker id given.
+    pub unbanned: String,
+    /// How many sessions' bans were lifted.
+    pub sessions: usize,
+}
+
+/// The operator's settings, as `POST /pool/configure`, `/pool/start`,
+/// `/pool/stop` answer them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSettingsView {
+    pub pool_name: String,
+    pub pool_fee_bps: u32,
+    pub target_share_seconds: u64,
+    pub min_share_difficulty: u64,
+    pub max_share_difficulty: u64,
+    pub running: bool,
+}
+
+/// `GET /pool/mode` (admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModeResponse {
+    pub running: bool,
+    pub settings: PoolSettingsView,
+}
+
+/// What the chain did with a found block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundBlockStatus {
+    /// Recorded and being submitted (or retried after a transient failure).
+    Submitted,
+    Accepted,
+    /// Refused by the chain, or could no longer win.
+    Rejected,
+}
+
+/// One entry of `GET /pool/blocks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundBlockView {
+    pub height: u64,
+    /// The block's digest (its id on the chain), hex.
+    pub hash: String,
+    pub template_id: String,
+    pub nonce: u64,
+    pub worker_id: String,
+    pub session_id: String,
+    pub wallet_address: String,
+    pub time_ms: u64,
+    pub status: FoundBlockStatus,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub updated_ms: u64,
+    pub submission: BlockSubmission,
+}
+
+/// `GET /pool/blocks`: every found block, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlocksResponse {
+    pub blocks: Vec<FoundBlockView>,
 }
 
 /// One entry of `GET /pool/bans`.
