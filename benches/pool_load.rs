@@ -170,8 +170,11 @@ fn main() {
             share_difficulty: Some(1),
             min_share_difficulty: Some(1),
             registrations_per_sec: Some(1000.0),
-            // Measure verification, not the per-worker limiter.
+            // Measure verification, not the per-worker limiter, nor the
+            // budget that new sessions of one address share (the simulated
+            // miners all come from loopback; real ones from many addresses).
             shares_per_sec: Some(100_000.0),
+            unproven_verifications_per_sec: Some(1_000_000.0),
             verify_queue: Some(1024),
             ..Settings::default()
         };

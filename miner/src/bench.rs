@@ -29,6 +29,26 @@ pub struct BenchReport {
     pub params: Params,
 }
 
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per_thread: Vec<String> = self.per_thread.iter().map(|h| format!("{h:.1}")).collect();
+        write!(
+            f,
+            "{} {}: {:.1} H/s total, {:.1} H/s per thread ({} threads: {}), {} hashes in {:.2}s, stop {:.1} ms, peak RSS {}",
+            self.backend,
+            self.engine,
+            self.hashes_per_second,
+            self.hashes_per_second_per_thread,
+            self.threads,
+            per_thread.join(" "),
+            self.hashes,
+            self.seconds,
+            self.stop_latency_ms,
+            self.peak_rss_mib.map_or("n/a".to_string(), |m| format!("{m:.1} MiB")),
+        )
+    }
+}
+
 /// The job the bench hashes: a devnet-like header at consensus params.
 pub fn bench_job() -> Job {
     let params = Params::CONSENSUS;
@@ -122,6 +142,27 @@ pub struct GpuBenchReport {
     pub tuned_hashes_per_second: f64,
 }
 
+impl std::fmt::Display for GpuBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash",
+            self.device,
+            self.device_name,
+            self.shader,
+            self.hashes_per_second,
+            self.hashes,
+            self.seconds,
+            self.batch_hashes,
+            self.segments,
+            self.split,
+            self.mean_dispatch_ms,
+            self.dispatch_timing,
+            self.table_bytes_per_hash / 1024,
+        )
+    }
+}
+
 /// Hashes on a GPU backend for about `duration` and reports the rate
 /// measured between batch completions (partial batches at either end would
 /// distort it: one batch can take seconds on a software adapter).
@@ -154,7 +195,7 @@ pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) 
         }
         control.cancel();
         if let Err(err) = search.join().expect("gpu search thread") {
-            eprintln!("vision-miner: GPU bench stopped early: {err}");
+            tracing::warn!("GPU bench stopped early: {err}");
         }
         match (first, last) {
             (Some((t0, h0)), Some((t1, h1))) => (h1 - h0, (t1 - t0).as_secs_f64()),

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use vision_protocol::HeaderFields;
 use visionx::{Digest, Params, PowInput};
 
-use crate::InputError;
+use crate::{InputError, MinerError};
 
 /// The hash input from an explicit epoch seed, epoch and header (hex).
 pub fn explicit_input(seed_hex: &str, epoch: u64, header_hex: &str, params: Params) -> Result<PowInput, InputError> {
@@ -36,13 +36,10 @@ pub struct BlockHashReport {
 
 /// Parses a block JSON object and hashes it with consensus params, using
 /// `hash` to compute the digest (any engine).
-pub fn hash_block<E>(
+pub fn hash_block(
     json: &str,
-    hash: impl FnOnce(&PowInput, u64) -> Result<Digest, E>,
-) -> anyhow::Result<BlockHashReport>
-where
-    anyhow::Error: From<E>,
-{
+    hash: impl FnOnce(&PowInput, u64) -> Result<Digest, MinerError>,
+) -> Result<BlockHashReport, MinerError> {
     let fields: BlockFields =
         serde_json::from_str(json).map_err(|e| InputError::new(format!("block file is not a valid block: {e}")))?;
     let input = fields.header.pow_input(&Params::CONSENSUS).map_err(InputError::from)?;
@@ -62,7 +59,7 @@ mod tests {
 
     use super::*;
 
-    fn cpu_fast(input: &PowInput, nonce: u64) -> Result<Digest, InputError> {
+    fn cpu_fast(input: &PowInput, nonce: u64) -> Result<Digest, MinerError> {
         Ok(EngineKind::Fast.build().hash(input, nonce))
     }
 

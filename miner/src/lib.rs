@@ -1,11 +1,19 @@
 //! `vision-miner`: mines VisionX on GPUs (through wgpu) and CPUs.
 //!
-//! The binary (`src/main.rs`) is thin glue over this library: it parses the
-//! command line and calls into the modules below.
+//! The binary (`src/main.rs`) is clap glue over this library: it parses the
+//! command line, calls [`mining::run`] (or a command's function), and exits
+//! with [`MinerError::exit_code`].
 //!
 //! # Layout
+//! - [`mining`]: `run(config, shutdown)`, from a resolved configuration to a
+//!   stop; device start-up (the one probe-open-tune path).
+//! - [`miner_error`]: [`MinerError`], the one error type, and the exit codes.
 //! - [`backend`]: the mining backends. [`backend::cpu`] runs the `visionx`
-//!   fast engine on a rayon pool, one engine per thread.
+//!   fast engine on a rayon pool, one engine per thread; [`backend::gpu`]
+//!   runs the WGSL kernel through wgpu.
+//! - [`client`]: pools and nodes (sessions, failover, work dispatch to the
+//!   devices, status, the local API, configuration).
+//! - [`device_selection`]: `--backend` and `--device` against the adapters.
 //! - [`bench`]: timed hashing on a backend, reported as hashes per second.
 //! - [`hash_command`]: `vision-miner hash`, one digest from explicit inputs or
 //!   a block file.
@@ -18,6 +26,10 @@ pub mod bench;
 pub mod client;
 pub mod device_selection;
 pub mod hash_command;
+pub mod miner_error;
+pub mod mining;
+
+pub use miner_error::MinerError;
 
 /// A problem with what the user asked for (bad hex, out-of-limit params, an
 /// unreadable file). The binary exits with code 2 for these, 1 for the rest.

@@ -1,24 +1,19 @@
-//! The `vision-miner` command line. Thin glue: parse arguments, call the
-//! library, print, and map failures to exit codes.
+//! The `vision-miner` command line. Clap glue: parse arguments, call the
+//! library (mining is `vision_miner::mining::run`), print, and exit with the
+//! code of the one error type (`MinerError::exit_code`).
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use vision_miner::backend::gpu::{self, GpuBackend, ShaderVariant};
+use vision_miner::backend::gpu::{self, ShaderVariant};
 use vision_miner::backend::{CpuBackend, CpuConfig};
-use vision_miner::bench::{bench_cpu, bench_gpu, bench_job, BenchReport};
-use vision_miner::client::miner_config::{MineArgs, MinerConfig, MiningMode};
-use vision_miner::client::miner_status::{status_line, MinerStatus, SAMPLE_EVERY};
-use vision_miner::client::session::{self, PoolSession, SessionEnd, SoloSession};
-use vision_miner::client::work_dispatch::{Device, WorkDispatch};
-use vision_miner::client::{local_api, node_api::NodeApi, pool_api::PoolApi};
+use vision_miner::bench::{bench_cpu, bench_gpu};
+use vision_miner::client::miner_config::MineArgs;
 use vision_miner::device_selection::{self, BackendChoice};
-use vision_miner::{hash_command, InputError};
+use vision_miner::{hash_command, mining, MinerError};
 use visionx::{EngineKind, Params};
 
 const EXIT_CODES: &str = "\
@@ -239,27 +234,27 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(command) = cli.command else {
-        if !cli.mine.wants_mining() && cli.config.is_none() {
+    let result = match cli.command {
+        Some(command) => {
+            init_tracing("text", false);
+            run_command(command)
+        }
+        None if !cli.mine.wants_mining() && cli.config.is_none() => {
             let _ = Cli::command().print_help();
             return ExitCode::from(2);
         }
-        return run_mine(cli.config, &cli.log_format, cli.mine);
+        None => run_mining(cli.config, &cli.log_format, cli.mine),
     };
-    match run(command) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("vision-miner: {err:#}");
-            if err.chain().any(|cause| cause.is::<InputError>()) {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            eprintln!("vision-miner: {err}");
+            ExitCode::from(err.exit_code())
         }
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run_command(command: Command) -> Result<(), MinerError> {
     match command {
         Command::Hash(args) => run_hash(args),
         Command::Bench(args) => run_bench(args),
@@ -272,17 +267,27 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn run_hash(args: HashArgs) -> anyhow::Result<()> {
+/// Mining: `vision-miner --pool ... --wallet ...` or `--solo`.
+fn run_mining(config_file: Option<PathBuf>, log_format: &str, args: MineArgs) -> Result<(), MinerError> {
+    let file = config_file.as_deref().map(MineArgs::from_file).transpose()?.unwrap_or_default();
+    let config = args.or(file).resolve()?;
+    init_tracing(log_format, config.quiet);
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| MinerError::runtime(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(mining::run(config, mining::shutdown_signal()))
+}
+
+fn run_hash(args: HashArgs) -> Result<(), MinerError> {
     if let Some(path) = &args.block {
         let json = read_block_file(path)?;
         let report = hash_command::hash_block(&json, |input, nonce| hash_with(&args, input, nonce))?;
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(&report).map_err(MinerError::runtime)?);
         return Ok(());
     }
     // clap guarantees these are present when --block is absent.
     let (Some(seed), Some(epoch), Some(header), Some(nonce)) = (&args.seed, args.epoch, &args.header, args.nonce)
     else {
-        return Err(InputError::new("--seed, --epoch, --header and --nonce are required without --block").into());
+        return Err(MinerError::bad_input("--seed, --epoch, --header and --nonce are required without --block"));
     };
     let input = hash_command::explicit_input(seed, epoch, header, args.params.params())?;
     let digest = hash_with(&args, &input, nonce)?;
@@ -291,7 +296,7 @@ fn run_hash(args: HashArgs) -> anyhow::Result<()> {
 }
 
 /// One digest on the engine `args` selects.
-fn hash_with(args: &HashArgs, input: &visionx::PowInput, nonce: u64) -> anyhow::Result<visionx::Digest> {
+fn hash_with(args: &HashArgs, input: &visionx::PowInput, nonce: u64) -> Result<visionx::Digest, MinerError> {
     Ok(match args.engine {
         HashEngine::Reference => EngineKind::Reference.build().hash(input, nonce),
         HashEngine::Fast => EngineKind::Fast.build().hash(input, nonce),
@@ -302,57 +307,44 @@ fn hash_with(args: &HashArgs, input: &visionx::PowInput, nonce: u64) -> anyhow::
     })
 }
 
-fn read_block_file(path: &PathBuf) -> anyhow::Result<String> {
+fn read_block_file(path: &PathBuf) -> Result<String, MinerError> {
     let mut json = String::new();
     let read = if path.as_os_str() == "-" {
         std::io::stdin().read_to_string(&mut json).map(|_| ())
     } else {
         std::fs::read_to_string(path).map(|s| json = s)
     };
-    read.map_err(|e| InputError::new(format!("cannot read block file {}: {e}", path.display())))?;
+    read.map_err(|e| MinerError::bad_input(format!("cannot read block file {}: {e}", path.display())))?;
     Ok(json)
 }
 
-fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
     let duration = Duration::from_secs_f64(args.seconds);
     let mut rates: Vec<(String, f64)> = Vec::new();
     let mut cpu_engines_done = false;
     for choice in &args.backend {
-        let plan = device_selection::plan(*choice, args.gpu.device).map_err(|e| InputError::new(e.to_string()))?;
+        let plan =
+            device_selection::plan(*choice, args.gpu.device).map_err(|e| MinerError::bad_input(e.to_string()))?;
         if let Some(note) = &plan.note {
             eprintln!("vision-miner: {note}");
         }
-        for index in &plan.gpus {
-            let Some(backend) = start_gpu(*index, &args)? else { continue };
+        for &index in &plan.gpus {
+            let goals = gpu::tuning::TuningGoals {
+                memory_budget: args.gpu_memory_mb << 20,
+                fixed_hashes: args.gpu_batch,
+                ..Default::default()
+            };
+            let Some(backend) = mining::start_gpu(index, args.gpu.shader, args.gpu_filter.choice(), goals) else {
+                continue;
+            };
             if !args.json {
-                eprintln!(
-                    "benchmarking GPU #{index} {} ({} shader, batch {} hashes, split {}) for {}s...",
-                    backend.summary().name,
-                    backend.variant(),
-                    backend.shape().hashes(),
-                    backend.shape().split,
-                    args.seconds
-                );
+                eprintln!("benchmarking GPU #{index} {} for {}s...", backend.summary().name, args.seconds);
             }
             let report = bench_gpu(&backend, duration);
             if args.json {
-                println!("{}", serde_json::to_string(&report)?);
+                print_json(&report)?;
             } else {
-                println!(
-                    "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash",
-                    report.device,
-                    report.device_name,
-                    report.shader,
-                    report.hashes_per_second,
-                    report.hashes,
-                    report.seconds,
-                    report.batch_hashes,
-                    report.segments,
-                    report.split,
-                    report.mean_dispatch_ms,
-                    report.dispatch_timing,
-                    report.table_bytes_per_hash / 1024,
-                );
+                println!("{report}");
             }
             rates.push((format!("gpu #{index}"), report.hashes_per_second));
         }
@@ -360,8 +352,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             cpu_engines_done = true;
             for &engine in &args.engine {
                 let backend = CpuBackend::new(CpuConfig { threads: args.threads, engine })
-                    .map_err(|e| InputError::new(e.to_string()))
-                    .context("cannot start the CPU backend")?;
+                    .map_err(|e| MinerError::bad_input(format!("cannot start the CPU backend: {e}")))?;
                 if !args.json {
                     eprintln!(
                         "benchmarking {engine} engine on {} CPU threads for {}s...",
@@ -371,9 +362,9 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 let report = bench_cpu(&backend, duration);
                 if args.json {
-                    println!("{}", serde_json::to_string(&report)?);
+                    print_json(&report)?;
                 } else {
-                    print_bench(&report);
+                    println!("{report}");
                 }
                 rates.push((format!("cpu {engine}"), report.hashes_per_second));
                 rates.push((format!("cpu {engine} per thread"), report.hashes_per_second_per_thread));
@@ -398,36 +389,13 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Probes GPU `index` in a child process, then opens and tunes it. `None`
-/// (with a message) when the probe fails: mining goes on without it.
-fn start_gpu(index: usize, args: &BenchArgs) -> anyhow::Result<Option<GpuBackend>> {
-    let exe = std::env::current_exe().context("cannot find the vision-miner executable for the GPU probe")?;
-    if let Err(reason) = gpu::probe_in_child(&exe, index, args.gpu.shader, Duration::from_secs(120)) {
-        eprintln!("vision-miner: skipping GPU #{index}: {reason}");
-        return Ok(None);
-    }
-    let goals = gpu::tuning::TuningGoals {
-        memory_budget: args.gpu_memory_mb << 20,
-        fixed_hashes: args.gpu_batch,
-        ..Default::default()
-    };
-    match GpuBackend::start(
-        index,
-        args.gpu.shader,
-        args.gpu_filter.choice(),
-        goals,
-        &bench_job(),
-        gpu::InjectedFault::None,
-    ) {
-        Ok(backend) => Ok(Some(backend)),
-        Err(err) => {
-            eprintln!("vision-miner: skipping GPU #{index}: {err}");
-            Ok(None)
-        }
-    }
+/// One bench report as a JSON line.
+fn print_json<T: serde::Serialize>(report: &T) -> Result<(), MinerError> {
+    println!("{}", serde_json::to_string(report).map_err(MinerError::runtime)?);
+    Ok(())
 }
 
-fn run_devices(args: DevicesArgs) -> anyhow::Result<()> {
+fn run_devices(args: DevicesArgs) -> Result<(), MinerError> {
     let adapters = gpu::adapters::summaries();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if args.json {
@@ -439,59 +407,10 @@ fn run_devices(args: DevicesArgs) -> anyhow::Result<()> {
         println!("no GPU adapters (no Vulkan, Metal or DX12 driver found)");
     }
     for a in &adapters {
-        println!(
-            "gpu #{}: {} [{} {}{}] int64 {}, timestamps {}, max buffer {} MiB, max storage binding {} MiB, {} storage buffers/stage, driver {}",
-            a.index,
-            a.name,
-            a.backend,
-            a.device_type,
-            if a.is_software { ", software" } else { "" },
-            if a.shader_int64 { "yes" } else { "no (emulated shader)" },
-            if a.timestamp_query { "yes" } else { "no" },
-            a.max_buffer_size >> 20,
-            a.max_storage_buffer_binding_size >> 20,
-            a.max_storage_buffers_per_shader_stage,
-            if a.driver.is_empty() { "unknown" } else { &a.driver },
-        );
+        println!("{a}");
     }
     println!("cpu: {threads} threads");
     Ok(())
-}
-
-/// Mining: `vision-miner --pool ... --wallet ...` or `--solo`.
-fn run_mine(config_file: Option<PathBuf>, log_format: &str, args: MineArgs) -> ExitCode {
-    let fail = |code: u8, message: &str| {
-        eprintln!("vision-miner: {message}");
-        ExitCode::from(code)
-    };
-    let file = match config_file.as_deref().map(MineArgs::from_file).transpose() {
-        Ok(file) => file.unwrap_or_default(),
-        Err(message) => return fail(2, &message),
-    };
-    let config = match args.or(file).resolve() {
-        Ok(config) => config,
-        Err(message) => return fail(2, &message),
-    };
-    init_tracing(log_format, config.quiet);
-    let devices = match select_devices(&config) {
-        Ok(devices) => devices,
-        Err(message) => return fail(5, &format!("no usable device: {message}")),
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => return fail(1, &format!("cannot start the async runtime: {err}")),
-    };
-    match runtime.block_on(mine(config, devices)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(MineEnd::Session(end @ SessionEnd::Refused(_))) => fail(3, &end.to_string()),
-        Err(MineEnd::Session(end @ SessionEnd::Banned { .. })) => fail(4, &end.to_string()),
-        Err(MineEnd::Api(message)) => fail(2, &message),
-    }
-}
-
-enum MineEnd {
-    Session(SessionEnd),
-    Api(String),
 }
 
 fn init_tracing(format: &str, quiet: bool) {
@@ -508,166 +427,6 @@ fn init_tracing(format: &str, quiet: bool) {
     } else {
         builder.init();
     }
-}
-
-/// The devices to mine on: GPUs that pass the child-process probe and
-/// start, and the CPU where chosen (or as the fallback when no GPU works).
-fn select_devices(config: &MinerConfig) -> Result<Vec<Device>, String> {
-    let plan = device_selection::plan(config.backend, config.device).map_err(|e| e.to_string())?;
-    if let Some(note) = &plan.note {
-        tracing::warn!("{note}");
-    }
-    let mut devices = Vec::new();
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable for the GPU probe: {e}"))?;
-    for &index in &plan.gpus {
-        if let Err(reason) = gpu::probe_in_child(&exe, index, config.shader, Duration::from_secs(120)) {
-            tracing::error!("skipping GPU #{index}: {reason}");
-            continue;
-        }
-        let goals = gpu::tuning::TuningGoals { memory_budget: config.gpu_memory_mb << 20, ..Default::default() };
-        match GpuBackend::start(index, config.shader, None, goals, &bench_job(), gpu::InjectedFault::None) {
-            Ok(backend) => {
-                tracing::info!(
-                    "GPU #{index} {} ready ({} shader, batch {} hashes, split {})",
-                    backend.summary().name,
-                    backend.variant(),
-                    backend.shape().hashes(),
-                    backend.shape().split
-                );
-                devices.push(Device::Gpu(Box::new(backend)));
-            }
-            Err(err) => tracing::error!("skipping GPU #{index}: {err}"),
-        }
-    }
-    let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let gpu_only = config.backend == BackendChoice::Gpu;
-    if plan.cpu || (devices.is_empty() && !gpu_only) {
-        if !plan.cpu {
-            tracing::warn!("no GPU could be used: mining on the CPU");
-        }
-        devices.push(Device::Cpu { threads });
-    }
-    if devices.is_empty() {
-        return Err("no GPU passed its probe (see the messages above); try --backend cpu".into());
-    }
-    Ok(devices)
-}
-
-async fn mine(config: MinerConfig, devices: Vec<Device>) -> Result<(), MineEnd> {
-    let (found_tx, found_rx) = tokio::sync::mpsc::unbounded_channel();
-    let dispatch = WorkDispatch::start(devices, found_tx);
-    let status = Arc::new(MinerStatus::new());
-
-    let sampler = {
-        let (status, dispatch) = (status.clone(), dispatch.clone());
-        tokio::spawn(async move {
-            loop {
-                let counts = dispatch.slots().iter().map(|s| s.hashes()).collect();
-                status.meter.sample(std::time::Instant::now(), counts);
-                tokio::time::sleep(SAMPLE_EVERY).await;
-            }
-        })
-    };
-    let printer = config.status_interval.map(|interval| {
-        let (status, dispatch) = (status.clone(), dispatch.clone());
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                println!("{}", status_line(&status.report(&dispatch), color));
-            }
-        })
-    });
-    if let Some((addr, token)) = &config.api {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            MineEnd::Api(format!("cannot serve the status API on {addr}: {e} (use --api-bind or --no-api)"))
-        })?;
-        let api = local_api::router(local_api::LocalApi {
-            status: status.clone(),
-            dispatch: dispatch.clone(),
-            token: token.as_deref().map(Arc::from),
-        });
-        tracing::info!("status API on http://{}", listener.local_addr().map_err(|e| MineEnd::Api(e.to_string()))?);
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, api).await;
-        });
-    }
-
-    let session = async {
-        match &config.mode {
-            MiningMode::Pool(urls) => {
-                let pools =
-                    urls.iter().map(|u| PoolApi::new(u)).collect::<Result<Vec<_>, _>>().map_err(MineEnd::Api)?;
-                let pool_session = PoolSession {
-                    pools,
-                    wallet: config.wallet.clone(),
-                    worker_id: config.worker.clone(),
-                    worker_name: config.worker.clone(),
-                    long_poll: config.long_poll,
-                    failback: config.failback,
-                };
-                session::run_pool(pool_session, dispatch.clone(), status.clone(), found_rx)
-                    .await
-                    .map_err(MineEnd::Session)
-            }
-            MiningMode::Solo(url) => {
-                let node = NodeApi::new(url, config.node_token.clone()).map_err(MineEnd::Api)?;
-                let solo = SoloSession { node, wallet: config.wallet.clone() };
-                session::run_solo(solo, dispatch.clone(), status.clone(), found_rx).await.map_err(MineEnd::Session)
-            }
-        }
-    };
-    let result = tokio::select! {
-        result = session => result,
-        () = shutdown_signal() => {
-            tracing::info!("stopping");
-            Ok(())
-        }
-    };
-    dispatch.stop();
-    sampler.abort();
-    if let Some(printer) = printer {
-        printer.abort();
-    }
-    result
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-}
-
-fn print_bench(r: &BenchReport) {
-    let per_thread: Vec<String> = r.per_thread.iter().map(|h| format!("{h:.1}")).collect();
-    println!(
-        "{} {}: {:.1} H/s total, {:.1} H/s per thread ({} threads: {}), {} hashes in {:.2}s, stop {:.1} ms, peak RSS {}",
-        r.backend,
-        r.engine,
-        r.hashes_per_second,
-        r.hashes_per_second_per_thread,
-        r.threads,
-        per_thread.join(" "),
-        r.hashes,
-        r.seconds,
-        r.stop_latency_ms,
-        r.peak_rss_mib.map_or("n/a".to_string(), |m| format!("{m:.1} MiB")),
-    );
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::device_selection::BackendChoice;
+use crate::MinerError;
 
 /// How to mine (every flag also as `VISION_*` env var or a TOML key).
 #[derive(Debug, Clone, Default, Args, Deserialize)]
@@ -96,9 +97,10 @@ pub enum MiningMode {
 }
 
 impl MineArgs {
-    pub fn from_file(path: &Path) -> Result<MineArgs, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<MineArgs, MinerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| MinerError::bad_input(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| MinerError::bad_input(format!("{}: {e}", path.display())))
     }
 
     /// Whether any way to mine was given.
@@ -130,16 +132,20 @@ impl MineArgs {
     }
 
     /// Checks everything a person could have mistyped; the message says what.
-    pub fn resolve(self) -> Result<MinerConfig, String> {
+    pub fn resolve(self) -> Result<MinerConfig, MinerError> {
+        self.checked().map_err(MinerError::BadInput)
+    }
+
+    fn checked(self) -> Result<MinerConfig, String> {
         let mode = match (&self.solo, self.pools.is_empty()) {
             (Some(_), false) => return Err("give --pool or --solo, not both".into()),
             (Some(node), true) => {
-                crate::client::node_api::NodeApi::new(node, None)?;
+                crate::client::node_api::NodeApi::new(node, None).map_err(|e| e.to_string())?;
                 MiningMode::Solo(node.clone())
             }
             (None, false) => {
                 for url in &self.pools {
-                    crate::client::pool_api::PoolApi::new(url)?;
+                    crate::client::pool_api::PoolApi::new(url).map_err(|e| e.to_string())?;
                 }
                 MiningMode::Pool(self.pools.clone())
             }
@@ -226,7 +232,8 @@ mod tests {
         ];
         for (bad, needle) in cases {
             let err = bad.resolve().unwrap_err();
-            assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(needle), "{err:?} should mention {needle:?}");
         }
     }
 

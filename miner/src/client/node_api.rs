@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::pool_api::{read_json, transport, ApiFailure};
+use crate::MinerError;
 
 pub use vision_protocol::node::{BlockTemplate, SubmitOutcome};
 
@@ -15,17 +16,17 @@ pub struct NodeApi {
 }
 
 impl NodeApi {
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, String> {
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, MinerError> {
         let url = url.trim_end_matches('/').to_string();
-        reqwest::Url::parse(&url).map_err(|e| format!("{url:?} is not a node URL: {e}"))?;
+        reqwest::Url::parse(&url).map_err(|e| MinerError::bad_input(format!("{url:?} is not a node URL: {e}")))?;
         if !url.starts_with("http://") && !url.starts_with("https://") {
-            return Err(format!("{url:?} is not a node URL (expected http://host:port)"));
+            return Err(MinerError::bad_input(format!("{url:?} is not a node URL (expected http://host:port)")));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
             .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+            .map_err(|e| MinerError::runtime(format!("cannot build an HTTP client: {e}")))?;
         Ok(NodeApi { url, http, token })
     }
 

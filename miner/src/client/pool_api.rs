@@ -7,6 +7,8 @@ use std::time::Duration;
 use vision_protocol::pool::{RegisterRequest, ShareRequest};
 use vision_protocol::ErrorBody;
 
+use crate::MinerError;
+
 /// What went wrong talking to a pool or node.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiFailure {
@@ -77,16 +79,16 @@ pub struct PoolApi {
 }
 
 impl PoolApi {
-    pub fn new(url: &str) -> Result<Self, String> {
+    pub fn new(url: &str) -> Result<Self, MinerError> {
         let url = url.trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-            return Err(format!("{url:?} is not a pool URL (expected http://host:port)"));
+            return Err(MinerError::bad_input(format!("{url:?} is not a pool URL (expected http://host:port)")));
         }
-        reqwest::Url::parse(&url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        reqwest::Url::parse(&url).map_err(|e| MinerError::bad_input(format!("{url:?} is not a URL: {e}")))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+            .map_err(|e| MinerError::runtime(format!("cannot build an HTTP client: {e}")))?;
         Ok(PoolApi { url, http })
     }
 

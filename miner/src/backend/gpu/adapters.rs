@@ -38,6 +38,27 @@ pub struct AdapterSummary {
     pub is_software: bool,
 }
 
+/// One line of `vision-miner devices`.
+impl std::fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "gpu #{}: {} [{} {}{}] int64 {}, timestamps {}, max buffer {} MiB, max storage binding {} MiB, {} storage buffers/stage, driver {}",
+            self.index,
+            self.name,
+            self.backend,
+            self.device_type,
+            if self.is_software { ", software" } else { "" },
+            if self.shader_int64 { "yes" } else { "no (emulated shader)" },
+            if self.timestamp_query { "yes" } else { "no" },
+            self.max_buffer_size >> 20,
+            self.max_storage_buffer_binding_size >> 20,
+            self.max_storage_buffers_per_shader_stage,
+            if self.driver.is_empty() { "unknown" } else { &self.driver },
+        )
+    }
+}
+
 impl AdapterSummary {
     pub fn of(index: usize, adapter: &wgpu::Adapter) -> Self {
         let info = adapter.get_info();

@@ -21,8 +21,15 @@ pub enum GpuError {
     NoAdapter,
     #[error("no GPU adapter with index {0}")]
     NoSuchDevice(usize),
+    /// The device or the job asks for something this backend cannot do.
     #[error("{0}")]
     Unsupported(String),
+    /// The device was disabled (a wrong result or a lost device earlier).
+    #[error("GPU {0} is disabled")]
+    Disabled(String),
+    /// A batch was asked for before any job was loaded.
+    #[error("no job loaded")]
+    NoJob,
     #[error("could not open the device: {0}")]
     Device(String),
     #[error("the driver failed to build the kernel: {0}")]

@@ -470,7 +470,7 @@ impl GpuSearcher {
     /// readback slot `slot`; its steps are then submitted one by one with
     /// [`GpuSearcher::submit_step`]. `count` is at most the shape's hashes.
     pub fn start_batch(&mut self, slot: usize, nonce_base: u64, count: u32) -> Result<BatchTicket, GpuError> {
-        let job = self.job.as_ref().ok_or_else(|| GpuError::Unsupported("no job loaded".into()))?;
+        let job = self.job.as_ref().ok_or(GpuError::NoJob)?;
         assert!(count <= self.shape.hashes(), "batch of {count} exceeds the shape");
         assert!(count == 0 || nonce_base.checked_add(u64::from(count) - 1).is_some(), "nonce range wraps");
         assert!(!self.readback[slot].busy, "slot {slot} still holds an unread batch");

@@ -174,7 +174,7 @@ impl GpuBackend {
         on_found: &(dyn Fn(Found) + Sync),
     ) -> Result<SearchEnd, GpuError> {
         if self.is_disabled() {
-            return Err(GpuError::Unsupported(format!("{} is disabled", self.summary.name)));
+            return Err(GpuError::Disabled(self.summary.name.clone()));
         }
         let (events, inbox) = mpsc::channel();
         let command = Command::Search { job: job.clone(), control: control.clone(), events };
@@ -220,14 +220,14 @@ impl DeviceThread {
                 }
                 Command::Search { job, control, events } => {
                     let result = if self.disabled.load(Ordering::SeqCst) {
-                        Err(GpuError::Unsupported("device disabled".into()))
+                        Err(GpuError::Disabled(self.searcher.device().summary.name.clone()))
                     } else {
                         self.search(&job, &control, &events)
                     };
                     if let Err(err) = &result {
                         self.disabled.store(true, Ordering::SeqCst);
-                        eprintln!(
-                            "vision-miner: GPU #{} ({}) disabled: {err}; mining continues on the other backends",
+                        tracing::error!(
+                            "GPU #{} ({}) disabled: {err}; mining continues on the other backends",
                             self.searcher.device().summary.index,
                             self.searcher.device().summary.name
                         );
@@ -287,8 +287,8 @@ impl DeviceThread {
                     self.stats.timestamps = true;
                 }
                 if result.overflowed {
-                    eprintln!(
-                        "vision-miner: GPU #{}: more shares in one batch than the found buffer holds; raise the share difficulty",
+                    tracing::warn!(
+                        "GPU #{}: more shares in one batch than the found buffer holds; raise the share difficulty",
                         self.searcher.device().summary.index
                     );
                 }

@@ -1,0 +1,198 @@
+//! Mining, from a resolved configuration to a stop: the miner's counterpart
+//! of the coordinator's `serve`.
+//!
+//! [`run`] starts the devices ([`start_devices`]: GPUs that pass the
+//! child-process probe, then the CPU where chosen or as the fallback), the
+//! hash-rate sampler, the status line, the local API, and the pool or solo
+//! session, and runs until the session ends for good or `shutdown` resolves.
+//! [`start_gpu`] is the one probe-open-tune path, for mining and `bench`.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::gpu::{self, tuning::TuningGoals, GpuBackend, ShaderVariant};
+use crate::bench::bench_job;
+use crate::client::miner_config::{MinerConfig, MiningMode};
+use crate::client::miner_status::{status_line, MinerStatus, SAMPLE_EVERY};
+use crate::client::session::{self, PoolSession, SoloSession};
+use crate::client::work_dispatch::{Device, WorkDispatch};
+use crate::client::{local_api, node_api::NodeApi, pool_api::PoolApi};
+use crate::device_selection::{self, BackendChoice};
+use crate::MinerError;
+
+/// How long the child-process probe of a GPU may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Probes GPU `index` in a child process (some drivers crash while building
+/// pipelines), then opens and tunes it. `None`, logged, when either fails:
+/// mining goes on without it.
+pub fn start_gpu(
+    index: usize,
+    shader: Option<ShaderVariant>,
+    filter: Option<bool>,
+    goals: TuningGoals,
+) -> Option<GpuBackend> {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            tracing::error!("skipping GPU #{index}: cannot find this executable for the GPU probe: {err}");
+            return None;
+        }
+    };
+    if let Err(reason) = gpu::probe_in_child(&exe, index, shader, PROBE_TIMEOUT) {
+        tracing::error!("skipping GPU #{index}: {reason}");
+        return None;
+    }
+    match GpuBackend::start(index, shader, filter, goals, &bench_job(), gpu::InjectedFault::None) {
+        Ok(backend) => {
+            tracing::info!(
+                "GPU #{index} {} ready ({} shader, batch {} hashes, split {})",
+                backend.summary().name,
+                backend.variant(),
+                backend.shape().hashes(),
+                backend.shape().split
+            );
+            Some(backend)
+        }
+        Err(err) => {
+            tracing::error!("skipping GPU #{index}: {err}");
+            None
+        }
+    }
+}
+
+/// The devices to mine on: GPUs that pass the probe and start, and the CPU
+/// where chosen (or as the fallback when no GPU works). Blocking (probes and
+/// tuning take seconds).
+pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
+    let plan =
+        device_selection::plan(config.backend, config.device).map_err(|e| MinerError::NoDevice(e.to_string()))?;
+    if let Some(note) = &plan.note {
+        tracing::warn!("{note}");
+    }
+    let goals = TuningGoals { memory_budget: config.gpu_memory_mb << 20, ..Default::default() };
+    let mut devices: Vec<Device> = plan
+        .gpus
+        .iter()
+        .filter_map(|&index| start_gpu(index, config.shader, None, goals))
+        .map(|backend| Device::Gpu(Box::new(backend)))
+        .collect();
+    let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let gpu_only = config.backend == BackendChoice::Gpu;
+    if plan.cpu || (devices.is_empty() && !gpu_only) {
+        if !plan.cpu {
+            tracing::warn!("no GPU could be used: mining on the CPU");
+        }
+        devices.push(Device::Cpu { threads });
+    }
+    if devices.is_empty() {
+        return Err(MinerError::NoDevice("no GPU passed its probe (see the messages above); try --backend cpu".into()));
+    }
+    Ok(devices)
+}
+
+/// Mines with `config` until the session ends for good (an error) or
+/// `shutdown` resolves (`Ok`).
+pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Result<(), MinerError> {
+    let devices = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || start_devices(&config)).await.map_err(MinerError::runtime)??
+    };
+    let (found_tx, found_rx) = tokio::sync::mpsc::unbounded_channel();
+    let dispatch = WorkDispatch::start(devices, found_tx);
+    let status = Arc::new(MinerStatus::new());
+
+    let sampler = {
+        let (status, dispatch) = (status.clone(), dispatch.clone());
+        tokio::spawn(async move {
+            loop {
+                let counts = dispatch.slots().iter().map(|s| s.hashes()).collect();
+                status.meter.sample(std::time::Instant::now(), counts);
+                tokio::time::sleep(SAMPLE_EVERY).await;
+            }
+        })
+    };
+    let printer = config.status_interval.map(|interval| {
+        let (status, dispatch) = (status.clone(), dispatch.clone());
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                println!("{}", status_line(&status.report(&dispatch), color));
+            }
+        })
+    });
+    if let Some((addr, token)) = &config.api {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            MinerError::bad_input(format!("cannot serve the status API on {addr}: {e} (use --api-bind or --no-api)"))
+        })?;
+        let api = local_api::router(local_api::LocalApi {
+            status: status.clone(),
+            dispatch: dispatch.clone(),
+            token: token.as_deref().map(Arc::from),
+        });
+        tracing::info!("status API on http://{}", listener.local_addr().map_err(MinerError::runtime)?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, api).await;
+        });
+    }
+
+    let session = async {
+        match &config.mode {
+            MiningMode::Pool(urls) => {
+                let pools = urls.iter().map(|u| PoolApi::new(u)).collect::<Result<Vec<_>, _>>()?;
+                let pool_session = PoolSession {
+                    pools,
+                    wallet: config.wallet.clone(),
+                    worker_id: config.worker.clone(),
+                    worker_name: config.worker.clone(),
+                    long_poll: config.long_poll,
+                    failback: config.failback,
+                };
+                Ok(session::run_pool(pool_session, dispatch.clone(), status.clone(), found_rx).await?)
+            }
+            MiningMode::Solo(url) => {
+                let node = NodeApi::new(url, config.node_token.clone())?;
+                let solo = SoloSession { node, wallet: config.wallet.clone() };
+                Ok(session::run_solo(solo, dispatch.clone(), status.clone(), found_rx).await?)
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = session => result,
+        () = shutdown => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+    };
+    dispatch.stop();
+    sampler.abort();
+    if let Some(printer) = printer {
+        printer.abort();
+    }
+    result
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
