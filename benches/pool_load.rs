@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vision_coordinator::config::Settings;
+use vision_coordinator::config::CoordinatorArgs;
 use vision_coordinator::server::Coordinator;
 use vision_miner::backend::{CpuBackend, CpuConfig};
 use vision_suite::{get_json, job_input, post_json};
@@ -163,7 +163,7 @@ fn main() {
     runtime.block_on(async move {
         let data_dir = std::env::temp_dir().join(format!("vision-pool-load-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
-        let settings = Settings {
+        let settings = CoordinatorArgs {
             data_dir: Some(data_dir.clone()),
             bind: Some("127.0.0.1:0".into()),
             devnet_difficulty: Some(1 << 50),
@@ -176,7 +176,7 @@ fn main() {
             shares_per_sec: Some(100_000.0),
             unproven_verifications_per_sec: Some(1_000_000.0),
             verify_queue: Some(1024),
-            ..Settings::default()
+            ..CoordinatorArgs::default()
         };
         let config = settings.resolve().unwrap();
         let coordinator = Coordinator::build(&config).await.unwrap();

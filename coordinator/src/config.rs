@@ -15,7 +15,7 @@ use crate::storage::PoolSettings;
 /// and from the `--config` TOML file under the same name with underscores).
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub struct CoordinatorArgs {
     /// Directory for the sled database (created if missing) [default: ./vision-data].
     #[arg(long, env = "VISION_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -149,21 +149,23 @@ pub struct CoordinatorConfig {
     pub limits: ConnectionLimits,
     pub devnet: DevnetConfig,
     pub pool: PoolConfig,
-    pub settings: PoolSettings,
+    /// The operator settings a new data directory starts with (the stored
+    /// ones win once there are any).
+    pub initial_settings: PoolSettings,
     pub block_time_secs: u64,
 }
 
-impl Settings {
+impl CoordinatorArgs {
     /// Reads a TOML file of settings.
-    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+    pub fn from_file(path: &Path) -> Result<CoordinatorArgs, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
     }
 
     /// `self` where set, else `fallback`.
-    pub fn or(self, fallback: Settings) -> Settings {
+    pub fn or(self, fallback: CoordinatorArgs) -> CoordinatorArgs {
         macro_rules! pick {
-            ($($field:ident),*) => { Settings { $($field: self.$field.or(fallback.$field)),* } };
+            ($($field:ident),*) => { CoordinatorArgs { $($field: self.$field.or(fallback.$field)),* } };
         }
         pick!(
             data_dir,
@@ -293,7 +295,7 @@ impl Settings {
                 verify_queue: self.verify_queue.unwrap_or(pool_defaults.verify_queue).max(1),
                 ..pool_defaults
             },
-            settings: PoolSettings {
+            initial_settings: PoolSettings {
                 pool_name: self.pool_name.unwrap_or_else(|| "Vision pool".into()),
                 pool_fee_bps: fee,
                 target_share_seconds: self.target_share_seconds.unwrap_or(10).clamp(1, 3600),
@@ -312,12 +314,12 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_defaults_fill_the_rest() {
-        let file: Settings =
+        let file: CoordinatorArgs =
             toml::from_str("bind = \"0.0.0.0:9000\"\npool_fee_bps = 250\nchain_id = \"filenet\"").unwrap();
-        let flags = Settings { chain_id: Some("flagnet".into()), ..Settings::default() };
+        let flags = CoordinatorArgs { chain_id: Some("flagnet".into()), ..CoordinatorArgs::default() };
         let config = flags.or(file).resolve().unwrap();
         assert_eq!(config.bind, "0.0.0.0:9000");
-        assert_eq!(config.settings.pool_fee_bps, 250);
+        assert_eq!(config.initial_settings.pool_fee_bps, 250);
         assert_eq!(config.devnet.chain_id, "flagnet");
         assert_eq!(config.data_dir, PathBuf::from("./vision-data"));
     }
@@ -325,14 +327,18 @@ mod tests {
     #[test]
     fn out_of_range_settings_are_errors() {
         for bad in [
-            Settings { pool_fee_bps: Some(1001), ..Settings::default() },
-            Settings { block_time: Some(0), ..Settings::default() },
-            Settings { min_share_difficulty: Some(10), max_share_difficulty: Some(5), ..Settings::default() },
-            Settings { ban_invalid_ratio: Some(1.5), ..Settings::default() },
-            Settings { shares_per_sec: Some(0.0), ..Settings::default() },
+            CoordinatorArgs { pool_fee_bps: Some(1001), ..CoordinatorArgs::default() },
+            CoordinatorArgs { block_time: Some(0), ..CoordinatorArgs::default() },
+            CoordinatorArgs {
+                min_share_difficulty: Some(10),
+                max_share_difficulty: Some(5),
+                ..CoordinatorArgs::default()
+            },
+            CoordinatorArgs { ban_invalid_ratio: Some(1.5), ..CoordinatorArgs::default() },
+            CoordinatorArgs { shares_per_sec: Some(0.0), ..CoordinatorArgs::default() },
         ] {
             assert!(bad.resolve().is_err());
         }
-        assert!(toml::from_str::<Settings>("unknown_key = 1").is_err());
+        assert!(toml::from_str::<CoordinatorArgs>("unknown_key = 1").is_err());
     }
 }

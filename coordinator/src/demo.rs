@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::config::Settings;
+use crate::config::CoordinatorArgs;
 use crate::server::Coordinator;
 
 pub struct DemoOptions {
@@ -54,7 +54,7 @@ pub async fn run(options: DemoOptions, shutdown: impl std::future::Future<Output
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("vision-demo-{}", std::process::id())));
     // A single CPU does about 700-1,500 hashes/s: blocks every ~10 s, shares every ~3 s.
-    let settings = Settings {
+    let settings = CoordinatorArgs {
         data_dir: Some(data_dir.clone()),
         bind: Some(options.bind.clone()),
         devnet_difficulty: Some(10_000),
@@ -63,7 +63,7 @@ pub async fn run(options: DemoOptions, shutdown: impl std::future::Future<Output
         target_share_seconds: Some(3),
         coinbase_maturity: Some(3),
         pool_name: Some("Vision demo pool".into()),
-        ..Settings::default()
+        ..CoordinatorArgs::default()
     };
     let config = settings.resolve().map_err(|e| DemoError::Start(e.to_string()))?;
     let coordinator = Coordinator::build(&config).await.map_err(|e| DemoError::Start(e.to_string()))?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use vision_coordinator::config::Settings;
+use vision_coordinator::config::CoordinatorArgs;
 use vision_coordinator::demo::{self, DemoOptions};
 use vision_coordinator::server::{shutdown_signal, Coordinator};
 
@@ -31,7 +31,7 @@ struct Cli {
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
     #[command(flatten)]
-    settings: Settings,
+    args: CoordinatorArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,13 +70,13 @@ fn main() -> ExitCode {
     }
     init_tracing(&cli.log_format);
     let file = match &cli.config {
-        Some(path) => match Settings::from_file(path) {
+        Some(path) => match CoordinatorArgs::from_file(path) {
             Ok(file) => file,
             Err(err) => return fail(2, &err),
         },
-        None => Settings::default(),
+        None => CoordinatorArgs::default(),
     };
-    let config = match cli.settings.or(file).resolve() {
+    let config = match cli.args.or(file).resolve() {
         Ok(config) => config,
         Err(err) => return fail(2, &err),
     };

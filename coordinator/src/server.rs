@@ -23,7 +23,7 @@ use tower::Service as _;
 use crate::api_error::{method_not_allowed, route_not_found};
 use crate::chain::devnet::DevnetChain;
 use crate::chain::upstream::UpstreamNode;
-use crate::chain::{node_api, Chain};
+use crate::chain::{node_routes, Chain};
 use crate::config::{ConnectionLimits, CoordinatorConfig};
 use crate::pool::api::{self, PoolApiState};
 use crate::pool::{now_ms, Pool};
@@ -75,8 +75,9 @@ impl Coordinator {
                 (Chain::Devnet(devnet.clone()), Some(devnet))
             }
         };
-        let pool = Pool::new(config.pool.clone(), config.settings.clone(), store, chain, config.block_time_secs)
-            .map_err(|e| StartError::Pool(e.to_string()))?;
+        let pool =
+            Pool::new(config.pool.clone(), config.initial_settings.clone(), store, chain, config.block_time_secs)
+                .map_err(|e| StartError::Pool(e.to_string()))?;
         if let Err(err) = pool.refresh_template().await {
             // An upstream node may come up later; the refresher keeps trying.
             tracing::warn!("no block template yet: {err}");
@@ -88,7 +89,7 @@ impl Coordinator {
         if let Some(devnet) = &devnet {
             let writers: Vec<Arc<str>> =
                 config.node_token.as_deref().map(Arc::from).into_iter().chain(admin_token).collect();
-            let node = node_api::router(devnet.clone(), writers).route_layer(
+            let node = node_routes::router(devnet.clone(), writers).route_layer(
                 tower_http::timeout::TimeoutLayer::with_status_code(
                     axum::http::StatusCode::REQUEST_TIMEOUT,
                     config.limits.request_timeout,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use support::{client_from, settings, Job, TestPool};
-use vision_coordinator::config::Settings;
+use vision_coordinator::config::CoordinatorArgs;
 
 async fn body(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
@@ -68,7 +68,7 @@ async fn node_writes_need_a_credential() {
     }
     off.stop().await;
 
-    let pool = TestPool::start(Settings {
+    let pool = TestPool::start(CoordinatorArgs {
         node_token: Some("n0de".into()),
         admin_token: Some("adm1n".into()),
         ..settings("nodeauth")
@@ -162,7 +162,7 @@ async fn an_outsider_cannot_take_over_or_get_a_worker_banned() {
 /// 3. Two registrations racing for a new worker id: one wallet wins, atomically.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_registrations_bind_one_wallet() {
-    let pool = TestPool::start(Settings { registrations_per_sec: Some(1000.0), ..settings("race") }).await;
+    let pool = TestPool::start(CoordinatorArgs { registrations_per_sec: Some(1000.0), ..settings("race") }).await;
     for round in 0..5 {
         let worker = format!("racer-{round}");
         let attempts: Vec<_> = (0..12)
@@ -189,7 +189,7 @@ async fn racing_registrations_bind_one_wallet() {
 /// chain holds for the pool has a record, and every accepted record is on the chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_up_after_a_share_loses_no_block() {
-    let pool = TestPool::start(Settings { devnet_difficulty: Some(1), ..settings("hangup") }).await;
+    let pool = TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), ..settings("hangup") }).await;
     // A slow node: the client hangs up while its block is being submitted.
     pool.devnet.as_ref().unwrap().delay_submits(600);
     let token = pool.register("quitter", "land1q").await;
@@ -232,7 +232,7 @@ async fn hanging_up_after_a_share_loses_no_block() {
 /// are retried; every found block has its own record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_answers_and_records_say_what_the_chain_did() {
-    let pool = TestPool::start(Settings { devnet_difficulty: Some(1), ..settings("blockstatus") }).await;
+    let pool = TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), ..settings("blockstatus") }).await;
     let devnet = pool.devnet.clone().unwrap();
     let a = pool.register("a", "land1a").await;
     let b = pool.register("b", "land1b").await;
@@ -301,7 +301,7 @@ async fn block_answers_and_records_say_what_the_chain_did() {
 /// credited or submitted on an abandoned parent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shares_on_an_abandoned_parent_are_stale() {
-    let pool = TestPool::start(Settings { devnet_difficulty: Some(1), ..settings("deadparent") }).await;
+    let pool = TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), ..settings("deadparent") }).await;
     let devnet = pool.devnet.clone().unwrap();
     let token = pool.register("rig", "land1r").await;
     let first = pool.job(&token).await;
@@ -329,13 +329,13 @@ async fn shares_on_an_abandoned_parent_are_stale() {
 /// shares of its old jobs are stale and nothing is submitted as a block.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_tip_unknown_nothing_is_a_block() {
-    let node = TestPool::start(Settings {
+    let node = TestPool::start(CoordinatorArgs {
         devnet_difficulty: Some(1),
         node_token: Some("n0de".into()),
         ..settings("tipnode")
     })
     .await;
-    let mut config = Settings {
+    let mut config = CoordinatorArgs {
         upstream: Some(node.url.clone()),
         upstream_token: Some("n0de".into()),
         pool_address: Some("land1pool".into()),
@@ -364,7 +364,7 @@ async fn with_the_tip_unknown_nothing_is_a_block() {
 /// and honest miners are served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_shares_from_new_sessions_cost_bounded_hashing() {
-    let pool = TestPool::start(Settings { registrations_per_sec: Some(1000.0), ..settings("flood") }).await;
+    let pool = TestPool::start(CoordinatorArgs { registrations_per_sec: Some(1000.0), ..settings("flood") }).await;
     let honest = pool.register("honest", "land1h").await;
     let job = pool.job(&honest).await;
     let n = job.nonce_start();
@@ -432,7 +432,7 @@ async fn job_requests_reuse_the_live_job() {
 /// the pool API stays responsive meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_submissions_are_bounded() {
-    let pool = TestPool::start(Settings { node_token: Some("n0de".into()), ..settings("nodeflood") }).await;
+    let pool = TestPool::start(CoordinatorArgs { node_token: Some("n0de".into()), ..settings("nodeflood") }).await;
     let template = body(pool.get("/node/template?address=land1solo").await).await.1;
     let submissions: Vec<_> = (0..24)
         .map(|nonce| {
@@ -463,7 +463,7 @@ async fn node_submissions_are_bounded() {
 /// long-polls are capped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_limited() {
-    let pool = TestPool::start(Settings {
+    let pool = TestPool::start(CoordinatorArgs {
         header_timeout: Some(1),
         max_connections: Some(2),
         max_long_polls: Some(1),
@@ -512,7 +512,7 @@ async fn connections_are_limited() {
 /// of unknown jobs (a pool that forgot them) never ban an honest miner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn honest_mistakes_never_ban_and_junk_leaves_no_state() {
-    let pool = TestPool::start(Settings {
+    let pool = TestPool::start(CoordinatorArgs {
         ban_min_shares: Some(10),
         devnet_difficulty: Some(1),
         shares_per_sec: Some(1000.0),
@@ -572,7 +572,7 @@ async fn inconsistent_templates_are_refused() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let fake = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let pool = TestPool::start(Settings {
+        let pool = TestPool::start(CoordinatorArgs {
             upstream: Some(fake),
             pool_address: Some("land1pool".into()),
             ..settings(label)

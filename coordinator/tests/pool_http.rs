@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::{settings, TestPool};
-use vision_coordinator::config::Settings;
+use vision_coordinator::config::CoordinatorArgs;
 
 async fn body(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
@@ -105,8 +105,12 @@ async fn register_job_and_shares_are_judged_by_recomputation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_is_found_submitted_and_old_jobs_go_stale() {
-    let pool =
-        TestPool::start(Settings { devnet_difficulty: Some(1), coinbase_maturity: Some(0), ..settings("block") }).await;
+    let pool = TestPool::start(CoordinatorArgs {
+        devnet_difficulty: Some(1),
+        coinbase_maturity: Some(0),
+        ..settings("block")
+    })
+    .await;
     let token = pool.register("solo-rig", "land1finder").await;
     let job = pool.job(&token).await;
     assert_eq!(job.height(), 0);
@@ -136,7 +140,7 @@ async fn a_block_is_found_submitted_and_old_jobs_go_stale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_returns_as_soon_as_a_new_block_arrives() {
-    let pool = TestPool::start(Settings { devnet_difficulty: Some(1), ..settings("longpoll") }).await;
+    let pool = TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), ..settings("longpoll") }).await;
     let waiter = pool.register("waiter", "land1w").await;
     let finder = pool.register("finder", "land1f").await;
     let first = pool.job(&waiter).await;
@@ -246,7 +250,7 @@ async fn bad_input_gets_a_json_4xx_and_never_a_panic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_answer_429_with_retry_after() {
-    let pool = TestPool::start(Settings { shares_per_sec: Some(1.0), ..settings("ratelimit") }).await;
+    let pool = TestPool::start(CoordinatorArgs { shares_per_sec: Some(1.0), ..settings("ratelimit") }).await;
     let token = pool.register("fast", "land1x").await;
     let job = pool.job(&token).await;
     let mut statuses = Vec::new();
@@ -281,7 +285,7 @@ async fn rate_limits_answer_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_workers_leave_the_active_set_but_keep_their_shares() {
-    let pool = TestPool::start(Settings { idle_timeout: Some(0), ..settings("idle") }).await;
+    let pool = TestPool::start(CoordinatorArgs { idle_timeout: Some(0), ..settings("idle") }).await;
     let token = pool.register("sleepy", "land1z").await;
     let job = pool.job(&token).await;
     let nonce = job.nonce_start();
@@ -301,7 +305,8 @@ async fn idle_workers_leave_the_active_set_but_keep_their_shares() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_sending_invalid_shares_is_banned_persistently_and_can_be_unbanned() {
-    let mut config = Settings { ban_min_shares: Some(10), admin_token: Some("s3cret".into()), ..settings("ban") };
+    let mut config =
+        CoordinatorArgs { ban_min_shares: Some(10), admin_token: Some("s3cret".into()), ..settings("ban") };
     let data_dir = config.data_dir.clone();
     let pool = TestPool::start(config.clone()).await;
     let token = pool.register("cheater", "land1bad").await;
@@ -335,7 +340,7 @@ async fn admin_routes_need_the_token_and_are_off_without_one() {
     assert_eq!((status, answer["error"].as_str()), (StatusCode::NOT_FOUND, Some("admin_disabled")));
     off.stop().await;
 
-    let pool = TestPool::start(Settings { admin_token: Some("t0ken".into()), ..settings("admin") }).await;
+    let pool = TestPool::start(CoordinatorArgs { admin_token: Some("t0ken".into()), ..settings("admin") }).await;
     assert_eq!(pool.post("/pool/stop", &json!({})).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(pool.post_auth("/pool/stop", "wrong", &json!({})).await.status(), StatusCode::FORBIDDEN);
     let (status, fee) = body(pool.post_auth("/pool/configure", "t0ken", &json!({"pool_fee_bps": 1100})).await).await;
@@ -366,7 +371,7 @@ async fn admin_routes_need_the_token_and_are_off_without_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_pay_once_per_idempotency_key() {
-    let pool = TestPool::start(Settings {
+    let pool = TestPool::start(CoordinatorArgs {
         devnet_difficulty: Some(1),
         coinbase_maturity: Some(0),
         node_token: Some("n0de".into()),
@@ -409,10 +414,13 @@ async fn transfers_pay_once_per_idempotency_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_on_an_upstream_node_mines_that_nodes_chain() {
-    let node =
-        TestPool::start(Settings { devnet_difficulty: Some(1), node_token: Some("n0de".into()), ..settings("node") })
-            .await;
-    let pool = TestPool::start(Settings {
+    let node = TestPool::start(CoordinatorArgs {
+        devnet_difficulty: Some(1),
+        node_token: Some("n0de".into()),
+        ..settings("node")
+    })
+    .await;
+    let pool = TestPool::start(CoordinatorArgs {
         upstream: Some(node.url.clone()),
         upstream_token: Some("n0de".into()),
         pool_address: Some("land1pool2".into()),
@@ -445,7 +453,7 @@ async fn a_pool_on_an_upstream_node_mines_that_nodes_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_verification_queue_answers_503() {
-    let pool = TestPool::start(Settings {
+    let pool = TestPool::start(CoordinatorArgs {
         verify_threads: Some(1),
         verify_queue: Some(1),
         unproven_invalid_limit: Some(1000),

@@ -18,7 +18,7 @@ use crate::client::miner_config::{MinerConfig, MiningMode};
 use crate::client::miner_status::{status_line, MinerStatus, SAMPLE_EVERY};
 use crate::client::session::{self, PoolSession, SoloSession};
 use crate::client::work_dispatch::{Device, WorkDispatch};
-use crate::client::{local_api, node_api::NodeApi, pool_api::PoolApi};
+use crate::client::{local_api, node_client::NodeClient, pool_client::PoolClient};
 use crate::device_selection::{self, BackendChoice};
 use crate::MinerError;
 
@@ -142,7 +142,7 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
     let session = async {
         match &config.mode {
             MiningMode::Pool(urls) => {
-                let pools = urls.iter().map(|u| PoolApi::new(u)).collect::<Result<Vec<_>, _>>()?;
+                let pools = urls.iter().map(|u| PoolClient::new(u)).collect::<Result<Vec<_>, _>>()?;
                 let pool_session = PoolSession {
                     pools,
                     wallet: config.wallet.clone(),
@@ -154,7 +154,7 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
                 Ok(session::run_pool(pool_session, dispatch.clone(), status.clone(), found_rx).await?)
             }
             MiningMode::Solo(url) => {
-                let node = NodeApi::new(url, config.node_token.clone())?;
+                let node = NodeClient::new(url, config.node_token.clone())?;
                 let solo = SoloSession { node, wallet: config.wallet.clone() };
                 Ok(session::run_solo(solo, dispatch.clone(), status.clone(), found_rx).await?)
             }

@@ -4,7 +4,7 @@
 //! The node API's wire types live in `vision_protocol::node`.
 
 pub mod devnet;
-pub mod node_api;
+pub mod node_routes;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -90,7 +90,7 @@ pub(crate) fn nonce_range(n: u64) -> NonceRange {
 }
 
 /// One session's job.
-pub(crate) struct PoolJob {
+pub(crate) struct IssuedJob {
     pub(crate) job_id: String,
     pub(crate) worker_id: String,
     pub(crate) session_id: String,
@@ -101,7 +101,7 @@ pub(crate) struct PoolJob {
 
 pub(crate) struct JobBook {
     current: RwLock<Option<Arc<TemplateState>>>,
-    jobs: Mutex<HashMap<String, Arc<PoolJob>>>,
+    jobs: Mutex<HashMap<String, Arc<IssuedJob>>>,
     versions: watch::Sender<u64>,
 }
 
@@ -155,9 +155,9 @@ impl JobBook {
         (worker_id, session_id): (&str, &str),
         share_difficulty: u64,
         template: Arc<TemplateState>,
-    ) -> Option<Arc<PoolJob>> {
+    ) -> Option<Arc<IssuedJob>> {
         let n = index.checked_sub(template.first_job_index).filter(|n| *n < MAX_JOBS_PER_TEMPLATE)?;
-        let job = Arc::new(PoolJob {
+        let job = Arc::new(IssuedJob {
             job_id: job_id.clone(),
             worker_id: worker_id.to_string(),
             session_id: session_id.to_string(),
@@ -170,11 +170,11 @@ impl JobBook {
     }
 
     /// Puts back a job from before a restart.
-    pub(crate) fn restore(&self, job: PoolJob) {
+    pub(crate) fn restore(&self, job: IssuedJob) {
         self.jobs.lock().expect("jobs lock").insert(job.job_id.clone(), Arc::new(job));
     }
 
-    pub(crate) fn get(&self, job_id: &str) -> Option<Arc<PoolJob>> {
+    pub(crate) fn get(&self, job_id: &str) -> Option<Arc<IssuedJob>> {
         self.jobs.lock().expect("jobs lock").get(job_id).cloned()
     }
 

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::job_book::PoolJob;
+use super::job_book::IssuedJob;
 
 /// New jobs one session can get on one template.
 pub(crate) const MAX_JOBS_PER_SESSION_TEMPLATE: u32 = 16;
@@ -92,7 +92,7 @@ impl Pool {
 
     /// What a miner is sent: built from the same `PowInput` the verifier
     /// hashes, never from fields a chain sent alongside it.
-    fn job_response(&self, job: &Arc<PoolJob>) -> JobResponse {
+    fn job_response(&self, job: &Arc<IssuedJob>) -> JobResponse {
         let t = &job.template.template;
         let input = &job.template.input;
         JobResponse {

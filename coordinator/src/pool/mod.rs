@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
 use self::group_commit::GroupCommit;
-use self::job_book::{JobBook, PoolJob, TemplateState, HEIGHTS_KEPT};
+use self::job_book::{IssuedJob, JobBook, TemplateState, HEIGHTS_KEPT};
 use self::metrics::PoolMetrics;
 pub use self::pool_error::{PoolError, ShareRejection};
 use self::source_limits::{SourceLimitConfig, SourceLimits};
@@ -211,7 +211,7 @@ impl Pool {
                 }
             };
             let Some(template) = template else { continue };
-            self.jobs.restore(PoolJob {
+            self.jobs.restore(IssuedJob {
                 job_id: record.job_id,
                 worker_id: record.worker_id,
                 session_id: record.session_id,

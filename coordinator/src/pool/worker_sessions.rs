@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::job_book::PoolJob;
+use super::job_book::IssuedJob;
 use super::metrics::PoolMetrics;
 use super::token_bucket::TokenBucket;
 use super::vardiff::Vardiff;
@@ -82,7 +82,7 @@ pub(crate) struct SessionState {
     pub(crate) last_template_version: u64,
     pub(crate) blocks_found: u64,
     /// The job it was last given: reused while its template and difficulty hold.
-    pub(crate) live_job: Option<Arc<PoolJob>>,
+    pub(crate) live_job: Option<Arc<IssuedJob>>,
     /// New jobs it got on the live job's template.
     pub(crate) jobs_on_template: u32,
     /// Set on a ban: its shares still queued for verification are skipped.

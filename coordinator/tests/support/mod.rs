@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use vision_coordinator::config::Settings;
+use vision_coordinator::config::CoordinatorArgs;
 use vision_coordinator::server::Coordinator;
 use visionx::{FastEngine, PowEngine, PowInput};
 
@@ -36,22 +36,22 @@ pub fn temp_dir(label: &str) -> PathBuf {
     dir
 }
 
-/// Settings every test starts from: a fresh data dir, devnet difficulty high
+/// CoordinatorArgs every test starts from: a fresh data dir, devnet difficulty high
 /// enough that shares are not blocks, every hash a share.
-pub fn settings(label: &str) -> Settings {
-    Settings {
+pub fn settings(label: &str) -> CoordinatorArgs {
+    CoordinatorArgs {
         data_dir: Some(temp_dir(label)),
         bind: Some("127.0.0.1:0".into()),
         devnet_difficulty: Some(1 << 40),
         share_difficulty: Some(1),
         min_share_difficulty: Some(1),
         verify_threads: Some(2),
-        ..Settings::default()
+        ..CoordinatorArgs::default()
     }
 }
 
 impl TestPool {
-    pub async fn start(settings: Settings) -> TestPool {
+    pub async fn start(settings: CoordinatorArgs) -> TestPool {
         let config = settings.resolve().expect("valid test settings");
         let coordinator = Coordinator::build(&config).await.expect("coordinator starts");
         let pool = coordinator.pool.clone();

@@ -140,12 +140,12 @@ impl MineArgs {
         let mode = match (&self.solo, self.pools.is_empty()) {
             (Some(_), false) => return Err("give --pool or --solo, not both".into()),
             (Some(node), true) => {
-                crate::client::node_api::NodeApi::new(node, None).map_err(|e| e.to_string())?;
+                crate::client::node_client::NodeClient::new(node, None).map_err(|e| e.to_string())?;
                 MiningMode::Solo(node.clone())
             }
             (None, false) => {
                 for url in &self.pools {
-                    crate::client::pool_api::PoolApi::new(url).map_err(|e| e.to_string())?;
+                    crate::client::pool_client::PoolClient::new(url).map_err(|e| e.to_string())?;
                 }
                 MiningMode::Pool(self.pools.clone())
             }

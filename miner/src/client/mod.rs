@@ -1,7 +1,7 @@
 //! The mining client: pool and solo modes, the devices' work, and what the
 //! owner sees.
 //!
-//! - [`pool_api`], [`node_api`]: the pool and node HTTP APIs, failures classified.
+//! - [`pool_client`], [`node_client`]: the pool and node HTTP APIs, failures classified.
 //! - [`session`]: where work comes from (long-polled pool jobs with failover
 //!   and backoff, or a node's template) and where found nonces go.
 //! - [`work_dispatch`]: one OS thread per device, each mining its slice of the
@@ -15,7 +15,7 @@ pub mod hashrate_meter;
 pub mod local_api;
 pub mod miner_config;
 pub mod miner_status;
-pub mod node_api;
-pub mod pool_api;
+pub mod node_client;
+pub mod pool_client;
 pub mod session;
 pub mod work_dispatch;

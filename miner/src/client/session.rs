@@ -21,8 +21,8 @@ use tokio::sync::Notify;
 use visionx::{Found, NonceRange, PowInput, Target};
 
 use super::miner_status::MinerStatus;
-use super::node_api::{BlockTemplate, NodeApi};
-use super::pool_api::{ApiFailure, JobResponse, PoolApi};
+use super::node_client::{BlockTemplate, NodeClient};
+use super::pool_client::{ApiFailure, JobResponse, PoolClient};
 use super::work_dispatch::{Work, WorkDispatch};
 
 /// Shares kept while no pool answers.
@@ -40,7 +40,7 @@ pub enum SessionEnd {
 }
 
 pub struct PoolSession {
-    pub pools: Vec<PoolApi>,
+    pub pools: Vec<PoolClient>,
     pub wallet: String,
     pub worker_id: String,
     pub worker_name: String,
@@ -49,7 +49,7 @@ pub struct PoolSession {
 }
 
 pub struct SoloSession {
-    pub node: NodeApi,
+    pub node: NodeClient,
     pub wallet: String,
 }
 

@@ -2,20 +2,20 @@
 
 use std::time::Duration;
 
-use super::pool_api::{read_json, transport, ApiFailure};
+use super::pool_client::{read_json, transport, ApiFailure};
 use crate::MinerError;
 
 pub use vision_protocol::node::{BlockTemplate, SubmitOutcome};
 
 #[derive(Debug, Clone)]
-pub struct NodeApi {
+pub struct NodeClient {
     pub url: String,
     http: reqwest::Client,
     /// Bearer token for block submission, where the node wants one.
     token: Option<String>,
 }
 
-impl NodeApi {
+impl NodeClient {
     pub fn new(url: &str, token: Option<String>) -> Result<Self, MinerError> {
         let url = url.trim_end_matches('/').to_string();
         reqwest::Url::parse(&url).map_err(|e| MinerError::bad_input(format!("{url:?} is not a node URL: {e}")))?;
@@ -27,7 +27,7 @@ impl NodeApi {
             .timeout(Duration::from_secs(15))
             .build()
             .map_err(|e| MinerError::runtime(format!("cannot build an HTTP client: {e}")))?;
-        Ok(NodeApi { url, http, token })
+        Ok(NodeClient { url, http, token })
     }
 
     pub async fn template(&self, address: &str) -> Result<BlockTemplate, ApiFailure> {

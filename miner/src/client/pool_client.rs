@@ -73,12 +73,12 @@ pub(crate) fn transport(url: &str, err: &reqwest::Error) -> ApiFailure {
 
 /// One pool's API.
 #[derive(Debug, Clone)]
-pub struct PoolApi {
+pub struct PoolClient {
     pub url: String,
     http: reqwest::Client,
 }
 
-impl PoolApi {
+impl PoolClient {
     pub fn new(url: &str) -> Result<Self, MinerError> {
         let url = url.trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
@@ -89,7 +89,7 @@ impl PoolApi {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| MinerError::runtime(format!("cannot build an HTTP client: {e}")))?;
-        Ok(PoolApi { url, http })
+        Ok(PoolClient { url, http })
     }
 
     pub async fn register(
