@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::gpu::{self, tuning::TuningGoals, GpuBackend, ShaderVariant};
+use crate::backend::CpuDevice;
 use crate::bench::bench_job;
 use crate::client::miner_config::{MinerConfig, MiningMode};
 use crate::client::miner_status::{status_line, MinerStatus, SAMPLE_EVERY};
@@ -77,7 +78,7 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
         .gpus
         .iter()
         .filter_map(|&index| start_gpu(index, config.shader, None, goals))
-        .map(|backend| Device::Gpu(Box::new(backend)))
+        .map(|backend| Box::new(backend) as Device)
         .collect();
     let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let gpu_only = config.backend == BackendChoice::Gpu;
@@ -85,7 +86,7 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
         if !plan.cpu {
             tracing::warn!("no GPU could be used: mining on the CPU");
         }
-        devices.push(Device::Cpu { threads });
+        devices.push(Box::new(CpuDevice::new(threads)));
     }
     if devices.is_empty() {
         return Err(MinerError::NoDevice("no GPU passed its probe (see the messages above); try --backend cpu".into()));

@@ -131,7 +131,7 @@ mod tests {
 
     fn api(token: Option<&str>) -> (Router, Arc<WorkDispatch>) {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let dispatch = WorkDispatch::start(vec![Device::Cpu { threads: 1 }], tx);
+        let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
         let status = Arc::new(MinerStatus::new());
         (router(LocalApi { status, dispatch: dispatch.clone(), token: token.map(Arc::from) }), dispatch)
     }

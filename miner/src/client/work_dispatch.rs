@@ -11,10 +11,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
-use visionx::{EngineKind, Found, Job, NonceRange, PowInput, SearchControl, Target};
+use visionx::{Found, Job, NonceRange, PowInput, SearchControl, Target};
 
-use crate::backend::gpu::GpuBackend;
-use crate::backend::{CpuBackend, CpuConfig};
+use crate::backend::{BackendKind, MiningBackend};
 
 /// What the devices mine: a pool job or a solo template.
 #[derive(Debug, Clone)]
@@ -33,15 +32,13 @@ pub struct Work {
     pub received: Instant,
 }
 
-/// A device as the dispatcher sees it.
-pub enum Device {
-    Cpu { threads: usize },
-    Gpu(Box<GpuBackend>),
-}
+/// A device as the dispatcher drives it.
+pub type Device = Box<dyn MiningBackend>;
 
 /// Per-device counters, read by the hash-rate meter and `/status`.
 pub struct DeviceSlot {
     pub name: String,
+    pub kind: BackendKind,
     completed: AtomicU64,
     current: Mutex<Option<Arc<SearchControl>>>,
     pub disabled: AtomicBool,
@@ -94,17 +91,13 @@ pub type FoundSender = UnboundedSender<(Arc<Work>, Found)>;
 impl WorkDispatch {
     /// Starts one thread per device; found nonces go to `found`.
     pub fn start(devices: Vec<Device>, found: FoundSender) -> Arc<Self> {
-        let cpu_threads =
-            devices.iter().find_map(|d| if let Device::Cpu { threads } = d { Some(*threads) } else { None });
+        let cpu_threads = devices.iter().find_map(|d| d.threads());
         let slots: Vec<Arc<DeviceSlot>> = devices
             .iter()
             .map(|d| {
-                let name = match d {
-                    Device::Cpu { .. } => "cpu".to_string(),
-                    Device::Gpu(gpu) => format!("gpu{}", gpu.summary().index),
-                };
                 Arc::new(DeviceSlot {
-                    name,
+                    name: d.name(),
+                    kind: d.kind(),
                     completed: AtomicU64::new(0),
                     current: Mutex::new(None),
                     disabled: AtomicBool::new(false),
@@ -170,7 +163,7 @@ impl WorkDispatch {
 
     /// Asks the CPU device to use `threads` threads from the next work on (applied at once).
     pub fn set_cpu_threads(&self, threads: usize) -> bool {
-        if threads == 0 || !self.slots.iter().any(|s| s.name == "cpu") {
+        if threads == 0 || !self.slots.iter().any(|s| s.kind == BackendKind::Cpu) {
             return false;
         }
         self.cpu_threads.store(threads, Ordering::Relaxed);
@@ -206,9 +199,8 @@ impl WorkDispatch {
         self.state.lock().expect("dispatch lock").generation
     }
 
-    fn run_device(&self, index: usize, count: usize, device: Device, found: &FoundSender) {
+    fn run_device(&self, index: usize, count: usize, mut device: Device, found: &FoundSender) {
         let slot = &self.slots[index];
-        let mut cpu: Option<CpuBackend> = None;
         let mut seen = 0;
         while let Some((generation, work)) = self.next_work(seen) {
             seen = generation;
@@ -221,27 +213,15 @@ impl WorkDispatch {
             let report = |f: Found| {
                 let _ = found.send((work.clone(), f));
             };
-            match &device {
-                Device::Cpu { .. } => {
-                    let threads = self.cpu_threads();
-                    if cpu.as_ref().is_none_or(|c| c.threads() != threads) {
-                        match CpuBackend::new(CpuConfig { threads: Some(threads), engine: EngineKind::Fast }) {
-                            Ok(backend) => cpu = Some(backend),
-                            Err(err) => tracing::error!("cannot start {threads} CPU threads: {err}"),
-                        }
-                    }
-                    if let Some(backend) = &cpu {
-                        backend.search(&job, &control, &report);
-                    }
-                }
-                Device::Gpu(gpu) => {
-                    if let Err(err) = gpu.search(&job, &control, &report) {
-                        tracing::error!("{} stopped: {err}; mining continues on the other devices", slot.name);
-                        slot.disabled.store(true, Ordering::Relaxed);
-                        slot.finish();
-                        return;
-                    }
-                }
+            if device.threads().is_some_and(|t| t != self.cpu_threads()) {
+                device.set_threads(self.cpu_threads());
+            }
+            if let Err(err) = device.search(&job, &control, &report) {
+                // The one place a device is marked disabled for the status.
+                tracing::error!("{} stopped: {err}; mining continues on the other devices", slot.name);
+                slot.disabled.store(true, Ordering::Relaxed);
+                slot.finish();
+                return;
             }
             slot.finish();
         }
@@ -303,7 +283,7 @@ mod dispatch_tests {
     fn work_set_once_is_always_mined() {
         for round in 0..40 {
             let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-            let dispatch = WorkDispatch::start(vec![Device::Cpu { threads: 1 }], tx);
+            let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
             if round % 2 == 0 {
                 std::thread::yield_now();
             }
@@ -320,7 +300,7 @@ mod dispatch_tests {
     #[test]
     fn pause_stops_hashing_and_resume_restarts_it() {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let dispatch = WorkDispatch::start(vec![Device::Cpu { threads: 1 }], tx);
+        let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
         dispatch.set_work(Some(work("w")));
         dispatch.set_paused(true);
         std::thread::sleep(Duration::from_millis(100));
