@@ -182,6 +182,22 @@ struct WriteTable {
     dirty: bool,
 }
 
+/// Write-table slots per hash for `params` with a scratchpad of
+/// `scratch_words`: twice the distinct words a hash can write (a load factor
+/// of at most 1/2 keeps probe sequences short), a power of two, at least 64.
+/// Every engine that keeps a write table (these lanes, the GPU kernel) sizes
+/// it with this.
+pub fn table_slots(params: &Params, scratch_words: u64) -> u64 {
+    let distinct_writes = params.writes_per_hash().min(scratch_words);
+    (2 * distinct_writes).next_power_of_two().max(64)
+}
+
+/// Bits of the filter in front of a write table: one per scratchpad word,
+/// within [64, [`MAX_FILTER_BITS`]].
+pub fn filter_bits(scratch_words: u64) -> u64 {
+    scratch_words.clamp(64, MAX_FILTER_BITS)
+}
+
 /// Scratchpad indices are below 2^24 (128 MiB of words), so this is never an index.
 const EMPTY: u32 = u32::MAX;
 
@@ -193,10 +209,8 @@ impl WriteTable {
     /// Sizes the table for `params` (allocating only when it must grow) and
     /// empties it.
     fn prepare(&mut self, params: &Params, scratch_words: u64) {
-        let distinct_writes = params.writes_per_hash().min(scratch_words);
-        // Load factor at most 1/2 keeps probe sequences short.
-        let slots = (2 * distinct_writes).next_power_of_two().max(64);
-        let filter_bits = scratch_words.clamp(64, MAX_FILTER_BITS);
+        let slots = table_slots(params, scratch_words);
+        let filter_bits = filter_bits(scratch_words);
         if self.keys.len() as u64 != slots || self.filter.len() as u64 * 64 != filter_bits {
             self.keys = vec![EMPTY; slots as usize];
             self.values = vec![0; slots as usize];

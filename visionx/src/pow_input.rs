@@ -66,13 +66,14 @@ impl PowInput {
         self.dataset_seed
     }
 
-    /// The header as 8-byte big-endian words, the last zero-padded.
-    pub(crate) fn header_words8(&self) -> &[u64] {
+    /// The header as 8-byte big-endian words, the last zero-padded (the GPU
+    /// kernel reads these too).
+    pub fn header_words8(&self) -> &[u64] {
         &self.header_words8
     }
 
     /// The header as 16-byte chunks of two big-endian words, the last zero-padded.
-    pub(crate) fn header_words16(&self) -> &[(u64, u64)] {
+    pub fn header_words16(&self) -> &[(u64, u64)] {
         &self.header_words16
     }
 }

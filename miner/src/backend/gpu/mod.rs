@@ -6,6 +6,8 @@
 //!   the found list.
 
 pub mod adapters;
+pub mod device;
+pub mod kernel_layout;
 pub mod searcher;
 pub mod shader;
 pub mod tuning;
@@ -84,7 +86,7 @@ pub fn hash_nonces(gpu: GpuDevice, input: &PowInput, nonces: &[u64]) -> Result<V
         .collect()
 }
 
-pub use searcher::WORKGROUP_SIZE;
+pub use kernel_layout::WORKGROUP_SIZE;
 pub use worker::{DispatchStats, GpuBackend, InjectedFault};
 
 /// Runs the adapter probe (`vision-miner gpu-probe`) in a child process:

@@ -1,4 +1,6 @@
-//! One GPU running the VisionX kernel over batches of nonces.
+//! The batch lifecycle: one opened GPU ([`GpuDevice`], `device`) running the
+//! VisionX kernel over batches of nonces, with buffers laid out as
+//! `kernel_layout` says.
 //!
 //! A batch is `segments x segment_hashes` consecutive nonces. Each segment
 //! has its own state, key and value buffers (wgpu caps a storage binding,
@@ -9,53 +11,19 @@
 //! dispatches. Only the small found-list buffer is read back; two readback
 //! slots let the next batch start while the previous one is read.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytemuck::{Pod, Zeroable};
 use visionx::{Digest, Found, PowInput, Target};
 
-use super::adapters::AdapterSummary;
-use super::shader::{self, ShaderVariant};
+pub use super::device::GpuDevice;
+use super::kernel_layout::{
+    header_words, split_u64, KernelConfig, HEADER_BUFFER_BYTES, MAX_FOUND_PER_BATCH, WORKGROUP_SIZE,
+};
 use super::GpuError;
 
-/// Invocations per workgroup. 128 was fastest on an NVIDIA H200 in the
-/// prototype (64 was 20% slower); lavapipe runs any size.
-pub const WORKGROUP_SIZE: u32 = 128;
-/// Upper bound on found entries read back per batch.
-const MAX_FOUND_PER_BATCH: u32 = 16_384;
-/// Bytes reserved for the header words (fits pow messages of ~4,000 bytes).
-const HEADER_BUFFER_BYTES: u64 = 8192;
 /// Readback slots: one batch runs while the other is read back.
 pub const SLOTS: usize = 2;
-
-/// The kernel's uniform block; field order and sizes match `Config` in visionx.wgsl.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable)]
-struct KernelConfig {
-    dataset_seed: [u32; 2],
-    nonce_base: [u32; 2],
-    target_top: [u32; 2],
-    dmask: u32,
-    smask: u32,
-    slots_mask: u32,
-    four_reads: u32,
-    write_every: u32,
-    mix_iters: u32,
-    iter_begin: u32,
-    iter_end: u32,
-    count: u32,
-    first_hash: u32,
-    header_words8: u32,
-    header_words16: u32,
-    found_capacity: u32,
-    filter_mask: u32,
-}
-
-fn split_u64(v: u64) -> [u32; 2] {
-    [v as u32, (v >> 32) as u32]
-}
 
 /// How a batch is laid out on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,184 +56,6 @@ pub struct BatchResult {
     pub wall_time: Duration,
     /// Dispatches the batch took.
     pub dispatches: u32,
-}
-
-/// An opened adapter with the kernel compiled for it. Cheap to clone (the
-/// wgpu handles are shared).
-#[derive(Clone)]
-pub struct GpuDevice {
-    pub summary: AdapterSummary,
-    pub variant: ShaderVariant,
-    /// Whether the kernel keeps a bit filter in front of each write table.
-    pub filter: bool,
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    pipeline: wgpu::ComputePipeline,
-    layout: wgpu::BindGroupLayout,
-    timestamps: bool,
-    lost: Arc<AtomicBool>,
-    errors: Arc<Mutex<Vec<String>>>,
-}
-
-impl GpuDevice {
-    /// Opens `adapter` and compiles the kernel. `variant` None picks native
-    /// where the adapter has `SHADER_INT64`, emulated otherwise; `filter`
-    /// None uses the table filter on software adapters only.
-    pub fn open(
-        index: usize,
-        adapter: &wgpu::Adapter,
-        variant: Option<ShaderVariant>,
-        filter: Option<bool>,
-    ) -> Result<Self, GpuError> {
-        let summary = AdapterSummary::of(index, adapter);
-        let filter = filter.unwrap_or(summary.is_software);
-        let variant = match variant {
-            Some(ShaderVariant::Native) if !summary.shader_int64 => {
-                return Err(GpuError::Unsupported(format!(
-                    "{} has no SHADER_INT64: use --shader emulated",
-                    summary.name
-                )))
-            }
-            Some(v) => v,
-            None if summary.shader_int64 => ShaderVariant::Native,
-            None => ShaderVariant::Emulated,
-        };
-        let mut features = wgpu::Features::empty();
-        if variant == ShaderVariant::Native {
-            features |= wgpu::Features::SHADER_INT64;
-        }
-        let timestamps = summary.timestamp_query;
-        if timestamps {
-            features |= wgpu::Features::TIMESTAMP_QUERY;
-        }
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("vision-miner"),
-            required_features: features,
-            required_limits: adapter.limits(),
-            ..Default::default()
-        }))
-        .map_err(|e| GpuError::Device(e.to_string()))?;
-
-        // The default handler panics; record errors and fail the batch instead.
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let sink = errors.clone();
-        device
-            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().expect("error sink").push(e.to_string())));
-        let lost = Arc::new(AtomicBool::new(false));
-        let lost_flag = lost.clone();
-        device.set_device_lost_callback(move |_reason, _message| lost_flag.store(true, Ordering::SeqCst));
-
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("visionx"),
-            source: wgpu::ShaderSource::Wgsl(shader::source(variant).into()),
-        });
-        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("visionx"),
-            entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: true,
-                        min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<KernelConfig>() as u64),
-                    },
-                    count: None,
-                },
-                storage(1, true),
-                storage(2, false),
-                storage(3, false),
-                storage(4, false),
-                storage(5, false),
-                storage(6, false),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("visionx"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("visionx"),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("search"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[
-                    ("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE)),
-                    ("USE_FILTER", if filter { 1.0 } else { 0.0 }),
-                ],
-                ..Default::default()
-            },
-            cache: None,
-        });
-        if let Some(err) = pollster::block_on(scope.pop()) {
-            return Err(GpuError::Pipeline(err.to_string()));
-        }
-        Ok(GpuDevice { summary, variant, filter, device, queue, pipeline, layout, timestamps, lost, errors })
-    }
-
-    /// Destroys the device (every later use fails as after a driver reset).
-    #[doc(hidden)]
-    pub fn destroy(&self) {
-        self.device.destroy();
-    }
-
-    fn check_health(&self) -> Result<(), GpuError> {
-        if self.lost.load(Ordering::SeqCst) {
-            return Err(GpuError::DeviceLost(self.summary.name.clone()));
-        }
-        let mut errors = self.errors.lock().expect("error sink");
-        if let Some(first) = errors.first().cloned() {
-            errors.clear();
-            return Err(GpuError::Validation(first));
-        }
-        Ok(())
-    }
-
-    /// Table slots per hash for `params`: at least twice the distinct words
-    /// a hash can write (the CPU engine sizes its tables the same way).
-    pub fn table_slots(params: &visionx::Params) -> u32 {
-        let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
-        let distinct = params.writes_per_hash().min(scratch_words);
-        (2 * distinct).next_power_of_two().max(64) as u32
-    }
-
-    /// Filter bits per hash for `params` (0 without the filter): like the
-    /// CPU engine's, at most 2^20, never more than the scratchpad has words.
-    pub fn filter_bits(&self, params: &visionx::Params) -> u32 {
-        if !self.filter {
-            return 0;
-        }
-        let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
-        scratch_words.clamp(32, 1 << 20) as u32
-    }
-
-    /// Bytes of device memory one hash in flight needs for `params`
-    /// (table keys and values, filter, saved state).
-    pub fn bytes_per_hash(&self, params: &visionx::Params) -> u64 {
-        let word = 8;
-        u64::from(Self::table_slots(params)) * (4 + word) + u64::from(self.filter_bits(params) / 8) + 4 * word
-    }
-
-    /// The largest segment the device's binding limit allows for `params`.
-    pub fn max_segment_hashes(&self, params: &visionx::Params) -> u32 {
-        let slots = u64::from(Self::table_slots(params));
-        let per_binding = self.summary.max_storage_buffer_binding_size.min(self.summary.max_buffer_size);
-        let by_values = per_binding / (slots * 8);
-        (by_values / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE)).clamp(1, 1 << 20) as u32
-    }
 }
 
 struct Segment {
@@ -721,21 +511,4 @@ impl BatchTicket {
     pub fn steps(&self) -> usize {
         self.steps.len()
     }
-}
-
-/// The header as the kernel reads it: 8-byte words, then 16-byte chunks as
-/// word pairs, each word as (lo, hi) u32s.
-fn header_words(input: &PowInput) -> Vec<[u32; 2]> {
-    let header = input.header();
-    let word = |chunk: &[u8]| {
-        let mut padded = [0u8; 8];
-        padded[..chunk.len()].copy_from_slice(chunk);
-        split_u64(u64::from_be_bytes(padded))
-    };
-    let words8 = header.chunks(8).map(word);
-    let words16 = header.chunks(16).flat_map(|c| {
-        let (x, y) = c.split_at(c.len().min(8));
-        [word(x), word(y)]
-    });
-    words8.chain(words16).collect()
 }

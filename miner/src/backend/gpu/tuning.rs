@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use visionx::{Params, PowInput, Target};
 
-use super::searcher::{BatchShape, GpuDevice, GpuSearcher, WORKGROUP_SIZE};
+use super::kernel_layout::WORKGROUP_SIZE;
+use super::searcher::{BatchShape, GpuDevice, GpuSearcher};
 use super::{GpuError, DEFAULT_SPLIT};
 
 /// What the tuner aims for.

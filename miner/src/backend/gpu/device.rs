@@ -1,0 +1,188 @@
+//! Opening a GPU: the adapter, the device and queue, the kernel compiled
+//! for it, and the sizes of the per-hash tables for given params (from
+//! `visionx`, so every engine sizes them alike).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::adapters::AdapterSummary;
+use super::kernel_layout::{KernelConfig, WORKGROUP_SIZE};
+use super::shader::{self, ShaderVariant};
+use super::GpuError;
+
+/// An opened adapter with the kernel compiled for it. Cheap to clone (the
+/// wgpu handles are shared).
+#[derive(Clone)]
+pub struct GpuDevice {
+    pub summary: AdapterSummary,
+    pub variant: ShaderVariant,
+    /// Whether the kernel keeps a bit filter in front of each write table.
+    pub filter: bool,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+    pub(crate) timestamps: bool,
+    pub(crate) lost: Arc<AtomicBool>,
+    pub(crate) errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl GpuDevice {
+    /// Opens `adapter` and compiles the kernel. `variant` None picks native
+    /// where the adapter has `SHADER_INT64`, emulated otherwise; `filter`
+    /// None uses the table filter on software adapters only.
+    pub fn open(
+        index: usize,
+        adapter: &wgpu::Adapter,
+        variant: Option<ShaderVariant>,
+        filter: Option<bool>,
+    ) -> Result<Self, GpuError> {
+        let summary = AdapterSummary::of(index, adapter);
+        let filter = filter.unwrap_or(summary.is_software);
+        let variant = match variant {
+            Some(ShaderVariant::Native) if !summary.shader_int64 => {
+                return Err(GpuError::Unsupported(format!(
+                    "{} has no SHADER_INT64: use --shader emulated",
+                    summary.name
+                )))
+            }
+            Some(v) => v,
+            None if summary.shader_int64 => ShaderVariant::Native,
+            None => ShaderVariant::Emulated,
+        };
+        let mut features = wgpu::Features::empty();
+        if variant == ShaderVariant::Native {
+            features |= wgpu::Features::SHADER_INT64;
+        }
+        let timestamps = summary.timestamp_query;
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("vision-miner"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::Device(e.to_string()))?;
+
+        // The default handler panics; record errors and fail the batch instead.
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device
+            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().expect("error sink").push(e.to_string())));
+        let lost = Arc::new(AtomicBool::new(false));
+        let lost_flag = lost.clone();
+        device.set_device_lost_callback(move |_reason, _message| lost_flag.store(true, Ordering::SeqCst));
+
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("visionx"),
+            source: wgpu::ShaderSource::Wgsl(shader::source(variant).into()),
+        });
+        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("visionx"),
+            entries: &[
+                wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<KernelConfig>() as u64),
+                    },
+                    count: None,
+                },
+                storage(1, true),
+                storage(2, false),
+                storage(3, false),
+                storage(4, false),
+                storage(5, false),
+                storage(6, false),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("visionx"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("visionx"),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("search"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[
+                    ("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE)),
+                    ("USE_FILTER", if filter { 1.0 } else { 0.0 }),
+                ],
+                ..Default::default()
+            },
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Pipeline(err.to_string()));
+        }
+        Ok(GpuDevice { summary, variant, filter, device, queue, pipeline, layout, timestamps, lost, errors })
+    }
+
+    /// Destroys the device (every later use fails as after a driver reset).
+    #[doc(hidden)]
+    pub fn destroy(&self) {
+        self.device.destroy();
+    }
+
+    pub(crate) fn check_health(&self) -> Result<(), GpuError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(GpuError::DeviceLost(self.summary.name.clone()));
+        }
+        let mut errors = self.errors.lock().expect("error sink");
+        if let Some(first) = errors.first().cloned() {
+            errors.clear();
+            return Err(GpuError::Validation(first));
+        }
+        Ok(())
+    }
+
+    /// Table slots per hash for `params`: `visionx`'s sizing, as the CPU
+    /// engine's lanes use it.
+    pub fn table_slots(params: &visionx::Params) -> u32 {
+        let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
+        visionx::fast::table_slots(params, scratch_words) as u32
+    }
+
+    /// Filter bits per hash for `params` (0 without the filter): `visionx`'s
+    /// sizing, as the CPU engine's lanes use it.
+    pub fn filter_bits(&self, params: &visionx::Params) -> u32 {
+        if !self.filter {
+            return 0;
+        }
+        let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
+        visionx::fast::filter_bits(scratch_words) as u32
+    }
+
+    /// Bytes of device memory one hash in flight needs for `params`
+    /// (table keys and values, filter, saved state).
+    pub fn bytes_per_hash(&self, params: &visionx::Params) -> u64 {
+        let word = 8;
+        u64::from(Self::table_slots(params)) * (4 + word) + u64::from(self.filter_bits(params) / 8) + 4 * word
+    }
+
+    /// The largest segment the device's binding limit allows for `params`.
+    pub fn max_segment_hashes(&self, params: &visionx::Params) -> u32 {
+        let slots = u64::from(Self::table_slots(params));
+        let per_binding = self.summary.max_storage_buffer_binding_size.min(self.summary.max_buffer_size);
+        let by_values = per_binding / (slots * 8);
+        (by_values / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE)).clamp(1, 1 << 20) as u32
+    }
+}

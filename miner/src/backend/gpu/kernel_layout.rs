@@ -1,0 +1,135 @@
+//! The kernel's buffer layout as the host writes it: the uniform `Config`
+//! block (mirrored in Rust as [`KernelConfig`], pinned to the WGSL by a
+//! test), the header words, and the sizes the kernel is built around.
+
+use bytemuck::{Pod, Zeroable};
+use visionx::PowInput;
+
+/// Invocations per workgroup. 128 was fastest on an NVIDIA H200 in the
+/// prototype (64 was 20% slower); lavapipe runs any size.
+pub const WORKGROUP_SIZE: u32 = 128;
+/// Upper bound on found entries read back per batch.
+pub(crate) const MAX_FOUND_PER_BATCH: u32 = 16_384;
+/// Bytes reserved for the header words (fits pow messages of ~4,000 bytes).
+pub(crate) const HEADER_BUFFER_BYTES: u64 = 8192;
+/// The kernel's uniform block; field order and sizes match `Config` in visionx.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub(crate) struct KernelConfig {
+    pub(crate) dataset_seed: [u32; 2],
+    pub(crate) nonce_base: [u32; 2],
+    pub(crate) target_top: [u32; 2],
+    pub(crate) dmask: u32,
+    pub(crate) smask: u32,
+    pub(crate) slots_mask: u32,
+    pub(crate) four_reads: u32,
+    pub(crate) write_every: u32,
+    pub(crate) mix_iters: u32,
+    pub(crate) iter_begin: u32,
+    pub(crate) iter_end: u32,
+    pub(crate) count: u32,
+    pub(crate) first_hash: u32,
+    pub(crate) header_words8: u32,
+    pub(crate) header_words16: u32,
+    pub(crate) found_capacity: u32,
+    pub(crate) filter_mask: u32,
+}
+
+pub(crate) fn split_u64(v: u64) -> [u32; 2] {
+    [v as u32, (v >> 32) as u32]
+}
+
+/// The header as the kernel reads it: `visionx`'s 8-byte words, then its
+/// 16-byte chunks as word pairs, each word as (lo, hi) u32s.
+pub(crate) fn header_words(input: &PowInput) -> Vec<[u32; 2]> {
+    let words8 = input.header_words8().iter().map(|&w| split_u64(w));
+    let words16 = input.header_words16().iter().flat_map(|&(a, b)| [split_u64(a), split_u64(b)]);
+    words8.chain(words16).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use visionx::Params;
+
+    use super::*;
+
+    /// The Rust mirror of the WGSL `Config` struct: its fields, in order,
+    /// with their sizes. A field added, removed, renamed, reordered or
+    /// resized on either side fails here instead of on a GPU.
+    #[test]
+    fn kernel_config_mirrors_the_wgsl_struct() {
+        let wgsl = include_str!("../../../../shaders/visionx.wgsl");
+        let body = wgsl.split("struct Config {").nth(1).and_then(|b| b.split('}').next()).expect("struct Config");
+        let fields: Vec<(String, usize)> = body
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+            .map(|l| {
+                let (name, ty) = l.trim_end_matches(',').split_once(':').expect("name: type");
+                let size = match ty.trim() {
+                    "u32" => 4,
+                    "vec2<u32>" => 8,
+                    other => panic!("unexpected WGSL type {other}"),
+                };
+                (name.trim().to_string(), size)
+            })
+            .collect();
+        let mirror = [
+            ("dataset_seed", 8),
+            ("nonce_base", 8),
+            ("target_top", 8),
+            ("dmask", 4),
+            ("smask", 4),
+            ("slots_mask", 4),
+            ("four_reads", 4),
+            ("write_every", 4),
+            ("mix_iters", 4),
+            ("iter_begin", 4),
+            ("iter_end", 4),
+            ("count", 4),
+            ("first_hash", 4),
+            ("header_words8", 4),
+            ("header_words16", 4),
+            ("found_capacity", 4),
+            ("filter_mask", 4),
+        ];
+        let mirror: Vec<(String, usize)> = mirror.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+        assert_eq!(fields, mirror, "the WGSL Config and this list disagree");
+        assert_eq!(std::mem::size_of::<KernelConfig>(), mirror.iter().map(|(_, s)| s).sum::<usize>());
+        // The Rust struct's own field order: write distinct values and read
+        // the bytes back in the WGSL order.
+        let config = KernelConfig {
+            dataset_seed: [1, 2],
+            nonce_base: [3, 4],
+            target_top: [5, 6],
+            dmask: 7,
+            smask: 8,
+            slots_mask: 9,
+            four_reads: 10,
+            write_every: 11,
+            mix_iters: 12,
+            iter_begin: 13,
+            iter_end: 14,
+            count: 15,
+            first_hash: 16,
+            header_words8: 17,
+            header_words16: 18,
+            found_capacity: 19,
+            filter_mask: 20,
+        };
+        let words: &[u32] = bytemuck::cast_slice(std::slice::from_ref(&config));
+        assert_eq!(words, (1..=20).collect::<Vec<u32>>().as_slice());
+    }
+
+    #[test]
+    fn header_words_follow_visionx() {
+        let input = PowInput::new([0; 32], 0, (1..=20).collect(), Params::CONSENSUS).unwrap();
+        let words = header_words(&input);
+        // 3 eight-byte words, then 2 sixteen-byte chunks of 2 words.
+        assert_eq!(words.len(), 3 + 4);
+        assert_eq!(words[0], split_u64(0x0102030405060708));
+        assert_eq!(words[2], split_u64(0x1112131400000000));
+        assert_eq!(words[3], words[0]);
+        assert_eq!(words[6], split_u64(0));
+    }
+}
