@@ -68,44 +68,33 @@ impl UpstreamNode {
         ChainError::Unavailable(format!("{}: {err}", self.base))
     }
 
-    pub async fn template(&self, address: &str) -> Result<BlockTemplate, ChainError> {
-        let response = self
-            .http
-            .get(format!("{}/node/template", self.base))
-            .query(&[("address", address)])
-            .send()
-            .await
-            .map_err(|e| self.unavailable(e))?;
+    /// Sends `request` and reads its answer as `T` (or a classified error).
+    async fn call<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ChainError> {
+        let response = request.send().await.map_err(|e| self.unavailable(e))?;
         self.read(response).await
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.base))
+    }
+
+    pub async fn template(&self, address: &str) -> Result<BlockTemplate, ChainError> {
+        self.call(self.get("/node/template").query(&[("address", address)])).await
     }
 
     pub async fn submit(&self, block: &BlockSubmission) -> Result<SubmitOutcome, ChainError> {
-        let response = self.write("/node/submit").json(block).send().await.map_err(|e| self.unavailable(e))?;
-        self.read(response).await
+        self.call(self.write("/node/submit").json(block)).await
     }
 
     pub async fn block(&self, height: u64) -> Result<ChainBlock, ChainError> {
-        let response = self
-            .http
-            .get(format!("{}/node/block/{height}", self.base))
-            .send()
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        self.read(response).await
+        self.call(self.get(&format!("/node/block/{height}"))).await
     }
 
     pub async fn balance(&self, address: &str) -> Result<Balance, ChainError> {
-        let response = self
-            .http
-            .get(format!("{}/node/balance/{address}", self.base))
-            .send()
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        self.read(response).await
+        self.call(self.get(&format!("/node/balance/{address}"))).await
     }
 
     pub async fn transfer(&self, request: &TransferRequest) -> Result<TransferReceipt, ChainError> {
-        let response = self.write("/node/transfer").json(request).send().await.map_err(|e| self.unavailable(e))?;
-        self.read(response).await
+        self.call(self.write("/node/transfer").json(request)).await
     }
 }

@@ -9,6 +9,9 @@ use vision_protocol::ErrorBody;
 
 use crate::MinerError;
 
+/// How long a pool may take to answer (a long-poll adds its wait).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// What went wrong talking to a pool or node.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiFailure {
@@ -104,27 +107,29 @@ impl PoolClient {
             worker_name: Some(worker_name.into()),
             version: Some(concat!("vision-miner ", env!("CARGO_PKG_VERSION")).into()),
         };
-        let response = self
-            .http
-            .post(format!("{}/pool/register", self.url))
-            .timeout(Duration::from_secs(15))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transport(&self.url, &e))?;
+        self.call(self.http.post(format!("{}/pool/register", self.url)).json(&body), REQUEST_TIMEOUT).await
+    }
+
+    /// Sends `request` within `timeout` and reads its answer as `T` (or a
+    /// classified failure).
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T, ApiFailure> {
+        let response = request.timeout(timeout).send().await.map_err(|e| transport(&self.url, &e))?;
         read_json(response).await
     }
 
     /// A job; with `wait`, long-polls for a newer one.
     pub async fn job(&self, token: &str, wait: Option<Duration>) -> Result<JobResponse, ApiFailure> {
         let mut request = self.http.get(format!("{}/pool/job", self.url)).bearer_auth(token);
-        let mut timeout = Duration::from_secs(15);
+        let mut timeout = REQUEST_TIMEOUT;
         if let Some(wait) = wait {
             request = request.query(&[("wait", wait.as_secs())]);
             timeout += wait;
         }
-        let response = request.timeout(timeout).send().await.map_err(|e| transport(&self.url, &e))?;
-        read_json(response).await
+        self.call(request, timeout).await
     }
 
     pub async fn share(
@@ -136,15 +141,7 @@ impl PoolClient {
         hashrate: f64,
     ) -> Result<ShareResponse, ApiFailure> {
         let body = ShareRequest { job_id: job_id.into(), nonce, digest: digest.into(), hashrate: Some(hashrate) };
-        let response = self
-            .http
-            .post(format!("{}/pool/share", self.url))
-            .bearer_auth(token)
-            .timeout(Duration::from_secs(15))
-            .json(&body)
-            .send()
+        self.call(self.http.post(format!("{}/pool/share", self.url)).bearer_auth(token).json(&body), REQUEST_TIMEOUT)
             .await
-            .map_err(|e| transport(&self.url, &e))?;
-        read_json(response).await
     }
 }
