@@ -17,7 +17,8 @@ use crate::backend::CpuDevice;
 use crate::bench::bench_job;
 use crate::client::miner_config::{MinerConfig, MiningMode};
 use crate::client::miner_status::{status_line, MinerStatus, SAMPLE_EVERY};
-use crate::client::session::{self, PoolSession, SoloSession};
+use crate::client::session::{self, PoolSession};
+use crate::client::solo_session::{self, SoloSession};
 use crate::client::work_dispatch::{Device, WorkDispatch};
 use crate::client::{local_api, node_client::NodeClient, pool_client::PoolClient};
 use crate::device_selection::{self, BackendChoice};
@@ -157,7 +158,7 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
             MiningMode::Solo(url) => {
                 let node = NodeClient::new(url, config.node_token.clone())?;
                 let solo = SoloSession { node, wallet: config.wallet.clone() };
-                Ok(session::run_solo(solo, dispatch.clone(), status.clone(), found_rx).await?)
+                Ok(solo_session::run_solo(solo, dispatch.clone(), status.clone(), found_rx).await?)
             }
         }
     };

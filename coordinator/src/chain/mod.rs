@@ -4,6 +4,7 @@
 //! The node API's wire types live in `vision_protocol::node`.
 
 pub mod devnet;
+pub mod lwma;
 pub mod node_routes;
 pub mod upstream;
 

@@ -2,8 +2,9 @@
 //! owner sees.
 //!
 //! - [`pool_client`], [`node_client`]: the pool and node HTTP APIs, failures classified.
-//! - [`session`]: where work comes from (long-polled pool jobs with failover
-//!   and backoff, or a node's template) and where found nonces go.
+//! - [`session`]: pool mode: long-polled jobs with failover and backoff,
+//!   shares submitted (and queued while no pool answers).
+//! - [`solo_session`]: solo mode: a node's template, blocks submitted.
 //! - [`work_dispatch`]: one OS thread per device, each mining its slice of the
 //!   current work, switched by a generation number.
 //! - [`hashrate_meter`], [`miner_status`]: 10 s / 60 s / 15 min rates, counts,
@@ -18,4 +19,5 @@ pub mod miner_status;
 pub mod node_client;
 pub mod pool_client;
 pub mod session;
+pub mod solo_session;
 pub mod work_dispatch;
