@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use support::{client_from, settings, Job, TestPool};
+use vision_coordinator::chain::devnet::SubmitFault;
 use vision_coordinator::config::CoordinatorArgs;
 
 async fn body(response: reqwest::Response) -> (StatusCode, Value) {
@@ -238,7 +239,7 @@ async fn block_answers_and_records_say_what_the_chain_did() {
     let b = pool.register("b", "land1b").await;
 
     // The chain refuses: the answer says so, and both refusals at one height keep their own record.
-    devnet.reject_next_submits(2);
+    devnet.inject(SubmitFault::Reject, 2);
     for token in [&a, &b] {
         let job = pool.job(token).await;
         let n = job.nonce_start();
@@ -258,7 +259,7 @@ async fn block_answers_and_records_say_what_the_chain_did() {
     assert!(rejected.iter().all(|b| b["height"] == 0 && b["reason"] == "injected_rejection"));
 
     // The chain is unreachable for a while: answered `submitted`, retried, then accepted.
-    devnet.fail_next_submits(3);
+    devnet.inject(SubmitFault::Unreachable, 3);
     let job = pool.job(&a).await;
     let n = job.nonce_start() + 1;
     let (_, answer) = pool.share(&a, &job, n, &job.digest(n)).await;
@@ -278,7 +279,7 @@ async fn block_answers_and_records_say_what_the_chain_did() {
 
     // The chain takes the block but its answer is lost: the retry hears
     // "stale", and the record must still say accepted.
-    devnet.lose_next_answers(1);
+    devnet.inject(SubmitFault::LoseAnswer, 1);
     let job = pool.job(&b).await;
     assert_eq!(job.height(), 1);
     let n = job.nonce_start();

@@ -59,6 +59,18 @@ impl Default for DevnetConfig {
     }
 }
 
+/// What a submission meets (test hooks, [`DevnetChain::inject`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitFault {
+    /// Fails as if the node were unreachable (a transient failure).
+    Unreachable,
+    /// The chain refuses it (`injected_rejection`).
+    Reject,
+    /// Applied, but answered as if the node were unreachable (a lost answer).
+    LoseAnswer,
+}
+
 /// One movement of funds for an address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LedgerEntry {
@@ -333,30 +345,21 @@ impl DevnetChain {
         Ok(SubmitOutcome { accepted: true, hash: Some(stored.hash), reason: None })
     }
 
-    /// Test hook: the next `count` submissions fail as if the node were
-    /// unreachable (a transient failure).
+    /// Test hook: the next `count` submissions meet `fault`.
     #[doc(hidden)]
-    pub fn fail_next_submits(&self, count: u32) {
-        self.failing_submits.store(count, Ordering::SeqCst);
+    pub fn inject(&self, fault: SubmitFault, count: u32) {
+        let counter = match fault {
+            SubmitFault::Unreachable => &self.failing_submits,
+            SubmitFault::Reject => &self.rejecting_submits,
+            SubmitFault::LoseAnswer => &self.losing_answers,
+        };
+        counter.store(count, Ordering::SeqCst);
     }
 
     /// Test hook: every submission takes `ms` milliseconds longer (a slow node).
     #[doc(hidden)]
     pub fn delay_submits(&self, ms: u32) {
         self.submit_delay_ms.store(ms, Ordering::SeqCst);
-    }
-
-    /// Test hook: the next `count` submissions are applied, but answered as
-    /// if the node had been unreachable (a lost answer).
-    #[doc(hidden)]
-    pub fn lose_next_answers(&self, count: u32) {
-        self.losing_answers.store(count, Ordering::SeqCst);
-    }
-
-    /// Test hook: the chain refuses the next `count` submissions.
-    #[doc(hidden)]
-    pub fn reject_next_submits(&self, count: u32) {
-        self.rejecting_submits.store(count, Ordering::SeqCst);
     }
 
     /// Test hook: replaces the tip with another block at the same height (a

@@ -53,13 +53,7 @@ impl Chain {
 
     pub async fn submit(&self, block: BlockSubmission) -> Result<SubmitOutcome, ChainError> {
         match self {
-            // One hash and an fsync: never on a runtime thread.
-            Chain::Devnet(chain) => {
-                let chain = chain.clone();
-                tokio::task::spawn_blocking(move || chain.submit(&block))
-                    .await
-                    .map_err(|e| ChainError::Unavailable(e.to_string()))?
-            }
+            Chain::Devnet(chain) => off_runtime(chain, move |c| c.submit(&block)).await,
             Chain::Upstream(node) => node.submit(&block).await,
         }
     }
@@ -80,16 +74,20 @@ impl Chain {
 
     pub async fn transfer(&self, request: TransferRequest) -> Result<TransferReceipt, ChainError> {
         match self {
-            // Takes the devnet's write lock and fsyncs: never on a runtime thread.
-            Chain::Devnet(chain) => {
-                let chain = chain.clone();
-                tokio::task::spawn_blocking(move || chain.transfer(&request))
-                    .await
-                    .map_err(|e| ChainError::Unavailable(e.to_string()))?
-            }
+            Chain::Devnet(chain) => off_runtime(chain, move |c| c.transfer(&request)).await,
             Chain::Upstream(node) => node.transfer(&request).await,
         }
     }
+}
+
+/// Runs a devnet call that hashes, takes the write lock or fsyncs on a
+/// blocking thread: never on a runtime thread.
+async fn off_runtime<T: Send + 'static>(
+    chain: &Arc<devnet::DevnetChain>,
+    call: impl FnOnce(&devnet::DevnetChain) -> Result<T, ChainError> + Send + 'static,
+) -> Result<T, ChainError> {
+    let chain = chain.clone();
+    tokio::task::spawn_blocking(move || call(&chain)).await.map_err(|e| ChainError::Unavailable(e.to_string()))?
 }
 
 /// A wallet address: 1-128 ASCII letters, digits, `_`, `-` or `:`.
