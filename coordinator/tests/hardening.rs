@@ -59,7 +59,7 @@ async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() ->
 async fn node_writes_need_a_credential() {
     let transfer =
         json!({"from": "vision-pool", "outputs": [{"address": "land1thief", "amount": 1}], "idempotency_key": "k"});
-    let block = json!({"height": 0, "parent_hash": "00".repeat(32), "timestamp": 1, "difficulty": 1,
+    let block = json!({"chain_id": "devnet", "height": 0, "parent_hash": "00".repeat(32), "timestamp": 1, "difficulty": 1,
         "tx_root": "00".repeat(32), "miner": "land1thief", "nonce": 0});
     // No token configured: writes are off altogether.
     let off = TestPool::start(settings("nodeoff")).await;
@@ -438,7 +438,7 @@ async fn node_submissions_are_bounded() {
     let submissions: Vec<_> = (0..24)
         .map(|nonce| {
             let (http, url) = (pool.http.clone(), format!("{}/node/submit", pool.url));
-            let block = json!({"height": template["height"], "parent_hash": template["parent_hash"],
+            let block = json!({"chain_id": template["chain_id"], "height": template["height"], "parent_hash": template["parent_hash"],
                 "timestamp": template["timestamp"], "difficulty": template["difficulty"], "tx_root": template["tx_root"],
                 "miner": template["miner"], "nonce": nonce});
             tokio::spawn(async move { http.post(url).bearer_auth("n0de").json(&block).send().await.unwrap().status() })

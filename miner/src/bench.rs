@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use visionx::{epoch_seed, Job, NonceRange, Params, PowInput, SearchControl, Target};
+use visionx::{Job, NonceRange, Params, SearchControl, Target};
 
 use crate::backend::CpuBackend;
 
@@ -49,21 +49,19 @@ impl std::fmt::Display for BenchReport {
     }
 }
 
-/// The job the bench hashes: a devnet-like header at consensus params.
+/// The job the bench hashes: a devnet-like header at consensus params,
+/// through the same conversion a template's fields take.
 pub fn bench_job() -> Job {
-    let params = Params::CONSENSUS;
-    let header = visionx::BlockHeader {
+    let fields = vision_protocol::HeaderFields {
         chain_id: "bench".into(),
         height: 1,
-        parent_hash: [0x11; 32],
+        parent_hash: "11".repeat(32),
         timestamp: 1_700_000_000,
         difficulty: 1_000_000,
-        tx_root: [0x22; 32],
+        tx_root: "22".repeat(32),
         miner: "land1benchbenchbenchbenchbenchbenchbenchbe".into(),
     };
-    let epoch = visionx::epoch_of(header.height, params.epoch_blocks);
-    let input = PowInput::new(epoch_seed(&header.chain_id, epoch), epoch, header.pow_message(), params)
-        .expect("consensus params are valid");
+    let input = fields.pow_input(&Params::CONSENSUS).expect("a valid header at consensus params");
     // A target nothing meets in practice: the bench measures hashing alone.
     Job { input: Arc::new(input), target: Target(0), nonces: NonceRange::new(0, u64::MAX) }
 }

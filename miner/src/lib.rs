@@ -19,7 +19,9 @@
 //!   a block file.
 //!
 //! **Architecture invariant:** the algorithm lives in `visionx`; nothing here
-//! computes any part of VisionX itself.
+//! computes any part of VisionX on the CPU. The GPU kernel (`shaders/`) is
+//! the one other implementation, and every nonce it reports while mining is
+//! re-checked with `visionx` first.
 
 pub mod backend;
 pub mod bench;
@@ -32,7 +34,8 @@ pub mod mining;
 pub use miner_error::MinerError;
 
 /// A problem with what the user asked for (bad hex, out-of-limit params, an
-/// unreadable file). The binary exits with code 2 for these, 1 for the rest.
+/// unreadable file), found while parsing input; it becomes
+/// [`MinerError::BadInput`] (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct InputError(pub String);

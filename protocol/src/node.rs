@@ -31,46 +31,17 @@ impl BlockTemplate {
 
     /// The submission for this template solved with `nonce`.
     pub fn solved(&self, nonce: u64) -> BlockSubmission {
-        let h = &self.header;
-        BlockSubmission {
-            height: h.height,
-            parent_hash: h.parent_hash.clone(),
-            timestamp: h.timestamp,
-            difficulty: h.difficulty,
-            tx_root: h.tx_root.clone(),
-            miner: h.miner.clone(),
-            nonce,
-        }
+        BlockSubmission { header: self.header.clone(), nonce }
     }
 }
 
-/// `POST /node/submit` (node token): a solved block. The chain id is the
-/// node's own.
+/// `POST /node/submit` (node token): a solved block: its header fields
+/// (flat on the wire, as in a template) and the nonce.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BlockSubmission {
-    pub height: u64,
-    pub parent_hash: String,
-    pub timestamp: u64,
-    pub difficulty: u64,
-    pub tx_root: String,
-    pub miner: String,
+    #[serde(flatten)]
+    pub header: HeaderFields,
     pub nonce: u64,
-}
-
-impl BlockSubmission {
-    /// Its header fields on the chain `chain_id`.
-    pub fn header_fields(&self, chain_id: &str) -> HeaderFields {
-        HeaderFields {
-            chain_id: chain_id.to_string(),
-            height: self.height,
-            parent_hash: self.parent_hash.clone(),
-            timestamp: self.timestamp,
-            difficulty: self.difficulty,
-            tx_root: self.tx_root.clone(),
-            miner: self.miner.clone(),
-        }
-    }
 }
 
 /// The node's answer to a submission.
@@ -151,7 +122,6 @@ mod tests {
         let back = serde_json::to_value(&template).unwrap();
         assert_eq!(back["miner"], "land1pool", "header fields stay flat on the wire");
         let submission = template.solved(42);
-        assert_eq!(submission.header_fields("devnet"), template.header);
-        assert_eq!(submission.nonce, 42);
+        assert_eq!((submission.header, submission.nonce), (template.header, 42));
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! A [`Job`] (hash input, share target, nonce range) goes in; [`Found`]
 //! (nonce, digest) pairs come out through a callback; a [`SearchControl`]
-//! cancels the search and counts hashes done. The CPU backend, the GPU backend
-//! and the coordinator's share verifier all speak this interface.
+//! cancels the search and counts hashes done. The miner's CPU and GPU
+//! backends speak this interface; the coordinator's verifier hashes claimed
+//! (input, nonce) pairs directly with `FastEngine::hash_many`.
 
 use std::fmt;
 use std::str::FromStr;

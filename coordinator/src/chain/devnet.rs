@@ -279,40 +279,44 @@ impl DevnetChain {
             Some(tip) => (tip.height + 1, tip.hash.clone(), tip.timestamp),
             None => (0, hex::encode([0u8; 32]), 0),
         };
-        if block.height != height {
-            return reject(if block.height < height { "stale_height" } else { "unknown_parent" });
+        let h = &block.header;
+        if h.chain_id != self.config.chain_id {
+            return reject("wrong_chain");
         }
-        let parent = visionx::parse_hash32("parent_hash", &block.parent_hash);
+        if h.height != height {
+            return reject(if h.height < height { "stale_height" } else { "unknown_parent" });
+        }
+        let parent = visionx::parse_hash32("parent_hash", &h.parent_hash);
         if parent.as_ref().map(hex::encode).ok().as_deref() != Some(parent_hash.as_str()) {
             return reject("wrong_parent");
         }
-        if block.difficulty != self.next_difficulty()? {
+        if h.difficulty != self.next_difficulty()? {
             return reject("wrong_difficulty");
         }
-        if visionx::parse_hash32("tx_root", &block.tx_root).map(hex::encode).ok() != Some(self.tx_root(height)) {
+        if visionx::parse_hash32("tx_root", &h.tx_root).map(hex::encode).ok() != Some(self.tx_root(height)) {
             return reject("wrong_tx_root");
         }
-        if check_address("miner", &block.miner).is_err() {
+        if check_address("miner", &h.miner).is_err() {
             return reject("bad_miner_address");
         }
-        if block.timestamp <= parent_time || block.timestamp > now_secs() + 120 {
+        if h.timestamp <= parent_time || h.timestamp > now_secs() + 120 {
             return reject("bad_timestamp");
         }
         // Both hashes parsed in the checks above.
-        let header = block.header_fields(&self.config.chain_id).header().map_err(storage)?;
+        let header = h.header().map_err(storage)?;
         let input = header.pow_input(&self.config.params).map_err(storage)?;
         let digest = FastEngine::new().hash(&input, block.nonce);
-        if !digest.meets_difficulty(block.difficulty) {
+        if !digest.meets_difficulty(h.difficulty) {
             return reject("insufficient_work");
         }
         let stored = ChainBlock {
             height,
             hash: digest.to_hex(),
             parent_hash,
-            timestamp: block.timestamp,
-            difficulty: block.difficulty,
+            timestamp: h.timestamp,
+            difficulty: h.difficulty,
             tx_root: hex::encode(header.tx_root),
-            miner: block.miner.clone(),
+            miner: h.miner.clone(),
             nonce: block.nonce,
             reward: self.config.block_reward,
         };
@@ -321,7 +325,7 @@ impl DevnetChain {
             spendable_at_height: height + self.config.coinbase_maturity,
             coinbase: true,
         };
-        let ledger_key = self.ledger_key(&block.miner)?;
+        let ledger_key = self.ledger_key(&h.miner)?;
         let block_bytes = encode_block(&stored);
         let entry_bytes = serde_json::to_vec(&coinbase).map_err(storage)?;
 

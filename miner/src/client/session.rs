@@ -32,7 +32,8 @@ const FAILURES_BEFORE_FAILOVER: u32 = 2;
 /// Why mining stopped for good.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SessionEnd {
-    #[error("every pool refused this miner: {0}")]
+    /// Every pool (or the node, solo) refused this miner; the message says why.
+    #[error("{0}")]
     Refused(String),
     #[error("banned by {url} for {secs} more seconds")]
     Banned { url: String, secs: u64 },
@@ -226,7 +227,7 @@ impl PoolContext {
                 refused[pool] = Some(format!("{url}: {reason}: {message}"));
                 if refused.iter().all(Option::is_some) {
                     let all: Vec<String> = refused.iter().flatten().cloned().collect();
-                    return Err(SessionEnd::Refused(all.join("; ")));
+                    return Err(SessionEnd::Refused(format!("every pool refused this miner: {}", all.join("; "))));
                 }
                 drop(refused);
                 self.switch_to(next, &format!("refused: {reason}"));

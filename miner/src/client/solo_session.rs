@@ -109,7 +109,10 @@ pub async fn run_solo(
                     ApiFailure::RetryAfter { retry_after_secs, .. } => Duration::from_secs(retry_after_secs),
                     ApiFailure::Refused { reason, message } => {
                         submitter.abort();
-                        return Err(SessionEnd::Refused(format!("{}: {reason}: {message}", session.node.url)));
+                        return Err(SessionEnd::Refused(format!(
+                            "the node refused this miner: {}: {reason}: {message}",
+                            session.node.url
+                        )));
                     }
                     _ => backoff(failures),
                 };

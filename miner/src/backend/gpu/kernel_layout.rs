@@ -1,5 +1,5 @@
 //! The kernel's buffer layout as the host writes it: the uniform `Config`
-//! block (mirrored in Rust as [`KernelConfig`], pinned to the WGSL by a
+//! block (mirrored in Rust as `KernelConfig`, pinned to the WGSL by a
 //! test), the header words, and the sizes the kernel is built around.
 
 use bytemuck::{Pod, Zeroable};

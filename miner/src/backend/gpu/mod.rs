@@ -2,8 +2,20 @@
 //!
 //! - [`shader`]: assembles the kernel for native `u64` or emulated `vec2<u32>`.
 //! - [`adapters`]: finds and describes adapters (`vision-miner devices`).
-//! - [`searcher`]: one device running batches of nonces, reading back only
-//!   the found list.
+//! - [`device`]: opens an adapter and compiles the kernel; sizes per-hash
+//!   tables with `visionx`'s rules.
+//! - [`kernel_layout`]: the host side of the kernel's buffers (`KernelConfig`,
+//!   pinned to the WGSL `Config`; the header words).
+//! - [`searcher`]: the batch lifecycle: one device running batches of nonces,
+//!   reading back only the found list.
+//! - [`tuning`]: measures the device to choose the batch shape.
+//! - [`worker`]: [`GpuBackend`], the device's own thread, which re-checks
+//!   every found nonce on the CPU and disables the device on a failure.
+//!
+//! The kernel is the one implementation of VisionX outside `visionx`; no
+//! result of it reaches a session without a CPU re-check
+//! ([`hash_nonces`], for `vision-miner hash --engine gpu`, returns raw
+//! digests by design).
 
 pub mod adapters;
 pub mod device;
