@@ -38,6 +38,9 @@ pub struct CoordinatorArgs {
     /// Open HTTP connections at most; more wait to be accepted [default: 4096].
     #[arg(long, env = "VISION_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Open HTTP connections one source address may hold [default: 256].
+    #[arg(long, env = "VISION_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
     /// Seconds a client has to send a request's headers (idle keep-alive connections included) [default: 30].
     #[arg(long, env = "VISION_HEADER_TIMEOUT")]
     pub header_timeout: Option<u64>,
@@ -133,6 +136,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub header_timeout: Duration,
     pub request_timeout: Duration,
 }
@@ -175,6 +179,7 @@ impl CoordinatorArgs {
             upstream,
             upstream_token,
             max_connections,
+            max_connections_per_ip,
             header_timeout,
             request_timeout,
             max_long_polls,
@@ -247,6 +252,10 @@ impl CoordinatorArgs {
         };
         let limits = ConnectionLimits {
             max_connections: nonzero("max-connections", self.max_connections.unwrap_or(4096) as u64)? as usize,
+            max_connections_per_ip: nonzero(
+                "max-connections-per-ip",
+                self.max_connections_per_ip.unwrap_or(256) as u64,
+            )? as usize,
             header_timeout: Duration::from_secs(nonzero("header-timeout", self.header_timeout.unwrap_or(30))?),
             request_timeout: Duration::from_secs(nonzero("request-timeout", self.request_timeout.unwrap_or(30))?),
         };

@@ -26,6 +26,7 @@ pub mod api_error;
 mod bearer_auth;
 pub mod chain;
 pub mod config;
+mod connection_limits;
 pub mod demo;
 pub mod pool;
 pub mod server;

@@ -3,7 +3,8 @@
 //!
 //! The accept loop is our own (hyper with tokio) rather than `axum::serve`,
 //! for the limits a public server needs: at most `max_connections` open
-//! connections (more wait in the kernel's backlog), a header-read timeout
+//! connections (more wait in the kernel's backlog), at most
+//! `max_connections_per_ip` from one address (more are closed at once), a header-read timeout
 //! (a client that trickles bytes is dropped), and a per-request timeout
 //! (the pool routes add it; a long-poll keeps its own wait bound).
 
@@ -25,6 +26,7 @@ use crate::chain::devnet::DevnetChain;
 use crate::chain::upstream::UpstreamNode;
 use crate::chain::{node_routes, Chain};
 use crate::config::{ConnectionLimits, CoordinatorConfig};
+use crate::connection_limits::ConnectionsPerSource;
 use crate::pool::api::{self, PoolApiState};
 use crate::pool::{now_ms, Pool};
 use crate::storage::{PoolStore, SledStore};
@@ -125,6 +127,7 @@ impl Coordinator {
             Err(err) => tracing::error!("cannot read found blocks: {err}"),
         }
         let connections = Arc::new(Semaphore::new(limits.max_connections));
+        let per_source = ConnectionsPerSource::new(limits.max_connections_per_ip);
         let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -148,6 +151,10 @@ impl Coordinator {
                 },
                 () = &mut shutdown => break,
             };
+            let Some(source_slot) = per_source.try_acquire(peer.ip()) else {
+                tracing::debug!("closing a connection from {peer}: too many open from that address");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let router = router.clone();
             let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -157,7 +164,7 @@ impl Coordinator {
             });
             let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {
-                let _slot = permit;
+                let _slots = (permit, source_slot);
                 if let Err(err) = connection.await {
                     tracing::debug!("connection from {peer} ended: {err}");
                 }

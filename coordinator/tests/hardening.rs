@@ -509,6 +509,30 @@ async fn connections_are_limited() {
     pool.stop().await;
 }
 
+/// 12. One address cannot hold every connection slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_capped() {
+    let pool = TestPool::start(CoordinatorArgs { max_connections_per_ip: Some(2), ..settings("per-ip") }).await;
+    let addr = pool.url.trim_start_matches("http://").to_string();
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let quick = Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    assert!(quick.get(format!("{}/pool/stats", pool.url)).send().await.is_err(), "a third connection from 127.0.0.1");
+    let elsewhere = Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let answer = elsewhere.get(format!("{}/pool/stats", pool.url)).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK, "another address is served");
+    drop(idle);
+    eventually("the address's slots to free up", Duration::from_secs(5), async || {
+        quick.get(format!("{}/pool/stats", pool.url)).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    pool.stop().await;
+}
+
 /// 13 and 14. Invalid registrations leave no trace; stale shares and shares
 /// of unknown jobs (a pool that forgot them) never ban an honest miner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
