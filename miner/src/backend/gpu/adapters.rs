@@ -1,5 +1,7 @@
 //! Finding GPU adapters and describing them.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
 
 /// The backends the miner looks for adapters on (compute-capable native APIs).
@@ -7,10 +9,17 @@ pub fn backends() -> wgpu::Backends {
     wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12
 }
 
-pub fn instance() -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    desc.backends = backends();
-    wgpu::Instance::new(desc)
+/// The process's one wgpu instance, created on first use and kept (it is
+/// never changed after). A fresh instance per enumeration broke NVIDIA's
+/// Vulkan driver on an H200: once the first instance was dropped, the next
+/// enumeration found no adapter, and later device use crashed the process.
+pub fn instance() -> &'static wgpu::Instance {
+    static INSTANCE: OnceLock<wgpu::Instance> = OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = backends();
+        wgpu::Instance::new(desc)
+    })
 }
 
 /// Every adapter wgpu finds, in a stable order (the order `--device N` indexes).
