@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
-use visionx::{Found, NonceRange, PowInput, Target};
+use visionx::Found;
 
 use super::miner_status::MinerStatus;
-use super::pool_client::{ApiFailure, JobResponse, PoolClient};
+use super::pool_client::{ApiFailure, PoolClient};
 use super::work_dispatch::{Work, WorkDispatch};
 
 /// Shares kept while no pool answers.
@@ -57,22 +57,6 @@ fn jitter() -> f64 {
 pub fn backoff(failures: u32) -> Duration {
     let base = (0.5 * 2f64.powi(failures.min(8) as i32)).min(30.0);
     Duration::from_secs_f64(base * jitter())
-}
-
-fn work_from_job(job: &JobResponse, pool: usize) -> Result<Work, String> {
-    let input =
-        PowInput::from_hex(&job.epoch_seed, job.epoch, &job.pow_message, job.params).map_err(|e| e.to_string())?;
-    Ok(Work {
-        id: job.job_id.clone(),
-        height: job.height,
-        input: Arc::new(input),
-        target: Target::from_difficulty(job.share_difficulty),
-        share_difficulty: job.share_difficulty,
-        network_difficulty: job.network_difficulty,
-        nonces: NonceRange::new(job.nonce_start, job.nonce_end),
-        pool: Some(pool),
-        received: Instant::now(),
-    })
 }
 
 struct PoolContext {
@@ -309,7 +293,7 @@ impl PoolContext {
                     if same_job {
                         continue;
                     }
-                    match work_from_job(&job, active) {
+                    match Work::from_pool_job(&job, active) {
                         Ok(work) => {
                             let changed_height = self.dispatch.current_work().is_none_or(|w| w.height != job.height);
                             if changed_height {

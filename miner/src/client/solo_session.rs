@@ -4,11 +4,11 @@
 //! mode, and a refusal ends the session.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
-use visionx::{Found, NonceRange, Target};
+use visionx::Found;
 
 use super::miner_status::MinerStatus;
 use super::node_client::{BlockTemplate, NodeClient};
@@ -78,7 +78,7 @@ pub async fn run_solo(
                 let id = format!("solo:{}:{}", h.height, &h.parent_hash[..16.min(h.parent_hash.len())]);
                 let current = templates.lock().expect("template lock").as_ref().map(|(i, _)| i.clone());
                 if current.as_deref() != Some(id.as_str()) {
-                    match solo_work(&template, &id) {
+                    match Work::from_template(&template, &id) {
                         Ok(work) => {
                             let (height, difficulty) = (template.header.height, template.header.difficulty);
                             tracing::info!("mining height {height} at difficulty {difficulty}");
@@ -121,21 +121,4 @@ pub async fn run_solo(
             }
         }
     }
-}
-
-fn solo_work(template: &BlockTemplate, id: &str) -> Result<Work, String> {
-    // From the header fields, as the node will check it.
-    let input = template.pow_input().map_err(|e| e.to_string())?;
-    let difficulty = template.header.difficulty;
-    Ok(Work {
-        id: id.to_string(),
-        height: template.header.height,
-        input: Arc::new(input),
-        target: Target::from_difficulty(difficulty),
-        share_difficulty: difficulty,
-        network_difficulty: difficulty,
-        nonces: NonceRange::new(0, u64::MAX),
-        pool: None,
-        received: Instant::now(),
-    })
 }

@@ -13,6 +13,8 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 use visionx::{Found, Job, NonceRange, PowInput, SearchControl, Target};
 
+use super::node_client::BlockTemplate;
+use super::pool_client::JobResponse;
 use crate::backend::{BackendKind, MiningBackend};
 
 /// What the devices mine: a pool job or a solo template.
@@ -30,6 +32,50 @@ pub struct Work {
     /// Which pool gave it (index into the pool list); `None` for solo.
     pub pool: Option<usize>,
     pub received: Instant,
+}
+
+impl Work {
+    /// The work of a pool's job: its input from the job's fields, shares at
+    /// the job's difficulty, within its nonce range.
+    pub fn from_pool_job(job: &JobResponse, pool: usize) -> Result<Work, String> {
+        let input =
+            PowInput::from_hex(&job.epoch_seed, job.epoch, &job.pow_message, job.params).map_err(|e| e.to_string())?;
+        Ok(Self::new(job.job_id.clone(), job.height, input, job.share_difficulty, job.network_difficulty, Some(pool))
+            .within(NonceRange::new(job.nonce_start, job.nonce_end)))
+    }
+
+    /// The work of a node's template (solo): its input from the header
+    /// fields, as the node will check it; only blocks are reported.
+    pub fn from_template(template: &BlockTemplate, id: &str) -> Result<Work, String> {
+        let input = template.pow_input().map_err(|e| e.to_string())?;
+        let difficulty = template.header.difficulty;
+        Ok(Self::new(id.to_string(), template.header.height, input, difficulty, difficulty, None))
+    }
+
+    fn new(
+        id: String,
+        height: u64,
+        input: PowInput,
+        share_difficulty: u64,
+        network_difficulty: u64,
+        pool: Option<usize>,
+    ) -> Work {
+        Work {
+            id,
+            height,
+            input: Arc::new(input),
+            target: Target::from_difficulty(share_difficulty),
+            share_difficulty,
+            network_difficulty,
+            nonces: NonceRange::new(0, u64::MAX),
+            pool,
+            received: Instant::now(),
+        }
+    }
+
+    fn within(self, nonces: NonceRange) -> Work {
+        Work { nonces, ..self }
+    }
 }
 
 /// A device as the dispatcher drives it.
