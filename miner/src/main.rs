@@ -193,9 +193,10 @@ struct BenchArgs {
     backend: Vec<BackendChoice>,
     #[command(flatten)]
     gpu: GpuArgs,
-    /// Device memory the GPU batch may use, MiB (the tuner stays within it).
-    #[arg(long, default_value_t = 4096)]
-    gpu_memory_mb: u64,
+    /// Device memory the GPU batch may use, MiB (the tuner stays within it)
+    /// [default: 24576 on a discrete GPU, 4096 otherwise].
+    #[arg(long)]
+    gpu_memory_mb: Option<u64>,
     /// Fixed GPU batch size in hashes (skips auto-tuning).
     #[arg(long)]
     gpu_batch: Option<u32>,
@@ -330,7 +331,7 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
         }
         for &index in &plan.gpus {
             let goals = gpu::tuning::TuningGoals {
-                memory_budget: args.gpu_memory_mb << 20,
+                memory_budget: args.gpu_memory_mb.map(|mb| mb << 20),
                 fixed_hashes: args.gpu_batch,
                 ..Default::default()
             };

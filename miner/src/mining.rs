@@ -74,7 +74,7 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
     if let Some(note) = &plan.note {
         tracing::warn!("{note}");
     }
-    let goals = TuningGoals { memory_budget: config.gpu_memory_mb << 20, ..Default::default() };
+    let goals = TuningGoals { memory_budget: config.gpu_memory_mb.map(|mb| mb << 20), ..Default::default() };
     let mut devices: Vec<Device> = plan
         .gpus
         .iter()

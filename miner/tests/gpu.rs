@@ -105,6 +105,30 @@ fn gpu_finds_exactly_the_nonces_the_cpu_finds() {
 }
 
 #[test]
+fn a_batch_over_several_segments_finds_what_the_cpu_finds() {
+    if !require_adapter() {
+        return;
+    }
+    // Three segments in one compute pass, each with its own found list; the
+    // last one only partly used.
+    let shape = gpu::BatchShape { segment_hashes: 128, segments: 3, split: gpu::DEFAULT_SPLIT };
+    for variant in [ShaderVariant::Native, ShaderVariant::Emulated] {
+        let mut searcher = gpu::GpuSearcher::new(device(variant), shape, &small_params()).unwrap();
+        let nonces = NonceRange::new(1_000, 1_000 + 300);
+        let job = job(small_params(), nonces, 8);
+        searcher.set_job(job.input.clone(), job.target).unwrap();
+        let result = searcher.run_batch(nonces.start, 300).unwrap();
+        let mut found = result.found;
+        found.sort_by_key(|f| f.nonce);
+        let mut expected = Vec::new();
+        FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
+        assert!(expected.iter().any(|f| f.nonce >= 1_000 + 256), "the third segment has finds to check");
+        assert_eq!(found, expected, "{variant}");
+        assert!(!result.overflowed);
+    }
+}
+
+#[test]
 fn a_wrong_gpu_result_disables_the_device() {
     if !require_adapter() {
         return;

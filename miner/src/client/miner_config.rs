@@ -44,7 +44,7 @@ pub struct MineArgs {
     /// GPU shader variant: native or emulated [default: native where supported].
     #[arg(long, env = "VISION_SHADER")]
     pub shader: Option<String>,
-    /// Device memory a GPU batch may use, MiB [default: 4096].
+    /// Device memory a GPU batch may use, MiB [default: 24576 on a discrete GPU, 4096 otherwise].
     #[arg(long, env = "VISION_GPU_MEMORY_MB")]
     pub gpu_memory_mb: Option<u64>,
     /// Local status API address [default: 127.0.0.1:7073].
@@ -82,7 +82,8 @@ pub struct MinerConfig {
     pub threads: Option<usize>,
     pub device: Option<usize>,
     pub shader: Option<crate::backend::gpu::ShaderVariant>,
-    pub gpu_memory_mb: u64,
+    /// `None`: the adapter's default (`tuning::default_memory_budget`).
+    pub gpu_memory_mb: Option<u64>,
     pub api: Option<(SocketAddr, Option<String>)>,
     pub status_interval: Option<Duration>,
     pub quiet: bool,
@@ -191,7 +192,7 @@ impl MineArgs {
             threads: self.threads,
             device: self.device,
             shader,
-            gpu_memory_mb: self.gpu_memory_mb.unwrap_or(4096),
+            gpu_memory_mb: self.gpu_memory_mb,
             api,
             status_interval: (!quiet).then(|| Duration::from_secs(self.status_interval.unwrap_or(10).max(1))),
             quiet,

@@ -61,13 +61,17 @@ pub struct BatchResult {
 struct Segment {
     keys: wgpu::Buffer,
     filter: wgpu::Buffer,
+    /// The found list of this segment, one per readback slot. Every buffer a
+    /// segment writes is its own, so the segments of a step run side by side
+    /// (a shared found buffer made wgpu put a barrier between them).
+    found: Vec<wgpu::Buffer>,
     /// One bind group per readback slot.
     bind_groups: Vec<wgpu::BindGroup>,
 }
 
 struct ReadbackSlot {
     config: wgpu::Buffer,
-    found: wgpu::Buffer,
+    /// Every segment's found list, one after another, then the timestamps.
     staging: wgpu::Buffer,
     queries: Option<(wgpu::QuerySet, wgpu::Buffer)>,
     /// A batch was started here and not yet read or abandoned.
@@ -117,7 +121,8 @@ impl GpuSearcher {
             device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
         };
         let header = buffer("header", HEADER_BUFFER_BYTES, storage);
-        let found_capacity = shape.hashes().min(MAX_FOUND_PER_BATCH);
+        // Per segment.
+        let found_capacity = shape.segment_hashes.min(MAX_FOUND_PER_BATCH);
         let found_bytes = 4 + u64::from(found_capacity) * 9 * 4;
         let align = u64::from(device.limits().min_uniform_buffer_offset_alignment);
         let config_stride = (std::mem::size_of::<KernelConfig>() as u64).div_ceil(align) * align;
@@ -129,10 +134,9 @@ impl GpuSearcher {
                     config_stride * splits * u64::from(shape.segments),
                     wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 ),
-                found: buffer("found", found_bytes, storage | wgpu::BufferUsages::COPY_SRC),
                 staging: buffer(
                     "found staging",
-                    found_bytes + 16,
+                    found_bytes * u64::from(shape.segments) + 16,
                     wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 ),
                 queries: gpu.timestamps.then(|| {
@@ -157,9 +161,12 @@ impl GpuSearcher {
                 let values = buffer("table values", n * u64::from(slots_per_hash) * word, wgpu::BufferUsages::STORAGE);
                 // Without the filter the binding still needs a (never read) buffer.
                 let filter = buffer("table filter", (n * u64::from(filter_bits_per_hash) / 8).max(16), storage);
+                let found: Vec<wgpu::Buffer> =
+                    (0..SLOTS).map(|_| buffer("found", found_bytes, storage | wgpu::BufferUsages::COPY_SRC)).collect();
                 let bind_groups = readback
                     .iter()
-                    .map(|slot| {
+                    .zip(&found)
+                    .map(|(slot, found)| {
                         device.create_bind_group(&wgpu::BindGroupDescriptor {
                             label: Some("visionx segment"),
                             layout: &gpu.layout,
@@ -176,13 +183,13 @@ impl GpuSearcher {
                                 wgpu::BindGroupEntry { binding: 2, resource: state.as_entire_binding() },
                                 wgpu::BindGroupEntry { binding: 3, resource: keys.as_entire_binding() },
                                 wgpu::BindGroupEntry { binding: 4, resource: values.as_entire_binding() },
-                                wgpu::BindGroupEntry { binding: 5, resource: slot.found.as_entire_binding() },
+                                wgpu::BindGroupEntry { binding: 5, resource: found.as_entire_binding() },
                                 wgpu::BindGroupEntry { binding: 6, resource: filter.as_entire_binding() },
                             ],
                         })
                     })
                     .collect();
-                Segment { keys, filter, bind_groups }
+                Segment { keys, filter, found, bind_groups }
             })
             .collect();
         if let Some(err) = pollster::block_on(scope.pop()) {
@@ -315,7 +322,9 @@ impl GpuSearcher {
     }
 
     /// Submits the next step of `ticket` (one slice of the mix loop on every
-    /// segment); the last step also copies the found list for readback.
+    /// segment, all in one compute pass: the segments share nothing they
+    /// write, so the device runs them side by side); the last step also
+    /// copies the found lists for readback.
     pub fn submit_step(&mut self, ticket: &mut BatchTicket) -> Result<wgpu::SubmissionIndex, GpuError> {
         let t = ticket.next_step;
         assert!(t < ticket.steps.len(), "every step already submitted");
@@ -327,42 +336,48 @@ impl GpuSearcher {
         let mut encoder =
             self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch step") });
         if first {
-            encoder.clear_buffer(&rb.found, 0, None);
             for segment in &self.segments[..used_segments] {
+                encoder.clear_buffer(&segment.found[ticket.slot], 0, None);
                 encoder.clear_buffer(&segment.keys, 0, None);
                 if self.filter_bits_per_hash > 0 {
                     encoder.clear_buffer(&segment.filter, 0, None);
                 }
             }
         }
-        for (s, segment) in self.segments[..used_segments].iter().enumerate() {
-            let begin = first && s == 0;
-            let end = last && s + 1 == used_segments;
+        {
             let timestamp_writes =
-                rb.queries.as_ref().filter(|_| begin || end).map(|(set, _)| wgpu::ComputePassTimestampWrites {
+                rb.queries.as_ref().filter(|_| first || last).map(|(set, _)| wgpu::ComputePassTimestampWrites {
                     query_set: set,
-                    beginning_of_pass_write_index: begin.then_some(0),
-                    end_of_pass_write_index: end.then_some(1),
+                    beginning_of_pass_write_index: first.then_some(0),
+                    end_of_pass_write_index: last.then_some(1),
                 });
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("visionx slice"), timestamp_writes });
             pass.set_pipeline(&self.gpu.pipeline);
-            for dispatch in step.iter().filter(|d| d.segment == s) {
-                pass.set_bind_group(0, &segment.bind_groups[ticket.slot], &[dispatch.offset]);
+            for dispatch in step {
+                pass.set_bind_group(0, &self.segments[dispatch.segment].bind_groups[ticket.slot], &[dispatch.offset]);
                 pass.dispatch_workgroups(dispatch.workgroups, 1, 1);
             }
         }
         if last {
-            encoder.copy_buffer_to_buffer(&rb.found, 0, &rb.staging, 0, self.found_bytes);
+            for (s, segment) in self.segments[..used_segments].iter().enumerate() {
+                let offset = s as u64 * self.found_bytes;
+                encoder.copy_buffer_to_buffer(&segment.found[ticket.slot], 0, &rb.staging, offset, self.found_bytes);
+            }
             if let Some((set, resolve)) = &rb.queries {
                 encoder.resolve_query_set(set, 0..2, resolve, 0);
-                encoder.copy_buffer_to_buffer(resolve, 0, &rb.staging, self.found_bytes, 16);
+                encoder.copy_buffer_to_buffer(resolve, 0, &rb.staging, self.timestamps_offset(), 16);
             }
         }
         let submission = self.gpu.queue.submit([encoder.finish()]);
         ticket.next_step += 1;
         self.gpu.check_health()?;
         Ok(submission)
+    }
+
+    /// Where the timestamps follow the found lists in a staging buffer.
+    fn timestamps_offset(&self) -> u64 {
+        self.found_bytes * u64::from(self.shape.segments)
     }
 
     /// Blocks until `submission` has finished on the device.
@@ -387,6 +402,8 @@ impl GpuSearcher {
     /// Reads the found list of a batch whose last step has finished.
     pub fn read_results(&mut self, ticket: BatchTicket) -> Result<BatchResult, GpuError> {
         assert_eq!(ticket.next_step, ticket.steps.len(), "batch not fully submitted");
+        let used_segments = ticket.hashes.div_ceil(self.shape.segment_hashes) as usize;
+        let timestamps_offset = self.timestamps_offset() as usize;
         let rb = &mut self.readback[ticket.slot];
         rb.busy = false;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -406,25 +423,28 @@ impl GpuSearcher {
         let wall_time = ticket.started_at.elapsed();
         let (found, overflowed, gpu_ticks) = {
             let bytes = rb.staging.get_mapped_range(..).map_err(|e| GpuError::Validation(e.to_string()))?;
-            let words: &[u32] = bytemuck::cast_slice(&bytes[..self.found_bytes as usize]);
-            let total = words[0];
-            let stored = total.min(self.found_capacity) as usize;
-            let found: Vec<Found> = words[1..1 + stored * 9]
-                .chunks_exact(9)
-                .map(|e| {
+            let mut found = Vec::new();
+            let mut overflowed = false;
+            for s in 0..used_segments {
+                let region = &bytes[s * self.found_bytes as usize..(s + 1) * self.found_bytes as usize];
+                let words: &[u32] = bytemuck::cast_slice(region);
+                let total = words[0];
+                overflowed |= total > self.found_capacity;
+                let stored = total.min(self.found_capacity) as usize;
+                found.extend(words[1..1 + stored * 9].chunks_exact(9).map(|e| {
                     let mut digest = [0u8; 32];
                     for (i, pair) in e[1..].chunks_exact(2).enumerate() {
                         let word = u64::from(pair[0]) | u64::from(pair[1]) << 32;
                         digest[i * 8..i * 8 + 8].copy_from_slice(&word.to_be_bytes());
                     }
                     Found { nonce: ticket.nonce_base + u64::from(e[0]), digest: Digest(digest) }
-                })
-                .collect();
+                }));
+            }
             let ticks = rb.queries.as_ref().map(|_| {
-                let ts: [u64; 2] = bytemuck::pod_read_unaligned(&bytes[self.found_bytes as usize..][..16]);
+                let ts: [u64; 2] = bytemuck::pod_read_unaligned(&bytes[timestamps_offset..][..16]);
                 ts[1].saturating_sub(ts[0])
             });
-            (found, total > self.found_capacity, ticks)
+            (found, overflowed, ticks)
         };
         rb.staging.unmap();
         let period_ns = f64::from(self.gpu.queue.get_timestamp_period());
