@@ -318,7 +318,15 @@ impl GpuSearcher {
         // Writes land at the next submit, after everything submitted before.
         self.gpu.queue.write_buffer(&self.readback[slot].config, 0, &configs);
         self.readback[slot].busy = true;
-        Ok(BatchTicket { slot, nonce_base, hashes: count, steps, next_step: 0, started_at: Instant::now() })
+        Ok(BatchTicket {
+            slot,
+            nonce_base,
+            hashes: count,
+            steps,
+            next_step: 0,
+            started_at: Instant::now(),
+            last_submission: None,
+        })
     }
 
     /// Submits the next step of `ticket` (one slice of the mix loop on every
@@ -371,6 +379,7 @@ impl GpuSearcher {
         }
         let submission = self.gpu.queue.submit([encoder.finish()]);
         ticket.next_step += 1;
+        ticket.last_submission = Some(submission.clone());
         self.gpu.check_health()?;
         Ok(submission)
     }
@@ -410,10 +419,14 @@ impl GpuSearcher {
         rb.staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = tx.send(result);
         });
-        // The last step has completed, so this poll only runs the map callback.
+        // Wait for this batch's own last step only (usually done already, so
+        // this just runs the map callback): waiting for everything submitted
+        // would also wait for the next batch's queued steps and let the
+        // device run dry while nothing new is submitted.
+        let own = ticket.last_submission.clone();
         self.gpu
             .device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(Duration::from_secs(60)) })
+            .poll(wgpu::PollType::Wait { submission_index: own, timeout: Some(Duration::from_secs(60)) })
             .map_err(|e| GpuError::DeviceLost(format!("{}: {e}", self.gpu.summary.name)))?;
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
@@ -512,6 +525,8 @@ pub struct BatchTicket {
     steps: Vec<Vec<Dispatch>>,
     next_step: usize,
     started_at: Instant,
+    /// The submission of its last step submitted so far.
+    last_submission: Option<wgpu::SubmissionIndex>,
 }
 
 impl BatchTicket {
