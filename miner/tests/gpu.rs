@@ -186,14 +186,18 @@ fn a_new_job_interrupts_a_running_batch() {
     if !require_adapter() {
         return;
     }
-    // Consensus params: one batch is 64 dispatches long. 512 hashes take
-    // over a second on lavapipe (about 400 H/s), so the cancel lands mid-batch.
+    // Consensus params: one batch is 64 dispatches long, and the cancel must
+    // land inside the first one. 512 hashes take over a second on lavapipe
+    // (about 400 H/s); a hardware GPU gets a batch it cannot finish in the
+    // wait either (16k hashes: about 0.2 s on an H200, 6 GiB of tables).
+    let software = gpu::adapters::summaries()[0].is_software;
+    let batch = if software { 512 } else { 16_384 };
     let job = job(Params::CONSENSUS, NonceRange::new(0, u64::MAX), u64::MAX);
-    let backend = GpuBackend::start(0, None, None, goals(512), &job, InjectedFault::None).unwrap();
+    let backend = GpuBackend::start(0, None, None, goals(batch), &job, InjectedFault::None).unwrap();
     let control = Arc::new(SearchControl::new());
     let (end, stop_time) = std::thread::scope(|s| {
         let search = s.spawn(|| collect(&backend, &job, &control).0);
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(if software { 300 } else { 30 }));
         let cancelled_at = Instant::now();
         control.cancel();
         let end = search.join().unwrap();
