@@ -129,6 +129,27 @@ fn a_batch_over_several_segments_finds_what_the_cpu_finds() {
 }
 
 #[test]
+fn a_tuned_device_finds_what_the_cpu_finds() {
+    if !require_adapter() {
+        return;
+    }
+    // Tuned, not fixed: on a hardware GPU the tuner also grows the split
+    // (longer slices of the mix loop); the results must not change.
+    let goals = TuningGoals { memory_budget: Some(1 << 30), ..Default::default() };
+    let tuning_job = job(small_params(), NonceRange::new(0, 1), 1);
+    let backend = GpuBackend::start(0, None, None, goals, &tuning_job, InjectedFault::None).unwrap();
+    eprintln!("tuned shape {:?}", backend.shape());
+    let nonces = NonceRange::new(77_000, 77_000 + 700);
+    let job = job(small_params(), nonces, 8);
+    let (end, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
+    assert_eq!(end.unwrap(), visionx::SearchEnd { hashes: nonces.len(), cancelled: false });
+    let mut expected = Vec::new();
+    FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
+    assert!(!expected.is_empty());
+    assert_eq!(found, expected);
+}
+
+#[test]
 fn a_wrong_gpu_result_disables_the_device() {
     if !require_adapter() {
         return;

@@ -242,6 +242,25 @@ impl GpuSearcher {
                 <= self.readback[0].config.size().div_ceil(self.config_stride) as u32 / self.shape.segments
     }
 
+    /// Uses `split` mix iterations per dispatch from the next batch on. Only
+    /// a larger split than the buffers were made for fits (fewer slices need
+    /// fewer configs); false otherwise, or while a batch is in flight.
+    pub fn set_split(&mut self, split: u32) -> bool {
+        if split < self.shape.split || self.readback.iter().any(|r| r.busy) {
+            return false;
+        }
+        self.shape.split = split;
+        true
+    }
+
+    /// Returns to a smaller split tried before (the buffers were made for it
+    /// or a smaller one).
+    pub(crate) fn set_split_back(&mut self, split: u32) {
+        if !self.readback.iter().any(|r| r.busy) {
+            self.shape.split = split;
+        }
+    }
+
     /// Forgets the loaded job.
     pub fn clear_job(&mut self) {
         self.job = None;

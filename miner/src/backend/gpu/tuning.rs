@@ -59,6 +59,46 @@ pub fn default_memory_budget(summary: &super::adapters::AdapterSummary) -> u64 {
     }
 }
 
+/// Longest step (one slice on every segment) the split may grow to: a new
+/// job waits for the steps already queued (two), and desktop drivers kill
+/// dispatches after about 2 s.
+const MAX_GROWN_STEP: Duration = Duration::from_millis(50);
+
+/// On a hardware GPU, fewer, longer slices per batch: each slice of the mix
+/// loop is a submission and a drain of the device. Doubles the split while
+/// a step stays short and the rate does not fall. (Software adapters keep
+/// the default: lavapipe corrupts results above about 3,000 iterations per
+/// dispatch.)
+fn grow_split(
+    searcher: &mut GpuSearcher,
+    mut tuned: Tuned,
+    mix_iters: u32,
+    goals: &TuningGoals,
+) -> Result<Tuned, GpuError> {
+    let hashes = tuned.shape.hashes();
+    let segments = tuned.shape.segments;
+    let limit = MAX_GROWN_STEP.min(goals.max_dispatch);
+    while tuned.dispatch_time * segments * 2 <= limit && tuned.shape.split < mix_iters {
+        let split = (tuned.shape.split * 2).min(mix_iters);
+        if !searcher.set_split(split) {
+            break;
+        }
+        let step = searcher.time_one_step(0, hashes)?;
+        let slices = f64::from(mix_iters.div_ceil(split).max(1));
+        let rate = f64::from(hashes) / (step.as_secs_f64() * slices);
+        if rate < tuned.measured_rate * 0.99 || step > limit {
+            searcher.set_split_back(tuned.shape.split);
+            break;
+        }
+        tuned = Tuned {
+            shape: BatchShape { split, ..tuned.shape },
+            measured_rate: rate,
+            dispatch_time: step.div_f64(f64::from(segments)),
+        };
+    }
+    Ok(tuned)
+}
+
 /// The tuner's choice and what it measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuned {
@@ -126,7 +166,10 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
         }
         hashes = next;
     }
-    let (mut searcher, tuned) = best.expect("the smallest batch was measured");
+    let (mut searcher, mut tuned) = best.expect("the smallest batch was measured");
+    if !gpu.summary.is_software {
+        tuned = grow_split(&mut searcher, tuned, params.mix_iters, goals)?;
+    }
     searcher.clear_job();
     Ok((searcher, tuned))
 }
