@@ -218,11 +218,11 @@ struct BenchArgs {
     json: bool,
 }
 
-fn parse_engine(s: &str) -> Result<EngineKind, String> {
+fn parse_engine(s: &str) -> Result<EngineKind, visionx::UnknownEngine> {
     s.parse()
 }
 
-fn parse_shader(s: &str) -> Result<ShaderVariant, String> {
+fn parse_shader(s: &str) -> Result<ShaderVariant, gpu::shader::UnknownShader> {
     s.parse()
 }
 

@@ -280,6 +280,6 @@ fn the_probe_runs_in_a_child_process() {
     }
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_vision-miner"));
     gpu::probe_in_child(exe, 0, None, Duration::from_secs(120)).unwrap();
-    let err = gpu::probe_in_child(exe, 99, None, Duration::from_secs(120)).unwrap_err();
+    let err = gpu::probe_in_child(exe, 99, None, Duration::from_secs(120)).unwrap_err().to_string();
     assert!(err.contains("exited with code"), "{err}");
 }

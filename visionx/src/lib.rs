@@ -41,5 +41,5 @@ pub use header::{parse_hash32, BlockHeader};
 pub use params::{Geometry, Params};
 pub use pow_input::PowInput;
 pub use reference::ReferenceEngine;
-pub use search::{EngineKind, Found, Job, NonceRange, PowEngine, SearchControl, SearchEnd};
+pub use search::{EngineKind, Found, Job, NonceRange, PowEngine, SearchControl, SearchEnd, UnknownEngine};
 pub use target::{Digest, Target};

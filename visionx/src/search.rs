@@ -67,14 +67,19 @@ impl fmt::Display for EngineKind {
     }
 }
 
-impl FromStr for EngineKind {
-    type Err = String;
+/// An engine name that names no engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown engine {0:?} (expected reference or fast)")]
+pub struct UnknownEngine(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for EngineKind {
+    type Err = UnknownEngine;
+
+    fn from_str(s: &str) -> Result<Self, UnknownEngine> {
         match s {
             "reference" => Ok(EngineKind::Reference),
             "fast" => Ok(EngineKind::Fast),
-            other => Err(format!("unknown engine {other:?} (expected reference or fast)")),
+            other => Err(UnknownEngine(other.to_string())),
         }
     }
 }

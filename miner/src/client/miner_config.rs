@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::backend::gpu::shader::UnknownShader;
 use crate::device_selection::BackendChoice;
 use crate::MinerError;
 
@@ -134,30 +135,30 @@ impl MineArgs {
 
     /// Checks everything a person could have mistyped; the message says what.
     pub fn resolve(self) -> Result<MinerConfig, MinerError> {
-        self.checked().map_err(MinerError::BadInput)
-    }
-
-    fn checked(self) -> Result<MinerConfig, String> {
         let mode = match (&self.solo, self.pools.is_empty()) {
-            (Some(_), false) => return Err("give --pool or --solo, not both".into()),
+            (Some(_), false) => return Err(MinerError::bad_input("give --pool or --solo, not both")),
             (Some(node), true) => {
-                crate::client::node_client::NodeClient::new(node, None).map_err(|e| e.to_string())?;
+                crate::client::node_client::NodeClient::new(node, None)?;
                 MiningMode::Solo(node.clone())
             }
             (None, false) => {
                 for url in &self.pools {
-                    crate::client::pool_client::PoolClient::new(url).map_err(|e| e.to_string())?;
+                    crate::client::pool_client::PoolClient::new(url)?;
                 }
                 MiningMode::Pool(self.pools.clone())
             }
             (None, true) => {
-                return Err("nothing to mine: give --pool URL (or --solo NODE_URL) and --wallet ADDRESS".into())
+                return Err(MinerError::bad_input(
+                    "nothing to mine: give --pool URL (or --solo NODE_URL) and --wallet ADDRESS",
+                ))
             }
         };
-        let wallet = self.wallet.ok_or("--wallet ADDRESS is required")?;
+        let wallet = self.wallet.ok_or_else(|| MinerError::bad_input("--wallet ADDRESS is required"))?;
         let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':');
         if wallet.is_empty() || wallet.len() > 128 || !wallet.chars().all(ok) {
-            return Err(format!("--wallet {wallet:?}: an address is 1-128 ASCII letters, digits, '_', '-' or ':'"));
+            return Err(MinerError::bad_input(format!(
+                "--wallet {wallet:?}: an address is 1-128 ASCII letters, digits, '_', '-' or ':'"
+            )));
         }
         let worker = self.worker.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "rig".into());
         let worker: String = worker
@@ -165,20 +166,26 @@ impl MineArgs {
             .map(|c| if c.is_ascii_alphanumeric() || "_-.:".contains(c) { c } else { '-' })
             .take(64)
             .collect();
-        let shader = self.shader.as_deref().map(str::parse).transpose()?;
+        let shader = self
+            .shader
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: UnknownShader| MinerError::bad_input(e.to_string()))?;
         if self.threads == Some(0) {
-            return Err("--threads must be at least 1".into());
+            return Err(MinerError::bad_input("--threads must be at least 1"));
         }
         let api = if self.no_api == Some(true) {
             None
         } else {
             let bind = self.api_bind.unwrap_or_else(|| "127.0.0.1:7073".into());
-            let addr: SocketAddr =
-                bind.parse().map_err(|_| format!("--api-bind {bind:?} is not an address like 127.0.0.1:7073"))?;
+            let addr: SocketAddr = bind.parse().map_err(|_| {
+                MinerError::bad_input(format!("--api-bind {bind:?} is not an address like 127.0.0.1:7073"))
+            })?;
             if !addr.ip().is_loopback() && self.api_token.as_deref().is_none_or(str::is_empty) {
-                return Err(format!(
+                return Err(MinerError::bad_input(format!(
                     "--api-bind {addr} is reachable from other machines: give --api-token too (or bind 127.0.0.1)"
-                ));
+                )));
             }
             Some((addr, self.api_token.filter(|t| !t.is_empty())))
         };

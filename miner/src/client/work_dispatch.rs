@@ -37,17 +37,16 @@ pub struct Work {
 impl Work {
     /// The work of a pool's job: its input from the job's fields, shares at
     /// the job's difficulty, within its nonce range.
-    pub fn from_pool_job(job: &JobResponse, pool: usize) -> Result<Work, String> {
-        let input =
-            PowInput::from_hex(&job.epoch_seed, job.epoch, &job.pow_message, job.params).map_err(|e| e.to_string())?;
+    pub fn from_pool_job(job: &JobResponse, pool: usize) -> Result<Work, visionx::Error> {
+        let input = PowInput::from_hex(&job.epoch_seed, job.epoch, &job.pow_message, job.params)?;
         Ok(Self::new(job.job_id.clone(), job.height, input, job.share_difficulty, job.network_difficulty, Some(pool))
             .within(NonceRange::new(job.nonce_start, job.nonce_end)))
     }
 
     /// The work of a node's template (solo): its input from the header
     /// fields, as the node will check it; only blocks are reported.
-    pub fn from_template(template: &BlockTemplate, id: &str) -> Result<Work, String> {
-        let input = template.pow_input().map_err(|e| e.to_string())?;
+    pub fn from_template(template: &BlockTemplate, id: &str) -> Result<Work, visionx::Error> {
+        let input = template.pow_input()?;
         let difficulty = template.header.difficulty;
         Ok(Self::new(id.to_string(), template.header.height, input, difficulty, difficulty, None))
     }

@@ -41,6 +41,9 @@ pub enum GpuError {
     /// The device was disabled (a wrong result or a lost device earlier).
     #[error("GPU {0} is disabled")]
     Disabled(String),
+    /// The child-process probe of a device failed (or crashed, or hung).
+    #[error("GPU probe failed: {0}")]
+    Probe(String),
     /// A batch was asked for before any job was loaded.
     #[error("no job loaded")]
     NoJob,
@@ -110,7 +113,8 @@ pub fn probe_in_child(
     index: usize,
     variant: Option<ShaderVariant>,
     timeout: std::time::Duration,
-) -> Result<(), String> {
+) -> Result<(), GpuError> {
+    let probe = GpuError::Probe;
     let mut cmd = std::process::Command::new(miner_exe);
     cmd.args(["gpu-probe", "--device", &index.to_string()]);
     if let Some(variant) = variant {
@@ -120,7 +124,7 @@ pub fn probe_in_child(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start the probe {}: {e}", miner_exe.display()))?;
+        .map_err(|e| probe(format!("cannot start the probe {}: {e}", miner_exe.display())))?;
     let started = std::time::Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -128,23 +132,23 @@ pub fn probe_in_child(
             Ok(None) if started.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("probe did not finish within {}s", timeout.as_secs()));
+                return Err(probe(format!("probe did not finish within {}s", timeout.as_secs())));
             }
             Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            Err(e) => return Err(format!("probe: {e}")),
+            Err(e) => return Err(probe(format!("probe: {e}"))),
         }
     };
-    let output = child.wait_with_output().map_err(|e| format!("probe: {e}"))?;
+    let output = child.wait_with_output().map_err(|e| probe(format!("probe: {e}")))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if status.success() && stdout.trim() == "ok" {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let reason = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string();
-    Err(match status.code() {
+    Err(probe(match status.code() {
         Some(code) => format!("probe exited with code {code}: {reason}"),
         None => format!("probe crashed ({status}): {reason}"),
-    })
+    }))
 }
 
 /// What `vision-miner gpu-probe` does in the child: compile the kernel on

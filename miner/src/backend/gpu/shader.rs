@@ -52,14 +52,19 @@ impl fmt::Display for ShaderVariant {
     }
 }
 
-impl FromStr for ShaderVariant {
-    type Err = String;
+/// A `--shader` value that names no variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown shader variant {0:?} (expected native or emulated)")]
+pub struct UnknownShader(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for ShaderVariant {
+    type Err = UnknownShader;
+
+    fn from_str(s: &str) -> Result<Self, UnknownShader> {
         match s {
             "native" => Ok(ShaderVariant::Native),
             "emulated" => Ok(ShaderVariant::Emulated),
-            other => Err(format!("unknown shader variant {other:?} (expected native or emulated)")),
+            other => Err(UnknownShader(other.to_string())),
         }
     }
 }
