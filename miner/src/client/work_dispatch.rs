@@ -39,8 +39,9 @@ impl Work {
     /// the job's difficulty, within its nonce range.
     pub fn from_pool_job(job: &JobResponse, pool: usize) -> Result<Work, visionx::Error> {
         let input = PowInput::from_hex(&job.epoch_seed, job.epoch, &job.pow_message, job.params)?;
-        Ok(Self::new(job.job_id.clone(), job.height, input, job.share_difficulty, job.network_difficulty, Some(pool))
-            .within(NonceRange::new(job.nonce_start, job.nonce_end)))
+        let difficulties = (job.share_difficulty, job.network_difficulty);
+        let nonces = NonceRange::new(job.nonce_start, job.nonce_end);
+        Ok(Self::new(job.job_id.clone(), job.height, input, difficulties, nonces, Some(pool)))
     }
 
     /// The work of a node's template (solo): its input from the header
@@ -48,15 +49,17 @@ impl Work {
     pub fn from_template(template: &BlockTemplate, id: &str) -> Result<Work, visionx::Error> {
         let input = template.pow_input()?;
         let difficulty = template.header.difficulty;
-        Ok(Self::new(id.to_string(), template.header.height, input, difficulty, difficulty, None))
+        let everything = NonceRange::new(0, u64::MAX);
+        Ok(Self::new(id.to_string(), template.header.height, input, (difficulty, difficulty), everything, None))
     }
 
+    /// `difficulties`: (share, network).
     fn new(
         id: String,
         height: u64,
         input: PowInput,
-        share_difficulty: u64,
-        network_difficulty: u64,
+        (share_difficulty, network_difficulty): (u64, u64),
+        nonces: NonceRange,
         pool: Option<usize>,
     ) -> Work {
         Work {
@@ -66,14 +69,10 @@ impl Work {
             target: Target::from_difficulty(share_difficulty),
             share_difficulty,
             network_difficulty,
-            nonces: NonceRange::new(0, u64::MAX),
+            nonces,
             pool,
             received: Instant::now(),
         }
-    }
-
-    fn within(self, nonces: NonceRange) -> Work {
-        Work { nonces, ..self }
     }
 }
 

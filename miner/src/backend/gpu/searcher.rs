@@ -88,6 +88,8 @@ struct LoadedJob {
 pub struct GpuSearcher {
     gpu: GpuDevice,
     shape: BatchShape,
+    /// The split the config buffers were sized for (the smallest usable).
+    allocated_split: u32,
     slots_per_hash: u32,
     filter_bits_per_hash: u32,
     config_stride: u64,
@@ -199,6 +201,7 @@ impl GpuSearcher {
         Ok(GpuSearcher {
             gpu,
             shape,
+            allocated_split: shape.split,
             slots_per_hash,
             filter_bits_per_hash,
             config_stride,
@@ -243,22 +246,14 @@ impl GpuSearcher {
     }
 
     /// Uses `split` mix iterations per dispatch from the next batch on. Only
-    /// a larger split than the buffers were made for fits (fewer slices need
-    /// fewer configs); false otherwise, or while a batch is in flight.
+    /// a split at least that the buffers were made for fits (no more slices,
+    /// so no more configs); false otherwise, or while a batch is in flight.
     pub fn set_split(&mut self, split: u32) -> bool {
-        if split < self.shape.split || self.readback.iter().any(|r| r.busy) {
+        if split < self.allocated_split || self.readback.iter().any(|r| r.busy) {
             return false;
         }
         self.shape.split = split;
         true
-    }
-
-    /// Returns to a smaller split tried before (the buffers were made for it
-    /// or a smaller one).
-    pub(crate) fn set_split_back(&mut self, split: u32) {
-        if !self.readback.iter().any(|r| r.busy) {
-            self.shape.split = split;
-        }
     }
 
     /// Forgets the loaded job.

@@ -87,7 +87,7 @@ fn grow_split(
         let slices = f64::from(mix_iters.div_ceil(split).max(1));
         let rate = f64::from(hashes) / (step.as_secs_f64() * slices);
         if rate < tuned.measured_rate * 0.99 || step > limit {
-            searcher.set_split_back(tuned.shape.split);
+            searcher.set_split(tuned.shape.split);
             break;
         }
         tuned = Tuned {
