@@ -12,6 +12,7 @@ use axum::Json;
 
 use crate::chain::ChainError;
 use crate::pool::PoolError;
+use crate::rewards::RewardError;
 use crate::storage::StoreError;
 
 #[derive(Debug, Clone)]
@@ -100,6 +101,15 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         tracing::error!("storage failure: {err}");
         ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the pool's storage failed", 5)
+    }
+}
+
+impl From<RewardError> for ApiError {
+    fn from(err: RewardError) -> Self {
+        match err {
+            RewardError::Store(err) => err.into(),
+            RewardError::Chain(err) => err.into(),
+        }
     }
 }
 

@@ -7,8 +7,11 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::chain::check_address;
 use crate::chain::devnet::DevnetConfig;
 use crate::pool::PoolConfig;
+use crate::rewards::reward_split::PayoutScheme;
+use crate::rewards::{CrashPoint, RewardConfig, DEFAULT_FOUNDATION_ADDRESS, FOUNDATION_FEE_BPS};
 use crate::storage::PoolSettings;
 
 /// Every setting, as flags (each also readable from `VISION_*` env vars
@@ -120,6 +123,35 @@ pub struct CoordinatorArgs {
     /// Shares that may wait for verification before the pool answers 503 [default: 256].
     #[arg(long, env = "VISION_VERIFY_QUEUE")]
     pub verify_queue: Option<usize>,
+    /// How block rewards are shared: pplns, prop or solo [default: pplns].
+    #[arg(long, env = "VISION_PAYOUT_SCHEME")]
+    pub payout_scheme: Option<String>,
+    /// PPLNS window N as a multiple of the block's network difficulty [default: 2].
+    #[arg(long, env = "VISION_PPLNS_WINDOW_FACTOR")]
+    pub pplns_window_factor: Option<f64>,
+    /// Confirmations (the block itself counting one) before a block's reward is payable [default: 10].
+    #[arg(long, env = "VISION_CONFIRMATIONS")]
+    pub confirmations: Option<u64>,
+    /// Confirmed balance, in base units, at which a wallet is paid [default: 100000000 = 1 LAND].
+    #[arg(long, env = "VISION_PAYOUT_THRESHOLD")]
+    pub payout_threshold: Option<u64>,
+    /// Address of the mandatory foundation fee [default: vision-foundation].
+    #[arg(long, env = "VISION_FOUNDATION_ADDRESS")]
+    pub foundation_address: Option<String>,
+    /// Foundation fee in basis points; 100 (1%) at least [default: 100].
+    #[arg(long, env = "VISION_FOUNDATION_FEE_BPS")]
+    pub foundation_fee_bps: Option<u32>,
+    /// Address the pool fee goes to [default: the pool address, where it simply stays].
+    #[arg(long, env = "VISION_POOL_FEE_ADDRESS")]
+    pub pool_fee_address: Option<String>,
+    /// Milliseconds between reward rounds (chain polls, payouts) [default: 5000].
+    #[arg(long, env = "VISION_REWARD_POLL_MS")]
+    pub reward_poll_ms: Option<u64>,
+    /// Test hook: kill the process with SIGKILL at this point of the money
+    /// path (credit_block, after_sending, after_transfer).
+    #[arg(long, env = "VISION_CRASH_AT", hide = true)]
+    #[serde(skip)]
+    pub crash_at: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,8 +237,74 @@ impl CoordinatorArgs {
             idle_timeout,
             session_ttl_days,
             verify_threads,
-            verify_queue
+            verify_queue,
+            payout_scheme,
+            pplns_window_factor,
+            confirmations,
+            payout_threshold,
+            foundation_address,
+            foundation_fee_bps,
+            pool_fee_address,
+            reward_poll_ms,
+            crash_at
         )
+    }
+
+    /// The reward settings, checked: the foundation fee cannot go below 1%.
+    fn reward_config(&self, pool_address: &str, block_time_secs: u64) -> Result<RewardConfig, ConfigError> {
+        let defaults = RewardConfig::default();
+        let scheme = match &self.payout_scheme {
+            Some(name) => {
+                name.parse::<PayoutScheme>().map_err(|e| ConfigError::Invalid(format!("--payout-scheme: {e}")))?
+            }
+            None => defaults.scheme,
+        };
+        let factor = self.pplns_window_factor.unwrap_or(defaults.pplns_window_factor);
+        if !(factor.is_finite() && factor > 0.0 && factor <= 1000.0) {
+            return Err(ConfigError::Invalid("--pplns-window-factor must be above 0 and at most 1000".into()));
+        }
+        let confirmations = self.confirmations.unwrap_or(defaults.confirmations);
+        if !(1..=10_000).contains(&confirmations) {
+            return Err(ConfigError::Invalid("--confirmations must be 1-10000".into()));
+        }
+        let foundation_fee_bps = self.foundation_fee_bps.unwrap_or(FOUNDATION_FEE_BPS);
+        if !(FOUNDATION_FEE_BPS..=10_000 - crate::pool::MAX_POOL_FEE_BPS).contains(&foundation_fee_bps) {
+            return Err(ConfigError::Invalid(format!(
+                "--foundation-fee-bps must be {FOUNDATION_FEE_BPS}-9000: the foundation's 1% is mandatory"
+            )));
+        }
+        let address = |flag: &str, value: Option<&String>, default: &str| -> Result<String, ConfigError> {
+            let address = value.cloned().unwrap_or_else(|| default.to_string());
+            check_address("address", &address).map_err(|_| {
+                ConfigError::Invalid(format!("--{flag} must be 1-128 ASCII letters, digits, '_', '-' or ':'"))
+            })?;
+            Ok(address)
+        };
+        let crash_at = match &self.crash_at {
+            Some(name) => Some(
+                CrashPoint::parse(name)
+                    .ok_or_else(|| ConfigError::Invalid(format!("--crash-at: unknown point {name:?}")))?,
+            ),
+            None => None,
+        };
+        Ok(RewardConfig {
+            scheme,
+            pplns_window_factor: factor,
+            confirmations,
+            payout_threshold: self.payout_threshold.unwrap_or(defaults.payout_threshold).max(1),
+            foundation_address: address(
+                "foundation-address",
+                self.foundation_address.as_ref(),
+                DEFAULT_FOUNDATION_ADDRESS,
+            )?,
+            foundation_fee_bps,
+            pool_fee_address: address("pool-fee-address", self.pool_fee_address.as_ref(), pool_address)?,
+            pool_address: pool_address.to_string(),
+            block_time_secs,
+            poll_interval: Duration::from_millis(self.reward_poll_ms.unwrap_or(5000).max(50)),
+            crash_at,
+            ..defaults
+        })
     }
 
     /// Fills in defaults and checks ranges.
@@ -237,7 +335,7 @@ impl CoordinatorArgs {
                 Err(ConfigError::Invalid(format!("--{name} must be a positive number")))
             }
         };
-        let pool_address = self.pool_address.unwrap_or(pool_defaults.pool_address.clone());
+        let pool_address = self.pool_address.clone().unwrap_or(pool_defaults.pool_address.clone());
         let shares_per_sec = positive("shares-per-sec", self.shares_per_sec.unwrap_or(pool_defaults.shares_per_sec))?;
         let unproven_per_sec = positive(
             "unproven-verifications-per-sec",
@@ -260,6 +358,7 @@ impl CoordinatorArgs {
             request_timeout: Duration::from_secs(nonzero("request-timeout", self.request_timeout.unwrap_or(30))?),
         };
         let non_empty = |t: Option<String>| t.filter(|t| !t.is_empty());
+        let rewards = self.reward_config(&pool_address, block_time_secs)?;
         Ok(CoordinatorConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./vision-data")),
             bind: self.bind.unwrap_or_else(|| "127.0.0.1:7072".into()),
@@ -302,6 +401,7 @@ impl CoordinatorArgs {
                 max_long_polls: self.max_long_polls.unwrap_or(pool_defaults.max_long_polls).max(1),
                 verify_threads: self.verify_threads.unwrap_or(pool_defaults.verify_threads).max(1),
                 verify_queue: self.verify_queue.unwrap_or(pool_defaults.verify_queue).max(1),
+                rewards,
                 ..pool_defaults
             },
             initial_settings: PoolSettings {
@@ -345,6 +445,14 @@ mod tests {
             },
             CoordinatorArgs { ban_invalid_ratio: Some(1.5), ..CoordinatorArgs::default() },
             CoordinatorArgs { shares_per_sec: Some(0.0), ..CoordinatorArgs::default() },
+            CoordinatorArgs { foundation_fee_bps: Some(99), ..CoordinatorArgs::default() },
+            CoordinatorArgs { foundation_fee_bps: Some(0), ..CoordinatorArgs::default() },
+            CoordinatorArgs { payout_scheme: Some("pps".into()), ..CoordinatorArgs::default() },
+            CoordinatorArgs { pplns_window_factor: Some(0.0), ..CoordinatorArgs::default() },
+            CoordinatorArgs { foundation_address: Some("bad address".into()), ..CoordinatorArgs::default() },
+            CoordinatorArgs { crash_at: Some("nowhere".into()), ..CoordinatorArgs::default() },
+            CoordinatorArgs { confirmations: Some(0), ..CoordinatorArgs::default() },
+            CoordinatorArgs { confirmations: Some(u64::MAX), ..CoordinatorArgs::default() },
         ] {
             assert!(bad.resolve().is_err());
         }

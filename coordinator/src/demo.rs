@@ -9,6 +9,14 @@ use std::time::Duration;
 use crate::config::CoordinatorArgs;
 use crate::server::Coordinator;
 
+/// The demo miner's wallet.
+pub const DEMO_WALLET: &str = "land1demo";
+
+/// Base units as LAND (1 LAND = 10^8).
+fn land(units: u64) -> String {
+    format!("{}.{:08}", units / 100_000_000, units % 100_000_000)
+}
+
 pub struct DemoOptions {
     pub bind: String,
     pub data_dir: Option<PathBuf>,
@@ -39,7 +47,7 @@ fn miner_binary() -> Result<PathBuf, DemoError> {
 
 fn start_miner(miner: &Path, url: &str, options: &DemoOptions) -> Result<Child, DemoError> {
     Command::new(miner)
-        .args(["--pool", url, "--wallet", "land1demo", "--worker", "demo-rig"])
+        .args(["--pool", url, "--wallet", DEMO_WALLET, "--worker", "demo-rig"])
         .args(["--backend", &options.backend, "--status-interval", "5", "--api-bind", &options.miner_api])
         .spawn()
         .map_err(|e| DemoError::Start(format!("cannot start {}: {e}", miner.display())))
@@ -61,7 +69,11 @@ pub async fn run(options: DemoOptions, shutdown: impl std::future::Future<Output
         block_time: Some(10),
         share_difficulty: Some(500),
         target_share_seconds: Some(3),
-        coinbase_maturity: Some(3),
+        // Rewards land within the minute: 2 confirmations, paid from 1 LAND.
+        coinbase_maturity: Some(1),
+        confirmations: Some(2),
+        payout_threshold: Some(100_000_000),
+        reward_poll_ms: Some(1000),
         pool_name: Some("Vision demo pool".into()),
         ..CoordinatorArgs::default()
     };
@@ -88,6 +100,8 @@ pub async fn run(options: DemoOptions, shutdown: impl std::future::Future<Output
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let stats = pool.stats(crate::pool::now_ms());
+            let rewards = pool.rewards().balance_view(DEMO_WALLET).ok();
+            let on_chain = pool.chain().balance(DEMO_WALLET).await.map(|b| b.spendable).unwrap_or(0);
             println!(
                 "[pool] height {} | blocks found {} | workers online {} | effective {:.1} H/s over {} shares (10 min) | miner reports {:.1} H/s",
                 stats.height.unwrap_or(0),
@@ -97,6 +111,15 @@ pub async fn run(options: DemoOptions, shutdown: impl std::future::Future<Output
                 stats.hashrate.shares_10m,
                 stats.hashrate.reported.unwrap_or(0.0),
             );
+            if let Some(b) = rewards {
+                println!(
+                    "[rewards] {DEMO_WALLET}: immature {} | confirmed {} | paid {} | on the devnet {} LAND",
+                    land(b.immature),
+                    land(b.confirmed),
+                    land(b.paid),
+                    land(on_chain),
+                );
+            }
         }
     };
     tokio::select! {

@@ -12,6 +12,9 @@
 //! - [`pool`]: sessions, jobs, share judgement (with its batched
 //!   recomputation), found blocks, vardiff, bans, stats; its HTTP routes in
 //!   [`pool::api`].
+//! - [`rewards`]: block maturity (pending, confirmed, orphaned), the
+//!   PPLNS/PROP/SOLO splits with fees, balances, exactly-once payouts and
+//!   share-ledger compaction.
 //! - [`chain`]: the embedded devnet and the upstream node client, and the
 //!   node API the devnet serves (writes need the node or admin token).
 //! - [`storage`]: the [`storage::PoolStore`] trait and its sled implementation.
@@ -29,5 +32,6 @@ pub mod config;
 mod connection_limits;
 pub mod demo;
 pub mod pool;
+pub mod rewards;
 pub mod server;
 pub mod storage;

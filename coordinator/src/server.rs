@@ -223,6 +223,27 @@ impl Coordinator {
         }));
         let pool = self.pool.clone();
         tasks.push(tokio::spawn(async move {
+            // Rewards: follow found blocks on the chain, credit, pay.
+            let interval = pool.rewards().config().poll_interval;
+            let mut failing = false;
+            loop {
+                match pool.run_rewards_round(now_ms()).await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("reward rounds are back");
+                    }
+                    Ok(()) => {}
+                    Err(err) if !failing => {
+                        failing = true;
+                        tracing::warn!("reward round failed (retrying): {err}");
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }));
+        let pool = self.pool.clone();
+        tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 let pool = pool.clone();

@@ -217,11 +217,11 @@ async fn hanging_up_after_a_share_loses_no_block() {
     }
     eventually("the records to settle", Duration::from_secs(20), async || {
         let blocks = body(pool.get("/pool/blocks").await).await.1;
-        blocks["blocks"].as_array().unwrap().iter().filter(|b| b["status"] == "accepted").count() == 2
+        blocks.as_array().unwrap().iter().filter(|b| b["submission"] == "accepted").count() == 2
     })
     .await;
     let blocks = body(pool.get("/pool/blocks").await).await.1;
-    for record in blocks["blocks"].as_array().unwrap() {
+    for record in blocks.as_array().unwrap() {
         let on_chain = body(pool.get(&format!("/node/block/{}", record["height"])).await).await.1;
         assert_eq!(on_chain["hash"], record["hash"]);
         assert_eq!(on_chain["miner"], "vision-pool");
@@ -252,8 +252,7 @@ async fn block_answers_and_records_say_what_the_chain_did() {
         );
     }
     let blocks = body(pool.get("/pool/blocks").await).await.1;
-    let rejected: Vec<&Value> =
-        blocks["blocks"].as_array().unwrap().iter().filter(|b| b["status"] == "rejected").collect();
+    let rejected: Vec<&Value> = blocks.as_array().unwrap().iter().filter(|b| b["status"] == "rejected").collect();
     assert_eq!(rejected.len(), 2, "{blocks}");
     assert_ne!(rejected[0]["hash"], rejected[1]["hash"]);
     assert!(rejected.iter().all(|b| b["height"] == 0 && b["reason"] == "injected_rejection"));
@@ -271,7 +270,7 @@ async fn block_answers_and_records_say_what_the_chain_did() {
     let hash = answer["block_hash"].as_str().unwrap().to_string();
     eventually("the retried block to be accepted", Duration::from_secs(20), async || {
         let blocks = body(pool.get("/pool/blocks").await).await.1;
-        blocks["blocks"].as_array().unwrap().iter().any(|b| b["hash"] == hash.as_str() && b["status"] == "accepted")
+        blocks.as_array().unwrap().iter().any(|b| b["hash"] == hash.as_str() && b["submission"] == "accepted")
     })
     .await;
     assert_eq!(body(pool.get("/node/block/0").await).await.1["hash"], hash.as_str());
@@ -288,12 +287,12 @@ async fn block_answers_and_records_say_what_the_chain_did() {
     let hash = answer["block_hash"].as_str().unwrap().to_string();
     eventually("the lost answer to be settled from the chain", Duration::from_secs(20), async || {
         let blocks = body(pool.get("/pool/blocks").await).await.1;
-        blocks["blocks"].as_array().unwrap().iter().any(|b| b["hash"] == hash.as_str() && b["status"] != "submitted")
+        blocks.as_array().unwrap().iter().any(|b| b["hash"] == hash.as_str() && b["submission"] != "submitted")
     })
     .await;
     let blocks = body(pool.get("/pool/blocks").await).await.1;
-    let record = blocks["blocks"].as_array().unwrap().iter().find(|b| b["hash"] == hash.as_str()).unwrap().clone();
-    assert_eq!(record["status"], "accepted", "{record}");
+    let record = blocks.as_array().unwrap().iter().find(|b| b["hash"] == hash.as_str()).unwrap().clone();
+    assert_eq!(record["submission"], "accepted", "{record}");
     assert_eq!(body(pool.get("/node/block/1").await).await.1["hash"], hash.as_str());
     pool.stop().await;
 }
@@ -321,8 +320,8 @@ async fn shares_on_an_abandoned_parent_are_stale() {
     assert_eq!((answer["accepted"].as_bool(), answer["reason"].as_str()), (Some(false), Some("stale")), "{answer}");
     assert_eq!(pool.get("/node/block/1").await.status(), StatusCode::NOT_FOUND, "nothing submitted on the dead parent");
     let blocks = body(pool.get("/pool/blocks").await).await.1;
-    assert_eq!(blocks["blocks"].as_array().unwrap().len(), 1, "{blocks}");
-    assert_ne!(blocks["blocks"][0]["hash"], replaced.hash.as_str());
+    assert_eq!(blocks.as_array().unwrap().len(), 1, "{blocks}");
+    assert_ne!(blocks[0]["hash"], replaced.hash.as_str());
     pool.stop().await;
 }
 
@@ -357,7 +356,7 @@ async fn with_the_tip_unknown_nothing_is_a_block() {
     let (_, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
     assert_eq!((answer["accepted"].as_bool(), answer["reason"].as_str()), (Some(false), Some("stale")), "{answer}");
     let blocks = body(pool.get("/pool/blocks").await).await.1;
-    assert_eq!(blocks["blocks"].as_array().unwrap().len(), 0);
+    assert_eq!(blocks.as_array().unwrap().len(), 0);
     pool.stop().await;
 }
 

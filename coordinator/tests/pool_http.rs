@@ -123,8 +123,8 @@ async fn a_block_is_found_submitted_and_old_jobs_go_stale() {
     assert_eq!(block["hash"], hash);
     assert_eq!(block["miner"], "vision-pool");
     let (_, blocks) = body(pool.get("/pool/blocks").await).await;
-    assert_eq!(blocks["blocks"][0]["hash"], hash);
-    assert_eq!(blocks["blocks"][0]["worker_id"], "solo-rig");
+    assert_eq!(blocks[0]["hash"], hash);
+    assert_eq!(blocks[0]["finder"], "solo-rig");
     let (_, balance) = body(pool.get("/node/balance/vision-pool").await).await;
     assert_eq!(balance["spendable"], 50_000_000_000u64);
 

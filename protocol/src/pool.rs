@@ -4,8 +4,6 @@
 use serde::{Deserialize, Serialize};
 use visionx::Params;
 
-use crate::node::BlockSubmission;
-
 /// `POST /pool/register` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +28,9 @@ pub struct RegisterResponse {
     pub worker_name: Option<String>,
     pub pool_fee_bps: u32,
     pub foundation_fee_bps: u32,
+    /// Where the foundation's fee goes.
+    #[serde(default)]
+    pub foundation_address: String,
     pub pool_name: String,
 }
 
@@ -142,6 +143,9 @@ pub struct WorkerStats {
     pub blocks_found: u64,
     /// Active sessions (registrations) of this worker id.
     pub sessions: usize,
+    /// Base units a block found now would pay it (PPLNS and PROP).
+    #[serde(default)]
+    pub estimated_payout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +153,13 @@ pub struct PoolStats {
     pub pool_name: String,
     pub pool_fee_bps: u32,
     pub foundation_fee_bps: u32,
+    /// The mandatory foundation fee's address, and the host's fee address.
+    pub foundation_address: String,
+    pub pool_fee_address: String,
+    /// `pplns`, `prop` or `solo`.
+    pub payout_scheme: String,
+    pub payout_threshold: u64,
+    pub confirmations: u64,
     pub running: bool,
     pub height: Option<u64>,
     pub network_difficulty: Option<u64>,
@@ -205,40 +216,167 @@ pub struct ModeResponse {
     pub settings: PoolSettingsView,
 }
 
-/// What the chain did with a found block.
+/// Where a found block stands (`GET /pool/blocks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FoundBlockStatus {
-    /// Recorded and being submitted (or retried after a transient failure).
-    Submitted,
-    Accepted,
+pub enum BlockState {
+    /// Being submitted, or on the chain waiting for its confirmations.
+    Pending,
+    /// Deep enough: its reward is payable.
+    Confirmed,
+    /// Left the chain: it credits nothing.
+    Orphaned,
     /// Refused by the chain, or could no longer win.
     Rejected,
 }
 
-/// One entry of `GET /pool/blocks`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FoundBlockView {
+/// What the chain said to the pool's submission of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubmissionState {
+    /// Recorded and being submitted (or retried after a transient failure).
+    Submitted,
+    Accepted,
+    Rejected,
+}
+
+/// One entry of `GET /pool/blocks` (newest first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockSummary {
     pub height: u64,
     /// The block's digest (its id on the chain), hex.
     pub hash: String,
+    pub status: BlockState,
+    pub confirmations: u64,
+    /// Base units: the chain's reward once credited, else the template's.
+    pub reward: u64,
+    /// The worker id whose share was the block.
+    pub finder: String,
+    pub finder_wallet: String,
+    /// When the share was found.
+    pub time_ms: u64,
+    pub submission: SubmissionState,
+    /// Why it was rejected or orphaned (or the last transient failure).
+    pub reason: Option<String>,
+    /// Pending longer than the pool expects (several confirmation times).
+    pub overdue: bool,
+    /// Something the operator must look at (an orphan already paid out).
+    pub operator_flag: Option<String>,
+    pub session_id: String,
     pub template_id: String,
     pub nonce: u64,
-    pub worker_id: String,
-    pub session_id: String,
-    pub wallet_address: String,
-    pub time_ms: u64,
-    pub status: FoundBlockStatus,
-    pub reason: Option<String>,
     pub attempts: u32,
     pub updated_ms: u64,
-    pub submission: BlockSubmission,
 }
 
-/// `GET /pool/blocks`: every found block, newest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BlocksResponse {
-    pub blocks: Vec<FoundBlockView>,
+/// A block's window of shares (`GET /pool/blocks/{height}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowView {
+    /// First and last ledger position in it.
+    pub first: Option<u64>,
+    pub last: Option<u64>,
+    pub shares: u64,
+    /// Share difficulty counted (PPLNS counts the share crossing N in part).
+    pub difficulty_sum: u128,
+    /// PPLNS's N (for PROP and SOLO, the window's own sum).
+    pub target: u128,
+    /// `difficulty_sum / target`, 0-1.
+    pub coverage: f64,
+}
+
+/// One entry of a block's split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitEntryView {
+    pub recipient: String,
+    /// `foundation`, `pool_fee` or `miner`.
+    pub kind: String,
+    pub amount: u64,
+}
+
+/// A wallet's part of a block, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WalletPartView {
+    pub wallet: String,
+    /// Its share difficulty in the window, and its fraction of the window.
+    pub difficulty: u128,
+    pub shares: u64,
+    pub fraction: f64,
+    pub amount: u64,
+}
+
+/// A change of a block's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChangeView {
+    pub status: String,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+/// `GET /pool/blocks/{height}`: who got what of a block, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockDetail {
+    pub height: u64,
+    pub hash: String,
+    pub status: BlockState,
+    pub confirmations: u64,
+    pub reward: u64,
+    /// `pplns`, `prop` or `solo` (absent until credited).
+    pub scheme: Option<String>,
+    pub window: Option<WindowView>,
+    /// Adds up to `reward` exactly.
+    pub split: Vec<SplitEntryView>,
+    pub foundation_fee: u64,
+    pub pool_fee: u64,
+    /// Rounding left from the miners' part (in the foundation's entry).
+    pub dust: u64,
+    pub wallets: Vec<WalletPartView>,
+    pub finder: String,
+    pub finder_wallet: String,
+    pub time_ms: u64,
+    pub reason: Option<String>,
+    pub overdue: bool,
+    pub operator_flag: Option<String>,
+    pub history: Vec<StatusChangeView>,
+}
+
+/// `GET /pool/balances/{wallet}` (base units).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceView {
+    pub wallet: String,
+    /// From blocks waiting for their confirmations.
+    pub immature: u64,
+    /// Payable, not yet paid.
+    pub confirmed: u64,
+    pub paid: u64,
+    /// Payouts are made once `confirmed` reaches this.
+    pub threshold: u64,
+    /// In a payout batch being sent.
+    pub sending: u64,
+    /// In payouts the chain refused (see `/pool/payouts`).
+    pub set_aside: u64,
+}
+
+/// What a payout batch paid, or is to pay, one address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutOutputView {
+    pub address: String,
+    pub amount: u64,
+}
+
+/// One entry of `GET /pool/payouts` (newest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutView {
+    pub id: u64,
+    /// `sending`, `paid` or `set_aside`.
+    pub status: String,
+    pub outputs: Vec<PayoutOutputView>,
+    pub reason: Option<String>,
+    /// When the batch was made.
+    pub time_ms: u64,
+    pub updated_ms: u64,
+    pub idempotency_key: String,
+    pub transfer_id: Option<String>,
+    pub attempts: u32,
 }
 
 /// One entry of `GET /pool/bans`.

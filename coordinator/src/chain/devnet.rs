@@ -9,6 +9,7 @@
 //! devnet simplification: they are not carried in blocks, and `tx_root`
 //! commits to the height only).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -104,6 +105,8 @@ pub struct DevnetChain {
     losing_answers: AtomicU32,
     /// Milliseconds each submission takes extra (test hook).
     submit_delay_ms: AtomicU32,
+    /// Addresses transfers may not pay (test hook: a payee the chain refuses).
+    refused_payees: Mutex<HashSet<String>>,
 }
 
 /// A block as the devnet stores it: its own shape, apart from the wire's
@@ -119,9 +122,13 @@ struct StoredBlock {
     miner: String,
     nonce: u64,
     reward: u64,
+    /// The ledger key of its coinbase (hex), so a reorganisation can take
+    /// the reward back.
+    #[serde(default)]
+    coinbase_key: Option<String>,
 }
 
-fn encode_block(b: &ChainBlock) -> Vec<u8> {
+fn encode_block(b: &ChainBlock, coinbase_key: Option<&[u8]>) -> Vec<u8> {
     let stored = StoredBlock {
         height: b.height,
         hash: b.hash.clone(),
@@ -132,6 +139,7 @@ fn encode_block(b: &ChainBlock) -> Vec<u8> {
         miner: b.miner.clone(),
         nonce: b.nonce,
         reward: b.reward,
+        coinbase_key: coinbase_key.map(hex::encode),
     };
     serde_json::to_vec(&stored).expect("blocks serialise")
 }
@@ -177,6 +185,7 @@ impl DevnetChain {
             rejecting_submits: AtomicU32::new(0),
             losing_answers: AtomicU32::new(0),
             submit_delay_ms: AtomicU32::new(0),
+            refused_payees: Mutex::new(HashSet::new()),
         };
         let next = chain.tip()?.map_or(0, |b| b.height + 1);
         chain.next_height.send_replace(next);
@@ -326,7 +335,7 @@ impl DevnetChain {
             coinbase: true,
         };
         let ledger_key = self.ledger_key(&h.miner)?;
-        let block_bytes = encode_block(&stored);
+        let block_bytes = encode_block(&stored, Some(&ledger_key));
         let entry_bytes = serde_json::to_vec(&coinbase).map_err(storage)?;
 
         let _guard = self.write_lock.lock().expect("devnet write lock");
@@ -378,11 +387,120 @@ impl DevnetChain {
             miner: "devnet-replacement".into(),
             ..tip
         };
-        let bytes = encode_block(&replacement);
+        let stored: StoredBlock = match self.blocks.get(tip.height.to_be_bytes()).map_err(storage)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(storage)?,
+            None => return Err(ChainError::NotFound("no tip to replace".into())),
+        };
+        let old_coinbase = stored.coinbase_key.as_deref().and_then(|k| hex::decode(k).ok());
+        let bytes = encode_block(&replacement, old_coinbase.as_deref());
         self.blocks.insert(replacement.height.to_be_bytes(), bytes).map_err(storage)?;
         self.db.flush().map_err(storage)?;
         self.next_height.send_replace(replacement.height + 1);
         Ok(replacement)
+    }
+
+    /// Test hook: a reorganisation `depth` blocks deep. The top `depth`
+    /// blocks leave the chain with their coinbases, and `depth + 1` other
+    /// blocks (paying `devnet-reorg`) take their place, so the chain ends one
+    /// block longer. Returns the new blocks.
+    #[doc(hidden)]
+    pub fn reorganise(&self, depth: u64) -> Result<Vec<ChainBlock>, ChainError> {
+        let _guard = self.write_lock.lock().expect("devnet write lock");
+        let tip = self.tip()?.ok_or_else(|| ChainError::NotFound("no blocks to reorganise".into()))?;
+        let depth = depth.min(tip.height + 1);
+        let first = tip.height + 1 - depth;
+        let mut removed_coinbases = Vec::new();
+        for height in first..=tip.height {
+            if let Some(bytes) = self.blocks.get(height.to_be_bytes()).map_err(storage)? {
+                let stored: StoredBlock = serde_json::from_slice(&bytes).map_err(storage)?;
+                removed_coinbases.extend(stored.coinbase_key.as_deref().and_then(|k| hex::decode(k).ok()));
+            }
+        }
+        let (mut parent_hash, mut parent_time) = match first.checked_sub(1) {
+            Some(below) => {
+                let parent = self.block(below)?;
+                (parent.hash, parent.timestamp)
+            }
+            None => (hex::encode([0u8; 32]), 0),
+        };
+        let mut new_blocks = Vec::new();
+        let mut writes = Vec::new();
+        for height in first..=tip.height + 1 {
+            let block = ChainBlock {
+                height,
+                hash: hex::encode(Sha256::digest(format!("reorg {height} {parent_hash}"))),
+                parent_hash: parent_hash.clone(),
+                timestamp: parent_time + self.config.block_time_secs,
+                difficulty: tip.difficulty,
+                tx_root: self.tx_root(height),
+                miner: "devnet-reorg".into(),
+                nonce: 0,
+                reward: self.config.block_reward,
+            };
+            let coinbase_key = self.ledger_key(&block.miner)?;
+            let coinbase = LedgerEntry {
+                amount: i128::from(block.reward),
+                spendable_at_height: height + self.config.coinbase_maturity,
+                coinbase: true,
+            };
+            writes.push((
+                height,
+                encode_block(&block, Some(&coinbase_key)),
+                coinbase_key,
+                serde_json::to_vec(&coinbase).map_err(storage)?,
+            ));
+            (parent_hash, parent_time) = (block.hash.clone(), block.timestamp);
+            new_blocks.push(block);
+        }
+        (&self.blocks, &self.ledger)
+            .transaction(|(blocks, ledger)| {
+                for key in &removed_coinbases {
+                    ledger.remove(key.as_slice())?;
+                }
+                for (height, block, coinbase_key, coinbase) in &writes {
+                    blocks.insert(&height.to_be_bytes()[..], block.as_slice())?;
+                    ledger.insert(coinbase_key.as_slice(), coinbase.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+        self.db.flush().map_err(storage)?;
+        self.next_height.send_replace(tip.height + 2);
+        Ok(new_blocks)
+    }
+
+    /// Test hook: transfers paying `address` are refused (`refused_payee`),
+    /// as a chain refuses an address it considers invalid.
+    #[doc(hidden)]
+    pub fn refuse_payments_to(&self, address: &str) {
+        self.refused_payees.lock().expect("refused payees lock").insert(address.to_string());
+    }
+
+    /// Test hook: undoes [`DevnetChain::refuse_payments_to`].
+    #[doc(hidden)]
+    pub fn allow_payments_to(&self, address: &str) {
+        self.refused_payees.lock().expect("refused payees lock").remove(address);
+    }
+
+    /// The first receipt of `key` (a 409 if it paid a different request).
+    fn replay(&self, key: &str, request_digest: &str) -> Result<Option<TransferReceipt>, ChainError> {
+        let Some(bytes) = self.transfers.get(key.as_bytes()).map_err(storage)? else { return Ok(None) };
+        let stored: StoredTransfer = serde_json::from_slice(&bytes).map_err(storage)?;
+        if stored.request_digest != request_digest {
+            return Err(ChainError::Conflict(format!("idempotency key {key:?} was used for a different transfer")));
+        }
+        Ok(Some(TransferReceipt { replayed: true, ..stored.receipt }))
+    }
+
+    /// The receipt of the transfer made with `idempotency_key`, if any.
+    pub fn transfer_by_key(&self, idempotency_key: &str) -> Result<Option<TransferReceipt>, ChainError> {
+        match self.transfers.get(idempotency_key.as_bytes()).map_err(storage)? {
+            Some(bytes) => {
+                let stored: StoredTransfer = serde_json::from_slice(&bytes).map_err(storage)?;
+                Ok(Some(TransferReceipt { replayed: true, ..stored.receipt }))
+            }
+            None => Ok(None),
+        }
     }
 
     pub fn block(&self, height: u64) -> Result<ChainBlock, ChainError> {
@@ -433,9 +551,22 @@ impl DevnetChain {
         if request.outputs.is_empty() || request.outputs.len() > 10_000 {
             return Err(ChainError::invalid("bad_outputs", "a transfer has 1-10000 outputs"));
         }
+        let request_digest = hex::encode(Sha256::digest(serde_json::to_vec(request).map_err(storage)?));
+        // A key seen before answers as it did, whatever would be checked now
+        // (a payee refused since cannot turn a made transfer into a refusal).
+        if let Some(receipt) = self.replay(key, &request_digest)? {
+            return Ok(receipt);
+        }
         let mut total: u64 = 0;
+        let refused = self.refused_payees.lock().expect("refused payees lock").clone();
         for output in &request.outputs {
             check_address("outputs.address", &output.address)?;
+            if refused.contains(&output.address) {
+                return Err(ChainError::invalid(
+                    "refused_payee",
+                    format!("the chain refuses payments to {}", output.address),
+                ));
+            }
             if output.amount == 0 {
                 return Err(ChainError::invalid("bad_outputs", "output amounts must be positive"));
             }
@@ -443,15 +574,10 @@ impl DevnetChain {
                 .checked_add(output.amount)
                 .ok_or_else(|| ChainError::invalid("bad_outputs", "the outputs overflow"))?;
         }
-        let request_digest = hex::encode(Sha256::digest(serde_json::to_vec(request).map_err(storage)?));
 
         let _guard = self.write_lock.lock().expect("devnet write lock");
-        if let Some(bytes) = self.transfers.get(key.as_bytes()).map_err(storage)? {
-            let stored: StoredTransfer = serde_json::from_slice(&bytes).map_err(storage)?;
-            if stored.request_digest != request_digest {
-                return Err(ChainError::Conflict(format!("idempotency key {key:?} was used for a different transfer")));
-            }
-            return Ok(TransferReceipt { replayed: true, ..stored.receipt });
+        if let Some(receipt) = self.replay(key, &request_digest)? {
+            return Ok(receipt);
         }
         let available = self.balance(&request.from)?.spendable;
         if available < total {

@@ -65,6 +65,23 @@ impl Chain {
         }
     }
 
+    /// The chain's newest block (none on an empty chain).
+    pub async fn tip(&self) -> Result<Option<ChainBlock>, ChainError> {
+        match self {
+            Chain::Devnet(chain) => chain.tip(),
+            Chain::Upstream(node) => node.tip().await,
+        }
+    }
+
+    /// The receipt of the transfer made with `idempotency_key`, if the chain
+    /// has one (how a payout interrupted mid-call is reconciled).
+    pub async fn transfer_by_key(&self, idempotency_key: &str) -> Result<Option<TransferReceipt>, ChainError> {
+        match self {
+            Chain::Devnet(chain) => chain.transfer_by_key(idempotency_key),
+            Chain::Upstream(node) => node.transfer_by_key(idempotency_key).await,
+        }
+    }
+
     pub async fn balance(&self, address: &str) -> Result<Balance, ChainError> {
         match self {
             Chain::Devnet(chain) => chain.balance(address),

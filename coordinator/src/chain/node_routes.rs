@@ -47,7 +47,8 @@ pub(crate) fn router(devnet: Arc<DevnetChain>, write_tokens: Vec<Arc<str>>) -> R
         .route("/node/submit", post(submit))
         .route("/node/block/{height}", get(block))
         .route("/node/balance/{address}", get(balance))
-        .route("/node/transfer", post(transfer))
+        .route("/node/transfer", post(transfer).get(transfer_by_key))
+        .route("/node/tip", get(tip))
         .with_state(state)
 }
 
@@ -101,6 +102,26 @@ async fn submit(
 async fn block(State(state): State<NodeApiState>, Path(height): Path<String>) -> Result<AppJson<ChainBlock>, ApiError> {
     let height: u64 = height.parse().map_err(|_| ApiError::bad_request("bad_height", "height must be a u64"))?;
     Ok(AppJson(state.devnet.block(height)?))
+}
+
+async fn tip(State(state): State<NodeApiState>) -> Result<AppJson<ChainBlock>, ApiError> {
+    let tip = state.devnet.tip()?.ok_or_else(|| ChainError::NotFound("the chain has no blocks yet".into()))?;
+    Ok(AppJson(tip))
+}
+
+#[derive(Debug, Deserialize)]
+struct TransferKeyQuery {
+    idempotency_key: String,
+}
+
+/// `GET /node/transfer?idempotency_key=K`: the receipt of a transfer made
+/// with that key, or 404.
+async fn transfer_by_key(
+    State(state): State<NodeApiState>,
+    AppQuery(query): AppQuery<TransferKeyQuery>,
+) -> Result<AppJson<TransferReceipt>, ApiError> {
+    let receipt = state.devnet.transfer_by_key(&query.idempotency_key)?;
+    Ok(AppJson(receipt.ok_or_else(|| ChainError::NotFound("no transfer with that idempotency key".into()))?))
 }
 
 async fn balance(State(state): State<NodeApiState>, Path(address): Path<String>) -> Result<AppJson<Balance>, ApiError> {

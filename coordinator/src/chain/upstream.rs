@@ -42,6 +42,15 @@ impl UpstreamNode {
         }
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         let message = body["message"].as_str().unwrap_or("no message").to_string();
+        // The node's own reasons that callers act on keep their name.
+        let reason = match body["error"].as_str() {
+            Some("refused_payee") => "refused_payee",
+            Some("bad_address") => "bad_address",
+            Some("no_key") => "no_key",
+            Some("bad_idempotency_key") => "bad_idempotency_key",
+            Some("bad_outputs") => "bad_outputs",
+            _ => "upstream_rejected",
+        };
         Err(match status.as_u16() {
             404 => ChainError::NotFound(message),
             409 => ChainError::Conflict(message),
@@ -50,7 +59,7 @@ impl UpstreamNode {
             }
             // Timed out or rate limited: the same request may pass later.
             408 | 429 => ChainError::Unavailable(format!("node answered {status}: {message}")),
-            400..=499 => ChainError::invalid("upstream_rejected", message),
+            400..=499 => ChainError::invalid(reason, message),
             _ => ChainError::Unavailable(format!("node answered {status}: {message}")),
         })
     }
@@ -88,6 +97,23 @@ impl UpstreamNode {
 
     pub async fn block(&self, height: u64) -> Result<ChainBlock, ChainError> {
         self.call(self.get(&format!("/node/block/{height}"))).await
+    }
+
+    pub async fn tip(&self) -> Result<Option<ChainBlock>, ChainError> {
+        match self.call(self.get("/node/tip")).await {
+            Ok(block) => Ok(Some(block)),
+            Err(ChainError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub async fn transfer_by_key(&self, key: &str) -> Result<Option<TransferReceipt>, ChainError> {
+        let request = self.get("/node/transfer").query(&[("idempotency_key", key)]);
+        match self.call(request).await {
+            Ok(receipt) => Ok(Some(receipt)),
+            Err(ChainError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     pub async fn balance(&self, address: &str) -> Result<Balance, ChainError> {

@@ -1,9 +1,9 @@
 //! The pool's HTTP API (`/pool/*` and `/metrics`); fields are documented in
 //! `docs/API.md`. Handlers are thin: they authenticate, call [`Pool`], and
 //! time themselves for the metrics. Who may call what:
-//! - anyone: register, stats, blocks, worker, metrics;
+//! - anyone: register, stats, blocks, balances, payouts, worker, metrics;
 //! - a session's bearer token: job, share;
-//! - the admin token: configure, start, stop, mode, bans, unban.
+//! - the admin token: configure, start, stop, mode, bans, unban, payout retry.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -19,11 +19,12 @@ use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 
 use super::{
-    now_ms, BansResponse, BlocksResponse, ConfigureRequest, FoundBlockView, ModeResponse, Pool, PoolSettingsView,
-    RegisterRequest, ShareRequest, UnbanResponse,
+    now_ms, BansResponse, ConfigureRequest, ModeResponse, Pool, PoolSettingsView, RegisterRequest, ShareRequest,
+    UnbanResponse,
 };
 use crate::api_error::{ApiError, AppJson, AppQuery};
 use crate::bearer_auth::{bearer, tokens_match};
+use crate::rewards::RetryOutcome;
 
 /// What the pool routes share.
 #[derive(Clone)]
@@ -42,6 +43,10 @@ pub fn router(state: PoolApiState, request_timeout: Duration) -> Router {
         .route("/pool/share", post(share))
         .route("/pool/stats", get(stats))
         .route("/pool/blocks", get(blocks))
+        .route("/pool/blocks/{height}", get(block_detail))
+        .route("/pool/balances/{wallet}", get(balance))
+        .route("/pool/payouts", get(payouts))
+        .route("/pool/payouts/{id}/retry", post(retry_payout))
         .route("/pool/workers/{id}", get(worker))
         .route("/pool/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
@@ -131,9 +136,84 @@ async fn stats(State(state): State<PoolApiState>) -> impl IntoResponse {
     AppJson(state.pool.stats(now_ms()))
 }
 
-async fn blocks(State(state): State<PoolApiState>) -> Result<impl IntoResponse, ApiError> {
-    let blocks = state.pool.found_blocks()?.iter().map(FoundBlockView::from).collect();
-    Ok(AppJson(BlocksResponse { blocks }))
+/// Lists answer at most this many entries unless `?limit=` says otherwise.
+const DEFAULT_LIST_LIMIT: usize = 1000;
+const MAX_LIST_LIMIT: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+fn list_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIST_LIMIT),
+        Some(n) if (1..=MAX_LIST_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request("bad_query", format!("limit must be 1-{MAX_LIST_LIMIT}"))),
+    }
+}
+
+async fn blocks(
+    State(state): State<PoolApiState>,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let mut blocks = state.pool.rewards().block_summaries()?;
+    blocks.truncate(list_limit(query.limit)?);
+    Ok(AppJson(blocks))
+}
+
+async fn block_detail(
+    State(state): State<PoolApiState>,
+    Path(height): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let height: u64 = height.parse().map_err(|_| ApiError::bad_request("bad_height", "height must be a u64"))?;
+    state
+        .pool
+        .rewards()
+        .block_detail(height)?
+        .map(AppJson)
+        .ok_or_else(|| ApiError::not_found("unknown_block", format!("the pool found no block at height {height}")))
+}
+
+async fn balance(State(state): State<PoolApiState>, Path(wallet): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    crate::chain::check_address("wallet", &wallet)?;
+    Ok(AppJson(state.pool.rewards().balance_view(&wallet)?))
+}
+
+#[derive(Debug, Deserialize)]
+struct PayoutsQuery {
+    wallet: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn payouts(
+    State(state): State<PoolApiState>,
+    AppQuery(query): AppQuery<PayoutsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(wallet) = &query.wallet {
+        crate::chain::check_address("wallet", wallet)?;
+    }
+    let limit = list_limit(query.limit)?;
+    let mut payouts = state.pool.rewards().payout_views(query.wallet.as_deref())?;
+    payouts.truncate(limit);
+    Ok(AppJson(payouts))
+}
+
+/// Admin: sends a set-aside payout again (once the payee's problem is fixed).
+async fn retry_payout(
+    State(state): State<PoolApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state, &headers)?;
+    let id: u64 = id.parse().map_err(|_| ApiError::bad_request("bad_id", "a payout id is a u64"))?;
+    match state.pool.rewards().retry_set_aside(id, now_ms()).await? {
+        RetryOutcome::Retrying => Ok(AppJson(serde_json::json!({"id": id, "status": "sending"}))),
+        RetryOutcome::NotFound => Err(ApiError::not_found("unknown_payout", format!("no payout {id}"))),
+        RetryOutcome::NotSetAside => {
+            Err(ApiError::new(StatusCode::CONFLICT, "not_set_aside", format!("payout {id} is not set aside")))
+        }
+    }
 }
 
 async fn worker(State(state): State<PoolApiState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
@@ -181,6 +261,7 @@ fn metrics_value(pool: &Pool) -> serde_json::Value {
         },
         "share_response": latency["share_response"],
         "job_response": latency["job_response"],
+        "rewards": pool.rewards().counters(),
         "uptime_seconds": pool.uptime().as_secs(),
     })
 }
@@ -253,6 +334,34 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
         &[("", counter(m.jobs_issued))],
     );
     metric("vision_pool_bans_total", "counter", "Sessions banned.", &[("", counter(m.bans))]);
+    let r = pool.rewards().counters();
+    metric(
+        "vision_pool_blocks_matured_total",
+        "counter",
+        "Found blocks that reached their confirmations, or left the chain.",
+        &[
+            ("{status=\"confirmed\"}", counter(r.blocks_confirmed)),
+            ("{status=\"orphaned\"}", counter(r.blocks_orphaned)),
+        ],
+    );
+    metric(
+        "vision_pool_blocks_pending_overdue",
+        "gauge",
+        "Blocks pending longer than several times their expected confirmation time.",
+        &[("", counter(r.blocks_overdue))],
+    );
+    metric(
+        "vision_pool_orphans_after_payout_total",
+        "counter",
+        "Orphaned blocks whose credits had been paid out already (see operator_flag in /pool/blocks).",
+        &[("", counter(r.orphans_after_payout))],
+    );
+    metric(
+        "vision_pool_payouts_total",
+        "counter",
+        "Payout batches, by outcome.",
+        &[("{status=\"paid\"}", counter(r.payouts_paid)), ("{status=\"set_aside\"}", counter(r.payouts_set_aside))],
+    );
     metric("vision_pool_ledger_shares", "gauge", "Shares in the ledger.", &[("", counter(m.ledger_shares))]);
     metric(
         "vision_pool_verify_queue_depth",

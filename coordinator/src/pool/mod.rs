@@ -50,11 +50,10 @@ use self::vardiff::VardiffConfig;
 use self::verify_queue::VerifyQueue;
 use self::worker_sessions::SessionState;
 use crate::chain::{check_address, Chain};
+use crate::rewards::{RewardConfig, Rewards};
 use crate::storage::{BanRecord, PoolSettings, PoolStore, TemplateRecord};
 pub use vision_protocol::pool::*;
 
-/// The foundation's cut of every block, in basis points (1%).
-pub const FOUNDATION_FEE_BPS: u32 = 100;
 /// Largest pool fee an operator may set (10%).
 pub const MAX_POOL_FEE_BPS: u32 = 1000;
 
@@ -89,6 +88,8 @@ pub struct PoolConfig {
     pub max_long_polls: usize,
     pub verify_threads: usize,
     pub verify_queue: usize,
+    /// Splits, fees, maturity and payouts.
+    pub rewards: RewardConfig,
 }
 
 impl Default for PoolConfig {
@@ -111,6 +112,7 @@ impl Default for PoolConfig {
             max_long_polls: 1024,
             verify_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             verify_queue: 256,
+            rewards: RewardConfig::default(),
         }
     }
 }
@@ -122,6 +124,7 @@ pub struct Pool {
     store: Arc<dyn PoolStore>,
     secret: [u8; 32],
     chain: Chain,
+    rewards: Arc<Rewards>,
     jobs: JobBook,
     /// The active set: session id -> state.
     sessions: Mutex<HashMap<String, SessionState>>,
@@ -156,6 +159,10 @@ impl Pool {
         let bans = store.bans()?.into_iter().map(|b| (b.session_id.clone(), b)).collect();
         let metrics = PoolMetrics::default();
         let flushing = store.clone();
+        let rewards = Arc::new(
+            Rewards::new(config.rewards.clone(), store.clone(), chain.clone())
+                .map_err(|e| PoolError::Internal(e.to_string()))?,
+        );
         let pool = Pool {
             verifier: VerifyQueue::start(
                 config.verify_threads,
@@ -175,6 +182,7 @@ impl Pool {
             store,
             secret,
             chain,
+            rewards,
             jobs: JobBook::default(),
             sessions: Mutex::new(HashMap::new()),
             bans: Mutex::new(bans),
@@ -246,6 +254,22 @@ impl Pool {
 
     pub fn config(&self) -> &PoolConfig {
         &self.config
+    }
+
+    pub fn rewards(&self) -> &Arc<Rewards> {
+        &self.rewards
+    }
+
+    /// One rewards round (credit, confirm, orphan, pay) with the fee in force.
+    pub async fn run_rewards_round(&self, now_ms: u64) -> Result<(), crate::rewards::RewardError> {
+        let fee = self.settings().pool_fee_bps;
+        let round = self.rewards.run_round(now_ms, fee).await;
+        if let Some(template) = self.jobs.current() {
+            let (difficulty, reward) = (template.template.header.difficulty, template.template.reward);
+            let rewards = self.rewards.clone();
+            let _ = tokio::task::spawn_blocking(move || rewards.refresh_estimates(difficulty, reward, fee)).await;
+        }
+        round
     }
 
     pub fn settings(&self) -> PoolSettings {
@@ -346,6 +370,14 @@ impl Pool {
         };
         for session_id in expired {
             self.store.remove_ban(&session_id)?;
+        }
+        let difficulty = self.jobs.current().map(|t| t.template.header.difficulty);
+        match self.rewards.compact_ledger(difficulty, 200_000) {
+            Ok(report) if report.compacted > 0 => {
+                tracing::info!("compacted {} old shares into per-worker aggregates", report.compacted);
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!("share compaction failed: {err}"),
         }
         if pruned + sources + forgotten > 0 {
             tracing::info!("pruned {pruned} idle sessions, {sources} idle sources, {forgotten} old sessions");

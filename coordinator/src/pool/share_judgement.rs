@@ -173,15 +173,15 @@ impl Pool {
             time_ms: now,
             is_block,
         };
-        match self.store.append_share(&record)? {
-            AppendOutcome::Appended(_) => {}
+        let position = match self.store.append_share(&record)? {
+            AppendOutcome::Appended(position) => position,
             AppendOutcome::Duplicate(credit) if credit.session_id == session_id => {
                 self.commits.durable().await?;
                 PoolMetrics::bump(&self.metrics.shares_replayed);
                 return Ok(already_credited(difficulty));
             }
             AppendOutcome::Duplicate(_) => return reject(ShareRejection::Duplicate),
-        }
+        };
         // Recorded before it is submitted: the chain never holds a pool
         // block the pool has no record of.
         let found = is_block.then(|| FoundBlockRecord {
@@ -198,6 +198,8 @@ impl Pool {
             attempts: 0,
             updated_ms: now,
             submission: job.template.template.solved(request.nonce),
+            share_position: Some(position),
+            pool_fee_bps: Some(self.settings().pool_fee_bps),
         });
         let recorded = found.as_ref().map_or(Ok(()), |f| self.store.put_found_block(f));
         let durable = self.commits.durable().await;

@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 
 use super::metrics::PoolMetrics;
 use super::worker_sessions::SessionState;
-use super::{Hashrate, Pool, PoolError, PoolStats, ShareCounts, WorkerStats, FOUNDATION_FEE_BPS};
-use crate::storage::FoundBlockRecord;
+use super::{Hashrate, Pool, PoolStats, ShareCounts, WorkerStats};
 
 /// Counters for `/pool/metrics` and `/metrics`, read in one place.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +45,7 @@ impl Pool {
             online: session.last_share_ms.is_some_and(|t| now.saturating_sub(t) <= online_window_ms),
             blocks_found: session.blocks_found,
             sessions: 1,
+            estimated_payout: None,
         }
     }
 
@@ -81,7 +81,13 @@ impl Pool {
                 }
             }
         }
-        by_worker.into_values().map(|(w, _)| w).collect()
+        let mut workers: Vec<WorkerStats> = by_worker.into_values().map(|(w, _)| w).collect();
+        drop(sessions);
+        let estimates = self.rewards.estimated_payouts();
+        for worker in &mut workers {
+            worker.estimated_payout = Some(estimates.get(&worker.worker_id).copied().unwrap_or(0));
+        }
+        workers
     }
 
     pub(crate) fn stats(&self, now: u64) -> PoolStats {
@@ -97,7 +103,12 @@ impl Pool {
         PoolStats {
             pool_name: settings.pool_name,
             pool_fee_bps: settings.pool_fee_bps,
-            foundation_fee_bps: FOUNDATION_FEE_BPS,
+            foundation_fee_bps: self.rewards.config().foundation_fee_bps,
+            foundation_address: self.rewards.config().foundation_address.clone(),
+            pool_fee_address: self.rewards.config().pool_fee_address.clone(),
+            payout_scheme: self.rewards.config().scheme.to_string(),
+            payout_threshold: self.rewards.config().payout_threshold,
+            confirmations: self.rewards.config().confirmations,
             running: self.running.load(std::sync::atomic::Ordering::Relaxed),
             height: template.as_ref().map(|t| t.template.header.height),
             network_difficulty: template.as_ref().map(|t| t.template.header.difficulty),
@@ -112,13 +123,6 @@ impl Pool {
 
     pub(crate) fn worker(&self, worker_id: &str, now: u64) -> Option<WorkerStats> {
         self.workers(now, Some(worker_id)).pop()
-    }
-
-    /// Every found block, newest first.
-    pub(crate) fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, PoolError> {
-        let mut blocks = self.store.found_blocks()?;
-        blocks.sort_by_key(|b| std::cmp::Reverse((b.height, b.time_ms)));
-        Ok(blocks)
     }
 
     pub(crate) fn metrics_snapshot(&self) -> MetricsSnapshot {

@@ -22,7 +22,6 @@ use super::job_book::IssuedJob;
 use super::metrics::PoolMetrics;
 use super::token_bucket::TokenBucket;
 use super::vardiff::Vardiff;
-use super::FOUNDATION_FEE_BPS;
 use super::{Hashrate, Pool, PoolError, RegisterRequest, RegisterResponse, ShareCounts, ShareRejection};
 use crate::bearer_auth::tokens_match;
 use crate::chain::check_address;
@@ -200,7 +199,8 @@ impl Pool {
             session_id,
             worker_name: bound.worker_name,
             pool_fee_bps: settings.pool_fee_bps,
-            foundation_fee_bps: FOUNDATION_FEE_BPS,
+            foundation_fee_bps: self.rewards.config().foundation_fee_bps,
+            foundation_address: self.rewards.config().foundation_address.clone(),
             pool_name: settings.pool_name,
         })
     }

@@ -12,13 +12,18 @@
 //! credited share nor credit a share twice. Writes become durable on
 //! [`PoolStore::flush`]; the pool acknowledges only after that.
 
+mod reward_records;
 mod sled_store;
 
 use serde::{Deserialize, Serialize};
 
+pub use reward_records::{
+    status_name, BalanceBucket, BalanceDelta, BalanceRecord, BlockCredit, BlockRewardRecord, PayoutOutput,
+    PayoutRecord, PayoutStatus, RewardStatus, RewardUpdate, ShareAggregate, StatusChange,
+};
 pub use sled_store::SledStore;
 
-use vision_protocol::pool::{FoundBlockStatus, FoundBlockView, PoolSettingsView};
+use vision_protocol::pool::PoolSettingsView;
 use vision_protocol::HeaderFields;
 
 use crate::chain::{BlockSubmission, BlockTemplate};
@@ -29,6 +34,10 @@ pub enum StoreError {
     Backend(String),
     #[error("storage: corrupt record in {tree}: {message}")]
     Corrupt { tree: &'static str, message: String },
+    /// An update would break a rule of the books (a balance below zero):
+    /// nothing of it was applied.
+    #[error("storage: refused an update: {0}")]
+    Refused(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -214,30 +223,13 @@ pub struct FoundBlockRecord {
     pub updated_ms: u64,
     /// What is sent to the chain (kept for retries after a restart).
     pub submission: BlockSubmission,
-}
-
-impl From<&FoundBlockRecord> for FoundBlockView {
-    fn from(b: &FoundBlockRecord) -> Self {
-        FoundBlockView {
-            height: b.height,
-            hash: b.hash.clone(),
-            template_id: b.template_id.clone(),
-            nonce: b.nonce,
-            worker_id: b.worker_id.clone(),
-            session_id: b.session_id.clone(),
-            wallet_address: b.wallet_address.clone(),
-            time_ms: b.time_ms,
-            status: match b.status {
-                BlockStatus::Submitted => FoundBlockStatus::Submitted,
-                BlockStatus::Accepted => FoundBlockStatus::Accepted,
-                BlockStatus::Rejected => FoundBlockStatus::Rejected,
-            },
-            reason: b.reason.clone(),
-            attempts: b.attempts,
-            updated_ms: b.updated_ms,
-            submission: b.submission.clone(),
-        }
-    }
+    /// The ledger position of the block's own share (where its reward
+    /// window ends). Absent from records written before rewards existed.
+    #[serde(default)]
+    pub share_position: Option<u64>,
+    /// The pool fee in force when it was found (its split uses it).
+    #[serde(default)]
+    pub pool_fee_bps: Option<u32>,
 }
 
 /// A banned session.
@@ -310,6 +302,26 @@ pub trait PoolStore: Send + Sync + 'static {
     /// Forgets duplicate keys of heights below `height` (their jobs are gone,
     /// so no share of them can be judged any more).
     fn prune_share_keys_below(&self, height: u64) -> Result<usize, StoreError>;
+    /// Up to `limit` shares at positions <= `last`, newest first.
+    fn shares_back_from(&self, last: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError>;
+    /// The lowest ledger position not compacted (shares below it live on
+    /// only in [`PoolStore::share_aggregates`]).
+    fn ledger_floor(&self) -> Result<u64, StoreError>;
+    /// Folds up to `max` shares from the floor up to (not including)
+    /// `below` into per-worker aggregates, atomically; returns how many.
+    fn compact_shares_below(&self, below: u64, max: usize) -> Result<usize, StoreError>;
+    fn share_aggregates(&self) -> Result<Vec<ShareAggregate>, StoreError>;
+
+    /// Applies one change of reward state (block records, payout records,
+    /// balance movements) atomically; refuses it whole if a balance part
+    /// would go below zero.
+    fn apply_reward_update(&self, update: &RewardUpdate) -> Result<(), StoreError>;
+    /// Every block's reward record, in height order.
+    fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError>;
+    fn balance(&self, wallet: &str) -> Result<Option<BalanceRecord>, StoreError>;
+    fn balances(&self) -> Result<Vec<BalanceRecord>, StoreError>;
+    /// Every payout batch, oldest first.
+    fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError>;
 
     fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
     fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;

@@ -4,10 +4,16 @@ use std::sync::{Arc, Mutex};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use std::collections::BTreeMap;
+
 use super::{
-    AppendOutcome, BanRecord, Credit, FoundBlockRecord, JobRecord, PoolSettings, PoolStore, SessionRecord, ShareRecord,
-    StoreError, TemplateRecord, WorkerRecord,
+    AppendOutcome, BalanceRecord, BanRecord, BlockRewardRecord, Credit, FoundBlockRecord, JobRecord, PayoutRecord,
+    PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord,
+    WorkerRecord,
 };
+
+/// `pool_meta` key of the lowest uncompacted ledger position (u64 BE).
+const LEDGER_FLOOR: &str = "ledger_floor";
 
 /// [`PoolStore`] on sled trees, in the coordinator's data directory.
 #[derive(Clone)]
@@ -27,6 +33,14 @@ pub struct SledStore {
     jobs: sled::Tree,
     /// template id -> (height BE ++ TemplateRecord JSON).
     templates: sled::Tree,
+    /// height BE ++ hash -> BlockRewardRecord.
+    block_rewards: sled::Tree,
+    /// wallet -> BalanceRecord.
+    balances: sled::Tree,
+    /// payout id BE -> PayoutRecord.
+    payouts: sled::Tree,
+    /// worker id -> ShareAggregate (compacted shares).
+    share_aggregates: sled::Tree,
     /// The next ledger position. Appends take it under this lock and commit
     /// before releasing it, so positions commit in order (no gaps a reader
     /// could page past).
@@ -61,10 +75,14 @@ impl SledStore {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let meta = db.open_tree("pool_meta")?;
         let shares = db.open_tree("pool_shares")?;
+        // Compaction may have removed every share: the floor remembers
+        // where the ledger had got to.
+        let floor = meta.get(LEDGER_FLOOR)?.map(|v| be_u64("pool_meta", &v)).transpose()?.unwrap_or(0);
         let next_position = match shares.last()? {
             Some((key, _)) => be_u64("pool_shares", &key)? + 1,
             None => 0,
-        };
+        }
+        .max(floor);
         Ok(SledStore {
             secret: load_or_create_secret(db, &meta)?,
             db: db.clone(),
@@ -77,6 +95,10 @@ impl SledStore {
             meta,
             jobs: db.open_tree("pool_jobs")?,
             templates: db.open_tree("pool_templates")?,
+            block_rewards: db.open_tree("pool_block_rewards")?,
+            balances: db.open_tree("pool_balances")?,
+            payouts: db.open_tree("pool_payouts")?,
+            share_aggregates: db.open_tree("pool_share_aggregates")?,
             next_position: Arc::new(Mutex::new(next_position)),
         })
     }
@@ -104,6 +126,25 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, message: e.to_string() })
+}
+
+/// Found blocks and their reward records: height BE ++ hash.
+fn block_key(height: u64, hash: &str) -> Vec<u8> {
+    let mut key = height.to_be_bytes().to_vec();
+    key.extend_from_slice(hash.as_bytes());
+    key
+}
+
+/// A transaction's result as the store's: an abort is a refused update.
+fn transaction_result(tree: &'static str, result: Result<(), TransactionError<String>>) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(TransactionError::Storage(e)) => Err(e.into()),
+        Err(TransactionError::Abort(message)) if message.starts_with("corrupt") => {
+            Err(StoreError::Corrupt { tree, message })
+        }
+        Err(TransactionError::Abort(message)) => Err(StoreError::Refused(message)),
+    }
 }
 
 fn decode_credit(bytes: &[u8]) -> Result<Credit, StoreError> {
@@ -210,6 +251,136 @@ impl PoolStore for SledStore {
         Ok(pruned)
     }
 
+    fn shares_back_from(&self, last: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError> {
+        self.shares
+            .range(..=last.to_be_bytes())
+            .rev()
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((be_u64("pool_shares", &k)?, decode("pool_shares", &v)?))
+            })
+            .collect()
+    }
+
+    fn ledger_floor(&self) -> Result<u64, StoreError> {
+        let stored = self.meta.get(LEDGER_FLOOR)?.map(|v| be_u64("pool_meta", &v)).transpose()?.unwrap_or(0);
+        // Nothing below the first share left is in the ledger either.
+        let first = self.shares.first()?.map(|(k, _)| be_u64("pool_shares", &k)).transpose()?;
+        Ok(first.map_or(self.ledger_len(), |f| f.max(stored)).max(stored))
+    }
+
+    fn compact_shares_below(&self, below: u64, max: usize) -> Result<usize, StoreError> {
+        let floor = self.ledger_floor()?;
+        let below = below.min(self.ledger_len());
+        if below <= floor || max == 0 {
+            return Ok(0);
+        }
+        let batch: Vec<(u64, ShareRecord)> =
+            self.shares_from(floor, max)?.into_iter().filter(|(p, _)| *p < below).collect();
+        let new_floor = batch.last().map_or(below, |(p, _)| p + 1);
+        let mut folded: BTreeMap<String, ShareAggregate> = BTreeMap::new();
+        for (position, share) in &batch {
+            let entry = folded.entry(share.worker_id.clone()).or_insert_with(|| ShareAggregate {
+                worker_id: share.worker_id.clone(),
+                wallet_address: share.wallet_address.clone(),
+                first_position: *position,
+                first_ms: share.time_ms,
+                ..ShareAggregate::default()
+            });
+            entry.shares += 1;
+            entry.difficulty_sum += u128::from(share.share_difficulty);
+            entry.last_position = *position;
+            entry.last_ms = entry.last_ms.max(share.time_ms);
+        }
+        let result = (&self.shares, &self.share_aggregates, &self.meta).transaction(|(shares, aggregates, meta)| {
+            for (position, _) in &batch {
+                shares.remove(&position.to_be_bytes()[..])?;
+            }
+            for (worker, add) in &folded {
+                let merged = match aggregates.get(worker.as_bytes())? {
+                    Some(bytes) => {
+                        let mut old: ShareAggregate = serde_json::from_slice(&bytes)
+                            .map_err(|e| ConflictableTransactionError::Abort(format!("corrupt aggregate: {e}")))?;
+                        old.shares += add.shares;
+                        old.difficulty_sum += add.difficulty_sum;
+                        old.last_position = add.last_position;
+                        old.last_ms = old.last_ms.max(add.last_ms);
+                        old.wallet_address.clone_from(&add.wallet_address);
+                        old
+                    }
+                    None => add.clone(),
+                };
+                aggregates.insert(worker.as_bytes(), encode(&merged))?;
+            }
+            meta.insert(LEDGER_FLOOR, &new_floor.to_be_bytes()[..])?;
+            Ok::<_, ConflictableTransactionError<String>>(())
+        });
+        transaction_result("pool_share_aggregates", result)?;
+        Ok(batch.len())
+    }
+
+    fn share_aggregates(&self) -> Result<Vec<ShareAggregate>, StoreError> {
+        self.share_aggregates.iter().values().map(|v| decode("pool_share_aggregates", &v?)).collect()
+    }
+
+    fn apply_reward_update(&self, update: &RewardUpdate) -> Result<(), StoreError> {
+        // Net movements per wallet and part, so a wallet is read once.
+        let mut deltas: BTreeMap<&str, Vec<(super::BalanceBucket, i128)>> = BTreeMap::new();
+        for delta in &update.balances {
+            deltas.entry(delta.wallet.as_str()).or_default().push((delta.bucket, delta.amount));
+        }
+        let blocks: Vec<(Vec<u8>, Vec<u8>)> =
+            update.blocks.iter().map(|b| (block_key(b.height, &b.hash), encode(b))).collect();
+        let payouts: Vec<([u8; 8], Vec<u8>)> = update.payouts.iter().map(|p| (p.id.to_be_bytes(), encode(p))).collect();
+        let result = (&self.block_rewards, &self.balances, &self.payouts).transaction(
+            |(blocks_tree, balances, payouts_tree)| {
+                for (wallet, moves) in &deltas {
+                    let mut record: BalanceRecord = match balances.get(wallet.as_bytes())? {
+                        Some(bytes) => serde_json::from_slice(&bytes)
+                            .map_err(|e| ConflictableTransactionError::Abort(format!("corrupt balance: {e}")))?,
+                        None => BalanceRecord { wallet: wallet.to_string(), ..BalanceRecord::default() },
+                    };
+                    for (bucket, amount) in moves {
+                        let part = record.bucket_mut(*bucket);
+                        let next = i128::from(*part) + amount;
+                        *part = u64::try_from(next).map_err(|_| {
+                            ConflictableTransactionError::Abort(format!("{wallet}: {bucket:?} would become {next}"))
+                        })?;
+                    }
+                    balances.insert(wallet.as_bytes(), encode(&record))?;
+                }
+                for (key, value) in &blocks {
+                    blocks_tree.insert(key.as_slice(), value.as_slice())?;
+                }
+                for id in &update.payouts_removed {
+                    payouts_tree.remove(&id.to_be_bytes()[..])?;
+                }
+                for (key, value) in &payouts {
+                    payouts_tree.insert(&key[..], value.as_slice())?;
+                }
+                Ok::<_, ConflictableTransactionError<String>>(())
+            },
+        );
+        transaction_result("pool_balances", result)
+    }
+
+    fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError> {
+        self.block_rewards.iter().values().map(|v| decode("pool_block_rewards", &v?)).collect()
+    }
+
+    fn balance(&self, wallet: &str) -> Result<Option<BalanceRecord>, StoreError> {
+        self.balances.get(wallet.as_bytes())?.map(|v| decode("pool_balances", &v)).transpose()
+    }
+
+    fn balances(&self) -> Result<Vec<BalanceRecord>, StoreError> {
+        self.balances.iter().values().map(|v| decode("pool_balances", &v?)).collect()
+    }
+
+    fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError> {
+        self.payouts.iter().values().map(|v| decode("pool_payouts", &v?)).collect()
+    }
+
     fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError> {
         self.bans.insert(ban.session_id.as_bytes(), encode(ban))?;
         Ok(())
@@ -274,9 +445,7 @@ impl PoolStore for SledStore {
     }
 
     fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError> {
-        let mut key = block.height.to_be_bytes().to_vec();
-        key.extend_from_slice(block.hash.as_bytes());
-        self.blocks.insert(key, encode(block))?;
+        self.blocks.insert(block_key(block.height, &block.hash), encode(block))?;
         Ok(())
     }
 

@@ -127,6 +127,52 @@ impl TestPool {
     }
 }
 
+impl TestPool {
+    /// Mines as an honest miner with `token`: sends every share it finds
+    /// until one is a block the chain accepts (returns its height and hash),
+    /// or, with `shares` set, until that many shares were accepted (returns None).
+    pub async fn mine(&self, token: &str, shares: Option<usize>) -> Option<(u64, String)> {
+        let mut sent = 0;
+        loop {
+            let job = self.job(token).await;
+            let input = job.input();
+            let mut engine = FastEngine::new();
+            for nonce in job.nonce_start()..job.nonce_end() {
+                let digest = engine.hash(&input, nonce);
+                if !digest.meets_difficulty(job.share_difficulty()) {
+                    continue;
+                }
+                let (status, answer) = self.share(token, &job, nonce, &digest.to_hex()).await;
+                assert_eq!(status, StatusCode::OK, "{answer}");
+                if answer["accepted"] != true {
+                    break; // stale: a new job
+                }
+                sent += 1;
+                if answer["block_status"] == "accepted" && shares.is_none() {
+                    return Some((job.height(), answer["block_hash"].as_str().unwrap().to_string()));
+                }
+                if shares.is_some_and(|n| sent >= n) {
+                    return None;
+                }
+                if answer["block_status"].is_string() {
+                    break; // the tip moved
+                }
+            }
+        }
+    }
+
+    /// Mines until a block is found; its height and hash.
+    pub async fn mine_block(&self, token: &str) -> (u64, String) {
+        self.mine(token, None).await.expect("a block")
+    }
+
+    pub async fn json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+}
+
 /// An HTTP client whose connections come from `ip` (a loopback address
 /// such as 127.0.0.2: another source, as far as the pool can tell).
 pub fn client_from(ip: &str) -> Client {
@@ -147,6 +193,14 @@ impl Job {
 
     pub fn nonce_start(&self) -> u64 {
         self.0["nonce_start"].as_u64().unwrap()
+    }
+
+    pub fn nonce_end(&self) -> u64 {
+        self.0["nonce_end"].as_u64().unwrap()
+    }
+
+    pub fn share_difficulty(&self) -> u64 {
+        self.0["share_difficulty"].as_u64().unwrap()
     }
 
     pub fn input(&self) -> PowInput {

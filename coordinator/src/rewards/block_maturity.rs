@@ -1,0 +1,425 @@
+//! A found block's way to a payable reward: credited when the chain has
+//! accepted it (immature), confirmed after `confirmations` blocks, orphaned
+//! if it leaves the chain. Each step is one atomic store update, so a crash
+//! at any point leaves either the step done or not done, never half.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+
+use super::reward_split::{pplns_target, pplns_window, split_reward, whole_window, PayoutScheme, WindowShare};
+use super::{CrashPoint, RewardError, Rewards};
+use crate::chain::{ChainBlock, ChainError};
+use crate::storage::{
+    BalanceBucket, BalanceDelta, BlockCredit, BlockRewardRecord, BlockStatus, FoundBlockRecord, RewardStatus,
+    RewardUpdate, ShareRecord,
+};
+
+/// Confirmed blocks are still watched for a reorganisation this many blocks
+/// past their confirmation.
+const ORPHAN_WATCH_DEPTH: u64 = 100;
+
+impl Rewards {
+    /// Credits, confirms and orphans found blocks, in ledger order.
+    pub(super) async fn advance_blocks(&self, now_ms: u64, pool_fee_bps: u32) -> Result<(), RewardError> {
+        let Some(tip) = self.chain.tip().await? else { return Ok(()) };
+        let mut found = self.store.found_blocks()?;
+        found.sort_by_key(|b| (b.share_position.unwrap_or(u64::MAX), b.height));
+        let mut records: HashMap<(u64, String), BlockRewardRecord> =
+            self.store.block_rewards()?.into_iter().map(|r| ((r.height, r.hash.clone()), r)).collect();
+        // PROP rounds end at each block the chain accepted.
+        let mut round_start = 0u64;
+        // A block still being submitted may yet end a round: later blocks wait for it.
+        let mut blocked = false;
+        let mut overdue = 0;
+        for block in &found {
+            match block.status {
+                BlockStatus::Rejected => continue,
+                BlockStatus::Submitted => {
+                    blocked = true;
+                    continue;
+                }
+                BlockStatus::Accepted => {}
+            }
+            let key = (block.height, block.hash.clone());
+            let next_round_start = block.share_position.map_or(round_start, |p| p + 1);
+            // The fee in force when the block was found, if it was recorded.
+            let fee = block.pool_fee_bps.unwrap_or(pool_fee_bps);
+            let step = match records.remove(&key) {
+                None if !blocked => {
+                    self.credit_block(block, None, &tip, round_start, now_ms, fee).await.map(|()| false)
+                }
+                None => Ok(false),
+                Some(record) if self.is_back_on_chain(block, &record, &tip).await => {
+                    self.credit_block(block, Some(record), &tip, round_start, now_ms, fee).await.map(|()| false)
+                }
+                Some(record) => self.follow_block(block, record, &tip, now_ms).await,
+            };
+            // One block failing (its write refused) holds up neither the
+            // others' maturity nor payouts; later blocks wait to be credited,
+            // as their PROP round may depend on it.
+            match step {
+                Ok(is_overdue) => overdue += u64::from(is_overdue),
+                Err(RewardError::Chain(err)) => return Err(err.into()),
+                Err(err) => {
+                    tracing::error!(height = block.height, "rewards of this block are stuck (retrying): {err}");
+                    blocked = true;
+                }
+            }
+            round_start = next_round_start;
+        }
+        self.metrics.blocks_overdue.store(overdue, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes a newly accepted block's credit: its window, its split of the
+    /// reward the chain actually holds, immature balances.
+    async fn credit_block(
+        &self,
+        block: &FoundBlockRecord,
+        orphaned: Option<BlockRewardRecord>,
+        tip: &ChainBlock,
+        round_start: u64,
+        now_ms: u64,
+        pool_fee_bps: u32,
+    ) -> Result<(), RewardError> {
+        let on_chain = match self.chain.block(block.height).await {
+            Ok(b) => Some(b),
+            Err(ChainError::NotFound(_)) => None,
+            Err(err) => return Err(err.into()),
+        };
+        let mut record = match orphaned {
+            // Back on the chain after a reorganisation: credited afresh.
+            Some(mut record) => {
+                record.status = RewardStatus::Pending;
+                record.credit = None;
+                record.note("returned", "back on the chain after a reorganisation", now_ms);
+                record
+            }
+            None => {
+                let mut record = BlockRewardRecord {
+                    height: block.height,
+                    hash: block.hash.clone(),
+                    status: RewardStatus::Pending,
+                    confirmations: 0,
+                    credit: None,
+                    history: Vec::new(),
+                    overdue_since_ms: None,
+                    operator_flag: None,
+                    updated_ms: now_ms,
+                };
+                let finder = format!("found by {} ({})", block.worker_id, block.wallet_address);
+                record.note("submitted", finder, block.time_ms);
+                record.note("accepted", "the chain accepted it", block.updated_ms.max(block.time_ms));
+                record
+            }
+        };
+        let mut update = RewardUpdate::default();
+        match on_chain {
+            Some(chain_block)
+                if chain_block.hash.eq_ignore_ascii_case(&block.hash)
+                    && chain_block.miner != self.config.pool_address =>
+            {
+                record.change(
+                    RewardStatus::Orphaned,
+                    format!("the chain's block pays {}, not the pool's wallet: nothing to share", chain_block.miner),
+                    now_ms,
+                );
+                tracing::error!(height = block.height, "our block's coinbase pays {}", chain_block.miner);
+            }
+            Some(chain_block) if chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
+                let scheme = self.config.scheme;
+                let window = self.window_for(block, scheme, round_start)?;
+                let split = split_reward(chain_block.reward, &self.fees(pool_fee_bps), &window);
+                for entry in &split.entries {
+                    update.balances.push(BalanceDelta::new(
+                        &entry.recipient,
+                        BalanceBucket::Immature,
+                        i128::from(entry.amount),
+                    ));
+                }
+                record.confirmations = confirmations(tip, block.height);
+                record.note(
+                    "pending",
+                    format!(
+                        "credited {} base units by {scheme} over {} shares ({:.0}% of the window)",
+                        chain_block.reward,
+                        window.shares,
+                        window.coverage() * 100.0
+                    ),
+                    now_ms,
+                );
+                record.credit =
+                    Some(BlockCredit { scheme, pool_fee_bps, window, split, confirmed: false, credited_ms: now_ms });
+            }
+            Some(chain_block) => {
+                record.change(
+                    RewardStatus::Orphaned,
+                    format!("height {} holds block {} before it was credited", block.height, chain_block.hash),
+                    now_ms,
+                );
+                self.metrics.blocks_orphaned.fetch_add(1, Ordering::Relaxed);
+            }
+            // The chain is (for now) shorter than the block: look again next round.
+            None => return Ok(()),
+        }
+        update.blocks.push(record);
+        self.store.apply_reward_update(&update)?;
+        self.crash_point(CrashPoint::CreditBlock);
+        self.flush().await?;
+        tracing::info!(height = block.height, "block credited (immature)");
+        Ok(())
+    }
+
+    /// The window a block's reward is split over, by `scheme`.
+    fn window_for(
+        &self,
+        block: &FoundBlockRecord,
+        scheme: PayoutScheme,
+        round_start: u64,
+    ) -> Result<super::reward_split::RewardWindow, RewardError> {
+        let position = match block.share_position {
+            Some(p) => Some(p),
+            None => self.store.credited(block.height, &block.template_id, block.nonce)?.map(|c| c.position),
+        };
+        let finder = || WindowShare {
+            position: position.unwrap_or(0),
+            wallet: block.wallet_address.clone(),
+            difficulty: block.submission.header.difficulty.max(1),
+        };
+        let Some(position) = position else {
+            // A block recorded before share positions were: its finder's alone.
+            return Ok(whole_window([finder()]));
+        };
+        let window = self.window_at(position, block, scheme, round_start)?;
+        // No shares left to split over (compacted, say): the finder's, rather
+        // than the foundation taking the miners' part as dust.
+        Ok(if window.weights.is_empty() { whole_window([finder()]) } else { window })
+    }
+
+    fn window_at(
+        &self,
+        position: u64,
+        block: &FoundBlockRecord,
+        scheme: PayoutScheme,
+        round_start: u64,
+    ) -> Result<super::reward_split::RewardWindow, RewardError> {
+        let finder = || WindowShare {
+            position,
+            wallet: block.wallet_address.clone(),
+            difficulty: block.submission.header.difficulty.max(1),
+        };
+        let by_wallet = |(p, s): (u64, ShareRecord)| WindowShare {
+            position: p,
+            wallet: s.wallet_address,
+            difficulty: s.share_difficulty,
+        };
+        Ok(match scheme {
+            PayoutScheme::Solo => whole_window([finder()]),
+            PayoutScheme::Pplns => {
+                let target = pplns_target(block.submission.header.difficulty, self.config.pplns_window_factor);
+                pplns_window(self.pplns_shares(position, target)?.into_iter().map(by_wallet), target)
+            }
+            PayoutScheme::Prop => whole_window(self.round_shares(round_start, position)?.into_iter().map(by_wallet)),
+        })
+    }
+
+    /// Moves a credited block on: confirmations, confirmed, orphaned,
+    /// overdue. Returns whether it is pending past its expected time.
+    async fn follow_block(
+        &self,
+        block: &FoundBlockRecord,
+        mut record: BlockRewardRecord,
+        tip: &ChainBlock,
+        now_ms: u64,
+    ) -> Result<bool, RewardError> {
+        let watching = match record.status {
+            RewardStatus::Pending => true,
+            RewardStatus::Confirmed => {
+                record.confirmations < self.config.confirmations.saturating_add(ORPHAN_WATCH_DEPTH)
+            }
+            RewardStatus::Orphaned => false,
+        };
+        if !watching || record.credit.is_none() {
+            return Ok(false);
+        }
+        let on_chain = match self.chain.block(block.height).await {
+            Ok(b) => Some(b),
+            Err(ChainError::NotFound(_)) => None,
+            Err(err) => return Err(err.into()),
+        };
+        let mut update = RewardUpdate::default();
+        match on_chain {
+            Some(chain_block) if !chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
+                self.orphan(&mut record, &chain_block, &mut update, now_ms)?;
+            }
+            Some(chain_block) => {
+                let depth = confirmations(tip, block.height);
+                let mut changed = false;
+                if record.status == RewardStatus::Pending && depth >= self.config.confirmations {
+                    self.confirm(&mut record, &chain_block, &mut update, depth, now_ms);
+                    changed = true;
+                } else if depth != record.confirmations {
+                    record.confirmations = depth;
+                    record.updated_ms = now_ms;
+                    changed = true;
+                }
+                changed |= self.mark_overdue(&mut record, block, now_ms);
+                if !changed {
+                    return Ok(is_overdue(&record));
+                }
+            }
+            // Not on the chain right now (a shorter chain mid-reorganisation):
+            // nothing to decide yet.
+            None => return Ok(is_overdue(&record)),
+        }
+        let overdue = is_overdue(&record);
+        update.blocks.push(record);
+        self.store.apply_reward_update(&update)?;
+        self.flush().await?;
+        Ok(overdue)
+    }
+
+    /// Flags a block pending longer than `overdue_factor` x its expected
+    /// confirmation time (once, with a warning). Returns whether it changed.
+    fn mark_overdue(&self, record: &mut BlockRewardRecord, block: &FoundBlockRecord, now_ms: u64) -> bool {
+        if record.status != RewardStatus::Pending || record.overdue_since_ms.is_some() {
+            return false;
+        }
+        let expected_ms =
+            self.config.confirmations.max(1).saturating_mul(self.config.block_time_secs.saturating_mul(1000));
+        let limit = expected_ms.saturating_mul(self.config.overdue_factor.max(1));
+        if now_ms.saturating_sub(block.time_ms) <= limit {
+            return false;
+        }
+        tracing::warn!(
+            height = record.height,
+            confirmations = record.confirmations,
+            "block pending for {}s, more than {}x its expected confirmation time",
+            now_ms.saturating_sub(block.time_ms) / 1000,
+            self.config.overdue_factor
+        );
+        record.overdue_since_ms = Some(now_ms);
+        record.note(
+            "overdue",
+            format!(
+                "{} of {} confirmations after {}s",
+                record.confirmations,
+                self.config.confirmations,
+                now_ms.saturating_sub(block.time_ms) / 1000
+            ),
+            now_ms,
+        );
+        true
+    }
+
+    /// Pending -> confirmed: immature credits become payable, re-split if the
+    /// chain's reward differs from the one credited.
+    fn confirm(
+        &self,
+        record: &mut BlockRewardRecord,
+        chain_block: &ChainBlock,
+        update: &mut RewardUpdate,
+        depth: u64,
+        now_ms: u64,
+    ) {
+        let Some(credit) = record.credit.as_mut() else { return };
+        for entry in &credit.split.entries {
+            update.balances.push(BalanceDelta::new(
+                &entry.recipient,
+                BalanceBucket::Immature,
+                -i128::from(entry.amount),
+            ));
+        }
+        let mut reason = format!("{depth} confirmations");
+        if chain_block.reward != credit.split.reward {
+            reason.push_str(&format!(
+                "; the chain's reward is {} (credited {}), split again",
+                chain_block.reward, credit.split.reward
+            ));
+            credit.split = split_reward(chain_block.reward, &self.fees(credit.pool_fee_bps), &credit.window);
+        }
+        for entry in &credit.split.entries {
+            update.balances.push(BalanceDelta::new(
+                &entry.recipient,
+                BalanceBucket::Confirmed,
+                i128::from(entry.amount),
+            ));
+        }
+        credit.confirmed = true;
+        record.confirmations = depth;
+        record.overdue_since_ms = None;
+        record.change(RewardStatus::Confirmed, reason, now_ms);
+        self.metrics.blocks_confirmed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(height = record.height, "block confirmed");
+    }
+
+    /// Left the chain: its credits are taken back; what was paid out
+    /// already cannot be, and is flagged for the operator.
+    fn orphan(
+        &self,
+        record: &mut BlockRewardRecord,
+        chain_block: &ChainBlock,
+        update: &mut RewardUpdate,
+        now_ms: u64,
+    ) -> Result<(), RewardError> {
+        let Some(credit) = record.credit.as_ref() else { return Ok(()) };
+        // Per recipient (one wallet may hold several entries: a miner who is
+        // also the fee address).
+        let mut owed: BTreeMap<&str, u64> = BTreeMap::new();
+        for entry in &credit.split.entries {
+            *owed.entry(entry.recipient.as_str()).or_default() += entry.amount;
+        }
+        let mut shortfalls = Vec::new();
+        for (recipient, amount) in owed {
+            if credit.confirmed {
+                let available = self.store.balance(recipient)?.map_or(0, |b| b.confirmed);
+                let taken = amount.min(available);
+                if taken > 0 {
+                    update.balances.push(BalanceDelta::new(recipient, BalanceBucket::Confirmed, -i128::from(taken)));
+                }
+                if taken < amount {
+                    shortfalls.push(format!("{recipient} {}", amount - taken));
+                }
+            } else {
+                update.balances.push(BalanceDelta::new(recipient, BalanceBucket::Immature, -i128::from(amount)));
+            }
+        }
+        record.change(
+            RewardStatus::Orphaned,
+            format!("height {} now holds block {}; credits reversed", record.height, chain_block.hash),
+            now_ms,
+        );
+        self.metrics.blocks_orphaned.fetch_add(1, Ordering::Relaxed);
+        if !shortfalls.is_empty() {
+            let flag = format!("orphaned after its credits were paid out; not recovered: {}", shortfalls.join(", "));
+            tracing::error!(height = record.height, "{flag}");
+            record.note("flagged", flag.clone(), now_ms);
+            record.operator_flag = Some(flag);
+            self.metrics.orphans_after_payout.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tracing::warn!(height = record.height, "block orphaned; credits reversed");
+        }
+        Ok(())
+    }
+}
+
+impl Rewards {
+    /// An orphaned block the chain holds again (a reorganisation undone),
+    /// within the watch depth and not flagged (what was paid of a flagged
+    /// one is the operator's to settle).
+    async fn is_back_on_chain(&self, block: &FoundBlockRecord, record: &BlockRewardRecord, tip: &ChainBlock) -> bool {
+        record.status == RewardStatus::Orphaned
+            && record.operator_flag.is_none()
+            && confirmations(tip, block.height) < self.config.confirmations.saturating_add(ORPHAN_WATCH_DEPTH)
+            && self.chain.block(block.height).await.is_ok_and(|b| b.hash.eq_ignore_ascii_case(&block.hash))
+    }
+}
+
+/// Blocks from `height` to the tip, the block itself counting one.
+fn confirmations(tip: &ChainBlock, height: u64) -> u64 {
+    (tip.height + 1).saturating_sub(height)
+}
+
+fn is_overdue(record: &BlockRewardRecord) -> bool {
+    record.overdue_since_ms.is_some() && record.status == RewardStatus::Pending
+}

@@ -1,0 +1,63 @@
+//! "If a block were found now": each worker's part of a block at the
+//! current network difficulty and reward, for the stats.
+
+use std::collections::HashMap;
+
+use super::reward_split::{
+    pplns_target, pplns_window, split_reward, whole_window, PayoutScheme, SplitKind, WindowShare,
+};
+use super::{RewardError, Rewards};
+use crate::storage::{BlockStatus, ShareRecord};
+
+impl Rewards {
+    /// Base units per worker id a block found now would pay (by the
+    /// configured scheme; SOLO pays only whoever finds it, so none), as the
+    /// last rewards round computed them.
+    pub fn estimated_payouts(&self) -> HashMap<String, u64> {
+        self.estimates.lock().expect("estimates lock").clone()
+    }
+
+    /// Recomputes the estimates (reads a window of shares: blocking; the
+    /// rewards task calls it after each round, never a request).
+    pub fn refresh_estimates(&self, network_difficulty: u64, reward: u64, pool_fee_bps: u32) {
+        match self.estimate(network_difficulty, reward, pool_fee_bps) {
+            Ok(estimates) => *self.estimates.lock().expect("estimates lock") = estimates,
+            Err(err) => tracing::debug!("payout estimate failed: {err}"),
+        }
+    }
+
+    fn estimate(
+        &self,
+        network_difficulty: u64,
+        reward: u64,
+        pool_fee_bps: u32,
+    ) -> Result<HashMap<String, u64>, RewardError> {
+        let Some(last) = self.store.ledger_len().checked_sub(1) else { return Ok(HashMap::new()) };
+        // Keyed by worker id: the split is per wallet, the stats per worker.
+        let by_worker = |(p, s): (u64, ShareRecord)| WindowShare {
+            position: p,
+            wallet: s.worker_id,
+            difficulty: s.share_difficulty,
+        };
+        let window = match self.config.scheme {
+            PayoutScheme::Solo => return Ok(HashMap::new()),
+            PayoutScheme::Pplns => {
+                let target = pplns_target(network_difficulty, self.config.pplns_window_factor);
+                pplns_window(self.pplns_shares(last, target)?.into_iter().map(by_worker), target)
+            }
+            PayoutScheme::Prop => {
+                let round_start = self
+                    .store
+                    .found_blocks()?
+                    .iter()
+                    .filter(|b| b.status == BlockStatus::Accepted)
+                    .filter_map(|b| b.share_position)
+                    .max()
+                    .map_or(0, |p| p + 1);
+                whole_window(self.round_shares(round_start, last)?.into_iter().map(by_worker))
+            }
+        };
+        let split = split_reward(reward, &self.fees(pool_fee_bps), &window);
+        Ok(split.entries.into_iter().filter(|e| e.kind == SplitKind::Miner).map(|e| (e.recipient, e.amount)).collect())
+    }
+}

@@ -1,0 +1,277 @@
+//! Payouts: confirmed balances past the threshold, paid in one batch per
+//! round through the chain's transfer API, exactly once.
+//!
+//! A batch is written `sending` (its amounts moved from `confirmed` to
+//! `sending`) and made durable before the chain is asked; it becomes `paid`
+//! after. A batch found `sending` (a crash, a lost answer, a node that was
+//! down) is first looked up on the chain by its idempotency key, and sent
+//! again with the same key only if the chain has no such transfer: the
+//! chain never pays a key twice. A batch the chain refuses is split into
+//! one batch per payee, and a payee refused alone is set aside with the
+//! chain's reason, so one bad address never holds up the others.
+
+use std::sync::atomic::Ordering;
+
+use super::{CrashPoint, RewardError, Rewards};
+use crate::chain::{ChainError, TransferOutput, TransferReceipt, TransferRequest};
+use crate::storage::{BalanceBucket, BalanceDelta, PayoutOutput, PayoutRecord, PayoutStatus, RewardUpdate, StoreError};
+
+/// Refusals that name a payee. Any other refusal (our credential, our key,
+/// a reason the node does not say) keeps the batch `sending`, logged, and
+/// sets nobody aside.
+const PAYEE_FAULTS: [&str; 2] = ["refused_payee", "bad_address"];
+
+/// What [`Rewards::retry_set_aside`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    Retrying,
+    NotFound,
+    NotSetAside,
+}
+
+impl Rewards {
+    /// Settles batches left `sending`, then pays what is due.
+    pub(super) async fn send_payouts(&self, now_ms: u64) -> Result<(), RewardError> {
+        let mut queue: Vec<PayoutRecord> =
+            self.store.payouts()?.into_iter().filter(|p| p.status == PayoutStatus::Sending).collect();
+        let reconciling = !queue.is_empty();
+        while let Some(batch) = queue.pop() {
+            match self.chain.transfer_by_key(&batch.idempotency_key).await? {
+                Some(receipt) if receipt.total == batch.total() => self.mark_paid(batch, &receipt, now_ms).await?,
+                Some(receipt) => {
+                    // Not our transfer: nobody of this batch was paid by it.
+                    tracing::error!(
+                        payout = batch.id,
+                        "the chain's transfer under our key pays {} base units, the batch {}: left sending for the operator",
+                        receipt.total,
+                        batch.total()
+                    );
+                    let mut batch = batch;
+                    batch.reason = Some(format!(
+                        "the chain holds another transfer under this key ({}); the operator must reconcile it",
+                        receipt.transfer_id
+                    ));
+                    batch.updated_ms = now_ms;
+                    self.store
+                        .apply_reward_update(&RewardUpdate { payouts: vec![batch], ..RewardUpdate::default() })?;
+                }
+                None => queue.extend(self.send(batch, now_ms).await?),
+            }
+        }
+        if reconciling && self.store.payouts()?.iter().any(|p| p.status == PayoutStatus::Sending) {
+            // Still unsettled (the chain is down or short of funds): nothing
+            // new is sent until it is.
+            return Ok(());
+        }
+        if let Some(batch) = self.new_batch(now_ms).await? {
+            let mut queue = vec![batch];
+            while let Some(batch) = queue.pop() {
+                queue.extend(self.send(batch, now_ms).await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a `sending` batch of every balance past the threshold that the
+    /// pool wallet can cover, durably; none when nothing is due.
+    async fn new_batch(&self, now_ms: u64) -> Result<Option<PayoutRecord>, RewardError> {
+        let mut due: Vec<(String, u64)> = self
+            .store
+            .balances()?
+            .into_iter()
+            .filter(|b| {
+                b.confirmed >= self.config.payout_threshold.max(1)
+                    && b.wallet != self.config.pool_address
+                    && b.set_aside == 0
+            })
+            .map(|b| (b.wallet, b.confirmed))
+            .collect();
+        if due.is_empty() {
+            return Ok(None);
+        }
+        due.sort();
+        let mut available = self.chain.balance(&self.config.pool_address).await?.spendable;
+        let mut outputs = Vec::new();
+        for (wallet, amount) in due {
+            if outputs.len() >= self.config.max_payout_outputs {
+                break;
+            }
+            if amount <= available {
+                available -= amount;
+                outputs.push(PayoutOutput { address: wallet, amount });
+            }
+        }
+        if outputs.is_empty() {
+            tracing::info!("payouts are due but the pool wallet's spendable funds do not cover one yet");
+            return Ok(None);
+        }
+        let id = self.store.next_id()?;
+        let batch = PayoutRecord {
+            id,
+            status: PayoutStatus::Sending,
+            idempotency_key: self.payout_key(id)?,
+            outputs,
+            reason: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            transfer_id: None,
+            attempts: 0,
+        };
+        let mut update = RewardUpdate::default();
+        move_outputs(&mut update, &batch.outputs, BalanceBucket::Confirmed, BalanceBucket::Sending);
+        update.payouts.push(batch.clone());
+        self.store.apply_reward_update(&update)?;
+        self.flush().await?;
+        self.crash_point(CrashPoint::AfterSending);
+        Ok(Some(batch))
+    }
+
+    /// The operator's retry of a set-aside payout (the payee's problem was
+    /// fixed): it goes back to `sending` under a new key and is sent in the
+    /// next round (set aside again if the chain still refuses it).
+    pub async fn retry_set_aside(&self, id: u64, now_ms: u64) -> Result<RetryOutcome, RewardError> {
+        let _round = self.round.lock().await;
+        let Some(mut batch) = self.store.payouts()?.into_iter().find(|p| p.id == id) else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        if batch.status != PayoutStatus::SetAside {
+            return Ok(RetryOutcome::NotSetAside);
+        }
+        let mut update = RewardUpdate::default();
+        move_outputs(&mut update, &batch.outputs, BalanceBucket::SetAside, BalanceBucket::Sending);
+        batch.status = PayoutStatus::Sending;
+        batch.idempotency_key = self.payout_key(id)?;
+        batch.reason = Some("retried by the operator".into());
+        batch.updated_ms = now_ms;
+        update.payouts.push(batch);
+        self.store.apply_reward_update(&update)?;
+        self.flush().await?;
+        tracing::info!(payout = id, "set-aside payout retried by the operator");
+        Ok(RetryOutcome::Retrying)
+    }
+
+    /// The once-only key of batch `id`: this pool's tag, the id, and a random
+    /// part (so nobody can foresee, and take, the next key).
+    fn payout_key(&self, id: u64) -> Result<String, RewardError> {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| StoreError::Backend(format!("no OS randomness: {e}")))?;
+        Ok(format!("{}-payout-{id}-{}", self.payout_tag, hex::encode(random)))
+    }
+
+    /// Sends a `sending` batch. Returns batches to send next (the payees of
+    /// a refused batch, one per batch).
+    async fn send(&self, mut batch: PayoutRecord, now_ms: u64) -> Result<Vec<PayoutRecord>, RewardError> {
+        let request = TransferRequest {
+            from: self.config.pool_address.clone(),
+            outputs: batch
+                .outputs
+                .iter()
+                .map(|o| TransferOutput { address: o.address.clone(), amount: o.amount })
+                .collect(),
+            idempotency_key: batch.idempotency_key.clone(),
+        };
+        batch.attempts += 1;
+        match self.chain.transfer(request).await {
+            Ok(receipt) => {
+                self.crash_point(CrashPoint::AfterTransfer);
+                self.mark_paid(batch, &receipt, now_ms).await?;
+                Ok(Vec::new())
+            }
+            Err(ChainError::Invalid { reason, message }) if PAYEE_FAULTS.contains(&reason) => {
+                // Refused, unless an earlier send of this very batch landed.
+                match self.chain.transfer_by_key(&batch.idempotency_key).await? {
+                    Some(receipt) => {
+                        self.mark_paid(batch, &receipt, now_ms).await?;
+                        Ok(Vec::new())
+                    }
+                    None => self.refused(batch, reason, &message, now_ms).await,
+                }
+            }
+            Err(err) => {
+                // Unreachable, short of funds, or the like: the same batch,
+                // same key, next round.
+                tracing::warn!(payout = batch.id, "payout not sent yet (will retry): {err}");
+                batch.reason = Some(err.to_string());
+                batch.updated_ms = now_ms;
+                self.store.apply_reward_update(&RewardUpdate { payouts: vec![batch], ..RewardUpdate::default() })?;
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    async fn mark_paid(
+        &self,
+        mut batch: PayoutRecord,
+        receipt: &TransferReceipt,
+        now_ms: u64,
+    ) -> Result<(), RewardError> {
+        let mut update = RewardUpdate::default();
+        move_outputs(&mut update, &batch.outputs, BalanceBucket::Sending, BalanceBucket::Paid);
+        batch.status = PayoutStatus::Paid;
+        batch.reason = None;
+        batch.transfer_id = Some(receipt.transfer_id.clone());
+        batch.updated_ms = now_ms;
+        let (id, total, outputs) = (batch.id, batch.total(), batch.outputs.len());
+        update.payouts.push(batch);
+        self.store.apply_reward_update(&update)?;
+        self.flush().await?;
+        self.metrics.payouts_paid.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(payout = id, "paid {total} base units to {outputs} wallets");
+        Ok(())
+    }
+
+    /// The chain refused the transfer (nothing of it was paid). A batch of
+    /// several payees is split into one batch each, under new keys; a single
+    /// payee is set aside with the chain's reason.
+    async fn refused(
+        &self,
+        batch: PayoutRecord,
+        reason: &str,
+        message: &str,
+        now_ms: u64,
+    ) -> Result<Vec<PayoutRecord>, RewardError> {
+        let mut update = RewardUpdate::default();
+        let mut next = Vec::new();
+        if batch.outputs.len() > 1 {
+            tracing::warn!(
+                payout = batch.id,
+                "the chain refused a batch ({reason}: {message}); sending it payee by payee"
+            );
+            for output in &batch.outputs {
+                let id = self.store.next_id()?;
+                next.push(PayoutRecord {
+                    id,
+                    idempotency_key: self.payout_key(id)?,
+                    outputs: vec![output.clone()],
+                    reason: Some(format!("split from payout {} that the chain refused: {reason}", batch.id)),
+                    attempts: 0,
+                    created_ms: now_ms,
+                    updated_ms: now_ms,
+                    ..batch.clone()
+                });
+            }
+            update.payouts_removed.push(batch.id);
+            update.payouts.extend(next.iter().cloned());
+        } else {
+            let mut batch = batch;
+            move_outputs(&mut update, &batch.outputs, BalanceBucket::Sending, BalanceBucket::SetAside);
+            tracing::warn!(payout = batch.id, "payout set aside: the chain refused it ({reason}: {message})");
+            batch.status = PayoutStatus::SetAside;
+            batch.reason = Some(format!("{reason}: {message}"));
+            batch.updated_ms = now_ms;
+            update.payouts.push(batch);
+            self.metrics.payouts_set_aside.fetch_add(1, Ordering::Relaxed);
+        }
+        self.store.apply_reward_update(&update)?;
+        self.flush().await?;
+        Ok(next)
+    }
+}
+
+/// Moves each output's amount from one part of its payee's balance to another.
+fn move_outputs(update: &mut RewardUpdate, outputs: &[PayoutOutput], from: BalanceBucket, to: BalanceBucket) {
+    for output in outputs {
+        update.balances.push(BalanceDelta::new(&output.address, from, -i128::from(output.amount)));
+        update.balances.push(BalanceDelta::new(&output.address, to, i128::from(output.amount)));
+    }
+}

@@ -1,0 +1,151 @@
+//! Keeps the share ledger bounded: shares older than any reward window can
+//! still need are folded into per-worker aggregates (`pool_share_aggregates`).
+//!
+//! What "can still need" means, by scheme: PPLNS keeps the last
+//! [`PPLNS_KEEP_FACTOR`] windows' worth of difficulty at the current network
+//! difficulty (a later block's window is at most that, unless difficulty
+//! jumps more than that much); PROP keeps the round since the last credited
+//! block; SOLO keeps nothing once blocks are credited. While any found block
+//! is not yet credited, nothing is compacted. Duplicate keys are pruned by
+//! height elsewhere (`PoolStore::prune_share_keys_below`).
+
+use std::collections::HashSet;
+
+use super::reward_split::{pplns_target, PayoutScheme};
+use super::{RewardError, Rewards};
+use crate::storage::BlockStatus;
+
+/// PPLNS keeps this many windows of difficulty behind the ledger's end.
+pub(crate) const PPLNS_KEEP_FACTOR: u128 = 4;
+/// Shares folded per transaction.
+const CHUNK: usize = 5_000;
+
+/// What one compaction pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompactionReport {
+    pub compacted: usize,
+    /// The lowest position still in the ledger after it.
+    pub floor: u64,
+}
+
+impl Rewards {
+    /// Folds up to `max` shares no window can need into aggregates.
+    /// Blocking (sled scans and deletes): call it off the runtime.
+    pub fn compact_ledger(&self, network_difficulty: Option<u64>, max: usize) -> Result<CompactionReport, RewardError> {
+        let below = self.compaction_boundary(network_difficulty)?;
+        let mut compacted = 0;
+        while compacted < max {
+            let n = self.store.compact_shares_below(below, CHUNK.min(max - compacted))?;
+            if n == 0 {
+                break;
+            }
+            compacted += n;
+        }
+        Ok(CompactionReport { compacted, floor: self.store.ledger_floor()? })
+    }
+
+    /// The first ledger position some window may still need.
+    fn compaction_boundary(&self, network_difficulty: Option<u64>) -> Result<u64, RewardError> {
+        let floor = self.store.ledger_floor()?;
+        let credited: HashSet<(u64, String)> =
+            self.store.block_rewards()?.into_iter().map(|r| (r.height, r.hash)).collect();
+        let found = self.store.found_blocks()?;
+        let uncredited = found.iter().any(|b| match b.status {
+            BlockStatus::Submitted => true,
+            BlockStatus::Accepted => !credited.contains(&(b.height, b.hash.clone())),
+            BlockStatus::Rejected => false,
+        });
+        if uncredited {
+            return Ok(floor);
+        }
+        let end = self.store.ledger_len();
+        Ok(match self.config.scheme {
+            PayoutScheme::Solo => end,
+            PayoutScheme::Prop => found
+                .iter()
+                .filter(|b| b.status == BlockStatus::Accepted)
+                .filter_map(|b| b.share_position)
+                .max()
+                .map_or(floor, |p| p + 1),
+            PayoutScheme::Pplns => {
+                let Some(difficulty) = network_difficulty else { return Ok(floor) };
+                let Some(last) = end.checked_sub(1) else { return Ok(floor) };
+                let keep = pplns_target(difficulty, self.config.pplns_window_factor) * PPLNS_KEEP_FACTOR;
+                let kept = self.pplns_shares(last, keep)?;
+                let reached: u128 = kept.iter().map(|(_, s)| u128::from(s.share_difficulty)).sum();
+                match kept.last() {
+                    Some((oldest, _)) if reached >= keep => *oldest,
+                    _ => floor,
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::chain::devnet::{DevnetChain, DevnetConfig};
+    use crate::chain::Chain;
+    use crate::rewards::RewardConfig;
+    use crate::storage::{PoolStore, ShareRecord, SledStore};
+
+    fn share(height: u64, nonce: u64, worker: usize) -> ShareRecord {
+        ShareRecord {
+            worker_id: format!("rig{worker}"),
+            session_id: format!("s{worker}"),
+            wallet_address: format!("land1w{worker}"),
+            template_id: format!("t{height}"),
+            job_id: "j".into(),
+            nonce,
+            share_difficulty: 10,
+            height,
+            time_ms: nonce,
+            is_block: false,
+        }
+    }
+
+    /// Millions of shares: the ledger and its duplicate keys stay bounded by
+    /// what the windows need, and the aggregates account for every share.
+    #[test]
+    fn two_million_shares_compact_to_what_the_window_needs() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = Arc::new(SledStore::open(&db).unwrap());
+        let chain = Chain::Devnet(Arc::new(DevnetChain::open(&db, DevnetConfig::default()).unwrap()));
+        let config = RewardConfig { pplns_window_factor: 2.0, ..RewardConfig::default() };
+        let rewards = Rewards::new(config, store.clone(), chain).unwrap();
+        // Network difficulty 1,000: a window is 2,000 difficulty = 200 shares;
+        // 4 windows are kept.
+        const TOTAL: u64 = 2_000_000;
+        const PER_HEIGHT: u64 = 10_000;
+        let mut compacted = 0;
+        for n in 0..TOTAL {
+            let height = n / PER_HEIGHT;
+            store.append_share(&share(height, n, (n % 7) as usize)).unwrap();
+            if (n + 1) % PER_HEIGHT == 0 {
+                // What housekeeping does as heights pass.
+                store.prune_share_keys_below(height.saturating_sub(2)).unwrap();
+                compacted += rewards.compact_ledger(Some(1_000), usize::MAX).unwrap().compacted;
+            }
+        }
+        assert_eq!(store.ledger_len(), TOTAL, "positions keep counting");
+        let left = store.shares_from(0, 10_000).unwrap();
+        assert_eq!(left.len(), 800, "four windows of 200 shares are kept");
+        assert_eq!(left[0].0, TOTAL - 800);
+        assert_eq!(compacted as u64, TOTAL - 800);
+        assert_eq!(store.ledger_floor().unwrap(), TOTAL - 800);
+        let aggregates = store.share_aggregates().unwrap();
+        assert_eq!(aggregates.len(), 7);
+        assert_eq!(aggregates.iter().map(|a| a.shares).sum::<u64>(), TOTAL - 800);
+        assert_eq!(aggregates.iter().map(|a| a.difficulty_sum).sum::<u128>(), u128::from(TOTAL - 800) * 10);
+        // Duplicate keys: only the last heights' remain.
+        assert!(store.credited(0, "t0", 0).unwrap().is_none());
+        assert!(store.credited(199, "t199", TOTAL - 1).unwrap().is_some());
+        // The floor survives a reopen with an empty-looking ledger start.
+        drop(rewards);
+        let reopened = SledStore::open(&db).unwrap();
+        assert_eq!(reopened.ledger_len(), TOTAL);
+    }
+}

@@ -1,0 +1,205 @@
+//! What the reward path stores: balances, payouts, the credit recorded with
+//! each block, and the aggregates compacted shares leave behind.
+//!
+//! Every change to money is one [`RewardUpdate`], applied atomically: the
+//! block or payout records it rewrites and the balance movements it makes,
+//! all or nothing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::rewards::reward_split::{PayoutScheme, RewardSplit, RewardWindow};
+
+/// A wallet's money at the pool, in base units.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceRecord {
+    pub wallet: String,
+    /// Credited from blocks still waiting for their confirmations.
+    pub immature: u64,
+    /// Credited from confirmed blocks, not yet paid.
+    pub confirmed: u64,
+    /// In a payout batch sent (or about to be sent) to the chain.
+    pub sending: u64,
+    pub paid: u64,
+    /// In payouts the chain refused; not retried until the operator acts.
+    pub set_aside: u64,
+}
+
+/// One of a balance's parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceBucket {
+    Immature,
+    Confirmed,
+    Sending,
+    Paid,
+    SetAside,
+}
+
+impl BalanceRecord {
+    pub fn bucket_mut(&mut self, bucket: BalanceBucket) -> &mut u64 {
+        match bucket {
+            BalanceBucket::Immature => &mut self.immature,
+            BalanceBucket::Confirmed => &mut self.confirmed,
+            BalanceBucket::Sending => &mut self.sending,
+            BalanceBucket::Paid => &mut self.paid,
+            BalanceBucket::SetAside => &mut self.set_aside,
+        }
+    }
+}
+
+/// Adds `amount` (negative: takes it) to one part of a wallet's balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceDelta {
+    pub wallet: String,
+    pub bucket: BalanceBucket,
+    pub amount: i128,
+}
+
+impl BalanceDelta {
+    pub fn new(wallet: &str, bucket: BalanceBucket, amount: i128) -> Self {
+        BalanceDelta { wallet: wallet.to_string(), bucket, amount }
+    }
+}
+
+/// What a block was credited with, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockCredit {
+    pub scheme: PayoutScheme,
+    /// The pool fee in force when it was credited (a re-split keeps it).
+    pub pool_fee_bps: u32,
+    pub window: RewardWindow,
+    pub split: RewardSplit,
+    /// The balance part the split sits in: `Immature` until the block is
+    /// confirmed, then `Confirmed`.
+    pub confirmed: bool,
+    pub credited_ms: u64,
+}
+
+/// A payout batch's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutStatus {
+    /// Written before the chain is asked; resolved by its idempotency key.
+    Sending,
+    Paid,
+    /// The chain refused it; its amounts wait for the operator.
+    SetAside,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutOutput {
+    pub address: String,
+    pub amount: u64,
+}
+
+/// One payout batch: one transfer on the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRecord {
+    pub id: u64,
+    pub status: PayoutStatus,
+    pub outputs: Vec<PayoutOutput>,
+    /// The chain's once-only key for this transfer.
+    pub idempotency_key: String,
+    pub reason: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// The chain's id of the transfer, once paid.
+    pub transfer_id: Option<String>,
+    /// Times it was sent to the chain.
+    pub attempts: u32,
+}
+
+impl PayoutRecord {
+    pub fn total(&self) -> u64 {
+        self.outputs.iter().map(|o| o.amount).sum()
+    }
+}
+
+/// Compacted shares of one worker: what is kept of shares older than any
+/// reward window can need.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareAggregate {
+    pub worker_id: String,
+    pub wallet_address: String,
+    pub shares: u64,
+    pub difficulty_sum: u128,
+    pub first_position: u64,
+    pub last_position: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+/// Where a found block stands on the way to its reward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardStatus {
+    /// On the chain, waiting for its confirmations (credits are immature).
+    Pending,
+    /// Deep enough: credits are payable.
+    Confirmed,
+    /// Left the chain: credits nothing (reversed if it had).
+    Orphaned,
+}
+
+/// A change of a block's reward status: what, why, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: String,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+/// A block's reward lifecycle, kept apart from its submission record
+/// (`FoundBlockRecord`, owned by the submission path) so neither writer can
+/// overwrite the other's state. Keyed like it, by height and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRewardRecord {
+    pub height: u64,
+    pub hash: String,
+    pub status: RewardStatus,
+    pub confirmations: u64,
+    /// The split it was credited with (set once it is credited).
+    pub credit: Option<BlockCredit>,
+    pub history: Vec<StatusChange>,
+    /// Since when it has been pending longer than expected.
+    pub overdue_since_ms: Option<u64>,
+    /// Something the operator must look at (an orphan whose credits were
+    /// already paid out).
+    pub operator_flag: Option<String>,
+    pub updated_ms: u64,
+}
+
+impl BlockRewardRecord {
+    /// Moves to `status`, recording why and when.
+    pub fn change(&mut self, status: RewardStatus, reason: impl Into<String>, now_ms: u64) {
+        self.status = status;
+        self.note(status_name(status), reason, now_ms);
+    }
+
+    /// Records an event in the history (bounded: the first and the latest kept).
+    pub fn note(&mut self, status: &str, reason: impl Into<String>, now_ms: u64) {
+        const KEPT: usize = 32;
+        if self.history.len() >= KEPT {
+            self.history.remove(1);
+        }
+        self.history.push(StatusChange { status: status.to_string(), reason: reason.into(), at_ms: now_ms });
+        self.updated_ms = now_ms;
+    }
+}
+
+pub fn status_name(status: RewardStatus) -> &'static str {
+    match status {
+        RewardStatus::Pending => "pending",
+        RewardStatus::Confirmed => "confirmed",
+        RewardStatus::Orphaned => "orphaned",
+    }
+}
+
+/// One atomic change of reward state.
+#[derive(Debug, Clone, Default)]
+pub struct RewardUpdate {
+    pub blocks: Vec<BlockRewardRecord>,
+    pub payouts: Vec<PayoutRecord>,
+    /// Payout ids to forget (a refused batch split into smaller ones).
+    pub payouts_removed: Vec<u64>,
+    pub balances: Vec<BalanceDelta>,
+}

@@ -1,0 +1,330 @@
+//! Rewards end to end on a real coordinator (loopback HTTP, real sled, the
+//! embedded devnet with its reorganisation and refused-payee hooks): blocks
+//! mature or orphan, splits add up, balances move, payouts land on the chain
+//! exactly once, and a payee the chain refuses is set aside.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{settings, TestPool};
+use vision_coordinator::config::CoordinatorArgs;
+
+const FOUNDATION: &str = "vision-foundation";
+const HOST: &str = "land1host";
+
+/// Small blocks, quick maturity, every confirmed balance paid.
+fn reward_settings(label: &str) -> CoordinatorArgs {
+    CoordinatorArgs {
+        devnet_difficulty: Some(12),
+        block_time: Some(2),
+        confirmations: Some(3),
+        coinbase_maturity: Some(1),
+        payout_threshold: Some(1),
+        reward_poll_ms: Some(100),
+        pool_fee_bps: Some(200),
+        pool_fee_address: Some(HOST.into()),
+        shares_per_sec: Some(100_000.0),
+        ..settings(label)
+    }
+}
+
+async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
+}
+
+async fn block(pool: &TestPool, height: u64) -> Value {
+    pool.json(&format!("/pool/blocks/{height}")).await
+}
+
+async fn balance(pool: &TestPool, wallet: &str) -> Value {
+    pool.json(&format!("/pool/balances/{wallet}")).await
+}
+
+async fn chain_spendable(pool: &TestPool, wallet: &str) -> u64 {
+    u(&pool.json(&format!("/node/balance/{wallet}")).await["spendable"])
+}
+
+/// The books balance: what wallets hold at the pool, in every part, is
+/// what the credited blocks still on the chain paid; and what the chain
+/// shows each payee is exactly what the pool says it paid.
+async fn check_books(pool: &TestPool, wallets: &[&str]) {
+    let blocks = pool.json("/pool/blocks").await;
+    let mut credited = 0u64;
+    for b in blocks.as_array().unwrap() {
+        if b["status"] == "pending" || b["status"] == "confirmed" {
+            let detail = block(pool, u(&b["height"])).await;
+            let split: u64 = detail["split"].as_array().unwrap().iter().map(|e| u(&e["amount"])).sum();
+            assert_eq!(split, u(&detail["reward"]), "the split adds up to the reward: {detail}");
+            credited += split;
+        }
+    }
+    let mut held = 0u64;
+    for wallet in wallets {
+        let b = balance(pool, wallet).await;
+        held += ["immature", "confirmed", "sending", "paid", "set_aside"].iter().map(|k| u(&b[*k])).sum::<u64>();
+        assert_eq!(chain_spendable(pool, wallet).await, u(&b["paid"]), "{wallet}: the chain holds what was paid: {b}");
+    }
+    assert_eq!(held, credited, "every credited unit is in some wallet's balance");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_mature_split_and_are_paid_exactly_once() {
+    let pool = TestPool::start(reward_settings("paid")).await;
+    let alice = pool.register("rig-a", "land1alice").await;
+    let bob = pool.register("rig-b", "land1bob").await;
+    pool.mine(&bob, Some(6)).await;
+    let (first, _) = pool.mine_block(&alice).await;
+    // Two blocks on top: the first has its 3 confirmations.
+    pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    eventually("the first block to be confirmed", Duration::from_secs(20), async || {
+        block(&pool, first).await["status"] == "confirmed"
+    })
+    .await;
+    let detail = block(&pool, first).await;
+    assert_eq!(detail["scheme"], "pplns");
+    assert!(detail["confirmations"].as_u64().unwrap() >= 3);
+    let reward = u(&detail["reward"]);
+    assert_eq!(reward, 50_000_000_000, "the devnet's reward, read from the chain");
+    let split: BTreeMap<String, (String, u64)> = detail["split"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (e["recipient"].as_str().unwrap().to_string(), (e["kind"].as_str().unwrap().to_string(), u(&e["amount"])))
+        })
+        .collect();
+    assert_eq!(split[HOST], ("pool_fee".to_string(), reward / 50), "2% pool fee");
+    assert_eq!(split[FOUNDATION].0, "foundation");
+    assert!(split[FOUNDATION].1 >= reward / 100, "at least the 1% foundation fee");
+    assert_eq!(split["land1alice"].0, "miner");
+    let window = &detail["window"];
+    assert!(u(&window["shares"]) >= 1 && u(&window["last"]) >= u(&window["first"]), "{window}");
+    assert_eq!(detail["history"][0]["status"], "submitted");
+    assert!(detail["history"].as_array().unwrap().iter().any(|c| c["status"] == "confirmed"));
+
+    // Every confirmed balance is paid, the chain agrees, nothing is lost.
+    let wallets = ["land1alice", "land1bob", HOST, FOUNDATION];
+    eventually("the confirmed balances to be paid", Duration::from_secs(20), async || {
+        let b = balance(&pool, "land1alice").await;
+        u(&b["paid"]) > 0 && u(&b["confirmed"]) == 0 && u(&b["sending"]) == 0
+    })
+    .await;
+    check_books(&pool, &wallets).await;
+    let payouts = pool.json("/pool/payouts").await;
+    let payouts = payouts.as_array().unwrap();
+    assert!(payouts.iter().all(|p| p["status"] == "paid"), "{payouts:?}");
+    let keys: HashSet<&str> = payouts.iter().map(|p| p["idempotency_key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), payouts.len(), "one key per batch");
+    let alices = pool.json("/pool/payouts?wallet=land1alice").await;
+    assert!(!alices.as_array().unwrap().is_empty());
+    assert!(alices.as_array().unwrap().iter().all(|p| p["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["address"] == "land1alice")));
+
+    // A restart pays nobody again.
+    let paid_before = balance(&pool, "land1alice").await["paid"].clone();
+    let settings = CoordinatorArgs { data_dir: Some(pool.data_dir.clone()), ..reward_settings("paid") };
+    pool.stop().await;
+    let pool = TestPool::start(settings).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(balance(&pool, "land1alice").await["paid"], paid_before);
+    assert_eq!(pool.json("/pool/payouts").await.as_array().unwrap().len(), payouts.len());
+    check_books(&pool, &wallets).await;
+
+    // Bad input is a clear 4xx.
+    assert_eq!(pool.get("/pool/blocks/abc").await.status(), 400);
+    assert_eq!(pool.get("/pool/blocks/999999").await.status(), 404);
+    assert_eq!(pool.get("/pool/balances/bad%20wallet").await.status(), 400);
+    assert_eq!(pool.get("/pool/payouts?wallet=a/b").await.status(), 400);
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_take_their_credits_back_before_and_after_confirmation() {
+    let pool = TestPool::start(CoordinatorArgs {
+        payout_threshold: Some(u64::MAX / 2), // nothing is paid in this test
+        ..reward_settings("orphans")
+    })
+    .await;
+    let devnet = pool.devnet.clone().unwrap();
+    let alice = pool.register("rig-a", "land1alice").await;
+    // Orphaned while pending: the immature credit goes.
+    let (x, _) = pool.mine_block(&alice).await;
+    eventually("the block to be credited", Duration::from_secs(10), async || {
+        u(&balance(&pool, "land1alice").await["immature"]) > 0
+    })
+    .await;
+    devnet.reorganise(1).unwrap();
+    eventually("the block to be orphaned", Duration::from_secs(10), async || {
+        block(&pool, x).await["status"] == "orphaned"
+    })
+    .await;
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), 0);
+    let orphan = block(&pool, x).await;
+    assert!(orphan["reason"].as_str().unwrap().contains("now holds block"), "{orphan}");
+
+    // Orphaned after confirmation, not yet paid: the confirmed credit goes.
+    let (y, _) = pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    eventually("the block to be confirmed", Duration::from_secs(20), async || {
+        block(&pool, y).await["status"] == "confirmed"
+    })
+    .await;
+    assert!(u(&balance(&pool, "land1alice").await["confirmed"]) > 0);
+    devnet.reorganise(3).unwrap();
+    eventually("the confirmed block to be orphaned", Duration::from_secs(10), async || {
+        block(&pool, y).await["status"] == "orphaned" && block(&pool, y + 2).await["status"] == "orphaned"
+    })
+    .await;
+    let b = balance(&pool, "land1alice").await;
+    assert_eq!((u(&b["immature"]), u(&b["confirmed"])), (0, 0), "{b}");
+    assert!(block(&pool, y).await["operator_flag"].is_null());
+    check_books(&pool, &["land1alice", HOST, FOUNDATION]).await;
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_already_paid_out_is_flagged_for_the_operator() {
+    let pool = TestPool::start(reward_settings("paidorphan")).await;
+    let devnet = pool.devnet.clone().unwrap();
+    let alice = pool.register("rig-a", "land1alice").await;
+    let (x, _) = pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    eventually("the block to be paid", Duration::from_secs(20), async || {
+        u(&balance(&pool, "land1alice").await["paid"]) > 0
+    })
+    .await;
+    devnet.reorganise(3).unwrap();
+    eventually("the paid block to be orphaned", Duration::from_secs(10), async || {
+        block(&pool, x).await["status"] == "orphaned"
+    })
+    .await;
+    let detail = block(&pool, x).await;
+    let flag = detail["operator_flag"].as_str().expect("flagged");
+    assert!(flag.contains("land1alice"), "{flag}");
+    let metrics = pool.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("vision_pool_orphans_after_payout_total 1"), "{metrics}");
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payee_the_chain_refuses_is_set_aside_and_the_others_are_paid() {
+    let pool =
+        TestPool::start(CoordinatorArgs { admin_token: Some("admin-secret".into()), ..reward_settings("refused") })
+            .await;
+    pool.devnet.as_ref().unwrap().refuse_payments_to("land1bob");
+    let alice = pool.register("rig-a", "land1alice").await;
+    let bob = pool.register("rig-b", "land1bob").await;
+    pool.mine(&bob, Some(6)).await;
+    pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    eventually("bob's payout to be set aside", Duration::from_secs(20), async || {
+        u(&balance(&pool, "land1bob").await["set_aside"]) > 0 && u(&balance(&pool, "land1alice").await["paid"]) > 0
+    })
+    .await;
+    let payouts = pool.json("/pool/payouts?wallet=land1bob").await;
+    let set_aside: Vec<&Value> = payouts.as_array().unwrap().iter().filter(|p| p["status"] == "set_aside").collect();
+    assert_eq!(set_aside.len(), 1, "{payouts}");
+    assert!(set_aside[0]["reason"].as_str().unwrap().contains("refused_payee"), "{payouts}");
+    assert_eq!(set_aside[0]["outputs"].as_array().unwrap().len(), 1);
+    assert_eq!(chain_spendable(&pool, "land1bob").await, 0);
+    let b = balance(&pool, "land1bob").await;
+    assert_eq!(u(&b["paid"]), 0);
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+
+    // The operator fixes it and retries: only with the admin token.
+    let id = set_aside[0]["id"].as_u64().unwrap();
+    let retry = format!("/pool/payouts/{id}/retry");
+    let empty = serde_json::json!({});
+    assert_eq!(pool.post(&retry, &empty).await.status(), 401);
+    assert_eq!(pool.post_auth(&retry, "wrong", &empty).await.status(), 403);
+    assert_eq!(pool.post_auth("/pool/payouts/1/retry", "admin-secret", &empty).await.status(), 404);
+    pool.devnet.as_ref().unwrap().allow_payments_to("land1bob");
+    assert_eq!(pool.post_auth(&retry, "admin-secret", &empty).await.status(), 200);
+    assert_eq!(pool.post_auth(&retry, "admin-secret", &empty).await.status(), 409, "no longer set aside");
+    eventually("bob to be paid", Duration::from_secs(10), async || {
+        let b = balance(&pool, "land1bob").await;
+        u(&b["paid"]) > 0 && u(&b["set_aside"]) == 0 && u(&b["sending"]) == 0
+    })
+    .await;
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn solo_pays_the_finder_and_prop_pays_the_round() {
+    // SOLO: bob's shares earn nothing; the finder takes the miners' part.
+    let pool = TestPool::start(CoordinatorArgs { payout_scheme: Some("solo".into()), ..reward_settings("solo") }).await;
+    let alice = pool.register("rig-a", "land1alice").await;
+    let bob = pool.register("rig-b", "land1bob").await;
+    pool.mine(&bob, Some(4)).await;
+    let (h, _) = pool.mine_block(&alice).await;
+    eventually("the block to be credited", Duration::from_secs(10), async || {
+        !block(&pool, h).await["split"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let detail = block(&pool, h).await;
+    assert_eq!(detail["scheme"], "solo");
+    let reward = u(&detail["reward"]);
+    let miners: Vec<&Value> = detail["split"].as_array().unwrap().iter().filter(|e| e["kind"] == "miner").collect();
+    assert_eq!(miners.len(), 1, "{detail}");
+    assert_eq!(miners[0]["recipient"], "land1alice");
+    assert_eq!(u(&miners[0]["amount"]), reward - reward / 100 - reward / 50);
+    pool.stop().await;
+
+    // PROP: a block's window is the round since the previous block.
+    let pool = TestPool::start(CoordinatorArgs { payout_scheme: Some("prop".into()), ..reward_settings("prop") }).await;
+    let alice = pool.register("rig-a", "land1alice").await;
+    let bob = pool.register("rig-b", "land1bob").await;
+    let (first, _) = pool.mine_block(&alice).await;
+    pool.mine(&bob, Some(3)).await;
+    let (second, _) = pool.mine_block(&alice).await;
+    eventually("both blocks to be credited", Duration::from_secs(10), async || {
+        !block(&pool, second).await["split"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let (w1, w2) = (block(&pool, first).await["window"].clone(), block(&pool, second).await["window"].clone());
+    assert_eq!(u(&w2["first"]), u(&w1["last"]) + 1, "the round starts after the previous block: {w1} {w2}");
+    assert!(u(&w2["shares"]) >= 4, "{w2}");
+    assert_eq!(w2["coverage"], 1.0);
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_pending_too_long_is_flagged_not_left_silent() {
+    let pool = TestPool::start(CoordinatorArgs { confirmations: Some(50), ..reward_settings("overdue") }).await;
+    let alice = pool.register("rig-a", "land1alice").await;
+    let (h, _) = pool.mine_block(&alice).await;
+    eventually("the block to be credited", Duration::from_secs(10), async || {
+        block(&pool, h).await["status"] == "pending" && !block(&pool, h).await["split"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(block(&pool, h).await["overdue"], false);
+    // A round as it would run a day later (the rules take the time).
+    let pool_handle = pool.pool.clone().unwrap();
+    pool_handle.run_rewards_round(vision_coordinator::pool::now_ms() + 86_400_000).await.unwrap();
+    let detail = block(&pool, h).await;
+    assert_eq!(detail["overdue"], true, "{detail}");
+    assert!(detail["history"].as_array().unwrap().iter().any(|c| c["status"] == "overdue"));
+    let metrics = pool.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("vision_pool_blocks_pending_overdue 1"), "{metrics}");
+    drop(pool_handle);
+    pool.stop().await;
+}
