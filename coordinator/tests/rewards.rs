@@ -176,6 +176,29 @@ async fn orphans_take_their_credits_back_before_and_after_confirmation() {
     assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), 0);
     let orphan = block(&pool, x).await;
     assert!(orphan["reason"].as_str().unwrap().contains("now holds block"), "{orphan}");
+    // The reorganisation undone: the block is back and credited again, once.
+    devnet.restore_reorganised().unwrap();
+    eventually("the block to be credited again", Duration::from_secs(10), async || {
+        block(&pool, x).await["status"] == "pending" && u(&balance(&pool, "land1alice").await["immature"]) > 0
+    })
+    .await;
+    let back = block(&pool, x).await;
+    assert!(back["history"].as_array().unwrap().iter().any(|c| c["status"] == "returned"), "{back}");
+    let miner_part: u64 = back["split"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["recipient"] == "land1alice")
+        .map(|e| u(&e["amount"]))
+        .sum();
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), miner_part, "credited once");
+    check_books(&pool, &["land1alice", HOST, FOUNDATION]).await;
+    devnet.reorganise(1).unwrap();
+    eventually("the block to be orphaned again", Duration::from_secs(10), async || {
+        block(&pool, x).await["status"] == "orphaned"
+    })
+    .await;
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), 0);
 
     // Orphaned after confirmation, not yet paid: the confirmed credit goes.
     let (y, _) = pool.mine_block(&alice).await;

@@ -107,7 +107,13 @@ pub struct DevnetChain {
     submit_delay_ms: AtomicU32,
     /// Addresses transfers may not pay (test hook: a payee the chain refuses).
     refused_payees: Mutex<HashSet<String>>,
+    /// What the last reorganisation took off the chain (test hook): each
+    /// block's bytes and its coinbase entry (key, bytes).
+    reorganised: Mutex<Vec<RemovedBlock>>,
 }
+
+/// A block a reorganisation removed, as stored, with its coinbase entry.
+type RemovedBlock = (Vec<u8>, Option<(Vec<u8>, Vec<u8>)>);
 
 /// A block as the devnet stores it: its own shape, apart from the wire's
 /// `ChainBlock`, so neither can change the other.
@@ -186,6 +192,7 @@ impl DevnetChain {
             losing_answers: AtomicU32::new(0),
             submit_delay_ms: AtomicU32::new(0),
             refused_payees: Mutex::new(HashSet::new()),
+            reorganised: Mutex::new(Vec::new()),
         };
         let next = chain.tip()?.map_or(0, |b| b.height + 1);
         chain.next_height.send_replace(next);
@@ -409,13 +416,9 @@ impl DevnetChain {
         let tip = self.tip()?.ok_or_else(|| ChainError::NotFound("no blocks to reorganise".into()))?;
         let depth = depth.min(tip.height + 1);
         let first = tip.height + 1 - depth;
-        let mut removed_coinbases = Vec::new();
-        for height in first..=tip.height {
-            if let Some(bytes) = self.blocks.get(height.to_be_bytes()).map_err(storage)? {
-                let stored: StoredBlock = serde_json::from_slice(&bytes).map_err(storage)?;
-                removed_coinbases.extend(stored.coinbase_key.as_deref().and_then(|k| hex::decode(k).ok()));
-            }
-        }
+        let removed = self.removed_blocks(first, tip.height)?;
+        let removed_coinbases: Vec<Vec<u8>> =
+            removed.iter().filter_map(|(_, c)| c.as_ref().map(|(k, _)| k.clone())).collect();
         let (mut parent_hash, mut parent_time) = match first.checked_sub(1) {
             Some(below) => {
                 let parent = self.block(below)?;
@@ -466,7 +469,60 @@ impl DevnetChain {
             .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
         self.db.flush().map_err(storage)?;
         self.next_height.send_replace(tip.height + 2);
+        *self.reorganised.lock().expect("reorganised lock") = removed;
         Ok(new_blocks)
+    }
+
+    /// Blocks `first..=last` as stored, each with its coinbase entry.
+    fn removed_blocks(&self, first: u64, last: u64) -> Result<Vec<RemovedBlock>, ChainError> {
+        let mut removed = Vec::new();
+        for height in first..=last {
+            let Some(bytes) = self.blocks.get(height.to_be_bytes()).map_err(storage)? else { continue };
+            let stored: StoredBlock = serde_json::from_slice(&bytes).map_err(storage)?;
+            let key = stored.coinbase_key.as_deref().and_then(|k| hex::decode(k).ok());
+            let coinbase = match key {
+                Some(key) => self.ledger.get(&key).map_err(storage)?.map(|entry| (key, entry.to_vec())),
+                None => None,
+            };
+            removed.push((bytes.to_vec(), coinbase));
+        }
+        Ok(removed)
+    }
+
+    /// Test hook: undoes the last [`DevnetChain::reorganise`]: the blocks it
+    /// removed (and their coinbases) are the chain again from their height.
+    #[doc(hidden)]
+    pub fn restore_reorganised(&self) -> Result<(), ChainError> {
+        let _guard = self.write_lock.lock().expect("devnet write lock");
+        let saved = std::mem::take(&mut *self.reorganised.lock().expect("reorganised lock"));
+        let Some((first_bytes, _)) = saved.first() else {
+            return Err(ChainError::NotFound("no reorganisation to undo".into()));
+        };
+        let first: StoredBlock = serde_json::from_slice(first_bytes).map_err(storage)?;
+        let tip = self.tip()?.map_or(first.height, |t| t.height);
+        let current = self.removed_blocks(first.height, tip)?;
+        (&self.blocks, &self.ledger)
+            .transaction(|(blocks, ledger)| {
+                for height in first.height..=tip {
+                    blocks.remove(&height.to_be_bytes()[..])?;
+                }
+                for (_, coinbase) in &current {
+                    if let Some((key, _)) = coinbase {
+                        ledger.remove(key.as_slice())?;
+                    }
+                }
+                for (offset, (block, coinbase)) in saved.iter().enumerate() {
+                    blocks.insert(&(first.height + offset as u64).to_be_bytes()[..], block.as_slice())?;
+                    if let Some((key, entry)) = coinbase {
+                        ledger.insert(key.as_slice(), entry.as_slice())?;
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
+        self.db.flush().map_err(storage)?;
+        self.next_height.send_replace(first.height + saved.len() as u64);
+        Ok(())
     }
 
     /// Test hook: transfers paying `address` are refused (`refused_payee`),
