@@ -114,6 +114,13 @@ async fn blocks_mature_split_and_are_paid_exactly_once() {
     assert_eq!(detail["history"][0]["status"], "submitted");
     assert!(detail["history"].as_array().unwrap().iter().any(|c| c["status"] == "confirmed"));
 
+    // "If a block were found now": both miners have a part of the window.
+    eventually("estimated payouts", Duration::from_secs(10), async || {
+        let stats = pool.json("/pool/stats").await;
+        let workers = stats["workers"].as_array().unwrap().clone();
+        workers.iter().any(|w| w["worker_id"] == "rig-a" && u(&w["estimated_payout"]) > 0)
+    })
+    .await;
     // Every confirmed balance is paid, the chain agrees, nothing is lost.
     let wallets = ["land1alice", "land1bob", HOST, FOUNDATION];
     eventually("the confirmed balances to be paid", Duration::from_secs(20), async || {

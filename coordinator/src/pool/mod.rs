@@ -267,7 +267,8 @@ impl Pool {
         if let Some(template) = self.jobs.current() {
             let (difficulty, reward) = (template.template.header.difficulty, template.template.reward);
             let rewards = self.rewards.clone();
-            let _ = tokio::task::spawn_blocking(move || rewards.refresh_estimates(difficulty, reward, fee)).await;
+            let id = template.id.clone();
+            let _ = tokio::task::spawn_blocking(move || rewards.refresh_estimates(&id, difficulty, reward, fee)).await;
         }
         round
     }

@@ -41,28 +41,29 @@ impl Rewards {
                 BlockStatus::Accepted => {}
             }
             let key = (block.height, block.hash.clone());
-            let next_round_start = block.share_position.map_or(round_start, |p| p + 1);
+            let next_round_start = block.share_position.map_or(round_start, |p| p.saturating_add(1));
             // The fee in force when the block was found, if it was recorded.
             let fee = block.pool_fee_bps.unwrap_or(pool_fee_bps);
+            let crediting = !records.get(&key).is_some_and(|r| r.status != RewardStatus::Orphaned);
             let step = match records.remove(&key) {
                 None if !blocked => {
                     self.credit_block(block, None, &tip, round_start, now_ms, fee).await.map(|()| false)
                 }
                 None => Ok(false),
-                Some(record) if self.is_back_on_chain(block, &record, &tip).await => {
+                Some(record) if !blocked && self.is_back_on_chain(block, &record, &tip).await => {
                     self.credit_block(block, Some(record), &tip, round_start, now_ms, fee).await.map(|()| false)
                 }
                 Some(record) => self.follow_block(block, record, &tip, now_ms).await,
             };
             // One block failing (its write refused) holds up neither the
-            // others' maturity nor payouts; later blocks wait to be credited,
-            // as their PROP round may depend on it.
+            // others' maturity nor payouts; when its credit failed, later
+            // blocks wait to be credited, as their PROP round may depend on it.
             match step {
                 Ok(is_overdue) => overdue += u64::from(is_overdue),
                 Err(RewardError::Chain(err)) => return Err(err.into()),
                 Err(err) => {
                     tracing::error!(height = block.height, "rewards of this block are stuck (retrying): {err}");
-                    blocked = true;
+                    blocked |= crediting;
                 }
             }
             round_start = next_round_start;
@@ -87,11 +88,14 @@ impl Rewards {
             Err(ChainError::NotFound(_)) => None,
             Err(err) => return Err(err.into()),
         };
+        // A block back on the chain keeps the window it was credited over
+        // (its shares may be compacted since), split again.
+        let mut earlier = None;
         let mut record = match orphaned {
-            // Back on the chain after a reorganisation: credited afresh.
             Some(mut record) => {
                 record.status = RewardStatus::Pending;
-                record.credit = None;
+                record.overdue_since_ms = None;
+                earlier = record.credit.take().map(|c| (c.scheme, c.window, c.pool_fee_bps));
                 record.note("returned", "back on the chain after a reorganisation", now_ms);
                 record
             }
@@ -119,16 +123,19 @@ impl Rewards {
                 if chain_block.hash.eq_ignore_ascii_case(&block.hash)
                     && chain_block.miner != self.config.pool_address =>
             {
-                record.change(
-                    RewardStatus::Orphaned,
-                    format!("the chain's block pays {}, not the pool's wallet: nothing to share", chain_block.miner),
-                    now_ms,
-                );
-                tracing::error!(height = block.height, "our block's coinbase pays {}", chain_block.miner);
+                let reason =
+                    format!("the chain's block pays {}, not the pool's wallet: nothing to share", chain_block.miner);
+                tracing::error!(height = block.height, "{reason}");
+                record.change(RewardStatus::Orphaned, reason.clone(), now_ms);
+                record.operator_flag = Some(reason);
             }
             Some(chain_block) if chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
-                let scheme = self.config.scheme;
-                let window = self.window_for(block, scheme, round_start)?;
+                let (scheme, window, pool_fee_bps) = match earlier {
+                    Some(earlier) => earlier,
+                    None => {
+                        (self.config.scheme, self.window_for(block, self.config.scheme, round_start)?, pool_fee_bps)
+                    }
+                };
                 let split = split_reward(chain_block.reward, &self.fees(pool_fee_bps), &window);
                 for entry in &split.entries {
                     update.balances.push(BalanceDelta::new(
@@ -417,7 +424,7 @@ impl Rewards {
 
 /// Blocks from `height` to the tip, the block itself counting one.
 fn confirmations(tip: &ChainBlock, height: u64) -> u64 {
-    (tip.height + 1).saturating_sub(height)
+    tip.height.saturating_add(1).saturating_sub(height)
 }
 
 fn is_overdue(record: &BlockRewardRecord) -> bool {

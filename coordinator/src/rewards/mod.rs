@@ -157,6 +157,8 @@ pub struct Rewards {
     payout_tag: String,
     /// Estimated payouts per worker, from the last round.
     estimates: Mutex<HashMap<String, u64>>,
+    /// What they were computed from: ledger length, template id, pool fee.
+    estimate_basis: Mutex<Option<(u64, String, u32)>>,
 }
 
 impl Rewards {
@@ -171,6 +173,7 @@ impl Rewards {
             round: tokio::sync::Mutex::new(()),
             payout_tag: tag.to_hex()[..16].to_string(),
             estimates: Mutex::new(HashMap::new()),
+            estimate_basis: Mutex::new(None),
         })
     }
 

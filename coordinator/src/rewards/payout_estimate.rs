@@ -19,9 +19,18 @@ impl Rewards {
 
     /// Recomputes the estimates (reads a window of shares: blocking; the
     /// rewards task calls it after each round, never a request).
-    pub fn refresh_estimates(&self, network_difficulty: u64, reward: u64, pool_fee_bps: u32) {
+    /// Nothing is read again while the ledger, the template and the fee
+    /// are as they were.
+    pub fn refresh_estimates(&self, template_id: &str, network_difficulty: u64, reward: u64, pool_fee_bps: u32) {
+        let basis = (self.store.ledger_len(), template_id.to_string(), pool_fee_bps);
+        if self.estimate_basis.lock().expect("estimates lock").as_ref() == Some(&basis) {
+            return;
+        }
         match self.estimate(network_difficulty, reward, pool_fee_bps) {
-            Ok(estimates) => *self.estimates.lock().expect("estimates lock") = estimates,
+            Ok(estimates) => {
+                *self.estimates.lock().expect("estimates lock") = estimates;
+                *self.estimate_basis.lock().expect("estimates lock") = Some(basis);
+            }
             Err(err) => tracing::debug!("payout estimate failed: {err}"),
         }
     }

@@ -37,24 +37,7 @@ impl Rewards {
         let reconciling = !queue.is_empty();
         while let Some(batch) = queue.pop() {
             match self.chain.transfer_by_key(&batch.idempotency_key).await? {
-                Some(receipt) if receipt.total == batch.total() => self.mark_paid(batch, &receipt, now_ms).await?,
-                Some(receipt) => {
-                    // Not our transfer: nobody of this batch was paid by it.
-                    tracing::error!(
-                        payout = batch.id,
-                        "the chain's transfer under our key pays {} base units, the batch {}: left sending for the operator",
-                        receipt.total,
-                        batch.total()
-                    );
-                    let mut batch = batch;
-                    batch.reason = Some(format!(
-                        "the chain holds another transfer under this key ({}); the operator must reconcile it",
-                        receipt.transfer_id
-                    ));
-                    batch.updated_ms = now_ms;
-                    self.store
-                        .apply_reward_update(&RewardUpdate { payouts: vec![batch], ..RewardUpdate::default() })?;
-                }
+                Some(receipt) => self.settle(batch, &receipt, now_ms).await?,
                 None => queue.extend(self.send(batch, now_ms).await?),
             }
         }
@@ -181,7 +164,7 @@ impl Rewards {
                 // Refused, unless an earlier send of this very batch landed.
                 match self.chain.transfer_by_key(&batch.idempotency_key).await? {
                     Some(receipt) => {
-                        self.mark_paid(batch, &receipt, now_ms).await?;
+                        self.settle(batch, &receipt, now_ms).await?;
                         Ok(Vec::new())
                     }
                     None => self.refused(batch, reason, &message, now_ms).await,
@@ -220,6 +203,21 @@ impl Rewards {
         Ok(())
     }
 
+    /// Settles a batch by the chain's receipt for its key: paid when the
+    /// receipt is for its total; otherwise the key holds someone else's
+    /// transfer and the batch is set aside for the operator (who may retry
+    /// it under a new key), once.
+    async fn settle(&self, batch: PayoutRecord, receipt: &TransferReceipt, now_ms: u64) -> Result<(), RewardError> {
+        if receipt.total == batch.total() {
+            return self.mark_paid(batch, receipt, now_ms).await;
+        }
+        let message = format!(
+            "the chain holds another transfer ({}, {} base units) under this batch's key; not paid by it",
+            receipt.transfer_id, receipt.total
+        );
+        self.refused_alone(batch, "key_conflict", &message, now_ms).await
+    }
+
     /// The chain refused the transfer (nothing of it was paid). A batch of
     /// several payees is split into one batch each, under new keys; a single
     /// payee is set aside with the chain's reason.
@@ -230,41 +228,50 @@ impl Rewards {
         message: &str,
         now_ms: u64,
     ) -> Result<Vec<PayoutRecord>, RewardError> {
-        let mut update = RewardUpdate::default();
-        let mut next = Vec::new();
-        if batch.outputs.len() > 1 {
-            tracing::warn!(
-                payout = batch.id,
-                "the chain refused a batch ({reason}: {message}); sending it payee by payee"
-            );
-            for output in &batch.outputs {
-                let id = self.store.next_id()?;
-                next.push(PayoutRecord {
-                    id,
-                    idempotency_key: self.payout_key(id)?,
-                    outputs: vec![output.clone()],
-                    reason: Some(format!("split from payout {} that the chain refused: {reason}", batch.id)),
-                    attempts: 0,
-                    created_ms: now_ms,
-                    updated_ms: now_ms,
-                    ..batch.clone()
-                });
-            }
-            update.payouts_removed.push(batch.id);
-            update.payouts.extend(next.iter().cloned());
-        } else {
-            let mut batch = batch;
-            move_outputs(&mut update, &batch.outputs, BalanceBucket::Sending, BalanceBucket::SetAside);
-            tracing::warn!(payout = batch.id, "payout set aside: the chain refused it ({reason}: {message})");
-            batch.status = PayoutStatus::SetAside;
-            batch.reason = Some(format!("{reason}: {message}"));
-            batch.updated_ms = now_ms;
-            update.payouts.push(batch);
-            self.metrics.payouts_set_aside.fetch_add(1, Ordering::Relaxed);
+        if batch.outputs.len() <= 1 {
+            self.refused_alone(batch, reason, message, now_ms).await?;
+            return Ok(Vec::new());
         }
+        tracing::warn!(payout = batch.id, "the chain refused a batch ({reason}: {message}); sending it payee by payee");
+        let mut next = Vec::new();
+        for output in &batch.outputs {
+            let id = self.store.next_id()?;
+            next.push(PayoutRecord {
+                id,
+                idempotency_key: self.payout_key(id)?,
+                outputs: vec![output.clone()],
+                reason: Some(format!("split from payout {} that the chain refused: {reason}", batch.id)),
+                attempts: 0,
+                created_ms: now_ms,
+                updated_ms: now_ms,
+                ..batch.clone()
+            });
+        }
+        let update = RewardUpdate { payouts_removed: vec![batch.id], payouts: next.clone(), ..RewardUpdate::default() };
         self.store.apply_reward_update(&update)?;
         self.flush().await?;
         Ok(next)
+    }
+
+    /// Sets a batch aside with its reason: its amounts wait in `set_aside`.
+    async fn refused_alone(
+        &self,
+        mut batch: PayoutRecord,
+        reason: &str,
+        message: &str,
+        now_ms: u64,
+    ) -> Result<(), RewardError> {
+        let mut update = RewardUpdate::default();
+        move_outputs(&mut update, &batch.outputs, BalanceBucket::Sending, BalanceBucket::SetAside);
+        tracing::warn!(payout = batch.id, "payout set aside ({reason}: {message})");
+        batch.status = PayoutStatus::SetAside;
+        batch.reason = Some(format!("{reason}: {message}"));
+        batch.updated_ms = now_ms;
+        update.payouts.push(batch);
+        self.store.apply_reward_update(&update)?;
+        self.flush().await?;
+        self.metrics.payouts_set_aside.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
