@@ -336,6 +336,9 @@ impl CoordinatorArgs {
             }
         };
         let pool_address = self.pool_address.clone().unwrap_or(pool_defaults.pool_address.clone());
+        check_address("address", &pool_address).map_err(|_| {
+            ConfigError::Invalid("--pool-address must be 1-128 ASCII letters, digits, '_', '-' or ':'".into())
+        })?;
         let shares_per_sec = positive("shares-per-sec", self.shares_per_sec.unwrap_or(pool_defaults.shares_per_sec))?;
         let unproven_per_sec = positive(
             "unproven-verifications-per-sec",
@@ -452,6 +455,7 @@ mod tests {
             CoordinatorArgs { foundation_address: Some("bad address".into()), ..CoordinatorArgs::default() },
             CoordinatorArgs { crash_at: Some("nowhere".into()), ..CoordinatorArgs::default() },
             CoordinatorArgs { confirmations: Some(0), ..CoordinatorArgs::default() },
+            CoordinatorArgs { pool_address: Some("no spaces".into()), ..CoordinatorArgs::default() },
             CoordinatorArgs { confirmations: Some(u64::MAX), ..CoordinatorArgs::default() },
         ] {
             assert!(bad.resolve().is_err());
