@@ -62,3 +62,89 @@ pub async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) ->
     }
     request.send().await.expect("GET").json().await.expect("JSON answer")
 }
+
+/// Starts `vision-coordinator` on `data_dir` with `args` (and environment
+/// `env`) and returns the process with its base URL, read from the line it
+/// prints once it listens. Binds `127.0.0.1:0` unless `args` has `--bind`.
+pub fn start_coordinator(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(workspace_binary("vision-coordinator"));
+    command.args(["--data-dir", data_dir.to_str().expect("UTF-8 path")]);
+    if !args.contains(&"--bind") {
+        command.args(["--bind", "127.0.0.1:0"]);
+    }
+    command
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().expect("start vision-coordinator");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("the coordinator did not start: {line:?}"));
+    (child, url.to_string())
+}
+
+/// Mines honestly with a session's `token`, 64 nonces per job request (a
+/// live job is handed out again: its range goes on where it was left),
+/// until `done` says so (true) or the server is gone (false).
+pub async fn mine_until(http: &reqwest::Client, url: &str, token: &str, mut done: impl AsyncFnMut() -> bool) -> bool {
+    use visionx::PowEngine;
+    let mut engine = visionx::FastEngine::new();
+    let mut cursor: Option<(String, u64)> = None;
+    loop {
+        if done().await {
+            return true;
+        }
+        let Ok(response) = http.get(format!("{url}/pool/job")).bearer_auth(token).send().await else { return false };
+        let Ok(job) = response.json::<serde_json::Value>().await else { return false };
+        let Some(id) = job["job_id"].as_str().map(str::to_string) else { return false };
+        let input = job_input(&job);
+        let start = match &cursor {
+            Some((last, next)) if *last == id => *next,
+            _ => job["nonce_start"].as_u64().expect("nonce_start"),
+        };
+        let end = job["nonce_end"].as_u64().expect("nonce_end").min(start + 64);
+        cursor = Some((id, end));
+        for nonce in start..end {
+            let digest = engine.hash(&input, nonce);
+            if !digest.meets_difficulty(job["share_difficulty"].as_u64().unwrap_or(1)) {
+                continue;
+            }
+            let body = serde_json::json!({"job_id": job["job_id"], "nonce": nonce, "digest": digest.to_hex()});
+            let Ok(response) = http.post(format!("{url}/pool/share")).bearer_auth(token).json(&body).send().await
+            else {
+                return false;
+            };
+            let Ok(answer) = response.json::<serde_json::Value>().await else { return false };
+            if answer["accepted"] != true || answer["block_status"].is_string() {
+                break;
+            }
+        }
+    }
+}
+
+/// `vision-coordinator` flags for tests of the money path: blocks within a
+/// few hashes, every hash a share, two confirmations, every confirmed
+/// balance paid, a rewards round every 100 ms, the pool fee to `land1host`.
+pub const QUICK_REWARDS: &[&str] = &[
+    "--devnet-difficulty=12",
+    "--block-time=2",
+    "--coinbase-maturity=1",
+    "--share-difficulty=1",
+    "--min-share-difficulty=1",
+    "--max-share-difficulty=1",
+    "--shares-per-sec=100000",
+    "--confirmations=2",
+    "--payout-threshold=1",
+    "--reward-poll-ms=100",
+    "--pool-fee-address=land1host",
+];

@@ -6,15 +6,13 @@
 //! independent computation from the chain's own blocks: nobody is paid
 //! twice, no credit is lost.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vision_suite::{fresh_dir, job_input, workspace_binary};
-use visionx::{FastEngine, PowEngine};
+use vision_suite::{fresh_dir, mine_until, start_coordinator, QUICK_REWARDS};
 
 const MINER: &str = "land1alice";
 const HOST: &str = "land1host";
@@ -23,62 +21,13 @@ const POOL: &str = "vision-pool";
 
 /// Starts the coordinator; with `crash_at`, it kills itself there.
 fn start(data_dir: &Path, crash_at: Option<&str>) -> (Child, String) {
-    let mut command = Command::new(workspace_binary("vision-coordinator"));
-    command
-        .args(["--data-dir", data_dir.to_str().unwrap(), "--bind", "127.0.0.1:0"])
-        .args(["--devnet-difficulty", "12", "--block-time", "2", "--coinbase-maturity", "1"])
-        .args(["--share-difficulty", "1", "--min-share-difficulty", "1", "--max-share-difficulty", "1"])
-        .args(["--shares-per-sec", "100000", "--confirmations", "2", "--payout-threshold", "1"])
-        .args(["--reward-poll-ms", "100", "--pool-fee-bps", "200", "--pool-fee-address", HOST])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if let Some(point) = crash_at {
-        command.env("VISION_CRASH_AT", point);
-    }
-    let mut child = command.spawn().expect("start vision-coordinator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url =
-        line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no URL in {line:?}"));
-    (child, url.to_string())
+    let args: Vec<&str> = QUICK_REWARDS.iter().copied().chain(["--pool-fee-bps=200"]).collect();
+    let env: Vec<(&str, &str)> = crash_at.map(|point| ("VISION_CRASH_AT", point)).into_iter().collect();
+    start_coordinator(data_dir, &args, &env)
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
     http.get(url).send().await.ok()?.json().await.ok()
-}
-
-/// Mines honestly until `done` says so or the server is gone (returns false then).
-async fn mine_until(http: &reqwest::Client, url: &str, token: &str, mut done: impl AsyncFnMut() -> bool) -> bool {
-    let mut engine = FastEngine::new();
-    // A live job is handed out again: go on where its range was left.
-    let mut cursor: Option<(String, u64)> = None;
-    loop {
-        if done().await {
-            return true;
-        }
-        let Ok(response) = http.get(format!("{url}/pool/job")).bearer_auth(token).send().await else { return false };
-        let Ok(job) = response.json::<Value>().await else { return false };
-        let input = job_input(&job);
-        let id = job["job_id"].as_str().unwrap().to_string();
-        let start = match &cursor {
-            Some((last, next)) if *last == id => *next,
-            _ => job["nonce_start"].as_u64().unwrap(),
-        };
-        let end = job["nonce_end"].as_u64().unwrap().min(start + 64);
-        cursor = Some((id, end));
-        for nonce in start..end {
-            let body = json!({"job_id": job["job_id"], "nonce": nonce, "digest": engine.hash(&input, nonce).to_hex()});
-            let Ok(response) = http.post(format!("{url}/pool/share")).bearer_auth(token).json(&body).send().await
-            else {
-                return false;
-            };
-            let Ok(answer) = response.json::<Value>().await else { return false };
-            if answer["accepted"] != true || answer["block_status"].is_string() {
-                break;
-            }
-        }
-    }
 }
 
 /// Waits for the process to die by SIGKILL at its crash point.

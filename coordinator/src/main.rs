@@ -20,7 +20,7 @@ Exit codes:
 /// given. Every option can also come from a VISION_* environment variable
 /// or the --config TOML file (same names, with underscores).
 #[derive(Debug, Parser)]
-#[command(name = "vision-coordinator", version, after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+#[command(name = "vision-coordinator", version = env!("VISION_VERSION"), after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<CoordinatorCommand>,

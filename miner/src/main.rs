@@ -31,7 +31,7 @@ Exit codes:
 /// Mine VisionX, the proof of work of the Vision chain, on GPUs and CPUs:
 /// join pools (with failover) or mine solo against a node.
 #[derive(Debug, Parser)]
-#[command(name = "vision-miner", version, after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
+#[command(name = "vision-miner", version = env!("VISION_VERSION"), after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
