@@ -5,7 +5,7 @@
 //! plus `Retry-After` where the client should come back later. Server faults
 //! are logged here and answered with an opaque 500.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -73,6 +73,12 @@ impl From<JsonRejection> for ApiError {
             _ => "bad_json",
         };
         ApiError::new(status, reason, rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request("bad_path", rejection.body_text())
     }
 }
 
@@ -150,6 +156,11 @@ impl<T: serde::Serialize> IntoResponse for AppJson<T> {
         Json(self.0).into_response()
     }
 }
+
+/// `Path<T>` with [`ApiError`] rejections (a segment that is not UTF-8, say).
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct AppPath<T>(pub T);
 
 /// `Query<T>` with [`ApiError`] rejections.
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
@@ -23,7 +23,7 @@ use super::{
     Balance, BlockSubmission, BlockTemplate, Chain, ChainBlock, ChainError, SubmitOutcome, TransferReceipt,
     TransferRequest,
 };
-use crate::api_error::{ApiError, AppJson, AppQuery};
+use crate::api_error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::bearer_auth::{bearer, tokens_match};
 
 /// Submissions hashed at once through the node API.
@@ -99,7 +99,10 @@ async fn submit(
     Ok(AppJson(outcome))
 }
 
-async fn block(State(state): State<NodeApiState>, Path(height): Path<String>) -> Result<AppJson<ChainBlock>, ApiError> {
+async fn block(
+    State(state): State<NodeApiState>,
+    AppPath(height): AppPath<String>,
+) -> Result<AppJson<ChainBlock>, ApiError> {
     let height: u64 = height.parse().map_err(|_| ApiError::bad_request("bad_height", "height must be a u64"))?;
     Ok(AppJson(state.devnet.block(height)?))
 }
@@ -124,7 +127,10 @@ async fn transfer_by_key(
     Ok(AppJson(receipt.ok_or_else(|| ChainError::NotFound("no transfer with that idempotency key".into()))?))
 }
 
-async fn balance(State(state): State<NodeApiState>, Path(address): Path<String>) -> Result<AppJson<Balance>, ApiError> {
+async fn balance(
+    State(state): State<NodeApiState>,
+    AppPath(address): AppPath<String>,
+) -> Result<AppJson<Balance>, ApiError> {
     Ok(AppJson(state.devnet.balance(&address)?))
 }
 

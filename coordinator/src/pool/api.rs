@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
@@ -22,7 +22,7 @@ use super::{
     now_ms, BansResponse, ConfigureRequest, ModeResponse, Pool, PoolSettingsView, RegisterRequest, ShareRequest,
     UnbanResponse,
 };
-use crate::api_error::{ApiError, AppJson, AppQuery};
+use crate::api_error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::bearer_auth::{bearer, tokens_match};
 use crate::rewards::RetryOutcome;
 
@@ -164,7 +164,7 @@ async fn blocks(
 
 async fn block_detail(
     State(state): State<PoolApiState>,
-    Path(height): Path<String>,
+    AppPath(height): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let height: u64 = height.parse().map_err(|_| ApiError::bad_request("bad_height", "height must be a u64"))?;
     state
@@ -175,7 +175,10 @@ async fn block_detail(
         .ok_or_else(|| ApiError::not_found("unknown_block", format!("the pool found no block at height {height}")))
 }
 
-async fn balance(State(state): State<PoolApiState>, Path(wallet): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn balance(
+    State(state): State<PoolApiState>,
+    AppPath(wallet): AppPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
     crate::chain::check_address("wallet", &wallet)?;
     Ok(AppJson(state.pool.rewards().balance_view(&wallet)?))
 }
@@ -203,7 +206,7 @@ async fn payouts(
 async fn retry_payout(
     State(state): State<PoolApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
     let id: u64 = id.parse().map_err(|_| ApiError::bad_request("bad_id", "a payout id is a u64"))?;
@@ -216,7 +219,10 @@ async fn retry_payout(
     }
 }
 
-async fn worker(State(state): State<PoolApiState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn worker(
+    State(state): State<PoolApiState>,
+    AppPath(id): AppPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
     state
         .pool
         .worker(&id, now_ms())
@@ -439,7 +445,7 @@ async fn bans(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<i
 async fn unban(
     State(state): State<PoolApiState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
     match state.pool.unban(&id).await? {
