@@ -66,6 +66,7 @@ pub async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) ->
 /// Starts `vision-coordinator` on `data_dir` with `args` (and environment
 /// `env`) and returns the process with its base URL, read from the line it
 /// prints once it listens. Binds `127.0.0.1:0` unless `args` has `--bind`.
+/// Its log (warnings and up) is appended to `<data_dir>.log`.
 pub fn start_coordinator(
     data_dir: &std::path::Path,
     args: &[&str],
@@ -82,7 +83,7 @@ pub fn start_coordinator(
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
+        .stderr(coordinator_log(data_dir));
     let mut child = command.spawn().expect("start vision-coordinator");
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
@@ -91,6 +92,24 @@ pub fn start_coordinator(
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("the coordinator did not start: {line:?}"));
     (child, url.to_string())
+}
+
+/// Where [`start_coordinator`] appends a coordinator's log.
+pub fn coordinator_log_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.with_extension("log")
+}
+
+fn coordinator_log(data_dir: &std::path::Path) -> std::process::Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(coordinator_log_path(data_dir))
+        .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from)
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
 }
 
 /// Mines honestly with a session's `token`, 64 nonces per job request (a

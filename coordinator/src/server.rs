@@ -103,7 +103,12 @@ impl Coordinator {
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-            .layer(tower_http::trace::TraceLayer::new_for_http());
+            // Faults are logged once where they are decided (api_error); a
+            // 503 per request under backpressure is not an error to log.
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http()
+                    .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            );
         Ok(Coordinator { pool, devnet, router, limits: config.limits })
     }
 

@@ -253,6 +253,8 @@ fn metrics_value(pool: &Pool) -> serde_json::Value {
         "blocks_rejected": m.blocks_rejected,
         "block_submit_retries": m.block_submit_retries,
         "templates_refused": m.templates_refused,
+        "template_failures": m.template_failures,
+        "chain_up": m.chain_up,
         "jobs_served": m.jobs_served,
         "jobs_issued": m.jobs_issued,
         "jobs_in_memory": m.jobs_in_memory,
@@ -325,6 +327,18 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
         "counter",
         "Block submissions that failed transiently and were retried.",
         &[("", counter(m.block_submit_retries))],
+    );
+    metric(
+        "vision_pool_template_failures_total",
+        "counter",
+        "Template requests the chain failed (unreachable or an error).",
+        &[("", counter(m.template_failures))],
+    );
+    metric(
+        "vision_pool_chain_up",
+        "gauge",
+        "1 while the chain answers (an upstream node within 3 block times), else 0: no jobs are handed out.",
+        &[("", if m.chain_up { 1.0 } else { 0.0 })],
     );
     metric(
         "vision_pool_templates_refused_total",

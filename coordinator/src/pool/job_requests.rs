@@ -35,7 +35,7 @@ impl Pool {
     /// fits, else a new one.
     pub(crate) async fn job_for(&self, session_id: &str, now: u64) -> Result<JobResponse, PoolError> {
         self.admit(session_id, now)?;
-        if self.jobs.current().is_none() {
+        if self.jobs.current().is_none() || !self.chain_up(now) {
             self.refresh_template().await?;
         }
         let template = self.jobs.current().ok_or(PoolError::NoTemplate)?;

@@ -65,6 +65,10 @@ pub(crate) struct PoolMetrics {
     pub(crate) block_submit_retries: AtomicU64,
     /// Templates refused (wrong miner, fields that disagree with the header).
     pub(crate) templates_refused: AtomicU64,
+    /// Template requests the chain failed (unreachable, an error).
+    pub(crate) template_failures: AtomicU64,
+    /// When the chain last answered a template request (ms since the epoch).
+    pub(crate) chain_answered_ms: AtomicU64,
     /// Job answers, and the new jobs among them (the rest reuse a live job).
     pub(crate) jobs_served: AtomicU64,
     pub(crate) jobs_issued: AtomicU64,

@@ -295,7 +295,14 @@ impl Pool {
     /// it is new (another height or another parent). A template whose fields
     /// disagree with its header, or that pays someone else, is refused.
     pub async fn refresh_template(&self) -> Result<bool, PoolError> {
-        let mut template = self.chain.template(&self.config.pool_address).await?;
+        let mut template = match self.chain.template(&self.config.pool_address).await {
+            Ok(template) => template,
+            Err(err) => {
+                PoolMetrics::bump(&self.metrics.template_failures);
+                return Err(err.into());
+            }
+        };
+        self.metrics.chain_answered_ms.store(now_ms(), Ordering::Relaxed);
         if self.jobs.is_current(&template) {
             return Ok(false);
         }
@@ -335,6 +342,25 @@ impl Pool {
         let keep_from = state.template.header.height.saturating_sub(HEIGHTS_KEPT - 1);
         self.prune_below.fetch_max(keep_from, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// With a remote chain: no template for this long means the pool no
+    /// longer knows the tip, and hands out no jobs (miners fail over)
+    /// until the chain answers again.
+    fn chain_silence_limit_ms(&self) -> u64 {
+        (3 * self.block_time_secs * 1000).max(5_000)
+    }
+
+    /// Whether the chain is answering: always for the embedded devnet; for
+    /// an upstream node, whether it answered within the silence limit.
+    pub(crate) fn chain_up(&self, now: u64) -> bool {
+        match self.chain {
+            Chain::Devnet(_) => true,
+            Chain::Upstream(_) => {
+                let answered = self.metrics.chain_answered_ms.load(Ordering::Relaxed);
+                answered > 0 && now.saturating_sub(answered) <= self.chain_silence_limit_ms()
+            }
+        }
     }
 
     pub fn current_height(&self) -> Option<u64> {
