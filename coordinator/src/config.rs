@@ -123,6 +123,10 @@ pub struct CoordinatorArgs {
     /// Shares that may wait for verification before the pool answers 503 [default: 256].
     #[arg(long, env = "VISION_VERIFY_QUEUE")]
     pub verify_queue: Option<usize>,
+    /// Memory for the database's page cache, in MiB (the bulk of the
+    /// coordinator's resident memory) [default: 256].
+    #[arg(long, env = "VISION_CACHE_MB")]
+    pub cache_mb: Option<u64>,
     /// How block rewards are shared: pplns, prop or solo [default: pplns].
     #[arg(long, env = "VISION_PAYOUT_SCHEME")]
     pub payout_scheme: Option<String>,
@@ -177,6 +181,8 @@ pub struct ConnectionLimits {
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
+    /// sled's page cache, MiB.
+    pub cache_mb: u64,
     pub bind: String,
     pub admin_token: Option<String>,
     pub node_token: Option<String>,
@@ -238,6 +244,7 @@ impl CoordinatorArgs {
             session_ttl_days,
             verify_threads,
             verify_queue,
+            cache_mb,
             payout_scheme,
             pplns_window_factor,
             confirmations,
@@ -364,6 +371,7 @@ impl CoordinatorArgs {
         let rewards = self.reward_config(&pool_address, block_time_secs)?;
         Ok(CoordinatorConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./vision-data")),
+            cache_mb: self.cache_mb.unwrap_or(256).clamp(4, 1 << 20),
             bind: self.bind.unwrap_or_else(|| "127.0.0.1:7072".into()),
             admin_token: non_empty(self.admin_token),
             node_token: non_empty(self.node_token),

@@ -61,7 +61,12 @@ impl Coordinator {
             message: e.to_string(),
         };
         std::fs::create_dir_all(&config.data_dir).map_err(|e| storage_error(&e))?;
-        let db = sled::open(config.data_dir.join("db")).map_err(|e| storage_error(&e))?;
+        // sled's page cache is the bulk of the process's memory: bounded.
+        let db = sled::Config::new()
+            .path(config.data_dir.join("db"))
+            .cache_capacity(config.cache_mb.saturating_mul(1024 * 1024))
+            .open()
+            .map_err(|e| storage_error(&e))?;
         let store: Arc<dyn PoolStore> = Arc::new(SledStore::open(&db).map_err(|e| storage_error(&e))?);
 
         let (chain, devnet) = match &config.upstream {
