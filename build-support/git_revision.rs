@@ -16,10 +16,16 @@ fn main() {
         None => version,
     };
     println!("cargo:rustc-env=VISION_VERSION={full}");
-    // Build again when HEAD moves (a commit, a checkout).
+    // Build again when HEAD moves (a commit, a checkout). Only paths that
+    // exist: cargo reruns a build script on every build for a missing one.
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         for path in ["HEAD", "refs", "packed-refs"] {
-            println!("cargo:rerun-if-changed={dir}/{path}");
+            let path = std::path::Path::new(&dir).join(path);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
         }
+    } else {
+        println!("cargo:rerun-if-changed=build.rs");
     }
 }
