@@ -258,7 +258,15 @@ impl Target {
                 builder.json(&json!({"job_id": job.id(), "nonce": nonce, "digest": digest}))
             }
         };
-        let response = builder.send().await.expect("the server answers every request");
+        // A server may close a connection after a request it refuses unread
+        // (a body over the limit); the client's next request on that pooled
+        // connection then fails before reaching it. Sent again on a fresh
+        // connection, it must be answered.
+        let again = builder.try_clone().expect("bodies are not streams");
+        let response = match builder.send().await {
+            Ok(response) => response,
+            Err(_) => again.send().await.expect("the server answers every request"),
+        };
         let status = response.status().as_u16();
         let body = response.json::<Value>().await.unwrap_or(Value::Null);
         (status, body)
