@@ -45,15 +45,20 @@ impl fmt::Display for PayoutScheme {
     }
 }
 
+/// A payout scheme name that is none of `pplns`, `prop`, `solo`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown payout scheme {0:?}: use pplns, prop or solo")]
+pub struct UnknownPayoutScheme(pub String);
+
 impl FromStr for PayoutScheme {
-    type Err = String;
+    type Err = UnknownPayoutScheme;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "pplns" => Ok(PayoutScheme::Pplns),
             "prop" => Ok(PayoutScheme::Prop),
             "solo" => Ok(PayoutScheme::Solo),
-            other => Err(format!("unknown payout scheme {other:?}: use pplns, prop or solo")),
+            other => Err(UnknownPayoutScheme(other.to_string())),
         }
     }
 }
