@@ -12,7 +12,9 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the tests need. Installed only when missing.
 # mesa-vulkan-drivers: lavapipe, the Vulkan software adapter the GPU tests run on.
-APT_PACKAGES=(mesa-vulkan-drivers)
+# chromium, chromium-driver: the headless browser the dashboard tests drive
+# over WebDriver (tests/dashboards.rs).
+APT_PACKAGES=(mesa-vulkan-drivers chromium chromium-driver)
 
 install_apt_packages() {
     local missing=()
@@ -50,5 +52,6 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo test"
+# Screenshots of the dashboards land in target/tmp/dashboards/.
 cargo test --workspace --locked
 log "all checks passed"

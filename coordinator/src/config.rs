@@ -127,6 +127,9 @@ pub struct CoordinatorArgs {
     /// coordinator's resident memory) [default: 256].
     #[arg(long, env = "VISION_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// Seconds between the dashboards' chart samples (1-300) [default: 10].
+    #[arg(long, env = "VISION_CHART_INTERVAL_SECS")]
+    pub chart_interval_secs: Option<u64>,
     /// How block rewards are shared: pplns, prop or solo [default: pplns].
     #[arg(long, env = "VISION_PAYOUT_SCHEME")]
     pub payout_scheme: Option<String>,
@@ -245,6 +248,7 @@ impl CoordinatorArgs {
             verify_threads,
             verify_queue,
             cache_mb,
+            chart_interval_secs,
             payout_scheme,
             pplns_window_factor,
             confirmations,
@@ -412,6 +416,11 @@ impl CoordinatorArgs {
                 max_long_polls: self.max_long_polls.unwrap_or(pool_defaults.max_long_polls).max(1),
                 verify_threads: self.verify_threads.unwrap_or(pool_defaults.verify_threads).max(1),
                 verify_queue: self.verify_queue.unwrap_or(pool_defaults.verify_queue).max(1),
+                history_interval: match self.chart_interval_secs {
+                    None => pool_defaults.history_interval,
+                    Some(secs @ 1..=300) => Duration::from_secs(secs),
+                    Some(_) => return Err(ConfigError::Invalid("--chart-interval-secs must be 1-300".into())),
+                },
                 rewards,
                 ..pool_defaults
             },

@@ -92,7 +92,9 @@ impl Coordinator {
 
         let admin_token: Option<Arc<str>> = config.admin_token.as_deref().map(Arc::from);
         let state = PoolApiState { pool: pool.clone(), admin_token: admin_token.clone() };
-        let mut router = api::router(state, config.limits.request_timeout);
+        // The dashboard (`/`, `/assets/*`) reads the same public API.
+        let mut router =
+            api::router(state, config.limits.request_timeout).merge(vision_web::router(vision_web::Page::Coordinator));
         if let Some(devnet) = &devnet {
             let writers: Vec<Arc<str>> =
                 config.node_token.as_deref().map(Arc::from).into_iter().chain(admin_token).collect();
@@ -250,6 +252,16 @@ impl Coordinator {
                     Err(_) => {}
                 }
                 tokio::time::sleep(interval).await;
+            }
+        }));
+        let pool = self.pool.clone();
+        tasks.push(tokio::spawn(async move {
+            // The dashboards' charts: a sample every interval.
+            let mut ticks = tokio::time::interval(pool.config().history_interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                pool.sample_history(now_ms());
             }
         }));
         let pool = self.pool.clone();

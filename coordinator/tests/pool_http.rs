@@ -319,6 +319,9 @@ async fn a_worker_sending_invalid_shares_is_banned_persistently_and_can_be_unban
     let (status, banned) = pool.share(&token, &job, job.nonce_start() + 11, &"00".repeat(32)).await;
     assert_eq!((status, banned["error"].as_str()), (StatusCode::FORBIDDEN, Some("banned")), "{banned}");
     assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::FORBIDDEN);
+    let (_, stats) = body(pool.get("/pool/stats").await).await;
+    let reason = stats["workers"][0]["ban"]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("invalid"), "the workers table says why: {stats}");
     pool.stop().await;
 
     // The ban survives a restart.
@@ -490,5 +493,47 @@ async fn a_full_verification_queue_answers_503() {
     assert!(busy > 0, "40 concurrent shares through a queue of 1 must overflow");
     let (_, metrics) = body(pool.get("/pool/metrics").await).await;
     assert_eq!(metrics["shares"]["busy"].as_u64(), Some(busy));
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_history_and_the_dashboard_are_served() {
+    let pool = TestPool::start(CoordinatorArgs { chart_interval_secs: Some(1), ..settings("charts") }).await;
+    let token = pool.register("charted", "land1chart").await;
+    let job = pool.job(&token).await;
+    for nonce in job.nonce_start()..job.nonce_start() + 3 {
+        assert_eq!(pool.share(&token, &job, nonce, &job.digest(nonce)).await.1["accepted"], true);
+    }
+    // The sampler's first reading is a baseline: wait for a point counting the shares.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let history = loop {
+        let (status, history) = body(pool.get("/pool/history?range=10m").await).await;
+        assert_eq!(status, StatusCode::OK);
+        let samples = history["samples"].as_array().unwrap();
+        if samples.iter().map(|s| s["accepted"].as_u64().unwrap()).sum::<u64>() == 3 {
+            break history;
+        }
+        assert!(Instant::now() < deadline, "no history point counts the shares: {history}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((history["range"].as_str(), history["interval_ms"].as_u64()), (Some("10m"), Some(1000)));
+    let (status, worker) = body(pool.get("/pool/workers/charted/history").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!worker["samples"].as_array().unwrap().is_empty(), "{worker}");
+    let (status, refused) = body(pool.get("/pool/history?range=1w").await).await;
+    assert_eq!((status, refused["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_query")));
+    let (status, missing) = body(pool.get("/pool/workers/nobody/history").await).await;
+    assert_eq!((status, missing["error"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_worker")));
+
+    // The dashboard: a page and its assets, scripts only from the server itself.
+    let page = pool.get("/").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(page.text().await.unwrap().contains("/assets/dashboard.js"));
+    assert_eq!(pool.get("/assets/uPlot.iife.min.js").await.status(), StatusCode::OK);
+    let (status, missing) = body(pool.get("/assets/nothing.js").await).await;
+    assert_eq!((status, missing["error"].as_str()), (StatusCode::NOT_FOUND, Some("no_such_asset")));
+    assert_eq!(pool.post("/", &json!({})).await.status(), StatusCode::METHOD_NOT_ALLOWED);
     pool.stop().await;
 }

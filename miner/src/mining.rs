@@ -17,6 +17,7 @@ use crate::backend::CpuDevice;
 use crate::bench::bench_job;
 use crate::client::miner_config::{MinerConfig, MiningMode};
 use crate::client::miner_status::{status_line, MinerStatus, SAMPLE_EVERY};
+use crate::client::pool_switch::PoolSwitch;
 use crate::client::session::{self, PoolSession};
 use crate::client::solo_session::{self, SoloSession};
 use crate::client::work_dispatch::{Device, WorkDispatch};
@@ -105,6 +106,7 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
     let (found_tx, found_rx) = tokio::sync::mpsc::unbounded_channel();
     let dispatch = WorkDispatch::start(devices, found_tx);
     let status = Arc::new(MinerStatus::new());
+    let pool_switch = Arc::new(PoolSwitch::default());
 
     let sampler = {
         let (status, dispatch) = (status.clone(), dispatch.clone());
@@ -134,6 +136,7 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
             status: status.clone(),
             dispatch: dispatch.clone(),
             token: token.as_deref().map(Arc::from),
+            pool_switch: matches!(config.mode, MiningMode::Pool(_)).then(|| pool_switch.clone()),
         });
         tracing::info!("status API on http://{}", listener.local_addr().map_err(MinerError::runtime)?);
         tokio::spawn(async move {
@@ -153,7 +156,8 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
                     long_poll: config.long_poll,
                     failback: config.failback,
                 };
-                Ok(session::run_pool(pool_session, dispatch.clone(), status.clone(), found_rx).await?)
+                Ok(session::run_pool(pool_session, pool_switch.clone(), dispatch.clone(), status.clone(), found_rx)
+                    .await?)
             }
             MiningMode::Solo(url) => {
                 let node = NodeClient::new(url, config.node_token.clone())?;

@@ -146,6 +146,16 @@ pub struct WorkerStats {
     /// Base units a block found now would pay it (PPLNS and PROP).
     #[serde(default)]
     pub estimated_payout: Option<u64>,
+    /// Set while one of its sessions is banned.
+    #[serde(default)]
+    pub ban: Option<WorkerBan>,
+}
+
+/// Why and until when a worker is banned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerBan {
+    pub reason: String,
+    pub until_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -370,6 +380,9 @@ pub struct PayoutView {
     /// `sending`, `paid` or `set_aside`.
     pub status: String,
     pub outputs: Vec<PayoutOutputView>,
+    /// The outputs' amounts summed (base units).
+    #[serde(default)]
+    pub total: u64,
     pub reason: Option<String>,
     /// When the batch was made.
     pub time_ms: u64,
@@ -386,4 +399,52 @@ pub struct BanView {
     pub worker_id: String,
     pub banned_until_ms: u64,
     pub reason: String,
+}
+
+/// One point of `GET /pool/history`: the interval of `span_ms` that ends at
+/// `time_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PoolSample {
+    pub time_ms: u64,
+    pub span_ms: u64,
+    /// Effective hash rate over the interval: accepted share difficulty / seconds.
+    pub hashrate: f64,
+    /// What the miners reported, summed (at the interval's end).
+    pub reported_hashrate: f64,
+    /// Shares judged in the interval, by outcome.
+    pub accepted: u64,
+    pub stale: u64,
+    pub invalid: u64,
+    /// Workers online at the interval's end.
+    pub workers_online: u64,
+}
+
+/// `GET /pool/history?range=10m|1h|24h`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolHistory {
+    pub range: String,
+    /// The sampling interval; a point covers one or more of them.
+    pub interval_ms: u64,
+    /// Oldest first; at most 360.
+    pub samples: Vec<PoolSample>,
+}
+
+/// One point of `GET /pool/workers/{id}/history`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WorkerSample {
+    pub time_ms: u64,
+    /// The pool's 10-minute estimate then, and the shares behind it.
+    pub effective_10m: f64,
+    pub shares_10m: u64,
+    pub reported_hashrate: Option<f64>,
+    /// Shares accepted in the interval.
+    pub accepted: u64,
+}
+
+/// `GET /pool/workers/{id}/history`: the last hour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerHistory {
+    pub worker_id: String,
+    pub interval_ms: u64,
+    pub samples: Vec<WorkerSample>,
 }

@@ -1,7 +1,8 @@
 //! The pool's HTTP API (`/pool/*` and `/metrics`); fields are documented in
 //! `docs/API.md`. Handlers are thin: they authenticate, call [`Pool`], and
 //! time themselves for the metrics. Who may call what:
-//! - anyone: register, stats, blocks, balances, payouts, worker, metrics;
+//! - anyone: register, stats, history, blocks, balances, payouts, worker,
+//!   metrics;
 //! - a session's bearer token: job, share;
 //! - the admin token: configure, start, stop, mode, bans, unban, payout retry.
 
@@ -18,6 +19,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 
+use super::stats_history::HistoryRange;
 use super::{
     now_ms, BansResponse, ConfigureRequest, ModeResponse, Pool, PoolSettingsView, RegisterRequest, ShareRequest,
     UnbanResponse,
@@ -48,6 +50,8 @@ pub fn router(state: PoolApiState, request_timeout: Duration) -> Router {
         .route("/pool/payouts", get(payouts))
         .route("/pool/payouts/{id}/retry", post(retry_payout))
         .route("/pool/workers/{id}", get(worker))
+        .route("/pool/workers/{id}/history", get(worker_history))
+        .route("/pool/history", get(history))
         .route("/pool/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
         .route("/pool/configure", post(configure))
@@ -226,6 +230,33 @@ async fn worker(
     state
         .pool
         .worker(&id, now_ms())
+        .map(AppJson)
+        .ok_or_else(|| ApiError::not_found("unknown_worker", format!("no active worker {id:?}")))
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    range: Option<String>,
+}
+
+/// The pool's figures over time (`range`: `10m`, `1h` or `24h`, default `1h`).
+async fn history(
+    State(state): State<PoolApiState>,
+    AppQuery(query): AppQuery<HistoryQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let range = HistoryRange::parse(query.range.as_deref().unwrap_or("1h"))
+        .ok_or_else(|| ApiError::bad_request("bad_query", "range must be 10m, 1h or 24h"))?;
+    Ok(AppJson(state.pool.history().pool(range, now_ms())))
+}
+
+async fn worker_history(
+    State(state): State<PoolApiState>,
+    AppPath(id): AppPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    state
+        .pool
+        .history()
+        .worker(&id)
         .map(AppJson)
         .ok_or_else(|| ApiError::not_found("unknown_worker", format!("no active worker {id:?}")))
 }

@@ -56,6 +56,8 @@ pub(crate) struct PoolMetrics {
     pub(crate) shares_replayed: AtomicU64,
     pub(crate) shares_rate_limited: AtomicU64,
     pub(crate) shares_busy: AtomicU64,
+    /// Sum of accepted shares' difficulties: the hashes they stand for.
+    pub(crate) accepted_work: AtomicU64,
     /// VisionX recomputations by the verifier threads.
     pub(crate) share_verifications: Arc<AtomicU64>,
     /// Blocks the chain accepted.

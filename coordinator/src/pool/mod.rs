@@ -14,6 +14,7 @@
 //! - `share_judgement`: the share path, from admission to the answer.
 //! - `found_blocks`: recording, submitting and retrying found blocks.
 //! - `stats`, `admin`: figures for everyone, settings for the operator.
+//! - `stats_history`: the same figures over time, for the dashboards' charts.
 //! - `job_book`, `vardiff`, `token_bucket`, `metrics`, `share_verifier`,
 //!   `verify_queue`, `group_commit`: the parts those are built from.
 
@@ -29,6 +30,7 @@ mod share_judgement;
 mod share_verifier;
 mod source_limits;
 mod stats;
+pub mod stats_history;
 mod token_bucket;
 mod vardiff;
 mod verify_queue;
@@ -46,6 +48,7 @@ use self::job_book::{IssuedJob, JobBook, TemplateState, HEIGHTS_KEPT};
 use self::metrics::PoolMetrics;
 pub use self::pool_error::{PoolError, ShareRejection};
 use self::source_limits::{SourceLimitConfig, SourceLimits};
+use self::stats_history::StatsHistory;
 use self::vardiff::VardiffConfig;
 use self::verify_queue::VerifyQueue;
 use self::worker_sessions::SessionState;
@@ -88,6 +91,8 @@ pub struct PoolConfig {
     pub max_long_polls: usize,
     pub verify_threads: usize,
     pub verify_queue: usize,
+    /// How often the dashboards' charts take a sample.
+    pub history_interval: Duration,
     /// Splits, fees, maturity and payouts.
     pub rewards: RewardConfig,
 }
@@ -112,6 +117,7 @@ impl Default for PoolConfig {
             max_long_polls: 1024,
             verify_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             verify_queue: 256,
+            history_interval: Duration::from_secs(10),
             rewards: RewardConfig::default(),
         }
     }
@@ -135,6 +141,7 @@ pub struct Pool {
     verifier: VerifyQueue,
     commits: GroupCommit,
     metrics: PoolMetrics,
+    history: StatsHistory,
     block_time_secs: u64,
     started: Instant,
     /// When stored sessions were last pruned (a full scan).
@@ -164,6 +171,7 @@ impl Pool {
                 .map_err(|e| PoolError::Internal(e.to_string()))?,
         );
         let pool = Pool {
+            history: StatsHistory::new(config.history_interval),
             verifier: VerifyQueue::start(
                 config.verify_threads,
                 config.verify_queue,
@@ -198,6 +206,9 @@ impl Pool {
         pool.metrics.blocks_found.store(count(crate::storage::BlockStatus::Accepted), Ordering::Relaxed);
         pool.metrics.blocks_rejected.store(count(crate::storage::BlockStatus::Rejected), Ordering::Relaxed);
         pool.restore_jobs()?;
+        // The counters start at zero now: the charts' first interval counts
+        // from here, not from the sampler's first tick.
+        pool.history.record(now_ms(), stats_history::PoolReading::default(), Vec::new());
         Ok(Arc::new(pool))
     }
 

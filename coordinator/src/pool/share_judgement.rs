@@ -240,6 +240,7 @@ impl Pool {
             self.store.put_session(&record)?;
         }
         PoolMetrics::bump(&self.metrics.shares_valid);
+        self.metrics.accepted_work.fetch_add(job.share_difficulty, std::sync::atomic::Ordering::Relaxed);
 
         let mut response = ShareResponse {
             accepted: true,

@@ -1,10 +1,11 @@
 //! Figures for everyone: per worker (over its active sessions) and for the pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::metrics::PoolMetrics;
+use super::stats_history::{PoolReading, StatsHistory, WorkerReading};
 use super::worker_sessions::SessionState;
-use super::{Hashrate, Pool, PoolStats, ShareCounts, WorkerStats};
+use super::{Hashrate, Pool, PoolStats, ShareCounts, WorkerBan, WorkerStats};
 
 /// Counters for `/pool/metrics` and `/metrics`, read in one place.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +49,7 @@ impl Pool {
             blocks_found: session.blocks_found,
             sessions: 1,
             estimated_payout: None,
+            ban: None,
         }
     }
 
@@ -86,10 +88,56 @@ impl Pool {
         let mut workers: Vec<WorkerStats> = by_worker.into_values().map(|(w, _)| w).collect();
         drop(sessions);
         let estimates = self.rewards.estimated_payouts();
+        // The longest ban in force per worker id, in one pass over the bans.
+        let mut bans: HashMap<String, WorkerBan> = HashMap::new();
+        for ban in self.bans.lock().expect("bans lock").values().filter(|b| b.until_ms > now) {
+            let entry = bans
+                .entry(ban.worker_id.clone())
+                .or_insert_with(|| WorkerBan { reason: ban.reason.clone(), until_ms: ban.until_ms });
+            if ban.until_ms > entry.until_ms {
+                *entry = WorkerBan { reason: ban.reason.clone(), until_ms: ban.until_ms };
+            }
+        }
         for worker in &mut workers {
             worker.estimated_payout = Some(estimates.get(&worker.worker_id).copied().unwrap_or(0));
+            worker.ban = bans.remove(&worker.worker_id);
         }
         workers
+    }
+
+    /// Takes the charts' sample (the history task calls it every interval).
+    pub(crate) fn sample_history(&self, now: u64) {
+        let workers = self.workers(now, None);
+        let m = &self.metrics;
+        let reading = PoolReading {
+            accepted_work: PoolMetrics::get(&m.accepted_work),
+            accepted: PoolMetrics::get(&m.shares_valid),
+            stale: PoolMetrics::get(&m.shares_stale),
+            // As the workers table counts them: refused as invalid, or duplicates.
+            invalid: PoolMetrics::get(&m.shares_invalid) + PoolMetrics::get(&m.shares_duplicate),
+            workers_online: workers.iter().filter(|w| w.online).count() as u64,
+            // An offline rig's last report is not hash rate.
+            reported_hashrate: workers.iter().filter(|w| w.online).filter_map(|w| w.hashrate.reported).sum(),
+        };
+        // Charted workers: those with accepted work in the last hour.
+        let workers = workers
+            .into_iter()
+            .filter(|w| w.hashrate.shares_1h > 0)
+            .map(|w| {
+                let reading = WorkerReading {
+                    accepted: w.shares.accepted,
+                    effective_10m: w.hashrate.effective_10m,
+                    shares_10m: w.hashrate.shares_10m,
+                    reported_hashrate: w.hashrate.reported,
+                };
+                (w.worker_id, reading)
+            })
+            .collect();
+        self.history.record(now, reading, workers);
+    }
+
+    pub(crate) fn history(&self) -> &StatsHistory {
+        &self.history
     }
 
     pub(crate) fn stats(&self, now: u64) -> PoolStats {

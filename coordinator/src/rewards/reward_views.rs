@@ -69,6 +69,7 @@ fn payout_view(p: &PayoutRecord) -> PayoutView {
         }
         .into(),
         outputs: p.outputs.iter().map(|o| PayoutOutputView { address: o.address.clone(), amount: o.amount }).collect(),
+        total: p.outputs.iter().map(|o| o.amount).sum(),
         reason: p.reason.clone(),
         time_ms: p.created_ms,
         updated_ms: p.updated_ms,

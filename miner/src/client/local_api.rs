@@ -1,18 +1,20 @@
-//! The miner's local HTTP API: `GET /status` (JSON), `GET /` (a small page),
-//! and `POST /pause`, `/resume`, `/threads`, which need the API token when
-//! the API is bound beyond loopback.
+//! The miner's local HTTP API: `GET /status` (JSON), `GET /` (the owner's
+//! page, from `vision_web`),
+//! and `POST /pause`, `/resume`, `/threads`, `/pool` (mine at another pool),
+//! which need the API token when the API is bound beyond loopback.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::miner_status::MinerStatus;
+use super::pool_switch::PoolSwitch;
 use super::work_dispatch::WorkDispatch;
 
 #[derive(Clone)]
@@ -21,15 +23,18 @@ pub struct LocalApi {
     pub dispatch: Arc<WorkDispatch>,
     /// Required on the control routes when set.
     pub token: Option<Arc<str>>,
+    /// Pool mode only: where `POST /pool` sends the owner's choice.
+    pub pool_switch: Option<Arc<PoolSwitch>>,
 }
 
 pub fn router(api: LocalApi) -> Router {
     Router::new()
-        .route("/", get(page))
+        .merge(vision_web::router(vision_web::Page::Miner))
         .route("/status", get(status))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/threads", post(threads))
+        .route("/pool", post(switch_pool))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no_such_route", "no such route") })
         .with_state(api)
 }
@@ -38,9 +43,37 @@ fn error(status: StatusCode, reason: &str, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": reason, "message": message }))).into_response()
 }
 
-/// `None` when allowed, else the 401 to send.
+/// Whether `host` (a Host header, or an Origin's host) names this machine's
+/// loopback interface.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| if port.contains(']') { host } else { name }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `None` when allowed, else the 401 or 403 to send. Browsers are held to
+/// their own origin: a request another site's page makes (it carries that
+/// site's `Origin`) is refused, and without a token, where the API is only
+/// on loopback, so is a `Host` that is not loopback (a DNS-rebound name).
 fn refuse(api: &LocalApi, headers: &HeaderMap) -> Option<Response> {
-    let Some(expected) = &api.token else { return None };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let same = origin.to_str().ok().and_then(|o| o.split_once("://")).is_some_and(|(_, o)| o == host);
+        if !same {
+            return Some(error(StatusCode::FORBIDDEN, "cross_origin", "requests from other sites' pages are refused"));
+        }
+    }
+    let Some(expected) = &api.token else {
+        return (!host.is_empty() && !is_loopback_host(host)).then(|| {
+            error(
+                StatusCode::FORBIDDEN,
+                "bad_host",
+                "without --api-token the control routes answer loopback names only",
+            )
+        });
+    };
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let ok = given.is_some_and(|g| {
@@ -91,34 +124,28 @@ async fn threads(State(api): State<LocalApi>, headers: HeaderMap, body: Option<J
     Json(serde_json::json!({ "threads": request.threads })).into_response()
 }
 
-async fn page() -> Html<&'static str> {
-    Html(STATUS_PAGE)
+#[derive(Deserialize)]
+struct SwitchRequest {
+    url: String,
 }
 
-const STATUS_PAGE: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>vision-miner</title>
-<style>body{font:15px system-ui,sans-serif;margin:2em;max-width:46em}td{padding:.2em .8em}h1{font-size:1.3em}
-.ok{color:#080}.bad{color:#b00}</style></head>
-<body><h1>vision-miner</h1><table id="t"></table><h2>Devices</h2><table id="d"></table>
-<script>
-const fmt = r => r >= 1e6 ? (r/1e6).toFixed(2)+' MH/s' : r >= 1e3 ? (r/1e3).toFixed(2)+' kH/s' : r.toFixed(1)+' H/s';
-async function refresh() {
-  try {
-    const s = await (await fetch('/status')).json();
-    const c = s.connection;
-    const rows = [
-      ['hash rate (10s / 60s / 15m)', fmt(s.hashrate.h10s)+' / '+fmt(s.hashrate.h60s)+' / '+fmt(s.hashrate.h15m)],
-      ['shares', 'accepted '+s.accepted+', rejected '+s.rejected+', stale '+s.stale+', blocks '+s.blocks],
-      [c.mode === 'solo' ? 'node' : 'pool', '<span class="'+(c.connected?'ok':'bad')+'">'+c.url+'</span>'+(c.last_error?' ('+c.last_error+')':'')],
-      ['height / share difficulty', (c.height ?? '-')+' / '+(c.share_difficulty ?? '-')],
-      ['uptime', s.uptime_secs+' s'+(s.paused?' (paused)':'')],
-    ];
-    document.getElementById('t').innerHTML = rows.map(r => '<tr><td>'+r[0]+'</td><td>'+r[1]+'</td></tr>').join('');
-    document.getElementById('d').innerHTML = s.devices.map(d => '<tr><td>'+d.name+'</td><td>'+(d.disabled?'disabled':fmt(d.hashrate.h10s))+'</td></tr>').join('');
-  } catch (e) {}
+/// Makes `url` the primary pool (added to the failover list when new); the
+/// session moves there at once.
+async fn switch_pool(State(api): State<LocalApi>, headers: HeaderMap, body: Option<Json<SwitchRequest>>) -> Response {
+    if let Some(denied) = refuse(&api, &headers) {
+        return denied;
+    }
+    let Some(switch) = &api.pool_switch else {
+        return error(StatusCode::CONFLICT, "not_pool_mode", "this miner mines solo; restart it with --pool URL");
+    };
+    let Some(Json(request)) = body else {
+        return error(StatusCode::BAD_REQUEST, "bad_json", "expected {\"url\": \"http://host:port\"}");
+    };
+    match switch.request(&request.url) {
+        Ok(url) => Json(serde_json::json!({ "switching_to": url })).into_response(),
+        Err(err) => error(StatusCode::BAD_REQUEST, "bad_url", &err.to_string()),
+    }
 }
-refresh(); setInterval(refresh, 2000);
-</script></body></html>"#;
 
 #[cfg(test)]
 mod tests {
@@ -133,7 +160,8 @@ mod tests {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
         let status = Arc::new(MinerStatus::new());
-        (router(LocalApi { status, dispatch: dispatch.clone(), token: token.map(Arc::from) }), dispatch)
+        let pool_switch = Some(Arc::new(PoolSwitch::default()));
+        (router(LocalApi { status, dispatch: dispatch.clone(), token: token.map(Arc::from), pool_switch }), dispatch)
     }
 
     async fn call(
@@ -179,6 +207,50 @@ mod tests {
         assert_eq!(call(&app, "POST", "/threads", None, r#"{"threads": 2}"#).await.0, StatusCode::OK);
         assert_eq!(dispatch.cpu_threads(), 2);
         assert_eq!(call(&app, "GET", "/nope", None, "").await.0, StatusCode::NOT_FOUND);
+        dispatch.stop();
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_apart_from_other_names() {
+        for host in ["127.0.0.1:7073", "localhost:7073", "LOCALHOST", "[::1]:7073", "127.0.0.2"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["evil.example:7073", "192.168.1.5:7073", "[2001:db8::1]:7073", "localhost.evil.example", ""] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_sites_and_rebound_names_cannot_use_the_controls() {
+        let (app, dispatch) = api(None);
+        let post = |headers: Vec<(&'static str, &'static str)>| {
+            let mut request = Request::builder().method("POST").uri("/pause");
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let app = app.clone();
+            async move { app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap().status() }
+        };
+        assert_eq!(
+            post(vec![("host", "127.0.0.1:7073"), ("origin", "http://evil.example")]).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(post(vec![("host", "evil.example:7073")]).await, StatusCode::FORBIDDEN);
+        assert!(!dispatch.is_paused());
+        assert_eq!(post(vec![("host", "127.0.0.1:7073"), ("origin", "http://127.0.0.1:7073")]).await, StatusCode::OK);
+        assert!(dispatch.is_paused());
+        dispatch.stop();
+    }
+
+    #[tokio::test]
+    async fn a_pool_switch_needs_the_token_and_a_pool_url() {
+        let (app, dispatch) = api(Some("secret"));
+        let body = r#"{"url": "http://127.0.0.1:9"}"#;
+        assert_eq!(call(&app, "POST", "/pool", None, body).await.0, StatusCode::UNAUTHORIZED);
+        let (status, answer) = call(&app, "POST", "/pool", Some("secret"), r#"{"url": "gopher://x"}"#).await;
+        assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_url")));
+        let (status, answer) = call(&app, "POST", "/pool", Some("secret"), body).await;
+        assert_eq!((status, answer["switching_to"].as_str()), (StatusCode::OK, Some("http://127.0.0.1:9")));
         dispatch.stop();
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::hashrate_meter::{HashrateMeter, Rates};
+use super::hashrate_meter::{HashrateMeter, RatePoint, Rates};
 use super::work_dispatch::WorkDispatch;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -34,6 +34,11 @@ pub struct Connection {
     pub share_difficulty: Option<u64>,
     pub network_difficulty: Option<u64>,
     pub job_id: Option<String>,
+    /// Pool mode: the failover list in order, and the indexes of the primary
+    /// pool (failed back to) and of the one in use.
+    pub pools: Vec<String>,
+    pub primary: usize,
+    pub active: usize,
 }
 
 #[derive(Default)]
@@ -65,7 +70,13 @@ pub struct StatusReport {
     pub hashrate: Rates,
     pub devices: Vec<DeviceReport>,
     pub connection: Connection,
+    /// The last 15 minutes, a point every [`HISTORY_STEP`]: each device's
+    /// rate (in the order of `devices`).
+    pub history: Vec<RatePoint>,
 }
+
+/// The spacing of `/status` `history` points.
+pub const HISTORY_STEP: Duration = Duration::from_secs(5);
 
 impl MinerStatus {
     pub fn new() -> Self {
@@ -102,8 +113,13 @@ impl MinerStatus {
             hashrate: self.meter.rates(None),
             devices,
             connection: self.connection.lock().expect("status lock").clone(),
+            history: self.meter.history(HISTORY_STEP, unix_ms()),
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn si(rate: f64) -> String {

@@ -9,7 +9,8 @@
 //!   current work, switched by a generation number.
 //! - [`hashrate_meter`], [`miner_status`]: 10 s / 60 s / 15 min rates, counts,
 //!   the status line.
-//! - [`local_api`]: `/status`, the status page, pause/resume/threads.
+//! - [`local_api`]: `/status`, the owner's page, pause/resume/threads and
+//!   the pool switch ([`pool_switch`]).
 //! - [`miner_config`]: flags, env vars and TOML.
 
 pub mod hashrate_meter;
@@ -18,6 +19,7 @@ pub mod miner_config;
 pub mod miner_status;
 pub mod node_client;
 pub mod pool_client;
+pub mod pool_switch;
 pub mod session;
 pub mod solo_session;
 pub mod work_dispatch;

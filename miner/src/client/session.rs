@@ -4,7 +4,8 @@
 //! devices, and submits shares with the miner's measured hash rate. Network
 //! errors and 5xx back off exponentially with jitter; 429/503 wait exactly
 //! the Retry-After; two failures in a row fail over to the next pool, and
-//! the first pool is tried again every `failback` interval. Shares that
+//! primary pool (the first, or one the owner switched to through the local
+//! API, `pool_switch`) is tried again every `failback` interval. Shares that
 //! cannot be sent wait in a bounded queue and are resubmitted while their
 //! job's height is still current. A watchdog stops hashing work older than
 //! several block times. (Solo mode is `solo_session`.)
@@ -22,12 +23,15 @@ use visionx::Found;
 
 use super::miner_status::MinerStatus;
 use super::pool_client::{ApiFailure, PoolClient};
+use super::pool_switch::PoolSwitch;
 use super::work_dispatch::{Work, WorkDispatch};
 
 /// Shares kept while no pool answers.
 const MAX_PENDING: usize = 1024;
 /// Failures in a row on one pool before moving to the next.
 const FAILURES_BEFORE_FAILOVER: u32 = 2;
+/// Pools in the failover list at most (the configured ones and the owner's).
+const MAX_POOLS: usize = 32;
 
 /// Why mining stopped for good.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,6 +65,12 @@ pub fn backoff(failures: u32) -> Duration {
 
 struct PoolContext {
     session: PoolSession,
+    /// The failover list: the configured pools, then any the owner added
+    /// through the local API (indexes never change: work names its pool by one).
+    pools: Mutex<Vec<Arc<PoolClient>>>,
+    /// The pool failed back to (the first configured, or the owner's choice).
+    primary: AtomicUsize,
+    switch: Arc<PoolSwitch>,
     tokens: Mutex<Vec<Option<String>>>,
     refused: Mutex<Vec<Option<String>>>,
     active: AtomicUsize,
@@ -76,15 +86,81 @@ struct PoolContext {
 }
 
 impl PoolContext {
+    fn pool(&self, index: usize) -> Arc<PoolClient> {
+        self.pools.lock().expect("pools lock")[index].clone()
+    }
+
+    fn pool_count(&self) -> usize {
+        self.pools.lock().expect("pools lock").len()
+    }
+
+    /// Shows the failover list and which pools are primary and in use.
+    fn publish_pools(&self) {
+        let urls: Vec<String> = self.pools.lock().expect("pools lock").iter().map(|p| p.url.clone()).collect();
+        let (primary, active) = (self.primary.load(Ordering::Relaxed), self.active.load(Ordering::Relaxed));
+        self.status.connection(|c| {
+            c.url = urls[active].clone();
+            c.pools = urls;
+            c.primary = primary;
+            c.active = active;
+        });
+    }
+
+    /// The owner asked for another pool: make it the primary (adding it to
+    /// the failover list when new) and go there now.
+    fn take_switch_request(&self) -> bool {
+        let Some(requested) = self.switch.take() else { return false };
+        let index = {
+            let mut pools = self.pools.lock().expect("pools lock");
+            match pools.iter().position(|p| p.url == requested.url) {
+                Some(index) => index,
+                None if pools.len() >= MAX_POOLS => {
+                    tracing::warn!("not switching to {}: the failover list is full ({MAX_POOLS})", requested.url);
+                    return false;
+                }
+                None => {
+                    pools.push(Arc::new(requested));
+                    self.tokens.lock().expect("tokens lock").push(None);
+                    self.refused.lock().expect("refused lock").push(None);
+                    pools.len() - 1
+                }
+            }
+        };
+        self.refused.lock().expect("refused lock")[index] = None;
+        self.primary.store(index, Ordering::Relaxed);
+        self.switch_to(index, "asked to by the owner");
+        // Nothing of the previous pool's state stands for the new one.
+        self.status.connection(|c| {
+            c.connected = false;
+            c.last_error = None;
+            c.retry_in_secs = None;
+            c.height = None;
+            c.share_difficulty = None;
+            c.network_difficulty = None;
+            c.job_id = None;
+        });
+        self.publish_pools();
+        true
+    }
+
+    /// Waits `wait`, or less if the owner asks for another pool meanwhile.
+    async fn pause(&self, wait: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.switch.notify.notified() => {}
+        }
+    }
+
     async fn token(&self, pool: usize) -> Result<String, ApiFailure> {
         if let Some(token) = self.tokens.lock().expect("tokens lock")[pool].clone() {
             return Ok(token);
         }
         let s = &self.session;
-        let registered = s.pools[pool].register(&s.worker_id, &s.wallet, &s.worker_name).await?;
+        let client = self.pool(pool);
+        let registered = client.register(&s.worker_id, &s.wallet, &s.worker_name).await?;
         tracing::info!(
             "registered with {} (pool fee {:.2}%, foundation fee {:.2}%)",
-            s.pools[pool].url,
+            client.url,
             f64::from(registered.pool_fee_bps) / 100.0,
             f64::from(registered.foundation_fee_bps) / 100.0
         );
@@ -95,11 +171,7 @@ impl PoolContext {
     fn switch_to(&self, pool: usize, why: &str) {
         let previous = self.active.swap(pool, Ordering::Relaxed);
         if previous != pool {
-            tracing::warn!(
-                "switching from {} to {}: {why}",
-                self.session.pools[previous].url,
-                self.session.pools[pool].url
-            );
+            tracing::warn!("switching from {} to {}: {why}", self.pool(previous).url, self.pool(pool).url);
         }
     }
 
@@ -121,7 +193,7 @@ impl PoolContext {
             Err(_) => return self.queue(work, found),
         };
         let rate = self.status.meter.rates(None).h60s;
-        match self.session.pools[pool].share(&token, &work.id, found.nonce, &found.digest.to_hex(), rate).await {
+        match self.pool(pool).share(&token, &work.id, found.nonce, &found.digest.to_hex(), rate).await {
             Ok(answer) if answer.accepted => {
                 self.status.update(|c| {
                     c.accepted += 1;
@@ -189,8 +261,8 @@ impl PoolContext {
 
     /// Reacts to a failure; Err ends the session.
     async fn on_failure(&self, pool: usize, failure: ApiFailure, failures: &mut u32) -> Result<(), SessionEnd> {
-        let url = self.session.pools[pool].url.clone();
-        let count = self.session.pools.len();
+        let url = self.pool(pool).url.clone();
+        let count = self.pool_count();
         let next = (pool + 1) % count;
         self.status.connection(|c| {
             c.connected = false;
@@ -219,7 +291,7 @@ impl PoolContext {
             ApiFailure::RetryAfter { retry_after_secs, message } => {
                 tracing::warn!("{url}: {message}; retrying in {retry_after_secs}s as asked");
                 self.status.connection(|c| c.retry_in_secs = Some(retry_after_secs));
-                tokio::time::sleep(Duration::from_secs(retry_after_secs)).await;
+                self.pause(Duration::from_secs(retry_after_secs)).await;
             }
             ApiFailure::Unavailable(message) => {
                 *failures += 1;
@@ -230,7 +302,7 @@ impl PoolContext {
                     let wait = backoff(*failures);
                     tracing::warn!("{url}: {message}; retrying in {:.1}s", wait.as_secs_f64());
                     self.status.connection(|c| c.retry_in_secs = Some(wait.as_secs().max(1)));
-                    tokio::time::sleep(wait).await;
+                    self.pause(wait).await;
                 }
             }
         }
@@ -242,22 +314,24 @@ impl PoolContext {
         let mut last_failback = Instant::now();
         loop {
             self.stop_stale_work();
+            if self.take_switch_request() {
+                failures = 0;
+            }
             let active = self.active.load(Ordering::Relaxed);
-            if active != 0 && last_failback.elapsed() >= self.session.failback {
+            let primary = self.primary.load(Ordering::Relaxed);
+            if active != primary && last_failback.elapsed() >= self.session.failback {
                 last_failback = Instant::now();
-                if let Ok(token) = self.token(0).await {
-                    if self.session.pools[0].job(&token, None).await.is_ok() {
-                        self.switch_to(0, "the first pool is back");
+                if let Ok(token) = self.token(primary).await {
+                    if self.pool(primary).job(&token, None).await.is_ok() {
+                        self.switch_to(primary, "the primary pool is back");
                         failures = 0;
                         continue;
                     }
                 }
             }
-            let api = &self.session.pools[active];
-            self.status.connection(|c| {
-                c.mode = "pool".into();
-                c.url = api.url.clone();
-            });
+            let api = self.pool(active);
+            self.status.connection(|c| c.mode = "pool".into());
+            self.publish_pools();
             let token = match self.token(active).await {
                 Ok(token) => token,
                 Err(failure) => {
@@ -267,13 +341,14 @@ impl PoolContext {
             };
             let mining_here = self.dispatch.current_work().is_some_and(|w| w.pool == Some(active));
             let mut wait = self.session.long_poll;
-            if active != 0 {
+            if active != primary {
                 wait = wait.min(self.session.failback);
             }
             let answer = if mining_here {
                 tokio::select! {
                     answer = api.job(&token, Some(wait)) => answer,
                     () = self.refresh.notified() => api.job(&token, None).await,
+                    () = self.switch.notify.notified() => continue,
                 }
             } else {
                 api.job(&token, None).await
@@ -329,14 +404,19 @@ impl PoolContext {
 
 /// Runs pool mode until a fatal end; found nonces arrive on `found`.
 pub async fn run_pool(
-    session: PoolSession,
+    mut session: PoolSession,
+    switch: Arc<PoolSwitch>,
     dispatch: Arc<WorkDispatch>,
     status: Arc<MinerStatus>,
     mut found: UnboundedReceiver<(Arc<Work>, Found)>,
 ) -> Result<(), SessionEnd> {
-    let count = session.pools.len();
+    let pools: Vec<Arc<PoolClient>> = std::mem::take(&mut session.pools).into_iter().map(Arc::new).collect();
+    let count = pools.len();
     let ctx = Arc::new(PoolContext {
         session,
+        pools: Mutex::new(pools),
+        primary: AtomicUsize::new(0),
+        switch,
         tokens: Mutex::new(vec![None; count]),
         refused: Mutex::new(vec![None; count]),
         active: AtomicUsize::new(0),
