@@ -137,7 +137,7 @@ async fn a_miner_registers_mines_and_its_shares_are_accepted() {
     .await;
     assert_eq!(worker["wallet_address"], "land1basic");
     let page = reqwest::get(format!("{}/", miner.api)).await.unwrap().text().await.unwrap();
-    assert!(page.contains("vision-miner") && page.contains("/status"));
+    assert!(page.contains("vision-miner") && page.contains("/assets/miner.js"), "the owner's page: {page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

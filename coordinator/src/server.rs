@@ -125,13 +125,23 @@ impl Coordinator {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then lets requests in
-    /// flight finish (for a while) and makes all state durable.
+    /// flight finish (for a while) and makes all state durable. Also stops,
+    /// with an error, when the data directory fails (see [`watch_storage`]).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let tasks = self.spawn_background_tasks();
+        let (storage_failed, mut storage_failure) = tokio::sync::watch::channel(None::<String>);
+        let mut tasks = self.spawn_background_tasks();
+        tasks.push(tokio::spawn(watch_storage(self.pool.clone(), storage_failed)));
+        let mut failure_seen = storage_failure.clone();
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                _ = failure_seen.changed() => {}
+            }
+        };
         let Coordinator { pool, router, limits, .. } = self;
         match pool.resume_block_submissions() {
             Ok(0) => {}
@@ -197,6 +207,13 @@ impl Coordinator {
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         while Arc::strong_count(&pool) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let failure = storage_failure.borrow_and_update().clone();
+        if let Some(failure) = failure {
+            return Err(std::io::Error::other(format!(
+                "the data directory failed ({failure}): stopped; every acknowledged share is on disk, \
+                 start again once the disk is fixed"
+            )));
         }
         let flushed = tokio::task::spawn_blocking(move || pool.flush()).await;
         if let Ok(Err(err)) = flushed {
@@ -277,6 +294,29 @@ impl Coordinator {
             }
         }));
         tasks
+    }
+}
+
+/// How often [`watch_storage`] looks at the data directory.
+const STORAGE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Watches the data directory: a flush every [`STORAGE_CHECK_EVERY`] (next to
+/// nothing when the group commits have made everything durable). Once a
+/// write fails (a full disk, an I/O error), sled refuses every later write
+/// until the database is opened again, and meanwhile every request that
+/// would write is answered 503 `storage_unavailable`: so the coordinator
+/// reports the failure here, and `serve` stops for its supervisor to start
+/// it again once the disk is fixed. Nothing acknowledged is lost: a share is
+/// acknowledged only once durable.
+async fn watch_storage(pool: Arc<Pool>, failed: tokio::sync::watch::Sender<Option<String>>) {
+    loop {
+        tokio::time::sleep(STORAGE_CHECK_EVERY).await;
+        let probe = pool.clone();
+        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || probe.flush()).await {
+            tracing::error!("the data directory failed: {err}; stopping");
+            let _ = failed.send(Some(err.to_string()));
+            return;
+        }
     }
 }
 

@@ -1,0 +1,196 @@
+//! The data directory's disk fills up under a mining worker: the coordinator
+//! answers 503 `storage_unavailable` (never a 500, never a crash), stops with
+//! a clear message, starts again once there is room, and every share it
+//! acknowledged is in the ledger exactly once.
+//!
+//! The disk is a small tmpfs mounted for the test (this needs root, as CI
+//! has: elsewhere the test says so and skips; under `CI=true` it fails).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vision_coordinator::storage::{PoolStore, SledStore};
+use vision_suite::{coordinator_log_path, fresh_dir, job_input, start_coordinator};
+use visionx::{FastEngine, PowEngine};
+
+const ARGS: &[&str] = &[
+    "--share-difficulty=1",
+    "--min-share-difficulty=1",
+    "--max-share-difficulty=1",
+    "--shares-per-sec=100000",
+    "--devnet-difficulty=1000000",
+];
+
+/// Unmounts the test's tmpfs when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn mount_tmpfs(dir: &Path, megabytes: u32) -> Option<Mount> {
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Mount(dir.to_path_buf()))
+}
+
+fn free_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// What one mining worker saw: acknowledged shares, and the refusals.
+#[derive(Default)]
+struct Seen {
+    acked: Vec<(String, u64)>,
+    storage_unavailable: usize,
+}
+
+/// Mines honestly until `until` says stop or the pool is gone; panics on any
+/// 5xx other than a 503 with a JSON reason.
+async fn mine(url: &str, wallet: &str, seen: &mut Seen, mut until: impl FnMut(&Seen) -> bool) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut engine = FastEngine::new();
+    let body = json!({"worker_id": wallet.replace("land1", "rig-"), "wallet_address": wallet});
+    // (A pool already stopped by the failed disk: nothing to do.)
+    let Ok(answer) = http.post(format!("{url}/pool/register")).json(&body).send().await else { return };
+    let token = answer.json::<Value>().await.unwrap()["worker_token"].as_str().unwrap().to_string();
+    let mut next: Option<(String, u64)> = None;
+    while !until(seen) {
+        let Ok(response) = http.get(format!("{url}/pool/job")).bearer_auth(&token).send().await else { return };
+        let status = response.status().as_u16();
+        let job: Value = response.json().await.unwrap_or(Value::Null);
+        if status != 200 {
+            assert_eq!(status, 503, "a job request answered {status}: {job}");
+            assert!(job["error"].is_string(), "a 503 without a JSON reason: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let id = job["job_id"].as_str().unwrap().to_string();
+        let input = job_input(&job);
+        let start = match &next {
+            Some((last, n)) if *last == id => *n,
+            _ => job["nonce_start"].as_u64().unwrap(),
+        };
+        next = Some((id.clone(), start + 32));
+        for nonce in start..start + 32 {
+            let digest = engine.hash(&input, nonce);
+            let share = json!({"job_id": id, "nonce": nonce, "digest": digest.to_hex()});
+            let Ok(response) = http.post(format!("{url}/pool/share")).bearer_auth(&token).json(&share).send().await
+            else {
+                return;
+            };
+            let status = response.status().as_u16();
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            match status {
+                200 if answer["accepted"] == true => seen.acked.push((id.clone(), nonce)),
+                200 => {}
+                503 if answer["error"] == "storage_unavailable" => seen.storage_unavailable += 1,
+                503 => assert!(answer["error"].is_string(), "a 503 without a JSON reason: {answer}"),
+                other => panic!("a share answered {other}: {answer}"),
+            }
+            if until(seen) {
+                return;
+            }
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_stops_cleanly_and_loses_no_acknowledged_share() {
+    let root = fresh_dir("disk-full");
+    let disk = root.join("disk");
+    let Some(mount) = mount_tmpfs(&disk, 64) else {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root and must be able to mount a tmpfs");
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    // The data directory is the mount itself: its log (`disk.log`) is outside.
+    let data_dir = disk.clone();
+    let (mut pool, url) = start_coordinator(&data_dir, ARGS, &[]);
+
+    // Some shares while there is room.
+    let mut seen = Seen::default();
+    mine(&url, "land1first", &mut seen, |s| s.acked.len() >= 20).await;
+    let before_full = seen.acked.len();
+
+    // Something else fills the disk, leaving a few hundred KiB.
+    let filler = disk.join("filler");
+    let room = free_bytes(&disk).saturating_sub(300 << 10);
+    std::fs::write(&filler, vec![0u8; room as usize]).unwrap();
+    // Three workers at once, so shares are in flight when the disk fails.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = |s: &Seen| s.storage_unavailable > 0 || Instant::now() > deadline;
+    let mut others = [Seen::default(), Seen::default()];
+    let [second, third] = &mut others;
+    tokio::join!(
+        mine(&url, "land1first", &mut seen, done),
+        mine(&url, "land1other", second, done),
+        mine(&url, "land1third", third, done),
+    );
+    for other in others {
+        seen.acked.extend(other.acked);
+        seen.storage_unavailable += other.storage_unavailable;
+    }
+    assert!(seen.storage_unavailable > 0, "the pool never said its storage failed ({} acked)", seen.acked.len());
+    assert!(seen.acked.len() > before_full, "shares were acknowledged until the disk was full");
+
+    // It stops by itself, saying why.
+    let status = wait_exit(&mut pool, Duration::from_secs(30)).expect("the coordinator stops on a failed disk");
+    assert!(!status.success(), "a failed disk is not a clean stop: {status}");
+    let log = std::fs::read_to_string(coordinator_log_path(&data_dir)).unwrap_or_default();
+    assert!(log.contains("the data directory failed"), "the log says why: {log}");
+
+    // Room again: it starts, and mines on.
+    std::fs::remove_file(&filler).unwrap();
+    let (mut pool, url) = start_coordinator(&data_dir, ARGS, &[]);
+    let acked_before_restart = seen.acked.len();
+    mine(&url, "land1second", &mut seen, |s| s.acked.len() >= acked_before_restart + 10).await;
+    Command::new("kill").args(["-TERM", &pool.id().to_string()]).status().unwrap();
+    assert!(wait_exit(&mut pool, Duration::from_secs(30)).is_some_and(|s| s.success()), "a clean stop");
+
+    // Every acknowledged share is in the ledger exactly once.
+    let db = sled::open(data_dir.join("db")).unwrap();
+    let store = SledStore::open(&db).unwrap();
+    let mut in_ledger: HashMap<(String, u64), usize> = HashMap::new();
+    for (_, share) in store.shares_from(0, usize::MAX).unwrap() {
+        *in_ledger.entry((share.job_id.clone(), share.nonce)).or_default() += 1;
+    }
+    assert!(in_ledger.values().all(|n| *n == 1), "a share credited twice");
+    for share in &seen.acked {
+        assert_eq!(in_ledger.get(share), Some(&1), "an acknowledged share is missing: {share:?}");
+    }
+    eprintln!(
+        "disk full: {} shares acknowledged ({} before the disk filled), {} answered 503 storage_unavailable",
+        seen.acked.len(),
+        before_full,
+        seen.storage_unavailable
+    );
+    drop(store);
+    drop(db);
+    drop(mount);
+    let _ = std::fs::remove_dir_all(&root);
+}
