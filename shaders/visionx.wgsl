@@ -16,7 +16,13 @@ struct Config {
     target_top: vec2<u32>,
     dmask: u32,
     smask: u32,
-    slots_mask: u32,
+    // Table slots per hash, and the power of two at or above it, less one,
+    // and its log2: a scratch index's low bits scaled into [0, slots) by a
+    // multiply and a shift (3/4 of a power of two: 288 KiB tables at
+    // consensus instead of 384 KiB, so more hashes fit in flight).
+    slots: u32,
+    slots_pmask: u32,
+    slots_shift: u32,
     four_reads: u32,
     write_every: u32,
     mix_iters: u32,
@@ -45,7 +51,7 @@ struct Found {
 @group(0) @binding(1) var<storage, read> header: array<vec2<u32>>;
 // Per hash: h, a, b, acc.
 @group(0) @binding(2) var<storage, read_write> state: array<W>;
-// Per hash: a table of (slots_mask + 1) slots; key = scratch index + 1, 0 = empty.
+// Per hash: a table of `slots` slots; key = scratch index + 1, 0 = empty.
 @group(0) @binding(3) var<storage, read_write> keys: array<u32>;
 @group(0) @binding(4) var<storage, read_write> vals: array<W>;
 @group(0) @binding(5) var<storage, read_write> found: Found;
@@ -82,6 +88,17 @@ fn initial_word(h: W, j: u32) -> W {
     return w_xor(w_xor(splitmix(dseed, i1), splitmix(dseed, i2)), w_mul(m, K_SCRATCH));
 }
 
+// Where scratch index j's probe sequence starts in a table.
+fn first_slot(j: u32) -> u32 {
+    let low = j & cfg.slots_pmask;
+    // (A power-of-two table is the low bits themselves; the product could wrap.)
+    return select((low * cfg.slots) >> cfg.slots_shift, low, cfg.slots == cfg.slots_pmask + 1u);
+}
+
+fn next_slot(slot: u32) -> u32 {
+    return select(slot + 1u, 0u, slot + 1u == cfg.slots);
+}
+
 fn filter_may_contain(fbase: u32, j: u32) -> bool {
     let bit = j & cfg.filter_mask;
     return (write_filter[fbase + (bit >> 5u)] & (1u << (bit & 31u))) != 0u;
@@ -92,7 +109,7 @@ fn scratch_read(base: u32, fbase: u32, j: u32, h: W) -> W {
     if (USE_FILTER && !filter_may_contain(fbase, j)) {
         return initial_word(h, j);
     }
-    var slot = j & cfg.slots_mask;
+    var slot = first_slot(j);
     let key = j + 1u;
     // The key load is issued before the on-demand computation so the two latencies overlap.
     var k = keys[base + slot];
@@ -106,27 +123,33 @@ fn scratch_read(base: u32, fbase: u32, j: u32, h: W) -> W {
         if (k == 0u) {
             break;
         }
-        slot = (slot + 1u) & cfg.slots_mask;
+        slot = next_slot(slot);
         k = keys[base + slot];
     }
     return value;
 }
 
-fn scratch_write(base: u32, fbase: u32, j: u32, value: W) {
+// Scratch word j becomes rotl(old + addend, 41), in one probe sequence: the
+// slot that holds j, or the empty one where it goes (old = its initial word).
+fn scratch_update(base: u32, fbase: u32, j: u32, h: W, addend: W) {
     if (USE_FILTER) {
         let bit = j & cfg.filter_mask;
         write_filter[fbase + (bit >> 5u)] |= 1u << (bit & 31u);
     }
-    var slot = j & cfg.slots_mask;
+    var slot = first_slot(j);
     let key = j + 1u;
     loop {
         let k = keys[base + slot];
-        if (k == key || k == 0u) {
-            keys[base + slot] = key;
-            vals[base + slot] = value;
+        if (k == key) {
+            vals[base + slot] = w_rotl(w_add(vals[base + slot], addend), 41u);
             return;
         }
-        slot = (slot + 1u) & cfg.slots_mask;
+        if (k == 0u) {
+            keys[base + slot] = key;
+            vals[base + slot] = w_rotl(w_add(initial_word(h, j), addend), 41u);
+            return;
+        }
+        slot = next_slot(slot);
     }
 }
 
@@ -137,7 +160,7 @@ fn search(@builtin(global_invocation_id) invocation: vec3<u32>) {
         return;
     }
     let hash_index = cfg.first_hash + lane;
-    let base = lane * (cfg.slots_mask + 1u);
+    let base = lane * cfg.slots;
     let fbase = select(0u, lane * ((cfg.filter_mask + 1u) / 32u), USE_FILTER);
     let st = lane * 4u;
 
@@ -189,8 +212,7 @@ fn search(@builtin(global_invocation_id) invocation: vec3<u32>) {
         acc = w_xor(w_rotl(acc, 7u), w_mul(w_xor(a, b), K_ACC));
         if (cfg.write_every != 0u && i % cfg.write_every == 0u) {
             let jw = w_lo(w_rotl(w_xor(w_xor(w_xor(mix, a), w_rotl(b, 11u)), w_mul(wi, K_WRITE)), 31u)) & cfg.smask;
-            let old = scratch_read(base, fbase, jw, h);
-            scratch_write(base, fbase, jw, w_rotl(w_add(old, w_xor(mix, K_GAMMA)), 41u));
+            scratch_update(base, fbase, jw, h, w_xor(mix, K_GAMMA));
         }
     }
 

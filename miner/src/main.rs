@@ -194,7 +194,7 @@ struct BenchArgs {
     #[command(flatten)]
     gpu: GpuArgs,
     /// Device memory the GPU batch may use, MiB (the tuner stays within it)
-    /// [default: 24576 on a discrete GPU, 4096 otherwise].
+    /// [default: 32768 on a discrete GPU, 4096 otherwise].
     #[arg(long)]
     gpu_memory_mb: Option<u64>,
     /// Fixed GPU batch size in hashes (skips auto-tuning).

@@ -45,7 +45,7 @@ pub struct MineArgs {
     /// GPU shader variant: native or emulated [default: native where supported].
     #[arg(long, env = "VISION_SHADER")]
     pub shader: Option<String>,
-    /// Device memory a GPU batch may use, MiB [default: 24576 on a discrete GPU, 4096 otherwise].
+    /// Device memory a GPU batch may use, MiB [default: 32768 on a discrete GPU, 4096 otherwise].
     #[arg(long, env = "VISION_GPU_MEMORY_MB")]
     pub gpu_memory_mb: Option<u64>,
     /// Local status API address [default: 127.0.0.1:7073].

@@ -154,11 +154,12 @@ impl GpuDevice {
         Ok(())
     }
 
-    /// Table slots per hash for `params`: `visionx`'s sizing, as the CPU
-    /// engine's lanes use it.
+    /// Table slots per hash for `params`: 3/4 of `visionx`'s power-of-two
+    /// sizing (at least twice the distinct writes), so the load stays at
+    /// most 2/3; the power of two itself where the kernel's multiply could
+    /// wrap (above 2^16) or the table is tiny. See [`TableSlots`].
     pub fn table_slots(params: &visionx::Params) -> u32 {
-        let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
-        visionx::fast::table_slots(params, scratch_words) as u32
+        TableSlots::for_params(params).slots
     }
 
     /// Filter bits per hash for `params` (0 without the filter): `visionx`'s
@@ -184,5 +185,47 @@ impl GpuDevice {
         let per_binding = self.summary.max_storage_buffer_binding_size.min(self.summary.max_buffer_size);
         let by_values = per_binding / (slots * 8);
         (by_values / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE)).clamp(1, 1 << 20) as u32
+    }
+}
+
+/// How a hash's write table is sized and indexed by the kernel: `slots`
+/// slots, a probe starting at `((j & (pow2 - 1)) * slots) >> log2(pow2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSlots {
+    pub slots: u32,
+    /// The power of two `visionx` sizes the CPU engine's tables to.
+    pub pow2: u32,
+}
+
+impl TableSlots {
+    pub fn for_params(params: &visionx::Params) -> TableSlots {
+        let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
+        let pow2 = visionx::fast::table_slots(params, scratch_words).min(1 << 31) as u32;
+        let compact = (128..=1 << 16).contains(&pow2) && !pow2_tables_forced();
+        TableSlots { slots: if compact { pow2 / 4 * 3 } else { pow2 }, pow2 }
+    }
+}
+
+/// `VISION_GPU_TABLES=pow2`: full power-of-two tables (load at most 1/2,
+/// shorter probes, 33% more memory a hash), for measuring the trade-off on
+/// a card (docs/PERFORMANCE.md).
+fn pow2_tables_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("VISION_GPU_TABLES").is_ok_and(|v| v == "pow2"))
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn consensus_tables_are_three_quarters_of_the_power_of_two() {
+        let t = TableSlots::for_params(&visionx::Params::CONSENSUS);
+        assert_eq!((t.slots, t.pow2), (24_576, 32_768));
+        let writes = visionx::Params::CONSENSUS.writes_per_hash();
+        assert!(writes as f64 / f64::from(t.slots) <= 2.0 / 3.0, "load above 2/3");
+        // The kernel's start slot stays in range and cannot wrap in u32.
+        let max_start = (u64::from(t.pow2) - 1) * u64::from(t.slots);
+        assert!(max_start < 1 << 32 && (max_start >> t.pow2.trailing_zeros()) < u64::from(t.slots));
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use visionx::{Digest, Found, PowInput, Target};
 
 pub use super::device::GpuDevice;
+use super::device::TableSlots;
 use super::kernel_layout::{
     header_words, split_u64, KernelConfig, HEADER_BUFFER_BYTES, MAX_FOUND_PER_BATCH, WORKGROUP_SIZE,
 };
@@ -91,6 +92,7 @@ pub struct GpuSearcher {
     /// The split the config buffers were sized for (the smallest usable).
     allocated_split: u32,
     slots_per_hash: u32,
+    table: TableSlots,
     filter_bits_per_hash: u32,
     config_stride: u64,
     found_capacity: u32,
@@ -105,7 +107,8 @@ impl GpuSearcher {
     /// Allocates buffers for `shape` with tables sized for `params`.
     pub fn new(gpu: GpuDevice, shape: BatchShape, params: &visionx::Params) -> Result<Self, GpuError> {
         let device = &gpu.device;
-        let slots_per_hash = GpuDevice::table_slots(params);
+        let table = TableSlots::for_params(params);
+        let slots_per_hash = table.slots;
         let filter_bits_per_hash = gpu.filter_bits(params);
         if shape.segment_hashes == 0 || shape.segments == 0 || shape.split == 0 {
             return Err(GpuError::Unsupported(format!("empty batch shape {shape:?}")));
@@ -203,6 +206,7 @@ impl GpuSearcher {
             shape,
             allocated_split: shape.split,
             slots_per_hash,
+            table,
             filter_bits_per_hash,
             config_stride,
             found_capacity,
@@ -306,7 +310,9 @@ impl GpuSearcher {
                     target_top: split_u64(job.target.0),
                     dmask: geometry.dmask as u32,
                     smask: geometry.smask as u32,
-                    slots_mask: self.slots_per_hash - 1,
+                    slots: self.slots_per_hash,
+                    slots_pmask: self.table.pow2 - 1,
+                    slots_shift: self.table.pow2.trailing_zeros(),
                     four_reads: u32::from(params.four_reads()),
                     write_every: params.write_every,
                     mix_iters: params.mix_iters,

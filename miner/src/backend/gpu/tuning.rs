@@ -47,13 +47,13 @@ impl Default for TuningGoals {
 /// GPU needs tens of thousands of hashes in flight to hide memory latency
 /// (on an H200: 26k H/s at 11k hashes, 92k H/s at 66k), but Vulkan drivers
 /// slow down sharply past a total allocation (on the H200 the prototype fell
-/// from 98k at 36 GiB to 17k at 48 GiB): 24 GiB holds 64k consensus tables
-/// and stays below it. Other adapters (integrated, software) share the
-/// system's memory: 4 GiB. A card with less memory stops the tuner's growth
-/// where its allocations fail.
+/// from 98k at 36 GiB to 17k at 48 GiB; ours ran 74k at 37.6 GiB): 32 GiB
+/// holds 116k consensus tables (288 KiB each) and stays below it. Other
+/// adapters (integrated, software) share the system's memory: 4 GiB. A card
+/// with less memory stops the tuner's growth where its allocations fail.
 pub fn default_memory_budget(summary: &super::adapters::AdapterSummary) -> u64 {
     if summary.device_type == "DiscreteGpu" && !summary.is_software {
-        24 << 30
+        32 << 30
     } else {
         4 << 30
     }
@@ -131,10 +131,15 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
     }
     let job = Arc::new(input.clone());
     let slices = |split: u32| f64::from(params.mix_iters.div_ceil(split).max(1));
-    let mut best: Option<(GpuSearcher, Tuned)> = None;
+    let mut best: Option<Tuned> = None;
+    // The last candidate measured. Freed before the next is allocated: two
+    // batches' tables at once would double the allocation, and past a
+    // Vulkan driver's cliff the measurement itself slows down.
+    let mut last: Option<GpuSearcher> = None;
     let mut hashes = WORKGROUP_SIZE.min(cap);
     loop {
         let shape = shape_for(gpu, &params, hashes, split);
+        drop(last.take());
         let mut searcher = match GpuSearcher::new(gpu.clone(), shape, &params) {
             Ok(searcher) => searcher,
             // Out of memory: the last shape that fitted is the answer.
@@ -151,14 +156,15 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
         }
         let rate = f64::from(hashes) / (step.as_secs_f64() * slices(split));
         // Better, or as good and closer to the dispatch-time window.
-        let improved = best.as_ref().is_none_or(|(_, b)| {
+        let improved = best.as_ref().is_none_or(|b| {
             rate > b.measured_rate * (1.0 + goals.min_gain)
                 || (b.dispatch_time < goals.min_dispatch && rate >= b.measured_rate * (1.0 - goals.min_gain))
         });
         let too_long = dispatch > goals.max_dispatch;
         if improved && !too_long {
-            best = Some((searcher, Tuned { shape, measured_rate: rate, dispatch_time: dispatch }));
+            best = Some(Tuned { shape, measured_rate: rate, dispatch_time: dispatch });
         }
+        last = Some(searcher);
         let next = hashes.saturating_mul(2).min(cap);
         let long_enough = dispatch >= goals.min_dispatch;
         if too_long || next == hashes || (long_enough && !improved) {
@@ -166,7 +172,16 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
         }
         hashes = next;
     }
-    let (mut searcher, mut tuned) = best.expect("the smallest batch was measured");
+    let mut tuned = best.expect("the smallest batch was measured");
+    let mut searcher = match last {
+        Some(searcher) if searcher.shape() == tuned.shape => searcher,
+        other => {
+            drop(other);
+            let mut searcher = GpuSearcher::new(gpu.clone(), tuned.shape, &params)?;
+            searcher.set_job(job.clone(), Target(0))?;
+            searcher
+        }
+    };
     if !gpu.summary.is_software {
         tuned = grow_split(&mut searcher, tuned, params.mix_iters, goals)?;
     }
