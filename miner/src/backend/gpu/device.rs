@@ -18,6 +18,8 @@ pub struct GpuDevice {
     pub variant: ShaderVariant,
     /// Whether the kernel keeps a bit filter in front of each write table.
     pub filter: bool,
+    /// Whether tables are compact ([`TableSlots`]): on hardware GPUs.
+    pub compact_tables: bool,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     pub(crate) pipeline: wgpu::ComputePipeline,
@@ -133,7 +135,20 @@ impl GpuDevice {
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Pipeline(err.to_string()));
         }
-        Ok(GpuDevice { summary, variant, filter, device, queue, pipeline, layout, timestamps, lost, errors })
+        let compact_tables = !summary.is_software;
+        Ok(GpuDevice {
+            summary,
+            variant,
+            filter,
+            compact_tables,
+            device,
+            queue,
+            pipeline,
+            layout,
+            timestamps,
+            lost,
+            errors,
+        })
     }
 
     /// Destroys the device (every later use fails as after a driver reset).
@@ -154,12 +169,17 @@ impl GpuDevice {
         Ok(())
     }
 
-    /// Table slots per hash for `params`: 3/4 of `visionx`'s power-of-two
-    /// sizing (at least twice the distinct writes), so the load stays at
-    /// most 2/3; the power of two itself where the kernel's multiply could
-    /// wrap (above 2^16) or the table is tiny. See [`TableSlots`].
-    pub fn table_slots(params: &visionx::Params) -> u32 {
-        TableSlots::for_params(params).slots
+    /// Table slots per hash for `params` on this device (see [`TableSlots`]).
+    pub fn table_slots(&self, params: &visionx::Params) -> u32 {
+        self.tables(params).slots
+    }
+
+    /// How this device sizes a hash's table: compact on hardware GPUs,
+    /// where it lets more hashes in flight under the memory cliff; a full
+    /// power of two on software adapters, whose SIMD lanes all pay for the
+    /// longest probe sequence (lavapipe: 63 against 107 H/s).
+    pub fn tables(&self, params: &visionx::Params) -> TableSlots {
+        TableSlots::for_params(params, self.compact_tables)
     }
 
     /// Filter bits per hash for `params` (0 without the filter): `visionx`'s
@@ -176,12 +196,12 @@ impl GpuDevice {
     /// (table keys and values, filter, saved state).
     pub fn bytes_per_hash(&self, params: &visionx::Params) -> u64 {
         let word = 8;
-        u64::from(Self::table_slots(params)) * (4 + word) + u64::from(self.filter_bits(params) / 8) + 4 * word
+        u64::from(self.table_slots(params)) * (4 + word) + u64::from(self.filter_bits(params) / 8) + 4 * word
     }
 
     /// The largest segment the device's binding limit allows for `params`.
     pub fn max_segment_hashes(&self, params: &visionx::Params) -> u32 {
-        let slots = u64::from(Self::table_slots(params));
+        let slots = u64::from(self.table_slots(params));
         let per_binding = self.summary.max_storage_buffer_binding_size.min(self.summary.max_buffer_size);
         let by_values = per_binding / (slots * 8);
         (by_values / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE)).clamp(1, 1 << 20) as u32
@@ -190,6 +210,10 @@ impl GpuDevice {
 
 /// How a hash's write table is sized and indexed by the kernel: `slots`
 /// slots, a probe starting at `((j & (pow2 - 1)) * slots) >> log2(pow2)`.
+/// Compact: 3/4 of `visionx`'s power-of-two sizing (at least twice the
+/// distinct writes), so the load stays at most 2/3; the power of two itself
+/// where the kernel's multiply could wrap (above 2^16), for tiny tables, and
+/// when not compact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableSlots {
     pub slots: u32,
@@ -198,10 +222,10 @@ pub struct TableSlots {
 }
 
 impl TableSlots {
-    pub fn for_params(params: &visionx::Params) -> TableSlots {
+    pub fn for_params(params: &visionx::Params, compact: bool) -> TableSlots {
         let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
         let pow2 = visionx::fast::table_slots(params, scratch_words).min(1 << 31) as u32;
-        let compact = (128..=1 << 16).contains(&pow2) && !pow2_tables_forced();
+        let compact = compact && (128..=1 << 16).contains(&pow2) && !pow2_tables_forced();
         TableSlots { slots: if compact { pow2 / 4 * 3 } else { pow2 }, pow2 }
     }
 }
@@ -220,7 +244,8 @@ mod table_tests {
 
     #[test]
     fn consensus_tables_are_three_quarters_of_the_power_of_two() {
-        let t = TableSlots::for_params(&visionx::Params::CONSENSUS);
+        assert_eq!(TableSlots::for_params(&visionx::Params::CONSENSUS, false).slots, 32_768);
+        let t = TableSlots::for_params(&visionx::Params::CONSENSUS, true);
         assert_eq!((t.slots, t.pow2), (24_576, 32_768));
         let writes = visionx::Params::CONSENSUS.writes_per_hash();
         assert!(writes as f64 / f64::from(t.slots) <= 2.0 / 3.0, "load above 2/3");

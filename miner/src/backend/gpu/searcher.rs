@@ -107,7 +107,7 @@ impl GpuSearcher {
     /// Allocates buffers for `shape` with tables sized for `params`.
     pub fn new(gpu: GpuDevice, shape: BatchShape, params: &visionx::Params) -> Result<Self, GpuError> {
         let device = &gpu.device;
-        let table = TableSlots::for_params(params);
+        let table = gpu.tables(params);
         let slots_per_hash = table.slots;
         let filter_bits_per_hash = gpu.filter_bits(params);
         if shape.segment_hashes == 0 || shape.segments == 0 || shape.split == 0 {
@@ -243,7 +243,7 @@ impl GpuSearcher {
 
     /// Whether buffers allocated for `params` can run a job with these params.
     pub fn fits(&self, params: &visionx::Params) -> bool {
-        GpuDevice::table_slots(params) <= self.slots_per_hash
+        self.gpu.table_slots(params) <= self.slots_per_hash
             && self.gpu.filter_bits(params) <= self.filter_bits_per_hash
             && params.mix_iters.div_ceil(self.shape.split).max(1)
                 <= self.readback[0].config.size().div_ceil(self.config_stride) as u32 / self.shape.segments
