@@ -3,8 +3,9 @@
 //! a clear message, starts again once there is room, and every share it
 //! acknowledged is in the ledger exactly once.
 //!
-//! The disk is a small tmpfs mounted for the test (this needs root, as CI
-//! has: elsewhere the test says so and skips; under `CI=true` it fails).
+//! The disk is a small tmpfs mounted for the test (this needs root with
+//! CAP_SYS_ADMIN, as CI here has; elsewhere the test says so and skips;
+//! under `CI=true` it fails).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +24,17 @@ const ARGS: &[&str] = &[
     "--shares-per-sec=100000",
     "--devnet-difficulty=1000000",
 ];
+
+/// Kills the coordinator when dropped (a failed assertion leaves nothing
+/// holding the mount).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Unmounts the test's tmpfs when dropped.
 struct Mount(std::path::PathBuf);
@@ -64,7 +76,13 @@ async fn mine(url: &str, wallet: &str, seen: &mut Seen, mut until: impl FnMut(&S
     let body = json!({"worker_id": wallet.replace("land1", "rig-"), "wallet_address": wallet});
     // (A pool already stopped by the failed disk: nothing to do.)
     let Ok(answer) = http.post(format!("{url}/pool/register")).json(&body).send().await else { return };
-    let token = answer.json::<Value>().await.unwrap()["worker_token"].as_str().unwrap().to_string();
+    let status = answer.status().as_u16();
+    let answer: Value = answer.json().await.unwrap_or(Value::Null);
+    let Some(token) = answer["worker_token"].as_str().map(str::to_string) else {
+        assert_eq!(status, 503, "a registration answered {status}: {answer}");
+        seen.storage_unavailable += usize::from(answer["error"] == "storage_unavailable");
+        return;
+    };
     let mut next: Option<(String, u64)> = None;
     while !until(seen) {
         let Ok(response) = http.get(format!("{url}/pool/job")).bearer_auth(&token).send().await else { return };
@@ -73,6 +91,8 @@ async fn mine(url: &str, wallet: &str, seen: &mut Seen, mut until: impl FnMut(&S
         if status != 200 {
             assert_eq!(status, 503, "a job request answered {status}: {job}");
             assert!(job["error"].is_string(), "a 503 without a JSON reason: {job}");
+            // (Issuing a job writes too: its 503 counts as the pool saying so.)
+            seen.storage_unavailable += usize::from(job["error"] == "storage_unavailable");
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
@@ -130,17 +150,27 @@ async fn a_full_disk_answers_503_stops_cleanly_and_loses_no_acknowledged_share()
     };
     // The data directory is the mount itself: its log (`disk.log`) is outside.
     let data_dir = disk.clone();
-    let (mut pool, url) = start_coordinator(&data_dir, ARGS, &[]);
+    let (pool, url) = start_coordinator(&data_dir, ARGS, &[]);
+    let mut pool = KillOnDrop(pool);
 
     // Some shares while there is room.
     let mut seen = Seen::default();
     mine(&url, "land1first", &mut seen, |s| s.acked.len() >= 20).await;
     let before_full = seen.acked.len();
 
-    // Something else fills the disk, leaving a few hundred KiB.
+    // Something else fills the disk, leaving a few hundred KiB (in chunks:
+    // the pool writes meanwhile, and a write past the end just stops it).
     let filler = disk.join("filler");
-    let room = free_bytes(&disk).saturating_sub(300 << 10);
-    std::fs::write(&filler, vec![0u8; room as usize]).unwrap();
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while free_bytes(&disk) > (300 << 10) + chunk.len() as u64 {
+            if file.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    }
     // Three workers at once, so shares are in flight when the disk fails.
     let deadline = Instant::now() + Duration::from_secs(120);
     let done = |s: &Seen| s.storage_unavailable > 0 || Instant::now() > deadline;
@@ -159,18 +189,19 @@ async fn a_full_disk_answers_503_stops_cleanly_and_loses_no_acknowledged_share()
     assert!(seen.acked.len() > before_full, "shares were acknowledged until the disk was full");
 
     // It stops by itself, saying why.
-    let status = wait_exit(&mut pool, Duration::from_secs(30)).expect("the coordinator stops on a failed disk");
+    let status = wait_exit(&mut pool.0, Duration::from_secs(45)).expect("the coordinator stops on a failed disk");
     assert!(!status.success(), "a failed disk is not a clean stop: {status}");
     let log = std::fs::read_to_string(coordinator_log_path(&data_dir)).unwrap_or_default();
     assert!(log.contains("the data directory failed"), "the log says why: {log}");
 
     // Room again: it starts, and mines on.
     std::fs::remove_file(&filler).unwrap();
-    let (mut pool, url) = start_coordinator(&data_dir, ARGS, &[]);
+    let (child, url) = start_coordinator(&data_dir, ARGS, &[]);
+    let mut pool = KillOnDrop(child);
     let acked_before_restart = seen.acked.len();
     mine(&url, "land1second", &mut seen, |s| s.acked.len() >= acked_before_restart + 10).await;
-    Command::new("kill").args(["-TERM", &pool.id().to_string()]).status().unwrap();
-    assert!(wait_exit(&mut pool, Duration::from_secs(30)).is_some_and(|s| s.success()), "a clean stop");
+    Command::new("kill").args(["-TERM", &pool.0.id().to_string()]).status().unwrap();
+    assert!(wait_exit(&mut pool.0, Duration::from_secs(45)).is_some_and(|s| s.success()), "a clean stop");
 
     // Every acknowledged share is in the ledger exactly once.
     let db = sled::open(data_dir.join("db")).unwrap();

@@ -312,11 +312,15 @@ async fn watch_storage(pool: Arc<Pool>, failed: tokio::sync::watch::Sender<Optio
     loop {
         tokio::time::sleep(STORAGE_CHECK_EVERY).await;
         let probe = pool.clone();
-        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || probe.flush()).await {
-            tracing::error!("the data directory failed: {err}; stopping");
-            let _ = failed.send(Some(err.to_string()));
-            return;
-        }
+        let failure = match tokio::task::spawn_blocking(move || probe.flush()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(err)) => err.to_string(),
+            // The flush itself panicked inside the store: as bad.
+            Err(err) => format!("the storage flush failed: {err}"),
+        };
+        tracing::error!("the data directory failed: {failure}; stopping");
+        let _ = failed.send(Some(failure));
+        return;
     }
 }
 

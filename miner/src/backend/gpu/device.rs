@@ -248,7 +248,7 @@ mod table_tests {
         let t = TableSlots::for_params(&visionx::Params::CONSENSUS, true);
         assert_eq!((t.slots, t.pow2), (24_576, 32_768));
         let writes = visionx::Params::CONSENSUS.writes_per_hash();
-        assert!(writes as f64 / f64::from(t.slots) <= 2.0 / 3.0, "load above 2/3");
+        assert!(3 * writes <= 2 * u64::from(t.slots), "load above 2/3");
         // The kernel's start slot stays in range and cannot wrap in u32.
         let max_start = (u64::from(t.pow2) - 1) * u64::from(t.slots);
         assert!(max_start < 1 << 32 && (max_start >> t.pow2.trailing_zeros()) < u64::from(t.slots));

@@ -243,7 +243,8 @@ impl GpuSearcher {
 
     /// Whether buffers allocated for `params` can run a job with these params.
     pub fn fits(&self, params: &visionx::Params) -> bool {
-        self.gpu.table_slots(params) <= self.slots_per_hash
+        !self.readback.is_empty()
+            && self.gpu.table_slots(params) <= self.slots_per_hash
             && self.gpu.filter_bits(params) <= self.filter_bits_per_hash
             && params.mix_iters.div_ceil(self.shape.split).max(1)
                 <= self.readback[0].config.size().div_ceil(self.config_stride) as u32 / self.shape.segments
@@ -258,6 +259,15 @@ impl GpuSearcher {
         }
         self.shape.split = split;
         true
+    }
+
+    /// Frees the batch's device buffers ahead of replacing this searcher
+    /// (a re-tune). It runs nothing afterwards: no job fits it any more.
+    pub fn release_buffers(&mut self) {
+        self.job = None;
+        self.segments.clear();
+        self.readback.clear();
+        self.slots_per_hash = 0;
     }
 
     /// Forgets the loaded job.

@@ -177,11 +177,22 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
         Some(searcher) if searcher.shape() == tuned.shape => searcher,
         other => {
             drop(other);
-            let mut searcher = GpuSearcher::new(gpu.clone(), tuned.shape, &params)?;
-            searcher.set_job(job.clone(), Target(0))?;
-            searcher
+            // Allocated again: if the memory has gone meanwhile (another
+            // process, fragmentation), settle for half as many hashes.
+            loop {
+                match GpuSearcher::new(gpu.clone(), tuned.shape, &params) {
+                    Ok(searcher) => break searcher,
+                    Err(GpuError::OutOfMemory(_)) if tuned.shape.hashes() > WORKGROUP_SIZE => {
+                        let hashes = (tuned.shape.hashes() / 2).max(WORKGROUP_SIZE);
+                        tuned.shape = shape_for(gpu, &params, hashes, tuned.shape.split);
+                        tuned.measured_rate /= 2.0;
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
         }
     };
+    searcher.set_job(job.clone(), Target(0))?;
     if !gpu.summary.is_software {
         tuned = grow_split(&mut searcher, tuned, params.mix_iters, goals)?;
     }

@@ -241,8 +241,11 @@ impl DeviceThread {
     fn search(&mut self, job: &Job, control: &SearchControl, events: &Sender<Event>) -> Result<SearchEnd, GpuError> {
         let params = job.input.params();
         if !self.searcher.fits(params) {
-            // Bigger tables than tuned for: re-tune on this job's params.
+            // Bigger tables than tuned for: re-tune on this job's params,
+            // with the old batch's buffers freed first (both at once could
+            // double the allocation, past a driver's cliff or the card).
             let gpu = self.searcher.device().clone();
+            self.searcher.release_buffers();
             self.searcher = tuning::tune(&gpu, &job.input, &self.goals)?.0;
         }
         if self.fault == InjectedFault::LoseDevice {
