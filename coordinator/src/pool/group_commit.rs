@@ -78,6 +78,12 @@ impl GroupCommit {
         GroupCommit { requested, progress, thread: Some(thread) }
     }
 
+    /// Whether a flush has ever failed (the store refuses writes from then
+    /// on: sled's errors stick until the database is reopened).
+    pub(crate) fn has_failed(&self) -> bool {
+        self.progress.borrow().failed > 0
+    }
+
     /// Waits until everything written before this call is durable; an error
     /// when the flush that covered it failed (or the committer stopped).
     pub(crate) async fn durable(&self) -> Result<(), StoreError> {

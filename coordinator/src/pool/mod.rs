@@ -423,8 +423,15 @@ impl Pool {
         Ok(())
     }
 
-    /// Makes everything durable (graceful shutdown).
+    /// Makes everything durable (graceful shutdown, the storage watch).
+    /// Also an error once a share's group commit has failed: an idle store
+    /// may answer a flush with nothing pending without its sticky error.
     pub fn flush(&self) -> Result<(), PoolError> {
+        if self.commits.has_failed() {
+            return Err(PoolError::Store(crate::storage::StoreError::Backend(
+                "a group commit failed to make shares durable".into(),
+            )));
+        }
         Ok(self.store.flush()?)
     }
 }
