@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use vision_suite::{free_port, fresh_dir, start_coordinator, workspace_binary, QUICK_REWARDS};
+use vision_suite::{free_port, fresh_dir, get_json, start_coordinator, workspace_binary, QUICK_REWARDS};
 
 const ADMIN_TOKEN: &str = "browser-admin-secret";
 
@@ -194,10 +194,6 @@ fn severe(entries: &[Value], allowed: &[&str]) -> Vec<String> {
 /// The outermost elements that stick out past the window's right edge.
 const OVERFLOWING: &str = "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest('.table-wrap') && e.getBoundingClientRect().width > 0).filter(e => !e.parentElement || e.parentElement.getBoundingClientRect().right <= window.innerWidth + 1).slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className + ' in #' + (e.parentElement || {}).id + ' ' + Math.round(e.getBoundingClientRect().right));";
 
-async fn get(http: &reqwest::Client, url: &str) -> Value {
-    http.get(url).send().await.expect("GET").json().await.expect("JSON")
-}
-
 fn pool_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = QUICK_REWARDS.to_vec();
     args.extend_from_slice(&["--admin-token", ADMIN_TOKEN, "--chart-interval-secs", "1"]);
@@ -242,7 +238,7 @@ async fn dashboards_in_a_real_browser() {
 
     // Mine until the pool has paid someone: blocks, balances and payouts to show.
     until("a confirmed block and a paid payout", Duration::from_secs(180), async || {
-        let payouts = get(&http, &format!("{pool}/pool/payouts")).await;
+        let payouts = get_json(&http, &format!("{pool}/pool/payouts"), None).await;
         payouts.as_array().is_some_and(|p| p.iter().any(|p| p["status"] == "paid")).then_some(())
     })
     .await;
@@ -259,7 +255,7 @@ async fn dashboards_in_a_real_browser() {
     assert!(js(&browser, "return document.querySelectorAll('#chart-devices canvas').length").await.as_u64() >= Some(1));
     click(&browser, "#pause").await;
     until("the miner to pause", Duration::from_secs(10), async || {
-        let status = get(&http, &format!("{miner_page}status")).await;
+        let status = get_json(&http, &format!("{miner_page}status"), None).await;
         (status["paused"] == true).then_some(())
     })
     .await;
@@ -267,7 +263,7 @@ async fn dashboards_in_a_real_browser() {
     assert_eq!(field(&browser, "paused").await, "true");
     // A share found just before the pause may still be answered: compare once both agree.
     until("the miner page to show /status's accepted count", Duration::from_secs(20), async || {
-        let accepted = async || get(&http, &format!("{miner_page}status")).await["accepted"].clone();
+        let accepted = async || get_json(&http, &format!("{miner_page}status"), None).await["accepted"].clone();
         let before = accepted().await;
         fresh_figures(&browser).await;
         let shown = field(&browser, "accepted").await;
@@ -281,9 +277,9 @@ async fn dashboards_in_a_real_browser() {
     until("the pool's figures to settle", Duration::from_secs(30), async || {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let now = json!([
-            get(&http, &format!("{pool}/pool/stats")).await["shares"],
-            get(&http, &format!("{pool}/pool/payouts")).await,
-            get(&http, &format!("{pool}/pool/blocks")).await
+            get_json(&http, &format!("{pool}/pool/stats"), None).await["shares"],
+            get_json(&http, &format!("{pool}/pool/payouts"), None).await,
+            get_json(&http, &format!("{pool}/pool/blocks"), None).await
         ]);
         let settled = now == last;
         last = now;
@@ -294,7 +290,7 @@ async fn dashboards_in_a_real_browser() {
     // ---- the dashboard: figures are the API's ----
     browser.goto(&format!("{pool}/")).await.unwrap();
     fresh_figures(&browser).await;
-    let stats = get(&http, &format!("{pool}/pool/stats")).await;
+    let stats = get_json(&http, &format!("{pool}/pool/stats"), None).await;
     assert_eq!(text(&browser, "#pool-name").await, "Browser pool");
     for (name, expected) in [
         ("height", stats["height"].to_string()),
@@ -323,10 +319,10 @@ async fn dashboards_in_a_real_browser() {
         &stats["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == "browser-rig").unwrap().clone();
     let shown = text(&browser, "[data-worker-accepted=\"browser-rig\"]").await.replace(',', "");
     assert_eq!(shown, worker["shares"]["accepted"].to_string(), "the workers table vs /pool/stats");
-    let blocks = get(&http, &format!("{pool}/pool/blocks")).await;
+    let blocks = get_json(&http, &format!("{pool}/pool/blocks"), None).await;
     let rows = js(&browser, "return document.querySelectorAll('#blocks-table tbody tr').length").await;
     assert_eq!(rows.as_u64(), Some(blocks.as_array().unwrap().len().min(200) as u64), "one row per block");
-    let payouts = get(&http, &format!("{pool}/pool/payouts")).await;
+    let payouts = get_json(&http, &format!("{pool}/pool/payouts"), None).await;
     let rows = js(&browser, "return document.querySelectorAll('#payouts-table tbody tr').length").await;
     assert_eq!(rows.as_u64(), Some(payouts.as_array().unwrap().len().min(100) as u64), "one row per payout");
     for chart in ["#chart-hashrate", "#chart-shares", "#chart-blocks"] {
@@ -365,7 +361,7 @@ async fn dashboards_in_a_real_browser() {
     let height = confirmed["height"].as_u64().unwrap();
     browser.goto(&format!("{pool}/#/block/{height}")).await.unwrap();
     fresh_figures(&browser).await;
-    let detail = get(&http, &format!("{pool}/pool/blocks/{height}")).await;
+    let detail = get_json(&http, &format!("{pool}/pool/blocks/{height}"), None).await;
     let split_rows = js(&browser, "return document.querySelectorAll('#block-split tbody tr').length").await;
     assert_eq!(split_rows.as_u64(), Some(detail["split"].as_array().unwrap().len() as u64));
     let window = text(&browser, "#block-window").await;
@@ -377,7 +373,7 @@ async fn dashboards_in_a_real_browser() {
     type_into(&browser, "#wallet-input", "land1browser").await;
     click(&browser, "#wallet-form button[type=submit]").await;
     fresh_figures(&browser).await;
-    let balance = get(&http, &format!("{pool}/pool/balances/land1browser")).await;
+    let balance = get_json(&http, &format!("{pool}/pool/balances/land1browser"), None).await;
     for key in ["immature", "confirmed", "paid", "threshold"] {
         assert_eq!(field(&browser, &format!("balance.{key}")).await, balance[key].to_string(), "wallet {key}");
     }
@@ -400,20 +396,20 @@ async fn dashboards_in_a_real_browser() {
     })
     .await;
     assert!(!visible(&browser, "#admin-panel").await, "no admin panel without the right token");
-    let fee_before = get(&http, &format!("{pool}/pool/stats")).await["pool_fee_bps"].clone();
+    let fee_before = get_json(&http, &format!("{pool}/pool/stats"), None).await["pool_fee_bps"].clone();
     type_into(&browser, "#admin-token", ADMIN_TOKEN).await;
     click(&browser, "#admin-login button[type=submit]").await;
     until("the admin panel", Duration::from_secs(10), async || visible(&browser, "#admin-panel").await.then_some(()))
         .await;
     assert_eq!(
-        get(&http, &format!("{pool}/pool/stats")).await["pool_fee_bps"],
+        get_json(&http, &format!("{pool}/pool/stats"), None).await["pool_fee_bps"],
         fee_before,
         "unlocking changed nothing"
     );
     type_into(&browser, "#set-pool-fee", "250").await;
     click(&browser, "#save-settings").await;
     until("the new pool fee", Duration::from_secs(10), async || {
-        (get(&http, &format!("{pool}/pool/stats")).await["pool_fee_bps"] == 250).then_some(())
+        (get_json(&http, &format!("{pool}/pool/stats"), None).await["pool_fee_bps"] == 250).then_some(())
     })
     .await;
     until("the page to say so", Duration::from_secs(10), async || {
@@ -436,23 +432,23 @@ async fn dashboards_in_a_real_browser() {
     // ---- the miner's page: resume, then join the second pool ----
     browser.goto(&miner_page).await.unwrap();
     fresh_figures(&browser).await;
-    let accepted = get(&http, &format!("{miner_page}status")).await["accepted"].as_u64().unwrap();
+    let accepted = get_json(&http, &format!("{miner_page}status"), None).await["accepted"].as_u64().unwrap();
     click(&browser, "#resume").await;
     until("the miner to mine again", Duration::from_secs(60), async || {
-        let status = get(&http, &format!("{miner_page}status")).await;
+        let status = get_json(&http, &format!("{miner_page}status"), None).await;
         (status["paused"] == false && status["accepted"].as_u64() > Some(accepted)).then_some(())
     })
     .await;
     type_into(&browser, "#threads-input", "2").await;
     click(&browser, "#threads-form button[type=submit]").await;
     until("two CPU threads", Duration::from_secs(10), async || {
-        (get(&http, &format!("{miner_page}status")).await["cpu_threads"] == 2).then_some(())
+        (get_json(&http, &format!("{miner_page}status"), None).await["cpu_threads"] == 2).then_some(())
     })
     .await;
     type_into(&browser, "#pool-input", &pool_b).await;
     click(&browser, "#pool-form button[type=submit]").await;
     until("shares on the second pool", Duration::from_secs(60), async || {
-        let stats = get(&http, &format!("{pool_b}/pool/stats")).await;
+        let stats = get_json(&http, &format!("{pool_b}/pool/stats"), None).await;
         (stats["shares"]["accepted"].as_u64() > Some(0)).then_some(())
     })
     .await;

@@ -5,12 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vision_suite::{fresh_dir, workspace_binary};
-
-/// A free loopback port (bound and released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use vision_suite::{free_port, fresh_dir, workspace_binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_pays_its_miner_on_the_devnet() {

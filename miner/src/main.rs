@@ -226,10 +226,10 @@ fn parse_shader(s: &str) -> Result<ShaderVariant, gpu::shader::UnknownShader> {
     s.parse()
 }
 
-fn parse_seconds(s: &str) -> Result<f64, String> {
+fn parse_seconds(s: &str) -> Result<f64, MinerError> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a number of seconds in (0, 86400]")),
+        _ => Err(MinerError::bad_input(format!("{s:?} is not a number of seconds in (0, 86400]"))),
     }
 }
 

@@ -135,15 +135,22 @@ fn block_key(height: u64, hash: &str) -> Vec<u8> {
     key
 }
 
-/// A transaction's result as the store's: an abort is a refused update.
-fn transaction_result(tree: &'static str, result: Result<(), TransactionError<String>>) -> Result<(), StoreError> {
+/// Why a transaction gave up (sled's abort payload).
+#[derive(Debug)]
+enum Abort {
+    /// A stored record did not decode.
+    Corrupt(String),
+    /// The update would break a rule of the books.
+    Refused(String),
+}
+
+/// A transaction's result as the store's.
+fn transaction_result(tree: &'static str, result: Result<(), TransactionError<Abort>>) -> Result<(), StoreError> {
     match result {
         Ok(()) => Ok(()),
         Err(TransactionError::Storage(e)) => Err(e.into()),
-        Err(TransactionError::Abort(message)) if message.starts_with("corrupt") => {
-            Err(StoreError::Corrupt { tree, message })
-        }
-        Err(TransactionError::Abort(message)) => Err(StoreError::Refused(message)),
+        Err(TransactionError::Abort(Abort::Corrupt(message))) => Err(StoreError::Corrupt { tree, message }),
+        Err(TransactionError::Abort(Abort::Refused(message))) => Err(StoreError::Refused(message)),
     }
 }
 
@@ -300,8 +307,9 @@ impl PoolStore for SledStore {
             for (worker, add) in &folded {
                 let merged = match aggregates.get(worker.as_bytes())? {
                     Some(bytes) => {
-                        let mut old: ShareAggregate = serde_json::from_slice(&bytes)
-                            .map_err(|e| ConflictableTransactionError::Abort(format!("corrupt aggregate: {e}")))?;
+                        let mut old: ShareAggregate = serde_json::from_slice(&bytes).map_err(|e| {
+                            ConflictableTransactionError::Abort(Abort::Corrupt(format!("corrupt aggregate: {e}")))
+                        })?;
                         old.shares += add.shares;
                         old.difficulty_sum += add.difficulty_sum;
                         old.last_position = add.last_position;
@@ -314,7 +322,7 @@ impl PoolStore for SledStore {
                 aggregates.insert(worker.as_bytes(), encode(&merged))?;
             }
             meta.insert(LEDGER_FLOOR, &new_floor.to_be_bytes()[..])?;
-            Ok::<_, ConflictableTransactionError<String>>(())
+            Ok::<_, ConflictableTransactionError<Abort>>(())
         });
         transaction_result("pool_share_aggregates", result)?;
         Ok(batch.len())
@@ -337,15 +345,18 @@ impl PoolStore for SledStore {
             |(blocks_tree, balances, payouts_tree)| {
                 for (wallet, moves) in &deltas {
                     let mut record: BalanceRecord = match balances.get(wallet.as_bytes())? {
-                        Some(bytes) => serde_json::from_slice(&bytes)
-                            .map_err(|e| ConflictableTransactionError::Abort(format!("corrupt balance: {e}")))?,
+                        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                            ConflictableTransactionError::Abort(Abort::Corrupt(format!("corrupt balance: {e}")))
+                        })?,
                         None => BalanceRecord { wallet: wallet.to_string(), ..BalanceRecord::default() },
                     };
                     for (bucket, amount) in moves {
                         let part = record.bucket_mut(*bucket);
                         let next = i128::from(*part) + amount;
                         *part = u64::try_from(next).map_err(|_| {
-                            ConflictableTransactionError::Abort(format!("{wallet}: {bucket:?} would become {next}"))
+                            ConflictableTransactionError::Abort(Abort::Refused(format!(
+                                "{wallet}: {bucket:?} would become {next}"
+                            )))
                         })?;
                     }
                     balances.insert(wallet.as_bytes(), encode(&record))?;
@@ -359,7 +370,7 @@ impl PoolStore for SledStore {
                 for (key, value) in &payouts {
                     payouts_tree.insert(&key[..], value.as_slice())?;
                 }
-                Ok::<_, ConflictableTransactionError<String>>(())
+                Ok::<_, ConflictableTransactionError<Abort>>(())
             },
         );
         transaction_result("pool_balances", result)
