@@ -8,46 +8,53 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use visionx::{FastEngine, Job, NonceRange, PowEngine, PowInput, ReferenceEngine, SearchControl, Target};
+use visionx::{CpuEngine, FastEngine, Job, NonceRange, PowEngine, PowInput, ReferenceEngine, SearchControl, Target};
 
 /// The same job `vision-miner bench` hashes, so the two measure one thing.
 fn consensus_input() -> PowInput {
     (*vision_miner::bench::bench_job().input).clone()
 }
 
-fn fast_engine(c: &mut Criterion) {
+/// Every on-demand engine this machine runs, side by side (`fast/<engine>/...`).
+fn cpu_engines(c: &mut Criterion) {
     let input = consensus_input();
     let mut group = c.benchmark_group("fast");
     group.measurement_time(Duration::from_secs(5));
-
-    let mut engine = FastEngine::new();
-    let mut nonce = 0u64;
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("hash_one_nonce", |b| {
-        b.iter(|| {
-            nonce += 1;
-            engine.hash(&input, nonce)
-        })
-    });
-
-    // The mining path: several nonces advanced in lockstep.
     let job = Job { input: Arc::new(input.clone()), target: Target(0), nonces: NonceRange::new(0, 0) };
-    for n in [visionx::fast::LANES as u64, 4 * visionx::fast::LANES as u64] {
-        group.throughput(Throughput::Elements(n));
-        group.bench_with_input(BenchmarkId::new("search", n), &n, |b, &n| {
-            let mut start = 0;
-            b.iter(|| {
-                let job = job.with_nonces(NonceRange::new(start, start + n));
-                start += n;
-                engine.search(&job, &SearchControl::new(), &mut |_| {})
-            })
-        });
-    }
 
-    // The coordinator's verification path: a queue of shares at once.
-    let items: Vec<(&PowInput, u64)> = (0..8).map(|n| (&input, n)).collect();
-    group.throughput(Throughput::Elements(items.len() as u64));
-    group.bench_function("hash_many_8", |b| b.iter(|| engine.hash_many(&items)));
+    let mut nonce = 0u64;
+    for kind in CpuEngine::ALL.into_iter().filter(|e| e.is_supported()) {
+        let mut engine = FastEngine::with_engine(kind).expect("supported");
+        let lanes = kind.lanes() as u64;
+        if kind == CpuEngine::Scalar {
+            // A lone hash (what every engine does for a single share).
+            group.throughput(Throughput::Elements(1));
+            group.bench_function("scalar/hash_one_nonce", |b| {
+                b.iter(|| {
+                    nonce += 1;
+                    engine.hash(&input, nonce)
+                })
+            });
+        }
+
+        // The mining path: one group of nonces, and four.
+        for n in [lanes, 4 * lanes] {
+            group.throughput(Throughput::Elements(n));
+            group.bench_with_input(BenchmarkId::new(format!("{kind}/search"), n), &n, |b, &n| {
+                let mut start = 0;
+                b.iter(|| {
+                    let job = job.with_nonces(NonceRange::new(start, start + n));
+                    start += n;
+                    engine.search(&job, &SearchControl::new(), &mut |_| {})
+                })
+            });
+        }
+
+        // The coordinator's verification path: a group's worth of queued shares.
+        let items: Vec<(&PowInput, u64)> = (0..lanes).map(|n| (&input, n)).collect();
+        group.throughput(Throughput::Elements(lanes));
+        group.bench_function(format!("{kind}/hash_many_{lanes}"), |b| b.iter(|| engine.hash_many(&items)));
+    }
     group.finish();
 }
 
@@ -62,5 +69,5 @@ fn reference_engine(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fast_engine, reference_engine);
+criterion_group!(benches, cpu_engines, reference_engine);
 criterion_main!(benches);

@@ -15,7 +15,13 @@ miners="${2:-4}"
 sample_every=60
 (( duration < 600 )) && sample_every=10
 
-cargo build --release --locked -p vision-coordinator -p vision-miner
+# SOAK_BIN_DIR runs binaries built earlier (a copy, so the tree can change
+# while an hour-long run goes on); by default they are built here.
+bin="${SOAK_BIN_DIR:-}"
+if [[ -z "$bin" ]]; then
+    cargo build --release --locked -p vision-coordinator -p vision-miner
+    bin=target/release
+fi
 dir="$(mktemp -d -t vision-soak-XXXXXX)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
@@ -28,7 +34,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Blocks every ~10 s for a couple of CPU miners; rewards settle quickly.
-target/release/vision-coordinator --data-dir "$dir/pool" --bind "127.0.0.1:$port" \
+"$bin/vision-coordinator" --data-dir "$dir/pool" --bind "127.0.0.1:$port" \
     --devnet-difficulty 20000 --block-time 10 --share-difficulty 500 --target-share-seconds 3 \
     --coinbase-maturity 1 --confirmations 2 --payout-threshold 100000000 --reward-poll-ms 1000 \
     > "$dir/pool.out" 2> "$dir/pool.log" &
@@ -36,8 +42,10 @@ pool_pid=$!
 pids+=("$pool_pid")
 for _ in $(seq 50); do grep -q serving "$dir/pool.out" 2>/dev/null && break; sleep 0.2; done
 
+# The miners run at the lowest priority: the coordinator (what a soak
+# measures) keeps its share of the CPU, and the machine stays usable.
 for i in $(seq "$miners"); do
-    target/release/vision-miner --pool "$url" --wallet "land1soak$i" --worker "soak$i" --backend cpu \
+    nice -n 19 "$bin/vision-miner" --pool "$url" --wallet "land1soak$i" --worker "soak$i" --backend cpu \
         --threads 1 --no-api --status-interval 3600 > /dev/null 2>&1 &
     pids+=("$!")
 done

@@ -12,7 +12,10 @@ use crate::backend::CpuBackend;
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub backend: &'static str,
+    /// The engine asked for (`fast`, `scalar`, `avx512`, ..., or a GPU variant).
     pub engine: String,
+    /// The engine that ran: `fast` resolved to the best this CPU runs.
+    pub engine_ran: String,
     pub threads: usize,
     /// Hashes completed in the timed window.
     pub hashes: u64,
@@ -34,9 +37,10 @@ impl std::fmt::Display for BenchReport {
         let per_thread: Vec<String> = self.per_thread.iter().map(|h| format!("{h:.1}")).collect();
         write!(
             f,
-            "{} {}: {:.1} H/s total, {:.1} H/s per thread ({} threads: {}), {} hashes in {:.2}s, stop {:.1} ms, peak RSS {}",
+            "{} {}{}: {:.1} H/s total, {:.1} H/s per thread ({} threads: {}), {} hashes in {:.2}s, stop {:.1} ms, peak RSS {}",
             self.backend,
             self.engine,
+            if self.engine_ran == self.engine { String::new() } else { format!(" ({})", self.engine_ran) },
             self.hashes_per_second,
             self.hashes_per_second_per_thread,
             self.threads,
@@ -93,6 +97,7 @@ pub fn bench_cpu(backend: &CpuBackend, duration: Duration) -> BenchReport {
     BenchReport {
         backend: "cpu",
         engine: backend.engine().to_string(),
+        engine_ran: backend.engine().resolved().to_string(),
         threads,
         hashes,
         seconds,

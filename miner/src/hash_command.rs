@@ -55,12 +55,12 @@ pub fn hash_block(
 
 #[cfg(test)]
 mod tests {
-    use visionx::{vectors, EngineKind};
+    use visionx::{vectors, FastEngine, PowEngine};
 
     use super::*;
 
     fn cpu_fast(input: &PowInput, nonce: u64) -> Result<Digest, MinerError> {
-        Ok(EngineKind::Fast.build().hash(input, nonce))
+        Ok(FastEngine::new().hash(input, nonce))
     }
 
     #[test]
@@ -96,7 +96,7 @@ mod tests {
     fn explicit_inputs_match_a_hash_vector() {
         let v = vectors::hash_vectors().into_iter().find(|v| !v.is_consensus()).unwrap();
         let input = explicit_input(&v.seed, v.epoch, &v.header, v.params).unwrap();
-        assert_eq!(EngineKind::Fast.build().hash(&input, v.nonce), v.expected());
+        assert_eq!(FastEngine::new().hash(&input, v.nonce), v.expected());
         assert!(explicit_input("00", 0, "", v.params).is_err());
         assert!(explicit_input(&v.seed, 0, "0g", v.params).is_err());
     }

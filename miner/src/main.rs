@@ -14,7 +14,7 @@ use vision_miner::bench::{bench_cpu, bench_gpu};
 use vision_miner::client::miner_config::MineArgs;
 use vision_miner::device_selection::{self, BackendChoice};
 use vision_miner::{hash_command, mining, MinerError};
-use visionx::{EngineKind, Params};
+use visionx::{EngineKind, Params, PowEngine};
 
 const EXIT_CODES: &str = "\
 Mining: vision-miner --pool URL [--pool URL2 ...] --wallet ADDRESS [options]
@@ -210,7 +210,9 @@ struct BenchArgs {
     /// Length of the timed window of each run, in seconds.
     #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     seconds: f64,
-    /// Engine(s) to measure; give several (--engine reference,fast) to compare them in one run.
+    /// CPU engine(s) to measure: reference, scalar, avx2, avx512, or fast (the
+    /// best this CPU runs); give several (--engine scalar,avx2,avx512) to
+    /// compare them in one run.
     #[arg(long, default_value = "fast", value_delimiter = ',', value_parser = parse_engine)]
     engine: Vec<EngineKind>,
     /// Print one JSON object per run instead of text.
@@ -299,8 +301,8 @@ fn run_hash(args: HashArgs) -> Result<(), MinerError> {
 /// One digest on the engine `args` selects.
 fn hash_with(args: &HashArgs, input: &visionx::PowInput, nonce: u64) -> Result<visionx::Digest, MinerError> {
     Ok(match args.engine {
-        HashEngine::Reference => EngineKind::Reference.build().hash(input, nonce),
-        HashEngine::Fast => EngineKind::Fast.build().hash(input, nonce),
+        HashEngine::Reference => visionx::ReferenceEngine::new().hash(input, nonce),
+        HashEngine::Fast => visionx::FastEngine::new().hash(input, nonce),
         HashEngine::Gpu => {
             let device = gpu::open_device(args.gpu.device, args.gpu.shader)?;
             gpu::hash_nonces(device, input, &[nonce])?[0]
@@ -377,6 +379,13 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
         if let (Some(reference), Some(fast)) = (rate("cpu reference per thread"), rate("cpu fast per thread")) {
             println!("fast / reference per thread: {:.1}x", fast / reference);
         }
+        if let Some(scalar) = rate("cpu scalar per thread") {
+            for simd in ["avx2", "avx512", "fast"] {
+                if let Some(r) = rate(&format!("cpu {simd} per thread")) {
+                    println!("{simd} / scalar per thread: {:.2}x", r / scalar);
+                }
+            }
+        }
         if let Some(cpu) = rate("cpu fast") {
             for (name, gpu_rate) in rates.iter().filter(|(n, _)| n.starts_with("gpu")) {
                 println!(
@@ -399,8 +408,14 @@ fn print_json<T: serde::Serialize>(report: &T) -> Result<(), MinerError> {
 fn run_devices(args: DevicesArgs) -> Result<(), MinerError> {
     let adapters = gpu::adapters::summaries();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let engine = visionx::CpuEngine::best();
+    let engines: Vec<&str> =
+        visionx::CpuEngine::ALL.into_iter().filter(|e| e.is_supported()).map(|e| e.name()).collect();
     if args.json {
-        let json = serde_json::json!({ "gpus": adapters, "cpu": { "threads": threads } });
+        let json = serde_json::json!({
+            "gpus": adapters,
+            "cpu": { "threads": threads, "engine": engine.name(), "engines": engines },
+        });
         println!("{json}");
         return Ok(());
     }
@@ -410,7 +425,7 @@ fn run_devices(args: DevicesArgs) -> Result<(), MinerError> {
     for a in &adapters {
         println!("{a}");
     }
-    println!("cpu: {threads} threads");
+    println!("cpu: {threads} threads, {engine} engine (this CPU runs: {})", engines.join(", "));
     Ok(())
 }
 

@@ -94,7 +94,7 @@ pub(crate) fn parse_hex32(field: &'static str, s: &str) -> Result<[u8; 32], Erro
 
 /// Decodes an even-length hex string (either case) into bytes.
 pub fn decode_hex(field: &'static str, s: &str) -> Result<Vec<u8>, Error> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(Error::BadHex { field, reason: format!("odd number of hex digits ({})", s.len()) });
     }
     let nibble = |c: u8| match c {

@@ -13,11 +13,18 @@
 //! - [`target`]: difficulty, target and the digest-meets-target test.
 //! - [`pow_input`]: everything one hash depends on except the nonce, validated once.
 //! - [`reference`]: the spec read literally (materialised dataset and scratchpad).
-//! - [`fast`]: on-demand words, a small write table, several nonces in lockstep.
+//! - [`write_table`]: the words one hash has written, behind a bit filter
+//!   (what lets the on-demand engines skip the scratchpad).
+//! - [`scalar`]: on-demand words, four nonces in lockstep in scalar code
+//!   (portable).
+//! - `simd`: the same across vector lanes, 16 nonces (AVX2 or AVX-512)
+//!   a group; the only `unsafe` in the crate, each block with its argument.
+//! - [`fast`]: picks the best of those this CPU runs, once, at run time.
 //! - [`search`]: the job / nonce-range search interface all backends share.
 //!
-//! The two engines implement [`PowEngine`]; they must agree on every input,
-//! which the vectors and property tests check.
+//! Every engine implements [`PowEngine`]; they must agree on every input,
+//! which the vectors and property tests check (every engine the machine
+//! runs, against the reference).
 
 pub mod epoch;
 pub mod fast;
@@ -25,6 +32,7 @@ pub mod header;
 pub mod params;
 pub mod pow_input;
 pub mod reference;
+pub mod scalar;
 pub mod search;
 pub mod splitmix;
 pub mod target;
@@ -33,13 +41,18 @@ pub mod vectors;
 
 mod algorithm;
 mod error;
+mod simd;
+#[cfg(test)]
+mod test_support;
+pub mod write_table;
 
 pub use epoch::{epoch_of, epoch_seed, fold_seed};
 pub use error::Error;
-pub use fast::FastEngine;
+pub use fast::{CpuEngine, EngineUnavailable, FastEngine};
 pub use header::{parse_hash32, BlockHeader};
 pub use params::{Geometry, Params};
 pub use pow_input::PowInput;
 pub use reference::ReferenceEngine;
+pub use scalar::ScalarEngine;
 pub use search::{EngineKind, Found, Job, NonceRange, PowEngine, SearchControl, SearchEnd, UnknownEngine};
 pub use target::{Digest, Target};

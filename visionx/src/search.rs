@@ -4,13 +4,15 @@
 //! (nonce, digest) pairs come out through a callback; a [`SearchControl`]
 //! cancels the search and counts hashes done. The miner's CPU and GPU
 //! backends speak this interface; the coordinator's verifier hashes claimed
-//! (input, nonce) pairs directly with `FastEngine::hash_many`.
+//! (input, nonce) pairs directly with `FastEngine::hash_many`. [`EngineKind`]
+//! names every CPU engine (for `--engine` options and benchmarks).
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::fast::{CpuEngine, EngineUnavailable};
 use crate::{Digest, FastEngine, PowInput, ReferenceEngine, Target};
 
 /// A VisionX implementation.
@@ -41,21 +43,53 @@ pub trait PowEngine: Send {
 /// Which CPU engine to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EngineKind {
+    /// The spec read literally (materialised dataset and scratchpad).
     Reference,
+    /// One of the on-demand engines, by name.
+    Cpu(CpuEngine),
+    /// The best on-demand engine this machine runs.
     Fast,
 }
 
 impl EngineKind {
-    pub fn build(self) -> Box<dyn PowEngine> {
-        match self {
+    /// Every name `FromStr` accepts, in the order `--engine` lists them.
+    pub const ALL: [EngineKind; 5] = [
+        EngineKind::Reference,
+        EngineKind::Cpu(CpuEngine::Scalar),
+        EngineKind::Cpu(CpuEngine::Avx2),
+        EngineKind::Cpu(CpuEngine::Avx512),
+        EngineKind::Fast,
+    ];
+
+    /// A new engine of this kind, if this CPU runs it.
+    pub fn build(self) -> Result<Box<dyn PowEngine>, EngineUnavailable> {
+        Ok(match self {
             EngineKind::Reference => Box::new(ReferenceEngine::new()),
+            EngineKind::Cpu(engine) => Box::new(FastEngine::with_engine(engine)?),
             EngineKind::Fast => Box::new(FastEngine::new()),
+        })
+    }
+
+    /// The engine that runs for this kind here: `Fast` resolves to the
+    /// best on-demand engine, the others to themselves.
+    pub fn resolved(self) -> EngineKind {
+        match self {
+            EngineKind::Fast => EngineKind::Cpu(FastEngine::new().engine()),
+            other => other,
+        }
+    }
+
+    pub fn is_available(self) -> bool {
+        match self {
+            EngineKind::Cpu(engine) => engine.is_supported(),
+            EngineKind::Reference | EngineKind::Fast => true,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Reference => "reference",
+            EngineKind::Cpu(engine) => engine.name(),
             EngineKind::Fast => "fast",
         }
     }
@@ -69,18 +103,14 @@ impl fmt::Display for EngineKind {
 
 /// An engine name that names no engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown engine {0:?} (expected reference or fast)")]
+#[error("unknown engine {0:?} (expected reference, scalar, avx2, avx512 or fast)")]
 pub struct UnknownEngine(pub String);
 
 impl FromStr for EngineKind {
     type Err = UnknownEngine;
 
     fn from_str(s: &str) -> Result<Self, UnknownEngine> {
-        match s {
-            "reference" => Ok(EngineKind::Reference),
-            "fast" => Ok(EngineKind::Fast),
-            other => Err(UnknownEngine(other.to_string())),
-        }
+        EngineKind::ALL.into_iter().find(|kind| kind.name() == s).ok_or_else(|| UnknownEngine(s.to_string()))
     }
 }
 
@@ -205,10 +235,10 @@ mod tests {
         let params = Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..Params::CONSENSUS };
         let input = Arc::new(PowInput::new([1; 32], 0, vec![1, 2, 3], params).unwrap());
         let job = Job { input, target: Target::NONE, nonces: NonceRange::new(0, 1000) };
-        for kind in [EngineKind::Reference, EngineKind::Fast] {
+        for kind in EngineKind::ALL.into_iter().filter(|kind| kind.is_available()) {
             let control = SearchControl::new();
             control.cancel();
-            let end = kind.build().search(&job, &control, &mut |_| panic!("nothing may be found"));
+            let end = kind.build().unwrap().search(&job, &control, &mut |_| panic!("nothing may be found"));
             assert!(end.cancelled, "{kind}");
             assert_eq!(end.hashes, 0, "{kind}");
         }
@@ -216,9 +246,11 @@ mod tests {
 
     #[test]
     fn engine_names_parse() {
-        for kind in [EngineKind::Reference, EngineKind::Fast] {
+        for kind in EngineKind::ALL {
             assert_eq!(kind.name().parse::<EngineKind>(), Ok(kind));
         }
+        assert!(EngineKind::Fast.resolved().is_available());
+        assert_ne!(EngineKind::Fast.resolved(), EngineKind::Fast);
         assert!("gpu".parse::<EngineKind>().is_err());
     }
 }

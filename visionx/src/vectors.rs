@@ -98,6 +98,7 @@ impl BlockVector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::{Isa, SimdEngine};
     use crate::{epoch_seed, FastEngine, PowEngine, ReferenceEngine};
 
     #[test]
@@ -135,6 +136,27 @@ mod tests {
         let digests = FastEngine::new().hash_many(&items);
         for (idx, (digest, v)) in digests.iter().zip(&vectors).enumerate() {
             assert_eq!(*digest, v.expected(), "hash vector {idx} through hash_many");
+        }
+    }
+
+    /// Each vector through each SIMD engine this CPU runs, in every lane of
+    /// a group: lane `l` hashes the vector's nonce while the other lanes hash
+    /// neighbouring nonces of the same input.
+    #[test]
+    fn simd_engines_pass_hash_vectors_in_every_lane() {
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            let Some(mut engine) = SimdEngine::new(isa) else { continue };
+            let lanes = engine.lanes();
+            for (idx, v) in hash_vectors().iter().enumerate() {
+                let input = v.input().unwrap();
+                for lane in [0, lanes / 2 + 1, lanes - 1] {
+                    let items: Vec<(&PowInput, u64)> = (0..lanes)
+                        .map(|l| (&input, v.nonce.wrapping_add(l as u64).wrapping_sub(lane as u64)))
+                        .collect();
+                    let digests = engine.hash_batch(&items);
+                    assert_eq!(digests[lane], v.expected(), "{isa:?} hash vector {idx} in lane {lane}");
+                }
+            }
         }
     }
 

@@ -1,9 +1,11 @@
 //! Share verification off the async runtime: a fixed set of OS threads fed
 //! by a bounded queue.
 //!
-//! Each thread takes up to [`visionx::fast::LANES`] queued shares at once
-//! and recomputes them in lockstep (`FastEngine::hash_many`): one hash on its
-//! own is latency-bound at about half the interleaved rate. When the queue is
+//! Each thread takes up to a group's worth of queued shares at once (16 with
+//! AVX-512, `CpuEngine::lanes`) and recomputes them together
+//! (`FastEngine::hash_many`): one hash on its own is latency-bound at a
+//! fraction of the interleaved rate, and a short queue still goes through at
+//! the latency of one scalar hash. When the queue is
 //! full, [`VerifyQueue::submit`] refuses at once and the HTTP layer answers
 //! 503 with `Retry-After`, rather than queueing without limit.
 
@@ -77,12 +79,13 @@ impl VerifyQueue {
 
 fn verifier_thread(receiver: &Mutex<Receiver<Task>>, depth: &AtomicUsize, hashes: &AtomicU64) {
     let mut engine = FastEngine::new();
+    let group = engine.engine().lanes();
     loop {
         let batch: Vec<Task> = {
             let Ok(receiver) = receiver.lock() else { return };
             let Ok(first) = receiver.recv() else { return };
             let mut batch = vec![first];
-            while batch.len() < visionx::fast::LANES {
+            while batch.len() < group {
                 match receiver.try_recv() {
                     Ok(task) => batch.push(task),
                     Err(_) => break,

@@ -2,17 +2,17 @@
 //!
 //! Threads claim small chunks of the job's nonce range from a shared cursor,
 //! so no nonce is hashed twice and fast threads never wait on slow ones. A
-//! cancelled job stops within one lockstep group of the fast engine (a few
-//! milliseconds at consensus params).
+//! cancelled job stops within one group of the engine (a few dozen
+//! milliseconds at consensus params; 16 hashes with AVX-512).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use visionx::{EngineKind, Found, Job, NonceRange, PowEngine, SearchControl, SearchEnd};
+use visionx::{EngineKind, EngineUnavailable, Found, Job, NonceRange, PowEngine, SearchControl, SearchEnd};
 
-/// Nonces a thread claims at a time: a few lockstep groups, so claiming is
-/// rare but the end of a range is still shared evenly.
-const CHUNK_NONCES: u64 = 4 * visionx::fast::LANES as u64;
+/// Groups a thread claims at a time: claiming is rare but the end of a range
+/// is still shared evenly.
+const CHUNK_GROUPS: u64 = 4;
 
 #[derive(Debug, Clone, Copy)]
 pub struct CpuConfig {
@@ -33,6 +33,8 @@ pub enum CpuBackendError {
     ZeroThreads,
     #[error("could not start the CPU thread pool: {0}")]
     Pool(#[from] rayon::ThreadPoolBuildError),
+    #[error(transparent)]
+    Engine(#[from] EngineUnavailable),
 }
 
 pub struct CpuBackend {
@@ -41,6 +43,8 @@ pub struct CpuBackend {
     /// One engine per pool thread, indexed by the thread's pool index. The
     /// mutexes are never contended: a thread only locks its own.
     engines: Vec<Mutex<Box<dyn PowEngine>>>,
+    /// Nonces a thread claims at a time.
+    chunk_nonces: u64,
     /// Hashes completed per thread since the backend started.
     thread_hashes: Vec<AtomicU64>,
 }
@@ -54,10 +58,16 @@ impl CpuBackend {
         };
         let pool =
             rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("vision-cpu-{i}")).build()?;
+        let engines = (0..threads).map(|_| config.engine.build().map(Mutex::new)).collect::<Result<_, _>>()?;
+        let group = match config.engine.resolved() {
+            EngineKind::Cpu(engine) => engine.lanes() as u64,
+            EngineKind::Reference | EngineKind::Fast => 1,
+        };
         Ok(CpuBackend {
             pool,
             engine: config.engine,
-            engines: (0..threads).map(|_| Mutex::new(config.engine.build())).collect(),
+            engines,
+            chunk_nonces: CHUNK_GROUPS * group,
             thread_hashes: (0..threads).map(|_| AtomicU64::new(0)).collect(),
         })
     }
@@ -93,7 +103,7 @@ impl CpuBackend {
         let ends = self.pool.broadcast(|ctx| {
             let mut engine = self.engines[ctx.index()].lock().expect("engine lock");
             let mut total = SearchEnd::default();
-            while let Some(chunk) = claim_chunk(&cursor, job.nonces) {
+            while let Some(chunk) = claim_chunk(&cursor, job.nonces, self.chunk_nonces) {
                 let end = engine.search(&job.with_nonces(chunk), control, &mut |found| on_found(found));
                 total.hashes += end.hashes;
                 self.thread_hashes[ctx.index()].fetch_add(end.hashes, Ordering::Relaxed);
@@ -112,13 +122,13 @@ impl CpuBackend {
 }
 
 /// Takes the next chunk of `range` from `cursor`, or `None` when it is used up.
-fn claim_chunk(cursor: &AtomicU64, range: NonceRange) -> Option<NonceRange> {
+fn claim_chunk(cursor: &AtomicU64, range: NonceRange, chunk_nonces: u64) -> Option<NonceRange> {
     let mut start = cursor.load(Ordering::Relaxed);
     loop {
         if start >= range.end {
             return None;
         }
-        let end = start.saturating_add(CHUNK_NONCES).min(range.end);
+        let end = start.saturating_add(chunk_nonces).min(range.end);
         match cursor.compare_exchange_weak(start, end, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => return Some(NonceRange::new(start, end)),
             Err(now) => start = now,
@@ -164,16 +174,16 @@ mod tests {
     #[test]
     fn claimed_chunks_tile_the_range() {
         let cursor = AtomicU64::new(5);
-        let range = NonceRange::new(5, 5 + 3 * CHUNK_NONCES + 1);
-        let chunks: Vec<NonceRange> = std::iter::from_fn(|| claim_chunk(&cursor, range)).collect();
+        let range = NonceRange::new(5, 5 + 3 * 16 + 1);
+        let chunks: Vec<NonceRange> = std::iter::from_fn(|| claim_chunk(&cursor, range, 16)).collect();
         assert_eq!(chunks.len(), 4);
         assert_eq!(chunks[0].start, range.start);
         assert!(chunks.windows(2).all(|w| w[0].end == w[1].start));
         assert_eq!(chunks.last().unwrap().end, range.end);
         let top = NonceRange::new(u64::MAX - 3, u64::MAX);
         let cursor = AtomicU64::new(top.start);
-        assert_eq!(claim_chunk(&cursor, top), Some(top));
-        assert_eq!(claim_chunk(&cursor, top), None);
+        assert_eq!(claim_chunk(&cursor, top, 16), Some(top));
+        assert_eq!(claim_chunk(&cursor, top, 16), None);
     }
 
     #[test]

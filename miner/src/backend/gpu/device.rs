@@ -189,7 +189,7 @@ impl GpuDevice {
             return 0;
         }
         let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
-        visionx::fast::filter_bits(scratch_words) as u32
+        visionx::write_table::filter_bits(scratch_words) as u32
     }
 
     /// Bytes of device memory one hash in flight needs for `params`
@@ -224,7 +224,7 @@ pub struct TableSlots {
 impl TableSlots {
     pub fn for_params(params: &visionx::Params, compact: bool) -> TableSlots {
         let scratch_words = params.validate().map_or(1, |g| g.scratch_words);
-        let pow2 = visionx::fast::table_slots(params, scratch_words).min(1 << 31) as u32;
+        let pow2 = visionx::write_table::table_slots(params, scratch_words).min(1 << 31) as u32;
         let compact = compact && (128..=1 << 16).contains(&pow2) && !pow2_tables_forced();
         TableSlots { slots: if compact { pow2 / 4 * 3 } else { pow2 }, pow2 }
     }
