@@ -10,6 +10,8 @@
 //!
 //! Prints one JSON object per measurement. The generator shares the machine's
 //! cores with the pool, as a co-located load generator does.
+//! `VISION_VERIFY_ENGINE` (fast, scalar, avx2, avx512) picks the engine the
+//! pool verifies with.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -176,6 +178,9 @@ fn main() {
             shares_per_sec: Some(100_000.0),
             unproven_verifications_per_sec: Some(1_000_000.0),
             verify_queue: Some(1024),
+            // `VISION_VERIFY_ENGINE=scalar` measures the pool as it was
+            // before the SIMD engines (the same build, the same machine).
+            verify_engine: std::env::var("VISION_VERIFY_ENGINE").ok(),
             ..CoordinatorArgs::default()
         };
         let config = settings.resolve().unwrap();

@@ -120,6 +120,10 @@ pub struct CoordinatorArgs {
     /// Share verification threads [default: one per core].
     #[arg(long, env = "VISION_VERIFY_THREADS")]
     pub verify_threads: Option<usize>,
+    /// CPU engine that verifies shares: fast (the best this CPU runs),
+    /// scalar, avx2 or avx512 [default: fast].
+    #[arg(long, env = "VISION_VERIFY_ENGINE")]
+    pub verify_engine: Option<String>,
     /// Shares that may wait for verification before the pool answers 503 [default: 256].
     #[arg(long, env = "VISION_VERIFY_QUEUE")]
     pub verify_queue: Option<usize>,
@@ -246,6 +250,7 @@ impl CoordinatorArgs {
             idle_timeout,
             session_ttl_days,
             verify_threads,
+            verify_engine,
             verify_queue,
             cache_mb,
             chart_interval_secs,
@@ -415,6 +420,10 @@ impl CoordinatorArgs {
                     .map_or(pool_defaults.session_ttl, |days| Duration::from_secs(days.max(1) * 86_400)),
                 max_long_polls: self.max_long_polls.unwrap_or(pool_defaults.max_long_polls).max(1),
                 verify_threads: self.verify_threads.unwrap_or(pool_defaults.verify_threads).max(1),
+                verify_engine: match self.verify_engine.as_deref() {
+                    None | Some("fast") => None,
+                    Some(name) => Some(verify_engine(name)?),
+                },
                 verify_queue: self.verify_queue.unwrap_or(pool_defaults.verify_queue).max(1),
                 history_interval: match self.chart_interval_secs {
                     None => pool_defaults.history_interval,
@@ -434,6 +443,17 @@ impl CoordinatorArgs {
             },
             block_time_secs,
         })
+    }
+}
+
+/// A `--verify-engine` name other than `fast`: an on-demand engine this CPU runs.
+fn verify_engine(name: &str) -> Result<visionx::CpuEngine, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid(format!("--verify-engine {name:?}: {why}"));
+    match name.parse::<visionx::EngineKind>() {
+        Ok(visionx::EngineKind::Cpu(engine)) if engine.is_supported() => Ok(engine),
+        Ok(visionx::EngineKind::Cpu(engine)) => Err(invalid(visionx::EngineUnavailable(engine).to_string())),
+        Ok(_) => Err(invalid("expected fast, scalar, avx2 or avx512".into())),
+        Err(e) => Err(invalid(e.to_string())),
     }
 }
 
@@ -474,9 +494,28 @@ mod tests {
             CoordinatorArgs { confirmations: Some(0), ..CoordinatorArgs::default() },
             CoordinatorArgs { pool_address: Some("no spaces".into()), ..CoordinatorArgs::default() },
             CoordinatorArgs { confirmations: Some(u64::MAX), ..CoordinatorArgs::default() },
+            CoordinatorArgs { verify_engine: Some("reference".into()), ..CoordinatorArgs::default() },
+            CoordinatorArgs { verify_engine: Some("avx9".into()), ..CoordinatorArgs::default() },
         ] {
             assert!(bad.resolve().is_err());
         }
         assert!(toml::from_str::<CoordinatorArgs>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn verify_engine_names_an_engine_this_cpu_runs() {
+        let engine = |name: &str| {
+            CoordinatorArgs { verify_engine: Some(name.into()), ..CoordinatorArgs::default() }
+                .resolve()
+                .map(|config| config.pool.verify_engine)
+        };
+        assert_eq!(engine("fast").unwrap(), None);
+        assert_eq!(engine("scalar").unwrap(), Some(visionx::CpuEngine::Scalar));
+        for simd in [visionx::CpuEngine::Avx2, visionx::CpuEngine::Avx512] {
+            match engine(simd.name()) {
+                Ok(chosen) => assert!(simd.is_supported() && chosen == Some(simd)),
+                Err(e) => assert!(!simd.is_supported() && e.to_string().contains("lacks"), "{e}"),
+            }
+        }
     }
 }

@@ -17,8 +17,8 @@
 //! State is reusable: an engine allocates its tables once and reuses them for
 //! every hash (they grow only when params need bigger ones).
 
-use crate::algorithm::{self, absorb, initial_scratch_word, mix_of, write_index, written_value};
-use crate::write_table::{compact_filter_bits, WriteTables};
+use crate::algorithm::{self, absorb, mix_of, write_index, written_value};
+use crate::write_table::LaneTable;
 use crate::{Digest, Found, Job, Params, PowEngine, PowInput, SearchControl, SearchEnd};
 
 /// The indices of `items`, grouped by params (only hashes with equal params
@@ -40,7 +40,7 @@ pub const LANES: usize = 4;
 /// The scalar lockstep engine. One per thread: it owns mutable per-hash tables.
 #[derive(Default)]
 pub struct ScalarEngine {
-    tables: WriteTables,
+    tables: Vec<LaneTable>,
 }
 
 impl ScalarEngine {
@@ -50,7 +50,7 @@ impl ScalarEngine {
 
     /// Bytes of table memory this engine holds (all lanes).
     pub fn table_bytes(&self) -> usize {
-        self.tables.bytes()
+        self.tables.iter().map(LaneTable::bytes).sum()
     }
 
     /// Hashes many (input, nonce) pairs, several at a time in lockstep where
@@ -86,10 +86,14 @@ impl ScalarEngine {
         let four_reads = params.four_reads();
         let write_every = params.write_every;
 
-        let tables = &mut self.tables;
-        // Always LANES lanes, so one-lane hashes do not reshape the tables.
         const { assert!(N <= LANES) };
-        tables.prepare(LANES, params, geometry.scratch_words, compact_filter_bits(params, geometry.scratch_words));
+        if self.tables.len() < N {
+            self.tables.resize_with(LANES, LaneTable::default);
+        }
+        let tables: &mut [LaneTable] = &mut self.tables[..N];
+        for table in tables.iter_mut() {
+            table.prepare(params, geometry.scratch_words);
+        }
         let hseed: [u64; N] = std::array::from_fn(|l| algorithm::header_seed(lanes[l].0, lanes[l].1));
         let dseed: [u64; N] = std::array::from_fn(|l| lanes[l].0.dataset_seed());
         let mut a = [0u64; N];
@@ -98,9 +102,7 @@ impl ScalarEngine {
         for l in 0..N {
             (a[l], b[l], acc[l]) = algorithm::initial_state(lanes[l].0, lanes[l].1);
         }
-        let read = |tables: &WriteTables, l: usize, j: u64| {
-            tables.read(l, j, initial_scratch_word(hseed[l], dseed[l], dmask, j))
-        };
+        let read = |tables: &[LaneTable], l: usize, j: u64| tables[l].read(j, hseed[l], dseed[l], dmask);
 
         // Counts down to the next write iteration (i % write_every == 0).
         let mut until_write: u32 = 0;
@@ -126,7 +128,7 @@ impl ScalarEngine {
                     for l in 0..N {
                         let jw = write_index(mix[l], a[l], b[l], i, smask);
                         let old = read(tables, l, jw);
-                        tables.store(l, jw, written_value(old, mix[l]));
+                        tables[l].store(jw, written_value(old, mix[l]));
                     }
                     until_write = write_every;
                 }
@@ -254,8 +256,8 @@ mod tests {
         let input =
             input(Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 100, ..Params::CONSENSUS }, [1; 32], 0, vec![]);
         fast.hash(&input, 0);
-        let first = fast.tables.slots_ptr();
+        let first = fast.tables[0].keys_ptr();
         fast.hash(&input, 1);
-        assert_eq!(first, fast.tables.slots_ptr());
+        assert_eq!(first, fast.tables[0].keys_ptr());
     }
 }

@@ -1,7 +1,8 @@
 //! The words a hash has written, for every CPU engine that computes words on
-//! demand (the scalar lockstep engine and the SIMD engines).
+//! demand: [`LaneTable`] for the scalar lockstep engine (four lanes, in
+//! cache), [`WriteTables`] for the SIMD engines (16 lanes, mostly not).
 //!
-//! Each lane (one hash in flight) owns a slice of two flat arrays: a bit
+//! In [`WriteTables`] each lane (one hash in flight) owns a slice of two flat arrays: a bit
 //! filter and slots. The filter answers "never written" (almost every read)
 //! with one load; the slots are open addressing with linear probing, keyed by
 //! scratchpad index, key and value side by side (a store or a lookup touches
@@ -18,6 +19,7 @@
 //! Tables are sized once per params and reused for every hash: `prepare`
 //! only clears them.
 
+use crate::algorithm::initial_scratch_word;
 use crate::Params;
 
 /// Upper bound on a lane's filter size in bits: 2^20 bits = 128 KiB.
@@ -43,12 +45,109 @@ pub fn filter_bits(scratch_words: u64) -> u64 {
 }
 
 /// A smaller filter for engines that keep many lanes in flight: sixteen bits
-/// per write (at most 1/16 of its bits set, so a read falls through to the
-/// slots at most that often), never more than [`filter_bits`]. At consensus
-/// params this is 32 KiB a lane instead of 128 KiB, so 32 lanes of filters
-/// stay in a core's L2 cache.
+/// per write (two set per write: an eighth at most), never more than
+/// [`filter_bits`]. At consensus params this is 32 KiB a lane instead of
+/// 128 KiB, so 16 lanes of filters take 512 KiB of a core's L2 cache.
 pub fn compact_filter_bits(params: &Params, scratch_words: u64) -> u64 {
     (params.writes_per_hash().saturating_mul(16)).next_power_of_two().clamp(64, filter_bits(scratch_words))
+}
+
+/// The scalar engine's table: one lane's written words behind a one-bit
+/// filter (bit `j & filter_mask`, 2^20 bits at consensus), keys apart from
+/// values. Four of these fit a core's L2 cache, where a second filter bit
+/// and side-by-side slots only add work; [`WriteTables`] is the layout for
+/// many lanes, out of cache.
+#[derive(Default)]
+pub(crate) struct LaneTable {
+    /// Bit `j & filter_mask` is set when some written index has those low bits.
+    filter: Vec<u64>,
+    filter_mask: u64,
+    /// Scratchpad index per slot, `EMPTY` when free.
+    keys: Vec<u32>,
+    values: Vec<u64>,
+    slot_mask: u64,
+    /// Whether anything was stored since the last clear.
+    dirty: bool,
+}
+
+impl LaneTable {
+    /// Where the slot keys start (tests check reuse with it).
+    #[cfg(test)]
+    pub(crate) fn keys_ptr(&self) -> *const u32 {
+        self.keys.as_ptr()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.filter.len() * 8 + self.keys.len() * 4 + self.values.len() * 8
+    }
+
+    /// Sizes the table for `params` (allocating only when it must grow) and
+    /// empties it.
+    pub(crate) fn prepare(&mut self, params: &Params, scratch_words: u64) {
+        let slots = table_slots(params, scratch_words);
+        let filter_bits = filter_bits(scratch_words);
+        if self.keys.len() as u64 != slots || self.filter.len() as u64 * 64 != filter_bits {
+            self.keys = vec![EMPTY; slots as usize];
+            self.values = vec![0; slots as usize];
+            self.filter = vec![0; (filter_bits / 64) as usize];
+            self.slot_mask = slots - 1;
+            self.filter_mask = filter_bits - 1;
+            self.dirty = false;
+        } else if self.dirty {
+            self.keys.fill(EMPTY);
+            self.filter.fill(0);
+            self.dirty = false;
+        }
+    }
+
+    /// The current value of scratchpad word `j`.
+    #[inline(always)]
+    pub(crate) fn read(&self, j: u64, header_seed: u64, dataset_seed: u64, dmask: u64) -> u64 {
+        let initial = initial_scratch_word(header_seed, dataset_seed, dmask, j);
+        if self.may_contain(j) {
+            if let Some(value) = self.get(j) {
+                return value;
+            }
+        }
+        initial
+    }
+
+    #[inline(always)]
+    fn may_contain(&self, j: u64) -> bool {
+        let bit = j & self.filter_mask;
+        self.filter[(bit >> 6) as usize] >> (bit & 63) & 1 != 0
+    }
+
+    #[inline]
+    fn get(&self, j: u64) -> Option<u64> {
+        let key = j as u32;
+        let mut slot = j & self.slot_mask;
+        loop {
+            match self.keys[slot as usize] {
+                k if k == key => return Some(self.values[slot as usize]),
+                EMPTY => return None,
+                _ => slot = (slot + 1) & self.slot_mask,
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn store(&mut self, j: u64, value: u64) {
+        let bit = j & self.filter_mask;
+        self.filter[(bit >> 6) as usize] |= 1 << (bit & 63);
+        self.dirty = true;
+        let key = j as u32;
+        let mut slot = j & self.slot_mask;
+        loop {
+            let k = self.keys[slot as usize];
+            if k == key || k == EMPTY {
+                self.keys[slot as usize] = key;
+                self.values[slot as usize] = value;
+                return;
+            }
+            slot = (slot + 1) & self.slot_mask;
+        }
+    }
 }
 
 /// One written word: its scratchpad index (`EMPTY` when free) and value.
@@ -142,24 +241,6 @@ impl WriteTables {
         self.second_shift
     }
 
-    /// The current value of lane `lane`'s scratchpad word `j`, whose value
-    /// before any write is `initial`.
-    #[inline(always)]
-    pub(crate) fn read(&self, lane: usize, j: u64, initial: u64) -> u64 {
-        if self.may_contain(lane, j) {
-            if let Some(value) = self.get(lane, j) {
-                return value;
-            }
-        }
-        initial
-    }
-
-    #[inline(always)]
-    fn may_contain(&self, lane: usize, j: u64) -> bool {
-        let (word, bits) = filter_bits_of(j, self.filter_mask, self.second_shift);
-        self.filters[lane * self.filter_words + word as usize] & bits == bits
-    }
-
     /// Where lane `lane` starts probing for word `j` (to prefetch it).
     #[inline(always)]
     pub(crate) fn home_slot(&self, lane: usize, j: u64) -> *const () {
@@ -225,12 +306,6 @@ impl WriteTables {
             _ => self.get(lane, j),
         }
     }
-
-    /// Where lane 0's slots start (tests check reuse with it).
-    #[cfg(test)]
-    pub(crate) fn slots_ptr(&self) -> *const () {
-        self.slot.as_ptr().cast()
-    }
 }
 
 #[cfg(test)]
@@ -242,15 +317,18 @@ mod tests {
         let params = Params { mix_iters: 100, write_every: 1, ..Params::CONSENSUS };
         let mut tables = WriteTables::default();
         tables.prepare(3, &params, 1 << 22, 1 << 10);
-        tables.store(1, 77, 5);
-        tables.store(1, 77, 6);
-        tables.store(2, 77 + (1 << 10), 9);
-        assert_eq!(tables.read(0, 77, 1), 1);
-        assert_eq!(tables.read(1, 77, 1), 6);
-        assert_eq!(tables.read(2, 77, 1), 1, "same filter bit, other index");
-        assert_eq!(tables.read(2, 77 + (1 << 10), 1), 9);
+        tables.store_deferred(1, 77, 5);
+        tables.store_deferred(1, 77, 6);
+        assert_eq!(tables.get_deferred(1, 77), Some(6), "the pending store");
+        tables.store_deferred(1, 78, 7);
+        assert_eq!(tables.get_deferred(1, 77), Some(6), "flushed to the slots");
+        assert_eq!(tables.get_deferred(1, 78), Some(7));
+        tables.store_deferred(2, 77 + (1 << 10), 9);
+        assert_eq!(tables.get_deferred(0, 77), None);
+        assert_eq!(tables.get_deferred(2, 77), None, "same filter word, other index");
+        assert_eq!(tables.get_deferred(2, 77 + (1 << 10)), Some(9));
         tables.prepare(3, &params, 1 << 22, 1 << 10);
-        assert_eq!(tables.read(1, 77, 1), 1, "prepare empties the tables");
+        assert_eq!(tables.get_deferred(1, 77), None, "prepare empties the tables");
     }
 
     #[test]

@@ -296,6 +296,7 @@ fn metrics_value(pool: &Pool) -> serde_json::Value {
             "queue_depth": m.verify_queue_depth,
             "queue_capacity": m.verify_queue_capacity,
             "threads": pool.config().verify_threads,
+            "engine": pool.config().verify_engine.unwrap_or_else(visionx::CpuEngine::best).name(),
             "latency": latency["verify"],
         },
         "share_response": latency["share_response"],

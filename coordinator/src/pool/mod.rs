@@ -90,6 +90,8 @@ pub struct PoolConfig {
     /// Long-polls waiting at once; past it, job requests answer at once.
     pub max_long_polls: usize,
     pub verify_threads: usize,
+    /// The CPU engine that verifies shares; `None`: the best this CPU runs.
+    pub verify_engine: Option<visionx::CpuEngine>,
     pub verify_queue: usize,
     /// How often the dashboards' charts take a sample.
     pub history_interval: Duration,
@@ -116,6 +118,7 @@ impl Default for PoolConfig {
             max_job_wait: Duration::from_secs(60),
             max_long_polls: 1024,
             verify_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            verify_engine: None,
             verify_queue: 256,
             history_interval: Duration::from_secs(10),
             rewards: RewardConfig::default(),
@@ -174,6 +177,7 @@ impl Pool {
             history: StatsHistory::new(config.history_interval),
             verifier: VerifyQueue::start(
                 config.verify_threads,
+                config.verify_engine,
                 config.verify_queue,
                 metrics.share_verifications.clone(),
             ),

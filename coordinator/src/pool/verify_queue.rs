@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use visionx::FastEngine;
+use visionx::{CpuEngine, FastEngine};
 
 use super::share_verifier::{verify_batch, ShareClaim, Verdict};
 
@@ -36,9 +36,10 @@ pub(crate) struct VerifyQueue {
 }
 
 impl VerifyQueue {
-    /// Starts `threads` verifier threads behind a queue of `capacity` shares;
-    /// `hashes` counts every VisionX recomputation.
-    pub(crate) fn start(threads: usize, capacity: usize, hashes: Arc<AtomicU64>) -> Self {
+    /// Starts `threads` verifier threads on `engine` (`None`: the best this
+    /// CPU runs) behind a queue of `capacity` shares; `hashes` counts every
+    /// VisionX recomputation.
+    pub(crate) fn start(threads: usize, engine: Option<CpuEngine>, capacity: usize, hashes: Arc<AtomicU64>) -> Self {
         let (sender, receiver) = mpsc::sync_channel::<Task>(capacity);
         let receiver = Arc::new(Mutex::new(receiver));
         let depth = Arc::new(AtomicUsize::new(0));
@@ -47,7 +48,7 @@ impl VerifyQueue {
             let (depth, hashes) = (depth.clone(), hashes.clone());
             std::thread::Builder::new()
                 .name(format!("share-verify-{i}"))
-                .spawn(move || verifier_thread(&receiver, &depth, &hashes))
+                .spawn(move || verifier_thread(engine, &receiver, &depth, &hashes))
                 .expect("spawn a verifier thread");
         }
         VerifyQueue { sender, depth, capacity }
@@ -77,8 +78,14 @@ impl VerifyQueue {
     }
 }
 
-fn verifier_thread(receiver: &Mutex<Receiver<Task>>, depth: &AtomicUsize, hashes: &AtomicU64) {
-    let mut engine = FastEngine::new();
+fn verifier_thread(
+    engine: Option<CpuEngine>,
+    receiver: &Mutex<Receiver<Task>>,
+    depth: &AtomicUsize,
+    hashes: &AtomicU64,
+) {
+    // The configuration checked the engine; should it not run, the best one does.
+    let mut engine = engine.and_then(|e| FastEngine::with_engine(e).ok()).unwrap_or_default();
     let group = engine.engine().lanes();
     loop {
         let batch: Vec<Task> = {
