@@ -75,13 +75,13 @@ impl CpuEngine {
     }
 
     /// The fewest same-params hashes worth a SIMD group rather than the
-    /// scalar engine: a group costs about what `lanes / speed-up` scalar
-    /// hashes cost (measured speed-ups in docs/PERFORMANCE.md).
+    /// scalar engine: a group of 16 costs about what `16 / speed-up` scalar
+    /// hashes cost (speed-ups of about 2 and 1.3, docs/PERFORMANCE.md).
     fn min_group(self) -> usize {
         match self {
             CpuEngine::Scalar => 1,
             CpuEngine::Avx2 => 12,
-            CpuEngine::Avx512 => 12,
+            CpuEngine::Avx512 => 8,
         }
     }
 }
