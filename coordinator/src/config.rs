@@ -38,6 +38,11 @@ pub struct CoordinatorArgs {
     /// Bearer token the upstream node wants for submissions and transfers.
     #[arg(long, env = "VISION_UPSTREAM_TOKEN", hide_env_values = true)]
     pub upstream_token: Option<String>,
+    /// PEM file of the certificate authorities to trust for an `https://`
+    /// upstream, in place of the system's (for a node with a private CA)
+    /// [default: the system's trust store].
+    #[arg(long, env = "VISION_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
     /// Open HTTP connections at most; more wait to be accepted [default: 4096].
     #[arg(long, env = "VISION_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -195,6 +200,8 @@ pub struct CoordinatorConfig {
     pub node_token: Option<String>,
     pub upstream: Option<String>,
     pub upstream_token: Option<String>,
+    /// The certificates of `--upstream-ca` (PEM, checked to hold at least one).
+    pub upstream_ca_pem: Option<Vec<u8>>,
     pub limits: ConnectionLimits,
     pub devnet: DevnetConfig,
     pub pool: PoolConfig,
@@ -223,6 +230,7 @@ impl CoordinatorArgs {
             node_token,
             upstream,
             upstream_token,
+            upstream_ca,
             max_connections,
             max_connections_per_ip,
             header_timeout,
@@ -386,6 +394,7 @@ impl CoordinatorArgs {
             node_token: non_empty(self.node_token),
             upstream: self.upstream,
             upstream_token: non_empty(self.upstream_token),
+            upstream_ca_pem: self.upstream_ca.as_deref().map(read_ca_file).transpose()?,
             limits,
             devnet: DevnetConfig {
                 chain_id: self.chain_id.unwrap_or(devnet_defaults.chain_id),
@@ -443,6 +452,17 @@ impl CoordinatorArgs {
             },
             block_time_secs,
         })
+    }
+}
+
+/// The PEM bytes of an `--upstream-ca` file that holds at least one certificate.
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid(format!("--upstream-ca {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(invalid("no certificate in it".into())),
+        Err(e) => Err(invalid(e.to_string())),
     }
 }
 

@@ -71,7 +71,7 @@ impl Coordinator {
 
         let (chain, devnet) = match &config.upstream {
             Some(url) => {
-                let node = UpstreamNode::new(url, config.upstream_token.clone())
+                let node = UpstreamNode::new(url, config.upstream_token.clone(), config.upstream_ca_pem.as_deref())
                     .map_err(|e| StartError::Chain(e.to_string()))?;
                 (Chain::Upstream(node), None)
             }

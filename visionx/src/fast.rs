@@ -298,6 +298,51 @@ mod tests {
         }
     }
 
+    /// The edge cases named by the spec, exhaustively rather than by chance,
+    /// through whole groups (16 nonces at once, so no SIMD engine hands them
+    /// to its scalar path; the scalar engine hashes them four at a time).
+    #[test]
+    fn edge_cases_in_full_groups_equal_reference() {
+        let mut engines = engines();
+        let mut reference = ReferenceEngine::new();
+        for reads_per_iter in [0, 1, 2, 3, 4, 8] {
+            for write_every in [0, 1, 2, 7] {
+                for mix_iters in [0, 1, 2, 5, 64] {
+                    let params = Params {
+                        dataset_mb: 1,
+                        scratch_mb: 1,
+                        mix_iters,
+                        reads_per_iter,
+                        write_every,
+                        epoch_blocks: 32,
+                    };
+                    let input = input(params, [7; 32], 9, b"edge".to_vec());
+                    let items: Vec<(&PowInput, u64)> = (0..16).map(|n| (&input, 40 + n)).collect();
+                    let expected: Vec<Digest> = items.iter().map(|(i, n)| reference.hash(i, *n)).collect();
+                    for engine in &mut engines {
+                        assert_eq!(engine.hash_many(&items), expected, "{} {params:?}", engine.engine());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tables as small as they get (a 64-bit filter over a large scratchpad,
+    /// a few writes): the filter's second bit and word index at their edges.
+    #[test]
+    fn smallest_filter_with_reads_of_written_words() {
+        for (scratch_mb, header) in (0..2).flat_map(|mb| (0..8u8).map(move |h| (mb, h))) {
+            let params =
+                Params { dataset_mb: 0, scratch_mb, mix_iters: 9, reads_per_iter: 4, write_every: 3, epoch_blocks: 1 };
+            let input = input(params, [header; 32], 1, vec![header]);
+            let items: Vec<(&PowInput, u64)> = (0..16).map(|n| (&input, n)).collect();
+            let expected = reference_digests(&items);
+            for mut engine in engines() {
+                assert_eq!(engine.hash_many(&items), expected, "{}", engine.engine());
+            }
+        }
+    }
+
     /// Consensus params, one full group per engine (the case that matters).
     #[test]
     fn consensus_groups_equal_the_scalar_engine() {

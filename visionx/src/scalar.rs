@@ -197,28 +197,12 @@ mod tests {
         }
     }
 
-    /// The edge cases named by the spec, exhaustively rather than by chance.
+    /// Headers of every length 0-40 (the 8- and 16-byte chunk paddings);
+    /// the spec's other edge cases go through every engine in `fast`'s tests.
     #[test]
-    fn edge_cases_equal_reference() {
+    fn every_header_length_equals_reference() {
         let mut fast = ScalarEngine::new();
         let mut reference = ReferenceEngine::new();
-        for reads_per_iter in [0, 1, 2, 3, 4, 8] {
-            for write_every in [0, 1, 2, 7] {
-                for mix_iters in [0, 1, 2, 5, 64] {
-                    let params = Params {
-                        dataset_mb: 1,
-                        scratch_mb: 1,
-                        mix_iters,
-                        reads_per_iter,
-                        write_every,
-                        epoch_blocks: 32,
-                    };
-                    let input = input(params, [7; 32], 9, b"edge".to_vec());
-                    assert_eq!(fast.hash(&input, 42), reference.hash(&input, 42), "{params:?}");
-                }
-            }
-        }
-        // Headers of every length 0-40 (the 8- and 16-byte chunk paddings).
         let params = Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 50, ..Params::CONSENSUS };
         for len in 0..=40u8 {
             let input = input(params, [len; 32], u64::from(len), (0..len).collect());

@@ -19,6 +19,8 @@
 //! Tables are sized once per params and reused for every hash: `prepare`
 //! only clears them.
 
+// Off x86-64 no SIMD engine exists, and the many-lane table goes unused.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 use crate::algorithm::initial_scratch_word;
 use crate::Params;
 
@@ -201,6 +203,8 @@ impl WriteTables {
     /// `filter_bits` bits (allocating only when the shape changes) and
     /// empties them.
     pub(crate) fn prepare(&mut self, lanes: usize, params: &Params, scratch_words: u64, filter_bits: u64) {
+        // The gather's bounds (`simd::kernel`) rest on this.
+        assert!(filter_bits.is_power_of_two() && filter_bits >= 64, "a filter is a power of two of at least 64 bits");
         let slots = table_slots(params, scratch_words) as usize;
         let filter_words = (filter_bits / 64) as usize;
         if self.lanes != lanes || self.slots != slots || self.filter_words != filter_words {

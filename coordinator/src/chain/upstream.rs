@@ -17,17 +17,22 @@ pub struct UpstreamNode {
 }
 
 impl UpstreamNode {
-    /// `url` is the node's base URL (`http://host:port`).
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, ChainError> {
+    /// `url` is the node's base URL (`http://host:port` or `https://...`);
+    /// `ca_pem` (PEM certificates) replaces the system's trust store for
+    /// `https://`.
+    pub fn new(url: &str, token: Option<String>, ca_pem: Option<&[u8]>) -> Result<Self, ChainError> {
         let base = url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ChainError::invalid("bad_upstream", format!("{url:?} is not an http(s) URL")));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ChainError::Unavailable(e.to_string()))?;
+        let mut builder =
+            reqwest::Client::builder().timeout(Duration::from_secs(30)).connect_timeout(Duration::from_secs(5));
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ChainError::invalid("bad_upstream_ca", e.to_string()))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(|e| ChainError::Unavailable(e.to_string()))?;
         Ok(UpstreamNode { base, http, token })
     }
 
@@ -73,8 +78,17 @@ impl UpstreamNode {
         }
     }
 
+    /// The error with its causes: reqwest's own message omits them, and the
+    /// cause is what an operator needs (refused, timed out, a certificate
+    /// the node's CA did not sign...).
     fn unavailable(&self, err: reqwest::Error) -> ChainError {
-        ChainError::Unavailable(format!("{}: {err}", self.base))
+        let mut message = format!("{}: {err}", self.base);
+        let mut cause = std::error::Error::source(&err);
+        while let Some(inner) = cause {
+            message.push_str(&format!(": {inner}"));
+            cause = inner.source();
+        }
+        ChainError::Unavailable(message)
     }
 
     /// Sends `request` and reads its answer as `T` (or a classified error).

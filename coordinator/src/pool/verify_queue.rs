@@ -91,6 +91,7 @@ fn verifier_thread(
     // The configuration checked the engine; should it not run, the best one does.
     let mut engine = engine.and_then(|e| FastEngine::with_engine(e).ok()).unwrap_or_default();
     let group = engine.engine().lanes();
+    let simd = engine.engine() != CpuEngine::Scalar;
     loop {
         let batch: Vec<Task> = {
             let Ok(receiver) = receiver.lock() else { return };
@@ -102,7 +103,7 @@ fn verifier_thread(
             while batch.len() < group {
                 let task = match receiver.try_recv() {
                     Ok(task) => Ok(task),
-                    Err(_) if group > 4 => receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+                    Err(_) if simd => receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())),
                     Err(_) => break,
                 };
                 match task {

@@ -91,16 +91,23 @@ impl SimdEngine {
         group.resize(lanes, items[0]);
         self.digests.clear();
         self.digests.resize(lanes, Digest([0; 32]));
-        #[cfg(target_arch = "x86_64")]
+        self.run_group(&group);
+        &self.digests[..items.len()]
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn run_group(&mut self, group: &[(&PowInput, u64)]) {
         // SAFETY: `new` made this engine only for an instruction set the CPU supports.
         unsafe {
             match self.isa {
-                Isa::Avx2 => avx2::hash_group(&mut self.tables, &group, &mut self.digests),
-                Isa::Avx512 => avx512::hash_group(&mut self.tables, &group, &mut self.digests),
+                Isa::Avx2 => avx2::hash_group(&mut self.tables, group, &mut self.digests),
+                Isa::Avx512 => avx512::hash_group(&mut self.tables, group, &mut self.digests),
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no instruction set is supported off x86-64, so no SimdEngine exists");
-        &self.digests[..items.len()]
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn run_group(&mut self, _group: &[(&PowInput, u64)]) {
+        unreachable!("no instruction set is supported off x86-64, so no SimdEngine exists")
     }
 }
