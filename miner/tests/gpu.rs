@@ -155,6 +155,31 @@ fn a_tuned_device_finds_what_the_cpu_finds() {
     assert_eq!(found, expected);
 }
 
+/// A dispatch window no batch can meet (1 µs) once panicked the tuner; now
+/// it settles for the smallest batch at split 1, which still mines right.
+#[test]
+fn a_window_no_batch_meets_still_tunes_to_the_smallest_batch() {
+    if !require_adapter() {
+        return;
+    }
+    let goals = TuningGoals {
+        memory_budget: Some(1 << 30),
+        min_dispatch: Duration::from_nanos(1),
+        max_dispatch: Duration::from_micros(1),
+        ..Default::default()
+    };
+    let tuning_job = job(small_params(), NonceRange::new(0, 1), 1);
+    let backend = GpuBackend::start(0, None, None, goals, &tuning_job, InjectedFault::None).unwrap();
+    assert_eq!(backend.shape().split, 1, "{:?}", backend.shape());
+    let nonces = NonceRange::new(5_000, 5_000 + 300);
+    let job = job(small_params(), nonces, 8);
+    let (end, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
+    assert_eq!(end.unwrap().hashes, nonces.len());
+    let mut expected = Vec::new();
+    FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
+    assert_eq!(found, expected);
+}
+
 #[test]
 fn a_wrong_gpu_result_disables_the_device() {
     if !require_adapter() {

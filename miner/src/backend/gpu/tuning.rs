@@ -161,7 +161,9 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
                 || (b.dispatch_time < goals.min_dispatch && rate >= b.measured_rate * (1.0 - goals.min_gain))
         });
         let too_long = dispatch > goals.max_dispatch;
-        if improved && !too_long {
+        // The smallest batch at split 1 is kept even past the window (a slow
+        // device, a tiny window): there is nothing shorter to fall back to.
+        if improved && (!too_long || best.is_none()) {
             best = Some(Tuned { shape, measured_rate: rate, dispatch_time: dispatch });
         }
         last = Some(searcher);
@@ -172,7 +174,10 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
         }
         hashes = next;
     }
-    let mut tuned = best.expect("the smallest batch was measured");
+    // Every path to here measured a batch: the first one always sets `best`.
+    let Some(mut tuned) = best else {
+        return Err(GpuError::Unsupported("tuning measured no batch".into()));
+    };
     let mut searcher = match last {
         Some(searcher) if searcher.shape() == tuned.shape => searcher,
         other => {
