@@ -10,7 +10,9 @@
 //!    past the threshold in one batch.
 //!
 //! `reward_split` is the arithmetic (pure); `share_compaction` folds shares
-//! no window can need any more into per-worker aggregates (housekeeping).
+//! no window can need any more into per-worker aggregates (housekeeping);
+//! `window_tally` keeps the windows that are looked at every round (the
+//! estimates', compaction's) up to date without reading them whole.
 //! Every change of money is one atomic `RewardUpdate` in the store; this
 //! module never holds a lock across an await, and one round runs at a time.
 
@@ -21,7 +23,9 @@ mod payout_sender;
 pub mod reward_split;
 mod reward_views;
 mod share_compaction;
+mod window_tally;
 
+use self::window_tally::{TallyKey, WindowTally};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,6 +163,10 @@ pub struct Rewards {
     estimates: Mutex<HashMap<String, u64>>,
     /// What they were computed from: ledger length, template id, pool fee.
     estimate_basis: Mutex<Option<(u64, String, u32)>>,
+    /// The window the estimates are split over, by worker, kept up to date.
+    estimate_tally: Mutex<WindowTally>,
+    /// The window compaction must keep ([`share_compaction`]'s bound).
+    keep_tally: Mutex<WindowTally>,
 }
 
 impl Rewards {
@@ -174,6 +182,8 @@ impl Rewards {
             payout_tag: tag.to_hex()[..16].to_string(),
             estimates: Mutex::new(HashMap::new()),
             estimate_basis: Mutex::new(None),
+            estimate_tally: Mutex::new(WindowTally::new(TallyKey::WorkerId)),
+            keep_tally: Mutex::new(WindowTally::new(TallyKey::Nothing)),
         })
     }
 

@@ -3,11 +3,10 @@
 
 use std::collections::HashMap;
 
-use super::reward_split::{
-    pplns_target, pplns_window, split_reward, whole_window, PayoutScheme, SplitKind, WindowShare,
-};
+use super::reward_split::{pplns_target, split_reward, PayoutScheme, SplitKind};
+use super::window_tally::WindowRule;
 use super::{RewardError, Rewards};
-use crate::storage::{BlockStatus, ShareRecord};
+use crate::storage::BlockStatus;
 
 impl Rewards {
     /// Base units per worker id a block found now would pay (by the
@@ -41,18 +40,13 @@ impl Rewards {
         reward: u64,
         pool_fee_bps: u32,
     ) -> Result<HashMap<String, u64>, RewardError> {
-        let Some(last) = self.store.ledger_len().checked_sub(1) else { return Ok(HashMap::new()) };
-        // Keyed by worker id: the split is per wallet, the stats per worker.
-        let by_worker = |(p, s): (u64, ShareRecord)| WindowShare {
-            position: p,
-            wallet: s.worker_id,
-            difficulty: s.share_difficulty,
-        };
-        let window = match self.config.scheme {
+        if self.store.ledger_len() == 0 {
+            return Ok(HashMap::new());
+        }
+        let rule = match self.config.scheme {
             PayoutScheme::Solo => return Ok(HashMap::new()),
             PayoutScheme::Pplns => {
-                let target = pplns_target(network_difficulty, self.config.pplns_window_factor);
-                pplns_window(self.pplns_shares(last, target)?.into_iter().map(by_worker), target)
+                WindowRule::LastUnits(pplns_target(network_difficulty, self.config.pplns_window_factor))
             }
             PayoutScheme::Prop => {
                 let round_start = self
@@ -63,8 +57,15 @@ impl Rewards {
                     .filter_map(|b| b.share_position)
                     .max()
                     .map_or(0, |p| p + 1);
-                whole_window(self.round_shares(round_start, last)?.into_iter().map(by_worker))
+                WindowRule::From(round_start)
             }
+        };
+        // Keyed by worker id (the split is per wallet, the stats per
+        // worker), updated by the shares since the last round.
+        let window = {
+            let mut tally = self.estimate_tally.lock().expect("estimate tally lock");
+            tally.fit(&*self.store, rule)?;
+            tally.reward_window(&*self.store)?
         };
         let split = split_reward(reward, &self.fees(pool_fee_bps), &window);
         Ok(split.entries.into_iter().filter(|e| e.kind == SplitKind::Miner).map(|e| (e.recipient, e.amount)).collect())

@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 
 use super::reward_split::{pplns_target, PayoutScheme};
+use super::window_tally::WindowRule;
 use super::{RewardError, Rewards};
 use crate::storage::BlockStatus;
 
@@ -69,13 +70,15 @@ impl Rewards {
                 .map_or(floor, |p| p + 1),
             PayoutScheme::Pplns => {
                 let Some(difficulty) = network_difficulty else { return Ok(floor) };
-                let Some(last) = end.checked_sub(1) else { return Ok(floor) };
                 let keep = pplns_target(difficulty, self.config.pplns_window_factor) * PPLNS_KEEP_FACTOR;
-                let kept = self.pplns_shares(last, keep)?;
-                let reached: u128 = kept.iter().map(|(_, s)| u128::from(s.share_difficulty)).sum();
-                match kept.last() {
-                    Some((oldest, _)) if reached >= keep => *oldest,
-                    _ => floor,
+                // Kept up to date, not read whole: housekeeping runs every
+                // few seconds and the kept window can be millions of shares.
+                let mut tally = self.keep_tally.lock().expect("keep tally lock");
+                tally.fit(&*self.store, WindowRule::LastUnits(keep))?;
+                if tally.is_full() {
+                    tally.start()
+                } else {
+                    floor
                 }
             }
         })
