@@ -14,7 +14,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 # mesa-vulkan-drivers: lavapipe, the Vulkan software adapter the GPU tests run on.
 # chromium, chromium-driver: the headless browser the dashboard tests drive
 # over WebDriver (tests/dashboards.rs).
-# openssl: makes the throwaway CA of the TLS upstream test (tests/upstream_tls.rs);
+# openssl: makes the throwaway CA of the TLS tests (tests/tls.rs);
 # ca-certificates: the system trust store an https:// upstream is checked against.
 APT_PACKAGES=(mesa-vulkan-drivers chromium chromium-driver openssl ca-certificates)
 

@@ -1,9 +1,12 @@
-//! `--upstream https://`: a pool reaches its node through TLS. The node is a
-//! coordinator's embedded devnet behind a TLS terminator (this test's own,
-//! tokio-rustls, with a certificate from a throwaway CA made by `openssl`).
-//! With `--upstream-ca` naming that CA the pool hands out jobs; without it,
-//! the node's certificate is refused and the pool says the chain is
-//! unavailable, naming the certificate in its log.
+//! TLS on both of the pool's links, each through a TLS terminator of this
+//! test's own (tokio-rustls, a certificate from a throwaway CA made by
+//! `openssl`), as an operator terminates TLS in front of a coordinator:
+//! - `--upstream https://`: a pool reaches its node (a coordinator's
+//!   embedded devnet). With `--upstream-ca` naming the CA the pool hands out
+//!   jobs; without it the node's certificate is refused and the pool says
+//!   the chain is unavailable, naming the certificate in its log.
+//! - `vision-miner --pool https://`: a real miner mines on a pool through
+//!   TLS with `--pool-ca`; without it, it refuses the certificate and says so.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
-use vision_suite::{coordinator_log_path, free_port, fresh_dir, start_coordinator, workspace_binary};
+use vision_suite::{coordinator_log_path, free_port, fresh_dir, start_coordinator, workspace_binary, QUICK_REWARDS};
 
 /// A CA and a server certificate for localhost / 127.0.0.1 signed by it.
 fn make_certificates(dir: &Path) {
@@ -129,6 +132,79 @@ async fn a_pool_reaches_its_node_over_https_and_refuses_an_unknown_certificate()
     assert!(String::from_utf8_lossy(&out.stderr).contains("upstream-ca"));
 
     for child in [&mut pool, &mut stranger, &mut node] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+/// A `vision-miner` on `pool_url` (one CPU thread), its status API on a free port.
+fn start_miner(pool_url: &str, extra: &[&str], log: &Path) -> (std::process::Child, String) {
+    let api = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(workspace_binary("vision-miner"))
+        .args(["--pool", pool_url, "--wallet", "land1tls", "--worker", "tls-rig", "--backend", "cpu"])
+        .args(["--threads", "1", "--status-interval", "3600", "--api-bind", &api])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, format!("http://{api}/status"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_mines_on_a_pool_over_https_and_refuses_an_unknown_certificate() {
+    let root = fresh_dir("miner-tls");
+    make_certificates(&root);
+    let pool_bind = format!("127.0.0.1:{}", free_port());
+    let args: Vec<&str> = QUICK_REWARDS.iter().copied().chain(["--bind", pool_bind.as_str()]).collect();
+    let (mut pool, _) = start_coordinator(&root.join("pool"), &args, &[]);
+    let tls_port = tls_terminator(&root, pool_bind.clone()).await;
+    let pool_url = format!("https://localhost:{tls_port}");
+    let ca = root.join("ca.pem");
+    let http = reqwest::Client::new();
+    let status = async |url: &str| -> Value {
+        match http.get(url).send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    };
+
+    let (mut trusting, trusting_status) =
+        start_miner(&pool_url, &["--pool-ca", ca.to_str().unwrap()], &root.join("trusting.log"));
+    let (mut stranger, stranger_status) = start_miner(&pool_url, &[], &root.join("stranger.log"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(&trusting_status).await;
+        if s["accepted"].as_u64().unwrap_or(0) > 0 && s["connection"]["connected"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no share accepted through TLS: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The system's roots do not include the throwaway CA: the other miner
+    // never connected, and says why.
+    let s = status(&stranger_status).await;
+    assert_eq!(s["connection"]["connected"], false, "{s}");
+    assert_eq!(s["accepted"].as_u64(), Some(0), "{s}");
+    let error = s["connection"]["last_error"].as_str().unwrap_or_default().to_lowercase();
+    let log = std::fs::read_to_string(root.join("stranger.log")).unwrap_or_default().to_lowercase();
+    assert!(
+        error.contains("certificate") || log.contains("certificate"),
+        "the miner names the certificate problem: {s}\n{log}"
+    );
+
+    // A CA file without a certificate is a one-line error and exit 2.
+    std::fs::write(root.join("empty.pem"), "not a certificate\n").unwrap();
+    let out = Command::new(workspace_binary("vision-miner"))
+        .args(["--pool", &pool_url, "--wallet", "land1tls", "--pool-ca"])
+        .arg(root.join("empty.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pool-ca"));
+
+    for child in [&mut trusting, &mut stranger, &mut pool] {
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -106,7 +106,7 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
     let (found_tx, found_rx) = tokio::sync::mpsc::unbounded_channel();
     let dispatch = WorkDispatch::start(devices, found_tx);
     let status = Arc::new(MinerStatus::new());
-    let pool_switch = Arc::new(PoolSwitch::default());
+    let pool_switch = Arc::new(PoolSwitch::new(config.pool_ca.clone()));
 
     let sampler = {
         let (status, dispatch) = (status.clone(), dispatch.clone());
@@ -147,7 +147,8 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
     let session = async {
         match &config.mode {
             MiningMode::Pool(urls) => {
-                let pools = urls.iter().map(|u| PoolClient::new(u)).collect::<Result<Vec<_>, _>>()?;
+                let pools =
+                    urls.iter().map(|u| PoolClient::new(u, config.pool_ca.as_ref())).collect::<Result<Vec<_>, _>>()?;
                 let pool_session = PoolSession {
                     pools,
                     wallet: config.wallet.clone(),

@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::backend::gpu::shader::UnknownShader;
+use crate::client::pool_client::{read_pool_ca, PoolCa, PoolClient};
 use crate::device_selection::BackendChoice;
 use crate::MinerError;
 
@@ -20,6 +21,10 @@ pub struct MineArgs {
     #[arg(long = "pool", value_name = "URL", env = "VISION_POOLS", value_delimiter = ',')]
     #[serde(default, rename = "pool")]
     pub pools: Vec<String>,
+    /// PEM file of the CA certificates trusted for https:// pools, in place of
+    /// the system's (a pool behind a private CA).
+    #[arg(long, value_name = "FILE", env = "VISION_POOL_CA")]
+    pub pool_ca: Option<std::path::PathBuf>,
     /// Mine solo against this node's API (http://host:port) instead of a pool.
     #[arg(long, value_name = "NODE_URL", env = "VISION_SOLO", conflicts_with = "pools")]
     pub solo: Option<String>,
@@ -75,6 +80,8 @@ pub struct MineArgs {
 #[derive(Debug, Clone)]
 pub struct MinerConfig {
     pub mode: MiningMode,
+    /// `--pool-ca`, read and checked.
+    pub pool_ca: Option<PoolCa>,
     /// Sent as `Authorization: Bearer` with solo block submissions.
     pub node_token: Option<String>,
     pub wallet: String,
@@ -114,6 +121,7 @@ impl MineArgs {
     pub fn or(self, file: MineArgs) -> MineArgs {
         MineArgs {
             pools: if self.pools.is_empty() { file.pools } else { self.pools },
+            pool_ca: self.pool_ca.or(file.pool_ca),
             solo: self.solo.or(file.solo),
             node_token: self.node_token.or(file.node_token),
             wallet: self.wallet.or(file.wallet),
@@ -143,7 +151,7 @@ impl MineArgs {
             }
             (None, false) => {
                 for url in &self.pools {
-                    crate::client::pool_client::PoolClient::new(url)?;
+                    PoolClient::new(url, None)?;
                 }
                 MiningMode::Pool(self.pools.clone())
             }
@@ -190,8 +198,14 @@ impl MineArgs {
             Some((addr, self.api_token.filter(|t| !t.is_empty())))
         };
         let quiet = self.quiet == Some(true);
+        let pool_ca = match (&self.pool_ca, &mode) {
+            (Some(path), MiningMode::Pool(_)) => Some(read_pool_ca(path)?),
+            (Some(_), MiningMode::Solo(_)) => return Err(MinerError::bad_input("--pool-ca is for pools, not --solo")),
+            (None, _) => None,
+        };
         Ok(MinerConfig {
             mode,
+            pool_ca,
             node_token: self.node_token.filter(|t| !t.is_empty()),
             wallet,
             worker,

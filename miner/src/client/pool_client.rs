@@ -81,17 +81,34 @@ pub struct PoolClient {
     http: reqwest::Client,
 }
 
+/// Certificates trusted for `https://` pools in place of the system's
+/// (`--pool-ca`: a pool behind a private CA).
+pub type PoolCa = std::sync::Arc<[reqwest::Certificate]>;
+
+/// Reads a `--pool-ca` file: PEM certificates, at least one.
+pub fn read_pool_ca(path: &std::path::Path) -> Result<PoolCa, MinerError> {
+    let invalid = |why: String| MinerError::bad_input(format!("--pool-ca {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(certs.into()),
+        Ok(_) => Err(invalid("no certificate in it".into())),
+        Err(e) => Err(invalid(e.to_string())),
+    }
+}
+
 impl PoolClient {
-    pub fn new(url: &str) -> Result<Self, MinerError> {
+    /// `ca`, when given, replaces the system's trust store for `https://`.
+    pub fn new(url: &str, ca: Option<&PoolCa>) -> Result<Self, MinerError> {
         let url = url.trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
             return Err(MinerError::bad_input(format!("{url:?} is not a pool URL (expected http://host:port)")));
         }
         reqwest::Url::parse(&url).map_err(|e| MinerError::bad_input(format!("{url:?} is not a URL: {e}")))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| MinerError::runtime(format!("cannot build an HTTP client: {e}")))?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(ca) = ca {
+            builder = builder.tls_certs_only(ca.iter().cloned());
+        }
+        let http = builder.build().map_err(|e| MinerError::runtime(format!("cannot build an HTTP client: {e}")))?;
         Ok(PoolClient { url, http })
     }
 

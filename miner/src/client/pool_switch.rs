@@ -6,16 +6,22 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use super::pool_client::PoolClient;
+use super::pool_client::{PoolCa, PoolClient};
 use crate::MinerError;
 
 #[derive(Default)]
 pub struct PoolSwitch {
     requested: Mutex<Option<PoolClient>>,
     pub(crate) notify: Notify,
+    /// The miner's `--pool-ca`: a pool switched to is trusted as the configured ones are.
+    ca: Option<PoolCa>,
 }
 
 impl PoolSwitch {
+    pub fn new(ca: Option<PoolCa>) -> Self {
+        PoolSwitch { ca, ..PoolSwitch::default() }
+    }
+
     /// Checks `url` and asks the session to make it the primary pool (added
     /// to the failover list when new). Only its origin counts (a URL copied
     /// from a dashboard's address bar carries a path); credentials in it are
@@ -26,7 +32,7 @@ impl PoolSwitch {
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(MinerError::bad_input("a pool URL carries no user name or password"));
         }
-        let pool = PoolClient::new(&parsed.origin().ascii_serialization())?;
+        let pool = PoolClient::new(&parsed.origin().ascii_serialization(), self.ca.as_ref())?;
         let url = pool.url.clone();
         *self.requested.lock().expect("pool switch lock") = Some(pool);
         self.notify.notify_one();
