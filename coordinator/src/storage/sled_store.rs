@@ -632,7 +632,16 @@ mod tests {
             store.flush().unwrap();
             (store.secret().unwrap(), store.next_id().unwrap())
         };
-        let store = SledStore::open_path(&dir).unwrap();
+        // sled's flusher thread lets go of the file lock a moment after the
+        // drop: a reopen at once may find it still held.
+        let store = (0..250)
+            .find_map(|_| {
+                SledStore::open_path(&dir).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                })
+            })
+            .expect("reopen within 5 s");
         assert_eq!(store.secret().unwrap(), secret);
         assert!(store.next_id().unwrap() > id, "ids never repeat across restarts");
         assert!(store.credited(3, "t-j", 9).unwrap().is_some());
