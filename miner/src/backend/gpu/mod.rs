@@ -9,8 +9,9 @@
 //! - [`searcher`]: the batch lifecycle: one device running batches of nonces,
 //!   reading back only the found list.
 //! - [`tuning`]: measures the device to choose the batch shape.
-//! - [`worker`]: [`GpuBackend`], the device's own thread, which re-checks
-//!   every found nonce on the CPU and disables the device on a failure.
+//! - [`worker`]: [`GpuBackend`] and the device's own thread; every found
+//!   nonce is re-checked on the CPU (on the searching thread, off the device
+//!   thread) and a failure disables the device.
 //!
 //! The kernel is the one implementation of VisionX outside `visionx`; no
 //! result of it reaches a session without a CPU re-check

@@ -1,6 +1,7 @@
-//! One OS thread per GPU: it owns the device, runs the batch loop, and
-//! re-checks every nonce the GPU reports on the CPU engine before anyone
-//! sees it.
+//! One OS thread per GPU: it owns the device and runs the batch loop. Every
+//! nonce the GPU reports is re-checked on the CPU engine before anyone sees
+//! it, on the thread that asked for the search (which otherwise only waits),
+//! so a burst of shares never keeps the device thread from feeding the GPU.
 //!
 //! The thread is never a tokio runtime thread: waiting on the device blocks.
 //! A device that returns a wrong digest, or is lost, is disabled with a log
@@ -10,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -67,6 +68,7 @@ enum Command {
 }
 
 enum Event {
+    /// As the GPU reported it: not yet re-checked.
     Found(Found),
     Done(Result<SearchEnd, GpuError>),
 }
@@ -80,6 +82,8 @@ pub struct GpuBackend {
     commands: Option<Sender<Command>>,
     disabled: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Re-checks the GPU's found nonces (one search at a time uses it).
+    cpu: Mutex<FastEngine>,
 }
 
 impl GpuBackend {
@@ -105,17 +109,7 @@ impl GpuBackend {
             .name(format!("vision-gpu-{index}"))
             .spawn({
                 let disabled = disabled.clone();
-                move || {
-                    DeviceThread {
-                        searcher,
-                        goals,
-                        disabled,
-                        fault,
-                        cpu: FastEngine::new(),
-                        stats: DispatchStats::default(),
-                    }
-                    .run(inbox)
-                }
+                move || DeviceThread { searcher, goals, disabled, fault, stats: DispatchStats::default() }.run(inbox)
             })
             .map_err(|e| GpuError::Device(format!("cannot start the device thread: {e}")))?;
         Ok(GpuBackend {
@@ -126,6 +120,7 @@ impl GpuBackend {
             commands: Some(commands),
             disabled,
             thread: Some(thread),
+            cpu: Mutex::new(FastEngine::new()),
         })
     }
 
@@ -166,7 +161,9 @@ impl GpuBackend {
     /// Searches `job.nonces` on the device and blocks until the range is
     /// done, `control` is cancelled (the device stops within a dispatch or
     /// two), or the device fails. Every nonce passed to `on_found` has been
-    /// re-checked on the CPU.
+    /// re-checked on the CPU, here; the first that fails the re-check
+    /// disables the device (it stops within a dispatch or two) and the
+    /// search ends with [`GpuError::WrongResult`].
     pub fn search(
         &self,
         job: &Job,
@@ -182,10 +179,25 @@ impl GpuBackend {
         if !matches!(sent, Some(Ok(()))) {
             return Err(GpuError::DeviceLost(format!("{}: device thread stopped", self.summary.name)));
         }
+        let mut cpu = self.cpu.lock().expect("re-check engine lock");
+        let mut wrong = None;
         for event in inbox {
             match event {
-                Event::Found(found) => on_found(found),
-                Event::Done(result) => return result,
+                Event::Found(_) if wrong.is_some() => {}
+                Event::Found(found) => match recheck(&mut cpu, job, &found) {
+                    Ok(()) => on_found(found),
+                    Err(err) => {
+                        // The device thread sees this within a dispatch or two and stops.
+                        self.disabled.store(true, Ordering::SeqCst);
+                        tracing::error!(
+                            "GPU #{} ({}) disabled: {err}; mining continues on the other backends",
+                            self.summary.index,
+                            self.summary.name
+                        );
+                        wrong = Some(err);
+                    }
+                },
+                Event::Done(result) => return wrong.map_or(result, Err),
             }
         }
         Err(GpuError::DeviceLost(format!("{}: device thread stopped", self.summary.name)))
@@ -206,8 +218,6 @@ struct DeviceThread {
     goals: TuningGoals,
     disabled: Arc<AtomicBool>,
     fault: InjectedFault,
-    /// Re-checks the GPU's found nonces.
-    cpu: FastEngine,
     stats: DispatchStats,
 }
 
@@ -259,7 +269,8 @@ impl DeviceThread {
         let mut batches: VecDeque<super::searcher::BatchTicket> = VecDeque::new();
         let mut queued: VecDeque<(wgpu::SubmissionIndex, bool)> = VecDeque::new();
         loop {
-            let cancelled = control.is_cancelled();
+            // A disabled device (a found nonce failed its re-check) stops too.
+            let cancelled = control.is_cancelled() || self.disabled.load(Ordering::SeqCst);
             // Keep the device fed: submit the next step of the newest batch,
             // or start a batch when the newest is fully submitted.
             while !cancelled && queued.len() < QUEUE_DEPTH {
@@ -299,7 +310,6 @@ impl DeviceThread {
                     if self.fault == InjectedFault::CorruptDigests {
                         found.digest.0[31] ^= 1;
                     }
-                    self.recheck(job, found)?;
                     let _ = events.send(Event::Found(found));
                 }
                 hashes += u64::from(result.hashes);
@@ -307,19 +317,20 @@ impl DeviceThread {
             }
         }
         // Cancelled: batches that were not finished are given up.
-        let cancelled = !batches.is_empty() || (control.is_cancelled() && next_nonce < job.nonces.end);
+        let stopped = control.is_cancelled() || self.disabled.load(Ordering::SeqCst);
+        let cancelled = !batches.is_empty() || (stopped && next_nonce < job.nonces.end);
         for ticket in batches {
             self.searcher.abandon(ticket);
         }
         Ok(SearchEnd { hashes, cancelled })
     }
+}
 
-    /// A GPU result is only believed once the CPU engine agrees.
-    fn recheck(&mut self, job: &Job, found: Found) -> Result<(), GpuError> {
-        let digest = self.cpu.hash(&job.input, found.nonce);
-        if digest != found.digest || !job.target.is_met_by(&digest) {
-            return Err(GpuError::WrongResult { nonce: found.nonce });
-        }
-        Ok(())
+/// A GPU result is only believed once the CPU engine agrees.
+fn recheck(cpu: &mut FastEngine, job: &Job, found: &Found) -> Result<(), GpuError> {
+    let digest = cpu.hash(&job.input, found.nonce);
+    if digest != found.digest || !job.target.is_met_by(&digest) {
+        return Err(GpuError::WrongResult { nonce: found.nonce });
     }
+    Ok(())
 }
