@@ -181,6 +181,26 @@ fn a_window_no_batch_meets_still_tunes_to_the_smallest_batch() {
 }
 
 #[test]
+fn a_segment_fits_every_binding_even_where_the_filter_outweighs_the_table() {
+    if !require_adapter() {
+        return;
+    }
+    // Software adapters (lavapipe, here) keep the filter.
+    let filtered = device(ShaderVariant::Emulated);
+    assert!(filtered.filter, "the test runs on an adapter with the table filter");
+    let limit = filtered.summary.max_storage_buffer_binding_size.min(filtered.summary.max_buffer_size);
+    // Tiny tables (a few writes a hash) behind a filter sized by the scratchpad.
+    let params =
+        Params { dataset_mb: 1, scratch_mb: 4, mix_iters: 16, reads_per_iter: 4, write_every: 8, epoch_blocks: 32 };
+    let (slots, filter_bytes) =
+        (u64::from(filtered.table_slots(&params)), u64::from(filtered.filter_bits(&params) / 8));
+    assert!(filter_bytes > slots * 8, "the case under test: {filter_bytes} filter bytes, {slots} slots");
+    let hashes = u64::from(filtered.max_segment_hashes(&params));
+    assert!(hashes * filter_bytes <= limit, "{hashes} hashes x {filter_bytes} filter bytes over {limit}");
+    assert!(hashes * slots * 8 <= limit);
+}
+
+#[test]
 fn a_wrong_gpu_result_disables_the_device() {
     if !require_adapter() {
         return;

@@ -203,8 +203,12 @@ impl GpuDevice {
     pub fn max_segment_hashes(&self, params: &visionx::Params) -> u32 {
         let slots = u64::from(self.table_slots(params));
         let per_binding = self.summary.max_storage_buffer_binding_size.min(self.summary.max_buffer_size);
-        let by_values = per_binding / (slots * 8);
-        (by_values / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE)).clamp(1, 1 << 20) as u32
+        // Each of a segment's buffers is one binding: the largest per hash
+        // bounds it (the values, except that a small table's filter can be
+        // bigger than its values).
+        let widest = (slots * 8).max(u64::from(self.filter_bits(params) / 8)).max(1);
+        let by_binding = per_binding / widest;
+        (by_binding / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE)).clamp(1, 1 << 20) as u32
     }
 }
 
