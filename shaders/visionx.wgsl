@@ -14,18 +14,6 @@ struct Config {
     nonce_base: vec2<u32>,
     // A hash is reported when the digest's top word is <= this.
     target_top: vec2<u32>,
-    dmask: u32,
-    smask: u32,
-    // Table slots per hash, and the power of two at or above it, less one,
-    // and its log2: a scratch index's low bits scaled into [0, slots) by a
-    // multiply and a shift (3/4 of a power of two: 288 KiB tables at
-    // consensus instead of 384 KiB, so more hashes fit in flight).
-    slots: u32,
-    slots_pmask: u32,
-    slots_shift: u32,
-    four_reads: u32,
-    write_every: u32,
-    mix_iters: u32,
     iter_begin: u32,
     iter_end: u32,
     // Hashes in this segment; invocations beyond it return at once (WGSL
@@ -36,8 +24,8 @@ struct Config {
     header_words8: u32,
     header_words16: u32,
     found_capacity: u32,
-    // Bits in each hash's filter, minus one (filter variant only).
-    filter_mask: u32,
+    // Rounds the block to its 8-byte alignment (the host's mirror has it too).
+    reserved: u32,
 }
 
 struct Found {
@@ -63,6 +51,26 @@ struct Found {
 override WORKGROUP_SIZE: u32 = 64u;
 override USE_FILTER: bool = false;
 
+// The params and table shape, fixed per pipeline (pipeline-overridable
+// constants, not uniforms): the compiler folds the masks, the four-reads
+// branch and `i % WRITE_EVERY` (a mask for powers of two, not a division).
+// The defaults only make the module valid on its own; the host sets each.
+override DMASK: u32 = 0u;
+override SMASK: u32 = 0u;
+// Table slots per hash, and the power of two at or above it, less one, and
+// its log2: a scratch index's low bits scaled into [0, SLOTS) by a multiply
+// and a shift (3/4 of a power of two: 288 KiB tables at consensus instead of
+// 384 KiB, so more hashes fit in flight).
+override SLOTS: u32 = 1u;
+override SLOTS_PMASK: u32 = 0u;
+override SLOTS_SHIFT: u32 = 0u;
+override FOUR_READS: bool = false;
+// 0: the params write nothing.
+override WRITE_EVERY: u32 = 0u;
+override MIX_ITERS: u32 = 0u;
+// Bits in each hash's filter, minus one (filter variant only).
+override FILTER_MASK: u32 = 0u;
+
 fn fmix(z0: W) -> W {
     var z = w_mul(w_xor(z0, w_shr(z0, 30u)), K_FMIX1);
     z = w_mul(w_xor(z, w_shr(z, 27u)), K_FMIX2);
@@ -82,25 +90,25 @@ fn header_word(i: u32) -> W {
 // Scratch word j before any write: three fmix, no memory.
 fn initial_word(h: W, j: u32) -> W {
     let m = splitmix(h, j);
-    let i1 = w_lo(w_rotl(m, 17u)) & cfg.dmask;
-    let i2 = w_lo(w_rotr(m, 23u)) & cfg.dmask;
+    let i1 = w_lo(w_rotl(m, 17u)) & DMASK;
+    let i2 = w_lo(w_rotr(m, 23u)) & DMASK;
     let dseed = w(cfg.dataset_seed.x, cfg.dataset_seed.y);
     return w_xor(w_xor(splitmix(dseed, i1), splitmix(dseed, i2)), w_mul(m, K_SCRATCH));
 }
 
 // Where scratch index j's probe sequence starts in a table.
 fn first_slot(j: u32) -> u32 {
-    let low = j & cfg.slots_pmask;
+    let low = j & SLOTS_PMASK;
     // (A power-of-two table is the low bits themselves; the product could wrap.)
-    return select((low * cfg.slots) >> cfg.slots_shift, low, cfg.slots == cfg.slots_pmask + 1u);
+    return select((low * SLOTS) >> SLOTS_SHIFT, low, SLOTS == SLOTS_PMASK + 1u);
 }
 
 fn next_slot(slot: u32) -> u32 {
-    return select(slot + 1u, 0u, slot + 1u == cfg.slots);
+    return select(slot + 1u, 0u, slot + 1u == SLOTS);
 }
 
 fn filter_may_contain(fbase: u32, j: u32) -> bool {
-    let bit = j & cfg.filter_mask;
+    let bit = j & FILTER_MASK;
     return (write_filter[fbase + (bit >> 5u)] & (1u << (bit & 31u))) != 0u;
 }
 
@@ -133,7 +141,7 @@ fn scratch_read(base: u32, fbase: u32, j: u32, h: W) -> W {
 // slot that holds j, or the empty one where it goes (old = its initial word).
 fn scratch_update(base: u32, fbase: u32, j: u32, h: W, addend: W) {
     if (USE_FILTER) {
-        let bit = j & cfg.filter_mask;
+        let bit = j & FILTER_MASK;
         write_filter[fbase + (bit >> 5u)] |= 1u << (bit & 31u);
     }
     var slot = first_slot(j);
@@ -160,8 +168,8 @@ fn search(@builtin(global_invocation_id) invocation: vec3<u32>) {
         return;
     }
     let hash_index = cfg.first_hash + lane;
-    let base = lane * cfg.slots;
-    let fbase = select(0u, lane * ((cfg.filter_mask + 1u) / 32u), USE_FILTER);
+    let base = lane * SLOTS;
+    let fbase = select(0u, lane * ((FILTER_MASK + 1u) / 32u), USE_FILTER);
     let st = lane * 4u;
 
     var h: W;
@@ -195,28 +203,28 @@ fn search(@builtin(global_invocation_id) invocation: vec3<u32>) {
 
     for (var i = cfg.iter_begin; i < cfg.iter_end; i++) {
         let wi = w_u32(i);
-        let j1 = w_lo(w_rotl(w_xor(w_xor(w_xor(a, b), acc), w_mul(wi, K_ITER)), 17u)) & cfg.smask;
+        let j1 = w_lo(w_rotl(w_xor(w_xor(w_xor(a, b), acc), w_mul(wi, K_ITER)), 17u)) & SMASK;
         let v1 = scratch_read(base, fbase, j1, h);
-        let j2 = w_lo(w_rotl(w_xor(w_xor(v1, a), acc), 23u)) & cfg.smask;
+        let j2 = w_lo(w_rotl(w_xor(w_xor(v1, a), acc), 23u)) & SMASK;
         let v2 = scratch_read(base, fbase, j2, h);
-        let j3 = w_lo(w_rotl(w_xor(w_xor(v2, b), acc), 19u)) & cfg.smask;
+        let j3 = w_lo(w_rotl(w_xor(w_xor(v2, b), acc), 19u)) & SMASK;
         let v3 = scratch_read(base, fbase, j3, h);
         var v4 = v3;
-        if (cfg.four_reads != 0u) {
-            let j4 = w_lo(w_rotl(w_xor(w_xor(v3, v1), acc), 29u)) & cfg.smask;
+        if (FOUR_READS) {
+            let j4 = w_lo(w_rotl(w_xor(w_xor(v3, v1), acc), 29u)) & SMASK;
             v4 = scratch_read(base, fbase, j4, h);
         }
         let mix = w_xor(w_xor(w_xor(v1, w_rotl(v2, 13u)), w_mul(v3, K_FMIX2)), w_rotr(v4, 7u));
         a = w_xor(w_rotl(a, 13u), w_mul(mix, K_SCRATCH));
         b = w_xor(w_rotl(b, 17u), w_mul(w_xor(mix, acc), K_FMIX1));
         acc = w_xor(w_rotl(acc, 7u), w_mul(w_xor(a, b), K_ACC));
-        if (cfg.write_every != 0u && i % cfg.write_every == 0u) {
-            let jw = w_lo(w_rotl(w_xor(w_xor(w_xor(mix, a), w_rotl(b, 11u)), w_mul(wi, K_WRITE)), 31u)) & cfg.smask;
+        if (WRITE_EVERY != 0u && i % max(WRITE_EVERY, 1u) == 0u) {
+            let jw = w_lo(w_rotl(w_xor(w_xor(w_xor(mix, a), w_rotl(b, 11u)), w_mul(wi, K_WRITE)), 31u)) & SMASK;
             scratch_update(base, fbase, jw, h, w_xor(mix, K_GAMMA));
         }
     }
 
-    if (cfg.iter_end < cfg.mix_iters) {
+    if (cfg.iter_end < MIX_ITERS) {
         state[st] = h;
         state[st + 1u] = a;
         state[st + 2u] = b;

@@ -2,11 +2,12 @@
 //! for it, and the sizes of the per-hash tables for given params (from
 //! `visionx`, so every engine sizes them alike).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::adapters::AdapterSummary;
-use super::kernel_layout::{KernelConfig, WORKGROUP_SIZE};
+use super::kernel_layout::{KernelConfig, KernelSpec, WORKGROUP_SIZE};
 use super::shader::{self, ShaderVariant};
 use super::GpuError;
 
@@ -22,7 +23,10 @@ pub struct GpuDevice {
     pub compact_tables: bool,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
-    pub(crate) pipeline: wgpu::ComputePipeline,
+    module: wgpu::ShaderModule,
+    pipeline_layout: wgpu::PipelineLayout,
+    /// A pipeline per [`KernelSpec`] used so far (one, in production).
+    pipelines: Arc<Mutex<HashMap<KernelSpec, wgpu::ComputePipeline>>>,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) timestamps: bool,
     pub(crate) lost: Arc<AtomicBool>,
@@ -118,37 +122,76 @@ impl GpuDevice {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("visionx"),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some("search"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[
-                    ("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE)),
-                    ("USE_FILTER", if filter { 1.0 } else { 0.0 }),
-                ],
-                ..Default::default()
-            },
-            cache: None,
-        });
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Pipeline(err.to_string()));
         }
         let compact_tables = !summary.is_software;
-        Ok(GpuDevice {
+        let gpu = GpuDevice {
             summary,
             variant,
             filter,
             compact_tables,
             device,
             queue,
-            pipeline,
+            module,
+            pipeline_layout,
+            pipelines: Arc::default(),
             layout,
             timestamps,
             lost,
             errors,
+        };
+        // Compiles the kernel for consensus params now, so a shader the
+        // driver refuses fails here, at open, and the usual pipeline is ready.
+        let consensus = visionx::Params::CONSENSUS;
+        gpu.pipeline(&gpu.kernel_spec(&consensus, gpu.tables(&consensus), gpu.filter_bits(&consensus))?)?;
+        Ok(gpu)
+    }
+
+    /// The specialisation of the kernel for jobs of `params` on tables of
+    /// `table` slots behind filters of `filter_bits` bits.
+    pub(crate) fn kernel_spec(
+        &self,
+        params: &visionx::Params,
+        table: TableSlots,
+        filter_bits: u32,
+    ) -> Result<KernelSpec, GpuError> {
+        let geometry = params.validate().map_err(|e| GpuError::Unsupported(e.to_string()))?;
+        Ok(KernelSpec {
+            dmask: geometry.dmask as u32,
+            smask: geometry.smask as u32,
+            slots: table.slots,
+            slots_pmask: table.pow2 - 1,
+            slots_shift: table.pow2.trailing_zeros(),
+            four_reads: params.four_reads(),
+            write_every: params.write_every,
+            mix_iters: params.mix_iters,
+            filter_mask: filter_bits.saturating_sub(1),
         })
+    }
+
+    /// The kernel's pipeline for `spec`, compiled on first use.
+    pub(crate) fn pipeline(&self, spec: &KernelSpec) -> Result<wgpu::ComputePipeline, GpuError> {
+        if let Some(pipeline) = self.pipelines.lock().expect("pipelines lock").get(spec) {
+            return Ok(pipeline.clone());
+        }
+        let mut constants =
+            vec![("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE)), ("USE_FILTER", if self.filter { 1.0 } else { 0.0 })];
+        constants.extend(spec.constants());
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("visionx"),
+            layout: Some(&self.pipeline_layout),
+            module: &self.module,
+            entry_point: Some("search"),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Pipeline(err.to_string()));
+        }
+        self.pipelines.lock().expect("pipelines lock").insert(*spec, pipeline.clone());
+        Ok(pipeline)
     }
 
     /// Destroys the device (every later use fails as after a driver reset).

@@ -19,14 +19,6 @@ pub(crate) struct KernelConfig {
     pub(crate) dataset_seed: [u32; 2],
     pub(crate) nonce_base: [u32; 2],
     pub(crate) target_top: [u32; 2],
-    pub(crate) dmask: u32,
-    pub(crate) smask: u32,
-    pub(crate) slots: u32,
-    pub(crate) slots_pmask: u32,
-    pub(crate) slots_shift: u32,
-    pub(crate) four_reads: u32,
-    pub(crate) write_every: u32,
-    pub(crate) mix_iters: u32,
     pub(crate) iter_begin: u32,
     pub(crate) iter_end: u32,
     pub(crate) count: u32,
@@ -34,7 +26,40 @@ pub(crate) struct KernelConfig {
     pub(crate) header_words8: u32,
     pub(crate) header_words16: u32,
     pub(crate) found_capacity: u32,
+    /// Padding to the block's 8-byte alignment (WGSL rounds the struct up).
+    pub(crate) reserved: u32,
+}
+
+/// What a pipeline is specialised for: the kernel's override constants
+/// (params and table shape), fixed for every dispatch through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct KernelSpec {
+    pub(crate) dmask: u32,
+    pub(crate) smask: u32,
+    pub(crate) slots: u32,
+    pub(crate) slots_pmask: u32,
+    pub(crate) slots_shift: u32,
+    pub(crate) four_reads: bool,
+    pub(crate) write_every: u32,
+    pub(crate) mix_iters: u32,
     pub(crate) filter_mask: u32,
+}
+
+impl KernelSpec {
+    /// The values of the WGSL `override` declarations of the same names.
+    pub(crate) fn constants(&self) -> [(&'static str, f64); 9] {
+        [
+            ("DMASK", f64::from(self.dmask)),
+            ("SMASK", f64::from(self.smask)),
+            ("SLOTS", f64::from(self.slots)),
+            ("SLOTS_PMASK", f64::from(self.slots_pmask)),
+            ("SLOTS_SHIFT", f64::from(self.slots_shift)),
+            ("FOUR_READS", if self.four_reads { 1.0 } else { 0.0 }),
+            ("WRITE_EVERY", f64::from(self.write_every)),
+            ("MIX_ITERS", f64::from(self.mix_iters)),
+            ("FILTER_MASK", f64::from(self.filter_mask)),
+        ]
+    }
 }
 
 pub(crate) fn split_u64(v: u64) -> [u32; 2] {
@@ -80,14 +105,6 @@ mod tests {
             ("dataset_seed", 8),
             ("nonce_base", 8),
             ("target_top", 8),
-            ("dmask", 4),
-            ("smask", 4),
-            ("slots", 4),
-            ("slots_pmask", 4),
-            ("slots_shift", 4),
-            ("four_reads", 4),
-            ("write_every", 4),
-            ("mix_iters", 4),
             ("iter_begin", 4),
             ("iter_end", 4),
             ("count", 4),
@@ -95,7 +112,7 @@ mod tests {
             ("header_words8", 4),
             ("header_words16", 4),
             ("found_capacity", 4),
-            ("filter_mask", 4),
+            ("reserved", 4),
         ];
         let mirror: Vec<(String, usize)> = mirror.iter().map(|(n, s)| (n.to_string(), *s)).collect();
         assert_eq!(fields, mirror, "the WGSL Config and this list disagree");
@@ -106,25 +123,49 @@ mod tests {
             dataset_seed: [1, 2],
             nonce_base: [3, 4],
             target_top: [5, 6],
-            dmask: 7,
-            smask: 8,
-            slots: 9,
-            slots_pmask: 10,
-            slots_shift: 11,
-            four_reads: 12,
-            write_every: 13,
-            mix_iters: 14,
-            iter_begin: 15,
-            iter_end: 16,
-            count: 17,
-            first_hash: 18,
-            header_words8: 19,
-            header_words16: 20,
-            found_capacity: 21,
-            filter_mask: 22,
+            iter_begin: 7,
+            iter_end: 8,
+            count: 9,
+            first_hash: 10,
+            header_words8: 11,
+            header_words16: 12,
+            found_capacity: 13,
+            reserved: 14,
         };
         let words: &[u32] = bytemuck::cast_slice(std::slice::from_ref(&config));
-        assert_eq!(words, (1..=22).collect::<Vec<u32>>().as_slice());
+        assert_eq!(words, (1..=14).collect::<Vec<u32>>().as_slice());
+        // WGSL rounds a struct up to its alignment (8, for the vec2 fields):
+        // a Rust mirror of another size fails the binding's minimum size.
+        assert_eq!(std::mem::size_of::<KernelConfig>() % 8, 0);
+    }
+
+    /// Every override the kernel declares is set by the host, by name.
+    #[test]
+    fn kernel_spec_sets_every_override_of_the_wgsl() {
+        let wgsl = include_str!("../../../../shaders/visionx.wgsl");
+        let mut declared: Vec<&str> = wgsl
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("override "))
+            .map(|l| l.split(':').next().unwrap().trim())
+            .filter(|name| !["WORKGROUP_SIZE", "USE_FILTER"].contains(name))
+            .collect();
+        declared.sort_unstable();
+        let spec = KernelSpec {
+            dmask: 1,
+            smask: 2,
+            slots: 3,
+            slots_pmask: 4,
+            slots_shift: 5,
+            four_reads: true,
+            write_every: 6,
+            mix_iters: 7,
+            filter_mask: u32::MAX,
+        };
+        let mut set: Vec<&str> = spec.constants().iter().map(|(name, _)| *name).collect();
+        set.sort_unstable();
+        assert_eq!(declared, set);
+        // Every u32 survives the f64 the pipeline takes.
+        assert!(spec.constants().iter().any(|(_, v)| *v == f64::from(u32::MAX)));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! - [`shader`]: assembles the kernel for native `u64` or emulated `vec2<u32>`.
 //! - [`adapters`]: finds and describes adapters (`vision-miner devices`).
-//! - [`device`]: opens an adapter and compiles the kernel; sizes per-hash
-//!   tables with `visionx`'s rules.
+//! - [`device`]: opens an adapter and compiles the kernel, a pipeline per
+//!   params and table shape (override constants); sizes per-hash tables
+//!   with `visionx`'s rules.
 //! - [`kernel_layout`]: the host side of the kernel's buffers (`KernelConfig`,
-//!   pinned to the WGSL `Config`; the header words).
+//!   pinned to the WGSL `Config`; `KernelSpec`, its override constants; the
+//!   header words).
 //! - [`searcher`]: the batch lifecycle: one device running batches of nonces,
 //!   reading back only the found list.
 //! - [`tuning`]: measures the device to choose the batch shape.

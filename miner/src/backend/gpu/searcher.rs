@@ -83,6 +83,8 @@ struct ReadbackSlot {
 struct LoadedJob {
     input: Arc<PowInput>,
     target: Target,
+    /// The kernel specialised for its params on these tables.
+    pipeline: wgpu::ComputePipeline,
 }
 
 /// A device plus buffers for one batch shape, and the job it is searching.
@@ -284,10 +286,13 @@ impl GpuSearcher {
         if words.len() as u64 * 8 > HEADER_BUFFER_BYTES {
             return Err(GpuError::Unsupported(format!("pow message of {} bytes is too long", input.header().len())));
         }
+        let table = TableSlots { slots: self.slots_per_hash, pow2: self.table.pow2 };
+        let spec = self.gpu.kernel_spec(input.params(), table, self.filter_bits_per_hash)?;
+        let pipeline = self.gpu.pipeline(&spec)?;
         if !words.is_empty() {
             self.gpu.queue.write_buffer(&self.header, 0, bytemuck::cast_slice(&words));
         }
-        self.job = Some(LoadedJob { input, target });
+        self.job = Some(LoadedJob { input, target, pipeline });
         Ok(())
     }
 
@@ -301,7 +306,6 @@ impl GpuSearcher {
         assert!(!self.readback[slot].busy, "slot {slot} still holds an unread batch");
         let input = &job.input;
         let params = input.params();
-        let geometry = input.geometry();
         let splits = params.mix_iters.div_ceil(self.shape.split).max(1);
 
         let mut configs = vec![0u8; self.readback[slot].config.size() as usize];
@@ -318,14 +322,6 @@ impl GpuSearcher {
                     dataset_seed: split_u64(input.dataset_seed()),
                     nonce_base: split_u64(nonce_base),
                     target_top: split_u64(job.target.0),
-                    dmask: geometry.dmask as u32,
-                    smask: geometry.smask as u32,
-                    slots: self.slots_per_hash,
-                    slots_pmask: self.table.pow2 - 1,
-                    slots_shift: self.table.pow2.trailing_zeros(),
-                    four_reads: u32::from(params.four_reads()),
-                    write_every: params.write_every,
-                    mix_iters: params.mix_iters,
                     iter_begin: t * self.shape.split,
                     iter_end: ((t + 1) * self.shape.split).min(params.mix_iters),
                     count: n,
@@ -333,7 +329,7 @@ impl GpuSearcher {
                     header_words8: input.header().len().div_ceil(8) as u32,
                     header_words16: input.header().len().div_ceil(16) as u32,
                     found_capacity: self.found_capacity,
-                    filter_mask: self.filter_bits_per_hash.saturating_sub(1),
+                    reserved: 0,
                 };
                 let offset = (u64::from(s * splits + t) * self.config_stride) as usize;
                 configs[offset..offset + std::mem::size_of::<KernelConfig>()]
@@ -354,6 +350,7 @@ impl GpuSearcher {
             hashes: count,
             steps,
             next_step: 0,
+            pipeline: job.pipeline.clone(),
             started_at: Instant::now(),
             last_submission: None,
         })
@@ -391,7 +388,7 @@ impl GpuSearcher {
                 });
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("visionx slice"), timestamp_writes });
-            pass.set_pipeline(&self.gpu.pipeline);
+            pass.set_pipeline(&ticket.pipeline);
             for dispatch in step {
                 pass.set_bind_group(0, &self.segments[dispatch.segment].bind_groups[ticket.slot], &[dispatch.offset]);
                 pass.dispatch_workgroups(dispatch.workgroups, 1, 1);
@@ -554,6 +551,8 @@ pub struct BatchTicket {
     /// Per step, the dispatches (segment, config offset, workgroups).
     steps: Vec<Vec<Dispatch>>,
     next_step: usize,
+    /// The kernel its job's params need.
+    pipeline: wgpu::ComputePipeline,
     started_at: Instant,
     /// The submission of its last step submitted so far.
     last_submission: Option<wgpu::SubmissionIndex>,
