@@ -462,12 +462,14 @@ fi
 memory_mb_for() { echo $((($1 * 524320 + 1048575) / 1048576 + 64)); }
 
 bench_args=(bench --backend gpu --device "$hw_index" --json --seconds "$BENCH_SECONDS")
+# Environment of a bench run (env(1) assignments), set around a call.
+bench_env=()
 benches="["
 summary_lines=()
 bench() {
     local name=$1 limit=$2 result rate
     shift 2
-    run_step "bench_$name" "$limit" "$MINER" "${bench_args[@]}" "$@"
+    run_step "bench_$name" "$limit" env ${bench_env[@]+"${bench_env[@]}"} "$MINER" "${bench_args[@]}" "$@"
     result=$(json_lines "$TMP/bench_$name.out")
     if [ "$STEP_RC" != 0 ] || [ "$result" = null ]; then
         FAILED+=("bench $name")
@@ -483,6 +485,10 @@ bench() {
 # timed window, extended until two batches have completed (a batch is 64
 # dispatches at consensus params), hence the margins, larger for big batches.
 bench tuned 40
+# The kernel compiled without wgpu's runtime checks (GpuDevice::unchecked_module).
+bench_env=(VISION_GPU_CHECKS=off)
+bench unchecked 40
+bench_env=()
 for batch in 8192 16384 65536 98304; do
     limit=25
     [ "$batch" -le 16384 ] || limit=40

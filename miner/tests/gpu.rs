@@ -57,15 +57,18 @@ fn every_hash_vector_on_both_shader_variants() {
         return;
     }
     // Both table layouts too: compact (hardware GPUs) and power-of-two
-    // (software adapters, this one's default).
+    // (software adapters, this one's default); and the kernel compiled with
+    // and without wgpu's runtime checks.
     for variant in [ShaderVariant::Native, ShaderVariant::Emulated] {
-        for compact in [false, true] {
+        for (compact, unchecked) in [(false, false), (true, false), (false, true), (true, true)] {
             for v in vectors::hash_vectors() {
                 let input = v.input().unwrap();
                 let mut gpu = device(variant);
                 gpu.compact_tables = compact;
+                gpu.unchecked_kernel = unchecked;
                 let digests = gpu::hash_nonces(gpu, &input, &[v.nonce]).unwrap();
-                assert_eq!(digests[0], v.expected(), "{variant}, compact {compact}: {:?} nonce {}", v.params, v.nonce);
+                let what = format!("{variant}, compact {compact}, unchecked {unchecked}");
+                assert_eq!(digests[0], v.expected(), "{what}: {:?} nonce {}", v.params, v.nonce);
             }
         }
     }

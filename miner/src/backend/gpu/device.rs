@@ -21,12 +21,18 @@ pub struct GpuDevice {
     pub filter: bool,
     /// Whether tables are compact ([`TableSlots`]): on hardware GPUs.
     pub compact_tables: bool,
+    /// Whether pipelines are built from the kernel compiled without wgpu's
+    /// runtime checks (`VISION_GPU_CHECKS=off`; see [`GpuDevice::unchecked_module`]).
+    pub unchecked_kernel: bool,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     module: wgpu::ShaderModule,
+    /// The same kernel without runtime checks, compiled on first use.
+    unchecked: Arc<Mutex<Option<wgpu::ShaderModule>>>,
     pipeline_layout: wgpu::PipelineLayout,
-    /// A pipeline per [`KernelSpec`] used so far (one, in production).
-    pipelines: Arc<Mutex<HashMap<KernelSpec, wgpu::ComputePipeline>>>,
+    /// A pipeline per [`KernelSpec`] (and checked or not) used so far: one,
+    /// in production.
+    pipelines: Arc<Mutex<HashMap<(KernelSpec, bool), wgpu::ComputePipeline>>>,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) timestamps: bool,
     pub(crate) lost: Arc<AtomicBool>,
@@ -134,6 +140,8 @@ impl GpuDevice {
             device,
             queue,
             module,
+            unchecked: Arc::default(),
+            unchecked_kernel: std::env::var("VISION_GPU_CHECKS").is_ok_and(|v| v == "off"),
             pipeline_layout,
             pipelines: Arc::default(),
             layout,
@@ -172,17 +180,19 @@ impl GpuDevice {
 
     /// The kernel's pipeline for `spec`, compiled on first use.
     pub(crate) fn pipeline(&self, spec: &KernelSpec) -> Result<wgpu::ComputePipeline, GpuError> {
-        if let Some(pipeline) = self.pipelines.lock().expect("pipelines lock").get(spec) {
+        let key = (*spec, self.unchecked_kernel);
+        if let Some(pipeline) = self.pipelines.lock().expect("pipelines lock").get(&key) {
             return Ok(pipeline.clone());
         }
         let mut constants =
             vec![("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE)), ("USE_FILTER", if self.filter { 1.0 } else { 0.0 })];
         constants.extend(spec.constants());
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = if self.unchecked_kernel { self.unchecked_module() } else { self.module.clone() };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some("visionx"),
             layout: Some(&self.pipeline_layout),
-            module: &self.module,
+            module: &module,
             entry_point: Some("search"),
             compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
             cache: None,
@@ -190,8 +200,41 @@ impl GpuDevice {
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Pipeline(err.to_string()));
         }
-        self.pipelines.lock().expect("pipelines lock").insert(*spec, pipeline.clone());
+        self.pipelines.lock().expect("pipelines lock").insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// Our own generated kernel, compiled without wgpu's bounds checks,
+    /// forced loop bounds and division checks (a few percent on real GPUs
+    /// in the prototype; measure with `scripts/gpu-check.sh`).
+    fn unchecked_module(&self) -> wgpu::ShaderModule {
+        let mut unchecked = self.unchecked.lock().expect("unchecked module lock");
+        unchecked
+            .get_or_insert_with(|| {
+                let desc = wgpu::ShaderModuleDescriptor {
+                    label: Some("visionx unchecked"),
+                    source: wgpu::ShaderSource::Wgsl(shader::source(self.variant).into()),
+                };
+                // SAFETY: the source is our kernel (`shaders/visionx.wgsl`), no
+                // one else's, and it needs none of the checks:
+                // - every buffer index is in bounds by construction: table
+                //   slots are `lane * SLOTS + slot` with `slot < SLOTS` and
+                //   `lane < count`, the segment's hashes, which the buffers
+                //   are sized for (likewise the filter and state words); the
+                //   header reads stop at `header_words8 + 2 * header_words16`,
+                //   within `HEADER_BUFFER_BYTES` (`set_job` refuses longer
+                //   headers); found entries are written below `found_capacity`,
+                //   the buffer's size;
+                // - every loop ends: the `for` loops run to uniform bounds,
+                //   and a probe loop ends at an empty slot, which every table
+                //   has (`TableSlots` keeps the load at most 2/3, and
+                //   `GpuSearcher::fits` refuses params whose writes need more);
+                // - the one division is by `max(WRITE_EVERY, 1u)`.
+                // A wrong result is still caught: every found nonce is
+                // re-checked on the CPU, and a mismatch disables the device.
+                unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            })
+            .clone()
     }
 
     /// Destroys the device (every later use fails as after a driver reset).
