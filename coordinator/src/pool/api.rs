@@ -161,9 +161,8 @@ async fn blocks(
     State(state): State<PoolApiState>,
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut blocks = state.pool.rewards().block_summaries()?;
-    blocks.truncate(list_limit(query.limit)?);
-    Ok(AppJson(blocks))
+    let limit = list_limit(query.limit)?;
+    Ok(AppJson(state.pool.rewards().block_summaries(limit)?))
 }
 
 async fn block_detail(
@@ -201,9 +200,7 @@ async fn payouts(
         crate::chain::check_address("wallet", wallet)?;
     }
     let limit = list_limit(query.limit)?;
-    let mut payouts = state.pool.rewards().payout_views(query.wallet.as_deref())?;
-    payouts.truncate(limit);
-    Ok(AppJson(payouts))
+    Ok(AppJson(state.pool.rewards().payout_views(query.wallet.as_deref(), limit)?))
 }
 
 /// Admin: sends a set-aside payout again (once the payee's problem is fixed).

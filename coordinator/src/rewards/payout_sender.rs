@@ -114,7 +114,7 @@ impl Rewards {
     /// next round (set aside again if the chain still refuses it).
     pub async fn retry_set_aside(&self, id: u64, now_ms: u64) -> Result<RetryOutcome, RewardError> {
         let _round = self.round.lock().await;
-        let Some(mut batch) = self.store.payouts()?.into_iter().find(|p| p.id == id) else {
+        let Some(mut batch) = self.store.payout(id)? else {
             return Ok(RetryOutcome::NotFound);
         };
         if batch.status != PayoutStatus::SetAside {

@@ -1,8 +1,6 @@
 //! The reward records as the API shows them (`vision_protocol::pool`
 //! views): blocks with their status and split, balances, payouts.
 
-use std::collections::HashMap;
-
 use vision_protocol::pool::{
     BalanceView, BlockDetail, BlockState, BlockSummary, PayoutOutputView, PayoutView, SplitEntryView, StatusChangeView,
     SubmissionState, WalletPartView, WindowView,
@@ -80,27 +78,26 @@ fn payout_view(p: &PayoutRecord) -> PayoutView {
 }
 
 impl Rewards {
-    fn records_by_block(&self) -> Result<HashMap<(u64, String), BlockRewardRecord>, RewardError> {
-        Ok(self.store.block_rewards()?.into_iter().map(|r| ((r.height, r.hash.clone()), r)).collect())
-    }
-
-    /// Every found block, newest first.
-    pub fn block_summaries(&self) -> Result<Vec<BlockSummary>, RewardError> {
-        let records = self.records_by_block()?;
-        let mut blocks: Vec<BlockSummary> =
-            self.store.found_blocks()?.iter().map(|b| summary(b, records.get(&(b.height, b.hash.clone())))).collect();
+    /// Up to `limit` found blocks, newest first. Reads those blocks and
+    /// their records only: the route is open to anyone, and a pool's
+    /// history only grows.
+    pub fn block_summaries(&self, limit: usize) -> Result<Vec<BlockSummary>, RewardError> {
+        let mut blocks = Vec::new();
+        for block in self.store.found_blocks_newest(limit)? {
+            let record = self.store.block_reward(block.height, &block.hash)?;
+            blocks.push(summary(&block, record.as_ref()));
+        }
         blocks.sort_by_key(|b| std::cmp::Reverse((b.height, b.time_ms)));
         Ok(blocks)
     }
 
     /// The block found at `height` (the one the chain took, if several were).
     pub fn block_detail(&self, height: u64) -> Result<Option<BlockDetail>, RewardError> {
-        let records = self.records_by_block()?;
-        let mut candidates: Vec<FoundBlockRecord> =
-            self.store.found_blocks()?.into_iter().filter(|b| b.height == height).collect();
+        let mut candidates: Vec<FoundBlockRecord> = self.store.found_blocks_at(height)?;
         candidates.sort_by_key(|b| (b.status == BlockStatus::Rejected, std::cmp::Reverse(b.time_ms)));
         let Some(block) = candidates.into_iter().next() else { return Ok(None) };
-        let record = records.get(&(block.height, block.hash.clone()));
+        let record = self.store.block_reward(block.height, &block.hash)?;
+        let record = record.as_ref();
         let s = summary(&block, record);
         let credit = record.and_then(|r| r.credit.as_ref());
         let window = credit.map(|c| WindowView {
@@ -182,16 +179,9 @@ impl Rewards {
         })
     }
 
-    /// Payout batches, newest first; with `wallet`, those paying it.
-    pub fn payout_views(&self, wallet: Option<&str>) -> Result<Vec<PayoutView>, RewardError> {
-        let mut payouts: Vec<PayoutView> = self
-            .store
-            .payouts()?
-            .iter()
-            .filter(|p| wallet.is_none_or(|w| p.outputs.iter().any(|o| o.address == w)))
-            .map(payout_view)
-            .collect();
-        payouts.reverse();
-        Ok(payouts)
+    /// Up to `limit` payout batches, newest first; with `wallet`, those
+    /// paying it (through the store's wallet index, not a scan).
+    pub fn payout_views(&self, wallet: Option<&str>, limit: usize) -> Result<Vec<PayoutView>, RewardError> {
+        Ok(self.store.payouts_newest(limit, wallet)?.iter().map(payout_view).collect())
     }
 }

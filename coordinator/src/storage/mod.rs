@@ -318,10 +318,17 @@ pub trait PoolStore: Send + Sync + 'static {
     fn apply_reward_update(&self, update: &RewardUpdate) -> Result<(), StoreError>;
     /// Every block's reward record, in height order.
     fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError>;
+    /// The reward record of one block, if it has one.
+    fn block_reward(&self, height: u64, hash: &str) -> Result<Option<BlockRewardRecord>, StoreError>;
     fn balance(&self, wallet: &str) -> Result<Option<BalanceRecord>, StoreError>;
     fn balances(&self) -> Result<Vec<BalanceRecord>, StoreError>;
     /// Every payout batch, oldest first.
     fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError>;
+    /// Up to `limit` payout batches, newest first; with `wallet`, those
+    /// paying it. Reads what it returns, not the whole history (the API's
+    /// lists are open to anyone).
+    fn payouts_newest(&self, limit: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError>;
+    fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError>;
 
     fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
     fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;
@@ -340,6 +347,10 @@ pub trait PoolStore: Send + Sync + 'static {
     /// Inserts or updates a found block (keyed by height and hash).
     fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError>;
     fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError>;
+    /// Up to `limit` found blocks, highest first (reads only those).
+    fn found_blocks_newest(&self, limit: usize) -> Result<Vec<FoundBlockRecord>, StoreError>;
+    /// The found blocks at `height` (one, unless the pool found rivals).
+    fn found_blocks_at(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError>;
 
     fn settings(&self) -> Result<Option<PoolSettings>, StoreError>;
     fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError>;

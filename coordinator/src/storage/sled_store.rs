@@ -14,6 +14,8 @@ use super::{
 
 /// `pool_meta` key of the lowest uncompacted ledger position (u64 BE).
 const LEDGER_FLOOR: &str = "ledger_floor";
+/// Set once the payouts' wallet index holds every batch.
+const PAYOUT_INDEX_BUILT: &str = "payout_index_v1";
 
 /// [`PoolStore`] on sled trees, in the coordinator's data directory.
 #[derive(Clone)]
@@ -39,6 +41,10 @@ pub struct SledStore {
     balances: sled::Tree,
     /// payout id BE -> PayoutRecord.
     payouts: sled::Tree,
+    /// wallet, 0, payout id (big-endian) -> nothing: a wallet's payouts
+    /// without a scan of all of them. Entries of removed batches stay (a
+    /// read checks the batch); they are a few bytes each.
+    payout_index: sled::Tree,
     /// worker id -> ShareAggregate (compacted shares).
     share_aggregates: sled::Tree,
     /// The next ledger position. Appends take it under this lock and commit
@@ -83,6 +89,18 @@ impl SledStore {
             None => 0,
         }
         .max(floor);
+        let payouts = db.open_tree("pool_payouts")?;
+        let payout_index = db.open_tree("pool_payouts_by_wallet")?;
+        if meta.get(PAYOUT_INDEX_BUILT)?.is_none() {
+            // A data directory from before the index: built once, here.
+            for value in payouts.iter().values() {
+                let payout: PayoutRecord = decode("pool_payouts", &value?)?;
+                for output in &payout.outputs {
+                    payout_index.insert(payout_index_key(&output.address, payout.id), &[][..])?;
+                }
+            }
+            meta.insert(PAYOUT_INDEX_BUILT, &[1u8][..])?;
+        }
         Ok(SledStore {
             secret: load_or_create_secret(db, &meta)?,
             db: db.clone(),
@@ -97,7 +115,8 @@ impl SledStore {
             templates: db.open_tree("pool_templates")?,
             block_rewards: db.open_tree("pool_block_rewards")?,
             balances: db.open_tree("pool_balances")?,
-            payouts: db.open_tree("pool_payouts")?,
+            payouts,
+            payout_index,
             share_aggregates: db.open_tree("pool_share_aggregates")?,
             next_position: Arc::new(Mutex::new(next_position)),
         })
@@ -129,6 +148,13 @@ fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> R
 }
 
 /// Found blocks and their reward records: height BE ++ hash.
+fn payout_index_key(wallet: &str, id: u64) -> Vec<u8> {
+    let mut key = wallet.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
 fn block_key(height: u64, hash: &str) -> Vec<u8> {
     let mut key = height.to_be_bytes().to_vec();
     key.extend_from_slice(hash.as_bytes());
@@ -341,8 +367,10 @@ impl PoolStore for SledStore {
         let blocks: Vec<(Vec<u8>, Vec<u8>)> =
             update.blocks.iter().map(|b| (block_key(b.height, &b.hash), encode(b))).collect();
         let payouts: Vec<([u8; 8], Vec<u8>)> = update.payouts.iter().map(|p| (p.id.to_be_bytes(), encode(p))).collect();
-        let result = (&self.block_rewards, &self.balances, &self.payouts).transaction(
-            |(blocks_tree, balances, payouts_tree)| {
+        let index_keys: Vec<Vec<u8>> =
+            update.payouts.iter().flat_map(|p| p.outputs.iter().map(|o| payout_index_key(&o.address, p.id))).collect();
+        let result = (&self.block_rewards, &self.balances, &self.payouts, &self.payout_index).transaction(
+            |(blocks_tree, balances, payouts_tree, index)| {
                 for (wallet, moves) in &deltas {
                     let mut record: BalanceRecord = match balances.get(wallet.as_bytes())? {
                         Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -370,6 +398,9 @@ impl PoolStore for SledStore {
                 for (key, value) in &payouts {
                     payouts_tree.insert(&key[..], value.as_slice())?;
                 }
+                for key in &index_keys {
+                    index.insert(key.as_slice(), &[][..])?;
+                }
                 Ok::<_, ConflictableTransactionError<Abort>>(())
             },
         );
@@ -378,6 +409,10 @@ impl PoolStore for SledStore {
 
     fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError> {
         self.block_rewards.iter().values().map(|v| decode("pool_block_rewards", &v?)).collect()
+    }
+
+    fn block_reward(&self, height: u64, hash: &str) -> Result<Option<BlockRewardRecord>, StoreError> {
+        self.block_rewards.get(block_key(height, hash))?.map(|v| decode("pool_block_rewards", &v)).transpose()
     }
 
     fn balance(&self, wallet: &str) -> Result<Option<BalanceRecord>, StoreError> {
@@ -390,6 +425,30 @@ impl PoolStore for SledStore {
 
     fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError> {
         self.payouts.iter().values().map(|v| decode("pool_payouts", &v?)).collect()
+    }
+
+    fn payouts_newest(&self, limit: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError> {
+        let Some(wallet) = wallet else {
+            return self.payouts.iter().values().rev().take(limit).map(|v| decode("pool_payouts", &v?)).collect();
+        };
+        let mut prefix = wallet.as_bytes().to_vec();
+        prefix.push(0);
+        let mut found = Vec::new();
+        for key in self.payout_index.scan_prefix(&prefix).keys().rev() {
+            if found.len() == limit {
+                break;
+            }
+            let id = be_u64("pool_payouts_by_wallet", &key?[prefix.len()..])?;
+            // A batch removed since (split per payee) or rewritten without this payee is skipped.
+            if let Some(payout) = self.payout(id)?.filter(|p| p.outputs.iter().any(|o| o.address == wallet)) {
+                found.push(payout);
+            }
+        }
+        Ok(found)
+    }
+
+    fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError> {
+        self.payouts.get(id.to_be_bytes())?.map(|v| decode("pool_payouts", &v)).transpose()
     }
 
     fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError> {
@@ -464,6 +523,14 @@ impl PoolStore for SledStore {
         self.blocks.iter().values().map(|v| decode("pool_found_blocks", &v?)).collect()
     }
 
+    fn found_blocks_newest(&self, limit: usize) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.blocks.iter().values().rev().take(limit).map(|v| decode("pool_found_blocks", &v?)).collect()
+    }
+
+    fn found_blocks_at(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.blocks.scan_prefix(height.to_be_bytes()).values().map(|v| decode("pool_found_blocks", &v?)).collect()
+    }
+
     fn settings(&self) -> Result<Option<PoolSettings>, StoreError> {
         self.meta.get("settings")?.map(|v| decode("pool_meta", &v)).transpose()
     }
@@ -509,6 +576,114 @@ mod tests {
     fn temp_store() -> (SledStore, sled::Db) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         (SledStore::open(&db).unwrap(), db)
+    }
+
+    use crate::storage::{BlockStatus, PayoutOutput, PayoutStatus, RewardStatus};
+
+    fn payout(id: u64, wallets: &[&str]) -> PayoutRecord {
+        PayoutRecord {
+            id,
+            status: PayoutStatus::Paid,
+            outputs: wallets.iter().map(|w| PayoutOutput { address: w.to_string(), amount: 5 }).collect(),
+            idempotency_key: format!("k{id}"),
+            reason: None,
+            created_ms: id,
+            updated_ms: id,
+            transfer_id: None,
+            attempts: 1,
+        }
+    }
+
+    fn ids(payouts: Vec<PayoutRecord>) -> Vec<u64> {
+        payouts.into_iter().map(|p| p.id).collect()
+    }
+
+    /// The API's payout lists read what they return: newest first, a
+    /// wallet's through its index, which follows rewrites and removals and
+    /// is built once for a data directory from before it.
+    #[test]
+    fn payouts_are_listed_newest_first_and_by_wallet_without_a_scan() {
+        let (store, db) = temp_store();
+        let batches = [(1, &["a"][..]), (2, &["b"][..]), (3, &["a", "b"][..]), (4, &["b"][..]), (5, &["a"][..])];
+        let payouts = batches.iter().map(|(id, w)| payout(*id, w)).collect();
+        store.apply_reward_update(&RewardUpdate { payouts, ..RewardUpdate::default() }).unwrap();
+        assert_eq!(ids(store.payouts_newest(2, None).unwrap()), [5, 4]);
+        assert_eq!(ids(store.payouts_newest(10, Some("a")).unwrap()), [5, 3, 1]);
+        assert_eq!(ids(store.payouts_newest(2, Some("a")).unwrap()), [5, 3]);
+        assert!(store.payouts_newest(10, Some("nobody")).unwrap().is_empty());
+        // Batch 3 split per payee into 6 (a) and 7 (b); batch 1 forgotten.
+        let update = RewardUpdate {
+            payouts: vec![payout(6, &["a"]), payout(7, &["b"])],
+            payouts_removed: vec![1, 3],
+            ..RewardUpdate::default()
+        };
+        store.apply_reward_update(&update).unwrap();
+        assert_eq!(ids(store.payouts_newest(10, Some("a")).unwrap()), [6, 5]);
+        assert_eq!(ids(store.payouts_newest(10, Some("b")).unwrap()), [7, 4, 2]);
+        assert_eq!(store.payout(4).unwrap().map(|p| p.id), Some(4));
+        assert_eq!(store.payout(3).unwrap(), None);
+        // A data directory from before the index: built at open.
+        db.open_tree("pool_payouts_by_wallet").unwrap().clear().unwrap();
+        db.open_tree("pool_meta").unwrap().remove(PAYOUT_INDEX_BUILT).unwrap();
+        assert!(store.payouts_newest(10, Some("b")).unwrap().is_empty());
+        let reopened = SledStore::open(&db).unwrap();
+        assert_eq!(ids(reopened.payouts_newest(10, Some("b")).unwrap()), [7, 4, 2]);
+    }
+
+    fn found_block(height: u64, hash: &str) -> FoundBlockRecord {
+        let header = vision_protocol::HeaderFields {
+            chain_id: "c".into(),
+            height,
+            parent_hash: String::new(),
+            timestamp: 0,
+            difficulty: 1,
+            tx_root: String::new(),
+            miner: "m".into(),
+        };
+        FoundBlockRecord {
+            height,
+            hash: hash.into(),
+            template_id: "t".into(),
+            nonce: 0,
+            worker_id: "w".into(),
+            session_id: "s".into(),
+            wallet_address: "a".into(),
+            time_ms: height,
+            status: BlockStatus::Accepted,
+            reason: None,
+            attempts: 1,
+            updated_ms: height,
+            submission: crate::chain::BlockSubmission { header, nonce: 0 },
+            share_position: Some(height),
+            pool_fee_bps: None,
+        }
+    }
+
+    #[test]
+    fn found_blocks_are_read_newest_first_and_by_height() {
+        let (store, _db) = temp_store();
+        for (height, hash) in [(1, "x"), (2, "y"), (2, "z"), (10, "w"), (256, "v")] {
+            store.put_found_block(&found_block(height, hash)).unwrap();
+        }
+        let newest: Vec<u64> = store.found_blocks_newest(3).unwrap().iter().map(|b| b.height).collect();
+        assert_eq!(newest, [256, 10, 2]);
+        let at_two: Vec<String> = store.found_blocks_at(2).unwrap().into_iter().map(|b| b.hash).collect();
+        assert_eq!(at_two, ["y", "z"]);
+        assert!(store.found_blocks_at(3).unwrap().is_empty());
+        let record = BlockRewardRecord {
+            height: 2,
+            hash: "z".into(),
+            status: RewardStatus::Pending,
+            confirmations: 0,
+            credit: None,
+            history: Vec::new(),
+            overdue_since_ms: None,
+            operator_flag: None,
+            updated_ms: 0,
+        };
+        store.apply_reward_update(&RewardUpdate { blocks: vec![record.clone()], ..RewardUpdate::default() }).unwrap();
+        assert_eq!(store.block_reward(2, "z").unwrap(), Some(record));
+        assert_eq!(store.block_reward(2, "y").unwrap(), None);
     }
 
     #[test]
