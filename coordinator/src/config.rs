@@ -148,6 +148,10 @@ pub struct CoordinatorArgs {
     /// Confirmations (the block itself counting one) before a block's reward is payable [default: 10].
     #[arg(long, env = "VISION_CONFIRMATIONS")]
     pub confirmations: Option<u64>,
+    /// Blocks past its confirmations a credited block is still watched for a
+    /// reorganisation (then settled: rounds stop reading it) [default: 100].
+    #[arg(long, env = "VISION_ORPHAN_WATCH_DEPTH")]
+    pub orphan_watch_depth: Option<u64>,
     /// Confirmed balance, in base units, at which a wallet is paid [default: 100000000 = 1 LAND].
     #[arg(long, env = "VISION_PAYOUT_THRESHOLD")]
     pub payout_threshold: Option<u64>,
@@ -265,6 +269,7 @@ impl CoordinatorArgs {
             payout_scheme,
             pplns_window_factor,
             confirmations,
+            orphan_watch_depth,
             payout_threshold,
             foundation_address,
             foundation_fee_bps,
@@ -291,6 +296,10 @@ impl CoordinatorArgs {
         if !(1..=10_000).contains(&confirmations) {
             return Err(ConfigError::Invalid("--confirmations must be 1-10000".into()));
         }
+        let orphan_watch_depth = self.orphan_watch_depth.unwrap_or(defaults.orphan_watch_depth);
+        if !(1..=1_000_000).contains(&orphan_watch_depth) {
+            return Err(ConfigError::Invalid("--orphan-watch-depth must be 1-1000000".into()));
+        }
         let foundation_fee_bps = self.foundation_fee_bps.unwrap_or(FOUNDATION_FEE_BPS);
         if !(FOUNDATION_FEE_BPS..=10_000 - crate::pool::MAX_POOL_FEE_BPS).contains(&foundation_fee_bps) {
             return Err(ConfigError::Invalid(format!(
@@ -315,6 +324,7 @@ impl CoordinatorArgs {
             scheme,
             pplns_window_factor: factor,
             confirmations,
+            orphan_watch_depth,
             payout_threshold: self.payout_threshold.unwrap_or(defaults.payout_threshold).max(1),
             foundation_address: address(
                 "foundation-address",

@@ -367,3 +367,54 @@ async fn a_block_pending_too_long_is_flagged_not_left_silent() {
     drop(pool_handle);
     pool.stop().await;
 }
+
+/// Past the reorganisation watch depth (confirmations + 1 block here)
+/// rounds stop reading the blocks settled there; every block is still
+/// credited, each PROP round starts right after the previous block, and the
+/// books balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_past_the_watch_depth_still_credit_every_block_in_order() {
+    let args = CoordinatorArgs {
+        payout_scheme: Some("prop".into()),
+        confirmations: Some(1),
+        orphan_watch_depth: Some(1),
+        devnet_difficulty: Some(4),
+        ..reward_settings("settled")
+    };
+    let pool = TestPool::start(args).await;
+    let alice = pool.register("rig-a", "land1alice").await;
+    let bob = pool.register("rig-b", "land1bob").await;
+    let mut last = 0;
+    for n in 0..4 {
+        pool.mine(&bob, Some(1)).await;
+        (last, _) = pool.mine_block(if n % 2 == 0 { &alice } else { &bob }).await;
+    }
+    // Reads start 2 below the tip: blocks 1-3 at least are settled by now.
+    assert!(last >= 1 + 1 + 3, "the chain went past the watch depth: tip {last}");
+    eventually("the last block to be credited", Duration::from_secs(60), async || {
+        !block(&pool, last).await["split"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let mut previous: Option<(u64, u64)> = None;
+    let mut checked = 0;
+    for height in 1..=last {
+        let response = pool.get(&format!("/pool/blocks/{height}")).await;
+        if response.status() == 404 {
+            continue;
+        }
+        let detail: Value = response.json().await.unwrap();
+        if detail["status"] == "rejected" {
+            continue;
+        }
+        assert!(!detail["split"].as_array().unwrap().is_empty(), "block {height} credited: {detail}");
+        let window = &detail["window"];
+        if let Some((before, previous_last)) = previous {
+            assert_eq!(u(&window["first"]), previous_last + 1, "block {height}'s round starts after block {before}'s");
+        }
+        previous = Some((height, u(&window["last"])));
+        checked += 1;
+    }
+    assert!(checked >= 4, "{checked} blocks checked");
+    check_books(&pool, &["land1alice", "land1bob", FOUNDATION, HOST]).await;
+    pool.stop().await;
+}

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
 use super::reward_split::{pplns_target, pplns_window, split_reward, whole_window, PayoutScheme, WindowShare};
+use super::settled_blocks::settled_after;
 use super::{CrashPoint, RewardError, Rewards};
 use crate::chain::{ChainBlock, ChainError};
 use crate::storage::{
@@ -14,20 +15,19 @@ use crate::storage::{
     RewardUpdate, ShareRecord,
 };
 
-/// Confirmed blocks are still watched for a reorganisation this many blocks
-/// past their confirmation.
-const ORPHAN_WATCH_DEPTH: u64 = 100;
-
 impl Rewards {
     /// Credits, confirms and orphans found blocks, in ledger order.
     pub(super) async fn advance_blocks(&self, now_ms: u64, pool_fee_bps: u32) -> Result<(), RewardError> {
         let Some(tip) = self.chain.tip().await? else { return Ok(()) };
-        let mut found = self.store.found_blocks()?;
+        // Settled blocks are not read (`settled_blocks`); what this round
+        // settles counts from the next one on.
+        let open = self.open_blocks()?;
+        let settled = settled_after(&open, tip.height, self.config.orphan_watch_depth, self.config.confirmations);
+        let mut found = open.found;
         found.sort_by_key(|b| (b.share_position.unwrap_or(u64::MAX), b.height));
-        let mut records: HashMap<(u64, String), BlockRewardRecord> =
-            self.store.block_rewards()?.into_iter().map(|r| ((r.height, r.hash.clone()), r)).collect();
+        let mut records: HashMap<(u64, String), BlockRewardRecord> = open.records;
         // PROP rounds end at each block the chain accepted.
-        let mut round_start = 0u64;
+        let mut round_start = open.settled.last_accepted_position.map_or(0, |p| p + 1);
         // A block still being submitted may yet end a round: later blocks wait for it.
         let mut blocked = false;
         let mut overdue = 0;
@@ -69,6 +69,7 @@ impl Rewards {
             round_start = next_round_start;
         }
         self.metrics.blocks_overdue.store(overdue, Ordering::Relaxed);
+        self.mark_settled(settled);
         Ok(())
     }
 
@@ -242,7 +243,7 @@ impl Rewards {
         let watching = match record.status {
             RewardStatus::Pending => true,
             RewardStatus::Confirmed => {
-                record.confirmations < self.config.confirmations.saturating_add(ORPHAN_WATCH_DEPTH)
+                record.confirmations < self.config.confirmations.saturating_add(self.config.orphan_watch_depth)
             }
             RewardStatus::Orphaned => false,
         };
@@ -417,7 +418,8 @@ impl Rewards {
     async fn is_back_on_chain(&self, block: &FoundBlockRecord, record: &BlockRewardRecord, tip: &ChainBlock) -> bool {
         record.status == RewardStatus::Orphaned
             && record.operator_flag.is_none()
-            && confirmations(tip, block.height) < self.config.confirmations.saturating_add(ORPHAN_WATCH_DEPTH)
+            && confirmations(tip, block.height)
+                < self.config.confirmations.saturating_add(self.config.orphan_watch_depth)
             && self.chain.block(block.height).await.is_ok_and(|b| b.hash.eq_ignore_ascii_case(&block.hash))
     }
 }

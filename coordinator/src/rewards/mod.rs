@@ -12,7 +12,8 @@
 //! `reward_split` is the arithmetic (pure); `share_compaction` folds shares
 //! no window can need any more into per-worker aggregates (housekeeping);
 //! `window_tally` keeps the windows that are looked at every round (the
-//! estimates', compaction's) up to date without reading them whole.
+//! estimates', compaction's) up to date without reading them whole, and
+//! `settled_blocks` keeps rounds from reading blocks that can no longer change.
 //! Every change of money is one atomic `RewardUpdate` in the store; this
 //! module never holds a lock across an await, and one round runs at a time.
 
@@ -22,6 +23,7 @@ mod payout_estimate;
 mod payout_sender;
 pub mod reward_split;
 mod reward_views;
+mod settled_blocks;
 mod share_compaction;
 mod window_tally;
 
@@ -76,6 +78,9 @@ pub struct RewardConfig {
     /// Blocks on top (the block itself counting one) before a block's
     /// reward is payable.
     pub confirmations: u64,
+    /// Blocks past `confirmations` a credited block is still watched for a
+    /// reorganisation; deeper, it is settled and rounds stop reading it.
+    pub orphan_watch_depth: u64,
     /// Confirmed balances at least this large are paid (base units).
     pub payout_threshold: u64,
     pub foundation_address: String,
@@ -103,6 +108,7 @@ impl Default for RewardConfig {
             scheme: PayoutScheme::Pplns,
             pplns_window_factor: 2.0,
             confirmations: 10,
+            orphan_watch_depth: 100,
             payout_threshold: 100_000_000,
             foundation_address: DEFAULT_FOUNDATION_ADDRESS.into(),
             foundation_fee_bps: FOUNDATION_FEE_BPS,
@@ -167,6 +173,8 @@ pub struct Rewards {
     estimate_tally: Mutex<WindowTally>,
     /// The window compaction must keep ([`share_compaction`]'s bound).
     keep_tally: Mutex<WindowTally>,
+    /// Found blocks below this are settled: rounds do not read them.
+    settled: Mutex<settled_blocks::SettledBlocks>,
 }
 
 impl Rewards {
@@ -184,6 +192,7 @@ impl Rewards {
             estimate_basis: Mutex::new(None),
             estimate_tally: Mutex::new(WindowTally::new(TallyKey::WorkerId)),
             keep_tally: Mutex::new(WindowTally::new(TallyKey::Nothing)),
+            settled: Mutex::default(),
         })
     }
 

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use super::reward_split::{pplns_target, split_reward, PayoutScheme, SplitKind};
 use super::window_tally::WindowRule;
 use super::{RewardError, Rewards};
-use crate::storage::BlockStatus;
 
 impl Rewards {
     /// Base units per worker id a block found now would pay (by the
@@ -49,14 +48,7 @@ impl Rewards {
                 WindowRule::LastUnits(pplns_target(network_difficulty, self.config.pplns_window_factor))
             }
             PayoutScheme::Prop => {
-                let round_start = self
-                    .store
-                    .found_blocks()?
-                    .iter()
-                    .filter(|b| b.status == BlockStatus::Accepted)
-                    .filter_map(|b| b.share_position)
-                    .max()
-                    .map_or(0, |p| p + 1);
+                let round_start = self.open_blocks()?.last_accepted_position().map_or(0, |p| p + 1);
                 WindowRule::From(round_start)
             }
         };

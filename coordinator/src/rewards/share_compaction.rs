@@ -9,8 +9,6 @@
 //! is not yet credited, nothing is compacted. Duplicate keys are pruned by
 //! height elsewhere (`PoolStore::prune_share_keys_below`).
 
-use std::collections::HashSet;
-
 use super::reward_split::{pplns_target, PayoutScheme};
 use super::window_tally::WindowRule;
 use super::{RewardError, Rewards};
@@ -48,12 +46,11 @@ impl Rewards {
     /// The first ledger position some window may still need.
     fn compaction_boundary(&self, network_difficulty: Option<u64>) -> Result<u64, RewardError> {
         let floor = self.store.ledger_floor()?;
-        let credited: HashSet<(u64, String)> =
-            self.store.block_rewards()?.into_iter().map(|r| (r.height, r.hash)).collect();
-        let found = self.store.found_blocks()?;
-        let uncredited = found.iter().any(|b| match b.status {
+        // Settled blocks (all credited) are not read.
+        let open = self.open_blocks()?;
+        let uncredited = open.found.iter().any(|b| match b.status {
             BlockStatus::Submitted => true,
-            BlockStatus::Accepted => !credited.contains(&(b.height, b.hash.clone())),
+            BlockStatus::Accepted => !open.records.contains_key(&(b.height, b.hash.clone())),
             BlockStatus::Rejected => false,
         });
         if uncredited {
@@ -62,12 +59,7 @@ impl Rewards {
         let end = self.store.ledger_len();
         Ok(match self.config.scheme {
             PayoutScheme::Solo => end,
-            PayoutScheme::Prop => found
-                .iter()
-                .filter(|b| b.status == BlockStatus::Accepted)
-                .filter_map(|b| b.share_position)
-                .max()
-                .map_or(floor, |p| p + 1),
+            PayoutScheme::Prop => open.last_accepted_position().map_or(floor, |p| p + 1),
             PayoutScheme::Pplns => {
                 let Some(difficulty) = network_difficulty else { return Ok(floor) };
                 let keep = pplns_target(difficulty, self.config.pplns_window_factor) * PPLNS_KEEP_FACTOR;

@@ -318,6 +318,8 @@ pub trait PoolStore: Send + Sync + 'static {
     fn apply_reward_update(&self, update: &RewardUpdate) -> Result<(), StoreError>;
     /// Every block's reward record, in height order.
     fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError>;
+    /// Reward records of heights >= `height`, in height order.
+    fn block_rewards_from(&self, height: u64) -> Result<Vec<BlockRewardRecord>, StoreError>;
     /// The reward record of one block, if it has one.
     fn block_reward(&self, height: u64, hash: &str) -> Result<Option<BlockRewardRecord>, StoreError>;
     fn balance(&self, wallet: &str) -> Result<Option<BalanceRecord>, StoreError>;
@@ -349,6 +351,8 @@ pub trait PoolStore: Send + Sync + 'static {
     fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError>;
     /// Up to `limit` found blocks, highest first (reads only those).
     fn found_blocks_newest(&self, limit: usize) -> Result<Vec<FoundBlockRecord>, StoreError>;
+    /// Found blocks of heights >= `height`, in height order.
+    fn found_blocks_from(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError>;
     /// The found blocks at `height` (one, unless the pool found rivals).
     fn found_blocks_at(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError>;
 

@@ -411,6 +411,10 @@ impl PoolStore for SledStore {
         self.block_rewards.iter().values().map(|v| decode("pool_block_rewards", &v?)).collect()
     }
 
+    fn block_rewards_from(&self, height: u64) -> Result<Vec<BlockRewardRecord>, StoreError> {
+        self.block_rewards.range(height.to_be_bytes()..).values().map(|v| decode("pool_block_rewards", &v?)).collect()
+    }
+
     fn block_reward(&self, height: u64, hash: &str) -> Result<Option<BlockRewardRecord>, StoreError> {
         self.block_rewards.get(block_key(height, hash))?.map(|v| decode("pool_block_rewards", &v)).transpose()
     }
@@ -525,6 +529,10 @@ impl PoolStore for SledStore {
 
     fn found_blocks_newest(&self, limit: usize) -> Result<Vec<FoundBlockRecord>, StoreError> {
         self.blocks.iter().values().rev().take(limit).map(|v| decode("pool_found_blocks", &v?)).collect()
+    }
+
+    fn found_blocks_from(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.blocks.range(height.to_be_bytes()..).values().map(|v| decode("pool_found_blocks", &v?)).collect()
     }
 
     fn found_blocks_at(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError> {
@@ -670,6 +678,8 @@ mod tests {
         let at_two: Vec<String> = store.found_blocks_at(2).unwrap().into_iter().map(|b| b.hash).collect();
         assert_eq!(at_two, ["y", "z"]);
         assert!(store.found_blocks_at(3).unwrap().is_empty());
+        let from_two: Vec<u64> = store.found_blocks_from(2).unwrap().iter().map(|b| b.height).collect();
+        assert_eq!(from_two, [2, 2, 10, 256]);
         let record = BlockRewardRecord {
             height: 2,
             hash: "z".into(),
@@ -684,6 +694,8 @@ mod tests {
         store.apply_reward_update(&RewardUpdate { blocks: vec![record.clone()], ..RewardUpdate::default() }).unwrap();
         assert_eq!(store.block_reward(2, "z").unwrap(), Some(record));
         assert_eq!(store.block_reward(2, "y").unwrap(), None);
+        assert_eq!(store.block_rewards_from(2).unwrap().len(), 1);
+        assert!(store.block_rewards_from(3).unwrap().is_empty());
     }
 
     #[test]

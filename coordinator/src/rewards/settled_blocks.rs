@@ -1,0 +1,219 @@
+//! Which found blocks a rewards round must still read.
+//!
+//! A pool's found blocks and their reward records (each with its whole
+//! split) only accumulate; reading all of them every round would make a
+//! round cost the pool's history. A block is *settled* once nothing a round
+//! does can change it: rejected, orphaned, or confirmed and no longer
+//! watched for a reorganisation. Rounds read from the lowest height that is
+//! not settled, never above the reorganisation watch depth below the tip (a
+//! block found after a rejected rival, or after a reorganisation, is always
+//! at or above it). The height is kept in memory: the first round after a
+//! start reads everything once.
+//!
+//! PROP's rounds end at each accepted block, in ledger order; the settled
+//! blocks' last such position is carried, and a round whose unsettled blocks
+//! do not all come after it in the ledger (only after a deep reorganisation)
+//! reads everything instead.
+
+use std::collections::HashMap;
+
+use super::{RewardError, Rewards};
+use crate::storage::{BlockRewardRecord, BlockStatus, FoundBlockRecord, RewardStatus};
+
+/// What the rounds so far have settled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SettledBlocks {
+    /// Every found block below this height is settled.
+    pub(crate) below: u64,
+    /// The highest ledger position of an accepted block below `below`.
+    pub(crate) last_accepted_position: Option<u64>,
+}
+
+/// The found blocks a round reads, with their records.
+pub(crate) struct OpenBlocks {
+    /// The settled part this read starts after.
+    pub(crate) settled: SettledBlocks,
+    pub(crate) found: Vec<FoundBlockRecord>,
+    pub(crate) records: HashMap<(u64, String), BlockRewardRecord>,
+}
+
+impl OpenBlocks {
+    /// The last accepted block's ledger position, settled ones included
+    /// (where PROP's current round starts after).
+    pub(crate) fn last_accepted_position(&self) -> Option<u64> {
+        let open = self.found.iter().filter(|b| b.status == BlockStatus::Accepted).filter_map(|b| b.share_position);
+        open.chain(self.settled.last_accepted_position).max()
+    }
+}
+
+/// Whether `block` (with `record`, as read) can still change in a round.
+fn is_open(block: &FoundBlockRecord, record: Option<&BlockRewardRecord>, watched_confirmations: u64) -> bool {
+    match (block.status, record) {
+        (BlockStatus::Rejected, _) => false,
+        (BlockStatus::Submitted, _) | (BlockStatus::Accepted, None) => true,
+        (BlockStatus::Accepted, Some(r)) => match r.status {
+            RewardStatus::Pending => true,
+            RewardStatus::Confirmed => r.confirmations < watched_confirmations,
+            // Back on the chain is checked while within the watch depth,
+            // which the cap below keeps reading.
+            RewardStatus::Orphaned => false,
+        },
+    }
+}
+
+/// The settled part after a round that read `open` with the chain's tip at
+/// `tip_height`: blocks stop being read once settled and deeper than the
+/// reorganisation watch (`watch_depth` blocks below the tip).
+pub(crate) fn settled_after(open: &OpenBlocks, tip_height: u64, watch_depth: u64, confirmations: u64) -> SettledBlocks {
+    let watched_confirmations = confirmations.saturating_add(watch_depth);
+    let mut below = tip_height.saturating_sub(watched_confirmations);
+    for block in &open.found {
+        if is_open(block, open.records.get(&(block.height, block.hash.clone())), watched_confirmations) {
+            below = below.min(block.height);
+        }
+    }
+    // Below what was settled before only when the tip went back (a deep
+    // reorganisation): those blocks are read again, and the carried
+    // position then makes the next round read everything.
+    let newly_settled = open
+        .found
+        .iter()
+        .filter(|b| b.height < below && b.status == BlockStatus::Accepted)
+        .filter_map(|b| b.share_position);
+    SettledBlocks { below, last_accepted_position: newly_settled.chain(open.settled.last_accepted_position).max() }
+}
+
+impl Rewards {
+    /// The found blocks not yet settled and their records; everything when
+    /// the carried PROP round start would not hold for them.
+    pub(crate) fn open_blocks(&self) -> Result<OpenBlocks, RewardError> {
+        let settled = *self.settled.lock().expect("settled blocks lock");
+        let found = self.store.found_blocks_from(settled.below)?;
+        let inverted = settled
+            .last_accepted_position
+            .is_some_and(|last| found.iter().any(|b| b.share_position.is_some_and(|p| p <= last)));
+        let (settled, found) =
+            if inverted { (SettledBlocks::default(), self.store.found_blocks()?) } else { (settled, found) };
+        let records = self
+            .store
+            .block_rewards_from(settled.below)?
+            .into_iter()
+            .map(|r| ((r.height, r.hash.clone()), r))
+            .collect();
+        Ok(OpenBlocks { settled, found, records })
+    }
+
+    /// Records what a round has settled (see [`settled_after`]).
+    pub(crate) fn mark_settled(&self, settled: SettledBlocks) {
+        *self.settled.lock().expect("settled blocks lock") = settled;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::BlockSubmission;
+
+    fn block(height: u64, status: BlockStatus, position: u64) -> FoundBlockRecord {
+        let header = vision_protocol::HeaderFields {
+            chain_id: "c".into(),
+            height,
+            parent_hash: String::new(),
+            timestamp: 0,
+            difficulty: 1,
+            tx_root: String::new(),
+            miner: "m".into(),
+        };
+        FoundBlockRecord {
+            height,
+            hash: format!("h{height}"),
+            template_id: "t".into(),
+            nonce: 0,
+            worker_id: "w".into(),
+            session_id: "s".into(),
+            wallet_address: "a".into(),
+            time_ms: 0,
+            status,
+            reason: None,
+            attempts: 1,
+            updated_ms: 0,
+            submission: BlockSubmission { header, nonce: 0 },
+            share_position: Some(position),
+            pool_fee_bps: None,
+        }
+    }
+
+    fn record(height: u64, status: RewardStatus, confirmations: u64) -> BlockRewardRecord {
+        BlockRewardRecord {
+            height,
+            hash: format!("h{height}"),
+            status,
+            confirmations,
+            credit: None,
+            history: Vec::new(),
+            overdue_since_ms: None,
+            operator_flag: None,
+            updated_ms: 0,
+        }
+    }
+
+    /// Watch depth 100, 10 confirmations: blocks deeper than 110 below the
+    /// tip may settle, and only those.
+    #[test]
+    fn rounds_stop_reading_blocks_once_settled_and_deep() {
+        use BlockStatus::*;
+        use RewardStatus as R;
+        // (what, blocks as (height, status, record), tip, reads start at)
+        type Case = (&'static str, Vec<(u64, BlockStatus, Option<(R, u64)>)>, u64, u64);
+        let cases: &[Case] = &[
+            ("nothing found: up to the watch depth", vec![], 1_000, 890),
+            ("all settled: up to the watch depth", vec![(100, Accepted, Some((R::Confirmed, 110)))], 1_000, 890),
+            ("a confirmed block still watched", vec![(800, Accepted, Some((R::Confirmed, 109)))], 1_000, 800),
+            ("a pending block", vec![(100, Accepted, Some((R::Pending, 3)))], 1_000, 100),
+            ("an uncredited block", vec![(100, Accepted, None)], 1_000, 100),
+            ("a block still being submitted", vec![(50, Submitted, None)], 1_000, 50),
+            (
+                "rejected and orphaned blocks settle",
+                vec![(60, Rejected, None), (70, Accepted, Some((R::Orphaned, 0)))],
+                1_000,
+                890,
+            ),
+            ("a young chain", vec![(5, Rejected, None)], 20, 0),
+        ];
+        for (what, blocks, tip, below) in cases {
+            let open = OpenBlocks {
+                settled: SettledBlocks::default(),
+                found: blocks.iter().enumerate().map(|(i, (h, s, _))| block(*h, *s, i as u64)).collect(),
+                records: blocks
+                    .iter()
+                    .filter_map(|(h, _, r)| r.map(|(s, c)| ((*h, format!("h{h}")), record(*h, s, c))))
+                    .collect(),
+            };
+            assert_eq!(settled_after(&open, *tip, 100, 10).below, *below, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_settled_part_carries_prop_s_round_start_and_follows_the_tip_back() {
+        let open = OpenBlocks {
+            settled: SettledBlocks { below: 50, last_accepted_position: Some(40) },
+            found: vec![
+                block(60, BlockStatus::Accepted, 70),
+                block(61, BlockStatus::Rejected, 75),
+                block(950, BlockStatus::Accepted, 900),
+            ],
+            records: [(60, RewardStatus::Confirmed, 500), (950, RewardStatus::Pending, 1)]
+                .into_iter()
+                .map(|(h, s, c)| ((h, format!("h{h}")), record(h, s, c)))
+                .collect(),
+        };
+        assert_eq!(open.last_accepted_position(), Some(900));
+        let settled = settled_after(&open, 1_000, 100, 10);
+        // 60 and 61 settle; 950 is pending: reads start there.
+        assert_eq!(settled, SettledBlocks { below: 890, last_accepted_position: Some(70) });
+        // A tip gone far back (a deep reorganisation) reads from its watch
+        // depth again, so blocks found there since are never skipped.
+        let again = OpenBlocks { settled, found: Vec::new(), records: HashMap::new() };
+        assert_eq!(settled_after(&again, 500, 100, 10).below, 390);
+    }
+}
