@@ -112,35 +112,9 @@ impl Rewards {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::BlockSubmission;
 
     fn block(height: u64, status: BlockStatus, position: u64) -> FoundBlockRecord {
-        let header = vision_protocol::HeaderFields {
-            chain_id: "c".into(),
-            height,
-            parent_hash: String::new(),
-            timestamp: 0,
-            difficulty: 1,
-            tx_root: String::new(),
-            miner: "m".into(),
-        };
-        FoundBlockRecord {
-            height,
-            hash: format!("h{height}"),
-            template_id: "t".into(),
-            nonce: 0,
-            worker_id: "w".into(),
-            session_id: "s".into(),
-            wallet_address: "a".into(),
-            time_ms: 0,
-            status,
-            reason: None,
-            attempts: 1,
-            updated_ms: 0,
-            submission: BlockSubmission { header, nonce: 0 },
-            share_position: Some(position),
-            pool_fee_bps: None,
-        }
+        crate::storage::test_found_block(height, &format!("h{height}"), status, position)
     }
 
     fn record(height: u64, status: RewardStatus, confirmations: u64) -> BlockRewardRecord {

@@ -367,3 +367,34 @@ pub trait PoolStore: Send + Sync + 'static {
     /// Makes every write so far durable (blocks for an fsync).
     fn flush(&self) -> Result<(), StoreError>;
 }
+
+/// A found block for unit tests: accepted, found by worker "w".
+#[cfg(test)]
+pub(crate) fn test_found_block(height: u64, hash: &str, status: BlockStatus, position: u64) -> FoundBlockRecord {
+    let header = HeaderFields {
+        chain_id: "c".into(),
+        height,
+        parent_hash: String::new(),
+        timestamp: 0,
+        difficulty: 1,
+        tx_root: String::new(),
+        miner: "m".into(),
+    };
+    FoundBlockRecord {
+        height,
+        hash: hash.into(),
+        template_id: "t".into(),
+        nonce: 0,
+        worker_id: "w".into(),
+        session_id: "s".into(),
+        wallet_address: "a".into(),
+        time_ms: height,
+        status,
+        reason: None,
+        attempts: 1,
+        updated_ms: height,
+        submission: BlockSubmission { header, nonce: 0 },
+        share_position: Some(position),
+        pool_fee_bps: None,
+    }
+}

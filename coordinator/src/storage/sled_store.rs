@@ -639,32 +639,7 @@ mod tests {
     }
 
     fn found_block(height: u64, hash: &str) -> FoundBlockRecord {
-        let header = vision_protocol::HeaderFields {
-            chain_id: "c".into(),
-            height,
-            parent_hash: String::new(),
-            timestamp: 0,
-            difficulty: 1,
-            tx_root: String::new(),
-            miner: "m".into(),
-        };
-        FoundBlockRecord {
-            height,
-            hash: hash.into(),
-            template_id: "t".into(),
-            nonce: 0,
-            worker_id: "w".into(),
-            session_id: "s".into(),
-            wallet_address: "a".into(),
-            time_ms: height,
-            status: BlockStatus::Accepted,
-            reason: None,
-            attempts: 1,
-            updated_ms: height,
-            submission: crate::chain::BlockSubmission { header, nonce: 0 },
-            share_position: Some(height),
-            pool_fee_bps: None,
-        }
+        crate::storage::test_found_block(height, hash, BlockStatus::Accepted, height)
     }
 
     #[test]
