@@ -32,8 +32,7 @@ pub enum RetryOutcome {
 impl Rewards {
     /// Settles batches left `sending`, then pays what is due.
     pub(super) async fn send_payouts(&self, now_ms: u64) -> Result<(), RewardError> {
-        let mut queue: Vec<PayoutRecord> =
-            self.store.payouts()?.into_iter().filter(|p| p.status == PayoutStatus::Sending).collect();
+        let mut queue: Vec<PayoutRecord> = self.store.payouts_sending()?;
         let reconciling = !queue.is_empty();
         while let Some(batch) = queue.pop() {
             match self.chain.transfer_by_key(&batch.idempotency_key).await? {
@@ -41,7 +40,7 @@ impl Rewards {
                 None => queue.extend(self.send(batch, now_ms).await?),
             }
         }
-        if reconciling && self.store.payouts()?.iter().any(|p| p.status == PayoutStatus::Sending) {
+        if reconciling && !self.store.payouts_sending()?.is_empty() {
             // Still unsettled (the chain is down or short of funds): nothing
             // new is sent until it is.
             return Ok(());
@@ -60,7 +59,7 @@ impl Rewards {
     async fn new_batch(&self, now_ms: u64) -> Result<Option<PayoutRecord>, RewardError> {
         let mut due: Vec<(String, u64)> = self
             .store
-            .balances()?
+            .balances_confirmed()?
             .into_iter()
             .filter(|b| {
                 b.confirmed >= self.config.payout_threshold.max(1)

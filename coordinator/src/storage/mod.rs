@@ -324,6 +324,9 @@ pub trait PoolStore: Send + Sync + 'static {
     fn block_reward(&self, height: u64, hash: &str) -> Result<Option<BlockRewardRecord>, StoreError>;
     fn balance(&self, wallet: &str) -> Result<Option<BalanceRecord>, StoreError>;
     fn balances(&self) -> Result<Vec<BalanceRecord>, StoreError>;
+    /// The balances with a confirmed (payable) part above zero, without a
+    /// scan of every wallet the pool ever credited.
+    fn balances_confirmed(&self) -> Result<Vec<BalanceRecord>, StoreError>;
     /// Every payout batch, oldest first.
     fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError>;
     /// Up to `limit` payout batches, newest first; with `wallet`, those
@@ -331,6 +334,8 @@ pub trait PoolStore: Send + Sync + 'static {
     /// lists are open to anyone).
     fn payouts_newest(&self, limit: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError>;
     fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError>;
+    /// The batches still `sending`, oldest first (without a scan of all).
+    fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError>;
 
     fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
     fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;

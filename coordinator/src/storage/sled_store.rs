@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 
 use super::{
     AppendOutcome, BalanceRecord, BanRecord, BlockRewardRecord, Credit, FoundBlockRecord, JobRecord, PayoutRecord,
-    PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord,
-    WorkerRecord,
+    PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate, ShareRecord, StoreError,
+    TemplateRecord, WorkerRecord,
 };
 
 /// `pool_meta` key of the lowest uncompacted ledger position (u64 BE).
 const LEDGER_FLOOR: &str = "ledger_floor";
-/// Set once the payouts' wallet index holds every batch.
+/// Set once the indexes of payouts (by wallet, still sending) and of
+/// confirmed balances hold every record.
 const PAYOUT_INDEX_BUILT: &str = "payout_index_v1";
 
 /// [`PoolStore`] on sled trees, in the coordinator's data directory.
@@ -45,6 +46,10 @@ pub struct SledStore {
     /// without a scan of all of them. Entries of removed batches stay (a
     /// read checks the batch); they are a few bytes each.
     payout_index: sled::Tree,
+    /// payout id -> nothing, for the batches still `sending`.
+    payouts_sending: sled::Tree,
+    /// wallet -> nothing, for the balances with a confirmed part above zero.
+    balances_confirmed: sled::Tree,
     /// worker id -> ShareAggregate (compacted shares).
     share_aggregates: sled::Tree,
     /// The next ledger position. Appends take it under this lock and commit
@@ -91,12 +96,24 @@ impl SledStore {
         .max(floor);
         let payouts = db.open_tree("pool_payouts")?;
         let payout_index = db.open_tree("pool_payouts_by_wallet")?;
+        let payouts_sending = db.open_tree("pool_payouts_sending")?;
+        let balances = db.open_tree("pool_balances")?;
+        let balances_confirmed = db.open_tree("pool_balances_confirmed")?;
         if meta.get(PAYOUT_INDEX_BUILT)?.is_none() {
-            // A data directory from before the index: built once, here.
+            // A data directory from before the indexes: built once, here.
             for value in payouts.iter().values() {
                 let payout: PayoutRecord = decode("pool_payouts", &value?)?;
                 for output in &payout.outputs {
                     payout_index.insert(payout_index_key(&output.address, payout.id), &[][..])?;
+                }
+                if payout.status == PayoutStatus::Sending {
+                    payouts_sending.insert(payout.id.to_be_bytes(), &[][..])?;
+                }
+            }
+            for value in balances.iter().values() {
+                let balance: BalanceRecord = decode("pool_balances", &value?)?;
+                if balance.confirmed > 0 {
+                    balances_confirmed.insert(balance.wallet.as_bytes(), &[][..])?;
                 }
             }
             meta.insert(PAYOUT_INDEX_BUILT, &[1u8][..])?;
@@ -114,9 +131,11 @@ impl SledStore {
             jobs: db.open_tree("pool_jobs")?,
             templates: db.open_tree("pool_templates")?,
             block_rewards: db.open_tree("pool_block_rewards")?,
-            balances: db.open_tree("pool_balances")?,
             payouts,
             payout_index,
+            payouts_sending,
+            balances,
+            balances_confirmed,
             share_aggregates: db.open_tree("pool_share_aggregates")?,
             next_position: Arc::new(Mutex::new(next_position)),
         })
@@ -369,41 +388,58 @@ impl PoolStore for SledStore {
         let payouts: Vec<([u8; 8], Vec<u8>)> = update.payouts.iter().map(|p| (p.id.to_be_bytes(), encode(p))).collect();
         let index_keys: Vec<Vec<u8>> =
             update.payouts.iter().flat_map(|p| p.outputs.iter().map(|o| payout_index_key(&o.address, p.id))).collect();
-        let result = (&self.block_rewards, &self.balances, &self.payouts, &self.payout_index).transaction(
-            |(blocks_tree, balances, payouts_tree, index)| {
-                for (wallet, moves) in &deltas {
-                    let mut record: BalanceRecord = match balances.get(wallet.as_bytes())? {
-                        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                            ConflictableTransactionError::Abort(Abort::Corrupt(format!("corrupt balance: {e}")))
-                        })?,
-                        None => BalanceRecord { wallet: wallet.to_string(), ..BalanceRecord::default() },
-                    };
-                    for (bucket, amount) in moves {
-                        let part = record.bucket_mut(*bucket);
-                        let next = i128::from(*part) + amount;
-                        *part = u64::try_from(next).map_err(|_| {
-                            ConflictableTransactionError::Abort(Abort::Refused(format!(
-                                "{wallet}: {bucket:?} would become {next}"
-                            )))
-                        })?;
-                    }
-                    balances.insert(wallet.as_bytes(), encode(&record))?;
-                }
-                for (key, value) in &blocks {
-                    blocks_tree.insert(key.as_slice(), value.as_slice())?;
-                }
-                for id in &update.payouts_removed {
-                    payouts_tree.remove(&id.to_be_bytes()[..])?;
-                }
-                for (key, value) in &payouts {
-                    payouts_tree.insert(&key[..], value.as_slice())?;
-                }
-                for key in &index_keys {
-                    index.insert(key.as_slice(), &[][..])?;
-                }
-                Ok::<_, ConflictableTransactionError<Abort>>(())
-            },
+        let trees = (
+            &self.block_rewards,
+            &self.balances,
+            &self.payouts,
+            &self.payout_index,
+            &self.payouts_sending,
+            &self.balances_confirmed,
         );
+        let result = trees.transaction(|(blocks_tree, balances, payouts_tree, index, sending, confirmed)| {
+            for (wallet, moves) in &deltas {
+                let mut record: BalanceRecord = match balances.get(wallet.as_bytes())? {
+                    Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                        ConflictableTransactionError::Abort(Abort::Corrupt(format!("corrupt balance: {e}")))
+                    })?,
+                    None => BalanceRecord { wallet: wallet.to_string(), ..BalanceRecord::default() },
+                };
+                for (bucket, amount) in moves {
+                    let part = record.bucket_mut(*bucket);
+                    let next = i128::from(*part) + amount;
+                    *part = u64::try_from(next).map_err(|_| {
+                        ConflictableTransactionError::Abort(Abort::Refused(format!(
+                            "{wallet}: {bucket:?} would become {next}"
+                        )))
+                    })?;
+                }
+                balances.insert(wallet.as_bytes(), encode(&record))?;
+                if record.confirmed > 0 {
+                    confirmed.insert(wallet.as_bytes(), &[][..])?;
+                } else {
+                    confirmed.remove(wallet.as_bytes())?;
+                }
+            }
+            for (key, value) in &blocks {
+                blocks_tree.insert(key.as_slice(), value.as_slice())?;
+            }
+            for id in &update.payouts_removed {
+                payouts_tree.remove(&id.to_be_bytes()[..])?;
+                sending.remove(&id.to_be_bytes()[..])?;
+            }
+            for ((key, value), payout) in payouts.iter().zip(&update.payouts) {
+                payouts_tree.insert(&key[..], value.as_slice())?;
+                if payout.status == PayoutStatus::Sending {
+                    sending.insert(&key[..], &[][..])?;
+                } else {
+                    sending.remove(&key[..])?;
+                }
+            }
+            for key in &index_keys {
+                index.insert(key.as_slice(), &[][..])?;
+            }
+            Ok::<_, ConflictableTransactionError<Abort>>(())
+        });
         transaction_result("pool_balances", result)
     }
 
@@ -427,6 +463,19 @@ impl PoolStore for SledStore {
         self.balances.iter().values().map(|v| decode("pool_balances", &v?)).collect()
     }
 
+    fn balances_confirmed(&self) -> Result<Vec<BalanceRecord>, StoreError> {
+        let mut found = Vec::new();
+        for wallet in self.balances_confirmed.iter().keys() {
+            if let Some(balance) = self.balances.get(wallet?)? {
+                let balance: BalanceRecord = decode("pool_balances", &balance)?;
+                if balance.confirmed > 0 {
+                    found.push(balance);
+                }
+            }
+        }
+        Ok(found)
+    }
+
     fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError> {
         self.payouts.iter().values().map(|v| decode("pool_payouts", &v?)).collect()
     }
@@ -445,6 +494,17 @@ impl PoolStore for SledStore {
             let id = be_u64("pool_payouts_by_wallet", &key?[prefix.len()..])?;
             // A batch removed since (split per payee) or rewritten without this payee is skipped.
             if let Some(payout) = self.payout(id)?.filter(|p| p.outputs.iter().any(|o| o.address == wallet)) {
+                found.push(payout);
+            }
+        }
+        Ok(found)
+    }
+
+    fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError> {
+        let mut found = Vec::new();
+        for key in self.payouts_sending.iter().keys() {
+            let id = be_u64("pool_payouts_sending", &key?)?;
+            if let Some(payout) = self.payout(id)?.filter(|p| p.status == PayoutStatus::Sending) {
                 found.push(payout);
             }
         }
@@ -586,7 +646,7 @@ mod tests {
         (SledStore::open(&db).unwrap(), db)
     }
 
-    use crate::storage::{BlockStatus, PayoutOutput, PayoutStatus, RewardStatus};
+    use crate::storage::{BlockStatus, PayoutOutput, RewardStatus};
 
     fn payout(id: u64, wallets: &[&str]) -> PayoutRecord {
         PayoutRecord {
@@ -636,6 +696,49 @@ mod tests {
         assert!(store.payouts_newest(10, Some("b")).unwrap().is_empty());
         let reopened = SledStore::open(&db).unwrap();
         assert_eq!(ids(reopened.payouts_newest(10, Some("b")).unwrap()), [7, 4, 2]);
+    }
+
+    /// A round reads the batches still sending and the payable balances
+    /// through indexes that follow every update (and are built once for an
+    /// older data directory), not a scan of every batch and wallet.
+    #[test]
+    fn sending_batches_and_confirmed_balances_are_found_without_a_scan() {
+        use crate::storage::{BalanceBucket, BalanceDelta};
+        let (store, db) = temp_store();
+        let sending = |id, w: &[&str]| PayoutRecord { status: PayoutStatus::Sending, ..payout(id, w) };
+        let credit = |wallet: &str, bucket, amount| BalanceDelta::new(wallet, bucket, amount);
+        let update = RewardUpdate {
+            payouts: vec![sending(1, &["a"]), payout(2, &["b"]), sending(3, &["c"])],
+            balances: vec![credit("a", BalanceBucket::Confirmed, 5), credit("b", BalanceBucket::Immature, 7)],
+            ..RewardUpdate::default()
+        };
+        store.apply_reward_update(&update).unwrap();
+        assert_eq!(ids(store.payouts_sending().unwrap()), [1, 3]);
+        let wallets = |s: &SledStore| s.balances_confirmed().unwrap().into_iter().map(|b| b.wallet).collect::<Vec<_>>();
+        assert_eq!(wallets(&store), ["a"]);
+        // Batch 1 paid, 3 split into 4; a's confirmed part moves on, b's matures.
+        let update = RewardUpdate {
+            payouts: vec![payout(1, &["a"]), sending(4, &["c"])],
+            payouts_removed: vec![3],
+            balances: vec![
+                credit("a", BalanceBucket::Confirmed, -5),
+                credit("a", BalanceBucket::Paid, 5),
+                credit("b", BalanceBucket::Immature, -7),
+                credit("b", BalanceBucket::Confirmed, 7),
+            ],
+            ..RewardUpdate::default()
+        };
+        store.apply_reward_update(&update).unwrap();
+        assert_eq!(ids(store.payouts_sending().unwrap()), [4]);
+        assert_eq!(wallets(&store), ["b"]);
+        // An older data directory: the indexes are built at open.
+        for tree in ["pool_payouts_sending", "pool_balances_confirmed"] {
+            db.open_tree(tree).unwrap().clear().unwrap();
+        }
+        db.open_tree("pool_meta").unwrap().remove(PAYOUT_INDEX_BUILT).unwrap();
+        let reopened = SledStore::open(&db).unwrap();
+        assert_eq!(ids(reopened.payouts_sending().unwrap()), [4]);
+        assert_eq!(wallets(&reopened), ["b"]);
     }
 
     fn found_block(height: u64, hash: &str) -> FoundBlockRecord {
