@@ -21,7 +21,7 @@ impl Rewards {
         let Some(tip) = self.chain.tip().await? else { return Ok(()) };
         // Settled blocks are not read (`settled_blocks`); what this round
         // settles counts from the next one on.
-        let open = self.open_blocks()?;
+        let open = self.open_blocks(Some(tip.height))?;
         let settled = settled_after(&open, tip.height, self.config.orphan_watch_depth, self.config.confirmations);
         let mut found = open.found;
         found.sort_by_key(|b| (b.share_position.unwrap_or(u64::MAX), b.height));

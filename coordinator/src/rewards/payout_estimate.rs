@@ -48,7 +48,7 @@ impl Rewards {
                 WindowRule::LastUnits(pplns_target(network_difficulty, self.config.pplns_window_factor))
             }
             PayoutScheme::Prop => {
-                let round_start = self.open_blocks()?.last_accepted_position().map_or(0, |p| p + 1);
+                let round_start = self.open_blocks(None)?.last_accepted_position().map_or(0, |p| p + 1);
                 WindowRule::From(round_start)
             }
         };

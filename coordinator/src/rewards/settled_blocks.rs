@@ -85,9 +85,16 @@ pub(crate) fn settled_after(open: &OpenBlocks, tip_height: u64, watch_depth: u64
 
 impl Rewards {
     /// The found blocks not yet settled and their records; everything when
-    /// the carried PROP round start would not hold for them.
-    pub(crate) fn open_blocks(&self) -> Result<OpenBlocks, RewardError> {
-        let settled = *self.settled.lock().expect("settled blocks lock");
+    /// the carried PROP round start would not hold for them. With the
+    /// chain's current tip, never from above its watch depth (the settled
+    /// height was worked out with the previous round's tip, which may have
+    /// been higher).
+    pub(crate) fn open_blocks(&self, tip_height: Option<u64>) -> Result<OpenBlocks, RewardError> {
+        let mut settled = *self.settled.lock().expect("settled blocks lock");
+        if let Some(tip) = tip_height {
+            let watched = self.config.confirmations.saturating_add(self.config.orphan_watch_depth);
+            settled.below = settled.below.min(tip.saturating_sub(watched));
+        }
         let found = self.store.found_blocks_from(settled.below)?;
         let inverted = settled
             .last_accepted_position

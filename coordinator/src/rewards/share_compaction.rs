@@ -47,7 +47,7 @@ impl Rewards {
     fn compaction_boundary(&self, network_difficulty: Option<u64>) -> Result<u64, RewardError> {
         let floor = self.store.ledger_floor()?;
         // Settled blocks (all credited) are not read.
-        let open = self.open_blocks()?;
+        let open = self.open_blocks(None)?;
         let uncredited = open.found.iter().any(|b| match b.status {
             BlockStatus::Submitted => true,
             BlockStatus::Accepted => !open.records.contains_key(&(b.height, b.hash.clone())),

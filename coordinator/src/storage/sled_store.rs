@@ -15,8 +15,9 @@ use super::{
 /// `pool_meta` key of the lowest uncompacted ledger position (u64 BE).
 const LEDGER_FLOOR: &str = "ledger_floor";
 /// Set once the indexes of payouts (by wallet, still sending) and of
-/// confirmed balances hold every record.
-const PAYOUT_INDEX_BUILT: &str = "payout_index_v1";
+/// confirmed balances hold every record. (v1 marked the wallet index alone,
+/// in builds of one day: v2 builds all three again.)
+const PAYOUT_INDEX_BUILT: &str = "payout_index_v2";
 
 /// [`PoolStore`] on sled trees, in the coordinator's data directory.
 #[derive(Clone)]

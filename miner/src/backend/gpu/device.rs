@@ -228,7 +228,12 @@ impl GpuDevice {
                 // - every loop ends: the `for` loops run to uniform bounds,
                 //   and a probe loop ends at an empty slot, which every table
                 //   has (`TableSlots` keeps the load at most 2/3, and
-                //   `GpuSearcher::fits` refuses params whose writes need more);
+                //   `GpuSearcher::fits` refuses params whose writes need more;
+                //   the keys and filters are cleared by each batch's first
+                //   step, so no earlier batch's writes count); a probe's first
+                //   slot is below SLOTS (tables past 2^16 slots are a power of
+                //   two, where `first_slot` selects the low bits, not the
+                //   product that could wrap);
                 // - the one division is by `max(WRITE_EVERY, 1u)`.
                 // A wrong result is still caught: every found nonce is
                 // re-checked on the CPU, and a mismatch disables the device.

@@ -162,8 +162,9 @@ impl GpuBackend {
     /// done, `control` is cancelled (the device stops within a dispatch or
     /// two), or the device fails. Every nonce passed to `on_found` has been
     /// re-checked on the CPU, here; the first that fails the re-check
-    /// disables the device (it stops within a dispatch or two) and the
-    /// search ends with [`GpuError::WrongResult`].
+    /// disables the device (it stops within a dispatch or two of the
+    /// re-check reaching that nonce) and the search ends with
+    /// [`GpuError::WrongResult`].
     pub fn search(
         &self,
         job: &Job,
@@ -179,7 +180,8 @@ impl GpuBackend {
         if !matches!(sent, Some(Ok(()))) {
             return Err(GpuError::DeviceLost(format!("{}: device thread stopped", self.summary.name)));
         }
-        let mut cpu = self.cpu.lock().expect("re-check engine lock");
+        // A panic in `on_found` elsewhere leaves the engine usable.
+        let mut cpu = self.cpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut wrong = None;
         for event in inbox {
             match event {
