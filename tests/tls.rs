@@ -152,13 +152,26 @@ fn start_miner(pool_url: &str, extra: &[&str], log: &Path) -> (std::process::Chi
     (child, format!("http://{api}/status"))
 }
 
+/// Kills its processes when dropped, so a failed assertion leaves none behind.
+struct Processes(Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miner_mines_on_a_pool_over_https_and_refuses_an_unknown_certificate() {
     let root = fresh_dir("miner-tls");
     make_certificates(&root);
     let pool_bind = format!("127.0.0.1:{}", free_port());
     let args: Vec<&str> = QUICK_REWARDS.iter().copied().chain(["--bind", pool_bind.as_str()]).collect();
-    let (mut pool, _) = start_coordinator(&root.join("pool"), &args, &[]);
+    let (pool, _) = start_coordinator(&root.join("pool"), &args, &[]);
+    let mut processes = Processes(vec![pool]);
     let tls_port = tls_terminator(&root, pool_bind.clone()).await;
     let pool_url = format!("https://localhost:{tls_port}");
     let ca = root.join("ca.pem");
@@ -170,9 +183,10 @@ async fn a_miner_mines_on_a_pool_over_https_and_refuses_an_unknown_certificate()
         }
     };
 
-    let (mut trusting, trusting_status) =
+    let (trusting, trusting_status) =
         start_miner(&pool_url, &["--pool-ca", ca.to_str().unwrap()], &root.join("trusting.log"));
-    let (mut stranger, stranger_status) = start_miner(&pool_url, &[], &root.join("stranger.log"));
+    let (stranger, stranger_status) = start_miner(&pool_url, &[], &root.join("stranger.log"));
+    processes.0.extend([trusting, stranger]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = status(&trusting_status).await;
@@ -204,8 +218,5 @@ async fn a_miner_mines_on_a_pool_over_https_and_refuses_an_unknown_certificate()
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--pool-ca"));
 
-    for child in [&mut trusting, &mut stranger, &mut pool] {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    drop(processes);
 }

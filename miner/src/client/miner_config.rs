@@ -109,7 +109,16 @@ impl MineArgs {
     pub fn from_file(path: &Path) -> Result<MineArgs, MinerError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| MinerError::bad_input(format!("cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| MinerError::bad_input(format!("{}: {e}", path.display())))
+        let mut args: MineArgs =
+            toml::from_str(&text).map_err(|e| MinerError::bad_input(format!("{}: {e}", path.display())))?;
+        // A file named in the config file is where the config file says,
+        // wherever the miner is started from.
+        if let (Some(ca), Some(dir)) = (&args.pool_ca, path.parent()) {
+            if ca.is_relative() {
+                args.pool_ca = Some(dir.join(ca));
+            }
+        }
+        Ok(args)
     }
 
     /// Whether any way to mine was given.
@@ -257,6 +266,18 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains(needle), "{err:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_pool_ca_in_a_config_file_is_found_beside_it() {
+        let dir = std::env::temp_dir().join(format!("vision-miner-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("miner.toml");
+        std::fs::write(&file, "pool = [\"https://a:1\"]\npool_ca = \"ca.pem\"\n").unwrap();
+        assert_eq!(MineArgs::from_file(&file).unwrap().pool_ca, Some(dir.join("ca.pem")));
+        std::fs::write(&file, "pool_ca = \"/etc/ssl/pool-ca.pem\"\n").unwrap();
+        assert_eq!(MineArgs::from_file(&file).unwrap().pool_ca, Some("/etc/ssl/pool-ca.pem".into()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
