@@ -101,17 +101,7 @@ impl Rewards {
                 record
             }
             None => {
-                let mut record = BlockRewardRecord {
-                    height: block.height,
-                    hash: block.hash.clone(),
-                    status: RewardStatus::Pending,
-                    confirmations: 0,
-                    credit: None,
-                    history: Vec::new(),
-                    overdue_since_ms: None,
-                    operator_flag: None,
-                    updated_ms: now_ms,
-                };
+                let mut record = BlockRewardRecord::pending(block.height, &block.hash, now_ms);
                 let finder = format!("found by {} ({})", block.worker_id, block.wallet_address);
                 record.note("submitted", finder, block.time_ms);
                 record.note("accepted", "the chain accepted it", block.updated_ms.max(block.time_ms));

@@ -125,17 +125,7 @@ mod tests {
     }
 
     fn record(height: u64, status: RewardStatus, confirmations: u64) -> BlockRewardRecord {
-        BlockRewardRecord {
-            height,
-            hash: format!("h{height}"),
-            status,
-            confirmations,
-            credit: None,
-            history: Vec::new(),
-            overdue_since_ms: None,
-            operator_flag: None,
-            updated_ms: 0,
-        }
+        BlockRewardRecord { status, confirmations, ..BlockRewardRecord::pending(height, &format!("h{height}"), 0) }
     }
 
     /// Watch depth 100, 10 confirmations: blocks deeper than 110 below the

@@ -169,6 +169,21 @@ pub struct BlockRewardRecord {
 }
 
 impl BlockRewardRecord {
+    /// A new record of a block: pending, no confirmations, no credit yet.
+    pub fn pending(height: u64, hash: &str, now_ms: u64) -> Self {
+        BlockRewardRecord {
+            height,
+            hash: hash.to_string(),
+            status: RewardStatus::Pending,
+            confirmations: 0,
+            credit: None,
+            history: Vec::new(),
+            overdue_since_ms: None,
+            operator_flag: None,
+            updated_ms: now_ms,
+        }
+    }
+
     /// Moves to `status`, recording why and when.
     pub fn change(&mut self, status: RewardStatus, reason: impl Into<String>, now_ms: u64) {
         self.status = status;

@@ -647,7 +647,7 @@ mod tests {
         (SledStore::open(&db).unwrap(), db)
     }
 
-    use crate::storage::{BlockStatus, PayoutOutput, RewardStatus};
+    use crate::storage::{BlockStatus, PayoutOutput};
 
     fn payout(id: u64, wallets: &[&str]) -> PayoutRecord {
         PayoutRecord {
@@ -759,17 +759,7 @@ mod tests {
         assert!(store.found_blocks_at(3).unwrap().is_empty());
         let from_two: Vec<u64> = store.found_blocks_from(2).unwrap().iter().map(|b| b.height).collect();
         assert_eq!(from_two, [2, 2, 10, 256]);
-        let record = BlockRewardRecord {
-            height: 2,
-            hash: "z".into(),
-            status: RewardStatus::Pending,
-            confirmations: 0,
-            credit: None,
-            history: Vec::new(),
-            overdue_since_ms: None,
-            operator_flag: None,
-            updated_ms: 0,
-        };
+        let record = BlockRewardRecord::pending(2, "z", 0);
         store.apply_reward_update(&RewardUpdate { blocks: vec![record.clone()], ..RewardUpdate::default() }).unwrap();
         assert_eq!(store.block_reward(2, "z").unwrap(), Some(record));
         assert_eq!(store.block_reward(2, "y").unwrap(), None);
