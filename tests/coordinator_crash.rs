@@ -87,7 +87,7 @@ async fn sigkill_loses_no_acknowledged_share_and_credits_none_twice() {
     // Read the real sled files the killed process left.
     let ledger: Vec<(u64, vision_coordinator::storage::ShareRecord)> = {
         let store = SledStore::open_path(&data_dir.join("db")).unwrap();
-        store.shares_from(0, 100_000).unwrap()
+        store.shares_from(0, 100_000).await.unwrap()
     };
     let credited: Vec<u64> = ledger.iter().filter(|(_, s)| s.job_id == job_id).map(|(_, s)| s.nonce).collect();
     let distinct: HashSet<u64> = credited.iter().copied().collect();
@@ -128,7 +128,7 @@ async fn sigkill_loses_no_acknowledged_share_and_credits_none_twice() {
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM must stop the coordinator cleanly: {status:?}");
     let store = SledStore::open_path(&data_dir.join("db")).unwrap();
-    assert_eq!(store.ledger_len(), shares.len() as u64 + 1);
+    assert_eq!(store.ledger_len().await.unwrap(), shares.len() as u64 + 1);
     drop(store);
     let _ = std::fs::remove_dir_all(&data_dir);
 }

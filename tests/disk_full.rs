@@ -207,7 +207,7 @@ async fn a_full_disk_answers_503_stops_cleanly_and_loses_no_acknowledged_share()
     let db = sled::open(data_dir.join("db")).unwrap();
     let store = SledStore::open(&db).unwrap();
     let mut in_ledger: HashMap<(String, u64), usize> = HashMap::new();
-    for (_, share) in store.shares_from(0, usize::MAX).unwrap() {
+    for (_, share) in store.shares_from(0, usize::MAX).await.unwrap() {
         *in_ledger.entry((share.job_id.clone(), share.nonce)).or_default() += 1;
     }
     assert!(in_ledger.values().all(|n| *n == 1), "a share credited twice");

@@ -214,8 +214,8 @@ async fn ten_sigkills_under_load_lose_nothing_and_pay_once() {
 
     // 1. Every acknowledged share is in the ledger exactly once (the
     // window covers the run: nothing was compacted).
-    let ledger_rows = store.shares_from(0, usize::MAX).unwrap();
-    assert_eq!(store.ledger_floor().unwrap(), 0, "nothing compacted: raise WINDOW_FACTOR");
+    let ledger_rows = store.shares_from(0, usize::MAX).await.unwrap();
+    assert_eq!(store.ledger_floor().await.unwrap(), 0, "nothing compacted: raise WINDOW_FACTOR");
     let mut in_ledger: HashMap<(String, u64), usize> = HashMap::new();
     for (_, share) in &ledger_rows {
         *in_ledger.entry((share.job_id.clone(), share.nonce)).or_default() += 1;
@@ -228,7 +228,7 @@ async fn ten_sigkills_under_load_lose_nothing_and_pay_once() {
     }
 
     // 2. Every chain block paying the pool has its record.
-    let found = store.found_blocks().unwrap();
+    let found = store.found_blocks().await.unwrap();
     let recorded: HashSet<(u64, String)> = found.iter().map(|b| (b.height, b.hash.clone())).collect();
     let tip = chain.tip().unwrap().expect("blocks were found").height;
     let mut pool_blocks = 0;
@@ -246,7 +246,7 @@ async fn ten_sigkills_under_load_lose_nothing_and_pay_once() {
         ledger_rows.iter().map(|(p, s)| (*p, (s.wallet_address.clone(), s.share_difficulty))).collect();
     let by_key: HashMap<(u64, String), _> = found.iter().map(|b| ((b.height, b.hash.clone()), b)).collect();
     let mut owed: BTreeMap<String, u64> = BTreeMap::new();
-    for record in store.block_rewards().unwrap() {
+    for record in store.block_rewards().await.unwrap() {
         let (Some(credit), true) = (&record.credit, record.status != RewardStatus::Orphaned) else { continue };
         let block = by_key[&(record.height, record.hash.clone())];
         assert_eq!(block.status, BlockStatus::Accepted);
@@ -266,7 +266,7 @@ async fn ten_sigkills_under_load_lose_nothing_and_pay_once() {
         }
     }
     for (wallet, amount) in &owed {
-        let b = store.balance(wallet).unwrap().unwrap_or_default();
+        let b = store.balance(wallet).await.unwrap().unwrap_or_default();
         assert_eq!(b.immature + b.confirmed + b.sending + b.paid + b.set_aside, *amount, "{wallet}: {b:?}");
         assert_eq!(
             chain.balance(wallet).unwrap().spendable,
@@ -275,8 +275,14 @@ async fn ten_sigkills_under_load_lose_nothing_and_pay_once() {
         );
     }
     assert!(owed.keys().any(|w| w.starts_with("land1sim")), "the simulated workers earned");
-    let credited = store.block_rewards().unwrap().iter().filter(|r| r.credit.is_some()).count();
-    let paid: u64 = owed.keys().map(|w| store.balance(w).unwrap().unwrap_or_default().paid).sum();
+    let credited = store.block_rewards().await.unwrap().iter().filter(|r| r.credit.is_some()).count();
+    let paid: u64 = {
+        let mut paid = 0;
+        for wallet in owed.keys() {
+            paid += store.balance(wallet).await.unwrap().unwrap_or_default().paid;
+        }
+        paid
+    };
     eprintln!(
         "kill loop: {KILLS} kills, {} acknowledged shares, ledger {}, {pool_blocks} pool blocks, {credited} credited, {paid} base units paid",
         acked.len(),

@@ -100,7 +100,7 @@ pub async fn run(options: DemoOptions, shutdown: impl std::future::Future<Output
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
             let stats = pool.stats(crate::pool::now_ms());
-            let rewards = pool.rewards().balance_view(DEMO_WALLET).ok();
+            let rewards = pool.rewards().balance_view(DEMO_WALLET).await.ok();
             let on_chain = pool.chain().balance(DEMO_WALLET).await.map(|b| b.spendable).unwrap_or(0);
             println!(
                 "[pool] height {} | blocks found {} | workers online {} | effective {:.1} H/s over {} shares (10 min) | miner reports {:.1} H/s",

@@ -84,6 +84,7 @@ impl Coordinator {
         };
         let pool =
             Pool::new(config.pool.clone(), config.initial_settings.clone(), store, chain, config.block_time_secs)
+                .await
                 .map_err(|e| StartError::Pool(e.to_string()))?;
         if let Err(err) = pool.refresh_template().await {
             // An upstream node may come up later; the refresher keeps trying.
@@ -143,7 +144,7 @@ impl Coordinator {
             }
         };
         let Coordinator { pool, router, limits, .. } = self;
-        match pool.resume_block_submissions() {
+        match pool.resume_block_submissions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!("resuming {n} block submissions left unsettled by the last run"),
             Err(err) => tracing::error!("cannot read found blocks: {err}"),
@@ -285,10 +286,8 @@ impl Coordinator {
         tasks.push(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(30)).await;
-                let pool = pool.clone();
-                // Prunes sled trees: off the runtime.
-                let done = tokio::task::spawn_blocking(move || pool.housekeeping(now_ms())).await;
-                if let Ok(Err(err)) = done {
+                // The store's scans and prunes run off the runtime (the store's job).
+                if let Err(err) = pool.housekeeping(now_ms()).await {
                     tracing::warn!("housekeeping failed: {err}");
                 }
             }

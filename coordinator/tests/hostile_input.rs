@@ -315,7 +315,7 @@ fn ten_thousand_hostile_requests_get_no_5xx_and_credit_no_forged_share() {
     let target = Arc::try_unwrap(target).ok().expect("the only owner");
     runtime.block_on(target.pool.stop());
     let store = SledStore::open_path(&data_dir.join("db")).unwrap();
-    let ledger = store.shares_from(0, usize::MAX).unwrap();
+    let ledger = runtime.block_on(store.shares_from(0, usize::MAX)).unwrap();
     for (_, share) in &ledger {
         assert!(
             honest.contains(&(share.job_id.clone(), share.nonce)),

@@ -41,7 +41,7 @@ impl Pool {
         }
         // Stored and applied before the wait, so a client hanging up cannot
         // leave the two apart.
-        self.store.put_settings(&next)?;
+        self.store.put_settings(&next).await?;
         *self.settings.write().expect("settings lock") = next.clone();
         let vardiff_config = self.vardiff_config();
         for session in self.sessions.lock().expect("sessions lock").values_mut() {
@@ -54,7 +54,7 @@ impl Pool {
     pub(crate) async fn set_running(&self, running: bool) -> Result<PoolSettings, PoolError> {
         let mut next = self.settings();
         next.running = running;
-        self.store.put_settings(&next)?;
+        self.store.put_settings(&next).await?;
         *self.settings.write().expect("settings lock") = next.clone();
         self.running.store(running, Ordering::Relaxed);
         self.commits.durable().await?;
@@ -91,7 +91,7 @@ impl Pool {
             .collect();
         // The store first: a ban lifted in memory only would come back.
         for session_id in &lifted {
-            self.store.remove_ban(session_id)?;
+            self.store.remove_ban(session_id).await?;
             self.bans.lock().expect("bans lock").remove(session_id);
             if let Some(session) = self.sessions.lock().expect("sessions lock").get_mut(session_id) {
                 session.banned.store(false, Ordering::Relaxed);

@@ -74,10 +74,10 @@ fn source_ip(source: Source) -> Option<IpAddr> {
     source.map(|Extension(ConnectInfo(addr))| addr.ip())
 }
 
-fn session_of(state: &PoolApiState, headers: &HeaderMap) -> Result<String, ApiError> {
+async fn session_of(state: &PoolApiState, headers: &HeaderMap) -> Result<String, ApiError> {
     let token =
         bearer(headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <worker_token>"))?;
-    Ok(state.pool.authenticate(token, now_ms())?)
+    Ok(state.pool.authenticate(token, now_ms()).await?)
 }
 
 fn require_admin(state: &PoolApiState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -98,7 +98,7 @@ async fn register(
     headers: HeaderMap,
     AppJson(request): AppJson<RegisterRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(AppJson(state.pool.register(request, source_ip(source), bearer(&headers), now_ms())?))
+    Ok(AppJson(state.pool.register(request, source_ip(source), bearer(&headers), now_ms()).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,7 +112,7 @@ async fn job(
     headers: HeaderMap,
     AppQuery(query): AppQuery<JobQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let session_id = session_of(&state, &headers)?;
+    let session_id = session_of(&state, &headers).await?;
     if let Some(wait) = query.wait {
         state.pool.admit(&session_id, now_ms())?;
         state.pool.wait_for_new_template(&session_id, Duration::from_secs(wait)).await;
@@ -130,7 +130,7 @@ async fn share(
     AppJson(request): AppJson<ShareRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let started = Instant::now();
-    let session_id = session_of(&state, &headers)?;
+    let session_id = session_of(&state, &headers).await?;
     let response = state.pool.judge_share(session_id, source_ip(source), request, now_ms()).await?;
     state.pool.record_share_latency(started.elapsed());
     Ok(AppJson(response))
@@ -162,7 +162,7 @@ async fn blocks(
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let limit = list_limit(query.limit)?;
-    Ok(AppJson(state.pool.rewards().block_summaries(limit)?))
+    Ok(AppJson(state.pool.rewards().block_summaries(limit).await?))
 }
 
 async fn block_detail(
@@ -173,7 +173,8 @@ async fn block_detail(
     state
         .pool
         .rewards()
-        .block_detail(height)?
+        .block_detail(height)
+        .await?
         .map(AppJson)
         .ok_or_else(|| ApiError::not_found("unknown_block", format!("the pool found no block at height {height}")))
 }
@@ -183,7 +184,7 @@ async fn balance(
     AppPath(wallet): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     crate::chain::check_address("wallet", &wallet)?;
-    Ok(AppJson(state.pool.rewards().balance_view(&wallet)?))
+    Ok(AppJson(state.pool.rewards().balance_view(&wallet).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +201,7 @@ async fn payouts(
         crate::chain::check_address("wallet", wallet)?;
     }
     let limit = list_limit(query.limit)?;
-    Ok(AppJson(state.pool.rewards().payout_views(query.wallet.as_deref(), limit)?))
+    Ok(AppJson(state.pool.rewards().payout_views(query.wallet.as_deref(), limit).await?))
 }
 
 /// Admin: sends a set-aside payout again (once the payee's problem is fixed).
@@ -258,8 +259,8 @@ async fn worker_history(
         .ok_or_else(|| ApiError::not_found("unknown_worker", format!("no active worker {id:?}")))
 }
 
-fn metrics_value(pool: &Pool) -> serde_json::Value {
-    let m = pool.metrics_snapshot();
+async fn metrics_value(pool: &Pool) -> serde_json::Value {
+    let m = pool.metrics_snapshot().await;
     let latency: serde_json::Map<String, serde_json::Value> = pool
         .latency_summaries()
         .into_iter()
@@ -304,12 +305,12 @@ fn metrics_value(pool: &Pool) -> serde_json::Value {
 }
 
 async fn metrics_json(State(state): State<PoolApiState>) -> impl IntoResponse {
-    AppJson(metrics_value(&state.pool))
+    AppJson(metrics_value(&state.pool).await)
 }
 
 async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoResponse {
     let pool = &state.pool;
-    let m = pool.metrics_snapshot();
+    let m = pool.metrics_snapshot().await;
     let stats = pool.stats(now_ms());
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {

@@ -84,7 +84,7 @@ impl Pool {
     }
 
     async fn record_block(&self, block: &FoundBlockRecord) -> Result<(), PoolError> {
-        self.store.put_found_block(block)?;
+        self.store.put_found_block(block).await?;
         self.commits.durable().await?;
         match block.status {
             BlockStatus::Accepted => {

@@ -64,22 +64,24 @@ impl Pool {
             return Ok(self.job_response(&job));
         }
 
-        let index = self.store.next_id()?;
+        let index = self.store.next_id().await?;
         let job_id = hex::encode(&blake3::keyed_hash(&self.secret, &index.to_le_bytes()).as_bytes()[..12]);
         let job = self
             .jobs
             .issue(job_id, index, (&worker_id, session_id), difficulty, template.clone())
             .ok_or(PoolError::JobLimit)?;
-        self.store.put_job(&JobRecord {
-            job_id: job.job_id.clone(),
-            worker_id: job.worker_id.clone(),
-            session_id: job.session_id.clone(),
-            template_id: job.template.id.clone(),
-            height: job.template.template.header.height,
-            share_difficulty: job.share_difficulty,
-            nonce_start: job.nonces.start,
-            nonce_end: job.nonces.end,
-        })?;
+        self.store
+            .put_job(&JobRecord {
+                job_id: job.job_id.clone(),
+                worker_id: job.worker_id.clone(),
+                session_id: job.session_id.clone(),
+                template_id: job.template.id.clone(),
+                height: job.template.template.header.height,
+                share_difficulty: job.share_difficulty,
+                nonce_start: job.nonces.start,
+                nonce_end: job.nonces.end,
+            })
+            .await?;
         self.commits.durable().await?;
         if let Some(session) = self.sessions.lock().expect("sessions lock").get_mut(session_id) {
             session.last_template_version = template.version;

@@ -156,7 +156,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(
+    pub async fn new(
         config: PoolConfig,
         defaults: PoolSettings,
         store: Arc<dyn PoolStore>,
@@ -164,9 +164,9 @@ impl Pool {
         block_time_secs: u64,
     ) -> Result<Arc<Self>, PoolError> {
         check_address("pool address", &config.pool_address)?;
-        let settings = store.settings()?.unwrap_or(defaults);
-        let secret = store.secret()?;
-        let bans = store.bans()?.into_iter().map(|b| (b.session_id.clone(), b)).collect();
+        let settings = store.settings().await?.unwrap_or(defaults);
+        let secret = store.secret();
+        let bans = store.bans().await?.into_iter().map(|b| (b.session_id.clone(), b)).collect();
         let metrics = PoolMetrics::default();
         let flushing = store.clone();
         let rewards = Arc::new(
@@ -205,11 +205,11 @@ impl Pool {
             prune_below: AtomicU64::new(0),
             pruned_below: AtomicU64::new(0),
         };
-        let found = pool.store.found_blocks()?;
+        let found = pool.store.found_blocks().await?;
         let count = |status| found.iter().filter(|b| b.status == status).count() as u64;
         pool.metrics.blocks_found.store(count(crate::storage::BlockStatus::Accepted), Ordering::Relaxed);
         pool.metrics.blocks_rejected.store(count(crate::storage::BlockStatus::Rejected), Ordering::Relaxed);
-        pool.restore_jobs()?;
+        pool.restore_jobs().await?;
         // The counters start at zero now: the charts' first interval counts
         // from here, not from the sampler's first tick.
         pool.history.record(now_ms(), stats_history::PoolReading::default(), Vec::new());
@@ -218,15 +218,16 @@ impl Pool {
 
     /// Loads the jobs of recent heights, so shares for them are still judged
     /// (accepted, stale or duplicate) after a restart.
-    fn restore_jobs(&self) -> Result<(), PoolError> {
+    async fn restore_jobs(&self) -> Result<(), PoolError> {
         let mut templates: HashMap<String, Option<Arc<TemplateState>>> = HashMap::new();
-        for record in self.store.jobs_from_height(0)? {
+        for record in self.store.jobs_from_height(0).await? {
             let template = match templates.get(&record.template_id) {
                 Some(cached) => cached.clone(),
                 None => {
                     let state = self
                         .store
-                        .template(&record.template_id)?
+                        .template(&record.template_id)
+                        .await?
                         .and_then(|t| TemplateState::from_header(t.template.into(), 0, t.first_job_index).ok())
                         .map(Arc::new);
                     templates.insert(record.template_id.clone(), state.clone());
@@ -248,10 +249,11 @@ impl Pool {
 
     /// Found blocks recorded but not settled before a restart: settles each
     /// on a task of its own (resubmitting while it can still win).
-    pub fn resume_block_submissions(self: &Arc<Self>) -> Result<usize, PoolError> {
+    pub async fn resume_block_submissions(self: &Arc<Self>) -> Result<usize, PoolError> {
         let pending: Vec<_> = self
             .store
-            .found_blocks()?
+            .found_blocks()
+            .await?
             .into_iter()
             .filter(|b| b.status == crate::storage::BlockStatus::Submitted)
             .collect();
@@ -283,7 +285,7 @@ impl Pool {
             let (difficulty, reward) = (template.template.header.difficulty, template.template.reward);
             let rewards = self.rewards.clone();
             let id = template.id.clone();
-            let _ = tokio::task::spawn_blocking(move || rewards.refresh_estimates(&id, difficulty, reward, fee)).await;
+            rewards.refresh_estimates(&id, difficulty, reward, fee).await;
         }
         round
     }
@@ -327,8 +329,13 @@ impl Pool {
         let same_tip = |t: &TemplateRecord| {
             t.template.height == template.header.height && t.template.parent_hash == template.header.parent_hash
         };
-        if let Some((_, stored)) =
-            self.store.templates()?.into_iter().filter(|(_, t)| same_tip(t)).max_by_key(|(_, t)| t.first_job_index)
+        if let Some((_, stored)) = self
+            .store
+            .templates()
+            .await?
+            .into_iter()
+            .filter(|(_, t)| same_tip(t))
+            .max_by_key(|(_, t)| t.first_job_index)
         {
             template = stored.template.into();
         }
@@ -337,12 +344,12 @@ impl Pool {
             PoolError::TemplateRefused(format!("the chain's template was refused: {refusal}"))
         })?;
         // A template seen before a restart keeps its range numbering.
-        state.first_job_index = match self.store.template(&state.id)? {
+        state.first_job_index = match self.store.template(&state.id).await? {
             Some(stored) => stored.first_job_index,
             None => {
-                let first_job_index = self.store.next_id()?;
+                let first_job_index = self.store.next_id().await?;
                 let record = TemplateRecord { template: (&state.template).into(), first_job_index };
-                self.store.put_template(&state.id, &record)?;
+                self.store.put_template(&state.id, &record).await?;
                 first_job_index
             }
         };
@@ -385,14 +392,14 @@ impl Pool {
     /// The periodic housekeeping (blocking: sled scans and deletes): prunes
     /// old jobs and duplicate keys, idle sessions and sources, unused
     /// credentials and expired bans.
-    pub fn housekeeping(&self, now_ms: u64) -> Result<(), PoolError> {
+    pub async fn housekeeping(&self, now_ms: u64) -> Result<(), PoolError> {
         for record in self.sessions_to_touch() {
-            self.store.put_session(&record)?;
+            self.store.put_session(&record).await?;
         }
         let keep_from = self.prune_below.load(Ordering::Relaxed);
         if keep_from > self.pruned_below.swap(keep_from, Ordering::Relaxed) {
-            self.store.prune_jobs_below(keep_from)?;
-            self.store.prune_share_keys_below(keep_from)?;
+            self.store.prune_jobs_below(keep_from).await?;
+            self.store.prune_share_keys_below(keep_from).await?;
         }
         let pruned = self.prune_idle(now_ms);
         let sources = self.sources.prune(now_ms);
@@ -402,7 +409,7 @@ impl Pool {
         if now_ms.saturating_sub(last) >= 3_600_000 {
             self.last_session_prune_ms.store(now_ms, Ordering::Relaxed);
             let ttl = self.config.session_ttl.as_millis() as u64;
-            forgotten = self.store.prune_sessions(now_ms.saturating_sub(ttl))?;
+            forgotten = self.store.prune_sessions(now_ms.saturating_sub(ttl)).await?;
         }
         let expired: Vec<String> = {
             let mut bans = self.bans.lock().expect("bans lock");
@@ -411,10 +418,10 @@ impl Pool {
             expired
         };
         for session_id in expired {
-            self.store.remove_ban(&session_id)?;
+            self.store.remove_ban(&session_id).await?;
         }
         let difficulty = self.jobs.current().map(|t| t.template.header.difficulty);
-        match self.rewards.compact_ledger(difficulty, 200_000) {
+        match self.rewards.compact_ledger(difficulty, 200_000).await {
             Ok(report) if report.compacted > 0 => {
                 tracing::info!("compacted {} old shares into per-worker aggregates", report.compacted);
             }

@@ -89,27 +89,27 @@ impl Pool {
             }
             (session.vardiff.difficulty(), session.proven, session.banned.clone())
         };
-        let reject = |rejection: ShareRejection| -> Result<ShareResponse, PoolError> {
-            self.count_rejection(session_id, source, rejection, now)?;
+        let reject = async |rejection: ShareRejection| -> Result<ShareResponse, PoolError> {
+            self.count_rejection(session_id, source, rejection, now).await?;
             Ok(refused(rejection, difficulty))
         };
 
         let Some(job) = self.jobs.get(&request.job_id).filter(|j| j.session_id == session_id) else {
-            return reject(ShareRejection::UnknownJob);
+            return reject(ShareRejection::UnknownJob).await;
         };
         // Current only if its template is the one on the current tip (same
         // height *and* parent); with the tip unknown, nothing is current.
         if self.jobs.current().is_none_or(|c| c.id != job.template.id) {
-            return reject(ShareRejection::Stale);
+            return reject(ShareRejection::Stale).await;
         }
         if !job.nonces.contains(request.nonce) {
-            return reject(ShareRejection::OutOfRange);
+            return reject(ShareRejection::OutOfRange).await;
         }
         let Ok(claimed_digest) = request.digest.parse::<Digest>() else {
-            return reject(ShareRejection::BadDigest);
+            return reject(ShareRejection::BadDigest).await;
         };
         let height = job.template.template.header.height;
-        if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce)? {
+        if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce).await? {
             if credit.session_id == session_id {
                 // Acknowledged only once it is on disk (its first answer may
                 // have been a storage error).
@@ -117,7 +117,7 @@ impl Pool {
                 PoolMetrics::bump(&self.metrics.shares_replayed);
                 return Ok(already_credited(difficulty));
             }
-            return reject(ShareRejection::Duplicate);
+            return reject(ShareRejection::Duplicate).await;
         }
         if !proven {
             if let Some(source) = source {
@@ -148,8 +148,8 @@ impl Pool {
         self.metrics.verify_latency.record(verify_time);
         let (digest, is_block) = match verdict {
             Verdict::Accepted { digest, is_block } => (digest, is_block),
-            Verdict::BadDigest => return reject(ShareRejection::BadDigest),
-            Verdict::LowDifficulty => return reject(ShareRejection::LowDifficulty),
+            Verdict::BadDigest => return reject(ShareRejection::BadDigest).await,
+            Verdict::LowDifficulty => return reject(ShareRejection::LowDifficulty).await,
             Verdict::Skipped => {
                 self.admit(session_id, now)?;
                 return Err(PoolError::Banned { secs: 1 });
@@ -173,14 +173,14 @@ impl Pool {
             time_ms: now,
             is_block,
         };
-        let position = match self.store.append_share(&record)? {
+        let position = match self.store.append_share(&record).await? {
             AppendOutcome::Appended(position) => position,
             AppendOutcome::Duplicate(credit) if credit.session_id == session_id => {
                 self.commits.durable().await?;
                 PoolMetrics::bump(&self.metrics.shares_replayed);
                 return Ok(already_credited(difficulty));
             }
-            AppendOutcome::Duplicate(_) => return reject(ShareRejection::Duplicate),
+            AppendOutcome::Duplicate(_) => return reject(ShareRejection::Duplicate).await,
         };
         // Recorded before it is submitted: the chain never holds a pool
         // block the pool has no record of.
@@ -201,7 +201,10 @@ impl Pool {
             share_position: Some(position),
             pool_fee_bps: Some(self.settings().pool_fee_bps),
         });
-        let recorded = found.as_ref().map_or(Ok(()), |f| self.store.put_found_block(f));
+        let recorded = match &found {
+            Some(found) => self.store.put_found_block(found).await,
+            None => Ok(()),
+        };
         let durable = self.commits.durable().await;
         if let (Some(found), true) = (&found, recorded.is_err() || durable.is_err()) {
             // The share is in the ledger (a resubmission would be answered
@@ -237,7 +240,7 @@ impl Pool {
         if let Some(record) = newly_proven {
             // Once per session; durable with a later commit (losing it only
             // means proving the session again).
-            self.store.put_session(&record)?;
+            self.store.put_session(&record).await?;
         }
         PoolMetrics::bump(&self.metrics.shares_valid);
         self.metrics.accepted_work.fetch_add(job.share_difficulty, std::sync::atomic::Ordering::Relaxed);

@@ -175,7 +175,7 @@ impl Pool {
         self.workers(now, Some(worker_id)).pop()
     }
 
-    pub(crate) fn metrics_snapshot(&self) -> MetricsSnapshot {
+    pub(crate) async fn metrics_snapshot(&self) -> MetricsSnapshot {
         let m = &self.metrics;
         let get = PoolMetrics::get;
         MetricsSnapshot {
@@ -197,7 +197,8 @@ impl Pool {
             jobs_issued: get(&m.jobs_issued),
             jobs_in_memory: self.jobs.len(),
             bans: get(&m.bans),
-            ledger_shares: self.store.ledger_len(),
+            // An unreadable store shows as 0 here; /health reports the fault.
+            ledger_shares: self.store.ledger_len().await.unwrap_or(0),
             verify_queue_depth: self.verifier.depth(),
             verify_queue_capacity: self.verifier.capacity(),
             sessions_active: self.sessions.lock().expect("sessions lock").len(),

@@ -136,7 +136,7 @@ impl Pool {
     /// Registers a worker: binds its id to its wallet (first come) and opens
     /// a new session. `presented` is the caller's Bearer token, if any: a
     /// session of the same worker may rename it.
-    pub(crate) fn register(
+    pub(crate) async fn register(
         &self,
         request: RegisterRequest,
         source: Option<IpAddr>,
@@ -166,7 +166,7 @@ impl Pool {
             registered_at_ms: now,
             owner_token_hash: hash.clone(),
         };
-        let mut bound = self.store.bind_worker(&wanted)?;
+        let mut bound = self.store.bind_worker(&wanted).await?;
         if bound.wallet_address != request.wallet_address {
             return Err(PoolError::WorkerIdTaken);
         }
@@ -177,7 +177,7 @@ impl Pool {
         let owner = presented.is_some_and(|t| tokens_match(&token_hash(t), &bound.owner_token_hash));
         if renaming && owner {
             bound.worker_name = request.worker_name.clone();
-            self.store.put_worker(&bound)?;
+            self.store.put_worker(&bound).await?;
         }
         let record = SessionRecord {
             session_id: session_id_of(&hash),
@@ -190,7 +190,7 @@ impl Pool {
             last_seen_ms: now,
             proven: false,
         };
-        self.store.put_session(&record)?;
+        self.store.put_session(&record).await?;
         let session_id = record.session_id.clone();
         let settings = self.settings();
         Ok(RegisterResponse {
@@ -217,7 +217,7 @@ impl Pool {
 
     /// The session a bearer token opens (loading it into the active set if
     /// it was pruned). Returns its session id.
-    pub(crate) fn authenticate(&self, token: &str, now: u64) -> Result<String, PoolError> {
+    pub(crate) async fn authenticate(&self, token: &str, now: u64) -> Result<String, PoolError> {
         let hash = token_hash(token);
         let session_id = session_id_of(&hash);
         {
@@ -228,10 +228,10 @@ impl Pool {
             }
         }
         let mut record =
-            self.store.session(&hash)?.ok_or(PoolError::Unauthorized("unknown worker token; register first"))?;
+            self.store.session(&hash).await?.ok_or(PoolError::Unauthorized("unknown worker token; register first"))?;
         record.last_seen_ms = now;
-        self.store.put_session(&record)?;
-        let name = self.store.worker(&record.worker_id)?.and_then(|w| w.worker_name);
+        self.store.put_session(&record).await?;
+        let name = self.store.worker(&record.worker_id).await?.and_then(|w| w.worker_name);
         self.activate(record, name, now);
         Ok(session_id)
     }
@@ -313,7 +313,7 @@ impl Pool {
 
     /// Counts a refused share against its session, banning it when the
     /// policy says so.
-    pub(crate) fn count_rejection(
+    pub(crate) async fn count_rejection(
         &self,
         session_id: &str,
         source: Option<IpAddr>,
@@ -354,7 +354,7 @@ impl Pool {
             };
             // Queued shares of the session are skipped from now on.
             flag.store(true, Ordering::Relaxed);
-            self.store.put_ban(&ban)?;
+            self.store.put_ban(&ban).await?;
             tracing::warn!(session = session_id, worker = %ban.worker_id, "banned: {}", ban.reason);
             PoolMetrics::bump(&self.metrics.bans);
             self.bans.lock().expect("bans lock").insert(session_id.to_string(), ban);

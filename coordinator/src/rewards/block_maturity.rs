@@ -21,7 +21,7 @@ impl Rewards {
         let Some(tip) = self.chain.tip().await? else { return Ok(()) };
         // Settled blocks are not read (`settled_blocks`); what this round
         // settles counts from the next one on.
-        let open = self.open_blocks(Some(tip.height))?;
+        let open = self.open_blocks(Some(tip.height)).await?;
         let settled = settled_after(&open, tip.height, self.config.orphan_watch_depth, self.config.confirmations);
         let mut found = open.found;
         found.sort_by_key(|b| (b.share_position.unwrap_or(u64::MAX), b.height));
@@ -123,9 +123,11 @@ impl Rewards {
             Some(chain_block) if chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
                 let (scheme, window, pool_fee_bps) = match earlier {
                     Some(earlier) => earlier,
-                    None => {
-                        (self.config.scheme, self.window_for(block, self.config.scheme, round_start)?, pool_fee_bps)
-                    }
+                    None => (
+                        self.config.scheme,
+                        self.window_for(block, self.config.scheme, round_start).await?,
+                        pool_fee_bps,
+                    ),
                 };
                 let split = split_reward(chain_block.reward, &self.fees(pool_fee_bps), &window);
                 for entry in &split.entries {
@@ -161,7 +163,7 @@ impl Rewards {
             None => return Ok(()),
         }
         update.blocks.push(record);
-        self.store.apply_reward_update(&update)?;
+        self.store.apply_reward_update(&update).await?;
         self.crash_point(CrashPoint::CreditBlock);
         self.flush().await?;
         tracing::info!(height = block.height, "block credited (immature)");
@@ -169,7 +171,7 @@ impl Rewards {
     }
 
     /// The window a block's reward is split over, by `scheme`.
-    fn window_for(
+    async fn window_for(
         &self,
         block: &FoundBlockRecord,
         scheme: PayoutScheme,
@@ -177,7 +179,7 @@ impl Rewards {
     ) -> Result<super::reward_split::RewardWindow, RewardError> {
         let position = match block.share_position {
             Some(p) => Some(p),
-            None => self.store.credited(block.height, &block.template_id, block.nonce)?.map(|c| c.position),
+            None => self.store.credited(block.height, &block.template_id, block.nonce).await?.map(|c| c.position),
         };
         let finder = || WindowShare {
             position: position.unwrap_or(0),
@@ -188,13 +190,13 @@ impl Rewards {
             // A block recorded before share positions were: its finder's alone.
             return Ok(whole_window([finder()]));
         };
-        let window = self.window_at(position, block, scheme, round_start)?;
+        let window = self.window_at(position, block, scheme, round_start).await?;
         // No shares left to split over (compacted, say): the finder's, rather
         // than the foundation taking the miners' part as dust.
         Ok(if window.weights.is_empty() { whole_window([finder()]) } else { window })
     }
 
-    fn window_at(
+    async fn window_at(
         &self,
         position: u64,
         block: &FoundBlockRecord,
@@ -215,9 +217,11 @@ impl Rewards {
             PayoutScheme::Solo => whole_window([finder()]),
             PayoutScheme::Pplns => {
                 let target = pplns_target(block.submission.header.difficulty, self.config.pplns_window_factor);
-                pplns_window(self.pplns_shares(position, target)?.into_iter().map(by_wallet), target)
+                pplns_window(self.pplns_shares(position, target).await?.into_iter().map(by_wallet), target)
             }
-            PayoutScheme::Prop => whole_window(self.round_shares(round_start, position)?.into_iter().map(by_wallet)),
+            PayoutScheme::Prop => {
+                whole_window(self.round_shares(round_start, position).await?.into_iter().map(by_wallet))
+            }
         })
     }
 
@@ -248,7 +252,7 @@ impl Rewards {
         let mut update = RewardUpdate::default();
         match on_chain {
             Some(chain_block) if !chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
-                self.orphan(&mut record, &chain_block, &mut update, now_ms)?;
+                self.orphan(&mut record, &chain_block, &mut update, now_ms).await?;
             }
             Some(chain_block) => {
                 let depth = confirmations(tip, block.height);
@@ -272,7 +276,7 @@ impl Rewards {
         }
         let overdue = is_overdue(&record);
         update.blocks.push(record);
-        self.store.apply_reward_update(&update)?;
+        self.store.apply_reward_update(&update).await?;
         self.flush().await?;
         Ok(overdue)
     }
@@ -353,7 +357,7 @@ impl Rewards {
 
     /// Left the chain: its credits are taken back; what was paid out
     /// already cannot be, and is flagged for the operator.
-    fn orphan(
+    async fn orphan(
         &self,
         record: &mut BlockRewardRecord,
         chain_block: &ChainBlock,
@@ -370,7 +374,7 @@ impl Rewards {
         let mut shortfalls = Vec::new();
         for (recipient, amount) in owed {
             if credit.confirmed {
-                let available = self.store.balance(recipient)?.map_or(0, |b| b.confirmed);
+                let available = self.store.balance(recipient).await?.map_or(0, |b| b.confirmed);
                 let taken = amount.min(available);
                 if taken > 0 {
                     update.balances.push(BalanceDelta::new(recipient, BalanceBucket::Confirmed, -i128::from(taken)));

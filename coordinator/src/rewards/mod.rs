@@ -170,16 +170,16 @@ pub struct Rewards {
     /// What they were computed from: ledger length, template id, pool fee.
     estimate_basis: Mutex<Option<(u64, String, u32)>>,
     /// The window the estimates are split over, by worker, kept up to date.
-    estimate_tally: Mutex<WindowTally>,
+    estimate_tally: tokio::sync::Mutex<WindowTally>,
     /// The window compaction must keep ([`share_compaction`]'s bound).
-    keep_tally: Mutex<WindowTally>,
+    keep_tally: tokio::sync::Mutex<WindowTally>,
     /// Found blocks below this are settled: rounds do not read them.
     settled: Mutex<settled_blocks::SettledBlocks>,
 }
 
 impl Rewards {
     pub fn new(config: RewardConfig, store: Arc<dyn PoolStore>, chain: Chain) -> Result<Self, RewardError> {
-        let secret = store.secret()?;
+        let secret = store.secret();
         let tag = blake3::keyed_hash(&secret, b"payout idempotency keys");
         Ok(Rewards {
             config,
@@ -190,8 +190,8 @@ impl Rewards {
             payout_tag: tag.to_hex()[..16].to_string(),
             estimates: Mutex::new(HashMap::new()),
             estimate_basis: Mutex::new(None),
-            estimate_tally: Mutex::new(WindowTally::new(TallyKey::WorkerId)),
-            keep_tally: Mutex::new(WindowTally::new(TallyKey::Nothing)),
+            estimate_tally: tokio::sync::Mutex::new(WindowTally::new(TallyKey::WorkerId)),
+            keep_tally: tokio::sync::Mutex::new(WindowTally::new(TallyKey::Nothing)),
             settled: Mutex::default(),
         })
     }

@@ -15,16 +15,17 @@ impl Rewards {
         self.estimates.lock().expect("estimates lock").clone()
     }
 
-    /// Recomputes the estimates (reads a window of shares: blocking; the
-    /// rewards task calls it after each round, never a request).
+    /// Recomputes the estimates (reads a window of shares: the rewards task
+    /// calls it after each round, never a request).
     /// Nothing is read again while the ledger, the template and the fee
     /// are as they were.
-    pub fn refresh_estimates(&self, template_id: &str, network_difficulty: u64, reward: u64, pool_fee_bps: u32) {
-        let basis = (self.store.ledger_len(), template_id.to_string(), pool_fee_bps);
+    pub async fn refresh_estimates(&self, template_id: &str, network_difficulty: u64, reward: u64, pool_fee_bps: u32) {
+        let Ok(len) = self.store.ledger_len().await else { return };
+        let basis = (len, template_id.to_string(), pool_fee_bps);
         if self.estimate_basis.lock().expect("estimates lock").as_ref() == Some(&basis) {
             return;
         }
-        match self.estimate(network_difficulty, reward, pool_fee_bps) {
+        match self.estimate(network_difficulty, reward, pool_fee_bps).await {
             Ok(estimates) => {
                 *self.estimates.lock().expect("estimates lock") = estimates;
                 *self.estimate_basis.lock().expect("estimates lock") = Some(basis);
@@ -33,13 +34,13 @@ impl Rewards {
         }
     }
 
-    fn estimate(
+    async fn estimate(
         &self,
         network_difficulty: u64,
         reward: u64,
         pool_fee_bps: u32,
     ) -> Result<HashMap<String, u64>, RewardError> {
-        if self.store.ledger_len() == 0 {
+        if self.store.ledger_len().await? == 0 {
             return Ok(HashMap::new());
         }
         let rule = match self.config.scheme {
@@ -48,16 +49,16 @@ impl Rewards {
                 WindowRule::LastUnits(pplns_target(network_difficulty, self.config.pplns_window_factor))
             }
             PayoutScheme::Prop => {
-                let round_start = self.open_blocks(None)?.last_accepted_position().map_or(0, |p| p + 1);
+                let round_start = self.open_blocks(None).await?.last_accepted_position().map_or(0, |p| p + 1);
                 WindowRule::From(round_start)
             }
         };
         // Keyed by worker id (the split is per wallet, the stats per
         // worker), updated by the shares since the last round.
         let window = {
-            let mut tally = self.estimate_tally.lock().expect("estimate tally lock");
-            tally.fit(&*self.store, rule)?;
-            tally.reward_window(&*self.store)?
+            let mut tally = self.estimate_tally.lock().await;
+            tally.fit(&*self.store, rule).await?;
+            tally.reward_window(&*self.store).await?
         };
         let split = split_reward(reward, &self.fees(pool_fee_bps), &window);
         Ok(split.entries.into_iter().filter(|e| e.kind == SplitKind::Miner).map(|e| (e.recipient, e.amount)).collect())

@@ -32,7 +32,7 @@ pub enum RetryOutcome {
 impl Rewards {
     /// Settles batches left `sending`, then pays what is due.
     pub(super) async fn send_payouts(&self, now_ms: u64) -> Result<(), RewardError> {
-        let mut queue: Vec<PayoutRecord> = self.store.payouts_sending()?;
+        let mut queue: Vec<PayoutRecord> = self.store.payouts_sending().await?;
         let reconciling = !queue.is_empty();
         while let Some(batch) = queue.pop() {
             match self.chain.transfer_by_key(&batch.idempotency_key).await? {
@@ -40,7 +40,7 @@ impl Rewards {
                 None => queue.extend(self.send(batch, now_ms).await?),
             }
         }
-        if reconciling && !self.store.payouts_sending()?.is_empty() {
+        if reconciling && !self.store.payouts_sending().await?.is_empty() {
             // Still unsettled (the chain is down or short of funds): nothing
             // new is sent until it is.
             return Ok(());
@@ -59,7 +59,8 @@ impl Rewards {
     async fn new_batch(&self, now_ms: u64) -> Result<Option<PayoutRecord>, RewardError> {
         let mut due: Vec<(String, u64)> = self
             .store
-            .balances_confirmed()?
+            .balances_confirmed()
+            .await?
             .into_iter()
             .filter(|b| {
                 b.confirmed >= self.config.payout_threshold.max(1)
@@ -87,7 +88,7 @@ impl Rewards {
             tracing::info!("payouts are due but the pool wallet's spendable funds do not cover one yet");
             return Ok(None);
         }
-        let id = self.store.next_id()?;
+        let id = self.store.next_id().await?;
         let batch = PayoutRecord {
             id,
             status: PayoutStatus::Sending,
@@ -102,7 +103,7 @@ impl Rewards {
         let mut update = RewardUpdate::default();
         move_outputs(&mut update, &batch.outputs, BalanceBucket::Confirmed, BalanceBucket::Sending);
         update.payouts.push(batch.clone());
-        self.store.apply_reward_update(&update)?;
+        self.store.apply_reward_update(&update).await?;
         self.flush().await?;
         self.crash_point(CrashPoint::AfterSending);
         Ok(Some(batch))
@@ -113,7 +114,7 @@ impl Rewards {
     /// next round (set aside again if the chain still refuses it).
     pub async fn retry_set_aside(&self, id: u64, now_ms: u64) -> Result<RetryOutcome, RewardError> {
         let _round = self.round.lock().await;
-        let Some(mut batch) = self.store.payout(id)? else {
+        let Some(mut batch) = self.store.payout(id).await? else {
             return Ok(RetryOutcome::NotFound);
         };
         if batch.status != PayoutStatus::SetAside {
@@ -126,7 +127,7 @@ impl Rewards {
         batch.reason = Some("retried by the operator".into());
         batch.updated_ms = now_ms;
         update.payouts.push(batch);
-        self.store.apply_reward_update(&update)?;
+        self.store.apply_reward_update(&update).await?;
         self.flush().await?;
         tracing::info!(payout = id, "set-aside payout retried by the operator");
         Ok(RetryOutcome::Retrying)
@@ -175,7 +176,9 @@ impl Rewards {
                 tracing::warn!(payout = batch.id, "payout not sent yet (will retry): {err}");
                 batch.reason = Some(err.to_string());
                 batch.updated_ms = now_ms;
-                self.store.apply_reward_update(&RewardUpdate { payouts: vec![batch], ..RewardUpdate::default() })?;
+                self.store
+                    .apply_reward_update(&RewardUpdate { payouts: vec![batch], ..RewardUpdate::default() })
+                    .await?;
                 Ok(Vec::new())
             }
         }
@@ -195,7 +198,7 @@ impl Rewards {
         batch.updated_ms = now_ms;
         let (id, total, outputs) = (batch.id, batch.total(), batch.outputs.len());
         update.payouts.push(batch);
-        self.store.apply_reward_update(&update)?;
+        self.store.apply_reward_update(&update).await?;
         self.flush().await?;
         self.metrics.payouts_paid.fetch_add(1, Ordering::Relaxed);
         tracing::info!(payout = id, "paid {total} base units to {outputs} wallets");
@@ -234,7 +237,7 @@ impl Rewards {
         tracing::warn!(payout = batch.id, "the chain refused a batch ({reason}: {message}); sending it payee by payee");
         let mut next = Vec::new();
         for output in &batch.outputs {
-            let id = self.store.next_id()?;
+            let id = self.store.next_id().await?;
             next.push(PayoutRecord {
                 id,
                 idempotency_key: self.payout_key(id)?,
@@ -247,7 +250,7 @@ impl Rewards {
             });
         }
         let update = RewardUpdate { payouts_removed: vec![batch.id], payouts: next.clone(), ..RewardUpdate::default() };
-        self.store.apply_reward_update(&update)?;
+        self.store.apply_reward_update(&update).await?;
         self.flush().await?;
         Ok(next)
     }
@@ -267,7 +270,7 @@ impl Rewards {
         batch.reason = Some(format!("{reason}: {message}"));
         batch.updated_ms = now_ms;
         update.payouts.push(batch);
-        self.store.apply_reward_update(&update)?;
+        self.store.apply_reward_update(&update).await?;
         self.flush().await?;
         self.metrics.payouts_set_aside.fetch_add(1, Ordering::Relaxed);
         Ok(())

@@ -81,10 +81,10 @@ impl Rewards {
     /// Up to `limit` found blocks, newest first. Reads those blocks and
     /// their records only: the route is open to anyone, and a pool's
     /// history only grows.
-    pub fn block_summaries(&self, limit: usize) -> Result<Vec<BlockSummary>, RewardError> {
+    pub async fn block_summaries(&self, limit: usize) -> Result<Vec<BlockSummary>, RewardError> {
         let mut blocks = Vec::new();
-        for block in self.store.found_blocks_newest(limit)? {
-            let record = self.store.block_reward(block.height, &block.hash)?;
+        for block in self.store.found_blocks_newest(limit).await? {
+            let record = self.store.block_reward(block.height, &block.hash).await?;
             blocks.push(summary(&block, record.as_ref()));
         }
         blocks.sort_by_key(|b| std::cmp::Reverse((b.height, b.time_ms)));
@@ -92,11 +92,11 @@ impl Rewards {
     }
 
     /// The block found at `height` (the one the chain took, if several were).
-    pub fn block_detail(&self, height: u64) -> Result<Option<BlockDetail>, RewardError> {
-        let mut candidates: Vec<FoundBlockRecord> = self.store.found_blocks_at(height)?;
+    pub async fn block_detail(&self, height: u64) -> Result<Option<BlockDetail>, RewardError> {
+        let mut candidates: Vec<FoundBlockRecord> = self.store.found_blocks_at(height).await?;
         candidates.sort_by_key(|b| (b.status == BlockStatus::Rejected, std::cmp::Reverse(b.time_ms)));
         let Some(block) = candidates.into_iter().next() else { return Ok(None) };
-        let record = self.store.block_reward(block.height, &block.hash)?;
+        let record = self.store.block_reward(block.height, &block.hash).await?;
         let record = record.as_ref();
         let s = summary(&block, record);
         let credit = record.and_then(|r| r.credit.as_ref());
@@ -166,8 +166,8 @@ impl Rewards {
         }))
     }
 
-    pub fn balance_view(&self, wallet: &str) -> Result<BalanceView, RewardError> {
-        let b = self.store.balance(wallet)?.unwrap_or_default();
+    pub async fn balance_view(&self, wallet: &str) -> Result<BalanceView, RewardError> {
+        let b = self.store.balance(wallet).await?.unwrap_or_default();
         Ok(BalanceView {
             wallet: wallet.to_string(),
             immature: b.immature,
@@ -181,7 +181,7 @@ impl Rewards {
 
     /// Up to `limit` payout batches, newest first; with `wallet`, those
     /// paying it (through the store's wallet index, not a scan).
-    pub fn payout_views(&self, wallet: Option<&str>, limit: usize) -> Result<Vec<PayoutView>, RewardError> {
-        Ok(self.store.payouts_newest(limit, wallet)?.iter().map(payout_view).collect())
+    pub async fn payout_views(&self, wallet: Option<&str>, limit: usize) -> Result<Vec<PayoutView>, RewardError> {
+        Ok(self.store.payouts_newest(limit, wallet).await?.iter().map(payout_view).collect())
     }
 }

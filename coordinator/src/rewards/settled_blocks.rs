@@ -89,21 +89,22 @@ impl Rewards {
     /// chain's current tip, never from above its watch depth (the settled
     /// height was worked out with the previous round's tip, which may have
     /// been higher).
-    pub(crate) fn open_blocks(&self, tip_height: Option<u64>) -> Result<OpenBlocks, RewardError> {
+    pub(crate) async fn open_blocks(&self, tip_height: Option<u64>) -> Result<OpenBlocks, RewardError> {
         let mut settled = *self.settled.lock().expect("settled blocks lock");
         if let Some(tip) = tip_height {
             let watched = self.config.confirmations.saturating_add(self.config.orphan_watch_depth);
             settled.below = settled.below.min(tip.saturating_sub(watched));
         }
-        let found = self.store.found_blocks_from(settled.below)?;
+        let found = self.store.found_blocks_from(settled.below).await?;
         let inverted = settled
             .last_accepted_position
             .is_some_and(|last| found.iter().any(|b| b.share_position.is_some_and(|p| p <= last)));
         let (settled, found) =
-            if inverted { (SettledBlocks::default(), self.store.found_blocks()?) } else { (settled, found) };
+            if inverted { (SettledBlocks::default(), self.store.found_blocks().await?) } else { (settled, found) };
         let records = self
             .store
-            .block_rewards_from(settled.below)?
+            .block_rewards_from(settled.below)
+            .await?
             .into_iter()
             .map(|r| ((r.height, r.hash.clone()), r))
             .collect();

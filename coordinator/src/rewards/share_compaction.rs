@@ -29,25 +29,28 @@ pub struct CompactionReport {
 
 impl Rewards {
     /// Folds up to `max` shares no window can need into aggregates.
-    /// Blocking (sled scans and deletes): call it off the runtime.
-    pub fn compact_ledger(&self, network_difficulty: Option<u64>, max: usize) -> Result<CompactionReport, RewardError> {
-        let below = self.compaction_boundary(network_difficulty)?;
+    pub async fn compact_ledger(
+        &self,
+        network_difficulty: Option<u64>,
+        max: usize,
+    ) -> Result<CompactionReport, RewardError> {
+        let below = self.compaction_boundary(network_difficulty).await?;
         let mut compacted = 0;
         while compacted < max {
-            let n = self.store.compact_shares_below(below, CHUNK.min(max - compacted))?;
+            let n = self.store.compact_shares_below(below, CHUNK.min(max - compacted)).await?;
             if n == 0 {
                 break;
             }
             compacted += n;
         }
-        Ok(CompactionReport { compacted, floor: self.store.ledger_floor()? })
+        Ok(CompactionReport { compacted, floor: self.store.ledger_floor().await? })
     }
 
     /// The first ledger position some window may still need.
-    fn compaction_boundary(&self, network_difficulty: Option<u64>) -> Result<u64, RewardError> {
-        let floor = self.store.ledger_floor()?;
+    async fn compaction_boundary(&self, network_difficulty: Option<u64>) -> Result<u64, RewardError> {
+        let floor = self.store.ledger_floor().await?;
         // Settled blocks (all credited) are not read.
-        let open = self.open_blocks(None)?;
+        let open = self.open_blocks(None).await?;
         let uncredited = open.found.iter().any(|b| match b.status {
             BlockStatus::Submitted => true,
             BlockStatus::Accepted => !open.records.contains_key(&(b.height, b.hash.clone())),
@@ -56,7 +59,7 @@ impl Rewards {
         if uncredited {
             return Ok(floor);
         }
-        let end = self.store.ledger_len();
+        let end = self.store.ledger_len().await?;
         Ok(match self.config.scheme {
             PayoutScheme::Solo => end,
             PayoutScheme::Prop => open.last_accepted_position().map_or(floor, |p| p + 1),
@@ -65,8 +68,8 @@ impl Rewards {
                 let keep = pplns_target(difficulty, self.config.pplns_window_factor) * PPLNS_KEEP_FACTOR;
                 // Kept up to date, not read whole: housekeeping runs every
                 // few seconds and the kept window can be millions of shares.
-                let mut tally = self.keep_tally.lock().expect("keep tally lock");
-                tally.fit(&*self.store, WindowRule::LastUnits(keep))?;
+                let mut tally = self.keep_tally.lock().await;
+                tally.fit(&*self.store, WindowRule::LastUnits(keep)).await?;
                 if tally.is_full() {
                     tally.start()
                 } else {
@@ -104,8 +107,8 @@ mod tests {
 
     /// Millions of shares: the ledger and its duplicate keys stay bounded by
     /// what the windows need, and the aggregates account for every share.
-    #[test]
-    fn two_million_shares_compact_to_what_the_window_needs() {
+    #[tokio::test]
+    async fn two_million_shares_compact_to_what_the_window_needs() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let store = Arc::new(SledStore::open(&db).unwrap());
         let chain = Chain::Devnet(Arc::new(DevnetChain::open(&db, DevnetConfig::default()).unwrap()));
@@ -118,29 +121,29 @@ mod tests {
         let mut compacted = 0;
         for n in 0..TOTAL {
             let height = n / PER_HEIGHT;
-            store.append_share(&share(height, n, (n % 7) as usize)).unwrap();
+            store.append_share(&share(height, n, (n % 7) as usize)).await.unwrap();
             if (n + 1) % PER_HEIGHT == 0 {
                 // What housekeeping does as heights pass.
-                store.prune_share_keys_below(height.saturating_sub(2)).unwrap();
-                compacted += rewards.compact_ledger(Some(1_000), usize::MAX).unwrap().compacted;
+                store.prune_share_keys_below(height.saturating_sub(2)).await.unwrap();
+                compacted += rewards.compact_ledger(Some(1_000), usize::MAX).await.unwrap().compacted;
             }
         }
-        assert_eq!(store.ledger_len(), TOTAL, "positions keep counting");
-        let left = store.shares_from(0, 10_000).unwrap();
+        assert_eq!(store.ledger_len().await.unwrap(), TOTAL, "positions keep counting");
+        let left = store.shares_from(0, 10_000).await.unwrap();
         assert_eq!(left.len(), 800, "four windows of 200 shares are kept");
         assert_eq!(left[0].0, TOTAL - 800);
         assert_eq!(compacted as u64, TOTAL - 800);
-        assert_eq!(store.ledger_floor().unwrap(), TOTAL - 800);
-        let aggregates = store.share_aggregates().unwrap();
+        assert_eq!(store.ledger_floor().await.unwrap(), TOTAL - 800);
+        let aggregates = store.share_aggregates().await.unwrap();
         assert_eq!(aggregates.len(), 7);
         assert_eq!(aggregates.iter().map(|a| a.shares).sum::<u64>(), TOTAL - 800);
         assert_eq!(aggregates.iter().map(|a| a.difficulty_sum).sum::<u128>(), u128::from(TOTAL - 800) * 10);
         // Duplicate keys: only the last heights' remain.
-        assert!(store.credited(0, "t0", 0).unwrap().is_none());
-        assert!(store.credited(199, "t199", TOTAL - 1).unwrap().is_some());
+        assert!(store.credited(0, "t0", 0).await.unwrap().is_none());
+        assert!(store.credited(199, "t199", TOTAL - 1).await.unwrap().is_some());
         // The floor survives a reopen with an empty-looking ledger start.
         drop(rewards);
         let reopened = SledStore::open(&db).unwrap();
-        assert_eq!(reopened.ledger_len(), TOTAL);
+        assert_eq!(reopened.ledger_len().await.unwrap(), TOTAL);
     }
 }

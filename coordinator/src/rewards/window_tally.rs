@@ -71,10 +71,9 @@ impl WindowTally {
     }
 
     /// Brings the window up to the ledger's end and fits its start to `rule`.
-    /// Blocking (ledger reads).
-    pub(crate) fn fit(&mut self, store: &dyn PoolStore, rule: WindowRule) -> Result<(), StoreError> {
-        let floor = store.ledger_floor()?;
-        let len = store.ledger_len();
+    pub(crate) async fn fit(&mut self, store: &dyn PoolStore, rule: WindowRule) -> Result<(), StoreError> {
+        let floor = store.ledger_floor().await?;
+        let len = store.ledger_len().await?;
         if len < self.end || self.start < floor {
             // The ledger is not what this tally saw (a restore, or
             // compaction past the window): count afresh.
@@ -83,25 +82,25 @@ impl WindowTally {
         if self.end == 0 && self.start == 0 && len > 0 {
             (self.start, self.end) = (len, len);
         }
-        self.catch_up(store, len)?;
+        self.catch_up(store, len).await?;
         match rule {
             WindowRule::From(first) => {
                 self.target = None;
                 let first = first.max(floor).min(self.end);
-                self.extend_back(store, floor.max(first), None)?;
+                self.extend_back(store, floor.max(first), None).await?;
                 while self.start < first {
-                    self.drop_oldest(store)?;
+                    self.drop_oldest(store).await?;
                 }
             }
             WindowRule::LastUnits(target) => {
                 self.target = Some(target);
-                self.extend_back(store, floor, Some(target))?;
+                self.extend_back(store, floor, Some(target)).await?;
                 while self.start < self.end {
-                    let oldest = self.oldest(store)?.2;
+                    let oldest = self.oldest(store).await?.2;
                     if self.sum - u128::from(oldest) < target {
                         break;
                     }
-                    self.drop_oldest(store)?;
+                    self.drop_oldest(store).await?;
                 }
             }
         }
@@ -118,14 +117,14 @@ impl WindowTally {
         self.target.is_some_and(|t| self.sum >= t)
     }
 
-    /// The window as a split sees it, keyed by this tally's key. Blocking
-    /// (reads the oldest share when it counts in part).
-    pub(crate) fn reward_window(&mut self, store: &dyn PoolStore) -> Result<RewardWindow, StoreError> {
+    /// The window as a split sees it, keyed by this tally's key (reads the
+    /// oldest share when it counts in part).
+    pub(crate) async fn reward_window(&mut self, store: &dyn PoolStore) -> Result<RewardWindow, StoreError> {
         let mut weights = self.by_key.clone();
         let mut counted = self.sum;
         if let Some(target) = self.target.filter(|t| self.sum > *t) {
             let excess = self.sum - target;
-            let (_, key, _) = self.oldest(store)?;
+            let (_, key, _) = self.oldest(store).await?;
             if let Some(w) = weights.get_mut(&key) {
                 w.0 -= excess;
             }
@@ -153,9 +152,9 @@ impl WindowTally {
     }
 
     /// Counts the shares appended since the last look.
-    fn catch_up(&mut self, store: &dyn PoolStore, len: u64) -> Result<(), StoreError> {
+    async fn catch_up(&mut self, store: &dyn PoolStore, len: u64) -> Result<(), StoreError> {
         while self.end < len {
-            let page = store.shares_from(self.end, PAGE)?;
+            let page = store.shares_from(self.end, PAGE).await?;
             let mut read = 0;
             for (position, share) in page.into_iter().take_while(|(p, _)| *p < len) {
                 if position != self.end {
@@ -174,9 +173,9 @@ impl WindowTally {
 
     /// Counts older shares, down to `floor`, until `target` is reached (or
     /// all of them when there is none).
-    fn extend_back(&mut self, store: &dyn PoolStore, floor: u64, target: Option<u128>) -> Result<(), StoreError> {
+    async fn extend_back(&mut self, store: &dyn PoolStore, floor: u64, target: Option<u128>) -> Result<(), StoreError> {
         while self.start > floor && target.is_none_or(|t| self.sum < t) {
-            let page = store.shares_back_from(self.start - 1, PAGE)?;
+            let page = store.shares_back_from(self.start - 1, PAGE).await?;
             let mut read = 0;
             for (position, share) in page {
                 if position < floor || target.is_some_and(|t| self.sum >= t) {
@@ -199,9 +198,9 @@ impl WindowTally {
     }
 
     /// The share at `start`: (position, key, difficulty).
-    fn oldest(&mut self, store: &dyn PoolStore) -> Result<(u64, String, u64), StoreError> {
+    async fn oldest(&mut self, store: &dyn PoolStore) -> Result<(u64, String, u64), StoreError> {
         if self.leaving.is_empty() {
-            let page = store.shares_from(self.start, PAGE)?;
+            let page = store.shares_from(self.start, PAGE).await?;
             for (position, share) in page.into_iter().take_while(|(p, _)| *p < self.end) {
                 if position != self.start + self.leaving.len() as u64 {
                     return Err(gap(self.start + self.leaving.len() as u64, position));
@@ -212,8 +211,8 @@ impl WindowTally {
         self.leaving.front().cloned().ok_or_else(|| gap(self.start, self.end))
     }
 
-    fn drop_oldest(&mut self, store: &dyn PoolStore) -> Result<(), StoreError> {
-        let (_, key, difficulty) = self.oldest(store)?;
+    async fn drop_oldest(&mut self, store: &dyn PoolStore) -> Result<(), StoreError> {
+        let (_, key, difficulty) = self.oldest(store).await?;
         self.leaving.pop_front();
         if let Some(entry) = self.by_key.get_mut(&key) {
             entry.0 -= u128::from(difficulty);
@@ -259,9 +258,9 @@ mod tests {
     }
 
     /// The window read whole, as the split functions see it.
-    fn reference(store: &SledStore, rule: WindowRule) -> RewardWindow {
-        let floor = store.ledger_floor().unwrap();
-        let all = store.shares_from(floor, usize::MAX).unwrap();
+    async fn reference(store: &SledStore, rule: WindowRule) -> RewardWindow {
+        let floor = store.ledger_floor().await.unwrap();
+        let all = store.shares_from(floor, usize::MAX).await.unwrap();
         let as_window = |(position, s): &(u64, ShareRecord)| WindowShare {
             position: *position,
             wallet: s.worker_id.clone(),
@@ -296,6 +295,8 @@ mod tests {
         /// come between looks, the running window equals the window read whole.
         #[test]
         fn the_running_window_equals_the_window_read_whole(steps in prop::collection::vec(step(), 1..40)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
             let db = sled::Config::new().temporary(true).open().unwrap();
             let store = SledStore::open(&db).unwrap();
             let mut tally = WindowTally::new(TallyKey::WorkerId);
@@ -304,24 +305,26 @@ mod tests {
                 match step {
                     Step::Append(shares) => {
                         for (worker, difficulty) in shares {
-                            store.append_share(&share(n, worker, difficulty)).unwrap();
+                            store.append_share(&share(n, worker, difficulty)).await.unwrap();
                             n += 1;
                         }
                     }
                     Step::Compact(below) => {
-                        store.compact_shares_below(below, usize::MAX).unwrap();
+                        store.compact_shares_below(below, usize::MAX).await.unwrap();
                     }
                     Step::Fit(rule) => {
-                        tally.fit(&store, rule).unwrap();
-                        let running = tally.reward_window(&store).unwrap();
-                        prop_assert_eq!(running, reference(&store, rule), "{:?}", rule);
+                        tally.fit(&store, rule).await.unwrap();
+                        let running = tally.reward_window(&store).await.unwrap();
+                        prop_assert_eq!(running, reference(&store, rule).await, "{:?}", rule);
                         if let WindowRule::LastUnits(target) = rule {
-                            let whole = reference(&store, rule).difficulty_sum == target;
+                            let whole = reference(&store, rule).await.difficulty_sum == target;
                             prop_assert_eq!(tally.is_full(), whole);
                         }
                     }
                 }
             }
+            Ok(())
+            })?;
         }
     }
 }

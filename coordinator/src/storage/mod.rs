@@ -278,98 +278,102 @@ pub enum AppendOutcome {
 }
 
 /// Everything the pool persists.
+#[async_trait::async_trait]
 pub trait PoolStore: Send + Sync + 'static {
     /// Binds `worker.worker_id` to its wallet unless it is bound already,
     /// atomically; returns the binding that holds (the existing one, if any).
-    fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError>;
+    async fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError>;
     /// Overwrites a bound worker's record (same wallet; a rename).
-    fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError>;
-    fn worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>, StoreError>;
+    async fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError>;
+    async fn worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>, StoreError>;
 
-    fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
-    fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError>;
+    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    async fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Forgets sessions last seen before `seen_before_ms`; returns how many.
-    fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError>;
+    async fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError>;
 
     /// Appends an accepted share unless its (template, nonce) key exists, atomically.
-    fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError>;
+    async fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError>;
     /// Who `(template_id, nonce)` at `height` was credited to, if anyone.
-    fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError>;
+    async fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError>;
     /// Up to `limit` shares from ledger position `from` on, in order.
-    fn shares_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError>;
+    async fn shares_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError>;
     /// Ledger positions given out so far (kept as a number, never a scan).
-    fn ledger_len(&self) -> u64;
+    async fn ledger_len(&self) -> Result<u64, StoreError>;
     /// Forgets duplicate keys of heights below `height` (their jobs are gone,
     /// so no share of them can be judged any more).
-    fn prune_share_keys_below(&self, height: u64) -> Result<usize, StoreError>;
+    async fn prune_share_keys_below(&self, height: u64) -> Result<usize, StoreError>;
     /// Up to `limit` shares at positions <= `last`, newest first.
-    fn shares_back_from(&self, last: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError>;
+    async fn shares_back_from(&self, last: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError>;
     /// The lowest ledger position not compacted (shares below it live on
     /// only in [`PoolStore::share_aggregates`]).
-    fn ledger_floor(&self) -> Result<u64, StoreError>;
+    async fn ledger_floor(&self) -> Result<u64, StoreError>;
     /// Folds up to `max` shares from the floor up to (not including)
     /// `below` into per-worker aggregates, atomically; returns how many.
-    fn compact_shares_below(&self, below: u64, max: usize) -> Result<usize, StoreError>;
-    fn share_aggregates(&self) -> Result<Vec<ShareAggregate>, StoreError>;
+    async fn compact_shares_below(&self, below: u64, max: usize) -> Result<usize, StoreError>;
+    async fn share_aggregates(&self) -> Result<Vec<ShareAggregate>, StoreError>;
 
     /// Applies one change of reward state (block records, payout records,
     /// balance movements) atomically; refuses it whole if a balance part
     /// would go below zero.
-    fn apply_reward_update(&self, update: &RewardUpdate) -> Result<(), StoreError>;
+    async fn apply_reward_update(&self, update: &RewardUpdate) -> Result<(), StoreError>;
     /// Every block's reward record, in height order.
-    fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError>;
+    async fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError>;
     /// Reward records of heights >= `height`, in height order.
-    fn block_rewards_from(&self, height: u64) -> Result<Vec<BlockRewardRecord>, StoreError>;
+    async fn block_rewards_from(&self, height: u64) -> Result<Vec<BlockRewardRecord>, StoreError>;
     /// The reward record of one block, if it has one.
-    fn block_reward(&self, height: u64, hash: &str) -> Result<Option<BlockRewardRecord>, StoreError>;
-    fn balance(&self, wallet: &str) -> Result<Option<BalanceRecord>, StoreError>;
-    fn balances(&self) -> Result<Vec<BalanceRecord>, StoreError>;
+    async fn block_reward(&self, height: u64, hash: &str) -> Result<Option<BlockRewardRecord>, StoreError>;
+    async fn balance(&self, wallet: &str) -> Result<Option<BalanceRecord>, StoreError>;
+    async fn balances(&self) -> Result<Vec<BalanceRecord>, StoreError>;
     /// The balances with a confirmed (payable) part above zero, without a
     /// scan of every wallet the pool ever credited.
-    fn balances_confirmed(&self) -> Result<Vec<BalanceRecord>, StoreError>;
+    async fn balances_confirmed(&self) -> Result<Vec<BalanceRecord>, StoreError>;
     /// Every payout batch, oldest first.
-    fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError>;
+    async fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError>;
     /// Up to `limit` payout batches, newest first; with `wallet`, those
     /// paying it. Reads what it returns, not the whole history (the API's
     /// lists are open to anyone).
-    fn payouts_newest(&self, limit: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError>;
-    fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError>;
+    async fn payouts_newest(&self, limit: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError>;
+    async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError>;
     /// The batches still `sending`, oldest first (without a scan of all).
-    fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError>;
+    async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError>;
 
-    fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
-    fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;
-    fn bans(&self) -> Result<Vec<BanRecord>, StoreError>;
+    async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
+    async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;
+    async fn bans(&self) -> Result<Vec<BanRecord>, StoreError>;
 
-    fn put_template(&self, template_id: &str, template: &TemplateRecord) -> Result<(), StoreError>;
-    fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError>;
+    async fn put_template(&self, template_id: &str, template: &TemplateRecord) -> Result<(), StoreError>;
+    async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError>;
     /// Every stored template (those of the heights kept: a handful).
-    fn templates(&self) -> Result<Vec<(String, TemplateRecord)>, StoreError>;
-    fn put_job(&self, job: &JobRecord) -> Result<(), StoreError>;
+    async fn templates(&self) -> Result<Vec<(String, TemplateRecord)>, StoreError>;
+    async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError>;
     /// Jobs of heights >= `height`.
-    fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError>;
+    async fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError>;
     /// Forgets jobs and templates of heights below `height`.
-    fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError>;
+    async fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError>;
 
     /// Inserts or updates a found block (keyed by height and hash).
-    fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError>;
-    fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError>;
+    async fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError>;
+    async fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError>;
     /// Up to `limit` found blocks, highest first (reads only those).
-    fn found_blocks_newest(&self, limit: usize) -> Result<Vec<FoundBlockRecord>, StoreError>;
+    async fn found_blocks_newest(&self, limit: usize) -> Result<Vec<FoundBlockRecord>, StoreError>;
     /// Found blocks of heights >= `height`, in height order.
-    fn found_blocks_from(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError>;
+    async fn found_blocks_from(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError>;
     /// The found blocks at `height` (one, unless the pool found rivals).
-    fn found_blocks_at(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError>;
+    async fn found_blocks_at(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError>;
 
-    fn settings(&self) -> Result<Option<PoolSettings>, StoreError>;
-    fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError>;
+    async fn settings(&self) -> Result<Option<PoolSettings>, StoreError>;
+    async fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError>;
 
     /// A number never returned before, by this store, across restarts.
-    fn next_id(&self) -> Result<u64, StoreError>;
-    /// A 32-byte secret created once per pool (job ids, share keys).
-    fn secret(&self) -> Result<[u8; 32], StoreError>;
+    async fn next_id(&self) -> Result<u64, StoreError>;
+    /// A 32-byte secret created once per pool (job ids, share keys); read
+    /// when the store opens.
+    fn secret(&self) -> [u8; 32];
 
-    /// Makes every write so far durable (blocks for an fsync).
+    /// Makes every write so far durable. Blocking (an fsync): called from
+    /// the group-commit thread or `spawn_blocking`, never on the runtime.
+    /// A store whose writes are durable when they return does nothing.
     fn flush(&self) -> Result<(), StoreError>;
 }
 

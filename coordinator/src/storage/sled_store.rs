@@ -19,9 +19,9 @@ const LEDGER_FLOOR: &str = "ledger_floor";
 /// in builds of one day: v2 builds all three again.)
 const PAYOUT_INDEX_BUILT: &str = "payout_index_v2";
 
-/// [`PoolStore`] on sled trees, in the coordinator's data directory.
+/// The pool's sled trees, with the store's operations as blocking calls.
 #[derive(Clone)]
-pub struct SledStore {
+pub(crate) struct SledTrees {
     db: sled::Db,
     workers: sled::Tree,
     /// token hash -> SessionRecord.
@@ -82,9 +82,9 @@ fn be_u64(tree: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::Corrupt { tree, message: "expected 8 bytes".into() })
 }
 
-impl SledStore {
+impl SledTrees {
     /// Opens (or creates) the pool's trees in `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let meta = db.open_tree("pool_meta")?;
         let shares = db.open_tree("pool_shares")?;
         // Compaction may have removed every share: the floor remembers
@@ -119,7 +119,7 @@ impl SledStore {
             }
             meta.insert(PAYOUT_INDEX_BUILT, &[1u8][..])?;
         }
-        Ok(SledStore {
+        Ok(SledTrees {
             secret: load_or_create_secret(db, &meta)?,
             db: db.clone(),
             workers: db.open_tree("pool_workers")?,
@@ -140,11 +140,6 @@ impl SledStore {
             share_aggregates: db.open_tree("pool_share_aggregates")?,
             next_position: Arc::new(Mutex::new(next_position)),
         })
-    }
-
-    /// Opens a sled database at `path` (for tests and tools).
-    pub fn open_path(path: &Path) -> Result<Self, StoreError> {
-        Self::open(&sled::open(path)?)
     }
 
     fn share_key(&self, height: u64, template_id: &str, nonce: u64) -> Vec<u8> {
@@ -207,7 +202,7 @@ fn decode_credit(bytes: &[u8]) -> Result<Credit, StoreError> {
     })
 }
 
-impl PoolStore for SledStore {
+impl SledTrees {
     fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
         let key = worker.worker_id.as_bytes();
         match self.workers.compare_and_swap(key, None as Option<&[u8]>, Some(encode(worker)))? {
@@ -613,13 +608,181 @@ impl PoolStore for SledStore {
         Ok(self.db.generate_id()?)
     }
 
-    fn secret(&self) -> Result<[u8; 32], StoreError> {
-        Ok(self.secret)
-    }
-
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// [`PoolStore`] on sled, in the coordinator's data directory. Point reads
+/// and writes run inline (sled answers them from its cache in
+/// microseconds); scans, prunes and compaction go to tokio's blocking pool,
+/// so a large tree never stalls a runtime thread.
+#[derive(Clone)]
+pub struct SledStore {
+    trees: SledTrees,
+}
+
+impl SledStore {
+    /// Opens (or creates) the pool's trees in `db`.
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        Ok(SledStore { trees: SledTrees::open(db)? })
+    }
+
+    /// Opens a sled database at `path` (for tests and tools).
+    pub fn open_path(path: &Path) -> Result<Self, StoreError> {
+        Self::open(&sled::open(path)?)
+    }
+
+    /// Runs `op` on the blocking pool.
+    async fn blocking<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SledTrees) -> Result<T, StoreError> + Send + 'static,
+    {
+        let trees = self.trees.clone();
+        tokio::task::spawn_blocking(move || op(&trees))
+            .await
+            .map_err(|e| StoreError::Backend(format!("storage task: {e}")))?
+    }
+}
+
+#[async_trait::async_trait]
+impl PoolStore for SledStore {
+    async fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
+        self.trees.bind_worker(worker)
+    }
+    async fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError> {
+        self.trees.put_worker(worker)
+    }
+    async fn worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>, StoreError> {
+        self.trees.worker(worker_id)
+    }
+    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.trees.put_session(session)
+    }
+    async fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.trees.session(token_hash)
+    }
+    async fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError> {
+        self.blocking(move |t| t.prune_sessions(seen_before_ms)).await
+    }
+    async fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
+        self.trees.append_share(share)
+    }
+    async fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError> {
+        self.trees.credited(height, template_id, nonce)
+    }
+    async fn shares_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError> {
+        self.blocking(move |t| t.shares_from(from, limit)).await
+    }
+    async fn ledger_len(&self) -> Result<u64, StoreError> {
+        Ok(self.trees.ledger_len())
+    }
+    async fn prune_share_keys_below(&self, height: u64) -> Result<usize, StoreError> {
+        self.blocking(move |t| t.prune_share_keys_below(height)).await
+    }
+    async fn shares_back_from(&self, last: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError> {
+        self.blocking(move |t| t.shares_back_from(last, limit)).await
+    }
+    async fn ledger_floor(&self) -> Result<u64, StoreError> {
+        self.trees.ledger_floor()
+    }
+    async fn compact_shares_below(&self, below: u64, max: usize) -> Result<usize, StoreError> {
+        self.blocking(move |t| t.compact_shares_below(below, max)).await
+    }
+    async fn share_aggregates(&self) -> Result<Vec<ShareAggregate>, StoreError> {
+        self.blocking(|t| t.share_aggregates()).await
+    }
+    async fn apply_reward_update(&self, update: &RewardUpdate) -> Result<(), StoreError> {
+        self.trees.apply_reward_update(update)
+    }
+    async fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError> {
+        self.blocking(|t| t.block_rewards()).await
+    }
+    async fn block_rewards_from(&self, height: u64) -> Result<Vec<BlockRewardRecord>, StoreError> {
+        self.blocking(move |t| t.block_rewards_from(height)).await
+    }
+    async fn block_reward(&self, height: u64, hash: &str) -> Result<Option<BlockRewardRecord>, StoreError> {
+        self.trees.block_reward(height, hash)
+    }
+    async fn balance(&self, wallet: &str) -> Result<Option<BalanceRecord>, StoreError> {
+        self.trees.balance(wallet)
+    }
+    async fn balances(&self) -> Result<Vec<BalanceRecord>, StoreError> {
+        self.blocking(|t| t.balances()).await
+    }
+    async fn balances_confirmed(&self) -> Result<Vec<BalanceRecord>, StoreError> {
+        self.blocking(|t| t.balances_confirmed()).await
+    }
+    async fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError> {
+        self.blocking(|t| t.payouts()).await
+    }
+    async fn payouts_newest(&self, limit: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError> {
+        self.trees.payouts_newest(limit, wallet)
+    }
+    async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError> {
+        self.trees.payout(id)
+    }
+    async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError> {
+        self.trees.payouts_sending()
+    }
+    async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError> {
+        self.trees.put_ban(ban)
+    }
+    async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError> {
+        self.trees.remove_ban(session_id)
+    }
+    async fn bans(&self) -> Result<Vec<BanRecord>, StoreError> {
+        self.trees.bans()
+    }
+    async fn put_template(&self, template_id: &str, template: &TemplateRecord) -> Result<(), StoreError> {
+        self.trees.put_template(template_id, template)
+    }
+    async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
+        self.trees.template(template_id)
+    }
+    async fn templates(&self) -> Result<Vec<(String, TemplateRecord)>, StoreError> {
+        self.trees.templates()
+    }
+    async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        self.trees.put_job(job)
+    }
+    async fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError> {
+        self.blocking(move |t| t.jobs_from_height(height)).await
+    }
+    async fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError> {
+        self.blocking(move |t| t.prune_jobs_below(height)).await
+    }
+    async fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError> {
+        self.trees.put_found_block(block)
+    }
+    async fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.blocking(|t| t.found_blocks()).await
+    }
+    async fn found_blocks_newest(&self, limit: usize) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.trees.found_blocks_newest(limit)
+    }
+    async fn found_blocks_from(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.blocking(move |t| t.found_blocks_from(height)).await
+    }
+    async fn found_blocks_at(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.trees.found_blocks_at(height)
+    }
+    async fn settings(&self) -> Result<Option<PoolSettings>, StoreError> {
+        self.trees.settings()
+    }
+    async fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError> {
+        self.trees.put_settings(settings)
+    }
+    async fn next_id(&self) -> Result<u64, StoreError> {
+        self.trees.next_id()
+    }
+    fn secret(&self) -> [u8; 32] {
+        self.trees.secret
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.trees.flush()
     }
 }
 
@@ -642,9 +805,9 @@ mod tests {
         }
     }
 
-    fn temp_store() -> (SledStore, sled::Db) {
+    fn temp_store() -> (SledTrees, sled::Db) {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        (SledStore::open(&db).unwrap(), db)
+        (SledTrees::open(&db).unwrap(), db)
     }
 
     use crate::storage::{BlockStatus, PayoutOutput};
@@ -695,7 +858,7 @@ mod tests {
         db.open_tree("pool_payouts_by_wallet").unwrap().clear().unwrap();
         db.open_tree("pool_meta").unwrap().remove(PAYOUT_INDEX_BUILT).unwrap();
         assert!(store.payouts_newest(10, Some("b")).unwrap().is_empty());
-        let reopened = SledStore::open(&db).unwrap();
+        let reopened = SledTrees::open(&db).unwrap();
         assert_eq!(ids(reopened.payouts_newest(10, Some("b")).unwrap()), [7, 4, 2]);
     }
 
@@ -715,7 +878,7 @@ mod tests {
         };
         store.apply_reward_update(&update).unwrap();
         assert_eq!(ids(store.payouts_sending().unwrap()), [1, 3]);
-        let wallets = |s: &SledStore| s.balances_confirmed().unwrap().into_iter().map(|b| b.wallet).collect::<Vec<_>>();
+        let wallets = |s: &SledTrees| s.balances_confirmed().unwrap().into_iter().map(|b| b.wallet).collect::<Vec<_>>();
         assert_eq!(wallets(&store), ["a"]);
         // Batch 1 paid, 3 split into 4; a's confirmed part moves on, b's matures.
         let update = RewardUpdate {
@@ -737,7 +900,7 @@ mod tests {
             db.open_tree(tree).unwrap().clear().unwrap();
         }
         db.open_tree("pool_meta").unwrap().remove(PAYOUT_INDEX_BUILT).unwrap();
-        let reopened = SledStore::open(&db).unwrap();
+        let reopened = SledTrees::open(&db).unwrap();
         assert_eq!(ids(reopened.payouts_sending().unwrap()), [4]);
         assert_eq!(wallets(&reopened), ["b"]);
     }
@@ -882,23 +1045,23 @@ mod tests {
             reason: "r".into(),
         };
         let (secret, id) = {
-            let store = SledStore::open_path(&dir).unwrap();
+            let store = SledTrees::open(&sled::open(&dir).unwrap()).unwrap();
             store.append_share(&share("j", 9)).unwrap();
             store.put_ban(&ban).unwrap();
             store.flush().unwrap();
-            (store.secret().unwrap(), store.next_id().unwrap())
+            (store.secret, store.next_id().unwrap())
         };
         // sled's flusher thread lets go of the file lock a moment after the
         // drop: a reopen at once may find it still held.
         let store = (0..250)
             .find_map(|_| {
-                SledStore::open_path(&dir).ok().or_else(|| {
+                sled::open(&dir).ok().and_then(|db| SledTrees::open(&db).ok()).or_else(|| {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                     None
                 })
             })
             .expect("reopen within 5 s");
-        assert_eq!(store.secret().unwrap(), secret);
+        assert_eq!(store.secret, secret);
         assert!(store.next_id().unwrap() > id, "ids never repeat across restarts");
         assert!(store.credited(3, "t-j", 9).unwrap().is_some());
         assert_eq!(store.ledger_len(), 1, "positions continue after a restart");
