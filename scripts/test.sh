@@ -16,7 +16,9 @@ log() { printf '==> %s\n' "$*" >&2; }
 # over WebDriver (tests/dashboards.rs).
 # openssl: makes the throwaway CA of the TLS tests (tests/tls.rs);
 # ca-certificates: the system trust store an https:// upstream is checked against.
-APT_PACKAGES=(mesa-vulkan-drivers chromium chromium-driver openssl ca-certificates)
+# postgresql: initdb and pg_ctl, for the throwaway servers the PostgreSQL
+# store's tests start (coordinator/tests/support/throwaway_postgres.rs).
+APT_PACKAGES=(mesa-vulkan-drivers chromium chromium-driver openssl ca-certificates postgresql)
 
 install_apt_packages() {
     local missing=()

@@ -22,6 +22,15 @@ pub struct CoordinatorArgs {
     /// Directory for the sled database (created if missing) [default: ./vision-data].
     #[arg(long, env = "VISION_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep the pool's books in this PostgreSQL database instead of sled
+    /// (libpq-style URL: `postgres://user:pass@host/db`, or a Unix socket
+    /// directory as `postgres://user@/db?host=/run/postgresql`). Several
+    /// coordinators on one database act as one pool (docs/OPERATIONS.md).
+    #[arg(long, env = "VISION_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections to the database this coordinator may hold [default: 16].
+    #[arg(long, env = "VISION_DATABASE_CONNECTIONS")]
+    pub database_connections: Option<usize>,
     /// Address to serve HTTP on [default: 127.0.0.1:7072].
     #[arg(long, env = "VISION_BIND")]
     pub bind: Option<String>,
@@ -197,6 +206,9 @@ pub struct ConnectionLimits {
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
+    /// The PostgreSQL store's URL; `None`: sled in `data_dir`.
+    pub database_url: Option<String>,
+    pub database_connections: usize,
     /// sled's page cache, MiB.
     pub cache_mb: u64,
     pub bind: String,
@@ -229,6 +241,8 @@ impl CoordinatorArgs {
         }
         pick!(
             data_dir,
+            database_url,
+            database_connections,
             bind,
             admin_token,
             node_token,
@@ -398,6 +412,8 @@ impl CoordinatorArgs {
         let rewards = self.reward_config(&pool_address, block_time_secs)?;
         Ok(CoordinatorConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./vision-data")),
+            database_url: non_empty(self.database_url).map(check_database_url).transpose()?,
+            database_connections: self.database_connections.unwrap_or(16).clamp(2, 1024),
             cache_mb: self.cache_mb.unwrap_or(256).clamp(4, 1 << 20),
             bind: self.bind.unwrap_or_else(|| "127.0.0.1:7072".into()),
             admin_token: non_empty(self.admin_token),
@@ -462,6 +478,16 @@ impl CoordinatorArgs {
             },
             block_time_secs,
         })
+    }
+}
+
+/// A `--database-url` that parses (the message never repeats the URL: it
+/// may hold a password).
+fn check_database_url(url: String) -> Result<String, ConfigError> {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(_) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(url),
+        Ok(_) => Err(ConfigError::Invalid("--database-url must be a postgres:// URL".into())),
+        Err(e) => Err(ConfigError::Invalid(format!("--database-url does not parse: {e}"))),
     }
 }
 

@@ -29,7 +29,7 @@ use crate::config::{ConnectionLimits, CoordinatorConfig};
 use crate::connection_limits::ConnectionsPerSource;
 use crate::pool::api::{self, PoolApiState};
 use crate::pool::{now_ms, Pool};
-use crate::storage::{PoolStore, SledStore};
+use crate::storage::{PgStore, PoolStore, SledStore};
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -40,6 +40,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum StartError {
     #[error("cannot open the data directory {path}: {message}")]
     Storage { path: String, message: String },
+    #[error("cannot use the database (--database-url): {0}")]
+    Database(String),
     #[error("{0}")]
     Chain(String),
     #[error("{0}")]
@@ -60,27 +62,44 @@ impl Coordinator {
             path: config.data_dir.display().to_string(),
             message: e.to_string(),
         };
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| storage_error(&e))?;
-        // sled's page cache is the bulk of the process's memory: bounded.
-        let db = sled::Config::new()
-            .path(config.data_dir.join("db"))
-            .cache_capacity(config.cache_mb.saturating_mul(1024 * 1024))
-            .open()
-            .map_err(|e| storage_error(&e))?;
-        let store: Arc<dyn PoolStore> = Arc::new(SledStore::open(&db).map_err(|e| storage_error(&e))?);
+        // sled holds the books unless PostgreSQL does, and the embedded
+        // devnet's chain unless there is an upstream node.
+        let sled_needed = config.database_url.is_none() || config.upstream.is_none();
+        let db = if sled_needed {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| storage_error(&e))?;
+            // sled's page cache is the bulk of the process's memory: bounded.
+            let db = sled::Config::new()
+                .path(config.data_dir.join("db"))
+                .cache_capacity(config.cache_mb.saturating_mul(1024 * 1024))
+                .open()
+                .map_err(|e| storage_error(&e))?;
+            Some(db)
+        } else {
+            None
+        };
+        let store: Arc<dyn PoolStore> = match (&config.database_url, &db) {
+            (Some(url), _) => Arc::new(
+                PgStore::connect(url, config.database_connections)
+                    .await
+                    .map_err(|e| StartError::Database(e.to_string()))?,
+            ),
+            (None, Some(db)) => Arc::new(SledStore::open(db).map_err(|e| storage_error(&e))?),
+            (None, None) => unreachable!("sled is opened whenever there is no database URL"),
+        };
 
-        let (chain, devnet) = match &config.upstream {
-            Some(url) => {
+        let (chain, devnet) = match (&config.upstream, &db) {
+            (Some(url), _) => {
                 let node = UpstreamNode::new(url, config.upstream_token.clone(), config.upstream_ca_pem.as_deref())
                     .map_err(|e| StartError::Chain(e.to_string()))?;
                 (Chain::Upstream(node), None)
             }
-            None => {
+            (None, Some(db)) => {
                 let devnet = Arc::new(
-                    DevnetChain::open(&db, config.devnet.clone()).map_err(|e| StartError::Chain(e.to_string()))?,
+                    DevnetChain::open(db, config.devnet.clone()).map_err(|e| StartError::Chain(e.to_string()))?,
                 );
                 (Chain::Devnet(devnet.clone()), Some(devnet))
             }
+            (None, None) => unreachable!("sled is opened whenever there is no upstream"),
         };
         let pool =
             Pool::new(config.pool.clone(), config.initial_settings.clone(), store, chain, config.block_time_secs)

@@ -1,9 +1,10 @@
 //! Durable pool state behind a small trait.
 //!
-//! [`SledStore`] is the embedded default. Pools that outgrow one machine will
-//! run several coordinators on a shared PostgreSQL: that is a second
-//! implementation of [`PoolStore`], and nothing outside this module may touch
-//! sled's pool trees directly.
+//! [`SledStore`] is the embedded default. Pools that outgrow one machine run
+//! several coordinators on one PostgreSQL database: [`PgStore`], the second
+//! implementation of [`PoolStore`]. Nothing outside this module touches
+//! sled's trees or the database's tables directly, and both pass one
+//! behaviour suite (`coordinator/tests/store_suite.rs`).
 //!
 //! Accepted shares are an append-only ledger. Positions are dense and given
 //! out in commit order (a reader paging by position never skips a share
@@ -12,11 +13,15 @@
 //! credited share nor credit a share twice. Writes become durable on
 //! [`PoolStore::flush`]; the pool acknowledges only after that.
 
+mod pg_schema;
+mod pg_store;
 mod reward_records;
 mod sled_store;
 
 use serde::{Deserialize, Serialize};
 
+pub use pg_schema::schema_version;
+pub use pg_store::PgStore;
 pub use reward_records::{
     status_name, BalanceBucket, BalanceDelta, BalanceRecord, BlockCredit, BlockRewardRecord, PayoutOutput,
     PayoutRecord, PayoutStatus, RewardStatus, RewardUpdate, ShareAggregate, StatusChange,

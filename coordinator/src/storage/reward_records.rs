@@ -128,6 +128,36 @@ pub struct ShareAggregate {
     pub last_ms: u64,
 }
 
+impl ShareAggregate {
+    /// Folds ledger shares (in position order) into one aggregate per worker.
+    pub fn fold(shares: &[(u64, super::ShareRecord)]) -> std::collections::BTreeMap<String, ShareAggregate> {
+        let mut folded = std::collections::BTreeMap::new();
+        for (position, share) in shares {
+            let entry = folded.entry(share.worker_id.clone()).or_insert_with(|| ShareAggregate {
+                worker_id: share.worker_id.clone(),
+                wallet_address: share.wallet_address.clone(),
+                first_position: *position,
+                first_ms: share.time_ms,
+                ..ShareAggregate::default()
+            });
+            entry.shares += 1;
+            entry.difficulty_sum += u128::from(share.share_difficulty);
+            entry.last_position = *position;
+            entry.last_ms = entry.last_ms.max(share.time_ms);
+        }
+        folded
+    }
+
+    /// Adds `later`, an aggregate of the same worker's later shares.
+    pub fn absorb(&mut self, later: &ShareAggregate) {
+        self.shares += later.shares;
+        self.difficulty_sum += later.difficulty_sum;
+        self.last_position = later.last_position;
+        self.last_ms = self.last_ms.max(later.last_ms);
+        self.wallet_address.clone_from(&later.wallet_address);
+    }
+}
+
 /// Where a found block stands on the way to its reward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

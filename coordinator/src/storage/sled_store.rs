@@ -327,20 +327,7 @@ impl SledTrees {
         let batch: Vec<(u64, ShareRecord)> =
             self.shares_from(floor, max)?.into_iter().filter(|(p, _)| *p < below).collect();
         let new_floor = batch.last().map_or(below, |(p, _)| p + 1);
-        let mut folded: BTreeMap<String, ShareAggregate> = BTreeMap::new();
-        for (position, share) in &batch {
-            let entry = folded.entry(share.worker_id.clone()).or_insert_with(|| ShareAggregate {
-                worker_id: share.worker_id.clone(),
-                wallet_address: share.wallet_address.clone(),
-                first_position: *position,
-                first_ms: share.time_ms,
-                ..ShareAggregate::default()
-            });
-            entry.shares += 1;
-            entry.difficulty_sum += u128::from(share.share_difficulty);
-            entry.last_position = *position;
-            entry.last_ms = entry.last_ms.max(share.time_ms);
-        }
+        let folded = ShareAggregate::fold(&batch);
         let result = (&self.shares, &self.share_aggregates, &self.meta).transaction(|(shares, aggregates, meta)| {
             for (position, _) in &batch {
                 shares.remove(&position.to_be_bytes()[..])?;
@@ -351,11 +338,7 @@ impl SledTrees {
                         let mut old: ShareAggregate = serde_json::from_slice(&bytes).map_err(|e| {
                             ConflictableTransactionError::Abort(Abort::Corrupt(format!("corrupt aggregate: {e}")))
                         })?;
-                        old.shares += add.shares;
-                        old.difficulty_sum += add.difficulty_sum;
-                        old.last_position = add.last_position;
-                        old.last_ms = old.last_ms.max(add.last_ms);
-                        old.wallet_address.clone_from(&add.wallet_address);
+                        old.absorb(add);
                         old
                     }
                     None => add.clone(),
@@ -788,34 +771,16 @@ impl PoolStore for SledStore {
 
 #[cfg(test)]
 mod tests {
+    //! What only sled has: indexes built at open for a data directory from
+    //! before them. Everything else is in `tests/store_suite.rs`, against
+    //! both backends.
     use super::*;
+    use crate::storage::{BalanceBucket, BalanceDelta, PayoutOutput};
 
-    fn share(job: &str, nonce: u64) -> ShareRecord {
-        ShareRecord {
-            worker_id: "w1".into(),
-            session_id: "s1".into(),
-            wallet_address: "land1abc".into(),
-            template_id: format!("t-{job}"),
-            job_id: job.into(),
-            nonce,
-            share_difficulty: 10,
-            height: 3,
-            time_ms: 1,
-            is_block: false,
-        }
-    }
-
-    fn temp_store() -> (SledTrees, sled::Db) {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        (SledTrees::open(&db).unwrap(), db)
-    }
-
-    use crate::storage::{BlockStatus, PayoutOutput};
-
-    fn payout(id: u64, wallets: &[&str]) -> PayoutRecord {
+    fn payout(id: u64, wallets: &[&str], status: PayoutStatus) -> PayoutRecord {
         PayoutRecord {
             id,
-            status: PayoutStatus::Paid,
+            status,
             outputs: wallets.iter().map(|w| PayoutOutput { address: w.to_string(), amount: 5 }).collect(),
             idempotency_key: format!("k{id}"),
             reason: None,
@@ -830,244 +795,33 @@ mod tests {
         payouts.into_iter().map(|p| p.id).collect()
     }
 
-    /// The API's payout lists read what they return: newest first, a
-    /// wallet's through its index, which follows rewrites and removals and
-    /// is built once for a data directory from before it.
     #[test]
-    fn payouts_are_listed_newest_first_and_by_wallet_without_a_scan() {
-        let (store, db) = temp_store();
-        let batches = [(1, &["a"][..]), (2, &["b"][..]), (3, &["a", "b"][..]), (4, &["b"][..]), (5, &["a"][..])];
-        let payouts = batches.iter().map(|(id, w)| payout(*id, w)).collect();
-        store.apply_reward_update(&RewardUpdate { payouts, ..RewardUpdate::default() }).unwrap();
-        assert_eq!(ids(store.payouts_newest(2, None).unwrap()), [5, 4]);
-        assert_eq!(ids(store.payouts_newest(10, Some("a")).unwrap()), [5, 3, 1]);
-        assert_eq!(ids(store.payouts_newest(2, Some("a")).unwrap()), [5, 3]);
-        assert!(store.payouts_newest(10, Some("nobody")).unwrap().is_empty());
-        // Batch 3 split per payee into 6 (a) and 7 (b); batch 1 forgotten.
+    fn indexes_are_built_at_open_for_an_older_data_directory() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = SledTrees::open(&db).unwrap();
         let update = RewardUpdate {
-            payouts: vec![payout(6, &["a"]), payout(7, &["b"])],
-            payouts_removed: vec![1, 3],
-            ..RewardUpdate::default()
-        };
-        store.apply_reward_update(&update).unwrap();
-        assert_eq!(ids(store.payouts_newest(10, Some("a")).unwrap()), [6, 5]);
-        assert_eq!(ids(store.payouts_newest(10, Some("b")).unwrap()), [7, 4, 2]);
-        assert_eq!(store.payout(4).unwrap().map(|p| p.id), Some(4));
-        assert_eq!(store.payout(3).unwrap(), None);
-        // A data directory from before the index: built at open.
-        db.open_tree("pool_payouts_by_wallet").unwrap().clear().unwrap();
-        db.open_tree("pool_meta").unwrap().remove(PAYOUT_INDEX_BUILT).unwrap();
-        assert!(store.payouts_newest(10, Some("b")).unwrap().is_empty());
-        let reopened = SledTrees::open(&db).unwrap();
-        assert_eq!(ids(reopened.payouts_newest(10, Some("b")).unwrap()), [7, 4, 2]);
-    }
-
-    /// A round reads the batches still sending and the payable balances
-    /// through indexes that follow every update (and are built once for an
-    /// older data directory), not a scan of every batch and wallet.
-    #[test]
-    fn sending_batches_and_confirmed_balances_are_found_without_a_scan() {
-        use crate::storage::{BalanceBucket, BalanceDelta};
-        let (store, db) = temp_store();
-        let sending = |id, w: &[&str]| PayoutRecord { status: PayoutStatus::Sending, ..payout(id, w) };
-        let credit = |wallet: &str, bucket, amount| BalanceDelta::new(wallet, bucket, amount);
-        let update = RewardUpdate {
-            payouts: vec![sending(1, &["a"]), payout(2, &["b"]), sending(3, &["c"])],
-            balances: vec![credit("a", BalanceBucket::Confirmed, 5), credit("b", BalanceBucket::Immature, 7)],
-            ..RewardUpdate::default()
-        };
-        store.apply_reward_update(&update).unwrap();
-        assert_eq!(ids(store.payouts_sending().unwrap()), [1, 3]);
-        let wallets = |s: &SledTrees| s.balances_confirmed().unwrap().into_iter().map(|b| b.wallet).collect::<Vec<_>>();
-        assert_eq!(wallets(&store), ["a"]);
-        // Batch 1 paid, 3 split into 4; a's confirmed part moves on, b's matures.
-        let update = RewardUpdate {
-            payouts: vec![payout(1, &["a"]), sending(4, &["c"])],
-            payouts_removed: vec![3],
+            payouts: vec![
+                payout(1, &["a"], PayoutStatus::Paid),
+                payout(2, &["a", "b"], PayoutStatus::Sending),
+                payout(3, &["b"], PayoutStatus::Paid),
+            ],
             balances: vec![
-                credit("a", BalanceBucket::Confirmed, -5),
-                credit("a", BalanceBucket::Paid, 5),
-                credit("b", BalanceBucket::Immature, -7),
-                credit("b", BalanceBucket::Confirmed, 7),
+                BalanceDelta::new("a", BalanceBucket::Confirmed, 5),
+                BalanceDelta::new("b", BalanceBucket::Immature, 7),
             ],
             ..RewardUpdate::default()
         };
         store.apply_reward_update(&update).unwrap();
-        assert_eq!(ids(store.payouts_sending().unwrap()), [4]);
-        assert_eq!(wallets(&store), ["b"]);
-        // An older data directory: the indexes are built at open.
-        for tree in ["pool_payouts_sending", "pool_balances_confirmed"] {
+        for tree in ["pool_payouts_by_wallet", "pool_payouts_sending", "pool_balances_confirmed"] {
             db.open_tree(tree).unwrap().clear().unwrap();
         }
         db.open_tree("pool_meta").unwrap().remove(PAYOUT_INDEX_BUILT).unwrap();
+        assert!(store.payouts_newest(10, Some("b")).unwrap().is_empty(), "the indexes are gone");
         let reopened = SledTrees::open(&db).unwrap();
-        assert_eq!(ids(reopened.payouts_sending().unwrap()), [4]);
-        assert_eq!(wallets(&reopened), ["b"]);
-    }
-
-    fn found_block(height: u64, hash: &str) -> FoundBlockRecord {
-        crate::storage::test_found_block(height, hash, BlockStatus::Accepted, height)
-    }
-
-    #[test]
-    fn found_blocks_are_read_newest_first_and_by_height() {
-        let (store, _db) = temp_store();
-        for (height, hash) in [(1, "x"), (2, "y"), (2, "z"), (10, "w"), (256, "v")] {
-            store.put_found_block(&found_block(height, hash)).unwrap();
-        }
-        let newest: Vec<u64> = store.found_blocks_newest(3).unwrap().iter().map(|b| b.height).collect();
-        assert_eq!(newest, [256, 10, 2]);
-        let at_two: Vec<String> = store.found_blocks_at(2).unwrap().into_iter().map(|b| b.hash).collect();
-        assert_eq!(at_two, ["y", "z"]);
-        assert!(store.found_blocks_at(3).unwrap().is_empty());
-        let from_two: Vec<u64> = store.found_blocks_from(2).unwrap().iter().map(|b| b.height).collect();
-        assert_eq!(from_two, [2, 2, 10, 256]);
-        let record = BlockRewardRecord::pending(2, "z", 0);
-        store.apply_reward_update(&RewardUpdate { blocks: vec![record.clone()], ..RewardUpdate::default() }).unwrap();
-        assert_eq!(store.block_reward(2, "z").unwrap(), Some(record));
-        assert_eq!(store.block_reward(2, "y").unwrap(), None);
-        assert_eq!(store.block_rewards_from(2).unwrap().len(), 1);
-        assert!(store.block_rewards_from(3).unwrap().is_empty());
-    }
-
-    #[test]
-    fn shares_append_in_order_and_duplicates_are_refused() {
-        let (store, _db) = temp_store();
-        let a = store.append_share(&share("j1", 1)).unwrap();
-        let b = store.append_share(&share("j1", 2)).unwrap();
-        let dup = store.append_share(&ShareRecord { session_id: "other".into(), ..share("j1", 1) }).unwrap();
-        assert_eq!(dup, AppendOutcome::Duplicate(Credit { position: 0, session_id: "s1".into() }));
-        let c = store.append_share(&share("j2", 1)).unwrap();
-        assert_eq!((a, b, c), (AppendOutcome::Appended(0), AppendOutcome::Appended(1), AppendOutcome::Appended(2)));
-        let all = store.shares_from(0, 10).unwrap();
-        assert_eq!(
-            all.iter().map(|(_, s)| (s.job_id.as_str(), s.nonce)).collect::<Vec<_>>(),
-            [("j1", 1), ("j1", 2), ("j2", 1)]
-        );
-        assert_eq!(store.credited(3, "t-j1", 2).unwrap().map(|c| c.position), Some(1));
-        assert_eq!(store.credited(3, "t-j2", 2).unwrap(), None);
-        assert_eq!(store.ledger_len(), 3);
-    }
-
-    #[test]
-    fn ledger_positions_commit_in_order_so_a_pager_never_skips_a_share() {
-        let (store, _db) = temp_store();
-        let writers: Vec<_> = (0..4)
-            .map(|w| {
-                let store = store.clone();
-                std::thread::spawn(move || {
-                    for n in 0..300 {
-                        store.append_share(&share(&format!("w{w}"), n)).unwrap();
-                    }
-                })
-            })
-            .collect();
-        // A reader paging by position while appends race: every page must
-        // continue exactly where the last one ended.
-        let mut next = 0u64;
-        while next < 1200 {
-            for (position, _) in store.shares_from(next, 64).unwrap() {
-                assert_eq!(position, next, "a position committed after a later one");
-                next += 1;
-            }
-        }
-        for w in writers {
-            w.join().unwrap();
-        }
-        assert_eq!(store.ledger_len(), 1200);
-    }
-
-    #[test]
-    fn a_worker_id_binds_to_the_first_wallet_only() {
-        let (store, _db) = temp_store();
-        let worker = |wallet: &str| WorkerRecord {
-            worker_id: "rig".into(),
-            wallet_address: wallet.into(),
-            worker_name: None,
-            registered_at_ms: 5,
-            owner_token_hash: wallet.into(),
-        };
-        let racers: Vec<_> = (0..8)
-            .map(|i| {
-                let store = store.clone();
-                std::thread::spawn(move || store.bind_worker(&worker(&format!("land1w{i}"))).unwrap())
-            })
-            .collect();
-        let bound: Vec<WorkerRecord> = racers.into_iter().map(|r| r.join().unwrap()).collect();
-        assert!(bound.windows(2).all(|p| p[0] == p[1]), "every racer sees one binding: {bound:?}");
-        assert_eq!(store.worker("rig").unwrap().as_ref(), Some(&bound[0]));
-        assert_eq!(store.worker("other").unwrap(), None);
-    }
-
-    #[test]
-    fn sessions_unseen_for_long_are_pruned() {
-        let (store, _db) = temp_store();
-        let session = |hash: &str, seen: u64| SessionRecord {
-            session_id: hash[..4].into(),
-            token_hash: hash.into(),
-            worker_id: "rig".into(),
-            wallet_address: "land1w".into(),
-            version: None,
-            source: None,
-            created_ms: 0,
-            last_seen_ms: seen,
-            proven: false,
-        };
-        for (hash, seen) in [("aaaa1", 10), ("bbbb2", 500), ("cccc3", 1000)] {
-            store.put_session(&session(hash, seen)).unwrap();
-        }
-        assert_eq!(store.prune_sessions(600).unwrap(), 2);
-        assert!(store.session("aaaa1").unwrap().is_none() && store.session("bbbb2").unwrap().is_none());
-        assert_eq!(store.session("cccc3").unwrap().map(|s| s.last_seen_ms), Some(1000));
-    }
-
-    #[test]
-    fn share_keys_of_old_heights_are_pruned() {
-        let (store, _db) = temp_store();
-        for height in 1..=5 {
-            store.append_share(&ShareRecord { height, ..share("j", height) }).unwrap();
-        }
-        assert_eq!(store.prune_share_keys_below(4).unwrap(), 3);
-        assert_eq!(store.credited(2, "t-j", 2).unwrap(), None);
-        assert!(store.credited(4, "t-j", 4).unwrap().is_some());
-        assert_eq!(store.shares_from(0, 10).unwrap().len(), 5, "the ledger itself stays");
-    }
-
-    #[test]
-    fn state_survives_reopening() {
-        let dir = std::env::temp_dir().join(format!("vision-sled-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let ban = BanRecord {
-            session_id: "s".into(),
-            worker_id: "bad".into(),
-            source: Some("127.0.0.1".into()),
-            until_ms: 123,
-            reason: "r".into(),
-        };
-        let (secret, id) = {
-            let store = SledTrees::open(&sled::open(&dir).unwrap()).unwrap();
-            store.append_share(&share("j", 9)).unwrap();
-            store.put_ban(&ban).unwrap();
-            store.flush().unwrap();
-            (store.secret, store.next_id().unwrap())
-        };
-        // sled's flusher thread lets go of the file lock a moment after the
-        // drop: a reopen at once may find it still held.
-        let store = (0..250)
-            .find_map(|_| {
-                sled::open(&dir).ok().and_then(|db| SledTrees::open(&db).ok()).or_else(|| {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    None
-                })
-            })
-            .expect("reopen within 5 s");
-        assert_eq!(store.secret, secret);
-        assert!(store.next_id().unwrap() > id, "ids never repeat across restarts");
-        assert!(store.credited(3, "t-j", 9).unwrap().is_some());
-        assert_eq!(store.ledger_len(), 1, "positions continue after a restart");
-        assert_eq!(store.append_share(&share("j", 10)).unwrap(), AppendOutcome::Appended(1));
-        assert_eq!(store.bans().unwrap(), vec![ban]);
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(ids(reopened.payouts_newest(10, Some("b")).unwrap()), [3, 2]);
+        assert_eq!(ids(reopened.payouts_newest(10, Some("a")).unwrap()), [2, 1]);
+        assert_eq!(ids(reopened.payouts_sending().unwrap()), [2]);
+        let payable: Vec<String> = reopened.balances_confirmed().unwrap().into_iter().map(|b| b.wallet).collect();
+        assert_eq!(payable, ["a"]);
     }
 }

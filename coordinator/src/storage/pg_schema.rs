@@ -1,0 +1,191 @@
+//! The PostgreSQL schema, as numbered migrations.
+//!
+//! Every coordinator runs [`migrate`] at start-up. It takes a
+//! transaction-scoped advisory lock first, so coordinators starting at once
+//! apply each migration exactly once, one after the other; a migration
+//! already recorded in `pool_schema_migrations` is skipped. Migrations are
+//! only ever appended: a released one is never edited.
+//!
+//! Records are stored whole as `jsonb` (the same serde shapes as sled's
+//! trees), beside the columns that keys, indexes and constraints need.
+
+use tokio_postgres::Client;
+
+use super::StoreError;
+
+/// The advisory lock key of the migration step ("VSNM" in ASCII).
+const MIGRATION_LOCK: i64 = 0x5653_4e4d;
+
+/// (version, what it does, SQL). Appended to, never edited.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "the pool's tables",
+    r#"
+CREATE TABLE pool_secret (
+    id integer PRIMARY KEY CHECK (id = 1),
+    secret bytea NOT NULL CHECK (length(secret) = 32)
+);
+CREATE TABLE pool_settings (
+    id integer PRIMARY KEY CHECK (id = 1),
+    record jsonb NOT NULL
+);
+CREATE SEQUENCE pool_ids START 1;
+
+CREATE TABLE pool_workers (
+    worker_id text COLLATE "C" PRIMARY KEY,
+    record jsonb NOT NULL
+);
+CREATE TABLE pool_sessions (
+    token_hash text COLLATE "C" PRIMARY KEY,
+    last_seen_ms bigint NOT NULL,
+    record jsonb NOT NULL
+);
+CREATE INDEX pool_sessions_last_seen ON pool_sessions (last_seen_ms);
+CREATE TABLE pool_bans (
+    session_id text COLLATE "C" PRIMARY KEY,
+    record jsonb NOT NULL
+);
+
+-- The ledger's head: appends lock this row, so positions commit in order
+-- (a sequence's values can commit out of order and make a reader skip one).
+CREATE TABLE pool_ledger_head (
+    id integer PRIMARY KEY CHECK (id = 1),
+    next_position bigint NOT NULL,
+    floor bigint NOT NULL
+);
+INSERT INTO pool_ledger_head VALUES (1, 0, 0);
+CREATE TABLE pool_shares (
+    position bigint PRIMARY KEY,
+    record jsonb NOT NULL
+);
+-- The duplicate key of a credited share: (template, nonce), keyed with the
+-- pool secret. Unique across every coordinator.
+CREATE TABLE pool_share_keys (
+    key bytea PRIMARY KEY,
+    height bigint NOT NULL,
+    position bigint NOT NULL,
+    session_id text NOT NULL
+);
+CREATE INDEX pool_share_keys_height ON pool_share_keys (height);
+CREATE TABLE pool_share_aggregates (
+    worker_id text COLLATE "C" PRIMARY KEY,
+    record jsonb NOT NULL
+);
+
+-- One round trip and one transaction per append: the head row is locked
+-- until the commit, the key is unique, and a duplicate answers who holds it.
+CREATE FUNCTION pool_append_share(p_key bytea, p_height bigint, p_session text, p_record jsonb)
+RETURNS TABLE (appended boolean, credit_position bigint, credit_session text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    next bigint;
+BEGIN
+    SELECT h.next_position INTO next FROM pool_ledger_head h WHERE h.id = 1 FOR UPDATE;
+    INSERT INTO pool_share_keys (key, height, position, session_id)
+        VALUES (p_key, p_height, next, p_session)
+        ON CONFLICT (key) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT false, k.position, k.session_id FROM pool_share_keys k WHERE k.key = p_key;
+        RETURN;
+    END IF;
+    INSERT INTO pool_shares (position, record) VALUES (next, p_record);
+    UPDATE pool_ledger_head SET next_position = next + 1 WHERE id = 1;
+    RETURN QUERY SELECT true, next, p_session;
+END
+$$;
+
+CREATE TABLE pool_templates (
+    template_id text COLLATE "C" PRIMARY KEY,
+    height bigint NOT NULL,
+    record jsonb NOT NULL
+);
+CREATE INDEX pool_templates_height ON pool_templates (height);
+CREATE TABLE pool_jobs (
+    height bigint NOT NULL,
+    job_id text COLLATE "C" NOT NULL,
+    record jsonb NOT NULL,
+    PRIMARY KEY (height, job_id)
+);
+
+CREATE TABLE pool_found_blocks (
+    height bigint NOT NULL,
+    hash text COLLATE "C" NOT NULL,
+    record jsonb NOT NULL,
+    PRIMARY KEY (height, hash)
+);
+CREATE TABLE pool_block_rewards (
+    height bigint NOT NULL,
+    hash text COLLATE "C" NOT NULL,
+    record jsonb NOT NULL,
+    PRIMARY KEY (height, hash)
+);
+CREATE TABLE pool_balances (
+    wallet text COLLATE "C" PRIMARY KEY,
+    confirmed bigint NOT NULL CHECK (confirmed >= 0),
+    record jsonb NOT NULL
+);
+CREATE INDEX pool_balances_payable ON pool_balances (wallet) WHERE confirmed > 0;
+CREATE TABLE pool_payouts (
+    id bigint PRIMARY KEY,
+    sending boolean NOT NULL,
+    wallets text[] NOT NULL,
+    record jsonb NOT NULL
+);
+CREATE INDEX pool_payouts_sending ON pool_payouts (id) WHERE sending;
+CREATE INDEX pool_payouts_wallets ON pool_payouts USING gin (wallets);
+"#,
+)];
+
+/// Brings the schema up to date; safe when several coordinators run it at once.
+pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_error)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS pool_schema_migrations (
+            version integer PRIMARY KEY,
+            description text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await
+    .map_err(pg_error)?;
+    let applied: Vec<i32> = tx
+        .query("SELECT version FROM pool_schema_migrations", &[])
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if let Some(newer) = applied.iter().find(|v| !MIGRATIONS.iter().any(|(m, _, _)| m == *v)) {
+        return Err(StoreError::Backend(format!(
+            "the database has schema version {newer}, which this coordinator does not know: upgrade the coordinator"
+        )));
+    }
+    for (version, description, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await.map_err(pg_error)?;
+        tx.execute(
+            "INSERT INTO pool_schema_migrations (version, description) VALUES ($1, $2)",
+            &[version, description],
+        )
+        .await
+        .map_err(pg_error)?;
+        tracing::info!(version, "applied schema migration: {description}");
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+/// The number of the newest migration this build knows.
+pub fn schema_version() -> i32 {
+    MIGRATIONS.iter().map(|(v, _, _)| *v).max().unwrap_or(0)
+}
+
+/// A client error as the store's (the server's own message when it sent one).
+pub(super) fn pg_error(err: tokio_postgres::Error) -> StoreError {
+    match err.as_db_error() {
+        Some(db) => StoreError::Backend(format!("postgresql: {} ({})", db.message(), db.code().code())),
+        None => StoreError::Backend(format!("postgresql: {err}")),
+    }
+}

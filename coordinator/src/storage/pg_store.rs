@@ -1,0 +1,640 @@
+//! [`PoolStore`] on PostgreSQL, for several coordinators on one database.
+//!
+//! Safety comes from the database, not from any one process: the duplicate
+//! key of a share is a unique key, ledger positions are handed out under a
+//! row lock held to the commit ([`super::pg_schema`]'s `pool_append_share`),
+//! balances move in transactions that lock their rows and refuse a part
+//! below zero, and ids come from a sequence. Every write is committed
+//! (durable) when its call returns, so [`PoolStore::flush`] has nothing to do.
+//!
+//! Connections come from a `deadpool-postgres` pool; a call that cannot get
+//! one within [`CONNECTION_WAIT`] fails with [`StoreError::Backend`], which the
+//! API answers with 503 (nothing was acknowledged).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_postgres::types::Json;
+use tokio_postgres::{NoTls, Row};
+
+use super::pg_schema::{migrate, pg_error};
+use super::{
+    AppendOutcome, BalanceBucket, BalanceRecord, BanRecord, BlockRewardRecord, Credit, FoundBlockRecord, JobRecord,
+    PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate, ShareRecord,
+    StoreError, TemplateRecord, WorkerRecord,
+};
+
+/// How long a call waits for a free connection before it fails.
+const CONNECTION_WAIT: Duration = Duration::from_secs(5);
+/// The advisory lock key that makes compaction one coordinator at a time.
+const COMPACTION_LOCK: i64 = 0x5653_4e43;
+
+/// [`PoolStore`] on a PostgreSQL database (see the module doc).
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    /// Read once at open: it keys every share, so it must not cost a read per share.
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("pool", &self.pool.status()).finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (libpq style: `postgres://user:pass@host:5432/db`,
+    /// or a Unix-socket directory as `postgres://user@/db?host=/run/postgresql`),
+    /// brings the schema up to date and reads (or creates) the pool secret.
+    pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Backend(format!("the database URL does not parse: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECTION_WAIT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("vision-coordinator");
+        }
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECTION_WAIT))
+            .create_timeout(Some(CONNECTION_WAIT))
+            .recycle_timeout(Some(CONNECTION_WAIT))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("postgresql pool: {e}")))?;
+        let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))?;
+        migrate(&mut client).await?;
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| StoreError::Backend(format!("no OS randomness: {e}")))?;
+        // Whichever coordinator inserts first sets the pool's secret.
+        client
+            .execute("INSERT INTO pool_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING", &[&&fresh[..]])
+            .await
+            .map_err(pg_error)?;
+        let row = client.query_one("SELECT secret FROM pool_secret WHERE id = 1", &[]).await.map_err(pg_error)?;
+        let stored: Vec<u8> = row.get(0);
+        let secret = stored
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt { tree: "pool_secret", message: "not 32 bytes".into() })?;
+        drop(client);
+        Ok(PgStore { pool, secret })
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))
+    }
+
+    /// The duplicate key of (template, nonce): the same keyed hash as sled's.
+    fn share_key(&self, template_id: &str, nonce: u64) -> Vec<u8> {
+        let mut hasher = blake3::Hasher::new_keyed(&self.secret);
+        hasher.update(b"share");
+        hasher.update(template_id.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(&nonce.to_le_bytes());
+        hasher.finalize().as_bytes().to_vec()
+    }
+
+    /// Rows of one `record` column (at `column`), decoded.
+    async fn records<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<T>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query(sql, params).await.map_err(pg_error)?;
+        rows.iter().map(|row| decode(table, row, 0)).collect()
+    }
+
+    async fn record<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<T>, StoreError> {
+        let client = self.client().await?;
+        let row = client.query_opt(sql, params).await.map_err(pg_error)?;
+        row.map(|row| decode(table, &row, 0)).transpose()
+    }
+
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client.execute(sql, params).await.map_err(pg_error)
+    }
+
+    async fn shares(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<(u64, ShareRecord)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client.query(sql, params).await.map_err(pg_error)?;
+        rows.iter().map(|row| Ok((row.get::<_, i64>(0) as u64, decode("pool_shares", row, 1)?))).collect()
+    }
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, row: &Row, column: usize) -> Result<T, StoreError> {
+    row.try_get::<_, Json<T>>(column)
+        .map(|json| json.0)
+        .map_err(|e| StoreError::Corrupt { tree: table, message: e.to_string() })
+}
+
+fn json<T: Serialize>(value: &T) -> Json<&T> {
+    Json(value)
+}
+
+/// A count or limit as PostgreSQL's bigint.
+fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn limit(n: usize) -> i64 {
+    big(n as u64)
+}
+
+#[async_trait::async_trait]
+impl PoolStore for PgStore {
+    async fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
+        let client = self.client().await?;
+        // A racing first registration waits for the other's commit, then
+        // inserts nothing: both read the one binding.
+        client
+            .execute(
+                "INSERT INTO pool_workers (worker_id, record) VALUES ($1, $2) ON CONFLICT (worker_id) DO NOTHING",
+                &[&worker.worker_id, &json(worker)],
+            )
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_one("SELECT record FROM pool_workers WHERE worker_id = $1", &[&worker.worker_id])
+            .await
+            .map_err(pg_error)?;
+        decode("pool_workers", &row, 0)
+    }
+
+    async fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO pool_workers (worker_id, record) VALUES ($1, $2)
+             ON CONFLICT (worker_id) DO UPDATE SET record = EXCLUDED.record",
+            &[&worker.worker_id, &json(worker)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>, StoreError> {
+        self.record("pool_workers", "SELECT record FROM pool_workers WHERE worker_id = $1", &[&worker_id]).await
+    }
+
+    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO pool_sessions (token_hash, last_seen_ms, record) VALUES ($1, $2, $3)
+             ON CONFLICT (token_hash) DO UPDATE SET last_seen_ms = EXCLUDED.last_seen_ms, record = EXCLUDED.record",
+            &[&session.token_hash, &big(session.last_seen_ms), &json(session)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.record("pool_sessions", "SELECT record FROM pool_sessions WHERE token_hash = $1", &[&token_hash]).await
+    }
+
+    async fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError> {
+        let n = self.execute("DELETE FROM pool_sessions WHERE last_seen_ms < $1", &[&big(seen_before_ms)]).await?;
+        Ok(n as usize)
+    }
+
+    async fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
+        let key = self.share_key(&share.template_id, share.nonce);
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT appended, credit_position, credit_session FROM pool_append_share($1, $2, $3, $4)",
+                &[&key, &big(share.height), &share.session_id, &json(share)],
+            )
+            .await
+            .map_err(pg_error)?;
+        let position = row.get::<_, i64>(1) as u64;
+        Ok(if row.get::<_, bool>(0) {
+            AppendOutcome::Appended(position)
+        } else {
+            AppendOutcome::Duplicate(Credit { position, session_id: row.get(2) })
+        })
+    }
+
+    async fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError> {
+        let key = self.share_key(template_id, nonce);
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT position, session_id FROM pool_share_keys WHERE key = $1 AND height = $2",
+                &[&key, &big(height)],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|row| Credit { position: row.get::<_, i64>(0) as u64, session_id: row.get(1) }))
+    }
+
+    async fn shares_from(&self, from: u64, limit_n: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError> {
+        self.shares(
+            "SELECT position, record FROM pool_shares WHERE position >= $1 ORDER BY position LIMIT $2",
+            &[&big(from), &limit(limit_n)],
+        )
+        .await
+    }
+
+    async fn ledger_len(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row =
+            client.query_one("SELECT next_position FROM pool_ledger_head WHERE id = 1", &[]).await.map_err(pg_error)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn prune_share_keys_below(&self, height: u64) -> Result<usize, StoreError> {
+        let n = self.execute("DELETE FROM pool_share_keys WHERE height < $1", &[&big(height)]).await?;
+        Ok(n as usize)
+    }
+
+    async fn shares_back_from(&self, last: u64, limit_n: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError> {
+        self.shares(
+            "SELECT position, record FROM pool_shares WHERE position <= $1 ORDER BY position DESC LIMIT $2",
+            &[&big(last), &limit(limit_n)],
+        )
+        .await
+    }
+
+    async fn ledger_floor(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        ledger_floor(&client).await
+    }
+
+    async fn compact_shares_below(&self, below: u64, max: usize) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        // One compactor at a time across coordinators: two would fold the
+        // same shares into the aggregates twice.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COMPACTION_LOCK]).await.map_err(pg_error)?;
+        let floor = ledger_floor(&tx).await?;
+        let len: i64 = tx
+            .query_one("SELECT next_position FROM pool_ledger_head WHERE id = 1", &[])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        let below = below.min(len as u64);
+        if below <= floor || max == 0 {
+            return Ok(0);
+        }
+        let rows = tx
+            .query(
+                "SELECT position, record FROM pool_shares WHERE position >= $1 AND position < $2
+                 ORDER BY position LIMIT $3",
+                &[&big(floor), &big(below), &limit(max)],
+            )
+            .await
+            .map_err(pg_error)?;
+        let batch: Vec<(u64, ShareRecord)> = rows
+            .iter()
+            .map(|row| Ok((row.get::<_, i64>(0) as u64, decode("pool_shares", row, 1)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let new_floor = batch.last().map_or(below, |(p, _)| p + 1);
+        let mut folded = ShareAggregate::fold(&batch);
+        let workers: Vec<&str> = folded.keys().map(String::as_str).collect();
+        let existing = tx
+            .query(
+                "SELECT record FROM pool_share_aggregates WHERE worker_id = ANY($1) ORDER BY worker_id FOR UPDATE",
+                &[&workers],
+            )
+            .await
+            .map_err(pg_error)?;
+        for row in &existing {
+            let mut old: ShareAggregate = decode("pool_share_aggregates", row, 0)?;
+            if let Some(add) = folded.get_mut(&old.worker_id) {
+                old.absorb(add);
+                *add = old;
+            }
+        }
+        for aggregate in folded.values() {
+            tx.execute(
+                "INSERT INTO pool_share_aggregates (worker_id, record) VALUES ($1, $2)
+                 ON CONFLICT (worker_id) DO UPDATE SET record = EXCLUDED.record",
+                &[&aggregate.worker_id, &json(aggregate)],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.execute("DELETE FROM pool_shares WHERE position >= $1 AND position < $2", &[&big(floor), &big(new_floor)])
+            .await
+            .map_err(pg_error)?;
+        tx.execute("UPDATE pool_ledger_head SET floor = GREATEST(floor, $1) WHERE id = 1", &[&big(new_floor)])
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(batch.len())
+    }
+
+    async fn share_aggregates(&self) -> Result<Vec<ShareAggregate>, StoreError> {
+        self.records("pool_share_aggregates", "SELECT record FROM pool_share_aggregates ORDER BY worker_id", &[]).await
+    }
+
+    async fn apply_reward_update(&self, update: &RewardUpdate) -> Result<(), StoreError> {
+        // Net movements per wallet and part, so a wallet is read once.
+        let mut deltas: BTreeMap<&str, Vec<(BalanceBucket, i128)>> = BTreeMap::new();
+        for delta in &update.balances {
+            deltas.entry(delta.wallet.as_str()).or_default().push((delta.bucket, delta.amount));
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let wallets: Vec<&str> = deltas.keys().copied().collect();
+        // Locked in wallet order: two updates never wait on each other in a circle.
+        let rows = tx
+            .query(
+                "SELECT wallet, record FROM pool_balances WHERE wallet = ANY($1) ORDER BY wallet FOR UPDATE",
+                &[&wallets],
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut balances: BTreeMap<String, BalanceRecord> = BTreeMap::new();
+        for row in &rows {
+            balances.insert(row.get(0), decode("pool_balances", row, 1)?);
+        }
+        for (wallet, moves) in &deltas {
+            let record = balances
+                .entry(wallet.to_string())
+                .or_insert_with(|| BalanceRecord { wallet: wallet.to_string(), ..BalanceRecord::default() });
+            for (bucket, amount) in moves {
+                let part = record.bucket_mut(*bucket);
+                let next = i128::from(*part) + amount;
+                // Dropping the transaction rolls it back: nothing applied.
+                *part = u64::try_from(next)
+                    .map_err(|_| StoreError::Refused(format!("{wallet}: {bucket:?} would become {next}")))?;
+            }
+        }
+        for record in balances.values().filter(|b| deltas.contains_key(b.wallet.as_str())) {
+            tx.execute(
+                "INSERT INTO pool_balances (wallet, confirmed, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (wallet) DO UPDATE SET confirmed = EXCLUDED.confirmed, record = EXCLUDED.record",
+                &[&record.wallet, &big(record.confirmed), &json(record)],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        for block in &update.blocks {
+            tx.execute(
+                "INSERT INTO pool_block_rewards (height, hash, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (height, hash) DO UPDATE SET record = EXCLUDED.record",
+                &[&big(block.height), &block.hash, &json(block)],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        let removed: Vec<i64> = update.payouts_removed.iter().map(|id| big(*id)).collect();
+        if !removed.is_empty() {
+            tx.execute("DELETE FROM pool_payouts WHERE id = ANY($1)", &[&removed]).await.map_err(pg_error)?;
+        }
+        for payout in &update.payouts {
+            let wallets: Vec<&str> = payout.outputs.iter().map(|o| o.address.as_str()).collect();
+            tx.execute(
+                "INSERT INTO pool_payouts (id, sending, wallets, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE
+                 SET sending = EXCLUDED.sending, wallets = EXCLUDED.wallets, record = EXCLUDED.record",
+                &[&big(payout.id), &(payout.status == PayoutStatus::Sending), &wallets, &json(payout)],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError> {
+        self.records("pool_block_rewards", "SELECT record FROM pool_block_rewards ORDER BY height, hash", &[]).await
+    }
+
+    async fn block_rewards_from(&self, height: u64) -> Result<Vec<BlockRewardRecord>, StoreError> {
+        self.records(
+            "pool_block_rewards",
+            "SELECT record FROM pool_block_rewards WHERE height >= $1 ORDER BY height, hash",
+            &[&big(height)],
+        )
+        .await
+    }
+
+    async fn block_reward(&self, height: u64, hash: &str) -> Result<Option<BlockRewardRecord>, StoreError> {
+        self.record(
+            "pool_block_rewards",
+            "SELECT record FROM pool_block_rewards WHERE height = $1 AND hash = $2",
+            &[&big(height), &hash],
+        )
+        .await
+    }
+
+    async fn balance(&self, wallet: &str) -> Result<Option<BalanceRecord>, StoreError> {
+        self.record("pool_balances", "SELECT record FROM pool_balances WHERE wallet = $1", &[&wallet]).await
+    }
+
+    async fn balances(&self) -> Result<Vec<BalanceRecord>, StoreError> {
+        self.records("pool_balances", "SELECT record FROM pool_balances ORDER BY wallet", &[]).await
+    }
+
+    async fn balances_confirmed(&self) -> Result<Vec<BalanceRecord>, StoreError> {
+        self.records("pool_balances", "SELECT record FROM pool_balances WHERE confirmed > 0 ORDER BY wallet", &[]).await
+    }
+
+    async fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError> {
+        self.records("pool_payouts", "SELECT record FROM pool_payouts ORDER BY id", &[]).await
+    }
+
+    async fn payouts_newest(&self, limit_n: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError> {
+        match wallet {
+            None => {
+                self.records(
+                    "pool_payouts",
+                    "SELECT record FROM pool_payouts ORDER BY id DESC LIMIT $1",
+                    &[&limit(limit_n)],
+                )
+                .await
+            }
+            Some(wallet) => {
+                self.records(
+                    "pool_payouts",
+                    "SELECT record FROM pool_payouts WHERE wallets @> ARRAY[$1::text] ORDER BY id DESC LIMIT $2",
+                    &[&wallet, &limit(limit_n)],
+                )
+                .await
+            }
+        }
+    }
+
+    async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError> {
+        self.record("pool_payouts", "SELECT record FROM pool_payouts WHERE id = $1", &[&big(id)]).await
+    }
+
+    async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError> {
+        self.records("pool_payouts", "SELECT record FROM pool_payouts WHERE sending ORDER BY id", &[]).await
+    }
+
+    async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO pool_bans (session_id, record) VALUES ($1, $2)
+             ON CONFLICT (session_id) DO UPDATE SET record = EXCLUDED.record",
+            &[&ban.session_id, &json(ban)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError> {
+        Ok(self.execute("DELETE FROM pool_bans WHERE session_id = $1", &[&session_id]).await? > 0)
+    }
+
+    async fn bans(&self) -> Result<Vec<BanRecord>, StoreError> {
+        self.records("pool_bans", "SELECT record FROM pool_bans ORDER BY session_id", &[]).await
+    }
+
+    async fn put_template(&self, template_id: &str, template: &TemplateRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO pool_templates (template_id, height, record) VALUES ($1, $2, $3)
+             ON CONFLICT (template_id) DO UPDATE SET height = EXCLUDED.height, record = EXCLUDED.record",
+            &[&template_id, &big(template.template.height), &json(template)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
+        self.record("pool_templates", "SELECT record FROM pool_templates WHERE template_id = $1", &[&template_id]).await
+    }
+
+    async fn templates(&self) -> Result<Vec<(String, TemplateRecord)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT template_id, record FROM pool_templates ORDER BY template_id", &[])
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(|row| Ok((row.get(0), decode("pool_templates", row, 1)?))).collect()
+    }
+
+    async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO pool_jobs (height, job_id, record) VALUES ($1, $2, $3)
+             ON CONFLICT (height, job_id) DO UPDATE SET record = EXCLUDED.record",
+            &[&big(job.height), &job.job_id, &json(job)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError> {
+        self.records(
+            "pool_jobs",
+            "SELECT record FROM pool_jobs WHERE height >= $1 ORDER BY height, job_id",
+            &[&big(height)],
+        )
+        .await
+    }
+
+    async fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute("DELETE FROM pool_jobs WHERE height < $1", &[&big(height)]).await.map_err(pg_error)?;
+        tx.execute("DELETE FROM pool_templates WHERE height < $1", &[&big(height)]).await.map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO pool_found_blocks (height, hash, record) VALUES ($1, $2, $3)
+             ON CONFLICT (height, hash) DO UPDATE SET record = EXCLUDED.record",
+            &[&big(block.height), &block.hash, &json(block)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.records("pool_found_blocks", "SELECT record FROM pool_found_blocks ORDER BY height, hash", &[]).await
+    }
+
+    async fn found_blocks_newest(&self, limit_n: usize) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.records(
+            "pool_found_blocks",
+            "SELECT record FROM pool_found_blocks ORDER BY height DESC, hash DESC LIMIT $1",
+            &[&limit(limit_n)],
+        )
+        .await
+    }
+
+    async fn found_blocks_from(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.records(
+            "pool_found_blocks",
+            "SELECT record FROM pool_found_blocks WHERE height >= $1 ORDER BY height, hash",
+            &[&big(height)],
+        )
+        .await
+    }
+
+    async fn found_blocks_at(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError> {
+        self.records(
+            "pool_found_blocks",
+            "SELECT record FROM pool_found_blocks WHERE height = $1 ORDER BY hash",
+            &[&big(height)],
+        )
+        .await
+    }
+
+    async fn settings(&self) -> Result<Option<PoolSettings>, StoreError> {
+        self.record("pool_settings", "SELECT record FROM pool_settings WHERE id = 1", &[]).await
+    }
+
+    async fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO pool_settings (id, record) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+            &[&json(settings)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn next_id(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client.query_one("SELECT nextval('pool_ids')", &[]).await.map_err(pg_error)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn secret(&self) -> [u8; 32] {
+        self.secret
+    }
+
+    /// Every write was committed before its call returned.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The lowest uncompacted position: the stored floor, or the first share
+/// left, or the ledger's end when it is empty.
+async fn ledger_floor(client: &impl deadpool_postgres::GenericClient) -> Result<u64, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT h.floor, h.next_position, (SELECT min(position) FROM pool_shares) FROM pool_ledger_head h
+             WHERE h.id = 1",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    let (stored, len, first): (i64, i64, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+    Ok((first.map_or(len, |f| f.max(stored)).max(stored)) as u64)
+}

@@ -1,0 +1,462 @@
+//! The store's behaviour suite: one set of cases, run against sled (real
+//! files) and against PostgreSQL (a real throwaway server). Whatever the
+//! pool relies on of its store is here, so a third backend gets the same
+//! bar.
+
+mod support;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::throwaway_postgres::ThrowawayPostgres;
+use vision_coordinator::chain::BlockSubmission;
+use vision_coordinator::storage::{
+    AppendOutcome, BalanceBucket, BalanceDelta, BanRecord, BlockRewardRecord, BlockStatus, Credit, FoundBlockRecord,
+    JobRecord, PayoutOutput, PayoutRecord, PayoutStatus, PgStore, PoolSettings, PoolStore, RewardUpdate, SessionRecord,
+    ShareRecord, SledStore, StoreError, WorkerRecord,
+};
+use vision_protocol::HeaderFields;
+
+/// Opens the store under test, again and again on the same data.
+#[derive(Clone)]
+enum Backend {
+    Sled(PathBuf),
+    Postgres(String),
+}
+
+impl Backend {
+    async fn open(&self) -> Arc<dyn PoolStore> {
+        match self {
+            Backend::Sled(path) => {
+                // sled's flusher lets go of the file lock a moment after the
+                // last handle drops: a reopen at once may find it held.
+                for _ in 0..250 {
+                    if let Ok(store) = SledStore::open_path(path) {
+                        return Arc::new(store);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                panic!("sled store at {} did not open within 5 s", path.display())
+            }
+            Backend::Postgres(url) => Arc::new(PgStore::connect(url, 8).await.expect("connect to PostgreSQL")),
+        }
+    }
+}
+
+type Case = fn(Backend) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        &[$((stringify!($name), (|b| Box::pin($name(b))) as Case)),*]
+    };
+}
+
+const CASES: &[(&str, Case)] = cases![
+    shares_append_in_order_and_duplicates_are_refused,
+    ledger_positions_commit_in_order_so_a_pager_never_skips_a_share,
+    a_worker_id_binds_to_the_first_wallet_only,
+    sessions_unseen_for_long_are_pruned,
+    share_keys_of_old_heights_are_pruned,
+    compaction_folds_old_shares_into_aggregates,
+    payouts_are_listed_newest_first_and_by_wallet,
+    sending_batches_and_payable_balances_follow_every_update,
+    a_refused_update_applies_nothing,
+    found_blocks_and_reward_records_are_read_by_height,
+    jobs_templates_bans_and_settings_round_trip,
+    state_survives_reopening,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_store_passes_the_suite() {
+    for (name, case) in CASES {
+        let dir = support::temp_dir(&format!("suite-{name}"));
+        eprintln!("sled: {name}");
+        case(Backend::Sled(dir.clone())).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_passes_the_suite() {
+    let server = ThrowawayPostgres::start();
+    for (n, (name, case)) in CASES.iter().enumerate() {
+        eprintln!("postgres: {name}");
+        case(Backend::Postgres(server.database(&format!("suite_{n}")))).await;
+    }
+}
+
+fn share(job: &str, nonce: u64) -> ShareRecord {
+    ShareRecord {
+        worker_id: "w1".into(),
+        session_id: "s1".into(),
+        wallet_address: "land1abc".into(),
+        template_id: format!("t-{job}"),
+        job_id: job.into(),
+        nonce,
+        share_difficulty: 10,
+        height: 3,
+        time_ms: 1,
+        is_block: false,
+    }
+}
+
+fn payout(id: u64, wallets: &[&str]) -> PayoutRecord {
+    PayoutRecord {
+        id,
+        status: PayoutStatus::Paid,
+        outputs: wallets.iter().map(|w| PayoutOutput { address: w.to_string(), amount: 5 }).collect(),
+        idempotency_key: format!("k{id}"),
+        reason: None,
+        created_ms: id,
+        updated_ms: id,
+        transfer_id: None,
+        attempts: 1,
+    }
+}
+
+fn ids(payouts: Vec<PayoutRecord>) -> Vec<u64> {
+    payouts.into_iter().map(|p| p.id).collect()
+}
+
+fn found_block(height: u64, hash: &str) -> FoundBlockRecord {
+    let header = HeaderFields {
+        chain_id: "c".into(),
+        height,
+        parent_hash: String::new(),
+        timestamp: 0,
+        difficulty: 1,
+        tx_root: String::new(),
+        miner: "m".into(),
+    };
+    FoundBlockRecord {
+        height,
+        hash: hash.into(),
+        template_id: "t".into(),
+        nonce: 0,
+        worker_id: "w".into(),
+        session_id: "s".into(),
+        wallet_address: "a".into(),
+        time_ms: height,
+        status: BlockStatus::Accepted,
+        reason: None,
+        attempts: 1,
+        updated_ms: height,
+        submission: BlockSubmission { header, nonce: 0 },
+        share_position: Some(height),
+        pool_fee_bps: None,
+    }
+}
+
+async fn shares_append_in_order_and_duplicates_are_refused(backend: Backend) {
+    let store = backend.open().await;
+    let a = store.append_share(&share("j1", 1)).await.unwrap();
+    let b = store.append_share(&share("j1", 2)).await.unwrap();
+    let dup = store.append_share(&ShareRecord { session_id: "other".into(), ..share("j1", 1) }).await.unwrap();
+    assert_eq!(dup, AppendOutcome::Duplicate(Credit { position: 0, session_id: "s1".into() }));
+    let c = store.append_share(&share("j2", 1)).await.unwrap();
+    assert_eq!((a, b, c), (AppendOutcome::Appended(0), AppendOutcome::Appended(1), AppendOutcome::Appended(2)));
+    let all = store.shares_from(0, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|(_, s)| (s.job_id.as_str(), s.nonce)).collect::<Vec<_>>(),
+        [("j1", 1), ("j1", 2), ("j2", 1)]
+    );
+    let back: Vec<u64> = store.shares_back_from(1, 10).await.unwrap().iter().map(|(p, _)| *p).collect();
+    assert_eq!(back, [1, 0]);
+    assert_eq!(store.credited(3, "t-j1", 2).await.unwrap().map(|c| c.position), Some(1));
+    assert_eq!(store.credited(3, "t-j2", 2).await.unwrap(), None);
+    assert_eq!(store.ledger_len().await.unwrap(), 3);
+}
+
+async fn ledger_positions_commit_in_order_so_a_pager_never_skips_a_share(backend: Backend) {
+    let store = backend.open().await;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..150 {
+                    store.append_share(&share(&format!("w{w}"), n)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    // A reader paging by position while appends race: every page must
+    // continue exactly where the last one ended.
+    let mut next = 0u64;
+    while next < 600 {
+        for (position, _) in store.shares_from(next, 64).await.unwrap() {
+            assert_eq!(position, next, "a position committed after a later one");
+            next += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(store.ledger_len().await.unwrap(), 600);
+}
+
+async fn a_worker_id_binds_to_the_first_wallet_only(backend: Backend) {
+    let store = backend.open().await;
+    let worker = |wallet: &str| WorkerRecord {
+        worker_id: "rig".into(),
+        wallet_address: wallet.into(),
+        worker_name: None,
+        registered_at_ms: 5,
+        owner_token_hash: wallet.into(),
+    };
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, wanted) = (store.clone(), worker(&format!("land1w{i}")));
+            tokio::spawn(async move { store.bind_worker(&wanted).await.unwrap() })
+        })
+        .collect();
+    let mut bound = Vec::new();
+    for racer in racers {
+        bound.push(racer.await.unwrap());
+    }
+    assert!(bound.windows(2).all(|p| p[0] == p[1]), "every racer sees one binding: {bound:?}");
+    assert_eq!(store.worker("rig").await.unwrap().as_ref(), Some(&bound[0]));
+    assert_eq!(store.worker("other").await.unwrap(), None);
+    // A rename keeps the binding.
+    let renamed = WorkerRecord { worker_name: Some("left".into()), ..bound[0].clone() };
+    store.put_worker(&renamed).await.unwrap();
+    assert_eq!(store.worker("rig").await.unwrap(), Some(renamed));
+}
+
+async fn sessions_unseen_for_long_are_pruned(backend: Backend) {
+    let store = backend.open().await;
+    let session = |hash: &str, seen: u64| SessionRecord {
+        session_id: hash[..4].into(),
+        token_hash: hash.into(),
+        worker_id: "rig".into(),
+        wallet_address: "land1w".into(),
+        version: None,
+        source: None,
+        created_ms: 0,
+        last_seen_ms: seen,
+        proven: false,
+    };
+    for (hash, seen) in [("aaaa1", 10), ("bbbb2", 500), ("cccc3", 1000)] {
+        store.put_session(&session(hash, seen)).await.unwrap();
+    }
+    // Seen again: no longer old.
+    store.put_session(&session("bbbb2", 700)).await.unwrap();
+    assert_eq!(store.prune_sessions(600).await.unwrap(), 1);
+    assert!(store.session("aaaa1").await.unwrap().is_none());
+    assert_eq!(store.session("bbbb2").await.unwrap().map(|s| s.last_seen_ms), Some(700));
+    assert_eq!(store.session("cccc3").await.unwrap().map(|s| s.last_seen_ms), Some(1000));
+}
+
+async fn share_keys_of_old_heights_are_pruned(backend: Backend) {
+    let store = backend.open().await;
+    for height in 1..=5 {
+        store.append_share(&ShareRecord { height, ..share("j", height) }).await.unwrap();
+    }
+    assert_eq!(store.prune_share_keys_below(4).await.unwrap(), 3);
+    assert_eq!(store.credited(2, "t-j", 2).await.unwrap(), None);
+    assert!(store.credited(4, "t-j", 4).await.unwrap().is_some());
+    assert_eq!(store.shares_from(0, 10).await.unwrap().len(), 5, "the ledger itself stays");
+}
+
+async fn compaction_folds_old_shares_into_aggregates(backend: Backend) {
+    let store = backend.open().await;
+    for n in 0..10u64 {
+        let worker = if n % 2 == 0 { "even" } else { "odd" };
+        let record = ShareRecord { worker_id: worker.into(), share_difficulty: n + 1, time_ms: n, ..share("j", n) };
+        store.append_share(&record).await.unwrap();
+    }
+    assert_eq!(store.ledger_floor().await.unwrap(), 0);
+    assert_eq!(store.compact_shares_below(4, 3).await.unwrap(), 3, "at most max");
+    assert_eq!(store.compact_shares_below(4, 100).await.unwrap(), 1, "only below the bound");
+    assert_eq!(store.compact_shares_below(4, 100).await.unwrap(), 0, "nothing twice");
+    assert_eq!(store.ledger_floor().await.unwrap(), 4);
+    assert_eq!(store.shares_from(0, 100).await.unwrap().first().map(|(p, _)| *p), Some(4));
+    let aggregates = store.share_aggregates().await.unwrap();
+    let even = aggregates.iter().find(|a| a.worker_id == "even").unwrap();
+    let odd = aggregates.iter().find(|a| a.worker_id == "odd").unwrap();
+    assert_eq!((even.shares, even.difficulty_sum, even.first_position, even.last_position), (2, 1 + 3, 0, 2));
+    assert_eq!((odd.shares, odd.difficulty_sum, odd.first_position, odd.last_position), (2, 2 + 4, 1, 3));
+    // Everything, with the ledger's end as the bound: the floor is the end.
+    assert_eq!(store.compact_shares_below(u64::MAX, 100).await.unwrap(), 6);
+    assert_eq!(store.ledger_floor().await.unwrap(), 10);
+    assert_eq!(store.ledger_len().await.unwrap(), 10, "positions keep counting");
+    let total: u64 = store.share_aggregates().await.unwrap().iter().map(|a| a.shares).sum();
+    assert_eq!(total, 10, "every share is accounted for");
+    assert_eq!(store.append_share(&share("k", 1)).await.unwrap(), AppendOutcome::Appended(10));
+}
+
+async fn payouts_are_listed_newest_first_and_by_wallet(backend: Backend) {
+    let store = backend.open().await;
+    let batches = [(1, &["a"][..]), (2, &["b"][..]), (3, &["a", "b"][..]), (4, &["b"][..]), (5, &["a"][..])];
+    let payouts = batches.iter().map(|(id, w)| payout(*id, w)).collect();
+    store.apply_reward_update(&RewardUpdate { payouts, ..RewardUpdate::default() }).await.unwrap();
+    assert_eq!(ids(store.payouts_newest(2, None).await.unwrap()), [5, 4]);
+    assert_eq!(ids(store.payouts_newest(10, Some("a")).await.unwrap()), [5, 3, 1]);
+    assert_eq!(ids(store.payouts_newest(2, Some("a")).await.unwrap()), [5, 3]);
+    assert!(store.payouts_newest(10, Some("nobody")).await.unwrap().is_empty());
+    // Batch 3 split per payee into 6 (a) and 7 (b); batch 1 forgotten.
+    let update = RewardUpdate {
+        payouts: vec![payout(6, &["a"]), payout(7, &["b"])],
+        payouts_removed: vec![1, 3],
+        ..RewardUpdate::default()
+    };
+    store.apply_reward_update(&update).await.unwrap();
+    assert_eq!(ids(store.payouts_newest(10, Some("a")).await.unwrap()), [6, 5]);
+    assert_eq!(ids(store.payouts_newest(10, Some("b")).await.unwrap()), [7, 4, 2]);
+    assert_eq!(ids(store.payouts().await.unwrap()), [2, 4, 5, 6, 7]);
+    assert_eq!(store.payout(4).await.unwrap().map(|p| p.id), Some(4));
+    assert_eq!(store.payout(3).await.unwrap(), None);
+}
+
+async fn sending_batches_and_payable_balances_follow_every_update(backend: Backend) {
+    let store = backend.open().await;
+    let sending = |id, w: &[&str]| PayoutRecord { status: PayoutStatus::Sending, ..payout(id, w) };
+    let credit = |wallet: &str, bucket, amount| BalanceDelta::new(wallet, bucket, amount);
+    let update = RewardUpdate {
+        payouts: vec![sending(1, &["a"]), payout(2, &["b"]), sending(3, &["c"])],
+        balances: vec![credit("a", BalanceBucket::Confirmed, 5), credit("b", BalanceBucket::Immature, 7)],
+        ..RewardUpdate::default()
+    };
+    store.apply_reward_update(&update).await.unwrap();
+    assert_eq!(ids(store.payouts_sending().await.unwrap()), [1, 3]);
+    let wallets =
+        |b: Vec<vision_coordinator::storage::BalanceRecord>| b.into_iter().map(|b| b.wallet).collect::<Vec<_>>();
+    assert_eq!(wallets(store.balances_confirmed().await.unwrap()), ["a"]);
+    // Batch 1 paid, 3 split into 4; a's confirmed part moves on, b's matures.
+    let update = RewardUpdate {
+        payouts: vec![payout(1, &["a"]), sending(4, &["c"])],
+        payouts_removed: vec![3],
+        balances: vec![
+            credit("a", BalanceBucket::Confirmed, -5),
+            credit("a", BalanceBucket::Paid, 5),
+            credit("b", BalanceBucket::Immature, -7),
+            credit("b", BalanceBucket::Confirmed, 7),
+        ],
+        ..RewardUpdate::default()
+    };
+    store.apply_reward_update(&update).await.unwrap();
+    assert_eq!(ids(store.payouts_sending().await.unwrap()), [4]);
+    assert_eq!(wallets(store.balances_confirmed().await.unwrap()), ["b"]);
+    let a = store.balance("a").await.unwrap().unwrap();
+    assert_eq!((a.confirmed, a.paid), (0, 5));
+    assert_eq!(wallets(store.balances().await.unwrap()), ["a", "b"]);
+}
+
+async fn a_refused_update_applies_nothing(backend: Backend) {
+    let store = backend.open().await;
+    let credit = |wallet: &str, bucket, amount| BalanceDelta::new(wallet, bucket, amount);
+    let start = RewardUpdate { balances: vec![credit("a", BalanceBucket::Confirmed, 10)], ..RewardUpdate::default() };
+    store.apply_reward_update(&start).await.unwrap();
+    let overdraw = RewardUpdate {
+        blocks: vec![BlockRewardRecord::pending(9, "h9", 1)],
+        payouts: vec![payout(1, &["a"])],
+        balances: vec![
+            credit("b", BalanceBucket::Confirmed, 3),
+            credit("a", BalanceBucket::Confirmed, -11),
+            credit("a", BalanceBucket::Sending, 11),
+        ],
+        ..RewardUpdate::default()
+    };
+    let refused = store.apply_reward_update(&overdraw).await;
+    assert!(matches!(refused, Err(StoreError::Refused(_))), "{refused:?}");
+    assert_eq!(store.balance("a").await.unwrap().map(|b| (b.confirmed, b.sending)), Some((10, 0)));
+    assert_eq!(store.balance("b").await.unwrap(), None, "no part of a refused update lands");
+    assert_eq!(store.payout(1).await.unwrap(), None);
+    assert_eq!(store.block_reward(9, "h9").await.unwrap(), None);
+}
+
+async fn found_blocks_and_reward_records_are_read_by_height(backend: Backend) {
+    let store = backend.open().await;
+    for (height, hash) in [(1, "x"), (2, "y"), (2, "z"), (10, "w"), (256, "v")] {
+        store.put_found_block(&found_block(height, hash)).await.unwrap();
+    }
+    let newest: Vec<u64> = store.found_blocks_newest(3).await.unwrap().iter().map(|b| b.height).collect();
+    assert_eq!(newest, [256, 10, 2]);
+    let at_two: Vec<String> = store.found_blocks_at(2).await.unwrap().into_iter().map(|b| b.hash).collect();
+    assert_eq!(at_two, ["y", "z"]);
+    assert!(store.found_blocks_at(3).await.unwrap().is_empty());
+    let from_two: Vec<u64> = store.found_blocks_from(2).await.unwrap().iter().map(|b| b.height).collect();
+    assert_eq!(from_two, [2, 2, 10, 256]);
+    assert_eq!(store.found_blocks().await.unwrap().len(), 5);
+    // An update of a found block replaces it.
+    let rejected = FoundBlockRecord { status: BlockStatus::Rejected, ..found_block(10, "w") };
+    store.put_found_block(&rejected).await.unwrap();
+    assert_eq!(store.found_blocks_at(10).await.unwrap(), [rejected]);
+    let record = BlockRewardRecord::pending(2, "z", 0);
+    store.apply_reward_update(&RewardUpdate { blocks: vec![record.clone()], ..RewardUpdate::default() }).await.unwrap();
+    assert_eq!(store.block_reward(2, "z").await.unwrap(), Some(record.clone()));
+    assert_eq!(store.block_reward(2, "y").await.unwrap(), None);
+    assert_eq!(store.block_rewards_from(2).await.unwrap(), std::slice::from_ref(&record));
+    assert!(store.block_rewards_from(3).await.unwrap().is_empty());
+    assert_eq!(store.block_rewards().await.unwrap(), [record]);
+}
+
+async fn jobs_templates_bans_and_settings_round_trip(backend: Backend) {
+    let store = backend.open().await;
+    let job = |height: u64, id: &str| JobRecord {
+        job_id: id.into(),
+        worker_id: "w".into(),
+        session_id: "s".into(),
+        template_id: format!("t{height}"),
+        height,
+        share_difficulty: 10,
+        nonce_start: 0,
+        nonce_end: 100,
+    };
+    for (height, id) in [(5, "a"), (6, "b"), (7, "c")] {
+        store.put_job(&job(height, id)).await.unwrap();
+    }
+    assert_eq!(store.jobs_from_height(6).await.unwrap(), [job(6, "b"), job(7, "c")]);
+    store.prune_jobs_below(7).await.unwrap();
+    assert_eq!(store.jobs_from_height(0).await.unwrap(), [job(7, "c")]);
+
+    let ban = BanRecord {
+        session_id: "s".into(),
+        worker_id: "bad".into(),
+        source: Some("127.0.0.1".into()),
+        until_ms: 123,
+        reason: "r".into(),
+    };
+    store.put_ban(&ban).await.unwrap();
+    assert_eq!(store.bans().await.unwrap(), [ban]);
+    assert!(store.remove_ban("s").await.unwrap());
+    assert!(!store.remove_ban("s").await.unwrap());
+    assert!(store.bans().await.unwrap().is_empty());
+
+    assert_eq!(store.settings().await.unwrap(), None);
+    let settings = PoolSettings {
+        pool_name: "p".into(),
+        pool_fee_bps: 100,
+        target_share_seconds: 10,
+        min_share_difficulty: 1,
+        max_share_difficulty: 1000,
+        running: true,
+    };
+    store.put_settings(&settings).await.unwrap();
+    let changed = PoolSettings { pool_fee_bps: 150, ..settings };
+    store.put_settings(&changed).await.unwrap();
+    assert_eq!(store.settings().await.unwrap(), Some(changed));
+
+    let first = store.next_id().await.unwrap();
+    let second = store.next_id().await.unwrap();
+    assert!(second > first, "ids increase: {first} then {second}");
+}
+
+async fn state_survives_reopening(backend: Backend) {
+    let (secret, id) = {
+        let store = backend.open().await;
+        store.append_share(&share("j", 9)).await.unwrap();
+        store.flush().unwrap();
+        (store.secret(), store.next_id().await.unwrap())
+    };
+    let store = backend.open().await;
+    assert_eq!(store.secret(), secret, "the pool secret is kept");
+    assert!(store.next_id().await.unwrap() > id, "ids never repeat across restarts");
+    assert!(store.credited(3, "t-j", 9).await.unwrap().is_some());
+    assert_eq!(store.ledger_len().await.unwrap(), 1, "positions continue after a restart");
+    assert_eq!(store.append_share(&share("j", 10)).await.unwrap(), AppendOutcome::Appended(1));
+    assert!(matches!(store.append_share(&share("j", 9)).await.unwrap(), AppendOutcome::Duplicate(_)));
+}

@@ -1,0 +1,162 @@
+//! A throwaway PostgreSQL server for tests: `initdb` into a temporary
+//! directory, listening only on a Unix socket there (no TCP port to collide
+//! on), `fsync=off`; stopped and removed when dropped. As root it runs the
+//! server as the `postgres` user (PostgreSQL refuses to run as root).
+//!
+//! A missing PostgreSQL is a failure, never a skip: `scripts/test.sh`
+//! installs it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct ThrowawayPostgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    as_postgres: bool,
+}
+
+/// The directory holding `initdb`, `pg_ctl` and `createdb`: Debian's
+/// versioned directory (newest first), or one on PATH.
+fn bin_dir() -> Option<PathBuf> {
+    let complete = |dir: &Path| ["initdb", "pg_ctl", "createdb"].iter().all(|p| dir.join(p).is_file());
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| complete(bin))
+        .collect();
+    versions.sort();
+    versions.pop().or_else(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).find(|dir| complete(dir))
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl ThrowawayPostgres {
+    /// Starts a fresh server; panics with the reason when it cannot.
+    pub fn start() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let bin = bin_dir().unwrap_or_else(|| {
+            panic!(
+                "PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin): \
+                 scripts/test.sh installs it (apt-get install postgresql)"
+            )
+        });
+        let dir = std::env::temp_dir().join(format!(
+            "vision-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir for PostgreSQL");
+        let as_postgres = is_root();
+        if as_postgres {
+            let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
+            assert!(chown.is_ok_and(|s| s.success()), "chown {} to postgres", dir.display());
+        }
+        let server = ThrowawayPostgres { dir, bin, as_postgres };
+        let data = server.dir.join("data");
+        server.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-A".as_ref(),
+                "trust".as_ref(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                "--locale=C".as_ref(),
+                "--no-sync".as_ref(),
+            ],
+        );
+        server.restart();
+        server
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
+        let output = self.command(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(
+            output.status.success(),
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The socket directory (the URL's `host`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates database `name` and returns its URL.
+    pub fn database(&self, name: &str) -> String {
+        let dir = self.dir.as_os_str();
+        self.run("createdb", &["-h".as_ref(), dir, "-U".as_ref(), "postgres".as_ref(), name.as_ref()]);
+        self.url(name)
+    }
+
+    /// The URL of database `name` (libpq style, over the Unix socket).
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@/{name}?host={}", self.dir.display())
+    }
+
+    /// Stops the server at once (as a crash would), keeping its files.
+    pub fn kill(&self) {
+        let data = self.dir.join("data");
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D".as_ref(), data.as_os_str(), "-m".as_ref(), "immediate".as_ref(), "stop".as_ref()])
+            .output();
+    }
+
+    /// Starts the server (again, after [`ThrowawayPostgres::kill`], on the same files).
+    pub fn restart(&self) {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-k {} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+             -c max_connections=300",
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "-w".as_ref(),
+                "start".as_ref(),
+            ],
+        );
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
