@@ -272,6 +272,17 @@ impl Coordinator {
         }));
         let pool = self.pool.clone();
         tasks.push(tokio::spawn(async move {
+            // Settings and bans changed through another coordinator on a
+            // shared store hold here within a second.
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Err(err) = pool.sync_shared_state(now_ms()).await {
+                    tracing::debug!("cannot read shared settings and bans: {err}");
+                }
+            }
+        }));
+        let pool = self.pool.clone();
+        tasks.push(tokio::spawn(async move {
             // Rewards: follow found blocks on the chain, credit, pay.
             let interval = pool.rewards().config().poll_interval;
             let mut failing = false;

@@ -88,6 +88,60 @@ async fn postgres_store_passes_the_suite() {
     }
 }
 
+/// What only a shared database has: several stores (coordinators) at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stores_on_one_database_act_as_one() {
+    let server = ThrowawayPostgres::start();
+    let url = server.database("shared");
+    // Coordinators starting at once: the schema is migrated once, and all
+    // read one pool secret.
+    let opening: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PgStore::connect(&url, 8).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for opened in opening {
+        stores.push(Arc::new(opened.await.unwrap().expect("connect while others migrate")));
+    }
+    assert!(stores.iter().all(|s| s.secret() == stores[0].secret()), "one pool secret");
+
+    // First credits of one new wallet from every store at once: none lost.
+    let credits: Vec<_> = (0..30)
+        .map(|i| {
+            let store = stores[i % 3].clone();
+            tokio::spawn(async move {
+                let update = RewardUpdate {
+                    balances: vec![BalanceDelta::new("land1new", BalanceBucket::Confirmed, 1)],
+                    ..RewardUpdate::default()
+                };
+                store.apply_reward_update(&update).await.unwrap();
+            })
+        })
+        .collect();
+    for credit in credits {
+        credit.await.unwrap();
+    }
+    assert_eq!(stores[1].balance("land1new").await.unwrap().map(|b| b.confirmed), Some(30));
+
+    // The same share through every store: credited once.
+    let outcomes: Vec<_> = (0..3)
+        .map(|i| {
+            let store = stores[i].clone();
+            tokio::spawn(async move { store.append_share(&share("same", 7)).await.unwrap() })
+        })
+        .collect();
+    let mut appended = 0;
+    for outcome in outcomes {
+        if matches!(outcome.await.unwrap(), AppendOutcome::Appended(_)) {
+            appended += 1;
+        }
+    }
+    assert_eq!(appended, 1, "one store credits the share, the others see the credit");
+    assert_eq!(stores[2].ledger_len().await.unwrap(), 1);
+}
+
 fn share(job: &str, nonce: u64) -> ShareRecord {
     ShareRecord {
         worker_id: "w1".into(),

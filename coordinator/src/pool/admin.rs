@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering;
 
 use super::{BanView, ConfigureRequest, Pool, PoolError, MAX_POOL_FEE_BPS};
-use crate::storage::PoolSettings;
+use std::collections::HashMap;
+
+use crate::storage::{BanRecord, PoolSettings};
 
 impl Pool {
     pub(crate) async fn configure(&self, request: ConfigureRequest) -> Result<PoolSettings, PoolError> {
@@ -100,5 +102,50 @@ impl Pool {
         }
         self.commits.durable().await?;
         Ok(lifted.len())
+    }
+
+    /// Takes on the settings and bans another coordinator on the shared
+    /// store has changed (an operator's fee change, ban or unban made
+    /// through any coordinator holds on all within a second). On a store
+    /// of its own, it finds nothing new.
+    pub async fn sync_shared_state(&self, now: u64) -> Result<(), PoolError> {
+        if let Some(stored) = self.store.settings().await? {
+            if stored != self.settings() {
+                *self.settings.write().expect("settings lock") = stored.clone();
+                self.running.store(stored.running, Ordering::Relaxed);
+                let vardiff_config = self.vardiff_config();
+                for session in self.sessions.lock().expect("sessions lock").values_mut() {
+                    session.vardiff.apply_bounds(&vardiff_config);
+                }
+                tracing::info!(pool_fee_bps = stored.pool_fee_bps, running = stored.running, "settings changed");
+            }
+        }
+        let stored: HashMap<String, BanRecord> =
+            self.store.bans().await?.into_iter().map(|b| (b.session_id.clone(), b)).collect();
+        // (session id, ban in force now) of bans new to this coordinator.
+        let (banned, lifted): (Vec<(String, bool)>, Vec<String>) = {
+            let mut bans = self.bans.lock().expect("bans lock");
+            let banned = stored
+                .values()
+                .filter(|b| !bans.contains_key(&b.session_id))
+                .map(|b| (b.session_id.clone(), b.until_ms > now))
+                .collect();
+            let lifted = bans.keys().filter(|id| !stored.contains_key(*id)).cloned().collect();
+            *bans = stored;
+            (banned, lifted)
+        };
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        for (session_id, in_force) in banned {
+            if let Some(session) = sessions.get_mut(&session_id) {
+                session.banned.store(in_force, Ordering::Relaxed);
+            }
+        }
+        for session_id in &lifted {
+            if let Some(session) = sessions.get_mut(session_id) {
+                session.banned.store(false, Ordering::Relaxed);
+                session.ban_counts = Default::default();
+            }
+        }
+        Ok(())
     }
 }

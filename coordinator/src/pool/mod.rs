@@ -54,7 +54,7 @@ use self::verify_queue::VerifyQueue;
 use self::worker_sessions::SessionState;
 use crate::chain::{check_address, Chain};
 use crate::rewards::{RewardConfig, Rewards};
-use crate::storage::{BanRecord, PoolSettings, PoolStore, TemplateRecord};
+use crate::storage::{BanRecord, JobRecord, PoolSettings, PoolStore, TemplateRecord};
 pub use vision_protocol::pool::*;
 
 /// Largest pool fee an operator may set (10%).
@@ -221,30 +221,55 @@ impl Pool {
     async fn restore_jobs(&self) -> Result<(), PoolError> {
         let mut templates: HashMap<String, Option<Arc<TemplateState>>> = HashMap::new();
         for record in self.store.jobs_from_height(0).await? {
-            let template = match templates.get(&record.template_id) {
-                Some(cached) => cached.clone(),
-                None => {
-                    let state = self
-                        .store
-                        .template(&record.template_id)
-                        .await?
-                        .and_then(|t| TemplateState::from_header(t.template.into(), 0, t.first_job_index).ok())
-                        .map(Arc::new);
-                    templates.insert(record.template_id.clone(), state.clone());
-                    state
-                }
-            };
-            let Some(template) = template else { continue };
-            self.jobs.restore(IssuedJob {
-                job_id: record.job_id,
-                worker_id: record.worker_id,
-                session_id: record.session_id,
-                template,
-                share_difficulty: record.share_difficulty,
-                nonces: visionx::NonceRange::new(record.nonce_start, record.nonce_end),
-            });
+            if let Some(job) = self.stored_job(record, &mut templates).await? {
+                self.jobs.restore(job);
+            }
         }
         Ok(())
+    }
+
+    /// A job this coordinator does not hold: one issued by another
+    /// coordinator on the shared store (or before a restart). Loaded once,
+    /// then held like the pool's own.
+    pub(crate) async fn load_job(&self, job_id: &str) -> Result<Option<Arc<IssuedJob>>, PoolError> {
+        let Some(record) = self.store.job(job_id).await? else { return Ok(None) };
+        let mut templates = HashMap::new();
+        if let Some(current) = self.jobs.current() {
+            templates.insert(current.id.clone(), Some(current));
+        }
+        let Some(job) = self.stored_job(record, &mut templates).await? else { return Ok(None) };
+        self.jobs.restore(job);
+        Ok(self.jobs.get(job_id))
+    }
+
+    /// A stored job as the pool judges it; `None` when its template is gone.
+    /// `templates` caches the templates read so far.
+    async fn stored_job(
+        &self,
+        record: JobRecord,
+        templates: &mut HashMap<String, Option<Arc<TemplateState>>>,
+    ) -> Result<Option<IssuedJob>, PoolError> {
+        let template = match templates.get(&record.template_id) {
+            Some(cached) => cached.clone(),
+            None => {
+                let state = self
+                    .store
+                    .template(&record.template_id)
+                    .await?
+                    .and_then(|t| TemplateState::from_header(t.template.into(), 0, t.first_job_index).ok())
+                    .map(Arc::new);
+                templates.insert(record.template_id.clone(), state.clone());
+                state
+            }
+        };
+        Ok(template.map(|template| IssuedJob {
+            job_id: record.job_id,
+            worker_id: record.worker_id,
+            session_id: record.session_id,
+            template,
+            share_difficulty: record.share_difficulty,
+            nonces: visionx::NonceRange::new(record.nonce_start, record.nonce_end),
+        }))
     }
 
     /// Found blocks recorded but not settled before a restart: settles each
@@ -312,7 +337,7 @@ impl Pool {
     /// it is new (another height or another parent). A template whose fields
     /// disagree with its header, or that pays someone else, is refused.
     pub async fn refresh_template(&self) -> Result<bool, PoolError> {
-        let mut template = match self.chain.template(&self.config.pool_address).await {
+        let template = match self.chain.template(&self.config.pool_address).await {
             Ok(template) => template,
             Err(err) => {
                 PoolMetrics::bump(&self.metrics.template_failures);
@@ -323,36 +348,24 @@ impl Pool {
         if self.jobs.is_current(&template) {
             return Ok(false);
         }
-        // After a restart, keep mining the stored template of the same tip, so
-        // the jobs issued before the restart stay current (a fresh template
-        // differs at least in its timestamp).
-        let same_tip = |t: &TemplateRecord| {
-            t.template.height == template.header.height && t.template.parent_hash == template.header.parent_hash
-        };
-        if let Some((_, stored)) = self
-            .store
-            .templates()
-            .await?
-            .into_iter()
-            .filter(|(_, t)| same_tip(t))
-            .max_by_key(|(_, t)| t.first_job_index)
-        {
-            template = stored.template.into();
-        }
-        let mut state = TemplateState::checked(template, &self.config.pool_address).map_err(|refusal| {
+        let refused = |refusal| {
             PoolMetrics::bump(&self.metrics.templates_refused);
             PoolError::TemplateRefused(format!("the chain's template was refused: {refusal}"))
-        })?;
-        // A template seen before a restart keeps its range numbering.
-        state.first_job_index = match self.store.template(&state.id).await? {
-            Some(stored) => stored.first_job_index,
-            None => {
-                let first_job_index = self.store.next_id().await?;
-                let record = TemplateRecord { template: (&state.template).into(), first_job_index };
-                self.store.put_template(&state.id, &record).await?;
-                first_job_index
-            }
         };
+        let state = TemplateState::checked(template, &self.config.pool_address).map_err(refused)?;
+        // One template per tip: the one stored for it (before a restart, or
+        // by another coordinator on a shared store) keeps being mined, so
+        // jobs issued on it stay current and ranges keep their numbering (a
+        // fresh template of the tip differs at least in its timestamp).
+        let first_job_index = self.store.next_id().await?;
+        let record = TemplateRecord { template: (&state.template).into(), first_job_index };
+        let (held_id, held) = self.store.claim_template(&state.id, &record).await?;
+        let mut state = if held_id == state.id {
+            state
+        } else {
+            TemplateState::checked(held.template.into(), &self.config.pool_address).map_err(refused)?
+        };
+        state.first_job_index = held.first_job_index;
         let state = self.jobs.install(state);
         tracing::info!(
             height = state.template.header.height,

@@ -94,7 +94,12 @@ impl Pool {
             Ok(refused(rejection, difficulty))
         };
 
-        let Some(job) = self.jobs.get(&request.job_id).filter(|j| j.session_id == session_id) else {
+        let job = match self.jobs.get(&request.job_id) {
+            Some(job) => Some(job),
+            // Issued by another coordinator on the shared store, or unknown.
+            None => self.load_job(&request.job_id).await?,
+        };
+        let Some(job) = job.filter(|j| j.session_id == session_id) else {
             return reject(ShareRejection::UnknownJob).await;
         };
         // Current only if its template is the one on the current tip (same

@@ -347,11 +347,20 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;
     async fn bans(&self) -> Result<Vec<BanRecord>, StoreError>;
 
-    async fn put_template(&self, template_id: &str, template: &TemplateRecord) -> Result<(), StoreError>;
+    /// Stores `template` as the template of its tip (height and parent)
+    /// unless one is stored for that tip already; returns the id and record
+    /// that hold. Every coordinator on a shared store so mines one template
+    /// per tip, and its job ranges, numbered from the record's
+    /// `first_job_index` with ids from [`PoolStore::next_id`], never overlap.
+    async fn claim_template(
+        &self,
+        template_id: &str,
+        template: &TemplateRecord,
+    ) -> Result<(String, TemplateRecord), StoreError>;
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError>;
-    /// Every stored template (those of the heights kept: a handful).
-    async fn templates(&self) -> Result<Vec<(String, TemplateRecord)>, StoreError>;
     async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError>;
+    /// One job by id (a job another coordinator issued, say).
+    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError>;
     /// Jobs of heights >= `height`.
     async fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError>;
     /// Forgets jobs and templates of heights below `height`.

@@ -58,8 +58,8 @@ CREATE TABLE pool_shares (
     position bigint PRIMARY KEY,
     record jsonb NOT NULL
 );
--- The duplicate key of a credited share: (template, nonce), keyed with the
--- pool secret. Unique across every coordinator.
+-- The duplicate key of a credited share: height ++ keyed hash of (template,
+-- nonce) with the pool secret, as sled's. Unique across every coordinator.
 CREATE TABLE pool_share_keys (
     key bytea PRIMARY KEY,
     height bigint NOT NULL,
@@ -78,34 +78,44 @@ CREATE FUNCTION pool_append_share(p_key bytea, p_height bigint, p_session text, 
 RETURNS TABLE (appended boolean, credit_position bigint, credit_session text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    next bigint;
+    v_next bigint;
+    v_position bigint;
+    v_session text;
 BEGIN
-    SELECT h.next_position INTO next FROM pool_ledger_head h WHERE h.id = 1 FOR UPDATE;
-    INSERT INTO pool_share_keys (key, height, position, session_id)
-        VALUES (p_key, p_height, next, p_session)
-        ON CONFLICT (key) DO NOTHING;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT false, k.position, k.session_id FROM pool_share_keys k WHERE k.key = p_key;
-        RETURN;
-    END IF;
-    INSERT INTO pool_shares (position, record) VALUES (next, p_record);
-    UPDATE pool_ledger_head SET next_position = next + 1 WHERE id = 1;
-    RETURN QUERY SELECT true, next, p_session;
+    SELECT h.next_position INTO v_next FROM pool_ledger_head h WHERE h.id = 1 FOR UPDATE;
+    LOOP
+        INSERT INTO pool_share_keys (key, height, position, session_id)
+            VALUES (p_key, p_height, v_next, p_session)
+            ON CONFLICT (key) DO NOTHING;
+        EXIT WHEN FOUND;
+        SELECT k.position, k.session_id INTO v_position, v_session FROM pool_share_keys k WHERE k.key = p_key;
+        IF FOUND THEN
+            RETURN QUERY SELECT false, v_position, v_session;
+            RETURN;
+        END IF;
+        -- The key was pruned between the two statements: try again.
+    END LOOP;
+    INSERT INTO pool_shares (position, record) VALUES (v_next, p_record);
+    UPDATE pool_ledger_head SET next_position = v_next + 1 WHERE id = 1;
+    RETURN QUERY SELECT true, v_next, p_session;
 END
 $$;
 
+-- One template per tip (height and parent), whichever coordinator stored
+-- it first: every coordinator mines it, so job ranges never overlap.
 CREATE TABLE pool_templates (
     template_id text COLLATE "C" PRIMARY KEY,
     height bigint NOT NULL,
+    parent_hash text COLLATE "C" NOT NULL,
+    record jsonb NOT NULL,
+    UNIQUE (height, parent_hash)
+);
+CREATE TABLE pool_jobs (
+    job_id text COLLATE "C" PRIMARY KEY,
+    height bigint NOT NULL,
     record jsonb NOT NULL
 );
-CREATE INDEX pool_templates_height ON pool_templates (height);
-CREATE TABLE pool_jobs (
-    height bigint NOT NULL,
-    job_id text COLLATE "C" NOT NULL,
-    record jsonb NOT NULL,
-    PRIMARY KEY (height, job_id)
-);
+CREATE INDEX pool_jobs_height ON pool_jobs (height, job_id);
 
 CREATE TABLE pool_found_blocks (
     height bigint NOT NULL,

@@ -92,14 +92,16 @@ impl PgStore {
         self.pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))
     }
 
-    /// The duplicate key of (template, nonce): the same keyed hash as sled's.
-    fn share_key(&self, template_id: &str, nonce: u64) -> Vec<u8> {
+    /// The duplicate key of (template, nonce) at `height`: sled's key.
+    fn share_key(&self, height: u64, template_id: &str, nonce: u64) -> Vec<u8> {
         let mut hasher = blake3::Hasher::new_keyed(&self.secret);
         hasher.update(b"share");
         hasher.update(template_id.as_bytes());
         hasher.update(&[0]);
         hasher.update(&nonce.to_le_bytes());
-        hasher.finalize().as_bytes().to_vec()
+        let mut key = height.to_be_bytes().to_vec();
+        key.extend_from_slice(hasher.finalize().as_bytes());
+        key
     }
 
     /// Rows of one `record` column (at `column`), decoded.
@@ -110,7 +112,8 @@ impl PgStore {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<T>, StoreError> {
         let client = self.client().await?;
-        let rows = client.query(sql, params).await.map_err(pg_error)?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        let rows = client.query(&statement, params).await.map_err(pg_error)?;
         rows.iter().map(|row| decode(table, row, 0)).collect()
     }
 
@@ -121,7 +124,8 @@ impl PgStore {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Option<T>, StoreError> {
         let client = self.client().await?;
-        let row = client.query_opt(sql, params).await.map_err(pg_error)?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        let row = client.query_opt(&statement, params).await.map_err(pg_error)?;
         row.map(|row| decode(table, &row, 0)).transpose()
     }
 
@@ -131,7 +135,8 @@ impl PgStore {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        client.execute(sql, params).await.map_err(pg_error)
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        client.execute(&statement, params).await.map_err(pg_error)
     }
 
     async fn shares(
@@ -140,7 +145,8 @@ impl PgStore {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<(u64, ShareRecord)>, StoreError> {
         let client = self.client().await?;
-        let rows = client.query(sql, params).await.map_err(pg_error)?;
+        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+        let rows = client.query(&statement, params).await.map_err(pg_error)?;
         rows.iter().map(|row| Ok((row.get::<_, i64>(0) as u64, decode("pool_shares", row, 1)?))).collect()
     }
 }
@@ -218,13 +224,14 @@ impl PoolStore for PgStore {
     }
 
     async fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
-        let key = self.share_key(&share.template_id, share.nonce);
+        let key = self.share_key(share.height, &share.template_id, share.nonce);
         let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT appended, credit_position, credit_session FROM pool_append_share($1, $2, $3, $4)")
+            .await
+            .map_err(pg_error)?;
         let row = client
-            .query_one(
-                "SELECT appended, credit_position, credit_session FROM pool_append_share($1, $2, $3, $4)",
-                &[&key, &big(share.height), &share.session_id, &json(share)],
-            )
+            .query_one(&statement, &[&key, &big(share.height), &share.session_id, &json(share)])
             .await
             .map_err(pg_error)?;
         let position = row.get::<_, i64>(1) as u64;
@@ -236,7 +243,7 @@ impl PoolStore for PgStore {
     }
 
     async fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError> {
-        let key = self.share_key(template_id, nonce);
+        let key = self.share_key(height, template_id, nonce);
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -358,7 +365,20 @@ impl PoolStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let wallets: Vec<&str> = deltas.keys().copied().collect();
-        // Locked in wallet order: two updates never wait on each other in a circle.
+        // Every wallet gets a row first, so the lock below covers new
+        // wallets too (two first credits of one wallet must not both start
+        // from zero). Rows are created and locked in wallet order: two
+        // updates never wait on each other in a circle.
+        let empty: Vec<Json<BalanceRecord>> =
+            wallets.iter().map(|w| Json(BalanceRecord { wallet: w.to_string(), ..BalanceRecord::default() })).collect();
+        tx.execute(
+            "INSERT INTO pool_balances (wallet, confirmed, record)
+             SELECT w, 0, r FROM unnest($1::text[], $2::jsonb[]) AS t(w, r) ORDER BY w
+             ON CONFLICT (wallet) DO NOTHING",
+            &[&wallets, &empty],
+        )
+        .await
+        .map_err(pg_error)?;
         let rows = tx
             .query(
                 "SELECT wallet, record FROM pool_balances WHERE wallet = ANY($1) ORDER BY wallet FOR UPDATE",
@@ -391,7 +411,9 @@ impl PoolStore for PgStore {
             .await
             .map_err(pg_error)?;
         }
-        for block in &update.blocks {
+        let mut blocks: Vec<&BlockRewardRecord> = update.blocks.iter().collect();
+        blocks.sort_by(|a, b| (a.height, &a.hash).cmp(&(b.height, &b.hash)));
+        for block in blocks {
             tx.execute(
                 "INSERT INTO pool_block_rewards (height, hash, record) VALUES ($1, $2, $3)
                  ON CONFLICT (height, hash) DO UPDATE SET record = EXCLUDED.record",
@@ -400,11 +422,14 @@ impl PoolStore for PgStore {
             .await
             .map_err(pg_error)?;
         }
-        let removed: Vec<i64> = update.payouts_removed.iter().map(|id| big(*id)).collect();
+        let mut removed: Vec<i64> = update.payouts_removed.iter().map(|id| big(*id)).collect();
+        removed.sort_unstable();
         if !removed.is_empty() {
             tx.execute("DELETE FROM pool_payouts WHERE id = ANY($1)", &[&removed]).await.map_err(pg_error)?;
         }
-        for payout in &update.payouts {
+        let mut payouts: Vec<&PayoutRecord> = update.payouts.iter().collect();
+        payouts.sort_by_key(|p| p.id);
+        for payout in payouts {
             let wallets: Vec<&str> = payout.outputs.iter().map(|o| o.address.as_str()).collect();
             tx.execute(
                 "INSERT INTO pool_payouts (id, sending, wallets, record) VALUES ($1, $2, $3, $4)
@@ -503,37 +528,53 @@ impl PoolStore for PgStore {
         self.records("pool_bans", "SELECT record FROM pool_bans ORDER BY session_id", &[]).await
     }
 
-    async fn put_template(&self, template_id: &str, template: &TemplateRecord) -> Result<(), StoreError> {
-        self.execute(
-            "INSERT INTO pool_templates (template_id, height, record) VALUES ($1, $2, $3)
-             ON CONFLICT (template_id) DO UPDATE SET height = EXCLUDED.height, record = EXCLUDED.record",
-            &[&template_id, &big(template.template.height), &json(template)],
-        )
-        .await
-        .map(drop)
+    async fn claim_template(
+        &self,
+        template_id: &str,
+        template: &TemplateRecord,
+    ) -> Result<(String, TemplateRecord), StoreError> {
+        let client = self.client().await?;
+        let (height, parent) = (big(template.template.height), &template.template.parent_hash);
+        // A racing claim of the same tip waits for the other's commit, then
+        // inserts nothing: both read the one template.
+        client
+            .execute(
+                "INSERT INTO pool_templates (template_id, height, parent_hash, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&template_id, &height, parent, &json(template)],
+            )
+            .await
+            .map_err(pg_error)?;
+        let row = client
+            .query_opt(
+                "SELECT template_id, record FROM pool_templates WHERE height = $1 AND parent_hash = $2",
+                &[&height, parent],
+            )
+            .await
+            .map_err(pg_error)?;
+        match row {
+            Some(row) => Ok((row.get(0), decode("pool_templates", &row, 1)?)),
+            // Its id was stored for another tip: a hash collision, or a bug.
+            None => Err(StoreError::Refused(format!("template {template_id} is stored for another tip"))),
+        }
     }
 
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
         self.record("pool_templates", "SELECT record FROM pool_templates WHERE template_id = $1", &[&template_id]).await
     }
 
-    async fn templates(&self) -> Result<Vec<(String, TemplateRecord)>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query("SELECT template_id, record FROM pool_templates ORDER BY template_id", &[])
-            .await
-            .map_err(pg_error)?;
-        rows.iter().map(|row| Ok((row.get(0), decode("pool_templates", row, 1)?))).collect()
-    }
-
     async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         self.execute(
-            "INSERT INTO pool_jobs (height, job_id, record) VALUES ($1, $2, $3)
-             ON CONFLICT (height, job_id) DO UPDATE SET record = EXCLUDED.record",
-            &[&big(job.height), &job.job_id, &json(job)],
+            "INSERT INTO pool_jobs (job_id, height, record) VALUES ($1, $2, $3)
+             ON CONFLICT (job_id) DO UPDATE SET height = EXCLUDED.height, record = EXCLUDED.record",
+            &[&job.job_id, &big(job.height), &json(job)],
         )
         .await
         .map(drop)
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.record("pool_jobs", "SELECT record FROM pool_jobs WHERE job_id = $1", &[&job_id]).await
     }
 
     async fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError> {

@@ -37,6 +37,10 @@ pub(crate) struct SledTrees {
     jobs: sled::Tree,
     /// template id -> (height BE ++ TemplateRecord JSON).
     templates: sled::Tree,
+    /// height BE ++ parent hash -> template id: the one template of a tip.
+    template_tips: sled::Tree,
+    /// job id -> height BE (the key of its `jobs` entry).
+    job_heights: sled::Tree,
     /// height BE ++ hash -> BlockRewardRecord.
     block_rewards: sled::Tree,
     /// wallet -> BalanceRecord.
@@ -131,6 +135,8 @@ impl SledTrees {
             meta,
             jobs: db.open_tree("pool_jobs")?,
             templates: db.open_tree("pool_templates")?,
+            template_tips: db.open_tree("pool_template_tips")?,
+            job_heights: db.open_tree("pool_job_heights")?,
             block_rewards: db.open_tree("pool_block_rewards")?,
             payouts,
             payout_index,
@@ -507,11 +513,34 @@ impl SledTrees {
         self.bans.iter().values().map(|v| decode("pool_bans", &v?)).collect()
     }
 
-    fn put_template(&self, template_id: &str, template: &TemplateRecord) -> Result<(), StoreError> {
+    fn claim_template(
+        &self,
+        template_id: &str,
+        template: &TemplateRecord,
+    ) -> Result<(String, TemplateRecord), StoreError> {
+        let mut tip = template.template.height.to_be_bytes().to_vec();
+        tip.extend_from_slice(template.template.parent_hash.as_bytes());
         let mut value = template.template.height.to_be_bytes().to_vec();
         value.extend_from_slice(&encode(template));
-        self.templates.insert(template_id.as_bytes(), value)?;
-        Ok(())
+        let result = (&self.templates, &self.template_tips).transaction(|(templates, tips)| {
+            if let Some(held) = tips.get(&tip)? {
+                if let Some(stored) = templates.get(&held)? {
+                    return Ok(Some((held.to_vec(), stored.to_vec())));
+                }
+            }
+            tips.insert(tip.as_slice(), template_id.as_bytes())?;
+            templates.insert(template_id.as_bytes(), value.as_slice())?;
+            Ok::<_, ConflictableTransactionError<()>>(None)
+        });
+        match result {
+            Ok(None) => Ok((template_id.to_string(), template.clone())),
+            Ok(Some((id, stored))) => Ok((
+                String::from_utf8_lossy(&id).into_owned(),
+                decode("pool_templates", stored.get(8..).unwrap_or_default())?,
+            )),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(())) => Err(StoreError::Backend("template claim aborted".into())),
+        }
     }
 
     fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
@@ -522,22 +551,19 @@ impl SledTrees {
         }
     }
 
-    fn templates(&self) -> Result<Vec<(String, TemplateRecord)>, StoreError> {
-        self.templates
-            .iter()
-            .map(|item| {
-                let (key, value) = item?;
-                let record = decode("pool_templates", value.get(8..).unwrap_or_default())?;
-                Ok((String::from_utf8_lossy(&key).into_owned(), record))
-            })
-            .collect()
-    }
-
     fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         let mut key = job.height.to_be_bytes().to_vec();
         key.extend_from_slice(job.job_id.as_bytes());
         self.jobs.insert(key, encode(job))?;
+        self.job_heights.insert(job.job_id.as_bytes(), &job.height.to_be_bytes()[..])?;
         Ok(())
+    }
+
+    fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let Some(height) = self.job_heights.get(job_id.as_bytes())? else { return Ok(None) };
+        let mut key = height.to_vec();
+        key.extend_from_slice(job_id.as_bytes());
+        self.jobs.get(key)?.map(|v| decode("pool_jobs", &v)).transpose()
     }
 
     fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError> {
@@ -546,7 +572,12 @@ impl SledTrees {
 
     fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError> {
         for key in self.jobs.range(..height.to_be_bytes()).keys() {
-            self.jobs.remove(key?)?;
+            let key = key?;
+            self.job_heights.remove(key.get(8..).unwrap_or_default())?;
+            self.jobs.remove(key)?;
+        }
+        for key in self.template_tips.range(..height.to_be_bytes()).keys() {
+            self.template_tips.remove(key?)?;
         }
         for item in self.templates.iter() {
             let (key, value) = item?;
@@ -719,17 +750,21 @@ impl PoolStore for SledStore {
     async fn bans(&self) -> Result<Vec<BanRecord>, StoreError> {
         self.trees.bans()
     }
-    async fn put_template(&self, template_id: &str, template: &TemplateRecord) -> Result<(), StoreError> {
-        self.trees.put_template(template_id, template)
+    async fn claim_template(
+        &self,
+        template_id: &str,
+        template: &TemplateRecord,
+    ) -> Result<(String, TemplateRecord), StoreError> {
+        self.trees.claim_template(template_id, template)
     }
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
         self.trees.template(template_id)
     }
-    async fn templates(&self) -> Result<Vec<(String, TemplateRecord)>, StoreError> {
-        self.trees.templates()
-    }
     async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         self.trees.put_job(job)
+    }
+    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.trees.job(job_id)
     }
     async fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError> {
         self.blocking(move |t| t.jobs_from_height(height)).await
