@@ -14,7 +14,8 @@ use std::time::Duration;
 use support::throwaway_postgres::ThrowawayPostgres;
 use vision_coordinator::chain::BlockSubmission;
 use vision_coordinator::storage::{
-    AppendOutcome, BalanceBucket, BalanceDelta, BanRecord, BlockRewardRecord, BlockStatus, Credit, FoundBlockRecord,
+    AppendOutcome, BalanceBucket, BalanceDelta, BanRecord, BlockRewardRecord, BlockStatus, Credit, Expectation,
+    FoundBlockRecord,
     JobRecord, PayoutOutput, PayoutRecord, PayoutStatus, PgStore, PoolSettings, PoolStore, RewardUpdate, SessionRecord,
     ShareRecord, SledStore, StoreError, WorkerRecord,
 };
@@ -64,6 +65,7 @@ const CASES: &[(&str, Case)] = cases![
     payouts_are_listed_newest_first_and_by_wallet,
     sending_batches_and_payable_balances_follow_every_update,
     a_refused_update_applies_nothing,
+    an_update_decided_on_changed_state_applies_nothing,
     found_blocks_and_reward_records_are_read_by_height,
     jobs_templates_bans_and_settings_round_trip,
     state_survives_reopening,
@@ -140,6 +142,41 @@ async fn postgres_stores_on_one_database_act_as_one() {
     }
     assert_eq!(appended, 1, "one store credits the share, the others see the credit");
     assert_eq!(stores[2].ledger_len().await.unwrap(), 1);
+
+    // Every store credits one new block at once: one does, once.
+    let crediting: Vec<_> = (0..3)
+        .map(|i| {
+            let store = stores[i].clone();
+            tokio::spawn(async move {
+                let update = RewardUpdate {
+                    expects: vec![Expectation::block(4, "h4", None)],
+                    blocks: vec![BlockRewardRecord::pending(4, "h4", i as u64)],
+                    balances: vec![BalanceDelta::new("land1finder", BalanceBucket::Immature, 100)],
+                    ..RewardUpdate::default()
+                };
+                store.apply_reward_update(&update).await
+            })
+        })
+        .collect();
+    let mut credited = 0;
+    for attempt in crediting {
+        match attempt.await.unwrap() {
+            Ok(()) => credited += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(err) => panic!("{err}"),
+        }
+    }
+    assert_eq!(credited, 1);
+    assert_eq!(stores[0].balance("land1finder").await.unwrap().map(|b| b.immature), Some(100));
+
+    // A batch is sent by one coordinator at a time: leases.
+    let batch = PayoutRecord { status: PayoutStatus::Sending, ..payout(77, &["land1new"]) };
+    stores[0].apply_reward_update(&RewardUpdate { payouts: vec![batch], ..RewardUpdate::default() }).await.unwrap();
+    assert!(stores[0].claim_payout(77, "a", 1_000, 60_000).await.unwrap());
+    assert!(stores[0].claim_payout(77, "a", 2_000, 60_000).await.unwrap(), "the holder renews");
+    assert!(!stores[1].claim_payout(77, "b", 30_000, 60_000).await.unwrap(), "held by a");
+    assert!(stores[1].claim_payout(77, "b", 62_001, 60_000).await.unwrap(), "a's lease ran out");
+    assert!(!stores[2].claim_payout(77, "c", 62_002, 60_000).await.unwrap());
 }
 
 fn share(job: &str, nonce: u64) -> ShareRecord {
@@ -420,6 +457,49 @@ async fn a_refused_update_applies_nothing(backend: Backend) {
     assert_eq!(store.balance("b").await.unwrap(), None, "no part of a refused update lands");
     assert_eq!(store.payout(1).await.unwrap(), None);
     assert_eq!(store.block_reward(9, "h9").await.unwrap(), None);
+}
+
+async fn an_update_decided_on_changed_state_applies_nothing(backend: Backend) {
+    let store = backend.open().await;
+    let credit = |amount| vec![BalanceDelta::new("a", BalanceBucket::Immature, amount)];
+    let first = BlockRewardRecord::pending(9, "h9", 1);
+    let credit_block = |expected: Option<&BlockRewardRecord>, record: &BlockRewardRecord| RewardUpdate {
+        expects: vec![Expectation::block(9, "h9", expected)],
+        blocks: vec![record.clone()],
+        balances: credit(10),
+        ..RewardUpdate::default()
+    };
+    store.apply_reward_update(&credit_block(None, &first)).await.unwrap();
+    // Decided on "no record yet" again (a second coordinator's credit).
+    let second = BlockRewardRecord::pending(9, "h9", 2);
+    let again = store.apply_reward_update(&credit_block(None, &second)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(store.balance("a").await.unwrap().map(|b| b.immature), Some(10), "credited once");
+    assert_eq!(store.block_reward(9, "h9").await.unwrap(), Some(first.clone()));
+    // Decided on the record as stored: applies; on the old one: conflicts.
+    store.apply_reward_update(&credit_block(Some(&first), &second)).await.unwrap();
+    let stale = store.apply_reward_update(&credit_block(Some(&first), &second)).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    assert_eq!(store.balance("a").await.unwrap().map(|b| b.immature), Some(20));
+
+    // A batch is settled once: the second settlement of it conflicts.
+    let sending = PayoutRecord { status: PayoutStatus::Sending, ..payout(5, &["a"]) };
+    let create = RewardUpdate {
+        expects: vec![Expectation::Payout { id: 5, state: None }],
+        payouts: vec![sending.clone()],
+        ..RewardUpdate::default()
+    };
+    store.apply_reward_update(&create).await.unwrap();
+    assert!(matches!(store.apply_reward_update(&create).await, Err(StoreError::Conflict(_))));
+    let settle = RewardUpdate {
+        expects: vec![Expectation::payout(&sending)],
+        payouts: vec![payout(5, &["a"])],
+        balances: vec![BalanceDelta::new("a", BalanceBucket::Paid, 5)],
+        ..RewardUpdate::default()
+    };
+    store.apply_reward_update(&settle).await.unwrap();
+    assert!(matches!(store.apply_reward_update(&settle).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.balance("a").await.unwrap().map(|b| b.paid), Some(5), "paid once");
 }
 
 async fn found_blocks_and_reward_records_are_read_by_height(backend: Backend) {

@@ -11,8 +11,8 @@ use super::settled_blocks::settled_after;
 use super::{CrashPoint, RewardError, Rewards};
 use crate::chain::{ChainBlock, ChainError};
 use crate::storage::{
-    BalanceBucket, BalanceDelta, BlockCredit, BlockRewardRecord, BlockStatus, FoundBlockRecord, RewardStatus,
-    RewardUpdate, ShareRecord,
+    BalanceBucket, BalanceDelta, BlockCredit, BlockRewardRecord, BlockStatus, Expectation, FoundBlockRecord,
+    RewardStatus, RewardUpdate, ShareRecord, StoreError,
 };
 
 impl Rewards {
@@ -61,6 +61,10 @@ impl Rewards {
             match step {
                 Ok(is_overdue) => overdue += u64::from(is_overdue),
                 Err(RewardError::Chain(err)) => return Err(err.into()),
+                // Another coordinator on the shared store moved it first.
+                Err(RewardError::Store(StoreError::Conflict(_))) => {
+                    tracing::debug!(height = block.height, "block moved on by another coordinator");
+                }
                 Err(err) => {
                     tracing::error!(height = block.height, "rewards of this block are stuck (retrying): {err}");
                     blocked |= crediting;
@@ -89,6 +93,9 @@ impl Rewards {
             Err(ChainError::NotFound(_)) => None,
             Err(err) => return Err(err.into()),
         };
+        // Applied only while the record is as read: of coordinators on a
+        // shared store crediting this block at once, one does.
+        let expected = Expectation::block(block.height, &block.hash, orphaned.as_ref());
         // A block back on the chain keeps the window it was credited over
         // (its shares may be compacted since), split again.
         let mut earlier = None;
@@ -108,7 +115,7 @@ impl Rewards {
                 record
             }
         };
-        let mut update = RewardUpdate::default();
+        let mut update = RewardUpdate { expects: vec![expected], ..RewardUpdate::default() };
         match on_chain {
             Some(chain_block)
                 if chain_block.hash.eq_ignore_ascii_case(&block.hash)
@@ -244,12 +251,13 @@ impl Rewards {
         if !watching || record.credit.is_none() {
             return Ok(false);
         }
+        let expected = Expectation::block(block.height, &block.hash, Some(&record));
         let on_chain = match self.chain.block(block.height).await {
             Ok(b) => Some(b),
             Err(ChainError::NotFound(_)) => None,
             Err(err) => return Err(err.into()),
         };
-        let mut update = RewardUpdate::default();
+        let mut update = RewardUpdate { expects: vec![expected], ..RewardUpdate::default() };
         match on_chain {
             Some(chain_block) if !chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
                 self.orphan(&mut record, &chain_block, &mut update, now_ms).await?;

@@ -165,6 +165,8 @@ pub struct Rewards {
     round: tokio::sync::Mutex<()>,
     /// Names this pool in idempotency keys, so two pools on one chain never collide.
     payout_tag: String,
+    /// Names this process in payout leases (random per start).
+    instance: String,
     /// Estimated payouts per worker, from the last round.
     estimates: Mutex<HashMap<String, u64>>,
     /// What they were computed from: ledger length, template id, pool fee.
@@ -188,6 +190,11 @@ impl Rewards {
             metrics: RewardMetrics::default(),
             round: tokio::sync::Mutex::new(()),
             payout_tag: tag.to_hex()[..16].to_string(),
+            instance: {
+                let mut random = [0u8; 8];
+                getrandom::fill(&mut random).map_err(|e| StoreError::Backend(format!("no OS randomness: {e}")))?;
+                hex::encode(random)
+            },
             estimates: Mutex::new(HashMap::new()),
             estimate_basis: Mutex::new(None),
             estimate_tally: tokio::sync::Mutex::new(WindowTally::new(TallyKey::WorkerId)),

@@ -14,7 +14,13 @@ use std::sync::atomic::Ordering;
 
 use super::{CrashPoint, RewardError, Rewards};
 use crate::chain::{ChainError, TransferOutput, TransferReceipt, TransferRequest};
-use crate::storage::{BalanceBucket, BalanceDelta, PayoutOutput, PayoutRecord, PayoutStatus, RewardUpdate, StoreError};
+use crate::storage::{
+    BalanceBucket, BalanceDelta, Expectation, PayoutOutput, PayoutRecord, PayoutStatus, RewardUpdate, StoreError,
+};
+
+/// How long a coordinator holds a batch it is sending (longer than a send
+/// takes; the batches of a holder that dies are taken over after it).
+const PAYOUT_LEASE_MS: u64 = 60_000;
 
 /// Refusals that name a payee. Any other refusal (our credential, our key,
 /// a reason the node does not say) keeps the batch `sending`, logged, and
@@ -35,9 +41,20 @@ impl Rewards {
         let mut queue: Vec<PayoutRecord> = self.store.payouts_sending().await?;
         let reconciling = !queue.is_empty();
         while let Some(batch) = queue.pop() {
-            match self.chain.transfer_by_key(&batch.idempotency_key).await? {
-                Some(receipt) => self.settle(batch, &receipt, now_ms).await?,
-                None => queue.extend(self.send(batch, now_ms).await?),
+            // Another coordinator on the shared store is sending it.
+            if !self.store.claim_payout(batch.id, &self.instance, now_ms, PAYOUT_LEASE_MS).await? {
+                continue;
+            }
+            let step = match self.chain.transfer_by_key(&batch.idempotency_key).await? {
+                Some(receipt) => self.settle(batch, &receipt, now_ms).await.map(|()| Vec::new()),
+                None => self.send(batch, now_ms).await,
+            };
+            match step {
+                Ok(next) => queue.extend(next),
+                Err(RewardError::Store(StoreError::Conflict(what))) => {
+                    tracing::debug!("payout settled by another coordinator meanwhile: {what}");
+                }
+                Err(err) => return Err(err),
             }
         }
         if reconciling && !self.store.payouts_sending().await?.is_empty() {
@@ -48,7 +65,9 @@ impl Rewards {
         if let Some(batch) = self.new_batch(now_ms).await? {
             let mut queue = vec![batch];
             while let Some(batch) = queue.pop() {
-                queue.extend(self.send(batch, now_ms).await?);
+                if self.store.claim_payout(batch.id, &self.instance, now_ms, PAYOUT_LEASE_MS).await? {
+                    queue.extend(self.send(batch, now_ms).await?);
+                }
             }
         }
         Ok(())
@@ -100,7 +119,9 @@ impl Rewards {
             transfer_id: None,
             attempts: 0,
         };
-        let mut update = RewardUpdate::default();
+        // A fresh id: only the balances can conflict (they refuse to go below zero).
+        let mut update =
+            RewardUpdate { expects: vec![Expectation::Payout { id, state: None }], ..RewardUpdate::default() };
         move_outputs(&mut update, &batch.outputs, BalanceBucket::Confirmed, BalanceBucket::Sending);
         update.payouts.push(batch.clone());
         self.store.apply_reward_update(&update).await?;
@@ -120,7 +141,7 @@ impl Rewards {
         if batch.status != PayoutStatus::SetAside {
             return Ok(RetryOutcome::NotSetAside);
         }
-        let mut update = RewardUpdate::default();
+        let mut update = RewardUpdate { expects: vec![Expectation::payout(&batch)], ..RewardUpdate::default() };
         move_outputs(&mut update, &batch.outputs, BalanceBucket::SetAside, BalanceBucket::Sending);
         batch.status = PayoutStatus::Sending;
         batch.idempotency_key = self.payout_key(id)?;
@@ -176,8 +197,9 @@ impl Rewards {
                 tracing::warn!(payout = batch.id, "payout not sent yet (will retry): {err}");
                 batch.reason = Some(err.to_string());
                 batch.updated_ms = now_ms;
+                let expects = vec![Expectation::payout(&batch)];
                 self.store
-                    .apply_reward_update(&RewardUpdate { payouts: vec![batch], ..RewardUpdate::default() })
+                    .apply_reward_update(&RewardUpdate { expects, payouts: vec![batch], ..Default::default() })
                     .await?;
                 Ok(Vec::new())
             }
@@ -190,7 +212,7 @@ impl Rewards {
         receipt: &TransferReceipt,
         now_ms: u64,
     ) -> Result<(), RewardError> {
-        let mut update = RewardUpdate::default();
+        let mut update = RewardUpdate { expects: vec![Expectation::payout(&batch)], ..RewardUpdate::default() };
         move_outputs(&mut update, &batch.outputs, BalanceBucket::Sending, BalanceBucket::Paid);
         batch.status = PayoutStatus::Paid;
         batch.reason = None;
@@ -249,7 +271,12 @@ impl Rewards {
                 ..batch.clone()
             });
         }
-        let update = RewardUpdate { payouts_removed: vec![batch.id], payouts: next.clone(), ..RewardUpdate::default() };
+        let update = RewardUpdate {
+            expects: vec![Expectation::payout(&batch)],
+            payouts_removed: vec![batch.id],
+            payouts: next.clone(),
+            ..RewardUpdate::default()
+        };
         self.store.apply_reward_update(&update).await?;
         self.flush().await?;
         Ok(next)
@@ -263,7 +290,7 @@ impl Rewards {
         message: &str,
         now_ms: u64,
     ) -> Result<(), RewardError> {
-        let mut update = RewardUpdate::default();
+        let mut update = RewardUpdate { expects: vec![Expectation::payout(&batch)], ..RewardUpdate::default() };
         move_outputs(&mut update, &batch.outputs, BalanceBucket::Sending, BalanceBucket::SetAside);
         tracing::warn!(payout = batch.id, "payout set aside ({reason}: {message})");
         batch.status = PayoutStatus::SetAside;

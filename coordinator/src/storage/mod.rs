@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use pg_schema::schema_version;
 pub use pg_store::PgStore;
 pub use reward_records::{
-    status_name, BalanceBucket, BalanceDelta, BalanceRecord, BlockCredit, BlockRewardRecord, PayoutOutput,
+    status_name, BalanceBucket, BalanceDelta, BalanceRecord, BlockCredit, BlockRewardRecord, Expectation, PayoutOutput,
     PayoutRecord, PayoutStatus, RewardStatus, RewardUpdate, ShareAggregate, StatusChange,
 };
 pub use sled_store::SledStore;
@@ -43,6 +43,10 @@ pub enum StoreError {
     /// nothing of it was applied.
     #[error("storage: refused an update: {0}")]
     Refused(String),
+    /// What an update was decided on has changed since it was read
+    /// (another coordinator acted first): nothing of it was applied.
+    #[error("storage: changed meanwhile: {0}")]
+    Conflict(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -342,6 +346,12 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError>;
     /// The batches still `sending`, oldest first (without a scan of all).
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError>;
+    /// Claims batch `id` for `holder` until `now_ms + lease_ms`, unless
+    /// another holder's lease runs past `now_ms`; returns whether `holder`
+    /// holds it. Coordinators on a shared store send a batch one at a time
+    /// (the chain's idempotency key and [`Expectation`]s keep it paid once
+    /// even when a lease runs out mid-send).
+    async fn claim_payout(&self, id: u64, holder: &str, now_ms: u64, lease_ms: u64) -> Result<bool, StoreError>;
 
     async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
     async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;

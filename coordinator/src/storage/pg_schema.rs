@@ -139,7 +139,10 @@ CREATE TABLE pool_payouts (
     id bigint PRIMARY KEY,
     sending boolean NOT NULL,
     wallets text[] NOT NULL,
-    record jsonb NOT NULL
+    record jsonb NOT NULL,
+    -- Who is sending it, until when (ms since the epoch): one coordinator at a time.
+    lease_holder text,
+    lease_until bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX pool_payouts_sending ON pool_payouts (id) WHERE sending;
 CREATE INDEX pool_payouts_wallets ON pool_payouts USING gin (wallets);

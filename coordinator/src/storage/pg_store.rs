@@ -23,9 +23,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::pg_schema::{migrate, pg_error};
 use super::{
-    AppendOutcome, BalanceBucket, BalanceRecord, BanRecord, BlockRewardRecord, Credit, FoundBlockRecord, JobRecord,
-    PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate, ShareRecord,
-    StoreError, TemplateRecord, WorkerRecord,
+    AppendOutcome, BalanceBucket, BalanceRecord, BanRecord, BlockRewardRecord, Credit, Expectation, FoundBlockRecord,
+    JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate,
+    ShareRecord, StoreError, TemplateRecord, WorkerRecord,
 };
 
 /// How long a call waits for a free connection before it fails.
@@ -364,6 +364,7 @@ impl PoolStore for PgStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
+        check_expectations(&tx, update).await?;
         let wallets: Vec<&str> = deltas.keys().copied().collect();
         // Every wallet gets a row first, so the lock below covers new
         // wallets too (two first credits of one wallet must not both start
@@ -500,6 +501,17 @@ impl PoolStore for PgStore {
                 .await
             }
         }
+    }
+
+    async fn claim_payout(&self, id: u64, holder: &str, now_ms: u64, lease_ms: u64) -> Result<bool, StoreError> {
+        let claimed = self
+            .execute(
+                "UPDATE pool_payouts SET lease_holder = $2, lease_until = $4
+                 WHERE id = $1 AND (lease_until <= $3 OR lease_holder = $2)",
+                &[&big(id), &holder, &big(now_ms), &big(now_ms.saturating_add(lease_ms))],
+            )
+            .await?;
+        Ok(claimed == 1)
     }
 
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError> {
@@ -663,6 +675,69 @@ impl PoolStore for PgStore {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// Checks what `update` was decided on, locking those rows for the rest of
+/// the transaction (in key order). A block expected to have no record is
+/// inserted here with the record the update writes, so of two coordinators
+/// crediting it at once, the second waits for the first and then conflicts.
+async fn check_expectations(tx: &deadpool_postgres::Transaction<'_>, update: &RewardUpdate) -> Result<(), StoreError> {
+    let mut expects: Vec<&Expectation> = update.expects.iter().collect();
+    expects.sort_by_key(|e| match e {
+        Expectation::Block { height, hash, .. } => (0, *height, hash.clone()),
+        Expectation::Payout { id, .. } => (1, *id, String::new()),
+    });
+    for expectation in expects {
+        let holds = match expectation {
+            Expectation::Block { height, hash, record: None } => {
+                let written = update.blocks.iter().find(|b| b.height == *height && &b.hash == hash);
+                match written {
+                    Some(record) => {
+                        tx.execute(
+                            "INSERT INTO pool_block_rewards (height, hash, record) VALUES ($1, $2, $3)
+                             ON CONFLICT (height, hash) DO NOTHING",
+                            &[&big(*height), hash, &json(record)],
+                        )
+                        .await
+                        .map_err(pg_error)?
+                            == 1
+                    }
+                    None => tx
+                        .query_opt(
+                            "SELECT 1 FROM pool_block_rewards WHERE height = $1 AND hash = $2",
+                            &[&big(*height), hash],
+                        )
+                        .await
+                        .map_err(pg_error)?
+                        .is_none(),
+                }
+            }
+            Expectation::Block { height, hash, .. } => {
+                let row = tx
+                    .query_opt(
+                        "SELECT record FROM pool_block_rewards WHERE height = $1 AND hash = $2 FOR UPDATE",
+                        &[&big(*height), hash],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                let stored: Option<BlockRewardRecord> =
+                    row.map(|row| decode("pool_block_rewards", &row, 0)).transpose()?;
+                expectation.holds_for_block(stored.as_ref())
+            }
+            Expectation::Payout { id, .. } => {
+                let row = tx
+                    .query_opt("SELECT record FROM pool_payouts WHERE id = $1 FOR UPDATE", &[&big(*id)])
+                    .await
+                    .map_err(pg_error)?;
+                let stored: Option<PayoutRecord> = row.map(|row| decode("pool_payouts", &row, 0)).transpose()?;
+                expectation.holds_for_payout(stored.as_ref())
+            }
+        };
+        if !holds {
+            return Err(StoreError::Conflict(format!("{expectation:?}")));
+        }
+    }
+    Ok(())
 }
 
 /// The lowest uncompacted position: the stored floor, or the first share

@@ -239,9 +239,53 @@ pub fn status_name(status: RewardStatus) -> &'static str {
     }
 }
 
+/// What an update was decided on. It applies only while the store still
+/// holds this, so two coordinators reading the same state cannot both act
+/// on it (credit one block twice, settle one batch twice): the second gets
+/// [`super::StoreError::Conflict`] and nothing of its update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    /// The block's reward record is exactly this (`None`: it has none yet).
+    Block { height: u64, hash: String, record: Option<Box<BlockRewardRecord>> },
+    /// The batch is in this status under this key (`None`: there is no such batch).
+    Payout { id: u64, state: Option<(PayoutStatus, String)> },
+}
+
+impl Expectation {
+    /// The expectation that a block's record is still `read`.
+    pub fn block(height: u64, hash: &str, read: Option<&BlockRewardRecord>) -> Self {
+        Expectation::Block { height, hash: hash.to_string(), record: read.cloned().map(Box::new) }
+    }
+
+    /// The expectation that `batch` is still in the status and under the key it was read with.
+    pub fn payout(batch: &PayoutRecord) -> Self {
+        Expectation::Payout { id: batch.id, state: Some((batch.status, batch.idempotency_key.clone())) }
+    }
+
+    /// Whether a block's stored record meets it (for expectations of blocks).
+    pub fn holds_for_block(&self, stored: Option<&BlockRewardRecord>) -> bool {
+        match self {
+            Expectation::Block { record, .. } => record.as_deref() == stored,
+            Expectation::Payout { .. } => false,
+        }
+    }
+
+    /// Whether a stored batch meets it (for expectations of payouts).
+    pub fn holds_for_payout(&self, stored: Option<&PayoutRecord>) -> bool {
+        match self {
+            Expectation::Payout { state, .. } => {
+                state.as_ref().map(|(s, k)| (*s, k.as_str())) == stored.map(|p| (p.status, p.idempotency_key.as_str()))
+            }
+            Expectation::Block { .. } => false,
+        }
+    }
+}
+
 /// One atomic change of reward state.
 #[derive(Debug, Clone, Default)]
 pub struct RewardUpdate {
+    /// What it was decided on (checked first, in the same transaction).
+    pub expects: Vec<Expectation>,
     pub blocks: Vec<BlockRewardRecord>,
     pub payouts: Vec<PayoutRecord>,
     /// Payout ids to forget (a refused batch split into smaller ones).

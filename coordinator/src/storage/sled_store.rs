@@ -7,9 +7,9 @@ use sled::Transactional;
 use std::collections::BTreeMap;
 
 use super::{
-    AppendOutcome, BalanceRecord, BanRecord, BlockRewardRecord, Credit, FoundBlockRecord, JobRecord, PayoutRecord,
-    PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate, ShareRecord, StoreError,
-    TemplateRecord, WorkerRecord,
+    AppendOutcome, BalanceRecord, BanRecord, BlockRewardRecord, Credit, Expectation, FoundBlockRecord, JobRecord,
+    PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate, ShareRecord,
+    StoreError, TemplateRecord, WorkerRecord,
 };
 
 /// `pool_meta` key of the lowest uncompacted ledger position (u64 BE).
@@ -189,6 +189,8 @@ enum Abort {
     Corrupt(String),
     /// The update would break a rule of the books.
     Refused(String),
+    /// What the update was decided on has changed.
+    Conflict(String),
 }
 
 /// A transaction's result as the store's.
@@ -198,6 +200,7 @@ fn transaction_result(tree: &'static str, result: Result<(), TransactionError<Ab
         Err(TransactionError::Storage(e)) => Err(e.into()),
         Err(TransactionError::Abort(Abort::Corrupt(message))) => Err(StoreError::Corrupt { tree, message }),
         Err(TransactionError::Abort(Abort::Refused(message))) => Err(StoreError::Refused(message)),
+        Err(TransactionError::Abort(Abort::Conflict(message))) => Err(StoreError::Conflict(message)),
     }
 }
 
@@ -382,6 +385,28 @@ impl SledTrees {
             &self.balances_confirmed,
         );
         let result = trees.transaction(|(blocks_tree, balances, payouts_tree, index, sending, confirmed)| {
+            let corrupt = |e: serde_json::Error| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string()));
+            for expectation in &update.expects {
+                let holds = match expectation {
+                    Expectation::Block { height, hash, .. } => {
+                        let stored: Option<BlockRewardRecord> = match blocks_tree.get(block_key(*height, hash))? {
+                            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(corrupt)?),
+                            None => None,
+                        };
+                        expectation.holds_for_block(stored.as_ref())
+                    }
+                    Expectation::Payout { id, .. } => {
+                        let stored: Option<PayoutRecord> = match payouts_tree.get(id.to_be_bytes())? {
+                            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(corrupt)?),
+                            None => None,
+                        };
+                        expectation.holds_for_payout(stored.as_ref())
+                    }
+                };
+                if !holds {
+                    return Err(ConflictableTransactionError::Abort(Abort::Conflict(format!("{expectation:?}"))));
+                }
+            }
             for (wallet, moves) in &deltas {
                 let mut record: BalanceRecord = match balances.get(wallet.as_bytes())? {
                     Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
@@ -737,6 +762,11 @@ impl PoolStore for SledStore {
     }
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError> {
         self.trees.payout(id)
+    }
+    /// sled is opened by one process at a time (its file lock): no other
+    /// coordinator can hold a batch.
+    async fn claim_payout(&self, _id: u64, _holder: &str, _now_ms: u64, _lease_ms: u64) -> Result<bool, StoreError> {
+        Ok(true)
     }
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError> {
         self.trees.payouts_sending()
