@@ -1,7 +1,10 @@
 //! Support for the workspace-level integration tests (`tests/`) and
 //! benchmarks (`benches/`): finding the workspace's binaries, giving each
-//! test a fresh directory, and reading pool jobs as a miner would. The product lives in `visionx/`, `miner/` and
+//! test a fresh directory, reading pool jobs as a miner would, and (`pool_books`)
+//! simulated workers and the audit of a pool's books. The product lives in `visionx/`, `miner/` and
 //! `coordinator/`; nothing here ships.
+
+pub mod pool_books;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -167,3 +170,27 @@ pub const QUICK_REWARDS: &[&str] = &[
     "--reward-poll-ms=100",
     "--pool-fee-address=land1host",
 ];
+
+/// Child processes killed (SIGKILL) and reaped when dropped, so a failing
+/// test leaves none running.
+pub struct Processes(pub Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// SIGTERM, then waits up to 30 s for a clean exit (panics otherwise).
+pub fn stop_gracefully(child: &mut std::process::Child) {
+    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(term.is_ok_and(|s| s.success()), "kill -TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(std::time::Instant::now() < deadline, "no clean stop");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -9,28 +9,17 @@
 mod throwaway_postgres;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use throwaway_postgres::ThrowawayPostgres;
 use vision_coordinator::storage::{PgStore, PoolStore};
-use vision_suite::{fresh_dir, get_json, job_input, post_json, start_coordinator};
+use vision_suite::{fresh_dir, get_json, job_input, post_json, start_coordinator, Processes};
 use visionx::{FastEngine, PowEngine};
 
 const ADMIN: &str = "admin-secret-for-tests";
 const NODE: &str = "node-secret-for-tests";
-
-struct Coordinators(Vec<Child>);
-
-impl Drop for Coordinators {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// Every hash is a share, none a block.
 const SHARE_FLAGS: &[&str] = &[
@@ -57,7 +46,7 @@ struct Worker {
 async fn three_coordinators_on_one_database_act_as_one_pool() {
     let server = ThrowawayPostgres::start();
     let url = server.database("pool");
-    let mut processes = Coordinators(Vec::new());
+    let mut processes = Processes(Vec::new());
     let dir = fresh_dir("pg-a");
     let mut args = vec!["--database-url", &url, "--node-token", NODE];
     args.extend_from_slice(SHARE_FLAGS);

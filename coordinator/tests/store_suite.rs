@@ -15,9 +15,8 @@ use support::throwaway_postgres::ThrowawayPostgres;
 use vision_coordinator::chain::BlockSubmission;
 use vision_coordinator::storage::{
     AppendOutcome, BalanceBucket, BalanceDelta, BanRecord, BlockRewardRecord, BlockStatus, Credit, Expectation,
-    FoundBlockRecord,
-    JobRecord, PayoutOutput, PayoutRecord, PayoutStatus, PgStore, PoolSettings, PoolStore, RewardUpdate, SessionRecord,
-    ShareRecord, SledStore, StoreError, WorkerRecord,
+    FoundBlockRecord, JobRecord, PayoutOutput, PayoutRecord, PayoutStatus, PgStore, PoolSettings, PoolStore,
+    RewardUpdate, SessionRecord, ShareRecord, SledStore, StoreError, WorkerRecord,
 };
 use vision_protocol::HeaderFields;
 

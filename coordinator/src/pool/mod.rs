@@ -360,6 +360,9 @@ impl Pool {
         let first_job_index = self.store.next_id().await?;
         let record = TemplateRecord { template: (&state.template).into(), first_job_index };
         let (held_id, held) = self.store.claim_template(&state.id, &record).await?;
+        if self.jobs.current().is_some_and(|c| c.id == held_id) {
+            return Ok(false); // a concurrent refresh installed it meanwhile
+        }
         let mut state = if held_id == state.id {
             state
         } else {

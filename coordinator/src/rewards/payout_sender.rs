@@ -124,7 +124,16 @@ impl Rewards {
             RewardUpdate { expects: vec![Expectation::Payout { id, state: None }], ..RewardUpdate::default() };
         move_outputs(&mut update, &batch.outputs, BalanceBucket::Confirmed, BalanceBucket::Sending);
         update.payouts.push(batch.clone());
-        self.store.apply_reward_update(&update).await?;
+        match self.store.apply_reward_update(&update).await {
+            Ok(()) => {}
+            // Another coordinator on the shared store batched these
+            // balances first (they would go below zero): its batch pays them.
+            Err(StoreError::Refused(why)) => {
+                tracing::debug!("balances batched meanwhile: {why}");
+                return Ok(None);
+            }
+            Err(err) => return Err(err.into()),
+        }
         self.flush().await?;
         self.crash_point(CrashPoint::AfterSending);
         Ok(Some(batch))

@@ -3,6 +3,11 @@
 //! on), `fsync=off`; stopped and removed when dropped. As root it runs the
 //! server as the `postgres` user (PostgreSQL refuses to run as root).
 //!
+//! `fsync=off` only skips flushes to the disk (the machine does not crash in
+//! a test). `synchronous_commit` stays on: with it off, a commit returns
+//! before its WAL record is written, and [`ThrowawayPostgres::kill`] would
+//! lose acknowledged shares, as it would in production.
+//!
 //! A missing PostgreSQL is a failure, never a skip: `scripts/test.sh`
 //! installs it.
 
@@ -133,7 +138,7 @@ impl ThrowawayPostgres {
     pub fn restart(&self) {
         let data = self.dir.join("data");
         let options = format!(
-            "-k {} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+            "-k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off \
              -c max_connections=300",
             self.dir.display()
         );

@@ -1,0 +1,136 @@
+//! Blocks and payouts with three real coordinators on one PostgreSQL
+//! database (a throwaway server this test starts): simulated workers send
+//! each request to the next coordinator in turn, blocks are found through
+//! all three, and all three run the rewards round (crediting, confirming,
+//! paying) at once. Afterwards, from the database and the chain: each block
+//! credited once with the split an independent PPLNS computation gives,
+//! balances adding up, and the chain holding exactly what the pool says it
+//! paid (no payout sent twice). The database is also stopped mid-run: the
+//! pool answers 503 meanwhile and loses nothing it acknowledged.
+
+#[path = "../coordinator/tests/support/throwaway_postgres.rs"]
+mod throwaway_postgres;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use throwaway_postgres::ThrowawayPostgres;
+use vision_coordinator::chain::devnet::{DevnetChain, DevnetConfig};
+use vision_coordinator::storage::PgStore;
+use vision_suite::pool_books::{audit_books, sim_worker, Acked, SplitRules};
+use vision_suite::{fresh_dir, get_json, start_coordinator, stop_gracefully, Processes, QUICK_REWARDS};
+
+const NODE: &str = "node-secret-for-tests";
+const WINDOW_FACTOR: u64 = 50;
+const SIM_WORKERS: usize = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_coordinators_credit_each_block_once_and_pay_once() {
+    let server = ThrowawayPostgres::start();
+    let url = server.database("rewards");
+    let factor = WINDOW_FACTOR.to_string();
+    let common: Vec<&str> = QUICK_REWARDS
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--devnet-difficulty"))
+        .chain(["--devnet-difficulty=200", "--registrations-per-sec=1000", "--pplns-window-factor", &factor])
+        .chain(["--database-url", &url])
+        .collect();
+    let chain_dir = fresh_dir("pg-rewards-a");
+    let mut args = common.clone();
+    args.extend(["--node-token", NODE]);
+    let (child, first) = start_coordinator(&chain_dir, &args, &[]);
+    let mut processes = Processes(vec![child]);
+    let mut urls = vec![first.clone()];
+    for label in ["pg-rewards-b", "pg-rewards-c"] {
+        let mut args = common.clone();
+        args.extend(["--upstream", &first, "--upstream-token", NODE]);
+        let (child, url) = start_coordinator(&fresh_dir(label), &args, &[]);
+        processes.0.push(child);
+        urls.push(url);
+    }
+
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> =
+        (0..SIM_WORKERS).map(|n| tokio::spawn(sim_worker(n, urls.clone(), acked.clone(), stop.clone()))).collect();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+
+    // Mine until blocks are found and some are paid out.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let payouts = get_json(&http, &format!("{}/pool/payouts", urls[1]), None).await;
+        let paid = payouts.as_array().is_some_and(|p| p.iter().any(|b| b["status"] == "paid"));
+        let blocks = get_json(&http, &format!("{}/pool/blocks", urls[2]), None).await;
+        let found = blocks.as_array().map_or(0, Vec::len);
+        if paid && found >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no payouts within 2 minutes: {found} blocks, {payouts}");
+        if std::env::var_os("VISION_TEST_PROGRESS").is_some() {
+            let acked = acked.lock().unwrap().len();
+            let tip = get_json(&http, &format!("{}/node/tip", urls[0]), None).await;
+            eprintln!("{acked} shares, {found} blocks, paid: {paid}, tip {tip}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The database goes away: shares are answered 503, none acknowledged;
+    // it comes back: the pool serves again by itself.
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let outage_register = http
+        .post(format!("{}/pool/register", urls[1]))
+        .json(&json!({"worker_id": "late", "wallet_address": "land1late"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outage_register.status(), 503, "a write while the database is down");
+    let answer: Value = outage_register.json().await.unwrap();
+    assert_eq!(answer["error"], "storage_unavailable", "{answer}");
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = http
+            .post(format!("{}/pool/register", urls[1]))
+            .json(&json!({"worker_id": "late", "wallet_address": "land1late"}))
+            .send()
+            .await
+            .unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool did not recover: {}", again.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Mine on a little after the outage.
+    let acked_then = acked.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < acked_then + 20 {
+        assert!(Instant::now() < deadline, "no shares acknowledged after the database came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    // Let the last rounds settle what they started, then stop cleanly (the
+    // chain's host last: the others pay through it).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for child in processes.0.iter_mut().rev() {
+        stop_gracefully(child);
+    }
+
+    let store = PgStore::connect(&url, 2).await.expect("the shared database");
+    let db = sled::open(chain_dir.join("db")).unwrap();
+    let chain = DevnetChain::open(&db, DevnetConfig::default()).unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let rules = SplitRules { window_factor: WINDOW_FACTOR, pool_fee_bps: 100, pool_fee_address: "land1host".into() };
+    let audit = audit_books(&store, &chain, &acked, "vision-pool", &rules).await;
+    assert!(audit.credited_blocks >= 2, "blocks were credited: {audit:?}");
+    assert!(audit.paid > 0, "payouts were sent: {audit:?}");
+    eprintln!("three coordinators on PostgreSQL: {} acknowledged shares, {audit:?}", acked.len());
+}
