@@ -16,7 +16,7 @@ use vision_coordinator::chain::BlockSubmission;
 use vision_coordinator::storage::{
     AppendOutcome, BalanceBucket, BalanceDelta, BanRecord, BlockRewardRecord, BlockStatus, Credit, Expectation,
     FoundBlockRecord, JobRecord, PayoutOutput, PayoutRecord, PayoutStatus, PgStore, PoolSettings, PoolStore,
-    RewardUpdate, SessionRecord, ShareRecord, SledStore, StoreError, WorkerRecord,
+    RewardUpdate, SessionRecord, ShareRecord, SledStore, StoreError, StoredTemplate, TemplateRecord, WorkerRecord,
 };
 use vision_protocol::HeaderFields;
 
@@ -67,6 +67,7 @@ const CASES: &[(&str, Case)] = cases![
     an_update_decided_on_changed_state_applies_nothing,
     found_blocks_and_reward_records_are_read_by_height,
     jobs_templates_bans_and_settings_round_trip,
+    the_first_template_stored_for_a_tip_holds_it,
     state_survives_reopening,
 ];
 
@@ -168,14 +169,26 @@ async fn postgres_stores_on_one_database_act_as_one() {
     assert_eq!(credited, 1);
     assert_eq!(stores[0].balance("land1finder").await.unwrap().map(|b| b.immature), Some(100));
 
-    // A batch is sent by one coordinator at a time: leases.
+    // A batch is sent by one coordinator at a time: leases, on the database's
+    // clock, and only while it is sending; the claim hands out the batch as stored.
     let batch = PayoutRecord { status: PayoutStatus::Sending, ..payout(77, &["land1new"]) };
-    stores[0].apply_reward_update(&RewardUpdate { payouts: vec![batch], ..RewardUpdate::default() }).await.unwrap();
-    assert!(stores[0].claim_payout(77, "a", 1_000, 60_000).await.unwrap());
-    assert!(stores[0].claim_payout(77, "a", 2_000, 60_000).await.unwrap(), "the holder renews");
-    assert!(!stores[1].claim_payout(77, "b", 30_000, 60_000).await.unwrap(), "held by a");
-    assert!(stores[1].claim_payout(77, "b", 62_001, 60_000).await.unwrap(), "a's lease ran out");
-    assert!(!stores[2].claim_payout(77, "c", 62_002, 60_000).await.unwrap());
+    stores[0]
+        .apply_reward_update(&RewardUpdate { payouts: vec![batch.clone()], ..RewardUpdate::default() })
+        .await
+        .unwrap();
+    let claim = |n: usize, holder: &'static str, lease_ms: u64| {
+        let store = stores[n].clone();
+        async move { store.claim_payout(77, holder, lease_ms).await.unwrap() }
+    };
+    assert_eq!(claim(0, "a", 60_000).await, Some(batch.clone()));
+    assert!(claim(0, "a", 60_000).await.is_some(), "the holder renews");
+    assert_eq!(claim(1, "b", 60_000).await, None, "held by a");
+    assert!(claim(0, "a", 0).await.is_some(), "a's lease ends now");
+    assert!(claim(1, "b", 60_000).await.is_some(), "a's lease ran out: b takes it");
+    assert_eq!(claim(2, "c", 60_000).await, None);
+    let paid = RewardUpdate { payouts: vec![payout(77, &["land1new"])], ..RewardUpdate::default() };
+    stores[1].apply_reward_update(&paid).await.unwrap();
+    assert_eq!(claim(1, "b", 60_000).await, None, "a paid batch is not sent again");
 }
 
 fn share(job: &str, nonce: u64) -> ShareRecord {
@@ -576,6 +589,42 @@ async fn jobs_templates_bans_and_settings_round_trip(backend: Backend) {
     let first = store.next_id().await.unwrap();
     let second = store.next_id().await.unwrap();
     assert!(second > first, "ids increase: {first} then {second}");
+}
+
+fn template(height: u64, parent: &str, timestamp: u64, first_job_index: u64) -> TemplateRecord {
+    TemplateRecord {
+        template: StoredTemplate {
+            chain_id: "c".into(),
+            height,
+            parent_hash: parent.into(),
+            timestamp,
+            difficulty: 100,
+            tx_root: String::new(),
+            miner: "vision-pool".into(),
+            epoch: 0,
+            epoch_seed: String::new(),
+            pow_message: String::new(),
+            params: visionx::Params::CONSENSUS,
+            reward: 50,
+        },
+        first_job_index,
+    }
+}
+
+async fn the_first_template_stored_for_a_tip_holds_it(backend: Backend) {
+    let store = backend.open().await;
+    let first = template(5, "p", 100, 7);
+    assert_eq!(store.claim_template("t1", &first).await.unwrap(), ("t1".into(), first.clone()));
+    // Another coordinator's template of the same tip (a later timestamp).
+    let (held, record) = store.claim_template("t2", &template(5, "p", 101, 9)).await.unwrap();
+    assert_eq!((held.as_str(), record.first_job_index), ("t1", 7), "the first one holds the tip");
+    assert_eq!(store.template("t2").await.unwrap(), None);
+    // Another tip (a rival parent, the next height) is a template of its own.
+    assert_eq!(store.claim_template("t3", &template(5, "q", 100, 11)).await.unwrap().0, "t3");
+    assert_eq!(store.claim_template("t4", &template(6, "t1", 102, 12)).await.unwrap().0, "t4");
+    store.prune_jobs_below(6).await.unwrap();
+    assert_eq!(store.template("t1").await.unwrap(), None, "pruned with its height");
+    assert_eq!(store.template("t4").await.unwrap().map(|t| t.first_job_index), Some(12));
 }
 
 async fn state_survives_reopening(backend: Backend) {

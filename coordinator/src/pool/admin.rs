@@ -10,7 +10,9 @@ use crate::storage::{BanRecord, PoolSettings};
 
 impl Pool {
     pub(crate) async fn configure(&self, request: ConfigureRequest) -> Result<PoolSettings, PoolError> {
-        let mut next = self.settings();
+        // From the store: a change made through another coordinator a
+        // moment ago is kept, not overwritten with this one's copy.
+        let mut next = self.store.settings().await?.unwrap_or_else(|| self.settings());
         if let Some(name) = request.pool_name {
             if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
                 return Err(PoolError::bad_field("pool_name is 1-64 printable characters"));
@@ -54,7 +56,9 @@ impl Pool {
     }
 
     pub(crate) async fn set_running(&self, running: bool) -> Result<PoolSettings, PoolError> {
-        let mut next = self.settings();
+        // From the store: a change made through another coordinator a
+        // moment ago is kept, not overwritten with this one's copy.
+        let mut next = self.store.settings().await?.unwrap_or_else(|| self.settings());
         next.running = running;
         self.store.put_settings(&next).await?;
         *self.settings.write().expect("settings lock") = next.clone();

@@ -57,6 +57,9 @@ use crate::rewards::{RewardConfig, Rewards};
 use crate::storage::{BanRecord, JobRecord, PoolSettings, PoolStore, TemplateRecord};
 pub use vision_protocol::pool::*;
 
+/// Length of a job id: 12 bytes of a keyed hash, in hex (`job_requests`).
+pub(crate) const JOB_ID_HEX: usize = 24;
+
 /// Largest pool fee an operator may set (10%).
 pub const MAX_POOL_FEE_BPS: u32 = 1000;
 
@@ -231,12 +234,19 @@ impl Pool {
     /// A job this coordinator does not hold: one issued by another
     /// coordinator on the shared store (or before a restart). Loaded once,
     /// then held like the pool's own.
-    pub(crate) async fn load_job(&self, job_id: &str) -> Result<Option<Arc<IssuedJob>>, PoolError> {
-        let Some(record) = self.store.job(job_id).await? else { return Ok(None) };
-        let mut templates = HashMap::new();
-        if let Some(current) = self.jobs.current() {
-            templates.insert(current.id.clone(), Some(current));
+    /// Only a job of `session_id` on the current template is loaded: the
+    /// share of any other would be refused anyway, and an id that is not a
+    /// job id costs no read.
+    pub(crate) async fn load_job(&self, job_id: &str, session_id: &str) -> Result<Option<Arc<IssuedJob>>, PoolError> {
+        let Some(current) = self.jobs.current() else { return Ok(None) };
+        if job_id.len() != JOB_ID_HEX || !job_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
         }
+        let Some(record) = self.store.job(job_id).await? else { return Ok(None) };
+        if record.session_id != session_id || record.template_id != current.id {
+            return Ok(None);
+        }
+        let mut templates = HashMap::from([(current.id.clone(), Some(current))]);
         let Some(job) = self.stored_job(record, &mut templates).await? else { return Ok(None) };
         self.jobs.restore(job);
         Ok(self.jobs.get(job_id))
@@ -360,8 +370,9 @@ impl Pool {
         let first_job_index = self.store.next_id().await?;
         let record = TemplateRecord { template: (&state.template).into(), first_job_index };
         let (held_id, held) = self.store.claim_template(&state.id, &record).await?;
-        if self.jobs.current().is_some_and(|c| c.id == held_id) {
-            return Ok(false); // a concurrent refresh installed it meanwhile
+        // A concurrent refresh installed it, or a newer tip, meanwhile.
+        if self.jobs.current().is_some_and(|c| c.id == held_id || c.template.header.height > held.template.height) {
+            return Ok(false);
         }
         let mut state = if held_id == state.id {
             state

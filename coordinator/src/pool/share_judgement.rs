@@ -97,7 +97,7 @@ impl Pool {
         let job = match self.jobs.get(&request.job_id) {
             Some(job) => Some(job),
             // Issued by another coordinator on the shared store, or unknown.
-            None => self.load_job(&request.job_id).await?,
+            None => self.load_job(&request.job_id, session_id).await?,
         };
         let Some(job) = job.filter(|j| j.session_id == session_id) else {
             return reject(ShareRejection::UnknownJob).await;

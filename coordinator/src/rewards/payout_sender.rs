@@ -40,22 +40,17 @@ impl Rewards {
     pub(super) async fn send_payouts(&self, now_ms: u64) -> Result<(), RewardError> {
         let mut queue: Vec<PayoutRecord> = self.store.payouts_sending().await?;
         let reconciling = !queue.is_empty();
-        while let Some(batch) = queue.pop() {
-            // Another coordinator on the shared store is sending it.
-            if !self.store.claim_payout(batch.id, &self.instance, now_ms, PAYOUT_LEASE_MS).await? {
+        while let Some(read) = queue.pop() {
+            // Sent as it is stored now; none when another coordinator on the
+            // shared store holds it, or it is no longer sending.
+            let Some(batch) = self.store.claim_payout(read.id, &self.instance, PAYOUT_LEASE_MS).await? else {
                 continue;
-            }
+            };
             let step = match self.chain.transfer_by_key(&batch.idempotency_key).await? {
                 Some(receipt) => self.settle(batch, &receipt, now_ms).await.map(|()| Vec::new()),
                 None => self.send(batch, now_ms).await,
             };
-            match step {
-                Ok(next) => queue.extend(next),
-                Err(RewardError::Store(StoreError::Conflict(what))) => {
-                    tracing::debug!("payout settled by another coordinator meanwhile: {what}");
-                }
-                Err(err) => return Err(err),
-            }
+            queue.extend(settled_elsewhere(step)?);
         }
         if reconciling && !self.store.payouts_sending().await?.is_empty() {
             // Still unsettled (the chain is down or short of funds): nothing
@@ -64,9 +59,9 @@ impl Rewards {
         }
         if let Some(batch) = self.new_batch(now_ms).await? {
             let mut queue = vec![batch];
-            while let Some(batch) = queue.pop() {
-                if self.store.claim_payout(batch.id, &self.instance, now_ms, PAYOUT_LEASE_MS).await? {
-                    queue.extend(self.send(batch, now_ms).await?);
+            while let Some(read) = queue.pop() {
+                if let Some(batch) = self.store.claim_payout(read.id, &self.instance, PAYOUT_LEASE_MS).await? {
+                    queue.extend(settled_elsewhere(self.send(batch, now_ms).await)?);
                 }
             }
         }
@@ -126,10 +121,10 @@ impl Rewards {
         update.payouts.push(batch.clone());
         match self.store.apply_reward_update(&update).await {
             Ok(()) => {}
-            // Another coordinator on the shared store batched these
-            // balances first (they would go below zero): its batch pays them.
+            // The balances changed since they were read (on a shared store,
+            // another coordinator batched them first): next round reads again.
             Err(StoreError::Refused(why)) => {
-                tracing::debug!("balances batched meanwhile: {why}");
+                tracing::info!("payout batch not written, balances changed meanwhile: {why}");
                 return Ok(None);
             }
             Err(err) => return Err(err.into()),
@@ -310,6 +305,19 @@ impl Rewards {
         self.flush().await?;
         self.metrics.payouts_set_aside.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// A step of the payout queue; a batch another coordinator settled
+/// meanwhile (its expectation failed) is done, not an error. Loud: with
+/// leases and fresh reads it should not happen.
+fn settled_elsewhere(step: Result<Vec<PayoutRecord>, RewardError>) -> Result<Vec<PayoutRecord>, RewardError> {
+    match step {
+        Err(RewardError::Store(StoreError::Conflict(what))) => {
+            tracing::warn!("a payout batch changed while this coordinator sent it (another settled it?): {what}");
+            Ok(Vec::new())
+        }
+        other => other,
     }
 }
 

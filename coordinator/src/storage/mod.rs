@@ -346,12 +346,13 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError>;
     /// The batches still `sending`, oldest first (without a scan of all).
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError>;
-    /// Claims batch `id` for `holder` until `now_ms + lease_ms`, unless
-    /// another holder's lease runs past `now_ms`; returns whether `holder`
-    /// holds it. Coordinators on a shared store send a batch one at a time
-    /// (the chain's idempotency key and [`Expectation`]s keep it paid once
-    /// even when a lease runs out mid-send).
-    async fn claim_payout(&self, id: u64, holder: &str, now_ms: u64, lease_ms: u64) -> Result<bool, StoreError>;
+    /// Claims batch `id` for `holder` for `lease_ms` from now (the store's
+    /// clock), if it is still `sending` and no other holder's lease runs;
+    /// returns the batch as stored now, to be sent as it is (never an older
+    /// copy, whose key may have been replaced). Coordinators on a shared
+    /// store send a batch one at a time; the chain's idempotency key and
+    /// [`Expectation`]s keep it paid once even when a lease runs out mid-send.
+    async fn claim_payout(&self, id: u64, holder: &str, lease_ms: u64) -> Result<Option<PayoutRecord>, StoreError>;
 
     async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
     async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;

@@ -503,15 +503,19 @@ impl PoolStore for PgStore {
         }
     }
 
-    async fn claim_payout(&self, id: u64, holder: &str, now_ms: u64, lease_ms: u64) -> Result<bool, StoreError> {
-        let claimed = self
-            .execute(
-                "UPDATE pool_payouts SET lease_holder = $2, lease_until = $4
-                 WHERE id = $1 AND (lease_until <= $3 OR lease_holder = $2)",
-                &[&big(id), &holder, &big(now_ms), &big(now_ms.saturating_add(lease_ms))],
-            )
-            .await?;
-        Ok(claimed == 1)
+    async fn claim_payout(&self, id: u64, holder: &str, lease_ms: u64) -> Result<Option<PayoutRecord>, StoreError> {
+        // The database's clock, not each coordinator's: leases compare alike.
+        self.record(
+            "pool_payouts",
+            "UPDATE pool_payouts
+             SET lease_holder = $2,
+                 lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3
+             WHERE id = $1 AND sending
+               AND (lease_until <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint OR lease_holder = $2)
+             RETURNING record",
+            &[&big(id), &holder, &big(lease_ms)],
+        )
+        .await
     }
 
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError> {

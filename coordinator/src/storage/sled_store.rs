@@ -553,6 +553,12 @@ impl SledTrees {
                     return Ok(Some((held.to_vec(), stored.to_vec())));
                 }
             }
+            // Stored before the tip index existed (an older data directory):
+            // it keeps its range numbering, and now holds its tip.
+            if let Some(stored) = templates.get(template_id.as_bytes())? {
+                tips.insert(tip.as_slice(), template_id.as_bytes())?;
+                return Ok(Some((template_id.as_bytes().to_vec(), stored.to_vec())));
+            }
             tips.insert(tip.as_slice(), template_id.as_bytes())?;
             templates.insert(template_id.as_bytes(), value.as_slice())?;
             Ok::<_, ConflictableTransactionError<()>>(None)
@@ -765,8 +771,8 @@ impl PoolStore for SledStore {
     }
     /// sled is opened by one process at a time (its file lock): no other
     /// coordinator can hold a batch.
-    async fn claim_payout(&self, _id: u64, _holder: &str, _now_ms: u64, _lease_ms: u64) -> Result<bool, StoreError> {
-        Ok(true)
+    async fn claim_payout(&self, id: u64, _holder: &str, _lease_ms: u64) -> Result<Option<PayoutRecord>, StoreError> {
+        Ok(self.trees.payout(id)?.filter(|p| p.status == PayoutStatus::Sending))
     }
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError> {
         self.trees.payouts_sending()
@@ -888,5 +894,35 @@ mod tests {
         assert_eq!(ids(reopened.payouts_sending().unwrap()), [2]);
         let payable: Vec<String> = reopened.balances_confirmed().unwrap().into_iter().map(|b| b.wallet).collect();
         assert_eq!(payable, ["a"]);
+    }
+
+    /// A template stored before the tip index keeps its range numbering when
+    /// it is claimed again after the upgrade, and then holds its tip.
+    #[test]
+    fn a_template_from_before_the_tip_index_keeps_its_numbering() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = SledTrees::open(&db).unwrap();
+        let record = |first_job_index| TemplateRecord {
+            template: crate::storage::StoredTemplate {
+                chain_id: "c".into(),
+                height: 3,
+                parent_hash: "p".into(),
+                timestamp: 1,
+                difficulty: 1,
+                tx_root: String::new(),
+                miner: "m".into(),
+                epoch: 0,
+                epoch_seed: String::new(),
+                pow_message: String::new(),
+                params: visionx::Params::CONSENSUS,
+                reward: 1,
+            },
+            first_job_index,
+        };
+        let mut old = 3u64.to_be_bytes().to_vec();
+        old.extend_from_slice(&encode(&record(40)));
+        db.open_tree("pool_templates").unwrap().insert("t", old).unwrap();
+        assert_eq!(store.claim_template("t", &record(99)).unwrap(), ("t".into(), record(40)));
+        assert_eq!(store.claim_template("u", &record(120)).unwrap().0, "t", "and it holds its tip");
     }
 }
