@@ -124,7 +124,7 @@ async fn three_coordinators_credit_each_block_once_and_pay_once() {
         stop_gracefully(child);
     }
 
-    let store = PgStore::connect(&url, 2).await.expect("the shared database");
+    let store = PgStore::connect(&url, 2, None).await.expect("the shared database");
     let db = sled::open(chain_dir.join("db")).unwrap();
     let chain = DevnetChain::open(&db, DevnetConfig::default()).unwrap();
     let acked = acked.lock().unwrap().clone();

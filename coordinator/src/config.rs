@@ -28,6 +28,10 @@ pub struct CoordinatorArgs {
     /// coordinators on one database act as one pool (docs/OPERATIONS.md).
     #[arg(long, env = "VISION_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PEM file of the certificate authorities to trust for the database's
+    /// TLS (with `sslmode=require` in the URL) [default: the system's trust store].
+    #[arg(long, env = "VISION_DATABASE_CA")]
+    pub database_ca: Option<PathBuf>,
     /// Connections to the database this coordinator may hold [default: 16].
     #[arg(long, env = "VISION_DATABASE_CONNECTIONS")]
     pub database_connections: Option<usize>,
@@ -208,6 +212,8 @@ pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
     /// The PostgreSQL store's URL; `None`: sled in `data_dir`.
     pub database_url: Option<String>,
+    /// The certificates of `--database-ca` (PEM, checked to hold at least one).
+    pub database_ca_pem: Option<Vec<u8>>,
     pub database_connections: usize,
     /// sled's page cache, MiB.
     pub cache_mb: u64,
@@ -242,6 +248,7 @@ impl CoordinatorArgs {
         pick!(
             data_dir,
             database_url,
+            database_ca,
             database_connections,
             bind,
             admin_token,
@@ -413,6 +420,7 @@ impl CoordinatorArgs {
         Ok(CoordinatorConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./vision-data")),
             database_url: non_empty(self.database_url).map(check_database_url).transpose()?,
+            database_ca_pem: self.database_ca.as_deref().map(|p| read_ca_file("--database-ca", p)).transpose()?,
             database_connections: self.database_connections.unwrap_or(16).clamp(2, 1024),
             cache_mb: self.cache_mb.unwrap_or(256).clamp(4, 1 << 20),
             bind: self.bind.unwrap_or_else(|| "127.0.0.1:7072".into()),
@@ -420,7 +428,7 @@ impl CoordinatorArgs {
             node_token: non_empty(self.node_token),
             upstream: self.upstream,
             upstream_token: non_empty(self.upstream_token),
-            upstream_ca_pem: self.upstream_ca.as_deref().map(read_ca_file).transpose()?,
+            upstream_ca_pem: self.upstream_ca.as_deref().map(|p| read_ca_file("--upstream-ca", p)).transpose()?,
             limits,
             devnet: DevnetConfig {
                 chain_id: self.chain_id.unwrap_or(devnet_defaults.chain_id),
@@ -491,9 +499,10 @@ fn check_database_url(url: String) -> Result<String, ConfigError> {
     }
 }
 
-/// The PEM bytes of an `--upstream-ca` file that holds at least one certificate.
-fn read_ca_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let invalid = |why: String| ConfigError::Invalid(format!("--upstream-ca {}: {why}", path.display()));
+/// The PEM bytes of a CA file (`--upstream-ca`, `--database-ca`) that holds
+/// at least one certificate.
+fn read_ca_file(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid(format!("{flag} {}: {why}", path.display()));
     let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
     match reqwest::Certificate::from_pem_bundle(&pem) {
         Ok(certs) if !certs.is_empty() => Ok(pem),

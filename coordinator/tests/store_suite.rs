@@ -41,7 +41,7 @@ impl Backend {
                 }
                 panic!("sled store at {} did not open within 5 s", path.display())
             }
-            Backend::Postgres(url) => Arc::new(PgStore::connect(url, 8).await.expect("connect to PostgreSQL")),
+            Backend::Postgres(url) => Arc::new(PgStore::connect(url, 8, None).await.expect("connect to PostgreSQL")),
         }
     }
 }
@@ -100,7 +100,7 @@ async fn postgres_stores_on_one_database_act_as_one() {
     let opening: Vec<_> = (0..3)
         .map(|_| {
             let url = url.clone();
-            tokio::spawn(async move { PgStore::connect(&url, 8).await })
+            tokio::spawn(async move { PgStore::connect(&url, 8, None).await })
         })
         .collect();
     let mut stores = Vec::new();
@@ -189,6 +189,39 @@ async fn postgres_stores_on_one_database_act_as_one() {
     let paid = RewardUpdate { payouts: vec![payout(77, &["land1new"])], ..RewardUpdate::default() };
     stores[1].apply_reward_update(&paid).await.unwrap();
     assert_eq!(claim(1, "b", 60_000).await, None, "a paid batch is not sent again");
+}
+
+/// `sslmode=require`: the connection is encrypted and the server's
+/// certificate checked (against `--database-ca`, else the system's store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_checks_the_servers_certificate() {
+    let server = ThrowawayPostgres::start_tls();
+    server.database("tls");
+    let url = server.tls_url("tls");
+    let store = PgStore::connect(&url, 2, Some(&server.ca_pem())).await.expect("TLS with the test CA");
+    store
+        .put_ban(&BanRecord {
+            session_id: "s".into(),
+            worker_id: "w".into(),
+            source: None,
+            until_ms: 1,
+            reason: "r".into(),
+        })
+        .await
+        .unwrap();
+    let encrypted = server.query(
+        "tls",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.application_name = 'vision-coordinator'",
+    );
+    assert!(encrypted.parse::<u32>().unwrap() >= 1, "the coordinator's connections use TLS: {encrypted}");
+    // The system's trust store does not know the test CA: refused.
+    let untrusted = PgStore::connect(&url, 2, None).await;
+    assert!(untrusted.is_err(), "a certificate no trusted CA signed is refused");
+    // Another CA's certificates are refused too.
+    let other = ThrowawayPostgres::start_tls();
+    let wrong = PgStore::connect(&url, 2, Some(&other.ca_pem())).await;
+    assert!(wrong.is_err(), "a certificate of another CA is refused");
 }
 
 fn share(job: &str, nonce: u64) -> ShareRecord {

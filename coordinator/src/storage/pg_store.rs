@@ -18,6 +18,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
 
@@ -51,7 +52,9 @@ impl PgStore {
     /// Connects to `url` (libpq style: `postgres://user:pass@host:5432/db`,
     /// or a Unix-socket directory as `postgres://user@/db?host=/run/postgresql`),
     /// brings the schema up to date and reads (or creates) the pool secret.
-    pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+    /// With `sslmode=require` in the URL, connections use TLS, the server's
+    /// certificate checked against `ca_pem` (PEM) or the system's trust store.
+    pub async fn connect(url: &str, max_connections: usize, ca_pem: Option<&[u8]>) -> Result<Self, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Backend(format!("the database URL does not parse: {e}")))?;
         if config.get_connect_timeout().is_none() {
@@ -60,7 +63,12 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("vision-coordinator");
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match config.get_ssl_mode() {
+            SslMode::Require => Manager::from_config(config, tls_connector(ca_pem)?, recycling),
+            // `prefer` (the default) without TLS: plain, as libpq does without SSL support.
+            _ => Manager::from_config(config, NoTls, recycling),
+        };
         let pool = Pool::builder(manager)
             .max_size(max_connections.max(2))
             .runtime(Runtime::Tokio1)
@@ -149,6 +157,38 @@ impl PgStore {
         let rows = client.query(&statement, params).await.map_err(pg_error)?;
         rows.iter().map(|row| Ok((row.get::<_, i64>(0) as u64, decode("pool_shares", row, 1)?))).collect()
     }
+}
+
+/// TLS for `sslmode=require`: the server's certificate must chain to `ca_pem`
+/// (PEM) or, without it, to the system's trust store, and name the host.
+fn tls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let invalid = |why: String| StoreError::Backend(format!("database TLS: {why}"));
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots.add(cert.map_err(|e| invalid(e.to_string()))?).map_err(|e| invalid(e.to_string()))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert); // one unreadable system certificate spoils no other
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(invalid("no certificate authority to check the server against".into()));
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 fn decode<T: DeserializeOwned>(table: &'static str, row: &Row, column: usize) -> Result<T, StoreError> {

@@ -21,12 +21,29 @@ pub struct ThrowawayPostgres {
     dir: PathBuf,
     bin: PathBuf,
     as_postgres: bool,
+    /// With TLS: also listening on this loopback port, its certificate
+    /// signed by `ca.pem` in `dir`.
+    tls_port: Option<u16>,
+}
+
+/// A test CA and a server certificate for 127.0.0.1 it signed, in `dir`.
+fn make_server_certificate(dir: &Path) {
+    let script = "set -e
+        ec='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
+        openssl req -x509 $ec -keyout ca.key -out ca.pem -days 2 -subj '/CN=vision test CA' 2>/dev/null
+        openssl req $ec -keyout server.key -out server.csr -subj '/CN=127.0.0.1' 2>/dev/null
+        echo 'subjectAltName=IP:127.0.0.1' > server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+            -days 2 -extfile server.ext 2>/dev/null
+        chmod 600 server.key";
+    let status = Command::new("sh").args(["-c", script]).current_dir(dir).status();
+    assert!(status.is_ok_and(|s| s.success()), "openssl made no certificate (scripts/test.sh installs openssl)");
 }
 
 /// The directory holding `initdb`, `pg_ctl` and `createdb`: Debian's
 /// versioned directory (newest first), or one on PATH.
 fn bin_dir() -> Option<PathBuf> {
-    let complete = |dir: &Path| ["initdb", "pg_ctl", "createdb"].iter().all(|p| dir.join(p).is_file());
+    let complete = |dir: &Path| ["initdb", "pg_ctl", "createdb", "psql"].iter().all(|p| dir.join(p).is_file());
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -47,6 +64,17 @@ fn is_root() -> bool {
 impl ThrowawayPostgres {
     /// Starts a fresh server; panics with the reason when it cannot.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts a fresh server that also takes TLS connections on a loopback
+    /// port ([`ThrowawayPostgres::tls_url`]), with a certificate of a test CA
+    /// ([`ThrowawayPostgres::ca_pem`]).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let bin = bin_dir().unwrap_or_else(|| {
             panic!(
@@ -61,12 +89,16 @@ impl ThrowawayPostgres {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir for PostgreSQL");
+        let tls_port = tls.then(|| {
+            make_server_certificate(&dir);
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+        });
         let as_postgres = is_root();
         if as_postgres {
             let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
             assert!(chown.is_ok_and(|s| s.success()), "chown {} to postgres", dir.display());
         }
-        let server = ThrowawayPostgres { dir, bin, as_postgres };
+        let server = ThrowawayPostgres { dir, bin, as_postgres, tls_port };
         let data = server.dir.join("data");
         server.run(
             "initdb",
@@ -116,13 +148,44 @@ impl ThrowawayPostgres {
     /// Creates database `name` and returns its URL.
     pub fn database(&self, name: &str) -> String {
         let dir = self.dir.as_os_str();
-        self.run("createdb", &["-h".as_ref(), dir, "-U".as_ref(), "postgres".as_ref(), name.as_ref()]);
+        let port = self.port().to_string();
+        self.run(
+            "createdb",
+            &["-p".as_ref(), port.as_ref(), "-h".as_ref(), dir, "-U".as_ref(), "postgres".as_ref(), name.as_ref()],
+        );
         self.url(name)
     }
 
     /// The URL of database `name` (libpq style, over the Unix socket).
     pub fn url(&self, name: &str) -> String {
-        format!("postgres://postgres@/{name}?host={}", self.dir.display())
+        format!("postgres://postgres@/{name}?host={}&port={}", self.dir.display(), self.port())
+    }
+
+    /// The URL of database `name` over TLS (a server started with [`ThrowawayPostgres::start_tls`]).
+    pub fn tls_url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}?sslmode=require", self.port())
+    }
+
+    /// The test CA's certificate (PEM) that signed the server's.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("ca.pem")).expect("ca.pem")
+    }
+
+    /// Runs one SQL query with psql on `database` (over the Unix socket) and
+    /// returns its output, unaligned.
+    pub fn query(&self, database: &str, sql: &str) -> String {
+        let output = self
+            .command("psql")
+            .args(["-h".as_ref(), self.dir.as_os_str()])
+            .args(["-p", &self.port().to_string(), "-U", "postgres", "-d", database, "-Atc", sql])
+            .output()
+            .expect("psql");
+        assert!(output.status.success(), "psql: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    fn port(&self) -> u16 {
+        self.tls_port.unwrap_or(5432)
     }
 
     /// Stops the server at once (as a crash would), keeping its files.
@@ -137,11 +200,15 @@ impl ThrowawayPostgres {
     /// Starts the server (again, after [`ThrowawayPostgres::kill`], on the same files).
     pub fn restart(&self) {
         let data = self.dir.join("data");
-        let options = format!(
-            "-k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off \
-             -c max_connections=300",
-            self.dir.display()
-        );
+        let dir = self.dir.display();
+        let listen = match self.tls_port {
+            Some(port) => format!(
+                "-c listen_addresses=127.0.0.1 -p {port} -c ssl=on -c ssl_cert_file={dir}/server.pem \
+                 -c ssl_key_file={dir}/server.key"
+            ),
+            None => "-c listen_addresses=''".into(),
+        };
+        let options = format!("-k {dir} {listen} -c fsync=off -c full_page_writes=off -c max_connections=300");
         let log = self.dir.join("server.log");
         self.run(
             "pg_ctl",
