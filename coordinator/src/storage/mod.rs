@@ -277,6 +277,20 @@ impl From<&PoolSettings> for PoolSettingsView {
     }
 }
 
+/// The duplicate key of (template, nonce) at `height`, the same in every
+/// store: the height (big-endian, so keys of old heights prune as a range)
+/// and a hash keyed with the pool secret (nobody can foresee a key).
+fn share_key(secret: &[u8; 32], height: u64, template_id: &str, nonce: u64) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new_keyed(secret);
+    hasher.update(b"share");
+    hasher.update(template_id.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(&nonce.to_le_bytes());
+    let mut key = height.to_be_bytes().to_vec();
+    key.extend_from_slice(hasher.finalize().as_bytes());
+    key
+}
+
 /// What appending a share did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {

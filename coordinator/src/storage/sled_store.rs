@@ -149,14 +149,7 @@ impl SledTrees {
     }
 
     fn share_key(&self, height: u64, template_id: &str, nonce: u64) -> Vec<u8> {
-        let mut hasher = blake3::Hasher::new_keyed(&self.secret);
-        hasher.update(b"share");
-        hasher.update(template_id.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(&nonce.to_le_bytes());
-        let mut key = height.to_be_bytes().to_vec();
-        key.extend_from_slice(hasher.finalize().as_bytes());
-        key
+        super::share_key(&self.secret, height, template_id, nonce)
     }
 }
 
