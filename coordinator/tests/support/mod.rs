@@ -29,6 +29,8 @@ pub struct TestPool {
 
 pub fn temp_dir(label: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(sweep_finished_runs);
     let dir = std::env::temp_dir().join(format!(
         "vision-coord-{label}-{}-{}",
         std::process::id(),
@@ -36,6 +38,28 @@ pub fn temp_dir(label: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Removes the data directories of test processes that have ended. A test
+/// cannot remove its own when it stops (restart tests reopen it), so each
+/// run clears what earlier ones left instead of letting them pile up.
+fn sweep_finished_runs() {
+    // Which processes live is read from /proc: elsewhere, sweep nothing.
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("vision-coord-")) else { continue };
+        // vision-coord-{label}-{pid}-{n}; the label may hold dashes.
+        let mut parts = rest.rsplitn(3, '-');
+        let (Some(_n), Some(pid), Some(_label)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// CoordinatorArgs every test starts from: a fresh data dir, devnet difficulty high
