@@ -495,6 +495,18 @@ for batch in 8192 16384 65536 98304; do
     bench "batch-$batch" "$limit" --gpu-batch "$batch" --gpu-memory-mb "$(memory_mb_for "$batch")"
 done
 bench emulated 40 --shader emulated
+# One buffer per segment, its bindings ranges of it (a quarter of the
+# allocations): tuned, and against a buffer per binding past the Vulkan
+# cliff (163,840 hashes: 45 GiB of tables), to see whether the cliff follows
+# the number of allocations or their total.
+bench_env=(VISION_GPU_BUFFERS=one-per-segment)
+bench one-buffer 40
+cliff=163840
+bench_env=()
+bench "batch-$cliff" 60 --gpu-batch "$cliff" --gpu-memory-mb "$(memory_mb_for "$cliff")"
+bench_env=(VISION_GPU_BUFFERS=one-per-segment)
+bench "one-buffer-$cliff" 60 --gpu-batch "$cliff" --gpu-memory-mb "$(memory_mb_for "$cliff")"
+bench_env=()
 R[benches]="${benches%,}]"
 
 if [ -n "$SMI_PID" ]; then

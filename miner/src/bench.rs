@@ -143,13 +143,17 @@ pub struct GpuBenchReport {
     pub table_bytes_per_hash: u64,
     /// What the tuner measured for the chosen batch, from one slice.
     pub tuned_hashes_per_second: f64,
+    /// Whether the kernel ran with wgpu's runtime checks (`VISION_GPU_CHECKS=off`: false).
+    pub runtime_checks: bool,
+    /// `per-binding`, or `one-per-segment` (`VISION_GPU_BUFFERS`).
+    pub buffers: &'static str,
 }
 
 impl std::fmt::Display for GpuBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash",
+            "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash{}{}",
             self.device,
             self.device_name,
             self.shader,
@@ -162,6 +166,8 @@ impl std::fmt::Display for GpuBenchReport {
             self.mean_dispatch_ms,
             self.dispatch_timing,
             self.table_bytes_per_hash / 1024,
+            if self.runtime_checks { "" } else { ", runtime checks off" },
+            if self.buffers == "per-binding" { "" } else { ", one buffer per segment" },
         )
     }
 }
@@ -233,5 +239,7 @@ pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) 
         dispatch_timing: if dispatch_stats.timestamps { "timestamp_query" } else { "wall_clock" },
         table_bytes_per_hash: backend.table_bytes_per_hash(),
         tuned_hashes_per_second: backend.tuned().measured_rate,
+        runtime_checks: !backend.unchecked_kernel(),
+        buffers: if backend.one_buffer_per_segment() { "one-per-segment" } else { "per-binding" },
     }
 }

@@ -57,17 +57,21 @@ fn every_hash_vector_on_both_shader_variants() {
         return;
     }
     // Both table layouts too: compact (hardware GPUs) and power-of-two
-    // (software adapters, this one's default); and the kernel compiled with
-    // and without wgpu's runtime checks.
+    // (software adapters, this one's default); the kernel compiled with and
+    // without wgpu's runtime checks; a buffer per binding and one buffer per
+    // segment (its bindings at offsets).
+    let combos =
+        [(false, false, false), (true, false, false), (false, true, false), (true, true, false), (true, false, true)];
     for variant in [ShaderVariant::Native, ShaderVariant::Emulated] {
-        for (compact, unchecked) in [(false, false), (true, false), (false, true), (true, true)] {
+        for (compact, unchecked, one_buffer) in combos {
             for v in vectors::hash_vectors() {
                 let input = v.input().unwrap();
                 let mut gpu = device(variant);
                 gpu.compact_tables = compact;
                 gpu.unchecked_kernel = unchecked;
+                gpu.one_buffer_per_segment = one_buffer;
                 let digests = gpu::hash_nonces(gpu, &input, &[v.nonce]).unwrap();
-                let what = format!("{variant}, compact {compact}, unchecked {unchecked}");
+                let what = format!("{variant}, compact {compact}, unchecked {unchecked}, one buffer {one_buffer}");
                 assert_eq!(digests[0], v.expected(), "{what}: {:?} nonce {}", v.params, v.nonce);
             }
         }
@@ -119,10 +123,18 @@ fn a_batch_over_several_segments_finds_what_the_cpu_finds() {
         return;
     }
     // Three segments in one compute pass, each with its own found list; the
-    // last one only partly used.
+    // last one only partly used. With one buffer per segment too, where
+    // every binding but the first is at an offset in it.
     let shape = gpu::BatchShape { segment_hashes: 128, segments: 3, split: gpu::DEFAULT_SPLIT };
-    for variant in [ShaderVariant::Native, ShaderVariant::Emulated] {
-        let mut searcher = gpu::GpuSearcher::new(device(variant), shape, &small_params()).unwrap();
+    for (variant, one_buffer) in [
+        (ShaderVariant::Native, false),
+        (ShaderVariant::Emulated, false),
+        (ShaderVariant::Native, true),
+        (ShaderVariant::Emulated, true),
+    ] {
+        let mut gpu = device(variant);
+        gpu.one_buffer_per_segment = one_buffer;
+        let mut searcher = gpu::GpuSearcher::new(gpu, shape, &small_params()).unwrap();
         let nonces = NonceRange::new(1_000, 1_000 + 300);
         let job = job(small_params(), nonces, 8);
         searcher.set_job(job.input.clone(), job.target).unwrap();
@@ -132,7 +144,7 @@ fn a_batch_over_several_segments_finds_what_the_cpu_finds() {
         let mut expected = Vec::new();
         FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
         assert!(expected.iter().any(|f| f.nonce >= 1_000 + 256), "the third segment has finds to check");
-        assert_eq!(found, expected, "{variant}");
+        assert_eq!(found, expected, "{variant}, one buffer {one_buffer}");
         assert!(!result.overflowed);
     }
 }
@@ -201,6 +213,29 @@ fn a_segment_fits_every_binding_even_where_the_filter_outweighs_the_table() {
     let hashes = u64::from(filtered.max_segment_hashes(&params));
     assert!(hashes * filter_bytes <= limit, "{hashes} hashes x {filter_bytes} filter bytes over {limit}");
     assert!(hashes * slots * 8 <= limit);
+}
+
+#[test]
+fn one_buffer_per_segment_stays_within_the_buffer_limit() {
+    if !require_adapter() {
+        return;
+    }
+    // A segment's four bindings in one buffer: the buffer limit, not only
+    // the binding limit, bounds the segment. Lower the limit the sizing
+    // reads below what four full bindings take, so that it is the bound.
+    let params = Params::CONSENSUS;
+    let mut gpu = device(ShaderVariant::Emulated);
+    let per_binding = gpu.max_segment_hashes(&params);
+    gpu.one_buffer_per_segment = true;
+    let per_hash = gpu.bytes_per_hash(&params);
+    gpu.summary.max_buffer_size = u64::from(per_binding) * per_hash / 2;
+    let hashes = gpu.max_segment_hashes(&params);
+    assert!(hashes < per_binding, "{hashes} hashes: the buffer limit binds");
+    assert!(u64::from(hashes) * per_hash <= gpu.summary.max_buffer_size);
+    assert!(hashes >= per_binding / 2 - 2 * gpu::WORKGROUP_SIZE, "{hashes} of {per_binding}: not needlessly small");
+    // And a searcher of that segment allocates.
+    let shape = gpu::BatchShape { segment_hashes: hashes, segments: 2, split: gpu::DEFAULT_SPLIT };
+    gpu::GpuSearcher::new(gpu, shape, &params).unwrap();
 }
 
 #[test]

@@ -24,6 +24,11 @@ pub struct GpuDevice {
     /// Whether pipelines are built from the kernel compiled without wgpu's
     /// runtime checks (`VISION_GPU_CHECKS=off`; see [`GpuDevice::unchecked_module`]).
     pub unchecked_kernel: bool,
+    /// Whether each segment's tables and state live in one buffer, bound
+    /// as ranges of it (`VISION_GPU_BUFFERS=one-per-segment`), instead of a
+    /// buffer each: a quarter of the allocations, for measuring whether
+    /// the Vulkan cliff follows their number (docs/PERFORMANCE.md).
+    pub one_buffer_per_segment: bool,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     module: wgpu::ShaderModule,
@@ -142,6 +147,7 @@ impl GpuDevice {
             module,
             unchecked: Arc::default(),
             unchecked_kernel: std::env::var("VISION_GPU_CHECKS").is_ok_and(|v| v == "off"),
+            one_buffer_per_segment: std::env::var("VISION_GPU_BUFFERS").is_ok_and(|v| v == "one-per-segment"),
             pipeline_layout,
             pipelines: Arc::default(),
             layout,
@@ -286,20 +292,39 @@ impl GpuDevice {
     /// Bytes of device memory one hash in flight needs for `params`
     /// (table keys and values, filter, saved state).
     pub fn bytes_per_hash(&self, params: &visionx::Params) -> u64 {
-        let word = 8;
-        u64::from(self.table_slots(params)) * (4 + word) + u64::from(self.filter_bits(params) / 8) + 4 * word
+        self.segment_widths(params).iter().sum()
     }
 
-    /// The largest segment the device's binding limit allows for `params`.
+    /// The largest segment the device's limits allow for `params`: each
+    /// binding within the binding limit and, with one buffer per segment,
+    /// that buffer within the buffer limit.
     pub fn max_segment_hashes(&self, params: &visionx::Params) -> u32 {
-        let slots = u64::from(self.table_slots(params));
         let per_binding = self.summary.max_storage_buffer_binding_size.min(self.summary.max_buffer_size);
-        // Each of a segment's buffers is one binding: the largest per hash
+        // Each of a segment's tables is one binding: the widest per hash
         // bounds it (the values, except that a small table's filter can be
         // bigger than its values).
-        let widest = (slots * 8).max(u64::from(self.filter_bits(params) / 8)).max(1);
-        let by_binding = per_binding / widest;
-        (by_binding / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE)).clamp(1, 1 << 20) as u32
+        let widths = self.segment_widths(params);
+        let widest = widths.iter().copied().max().unwrap_or(1).max(1);
+        let mut hashes = per_binding / widest;
+        if self.one_buffer_per_segment {
+            // The ranges are aligned, so leave a little room per range.
+            let slack = widths.len() as u64 * u64::from(self.storage_alignment());
+            let whole = self.bytes_per_hash(params).max(1);
+            hashes = hashes.min(self.summary.max_buffer_size.saturating_sub(slack) / whole);
+        }
+        (hashes / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE)).clamp(1, 1 << 20) as u32
+    }
+
+    /// Bytes per hash of a segment's state, table keys, table values and
+    /// filter, in the order `segment_buffers` lays them out.
+    fn segment_widths(&self, params: &visionx::Params) -> [u64; 4] {
+        let slots = u64::from(self.table_slots(params));
+        [4 * 8, slots * 4, slots * 8, u64::from(self.filter_bits(params) / 8)]
+    }
+
+    /// Where storage bindings may start within a buffer.
+    pub(crate) fn storage_alignment(&self) -> u32 {
+        self.device.limits().min_storage_buffer_offset_alignment.max(wgpu::COPY_BUFFER_ALIGNMENT as u32)
     }
 }
 

@@ -10,6 +10,8 @@
 //!   header words).
 //! - [`searcher`]: the batch lifecycle: one device running batches of nonces,
 //!   reading back only the found list.
+//! - `segment_buffers`: a segment's state and tables, a buffer each or ranges
+//!   of one buffer.
 //! - [`tuning`]: measures the device to choose the batch shape.
 //! - [`worker`]: [`GpuBackend`] and the device's own thread; every found
 //!   nonce is re-checked on the CPU (on the searching thread, off the device
@@ -24,6 +26,7 @@ pub mod adapters;
 pub mod device;
 pub mod kernel_layout;
 pub mod searcher;
+mod segment_buffers;
 pub mod shader;
 pub mod tuning;
 pub mod worker;

@@ -3,8 +3,9 @@
 //! `kernel_layout` says.
 //!
 //! A batch is `segments x segment_hashes` consecutive nonces. Each segment
-//! has its own state, key and value buffers (wgpu caps a storage binding,
-//! lavapipe at 128 MiB, so large batches spread over several), and the mix
+//! has its own state, key and value bindings (`segment_buffers`; wgpu caps
+//! a storage binding, lavapipe at 128 MiB, so large batches spread over
+//! several), and the mix
 //! loop runs in slices of `split` iterations, one dispatch per (segment,
 //! slice). Each slice of a batch is its own submission
 //! ([`GpuSearcher::submit_step`]), so a new job interrupts a batch between
@@ -21,6 +22,7 @@ use super::device::TableSlots;
 use super::kernel_layout::{
     header_words, split_u64, KernelConfig, HEADER_BUFFER_BYTES, MAX_FOUND_PER_BATCH, WORKGROUP_SIZE,
 };
+use super::segment_buffers::SegmentBuffers;
 use super::GpuError;
 
 /// Readback slots: one batch runs while the other is read back.
@@ -60,8 +62,7 @@ pub struct BatchResult {
 }
 
 struct Segment {
-    keys: wgpu::Buffer,
-    filter: wgpu::Buffer,
+    buffers: SegmentBuffers,
     /// The found list of this segment, one per readback slot. Every buffer a
     /// segment writes is its own, so the segments of a step run side by side
     /// (a shared found buffer made wgpu put a barrier between them).
@@ -159,15 +160,10 @@ impl GpuSearcher {
                 busy: false,
             })
             .collect();
-        let word = 8u64;
-        let n = u64::from(shape.segment_hashes);
         let segments = (0..shape.segments)
             .map(|_| {
-                let state = buffer("state", n * 4 * word, wgpu::BufferUsages::STORAGE);
-                let keys = buffer("table keys", n * u64::from(slots_per_hash) * 4, storage);
-                let values = buffer("table values", n * u64::from(slots_per_hash) * word, wgpu::BufferUsages::STORAGE);
-                // Without the filter the binding still needs a (never read) buffer.
-                let filter = buffer("table filter", (n * u64::from(filter_bits_per_hash) / 8).max(16), storage);
+                let buffers =
+                    SegmentBuffers::allocate(&gpu, shape.segment_hashes, slots_per_hash, filter_bits_per_hash);
                 let found: Vec<wgpu::Buffer> =
                     (0..SLOTS).map(|_| buffer("found", found_bytes, storage | wgpu::BufferUsages::COPY_SRC)).collect();
                 let bind_groups = readback
@@ -187,16 +183,16 @@ impl GpuSearcher {
                                     }),
                                 },
                                 wgpu::BindGroupEntry { binding: 1, resource: header.as_entire_binding() },
-                                wgpu::BindGroupEntry { binding: 2, resource: state.as_entire_binding() },
-                                wgpu::BindGroupEntry { binding: 3, resource: keys.as_entire_binding() },
-                                wgpu::BindGroupEntry { binding: 4, resource: values.as_entire_binding() },
+                                wgpu::BindGroupEntry { binding: 2, resource: buffers.state.binding() },
+                                wgpu::BindGroupEntry { binding: 3, resource: buffers.keys.binding() },
+                                wgpu::BindGroupEntry { binding: 4, resource: buffers.values.binding() },
                                 wgpu::BindGroupEntry { binding: 5, resource: found.as_entire_binding() },
-                                wgpu::BindGroupEntry { binding: 6, resource: filter.as_entire_binding() },
+                                wgpu::BindGroupEntry { binding: 6, resource: buffers.filter.binding() },
                             ],
                         })
                     })
                     .collect();
-                Segment { keys, filter, found, bind_groups }
+                Segment { buffers, found, bind_groups }
             })
             .collect();
         if let Some(err) = pollster::block_on(scope.pop()) {
@@ -373,9 +369,9 @@ impl GpuSearcher {
         if first {
             for segment in &self.segments[..used_segments] {
                 encoder.clear_buffer(&segment.found[ticket.slot], 0, None);
-                encoder.clear_buffer(&segment.keys, 0, None);
+                segment.buffers.keys.clear(&mut encoder);
                 if self.filter_bits_per_hash > 0 {
-                    encoder.clear_buffer(&segment.filter, 0, None);
+                    segment.buffers.filter.clear(&mut encoder);
                 }
             }
         }

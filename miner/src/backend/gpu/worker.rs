@@ -79,6 +79,9 @@ pub struct GpuBackend {
     variant: ShaderVariant,
     tuned: Tuned,
     table_bytes_per_hash: u64,
+    /// How the device was set up (`VISION_GPU_CHECKS`, `VISION_GPU_BUFFERS`).
+    unchecked_kernel: bool,
+    one_buffer_per_segment: bool,
     commands: Option<Sender<Command>>,
     disabled: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -102,6 +105,7 @@ impl GpuBackend {
         let (searcher, tuned) = tuning::tune(&gpu, &tune_job.input, &goals)?;
         let summary = gpu.summary.clone();
         let variant = gpu.variant;
+        let (unchecked_kernel, one_buffer_per_segment) = (gpu.unchecked_kernel, gpu.one_buffer_per_segment);
         let table_bytes_per_hash = searcher.table_bytes_per_hash();
         let (commands, inbox) = mpsc::channel();
         let disabled = Arc::new(AtomicBool::new(false));
@@ -117,6 +121,8 @@ impl GpuBackend {
             variant,
             tuned,
             table_bytes_per_hash,
+            unchecked_kernel,
+            one_buffer_per_segment,
             commands: Some(commands),
             disabled,
             thread: Some(thread),
@@ -142,6 +148,16 @@ impl GpuBackend {
 
     pub fn table_bytes_per_hash(&self) -> u64 {
         self.table_bytes_per_hash
+    }
+
+    /// Whether the kernel runs without wgpu's runtime checks.
+    pub fn unchecked_kernel(&self) -> bool {
+        self.unchecked_kernel
+    }
+
+    /// Whether each segment's bindings are ranges of one buffer.
+    pub fn one_buffer_per_segment(&self) -> bool {
+        self.one_buffer_per_segment
     }
 
     /// Whether the device was disabled (wrong result or lost).
