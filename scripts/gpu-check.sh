@@ -479,7 +479,10 @@ bench() {
     STEP_JSON="{\"name\":$(json_str "$name"),${STEP_JSON#\{}"
     benches+="$STEP_JSON,"
     rate=$(json_get_raw "$result" hashes_per_second)
-    summary_lines+=("$(printf '%-14s %14s H/s  batch %s' "$name" "${rate:-failed}" "$(json_get_raw "$result" batch_hashes)")")
+    summary_lines+=("$(printf '%-20s %14s H/s  batch %-7s  gpu-time rate %s  busy %s  steps %s -> %s ms' "$name" \
+        "${rate:-failed}" "$(json_get_raw "$result" batch_hashes)" "$(json_get_raw "$result" gpu_hashes_per_second)" \
+        "$(json_get_raw "$result" gpu_busy_fraction)" "$(json_get_raw "$result" first_step_ms)" \
+        "$(json_get_raw "$result" last_step_ms)")")
 }
 # Each run: a probe in a child process (compiles the kernel), tuning, then the
 # timed window, extended until two batches have completed (a batch is 64

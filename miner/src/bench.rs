@@ -143,6 +143,17 @@ pub struct GpuBenchReport {
     pub table_bytes_per_hash: u64,
     /// What the tuner measured for the chosen batch, from one slice.
     pub tuned_hashes_per_second: f64,
+    /// From timestamps (null without them): hashes per second of GPU time,
+    /// as if batches ran back to back (against `hashes_per_second`: the time
+    /// the device waited between batches).
+    pub gpu_hashes_per_second: Option<f64>,
+    /// The part of a batch's GPU time its steps ran; the rest the device
+    /// waited for the host's next step.
+    pub gpu_busy_fraction: Option<f64>,
+    /// Mean first and last step of a batch: the last probes the fullest
+    /// tables (the tuner times an early one).
+    pub first_step_ms: Option<f64>,
+    pub last_step_ms: Option<f64>,
     /// Whether the kernel ran with wgpu's runtime checks (`VISION_GPU_CHECKS=off`: false).
     pub runtime_checks: bool,
     /// `per-binding`, or `one-per-segment` (`VISION_GPU_BUFFERS`).
@@ -153,7 +164,7 @@ impl std::fmt::Display for GpuBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash{}{}",
+            "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash{}{}{}",
             self.device,
             self.device_name,
             self.shader,
@@ -168,6 +179,11 @@ impl std::fmt::Display for GpuBenchReport {
             self.table_bytes_per_hash / 1024,
             if self.runtime_checks { "" } else { ", runtime checks off" },
             if self.buffers == "per-binding" { "" } else { ", one buffer per segment" },
+            match (self.gpu_busy_fraction, self.first_step_ms, self.last_step_ms) {
+                (Some(busy), Some(first), Some(last)) =>
+                    format!(", device busy {:.1}% of batch time, steps {first:.2} -> {last:.2} ms", busy * 100.0),
+                _ => String::new(),
+            },
         )
     }
 }
@@ -211,15 +227,8 @@ pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) 
             _ => (control.hashes(), started.elapsed().as_secs_f64()),
         }
     });
-    let stats = backend.stats();
-    let batches = stats.batches - before.batches;
-    let dispatch_stats = crate::backend::gpu::DispatchStats {
-        batches,
-        dispatches: stats.dispatches - before.dispatches,
-        gpu_time: stats.gpu_time.saturating_sub(before.gpu_time),
-        wall_time: stats.wall_time.saturating_sub(before.wall_time),
-        timestamps: stats.timestamps,
-    };
+    let dispatch_stats = backend.stats().since(&before);
+    let steps = dispatch_stats.mean_first_and_last_step();
     let shape = backend.shape();
     let summary = backend.summary();
     GpuBenchReport {
@@ -239,6 +248,10 @@ pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) 
         dispatch_timing: if dispatch_stats.timestamps { "timestamp_query" } else { "wall_clock" },
         table_bytes_per_hash: backend.table_bytes_per_hash(),
         tuned_hashes_per_second: backend.tuned().measured_rate,
+        gpu_hashes_per_second: dispatch_stats.gpu_hashes_per_second(),
+        gpu_busy_fraction: dispatch_stats.busy_fraction(),
+        first_step_ms: steps.map(|(first, _)| first.as_secs_f64() * 1000.0),
+        last_step_ms: steps.map(|(_, last)| last.as_secs_f64() * 1000.0),
         runtime_checks: !backend.unchecked_kernel(),
         buffers: if backend.one_buffer_per_segment() { "one-per-segment" } else { "per-binding" },
     }

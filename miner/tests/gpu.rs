@@ -146,7 +146,37 @@ fn a_batch_over_several_segments_finds_what_the_cpu_finds() {
         assert!(expected.iter().any(|f| f.nonce >= 1_000 + 256), "the third segment has finds to check");
         assert_eq!(found, expected, "{variant}, one buffer {one_buffer}");
         assert!(!result.overflowed);
+        // lavapipe has timestamps: each of the three steps is timed.
+        let gpu_time = result.gpu_time.expect("timestamps on lavapipe");
+        let steps = result.step_times.expect("steps timed");
+        assert!(steps.busy <= gpu_time && !steps.busy.is_zero(), "{steps:?} of {gpu_time:?}");
+        assert!(!steps.first.is_zero() && !steps.last.is_zero() && steps.first + steps.last <= steps.busy);
     }
+}
+
+#[test]
+fn a_batch_of_more_steps_than_timestamps_is_timed_as_a_whole() {
+    if !require_adapter() {
+        return;
+    }
+    // One iteration a step: more steps than a query set can time one by
+    // one. The batch is timed first step to last, and still correct.
+    let params = Params { mix_iters: gpu::searcher::MAX_TIMED_STEPS + 1, ..small_params() };
+    let shape = gpu::BatchShape { segment_hashes: 128, segments: 1, split: 1 };
+    let mut searcher = gpu::GpuSearcher::new(device(ShaderVariant::Native), shape, &params).unwrap();
+    let nonces = NonceRange::new(40, 40 + 128);
+    let job = job(params, nonces, 4);
+    searcher.set_job(job.input.clone(), job.target).unwrap();
+    let result = searcher.run_batch(nonces.start, 128).unwrap();
+    assert_eq!(result.dispatches, params.mix_iters);
+    assert!(result.gpu_time.is_some_and(|t| !t.is_zero()));
+    assert_eq!(result.step_times, None);
+    let mut found = result.found;
+    found.sort_by_key(|f| f.nonce);
+    let mut expected = Vec::new();
+    FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
+    assert!(!expected.is_empty());
+    assert_eq!(found, expected);
 }
 
 #[test]

@@ -31,7 +31,7 @@ pub mod shader;
 pub mod tuning;
 pub mod worker;
 
-pub use searcher::{BatchResult, BatchShape, GpuDevice, GpuSearcher};
+pub use searcher::{BatchResult, BatchShape, GpuDevice, GpuSearcher, StepTimes};
 pub use shader::ShaderVariant;
 
 /// Why a GPU cannot mine (or stopped mining).

@@ -53,12 +53,33 @@ pub struct BatchResult {
     pub found: Vec<Found>,
     /// More hashes met the target than the found buffer holds; the rest were lost.
     pub overflowed: bool,
-    /// GPU time of the batch from timestamp queries, when the adapter has them.
+    /// GPU time of the batch from timestamp queries, when the adapter has
+    /// them: from its first step's start to its last step's end.
     pub gpu_time: Option<Duration>,
+    /// Where that time went, step by step (timestamps around every step,
+    /// when a batch has at most [`MAX_TIMED_STEPS`] steps).
+    pub step_times: Option<StepTimes>,
     /// Wall time from submission to results.
     pub wall_time: Duration,
     /// Dispatches the batch took.
     pub dispatches: u32,
+}
+
+/// The most steps a batch times one by one: two timestamps each, within
+/// wgpu's limit on a query set. Batches of more steps (tiny splits, in
+/// tests) time the batch as a whole only.
+pub const MAX_TIMED_STEPS: u32 = wgpu::QUERY_SET_MAX_QUERIES / 2;
+
+/// A batch's steps on the GPU clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StepTimes {
+    /// The steps' own time, summed: the rest of `gpu_time` the device sat
+    /// between steps (waiting for the host's next submission).
+    pub busy: Duration,
+    /// The first step (empty tables) and the last (the fullest): a batch's
+    /// slices slow down as its tables fill.
+    pub first: Duration,
+    pub last: Duration,
 }
 
 struct Segment {
@@ -98,6 +119,9 @@ pub struct GpuSearcher {
     table: TableSlots,
     filter_bits_per_hash: u32,
     config_stride: u64,
+    /// Whether every step writes its own timestamps (else the batch's first
+    /// and last only).
+    timed_steps: bool,
     found_capacity: u32,
     found_bytes: u64,
     header: wgpu::Buffer,
@@ -135,6 +159,8 @@ impl GpuSearcher {
         let align = u64::from(device.limits().min_uniform_buffer_offset_alignment);
         let config_stride = (std::mem::size_of::<KernelConfig>() as u64).div_ceil(align) * align;
         let splits = u64::from(params.mix_iters.div_ceil(shape.split).max(1));
+        let timed_steps = splits <= u64::from(MAX_TIMED_STEPS);
+        let timestamps = if timed_steps { 2 * splits } else { 2 };
         let readback: Vec<ReadbackSlot> = (0..SLOTS)
             .map(|_| ReadbackSlot {
                 config: buffer(
@@ -144,17 +170,20 @@ impl GpuSearcher {
                 ),
                 staging: buffer(
                     "found staging",
-                    found_bytes * u64::from(shape.segments) + 16,
+                    found_bytes * u64::from(shape.segments) + timestamps * 8,
                     wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 ),
                 queries: gpu.timestamps.then(|| {
                     let set = device.create_query_set(&wgpu::QuerySetDescriptor {
                         label: Some("batch timestamps"),
                         ty: wgpu::QueryType::Timestamp,
-                        count: 2,
+                        count: timestamps as u32,
                     });
-                    let resolve =
-                        buffer("timestamps", 16, wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+                    let resolve = buffer(
+                        "timestamps",
+                        timestamps * 8,
+                        wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    );
                     (set, resolve)
                 }),
                 busy: false,
@@ -207,6 +236,7 @@ impl GpuSearcher {
             table,
             filter_bits_per_hash,
             config_stride,
+            timed_steps,
             found_capacity,
             found_bytes,
             header,
@@ -376,12 +406,19 @@ impl GpuSearcher {
             }
         }
         {
-            let timestamp_writes =
-                rb.queries.as_ref().filter(|_| first || last).map(|(set, _)| wgpu::ComputePassTimestampWrites {
+            let t = t as u32;
+            let timestamp_writes = rb.queries.as_ref().and_then(|(set, _)| {
+                let (begin, end) = if self.timed_steps {
+                    (Some(2 * t), Some(2 * t + 1))
+                } else {
+                    (first.then_some(0), last.then_some(1))
+                };
+                (begin.is_some() || end.is_some()).then_some(wgpu::ComputePassTimestampWrites {
                     query_set: set,
-                    beginning_of_pass_write_index: first.then_some(0),
-                    end_of_pass_write_index: last.then_some(1),
-                });
+                    beginning_of_pass_write_index: begin,
+                    end_of_pass_write_index: end,
+                })
+            });
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("visionx slice"), timestamp_writes });
             pass.set_pipeline(&ticket.pipeline);
@@ -396,8 +433,9 @@ impl GpuSearcher {
                 encoder.copy_buffer_to_buffer(&segment.found[ticket.slot], 0, &rb.staging, offset, self.found_bytes);
             }
             if let Some((set, resolve)) = &rb.queries {
-                encoder.resolve_query_set(set, 0..2, resolve, 0);
-                encoder.copy_buffer_to_buffer(resolve, 0, &rb.staging, self.timestamps_offset(), 16);
+                let count = self.timestamps_of(ticket);
+                encoder.resolve_query_set(set, 0..count, resolve, 0);
+                encoder.copy_buffer_to_buffer(resolve, 0, &rb.staging, self.timestamps_offset(), u64::from(count) * 8);
             }
         }
         let submission = self.gpu.queue.submit([encoder.finish()]);
@@ -405,6 +443,15 @@ impl GpuSearcher {
         ticket.last_submission = Some(submission.clone());
         self.gpu.check_health()?;
         Ok(submission)
+    }
+
+    /// Timestamps a batch writes: two per step, or two in all.
+    fn timestamps_of(&self, ticket: &BatchTicket) -> u32 {
+        if self.timed_steps {
+            2 * ticket.steps.len() as u32
+        } else {
+            2
+        }
     }
 
     /// Where the timestamps follow the found lists in a staging buffer.
@@ -436,6 +483,8 @@ impl GpuSearcher {
         assert_eq!(ticket.next_step, ticket.steps.len(), "batch not fully submitted");
         let used_segments = ticket.hashes.div_ceil(self.shape.segment_hashes) as usize;
         let timestamps_offset = self.timestamps_offset() as usize;
+        let timestamps = self.timestamps_of(&ticket) as usize;
+        let timed_steps = self.timed_steps;
         let rb = &mut self.readback[ticket.slot];
         rb.busy = false;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -457,7 +506,7 @@ impl GpuSearcher {
             Err(_) => return Err(GpuError::DeviceLost("readback never completed".into())),
         }
         let wall_time = ticket.started_at.elapsed();
-        let (found, overflowed, gpu_ticks) = {
+        let (found, overflowed, ticks) = {
             let bytes = rb.staging.get_mapped_range(..).map_err(|e| GpuError::Validation(e.to_string()))?;
             let mut found = Vec::new();
             let mut overflowed = false;
@@ -476,20 +525,34 @@ impl GpuSearcher {
                     Found { nonce: ticket.nonce_base + u64::from(e[0]), digest: Digest(digest) }
                 }));
             }
-            let ticks = rb.queries.as_ref().map(|_| {
-                let ts: [u64; 2] = bytemuck::pod_read_unaligned(&bytes[timestamps_offset..][..16]);
-                ts[1].saturating_sub(ts[0])
+            let ticks: Option<Vec<u64>> = rb.queries.as_ref().map(|_| {
+                bytes[timestamps_offset..][..timestamps * 8]
+                    .chunks_exact(8)
+                    .map(bytemuck::pod_read_unaligned::<u64>)
+                    .collect()
             });
             (found, overflowed, ticks)
         };
         rb.staging.unmap();
         let period_ns = f64::from(self.gpu.queue.get_timestamp_period());
+        let duration = |ticks: u64| Duration::from_secs_f64(ticks as f64 * period_ns * 1e-9);
+        let span = |from: u64, to: u64| duration(to.saturating_sub(from));
+        let gpu_time = ticks.as_ref().map(|t| span(t[0], t[t.len() - 1]));
+        let step_times = ticks.as_ref().filter(|_| timed_steps).map(|t| {
+            let steps: Vec<Duration> = t.chunks_exact(2).map(|pair| span(pair[0], pair[1])).collect();
+            StepTimes {
+                busy: steps.iter().sum(),
+                first: steps.first().copied().unwrap_or_default(),
+                last: steps.last().copied().unwrap_or_default(),
+            }
+        });
         Ok(BatchResult {
             nonce_base: ticket.nonce_base,
             hashes: ticket.hashes,
             found,
             overflowed,
-            gpu_time: gpu_ticks.map(|t| Duration::from_secs_f64(t as f64 * period_ns * 1e-9)),
+            gpu_time,
+            step_times,
             wall_time,
             dispatches: ticket.steps.iter().map(|s| s.len() as u32).sum(),
         })

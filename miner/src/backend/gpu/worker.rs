@@ -18,7 +18,7 @@ use std::time::Duration;
 use visionx::{FastEngine, Found, Job, PowEngine, SearchControl, SearchEnd};
 
 use super::adapters::AdapterSummary;
-use super::searcher::{BatchShape, GpuDevice, GpuSearcher};
+use super::searcher::{BatchShape, GpuDevice, GpuSearcher, StepTimes};
 use super::tuning::{self, Tuned, TuningGoals};
 use super::{GpuError, ShaderVariant};
 
@@ -30,6 +30,8 @@ const QUEUE_DEPTH: usize = 2;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DispatchStats {
     pub batches: u64,
+    /// Hashes of those batches.
+    pub hashes: u64,
     pub dispatches: u64,
     /// Sum of batch GPU times (timestamp queries) where available.
     pub gpu_time: Duration,
@@ -37,9 +39,49 @@ pub struct DispatchStats {
     pub wall_time: Duration,
     /// Whether `gpu_time` comes from timestamp queries.
     pub timestamps: bool,
+    /// Batches timed step by step, and their [`StepTimes`] summed.
+    pub timed_batches: u64,
+    pub timed_gpu_time: Duration,
+    pub step_times: StepTimes,
 }
 
 impl DispatchStats {
+    /// What happened between `before` (an earlier reading) and these.
+    pub fn since(&self, before: &DispatchStats) -> DispatchStats {
+        DispatchStats {
+            batches: self.batches - before.batches,
+            hashes: self.hashes - before.hashes,
+            dispatches: self.dispatches - before.dispatches,
+            gpu_time: self.gpu_time.saturating_sub(before.gpu_time),
+            wall_time: self.wall_time.saturating_sub(before.wall_time),
+            timestamps: self.timestamps,
+            timed_batches: self.timed_batches - before.timed_batches,
+            timed_gpu_time: self.timed_gpu_time.saturating_sub(before.timed_gpu_time),
+            step_times: StepTimes {
+                busy: self.step_times.busy.saturating_sub(before.step_times.busy),
+                first: self.step_times.first.saturating_sub(before.step_times.first),
+                last: self.step_times.last.saturating_sub(before.step_times.last),
+            },
+        }
+    }
+
+    /// Hashes per second of GPU time: the rate if batches ran back to back.
+    pub fn gpu_hashes_per_second(&self) -> Option<f64> {
+        (self.timestamps && !self.gpu_time.is_zero()).then(|| self.hashes as f64 / self.gpu_time.as_secs_f64())
+    }
+
+    /// The part of the timed batches' GPU time their steps ran (the rest the
+    /// device waited between steps).
+    pub fn busy_fraction(&self) -> Option<f64> {
+        (!self.timed_gpu_time.is_zero()).then(|| self.step_times.busy.as_secs_f64() / self.timed_gpu_time.as_secs_f64())
+    }
+
+    /// Mean first and last step of the timed batches.
+    pub fn mean_first_and_last_step(&self) -> Option<(Duration, Duration)> {
+        let n = u32::try_from(self.timed_batches).ok().filter(|&n| n > 0)?;
+        Some((self.step_times.first / n, self.step_times.last / n))
+    }
+
     /// Mean time of one dispatch: from timestamps when the adapter has them.
     pub fn mean_dispatch(&self) -> Duration {
         if self.dispatches == 0 {
@@ -312,11 +354,19 @@ impl DeviceThread {
                 let ticket = batches.pop_front().expect("the batch this step ended");
                 let result = self.searcher.read_results(ticket)?;
                 self.stats.batches += 1;
+                self.stats.hashes += u64::from(result.hashes);
                 self.stats.dispatches += u64::from(result.dispatches);
                 self.stats.wall_time += result.wall_time;
                 if let Some(gpu_time) = result.gpu_time {
                     self.stats.gpu_time += gpu_time;
                     self.stats.timestamps = true;
+                    if let Some(steps) = result.step_times {
+                        self.stats.timed_batches += 1;
+                        self.stats.timed_gpu_time += gpu_time;
+                        self.stats.step_times.busy += steps.busy;
+                        self.stats.step_times.first += steps.first;
+                        self.stats.step_times.last += steps.last;
+                    }
                 }
                 if result.overflowed {
                     tracing::warn!(
