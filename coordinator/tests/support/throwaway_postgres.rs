@@ -24,6 +24,8 @@ pub struct ThrowawayPostgres {
     /// With TLS: also listening on this loopback port, its certificate
     /// signed by `ca.pem` in `dir`.
     tls_port: Option<u16>,
+    /// Whether commits wait for the disk (`fsync=on`), as in production.
+    durable: bool,
 }
 
 /// A test CA and a server certificate for 127.0.0.1 it signed, in `dir`.
@@ -64,17 +66,23 @@ fn is_root() -> bool {
 impl ThrowawayPostgres {
     /// Starts a fresh server; panics with the reason when it cannot.
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(false, false)
+    }
+
+    /// Starts a fresh server whose commits wait for the disk (`fsync=on`,
+    /// full page writes), for benchmarks of what a commit costs.
+    pub fn start_durable() -> Self {
+        Self::start_with(false, true)
     }
 
     /// Starts a fresh server that also takes TLS connections on a loopback
     /// port ([`ThrowawayPostgres::tls_url`]), with a certificate of a test CA
     /// ([`ThrowawayPostgres::ca_pem`]).
     pub fn start_tls() -> Self {
-        Self::start_with(true)
+        Self::start_with(true, false)
     }
 
-    fn start_with(tls: bool) -> Self {
+    fn start_with(tls: bool, durable: bool) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let bin = bin_dir().unwrap_or_else(|| {
             panic!(
@@ -98,7 +106,7 @@ impl ThrowawayPostgres {
             let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
             assert!(chown.is_ok_and(|s| s.success()), "chown {} to postgres", dir.display());
         }
-        let server = ThrowawayPostgres { dir, bin, as_postgres, tls_port };
+        let server = ThrowawayPostgres { dir, bin, as_postgres, tls_port, durable };
         let data = server.dir.join("data");
         server.run(
             "initdb",
@@ -208,7 +216,8 @@ impl ThrowawayPostgres {
             ),
             None => "-c listen_addresses=''".into(),
         };
-        let options = format!("-k {dir} {listen} -c fsync=off -c full_page_writes=off -c max_connections=300");
+        let flushes = if self.durable { "" } else { "-c fsync=off -c full_page_writes=off" };
+        let options = format!("-k {dir} {listen} {flushes} -c max_connections=300");
         let log = self.dir.join("server.log");
         self.run(
             "pg_ctl",
