@@ -177,6 +177,15 @@ fn a_batch_of_more_steps_than_timestamps_is_timed_as_a_whole() {
     FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
     assert!(!expected.is_empty());
     assert_eq!(found, expected);
+    // Grown to two iterations a step, the same buffers time every step.
+    assert!(searcher.set_split(2));
+    let result = searcher.run_batch(nonces.start, 128).unwrap();
+    assert_eq!(result.dispatches, params.mix_iters.div_ceil(2));
+    let steps = result.step_times.expect("every step timed");
+    assert!(steps.busy <= result.gpu_time.unwrap() && !steps.first.is_zero());
+    let mut found = result.found;
+    found.sort_by_key(|f| f.nonce);
+    assert_eq!(found, expected);
 }
 
 #[test]

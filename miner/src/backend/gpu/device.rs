@@ -26,7 +26,8 @@ pub struct GpuDevice {
     pub unchecked_kernel: bool,
     /// Whether each segment's tables and state live in one buffer, bound
     /// as ranges of it (`VISION_GPU_BUFFERS=one-per-segment`), instead of a
-    /// buffer each: a quarter of the allocations, for measuring whether
+    /// buffer each: a quarter of the table and state allocations, for
+    /// measuring whether
     /// the Vulkan cliff follows their number (docs/PERFORMANCE.md).
     pub one_buffer_per_segment: bool,
     pub(crate) device: wgpu::Device,

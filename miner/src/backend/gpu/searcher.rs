@@ -73,11 +73,13 @@ pub const MAX_TIMED_STEPS: u32 = wgpu::QUERY_SET_MAX_QUERIES / 2;
 /// A batch's steps on the GPU clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StepTimes {
-    /// The steps' own time, summed: the rest of `gpu_time` the device sat
-    /// between steps (waiting for the host's next submission).
+    /// The steps' own time, summed. The rest of `gpu_time` the device was
+    /// idle between steps: submission boundaries (barriers, query resets)
+    /// and any wait for the host's next submission.
     pub busy: Duration,
     /// The first step (empty tables) and the last (the fullest): a batch's
-    /// slices slow down as its tables fill.
+    /// slices slow down as its tables fill. (A last slice shorter than the
+    /// split, when it does not divide the mix loop, understates that.)
     pub first: Duration,
     pub last: Duration,
 }
@@ -119,9 +121,6 @@ pub struct GpuSearcher {
     table: TableSlots,
     filter_bits_per_hash: u32,
     config_stride: u64,
-    /// Whether every step writes its own timestamps (else the batch's first
-    /// and last only).
-    timed_steps: bool,
     found_capacity: u32,
     found_bytes: u64,
     header: wgpu::Buffer,
@@ -159,8 +158,9 @@ impl GpuSearcher {
         let align = u64::from(device.limits().min_uniform_buffer_offset_alignment);
         let config_stride = (std::mem::size_of::<KernelConfig>() as u64).div_ceil(align) * align;
         let splits = u64::from(params.mix_iters.div_ceil(shape.split).max(1));
-        let timed_steps = splits <= u64::from(MAX_TIMED_STEPS);
-        let timestamps = if timed_steps { 2 * splits } else { 2 };
+        // Two per step, as many as a batch of the allocated split (the
+        // smallest, so the most steps) may time.
+        let timestamps = 2 * splits.min(u64::from(MAX_TIMED_STEPS));
         let readback: Vec<ReadbackSlot> = (0..SLOTS)
             .map(|_| ReadbackSlot {
                 config: buffer(
@@ -236,7 +236,6 @@ impl GpuSearcher {
             table,
             filter_bits_per_hash,
             config_stride,
-            timed_steps,
             found_capacity,
             found_bytes,
             header,
@@ -408,7 +407,7 @@ impl GpuSearcher {
         {
             let t = t as u32;
             let timestamp_writes = rb.queries.as_ref().and_then(|(set, _)| {
-                let (begin, end) = if self.timed_steps {
+                let (begin, end) = if ticket.timed_steps() {
                     (Some(2 * t), Some(2 * t + 1))
                 } else {
                     (first.then_some(0), last.then_some(1))
@@ -447,7 +446,7 @@ impl GpuSearcher {
 
     /// Timestamps a batch writes: two per step, or two in all.
     fn timestamps_of(&self, ticket: &BatchTicket) -> u32 {
-        if self.timed_steps {
+        if ticket.timed_steps() {
             2 * ticket.steps.len() as u32
         } else {
             2
@@ -484,7 +483,7 @@ impl GpuSearcher {
         let used_segments = ticket.hashes.div_ceil(self.shape.segment_hashes) as usize;
         let timestamps_offset = self.timestamps_offset() as usize;
         let timestamps = self.timestamps_of(&ticket) as usize;
-        let timed_steps = self.timed_steps;
+        let timed_steps = ticket.timed_steps();
         let rb = &mut self.readback[ticket.slot];
         rb.busy = false;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -633,5 +632,11 @@ impl BatchTicket {
 
     pub fn steps(&self) -> usize {
         self.steps.len()
+    }
+
+    /// Whether every step writes its own timestamps (else the batch's
+    /// first and last only).
+    fn timed_steps(&self) -> bool {
+        self.steps.len() <= MAX_TIMED_STEPS as usize
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Two layouts, chosen per device ([`GpuDevice::one_buffer_per_segment`]):
 //! a buffer per binding (the default), or one buffer per segment with each
-//! binding an aligned range of it (a quarter of the allocations, to measure
+//! binding an aligned range of it (a quarter of the table and state
+//! allocations; the found lists stay apart), to measure
 //! whether the Vulkan driver's slowdown past ~36 GiB follows their number).
 //! Segments never share a buffer either way: wgpu tracks use per buffer,
 //! not per range, so two segments writing one buffer would get a barrier
