@@ -191,6 +191,62 @@ async fn postgres_stores_on_one_database_act_as_one() {
     assert_eq!(claim(1, "b", 60_000).await, None, "a paid batch is not sent again");
 }
 
+/// Appends are batched per store (one transaction per batch): many at once
+/// through three stores still give dense positions, each key credited once,
+/// and every duplicate the credit of the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batched_appends_stay_dense_and_credit_each_share_once() {
+    let server = ThrowawayPostgres::start();
+    let url = server.database("batched");
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(Arc::new(PgStore::connect(&url, 4, None).await.unwrap()));
+    }
+    // 600 appends of 200 distinct shares, each sent three times, by
+    // different sessions, all at once.
+    let appends: Vec<_> = (0..600u64)
+        .map(|i| {
+            let store = stores[(i % 3) as usize].clone();
+            tokio::spawn(async move {
+                let record = ShareRecord { session_id: format!("s{}", i / 200), ..share("batched", i % 200) };
+                (i % 200, record.session_id.clone(), store.append_share(&record).await.unwrap())
+            })
+        })
+        .collect();
+    let mut credits = std::collections::BTreeMap::new();
+    let mut duplicates = Vec::new();
+    for append in appends {
+        match append.await.unwrap() {
+            (nonce, session, AppendOutcome::Appended(position)) => {
+                assert!(credits.insert(nonce, (position, session)).is_none(), "nonce {nonce} credited twice");
+            }
+            (nonce, _, AppendOutcome::Duplicate(credit)) => duplicates.push((nonce, credit)),
+        }
+    }
+    assert_eq!(credits.len(), 200, "every share credited once");
+    assert_eq!(duplicates.len(), 400);
+    for (nonce, credit) in duplicates {
+        let (position, session) = &credits[&nonce];
+        assert_eq!((credit.position, &credit.session_id), (*position, session), "nonce {nonce}");
+    }
+    let ledger = stores[1].shares_from(0, 1000).await.unwrap();
+    assert!(ledger.iter().map(|(p, _)| *p).eq(0..200), "dense positions from 0");
+    for (position, record) in &ledger {
+        assert_eq!(credits[&record.nonce].0, *position);
+    }
+
+    // The function itself, on one batch holding a share twice: the second
+    // answers the first's credit (deterministic, where the tasks above
+    // batch as they happen to queue).
+    let answer = server.query(
+        "batched",
+        "SELECT ord, appended, credit_position, credit_session FROM pool_append_shares(\
+         ARRAY['\\x01', '\\x01', '\\x02']::bytea[], ARRAY[3, 3, 3]::bigint[], \
+         ARRAY['a', 'b', 'c'], ARRAY['{}', '{}', '{}']::jsonb[])",
+    );
+    assert_eq!(answer, "1|t|200|a\n2|f|200|a\n3|t|201|c");
+}
+
 /// `sslmode=require`: the connection is encrypted and the server's
 /// certificate checked (against `--database-ca`, else the system's store).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

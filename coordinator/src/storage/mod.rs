@@ -14,6 +14,7 @@
 //! [`PoolStore::flush`]; the pool acknowledges only after that.
 
 mod pg_schema;
+mod pg_share_appender;
 mod pg_store;
 mod reward_records;
 mod sled_store;
@@ -33,7 +34,7 @@ use vision_protocol::HeaderFields;
 
 use crate::chain::{BlockSubmission, BlockTemplate};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage: {0}")]
     Backend(String),

@@ -17,10 +17,11 @@ use super::StoreError;
 const MIGRATION_LOCK: i64 = 0x5653_4e4d;
 
 /// (version, what it does, SQL). Appended to, never edited.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "the pool's tables",
-    r#"
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "the pool's tables",
+        r#"
 CREATE TABLE pool_secret (
     id integer PRIMARY KEY CHECK (id = 1),
     secret bytea NOT NULL CHECK (length(secret) = 32)
@@ -147,7 +148,58 @@ CREATE TABLE pool_payouts (
 CREATE INDEX pool_payouts_sending ON pool_payouts (id) WHERE sending;
 CREATE INDEX pool_payouts_wallets ON pool_payouts USING gin (wallets);
 "#,
-)];
+    ),
+    (
+        2,
+        "batched share appends",
+        r#"
+-- Appends a batch of shares in one transaction, as pool_append_share does one
+-- (which stays, for coordinators of schema 1): the head row is locked once,
+-- each share takes the next position unless its key is already held, and
+-- one row per share comes back, `ord` its 1-based place in the arrays. A
+-- duplicate later in the batch sees the earlier one's credit.
+CREATE FUNCTION pool_append_shares(p_keys bytea[], p_heights bigint[], p_sessions text[], p_records jsonb[])
+RETURNS TABLE (ord integer, appended boolean, credit_position bigint, credit_session text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_next bigint;
+    v_position bigint;
+    v_session text;
+BEGIN
+    SELECT h.next_position INTO v_next FROM pool_ledger_head h WHERE h.id = 1 FOR UPDATE;
+    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+        LOOP
+            INSERT INTO pool_share_keys (key, height, position, session_id)
+                VALUES (p_keys[i], p_heights[i], v_next, p_sessions[i])
+                ON CONFLICT (key) DO NOTHING;
+            IF FOUND THEN
+                INSERT INTO pool_shares (position, record) VALUES (v_next, p_records[i]);
+                ord := i;
+                appended := true;
+                credit_position := v_next;
+                credit_session := p_sessions[i];
+                RETURN NEXT;
+                v_next := v_next + 1;
+                EXIT;
+            END IF;
+            SELECT k.position, k.session_id INTO v_position, v_session FROM pool_share_keys k WHERE k.key = p_keys[i];
+            IF FOUND THEN
+                ord := i;
+                appended := false;
+                credit_position := v_position;
+                credit_session := v_session;
+                RETURN NEXT;
+                EXIT;
+            END IF;
+            -- The key was pruned between the two statements: try again.
+        END LOOP;
+    END LOOP;
+    UPDATE pool_ledger_head SET next_position = v_next WHERE id = 1;
+END
+$$;
+"#,
+    ),
+];
 
 /// Brings the schema up to date; safe when several coordinators run it at once.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {

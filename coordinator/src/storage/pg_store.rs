@@ -2,7 +2,8 @@
 //!
 //! Safety comes from the database, not from any one process: the duplicate
 //! key of a share is a unique key, ledger positions are handed out under a
-//! row lock held to the commit ([`super::pg_schema`]'s `pool_append_share`),
+//! row lock held to the commit ([`super::pg_schema`]'s `pool_append_shares`,
+//! a batch at a time: [`super::pg_share_appender`]),
 //! balances move in transactions that lock their rows and refuse a part
 //! below zero, and ids come from a sequence. Every write is committed
 //! (durable) when its call returns, so [`PoolStore::flush`] has nothing to do.
@@ -23,6 +24,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
 
 use super::pg_schema::{migrate, pg_error};
+use super::pg_share_appender::ShareAppender;
 use super::{
     AppendOutcome, BalanceBucket, BalanceRecord, BanRecord, BlockRewardRecord, Credit, Expectation, FoundBlockRecord,
     JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate,
@@ -40,6 +42,8 @@ pub struct PgStore {
     pool: Pool,
     /// Read once at open: it keys every share, so it must not cost a read per share.
     secret: [u8; 32],
+    /// Appends shares in batches, one transaction each.
+    appender: ShareAppender,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -93,7 +97,8 @@ impl PgStore {
             .try_into()
             .map_err(|_| StoreError::Corrupt { tree: "pool_secret", message: "not 32 bytes".into() })?;
         drop(client);
-        Ok(PgStore { pool, secret })
+        let appender = ShareAppender::start(pool.clone());
+        Ok(PgStore { pool, secret, appender })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -257,21 +262,7 @@ impl PoolStore for PgStore {
 
     async fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
         let key = self.share_key(share.height, &share.template_id, share.nonce);
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT appended, credit_position, credit_session FROM pool_append_share($1, $2, $3, $4)")
-            .await
-            .map_err(pg_error)?;
-        let row = client
-            .query_one(&statement, &[&key, &big(share.height), &share.session_id, &json(share)])
-            .await
-            .map_err(pg_error)?;
-        let position = row.get::<_, i64>(1) as u64;
-        Ok(if row.get::<_, bool>(0) {
-            AppendOutcome::Appended(position)
-        } else {
-            AppendOutcome::Duplicate(Credit { position, session_id: row.get(2) })
-        })
+        self.appender.append(key, share).await
     }
 
     async fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError> {

@@ -1,0 +1,117 @@
+//! Share appends on PostgreSQL, batched per coordinator: PostgreSQL's
+//! group commit.
+//!
+//! Ledger positions must be dense and commit in order, so every append, from
+//! every coordinator, locks the ledger head until its commit, and one append
+//! per transaction would cap the whole pool near one share per commit
+//! latency. Instead each [`super::PgStore`] hands its appends to one task
+//! that takes whatever has queued (up to [`MAX_BATCH`]) and appends it in one
+//! call of `pool_append_shares` (one transaction, [`super::pg_schema`]):
+//! while a batch commits, the next one gathers, so a lone share waits for
+//! nothing and a busy pool pays one commit per batch.
+//!
+//! A caller's answer comes after its batch has committed, so an acknowledged
+//! share is durable, as before. A caller that stops waiting (its client hung
+//! up) leaves its share in the batch: it may be credited without an answer,
+//! and a resubmission is then answered as already credited. A failed batch
+//! fails every share in it, none of which was written.
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::Json;
+
+use super::pg_schema::pg_error;
+use super::{AppendOutcome, Credit, ShareRecord, StoreError};
+
+/// The most shares one transaction appends.
+pub(super) const MAX_BATCH: usize = 512;
+
+/// One share waiting for its batch.
+struct AppendRequest {
+    key: Vec<u8>,
+    share: ShareRecord,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// The handle the store's clones share; the task ends when the last goes.
+#[derive(Clone)]
+pub(super) struct ShareAppender {
+    requests: mpsc::Sender<AppendRequest>,
+}
+
+impl ShareAppender {
+    /// Starts the appending task on `pool` (on the current tokio runtime).
+    pub(super) fn start(pool: Pool) -> Self {
+        let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(pool, inbox));
+        ShareAppender { requests }
+    }
+
+    /// Appends `share` under duplicate key `key`, answering once its batch
+    /// has committed.
+    pub(super) async fn append(&self, key: Vec<u8>, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest { key, share: share.clone(), reply };
+        self.requests.send(request).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the share appender stopped".into())
+}
+
+async fn run(pool: Pool, mut inbox: mpsc::Receiver<AppendRequest>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match append_batch(&pool, &batch).await {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Appends `batch` in one transaction; an outcome per request, in order.
+async fn append_batch(pool: &Pool, batch: &[AppendRequest]) -> Result<Vec<AppendOutcome>, StoreError> {
+    let client = pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))?;
+    let statement = client
+        .prepare_cached("SELECT ord, appended, credit_position, credit_session FROM pool_append_shares($1, $2, $3, $4)")
+        .await
+        .map_err(pg_error)?;
+    let keys: Vec<&[u8]> = batch.iter().map(|r| r.key.as_slice()).collect();
+    let heights: Vec<i64> = batch.iter().map(|r| r.share.height as i64).collect();
+    let sessions: Vec<&str> = batch.iter().map(|r| r.share.session_id.as_str()).collect();
+    let records: Vec<Json<&ShareRecord>> = batch.iter().map(|r| Json(&r.share)).collect();
+    let rows = client.query(&statement, &[&keys, &heights, &sessions, &records]).await.map_err(pg_error)?;
+    let mut outcomes: Vec<Option<AppendOutcome>> = (0..batch.len()).map(|_| None).collect();
+    for row in rows {
+        let ord: i32 = row.get(0);
+        let slot = usize::try_from(ord).ok().and_then(|i| i.checked_sub(1)).and_then(|i| outcomes.get_mut(i));
+        let Some(slot) = slot else {
+            return Err(StoreError::Backend(format!("pool_append_shares answered for share {ord} of {}", batch.len())));
+        };
+        let position = row.get::<_, i64>(2) as u64;
+        *slot = Some(if row.get::<_, bool>(1) {
+            AppendOutcome::Appended(position)
+        } else {
+            AppendOutcome::Duplicate(Credit { position, session_id: row.get(3) })
+        });
+    }
+    // The transaction has committed: a share without an answer here would
+    // be a bug in the function, reported rather than guessed at.
+    outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, outcome)| {
+            outcome.ok_or_else(|| StoreError::Backend(format!("pool_append_shares gave no answer for share {}", i + 1)))
+        })
+        .collect()
+}
