@@ -245,6 +245,41 @@ async fn postgres_batched_appends_stay_dense_and_credit_each_share_once() {
          ARRAY['a', 'b', 'c'], ARRAY['{}', '{}', '{}']::jsonb[])",
     );
     assert_eq!(answer, "1|t|200|a\n2|f|200|a\n3|t|201|c");
+
+    // A transaction that holds the ledger head and does not commit (a
+    // client that died unnoticed) fails appends within the function's
+    // lock_timeout, not never; once it ends, appends go on.
+    let holder = {
+        let url_db = "batched";
+        let server = &server;
+        std::thread::scope(|scope| {
+            let held = scope.spawn(move || {
+                server.query(
+                    url_db,
+                    "BEGIN; SELECT next_position FROM pool_ledger_head WHERE id = 1 FOR UPDATE; \
+                     SELECT pg_sleep(9); COMMIT;",
+                )
+            });
+            // Until the holder is asleep with the lock.
+            let asleep = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(9)%' \
+                          AND pid <> pg_backend_pid()";
+            while server.query(url_db, asleep) != "1" {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let started = std::time::Instant::now();
+            let stuck = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(stores[0].append_share(&share("held", 1)))
+            });
+            let waited = started.elapsed();
+            let _ = held.join();
+            (stuck, waited)
+        })
+    };
+    let (stuck, waited) = holder;
+    assert!(matches!(stuck, Err(StoreError::Backend(_))), "{stuck:?}");
+    assert!(waited >= Duration::from_secs(4) && waited < Duration::from_secs(8), "failed after {waited:?}");
+    // (The holder slept 9 s: an append that waited for it would have taken longer.)
+    assert!(matches!(stores[0].append_share(&share("held", 1)).await.unwrap(), AppendOutcome::Appended(202)));
 }
 
 /// `sslmode=require`: the connection is encrypted and the server's

@@ -316,7 +316,9 @@ pub trait PoolStore: Send + Sync + 'static {
     /// Forgets sessions last seen before `seen_before_ms`; returns how many.
     async fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError>;
 
-    /// Appends an accepted share unless its (template, nonce) key exists, atomically.
+    /// Appends an accepted share unless its (template, nonce) key exists,
+    /// atomically. Dropping the future does not undo an append that has
+    /// begun: the share may be in the ledger without an answer.
     async fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError>;
     /// Who `(template_id, nonce)` at `height` was credited to, if anyone.
     async fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError>;

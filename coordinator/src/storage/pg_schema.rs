@@ -160,7 +160,9 @@ CREATE INDEX pool_payouts_wallets ON pool_payouts USING gin (wallets);
 -- duplicate later in the batch sees the earlier one's credit.
 CREATE FUNCTION pool_append_shares(p_keys bytea[], p_heights bigint[], p_sessions text[], p_records jsonb[])
 RETURNS TABLE (ord integer, appended boolean, credit_position bigint, credit_session text)
-LANGUAGE plpgsql AS $$
+-- A holder of the head that never commits (its client died unnoticed) fails
+-- the batch after 5 s, to be retried, instead of stalling every append.
+LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 DECLARE
     v_next bigint;
     v_position bigint;

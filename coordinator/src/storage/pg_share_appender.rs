@@ -11,20 +11,37 @@
 //! nothing and a busy pool pays one commit per batch.
 //!
 //! A caller's answer comes after its batch has committed, so an acknowledged
-//! share is durable, as before. A caller that stops waiting (its client hung
-//! up) leaves its share in the batch: it may be credited without an answer,
-//! and a resubmission is then answered as already credited. A failed batch
-//! fails every share in it, none of which was written.
+//! share is durable, as before. (The pool judges shares on tasks of their
+//! own, so a client hanging up does not cancel its append.) A caller whose
+//! future was dropped before its batch formed is left out of it; one dropped
+//! later may be credited without an answer. A failed batch fails every share
+//! in it: none is acknowledged, though a batch that committed just before
+//! its connection failed may have written them, and a resubmission is then
+//! answered as already credited.
+//!
+//! A batch waits at most [`BATCH_TIMEOUT`] (and the function at most 5 s for
+//! the ledger head: a `lock_timeout`), so a stuck batch, say behind a
+//! transaction whose client died or on a half-open connection, turns into
+//! 503s the miners retry instead of stalling this coordinator's appends.
+//! The task runs on the runtime the store was opened on and ends with the
+//! store's last clone.
 
-use deadpool_postgres::Pool;
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Pool};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::Json;
 
 use super::pg_schema::pg_error;
+use super::pg_store::big;
 use super::{AppendOutcome, Credit, ShareRecord, StoreError};
 
 /// The most shares one transaction appends.
 pub(super) const MAX_BATCH: usize = 512;
+/// The longest a batch may take, from asking for a connection to its
+/// commit: above the function's 5 s `lock_timeout`, below the pool's
+/// request timeout, so its callers get a 503 they can retry.
+pub(super) const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One share waiting for its batch.
 struct AppendRequest {
@@ -64,6 +81,11 @@ fn stopped() -> StoreError {
 async fn run(pool: Pool, mut inbox: mpsc::Receiver<AppendRequest>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Nobody waits for these any more (a shutdown): leave them out.
+        batch.retain(|request: &AppendRequest| !request.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         match append_batch(&pool, &batch).await {
             Ok(outcomes) => {
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
@@ -81,32 +103,43 @@ async fn run(pool: Pool, mut inbox: mpsc::Receiver<AppendRequest>) {
 
 /// Appends `batch` in one transaction; an outcome per request, in order.
 async fn append_batch(pool: &Pool, batch: &[AppendRequest]) -> Result<Vec<AppendOutcome>, StoreError> {
+    let started = tokio::time::Instant::now();
     let client = pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))?;
-    let statement = client
-        .prepare_cached("SELECT ord, appended, credit_position, credit_session FROM pool_append_shares($1, $2, $3, $4)")
-        .await
-        .map_err(pg_error)?;
-    let keys: Vec<&[u8]> = batch.iter().map(|r| r.key.as_slice()).collect();
-    let heights: Vec<i64> = batch.iter().map(|r| r.share.height as i64).collect();
-    let sessions: Vec<&str> = batch.iter().map(|r| r.share.session_id.as_str()).collect();
-    let records: Vec<Json<&ShareRecord>> = batch.iter().map(|r| Json(&r.share)).collect();
-    let rows = client.query(&statement, &[&keys, &heights, &sessions, &records]).await.map_err(pg_error)?;
+    let rows = match tokio::time::timeout_at(started + BATCH_TIMEOUT, query_batch(&client, batch)).await {
+        Ok(rows) => rows?,
+        Err(_) => {
+            // The connection may be stuck (half-open) or still running the
+            // batch: never hand it out again.
+            drop(Object::take(client));
+            return Err(StoreError::Backend(format!(
+                "postgresql: a batch of {} share appends took over {} s",
+                batch.len(),
+                BATCH_TIMEOUT.as_secs()
+            )));
+        }
+    };
     let mut outcomes: Vec<Option<AppendOutcome>> = (0..batch.len()).map(|_| None).collect();
     for row in rows {
-        let ord: i32 = row.get(0);
+        // try_get: a row of an unexpected shape fails the batch; it must
+        // not panic the one task every append of this store goes through.
+        let ord: i32 = row.try_get(0).map_err(pg_error)?;
+        let appended: bool = row.try_get(1).map_err(pg_error)?;
+        let position: i64 = row.try_get(2).map_err(pg_error)?;
+        let session_id: String = row.try_get(3).map_err(pg_error)?;
         let slot = usize::try_from(ord).ok().and_then(|i| i.checked_sub(1)).and_then(|i| outcomes.get_mut(i));
-        let Some(slot) = slot else {
+        let Some(slot) = slot.filter(|slot| slot.is_none()) else {
             return Err(StoreError::Backend(format!("pool_append_shares answered for share {ord} of {}", batch.len())));
         };
-        let position = row.get::<_, i64>(2) as u64;
-        *slot = Some(if row.get::<_, bool>(1) {
+        let position = position as u64;
+        *slot = Some(if appended {
             AppendOutcome::Appended(position)
         } else {
-            AppendOutcome::Duplicate(Credit { position, session_id: row.get(3) })
+            AppendOutcome::Duplicate(Credit { position, session_id })
         });
     }
     // The transaction has committed: a share without an answer here would
-    // be a bug in the function, reported rather than guessed at.
+    // be a bug in the function, reported rather than guessed at (and the
+    // share answered already credited when it comes again).
     outcomes
         .into_iter()
         .enumerate()
@@ -114,4 +147,16 @@ async fn append_batch(pool: &Pool, batch: &[AppendRequest]) -> Result<Vec<Append
             outcome.ok_or_else(|| StoreError::Backend(format!("pool_append_shares gave no answer for share {}", i + 1)))
         })
         .collect()
+}
+
+async fn query_batch(client: &Object, batch: &[AppendRequest]) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let statement = client
+        .prepare_cached("SELECT ord, appended, credit_position, credit_session FROM pool_append_shares($1, $2, $3, $4)")
+        .await
+        .map_err(pg_error)?;
+    let keys: Vec<&[u8]> = batch.iter().map(|r| r.key.as_slice()).collect();
+    let heights: Vec<i64> = batch.iter().map(|r| big(r.share.height)).collect();
+    let sessions: Vec<&str> = batch.iter().map(|r| r.share.session_id.as_str()).collect();
+    let records: Vec<Json<&ShareRecord>> = batch.iter().map(|r| Json(&r.share)).collect();
+    client.query(&statement, &[&keys, &heights, &sessions, &records]).await.map_err(pg_error)
 }

@@ -199,7 +199,7 @@ fn json<T: Serialize>(value: &T) -> Json<&T> {
 }
 
 /// A count or limit as PostgreSQL's bigint.
-fn big(n: u64) -> i64 {
+pub(super) fn big(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
