@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use vision_coordinator::storage::{AppendOutcome, PgStore, PoolStore, ShareRecord};
+use vision_coordinator::storage::{AppendOutcome, DatabaseTls, PgStore, PoolStore, ShareRecord};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -60,7 +60,8 @@ async fn main() {
     let url = server.database("share_appends");
     let mut stores: Vec<Arc<dyn PoolStore>> = Vec::new();
     for _ in 0..coordinators {
-        stores.push(Arc::new(PgStore::connect(&url, 16, None).await.expect("connect to PostgreSQL")));
+        stores
+            .push(Arc::new(PgStore::connect(&url, 16, &DatabaseTls::default()).await.expect("connect to PostgreSQL")));
     }
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use throwaway_postgres::ThrowawayPostgres;
-use vision_coordinator::storage::{PgStore, PoolStore};
+use vision_coordinator::storage::{DatabaseTls, PgStore, PoolStore};
 use vision_suite::{fresh_dir, get_json, job_input, post_json, start_coordinator, Processes};
 use visionx::{FastEngine, PowEngine};
 
@@ -170,7 +170,7 @@ async fn three_coordinators_on_one_database_act_as_one_pool() {
     assert!(after_kill >= 40, "the surviving coordinators kept serving ({after_kill} shares)");
 
     // The books: every acknowledged share in the ledger exactly once.
-    let store = PgStore::connect(&url, 2, None).await.expect("read the shared database");
+    let store = PgStore::connect(&url, 2, &DatabaseTls::default()).await.expect("read the shared database");
     let ledger = store.shares_from(0, usize::MAX).await.unwrap();
     let mut in_ledger: HashMap<(String, u64), usize> = HashMap::new();
     for (_, share) in &ledger {

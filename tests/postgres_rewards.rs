@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use throwaway_postgres::ThrowawayPostgres;
 use vision_coordinator::chain::devnet::{DevnetChain, DevnetConfig};
-use vision_coordinator::storage::PgStore;
+use vision_coordinator::storage::{DatabaseTls, PgStore};
 use vision_suite::pool_books::{audit_books, sim_worker, Acked, SplitRules};
 use vision_suite::{fresh_dir, get_json, start_coordinator, stop_gracefully, Processes, QUICK_REWARDS};
 
@@ -124,7 +124,7 @@ async fn three_coordinators_credit_each_block_once_and_pay_once() {
         stop_gracefully(child);
     }
 
-    let store = PgStore::connect(&url, 2, None).await.expect("the shared database");
+    let store = PgStore::connect(&url, 2, &DatabaseTls::default()).await.expect("the shared database");
     let db = sled::open(chain_dir.join("db")).unwrap();
     let chain = DevnetChain::open(&db, DevnetConfig::default()).unwrap();
     let acked = acked.lock().unwrap().clone();

@@ -12,7 +12,7 @@ use crate::chain::devnet::DevnetConfig;
 use crate::pool::PoolConfig;
 use crate::rewards::reward_split::PayoutScheme;
 use crate::rewards::{CrashPoint, RewardConfig, DEFAULT_FOUNDATION_ADDRESS, FOUNDATION_FEE_BPS};
-use crate::storage::PoolSettings;
+use crate::storage::{ClientCertificate, DatabaseTls, PoolSettings};
 
 /// Every setting, as flags (each also readable from `VISION_*` env vars
 /// and from the `--config` TOML file under the same name with underscores).
@@ -32,6 +32,14 @@ pub struct CoordinatorArgs {
     /// TLS (with `sslmode=require` in the URL) [default: the system's trust store].
     #[arg(long, env = "VISION_DATABASE_CA")]
     pub database_ca: Option<PathBuf>,
+    /// PEM file of the client certificate (chain) to show the database over
+    /// TLS, for PostgreSQL's `cert` authentication; needs `--database-key`
+    /// and `sslmode=require`.
+    #[arg(long, env = "VISION_DATABASE_CERT")]
+    pub database_cert: Option<PathBuf>,
+    /// PEM file of the private key of `--database-cert`.
+    #[arg(long, env = "VISION_DATABASE_KEY")]
+    pub database_key: Option<PathBuf>,
     /// Connections to the database this coordinator may hold [default: 16].
     #[arg(long, env = "VISION_DATABASE_CONNECTIONS")]
     pub database_connections: Option<usize>,
@@ -212,8 +220,10 @@ pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
     /// The PostgreSQL store's URL; `None`: sled in `data_dir`.
     pub database_url: Option<String>,
-    /// The certificates of `--database-ca` (PEM, checked to hold at least one).
-    pub database_ca_pem: Option<Vec<u8>>,
+    /// `--database-ca` (checked to hold at least one certificate) and the
+    /// client certificate of `--database-cert` and `--database-key`
+    /// (checked to parse).
+    pub database_tls: DatabaseTls,
     pub database_connections: usize,
     /// sled's page cache, MiB.
     pub cache_mb: u64,
@@ -249,6 +259,8 @@ impl CoordinatorArgs {
             data_dir,
             database_url,
             database_ca,
+            database_cert,
+            database_key,
             database_connections,
             bind,
             admin_token,
@@ -420,7 +432,10 @@ impl CoordinatorArgs {
         Ok(CoordinatorConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./vision-data")),
             database_url: non_empty(self.database_url).map(check_database_url).transpose()?,
-            database_ca_pem: self.database_ca.as_deref().map(|p| read_ca_file("--database-ca", p)).transpose()?,
+            database_tls: DatabaseTls {
+                ca_pem: self.database_ca.as_deref().map(|p| read_ca_file("--database-ca", p)).transpose()?,
+                client: client_certificate(self.database_cert.as_deref(), self.database_key.as_deref())?,
+            },
             database_connections: self.database_connections.unwrap_or(16).clamp(2, 1024),
             cache_mb: self.cache_mb.unwrap_or(256).clamp(4, 1 << 20),
             bind: self.bind.unwrap_or_else(|| "127.0.0.1:7072".into()),
@@ -511,6 +526,33 @@ fn read_ca_file(flag: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     }
 }
 
+/// The client certificate of `--database-cert` and `--database-key`: both
+/// or neither, a certificate and a private key that parse.
+fn client_certificate(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<ClientCertificate>, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(_), None) => return Err(ConfigError::Invalid("--database-cert needs --database-key".into())),
+        (None, Some(_)) => return Err(ConfigError::Invalid("--database-key needs --database-cert".into())),
+    };
+    let invalid =
+        |flag: &str, path: &Path, why: String| ConfigError::Invalid(format!("{flag} {}: {why}", path.display()));
+    let cert_pem = std::fs::read(cert).map_err(|e| invalid("--database-cert", cert, e.to_string()))?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("--database-cert", cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(invalid("--database-cert", cert, "no certificate in it".into()));
+    }
+    let key_pem = std::fs::read(key).map_err(|e| invalid("--database-key", key, e.to_string()))?;
+    // The message never repeats the key's contents.
+    PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| invalid("--database-key", key, "no private key in it (PEM: PKCS#8, PKCS#1 or SEC1)".into()))?;
+    Ok(Some(ClientCertificate { cert_pem, key_pem }))
+}
+
 /// A `--verify-engine` name other than `fast`: an on-demand engine this CPU runs.
 fn verify_engine(name: &str) -> Result<visionx::CpuEngine, ConfigError> {
     let invalid = |why: String| ConfigError::Invalid(format!("--verify-engine {name:?}: {why}"));
@@ -565,6 +607,27 @@ mod tests {
             assert!(bad.resolve().is_err());
         }
         assert!(toml::from_str::<CoordinatorArgs>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn a_client_certificate_needs_both_files_and_each_must_parse() {
+        let dir = std::env::temp_dir().join(format!("vision-config-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("junk.pem"), "not a certificate").unwrap();
+        let error = |cert: Option<&str>, key: Option<&str>| {
+            let args = CoordinatorArgs {
+                database_cert: cert.map(|c| dir.join(c)),
+                database_key: key.map(|k| dir.join(k)),
+                ..CoordinatorArgs::default()
+            };
+            args.resolve().err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert!(error(Some("junk.pem"), None).contains("--database-cert needs --database-key"));
+        assert!(error(None, Some("junk.pem")).contains("--database-key needs --database-cert"));
+        assert!(error(Some("missing.pem"), Some("junk.pem")).contains("--database-cert"));
+        assert!(error(Some("junk.pem"), Some("junk.pem")).contains("no certificate in it"));
+        assert!(CoordinatorArgs::default().resolve().unwrap().database_tls.client.is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

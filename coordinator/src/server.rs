@@ -79,7 +79,7 @@ impl Coordinator {
         };
         let store: Arc<dyn PoolStore> = match (&config.database_url, &db) {
             (Some(url), _) => Arc::new(
-                PgStore::connect(url, config.database_connections, config.database_ca_pem.as_deref())
+                PgStore::connect(url, config.database_connections, &config.database_tls)
                     .await
                     .map_err(|e| StartError::Database(e.to_string()))?,
             ),

@@ -14,9 +14,10 @@ use std::time::Duration;
 use support::throwaway_postgres::ThrowawayPostgres;
 use vision_coordinator::chain::BlockSubmission;
 use vision_coordinator::storage::{
-    AppendOutcome, BalanceBucket, BalanceDelta, BanRecord, BlockRewardRecord, BlockStatus, Credit, Expectation,
-    FoundBlockRecord, JobRecord, PayoutOutput, PayoutRecord, PayoutStatus, PgStore, PoolSettings, PoolStore,
-    RewardUpdate, SessionRecord, ShareRecord, SledStore, StoreError, StoredTemplate, TemplateRecord, WorkerRecord,
+    AppendOutcome, BalanceBucket, BalanceDelta, BanRecord, BlockRewardRecord, BlockStatus, ClientCertificate, Credit,
+    DatabaseTls, Expectation, FoundBlockRecord, JobRecord, PayoutOutput, PayoutRecord, PayoutStatus, PgStore,
+    PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareRecord, SledStore, StoreError, StoredTemplate,
+    TemplateRecord, WorkerRecord,
 };
 use vision_protocol::HeaderFields;
 
@@ -41,7 +42,9 @@ impl Backend {
                 }
                 panic!("sled store at {} did not open within 5 s", path.display())
             }
-            Backend::Postgres(url) => Arc::new(PgStore::connect(url, 8, None).await.expect("connect to PostgreSQL")),
+            Backend::Postgres(url) => {
+                Arc::new(PgStore::connect(url, 8, &DatabaseTls::default()).await.expect("connect to PostgreSQL"))
+            }
         }
     }
 }
@@ -100,7 +103,7 @@ async fn postgres_stores_on_one_database_act_as_one() {
     let opening: Vec<_> = (0..3)
         .map(|_| {
             let url = url.clone();
-            tokio::spawn(async move { PgStore::connect(&url, 8, None).await })
+            tokio::spawn(async move { PgStore::connect(&url, 8, &DatabaseTls::default()).await })
         })
         .collect();
     let mut stores = Vec::new();
@@ -200,7 +203,7 @@ async fn postgres_batched_appends_stay_dense_and_credit_each_share_once() {
     let url = server.database("batched");
     let mut stores = Vec::new();
     for _ in 0..3 {
-        stores.push(Arc::new(PgStore::connect(&url, 4, None).await.unwrap()));
+        stores.push(Arc::new(PgStore::connect(&url, 4, &DatabaseTls::default()).await.unwrap()));
     }
     // 600 appends of 200 distinct shares, each sent three times, by
     // different sessions, all at once.
@@ -282,6 +285,19 @@ async fn postgres_batched_appends_stay_dense_and_credit_each_share_once() {
     assert!(matches!(stores[0].append_share(&share("held", 1)).await.unwrap(), AppendOutcome::Appended(202)));
 }
 
+/// The coordinator's connections to `database` that meet `condition` on
+/// `pg_stat_ssl s`, after `store` has written something (so one is open).
+async fn coordinator_connections(store: &PgStore, server: &ThrowawayPostgres, database: &str, condition: &str) -> u32 {
+    let ban =
+        BanRecord { session_id: "s".into(), worker_id: "w".into(), source: None, until_ms: 1, reason: "r".into() };
+    store.put_ban(&ban).await.unwrap();
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE {condition} AND a.application_name = 'vision-coordinator'"
+    );
+    server.query(database, &sql).parse().unwrap()
+}
+
 /// `sslmode=require`: the connection is encrypted and the server's
 /// certificate checked (against `--database-ca`, else the system's store).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,30 +305,64 @@ async fn postgres_over_tls_checks_the_servers_certificate() {
     let server = ThrowawayPostgres::start_tls();
     server.database("tls");
     let url = server.tls_url("tls");
-    let store = PgStore::connect(&url, 2, Some(&server.ca_pem())).await.expect("TLS with the test CA");
-    store
-        .put_ban(&BanRecord {
-            session_id: "s".into(),
-            worker_id: "w".into(),
-            source: None,
-            until_ms: 1,
-            reason: "r".into(),
-        })
-        .await
-        .unwrap();
-    let encrypted = server.query(
-        "tls",
-        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-         WHERE s.ssl AND a.application_name = 'vision-coordinator'",
-    );
-    assert!(encrypted.parse::<u32>().unwrap() >= 1, "the coordinator's connections use TLS: {encrypted}");
+    let trusting = |ca_pem: Vec<u8>| DatabaseTls { ca_pem: Some(ca_pem), client: None };
+    let store = PgStore::connect(&url, 2, &trusting(server.ca_pem())).await.expect("TLS with the test CA");
+    let encrypted = coordinator_connections(&store, &server, "tls", "s.ssl").await;
+    assert!(encrypted >= 1, "the coordinator's connections use TLS");
     // The system's trust store does not know the test CA: refused.
-    let untrusted = PgStore::connect(&url, 2, None).await;
+    let untrusted = PgStore::connect(&url, 2, &DatabaseTls::default()).await;
     assert!(untrusted.is_err(), "a certificate no trusted CA signed is refused");
     // Another CA's certificates are refused too.
     let other = ThrowawayPostgres::start_tls();
-    let wrong = PgStore::connect(&url, 2, Some(&other.ca_pem())).await;
+    let wrong = PgStore::connect(&url, 2, &trusting(other.ca_pem())).await;
     assert!(wrong.is_err(), "a certificate of another CA is refused");
+}
+
+/// `cert` authentication: the server takes the coordinator's client
+/// certificate (`--database-cert`, `--database-key`) and nothing less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_with_a_client_certificate() {
+    let server = ThrowawayPostgres::start_tls_client_certs();
+    server.database("mtls");
+    let url = server.tls_url("mtls");
+    // Through the coordinator's settings, as an operator gives them.
+    let files = support::temp_dir("mtls-files");
+    std::fs::create_dir_all(&files).unwrap();
+    for (name, pem) in
+        [("ca.pem", server.ca_pem()), ("cert.pem", server.client_cert_pem()), ("key.pem", server.client_key_pem())]
+    {
+        std::fs::write(files.join(name), pem).unwrap();
+    }
+    let config = vision_coordinator::config::CoordinatorArgs {
+        database_url: Some(url.clone()),
+        database_ca: Some(files.join("ca.pem")),
+        database_cert: Some(files.join("cert.pem")),
+        database_key: Some(files.join("key.pem")),
+        ..Default::default()
+    }
+    .resolve()
+    .expect("valid database TLS settings");
+    let ours = config.database_tls.client.clone().expect("the client certificate");
+    let store = PgStore::connect(&url, 2, &config.database_tls).await.expect("TLS with our client certificate");
+    let tls = |client: Option<ClientCertificate>| DatabaseTls { ca_pem: Some(server.ca_pem()), client };
+    let shown = coordinator_connections(&store, &server, "mtls", "s.client_dn = '/CN=postgres'").await;
+    assert!(shown >= 1, "the server saw our certificate");
+
+    // Without a certificate, or with another CA's: refused by the server.
+    let without = PgStore::connect(&url, 2, &tls(None)).await;
+    assert!(without.is_err(), "no client certificate, no connection");
+    let other = ThrowawayPostgres::start_tls_client_certs();
+    let foreign = ClientCertificate { cert_pem: other.client_cert_pem(), key_pem: other.client_key_pem() };
+    let refused = PgStore::connect(&url, 2, &tls(Some(foreign))).await;
+    assert!(refused.is_err(), "a client certificate of another CA is refused");
+    // A key that is not the certificate's: refused before connecting.
+    let mismatched = ClientCertificate { key_pem: other.client_key_pem(), ..ours.clone() };
+    let err = PgStore::connect(&url, 2, &tls(Some(mismatched))).await.unwrap_err().to_string();
+    assert!(err.contains("--database-cert"), "{err}");
+    // And a client certificate without sslmode=require: refused, with why.
+    let plain = server.url("mtls");
+    let err = PgStore::connect(&plain, 2, &tls(Some(ours))).await.unwrap_err().to_string();
+    assert!(err.contains("sslmode=require"), "{err}");
 }
 
 fn share(job: &str, nonce: u64) -> ShareRecord {

@@ -22,7 +22,7 @@ mod sled_store;
 use serde::{Deserialize, Serialize};
 
 pub use pg_schema::schema_version;
-pub use pg_store::PgStore;
+pub use pg_store::{ClientCertificate, DatabaseTls, PgStore};
 pub use reward_records::{
     status_name, BalanceBucket, BalanceDelta, BalanceRecord, BlockCredit, BlockRewardRecord, Expectation, PayoutOutput,
     PayoutRecord, PayoutStatus, RewardStatus, RewardUpdate, ShareAggregate, StatusChange,

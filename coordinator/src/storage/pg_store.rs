@@ -36,6 +36,30 @@ const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 /// The advisory lock key that makes compaction one coordinator at a time.
 const COMPACTION_LOCK: i64 = 0x5653_4e43;
 
+/// How [`PgStore`]'s connections use TLS (with `sslmode=require` in the URL).
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseTls {
+    /// Certificate authorities (PEM) to check the server against; `None`:
+    /// the system's trust store.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The certificate this coordinator shows the server, for `cert`
+    /// authentication (`--database-cert`, `--database-key`).
+    pub client: Option<ClientCertificate>,
+}
+
+/// A client certificate chain and its private key, both PEM.
+#[derive(Clone)]
+pub struct ClientCertificate {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificate").field("cert_pem", &self.cert_pem.len()).finish_non_exhaustive()
+    }
+}
+
 /// [`PoolStore`] on a PostgreSQL database (see the module doc).
 #[derive(Clone)]
 pub struct PgStore {
@@ -57,8 +81,9 @@ impl PgStore {
     /// or a Unix-socket directory as `postgres://user@/db?host=/run/postgresql`),
     /// brings the schema up to date and reads (or creates) the pool secret.
     /// With `sslmode=require` in the URL, connections use TLS, the server's
-    /// certificate checked against `ca_pem` (PEM) or the system's trust store.
-    pub async fn connect(url: &str, max_connections: usize, ca_pem: Option<&[u8]>) -> Result<Self, StoreError> {
+    /// certificate checked against `tls.ca_pem` or the system's trust store,
+    /// and show `tls.client` when given (which needs `sslmode=require`).
+    pub async fn connect(url: &str, max_connections: usize, tls: &DatabaseTls) -> Result<Self, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Backend(format!("the database URL does not parse: {e}")))?;
         if config.get_connect_timeout().is_none() {
@@ -68,8 +93,13 @@ impl PgStore {
             config.application_name("vision-coordinator");
         }
         let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        if tls.client.is_some() && config.get_ssl_mode() != SslMode::Require {
+            return Err(StoreError::Backend(
+                "a client certificate (--database-cert) needs sslmode=require in the database URL".into(),
+            ));
+        }
         let manager = match config.get_ssl_mode() {
-            SslMode::Require => Manager::from_config(config, tls_connector(ca_pem)?, recycling),
+            SslMode::Require => Manager::from_config(config, tls_connector(tls)?, recycling),
             // `prefer` (the default) without TLS: plain, as libpq does without SSL support.
             _ => Manager::from_config(config, NoTls, recycling),
         };
@@ -158,12 +188,12 @@ impl PgStore {
 
 /// TLS for `sslmode=require`: the server's certificate must chain to `ca_pem`
 /// (PEM) or, without it, to the system's trust store, and name the host.
-fn tls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+fn tls_connector(tls: &DatabaseTls) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let invalid = |why: String| StoreError::Backend(format!("database TLS: {why}"));
     let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
+    match tls.ca_pem.as_deref() {
         Some(pem) => {
             for cert in CertificateDer::pem_slice_iter(pem) {
                 roots.add(cert.map_err(|e| invalid(e.to_string()))?).map_err(|e| invalid(e.to_string()))?;
@@ -179,12 +209,23 @@ fn tls_connector(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::MakeRus
     if roots.is_empty() {
         return Err(invalid("no certificate authority to check the server against".into()));
     }
-    let config =
+    let builder =
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+    let config = match &tls.client {
+        Some(client) => {
+            let chain = CertificateDer::pem_slice_iter(&client.cert_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("--database-cert: {e}")))?;
+            let key =
+                PrivateKeyDer::from_pem_slice(&client.key_pem).map_err(|e| invalid(format!("--database-key: {e}")))?;
+            // Also checks that the key belongs to the certificate.
+            builder.with_client_auth_cert(chain, key).map_err(|e| invalid(format!("--database-cert: {e}")))?
+        }
+        None => builder.with_no_client_auth(),
+    };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 

@@ -26,9 +26,13 @@ pub struct ThrowawayPostgres {
     tls_port: Option<u16>,
     /// Whether commits wait for the disk (`fsync=on`), as in production.
     durable: bool,
+    /// Whether TLS clients must show a certificate of the test CA (`cert`
+    /// authentication; `client.pem` and `client.key` in `dir` are one).
+    client_certs: bool,
 }
 
-/// A test CA and a server certificate for 127.0.0.1 it signed, in `dir`.
+/// A test CA, a server certificate for 127.0.0.1 and a client certificate
+/// for the user `postgres` it signed, in `dir`.
 fn make_server_certificate(dir: &Path) {
     let script = "set -e
         ec='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
@@ -37,6 +41,10 @@ fn make_server_certificate(dir: &Path) {
         echo 'subjectAltName=IP:127.0.0.1' > server.ext
         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
             -days 2 -extfile server.ext 2>/dev/null
+        openssl req $ec -keyout client.key -out client.csr -subj '/CN=postgres' 2>/dev/null
+        echo 'extendedKeyUsage=clientAuth' > client.ext
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 \
+            -extfile client.ext 2>/dev/null
         chmod 600 server.key";
     let status = Command::new("sh").args(["-c", script]).current_dir(dir).status();
     assert!(status.is_ok_and(|s| s.success()), "openssl made no certificate (scripts/test.sh installs openssl)");
@@ -66,23 +74,30 @@ fn is_root() -> bool {
 impl ThrowawayPostgres {
     /// Starts a fresh server; panics with the reason when it cannot.
     pub fn start() -> Self {
-        Self::start_with(false, false)
+        Self::start_with(false, false, false)
     }
 
     /// Starts a fresh server whose commits wait for the disk (`fsync=on`,
     /// full page writes), for benchmarks of what a commit costs.
     pub fn start_durable() -> Self {
-        Self::start_with(false, true)
+        Self::start_with(false, true, false)
     }
 
     /// Starts a fresh server that also takes TLS connections on a loopback
     /// port ([`ThrowawayPostgres::tls_url`]), with a certificate of a test CA
     /// ([`ThrowawayPostgres::ca_pem`]).
     pub fn start_tls() -> Self {
-        Self::start_with(true, false)
+        Self::start_with(true, false, false)
     }
 
-    fn start_with(tls: bool, durable: bool) -> Self {
+    /// As [`ThrowawayPostgres::start_tls`], and TLS clients must also show a
+    /// certificate of the test CA for their user (`cert` authentication;
+    /// [`ThrowawayPostgres::client_cert_pem`] is one for `postgres`).
+    pub fn start_tls_client_certs() -> Self {
+        Self::start_with(true, false, true)
+    }
+
+    fn start_with(tls: bool, durable: bool, client_certs: bool) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let bin = bin_dir().unwrap_or_else(|| {
             panic!(
@@ -106,7 +121,7 @@ impl ThrowawayPostgres {
             let chown = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
             assert!(chown.is_ok_and(|s| s.success()), "chown {} to postgres", dir.display());
         }
-        let server = ThrowawayPostgres { dir, bin, as_postgres, tls_port, durable };
+        let server = ThrowawayPostgres { dir, bin, as_postgres, tls_port, durable, client_certs };
         let data = server.dir.join("data");
         server.run(
             "initdb",
@@ -123,8 +138,24 @@ impl ThrowawayPostgres {
                 "--no-sync".as_ref(),
             ],
         );
+        if client_certs {
+            // Over TCP only TLS with a client certificate of the test CA
+            // whose CN is the user; psql keeps the trusted Unix socket.
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 cert\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+        }
         server.restart();
         server
+    }
+
+    /// The client certificate (PEM) for the user `postgres`, signed by the test CA.
+    pub fn client_cert_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("client.pem")).expect("client.pem")
+    }
+
+    /// The private key (PEM) of [`ThrowawayPostgres::client_cert_pem`].
+    pub fn client_key_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("client.key")).expect("client.key")
     }
 
     fn command(&self, program: &str) -> Command {
@@ -212,7 +243,8 @@ impl ThrowawayPostgres {
         let listen = match self.tls_port {
             Some(port) => format!(
                 "-c listen_addresses=127.0.0.1 -p {port} -c ssl=on -c ssl_cert_file={dir}/server.pem \
-                 -c ssl_key_file={dir}/server.key"
+                 -c ssl_key_file={dir}/server.key{}",
+                if self.client_certs { format!(" -c ssl_ca_file={dir}/ca.pem") } else { String::new() }
             ),
             None => "-c listen_addresses=''".into(),
         };
