@@ -168,6 +168,13 @@ async fn three_coordinators_on_one_database_act_as_one_pool() {
         }
     }
     assert!(after_kill >= 40, "the surviving coordinators kept serving ({after_kill} shares)");
+    // A survivor's metrics: its shares were committed in append batches.
+    let metrics = get_json(&http, &format!("{}/pool/metrics", urls[0]), None).await;
+    assert_eq!(metrics["storage"]["backend"], "postgres", "{metrics}");
+    let commits = metrics["storage"]["commits"].as_u64().unwrap();
+    // Every batch holds at least one share that was appended or found credited.
+    let appends: u64 = ["valid", "replayed", "duplicate"].iter().map(|k| metrics["shares"][k].as_u64().unwrap()).sum();
+    assert!(commits >= 1 && commits <= appends, "{metrics}");
 
     // The books: every acknowledged share in the ledger exactly once.
     let store = PgStore::connect(&url, 2, &DatabaseTls::default()).await.expect("read the shared database");

@@ -429,12 +429,23 @@ impl CoordinatorArgs {
         };
         let non_empty = |t: Option<String>| t.filter(|t| !t.is_empty());
         let rewards = self.reward_config(&pool_address, block_time_secs)?;
+        let database_url = non_empty(self.database_url).map(check_database_url).transpose()?;
+        let client = client_certificate(self.database_cert.as_deref(), self.database_key.as_deref())?;
+        if client.is_some() {
+            match database_url.as_deref().map(str::parse::<tokio_postgres::Config>) {
+                None => return Err(ConfigError::Invalid("--database-cert is for --database-url (PostgreSQL)".into())),
+                Some(Ok(url)) if url.get_ssl_mode() != tokio_postgres::config::SslMode::Require => {
+                    return Err(ConfigError::Invalid("--database-cert needs sslmode=require in --database-url".into()))
+                }
+                Some(_) => {}
+            }
+        }
         Ok(CoordinatorConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./vision-data")),
-            database_url: non_empty(self.database_url).map(check_database_url).transpose()?,
+            database_url,
             database_tls: DatabaseTls {
                 ca_pem: self.database_ca.as_deref().map(|p| read_ca_file("--database-ca", p)).transpose()?,
-                client: client_certificate(self.database_cert.as_deref(), self.database_key.as_deref())?,
+                client,
             },
             database_connections: self.database_connections.unwrap_or(16).clamp(2, 1024),
             cache_mb: self.cache_mb.unwrap_or(256).clamp(4, 1 << 20),
@@ -547,9 +558,16 @@ fn client_certificate(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<
         return Err(invalid("--database-cert", cert, "no certificate in it".into()));
     }
     let key_pem = std::fs::read(key).map_err(|e| invalid("--database-key", key, e.to_string()))?;
-    // The message never repeats the key's contents.
-    PrivateKeyDer::from_pem_slice(&key_pem)
+    // The messages never repeat the key's contents.
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|_| invalid("--database-key", key, "no private key in it (PEM: PKCS#8, PKCS#1 or SEC1)".into()))?;
+    // Loaded as the connection will load it, and checked against the
+    // certificate: a wrong or broken key is refused here, at start.
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => invalid("--database-key", key, "not the key of --database-cert".into()),
+        _ => invalid("--database-key", key, "no usable private key in it (RSA, ECDSA or Ed25519)".into()),
+    })?;
     Ok(Some(ClientCertificate { cert_pem, key_pem }))
 }
 

@@ -98,8 +98,13 @@ async fn register_job_and_shares_are_judged_by_recomputation() {
     let (_, metrics) = body(pool.get("/pool/metrics").await).await;
     assert_eq!(metrics["shares"]["valid"], 1);
     assert_eq!(metrics["ledger_shares"], 1);
+    // The accepted share was made durable by a flush of the sled store.
+    assert_eq!(metrics["storage"]["backend"], "sled");
+    let commits = metrics["storage"]["commits"].as_u64().unwrap();
+    assert!(commits >= 1, "{metrics}");
     let prometheus = pool.get("/metrics").await.text().await.unwrap();
     assert!(prometheus.contains("vision_pool_shares_total{outcome=\"valid\"} 1"), "{prometheus}");
+    assert!(prometheus.contains("vision_pool_store_commits_total{backend=\"sled\"} "), "{prometheus}");
     pool.stop().await;
 }
 

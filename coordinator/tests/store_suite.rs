@@ -333,15 +333,25 @@ async fn postgres_with_a_client_certificate() {
     {
         std::fs::write(files.join(name), pem).unwrap();
     }
-    let config = vision_coordinator::config::CoordinatorArgs {
-        database_url: Some(url.clone()),
+    std::fs::write(files.join("junk.key"), "-----BEGIN PRIVATE KEY-----\nsecretjunk\n-----END PRIVATE KEY-----\n")
+        .unwrap();
+    let settings = |url: Option<&str>, key: &str| vision_coordinator::config::CoordinatorArgs {
+        database_url: url.map(String::from),
         database_ca: Some(files.join("ca.pem")),
         database_cert: Some(files.join("cert.pem")),
-        database_key: Some(files.join("key.pem")),
+        database_key: Some(files.join(key)),
         ..Default::default()
-    }
-    .resolve()
-    .expect("valid database TLS settings");
+    };
+    let config = settings(Some(&url), "key.pem").resolve().expect("valid database TLS settings");
+    // Settings refused at start, each with why (and never the key's contents).
+    let refused = |url: Option<&str>, key: &str| settings(url, key).resolve().unwrap_err().to_string();
+    assert!(refused(None, "key.pem").contains("is for --database-url"));
+    assert!(refused(Some(&server.url("mtls")), "key.pem").contains("needs sslmode=require"));
+    let junk = refused(Some(&url), "junk.key");
+    assert!(junk.contains("no usable private key") && !junk.contains("secretjunk"), "{junk}");
+    let other = ThrowawayPostgres::start_tls_client_certs();
+    std::fs::write(files.join("other.key"), other.client_key_pem()).unwrap();
+    assert!(refused(Some(&url), "other.key").contains("not the key of --database-cert"));
     let ours = config.database_tls.client.clone().expect("the client certificate");
     let store = PgStore::connect(&url, 2, &config.database_tls).await.expect("TLS with our client certificate");
     let tls = |client: Option<ClientCertificate>| DatabaseTls { ca_pem: Some(server.ca_pem()), client };
@@ -351,14 +361,13 @@ async fn postgres_with_a_client_certificate() {
     // Without a certificate, or with another CA's: refused by the server.
     let without = PgStore::connect(&url, 2, &tls(None)).await;
     assert!(without.is_err(), "no client certificate, no connection");
-    let other = ThrowawayPostgres::start_tls_client_certs();
     let foreign = ClientCertificate { cert_pem: other.client_cert_pem(), key_pem: other.client_key_pem() };
     let refused = PgStore::connect(&url, 2, &tls(Some(foreign))).await;
     assert!(refused.is_err(), "a client certificate of another CA is refused");
     // A key that is not the certificate's: refused before connecting.
     let mismatched = ClientCertificate { key_pem: other.client_key_pem(), ..ours.clone() };
     let err = PgStore::connect(&url, 2, &tls(Some(mismatched))).await.unwrap_err().to_string();
-    assert!(err.contains("--database-cert"), "{err}");
+    assert!(err.contains("--database-cert") && err.contains("KeyMismatch"), "{err}");
     // And a client certificate without sslmode=require: refused, with why.
     let plain = server.url("mtls");
     let err = PgStore::connect(&plain, 2, &tls(Some(ours))).await.unwrap_err().to_string();

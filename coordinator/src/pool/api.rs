@@ -300,6 +300,7 @@ async fn metrics_value(pool: &Pool) -> serde_json::Value {
         "share_response": latency["share_response"],
         "job_response": latency["job_response"],
         "rewards": pool.rewards().counters(),
+        "storage": {"backend": m.store_backend, "commits": m.store_commits},
         "uptime_seconds": pool.uptime().as_secs(),
     })
 }
@@ -413,6 +414,13 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
         &[("{status=\"paid\"}", counter(r.payouts_paid)), ("{status=\"set_aside\"}", counter(r.payouts_set_aside))],
     );
     metric("vision_pool_ledger_shares", "gauge", "Shares in the ledger.", &[("", counter(m.ledger_shares))]);
+    let backend = format!("{{backend=\"{}\"}}", m.store_backend);
+    metric(
+        "vision_pool_store_commits_total",
+        "counter",
+        "Commits that made writes durable: sled flushes, or PostgreSQL share-append batches.",
+        &[(backend.as_str(), counter(m.store_commits))],
+    );
     metric(
         "vision_pool_verify_queue_depth",
         "gauge",

@@ -33,6 +33,8 @@ pub(crate) struct MetricsSnapshot {
     pub(crate) verify_queue_capacity: usize,
     pub(crate) sessions_active: usize,
     pub(crate) sources_tracked: usize,
+    pub(crate) store_backend: &'static str,
+    pub(crate) store_commits: u64,
 }
 
 impl Pool {
@@ -203,6 +205,8 @@ impl Pool {
             verify_queue_capacity: self.verifier.capacity(),
             sessions_active: self.sessions.lock().expect("sessions lock").len(),
             sources_tracked: self.sources.len(),
+            store_backend: self.store.backend(),
+            store_commits: self.store.commits(),
         }
     }
 

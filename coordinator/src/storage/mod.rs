@@ -417,6 +417,14 @@ pub trait PoolStore: Send + Sync + 'static {
     /// the group-commit thread or `spawn_blocking`, never on the runtime.
     /// A store whose writes are durable when they return does nothing.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// `sled` or `postgres`, for the metrics.
+    fn backend(&self) -> &'static str;
+    /// Commits that made writes durable since this process opened the
+    /// store, for the metrics: sled's flushes (one for many writes, the
+    /// group commit) or PostgreSQL's share-append batches (one transaction
+    /// for many shares). Against accepted shares, how well they group.
+    fn commits(&self) -> u64;
 }
 
 /// A found block for unit tests: accepted, found by worker "w".

@@ -26,6 +26,8 @@
 //! The task runs on the runtime the store was opened on and ends with the
 //! store's last clone.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
@@ -54,14 +56,22 @@ struct AppendRequest {
 #[derive(Clone)]
 pub(super) struct ShareAppender {
     requests: mpsc::Sender<AppendRequest>,
+    /// Batches committed so far.
+    committed: Arc<AtomicU64>,
 }
 
 impl ShareAppender {
     /// Starts the appending task on `pool` (on the current tokio runtime).
     pub(super) fn start(pool: Pool) -> Self {
         let (requests, inbox) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(pool, inbox));
-        ShareAppender { requests }
+        let committed = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(pool, inbox, committed.clone()));
+        ShareAppender { requests, committed }
+    }
+
+    /// Batches committed since the store opened.
+    pub(super) fn batches_committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
     }
 
     /// Appends `share` under duplicate key `key`, answering once its batch
@@ -78,7 +88,7 @@ fn stopped() -> StoreError {
     StoreError::Backend("the share appender stopped".into())
 }
 
-async fn run(pool: Pool, mut inbox: mpsc::Receiver<AppendRequest>) {
+async fn run(pool: Pool, mut inbox: mpsc::Receiver<AppendRequest>, committed: Arc<AtomicU64>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // Nobody waits for these any more (a shutdown): leave them out.
@@ -88,6 +98,7 @@ async fn run(pool: Pool, mut inbox: mpsc::Receiver<AppendRequest>) {
         }
         match append_batch(&pool, &batch).await {
             Ok(outcomes) => {
+                committed.fetch_add(1, Ordering::Relaxed);
                 for (request, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
                 }

@@ -92,7 +92,7 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("vision-coordinator");
         }
-        notice_dead_connections(&mut config, url);
+        notice_dead_connections(&mut config);
         let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
         if tls.client.is_some() && config.get_ssl_mode() != SslMode::Require {
             return Err(StoreError::Backend(
@@ -187,16 +187,18 @@ impl PgStore {
     }
 }
 
-/// TLS for `sslmode=require`: the server's certificate must chain to `ca_pem`
-/// (PEM) or, without it, to the system's trust store, and name the host.
 /// A database that vanished (a failover, a cut link) leaves connections that
 /// hang until TCP gives up: two hours when idle, about fifteen minutes with
-/// data in flight, by default. Unless the URL says otherwise, a dead
-/// connection fails within about a minute (keepalive probes from 30 s idle,
-/// every 10 s, 3 of them; unacknowledged data for 30 s), and the pool opens
-/// a fresh one.
-fn notice_dead_connections(config: &mut tokio_postgres::Config, url: &str) {
-    if !url.contains("keepalives_idle") {
+/// data in flight, by default. Unless the URL says otherwise, this side
+/// notices within about a minute: keepalive probes from 30 s idle, every
+/// 10 s, and (on Linux, where it also bounds the probes) a 30 s limit on
+/// unacknowledged data; the pool then opens a fresh connection. The server
+/// side is told to abort a transaction of ours left idle for 60 s, so one
+/// whose connection died does not hold its locks (the ledger head) until the
+/// server's own keepalives notice. (A `keepalives_idle` of exactly 7200, the
+/// driver's default, counts as unset.)
+fn notice_dead_connections(config: &mut tokio_postgres::Config) {
+    if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle() {
         config.keepalives_idle(Duration::from_secs(30));
     }
     if config.get_keepalives_interval().is_none() {
@@ -208,8 +210,13 @@ fn notice_dead_connections(config: &mut tokio_postgres::Config, url: &str) {
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(Duration::from_secs(30));
     }
+    if config.get_options().is_none() {
+        config.options("-c idle_in_transaction_session_timeout=60s");
+    }
 }
 
+/// TLS for `sslmode=require`: the server's certificate must chain to `ca_pem`
+/// (PEM) or, without it, to the system's trust store, and name the host.
 fn tls_connector(tls: &DatabaseTls) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -765,6 +772,14 @@ impl PoolStore for PgStore {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn commits(&self) -> u64 {
+        self.appender.batches_committed()
+    }
 }
 
 /// Checks what `update` was decided on, locking those rows for the rest of
@@ -853,7 +868,7 @@ mod tests {
     fn dead_connections_are_noticed_unless_the_url_says_otherwise() {
         let configured = |url: &str| {
             let mut config = tokio_postgres::Config::from_str(url).unwrap();
-            notice_dead_connections(&mut config, url);
+            notice_dead_connections(&mut config);
             config
         };
         let config = configured("postgres://pool@db.example/pool");
@@ -862,10 +877,15 @@ mod tests {
         assert_eq!(config.get_keepalives_interval(), Some(Duration::from_secs(10)));
         assert_eq!(config.get_keepalives_retries(), Some(3));
         assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+        assert_eq!(config.get_options(), Some("-c idle_in_transaction_session_timeout=60s"));
+        // A password that mentions a setting sets nothing.
+        let config = configured("postgres://pool:keepalives_idle@db.example/pool");
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(30));
         let config = configured(
             "postgres://pool@db.example/pool?keepalives_idle=600&keepalives_interval=60&keepalives_retries=9\
-             &tcp_user_timeout=120",
+             &tcp_user_timeout=120&options=-c%20statement_timeout%3D5s",
         );
+        assert_eq!(config.get_options(), Some("-c statement_timeout=5s"));
         assert_eq!(config.get_keepalives_idle(), Duration::from_secs(600));
         assert_eq!(config.get_keepalives_interval(), Some(Duration::from_secs(60)));
         assert_eq!(config.get_keepalives_retries(), Some(9));

@@ -659,12 +659,14 @@ impl SledTrees {
 #[derive(Clone)]
 pub struct SledStore {
     trees: SledTrees,
+    /// Flushes that succeeded (`PoolStore::commits`), shared by clones.
+    flushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SledStore {
     /// Opens (or creates) the pool's trees in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(SledStore { trees: SledTrees::open(db)? })
+        Ok(SledStore { trees: SledTrees::open(db)?, flushes: Default::default() })
     }
 
     /// Opens a sled database at `path` (for tests and tools).
@@ -829,7 +831,15 @@ impl PoolStore for SledStore {
         self.trees.secret
     }
     fn flush(&self) -> Result<(), StoreError> {
-        self.trees.flush()
+        self.trees.flush()?;
+        self.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
+    fn commits(&self) -> u64 {
+        self.flushes.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
