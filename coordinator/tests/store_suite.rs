@@ -194,6 +194,37 @@ async fn postgres_stores_on_one_database_act_as_one() {
     assert_eq!(claim(1, "b", 60_000).await, None, "a paid batch is not sent again");
 }
 
+/// A database migrated by a newer coordinator: used when the newer
+/// migrations say this schema can still read it (a rolling upgrade),
+/// refused otherwise, with why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_newer_schema_is_used_only_where_it_says_this_one_still_works() {
+    let server = ThrowawayPostgres::start();
+    let url = server.database("schemas");
+    let plain = DatabaseTls::default();
+    let connect = || PgStore::connect(&url, 2, &plain);
+    connect().await.expect("a fresh database migrates");
+    let ours = vision_coordinator::storage::schema_version();
+    let marks = server.query("schemas", "SELECT version, oldest_reader FROM pool_schema_migrations ORDER BY version");
+    assert_eq!(marks, "1|1\n2|1", "both migrations so far leave schema-1 coordinators working");
+    let future = ours + 1;
+    server.query(
+        "schemas",
+        &format!(
+            "INSERT INTO pool_schema_migrations (version, description, oldest_reader) VALUES ({future}, 'x', {ours})"
+        ),
+    );
+    connect().await.expect("a newer schema that this one can still read");
+    for mark in [format!("{future}"), "NULL".into()] {
+        server.query(
+            "schemas",
+            &format!("UPDATE pool_schema_migrations SET oldest_reader = {mark} WHERE version = {future}"),
+        );
+        let err = connect().await.unwrap_err().to_string();
+        assert!(err.contains(&format!("schema version {future}")) && err.contains("upgrade the coordinator"), "{err}");
+    }
+}
+
 /// Appends are batched per store (one transaction per batch): many at once
 /// through three stores still give dense positions, each key credited once,
 /// and every duplicate the credit of the first.

@@ -6,6 +6,14 @@
 //! already recorded in `pool_schema_migrations` is skipped. Migrations are
 //! only ever appended: a released one is never edited.
 //!
+//! Each migration records the oldest schema whose coordinators still work
+//! on the database after it (`oldest_reader`): an additive one (a new
+//! function, table or index) keeps older coordinators working, so a rolling
+//! upgrade can restart them. A coordinator refuses a database holding a
+//! migration it does not know unless that migration names its schema or an
+//! older one as still readable. (Coordinators of schema 1 predate the mark
+//! and refuse any newer migration.)
+//!
 //! Records are stored whole as `jsonb` (the same serde shapes as sled's
 //! trees), beside the columns that keys, indexes and constraints need.
 
@@ -16,12 +24,22 @@ use super::StoreError;
 /// The advisory lock key of the migration step ("VSNM" in ASCII).
 const MIGRATION_LOCK: i64 = 0x5653_4e4d;
 
-/// (version, what it does, SQL). Appended to, never edited.
-const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (
-        1,
-        "the pool's tables",
-        r#"
+/// A migration: its version, the oldest schema whose coordinators still
+/// work after it, what it does, and its SQL.
+struct Migration {
+    version: i32,
+    oldest_reader: i32,
+    description: &'static str,
+    sql: &'static str,
+}
+
+/// Appended to, never edited.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        oldest_reader: 1,
+        description: "the pool's tables",
+        sql: r#"
 CREATE TABLE pool_secret (
     id integer PRIMARY KEY CHECK (id = 1),
     secret bytea NOT NULL CHECK (length(secret) = 32)
@@ -148,11 +166,14 @@ CREATE TABLE pool_payouts (
 CREATE INDEX pool_payouts_sending ON pool_payouts (id) WHERE sending;
 CREATE INDEX pool_payouts_wallets ON pool_payouts USING gin (wallets);
 "#,
-    ),
-    (
-        2,
-        "batched share appends",
-        r#"
+    },
+    Migration {
+        version: 2,
+        // Additive: pool_append_share stays, and appends from both lock the
+        // ledger head, so schema-1 coordinators keep working beside ours.
+        oldest_reader: 1,
+        description: "batched share appends",
+        sql: r#"
 -- Appends a batch of shares in one transaction, as pool_append_share does one
 -- (which stays, for coordinators of schema 1): the head row is locked once,
 -- each share takes the next position unless its key is already held, and
@@ -200,53 +221,62 @@ BEGIN
 END
 $$;
 "#,
-    ),
+    },
 ];
 
 /// Brings the schema up to date; safe when several coordinators run it at once.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_error)?;
+    // `oldest_reader` came with schema 2; rows from before have none,
+    // which counts as readable by their own schema only.
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS pool_schema_migrations (
             version integer PRIMARY KEY,
             description text NOT NULL,
             applied_at timestamptz NOT NULL DEFAULT now()
-        )",
+        );
+        ALTER TABLE pool_schema_migrations ADD COLUMN IF NOT EXISTS oldest_reader integer",
     )
     .await
     .map_err(pg_error)?;
-    let applied: Vec<i32> = tx
-        .query("SELECT version FROM pool_schema_migrations", &[])
+    let applied: Vec<(i32, Option<i32>)> = tx
+        .query("SELECT version, oldest_reader FROM pool_schema_migrations", &[])
         .await
         .map_err(pg_error)?
         .iter()
-        .map(|row| row.get(0))
+        .map(|row| (row.get(0), row.get(1)))
         .collect();
-    if let Some(newer) = applied.iter().find(|v| !MIGRATIONS.iter().any(|(m, _, _)| m == *v)) {
-        return Err(StoreError::Backend(format!(
-            "the database has schema version {newer}, which this coordinator does not know: upgrade the coordinator"
-        )));
+    let ours = schema_version();
+    for &(version, oldest_reader) in applied.iter().filter(|(v, _)| !MIGRATIONS.iter().any(|m| m.version == *v)) {
+        let oldest_reader = oldest_reader.unwrap_or(version);
+        if oldest_reader > ours {
+            return Err(StoreError::Backend(format!(
+                "the database has schema version {version}, which needs a coordinator of schema {oldest_reader} \
+                 or newer (this one is of schema {ours}): upgrade the coordinator"
+            )));
+        }
+        tracing::info!(version, ours, "the database has a newer schema, which this coordinator can still use");
     }
-    for (version, description, sql) in MIGRATIONS {
-        if applied.contains(version) {
+    for migration in MIGRATIONS {
+        if applied.iter().any(|(v, _)| *v == migration.version) {
             continue;
         }
-        tx.batch_execute(sql).await.map_err(pg_error)?;
+        tx.batch_execute(migration.sql).await.map_err(pg_error)?;
         tx.execute(
-            "INSERT INTO pool_schema_migrations (version, description) VALUES ($1, $2)",
-            &[version, description],
+            "INSERT INTO pool_schema_migrations (version, description, oldest_reader) VALUES ($1, $2, $3)",
+            &[&migration.version, &migration.description, &migration.oldest_reader],
         )
         .await
         .map_err(pg_error)?;
-        tracing::info!(version, "applied schema migration: {description}");
+        tracing::info!(version = migration.version, "applied schema migration: {}", migration.description);
     }
     tx.commit().await.map_err(pg_error)
 }
 
 /// The number of the newest migration this build knows.
 pub fn schema_version() -> i32 {
-    MIGRATIONS.iter().map(|(v, _, _)| *v).max().unwrap_or(0)
+    MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 /// A client error as the store's (the server's own message when it sent one).
