@@ -201,28 +201,42 @@ async fn postgres_stores_on_one_database_act_as_one() {
 async fn postgres_a_newer_schema_is_used_only_where_it_says_this_one_still_works() {
     let server = ThrowawayPostgres::start();
     let url = server.database("schemas");
+    let sql = |sql: &str| server.query("schemas", sql);
     let plain = DatabaseTls::default();
     let connect = || PgStore::connect(&url, 2, &plain);
+    let marks = || sql("SELECT version, coalesce(oldest_reader, 0) FROM pool_schema_migrations ORDER BY version");
+
+    // A database of schema 1, as schema-1 coordinators left it (no marks):
+    // migrated, its old row unmarked, the new one marked.
     connect().await.expect("a fresh database migrates");
+    sql("DELETE FROM pool_schema_migrations WHERE version = 2; DROP FUNCTION pool_append_shares; \
+         ALTER TABLE pool_schema_migrations DROP COLUMN oldest_reader");
+    connect().await.expect("a schema-1 database migrates");
+    assert_eq!(marks(), "1|0\n2|1", "both migrations so far leave schema-1 coordinators working");
+
     let ours = vision_coordinator::storage::schema_version();
-    let marks = server.query("schemas", "SELECT version, oldest_reader FROM pool_schema_migrations ORDER BY version");
-    assert_eq!(marks, "1|1\n2|1", "both migrations so far leave schema-1 coordinators working");
-    let future = ours + 1;
-    server.query(
-        "schemas",
-        &format!(
-            "INSERT INTO pool_schema_migrations (version, description, oldest_reader) VALUES ({future}, 'x', {ours})"
-        ),
-    );
+    let (next, later) = (ours + 1, ours + 2);
+    sql(&format!(
+        "INSERT INTO pool_schema_migrations (version, description, oldest_reader) VALUES ({next}, 'x', {ours})"
+    ));
     connect().await.expect("a newer schema that this one can still read");
-    for mark in [format!("{future}"), "NULL".into()] {
-        server.query(
-            "schemas",
-            &format!("UPDATE pool_schema_migrations SET oldest_reader = {mark} WHERE version = {future}"),
-        );
+    // Refused where a newer migration needs a newer coordinator, or says
+    // nothing; named, the one needing the newest.
+    for mark in [format!("{next}"), "NULL".into()] {
+        sql(&format!("UPDATE pool_schema_migrations SET oldest_reader = {mark} WHERE version = {next}"));
         let err = connect().await.unwrap_err().to_string();
-        assert!(err.contains(&format!("schema version {future}")) && err.contains("upgrade the coordinator"), "{err}");
+        assert!(err.contains(&format!("schema version {next}")) && err.contains("upgrade the coordinator"), "{err}");
     }
+    sql(&format!("UPDATE pool_schema_migrations SET oldest_reader = {ours} WHERE version = {next}"));
+    sql(&format!(
+        "INSERT INTO pool_schema_migrations (version, description, oldest_reader) VALUES ({later}, 'y', {later})"
+    ));
+    let err = connect().await.unwrap_err().to_string();
+    assert!(err.contains(&format!("schema version {later}, which needs a coordinator of schema {later}")), "{err}");
+    // And a newer schema with one of ours missing is not a history we know.
+    sql(&format!("DELETE FROM pool_schema_migrations WHERE version IN ({later}, {ours})"));
+    let err = connect().await.unwrap_err().to_string();
+    assert!(err.contains(&format!("but not {ours}")), "{err}");
 }
 
 /// Appends are batched per store (one transaction per batch): many at once

@@ -228,32 +228,61 @@ $$;
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_error)?;
-    // `oldest_reader` came with schema 2; rows from before have none,
-    // which counts as readable by their own schema only.
+    // `oldest_reader` came with schema 2; rows from before have none, which
+    // counts as readable by their own schema only. Added only when missing:
+    // ALTER TABLE takes an exclusive lock (a running pg_dump would hold up
+    // every start).
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS pool_schema_migrations (
             version integer PRIMARY KEY,
             description text NOT NULL,
             applied_at timestamptz NOT NULL DEFAULT now()
-        );
-        ALTER TABLE pool_schema_migrations ADD COLUMN IF NOT EXISTS oldest_reader integer",
+        )",
     )
     .await
     .map_err(pg_error)?;
+    let marked = tx
+        .query_one(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'pool_schema_migrations'::regclass \
+             AND attname = 'oldest_reader' AND NOT attisdropped",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?
+        .get::<_, i64>(0)
+        > 0;
+    if !marked {
+        tx.batch_execute("ALTER TABLE pool_schema_migrations ADD COLUMN oldest_reader integer")
+            .await
+            .map_err(pg_error)?;
+    }
     let applied: Vec<(i32, Option<i32>)> = tx
-        .query("SELECT version, oldest_reader FROM pool_schema_migrations", &[])
+        .query("SELECT version, oldest_reader FROM pool_schema_migrations ORDER BY version", &[])
         .await
         .map_err(pg_error)?
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
     let ours = schema_version();
-    for &(version, oldest_reader) in applied.iter().filter(|(v, _)| !MIGRATIONS.iter().any(|m| m.version == *v)) {
-        let oldest_reader = oldest_reader.unwrap_or(version);
-        if oldest_reader > ours {
+    let unknown: Vec<(i32, i32)> = applied
+        .iter()
+        .filter(|(v, _)| !MIGRATIONS.iter().any(|m| m.version == *v))
+        .map(|&(version, oldest_reader)| (version, oldest_reader.unwrap_or(version)))
+        .collect();
+    // The one needing the newest coordinator is the one to name.
+    if let Some(&(version, needs)) = unknown.iter().max_by_key(|(_, needs)| *needs).filter(|(_, needs)| *needs > ours) {
+        return Err(StoreError::Backend(format!(
+            "the database has schema version {version}, which needs a coordinator of schema {needs} or newer \
+             (this one is of schema {ours}): upgrade the coordinator"
+        )));
+    }
+    if let Some(&(version, _)) = unknown.first() {
+        // Migrations are applied in order, all in one transaction: a newer
+        // one with one of ours missing is not this project's history.
+        if let Some(missing) = MIGRATIONS.iter().find(|m| !applied.iter().any(|(v, _)| *v == m.version)) {
             return Err(StoreError::Backend(format!(
-                "the database has schema version {version}, which needs a coordinator of schema {oldest_reader} \
-                 or newer (this one is of schema {ours}): upgrade the coordinator"
+                "the database has schema version {version} but not {}: not a history this coordinator knows",
+                missing.version
             )));
         }
         tracing::info!(version, ours, "the database has a newer schema, which this coordinator can still use");
