@@ -79,26 +79,21 @@ async fn three_coordinators_credit_each_block_once_and_pay_once() {
 
     // The database goes away: shares are answered 503, none acknowledged;
     // it comes back: the pool serves again by itself.
+    let register_late = || {
+        http.post(format!("{}/pool/register", urls[1]))
+            .json(&json!({"worker_id": "late", "wallet_address": "land1late"}))
+            .send()
+    };
     server.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let outage_register = http
-        .post(format!("{}/pool/register", urls[1]))
-        .json(&json!({"worker_id": "late", "wallet_address": "land1late"}))
-        .send()
-        .await
-        .unwrap();
+    let outage_register = register_late().await.unwrap();
     assert_eq!(outage_register.status(), 503, "a write while the database is down");
     let answer: Value = outage_register.json().await.unwrap();
     assert_eq!(answer["error"], "storage_unavailable", "{answer}");
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let again = http
-            .post(format!("{}/pool/register", urls[1]))
-            .json(&json!({"worker_id": "late", "wallet_address": "land1late"}))
-            .send()
-            .await
-            .unwrap();
+        let again = register_late().await.unwrap();
         if again.status() == 200 {
             break;
         }
