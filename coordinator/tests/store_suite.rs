@@ -239,6 +239,26 @@ async fn postgres_a_newer_schema_is_used_only_where_it_says_this_one_still_works
     assert!(err.contains(&format!("but not {ours}")), "{err}");
 }
 
+/// A database that would acknowledge commits before they are on disk is
+/// refused, with what to do; the same database with the URL asking for
+/// durable commits is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_without_durable_commits_is_refused() {
+    let server = ThrowawayPostgres::start();
+    let url = server.database("durability");
+    let plain = DatabaseTls::default();
+    let off = format!("{url}&options=-c%20synchronous_commit%3Doff");
+    let err = PgStore::connect(&off, 2, &plain).await.unwrap_err().to_string();
+    assert!(err.contains("synchronous_commit=off") && err.contains("synchronous_commit = on"), "{err}");
+    server.query("durability", "ALTER DATABASE durability SET synchronous_commit = off");
+    let err = PgStore::connect(&url, 2, &plain).await.unwrap_err().to_string();
+    assert!(err.contains("synchronous_commit=off"), "{err}");
+    let on = format!("{url}&options=-c%20synchronous_commit%3Don");
+    PgStore::connect(&on, 2, &plain).await.expect("durable commits asked for in the URL");
+    let local = format!("{url}&options=-c%20synchronous_commit%3Dlocal");
+    PgStore::connect(&local, 2, &plain).await.expect("local commits are on disk");
+}
+
 /// Appends are batched per store (one transaction per batch): many at once
 /// through three stores still give dense positions, each key credited once,
 /// and every duplicate the credit of the first.

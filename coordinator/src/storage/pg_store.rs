@@ -113,6 +113,7 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Backend(format!("postgresql pool: {e}")))?;
         let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))?;
+        check_durable_commits(&client).await?;
         migrate(&mut client).await?;
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).map_err(|e| StoreError::Backend(format!("no OS randomness: {e}")))?;
@@ -210,9 +211,36 @@ fn notice_dead_connections(config: &mut tokio_postgres::Config) {
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(Duration::from_secs(30));
     }
-    if config.get_options().is_none() {
-        config.options("-c idle_in_transaction_session_timeout=60s");
+    // Added to the URL's own `options`, not dropped because it has some.
+    const IDLE: &str = "idle_in_transaction_session_timeout";
+    match config.get_options() {
+        None => {
+            config.options(format!("-c {IDLE}=60s"));
+        }
+        Some(theirs) if !theirs.contains(IDLE) => {
+            config.options(format!("{theirs} -c {IDLE}=60s"));
+        }
+        Some(_) => {}
     }
+}
+
+/// Refuses a database that acknowledges commits before they are on disk: with
+/// `synchronous_commit=off` a server crash loses the last moments of
+/// commits, and the pool has already answered those shares as accepted and
+/// those payouts as sent. (`local` and the `remote_*` levels all wait for
+/// the local flush.)
+async fn check_durable_commits(client: &Object) -> Result<(), StoreError> {
+    let row = client.query_one("SHOW synchronous_commit", &[]).await.map_err(pg_error)?;
+    let level: String = row.get(0);
+    if level == "off" {
+        return Err(StoreError::Backend(
+            "the database has synchronous_commit=off, so a crash would lose shares the pool has acknowledged; \
+             turn it on (ALTER ROLE ... SET synchronous_commit = on), or add options=-c%20synchronous_commit%3Don \
+             to the database URL"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// TLS for `sslmode=require`: the server's certificate must chain to `ca_pem`
@@ -885,10 +913,12 @@ mod tests {
             "postgres://pool@db.example/pool?keepalives_idle=600&keepalives_interval=60&keepalives_retries=9\
              &tcp_user_timeout=120&options=-c%20statement_timeout%3D5s",
         );
-        assert_eq!(config.get_options(), Some("-c statement_timeout=5s"));
+        assert_eq!(config.get_options(), Some("-c statement_timeout=5s -c idle_in_transaction_session_timeout=60s"));
         assert_eq!(config.get_keepalives_idle(), Duration::from_secs(600));
         assert_eq!(config.get_keepalives_interval(), Some(Duration::from_secs(60)));
         assert_eq!(config.get_keepalives_retries(), Some(9));
         assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(120)));
+        let config = configured("postgres://pool@db.example/pool?options=-c%20idle_in_transaction_session_timeout%3D0");
+        assert_eq!(config.get_options(), Some("-c idle_in_transaction_session_timeout=0"));
     }
 }
