@@ -139,3 +139,57 @@ async fn sigkill_at_every_money_point_pays_nobody_twice_and_loses_no_credit() {
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// `kill -9` on a found block's way to the chain: after its record is
+/// written but before its share is appended, and after its share is durable
+/// but before the chain is asked. The restarted coordinator, with nobody
+/// mining, gets the block onto the chain itself and credits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_between_finding_a_block_and_submitting_it_loses_no_block() {
+    let data_dir = fresh_dir("block-crash");
+    let http = reqwest::Client::new();
+    let mut token = None;
+    for point in ["block_recorded", "block_share_appended"] {
+        let (mut child, url) = start(&data_dir, Some(point));
+        if token.is_none() {
+            let registration = json!({"worker_id": "rig", "wallet_address": MINER});
+            let registered: Value = http
+                .post(format!("{url}/pool/register"))
+                .json(&registration)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            token = registered["worker_token"].as_str().map(str::to_string);
+        }
+        let token = token.as_deref().unwrap();
+        // The block mined next (an empty chain answers no tip, and starts at 0).
+        let height =
+            get(&http, &format!("{url}/node/tip")).await.and_then(|t| t["height"].as_u64()).map_or(0, |h| h + 1);
+        assert!(!mine_until(&http, &url, token, async || false).await);
+        expect_sigkill(&mut child, point);
+
+        let (mut child, url) = start(&data_dir, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let blocks = get(&http, &format!("{url}/pool/blocks")).await.unwrap_or_default();
+            let ours = blocks.as_array().into_iter().flatten().find(|b| b["height"] == height).cloned();
+            let on_chain = get(&http, &format!("{url}/node/block/{height}")).await;
+            if let (Some(ours), Some(on_chain)) = (ours, on_chain) {
+                if ours["submission"] == "accepted" && n(&ours["reward"]) > 0 {
+                    assert_eq!(on_chain["miner"], POOL, "{point}: {on_chain}");
+                    assert_eq!(on_chain["hash"], ours["hash"], "{point}: the chain holds the block we found");
+                    assert_eq!(ours["finder_wallet"], MINER, "{point}: {ours}");
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "{point}: the found block never reached the chain");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -189,7 +189,8 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "VISION_REWARD_POLL_MS")]
     pub reward_poll_ms: Option<u64>,
     /// Test hook: kill the process with SIGKILL at this point of the money
-    /// path (credit_block, after_sending, after_transfer).
+    /// path (block_recorded, block_share_appended, credit_block,
+    /// after_sending, after_transfer).
     #[arg(long, env = "VISION_CRASH_AT", hide = true)]
     #[serde(skip)]
     pub crash_at: Option<String>,

@@ -775,10 +775,40 @@ async fn found_blocks_and_reward_records_are_read_by_height(backend: Backend) {
     let from_two: Vec<u64> = store.found_blocks_from(2).await.unwrap().iter().map(|b| b.height).collect();
     assert_eq!(from_two, [2, 2, 10, 256]);
     assert_eq!(store.found_blocks().await.unwrap().len(), 5);
-    // An update of a found block replaces it.
-    let rejected = FoundBlockRecord { status: BlockStatus::Rejected, ..found_block(10, "w") };
-    store.put_found_block(&rejected).await.unwrap();
-    assert_eq!(store.found_blocks_at(10).await.unwrap(), [rejected]);
+    // An update of a found block replaces it, but never undoes the chain's
+    // answer, and a share position once known stays.
+    let write = |status, share_position, attempts| {
+        let record = FoundBlockRecord { status, share_position, attempts, ..found_block(20, "u") };
+        let store = store.clone();
+        async move {
+            store.put_found_block(&record).await.unwrap();
+            let stored = store.found_blocks_at(20).await.unwrap();
+            assert_eq!(stored.len(), 1);
+            let b = &stored[0];
+            (b.status, b.share_position, b.attempts)
+        }
+    };
+    use BlockStatus::{Accepted, Rejected, Submitted};
+    assert_eq!(write(Submitted, None, 1).await, (Submitted, None, 1));
+    assert_eq!(write(Submitted, Some(7), 2).await, (Submitted, Some(7), 2));
+    assert_eq!(write(Rejected, None, 3).await, (Rejected, Some(7), 3));
+    assert_eq!(write(Submitted, None, 1).await, (Rejected, Some(7), 3), "submitted does not unsettle");
+    assert_eq!(write(Accepted, None, 4).await, (Accepted, Some(7), 4), "the chain turned out to hold it");
+    assert_eq!(write(Rejected, Some(9), 5).await, (Accepted, Some(7), 5), "accepted stays accepted");
+    // Writers at once (coordinators retrying one block): the answer stands.
+    let racing: Vec<_> = (0..12u32)
+        .map(|i| {
+            let store = store.clone();
+            let status = [Submitted, Rejected, Accepted][i as usize % 3];
+            let record = FoundBlockRecord { status, share_position: None, ..found_block(30, "r") };
+            tokio::spawn(async move { store.put_found_block(&record).await.unwrap() })
+        })
+        .collect();
+    for writer in racing {
+        writer.await.unwrap();
+    }
+    let raced = store.found_blocks_at(30).await.unwrap();
+    assert_eq!((raced.len(), raced[0].status), (1, Accepted));
     let record = BlockRewardRecord::pending(2, "z", 0);
     store.apply_reward_update(&RewardUpdate { blocks: vec![record.clone()], ..RewardUpdate::default() }).await.unwrap();
     assert_eq!(store.block_reward(2, "z").await.unwrap(), Some(record.clone()));

@@ -1,7 +1,7 @@
 //! Found blocks: submission, retries, and records that say what the chain did.
 //!
-//! A block is recorded (`submitted`) together with its share before the
-//! chain sees it. A submission the chain answers is settled `accepted` or
+//! A block is recorded (`submitted`) before its share is appended and
+//! before the chain sees it. A submission the chain answers is settled `accepted` or
 //! `rejected` with the chain's reason. A transient failure (the node
 //! unreachable) is retried with backoff on a task of its own for as long
 //! as the block can still win: while the pool's current template is the

@@ -293,9 +293,18 @@ impl Pool {
             .filter(|b| b.status == crate::storage::BlockStatus::Submitted)
             .collect();
         let count = pending.len();
-        for block in pending {
+        for mut block in pending {
+            // Killed between appending the block's share and noting where:
+            // the ledger says (without it, the block bounds no PROP round).
+            let mut recorded = true;
+            if block.share_position.is_none() {
+                if let Some(credit) = self.store.credited(block.height, &block.template_id, block.nonce).await? {
+                    block.share_position = Some(credit.position);
+                    recorded = false;
+                }
+            }
             let pool = self.clone();
-            tokio::spawn(async move { pool.retry_block_submission(block, true).await });
+            tokio::spawn(async move { pool.retry_block_submission(block, recorded).await });
         }
         Ok(count)
     }

@@ -4,7 +4,7 @@
 //! syntax, duplicate key); a session that has shown no valid work yet then
 //! draws on its source's verification budget; only then is the share
 //! recomputed, off the runtime. An accepted share is appended to the ledger
-//! (with its found-block record when it meets the network target) and is
+//! (after its found-block record, when it meets the network target) and is
 //! durable before it is acknowledged or submitted to the chain.
 //!
 //! Everything after admission runs on a task of its own
@@ -20,6 +20,7 @@ use visionx::Digest;
 use super::metrics::PoolMetrics;
 use super::share_verifier::{ShareClaim, Verdict};
 use super::{Pool, PoolError, ShareRejection, ShareRequest, ShareResponse};
+use crate::rewards::CrashPoint;
 use crate::storage::{AppendOutcome, BlockStatus, FoundBlockRecord, ShareRecord};
 
 fn refused(rejection: ShareRejection, share_difficulty: u64) -> ShareResponse {
@@ -178,18 +179,12 @@ impl Pool {
             time_ms: now,
             is_block,
         };
-        let position = match self.store.append_share(&record).await? {
-            AppendOutcome::Appended(position) => position,
-            AppendOutcome::Duplicate(credit) if credit.session_id == session_id => {
-                self.commits.durable().await?;
-                PoolMetrics::bump(&self.metrics.shares_replayed);
-                return Ok(already_credited(difficulty));
-            }
-            AppendOutcome::Duplicate(_) => return reject(ShareRejection::Duplicate).await,
-        };
-        // Recorded before it is submitted: the chain never holds a pool
-        // block the pool has no record of.
-        let found = is_block.then(|| FoundBlockRecord {
+        // A block is recorded before its share is appended, and so before
+        // the chain sees it: a crash at any point leaves either no credited
+        // share (the miner's resubmission finds the block again) or a record
+        // that a restart resumes. The chain never holds a pool block the pool
+        // has no record of.
+        let mut found = is_block.then(|| FoundBlockRecord {
             height,
             hash: digest.to_hex(),
             template_id: job.template.id.clone(),
@@ -203,20 +198,52 @@ impl Pool {
             attempts: 0,
             updated_ms: now,
             submission: job.template.template.solved(request.nonce),
-            share_position: Some(position),
+            share_position: None,
             pool_fee_bps: Some(self.settings().pool_fee_bps),
         });
-        let recorded = match &found {
-            Some(found) => self.store.put_found_block(found).await,
+        if let Some(found) = &found {
+            // Durable on its own (one more flush per block, on sled): a crash
+            // before the share is appended still leaves the block recorded.
+            let recorded = match self.store.put_found_block(found).await {
+                Ok(()) => self.commits.durable().await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = recorded {
+                // Found all the same: a task of its own records and submits it.
+                let (pool, found) = (self.clone(), found.clone());
+                tokio::spawn(async move { pool.retry_block_submission(found, false).await });
+                return Err(err.into());
+            }
+            self.rewards.crash_point(CrashPoint::BlockRecorded);
+        }
+        let position = match self.store.append_share(&record).await? {
+            AppendOutcome::Appended(position) => position,
+            AppendOutcome::Duplicate(credit) if credit.session_id == session_id => {
+                self.commits.durable().await?;
+                PoolMetrics::bump(&self.metrics.shares_replayed);
+                return Ok(already_credited(difficulty));
+            }
+            AppendOutcome::Duplicate(_) => return reject(ShareRejection::Duplicate).await,
+        };
+        let recorded = match &mut found {
+            Some(found) => {
+                // Where its reward window ends.
+                found.share_position = Some(position);
+                self.store.put_found_block(found).await
+            }
             None => Ok(()),
         };
         let durable = self.commits.durable().await;
-        if let (Some(found), true) = (&found, recorded.is_err() || durable.is_err()) {
-            // The share is in the ledger (a resubmission would be answered
-            // already_credited), so the block must not wait for one: a task
-            // of its own records it, then submits it.
-            let (pool, found) = (self.clone(), found.clone());
-            tokio::spawn(async move { pool.retry_block_submission(found, false).await });
+        if let Some(found) = &found {
+            if recorded.is_err() || durable.is_err() {
+                // The share is in the ledger (a resubmission would be
+                // answered already_credited), so the block must not wait for
+                // one: a task of its own records it, then submits it.
+                let (pool, found) = (self.clone(), found.clone());
+                tokio::spawn(async move { pool.retry_block_submission(found, false).await });
+            } else {
+                self.rewards.crash_point(CrashPoint::BlockShareAppended);
+            }
         }
         recorded?;
         durable?;

@@ -50,6 +50,11 @@ pub const DEFAULT_FOUNDATION_ADDRESS: &str = "vision-foundation";
 /// (`VISION_CRASH_AT`), to prove that no point loses or doubles money.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrashPoint {
+    /// A found block is recorded; its share is not yet in the ledger.
+    BlockRecorded,
+    /// A found block's share is durable in the ledger; the chain has not
+    /// been asked.
+    BlockShareAppended,
     /// A block's credit is written but not yet flushed.
     CreditBlock,
     /// A payout batch is durable as `sending`; the chain has not been asked.
@@ -61,6 +66,8 @@ pub enum CrashPoint {
 impl CrashPoint {
     pub fn parse(name: &str) -> Option<CrashPoint> {
         match name {
+            "block_recorded" => Some(CrashPoint::BlockRecorded),
+            "block_share_appended" => Some(CrashPoint::BlockShareAppended),
             "credit_block" => Some(CrashPoint::CreditBlock),
             "after_sending" => Some(CrashPoint::AfterSending),
             "after_transfer" => Some(CrashPoint::AfterTransfer),
@@ -247,7 +254,7 @@ impl Rewards {
     }
 
     /// The test hook: dies here, as `kill -9` would have it, when asked to.
-    fn crash_point(&self, point: CrashPoint) {
+    pub(crate) fn crash_point(&self, point: CrashPoint) {
         if self.config.crash_at == Some(point) {
             tracing::warn!("crash point {point:?} reached: killing this process (VISION_CRASH_AT)");
             #[cfg(unix)]

@@ -242,6 +242,27 @@ pub struct FoundBlockRecord {
     pub pool_fee_bps: Option<u32>,
 }
 
+impl FoundBlockRecord {
+    /// What writing `self` leaves where `stored` is: the chain's answer is
+    /// never undone by a later write (a coordinator retrying a block another
+    /// one settled, a share path recording its block again): `submitted`
+    /// does not replace a settled record, nor `rejected` an `accepted` one
+    /// (`rejected` becomes `accepted` when the chain turns out to hold the
+    /// block). A known share position is kept, and attempts add up.
+    pub fn written_over(&self, stored: &FoundBlockRecord) -> FoundBlockRecord {
+        let rank = |status: BlockStatus| match status {
+            BlockStatus::Submitted => 0,
+            BlockStatus::Rejected => 1,
+            BlockStatus::Accepted => 2,
+        };
+        let (mut kept, other) =
+            if rank(stored.status) > rank(self.status) { (stored.clone(), self) } else { (self.clone(), stored) };
+        kept.share_position = kept.share_position.or(other.share_position);
+        kept.attempts = kept.attempts.max(other.attempts);
+        kept
+    }
+}
+
 /// A banned session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanRecord {
@@ -394,7 +415,8 @@ pub trait PoolStore: Send + Sync + 'static {
     /// Forgets jobs and templates of heights below `height`.
     async fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError>;
 
-    /// Inserts or updates a found block (keyed by height and hash).
+    /// Inserts or updates a found block (keyed by height and hash), by
+    /// [`FoundBlockRecord::written_over`] what is stored, atomically.
     async fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError>;
     async fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError>;
     /// Up to `limit` found blocks, highest first (reads only those).

@@ -20,7 +20,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use super::pg_schema::{migrate, pg_error};
@@ -732,13 +732,31 @@ impl PoolStore for PgStore {
     }
 
     async fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError> {
-        self.execute(
-            "INSERT INTO pool_found_blocks (height, hash, record) VALUES ($1, $2, $3)
-             ON CONFLICT (height, hash) DO UPDATE SET record = EXCLUDED.record",
-            &[&big(block.height), &block.hash, &json(block)],
-        )
-        .await
-        .map(drop)
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let key: [&(dyn ToSql + Sync); 2] = [&big(block.height), &block.hash];
+        let inserted = tx
+            .execute(
+                "INSERT INTO pool_found_blocks (height, hash, record) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[key[0], key[1], &json(block)],
+            )
+            .await
+            .map_err(pg_error)?;
+        if inserted == 0 {
+            // One row locked per transaction: writers of a block take turns.
+            let row = tx
+                .query_one("SELECT record FROM pool_found_blocks WHERE height = $1 AND hash = $2 FOR UPDATE", &key)
+                .await
+                .map_err(pg_error)?;
+            let merged = block.written_over(&decode::<FoundBlockRecord>("pool_found_blocks", &row, 0)?);
+            tx.execute(
+                "UPDATE pool_found_blocks SET record = $3 WHERE height = $1 AND hash = $2",
+                &[key[0], key[1], &json(&merged)],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
     }
 
     async fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError> {

@@ -613,8 +613,18 @@ impl SledTrees {
     }
 
     fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError> {
-        self.blocks.insert(block_key(block.height, &block.hash), encode(block))?;
-        Ok(())
+        let key = block_key(block.height, &block.hash);
+        let mut current = self.blocks.get(&key)?;
+        loop {
+            let merged = match &current {
+                Some(bytes) => block.written_over(&decode("pool_found_blocks", bytes)?),
+                None => block.clone(),
+            };
+            match self.blocks.compare_and_swap(&key, current, Some(encode(&merged)))? {
+                Ok(()) => return Ok(()),
+                Err(conflict) => current = conflict.current,
+            }
+        }
     }
 
     fn found_blocks(&self) -> Result<Vec<FoundBlockRecord>, StoreError> {
