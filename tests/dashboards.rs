@@ -315,9 +315,14 @@ async fn dashboards_in_a_real_browser() {
     }
     assert!(text(&browser, "[data-field=foundation_fee_bps]").await.starts_with('1'), "the 1% foundation fee shows");
     assert!(text(&browser, "#join-command").await.contains(&format!("--pool {pool}")));
-    let worker =
-        &stats["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == "browser-rig").unwrap().clone();
-    let shown = text(&browser, "[data-worker-accepted=\"browser-rig\"]").await.replace(',', "");
+    let worker = &stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["worker_id"] == "land1browser.browser-rig")
+        .unwrap()
+        .clone();
+    let shown = text(&browser, "[data-worker-accepted=\"land1browser.browser-rig\"]").await.replace(',', "");
     assert_eq!(shown, worker["shares"]["accepted"].to_string(), "the workers table vs /pool/stats");
     let blocks = get_json(&http, &format!("{pool}/pool/blocks"), None).await;
     let rows = js(&browser, "return document.querySelectorAll('#blocks-table tbody tr').length").await;
@@ -381,7 +386,7 @@ async fn dashboards_in_a_real_browser() {
     screenshot(&browser, &shots, "wallet").await;
 
     // ---- a worker's page ----
-    browser.goto(&format!("{pool}/#/worker/browser-rig")).await.unwrap();
+    browser.goto(&format!("{pool}/#/worker/land1browser.browser-rig")).await.unwrap();
     fresh_figures(&browser).await;
     assert!(!visible(&browser, "#worker-missing").await, "the worker is known");
     assert!(js(&browser, "return document.querySelectorAll('#chart-worker canvas').length").await.as_u64() == Some(1));

@@ -131,7 +131,7 @@ async fn a_miner_registers_mines_and_its_shares_are_accepted() {
     assert_eq!(status["rejected"], 0);
     assert_eq!(status["connection"]["connected"], true);
     // Shares carry the miner's measured rate; the pool shows it beside the effective one.
-    let worker = wait_for(&format!("{}/pool/workers/basic", pool.url), MINUTE, "the reported rate", |w| {
+    let worker = wait_for(&format!("{}/pool/workers/land1basic.basic", pool.url), MINUTE, "the reported rate", |w| {
         w["shares"]["accepted"].as_u64() >= Some(3) && w["hashrate"]["reported"].as_f64() > Some(0.0)
     })
     .await;
@@ -316,14 +316,14 @@ async fn exit_codes_tell_the_owner_what_to_fix() {
 
     let pool =
         Pool::start(&fresh_dir("m-exit"), free_port(), &["--ban-min-shares", "5", "--devnet-difficulty", "1000000000"]);
-    // The pool refuses: this worker id belongs to another wallet.
+    // The pool refuses: that is the pool's own wallet.
+    let (code, err) =
+        run(&["--pool", &pool.url, "--wallet", "vision-pool", "--worker", "taken", "--backend", "cpu"], &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("pool_wallet"), "{err}");
     let http = reqwest::Client::new();
     let registration = json!({"worker_id": "taken", "wallet_address": "land1owner"});
     let registered = post_json(&http, &format!("{}/pool/register", pool.url), None, &registration).await;
-    let (code, err) =
-        run(&["--pool", &pool.url, "--wallet", "land1thief", "--worker", "taken", "--backend", "cpu"], &[]);
-    assert_eq!(code, Some(3), "{err}");
-    assert!(err.contains("worker_id_taken"), "{err}");
 
     // Banned: that worker sends garbage until the pool bans it.
     let token = registered["worker_token"].as_str().unwrap();

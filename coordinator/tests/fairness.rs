@@ -111,7 +111,7 @@ async fn fifty_honest_workers_behind_one_address_and_one_forger() {
     let (_, bans, _) = call(pool.http.get(format!("{}/pool/bans", pool.url)).bearer_auth(ADMIN)).await;
     let banned: HashSet<&str> =
         bans["bans"].as_array().unwrap().iter().map(|b| b["worker_id"].as_str().unwrap()).collect();
-    assert_eq!(banned, HashSet::from(["forger"]), "{bans}");
+    assert_eq!(banned, HashSet::from(["land1forger.forger"]), "{bans}");
     // Proven honest workers were answered at normal latency during the flood.
     proven_latencies.sort();
     let p99 = proven_latencies[proven_latencies.len() * 99 / 100];

@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -160,28 +161,35 @@ async fn an_outsider_cannot_take_over_or_get_a_worker_banned() {
     pool.stop().await;
 }
 
-/// 3. Two registrations racing for a new worker id: one wallet wins, atomically.
+/// 3. Registrations racing for a new worker id: its record is written once,
+/// atomically (every answer names the first registration's name), and other
+/// wallets' rigs of that name are workers of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_registrations_bind_one_wallet() {
+async fn racing_registrations_bind_one_record() {
     let pool = TestPool::start(CoordinatorArgs { registrations_per_sec: Some(1000.0), ..settings("race") }).await;
     for round in 0..5 {
-        let worker = format!("racer-{round}");
+        let rig = format!("racer-{round}");
         let attempts: Vec<_> = (0..12)
             .map(|i| {
                 let (http, url) = (pool.http.clone(), format!("{}/pool/register", pool.url));
-                let request = json!({"worker_id": worker, "wallet_address": format!("land1w{i}")});
-                tokio::spawn(async move { http.post(url).json(&request).send().await.unwrap().status() })
+                let wallet = if i % 4 == 0 { format!("land1other{i}") } else { "land1racer".into() };
+                let request = json!({"worker_id": rig, "wallet_address": wallet, "worker_name": format!("name-{i}")});
+                tokio::spawn(async move {
+                    let answer = http.post(url).json(&request).send().await.unwrap();
+                    assert_eq!(answer.status(), StatusCode::OK);
+                    let body: Value = answer.json().await.unwrap();
+                    (body["worker_id"].as_str().unwrap().to_string(), body["worker_name"].clone())
+                })
             })
             .collect();
-        let mut won = 0;
+        let mut names = HashMap::new();
         for attempt in attempts {
-            match attempt.await.unwrap() {
-                StatusCode::OK => won += 1,
-                StatusCode::CONFLICT => {}
-                other => panic!("unexpected {other}"),
-            }
+            let (id, name) = attempt.await.unwrap();
+            names.entry(id).or_insert_with(HashSet::new).insert(name.to_string());
         }
-        assert_eq!(won, 1, "exactly one wallet binds {worker}");
+        assert_eq!(names.len(), 4, "one worker per wallet: {names:?}");
+        assert!(names.values().all(|n| n.len() == 1), "each worker's record written once: {names:?}");
+        assert_eq!(names[&format!("land1racer.{rig}")].len(), 1);
     }
     pool.stop().await;
 }

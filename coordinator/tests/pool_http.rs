@@ -22,9 +22,19 @@ async fn register_job_and_shares_are_judged_by_recomputation() {
     // Re-registering the same worker with the same wallet opens another session.
     let second = pool.register("rig-1", "land1qexample").await;
     assert_ne!(second, token, "every registration gets a fresh credential");
-    let (status, conflict) =
-        body(pool.post("/pool/register", &json!({"worker_id": "rig-1", "wallet_address": "other"})).await).await;
-    assert_eq!((status, conflict["error"].as_str()), (StatusCode::CONFLICT, Some("worker_id_taken")));
+    // A worker id is its wallet's: another wallet's rig of the same name is
+    // another worker, and the whole id names the same one.
+    let register = async |rig: &str, wallet: &str| {
+        pool.post("/pool/register", &json!({"worker_id": rig, "wallet_address": wallet})).await
+    };
+    let (status, other) = body(register("rig-1", "land1other").await).await;
+    assert_eq!((status, other["worker_id"].as_str()), (StatusCode::OK, Some("land1other.rig-1")));
+    let (status, whole) = body(register("land1qexample.rig-1", "land1qexample").await).await;
+    assert_eq!((status, whole["worker_id"].as_str()), (StatusCode::OK, Some("land1qexample.rig-1")));
+    let (status, doubled) = body(register("land1other.rig-1", "land1qexample").await).await;
+    assert_eq!((status, doubled["worker_id"].as_str()), (StatusCode::OK, Some("land1qexample.land1other.rig-1")));
+    let (status, own) = body(register("rig-1", "vision-pool").await).await;
+    assert_eq!((status, own["error"].as_str()), (StatusCode::BAD_REQUEST, Some("pool_wallet")), "{own}");
 
     let job = pool.job(&token).await;
     for field in [
@@ -85,7 +95,8 @@ async fn register_job_and_shares_are_judged_by_recomputation() {
     );
 
     let (_, stats) = body(pool.get("/pool/stats").await).await;
-    let rig = stats["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == "rig-1").unwrap().clone();
+    let rig =
+        stats["workers"].as_array().unwrap().iter().find(|w| w["worker_id"] == "land1qexample.rig-1").unwrap().clone();
     assert_eq!(rig["shares"]["accepted"], 1);
     assert_eq!(rig["shares"]["duplicate"], 0);
     assert_eq!(rig["sessions"], 1, "an unused registration does not enter the active set");
@@ -93,7 +104,7 @@ async fn register_job_and_shares_are_judged_by_recomputation() {
     assert_eq!(rig["hashrate"]["reported"], 123.5);
     assert_eq!(rig["hashrate"]["shares_10m"], 1);
     assert_eq!(rig["online"], true);
-    let (_, worker) = body(pool.get("/pool/workers/rig-1").await).await;
+    let (_, worker) = body(pool.get("/pool/workers/land1qexample.rig-1").await).await;
     assert_eq!(worker["wallet_address"], "land1qexample");
     let (_, metrics) = body(pool.get("/pool/metrics").await).await;
     assert_eq!(metrics["shares"]["valid"], 1);
@@ -129,7 +140,7 @@ async fn a_block_is_found_submitted_and_old_jobs_go_stale() {
     assert_eq!(block["miner"], "vision-pool");
     let (_, blocks) = body(pool.get("/pool/blocks").await).await;
     assert_eq!(blocks[0]["hash"], hash);
-    assert_eq!(blocks[0]["finder"], "solo-rig");
+    assert_eq!(blocks[0]["finder"], "land1finder.solo-rig");
     let (_, balance) = body(pool.get("/node/balance/vision-pool").await).await;
     assert_eq!(balance["spendable"], 50_000_000_000u64);
 
@@ -334,8 +345,8 @@ async fn a_worker_sending_invalid_shares_is_banned_persistently_and_can_be_unban
     let pool = TestPool::start(config).await;
     assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::FORBIDDEN);
     let (_, bans) = body(pool.get_auth("/pool/bans", "s3cret").await).await;
-    assert_eq!(bans["bans"][0]["worker_id"], "cheater");
-    let unban = pool.http.delete(format!("{}/pool/bans/cheater", pool.url)).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(bans["bans"][0]["worker_id"], "land1bad.cheater");
+    let unban = pool.http.delete(format!("{}/pool/bans/land1bad.cheater", pool.url)).bearer_auth("s3cret").send().await.unwrap();
     assert_eq!(unban.status(), StatusCode::OK);
     assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
     pool.stop().await;
@@ -522,7 +533,7 @@ async fn charts_history_and_the_dashboard_are_served() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!((history["range"].as_str(), history["interval_ms"].as_u64()), (Some("10m"), Some(1000)));
-    let (status, worker) = body(pool.get("/pool/workers/charted/history").await).await;
+    let (status, worker) = body(pool.get("/pool/workers/land1chart.charted/history").await).await;
     assert_eq!(status, StatusCode::OK);
     assert!(!worker["samples"].as_array().unwrap().is_empty(), "{worker}");
     let (status, refused) = body(pool.get("/pool/history?range=1w").await).await;

@@ -118,7 +118,7 @@ async fn blocks_mature_split_and_are_paid_exactly_once() {
     eventually("estimated payouts", Duration::from_secs(10), async || {
         let stats = pool.json("/pool/stats").await;
         let workers = stats["workers"].as_array().unwrap().clone();
-        workers.iter().any(|w| w["worker_id"] == "rig-a" && u(&w["estimated_payout"]) > 0)
+        workers.iter().any(|w| w["worker_id"] == "land1alice.rig-a" && u(&w["estimated_payout"]) > 0)
     })
     .await;
     // Every confirmed balance is paid, the chain agrees, nothing is lost.

@@ -30,7 +30,10 @@ pub enum PoolError {
     Unauthorized(&'static str),
     #[error("{message}")]
     BadField { reason: &'static str, message: String },
-    #[error("this worker_id is registered with another wallet; pick another worker_id")]
+    /// Only a record from before worker ids named their wallet can clash.
+    #[error(
+        "this worker id was registered by another wallet before worker ids named their wallet; pick another rig name"
+    )]
     WorkerIdTaken,
     #[error("{0}")]
     NotFound(String),

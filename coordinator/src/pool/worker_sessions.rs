@@ -1,7 +1,9 @@
 //! Registration, credentials, the active set of sessions, and bans.
 //!
-//! A worker id is bound to one wallet, atomically, by its first
-//! registration. Every registration opens a new *session* with a fresh
+//! A worker id is its wallet and the rig's name, `wallet.rig` (addresses
+//! hold no `.`), so every wallet names its rigs as it likes and nobody can
+//! take another wallet's names; its record is written, atomically, by its
+//! first registration. Every registration opens a new *session* with a fresh
 //! random token; only the token's hash is stored, and the session id is a
 //! prefix of that hash. Nothing public (worker id, wallet) yields a
 //! credential, so no one can act as another miner's session. Rate limits,
@@ -143,8 +145,17 @@ impl Pool {
         presented: Option<&str>,
         now: u64,
     ) -> Result<RegisterResponse, PoolError> {
-        check_id("worker_id", &request.worker_id, 64)?;
         check_address("wallet_address", &request.wallet_address)?;
+        // Given as the rig's name, or whole (as a previous registration answered).
+        let rig = request.worker_id.strip_prefix(&format!("{}.", request.wallet_address)).unwrap_or(&request.worker_id);
+        check_id("worker_id", rig, 64)?;
+        if request.wallet_address == self.rewards.config().pool_address {
+            return Err(PoolError::BadField {
+                reason: "pool_wallet",
+                message: "wallet_address is this pool's own wallet; mine to a wallet of yours".into(),
+            });
+        }
+        let worker_id = format!("{}.{rig}", request.wallet_address);
         let text_ok = |s: &Option<String>| s.as_ref().is_none_or(|s| s.len() <= 64 && !s.chars().any(char::is_control));
         if !text_ok(&request.worker_name) || !text_ok(&request.version) {
             return Err(PoolError::bad_field("worker_name and version are at most 64 printable characters"));
@@ -160,7 +171,7 @@ impl Pool {
         let token = hex::encode(raw);
         let hash = token_hash(&token);
         let wanted = WorkerRecord {
-            worker_id: request.worker_id.clone(),
+            worker_id,
             wallet_address: request.wallet_address.clone(),
             worker_name: request.worker_name.clone(),
             registered_at_ms: now,

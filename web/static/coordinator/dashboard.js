@@ -17,8 +17,17 @@
     return `\u00b1${Math.round(100 / Math.sqrt(h.shares_10m))}% (${V.count(h.shares_10m)} shares)`;
   }
 
+  // A worker id is `wallet.rig`; beside its wallet, the rig's name says it.
+  function rigName(workerId, wallet) {
+    return wallet && workerId.startsWith(wallet + ".") ? workerId.slice(wallet.length + 1) : workerId;
+  }
+
+  function workerLabel(w) {
+    return w.worker_name || rigName(w.worker_id, w.wallet_address);
+  }
+
   function workerLink(w) {
-    return `<a href="#/worker/${encodeURIComponent(w.worker_id)}">${V.esc(w.worker_name || w.worker_id)}</a>`;
+    return `<a href="#/worker/${encodeURIComponent(w.worker_id)}">${V.esc(workerLabel(w))}</a>`;
   }
 
   function renderStats(s) {
@@ -69,7 +78,7 @@
 
   const tables = {
     workers: new V.Table($("workers-table"), [
-      { key: "worker", label: "Worker", value: (w) => w.worker_name || w.worker_id, cell: workerLink },
+      { key: "worker", label: "Worker", value: workerLabel, cell: workerLink },
       { key: "wallet", label: "Wallet", value: (w) => w.wallet_address, cell: (w) => `<a class="mono" href="#/wallet/${encodeURIComponent(w.wallet_address)}">${V.esc(w.wallet_address)}</a>` },
       { key: "effective", label: "Pool's estimate (10 min)", num: true, value: (w) => w.hashrate.effective_10m, cell: (w) => `${V.rate(w.hashrate.effective_10m)} <span class="muted">${uncertainty(w.hashrate)}</span>` },
       { key: "reported", label: "Miner reports", num: true, value: (w) => w.hashrate.reported ?? -1, cell: (w) => (w.hashrate.reported == null ? "-" : V.rate(w.hashrate.reported)) },
@@ -230,7 +239,7 @@
       figure("Foundation fee", b.scheme ? V.coins(b.foundation_fee) : "-"),
       figure("Pool fee", b.scheme ? V.coins(b.pool_fee) : "-"),
       figure("Dust (to the foundation)", b.scheme ? V.coins(b.dust) : "-"),
-      figure("Found by", `${V.esc(b.finder)} <span class="muted">${V.esc(b.finder_wallet)}</span>`),
+      figure("Found by", `${V.esc(rigName(b.finder, b.finder_wallet))} <span class="muted">${V.esc(b.finder_wallet)}</span>`),
       figure("Found", V.time(b.time_ms)),
       figure("Hash", `<span class="mono">${V.esc(b.hash)}</span>`),
     ].join("");
