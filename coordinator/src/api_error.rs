@@ -95,7 +95,10 @@ impl From<ChainError> for ApiError {
             ChainError::NotFound(message) => ApiError::not_found("not_found", message),
             ChainError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             ChainError::Unavailable(message) => {
+                // The detail (the node's URL, which may carry credentials, and
+                // its errors) is the operator's, not the client's.
                 tracing::warn!("chain unavailable: {message}");
+                let message = "the pool cannot reach its chain node; retry shortly";
                 ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "chain_unavailable", message, 2)
             }
         }

@@ -346,7 +346,13 @@ async fn a_worker_sending_invalid_shares_is_banned_persistently_and_can_be_unban
     assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::FORBIDDEN);
     let (_, bans) = body(pool.get_auth("/pool/bans", "s3cret").await).await;
     assert_eq!(bans["bans"][0]["worker_id"], "land1bad.cheater");
-    let unban = pool.http.delete(format!("{}/pool/bans/land1bad.cheater", pool.url)).bearer_auth("s3cret").send().await.unwrap();
+    let unban = pool
+        .http
+        .delete(format!("{}/pool/bans/land1bad.cheater", pool.url))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unban.status(), StatusCode::OK);
     assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
     pool.stop().await;
@@ -466,6 +472,19 @@ async fn a_pool_on_an_upstream_node_mines_that_nodes_chain() {
         assert!(Instant::now() < deadline, "the pool never saw the node's new block");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // An "upstream" that is no node (the pool above serves no node API; 404s):
+    // miners are told to wait (a 4xx would stop them), and not the node's
+    // address or its credentials.
+    let with_password = pool.url.replacen("http://", "http://pool:hunter2@", 1);
+    let lost = TestPool::start(CoordinatorArgs { upstream: Some(with_password), ..settings("no-node") }).await;
+    let (status, answer) =
+        body(lost.post("/pool/register", &json!({"worker_id": "w", "wallet_address": "land1z"})).await).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, refused) = body(lost.get_auth("/pool/job", answer["worker_token"].as_str().unwrap()).await).await;
+    assert_eq!((status, refused["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("chain_unavailable")));
+    let message = refused["message"].as_str().unwrap();
+    assert!(!message.contains("hunter2") && !message.contains("127.0.0.1"), "{message}");
+    lost.stop().await;
     pool.stop().await;
     node.stop().await;
 }

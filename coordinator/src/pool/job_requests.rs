@@ -6,7 +6,8 @@
 //! on a new template or a new difficulty (at most
 //! [`MAX_JOBS_PER_SESSION_TEMPLATE`] per session and template; past that the
 //! live job stays), and is durable before it is answered, so a restarted
-//! pool still judges its shares.
+//! pool still judges its shares. Issuing runs on a task of its own, so a
+//! client that hangs up cannot skip the count.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use super::job_book::IssuedJob;
 pub(crate) const MAX_JOBS_PER_SESSION_TEMPLATE: u32 = 16;
 use super::metrics::PoolMetrics;
 use super::{JobResponse, Pool, PoolError};
+use crate::chain::ChainError;
 use crate::storage::JobRecord;
 
 impl Pool {
@@ -31,12 +33,26 @@ impl Pool {
         let _ = tokio::time::timeout(wait, versions.wait_for(|v| *v > seen)).await;
     }
 
-    /// The session's job on the current template: its live job if that still
-    /// fits, else a new one.
-    pub(crate) async fn job_for(&self, session_id: &str, now: u64) -> Result<JobResponse, PoolError> {
+    /// The session's job on the current template, worked out on a task the
+    /// request does not own: a client hanging up mid-issue cannot leave a
+    /// stored job its session never counted (and so mint jobs past the cap).
+    pub(crate) async fn job_for(self: &Arc<Self>, session_id: &str, now: u64) -> Result<JobResponse, PoolError> {
+        let (pool, session_id) = (self.clone(), session_id.to_string());
+        tokio::spawn(async move { pool.live_or_new_job(&session_id, now).await })
+            .await
+            .map_err(|e| PoolError::Internal(format!("job task failed: {e}")))?
+    }
+
+    /// Its live job if that still fits, else a new one.
+    async fn live_or_new_job(&self, session_id: &str, now: u64) -> Result<JobResponse, PoolError> {
         self.admit(session_id, now)?;
         if self.jobs.current().is_none() || !self.chain_up(now) {
-            self.refresh_template().await?;
+            // Whatever the node said (a refused credential included), the
+            // miner can only wait: never a 4xx, which would stop it.
+            self.refresh_template().await.map_err(|err| match err {
+                PoolError::Chain(err) => PoolError::Chain(ChainError::Unavailable(err.to_string())),
+                other => other,
+            })?;
         }
         let template = self.jobs.current().ok_or(PoolError::NoTemplate)?;
         let vardiff_config = self.vardiff_config();
