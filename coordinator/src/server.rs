@@ -193,7 +193,7 @@ impl Coordinator {
                 },
                 () = &mut shutdown => break,
             };
-            let Some(source_slot) = per_source.try_acquire(peer.ip()) else {
+            let Some(source_slot) = per_source.try_acquire(crate::connection_limits::source_network(peer.ip())) else {
                 tracing::debug!("closing a connection from {peer}: too many open from that address");
                 continue;
             };

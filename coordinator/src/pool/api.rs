@@ -70,8 +70,9 @@ pub fn router(state: PoolApiState, request_timeout: Duration) -> Router {
 
 type Source = Option<Extension<ConnectInfo<SocketAddr>>>;
 
+/// The source a request's limits and bans are kept under (an IPv6 client's /64).
 fn source_ip(source: Source) -> Option<IpAddr> {
-    source.map(|Extension(ConnectInfo(addr))| addr.ip())
+    source.map(|Extension(ConnectInfo(addr))| crate::connection_limits::source_network(addr.ip()))
 }
 
 async fn session_of(state: &PoolApiState, headers: &HeaderMap) -> Result<String, ApiError> {
