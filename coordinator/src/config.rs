@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::chain::check_address;
 use crate::chain::devnet::DevnetConfig;
+use crate::client_source::TrustedProxies;
 use crate::pool::PoolConfig;
 use crate::rewards::reward_split::PayoutScheme;
 use crate::rewards::{CrashPoint, RewardConfig, DEFAULT_FOUNDATION_ADDRESS, FOUNDATION_FEE_BPS};
@@ -70,6 +71,11 @@ pub struct CoordinatorArgs {
     /// Open HTTP connections one source address may hold [default: 256].
     #[arg(long, env = "VISION_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
+    /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose
+    /// `X-Forwarded-For` names the client for per-address limits and bans
+    /// [default: none; the TCP peer is the client].
+    #[arg(long = "trusted-proxy", env = "VISION_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Seconds a client has to send a request's headers (idle keep-alive connections included) [default: 30].
     #[arg(long, env = "VISION_HEADER_TIMEOUT")]
     pub header_timeout: Option<u64>,
@@ -236,6 +242,7 @@ pub struct CoordinatorConfig {
     /// The certificates of `--upstream-ca` (PEM, checked to hold at least one).
     pub upstream_ca_pem: Option<Vec<u8>>,
     pub limits: ConnectionLimits,
+    pub trusted_proxies: TrustedProxies,
     pub devnet: DevnetConfig,
     pub pool: PoolConfig,
     /// The operator settings a new data directory starts with (the stored
@@ -271,6 +278,7 @@ impl CoordinatorArgs {
             upstream_ca,
             max_connections,
             max_connections_per_ip,
+            trusted_proxies,
             header_timeout,
             request_timeout,
             max_long_polls,
@@ -428,6 +436,13 @@ impl CoordinatorArgs {
             header_timeout: Duration::from_secs(nonzero("header-timeout", self.header_timeout.unwrap_or(30))?),
             request_timeout: Duration::from_secs(nonzero("request-timeout", self.request_timeout.unwrap_or(30))?),
         };
+        let mut proxies = Vec::new();
+        for proxy in self.trusted_proxies.iter().flatten().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            let network = proxy.parse::<ipnet::IpNet>().or_else(|_| proxy.parse::<std::net::IpAddr>().map(Into::into));
+            proxies.push(network.map_err(|_| {
+                ConfigError::Invalid(format!("--trusted-proxy {proxy:?}: not an IP address or CIDR block"))
+            })?);
+        }
         let non_empty = |t: Option<String>| t.filter(|t| !t.is_empty());
         let rewards = self.reward_config(&pool_address, block_time_secs)?;
         let database_url = non_empty(self.database_url).map(check_database_url).transpose()?;
@@ -457,6 +472,7 @@ impl CoordinatorArgs {
             upstream_token: non_empty(self.upstream_token),
             upstream_ca_pem: self.upstream_ca.as_deref().map(|p| read_ca_file("--upstream-ca", p)).transpose()?,
             limits,
+            trusted_proxies: TrustedProxies::new(proxies),
             devnet: DevnetConfig {
                 chain_id: self.chain_id.unwrap_or(devnet_defaults.chain_id),
                 start_difficulty: self.devnet_difficulty.unwrap_or(devnet_defaults.start_difficulty).max(1),
@@ -622,6 +638,8 @@ mod tests {
             CoordinatorArgs { confirmations: Some(u64::MAX), ..CoordinatorArgs::default() },
             CoordinatorArgs { verify_engine: Some("reference".into()), ..CoordinatorArgs::default() },
             CoordinatorArgs { verify_engine: Some("avx9".into()), ..CoordinatorArgs::default() },
+            CoordinatorArgs { trusted_proxies: Some(vec!["proxy.example".into()]), ..CoordinatorArgs::default() },
+            CoordinatorArgs { trusted_proxies: Some(vec!["10.0.0.0/33".into()]), ..CoordinatorArgs::default() },
         ] {
             assert!(bad.resolve().is_err());
         }

@@ -1,24 +1,9 @@
 //! Open connections per source address: one client (or one address) cannot
-//! hold every connection slot the server has. Also what a "source address"
-//! is, for every per-source limit and ban: [`source_network`].
+//! hold every connection slot the server has.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-
-/// The address a client is counted under: an IPv4 address as it is (an
-/// IPv4-mapped IPv6 one as IPv4), an IPv6 address as its /64, the block one
-/// subscriber gets (so one host cannot be a new source per address of its
-/// block, dodging the limits and bans kept per source).
-pub(crate) fn source_network(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
-        },
-    }
-}
 
 /// Counts open connections by source; a slot is given back when dropped.
 #[derive(Debug)]
@@ -72,21 +57,6 @@ impl Drop for SourceSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_source_is_an_ipv4_address_or_an_ipv6_64() {
-        let cases = [
-            ("192.0.2.7", "192.0.2.7"),
-            ("::ffff:192.0.2.7", "192.0.2.7"),
-            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::"),
-            ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::"),
-            ("2001:db8:1:3::1", "2001:db8:1:3::"),
-            ("::1", "::"),
-        ];
-        for (ip, network) in cases {
-            assert_eq!(source_network(ip.parse().unwrap()), network.parse::<IpAddr>().unwrap(), "{ip}");
-        }
-    }
 
     #[test]
     fn each_source_is_capped_and_slots_come_back() {

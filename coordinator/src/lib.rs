@@ -17,8 +17,11 @@
 //!   share-ledger compaction.
 //! - [`chain`]: the embedded devnet and the upstream node client, and the
 //!   node API the devnet serves (writes need the node or admin token).
-//! - [`storage`]: the [`storage::PoolStore`] trait and its sled implementation.
+//! - [`storage`]: the [`storage::PoolStore`] trait and its sled and
+//!   PostgreSQL implementations.
 //! - [`api_error`]: the single mapping of errors to HTTP status and JSON.
+//! - [`client_source`]: which client a request counts as (trusted proxies'
+//!   `X-Forwarded-For`, IPv6 by /64), for per-source limits and bans.
 //! - `bearer_auth`: reading and comparing bearer credentials.
 //!
 //! **Architecture invariant:** the coordinator never trusts a digest a
@@ -28,6 +31,7 @@
 pub mod api_error;
 mod bearer_auth;
 pub mod chain;
+pub mod client_source;
 pub mod config;
 mod connection_limits;
 pub mod demo;

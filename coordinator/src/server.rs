@@ -111,7 +111,11 @@ impl Coordinator {
         }
 
         let admin_token: Option<Arc<str>> = config.admin_token.as_deref().map(Arc::from);
-        let state = PoolApiState { pool: pool.clone(), admin_token: admin_token.clone() };
+        let state = PoolApiState {
+            pool: pool.clone(),
+            admin_token: admin_token.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+        };
         // The dashboard (`/`, `/assets/*`) reads the same public API.
         let mut router =
             api::router(state, config.limits.request_timeout).merge(vision_web::router(vision_web::Page::Coordinator));
@@ -193,7 +197,7 @@ impl Coordinator {
                 },
                 () = &mut shutdown => break,
             };
-            let Some(source_slot) = per_source.try_acquire(crate::connection_limits::source_network(peer.ip())) else {
+            let Some(source_slot) = per_source.try_acquire(crate::client_source::source_network(peer.ip())) else {
                 tracing::debug!("closing a connection from {peer}: too many open from that address");
                 continue;
             };

@@ -540,6 +540,44 @@ async fn connections_per_address_are_capped() {
     pool.stop().await;
 }
 
+/// 12b. Behind a trusted proxy, each client its `X-Forwarded-For` names has
+/// its own registration budget; a peer that is no trusted proxy cannot buy
+/// budgets by naming clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_clients_are_their_own_sources_behind_trusted_proxies_only() {
+    let pool = TestPool::start(CoordinatorArgs {
+        registrations_per_sec: Some(0.5),
+        trusted_proxies: Some(vec!["127.0.0.1/32".into()]),
+        ..settings("proxied")
+    })
+    .await;
+    // The burst is 4 x the rate: two registrations, then 429.
+    let registered = async |from: &Client, forwarded: &str, n: usize| {
+        let mut codes = Vec::new();
+        for i in 0..n {
+            let request = json!({"worker_id": format!("r{i}"), "wallet_address": "land1proxied"});
+            let answer = from
+                .post(format!("{}/pool/register", pool.url))
+                .header("x-forwarded-for", forwarded)
+                .json(&request)
+                .send()
+                .await
+                .unwrap();
+            codes.push(answer.status().as_u16());
+        }
+        codes
+    };
+    let proxy = client_from("127.0.0.1");
+    assert_eq!(registered(&proxy, "203.0.113.1", 3).await, [200, 200, 429]);
+    assert_eq!(registered(&proxy, "203.0.113.2", 2).await, [200, 200], "another client behind the proxy");
+    // A forged hop left of what the proxy saw changes nothing.
+    assert_eq!(registered(&proxy, "198.51.100.9, 203.0.113.1", 1).await, [429]);
+    let stranger = client_from("127.0.0.2");
+    assert_eq!(registered(&stranger, "203.0.113.3", 2).await, [200, 200]);
+    assert_eq!(registered(&stranger, "203.0.113.4", 1).await, [429], "an untrusted peer's header is ignored");
+    pool.stop().await;
+}
+
 /// 13 and 14. Invalid registrations leave no trace; stale shares and shares
 /// of unknown jobs (a pool that forgot them) never ban an honest miner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

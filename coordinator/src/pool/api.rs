@@ -26,6 +26,7 @@ use super::{
 };
 use crate::api_error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::bearer_auth::{bearer, tokens_match};
+use crate::client_source::TrustedProxies;
 use crate::rewards::RetryOutcome;
 
 /// What the pool routes share.
@@ -34,6 +35,8 @@ pub struct PoolApiState {
     pub pool: Arc<Pool>,
     /// Admin bearer token; `None` turns the admin routes off.
     pub admin_token: Option<Arc<str>>,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// The pool routes. Each request must finish within `request_timeout`
@@ -70,9 +73,9 @@ pub fn router(state: PoolApiState, request_timeout: Duration) -> Router {
 
 type Source = Option<Extension<ConnectInfo<SocketAddr>>>;
 
-/// The source a request's limits and bans are kept under (an IPv6 client's /64).
-fn source_ip(source: Source) -> Option<IpAddr> {
-    source.map(|Extension(ConnectInfo(addr))| crate::connection_limits::source_network(addr.ip()))
+/// The source a request's limits and bans are kept under.
+fn source_ip(state: &PoolApiState, source: Source, headers: &HeaderMap) -> Option<IpAddr> {
+    source.map(|Extension(ConnectInfo(addr))| state.trusted_proxies.source(addr.ip(), headers))
 }
 
 async fn session_of(state: &PoolApiState, headers: &HeaderMap) -> Result<String, ApiError> {
@@ -99,7 +102,7 @@ async fn register(
     headers: HeaderMap,
     AppJson(request): AppJson<RegisterRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(AppJson(state.pool.register(request, source_ip(source), bearer(&headers), now_ms()).await?))
+    Ok(AppJson(state.pool.register(request, source_ip(&state, source, &headers), bearer(&headers), now_ms()).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,7 +135,7 @@ async fn share(
 ) -> Result<impl IntoResponse, ApiError> {
     let started = Instant::now();
     let session_id = session_of(&state, &headers).await?;
-    let response = state.pool.judge_share(session_id, source_ip(source), request, now_ms()).await?;
+    let response = state.pool.judge_share(session_id, source_ip(&state, source, &headers), request, now_ms()).await?;
     state.pool.record_share_latency(started.elapsed());
     Ok(AppJson(response))
 }
