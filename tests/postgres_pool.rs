@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use throwaway_postgres::ThrowawayPostgres;
 use vision_coordinator::storage::{DatabaseTls, PgStore, PoolStore};
-use vision_suite::{fresh_dir, get_json, job_input, post_json, start_coordinator, Processes};
+use vision_suite::{fresh_dir, get_json, job_input, post_json, start_coordinator, workspace_binary, Processes};
 use visionx::{FastEngine, PowEngine};
 
 const ADMIN: &str = "admin-secret-for-tests";
@@ -189,4 +189,46 @@ async fn three_coordinators_on_one_database_act_as_one_pool() {
     }
     assert_eq!(store.ledger_len().await.unwrap(), ledger.len() as u64, "positions are dense");
     eprintln!("{} shares acknowledged by three coordinators, {} in the ledger", acked.len(), ledger.len());
+}
+
+/// A coordinator whose reward flags differ from a running one's on the same
+/// database refuses to start (exit 1), saying with whom and how; with the
+/// same flags it joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_with_other_reward_rules_refuses_to_join() {
+    let server = ThrowawayPostgres::start();
+    let url = server.database("rules");
+    let mut processes = Processes(Vec::new());
+    let (child, first) = start_coordinator(&fresh_dir("rules-a"), &["--database-url", &url, "--node-token", NODE], &[]);
+    processes.0.push(child);
+    let joining = ["--database-url", &url, "--upstream", &first, "--upstream-token", NODE];
+
+    let dir = fresh_dir("rules-b");
+    let mut other = Command::new(workspace_binary("vision-coordinator"))
+        .args(["--data-dir", dir.to_str().unwrap(), "--bind", "127.0.0.1:0"])
+        .args(joining)
+        .args(["--payout-scheme", "prop"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = other.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            other.kill().unwrap();
+            panic!("a coordinator with other reward rules started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut other.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("other reward rules") && err.contains("\"prop\"") && err.contains("\"pplns\""), "{err}");
+
+    let (child, _) = start_coordinator(&fresh_dir("rules-c"), &joining, &[]);
+    processes.0.push(child);
 }

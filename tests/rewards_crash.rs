@@ -149,7 +149,7 @@ async fn sigkill_between_finding_a_block_and_submitting_it_loses_no_block() {
     let data_dir = fresh_dir("block-crash");
     let http = reqwest::Client::new();
     let mut token = None;
-    for point in ["block_recorded", "block_share_appended"] {
+    for point in ["block_recorded", "block_share_appended", "block_share_noted"] {
         let (mut child, url) = start(&data_dir, Some(point));
         if token.is_none() {
             let registration = json!({"worker_id": "rig", "wallet_address": MINER});
@@ -182,6 +182,13 @@ async fn sigkill_between_finding_a_block_and_submitting_it_loses_no_block() {
                     assert_eq!(on_chain["miner"], POOL, "{point}: {on_chain}");
                     assert_eq!(on_chain["hash"], ours["hash"], "{point}: the chain holds the block we found");
                     assert_eq!(ours["finder_wallet"], MINER, "{point}: {ours}");
+                    // Split over the ledger's shares (each of difficulty 1)
+                    // up to the block's own, not the finder's alone (which
+                    // weighs the network difficulty).
+                    let detail = get(&http, &format!("{url}/pool/blocks/{height}")).await.unwrap();
+                    let window = &detail["window"];
+                    assert!(n(&window["shares"]) >= 1, "{point}: {detail}");
+                    assert_eq!(window["difficulty_sum"], window["shares"], "{point}: a window of shares: {detail}");
                     break;
                 }
             }

@@ -118,6 +118,9 @@ impl From<RewardError> for ApiError {
         match err {
             RewardError::Store(err) => err.into(),
             RewardError::Chain(err) => err.into(),
+            RewardError::RulesDiffer(message) => {
+                ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "rules_differ", message, 30)
+            }
         }
     }
 }

@@ -51,16 +51,16 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        // Every X-Forwarded-For header, in order, as one list.
-        let hops: Vec<&str> = headers
+        // Every X-Forwarded-For header, in order, as one list of hops, each
+        // read on its own (a byte the client wrote spoils only its own hop).
+        let hops: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .flat_map(|value| value.to_str().unwrap_or("?").split(','))
-            .map(str::trim)
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
             .collect();
         let mut client = peer;
         for hop in hops.iter().rev() {
-            match hop.parse::<IpAddr>() {
+            match parse_hop(hop) {
                 Ok(ip) if self.trusts(ip) => client = ip,
                 Ok(ip) => return ip,
                 // Garbage where an address should be: believe nothing further
@@ -70,6 +70,13 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// A hop as proxies write it: an address, or one with a port
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn parse_hop(hop: &[u8]) -> Result<IpAddr, ()> {
+    let hop = std::str::from_utf8(hop).map_err(drop)?.trim();
+    hop.parse::<IpAddr>().or_else(|_| hop.parse::<std::net::SocketAddr>().map(|s| s.ip())).map_err(drop)
 }
 
 #[cfg(test)]
@@ -112,6 +119,9 @@ mod tests {
             // Garbage: the last proxy believed.
             ("10.0.0.2", &["203.0.113.9, not-an-ip"], "10.0.0.2"),
             ("10.0.0.2", &["203.0.113.9, unknown, 10.1.1.1"], "10.1.1.1"),
+            // Hops with ports, as some load balancers write them.
+            ("10.0.0.2", &["203.0.113.9:4711"], "203.0.113.9"),
+            ("10.0.0.2", &["[2001:db8:1:2::77]:4711"], "2001:db8:1:2::"),
             // IPv6 proxies and clients (counted by /64); mapped IPv4 peers.
             ("2001:db8:ff::1", &["2001:db8:1:2::77"], "2001:db8:1:2::"),
             ("::ffff:10.0.0.2", &["203.0.113.9"], "203.0.113.9"),
@@ -124,5 +134,10 @@ mod tests {
             assert_eq!(proxies.source(ip(peer), &map), ip(expected), "{peer} {headers:?}");
         }
         assert_eq!(TrustedProxies::default().source(ip("10.0.0.2"), &HeaderMap::new()), ip("10.0.0.2"));
+        // A byte that is no text in the client's own part spoils only that
+        // hop: the one the proxy appended still names the client.
+        let mut map = HeaderMap::new();
+        map.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"1.2.3.4\xff, 203.0.113.9").unwrap());
+        assert_eq!(proxies.source(ip("10.0.0.2"), &map), ip("203.0.113.9"));
     }
 }

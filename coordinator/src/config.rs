@@ -195,11 +195,29 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "VISION_REWARD_POLL_MS")]
     pub reward_poll_ms: Option<u64>,
     /// Test hook: kill the process with SIGKILL at this point of the money
-    /// path (block_recorded, block_share_appended, credit_block,
-    /// after_sending, after_transfer).
+    /// path (block_recorded, block_share_appended, block_share_noted,
+    /// credit_block, after_sending, after_transfer).
     #[arg(long, env = "VISION_CRASH_AT", hide = true)]
     #[serde(skip)]
     pub crash_at: Option<String>,
+}
+
+/// This machine's name, as a coordinator names itself to its peers.
+fn host_name() -> String {
+    #[cfg(unix)]
+    {
+        let mut name = [0u8; 256];
+        // SAFETY: gethostname writes at most `name.len()` bytes into `name`.
+        if unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0 {
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            if let Ok(name) = std::str::from_utf8(&name[..end]) {
+                if !name.is_empty() {
+                    return name.to_string();
+                }
+            }
+        }
+    }
+    "localhost".into()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -444,7 +462,11 @@ impl CoordinatorArgs {
             })?);
         }
         let non_empty = |t: Option<String>| t.filter(|t| !t.is_empty());
-        let rewards = self.reward_config(&pool_address, block_time_secs)?;
+        let mut rewards = self.reward_config(&pool_address, block_time_secs)?;
+        let bind = self.bind.clone().unwrap_or_else(|| "127.0.0.1:7072".into());
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./vision-data"));
+        let data_dir_shown = std::path::absolute(&data_dir).unwrap_or_else(|_| data_dir.clone());
+        rewards.coordinator_name = format!("{} {bind} {}", host_name(), data_dir_shown.display());
         let database_url = non_empty(self.database_url).map(check_database_url).transpose()?;
         let client = client_certificate(self.database_cert.as_deref(), self.database_key.as_deref())?;
         if client.is_some() {
@@ -457,7 +479,7 @@ impl CoordinatorArgs {
             }
         }
         Ok(CoordinatorConfig {
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./vision-data")),
+            data_dir,
             database_url,
             database_tls: DatabaseTls {
                 ca_pem: self.database_ca.as_deref().map(|p| read_ca_file("--database-ca", p)).transpose()?,
@@ -465,7 +487,7 @@ impl CoordinatorArgs {
             },
             database_connections: self.database_connections.unwrap_or(16).clamp(2, 1024),
             cache_mb: self.cache_mb.unwrap_or(256).clamp(4, 1 << 20),
-            bind: self.bind.unwrap_or_else(|| "127.0.0.1:7072".into()),
+            bind,
             admin_token: non_empty(self.admin_token),
             node_token: non_empty(self.node_token),
             upstream: self.upstream,

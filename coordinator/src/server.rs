@@ -105,6 +105,8 @@ impl Coordinator {
             Pool::new(config.pool.clone(), config.initial_settings.clone(), store, chain, config.block_time_secs)
                 .await
                 .map_err(|e| StartError::Pool(e.to_string()))?;
+        // Several coordinators on one database must credit by the same rules.
+        pool.rewards().meet_coordinators().await.map_err(|e| StartError::Pool(e.to_string()))?;
         if let Err(err) = pool.refresh_template().await {
             // An upstream node may come up later; the refresher keeps trying.
             tracing::warn!("no block template yet: {err}");

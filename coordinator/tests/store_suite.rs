@@ -209,10 +209,10 @@ async fn postgres_a_newer_schema_is_used_only_where_it_says_this_one_still_works
     // A database of schema 1, as schema-1 coordinators left it (no marks):
     // migrated, its old row unmarked, the new one marked.
     connect().await.expect("a fresh database migrates");
-    sql("DELETE FROM pool_schema_migrations WHERE version = 2; DROP FUNCTION pool_append_shares; \
-         ALTER TABLE pool_schema_migrations DROP COLUMN oldest_reader");
+    sql("DELETE FROM pool_schema_migrations WHERE version IN (2, 3); DROP FUNCTION pool_append_shares; \
+         DROP TABLE pool_coordinators; ALTER TABLE pool_schema_migrations DROP COLUMN oldest_reader");
     connect().await.expect("a schema-1 database migrates");
-    assert_eq!(marks(), "1|0\n2|1", "both migrations so far leave schema-1 coordinators working");
+    assert_eq!(marks(), "1|0\n2|1\n3|1", "every migration so far leaves schema-1 coordinators working");
 
     let ours = vision_coordinator::storage::schema_version();
     let (next, later) = (ours + 1, ours + 2);
@@ -257,6 +257,36 @@ async fn postgres_without_durable_commits_is_refused() {
     PgStore::connect(&on, 2, &plain).await.expect("durable commits asked for in the URL");
     let local = format!("{url}&options=-c%20synchronous_commit%3Dlocal");
     PgStore::connect(&local, 2, &plain).await.expect("local commits are on disk");
+}
+
+/// Coordinators on one database tell each other their reward rules: each
+/// learns of the live ones whose rules differ (whatever the JSON's key
+/// order), and of none once they agree or have not been seen lately.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_coordinators_learn_of_peers_with_other_rules() {
+    let server = ThrowawayPostgres::start();
+    let url = server.database("rules");
+    let a = PgStore::connect(&url, 2, &DatabaseTls::default()).await.unwrap();
+    let b = PgStore::connect(&url, 2, &DatabaseTls::default()).await.unwrap();
+    let pplns = serde_json::json!({"scheme": "pplns", "confirmations": 10});
+    let reordered: serde_json::Value = serde_json::from_str(r#"{"confirmations": 10, "scheme": "pplns"}"#).unwrap();
+    let prop = serde_json::json!({"scheme": "prop", "confirmations": 10});
+    let live = Duration::from_secs(30);
+    let names = |peers: Vec<vision_coordinator::storage::CoordinatorRules>| {
+        peers.into_iter().map(|p| (p.name, p.rules.contains("prop"))).collect::<Vec<_>>()
+    };
+    assert_eq!(names(a.meet_coordinators("a", &pplns, live).await.unwrap()), []);
+    // b is told of a, and (refused) is not noted: a still sees nobody.
+    assert_eq!(names(b.meet_coordinators("b", &prop, live).await.unwrap()), [("a".into(), false)]);
+    assert_eq!(names(a.meet_coordinators("a", &pplns, live).await.unwrap()), []);
+    // b with a's rules joins (whatever the key order).
+    assert_eq!(names(b.meet_coordinators("b", &reordered, live).await.unwrap()), []);
+    assert_eq!(names(a.meet_coordinators("a", &pplns, live).await.unwrap()), []);
+    // A peer not seen within the window no longer counts: b changes its
+    // rules once a has not been seen for a second, and then a learns of it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(names(b.meet_coordinators("b", &prop, Duration::from_secs(1)).await.unwrap()), []);
+    assert_eq!(names(a.meet_coordinators("a", &pplns, live).await.unwrap()), [("b".into(), true)]);
 }
 
 /// Appends are batched per store (one transaction per batch): many at once
@@ -498,6 +528,7 @@ fn found_block(height: u64, hash: &str) -> FoundBlockRecord {
         submission: BlockSubmission { header, nonce: 0 },
         share_position: Some(height),
         pool_fee_bps: None,
+        share: None,
     }
 }
 
@@ -795,12 +826,15 @@ async fn found_blocks_and_reward_records_are_read_by_height(backend: Backend) {
     assert_eq!(write(Submitted, None, 1).await, (Rejected, Some(7), 3), "submitted does not unsettle");
     assert_eq!(write(Accepted, None, 4).await, (Accepted, Some(7), 4), "the chain turned out to hold it");
     assert_eq!(write(Rejected, Some(9), 5).await, (Accepted, Some(7), 5), "accepted stays accepted");
-    // Writers at once (coordinators retrying one block): the answer stands.
+    // Writers at once (coordinators retrying a block one of them settled):
+    // the answer stands, and no write is lost (the most attempts win).
+    let accepted = FoundBlockRecord { status: Accepted, share_position: None, attempts: 1, ..found_block(30, "r") };
+    store.put_found_block(&accepted).await.unwrap();
     let racing: Vec<_> = (0..12u32)
         .map(|i| {
             let store = store.clone();
-            let status = [Submitted, Rejected, Accepted][i as usize % 3];
-            let record = FoundBlockRecord { status, share_position: None, ..found_block(30, "r") };
+            let status = [Submitted, Rejected][i as usize % 2];
+            let record = FoundBlockRecord { status, share_position: None, attempts: 2 + i, ..found_block(30, "r") };
             tokio::spawn(async move { store.put_found_block(&record).await.unwrap() })
         })
         .collect();
@@ -808,7 +842,12 @@ async fn found_blocks_and_reward_records_are_read_by_height(backend: Backend) {
         writer.await.unwrap();
     }
     let raced = store.found_blocks_at(30).await.unwrap();
-    assert_eq!((raced.len(), raced[0].status), (1, Accepted));
+    assert_eq!((raced.len(), raced[0].status, raced[0].attempts), (1, Accepted, 13));
+    // Who found it stays as first recorded.
+    let other_finder =
+        FoundBlockRecord { wallet_address: "thief".into(), session_id: "x".into(), ..found_block(30, "r") };
+    store.put_found_block(&other_finder).await.unwrap();
+    assert_eq!(store.found_blocks_at(30).await.unwrap()[0].wallet_address, "a");
     let record = BlockRewardRecord::pending(2, "z", 0);
     store.apply_reward_update(&RewardUpdate { blocks: vec![record.clone()], ..RewardUpdate::default() }).await.unwrap();
     assert_eq!(store.block_reward(2, "z").await.unwrap(), Some(record.clone()));

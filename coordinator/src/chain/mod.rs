@@ -34,6 +34,15 @@ impl ChainError {
     pub fn invalid(reason: &'static str, message: impl Into<String>) -> Self {
         ChainError::Invalid { reason, message: message.into() }
     }
+
+    /// What a public record (a block's or payout's `reason`) may say: an
+    /// unreachable node's detail (its address, its errors) is the log's.
+    pub fn public_reason(&self) -> String {
+        match self {
+            ChainError::Unavailable(_) => "the chain node is unreachable".into(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// The pool's chain: embedded or remote.

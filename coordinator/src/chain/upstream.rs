@@ -11,6 +11,8 @@ use super::{
 #[derive(Clone)]
 pub struct UpstreamNode {
     base: String,
+    /// `base` without credentials, for messages and logs.
+    shown: String,
     http: reqwest::Client,
     /// Bearer token for the node's write routes (submit, transfer).
     token: Option<String>,
@@ -33,11 +35,20 @@ impl UpstreamNode {
             builder = builder.tls_certs_only(certs);
         }
         let http = builder.build().map_err(|e| ChainError::Unavailable(e.to_string()))?;
-        Ok(UpstreamNode { base, http, token })
+        let shown = match reqwest::Url::parse(&base) {
+            Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+                let _ = parsed.set_username("");
+                let _ = parsed.set_password(None);
+                parsed.as_str().trim_end_matches('/').to_string()
+            }
+            _ => base.clone(),
+        };
+        Ok(UpstreamNode { base, shown, http, token })
     }
 
+    /// The node's URL, without the credentials it may carry.
     pub fn url(&self) -> &str {
-        &self.base
+        &self.shown
     }
 
     async fn read<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, ChainError> {
@@ -82,7 +93,9 @@ impl UpstreamNode {
     /// cause is what an operator needs (refused, timed out, a certificate
     /// the node's CA did not sign...).
     fn unavailable(&self, err: reqwest::Error) -> ChainError {
-        let mut message = format!("{}: {err}", self.base);
+        // reqwest's own text names the URL (credentials and all): not here.
+        let err = err.without_url();
+        let mut message = format!("{}: {err}", self.shown);
         let mut cause = std::error::Error::source(&err);
         while let Some(inner) = cause {
             message.push_str(&format!(": {inner}"));

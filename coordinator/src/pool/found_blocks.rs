@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::metrics::PoolMetrics;
 use super::{now_ms, Pool, PoolError};
 use crate::chain::ChainError;
-use crate::storage::{BlockStatus, FoundBlockRecord};
+use crate::storage::{AppendOutcome, BlockStatus, FoundBlockRecord};
 
 /// Retry delays: doubling from the first to the last.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -64,10 +64,10 @@ impl Pool {
                     block.reason = Some(outcome.reason.unwrap_or_else(|| "rejected without a reason".into()));
                 }
             }
-            Err(ChainError::Unavailable(message)) => {
+            Err(err @ ChainError::Unavailable(_)) => {
                 PoolMetrics::bump(&self.metrics.block_submit_retries);
-                tracing::warn!(height = block.height, "block submission failed, will retry: {message}");
-                block.reason = Some(message);
+                tracing::warn!(height = block.height, "block submission failed, will retry: {err}");
+                block.reason = Some(err.public_reason());
             }
             Err(err) => {
                 block.status =
@@ -76,6 +76,28 @@ impl Pool {
             }
         }
         self.record_block(block).await
+    }
+
+    /// Makes sure a recorded block's own share is in the ledger and the
+    /// record says where (after a process killed between the two, or an
+    /// append that failed): the block's reward window ends at it. Returns
+    /// whether the record changed.
+    pub(crate) async fn ledger_block_share(&self, block: &mut FoundBlockRecord) -> Result<bool, PoolError> {
+        if block.share_position.is_some() {
+            return Ok(false);
+        }
+        let position = match self.store.credited(block.height, &block.template_id, block.nonce).await? {
+            Some(credit) => credit.position,
+            None => {
+                let Some(share) = &block.share else { return Ok(false) };
+                match self.store.append_share(share).await? {
+                    AppendOutcome::Appended(position) => position,
+                    AppendOutcome::Duplicate(credit) => credit.position,
+                }
+            }
+        };
+        block.share_position = Some(position);
+        Ok(true)
     }
 
     /// Whether the chain holds this very block (false when it cannot say).
@@ -119,12 +141,27 @@ impl Pool {
     /// Retries a block until it is settled and its record is durable
     /// (`recorded`: the record on disk matches `block`).
     pub(crate) async fn retry_block_submission(self: Arc<Self>, mut block: FoundBlockRecord, mut recorded: bool) {
+        let key = (block.height, block.hash.clone());
+        if !self.block_retries.lock().expect("block retries lock").insert(key.clone()) {
+            // Another task has it (its writes merge with ours by the store's rule).
+            return;
+        }
+        struct Done<'a>(&'a Pool, (u64, String));
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.block_retries.lock().expect("block retries lock").remove(&self.1);
+            }
+        }
+        let _done = Done(&self, key);
         let mut delay = FIRST_RETRY;
         while !recorded || block.status == BlockStatus::Submitted {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(LAST_RETRY);
             let step = if !recorded {
-                self.record_block(&block).await
+                match self.ledger_block_share(&mut block).await {
+                    Ok(_) => self.record_block(&block).await,
+                    Err(err) => Err(err),
+                }
             } else if self.can_still_win(&block) {
                 self.attempt_submission(&mut block).await
             } else {

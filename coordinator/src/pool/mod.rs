@@ -144,6 +144,9 @@ pub struct Pool {
     bans: Mutex<HashMap<String, BanRecord>>,
     sources: SourceLimits,
     long_polls: Arc<Semaphore>,
+    /// Found blocks (height, hash) a retry task is seeing through: one task
+    /// a block, however many resubmissions meet a storage fault.
+    block_retries: Mutex<std::collections::HashSet<(u64, String)>>,
     verifier: VerifyQueue,
     commits: GroupCommit,
     metrics: PoolMetrics,
@@ -191,6 +194,7 @@ impl Pool {
                 unproven_verification_burst: config.unproven_verification_burst,
             }),
             long_polls: Arc::new(Semaphore::new(config.max_long_polls.max(1))),
+            block_retries: Mutex::default(),
             running: AtomicBool::new(settings.running),
             settings: RwLock::new(settings),
             config,
@@ -294,15 +298,9 @@ impl Pool {
             .collect();
         let count = pending.len();
         for mut block in pending {
-            // Killed between appending the block's share and noting where:
-            // the ledger says (without it, the block bounds no PROP round).
-            let mut recorded = true;
-            if block.share_position.is_none() {
-                if let Some(credit) = self.store.credited(block.height, &block.template_id, block.nonce).await? {
-                    block.share_position = Some(credit.position);
-                    recorded = false;
-                }
-            }
+            // Killed before its share was appended, or before the record
+            // said where: its window must still end at that share.
+            let recorded = !self.ledger_block_share(&mut block).await?;
             let pool = self.clone();
             tokio::spawn(async move { pool.retry_block_submission(block, recorded).await });
         }

@@ -200,6 +200,7 @@ impl Pool {
             submission: job.template.template.solved(request.nonce),
             share_position: None,
             pool_fee_bps: Some(self.settings().pool_fee_bps),
+            share: Some(record.clone()),
         });
         if let Some(found) = &found {
             // Durable on its own (one more flush per block, on sled): a crash
@@ -227,6 +228,7 @@ impl Pool {
         };
         let recorded = match &mut found {
             Some(found) => {
+                self.rewards.crash_point(CrashPoint::BlockShareAppended);
                 // Where its reward window ends.
                 found.share_position = Some(position);
                 self.store.put_found_block(found).await
@@ -242,7 +244,7 @@ impl Pool {
                 let (pool, found) = (self.clone(), found.clone());
                 tokio::spawn(async move { pool.retry_block_submission(found, false).await });
             } else {
-                self.rewards.crash_point(CrashPoint::BlockShareAppended);
+                self.rewards.crash_point(CrashPoint::BlockShareNoted);
             }
         }
         recorded?;

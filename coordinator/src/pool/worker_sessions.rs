@@ -135,8 +135,8 @@ impl Pool {
         }
     }
 
-    /// Registers a worker: binds its id to its wallet (first come) and opens
-    /// a new session. `presented` is the caller's Bearer token, if any: a
+    /// Registers a worker: its id is `wallet.rig`, its record written by the
+    /// first registration; opens a new session. `presented` is the caller's Bearer token, if any: a
     /// session of the same worker may rename it.
     pub(crate) async fn register(
         &self,

@@ -109,7 +109,7 @@ impl Rewards {
             }
             None => {
                 let mut record = BlockRewardRecord::pending(block.height, &block.hash, now_ms);
-                let finder = format!("found by {} ({})", block.worker_id, block.wallet_address);
+                let finder = format!("found by {}", block.worker_id);
                 record.note("submitted", finder, block.time_ms);
                 record.note("accepted", "the chain accepted it", block.updated_ms.max(block.time_ms));
                 record

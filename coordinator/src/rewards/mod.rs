@@ -52,9 +52,12 @@ pub const DEFAULT_FOUNDATION_ADDRESS: &str = "vision-foundation";
 pub enum CrashPoint {
     /// A found block is recorded; its share is not yet in the ledger.
     BlockRecorded,
-    /// A found block's share is durable in the ledger; the chain has not
-    /// been asked.
+    /// A found block's share is appended (not yet durable, on sled); the
+    /// record does not yet say where.
     BlockShareAppended,
+    /// A found block's record and share are durable; the chain has not been
+    /// asked.
+    BlockShareNoted,
     /// A block's credit is written but not yet flushed.
     CreditBlock,
     /// A payout batch is durable as `sending`; the chain has not been asked.
@@ -68,6 +71,7 @@ impl CrashPoint {
         match name {
             "block_recorded" => Some(CrashPoint::BlockRecorded),
             "block_share_appended" => Some(CrashPoint::BlockShareAppended),
+            "block_share_noted" => Some(CrashPoint::BlockShareNoted),
             "credit_block" => Some(CrashPoint::CreditBlock),
             "after_sending" => Some(CrashPoint::AfterSending),
             "after_transfer" => Some(CrashPoint::AfterTransfer),
@@ -107,6 +111,33 @@ pub struct RewardConfig {
     pub max_payout_outputs: usize,
     /// Test hook: kill the process here.
     pub crash_at: Option<CrashPoint>,
+    /// How this coordinator names itself to others on a shared database
+    /// (host, bind address, data directory: the same across its restarts).
+    pub coordinator_name: String,
+}
+
+impl RewardConfig {
+    /// What must be the same on every coordinator of one pool, or blocks
+    /// would be credited by whichever one got to them (the pool fee is
+    /// shared through the store's settings).
+    pub fn rules(&self) -> serde_json::Value {
+        serde_json::json!({
+            "scheme": self.scheme.to_string(),
+            "pplns_window_factor": self.pplns_window_factor,
+            "confirmations": self.confirmations,
+            "payout_threshold": self.payout_threshold,
+            "foundation_address": self.foundation_address,
+            "foundation_fee_bps": self.foundation_fee_bps,
+            "pool_fee_address": self.pool_fee_address,
+            "pool_address": self.pool_address,
+            "max_payout_outputs": self.max_payout_outputs,
+        })
+    }
+}
+
+/// How long a coordinator counts as running after its last rewards round.
+fn rules_live(config: &RewardConfig) -> Duration {
+    (config.poll_interval * 3).max(Duration::from_secs(30))
 }
 
 impl Default for RewardConfig {
@@ -126,6 +157,7 @@ impl Default for RewardConfig {
             overdue_factor: 3,
             max_payout_outputs: 500,
             crash_at: None,
+            coordinator_name: "coordinator".into(),
         }
     }
 }
@@ -136,6 +168,9 @@ pub enum RewardError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// Another running coordinator of this pool has other reward rules.
+    #[error("{0}")]
+    RulesDiffer(String),
 }
 
 /// Counters for `/metrics`.
@@ -240,8 +275,27 @@ impl Rewards {
     /// `pool_fee_bps` is the operator's fee in force, for blocks credited now.
     pub async fn run_round(&self, now_ms: u64, pool_fee_bps: u32) -> Result<(), RewardError> {
         let _round = self.round.lock().await;
+        self.meet_coordinators().await?;
         self.advance_blocks(now_ms, pool_fee_bps).await?;
         self.send_payouts(now_ms).await
+    }
+
+    /// Tells the other coordinators on the store this one's rules, and
+    /// fails while one seen lately runs with others: nothing is credited or
+    /// paid by mixed rules (both sides stop until one is fixed).
+    pub async fn meet_coordinators(&self) -> Result<(), RewardError> {
+        let (name, rules) = (&self.config.coordinator_name, self.config.rules());
+        let others = self.store.meet_coordinators(name, &rules, rules_live(&self.config)).await?;
+        let Some(other) = others.first() else { return Ok(()) };
+        Err(RewardError::RulesDiffer(format!(
+            "coordinator {} (seen {} s ago) shares this pool's database with other reward rules: {} against ours, {}; \
+             give every coordinator the same reward flags (a stopped one counts for {} s)",
+            other.name,
+            other.seen_secs_ago,
+            other.rules,
+            rules,
+            rules_live(&self.config).as_secs()
+        )))
     }
 
     /// Makes the writes so far durable, off the runtime.

@@ -199,7 +199,7 @@ impl Rewards {
                 // Unreachable, short of funds, or the like: the same batch,
                 // same key, next round.
                 tracing::warn!(payout = batch.id, "payout not sent yet (will retry): {err}");
-                batch.reason = Some(err.to_string());
+                batch.reason = Some(err.public_reason());
                 batch.updated_ms = now_ms;
                 let expects = vec![Expectation::payout(&batch)];
                 self.store

@@ -240,27 +240,48 @@ pub struct FoundBlockRecord {
     /// The pool fee in force when it was found (its split uses it).
     #[serde(default)]
     pub pool_fee_bps: Option<u32>,
+    /// The block's own share, as it is (or is to be) in the ledger: a
+    /// coordinator killed between writing the record and appending the
+    /// share appends it on restart, so the block's window still ends at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<ShareRecord>,
 }
 
 impl FoundBlockRecord {
-    /// What writing `self` leaves where `stored` is: the chain's answer is
-    /// never undone by a later write (a coordinator retrying a block another
-    /// one settled, a share path recording its block again): `submitted`
-    /// does not replace a settled record, nor `rejected` an `accepted` one
+    /// What writing `self` leaves where `stored` is. Who found the block and
+    /// what was sent stay as first recorded; the chain's answer is never
+    /// undone by a later write (a coordinator retrying a block another one
+    /// settled, a share path recording its block again): `submitted` does
+    /// not replace a settled status, nor `rejected` an `accepted` one
     /// (`rejected` becomes `accepted` when the chain turns out to hold the
-    /// block). A known share position is kept, and attempts add up.
+    /// block). A known share position and share are kept, and the larger
+    /// attempt count.
     pub fn written_over(&self, stored: &FoundBlockRecord) -> FoundBlockRecord {
         let rank = |status: BlockStatus| match status {
             BlockStatus::Submitted => 0,
             BlockStatus::Rejected => 1,
             BlockStatus::Accepted => 2,
         };
-        let (mut kept, other) =
-            if rank(stored.status) > rank(self.status) { (stored.clone(), self) } else { (self.clone(), stored) };
-        kept.share_position = kept.share_position.or(other.share_position);
-        kept.attempts = kept.attempts.max(other.attempts);
-        kept
+        let mut merged = stored.clone();
+        if rank(self.status) >= rank(stored.status) {
+            merged.status = self.status;
+            merged.reason = self.reason.clone();
+            merged.updated_ms = self.updated_ms;
+        }
+        merged.share_position = stored.share_position.or(self.share_position);
+        merged.share = stored.share.clone().or_else(|| self.share.clone());
+        merged.attempts = stored.attempts.max(self.attempts);
+        merged
     }
+}
+
+/// Another coordinator on the same store, and the reward rules it runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorRules {
+    pub name: String,
+    /// As JSON.
+    pub rules: String,
+    pub seen_secs_ago: u64,
 }
 
 /// A banned session.
@@ -429,6 +450,17 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn settings(&self) -> Result<Option<PoolSettings>, StoreError>;
     async fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError>;
 
+    /// Returns the other coordinators seen within `live` whose reward rules
+    /// differ from `rules`; when there are none, notes that coordinator
+    /// `name` runs with `rules` now (by the store's clock). A store that one
+    /// coordinator has to itself (sled) has none.
+    async fn meet_coordinators(
+        &self,
+        name: &str,
+        rules: &serde_json::Value,
+        live: std::time::Duration,
+    ) -> Result<Vec<CoordinatorRules>, StoreError>;
+
     /// A number never returned before, by this store, across restarts.
     async fn next_id(&self) -> Result<u64, StoreError>;
     /// A 32-byte secret created once per pool (job ids, share keys); read
@@ -477,5 +509,6 @@ pub(crate) fn test_found_block(height: u64, hash: &str, status: BlockStatus, pos
         submission: BlockSubmission { header, nonce: 0 },
         share_position: Some(position),
         pool_fee_bps: None,
+        share: None,
     }
 }

@@ -222,6 +222,22 @@ END
 $$;
 "#,
     },
+    Migration {
+        version: 3,
+        // Additive: a table older coordinators never read.
+        oldest_reader: 1,
+        description: "coordinators and their reward rules",
+        sql: r#"
+-- Every coordinator's reward rules, as of its last rewards round: one that
+-- would credit blocks by other rules than a live peer's refuses to start,
+-- and a running one skips its rounds while that lasts.
+CREATE TABLE pool_coordinators (
+    name text COLLATE "C" PRIMARY KEY,
+    rules jsonb NOT NULL,
+    seen_at timestamptz NOT NULL
+);
+"#,
+    },
 ];
 
 /// Brings the schema up to date; safe when several coordinators run it at once.

@@ -26,15 +26,18 @@ use tokio_postgres::{NoTls, Row};
 use super::pg_schema::{migrate, pg_error};
 use super::pg_share_appender::ShareAppender;
 use super::{
-    AppendOutcome, BalanceBucket, BalanceRecord, BanRecord, BlockRewardRecord, Credit, Expectation, FoundBlockRecord,
-    JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate,
-    ShareRecord, StoreError, TemplateRecord, WorkerRecord,
+    AppendOutcome, BalanceBucket, BalanceRecord, BanRecord, BlockRewardRecord, CoordinatorRules, Credit, Expectation,
+    FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord,
+    ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord,
 };
 
 /// How long a call waits for a free connection before it fails.
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 /// The advisory lock key that makes compaction one coordinator at a time.
 const COMPACTION_LOCK: i64 = 0x5653_4e43;
+/// The advisory lock key that makes coordinators meet one at a time ("VSNR"),
+/// so of two starting at once with different rules the second sees the first.
+const RULES_LOCK: i64 = 0x5653_4e52;
 
 /// How [`PgStore`]'s connections use TLS (with `sslmode=require` in the URL).
 #[derive(Debug, Clone, Default)]
@@ -792,6 +795,52 @@ impl PoolStore for PgStore {
 
     async fn settings(&self) -> Result<Option<PoolSettings>, StoreError> {
         self.record("pool_settings", "SELECT record FROM pool_settings WHERE id = 1", &[]).await
+    }
+
+    async fn meet_coordinators(
+        &self,
+        name: &str,
+        rules: &serde_json::Value,
+        live: Duration,
+    ) -> Result<Vec<CoordinatorRules>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RULES_LOCK]).await.map_err(pg_error)?;
+        // The database's clock, so coordinators' clocks need not agree; and
+        // jsonb equality: the same rules whatever the key order or spacing.
+        let rows = tx
+            .query(
+                "SELECT name, rules::text, extract(epoch FROM now() - seen_at)::bigint FROM pool_coordinators
+                 WHERE name <> $1 AND rules <> $2 AND seen_at > now() - make_interval(secs => $3)
+                 ORDER BY name",
+                &[&name, &Json(rules), &live.as_secs_f64()],
+            )
+            .await
+            .map_err(pg_error)?;
+        // Only one that agrees with every live peer counts as running: one
+        // refused at start leaves no trace, and of two that disagree at run
+        // time the one that noticed stops counting.
+        if rows.is_empty() {
+            tx.execute(
+                "INSERT INTO pool_coordinators (name, rules, seen_at) VALUES ($1, $2, now())
+                 ON CONFLICT (name) DO UPDATE SET rules = EXCLUDED.rules, seen_at = EXCLUDED.seen_at",
+                &[&name, &Json(rules)],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.execute("DELETE FROM pool_coordinators WHERE seen_at < now() - interval '7 days'", &[])
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| CoordinatorRules {
+                name: row.get(0),
+                rules: row.get(1),
+                seen_secs_ago: row.get::<_, i64>(2).max(0) as u64,
+            })
+            .collect())
     }
 
     async fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError> {

@@ -7,9 +7,9 @@ use sled::Transactional;
 use std::collections::BTreeMap;
 
 use super::{
-    AppendOutcome, BalanceRecord, BanRecord, BlockRewardRecord, Credit, Expectation, FoundBlockRecord, JobRecord,
-    PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareAggregate, ShareRecord,
-    StoreError, TemplateRecord, WorkerRecord,
+    AppendOutcome, BalanceRecord, BanRecord, BlockRewardRecord, CoordinatorRules, Credit, Expectation,
+    FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord,
+    ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord,
 };
 
 /// `pool_meta` key of the lowest uncompacted ledger position (u64 BE).
@@ -833,6 +833,15 @@ impl PoolStore for SledStore {
     }
     async fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError> {
         self.trees.put_settings(settings)
+    }
+    async fn meet_coordinators(
+        &self,
+        _name: &str,
+        _rules: &serde_json::Value,
+        _live: std::time::Duration,
+    ) -> Result<Vec<CoordinatorRules>, StoreError> {
+        // The data directory is locked by the one coordinator using it.
+        Ok(Vec::new())
     }
     async fn next_id(&self) -> Result<u64, StoreError> {
         self.trees.next_id()

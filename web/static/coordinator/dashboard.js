@@ -94,7 +94,7 @@
       { key: "status", label: "Status", cell: (b) => status(b) + (b.reason ? ` <span class="muted">${V.esc(b.reason)}</span>` : "") },
       { key: "confirmations", label: "Confirmations", num: true, cell: (b) => V.count(b.confirmations) },
       { key: "reward", label: "Reward", num: true, cell: (b) => (b.reward ? V.coins(b.reward) : "-") },
-      { key: "finder", label: "Finder", cell: (b) => V.esc(b.finder) },
+      { key: "finder", label: "Finder", cell: (b) => V.esc(rigName(b.finder, b.finder_wallet)) },
       { key: "time_ms", label: "Found", cell: (b) => V.ago(b.time_ms) },
     ], "height"),
     payouts: new V.Table($("payouts-table"), payoutColumns(), "time_ms"),
