@@ -387,7 +387,10 @@ pub struct PayoutView {
     /// When the batch was made.
     pub time_ms: u64,
     pub updated_ms: u64,
-    pub idempotency_key: String,
+    /// The chain transfer's key, once the batch is settled (`paid` or
+    /// `set_aside`); withheld while `sending`, when the key could still
+    /// make a transfer.
+    pub idempotency_key: Option<String>,
     pub transfer_id: Option<String>,
     pub attempts: u32,
 }

@@ -71,7 +71,7 @@ fn payout_view(p: &PayoutRecord) -> PayoutView {
         reason: p.reason.clone(),
         time_ms: p.created_ms,
         updated_ms: p.updated_ms,
-        idempotency_key: p.idempotency_key.clone(),
+        idempotency_key: (p.status != PayoutStatus::Sending).then(|| p.idempotency_key.clone()),
         transfer_id: p.transfer_id.clone(),
         attempts: p.attempts,
     }
@@ -183,5 +183,29 @@ impl Rewards {
     /// paying it (through the store's wallet index, not a scan).
     pub async fn payout_views(&self, wallet: Option<&str>, limit: usize) -> Result<Vec<PayoutView>, RewardError> {
         Ok(self.store.payouts_newest(limit, wallet).await?.iter().map(payout_view).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payout_key_is_shown_once_the_batch_is_settled() {
+        let batch = |status| PayoutRecord {
+            id: 1,
+            status,
+            outputs: Vec::new(),
+            idempotency_key: "tag-payout-1-abc".into(),
+            reason: None,
+            created_ms: 0,
+            updated_ms: 0,
+            transfer_id: None,
+            attempts: 1,
+        };
+        let shown = |status| payout_view(&batch(status)).idempotency_key;
+        assert_eq!(shown(PayoutStatus::Sending), None);
+        assert_eq!(shown(PayoutStatus::Paid).as_deref(), Some("tag-payout-1-abc"));
+        assert_eq!(shown(PayoutStatus::SetAside).as_deref(), Some("tag-payout-1-abc"));
     }
 }

@@ -769,7 +769,8 @@ impl PoolStore for SledStore {
         self.blocking(|t| t.payouts()).await
     }
     async fn payouts_newest(&self, limit: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError> {
-        self.trees.payouts_newest(limit, wallet)
+        let wallet = wallet.map(str::to_string);
+        self.blocking(move |t| t.payouts_newest(limit, wallet.as_deref())).await
     }
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError> {
         self.trees.payout(id)
@@ -780,7 +781,7 @@ impl PoolStore for SledStore {
         Ok(self.trees.payout(id)?.filter(|p| p.status == PayoutStatus::Sending))
     }
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError> {
-        self.trees.payouts_sending()
+        self.blocking(|t| t.payouts_sending()).await
     }
     async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError> {
         self.trees.put_ban(ban)
@@ -789,7 +790,7 @@ impl PoolStore for SledStore {
         self.trees.remove_ban(session_id)
     }
     async fn bans(&self) -> Result<Vec<BanRecord>, StoreError> {
-        self.trees.bans()
+        self.blocking(|t| t.bans()).await
     }
     async fn claim_template(
         &self,
@@ -820,7 +821,7 @@ impl PoolStore for SledStore {
         self.blocking(|t| t.found_blocks()).await
     }
     async fn found_blocks_newest(&self, limit: usize) -> Result<Vec<FoundBlockRecord>, StoreError> {
-        self.trees.found_blocks_newest(limit)
+        self.blocking(move |t| t.found_blocks_newest(limit)).await
     }
     async fn found_blocks_from(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError> {
         self.blocking(move |t| t.found_blocks_from(height)).await
