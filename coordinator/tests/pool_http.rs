@@ -572,3 +572,34 @@ async fn charts_history_and_the_dashboard_are_served() {
     assert_eq!(pool.post("/", &json!({})).await.status(), StatusCode::METHOD_NOT_ALLOWED);
     pool.stop().await;
 }
+
+/// `/pool/stats` is built once per change, however many ask at once (the
+/// active set is not walked per request), and a change shows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_are_built_once_per_change_however_many_ask() {
+    let pool = TestPool::start(settings("snapshots")).await;
+    let token = pool.register("rig", "land1snap").await;
+    let job = pool.job(&token).await;
+    let builds = async || body(pool.get("/pool/metrics").await).await.1["stats_builds"].as_u64().unwrap();
+    let before = builds().await;
+    let started = Instant::now();
+    let readers: Vec<_> = (0..200)
+        .map(|_| {
+            let (http, url) = (pool.http.clone(), format!("{}/pool/stats", pool.url));
+            tokio::spawn(async move { http.get(url).send().await.unwrap().status() })
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), StatusCode::OK);
+    }
+    // One build, and one more per second the readers took (rates age).
+    let allowed = 1 + started.elapsed().as_secs() + 1;
+    assert!(builds().await - before <= allowed, "{} builds for 200 readers", builds().await - before);
+    let n = job.nonce_start();
+    assert_eq!(pool.share(&token, &job, n, &job.digest(n)).await.1["accepted"], true);
+    let (_, stats) = body(pool.get("/pool/stats").await).await;
+    assert_eq!(stats["workers"][0]["shares"]["accepted"], 1, "{stats}");
+    let (_, worker) = body(pool.get("/pool/workers/land1snap.rig").await).await;
+    assert_eq!(worker["shares"]["accepted"], 1, "{worker}");
+    pool.stop().await;
+}

@@ -48,7 +48,7 @@ impl Pool {
         self.store.put_settings(&next).await?;
         *self.settings.write().expect("settings lock") = next.clone();
         let vardiff_config = self.vardiff_config();
-        for session in self.sessions.lock().expect("sessions lock").values_mut() {
+        for session in self.sessions.lock().values_mut() {
             session.vardiff.apply_bounds(&vardiff_config);
         }
         self.commits.durable().await?;
@@ -63,13 +63,14 @@ impl Pool {
         self.store.put_settings(&next).await?;
         *self.settings.write().expect("settings lock") = next.clone();
         self.running.store(running, Ordering::Relaxed);
+        self.state_changes.fetch_add(1, Ordering::Release);
         self.commits.durable().await?;
         Ok(next)
     }
 
     /// Bans in force.
     pub(crate) fn bans(&self, now: u64) -> Vec<BanView> {
-        let bans = self.bans.lock().expect("bans lock");
+        let bans = self.bans.read();
         let mut list: Vec<BanView> = bans
             .values()
             .filter(|b| b.until_ms > now)
@@ -89,8 +90,7 @@ impl Pool {
     pub(crate) async fn unban(&self, session_or_worker: &str) -> Result<usize, PoolError> {
         let lifted: Vec<String> = self
             .bans
-            .lock()
-            .expect("bans lock")
+            .read()
             .values()
             .filter(|b| b.session_id == session_or_worker || b.worker_id == session_or_worker)
             .map(|b| b.session_id.clone())
@@ -98,8 +98,8 @@ impl Pool {
         // The store first: a ban lifted in memory only would come back.
         for session_id in &lifted {
             self.store.remove_ban(session_id).await?;
-            self.bans.lock().expect("bans lock").remove(session_id);
-            if let Some(session) = self.sessions.lock().expect("sessions lock").get_mut(session_id) {
+            self.bans.lock().remove(session_id);
+            if let Some(session) = self.sessions.lock().get_mut(session_id) {
                 session.banned.store(false, Ordering::Relaxed);
                 session.ban_counts = Default::default();
             }
@@ -118,7 +118,7 @@ impl Pool {
                 *self.settings.write().expect("settings lock") = stored.clone();
                 self.running.store(stored.running, Ordering::Relaxed);
                 let vardiff_config = self.vardiff_config();
-                for session in self.sessions.lock().expect("sessions lock").values_mut() {
+                for session in self.sessions.lock().values_mut() {
                     session.vardiff.apply_bounds(&vardiff_config);
                 }
                 tracing::info!(pool_fee_bps = stored.pool_fee_bps, running = stored.running, "settings changed");
@@ -128,7 +128,11 @@ impl Pool {
             self.store.bans().await?.into_iter().map(|b| (b.session_id.clone(), b)).collect();
         // (session id, ban in force now) of bans new to this coordinator.
         let (banned, lifted): (Vec<(String, bool)>, Vec<String>) = {
-            let mut bans = self.bans.lock().expect("bans lock");
+            // Re-read every second: counted as a change only when it is one.
+            if *self.bans.read() == stored {
+                return Ok(());
+            }
+            let mut bans = self.bans.lock();
             let banned = stored
                 .values()
                 .filter(|b| !bans.contains_key(&b.session_id))
@@ -138,7 +142,7 @@ impl Pool {
             *bans = stored;
             (banned, lifted)
         };
-        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let mut sessions = self.sessions.lock();
         for (session_id, in_force) in banned {
             if let Some(session) = sessions.get_mut(&session_id) {
                 session.banned.store(in_force, Ordering::Relaxed);

@@ -140,8 +140,9 @@ async fn share(
     Ok(AppJson(response))
 }
 
-async fn stats(State(state): State<PoolApiState>) -> impl IntoResponse {
-    AppJson(state.pool.stats(now_ms()))
+async fn stats(State(state): State<PoolApiState>) -> Result<impl IntoResponse, ApiError> {
+    let snapshot = state.pool.stats_snapshot(now_ms()).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], snapshot.json.clone()))
 }
 
 /// Lists answer at most this many entries unless `?limit=` says otherwise.
@@ -229,11 +230,9 @@ async fn worker(
     State(state): State<PoolApiState>,
     AppPath(id): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state
-        .pool
-        .worker(&id, now_ms())
-        .map(AppJson)
-        .ok_or_else(|| ApiError::not_found("unknown_worker", format!("no active worker {id:?}")))
+    let snapshot = state.pool.stats_snapshot(now_ms()).await?;
+    let worker = snapshot.stats.workers.iter().find(|w| w.worker_id == id).cloned();
+    worker.map(AppJson).ok_or_else(|| ApiError::not_found("unknown_worker", format!("no active worker {id:?}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -292,6 +291,7 @@ async fn metrics_value(pool: &Pool) -> serde_json::Value {
         "jobs_issued": m.jobs_issued,
         "jobs_in_memory": m.jobs_in_memory,
         "bans": m.bans,
+        "stats_builds": m.stats_builds,
         "sessions_active": m.sessions_active,
         "sources_tracked": m.sources_tracked,
         "verification": {
@@ -316,7 +316,11 @@ async fn metrics_json(State(state): State<PoolApiState>) -> impl IntoResponse {
 async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoResponse {
     let pool = &state.pool;
     let m = pool.metrics_snapshot().await;
-    let stats = pool.stats(now_ms());
+    let snapshot = match pool.stats_snapshot(now_ms()).await {
+        Ok(snapshot) => snapshot,
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    let stats = &snapshot.stats;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -464,7 +468,7 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
         &[("", stats.hashrate.effective_10m)],
     );
     metric("vision_pool_height", "gauge", "Height of the current job.", &[("", stats.height.unwrap_or(0) as f64)]);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn configure(

@@ -111,7 +111,7 @@ impl Pool {
         match block.status {
             BlockStatus::Accepted => {
                 PoolMetrics::bump(&self.metrics.blocks_found);
-                if let Some(session) = self.sessions.lock().expect("sessions lock").get_mut(&block.session_id) {
+                if let Some(session) = self.sessions.lock().get_mut(&block.session_id) {
                     session.blocks_found += 1;
                 }
                 tracing::info!(height = block.height, hash = %block.hash, worker = %block.worker_id, "block found");

@@ -27,7 +27,7 @@ impl Pool {
     /// session's last job.
     pub(crate) async fn wait_for_new_template(&self, session_id: &str, wait: Duration) {
         let Ok(_permit) = self.long_polls.clone().try_acquire_owned() else { return };
-        let seen = self.sessions.lock().expect("sessions lock").get(session_id).map_or(0, |s| s.last_template_version);
+        let seen = self.sessions.read().get(session_id).map_or(0, |s| s.last_template_version);
         let mut versions = self.jobs.subscribe();
         let wait = wait.min(self.config.max_job_wait);
         let _ = tokio::time::timeout(wait, versions.wait_for(|v| *v > seen)).await;
@@ -57,7 +57,7 @@ impl Pool {
         let template = self.jobs.current().ok_or(PoolError::NoTemplate)?;
         let vardiff_config = self.vardiff_config();
         let (worker_id, difficulty, live) = {
-            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let mut sessions = self.sessions.lock();
             let session = sessions.get_mut(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
             session.vardiff.on_job_request(now, &vardiff_config);
             session.last_seen_ms = now;
@@ -99,7 +99,7 @@ impl Pool {
             })
             .await?;
         self.commits.durable().await?;
-        if let Some(session) = self.sessions.lock().expect("sessions lock").get_mut(session_id) {
+        if let Some(session) = self.sessions.lock().get_mut(session_id) {
             session.last_template_version = template.version;
             session.live_job = Some(job.clone());
             session.jobs_on_template += 1;

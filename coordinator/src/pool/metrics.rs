@@ -75,6 +75,8 @@ pub(crate) struct PoolMetrics {
     pub(crate) jobs_served: AtomicU64,
     pub(crate) jobs_issued: AtomicU64,
     pub(crate) bans: AtomicU64,
+    /// `/pool/stats` snapshots built (each walks the active set once).
+    pub(crate) stats_builds: AtomicU64,
     pub(crate) verify_latency: LatencyWindow,
     pub(crate) share_latency: LatencyWindow,
     pub(crate) job_latency: LatencyWindow,

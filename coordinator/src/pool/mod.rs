@@ -32,6 +32,7 @@ mod source_limits;
 mod stats;
 pub mod stats_history;
 mod token_bucket;
+mod tracked_state;
 mod vardiff;
 mod verify_queue;
 mod worker_sessions;
@@ -48,7 +49,9 @@ use self::job_book::{IssuedJob, JobBook, TemplateState, HEIGHTS_KEPT};
 use self::metrics::PoolMetrics;
 pub use self::pool_error::{PoolError, ShareRejection};
 use self::source_limits::{SourceLimitConfig, SourceLimits};
+use self::stats::StatsSnapshot;
 use self::stats_history::StatsHistory;
+use self::tracked_state::Tracked;
 use self::vardiff::VardiffConfig;
 use self::verify_queue::VerifyQueue;
 use self::worker_sessions::SessionState;
@@ -139,9 +142,14 @@ pub struct Pool {
     rewards: Arc<Rewards>,
     jobs: JobBook,
     /// The active set: session id -> state.
-    sessions: Mutex<HashMap<String, SessionState>>,
+    sessions: Tracked<HashMap<String, SessionState>>,
     /// Bans in force, by session id.
-    bans: Mutex<HashMap<String, BanRecord>>,
+    bans: Tracked<HashMap<String, BanRecord>>,
+    /// Changes to what the figures show: sessions, bans, settings.
+    state_changes: Arc<AtomicU64>,
+    /// The last `/pool/stats` built, and one builder at a time.
+    stats_snapshot: Mutex<Option<Arc<StatsSnapshot>>>,
+    stats_builder: Semaphore,
     sources: SourceLimits,
     long_polls: Arc<Semaphore>,
     /// Found blocks (height, hash) a retry task is seeing through: one task
@@ -179,6 +187,7 @@ impl Pool {
             Rewards::new(config.rewards.clone(), store.clone(), chain.clone())
                 .map_err(|e| PoolError::Internal(e.to_string()))?,
         );
+        let state_changes = Arc::new(AtomicU64::new(0));
         let pool = Pool {
             history: StatsHistory::new(config.history_interval),
             verifier: VerifyQueue::start(
@@ -203,8 +212,11 @@ impl Pool {
             chain,
             rewards,
             jobs: JobBook::default(),
-            sessions: Mutex::new(HashMap::new()),
-            bans: Mutex::new(bans),
+            sessions: Tracked::new(HashMap::new(), state_changes.clone()),
+            bans: Tracked::new(bans, state_changes.clone()),
+            state_changes,
+            stats_snapshot: Mutex::new(None),
+            stats_builder: Semaphore::new(1),
             metrics,
             block_time_secs,
             started: Instant::now(),
@@ -446,7 +458,7 @@ impl Pool {
             forgotten = self.store.prune_sessions(now_ms.saturating_sub(ttl)).await?;
         }
         let expired: Vec<String> = {
-            let mut bans = self.bans.lock().expect("bans lock");
+            let mut bans = self.bans.lock();
             let expired = bans.values().filter(|b| b.until_ms <= now_ms).map(|b| b.session_id.clone()).collect();
             bans.retain(|_, b| b.until_ms > now_ms);
             expired

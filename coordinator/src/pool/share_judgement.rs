@@ -74,7 +74,7 @@ impl Pool {
     ) -> Result<ShareResponse, PoolError> {
         self.admit(session_id, now)?;
         let (difficulty, proven, banned_flag) = {
-            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let mut sessions = self.sessions.lock();
             let session = sessions.get_mut(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
             session.last_seen_ms = now;
             if let Some(rate) = request.hashrate.filter(|r| r.is_finite() && *r >= 0.0) {
@@ -163,7 +163,7 @@ impl Pool {
         };
 
         let wallet = {
-            let sessions = self.sessions.lock().expect("sessions lock");
+            let sessions = self.sessions.read();
             let session = sessions.get(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
             session.record.wallet_address.clone()
         };
@@ -252,7 +252,7 @@ impl Pool {
 
         let vardiff_config = self.vardiff_config();
         let (next_difficulty, newly_proven) = {
-            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let mut sessions = self.sessions.lock();
             match sessions.get_mut(session_id) {
                 Some(session) => {
                     let newly_proven = !session.proven;

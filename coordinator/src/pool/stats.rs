@@ -1,11 +1,20 @@
 //! Figures for everyone: per worker (over its active sessions) and for the pool.
+//!
+//! `/pool/stats` (and a worker's figures, and the Prometheus gauges) are
+//! served from a [`StatsSnapshot`]: rebuilt when something it shows has
+//! changed (sessions, bans, settings, the template, blocks found) or a
+//! second has passed (rates and online flags move with time), one build at
+//! a time, off the runtime. However many clients ask, the active set is
+//! walked at most once per change, and never by two requests at once.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::metrics::PoolMetrics;
 use super::stats_history::{PoolReading, StatsHistory, WorkerReading};
 use super::worker_sessions::SessionState;
-use super::{Hashrate, Pool, PoolStats, ShareCounts, WorkerBan, WorkerStats};
+use super::{Hashrate, Pool, PoolError, PoolStats, ShareCounts, WorkerBan, WorkerStats};
 
 /// Counters for `/pool/metrics` and `/metrics`, read in one place.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +37,7 @@ pub(crate) struct MetricsSnapshot {
     pub(crate) jobs_issued: u64,
     pub(crate) jobs_in_memory: usize,
     pub(crate) bans: u64,
+    pub(crate) stats_builds: u64,
     pub(crate) ledger_shares: u64,
     pub(crate) verify_queue_depth: usize,
     pub(crate) verify_queue_capacity: usize,
@@ -37,7 +47,62 @@ pub(crate) struct MetricsSnapshot {
     pub(crate) store_commits: u64,
 }
 
+/// How long a snapshot serves with nothing changed.
+const SNAPSHOT_TTL_MS: u64 = 1000;
+
+/// `/pool/stats` as built at one moment, and its JSON.
+pub(crate) struct StatsSnapshot {
+    /// What it was built from: (state changes, template version, blocks found).
+    basis: (u64, u64, u64),
+    built_ms: u64,
+    pub(crate) stats: PoolStats,
+    pub(crate) json: Vec<u8>,
+}
+
 impl Pool {
+    /// Read before the state a snapshot is built from, so a snapshot's basis
+    /// never claims a change it did not see.
+    fn stats_basis(&self) -> (u64, u64, u64) {
+        (
+            self.state_changes.load(Ordering::Acquire),
+            self.jobs.current().map_or(0, |t| t.version),
+            PoolMetrics::get(&self.metrics.blocks_found),
+        )
+    }
+
+    fn current_snapshot(&self, basis: (u64, u64, u64), now: u64) -> Option<Arc<StatsSnapshot>> {
+        let cached = self.stats_snapshot.lock().expect("stats snapshot lock").clone()?;
+        let (a, b) = (cached.basis, basis);
+        let covers = a.0 >= b.0 && a.1 >= b.1 && a.2 >= b.2;
+        (covers && now < cached.built_ms + SNAPSHOT_TTL_MS).then_some(cached)
+    }
+
+    /// The figures as of this request (or a build that began after it).
+    pub(crate) async fn stats_snapshot(self: &Arc<Self>, now: u64) -> Result<Arc<StatsSnapshot>, PoolError> {
+        let basis = self.stats_basis();
+        if let Some(snapshot) = self.current_snapshot(basis, now) {
+            return Ok(snapshot);
+        }
+        let _builder =
+            self.stats_builder.acquire().await.map_err(|_| PoolError::Internal("stats builder closed".into()))?;
+        // Built by another request while this one waited?
+        if let Some(snapshot) = self.current_snapshot(basis, now) {
+            return Ok(snapshot);
+        }
+        let pool = self.clone();
+        let snapshot = tokio::task::spawn_blocking(move || {
+            let basis = pool.stats_basis();
+            let stats = pool.stats(now);
+            let json = serde_json::to_vec(&stats).map_err(|e| PoolError::Internal(format!("stats: {e}")))?;
+            PoolMetrics::bump(&pool.metrics.stats_builds);
+            Ok::<_, PoolError>(Arc::new(StatsSnapshot { basis, built_ms: now, stats, json }))
+        })
+        .await
+        .map_err(|e| PoolError::Internal(format!("stats task failed: {e}")))??;
+        *self.stats_snapshot.lock().expect("stats snapshot lock") = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+
     fn worker_view(&self, session: &SessionState, now: u64, online_window_ms: u64) -> WorkerStats {
         WorkerStats {
             worker_id: session.record.worker_id.clone(),
@@ -60,12 +125,12 @@ impl Pool {
         3 * self.settings().target_share_seconds.max(1) * 1000
     }
 
-    /// Active worker ids (all, or just `only`), their sessions summed.
-    fn workers(&self, now: u64, only: Option<&str>) -> Vec<WorkerStats> {
+    /// Active worker ids, their sessions summed.
+    fn workers(&self, now: u64) -> Vec<WorkerStats> {
         let window = self.online_window_ms();
-        let sessions = self.sessions.lock().expect("sessions lock");
+        let sessions = self.sessions.read();
         let mut by_worker: BTreeMap<&str, (WorkerStats, u64)> = BTreeMap::new();
-        for session in sessions.values().filter(|s| only.is_none_or(|id| s.record.worker_id == id)) {
+        for session in sessions.values() {
             let view = self.worker_view(session, now, window);
             let seen = session.last_seen_ms;
             match by_worker.get_mut(session.record.worker_id.as_str()) {
@@ -92,7 +157,7 @@ impl Pool {
         let estimates = self.rewards.estimated_payouts();
         // The longest ban in force per worker id, in one pass over the bans.
         let mut bans: HashMap<String, WorkerBan> = HashMap::new();
-        for ban in self.bans.lock().expect("bans lock").values().filter(|b| b.until_ms > now) {
+        for ban in self.bans.read().values().filter(|b| b.until_ms > now) {
             let entry = bans
                 .entry(ban.worker_id.clone())
                 .or_insert_with(|| WorkerBan { reason: ban.reason.clone(), until_ms: ban.until_ms });
@@ -109,7 +174,7 @@ impl Pool {
 
     /// Takes the charts' sample (the history task calls it every interval).
     pub(crate) fn sample_history(&self, now: u64) {
-        let workers = self.workers(now, None);
+        let workers = self.workers(now);
         let m = &self.metrics;
         let reading = PoolReading {
             accepted_work: PoolMetrics::get(&m.accepted_work),
@@ -144,7 +209,7 @@ impl Pool {
 
     pub(crate) fn stats(&self, now: u64) -> PoolStats {
         let settings = self.settings();
-        let workers = self.workers(now, None);
+        let workers = self.workers(now);
         let mut shares = ShareCounts::default();
         let mut hashrate = Hashrate::default();
         for w in &workers {
@@ -173,10 +238,6 @@ impl Pool {
         }
     }
 
-    pub(crate) fn worker(&self, worker_id: &str, now: u64) -> Option<WorkerStats> {
-        self.workers(now, Some(worker_id)).pop()
-    }
-
     pub(crate) async fn metrics_snapshot(&self) -> MetricsSnapshot {
         let m = &self.metrics;
         let get = PoolMetrics::get;
@@ -199,11 +260,12 @@ impl Pool {
             jobs_issued: get(&m.jobs_issued),
             jobs_in_memory: self.jobs.len(),
             bans: get(&m.bans),
+            stats_builds: get(&m.stats_builds),
             // An unreadable store shows as 0 here; /health reports the fault.
             ledger_shares: self.store.ledger_len().await.unwrap_or(0),
             verify_queue_depth: self.verifier.depth(),
             verify_queue_capacity: self.verifier.capacity(),
-            sessions_active: self.sessions.lock().expect("sessions lock").len(),
+            sessions_active: self.sessions.read().len(),
             sources_tracked: self.sources.len(),
             store_backend: self.store.backend(),
             store_commits: self.store.commits(),

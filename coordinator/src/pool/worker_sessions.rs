@@ -219,7 +219,7 @@ impl Pool {
     /// Until when a session of `worker_id` from `source` is banned, if one is.
     fn banned_registration(&self, worker_id: &str, source: Option<IpAddr>, now: u64) -> Option<u64> {
         let source = source?.to_string();
-        let bans = self.bans.lock().expect("bans lock");
+        let bans = self.bans.read();
         bans.values()
             .filter(|b| b.worker_id == worker_id && b.source.as_deref() == Some(source.as_str()) && b.until_ms > now)
             .map(|b| b.until_ms)
@@ -232,7 +232,8 @@ impl Pool {
         let hash = token_hash(token);
         let session_id = session_id_of(&hash);
         {
-            let mut sessions = self.sessions.lock().expect("sessions lock");
+            // Seen again: nothing the figures show.
+            let mut sessions = self.sessions.lock_quietly();
             if let Some(state) = sessions.get_mut(&session_id).filter(|s| s.record.token_hash == hash) {
                 state.last_seen_ms = now;
                 return Ok(session_id);
@@ -250,7 +251,7 @@ impl Pool {
     /// Puts a session in the active set (fresh counters, starting difficulty).
     fn activate(&self, record: SessionRecord, worker_name: Option<String>, now: u64) {
         let vardiff_config = self.vardiff_config();
-        let banned = self.bans.lock().expect("bans lock").get(&record.session_id).is_some_and(|b| b.until_ms > now);
+        let banned = self.bans.read().get(&record.session_id).is_some_and(|b| b.until_ms > now);
         let state = SessionState {
             worker_name,
             counts: ShareCounts::default(),
@@ -270,7 +271,7 @@ impl Pool {
             banned: Arc::new(AtomicBool::new(banned)),
             record,
         };
-        self.sessions.lock().expect("sessions lock").insert(state.record.session_id.clone(), state);
+        self.sessions.lock().insert(state.record.session_id.clone(), state);
     }
 
     /// The stored records of active sessions whose `last_seen_ms` is more
@@ -278,7 +279,7 @@ impl Pool {
     /// never pruned as unused); the caller stores them.
     pub(crate) fn sessions_to_touch(&self) -> Vec<SessionRecord> {
         const DAY_MS: u64 = 86_400_000;
-        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let mut sessions = self.sessions.lock_quietly();
         sessions
             .values_mut()
             .filter(|s| s.record.last_seen_ms + DAY_MS < s.last_seen_ms)
@@ -293,7 +294,7 @@ impl Pool {
     /// credentials and credited shares stay). Returns how many.
     pub fn prune_idle(&self, now_ms: u64) -> usize {
         let cutoff = now_ms.saturating_sub(self.config.idle_timeout.as_millis() as u64);
-        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let mut sessions = self.sessions.lock();
         let before = sessions.len();
         sessions.retain(|_, s| s.last_seen_ms >= cutoff);
         before - sessions.len()
@@ -306,7 +307,7 @@ impl Pool {
             return Err(PoolError::Stopped);
         }
         let until = {
-            let mut bans = self.bans.lock().expect("bans lock");
+            let mut bans = self.bans.lock();
             match bans.get(session_id).map(|b| b.until_ms) {
                 Some(until) if until > now => Some(until),
                 Some(_) => {
@@ -339,7 +340,7 @@ impl Pool {
         PoolMetrics::bump(metric);
         let policy = self.ban_policy();
         let due = {
-            let mut sessions = self.sessions.lock().expect("sessions lock");
+            let mut sessions = self.sessions.lock();
             let Some(session) = sessions.get_mut(session_id) else { return Ok(()) };
             match rejection {
                 ShareRejection::Stale => session.counts.stale += 1,
@@ -368,7 +369,7 @@ impl Pool {
             self.store.put_ban(&ban).await?;
             tracing::warn!(session = session_id, worker = %ban.worker_id, "banned: {}", ban.reason);
             PoolMetrics::bump(&self.metrics.bans);
-            self.bans.lock().expect("bans lock").insert(session_id.to_string(), ban);
+            self.bans.lock().insert(session_id.to_string(), ban);
         }
         Ok(())
     }
