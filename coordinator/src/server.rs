@@ -289,6 +289,24 @@ impl Coordinator {
         }));
         let pool = self.pool.clone();
         tasks.push(tokio::spawn(async move {
+            // Reward rules, told to the other coordinators on a shared store
+            // on a beat of their own (a long rewards round must not make this
+            // one look stopped); a conflict also stops the rounds.
+            let mut conflict = false;
+            loop {
+                tokio::time::sleep(crate::rewards::RULES_HEARTBEAT).await;
+                match pool.rewards().meet_coordinators().await {
+                    Ok(()) => conflict = false,
+                    Err(err) if !conflict => {
+                        conflict = true;
+                        tracing::error!("{err}");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }));
+        let pool = self.pool.clone();
+        tasks.push(tokio::spawn(async move {
             // Rewards: follow found blocks on the chain, credit, pay.
             let interval = pool.rewards().config().poll_interval;
             let mut failing = false;

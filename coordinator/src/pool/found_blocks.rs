@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::job_book::HEIGHTS_KEPT;
 use super::metrics::PoolMetrics;
 use super::{now_ms, Pool, PoolError};
 use crate::chain::ChainError;
@@ -86,10 +87,20 @@ impl Pool {
         if block.share_position.is_some() {
             return Ok(false);
         }
+        // Another task or coordinator may have noted it since this copy.
+        let stored = self.store.found_blocks_at(block.height).await?;
+        if let Some(position) = stored.iter().find(|b| b.hash == block.hash).and_then(|b| b.share_position) {
+            block.share_position = Some(position);
+            return Ok(true);
+        }
         let position = match self.store.credited(block.height, &block.template_id, block.nonce).await? {
             Some(credit) => credit.position,
             None => {
-                let Some(share) = &block.share else { return Ok(false) };
+                // Duplicate keys of heights this far back may be pruned: the
+                // share could be in the ledger unseen, and appending it again
+                // would credit it twice. Better the finder's window alone.
+                let keys_kept = self.current_height().is_some_and(|tip| block.height + HEIGHTS_KEPT > tip);
+                let Some(share) = block.share.as_ref().filter(|_| keys_kept) else { return Ok(false) };
                 match self.store.append_share(share).await? {
                     AppendOutcome::Appended(position) => position,
                     AppendOutcome::Duplicate(credit) => credit.position,

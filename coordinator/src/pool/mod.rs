@@ -149,7 +149,7 @@ pub struct Pool {
     state_changes: Arc<AtomicU64>,
     /// The last `/pool/stats` built, and one builder at a time.
     stats_snapshot: Mutex<Option<Arc<StatsSnapshot>>>,
-    stats_builder: Semaphore,
+    stats_builder: Arc<Semaphore>,
     sources: SourceLimits,
     long_polls: Arc<Semaphore>,
     /// Found blocks (height, hash) a retry task is seeing through: one task
@@ -216,7 +216,7 @@ impl Pool {
             bans: Tracked::new(bans, state_changes.clone()),
             state_changes,
             stats_snapshot: Mutex::new(None),
-            stats_builder: Semaphore::new(1),
+            stats_builder: Arc::new(Semaphore::new(1)),
             metrics,
             block_time_secs,
             started: Instant::now(),
@@ -311,8 +311,9 @@ impl Pool {
         let count = pending.len();
         for mut block in pending {
             // Killed before its share was appended, or before the record
-            // said where: its window must still end at that share.
-            let recorded = !self.ledger_block_share(&mut block).await?;
+            // said where: its window must still end at that share. (On a
+            // store error, the task tries again.)
+            let recorded = !self.ledger_block_share(&mut block).await.unwrap_or(true);
             let pool = self.clone();
             tokio::spawn(async move { pool.retry_block_submission(block, recorded).await });
         }

@@ -217,7 +217,21 @@ impl Pool {
             }
             self.rewards.crash_point(CrashPoint::BlockRecorded);
         }
-        let position = match self.store.append_share(&record).await? {
+        let appended = match self.store.append_share(&record).await {
+            Ok(appended) => appended,
+            Err(err) => {
+                // The block is recorded and may still win, and a failed
+                // append may have committed (the miner's resubmission would
+                // then be answered already_credited): a task of its own sees
+                // the share into the ledger and the block to the chain.
+                if let Some(found) = &found {
+                    let (pool, found) = (self.clone(), found.clone());
+                    tokio::spawn(async move { pool.retry_block_submission(found, false).await });
+                }
+                return Err(err.into());
+            }
+        };
+        let position = match appended {
             AppendOutcome::Appended(position) => position,
             AppendOutcome::Duplicate(credit) if credit.session_id == session_id => {
                 self.commits.durable().await?;

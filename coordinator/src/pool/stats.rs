@@ -83,24 +83,32 @@ impl Pool {
         if let Some(snapshot) = self.current_snapshot(basis, now) {
             return Ok(snapshot);
         }
-        let _builder =
-            self.stats_builder.acquire().await.map_err(|_| PoolError::Internal("stats builder closed".into()))?;
+        let builder = self
+            .stats_builder
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PoolError::Internal("stats builder closed".into()))?;
         // Built by another request while this one waited?
         if let Some(snapshot) = self.current_snapshot(basis, now) {
             return Ok(snapshot);
         }
+        // The build owns the permit and stores its result: a request that
+        // hangs up mid-build lets the next one wait for it, not start another.
         let pool = self.clone();
-        let snapshot = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
+            let _builder = builder;
             let basis = pool.stats_basis();
-            let stats = pool.stats(now);
+            let built_ms = super::now_ms();
+            let stats = pool.stats(built_ms);
             let json = serde_json::to_vec(&stats).map_err(|e| PoolError::Internal(format!("stats: {e}")))?;
             PoolMetrics::bump(&pool.metrics.stats_builds);
-            Ok::<_, PoolError>(Arc::new(StatsSnapshot { basis, built_ms: now, stats, json }))
+            let snapshot = Arc::new(StatsSnapshot { basis, built_ms, stats, json });
+            *pool.stats_snapshot.lock().expect("stats snapshot lock") = Some(snapshot.clone());
+            Ok(snapshot)
         })
         .await
-        .map_err(|e| PoolError::Internal(format!("stats task failed: {e}")))??;
-        *self.stats_snapshot.lock().expect("stats snapshot lock") = Some(snapshot.clone());
-        Ok(snapshot)
+        .map_err(|e| PoolError::Internal(format!("stats task failed: {e}")))?
     }
 
     fn worker_view(&self, session: &SessionState, now: u64, online_window_ms: u64) -> WorkerStats {

@@ -306,16 +306,14 @@ impl Pool {
         if !self.running.load(Ordering::Relaxed) {
             return Err(PoolError::Stopped);
         }
-        let until = {
-            let mut bans = self.bans.lock();
-            match bans.get(session_id).map(|b| b.until_ms) {
-                Some(until) if until > now => Some(until),
-                Some(_) => {
-                    bans.remove(session_id);
-                    None
-                }
-                None => None,
+        let until = match self.bans.read().get(session_id).map(|b| b.until_ms) {
+            Some(until) if until > now => Some(until),
+            Some(_) => {
+                // Expired: lifted (a change the figures show).
+                self.bans.lock().remove(session_id);
+                None
             }
+            None => None,
         };
         match until {
             Some(until) => Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) }),

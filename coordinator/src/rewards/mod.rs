@@ -111,8 +111,9 @@ pub struct RewardConfig {
     pub max_payout_outputs: usize,
     /// Test hook: kill the process here.
     pub crash_at: Option<CrashPoint>,
-    /// How this coordinator names itself to others on a shared database
-    /// (host, bind address, data directory: the same across its restarts).
+    /// How this coordinator shows itself to others on a shared database
+    /// (host, bind address, data directory; a random part per process is
+    /// added, so replicas with the same settings stay apart).
     pub coordinator_name: String,
 }
 
@@ -131,14 +132,16 @@ impl RewardConfig {
             "pool_fee_address": self.pool_fee_address,
             "pool_address": self.pool_address,
             "max_payout_outputs": self.max_payout_outputs,
+            "orphan_watch_depth": self.orphan_watch_depth,
         })
     }
 }
 
-/// How long a coordinator counts as running after its last rewards round.
-fn rules_live(config: &RewardConfig) -> Duration {
-    (config.poll_interval * 3).max(Duration::from_secs(30))
-}
+/// How long a coordinator counts as running after it last told the others
+/// its rules (it does every [`RULES_HEARTBEAT`], and at each rewards round).
+pub const RULES_LIVE: Duration = Duration::from_secs(30);
+/// How often a running coordinator tells the others its rules.
+pub const RULES_HEARTBEAT: Duration = Duration::from_secs(10);
 
 impl Default for RewardConfig {
     fn default() -> Self {
@@ -282,10 +285,11 @@ impl Rewards {
 
     /// Tells the other coordinators on the store this one's rules, and
     /// fails while one seen lately runs with others: nothing is credited or
-    /// paid by mixed rules (both sides stop until one is fixed).
+    /// paid by this one under mixed rules.
     pub async fn meet_coordinators(&self) -> Result<(), RewardError> {
-        let (name, rules) = (&self.config.coordinator_name, self.config.rules());
-        let others = self.store.meet_coordinators(name, &rules, rules_live(&self.config)).await?;
+        let name = format!("{} #{}", self.config.coordinator_name, self.instance);
+        let rules = self.config.rules();
+        let others = self.store.meet_coordinators(&name, &rules, RULES_LIVE).await?;
         let Some(other) = others.first() else { return Ok(()) };
         Err(RewardError::RulesDiffer(format!(
             "coordinator {} (seen {} s ago) shares this pool's database with other reward rules: {} against ours, {}; \
@@ -294,7 +298,7 @@ impl Rewards {
             other.seen_secs_ago,
             other.rules,
             rules,
-            rules_live(&self.config).as_secs()
+            RULES_LIVE.as_secs()
         )))
     }
 

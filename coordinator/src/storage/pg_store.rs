@@ -804,7 +804,14 @@ impl PoolStore for PgStore {
         live: Duration,
     ) -> Result<Vec<CoordinatorRules>, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
+        // Read committed whatever the server's default: the check after the
+        // lock must see the rows of whoever held it before.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+            .start()
+            .await
+            .map_err(pg_error)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&RULES_LOCK]).await.map_err(pg_error)?;
         // The database's clock, so coordinators' clocks need not agree; and
         // jsonb equality: the same rules whatever the key order or spacing.
