@@ -26,7 +26,9 @@ pub struct CoordinatorArgs {
     /// Keep the pool's books in this PostgreSQL database instead of sled
     /// (libpq-style URL: `postgres://user:pass@host/db`, or a Unix socket
     /// directory as `postgres://user@/db?host=/run/postgresql`). Several
-    /// coordinators on one database act as one pool (docs/OPERATIONS.md).
+    /// coordinators on one database act as one pool (docs/OPERATIONS.md),
+    /// all with the same reward flags (one that differs from a running one
+    /// refuses to start); `synchronous_commit=off` is refused.
     #[arg(long, env = "VISION_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// PEM file of the certificate authorities to trust for the database's
@@ -68,14 +70,16 @@ pub struct CoordinatorArgs {
     /// Open HTTP connections at most; more wait to be accepted [default: 4096].
     #[arg(long, env = "VISION_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Open HTTP connections one source address may hold [default: 256].
+    /// Open HTTP connections one source address (an IPv6 /64; the TCP peer)
+    /// may hold [default: 256].
     #[arg(long, env = "VISION_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
-    /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose
-    /// `X-Forwarded-For` names the client for per-address limits and bans
-    /// [default: none; the TCP peer is the client].
-    #[arg(long = "trusted-proxy", env = "VISION_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Option<Vec<String>>,
+    /// Reverse proxies (addresses or CIDR blocks; repeat the flag or separate
+    /// with commas) whose `X-Forwarded-For` names the client for the
+    /// per-source registration and verification budgets and bans (not
+    /// --max-connections-per-ip, which counts TCP peers) [default: none].
+    #[arg(long, env = "VISION_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Option<Vec<String>>,
     /// Seconds a client has to send a request's headers (idle keep-alive connections included) [default: 30].
     #[arg(long, env = "VISION_HEADER_TIMEOUT")]
     pub header_timeout: Option<u64>,
@@ -100,7 +104,8 @@ pub struct CoordinatorArgs {
     /// Blocks before a devnet coinbase can be spent [default: 10].
     #[arg(long, env = "VISION_COINBASE_MATURITY")]
     pub coinbase_maturity: Option<u64>,
-    /// Address block rewards are paid to (the pool's wallet) [default: vision-pool].
+    /// Address block rewards are paid to (the pool's wallet; miners cannot
+    /// register with it) [default: vision-pool].
     #[arg(long, env = "VISION_POOL_ADDRESS")]
     pub pool_address: Option<String>,
     /// Pool name shown to miners [default: Vision pool].
@@ -124,7 +129,8 @@ pub struct CoordinatorArgs {
     /// Shares per second a worker may send (token bucket) [default: 100].
     #[arg(long, env = "VISION_SHARES_PER_SEC")]
     pub shares_per_sec: Option<f64>,
-    /// Registrations per second per IP address [default: 5].
+    /// Registrations per second per source address (an IPv6 /64; behind
+    /// --trusted-proxy, the forwarded client) [default: 5].
     #[arg(long, env = "VISION_REGISTRATIONS_PER_SEC")]
     pub registrations_per_sec: Option<f64>,
     /// Share verifications per second that the not-yet-proven sessions of
@@ -296,7 +302,7 @@ impl CoordinatorArgs {
             upstream_ca,
             max_connections,
             max_connections_per_ip,
-            trusted_proxies,
+            trusted_proxy,
             header_timeout,
             request_timeout,
             max_long_polls,
@@ -455,7 +461,7 @@ impl CoordinatorArgs {
             request_timeout: Duration::from_secs(nonzero("request-timeout", self.request_timeout.unwrap_or(30))?),
         };
         let mut proxies = Vec::new();
-        for proxy in self.trusted_proxies.iter().flatten().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        for proxy in self.trusted_proxy.iter().flatten().map(|p| p.trim()).filter(|p| !p.is_empty()) {
             let network = proxy.parse::<ipnet::IpNet>().or_else(|_| proxy.parse::<std::net::IpAddr>().map(Into::into));
             proxies.push(network.map_err(|_| {
                 ConfigError::Invalid(format!("--trusted-proxy {proxy:?}: not an IP address or CIDR block"))
@@ -638,6 +644,20 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_come_from_the_file_as_a_list() {
+        let file: CoordinatorArgs = toml::from_str("trusted_proxy = [\"127.0.0.1\", \"10.0.0.0/8\"]").unwrap();
+        let config = file.resolve().unwrap();
+        let headers: axum::http::HeaderMap =
+            [(axum::http::header::HeaderName::from_static("x-forwarded-for"), "203.0.113.9".parse().unwrap())]
+                .into_iter()
+                .collect();
+        for proxy in ["127.0.0.1", "10.1.2.3"] {
+            let source = config.trusted_proxies.source(proxy.parse().unwrap(), &headers);
+            assert_eq!(source, "203.0.113.9".parse::<std::net::IpAddr>().unwrap(), "{proxy}");
+        }
+    }
+
+    #[test]
     fn out_of_range_settings_are_errors() {
         for bad in [
             CoordinatorArgs { pool_fee_bps: Some(1001), ..CoordinatorArgs::default() },
@@ -660,8 +680,8 @@ mod tests {
             CoordinatorArgs { confirmations: Some(u64::MAX), ..CoordinatorArgs::default() },
             CoordinatorArgs { verify_engine: Some("reference".into()), ..CoordinatorArgs::default() },
             CoordinatorArgs { verify_engine: Some("avx9".into()), ..CoordinatorArgs::default() },
-            CoordinatorArgs { trusted_proxies: Some(vec!["proxy.example".into()]), ..CoordinatorArgs::default() },
-            CoordinatorArgs { trusted_proxies: Some(vec!["10.0.0.0/33".into()]), ..CoordinatorArgs::default() },
+            CoordinatorArgs { trusted_proxy: Some(vec!["proxy.example".into()]), ..CoordinatorArgs::default() },
+            CoordinatorArgs { trusted_proxy: Some(vec!["10.0.0.0/33".into()]), ..CoordinatorArgs::default() },
         ] {
             assert!(bad.resolve().is_err());
         }

@@ -18,7 +18,8 @@ Exit codes:
 /// The Vision pool coordinator: serves VisionX jobs over HTTP, verifies every
 /// share on the CPU, and runs an embedded devnet chain unless --upstream is
 /// given. Every option can also come from a VISION_* environment variable
-/// or the --config TOML file (same names, with underscores).
+/// or the --config TOML file (the flag's name: VISION_POOL_FEE_BPS and
+/// pool_fee_bps for --pool-fee-bps).
 #[derive(Debug, Parser)]
 #[command(name = "vision-coordinator", version = env!("VISION_VERSION"), after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
 struct Cli {

@@ -4,7 +4,7 @@
 //! The accept loop is our own (hyper with tokio) rather than `axum::serve`,
 //! for the limits a public server needs: at most `max_connections` open
 //! connections (more wait in the kernel's backlog), at most
-//! `max_connections_per_ip` from one address (more are closed at once), a header-read timeout
+//! `max_connections_per_ip` from one source (an IPv6 /64; the TCP peer) (more are closed at once), a header-read timeout
 //! (a client that trickles bytes is dropped), and a per-request timeout
 //! (the pool routes add it; a long-poll keeps its own wait bound).
 

@@ -547,7 +547,7 @@ async fn connections_per_address_are_capped() {
 async fn forwarded_clients_are_their_own_sources_behind_trusted_proxies_only() {
     let pool = TestPool::start(CoordinatorArgs {
         registrations_per_sec: Some(0.5),
-        trusted_proxies: Some(vec!["127.0.0.1/32".into()]),
+        trusted_proxy: Some(vec!["127.0.0.1/32".into()]),
         ..settings("proxied")
     })
     .await;

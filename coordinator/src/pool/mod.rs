@@ -9,11 +9,16 @@
 //! - `pool_error`: [`PoolError`] (requests refused) and [`ShareRejection`]
 //!   (shares judged and refused).
 //! - `worker_sessions`: registration, credentials, the active set, bans.
-//! - `source_limits`: per-address registration and verification budgets.
-//! - `job_requests`: long-polls and job issue (a live job is reused).
+//! - `source_limits`: per-source registration and verification budgets.
+//! - `job_requests`: long-polls and job issue (a live job is reused; new
+//!   jobs are issued on a task of their own).
 //! - `share_judgement`: the share path, from admission to the answer.
-//! - `found_blocks`: recording, submitting and retrying found blocks.
-//! - `stats`, `admin`: figures for everyone, settings for the operator.
+//! - `found_blocks`: recording, submitting and retrying found blocks (a
+//!   block's missing share appended from its record on resume).
+//! - `stats`, `admin`: figures for everyone (served from a snapshot),
+//!   settings for the operator.
+//! - `tracked_state`: the sessions and bans, whose writers count their
+//!   changes, so the stats snapshot knows whether it is current.
 //! - `stats_history`: the same figures over time, for the dashboards' charts.
 //! - `job_book`, `vardiff`, `token_bucket`, `metrics`, `share_verifier`,
 //!   `verify_queue`, `group_commit`: the parts those are built from.

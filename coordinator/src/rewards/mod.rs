@@ -1,6 +1,8 @@
 //! Rewards: from a block the chain accepted to money in miners' wallets.
 //!
-//! One task runs a round every `poll_interval` ([`Rewards::run_round`]):
+//! One task runs a round every `poll_interval` ([`Rewards::run_round`]),
+//! after checking that every live coordinator on the store runs the same
+//! reward rules ([`Rewards::meet_coordinators`]; a difference fails the round):
 //! 1. `block_maturity`: credits each newly accepted block (its window of
 //!    shares and split, as *immature* balance), follows it on the chain until
 //!    it has `confirmations` (then *confirmed*, payable) or leaves the chain

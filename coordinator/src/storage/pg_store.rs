@@ -6,7 +6,9 @@
 //! a batch at a time: [`super::pg_share_appender`]),
 //! balances move in transactions that lock their rows and refuse a part
 //! below zero, and ids come from a sequence. Every write is committed
-//! (durable) when its call returns, so [`PoolStore::flush`] has nothing to do.
+//! (durable) when its call returns, so [`PoolStore::flush`] has nothing to do
+//! (a database with `synchronous_commit=off`, which would break that, is
+//! refused at connect).
 //!
 //! Connections come from a `deadpool-postgres` pool; a call that cannot get
 //! one within [`CONNECTION_WAIT`] fails with [`StoreError::Backend`], which the
