@@ -177,7 +177,10 @@ impl MineArgs {
                 "--wallet {wallet:?}: an address is 1-128 ASCII letters, digits, '_', '-' or ':'"
             )));
         }
-        let worker = self.worker.or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "rig".into());
+        let worker = self
+            .worker
+            .or_else(|| host_name(|var| std::env::var(var).ok(), |path| std::fs::read_to_string(path).ok()))
+            .unwrap_or_else(|| "rig".into());
         let worker: String = worker
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || "_-.:".contains(c) { c } else { '-' })
@@ -232,8 +235,34 @@ impl MineArgs {
     }
 }
 
+/// This machine's name, the default worker name: from the environment
+/// (`HOSTNAME` is seldom exported, `COMPUTERNAME` on Windows), else from
+/// the kernel (Linux), else none. `env` and `read` are the environment and
+/// the file system, passed in so the order has a test.
+fn host_name(env: impl Fn(&str) -> Option<String>, read: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let named = |name: Option<String>| name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    named(env("HOSTNAME"))
+        .or_else(|| named(env("COMPUTERNAME")))
+        .or_else(|| named(read("/proc/sys/kernel/hostname")))
+        .or_else(|| named(read("/etc/hostname")))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_default_worker_name_is_the_machines() {
+        let some = |s: &str| Some(s.to_string());
+        let kernel = |path: &str| (path == "/proc/sys/kernel/hostname").then(|| "rig-07\n".to_string());
+        let nothing = |_: &str| None;
+        assert_eq!(super::host_name(|v| (v == "HOSTNAME").then(|| "shell".into()), kernel), some("shell"));
+        assert_eq!(super::host_name(|v| (v == "COMPUTERNAME").then(|| "WINBOX".into()), nothing), some("WINBOX"));
+        assert_eq!(super::host_name(|v| (v == "HOSTNAME").then(|| " ".into()), kernel), some("rig-07"));
+        assert_eq!(super::host_name(|_| None, kernel), some("rig-07"));
+        let etc = |path: &str| (path == "/etc/hostname").then(|| "etc-box".to_string());
+        assert_eq!(super::host_name(|_| None, etc), some("etc-box"));
+        assert_eq!(super::host_name(|_| None, nothing), None);
+    }
+
     use super::*;
 
     fn args() -> MineArgs {
