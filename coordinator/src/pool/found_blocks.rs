@@ -164,10 +164,12 @@ impl Pool {
             }
         }
         let _done = Done(&self, key);
-        let mut delay = FIRST_RETRY;
+        // The first try at once: a block resumed after a restart must reach
+        // the chain before the pool's miners find another at its height.
+        let mut delay = Duration::ZERO;
         while !recorded || block.status == BlockStatus::Submitted {
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(LAST_RETRY);
+            delay = if delay.is_zero() { FIRST_RETRY } else { (delay * 2).min(LAST_RETRY) };
             let step = if !recorded {
                 match self.ledger_block_share(&mut block).await {
                     Ok(_) => self.record_block(&block).await,
