@@ -50,6 +50,13 @@ fn already_credited(share_difficulty: u64) -> ShareResponse {
 }
 
 impl Pool {
+    /// Hands a found block whose share path failed part-way to a task of its
+    /// own, which records it (its share in the ledger first) and submits it.
+    fn see_block_through(self: &Arc<Self>, found: &FoundBlockRecord) {
+        let (pool, found) = (self.clone(), found.clone());
+        tokio::spawn(async move { pool.retry_block_submission(found, false).await });
+    }
+
     /// Judges a share on a task the request does not own, and waits for the
     /// answer.
     pub(crate) async fn judge_share(
@@ -211,8 +218,7 @@ impl Pool {
             };
             if let Err(err) = recorded {
                 // Found all the same: a task of its own records and submits it.
-                let (pool, found) = (self.clone(), found.clone());
-                tokio::spawn(async move { pool.retry_block_submission(found, false).await });
+                self.see_block_through(found);
                 return Err(err.into());
             }
             self.rewards.crash_point(CrashPoint::BlockRecorded);
@@ -225,8 +231,7 @@ impl Pool {
                 // then be answered already_credited): a task of its own sees
                 // the share into the ledger and the block to the chain.
                 if let Some(found) = &found {
-                    let (pool, found) = (self.clone(), found.clone());
-                    tokio::spawn(async move { pool.retry_block_submission(found, false).await });
+                    self.see_block_through(found);
                 }
                 return Err(err.into());
             }
@@ -255,8 +260,7 @@ impl Pool {
                 // The share is in the ledger (a resubmission would be
                 // answered already_credited), so the block must not wait for
                 // one: a task of its own records it, then submits it.
-                let (pool, found) = (self.clone(), found.clone());
-                tokio::spawn(async move { pool.retry_block_submission(found, false).await });
+                self.see_block_through(found);
             } else {
                 self.rewards.crash_point(CrashPoint::BlockShareNoted);
             }
