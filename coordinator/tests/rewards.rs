@@ -302,6 +302,35 @@ async fn a_payee_the_chain_refuses_is_set_aside_and_the_others_are_paid() {
     pool.stop().await;
 }
 
+/// A node whose receipt names other payees than the batch asked for is not
+/// believed: the batch is set aside for the operator, and nothing is
+/// marked paid on its word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_naming_other_payees_is_not_taken_as_payment() {
+    let pool = TestPool::start(reward_settings("misreported")).await;
+    pool.devnet.as_ref().unwrap().misreport_transfers(true);
+    let alice = pool.register("rig-a", "land1alice").await;
+    for _ in 0..3 {
+        pool.mine_block(&alice).await;
+    }
+    eventually("a payout to be set aside", Duration::from_secs(20), async || {
+        pool.json("/pool/payouts").await.as_array().unwrap().iter().any(|p| p["status"] == "set_aside")
+    })
+    .await;
+    let payouts = pool.json("/pool/payouts").await;
+    for payout in payouts.as_array().unwrap() {
+        assert_ne!(payout["status"], "paid", "paid on a receipt that named another payee: {payouts}");
+        if payout["status"] == "set_aside" {
+            let reason = payout["reason"].as_str().unwrap();
+            assert!(reason.starts_with("key_conflict:") && reason.contains("misses 1"), "{reason}");
+        }
+    }
+    let a = balance(&pool, "land1alice").await;
+    assert_eq!(u(&a["paid"]), 0, "{a}");
+    assert!(u(&a["set_aside"]) > 0, "{a}");
+    pool.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn solo_pays_the_finder_and_prop_pays_the_round() {
     // SOLO: bob's shares earn nothing; the finder takes the miners' part.

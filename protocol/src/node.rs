@@ -104,6 +104,13 @@ pub struct TransferReceipt {
     pub total: u64,
     /// True when this key was seen before and nothing was paid now.
     pub replayed: bool,
+    /// What the transfer paid, from where: the payer checks them against
+    /// what it asked. Empty from nodes older than these fields (and in
+    /// receipts they stored), which only the total can be checked against.
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub outputs: Vec<TransferOutput>,
 }
 
 #[cfg(test)]

@@ -107,6 +107,8 @@ pub struct DevnetChain {
     submit_delay_ms: AtomicU32,
     /// Addresses transfers may not pay (test hook: a payee the chain refuses).
     refused_payees: Mutex<HashSet<String>>,
+    /// Test hook: receipts name another payee than the transfer paid.
+    misreporting: std::sync::atomic::AtomicBool,
     /// What the last reorganisation took off the chain (test hook): each
     /// block's bytes and its coinbase entry (key, bytes).
     reorganised: Mutex<Vec<RemovedBlock>>,
@@ -192,6 +194,7 @@ impl DevnetChain {
             losing_answers: AtomicU32::new(0),
             submit_delay_ms: AtomicU32::new(0),
             refused_payees: Mutex::new(HashSet::new()),
+            misreporting: std::sync::atomic::AtomicBool::new(false),
             reorganised: Mutex::new(Vec::new()),
         };
         let next = chain.tip()?.map_or(0, |b| b.height + 1);
@@ -538,6 +541,14 @@ impl DevnetChain {
         self.refused_payees.lock().expect("refused payees lock").remove(address);
     }
 
+    /// Test hook: from now on (while `on`), a new transfer pays as asked but
+    /// its receipt names `land1elsewhere` as the first output's payee, as a
+    /// faulty or dishonest node might.
+    #[doc(hidden)]
+    pub fn misreport_transfers(&self, on: bool) {
+        self.misreporting.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The first receipt of `key` (a 409 if it paid a different request).
     fn replay(&self, key: &str, request_digest: &str) -> Result<Option<TransferReceipt>, ChainError> {
         let Some(bytes) = self.transfers.get(key.as_bytes()).map_err(storage)? else { return Ok(None) };
@@ -642,7 +653,13 @@ impl DevnetChain {
                 request.from
             )));
         }
-        let receipt = TransferReceipt { transfer_id: request_digest[..32].to_string(), total, replayed: false };
+        let receipt = TransferReceipt {
+            transfer_id: request_digest[..32].to_string(),
+            total,
+            replayed: false,
+            from: request.from.clone(),
+            outputs: request.outputs.clone(),
+        };
         let mut entries = vec![(
             self.ledger_key(&request.from)?,
             LedgerEntry { amount: -i128::from(total), spendable_at_height: 0, coinbase: false },
@@ -669,6 +686,11 @@ impl DevnetChain {
             })
             .map_err(|e: TransactionError<()>| storage(format!("{e:?}")))?;
         self.db.flush().map_err(storage)?;
+        if self.misreporting.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut told = receipt;
+            told.outputs[0].address = "land1elsewhere".into();
+            return Ok(told);
+        }
         Ok(receipt)
     }
 }

@@ -182,7 +182,7 @@ impl Rewards {
         match self.chain.transfer(request).await {
             Ok(receipt) => {
                 self.crash_point(CrashPoint::AfterTransfer);
-                self.mark_paid(batch, &receipt, now_ms).await?;
+                self.settle(batch, &receipt, now_ms).await?;
                 Ok(Vec::new())
             }
             Err(ChainError::Invalid { reason, message }) if PAYEE_FAULTS.contains(&reason) => {
@@ -232,16 +232,17 @@ impl Rewards {
     }
 
     /// Settles a batch by the chain's receipt for its key: paid when the
-    /// receipt is for its total; otherwise the key holds someone else's
-    /// transfer and the batch is set aside for the operator (who may retry
-    /// it under a new key), once.
+    /// receipt is for this batch's transfer ([`receipt_differs`]); otherwise
+    /// the key holds someone else's transfer, or the node says it paid
+    /// other than asked, and the batch is set aside for the operator, once.
     async fn settle(&self, batch: PayoutRecord, receipt: &TransferReceipt, now_ms: u64) -> Result<(), RewardError> {
-        if receipt.total == batch.total() {
+        let Some(difference) = receipt_differs(&batch, receipt, &self.config.pool_address) else {
             return self.mark_paid(batch, receipt, now_ms).await;
-        }
+        };
         let message = format!(
-            "the chain holds another transfer ({}, {} base units) under this batch's key; not paid by it",
-            receipt.transfer_id, receipt.total
+            "the chain's receipt under this batch's key ({}) {difference}; not marked paid (check the transfer on \
+             the chain before retrying: it may have moved money)",
+            receipt.transfer_id
         );
         self.refused_alone(batch, "key_conflict", &message, now_ms).await
     }
@@ -321,10 +322,88 @@ fn settled_elsewhere(step: Result<Vec<PayoutRecord>, RewardError>) -> Result<Vec
     }
 }
 
+/// How a receipt differs from what `batch` asked the chain to pay, if it
+/// does. A receipt that names its outputs must name exactly the batch's
+/// (as a set: one output per payee) from the pool's address; one without
+/// them (a node older than those fields) is held to the total only.
+fn receipt_differs(batch: &PayoutRecord, receipt: &TransferReceipt, pool_address: &str) -> Option<String> {
+    if receipt.total != batch.total() {
+        return Some(format!("is for {} base units, the batch for {}", receipt.total, batch.total()));
+    }
+    if receipt.outputs.is_empty() && receipt.from.is_empty() {
+        return None;
+    }
+    if receipt.from != pool_address {
+        return Some(format!("pays from {:?}, not the pool's address", receipt.from));
+    }
+    let mut asked: Vec<(&str, u64)> = batch.outputs.iter().map(|o| (o.address.as_str(), o.amount)).collect();
+    let mut paid: Vec<(&str, u64)> = receipt.outputs.iter().map(|o| (o.address.as_str(), o.amount)).collect();
+    asked.sort_unstable();
+    paid.sort_unstable();
+    if asked != paid {
+        let unasked = paid.iter().filter(|p| !asked.contains(p)).count();
+        let unpaid = asked.iter().filter(|a| !paid.contains(a)).count();
+        return Some(format!("names {unasked} outputs the batch did not ask for and misses {unpaid} it did"));
+    }
+    None
+}
+
 /// Moves each output's amount from one part of its payee's balance to another.
 fn move_outputs(update: &mut RewardUpdate, outputs: &[PayoutOutput], from: BalanceBucket, to: BalanceBucket) {
     for output in outputs {
         update.balances.push(BalanceDelta::new(&output.address, from, -i128::from(output.amount)));
         update.balances.push(BalanceDelta::new(&output.address, to, i128::from(output.amount)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(outputs: &[(&str, u64)]) -> PayoutRecord {
+        PayoutRecord {
+            id: 1,
+            status: PayoutStatus::Sending,
+            outputs: outputs.iter().map(|&(a, amount)| PayoutOutput { address: a.into(), amount }).collect(),
+            idempotency_key: "k".into(),
+            reason: None,
+            created_ms: 0,
+            updated_ms: 0,
+            transfer_id: None,
+            attempts: 1,
+        }
+    }
+
+    fn receipt(from: &str, outputs: &[(&str, u64)], total: u64) -> TransferReceipt {
+        TransferReceipt {
+            transfer_id: "t".into(),
+            total,
+            replayed: false,
+            from: from.into(),
+            outputs: outputs.iter().map(|&(a, amount)| TransferOutput { address: a.into(), amount }).collect(),
+        }
+    }
+
+    #[test]
+    fn a_receipt_pays_the_batch_only_when_it_names_what_was_asked() {
+        let asked = batch(&[("land1a", 5), ("land1b", 7)]);
+        let cases: &[(&str, TransferReceipt, bool)] = &[
+            ("the same outputs", receipt("pool", &[("land1a", 5), ("land1b", 7)], 12), true),
+            ("in another order", receipt("pool", &[("land1b", 7), ("land1a", 5)], 12), true),
+            ("an old node: the total only", receipt("", &[], 12), true),
+            ("an old node, another total", receipt("", &[], 13), false),
+            ("amounts swapped between payees", receipt("pool", &[("land1a", 7), ("land1b", 5)], 12), false),
+            ("a payee replaced", receipt("pool", &[("land1a", 5), ("land1x", 7)], 12), false),
+            ("a payee missing", receipt("pool", &[("land1a", 12)], 12), false),
+            ("an extra payee", receipt("pool", &[("land1a", 5), ("land1b", 6), ("land1c", 1)], 12), false),
+            ("a payee twice", receipt("pool", &[("land1a", 5), ("land1a", 7)], 12), false),
+            ("from another wallet", receipt("other", &[("land1a", 5), ("land1b", 7)], 12), false),
+            ("outputs but no payer", receipt("", &[("land1a", 5), ("land1b", 7)], 12), false),
+            ("a total that is not the outputs'", receipt("pool", &[("land1a", 5), ("land1b", 7)], 11), false),
+        ];
+        for (case, receipt, pays) in cases {
+            let differs = receipt_differs(&asked, receipt, "pool");
+            assert_eq!(differs.is_none(), *pays, "{case}: {differs:?}");
+        }
     }
 }
