@@ -135,7 +135,9 @@ impl From<PoolError> for ApiError {
             PoolError::RateLimited { retry_after_secs, .. } => {
                 ApiError::retry_later(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message, retry_after_secs)
             }
-            PoolError::VerifyQueueFull => ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", message, 1),
+            PoolError::VerifyQueueFull | PoolError::Busy(_) => {
+                ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", message, 1)
+            }
             PoolError::TemplateRefused(_) => {
                 ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "bad_template", message, 5)
             }

@@ -43,7 +43,8 @@ pub struct CoordinatorArgs {
     /// PEM file of the private key of `--database-cert`.
     #[arg(long, env = "VISION_DATABASE_KEY")]
     pub database_key: Option<PathBuf>,
-    /// Connections to the database this coordinator may hold [default: 16].
+    /// Connections to the database this coordinator may hold for everything
+    /// but shares [default: 16]; shares have 8 more of their own.
     #[arg(long, env = "VISION_DATABASE_CONNECTIONS")]
     pub database_connections: Option<usize>,
     /// Address to serve HTTP on [default: 127.0.0.1:7072].
@@ -474,6 +475,11 @@ impl CoordinatorArgs {
         let data_dir_shown = std::path::absolute(&data_dir).unwrap_or_else(|_| data_dir.clone());
         rewards.coordinator_name = format!("{} {bind} {}", host_name(), data_dir_shown.display());
         let database_url = non_empty(self.database_url).map(check_database_url).transpose()?;
+        let database_connections = self.database_connections.unwrap_or(16).clamp(2, 1024);
+        // With PostgreSQL, half the general connections: the rest stay for
+        // rewards, payouts and registrations.
+        let public_reads =
+            if database_url.is_some() { (database_connections / 2).max(1) } else { pool_defaults.public_reads };
         let client = client_certificate(self.database_cert.as_deref(), self.database_key.as_deref())?;
         if client.is_some() {
             match database_url.as_deref().map(str::parse::<tokio_postgres::Config>) {
@@ -491,7 +497,7 @@ impl CoordinatorArgs {
                 ca_pem: self.database_ca.as_deref().map(|p| read_ca_file("--database-ca", p)).transpose()?,
                 client,
             },
-            database_connections: self.database_connections.unwrap_or(16).clamp(2, 1024),
+            database_connections,
             cache_mb: self.cache_mb.unwrap_or(256).clamp(4, 1 << 20),
             bind,
             admin_token: non_empty(self.admin_token),
@@ -539,6 +545,7 @@ impl CoordinatorArgs {
                     Some(name) => Some(verify_engine(name)?),
                 },
                 verify_queue: self.verify_queue.unwrap_or(pool_defaults.verify_queue).max(1),
+                public_reads,
                 history_interval: match self.chart_interval_secs {
                     None => pool_defaults.history_interval,
                     Some(secs @ 1..=300) => Duration::from_secs(secs),

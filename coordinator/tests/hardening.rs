@@ -657,3 +657,107 @@ async fn inconsistent_templates_are_refused() {
         server.abort();
     }
 }
+
+/// Public reads cost the pool a database connection each. Past their share
+/// of the connections they are shed at once (503 busy, Retry-After), never
+/// queued in front of anything, and a miner's shares go on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_public_reads_is_shed_while_shares_go_on() {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let db = "reads";
+    // Two general connections: one public read at a time.
+    let settings = CoordinatorArgs {
+        database_url: Some(server.database(db)),
+        database_connections: Some(2),
+        // No rewards round takes the other connection meanwhile.
+        reward_poll_ms: Some(3_600_000),
+        ..settings("public-reads")
+    };
+    let pool = TestPool::start(settings).await;
+    let token = pool.register("rig", "land1reads").await;
+    // Active and proven before the flood: what follows is the share path alone.
+    assert!(pool.mine(&token, Some(1)).await.is_none());
+    std::thread::scope(|scope| {
+        // Holds every read of payouts (a slow query, a busy disk).
+        let held = scope.spawn(|| {
+            server.query(db, "BEGIN; LOCK TABLE pool_payouts IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;")
+        });
+        let asleep = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(4)%' \
+                      AND pid <> pg_backend_pid()";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.query(db, asleep) != "1" {
+            assert!(Instant::now() < deadline, "the lock holder never slept");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let first = tokio::spawn({
+                    let url = format!("{}/pool/payouts", pool.url);
+                    async move { reqwest::get(url).await.unwrap().status() }
+                });
+                let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                               AND query LIKE '%pool_payouts%'";
+                while server.query(db, waiting) == "0" {
+                    assert!(Instant::now() < deadline, "the first read never reached the lock");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let started = Instant::now();
+                for path in ["/pool/payouts", "/pool/blocks", "/pool/balances/land1reads", "/pool/blocks/1"] {
+                    let response = pool.get(path).await;
+                    let retry_after = response.headers().get("retry-after").cloned();
+                    let (status, answer) = body(response).await;
+                    assert_eq!((status, answer["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("busy")));
+                    assert_eq!(retry_after.as_ref().and_then(|v| v.to_str().ok()), Some("1"), "{path}");
+                }
+                assert!(started.elapsed() < Duration::from_secs(2), "shed at once, not queued");
+                // The miner's work is taken and acknowledged meanwhile.
+                assert!(pool.mine(&token, Some(3)).await.is_none());
+                assert_eq!(first.await.unwrap(), StatusCode::OK, "the read in flight finishes");
+            })
+        });
+        let _ = held.join();
+    });
+    let metrics = pool.json("/pool/metrics").await;
+    assert_eq!(metrics["public_reads_shed"], 4, "{metrics}");
+    // (The second `mine` starts over on the same job: its first share is
+    // answered as already credited.)
+    assert_eq!((metrics["shares"]["valid"].as_u64(), metrics["shares"]["replayed"].as_u64()), (Some(3), Some(1)));
+    assert!(pool.get("/pool/payouts").await.status().is_success(), "reads are served again");
+    pool.stop().await;
+}
+
+/// Registering is free, and each registration leaves a session (and a new
+/// rig name a worker) on disk. Sessions never proven by a share are
+/// forgotten within hours, the rest after `session_ttl`, then workers no
+/// session names; a miner that comes back after that registers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unproven_registrations_are_forgotten_and_miners_register_again() {
+    let pool = TestPool::start(settings("forget")).await;
+    let honest = pool.register("rig", "land1honest").await;
+    assert!(pool.mine(&honest, Some(1)).await.is_none());
+    let junk: Vec<String> = {
+        let mut tokens = Vec::new();
+        for i in 0..10 {
+            tokens.push(pool.register(&format!("junk{i}"), "land1junk").await);
+        }
+        tokens
+    };
+    let coordinator = pool.pool.as_ref().unwrap();
+    let now = vision_coordinator::pool::now_ms();
+    const HOUR: u64 = 3_600_000;
+    assert_eq!(coordinator.forget_unused_credentials(now).await.unwrap(), (0, 0), "nothing is old yet");
+    // Hours later: the ten unproven sessions go; workers stay for now.
+    assert_eq!(coordinator.forget_unused_credentials(now + 7 * HOUR).await.unwrap(), (10, 0));
+    let (status, answer) = body(pool.get_auth("/pool/job", &junk[0]).await).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{answer}");
+    // The honest miner's session was proven: kept until the long cutoff.
+    assert_eq!(coordinator.forget_unused_credentials(now + 6 * 24 * HOUR).await.unwrap(), (0, 0));
+    // Past it: its session, then every worker no session names.
+    assert_eq!(coordinator.forget_unused_credentials(now + 8 * 24 * HOUR).await.unwrap(), (1, 11));
+    // A forgotten rig registers again, under the same id, and mines.
+    let again = pool.register("junk0", "land1junk").await;
+    assert!(pool.mine(&again, Some(1)).await.is_none());
+    let (status, _) = body(pool.get_auth("/pool/job", &junk[1]).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    pool.stop().await;
+}

@@ -380,6 +380,60 @@ async fn postgres_batched_appends_stay_dense_and_credit_each_share_once() {
     assert!(matches!(stores[0].append_share(&share("held", 1)).await.unwrap(), AppendOutcome::Appended(202)));
 }
 
+/// Reads that hold every general connection (stuck here behind a lock, as a
+/// flood of public requests would hold them) leave the share path its own
+/// connections: a share is still appended and checked for duplicates at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_cannot_take_the_share_paths_connections() {
+    let server = ThrowawayPostgres::start();
+    let db = "flood";
+    let store = Arc::new(PgStore::connect(&server.database(db), 2, &DatabaseTls::default()).await.unwrap());
+    let (appended, credited, waited, reads) = std::thread::scope(|scope| {
+        let held = scope.spawn(|| {
+            server.query(db, "BEGIN; LOCK TABLE pool_payouts IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT;")
+        });
+        let asleep = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(6)%' \
+                      AND pid <> pg_backend_pid()";
+        while server.query(db, asleep) != "1" {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let outcome = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let reads: Vec<_> = (0..6)
+                    .map(|_| {
+                        let store = store.clone();
+                        tokio::spawn(async move { store.payouts_newest(10, None).await })
+                    })
+                    .collect();
+                // Until both general connections wait on the lock.
+                let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                               AND query LIKE '%pool_payouts%'";
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while server.query(db, waiting) != "2" {
+                    assert!(std::time::Instant::now() < deadline, "the reads never held both connections");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let started = std::time::Instant::now();
+                let appended = store.append_share(&share("flood", 1)).await;
+                let credited = store.credited(3, "t-flood", 1).await;
+                let waited = started.elapsed();
+                let mut finished = Vec::new();
+                for read in reads {
+                    finished.push(read.await.unwrap());
+                }
+                (appended, credited, waited, finished)
+            })
+        });
+        let _ = held.join();
+        outcome
+    });
+    assert!(matches!(appended, Ok(AppendOutcome::Appended(0))), "{appended:?}");
+    assert!(matches!(credited, Ok(Some(Credit { position: 0, .. }))), "{credited:?}");
+    assert!(waited < Duration::from_secs(2), "the share waited {waited:?} behind the reads");
+    // The reads themselves were only delayed (or, past the pool's wait, failed), never wrong.
+    assert!(reads.iter().all(|r| matches!(r, Ok(p) if p.is_empty()) || matches!(r, Err(StoreError::Backend(_)))));
+}
+
 /// The coordinator's connections to `database` that meet `condition` on
 /// `pg_stat_ssl s`, after `store` has written something (so one is open).
 async fn coordinator_connections(store: &PgStore, server: &ThrowawayPostgres, database: &str, condition: &str) -> u32 {
@@ -610,26 +664,52 @@ async fn a_worker_id_binds_to_the_first_wallet_only(backend: Backend) {
 
 async fn sessions_unseen_for_long_are_pruned(backend: Backend) {
     let store = backend.open().await;
-    let session = |hash: &str, seen: u64| SessionRecord {
+    let session = |hash: &str, worker: &str, seen: u64, proven: bool| SessionRecord {
         session_id: hash[..4].into(),
         token_hash: hash.into(),
-        worker_id: "rig".into(),
+        worker_id: worker.into(),
         wallet_address: "land1w".into(),
         version: None,
         source: None,
         created_ms: 0,
         last_seen_ms: seen,
-        proven: false,
+        proven,
     };
-    for (hash, seen) in [("aaaa1", 10), ("bbbb2", 500), ("cccc3", 1000)] {
-        store.put_session(&session(hash, seen)).await.unwrap();
+    for (hash, seen, proven) in [("aaaa1", 10, true), ("bbbb2", 500, true), ("cccc3", 1000, true)] {
+        store.put_session(&session(hash, "land1w.rig", seen, proven)).await.unwrap();
     }
     // Seen again: no longer old.
-    store.put_session(&session("bbbb2", 700)).await.unwrap();
-    assert_eq!(store.prune_sessions(600).await.unwrap(), 1);
+    store.put_session(&session("bbbb2", "land1w.rig", 700, true)).await.unwrap();
+    // Never proven: forgotten by the sooner cutoff.
+    store.put_session(&session("dddd4", "land1w.junk", 800, false)).await.unwrap();
+    store.put_session(&session("eeee5", "land1w.fresh", 950, false)).await.unwrap();
+    assert_eq!(store.prune_sessions(600, 900).await.unwrap(), 2);
     assert!(store.session("aaaa1").await.unwrap().is_none());
+    assert!(store.session("dddd4").await.unwrap().is_none());
     assert_eq!(store.session("bbbb2").await.unwrap().map(|s| s.last_seen_ms), Some(700));
     assert_eq!(store.session("cccc3").await.unwrap().map(|s| s.last_seen_ms), Some(1000));
+    assert_eq!(store.session("eeee5").await.unwrap().map(|s| s.last_seen_ms), Some(950));
+
+    // Workers: forgotten once old and named by no session.
+    let worker = |id: &str, registered: u64| WorkerRecord {
+        worker_id: id.into(),
+        wallet_address: "land1w".into(),
+        worker_name: Some(format!("name of {id}")),
+        registered_at_ms: registered,
+        owner_token_hash: "owner".into(),
+    };
+    for (id, registered) in [("land1w.rig", 5), ("land1w.junk", 5), ("land1w.fresh", 5), ("land1w.new", 900)] {
+        store.bind_worker(&worker(id, registered)).await.unwrap();
+    }
+    assert_eq!(store.prune_workers_without_sessions(600).await.unwrap(), 1);
+    assert!(store.worker("land1w.junk").await.unwrap().is_none(), "its only session is gone");
+    for kept in ["land1w.rig", "land1w.fresh", "land1w.new"] {
+        assert!(store.worker(kept).await.unwrap().is_some(), "{kept}");
+    }
+    // The freed id binds again, to whoever registers it next.
+    let next = WorkerRecord { owner_token_hash: "next".into(), ..worker("land1w.junk", 950) };
+    assert_eq!(store.bind_worker(&next).await.unwrap().owner_token_hash, "next");
+    assert_eq!(store.prune_workers_without_sessions(600).await.unwrap(), 0, "nothing left to forget");
 }
 
 async fn share_keys_of_old_heights_are_pruned(backend: Backend) {

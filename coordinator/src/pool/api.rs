@@ -167,6 +167,7 @@ async fn blocks(
     AppQuery(query): AppQuery<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let limit = list_limit(query.limit)?;
+    let _read = state.pool.begin_public_read()?;
     Ok(AppJson(state.pool.rewards().block_summaries(limit).await?))
 }
 
@@ -175,6 +176,7 @@ async fn block_detail(
     AppPath(height): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let height: u64 = height.parse().map_err(|_| ApiError::bad_request("bad_height", "height must be a u64"))?;
+    let _read = state.pool.begin_public_read()?;
     state
         .pool
         .rewards()
@@ -189,6 +191,7 @@ async fn balance(
     AppPath(wallet): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     crate::chain::check_address("wallet", &wallet)?;
+    let _read = state.pool.begin_public_read()?;
     Ok(AppJson(state.pool.rewards().balance_view(&wallet).await?))
 }
 
@@ -206,6 +209,7 @@ async fn payouts(
         crate::chain::check_address("wallet", wallet)?;
     }
     let limit = list_limit(query.limit)?;
+    let _read = state.pool.begin_public_read()?;
     Ok(AppJson(state.pool.rewards().payout_views(query.wallet.as_deref(), limit).await?))
 }
 
@@ -263,7 +267,9 @@ async fn worker_history(
 }
 
 async fn metrics_value(pool: &Pool) -> serde_json::Value {
+    let read = pool.wait_public_read().await;
     let m = pool.metrics_snapshot().await;
+    drop(read);
     let latency: serde_json::Map<String, serde_json::Value> = pool
         .latency_summaries()
         .into_iter()
@@ -280,6 +286,7 @@ async fn metrics_value(pool: &Pool) -> serde_json::Value {
             "rate_limited": m.shares_rate_limited,
             "busy": m.shares_busy,
         },
+        "public_reads_shed": m.public_reads_shed,
         "share_verifications": m.share_verifications,
         "blocks_found": m.blocks_found,
         "blocks_rejected": m.blocks_rejected,
@@ -315,7 +322,9 @@ async fn metrics_json(State(state): State<PoolApiState>) -> impl IntoResponse {
 
 async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoResponse {
     let pool = &state.pool;
+    let read = pool.wait_public_read().await;
     let m = pool.metrics_snapshot().await;
+    drop(read);
     let snapshot = match pool.stats_snapshot(now_ms()).await {
         Ok(snapshot) => snapshot,
         Err(err) => return ApiError::from(err).into_response(),
@@ -393,6 +402,12 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
         &[("", counter(m.jobs_issued))],
     );
     metric("vision_pool_bans_total", "counter", "Sessions banned.", &[("", counter(m.bans))]);
+    metric(
+        "vision_pool_public_reads_shed_total",
+        "counter",
+        "Public reads (blocks, balances, payouts) answered 503 busy: too many in flight.",
+        &[("", counter(m.public_reads_shed))],
+    );
     let r = pool.rewards().counters();
     metric(
         "vision_pool_blocks_matured_total",

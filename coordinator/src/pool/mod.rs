@@ -31,6 +31,8 @@ mod job_book;
 mod job_requests;
 mod metrics;
 mod pool_error;
+mod public_reads;
+use public_reads::{PublicRead, PublicReads};
 mod share_judgement;
 mod share_verifier;
 mod source_limits;
@@ -97,6 +99,9 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// Sessions unseen this long are forgotten (their miners register again).
     pub session_ttl: Duration,
+    /// Sessions that never had a share accepted are forgotten sooner:
+    /// registrations are free, and each leaves a record on disk.
+    pub unproven_session_ttl: Duration,
     pub max_job_wait: Duration,
     /// Long-polls waiting at once; past it, job requests answer at once.
     pub max_long_polls: usize,
@@ -104,6 +109,9 @@ pub struct PoolConfig {
     /// The CPU engine that verifies shares; `None`: the best this CPU runs.
     pub verify_engine: Option<visionx::CpuEngine>,
     pub verify_queue: usize,
+    /// Storage reads that unauthenticated requests may run at once (public
+    /// lists, unseen bearer tokens); see `public_reads`.
+    pub public_reads: usize,
     /// How often the dashboards' charts take a sample.
     pub history_interval: Duration,
     /// Splits, fees, maturity and payouts.
@@ -126,11 +134,13 @@ impl Default for PoolConfig {
             ban_duration: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(600),
             session_ttl: Duration::from_secs(7 * 24 * 3600),
+            unproven_session_ttl: Duration::from_secs(6 * 3600),
             max_job_wait: Duration::from_secs(60),
             max_long_polls: 1024,
             verify_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             verify_engine: None,
             verify_queue: 256,
+            public_reads: 16,
             history_interval: Duration::from_secs(10),
             rewards: RewardConfig::default(),
         }
@@ -157,6 +167,7 @@ pub struct Pool {
     stats_builder: Arc<Semaphore>,
     sources: SourceLimits,
     long_polls: Arc<Semaphore>,
+    public_reads: PublicReads,
     /// Found blocks (height, hash) a retry task is seeing through: one task
     /// a block, however many resubmissions meet a storage fault.
     block_retries: Mutex<std::collections::HashSet<(u64, String)>>,
@@ -208,6 +219,7 @@ impl Pool {
                 unproven_verification_burst: config.unproven_verification_burst,
             }),
             long_polls: Arc::new(Semaphore::new(config.max_long_polls.max(1))),
+            public_reads: PublicReads::new(config.public_reads),
             block_retries: Mutex::default(),
             running: AtomicBool::new(settings.running),
             settings: RwLock::new(settings),
@@ -333,6 +345,17 @@ impl Pool {
         &self.config
     }
 
+    /// Leave to run a public route's storage read now, or `Busy`.
+    pub(crate) fn begin_public_read(&self) -> Result<PublicRead, PoolError> {
+        self.public_reads.try_begin().inspect_err(|_| PoolMetrics::bump(&self.metrics.public_reads_shed))
+    }
+
+    /// Leave to run a storage read for an unauthenticated caller that must
+    /// not be turned away (a returning token, a metrics scrape).
+    pub(crate) async fn wait_public_read(&self) -> PublicRead {
+        self.public_reads.begin().await
+    }
+
     pub fn rewards(&self) -> &Arc<Rewards> {
         &self.rewards
     }
@@ -456,12 +479,11 @@ impl Pool {
         let pruned = self.prune_idle(now_ms);
         let sources = self.sources.prune(now_ms);
         // Unused credentials are forgotten in a full scan: hourly is enough.
-        let mut forgotten = 0;
+        let mut forgotten = (0, 0);
         let last = self.last_session_prune_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last) >= 3_600_000 {
             self.last_session_prune_ms.store(now_ms, Ordering::Relaxed);
-            let ttl = self.config.session_ttl.as_millis() as u64;
-            forgotten = self.store.prune_sessions(now_ms.saturating_sub(ttl)).await?;
+            forgotten = self.forget_unused_credentials(now_ms).await?;
         }
         let expired: Vec<String> = {
             let mut bans = self.bans.lock();
@@ -480,10 +502,29 @@ impl Pool {
             Ok(_) => {}
             Err(err) => tracing::warn!("share compaction failed: {err}"),
         }
-        if pruned + sources + forgotten > 0 {
-            tracing::info!("pruned {pruned} idle sessions, {sources} idle sources, {forgotten} old sessions");
+        if pruned + sources + forgotten.0 + forgotten.1 > 0 {
+            tracing::info!(
+                "pruned {pruned} idle sessions, {sources} idle sources, {} stored sessions, {} workers",
+                forgotten.0,
+                forgotten.1
+            );
         }
         Ok(())
+    }
+
+    /// Forgets stored sessions unseen for `session_ttl` (or, never proven,
+    /// for `unproven_session_ttl`), then workers registered before
+    /// `session_ttl` that no session names any more. Returns (sessions,
+    /// workers). Their miners register again if they come back; their
+    /// shares and balances are untouched.
+    pub async fn forget_unused_credentials(&self, now_ms: u64) -> Result<(usize, usize), PoolError> {
+        let before = |ttl: Duration| now_ms.saturating_sub(ttl.as_millis() as u64);
+        let sessions = self
+            .store
+            .prune_sessions(before(self.config.session_ttl), before(self.config.unproven_session_ttl))
+            .await?;
+        let workers = self.store.prune_workers_without_sessions(before(self.config.session_ttl)).await?;
+        Ok((sessions, workers))
     }
 
     /// Makes everything durable (graceful shutdown, the storage watch).

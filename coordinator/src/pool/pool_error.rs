@@ -19,6 +19,9 @@ pub enum PoolError {
     RateLimited { message: &'static str, retry_after_secs: u64 },
     #[error("share verification queue is full")]
     VerifyQueueFull,
+    /// Too much of something shared is in use; nothing was done.
+    #[error("{0}")]
+    Busy(&'static str),
     #[error("no block template yet")]
     NoTemplate,
     /// The chain sent a template the pool will not mine on.

@@ -239,8 +239,11 @@ impl Pool {
                 return Ok(session_id);
             }
         }
+        // Anyone can send a made-up token: the lookup takes its turn.
+        let read = self.wait_public_read().await;
         let mut record =
             self.store.session(&hash).await?.ok_or(PoolError::Unauthorized("unknown worker token; register first"))?;
+        drop(read);
         record.last_seen_ms = now;
         self.store.put_session(&record).await?;
         let name = self.store.worker(&record.worker_id).await?.and_then(|w| w.worker_name);
@@ -275,14 +278,15 @@ impl Pool {
     }
 
     /// The stored records of active sessions whose `last_seen_ms` is more
-    /// than a day old, brought up to date (so a session in constant use is
-    /// never pruned as unused); the caller stores them.
+    /// than a day old (an hour, not yet proven), brought up to date, so a
+    /// session in use is never pruned as unused; the caller stores them.
     pub(crate) fn sessions_to_touch(&self) -> Vec<SessionRecord> {
         const DAY_MS: u64 = 86_400_000;
+        const HOUR_MS: u64 = 3_600_000;
         let mut sessions = self.sessions.lock_quietly();
         sessions
             .values_mut()
-            .filter(|s| s.record.last_seen_ms + DAY_MS < s.last_seen_ms)
+            .filter(|s| s.record.last_seen_ms + if s.proven { DAY_MS } else { HOUR_MS } < s.last_seen_ms)
             .map(|s| {
                 s.record.last_seen_ms = s.last_seen_ms;
                 s.record.clone()

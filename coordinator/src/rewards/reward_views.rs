@@ -1,6 +1,8 @@
 //! The reward records as the API shows them (`vision_protocol::pool`
 //! views): blocks with their status and split, balances, payouts.
 
+use std::collections::HashMap;
+
 use vision_protocol::pool::{
     BalanceView, BlockDetail, BlockState, BlockSummary, PayoutOutputView, PayoutView, SplitEntryView, StatusChangeView,
     SubmissionState, WalletPartView, WindowView,
@@ -78,15 +80,16 @@ fn payout_view(p: &PayoutRecord) -> PayoutView {
 }
 
 impl Rewards {
-    /// Up to `limit` found blocks, newest first. Reads those blocks and
-    /// their records only: the route is open to anyone, and a pool's
-    /// history only grows.
+    /// Up to `limit` found blocks, newest first. Two reads (those blocks,
+    /// then the reward records from the oldest of them up), whatever the
+    /// limit: the route is open to anyone, and a pool's history only grows.
     pub async fn block_summaries(&self, limit: usize) -> Result<Vec<BlockSummary>, RewardError> {
-        let mut blocks = Vec::new();
-        for block in self.store.found_blocks_newest(limit).await? {
-            let record = self.store.block_reward(block.height, &block.hash).await?;
-            blocks.push(summary(&block, record.as_ref()));
-        }
+        let found = self.store.found_blocks_newest(limit).await?;
+        let Some(oldest) = found.iter().map(|b| b.height).min() else { return Ok(Vec::new()) };
+        let records: HashMap<(u64, String), BlockRewardRecord> =
+            self.store.block_rewards_from(oldest).await?.into_iter().map(|r| ((r.height, r.hash.clone()), r)).collect();
+        let mut blocks: Vec<BlockSummary> =
+            found.iter().map(|b| summary(b, records.get(&(b.height, b.hash.clone())))).collect();
         blocks.sort_by_key(|b| std::cmp::Reverse((b.height, b.time_ms)));
         Ok(blocks)
     }

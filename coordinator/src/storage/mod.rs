@@ -355,8 +355,15 @@ pub trait PoolStore: Send + Sync + 'static {
 
     async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
     async fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError>;
-    /// Forgets sessions last seen before `seen_before_ms`; returns how many.
-    async fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError>;
+    /// Forgets sessions last seen before `seen_before_ms`, and those never
+    /// `proven` last seen before `unproven_seen_before_ms`; returns how many.
+    async fn prune_sessions(&self, seen_before_ms: u64, unproven_seen_before_ms: u64) -> Result<usize, StoreError>;
+    /// Forgets workers registered before `registered_before_ms` that no
+    /// stored session names (their ids are free to bind again, and their
+    /// names and owners go with them); returns how many. Shares and
+    /// balances name their worker and wallet themselves: nothing the
+    /// rewards need is here.
+    async fn prune_workers_without_sessions(&self, registered_before_ms: u64) -> Result<usize, StoreError>;
 
     /// Appends an accepted share unless its (template, nonce) key exists,
     /// atomically. Dropping the future does not undo an append that has

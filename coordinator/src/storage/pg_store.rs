@@ -35,6 +35,10 @@ use super::{
 
 /// How long a call waits for a free connection before it fails.
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
+/// Connections kept for shares, beyond `--database-connections`: one for the
+/// appender (one batch at a time), the rest for duplicate checks and the
+/// jobs of shares issued elsewhere.
+const SHARE_PATH_CONNECTIONS: usize = 8;
 /// The advisory lock key that makes compaction one coordinator at a time.
 const COMPACTION_LOCK: i64 = 0x5653_4e43;
 /// The advisory lock key that makes coordinators meet one at a time ("VSNR"),
@@ -68,7 +72,12 @@ impl std::fmt::Debug for ClientCertificate {
 /// [`PoolStore`] on a PostgreSQL database (see the module doc).
 #[derive(Clone)]
 pub struct PgStore {
+    /// Everything but the share path: rewards, payouts, sessions, reads.
     pool: Pool,
+    /// The share path's own connections ([`SHARE_PATH_CONNECTIONS`]): the
+    /// appender's batches and the duplicate check, so a flood of reads on
+    /// `pool` never holds back a share's acknowledgement.
+    share_path: Pool,
     /// Read once at open: it keys every share, so it must not cost a read per share.
     secret: [u8; 32],
     /// Appends shares in batches, one transaction each.
@@ -77,7 +86,10 @@ pub struct PgStore {
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore").field("pool", &self.pool.status()).finish_non_exhaustive()
+        f.debug_struct("PgStore")
+            .field("pool", &self.pool.status())
+            .field("share_path", &self.share_path.status())
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,19 +116,15 @@ impl PgStore {
                 "a client certificate (--database-cert) needs sslmode=require in the database URL".into(),
             ));
         }
-        let manager = match config.get_ssl_mode() {
-            SslMode::Require => Manager::from_config(config, tls_connector(tls)?, recycling),
-            // `prefer` (the default) without TLS: plain, as libpq does without SSL support.
-            _ => Manager::from_config(config, NoTls, recycling),
+        let manager = || -> Result<Manager, StoreError> {
+            Ok(match config.get_ssl_mode() {
+                SslMode::Require => Manager::from_config(config.clone(), tls_connector(tls)?, recycling.clone()),
+                // `prefer` (the default) without TLS: plain, as libpq does without SSL support.
+                _ => Manager::from_config(config.clone(), NoTls, recycling.clone()),
+            })
         };
-        let pool = Pool::builder(manager)
-            .max_size(max_connections.max(2))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(CONNECTION_WAIT))
-            .create_timeout(Some(CONNECTION_WAIT))
-            .recycle_timeout(Some(CONNECTION_WAIT))
-            .build()
-            .map_err(|e| StoreError::Backend(format!("postgresql pool: {e}")))?;
+        let pool = connection_pool(manager()?, max_connections.max(2))?;
+        let share_path = connection_pool(manager()?, SHARE_PATH_CONNECTIONS)?;
         let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))?;
         check_durable_commits(&client).await?;
         migrate(&mut client).await?;
@@ -134,12 +142,16 @@ impl PgStore {
             .try_into()
             .map_err(|_| StoreError::Corrupt { tree: "pool_secret", message: "not 32 bytes".into() })?;
         drop(client);
-        let appender = ShareAppender::start(pool.clone());
-        Ok(PgStore { pool, secret, appender })
+        let appender = ShareAppender::start(share_path.clone());
+        Ok(PgStore { pool, share_path, secret, appender })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))
+    }
+
+    async fn share_client(&self) -> Result<Object, StoreError> {
+        self.share_path.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))
     }
 
     fn share_key(&self, height: u64, template_id: &str, nonce: u64) -> Vec<u8> {
@@ -191,6 +203,17 @@ impl PgStore {
         let rows = client.query(&statement, params).await.map_err(pg_error)?;
         rows.iter().map(|row| Ok((row.get::<_, i64>(0) as u64, decode("pool_shares", row, 1)?))).collect()
     }
+}
+
+fn connection_pool(manager: Manager, size: usize) -> Result<Pool, StoreError> {
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(CONNECTION_WAIT))
+        .create_timeout(Some(CONNECTION_WAIT))
+        .recycle_timeout(Some(CONNECTION_WAIT))
+        .build()
+        .map_err(|e| StoreError::Backend(format!("postgresql pool: {e}")))
 }
 
 /// A database that vanished (a failover, a cut link) leaves connections that
@@ -315,19 +338,25 @@ impl PoolStore for PgStore {
     async fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
         let client = self.client().await?;
         // A racing first registration waits for the other's commit, then
-        // inserts nothing: both read the one binding.
-        client
-            .execute(
-                "INSERT INTO pool_workers (worker_id, record) VALUES ($1, $2) ON CONFLICT (worker_id) DO NOTHING",
-                &[&worker.worker_id, &json(worker)],
-            )
-            .await
-            .map_err(pg_error)?;
-        let row = client
-            .query_one("SELECT record FROM pool_workers WHERE worker_id = $1", &[&worker.worker_id])
-            .await
-            .map_err(pg_error)?;
-        decode("pool_workers", &row, 0)
+        // inserts nothing: both read the one binding. A binding pruned
+        // between the two (`prune_workers_without_sessions`) is bound anew.
+        for _ in 0..3 {
+            client
+                .execute(
+                    "INSERT INTO pool_workers (worker_id, record) VALUES ($1, $2) ON CONFLICT (worker_id) DO NOTHING",
+                    &[&worker.worker_id, &json(worker)],
+                )
+                .await
+                .map_err(pg_error)?;
+            let row = client
+                .query_opt("SELECT record FROM pool_workers WHERE worker_id = $1", &[&worker.worker_id])
+                .await
+                .map_err(pg_error)?;
+            if let Some(row) = row {
+                return decode("pool_workers", &row, 0);
+            }
+        }
+        Err(StoreError::Backend(format!("worker {} was pruned while it was bound, three times", worker.worker_id)))
     }
 
     async fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError> {
@@ -358,8 +387,27 @@ impl PoolStore for PgStore {
         self.record("pool_sessions", "SELECT record FROM pool_sessions WHERE token_hash = $1", &[&token_hash]).await
     }
 
-    async fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError> {
-        let n = self.execute("DELETE FROM pool_sessions WHERE last_seen_ms < $1", &[&big(seen_before_ms)]).await?;
+    async fn prune_sessions(&self, seen_before_ms: u64, unproven_seen_before_ms: u64) -> Result<usize, StoreError> {
+        let n = self
+            .execute(
+                "DELETE FROM pool_sessions WHERE last_seen_ms < $1 \
+                 OR (last_seen_ms < $2 AND NOT coalesce((record->>'proven')::boolean, false))",
+                &[&big(seen_before_ms), &big(unproven_seen_before_ms)],
+            )
+            .await?;
+        Ok(n as usize)
+    }
+
+    async fn prune_workers_without_sessions(&self, registered_before_ms: u64) -> Result<usize, StoreError> {
+        // Hourly: an anti-join over both tables is cheaper than an index
+        // every registration would pay for.
+        let n = self
+            .execute(
+                "DELETE FROM pool_workers w WHERE (w.record->>'registered_at_ms')::bigint < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM pool_sessions s WHERE s.record->>'worker_id' = w.worker_id)",
+                &[&big(registered_before_ms)],
+            )
+            .await?;
         Ok(n as usize)
     }
 
@@ -370,7 +418,7 @@ impl PoolStore for PgStore {
 
     async fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError> {
         let key = self.share_key(height, template_id, nonce);
-        let client = self.client().await?;
+        let client = self.share_client().await?;
         let row = client
             .query_opt(
                 "SELECT position, session_id FROM pool_share_keys WHERE key = $1 AND height = $2",
@@ -716,7 +764,12 @@ impl PoolStore for PgStore {
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
-        self.record("pool_jobs", "SELECT record FROM pool_jobs WHERE job_id = $1", &[&job_id]).await
+        // On the share path (a share for a job another coordinator issued).
+        let client = self.share_client().await?;
+        let statement =
+            client.prepare_cached("SELECT record FROM pool_jobs WHERE job_id = $1").await.map_err(pg_error)?;
+        let row = client.query_opt(&statement, &[&job_id]).await.map_err(pg_error)?;
+        row.map(|row| decode("pool_jobs", &row, 0)).transpose()
     }
 
     async fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError> {

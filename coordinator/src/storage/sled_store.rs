@@ -234,13 +234,34 @@ impl SledTrees {
         self.sessions.get(token_hash.as_bytes())?.map(|v| decode("pool_sessions", &v)).transpose()
     }
 
-    fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError> {
+    fn prune_sessions(&self, seen_before_ms: u64, unproven_seen_before_ms: u64) -> Result<usize, StoreError> {
         let mut pruned = 0;
         for item in self.sessions.iter() {
             let (key, value) = item?;
             let session: SessionRecord = decode("pool_sessions", &value)?;
-            if session.last_seen_ms < seen_before_ms {
+            let cutoff = if session.proven { seen_before_ms } else { seen_before_ms.max(unproven_seen_before_ms) };
+            if session.last_seen_ms < cutoff {
                 self.sessions.remove(key)?;
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+
+    fn prune_workers_without_sessions(&self, registered_before_ms: u64) -> Result<usize, StoreError> {
+        let mut named = std::collections::HashSet::new();
+        for value in self.sessions.iter().values() {
+            named.insert(decode::<SessionRecord>("pool_sessions", &value?)?.worker_id);
+        }
+        let mut pruned = 0;
+        for item in self.workers.iter() {
+            let (key, value) = item?;
+            let worker: WorkerRecord = decode("pool_workers", &value)?;
+            // Only the record read: one rebound meanwhile (a new owner) stays.
+            if worker.registered_at_ms < registered_before_ms
+                && !named.contains(&worker.worker_id)
+                && self.workers.compare_and_swap(&key, Some(value), None::<&[u8]>)?.is_ok()
+            {
                 pruned += 1;
             }
         }
@@ -714,8 +735,11 @@ impl PoolStore for SledStore {
     async fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
         self.trees.session(token_hash)
     }
-    async fn prune_sessions(&self, seen_before_ms: u64) -> Result<usize, StoreError> {
-        self.blocking(move |t| t.prune_sessions(seen_before_ms)).await
+    async fn prune_sessions(&self, seen_before_ms: u64, unproven_seen_before_ms: u64) -> Result<usize, StoreError> {
+        self.blocking(move |t| t.prune_sessions(seen_before_ms, unproven_seen_before_ms)).await
+    }
+    async fn prune_workers_without_sessions(&self, registered_before_ms: u64) -> Result<usize, StoreError> {
+        self.blocking(move |t| t.prune_workers_without_sessions(registered_before_ms)).await
     }
     async fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError> {
         self.trees.append_share(share)

@@ -1,0 +1,91 @@
+//! A bound on the storage reads that anyone may start.
+//!
+//! The public routes (blocks, balances, payouts, metrics) and a bearer token
+//! the pool has not seen since it started each read the store. With
+//! PostgreSQL they take connections from the pool that also serves rewards,
+//! payouts and registrations, so a flood of them must not be able to take all
+//! of it. At most `limit` such reads run at once: the public routes answer
+//! `503 busy` past it (they are cheap to retry, and nothing is lost), while
+//! token lookups wait their turn (a miner back after a restart must get in).
+//! Shares themselves never wait here: their appends and duplicate checks use
+//! connections of their own (`PgStore`'s share path).
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::PoolError;
+
+/// Permits for reads started by unauthenticated requests.
+#[derive(Debug, Clone)]
+pub(crate) struct PublicReads {
+    permits: Arc<Semaphore>,
+}
+
+/// Held while a public read runs.
+#[must_use = "the read counts only while this is held"]
+pub(crate) struct PublicRead {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PublicReads {
+    pub(crate) fn new(limit: usize) -> Self {
+        PublicReads { permits: Arc::new(Semaphore::new(limit.max(1))) }
+    }
+
+    /// A permit now, or `Busy` if `limit` reads are running.
+    pub(crate) fn try_begin(&self) -> Result<PublicRead, PoolError> {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => Ok(PublicRead { _permit: permit }),
+            Err(_) => Err(PoolError::Busy("too many reads in flight; retry shortly")),
+        }
+    }
+
+    /// A permit once one is free (the caller's request timeout bounds the wait).
+    pub(crate) async fn begin(&self) -> PublicRead {
+        let permit = Arc::clone(&self.permits).acquire_owned().await;
+        // Never closed: the semaphore lives as long as `self`.
+        PublicRead { _permit: permit.expect("public read permits are never closed") }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_limit_public_reads_are_refused_until_one_ends() {
+        let reads = PublicReads::new(2);
+        let first = reads.try_begin().unwrap();
+        let _second = reads.try_begin().unwrap();
+        assert!(matches!(reads.try_begin(), Err(PoolError::Busy(_))));
+        drop(first);
+        assert!(reads.try_begin().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_token_lookup_waits_for_a_free_permit_and_goes_before_new_reads() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let reads = PublicReads::new(1);
+        let held = reads.try_begin().unwrap();
+        let got = Arc::new(AtomicBool::new(false));
+        let waiting = tokio::spawn({
+            let (reads, got) = (reads.clone(), got.clone());
+            async move {
+                let read = reads.begin().await;
+                got.store(true, Ordering::SeqCst);
+                // Held a moment: a read started now is refused meanwhile.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                drop(read);
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!got.load(Ordering::SeqCst), "waited while the permit was held");
+        drop(held);
+        // The freed permit went to the waiter, not to whoever asks next.
+        assert!(reads.try_begin().is_err());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert!(got.load(Ordering::SeqCst));
+        assert!(reads.try_begin().is_ok());
+    }
+}
