@@ -761,3 +761,35 @@ async fn unproven_registrations_are_forgotten_and_miners_register_again() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     pool.stop().await;
 }
+
+/// Each new job is a durable write and a job held in memory: requests of
+/// one session racing each other cannot pass its cap of new jobs on one
+/// template (past it they are told to come back, or get the live job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_job_requests_stay_under_the_cap() {
+    let pool = TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), ..settings("job-race") }).await;
+    let token = pool.register("rig", "land1race").await;
+    // Active, with a job; then a block: a new template no job of it is on.
+    pool.mine_block(&token).await;
+    let before = pool.json("/pool/metrics").await["jobs_issued"].as_u64().unwrap();
+    let requests: Vec<_> = (0..160)
+        .map(|_| {
+            let (http, url, token) = (pool.http.clone(), format!("{}/pool/job", pool.url), token.clone());
+            tokio::spawn(async move { body(http.get(url).bearer_auth(token).send().await.unwrap()).await })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for request in requests {
+        let (status, answer) = request.await.unwrap();
+        match status {
+            StatusCode::OK => {
+                ids.insert(answer["job_id"].as_str().unwrap().to_string());
+            }
+            _ => assert_eq!((status, answer["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("busy"))),
+        }
+    }
+    let issued = pool.json("/pool/metrics").await["jobs_issued"].as_u64().unwrap() - before;
+    assert!(!ids.is_empty() && ids.len() as u64 == issued, "{} ids, {issued} issued", ids.len());
+    assert!(issued <= 16, "{issued} jobs issued to one session on one template");
+    pool.stop().await;
+}

@@ -154,6 +154,34 @@ async fn a_block_is_found_submitted_and_old_jobs_go_stale() {
     pool.stop().await;
 }
 
+/// A miner sends only hashes that meet its share target, so a share
+/// difficulty above the block's would hide every block between the two:
+/// jobs are capped at the network difficulty, and a big miner on a small
+/// chain finds its blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_difficulty_never_exceeds_the_blocks() {
+    let pool = TestPool::start(CoordinatorArgs {
+        devnet_difficulty: Some(8),
+        share_difficulty: Some(5000),
+        min_share_difficulty: Some(5000),
+        ..settings("capped")
+    })
+    .await;
+    let token = pool.register("big-rig", "land1big").await;
+    let job = pool.job(&token).await;
+    let network = job.0["network_difficulty"].as_u64().unwrap();
+    assert!(network < 5000, "the chain is easier than the pool's minimum: {}", job.0);
+    assert_eq!(job.share_difficulty(), network, "{}", job.0);
+    // Every share is a block now; the next job is capped by its own block.
+    let (height, _) = pool.mine_block(&token).await;
+    let next = pool.job(&token).await;
+    assert_eq!(next.height(), height + 1);
+    assert_eq!(next.share_difficulty(), next.0["network_difficulty"].as_u64().unwrap());
+    // Asked again, the same job: a capped difficulty is not a new one.
+    assert_eq!(pool.job(&token).await.id(), next.id());
+    pool.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_returns_as_soon_as_a_new_block_arrives() {
     let pool = TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), ..settings("longpoll") }).await;

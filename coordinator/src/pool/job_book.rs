@@ -1,8 +1,10 @@
 //! Templates and the jobs handed out for them.
 //!
 //! Every job is one session's view of the current template: its share
-//! difficulty and a nonce range reserved for it alone. Job ids are keyed
-//! hashes of a counter that never repeats across restarts. Ranges are
+//! difficulty and a nonce range reserved for it alone. A job id is a
+//! counter that never repeats across restarts and a keyed hash binding it
+//! to its session ([`job_id`]), so an id nobody issued is refused without
+//! a storage read. Ranges are
 //! numbered per template from the counter's value when the template was
 //! first installed (stored with it), and a template issues at most
 //! [`MAX_JOBS_PER_TEMPLATE`] ranges, so two jobs of one template never
@@ -184,11 +186,61 @@ impl JobBook {
     }
 }
 
+/// The id of job `index` of `session_id`: the index (6 bytes) and 6 bytes
+/// of a keyed hash of both, in hex ([`JOB_ID_HEX`](super::JOB_ID_HEX)
+/// characters). Every coordinator on a store shares its secret, so each can
+/// tell an id one of them issued to that session from a made-up one.
+pub(crate) fn job_id(secret: &[u8; 32], index: u64, session_id: &str) -> String {
+    let mut id = index.to_be_bytes()[2..].to_vec();
+    id.extend_from_slice(&job_id_tag(secret, index, session_id));
+    hex::encode(id)
+}
+
+/// Whether `job_id` is one [`job_id`] gives `session_id`.
+pub(crate) fn job_id_is_issued(secret: &[u8; 32], job_id: &str, session_id: &str) -> bool {
+    let Ok(bytes) = hex::decode(job_id) else { return false };
+    let Ok(bytes) = <[u8; 12]>::try_from(bytes.as_slice()) else { return false };
+    let mut index = [0u8; 8];
+    index[2..].copy_from_slice(&bytes[..6]);
+    bytes[6..] == job_id_tag(secret, u64::from_be_bytes(index), session_id)
+}
+
+fn job_id_tag(secret: &[u8; 32], index: u64, session_id: &str) -> [u8; 6] {
+    let mut hasher = blake3::Hasher::new_keyed(secret);
+    hasher.update(b"vision job id");
+    hasher.update(&index.to_le_bytes());
+    hasher.update(session_id.as_bytes());
+    let mut tag = [0u8; 6];
+    tag.copy_from_slice(&hasher.finalize().as_bytes()[..6]);
+    tag
+}
+
 #[cfg(test)]
 mod tests {
     use visionx::Params;
 
     use super::*;
+
+    #[test]
+    fn a_job_id_is_known_for_its_session_only_and_cannot_be_made_up() {
+        let secret = [7u8; 32];
+        let id = job_id(&secret, 41, "session-a");
+        assert_eq!(id.len(), crate::pool::JOB_ID_HEX);
+        assert!(job_id_is_issued(&secret, &id, "session-a"));
+        assert_ne!(id, job_id(&secret, 42, "session-a"), "ids never repeat");
+        let cases = [
+            ("another session's", job_id(&secret, 41, "session-b")),
+            ("another secret's", job_id(&[8u8; 32], 41, "session-a")),
+            ("another index under this tag", format!("{}{}", &job_id(&secret, 42, "session-a")[..12], &id[12..])),
+            ("one character off", format!("{}{}", &id[..23], if id.ends_with('0') { '1' } else { '0' })),
+            ("too short", id[..22].to_string()),
+            ("not hex", format!("{}zz", &id[..22])),
+            ("empty", String::new()),
+        ];
+        for (case, made_up) in cases {
+            assert!(!job_id_is_issued(&secret, &made_up, "session-a"), "{case}: {made_up}");
+        }
+    }
 
     fn template(height: u64, parent: u8) -> BlockTemplate {
         let header = vision_protocol::HeaderFields {

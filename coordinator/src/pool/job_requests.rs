@@ -4,8 +4,9 @@
 //! hold: asking again returns the same job (same id, same nonce range), so
 //! job requests cannot grow the pool's memory or disk. A new job is issued
 //! on a new template or a new difficulty (at most
-//! [`MAX_JOBS_PER_SESSION_TEMPLATE`] per session and template; past that the
-//! live job stays), and is durable before it is answered, so a restarted
+//! [`MAX_JOBS_PER_SESSION_TEMPLATE`] per session and template, counted
+//! before each is issued, so requests racing each other cannot pass it; past
+//! that the live job stays), and is durable before it is answered, so a restarted
 //! pool still judges its shares. Issuing runs on a task of its own, so a
 //! client that hangs up cannot skip the count.
 
@@ -44,6 +45,11 @@ impl Pool {
     }
 
     /// Its live job if that still fits, else a new one.
+    ///
+    /// A job's share difficulty never exceeds its block's: a miner only
+    /// sends hashes that meet the share target, so a higher one would hide
+    /// every block between the two (a big miner on a small chain found them
+    /// and the pool never heard).
     async fn live_or_new_job(&self, session_id: &str, now: u64) -> Result<JobResponse, PoolError> {
         self.admit(session_id, now)?;
         if self.jobs.current().is_none() || !self.chain_up(now) {
@@ -61,8 +67,9 @@ impl Pool {
             let session = sessions.get_mut(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
             session.vardiff.on_job_request(now, &vardiff_config);
             session.last_seen_ms = now;
-            let difficulty = session.vardiff.difficulty();
-            if session.live_job.as_ref().is_none_or(|j| j.template.id != template.id) {
+            let difficulty = job_difficulty(session.vardiff.difficulty(), template.template.header.difficulty);
+            if session.jobs_template.as_deref() != Some(template.id.as_str()) {
+                session.jobs_template = Some(template.id.clone());
                 session.jobs_on_template = 0;
             }
             let capped = session.jobs_on_template >= MAX_JOBS_PER_SESSION_TEMPLATE;
@@ -70,8 +77,11 @@ impl Pool {
                 .live_job
                 .clone()
                 .filter(|j| j.template.id == template.id && (j.share_difficulty == difficulty || capped));
-            if live.is_some() {
-                session.last_template_version = template.version;
+            match &live {
+                Some(_) => session.last_template_version = template.version,
+                // At the cap with none issued yet: requests racing each other.
+                None if capped => return Err(PoolError::Busy("this session's job requests are still being answered")),
+                None => session.jobs_on_template += 1,
             }
             (session.record.worker_id.clone(), difficulty, live)
         };
@@ -81,7 +91,7 @@ impl Pool {
         }
 
         let index = self.store.next_id().await?;
-        let job_id = hex::encode(&blake3::keyed_hash(&self.secret, &index.to_le_bytes()).as_bytes()[..12]);
+        let job_id = super::job_book::job_id(&self.secret, index, session_id);
         let job = self
             .jobs
             .issue(job_id, index, (&worker_id, session_id), difficulty, template.clone())
@@ -102,7 +112,6 @@ impl Pool {
         if let Some(session) = self.sessions.lock().get_mut(session_id) {
             session.last_template_version = template.version;
             session.live_job = Some(job.clone());
-            session.jobs_on_template += 1;
         }
         PoolMetrics::bump(&self.metrics.jobs_issued);
         Ok(self.job_response(&job))
@@ -128,4 +137,10 @@ impl Pool {
             block_time_secs: self.block_time_secs,
         }
     }
+}
+
+/// The share difficulty of a job: the session's vardiff, capped at the
+/// network difficulty of the job's template (at least 1).
+pub(crate) fn job_difficulty(vardiff: u64, network: u64) -> u64 {
+    vardiff.min(network).max(1)
 }

@@ -67,7 +67,7 @@ use crate::rewards::{RewardConfig, Rewards};
 use crate::storage::{BanRecord, JobRecord, PoolSettings, PoolStore, TemplateRecord};
 pub use vision_protocol::pool::*;
 
-/// Length of a job id: 12 bytes of a keyed hash, in hex (`job_requests`).
+/// Length of a job id: 12 bytes (`job_book::job_id`), in hex.
 pub(crate) const JOB_ID_HEX: usize = 24;
 
 /// Largest pool fee an operator may set (10%).
@@ -268,11 +268,11 @@ impl Pool {
     /// coordinator on the shared store (or before a restart). Loaded once,
     /// then held like the pool's own.
     /// Only a job of `session_id` on the current template is loaded: the
-    /// share of any other would be refused anyway, and an id that is not a
-    /// job id costs no read.
+    /// share of any other would be refused anyway, and an id no coordinator
+    /// issued to this session costs no read.
     pub(crate) async fn load_job(&self, job_id: &str, session_id: &str) -> Result<Option<Arc<IssuedJob>>, PoolError> {
         let Some(current) = self.jobs.current() else { return Ok(None) };
-        if job_id.len() != JOB_ID_HEX || !job_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if job_id.len() != JOB_ID_HEX || !job_book::job_id_is_issued(&self.secret, job_id, session_id) {
             return Ok(None);
         }
         let Some(record) = self.store.job(job_id).await? else { return Ok(None) };

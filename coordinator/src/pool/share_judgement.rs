@@ -121,17 +121,8 @@ impl Pool {
         let Ok(claimed_digest) = request.digest.parse::<Digest>() else {
             return reject(ShareRejection::BadDigest).await;
         };
-        let height = job.template.template.header.height;
-        if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce).await? {
-            if credit.session_id == session_id {
-                // Acknowledged only once it is on disk (its first answer may
-                // have been a storage error).
-                self.commits.durable().await?;
-                PoolMetrics::bump(&self.metrics.shares_replayed);
-                return Ok(already_credited(difficulty));
-            }
-            return reject(ShareRejection::Duplicate).await;
-        }
+        // Before the ledger is read: a new session's shares cost its address's
+        // budget whatever they turn out to be.
         if !proven {
             if let Some(source) = source {
                 self.sources.take_unproven_verification(source, now).map_err(|e| {
@@ -142,6 +133,17 @@ impl Pool {
                     }
                 })?;
             }
+        }
+        let height = job.template.template.header.height;
+        if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce).await? {
+            if credit.session_id == session_id {
+                // Acknowledged only once it is on disk (its first answer may
+                // have been a storage error).
+                self.commits.durable().await?;
+                PoolMetrics::bump(&self.metrics.shares_replayed);
+                return Ok(already_credited(difficulty));
+            }
+            return reject(ShareRejection::Duplicate).await;
         }
 
         let claim = ShareClaim {
@@ -284,7 +286,9 @@ impl Pool {
                     }
                     session.last_share_ms = Some(now);
                     session.vardiff.on_share(now, job.share_difficulty, &vardiff_config);
-                    (session.vardiff.difficulty(), newly_proven.then(|| session.record.clone()))
+                    let network = job.template.template.header.difficulty;
+                    let next = super::job_requests::job_difficulty(session.vardiff.difficulty(), network);
+                    (next, newly_proven.then(|| session.record.clone()))
                 }
                 None => (difficulty, None),
             }

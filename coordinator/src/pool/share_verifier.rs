@@ -59,7 +59,10 @@ pub(crate) fn verify_batch(engine: &mut FastEngine, claims: &[ShareClaim]) -> (V
             let digest = digests.next().expect("one digest per live claim");
             if digest != claim.claimed_digest {
                 Verdict::BadDigest
-            } else if !digest.meets_difficulty(claim.share_difficulty) {
+            } else if !digest.meets_difficulty(claim.share_difficulty.min(claim.network_difficulty)) {
+                // (A block always counts, even on a job whose share
+                // difficulty was above the network's: one stored before
+                // jobs were capped.)
                 Verdict::LowDifficulty
             } else {
                 Verdict::Accepted { digest, is_block: digest.meets_difficulty(claim.network_difficulty) }
@@ -110,7 +113,7 @@ mod tests {
             let too_hard = u64::MAX / top.max(1) + 1;
             if top > 0 && !digest.meets_difficulty(too_hard) {
                 claims.push(ShareClaim {
-                    input,
+                    input: input.clone(),
                     nonce: v.nonce,
                     claimed_digest: digest,
                     share_difficulty: too_hard,
@@ -118,6 +121,17 @@ mod tests {
                     banned: Arc::default(),
                 });
                 expected.push(Verdict::LowDifficulty);
+                // Missing a share difficulty above the network's, but a block:
+                // a block is never refused for its share target.
+                claims.push(ShareClaim {
+                    input: input.clone(),
+                    nonce: v.nonce,
+                    claimed_digest: digest,
+                    share_difficulty: too_hard,
+                    network_difficulty: 1,
+                    banned: Arc::default(),
+                });
+                expected.push(Verdict::Accepted { digest, is_block: true });
             }
         }
         let hashed = claims.len();

@@ -84,8 +84,10 @@ pub(crate) struct SessionState {
     pub(crate) blocks_found: u64,
     /// The job it was last given: reused while its template and difficulty hold.
     pub(crate) live_job: Option<Arc<IssuedJob>>,
-    /// New jobs it got on the live job's template.
+    /// New jobs it got, or is being issued, on template `jobs_template`
+    /// (counted before the issue, so concurrent requests cannot pass the cap).
     pub(crate) jobs_on_template: u32,
+    pub(crate) jobs_template: Option<String>,
     /// Set on a ban: its shares still queued for verification are skipped.
     pub(crate) banned: Arc<AtomicBool>,
 }
@@ -271,10 +273,13 @@ impl Pool {
             blocks_found: 0,
             live_job: None,
             jobs_on_template: 0,
+            jobs_template: None,
             banned: Arc::new(AtomicBool::new(banned)),
             record,
         };
-        self.sessions.lock().insert(state.record.session_id.clone(), state);
+        // Requests racing in with one token all get here: the first one's
+        // state stands (its counts, its jobs), the others' are dropped.
+        self.sessions.lock().entry(state.record.session_id.clone()).or_insert(state);
     }
 
     /// The stored records of active sessions whose `last_seen_ms` is more
