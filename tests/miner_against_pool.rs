@@ -288,6 +288,71 @@ async fn the_miner_honours_retry_after_and_resumes() {
         .await;
 }
 
+/// A pool that keeps answering 503 (stopped, or its chain down) has no work
+/// to give: after two such answers the miner moves to the next pool, and
+/// returns once the first gives jobs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_keeps_answering_503_is_failed_over() {
+    let args = ["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"];
+    let first = Pool::start(&fresh_dir("m-503-first"), free_port(), &[&args[..], &["--admin-token", "t"]].concat());
+    let second = Pool::start(&fresh_dir("m-503-second"), free_port(), &args);
+    let miner = Miner::start(&[
+        "--pool",
+        &first.url,
+        "--pool",
+        &second.url,
+        "--wallet",
+        "land1away",
+        "--long-poll-secs",
+        "1",
+        "--failback-secs",
+        "3",
+    ]);
+    let status_url = format!("{}/status", miner.api);
+    wait_for(&status_url, MINUTE, "a share on the first pool", |s| {
+        s["connection"]["url"] == first.url.as_str() && accepted(s) >= 1
+    })
+    .await;
+    let admin = reqwest::Client::new();
+    admin.post(format!("{}/pool/stop", first.url)).bearer_auth("t").json(&json!({})).send().await.unwrap();
+    wait_for(&format!("{}/pool/stats", second.url), MINUTE, "shares on the second pool", |s| {
+        s["shares"]["accepted"].as_u64() >= Some(1)
+    })
+    .await;
+    admin.post(format!("{}/pool/start", first.url)).bearer_auth("t").json(&json!({})).send().await.unwrap();
+    wait_for(&status_url, MINUTE, "back on the first pool", |s| {
+        s["connection"]["url"] == first.url.as_str() && s["connection"]["connected"] == true
+    })
+    .await;
+}
+
+/// SIGTERM (as from systemd or Ctrl-C) stops the miner cleanly: it sends
+/// what it already found, then exits 0 within its grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_miner_cleanly() {
+    let pool = Pool::start(
+        &fresh_dir("m-term"),
+        free_port(),
+        &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
+    );
+    let mut miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1term"]);
+    wait_for(&format!("{}/status", miner.api), MINUTE, "a share", |s| accepted(s) >= 1).await;
+    let pid = miner.proc.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let sent = Instant::now();
+    let exit = loop {
+        if let Some(exit) = miner.proc.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(15), "still running 15 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "a stop asked for is not a failure: {exit}");
+    assert!(!miner.alive());
+    let stats = get_json(&format!("{}/pool/stats", pool.url)).await.unwrap();
+    assert!(stats["shares"]["accepted"].as_u64() >= Some(1), "{stats}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn solo_mining_finds_a_block_on_the_devnet() {
     let node = Pool::start(&fresh_dir("m-solo"), free_port(), &["--devnet-difficulty", "100", "--node-token", "n0de"]);

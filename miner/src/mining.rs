@@ -4,7 +4,8 @@
 //! [`run`] starts the devices ([`start_devices`]: GPUs that pass the
 //! child-process probe, then the CPU where chosen or as the fallback), the
 //! hash-rate sampler, the status line, the local API, and the pool or solo
-//! session, and runs until the session ends for good or `shutdown` resolves.
+//! session, and runs until the session ends for good or `shutdown` resolves
+//! (the session then sends what was already found, for a few seconds).
 //! [`start_gpu`] is the one probe-open-tune path, for mining and `bench`.
 
 use std::future::Future;
@@ -157,23 +158,25 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
                     long_poll: config.long_poll,
                     failback: config.failback,
                 };
-                Ok(session::run_pool(pool_session, pool_switch.clone(), dispatch.clone(), status.clone(), found_rx)
-                    .await?)
+                Ok(session::run_pool(
+                    pool_session,
+                    pool_switch.clone(),
+                    dispatch.clone(),
+                    status.clone(),
+                    found_rx,
+                    shutdown,
+                )
+                .await?)
             }
             MiningMode::Solo(url) => {
                 let node = NodeClient::new(url, config.node_token.clone())?;
                 let solo = SoloSession { node, wallet: config.wallet.clone() };
-                Ok(solo_session::run_solo(solo, dispatch.clone(), status.clone(), found_rx).await?)
+                Ok(solo_session::run_solo(solo, dispatch.clone(), status.clone(), found_rx, shutdown).await?)
             }
         }
     };
-    let result = tokio::select! {
-        result = session => result,
-        () = shutdown => {
-            tracing::info!("stopping");
-            Ok(())
-        }
-    };
+    // The sessions watch `shutdown` themselves: what was found is sent first.
+    let result = session.await;
     dispatch.stop();
     sampler.abort();
     if let Some(printer) = printer {

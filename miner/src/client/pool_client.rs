@@ -11,6 +11,9 @@ use crate::MinerError;
 
 /// How long a pool may take to answer (a long-poll adds its wait).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest `Retry-After` honoured: a pool (or a proxy in front of it)
+/// asking for a day must not idle a rig for a day.
+pub(crate) const MAX_RETRY_AFTER_SECS: u64 = 60;
 
 /// What went wrong talking to a pool or node.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -47,7 +50,8 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| secs.min(MAX_RETRY_AFTER_SECS));
     if status.is_success() {
         return response.json().await.map_err(|e| ApiFailure::Unavailable(format!("unreadable answer: {e}")));
     }

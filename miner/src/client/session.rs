@@ -2,8 +2,9 @@
 //!
 //! Pool mode long-polls the active pool for jobs, hands them to the
 //! devices, and submits shares with the miner's measured hash rate. Network
-//! errors and 5xx back off exponentially with jitter; 429/503 wait exactly
-//! the Retry-After; two failures in a row fail over to the next pool, and
+//! errors and 5xx back off exponentially with jitter; 429/503 wait the
+//! Retry-After (at most a minute); two failures in a row of either kind fail
+//! over to the next pool, and
 //! primary pool (the first, or one the owner switched to through the local
 //! API, `pool_switch`) is tried again every `failback` interval. Shares that
 //! cannot be sent wait in a bounded queue and are resubmitted while their
@@ -32,6 +33,8 @@ const MAX_PENDING: usize = 1024;
 const FAILURES_BEFORE_FAILOVER: u32 = 2;
 /// Pools in the failover list at most (the configured ones and the owner's).
 const MAX_POOLS: usize = 32;
+/// The longest block time a pool's jobs may announce (a day).
+const MAX_BLOCK_TIME_SECS: u64 = 86_400;
 
 /// Why mining stopped for good.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -73,6 +76,8 @@ struct PoolContext {
     switch: Arc<PoolSwitch>,
     tokens: Mutex<Vec<Option<String>>>,
     refused: Mutex<Vec<Option<String>>>,
+    /// Until when each pool has banned this miner.
+    banned_until: Mutex<Vec<Option<Instant>>>,
     active: AtomicUsize,
     pending: Mutex<VecDeque<(Arc<Work>, Found)>>,
     dispatch: Arc<WorkDispatch>,
@@ -122,6 +127,7 @@ impl PoolContext {
                     pools.push(Arc::new(requested));
                     self.tokens.lock().expect("tokens lock").push(None);
                     self.refused.lock().expect("refused lock").push(None);
+                    self.banned_until.lock().expect("bans lock").push(None);
                     pools.len() - 1
                 }
             }
@@ -246,7 +252,7 @@ impl PoolContext {
     }
 
     fn stop_stale_work(&self) {
-        let limit = *self.block_time.lock().expect("block time lock") * 4;
+        let limit = self.block_time.lock().expect("block time lock").saturating_mul(4);
         if let Some(work) = self.dispatch.current_work() {
             let answered = *self.job_answered.lock().expect("job answered lock");
             if work.received.max(answered).elapsed() > limit {
@@ -273,9 +279,14 @@ impl PoolContext {
                 self.tokens.lock().expect("tokens lock")[pool] = None;
             }
             ApiFailure::Banned { secs } => {
-                if count == 1 {
+                let now = Instant::now();
+                let mut bans = self.banned_until.lock().expect("bans lock");
+                bans[pool] = Some(now + Duration::from_secs(secs));
+                // Banned everywhere: a person must look (exit code 4).
+                if bans.iter().all(|b| b.is_some_and(|until| until > now)) {
                     return Err(SessionEnd::Banned { url, secs });
                 }
+                drop(bans);
                 self.switch_to(next, &format!("banned for {secs}s"));
             }
             ApiFailure::Refused { reason, message } => {
@@ -289,9 +300,17 @@ impl PoolContext {
                 self.switch_to(next, &format!("refused: {reason}"));
             }
             ApiFailure::RetryAfter { retry_after_secs, message } => {
-                tracing::warn!("{url}: {message}; retrying in {retry_after_secs}s as asked");
-                self.status.connection(|c| c.retry_in_secs = Some(retry_after_secs));
-                self.pause(Duration::from_secs(retry_after_secs)).await;
+                // A pool that keeps saying "later" (its chain is down, it is
+                // stopped) is as good as down: the next pool may have work.
+                *failures += 1;
+                if *failures >= FAILURES_BEFORE_FAILOVER && count > 1 {
+                    *failures = 0;
+                    self.switch_to(next, &message);
+                } else {
+                    tracing::warn!("{url}: {message}; retrying in {retry_after_secs}s as asked");
+                    self.status.connection(|c| c.retry_in_secs = Some(retry_after_secs));
+                    self.pause(Duration::from_secs(retry_after_secs)).await;
+                }
             }
             ApiFailure::Unavailable(message) => {
                 *failures += 1;
@@ -322,10 +341,16 @@ impl PoolContext {
             if active != primary && last_failback.elapsed() >= self.session.failback {
                 last_failback = Instant::now();
                 if let Ok(token) = self.token(primary).await {
-                    if self.pool(primary).job(&token, None).await.is_ok() {
-                        self.switch_to(primary, "the primary pool is back");
-                        failures = 0;
-                        continue;
+                    match self.pool(primary).job(&token, None).await {
+                        Ok(_) => {
+                            self.switch_to(primary, "the primary pool is back");
+                            failures = 0;
+                            continue;
+                        }
+                        // It forgot us (a restart, an expired session):
+                        // register afresh at the next check.
+                        Err(ApiFailure::Unauthorized) => self.tokens.lock().expect("tokens lock")[primary] = None,
+                        Err(_) => {}
                     }
                 }
             }
@@ -358,7 +383,9 @@ impl PoolContext {
                     failures = 0;
                     self.refused.lock().expect("refused lock")[active] = None;
                     if job.block_time_secs > 0 {
-                        *self.block_time.lock().expect("block time lock") = Duration::from_secs(job.block_time_secs);
+                        // Bounded: the watchdog multiplies it.
+                        let secs = job.block_time_secs.min(MAX_BLOCK_TIME_SECS);
+                        *self.block_time.lock().expect("block time lock") = Duration::from_secs(secs);
                     }
                     *self.job_answered.lock().expect("job answered lock") = Instant::now();
                     // The pool answers a repeated request with the same job
@@ -366,6 +393,10 @@ impl PoolContext {
                     let same_job =
                         self.dispatch.current_work().is_some_and(|w| w.pool == Some(active) && w.id == job.job_id);
                     if same_job {
+                        // Back after an outage on the same job: what waited goes now.
+                        if !self.pending.lock().expect("pending lock").is_empty() {
+                            self.flush_pending(job.height);
+                        }
                         continue;
                     }
                     match Work::from_pool_job(&job, active) {
@@ -402,13 +433,51 @@ impl PoolContext {
     }
 }
 
-/// Runs pool mode until a fatal end; found nonces arrive on `found`.
+/// How long a stopping miner keeps sending what it already found.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Hands each found nonce to `submit`, in order, until `drain` is notified;
+/// then those already found, and returns.
+pub(crate) async fn submit_found<F, Fut>(
+    mut found: UnboundedReceiver<(Arc<Work>, Found)>,
+    drain: Arc<Notify>,
+    mut submit: F,
+) where
+    F: FnMut(Arc<Work>, Found) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            item = found.recv() => match item {
+                Some((work, nonce)) => submit(work, nonce).await,
+                None => return,
+            },
+            () = drain.notified() => found.close(),
+        }
+    }
+}
+
+/// Stops the devices, lets `submitter` send what was found (within
+/// [`SHUTDOWN_GRACE`]), and aborts it past that.
+pub(crate) async fn drain_found(dispatch: &WorkDispatch, drain: &Notify, mut submitter: tokio::task::JoinHandle<()>) {
+    dispatch.stop();
+    drain.notify_one();
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut submitter).await.is_err() {
+        tracing::warn!("stopping without an answer for some found shares ({}s passed)", SHUTDOWN_GRACE.as_secs());
+        submitter.abort();
+    }
+}
+
+/// Runs pool mode until a fatal end or `shutdown`; found nonces arrive on
+/// `found`. On `shutdown` the shares already found (and those waiting for a
+/// pool) are sent before it returns, for at most [`SHUTDOWN_GRACE`].
 pub async fn run_pool(
     mut session: PoolSession,
     switch: Arc<PoolSwitch>,
     dispatch: Arc<WorkDispatch>,
     status: Arc<MinerStatus>,
-    mut found: UnboundedReceiver<(Arc<Work>, Found)>,
+    found: UnboundedReceiver<(Arc<Work>, Found)>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SessionEnd> {
     let pools: Vec<Arc<PoolClient>> = std::mem::take(&mut session.pools).into_iter().map(Arc::new).collect();
     let count = pools.len();
@@ -419,6 +488,7 @@ pub async fn run_pool(
         switch,
         tokens: Mutex::new(vec![None; count]),
         refused: Mutex::new(vec![None; count]),
+        banned_until: Mutex::new(vec![None; count]),
         active: AtomicUsize::new(0),
         pending: Mutex::new(VecDeque::new()),
         dispatch,
@@ -427,16 +497,28 @@ pub async fn run_pool(
         job_answered: Mutex::new(Instant::now()),
         refresh: Notify::new(),
     });
+    let drain = Arc::new(Notify::new());
     let submitter = {
-        let ctx = ctx.clone();
+        let (ctx, drain) = (ctx.clone(), drain.clone());
         tokio::spawn(async move {
-            while let Some((work, f)) = found.recv().await {
+            submit_found(found, drain, |work, f| ctx.submit(work, f)).await;
+            // Stopping: one more try for the shares that waited for a pool.
+            let waiting: Vec<(Arc<Work>, Found)> = ctx.pending.lock().expect("pending lock").drain(..).collect();
+            for (work, f) in waiting {
                 ctx.submit(work, f).await;
             }
         })
     };
-    let result = ctx.jobs().await;
-    submitter.abort();
+    let result = tokio::select! {
+        result = ctx.jobs() => result,
+        () = shutdown => Ok(()),
+    };
+    if result.is_ok() {
+        tracing::info!("stopping: sending the shares already found");
+        drain_found(&ctx.dispatch, &drain, submitter).await;
+    } else {
+        submitter.abort();
+    }
     result
 }
 
