@@ -182,6 +182,32 @@ async fn share_difficulty_never_exceeds_the_blocks() {
     pool.stop().await;
 }
 
+/// The node's tip is the tip, even when it goes down (a shorter branch with
+/// more work, a node restored from a backup): jobs left on the dead tip
+/// would find only blocks the chain refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_tip_from_the_node_is_followed() {
+    let pool = TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), ..settings("lower-tip") }).await;
+    let token = pool.register("rig", "land1low").await;
+    for _ in 0..3 {
+        pool.mine_block(&token).await;
+    }
+    let (devnet, coordinator) = (pool.devnet.as_ref().unwrap(), pool.pool.as_ref().unwrap());
+    // Blocks 1 and 2 replaced by three others: the tip is at 3.
+    devnet.reorganise(2).unwrap();
+    coordinator.refresh_template().await.unwrap();
+    assert_eq!(pool.job(&token).await.height(), 4);
+    // And back: the first blocks 1 and 2 again, the tip at 2.
+    devnet.restore_reorganised().unwrap();
+    coordinator.refresh_template().await.unwrap();
+    let job = pool.job(&token).await;
+    assert_eq!(job.height(), 3, "{}", job.0);
+    let (_, tip) = body(pool.get("/node/block/2").await).await;
+    assert_eq!(job.0["pow_message"].as_str().map(|m| m.contains(tip["hash"].as_str().unwrap())), Some(true));
+    assert_eq!(pool.mine_block(&token).await.0, 3, "the pool's next block lands on the chain");
+    pool.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_returns_as_soon_as_a_new_block_arrives() {
     let pool = TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), ..settings("longpoll") }).await;

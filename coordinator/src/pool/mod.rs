@@ -183,6 +183,11 @@ pub struct Pool {
     /// housekeeping has pruned below `pruned_below`.
     prune_below: AtomicU64,
     pruned_below: AtomicU64,
+    /// Template refreshes started, and the latest whose answer is installed:
+    /// a refresh that asked the chain before another's installed answer
+    /// does not undo it, whatever the heights (a tip can go down).
+    refreshes_started: AtomicU64,
+    refresh_installed: Mutex<u64>,
 }
 
 impl Pool {
@@ -240,6 +245,8 @@ impl Pool {
             last_session_prune_ms: AtomicU64::new(0),
             prune_below: AtomicU64::new(0),
             pruned_below: AtomicU64::new(0),
+            refreshes_started: AtomicU64::new(0),
+            refresh_installed: Mutex::new(0),
         };
         let found = pool.store.found_blocks().await?;
         let count = |status| found.iter().filter(|b| b.status == status).count() as u64;
@@ -392,9 +399,12 @@ impl Pool {
     }
 
     /// Fetches the chain's template for the pool address and installs it if
-    /// it is new (another height or another parent). A template whose fields
-    /// disagree with its header, or that pays someone else, is refused.
+    /// it is new (another height or another parent), lower heights included:
+    /// the node's tip is the tip (a shorter branch with more work, a node
+    /// restored from a backup). A template whose fields disagree with its
+    /// header, or that pays someone else, is refused.
     pub async fn refresh_template(&self) -> Result<bool, PoolError> {
+        let asked = self.refreshes_started.fetch_add(1, Ordering::Relaxed) + 1;
         let template = match self.chain.template(&self.config.pool_address).await {
             Ok(template) => template,
             Err(err) => {
@@ -418,17 +428,26 @@ impl Pool {
         let first_job_index = self.store.next_id().await?;
         let record = TemplateRecord { template: (&state.template).into(), first_job_index };
         let (held_id, held) = self.store.claim_template(&state.id, &record).await?;
-        // A concurrent refresh installed it, or a newer tip, meanwhile.
-        if self.jobs.current().is_some_and(|c| c.id == held_id || c.template.header.height > held.template.height) {
-            return Ok(false);
-        }
         let mut state = if held_id == state.id {
             state
         } else {
             TemplateState::checked(held.template.into(), &self.config.pool_address).map_err(refused)?
         };
         state.first_job_index = held.first_job_index;
-        let state = self.jobs.install(state);
+        let state = {
+            let mut installed = self.refresh_installed.lock().expect("refresh lock");
+            // A refresh that asked the chain later installed its answer (or
+            // this one) meanwhile.
+            if *installed > asked || self.jobs.current().is_some_and(|c| c.id == held_id) {
+                return Ok(false);
+            }
+            *installed = asked;
+            // Set, not raised: below a tip that went down, the keys of its
+            // heights must stay (or their shares could be credited twice).
+            let keep_from = state.template.header.height.saturating_sub(HEIGHTS_KEPT - 1);
+            self.prune_below.store(keep_from, Ordering::Relaxed);
+            self.jobs.install(state)
+        };
         tracing::info!(
             height = state.template.header.height,
             difficulty = state.template.header.difficulty,
@@ -436,8 +455,6 @@ impl Pool {
         );
         // Forgetting old jobs and duplicate keys is disk work: never in the
         // way of the switch (housekeeping does it).
-        let keep_from = state.template.header.height.saturating_sub(HEIGHTS_KEPT - 1);
-        self.prune_below.fetch_max(keep_from, Ordering::Relaxed);
         Ok(true)
     }
 
