@@ -793,3 +793,50 @@ async fn racing_job_requests_stay_under_the_cap() {
     assert!(issued <= 16, "{issued} jobs issued to one session on one template");
     pool.stop().await;
 }
+
+/// A session costs nothing to open, and each ban is a stored record every
+/// coordinator reads: an address that keeps earning bans may not register
+/// at all once 16 of its sessions are banned. Other addresses are not
+/// affected, and the operator can lift the bans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_keeps_earning_bans_is_stopped_registering() {
+    let pool = TestPool::start(CoordinatorArgs {
+        registrations_per_sec: Some(1000.0),
+        admin_token: Some("admin".into()),
+        ..settings("ban-cap")
+    })
+    .await;
+    let forger = client_from("127.0.0.9");
+    for s in 0..16 {
+        let answer = register_with(&forger, &pool, &format!("junk-{s}"), "land1junk", None).await;
+        let token = answer["worker_token"].as_str().unwrap().to_string();
+        let job =
+            Job(body(forger.get(format!("{}/pool/job", pool.url)).bearer_auth(&token).send().await.unwrap()).await.1);
+        let mut banned = false;
+        for i in 0..10 {
+            // Outside its range: refused unhashed, and counted toward a ban.
+            let (status, _) = share_with(&forger, &pool, &token, &job, job.nonce_end() + i, &"33".repeat(32)).await;
+            if status == StatusCode::FORBIDDEN {
+                banned = true;
+                break;
+            }
+        }
+        assert!(banned, "session {s} was never banned");
+    }
+    let request = json!({"worker_id": "junk-new", "wallet_address": "land1junk"});
+    let refused = forger.post(format!("{}/pool/register", pool.url)).json(&request).send().await.unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    let (status, answer) = body(refused).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::FORBIDDEN, Some("banned")), "{answer}");
+    // Another address registers as ever.
+    pool.register("honest", "land1fine").await;
+    // Once the operator lifts one ban, the address may register again.
+    let bans = body(pool.get_auth("/pool/bans", "admin").await).await.1;
+    let first = bans["bans"][0]["session_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        pool.http.delete(format!("{}/pool/bans/{first}", pool.url)).bearer_auth("admin").send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    register_with(&forger, &pool, "junk-new", "land1junk", None).await;
+    pool.stop().await;
+}

@@ -11,7 +11,8 @@
 //! that have shown no valid work yet, per source address): an outsider who
 //! registers an honest worker's id gets a session of their own, whose
 //! garbage bans only that session, and new registrations of that worker id
-//! *from that source address*. A rename needs the token of the registration
+//! *from that source address*; a source with [`MAX_BANS_PER_SOURCE`] bans
+//! in force may not register at all until some run out. A rename needs the token of the registration
 //! that bound the worker id. Registering does not enter the active set: a
 //! session enters it with its first authenticated request.
 
@@ -27,7 +28,11 @@ use super::vardiff::Vardiff;
 use super::{Hashrate, Pool, PoolError, RegisterRequest, RegisterResponse, ShareCounts, ShareRejection};
 use crate::bearer_auth::tokens_match;
 use crate::chain::check_address;
+use crate::client_source::source_network;
 use crate::storage::{BanRecord, SessionRecord, WorkerRecord};
+
+/// Bans in force from one source network past which it may not register.
+pub(crate) const MAX_BANS_PER_SOURCE: usize = 16;
 
 /// The ban rule's counters for one session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -168,6 +173,9 @@ impl Pool {
                 retry_after_secs: e.retry_after_secs,
             })?;
         }
+        if let Some(until) = self.banned_source(source, now) {
+            return Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) });
+        }
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| PoolError::Internal(format!("no OS randomness: {e}")))?;
         let token = hex::encode(raw);
@@ -216,6 +224,28 @@ impl Pool {
             foundation_address: self.rewards.config().foundation_address.clone(),
             pool_name: settings.pool_name,
         })
+    }
+
+    /// Until when `source` (its network: an IPv6 /64) may not register at
+    /// all, if [`MAX_BANS_PER_SOURCE`] of its sessions are banned: each
+    /// ban is a stored record every coordinator reads, and a session costs
+    /// nothing to open, so an address that keeps earning bans is stopped
+    /// before its bans fill the store. (The operator can lift them.)
+    fn banned_source(&self, source: Option<IpAddr>, now: u64) -> Option<u64> {
+        let network = source_network(source?);
+        let bans = self.bans.read();
+        let mut until: Vec<u64> = bans
+            .values()
+            .filter(|b| b.until_ms > now)
+            .filter(|b| b.source.as_deref().and_then(|s| s.parse().ok()).map(source_network) == Some(network))
+            .map(|b| b.until_ms)
+            .collect();
+        if until.len() < MAX_BANS_PER_SOURCE {
+            return None;
+        }
+        // Open again once enough of them have run out.
+        until.sort_unstable();
+        Some(until[until.len() - MAX_BANS_PER_SOURCE])
     }
 
     /// Until when a session of `worker_id` from `source` is banned, if one is.
