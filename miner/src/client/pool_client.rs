@@ -43,6 +43,28 @@ impl ApiFailure {
 
 pub use vision_protocol::pool::{JobResponse, RegisterResponse, ShareResponse};
 
+/// The largest answer read from a pool or node: theirs are a few KiB, and a
+/// broken or hostile one must not be able to fill the rig's memory.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The body of `response`, refused past [`MAX_ANSWER_BYTES`].
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, ApiFailure> {
+    let too_large = || ApiFailure::Unavailable(format!("an answer over {} KiB", MAX_ANSWER_BYTES / 1024));
+    if response.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) =
+        response.chunk().await.map_err(|e| ApiFailure::Unavailable(format!("unreadable answer: {e}")))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// Reads a response: the JSON body on success, a classified failure otherwise.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<T, ApiFailure> {
     let status = response.status();
@@ -52,10 +74,11 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|secs| secs.min(MAX_RETRY_AFTER_SECS));
+    let body = read_body(response).await;
     if status.is_success() {
-        return response.json().await.map_err(|e| ApiFailure::Unavailable(format!("unreadable answer: {e}")));
+        return serde_json::from_slice(&body?).map_err(|e| ApiFailure::Unavailable(format!("unreadable answer: {e}")));
     }
-    let body: Option<ErrorBody> = response.json().await.ok();
+    let body: Option<ErrorBody> = body.ok().and_then(|b| serde_json::from_slice(&b).ok());
     let (reason, message) = body.map_or_else(|| ("unknown".to_string(), String::new()), |b| (b.error, b.message));
     Err(match status.as_u16() {
         401 => ApiFailure::Unauthorized,
@@ -164,5 +187,59 @@ impl PoolClient {
         let body = ShareRequest { job_id: job_id.into(), nonce, digest: digest.into(), hashrate: Some(hashrate) };
         self.call(self.http.post(format!("{}/pool/share", self.url)).bearer_auth(token).json(&body), REQUEST_TIMEOUT)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A one-request HTTP server on loopback: `status` and `body_len`
+    /// spaces, chunked (no Content-Length) or not.
+    async fn serve_once(status: &'static str, body_len: usize, chunked: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let body = vec![b' '; body_len];
+            let head = if chunked {
+                format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            } else {
+                format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n")
+            };
+            let _ = socket.write_all(head.as_bytes()).await;
+            if chunked {
+                for part in body.chunks(64 * 1024) {
+                    let _ = socket.write_all(format!("{:x}\r\n", part.len()).as_bytes()).await;
+                    let _ = socket.write_all(part).await;
+                    let _ = socket.write_all(b"\r\n").await;
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            } else {
+                let _ = socket.write_all(&body).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_a_mebibyte_is_refused_not_read() {
+        for (status, chunked) in [("200 OK", false), ("200 OK", true), ("503 Service Unavailable", true)] {
+            let url = serve_once(status, 3 << 20, chunked).await;
+            let response = reqwest::get(&url).await.unwrap();
+            let answer = read_json::<serde_json::Value>(response).await;
+            match (status, answer) {
+                ("200 OK", Err(ApiFailure::Unavailable(message))) => {
+                    assert!(message.contains("over 1024 KiB"), "{message}")
+                }
+                // An error whose body is too large is still classified by its status.
+                ("503 Service Unavailable", Err(ApiFailure::RetryAfter { .. })) => {}
+                (status, other) => panic!("{status} chunked={chunked}: {other:?}"),
+            }
+        }
     }
 }
