@@ -840,3 +840,28 @@ async fn an_address_that_keeps_earning_bans_is_stopped_registering() {
     register_with(&forger, &pool, "junk-new", "land1junk", None).await;
     pool.stop().await;
 }
+
+/// A session whose ban ran out works again at once (its expired ban is
+/// lifted on its next request; that path once locked the bans twice and
+/// hung the server's thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_works_again_when_its_ban_runs_out() {
+    let pool = TestPool::start(CoordinatorArgs { ban_seconds: Some(1), ..settings("ban-expiry") }).await;
+    let token = pool.register("rig", "land1expiry").await;
+    let job = pool.job(&token).await;
+    let mut banned = false;
+    for i in 0..10 {
+        let (status, _) = pool.share(&token, &job, job.nonce_end() + i, &"44".repeat(32)).await;
+        if status == StatusCode::FORBIDDEN {
+            banned = true;
+            break;
+        }
+    }
+    assert!(banned, "never banned");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), pool.get_auth("/pool/job", &token))
+        .await
+        .expect("an answer, not a hung server");
+    assert_eq!(answer.status(), StatusCode::OK);
+    pool.stop().await;
+}

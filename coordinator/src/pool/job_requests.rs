@@ -90,11 +90,39 @@ impl Pool {
             return Ok(self.job_response(&job));
         }
 
+        let job = match self.issue_job(session_id, &worker_id, difficulty, &template).await {
+            Ok(job) => job,
+            Err(err) => {
+                // Not issued: the slot taken for it is free again.
+                if let Some(session) = self.sessions.lock().get_mut(session_id) {
+                    if session.jobs_template.as_deref() == Some(template.id.as_str()) {
+                        session.jobs_on_template = session.jobs_on_template.saturating_sub(1);
+                    }
+                }
+                return Err(err);
+            }
+        };
+        if let Some(session) = self.sessions.lock().get_mut(session_id) {
+            session.last_template_version = template.version;
+            session.live_job = Some(job.clone());
+        }
+        PoolMetrics::bump(&self.metrics.jobs_issued);
+        Ok(self.job_response(&job))
+    }
+
+    /// A new job for the session on `template`, durable before it returns.
+    async fn issue_job(
+        &self,
+        session_id: &str,
+        worker_id: &str,
+        difficulty: u64,
+        template: &Arc<super::job_book::TemplateState>,
+    ) -> Result<Arc<IssuedJob>, PoolError> {
         let index = self.store.next_id().await?;
         let job_id = super::job_book::job_id(&self.secret, index, session_id);
         let job = self
             .jobs
-            .issue(job_id, index, (&worker_id, session_id), difficulty, template.clone())
+            .issue(job_id, index, (worker_id, session_id), difficulty, template.clone())
             .ok_or(PoolError::JobLimit)?;
         self.store
             .put_job(&JobRecord {
@@ -109,12 +137,7 @@ impl Pool {
             })
             .await?;
         self.commits.durable().await?;
-        if let Some(session) = self.sessions.lock().get_mut(session_id) {
-            session.last_template_version = template.version;
-            session.live_job = Some(job.clone());
-        }
-        PoolMetrics::bump(&self.metrics.jobs_issued);
-        Ok(self.job_response(&job))
+        Ok(job)
     }
 
     /// What a miner is sent: built from the same `PowInput` the verifier

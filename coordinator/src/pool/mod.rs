@@ -414,6 +414,9 @@ impl Pool {
         };
         self.metrics.chain_answered_ms.store(now_ms(), Ordering::Relaxed);
         if self.jobs.is_current(&template) {
+            // The latest answer is the one installed: no earlier one may undo it.
+            let mut installed = self.refresh_installed.lock().expect("refresh lock");
+            *installed = (*installed).max(asked);
             return Ok(false);
         }
         let refused = |refusal| {
@@ -438,7 +441,11 @@ impl Pool {
             let mut installed = self.refresh_installed.lock().expect("refresh lock");
             // A refresh that asked the chain later installed its answer (or
             // this one) meanwhile.
-            if *installed > asked || self.jobs.current().is_some_and(|c| c.id == held_id) {
+            if *installed > asked {
+                return Ok(false);
+            }
+            if self.jobs.current().is_some_and(|c| c.id == held_id) {
+                *installed = asked;
                 return Ok(false);
             }
             *installed = asked;

@@ -80,6 +80,8 @@ impl Pool {
         now: u64,
     ) -> Result<ShareResponse, PoolError> {
         self.admit(session_id, now)?;
+        // Answers carry the difficulty the next job will (capped at the tip's).
+        let network = self.jobs.current().map_or(u64::MAX, |t| t.template.header.difficulty);
         let (difficulty, proven, banned_flag) = {
             let mut sessions = self.sessions.lock();
             let session = sessions.get_mut(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
@@ -95,7 +97,8 @@ impl Pool {
                     retry_after_secs: wait,
                 });
             }
-            (session.vardiff.difficulty(), session.proven, session.banned.clone())
+            let difficulty = super::job_requests::job_difficulty(session.vardiff.difficulty(), network);
+            (difficulty, session.proven, session.banned.clone())
         };
         let reject = async |rejection: ShareRejection| -> Result<ShareResponse, PoolError> {
             self.count_rejection(session_id, source, rejection, now).await?;

@@ -119,7 +119,10 @@ impl Pool {
             wallet_address: session.record.wallet_address.clone(),
             shares: session.counts,
             hashrate: session.hashrate(now),
-            share_difficulty: session.vardiff.difficulty(),
+            share_difficulty: super::job_requests::job_difficulty(
+                session.vardiff.difficulty(),
+                self.jobs.current().map_or(u64::MAX, |t| t.template.header.difficulty),
+            ),
             last_share_ms: session.last_share_ms,
             online: session.last_share_ms.is_some_and(|t| now.saturating_sub(t) <= online_window_ms),
             blocks_found: session.blocks_found,

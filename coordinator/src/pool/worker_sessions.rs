@@ -31,6 +31,9 @@ use crate::chain::check_address;
 use crate::client_source::source_network;
 use crate::storage::{BanRecord, SessionRecord, WorkerRecord};
 
+/// How long a token not seen since start waits for its storage lookup.
+const TOKEN_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Bans in force from one source network past which it may not register.
 pub(crate) const MAX_BANS_PER_SOURCE: usize = 16;
 
@@ -271,8 +274,11 @@ impl Pool {
                 return Ok(session_id);
             }
         }
-        // Anyone can send a made-up token: the lookup takes its turn.
-        let read = self.wait_public_read().await;
+        // Anyone can send a made-up token: the lookup takes its turn, for a
+        // while (a flood of them must not hold returning miners for long).
+        let read = tokio::time::timeout(TOKEN_LOOKUP_WAIT, self.wait_public_read())
+            .await
+            .map_err(|_| PoolError::Busy("too many unknown tokens are being looked up; retry shortly"))?;
         let mut record =
             self.store.session(&hash).await?.ok_or(PoolError::Unauthorized("unknown worker token; register first"))?;
         drop(read);
@@ -345,7 +351,10 @@ impl Pool {
         if !self.running.load(Ordering::Relaxed) {
             return Err(PoolError::Stopped);
         }
-        let until = match self.bans.read().get(session_id).map(|b| b.until_ms) {
+        // Read apart from the match: a guard in its scrutinee would live
+        // through the arms, and the expired arm locks the same mutex.
+        let recorded = self.bans.read().get(session_id).map(|b| b.until_ms);
+        let until = match recorded {
             Some(until) if until > now => Some(until),
             Some(_) => {
                 // Expired: lifted (a change the figures show).

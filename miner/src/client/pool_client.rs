@@ -72,8 +72,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|secs| secs.min(MAX_RETRY_AFTER_SECS));
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let body = read_body(response).await;
     if status.is_success() {
         return serde_json::from_slice(&body?).map_err(|e| ApiFailure::Unavailable(format!("unreadable answer: {e}")));
@@ -83,8 +82,9 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
     Err(match status.as_u16() {
         401 => ApiFailure::Unauthorized,
         403 if reason == "banned" => ApiFailure::Banned { secs: retry_after.unwrap_or(3600) },
+        // (A ban keeps its length; only a wait is capped.)
         429 | 503 => ApiFailure::RetryAfter {
-            retry_after_secs: retry_after.unwrap_or(5),
+            retry_after_secs: retry_after.unwrap_or(5).min(MAX_RETRY_AFTER_SECS),
             message: format!("{reason}: {message}"),
         },
         // A request the pool timed out: it may have been processed (a share

@@ -33,6 +33,8 @@ const MAX_PENDING: usize = 1024;
 const FAILURES_BEFORE_FAILOVER: u32 = 2;
 /// Pools in the failover list at most (the configured ones and the owner's).
 const MAX_POOLS: usize = 32;
+/// The longest ban a pool's Retry-After is taken to mean (a year).
+const MAX_BAN_SECS: u64 = 365 * 86_400;
 /// The longest block time a pool's jobs may announce (a day).
 const MAX_BLOCK_TIME_SECS: u64 = 86_400;
 
@@ -281,7 +283,8 @@ impl PoolContext {
             ApiFailure::Banned { secs } => {
                 let now = Instant::now();
                 let mut bans = self.banned_until.lock().expect("bans lock");
-                bans[pool] = Some(now + Duration::from_secs(secs));
+                // (Bounded: an absurd Retry-After must not overflow the clock.)
+                bans[pool] = Some(now + Duration::from_secs(secs.min(MAX_BAN_SECS)));
                 // Banned everywhere: a person must look (exit code 4).
                 if bans.iter().all(|b| b.is_some_and(|until| until > now)) {
                     return Err(SessionEnd::Banned { url, secs });
@@ -525,6 +528,47 @@ pub async fn run_pool(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found nonces queued behind a slow submission are all sent once the
+    /// drain is asked for, and the drain then ends (the devices' senders may
+    /// still be alive).
+    #[tokio::test]
+    async fn a_drain_sends_everything_found_then_ends() {
+        use std::sync::atomic::AtomicU64;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let params = visionx::Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..visionx::Params::CONSENSUS };
+        let work = Arc::new(Work {
+            id: "j".into(),
+            height: 1,
+            input: Arc::new(visionx::PowInput::new([1; 32], 0, b"drain".to_vec(), params).unwrap()),
+            target: visionx::Target(0),
+            share_difficulty: 1,
+            network_difficulty: 1,
+            nonces: visionx::NonceRange::new(0, 100),
+            pool: Some(0),
+            received: Instant::now(),
+        });
+        let found = |nonce| Found { nonce, digest: visionx::Digest([0; 32]) };
+        let drain = Arc::new(Notify::new());
+        let sent = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn({
+            let (drain, sent) = (drain.clone(), sent.clone());
+            submit_found(rx, drain, move |_, f| {
+                let sent = sent.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    sent.fetch_add(f.nonce, Ordering::SeqCst);
+                }
+            })
+        });
+        for nonce in 1..=10 {
+            tx.send((work.clone(), found(nonce))).unwrap();
+        }
+        drain.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the drain ends").unwrap();
+        assert_eq!(sent.load(Ordering::SeqCst), 55, "every nonce found before the drain was sent");
+        assert!(tx.send((work, found(11))).is_err(), "nothing is taken after the drain");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {
