@@ -43,6 +43,24 @@ async fn share_with(
     body(http.post(format!("{}/pool/share", pool.url)).bearer_auth(token).json(&request).send().await.unwrap()).await
 }
 
+/// Sends `digest` for nonces `first`, `first + 1`... of `job` with `token`
+/// until the pool answers 403 (banned); whether it did within `tries`.
+async fn forge_until_banned(
+    http: &Client,
+    pool: &TestPool,
+    (token, job): (&str, &Job),
+    first: u64,
+    digest: &str,
+    tries: u64,
+) -> bool {
+    for i in 0..tries {
+        if share_with(http, pool, token, job, first + i, digest).await.0 == StatusCode::FORBIDDEN {
+            return true;
+        }
+    }
+    false
+}
+
 async fn metrics(pool: &TestPool) -> Value {
     body(pool.get("/pool/metrics").await).await.1
 }
@@ -129,15 +147,8 @@ async fn an_outsider_cannot_take_over_or_get_a_worker_banned() {
     // ...and its garbage bans only itself.
     let their_job =
         Job(body(attacker.get(format!("{}/pool/job", pool.url)).bearer_auth(&stolen).send().await.unwrap()).await.1);
-    let mut banned = false;
-    for i in 0..100 {
-        let (status, _) =
-            share_with(&attacker, &pool, &stolen, &their_job, their_job.nonce_start() + i, &"11".repeat(32)).await;
-        if status == StatusCode::FORBIDDEN {
-            banned = true;
-            break;
-        }
-    }
+    let start = their_job.nonce_start();
+    let banned = forge_until_banned(&attacker, &pool, (&stolen, &their_job), start, &"11".repeat(32), 100).await;
     assert!(banned, "the forger was never banned");
     // The honest worker keeps mining, keeps its name, and may register again.
     for i in 2..5 {
@@ -812,15 +823,8 @@ async fn an_address_that_keeps_earning_bans_is_stopped_registering() {
         let token = answer["worker_token"].as_str().unwrap().to_string();
         let job =
             Job(body(forger.get(format!("{}/pool/job", pool.url)).bearer_auth(&token).send().await.unwrap()).await.1);
-        let mut banned = false;
-        for i in 0..10 {
-            // Outside its range: refused unhashed, and counted toward a ban.
-            let (status, _) = share_with(&forger, &pool, &token, &job, job.nonce_end() + i, &"33".repeat(32)).await;
-            if status == StatusCode::FORBIDDEN {
-                banned = true;
-                break;
-            }
-        }
+        // Outside its range: refused unhashed, and counted toward a ban.
+        let banned = forge_until_banned(&forger, &pool, (&token, &job), job.nonce_end(), &"33".repeat(32), 10).await;
         assert!(banned, "session {s} was never banned");
     }
     let request = json!({"worker_id": "junk-new", "wallet_address": "land1junk"});
@@ -849,14 +853,7 @@ async fn a_session_works_again_when_its_ban_runs_out() {
     let pool = TestPool::start(CoordinatorArgs { ban_seconds: Some(1), ..settings("ban-expiry") }).await;
     let token = pool.register("rig", "land1expiry").await;
     let job = pool.job(&token).await;
-    let mut banned = false;
-    for i in 0..10 {
-        let (status, _) = pool.share(&token, &job, job.nonce_end() + i, &"44".repeat(32)).await;
-        if status == StatusCode::FORBIDDEN {
-            banned = true;
-            break;
-        }
-    }
+    let banned = forge_until_banned(&pool.http, &pool, (&token, &job), job.nonce_end(), &"44".repeat(32), 10).await;
     assert!(banned, "never banned");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let answer = tokio::time::timeout(Duration::from_secs(10), pool.get_auth("/pool/job", &token))

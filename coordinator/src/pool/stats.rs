@@ -112,17 +112,15 @@ impl Pool {
         .map_err(|e| PoolError::Internal(format!("stats task failed: {e}")))?
     }
 
-    fn worker_view(&self, session: &SessionState, now: u64, online_window_ms: u64) -> WorkerStats {
+    /// `network`: the tip's difficulty, which caps the share difficulty shown.
+    fn worker_view(&self, session: &SessionState, now: u64, online_window_ms: u64, network: u64) -> WorkerStats {
         WorkerStats {
             worker_id: session.record.worker_id.clone(),
             worker_name: session.worker_name.clone(),
             wallet_address: session.record.wallet_address.clone(),
             shares: session.counts,
             hashrate: session.hashrate(now),
-            share_difficulty: super::job_requests::job_difficulty(
-                session.vardiff.difficulty(),
-                self.jobs.current().map_or(u64::MAX, |t| t.template.header.difficulty),
-            ),
+            share_difficulty: super::job_requests::job_difficulty(session.vardiff.difficulty(), network),
             last_share_ms: session.last_share_ms,
             online: session.last_share_ms.is_some_and(|t| now.saturating_sub(t) <= online_window_ms),
             blocks_found: session.blocks_found,
@@ -140,10 +138,11 @@ impl Pool {
     /// Active worker ids, their sessions summed.
     fn workers(&self, now: u64) -> Vec<WorkerStats> {
         let window = self.online_window_ms();
+        let network = self.jobs.current().map_or(u64::MAX, |t| t.template.header.difficulty);
         let sessions = self.sessions.read();
         let mut by_worker: BTreeMap<&str, (WorkerStats, u64)> = BTreeMap::new();
         for session in sessions.values() {
-            let view = self.worker_view(session, now, window);
+            let view = self.worker_view(session, now, window, network);
             let seen = session.last_seen_ms;
             match by_worker.get_mut(session.record.worker_id.as_str()) {
                 None => {

@@ -177,10 +177,7 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Option<T>, StoreError> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
-        let row = client.query_opt(&statement, params).await.map_err(pg_error)?;
-        row.map(|row| decode(table, &row, 0)).transpose()
+        record_on(&self.client().await?, table, sql, params).await
     }
 
     async fn execute(
@@ -203,6 +200,18 @@ impl PgStore {
         let rows = client.query(&statement, params).await.map_err(pg_error)?;
         rows.iter().map(|row| Ok((row.get::<_, i64>(0) as u64, decode("pool_shares", row, 1)?))).collect()
     }
+}
+
+/// The `record` column (the first) of the row `sql` finds on `client`, decoded.
+async fn record_on<T: DeserializeOwned>(
+    client: &Object,
+    table: &'static str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Option<T>, StoreError> {
+    let statement = client.prepare_cached(sql).await.map_err(pg_error)?;
+    let row = client.query_opt(&statement, params).await.map_err(pg_error)?;
+    row.map(|row| decode(table, &row, 0)).transpose()
 }
 
 fn connection_pool(manager: Manager, size: usize) -> Result<Pool, StoreError> {
@@ -766,10 +775,7 @@ impl PoolStore for PgStore {
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
         // On the share path (a share for a job another coordinator issued).
         let client = self.share_client().await?;
-        let statement =
-            client.prepare_cached("SELECT record FROM pool_jobs WHERE job_id = $1").await.map_err(pg_error)?;
-        let row = client.query_opt(&statement, &[&job_id]).await.map_err(pg_error)?;
-        row.map(|row| decode("pool_jobs", &row, 0)).transpose()
+        record_on(&client, "pool_jobs", "SELECT record FROM pool_jobs WHERE job_id = $1", &[&job_id]).await
     }
 
     async fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError> {

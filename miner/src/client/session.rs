@@ -276,6 +276,11 @@ impl PoolContext {
             c.connected = false;
             c.last_error = Some(failure.to_string());
         });
+        // The wait a 429/503 asked for; other failures back off.
+        let failure_wait = match &failure {
+            ApiFailure::RetryAfter { retry_after_secs, .. } => Some(*retry_after_secs),
+            _ => None,
+        };
         match failure {
             ApiFailure::Unauthorized => {
                 self.tokens.lock().expect("tokens lock")[pool] = None;
@@ -302,26 +307,18 @@ impl PoolContext {
                 drop(refused);
                 self.switch_to(next, &format!("refused: {reason}"));
             }
-            ApiFailure::RetryAfter { retry_after_secs, message } => {
-                // A pool that keeps saying "later" (its chain is down, it is
-                // stopped) is as good as down: the next pool may have work.
+            // A pool that keeps saying "later" (its chain is down, it is
+            // stopped) is as good as down: the next pool may have work.
+            ApiFailure::RetryAfter { message, .. } | ApiFailure::Unavailable(message) => {
                 *failures += 1;
                 if *failures >= FAILURES_BEFORE_FAILOVER && count > 1 {
                     *failures = 0;
                     self.switch_to(next, &message);
                 } else {
-                    tracing::warn!("{url}: {message}; retrying in {retry_after_secs}s as asked");
-                    self.status.connection(|c| c.retry_in_secs = Some(retry_after_secs));
-                    self.pause(Duration::from_secs(retry_after_secs)).await;
-                }
-            }
-            ApiFailure::Unavailable(message) => {
-                *failures += 1;
-                if *failures >= FAILURES_BEFORE_FAILOVER && count > 1 {
-                    *failures = 0;
-                    self.switch_to(next, &message);
-                } else {
-                    let wait = backoff(*failures);
+                    let wait = match failure_wait {
+                        Some(secs) => Duration::from_secs(secs),
+                        None => backoff(*failures),
+                    };
                     tracing::warn!("{url}: {message}; retrying in {:.1}s", wait.as_secs_f64());
                     self.status.connection(|c| c.retry_in_secs = Some(wait.as_secs().max(1)));
                     self.pause(wait).await;
