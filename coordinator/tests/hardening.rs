@@ -627,6 +627,15 @@ async fn honest_mistakes_never_ban_and_junk_leaves_no_state() {
     pool.stop().await;
 }
 
+/// A coordinator (paid to land1pool) whose node is `app` on loopback.
+async fn pool_on_fake_node(app: axum::Router, label: &str) -> (TestPool, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let settings = CoordinatorArgs { upstream: Some(fake), pool_address: Some("land1pool".into()), ..settings(label) };
+    (TestPool::start(settings).await, server)
+}
+
 /// 15. A template whose fields disagree with its header, or that pays
 /// someone else, is refused with a metric; miners get no job from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,15 +659,7 @@ async fn inconsistent_templates_are_refused() {
                 async move { axum::Json(t) }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let fake = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let pool = TestPool::start(CoordinatorArgs {
-            upstream: Some(fake),
-            pool_address: Some("land1pool".into()),
-            ..settings(label)
-        })
-        .await;
+        let (pool, server) = pool_on_fake_node(app, label).await;
         let token = pool.register("rig", "land1r").await;
         let (status, answer) = body(pool.get_auth("/pool/job", &token).await).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{label}: {answer}");
@@ -667,6 +668,119 @@ async fn inconsistent_templates_are_refused() {
         pool.stop().await;
         server.abort();
     }
+}
+
+/// While the node is down, job requests do not each ask it for a template:
+/// one asks and the requests behind it take its answer, and for a second
+/// after a failure none asks. When it is back, jobs are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_node_is_asked_once_for_a_burst_of_job_requests() {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let node = TestPool::start(settings("node-up-again")).await;
+    let genuine = body(node.get("/node/template?address=land1pool").await).await.1;
+    let (asked, up) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let app = axum::Router::new().route(
+        "/node/template",
+        axum::routing::get({
+            let (asked, up, genuine) = (asked.clone(), up.clone(), genuine.clone());
+            move || {
+                asked.fetch_add(1, Ordering::SeqCst);
+                let (up, genuine) = (up.load(Ordering::SeqCst), genuine.clone());
+                async move {
+                    if up {
+                        return axum::Json(genuine).into_response();
+                    }
+                    // A node in trouble: slow, then unavailable.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    StatusCode::SERVICE_UNAVAILABLE.into_response()
+                }
+            }
+        }),
+    );
+    let (pool, server) = pool_on_fake_node(app, "node-down").await;
+    let tokens: Vec<String> = {
+        let mut tokens = Vec::new();
+        for i in 0..20 {
+            tokens.push(pool.register(&format!("rig{i}"), "land1down").await);
+        }
+        tokens
+    };
+    let burst = async || {
+        let requests: Vec<_> = tokens
+            .iter()
+            .map(|token| {
+                let request = Client::new().get(format!("{}/pool/job", pool.url)).bearer_auth(token);
+                tokio::spawn(async move { request.send().await.unwrap().status() })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for request in requests {
+            statuses.push(request.await.unwrap());
+        }
+        statuses
+    };
+    let before = asked.load(Ordering::SeqCst);
+    let statuses = burst().await;
+    let during = asked.load(Ordering::SeqCst) - before;
+    assert!(statuses.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE), "{statuses:?}");
+    // One for the burst, and the coordinator's own poll (once a second).
+    assert!(during <= 3, "the node was asked {during} times for 20 job requests");
+
+    up.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.get_auth("/pool/job", &tokens[0]).await.status() != StatusCode::OK {
+        assert!(Instant::now() < deadline, "no job once the node was back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(burst().await.iter().all(|s| *s == StatusCode::OK));
+    pool.stop().await;
+    node.stop().await;
+    server.abort();
+}
+
+/// Coordinators on one database whose chains disagree on the tip: the one
+/// ahead prunes the duplicate keys of old heights, which the one behind
+/// still judges current. There, a template claimed below the pruned height
+/// takes shares; once pruned, a share credited on it and sent again is
+/// refused as stale, not credited a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_behind_the_others_never_credits_a_pruned_share_twice() {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let db = "behind";
+    let url = server.database(db);
+    let on_db = |settings: CoordinatorArgs| CoordinatorArgs { database_url: Some(url.clone()), ..settings };
+    // Its devnet finds blocks within moments.
+    let fast = CoordinatorArgs { devnet_difficulty: Some(12), block_time: Some(2), ..settings("ahead") };
+    let ahead = TestPool::start(on_db(fast)).await;
+    let miner = ahead.register("fast", "land1ahead").await;
+    let mine_and_prune = async |blocks| {
+        for _ in 0..blocks {
+            ahead.mine_block(&miner).await;
+        }
+        let now = vision_coordinator::pool::now_ms();
+        ahead.pool.as_ref().unwrap().housekeeping(now).await.unwrap();
+    };
+    mine_and_prune(4).await;
+
+    // A coordinator whose own devnet is at its start (no hash a block there).
+    let behind = TestPool::start(on_db(settings("behind"))).await;
+    let token = behind.register("rig", "land1behind").await;
+    let job = behind.job(&token).await;
+    assert_eq!(job.height(), 0);
+    let (nonce, digest) = (job.nonce_start(), job.digest(job.nonce_start()));
+    let (status, answer) = behind.share(&token, &job, nonce, &digest).await;
+    assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
+
+    mine_and_prune(2).await;
+    let (status, answer) = behind.share(&token, &job, nonce, &digest).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((answer["accepted"].as_bool(), answer["reason"].as_str()), (Some(false), Some("stale")), "{answer}");
+    let credited = server.query(db, "SELECT count(*) FROM pool_shares WHERE record->>'wallet_address' = 'land1behind'");
+    assert_eq!(credited, "1", "credited once");
+    ahead.stop().await;
+    behind.stop().await;
 }
 
 /// Public reads cost the pool a database connection each. Past their share

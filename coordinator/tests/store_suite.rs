@@ -63,6 +63,7 @@ const CASES: &[(&str, Case)] = cases![
     a_worker_id_binds_to_the_first_wallet_only,
     sessions_unseen_for_long_are_pruned,
     share_keys_of_old_heights_are_pruned,
+    a_share_whose_key_was_pruned_is_not_credited_again,
     compaction_folds_old_shares_into_aggregates,
     payouts_are_listed_newest_first_and_by_wallet,
     sending_batches_and_payable_balances_follow_every_update,
@@ -209,10 +210,12 @@ async fn postgres_a_newer_schema_is_used_only_where_it_says_this_one_still_works
     // A database of schema 1, as schema-1 coordinators left it (no marks):
     // migrated, its old row unmarked, the new one marked.
     connect().await.expect("a fresh database migrates");
-    sql("DELETE FROM pool_schema_migrations WHERE version IN (2, 3); DROP FUNCTION pool_append_shares; \
-         DROP TABLE pool_coordinators; ALTER TABLE pool_schema_migrations DROP COLUMN oldest_reader");
+    sql("DELETE FROM pool_schema_migrations WHERE version IN (2, 3, 4); DROP FUNCTION pool_append_shares; \
+         DROP FUNCTION pool_append_shares_of_templates; DROP TABLE pool_coordinators, pool_pruned_templates; \
+         ALTER TABLE pool_ledger_head DROP COLUMN share_keys_pruned_below; \
+         ALTER TABLE pool_schema_migrations DROP COLUMN oldest_reader");
     connect().await.expect("a schema-1 database migrates");
-    assert_eq!(marks(), "1|0\n2|1\n3|1", "every migration so far leaves schema-1 coordinators working");
+    assert_eq!(marks(), "1|0\n2|1\n3|1\n4|4", "schema 4 needs every coordinator at schema 4");
 
     let ours = vision_coordinator::storage::schema_version();
     let (next, later) = (ours + 1, ours + 2);
@@ -319,6 +322,7 @@ async fn postgres_batched_appends_stay_dense_and_credit_each_share_once() {
                 assert!(credits.insert(nonce, (position, session)).is_none(), "nonce {nonce} credited twice");
             }
             (nonce, _, AppendOutcome::Duplicate(credit)) => duplicates.push((nonce, credit)),
+            (nonce, _, AppendOutcome::TemplateGone) => panic!("nonce {nonce}: nothing was pruned"),
         }
     }
     assert_eq!(credits.len(), 200, "every share credited once");
@@ -338,11 +342,11 @@ async fn postgres_batched_appends_stay_dense_and_credit_each_share_once() {
     // batch as they happen to queue).
     let answer = server.query(
         "batched",
-        "SELECT ord, appended, credit_position, credit_session FROM pool_append_shares(\
+        "SELECT ord, outcome, credit_position, credit_session FROM pool_append_shares_of_templates(\
          ARRAY['\\x01', '\\x01', '\\x02']::bytea[], ARRAY[3, 3, 3]::bigint[], \
-         ARRAY['a', 'b', 'c'], ARRAY['{}', '{}', '{}']::jsonb[])",
+         ARRAY['a', 'b', 'c'], ARRAY['{}', '{}', '{}']::jsonb[], ARRAY['t', 't', 't'])",
     );
-    assert_eq!(answer, "1|t|200|a\n2|f|200|a\n3|t|201|c");
+    assert_eq!(answer, "1|appended|200|a\n2|duplicate|200|a\n3|appended|201|c");
 
     // A transaction that holds the ledger head and does not commit (a
     // client that died unnoticed) fails appends within the function's
@@ -723,6 +727,41 @@ async fn share_keys_of_old_heights_are_pruned(backend: Backend) {
     assert_eq!(store.shares_from(0, 10).await.unwrap().len(), 5, "the ledger itself stays");
 }
 
+/// Below the height keys were pruned to, a share's key may be gone: it is
+/// appended only while its template is stored (one claimed again after the
+/// tip went down, whose keys are whole), never credited a second time.
+async fn a_share_whose_key_was_pruned_is_not_credited_again(backend: Backend) {
+    let store = backend.open().await;
+    store.claim_template("t-old", &template(5, "p4", 1, 0)).await.unwrap();
+    let old = ShareRecord { height: 5, template_id: "t-old".into(), ..share("old", 1) };
+    assert_eq!(store.append_share(&old).await.unwrap(), AppendOutcome::Appended(0));
+    // The tip went on (here, or on another coordinator's chain), and
+    // housekeeping forgot heights below 8.
+    assert_eq!(store.prune_share_keys_below(8).await.unwrap(), 1);
+    assert_eq!(store.template("t-old").await.unwrap(), None, "its template goes with its keys");
+    // Sent again through a coordinator that still judges it current.
+    assert_eq!(store.append_share(&old).await.unwrap(), AppendOutcome::TemplateGone);
+    // A node handing out that very template again: never stored again.
+    let again = store.claim_template("t-old", &template(5, "p4", 1, 20)).await;
+    assert!(matches!(again, Err(StoreError::Refused(_))), "{again:?}");
+    assert_eq!(store.append_share(&old).await.unwrap(), AppendOutcome::TemplateGone);
+    // The tip went down: a template claimed below the mark takes shares.
+    store.claim_template("t-new", &template(6, "p5b", 2, 10)).await.unwrap();
+    let new = ShareRecord { height: 6, template_id: "t-new".into(), ..share("new", 1) };
+    assert_eq!(store.append_share(&new).await.unwrap(), AppendOutcome::Appended(1));
+    assert!(matches!(store.append_share(&new).await.unwrap(), AppendOutcome::Duplicate(_)));
+    // At or above the mark no key was ever pruned: nothing to check.
+    let above = ShareRecord { height: 8, ..share("above", 1) };
+    assert_eq!(store.append_share(&above).await.unwrap(), AppendOutcome::Appended(2));
+    // A lower prune does not lower the mark, and the mark outlives the process.
+    store.prune_share_keys_below(3).await.unwrap();
+    drop(store);
+    let store = backend.open().await;
+    assert_eq!(store.append_share(&old).await.unwrap(), AppendOutcome::TemplateGone);
+    assert!(matches!(store.append_share(&new).await.unwrap(), AppendOutcome::Duplicate(_)));
+    assert_eq!(store.shares_from(0, 10).await.unwrap().len(), 3, "each share credited once");
+}
+
 async fn compaction_folds_old_shares_into_aggregates(backend: Backend) {
     let store = backend.open().await;
     for n in 0..10u64 {
@@ -1019,7 +1058,7 @@ async fn the_first_template_stored_for_a_tip_holds_it(backend: Backend) {
     // Another tip (a rival parent, the next height) is a template of its own.
     assert_eq!(store.claim_template("t3", &template(5, "q", 100, 11)).await.unwrap().0, "t3");
     assert_eq!(store.claim_template("t4", &template(6, "t1", 102, 12)).await.unwrap().0, "t4");
-    store.prune_jobs_below(6).await.unwrap();
+    store.prune_share_keys_below(6).await.unwrap();
     assert_eq!(store.template("t1").await.unwrap(), None, "pruned with its height");
     assert_eq!(store.template("t4").await.unwrap().map(|t| t.first_job_index), Some(12));
 }

@@ -104,6 +104,8 @@ impl Pool {
                 match self.store.append_share(share).await? {
                     AppendOutcome::Appended(position) => position,
                     AppendOutcome::Duplicate(credit) => credit.position,
+                    // Pruned meanwhile, as above.
+                    AppendOutcome::TemplateGone => return Ok(false),
                 }
             }
         };

@@ -10,17 +10,40 @@
 //! pool still judges its shares. Issuing runs on a task of its own, so a
 //! client that hangs up cannot skip the count.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::job_book::IssuedJob;
+use tokio::sync::Semaphore;
 
-/// New jobs one session can get on one template.
-pub(crate) const MAX_JOBS_PER_SESSION_TEMPLATE: u32 = 16;
+use super::job_book::IssuedJob;
 use super::metrics::PoolMetrics;
 use super::{JobResponse, Pool, PoolError};
 use crate::chain::ChainError;
 use crate::storage::JobRecord;
+
+/// New jobs one session can get on one template.
+pub(crate) const MAX_JOBS_PER_SESSION_TEMPLATE: u32 = 16;
+/// After a job request's refresh failed, requests for this long are
+/// answered 503 without asking the chain.
+const REQUEST_REFRESH_PAUSE_MS: u64 = 1_000;
+
+/// Job requests' template refreshes while no template is live (the chain
+/// silent or never heard): one at a time, the requests behind it taking its
+/// answer, and none for [`REQUEST_REFRESH_PAUSE_MS`] after one failed, so a
+/// node that is down or coming back meets one call, not one per miner.
+pub(crate) struct RequestRefresh {
+    gate: Semaphore,
+    /// Refreshes finished, and when the last failed one did (ms, 0: none).
+    finished: AtomicU64,
+    failed_at_ms: AtomicU64,
+}
+
+impl Default for RequestRefresh {
+    fn default() -> Self {
+        RequestRefresh { gate: Semaphore::new(1), finished: AtomicU64::new(0), failed_at_ms: AtomicU64::new(0) }
+    }
+}
 
 impl Pool {
     /// Waits (up to `wait`, within the pool's bound, and only while fewer
@@ -44,6 +67,31 @@ impl Pool {
             .map_err(|e| PoolError::Internal(format!("job task failed: {e}")))?
     }
 
+    /// A job request's refresh of the template ([`RequestRefresh`]).
+    async fn refresh_for_request(&self, now: u64) -> Result<(), PoolError> {
+        let unavailable = |why: &str| PoolError::Chain(ChainError::Unavailable(why.into()));
+        let refresh = &self.request_refresh;
+        let failed_at = refresh.failed_at_ms.load(Ordering::Relaxed);
+        if failed_at > 0 && now.saturating_sub(failed_at) < REQUEST_REFRESH_PAUSE_MS {
+            return Err(unavailable("the chain did not answer a moment ago"));
+        }
+        let finished = refresh.finished.load(Ordering::Acquire);
+        let _turn = refresh.gate.acquire().await.map_err(|_| PoolError::Internal("refresh gate closed".into()))?;
+        if refresh.finished.load(Ordering::Acquire) != finished {
+            // Another request asked while this one waited: its answer holds.
+            return match self.jobs.current() {
+                Some(_) if self.chain_up(now) => Ok(()),
+                _ => Err(unavailable("the chain did not answer")),
+            };
+        }
+        let result = self.refresh_template().await;
+        if result.is_err() {
+            refresh.failed_at_ms.store(now.max(1), Ordering::Relaxed);
+        }
+        refresh.finished.fetch_add(1, Ordering::Release);
+        result.map(|_| ())
+    }
+
     /// Its live job if that still fits, else a new one.
     ///
     /// A job's share difficulty never exceeds its block's: a miner only
@@ -55,7 +103,7 @@ impl Pool {
         if self.jobs.current().is_none() || !self.chain_up(now) {
             // Whatever the node said (a refused credential included), the
             // miner can only wait: never a 4xx, which would stop it.
-            self.refresh_template().await.map_err(|err| match err {
+            self.refresh_for_request(now).await.map_err(|err| match err {
                 PoolError::Chain(err) => PoolError::Chain(ChainError::Unavailable(err.to_string())),
                 other => other,
             })?;

@@ -188,6 +188,7 @@ pub struct Pool {
     /// does not undo it, whatever the heights (a tip can go down).
     refreshes_started: AtomicU64,
     refresh_installed: Mutex<u64>,
+    request_refresh: job_requests::RequestRefresh,
 }
 
 impl Pool {
@@ -247,6 +248,7 @@ impl Pool {
             pruned_below: AtomicU64::new(0),
             refreshes_started: AtomicU64::new(0),
             refresh_installed: Mutex::new(0),
+            request_refresh: Default::default(),
         };
         let found = pool.store.found_blocks().await?;
         let count = |status| found.iter().filter(|b| b.status == status).count() as u64;

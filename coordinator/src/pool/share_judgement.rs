@@ -249,6 +249,15 @@ impl Pool {
                 return Ok(already_credited(difficulty));
             }
             AppendOutcome::Duplicate(_) => return reject(ShareRejection::Duplicate).await,
+            AppendOutcome::TemplateGone => {
+                // Another coordinator on the store is past this tip and
+                // pruned it. A block of it is this chain's all the same:
+                // its own task sees it to the chain.
+                if let Some(found) = &found {
+                    self.see_block_through(found);
+                }
+                return reject(ShareRejection::Stale).await;
+            }
         };
         let recorded = match &mut found {
             Some(found) => {

@@ -341,6 +341,12 @@ pub enum AppendOutcome {
     Appended(u64),
     /// The same (template, nonce) was credited before, to this credit.
     Duplicate(Credit),
+    /// Refused: the share is below the height the duplicate keys were
+    /// pruned to and its template is gone (pruned by this coordinator or
+    /// another on a shared store, which may be ahead of this one's chain).
+    /// Its key may have been forgotten, so crediting it could credit it
+    /// twice: it is stale.
+    TemplateGone,
 }
 
 /// Everything the pool persists.
@@ -366,8 +372,12 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn prune_workers_without_sessions(&self, registered_before_ms: u64) -> Result<usize, StoreError>;
 
     /// Appends an accepted share unless its (template, nonce) key exists,
-    /// atomically. Dropping the future does not undo an append that has
-    /// begun: the share may be in the ledger without an answer.
+    /// atomically. Below the height keys were pruned to, only while the
+    /// share's template is still stored ([`AppendOutcome::TemplateGone`]):
+    /// a template stored there was claimed after the prune (a tip that went
+    /// down; a pruned one is never claimed again), so its keys are whole. Dropping the future does
+    /// not undo an append that has begun: the share may be in the ledger
+    /// without an answer.
     async fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError>;
     /// Who `(template_id, nonce)` at `height` was credited to, if anyone.
     async fn credited(&self, height: u64, template_id: &str, nonce: u64) -> Result<Option<Credit>, StoreError>;
@@ -375,8 +385,13 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn shares_from(&self, from: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError>;
     /// Ledger positions given out so far (kept as a number, never a scan).
     async fn ledger_len(&self) -> Result<u64, StoreError>;
-    /// Forgets duplicate keys of heights below `height` (their jobs are gone,
-    /// so no share of them can be judged any more).
+    /// Forgets duplicate keys of heights below `height`, with the templates
+    /// (remembered as pruned, so never claimed again) and jobs of those
+    /// heights: no share of them can be judged any more.
+    /// First raises the height keys were pruned to (never lowers it: keys
+    /// forgotten stay forgotten), so a share of a forgotten key is refused
+    /// rather than credited again, even one sent through a coordinator
+    /// whose chain is behind the pruner's.
     async fn prune_share_keys_below(&self, height: u64) -> Result<usize, StoreError>;
     /// Up to `limit` shares at positions <= `last`, newest first.
     async fn shares_back_from(&self, last: u64, limit: usize) -> Result<Vec<(u64, ShareRecord)>, StoreError>;
@@ -429,6 +444,7 @@ pub trait PoolStore: Send + Sync + 'static {
     /// that hold. Every coordinator on a shared store so mines one template
     /// per tip, and its job ranges, numbered from the record's
     /// `first_job_index` with ids from [`PoolStore::next_id`], never overlap.
+    /// A template pruned with its keys is refused ([`StoreError::Refused`]).
     async fn claim_template(
         &self,
         template_id: &str,
@@ -440,7 +456,8 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError>;
     /// Jobs of heights >= `height`.
     async fn jobs_from_height(&self, height: u64) -> Result<Vec<JobRecord>, StoreError>;
-    /// Forgets jobs and templates of heights below `height`.
+    /// Forgets jobs of heights below `height` (their templates go with their
+    /// keys, in [`PoolStore::prune_share_keys_below`]).
     async fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError>;
 
     /// Inserts or updates a found block (keyed by height and hash), by

@@ -238,6 +238,108 @@ CREATE TABLE pool_coordinators (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        // Coordinators of schema 2 and 3 prune keys without raising the
+        // mark, which would let a coordinator behind them credit a share
+        // twice: they refuse a database of this schema when they restart.
+        oldest_reader: 4,
+        description: "shares below the pruned height need their template",
+        sql: r#"
+-- Duplicate keys below this height may have been forgotten. Raised (never
+-- lowered) under the head's row lock before any key goes, so every append
+-- sees it before a key it could have matched is missing.
+ALTER TABLE pool_ledger_head ADD COLUMN share_keys_pruned_below bigint NOT NULL DEFAULT 0;
+
+-- Templates pruned with their keys: never claimed again (a node that hands
+-- out the same template for a tip would otherwise bring back a template
+-- whose old shares' keys are gone). Kept 1,000 heights.
+CREATE TABLE pool_pruned_templates (
+    template_id text COLLATE "C" PRIMARY KEY,
+    height bigint NOT NULL
+);
+CREATE INDEX pool_pruned_templates_height ON pool_pruned_templates (height);
+
+-- pool_append_shares, and: a share below the pruned height is appended only
+-- while its template is stored, locked against a prune until the commit (a
+-- prune locks a height's templates, then deletes its keys and templates, in
+-- one transaction); otherwise its key may be gone: 'template_gone'.
+-- Templates are locked before the head, in template id order as a prune
+-- locks them: an append waiting for a template being pruned holds up no
+-- other append, and the two do not deadlock.
+-- Outcomes: 'appended', 'duplicate' (with who holds the key), 'template_gone'.
+CREATE FUNCTION pool_append_shares_of_templates(
+    p_keys bytea[], p_heights bigint[], p_sessions text[], p_records jsonb[], p_templates text[])
+RETURNS TABLE (ord integer, outcome text, credit_position bigint, credit_session text)
+LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
+DECLARE
+    v_locked_below bigint;
+    v_held text[];
+    v_next bigint;
+    v_mark bigint;
+    v_position bigint;
+    v_session text;
+BEGIN
+    IF array_length(p_templates, 1) IS DISTINCT FROM array_length(p_keys, 1) THEN
+        RAISE EXCEPTION 'pool_append_shares_of_templates: one template per share';
+    END IF;
+    SELECT h.share_keys_pruned_below INTO v_locked_below FROM pool_ledger_head h WHERE h.id = 1;
+    SELECT coalesce(array_agg(held.template_id), '{}') INTO v_held FROM (
+        SELECT t.template_id FROM pool_templates t
+        WHERE t.template_id IN (
+            SELECT p_templates[i] FROM generate_subscripts(p_keys, 1) i WHERE p_heights[i] < v_locked_below)
+        ORDER BY t.template_id
+        FOR KEY SHARE
+    ) held;
+    SELECT h.next_position, h.share_keys_pruned_below INTO v_next, v_mark
+        FROM pool_ledger_head h WHERE h.id = 1 FOR UPDATE;
+    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+        ord := i;
+        IF p_heights[i] < v_mark AND (p_templates[i] = ANY (v_held)) IS NOT TRUE THEN
+            IF p_heights[i] >= v_locked_below THEN
+                -- The mark rose after the templates were locked (rare).
+                PERFORM 1 FROM pool_templates t WHERE t.template_id = p_templates[i] FOR KEY SHARE;
+                IF FOUND THEN
+                    v_held := v_held || p_templates[i];
+                END IF;
+            END IF;
+            IF (p_templates[i] = ANY (v_held)) IS NOT TRUE THEN
+                outcome := 'template_gone';
+                credit_position := NULL;
+                credit_session := NULL;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+        LOOP
+            INSERT INTO pool_share_keys (key, height, position, session_id)
+                VALUES (p_keys[i], p_heights[i], v_next, p_sessions[i])
+                ON CONFLICT (key) DO NOTHING;
+            IF FOUND THEN
+                INSERT INTO pool_shares (position, record) VALUES (v_next, p_records[i]);
+                outcome := 'appended';
+                credit_position := v_next;
+                credit_session := p_sessions[i];
+                RETURN NEXT;
+                v_next := v_next + 1;
+                EXIT;
+            END IF;
+            SELECT k.position, k.session_id INTO v_position, v_session FROM pool_share_keys k WHERE k.key = p_keys[i];
+            IF FOUND THEN
+                outcome := 'duplicate';
+                credit_position := v_position;
+                credit_session := v_session;
+                RETURN NEXT;
+                EXIT;
+            END IF;
+            -- The key was pruned between the two statements: try again.
+        END LOOP;
+    END LOOP;
+    UPDATE pool_ledger_head SET next_position = v_next WHERE id = 1;
+END
+$$;
+"#,
+    },
 ];
 
 /// Brings the schema up to date; safe when several coordinators run it at once.

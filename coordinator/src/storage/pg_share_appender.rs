@@ -6,7 +6,7 @@
 //! per transaction would cap the whole pool near one share per commit
 //! latency. Instead each [`super::PgStore`] hands its appends to one task
 //! that takes whatever has queued (up to [`MAX_BATCH`]) and appends it in one
-//! call of `pool_append_shares` (one transaction, [`super::pg_schema`]):
+//! call of `pool_append_shares_of_templates` (one transaction, [`super::pg_schema`]):
 //! while a batch commits, the next one gathers, so a lone share waits for
 //! nothing and a busy pool pays one commit per batch.
 //!
@@ -38,6 +38,8 @@ use super::pg_schema::pg_error;
 use super::pg_store::big;
 use super::{AppendOutcome, Credit, ShareRecord, StoreError};
 
+/// The schema's function that appends a batch ([`super::pg_schema`], migration 4).
+const APPEND_FUNCTION: &str = "pool_append_shares_of_templates";
 /// The most shares one transaction appends.
 pub(super) const MAX_BATCH: usize = 512;
 /// The longest a batch may take, from asking for a connection to its
@@ -134,18 +136,22 @@ async fn append_batch(pool: &Pool, batch: &[AppendRequest]) -> Result<Vec<Append
         // try_get: a row of an unexpected shape fails the batch; it must
         // not panic the one task every append of this store goes through.
         let ord: i32 = row.try_get(0).map_err(pg_error)?;
-        let appended: bool = row.try_get(1).map_err(pg_error)?;
-        let position: i64 = row.try_get(2).map_err(pg_error)?;
-        let session_id: String = row.try_get(3).map_err(pg_error)?;
+        let outcome: &str = row.try_get(1).map_err(pg_error)?;
+        let position: Option<i64> = row.try_get(2).map_err(pg_error)?;
+        let session_id: Option<String> = row.try_get(3).map_err(pg_error)?;
         let slot = usize::try_from(ord).ok().and_then(|i| i.checked_sub(1)).and_then(|i| outcomes.get_mut(i));
         let Some(slot) = slot.filter(|slot| slot.is_none()) else {
-            return Err(StoreError::Backend(format!("pool_append_shares answered for share {ord} of {}", batch.len())));
+            return Err(StoreError::Backend(format!("{APPEND_FUNCTION} answered for share {ord} of {}", batch.len())));
         };
-        let position = position as u64;
-        *slot = Some(if appended {
-            AppendOutcome::Appended(position)
-        } else {
-            AppendOutcome::Duplicate(Credit { position, session_id })
+        *slot = Some(match (outcome, position, session_id) {
+            ("appended", Some(position), Some(_)) => AppendOutcome::Appended(position as u64),
+            ("duplicate", Some(position), Some(session_id)) => {
+                AppendOutcome::Duplicate(Credit { position: position as u64, session_id })
+            }
+            ("template_gone", _, _) => AppendOutcome::TemplateGone,
+            (outcome, ..) => {
+                return Err(StoreError::Backend(format!("{APPEND_FUNCTION} answered {outcome:?} for share {ord}")))
+            }
         });
     }
     // The transaction has committed: a share without an answer here would
@@ -155,19 +161,22 @@ async fn append_batch(pool: &Pool, batch: &[AppendRequest]) -> Result<Vec<Append
         .into_iter()
         .enumerate()
         .map(|(i, outcome)| {
-            outcome.ok_or_else(|| StoreError::Backend(format!("pool_append_shares gave no answer for share {}", i + 1)))
+            outcome.ok_or_else(|| StoreError::Backend(format!("{APPEND_FUNCTION} gave no answer for share {}", i + 1)))
         })
         .collect()
 }
 
 async fn query_batch(client: &Object, batch: &[AppendRequest]) -> Result<Vec<tokio_postgres::Row>, StoreError> {
     let statement = client
-        .prepare_cached("SELECT ord, appended, credit_position, credit_session FROM pool_append_shares($1, $2, $3, $4)")
+        .prepare_cached(&format!(
+            "SELECT ord, outcome, credit_position, credit_session FROM {APPEND_FUNCTION}($1, $2, $3, $4, $5)"
+        ))
         .await
         .map_err(pg_error)?;
     let keys: Vec<&[u8]> = batch.iter().map(|r| r.key.as_slice()).collect();
     let heights: Vec<i64> = batch.iter().map(|r| big(r.share.height)).collect();
     let sessions: Vec<&str> = batch.iter().map(|r| r.share.session_id.as_str()).collect();
     let records: Vec<Json<&ShareRecord>> = batch.iter().map(|r| Json(&r.share)).collect();
-    client.query(&statement, &[&keys, &heights, &sessions, &records]).await.map_err(pg_error)
+    let templates: Vec<&str> = batch.iter().map(|r| r.share.template_id.as_str()).collect();
+    client.query(&statement, &[&keys, &heights, &sessions, &records, &templates]).await.map_err(pg_error)
 }

@@ -2,8 +2,10 @@
 //!
 //! Safety comes from the database, not from any one process: the duplicate
 //! key of a share is a unique key, ledger positions are handed out under a
-//! row lock held to the commit ([`super::pg_schema`]'s `pool_append_shares`,
-//! a batch at a time: [`super::pg_share_appender`]),
+//! row lock held to the commit ([`super::pg_schema`]'s
+//! `pool_append_shares_of_templates`, a batch at a time:
+//! [`super::pg_share_appender`]), a share whose key another coordinator
+//! may have pruned is refused rather than credited again,
 //! balances move in transactions that lock their rows and refuse a part
 //! below zero, and ids come from a sequence. Every write is committed
 //! (durable) when its call returns, so [`PoolStore::flush`] has nothing to do
@@ -454,7 +456,41 @@ impl PoolStore for PgStore {
     }
 
     async fn prune_share_keys_below(&self, height: u64) -> Result<usize, StoreError> {
-        let n = self.execute("DELETE FROM pool_share_keys WHERE height < $1", &[&big(height)]).await?;
+        let mut client = self.client().await?;
+        // First the mark, under the head's row lock (so after any append in
+        // flight, and before any key goes): appends below it check their
+        // template from then on.
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.batch_execute("SET LOCAL lock_timeout = '10s'").await.map_err(pg_error)?;
+        tx.execute(
+            "UPDATE pool_ledger_head SET share_keys_pruned_below = GREATEST(share_keys_pruned_below, $1) WHERE id = 1",
+            &[&big(height)],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        // Then the height's templates, locked first in id order (as appends
+        // lock them), its keys, and the templates, remembered as pruned: while
+        // a template is stored its keys are whole.
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let below = big(height);
+        tx.execute("SELECT 1 FROM pool_templates WHERE height < $1 ORDER BY template_id FOR UPDATE", &[&below])
+            .await
+            .map_err(pg_error)?;
+        let n = tx.execute("DELETE FROM pool_share_keys WHERE height < $1", &[&below]).await.map_err(pg_error)?;
+        tx.execute("DELETE FROM pool_jobs WHERE height < $1", &[&below]).await.map_err(pg_error)?;
+        tx.execute(
+            "INSERT INTO pool_pruned_templates (template_id, height) \
+             SELECT template_id, height FROM pool_templates WHERE height < $1 ON CONFLICT DO NOTHING",
+            &[&below],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.execute("DELETE FROM pool_templates WHERE height < $1", &[&below]).await.map_err(pg_error)?;
+        tx.execute("DELETE FROM pool_pruned_templates WHERE height < $1::bigint - 1000", &[&below])
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
         Ok(n as usize)
     }
 
@@ -735,10 +771,13 @@ impl PoolStore for PgStore {
         let client = self.client().await?;
         let (height, parent) = (big(template.template.height), &template.template.parent_hash);
         // A racing claim of the same tip waits for the other's commit, then
-        // inserts nothing: both read the one template.
+        // inserts nothing: both read the one template. One pruned before is
+        // never stored again.
         client
             .execute(
-                "INSERT INTO pool_templates (template_id, height, parent_hash, record) VALUES ($1, $2, $3, $4)
+                "INSERT INTO pool_templates (template_id, height, parent_hash, record)
+                 SELECT $1, $2, $3, $4
+                 WHERE NOT EXISTS (SELECT 1 FROM pool_pruned_templates WHERE template_id = $1)
                  ON CONFLICT DO NOTHING",
                 &[&template_id, &height, parent, &json(template)],
             )
@@ -753,8 +792,11 @@ impl PoolStore for PgStore {
             .map_err(pg_error)?;
         match row {
             Some(row) => Ok((row.get(0), decode("pool_templates", &row, 1)?)),
-            // Its id was stored for another tip: a hash collision, or a bug.
-            None => Err(StoreError::Refused(format!("template {template_id} is stored for another tip"))),
+            // Pruned with its keys (a node handing out a template of a tip
+            // long gone), or its id was stored for another tip.
+            None => Err(StoreError::Refused(format!(
+                "template {template_id} was pruned or is stored for another tip: waiting for another"
+            ))),
         }
     }
 
@@ -788,11 +830,8 @@ impl PoolStore for PgStore {
     }
 
     async fn prune_jobs_below(&self, height: u64) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        tx.execute("DELETE FROM pool_jobs WHERE height < $1", &[&big(height)]).await.map_err(pg_error)?;
-        tx.execute("DELETE FROM pool_templates WHERE height < $1", &[&big(height)]).await.map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)
+        // Templates go with their keys (`prune_share_keys_below`).
+        self.execute("DELETE FROM pool_jobs WHERE height < $1", &[&big(height)]).await.map(|_| ())
     }
 
     async fn put_found_block(&self, block: &FoundBlockRecord) -> Result<(), StoreError> {

@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -14,6 +15,8 @@ use super::{
 
 /// `pool_meta` key of the lowest uncompacted ledger position (u64 BE).
 const LEDGER_FLOOR: &str = "ledger_floor";
+/// `pool_meta` key of the height duplicate keys were pruned to (u64 BE).
+const SHARE_KEYS_PRUNED_BELOW: &str = "share_keys_pruned_below";
 /// Set once the indexes of payouts (by wallet, still sending) and of
 /// confirmed balances hold every record. (v1 marked the wallet index alone,
 /// in builds of one day: v2 builds all three again.)
@@ -61,6 +64,20 @@ pub(crate) struct SledTrees {
     /// before releasing it, so positions commit in order (no gaps a reader
     /// could page past).
     next_position: Arc<Mutex<u64>>,
+    /// Duplicate keys below this height may have been forgotten: a share
+    /// there needs its template still stored. Raised, and templates below
+    /// it removed, under `next_position`'s lock, so an append sees both or
+    /// neither.
+    share_keys_pruned_below: Arc<AtomicU64>,
+    /// Held by a prune of share keys throughout.
+    prune_lock: Arc<Mutex<()>>,
+    /// The height a prune in progress forgets below (0: none). A template
+    /// is claimed under this lock, and one below it waits for the prune: it
+    /// could otherwise keep its place while its keys are forgotten.
+    pruning_below: Arc<Mutex<u64>>,
+    /// template id -> height BE: templates pruned with their keys, never
+    /// claimed again (kept 1,000 heights).
+    pruned_templates: sled::Tree,
     /// Read once at open: it keys every share, so it must not cost a read per share.
     secret: [u8; 32],
 }
@@ -99,6 +116,8 @@ impl SledTrees {
             None => 0,
         }
         .max(floor);
+        let share_keys_pruned_below =
+            meta.get(SHARE_KEYS_PRUNED_BELOW)?.map(|v| be_u64("pool_meta", &v)).transpose()?.unwrap_or(0);
         let payouts = db.open_tree("pool_payouts")?;
         let payout_index = db.open_tree("pool_payouts_by_wallet")?;
         let payouts_sending = db.open_tree("pool_payouts_sending")?;
@@ -145,6 +164,10 @@ impl SledTrees {
             balances_confirmed,
             share_aggregates: db.open_tree("pool_share_aggregates")?,
             next_position: Arc::new(Mutex::new(next_position)),
+            share_keys_pruned_below: Arc::new(AtomicU64::new(share_keys_pruned_below)),
+            prune_lock: Arc::new(Mutex::new(())),
+            pruning_below: Arc::new(Mutex::new(0)),
+            pruned_templates: db.open_tree("pool_pruned_templates")?,
         })
     }
 
@@ -272,6 +295,11 @@ impl SledTrees {
         let key = self.share_key(share.height, &share.template_id, share.nonce);
         let value = encode(share);
         let mut next = self.next_position.lock().expect("ledger position lock");
+        if share.height < self.share_keys_pruned_below.load(Ordering::Relaxed)
+            && !self.templates.contains_key(share.template_id.as_bytes())?
+        {
+            return Ok(AppendOutcome::TemplateGone);
+        }
         let position = *next;
         let mut credit = position.to_be_bytes().to_vec();
         credit.extend_from_slice(share.session_id.as_bytes());
@@ -314,6 +342,25 @@ impl SledTrees {
     }
 
     fn prune_share_keys_below(&self, height: u64) -> Result<usize, StoreError> {
+        let _prune = self.prune_lock.lock().expect("prune lock");
+        *self.pruning_below.lock().expect("pruning lock") = height;
+        let pruned = self.prune_share_keys_holding_lock(height);
+        *self.pruning_below.lock().expect("pruning lock") = 0;
+        pruned
+    }
+
+    fn prune_share_keys_holding_lock(&self, height: u64) -> Result<usize, StoreError> {
+        {
+            let _appends = self.next_position.lock().expect("ledger position lock");
+            if height > self.share_keys_pruned_below.load(Ordering::Relaxed) {
+                self.meta.insert(SHARE_KEYS_PRUNED_BELOW, &height.to_be_bytes()[..])?;
+                self.share_keys_pruned_below.store(height, Ordering::Relaxed);
+            }
+            self.prune_templates_below(height)?;
+        }
+        // On disk before any key goes; not under the appends' lock (they
+        // run on the runtime's threads).
+        self.db.flush()?;
         let mut pruned = 0;
         for key in self.share_keys.range(..height.to_be_bytes()).keys() {
             self.share_keys.remove(key?)?;
@@ -557,6 +604,21 @@ impl SledTrees {
         template_id: &str,
         template: &TemplateRecord,
     ) -> Result<(String, TemplateRecord), StoreError> {
+        let height = template.template.height;
+        let _pruning = loop {
+            let pruning = self.pruning_below.lock().expect("pruning lock");
+            if height >= *pruning {
+                break pruning;
+            }
+            // Below a prune in progress: after it.
+            drop(pruning);
+            drop(self.prune_lock.lock().expect("prune lock"));
+        };
+        if self.pruned_templates.contains_key(template_id.as_bytes())? {
+            return Err(StoreError::Refused(format!(
+                "template {template_id} was pruned with its shares' keys: waiting for another"
+            )));
+        }
         let mut tip = template.template.height.to_be_bytes().to_vec();
         tip.extend_from_slice(template.template.parent_hash.as_bytes());
         let mut value = template.template.height.to_be_bytes().to_vec();
@@ -621,13 +683,27 @@ impl SledTrees {
             self.job_heights.remove(key.get(8..).unwrap_or_default())?;
             self.jobs.remove(key)?;
         }
+        // Templates go with their keys (`prune_share_keys_below`).
+        Ok(())
+    }
+
+    /// Forgets templates below `height`, remembering them as pruned.
+    fn prune_templates_below(&self, height: u64) -> Result<(), StoreError> {
         for key in self.template_tips.range(..height.to_be_bytes()).keys() {
             self.template_tips.remove(key?)?;
         }
         for item in self.templates.iter() {
             let (key, value) = item?;
-            if be_u64("pool_templates", &value)? < height {
+            let template_height = be_u64("pool_templates", &value)?;
+            if template_height < height {
+                self.pruned_templates.insert(&key, &template_height.to_be_bytes()[..])?;
                 self.templates.remove(key)?;
+            }
+        }
+        for item in self.pruned_templates.iter() {
+            let (key, value) = item?;
+            if be_u64("pool_pruned_templates", &value)?.saturating_add(1_000) < height {
+                self.pruned_templates.remove(key)?;
             }
         }
         Ok(())
@@ -821,7 +897,9 @@ impl PoolStore for SledStore {
         template_id: &str,
         template: &TemplateRecord,
     ) -> Result<(String, TemplateRecord), StoreError> {
-        self.trees.claim_template(template_id, template)
+        // It may wait for a prune of share keys: never on a runtime thread.
+        let (template_id, template) = (template_id.to_string(), template.clone());
+        self.blocking(move |t| t.claim_template(&template_id, &template)).await
     }
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
         self.trees.template(template_id)
