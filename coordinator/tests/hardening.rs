@@ -783,6 +783,41 @@ async fn a_coordinator_behind_the_others_never_credits_a_pruned_share_twice() {
     behind.stop().await;
 }
 
+/// Coordinators on one database take each other's bans and unbans from the
+/// log of ban changes (every ban is read only once a minute), within a
+/// couple of seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_and_unbans_reach_every_coordinator_on_the_database() {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let url = server.database("bans");
+    let on_db = |label| CoordinatorArgs {
+        database_url: Some(url.clone()),
+        ban_min_shares: Some(10),
+        admin_token: Some("s3cret".into()),
+        ..settings(label)
+    };
+    let (a, b) = (TestPool::start(on_db("bans-a")).await, TestPool::start(on_db("bans-b")).await);
+    let token = a.register("cheater", "land1bad").await;
+    assert_eq!(b.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
+    // Past each coordinator's first look, which reads every ban.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let job = a.job(&token).await;
+    let http = Client::new();
+    assert!(forge_until_banned(&http, &a, (&token, &job), job.nonce_start(), &"00".repeat(32), 20).await);
+    eventually("the other coordinator to refuse the banned session", Duration::from_secs(3), async || {
+        b.get_auth("/pool/job", &token).await.status() == StatusCode::FORBIDDEN
+    })
+    .await;
+    let unban = a.http.delete(format!("{}/pool/bans/land1bad.cheater", a.url)).bearer_auth("s3cret").send().await;
+    assert_eq!(unban.unwrap().status(), StatusCode::OK);
+    eventually("the other coordinator to serve the session again", Duration::from_secs(3), async || {
+        b.get_auth("/pool/job", &token).await.status() == StatusCode::OK
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
 /// Public reads cost the pool a database connection each. Past their share
 /// of the connections they are shed at once (503 busy, Retry-After), never
 /// queued in front of anything, and a miner's shares go on meanwhile.

@@ -71,6 +71,7 @@ const CASES: &[(&str, Case)] = cases![
     an_update_decided_on_changed_state_applies_nothing,
     found_blocks_and_reward_records_are_read_by_height,
     jobs_templates_bans_and_settings_round_trip,
+    ban_changes_are_logged,
     the_first_template_stored_for_a_tip_holds_it,
     state_survives_reopening,
 ];
@@ -210,12 +211,13 @@ async fn postgres_a_newer_schema_is_used_only_where_it_says_this_one_still_works
     // A database of schema 1, as schema-1 coordinators left it (no marks):
     // migrated, its old row unmarked, the new one marked.
     connect().await.expect("a fresh database migrates");
-    sql("DELETE FROM pool_schema_migrations WHERE version IN (2, 3, 4); DROP FUNCTION pool_append_shares; \
-         DROP FUNCTION pool_append_shares_of_templates; DROP TABLE pool_coordinators, pool_pruned_templates; \
+    sql("DELETE FROM pool_schema_migrations WHERE version IN (2, 3, 4, 5); DROP FUNCTION pool_append_shares; \
+         DROP FUNCTION pool_append_shares_of_templates; \
+         DROP TABLE pool_coordinators, pool_pruned_templates, pool_ban_changes; \
          ALTER TABLE pool_ledger_head DROP COLUMN share_keys_pruned_below; \
          ALTER TABLE pool_schema_migrations DROP COLUMN oldest_reader");
     connect().await.expect("a schema-1 database migrates");
-    assert_eq!(marks(), "1|0\n2|1\n3|1\n4|4", "schema 4 needs every coordinator at schema 4");
+    assert_eq!(marks(), "1|0\n2|1\n3|1\n4|4\n5|4", "schema 4 needs every coordinator at schema 4");
 
     let ours = vision_coordinator::storage::schema_version();
     let (next, later) = (ours + 1, ours + 2);
@@ -384,6 +386,50 @@ async fn postgres_batched_appends_stay_dense_and_credit_each_share_once() {
     assert!(matches!(stores[0].append_share(&share("held", 1)).await.unwrap(), AppendOutcome::Appended(202)));
 }
 
+/// A prune holds the rows of the templates it is forgetting. An append
+/// never waits for one: a share on such a template is gone at once (its
+/// keys are going), and a share on any other template goes on. A prune
+/// that rolls back leaves its templates taking shares again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_append_never_waits_for_a_template_being_pruned() {
+    let server = ThrowawayPostgres::start();
+    let db = "pruning";
+    let store = PgStore::connect(&server.database(db), 4, &DatabaseTls::default()).await.unwrap();
+    store.claim_template("t-held", &template(5, "p4", 1, 0)).await.unwrap();
+    store.claim_template("t-free", &template(6, "p5", 1, 10)).await.unwrap();
+    // A prune below 8 under way: the mark raised, its first template locked.
+    server.query(db, "UPDATE pool_ledger_head SET share_keys_pruned_below = 8");
+    let held = ShareRecord { height: 5, template_id: "t-held".into(), ..share("held", 1) };
+    let free = ShareRecord { height: 6, template_id: "t-free".into(), ..share("free", 1) };
+    let holding = "BEGIN; SELECT 1 FROM pool_templates WHERE template_id = 't-held' FOR UPDATE; \
+                   SELECT pg_sleep(6); ROLLBACK;";
+    let (outcomes, waited) = while_a_session_sleeps(&server, db, holding, async || {
+        let started = std::time::Instant::now();
+        let outcomes = (store.append_share(&held).await.unwrap(), store.append_share(&free).await.unwrap());
+        (outcomes, started.elapsed())
+    });
+    assert_eq!(outcomes, (AppendOutcome::TemplateGone, AppendOutcome::Appended(0)));
+    assert!(waited < Duration::from_secs(2), "the appends waited {waited:?} for the prune");
+    assert_eq!(store.append_share(&held).await.unwrap(), AppendOutcome::Appended(1), "the prune rolled back");
+}
+
+/// Runs `sql` (which sleeps with `pg_sleep(6)`, holding what it locked) in a
+/// psql session of its own and, once it sleeps, `during` on this runtime;
+/// then waits for the session to end.
+fn while_a_session_sleeps<T>(server: &ThrowawayPostgres, db: &str, sql: &str, during: impl AsyncFnOnce() -> T) -> T {
+    std::thread::scope(|scope| {
+        let held = scope.spawn(|| server.query(db, sql));
+        let asleep = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(6)%' \
+                      AND pid <> pg_backend_pid()";
+        while server.query(db, asleep) != "1" {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let outcome = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(during()));
+        let _ = held.join();
+        outcome
+    })
+}
+
 /// Reads that hold every general connection (stuck here behind a lock, as a
 /// flood of public requests would hold them) leave the share path its own
 /// connections: a share is still appended and checked for duplicates at once.
@@ -392,44 +438,31 @@ async fn postgres_reads_cannot_take_the_share_paths_connections() {
     let server = ThrowawayPostgres::start();
     let db = "flood";
     let store = Arc::new(PgStore::connect(&server.database(db), 2, &DatabaseTls::default()).await.unwrap());
-    let (appended, credited, waited, reads) = std::thread::scope(|scope| {
-        let held = scope.spawn(|| {
-            server.query(db, "BEGIN; LOCK TABLE pool_payouts IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT;")
-        });
-        let asleep = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(6)%' \
-                      AND pid <> pg_backend_pid()";
-        while server.query(db, asleep) != "1" {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let outcome = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                let reads: Vec<_> = (0..6)
-                    .map(|_| {
-                        let store = store.clone();
-                        tokio::spawn(async move { store.payouts_newest(10, None).await })
-                    })
-                    .collect();
-                // Until both general connections wait on the lock.
-                let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                               AND query LIKE '%pool_payouts%'";
-                let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                while server.query(db, waiting) != "2" {
-                    assert!(std::time::Instant::now() < deadline, "the reads never held both connections");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                let started = std::time::Instant::now();
-                let appended = store.append_share(&share("flood", 1)).await;
-                let credited = store.credited(3, "t-flood", 1).await;
-                let waited = started.elapsed();
-                let mut finished = Vec::new();
-                for read in reads {
-                    finished.push(read.await.unwrap());
-                }
-                (appended, credited, waited, finished)
+    let holding = "BEGIN; LOCK TABLE pool_payouts IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT;";
+    let (appended, credited, waited, reads) = while_a_session_sleeps(&server, db, holding, async || {
+        let reads: Vec<_> = (0..6)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.payouts_newest(10, None).await })
             })
-        });
-        let _ = held.join();
-        outcome
+            .collect();
+        // Until both general connections wait on the lock.
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                       AND query LIKE '%pool_payouts%'";
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while server.query(db, waiting) != "2" {
+            assert!(std::time::Instant::now() < deadline, "the reads never held both connections");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let started = std::time::Instant::now();
+        let appended = store.append_share(&share("flood", 1)).await;
+        let credited = store.credited(3, "t-flood", 1).await;
+        let waited = started.elapsed();
+        let mut finished = Vec::new();
+        for read in reads {
+            finished.push(read.await.unwrap());
+        }
+        (appended, credited, waited, finished)
     });
     assert!(matches!(appended, Ok(AppendOutcome::Appended(0))), "{appended:?}");
     assert!(matches!(credited, Ok(Some(Credit { position: 0, .. }))), "{credited:?}");
@@ -974,6 +1007,35 @@ async fn found_blocks_and_reward_records_are_read_by_height(backend: Backend) {
     assert_eq!(store.block_rewards_from(2).await.unwrap(), std::slice::from_ref(&record));
     assert!(store.block_rewards_from(3).await.unwrap().is_empty());
     assert_eq!(store.block_rewards().await.unwrap(), [record]);
+}
+
+/// Every put and removal of a ban is logged with the store's time, so
+/// coordinators on a shared store read only what changed since they looked.
+async fn ban_changes_are_logged(backend: Backend) {
+    let store = backend.open().await;
+    let ban = |id: &str| BanRecord {
+        session_id: id.into(),
+        worker_id: format!("w-{id}"),
+        source: None,
+        until_ms: 10,
+        reason: "r".into(),
+    };
+    let before = store.ban_changes_since(0).await.unwrap();
+    assert_eq!((before.bans.len(), before.lifted.len()), (0, 0));
+    store.put_ban(&ban("kept")).await.unwrap();
+    store.put_ban(&ban("lifted")).await.unwrap();
+    assert!(store.remove_ban("lifted").await.unwrap());
+    let changes = store.ban_changes_since(before.now_ms).await.unwrap();
+    assert_eq!(changes.bans, [ban("kept")]);
+    assert_eq!(changes.lifted, ["lifted"]);
+    assert!(changes.now_ms >= before.now_ms);
+    // Nothing changed since that look.
+    let later = store.ban_changes_since(changes.now_ms + 1).await.unwrap();
+    assert_eq!((later.bans.len(), later.lifted.len()), (0, 0));
+    // A ban changed again shows its latest record once.
+    store.put_ban(&BanRecord { until_ms: 20, ..ban("kept") }).await.unwrap();
+    let again = store.ban_changes_since(before.now_ms).await.unwrap();
+    assert_eq!(again.bans, [BanRecord { until_ms: 20, ..ban("kept") }]);
 }
 
 async fn jobs_templates_bans_and_settings_round_trip(backend: Backend) {

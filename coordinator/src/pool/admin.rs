@@ -4,9 +4,14 @@
 use std::sync::atomic::Ordering;
 
 use super::{BanView, ConfigureRequest, Pool, PoolError, MAX_POOL_FEE_BPS};
-use std::collections::HashMap;
 
 use crate::storage::{BanRecord, PoolSettings};
+
+/// How far before its last look a coordinator asks for ban changes again:
+/// a change committed late carries a time before the look that missed it.
+const BAN_LOOK_BACK_MS: u64 = 10_000;
+/// How often a coordinator reads every ban on the store.
+const FULL_BAN_READ_EVERY_MS: u64 = 60_000;
 
 impl Pool {
     pub(crate) async fn configure(&self, request: ConfigureRequest) -> Result<PoolSettings, PoolError> {
@@ -124,22 +129,55 @@ impl Pool {
                 tracing::info!(pool_fee_bps = stored.pool_fee_bps, running = stored.running, "settings changed");
             }
         }
-        let stored: HashMap<String, BanRecord> =
-            self.store.bans().await?.into_iter().map(|b| (b.session_id.clone(), b)).collect();
+        // The bans changed since the last look (a few seconds back, for
+        // changes that committed late), and all of them once a minute (for
+        // coordinators that do not log their changes, and anything missed).
+        let since = self.ban_clock_ms.load(Ordering::Relaxed).saturating_sub(BAN_LOOK_BACK_MS);
+        let changes = self.store.ban_changes_since(since).await?;
+        let full = now.saturating_sub(self.last_full_ban_read_ms.load(Ordering::Relaxed)) >= FULL_BAN_READ_EVERY_MS;
+        let stored = if full { Some(self.store.bans().await?) } else { None };
+        self.ban_clock_ms.store(changes.now_ms, Ordering::Relaxed);
+        if full {
+            self.last_full_ban_read_ms.store(now, Ordering::Relaxed);
+        }
         // (session id, ban in force now) of bans new to this coordinator.
         let (banned, lifted): (Vec<(String, bool)>, Vec<String>) = {
-            // Re-read every second: counted as a change only when it is one.
-            if *self.bans.read() == stored {
+            // Counted as a change only when it is one.
+            let same = {
+                let bans = self.bans.read();
+                match &stored {
+                    Some(stored) => {
+                        stored.len() == bans.len() && stored.iter().all(|b| bans.get(&b.session_id) == Some(b))
+                    }
+                    None => {
+                        changes.bans.iter().all(|b| bans.get(&b.session_id) == Some(b))
+                            && changes.lifted.iter().all(|id| !bans.contains_key(id))
+                    }
+                }
+            };
+            if same {
                 return Ok(());
             }
             let mut bans = self.bans.lock();
-            let banned = stored
-                .values()
+            let (put, lifted): (Vec<BanRecord>, Vec<String>) = match stored {
+                Some(stored) => {
+                    let lifted =
+                        bans.keys().filter(|id| !stored.iter().any(|b| &b.session_id == *id)).cloned().collect();
+                    (stored, lifted)
+                }
+                None => (changes.bans, changes.lifted.into_iter().filter(|id| bans.contains_key(id)).collect()),
+            };
+            let banned = put
+                .iter()
                 .filter(|b| !bans.contains_key(&b.session_id))
                 .map(|b| (b.session_id.clone(), b.until_ms > now))
                 .collect();
-            let lifted = bans.keys().filter(|id| !stored.contains_key(*id)).cloned().collect();
-            *bans = stored;
+            for id in &lifted {
+                bans.remove(id);
+            }
+            for ban in put {
+                bans.insert(ban.session_id.clone(), ban);
+            }
             (banned, lifted)
         };
         let mut sessions = self.sessions.lock();

@@ -77,16 +77,20 @@ impl Pool {
         }
         let finished = refresh.finished.load(Ordering::Acquire);
         let _turn = refresh.gate.acquire().await.map_err(|_| PoolError::Internal("refresh gate closed".into()))?;
+        let live = || self.jobs.current().is_some() && self.chain_up(super::now_ms());
         if refresh.finished.load(Ordering::Acquire) != finished {
             // Another request asked while this one waited: its answer holds.
-            return match self.jobs.current() {
-                Some(_) if self.chain_up(now) => Ok(()),
-                _ => Err(unavailable("the chain did not answer")),
-            };
+            return if live() { Ok(()) } else { Err(unavailable("the chain did not answer")) };
+        }
+        if live() {
+            // The coordinator's own poll got an answer meanwhile.
+            return Ok(());
         }
         let result = self.refresh_template().await;
         if result.is_err() {
-            refresh.failed_at_ms.store(now.max(1), Ordering::Relaxed);
+            // When it failed, not when it was asked: a node that hangs up
+            // after its timeout must get its pause too.
+            refresh.failed_at_ms.store(super::now_ms(), Ordering::Relaxed);
         }
         refresh.finished.fetch_add(1, Ordering::Release);
         result.map(|_| ())

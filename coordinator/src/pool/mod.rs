@@ -64,7 +64,7 @@ use self::verify_queue::VerifyQueue;
 use self::worker_sessions::SessionState;
 use crate::chain::{check_address, Chain};
 use crate::rewards::{RewardConfig, Rewards};
-use crate::storage::{BanRecord, JobRecord, PoolSettings, PoolStore, TemplateRecord};
+use crate::storage::{BanRecord, JobRecord, PoolSettings, PoolStore, StoreError, TemplateRecord};
 pub use vision_protocol::pool::*;
 
 /// Length of a job id: 12 bytes (`job_book::job_id`), in hex.
@@ -189,6 +189,10 @@ pub struct Pool {
     refreshes_started: AtomicU64,
     refresh_installed: Mutex<u64>,
     request_refresh: job_requests::RequestRefresh,
+    /// The store's clock at the last look for ban changes, and when every
+    /// ban was last read (`sync_shared_state`).
+    ban_clock_ms: AtomicU64,
+    last_full_ban_read_ms: AtomicU64,
 }
 
 impl Pool {
@@ -249,6 +253,8 @@ impl Pool {
             refreshes_started: AtomicU64::new(0),
             refresh_installed: Mutex::new(0),
             request_refresh: Default::default(),
+            ban_clock_ms: AtomicU64::new(0),
+            last_full_ban_read_ms: AtomicU64::new(0),
         };
         let found = pool.store.found_blocks().await?;
         let count = |status| found.iter().filter(|b| b.status == status).count() as u64;
@@ -432,7 +438,15 @@ impl Pool {
         // fresh template of the tip differs at least in its timestamp).
         let first_job_index = self.store.next_id().await?;
         let record = TemplateRecord { template: (&state.template).into(), first_job_index };
-        let (held_id, held) = self.store.claim_template(&state.id, &record).await?;
+        let (held_id, held) = match self.store.claim_template(&state.id, &record).await {
+            Ok(claimed) => claimed,
+            // A template pruned with its keys, handed out again.
+            Err(StoreError::Refused(why)) => {
+                PoolMetrics::bump(&self.metrics.templates_refused);
+                return Err(PoolError::TemplateRefused(why));
+            }
+            Err(err) => return Err(err.into()),
+        };
         let mut state = if held_id == state.id {
             state
         } else {
@@ -558,9 +572,7 @@ impl Pool {
     /// may answer a flush with nothing pending without its sticky error.
     pub fn flush(&self) -> Result<(), PoolError> {
         if self.commits.has_failed() {
-            return Err(PoolError::Store(crate::storage::StoreError::Backend(
-                "a group commit failed to make shares durable".into(),
-            )));
+            return Err(PoolError::Store(StoreError::Backend("a group commit failed to make shares durable".into())));
         }
         Ok(self.store.flush()?)
     }

@@ -296,6 +296,23 @@ pub struct BanRecord {
     pub reason: String,
 }
 
+/// Bans put or lifted since a time, as [`PoolStore::ban_changes_since`]
+/// answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BanChanges {
+    /// The store's clock when the changes were read (ms since the epoch):
+    /// the next look asks from a little before it.
+    pub now_ms: u64,
+    /// The bans in force among those changed.
+    pub bans: Vec<BanRecord>,
+    /// Sessions whose ban was lifted (changed, and no longer stored).
+    pub lifted: Vec<String>,
+}
+
+/// How long the log of ban changes is kept (ms): far longer than any look
+/// back ([`PoolStore::ban_changes_since`]).
+pub const BAN_CHANGES_KEPT_MS: u64 = 3_600_000;
+
 /// Operator settings that survive restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolSettings {
@@ -375,7 +392,8 @@ pub trait PoolStore: Send + Sync + 'static {
     /// atomically. Below the height keys were pruned to, only while the
     /// share's template is still stored ([`AppendOutcome::TemplateGone`]):
     /// a template stored there was claimed after the prune (a tip that went
-    /// down; a pruned one is never claimed again), so its keys are whole. Dropping the future does
+    /// down; a pruned one is never stored again, or counts as gone), so
+    /// its keys are whole. Dropping the future does
     /// not undo an append that has begun: the share may be in the ledger
     /// without an answer.
     async fn append_share(&self, share: &ShareRecord) -> Result<AppendOutcome, StoreError>;
@@ -438,6 +456,12 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
     async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;
     async fn bans(&self) -> Result<Vec<BanRecord>, StoreError>;
+    /// The bans put or lifted at or after `since_ms` by the store's clock
+    /// (a put or removal logs the change, with the store's time, in the
+    /// same transaction; the log is kept [`BAN_CHANGES_KEPT_MS`]). A change
+    /// committed late may carry a time a little before a look that missed
+    /// it: callers look back a few seconds, and read everything now and then.
+    async fn ban_changes_since(&self, since_ms: u64) -> Result<BanChanges, StoreError>;
 
     /// Stores `template` as the template of its tip (height and parent)
     /// unless one is stored for that tip already; returns the id and record

@@ -264,9 +264,11 @@ CREATE INDEX pool_pruned_templates_height ON pool_pruned_templates (height);
 -- while its template is stored, locked against a prune until the commit (a
 -- prune locks a height's templates, then deletes its keys and templates, in
 -- one transaction); otherwise its key may be gone: 'template_gone'.
--- Templates are locked before the head, in template id order as a prune
--- locks them: an append waiting for a template being pruned holds up no
--- other append, and the two do not deadlock.
+-- Templates are locked before the head, and never waited for: only a prune
+-- locks a template row FOR UPDATE, so one locked is being pruned (skipped:
+-- gone), and an append holds up neither a prune nor another append. One
+-- pruned before and stored again (a claim racing the prune's commit) counts
+-- as gone too.
 -- Outcomes: 'appended', 'duplicate' (with who holds the key), 'template_gone'.
 CREATE FUNCTION pool_append_shares_of_templates(
     p_keys bytea[], p_heights bigint[], p_sessions text[], p_records jsonb[], p_templates text[])
@@ -288,8 +290,8 @@ BEGIN
         SELECT t.template_id FROM pool_templates t
         WHERE t.template_id IN (
             SELECT p_templates[i] FROM generate_subscripts(p_keys, 1) i WHERE p_heights[i] < v_locked_below)
-        ORDER BY t.template_id
-        FOR KEY SHARE
+          AND NOT EXISTS (SELECT 1 FROM pool_pruned_templates p WHERE p.template_id = t.template_id)
+        FOR KEY SHARE SKIP LOCKED
     ) held;
     SELECT h.next_position, h.share_keys_pruned_below INTO v_next, v_mark
         FROM pool_ledger_head h WHERE h.id = 1 FOR UPDATE;
@@ -298,7 +300,9 @@ BEGIN
         IF p_heights[i] < v_mark AND (p_templates[i] = ANY (v_held)) IS NOT TRUE THEN
             IF p_heights[i] >= v_locked_below THEN
                 -- The mark rose after the templates were locked (rare).
-                PERFORM 1 FROM pool_templates t WHERE t.template_id = p_templates[i] FOR KEY SHARE;
+                PERFORM 1 FROM pool_templates t WHERE t.template_id = p_templates[i]
+                    AND NOT EXISTS (SELECT 1 FROM pool_pruned_templates p WHERE p.template_id = t.template_id)
+                    FOR KEY SHARE SKIP LOCKED;
                 IF FOUND THEN
                     v_held := v_held || p_templates[i];
                 END IF;
@@ -338,6 +342,24 @@ BEGIN
     UPDATE pool_ledger_head SET next_position = v_next WHERE id = 1;
 END
 $$;
+"#,
+    },
+    Migration {
+        version: 5,
+        // Additive: a table older coordinators never read (their ban
+        // changes are not logged; the once-a-minute full read finds them).
+        oldest_reader: 4,
+        description: "a log of ban changes",
+        sql: r#"
+-- Every put or removal of a ban, at the database's clock, written in the
+-- transaction of the change: coordinators re-read only the bans changed
+-- since their last look. Trimmed after an hour.
+CREATE TABLE pool_ban_changes (
+    id bigserial PRIMARY KEY,
+    session_id text COLLATE "C" NOT NULL,
+    at_ms bigint NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+);
+CREATE INDEX pool_ban_changes_at ON pool_ban_changes (at_ms);
 "#,
     },
 ];

@@ -30,9 +30,9 @@ use tokio_postgres::{NoTls, Row};
 use super::pg_schema::{migrate, pg_error};
 use super::pg_share_appender::ShareAppender;
 use super::{
-    AppendOutcome, BalanceBucket, BalanceRecord, BanRecord, BlockRewardRecord, CoordinatorRules, Credit, Expectation,
-    FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord,
-    ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord,
+    AppendOutcome, BalanceBucket, BalanceRecord, BanChanges, BanRecord, BlockRewardRecord, CoordinatorRules, Credit,
+    Expectation, FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate,
+    SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord, BAN_CHANGES_KEPT_MS,
 };
 
 /// How long a call waits for a free connection before it fails.
@@ -180,6 +180,33 @@ impl PgStore {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Option<T>, StoreError> {
         record_on(&self.client().await?, table, sql, params).await
+    }
+
+    /// Runs `sql` on the ban of `session_id` (`$1`, and `record` as `$2`
+    /// when given) and logs the change, in one transaction, trimming the
+    /// log of changes older than it keeps. Returns the rows `sql` changed.
+    async fn change_ban(
+        &self,
+        session_id: &str,
+        sql: &str,
+        record: Option<&Json<&BanRecord>>,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let changed = match record {
+            Some(record) => tx.execute(sql, &[&session_id, record]).await,
+            None => tx.execute(sql, &[&session_id]).await,
+        }
+        .map_err(pg_error)?;
+        tx.execute("INSERT INTO pool_ban_changes (session_id) VALUES ($1)", &[&session_id]).await.map_err(pg_error)?;
+        tx.execute(
+            "DELETE FROM pool_ban_changes WHERE at_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $1",
+            &[&big(BAN_CHANGES_KEPT_MS)],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(changed)
     }
 
     async fn execute(
@@ -469,9 +496,9 @@ impl PoolStore for PgStore {
         .await
         .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
-        // Then the height's templates, locked first in id order (as appends
-        // lock them), its keys, and the templates, remembered as pruned: while
-        // a template is stored its keys are whole.
+        // Then the height's templates, locked first (appends skip a locked
+        // one as gone), its keys, and the templates, remembered as pruned:
+        // while a template is stored and not remembered, its keys are whole.
         let tx = client.transaction().await.map_err(pg_error)?;
         let below = big(height);
         tx.execute("SELECT 1 FROM pool_templates WHERE height < $1 ORDER BY template_id FOR UPDATE", &[&below])
@@ -480,13 +507,13 @@ impl PoolStore for PgStore {
         let n = tx.execute("DELETE FROM pool_share_keys WHERE height < $1", &[&below]).await.map_err(pg_error)?;
         tx.execute("DELETE FROM pool_jobs WHERE height < $1", &[&below]).await.map_err(pg_error)?;
         tx.execute(
-            "INSERT INTO pool_pruned_templates (template_id, height) \
-             SELECT template_id, height FROM pool_templates WHERE height < $1 ON CONFLICT DO NOTHING",
+            "WITH gone AS (DELETE FROM pool_templates WHERE height < $1 RETURNING template_id, height) \
+             INSERT INTO pool_pruned_templates (template_id, height) SELECT template_id, height FROM gone \
+             ON CONFLICT DO NOTHING",
             &[&below],
         )
         .await
         .map_err(pg_error)?;
-        tx.execute("DELETE FROM pool_templates WHERE height < $1", &[&below]).await.map_err(pg_error)?;
         tx.execute("DELETE FROM pool_pruned_templates WHERE height < $1::bigint - 1000", &[&below])
             .await
             .map_err(pg_error)?;
@@ -746,21 +773,48 @@ impl PoolStore for PgStore {
     }
 
     async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError> {
-        self.execute(
+        self.change_ban(
+            &ban.session_id,
             "INSERT INTO pool_bans (session_id, record) VALUES ($1, $2)
              ON CONFLICT (session_id) DO UPDATE SET record = EXCLUDED.record",
-            &[&ban.session_id, &json(ban)],
+            Some(&json(ban)),
         )
         .await
         .map(drop)
     }
 
     async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError> {
-        Ok(self.execute("DELETE FROM pool_bans WHERE session_id = $1", &[&session_id]).await? > 0)
+        Ok(self.change_ban(session_id, "DELETE FROM pool_bans WHERE session_id = $1", None).await? > 0)
     }
 
     async fn bans(&self) -> Result<Vec<BanRecord>, StoreError> {
         self.records("pool_bans", "SELECT record FROM pool_bans ORDER BY session_id", &[]).await
+    }
+
+    async fn ban_changes_since(&self, since_ms: u64) -> Result<BanChanges, StoreError> {
+        let client = self.client().await?;
+        // The clock first: a change it does not cover is at or after it.
+        let now: i64 = client
+            .query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint", &[])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        let rows = client
+            .query(
+                "SELECT c.session_id, b.record FROM (SELECT DISTINCT session_id FROM pool_ban_changes \
+                 WHERE at_ms >= $1) c LEFT JOIN pool_bans b ON b.session_id = c.session_id ORDER BY c.session_id",
+                &[&big(since_ms)],
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut changes = BanChanges { now_ms: now.max(0) as u64, ..BanChanges::default() };
+        for row in &rows {
+            match row.try_get::<_, Option<Json<BanRecord>>>(1).map_err(pg_error)? {
+                Some(Json(ban)) => changes.bans.push(ban),
+                None => changes.lifted.push(row.try_get(0).map_err(pg_error)?),
+            }
+        }
+        Ok(changes)
     }
 
     async fn claim_template(

@@ -8,9 +8,9 @@ use sled::Transactional;
 use std::collections::BTreeMap;
 
 use super::{
-    AppendOutcome, BalanceRecord, BanRecord, BlockRewardRecord, CoordinatorRules, Credit, Expectation,
+    AppendOutcome, BalanceRecord, BanChanges, BanRecord, BlockRewardRecord, CoordinatorRules, Credit, Expectation,
     FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord,
-    ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord,
+    ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord, BAN_CHANGES_KEPT_MS,
 };
 
 /// `pool_meta` key of the lowest uncompacted ledger position (u64 BE).
@@ -34,6 +34,9 @@ pub(crate) struct SledTrees {
     /// height BE ++ keyed hash(template, nonce) -> position BE ++ session id.
     share_keys: sled::Tree,
     bans: sled::Tree,
+    /// time (ms BE) ++ session id -> nothing: a log of ban puts and
+    /// removals, kept [`BAN_CHANGES_KEPT_MS`].
+    ban_changes: sled::Tree,
     blocks: sled::Tree,
     meta: sled::Tree,
     /// height BE ++ job id -> JobRecord.
@@ -95,6 +98,18 @@ fn load_or_create_secret(db: &sled::Db, meta: &sled::Tree) -> Result<[u8; 32], S
     stored.as_ref().try_into().map_err(|_| StoreError::Corrupt { tree: "pool_meta", message: "secret".into() })
 }
 
+/// sled's clock for the ban log: this machine's (one coordinator).
+fn clock_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ban_transaction_error(err: TransactionError<()>) -> StoreError {
+    match err {
+        TransactionError::Storage(e) => e.into(),
+        TransactionError::Abort(()) => StoreError::Backend("ban update aborted".into()),
+    }
+}
+
 fn be_u64(tree: &'static str, bytes: &[u8]) -> Result<u64, StoreError> {
     bytes
         .get(..8)
@@ -150,6 +165,7 @@ impl SledTrees {
             shares,
             share_keys: db.open_tree("pool_share_keys")?,
             bans: db.open_tree("pool_bans")?,
+            ban_changes: db.open_tree("pool_ban_changes")?,
             blocks: db.open_tree("pool_found_blocks")?,
             meta,
             jobs: db.open_tree("pool_jobs")?,
@@ -357,6 +373,12 @@ impl SledTrees {
                 self.share_keys_pruned_below.store(height, Ordering::Relaxed);
             }
             self.prune_templates_below(height)?;
+        }
+        for item in self.pruned_templates.iter() {
+            let (key, value) = item?;
+            if be_u64("pool_pruned_templates", &value)?.saturating_add(1_000) < height {
+                self.pruned_templates.remove(key)?;
+            }
         }
         // On disk before any key goes; not under the appends' lock (they
         // run on the runtime's threads).
@@ -587,16 +609,57 @@ impl SledTrees {
     }
 
     fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError> {
-        self.bans.insert(ban.session_id.as_bytes(), encode(ban))?;
-        Ok(())
+        let change = self.ban_change_key(&ban.session_id)?;
+        (&self.bans, &self.ban_changes)
+            .transaction(|(bans, changes)| {
+                bans.insert(ban.session_id.as_bytes(), encode(ban))?;
+                changes.insert(change.as_slice(), &[][..])?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(ban_transaction_error)
     }
 
     fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError> {
-        Ok(self.bans.remove(session_id.as_bytes())?.is_some())
+        let change = self.ban_change_key(session_id)?;
+        (&self.bans, &self.ban_changes)
+            .transaction(|(bans, changes)| {
+                changes.insert(change.as_slice(), &[][..])?;
+                Ok::<_, ConflictableTransactionError<()>>(bans.remove(session_id.as_bytes())?.is_some())
+            })
+            .map_err(ban_transaction_error)
+    }
+
+    /// The log key of a change to `session_id`'s ban now (time BE ++ id),
+    /// after trimming the log of changes older than it keeps.
+    fn ban_change_key(&self, session_id: &str) -> Result<Vec<u8>, StoreError> {
+        let now = clock_ms();
+        for key in self.ban_changes.range(..now.saturating_sub(BAN_CHANGES_KEPT_MS).to_be_bytes()).keys() {
+            self.ban_changes.remove(key?)?;
+        }
+        let mut key = now.to_be_bytes().to_vec();
+        key.extend_from_slice(session_id.as_bytes());
+        Ok(key)
     }
 
     fn bans(&self) -> Result<Vec<BanRecord>, StoreError> {
         self.bans.iter().values().map(|v| decode("pool_bans", &v?)).collect()
+    }
+
+    fn ban_changes_since(&self, since_ms: u64) -> Result<BanChanges, StoreError> {
+        let now_ms = clock_ms();
+        let mut changed = std::collections::BTreeSet::new();
+        for key in self.ban_changes.range(since_ms.to_be_bytes()..).keys() {
+            let key = key?;
+            changed.insert(String::from_utf8_lossy(key.get(8..).unwrap_or_default()).into_owned());
+        }
+        let mut changes = BanChanges { now_ms, ..BanChanges::default() };
+        for session_id in changed {
+            match self.bans.get(session_id.as_bytes())? {
+                Some(value) => changes.bans.push(decode("pool_bans", &value)?),
+                None => changes.lifted.push(session_id),
+            }
+        }
+        Ok(changes)
     }
 
     fn claim_template(
@@ -698,12 +761,6 @@ impl SledTrees {
             if template_height < height {
                 self.pruned_templates.insert(&key, &template_height.to_be_bytes()[..])?;
                 self.templates.remove(key)?;
-            }
-        }
-        for item in self.pruned_templates.iter() {
-            let (key, value) = item?;
-            if be_u64("pool_pruned_templates", &value)?.saturating_add(1_000) < height {
-                self.pruned_templates.remove(key)?;
             }
         }
         Ok(())
@@ -891,6 +948,9 @@ impl PoolStore for SledStore {
     }
     async fn bans(&self) -> Result<Vec<BanRecord>, StoreError> {
         self.blocking(|t| t.bans()).await
+    }
+    async fn ban_changes_since(&self, since_ms: u64) -> Result<BanChanges, StoreError> {
+        self.blocking(move |t| t.ban_changes_since(since_ms)).await
     }
     async fn claim_template(
         &self,
