@@ -142,6 +142,7 @@ impl From<PoolError> for ApiError {
                 ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "bad_template", message, 5)
             }
             PoolError::NoTemplate => ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "no_template", message, 1),
+            PoolError::NotReady(_) => ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message, 5),
             PoolError::JobLimit => ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "job_limit", message, 5),
             PoolError::Unauthorized(_) => ApiError::unauthorized(message),
             PoolError::BadField { reason, .. } => ApiError::bad_request(reason, message),

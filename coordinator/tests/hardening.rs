@@ -727,6 +727,8 @@ async fn a_down_node_is_asked_once_for_a_burst_of_job_requests() {
     assert!(statuses.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE), "{statuses:?}");
     // One for the burst, and the coordinator's own poll (once a second).
     assert!(during <= 3, "the node was asked {during} times for 20 job requests");
+    let (status, health) = body(pool.get("/healthz").await).await;
+    assert_eq!((status, health["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")), "{health}");
 
     up.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -735,6 +737,7 @@ async fn a_down_node_is_asked_once_for_a_burst_of_job_requests() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(burst().await.iter().all(|s| *s == StatusCode::OK));
+    assert_eq!(pool.get("/healthz").await.status(), StatusCode::OK);
     pool.stop().await;
     node.stop().await;
     server.abort();

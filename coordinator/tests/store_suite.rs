@@ -411,6 +411,11 @@ async fn postgres_an_append_never_waits_for_a_template_being_pruned() {
     assert_eq!(outcomes, (AppendOutcome::TemplateGone, AppendOutcome::Appended(0)));
     assert!(waited < Duration::from_secs(2), "the appends waited {waited:?} for the prune");
     assert_eq!(store.append_share(&held).await.unwrap(), AppendOutcome::Appended(1), "the prune rolled back");
+    // One remembered as pruned yet stored (a claim that raced a prune's
+    // commit) is gone all the same.
+    server.query(db, "INSERT INTO pool_pruned_templates VALUES ('t-free', 6)");
+    let late = ShareRecord { nonce: 2, ..free };
+    assert_eq!(store.append_share(&late).await.unwrap(), AppendOutcome::TemplateGone);
 }
 
 /// Runs `sql` (which sleeps with `pg_sleep(6)`, holding what it locked) in a
@@ -419,8 +424,10 @@ async fn postgres_an_append_never_waits_for_a_template_being_pruned() {
 fn while_a_session_sleeps<T>(server: &ThrowawayPostgres, db: &str, sql: &str, during: impl AsyncFnOnce() -> T) -> T {
     std::thread::scope(|scope| {
         let held = scope.spawn(|| server.query(db, sql));
-        let asleep = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(6)%' \
-                      AND pid <> pg_backend_pid()";
+        // Asleep, so past what it locks first (the session is active from
+        // its first statement).
+        let asleep = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND wait_event = 'PgSleep' \
+                      AND query LIKE '%pg_sleep(6)%' AND pid <> pg_backend_pid()";
         while server.query(db, asleep) != "1" {
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -1,6 +1,7 @@
 //! The operator's controls: settings, start/stop, bans. Each change is
 //! durable (through the group commit, off the runtime) before it is answered.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use super::{BanView, ConfigureRequest, Pool, PoolError, MAX_POOL_FEE_BPS};
@@ -134,12 +135,15 @@ impl Pool {
         // coordinators that do not log their changes, and anything missed).
         let since = self.ban_clock_ms.load(Ordering::Relaxed).saturating_sub(BAN_LOOK_BACK_MS);
         let changes = self.store.ban_changes_since(since).await?;
-        let full = now.saturating_sub(self.last_full_ban_read_ms.load(Ordering::Relaxed)) >= FULL_BAN_READ_EVERY_MS;
+        let last_full = self.last_full_ban_read_ms.load(Ordering::Relaxed);
+        // (A clock that stepped back reads everything too.)
+        let full = now < last_full || now - last_full >= FULL_BAN_READ_EVERY_MS;
         let stored = if full { Some(self.store.bans().await?) } else { None };
         self.ban_clock_ms.store(changes.now_ms, Ordering::Relaxed);
         if full {
             self.last_full_ban_read_ms.store(now, Ordering::Relaxed);
         }
+        self.store_answered_ms.store(super::now_ms(), Ordering::Relaxed);
         // (session id, ban in force now) of bans new to this coordinator.
         let (banned, lifted): (Vec<(String, bool)>, Vec<String>) = {
             // Counted as a change only when it is one.
@@ -161,8 +165,8 @@ impl Pool {
             let mut bans = self.bans.lock();
             let (put, lifted): (Vec<BanRecord>, Vec<String>) = match stored {
                 Some(stored) => {
-                    let lifted =
-                        bans.keys().filter(|id| !stored.iter().any(|b| &b.session_id == *id)).cloned().collect();
+                    let ids: HashSet<&str> = stored.iter().map(|b| b.session_id.as_str()).collect();
+                    let lifted = bans.keys().filter(|id| !ids.contains(id.as_str())).cloned().collect();
                     (stored, lifted)
                 }
                 None => (changes.bans, changes.lifted.into_iter().filter(|id| bans.contains_key(id)).collect()),

@@ -55,6 +55,7 @@ pub fn router(state: PoolApiState, request_timeout: Duration) -> Router {
         .route("/pool/workers/{id}", get(worker))
         .route("/pool/workers/{id}/history", get(worker_history))
         .route("/pool/history", get(history))
+        .route("/healthz", get(healthz))
         .route("/pool/metrics", get(metrics_json))
         .route("/metrics", get(metrics_prometheus))
         .route("/pool/configure", post(configure))
@@ -503,6 +504,12 @@ async fn start(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<
 async fn stop(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state, &headers)?;
     Ok(AppJson(PoolSettingsView::from(&state.pool.set_running(false).await?)))
+}
+
+/// `GET /healthz`: 200 with the template's height while this coordinator
+/// can serve miners, else 503 `not_ready` saying why (no I/O: free).
+async fn healthz(State(state): State<PoolApiState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(AppJson(state.pool.readiness(now_ms())?))
 }
 
 async fn mode(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {

@@ -32,6 +32,7 @@ mod job_requests;
 mod metrics;
 mod pool_error;
 mod public_reads;
+mod readiness;
 use public_reads::{PublicRead, PublicReads};
 mod share_judgement;
 mod share_verifier;
@@ -193,6 +194,8 @@ pub struct Pool {
     /// ban was last read (`sync_shared_state`).
     ban_clock_ms: AtomicU64,
     last_full_ban_read_ms: AtomicU64,
+    /// When the store last answered `sync_shared_state` (ms): readiness.
+    store_answered_ms: AtomicU64,
 }
 
 impl Pool {
@@ -255,6 +258,8 @@ impl Pool {
             request_refresh: Default::default(),
             ban_clock_ms: AtomicU64::new(0),
             last_full_ban_read_ms: AtomicU64::new(0),
+            // It has just answered (the settings and bans above).
+            store_answered_ms: AtomicU64::new(now_ms()),
         };
         let found = pool.store.found_blocks().await?;
         let count = |status| found.iter().filter(|b| b.status == status).count() as u64;

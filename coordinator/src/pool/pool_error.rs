@@ -45,6 +45,9 @@ pub enum PoolError {
     /// The data directory failed (disk full, I/O error): nothing was acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Not ready to serve miners (`GET /healthz`), and why.
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("{0}")]
     Internal(String),
 }

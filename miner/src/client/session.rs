@@ -436,25 +436,39 @@ impl PoolContext {
 /// How long a stopping miner keeps sending what it already found.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Hands each found nonce to `submit`, in order, until `drain` is notified;
-/// then those already found, and returns.
+/// Found nonces sent at once: a slow answer (or a pool silent until the
+/// client's timeout) holds up this many at most, not every share behind it.
+pub(crate) const SUBMITS_IN_FLIGHT: usize = 8;
+
+/// Hands each found nonce to `submit`, in the order found and up to
+/// [`SUBMITS_IN_FLIGHT`] at once, until `drain` is notified; then those
+/// already found, and returns once every submission has ended (dropping
+/// the returned future cancels those in flight).
 pub(crate) async fn submit_found<F, Fut>(
     mut found: UnboundedReceiver<(Arc<Work>, Found)>,
     drain: Arc<Notify>,
     mut submit: F,
 ) where
     F: FnMut(Arc<Work>, Found) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
+        while in_flight.len() >= SUBMITS_IN_FLIGHT {
+            in_flight.join_next().await;
+        }
         tokio::select! {
             item = found.recv() => match item {
-                Some((work, nonce)) => submit(work, nonce).await,
-                None => return,
+                Some((work, nonce)) => {
+                    in_flight.spawn(submit(work, nonce));
+                }
+                None => break,
             },
             () = drain.notified() => found.close(),
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
         }
     }
+    while in_flight.join_next().await.is_some() {}
 }
 
 /// Stops the devices, lets `submitter` send what was found (within
@@ -501,7 +515,11 @@ pub async fn run_pool(
     let submitter = {
         let (ctx, drain) = (ctx.clone(), drain.clone());
         tokio::spawn(async move {
-            submit_found(found, drain, |work, f| ctx.submit(work, f)).await;
+            submit_found(found, drain, |work, f| {
+                let ctx = ctx.clone();
+                async move { ctx.submit(work, f).await }
+            })
+            .await;
             // Stopping: one more try for the shares that waited for a pool.
             let waiting: Vec<(Arc<Work>, Found)> = ctx.pending.lock().expect("pending lock").drain(..).collect();
             for (work, f) in waiting {
@@ -526,15 +544,9 @@ pub async fn run_pool(
 mod tests {
     use super::*;
 
-    /// Found nonces queued behind a slow submission are all sent once the
-    /// drain is asked for, and the drain then ends (the devices' senders may
-    /// still be alive).
-    #[tokio::test]
-    async fn a_drain_sends_everything_found_then_ends() {
-        use std::sync::atomic::AtomicU64;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    fn test_work() -> Arc<Work> {
         let params = visionx::Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..visionx::Params::CONSENSUS };
-        let work = Arc::new(Work {
+        Arc::new(Work {
             id: "j".into(),
             height: 1,
             input: Arc::new(visionx::PowInput::new([1; 32], 0, b"drain".to_vec(), params).unwrap()),
@@ -544,7 +556,17 @@ mod tests {
             nonces: visionx::NonceRange::new(0, 100),
             pool: Some(0),
             received: Instant::now(),
-        });
+        })
+    }
+
+    /// Found nonces queued behind a slow submission are all sent once the
+    /// drain is asked for, and the drain then ends (the devices' senders may
+    /// still be alive).
+    #[tokio::test]
+    async fn a_drain_sends_everything_found_then_ends() {
+        use std::sync::atomic::AtomicU64;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let work = test_work();
         let found = |nonce| Found { nonce, digest: visionx::Digest([0; 32]) };
         let drain = Arc::new(Notify::new());
         let sent = Arc::new(AtomicU64::new(0));
@@ -565,6 +587,38 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), task).await.expect("the drain ends").unwrap();
         assert_eq!(sent.load(Ordering::SeqCst), 55, "every nonce found before the drain was sent");
         assert!(tx.send((work, found(11))).is_err(), "nothing is taken after the drain");
+    }
+
+    /// Shares are sent several at once, never more than the limit: a slow
+    /// answer does not hold up every share behind it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn found_shares_are_sent_several_at_once_within_the_limit() {
+        use std::sync::atomic::AtomicUsize;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let work = test_work();
+        let (now, most, sent) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let drain = Arc::new(Notify::new());
+        let task = tokio::spawn({
+            let (drain, now, most, sent) = (drain.clone(), now.clone(), most.clone(), sent.clone());
+            submit_found(rx, drain, move |_, _| {
+                let (now, most, sent) = (now.clone(), most.clone(), sent.clone());
+                async move {
+                    most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        });
+        for nonce in 0..30 {
+            tx.send((work.clone(), Found { nonce, digest: visionx::Digest([0; 32]) })).unwrap();
+        }
+        drain.notify_one();
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("the drain ends").unwrap();
+        assert_eq!(sent.load(Ordering::SeqCst), 30);
+        let most = most.load(Ordering::SeqCst);
+        assert!(most > 1 && most <= SUBMITS_IN_FLIGHT, "{most} at once");
     }
 
     #[test]
