@@ -280,10 +280,20 @@ impl Coordinator {
         tasks.push(tokio::spawn(async move {
             // Settings and bans changed through another coordinator on a
             // shared store hold here within a second.
+            let mut failing = false;
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if let Err(err) = pool.sync_shared_state(now_ms()).await {
-                    tracing::debug!("cannot read shared settings and bans: {err}");
+                // Said when it starts and stops failing, not every second.
+                match pool.sync_shared_state(now_ms()).await {
+                    Err(err) if !failing => {
+                        failing = true;
+                        tracing::warn!("cannot read shared settings and bans (retrying): {err}");
+                    }
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("shared settings and bans are read again");
+                    }
+                    _ => {}
                 }
             }
         }));

@@ -727,8 +727,11 @@ async fn a_down_node_is_asked_once_for_a_burst_of_job_requests() {
     assert!(statuses.iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE), "{statuses:?}");
     // One for the burst, and the coordinator's own poll (once a second).
     assert!(during <= 3, "the node was asked {during} times for 20 job requests");
-    let (status, health) = body(pool.get("/healthz").await).await;
+    let response = pool.get("/healthz").await;
+    assert_eq!(response.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("5"));
+    let (status, health) = body(response).await;
     assert_eq!((status, health["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")), "{health}");
+    assert!(health["message"].as_str().is_some_and(|m| m.contains("template")), "{health}");
 
     up.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(5);

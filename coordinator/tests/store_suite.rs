@@ -428,7 +428,9 @@ fn while_a_session_sleeps<T>(server: &ThrowawayPostgres, db: &str, sql: &str, du
         // its first statement).
         let asleep = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND wait_event = 'PgSleep' \
                       AND query LIKE '%pg_sleep(6)%' AND pid <> pg_backend_pid()";
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while server.query(db, asleep) != "1" {
+            assert!(!held.is_finished() && std::time::Instant::now() < deadline, "the session never slept");
             std::thread::sleep(Duration::from_millis(50));
         }
         let outcome = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(during()));

@@ -119,7 +119,10 @@ impl Pool {
     /// through any coordinator holds on all within a second). On a store
     /// of its own, it finds nothing new.
     pub async fn sync_shared_state(&self, now: u64) -> Result<(), PoolError> {
-        if let Some(stored) = self.store.settings().await? {
+        let settings = self.store.settings().await?;
+        // The store answers (readiness), whatever the bans below do.
+        self.store_answered_ms.store(super::now_ms(), Ordering::Relaxed);
+        if let Some(stored) = settings {
             if stored != self.settings() {
                 *self.settings.write().expect("settings lock") = stored.clone();
                 self.running.store(stored.running, Ordering::Relaxed);
@@ -143,7 +146,6 @@ impl Pool {
         if full {
             self.last_full_ban_read_ms.store(now, Ordering::Relaxed);
         }
-        self.store_answered_ms.store(super::now_ms(), Ordering::Relaxed);
         // (session id, ban in force now) of bans new to this coordinator.
         let (banned, lifted): (Vec<(String, bool)>, Vec<String>) = {
             // Counted as a change only when it is one.

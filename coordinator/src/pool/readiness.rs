@@ -1,7 +1,10 @@
 //! `GET /healthz`: whether this coordinator can serve miners now, for a
-//! load balancer or supervisor in front of it. Free to call: atomics only,
-//! no storage or chain I/O, so a flood of checks costs nothing and cannot
-//! itself make the coordinator look down.
+//! load balancer in front of several (readiness, not liveness: a node that
+//! is down makes it 503, which a restart would not mend). Free to call:
+//! atomics only, no storage or chain I/O, so a flood of checks costs
+//! nothing and cannot itself make the coordinator look down. A pool the
+//! operator stopped is stopped on every coordinator alike, so it stays
+//! ready (`running: false`): the balancer must still reach `/pool/start`.
 
 use std::sync::atomic::Ordering;
 
@@ -18,19 +21,17 @@ const STORE_SILENCE_LIMIT_MS: u64 = 10_000;
 pub(crate) struct Readiness {
     /// The height of the template it hands out.
     pub(crate) height: u64,
+    /// Whether the operator has the pool running (jobs are 503 otherwise).
+    pub(crate) running: bool,
     /// How long ago the store last answered (ms).
     pub(crate) store_answered_ms_ago: u64,
 }
 
 impl Pool {
-    /// Ready when running, with a template from a chain that answers, and a
-    /// store that answered lately; otherwise [`PoolError::NotReady`] with
-    /// every reason.
+    /// Ready with a template from a chain that answers and a store that
+    /// answered lately; otherwise [`PoolError::NotReady`] with every reason.
     pub(crate) fn readiness(&self, now: u64) -> Result<Readiness, PoolError> {
         let mut reasons = Vec::new();
-        if !self.running.load(Ordering::Relaxed) {
-            reasons.push("the pool is stopped");
-        }
         let height = self.current_height();
         if height.is_none() {
             reasons.push("no block template yet");
@@ -42,7 +43,9 @@ impl Pool {
             reasons.push("the store has not answered lately");
         }
         match height {
-            Some(height) if reasons.is_empty() => Ok(Readiness { height, store_answered_ms_ago }),
+            Some(height) if reasons.is_empty() => {
+                Ok(Readiness { height, running: self.running.load(Ordering::Relaxed), store_answered_ms_ago })
+            }
             _ => Err(PoolError::NotReady(reasons.join("; "))),
         }
     }

@@ -90,6 +90,8 @@ struct PoolContext {
     job_answered: Mutex<Instant>,
     /// Cuts a long-poll short: the pool announced a new share difficulty.
     refresh: Notify,
+    /// One registration at a time (`token`).
+    registering: tokio::sync::Semaphore,
 }
 
 impl PoolContext {
@@ -163,6 +165,13 @@ impl PoolContext {
         if let Some(token) = self.tokens.lock().expect("tokens lock")[pool].clone() {
             return Ok(token);
         }
+        // One registration at a time: shares sent at once that all met a
+        // 401 must not each open a session (and spend the address's
+        // registration budget); those behind take the token it got.
+        let _turn = self.registering.acquire().await.map_err(|_| ApiFailure::Unauthorized)?;
+        if let Some(token) = self.tokens.lock().expect("tokens lock")[pool].clone() {
+            return Ok(token);
+        }
         let s = &self.session;
         let client = self.pool(pool);
         let registered = client.register(&s.worker_id, &s.wallet, &s.worker_name).await?;
@@ -174,6 +183,15 @@ impl PoolContext {
         );
         self.tokens.lock().expect("tokens lock")[pool] = Some(registered.worker_token.clone());
         Ok(registered.worker_token)
+    }
+
+    /// Forgets `pool`'s token after it answered 401 to `used`, unless a
+    /// newer one has replaced it meanwhile.
+    fn forget_token(&self, pool: usize, used: &str) {
+        let mut tokens = self.tokens.lock().expect("tokens lock");
+        if tokens[pool].as_deref() == Some(used) {
+            tokens[pool] = None;
+        }
     }
 
     fn switch_to(&self, pool: usize, why: &str) {
@@ -222,7 +240,7 @@ impl PoolContext {
                 self.status.update(|c| if reason == "stale" { c.stale += 1 } else { c.rejected += 1 });
             }
             Err(ApiFailure::Unauthorized) => {
-                self.tokens.lock().expect("tokens lock")[pool] = None;
+                self.forget_token(pool, &token);
                 self.queue(work, found);
             }
             Err(failure) if failure.is_transient() => self.queue(work, found),
@@ -349,7 +367,7 @@ impl PoolContext {
                         }
                         // It forgot us (a restart, an expired session):
                         // register afresh at the next check.
-                        Err(ApiFailure::Unauthorized) => self.tokens.lock().expect("tokens lock")[primary] = None,
+                        Err(ApiFailure::Unauthorized) => self.forget_token(primary, &token),
                         Err(_) => {}
                     }
                 }
@@ -455,7 +473,7 @@ pub(crate) async fn submit_found<F, Fut>(
     let mut in_flight = tokio::task::JoinSet::new();
     loop {
         while in_flight.len() >= SUBMITS_IN_FLIGHT {
-            in_flight.join_next().await;
+            report_panic(in_flight.join_next().await);
         }
         tokio::select! {
             item = found.recv() => match item {
@@ -465,10 +483,21 @@ pub(crate) async fn submit_found<F, Fut>(
                 None => break,
             },
             () = drain.notified() => found.close(),
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            ended = in_flight.join_next(), if !in_flight.is_empty() => report_panic(ended),
         }
     }
-    while in_flight.join_next().await.is_some() {}
+    while let Some(ended) = in_flight.join_next().await {
+        report_panic(Some(ended));
+    }
+}
+
+/// A submission that panicked is a bug: said once, not lost silently.
+fn report_panic(ended: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(err)) = ended {
+        if err.is_panic() {
+            tracing::error!("a share submission panicked: {err}");
+        }
+    }
 }
 
 /// Stops the devices, lets `submitter` send what was found (within
@@ -510,6 +539,7 @@ pub async fn run_pool(
         block_time: Mutex::new(Duration::from_secs(30)),
         job_answered: Mutex::new(Instant::now()),
         refresh: Notify::new(),
+        registering: tokio::sync::Semaphore::new(1),
     });
     let drain = Arc::new(Notify::new());
     let submitter = {
