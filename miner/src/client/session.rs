@@ -95,6 +95,33 @@ struct PoolContext {
 }
 
 impl PoolContext {
+    fn new(
+        mut session: PoolSession,
+        switch: Arc<PoolSwitch>,
+        dispatch: Arc<WorkDispatch>,
+        status: Arc<MinerStatus>,
+    ) -> Arc<Self> {
+        let pools: Vec<Arc<PoolClient>> = std::mem::take(&mut session.pools).into_iter().map(Arc::new).collect();
+        let count = pools.len();
+        Arc::new(PoolContext {
+            session,
+            pools: Mutex::new(pools),
+            primary: AtomicUsize::new(0),
+            switch,
+            tokens: Mutex::new(vec![None; count]),
+            refused: Mutex::new(vec![None; count]),
+            banned_until: Mutex::new(vec![None; count]),
+            active: AtomicUsize::new(0),
+            pending: Mutex::new(VecDeque::new()),
+            dispatch,
+            status,
+            block_time: Mutex::new(Duration::from_secs(30)),
+            job_answered: Mutex::new(Instant::now()),
+            refresh: Notify::new(),
+            registering: tokio::sync::Semaphore::new(1),
+        })
+    }
+
     fn pool(&self, index: usize) -> Arc<PoolClient> {
         self.pools.lock().expect("pools lock")[index].clone()
     }
@@ -515,32 +542,14 @@ pub(crate) async fn drain_found(dispatch: &WorkDispatch, drain: &Notify, mut sub
 /// `found`. On `shutdown` the shares already found (and those waiting for a
 /// pool) are sent before it returns, for at most [`SHUTDOWN_GRACE`].
 pub async fn run_pool(
-    mut session: PoolSession,
+    session: PoolSession,
     switch: Arc<PoolSwitch>,
     dispatch: Arc<WorkDispatch>,
     status: Arc<MinerStatus>,
     found: UnboundedReceiver<(Arc<Work>, Found)>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SessionEnd> {
-    let pools: Vec<Arc<PoolClient>> = std::mem::take(&mut session.pools).into_iter().map(Arc::new).collect();
-    let count = pools.len();
-    let ctx = Arc::new(PoolContext {
-        session,
-        pools: Mutex::new(pools),
-        primary: AtomicUsize::new(0),
-        switch,
-        tokens: Mutex::new(vec![None; count]),
-        refused: Mutex::new(vec![None; count]),
-        banned_until: Mutex::new(vec![None; count]),
-        active: AtomicUsize::new(0),
-        pending: Mutex::new(VecDeque::new()),
-        dispatch,
-        status,
-        block_time: Mutex::new(Duration::from_secs(30)),
-        job_answered: Mutex::new(Instant::now()),
-        refresh: Notify::new(),
-        registering: tokio::sync::Semaphore::new(1),
-    });
+    let ctx = PoolContext::new(session, switch, dispatch, status);
     let drain = Arc::new(Notify::new());
     let submitter = {
         let (ctx, drain) = (ctx.clone(), drain.clone());
@@ -649,6 +658,72 @@ mod tests {
         assert_eq!(sent.load(Ordering::SeqCst), 30);
         let most = most.load(Ordering::SeqCst);
         assert!(most > 1 && most <= SUBMITS_IN_FLIGHT, "{most} at once");
+    }
+
+    /// Shares sent at once that all meet a 401 register once: the others
+    /// take the token that registration got, and a late 401 for the old
+    /// token does not throw the new one away.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_submissions_register_once() {
+        use std::sync::atomic::AtomicU64;
+        let registrations = Arc::new(AtomicU64::new(0));
+        let app = axum::Router::new().route(
+            "/pool/register",
+            axum::routing::post({
+                let registrations = registrations.clone();
+                move || {
+                    let n = registrations.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move {
+                        // A pool slow to answer: every caller is waiting by then.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        axum::Json(vision_protocol::pool::RegisterResponse {
+                            worker_id: "land1w.rig".into(),
+                            worker_token: format!("token-{n}"),
+                            session_id: format!("s{n}"),
+                            worker_name: None,
+                            pool_fee_bps: 0,
+                            foundation_fee_bps: 0,
+                            foundation_address: String::new(),
+                            pool_name: "test".into(),
+                        })
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let session = PoolSession {
+            pools: vec![PoolClient::new(&url, None).unwrap()],
+            wallet: "land1w".into(),
+            worker_id: "land1w.rig".into(),
+            worker_name: "rig".into(),
+            long_poll: Duration::from_secs(1),
+            failback: Duration::from_secs(60),
+        };
+        let (found, _found_rx) = tokio::sync::mpsc::unbounded_channel();
+        let ctx = PoolContext::new(
+            session,
+            Arc::new(PoolSwitch::new(None)),
+            WorkDispatch::start(Vec::new(), found),
+            Arc::new(MinerStatus::new()),
+        );
+        let asking: Vec<_> = (0..8)
+            .map(|_| {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { ctx.token(0).await.unwrap() })
+            })
+            .collect();
+        for asked in asking {
+            assert_eq!(asked.await.unwrap(), "token-1");
+        }
+        assert_eq!(registrations.load(Ordering::SeqCst), 1, "one registration for eight at once");
+        ctx.forget_token(0, "token-0");
+        assert_eq!(ctx.token(0).await.unwrap(), "token-1", "a 401 for an older token keeps the new one");
+        ctx.forget_token(0, "token-1");
+        assert_eq!(ctx.token(0).await.unwrap(), "token-2");
+        ctx.dispatch.stop();
+        server.abort();
     }
 
     #[test]
