@@ -404,8 +404,8 @@ pub trait PoolStore: Send + Sync + 'static {
     /// Ledger positions given out so far (kept as a number, never a scan).
     async fn ledger_len(&self) -> Result<u64, StoreError>;
     /// Forgets duplicate keys of heights below `height`, with the templates
-    /// (remembered as pruned, so never claimed again) and jobs of those
-    /// heights: no share of them can be judged any more.
+    /// of those heights (remembered as pruned, so never claimed again): no
+    /// share of them can be judged any more.
     /// First raises the height keys were pruned to (never lowers it: keys
     /// forgotten stay forgotten), so a share of a forgotten key is refused
     /// rather than credited again, even one sent through a coordinator

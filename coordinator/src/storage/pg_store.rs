@@ -499,13 +499,13 @@ impl PoolStore for PgStore {
         // Then the height's templates, locked first (appends skip a locked
         // one as gone), its keys, and the templates, remembered as pruned:
         // while a template is stored and not remembered, its keys are whole.
+        // (Jobs are `prune_jobs_below`'s, as on sled.)
         let tx = client.transaction().await.map_err(pg_error)?;
         let below = big(height);
         tx.execute("SELECT 1 FROM pool_templates WHERE height < $1 ORDER BY template_id FOR UPDATE", &[&below])
             .await
             .map_err(pg_error)?;
         let n = tx.execute("DELETE FROM pool_share_keys WHERE height < $1", &[&below]).await.map_err(pg_error)?;
-        tx.execute("DELETE FROM pool_jobs WHERE height < $1", &[&below]).await.map_err(pg_error)?;
         tx.execute(
             "WITH gone AS (DELETE FROM pool_templates WHERE height < $1 RETURNING template_id, height) \
              INSERT INTO pool_pruned_templates (template_id, height) SELECT template_id, height FROM gone \
