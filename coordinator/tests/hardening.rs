@@ -789,6 +789,72 @@ async fn a_coordinator_behind_the_others_never_credits_a_pruned_share_twice() {
     behind.stop().await;
 }
 
+/// A coordinator whose node lags the others' (a tip 2+ heights above its
+/// own claimed by another coordinator since it claimed its own) says it is
+/// not ready and hands out no jobs, whose work could never make a block;
+/// once its node catches up it serves again. The others stay ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_whose_node_lags_serves_no_jobs_until_it_catches_up() {
+    use std::sync::{Arc, Mutex};
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let url = server.database("lagging");
+    let on_db = |settings: CoordinatorArgs| CoordinatorArgs {
+        database_url: Some(url.clone()),
+        pool_address: Some("land1pool".into()),
+        ..settings
+    };
+    // A coordinator with the chain (its devnet finds blocks within moments,
+    // and serves the node API the other one uses).
+    let fast = CoordinatorArgs { devnet_difficulty: Some(12), block_time: Some(2), ..settings("lag-ahead") };
+    let ahead = TestPool::start(on_db(fast)).await;
+    let node_template = async || body(ahead.get("/node/template?address=land1pool").await).await.1;
+    // The other one's node: the same chain, as late as the test says.
+    let served = Arc::new(Mutex::new(node_template().await));
+    let app = axum::Router::new().route(
+        "/node/template",
+        axum::routing::get({
+            let served = served.clone();
+            move || {
+                let template = served.lock().unwrap().clone();
+                async move { axum::Json(template) }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = Some(format!("http://{}", listener.local_addr().unwrap()));
+    let node = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let lagging = TestPool::start(on_db(CoordinatorArgs { upstream, ..settings("lag-behind") })).await;
+    let token = lagging.register("rig", "land1lag").await;
+    assert_eq!(lagging.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
+    assert_eq!(lagging.get("/healthz").await.status(), StatusCode::OK);
+
+    // The chain goes on two blocks; the lagging node does not.
+    let miner = ahead.register("fast", "land1ahead").await;
+    ahead.mine_block(&miner).await;
+    ahead.mine_block(&miner).await;
+    eventually("the lagging coordinator to see it is behind", Duration::from_secs(5), async || {
+        lagging.get("/healthz").await.status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let (_, why) = body(lagging.get("/healthz").await).await;
+    assert!(why["message"].as_str().is_some_and(|m| m.contains("behind")), "{why}");
+    let (status, answer) = body(lagging.get_auth("/pool/job", &token).await).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")), "{answer}");
+    assert_eq!(ahead.get("/healthz").await.status(), StatusCode::OK, "the others stay ready");
+
+    // Its node catches up: ready, and jobs on the tip again.
+    *served.lock().unwrap() = node_template().await;
+    eventually("the lagging coordinator to be ready again", Duration::from_secs(5), async || {
+        lagging.get("/healthz").await.status() == StatusCode::OK
+    })
+    .await;
+    let job = lagging.job(&token).await;
+    assert_eq!(Some(job.height()), ahead.pool.as_ref().unwrap().current_height());
+    ahead.stop().await;
+    lagging.stop().await;
+    node.abort();
+}
+
 /// Coordinators on one database take each other's bans and unbans from the
 /// log of ban changes (every ban is read only once a minute), within a
 /// couple of seconds.

@@ -362,6 +362,19 @@ CREATE TABLE pool_ban_changes (
 CREATE INDEX pool_ban_changes_at ON pool_ban_changes (at_ms);
 "#,
     },
+    Migration {
+        version: 6,
+        // Additive: older coordinators' claims leave the time as it was
+        // (their lag goes unnoticed; they never look at it).
+        oldest_reader: 4,
+        description: "when each tip was last claimed",
+        sql: r#"
+-- Set by every claim of a template's tip (the database's clock): a
+-- coordinator whose node lags sees others claim tips above its own since
+-- its last claim, and reports itself not ready.
+ALTER TABLE pool_templates ADD COLUMN claimed_at_ms bigint NOT NULL DEFAULT 0;
+"#,
+    },
 ];
 
 /// Brings the schema up to date; safe when several coordinators run it at once.

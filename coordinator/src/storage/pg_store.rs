@@ -31,8 +31,9 @@ use super::pg_schema::{migrate, pg_error};
 use super::pg_share_appender::ShareAppender;
 use super::{
     AppendOutcome, BalanceBucket, BalanceRecord, BanChanges, BanRecord, BlockRewardRecord, CoordinatorRules, Credit,
-    Expectation, FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate,
-    SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord, BAN_CHANGES_KEPT_MS,
+    Expectation, FoundBlockRecord, HeldTemplate, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore,
+    RewardUpdate, SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord,
+    BAN_CHANGES_KEPT_MS,
 };
 
 /// How long a call waits for a free connection before it fails.
@@ -817,11 +818,7 @@ impl PoolStore for PgStore {
         Ok(changes)
     }
 
-    async fn claim_template(
-        &self,
-        template_id: &str,
-        template: &TemplateRecord,
-    ) -> Result<(String, TemplateRecord), StoreError> {
+    async fn claim_template(&self, template_id: &str, template: &TemplateRecord) -> Result<HeldTemplate, StoreError> {
         let client = self.client().await?;
         let (height, parent) = (big(template.template.height), &template.template.parent_hash);
         // A racing claim of the same tip waits for the other's commit, then
@@ -837,21 +834,48 @@ impl PoolStore for PgStore {
             )
             .await
             .map_err(pg_error)?;
+        // Every claim notes its time, the first or not: a coordinator whose
+        // node reaches a tip late claims it late. After every claim seen
+        // (claims within one millisecond stay ordered).
         let row = client
             .query_opt(
-                "SELECT template_id, record FROM pool_templates WHERE height = $1 AND parent_hash = $2",
+                "UPDATE pool_templates SET claimed_at_ms = greatest(
+                     (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+                     (SELECT max(claimed_at_ms) + 1 FROM pool_templates))
+                 WHERE height = $1 AND parent_hash = $2
+                 RETURNING template_id, record, claimed_at_ms",
                 &[&height, parent],
             )
             .await
             .map_err(pg_error)?;
         match row {
-            Some(row) => Ok((row.get(0), decode("pool_templates", &row, 1)?)),
+            Some(row) => Ok(HeldTemplate {
+                template_id: row.get(0),
+                record: decode("pool_templates", &row, 1)?,
+                claimed_at_ms: row.try_get::<_, i64>(2).map_err(pg_error)?.max(0) as u64,
+            }),
             // Pruned with its keys (a node handing out a template of a tip
             // long gone), or its id was stored for another tip.
             None => Err(StoreError::Refused(format!(
                 "template {template_id} was pruned or is stored for another tip: waiting for another"
             ))),
         }
+    }
+
+    async fn highest_tip_claimed_after(&self, after_ms: u64, within_ms: u64) -> Result<Option<u64>, StoreError> {
+        // A few rows: templates below the tip - 3 are pruned.
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT max(height) FROM pool_templates
+                 WHERE claimed_at_ms > $1
+                   AND claimed_at_ms >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $2",
+                &[&big(after_ms), &big(within_ms)],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.try_get::<_, Option<i64>>(0).map_err(pg_error)?.map(|h| h.max(0) as u64))
     }
 
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
