@@ -61,6 +61,7 @@ const CASES: &[(&str, Case)] = cases![
     shares_append_in_order_and_duplicates_are_refused,
     ledger_positions_commit_in_order_so_a_pager_never_skips_a_share,
     a_worker_id_binds_to_the_first_wallet_only,
+    a_worker_registered_again_outlives_a_prune_racing_it,
     sessions_unseen_for_long_are_pruned,
     share_keys_of_old_heights_are_pruned,
     a_share_whose_key_was_pruned_is_not_credited_again,
@@ -708,6 +709,32 @@ async fn a_worker_id_binds_to_the_first_wallet_only(backend: Backend) {
     let renamed = WorkerRecord { worker_name: Some("left".into()), ..bound[0].clone() };
     store.put_worker(&renamed).await.unwrap();
     assert_eq!(store.worker("rig").await.unwrap(), Some(renamed));
+}
+
+/// A worker registered again is not pruned by a prune that could not yet
+/// see the new session: registering again moves the binding's time on.
+async fn a_worker_registered_again_outlives_a_prune_racing_it(backend: Backend) {
+    let store = backend.open().await;
+    let first = WorkerRecord {
+        worker_id: "land1w.rig".into(),
+        wallet_address: "land1w".into(),
+        worker_name: Some("rig one".into()),
+        registered_at_ms: 5,
+        owner_token_hash: "owner".into(),
+    };
+    store.bind_worker(&first).await.unwrap();
+    // Registered again at 900; its session is not stored yet.
+    let again =
+        WorkerRecord { worker_name: None, registered_at_ms: 900, owner_token_hash: "second".into(), ..first.clone() };
+    let bound = store.bind_worker(&again).await.unwrap();
+    let expected = WorkerRecord { registered_at_ms: 900, ..first.clone() };
+    assert_eq!(bound, expected, "the first binding holds, its name and owner kept");
+    assert_eq!(store.prune_workers_without_sessions(600).await.unwrap(), 0, "registered at 900");
+    assert_eq!(store.worker("land1w.rig").await.unwrap(), Some(expected.clone()));
+    // An older registration never moves the time back.
+    let late = WorkerRecord { registered_at_ms: 700, ..again };
+    assert_eq!(store.bind_worker(&late).await.unwrap(), expected);
+    assert_eq!(store.prune_workers_without_sessions(1_000).await.unwrap(), 1, "unused since 900");
 }
 
 async fn sessions_unseen_for_long_are_pruned(backend: Backend) {

@@ -568,7 +568,7 @@ impl Pool {
     }
 
     /// Forgets stored sessions unseen for `session_ttl` (or, never proven,
-    /// for `unproven_session_ttl`), then workers registered before
+    /// for `unproven_session_ttl`), then workers last registered before
     /// `session_ttl` that no session names any more. Returns (sessions,
     /// workers). Their miners register again if they come back; their
     /// shares and balances are untouched.

@@ -62,6 +62,7 @@ pub struct WorkerRecord {
     pub worker_id: String,
     pub wallet_address: String,
     pub worker_name: Option<String>,
+    /// When the id was last registered (bound, or bound again).
     pub registered_at_ms: u64,
     /// Hash of the token of the registration that bound the id: only its
     /// holder may rename the worker (anyone can open a session of a public
@@ -380,7 +381,9 @@ pub enum AppendOutcome {
 #[async_trait::async_trait]
 pub trait PoolStore: Send + Sync + 'static {
     /// Binds `worker.worker_id` to its wallet unless it is bound already,
-    /// atomically; returns the binding that holds (the existing one, if any).
+    /// atomically; returns the binding that holds (the existing one, if
+    /// any, with its `registered_at_ms` moved on to this registration's: a
+    /// prune of workers racing the registration keeps it).
     async fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError>;
     /// Overwrites a bound worker's record (same wallet; a rename).
     async fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError>;

@@ -377,25 +377,22 @@ impl PoolStore for PgStore {
     async fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
         let client = self.client().await?;
         // A racing first registration waits for the other's commit, then
-        // inserts nothing: both read the one binding. A binding pruned
-        // between the two (`prune_workers_without_sessions`) is bound anew.
-        for _ in 0..3 {
-            client
-                .execute(
-                    "INSERT INTO pool_workers (worker_id, record) VALUES ($1, $2) ON CONFLICT (worker_id) DO NOTHING",
-                    &[&worker.worker_id, &json(worker)],
-                )
-                .await
-                .map_err(pg_error)?;
-            let row = client
-                .query_opt("SELECT record FROM pool_workers WHERE worker_id = $1", &[&worker.worker_id])
-                .await
-                .map_err(pg_error)?;
-            if let Some(row) = row {
-                return decode("pool_workers", &row, 0);
-            }
-        }
-        Err(StoreError::Backend(format!("worker {} was pruned while it was bound, three times", worker.worker_id)))
+        // updates the one binding. Registering again moves its time on, so
+        // a prune running meanwhile (`prune_workers_without_sessions`, whose
+        // DELETE re-checks the time on the updated row) keeps it; one that
+        // deleted it first is waited for, and the id is bound anew.
+        record_on(
+            &client,
+            "pool_workers",
+            "INSERT INTO pool_workers (worker_id, record) VALUES ($1, $2)
+             ON CONFLICT (worker_id) DO UPDATE SET record = jsonb_set(pool_workers.record, '{registered_at_ms}',
+                 to_jsonb(greatest((pool_workers.record->>'registered_at_ms')::bigint,
+                                   (EXCLUDED.record->>'registered_at_ms')::bigint)))
+             RETURNING record",
+            &[&worker.worker_id, &json(worker)],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Backend(format!("binding worker {} returned nothing", worker.worker_id)))
     }
 
     async fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError> {

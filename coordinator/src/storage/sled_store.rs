@@ -110,6 +110,12 @@ type TipClaims = HashMap<Vec<u8>, (u64, u64)>;
 /// `within_ms` the pool asks about).
 const TIP_CLAIMS_KEPT_MS: u64 = 10 * 60 * 1000;
 
+/// A binding registered again at `at_ms`: the same record, its
+/// registration time moved on (never back).
+fn registered_again(held: WorkerRecord, at_ms: u64) -> WorkerRecord {
+    WorkerRecord { registered_at_ms: held.registered_at_ms.max(at_ms), ..held }
+}
+
 /// sled's clock for the ban log and tip claims: this machine's (one coordinator).
 fn clock_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -259,12 +265,18 @@ fn decode_credit(bytes: &[u8]) -> Result<Credit, StoreError> {
 impl SledTrees {
     fn bind_worker(&self, worker: &WorkerRecord) -> Result<WorkerRecord, StoreError> {
         let key = worker.worker_id.as_bytes();
-        match self.workers.compare_and_swap(key, None as Option<&[u8]>, Some(encode(worker)))? {
-            Ok(()) => Ok(worker.clone()),
-            Err(existing) => match existing.current {
-                Some(bytes) => decode("pool_workers", &bytes),
-                None => Err(StoreError::Backend("worker binding vanished".into())),
-            },
+        let mut current: Option<sled::IVec> = None;
+        loop {
+            let next = match &current {
+                None => worker.clone(),
+                Some(bytes) => registered_again(decode("pool_workers", bytes)?, worker.registered_at_ms),
+            };
+            // A prune compares the whole record: the new time makes it keep
+            // the binding, whichever of the two goes first.
+            match self.workers.compare_and_swap(key, current.as_deref(), Some(encode(&next)))? {
+                Ok(()) => return Ok(next),
+                Err(changed) => current = changed.current,
+            }
         }
     }
 
