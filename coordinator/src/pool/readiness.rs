@@ -1,7 +1,7 @@
 //! `GET /healthz`: whether this coordinator can serve miners now, for a
 //! load balancer in front of several (readiness, not liveness: a node that
 //! is down makes it 503, which a restart would not mend). Free to call:
-//! atomics only, no storage or chain I/O, so a flood of checks costs
+//! memory only, no storage or chain I/O, so a flood of checks costs
 //! nothing and cannot itself make the coordinator look down. A pool the
 //! operator stopped is stopped on every coordinator alike, so it stays
 //! ready (`running: false`): the balancer must still reach `/pool/start`.
