@@ -789,10 +789,11 @@ async fn a_coordinator_behind_the_others_never_credits_a_pruned_share_twice() {
     behind.stop().await;
 }
 
-/// A coordinator whose node lags the others' (a tip 2+ heights above its
-/// own claimed by another coordinator since it claimed its own) says it is
-/// not ready and hands out no jobs, whose work could never make a block;
-/// once its node catches up it serves again. The others stay ready.
+/// A coordinator whose node lags the others' (most of them 2+ heights
+/// ahead, for 3 s) says it is not ready and hands out no jobs, whose work
+/// could never make a block: long-polls are refused at once. A step that
+/// leaves it 2 behind changes nothing; once its node catches up it serves
+/// again. The others stay ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_whose_node_lags_serves_no_jobs_until_it_catches_up() {
     use std::sync::{Arc, Mutex};
@@ -828,11 +829,13 @@ async fn a_coordinator_whose_node_lags_serves_no_jobs_until_it_catches_up() {
     assert_eq!(lagging.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
     assert_eq!(lagging.get("/healthz").await.status(), StatusCode::OK);
 
-    // The chain goes on two blocks; the lagging node does not.
+    // The chain goes on three blocks; the lagging node does not.
     let miner = ahead.register("fast", "land1ahead").await;
     ahead.mine_block(&miner).await;
+    let one_up = node_template().await;
     ahead.mine_block(&miner).await;
-    eventually("the lagging coordinator to see it is behind", Duration::from_secs(5), async || {
+    ahead.mine_block(&miner).await;
+    eventually("the lagging coordinator to see it is behind", Duration::from_secs(10), async || {
         lagging.get("/healthz").await.status() == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
@@ -840,7 +843,16 @@ async fn a_coordinator_whose_node_lags_serves_no_jobs_until_it_catches_up() {
     assert!(why["message"].as_str().is_some_and(|m| m.contains("behind")), "{why}");
     let (status, answer) = body(lagging.get_auth("/pool/job", &token).await).await;
     assert_eq!((status, answer["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")), "{answer}");
+    let asked = Instant::now();
+    let status = lagging.get_auth("/pool/job?wait=30", &token).await.status();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(asked.elapsed() < Duration::from_secs(5), "a long-poll is refused at once: {:?}", asked.elapsed());
     assert_eq!(ahead.get("/healthz").await.status(), StatusCode::OK, "the others stay ready");
+
+    // One block nearer, still two behind: nothing changes.
+    *served.lock().unwrap() = one_up;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(lagging.get("/healthz").await.status(), StatusCode::SERVICE_UNAVAILABLE, "still behind");
 
     // Its node catches up: ready, and jobs on the tip again.
     *served.lock().unwrap() = node_template().await;

@@ -74,7 +74,7 @@ const CASES: &[(&str, Case)] = cases![
     jobs_templates_bans_and_settings_round_trip,
     ban_changes_are_logged,
     the_first_template_stored_for_a_tip_holds_it,
-    tips_claimed_since_a_claim_are_seen,
+    coordinators_see_each_others_tips,
     state_survives_reopening,
 ];
 
@@ -215,9 +215,8 @@ async fn postgres_a_newer_schema_is_used_only_where_it_says_this_one_still_works
     connect().await.expect("a fresh database migrates");
     sql("DELETE FROM pool_schema_migrations WHERE version IN (2, 3, 4, 5, 6); DROP FUNCTION pool_append_shares; \
          DROP FUNCTION pool_append_shares_of_templates; \
-         DROP TABLE pool_coordinators, pool_pruned_templates, pool_ban_changes; \
+         DROP TABLE pool_coordinators, pool_pruned_templates, pool_ban_changes, pool_coordinator_tips; \
          ALTER TABLE pool_ledger_head DROP COLUMN share_keys_pruned_below; \
-         ALTER TABLE pool_templates DROP COLUMN claimed_at_ms; \
          ALTER TABLE pool_schema_migrations DROP COLUMN oldest_reader");
     connect().await.expect("a schema-1 database migrates");
     assert_eq!(marks(), "1|0\n2|1\n3|1\n4|4\n5|4\n6|4", "schema 4 needs every coordinator at schema 4");
@@ -1150,45 +1149,36 @@ fn template(height: u64, parent: &str, timestamp: u64, first_job_index: u64) -> 
 async fn the_first_template_stored_for_a_tip_holds_it(backend: Backend) {
     let store = backend.open().await;
     let first = template(5, "p", 100, 7);
-    let held = store.claim_template("t1", &first).await.unwrap();
-    assert_eq!((held.template_id.as_str(), &held.record), ("t1", &first));
+    assert_eq!(store.claim_template("t1", &first).await.unwrap(), ("t1".into(), first.clone()));
     // Another coordinator's template of the same tip (a later timestamp).
-    let held = store.claim_template("t2", &template(5, "p", 101, 9)).await.unwrap();
-    assert_eq!((held.template_id.as_str(), held.record.first_job_index), ("t1", 7), "the first one holds the tip");
+    let (held, record) = store.claim_template("t2", &template(5, "p", 101, 9)).await.unwrap();
+    assert_eq!((held.as_str(), record.first_job_index), ("t1", 7), "the first one holds the tip");
     assert_eq!(store.template("t2").await.unwrap(), None);
     // Another tip (a rival parent, the next height) is a template of its own.
-    assert_eq!(store.claim_template("t3", &template(5, "q", 100, 11)).await.unwrap().template_id, "t3");
-    assert_eq!(store.claim_template("t4", &template(6, "t1", 102, 12)).await.unwrap().template_id, "t4");
+    assert_eq!(store.claim_template("t3", &template(5, "q", 100, 11)).await.unwrap().0, "t3");
+    assert_eq!(store.claim_template("t4", &template(6, "t1", 102, 12)).await.unwrap().0, "t4");
     store.prune_share_keys_below(6).await.unwrap();
     assert_eq!(store.template("t1").await.unwrap(), None, "pruned with its height");
     assert_eq!(store.template("t4").await.unwrap().map(|t| t.first_job_index), Some(12));
 }
 
-async fn tips_claimed_since_a_claim_are_seen(backend: Backend) {
+async fn coordinators_see_each_others_tips(backend: Backend) {
     let store = backend.open().await;
-    let hour = 3_600_000;
-    let lagging = store.claim_template("t10", &template(10, "p9", 1, 0)).await.unwrap().claimed_at_ms;
-    assert!(lagging > 0, "a claim has a time");
-    assert_eq!(store.highest_tip_claimed_after(lagging, hour).await.unwrap(), None, "its own claim is not after it");
-    // The others go on; this coordinator's node stays at 10.
-    let ahead = store.claim_template("t11", &template(11, "t10", 2, 10)).await.unwrap().claimed_at_ms;
-    store.claim_template("t12", &template(12, "t11", 3, 20)).await.unwrap();
-    assert!(ahead > lagging, "claims are ordered");
-    assert_eq!(store.highest_tip_claimed_after(lagging, hour).await.unwrap(), Some(12));
-    assert_eq!(store.highest_tip_claimed_after(ahead, hour).await.unwrap(), Some(12));
-    // The tip goes down (a reorg): every claim of the higher tips came before.
-    let low = store.claim_template("t11b", &template(11, "t10", 4, 30)).await.unwrap();
-    assert_eq!(low.template_id, "t11", "one template a tip");
-    assert_eq!(store.highest_tip_claimed_after(low.claimed_at_ms, hour).await.unwrap(), None);
-    // Every claim of a tip notes its time, not only the first: a node that
-    // reaches 12 again later is seen.
-    let again = store.claim_template("t12b", &template(12, "t11", 5, 40)).await.unwrap();
-    assert_eq!(again.template_id, "t12");
-    assert!(again.claimed_at_ms > low.claimed_at_ms);
-    assert_eq!(store.highest_tip_claimed_after(low.claimed_at_ms, hour).await.unwrap(), Some(12));
-    // Only recent claims count.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert_eq!(store.highest_tip_claimed_after(lagging, 10).await.unwrap(), None);
+    let live = Duration::from_secs(60);
+    assert_eq!(store.exchange_tips("a #1", 10, live).await.unwrap(), Vec::<u64>::new(), "alone");
+    assert_eq!(store.exchange_tips("b #1", 12, live).await.unwrap(), vec![10]);
+    let mut seen = store.exchange_tips("c #1", 11, live).await.unwrap();
+    seen.sort_unstable();
+    assert_eq!(seen, vec![10, 12], "every other coordinator, not itself");
+    // A coordinator's tip is the last it noted, up or down.
+    store.exchange_tips("b #1", 9, live).await.unwrap();
+    let mut seen = store.exchange_tips("a #1", 10, live).await.unwrap();
+    seen.sort_unstable();
+    assert_eq!(seen, vec![9, 11]);
+    // Only those seen lately count.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    store.exchange_tips("c #1", 11, live).await.unwrap();
+    assert_eq!(store.exchange_tips("a #1", 10, Duration::from_secs(1)).await.unwrap(), vec![11]);
 }
 
 async fn state_survives_reopening(backend: Backend) {

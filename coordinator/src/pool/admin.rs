@@ -114,7 +114,7 @@ impl Pool {
         Ok(lifted.len())
     }
 
-    /// Looks for tips claimed above its own (readiness), and takes on the
+    /// Notes its tip and reads the others' (readiness), and takes on the
     /// settings and bans another coordinator on the shared
     /// store has changed (an operator's fee change, ban or unban made
     /// through any coordinator holds on all within a second). On a store
@@ -123,7 +123,7 @@ impl Pool {
         let settings = self.store.settings().await?;
         // The store answers (readiness), whatever the bans below do.
         self.store_answered_ms.store(super::now_ms(), Ordering::Relaxed);
-        self.look_for_tips_ahead().await?;
+        self.look_for_tips_ahead(now).await?;
         if let Some(stored) = settings {
             if stored != self.settings() {
                 *self.settings.write().expect("settings lock") = stored.clone();

@@ -120,6 +120,8 @@ async fn job(
     let session_id = session_of(&state, &headers).await?;
     if let Some(wait) = query.wait {
         state.pool.admit(&session_id, now_ms())?;
+        // Refused at once, not after the wait.
+        state.pool.refuse_if_behind(now_ms())?;
         state.pool.wait_for_new_template(&session_id, Duration::from_secs(wait)).await;
     }
     let started = Instant::now();

@@ -114,9 +114,7 @@ impl Pool {
         }
         let template = self.jobs.current().ok_or(PoolError::NoTemplate)?;
         // Work that can never make a block: the miner goes to another.
-        if let Some(behind) = self.behind() {
-            return Err(PoolError::NotReady(behind));
-        }
+        self.refuse_if_behind(now)?;
         let vardiff_config = self.vardiff_config();
         let (worker_id, difficulty, live) = {
             let mut sessions = self.sessions.lock();

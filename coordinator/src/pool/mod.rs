@@ -196,11 +196,8 @@ pub struct Pool {
     last_full_ban_read_ms: AtomicU64,
     /// When the store last answered `sync_shared_state` (ms): readiness.
     store_answered_ms: AtomicU64,
-    /// When this coordinator claimed its tip (the store's clock, ms), and
-    /// the highest tip other coordinators have claimed since (0: none):
-    /// readiness, and whether jobs are worth handing out.
-    tip_claimed_ms: AtomicU64,
-    tip_claimed_above: AtomicU64,
+    /// How far the other coordinators on the store are ahead (readiness).
+    lag: Mutex<readiness::Lag>,
 }
 
 impl Pool {
@@ -265,8 +262,7 @@ impl Pool {
             last_full_ban_read_ms: AtomicU64::new(0),
             // It has just answered (the settings and bans above).
             store_answered_ms: AtomicU64::new(now_ms()),
-            tip_claimed_ms: AtomicU64::new(0),
-            tip_claimed_above: AtomicU64::new(0),
+            lag: Mutex::default(),
         };
         let found = pool.store.found_blocks().await?;
         let count = |status| found.iter().filter(|b| b.status == status).count() as u64;
@@ -450,7 +446,7 @@ impl Pool {
         // fresh template of the tip differs at least in its timestamp).
         let first_job_index = self.store.next_id().await?;
         let record = TemplateRecord { template: (&state.template).into(), first_job_index };
-        let held = match self.store.claim_template(&state.id, &record).await {
+        let (held_id, held) = match self.store.claim_template(&state.id, &record).await {
             Ok(claimed) => claimed,
             // A template pruned with its keys, handed out again.
             Err(StoreError::Refused(why)) => {
@@ -459,12 +455,12 @@ impl Pool {
             }
             Err(err) => return Err(err.into()),
         };
-        let mut state = if held.template_id == state.id {
+        let mut state = if held_id == state.id {
             state
         } else {
-            TemplateState::checked(held.record.template.into(), &self.config.pool_address).map_err(refused)?
+            TemplateState::checked(held.template.into(), &self.config.pool_address).map_err(refused)?
         };
-        state.first_job_index = held.record.first_job_index;
+        state.first_job_index = held.first_job_index;
         let state = {
             let mut installed = self.refresh_installed.lock().expect("refresh lock");
             // A refresh that asked the chain later installed its answer (or
@@ -472,10 +468,7 @@ impl Pool {
             if *installed > asked {
                 return Ok(false);
             }
-            // Tips claimed since (`sync_shared_state`) are looked for anew.
-            self.tip_claimed_ms.store(held.claimed_at_ms, Ordering::Relaxed);
-            self.tip_claimed_above.store(0, Ordering::Relaxed);
-            if self.jobs.current().is_some_and(|c| c.id == held.template_id) {
+            if self.jobs.current().is_some_and(|c| c.id == held_id) {
                 *installed = asked;
                 return Ok(false);
             }

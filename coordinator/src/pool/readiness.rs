@@ -6,13 +6,17 @@
 //! operator stopped is stopped on every coordinator alike, so it stays
 //! ready (`running: false`): the balancer must still reach `/pool/start`.
 //!
-//! On a shared store a coordinator whose node lags is *behind*: other
-//! coordinators claimed a tip [`BEHIND_BY`]+ heights above its own since it
-//! claimed its own. Work on its tip can never make a block (and once the
-//! others prune those heights, its shares are refused as stale), so it is
-//! not ready and answers job requests 503 until its node catches up.
+//! On a shared store every coordinator notes the height it mines each
+//! second and reads the others' ([`Pool::look_for_tips_ahead`]). One that
+//! most of the live others have been [`BEHIND_BY`]+ heights ahead of for
+//! [`BEHIND_FOR_MS`] is *behind*: its node lags, work on its tip can never
+//! make a block (and once the others prune those heights, its shares are
+//! refused as stale), so it is not ready and answers job requests 503
+//! until its node catches up. A majority, so that one coordinator whose
+//! node is on a branch of its own, far ahead, cannot take the others down
+//! (with two coordinators, the other one is the majority).
 
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -25,10 +29,12 @@ const STORE_SILENCE_LIMIT_MS: u64 = 10_000;
 /// Heights under the others' tip at which a coordinator is behind: one
 /// is a block still spreading between nodes.
 pub(crate) const BEHIND_BY: u64 = 2;
-/// Others' claims count this long (ms): a coordinator stays behind while
-/// they keep claiming, but one that claimed far ahead and went quiet (a
-/// node on a branch of its own) stops holding the others back.
-const TIP_CLAIM_WINDOW_MS: u64 = 60_000;
+/// How long it must stay so (ms): a block found through one coordinator
+/// reaches the others' nodes within a moment, and a tip that goes down
+/// (a reorg) is followed by every coordinator within a look or two.
+pub(crate) const BEHIND_FOR_MS: u64 = 3_000;
+/// Coordinators that noted their tip within this long count.
+const TIPS_LIVE: Duration = Duration::from_secs(5);
 
 /// What a ready coordinator reports.
 #[derive(Debug, Serialize)]
@@ -41,9 +47,26 @@ pub(crate) struct Readiness {
     pub(crate) store_answered_ms_ago: u64,
 }
 
+/// Where the other coordinators stood at the last look.
+#[derive(Debug, Default)]
+pub(crate) struct Lag {
+    /// The height most live others mine at or above (0: no others).
+    majority_height: u64,
+    /// Since when (ms) that has been [`BEHIND_BY`]+ above this one's tip
+    /// (0: it is not).
+    behind_since_ms: u64,
+}
+
+/// The highest height that more than half of `others` mine at or above.
+fn majority_height(others: &mut [u64]) -> u64 {
+    others.sort_unstable_by(|a, b| b.cmp(a));
+    others.get(others.len() / 2).copied().unwrap_or(0)
+}
+
 impl Pool {
     /// Ready with a template from a chain that answers and a store that
-    /// answered lately; otherwise [`PoolError::NotReady`] with every reason.
+    /// answered lately, and not behind; otherwise [`PoolError::NotReady`]
+    /// with every reason.
     pub(crate) fn readiness(&self, now: u64) -> Result<Readiness, PoolError> {
         let mut reasons: Vec<String> = Vec::new();
         let height = self.current_height();
@@ -52,48 +75,86 @@ impl Pool {
         } else if !self.chain_up(now) {
             reasons.push("the chain has not answered lately".into());
         }
-        let store_answered_ms_ago = now.saturating_sub(self.store_answered_ms.load(Ordering::Relaxed));
+        let store_answered_ms_ago =
+            now.saturating_sub(self.store_answered_ms.load(std::sync::atomic::Ordering::Relaxed));
         if store_answered_ms_ago > STORE_SILENCE_LIMIT_MS {
             reasons.push("the store has not answered lately".into());
         }
-        if let Some(behind) = self.behind() {
+        if let Err(PoolError::NotReady(behind)) = self.refuse_if_behind(now) {
             reasons.push(behind);
         }
         match height {
-            Some(height) if reasons.is_empty() => {
-                Ok(Readiness { height, running: self.running.load(Ordering::Relaxed), store_answered_ms_ago })
-            }
+            Some(height) if reasons.is_empty() => Ok(Readiness {
+                height,
+                running: self.running.load(std::sync::atomic::Ordering::Relaxed),
+                store_answered_ms_ago,
+            }),
             _ => Err(PoolError::NotReady(reasons.join("; "))),
         }
     }
 
-    /// Why this coordinator is behind the others, if it is.
-    pub(crate) fn behind(&self) -> Option<String> {
-        let height = self.current_height()?;
-        let above = self.tip_claimed_above.load(Ordering::Relaxed);
-        (above >= height + BEHIND_BY)
-            .then(|| format!("this coordinator's chain node is behind: it mines height {height}, others mine {above}"))
+    /// [`PoolError::NotReady`] while this coordinator is behind the others:
+    /// its tip, as of now, under theirs at the last look, for long enough.
+    pub(crate) fn refuse_if_behind(&self, now: u64) -> Result<(), PoolError> {
+        let Some(height) = self.current_height() else { return Ok(()) };
+        let lag = self.lag.lock().expect("lag lock");
+        let behind = lag.behind_since_ms > 0
+            && now.saturating_sub(lag.behind_since_ms) >= BEHIND_FOR_MS
+            && lag.majority_height >= height + BEHIND_BY;
+        if behind {
+            return Err(PoolError::NotReady(format!(
+                "this coordinator's chain node is behind: it mines height {height}, most other coordinators {}",
+                lag.majority_height
+            )));
+        }
+        Ok(())
     }
 
-    /// Reads the highest tip claimed since this coordinator claimed its own
+    /// Notes this coordinator's tip in the store and reads the others'
     /// (`sync_shared_state`, every second).
-    pub(crate) async fn look_for_tips_ahead(&self) -> Result<(), PoolError> {
-        let claimed = self.tip_claimed_ms.load(Ordering::Relaxed);
-        if claimed == 0 {
-            return Ok(());
+    pub(crate) async fn look_for_tips_ahead(&self, now: u64) -> Result<(), PoolError> {
+        let Some(height) = self.current_height() else { return Ok(()) };
+        let mut others = self.store.exchange_tips(&self.rewards.coordinator_name(), height, TIPS_LIVE).await?;
+        let majority = majority_height(&mut others);
+        let was_behind = self.refuse_if_behind(now).is_err();
+        {
+            let mut lag = self.lag.lock().expect("lag lock");
+            lag.majority_height = majority;
+            if majority < height + BEHIND_BY {
+                lag.behind_since_ms = 0;
+            } else if lag.behind_since_ms == 0 {
+                lag.behind_since_ms = now.max(1);
+            }
         }
-        let highest = self.store.highest_tip_claimed_after(claimed, TIP_CLAIM_WINDOW_MS).await?;
-        let was_behind = self.behind().is_some();
-        // A claim of its own meanwhile starts the look afresh: this answer
-        // is about the tip before it.
-        if self.tip_claimed_ms.load(Ordering::Relaxed) == claimed {
-            self.tip_claimed_above.store(highest.unwrap_or(0), Ordering::Relaxed);
-        }
-        match (was_behind, self.behind()) {
-            (false, Some(behind)) => tracing::warn!("{behind}: not ready, no jobs until it catches up"),
-            (true, None) => tracing::info!("caught up with the other coordinators' tip"),
+        match (was_behind, self.refuse_if_behind(now)) {
+            (false, Err(behind)) => tracing::warn!("{behind}: not ready, no jobs until it catches up"),
+            (true, Ok(())) => tracing::info!("caught up with the other coordinators' tip"),
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_majority_height_is_one_more_than_half_the_others_reach() {
+        let table: &[(&[u64], u64)] = &[
+            (&[], 0),
+            (&[9], 9),
+            // Both of two must be ahead.
+            (&[9, 3], 3),
+            (&[9, 9], 9),
+            // One far ahead of three holds no one back.
+            (&[90, 5, 5], 5),
+            (&[90, 9, 5], 9),
+            (&[9, 9, 5, 5], 5),
+            (&[9, 9, 9, 5], 9),
+        ];
+        for (others, expected) in table {
+            assert_eq!(majority_height(&mut others.to_vec()), *expected, "{others:?}");
+        }
     }
 }

@@ -285,11 +285,17 @@ impl Rewards {
         self.send_payouts(now_ms).await
     }
 
+    /// This coordinator's name among the others on the store (its
+    /// `--coordinator-name` and this run's instance).
+    pub(crate) fn coordinator_name(&self) -> String {
+        format!("{} #{}", self.config.coordinator_name, self.instance)
+    }
+
     /// Tells the other coordinators on the store this one's rules, and
     /// fails while one seen lately runs with others: nothing is credited or
     /// paid by this one under mixed rules.
     pub async fn meet_coordinators(&self) -> Result<(), RewardError> {
-        let name = format!("{} #{}", self.config.coordinator_name, self.instance);
+        let name = self.coordinator_name();
         let rules = self.config.rules();
         let others = self.store.meet_coordinators(&name, &rules, RULES_LIVE).await?;
         let Some(other) = others.first() else { return Ok(()) };

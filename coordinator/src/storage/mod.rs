@@ -202,16 +202,6 @@ pub struct TemplateRecord {
     pub first_job_index: u64,
 }
 
-/// The template that holds a tip, as [`PoolStore::claim_template`] answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldTemplate {
-    pub template_id: String,
-    pub record: TemplateRecord,
-    /// When a coordinator last claimed the tip (this claim), by the store's
-    /// clock (ms): see [`PoolStore::highest_tip_claimed_after`].
-    pub claimed_at_ms: u64,
-}
-
 /// What the chain did with a found block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -477,19 +467,20 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn ban_changes_since(&self, since_ms: u64) -> Result<BanChanges, StoreError>;
 
     /// Stores `template` as the template of its tip (height and parent)
-    /// unless one is stored for that tip already; returns the one that
-    /// holds, and notes the claim's time. Every coordinator on a shared
-    /// store so mines one template per tip, and its job ranges, numbered
-    /// from the record's `first_job_index` with ids from
-    /// [`PoolStore::next_id`], never overlap. A template pruned with its
-    /// keys is refused ([`StoreError::Refused`]).
-    async fn claim_template(&self, template_id: &str, template: &TemplateRecord) -> Result<HeldTemplate, StoreError>;
-    /// The highest tip claimed after `after_ms` and at most `within_ms`
-    /// ago, both by the store's clock (the last claim of each tip counts).
-    /// A coordinator passes its own claim's time: a tip 2+ heights above
-    /// its own, claimed since, means its node lags the others' (after a
-    /// reorg down, the higher tips were claimed before, and do not count).
-    async fn highest_tip_claimed_after(&self, after_ms: u64, within_ms: u64) -> Result<Option<u64>, StoreError>;
+    /// unless one is stored for that tip already; returns the id and record
+    /// that hold. Every coordinator on a shared store so mines one template
+    /// per tip, and its job ranges, numbered from the record's
+    /// `first_job_index` with ids from [`PoolStore::next_id`], never overlap.
+    /// A template pruned with its keys is refused ([`StoreError::Refused`]).
+    async fn claim_template(
+        &self,
+        template_id: &str,
+        template: &TemplateRecord,
+    ) -> Result<(String, TemplateRecord), StoreError>;
+    /// Notes that coordinator `name` mines `height` now (by the store's
+    /// clock), and returns the heights the other coordinators noted within
+    /// `live` (readiness: a coordinator most of them are ahead of is behind).
+    async fn exchange_tips(&self, name: &str, height: u64, live: std::time::Duration) -> Result<Vec<u64>, StoreError>;
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError>;
     async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError>;
     /// One job by id (a job another coordinator issued, say).

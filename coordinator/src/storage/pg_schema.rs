@@ -364,15 +364,19 @@ CREATE INDEX pool_ban_changes_at ON pool_ban_changes (at_ms);
     },
     Migration {
         version: 6,
-        // Additive: older coordinators' claims leave the time as it was
-        // (their lag goes unnoticed; they never look at it).
+        // Additive: older coordinators note no tip (they are never counted,
+        // and never see themselves behind).
         oldest_reader: 4,
-        description: "when each tip was last claimed",
+        description: "the tip each coordinator mines",
         sql: r#"
--- Set by every claim of a template's tip (the database's clock): a
--- coordinator whose node lags sees others claim tips above its own since
--- its last claim, and reports itself not ready.
-ALTER TABLE pool_templates ADD COLUMN claimed_at_ms bigint NOT NULL DEFAULT 0;
+-- Each coordinator notes its tip's height every second (the database's
+-- clock) and reads the others': one whose node lags most of the live ones
+-- by 2+ heights reports itself not ready and hands out no jobs.
+CREATE TABLE pool_coordinator_tips (
+    name text COLLATE "C" PRIMARY KEY,
+    height bigint NOT NULL,
+    seen_at timestamptz NOT NULL
+);
 "#,
     },
 ];

@@ -31,9 +31,8 @@ use super::pg_schema::{migrate, pg_error};
 use super::pg_share_appender::ShareAppender;
 use super::{
     AppendOutcome, BalanceBucket, BalanceRecord, BanChanges, BanRecord, BlockRewardRecord, CoordinatorRules, Credit,
-    Expectation, FoundBlockRecord, HeldTemplate, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore,
-    RewardUpdate, SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord,
-    BAN_CHANGES_KEPT_MS,
+    Expectation, FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate,
+    SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord, BAN_CHANGES_KEPT_MS,
 };
 
 /// How long a call waits for a free connection before it fails.
@@ -815,7 +814,11 @@ impl PoolStore for PgStore {
         Ok(changes)
     }
 
-    async fn claim_template(&self, template_id: &str, template: &TemplateRecord) -> Result<HeldTemplate, StoreError> {
+    async fn claim_template(
+        &self,
+        template_id: &str,
+        template: &TemplateRecord,
+    ) -> Result<(String, TemplateRecord), StoreError> {
         let client = self.client().await?;
         let (height, parent) = (big(template.template.height), &template.template.parent_hash);
         // A racing claim of the same tip waits for the other's commit, then
@@ -831,26 +834,15 @@ impl PoolStore for PgStore {
             )
             .await
             .map_err(pg_error)?;
-        // Every claim notes its time, the first or not: a coordinator whose
-        // node reaches a tip late claims it late. After every claim seen
-        // (claims within one millisecond stay ordered).
         let row = client
             .query_opt(
-                "UPDATE pool_templates SET claimed_at_ms = greatest(
-                     (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
-                     (SELECT max(claimed_at_ms) + 1 FROM pool_templates))
-                 WHERE height = $1 AND parent_hash = $2
-                 RETURNING template_id, record, claimed_at_ms",
+                "SELECT template_id, record FROM pool_templates WHERE height = $1 AND parent_hash = $2",
                 &[&height, parent],
             )
             .await
             .map_err(pg_error)?;
         match row {
-            Some(row) => Ok(HeldTemplate {
-                template_id: row.get(0),
-                record: decode("pool_templates", &row, 1)?,
-                claimed_at_ms: row.try_get::<_, i64>(2).map_err(pg_error)?.max(0) as u64,
-            }),
+            Some(row) => Ok((row.get(0), decode("pool_templates", &row, 1)?)),
             // Pruned with its keys (a node handing out a template of a tip
             // long gone), or its id was stored for another tip.
             None => Err(StoreError::Refused(format!(
@@ -859,20 +851,26 @@ impl PoolStore for PgStore {
         }
     }
 
-    async fn highest_tip_claimed_after(&self, after_ms: u64, within_ms: u64) -> Result<Option<u64>, StoreError> {
-        // A few rows: templates below the tip - 3 are pruned.
-        let row = self
+    async fn exchange_tips(&self, name: &str, height: u64, live: Duration) -> Result<Vec<u64>, StoreError> {
+        // The database's clock: coordinators' clocks need not agree. A few
+        // rows, one a coordinator; those unseen for a day go.
+        let rows = self
             .client()
             .await?
-            .query_one(
-                "SELECT max(height) FROM pool_templates
-                 WHERE claimed_at_ms > $1
-                   AND claimed_at_ms >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $2",
-                &[&big(after_ms), &big(within_ms)],
+            .query(
+                "WITH noted AS (
+                     INSERT INTO pool_coordinator_tips (name, height, seen_at) VALUES ($1, $2, now())
+                     ON CONFLICT (name) DO UPDATE SET height = EXCLUDED.height, seen_at = EXCLUDED.seen_at
+                 ), forgotten AS (
+                     DELETE FROM pool_coordinator_tips WHERE seen_at < now() - interval '1 day'
+                 )
+                 SELECT height FROM pool_coordinator_tips
+                 WHERE name <> $1 AND seen_at > now() - make_interval(secs => $3)",
+                &[&name, &big(height), &live.as_secs_f64()],
             )
             .await
             .map_err(pg_error)?;
-        Ok(row.try_get::<_, Option<i64>>(0).map_err(pg_error)?.map(|h| h.max(0) as u64))
+        rows.iter().map(|row| row.try_get::<_, i64>(0).map(|h| h.max(0) as u64).map_err(pg_error)).collect()
     }
 
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{
     AppendOutcome, BalanceRecord, BanChanges, BanRecord, BlockRewardRecord, CoordinatorRules, Credit, Expectation,
-    FoundBlockRecord, HeldTemplate, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate,
-    SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord, BAN_CHANGES_KEPT_MS,
+    FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord,
+    ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord, BAN_CHANGES_KEPT_MS,
 };
 
 /// `pool_meta` key of the lowest uncompacted ledger position (u64 BE).
@@ -81,11 +81,10 @@ pub(crate) struct SledTrees {
     /// template id -> height BE: templates pruned with their keys, never
     /// claimed again (kept 1,000 heights).
     pruned_templates: sled::Tree,
-    /// When each tip was last claimed: kept in memory, as sled lets one
-    /// process open the data directory, so every claim is this
-    /// coordinator's own and one from before a restart is older than any
-    /// since. Claims older than [`TIP_CLAIMS_KEPT_MS`] go.
-    tip_claims: Arc<Mutex<TipClaims>>,
+    /// Coordinator name -> (the height it mines, when it said so): kept
+    /// in memory, as sled lets one process open the data directory (a
+    /// process's pools share it; after a restart they say so again).
+    coordinator_tips: Arc<Mutex<CoordinatorTips>>,
     /// Read once at open: it keys every share, so it must not cost a read per share.
     secret: [u8; 32],
 }
@@ -103,12 +102,8 @@ fn load_or_create_secret(db: &sled::Db, meta: &sled::Tree) -> Result<[u8; 32], S
     stored.as_ref().try_into().map_err(|_| StoreError::Corrupt { tree: "pool_meta", message: "secret".into() })
 }
 
-/// Tip (height BE ++ parent hash) -> (height, when last claimed, ms).
-type TipClaims = HashMap<Vec<u8>, (u64, u64)>;
-
-/// How long sled remembers when a tip was claimed (longer than any
-/// `within_ms` the pool asks about).
-const TIP_CLAIMS_KEPT_MS: u64 = 10 * 60 * 1000;
+/// Coordinator name -> (the height it mines, when it said so).
+type CoordinatorTips = HashMap<String, (u64, std::time::Instant)>;
 
 /// A binding registered again at `at_ms`: the same record, its
 /// registration time moved on (never back).
@@ -116,7 +111,7 @@ fn registered_again(held: WorkerRecord, at_ms: u64) -> WorkerRecord {
     WorkerRecord { registered_at_ms: held.registered_at_ms.max(at_ms), ..held }
 }
 
-/// sled's clock for the ban log and tip claims: this machine's (one coordinator).
+/// sled's clock for the ban log: this machine's (one coordinator).
 fn clock_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -202,7 +197,7 @@ impl SledTrees {
             prune_lock: Arc::new(Mutex::new(())),
             pruning_below: Arc::new(Mutex::new(0)),
             pruned_templates: db.open_tree("pool_pruned_templates")?,
-            tip_claims: Arc::default(),
+            coordinator_tips: Arc::default(),
         })
     }
 
@@ -687,7 +682,11 @@ impl SledTrees {
         Ok(changes)
     }
 
-    fn claim_template(&self, template_id: &str, template: &TemplateRecord) -> Result<HeldTemplate, StoreError> {
+    fn claim_template(
+        &self,
+        template_id: &str,
+        template: &TemplateRecord,
+    ) -> Result<(String, TemplateRecord), StoreError> {
         let height = template.template.height;
         let _pruning = loop {
             let pruning = self.pruning_below.lock().expect("pruning lock");
@@ -723,34 +722,26 @@ impl SledTrees {
             templates.insert(template_id.as_bytes(), value.as_slice())?;
             Ok::<_, ConflictableTransactionError<()>>(None)
         });
-        let (template_id, record) = match result {
-            Ok(None) => (template_id.to_string(), template.clone()),
-            Ok(Some((id, stored))) => (
+        match result {
+            Ok(None) => Ok((template_id.to_string(), template.clone())),
+            Ok(Some((id, stored))) => Ok((
                 String::from_utf8_lossy(&id).into_owned(),
                 decode("pool_templates", stored.get(8..).unwrap_or_default())?,
-            ),
-            Err(TransactionError::Storage(e)) => return Err(e.into()),
-            Err(TransactionError::Abort(())) => return Err(StoreError::Backend("template claim aborted".into())),
-        };
-        let claimed_at_ms = self.note_tip_claim(tip, height);
-        Ok(HeldTemplate { template_id, record, claimed_at_ms })
+            )),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(())) => Err(StoreError::Backend("template claim aborted".into())),
+        }
     }
 
-    /// Notes a claim of `tip` now: a time after every claim noted before
-    /// (one coordinator's claims are ordered even within a millisecond).
-    fn note_tip_claim(&self, tip: Vec<u8>, height: u64) -> u64 {
-        let mut claims = self.tip_claims.lock().expect("tip claims lock");
-        let latest = claims.values().map(|&(_, at)| at).max().unwrap_or(0);
-        let now = clock_ms().max(latest + 1);
-        claims.retain(|_, &mut (_, at)| now.saturating_sub(at) <= TIP_CLAIMS_KEPT_MS);
-        claims.insert(tip, (height, now));
-        now
-    }
-
-    fn highest_tip_claimed_after(&self, after_ms: u64, within_ms: u64) -> Option<u64> {
-        let since = clock_ms().saturating_sub(within_ms);
-        let claims = self.tip_claims.lock().expect("tip claims lock");
-        claims.values().filter(|&&(_, at)| at > after_ms && at >= since).map(|&(height, _)| height).max()
+    fn exchange_tips(&self, name: &str, height: u64, live: std::time::Duration) -> Vec<u64> {
+        let now = std::time::Instant::now();
+        let mut tips = self.coordinator_tips.lock().expect("coordinator tips lock");
+        tips.insert(name.to_string(), (height, now));
+        tips.retain(|_, (_, seen)| now.duration_since(*seen) < std::time::Duration::from_secs(86_400));
+        tips.iter()
+            .filter(|(n, (_, seen))| *n != name && now.duration_since(*seen) < live)
+            .map(|(_, (h, _))| *h)
+            .collect()
     }
 
     fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
@@ -992,13 +983,17 @@ impl PoolStore for SledStore {
     async fn ban_changes_since(&self, since_ms: u64) -> Result<BanChanges, StoreError> {
         self.blocking(move |t| t.ban_changes_since(since_ms)).await
     }
-    async fn claim_template(&self, template_id: &str, template: &TemplateRecord) -> Result<HeldTemplate, StoreError> {
+    async fn claim_template(
+        &self,
+        template_id: &str,
+        template: &TemplateRecord,
+    ) -> Result<(String, TemplateRecord), StoreError> {
         // It may wait for a prune of share keys: never on a runtime thread.
         let (template_id, template) = (template_id.to_string(), template.clone());
         self.blocking(move |t| t.claim_template(&template_id, &template)).await
     }
-    async fn highest_tip_claimed_after(&self, after_ms: u64, within_ms: u64) -> Result<Option<u64>, StoreError> {
-        Ok(self.trees.highest_tip_claimed_after(after_ms, within_ms))
+    async fn exchange_tips(&self, name: &str, height: u64, live: std::time::Duration) -> Result<Vec<u64>, StoreError> {
+        Ok(self.trees.exchange_tips(name, height, live))
     }
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
         self.trees.template(template_id)
@@ -1146,8 +1141,7 @@ mod tests {
         let mut old = 3u64.to_be_bytes().to_vec();
         old.extend_from_slice(&encode(&record(40)));
         db.open_tree("pool_templates").unwrap().insert("t", old).unwrap();
-        let held = store.claim_template("t", &record(99)).unwrap();
-        assert_eq!((held.template_id.as_str(), held.record), ("t", record(40)));
-        assert_eq!(store.claim_template("u", &record(120)).unwrap().template_id, "t", "and it holds its tip");
+        assert_eq!(store.claim_template("t", &record(99)).unwrap(), ("t".into(), record(40)));
+        assert_eq!(store.claim_template("u", &record(120)).unwrap().0, "t", "and it holds its tip");
     }
 }
