@@ -39,13 +39,18 @@ pub async fn run_solo(
     let block_found = Arc::new(Notify::new());
     let session = Arc::new(session);
     let submitter = {
-        let (templates, block_found, session, status, drain) =
-            (templates.clone(), block_found.clone(), session.clone(), status.clone(), drain.clone());
+        let blocks = Arc::new(BlockSubmitter {
+            session: session.clone(),
+            templates: templates.clone(),
+            block_found: block_found.clone(),
+            status: status.clone(),
+            turn: Default::default(),
+        });
+        let drain = drain.clone();
         tokio::spawn(async move {
             submit_found(found, drain, |work, f| {
-                let (templates, block_found, session, status) =
-                    (templates.clone(), block_found.clone(), session.clone(), status.clone());
-                async move { submit_found_block(&session, &templates, &block_found, &status, &work, f).await }
+                let blocks = blocks.clone();
+                async move { blocks.submit(&work, f).await }
             })
             .await;
         })
@@ -63,32 +68,54 @@ pub async fn run_solo(
     result
 }
 
-/// Submits a found nonce if it is for the template mined now.
-async fn submit_found_block(
-    session: &SoloSession,
-    templates: &Mutex<Option<(String, BlockTemplate)>>,
-    block_found: &Notify,
-    status: &MinerStatus,
-    work: &Work,
-    f: Found,
-) {
-    let template =
-        templates.lock().expect("template lock").as_ref().filter(|(id, _)| *id == work.id).map(|(_, t)| t.clone());
-    let Some(template) = template else { return };
-    match submit_block(&session.node, templates, &work.id, &template, f.nonce).await {
-        Ok(answer) if answer.accepted => {
-            tracing::info!("block {} accepted at height {}", answer.hash.unwrap_or_default(), template.header.height);
-            status.update(|c| {
-                c.blocks += 1;
-                c.accepted += 1;
-            });
-            block_found.notify_one();
+/// Submits found blocks: one at a time, and none for a template whose
+/// block the node took (its other nonces could only be refused as
+/// `stale_height`, and counted rejected).
+struct BlockSubmitter {
+    session: Arc<SoloSession>,
+    templates: Arc<Mutex<Option<(String, BlockTemplate)>>>,
+    block_found: Arc<Notify>,
+    status: Arc<MinerStatus>,
+    /// Held through a submission: the id of the last template whose block
+    /// was accepted.
+    turn: tokio::sync::Mutex<Option<String>>,
+}
+
+impl BlockSubmitter {
+    /// Submits a found nonce if it is for the template mined now.
+    async fn submit(&self, work: &Work, f: Found) {
+        let mut accepted_for = self.turn.lock().await;
+        if accepted_for.as_deref() == Some(work.id.as_str()) {
+            return;
         }
-        Ok(answer) => {
-            tracing::warn!("block rejected: {}", answer.reason.unwrap_or_default());
-            status.update(|c| c.rejected += 1);
+        let template = self
+            .templates
+            .lock()
+            .expect("template lock")
+            .as_ref()
+            .filter(|(id, _)| *id == work.id)
+            .map(|(_, t)| t.clone());
+        let Some(template) = template else { return };
+        match submit_block(&self.session.node, &self.templates, &work.id, &template, f.nonce).await {
+            Ok(answer) if answer.accepted => {
+                tracing::info!(
+                    "block {} accepted at height {}",
+                    answer.hash.unwrap_or_default(),
+                    template.header.height
+                );
+                *accepted_for = Some(work.id.clone());
+                self.status.update(|c| {
+                    c.blocks += 1;
+                    c.accepted += 1;
+                });
+                self.block_found.notify_one();
+            }
+            Ok(answer) => {
+                tracing::warn!("block rejected: {}", answer.reason.unwrap_or_default());
+                self.status.update(|c| c.rejected += 1);
+            }
+            Err(failure) => tracing::warn!("could not submit a block: {failure}"),
         }
-        Err(failure) => tracing::warn!("could not submit a block: {failure}"),
     }
 }
 
@@ -188,5 +215,84 @@ async fn submit_block(
             }
             answer => return answer,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    use vision_protocol::HeaderFields;
+
+    use super::*;
+
+    /// Two nonces of one template found at once: the node is sent one block
+    /// (the other could only come back `stale_height`, counted rejected).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_template_whose_block_was_taken_sends_no_second_block() {
+        let submits = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new().route(
+            "/node/submit",
+            axum::routing::post({
+                let submits = submits.clone();
+                move || {
+                    let first = submits.fetch_add(1, Ordering::SeqCst) == 0;
+                    async move {
+                        // Slow: the second nonce is found while the first is sent.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        axum::Json(SubmitOutcome {
+                            accepted: first,
+                            hash: first.then(|| "ab".repeat(32)),
+                            reason: (!first).then(|| "stale_height".into()),
+                        })
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let template = BlockTemplate {
+            header: HeaderFields {
+                chain_id: "devnet".into(),
+                height: 7,
+                parent_hash: "00".repeat(32),
+                timestamp: 1,
+                difficulty: 1,
+                tx_root: "00".repeat(32),
+                miner: "land1solo".into(),
+            },
+            epoch: 0,
+            epoch_seed: String::new(),
+            pow_message: String::new(),
+            params: visionx::Params::CONSENSUS,
+            reward: 0,
+        };
+        let params = visionx::Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..visionx::Params::CONSENSUS };
+        let work = Work {
+            id: "solo:7:0000".into(),
+            height: 7,
+            input: Arc::new(visionx::PowInput::new([1; 32], 0, b"solo".to_vec(), params).unwrap()),
+            target: visionx::Target(0),
+            share_difficulty: 1,
+            network_difficulty: 1,
+            nonces: visionx::NonceRange::new(0, 100),
+            pool: None,
+            received: Instant::now(),
+        };
+        let blocks = BlockSubmitter {
+            session: Arc::new(SoloSession { node: NodeClient::new(&url, None).unwrap(), wallet: "land1solo".into() }),
+            templates: Arc::new(Mutex::new(Some((work.id.clone(), template)))),
+            block_found: Default::default(),
+            status: Arc::new(MinerStatus::new()),
+            turn: Default::default(),
+        };
+        let found = |nonce| Found { nonce, digest: visionx::Digest([0; 32]) };
+        tokio::join!(blocks.submit(&work, found(1)), blocks.submit(&work, found(2)));
+        assert_eq!(submits.load(Ordering::SeqCst), 1, "one block sent");
+        let counters = blocks.status.update(|c| c.clone());
+        assert_eq!((counters.blocks, counters.accepted, counters.rejected), (1, 1, 0));
+        server.abort();
     }
 }
