@@ -123,7 +123,6 @@ impl Pool {
         let settings = self.store.settings().await?;
         // The store answers (readiness), whatever the bans below do.
         self.store_answered_ms.store(super::now_ms(), Ordering::Relaxed);
-        self.look_for_tips_ahead(now).await?;
         if let Some(stored) = settings {
             if stored != self.settings() {
                 *self.settings.write().expect("settings lock") = stored.clone();
@@ -138,6 +137,12 @@ impl Pool {
         // The bans changed since the last look (a few seconds back, for
         // changes that committed late), and all of them once a minute (for
         // coordinators that do not log their changes, and anything missed).
+        self.sync_bans(now).await?;
+        self.look_for_tips_ahead(now).await
+    }
+
+    /// Takes on the bans put or lifted through other coordinators.
+    async fn sync_bans(&self, now: u64) -> Result<(), PoolError> {
         let since = self.ban_clock_ms.load(Ordering::Relaxed).saturating_sub(BAN_LOOK_BACK_MS);
         let changes = self.store.ban_changes_since(since).await?;
         let last_full = self.last_full_ban_read_ms.load(Ordering::Relaxed);

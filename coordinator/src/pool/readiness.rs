@@ -14,7 +14,8 @@
 //! refused as stale), so it is not ready and answers job requests 503
 //! until its node catches up. A majority, so that one coordinator whose
 //! node is on a branch of its own, far ahead, cannot take the others down
-//! (with two coordinators, the other one is the majority).
+//! (with two coordinators, the other one is the majority; coordinators
+//! sharing one node vote alike).
 
 use std::time::Duration;
 
@@ -31,10 +32,14 @@ const STORE_SILENCE_LIMIT_MS: u64 = 10_000;
 pub(crate) const BEHIND_BY: u64 = 2;
 /// How long it must stay so (ms): a block found through one coordinator
 /// reaches the others' nodes within a moment, and a tip that goes down
-/// (a reorg) is followed by every coordinator within a look or two.
-pub(crate) const BEHIND_FOR_MS: u64 = 3_000;
-/// Coordinators that noted their tip within this long count.
-const TIPS_LIVE: Duration = Duration::from_secs(5);
+/// (a reorg) is followed by every coordinator whose chain answers within a
+/// look or two.
+pub(crate) const BEHIND_FOR_MS: u64 = 4_000;
+/// Coordinators that noted their tip within this long count (shorter than
+/// [`BEHIND_FOR_MS`]: one stopped or restarted, under a new name, stops
+/// counting before it can hold another back). A coordinator whose chain
+/// is silent notes nothing.
+const TIPS_LIVE: Duration = Duration::from_secs(3);
 
 /// What a ready coordinator reports.
 #[derive(Debug, Serialize)]
@@ -55,6 +60,27 @@ pub(crate) struct Lag {
     /// Since when (ms) that has been [`BEHIND_BY`]+ above this one's tip
     /// (0: it is not).
     behind_since_ms: u64,
+}
+
+impl Lag {
+    /// Takes in a look: this coordinator at `height`, `majority_height`
+    /// the height most live others reach.
+    fn observe(&mut self, height: u64, majority_height: u64, now: u64) {
+        self.majority_height = majority_height;
+        if majority_height < height + BEHIND_BY {
+            self.behind_since_ms = 0;
+        } else if self.behind_since_ms == 0 {
+            self.behind_since_ms = now.max(1);
+        }
+    }
+
+    /// Whether a coordinator at `height` now is behind: under the
+    /// others' tip at the last look, and for [`BEHIND_FOR_MS`].
+    fn behind(&self, height: u64, now: u64) -> bool {
+        self.behind_since_ms > 0
+            && now.saturating_sub(self.behind_since_ms) >= BEHIND_FOR_MS
+            && self.majority_height >= height + BEHIND_BY
+    }
 }
 
 /// The highest height that more than half of `others` mine at or above.
@@ -98,10 +124,7 @@ impl Pool {
     pub(crate) fn refuse_if_behind(&self, now: u64) -> Result<(), PoolError> {
         let Some(height) = self.current_height() else { return Ok(()) };
         let lag = self.lag.lock().expect("lag lock");
-        let behind = lag.behind_since_ms > 0
-            && now.saturating_sub(lag.behind_since_ms) >= BEHIND_FOR_MS
-            && lag.majority_height >= height + BEHIND_BY;
-        if behind {
+        if lag.behind(height, now) {
             return Err(PoolError::NotReady(format!(
                 "this coordinator's chain node is behind: it mines height {height}, most other coordinators {}",
                 lag.majority_height
@@ -113,19 +136,14 @@ impl Pool {
     /// Notes this coordinator's tip in the store and reads the others'
     /// (`sync_shared_state`, every second).
     pub(crate) async fn look_for_tips_ahead(&self, now: u64) -> Result<(), PoolError> {
-        let Some(height) = self.current_height() else { return Ok(()) };
+        // A tip its chain no longer vouches for is no vote.
+        let Some(height) = self.current_height().filter(|_| self.chain_up(now)) else { return Ok(()) };
         let mut others = self.store.exchange_tips(&self.rewards.coordinator_name(), height, TIPS_LIVE).await?;
         let majority = majority_height(&mut others);
+        // Judged against the tip as of now (a refresh may have moved it).
+        let Some(height) = self.current_height() else { return Ok(()) };
         let was_behind = self.refuse_if_behind(now).is_err();
-        {
-            let mut lag = self.lag.lock().expect("lag lock");
-            lag.majority_height = majority;
-            if majority < height + BEHIND_BY {
-                lag.behind_since_ms = 0;
-            } else if lag.behind_since_ms == 0 {
-                lag.behind_since_ms = now.max(1);
-            }
-        }
+        self.lag.lock().expect("lag lock").observe(height, majority, now);
         match (was_behind, self.refuse_if_behind(now)) {
             (false, Err(behind)) => tracing::warn!("{behind}: not ready, no jobs until it catches up"),
             (true, Ok(())) => tracing::info!("caught up with the other coordinators' tip"),
@@ -138,6 +156,31 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn behind_means_two_under_the_others_for_long_enough() {
+        let mut lag = Lag::default();
+        // One under: a block spreading.
+        lag.observe(10, 11, 1_000);
+        assert!(!lag.behind(10, 1_000 + BEHIND_FOR_MS));
+        // Two under: behind once it has lasted.
+        lag.observe(10, 12, 2_000);
+        assert!(!lag.behind(10, 2_000 + BEHIND_FOR_MS - 1));
+        assert!(lag.behind(10, 2_000 + BEHIND_FOR_MS));
+        // A step that leaves it two under keeps the clock running.
+        lag.observe(11, 13, 3_000);
+        assert!(lag.behind(11, 2_000 + BEHIND_FOR_MS));
+        // Caught up between looks: not behind at once.
+        assert!(!lag.behind(12, 2_000 + BEHIND_FOR_MS));
+        // A look that finds it level starts the clock afresh next time.
+        lag.observe(13, 13, 7_000);
+        assert!(!lag.behind(13, 8_000));
+        lag.observe(13, 15, 8_000);
+        assert!(!lag.behind(13, 8_000 + BEHIND_FOR_MS - 1));
+        // Nobody else: never behind.
+        lag.observe(13, 0, 20_000);
+        assert!(!lag.behind(13, 30_000));
+    }
 
     #[test]
     fn the_majority_height_is_one_more_than_half_the_others_reach() {
