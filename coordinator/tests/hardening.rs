@@ -1006,6 +1006,27 @@ async fn unproven_registrations_are_forgotten_and_miners_register_again() {
     pool.stop().await;
 }
 
+/// A session forgotten in the store while its miner is at work (hours
+/// unproven, say) is not written back by what follows: its first share
+/// proves it in memory only, and the worker it named can be forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_session_is_never_written_back() {
+    let pool = TestPool::start(settings("no-write-back")).await;
+    let token = pool.register("rig", "land1back").await;
+    pool.job(&token).await;
+    let coordinator = pool.pool.as_ref().unwrap();
+    let now = vision_coordinator::pool::now_ms();
+    const HOUR: u64 = 3_600_000;
+    assert_eq!(coordinator.forget_unused_credentials(now + 7 * HOUR).await.unwrap(), (1, 0));
+    assert!(pool.mine(&token, Some(1)).await.is_none(), "its share is credited all the same");
+    assert_eq!(
+        coordinator.forget_unused_credentials(now + 8 * 24 * HOUR).await.unwrap(),
+        (0, 1),
+        "no session came back; the worker no session names goes"
+    );
+    pool.stop().await;
+}
+
 /// Each new job is a durable write and a job held in memory: requests of
 /// one session racing each other cannot pass its cap of new jobs on one
 /// template (past it they are told to come back, or get the live job).

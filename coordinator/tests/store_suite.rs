@@ -63,6 +63,7 @@ const CASES: &[(&str, Case)] = cases![
     a_worker_id_binds_to_the_first_wallet_only,
     a_worker_registered_again_outlives_a_prune_racing_it,
     sessions_unseen_for_long_are_pruned,
+    a_touch_never_brings_back_a_pruned_session,
     share_keys_of_old_heights_are_pruned,
     a_share_whose_key_was_pruned_is_not_credited_again,
     compaction_folds_old_shares_into_aggregates,
@@ -753,7 +754,8 @@ async fn sessions_unseen_for_long_are_pruned(backend: Backend) {
         store.put_session(&session(hash, "land1w.rig", seen, proven)).await.unwrap();
     }
     // Seen again: no longer old.
-    store.put_session(&session("bbbb2", "land1w.rig", 700, true)).await.unwrap();
+    let touched = store.touch_session("bbbb2", 700, false).await.unwrap();
+    assert_eq!(touched.map(|s| (s.last_seen_ms, s.proven)), Some((700, true)), "proven stays");
     // Never proven: forgotten by the sooner cutoff.
     store.put_session(&session("dddd4", "land1w.junk", 800, false)).await.unwrap();
     store.put_session(&session("eeee5", "land1w.fresh", 950, false)).await.unwrap();
@@ -784,6 +786,35 @@ async fn sessions_unseen_for_long_are_pruned(backend: Backend) {
     let next = WorkerRecord { owner_token_hash: "next".into(), ..worker("land1w.junk", 950) };
     assert_eq!(store.bind_worker(&next).await.unwrap().owner_token_hash, "next");
     assert_eq!(store.prune_workers_without_sessions(600).await.unwrap(), 0, "nothing left to forget");
+}
+
+/// A touch (a token seen again, a session proven, housekeeping) never
+/// moves a session back in time nor unproves it, and never brings back a
+/// session a prune forgot.
+async fn a_touch_never_brings_back_a_pruned_session(backend: Backend) {
+    let store = backend.open().await;
+    let stored = SessionRecord {
+        session_id: "ffff".into(),
+        token_hash: "ffff6".into(),
+        worker_id: "land1w.gone".into(),
+        wallet_address: "land1w".into(),
+        version: None,
+        source: None,
+        created_ms: 0,
+        last_seen_ms: 100,
+        proven: false,
+    };
+    store.put_session(&stored).await.unwrap();
+    let touched = store.touch_session("ffff6", 800, true).await.unwrap().unwrap();
+    assert_eq!((touched.last_seen_ms, touched.proven), (800, true));
+    let touched = store.touch_session("ffff6", 300, false).await.unwrap().unwrap();
+    assert_eq!((touched.last_seen_ms, touched.proven), (800, true), "never back, proven kept");
+    assert_eq!(store.session("ffff6").await.unwrap(), Some(touched));
+    assert_eq!(store.prune_sessions(900, 900).await.unwrap(), 1);
+    // A late touch of the pruned session writes nothing.
+    assert_eq!(store.touch_session("ffff6", 1_000, true).await.unwrap(), None);
+    assert_eq!(store.session("ffff6").await.unwrap(), None);
+    assert_eq!(store.touch_session("nope", 1_000, false).await.unwrap(), None);
 }
 
 async fn share_keys_of_old_heights_are_pruned(backend: Backend) {

@@ -517,7 +517,11 @@ impl Pool {
     /// credentials and expired bans.
     pub async fn housekeeping(&self, now_ms: u64) -> Result<(), PoolError> {
         for record in self.sessions_to_touch() {
-            self.store.put_session(&record).await?;
+            if self.store.touch_session(&record.token_hash, record.last_seen_ms, record.proven).await?.is_none() {
+                // Forgotten in the store (by another coordinator's prune):
+                // its miner registers again at its next request.
+                self.sessions.lock().remove(&record.session_id);
+            }
         }
         let keep_from = self.prune_below.load(Ordering::Relaxed);
         if keep_from > self.pruned_below.swap(keep_from, Ordering::Relaxed) {

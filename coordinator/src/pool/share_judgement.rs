@@ -307,8 +307,9 @@ impl Pool {
         };
         if let Some(record) = newly_proven {
             // Once per session; durable with a later commit (losing it only
-            // means proving the session again).
-            self.store.put_session(&record).await?;
+            // means proving the session again). A session forgotten meanwhile
+            // stays forgotten: the share is credited all the same.
+            self.store.touch_session(&record.token_hash, record.last_seen_ms, true).await?;
         }
         PoolMetrics::bump(&self.metrics.shares_valid);
         self.metrics.accepted_work.fetch_add(job.share_difficulty, std::sync::atomic::Ordering::Relaxed);

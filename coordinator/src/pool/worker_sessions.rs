@@ -279,11 +279,13 @@ impl Pool {
         let read = tokio::time::timeout(TOKEN_LOOKUP_WAIT, self.wait_public_read())
             .await
             .map_err(|_| PoolError::Busy("too many unknown tokens are being looked up; retry shortly"))?;
-        let mut record =
-            self.store.session(&hash).await?.ok_or(PoolError::Unauthorized("unknown worker token; register first"))?;
+        // Seen now; never a write of a session a prune has forgotten.
+        let record = self
+            .store
+            .touch_session(&hash, now, false)
+            .await?
+            .ok_or(PoolError::Unauthorized("unknown worker token; register first"))?;
         drop(read);
-        record.last_seen_ms = now;
-        self.store.put_session(&record).await?;
         let name = self.store.worker(&record.worker_id).await?.and_then(|w| w.worker_name);
         self.activate(record, name, now);
         Ok(session_id)

@@ -379,7 +379,20 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError>;
     async fn worker(&self, worker_id: &str) -> Result<Option<WorkerRecord>, StoreError>;
 
+    /// Stores a new session (a registration's).
     async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// Moves a stored session's `last_seen_ms` on to `seen_ms` (never back)
+    /// and marks it `proven` if asked (never unmarks it); returns the record
+    /// now stored. Inserts nothing: `None` when none is stored, so a late
+    /// write can never bring back a session a prune forgot (nor one whose
+    /// worker was pruned after it), and coordinators touching one session
+    /// cannot undo each other's changes.
+    async fn touch_session(
+        &self,
+        token_hash: &str,
+        seen_ms: u64,
+        proven: bool,
+    ) -> Result<Option<SessionRecord>, StoreError>;
     async fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Forgets sessions last seen before `seen_before_ms`, and those never
     /// `proven` last seen before `unproven_seen_before_ms`; returns how many.

@@ -418,6 +418,26 @@ impl PoolStore for PgStore {
         .map(drop)
     }
 
+    async fn touch_session(
+        &self,
+        token_hash: &str,
+        seen_ms: u64,
+        proven: bool,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        // A prune's DELETE racing it re-checks its condition on the row
+        // this updates (or this finds the row gone).
+        self.record(
+            "pool_sessions",
+            "UPDATE pool_sessions SET last_seen_ms = greatest(last_seen_ms, $2),
+                 record = jsonb_set(jsonb_set(record, '{last_seen_ms}', to_jsonb(greatest(last_seen_ms, $2))),
+                     '{proven}', to_jsonb(coalesce((record->>'proven')::boolean, false) OR $3))
+             WHERE token_hash = $1
+             RETURNING record",
+            &[&token_hash, &big(seen_ms), &proven],
+        )
+        .await
+    }
+
     async fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
         self.record("pool_sessions", "SELECT record FROM pool_sessions WHERE token_hash = $1", &[&token_hash]).await
     }

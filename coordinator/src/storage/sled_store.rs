@@ -293,14 +293,31 @@ impl SledTrees {
         self.sessions.get(token_hash.as_bytes())?.map(|v| decode("pool_sessions", &v)).transpose()
     }
 
+    fn touch_session(&self, token_hash: &str, seen_ms: u64, proven: bool) -> Result<Option<SessionRecord>, StoreError> {
+        let key = token_hash.as_bytes();
+        let mut current = self.sessions.get(key)?;
+        loop {
+            let Some(stored) = current else { return Ok(None) };
+            let mut session: SessionRecord = decode("pool_sessions", &stored)?;
+            session.last_seen_ms = session.last_seen_ms.max(seen_ms);
+            session.proven |= proven;
+            match self.sessions.compare_and_swap(key, Some(&stored), Some(encode(&session)))? {
+                Ok(()) => return Ok(Some(session)),
+                Err(changed) => current = changed.current,
+            }
+        }
+    }
+
     fn prune_sessions(&self, seen_before_ms: u64, unproven_seen_before_ms: u64) -> Result<usize, StoreError> {
         let mut pruned = 0;
         for item in self.sessions.iter() {
             let (key, value) = item?;
             let session: SessionRecord = decode("pool_sessions", &value)?;
             let cutoff = if session.proven { seen_before_ms } else { seen_before_ms.max(unproven_seen_before_ms) };
-            if session.last_seen_ms < cutoff {
-                self.sessions.remove(key)?;
+            // Only the record read: one touched meanwhile stays.
+            if session.last_seen_ms < cutoff
+                && self.sessions.compare_and_swap(&key, Some(value), None::<&[u8]>)?.is_ok()
+            {
                 pruned += 1;
             }
         }
@@ -898,6 +915,14 @@ impl PoolStore for SledStore {
     }
     async fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
         self.trees.session(token_hash)
+    }
+    async fn touch_session(
+        &self,
+        token_hash: &str,
+        seen_ms: u64,
+        proven: bool,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.trees.touch_session(token_hash, seen_ms, proven)
     }
     async fn prune_sessions(&self, seen_before_ms: u64, unproven_seen_before_ms: u64) -> Result<usize, StoreError> {
         self.blocking(move |t| t.prune_sessions(seen_before_ms, unproven_seen_before_ms)).await
