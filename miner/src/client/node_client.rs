@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::pool_client::{read_json, transport, ApiFailure};
 use crate::MinerError;
 
-pub use vision_protocol::node::{BlockTemplate, SubmitOutcome};
+pub use vision_protocol::node::{BlockTemplate, ChainBlock, SubmitOutcome};
 
 #[derive(Debug, Clone)]
 pub struct NodeClient {
@@ -35,6 +35,17 @@ impl NodeClient {
             .http
             .get(format!("{}/node/template", self.url))
             .query(&[("address", address)])
+            .send()
+            .await
+            .map_err(|e| transport(&self.url, &e))?;
+        read_json(response).await
+    }
+
+    /// The chain's block at `height` (whose it is, after a lost answer).
+    pub async fn block(&self, height: u64) -> Result<ChainBlock, ApiFailure> {
+        let response = self
+            .http
+            .get(format!("{}/node/block/{height}", self.url))
             .send()
             .await
             .map_err(|e| transport(&self.url, &e))?;

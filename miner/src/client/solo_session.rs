@@ -3,6 +3,7 @@
 //! second of a block landing elsewhere; node failures back off as in pool
 //! mode, and a refusal ends the session.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ pub async fn run_solo(
             templates: templates.clone(),
             block_found: block_found.clone(),
             status: status.clone(),
-            turn: Default::default(),
+            turns: Default::default(),
         });
         let drain = drain.clone();
         tokio::spawn(async move {
@@ -68,24 +69,32 @@ pub async fn run_solo(
     result
 }
 
-/// Submits found blocks: one at a time, and none for a template whose
-/// block the node took (its other nonces could only be refused as
-/// `stale_height`, and counted rejected).
+/// Submits found blocks: those of one template one at a time, and none
+/// for a template whose block the node took (its other nonces could only
+/// be refused as `stale_height`, and counted rejected). Blocks of
+/// different templates never wait for each other.
 struct BlockSubmitter {
     session: Arc<SoloSession>,
     templates: Arc<Mutex<Option<(String, BlockTemplate)>>>,
     block_found: Arc<Notify>,
     status: Arc<MinerStatus>,
-    /// Held through a submission: the id of the last template whose block
-    /// was accepted.
-    turn: tokio::sync::Mutex<Option<String>>,
+    /// Template id -> its turn, holding whether its block was taken. Only
+    /// the templates still being submitted for are kept.
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
 }
 
 impl BlockSubmitter {
     /// Submits a found nonce if it is for the template mined now.
     async fn submit(&self, work: &Work, f: Found) {
-        let mut accepted_for = self.turn.lock().await;
-        if accepted_for.as_deref() == Some(work.id.as_str()) {
+        let mined = self.templates.lock().expect("template lock").as_ref().map(|(id, _)| id.clone());
+        let turn = {
+            let mut turns = self.turns.lock().expect("turns lock");
+            // A template no longer mined, with no submission under way, is done.
+            turns.retain(|id, turn| Some(id) == mined.as_ref() || *id == work.id || Arc::strong_count(turn) > 1);
+            turns.entry(work.id.clone()).or_default().clone()
+        };
+        let mut taken = turn.lock().await;
+        if *taken {
             return;
         }
         let template = self
@@ -96,25 +105,42 @@ impl BlockSubmitter {
             .filter(|(id, _)| *id == work.id)
             .map(|(_, t)| t.clone());
         let Some(template) = template else { return };
-        match submit_block(&self.session.node, &self.templates, &work.id, &template, f.nonce).await {
-            Ok(answer) if answer.accepted => {
-                tracing::info!(
-                    "block {} accepted at height {}",
-                    answer.hash.unwrap_or_default(),
-                    template.header.height
-                );
-                *accepted_for = Some(work.id.clone());
-                self.status.update(|c| {
-                    c.blocks += 1;
-                    c.accepted += 1;
-                });
-                self.block_found.notify_one();
+        let height = template.header.height;
+        let accepted = match submit_block(&self.session.node, &self.templates, &work.id, &template, f.nonce).await {
+            Ok((answer, _)) if answer.accepted => Some(answer.hash.unwrap_or_default()),
+            // Sent again after a failure: the node may have taken the first
+            // try and lost its answer. Its block at that height says.
+            Ok((answer, true)) if answer.reason.as_deref() == Some("stale_height") => {
+                match self.session.node.block(height).await {
+                    Ok(block) if block.nonce == f.nonce && block.miner == template.header.miner => {
+                        tracing::info!("the node took block {height} before its answer was lost");
+                        Some(block.hash)
+                    }
+                    _ => {
+                        tracing::warn!("block rejected: stale_height");
+                        self.status.update(|c| c.rejected += 1);
+                        None
+                    }
+                }
             }
-            Ok(answer) => {
+            Ok((answer, _)) => {
                 tracing::warn!("block rejected: {}", answer.reason.unwrap_or_default());
                 self.status.update(|c| c.rejected += 1);
+                None
             }
-            Err(failure) => tracing::warn!("could not submit a block: {failure}"),
+            Err(failure) => {
+                tracing::warn!("could not submit a block: {failure}");
+                None
+            }
+        };
+        if let Some(hash) = accepted {
+            tracing::info!("block {hash} accepted at height {height}");
+            *taken = true;
+            self.status.update(|c| {
+                c.blocks += 1;
+                c.accepted += 1;
+            });
+            self.block_found.notify_one();
         }
     }
 }
@@ -188,15 +214,16 @@ async fn mine_templates(
 
 /// Submits a found block, again after a transient failure (the node busy or
 /// unreachable for a moment) for as long as its template is still the one
-/// mined: a block is worth the retries. (One the node took before its
-/// answer was lost comes back rejected as `stale_height`.)
+/// mined: a block is worth the retries. With the answer, whether it was
+/// sent more than once (one the node took before its answer was lost comes
+/// back rejected as `stale_height`).
 async fn submit_block(
     node: &NodeClient,
     templates: &Mutex<Option<(String, BlockTemplate)>>,
     work_id: &str,
     template: &BlockTemplate,
     nonce: u64,
-) -> Result<SubmitOutcome, ApiFailure> {
+) -> Result<(SubmitOutcome, bool), ApiFailure> {
     let mut failures = 0u32;
     loop {
         match node.submit(template, nonce).await {
@@ -213,46 +240,86 @@ async fn submit_block(
                 tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());
                 tokio::time::sleep(wait).await;
             }
-            answer => return answer,
+            answer => return answer.map(|answer| (answer, failures > 0)),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::collections::VecDeque;
     use std::time::Instant;
 
     use vision_protocol::HeaderFields;
 
     use super::*;
 
-    /// Two nonces of one template found at once: the node is sent one block
-    /// (the other could only come back `stale_height`, counted rejected).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_template_whose_block_was_taken_sends_no_second_block() {
-        let submits = Arc::new(AtomicUsize::new(0));
-        let app = axum::Router::new().route(
-            "/node/submit",
-            axum::routing::post({
-                let submits = submits.clone();
-                move || {
-                    let first = submits.fetch_add(1, Ordering::SeqCst) == 0;
-                    async move {
-                        // Slow: the second nonce is found while the first is sent.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        axum::Json(SubmitOutcome {
-                            accepted: first,
-                            hash: first.then(|| "ab".repeat(32)),
-                            reason: (!first).then(|| "stale_height".into()),
-                        })
+    /// What the fake node does with each submission, in turn.
+    #[derive(Clone, Copy, Debug)]
+    enum Answer {
+        Accept,
+        Reject(&'static str),
+        /// Takes the block, then fails before answering (500).
+        TakeAndFail,
+    }
+
+    /// A node on loopback answering submissions from `script` (slowly, so a
+    /// second nonce is found while the first is sent), with its block at
+    /// height 7 the first it took. Returns its URL and the submissions seen.
+    async fn fake_node(script: &[Answer]) -> (String, Arc<Mutex<Vec<u64>>>) {
+        let script = Arc::new(Mutex::new(script.iter().copied().collect::<VecDeque<_>>()));
+        let (seen, taken) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(None::<u64>)));
+        let submit = {
+            let (seen, taken) = (seen.clone(), taken.clone());
+            move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let nonce = body["nonce"].as_u64().unwrap();
+                seen.lock().unwrap().push(nonce);
+                let answer = script.lock().unwrap().pop_front().unwrap_or(Answer::Reject("stale_height"));
+                if matches!(answer, Answer::Accept | Answer::TakeAndFail) {
+                    taken.lock().unwrap().get_or_insert(nonce);
+                }
+                async move {
+                    use axum::response::IntoResponse;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let outcome = |accepted: bool, reason: Option<&str>| SubmitOutcome {
+                        accepted,
+                        hash: accepted.then(|| "ab".repeat(32)),
+                        reason: reason.map(str::to_string),
+                    };
+                    match answer {
+                        Answer::Accept => axum::Json(outcome(true, None)).into_response(),
+                        Answer::Reject(reason) => axum::Json(outcome(false, Some(reason))).into_response(),
+                        Answer::TakeAndFail => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
                     }
                 }
-            }),
-        );
+            }
+        };
+        let block = move || {
+            let nonce = taken.lock().unwrap().unwrap_or(u64::MAX);
+            async move {
+                axum::Json(vision_protocol::node::ChainBlock {
+                    height: 7,
+                    hash: "cd".repeat(32),
+                    parent_hash: "00".repeat(32),
+                    timestamp: 1,
+                    difficulty: 1,
+                    tx_root: "00".repeat(32),
+                    miner: "land1solo".into(),
+                    nonce,
+                    reward: 1,
+                })
+            }
+        };
+        let app = axum::Router::new()
+            .route("/node/submit", axum::routing::post(submit))
+            .route("/node/block/7", axum::routing::get(block));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    fn submitter(url: &str) -> (BlockSubmitter, Work) {
         let template = BlockTemplate {
             header: HeaderFields {
                 chain_id: "devnet".into(),
@@ -282,17 +349,38 @@ mod tests {
             received: Instant::now(),
         };
         let blocks = BlockSubmitter {
-            session: Arc::new(SoloSession { node: NodeClient::new(&url, None).unwrap(), wallet: "land1solo".into() }),
+            session: Arc::new(SoloSession { node: NodeClient::new(url, None).unwrap(), wallet: "land1solo".into() }),
             templates: Arc::new(Mutex::new(Some((work.id.clone(), template)))),
             block_found: Default::default(),
             status: Arc::new(MinerStatus::new()),
-            turn: Default::default(),
+            turns: Default::default(),
         };
-        let found = |nonce| Found { nonce, digest: visionx::Digest([0; 32]) };
-        tokio::join!(blocks.submit(&work, found(1)), blocks.submit(&work, found(2)));
-        assert_eq!(submits.load(Ordering::SeqCst), 1, "one block sent");
-        let counters = blocks.status.update(|c| c.clone());
-        assert_eq!((counters.blocks, counters.accepted, counters.rejected), (1, 1, 0));
-        server.abort();
+        (blocks, work)
+    }
+
+    /// Two nonces of one template found at once: a second block is sent
+    /// only while the first has not been taken (a block taken whose answer
+    /// was lost included), and what is counted is what the chain holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_template_whose_block_was_taken_sends_no_second_block() {
+        use Answer::*;
+        // The node's script, the nonces it is sent, (blocks, rejected).
+        type Case = (&'static [Answer], &'static [u64], (u64, u64));
+        let table: &[Case] = &[
+            (&[Accept], &[1], (1, 0)),
+            (&[Reject("bad_pow"), Accept], &[1, 2], (1, 1)),
+            // Taken, its answer lost: sent again, `stale_height`, and the
+            // node's block at that height is ours.
+            (&[TakeAndFail, Reject("stale_height")], &[1, 1], (1, 0)),
+        ];
+        for (script, sent, (blocks, rejected)) in table {
+            let (url, seen) = fake_node(script).await;
+            let (submitter, work) = submitter(&url);
+            let found = |nonce| Found { nonce, digest: visionx::Digest([0; 32]) };
+            tokio::join!(submitter.submit(&work, found(1)), submitter.submit(&work, found(2)));
+            assert_eq!(seen.lock().unwrap().as_slice(), *sent, "{script:?}");
+            let counters = submitter.status.update(|c| c.clone());
+            assert_eq!((counters.blocks, counters.rejected), (*blocks, *rejected), "{script:?}");
+        }
     }
 }
