@@ -848,6 +848,11 @@ async fn a_coordinator_whose_node_lags_serves_no_jobs_until_it_catches_up() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(asked.elapsed() < Duration::from_secs(5), "a long-poll is refused at once: {:?}", asked.elapsed());
     assert_eq!(ahead.get("/healthz").await.status(), StatusCode::OK, "the others stay ready");
+    // Operators see it in the metrics.
+    assert_eq!(metrics(&lagging).await["behind"], true);
+    assert_eq!(metrics(&ahead).await["behind"], false);
+    let prometheus = lagging.get("/metrics").await.text().await.unwrap();
+    assert!(prometheus.contains("vision_pool_behind 1"), "{prometheus}");
 
     // One block nearer, still two behind: nothing changes.
     *served.lock().unwrap() = one_up;
@@ -862,6 +867,7 @@ async fn a_coordinator_whose_node_lags_serves_no_jobs_until_it_catches_up() {
     .await;
     let job = lagging.job(&token).await;
     assert_eq!(Some(job.height()), ahead.pool.as_ref().unwrap().current_height());
+    assert_eq!(metrics(&lagging).await["behind"], false);
     ahead.stop().await;
     lagging.stop().await;
     node.abort();

@@ -297,6 +297,7 @@ async fn metrics_value(pool: &Pool) -> serde_json::Value {
         "templates_refused": m.templates_refused,
         "template_failures": m.template_failures,
         "chain_up": m.chain_up,
+        "behind": m.behind,
         "jobs_served": m.jobs_served,
         "jobs_issued": m.jobs_issued,
         "jobs_in_memory": m.jobs_in_memory,
@@ -390,6 +391,12 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
         "gauge",
         "1 while the chain answers (an upstream node within 3 block times), else 0: no jobs are handed out.",
         &[("", if m.chain_up { 1.0 } else { 0.0 })],
+    );
+    metric(
+        "vision_pool_behind",
+        "gauge",
+        "1 while most other coordinators on the database are 2+ heights ahead (this one's node lags): no jobs.",
+        &[("", if m.behind { 1.0 } else { 0.0 })],
     );
     metric(
         "vision_pool_templates_refused_total",

@@ -34,6 +34,8 @@ pub(crate) struct MetricsSnapshot {
     pub(crate) templates_refused: u64,
     pub(crate) template_failures: u64,
     pub(crate) chain_up: bool,
+    /// Behind the other coordinators on the store (readiness).
+    pub(crate) behind: bool,
     pub(crate) jobs_served: u64,
     pub(crate) jobs_issued: u64,
     pub(crate) jobs_in_memory: usize,
@@ -268,6 +270,7 @@ impl Pool {
             templates_refused: get(&m.templates_refused),
             template_failures: get(&m.template_failures),
             chain_up: self.chain_up(super::now_ms()),
+            behind: self.refuse_if_behind(super::now_ms()).is_err(),
             jobs_served: get(&m.jobs_served),
             jobs_issued: get(&m.jobs_issued),
             jobs_in_memory: self.jobs.len(),
