@@ -835,7 +835,7 @@ async fn a_coordinator_whose_node_lags_serves_no_jobs_until_it_catches_up() {
     let one_up = node_template().await;
     ahead.mine_block(&miner).await;
     ahead.mine_block(&miner).await;
-    eventually("the lagging coordinator to see it is behind", Duration::from_secs(10), async || {
+    eventually("the lagging coordinator to see it is behind", Duration::from_secs(15), async || {
         lagging.get("/healthz").await.status() == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;

@@ -137,8 +137,10 @@ impl Pool {
         // The bans changed since the last look (a few seconds back, for
         // changes that committed late), and all of them once a minute (for
         // coordinators that do not log their changes, and anything missed).
-        self.sync_bans(now).await?;
-        self.look_for_tips_ahead(now).await
+        // Each whatever the other does: the first failure is reported.
+        let bans = self.sync_bans(now).await;
+        let tips = self.look_for_tips_ahead(now).await;
+        bans.and(tips)
     }
 
     /// Takes on the bans put or lifted through other coordinators.

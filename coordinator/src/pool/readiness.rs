@@ -34,10 +34,10 @@ pub(crate) const BEHIND_BY: u64 = 2;
 /// reaches the others' nodes within a moment, and a tip that goes down
 /// (a reorg) is followed by every coordinator whose chain answers within a
 /// look or two.
-pub(crate) const BEHIND_FOR_MS: u64 = 4_000;
-/// Coordinators that noted their tip within this long count (shorter than
-/// [`BEHIND_FOR_MS`]: one stopped or restarted, under a new name, stops
-/// counting before it can hold another back). A coordinator whose chain
+pub(crate) const BEHIND_FOR_MS: u64 = 5_000;
+/// Coordinators that noted their tip within this long count (well under
+/// [`BEHIND_FOR_MS`], by more than a look: one stopped or restarted, under
+/// a new name, stops counting before it can hold another back). A coordinator whose chain
 /// is silent notes nothing.
 const TIPS_LIVE: Duration = Duration::from_secs(3);
 
@@ -140,8 +140,10 @@ impl Pool {
         let Some(height) = self.current_height().filter(|_| self.chain_up(now)) else { return Ok(()) };
         let mut others = self.store.exchange_tips(&self.rewards.coordinator_name(), height, TIPS_LIVE).await?;
         let majority = majority_height(&mut others);
-        // Judged against the tip as of now (a refresh may have moved it).
+        // Judged against the tip as of now (a refresh may have moved it),
+        // and timed from the answer (the store may have been slow).
         let Some(height) = self.current_height() else { return Ok(()) };
+        let now = now.max(super::now_ms());
         let was_behind = self.refuse_if_behind(now).is_err();
         self.lag.lock().expect("lag lock").observe(height, majority, now);
         match (was_behind, self.refuse_if_behind(now)) {

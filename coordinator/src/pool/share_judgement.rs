@@ -82,7 +82,10 @@ impl Pool {
         self.admit(session_id, now)?;
         // Answers carry the difficulty the next job will (capped at the tip's).
         let network = self.jobs.current().map_or(u64::MAX, |t| t.template.header.difficulty);
-        let (difficulty, proven, banned_flag) = {
+        // The wallet is read here, before verification: a session dropped
+        // from memory meanwhile (forgotten in the store) must not lose a
+        // verified share, a block least of all.
+        let (difficulty, proven, banned_flag, wallet) = {
             let mut sessions = self.sessions.lock();
             let session = sessions.get_mut(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
             session.last_seen_ms = now;
@@ -98,7 +101,7 @@ impl Pool {
                 });
             }
             let difficulty = super::job_requests::job_difficulty(session.vardiff.difficulty(), network);
-            (difficulty, session.proven, session.banned.clone())
+            (difficulty, session.proven, session.banned.clone(), session.record.wallet_address.clone())
         };
         let reject = async |rejection: ShareRejection| -> Result<ShareResponse, PoolError> {
             self.count_rejection(session_id, source, rejection, now).await?;
@@ -174,11 +177,6 @@ impl Pool {
             }
         };
 
-        let wallet = {
-            let sessions = self.sessions.read();
-            let session = sessions.get(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
-            session.record.wallet_address.clone()
-        };
         let record = ShareRecord {
             worker_id: job.worker_id.clone(),
             session_id: session_id.to_string(),

@@ -324,12 +324,15 @@ impl Pool {
     /// than a day old (an hour, not yet proven), brought up to date, so a
     /// session in use is never pruned as unused; the caller stores them.
     pub(crate) fn sessions_to_touch(&self) -> Vec<SessionRecord> {
-        const DAY_MS: u64 = 86_400_000;
-        const HOUR_MS: u64 = 3_600_000;
+        // Well within the times after which stored sessions are forgotten
+        // (by any coordinator on the store), however short they are set.
+        let every = |ttl: std::time::Duration, most_ms: u64| most_ms.min(ttl.as_millis() as u64 / 4);
+        let proven_every = every(self.config.session_ttl, 86_400_000);
+        let unproven_every = every(self.config.unproven_session_ttl, 3_600_000);
         let mut sessions = self.sessions.lock_quietly();
         sessions
             .values_mut()
-            .filter(|s| s.record.last_seen_ms + if s.proven { DAY_MS } else { HOUR_MS } < s.last_seen_ms)
+            .filter(|s| s.record.last_seen_ms + if s.proven { proven_every } else { unproven_every } < s.last_seen_ms)
             .map(|s| {
                 s.record.last_seen_ms = s.last_seen_ms;
                 s.record.clone()
