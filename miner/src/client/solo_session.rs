@@ -106,29 +106,32 @@ impl BlockSubmitter {
             .map(|(_, t)| t.clone());
         let Some(template) = template else { return };
         let height = template.header.height;
-        let accepted = match submit_block(&self.session.node, &self.templates, &work.id, &template, f.nonce).await {
-            Ok((answer, _)) if answer.accepted => Some(answer.hash.unwrap_or_default()),
-            // Sent again after a failure: the node may have taken the first
-            // try and lost its answer. Its block at that height says.
-            Ok((answer, true)) if answer.reason.as_deref() == Some("stale_height") => {
-                match self.session.node.block(height).await {
-                    Ok(block) if block.nonce == f.nonce && block.miner == template.header.miner => {
-                        tracing::info!("the node took block {height} before its answer was lost");
-                        Some(block.hash)
-                    }
-                    _ => {
-                        tracing::warn!("block rejected: stale_height");
-                        self.status.update(|c| c.rejected += 1);
-                        None
-                    }
-                }
+        let (answer, failed_before) =
+            submit_block(&self.session.node, &self.templates, &work.id, &template, f.nonce).await;
+        // A try that failed may have been taken, its answer lost: then it
+        // comes back `stale_height` when sent again, or never gets through.
+        // The node's block at that height says whose it is.
+        let maybe_taken = match &answer {
+            Ok(answer) => failed_before && !answer.accepted && answer.reason.as_deref() == Some("stale_height"),
+            Err(failure) => failure.is_transient(),
+        };
+        let ours = if maybe_taken { self.ours_at(height, &f).await } else { Some(false) };
+        let accepted = match (answer, ours) {
+            (Ok(answer), _) if answer.accepted => Some(answer.hash.unwrap_or_default()),
+            (_, Some(true)) => {
+                tracing::info!("the node took block {height} before its answer was lost");
+                Some(f.digest.to_hex())
             }
-            Ok((answer, _)) => {
+            (_, None) => {
+                tracing::warn!("block {height} may have been taken: the node did not say (its answer was lost)");
+                None
+            }
+            (Ok(answer), Some(false)) => {
                 tracing::warn!("block rejected: {}", answer.reason.unwrap_or_default());
                 self.status.update(|c| c.rejected += 1);
                 None
             }
-            Err(failure) => {
+            (Err(failure), Some(false)) => {
                 tracing::warn!("could not submit a block: {failure}");
                 None
             }
@@ -141,6 +144,16 @@ impl BlockSubmitter {
                 c.accepted += 1;
             });
             self.block_found.notify_one();
+        }
+    }
+
+    /// Whether the chain's block at `height` is `found` (its hash is the
+    /// digest); `None` when the node does not answer.
+    async fn ours_at(&self, height: u64, found: &Found) -> Option<bool> {
+        match self.session.node.block(height).await {
+            Ok(block) => Some(block.hash == found.digest.to_hex()),
+            Err(ApiFailure::Refused { .. }) => Some(false),
+            Err(_) => None,
         }
     }
 }
@@ -214,23 +227,22 @@ async fn mine_templates(
 
 /// Submits a found block, again after a transient failure (the node busy or
 /// unreachable for a moment) for as long as its template is still the one
-/// mined: a block is worth the retries. With the answer, whether it was
-/// sent more than once (one the node took before its answer was lost comes
-/// back rejected as `stale_height`).
+/// mined: a block is worth the retries. With the answer, whether a try
+/// failed before it (the node may have taken that one).
 async fn submit_block(
     node: &NodeClient,
     templates: &Mutex<Option<(String, BlockTemplate)>>,
     work_id: &str,
     template: &BlockTemplate,
     nonce: u64,
-) -> Result<(SubmitOutcome, bool), ApiFailure> {
+) -> (Result<SubmitOutcome, ApiFailure>, bool) {
     let mut failures = 0u32;
     loop {
         match node.submit(template, nonce).await {
             Err(failure) if failure.is_transient() && failures < MAX_BLOCK_SUBMIT_RETRIES => {
                 let current = templates.lock().expect("template lock").as_ref().is_some_and(|(id, _)| id == work_id);
                 if !current {
-                    return Err(failure);
+                    return (Err(failure), failures > 0);
                 }
                 failures += 1;
                 let wait = match &failure {
@@ -240,7 +252,7 @@ async fn submit_block(
                 tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());
                 tokio::time::sleep(wait).await;
             }
-            answer => return answer.map(|answer| (answer, failures > 0)),
+            answer => return (answer, failures > 0),
         }
     }
 }
@@ -261,6 +273,13 @@ mod tests {
         Reject(&'static str),
         /// Takes the block, then fails before answering (500).
         TakeAndFail,
+        /// Fails (500) without taking it.
+        Fail,
+    }
+
+    /// The digest the tests' miner finds with `nonce`.
+    fn digest_of(nonce: u64) -> visionx::Digest {
+        visionx::Digest([nonce as u8; 32])
     }
 
     /// A node on loopback answering submissions from `script` (slowly, so a
@@ -289,23 +308,26 @@ mod tests {
                     match answer {
                         Answer::Accept => axum::Json(outcome(true, None)).into_response(),
                         Answer::Reject(reason) => axum::Json(outcome(false, Some(reason))).into_response(),
-                        Answer::TakeAndFail => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                        Answer::TakeAndFail | Answer::Fail => {
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                        }
                     }
                 }
             }
         };
+        // Another miner's block when it took none.
         let block = move || {
-            let nonce = taken.lock().unwrap().unwrap_or(u64::MAX);
+            let taken = *taken.lock().unwrap();
             async move {
                 axum::Json(vision_protocol::node::ChainBlock {
                     height: 7,
-                    hash: "cd".repeat(32),
+                    hash: taken.map_or("cd".repeat(32), |nonce| digest_of(nonce).to_hex()),
                     parent_hash: "00".repeat(32),
                     timestamp: 1,
                     difficulty: 1,
                     tx_root: "00".repeat(32),
                     miner: "land1solo".into(),
-                    nonce,
+                    nonce: taken.unwrap_or(1),
                     reward: 1,
                 })
             }
@@ -372,11 +394,14 @@ mod tests {
             // Taken, its answer lost: sent again, `stale_height`, and the
             // node's block at that height is ours.
             (&[TakeAndFail, Reject("stale_height")], &[1, 1], (1, 0)),
+            // Failed, then `stale_height`: another miner's block (with the
+            // same nonce) is there. Rejected, and the other nonce is sent.
+            (&[Fail, Reject("stale_height"), Reject("stale_height")], &[1, 1, 2], (0, 2)),
         ];
         for (script, sent, (blocks, rejected)) in table {
             let (url, seen) = fake_node(script).await;
             let (submitter, work) = submitter(&url);
-            let found = |nonce| Found { nonce, digest: visionx::Digest([0; 32]) };
+            let found = |nonce| Found { nonce, digest: digest_of(nonce) };
             tokio::join!(submitter.submit(&work, found(1)), submitter.submit(&work, found(2)));
             assert_eq!(seen.lock().unwrap().as_slice(), *sent, "{script:?}");
             let counters = submitter.status.update(|c| c.clone());
