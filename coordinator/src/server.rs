@@ -287,11 +287,11 @@ impl Coordinator {
                 match pool.sync_shared_state(now_ms()).await {
                     Err(err) if !failing => {
                         failing = true;
-                        tracing::warn!("cannot read shared settings and bans (retrying): {err}");
+                        tracing::warn!("cannot sync shared settings, bans and tips (retrying): {err}");
                     }
                     Ok(()) if failing => {
                         failing = false;
-                        tracing::info!("shared settings and bans are read again");
+                        tracing::info!("shared settings, bans and tips are synced again");
                     }
                     _ => {}
                 }

@@ -790,7 +790,7 @@ async fn a_coordinator_behind_the_others_never_credits_a_pruned_share_twice() {
 }
 
 /// A coordinator whose node lags the others' (most of them 2+ heights
-/// ahead, for 3 s) says it is not ready and hands out no jobs, whose work
+/// ahead, for 5 s) says it is not ready and hands out no jobs, whose work
 /// could never make a block: long-polls are refused at once. A step that
 /// leaves it 2 behind changes nothing; once its node catches up it serves
 /// again. The others stay ready.

@@ -134,16 +134,16 @@ impl Pool {
                 tracing::info!(pool_fee_bps = stored.pool_fee_bps, running = stored.running, "settings changed");
             }
         }
-        // The bans changed since the last look (a few seconds back, for
-        // changes that committed late), and all of them once a minute (for
-        // coordinators that do not log their changes, and anything missed).
         // Each whatever the other does: the first failure is reported.
         let bans = self.sync_bans(now).await;
         let tips = self.look_for_tips_ahead(now).await;
         bans.and(tips)
     }
 
-    /// Takes on the bans put or lifted through other coordinators.
+    /// Takes on the bans put or lifted through other coordinators: those
+    /// changed since the last look (a few seconds back, for changes that
+    /// committed late), and all of them once a minute (for coordinators
+    /// that do not log their changes, and anything missed).
     async fn sync_bans(&self, now: u64) -> Result<(), PoolError> {
         let since = self.ban_clock_ms.load(Ordering::Relaxed).saturating_sub(BAN_LOOK_BACK_MS);
         let changes = self.store.ban_changes_since(since).await?;

@@ -17,6 +17,7 @@
 //! (with two coordinators, the other one is the majority; coordinators
 //! sharing one node vote alike).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -37,8 +38,8 @@ pub(crate) const BEHIND_BY: u64 = 2;
 pub(crate) const BEHIND_FOR_MS: u64 = 5_000;
 /// Coordinators that noted their tip within this long count (well under
 /// [`BEHIND_FOR_MS`], by more than a look: one stopped or restarted, under
-/// a new name, stops counting before it can hold another back). A coordinator whose chain
-/// is silent notes nothing.
+/// a new name, stops counting before it can hold another back). A
+/// coordinator whose chain is silent notes nothing.
 const TIPS_LIVE: Duration = Duration::from_secs(3);
 
 /// What a ready coordinator reports.
@@ -101,8 +102,7 @@ impl Pool {
         } else if !self.chain_up(now) {
             reasons.push("the chain has not answered lately".into());
         }
-        let store_answered_ms_ago =
-            now.saturating_sub(self.store_answered_ms.load(std::sync::atomic::Ordering::Relaxed));
+        let store_answered_ms_ago = now.saturating_sub(self.store_answered_ms.load(Ordering::Relaxed));
         if store_answered_ms_ago > STORE_SILENCE_LIMIT_MS {
             reasons.push("the store has not answered lately".into());
         }
@@ -110,11 +110,9 @@ impl Pool {
             reasons.push(behind);
         }
         match height {
-            Some(height) if reasons.is_empty() => Ok(Readiness {
-                height,
-                running: self.running.load(std::sync::atomic::Ordering::Relaxed),
-                store_answered_ms_ago,
-            }),
+            Some(height) if reasons.is_empty() => {
+                Ok(Readiness { height, running: self.running.load(Ordering::Relaxed), store_answered_ms_ago })
+            }
             _ => Err(PoolError::NotReady(reasons.join("; "))),
         }
     }
@@ -147,7 +145,7 @@ impl Pool {
         let was_behind = self.refuse_if_behind(now).is_err();
         self.lag.lock().expect("lag lock").observe(height, majority, now);
         match (was_behind, self.refuse_if_behind(now)) {
-            (false, Err(behind)) => tracing::warn!("{behind}: not ready, no jobs until it catches up"),
+            (false, Err(behind)) => tracing::warn!("{behind}; no jobs until it catches up"),
             (true, Ok(())) => tracing::info!("caught up with the other coordinators' tip"),
             _ => {}
         }
@@ -185,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn the_majority_height_is_one_more_than_half_the_others_reach() {
+    fn the_majority_height_is_the_highest_more_than_half_the_others_reach() {
         let table: &[(&[u64], u64)] = &[
             (&[], 0),
             (&[9], 9),

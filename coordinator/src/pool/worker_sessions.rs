@@ -320,9 +320,10 @@ impl Pool {
         self.sessions.lock().entry(state.record.session_id.clone()).or_insert(state);
     }
 
-    /// The stored records of active sessions whose `last_seen_ms` is more
-    /// than a day old (an hour, not yet proven), brought up to date, so a
-    /// session in use is never pruned as unused; the caller stores them.
+    /// The stored records of active sessions whose `last_seen_ms` is older
+    /// than a quarter of their time-to-forget (at most a day; an hour, not
+    /// yet proven), brought up to date, so a session in use is never pruned
+    /// as unused; the caller touches them in the store.
     pub(crate) fn sessions_to_touch(&self) -> Vec<SessionRecord> {
         // Well within the times after which stored sessions are forgotten
         // (by any coordinator on the store), however short they are set.

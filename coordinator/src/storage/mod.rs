@@ -393,6 +393,7 @@ pub trait PoolStore: Send + Sync + 'static {
         seen_ms: u64,
         proven: bool,
     ) -> Result<Option<SessionRecord>, StoreError>;
+    /// A stored session, as it is (tools and tests; the pool touches).
     async fn session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Forgets sessions last seen before `seen_before_ms`, and those never
     /// `proven` last seen before `unproven_seen_before_ms`; returns how many.

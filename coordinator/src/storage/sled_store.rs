@@ -333,7 +333,7 @@ impl SledTrees {
         for item in self.workers.iter() {
             let (key, value) = item?;
             let worker: WorkerRecord = decode("pool_workers", &value)?;
-            // Only the record read: one rebound meanwhile (a new owner) stays.
+            // Only the record read: one registered again meanwhile (its time moved on, or a new owner) stays.
             if worker.registered_at_ms < registered_before_ms
                 && !named.contains(&worker.worker_id)
                 && self.workers.compare_and_swap(&key, Some(value), None::<&[u8]>)?.is_ok()

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::miner_status::MinerStatus;
-use super::pool_switch::PoolSwitch;
+use super::pool_switch::{PoolSwitch, PoolSwitchError};
 use super::work_dispatch::WorkDispatch;
 
 #[derive(Clone)]
@@ -143,7 +143,8 @@ async fn switch_pool(State(api): State<LocalApi>, headers: HeaderMap, body: Opti
     };
     match switch.request(&request.url) {
         Ok(url) => Json(serde_json::json!({ "switching_to": url })).into_response(),
-        Err(err) => error(StatusCode::BAD_REQUEST, "bad_url", &err.to_string()),
+        Err(err @ PoolSwitchError::BadUrl(_)) => error(StatusCode::BAD_REQUEST, "bad_url", &err.to_string()),
+        Err(err @ PoolSwitchError::ListFull) => error(StatusCode::CONFLICT, "too_many_pools", &err.to_string()),
     }
 }
 

@@ -24,15 +24,13 @@ use visionx::Found;
 
 use super::miner_status::MinerStatus;
 use super::pool_client::{ApiFailure, PoolClient};
-use super::pool_switch::PoolSwitch;
+use super::pool_switch::{PoolSwitch, MAX_POOLS};
 use super::work_dispatch::{Work, WorkDispatch};
 
 /// Shares kept while no pool answers.
 const MAX_PENDING: usize = 1024;
 /// Failures in a row on one pool before moving to the next.
 const FAILURES_BEFORE_FAILOVER: u32 = 2;
-/// Pools in the failover list at most (the configured ones and the owner's).
-const MAX_POOLS: usize = 32;
 /// The longest ban a pool's Retry-After is taken to mean (a year).
 const MAX_BAN_SECS: u64 = 365 * 86_400;
 /// The longest block time a pool's jobs may announce (a day).
@@ -103,6 +101,9 @@ impl PoolContext {
     ) -> Arc<Self> {
         let pools: Vec<Arc<PoolClient>> = std::mem::take(&mut session.pools).into_iter().map(Arc::new).collect();
         let count = pools.len();
+        for pool in &pools {
+            switch.listed(&pool.url);
+        }
         Arc::new(PoolContext {
             session,
             pools: Mutex::new(pools),
@@ -155,6 +156,7 @@ impl PoolContext {
                     return false;
                 }
                 None => {
+                    self.switch.listed(&requested.url);
                     pools.push(Arc::new(requested));
                     self.tokens.lock().expect("tokens lock").push(None);
                     self.refused.lock().expect("refused lock").push(None);

@@ -1,7 +1,9 @@
 //! The solo session: mine a node's template and submit the blocks found
 //! (`vision-miner --solo NODE_URL`). A new template is fetched within a
 //! second of a block landing elsewhere; node failures back off as in pool
-//! mode, and a refusal ends the session.
+//! mode, and a refusal ends the session. Blocks of one template are sent
+//! one at a time until its height is taken; after a try whose answer was
+//! lost, the node's block at that height is looked up by hash.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,16 +72,16 @@ pub async fn run_solo(
 }
 
 /// Submits found blocks: those of one template one at a time, and none
-/// for a template whose block the node took (its other nonces could only
-/// be refused as `stale_height`, and counted rejected). Blocks of
-/// different templates never wait for each other.
+/// once its height is taken, by our block or another's (its other nonces
+/// could only be refused as `stale_height`, and counted rejected). Blocks
+/// of different templates never wait for each other.
 struct BlockSubmitter {
     session: Arc<SoloSession>,
     templates: Arc<Mutex<Option<(String, BlockTemplate)>>>,
     block_found: Arc<Notify>,
     status: Arc<MinerStatus>,
-    /// Template id -> its turn, holding whether its block was taken. Only
-    /// the templates still being submitted for are kept.
+    /// Template id -> its turn, holding whether its height is taken. Only
+    /// the templates still mined or being submitted for are kept.
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
 }
 
@@ -127,8 +129,14 @@ impl BlockSubmitter {
                 None
             }
             (Ok(answer), Some(false)) => {
-                tracing::warn!("block rejected: {}", answer.reason.unwrap_or_default());
+                let reason = answer.reason.unwrap_or_default();
+                tracing::warn!("block rejected: {reason}");
                 self.status.update(|c| c.rejected += 1);
+                if reason == "stale_height" {
+                    // Another block holds the height: this template is done.
+                    *taken = true;
+                    self.block_found.notify_one();
+                }
                 None
             }
             (Err(failure), Some(false)) => {
@@ -381,10 +389,11 @@ mod tests {
     }
 
     /// Two nonces of one template found at once: a second block is sent
-    /// only while the first has not been taken (a block taken whose answer
-    /// was lost included), and what is counted is what the chain holds.
+    /// only while the height is not taken (by our block, one whose answer
+    /// was lost included, or another's), and what is counted is what the
+    /// chain holds.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_template_whose_block_was_taken_sends_no_second_block() {
+    async fn blocks_of_one_template_take_turns_until_its_height_is_taken() {
         use Answer::*;
         // The node's script, the nonces it is sent, (blocks, rejected).
         type Case = (&'static [Answer], &'static [u64], (u64, u64));
@@ -395,8 +404,9 @@ mod tests {
             // node's block at that height is ours.
             (&[TakeAndFail, Reject("stale_height")], &[1, 1], (1, 0)),
             // Failed, then `stale_height`: another miner's block (with the
-            // same nonce) is there. Rejected, and the other nonce is sent.
-            (&[Fail, Reject("stale_height"), Reject("stale_height")], &[1, 1, 2], (0, 2)),
+            // same nonce) is there. Rejected once; the height is taken.
+            (&[Fail, Reject("stale_height")], &[1, 1], (0, 1)),
+            (&[Reject("stale_height")], &[1], (0, 1)),
         ];
         for (script, sent, (blocks, rejected)) in table {
             let (url, seen) = fake_node(script).await;
