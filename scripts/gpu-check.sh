@@ -13,7 +13,8 @@
 # what is left of the overall budget.
 #
 # Environment: GPU_CHECK_SECONDS (timed window of each bench, default 6),
-# GPU_CHECK_BUDGET_S (overall budget for the steps, default 270).
+# GPU_CHECK_BUDGET_S (overall budget for the steps, default 270),
+# GPU_CHECK_NO_UNPACK=1 (never unpack .gl/*.deb into /, as the tests run it).
 #
 # Exit codes: 0 every step passed; 1 a step failed (the report says which);
 # 2 bad arguments or an unusable bundle; 3 no hardware GPU adapter.
@@ -22,6 +23,8 @@ set -euo pipefail
 export LC_ALL=C
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# ldconfig lives in /sbin, often off a user's PATH.
+export PATH=$PATH:/sbin:/usr/sbin
 BENCH_SECONDS=${GPU_CHECK_SECONDS:-6}
 BUDGET_S=${GPU_CHECK_BUDGET_S:-270}
 DEADLINE=$((SECONDS + BUDGET_S))
@@ -39,7 +42,7 @@ while [ $# -gt 0 ]; do
             shift 2
             ;;
         --out=*) out=${1#--out=}; shift ;;
-        -h | --help) sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 0 ;;
         -*) say "unknown option $1"; usage; exit 2 ;;
         *)
             [ -z "$bundle" ] || { usage; exit 2; }
@@ -231,7 +234,9 @@ vulkan_notes=()
 # (grep without -q: an early exit would fail ldconfig with SIGPIPE under pipefail.)
 if ! ldconfig -p 2>/dev/null | grep libvulkan >/dev/null; then
     debs=("$ROOT"/.gl/*.deb)
-    if [ -e "${debs[0]}" ]; then
+    if [ "${GPU_CHECK_NO_UNPACK:-}" = 1 ]; then
+        vulkan_notes+=("no libvulkan in the ldconfig cache (GPU_CHECK_NO_UNPACK=1: .gl/*.deb not unpacked)")
+    elif [ -e "${debs[0]}" ]; then
         say "no libvulkan: unpacking ${#debs[@]} package(s) from $ROOT/.gl"
         unpacked=1
         for f in "${debs[@]}"; do

@@ -2,7 +2,6 @@
 //! mine at another URL; the session picks the request up at its next step
 //! (a running long-poll is cut short).
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -23,12 +22,19 @@ pub enum PoolSwitchError {
     ListFull,
 }
 
+/// A request not yet taken, and the failover list's URLs in order (the
+/// session's, kept in step: a request taken is listed in the same step as
+/// it is handed over, so a new pool past the limit is refused, never
+/// answered and dropped).
+#[derive(Default)]
+struct SwitchState {
+    requested: Option<PoolClient>,
+    listed: Vec<String>,
+}
+
 #[derive(Default)]
 pub struct PoolSwitch {
-    requested: Mutex<Option<PoolClient>>,
-    /// The failover list's URLs, as the session notes them: a new one is
-    /// refused once it is full (not answered and dropped).
-    listed: Mutex<HashSet<String>>,
+    state: Mutex<SwitchState>,
     pub(crate) notify: Notify,
     /// The miner's `--pool-ca`: a pool switched to is trusted as the configured ones are.
     ca: Option<PoolCa>,
@@ -52,23 +58,30 @@ impl PoolSwitch {
         }
         let pool = PoolClient::new(&parsed.origin().ascii_serialization(), self.ca.as_ref())?;
         let url = pool.url.clone();
-        let listed = self.listed.lock().expect("pool switch lock");
-        if listed.len() >= MAX_POOLS && !listed.contains(&url) {
+        let mut state = self.state.lock().expect("pool switch lock");
+        if state.listed.len() >= MAX_POOLS && !state.listed.contains(&url) {
             return Err(PoolSwitchError::ListFull);
         }
-        drop(listed);
-        *self.requested.lock().expect("pool switch lock") = Some(pool);
+        state.requested = Some(pool);
+        drop(state);
         self.notify.notify_one();
         Ok(url)
     }
 
-    /// The session's note of a pool in its failover list.
-    pub(crate) fn listed(&self, url: &str) {
-        self.listed.lock().expect("pool switch lock").insert(url.to_string());
+    /// The session's failover list as it starts (the configured pools).
+    pub(crate) fn set_listed(&self, urls: Vec<String>) {
+        self.state.lock().expect("pool switch lock").listed = urls;
     }
 
+    /// The request not yet taken, listed (when new) as the session will
+    /// list it.
     pub(crate) fn take(&self) -> Option<PoolClient> {
-        self.requested.lock().expect("pool switch lock").take()
+        let mut state = self.state.lock().expect("pool switch lock");
+        let pool = state.requested.take()?;
+        if !state.listed.contains(&pool.url) && state.listed.len() < MAX_POOLS {
+            state.listed.push(pool.url.clone());
+        }
+        Some(pool)
     }
 }
 
@@ -91,12 +104,18 @@ mod tests {
     #[test]
     fn a_new_pool_is_refused_once_the_list_is_full() {
         let switch = PoolSwitch::default();
-        for port in 1..=MAX_POOLS {
-            switch.listed(&format!("http://127.0.0.1:{port}"));
-        }
+        // Configured pools count as listed, a repeated one twice (as the
+        // session lists them).
+        let mut configured: Vec<String> = (1..MAX_POOLS).map(|port| format!("http://127.0.0.1:{port}")).collect();
+        configured[1] = configured[0].clone();
+        switch.set_listed(configured);
+        // One place left: taken by the first new pool once handed over.
+        assert_eq!(switch.request("http://127.0.0.1:9000").unwrap(), "http://127.0.0.1:9000");
+        assert_eq!(switch.take().map(|p| p.url), Some("http://127.0.0.1:9000".to_string()));
         assert!(matches!(switch.request("http://127.0.0.1:9999"), Err(PoolSwitchError::ListFull)));
         assert!(switch.take().is_none(), "nothing asked of the session");
         // One already listed is still a switch.
         assert_eq!(switch.request("http://127.0.0.1:5/").unwrap(), "http://127.0.0.1:5");
+        assert_eq!(switch.request("http://127.0.0.1:9000").unwrap(), "http://127.0.0.1:9000");
     }
 }

@@ -101,9 +101,7 @@ impl PoolContext {
     ) -> Arc<Self> {
         let pools: Vec<Arc<PoolClient>> = std::mem::take(&mut session.pools).into_iter().map(Arc::new).collect();
         let count = pools.len();
-        for pool in &pools {
-            switch.listed(&pool.url);
-        }
+        switch.set_listed(pools.iter().map(|p| p.url.clone()).collect());
         Arc::new(PoolContext {
             session,
             pools: Mutex::new(pools),
@@ -156,7 +154,6 @@ impl PoolContext {
                     return false;
                 }
                 None => {
-                    self.switch.listed(&requested.url);
                     pools.push(Arc::new(requested));
                     self.tokens.lock().expect("tokens lock").push(None);
                     self.refused.lock().expect("refused lock").push(None);
