@@ -125,12 +125,16 @@ pub fn read_pool_ca(path: &std::path::Path) -> Result<PoolCa, MinerError> {
 
 impl PoolClient {
     /// `ca`, when given, replaces the system's trust store for `https://`.
+    /// The URL is kept in its normal form (host in lower case, no default
+    /// port, no trailing `/`), so one pool is one URL however it was typed.
     pub fn new(url: &str, ca: Option<&PoolCa>) -> Result<Self, MinerError> {
-        let url = url.trim_end_matches('/').to_string();
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-            return Err(MinerError::bad_input(format!("{url:?} is not a pool URL (expected http://host:port)")));
+        let typed = url.trim();
+        if !(typed.starts_with("http://") || typed.starts_with("https://")) || typed.trim_end_matches('/').len() < 10 {
+            return Err(MinerError::bad_input(format!("{typed:?} is not a pool URL (expected http://host:port)")));
         }
-        reqwest::Url::parse(&url).map_err(|e| MinerError::bad_input(format!("{url:?} is not a URL: {e}")))?;
+        let parsed =
+            reqwest::Url::parse(typed).map_err(|e| MinerError::bad_input(format!("{typed:?} is not a URL: {e}")))?;
+        let url = parsed.as_str().trim_end_matches('/').to_string();
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
         if let Some(ca) = ca {
             builder = builder.tls_certs_only(ca.iter().cloned());

@@ -102,6 +102,17 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_pool_however_typed_is_the_pool_switched_to() {
+        let configured = PoolClient::new("http://Pool.Example:80/", None).unwrap();
+        assert_eq!(configured.url, "http://pool.example");
+        // A path is part of the pool (a balancer's route), kept.
+        assert_eq!(PoolClient::new("https://lb.example/pool-a/", None).unwrap().url, "https://lb.example/pool-a");
+        let switch = PoolSwitch::default();
+        switch.set_listed(vec![configured.url.clone(); MAX_POOLS]);
+        assert_eq!(switch.request("http://POOL.example/#/wallet").unwrap(), "http://pool.example");
+    }
+
+    #[test]
     fn a_new_pool_is_refused_once_the_list_is_full() {
         let switch = PoolSwitch::default();
         // Configured pools count as listed, a repeated one twice (as the
