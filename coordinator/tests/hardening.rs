@@ -629,11 +629,16 @@ async fn honest_mistakes_never_ban_and_junk_leaves_no_state() {
 
 /// A coordinator (paid to land1pool) whose node is `app` on loopback.
 async fn pool_on_fake_node(app: axum::Router, label: &str) -> (TestPool, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fake = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (fake, server) = serve_fake_node(app).await;
     let settings = CoordinatorArgs { upstream: Some(fake), pool_address: Some("land1pool".into()), ..settings(label) };
     (TestPool::start(settings).await, server)
+}
+
+/// Serves `app` (a fake node) on loopback: its URL, and the server task.
+async fn serve_fake_node(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (url, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
 }
 
 /// 15. A template whose fields disagree with its header, or that pays
@@ -821,10 +826,8 @@ async fn a_coordinator_whose_node_lags_serves_no_jobs_until_it_catches_up() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = Some(format!("http://{}", listener.local_addr().unwrap()));
-    let node = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let lagging = TestPool::start(on_db(CoordinatorArgs { upstream, ..settings("lag-behind") })).await;
+    let (upstream, node) = serve_fake_node(app).await;
+    let lagging = TestPool::start(on_db(CoordinatorArgs { upstream: Some(upstream), ..settings("lag-behind") })).await;
     let token = lagging.register("rig", "land1lag").await;
     assert_eq!(lagging.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
     assert_eq!(lagging.get("/healthz").await.status(), StatusCode::OK);
