@@ -1036,6 +1036,36 @@ async fn a_forgotten_session_is_never_written_back() {
     pool.stop().await;
 }
 
+/// A session another coordinator's prune forgot in the store leaves this
+/// coordinator's memory at its next housekeeping: its miner is told to
+/// register again, rather than mining on a credential no store knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_forgotten_in_the_store_leaves_memory_at_housekeeping() {
+    let pool = TestPool::start_tuned(settings("forgotten-in-store"), |config| {
+        // Touched in the store every 100 ms of use; no housekeeping but ours.
+        config.pool.unproven_session_ttl = Duration::from_millis(400);
+        config.pool.history_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let token = pool.register("rig", "land1gone").await;
+    pool.job(&token).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    pool.job(&token).await;
+    let coordinator = pool.pool.as_ref().unwrap();
+    let now = vision_coordinator::pool::now_ms();
+    // As another coordinator's prune would: the stored record goes.
+    assert_eq!(coordinator.forget_unused_credentials(now + 1_000).await.unwrap(), (1, 0));
+    pool.job(&token).await;
+    coordinator.housekeeping(now).await.unwrap();
+    let response = pool.get_auth("/pool/job", &token).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let answer: Value = response.json().await.unwrap();
+    assert!(answer["message"].as_str().unwrap_or_default().contains("register"), "{answer}");
+    let token = pool.register("rig", "land1gone").await;
+    pool.job(&token).await;
+    pool.stop().await;
+}
+
 /// Each new job is a durable write and a job held in memory: requests of
 /// one session racing each other cannot pass its cap of new jobs on one
 /// template (past it they are told to come back, or get the live job).

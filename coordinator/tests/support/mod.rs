@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use vision_coordinator::config::CoordinatorArgs;
+use vision_coordinator::config::{CoordinatorArgs, CoordinatorConfig};
 use vision_coordinator::server::Coordinator;
 use visionx::{FastEngine, PowEngine, PowInput};
 
@@ -78,7 +78,14 @@ pub fn settings(label: &str) -> CoordinatorArgs {
 
 impl TestPool {
     pub async fn start(settings: CoordinatorArgs) -> TestPool {
-        let config = settings.resolve().expect("valid test settings");
+        Self::start_tuned(settings, |_| {}).await
+    }
+
+    /// Starts with settings no flag reaches (times shorter than a flag's
+    /// unit), changed in the resolved configuration.
+    pub async fn start_tuned(settings: CoordinatorArgs, tune: impl FnOnce(&mut CoordinatorConfig)) -> TestPool {
+        let mut config = settings.resolve().expect("valid test settings");
+        tune(&mut config);
         let coordinator = Coordinator::build(&config).await.expect("coordinator starts");
         let pool = coordinator.pool.clone();
         let devnet = coordinator.devnet.clone();
