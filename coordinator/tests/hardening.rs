@@ -634,6 +634,97 @@ async fn pool_on_fake_node(app: axum::Router, label: &str) -> (TestPool, tokio::
     (TestPool::start(settings).await, server)
 }
 
+/// A node that refuses the pool's first block submissions (a credential
+/// being rotated, a proxy in trouble) has not judged the block: it stays
+/// `submitted`, is retried, and lands once the node takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_the_node_refuses_to_take_at_first_is_retried_not_rejected() {
+    use axum::extract::{Path, Query};
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let node = TestPool::start(CoordinatorArgs {
+        devnet_difficulty: Some(1),
+        node_token: Some("n0de".into()),
+        ..settings("refusing-node")
+    })
+    .await;
+    let refusals = Arc::new(AtomicUsize::new(0));
+    // Reads pass through to the real node; the first three submissions get a 401.
+    let base = node.url.clone();
+    let forward = move |path: String, query: Option<String>| {
+        let url = format!("{base}{path}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
+        async move {
+            let response = Client::new().get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (axum::http::StatusCode::from_u16(status).unwrap(), response.bytes().await.unwrap()).into_response()
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/node/template",
+            axum::routing::get({
+                let forward = forward.clone();
+                move |Query(q): Query<HashMap<String, String>>| {
+                    forward("/node/template".into(), Some(format!("address={}", q["address"])))
+                }
+            }),
+        )
+        .route(
+            "/node/block/{height}",
+            axum::routing::get({
+                let forward = forward.clone();
+                move |Path(height): Path<u64>| forward(format!("/node/block/{height}"), None)
+            }),
+        )
+        .route(
+            "/node/submit",
+            axum::routing::post({
+                let (refusals, url) = (refusals.clone(), format!("{}/node/submit", node.url));
+                move |body: axum::body::Bytes| async move {
+                    if refusals.fetch_add(1, Ordering::SeqCst) < 3 {
+                        let refusal = json!({"error": "unauthorized", "message": "bad token"});
+                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(refusal)).into_response();
+                    }
+                    let response = Client::new()
+                        .post(url)
+                        .bearer_auth("n0de")
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = axum::http::StatusCode::from_u16(response.status().as_u16()).unwrap();
+                    (status, response.bytes().await.unwrap()).into_response()
+                }
+            }),
+        );
+    let (pool, server) = pool_on_fake_node(app, "refused-submit").await;
+    let token = pool.register("rig", "land1r").await;
+    let job = pool.job(&token).await;
+    let n = job.nonce_start();
+    let (status, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
+    assert_eq!((status, answer["block_status"].as_str()), (StatusCode::OK, Some("submitted")), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let blocks = pool.json("/pool/blocks").await;
+        let ours = &blocks[0];
+        match ours["submission"].as_str() {
+            Some("accepted") => break,
+            Some("submitted") => assert!(Instant::now() < deadline, "never landed: {ours}"),
+            _ => panic!("a block the node never judged was settled: {ours}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refusals.load(Ordering::SeqCst) >= 4);
+    assert!(metrics(&pool).await["block_submit_retries"].as_u64() >= Some(3));
+    let (_, on_chain) = body(node.get("/node/block/0").await).await;
+    assert_eq!(on_chain["miner"], "land1pool");
+    pool.stop().await;
+    node.stop().await;
+    server.abort();
+}
+
 /// Serves `app` (a fake node) on loopback: its URL, and the server task.
 async fn serve_fake_node(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

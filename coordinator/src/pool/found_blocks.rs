@@ -2,8 +2,9 @@
 //!
 //! A block is recorded (`submitted`) before its share is appended and
 //! before the chain sees it. A submission the chain answers is settled `accepted` or
-//! `rejected` with the chain's reason. A transient failure (the node
-//! unreachable) is retried with backoff on a task of its own for as long
+//! `rejected` with the chain's reason. Any failure to get that answer (the
+//! node unreachable, or refusing the request itself: a wrong credential, a
+//! proxy's 404) is retried with backoff on a task of its own for as long
 //! as the block can still win: while the pool's current template is the
 //! block's own, or unknown. Once another template is current, the chain is
 //! asked whether the block made it (an earlier attempt may have landed
@@ -65,15 +66,23 @@ impl Pool {
                     block.reason = Some(outcome.reason.unwrap_or_else(|| "rejected without a reason".into()));
                 }
             }
-            Err(err @ ChainError::Unavailable(_)) => {
-                PoolMetrics::bump(&self.metrics.block_submit_retries);
-                tracing::warn!(height = block.height, "block submission failed, will retry: {err}");
-                block.reason = Some(err.public_reason());
-            }
+            // Only the chain's verdict on the block settles it. A refused
+            // credential (a rotated --upstream-token), a proxy's 404 or a
+            // node's hiccup may pass on a later try, and the block can
+            // still win meanwhile: retried until superseded.
             Err(err) => {
-                block.status =
-                    if self.is_on_chain(block).await { BlockStatus::Accepted } else { BlockStatus::Rejected };
-                block.reason = (block.status == BlockStatus::Rejected).then(|| err.to_string());
+                PoolMetrics::bump(&self.metrics.block_submit_retries);
+                match err {
+                    ChainError::Unavailable(_) => {
+                        tracing::warn!(height = block.height, "block submission failed, will retry: {err}")
+                    }
+                    _ => tracing::error!(
+                        height = block.height,
+                        "the node refused a block submission itself (check --upstream-token and --upstream), \
+                         will retry: {err}"
+                    ),
+                }
+                block.reason = Some(err.public_reason());
             }
         }
         self.record_block(block).await
