@@ -362,6 +362,20 @@ async fn solo_mining_finds_a_block_on_the_devnet() {
     assert_eq!(block["height"], 0);
     wait_for(&format!("{}/status", miner.api), MINUTE, "the miner to count it", |s| s["blocks"].as_u64() >= Some(1))
         .await;
+    // A wrong node token loses every block: the miner stops and says why
+    // (exit 3) at its first block, instead of mining on for nothing.
+    let mut wrong = Miner::start(&["--solo", &node.url, "--wallet", "land1wrong", "--node-token", "wrong"]);
+    let deadline = Instant::now() + MINUTE;
+    let exit = loop {
+        if let Some(exit) = wrong.proc.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "a miner whose blocks the node refuses is still mining");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(exit.code(), Some(3), "{exit}");
+    let chain = get_json(&format!("{}/node/tip", node.url)).await.unwrap();
+    assert_eq!(chain["miner"], "land1solo", "the refused miner's block is not on the chain: {chain}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

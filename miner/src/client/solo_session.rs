@@ -1,7 +1,8 @@
 //! The solo session: mine a node's template and submit the blocks found
 //! (`vision-miner --solo NODE_URL`). A new template is fetched within a
 //! second of a block landing elsewhere; node failures back off as in pool
-//! mode, and a refusal ends the session. Blocks of one template are sent
+//! mode, and a refusal ends the session (of a template request, or of a
+//! block submission for our credential). Blocks of one template are sent
 //! one at a time until its height is taken; after a try whose answer was
 //! lost, the node's block at that height is looked up by hash.
 
@@ -40,6 +41,7 @@ pub async fn run_solo(
     let drain = Arc::new(Notify::new());
     let templates: Arc<Mutex<Option<(String, BlockTemplate)>>> = Arc::new(Mutex::new(None));
     let block_found = Arc::new(Notify::new());
+    let (refusal, mut refused) = tokio::sync::watch::channel(None);
     let session = Arc::new(session);
     let submitter = {
         let blocks = Arc::new(BlockSubmitter {
@@ -48,6 +50,7 @@ pub async fn run_solo(
             block_found: block_found.clone(),
             status: status.clone(),
             turns: Default::default(),
+            refusal,
         });
         let drain = drain.clone();
         tokio::spawn(async move {
@@ -60,6 +63,7 @@ pub async fn run_solo(
     };
     let result = tokio::select! {
         result = mine_templates(&session, &dispatch, &status, &templates, &block_found) => result,
+        Ok(message) = refused.wait_for(Option::is_some) => Err(SessionEnd::Refused(message.clone().unwrap_or_default())),
         () = shutdown => Ok(()),
     };
     if result.is_ok() {
@@ -83,6 +87,9 @@ struct BlockSubmitter {
     /// Template id -> its turn, holding whether its height is taken. Only
     /// the templates still mined or being submitted for are kept.
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+    /// Set when the node refuses our block submissions themselves (no or
+    /// a wrong `--node-token`): every block would be lost, so mining stops.
+    refusal: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl BlockSubmitter {
@@ -140,7 +147,15 @@ impl BlockSubmitter {
                 None
             }
             (Err(failure), Some(false)) => {
-                tracing::warn!("could not submit a block: {failure}");
+                if refuses_every_block(&failure) {
+                    let message = format!(
+                        "the node refused this miner's block submission (check --node-token): {}: {failure}",
+                        self.session.node.url
+                    );
+                    self.refusal.send_replace(Some(message));
+                } else {
+                    tracing::warn!("could not submit a block: {failure}");
+                }
                 None
             }
         };
@@ -163,6 +178,18 @@ impl BlockSubmitter {
             Err(ApiFailure::Refused { .. }) => Some(false),
             Err(_) => None,
         }
+    }
+}
+
+/// Whether a failed submission says the node takes no block from us at all:
+/// our credential is missing or wrong, or its writes are off.
+fn refuses_every_block(failure: &ApiFailure) -> bool {
+    match failure {
+        ApiFailure::Unauthorized => true,
+        ApiFailure::Refused { reason, .. } => {
+            ["forbidden", "unauthorized", "node_writes_disabled"].contains(&reason.as_str())
+        }
+        _ => false,
     }
 }
 
@@ -384,6 +411,7 @@ mod tests {
             block_found: Default::default(),
             status: Arc::new(MinerStatus::new()),
             turns: Default::default(),
+            refusal: tokio::sync::watch::channel(None).0,
         };
         (blocks, work)
     }
