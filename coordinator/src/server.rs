@@ -343,7 +343,12 @@ impl Coordinator {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                pool.sample_history(now_ms());
+                // A walk of every session's recent shares: off the runtime,
+                // as the stats snapshot's is.
+                let sampling = pool.clone();
+                if let Err(err) = tokio::task::spawn_blocking(move || sampling.sample_history(now_ms())).await {
+                    tracing::error!("sampling the charts failed: {err}");
+                }
             }
         }));
         let pool = self.pool.clone();

@@ -26,6 +26,8 @@ pub(crate) const NONCES_PER_JOB: u64 = 1 << 40;
 pub(crate) const MAX_JOBS_PER_TEMPLATE: u64 = u64::MAX / NONCES_PER_JOB;
 /// Jobs of templates this many heights back are still known (and stale).
 pub(crate) const HEIGHTS_KEPT: u64 = 4;
+/// The highest template height taken (2^48: millennia of blocks).
+const MAX_TEMPLATE_HEIGHT: u64 = 1 << 48;
 
 /// Why a template from the chain is not mined on.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,11 @@ impl TemplateState {
     pub(crate) fn checked(template: BlockTemplate, pool_address: &str) -> Result<Self, TemplateRefusal> {
         if template.header.miner != pool_address {
             return Err(TemplateRefusal::WrongMiner { found: template.header.miner, expected: pool_address.into() });
+        }
+        // Heights are added to under locks: a node's absurd one is refused
+        // here rather than overflowing there.
+        if template.header.height > MAX_TEMPLATE_HEIGHT {
+            return Err(TemplateRefusal::Inconsistent { field: "height" });
         }
         let state = Self::from_header(template, 0, 0)?;
         let t = &state.template;
@@ -138,7 +145,7 @@ impl JobBook {
         self.jobs
             .lock()
             .expect("jobs lock")
-            .retain(|_, job| job.template.template.header.height + HEIGHTS_KEPT > height);
+            .retain(|_, job| job.template.template.header.height.saturating_add(HEIGHTS_KEPT) > height);
         self.versions.send_replace(state.version);
         state
     }
@@ -292,6 +299,7 @@ mod tests {
             ("pow_message", (|t: &mut BlockTemplate| t.pow_message = "00".repeat(32)) as fn(&mut BlockTemplate)),
             ("epoch_seed", |t| t.epoch_seed = "11".repeat(32)),
             ("epoch", |t| t.epoch += 1),
+            ("height", |t| t.header.height = u64::MAX - 1),
         ] {
             let mut t = template(3, 1);
             edit(&mut t);

@@ -68,7 +68,7 @@ impl Lag {
     /// the height most live others reach.
     fn observe(&mut self, height: u64, majority_height: u64, now: u64) {
         self.majority_height = majority_height;
-        if majority_height < height + BEHIND_BY {
+        if height.checked_add(BEHIND_BY).is_none_or(|h| majority_height < h) {
             self.behind_since_ms = 0;
         } else if self.behind_since_ms == 0 {
             self.behind_since_ms = now.max(1);
@@ -80,7 +80,7 @@ impl Lag {
     fn behind(&self, height: u64, now: u64) -> bool {
         self.behind_since_ms > 0
             && now.saturating_sub(self.behind_since_ms) >= BEHIND_FOR_MS
-            && self.majority_height >= height + BEHIND_BY
+            && height.checked_add(BEHIND_BY).is_some_and(|h| self.majority_height >= h)
     }
 }
 
@@ -180,6 +180,9 @@ mod tests {
         // Nobody else: never behind.
         lag.observe(13, 0, 20_000);
         assert!(!lag.behind(13, 30_000));
+        // Heights at the edge of u64 (a hostile node's) do not overflow.
+        lag.observe(u64::MAX, u64::MAX, 40_000);
+        assert!(!lag.behind(u64::MAX, 50_000));
     }
 
     #[test]
