@@ -13,6 +13,12 @@ use crate::client_source::TrustedProxies;
 use crate::pool::PoolConfig;
 use crate::rewards::reward_split::PayoutScheme;
 use crate::rewards::{CrashPoint, RewardConfig, DEFAULT_FOUNDATION_ADDRESS, FOUNDATION_FEE_BPS};
+
+/// The vardiff floor unless set: a proven session's forged shares are
+/// verified a few at a time until its ban, and proving one must cost the
+/// sender more hashes than that. The slowest rigs still get a share every
+/// few seconds.
+pub const DEFAULT_MIN_SHARE_DIFFICULTY: u64 = 64;
 use crate::storage::{ClientCertificate, DatabaseTls, PoolSettings};
 
 /// Every setting, as flags (each also readable from `VISION_*` env vars
@@ -118,7 +124,7 @@ pub struct CoordinatorArgs {
     /// Starting share difficulty of a new worker [default: 1000].
     #[arg(long, env = "VISION_SHARE_DIFFICULTY")]
     pub share_difficulty: Option<u64>,
-    /// Lowest share difficulty vardiff may set; 1 makes every hash a share [default: 1].
+    /// Lowest share difficulty vardiff may set; 1 makes every hash a share [default: 64].
     #[arg(long, env = "VISION_MIN_SHARE_DIFFICULTY")]
     pub min_share_difficulty: Option<u64>,
     /// Highest share difficulty vardiff may set [default: 2^62].
@@ -420,7 +426,9 @@ impl CoordinatorArgs {
         if fee > crate::pool::MAX_POOL_FEE_BPS {
             return Err(ConfigError::Invalid("--pool-fee-bps must be 0-1000 (0-10%)".into()));
         }
-        let min_share = self.min_share_difficulty.unwrap_or(1).max(1);
+        // A share must cost its miner more hashes than its check costs the pool:
+        // a session proven at difficulty 1 buys forged checks at par.
+        let min_share = self.min_share_difficulty.unwrap_or(DEFAULT_MIN_SHARE_DIFFICULTY).max(1);
         let max_share = self.max_share_difficulty.unwrap_or(1 << 62);
         if max_share < min_share {
             return Err(ConfigError::Invalid("--max-share-difficulty is below --min-share-difficulty".into()));

@@ -1157,6 +1157,51 @@ async fn a_session_forgotten_in_the_store_leaves_memory_at_housekeeping() {
     pool.stop().await;
 }
 
+/// One session, however fast it sends, has at most 8 shares in
+/// verification: a flood of 40 forged shares at once from a proven
+/// session never fills a verification queue of 8 (no 503 `busy`, which
+/// would refuse other miners' shares too); the rest are told to wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_cannot_fill_the_verification_queue() {
+    let pool = TestPool::start(CoordinatorArgs {
+        verify_threads: Some(1),
+        verify_queue: Some(8),
+        ban_invalid_ratio: Some(1.0),
+        ..settings("verify-share")
+    })
+    .await;
+    let token = pool.register("flood", "land1flood").await;
+    let job = pool.job(&token).await;
+    let proof = job.nonce_start() + 100;
+    assert_eq!(pool.share(&token, &job, proof, &job.digest(proof)).await.1["accepted"], true);
+    let requests: Vec<_> = (0..40)
+        .map(|i| {
+            let (http, url) = (pool.http.clone(), format!("{}/pool/share", pool.url));
+            let forged = json!({"job_id": job.id(), "nonce": job.nonce_start() + i, "digest": "00".repeat(32)});
+            let token = token.clone();
+            tokio::spawn(
+                async move { body(http.post(url).bearer_auth(token).json(&forged).send().await.unwrap()).await },
+            )
+        })
+        .collect();
+    let mut told_to_wait = 0;
+    for request in requests {
+        let (status, answer) = request.await.unwrap();
+        match status {
+            StatusCode::OK => assert_eq!(answer["reason"], "bad_digest", "{answer}"),
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(answer["error"], "rate_limited");
+                told_to_wait += 1;
+            }
+            other => panic!("{other}: {answer}"),
+        }
+    }
+    assert!(told_to_wait > 0, "40 shares at once all went to verification");
+    let shares = &metrics(&pool).await["shares"];
+    assert_eq!((shares["busy"].as_u64(), shares["rate_limited"].as_u64()), (Some(0), Some(told_to_wait)));
+    pool.stop().await;
+}
+
 /// Each new job is a durable write and a job held in memory: requests of
 /// one session racing each other cannot pass its cap of new jobs on one
 /// template (past it they are told to come back, or get the live job).

@@ -1,8 +1,10 @@
 //! The share path, from admission to the answer.
 //!
 //! Cheap checks come first (ban, rate limit, job, staleness, range, digest
-//! syntax, duplicate key); a session that has shown no valid work yet then
-//! draws on its source's verification budget; only then is the share
+//! syntax); a session that has shown no valid work yet then draws on its
+//! source's verification budget (whatever the share turns out to be); then
+//! the duplicate key is looked up, and the session may have at most
+//! [`VERIFYING_PER_SESSION`](super::worker_sessions::VERIFYING_PER_SESSION) shares being verified; only then is the share
 //! recomputed, off the runtime. An accepted share is appended to the ledger
 //! (after its found-block record, when it meets the network target) and is
 //! durable before it is acknowledged or submitted to the chain.
@@ -19,6 +21,7 @@ use visionx::Digest;
 
 use super::metrics::PoolMetrics;
 use super::share_verifier::{ShareClaim, Verdict};
+use super::worker_sessions::VerifySlot;
 use super::{Pool, PoolError, ShareRejection, ShareRequest, ShareResponse};
 use crate::rewards::CrashPoint;
 use crate::storage::{AppendOutcome, BlockStatus, FoundBlockRecord, ShareRecord};
@@ -85,7 +88,7 @@ impl Pool {
         // The wallet is read here, before verification: a session dropped
         // from memory meanwhile (forgotten in the store) must not lose a
         // verified share, a block least of all.
-        let (difficulty, proven, banned_flag, wallet) = {
+        let (difficulty, proven, banned_flag, wallet, verifying) = {
             let mut sessions = self.sessions.lock();
             let session = sessions.get_mut(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
             session.last_seen_ms = now;
@@ -101,7 +104,8 @@ impl Pool {
                 });
             }
             let difficulty = super::job_requests::job_difficulty(session.vardiff.difficulty(), network);
-            (difficulty, session.proven, session.banned.clone(), session.record.wallet_address.clone())
+            let wallet = session.record.wallet_address.clone();
+            (difficulty, session.proven, session.banned.clone(), wallet, session.verifying.clone())
         };
         let reject = async |rejection: ShareRejection| -> Result<ShareResponse, PoolError> {
             self.count_rejection(session_id, source, rejection, now).await?;
@@ -160,6 +164,13 @@ impl Pool {
             network_difficulty: job.template.template.header.difficulty,
             banned: banned_flag,
         };
+        let _slot = VerifySlot::take(&verifying).ok_or_else(|| {
+            PoolMetrics::bump(&self.metrics.shares_rate_limited);
+            PoolError::RateLimited {
+                message: "too many shares of this session are being verified at once; wait for their answers",
+                retry_after_secs: 1,
+            }
+        })?;
         let pending = self.verifier.submit(claim).map_err(|_| {
             PoolMetrics::bump(&self.metrics.shares_busy);
             PoolError::VerifyQueueFull

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::job_book::IssuedJob;
@@ -98,6 +98,33 @@ pub(crate) struct SessionState {
     pub(crate) jobs_template: Option<String>,
     /// Set on a ban: its shares still queued for verification are skipped.
     pub(crate) banned: Arc<AtomicBool>,
+    /// Its shares being verified now (at most [`VERIFYING_PER_SESSION`]).
+    pub(crate) verifying: Arc<AtomicUsize>,
+}
+
+/// A session's shares verified at once: what an honest miner keeps in
+/// flight (vision-miner sends 8), so one session, however fast it sends,
+/// holds a bounded share of the verification queue, and forged shares
+/// racing its ban cost at most this many hashes beyond the ban rule's.
+pub(crate) const VERIFYING_PER_SESSION: usize = 8;
+
+/// A session's place among its shares being verified, given back on drop.
+pub(crate) struct VerifySlot(Arc<AtomicUsize>);
+
+impl VerifySlot {
+    /// A place, or `None` when the session already has its fill.
+    pub(crate) fn take(verifying: &Arc<AtomicUsize>) -> Option<VerifySlot> {
+        verifying
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < VERIFYING_PER_SESSION).then_some(n + 1))
+            .ok()
+            .map(|_| VerifySlot(verifying.clone()))
+    }
+}
+
+impl Drop for VerifySlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl SessionState {
@@ -313,6 +340,7 @@ impl Pool {
             jobs_on_template: 0,
             jobs_template: None,
             banned: Arc::new(AtomicBool::new(banned)),
+            verifying: Arc::default(),
             record,
         };
         // Requests racing in with one token all get here: the first one's
