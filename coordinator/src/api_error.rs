@@ -41,6 +41,21 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, reason, message)
     }
 
+    /// A credential was given, and it is the wrong one.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// The request is understood but conflicts with the state it would change.
+    pub fn conflict(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, reason, message)
+    }
+
+    /// All the capacity for this kind of work is taken: come back shortly.
+    pub fn busy(message: impl Into<String>, secs: u64) -> Self {
+        Self::retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", message, secs)
+    }
+
     pub fn retry_later(status: StatusCode, reason: &'static str, message: impl Into<String>, secs: u64) -> Self {
         ApiError { retry_after_secs: Some(secs.max(1)), ..Self::new(status, reason, message) }
     }
@@ -93,7 +108,7 @@ impl From<ChainError> for ApiError {
         match err {
             ChainError::Invalid { reason, message } => ApiError::bad_request(reason, message),
             ChainError::NotFound(message) => ApiError::not_found("not_found", message),
-            ChainError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            ChainError::Conflict(message) => ApiError::conflict("conflict", message),
             ChainError::Unavailable(message) => {
                 // The detail (the node's URL, which may carry credentials, and
                 // its errors) is the operator's, not the client's.
@@ -106,10 +121,22 @@ impl From<ChainError> for ApiError {
 }
 
 impl From<StoreError> for ApiError {
-    /// The data directory failed: nothing was acknowledged, come back later.
     fn from(err: StoreError) -> Self {
-        tracing::error!("storage failure: {err}");
-        ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "the pool's storage failed", 5)
+        match err {
+            // A rule of the books, or another coordinator first: the
+            // client's request lost a race or broke a rule, nothing failed.
+            StoreError::Refused(message) => ApiError::conflict("refused", message),
+            StoreError::Conflict(message) => ApiError::conflict(
+                "conflict",
+                format!("changed meanwhile (another coordinator acted first): {message}"),
+            ),
+            // The data directory failed: nothing was acknowledged, come back later.
+            StoreError::Backend(_) | StoreError::Corrupt { .. } => {
+                tracing::error!("storage failure: {err}");
+                let message = "the pool's storage failed";
+                ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message, 5)
+            }
+        }
     }
 }
 
@@ -176,6 +203,17 @@ pub struct AppPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct AppQuery<T>(pub T);
 
+/// The timeout layers answer 408 with an empty body: given the JSON shape
+/// every other error has.
+pub async fn explain_timeout(response: Response) -> Response {
+    use axum::body::HttpBody;
+    if response.status() == StatusCode::REQUEST_TIMEOUT && response.body().size_hint().exact() == Some(0) {
+        let message = "the request ran over the server's time limit; send it again";
+        return ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", message).into_response();
+    }
+    response
+}
+
 /// Unknown routes.
 pub async fn route_not_found() -> ApiError {
     ApiError::not_found("no_such_route", "no such route; see docs/API.md")
@@ -184,4 +222,76 @@ pub async fn route_not_found() -> ApiError {
 /// Known routes with the wrong method.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What each failure is told: a race or a broken rule is the client's
+    /// answer (409), only a failed data directory or database is a 503.
+    #[test]
+    fn errors_get_their_status_and_reason() {
+        let table: Vec<(ApiError, StatusCode, &str, Option<u64>)> = vec![
+            (StoreError::Conflict("payout 7".into()).into(), StatusCode::CONFLICT, "conflict", None),
+            (StoreError::Refused("below zero".into()).into(), StatusCode::CONFLICT, "refused", None),
+            (
+                StoreError::Backend("disk".into()).into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                Some(5),
+            ),
+            (
+                StoreError::Corrupt { tree: "shares", message: "x".into() }.into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                Some(5),
+            ),
+            (ChainError::Conflict("key".into()).into(), StatusCode::CONFLICT, "conflict", None),
+            (
+                ChainError::Unavailable("down".into()).into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "chain_unavailable",
+                Some(2),
+            ),
+            (PoolError::Store(StoreError::Conflict("c".into())).into(), StatusCode::CONFLICT, "conflict", None),
+            (PoolError::VerifyQueueFull.into(), StatusCode::SERVICE_UNAVAILABLE, "busy", Some(1)),
+            (ApiError::busy("scanning", 1), StatusCode::SERVICE_UNAVAILABLE, "busy", Some(1)),
+            (ApiError::forbidden("wrong token"), StatusCode::FORBIDDEN, "forbidden", None),
+        ];
+        for (error, status, reason, retry_after) in table {
+            assert_eq!(
+                (error.status, error.reason, error.retry_after_secs),
+                (status, reason, retry_after),
+                "{error:?}"
+            );
+        }
+    }
+
+    /// A request over its time limit gets a JSON reason like any error; a
+    /// handler's own 408 (with a body) is left as it is.
+    #[tokio::test]
+    async fn a_timed_out_request_is_explained() {
+        use std::time::Duration;
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route("/slow", axum::routing::get(|| tokio::time::sleep(Duration::from_secs(5))))
+            .route(
+                "/own",
+                axum::routing::get(|| async { ApiError::new(StatusCode::REQUEST_TIMEOUT, "mine", "a handler's") }),
+            )
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_millis(20),
+            ))
+            .layer(axum::middleware::map_response(explain_timeout));
+        for (path, reason) in [("/slow", "timeout"), ("/own", "mine")] {
+            let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["error"], reason, "{path}");
+        }
+    }
 }

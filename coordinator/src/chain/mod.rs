@@ -93,7 +93,10 @@ impl Chain {
 
     pub async fn balance(&self, address: &str) -> Result<Balance, ChainError> {
         match self {
-            Chain::Devnet(chain) => chain.balance(address),
+            Chain::Devnet(chain) => {
+                let address = address.to_string();
+                off_runtime(chain, move |c| c.balance(&address)).await
+            }
             Chain::Upstream(node) => node.balance(address).await,
         }
     }

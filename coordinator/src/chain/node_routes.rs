@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
@@ -28,6 +28,8 @@ use crate::bearer_auth::{bearer, tokens_match};
 
 /// Submissions hashed at once through the node API.
 const SUBMIT_HASHERS: usize = 2;
+/// Balances read at once through the node API.
+const BALANCE_SCANNERS: usize = 2;
 
 #[derive(Clone)]
 struct NodeApiState {
@@ -35,13 +37,18 @@ struct NodeApiState {
     /// Credentials accepted for writes (node token, admin token).
     write_tokens: Arc<[Arc<str>]>,
     hashers: Arc<Semaphore>,
+    scanners: Arc<Semaphore>,
 }
 
 /// The node routes. `write_tokens` are the credentials that may submit and
 /// transfer; empty turns writes off.
 pub(crate) fn router(devnet: Arc<DevnetChain>, write_tokens: Vec<Arc<str>>) -> Router {
-    let state =
-        NodeApiState { devnet, write_tokens: write_tokens.into(), hashers: Arc::new(Semaphore::new(SUBMIT_HASHERS)) };
+    let state = NodeApiState {
+        devnet,
+        write_tokens: write_tokens.into(),
+        hashers: Arc::new(Semaphore::new(SUBMIT_HASHERS)),
+        scanners: Arc::new(Semaphore::new(BALANCE_SCANNERS)),
+    };
     Router::new()
         .route("/node/template", get(template))
         .route("/node/submit", post(submit))
@@ -63,7 +70,7 @@ fn require_writer(state: &NodeApiState, headers: &HeaderMap) -> Result<(), ApiEr
     if state.write_tokens.iter().any(|expected| tokens_match(given, expected)) {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong node token"))
+        Err(ApiError::forbidden("wrong node token"))
     }
 }
 
@@ -85,9 +92,11 @@ async fn submit(
     AppJson(block): AppJson<BlockSubmission>,
 ) -> Result<AppJson<SubmitOutcome>, ApiError> {
     require_writer(&state, &headers)?;
-    let permit = state.hashers.clone().try_acquire_owned().map_err(|_| {
-        ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", "the node is verifying other blocks", 1)
-    })?;
+    let permit = state
+        .hashers
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::busy("the node is verifying other blocks", 1))?;
     let devnet = state.devnet.clone();
     // The permit travels with the hash: a caller hanging up frees nothing early.
     let outcome = tokio::task::spawn_blocking(move || {
@@ -127,11 +136,25 @@ async fn transfer_by_key(
     Ok(AppJson(receipt.ok_or_else(|| ChainError::NotFound("no transfer with that idempotency key".into()))?))
 }
 
+/// A balance is a scan of the address's ledger entries (a pool's grows
+/// with every block and payout): on a blocking thread, a few at once.
 async fn balance(
     State(state): State<NodeApiState>,
     AppPath(address): AppPath<String>,
 ) -> Result<AppJson<Balance>, ApiError> {
-    Ok(AppJson(state.devnet.balance(&address)?))
+    let permit = state
+        .scanners
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::busy("the node is reading other balances", 1))?;
+    let devnet = state.devnet.clone();
+    let balance = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        devnet.balance(&address)
+    })
+    .await
+    .map_err(|e| ChainError::Unavailable(e.to_string()))??;
+    Ok(AppJson(balance))
 }
 
 async fn transfer(

@@ -93,7 +93,7 @@ fn require_admin(state: &PoolApiState, headers: &HeaderMap) -> Result<(), ApiErr
     if tokens_match(given, expected) {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "wrong admin token"))
+        Err(ApiError::forbidden("wrong admin token"))
     }
 }
 
@@ -227,9 +227,7 @@ async fn retry_payout(
     match state.pool.rewards().retry_set_aside(id, now_ms()).await? {
         RetryOutcome::Retrying => Ok(AppJson(serde_json::json!({"id": id, "status": "sending"}))),
         RetryOutcome::NotFound => Err(ApiError::not_found("unknown_payout", format!("no payout {id}"))),
-        RetryOutcome::NotSetAside => {
-            Err(ApiError::new(StatusCode::CONFLICT, "not_set_aside", format!("payout {id} is not set aside")))
-        }
+        RetryOutcome::NotSetAside => Err(ApiError::conflict("not_set_aside", format!("payout {id} is not set aside"))),
     }
 }
 
