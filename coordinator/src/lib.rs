@@ -23,6 +23,7 @@
 //! - [`client_source`]: which client a request counts as (trusted proxies'
 //!   `X-Forwarded-For`, IPv6 by /64), for per-source limits and bans.
 //! - `bearer_auth`: reading and comparing bearer credentials.
+//! - `connection_limits`: open connections, in all and per source.
 //!
 //! **Architecture invariant:** the coordinator never trusts a digest a
 //! worker sends; every verdict comes from its own recomputation, which never

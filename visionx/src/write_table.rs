@@ -6,7 +6,7 @@
 //! filter and slots. The filter answers "never written" (almost every read)
 //! with one load; the slots are open addressing with linear probing, keyed by
 //! scratchpad index, key and value side by side (a store or a lookup touches
-//! one cache line: with 32 lanes in flight the slots do not fit in L2). The
+//! one cache line: with 16 lanes in flight the slots do not fit in L2). The
 //! filters of all lanes lie end to end in one array so a SIMD engine can test
 //! eight lanes with one gather.
 //!

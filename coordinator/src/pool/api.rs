@@ -1,8 +1,8 @@
-//! The pool's HTTP API (`/pool/*` and `/metrics`); fields are documented in
+//! The pool's HTTP API (`/pool/*`, `/metrics` and `/healthz`); fields are documented in
 //! `docs/API.md`. Handlers are thin: they authenticate, call [`Pool`], and
 //! time themselves for the metrics. Who may call what:
 //! - anyone: register, stats, history, blocks, balances, payouts, worker,
-//!   metrics;
+//!   metrics, healthz;
 //! - a session's bearer token: job, share;
 //! - the admin token: configure, start, stop, mode, bans, unban, payout retry.
 

@@ -1,7 +1,8 @@
 //! Group commit: a share is acknowledged only once it is durable, and one
 //! fsync makes every share written before it durable.
 //!
-//! Handlers write their share, take a ticket and await it; a committer
+//! The share path (on a task of its own) writes its share and awaits
+//! `GroupCommit::durable`, which takes a ticket; a committer
 //! thread flushes the store whenever tickets are waiting and then publishes
 //! the highest ticket the flush covered. A failed flush fails the tickets it
 //! was for: their requests are answered with an error, never acknowledged

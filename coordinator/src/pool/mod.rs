@@ -10,6 +10,10 @@
 //!   (shares judged and refused).
 //! - `worker_sessions`: registration, credentials, the active set, bans.
 //! - `source_limits`: per-source registration and verification budgets.
+//! - `public_reads`: the bound on storage reads unauthenticated requests
+//!   may run at once.
+//! - `readiness`: `GET /healthz`, and whether this coordinator's chain is
+//!   behind the others' on a shared database.
 //! - `job_requests`: long-polls and job issue (a live job is reused; new
 //!   jobs are issued on a task of their own).
 //! - `share_judgement`: the share path, from admission to the answer.

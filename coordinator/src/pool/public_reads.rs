@@ -4,9 +4,10 @@
 //! the pool has not seen since it started each read the store. With
 //! PostgreSQL they take connections from the pool that also serves rewards,
 //! payouts and registrations, so a flood of them must not be able to take all
-//! of it. At most `limit` such reads run at once: the public routes answer
-//! `503 busy` past it (they are cheap to retry, and nothing is lost), while
-//! token lookups wait their turn, for up to 2 s (a miner back after a
+//! of it. At most `limit` such reads run at once: the public lists (blocks,
+//! balances, payouts) answer `503 busy` past it (they are cheap to retry,
+//! and nothing is lost), metrics scrapes wait their turn, and token lookups
+//! wait theirs, for up to 2 s (a miner back after a
 //! restart must get in; a flood of made-up tokens must not hold it long).
 //! Shares themselves never wait here: their appends and duplicate checks use
 //! connections of their own (`PgStore`'s share path).

@@ -1,4 +1,5 @@
-//! Token buckets for rate limits (shares per worker, registrations per IP).
+//! Token buckets for rate limits (shares per session; registrations and
+//! unproven sessions' verifications per source address).
 
 #[derive(Debug, Clone)]
 pub(crate) struct TokenBucket {

@@ -12,7 +12,8 @@
 //! (a database with `synchronous_commit=off`, which would break that, is
 //! refused at connect).
 //!
-//! Connections come from a `deadpool-postgres` pool; a call that cannot get
+//! Connections come from two `deadpool-postgres` pools (the share path's
+//! own `SHARE_PATH_CONNECTIONS`, and the rest); a call that cannot get
 //! one within [`CONNECTION_WAIT`] fails with [`StoreError::Backend`], which the
 //! API answers with 503 (nothing was acknowledged).
 
