@@ -1202,6 +1202,22 @@ async fn one_session_cannot_fill_the_verification_queue() {
     pool.stop().await;
 }
 
+/// A rig's reported hash rate is shown and summed: an absurd one is capped,
+/// so the pool's figures stay numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_reported_hash_rate_is_capped() {
+    let pool = TestPool::start(settings("absurd-rate")).await;
+    let token = pool.register("rig", "land1big").await;
+    let job = pool.job(&token).await;
+    let n = job.nonce_start();
+    let share = json!({"job_id": job.id(), "nonce": n, "digest": job.digest(n), "hashrate": 1e300});
+    let (status, answer) = body(pool.post_auth("/pool/share", &token, &share).await).await;
+    assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
+    let worker = pool.json("/pool/workers/land1big.rig").await;
+    assert_eq!(worker["hashrate"]["reported"].as_f64(), Some(1e15), "{worker}");
+    pool.stop().await;
+}
+
 /// Each new job is a durable write and a job held in memory: requests of
 /// one session racing each other cannot pass its cap of new jobs on one
 /// template (past it they are told to come back, or get the live job).

@@ -22,6 +22,9 @@ use visionx::Digest;
 use super::metrics::PoolMetrics;
 use super::share_verifier::{ShareClaim, Verdict};
 use super::worker_sessions::VerifySlot;
+
+/// The highest hash rate a rig may report (10^15 H/s: beyond any farm).
+const MAX_REPORTED_HASHRATE: f64 = 1e15;
 use super::{Pool, PoolError, ShareRejection, ShareRequest, ShareResponse};
 use crate::rewards::CrashPoint;
 use crate::storage::{AppendOutcome, BlockStatus, FoundBlockRecord, ShareRecord};
@@ -92,8 +95,10 @@ impl Pool {
             let mut sessions = self.sessions.lock();
             let session = sessions.get_mut(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
             session.last_seen_ms = now;
+            // A rig's own figure, shown and summed: an absurd one (a pool-wide
+            // sum of infinity) is capped, not trusted.
             if let Some(rate) = request.hashrate.filter(|r| r.is_finite() && *r >= 0.0) {
-                session.reported_hashrate = Some(rate);
+                session.reported_hashrate = Some(rate.min(MAX_REPORTED_HASHRATE));
             }
             if let Err(wait) = session.bucket.try_take(now) {
                 drop(sessions);

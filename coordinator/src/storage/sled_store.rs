@@ -866,7 +866,8 @@ impl SledTrees {
 
 /// [`PoolStore`] on sled, in the coordinator's data directory. Point reads
 /// and writes run inline (sled answers them from its cache in
-/// microseconds); scans, prunes and compaction go to tokio's blocking pool,
+/// microseconds); scans, prunes, compaction and reward updates (many
+/// records in one transaction) go to tokio's blocking pool,
 /// so a large tree never stalls a runtime thread.
 #[derive(Clone)]
 pub struct SledStore {
@@ -958,7 +959,10 @@ impl PoolStore for SledStore {
         self.blocking(|t| t.share_aggregates()).await
     }
     async fn apply_reward_update(&self, update: &RewardUpdate) -> Result<(), StoreError> {
-        self.trees.apply_reward_update(update)
+        // A PPLNS credit touches every wallet of its window, a payout batch
+        // hundreds of outputs: a transaction too big for a runtime thread.
+        let update = update.clone();
+        self.blocking(move |t| t.apply_reward_update(&update)).await
     }
     async fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError> {
         self.blocking(|t| t.block_rewards()).await
