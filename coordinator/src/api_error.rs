@@ -125,7 +125,11 @@ impl From<StoreError> for ApiError {
         match err {
             // A rule of the books, or another coordinator first: the
             // client's request lost a race or broke a rule, nothing failed.
-            StoreError::Refused(message) => ApiError::conflict("refused", message),
+            StoreError::Refused(message) => {
+                // A rule of the books held: worth the operator's eye.
+                tracing::error!("storage refused an update: {message}");
+                ApiError::conflict("refused", message)
+            }
             StoreError::Conflict(message) => ApiError::conflict(
                 "conflict",
                 format!("changed meanwhile (another coordinator acted first): {message}"),

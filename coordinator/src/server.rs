@@ -169,7 +169,7 @@ impl Coordinator {
                 _ = failure_seen.changed() => {}
             }
         };
-        let Coordinator { pool, router, limits, .. } = self;
+        let Coordinator { pool, router, limits, devnet } = self;
         match pool.resume_block_submissions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!("resuming {n} block submissions left unsettled by the last run"),
@@ -200,7 +200,10 @@ impl Coordinator {
                 },
                 () = &mut shutdown => break,
             };
-            let Some(source_slot) = per_source.try_acquire(crate::client_source::source_network(peer.ip())) else {
+            // A quarter of the slots or fewer left: kept for sources holding few.
+            let scarce = connections.available_permits() < limits.max_connections / 4;
+            let source = crate::client_source::source_network(peer.ip());
+            let Some(source_slot) = per_source.try_acquire(source, scarce) else {
                 tracing::debug!("closing a connection from {peer}: too many open from that address");
                 continue;
             };
@@ -232,7 +235,10 @@ impl Coordinator {
         // for a moment: wait (a while) so the store is released when this
         // returns and the data directory can be opened again.
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        while Arc::strong_count(&pool) > 1 && tokio::time::Instant::now() < deadline {
+        // Store and devnet calls cut short (their requests or tasks gone)
+        // may still run on blocking threads, holding the database.
+        let busy = || pool.store_calls_in_flight() > 0 || devnet.as_ref().is_some_and(|d| d.calls_in_flight() > 0);
+        while (Arc::strong_count(&pool) > 1 || busy()) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let failure = storage_failure.borrow_and_update().clone();

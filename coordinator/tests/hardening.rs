@@ -551,6 +551,37 @@ async fn connections_per_address_are_capped() {
     pool.stop().await;
 }
 
+/// 12a. Nor can a few addresses together: once slots run short, one that
+/// holds its fair share (16) gets no more, and another address still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_addresses_cannot_take_every_slot_together() {
+    let pool = TestPool::start(CoordinatorArgs { max_connections: Some(64), ..settings("fair-share") }).await;
+    let addr = pool.url.trim_start_matches("http://").to_string();
+    // Idle connections from 127.0.0.1, one at a time: held ones stay silent,
+    // refused ones are closed at once (a read sees the end).
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        match stream.read(&mut [0u8; 1]) {
+            Ok(0) => break,
+            Ok(_) => panic!("an answer to no request"),
+            Err(_) => held.push(stream),
+        }
+    }
+    // Scarce once fewer than 16 of 64 slots are free: 48 held, then refused.
+    assert_eq!(held.len(), 48, "connections one address could hold");
+    let elsewhere = Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let answer = elsewhere.get(format!("{}/pool/stats", pool.url)).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK, "another address is served");
+    drop(held);
+    pool.stop().await;
+}
+
 /// 12b. Behind a trusted proxy, each client its `X-Forwarded-For` names has
 /// its own registration budget; a peer that is no trusted proxy cannot buy
 /// budgets by naming clients.
@@ -1072,8 +1103,9 @@ async fn a_flood_of_public_reads_is_shed_while_shares_go_on() {
 
 /// Registering is free, and each registration leaves a session (and a new
 /// rig name a worker) on disk. Sessions never proven by a share are
-/// forgotten within hours, the rest after `session_ttl`, then workers no
-/// session names; a miner that comes back after that registers again.
+/// forgotten within hours, the rest after `session_ttl`, and workers no
+/// session names with them; a miner that comes back after that registers
+/// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unproven_registrations_are_forgotten_and_miners_register_again() {
     let pool = TestPool::start(settings("forget")).await;
@@ -1090,14 +1122,15 @@ async fn unproven_registrations_are_forgotten_and_miners_register_again() {
     let now = vision_coordinator::pool::now_ms();
     const HOUR: u64 = 3_600_000;
     assert_eq!(coordinator.forget_unused_credentials(now).await.unwrap(), (0, 0), "nothing is old yet");
-    // Hours later: the ten unproven sessions go; workers stay for now.
-    assert_eq!(coordinator.forget_unused_credentials(now + 7 * HOUR).await.unwrap(), (10, 0));
+    // Hours later: the ten unproven sessions go, and their workers (names
+    // no session holds: free registrations must not fill the disk).
+    assert_eq!(coordinator.forget_unused_credentials(now + 7 * HOUR).await.unwrap(), (10, 10));
     let (status, answer) = body(pool.get_auth("/pool/job", &junk[0]).await).await;
     assert_eq!((status, answer["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")), "{answer}");
     // The honest miner's session was proven: kept until the long cutoff.
     assert_eq!(coordinator.forget_unused_credentials(now + 6 * 24 * HOUR).await.unwrap(), (0, 0));
-    // Past it: its session, then every worker no session names.
-    assert_eq!(coordinator.forget_unused_credentials(now + 8 * 24 * HOUR).await.unwrap(), (1, 11));
+    // Past it: its session, then its worker.
+    assert_eq!(coordinator.forget_unused_credentials(now + 8 * 24 * HOUR).await.unwrap(), (1, 1));
     // A forgotten rig registers again, under the same id, and mines.
     let again = pool.register("junk0", "land1junk").await;
     assert!(pool.mine(&again, Some(1)).await.is_none());
@@ -1117,12 +1150,14 @@ async fn a_forgotten_session_is_never_written_back() {
     let coordinator = pool.pool.as_ref().unwrap();
     let now = vision_coordinator::pool::now_ms();
     const HOUR: u64 = 3_600_000;
-    assert_eq!(coordinator.forget_unused_credentials(now + 7 * HOUR).await.unwrap(), (1, 0));
+    // The session, unproven, goes after 6 hours; its worker, a name no
+    // session names, with it (free registrations must not fill the disk).
+    assert_eq!(coordinator.forget_unused_credentials(now + 7 * HOUR).await.unwrap(), (1, 1));
     assert!(pool.mine(&token, Some(1)).await.is_none(), "its share is credited all the same");
     assert_eq!(
         coordinator.forget_unused_credentials(now + 8 * 24 * HOUR).await.unwrap(),
-        (0, 1),
-        "no session came back; the worker no session names goes"
+        (0, 0),
+        "no session or worker came back"
     );
     pool.stop().await;
 }
@@ -1145,7 +1180,7 @@ async fn a_session_forgotten_in_the_store_leaves_memory_at_housekeeping() {
     let coordinator = pool.pool.as_ref().unwrap();
     let now = vision_coordinator::pool::now_ms();
     // As another coordinator's prune would: the stored record goes.
-    assert_eq!(coordinator.forget_unused_credentials(now + 1_000).await.unwrap(), (1, 0));
+    assert_eq!(coordinator.forget_unused_credentials(now + 1_000).await.unwrap().0, 1);
     pool.job(&token).await;
     coordinator.housekeeping(now).await.unwrap();
     let response = pool.get_auth("/pool/job", &token).await;
@@ -1157,15 +1192,15 @@ async fn a_session_forgotten_in_the_store_leaves_memory_at_housekeeping() {
     pool.stop().await;
 }
 
-/// One session, however fast it sends, has at most 8 shares in
-/// verification: a flood of 40 forged shares at once from a proven
-/// session never fills a verification queue of 8 (no 503 `busy`, which
+/// One session, however fast it sends, has at most 16 shares in
+/// verification: a flood of 100 forged shares at once from a proven
+/// session never fills a verification queue of 16 (no 503 `busy`, which
 /// would refuse other miners' shares too); the rest are told to wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_session_cannot_fill_the_verification_queue() {
     let pool = TestPool::start(CoordinatorArgs {
         verify_threads: Some(1),
-        verify_queue: Some(8),
+        verify_queue: Some(16),
         ban_invalid_ratio: Some(1.0),
         ..settings("verify-share")
     })
@@ -1174,7 +1209,7 @@ async fn one_session_cannot_fill_the_verification_queue() {
     let job = pool.job(&token).await;
     let proof = job.nonce_start() + 100;
     assert_eq!(pool.share(&token, &job, proof, &job.digest(proof)).await.1["accepted"], true);
-    let requests: Vec<_> = (0..40)
+    let requests: Vec<_> = (0..100)
         .map(|i| {
             let (http, url) = (pool.http.clone(), format!("{}/pool/share", pool.url));
             let forged = json!({"job_id": job.id(), "nonce": job.nonce_start() + i, "digest": "00".repeat(32)});
@@ -1196,7 +1231,7 @@ async fn one_session_cannot_fill_the_verification_queue() {
             other => panic!("{other}: {answer}"),
         }
     }
-    assert!(told_to_wait > 0, "40 shares at once all went to verification");
+    assert!(told_to_wait > 0, "100 shares at once all went to verification");
     let shares = &metrics(&pool).await["shares"];
     assert_eq!((shares["busy"].as_u64(), shares["rate_limited"].as_u64()), (Some(0), Some(told_to_wait)));
     pool.stop().await;

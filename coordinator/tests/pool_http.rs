@@ -568,14 +568,19 @@ async fn a_full_verification_queue_answers_503() {
         ..settings("busy")
     })
     .await;
-    let token = pool.register("burst", "land1x").await;
-    let job = pool.job(&token).await;
-    // A session that has shown valid work is not held to the small budget
-    // of new sessions.
-    let proof = job.nonce_start() + 100;
-    assert_eq!(pool.share(&token, &job, proof, &job.digest(proof)).await.1["accepted"], true);
+    // Sessions that have shown valid work are not held to the small budget
+    // of new sessions; several, as one has a bounded place in the queue.
+    let mut sessions = Vec::new();
+    for rig in ["burst1", "burst2", "burst3"] {
+        let token = pool.register(rig, "land1x").await;
+        let job = pool.job(&token).await;
+        let proof = job.nonce_start() + 100;
+        assert_eq!(pool.share(&token, &job, proof, &job.digest(proof)).await.1["accepted"], true);
+        sessions.push((token, job));
+    }
     let mut requests = Vec::new();
-    for i in 0..40 {
+    for i in 0..48 {
+        let (token, job) = &sessions[i as usize % sessions.len()];
         let http = pool.http.clone();
         let url = format!("{}/pool/share", pool.url);
         let body = json!({"job_id": job.id(), "nonce": job.nonce_start() + i, "digest": "00".repeat(32)});
@@ -598,7 +603,7 @@ async fn a_full_verification_queue_answers_503() {
             _ => assert_eq!(status, StatusCode::OK),
         }
     }
-    assert!(busy > 0, "40 concurrent shares through a queue of 1 must overflow");
+    assert!(busy > 0, "48 concurrent shares through a queue of 1 must overflow");
     let (_, metrics) = body(pool.get("/pool/metrics").await).await;
     assert_eq!(metrics["shares"]["busy"].as_u64(), Some(busy));
     pool.stop().await;

@@ -35,12 +35,16 @@ impl ChainError {
         ChainError::Invalid { reason, message: message.into() }
     }
 
-    /// What a public record (a block's or payout's `reason`) may say: an
-    /// unreachable node's detail (its address, its errors) is the log's.
+    /// What a public record (a block's or payout's `reason`) may say: the
+    /// kind of failure; the node's own words (its address, its errors, how
+    /// it refused our credential) are the log's.
     pub fn public_reason(&self) -> String {
+        let refused = |reason: &str| format!("the chain node refused the request: {reason}");
         match self {
             ChainError::Unavailable(_) => "the chain node is unreachable".into(),
-            other => other.to_string(),
+            ChainError::Invalid { reason, .. } => refused(reason),
+            ChainError::NotFound(_) => refused("not_found"),
+            ChainError::Conflict(_) => refused("conflict"),
         }
     }
 }
@@ -109,14 +113,13 @@ impl Chain {
     }
 }
 
-/// Runs a devnet call that hashes, takes the write lock or fsyncs on a
-/// blocking thread: never on a runtime thread.
+/// Runs a devnet call that hashes, scans, takes the write lock or fsyncs
+/// on a blocking thread: never on a runtime thread.
 async fn off_runtime<T: Send + 'static>(
     chain: &Arc<devnet::DevnetChain>,
     call: impl FnOnce(&devnet::DevnetChain) -> Result<T, ChainError> + Send + 'static,
 ) -> Result<T, ChainError> {
-    let chain = chain.clone();
-    tokio::task::spawn_blocking(move || call(&chain)).await.map_err(|e| ChainError::Unavailable(e.to_string()))?
+    chain.on_blocking_thread(call).await
 }
 
 /// A wallet address: 1-128 ASCII letters, digits, `_`, `-` or `:`.

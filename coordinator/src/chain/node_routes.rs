@@ -97,14 +97,14 @@ async fn submit(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::busy("the node is verifying other blocks", 1))?;
-    let devnet = state.devnet.clone();
     // The permit travels with the hash: a caller hanging up frees nothing early.
-    let outcome = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        devnet.submit(&block)
-    })
-    .await
-    .map_err(|e| ChainError::Unavailable(e.to_string()))??;
+    let outcome = state
+        .devnet
+        .on_blocking_thread(move |devnet| {
+            let _permit = permit;
+            devnet.submit(&block)
+        })
+        .await?;
     Ok(AppJson(outcome))
 }
 
@@ -147,13 +147,13 @@ async fn balance(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::busy("the node is reading other balances", 1))?;
-    let devnet = state.devnet.clone();
-    let balance = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        devnet.balance(&address)
-    })
-    .await
-    .map_err(|e| ChainError::Unavailable(e.to_string()))??;
+    let balance = state
+        .devnet
+        .on_blocking_thread(move |devnet| {
+            let _permit = permit;
+            devnet.balance(&address)
+        })
+        .await?;
     Ok(AppJson(balance))
 }
 

@@ -24,10 +24,21 @@ use crate::storage::{AppendOutcome, BlockStatus, FoundBlockRecord};
 /// Retry delays: doubling from the first to the last.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const LAST_RETRY: Duration = Duration::from_secs(10);
+/// How long after it was found a block the node refuses to take (not an
+/// unreachable node: a refused credential, a proxy's 404) is still retried.
+/// Long enough to fix a credential; bounded, because a pool that is its
+/// chain's only miner never sees the tip move to supersede it.
+const REFUSALS_RETRIED_FOR_MS: u64 = 10 * 60 * 1000;
+
+/// Whether a block the node refused to take is settled now (asked of the
+/// chain) rather than tried again.
+fn refusals_exhausted(found_ms: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(found_ms) >= REFUSALS_RETRIED_FOR_MS
+}
 
 impl Pool {
-    /// Submits a recorded block once; on a transient failure, keeps retrying
-    /// in the background. Returns the record as it stands after this attempt.
+    /// Submits a recorded block once; while the chain has not judged it,
+    /// keeps retrying in the background. Returns the record as it stands after this attempt.
     pub(crate) async fn submit_found_block(
         self: &Arc<Self>,
         mut block: FoundBlockRecord,
@@ -69,7 +80,20 @@ impl Pool {
             // Only the chain's verdict on the block settles it. A refused
             // credential (a rotated --upstream-token), a proxy's 404 or a
             // node's hiccup may pass on a later try, and the block can
-            // still win meanwhile: retried until superseded.
+            // still win meanwhile: retried until superseded (a refusal, for
+            // REFUSALS_RETRIED_FOR_MS at most).
+            Err(err)
+                if !matches!(err, ChainError::Unavailable(_))
+                    && refusals_exhausted(block.time_ms, block.updated_ms) =>
+            {
+                tracing::error!(
+                    height = block.height,
+                    "the node still refuses our block submissions; giving up: {err}"
+                );
+                block.status =
+                    if self.is_on_chain(block).await { BlockStatus::Accepted } else { BlockStatus::Rejected };
+                block.reason = (block.status == BlockStatus::Rejected).then(|| err.public_reason());
+            }
             Err(err) => {
                 PoolMetrics::bump(&self.metrics.block_submit_retries);
                 match err {
@@ -221,5 +245,41 @@ impl Pool {
             }
         }
         self.record_block(block).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_retried_for_a_while_then_settled() {
+        let found = 1_000_000;
+        let table = [
+            (found, false),
+            (found + REFUSALS_RETRIED_FOR_MS - 1, false),
+            (found + REFUSALS_RETRIED_FOR_MS, true),
+            // A clock that went back: retried, not settled early.
+            (found - 5_000, false),
+        ];
+        for (now, settled) in table {
+            assert_eq!(refusals_exhausted(found, now), settled, "{now}");
+        }
+    }
+
+    #[test]
+    fn public_reasons_name_the_failure_not_the_nodes_words() {
+        let table = [
+            (ChainError::Unavailable("http://user:pw@node:1 refused".into()), "the chain node is unreachable"),
+            (
+                ChainError::invalid("upstream_unauthorized", "the node refused our credential: token abc"),
+                "the chain node refused the request: upstream_unauthorized",
+            ),
+            (ChainError::NotFound("no such route at /x".into()), "the chain node refused the request: not_found"),
+            (ChainError::Conflict("key reused".into()), "the chain node refused the request: conflict"),
+        ];
+        for (err, public) in table {
+            assert_eq!(err.public_reason(), public);
+        }
     }
 }

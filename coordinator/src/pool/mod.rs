@@ -569,18 +569,26 @@ impl Pool {
     }
 
     /// Forgets stored sessions unseen for `session_ttl` (or, never proven,
-    /// for `unproven_session_ttl`), then workers last registered before
-    /// `session_ttl` that no session names any more. Returns (sessions,
-    /// workers). Their miners register again if they come back; their
-    /// shares and balances are untouched.
+    /// for `unproven_session_ttl`), then workers that no session names any
+    /// more and that were last registered before `unproven_session_ttl`
+    /// (a worker whose sessions are all gone is only a name; kept for days,
+    /// free registrations would fill the disk with them). Returns
+    /// (sessions, workers). Their miners register again if they come back;
+    /// their shares and balances are untouched.
     pub async fn forget_unused_credentials(&self, now_ms: u64) -> Result<(usize, usize), PoolError> {
         let before = |ttl: Duration| now_ms.saturating_sub(ttl.as_millis() as u64);
         let sessions = self
             .store
             .prune_sessions(before(self.config.session_ttl), before(self.config.unproven_session_ttl))
             .await?;
-        let workers = self.store.prune_workers_without_sessions(before(self.config.session_ttl)).await?;
+        let workers = self.store.prune_workers_without_sessions(before(self.config.unproven_session_ttl)).await?;
         Ok((sessions, workers))
+    }
+
+    /// Store calls still running on blocking threads (a stopping server
+    /// waits for none).
+    pub fn store_calls_in_flight(&self) -> usize {
+        self.store.calls_in_flight()
     }
 
     /// Makes everything durable (graceful shutdown, the storage watch).

@@ -169,7 +169,7 @@ impl Pool {
             network_difficulty: job.template.template.header.difficulty,
             banned: banned_flag,
         };
-        let _slot = VerifySlot::take(&verifying).ok_or_else(|| {
+        let slot = VerifySlot::take(&verifying).ok_or_else(|| {
             PoolMetrics::bump(&self.metrics.shares_rate_limited);
             PoolError::RateLimited {
                 message: "too many shares of this session are being verified at once; wait for their answers",
@@ -182,6 +182,9 @@ impl Pool {
         })?;
         let (verdict, verify_time) =
             pending.await.map_err(|_| PoolError::Internal("a verifier thread stopped".into()))?;
+        // Verified: its recording (fsyncs, a block's submission) is no
+        // longer the verifiers' business.
+        drop(slot);
         self.metrics.verify_latency.record(verify_time);
         let (digest, is_block) = match verdict {
             Verdict::Accepted { digest, is_block } => (digest, is_block),

@@ -102,11 +102,12 @@ pub(crate) struct SessionState {
     pub(crate) verifying: Arc<AtomicUsize>,
 }
 
-/// A session's shares verified at once: what an honest miner keeps in
-/// flight (vision-miner sends 8), so one session, however fast it sends,
-/// holds a bounded share of the verification queue, and forged shares
-/// racing its ban cost at most this many hashes beyond the ban rule's.
-pub(crate) const VERIFYING_PER_SESSION: usize = 8;
+/// A session's shares verified at once: twice what an honest miner keeps
+/// in flight (vision-miner sends 8, and resends queued ones beside them),
+/// so one session, however fast it sends, holds a bounded share of the
+/// verification queue, and forged shares racing its ban cost at most this
+/// many hashes beyond the ban rule's.
+pub(crate) const VERIFYING_PER_SESSION: usize = 16;
 
 /// A session's place among its shares being verified, given back on drop.
 pub(crate) struct VerifySlot(Arc<AtomicUsize>);

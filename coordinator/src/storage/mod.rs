@@ -543,6 +543,13 @@ pub trait PoolStore: Send + Sync + 'static {
 
     /// `sled` or `postgres`, for the metrics.
     fn backend(&self) -> &'static str;
+
+    /// Calls still running on blocking threads, holding the store's files
+    /// (a stopping server waits for none, so the data directory can be
+    /// opened again when it returns). None for a store without any.
+    fn calls_in_flight(&self) -> usize {
+        0
+    }
     /// Commits that made writes durable since this process opened the
     /// store, for the metrics: sled's flushes (one for many writes, the
     /// group commit) or PostgreSQL's share-append batches (one transaction

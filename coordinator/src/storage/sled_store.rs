@@ -874,12 +874,14 @@ pub struct SledStore {
     trees: SledTrees,
     /// Flushes that succeeded (`PoolStore::commits`), shared by clones.
     flushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Calls running on the blocking pool (`PoolStore::calls_in_flight`).
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SledStore {
     /// Opens (or creates) the pool's trees in `db`.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        Ok(SledStore { trees: SledTrees::open(db)?, flushes: Default::default() })
+        Ok(SledStore { trees: SledTrees::open(db)?, flushes: Default::default(), calls: Default::default() })
     }
 
     /// Opens a sled database at `path` (for tests and tools).
@@ -893,10 +895,24 @@ impl SledStore {
         T: Send + 'static,
         F: FnOnce(&SledTrees) -> Result<T, StoreError> + Send + 'static,
     {
-        let trees = self.trees.clone();
-        tokio::task::spawn_blocking(move || op(&trees))
-            .await
-            .map_err(|e| StoreError::Backend(format!("storage task: {e}")))?
+        // Counted from before the spawn until the trees are let go: a call
+        // whose task was cut short still holds the database.
+        struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.calls.fetch_add(1, Ordering::AcqRel);
+        let (trees, counted) = (self.trees.clone(), Counted(self.calls.clone()));
+        tokio::task::spawn_blocking(move || {
+            let result = op(&trees);
+            drop(trees);
+            drop(counted);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("storage task: {e}")))?
     }
 }
 
@@ -1082,6 +1098,10 @@ impl PoolStore for SledStore {
     }
     fn backend(&self) -> &'static str {
         "sled"
+    }
+
+    fn calls_in_flight(&self) -> usize {
+        self.calls.load(Ordering::Acquire)
     }
     fn commits(&self) -> u64 {
         self.flushes.load(std::sync::atomic::Ordering::Relaxed)

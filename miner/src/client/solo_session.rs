@@ -186,9 +186,7 @@ impl BlockSubmitter {
 fn refuses_every_block(failure: &ApiFailure) -> bool {
     match failure {
         ApiFailure::Unauthorized => true,
-        ApiFailure::Refused { reason, .. } => {
-            ["forbidden", "unauthorized", "node_writes_disabled"].contains(&reason.as_str())
-        }
+        ApiFailure::Refused { reason, .. } => ["forbidden", "node_writes_disabled"].contains(&reason.as_str()),
         _ => false,
     }
 }
