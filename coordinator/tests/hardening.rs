@@ -571,12 +571,8 @@ async fn a_few_addresses_cannot_take_every_slot_together() {
     }
     // Scarce once fewer than 16 of 64 slots are free: 48 held, then refused.
     assert_eq!(held.len(), 48, "connections one address could hold");
-    let elsewhere = Client::builder()
-        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let answer = elsewhere.get(format!("{}/pool/stats", pool.url)).send().await.unwrap();
+    let elsewhere = client_from("127.0.0.2").get(format!("{}/pool/stats", pool.url)).timeout(Duration::from_secs(2));
+    let answer = elsewhere.send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK, "another address is served");
     drop(held);
     pool.stop().await;
