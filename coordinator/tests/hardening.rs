@@ -557,16 +557,19 @@ async fn connections_per_address_are_capped() {
 async fn a_few_addresses_cannot_take_every_slot_together() {
     let pool = TestPool::start(CoordinatorArgs { max_connections: Some(64), ..settings("fair-share") }).await;
     let addr = pool.url.trim_start_matches("http://").to_string();
-    // Idle connections from 127.0.0.1, one at a time: held ones stay silent,
-    // refused ones are closed at once (a read sees the end).
+    // 60 idle connections from 127.0.0.1, accepted in turn: held ones stay
+    // silent, refused ones are closed at once (a read sees the end).
+    let streams: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut held = Vec::new();
-    for _ in 0..60 {
-        let mut stream = TcpStream::connect(&addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    for mut stream in streams {
+        stream.set_nonblocking(true).unwrap();
         match stream.read(&mut [0u8; 1]) {
-            Ok(0) => break,
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
             Ok(_) => panic!("an answer to no request"),
-            Err(_) => held.push(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held.push(stream),
+            Err(e) => panic!("{e}"),
         }
     }
     // Scarce once fewer than 16 of 64 slots are free: 48 held, then refused.
