@@ -135,8 +135,12 @@ impl From<StoreError> for ApiError {
                 format!("changed meanwhile (another coordinator acted first): {message}"),
             ),
             // The data directory failed: nothing was acknowledged, come back later.
-            StoreError::Backend(_) | StoreError::Corrupt { .. } => {
-                tracing::error!("storage failure: {err}");
+            StoreError::Backend(_) | StoreError::Corrupt { .. } | StoreError::FlushFailed => {
+                // A failed flush was logged by the committer, once for all
+                // the requests it fails.
+                if !matches!(err, StoreError::FlushFailed) {
+                    tracing::error!("storage failure: {err}");
+                }
                 let message = "the pool's storage failed";
                 ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message, 5)
             }
@@ -245,6 +249,7 @@ mod tests {
                 "storage_unavailable",
                 Some(5),
             ),
+            (StoreError::FlushFailed.into(), StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", Some(5)),
             (
                 StoreError::Corrupt { tree: "shares", message: "x".into() }.into(),
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -54,6 +54,8 @@ pub struct Coordinator {
     pub devnet: Option<Arc<DevnetChain>>,
     router: Router,
     limits: ConnectionLimits,
+    /// Proxies' connections carry many clients: no fair-share cap on them.
+    trusted_proxies: crate::client_source::TrustedProxies,
 }
 
 impl Coordinator {
@@ -143,7 +145,7 @@ impl Coordinator {
                 tower_http::trace::TraceLayer::new_for_http()
                     .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
             );
-        Ok(Coordinator { pool, devnet, router, limits: config.limits })
+        Ok(Coordinator { pool, devnet, router, limits: config.limits, trusted_proxies: config.trusted_proxies.clone() })
     }
 
     /// The HTTP application (for in-process tests without a socket).
@@ -169,7 +171,7 @@ impl Coordinator {
                 _ = failure_seen.changed() => {}
             }
         };
-        let Coordinator { pool, router, limits, devnet } = self;
+        let Coordinator { pool, router, limits, devnet, trusted_proxies } = self;
         match pool.resume_block_submissions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!("resuming {n} block submissions left unsettled by the last run"),
@@ -200,8 +202,10 @@ impl Coordinator {
                 },
                 () = &mut shutdown => break,
             };
-            // A quarter of the slots or fewer left: kept for sources holding few.
-            let scarce = connections.available_permits() < limits.max_connections / 4;
+            // A quarter of the slots or fewer left: kept for sources holding
+            // few (a trusted proxy carries many clients: never held to it).
+            let scarce =
+                connections.available_permits() < limits.max_connections / 4 && !trusted_proxies.trusts(peer.ip());
             let source = crate::client_source::source_network(peer.ip());
             let Some(source_slot) = per_source.try_acquire(source, scarce) else {
                 tracing::debug!("closing a connection from {peer}: too many open from that address");

@@ -559,25 +559,51 @@ async fn a_few_addresses_cannot_take_every_slot_together() {
     let addr = pool.url.trim_start_matches("http://").to_string();
     // 60 idle connections from 127.0.0.1, accepted in turn: held ones stay
     // silent, refused ones are closed at once (a read sees the end).
-    let streams: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(&addr).unwrap()).collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut held = Vec::new();
-    for mut stream in streams {
+    let mut open: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    for stream in &open {
         stream.set_nonblocking(true).unwrap();
-        match stream.read(&mut [0u8; 1]) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Ok(_) => panic!("an answer to no request"),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held.push(stream),
-            Err(e) => panic!("{e}"),
-        }
     }
-    // Scarce once fewer than 16 of 64 slots are free: 48 held, then refused.
-    assert_eq!(held.len(), 48, "connections one address could hold");
+    let closed_by_server = |stream: &mut TcpStream| match stream.read(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        other => panic!("an answer to no request: {other:?}"),
+    };
+    // Scarce once fewer than 16 of 64 slots are free: 48 held, the other 12
+    // refused (waited for: the server accepts them in turn).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open.len() > 48 {
+        assert!(Instant::now() < deadline, "{} of 60 connections still open", open.len());
+        open.retain_mut(|stream| !closed_by_server(stream));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    open.retain_mut(|stream| !closed_by_server(stream));
+    assert_eq!(open.len(), 48, "connections one address could hold");
+    let held = open;
     let elsewhere = client_from("127.0.0.2").get(format!("{}/pool/stats", pool.url)).timeout(Duration::from_secs(2));
     let answer = elsewhere.send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK, "another address is served");
     drop(held);
+    pool.stop().await;
+
+    // A trusted proxy carries many clients: never held to a fair share.
+    let settings = CoordinatorArgs {
+        max_connections: Some(64),
+        max_connections_per_ip: Some(64),
+        trusted_proxy: Some(vec!["127.0.0.1".into()]),
+        ..settings("fair-share-proxy")
+    };
+    let pool = TestPool::start(settings).await;
+    let addr = pool.url.trim_start_matches("http://").to_string();
+    let mut open: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for stream in &open {
+        stream.set_nonblocking(true).unwrap();
+    }
+    open.retain_mut(|stream| !closed_by_server(stream));
+    assert_eq!(open.len(), 60, "a proxy's connections");
+    drop(open);
     pool.stop().await;
 }
 

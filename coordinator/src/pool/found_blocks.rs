@@ -90,9 +90,19 @@ impl Pool {
                     height = block.height,
                     "the node still refuses our block submissions; giving up: {err}"
                 );
-                block.status =
-                    if self.is_on_chain(block).await { BlockStatus::Accepted } else { BlockStatus::Rejected };
-                block.reason = (block.status == BlockStatus::Rejected).then(|| err.public_reason());
+                // Settled only on the chain's word on its height; a chain
+                // that cannot say leaves it for the next round.
+                match self.chain.block(block.height).await {
+                    Ok(on_chain) if on_chain.hash.eq_ignore_ascii_case(&block.hash) => {
+                        block.status = BlockStatus::Accepted;
+                        block.reason = None;
+                    }
+                    Ok(_) | Err(ChainError::NotFound(_)) => {
+                        block.status = BlockStatus::Rejected;
+                        block.reason = Some(err.public_reason());
+                    }
+                    Err(_) => block.reason = Some(err.public_reason()),
+                }
             }
             Err(err) => {
                 PoolMetrics::bump(&self.metrics.block_submit_retries);

@@ -103,7 +103,7 @@ impl GroupCommit {
         if settled.durable >= ticket {
             Ok(())
         } else {
-            Err(StoreError::Backend("flushing to disk failed; nothing was acknowledged".into()))
+            Err(StoreError::FlushFailed)
         }
     }
 }

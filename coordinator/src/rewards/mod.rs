@@ -312,11 +312,7 @@ impl Rewards {
 
     /// Makes the writes so far durable, off the runtime.
     async fn flush(&self) -> Result<(), RewardError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|e| StoreError::Backend(format!("flush task: {e}")))??;
-        Ok(())
+        Ok(self.store.flush_off_runtime().await?)
     }
 
     /// The test hook: dies here, as `kill -9` would have it, when asked to.

@@ -48,6 +48,10 @@ pub enum StoreError {
     /// (another coordinator acted first): nothing of it was applied.
     #[error("storage: changed meanwhile: {0}")]
     Conflict(String),
+    /// The group commit's flush that was to make this write durable failed
+    /// (logged once, where it failed): nothing was acknowledged.
+    #[error("storage: flushing to disk failed; nothing was acknowledged")]
+    FlushFailed,
 }
 
 impl From<sled::Error> for StoreError {
@@ -540,6 +544,10 @@ pub trait PoolStore: Send + Sync + 'static {
     /// the group-commit thread or `spawn_blocking`, never on the runtime.
     /// A store whose writes are durable when they return does nothing.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// [`PoolStore::flush`] from async code: on a blocking thread where it
+    /// fsyncs, counted in [`PoolStore::calls_in_flight`].
+    async fn flush_off_runtime(&self) -> Result<(), StoreError>;
 
     /// `sled` or `postgres`, for the metrics.
     fn backend(&self) -> &'static str;

@@ -1069,6 +1069,11 @@ impl PoolStore for PgStore {
         Ok(())
     }
 
+    async fn flush_off_runtime(&self) -> Result<(), StoreError> {
+        // Durable when a write returns: nothing to wait for.
+        Ok(())
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }

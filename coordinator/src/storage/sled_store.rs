@@ -1096,6 +1096,11 @@ impl PoolStore for SledStore {
         self.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
+    async fn flush_off_runtime(&self) -> Result<(), StoreError> {
+        self.blocking(|t| t.flush()).await?;
+        self.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
     fn backend(&self) -> &'static str {
         "sled"
     }

@@ -35,12 +35,56 @@ pub fn router(api: LocalApi) -> Router {
         .route("/resume", post(resume))
         .route("/threads", post(threads))
         .route("/pool", post(switch_pool))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no_such_route", "no such route") })
+        .fallback(|| async { LocalApiError::NoSuchRoute })
         .with_state(api)
 }
 
-fn error(status: StatusCode, reason: &str, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": reason, "message": message }))).into_response()
+/// Why a request to the local API was refused: the one place its statuses
+/// and JSON reasons are decided.
+#[derive(Debug, thiserror::Error)]
+enum LocalApiError {
+    #[error("requests from other sites' pages are refused")]
+    CrossOrigin,
+    #[error("without --api-token the control routes answer loopback names only")]
+    BadHost,
+    #[error("Authorization: Bearer <api token> required")]
+    Unauthorized,
+    #[error("expected {0}")]
+    BadJson(&'static str),
+    #[error("threads must be 1-{0}")]
+    BadThreads(usize),
+    #[error("this miner is not mining on the CPU")]
+    NoCpuBackend,
+    #[error("this miner mines solo; restart it with --pool URL")]
+    NotPoolMode,
+    #[error(transparent)]
+    PoolSwitch(#[from] PoolSwitchError),
+    #[error("no such route")]
+    NoSuchRoute,
+}
+
+impl LocalApiError {
+    fn status_and_reason(&self) -> (StatusCode, &'static str) {
+        match self {
+            LocalApiError::CrossOrigin => (StatusCode::FORBIDDEN, "cross_origin"),
+            LocalApiError::BadHost => (StatusCode::FORBIDDEN, "bad_host"),
+            LocalApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            LocalApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
+            LocalApiError::BadThreads(_) => (StatusCode::BAD_REQUEST, "bad_threads"),
+            LocalApiError::NoCpuBackend => (StatusCode::CONFLICT, "no_cpu_backend"),
+            LocalApiError::NotPoolMode => (StatusCode::CONFLICT, "not_pool_mode"),
+            LocalApiError::PoolSwitch(PoolSwitchError::BadUrl(_)) => (StatusCode::BAD_REQUEST, "bad_url"),
+            LocalApiError::PoolSwitch(PoolSwitchError::ListFull) => (StatusCode::CONFLICT, "too_many_pools"),
+            LocalApiError::NoSuchRoute => (StatusCode::NOT_FOUND, "no_such_route"),
+        }
+    }
+}
+
+impl IntoResponse for LocalApiError {
+    fn into_response(self) -> Response {
+        let (status, reason) = self.status_and_reason();
+        (status, Json(serde_json::json!({ "error": reason, "message": self.to_string() }))).into_response()
+    }
 }
 
 /// Whether `host` (a Host header, or an Origin's host) names this machine's
@@ -53,53 +97,49 @@ fn is_loopback_host(host: &str) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `None` when allowed, else the 401 or 403 to send. Browsers are held to
+/// Whether this request may use the control routes. Browsers are held to
 /// their own origin: a request another site's page makes (it carries that
 /// site's `Origin`) is refused, and without a token, where the API is only
 /// on loopback, so is a `Host` that is not loopback (a DNS-rebound name).
-fn refuse(api: &LocalApi, headers: &HeaderMap) -> Option<Response> {
+fn authorize(api: &LocalApi, headers: &HeaderMap) -> Result<(), LocalApiError> {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if let Some(origin) = headers.get(header::ORIGIN) {
         let same = origin.to_str().ok().and_then(|o| o.split_once("://")).is_some_and(|(_, o)| o == host);
         if !same {
-            return Some(error(StatusCode::FORBIDDEN, "cross_origin", "requests from other sites' pages are refused"));
+            return Err(LocalApiError::CrossOrigin);
         }
     }
     let Some(expected) = &api.token else {
-        return (!host.is_empty() && !is_loopback_host(host)).then(|| {
-            error(
-                StatusCode::FORBIDDEN,
-                "bad_host",
-                "without --api-token the control routes answer loopback names only",
-            )
-        });
+        return if !host.is_empty() && !is_loopback_host(host) { Err(LocalApiError::BadHost) } else { Ok(()) };
     };
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let ok = given.is_some_and(|g| {
         bool::from(blake3::hash(g.as_bytes()).as_bytes().ct_eq(blake3::hash(expected.as_bytes()).as_bytes()))
     });
-    (!ok).then(|| error(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: Bearer <api token> required"))
+    if ok {
+        Ok(())
+    } else {
+        Err(LocalApiError::Unauthorized)
+    }
 }
+
+type Answer = Result<Json<serde_json::Value>, LocalApiError>;
 
 async fn status(State(api): State<LocalApi>) -> impl IntoResponse {
     Json(api.status.report(&api.dispatch))
 }
 
-async fn pause(State(api): State<LocalApi>, headers: HeaderMap) -> Response {
-    if let Some(denied) = refuse(&api, &headers) {
-        return denied;
-    }
+async fn pause(State(api): State<LocalApi>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers)?;
     api.dispatch.set_paused(true);
-    Json(serde_json::json!({ "paused": true })).into_response()
+    Ok(Json(serde_json::json!({ "paused": true })))
 }
 
-async fn resume(State(api): State<LocalApi>, headers: HeaderMap) -> Response {
-    if let Some(denied) = refuse(&api, &headers) {
-        return denied;
-    }
+async fn resume(State(api): State<LocalApi>, headers: HeaderMap) -> Answer {
+    authorize(&api, &headers)?;
     api.dispatch.set_paused(false);
-    Json(serde_json::json!({ "paused": false })).into_response()
+    Ok(Json(serde_json::json!({ "paused": false })))
 }
 
 #[derive(Deserialize)]
@@ -107,21 +147,17 @@ struct ThreadsRequest {
     threads: usize,
 }
 
-async fn threads(State(api): State<LocalApi>, headers: HeaderMap, body: Option<Json<ThreadsRequest>>) -> Response {
-    if let Some(denied) = refuse(&api, &headers) {
-        return denied;
-    }
-    let Some(Json(request)) = body else {
-        return error(StatusCode::BAD_REQUEST, "bad_json", "expected {\"threads\": N}");
-    };
+async fn threads(State(api): State<LocalApi>, headers: HeaderMap, body: Option<Json<ThreadsRequest>>) -> Answer {
+    authorize(&api, &headers)?;
+    let Json(request) = body.ok_or(LocalApiError::BadJson("{\"threads\": N}"))?;
     let max = std::thread::available_parallelism().map_or(1, |n| n.get()) * 4;
     if request.threads == 0 || request.threads > max {
-        return error(StatusCode::BAD_REQUEST, "bad_threads", &format!("threads must be 1-{max}"));
+        return Err(LocalApiError::BadThreads(max));
     }
     if !api.dispatch.set_cpu_threads(request.threads) {
-        return error(StatusCode::CONFLICT, "no_cpu_backend", "this miner is not mining on the CPU");
+        return Err(LocalApiError::NoCpuBackend);
     }
-    Json(serde_json::json!({ "threads": request.threads })).into_response()
+    Ok(Json(serde_json::json!({ "threads": request.threads })))
 }
 
 #[derive(Deserialize)]
@@ -131,21 +167,12 @@ struct SwitchRequest {
 
 /// Makes `url` the primary pool (added to the failover list when new); the
 /// session moves there at once.
-async fn switch_pool(State(api): State<LocalApi>, headers: HeaderMap, body: Option<Json<SwitchRequest>>) -> Response {
-    if let Some(denied) = refuse(&api, &headers) {
-        return denied;
-    }
-    let Some(switch) = &api.pool_switch else {
-        return error(StatusCode::CONFLICT, "not_pool_mode", "this miner mines solo; restart it with --pool URL");
-    };
-    let Some(Json(request)) = body else {
-        return error(StatusCode::BAD_REQUEST, "bad_json", "expected {\"url\": \"http://host:port\"}");
-    };
-    match switch.request(&request.url) {
-        Ok(url) => Json(serde_json::json!({ "switching_to": url })).into_response(),
-        Err(err @ PoolSwitchError::BadUrl(_)) => error(StatusCode::BAD_REQUEST, "bad_url", &err.to_string()),
-        Err(err @ PoolSwitchError::ListFull) => error(StatusCode::CONFLICT, "too_many_pools", &err.to_string()),
-    }
+async fn switch_pool(State(api): State<LocalApi>, headers: HeaderMap, body: Option<Json<SwitchRequest>>) -> Answer {
+    authorize(&api, &headers)?;
+    let switch = api.pool_switch.as_ref().ok_or(LocalApiError::NotPoolMode)?;
+    let Json(request) = body.ok_or(LocalApiError::BadJson("{\"url\": \"http://host:port\"}"))?;
+    let url = switch.request(&request.url)?;
+    Ok(Json(serde_json::json!({ "switching_to": url })))
 }
 
 #[cfg(test)]
@@ -209,6 +236,25 @@ mod tests {
         assert_eq!(dispatch.cpu_threads(), 2);
         assert_eq!(call(&app, "GET", "/nope", None, "").await.0, StatusCode::NOT_FOUND);
         dispatch.stop();
+    }
+
+    #[test]
+    fn every_refusal_has_its_status_and_reason() {
+        let table = [
+            (LocalApiError::CrossOrigin, StatusCode::FORBIDDEN, "cross_origin"),
+            (LocalApiError::BadHost, StatusCode::FORBIDDEN, "bad_host"),
+            (LocalApiError::Unauthorized, StatusCode::UNAUTHORIZED, "unauthorized"),
+            (LocalApiError::BadJson("{}"), StatusCode::BAD_REQUEST, "bad_json"),
+            (LocalApiError::BadThreads(8), StatusCode::BAD_REQUEST, "bad_threads"),
+            (LocalApiError::NoCpuBackend, StatusCode::CONFLICT, "no_cpu_backend"),
+            (LocalApiError::NotPoolMode, StatusCode::CONFLICT, "not_pool_mode"),
+            (PoolSwitchError::ListFull.into(), StatusCode::CONFLICT, "too_many_pools"),
+            (LocalApiError::NoSuchRoute, StatusCode::NOT_FOUND, "no_such_route"),
+        ];
+        for (error, status, reason) in table {
+            assert_eq!(error.status_and_reason(), (status, reason), "{error:?}");
+            assert!(!error.to_string().is_empty());
+        }
     }
 
     #[test]
