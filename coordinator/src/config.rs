@@ -96,6 +96,10 @@ pub struct CoordinatorArgs {
     /// Long-polls waiting at once; past it, job requests answer at once [default: 1024].
     #[arg(long, env = "VISION_MAX_LONG_POLLS")]
     pub max_long_polls: Option<usize>,
+    /// Sessions with no accepted share yet active at once; past it, new ones
+    /// are told to come back (503 busy) [default: 10000].
+    #[arg(long, env = "VISION_MAX_UNPROVEN_SESSIONS")]
+    pub max_unproven_sessions: Option<usize>,
     /// The embedded devnet's chain id [default: devnet].
     #[arg(long, env = "VISION_CHAIN_ID")]
     pub chain_id: Option<String>,
@@ -313,6 +317,7 @@ impl CoordinatorArgs {
             header_timeout,
             request_timeout,
             max_long_polls,
+            max_unproven_sessions,
             chain_id,
             devnet_difficulty,
             block_time,
@@ -547,6 +552,7 @@ impl CoordinatorArgs {
                     .session_ttl_days
                     .map_or(pool_defaults.session_ttl, |days| Duration::from_secs(days.max(1) * 86_400)),
                 max_long_polls: self.max_long_polls.unwrap_or(pool_defaults.max_long_polls).max(1),
+                max_unproven_sessions: self.max_unproven_sessions.unwrap_or(pool_defaults.max_unproven_sessions).max(1),
                 verify_threads: self.verify_threads.unwrap_or(pool_defaults.verify_threads).max(1),
                 verify_engine: match self.verify_engine.as_deref() {
                     None | Some("fast") => None,

@@ -1278,6 +1278,37 @@ async fn an_absurd_reported_hash_rate_is_capped() {
     pool.stop().await;
 }
 
+/// Registering is free: however many sessions are made, only so many with
+/// no accepted share yet are active at once. Past that a new one is told
+/// to come back; a session that proves itself (or goes idle) makes room,
+/// and proven sessions are never held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_without_a_share_are_capped_in_memory() {
+    let pool = TestPool::start(CoordinatorArgs { max_unproven_sessions: Some(2), ..settings("unproven-cap") }).await;
+    let proven = pool.register("proven", "land1cap").await;
+    assert!(pool.mine(&proven, Some(1)).await.is_none());
+    let tokens = [pool.register("a", "land1cap").await, pool.register("b", "land1cap").await];
+    let late = pool.register("c", "land1cap").await;
+    for token in &tokens {
+        pool.job(token).await;
+    }
+    let (status, answer) = body(pool.get_auth("/pool/job", &late).await).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("busy")), "{answer}");
+    assert_eq!(metrics(&pool).await["sessions_unproven"], 2);
+    pool.job(&proven).await;
+    // One proves itself: room for the late one.
+    assert!(pool.mine(&tokens[0], Some(1)).await.is_none());
+    assert_eq!(metrics(&pool).await["sessions_unproven"], 1);
+    pool.job(&late).await;
+    // Idle ones leave the active set, and the count with them.
+    let coordinator = pool.pool.as_ref().unwrap();
+    assert_eq!(coordinator.prune_idle(vision_coordinator::pool::now_ms() + 3_600_000), 4);
+    assert_eq!(metrics(&pool).await["sessions_unproven"], 0);
+    let text = pool.get("/metrics").await.text().await.unwrap();
+    assert!(text.lines().any(|l| l == "vision_pool_sessions_unproven 0"), "{text}");
+    pool.stop().await;
+}
+
 /// Each new job is a durable write and a job held in memory: requests of
 /// one session racing each other cannot pass its cap of new jobs on one
 /// template (past it they are told to come back, or get the live job).

@@ -302,6 +302,7 @@ async fn metrics_value(pool: &Pool) -> serde_json::Value {
         "bans": m.bans,
         "stats_builds": m.stats_builds,
         "sessions_active": m.sessions_active,
+        "sessions_unproven": m.sessions_unproven,
         "sources_tracked": m.sources_tracked,
         "verification": {
             "queue_depth": m.verify_queue_depth,
@@ -472,6 +473,8 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
         );
     }
     metric("vision_pool_sessions_active", "gauge", "Sessions in the active set.", &[("", m.sessions_active as f64)]);
+    let unproven = [("", m.sessions_unproven as f64)];
+    metric("vision_pool_sessions_unproven", "gauge", "Active sessions with no accepted share yet.", &unproven);
     metric(
         "vision_pool_workers_active",
         "gauge",

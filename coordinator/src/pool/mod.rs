@@ -50,7 +50,7 @@ mod verify_queue;
 mod worker_sessions;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -110,6 +110,10 @@ pub struct PoolConfig {
     pub max_job_wait: Duration,
     /// Long-polls waiting at once; past it, job requests answer at once.
     pub max_long_polls: usize,
+    /// Active sessions with no accepted share yet, at most: registering is
+    /// free, and each active session is memory (an honest one is proven
+    /// within its first share).
+    pub max_unproven_sessions: usize,
     pub verify_threads: usize,
     /// The CPU engine that verifies shares; `None`: the best this CPU runs.
     pub verify_engine: Option<visionx::CpuEngine>,
@@ -142,6 +146,7 @@ impl Default for PoolConfig {
             unproven_session_ttl: Duration::from_secs(6 * 3600),
             max_job_wait: Duration::from_secs(60),
             max_long_polls: 1024,
+            max_unproven_sessions: 10_000,
             verify_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             verify_engine: None,
             verify_queue: 256,
@@ -184,6 +189,8 @@ pub struct Pool {
     started: Instant,
     /// When stored sessions were last pruned (a full scan).
     last_session_prune_ms: AtomicU64,
+    /// Active sessions not yet proven (kept with every change of the set).
+    unproven_active: AtomicUsize,
     /// Jobs and duplicate keys of heights below this are no longer needed;
     /// housekeeping has pruned below `pruned_below`.
     prune_below: AtomicU64,
@@ -257,6 +264,7 @@ impl Pool {
             block_time_secs,
             started: Instant::now(),
             last_session_prune_ms: AtomicU64::new(0),
+            unproven_active: AtomicUsize::new(0),
             prune_below: AtomicU64::new(0),
             pruned_below: AtomicU64::new(0),
             refreshes_started: AtomicU64::new(0),
@@ -524,7 +532,9 @@ impl Pool {
             if self.store.touch_session(&record.token_hash, record.last_seen_ms, record.proven).await?.is_none() {
                 // Forgotten in the store (by another coordinator's prune):
                 // its miner registers again at its next request.
-                self.sessions.lock().remove(&record.session_id);
+                if self.sessions.lock().remove(&record.session_id).is_some_and(|s| !s.proven) {
+                    self.unproven_active.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
         let keep_from = self.prune_below.load(Ordering::Relaxed);

@@ -15,6 +15,7 @@
 //! recorded.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use visionx::Digest;
@@ -305,6 +306,9 @@ impl Pool {
             match sessions.get_mut(session_id) {
                 Some(session) => {
                     let newly_proven = !session.proven;
+                    if newly_proven {
+                        self.unproven_active.fetch_sub(1, Ordering::Relaxed);
+                    }
                     session.proven = true;
                     session.record.proven = true;
                     session.counts.accepted += 1;

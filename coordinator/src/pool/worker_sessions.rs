@@ -314,6 +314,12 @@ impl Pool {
             .await?
             .ok_or(PoolError::Unauthorized("unknown worker token; register first"))?;
         drop(read);
+        // New sessions are free to make: however many are made, only so many
+        // hold memory at once (an honest one leaves this count at its first
+        // accepted share).
+        if !record.proven && self.unproven_active.load(Ordering::Relaxed) >= self.config.max_unproven_sessions {
+            return Err(PoolError::Busy("too many new sessions are starting at once; retry shortly"));
+        }
         let name = self.store.worker(&record.worker_id).await?.and_then(|w| w.worker_name);
         self.activate(record, name, now);
         Ok(session_id)
@@ -346,7 +352,13 @@ impl Pool {
         };
         // Requests racing in with one token all get here: the first one's
         // state stands (its counts, its jobs), the others' are dropped.
-        self.sessions.lock().entry(state.record.session_id.clone()).or_insert(state);
+        let mut sessions = self.sessions.lock();
+        if let std::collections::hash_map::Entry::Vacant(entry) = sessions.entry(state.record.session_id.clone()) {
+            if !state.proven {
+                self.unproven_active.fetch_add(1, Ordering::Relaxed);
+            }
+            entry.insert(state);
+        }
     }
 
     /// The stored records of active sessions whose `last_seen_ms` is older
@@ -376,7 +388,13 @@ impl Pool {
         let cutoff = now_ms.saturating_sub(self.config.idle_timeout.as_millis() as u64);
         let mut sessions = self.sessions.lock();
         let before = sessions.len();
-        sessions.retain(|_, s| s.last_seen_ms >= cutoff);
+        let mut unproven = 0;
+        sessions.retain(|_, s| {
+            let keep = s.last_seen_ms >= cutoff;
+            unproven += usize::from(!keep && !s.proven);
+            keep
+        });
+        self.unproven_active.fetch_sub(unproven, Ordering::Relaxed);
         before - sessions.len()
     }
 
