@@ -24,6 +24,8 @@
 //! - `tracked_state`: the sessions and bans, whose writers count their
 //!   changes, so the stats snapshot knows whether it is current.
 //! - `stats_history`: the same figures over time, for the dashboards' charts.
+//! - `recent_shares`: a session's last hour of shares, with running sums
+//!   for its rate windows (so a stats build is O(sessions)).
 //! - `job_book`, `vardiff`, `token_bucket`, `metrics`, `share_verifier`,
 //!   `verify_queue`, `group_commit`: the parts those are built from.
 
@@ -37,6 +39,7 @@ mod metrics;
 mod pool_error;
 mod public_reads;
 mod readiness;
+mod recent_shares;
 use public_reads::{PublicRead, PublicReads};
 mod share_judgement;
 mod share_verifier;

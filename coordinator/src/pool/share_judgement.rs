@@ -313,10 +313,7 @@ impl Pool {
                     session.record.proven = true;
                     session.counts.accepted += 1;
                     session.ban_counts.judged += 1;
-                    session.recent.push_back((now, job.share_difficulty));
-                    while session.recent.front().is_some_and(|(t, _)| now.saturating_sub(*t) > 3_600_000) {
-                        session.recent.pop_front();
-                    }
+                    session.recent.push(now, job.share_difficulty);
                     session.last_share_ms = Some(now);
                     session.vardiff.on_share(now, job.share_difficulty, &vardiff_config);
                     let network = job.template.template.header.difficulty;

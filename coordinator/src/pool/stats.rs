@@ -142,7 +142,11 @@ impl Pool {
     fn workers(&self, now: u64) -> Vec<WorkerStats> {
         let window = self.online_window_ms();
         let network = self.jobs.current().map_or(u64::MAX, |t| t.template.header.difficulty);
-        let sessions = self.sessions.read();
+        // Moving each session's windows on is not a change a snapshot shows.
+        let mut sessions = self.sessions.lock_quietly();
+        for session in sessions.values_mut() {
+            session.recent.expire(now);
+        }
         let mut by_worker: BTreeMap<&str, (WorkerStats, u64)> = BTreeMap::new();
         for session in sessions.values() {
             let view = self.worker_view(session, now, window, network);

@@ -16,13 +16,13 @@
 //! that bound the worker id. Registering does not enter the active set: a
 //! session enters it with its first authenticated request.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::job_book::IssuedJob;
 use super::metrics::PoolMetrics;
+use super::recent_shares::{RecentShares, WindowSum, HOUR_MS, TEN_MINUTES_MS};
 use super::token_bucket::TokenBucket;
 use super::vardiff::Vardiff;
 use super::{Hashrate, Pool, PoolError, RegisterRequest, RegisterResponse, ShareCounts, ShareRejection};
@@ -77,8 +77,8 @@ pub(crate) struct SessionState {
     pub(crate) ban_counts: BanCounts,
     /// Has had a share accepted.
     pub(crate) proven: bool,
-    /// Accepted shares of the last hour: (time ms, difficulty).
-    pub(crate) recent: VecDeque<(u64, u64)>,
+    /// Accepted shares of the last hour, with the rate windows' sums.
+    pub(crate) recent: RecentShares,
     pub(crate) vardiff: Vardiff,
     pub(crate) bucket: TokenBucket,
     pub(crate) reported_hashrate: Option<f64>,
@@ -129,18 +129,15 @@ impl Drop for VerifySlot {
 }
 
 impl SessionState {
+    /// Its rates as of `now` (cheapest after `recent.expire(now)`).
     pub(crate) fn hashrate(&self, now: u64) -> Hashrate {
-        let window = |ms: u64| {
-            let (sum, n) = self
-                .recent
-                .iter()
-                .filter(|(t, _)| now.saturating_sub(*t) <= ms)
-                .fold((0u128, 0u64), |(s, n), (_, d)| (s + u128::from(*d), n + 1));
+        let (ten_minutes, hour) = self.recent.windows(now);
+        let rate = |sum: WindowSum, ms: u64| {
             let span_ms = ms.min(now.saturating_sub(self.active_since_ms)).max(1000);
-            (sum as f64 / (span_ms as f64 / 1000.0), n)
+            (sum.work as f64 / (span_ms as f64 / 1000.0), sum.shares)
         };
-        let (effective_10m, shares_10m) = window(600_000);
-        let (effective_1h, shares_1h) = window(3_600_000);
+        let (effective_10m, shares_10m) = rate(ten_minutes, TEN_MINUTES_MS);
+        let (effective_1h, shares_1h) = rate(hour, HOUR_MS);
         Hashrate { effective_10m, shares_10m, effective_1h, shares_1h, reported: self.reported_hashrate }
     }
 }
@@ -334,7 +331,7 @@ impl Pool {
             counts: ShareCounts::default(),
             ban_counts: BanCounts::default(),
             proven: record.proven,
-            recent: VecDeque::new(),
+            recent: RecentShares::default(),
             vardiff: Vardiff::new(self.config.start_share_difficulty, now, &vardiff_config),
             bucket: TokenBucket::new(self.config.share_burst, self.config.shares_per_sec, now),
             reported_hashrate: None,
