@@ -96,8 +96,8 @@ pub struct CoordinatorArgs {
     /// Long-polls waiting at once; past it, job requests answer at once [default: 1024].
     #[arg(long, env = "VISION_MAX_LONG_POLLS")]
     pub max_long_polls: Option<usize>,
-    /// Sessions with no accepted share yet active at once; past it, new ones
-    /// are told to come back (503 busy) [default: 10000].
+    /// Sessions with no accepted share yet active at once; past it, one seen
+    /// long ago leaves the active set [default: 10000].
     #[arg(long, env = "VISION_MAX_UNPROVEN_SESSIONS")]
     pub max_unproven_sessions: Option<usize>,
     /// The embedded devnet's chain id [default: devnet].

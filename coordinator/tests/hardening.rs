@@ -216,8 +216,14 @@ async fn hanging_up_after_a_share_loses_no_block() {
     let addr = pool.url.trim_start_matches("http://").to_string();
     // Two blocks: past that the devnet's retarget makes a share no block.
     for height in 0..2u64 {
-        let job = pool.job(&token).await;
-        assert_eq!(job.height(), height);
+        // The pool moves to the new tip a moment after the block lands.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut job = pool.job(&token).await;
+        while job.height() != height {
+            assert!(Instant::now() < deadline, "the pool still mines height {}, not {height}", job.height());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            job = pool.job(&token).await;
+        }
         let n = job.nonce_start();
         let request = json!({"job_id": job.id(), "nonce": n, "digest": job.digest(n)}).to_string();
         let mut stream = TcpStream::connect(&addr).unwrap();
@@ -1279,33 +1285,47 @@ async fn an_absurd_reported_hash_rate_is_capped() {
 }
 
 /// Registering is free: however many sessions are made, only so many with
-/// no accepted share yet are active at once. Past that a new one is told
-/// to come back; a session that proves itself (or goes idle) makes room,
-/// and proven sessions are never held back.
+/// no accepted share yet are active at once. Past that the one seen
+/// longest ago leaves (and comes back at its next request), so a flood of
+/// them cannot lock new miners out; proven sessions are never counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_without_a_share_are_capped_in_memory() {
     let pool = TestPool::start(CoordinatorArgs { max_unproven_sessions: Some(2), ..settings("unproven-cap") }).await;
     let proven = pool.register("proven", "land1cap").await;
     assert!(pool.mine(&proven, Some(1)).await.is_none());
-    let tokens = [pool.register("a", "land1cap").await, pool.register("b", "land1cap").await];
-    let late = pool.register("c", "land1cap").await;
-    for token in &tokens {
-        pool.job(token).await;
-    }
-    let (status, answer) = body(pool.get_auth("/pool/job", &late).await).await;
-    assert_eq!((status, answer["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("busy")), "{answer}");
-    assert_eq!(metrics(&pool).await["sessions_unproven"], 2);
-    pool.job(&proven).await;
-    // One proves itself: room for the late one.
-    assert!(pool.mine(&tokens[0], Some(1)).await.is_none());
-    assert_eq!(metrics(&pool).await["sessions_unproven"], 1);
+    let [a, b, late] = [
+        pool.register("a", "land1cap").await,
+        pool.register("b", "land1cap").await,
+        pool.register("c", "land1cap").await,
+    ];
+    let counts = async || {
+        let m = metrics(&pool).await;
+        (m["sessions_unproven"].as_u64().unwrap(), m["unproven_evicted"].as_u64().unwrap())
+    };
+    pool.job(&a).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    pool.job(&b).await;
+    assert_eq!(counts().await, (2, 0));
+    // At the cap: the newcomer gets in, the stalest (a) leaves.
     pool.job(&late).await;
-    // Idle ones leave the active set, and the count with them.
+    assert_eq!(counts().await, (2, 1));
+    // And a is back at its next request, in b's place.
+    pool.job(&a).await;
+    assert_eq!(counts().await, (2, 2));
+    // A proven session is never counted.
     let coordinator = pool.pool.as_ref().unwrap();
-    assert_eq!(coordinator.prune_idle(vision_coordinator::pool::now_ms() + 3_600_000), 4);
-    assert_eq!(metrics(&pool).await["sessions_unproven"], 0);
+    let now = vision_coordinator::pool::now_ms();
+    pool.job(&proven).await;
+    assert_eq!(counts().await, (2, 2));
+    // One proves itself: it leaves the count.
+    assert!(pool.mine(&a, Some(1)).await.is_none());
+    assert_eq!(counts().await.0, 1);
+    // Idle ones leave the active set, and the count with them.
+    assert_eq!(coordinator.prune_idle(now + 3_600_000), 3);
+    assert_eq!(counts().await, (0, 2));
     let text = pool.get("/metrics").await.text().await.unwrap();
     assert!(text.lines().any(|l| l == "vision_pool_sessions_unproven 0"), "{text}");
+    assert!(text.lines().any(|l| l == "vision_pool_unproven_evicted_total 2"), "{text}");
     pool.stop().await;
 }
 

@@ -303,6 +303,7 @@ async fn metrics_value(pool: &Pool) -> serde_json::Value {
         "stats_builds": m.stats_builds,
         "sessions_active": m.sessions_active,
         "sessions_unproven": m.sessions_unproven,
+        "unproven_evicted": m.unproven_evicted,
         "sources_tracked": m.sources_tracked,
         "verification": {
             "queue_depth": m.verify_queue_depth,
@@ -475,6 +476,9 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
     metric("vision_pool_sessions_active", "gauge", "Sessions in the active set.", &[("", m.sessions_active as f64)]);
     let unproven = [("", m.sessions_unproven as f64)];
     metric("vision_pool_sessions_unproven", "gauge", "Active sessions with no accepted share yet.", &unproven);
+    let evicted = [("", m.unproven_evicted as f64)];
+    let help = "Unproven sessions that left the active set for a new one at --max-unproven-sessions.";
+    metric("vision_pool_unproven_evicted_total", "counter", help, &evicted);
     metric(
         "vision_pool_workers_active",
         "gauge",

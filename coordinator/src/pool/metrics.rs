@@ -77,6 +77,8 @@ pub(crate) struct PoolMetrics {
     pub(crate) jobs_served: AtomicU64,
     pub(crate) jobs_issued: AtomicU64,
     pub(crate) bans: AtomicU64,
+    /// Unproven sessions that left the active set for a new one at the cap.
+    pub(crate) unproven_evicted: AtomicU64,
     /// `/pool/stats` snapshots built (each walks the active set once).
     pub(crate) stats_builds: AtomicU64,
     pub(crate) verify_latency: LatencyWindow,

@@ -113,9 +113,10 @@ pub struct PoolConfig {
     pub max_job_wait: Duration,
     /// Long-polls waiting at once; past it, job requests answer at once.
     pub max_long_polls: usize,
-    /// Active sessions with no accepted share yet, at most: registering is
-    /// free, and each active session is memory (an honest one is proven
-    /// within its first share).
+    /// Active sessions with no accepted share yet, at most (past it one seen
+    /// long ago leaves the active set): registering is free, and
+    /// each active session is memory (an honest one is proven within its
+    /// first share).
     pub max_unproven_sessions: usize,
     pub verify_threads: usize,
     /// The CPU engine that verifies shares; `None`: the best this CPU runs.
@@ -535,7 +536,8 @@ impl Pool {
             if self.store.touch_session(&record.token_hash, record.last_seen_ms, record.proven).await?.is_none() {
                 // Forgotten in the store (by another coordinator's prune):
                 // its miner registers again at its next request.
-                if self.sessions.lock().remove(&record.session_id).is_some_and(|s| !s.proven) {
+                let mut sessions = self.sessions.lock();
+                if sessions.remove(&record.session_id).is_some_and(|s| !s.proven) {
                     self.unproven_active.fetch_sub(1, Ordering::Relaxed);
                 }
             }

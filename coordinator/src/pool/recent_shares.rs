@@ -37,6 +37,10 @@ impl WindowSum {
 #[derive(Debug, Default)]
 pub(crate) struct RecentShares {
     shares: VecDeque<(u64, u64)>,
+    /// The latest time seen (a push, an expire): times never go back here,
+    /// so a read or push with an earlier clock (a sampler that waited for
+    /// the lock, a wall clock stepped back) counts at this one.
+    latest: u64,
     /// Index of the first share inside the 10-minute window, as of the
     /// last expire.
     ten_minutes_from: usize,
@@ -48,8 +52,8 @@ impl RecentShares {
     /// Records a share accepted at `now`. Times never go back: a share
     /// judged after a later one (requests overlap) counts at the later time.
     pub(crate) fn push(&mut self, now: u64, difficulty: u64) {
-        let now = self.shares.back().map_or(now, |(last, _)| now.max(*last));
         self.expire(now);
+        let now = self.latest;
         self.shares.push_back((now, difficulty));
         self.ten_minutes.add(difficulty);
         self.hour.add(difficulty);
@@ -58,6 +62,8 @@ impl RecentShares {
     /// Drops what left the windows by `now` from their sums (and shares
     /// over an hour old altogether).
     pub(crate) fn expire(&mut self, now: u64) {
+        self.latest = self.latest.max(now);
+        let now = self.latest;
         while let Some(&(t, d)) = self.shares.get(self.ten_minutes_from) {
             if now.saturating_sub(t) <= TEN_MINUTES_MS {
                 break;
@@ -79,6 +85,7 @@ impl RecentShares {
     /// The windows' sums as of `now`, without changing anything: exact
     /// whenever, cheapest right after `expire(now)`.
     pub(crate) fn windows(&self, now: u64) -> (WindowSum, WindowSum) {
+        let now = now.max(self.latest);
         let mut ten_minutes = self.ten_minutes;
         for &(t, d) in self.shares.range(self.ten_minutes_from..) {
             if now.saturating_sub(t) <= TEN_MINUTES_MS {
@@ -131,26 +138,44 @@ mod tests {
     proptest! {
         /// Whatever the pushes, expires and reads, the running sums equal
         /// the windows summed from the shares kept.
+        /// Clocks may step back by up to `lag` (a caller that waited for
+        /// the lock): such a time counts as the latest seen.
         #[test]
         fn running_sums_equal_the_windows_summed(
-            steps in prop::collection::vec((0u64..400_000, 1u64..1_000_000, any::<bool>(), any::<bool>()), 1..300),
+            steps in prop::collection::vec(
+                (0u64..400_000, 0u64..5_000, 1u64..1_000_000, any::<bool>(), any::<bool>()),
+                1..300,
+            ),
         ) {
             let mut recent = RecentShares::default();
             let mut all = Vec::new();
-            let mut now = 1_000_000u64;
-            for (gap, difficulty, push, expire) in steps {
-                now += gap;
+            let (mut clock, mut latest) = (1_000_000u64, 0u64);
+            for (gap, lag, difficulty, push, expire) in steps {
+                clock += gap;
+                let now = clock - lag.min(clock);
                 if push {
+                    latest = latest.max(now);
                     recent.push(now, difficulty);
-                    all.push((now, difficulty));
+                    all.push((latest, difficulty));
                 }
                 if expire {
+                    latest = latest.max(now);
                     recent.expire(now);
+                    // Nothing over an hour old is kept; the cursor sits at
+                    // the first share inside ten minutes.
+                    prop_assert!(recent.shares.front().is_none_or(|(t, _)| latest - t <= HOUR_MS));
+                    prop_assert!(recent.ten_minutes_from <= recent.shares.len());
+                    if let Some(before) = recent.ten_minutes_from.checked_sub(1) {
+                        prop_assert!(latest - recent.shares[before].0 > TEN_MINUTES_MS);
+                    }
+                    if let Some((t, _)) = recent.shares.get(recent.ten_minutes_from) {
+                        prop_assert!(latest - t <= TEN_MINUTES_MS);
+                    }
                 }
                 let (ten_minutes, hour) = recent.windows(now);
-                prop_assert_eq!(ten_minutes, summed(&all, now, TEN_MINUTES_MS));
-                prop_assert_eq!(hour, summed(&all, now, HOUR_MS));
-                prop_assert!(recent.shares.len() <= all.len());
+                let read_at = now.max(latest);
+                prop_assert_eq!(ten_minutes, summed(&all, read_at, TEN_MINUTES_MS));
+                prop_assert_eq!(hour, summed(&all, read_at, HOUR_MS));
             }
         }
     }

@@ -109,6 +109,9 @@ pub(crate) struct SessionState {
 /// many hashes beyond the ban rule's.
 pub(crate) const VERIFYING_PER_SESSION: usize = 16;
 
+/// Unproven sessions looked at to choose the one that leaves at the cap.
+const EVICTION_SAMPLE: usize = 32;
+
 /// A session's place among its shares being verified, given back on drop.
 pub(crate) struct VerifySlot(Arc<AtomicUsize>);
 
@@ -311,12 +314,6 @@ impl Pool {
             .await?
             .ok_or(PoolError::Unauthorized("unknown worker token; register first"))?;
         drop(read);
-        // New sessions are free to make: however many are made, only so many
-        // hold memory at once (an honest one leaves this count at its first
-        // accepted share).
-        if !record.proven && self.unproven_active.load(Ordering::Relaxed) >= self.config.max_unproven_sessions {
-            return Err(PoolError::Busy("too many new sessions are starting at once; retry shortly"));
-        }
         let name = self.store.worker(&record.worker_id).await?.and_then(|w| w.worker_name);
         self.activate(record, name, now);
         Ok(session_id)
@@ -350,12 +347,32 @@ impl Pool {
         // Requests racing in with one token all get here: the first one's
         // state stands (its counts, its jobs), the others' are dropped.
         let mut sessions = self.sessions.lock();
-        if let std::collections::hash_map::Entry::Vacant(entry) = sessions.entry(state.record.session_id.clone()) {
-            if !state.proven {
-                self.unproven_active.fetch_add(1, Ordering::Relaxed);
-            }
-            entry.insert(state);
+        if sessions.contains_key(&state.record.session_id) {
+            return;
         }
+        if !state.proven {
+            // Sessions are free to make: however many are made, only so many
+            // with no accepted share hold memory at once. At the cap one seen
+            // long ago leaves (it comes back at its next request), so a flood
+            // of them cannot lock new miners out; an honest one leaves the
+            // count at its first accepted share. The stalest of a sample, not
+            // of all: this runs under the sessions lock, per activation.
+            if self.unproven_active.load(Ordering::Relaxed) >= self.config.max_unproven_sessions {
+                let stalest = sessions
+                    .iter()
+                    .filter(|(_, s)| !s.proven)
+                    .take(EVICTION_SAMPLE)
+                    .min_by_key(|(_, s)| s.last_seen_ms)
+                    .map(|(id, _)| id.clone());
+                if let Some(id) = stalest {
+                    sessions.remove(&id);
+                    self.unproven_active.fetch_sub(1, Ordering::Relaxed);
+                    PoolMetrics::bump(&self.metrics.unproven_evicted);
+                }
+            }
+            self.unproven_active.fetch_add(1, Ordering::Relaxed);
+        }
+        sessions.insert(state.record.session_id.clone(), state);
     }
 
     /// The stored records of active sessions whose `last_seen_ms` is older
