@@ -78,7 +78,8 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "VISION_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Open HTTP connections one source address (an IPv6 /64; the TCP peer)
-    /// may hold [default: 256].
+    /// may hold [default: 256]; once a quarter of --max-connections or fewer
+    /// are free, one holding 16 gets no more (a --trusted-proxy excepted).
     #[arg(long, env = "VISION_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
     /// Reverse proxies (addresses or CIDR blocks; repeat the flag or separate
@@ -163,7 +164,8 @@ pub struct CoordinatorArgs {
     /// Seconds without requests before a worker leaves the active set [default: 600].
     #[arg(long, env = "VISION_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
-    /// Days before an unused session's credential is forgotten [default: 7].
+    /// Days before an unused session's credential is forgotten [default: 7];
+    /// never-proven sessions, and worker ids no session names, go after 6 h.
     #[arg(long, env = "VISION_SESSION_TTL_DAYS")]
     pub session_ttl_days: Option<u64>,
     /// Share verification threads [default: one per core].

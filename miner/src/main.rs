@@ -25,7 +25,8 @@ Exit codes:
   1  a runtime failure (the message says what)
   2  bad input: a bad URL, wallet or flag, bad hex, out-of-limit params, an unreadable file
   3  the pool (every pool) refused this miner, e.g. its wallet address; solo, the node
-     refused its templates or its blocks (a missing or wrong --node-token)
+     refused its templates or its blocks (a missing or wrong --node-token, or
+     node writes turned off)
   4  banned by the pool (the message says for how long)
   5  no usable device";
 

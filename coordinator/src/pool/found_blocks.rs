@@ -6,7 +6,7 @@
 //! node unreachable, or refusing the request itself: a wrong credential, a
 //! proxy's 404) is retried with backoff on a task of its own for as long
 //! as the block can still win: while the pool's current template is the
-//! block's own, or unknown. Once another template is current, the chain is
+//! block's own, or unknown (a refusal, for 10 minutes at most). Once another template is current, the chain is
 //! asked whether the block made it (an earlier attempt may have landed
 //! with its answer lost) and the record settles either way. Records left
 //! `submitted` by a restart are resumed the same way
