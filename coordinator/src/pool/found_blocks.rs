@@ -31,9 +31,11 @@ const LAST_RETRY: Duration = Duration::from_secs(10);
 const REFUSALS_RETRIED_FOR_MS: u64 = 10 * 60 * 1000;
 
 /// Whether a block the node refused to take is settled now (asked of the
-/// chain) rather than tried again.
-fn refusals_exhausted(found_ms: u64, now_ms: u64) -> bool {
-    now_ms.saturating_sub(found_ms) >= REFUSALS_RETRIED_FOR_MS
+/// chain) rather than tried again: 10 minutes after it was found, or after
+/// this coordinator started (`started_ms`), whichever is later, so a block
+/// resumed after downtime gets its retries too.
+fn refusals_exhausted(found_ms: u64, started_ms: u64, now_ms: u64) -> bool {
+    now_ms.saturating_sub(found_ms.max(started_ms)) >= REFUSALS_RETRIED_FOR_MS
 }
 
 impl Pool {
@@ -84,7 +86,7 @@ impl Pool {
             // REFUSALS_RETRIED_FOR_MS at most).
             Err(err)
                 if !matches!(err, ChainError::Unavailable(_))
-                    && refusals_exhausted(block.time_ms, block.updated_ms) =>
+                    && refusals_exhausted(block.time_ms, self.started_ms(), block.updated_ms) =>
             {
                 tracing::error!(
                     height = block.height,
@@ -265,15 +267,19 @@ mod tests {
     #[test]
     fn refusals_are_retried_for_a_while_then_settled() {
         let found = 1_000_000;
+        let long_up = 0;
         let table = [
-            (found, false),
-            (found + REFUSALS_RETRIED_FOR_MS - 1, false),
-            (found + REFUSALS_RETRIED_FOR_MS, true),
+            (long_up, found, false),
+            (long_up, found + REFUSALS_RETRIED_FOR_MS - 1, false),
+            (long_up, found + REFUSALS_RETRIED_FOR_MS, true),
             // A clock that went back: retried, not settled early.
-            (found - 5_000, false),
+            (long_up, found - 5_000, false),
+            // Resumed by a coordinator started an hour later: its own 10 minutes.
+            (found + 3_600_000, found + 3_600_000 + REFUSALS_RETRIED_FOR_MS - 1, false),
+            (found + 3_600_000, found + 3_600_000 + REFUSALS_RETRIED_FOR_MS, true),
         ];
-        for (now, settled) in table {
-            assert_eq!(refusals_exhausted(found, now), settled, "{now}");
+        for (started, now, settled) in table {
+            assert_eq!(refusals_exhausted(found, started, now), settled, "started {started}, now {now}");
         }
     }
 

@@ -430,6 +430,11 @@ impl Pool {
         self.started.elapsed()
     }
 
+    /// When this coordinator started, in ms since the epoch.
+    pub(crate) fn started_ms(&self) -> u64 {
+        now_ms().saturating_sub(self.uptime().as_millis() as u64)
+    }
+
     /// Fetches the chain's template for the pool address and installs it if
     /// it is new (another height or another parent), lower heights included:
     /// the node's tip is the tip (a shorter branch with more work, a node
