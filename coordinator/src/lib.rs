@@ -24,6 +24,8 @@
 //!   `X-Forwarded-For`, IPv6 by /64), for per-source limits and bans.
 //! - `bearer_auth`: reading and comparing bearer credentials.
 //! - `connection_limits`: open connections, in all and per source.
+//! - `blocking_calls`: calls on the blocking pool that hold a database,
+//!   counted so a stopping server waits for them.
 //!
 //! **Architecture invariant:** the coordinator never trusts a digest a
 //! worker sends; every verdict comes from its own recomputation, which never
@@ -31,6 +33,7 @@
 
 pub mod api_error;
 mod bearer_auth;
+mod blocking_calls;
 pub mod chain;
 pub mod client_source;
 pub mod config;

@@ -10,7 +10,7 @@
 //! commits to the height only).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,6 +28,7 @@ use super::{
     check_address, Balance, BlockSubmission, BlockTemplate, ChainBlock, ChainError, SubmitOutcome, TransferReceipt,
     TransferRequest,
 };
+use crate::blocking_calls::BlockingCalls;
 
 /// How the devnet behaves.
 #[derive(Debug, Clone)]
@@ -112,19 +113,8 @@ pub struct DevnetChain {
     /// What the last reorganisation took off the chain (test hook): each
     /// block's bytes and its coinbase entry (key, bytes).
     reorganised: Mutex<Vec<RemovedBlock>>,
-    /// Calls running on blocking threads (`DevnetCall`s not yet dropped).
-    calls: Arc<AtomicUsize>,
-}
-
-/// One devnet call on a blocking thread, counted from before it is spawned
-/// until after it let go of the chain: a call whose request was cut short
-/// still holds the chain's database, and a server stopping waits for it.
-pub(crate) struct DevnetCall(Arc<AtomicUsize>);
-
-impl Drop for DevnetCall {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    /// Calls running on blocking threads (they hold the chain's database).
+    calls: BlockingCalls,
 }
 
 /// A block a reorganisation removed, as stored, with its coinbase entry.
@@ -189,28 +179,21 @@ fn storage(err: impl std::fmt::Display) -> ChainError {
 }
 
 impl DevnetChain {
-    /// Runs `call` on a blocking thread, counted (see [`DevnetCall`]): for
+    /// Runs `call` on a blocking thread, counted (`BlockingCalls`): for
     /// anything that hashes, scans, takes the write lock or fsyncs.
     pub(crate) async fn on_blocking_thread<T: Send + 'static>(
         self: &Arc<Self>,
         call: impl FnOnce(&DevnetChain) -> Result<T, ChainError> + Send + 'static,
     ) -> Result<T, ChainError> {
-        self.calls.fetch_add(1, Ordering::AcqRel);
-        let (chain, counted) = (self.clone(), DevnetCall(self.calls.clone()));
-        tokio::task::spawn_blocking(move || {
-            let result = call(&chain);
-            // The chain first, then the count: once it reads 0, no call holds it.
-            drop(chain);
-            drop(counted);
-            result
-        })
-        .await
-        .map_err(|e| ChainError::Unavailable(e.to_string()))?
+        self.calls
+            .run(self.clone(), move |chain: &Arc<DevnetChain>| call(chain))
+            .await
+            .map_err(|e| ChainError::Unavailable(e.to_string()))?
     }
 
     /// Blocking calls still running (a stopping server waits for none).
     pub fn calls_in_flight(&self) -> usize {
-        self.calls.load(Ordering::Acquire)
+        self.calls.in_flight()
     }
 
     pub fn open(db: &sled::Db, config: DevnetConfig) -> Result<Self, ChainError> {
@@ -233,7 +216,7 @@ impl DevnetChain {
             refused_payees: Mutex::new(HashSet::new()),
             misreporting: std::sync::atomic::AtomicBool::new(false),
             reorganised: Mutex::new(Vec::new()),
-            calls: Arc::default(),
+            calls: BlockingCalls::default(),
         };
         let next = chain.tip()?.map_or(0, |b| b.height + 1);
         chain.next_height.send_replace(next);

@@ -12,6 +12,7 @@ use super::{
     FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord,
     ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord, BAN_CHANGES_KEPT_MS,
 };
+use crate::blocking_calls::BlockingCalls;
 
 /// `pool_meta` key of the lowest uncompacted ledger position (u64 BE).
 const LEDGER_FLOOR: &str = "ledger_floor";
@@ -875,7 +876,7 @@ pub struct SledStore {
     /// Flushes that succeeded (`PoolStore::commits`), shared by clones.
     flushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Calls running on the blocking pool (`PoolStore::calls_in_flight`).
-    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    calls: BlockingCalls,
 }
 
 impl SledStore {
@@ -895,24 +896,9 @@ impl SledStore {
         T: Send + 'static,
         F: FnOnce(&SledTrees) -> Result<T, StoreError> + Send + 'static,
     {
-        // Counted from before the spawn until the trees are let go: a call
-        // whose task was cut short still holds the database.
-        struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-        impl Drop for Counted {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        self.calls.fetch_add(1, Ordering::AcqRel);
-        let (trees, counted) = (self.trees.clone(), Counted(self.calls.clone()));
-        tokio::task::spawn_blocking(move || {
-            let result = op(&trees);
-            drop(trees);
-            drop(counted);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("storage task: {e}")))?
+        // Counted until the trees are let go: a call whose task was cut
+        // short still holds the database.
+        self.calls.run(self.trees.clone(), op).await.map_err(|e| StoreError::Backend(format!("storage task: {e}")))?
     }
 }
 
@@ -1106,7 +1092,7 @@ impl PoolStore for SledStore {
     }
 
     fn calls_in_flight(&self) -> usize {
-        self.calls.load(Ordering::Acquire)
+        self.calls.in_flight()
     }
     fn commits(&self) -> u64 {
         self.flushes.load(std::sync::atomic::Ordering::Relaxed)
