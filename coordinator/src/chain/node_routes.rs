@@ -92,20 +92,30 @@ async fn submit(
     AppJson(block): AppJson<BlockSubmission>,
 ) -> Result<AppJson<SubmitOutcome>, ApiError> {
     require_writer(&state, &headers)?;
-    let permit = state
-        .hashers
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::busy("the node is verifying other blocks", 1))?;
-    // The permit travels with the hash: a caller hanging up frees nothing early.
-    let outcome = state
-        .devnet
+    let outcome = on_a_free_thread(&state.devnet, &state.hashers, "the node is verifying other blocks", move |d| {
+        d.submit(&block)
+    })
+    .await?;
+    Ok(AppJson(outcome))
+}
+
+/// Runs `call` on a blocking thread if one of `threads` is free, else 503
+/// `busy`. The permit travels with the call: a caller hanging up frees
+/// nothing early.
+async fn on_a_free_thread<T: Send + 'static>(
+    devnet: &Arc<DevnetChain>,
+    threads: &Arc<Semaphore>,
+    busy: &'static str,
+    call: impl FnOnce(&DevnetChain) -> Result<T, ChainError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = threads.clone().try_acquire_owned().map_err(|_| ApiError::busy(busy, 1))?;
+    let answer = devnet
         .on_blocking_thread(move |devnet| {
             let _permit = permit;
-            devnet.submit(&block)
+            call(devnet)
         })
         .await?;
-    Ok(AppJson(outcome))
+    Ok(answer)
 }
 
 async fn block(
@@ -142,18 +152,10 @@ async fn balance(
     State(state): State<NodeApiState>,
     AppPath(address): AppPath<String>,
 ) -> Result<AppJson<Balance>, ApiError> {
-    let permit = state
-        .scanners
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::busy("the node is reading other balances", 1))?;
-    let balance = state
-        .devnet
-        .on_blocking_thread(move |devnet| {
-            let _permit = permit;
-            devnet.balance(&address)
-        })
-        .await?;
+    let balance = on_a_free_thread(&state.devnet, &state.scanners, "the node is reading other balances", move |d| {
+        d.balance(&address)
+    })
+    .await?;
     Ok(AppJson(balance))
 }
 
