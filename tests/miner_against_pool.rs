@@ -328,6 +328,32 @@ async fn a_pool_that_keeps_answering_503_is_failed_over() {
 
 /// SIGTERM (as from systemd or Ctrl-C) stops the miner cleanly: it sends
 /// what it already found, then exits 0 within its grace period.
+/// Past `--max-long-polls` the pool answers a long-poll at once with the job
+/// being mined: the miner must not ask again in a tight loop (every miner
+/// past the limit would then hammer the pool its limit protects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_does_not_hold_long_polls_is_not_hammered() {
+    let pool = Pool::start(
+        &fresh_dir("m-no-long-poll"),
+        free_port(),
+        &["--max-long-polls", "1", "--share-difficulty", "100000", "--devnet-difficulty", "1000000000"],
+    );
+    let miners: Vec<Miner> = (0..2)
+        .map(|i| Miner::start(&["--pool", &pool.url, "--wallet", "land1polls", "--worker", &format!("rig{i}")]))
+        .collect();
+    for miner in &miners {
+        wait_for(&format!("{}/status", miner.api), MINUTE, "a job", |s| s["connection"]["connected"] == true).await;
+    }
+    let served = || async {
+        get_json(&format!("{}/pool/metrics", pool.url)).await.expect("metrics")["jobs_served"].as_u64().unwrap()
+    };
+    let before = served().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let answers = served().await - before;
+    // One miner holds the long-poll; the other asks every 5 s at most.
+    assert!(answers <= 10, "{answers} job answers in 10 s for two miners");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_miner_cleanly() {
     let pool = Pool::start(

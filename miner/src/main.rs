@@ -27,8 +27,8 @@ Exit codes:
   3  the pool (every pool) refused this miner, e.g. its wallet address; solo, the node
      refused its templates or its blocks (a missing or wrong --node-token, or
      node writes turned off)
-  4  banned by the pool (the message says for how long)
-  5  no usable device";
+  4  banned by every pool (or banned by some, refused by the rest; the message says for how long)
+  5  no usable device, or every device stopped while mining (a lost GPU)";
 
 /// Mine VisionX, the proof of work of the Vision chain, on GPUs and CPUs:
 /// join pools (with failover) or mine solo against a node.
@@ -244,7 +244,9 @@ fn main() -> ExitCode {
             init_tracing("text", false);
             run_command(command)
         }
-        None if !cli.mine.wants_mining() && cli.config.is_none() => {
+        // Nothing at all asked: the help. Flags without a pool are a
+        // mistake to name in one line (below).
+        None if !cli.mine.wants_mining() && cli.config.is_none() && std::env::args_os().len() == 1 => {
             let _ = Cli::command().print_help();
             return ExitCode::from(2);
         }

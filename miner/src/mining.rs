@@ -21,7 +21,7 @@ use crate::client::miner_status::{status_line, MinerStatus, SAMPLE_EVERY};
 use crate::client::pool_switch::PoolSwitch;
 use crate::client::session::{self, PoolSession};
 use crate::client::solo_session::{self, SoloSession};
-use crate::client::work_dispatch::{Device, WorkDispatch};
+use crate::client::work_dispatch::{self, Device, WorkDispatch};
 use crate::client::{local_api, node_client::NodeClient, pool_client::PoolClient};
 use crate::device_selection::{self, BackendChoice};
 use crate::MinerError;
@@ -104,7 +104,7 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
         let config = config.clone();
         tokio::task::spawn_blocking(move || start_devices(&config)).await.map_err(MinerError::runtime)??
     };
-    let (found_tx, found_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (found_tx, found_rx) = work_dispatch::found_channel();
     let dispatch = WorkDispatch::start(devices, found_tx);
     let status = Arc::new(MinerStatus::new());
     let pool_switch = Arc::new(PoolSwitch::new(config.pool_ca.clone()));
@@ -176,7 +176,12 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
         }
     };
     // The sessions watch `shutdown` themselves: what was found is sent first.
-    let result = session.await;
+    let result = tokio::select! {
+        result = session => result,
+        () = dispatch.every_device_stopped() => Err(MinerError::NoDevice(
+            "every device stopped (see the messages above): nothing is left to mine on".into(),
+        )),
+    };
     dispatch.stop();
     sampler.abort();
     if let Some(printer) = printer {

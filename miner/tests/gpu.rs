@@ -307,6 +307,36 @@ fn a_lost_device_is_disabled_without_ending_the_process() {
 }
 
 #[test]
+fn the_miner_learns_when_its_last_device_stops() {
+    use vision_miner::client::work_dispatch::{found_channel, Device, Work, WorkDispatch};
+    if !require_adapter() {
+        return;
+    }
+    let job = job(small_params(), NonceRange::new(0, 256), 2);
+    let backend = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::LoseDevice).unwrap();
+    let (found, _found_rx) = found_channel();
+    let dispatch = WorkDispatch::start(vec![Box::new(backend) as Device], found);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let stopped =
+        |wait: Duration| runtime.block_on(async { tokio::time::timeout(wait, dispatch.every_device_stopped()).await });
+    assert!(stopped(Duration::from_millis(200)).is_err(), "no device has failed yet");
+    dispatch.set_work(Some(Arc::new(Work {
+        id: "lost".into(),
+        height: 1,
+        input: job.input.clone(),
+        target: job.target,
+        share_difficulty: 2,
+        network_difficulty: 2,
+        nonces: job.nonces,
+        pool: None,
+        received: Instant::now(),
+    })));
+    assert!(stopped(Duration::from_secs(60)).is_ok(), "a miner whose only device is lost must hear of it");
+    assert!(dispatch.slots()[0].disabled.load(std::sync::atomic::Ordering::Relaxed));
+    dispatch.stop();
+}
+
+#[test]
 fn without_any_driver_auto_says_so_once_and_benches_the_cpu() {
     // Point the Vulkan loader at no driver at all.
     let out = Command::new(env!("CARGO_BIN_EXE_vision-miner"))

@@ -49,6 +49,12 @@ pub struct CpuBackend {
     thread_hashes: Vec<AtomicU64>,
 }
 
+/// The most CPU threads a miner runs: four per core (more only costs
+/// memory and switching; a typo of an extra zero must not start thousands).
+pub fn max_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) * 4
+}
+
 impl CpuBackend {
     pub fn new(config: CpuConfig) -> Result<Self, CpuBackendError> {
         let threads = match config.threads {

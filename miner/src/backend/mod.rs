@@ -34,6 +34,15 @@ pub enum BackendError {
     Cpu(#[from] cpu::CpuBackendError),
 }
 
+impl BackendError {
+    /// Whether only this job is beyond the device (its tables need more
+    /// memory than the device has): it sits the job out and takes the
+    /// next, rather than stopping for good.
+    pub fn is_job_only(&self) -> bool {
+        matches!(self, BackendError::Gpu(gpu::GpuError::OutOfMemory(_)))
+    }
+}
+
 /// A device the miner mines on.
 pub trait MiningBackend: Send {
     /// A short, stable name for status and logs: `cpu`, `gpu0`, ...
@@ -41,7 +50,8 @@ pub trait MiningBackend: Send {
     fn kind(&self) -> BackendKind;
     /// Searches `job.nonces` until the range is done or `control` is
     /// cancelled, passing every found nonce (already checked) to
-    /// `on_found`. An error means the device cannot go on; it stays disabled.
+    /// `on_found`. An error means the device cannot go on (it stays
+    /// disabled), except one [`BackendError::is_job_only`].
     fn search(
         &mut self,
         job: &Job,

@@ -45,7 +45,7 @@ pub fn router(api: LocalApi) -> Router {
 enum LocalApiError {
     #[error("requests from other sites' pages are refused")]
     CrossOrigin,
-    #[error("without --api-token the control routes answer loopback names only")]
+    #[error("without --api-token this API answers loopback names only")]
     BadHost,
     #[error("Authorization: Bearer <api token> required")]
     Unauthorized,
@@ -110,7 +110,7 @@ fn authorize(api: &LocalApi, headers: &HeaderMap) -> Result<(), LocalApiError> {
         }
     }
     let Some(expected) = &api.token else {
-        return if !host.is_empty() && !is_loopback_host(host) { Err(LocalApiError::BadHost) } else { Ok(()) };
+        return check_host(api, headers);
     };
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -126,8 +126,20 @@ fn authorize(api: &LocalApi, headers: &HeaderMap) -> Result<(), LocalApiError> {
 
 type Answer = Result<Json<serde_json::Value>, LocalApiError>;
 
-async fn status(State(api): State<LocalApi>) -> impl IntoResponse {
-    Json(api.status.report(&api.dispatch))
+/// Whether a read may be answered: without a token (the API is then on
+/// loopback only) a `Host` that is not loopback is a DNS-rebound name, and
+/// another site's page must not read the wallet and pools through it.
+fn check_host(api: &LocalApi, headers: &HeaderMap) -> Result<(), LocalApiError> {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if api.token.is_none() && !host.is_empty() && !is_loopback_host(host) {
+        return Err(LocalApiError::BadHost);
+    }
+    Ok(())
+}
+
+async fn status(State(api): State<LocalApi>, headers: HeaderMap) -> Result<impl IntoResponse, LocalApiError> {
+    check_host(&api, &headers)?;
+    Ok(Json(api.status.report(&api.dispatch)))
 }
 
 async fn pause(State(api): State<LocalApi>, headers: HeaderMap) -> Answer {
@@ -150,7 +162,7 @@ struct ThreadsRequest {
 async fn threads(State(api): State<LocalApi>, headers: HeaderMap, body: Option<Json<ThreadsRequest>>) -> Answer {
     authorize(&api, &headers)?;
     let Json(request) = body.ok_or(LocalApiError::BadJson("{\"threads\": N}"))?;
-    let max = std::thread::available_parallelism().map_or(1, |n| n.get()) * 4;
+    let max = crate::backend::cpu::max_threads();
     if request.threads == 0 || request.threads > max {
         return Err(LocalApiError::BadThreads(max));
     }
@@ -185,7 +197,7 @@ mod tests {
     use crate::client::work_dispatch::Device;
 
     fn api(token: Option<&str>) -> (Router, Arc<WorkDispatch>) {
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = crate::client::work_dispatch::found_channel();
         let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
         let status = Arc::new(MinerStatus::new());
         let pool_switch = Some(Arc::new(PoolSwitch::default()));
@@ -286,6 +298,14 @@ mod tests {
         assert!(!dispatch.is_paused());
         assert_eq!(post(vec![("host", "127.0.0.1:7073"), ("origin", "http://127.0.0.1:7073")]).await, StatusCode::OK);
         assert!(dispatch.is_paused());
+        // A rebound name cannot read the status (wallet, pools) either.
+        let read = |host: &'static str| {
+            let request = Request::get("/status").header("host", host).body(Body::empty()).unwrap();
+            let app = app.clone();
+            async move { app.oneshot(request).await.unwrap().status() }
+        };
+        assert_eq!(read("evil.example:7073").await, StatusCode::FORBIDDEN);
+        assert_eq!(read("localhost:7073").await, StatusCode::OK);
         dispatch.stop();
     }
 

@@ -192,8 +192,9 @@ impl MineArgs {
             .map(str::parse)
             .transpose()
             .map_err(|e: UnknownShader| MinerError::bad_input(e.to_string()))?;
-        if self.threads == Some(0) {
-            return Err(MinerError::bad_input("--threads must be at least 1"));
+        let max_threads = crate::backend::cpu::max_threads();
+        if self.threads.is_some_and(|n| n == 0 || n > max_threads) {
+            return Err(MinerError::bad_input(format!("--threads must be 1-{max_threads} (four per core)")));
         }
         let api = if self.no_api == Some(true) {
             None
@@ -288,6 +289,9 @@ mod tests {
             (MineArgs { api_bind: Some("0.0.0.0:7073".into()), ..args() }, "--api-token"),
             (MineArgs { api_bind: Some("nowhere".into()), ..args() }, "--api-bind"),
             (MineArgs { threads: Some(0), ..args() }, "--threads"),
+            (MineArgs { threads: Some(100_000), ..args() }, "--threads"),
+            (MineArgs { pools: vec!["http://u:p@pool:1".into()], ..args() }, "user name"),
+            (MineArgs { pools: vec!["http://pool:1/?k=1".into()], ..args() }, "query"),
             (MineArgs { shader: Some("magic".into()), ..args() }, "shader"),
         ];
         for (bad, needle) in cases {

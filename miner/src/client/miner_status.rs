@@ -17,7 +17,8 @@ pub struct Counters {
     pub blocks: u64,
     /// Shares waiting to be resubmitted (the pool was unreachable).
     pub pending: usize,
-    /// Shares dropped because the pending queue was full or their job ended.
+    /// Shares dropped: the pending queue was full, their job ended, or too
+    /// many found nonces were waiting to be sent.
     pub dropped: u64,
 }
 
@@ -92,7 +93,8 @@ impl MinerStatus {
     }
 
     pub fn report(&self, dispatch: &WorkDispatch) -> StatusReport {
-        let counters = self.counters.lock().expect("status lock").clone();
+        let mut counters = self.counters.lock().expect("status lock").clone();
+        counters.dropped += dispatch.found_dropped();
         let devices = dispatch
             .slots()
             .iter()

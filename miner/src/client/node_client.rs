@@ -25,6 +25,8 @@ impl NodeClient {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))
+            // A redirect could aim the miner's requests anywhere on its network.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| MinerError::runtime(format!("cannot build an HTTP client: {e}")))?;
         Ok(NodeClient { url, http, token })

@@ -65,7 +65,28 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, ApiFailur
     Ok(body)
 }
 
+/// The most of a pool's own words (an error's reason and message) kept:
+/// they reach the status line, the log and the local page.
+const MAX_POOL_TEXT_CHARS: usize = 200;
+
+/// `text` as something safe to print: no control characters (a terminal
+/// escape sequence from a hostile pool would rewrite the operator's
+/// screen or clipboard), at most [`MAX_POOL_TEXT_CHARS`] characters.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(MAX_POOL_TEXT_CHARS).collect();
+    if text.chars().filter(|c| !c.is_control()).nth(MAX_POOL_TEXT_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// Reads a response: the JSON body on success, a classified failure otherwise.
+///
+/// A refusal ([`ApiFailure::Refused`], which can end the miner) needs the
+/// pool's own error body: a 4xx page from a proxy, a CDN's challenge or a
+/// load balancer between deploys is only [`ApiFailure::Unavailable`], and
+/// so is a redirect (never followed: it could point the miner's requests
+/// at its own local API or anything else on the rig's network).
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<T, ApiFailure> {
     let status = response.status();
     let retry_after = response
@@ -73,12 +94,19 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(printable);
     let body = read_body(response).await;
     if status.is_success() {
         return serde_json::from_slice(&body?).map_err(|e| ApiFailure::Unavailable(format!("unreadable answer: {e}")));
     }
+    if status.is_redirection() {
+        let to = location.unwrap_or_else(|| "nowhere".into());
+        return Err(ApiFailure::Unavailable(format!("{status}: redirected to {to} (redirects are not followed)")));
+    }
     let body: Option<ErrorBody> = body.ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let (reason, message) = body.map_or_else(|| ("unknown".to_string(), String::new()), |b| (b.error, b.message));
+    let from_the_pool = body.is_some();
+    let (reason, message) =
+        body.map_or_else(|| ("unknown".to_string(), String::new()), |b| (printable(&b.error), printable(&b.message)));
     Err(match status.as_u16() {
         401 => ApiFailure::Unauthorized,
         403 if reason == "banned" => ApiFailure::Banned { secs: retry_after.unwrap_or(3600) },
@@ -90,7 +118,8 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
         // A request the pool timed out: it may have been processed (a share
         // then comes back `already_credited`), so it is worth sending again.
         408 | 500..=599 => ApiFailure::Unavailable(format!("{status}: {reason}: {message}")),
-        _ => ApiFailure::Refused { reason, message },
+        400..=499 if from_the_pool => ApiFailure::Refused { reason, message },
+        _ => ApiFailure::Unavailable(format!("{status} without a pool's error body (a proxy in the way?)")),
     })
 }
 
@@ -126,16 +155,27 @@ pub fn read_pool_ca(path: &std::path::Path) -> Result<PoolCa, MinerError> {
 impl PoolClient {
     /// `ca`, when given, replaces the system's trust store for `https://`.
     /// The URL is kept in its normal form (host in lower case, no default
-    /// port, no trailing `/`), so one pool is one URL however it was typed.
+    /// port, no trailing `/`), so one pool is one URL however it was typed;
+    /// one with a user name, password, query or fragment is refused.
     pub fn new(url: &str, ca: Option<&PoolCa>) -> Result<Self, MinerError> {
         let typed = url.trim();
-        if !(typed.starts_with("http://") || typed.starts_with("https://")) || typed.trim_end_matches('/').len() < 10 {
-            return Err(MinerError::bad_input(format!("{typed:?} is not a pool URL (expected http://host:port)")));
-        }
         let parsed =
             reqwest::Url::parse(typed).map_err(|e| MinerError::bad_input(format!("{typed:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+            return Err(MinerError::bad_input(format!("{typed:?} is not a pool URL (expected http://host:port)")));
+        }
+        // Credentials would show on the status line and page; a query or a
+        // fragment would end up in the middle of every request's path.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(MinerError::bad_input("a pool URL carries no user name or password"));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(MinerError::bad_input(format!("{typed:?}: a pool URL carries no query (?) or fragment (#)")));
+        }
         let url = parsed.as_str().trim_end_matches('/').to_string();
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = ca {
             builder = builder.tls_certs_only(ca.iter().cloned());
         }
@@ -200,34 +240,107 @@ mod tests {
 
     use super::*;
 
-    /// A one-request HTTP server on loopback: `status` and `body_len`
-    /// spaces, chunked (no Content-Length) or not.
-    async fn serve_once(status: &'static str, body_len: usize, chunked: bool) -> String {
+    /// A one-request HTTP server on loopback that reads the request and
+    /// writes `answer`, whole.
+    async fn write_once(answer: Vec<u8>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut request = [0u8; 4096];
             let _ = socket.read(&mut request).await;
-            let body = vec![b' '; body_len];
-            let head = if chunked {
-                format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-            } else {
-                format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n")
-            };
-            let _ = socket.write_all(head.as_bytes()).await;
-            if chunked {
-                for part in body.chunks(64 * 1024) {
-                    let _ = socket.write_all(format!("{:x}\r\n", part.len()).as_bytes()).await;
-                    let _ = socket.write_all(part).await;
-                    let _ = socket.write_all(b"\r\n").await;
-                }
-                let _ = socket.write_all(b"0\r\n\r\n").await;
-            } else {
-                let _ = socket.write_all(&body).await;
-            }
+            let _ = socket.write_all(&answer).await;
         });
         url
+    }
+
+    /// Answers `status` and `body_len` spaces, chunked (no Content-Length) or not.
+    async fn serve_once(status: &'static str, body_len: usize, chunked: bool) -> String {
+        let body = vec![b' '; body_len];
+        let mut answer = if chunked {
+            format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        } else {
+            format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n")
+        }
+        .into_bytes();
+        if chunked {
+            for part in body.chunks(64 * 1024) {
+                answer.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                answer.extend_from_slice(part);
+                answer.extend_from_slice(b"\r\n");
+            }
+            answer.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            answer.extend_from_slice(&body);
+        }
+        write_once(answer).await
+    }
+
+    /// Answers `head` (status line and headers) and `body`.
+    async fn answer_once(head: String, body: &str) -> String {
+        let answer = format!("{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        write_once(answer.into_bytes()).await
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        // Where a redirect would send the miner: it must never be asked.
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_url = format!("http://{}/pause", target.local_addr().unwrap());
+        let url = answer_once(format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: {target_url}"), "").await;
+        let pool = PoolClient::new(&url, None).unwrap();
+        match pool.share("t", "j", 1, "00", 1.0).await {
+            Err(ApiFailure::Unavailable(message)) => assert!(message.contains("redirected to"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let asked = tokio::time::timeout(Duration::from_millis(300), target.accept()).await;
+        assert!(asked.is_err(), "the redirect's target was asked");
+    }
+
+    #[tokio::test]
+    async fn only_the_pools_own_refusal_is_a_refusal() {
+        let cases = [
+            // (status line, body, a refusal?)
+            ("HTTP/1.1 400 Bad Request", r#"{"error":"bad_address","message":"not an address"}"#, true),
+            ("HTTP/1.1 409 Conflict", r#"{"error":"worker_id_taken","message":"taken"}"#, true),
+            ("HTTP/1.1 404 Not Found", "<html>not here (a balancer between deploys)</html>", false),
+            ("HTTP/1.1 403 Forbidden", "<html>checking your browser</html>", false),
+            ("HTTP/1.1 405 Method Not Allowed", "", false),
+        ];
+        for (status, body, refusal) in cases {
+            let url = answer_once(status.to_string(), body).await;
+            let answer = PoolClient::new(&url, None).unwrap().register("w", "land1q", "rig").await;
+            match answer {
+                Err(ApiFailure::Refused { .. }) if refusal => {}
+                Err(ApiFailure::Unavailable(_)) if !refusal => {}
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pools_words_are_printable_and_short() {
+        let body = Box::leak(
+            format!(r#"{{"error":"\u001b]52;c;aGk=\u0007bad_field","message":"{}"}}"#, "x".repeat(5000))
+                .into_boxed_str(),
+        );
+        let url = answer_once("HTTP/1.1 400 Bad Request".into(), body).await;
+        match PoolClient::new(&url, None).unwrap().register("w", "land1q", "rig").await {
+            Err(ApiFailure::Refused { reason, message }) => {
+                assert_eq!(reason, "]52;c;aGk=bad_field", "control characters dropped");
+                assert_eq!(message.chars().count(), MAX_POOL_TEXT_CHARS + 3);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pool_urls_carry_no_credentials_query_or_fragment() {
+        for url in ["http://user:pw@pool:7072", "http://user@pool:7072", "http://pool:7072/?k=1", "http://pool:7072/#x"]
+        {
+            assert!(PoolClient::new(url, None).is_err(), "{url}");
+        }
+        assert_eq!(PoolClient::new("HTTP://Pool.Example:80/", None).unwrap().url, "http://pool.example");
     }
 
     #[tokio::test]

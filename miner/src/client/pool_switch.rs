@@ -54,6 +54,7 @@ impl PoolSwitch {
         let parsed =
             reqwest::Url::parse(url.trim()).map_err(|e| MinerError::bad_input(format!("{url:?} is not a URL: {e}")))?;
         if !parsed.username().is_empty() || parsed.password().is_some() {
+            // (Checked before the origin drops them: refused, not ignored.)
             return Err(MinerError::bad_input("a pool URL carries no user name or password").into());
         }
         let pool = PoolClient::new(&parsed.origin().ascii_serialization(), self.ca.as_ref())?;

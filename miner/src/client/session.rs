@@ -2,30 +2,32 @@
 //!
 //! Pool mode long-polls the active pool for jobs, hands them to the
 //! devices, and submits shares with the miner's measured hash rate. Network
-//! errors and 5xx back off exponentially with jitter; 429/503 wait the
-//! Retry-After (at most a minute); two failures in a row of either kind fail
-//! over to the next pool, and
-//! primary pool (the first, or one the owner switched to through the local
-//! API, `pool_switch`) is tried again every `failback` interval. Shares that
+//! errors and 5xx back off exponentially with jitter, growing with each
+//! round of the failover list while every pool is down; 429/503 wait the
+//! Retry-After (1 s to a minute); two failures in a row of either kind (or
+//! unusable jobs) fail over to the next pool that has neither banned nor
+//! refused the miner, and the primary pool (the first, or one the owner
+//! switched to through the local API, `pool_switch`) is tried again every
+//! `failback` interval. A pool that answers a long-poll at once with the
+//! job being mined is not asked again for 5 s (`MIN_JOB_POLL`). Shares that
 //! cannot be sent wait in a bounded queue and are resubmitted while their
 //! job's height is still current. A watchdog stops hashing work older than
 //! several block times. (Solo mode is `solo_session`.)
 //! Nothing here ends the process except what a person must fix: a refused
-//! wallet or a ban on every pool.
+//! wallet or a ban, once no pool is left to mine at.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
 use visionx::Found;
 
 use super::miner_status::MinerStatus;
 use super::pool_client::{ApiFailure, PoolClient};
 use super::pool_switch::{PoolSwitch, MAX_POOLS};
-use super::work_dispatch::{Work, WorkDispatch};
+use super::work_dispatch::{FoundReceiver, Work, WorkDispatch};
 
 /// Shares kept while no pool answers.
 const MAX_PENDING: usize = 1024;
@@ -55,15 +57,74 @@ pub struct PoolSession {
     pub failback: Duration,
 }
 
+/// A factor in [0.75, 1.25) from the OS's randomness: miners that lost
+/// their pool together must not all come back in the same instant.
 fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    0.75 + f64::from(nanos % 1000) / 2000.0
+    let mut random = [0u8; 2];
+    // (No randomness is no reason to stop: the middle of the range.)
+    let draw = getrandom::fill(&mut random).map_or(500, |()| u16::from_le_bytes(random) % 1000);
+    0.75 + f64::from(draw) / 2000.0
 }
 
 /// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... up to 30 s.
 pub fn backoff(failures: u32) -> Duration {
     let base = (0.5 * 2f64.powi(failures.min(8) as i32)).min(30.0);
     Duration::from_secs_f64(base * jitter())
+}
+
+/// The shortest wait a pool's `Retry-After` (or a ban's length) is taken to
+/// mean: `0` from a broken or hostile pool must not make every rig ask
+/// again in a tight loop.
+pub(crate) const MIN_RETRY_WAIT: Duration = Duration::from_secs(1);
+
+/// The wait a pool's `Retry-After: secs` asks for, at least [`MIN_RETRY_WAIT`].
+pub(crate) fn retry_after(secs: u64) -> Duration {
+    Duration::from_secs(secs).max(MIN_RETRY_WAIT)
+}
+
+/// A pool answering a long-poll with the job already being mined is asked
+/// again at most this often (one past its long-poll limit answers at once).
+const MIN_JOB_POLL: Duration = Duration::from_secs(5);
+
+/// Failures since a pool last answered with a job.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Failures {
+    /// In a row on the pool in use: [`FAILURES_BEFORE_FAILOVER`] move on.
+    on_pool: u32,
+    /// In a row on any pool: with every pool down, waits grow with each
+    /// round of the failover list rather than staying near a second.
+    streak: u32,
+}
+
+/// What to do after a pool was unavailable.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Retry {
+    /// Ask the same pool again after the wait.
+    Same(Duration),
+    /// Move to the next pool, after the wait (none in the first round).
+    Next(Duration),
+}
+
+impl Failures {
+    /// Whole rounds of a failover list of `pools` that failed.
+    fn rounds(&self, pools: usize) -> u32 {
+        let pools = u32::try_from(pools.max(1)).unwrap_or(u32::MAX);
+        self.streak / FAILURES_BEFORE_FAILOVER.saturating_mul(pools)
+    }
+
+    /// Counts one more failure of the pool in use (`asked`: its
+    /// `Retry-After`), where another pool is there to move to or not.
+    fn unavailable(&mut self, pools: usize, can_move: bool, asked: Option<u64>) -> Retry {
+        self.streak = self.streak.saturating_add(1);
+        self.on_pool = self.on_pool.saturating_add(1);
+        let rounds = self.rounds(pools);
+        if can_move && self.on_pool >= FAILURES_BEFORE_FAILOVER {
+            self.on_pool = 0;
+            return Retry::Next(if rounds == 0 { Duration::ZERO } else { backoff(rounds) });
+        }
+        let backoff = backoff(self.on_pool + rounds);
+        Retry::Same(asked.map_or(backoff, retry_after))
+    }
 }
 
 struct PoolContext {
@@ -200,7 +261,17 @@ impl PoolContext {
         }
         let s = &self.session;
         let client = self.pool(pool);
-        let registered = client.register(&s.worker_id, &s.wallet, &s.worker_name).await?;
+        let registered = match client.register(&s.worker_id, &s.wallet, &s.worker_name).await {
+            // A 401 to a registration is not the pool forgetting a token
+            // (there is none yet): something in front of it wants a login.
+            Err(ApiFailure::Unauthorized) => {
+                return Err(ApiFailure::Unavailable(format!(
+                    "{} answered a registration with 401 (a proxy that wants a login?)",
+                    client.url
+                )))
+            }
+            answer => answer?,
+        };
         tracing::info!(
             "registered with {} (pool fee {:.2}%, foundation fee {:.2}%)",
             client.url,
@@ -311,74 +382,95 @@ impl PoolContext {
         }
     }
 
-    /// Reacts to a failure; Err ends the session.
-    async fn on_failure(&self, pool: usize, failure: ApiFailure, failures: &mut u32) -> Result<(), SessionEnd> {
-        let url = self.pool(pool).url.clone();
+    /// The pool after `pool` in the failover list that has neither refused
+    /// this miner nor banned it (for a while yet), if any.
+    fn next_usable(&self, pool: usize) -> Option<usize> {
         let count = self.pool_count();
-        let next = (pool + 1) % count;
+        let now = Instant::now();
+        let refused = self.refused.lock().expect("refused lock");
+        let bans = self.banned_until.lock().expect("bans lock");
+        (1..count)
+            .map(|step| (pool + step) % count)
+            .find(|&p| refused[p].is_none() && bans[p].is_none_or(|until| until <= now))
+    }
+
+    /// Reacts to a failure; Err ends the session.
+    async fn on_failure(&self, pool: usize, failure: ApiFailure, failures: &mut Failures) -> Result<(), SessionEnd> {
+        let url = self.pool(pool).url.clone();
         self.status.connection(|c| {
             c.connected = false;
             c.last_error = Some(failure.to_string());
         });
-        // The wait a 429/503 asked for; other failures back off.
-        let failure_wait = match &failure {
-            ApiFailure::RetryAfter { retry_after_secs, .. } => Some(*retry_after_secs),
-            _ => None,
-        };
-        match failure {
+        let (asked, message) = match failure {
             ApiFailure::Unauthorized => {
                 self.tokens.lock().expect("tokens lock")[pool] = None;
+                // The pool forgot the session (a restart): register again
+                // now; again and again, it is a pool to wait for.
+                if failures.streak == 0 {
+                    failures.streak = 1;
+                    return Ok(());
+                }
+                (None, "the pool keeps forgetting this worker".to_string())
             }
             ApiFailure::Banned { secs } => {
-                let now = Instant::now();
-                let mut bans = self.banned_until.lock().expect("bans lock");
-                // (Bounded: an absurd Retry-After must not overflow the clock.)
-                bans[pool] = Some(now + Duration::from_secs(secs.min(MAX_BAN_SECS)));
-                // Banned everywhere: a person must look (exit code 4).
-                if bans.iter().all(|b| b.is_some_and(|until| until > now)) {
-                    return Err(SessionEnd::Banned { url, secs });
+                // (Bounded: an absurd Retry-After must not overflow the clock;
+                // at least a second, or a ban of 0 s would be a tight loop.)
+                let secs = secs.clamp(1, MAX_BAN_SECS);
+                self.banned_until.lock().expect("bans lock")[pool] = Some(Instant::now() + Duration::from_secs(secs));
+                match self.next_usable(pool) {
+                    Some(next) => {
+                        self.switch_to(next, &format!("banned for {secs}s"));
+                        return Ok(());
+                    }
+                    // Banned (or refused) everywhere: a person must look (exit code 4).
+                    None => return Err(SessionEnd::Banned { url, secs }),
                 }
-                drop(bans);
-                self.switch_to(next, &format!("banned for {secs}s"));
             }
             ApiFailure::Refused { reason, message } => {
-                let mut refused = self.refused.lock().expect("refused lock");
-                refused[pool] = Some(format!("{url}: {reason}: {message}"));
-                if refused.iter().all(Option::is_some) {
-                    let all: Vec<String> = refused.iter().flatten().cloned().collect();
-                    return Err(SessionEnd::Refused(format!("every pool refused this miner: {}", all.join("; "))));
+                self.refused.lock().expect("refused lock")[pool] = Some(format!("{url}: {reason}: {message}"));
+                match self.next_usable(pool) {
+                    Some(next) => {
+                        self.switch_to(next, &format!("refused: {reason}"));
+                        return Ok(());
+                    }
+                    None => {
+                        let refused = self.refused.lock().expect("refused lock");
+                        let all: Vec<String> = refused.iter().flatten().cloned().collect();
+                        return Err(SessionEnd::Refused(format!("every pool refused this miner: {}", all.join("; "))));
+                    }
                 }
-                drop(refused);
-                self.switch_to(next, &format!("refused: {reason}"));
             }
             // A pool that keeps saying "later" (its chain is down, it is
             // stopped) is as good as down: the next pool may have work.
-            ApiFailure::RetryAfter { message, .. } | ApiFailure::Unavailable(message) => {
-                *failures += 1;
-                if *failures >= FAILURES_BEFORE_FAILOVER && count > 1 {
-                    *failures = 0;
-                    self.switch_to(next, &message);
-                } else {
-                    let wait = match failure_wait {
-                        Some(secs) => Duration::from_secs(secs),
-                        None => backoff(*failures),
-                    };
-                    tracing::warn!("{url}: {message}; retrying in {:.1}s", wait.as_secs_f64());
+            ApiFailure::RetryAfter { retry_after_secs, message } => (Some(retry_after_secs), message),
+            ApiFailure::Unavailable(message) => (None, message),
+        };
+        let next = self.next_usable(pool);
+        match (failures.unavailable(self.pool_count(), next.is_some(), asked), next) {
+            (Retry::Next(wait), Some(next)) => {
+                if !wait.is_zero() {
+                    tracing::warn!("every pool failed; trying the next in {:.1}s", wait.as_secs_f64());
                     self.status.connection(|c| c.retry_in_secs = Some(wait.as_secs().max(1)));
                     self.pause(wait).await;
                 }
+                self.switch_to(next, &message);
+            }
+            (Retry::Same(wait), _) | (Retry::Next(wait), None) => {
+                tracing::warn!("{url}: {message}; retrying in {:.1}s", wait.as_secs_f64());
+                self.status.connection(|c| c.retry_in_secs = Some(wait.as_secs().max(1)));
+                self.pause(wait).await;
             }
         }
         Ok(())
     }
 
     async fn jobs(self: &Arc<Self>) -> Result<(), SessionEnd> {
-        let mut failures = 0u32;
+        let mut failures = Failures::default();
         let mut last_failback = Instant::now();
         loop {
             self.stop_stale_work();
             if self.take_switch_request() {
-                failures = 0;
+                failures = Failures::default();
             }
             let active = self.active.load(Ordering::Relaxed);
             let primary = self.primary.load(Ordering::Relaxed);
@@ -388,7 +480,7 @@ impl PoolContext {
                     match self.pool(primary).job(&token, None).await {
                         Ok(_) => {
                             self.switch_to(primary, "the primary pool is back");
-                            failures = 0;
+                            failures = Failures::default();
                             continue;
                         }
                         // It forgot us (a restart, an expired session):
@@ -413,6 +505,7 @@ impl PoolContext {
             if active != primary {
                 wait = wait.min(self.session.failback);
             }
+            let asked = Instant::now();
             let answer = if mining_here {
                 tokio::select! {
                     answer = api.job(&token, Some(wait)) => answer,
@@ -422,57 +515,61 @@ impl PoolContext {
             } else {
                 api.job(&token, None).await
             };
-            match answer {
-                Ok(job) => {
-                    failures = 0;
-                    self.refused.lock().expect("refused lock")[active] = None;
-                    if job.block_time_secs > 0 {
-                        // Bounded: the watchdog multiplies it.
-                        let secs = job.block_time_secs.min(MAX_BLOCK_TIME_SECS);
-                        *self.block_time.lock().expect("block time lock") = Duration::from_secs(secs);
-                    }
-                    *self.job_answered.lock().expect("job answered lock") = Instant::now();
-                    // The pool answers a repeated request with the same job
-                    // while it still fits: keep hashing where we are.
-                    let same_job =
-                        self.dispatch.current_work().is_some_and(|w| w.pool == Some(active) && w.id == job.job_id);
-                    if same_job {
-                        // Back after an outage on the same job: what waited goes now.
-                        if !self.pending.lock().expect("pending lock").is_empty() {
-                            self.flush_pending(job.height);
-                        }
-                        continue;
-                    }
-                    match Work::from_pool_job(&job, active) {
-                        Ok(work) => {
-                            let changed_height = self.dispatch.current_work().is_none_or(|w| w.height != job.height);
-                            if changed_height {
-                                tracing::info!(
-                                    "new job at height {} (share difficulty {})",
-                                    job.height,
-                                    job.share_difficulty
-                                );
-                            }
-                            self.status.connection(|c| {
-                                c.connected = true;
-                                c.last_error = None;
-                                c.retry_in_secs = None;
-                                c.height = Some(job.height);
-                                c.share_difficulty = Some(job.share_difficulty);
-                                c.network_difficulty = Some(job.network_difficulty);
-                                c.job_id = Some(job.job_id.clone());
-                            });
-                            self.dispatch.set_work(Some(Arc::new(work)));
-                            self.flush_pending(job.height);
-                        }
-                        Err(message) => {
-                            tracing::error!("{}: unusable job: {message}", api.url);
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                        }
-                    }
+            let job = match answer {
+                Ok(job) => job,
+                Err(failure) => {
+                    self.on_failure(active, failure, &mut failures).await?;
+                    continue;
                 }
-                Err(failure) => self.on_failure(active, failure, &mut failures).await?,
+            };
+            // The pool answers a repeated request with the same job while
+            // it still fits: keep hashing where we are.
+            let same_job = self.dispatch.current_work().is_some_and(|w| w.pool == Some(active) && w.id == job.job_id);
+            let work = if same_job { None } else { Some(Work::from_pool_job(&job, active)) };
+            if let Some(Err(message)) = work {
+                // Not an answer to mine on: the stale-work watchdog keeps
+                // counting, and a pool sending only these is failed over.
+                let failure = ApiFailure::Unavailable(format!("an unusable job: {message}"));
+                tracing::error!("{}: {failure}", api.url);
+                self.on_failure(active, failure, &mut failures).await?;
+                continue;
             }
+            failures = Failures::default();
+            self.refused.lock().expect("refused lock")[active] = None;
+            if job.block_time_secs > 0 {
+                // Bounded: the watchdog multiplies it.
+                let secs = job.block_time_secs.min(MAX_BLOCK_TIME_SECS);
+                *self.block_time.lock().expect("block time lock") = Duration::from_secs(secs);
+            }
+            *self.job_answered.lock().expect("job answered lock") = Instant::now();
+            let Some(Ok(work)) = work else {
+                // Back after an outage on the same job: what waited goes now.
+                if !self.pending.lock().expect("pending lock").is_empty() {
+                    self.flush_pending(job.height);
+                }
+                // A pool that did not hold the request (past its long-poll
+                // limit, or a proxy's) is not asked again at once.
+                let early = MIN_JOB_POLL.saturating_sub(asked.elapsed());
+                if !early.is_zero() {
+                    self.pause(early).await;
+                }
+                continue;
+            };
+            let changed_height = self.dispatch.current_work().is_none_or(|w| w.height != job.height);
+            if changed_height {
+                tracing::info!("new job at height {} (share difficulty {})", job.height, job.share_difficulty);
+            }
+            self.status.connection(|c| {
+                c.connected = true;
+                c.last_error = None;
+                c.retry_in_secs = None;
+                c.height = Some(job.height);
+                c.share_difficulty = Some(job.share_difficulty);
+                c.network_difficulty = Some(job.network_difficulty);
+                c.job_id = Some(job.job_id.clone());
+            });
+            self.dispatch.set_work(Some(Arc::new(work)));
+            self.flush_pending(job.height);
         }
     }
 }
@@ -488,11 +585,8 @@ pub(crate) const SUBMITS_IN_FLIGHT: usize = 8;
 /// [`SUBMITS_IN_FLIGHT`] at once, until `drain` is notified; then those
 /// already found, and returns once every submission has ended (dropping
 /// the returned future cancels those in flight).
-pub(crate) async fn submit_found<F, Fut>(
-    mut found: UnboundedReceiver<(Arc<Work>, Found)>,
-    drain: Arc<Notify>,
-    mut submit: F,
-) where
+pub(crate) async fn submit_found<F, Fut>(mut found: FoundReceiver, drain: Arc<Notify>, mut submit: F)
+where
     F: FnMut(Arc<Work>, Found) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -545,7 +639,7 @@ pub async fn run_pool(
     switch: Arc<PoolSwitch>,
     dispatch: Arc<WorkDispatch>,
     status: Arc<MinerStatus>,
-    found: UnboundedReceiver<(Arc<Work>, Found)>,
+    found: FoundReceiver,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SessionEnd> {
     let ctx = PoolContext::new(session, switch, dispatch, status);
@@ -603,7 +697,7 @@ mod tests {
     #[tokio::test]
     async fn a_drain_sends_everything_found_then_ends() {
         use std::sync::atomic::AtomicU64;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = super::super::work_dispatch::found_channel();
         let work = test_work();
         let found = |nonce| Found { nonce, digest: visionx::Digest([0; 32]) };
         let drain = Arc::new(Notify::new());
@@ -619,12 +713,12 @@ mod tests {
             })
         });
         for nonce in 1..=10 {
-            tx.send((work.clone(), found(nonce))).unwrap();
+            tx.try_send((work.clone(), found(nonce))).unwrap();
         }
         drain.notify_one();
         tokio::time::timeout(Duration::from_secs(5), task).await.expect("the drain ends").unwrap();
         assert_eq!(sent.load(Ordering::SeqCst), 55, "every nonce found before the drain was sent");
-        assert!(tx.send((work, found(11))).is_err(), "nothing is taken after the drain");
+        assert!(tx.try_send((work, found(11))).is_err(), "nothing is taken after the drain");
     }
 
     /// Shares are sent several at once, never more than the limit: a slow
@@ -632,7 +726,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn found_shares_are_sent_several_at_once_within_the_limit() {
         use std::sync::atomic::AtomicUsize;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = super::super::work_dispatch::found_channel();
         let work = test_work();
         let (now, most, sent) =
             (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -650,7 +744,7 @@ mod tests {
             })
         });
         for nonce in 0..30 {
-            tx.send((work.clone(), Found { nonce, digest: visionx::Digest([0; 32]) })).unwrap();
+            tx.try_send((work.clone(), Found { nonce, digest: visionx::Digest([0; 32]) })).unwrap();
         }
         drain.notify_one();
         tokio::time::timeout(Duration::from_secs(10), task).await.expect("the drain ends").unwrap();
@@ -700,7 +794,7 @@ mod tests {
             long_poll: Duration::from_secs(1),
             failback: Duration::from_secs(60),
         };
-        let (found, _found_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (found, _found_rx) = super::super::work_dispatch::found_channel();
         let ctx = PoolContext::new(
             session,
             Arc::new(PoolSwitch::new(None)),
@@ -723,6 +817,39 @@ mod tests {
         assert_eq!(ctx.token(0).await.unwrap(), "token-2");
         ctx.dispatch.stop();
         server.abort();
+    }
+
+    #[test]
+    fn with_every_pool_down_waits_grow_with_each_round_of_the_list() {
+        let mut failures = Failures::default();
+        let mut steps = Vec::new();
+        for _ in 0..40 {
+            steps.push(failures.unavailable(2, true, None));
+        }
+        // Each pool is tried twice, then the next; the first round moves at once.
+        for (i, step) in steps.iter().enumerate() {
+            assert_eq!(matches!(step, Retry::Next(_)), i % 2 == 1, "step {i}: {step:?}");
+        }
+        assert_eq!(steps[1], Retry::Next(Duration::ZERO));
+        let wait = |step: &Retry| match step {
+            Retry::Same(wait) | Retry::Next(wait) => *wait,
+        };
+        assert!(wait(&steps[0]) <= Duration::from_millis(1250), "{:?}", steps[0]);
+        assert!(wait(&steps[3]) > Duration::ZERO, "the second round waits before moving: {:?}", steps[3]);
+        assert!(wait(&steps[38]) >= Duration::from_secs(20), "a long outage backs off: {:?}", steps[38]);
+        assert!(steps.iter().all(|s| wait(s) <= Duration::from_secs_f64(30.0 * 1.25)));
+    }
+
+    #[test]
+    fn a_retry_after_of_zero_still_waits() {
+        for asked in [0, 1] {
+            let mut failures = Failures::default();
+            assert_eq!(failures.unavailable(1, false, Some(asked)), Retry::Same(MIN_RETRY_WAIT));
+        }
+        let mut failures = Failures::default();
+        assert_eq!(failures.unavailable(1, false, Some(7)), Retry::Same(Duration::from_secs(7)));
+        // One pool only: never "next", however many failures.
+        assert!((0..10).all(|_| matches!(failures.unavailable(1, false, None), Retry::Same(_))));
     }
 
     #[test]

@@ -10,18 +10,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
 use visionx::Found;
 
 use super::miner_status::MinerStatus;
 use super::node_client::{BlockTemplate, NodeClient, SubmitOutcome};
 use super::pool_client::ApiFailure;
-use super::session::{backoff, drain_found, submit_found, SessionEnd};
-use super::work_dispatch::{Work, WorkDispatch};
+use super::session::{backoff, drain_found, retry_after, submit_found, SessionEnd};
+use super::work_dispatch::{FoundReceiver, Work, WorkDispatch};
 
 /// Retries of a found block's submission after transient failures.
 const MAX_BLOCK_SUBMIT_RETRIES: u32 = 8;
+/// A node silent this long: its template is likely behind the chain
+/// (other nodes go on), so hashing stops until it answers again.
+const SILENT_NODE_STOP: Duration = Duration::from_secs(300);
 
 pub struct SoloSession {
     pub node: NodeClient,
@@ -35,7 +37,7 @@ pub async fn run_solo(
     session: SoloSession,
     dispatch: Arc<WorkDispatch>,
     status: Arc<MinerStatus>,
-    found: UnboundedReceiver<(Arc<Work>, Found)>,
+    found: FoundReceiver,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SessionEnd> {
     let drain = Arc::new(Notify::new());
@@ -205,10 +207,10 @@ async fn mine_templates(
         c.url = session.node.url.clone();
     });
     let mut failures = 0u32;
+    let mut answered = std::time::Instant::now();
     loop {
         match session.node.template(&session.wallet).await {
             Ok(template) => {
-                failures = 0;
                 let h = &template.header;
                 let parent = h.parent_hash.get(..16).unwrap_or(&h.parent_hash);
                 let id = format!("solo:{}:{parent}", h.height);
@@ -229,9 +231,23 @@ async fn mine_templates(
                             *templates.lock().expect("template lock") = Some((id, template));
                             dispatch.set_work(Some(Arc::new(work)));
                         }
-                        Err(message) => tracing::error!("unusable template: {message}"),
+                        Err(message) => {
+                            // Said once per try, with a growing wait: not every second.
+                            failures += 1;
+                            let wait = backoff(failures);
+                            let url = &session.node.url;
+                            tracing::error!(
+                                "{url}: unusable template: {message}; asking again in {:.1}s",
+                                wait.as_secs_f64()
+                            );
+                            status.connection(|c| c.last_error = Some(format!("unusable template: {message}")));
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
                     }
                 }
+                failures = 0;
+                answered = std::time::Instant::now();
                 // New blocks elsewhere are picked up within a second.
                 let _ = tokio::time::timeout(Duration::from_secs(1), block_found.notified()).await;
             }
@@ -242,7 +258,7 @@ async fn mine_templates(
                     c.last_error = Some(failure.to_string());
                 });
                 let wait = match failure {
-                    ApiFailure::RetryAfter { retry_after_secs, .. } => Duration::from_secs(retry_after_secs),
+                    ApiFailure::RetryAfter { retry_after_secs, .. } => retry_after(retry_after_secs),
                     ApiFailure::Refused { reason, message } => {
                         return Err(SessionEnd::Refused(format!(
                             "the node refused this miner: {}: {reason}: {message}",
@@ -252,6 +268,14 @@ async fn mine_templates(
                     _ => backoff(failures),
                 };
                 tracing::warn!("{}: {failure}; retrying in {:.1}s", session.node.url, wait.as_secs_f64());
+                if answered.elapsed() > SILENT_NODE_STOP && dispatch.current_work().is_some() {
+                    tracing::warn!(
+                        "no template for {}s: stopping work on the last one until the node answers",
+                        SILENT_NODE_STOP.as_secs()
+                    );
+                    dispatch.set_work(None);
+                    *templates.lock().expect("template lock") = None;
+                }
                 tokio::time::sleep(wait).await;
             }
         }
@@ -279,7 +303,7 @@ async fn submit_block(
                 }
                 failures += 1;
                 let wait = match &failure {
-                    ApiFailure::RetryAfter { retry_after_secs, .. } => Duration::from_secs(*retry_after_secs),
+                    ApiFailure::RetryAfter { retry_after_secs, .. } => retry_after(*retry_after_secs),
                     _ => backoff(failures),
                 };
                 tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());

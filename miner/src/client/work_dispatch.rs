@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use tokio::sync::mpsc::UnboundedSender;
 use visionx::{Found, Job, NonceRange, PowInput, SearchControl, Target};
 
 use super::node_client::BlockTemplate;
@@ -127,10 +126,26 @@ pub struct WorkDispatch {
     slots: Vec<Arc<DeviceSlot>>,
     /// Requested CPU threads (`POST /threads`); the CPU device rebuilds its pool on change.
     cpu_threads: AtomicUsize,
+    /// Set once the last device has stopped for good: nothing hashes, and
+    /// the miner ends (exit code 5) rather than idle at 0 H/s.
+    every_device_stopped: tokio::sync::watch::Sender<bool>,
+    /// Found nonces dropped with [`MAX_FOUND_WAITING`] already waiting.
+    found_dropped: AtomicU64,
 }
 
 /// Found nonces with the work they belong to.
-pub type FoundSender = UnboundedSender<(Arc<Work>, Found)>;
+pub type FoundSender = tokio::sync::mpsc::Sender<(Arc<Work>, Found)>;
+pub type FoundReceiver = tokio::sync::mpsc::Receiver<(Arc<Work>, Found)>;
+
+/// Found nonces waiting to be sent, at most: a pool asking for shares far
+/// more often than it takes them (a difficulty of 1) must not fill the
+/// rig's memory. Past it, new finds are dropped and counted (`dropped`).
+pub const MAX_FOUND_WAITING: usize = 4096;
+
+/// The channel from the devices to the session.
+pub fn found_channel() -> (FoundSender, FoundReceiver) {
+    tokio::sync::mpsc::channel(MAX_FOUND_WAITING)
+}
 
 impl WorkDispatch {
     /// Starts one thread per device; found nonces go to `found`.
@@ -153,6 +168,8 @@ impl WorkDispatch {
             changed: Condvar::new(),
             slots,
             cpu_threads: AtomicUsize::new(cpu_threads.unwrap_or(0)),
+            every_device_stopped: tokio::sync::watch::Sender::new(false),
+            found_dropped: AtomicU64::new(0),
         });
         let count = devices.len();
         for (index, device) in devices.into_iter().enumerate() {
@@ -164,6 +181,17 @@ impl WorkDispatch {
                 .expect("spawn a device thread");
         }
         dispatch
+    }
+
+    /// Found nonces dropped because too many were waiting to be sent.
+    pub fn found_dropped(&self) -> u64 {
+        self.found_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once every device has stopped for good (never without devices).
+    pub async fn every_device_stopped(&self) {
+        let mut stopped = self.every_device_stopped.subscribe();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
     }
 
     pub fn slots(&self) -> &[Arc<DeviceSlot>] {
@@ -255,17 +283,28 @@ impl WorkDispatch {
                 control.cancel();
             }
             let report = |f: Found| {
-                let _ = found.send((work.clone(), f));
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = found.try_send((work.clone(), f)) {
+                    self.found_dropped.fetch_add(1, Ordering::Relaxed);
+                }
             };
             if device.threads().is_some_and(|t| t != self.cpu_threads()) {
                 device.set_threads(self.cpu_threads());
             }
-            if let Err(err) = device.search(&job, &control, &report) {
-                // The one place a device is marked disabled for the status.
-                tracing::error!("{} stopped: {err}; mining continues on the other devices", slot.name);
-                slot.disabled.store(true, Ordering::Relaxed);
-                slot.finish();
-                return;
+            match device.search(&job, &control, &report) {
+                Ok(_) => {}
+                Err(err) if err.is_job_only() => {
+                    tracing::warn!("{} sits out job {}: {err}", slot.name, work.id);
+                }
+                Err(err) => {
+                    // The one place a device is marked disabled for the status.
+                    tracing::error!("{} stopped: {err}; mining continues on the other devices", slot.name);
+                    slot.disabled.store(true, Ordering::Relaxed);
+                    slot.finish();
+                    if self.slots.iter().all(|s| s.disabled.load(Ordering::Relaxed)) {
+                        let _ = self.every_device_stopped.send(true);
+                    }
+                    return;
+                }
             }
             slot.finish();
         }
@@ -326,7 +365,7 @@ mod dispatch_tests {
     #[test]
     fn work_set_once_is_always_mined() {
         for round in 0..40 {
-            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, _rx) = found_channel();
             let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
             if round % 2 == 0 {
                 std::thread::yield_now();
@@ -342,8 +381,24 @@ mod dispatch_tests {
     }
 
     #[test]
+    fn finds_past_the_waiting_limit_are_dropped_and_counted() {
+        let (tx, rx) = found_channel();
+        let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
+        // Every hash a find, and nobody sending them.
+        let every = Work { target: Target::NONE, ..(*work("every")).clone() };
+        dispatch.set_work(Some(Arc::new(every)));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while dispatch.found_dropped() == 0 {
+            assert!(Instant::now() < deadline, "nothing dropped after {} hashes", dispatch.slots()[0].hashes());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(rx.len(), MAX_FOUND_WAITING, "the waiting finds are kept, the newest dropped");
+        dispatch.stop();
+    }
+
+    #[test]
     fn pause_stops_hashing_and_resume_restarts_it() {
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, _rx) = found_channel();
         let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
         dispatch.set_work(Some(work("w")));
         dispatch.set_paused(true);

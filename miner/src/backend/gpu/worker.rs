@@ -294,7 +294,9 @@ impl DeviceThread {
                     } else {
                         self.search(&job, &control, &events)
                     };
-                    if let Err(err) = &result {
+                    // (A job too large for the card is sat out: the next may fit.)
+                    let fault = result.as_ref().err().filter(|e| !matches!(e, GpuError::OutOfMemory(_)));
+                    if let Some(err) = fault {
                         self.disabled.store(true, Ordering::SeqCst);
                         tracing::error!(
                             "GPU #{} ({}) disabled: {err}; mining continues on the other backends",
