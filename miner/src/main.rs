@@ -27,7 +27,8 @@ Exit codes:
   3  the pool (every pool) refused this miner, e.g. its wallet address; solo, the node
      refused its templates or its blocks (a missing or wrong --node-token, or
      node writes turned off)
-  4  banned by every pool (or banned by some, refused by the rest; the message says for how long)
+  4  banned by the pool (by every pool, or by some and refused by the rest; the message
+     says for how long)
   5  no usable device, or every device stopped while mining (a lost GPU)";
 
 /// Mine VisionX, the proof of work of the Vision chain, on GPUs and CPUs:

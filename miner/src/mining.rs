@@ -145,6 +145,17 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
         });
     }
 
+    // The last device stopping ends the session as a signal would (what
+    // was found is still sent), and then the miner (exit code 5).
+    let shutdown = {
+        let dispatch = dispatch.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = dispatch.every_device_stopped() => {}
+            }
+        }
+    };
     let session = async {
         match &config.mode {
             MiningMode::Pool(urls) => {
@@ -176,12 +187,14 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
         }
     };
     // The sessions watch `shutdown` themselves: what was found is sent first.
-    let result = tokio::select! {
-        result = session => result,
-        () = dispatch.every_device_stopped() => Err(MinerError::NoDevice(
+    let mut result = session.await;
+    let slots = dispatch.slots();
+    if result.is_ok() && !slots.is_empty() && slots.iter().all(|s| s.disabled.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        result = Err(MinerError::NoDevice(
             "every device stopped (see the messages above): nothing is left to mine on".into(),
-        )),
-    };
+        ));
+    }
     dispatch.stop();
     sampler.abort();
     if let Some(printer) = printer {

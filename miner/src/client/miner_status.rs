@@ -54,6 +54,8 @@ pub struct MinerStatus {
 pub struct DeviceReport {
     pub name: String,
     pub disabled: bool,
+    /// Idle: the current job's tables do not fit its memory.
+    pub sitting_out: bool,
     pub hashrate: Rates,
     pub hashes: u64,
 }
@@ -102,6 +104,7 @@ impl MinerStatus {
             .map(|(i, slot)| DeviceReport {
                 name: slot.name.clone(),
                 disabled: slot.disabled.load(std::sync::atomic::Ordering::Relaxed),
+                sitting_out: slot.sitting_out.load(std::sync::atomic::Ordering::Relaxed),
                 hashrate: self.meter.rates(Some(i)),
                 hashes: slot.hashes(),
             })
@@ -143,7 +146,11 @@ pub fn status_line(report: &StatusReport, color: bool) -> String {
     let devices: Vec<String> = report
         .devices
         .iter()
-        .map(|d| if d.disabled { format!("{} off", d.name) } else { format!("{} {}", d.name, si(d.hashrate.h10s)) })
+        .map(|d| match (d.disabled, d.sitting_out) {
+            (true, _) => format!("{} off", d.name),
+            (false, true) => format!("{} idle (job too large)", d.name),
+            (false, false) => format!("{} {}", d.name, si(d.hashrate.h10s)),
+        })
         .collect();
     let c = &report.connection;
     let link = match (c.connected, &c.last_error) {

@@ -83,8 +83,13 @@ pub(crate) fn retry_after(secs: u64) -> Duration {
 }
 
 /// A pool answering a long-poll with the job already being mined is asked
-/// again at most this often (one past its long-poll limit answers at once).
+/// again at most this often (one past its long-poll limit answers at once),
+/// or the long-poll's wait where that is shorter.
 const MIN_JOB_POLL: Duration = Duration::from_secs(5);
+/// Job requests answered with a new job come at most this often: a pool or
+/// bridge that makes a new job id for every request must not be asked (and
+/// restart every device) as fast as the network allows.
+const MIN_NEW_JOB_POLL: Duration = Duration::from_secs(1);
 
 /// Failures since a pool last answered with a job.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -94,6 +99,9 @@ struct Failures {
     /// In a row on any pool: with every pool down, waits grow with each
     /// round of the failover list rather than staying near a second.
     streak: u32,
+    /// The pool in use said 401 (it forgot the session, a restart) and was
+    /// registered with again at once; a second 401 is a failure to wait on.
+    registered_again: bool,
 }
 
 /// What to do after a pool was unavailable.
@@ -242,6 +250,9 @@ impl PoolContext {
 
     /// Waits `wait`, or less if the owner asks for another pool meanwhile.
     async fn pause(&self, wait: Duration) {
+        if wait.is_zero() {
+            return;
+        }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = self.switch.notify.notified() => {}
@@ -394,7 +405,18 @@ impl PoolContext {
             .find(|&p| refused[p].is_none() && bans[p].is_none_or(|until| until <= now))
     }
 
-    /// Reacts to a failure; Err ends the session.
+    /// The ban with the most time left, among pools banning the miner now.
+    fn longest_ban(&self) -> Option<SessionEnd> {
+        let now = Instant::now();
+        let bans = self.banned_until.lock().expect("bans lock");
+        let (pool, until) = bans.iter().enumerate().filter_map(|(i, b)| b.map(|u| (i, u))).max_by_key(|&(_, u)| u)?;
+        let secs = until.checked_duration_since(now)?.as_secs().max(1);
+        drop(bans);
+        Some(SessionEnd::Banned { url: self.pool(pool).url.clone(), secs })
+    }
+
+    /// Reacts to a failure (for a 401, the caller has forgotten the token
+    /// that got it); Err ends the session.
     async fn on_failure(&self, pool: usize, failure: ApiFailure, failures: &mut Failures) -> Result<(), SessionEnd> {
         let url = self.pool(pool).url.clone();
         self.status.connection(|c| {
@@ -402,16 +424,14 @@ impl PoolContext {
             c.last_error = Some(failure.to_string());
         });
         let (asked, message) = match failure {
-            ApiFailure::Unauthorized => {
-                self.tokens.lock().expect("tokens lock")[pool] = None;
-                // The pool forgot the session (a restart): register again
-                // now; again and again, it is a pool to wait for.
-                if failures.streak == 0 {
-                    failures.streak = 1;
-                    return Ok(());
-                }
-                (None, "the pool keeps forgetting this worker".to_string())
+            // (The caller forgot the token that got it.) The pool forgot
+            // the session (a restart): register again now; again and
+            // again, it is a pool to wait for.
+            ApiFailure::Unauthorized if !failures.registered_again => {
+                failures.registered_again = true;
+                return Ok(());
             }
+            ApiFailure::Unauthorized => (None, "the pool keeps forgetting this worker".to_string()),
             ApiFailure::Banned { secs } => {
                 // (Bounded: an absurd Retry-After must not overflow the clock;
                 // at least a second, or a ban of 0 s would be a tight loop.)
@@ -419,6 +439,7 @@ impl PoolContext {
                 self.banned_until.lock().expect("bans lock")[pool] = Some(Instant::now() + Duration::from_secs(secs));
                 match self.next_usable(pool) {
                     Some(next) => {
+                        failures.on_pool = 0;
                         self.switch_to(next, &format!("banned for {secs}s"));
                         return Ok(());
                     }
@@ -430,10 +451,15 @@ impl PoolContext {
                 self.refused.lock().expect("refused lock")[pool] = Some(format!("{url}: {reason}: {message}"));
                 match self.next_usable(pool) {
                     Some(next) => {
+                        failures.on_pool = 0;
                         self.switch_to(next, &format!("refused: {reason}"));
                         return Ok(());
                     }
                     None => {
+                        // Some pool banned the miner: that is what to wait out (exit code 4).
+                        if let Some(ban) = self.longest_ban() {
+                            return Err(ban);
+                        }
                         let refused = self.refused.lock().expect("refused lock");
                         let all: Vec<String> = refused.iter().flatten().cloned().collect();
                         return Err(SessionEnd::Refused(format!("every pool refused this miner: {}", all.join("; "))));
@@ -476,9 +502,12 @@ impl PoolContext {
             let primary = self.primary.load(Ordering::Relaxed);
             if active != primary && last_failback.elapsed() >= self.session.failback {
                 last_failback = Instant::now();
-                if let Ok(token) = self.token(primary).await {
+                let banned = self.banned_until.lock().expect("bans lock")[primary].is_some_and(|u| u > Instant::now());
+                let token = if banned { None } else { self.token(primary).await.ok() };
+                if let Some(token) = token {
                     match self.pool(primary).job(&token, None).await {
-                        Ok(_) => {
+                        // Back only to a primary whose work can be mined.
+                        Ok(job) if Work::from_pool_job(&job, primary).is_ok() => {
                             self.switch_to(primary, "the primary pool is back");
                             failures = Failures::default();
                             continue;
@@ -486,7 +515,7 @@ impl PoolContext {
                         // It forgot us (a restart, an expired session):
                         // register afresh at the next check.
                         Err(ApiFailure::Unauthorized) => self.forget_token(primary, &token),
-                        Err(_) => {}
+                        _ => {}
                     }
                 }
             }
@@ -518,6 +547,9 @@ impl PoolContext {
             let job = match answer {
                 Ok(job) => job,
                 Err(failure) => {
+                    if failure == ApiFailure::Unauthorized {
+                        self.forget_token(active, &token);
+                    }
                     self.on_failure(active, failure, &mut failures).await?;
                     continue;
                 }
@@ -549,10 +581,7 @@ impl PoolContext {
                 }
                 // A pool that did not hold the request (past its long-poll
                 // limit, or a proxy's) is not asked again at once.
-                let early = MIN_JOB_POLL.saturating_sub(asked.elapsed());
-                if !early.is_zero() {
-                    self.pause(early).await;
-                }
+                self.pause(MIN_JOB_POLL.min(wait).saturating_sub(asked.elapsed())).await;
                 continue;
             };
             let changed_height = self.dispatch.current_work().is_none_or(|w| w.height != job.height);
@@ -570,6 +599,7 @@ impl PoolContext {
             });
             self.dispatch.set_work(Some(Arc::new(work)));
             self.flush_pending(job.height);
+            self.pause(MIN_NEW_JOB_POLL.saturating_sub(asked.elapsed())).await;
         }
     }
 }

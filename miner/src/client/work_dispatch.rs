@@ -85,6 +85,9 @@ pub struct DeviceSlot {
     completed: AtomicU64,
     current: Mutex<Option<Arc<SearchControl>>>,
     pub disabled: AtomicBool,
+    /// Its last job was too large for it (its memory cannot hold the
+    /// tables): idle until a job that fits.
+    pub sitting_out: AtomicBool,
 }
 
 impl DeviceSlot {
@@ -160,6 +163,7 @@ impl WorkDispatch {
                     completed: AtomicU64::new(0),
                     current: Mutex::new(None),
                     disabled: AtomicBool::new(false),
+                    sitting_out: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -282,26 +286,35 @@ impl WorkDispatch {
             if self.generation() != generation {
                 control.cancel();
             }
+            let block = Target::from_difficulty(work.network_difficulty);
             let report = |f: Found| {
-                if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = found.try_send((work.clone(), f)) {
-                    self.found_dropped.fetch_add(1, Ordering::Relaxed);
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(find)) = found.try_send((work.clone(), f)) {
+                    // A block waits its turn (this is the device's own
+                    // thread, not the runtime); a share is dropped.
+                    if block.is_met_by(&find.1.digest) {
+                        let _ = found.blocking_send(find);
+                    } else {
+                        self.found_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             };
             if device.threads().is_some_and(|t| t != self.cpu_threads()) {
                 device.set_threads(self.cpu_threads());
             }
             match device.search(&job, &control, &report) {
-                Ok(_) => {}
+                Ok(_) => slot.sitting_out.store(false, Ordering::Relaxed),
                 Err(err) if err.is_job_only() => {
                     tracing::warn!("{} sits out job {}: {err}", slot.name, work.id);
+                    slot.sitting_out.store(true, Ordering::Relaxed);
                 }
                 Err(err) => {
                     // The one place a device is marked disabled for the status.
                     tracing::error!("{} stopped: {err}; mining continues on the other devices", slot.name);
-                    slot.disabled.store(true, Ordering::Relaxed);
+                    slot.disabled.store(true, Ordering::SeqCst);
                     slot.finish();
-                    if self.slots.iter().all(|s| s.disabled.load(Ordering::Relaxed)) {
-                        let _ = self.every_device_stopped.send(true);
+                    if self.slots.iter().all(|s| s.disabled.load(Ordering::SeqCst)) {
+                        // (Kept for whoever subscribes later, too.)
+                        self.every_device_stopped.send_replace(true);
                     }
                     return;
                 }
@@ -384,8 +397,8 @@ mod dispatch_tests {
     fn finds_past_the_waiting_limit_are_dropped_and_counted() {
         let (tx, rx) = found_channel();
         let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
-        // Every hash a find, and nobody sending them.
-        let every = Work { target: Target::NONE, ..(*work("every")).clone() };
+        // Every hash a find (a share, not a block), and nobody sending them.
+        let every = Work { target: Target::NONE, network_difficulty: u64::MAX, ..(*work("every")).clone() };
         dispatch.set_work(Some(Arc::new(every)));
         let deadline = Instant::now() + Duration::from_secs(120);
         while dispatch.found_dropped() == 0 {
@@ -394,6 +407,30 @@ mod dispatch_tests {
         }
         assert_eq!(rx.len(), MAX_FOUND_WAITING, "the waiting finds are kept, the newest dropped");
         dispatch.stop();
+    }
+
+    #[test]
+    fn a_block_found_with_the_queue_full_waits_for_room() {
+        let (tx, mut rx) = found_channel();
+        let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
+        // Every hash a block.
+        let blocks = Work { target: Target::NONE, network_difficulty: 1, ..(*work("blocks")).clone() };
+        dispatch.set_work(Some(Arc::new(blocks)));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while rx.len() < MAX_FOUND_WAITING {
+            assert!(Instant::now() < deadline, "the queue never filled");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(dispatch.found_dropped(), 0, "no block is dropped");
+        // Room for one: the block that waited takes it.
+        rx.try_recv().unwrap();
+        while rx.len() < MAX_FOUND_WAITING {
+            assert!(Instant::now() < deadline, "the waiting block never came");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        dispatch.stop();
+        drop(rx);
     }
 
     #[test]

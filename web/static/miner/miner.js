@@ -23,7 +23,7 @@
 
   const devices = new V.Table($("devices-table"), [
     { key: "name", label: "Device", cell: (d) => V.esc(d.name) },
-    { key: "state", label: "State", value: (d) => (d.disabled ? 0 : 1), cell: (d) => (d.disabled ? `<span class="bad">disabled</span>` : `<span class="ok">mining</span>`) },
+    { key: "state", label: "State", value: (d) => (d.disabled ? 0 : d.sitting_out ? 1 : 2), cell: (d) => (d.disabled ? `<span class="bad">disabled</span>` : d.sitting_out ? `<span class="warn">idle: job too large</span>` : `<span class="ok">mining</span>`) },
     { key: "h10s", label: "10 s", num: true, value: (d) => d.hashrate.h10s, cell: (d) => V.rate(d.hashrate.h10s) },
     { key: "h60s", label: "60 s", num: true, value: (d) => d.hashrate.h60s, cell: (d) => V.rate(d.hashrate.h60s) },
     { key: "hashes", label: "Hashes", num: true, cell: (d) => V.count(d.hashes) },

@@ -131,6 +131,19 @@ pub fn probe_in_child(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| probe(format!("cannot start the probe {}: {e}", miner_exe.display())))?;
+    // Read both pipes while waiting: a child whose logs (a driver's
+    // warnings, an inherited RUST_LOG=debug) fill a pipe would block on it
+    // and look hung.
+    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let (stdout_reader, stderr_reader) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let started = std::time::Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -144,7 +157,20 @@ pub fn probe_in_child(
             Err(e) => return Err(probe(format!("probe: {e}"))),
         }
     };
-    let output = child.wait_with_output().map_err(|e| probe(format!("probe: {e}")))?;
+    // (A grandchild holding the pipes open is not waited for: the readers
+    // are left behind, and what they read so far is not needed.)
+    let read = |reader: std::thread::JoinHandle<Vec<u8>>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !reader.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if reader.is_finished() {
+            reader.join().unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    };
+    let output = std::process::Output { status, stdout: read(stdout_reader), stderr: read(stderr_reader) };
     let stdout = String::from_utf8_lossy(&output.stdout);
     if status.success() && stdout.trim() == "ok" {
         return Ok(());
