@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what scripts/gpu-check.sh needs on a GPU machine that has no Rust
 # toolchain: a release vision-miner and the GPU integration-test binary,
-# stripped, in .gpu-bundle/ at the repository root.
+# stripped, in .gpu-bundle/ at the repository root, and the Vulkan loader's
+# packages in .gl/ (for a machine with the driver but no loader).
 #
 #   scripts/gpu-bundle.sh
 #
@@ -83,5 +84,29 @@ fi
     echo "tests_miner_path=$tests_miner_path"
 } >"$BUNDLE/manifest.txt"
 
+# The Vulkan loader and GL dispatch libraries, for a GPU machine that has
+# only the driver (gpu-check.sh unpacks them there when libvulkan is
+# missing): .deb files in .gl/ at the repository root, fetched once where apt
+# can (GPU_BUNDLE_NO_GL=1 skips it).
+GL="$ROOT/.gl"
+if [ "${GPU_BUNDLE_NO_GL:-}" != 1 ] && ! ls "$GL"/*.deb >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        log "fetching the Vulkan loader packages into $GL"
+        lists=$(mktemp -d)
+        apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
+        mkdir -p "$GL" "$lists/partial"
+        if apt-get "${apt_opts[@]}" update >/dev/null &&
+            (cd "$GL" && apt-get "${apt_opts[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null); then
+            log "$(ls "$GL"/*.deb | wc -l) packages in $GL"
+        else
+            log "could not fetch the loader packages: a GPU machine without libvulkan will find no adapter"
+        fi
+        rm -rf "$lists"
+    else
+        log "no apt-get: no loader packages in $GL (a GPU machine without libvulkan will find no adapter)"
+    fi
+fi
+
 ls -l "$BUNDLE" >&2
 echo "bundle: $BUNDLE ($(du -sh "$BUNDLE" | cut -f1))"
+[ ! -d "$GL" ] || echo "loader packages: $GL ($(du -sh "$GL" | cut -f1))"

@@ -1,13 +1,92 @@
 //! `scripts/gpu-check.sh`, the one-shot hardware check, on a machine
 //! without a hardware GPU (CI: lavapipe only): it runs the real
 //! `vision-miner` up to the adapter check, writes a JSON report that says
-//! why it stopped, and exits 3. (On a GPU machine the script goes on to
-//! its benches: that run is the device session's, not this test's.)
+//! why it stopped, and exits 3; and, told to take the software adapter as
+//! the GPU, past it: each GPU test in a process of its own, the benches
+//! within the budget, a report after every step. (The figures of a real
+//! GPU are the device session's, not these tests'.)
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use vision_suite::{fresh_dir, workspace_binary};
+
+/// A bundle as scripts/gpu-bundle.sh lays it out, with `vision-miner` and a
+/// shell script as its test binary.
+fn bundle(dir: &std::path::Path, tests_script: &str) -> std::path::PathBuf {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::os::unix::fs::symlink(workspace_binary("vision-miner"), bundle.join("vision-miner")).unwrap();
+    let tests = bundle.join("gpu-tests");
+    std::fs::write(&tests, tests_script).unwrap();
+    std::fs::set_permissions(&tests, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(bundle.join("manifest.txt"), "built_by=tests/gpu_check.rs\n").unwrap();
+    bundle
+}
+
+fn gpu_check(bundle: &std::path::Path, report: &std::path::Path) -> Command {
+    let mut run = Command::new("bash");
+    run.arg(format!("{}/scripts/gpu-check.sh", env!("CARGO_MANIFEST_DIR")))
+        .arg(bundle)
+        .arg("--out")
+        .arg(report)
+        .env("GPU_CHECK_NO_UNPACK", "1");
+    run
+}
+
+#[test]
+fn gpu_check_runs_each_test_alone_and_reports_as_it_goes() {
+    let dir = fresh_dir("gpu-check-steps");
+    // Three tests: one passes, one fails, one crashes (as a driver can).
+    let script = r#"#!/bin/bash
+case "$*" in
+  *--list*) printf 'passes: test\nfails: test\ncrashes: test\n' ;;
+  *"--exact passes"*) echo "test passes ... ok" ;;
+  *"--exact fails"*) echo "test fails ... FAILED"; exit 101 ;;
+  *"--exact crashes"*) kill -SEGV $$ ;;
+  *) echo "unexpected: $*" >&2; exit 2 ;;
+esac
+"#;
+    let bundle = bundle(&dir, script);
+    let report_path = dir.join("report.json");
+    // A budget that ends inside the first bench (lavapipe at consensus
+    // params is far slower than a GPU): the rest are skipped, not hung on.
+    let mut child = gpu_check(&bundle, &report_path)
+        .env("GPU_CHECK_ACCEPT_SOFTWARE", "1")
+        .env("GPU_CHECK_BUDGET_S", "25")
+        .env("GPU_CHECK_SECONDS", "0.2")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bash scripts/gpu-check.sh");
+    // While it runs, the report on disk is already whole JSON.
+    let mut partial = None;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(bytes) = std::fs::read(&report_path) {
+            let report: serde_json::Value = serde_json::from_slice(&bytes).expect("a partial report is JSON");
+            partial.get_or_insert(report);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "failed steps exit 1: {stderr}");
+    let partial = partial.expect("a report was written before the end");
+    assert!(partial["message"].as_str().unwrap().starts_with("partial"), "{partial:#}");
+    assert_eq!(partial["tests"]["summary"], "1 passed; 2 failed (of 3, each in its own process)", "{partial:#}");
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let tests = &report["tests"];
+    assert_eq!(tests["passed"], false);
+    assert_eq!(tests["failed_tests"], "fails\ncrashes", "{tests:#}");
+    let runs = tests["runs"].as_array().unwrap();
+    let codes: Vec<_> = runs.iter().map(|r| (r["name"].as_str().unwrap(), r["exit_code"].as_i64().unwrap())).collect();
+    assert_eq!(codes, [("passes", 0), ("fails", 101), ("crashes", 139)], "{tests:#}");
+    let benches = report["benches"].as_array().expect("benches");
+    assert!(benches.len() >= 2, "every bench is listed, run or skipped: {benches:?}");
+    assert!(benches.iter().any(|b| b["skipped"] == "out of time"), "the budget holds: {benches:?}");
+    let failed = report["failed_steps"].as_array().unwrap();
+    assert!(failed.iter().any(|f| f == "tests"), "{failed:?}");
+}
 
 #[test]
 fn gpu_check_reports_a_machine_without_a_hardware_gpu() {
@@ -22,28 +101,12 @@ fn gpu_check_reports_a_machine_without_a_hardware_gpu() {
         eprintln!("a hardware GPU is here: scripts/gpu-check.sh would run its benches; not this test's to run");
         return;
     }
-    // A bundle as scripts/gpu-bundle.sh lays it out (the GPU tests are not
-    // reached without a hardware adapter).
+    // The GPU tests are not reached without a hardware adapter.
     let dir = fresh_dir("gpu-check");
-    let bundle = dir.join("bundle");
-    std::fs::create_dir_all(&bundle).unwrap();
-    std::os::unix::fs::symlink(&miner, bundle.join("vision-miner")).unwrap();
-    let tests = bundle.join("gpu-tests");
-    std::fs::write(&tests, "#!/bin/sh\necho 'gpu-tests must not run without a GPU' >&2\nexit 1\n").unwrap();
-    std::fs::set_permissions(&tests, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(bundle.join("manifest.txt"), "built_by=tests/gpu_check.rs\n").unwrap();
+    let bundle = bundle(&dir, "#!/bin/sh\necho 'gpu-tests must not run without a GPU' >&2\nexit 1\n");
     let report_path = dir.join("report.json");
-
-    let root = env!("CARGO_MANIFEST_DIR");
-    let run = Command::new("bash")
-        .arg(format!("{root}/scripts/gpu-check.sh"))
-        .arg(&bundle)
-        .arg("--out")
-        .arg(&report_path)
-        .env("GPU_CHECK_BUDGET_S", "120")
-        .env("GPU_CHECK_NO_UNPACK", "1")
-        .output()
-        .expect("bash scripts/gpu-check.sh");
+    let run =
+        gpu_check(&bundle, &report_path).env("GPU_CHECK_BUDGET_S", "120").output().expect("bash scripts/gpu-check.sh");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(3), "exit 3 without a hardware GPU: {stderr}");
     let report: serde_json::Value =

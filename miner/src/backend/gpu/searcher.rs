@@ -146,7 +146,12 @@ impl GpuSearcher {
                 gpu.max_segment_hashes(params)
             )));
         }
-        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        // Two scopes: a buffer the device has no memory for makes the bind
+        // groups built on it invalid too; those validation errors follow
+        // from the out-of-memory one and must not reach the device's error
+        // sink, where they would read as a broken device.
+        let out_of_memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         let buffer = |label: &str, size: u64, usage| {
             device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
@@ -224,8 +229,12 @@ impl GpuSearcher {
                 Segment { buffers, found, bind_groups }
             })
             .collect();
-        if let Some(err) = pollster::block_on(scope.pop()) {
+        let invalid = pollster::block_on(invalid.pop());
+        if let Some(err) = pollster::block_on(out_of_memory.pop()) {
             return Err(GpuError::OutOfMemory(err.to_string()));
+        }
+        if let Some(err) = invalid {
+            return Err(GpuError::Validation(err.to_string()));
         }
         gpu.check_health()?;
         Ok(GpuSearcher {
