@@ -94,9 +94,13 @@ if [ "${GPU_BUNDLE_NO_GL:-}" != 1 ] && ! ls "$GL"/*.deb >/dev/null 2>&1; then
         log "fetching the Vulkan loader packages into $GL"
         lists=$(mktemp -d)
         apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
-        mkdir -p "$GL" "$lists/partial"
+        mkdir -p "$lists/partial" "$lists/debs"
+        # Into a folder of its own first: a download cut short must not
+        # leave some packages in .gl/ that later runs take as complete.
         if apt-get "${apt_opts[@]}" update >/dev/null &&
-            (cd "$GL" && apt-get "${apt_opts[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null); then
+            (cd "$lists/debs" && apt-get "${apt_opts[@]}" download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null); then
+            mkdir -p "$GL"
+            mv "$lists"/debs/*.deb "$GL"/
             log "$(ls "$GL"/*.deb | wc -l) packages in $GL"
         else
             log "could not fetch the loader packages: a GPU machine without libvulkan will find no adapter"

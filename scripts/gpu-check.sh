@@ -23,6 +23,10 @@
 set -euo pipefail
 # Byte-wise string handling: tool output need not be valid UTF-8.
 export LC_ALL=C
+if [ "${BASH_VERSINFO[0]}" -lt 4 ] || { [ "${BASH_VERSINFO[0]}" = 4 ] && [ "${BASH_VERSINFO[1]}" -lt 4 ]; }; then
+    echo "gpu-check: needs bash 4.4 or newer (this is $BASH_VERSION)" >&2
+    exit 2
+fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # ldconfig lives in /sbin, often off a user's PATH.
@@ -72,6 +76,7 @@ cleanup() {
     [ -z "$SMI_PID" ] || kill "$SMI_PID" 2>/dev/null || true
     [ -z "$MADE_LINK" ] || unlink_tests_miner
     rm -rf "$TMP"
+    rm -f "${REPORT_TMP:-}"
 }
 trap cleanup EXIT
 
@@ -88,6 +93,13 @@ json_str() {
     s=${s//$'\t'/\\t}
     s=${s//$'\b'/\\b}
     s=${s//$'\f'/\\f}
+    # Bytes of invalid UTF-8 (a crash's garbage, a cut character) would make
+    # the whole report unreadable: dropped (iconv), or each a "?" without it.
+    if [[ $s == *[$'\x80'-$'\xff']* ]] && command -v iconv >/dev/null 2>&1; then
+        s=$(printf '%s' "$s" | iconv -f UTF-8 -t UTF-8 -c 2>/dev/null || printf '%s' "$s" | tr '\200-\377' '?')
+    elif [[ $s == *[$'\x80'-$'\xff']* ]]; then
+        s=$(printf '%s' "$s" | tr '\200-\377' '?')
+    fi
     if [[ $s == *$JSON_CONTROL* ]]; then
         for code in {1..31} 127; do
             printf -v ch "\\x$(printf %02x "$code")"
@@ -170,8 +182,12 @@ run_step() {
     say "$name: $* (timeout ${limit}s)"
     start=$(now_ms)
     # -k: a process stuck in the driver may ignore SIGTERM.
-    timeout -k 5 "$limit" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" || rc=$?
-    [ "$rc" != 124 ] && [ "$rc" != 137 ] || timed_out=1
+    # (stdin: nothing. A child must not read what the caller loops over.)
+    timeout -k 5 "$limit" "$@" <"/dev/null" >"$TMP/$name.out" 2>"$TMP/$name.err" || rc=$?
+    # 124: timeout's own; 137 after -k's KILL, or the OOM killer's before the limit.
+    if [ "$rc" = 124 ] || { [ "$rc" = 137 ] && [ $(($(now_ms) - start)) -ge $((limit * 1000)) ]; }; then
+        timed_out=1
+    fi
     STEP_RC=$rc
     STEP_JSON="{\"command\":$(json_str "$*"),\"exit_code\":$rc,\"timed_out\":$(json_bool $timed_out)"
     STEP_JSON+=",\"timeout_s\":$limit,\"wall_ms\":$(($(now_ms) - start)),\"stderr_tail\":$(json_tail "$TMP/$name.err" 40)}"
@@ -182,15 +198,16 @@ run_step() {
 step_add() { STEP_JSON="${STEP_JSON%\}},$(json_str "$1"):$2}"; }
 
 FAILED=()
+# Written next to the report, then moved over it: a reader never sees half a report.
+mkdir -p "$(dirname "$out")"
+REPORT_TMP=$(mktemp "$out.XXXXXX")
 REPORT_STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 # Fields of the report, each a JSON value; unset ones are written as null.
 declare -A R=()
 
 write_report() {
-    local gpu=$1 message=$2 key first=1 dir
-    dir=$(dirname "$out")
-    mkdir -p "$dir"
+    local gpu=$1 message=$2 key first=1
     {
         printf '{"report":"vision-miner gpu-check","version":1'
         printf ',"started_at":"%s","finished_at":"%s","duration_s":%d' \
@@ -208,8 +225,9 @@ write_report() {
             printf ',"%s":%s' "$key" "${R[$key]:-null}"
         done
         printf '}\n'
-    } >"$out.tmp"
-    mv "$out.tmp" "$out"
+    } >"$REPORT_TMP"
+    mv "$REPORT_TMP" "$out"
+    REPORT_TMP=$(mktemp "$out.XXXXXX")
     say "report: $out"
 }
 
@@ -254,7 +272,7 @@ if ! ldconfig -p 2>/dev/null | grep libvulkan >/dev/null; then
         for f in "${debs[@]}"; do
             timeout 60 dpkg -x "$f" / 2>>"$TMP/dpkg.err" || unpacked=0
         done
-        ldconfig 2>>"$TMP/dpkg.err" || unpacked=0
+        timeout 30 ldconfig 2>>"$TMP/dpkg.err" || unpacked=0
         if [ $unpacked = 1 ]; then
             vulkan_notes+=("libvulkan was missing: unpacked $ROOT/.gl/*.deb")
         else
@@ -362,7 +380,9 @@ else
 fi
 
 run_step devices 30 "$MINER" devices --json
-devices_json=$(json_lines "$TMP/devices.out")
+devices_json=null
+# (Output of a command that failed may stop mid-line: not taken as JSON.)
+[ "$STEP_RC" != 0 ] || devices_json=$(json_lines "$TMP/devices.out")
 step_add json "$devices_json"
 R[devices]=$STEP_JSON
 if [ "$STEP_RC" != 0 ] || [ "$devices_json" = null ]; then
@@ -409,6 +429,7 @@ if [ -z "$hw_index" ]; then
     exit 3
 fi
 say "hardware GPU: adapter #$hw_index ${R[adapter_name]}"
+write_partial_report
 
 # ---- GPU tests ----
 
@@ -473,10 +494,16 @@ while IFS= read -r name; do
         continue
     fi
     run_step "test_$tests_run" "$limit" "${tests_env[@]}" env CI=true "$TESTS" --exact "$name" --test-threads=1
-    [ "$STEP_RC" = 0 ] || tests_failed+=("$name")
+    # Exit 0 with no test run (a name that matched nothing, an ignored
+    # test) is not a pass.
+    ran=0
+    if [ "$STEP_RC" = 0 ] && grep -q '^test result: ok\. 1 passed' "$TMP/test_$tests_run.out"; then ran=1; fi
+    [ $ran = 1 ] || tests_failed+=("$name")
     step_add name "$(json_str "$name")"
-    [ "$STEP_RC" = 0 ] || step_add stdout_tail "$(json_tail "$TMP/test_$tests_run.out" 30)"
+    [ $ran = 1 ] || step_add stdout_tail "$(json_tail "$TMP/test_$tests_run.out" 30)"
     tests_json+="$STEP_JSON,"
+    R[tests]="{\"running\":true,\"runs\":${tests_json%,}]}"
+    write_partial_report
 done < <(sed -n 's/: test$//p' "$TMP/tests_list.out")
 [ -z "$MADE_LINK" ] || unlink_tests_miner
 tests_passed=0
@@ -498,7 +525,7 @@ write_partial_report
 
 # nvidia-smi every second while the benches run (bounded by the budget).
 if [ $have_smi = 1 ]; then
-    timeout $((DEADLINE - SECONDS > 0 ? DEADLINE - SECONDS + 5 : 5)) \
+    timeout -k 3 $((DEADLINE - SECONDS > 0 ? DEADLINE - SECONDS + 5 : 5)) \
         nvidia-smi --query-gpu=$SAMPLE_FIELDS --format=csv,noheader -l 1 >"$TMP/smi_samples.csv" 2>/dev/null &
     SMI_PID=$!
 fi
@@ -515,11 +542,18 @@ bench_env=()
 benches="["
 summary_lines=()
 bench() {
-    local name=$1 limit=$2 result rate
+    local name=$1 limit=$2 result=null rate
     shift 2
+    # Started with less than half its limit left, a bench would only time
+    # out: skipped instead, and the time left to the others.
+    if [ $((DEADLINE - SECONDS)) -lt $((limit / 2)) ]; then
+        limit=0
+    fi
     run_step "bench_$name" "$limit" env ${bench_env[@]+"${bench_env[@]}"} "$MINER" "${bench_args[@]}" "$@"
-    result=$(json_lines "$TMP/bench_$name.out")
-    if [ "$STEP_RC" != 0 ] || [ "$result" = null ]; then
+    [ "$STEP_RC" != 0 ] || result=$(json_lines "$TMP/bench_$name.out")
+    if [ -z "$STEP_RC" ]; then
+        : # skipped for lack of time: listed, not a failure
+    elif [ "$STEP_RC" != 0 ] || [ "$result" = null ]; then
         FAILED+=("bench $name")
         step_add stdout "$(json_tail "$TMP/bench_$name.out" 20)"
     fi

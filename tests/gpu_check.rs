@@ -37,13 +37,17 @@ fn gpu_check(bundle: &std::path::Path, report: &std::path::Path) -> Command {
 #[test]
 fn gpu_check_runs_each_test_alone_and_reports_as_it_goes() {
     let dir = fresh_dir("gpu-check-steps");
-    // Three tests: one passes, one fails, one crashes (as a driver can).
+    // Four tests: one passes, one fails, one crashes (as a driver can), and
+    // one runs nothing (exit 0, as libtest for an ignored test). Each takes
+    // a moment, so that a report written between them can be seen.
     let script = r#"#!/bin/bash
+sleep 0.3
 case "$*" in
-  *--list*) printf 'passes: test\nfails: test\ncrashes: test\n' ;;
-  *"--exact passes"*) echo "test passes ... ok" ;;
+  *--list*) printf 'passes: test\nfails: test\ncrashes: test\nruns_nothing: test\n' ;;
+  *"--exact passes"*) printf 'test passes ... ok\n\ntest result: ok. 1 passed; 0 failed\n' ;;
   *"--exact fails"*) echo "test fails ... FAILED"; exit 101 ;;
   *"--exact crashes"*) kill -SEGV $$ ;;
+  *"--exact runs_nothing"*) echo "test result: ok. 0 passed; 0 failed; 1 ignored" ;;
   *) echo "unexpected: $*" >&2; exit 2 ;;
 esac
 "#;
@@ -59,33 +63,42 @@ esac
         .spawn()
         .expect("bash scripts/gpu-check.sh");
     // While it runs, the report on disk is already whole JSON.
-    let mut partial = None;
+    let mut seen: Vec<serde_json::Value> = Vec::new();
     while child.try_wait().unwrap().is_none() {
         if let Ok(bytes) = std::fs::read(&report_path) {
             let report: serde_json::Value = serde_json::from_slice(&bytes).expect("a partial report is JSON");
-            partial.get_or_insert(report);
+            if seen.last() != Some(&report) {
+                seen.push(report);
+            }
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "failed steps exit 1: {stderr}");
-    let partial = partial.expect("a report was written before the end");
-    assert!(partial["message"].as_str().unwrap().starts_with("partial"), "{partial:#}");
-    assert_eq!(partial["tests"]["summary"], "1 passed; 2 failed (of 3, each in its own process)", "{partial:#}");
+    let partial = |r: &&serde_json::Value| r["message"].as_str().is_some_and(|m| m.starts_with("partial"));
+    assert!(seen.iter().any(|r| partial(&r) && r["tests"].is_null()), "a report before the tests: {seen:#?}");
+    assert!(
+        seen.iter().any(|r| partial(&r) && r["tests"]["running"] == true && r["benches"].is_null()),
+        "a report between tests: {seen:#?}"
+    );
 
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     let tests = &report["tests"];
     assert_eq!(tests["passed"], false);
-    assert_eq!(tests["failed_tests"], "fails\ncrashes", "{tests:#}");
+    assert_eq!(tests["summary"], "1 passed; 3 failed (of 4, each in its own process)", "{tests:#}");
+    assert_eq!(tests["failed_tests"], "fails\ncrashes\nruns_nothing", "{tests:#}");
     let runs = tests["runs"].as_array().unwrap();
     let codes: Vec<_> = runs.iter().map(|r| (r["name"].as_str().unwrap(), r["exit_code"].as_i64().unwrap())).collect();
-    assert_eq!(codes, [("passes", 0), ("fails", 101), ("crashes", 139)], "{tests:#}");
+    assert_eq!(codes, [("passes", 0), ("fails", 101), ("crashes", 139), ("runs_nothing", 0)], "{tests:#}");
     let benches = report["benches"].as_array().expect("benches");
     assert!(benches.len() >= 2, "every bench is listed, run or skipped: {benches:?}");
     assert!(benches.iter().any(|b| b["skipped"] == "out of time"), "the budget holds: {benches:?}");
+    // Skipped benches are listed, not failures.
     let failed = report["failed_steps"].as_array().unwrap();
     assert!(failed.iter().any(|f| f == "tests"), "{failed:?}");
+    assert!(!failed.iter().any(|f| f == "bench one-buffer-163840"), "{failed:?}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no temporary report is left: the bundle and the report");
 }
 
 #[test]

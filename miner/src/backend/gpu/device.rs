@@ -42,7 +42,7 @@ pub struct GpuDevice {
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) timestamps: bool,
     pub(crate) lost: Arc<AtomicBool>,
-    pub(crate) errors: Arc<Mutex<Vec<String>>>,
+    pub(crate) errors: Arc<Mutex<Vec<GpuError>>>,
 }
 
 impl GpuDevice {
@@ -87,8 +87,14 @@ impl GpuDevice {
         // The default handler panics; record errors and fail the batch instead.
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
-        device
-            .on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().expect("error sink").push(e.to_string())));
+        // (Its kind kept: out of memory is not a broken device.)
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let error = match e {
+                wgpu::Error::OutOfMemory { .. } => GpuError::OutOfMemory(e.to_string()),
+                _ => GpuError::Validation(e.to_string()),
+            };
+            sink.lock().expect("error sink").push(error);
+        }));
         let lost = Arc::new(AtomicBool::new(false));
         let lost_flag = lost.clone();
         device.set_device_lost_callback(move |_reason, _message| lost_flag.store(true, Ordering::SeqCst));
@@ -259,12 +265,8 @@ impl GpuDevice {
         if self.lost.load(Ordering::SeqCst) {
             return Err(GpuError::DeviceLost(self.summary.name.clone()));
         }
-        let mut errors = self.errors.lock().expect("error sink");
-        if let Some(first) = errors.first().cloned() {
-            errors.clear();
-            return Err(GpuError::Validation(first));
-        }
-        Ok(())
+        let first = self.errors.lock().expect("error sink").drain(..).next();
+        first.map_or(Ok(()), Err)
     }
 
     /// Table slots per hash for `params` on this device (see [`TableSlots`]).

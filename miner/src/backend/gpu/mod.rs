@@ -133,17 +133,8 @@ pub fn probe_in_child(
         .map_err(|e| probe(format!("cannot start the probe {}: {e}", miner_exe.display())))?;
     // Read both pipes while waiting: a child whose logs (a driver's
     // warnings, an inherited RUST_LOG=debug) fill a pipe would block on it
-    // and look hung.
-    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    }
-    let (stdout_reader, stderr_reader) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    // and look hung. Only their ends are kept.
+    let (stdout, stderr) = (PipeTail::read(child.stdout.take()), PipeTail::read(child.stderr.take()));
     let started = std::time::Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -151,36 +142,71 @@ pub fn probe_in_child(
             Ok(None) if started.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(probe(format!("probe did not finish within {}s", timeout.as_secs())));
+                let last = PipeTail::last_line(&stderr.settled());
+                return Err(probe(format!("probe did not finish within {}s: {last}", timeout.as_secs())));
             }
             Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            Err(e) => return Err(probe(format!("probe: {e}"))),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(probe(format!("probe: {e}")));
+            }
         }
     };
-    // (A grandchild holding the pipes open is not waited for: the readers
-    // are left behind, and what they read so far is not needed.)
-    let read = |reader: std::thread::JoinHandle<Vec<u8>>| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while !reader.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        if reader.is_finished() {
-            reader.join().unwrap_or_default()
-        } else {
-            Vec::new()
-        }
-    };
-    let output = std::process::Output { status, stdout: read(stdout_reader), stderr: read(stderr_reader) };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if status.success() && stdout.trim() == "ok" {
+    if status.success() && String::from_utf8_lossy(&stdout.settled()).trim() == "ok" {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let reason = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string();
+    let reason = PipeTail::last_line(&stderr.settled());
     Err(probe(match status.code() {
         Some(code) => format!("probe exited with code {code}: {reason}"),
         None => format!("probe crashed ({status}): {reason}"),
     }))
+}
+
+/// The last bytes of a child's pipe, read on a thread of its own until the
+/// pipe closes.
+struct PipeTail {
+    tail: Arc<std::sync::Mutex<Vec<u8>>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PipeTail {
+    /// The most kept of a pipe (its end: where the reason is).
+    const KEEP: usize = 64 << 10;
+
+    fn read(pipe: Option<impl std::io::Read + Send + 'static>) -> PipeTail {
+        let tail = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (kept, finished) = (tail.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            if let Some(mut pipe) = pipe {
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    let mut kept = kept.lock().expect("pipe tail");
+                    kept.extend_from_slice(&chunk[..n]);
+                    let over = kept.len().saturating_sub(Self::KEEP);
+                    kept.drain(..over);
+                }
+            }
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        PipeTail { tail, done }
+    }
+
+    /// What was read, once the pipe has closed or after a second at most
+    /// (a grandchild may hold it open: not waited for).
+    fn settled(&self) -> Vec<u8> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while !self.done.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.tail.lock().expect("pipe tail").clone()
+    }
+
+    fn last_line(bytes: &[u8]) -> String {
+        let text = String::from_utf8_lossy(bytes);
+        text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string()
+    }
 }
 
 /// What `vision-miner gpu-probe` does in the child: compile the kernel on
