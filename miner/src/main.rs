@@ -282,7 +282,11 @@ fn run_mining(config_file: Option<PathBuf>, log_format: &str, args: MineArgs) ->
     init_tracing(log_format, config.quiet);
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| MinerError::runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(mining::run(config, mining::shutdown_signal()))
+    let result = runtime.block_on(mining::run(config, mining::shutdown_signal()));
+    // A GPU probe still running on a blocking thread (stopped during start)
+    // is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 fn run_hash(args: HashArgs) -> Result<(), MinerError> {

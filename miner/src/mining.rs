@@ -100,9 +100,16 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
 /// Mines with `config` until the session ends for good (an error) or
 /// `shutdown` resolves (`Ok`).
 pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Result<(), MinerError> {
-    let devices = {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let starting = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || start_devices(&config)).await.map_err(MinerError::runtime)??
+        tokio::task::spawn_blocking(move || start_devices(&config))
+    };
+    // Probing GPUs can take a while: a stop asked meanwhile is a clean stop
+    // (the caller does not wait for the probe left behind).
+    let devices = tokio::select! {
+        started = starting => started.map_err(MinerError::runtime)??,
+        () = shutdown.as_mut() => return Ok(()),
     };
     let (found_tx, found_rx) = work_dispatch::found_channel();
     let dispatch = WorkDispatch::start(devices, found_tx);
