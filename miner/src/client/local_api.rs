@@ -45,7 +45,7 @@ pub fn router(api: LocalApi) -> Router {
 enum LocalApiError {
     #[error("requests from other sites' pages are refused")]
     CrossOrigin,
-    #[error("without --api-token this API answers loopback names only")]
+    #[error("this API answers loopback names only (or, for the status, requests with the --api-token)")]
     BadHost,
     #[error("Authorization: Bearer <api token> required")]
     Unauthorized,
@@ -109,36 +109,42 @@ fn authorize(api: &LocalApi, headers: &HeaderMap) -> Result<(), LocalApiError> {
             return Err(LocalApiError::CrossOrigin);
         }
     }
-    let Some(expected) = &api.token else {
-        return check_host(api, headers);
-    };
+    match (&api.token, bearer_matches(api, headers)) {
+        (None, _) => check_host(headers),
+        (Some(_), true) => Ok(()),
+        (Some(_), false) => Err(LocalApiError::Unauthorized),
+    }
+}
+
+/// Whether the request carries the API token (false without one set).
+fn bearer_matches(api: &LocalApi, headers: &HeaderMap) -> bool {
+    let Some(expected) = &api.token else { return false };
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let ok = given.is_some_and(|g| {
+    given.is_some_and(|g| {
         bool::from(blake3::hash(g.as_bytes()).as_bytes().ct_eq(blake3::hash(expected.as_bytes()).as_bytes()))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(LocalApiError::Unauthorized)
-    }
+    })
 }
 
 type Answer = Result<Json<serde_json::Value>, LocalApiError>;
 
-/// Whether a read may be answered: without a token (the API is then on
-/// loopback only) a `Host` that is not loopback is a DNS-rebound name, and
-/// another site's page must not read the wallet and pools through it.
-fn check_host(api: &LocalApi, headers: &HeaderMap) -> Result<(), LocalApiError> {
+/// Refuses a `Host` that is not a loopback name: a DNS-rebound name, by
+/// which another site's page would reach this API.
+fn check_host(headers: &HeaderMap) -> Result<(), LocalApiError> {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if api.token.is_none() && !host.is_empty() && !is_loopback_host(host) {
+    if !host.is_empty() && !is_loopback_host(host) {
         return Err(LocalApiError::BadHost);
     }
     Ok(())
 }
 
+/// The status (pools, errors, rates) answers a loopback name, or any name
+/// with the token: a rebound name without it could be another site's page
+/// reading it, with or without a token set.
 async fn status(State(api): State<LocalApi>, headers: HeaderMap) -> Result<impl IntoResponse, LocalApiError> {
-    check_host(&api, &headers)?;
+    if !bearer_matches(&api, &headers) {
+        check_host(&headers)?;
+    }
     Ok(Json(api.status.report(&api.dispatch)))
 }
 
@@ -306,6 +312,21 @@ mod tests {
         };
         assert_eq!(read("evil.example:7073").await, StatusCode::FORBIDDEN);
         assert_eq!(read("localhost:7073").await, StatusCode::OK);
+        dispatch.stop();
+        // With a token set too: a rebound name needs the token to read.
+        let (app, dispatch) = api(Some("secret"));
+        let read = |host: &'static str, token: Option<&'static str>| {
+            let mut request = Request::get("/status").header("host", host);
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let app = app.clone();
+            async move { app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap().status() }
+        };
+        assert_eq!(read("evil.example:7073", None).await, StatusCode::FORBIDDEN);
+        assert_eq!(read("evil.example:7073", Some("wrong")).await, StatusCode::FORBIDDEN);
+        assert_eq!(read("rig.lan:7073", Some("secret")).await, StatusCode::OK);
+        assert_eq!(read("127.0.0.1:7073", None).await, StatusCode::OK);
         dispatch.stop();
     }
 

@@ -58,21 +58,31 @@
   }
 
   class ApiError extends Error {
-    constructor(status, reason, message) {
+    constructor(status, reason, message, retryAfter) {
       super(message || reason);
       this.status = status;
       this.reason = reason;
+      // Seconds the server asked to wait (429, 503), or null.
+      this.retryAfter = retryAfter ?? null;
     }
   }
 
+  // How long a call may take: a connection that went quiet must not hold a
+  // page's refreshes (and its offline banner) for minutes.
+  const API_TIMEOUT_MS = 10000;
+
   // A JSON call. Throws ApiError with the server's reason on a 4xx/5xx, and
-  // ApiError(0, "unreachable") when the server cannot be reached.
+  // ApiError(0, "unreachable") when the server cannot be reached in time.
   async function api(path, options) {
     let response;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), API_TIMEOUT_MS);
     try {
-      response = await fetch(path, Object.assign({ cache: "no-store" }, options));
+      response = await fetch(path, Object.assign({ cache: "no-store", signal: abort.signal }, options));
     } catch (e) {
       throw new ApiError(0, "unreachable", "cannot reach the server");
+    } finally {
+      clearTimeout(timer);
     }
     let body = null;
     try {
@@ -81,7 +91,9 @@
       body = null;
     }
     if (!response.ok) {
-      throw new ApiError(response.status, body?.error ?? "http_" + response.status, body?.message ?? response.statusText);
+      const retryAfter = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+      throw new ApiError(response.status, body?.error ?? "http_" + response.status, body?.message ?? response.statusText,
+        Number.isFinite(retryAfter) ? retryAfter : null);
     }
     return body;
   }

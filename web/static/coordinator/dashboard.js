@@ -7,7 +7,19 @@
   const V = window.Vision;
   const POLL_MS = 5000;
   const $ = (id) => document.getElementById(id);
-  const state = { stats: null, blocks: [], range: "1h", view: null, charts: {}, lastOk: null, refreshes: 0 };
+  // Blocks and payouts are heavier reads the pool sheds when busy: read on
+  // the overview only, when the chain moved or a block was found, else
+  // every SLOW_POLL_MS.
+  const SLOW_POLL_MS = 30000;
+  const state = {
+    stats: null, blocks: [], range: "1h", view: null, charts: {}, lastOk: null, refreshes: 0,
+    // Bumped on every route change: a refresh started for another route paints nothing.
+    routeGen: 0,
+    // The chain's height and blocks found when blocks/payouts were last read.
+    slowKey: null, slowAt: 0,
+    // No requests before this (a 429 or 503 busy asked the page to wait).
+    quietUntil: 0,
+  };
 
   // ---- figures ---------------------------------------------------------
   const setField = V.setField;
@@ -56,9 +68,16 @@
     tables.workers.set(s.workers);
   }
 
+  // "3 min ago" moves on with every refresh, the blocks read or not.
+  function renderLastBlock() {
+    const t = state.lastBlockMs;
+    setField("last_block", t ? V.ago(t) : "none yet", t || "");
+  }
+
   function renderBlocks(blocks) {
     const newest = blocks.reduce((m, b) => (b.time_ms > (m?.time_ms ?? 0) ? b : m), null);
-    setField("last_block", newest ? V.ago(newest.time_ms) : "none yet", newest ? newest.time_ms : "");
+    state.lastBlockMs = newest ? newest.time_ms : null;
+    renderLastBlock();
     tables.blocks.set(blocks);
     const times = blocks.map((b) => b.time_ms).sort((a, b) => a - b);
     const byStatus = (status) => times.map((t) => {
@@ -152,6 +171,15 @@
   }
 
   // ---- views -------------------------------------------------------------
+  // What each view's argument may look like: anything else is not echoed
+  // onto the page (a link could make the pool's own page say anything).
+  const ARG_FORMAT = {
+    worker: /^[A-Za-z0-9_.:-]{1,200}$/,
+    block: /^[0-9]{1,20}$/,
+    wallet: /^[A-Za-z0-9_.:-]{0,200}$/,
+    admin: /^$/,
+  };
+
   function route() {
     let parts;
     try {
@@ -160,7 +188,9 @@
       parts = [];
     }
     const view = ["worker", "block", "wallet", "admin"].includes(parts[0]) ? parts[0] : "overview";
-    return { view, arg: parts.slice(1).join("/") };
+    const arg = parts.slice(1).join("/");
+    const valid = view === "overview" || (ARG_FORMAT[view].test(arg) && arg !== "." && arg !== "..");
+    return { view, arg: valid ? arg : null };
   }
 
   function show(view) {
@@ -172,12 +202,15 @@
     return `<div class="figure"><div class="label">${V.esc(label)}</div><div class="value"${field ? ` data-field="${field}"` : ""}>${value}</div></div>`;
   }
 
-  async function renderWorker(id) {
+  async function renderWorker(id, stale) {
+    if (id === null) return invalidArg("worker", "worker-missing", "That is not a worker id.");
     $("worker-id").textContent = id;
     let w;
     try {
       w = await V.api(`/pool/workers/${encodeURIComponent(id)}`);
+      if (stale()) return;
     } catch (e) {
+      if (stale()) return;
       if (e.status !== 404) throw e;
       clearViews();
       $("worker-missing").textContent = `${id} has no active session (it may have gone idle).`;
@@ -210,20 +243,33 @@
     $("worker-why").textContent = why;
     try {
       const hist = await V.api(`/pool/workers/${encodeURIComponent(id)}/history`);
+      if (stale()) return;
       const s = hist.samples;
       state.charts.worker?.set([s.map((x) => x.time_ms), s.map((x) => x.effective_10m), s.map((x) => x.reported_hashrate)]);
     } catch (e) {
       if (e.status !== 404) throw e;
     }
-    tables.workerPayouts.set(await V.api(`/pool/payouts?wallet=${encodeURIComponent(w.wallet_address)}&limit=100`));
+    const payouts = await V.api(`/pool/payouts?wallet=${encodeURIComponent(w.wallet_address)}&limit=100`);
+    if (!stale()) tables.workerPayouts.set(payouts);
   }
 
-  async function renderBlock(height) {
+  // A view whose link carries no valid argument: says so, echoing nothing.
+  function invalidArg(view, missing, text) {
+    clearViews();
+    $(`${view}-${view === "block" ? "height" : "id"}`).textContent = "";
+    $(missing).textContent = text;
+    $(missing).classList.remove("hidden");
+  }
+
+  async function renderBlock(height, stale) {
+    if (height === null) return invalidArg("block", "block-missing", "That is not a block height.");
     $("block-height").textContent = height;
     let b;
     try {
       b = await V.api(`/pool/blocks/${encodeURIComponent(height)}`);
+      if (stale()) return;
     } catch (e) {
+      if (stale()) return;
       if (e.status !== 404 && e.status !== 400) throw e;
       clearViews();
       $("block-missing").textContent = e.message;
@@ -253,8 +299,14 @@
     tables.history.set(b.history || []);
   }
 
-  async function renderWallet(address) {
+  async function renderWallet(address, stale) {
     $("wallet-error").classList.add("hidden");
+    if (address === null) {
+      clearViews();
+      $("wallet-error").textContent = "That is not a wallet address.";
+      $("wallet-error").classList.remove("hidden");
+      return;
+    }
     if (!address) {
       $("wallet-figures").innerHTML = "";
       tables.walletPayouts.set([]);
@@ -263,7 +315,9 @@
     let b;
     try {
       b = await V.api(`/pool/balances/${encodeURIComponent(address)}`);
+      if (stale()) return;
     } catch (e) {
+      if (stale()) return;
       if (e.status !== 400) throw e;
       clearViews();
       $("wallet-error").textContent = e.message;
@@ -281,7 +335,8 @@
     for (const key of ["immature", "confirmed", "paid", "sending", "set_aside", "threshold"]) {
       document.querySelector(`[data-field="balance.${key}"]`).dataset.value = String(b[key]);
     }
-    tables.walletPayouts.set(await V.api(`/pool/payouts?wallet=${encodeURIComponent(address)}&limit=100`));
+    const payouts = await V.api(`/pool/payouts?wallet=${encodeURIComponent(address)}&limit=100`);
+    if (!stale()) tables.walletPayouts.set(payouts);
   }
 
   // ---- admin -------------------------------------------------------------
@@ -347,6 +402,12 @@
   }
 
   function wireAdmin() {
+    // A token typed into a page served over plain http to another machine
+    // crosses the network readable by anyone on the way.
+    const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
+    if (!window.isSecureContext && !loopback) {
+      adminMessage("This page is not served over https: the admin token would cross the network in the clear. Use https, or an SSH tunnel to the pool's loopback address.", "bad");
+    }
     $("admin-login").addEventListener("submit", async (event) => {
       event.preventDefault();
       const value = $("admin-token").value.trim();
@@ -406,17 +467,32 @@
 
   async function refreshOnce() {
     const { view, arg } = route();
+    const gen = state.routeGen;
+    const stale = () => gen !== state.routeGen;
+    if (Date.now() < state.quietUntil) return;
     try {
-      const [stats, blocks] = await Promise.all([V.api("/pool/stats"), V.api("/pool/blocks?limit=200")]);
+      const stats = await V.api("/pool/stats");
+      if (stale()) return;
       state.stats = stats;
       renderStats(stats);
-      renderBlocks(blocks);
       if (view === "overview") {
-        tables.payouts.set(await V.api("/pool/payouts?limit=100"));
+        // The blocks and payouts again only once the chain moved, a block
+        // was found, or a while has passed: many open dashboards must not
+        // take the store's public reads from everyone else.
+        const key = `${stats.height}/${stats.blocks_found}`;
+        if (key !== state.slowKey || Date.now() - state.slowAt >= SLOW_POLL_MS) {
+          const [blocks, payouts] = await Promise.all([V.api("/pool/blocks?limit=200"), V.api("/pool/payouts?limit=100")]);
+          if (stale()) return;
+          renderBlocks(blocks);
+          tables.payouts.set(payouts);
+          state.slowKey = key;
+          state.slowAt = Date.now();
+        }
+        renderLastBlock();
         await refreshHistory();
-      } else if (view === "worker") await renderWorker(arg);
-      else if (view === "block") await renderBlock(arg);
-      else if (view === "wallet") await renderWallet(arg);
+      } else if (view === "worker") await renderWorker(arg, stale);
+      else if (view === "block") await renderBlock(arg, stale);
+      else if (view === "wallet") await renderWallet(arg, stale);
       else if (view === "admin") await renderAdmin();
       state.lastOk = Date.now();
       state.refreshes += 1;
@@ -424,7 +500,12 @@
       $("updated").textContent = "updated " + new Date(state.lastOk).toLocaleTimeString();
       $("updated").dataset.refreshes = String(state.refreshes);
     } catch (e) {
-      if (e.status === 0 || e.status >= 500) {
+      if (e.status === 429 || (e.status === 503 && e.reason === "busy")) {
+        // Busy, not down: wait what it asked (at least 5 s, spread out).
+        const wait = Math.max(5, e.retryAfter ?? 0) * (1 + Math.random());
+        state.quietUntil = Date.now() + wait * 1000;
+        $("updated").textContent = `the pool is busy; trying again in ${Math.round(wait)} s`;
+      } else if (e.status === 0 || e.status === 408 || e.status >= 500) {
         $("offline").classList.remove("hidden");
         $("offline-since").textContent = state.lastOk ? new Date(state.lastOk).toLocaleTimeString() : "never";
       } else {
@@ -444,8 +525,9 @@
 
   function onRoute() {
     const { view, arg } = route();
+    state.routeGen += 1;
     clearViews();
-    if (view === "wallet") $("wallet-input").value = arg;
+    if (view === "wallet") $("wallet-input").value = arg ?? "";
     show(view);
     if (view === "worker" && !state.charts.worker) {
       state.charts.worker = new V.Chart($("chart-worker"), [{ label: "pool's estimate" }, { label: "miner reports" }], V.rate);

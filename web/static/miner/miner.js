@@ -69,9 +69,15 @@
     refreshing = true;
     let status = null;
     try {
-      status = await V.api("/status");
+      // The token, where one is set: reaching the miner by another name
+      // than a loopback one needs it for the status too.
+      const token = sessionStorage.getItem(TOKEN_KEY);
+      status = await V.api("/status", token ? { headers: { Authorization: "Bearer " + token } } : undefined);
       $("offline").classList.add("hidden");
     } catch (e) {
+      $("offline").textContent = e.status === 0 || e.status >= 500
+        ? "The miner is not answering (stopped?). Retrying..."
+        : `The miner refused this page: ${e.message}` + (e.status === 403 ? " (open it at http://127.0.0.1:PORT/, or enter the API token below)" : "");
       $("offline").classList.remove("hidden");
     }
     try {
