@@ -485,7 +485,21 @@ impl CoordinatorArgs {
         }
         let non_empty = |t: Option<String>| t.filter(|t| !t.is_empty());
         let mut rewards = self.reward_config(&pool_address, block_time_secs)?;
-        let bind = self.bind.clone().unwrap_or_else(|| "127.0.0.1:7072".into());
+        let bind = non_empty(self.bind.clone()).unwrap_or_else(|| "127.0.0.1:7072".into());
+        // Checked here (a mistake is bad input, exit 2), before anything is
+        // created in the data directory.
+        if std::net::ToSocketAddrs::to_socket_addrs(bind.as_str()).is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "--bind {bind:?}: not an address and port (such as 127.0.0.1:7072)"
+            )));
+        }
+        let upstream = non_empty(self.upstream.clone());
+        if let Some(url) = &upstream {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
+                return Err(ConfigError::Invalid(format!("--upstream {url:?}: not an http(s) URL of a node")));
+            }
+        }
         let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./vision-data"));
         let data_dir_shown = std::path::absolute(&data_dir).unwrap_or_else(|_| data_dir.clone());
         rewards.coordinator_name = format!("{} {bind} {}", host_name(), data_dir_shown.display());
@@ -517,7 +531,7 @@ impl CoordinatorArgs {
             bind,
             admin_token: non_empty(self.admin_token),
             node_token: non_empty(self.node_token),
-            upstream: self.upstream,
+            upstream,
             upstream_token: non_empty(self.upstream_token),
             upstream_ca_pem: self.upstream_ca.as_deref().map(|p| read_ca_file("--upstream-ca", p)).transpose()?,
             limits,
@@ -705,9 +719,17 @@ mod tests {
             CoordinatorArgs { verify_engine: Some("avx9".into()), ..CoordinatorArgs::default() },
             CoordinatorArgs { trusted_proxy: Some(vec!["proxy.example".into()]), ..CoordinatorArgs::default() },
             CoordinatorArgs { trusted_proxy: Some(vec!["10.0.0.0/33".into()]), ..CoordinatorArgs::default() },
+            CoordinatorArgs { bind: Some("foo".into()), ..CoordinatorArgs::default() },
+            CoordinatorArgs { bind: Some("127.0.0.1".into()), ..CoordinatorArgs::default() },
+            CoordinatorArgs { upstream: Some("foo".into()), ..CoordinatorArgs::default() },
+            CoordinatorArgs { upstream: Some("ftp://node:1".into()), ..CoordinatorArgs::default() },
         ] {
             assert!(bad.resolve().is_err());
         }
+        // Empty values (an env file's VISION_BIND=) are unset.
+        let blank = CoordinatorArgs { bind: Some(String::new()), upstream: Some(String::new()), ..Default::default() };
+        let config = blank.resolve().unwrap();
+        assert_eq!((config.bind.as_str(), config.upstream), ("127.0.0.1:7072", None));
         assert!(toml::from_str::<CoordinatorArgs>("unknown_key = 1").is_err());
     }
 

@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`server`]: assembles storage, chain, pool and router; serves until shutdown.
 //! - [`config`]: flags, env vars and TOML, resolved into one config.
+//! - [`data_directory`]: the data directory, sled opened in it, and the
+//!   marker that refuses a database emptied under a pool.
 //! - [`demo`]: `vision-coordinator demo`, a pool plus a miner on one machine.
 //! - [`pool`]: sessions, jobs, share judgement (with its batched
 //!   recomputation), found blocks, vardiff, bans, stats; its HTTP routes in
@@ -38,6 +40,7 @@ pub mod chain;
 pub mod client_source;
 pub mod config;
 mod connection_limits;
+pub mod data_directory;
 pub mod demo;
 pub mod pool;
 pub mod rewards;

@@ -92,10 +92,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: vision_coordinator::config::CoordinatorConfig) -> anyhow::Result<()> {
-    let coordinator = Coordinator::build(&config).await?;
+    // The port first: a port in use must not leave a new data directory behind.
     let listener = tokio::net::TcpListener::bind(&config.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let coordinator = Coordinator::build(&config).await?;
     let addr = listener.local_addr()?;
     let chain = match &config.upstream {
         Some(url) => format!("upstream node {url}"),

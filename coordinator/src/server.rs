@@ -27,6 +27,7 @@ use crate::chain::upstream::UpstreamNode;
 use crate::chain::{node_routes, Chain};
 use crate::config::{ConnectionLimits, CoordinatorConfig};
 use crate::connection_limits::ConnectionsPerSource;
+use crate::data_directory::{DataDirectory, DataDirectoryError};
 use crate::pool::api::{self, PoolApiState};
 use crate::pool::{now_ms, Pool};
 use crate::storage::{PgStore, PoolStore, SledStore};
@@ -38,6 +39,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    DataDirectory(#[from] DataDirectoryError),
     #[error("cannot open the data directory {path}: {message}")]
     Storage { path: String, message: String },
     #[error("cannot use the database (--database-url): {0}")]
@@ -67,17 +70,12 @@ impl Coordinator {
         // sled holds the books unless PostgreSQL does, and the embedded
         // devnet's chain unless there is an upstream node.
         let sled_needed = config.database_url.is_none() || config.upstream.is_none();
-        let db = if sled_needed {
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| storage_error(&e))?;
+        let (db, data_directory) = if sled_needed {
+            let data = DataDirectory::prepare(&config.data_dir)?;
             // sled's page cache is the bulk of the process's memory: bounded.
-            let db = sled::Config::new()
-                .path(config.data_dir.join("db"))
-                .cache_capacity(config.cache_mb.saturating_mul(1024 * 1024))
-                .open()
-                .map_err(|e| storage_error(&e))?;
-            Some(db)
+            (Some(data.open_sled(config.cache_mb.saturating_mul(1024 * 1024))?), Some(data))
         } else {
-            None
+            (None, None)
         };
         let store: Arc<dyn PoolStore> = match (&config.database_url, &db) {
             (Some(url), _) => Arc::new(
@@ -109,6 +107,13 @@ impl Coordinator {
                 .map_err(|e| StartError::Pool(e.to_string()))?;
         // Several coordinators on one database must credit by the same rules.
         pool.rewards().meet_coordinators().await.map_err(|e| StartError::Pool(e.to_string()))?;
+        // The books exist now: from here on an empty database is a loss.
+        if let (Some(data), Some(db)) = (&data_directory, &db) {
+            let db = db.clone();
+            let flushed = tokio::task::spawn_blocking(move || db.flush()).await.map_err(|e| storage_error(&e))?;
+            flushed.map_err(|e| storage_error(&e))?;
+            data.mark()?;
+        }
         if let Err(err) = pool.refresh_template().await {
             // An upstream node may come up later; the refresher keeps trying.
             tracing::warn!("no block template yet: {err}");
@@ -252,11 +257,12 @@ impl Coordinator {
                  start again once the disk is fixed"
             )));
         }
-        let flushed = tokio::task::spawn_blocking(move || pool.flush()).await;
-        if let Ok(Err(err)) = flushed {
-            tracing::error!("flushing state at shutdown failed: {err}");
+        // A flush that failed leaves the last writes unsaved: not a clean stop.
+        match tokio::task::spawn_blocking(move || pool.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(std::io::Error::other(format!("flushing state at shutdown failed: {err}"))),
+            Err(err) => Err(std::io::Error::other(format!("flushing state at shutdown failed: {err}"))),
         }
-        Ok(())
     }
 
     fn spawn_background_tasks(&self) -> Vec<tokio::task::JoinHandle<()>> {
