@@ -103,15 +103,42 @@ async fn run(config: vision_coordinator::config::CoordinatorConfig) -> anyhow::R
         None => format!("embedded devnet '{}'", config.devnet.chain_id),
     };
     tracing::info!("vision-coordinator listening on http://{addr} ({chain}, data in {})", config.data_dir.display());
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "listening beyond loopback over plain HTTP: worker and admin tokens cross the network readable; \
+             put TLS in front (docs/OPERATIONS.md, section 3)"
+        );
+    }
+    if let Some(point) = config.pool.rewards.crash_at {
+        tracing::warn!("test hook armed: the process aborts at {point:?} (--crash-at / VISION_CRASH_AT)");
+    }
     println!("vision-coordinator: serving http://{addr} ({chain})");
-    coordinator.serve(listener, shutdown_signal()).await?;
+    // The first signal stops gracefully; a second, during the drain, at once
+    // (every acknowledged share is on disk already: only the drain is cut).
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(());
+        shutdown_signal().await;
+        eprintln!("vision-coordinator: a second signal: stopping now, without the drain");
+        std::process::exit(130);
+    });
+    coordinator
+        .serve(listener, async move {
+            let _ = stopped.await;
+        })
+        .await?;
     tracing::info!("stopped; state flushed");
     Ok(())
 }
 
 fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|err| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            eprintln!("vision-coordinator: RUST_LOG is not a filter ({err}); logging at info");
+        }
+        tracing_subscriber::EnvFilter::new("info,tower_http=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -188,6 +188,7 @@ impl Coordinator {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
         tokio::pin!(shutdown);
+        let (mut accept_failures, mut last_accept_warning) = (0u64, None);
         loop {
             // Take a connection slot before accepting: past the limit,
             // clients wait in the listen backlog instead of costing memory.
@@ -199,8 +200,13 @@ impl Coordinator {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
-                        // Out of file descriptors and the like: pause, do not spin.
-                        tracing::warn!("accept failed: {err}");
+                        // Out of file descriptors and the like: pause, do not
+                        // spin, and say so once a minute, not 20 times a second.
+                        accept_failures += 1;
+                        if last_accept_warning.is_none_or(|at: tokio::time::Instant| at.elapsed() >= Duration::from_secs(60)) {
+                            tracing::warn!("accept failed ({accept_failures} times so far): {err}");
+                            last_accept_warning = Some(tokio::time::Instant::now());
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -233,6 +239,7 @@ impl Coordinator {
         }
         drop(listener);
         drop(router);
+        pool.begin_stop();
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
             tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
         }

@@ -82,7 +82,9 @@ async fn node_writes_need_a_credential() {
         "tx_root": "00".repeat(32), "miner": "land1thief", "nonce": 0});
     // No token configured: writes are off altogether.
     let off = TestPool::start(settings("nodeoff")).await;
-    for (path, request) in [("/node/transfer", &transfer), ("/node/submit", &block)] {
+    // The credential is judged before the body: a body of the wrong shape
+    // gets the same answer (it is not read, nor its shape told).
+    for (path, request) in [("/node/transfer", &transfer), ("/node/submit", &block), ("/node/transfer", &json!({}))] {
         let (status, answer) = body(off.post(path, request).await).await;
         assert_eq!((status, answer["error"].as_str()), (StatusCode::NOT_FOUND, Some("node_writes_disabled")), "{path}");
     }
@@ -96,6 +98,7 @@ async fn node_writes_need_a_credential() {
     .await;
     for (path, request) in [("/node/transfer", &transfer), ("/node/submit", &block)] {
         assert_eq!(pool.post(path, request).await.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(pool.post(path, &json!({"shape": "wrong"})).await.status(), StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(pool.post_auth(path, "wrong", request).await.status(), StatusCode::FORBIDDEN, "{path}");
         let worker = pool.register("rig", "land1x").await;
         assert_eq!(

@@ -235,7 +235,7 @@ async fn long_poll_returns_as_soon_as_a_new_block_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_json_4xx_and_never_a_panic() {
-    let pool = TestPool::start(settings("badinput")).await;
+    let pool = TestPool::start(CoordinatorArgs { node_token: Some("n0de".into()), ..settings("badinput") }).await;
     let token = pool.register("rig", "land1x").await;
     let raw = |path: &str, body: &'static str| {
         pool.http
@@ -301,9 +301,15 @@ async fn bad_input_gets_a_json_4xx_and_never_a_panic() {
             "bad_address",
         ),
         (
-            pool.http.post(format!("{}/node/submit", pool.url)).json(&json!({"height": 0})),
+            pool.http.post(format!("{}/node/submit", pool.url)).bearer_auth("n0de").json(&json!({"height": 0})),
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_json",
+        ),
+        // Without the credential, the body is not read at all.
+        (
+            pool.http.post(format!("{}/node/submit", pool.url)).json(&json!({"height": 0})),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
         ),
     ];
     for (request, status, reason) in cases {

@@ -74,6 +74,22 @@ fn require_writer(state: &NodeApiState, headers: &HeaderMap) -> Result<(), ApiEr
     }
 }
 
+/// A request that carries a node-write credential. Taken before the body:
+/// without a credential the answer is the credential's (404 writes off, 401,
+/// 403), whatever was sent, and no body is read for it.
+struct NodeWriter;
+
+impl axum::extract::FromRequestParts<NodeApiState> for NodeWriter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &NodeApiState,
+    ) -> Result<Self, Self::Rejection> {
+        require_writer(state, &parts.headers).map(|()| NodeWriter)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct TemplateQuery {
     address: String,
@@ -88,10 +104,9 @@ async fn template(
 
 async fn submit(
     State(state): State<NodeApiState>,
-    headers: HeaderMap,
+    _writer: NodeWriter,
     AppJson(block): AppJson<BlockSubmission>,
 ) -> Result<AppJson<SubmitOutcome>, ApiError> {
-    require_writer(&state, &headers)?;
     let outcome = on_a_free_thread(&state.devnet, &state.hashers, "the node is verifying other blocks", move |d| {
         d.submit(&block)
     })
@@ -161,9 +176,8 @@ async fn balance(
 
 async fn transfer(
     State(state): State<NodeApiState>,
-    headers: HeaderMap,
+    _writer: NodeWriter,
     AppJson(request): AppJson<TransferRequest>,
 ) -> Result<AppJson<TransferReceipt>, ApiError> {
-    require_writer(&state, &headers)?;
     Ok(AppJson(Chain::Devnet(state.devnet.clone()).transfer(request).await?))
 }

@@ -53,8 +53,21 @@ impl Pool {
         let Ok(_permit) = self.long_polls.clone().try_acquire_owned() else { return };
         let seen = self.sessions.read().get(session_id).map_or(0, |s| s.last_template_version);
         let mut versions = self.jobs.subscribe();
+        let mut stopping = self.stopping.subscribe();
         let wait = wait.min(self.config.max_job_wait);
-        let _ = tokio::time::timeout(wait, versions.wait_for(|v| *v > seen)).await;
+        let newer = async {
+            tokio::select! {
+                _ = versions.wait_for(|v| *v > seen) => {}
+                _ = stopping.wait_for(|stopping| *stopping) => {}
+            }
+        };
+        let _ = tokio::time::timeout(wait, newer).await;
+    }
+
+    /// The server is stopping: every long-poll answers now (with the job
+    /// it has), so a stop does not wait out the miners' waits.
+    pub fn begin_stop(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// The session's job on the current template, worked out on a task the

@@ -181,6 +181,9 @@ pub struct Pool {
     stats_builder: Arc<Semaphore>,
     sources: SourceLimits,
     long_polls: Arc<Semaphore>,
+    /// Set when the server stops: long-polls answer at once (with the job
+    /// they have) instead of holding the stop for their wait.
+    stopping: tokio::sync::watch::Sender<bool>,
     public_reads: PublicReads,
     /// Found blocks (height, hash) a retry task is seeing through: one task
     /// a block, however many resubmissions meet a storage fault.
@@ -249,6 +252,7 @@ impl Pool {
                 unproven_verification_burst: config.unproven_verification_burst,
             }),
             long_polls: Arc::new(Semaphore::new(config.max_long_polls.max(1))),
+            stopping: tokio::sync::watch::Sender::new(false),
             public_reads: PublicReads::new(config.public_reads),
             block_retries: Mutex::default(),
             running: AtomicBool::new(settings.running),
