@@ -488,9 +488,9 @@ impl CoordinatorArgs {
         let bind = non_empty(self.bind.clone()).unwrap_or_else(|| "127.0.0.1:7072".into());
         // Checked here (a mistake is bad input, exit 2), before anything is
         // created in the data directory.
-        if std::net::ToSocketAddrs::to_socket_addrs(bind.as_str()).is_err() {
+        if let Err(err) = std::net::ToSocketAddrs::to_socket_addrs(bind.as_str()) {
             return Err(ConfigError::Invalid(format!(
-                "--bind {bind:?}: not an address and port (such as 127.0.0.1:7072)"
+                "--bind {bind:?}: not an address and port such as 127.0.0.1:7072 ({err})"
             )));
         }
         let upstream = non_empty(self.upstream.clone());

@@ -4,12 +4,15 @@
 //! sled takes a log whose first segment is unreadable for the end of the
 //! log: a damaged or missing `db` opens as an empty database, and a pool
 //! would start again from nothing (new secret, empty books) without a word.
-//! The marker file `POOL`, written once the first start has built the pool,
-//! says a pool lived here; an empty database beside it is refused.
+//! The marker file `POOL`, written once the first start has built the pool
+//! (with a key of the same name in sled's default tree), says a pool lived
+//! here; a database without that key beside it is refused. (A key, not
+//! "any data": with its books in PostgreSQL, a pool keeps only the devnet
+//! chain in sled, empty until the first block.)
 
 use std::path::{Path, PathBuf};
 
-/// The marker's name inside the data directory.
+/// The marker's name inside the data directory, and its key in sled.
 pub const MARKER: &str = "POOL";
 
 /// Why the data directory cannot be used (each says what to do).
@@ -72,29 +75,46 @@ impl DataDirectory {
             }
             other => DataDirectoryError::Open { path: shown.clone(), message: other.to_string() },
         })?;
-        if self.marked && is_empty(&db) {
+        // (A read error counts as present: refusing is for a database that
+        // opened and is missing what it had.)
+        if self.marked && db.get(MARKER).is_ok_and(|key| key.is_none()) {
             return Err(DataDirectoryError::Emptied { db: shown, marker: self.dir.join(MARKER).display().to_string() });
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&self.dir).map_or(0, |m| m.permissions().mode());
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "{} is readable by others (mode {:o}): it holds the pool's secret; chmod 700 it",
+                    self.dir.display(),
+                    mode & 0o777
+                );
+            }
         }
         Ok(db)
     }
 
-    /// Notes that a pool lives here (once the pool is built, so an empty
-    /// database is never marked).
-    pub fn mark(&self) -> Result<(), DataDirectoryError> {
+    /// Notes that a pool lives here, in sled (flushed) and beside it (once
+    /// the pool is built).
+    pub fn mark(&self, db: &sled::Db) -> Result<(), DataDirectoryError> {
+        let path = self.dir.join(MARKER);
+        let failed = |e: &dyn std::fmt::Display| DataDirectoryError::Marker {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        if db.get(MARKER).map_err(|e| failed(&e))?.is_none() {
+            db.insert(MARKER, &b"1"[..]).map_err(|e| failed(&e))?;
+            db.flush().map_err(|e| failed(&e))?;
+        }
         if self.marked {
             return Ok(());
         }
-        let path = self.dir.join(MARKER);
         let text = "A vision-coordinator pool's data directory. While this file is here, an empty database\n\
                     in db/ is refused at start (its books went missing); remove it only to start afresh.\n";
         std::fs::write(&path, text)
             .map_err(|e| DataDirectoryError::Marker { path: path.display().to_string(), message: e.to_string() })
     }
-}
-
-/// Whether `db` holds nothing at all (no tree with a key, the default one included).
-fn is_empty(db: &sled::Db) -> bool {
-    db.tree_names().iter().all(|name| db.open_tree(name).is_ok_and(|tree| tree.is_empty()))
 }
 
 #[cfg(test)]
@@ -112,10 +132,10 @@ mod tests {
         let dir = scratch("emptied");
         let data = DataDirectory::prepare(&dir).unwrap();
         let db = data.open_sled(1 << 20).unwrap();
-        db.insert("secret", &[1u8; 32]).unwrap();
-        db.flush().unwrap();
+        data.mark(&db).unwrap();
         drop(db);
-        data.mark().unwrap();
+        // An empty pool otherwise (its books elsewhere, no block yet) starts again.
+        DataDirectory::prepare(&dir).unwrap().open_sled(1 << 20).unwrap();
         // The books go missing (a volume not mounted, a damaged log).
         std::fs::remove_dir_all(dir.join("db")).unwrap();
         let again = DataDirectory::prepare(&dir).unwrap();

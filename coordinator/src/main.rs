@@ -85,7 +85,11 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(err) => return fail(1, &err),
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    // A blocking call left on a failing disk must not keep the process
+    // (deaf to signals by then) from exiting for its supervisor.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(1, &format!("{err:#}")),
     }

@@ -108,11 +108,8 @@ impl Coordinator {
         // Several coordinators on one database must credit by the same rules.
         pool.rewards().meet_coordinators().await.map_err(|e| StartError::Pool(e.to_string()))?;
         // The books exist now: from here on an empty database is a loss.
-        if let (Some(data), Some(db)) = (&data_directory, &db) {
-            let db = db.clone();
-            let flushed = tokio::task::spawn_blocking(move || db.flush()).await.map_err(|e| storage_error(&e))?;
-            flushed.map_err(|e| storage_error(&e))?;
-            data.mark()?;
+        if let (Some(data), Some(db)) = (data_directory, db.clone()) {
+            tokio::task::spawn_blocking(move || data.mark(&db)).await.map_err(|e| storage_error(&e))??;
         }
         if let Err(err) = pool.refresh_template().await {
             // An upstream node may come up later; the refresher keeps trying.

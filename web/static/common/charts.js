@@ -80,15 +80,18 @@
     try {
       response = await fetch(path, Object.assign({ cache: "no-store", signal: abort.signal }, options));
     } catch (e) {
-      throw new ApiError(0, "unreachable", "cannot reach the server");
-    } finally {
       clearTimeout(timer);
+      throw new ApiError(0, "unreachable", "cannot reach the server");
     }
+    // (The body within the same time: a connection can go quiet after the headers.)
     let body = null;
     try {
       body = await response.json();
     } catch (e) {
       body = null;
+      if (abort.signal.aborted) throw new ApiError(0, "unreachable", "the server stopped answering");
+    } finally {
+      clearTimeout(timer);
     }
     if (!response.ok) {
       const retryAfter = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);

@@ -17,8 +17,9 @@
     routeGen: 0,
     // The chain's height and blocks found when blocks/payouts were last read.
     slowKey: null, slowAt: 0,
-    // No requests before this (a 429 or 503 busy asked the page to wait).
-    quietUntil: 0,
+    // No requests before this (a 429 or 503 busy asked the page to wait),
+    // but for one the user asked for (`asked`); `quietTimer` ends the wait.
+    quietUntil: 0, asked: false, quietTimer: null,
   };
 
   // ---- figures ---------------------------------------------------------
@@ -398,7 +399,7 @@
         $("admin-panel").classList.add("hidden");
       }
     }
-    await refresh();
+    await refreshNow();
   }
 
   function wireAdmin() {
@@ -415,7 +416,7 @@
       if (!value) return;
       sessionStorage.setItem(TOKEN_KEY, value);
       adminMessage("");
-      await refresh();
+      await refreshNow();
       if (token()) adminMessage("Unlocked.", "ok");
     });
     $("admin-forget").addEventListener("click", () => {
@@ -469,7 +470,19 @@
     const { view, arg } = route();
     const gen = state.routeGen;
     const stale = () => gen !== state.routeGen;
-    if (Date.now() < state.quietUntil) return;
+    // A back-off holds the timer's refreshes, not what the user asked for
+    // (a new view, an admin action); the first one after it is scheduled.
+    const asked = state.asked;
+    state.asked = false;
+    if (!asked && Date.now() < state.quietUntil) {
+      if (!state.quietTimer) {
+        state.quietTimer = setTimeout(() => {
+          state.quietTimer = null;
+          refresh();
+        }, state.quietUntil - Date.now());
+      }
+      return;
+    }
     try {
       const stats = await V.api("/pool/stats");
       if (stale()) return;
@@ -523,6 +536,12 @@
     state.charts.worker?.set([[], [], []]);
   }
 
+  // A refresh the user asked for (not the timer's): it goes through a back-off.
+  function refreshNow() {
+    state.asked = true;
+    return refresh();
+  }
+
   function onRoute() {
     const { view, arg } = route();
     state.routeGen += 1;
@@ -532,7 +551,7 @@
     if (view === "worker" && !state.charts.worker) {
       state.charts.worker = new V.Chart($("chart-worker"), [{ label: "pool's estimate" }, { label: "miner reports" }], V.rate);
     }
-    refresh();
+    refreshNow();
   }
 
   function start() {
@@ -551,7 +570,7 @@
       if (!range) return;
       state.range = range;
       for (const b of document.querySelectorAll("[data-range]")) b.classList.toggle("current", b.dataset.range === range);
-      refresh();
+      refreshNow();
     });
     $("wallet-form").addEventListener("submit", (event) => {
       event.preventDefault();
