@@ -54,6 +54,22 @@ pub enum StoreError {
     FlushFailed,
 }
 
+/// `err` with its causes ("error connecting to server: Connection refused"):
+/// the PostgreSQL client and its pool keep the reason in the sources.
+pub(crate) fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 impl From<sled::Error> for StoreError {
     fn from(err: sled::Error) -> Self {
         StoreError::Backend(err.to_string())
@@ -594,5 +610,22 @@ pub(crate) fn test_found_block(height: u64, hash: &str, status: BlockStatus, pos
         share_position: Some(position),
         pool_fee_bps: None,
         share: None,
+    }
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::with_causes;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error connecting to server")]
+    struct Connecting(#[source] std::io::Error);
+
+    #[test]
+    fn causes_are_said_once_each() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        assert_eq!(with_causes(&Connecting(refused)), "error connecting to server: Connection refused");
+        let plain = std::io::Error::other("disk full");
+        assert_eq!(with_causes(&plain), "disk full");
     }
 }

@@ -469,6 +469,6 @@ pub fn schema_version() -> i32 {
 pub(super) fn pg_error(err: tokio_postgres::Error) -> StoreError {
     match err.as_db_error() {
         Some(db) => StoreError::Backend(format!("postgresql: {} ({})", db.message(), db.code().code())),
-        None => StoreError::Backend(format!("postgresql: {err}")),
+        None => StoreError::Backend(format!("postgresql: {}", super::with_causes(&err))),
     }
 }

@@ -128,7 +128,8 @@ impl PgStore {
         };
         let pool = connection_pool(manager()?, max_connections.max(2))?;
         let share_path = connection_pool(manager()?, SHARE_PATH_CONNECTIONS)?;
-        let mut client = pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))?;
+        let mut client =
+            pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {}", super::with_causes(&e))))?;
         check_durable_commits(&client).await?;
         migrate(&mut client).await?;
         let mut fresh = [0u8; 32];
@@ -150,11 +151,11 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))
+        self.pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {}", super::with_causes(&e))))
     }
 
     async fn share_client(&self) -> Result<Object, StoreError> {
-        self.share_path.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {e}")))
+        self.share_path.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {}", super::with_causes(&e))))
     }
 
     fn share_key(&self, height: u64, template_id: &str, nonce: u64) -> Vec<u8> {

@@ -35,9 +35,14 @@
     return (bps / 100).toFixed(2).replace(/\.?0+$/, "") + "%";
   }
 
+  // The server's clock minus this browser's, from the answers' Date
+  // headers (whole seconds: only a skew past 2 s is taken), so "ago" counts
+  // from the server's times by the server's clock.
+  let serverSkewMs = 0;
+
   function ago(ms, now) {
     if (!ms) return "never";
-    const s = Math.max(0, Math.round(((now ?? Date.now()) - ms) / 1000));
+    const s = Math.max(0, Math.round(((now ?? Date.now() + serverSkewMs) - ms) / 1000));
     if (s < 60) return s + " s ago";
     if (s < 3600) return Math.floor(s / 60) + " min ago";
     if (s < 86400) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min ago";
@@ -82,6 +87,11 @@
     } catch (e) {
       clearTimeout(timer);
       throw new ApiError(0, "unreachable", "cannot reach the server");
+    }
+    const served = Date.parse(response.headers.get("Date") ?? "");
+    if (Number.isFinite(served)) {
+      const skew = served - Date.now();
+      serverSkewMs = Math.abs(skew) > 2000 ? skew : 0;
     }
     // (The body within the same time: a connection can go quiet after the headers.)
     let body = null;
