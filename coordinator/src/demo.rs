@@ -78,11 +78,12 @@ pub async fn run(options: DemoOptions, shutdown: impl std::future::Future<Output
         ..CoordinatorArgs::default()
     };
     let config = settings.resolve().map_err(|e| DemoError::Start(e.to_string()))?;
-    let coordinator = Coordinator::build(&config).await.map_err(|e| DemoError::Start(e.to_string()))?;
-    let pool = coordinator.pool.clone();
+    // The port first: a port in use must not leave a data directory behind.
     let listener = tokio::net::TcpListener::bind(&config.bind)
         .await
         .map_err(|e| DemoError::Start(format!("cannot listen on {}: {e} (try --bind 127.0.0.1:0)", config.bind)))?;
+    let coordinator = Coordinator::build(&config).await.map_err(|e| DemoError::Start(e.to_string()))?;
+    let pool = coordinator.pool.clone();
     let url = format!("http://{}", listener.local_addr().map_err(|e| DemoError::Start(e.to_string()))?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(coordinator.serve(listener, async {
