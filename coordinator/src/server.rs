@@ -146,10 +146,7 @@ impl Coordinator {
             .layer(
                 tower_http::trace::TraceLayer::new_for_http()
                     .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-            )
-            // For clients that ask (browsers do; the miner does not): the
-            // stats carry every worker to every open dashboard.
-            .layer(tower_http::compression::CompressionLayer::new());
+            );
         Ok(Coordinator { pool, devnet, router, limits: config.limits, trusted_proxies: config.trusted_proxies.clone() })
     }
 

@@ -687,25 +687,3 @@ async fn stats_are_built_once_per_change_however_many_ask() {
     assert_eq!(worker["shares"]["accepted"], 1, "{worker}");
     pool.stop().await;
 }
-
-/// Answers are compressed for clients that ask (a dashboard's browser reads
-/// every worker every few seconds), and only for them (the miner does not).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_are_compressed_for_clients_that_ask() {
-    let pool = TestPool::start(settings("gzip")).await;
-    for i in 0..20 {
-        pool.register(&format!("rig{i}"), "land1gzip").await;
-    }
-    let gzip =
-        pool.http.get(format!("{}/pool/stats", pool.url)).header("accept-encoding", "gzip").send().await.unwrap();
-    assert_eq!(gzip.status(), StatusCode::OK);
-    assert_eq!(gzip.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
-    let packed = gzip.bytes().await.unwrap();
-    assert_eq!(&packed[..2], &[0x1f, 0x8b], "a gzip stream");
-    let plain = pool.get("/pool/stats").await;
-    assert!(plain.headers().get("content-encoding").is_none(), "no encoding unasked");
-    let text = plain.text().await.unwrap();
-    assert!(serde_json::from_str::<Value>(&text).is_ok());
-    assert!(packed.len() < text.len(), "{} bytes packed, {} plain", packed.len(), text.len());
-    pool.stop().await;
-}
