@@ -76,8 +76,10 @@ impl DataDirectory {
             other => DataDirectoryError::Open { path: shown.clone(), message: other.to_string() },
         })?;
         // (A read error counts as present: refusing is for a database that
-        // opened and is missing what it had.)
-        if self.marked && db.get(MARKER).is_ok_and(|key| key.is_none()) {
+        // opened and is missing what it had. One that holds data but not the
+        // key was marked by a build that wrote the file alone: kept, and
+        // `mark` adds the key.)
+        if self.marked && db.get(MARKER).is_ok_and(|key| key.is_none()) && is_empty(&db) {
             return Err(DataDirectoryError::Emptied { db: shown, marker: self.dir.join(MARKER).display().to_string() });
         }
         #[cfg(unix)]
@@ -117,6 +119,12 @@ impl DataDirectory {
     }
 }
 
+/// Whether `db` holds nothing at all (no tree with a key, the default one
+/// included; `tree_names` lists only trees that exist).
+fn is_empty(db: &sled::Db) -> bool {
+    db.tree_names().iter().all(|name| db.open_tree(name).is_ok_and(|tree| tree.is_empty()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +143,12 @@ mod tests {
         data.mark(&db).unwrap();
         drop(db);
         // An empty pool otherwise (its books elsewhere, no block yet) starts again.
+        let db = DataDirectory::prepare(&dir).unwrap().open_sled(1 << 20).unwrap();
+        // Marked by the file alone (an earlier build) with its books: kept.
+        db.remove(MARKER).unwrap();
+        db.insert("books", &b"1"[..]).unwrap();
+        db.flush().unwrap();
+        drop(db);
         DataDirectory::prepare(&dir).unwrap().open_sled(1 << 20).unwrap();
         // The books go missing (a volume not mounted, a damaged log).
         std::fs::remove_dir_all(dir.join("db")).unwrap();

@@ -90,8 +90,11 @@
     }
     const served = Date.parse(response.headers.get("Date") ?? "");
     if (Number.isFinite(served)) {
+      // (Hysteresis: the header's whole seconds and the trip make a small
+      // skew flicker; taken past 2 s, dropped under 1 s.)
       const skew = served - Date.now();
-      serverSkewMs = Math.abs(skew) > 2000 ? skew : 0;
+      if (Math.abs(skew) > 2000) serverSkewMs = skew;
+      else if (Math.abs(skew) < 1000) serverSkewMs = 0;
     }
     // (The body within the same time: a connection can go quiet after the headers.)
     let body = null;

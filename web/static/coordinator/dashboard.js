@@ -416,8 +416,16 @@
       if (!value) return;
       sessionStorage.setItem(TOKEN_KEY, value);
       adminMessage("");
+      // Checked here, not taken from a refresh (which may not reach the
+      // admin view: a busy pool, another route).
+      try {
+        await admin("/pool/mode");
+        adminMessage("Unlocked.", "ok");
+      } catch (e) {
+        if (e.status === 401 || e.status === 403) sessionStorage.removeItem(TOKEN_KEY);
+        adminMessage(`Refused: ${e.message}`, "bad");
+      }
       await refreshNow();
-      if (token()) adminMessage("Unlocked.", "ok");
     });
     $("admin-forget").addEventListener("click", () => {
       sessionStorage.removeItem(TOKEN_KEY);
@@ -478,7 +486,7 @@
       if (!state.quietTimer) {
         state.quietTimer = setTimeout(() => {
           state.quietTimer = null;
-          refresh();
+          document.hidden || refresh();
         }, state.quietUntil - Date.now());
       }
       return;
