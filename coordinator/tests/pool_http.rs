@@ -687,3 +687,29 @@ async fn stats_are_built_once_per_change_however_many_ask() {
     assert_eq!(worker["shares"]["accepted"], 1, "{worker}");
     pool.stop().await;
 }
+
+/// `/pool/stats` comes gzipped to clients that take it (every open
+/// dashboard reads every worker every few seconds), packed once per
+/// snapshot, and plain to the rest; both say the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_come_gzipped_to_clients_that_take_it() {
+    use std::io::Read;
+    let pool = TestPool::start(settings("gzip")).await;
+    for i in 0..20 {
+        pool.register(&format!("rig{i}"), "land1gzip").await;
+    }
+    let gzip =
+        pool.http.get(format!("{}/pool/stats", pool.url)).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(gzip.status(), StatusCode::OK);
+    assert_eq!(gzip.headers().get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+    assert_eq!(gzip.headers().get("vary").map(|v| v.to_str().unwrap()), Some("accept-encoding"));
+    let packed = gzip.bytes().await.unwrap();
+    let mut unpacked = String::new();
+    flate2::read::GzDecoder::new(&packed[..]).read_to_string(&mut unpacked).unwrap();
+    let plain = pool.get("/pool/stats").await;
+    assert!(plain.headers().get("content-encoding").is_none(), "no encoding unasked");
+    let text = plain.text().await.unwrap();
+    assert_eq!(unpacked, text, "one snapshot, two encodings");
+    assert!(packed.len() < text.len(), "{} bytes packed, {} plain", packed.len(), text.len());
+    pool.stop().await;
+}

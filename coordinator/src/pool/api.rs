@@ -143,9 +143,31 @@ async fn share(
     Ok(AppJson(response))
 }
 
-async fn stats(State(state): State<PoolApiState>) -> Result<impl IntoResponse, ApiError> {
+async fn stats(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     let snapshot = state.pool.stats_snapshot(now_ms()).await?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], snapshot.json.clone()))
+    // Gzipped once where the snapshot is built; sent as it is to clients
+    // that take gzip (browsers), plain to the rest.
+    let (body, encoding) =
+        if accepts_gzip(&headers) { (snapshot.gzip.clone(), Some("gzip")) } else { (snapshot.json.clone(), None) };
+    let mut response =
+        ([(header::CONTENT_TYPE, "application/json"), (header::VARY, "accept-encoding")], body).into_response();
+    if let Some(encoding) = encoding {
+        response.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static(encoding));
+    }
+    Ok(response)
+}
+
+/// Whether `Accept-Encoding` names gzip (or `*`) with a weight above zero.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let values = headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok());
+    values.flat_map(|v| v.split(',')).any(|coding| {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let weight = parts
+            .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0));
+        (name.eq_ignore_ascii_case("gzip") || name == "*") && weight > 0.0
+    })
 }
 
 /// Lists answer at most this many entries unless `?limit=` says otherwise.
@@ -547,5 +569,31 @@ async fn unban(
     match state.pool.unban(&id).await? {
         0 => Err(ApiError::not_found("not_banned", format!("{id:?} is not banned"))),
         sessions => Ok(AppJson(UnbanResponse { unbanned: id, sessions })),
+    }
+}
+
+#[cfg(test)]
+mod gzip_tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_taken_where_it_is_named_with_a_weight() {
+        let table = [
+            ("gzip, deflate, br", true),
+            ("br;q=1.0, gzip;q=0.8", true),
+            ("*", true),
+            ("GZIP", true),
+            ("identity", false),
+            ("gzip;q=0", false),
+            ("gzip; q=0.000", false),
+            ("deflate, *;q=0", false),
+            ("", false),
+        ];
+        for (value, taken) in table {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, value.parse().unwrap());
+            assert_eq!(accepts_gzip(&headers), taken, "{value:?}");
+        }
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 }

@@ -61,7 +61,20 @@ pub(crate) struct StatsSnapshot {
     basis: (u64, u64, u64),
     built_ms: u64,
     pub(crate) stats: PoolStats,
-    pub(crate) json: Vec<u8>,
+    pub(crate) json: axum::body::Bytes,
+    /// `json` gzipped, once, where it is built (off the runtime): every
+    /// open dashboard reads every worker every few seconds.
+    pub(crate) gzip: axum::body::Bytes,
+}
+
+/// `bytes` gzipped at the fast level (a snapshot is built up to once a second).
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>, PoolError> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::fast());
+    encoder
+        .write_all(bytes)
+        .and_then(|()| encoder.finish())
+        .map_err(|e| PoolError::Internal(format!("stats gzip: {e}")))
 }
 
 impl Pool {
@@ -107,8 +120,9 @@ impl Pool {
             let built_ms = super::now_ms();
             let stats = pool.stats(built_ms);
             let json = serde_json::to_vec(&stats).map_err(|e| PoolError::Internal(format!("stats: {e}")))?;
+            let gzip = gzip(&json)?.into();
             PoolMetrics::bump(&pool.metrics.stats_builds);
-            let snapshot = Arc::new(StatsSnapshot { basis, built_ms, stats, json });
+            let snapshot = Arc::new(StatsSnapshot { basis, built_ms, stats, json: json.into(), gzip });
             *pool.stats_snapshot.lock().expect("stats snapshot lock") = Some(snapshot.clone());
             Ok(snapshot)
         })
