@@ -195,9 +195,9 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
     };
     // The sessions watch `shutdown` themselves: what was found is sent first.
     let mut result = session.await;
-    let slots = dispatch.slots();
-    if result.is_ok() && !slots.is_empty() && slots.iter().all(|s| s.disabled.load(std::sync::atomic::Ordering::SeqCst))
-    {
+    // (The same signal that ended the session: one rule for "every device
+    // stopped", the dispatcher's.)
+    if result.is_ok() && dispatch.has_every_device_stopped() {
         result = Err(MinerError::NoDevice(
             "every device stopped (see the messages above): nothing is left to mine on".into(),
         ));

@@ -321,6 +321,7 @@ fn the_miner_learns_when_its_last_device_stops() {
     let stopped =
         |wait: Duration| runtime.block_on(async { tokio::time::timeout(wait, dispatch.every_device_stopped()).await });
     assert!(stopped(Duration::from_millis(200)).is_err(), "no device has failed yet");
+    assert!(!dispatch.has_every_device_stopped());
     dispatch.set_work(Some(Arc::new(Work {
         id: "lost".into(),
         height: 1,
@@ -333,6 +334,7 @@ fn the_miner_learns_when_its_last_device_stops() {
         received: Instant::now(),
     })));
     assert!(stopped(Duration::from_secs(60)).is_ok(), "a miner whose only device is lost must hear of it");
+    assert!(dispatch.has_every_device_stopped());
     assert!(dispatch.slots()[0].disabled.load(std::sync::atomic::Ordering::Relaxed));
     dispatch.stop();
 }

@@ -193,6 +193,11 @@ impl WorkDispatch {
     }
 
     /// Resolves once every device has stopped for good (never without devices).
+    /// Whether every device has stopped for good (the signal below, read now).
+    pub fn has_every_device_stopped(&self) -> bool {
+        *self.every_device_stopped.borrow()
+    }
+
     pub async fn every_device_stopped(&self) {
         let mut stopped = self.every_device_stopped.subscribe();
         let _ = stopped.wait_for(|stopped| *stopped).await;
