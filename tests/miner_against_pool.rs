@@ -354,6 +354,57 @@ async fn a_pool_that_does_not_hold_long_polls_is_not_hammered() {
     assert!(answers <= 10, "{answers} job answers in 10 s for two miners");
 }
 
+/// A pool (or a bridge in front of one) that answers every job request at
+/// once with a fresh job id: the miner follows a few at once, then asks
+/// about once a second, not as fast as loopback allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_with_a_new_job_for_every_request_is_not_hammered() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    // A real job and registration, from a real coordinator, replayed.
+    let real = Pool::start(
+        &fresh_dir("m-churn"),
+        free_port(),
+        &["--share-difficulty", "100000000", "--devnet-difficulty", "1000000000"],
+    );
+    let http = reqwest::Client::new();
+    let registration = json!({"worker_id": "churn", "wallet_address": "land1churn", "worker_name": "churn"});
+    let registered = post_json(&http, &format!("{}/pool/register", real.url), None, &registration).await;
+    let token = registered["worker_token"].as_str().unwrap().to_string();
+    let job: Value =
+        http.get(format!("{}/pool/job", real.url)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert!(job["job_id"].is_string(), "{job}");
+    drop(real);
+
+    let served = Arc::new(AtomicU64::new(0));
+    let app = axum::Router::new()
+        .route("/pool/register", axum::routing::post(move || async move { axum::Json(registered) }))
+        .route(
+            "/pool/job",
+            axum::routing::get({
+                let served = served.clone();
+                move || async move {
+                    let mut job = job.clone();
+                    job["job_id"] = json!(format!("churn{}", served.fetch_add(1, Ordering::Relaxed)));
+                    axum::Json(job)
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let miner = Miner::start(&["--pool", &url, "--wallet", "land1churn"]);
+    wait_for(&format!("{}/status", miner.api), MINUTE, "a job", |s| s["connection"]["connected"] == true).await;
+    let before = served.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let answers = served.load(Ordering::Relaxed) - before;
+    // A burst of five at most, then one a second.
+    assert!((5..=17).contains(&answers), "{answers} job answers in 10 s");
+    let status = get_json(&format!("{}/status", miner.api)).await.unwrap();
+    assert_eq!(status["connection"]["connected"], true, "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_miner_cleanly() {
     let pool = Pool::start(

@@ -3,7 +3,8 @@
 //!
 //! - [`pool_client`], [`node_client`]: the pool and node HTTP APIs, failures classified.
 //! - [`session`]: pool mode: long-polled jobs with failover and backoff,
-//!   shares submitted (and queued while no pool answers).
+//!   shares submitted (and queued while no pool answers); `job_pace` says
+//!   how soon the next job request goes.
 //! - [`solo_session`]: solo mode: a node's template, blocks submitted.
 //! - [`work_dispatch`]: one OS thread per device, each mining its slice of the
 //!   current work, switched by a generation number.
@@ -14,6 +15,7 @@
 //! - [`miner_config`]: flags, env vars and TOML.
 
 pub mod hashrate_meter;
+pub(crate) mod job_pace;
 pub mod local_api;
 pub mod miner_config;
 pub mod miner_status;

@@ -8,9 +8,9 @@
 //! unusable jobs) fail over to the next pool that has neither banned nor
 //! refused the miner, and the primary pool (the first, or one the owner
 //! switched to through the local API, `pool_switch`) is tried again every
-//! `failback` interval. A pool that answers a long-poll at once with the
-//! job being mined is not asked again for 5 s (`MIN_JOB_POLL`). Shares that
-//! cannot be sent wait in a bounded queue and are resubmitted while their
+//! `failback` interval. A long-poll held until a new job is followed at
+//! once; a pool that answers at once is asked again at a pace (`job_pace`).
+//! Shares that cannot be sent wait in a bounded queue and are resubmitted while their
 //! job's height is still current. A watchdog stops hashing work older than
 //! several block times. (Solo mode is `solo_session`.)
 //! Nothing here ends the process except what a person must fix: a refused
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use visionx::Found;
 
+use super::job_pace::JobPace;
 use super::miner_status::MinerStatus;
 use super::pool_client::{ApiFailure, PoolClient};
 use super::pool_switch::{PoolSwitch, MAX_POOLS};
@@ -81,15 +82,6 @@ pub(crate) const MIN_RETRY_WAIT: Duration = Duration::from_secs(1);
 pub(crate) fn retry_after(secs: u64) -> Duration {
     Duration::from_secs(secs).max(MIN_RETRY_WAIT)
 }
-
-/// A pool answering a long-poll with the job already being mined is asked
-/// again at most this often (one past its long-poll limit answers at once),
-/// or the long-poll's wait where that is shorter.
-const MIN_JOB_POLL: Duration = Duration::from_secs(5);
-/// Job requests answered with a new job come at most this often: a pool or
-/// bridge that makes a new job id for every request must not be asked (and
-/// restart every device) as fast as the network allows.
-const MIN_NEW_JOB_POLL: Duration = Duration::from_secs(1);
 
 /// Failures since a pool last answered with a job.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -336,9 +328,12 @@ impl PoolContext {
                         tracing::info!("block found at height {} (nonce {})", work.height, found.nonce);
                     }
                 });
-                // Vardiff moved: take the next job now rather than at the end of the long-poll.
-                let current = self.dispatch.current_work().map(|w| w.share_difficulty);
-                if Some(answer.share_difficulty) != current {
+                // Vardiff moved: take the next job now rather than at the end
+                // of the long-poll. (Only an answer about the job being mined
+                // says so: one about an older job, or another template's
+                // cap, would ask for the job already held.)
+                let still_mined = self.dispatch.current_work().is_some_and(|w| w.pool == work.pool && w.id == work.id);
+                if still_mined && answer.share_difficulty != work.share_difficulty {
                     self.refresh.notify_one();
                 }
             }
@@ -493,6 +488,7 @@ impl PoolContext {
     async fn jobs(self: &Arc<Self>) -> Result<(), SessionEnd> {
         let mut failures = Failures::default();
         let mut last_failback = Instant::now();
+        let mut pace = JobPace::new(Instant::now());
         loop {
             self.stop_stale_work();
             if self.take_switch_request() {
@@ -535,14 +531,14 @@ impl PoolContext {
                 wait = wait.min(self.session.failback);
             }
             let asked = Instant::now();
-            let answer = if mining_here {
+            let (answer, long_polled) = if mining_here {
                 tokio::select! {
-                    answer = api.job(&token, Some(wait)) => answer,
-                    () = self.refresh.notified() => api.job(&token, None).await,
+                    answer = api.job(&token, Some(wait)) => (answer, true),
+                    () = self.refresh.notified() => (api.job(&token, None).await, false),
                     () = self.switch.notify.notified() => continue,
                 }
             } else {
-                api.job(&token, None).await
+                (api.job(&token, None).await, false)
             };
             let job = match answer {
                 Ok(job) => job,
@@ -579,9 +575,13 @@ impl PoolContext {
                 if !self.pending.lock().expect("pending lock").is_empty() {
                     self.flush_pending(job.height);
                 }
-                // A pool that did not hold the request (past its long-poll
-                // limit, or a proxy's) is not asked again at once.
-                self.pause(MIN_JOB_POLL.min(wait).saturating_sub(asked.elapsed())).await;
+                // A pool that did not hold a long-poll (past its limit, or a
+                // proxy's) is not asked again at once; after a request that
+                // did not ask it to wait, the long-poll goes now (pausing
+                // there would leave a new block unheard).
+                if long_polled {
+                    self.pause(JobPace::after_same_job(wait, asked.elapsed())).await;
+                }
                 continue;
             };
             let changed_height = self.dispatch.current_work().is_none_or(|w| w.height != job.height);
@@ -599,7 +599,7 @@ impl PoolContext {
             });
             self.dispatch.set_work(Some(Arc::new(work)));
             self.flush_pending(job.height);
-            self.pause(MIN_NEW_JOB_POLL.saturating_sub(asked.elapsed())).await;
+            self.pause(pace.after_new_job(Instant::now(), asked.elapsed())).await;
         }
     }
 }
