@@ -354,55 +354,175 @@ async fn a_pool_that_does_not_hold_long_polls_is_not_hammered() {
     assert!(answers <= 10, "{answers} job answers in 10 s for two miners");
 }
 
+/// A pool replayed from a real coordinator's registration and job, for the
+/// misbehaviours a real coordinator does not have: it counts job requests,
+/// holds long-polls (for their whole wait) or answers them at once, can
+/// give a fresh job id to every request, and accepts every share with the
+/// difficulty it is told to name.
+struct ReplayPool {
+    url: String,
+    job_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Copy)]
+struct Replay {
+    /// The pool's `--share-difficulty`.
+    share_difficulty: u64,
+    hold_long_polls: bool,
+    fresh_id_every_time: bool,
+    /// Added to the job's difficulty in every share answer.
+    answer_difficulty_offset: u64,
+    /// Jobs whose epoch seed is not hex: nothing a miner can work on.
+    unusable_jobs: bool,
+}
+
+impl Replay {
+    /// Holds long-polls, one job id, share answers that match: well-behaved.
+    fn well_behaved(share_difficulty: u64) -> Replay {
+        Replay {
+            share_difficulty,
+            hold_long_polls: true,
+            fresh_id_every_time: false,
+            answer_difficulty_offset: 0,
+            unusable_jobs: false,
+        }
+    }
+}
+
+impl ReplayPool {
+    async fn start(name: &str, replay: Replay) -> ReplayPool {
+        use axum::extract::Query;
+        use std::collections::HashMap;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let real = Pool::start(
+            &fresh_dir(name),
+            free_port(),
+            &["--share-difficulty", &replay.share_difficulty.to_string(), "--devnet-difficulty", "1000000000"],
+        );
+        let http = reqwest::Client::new();
+        let registration = json!({"worker_id": name, "wallet_address": "land1replay", "worker_name": name});
+        let registered = post_json(&http, &format!("{}/pool/register", real.url), None, &registration).await;
+        let token = registered["worker_token"].as_str().unwrap().to_string();
+        let job: Value =
+            http.get(format!("{}/pool/job", real.url)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        assert!(job["job_id"].is_string(), "{job}");
+        drop(real);
+
+        let job_requests = Arc::new(AtomicU64::new(0));
+        let answered = job["share_difficulty"].as_u64().unwrap() + replay.answer_difficulty_offset;
+        let app = axum::Router::new()
+            .route("/pool/register", axum::routing::post(move || async move { axum::Json(registered) }))
+            .route(
+                "/pool/job",
+                axum::routing::get({
+                    let job_requests = job_requests.clone();
+                    move |Query(query): Query<HashMap<String, u64>>| async move {
+                        let n = job_requests.fetch_add(1, Ordering::Relaxed);
+                        if let (true, Some(&wait)) = (replay.hold_long_polls, query.get("wait")) {
+                            tokio::time::sleep(Duration::from_secs(wait)).await;
+                        }
+                        let mut job = job.clone();
+                        if replay.fresh_id_every_time {
+                            job["job_id"] = json!(format!("replay{n}"));
+                        }
+                        if replay.unusable_jobs {
+                            job["epoch_seed"] = json!("not hex");
+                        }
+                        axum::Json(job)
+                    }
+                }),
+            )
+            .route(
+                "/pool/share",
+                axum::routing::post(move || async move {
+                    axum::Json(json!({"accepted": true, "is_block": false, "share_difficulty": answered}))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        ReplayPool { url, job_requests }
+    }
+
+    fn job_requests(&self) -> u64 {
+        self.job_requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A pool (or a bridge in front of one) that answers every job request at
 /// once with a fresh job id: the miner follows a few at once, then asks
 /// about once a second, not as fast as loopback allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_with_a_new_job_for_every_request_is_not_hammered() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-    // A real job and registration, from a real coordinator, replayed.
-    let real = Pool::start(
-        &fresh_dir("m-churn"),
-        free_port(),
-        &["--share-difficulty", "100000000", "--devnet-difficulty", "1000000000"],
-    );
-    let http = reqwest::Client::new();
-    let registration = json!({"worker_id": "churn", "wallet_address": "land1churn", "worker_name": "churn"});
-    let registered = post_json(&http, &format!("{}/pool/register", real.url), None, &registration).await;
-    let token = registered["worker_token"].as_str().unwrap().to_string();
-    let job: Value =
-        http.get(format!("{}/pool/job", real.url)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    assert!(job["job_id"].is_string(), "{job}");
-    drop(real);
-
-    let served = Arc::new(AtomicU64::new(0));
-    let app = axum::Router::new()
-        .route("/pool/register", axum::routing::post(move || async move { axum::Json(registered) }))
-        .route(
-            "/pool/job",
-            axum::routing::get({
-                let served = served.clone();
-                move || async move {
-                    let mut job = job.clone();
-                    job["job_id"] = json!(format!("churn{}", served.fetch_add(1, Ordering::Relaxed)));
-                    axum::Json(job)
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let miner = Miner::start(&["--pool", &url, "--wallet", "land1churn"]);
+    let replay = Replay { hold_long_polls: false, fresh_id_every_time: true, ..Replay::well_behaved(100_000_000) };
+    let pool = ReplayPool::start("m-churn", replay).await;
+    let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1churn"]);
     wait_for(&format!("{}/status", miner.api), MINUTE, "a job", |s| s["connection"]["connected"] == true).await;
-    let before = served.load(Ordering::Relaxed);
+    let before = pool.job_requests();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let answers = served.load(Ordering::Relaxed) - before;
+    let answers = pool.job_requests() - before;
     // A burst of five at most, then one a second.
     assert!((5..=17).contains(&answers), "{answers} job answers in 10 s");
     let status = get_json(&format!("{}/status", miner.api)).await.unwrap();
     assert_eq!(status["connection"]["connected"], true, "{status}");
+}
+
+/// Share answers that keep naming another difficulty than the job's (our
+/// own coordinator past its job cap on one template, a bridge with another
+/// scale): the miner asks for a new job, gets the same one, and does not
+/// ask again at every share, while its long-poll stays held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_answers_naming_another_difficulty_do_not_make_a_request_per_share() {
+    let replay = Replay { answer_difficulty_offset: 1, ..Replay::well_behaved(50) };
+    let pool = ReplayPool::start("m-other-difficulty", replay).await;
+    let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1replay"]);
+    let status_url = format!("{}/status", miner.api);
+    let before = accepted(&wait_for(&status_url, MINUTE, "a share", |s| accepted(s) >= 1).await);
+    let requests_before = pool.job_requests();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let requests = pool.job_requests() - requests_before;
+    let shares = accepted(&get_json(&status_url).await.unwrap()) - before;
+    assert!(shares >= 10, "the test needs shares: {shares} in 10 s");
+    // About one asked-for job and one long-poll again every 5 s, not two per share.
+    assert!(requests <= 8, "{requests} job requests for {shares} shares in 10 s");
+}
+
+/// A primary pool whose jobs cannot be mined is left for the next pool, and
+/// failback (tried every second here) does not return to it while its jobs
+/// stay unusable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_sending_unusable_jobs_is_left_and_not_returned_to() {
+    let primary = ReplayPool::start("m-unusable", Replay { unusable_jobs: true, ..Replay::well_behaved(50) }).await;
+    let second = Pool::start(
+        &fresh_dir("m-usable"),
+        free_port(),
+        &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
+    );
+    let miner = Miner::start(&[
+        "--pool",
+        &primary.url,
+        "--pool",
+        &second.url,
+        "--wallet",
+        "land1usable",
+        "--failback-secs",
+        "1",
+        "--long-poll-secs",
+        "2",
+    ]);
+    let status_url = format!("{}/status", miner.api);
+    let on_second = |s: &Value| s["connection"]["url"] == second.url.as_str() && s["connection"]["connected"] == true;
+    wait_for(&status_url, MINUTE, "shares on the second pool", |s| on_second(s) && accepted(s) >= 1).await;
+    let asked_before = primary.job_requests();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let status = get_json(&status_url).await.unwrap();
+        assert!(on_second(&status), "back on a primary with unusable jobs: {status}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Failback kept asking the primary (so the test saw the rule at work).
+    assert!(primary.job_requests() >= asked_before + 2, "{} -> {}", asked_before, primary.job_requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,6 +93,13 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_counts_as_held_from_half_a_second() {
+        // The burst spent at once; then just under the bound costs a wait,
+        // at the bound costs nothing.
+        check(&[(0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 499, 1000), (1000, 500, 0)]);
+    }
+
+    #[test]
     fn a_few_quick_jobs_in_a_row_are_not_delayed() {
         // Start-up, a vardiff refresh, and three blocks found just after asking.
         check(&[(0, 5, 0), (10, 5, 0), (20, 5, 0), (30, 5, 0), (40, 5, 0)]);

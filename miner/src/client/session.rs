@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use visionx::Found;
 
-use super::job_pace::JobPace;
+use super::job_pace::{JobPace, MIN_JOB_POLL};
 use super::miner_status::MinerStatus;
 use super::pool_client::{ApiFailure, PoolClient};
 use super::pool_switch::{PoolSwitch, MAX_POOLS};
@@ -489,6 +489,12 @@ impl PoolContext {
         let mut failures = Failures::default();
         let mut last_failback = Instant::now();
         let mut pace = JobPace::new(Instant::now());
+        // A share answer's "vardiff moved" that brought back the job being
+        // mined is not acted on again for a while: a pool whose answers
+        // keep naming another difficulty (ours past its job cap on one
+        // template, a bridge with another scale) would get a job request
+        // for every share.
+        let mut refresh_quiet_until: Option<Instant> = None;
         loop {
             self.stop_stale_work();
             if self.take_switch_request() {
@@ -531,10 +537,17 @@ impl PoolContext {
                 wait = wait.min(self.session.failback);
             }
             let asked = Instant::now();
+            let quiet_until = refresh_quiet_until;
+            let refresh = async move {
+                if let Some(until) = quiet_until {
+                    tokio::time::sleep_until(until.into()).await;
+                }
+                self.refresh.notified().await;
+            };
             let (answer, long_polled) = if mining_here {
                 tokio::select! {
                     answer = api.job(&token, Some(wait)) => (answer, true),
-                    () = self.refresh.notified() => (api.job(&token, None).await, false),
+                    () = refresh => (api.job(&token, None).await, false),
                     () = self.switch.notify.notified() => continue,
                 }
             } else {
@@ -581,6 +594,8 @@ impl PoolContext {
                 // there would leave a new block unheard).
                 if long_polled {
                     self.pause(JobPace::after_same_job(wait, asked.elapsed())).await;
+                } else {
+                    refresh_quiet_until = Some(Instant::now() + MIN_JOB_POLL);
                 }
                 continue;
             };
@@ -599,7 +614,10 @@ impl PoolContext {
             });
             self.dispatch.set_work(Some(Arc::new(work)));
             self.flush_pending(job.height);
-            self.pause(pace.after_new_job(Instant::now(), asked.elapsed())).await;
+            refresh_quiet_until = None;
+            // (Only a long-poll can have been held: any other answer is "at once".)
+            let answered_in = if long_polled { asked.elapsed() } else { Duration::ZERO };
+            self.pause(pace.after_new_job(Instant::now(), answered_in)).await;
         }
     }
 }
