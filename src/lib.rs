@@ -31,6 +31,9 @@ pub fn fresh_dir(label: &str) -> PathBuf {
     let dir =
         base.parent().expect("deps dir").join("vision-test-dirs").join(format!("{label}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    // (And a coordinator's log beside it, appended to: process ids repeat
+    // between runs with a kept target directory.)
+    let _ = std::fs::remove_file(coordinator_log_path(&dir));
     std::fs::create_dir_all(&dir).expect("create test dir");
     dir
 }

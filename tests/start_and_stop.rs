@@ -4,11 +4,11 @@
 //! miner is cut off without an answer), and a second signal that cuts the
 //! drain short.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vision_suite::{coordinator_log_path, fresh_dir, post_json, start_coordinator};
+use vision_suite::{coordinator_log_path, fresh_dir, post_json, start_coordinator, Processes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_answers_long_polls_at_once() {
@@ -69,21 +69,29 @@ fn exit_within(child: &mut std::process::Child, limit: Duration) -> Option<std::
 #[test]
 fn a_second_signal_stops_at_once_without_the_drain() {
     let data_dir = fresh_dir("stop-twice");
-    let (mut child, url) = start_coordinator(&data_dir, &[], &[]);
-    // A registration whose body never finishes: in flight until the drain
-    // gives up or the request times out (30 s).
+    let (child, url) = start_coordinator(&data_dir, &[], &[]);
+    let mut guard = Processes(vec![child]);
+    let child = &mut guard.0[0];
+    // One whole request first, answered: the connection is accepted and
+    // served (not waiting in the listen queue, which a stop would not hold
+    // for). Then a registration whose body never finishes: in flight until
+    // the drain gives up or the request times out (30 s).
     let mut slow = std::net::TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: pool\r\n\r\n").unwrap();
+    let mut answer = [0u8; 12];
+    slow.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&answer));
     slow.write_all(
         b"POST /pool/register HTTP/1.1\r\nHost: pool\r\nContent-Type: application/json\r\n\
           Content-Length: 1000\r\n\r\n{\"worker_id\":",
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    signal(&child, "-TERM");
-    assert_eq!(exit_within(&mut child, Duration::from_secs(2)), None, "the drain waits for the request in flight");
+    signal(child, "-TERM");
+    assert_eq!(exit_within(child, Duration::from_secs(2)), None, "the drain waits for the request in flight");
     let second = Instant::now();
-    signal(&child, "-INT");
-    let status = exit_within(&mut child, Duration::from_secs(5)).expect("a second signal stops the process");
+    signal(child, "-INT");
+    let status = exit_within(child, Duration::from_secs(5)).expect("a second signal stops the process");
     assert_eq!(status.code(), Some(130), "{status}");
     assert!(second.elapsed() < Duration::from_secs(3), "{:?}", second.elapsed());
     let log = std::fs::read_to_string(coordinator_log_path(&data_dir)).unwrap();
@@ -96,7 +104,11 @@ fn a_second_signal_stops_at_once_without_the_drain() {
 /// that is not a filter, a data directory others can read.
 #[test]
 fn start_up_warnings_name_what_the_operator_must_fix() {
-    let data_dir = fresh_dir("start-warnings"); // (made 0755)
+    let data_dir = fresh_dir("start-warnings");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let (mut child, _url) = start_coordinator(
         &data_dir,
         &["--bind", "0.0.0.0:0", "--crash-at", "after_transfer"],

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vision_coordinator::config::CoordinatorArgs;
 use vision_coordinator::demo::{self, DemoOptions};
-use vision_coordinator::server::{shutdown_signal, Coordinator};
+use vision_coordinator::server::{shutdown_signal, Coordinator, StopSignals};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -116,14 +116,17 @@ async fn run(config: vision_coordinator::config::CoordinatorConfig) -> anyhow::R
     if let Some(point) = config.pool.rewards.crash_at {
         tracing::warn!("test hook armed: the process aborts at {point:?} (--crash-at / VISION_CRASH_AT)");
     }
+    // Caught before anyone is told the pool serves: a stop sent at once
+    // still drains and flushes.
+    let mut signals = StopSignals::install().context("cannot listen for SIGINT and SIGTERM")?;
     println!("vision-coordinator: serving http://{addr} ({chain})");
     // The first signal stops gracefully; a second, during the drain, at once
     // (every acknowledged share is on disk already: only the drain is cut).
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.next().await;
         let _ = stop.send(());
-        shutdown_signal().await;
+        signals.next().await;
         eprintln!("vision-coordinator: a second signal: stopping now, without the drain");
         std::process::exit(130);
     });

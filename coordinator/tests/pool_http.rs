@@ -182,6 +182,39 @@ async fn share_difficulty_never_exceeds_the_blocks() {
     pool.stop().await;
 }
 
+/// A session at its cap of new jobs on one template keeps its job; share
+/// answers then name that job's difficulty, the one its next job request
+/// brings, not the vardiff's (a miner would ask for a job it already has).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_answers_name_the_difficulty_the_next_job_carries() {
+    let pool =
+        TestPool::start(CoordinatorArgs { admin_token: Some("t0ken".into()), ..settings("next-difficulty") }).await;
+    let token = pool.register("rig", "land1next").await;
+    let bounds = |d: u64| json!({"min_share_difficulty": d, "max_share_difficulty": d});
+    // Each change of bounds is a new difficulty, so a new job, up to the cap.
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..20u64 {
+        let response = pool.post_auth("/pool/configure", "t0ken", &bounds(1 + i % 2)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        ids.insert(pool.job(&token).await.id().to_string());
+    }
+    assert_eq!(ids.len(), 16, "new jobs on one template stop at the cap");
+    let held = pool.job(&token).await;
+    let other = 3 - held.share_difficulty();
+    assert_eq!(pool.post_auth("/pool/configure", "t0ken", &bounds(other)).await.status(), StatusCode::OK);
+    let input = held.input();
+    use visionx::PowEngine as _;
+    let mut engine = visionx::FastEngine::new();
+    let nonce = (held.nonce_start()..held.nonce_end())
+        .find(|&n| engine.hash(&input, n).meets_difficulty(held.share_difficulty()))
+        .unwrap();
+    let (status, answer) = pool.share(&token, &held, nonce, &held.digest(nonce)).await;
+    assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
+    assert_eq!(answer["share_difficulty"].as_u64(), Some(held.share_difficulty()), "{answer}");
+    assert_eq!(pool.job(&token).await.id(), held.id(), "the next job is the held one");
+    pool.stop().await;
+}
+
 /// The node's tip is the tip, even when it goes down (a shorter branch with
 /// more work, a node restored from a backup): jobs left on the dead tip
 /// would find only blocks the chain refuses.

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::job_book::IssuedJob;
+use super::job_book::{IssuedJob, TemplateState};
 use super::metrics::PoolMetrics;
+use super::worker_sessions::SessionState;
 use super::{JobResponse, Pool, PoolError};
 use crate::chain::ChainError;
 use crate::storage::JobRecord;
@@ -233,4 +234,26 @@ impl Pool {
 /// network difficulty of the job's template (at least 1).
 pub(crate) fn job_difficulty(vardiff: u64, network: u64) -> u64 {
     vardiff.min(network).max(1)
+}
+
+/// The share difficulty `session`'s next job request would be answered
+/// with on `template` (the current one; none: the vardiff's alone), as
+/// share answers announce it: its live job's once it had its
+/// [`MAX_JOBS_PER_SESSION_TEMPLATE`] new jobs there (that job stays), else
+/// its vardiff capped at the template's network difficulty. An answer that
+/// named a difficulty the next job will not carry would send the miner
+/// asking for a job it already has.
+pub(crate) fn next_job_difficulty(session: &SessionState, template: Option<&TemplateState>) -> u64 {
+    let Some(template) = template else { return job_difficulty(session.vardiff.difficulty(), u64::MAX) };
+    let on_template = session.jobs_template.as_deref() == Some(template.id.as_str());
+    match &session.live_job {
+        Some(live)
+            if on_template
+                && session.jobs_on_template >= MAX_JOBS_PER_SESSION_TEMPLATE
+                && live.template.id == template.id =>
+        {
+            live.share_difficulty
+        }
+        _ => job_difficulty(session.vardiff.difficulty(), template.template.header.difficulty),
+    }
 }

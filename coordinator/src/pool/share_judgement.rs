@@ -87,8 +87,8 @@ impl Pool {
         now: u64,
     ) -> Result<ShareResponse, PoolError> {
         self.admit(session_id, now)?;
-        // Answers carry the difficulty the next job will (capped at the tip's).
-        let network = self.jobs.current().map_or(u64::MAX, |t| t.template.header.difficulty);
+        // Answers carry the difficulty the next job will (on the tip).
+        let tip = self.jobs.current();
         // The wallet is read here, before verification: a session dropped
         // from memory meanwhile (forgotten in the store) must not lose a
         // verified share, a block least of all.
@@ -109,7 +109,7 @@ impl Pool {
                     retry_after_secs: wait,
                 });
             }
-            let difficulty = super::job_requests::job_difficulty(session.vardiff.difficulty(), network);
+            let difficulty = super::job_requests::next_job_difficulty(session, tip.as_deref());
             let wallet = session.record.wallet_address.clone();
             (difficulty, session.proven, session.banned.clone(), wallet, session.verifying.clone())
         };
@@ -301,6 +301,7 @@ impl Pool {
         durable?;
 
         let vardiff_config = self.vardiff_config();
+        let tip = self.jobs.current();
         let (next_difficulty, newly_proven) = {
             let mut sessions = self.sessions.lock();
             match sessions.get_mut(session_id) {
@@ -316,8 +317,7 @@ impl Pool {
                     session.recent.push(now, job.share_difficulty);
                     session.last_share_ms = Some(now);
                     session.vardiff.on_share(now, job.share_difficulty, &vardiff_config);
-                    let network = job.template.template.header.difficulty;
-                    let next = super::job_requests::job_difficulty(session.vardiff.difficulty(), network);
+                    let next = super::job_requests::next_job_difficulty(session, tip.as_deref());
                     (next, newly_proven.then(|| session.record.clone()))
                 }
                 None => (difficulty, None),

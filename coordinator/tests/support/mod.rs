@@ -86,7 +86,18 @@ impl TestPool {
     pub async fn start_tuned(settings: CoordinatorArgs, tune: impl FnOnce(&mut CoordinatorConfig)) -> TestPool {
         let mut config = settings.resolve().expect("valid test settings");
         tune(&mut config);
-        let coordinator = Coordinator::build(&config).await.expect("coordinator starts");
+        // A restart within this process: the last instance's tasks may
+        // hold its store (and the directory's lock) a moment past its stop.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let coordinator = loop {
+            match Coordinator::build(&config).await {
+                Ok(coordinator) => break coordinator,
+                Err(err) if format!("{err:#}").contains("is in use") && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("the coordinator does not start: {err:#}"),
+            }
+        };
         let pool = coordinator.pool.clone();
         let devnet = coordinator.devnet.clone();
         let listener = tokio::net::TcpListener::bind(&config.bind).await.unwrap();

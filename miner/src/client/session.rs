@@ -613,6 +613,11 @@ impl PoolContext {
                 c.job_id = Some(job.job_id.clone());
             });
             self.dispatch.set_work(Some(Arc::new(work)));
+            // A "vardiff moved" stored for the job just replaced is answered
+            // by this one: taken, so it does not cut the next long-poll.
+            let stale_refresh = self.refresh.notified();
+            tokio::pin!(stale_refresh);
+            stale_refresh.as_mut().enable();
             self.flush_pending(job.height);
             refresh_quiet_until = None;
             // (Only a long-poll can have been held: any other answer is "at once".)
