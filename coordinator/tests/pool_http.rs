@@ -212,6 +212,9 @@ async fn share_answers_name_the_difficulty_the_next_job_carries() {
     assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
     assert_eq!(answer["share_difficulty"].as_u64(), Some(held.share_difficulty()), "{answer}");
     assert_eq!(pool.job(&token).await.id(), held.id(), "the next job is the held one");
+    // The stats say the same.
+    let worker = pool.json("/pool/workers/land1next.rig").await;
+    assert_eq!(worker["share_difficulty"].as_u64(), Some(held.share_difficulty()), "{worker}");
     pool.stop().await;
 }
 

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::job_book::TemplateState;
 use super::metrics::PoolMetrics;
 use super::stats_history::{PoolReading, StatsHistory, WorkerReading};
 use super::worker_sessions::SessionState;
@@ -131,14 +132,21 @@ impl Pool {
     }
 
     /// `network`: the tip's difficulty, which caps the share difficulty shown.
-    fn worker_view(&self, session: &SessionState, now: u64, online_window_ms: u64, network: u64) -> WorkerStats {
+    fn worker_view(
+        &self,
+        session: &SessionState,
+        now: u64,
+        online_window_ms: u64,
+        tip: Option<&TemplateState>,
+    ) -> WorkerStats {
         WorkerStats {
             worker_id: session.record.worker_id.clone(),
             worker_name: session.worker_name.clone(),
             wallet_address: session.record.wallet_address.clone(),
             shares: session.counts,
             hashrate: session.hashrate(now),
-            share_difficulty: super::job_requests::job_difficulty(session.vardiff.difficulty(), network),
+            // What its share answers say: the difficulty of its next job.
+            share_difficulty: super::job_requests::next_job_difficulty(session, tip),
             last_share_ms: session.last_share_ms,
             online: session.last_share_ms.is_some_and(|t| now.saturating_sub(t) <= online_window_ms),
             blocks_found: session.blocks_found,
@@ -156,7 +164,7 @@ impl Pool {
     /// Active worker ids, their sessions summed.
     fn workers(&self, now: u64) -> Vec<WorkerStats> {
         let window = self.online_window_ms();
-        let network = self.jobs.current().map_or(u64::MAX, |t| t.template.header.difficulty);
+        let tip = self.jobs.current();
         // Moving each session's windows on is not a change a snapshot shows.
         let mut sessions = self.sessions.lock_quietly();
         for session in sessions.values_mut() {
@@ -164,7 +172,7 @@ impl Pool {
         }
         let mut by_worker: BTreeMap<&str, (WorkerStats, u64)> = BTreeMap::new();
         for session in sessions.values() {
-            let view = self.worker_view(session, now, window, network);
+            let view = self.worker_view(session, now, window, tip.as_deref());
             let seen = session.last_seen_ms;
             match by_worker.get_mut(session.record.worker_id.as_str()) {
                 None => {
