@@ -330,6 +330,19 @@ async fn dashboards_in_a_real_browser() {
     let payouts = get_json(&http, &format!("{pool}/pool/payouts"), None).await;
     let rows = js(&browser, "return document.querySelectorAll('#payouts-table tbody tr').length").await;
     assert_eq!(rows.as_u64(), Some(payouts.as_array().unwrap().len().min(100) as u64), "one row per payout");
+    // Amounts past 2^53 base units keep every digit (read as BigInt from
+    // their source text); other integers stay Numbers.
+    let exact = js(
+        &browser,
+        r#"const b = Vision.parseJson('{"amount": 123456789012345678, "height": 123456789012345678, "rate": 1.5}');
+           return [Vision.coins(b.amount), String(b.amount), Vision.count(b.amount), typeof b.height, typeof b.rate]"#,
+    )
+    .await;
+    assert_eq!(
+        exact,
+        json!(["1,234,567,890.12345678 LAND", "123456789012345678", "123,456,789,012,345,678", "number", "number"]),
+        "this browser lacks JSON.parse source access, or the reviver broke"
+    );
     for chart in ["#chart-hashrate", "#chart-shares", "#chart-blocks"] {
         let canvases = js(&browser, &format!("return document.querySelectorAll('{chart} canvas').length")).await;
         assert_eq!(canvases.as_u64(), Some(1), "{chart} is drawn");

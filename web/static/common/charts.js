@@ -17,18 +17,31 @@
     return h.toFixed(1) + " H/s";
   }
 
-  // Base units to LAND (1 LAND = 10^8 base units), exact up to 2^53 base
-  // units (90 million LAND; JSON numbers past that arrive rounded).
+  // Base units to LAND (1 LAND = 10^8 base units), exact: amounts past
+  // 2^53 base units (90 million LAND) come as BigInt from `parseJson`.
   function coins(units) {
     if (units == null) return "-";
-    const big = BigInt(Math.round(Number(units)));
+    const big = typeof units === "bigint" ? units : BigInt(Math.round(Number(units)));
     const whole = big / 100000000n;
     const frac = (big % 100000000n).toString().padStart(8, "0").replace(/0+$/, "");
     return whole.toLocaleString("en-US") + (frac ? "." + frac : "") + " LAND";
   }
 
   function count(n) {
-    return n == null ? "-" : Number(n).toLocaleString("en-US");
+    return n == null ? "-" : (typeof n === "bigint" ? n : Number(n)).toLocaleString("en-US");
+  }
+
+  // The API's amounts (base units, u64) that reach past 2^53, where a JSON
+  // number loses digits in a browser: read from their source text as BigInt
+  // (JSON.parse source access, Chromium 114+, Firefox 135+), and only
+  // those, so every figure the pages add up or chart stays a Number.
+  const AMOUNT_KEYS = new Set(["amount", "total", "reward", "immature", "confirmed", "paid", "sending", "set_aside",
+    "threshold", "payout_threshold", "estimated_payout", "foundation_fee", "pool_fee", "dust", "spendable"]);
+
+  function parseJson(text) {
+    return JSON.parse(text, (key, value, context) =>
+      typeof value === "number" && !Number.isSafeInteger(value) && AMOUNT_KEYS.has(key) &&
+        /^[0-9]+$/.test(context?.source ?? "") ? BigInt(context.source) : value);
   }
 
   function percent(bps) {
@@ -99,7 +112,7 @@
     // (The body within the same time: a connection can go quiet after the headers.)
     let body = null;
     try {
-      body = await response.json();
+      body = parseJson(await response.text());
     } catch (e) {
       body = null;
       if (abort.signal.aborted) throw new ApiError(0, "unreachable", "the server stopped answering");
@@ -203,5 +216,5 @@
     }
   }
 
-  window.Vision = { esc, rate, coins, count, percent, ago, time, setField, api, ApiError, Chart, Table };
+  window.Vision = { esc, rate, coins, count, percent, ago, time, setField, parseJson, api, ApiError, Chart, Table };
 })();
