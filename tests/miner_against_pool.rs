@@ -362,6 +362,8 @@ async fn a_pool_that_does_not_hold_long_polls_is_not_hammered() {
 struct ReplayPool {
     url: String,
     job_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// What happened, in order: "register", "job" (answered), "401".
+    events: std::sync::Arc<std::sync::Mutex<Vec<(Instant, &'static str)>>>,
 }
 
 #[derive(Clone, Copy)]
@@ -374,6 +376,9 @@ struct Replay {
     answer_difficulty_offset: u64,
     /// Jobs whose epoch seed is not hex: nothing a miner can work on.
     unusable_jobs: bool,
+    /// At this job request (counted from 0) the pool forgets every token
+    /// it issued, as a restarted pool does: 401 until the miner registers.
+    forget_sessions_at: Option<u64>,
 }
 
 impl Replay {
@@ -385,6 +390,7 @@ impl Replay {
             fresh_id_every_time: false,
             answer_difficulty_offset: 0,
             unusable_jobs: false,
+            forget_sessions_at: None,
         }
     }
 }
@@ -407,15 +413,47 @@ impl ReplayPool {
         drop(real);
 
         let job_requests = Arc::new(AtomicU64::new(0));
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // The token the pool knows now (one session at a time is enough here).
+        let known = Arc::new(std::sync::Mutex::new((0u64, None::<String>)));
         let answered = job["share_difficulty"].as_u64().unwrap() + replay.answer_difficulty_offset;
         let app = axum::Router::new()
-            .route("/pool/register", axum::routing::post(move || async move { axum::Json(registered) }))
+            .route(
+                "/pool/register",
+                axum::routing::post({
+                    let (known, events) = (known.clone(), events.clone());
+                    move || async move {
+                        let mut known = known.lock().unwrap();
+                        known.0 += 1;
+                        let token = format!("replay-token-{}", known.0);
+                        known.1 = Some(token.clone());
+                        events.lock().unwrap().push((Instant::now(), "register"));
+                        let mut registered = registered.clone();
+                        registered["worker_token"] = json!(token);
+                        axum::Json(registered)
+                    }
+                }),
+            )
             .route(
                 "/pool/job",
                 axum::routing::get({
-                    let job_requests = job_requests.clone();
-                    move |Query(query): Query<HashMap<String, u64>>| async move {
+                    let (job_requests, known, events) = (job_requests.clone(), known.clone(), events.clone());
+                    move |Query(query): Query<HashMap<String, u64>>, headers: axum::http::HeaderMap| async move {
+                        use axum::response::IntoResponse;
                         let n = job_requests.fetch_add(1, Ordering::Relaxed);
+                        let knows_it = {
+                            let mut known = known.lock().unwrap();
+                            if replay.forget_sessions_at == Some(n) {
+                                known.1 = None;
+                            }
+                            let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+                            known.1.as_ref().is_some_and(|token| given == Some(format!("Bearer {token}").as_str()))
+                        };
+                        if !knows_it {
+                            events.lock().unwrap().push((Instant::now(), "401"));
+                            let reason = json!({"error": "unauthorized", "message": "unknown worker token"});
+                            return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(reason)).into_response();
+                        }
                         if let (true, Some(&wait)) = (replay.hold_long_polls, query.get("wait")) {
                             tokio::time::sleep(Duration::from_secs(wait)).await;
                         }
@@ -426,7 +464,8 @@ impl ReplayPool {
                         if replay.unusable_jobs {
                             job["epoch_seed"] = json!("not hex");
                         }
-                        axum::Json(job)
+                        events.lock().unwrap().push((Instant::now(), "job"));
+                        axum::Json(job).into_response()
                     }
                 }),
             )
@@ -439,7 +478,11 @@ impl ReplayPool {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        ReplayPool { url, job_requests }
+        ReplayPool { url, job_requests, events }
+    }
+
+    fn events(&self) -> Vec<(Instant, &'static str)> {
+        self.events.lock().unwrap().clone()
     }
 
     fn job_requests(&self) -> u64 {
@@ -483,6 +526,33 @@ async fn share_answers_naming_another_difficulty_do_not_make_a_request_per_share
     assert!(shares >= 10, "the test needs shares: {shares} in 10 s");
     // About one asked-for job and one long-poll again every 5 s, not two per share.
     assert!(requests <= 8, "{requests} job requests for {shares} shares in 10 s");
+}
+
+/// A pool that restarted and forgot its sessions answers 401: the miner
+/// registers again at once (no backoff, no failure counted) and mines on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_forgot_the_session_is_registered_with_again_at_once() {
+    let replay = Replay { forget_sessions_at: Some(3), ..Replay::well_behaved(100_000_000) };
+    let pool = ReplayPool::start("m-forgot", replay).await;
+    let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1forgot", "--long-poll-secs", "1"]);
+    let deadline = Instant::now() + MINUTE;
+    let events = loop {
+        let events = pool.events();
+        let registered_again = events.iter().filter(|e| e.1 == "register").count() >= 2;
+        if registered_again && events.last().is_some_and(|e| e.1 == "job") {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "no new registration and job after a 401: {:?}", events);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let refused = events.iter().position(|e| e.1 == "401").expect("the pool said 401");
+    let again = events[refused..].iter().find(|e| e.1 == "register").expect("registered again");
+    let waited = again.0 - events[refused].0;
+    assert!(waited < Duration::from_millis(500), "registered again after {waited:?}");
+    assert_eq!(events.iter().filter(|e| e.1 == "401").count(), 1, "one 401 only: {:?}", events);
+    let status = get_json(&format!("{}/status", miner.api)).await.unwrap();
+    assert_eq!(status["connection"]["connected"], true, "{status}");
+    assert!(status["connection"]["retry_in_secs"].is_null(), "{status}");
 }
 
 /// A primary pool whose jobs cannot be mined is left for the next pool, and

@@ -577,6 +577,13 @@ impl PoolContext {
             }
             failures = Failures::default();
             self.refused.lock().expect("refused lock")[active] = None;
+            // Any usable answer, the same job included (a pool back after a
+            // blip, one that forgot the session): connected again.
+            self.status.connection(|c| {
+                c.connected = true;
+                c.last_error = None;
+                c.retry_in_secs = None;
+            });
             if job.block_time_secs > 0 {
                 // Bounded: the watchdog multiplies it.
                 let secs = job.block_time_secs.min(MAX_BLOCK_TIME_SECS);
@@ -604,9 +611,6 @@ impl PoolContext {
                 tracing::info!("new job at height {} (share difficulty {})", job.height, job.share_difficulty);
             }
             self.status.connection(|c| {
-                c.connected = true;
-                c.last_error = None;
-                c.retry_in_secs = None;
                 c.height = Some(job.height);
                 c.share_difficulty = Some(job.share_difficulty);
                 c.network_difficulty = Some(job.network_difficulty);
