@@ -34,8 +34,7 @@ async fn a_stop_answers_long_polls_at_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!waiting.is_finished(), "the long-poll waits while nothing changes");
     let stopped_at = Instant::now();
-    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(term.success());
+    signal(&child, "-TERM");
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     let took = stopped_at.elapsed();
     assert_eq!(status.code(), Some(0), "a clean stop");

@@ -135,16 +135,15 @@ impl Pool {
             let session = sessions.get_mut(session_id).ok_or(PoolError::Unauthorized("unknown session"))?;
             session.vardiff.on_job_request(now, &vardiff_config);
             session.last_seen_ms = now;
-            let difficulty = job_difficulty(session.vardiff.difficulty(), template.template.header.difficulty);
             if session.jobs_template.as_deref() != Some(template.id.as_str()) {
                 session.jobs_template = Some(template.id.clone());
                 session.jobs_on_template = 0;
             }
             let capped = session.jobs_on_template >= MAX_JOBS_PER_SESSION_TEMPLATE;
-            let live = session
-                .live_job
-                .clone()
-                .filter(|j| j.template.id == template.id && (j.share_difficulty == difficulty || capped));
+            // The one rule share answers announce too.
+            let difficulty = next_job_difficulty(session, Some(&template));
+            let live =
+                session.live_job.clone().filter(|j| j.template.id == template.id && j.share_difficulty == difficulty);
             match &live {
                 Some(_) => session.last_template_version = template.version,
                 // At the cap with none issued yet: requests racing each other.
