@@ -209,7 +209,7 @@ fn a_tuned_device_finds_what_the_cpu_finds() {
     assert_eq!(found, expected);
 }
 
-/// A dispatch window no batch can meet (1 µs) once panicked the tuner; now
+/// A step window no batch can meet (1 µs) once panicked the tuner; now
 /// it settles for the smallest batch at split 1, which still mines right.
 #[test]
 fn a_window_no_batch_meets_still_tunes_to_the_smallest_batch() {
@@ -218,8 +218,8 @@ fn a_window_no_batch_meets_still_tunes_to_the_smallest_batch() {
     }
     let goals = TuningGoals {
         memory_budget: Some(1 << 30),
-        min_dispatch: Duration::from_nanos(1),
-        max_dispatch: Duration::from_micros(1),
+        min_step: Duration::from_nanos(1),
+        max_step: Duration::from_micros(1),
         ..Default::default()
     };
     let tuning_job = job(small_params(), NonceRange::new(0, 1), 1);

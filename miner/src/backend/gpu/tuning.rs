@@ -1,10 +1,12 @@
 //! Picks a batch shape for a device by measuring it.
 //!
 //! The mix-loop slice starts at [`super::DEFAULT_SPLIT`] iterations; the
-//! batch grows (doubling) while the device gets faster and one dispatch
-//! stays short, within the memory budget and the device's buffer limits. A
-//! slice whose dispatch takes too long even at the smallest batch is halved,
-//! so no dispatch trips an OS watchdog.
+//! batch grows (doubling) while the device gets faster and one step stays
+//! short, within the memory budget and the device's buffer limits. A step
+//! is one slice on every segment: the segments' dispatches run side by side
+//! in one submission, so a step, not one segment's share of it, is what an
+//! OS watchdog sees. A slice whose step takes too long even at the smallest
+//! batch is halved.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +23,10 @@ pub struct TuningGoals {
     /// Device memory the batch's tables may take; `None`: the adapter's
     /// default ([`default_memory_budget`]).
     pub memory_budget: Option<u64>,
-    /// Grow the batch while one dispatch is shorter than this.
-    pub min_dispatch: Duration,
-    /// No dispatch may take longer than this.
-    pub max_dispatch: Duration,
+    /// Grow the batch while one step is shorter than this.
+    pub min_step: Duration,
+    /// No step may take longer than this.
+    pub max_step: Duration,
     /// Stop growing when doubling the batch gains less than this fraction.
     pub min_gain: f64,
     /// Hashes per batch given by the user: skips measuring.
@@ -35,8 +37,8 @@ impl Default for TuningGoals {
     fn default() -> Self {
         TuningGoals {
             memory_budget: None,
-            min_dispatch: Duration::from_millis(20),
-            max_dispatch: Duration::from_millis(200),
+            min_step: Duration::from_millis(20),
+            max_step: Duration::from_millis(200),
             min_gain: 0.05,
             fixed_hashes: None,
         }
@@ -76,9 +78,8 @@ fn grow_split(
     goals: &TuningGoals,
 ) -> Result<Tuned, GpuError> {
     let hashes = tuned.shape.hashes();
-    let segments = tuned.shape.segments;
-    let limit = MAX_GROWN_STEP.min(goals.max_dispatch);
-    while tuned.dispatch_time * segments * 2 <= limit && tuned.shape.split < mix_iters {
+    let limit = MAX_GROWN_STEP.min(goals.max_step);
+    while tuned.step_time * 2 <= limit && tuned.shape.split < mix_iters {
         let split = (tuned.shape.split * 2).min(mix_iters);
         if !searcher.set_split(split) {
             break;
@@ -90,11 +91,7 @@ fn grow_split(
             searcher.set_split(tuned.shape.split);
             break;
         }
-        tuned = Tuned {
-            shape: BatchShape { split, ..tuned.shape },
-            measured_rate: rate,
-            dispatch_time: step.div_f64(f64::from(segments)),
-        };
+        tuned = Tuned { shape: BatchShape { split, ..tuned.shape }, measured_rate: rate, step_time: step };
     }
     Ok(tuned)
 }
@@ -105,8 +102,35 @@ pub struct Tuned {
     pub shape: BatchShape,
     /// Hashes per second measured for `shape` (from one slice; 0 when fixed).
     pub measured_rate: f64,
-    /// One dispatch's time at `shape` (zero when fixed).
-    pub dispatch_time: Duration,
+    /// One step's time at `shape`: one slice on every segment (zero when
+    /// fixed).
+    pub step_time: Duration,
+}
+
+/// What the tuner makes of one measured candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Assessment {
+    /// The candidate replaces the best so far.
+    take: bool,
+    /// Measure a batch twice as large next.
+    grow: bool,
+}
+
+/// The tuner's rule, apart from the device: a candidate is taken when it is
+/// faster by `min_gain`, or as fast while the best so far steps shorter than
+/// `min_step` (longer steps cost fewer submissions), and never when its step
+/// is past `max_step` unless nothing was taken yet (a slow device: there is
+/// nothing shorter to fall back to). Growth goes on while steps are within
+/// the window and either short or still gaining.
+fn assess(best: Option<&Tuned>, candidate: &Tuned, goals: &TuningGoals) -> Assessment {
+    let rate = candidate.measured_rate;
+    let improved = best.is_none_or(|b| {
+        rate > b.measured_rate * (1.0 + goals.min_gain)
+            || (b.step_time < goals.min_step && rate >= b.measured_rate * (1.0 - goals.min_gain))
+    });
+    let too_long = candidate.step_time > goals.max_step;
+    let short = candidate.step_time < goals.min_step;
+    Assessment { take: improved && (!too_long || best.is_none()), grow: !too_long && (short || improved) }
 }
 
 /// A shape holding `hashes` hashes in segments no larger than the device allows.
@@ -127,7 +151,7 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
     if let Some(hashes) = goals.fixed_hashes {
         let shape = shape_for(gpu, &params, hashes.clamp(1, cap), split);
         let searcher = GpuSearcher::new(gpu.clone(), shape, &params)?;
-        return Ok((searcher, Tuned { shape, measured_rate: 0.0, dispatch_time: Duration::ZERO }));
+        return Ok((searcher, Tuned { shape, measured_rate: 0.0, step_time: Duration::ZERO }));
     }
     let job = Arc::new(input.clone());
     let slices = |split: u32| f64::from(params.mix_iters.div_ceil(split).max(1));
@@ -149,27 +173,19 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
         searcher.set_job(job.clone(), Target(0))?;
         searcher.time_one_step(0, hashes)?; // the first dispatch includes driver warm-up
         let step = searcher.time_one_step(0, hashes)?;
-        let dispatch = step.div_f64(f64::from(shape.segments));
-        if dispatch > goals.max_dispatch && best.is_none() && split > 1 {
+        if step > goals.max_step && best.is_none() && split > 1 {
             split /= 2;
             continue;
         }
-        let rate = f64::from(hashes) / (step.as_secs_f64() * slices(split));
-        // Better, or as good and closer to the dispatch-time window.
-        let improved = best.as_ref().is_none_or(|b| {
-            rate > b.measured_rate * (1.0 + goals.min_gain)
-                || (b.dispatch_time < goals.min_dispatch && rate >= b.measured_rate * (1.0 - goals.min_gain))
-        });
-        let too_long = dispatch > goals.max_dispatch;
-        // The smallest batch at split 1 is kept even past the window (a slow
-        // device, a tiny window): there is nothing shorter to fall back to.
-        if improved && (!too_long || best.is_none()) {
-            best = Some(Tuned { shape, measured_rate: rate, dispatch_time: dispatch });
+        let candidate =
+            Tuned { shape, measured_rate: f64::from(hashes) / (step.as_secs_f64() * slices(split)), step_time: step };
+        let verdict = assess(best.as_ref(), &candidate, goals);
+        if verdict.take {
+            best = Some(candidate);
         }
         last = Some(searcher);
         let next = hashes.saturating_mul(2).min(cap);
-        let long_enough = dispatch >= goals.min_dispatch;
-        if too_long || next == hashes || (long_enough && !improved) {
+        if !verdict.grow || next == hashes {
             break;
         }
         hashes = next;
@@ -203,4 +219,45 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
     }
     searcher.clear_job();
     Ok((searcher, tuned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(segments: u32, rate: f64, step_ms: u64) -> Tuned {
+        Tuned {
+            shape: BatchShape { segment_hashes: 8_064, segments, split: 1024 },
+            measured_rate: rate,
+            step_time: Duration::from_millis(step_ms),
+        }
+    }
+
+    #[test]
+    fn the_rule_judges_a_step_not_one_segments_share_of_it() {
+        let goals = TuningGoals::default(); // 20-200 ms, 5%
+        let take_grow = Assessment { take: true, grow: true };
+        let take_stop = Assessment { take: true, grow: false };
+        let skip_grow = Assessment { take: false, grow: true };
+        let skip_stop = Assessment { take: false, grow: false };
+        #[rustfmt::skip]
+        let cases = [
+            // (best so far, candidate, verdict, why)
+            (None, candidate(1, 100.0, 5), take_grow, "the first candidate is taken"),
+            (None, candidate(1, 100.0, 900), take_stop, "the first is taken even past the window"),
+            (Some(candidate(1, 100.0, 5)), candidate(2, 200.0, 10), take_grow, "faster and short"),
+            (Some(candidate(1, 100.0, 5)), candidate(2, 98.0, 10), take_grow, "as fast, the best steps short"),
+            (Some(candidate(1, 100.0, 30)), candidate(2, 98.0, 60), skip_stop, "as fast, the best steps long enough"),
+            (Some(candidate(1, 100.0, 30)), candidate(2, 120.0, 60), take_grow, "still gaining past min_step"),
+            (Some(candidate(1, 100.0, 5)), candidate(2, 80.0, 10), skip_grow, "slower, but steps still short"),
+            (Some(candidate(1, 100.0, 5)), candidate(2, 80.0, 25), skip_stop, "slower and long enough"),
+            // Ten segments side by side at 30 ms each is a 300 ms step: one
+            // submission a watchdog times as a whole.
+            (Some(candidate(5, 100.0, 150)), candidate(10, 190.0, 300), skip_stop, "past max_step"),
+            (Some(candidate(5, 100.0, 100)), candidate(10, 190.0, 200), take_grow, "at max_step"),
+        ];
+        for (best, next, expected, why) in cases {
+            assert_eq!(assess(best.as_ref(), &next, &goals), expected, "{why}");
+        }
+    }
 }
