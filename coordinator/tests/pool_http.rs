@@ -329,6 +329,9 @@ async fn bad_input_gets_a_json_4xx_and_never_a_panic() {
             StatusCode::BAD_REQUEST,
             "bad_query",
         ),
+        (pool.http.get(format!("{}/pool/payouts?limit=1001", pool.url)), StatusCode::BAD_REQUEST, "bad_query"),
+        (pool.http.get(format!("{}/pool/blocks?limit=10001", pool.url)), StatusCode::BAD_REQUEST, "bad_query"),
+        (pool.http.get(format!("{}/pool/blocks/9999", pool.url)), StatusCode::NOT_FOUND, "unknown_block"),
         (pool.http.get(format!("{}/node/block/abc", pool.url)), StatusCode::BAD_REQUEST, "bad_height"),
         (pool.http.get(format!("{}/node/block/999", pool.url)), StatusCode::NOT_FOUND, "not_found"),
         (
@@ -355,8 +358,14 @@ async fn bad_input_gets_a_json_4xx_and_never_a_panic() {
         let json: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({got}): {text}"));
         assert_eq!((got, json["error"].as_str()), (status, Some(reason)), "{text}");
     }
-    // The server still works.
+    // The server still works, and lists at their limits answer.
     assert_eq!(pool.get("/pool/stats").await.status(), StatusCode::OK);
+    for path in ["/pool/payouts?limit=1000", "/pool/blocks?limit=10000", "/pool/balances/land1x"] {
+        let response = pool.get(path).await;
+        assert_eq!(response.headers()["content-type"], "application/json", "{path}");
+        let (status, json) = body(response).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {json}");
+    }
     pool.stop().await;
 }
 

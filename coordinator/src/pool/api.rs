@@ -7,16 +7,17 @@
 //! - the admin token: configure, start, stop, mode, bans, unban, payout retry.
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tower_http::timeout::TimeoutLayer;
 
 use super::stats_history::HistoryRange;
@@ -172,52 +173,47 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 
 /// Lists answer at most this many entries unless `?limit=` says otherwise.
 const DEFAULT_LIST_LIMIT: usize = 1000;
+/// The most blocks one request may ask for (a block's summary is small).
 const MAX_LIST_LIMIT: usize = 10_000;
+/// The most payout batches one request may ask for: a batch carries up to
+/// 500 outputs, so ten thousand could be hundreds of megabytes.
+const MAX_PAYOUT_LIST_LIMIT: usize = 1000;
 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     limit: Option<usize>,
 }
 
-fn list_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+fn list_limit(limit: Option<usize>, max: usize) -> Result<usize, ApiError> {
     match limit {
-        None => Ok(DEFAULT_LIST_LIMIT),
-        Some(n) if (1..=MAX_LIST_LIMIT).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request("bad_query", format!("limit must be 1-{MAX_LIST_LIMIT}"))),
+        None => Ok(DEFAULT_LIST_LIMIT.min(max)),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request("bad_query", format!("limit must be 1-{max}"))),
     }
 }
 
-async fn blocks(
-    State(state): State<PoolApiState>,
-    AppQuery(query): AppQuery<ListQuery>,
-) -> Result<impl IntoResponse, ApiError> {
-    let limit = list_limit(query.limit)?;
-    let _read = state.pool.begin_public_read()?;
-    Ok(AppJson(state.pool.rewards().block_summaries(limit).await?))
+async fn blocks(State(state): State<PoolApiState>, AppQuery(query): AppQuery<ListQuery>) -> Result<Response, ApiError> {
+    let limit = list_limit(query.limit, MAX_LIST_LIMIT)?;
+    public_read(&state, move |pool| async move { Ok(pool.rewards().block_summaries(limit).await?) }).await
 }
 
 async fn block_detail(
     State(state): State<PoolApiState>,
     AppPath(height): AppPath<String>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let height: u64 = height.parse().map_err(|_| ApiError::bad_request("bad_height", "height must be a u64"))?;
-    let _read = state.pool.begin_public_read()?;
-    state
-        .pool
-        .rewards()
-        .block_detail(height)
-        .await?
-        .map(AppJson)
-        .ok_or_else(|| ApiError::not_found("unknown_block", format!("the pool found no block at height {height}")))
+    public_read(&state, move |pool| async move {
+        pool.rewards()
+            .block_detail(height)
+            .await?
+            .ok_or_else(|| ApiError::not_found("unknown_block", format!("the pool found no block at height {height}")))
+    })
+    .await
 }
 
-async fn balance(
-    State(state): State<PoolApiState>,
-    AppPath(wallet): AppPath<String>,
-) -> Result<impl IntoResponse, ApiError> {
+async fn balance(State(state): State<PoolApiState>, AppPath(wallet): AppPath<String>) -> Result<Response, ApiError> {
     crate::chain::check_address("wallet", &wallet)?;
-    let _read = state.pool.begin_public_read()?;
-    Ok(AppJson(state.pool.rewards().balance_view(&wallet).await?))
+    public_read(&state, move |pool| async move { Ok(pool.rewards().balance_view(&wallet).await?) }).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,13 +225,55 @@ struct PayoutsQuery {
 async fn payouts(
     State(state): State<PoolApiState>,
     AppQuery(query): AppQuery<PayoutsQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     if let Some(wallet) = &query.wallet {
         crate::chain::check_address("wallet", wallet)?;
     }
-    let limit = list_limit(query.limit)?;
-    let _read = state.pool.begin_public_read()?;
-    Ok(AppJson(state.pool.rewards().payout_views(query.wallet.as_deref(), limit).await?))
+    let limit = list_limit(query.limit, MAX_PAYOUT_LIST_LIMIT)?;
+    public_read(
+        &state,
+        move |pool| async move { Ok(pool.rewards().payout_views(query.wallet.as_deref(), limit).await?) },
+    )
+    .await
+}
+
+/// Runs a public read, and encodes its answer, on a task of its own that
+/// holds the read's permit to the end. A client hanging up drops only the
+/// wait: the permit is given back when the store's scan and the encoding
+/// are done, so no more than `public_reads` of them run at once however
+/// often clients hang up (the scans share the blocking threads that fetch
+/// templates and submit blocks).
+async fn public_read<T, F>(state: &PoolApiState, read: impl FnOnce(Arc<Pool>) -> F) -> Result<Response, ApiError>
+where
+    T: Serialize + Send + 'static,
+    F: Future<Output = Result<T, ApiError>> + Send + 'static,
+{
+    let permit = state.pool.begin_public_read()?;
+    let encoded = encode_holding(permit, read(state.pool.clone())).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
+}
+
+/// `read`'s answer as JSON, from a task that holds `permit` until both are
+/// done, whether or not anyone still waits for it.
+async fn encode_holding<P, T, F>(permit: P, read: F) -> Result<Vec<u8>, ApiError>
+where
+    P: Send + 'static,
+    T: Serialize + Send + 'static,
+    F: Future<Output = Result<T, ApiError>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let value = read.await?;
+        // A list can be megabytes of JSON: encoded off the runtime.
+        let encoded = tokio::task::spawn_blocking(move || serde_json::to_vec(&value)).await;
+        drop(permit);
+        match encoded {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(err)) => Err(ApiError::internal(format!("encoding a public read: {err}"))),
+            Err(err) => Err(ApiError::internal(format!("encoding a public read: {err}"))),
+        }
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("a public read: {err}")))?
 }
 
 /// Admin: sends a set-aside payout again (once the payee's problem is fixed).
@@ -595,5 +633,50 @@ mod gzip_tests {
             assert_eq!(accepts_gzip(&headers), taken, "{value:?}");
         }
         assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+}
+
+#[cfg(test)]
+mod public_read_tests {
+    use super::super::public_reads::PublicReads;
+    use super::*;
+
+    /// A client hanging up mid-read must not free the read's permit while
+    /// the read still runs: that is what bounds the scans running at once.
+    #[tokio::test]
+    async fn a_public_read_holds_its_permit_after_the_client_hangs_up() {
+        let reads = PublicReads::new(1);
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let permit = reads.try_begin().unwrap();
+        let request = tokio::spawn(encode_holding(permit, async move {
+            finished.await.ok();
+            Ok::<_, ApiError>(vec![7u8])
+        }));
+        tokio::task::yield_now().await; // the read starts
+        request.abort(); // the client hangs up
+        assert!(request.await.unwrap_err().is_cancelled());
+        assert!(reads.try_begin().is_err(), "the read still runs, so its permit is still held");
+        finish.send(()).unwrap();
+        for _ in 0..200 {
+            if reads.try_begin().is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the permit was not given back once the read ended");
+    }
+
+    #[tokio::test]
+    async fn a_public_read_answers_its_json() {
+        let reads = PublicReads::new(1);
+        let bytes = encode_holding(reads.try_begin().unwrap(), async { Ok(vec![1u64, 2]) }).await.unwrap();
+        assert_eq!(bytes, b"[1,2]");
+        let err = encode_holding(reads.try_begin().unwrap(), async {
+            Err::<u8, _>(ApiError::not_found("unknown_block", "none"))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.into_response().status(), StatusCode::NOT_FOUND);
+        assert!(reads.try_begin().is_ok());
     }
 }
