@@ -364,7 +364,11 @@ struct ReplayPool {
     job_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// What happened, in order: "register", "job" (answered), "401".
     events: std::sync::Arc<std::sync::Mutex<Vec<(Instant, &'static str)>>>,
+    /// Shares by nonce, in order: "busy" (answered 503) or "accepted".
+    shares: ShareLog,
 }
+
+type ShareLog = std::sync::Arc<std::sync::Mutex<Vec<(Instant, u64, &'static str)>>>;
 
 #[derive(Clone, Copy)]
 struct Replay {
@@ -379,6 +383,11 @@ struct Replay {
     /// At this job request (counted from 0) the pool forgets every token
     /// it issued, as a restarted pool does: 401 until the miner registers.
     forget_sessions_at: Option<u64>,
+    /// The job's network difficulty is its share difficulty: every find is
+    /// a block.
+    every_share_a_block: bool,
+    /// The first this many shares are answered 503 `busy`, `Retry-After: 1`.
+    busy_shares: u64,
 }
 
 impl Replay {
@@ -391,6 +400,8 @@ impl Replay {
             answer_difficulty_offset: 0,
             unusable_jobs: false,
             forget_sessions_at: None,
+            every_share_a_block: false,
+            busy_shares: 0,
         }
     }
 }
@@ -410,10 +421,14 @@ impl ReplayPool {
             http.get(format!("{}/pool/job", real.url)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
         assert!(job["job_id"].is_string(), "{job}");
         job["share_difficulty"] = json!(replay.share_difficulty);
+        if replay.every_share_a_block {
+            job["network_difficulty"] = json!(replay.share_difficulty);
+        }
         drop(real);
 
         let job_requests = Arc::new(AtomicU64::new(0));
         let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shares: ShareLog = Arc::default();
         // The token the pool knows now (one session at a time is enough here).
         let known = Arc::new(std::sync::Mutex::new((0u64, None::<String>)));
         let answered = job["share_difficulty"].as_u64().unwrap() + replay.answer_difficulty_offset;
@@ -471,14 +486,29 @@ impl ReplayPool {
             )
             .route(
                 "/pool/share",
-                axum::routing::post(move || async move {
-                    axum::Json(json!({"accepted": true, "is_block": false, "share_difficulty": answered}))
+                axum::routing::post({
+                    let (shares, count) = (shares.clone(), Arc::new(AtomicU64::new(0)));
+                    move |axum::Json(share): axum::Json<Value>| async move {
+                        use axum::response::IntoResponse;
+                        let nonce = share["nonce"].as_u64().unwrap();
+                        if count.fetch_add(1, Ordering::Relaxed) < replay.busy_shares {
+                            shares.lock().unwrap().push((Instant::now(), nonce, "busy"));
+                            let reason = json!({"error": "busy", "message": "verification queue full"});
+                            let headers = [("retry-after", "1")];
+                            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, headers, axum::Json(reason))
+                                .into_response();
+                        }
+                        shares.lock().unwrap().push((Instant::now(), nonce, "accepted"));
+                        let is_block = replay.every_share_a_block;
+                        axum::Json(json!({"accepted": true, "is_block": is_block, "share_difficulty": answered}))
+                            .into_response()
+                    }
                 }),
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        ReplayPool { url, job_requests, events }
+        ReplayPool { url, job_requests, events, shares }
     }
 
     fn events(&self) -> Vec<(Instant, &'static str)> {
@@ -488,6 +518,30 @@ impl ReplayPool {
     fn job_requests(&self) -> u64 {
         self.job_requests.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// A block the pool was too busy to take is sent again after its
+/// Retry-After, not held until the next job answer: that is the end of a
+/// long-poll, which a new block (making it stale) may be what ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_the_pool_was_too_busy_for_is_sent_again_at_once() {
+    let replay = Replay { every_share_a_block: true, busy_shares: 2, ..Replay::well_behaved(50) };
+    let pool = ReplayPool::start("m-busy-block", replay).await;
+    let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1busy", "--long-poll-secs", "20"]);
+    let status_url = format!("{}/status", miner.api);
+    let status = wait_for(&status_url, MINUTE, "the busy block taken", |_| {
+        let shares = pool.shares.lock().unwrap();
+        let busy = shares.iter().find(|(_, _, e)| *e == "busy").map(|b| b.1);
+        busy.is_some_and(|nonce| shares.iter().any(|(_, n, e)| *n == nonce && *e == "accepted"))
+    })
+    .await;
+    let shares = pool.shares.lock().unwrap().clone();
+    let (busy_at, nonce, _) = *shares.iter().find(|(_, _, e)| *e == "busy").expect("a busy answer");
+    let taken = shares.iter().find(|(_, n, e)| *n == nonce && *e == "accepted");
+    let (taken_at, _, _) = taken.unwrap_or_else(|| panic!("block {nonce} not taken: {shares:?} {status}"));
+    // The long-poll is held 20 s; the Retry-After is 1 s (at most two busy
+    // answers for it: two waits of about a second).
+    assert!(*taken_at - busy_at < Duration::from_secs(6), "taken {:?} after its busy answer", *taken_at - busy_at);
 }
 
 /// A pool (or a bridge in front of one) that answers every job request at

@@ -11,7 +11,8 @@
 //! `failback` interval. A long-poll held until a new job is followed at
 //! once; a pool that answers at once is asked again at a pace (`job_pace`).
 //! Shares that cannot be sent wait in a bounded queue and are resubmitted while their
-//! job's height is still current. A watchdog stops hashing work older than
+//! job's height is still current; a block is sent again at once (after the
+//! pool's Retry-After or a backoff) rather than wait there. A watchdog stops hashing work older than
 //! several block times. (Solo mode is `solo_session`.)
 //! Nothing here ends the process except what a person must fix: a refused
 //! wallet or a ban, once no pool is left to mine at.
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
-use visionx::Found;
+use visionx::{Found, Target};
 
 use super::job_pace::{JobPace, MIN_JOB_POLL};
 use super::miner_status::MinerStatus;
@@ -81,6 +82,19 @@ pub(crate) const MIN_RETRY_WAIT: Duration = Duration::from_secs(1);
 /// The wait a pool's `Retry-After: secs` asks for, at least [`MIN_RETRY_WAIT`].
 pub(crate) fn retry_after(secs: u64) -> Duration {
     Duration::from_secs(secs).max(MIN_RETRY_WAIT)
+}
+
+/// Tries at sending a found block after the first, while its height is
+/// current (pool and solo alike).
+pub(crate) const MAX_BLOCK_SUBMIT_RETRIES: u32 = 8;
+
+/// How long to wait before sending a block again after `failure`, the
+/// `failures`th in a row: the Retry-After a busy server named, else backoff.
+pub(crate) fn wait_before_retry(failure: &ApiFailure, failures: u32) -> Duration {
+    match failure {
+        ApiFailure::RetryAfter { retry_after_secs, .. } => retry_after(*retry_after_secs),
+        _ => backoff(failures),
+    }
 }
 
 /// Failures since a pool last answered with a job.
@@ -312,12 +326,37 @@ impl PoolContext {
         self.status.update(|c| c.pending = n);
     }
 
+    /// Sends one find to the pool that issued its job. A share the pool
+    /// could not take now waits in the queue for the next job answer; a
+    /// find that meets the network difficulty (a block) is sent again here,
+    /// after the pool's Retry-After or a backoff, while no job at a later
+    /// height has come: held for the next job answer, it would wait out a
+    /// long-poll that only a new block (making it stale) may end.
     async fn submit(&self, work: Arc<Work>, found: Found) {
         let Some(pool) = work.pool else { return };
-        let token = match self.token(pool).await {
-            Ok(token) => token,
-            Err(_) => return self.queue(work, found),
-        };
+        let is_block = Target::from_difficulty(work.network_difficulty).is_met_by(&found.digest);
+        let mut failures = 0u32;
+        loop {
+            let failure = match self.submit_once(pool, &work, &found).await {
+                Ok(()) => return,
+                Err(failure) => failure,
+            };
+            let height_current = self.dispatch.current_work().is_none_or(|w| w.height <= work.height);
+            let retryable = failure.is_transient() || matches!(failure, ApiFailure::Unauthorized);
+            if !is_block || !retryable || !height_current || failures >= MAX_BLOCK_SUBMIT_RETRIES {
+                return self.queue(work, found);
+            }
+            failures += 1;
+            let wait = wait_before_retry(&failure, failures);
+            tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One try at sending a find: `Err` with what failed when it should be
+    /// sent again (the pool unreachable, busy, or without our session).
+    async fn submit_once(&self, pool: usize, work: &Work, found: &Found) -> Result<(), ApiFailure> {
+        let token = self.token(pool).await?;
         let rate = self.status.meter.rates(None).h60s;
         match self.pool(pool).share(&token, &work.id, found.nonce, &found.digest.to_hex(), rate).await {
             Ok(answer) if answer.accepted => {
@@ -336,20 +375,23 @@ impl PoolContext {
                 if still_mined && answer.share_difficulty != work.share_difficulty {
                     self.refresh.notify_one();
                 }
+                Ok(())
             }
             Ok(answer) => {
                 let reason = answer.reason.unwrap_or_default();
                 tracing::info!("share rejected: {reason}");
                 self.status.update(|c| if reason == "stale" { c.stale += 1 } else { c.rejected += 1 });
+                Ok(())
             }
             Err(ApiFailure::Unauthorized) => {
                 self.forget_token(pool, &token);
-                self.queue(work, found);
+                Err(ApiFailure::Unauthorized)
             }
-            Err(failure) if failure.is_transient() => self.queue(work, found),
+            Err(failure) if failure.is_transient() => Err(failure),
             Err(failure) => {
                 tracing::warn!("share refused: {failure}");
                 self.status.update(|c| c.rejected += 1);
+                Ok(())
             }
         }
     }

@@ -16,11 +16,11 @@ use visionx::Found;
 use super::miner_status::MinerStatus;
 use super::node_client::{BlockTemplate, NodeClient, SubmitOutcome};
 use super::pool_client::ApiFailure;
-use super::session::{backoff, drain_found, retry_after, submit_found, SessionEnd};
+use super::session::{
+    backoff, drain_found, retry_after, submit_found, wait_before_retry, SessionEnd, MAX_BLOCK_SUBMIT_RETRIES,
+};
 use super::work_dispatch::{FoundReceiver, Work, WorkDispatch};
 
-/// Retries of a found block's submission after transient failures.
-const MAX_BLOCK_SUBMIT_RETRIES: u32 = 8;
 /// A node silent this long: its template is likely behind the chain
 /// (other nodes go on), so hashing stops until it answers again.
 const SILENT_NODE_STOP: Duration = Duration::from_secs(300);
@@ -302,10 +302,7 @@ async fn submit_block(
                     return (Err(failure), failures > 0);
                 }
                 failures += 1;
-                let wait = match &failure {
-                    ApiFailure::RetryAfter { retry_after_secs, .. } => retry_after(*retry_after_secs),
-                    _ => backoff(failures),
-                };
+                let wait = wait_before_retry(&failure, failures);
                 tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());
                 tokio::time::sleep(wait).await;
             }
