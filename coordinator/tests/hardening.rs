@@ -790,6 +790,100 @@ async fn a_block_the_node_refuses_to_take_at_first_is_retried_not_rejected() {
     server.abort();
 }
 
+/// A block the node took with its answer lost, asked of a node that lags
+/// (a load balancer's replica answering 404 for the height the tip is
+/// past): not the chain's word, so the block waits for it and lands
+/// accepted rather than settled as rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_saying_no_block_does_not_reject_one_the_chain_took() {
+    use axum::extract::{Path, Query};
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let node = TestPool::start(CoordinatorArgs {
+        devnet_difficulty: Some(1),
+        node_token: Some("n0de".into()),
+        ..settings("lagging-node")
+    })
+    .await;
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let base = node.url.clone();
+    let forward = move |path: String, query: Option<String>| {
+        let url = format!("{base}{path}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
+        async move {
+            let response = Client::new().get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (axum::http::StatusCode::from_u16(status).unwrap(), response.bytes().await.unwrap()).into_response()
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/node/template",
+            axum::routing::get({
+                let forward = forward.clone();
+                move |Query(q): Query<HashMap<String, String>>| {
+                    forward("/node/template".into(), Some(format!("address={}", q["address"])))
+                }
+            }),
+        )
+        .route(
+            "/node/block/{height}",
+            axum::routing::get({
+                let (forward, lookups) = (forward.clone(), lookups.clone());
+                move |Path(height): Path<u64>| async move {
+                    // The first lookups reach a replica that has not seen the block.
+                    if lookups.fetch_add(1, Ordering::SeqCst) < 2 {
+                        let none = json!({"error": "not_found", "message": "no block at that height"});
+                        return (axum::http::StatusCode::NOT_FOUND, axum::Json(none)).into_response();
+                    }
+                    forward(format!("/node/block/{height}"), None).await
+                }
+            }),
+        )
+        .route(
+            "/node/submit",
+            axum::routing::post({
+                let url = format!("{}/node/submit", node.url);
+                move |body: axum::body::Bytes| async move {
+                    // Taken, and the answer lost on the way back.
+                    Client::new()
+                        .post(url)
+                        .bearer_auth("n0de")
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let lost = json!({"error": "internal", "message": "upstream connection reset"});
+                    (axum::http::StatusCode::BAD_GATEWAY, axum::Json(lost)).into_response()
+                }
+            }),
+        );
+    let (pool, server) = pool_on_fake_node(app, "lagging-node-pool").await;
+    let token = pool.register("rig", "land1lag").await;
+    let job = pool.job(&token).await;
+    let n = job.nonce_start();
+    let (status, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
+    assert_eq!((status, answer["block_status"].as_str()), (StatusCode::OK, Some("submitted")), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let blocks = pool.json("/pool/blocks").await;
+        let ours = &blocks[0];
+        match ours["submission"].as_str() {
+            Some("accepted") => break,
+            Some("submitted") => assert!(Instant::now() < deadline, "never settled: {ours}"),
+            _ => panic!("a block the chain took was settled on a lagging node's 404: {ours}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lookups.load(Ordering::SeqCst) >= 3, "the lagging answers were asked");
+    let (_, on_chain) = body(node.get("/node/block/0").await).await;
+    assert_eq!(on_chain["miner"], "land1pool");
+    pool.stop().await;
+    node.stop().await;
+    server.abort();
+}
+
 /// Serves `app` (a fake node) on loopback: its URL, and the server task.
 async fn serve_fake_node(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

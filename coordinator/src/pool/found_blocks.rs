@@ -38,6 +38,18 @@ fn refusals_exhausted(found_ms: u64, started_ms: u64, now_ms: u64) -> bool {
     now_ms.saturating_sub(found_ms.max(started_ms)) >= REFUSALS_RETRIED_FOR_MS
 }
 
+/// What the chain says holds a found block's height.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChainVerdict {
+    Ours,
+    Another,
+    /// No block, and the pool's template is not past the height.
+    NoBlock,
+    /// The chain cannot say now: unreachable, or no block at a height the
+    /// tip is past (the node answering is behind).
+    Unknown,
+}
+
 impl Pool {
     /// Submits a recorded block once; while the chain has not judged it,
     /// keeps retrying in the background. Returns the record as it stands after this attempt.
@@ -71,12 +83,18 @@ impl Pool {
             Ok(outcome) => {
                 // An earlier attempt may have landed with its answer lost:
                 // then the chain now calls the same block stale.
-                if self.is_on_chain(block).await {
-                    block.status = BlockStatus::Accepted;
-                    block.reason = None;
-                } else {
-                    block.status = BlockStatus::Rejected;
-                    block.reason = Some(outcome.reason.unwrap_or_else(|| "rejected without a reason".into()));
+                match self.chain_verdict(block).await {
+                    ChainVerdict::Ours => {
+                        block.status = BlockStatus::Accepted;
+                        block.reason = None;
+                    }
+                    ChainVerdict::Another | ChainVerdict::NoBlock => {
+                        block.status = BlockStatus::Rejected;
+                        block.reason = Some(outcome.reason.unwrap_or_else(|| "rejected without a reason".into()));
+                    }
+                    // Which block holds the height is not known yet: asked
+                    // again on the next try.
+                    ChainVerdict::Unknown => {}
                 }
             }
             // Only the chain's verdict on the block settles it. A refused
@@ -94,16 +112,16 @@ impl Pool {
                 );
                 // Settled only on the chain's word on its height; a chain
                 // that cannot say leaves it for the next round.
-                match self.chain.block(block.height).await {
-                    Ok(on_chain) if on_chain.hash.eq_ignore_ascii_case(&block.hash) => {
+                match self.chain_verdict(block).await {
+                    ChainVerdict::Ours => {
                         block.status = BlockStatus::Accepted;
                         block.reason = None;
                     }
-                    Ok(_) | Err(ChainError::NotFound(_)) => {
+                    ChainVerdict::Another | ChainVerdict::NoBlock => {
                         block.status = BlockStatus::Rejected;
                         block.reason = Some(err.public_reason());
                     }
-                    Err(_) => block.reason = Some(err.public_reason()),
+                    ChainVerdict::Unknown => block.reason = Some(err.public_reason()),
                 }
             }
             Err(err) => {
@@ -160,8 +178,29 @@ impl Pool {
     }
 
     /// Whether the chain holds this very block (false when it cannot say).
-    async fn is_on_chain(&self, block: &FoundBlockRecord) -> bool {
-        self.chain.block(block.height).await.is_ok_and(|b| b.hash.eq_ignore_ascii_case(&block.hash))
+    /// The chain's word on `block`'s height.
+    async fn chain_verdict(&self, block: &FoundBlockRecord) -> ChainVerdict {
+        match self.chain.block(block.height).await {
+            Ok(on_chain) if on_chain.hash.eq_ignore_ascii_case(&block.hash) => ChainVerdict::Ours,
+            Ok(_) => ChainVerdict::Another,
+            Err(ChainError::NotFound(_)) => {
+                // No block at a height the chain's tip is past: the node
+                // answering is behind (a load balancer's lagging replica, a
+                // node catching up), which is not the chain's word. The tip
+                // is asked afresh: the template held may predate a block
+                // whose answer was lost.
+                if let Err(err) = self.refresh_template().await {
+                    tracing::debug!("asking the tip while settling a block: {err}");
+                }
+                let tip_past = self.jobs.current().is_some_and(|t| t.template.header.height > block.height);
+                if tip_past {
+                    ChainVerdict::Unknown
+                } else {
+                    ChainVerdict::NoBlock
+                }
+            }
+            Err(_) => ChainVerdict::Unknown,
+        }
     }
 
     async fn record_block(&self, block: &FoundBlockRecord) -> Result<(), PoolError> {
@@ -238,12 +277,12 @@ impl Pool {
     /// Another template is current: the block either made it into the chain
     /// (an attempt whose answer was lost) or can no longer win.
     async fn settle_superseded(&self, block: &mut FoundBlockRecord) -> Result<(), PoolError> {
-        let reason = match self.chain.block(block.height).await {
-            Ok(on_chain) if on_chain.hash.eq_ignore_ascii_case(&block.hash) => None,
-            Ok(_) => Some(format!("height {} went to another block", block.height)),
-            Err(ChainError::NotFound(_)) => Some("the chain moved on without it".to_string()),
+        let reason = match self.chain_verdict(block).await {
+            ChainVerdict::Ours => None,
+            ChainVerdict::Another => Some(format!("height {} went to another block", block.height)),
+            ChainVerdict::NoBlock => Some("the chain moved on without it".to_string()),
             // Unknown yet: ask again on the next round.
-            Err(_) => return Ok(()),
+            ChainVerdict::Unknown => return Ok(()),
         };
         block.updated_ms = now_ms();
         match reason {
