@@ -50,6 +50,25 @@ enum ChainVerdict {
     Unknown,
 }
 
+impl ChainVerdict {
+    /// Settles `block` on the verdict (rejected with `reason`); `false`, and
+    /// `block` unchanged, when the chain cannot say yet.
+    fn settle(self, block: &mut FoundBlockRecord, reason: String) -> bool {
+        match self {
+            ChainVerdict::Ours => {
+                block.status = BlockStatus::Accepted;
+                block.reason = None;
+            }
+            ChainVerdict::Another | ChainVerdict::NoBlock => {
+                block.status = BlockStatus::Rejected;
+                block.reason = Some(reason);
+            }
+            ChainVerdict::Unknown => return false,
+        }
+        true
+    }
+}
+
 impl Pool {
     /// Submits a recorded block once; while the chain has not judged it,
     /// keeps retrying in the background. Returns the record as it stands after this attempt.
@@ -82,20 +101,10 @@ impl Pool {
             }
             Ok(outcome) => {
                 // An earlier attempt may have landed with its answer lost:
-                // then the chain now calls the same block stale.
-                match self.chain_verdict(block).await {
-                    ChainVerdict::Ours => {
-                        block.status = BlockStatus::Accepted;
-                        block.reason = None;
-                    }
-                    ChainVerdict::Another | ChainVerdict::NoBlock => {
-                        block.status = BlockStatus::Rejected;
-                        block.reason = Some(outcome.reason.unwrap_or_else(|| "rejected without a reason".into()));
-                    }
-                    // Which block holds the height is not known yet: asked
-                    // again on the next try.
-                    ChainVerdict::Unknown => {}
-                }
+                // then the chain now calls the same block stale. (Not known
+                // yet: asked again on the next try.)
+                let reason = outcome.reason.unwrap_or_else(|| "rejected without a reason".into());
+                self.chain_verdict(block).await.settle(block, reason);
             }
             // Only the chain's verdict on the block settles it. A refused
             // credential (a rotated --upstream-token), a proxy's 404 or a
@@ -112,16 +121,8 @@ impl Pool {
                 );
                 // Settled only on the chain's word on its height; a chain
                 // that cannot say leaves it for the next round.
-                match self.chain_verdict(block).await {
-                    ChainVerdict::Ours => {
-                        block.status = BlockStatus::Accepted;
-                        block.reason = None;
-                    }
-                    ChainVerdict::Another | ChainVerdict::NoBlock => {
-                        block.status = BlockStatus::Rejected;
-                        block.reason = Some(err.public_reason());
-                    }
-                    ChainVerdict::Unknown => block.reason = Some(err.public_reason()),
+                if !self.chain_verdict(block).await.settle(block, err.public_reason()) {
+                    block.reason = Some(err.public_reason());
                 }
             }
             Err(err) => {
