@@ -55,6 +55,21 @@ async fn chain_spendable(pool: &TestPool, wallet: &str) -> u64 {
     u(&pool.json(&format!("/node/balance/{wallet}")).await["spendable"])
 }
 
+/// What `wallet` holds at the pool in every part, and its part of the
+/// blocks credited and still on the chain.
+async fn wallet_books(pool: &TestPool, wallet: &str) -> (u64, u64) {
+    let mut credited = 0u64;
+    for b in pool.json("/pool/blocks").await.as_array().unwrap() {
+        if b["status"] == "pending" || b["status"] == "confirmed" {
+            let detail = block(pool, u(&b["height"])).await;
+            let split = detail["split"].as_array().unwrap().iter();
+            credited += split.filter(|e| e["recipient"] == wallet).map(|e| u(&e["amount"])).sum::<u64>();
+        }
+    }
+    let b = balance(pool, wallet).await;
+    (["immature", "confirmed", "sending", "paid", "set_aside"].iter().map(|k| u(&b[*k])).sum(), credited)
+}
+
 /// The books balance: what wallets hold at the pool, in every part, is
 /// what the credited blocks still on the chain paid; and what the chain
 /// shows each payee is exactly what the pool says it paid.
@@ -250,6 +265,50 @@ async fn an_orphan_already_paid_out_is_flagged_for_the_operator() {
     assert!(flag.contains("land1alice"), "{flag}");
     let metrics = pool.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("vision_pool_orphans_after_payout_total 1"), "{metrics}");
+    pool.stop().await;
+}
+
+/// Money set aside (the chain refused its payee) is not paid: an orphan
+/// takes its credit back from there, so the operator's retry cannot pay a
+/// reward the pool no longer has; only what was paid is flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_takes_back_what_waits_set_aside() {
+    let pool =
+        TestPool::start(CoordinatorArgs { pplns_window_factor: Some(100.0), ..reward_settings("setasideorphan") })
+            .await;
+    let devnet = pool.devnet.clone().unwrap();
+    devnet.refuse_payments_to("land1bob");
+    let alice = pool.register("rig-a", "land1alice").await;
+    let bob = pool.register("rig-b", "land1bob").await;
+    pool.mine(&bob, Some(6)).await;
+    let (x, _) = pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    eventually("bob's payout to be set aside", Duration::from_secs(20), async || {
+        u(&balance(&pool, "land1bob").await["set_aside"]) > 0 && u(&balance(&pool, "land1alice").await["paid"]) > 0
+    })
+    .await;
+    devnet.reorganise(3).unwrap();
+    eventually("the block to be orphaned", Duration::from_secs(10), async || {
+        block(&pool, x).await["status"] == "orphaned"
+    })
+    .await;
+    // Bob was paid nothing: all he holds is set aside (or waits), and it is
+    // exactly his part of the blocks still credited.
+    eventually("bob's books to balance", Duration::from_secs(10), async || {
+        let (held, credited) = wallet_books(&pool, "land1bob").await;
+        held == credited
+    })
+    .await;
+    let b = balance(&pool, "land1bob").await;
+    assert_eq!(u(&b["paid"]), 0, "{b}");
+    let flag = block(&pool, x).await["operator_flag"].as_str().expect("alice was paid: flagged").to_string();
+    assert!(flag.contains("land1alice") && !flag.contains("land1bob"), "{flag}");
+    // What is still set aside is what bob's set-aside payouts hold.
+    let payouts = pool.json("/pool/payouts?wallet=land1bob").await;
+    let waiting: u64 =
+        payouts.as_array().unwrap().iter().filter(|p| p["status"] == "set_aside").map(|p| u(&p["total"])).sum();
+    assert_eq!(waiting, u(&b["set_aside"]), "{payouts} {b}");
     pool.stop().await;
 }
 

@@ -12,7 +12,7 @@ use super::{CrashPoint, RewardError, Rewards};
 use crate::chain::{ChainBlock, ChainError};
 use crate::storage::{
     BalanceBucket, BalanceDelta, BlockCredit, BlockRewardRecord, BlockStatus, Expectation, FoundBlockRecord,
-    RewardStatus, RewardUpdate, ShareRecord, StoreError,
+    PayoutStatus, RewardStatus, RewardUpdate, ShareRecord, StoreError,
 };
 
 impl Rewards {
@@ -363,8 +363,10 @@ impl Rewards {
         tracing::info!(height = record.height, "block confirmed");
     }
 
-    /// Left the chain: its credits are taken back; what was paid out
-    /// already cannot be, and is flagged for the operator.
+    /// Left the chain: its credits are taken back, from `confirmed` first,
+    /// then from payouts the chain refused and that wait set aside (a retry
+    /// must not pay a reward the pool no longer has); what was paid out, or
+    /// is being sent, cannot be, and is flagged for the operator.
     async fn orphan(
         &self,
         record: &mut BlockRewardRecord,
@@ -382,13 +384,18 @@ impl Rewards {
         let mut shortfalls = Vec::new();
         for (recipient, amount) in owed {
             if credit.confirmed {
-                let available = self.store.balance(recipient).await?.map_or(0, |b| b.confirmed);
-                let taken = amount.min(available);
+                let balance = self.store.balance(recipient).await?.unwrap_or_default();
+                let taken = amount.min(balance.confirmed);
                 if taken > 0 {
                     update.balances.push(BalanceDelta::new(recipient, BalanceBucket::Confirmed, -i128::from(taken)));
                 }
-                if taken < amount {
-                    shortfalls.push(format!("{recipient} {}", amount - taken));
+                let mut short = amount - taken;
+                if short > 0 && balance.set_aside > 0 {
+                    let want = short.min(balance.set_aside);
+                    short -= self.take_back_set_aside(recipient, want, record.height, update, now_ms).await?;
+                }
+                if short > 0 {
+                    shortfalls.push(format!("{recipient} {short}"));
                 }
             } else {
                 update.balances.push(BalanceDelta::new(recipient, BalanceBucket::Immature, -i128::from(amount)));
@@ -401,7 +408,10 @@ impl Rewards {
         );
         self.metrics.blocks_orphaned.fetch_add(1, Ordering::Relaxed);
         if !shortfalls.is_empty() {
-            let flag = format!("orphaned after its credits were paid out; not recovered: {}", shortfalls.join(", "));
+            let flag = format!(
+                "orphaned after its credits were paid out (or while being sent); not recovered: {}",
+                shortfalls.join(", ")
+            );
             tracing::error!(height = record.height, "{flag}");
             record.note("flagged", flag.clone(), now_ms);
             record.operator_flag = Some(flag);
@@ -414,6 +424,46 @@ impl Rewards {
 }
 
 impl Rewards {
+    /// Takes up to `want` of `wallet`'s set-aside money back into `update`,
+    /// from its set-aside payouts of one output (newest first): each is
+    /// reduced, or removed when nothing is left of it. Returns what was
+    /// taken. (A set-aside batch of several payees, a key conflict the
+    /// operator must look into, is left to the operator flag.)
+    async fn take_back_set_aside(
+        &self,
+        wallet: &str,
+        want: u64,
+        height: u64,
+        update: &mut RewardUpdate,
+        now_ms: u64,
+    ) -> Result<u64, RewardError> {
+        let mut left = want;
+        for mut batch in self.store.payouts_newest(SET_ASIDE_SEARCHED, Some(wallet)).await? {
+            if left == 0 {
+                break;
+            }
+            let alone = matches!(batch.outputs.as_slice(), [only] if only.address == wallet);
+            if batch.status != PayoutStatus::SetAside || !alone {
+                continue;
+            }
+            update.expects.push(Expectation::payout(&batch));
+            let take = left.min(batch.outputs[0].amount);
+            left -= take;
+            update.balances.push(BalanceDelta::new(wallet, BalanceBucket::SetAside, -i128::from(take)));
+            batch.outputs[0].amount -= take;
+            tracing::warn!(payout = batch.id, height, "set-aside payout reduced by {take}: its block was orphaned");
+            if batch.outputs[0].amount == 0 {
+                update.payouts_removed.push(batch.id);
+            } else {
+                let before = batch.reason.take().unwrap_or_default();
+                batch.reason = Some(format!("{before} (reduced by {take}: block {height} was orphaned)"));
+                batch.updated_ms = now_ms;
+                update.payouts.push(batch);
+            }
+        }
+        Ok(want - left)
+    }
+
     /// An orphaned block the chain holds again (a reorganisation undone),
     /// within the watch depth and not flagged (what was paid of a flagged
     /// one is the operator's to settle).
@@ -425,6 +475,10 @@ impl Rewards {
             && self.chain.block(block.height).await.is_ok_and(|b| b.hash.eq_ignore_ascii_case(&block.hash))
     }
 }
+
+/// Set-aside payouts of one wallet read when an orphan takes money back
+/// (newest first): a wallet has a few, each waiting on the operator.
+const SET_ASIDE_SEARCHED: usize = 1000;
 
 /// Blocks from `height` to the tip, the block itself counting one.
 fn confirmations(tip: &ChainBlock, height: u64) -> u64 {
