@@ -11,7 +11,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use vision_miner::backend::gpu::{self, ShaderVariant};
 use vision_miner::backend::{CpuBackend, CpuConfig};
 use vision_miner::bench::{bench_cpu, bench_gpu};
-use vision_miner::client::miner_config::MineArgs;
+use vision_miner::client::miner_config::{check_gpu_memory_mb, MineArgs};
 use vision_miner::device_selection::{self, BackendChoice};
 use vision_miner::{hash_command, mining, MinerError};
 use visionx::{EngineKind, Params, PowEngine};
@@ -334,6 +334,11 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
     let duration = Duration::from_secs_f64(args.seconds);
     let mut rates: Vec<(String, f64)> = Vec::new();
     let mut cpu_engines_done = false;
+    // GPUs the plan named that measured nothing: the bench fails once the
+    // rest has been measured (a script reading --json must not take an
+    // empty report for a pass).
+    let mut gpus_failed: Vec<String> = Vec::new();
+    let memory_budget = args.gpu_memory_mb.map(check_gpu_memory_mb).transpose()?.map(|mb| mb << 20);
     for choice in &args.backend {
         let plan =
             device_selection::plan(*choice, args.gpu.device).map_err(|e| MinerError::bad_input(e.to_string()))?;
@@ -341,12 +346,9 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
             eprintln!("vision-miner: {note}");
         }
         for &index in &plan.gpus {
-            let goals = gpu::tuning::TuningGoals {
-                memory_budget: args.gpu_memory_mb.map(|mb| mb << 20),
-                fixed_hashes: args.gpu_batch,
-                ..Default::default()
-            };
+            let goals = gpu::tuning::TuningGoals { memory_budget, fixed_hashes: args.gpu_batch, ..Default::default() };
             let Some(backend) = mining::start_gpu(index, args.gpu.shader, args.gpu_filter.choice(), goals) else {
+                gpus_failed.push(format!("GPU #{index} did not start"));
                 continue;
             };
             if !args.json {
@@ -357,6 +359,9 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
                 print_json(&report)?;
             } else {
                 println!("{report}");
+            }
+            if report.hashes_per_second <= 0.0 {
+                gpus_failed.push(format!("GPU #{index} hashed nothing"));
             }
             rates.push((format!("gpu #{index}"), report.hashes_per_second));
         }
@@ -404,6 +409,9 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
                 );
             }
         }
+    }
+    if !gpus_failed.is_empty() {
+        return Err(MinerError::NoDevice(format!("{} (see above)", gpus_failed.join("; "))));
     }
     Ok(())
 }

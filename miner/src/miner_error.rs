@@ -69,11 +69,15 @@ impl From<SessionEnd> for MinerError {
 }
 
 /// A GPU failure in a command (`hash --engine gpu`, the probe) is a runtime
-/// failure; mining itself never ends on one (the device is disabled, and
+/// failure, and naming an adapter that is not there is bad input (as in
+/// `bench`); mining itself never ends on one (the device is disabled, and
 /// [`MinerError::NoDevice`] is for having no device at all).
 impl From<crate::backend::gpu::GpuError> for MinerError {
     fn from(err: crate::backend::gpu::GpuError) -> Self {
-        MinerError::Runtime(err.to_string())
+        match err {
+            crate::backend::gpu::GpuError::NoSuchDevice(_) => MinerError::BadInput(err.to_string()),
+            _ => MinerError::Runtime(err.to_string()),
+        }
     }
 }
 
@@ -90,6 +94,8 @@ mod tests {
             (MinerError::Banned("x".into()), 4),
             (MinerError::NoDevice("x".into()), 5),
             (SessionEnd::Banned { url: "u".into(), secs: 5 }.into(), 4),
+            (crate::backend::gpu::GpuError::NoSuchDevice(9).into(), 2),
+            (crate::backend::gpu::GpuError::NoAdapter.into(), 1),
         ];
         for (err, code) in table {
             assert_eq!(err.exit_code(), code, "{err:?}");

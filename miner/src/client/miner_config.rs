@@ -196,6 +196,9 @@ impl MineArgs {
         if self.threads.is_some_and(|n| n == 0 || n > max_threads) {
             return Err(MinerError::bad_input(format!("--threads must be 1-{max_threads} (four per core)")));
         }
+        if let Some(mb) = self.gpu_memory_mb {
+            check_gpu_memory_mb(mb)?;
+        }
         let api = if self.no_api == Some(true) {
             None
         } else {
@@ -248,6 +251,19 @@ fn host_name(env: impl Fn(&str) -> Option<String>, read: impl Fn(&str) -> Option
         .or_else(|| named(read("/etc/hostname")))
 }
 
+/// The most a GPU batch may be told to use: 16 TiB, past any card, and far
+/// from where MiB to bytes overflows.
+pub const MAX_GPU_MEMORY_MB: u64 = 1 << 24;
+
+/// `--gpu-memory-mb` within 1 MiB to [`MAX_GPU_MEMORY_MB`]: 0 would leave the
+/// tuner the smallest batch, far below what a GPU needs, without a word.
+pub fn check_gpu_memory_mb(mb: u64) -> Result<u64, MinerError> {
+    if mb == 0 || mb > MAX_GPU_MEMORY_MB {
+        return Err(MinerError::bad_input(format!("--gpu-memory-mb must be 1-{MAX_GPU_MEMORY_MB} (MiB)")));
+    }
+    Ok(mb)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -293,6 +309,11 @@ mod tests {
             (MineArgs { pools: vec!["http://u:p@pool:1".into()], ..args() }, "user name"),
             (MineArgs { pools: vec!["http://pool:1/?k=1".into()], ..args() }, "query"),
             (MineArgs { shader: Some("magic".into()), ..args() }, "shader"),
+            (MineArgs { gpu_memory_mb: Some(0), ..args() }, "--gpu-memory-mb"),
+            (MineArgs { gpu_memory_mb: Some(1 << 44), ..args() }, "--gpu-memory-mb"),
+            (MineArgs { pools: vec![], solo: Some("http://u:secret@node:1".into()), ..args() }, "user name"),
+            (MineArgs { pools: vec![], solo: Some("http://node:1/?a=b".into()), ..args() }, "query"),
+            (MineArgs { pools: vec![], solo: Some("ftp://node:1".into()), ..args() }, "not a node URL"),
         ];
         for (bad, needle) in cases {
             let err = bad.resolve().unwrap_err();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::pool_client::{read_json, transport, ApiFailure};
+use super::pool_client::{read_json, server_url, transport, ApiFailure};
 use crate::MinerError;
 
 pub use vision_protocol::node::{BlockTemplate, ChainBlock, SubmitOutcome};
@@ -17,11 +17,7 @@ pub struct NodeClient {
 
 impl NodeClient {
     pub fn new(url: &str, token: Option<String>) -> Result<Self, MinerError> {
-        let url = url.trim_end_matches('/').to_string();
-        reqwest::Url::parse(&url).map_err(|e| MinerError::bad_input(format!("{url:?} is not a node URL: {e}")))?;
-        if !url.starts_with("http://") && !url.starts_with("https://") {
-            return Err(MinerError::bad_input(format!("{url:?} is not a node URL (expected http://host:port)")));
-        }
+        let url = server_url(url, "node")?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(15))

@@ -156,27 +156,33 @@ pub fn read_pool_ca(path: &std::path::Path) -> Result<PoolCa, MinerError> {
     }
 }
 
+/// `typed`, the URL of a pool or node (`what`), as requests are built on it:
+/// http(s) with a host, no trailing `/`. Credentials are refused (they would
+/// show on the status line and page), and so are a query or a fragment
+/// (they would end up in the middle of every request's path).
+pub(crate) fn server_url(typed: &str, what: &str) -> Result<String, MinerError> {
+    let typed = typed.trim();
+    let parsed =
+        reqwest::Url::parse(typed).map_err(|e| MinerError::bad_input(format!("{typed:?} is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(MinerError::bad_input(format!("{typed:?} is not a {what} URL (expected http://host:port)")));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(MinerError::bad_input(format!("a {what} URL carries no user name or password")));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(MinerError::bad_input(format!("{typed:?}: a {what} URL carries no query (?) or fragment (#)")));
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_string())
+}
+
 impl PoolClient {
     /// `ca`, when given, replaces the system's trust store for `https://`.
     /// The URL is kept in its normal form (host in lower case, no default
     /// port, no trailing `/`), so one pool is one URL however it was typed;
     /// one with a user name, password, query or fragment is refused.
     pub fn new(url: &str, ca: Option<&PoolCa>) -> Result<Self, MinerError> {
-        let typed = url.trim();
-        let parsed =
-            reqwest::Url::parse(typed).map_err(|e| MinerError::bad_input(format!("{typed:?} is not a URL: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
-            return Err(MinerError::bad_input(format!("{typed:?} is not a pool URL (expected http://host:port)")));
-        }
-        // Credentials would show on the status line and page; a query or a
-        // fragment would end up in the middle of every request's path.
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(MinerError::bad_input("a pool URL carries no user name or password"));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(MinerError::bad_input(format!("{typed:?}: a pool URL carries no query (?) or fragment (#)")));
-        }
-        let url = parsed.as_str().trim_end_matches('/').to_string();
+        let url = server_url(url, "pool")?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none());

@@ -46,18 +46,18 @@ impl PoolSwitch {
     }
 
     /// Checks `url` and asks the session to make it the primary pool (added
-    /// to the failover list when new). Only its origin counts (a URL copied
-    /// from a dashboard's address bar carries a path); credentials in it are
+    /// to the failover list when new). Its query and fragment are dropped (a
+    /// URL copied from a dashboard's address bar carries `#/wallet`); its
+    /// path is kept, as for a configured pool (a balancer's route to one
+    /// pool of several); credentials in it are
     /// refused, and so is a new pool once the list holds [`MAX_POOLS`]. A
     /// later request replaces an earlier one not yet taken.
     pub fn request(&self, url: &str) -> Result<String, PoolSwitchError> {
-        let parsed =
+        let mut parsed =
             reqwest::Url::parse(url.trim()).map_err(|e| MinerError::bad_input(format!("{url:?} is not a URL: {e}")))?;
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            // (Checked before the origin drops them: refused, not ignored.)
-            return Err(MinerError::bad_input("a pool URL carries no user name or password").into());
-        }
-        let pool = PoolClient::new(&parsed.origin().ascii_serialization(), self.ca.as_ref())?;
+        parsed.set_query(None);
+        parsed.set_fragment(None);
+        let pool = PoolClient::new(parsed.as_str(), self.ca.as_ref())?;
         let url = pool.url.clone();
         let mut state = self.state.lock().expect("pool switch lock");
         if state.listed.len() >= MAX_POOLS && !state.listed.contains(&url) {
@@ -111,6 +111,14 @@ mod tests {
         let switch = PoolSwitch::default();
         switch.set_listed(vec![configured.url.clone(); MAX_POOLS]);
         assert_eq!(switch.request("http://POOL.example/#/wallet").unwrap(), "http://pool.example");
+    }
+
+    #[test]
+    fn a_pool_behind_a_balancers_route_is_that_route() {
+        let switch = PoolSwitch::default();
+        assert_eq!(switch.request("https://lb.example/pool-a/#/wallet").unwrap(), "https://lb.example/pool-a");
+        assert_eq!(switch.request("https://lb.example/pool-a?from=page").unwrap(), "https://lb.example/pool-a");
+        assert_eq!(switch.take().map(|p| p.url).as_deref(), Some("https://lb.example/pool-a"));
     }
 
     #[test]

@@ -33,11 +33,30 @@ pub struct Work {
     pub received: Instant,
 }
 
+/// The longest pow message a job may carry: every device must take it (the
+/// GPU kernel's header buffer holds this much), so one from a broken or
+/// hostile pool is an unusable job, not a device failure. Real headers are
+/// about a hundred bytes.
+pub const MAX_POW_MESSAGE_BYTES: usize = 4096;
+
+fn within_message_limit(input: PowInput) -> Result<PowInput, visionx::Error> {
+    let len = input.header().len();
+    if len > MAX_POW_MESSAGE_BYTES {
+        return Err(visionx::Error::ParamOutOfLimit {
+            name: "pow_message bytes",
+            value: len as u64,
+            max: MAX_POW_MESSAGE_BYTES as u64,
+        });
+    }
+    Ok(input)
+}
+
 impl Work {
     /// The work of a pool's job: its input from the job's fields, shares at
     /// the job's difficulty, within its nonce range.
     pub fn from_pool_job(job: &JobResponse, pool: usize) -> Result<Work, visionx::Error> {
-        let input = PowInput::from_hex(&job.epoch_seed, job.epoch, &job.pow_message, job.params)?;
+        let input =
+            within_message_limit(PowInput::from_hex(&job.epoch_seed, job.epoch, &job.pow_message, job.params)?)?;
         let difficulties = (job.share_difficulty, job.network_difficulty);
         let nonces = NonceRange::new(job.nonce_start, job.nonce_end);
         Ok(Self::new(job.job_id.clone(), job.height, input, difficulties, nonces, Some(pool)))
@@ -46,7 +65,7 @@ impl Work {
     /// The work of a node's template (solo): its input from the header
     /// fields, as the node will check it; only blocks are reported.
     pub fn from_template(template: &BlockTemplate, id: &str) -> Result<Work, visionx::Error> {
-        let input = template.pow_input()?;
+        let input = within_message_limit(template.pow_input()?)?;
         let difficulty = template.header.difficulty;
         let everything = NonceRange::new(0, u64::MAX);
         Ok(Self::new(id.to_string(), template.header.height, input, (difficulty, difficulty), everything, None))
@@ -374,6 +393,27 @@ mod dispatch_tests {
             pool: None,
             received: Instant::now(),
         })
+    }
+
+    #[test]
+    fn a_job_past_the_message_limit_is_unusable() {
+        let job = |bytes: usize| JobResponse {
+            job_id: "j".into(),
+            chain_id: "c".into(),
+            height: 1,
+            epoch: 0,
+            epoch_seed: "00".repeat(32),
+            pow_message: "ab".repeat(bytes),
+            params: Params::CONSENSUS,
+            network_difficulty: 10,
+            share_difficulty: 1,
+            nonce_start: 0,
+            nonce_end: 100,
+            block_time_secs: 0,
+        };
+        assert!(Work::from_pool_job(&job(MAX_POW_MESSAGE_BYTES), 0).is_ok());
+        let err = Work::from_pool_job(&job(MAX_POW_MESSAGE_BYTES + 1), 0).unwrap_err();
+        assert!(matches!(err, visionx::Error::ParamOutOfLimit { name: "pow_message bytes", .. }), "{err}");
     }
 
     /// Work set once is mined. A smoke test of the start path: the race that

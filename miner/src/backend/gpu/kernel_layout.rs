@@ -168,6 +168,14 @@ mod tests {
         assert!(spec.constants().iter().any(|(_, v)| *v == f64::from(u32::MAX)));
     }
 
+    /// Any job the client takes fits the kernel's header buffer.
+    #[test]
+    fn the_longest_message_a_job_may_carry_fits_the_header_buffer() {
+        let longest = crate::client::work_dispatch::MAX_POW_MESSAGE_BYTES;
+        let input = PowInput::new([0; 32], 0, vec![7; longest], Params::CONSENSUS).unwrap();
+        assert!(header_words(&input).len() as u64 * 8 <= HEADER_BUFFER_BYTES);
+    }
+
     #[test]
     fn header_words_follow_visionx() {
         let input = PowInput::new([0; 32], 0, (1..=20).collect(), Params::CONSENSUS).unwrap();
