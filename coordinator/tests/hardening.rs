@@ -1498,6 +1498,44 @@ async fn an_address_that_keeps_earning_bans_is_stopped_registering() {
     pool.stop().await;
 }
 
+/// Sessions opened before an address's bans piled up (registration is free,
+/// and refused only from the 16th ban on) may not each earn a ban of their
+/// own: once the address is stopped registering, its unproven sessions are
+/// refused too, and no more ban records are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_opened_before_the_ban_cap_add_no_bans_past_it() {
+    let pool = TestPool::start(CoordinatorArgs {
+        registrations_per_sec: Some(1000.0),
+        admin_token: Some("admin".into()),
+        ..settings("ban-cap-early")
+    })
+    .await;
+    let forger = client_from("127.0.0.10");
+    let mut sessions = Vec::new();
+    for s in 0..20 {
+        let answer = register_with(&forger, &pool, &format!("early-{s}"), "land1early", None).await;
+        let token = answer["worker_token"].as_str().unwrap().to_string();
+        let job =
+            Job(body(forger.get(format!("{}/pool/job", pool.url)).bearer_auth(&token).send().await.unwrap()).await.1);
+        sessions.push((token, job));
+    }
+    for (s, (token, job)) in sessions.iter().enumerate() {
+        let banned = forge_until_banned(&forger, &pool, (token, job), job.nonce_end(), &"55".repeat(32), 10).await;
+        assert!(banned, "session {s} was never refused");
+    }
+    let bans = body(pool.get_auth("/pool/bans", "admin").await).await.1;
+    assert_eq!(bans["bans"].as_array().unwrap().len(), 16, "{bans}");
+    // The refused sessions' jobs are refused too, with a Retry-After.
+    let (token, _) = &sessions[19];
+    let refused = forger.get(format!("{}/pool/job", pool.url)).bearer_auth(token).send().await.unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(body(refused).await.0, StatusCode::FORBIDDEN);
+    // An honest miner elsewhere is untouched.
+    let honest = pool.register("honest", "land1fine").await;
+    assert_eq!(pool.get_auth("/pool/job", &honest).await.status(), StatusCode::OK);
+    pool.stop().await;
+}
+
 /// A session whose ban ran out works again at once (its expired ban is
 /// lifted on its next request; that path once locked the bans twice and
 /// hung the server's thread).

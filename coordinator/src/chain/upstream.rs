@@ -18,6 +18,9 @@ pub struct UpstreamNode {
     token: Option<String>,
 }
 
+/// The longest one request to the node may take, answer included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl UpstreamNode {
     /// `url` is the node's base URL (`http://host:port` or `https://...`);
     /// `ca_pem` (PEM certificates) replaces the system's trust store for
@@ -27,8 +30,7 @@ impl UpstreamNode {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ChainError::invalid("bad_upstream", format!("{url:?} is not an http(s) URL")));
         }
-        let mut builder =
-            reqwest::Client::builder().timeout(Duration::from_secs(30)).connect_timeout(Duration::from_secs(5));
+        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(Duration::from_secs(5));
         if let Some(pem) = ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| ChainError::invalid("bad_upstream_ca", e.to_string()))?;

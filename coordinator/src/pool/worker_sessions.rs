@@ -12,7 +12,8 @@
 //! registers an honest worker's id gets a session of their own, whose
 //! garbage bans only that session, and new registrations of that worker id
 //! *from that source address*; a source with [`MAX_BANS_PER_SOURCE`] bans
-//! in force may not register at all until some run out. A rename needs the token of the registration
+//! in force may not register at all until some run out, and its unproven
+//! sessions may not work (so its bans stop at about that many). A rename needs the token of the registration
 //! that bound the worker id. Registering does not enter the active set: a
 //! session enters it with its first authenticated request.
 
@@ -430,7 +431,19 @@ impl Pool {
             }
             None => None,
         };
-        match until {
+        if let Some(until) = until {
+            return Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) });
+        }
+        // An unproven session of a source that may not register any more
+        // may not work either: sessions opened before its bans piled up
+        // would otherwise each earn a stored ban of their own.
+        let unproven_source = self
+            .sessions
+            .read()
+            .get(session_id)
+            .filter(|s| !s.proven)
+            .and_then(|s| s.record.source.as_deref()?.parse::<IpAddr>().ok());
+        match self.banned_source(unproven_source, now) {
             Some(until) => Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) }),
             None => Ok(()),
         }

@@ -18,9 +18,15 @@ use crate::storage::{
     BalanceBucket, BalanceDelta, Expectation, PayoutOutput, PayoutRecord, PayoutStatus, RewardUpdate, StoreError,
 };
 
-/// How long a coordinator holds a batch it is sending (longer than a send
-/// takes; the batches of a holder that dies are taken over after it).
-const PAYOUT_LEASE_MS: u64 = 60_000;
+/// How long a coordinator holds a batch it is sending: longer than one
+/// claim's calls to the node can take (a lookup by key, the transfer, a
+/// lookup again after a refusal: three requests of up to
+/// [`crate::chain::upstream::REQUEST_TIMEOUT`] each), with room to spare.
+/// Shorter, another coordinator could take over a batch whose transfer is
+/// still on its way and, on a refusal, split it under new keys while the
+/// first transfer lands. The batches of a holder that dies wait this long.
+const PAYOUT_LEASE_MS: u64 = 5 * crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64;
+const _: () = assert!(PAYOUT_LEASE_MS > 3 * crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64 + 30_000);
 
 /// Refusals that name a payee. Any other refusal (our credential, our key,
 /// a reason the node does not say) keeps the batch `sending`, logged, and
