@@ -544,6 +544,51 @@ async fn a_block_the_pool_was_too_busy_for_is_sent_again_at_once() {
     assert!(*taken_at - busy_at < Duration::from_secs(6), "taken {:?} after its busy answer", *taken_at - busy_at);
 }
 
+/// A primary pool that takes connections and never answers does not hold
+/// the miner back at the pool it failed over to: each failback check is
+/// bounded (5 s), where it once waited out a registration's and a job
+/// request's timeouts (15 s each) with no long-poll open there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_primary_does_not_stall_the_pool_mined_at() {
+    let primary_port = free_port();
+    let second = ReplayPool::start("m-silent-primary", Replay::well_behaved(100_000_000)).await;
+    let miner = Miner::start(&[
+        "--pool",
+        &format!("http://127.0.0.1:{primary_port}"),
+        "--pool",
+        &second.url,
+        "--wallet",
+        "land1silent",
+        "--failback-secs",
+        "2",
+        "--long-poll-secs",
+        "2",
+    ]);
+    wait_for(&format!("{}/status", miner.api), MINUTE, "mining at the second pool", |s| {
+        s["connection"]["url"] == second.url.as_str() && s["connection"]["connected"] == true
+    })
+    .await;
+    // The primary comes back silent: connections taken, nothing answered.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", primary_port)).await.unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let end = Instant::now();
+    let mut answered: Vec<Instant> =
+        second.events().iter().filter(|(at, e)| *e == "job" && *at >= start).map(|(at, _)| *at).collect();
+    answered.insert(0, start);
+    answered.push(end);
+    let longest = answered.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    // A held long-poll (2 s) and a bounded check (5 s), with room to spare.
+    assert!(longest < Duration::from_secs(9), "no job request at the second pool for {longest:?}");
+    held.abort();
+}
+
 /// A pool (or a bridge in front of one) that answers every job request at
 /// once with a fresh job id: the miner follows a few at once, then asks
 /// about once a second, not as fast as loopback allows.

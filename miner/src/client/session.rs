@@ -31,6 +31,9 @@ use super::pool_client::{ApiFailure, PoolClient};
 use super::pool_switch::{PoolSwitch, MAX_POOLS};
 use super::work_dispatch::{FoundReceiver, Work, WorkDispatch};
 
+/// The longest a failback check of the primary pool may take: a healthy
+/// pool answers a registration and a job request in well under a second.
+const FAILBACK_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Shares kept while no pool answers.
 const MAX_PENDING: usize = 1024;
 /// Failures in a row on one pool before moving to the next.
@@ -527,6 +530,26 @@ impl PoolContext {
         Ok(())
     }
 
+    /// Whether the primary pool, not banning us, answers with work that can
+    /// be mined (a failback check).
+    async fn primary_is_back(&self, primary: usize) -> bool {
+        let banned = self.banned_until.lock().expect("bans lock")[primary].is_some_and(|u| u > Instant::now());
+        if banned {
+            return false;
+        }
+        let Ok(token) = self.token(primary).await else { return false };
+        match self.pool(primary).job(&token, None).await {
+            Ok(job) => Work::from_pool_job(&job, primary).is_ok(),
+            // It forgot us (a restart, an expired session): register afresh
+            // at the next check.
+            Err(ApiFailure::Unauthorized) => {
+                self.forget_token(primary, &token);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     async fn jobs(self: &Arc<Self>) -> Result<(), SessionEnd> {
         let mut failures = Failures::default();
         let mut last_failback = Instant::now();
@@ -546,21 +569,14 @@ impl PoolContext {
             let primary = self.primary.load(Ordering::Relaxed);
             if active != primary && last_failback.elapsed() >= self.session.failback {
                 last_failback = Instant::now();
-                let banned = self.banned_until.lock().expect("bans lock")[primary].is_some_and(|u| u > Instant::now());
-                let token = if banned { None } else { self.token(primary).await.ok() };
-                if let Some(token) = token {
-                    match self.pool(primary).job(&token, None).await {
-                        // Back only to a primary whose work can be mined.
-                        Ok(job) if Work::from_pool_job(&job, primary).is_ok() => {
-                            self.switch_to(primary, "the primary pool is back");
-                            failures = Failures::default();
-                            continue;
-                        }
-                        // It forgot us (a restart, an expired session):
-                        // register afresh at the next check.
-                        Err(ApiFailure::Unauthorized) => self.forget_token(primary, &token),
-                        _ => {}
-                    }
+                // Bounded: no long-poll is open on the pool mined at while
+                // the primary is asked, so a primary that takes connections
+                // and never answers must not hold back its new blocks.
+                let back = tokio::time::timeout(FAILBACK_PROBE_TIMEOUT, self.primary_is_back(primary)).await;
+                if back == Ok(true) {
+                    self.switch_to(primary, "the primary pool is back");
+                    failures = Failures::default();
+                    continue;
                 }
             }
             let api = self.pool(active);
@@ -676,6 +692,10 @@ impl PoolContext {
 /// How long a stopping miner keeps sending what it already found.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a stopping miner waits for the devices' running searches (a
+/// GPU's queued steps and readback: well under a second).
+pub(crate) const SEARCH_END_WAIT: Duration = Duration::from_secs(2);
+
 /// Found nonces sent at once: a slow answer (or a pool silent until the
 /// client's timeout) holds up this many at most, not every share behind it.
 pub(crate) const SUBMITS_IN_FLIGHT: usize = 8;
@@ -719,10 +739,14 @@ fn report_panic(ended: Option<Result<(), tokio::task::JoinError>>) {
     }
 }
 
-/// Stops the devices, lets `submitter` send what was found (within
-/// [`SHUTDOWN_GRACE`]), and aborts it past that.
+/// Stops the devices, waits for their running searches to end (what those
+/// find is reported then; [`SEARCH_END_WAIT`] at most), lets `submitter`
+/// send what was found (within [`SHUTDOWN_GRACE`]), and aborts it past that.
 pub(crate) async fn drain_found(dispatch: &WorkDispatch, drain: &Notify, mut submitter: tokio::task::JoinHandle<()>) {
     dispatch.stop();
+    if !dispatch.searches_ended(SEARCH_END_WAIT).await {
+        tracing::warn!("a device still searched {}s after the stop; not waiting for it", SEARCH_END_WAIT.as_secs());
+    }
     drain.notify_one();
     if tokio::time::timeout(SHUTDOWN_GRACE, &mut submitter).await.is_err() {
         tracing::warn!("stopping without an answer for some found shares ({}s passed)", SHUTDOWN_GRACE.as_secs());
@@ -818,6 +842,57 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), task).await.expect("the drain ends").unwrap();
         assert_eq!(sent.load(Ordering::SeqCst), 55, "every nonce found before the drain was sent");
         assert!(tx.try_send((work, found(11))).is_err(), "nothing is taken after the drain");
+    }
+
+    /// A device still finishing its search when the miner stops (a GPU
+    /// draining its queued steps) reports what it finds before the drain
+    /// closes the channel: a block found then is sent, not dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_find_of_the_last_running_search_is_sent_on_stop() {
+        use crate::backend::{BackendError, BackendKind, MiningBackend};
+        use std::sync::atomic::AtomicU64;
+        /// Takes 300 ms whatever the cancel says, then reports one find.
+        struct Draining(Arc<std::sync::atomic::AtomicBool>);
+        impl MiningBackend for Draining {
+            fn name(&self) -> String {
+                "draining".into()
+            }
+            fn kind(&self) -> BackendKind {
+                BackendKind::Gpu
+            }
+            fn search(
+                &mut self,
+                job: &visionx::Job,
+                _control: &Arc<visionx::SearchControl>,
+                on_found: &(dyn Fn(Found) + Sync),
+            ) -> Result<visionx::SearchEnd, BackendError> {
+                self.0.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(300));
+                on_found(Found { nonce: job.nonces.start + 7, digest: visionx::Digest([0; 32]) });
+                Ok(visionx::SearchEnd { hashes: 8, cancelled: true })
+            }
+        }
+        let (tx, rx) = super::super::work_dispatch::found_channel();
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dispatch = WorkDispatch::start(vec![Box::new(Draining(started.clone()))], tx);
+        dispatch.set_work(Some(test_work()));
+        while !started.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let drain = Arc::new(Notify::new());
+        let sent = Arc::new(AtomicU64::new(0));
+        let submitter = tokio::spawn({
+            let (drain, sent) = (drain.clone(), sent.clone());
+            submit_found(rx, drain, move |_, f| {
+                let sent = sent.clone();
+                async move {
+                    sent.store(f.nonce, Ordering::SeqCst);
+                }
+            })
+        });
+        drain_found(&dispatch, &drain, submitter).await;
+        assert_eq!(sent.load(Ordering::SeqCst), 7, "the running search's find was sent");
+        assert_eq!(dispatch.found_dropped(), 0);
     }
 
     /// Shares are sent several at once, never more than the limit: a slow

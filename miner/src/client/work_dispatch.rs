@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use visionx::{Found, Job, NonceRange, PowInput, SearchControl, Target};
 
@@ -131,6 +131,12 @@ impl DeviceSlot {
         if let Some(control) = self.current.lock().expect("slot lock").as_ref() {
             control.cancel();
         }
+    }
+
+    /// Whether a search runs on this device now (what it finds is reported
+    /// before it ends).
+    fn is_searching(&self) -> bool {
+        self.current.lock().expect("slot lock").is_some()
     }
 }
 
@@ -279,6 +285,23 @@ impl WorkDispatch {
         self.change(|state| state.stopping = true);
     }
 
+    /// Waits, for `limit` at most, until no device is in a search. After
+    /// [`stop`](Self::stop), a GPU still finishes the steps it queued and
+    /// reads its batch back: what that finds (a block, maybe) is reported
+    /// by then. Returns whether they all ended.
+    pub async fn searches_ended(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if !self.slots.iter().any(|s| s.is_searching()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Blocks until there is work newer than `seen`, unpaused; None when stopping.
     fn next_work(&self, seen: u64) -> Option<(u64, Arc<Work>)> {
         let mut state = self.state.lock().expect("dispatch lock");
@@ -312,12 +335,17 @@ impl WorkDispatch {
             }
             let block = Target::from_difficulty(work.network_difficulty);
             let report = |f: Found| {
-                if let Err(tokio::sync::mpsc::error::TrySendError::Full(find)) = found.try_send((work.clone(), f)) {
+                match found.try_send((work.clone(), f)) {
+                    Ok(()) => {}
                     // A block waits its turn (this is the device's own
                     // thread, not the runtime); a share is dropped.
-                    if block.is_met_by(&find.1.digest) {
-                        let _ = found.blocking_send(find);
-                    } else {
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(find)) if block.is_met_by(&find.1.digest) => {
+                        if found.blocking_send(find).is_err() {
+                            self.found_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // Full, or closed (a stop past its grace): counted.
+                    Err(_) => {
                         self.found_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
