@@ -110,6 +110,8 @@ impl Pool {
                 session.ban_counts = Default::default();
             }
         }
+        // Worked out afresh from the bans left, at the next ban written.
+        self.capped_sources.lock().expect("capped sources lock").clear();
         self.commits.durable().await?;
         Ok(lifted.len())
     }

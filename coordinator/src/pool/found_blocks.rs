@@ -30,6 +30,12 @@ const LAST_RETRY: Duration = Duration::from_secs(10);
 /// chain's only miner never sees the tip move to supersede it.
 const REFUSALS_RETRIED_FOR_MS: u64 = 10 * 60 * 1000;
 
+/// How long a node saying "no block" at a found block's height is asked
+/// again before it is believed, when an earlier submission's answer was
+/// lost: a lagging replica catches up in seconds, and until the block
+/// settles later blocks wait to be credited.
+const LAGGING_NODE_PATIENCE_MS: u64 = 2 * 60 * 1000;
+
 /// Whether a block the node refused to take is settled now (asked of the
 /// chain) rather than tried again: 10 minutes after it was found, or after
 /// this coordinator started (`started_ms`), whichever is later, so a block
@@ -43,10 +49,10 @@ fn refusals_exhausted(found_ms: u64, started_ms: u64, now_ms: u64) -> bool {
 enum ChainVerdict {
     Ours,
     Another,
-    /// No block, and the pool's template is not past the height.
+    /// No block at its height.
     NoBlock,
-    /// The chain cannot say now: unreachable, or no block at a height the
-    /// tip is past (the node answering is behind).
+    /// The chain cannot say now: unreachable, or no block yet where an
+    /// attempt whose answer was lost may have landed.
     Unknown,
 }
 
@@ -104,7 +110,8 @@ impl Pool {
                 // then the chain now calls the same block stale. (Not known
                 // yet: asked again on the next try.)
                 let reason = outcome.reason.unwrap_or_else(|| "rejected without a reason".into());
-                self.chain_verdict(block).await.settle(block, reason);
+                let only_attempt = block.attempts <= 1;
+                self.chain_verdict(block, only_attempt).await.settle(block, reason);
             }
             // Only the chain's verdict on the block settles it. A refused
             // credential (a rotated --upstream-token), a proxy's 404 or a
@@ -121,7 +128,7 @@ impl Pool {
                 );
                 // Settled only on the chain's word on its height; a chain
                 // that cannot say leaves it for the next round.
-                if !self.chain_verdict(block).await.settle(block, err.public_reason()) {
+                if !self.chain_verdict(block, false).await.settle(block, err.public_reason()) {
                     block.reason = Some(err.public_reason());
                 }
             }
@@ -179,25 +186,26 @@ impl Pool {
     }
 
     /// Whether the chain holds this very block (false when it cannot say).
-    /// The chain's word on `block`'s height.
-    async fn chain_verdict(&self, block: &FoundBlockRecord) -> ChainVerdict {
+    /// The chain's word on `block`'s height. "No block there" is believed
+    /// at once only when `definite` (the node refused the block's only
+    /// submission, so no earlier one can have landed); otherwise only after
+    /// [`LAGGING_NODE_PATIENCE_MS`]: an attempt whose answer was lost may
+    /// have landed, and the node answering may be behind the one that took
+    /// it (a load balancer's replica, a node catching up).
+    async fn chain_verdict(&self, block: &FoundBlockRecord, definite: bool) -> ChainVerdict {
         match self.chain.block(block.height).await {
             Ok(on_chain) if on_chain.hash.eq_ignore_ascii_case(&block.hash) => ChainVerdict::Ours,
             Ok(_) => ChainVerdict::Another,
             Err(ChainError::NotFound(_)) => {
-                // No block at a height the chain's tip is past: the node
-                // answering is behind (a load balancer's lagging replica, a
-                // node catching up), which is not the chain's word. The tip
-                // is asked afresh: the template held may predate a block
-                // whose answer was lost.
-                if let Err(err) = self.refresh_template().await {
-                    tracing::debug!("asking the tip while settling a block: {err}");
-                }
-                let tip_past = self.jobs.current().is_some_and(|t| t.template.header.height > block.height);
-                if tip_past {
-                    ChainVerdict::Unknown
-                } else {
+                let waited = now_ms().saturating_sub(block.time_ms.max(self.started_ms()));
+                if definite || waited >= LAGGING_NODE_PATIENCE_MS {
                     ChainVerdict::NoBlock
+                } else {
+                    tracing::warn!(
+                        height = block.height,
+                        "the node knows no block at our block's height yet; asking again"
+                    );
+                    ChainVerdict::Unknown
                 }
             }
             Err(_) => ChainVerdict::Unknown,
@@ -278,7 +286,7 @@ impl Pool {
     /// Another template is current: the block either made it into the chain
     /// (an attempt whose answer was lost) or can no longer win.
     async fn settle_superseded(&self, block: &mut FoundBlockRecord) -> Result<(), PoolError> {
-        let reason = match self.chain_verdict(block).await {
+        let reason = match self.chain_verdict(block, false).await {
             ChainVerdict::Ours => None,
             ChainVerdict::Another => Some(format!("height {} went to another block", block.height)),
             ChainVerdict::NoBlock => Some("the chain moved on without it".to_string()),

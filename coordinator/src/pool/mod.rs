@@ -174,6 +174,10 @@ pub struct Pool {
     sessions: Tracked<HashMap<String, SessionState>>,
     /// Bans in force, by session id.
     bans: Tracked<HashMap<String, BanRecord>>,
+    /// Source networks at the ban cap, and until when, as found when this
+    /// coordinator last banned one of their sessions (their unproven
+    /// sessions are refused without a scan of every ban).
+    capped_sources: Mutex<HashMap<std::net::IpAddr, u64>>,
     /// Changes to what the figures show: sessions, bans, settings.
     state_changes: Arc<AtomicU64>,
     /// The last `/pool/stats` built, and one builder at a time.
@@ -265,6 +269,7 @@ impl Pool {
             jobs: JobBook::default(),
             sessions: Tracked::new(HashMap::new(), state_changes.clone()),
             bans: Tracked::new(bans, state_changes.clone()),
+            capped_sources: Mutex::new(HashMap::new()),
             state_changes,
             stats_snapshot: Mutex::new(None),
             stats_builder: Arc::new(Semaphore::new(1)),

@@ -436,15 +436,22 @@ impl Pool {
         }
         // An unproven session of a source that may not register any more
         // may not work either: sessions opened before its bans piled up
-        // would otherwise each earn a stored ban of their own.
+        // would otherwise each earn a stored ban of their own. (Known from
+        // the bans this coordinator wrote: no scan on this path.)
         let unproven_source = self
             .sessions
             .read()
             .get(session_id)
             .filter(|s| !s.proven)
             .and_then(|s| s.record.source.as_deref()?.parse::<IpAddr>().ok());
-        match self.banned_source(unproven_source, now) {
-            Some(until) => Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) }),
+        let Some(network) = unproven_source.map(source_network) else { return Ok(()) };
+        let mut capped = self.capped_sources.lock().expect("capped sources lock");
+        match capped.get(&network).copied() {
+            Some(until) if until > now => Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) }),
+            Some(_) => {
+                capped.remove(&network);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -495,7 +502,13 @@ impl Pool {
             self.store.put_ban(&ban).await?;
             tracing::warn!(session = session_id, worker = %ban.worker_id, "banned: {}", ban.reason);
             PoolMetrics::bump(&self.metrics.bans);
+            let banned_from = ban.source.as_deref().and_then(|s| s.parse::<IpAddr>().ok());
             self.bans.lock().insert(session_id.to_string(), ban);
+            // Its source at the cap now? (One scan per ban written, which a
+            // session earns with several refused shares.)
+            if let (Some(from), Some(until)) = (banned_from, self.banned_source(banned_from, now)) {
+                self.capped_sources.lock().expect("capped sources lock").insert(source_network(from), until);
+            }
         }
         Ok(())
     }

@@ -426,9 +426,12 @@ impl Rewards {
 impl Rewards {
     /// Takes up to `want` of `wallet`'s set-aside money back into `update`,
     /// from its set-aside payouts of one output (newest first): each is
-    /// reduced, or removed when nothing is left of it. Returns what was
-    /// taken. (A set-aside batch of several payees, a key conflict the
-    /// operator must look into, is left to the operator flag.)
+    /// reduced, under a fresh key, or removed when nothing is left of it.
+    /// The new key makes an operator's retry read before this (on another
+    /// coordinator) fail its expectation rather than send the old amount.
+    /// Returns what was taken. (A key conflict, where the chain's receipt
+    /// under the batch's key differed and money may have moved, is left
+    /// whole to the operator, as is a batch of several payees.)
     async fn take_back_set_aside(
         &self,
         wallet: &str,
@@ -443,7 +446,8 @@ impl Rewards {
                 break;
             }
             let alone = matches!(batch.outputs.as_slice(), [only] if only.address == wallet);
-            if batch.status != PayoutStatus::SetAside || !alone {
+            let key_conflict = batch.reason.as_deref().is_some_and(|r| r.starts_with("key_conflict"));
+            if batch.status != PayoutStatus::SetAside || !alone || key_conflict {
                 continue;
             }
             update.expects.push(Expectation::payout(&batch));
@@ -457,6 +461,7 @@ impl Rewards {
             } else {
                 let before = batch.reason.take().unwrap_or_default();
                 batch.reason = Some(format!("{before} (reduced by {take}: block {height} was orphaned)"));
+                batch.idempotency_key = self.payout_key(batch.id)?;
                 batch.updated_ms = now_ms;
                 update.payouts.push(batch);
             }

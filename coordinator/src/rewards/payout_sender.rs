@@ -166,7 +166,7 @@ impl Rewards {
 
     /// The once-only key of batch `id`: this pool's tag, the id, and a random
     /// part (so nobody can foresee, and take, the next key).
-    fn payout_key(&self, id: u64) -> Result<String, RewardError> {
+    pub(super) fn payout_key(&self, id: u64) -> Result<String, RewardError> {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(|e| StoreError::Backend(format!("no OS randomness: {e}")))?;
         Ok(format!("{}-payout-{id}-{}", self.payout_tag, hex::encode(random)))

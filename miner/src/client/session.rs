@@ -91,6 +91,9 @@ pub(crate) fn retry_after(secs: u64) -> Duration {
 /// current (pool and solo alike).
 pub(crate) const MAX_BLOCK_SUBMIT_RETRIES: u32 = 8;
 
+/// The longest a pool-mode block waits between tries.
+const MAX_BLOCK_RETRY_WAIT: Duration = Duration::from_secs(2);
+
 /// How long to wait before sending a block again after `failure`, the
 /// `failures`th in a row: the Retry-After a busy server named, else backoff.
 pub(crate) fn wait_before_retry(failure: &ApiFailure, failures: u32) -> Duration {
@@ -350,7 +353,10 @@ impl PoolContext {
                 return self.queue(work, found);
             }
             failures += 1;
-            let wait = wait_before_retry(&failure, failures);
+            // Short, whatever the pool asks: one request is no load, a
+            // block goes stale with the next one, and a stopping miner
+            // gets a try or two in within its grace.
+            let wait = wait_before_retry(&failure, failures).min(MAX_BLOCK_RETRY_WAIT);
             tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());
             tokio::time::sleep(wait).await;
         }
@@ -411,9 +417,17 @@ impl PoolContext {
             return;
         }
         tracing::info!("resubmitting {} shares kept while the pool was unreachable", current.len());
+        // A block goes on its own task: its retries must not hold the
+        // shares behind it until they are stale.
+        let (blocks, shares): (Vec<_>, Vec<_>) =
+            current.into_iter().partition(|(w, f)| Target::from_difficulty(w.network_difficulty).is_met_by(&f.digest));
+        for (work, found) in blocks {
+            let ctx = self.clone();
+            tokio::spawn(async move { ctx.submit(work, found).await });
+        }
         let ctx = self.clone();
         tokio::spawn(async move {
-            for (work, found) in current {
+            for (work, found) in shares {
                 ctx.submit(work, found).await;
             }
         });
@@ -532,12 +546,19 @@ impl PoolContext {
 
     /// Whether the primary pool, not banning us, answers with work that can
     /// be mined (a failback check).
-    async fn primary_is_back(&self, primary: usize) -> bool {
+    async fn primary_is_back(self: &Arc<Self>, primary: usize) -> bool {
         let banned = self.banned_until.lock().expect("bans lock")[primary].is_some_and(|u| u > Instant::now());
         if banned {
             return false;
         }
-        let Ok(token) = self.token(primary).await else { return false };
+        // On a task of its own: a slow registration cut short by the
+        // check's bound still stores its token for the next check, rather
+        // than leave a session at the pool and open another each time.
+        let registration = {
+            let ctx = self.clone();
+            tokio::spawn(async move { ctx.token(primary).await })
+        };
+        let Ok(Ok(token)) = registration.await else { return false };
         match self.pool(primary).job(&token, None).await {
             Ok(job) => Work::from_pool_job(&job, primary).is_ok(),
             // It forgot us (a restart, an expired session): register afresh
