@@ -1,5 +1,6 @@
-//! Open connections per source address: one client (or one address) cannot
-//! hold every connection slot the server has, and a few cannot together:
+//! Slots per source address (open connections; held long-polls, through
+//! the pool): one client (or one address) cannot hold every slot the
+//! server has, and a few cannot together:
 //! once slots run short, a source that already holds [`FAIR_SHARE`] gets no
 //! more, and the rest stay for sources holding few (a miner needs one or
 //! two).

@@ -1536,6 +1536,44 @@ async fn sessions_opened_before_the_ban_cap_add_no_bans_past_it() {
     pool.stop().await;
 }
 
+/// One address cannot take every long-poll slot: once a quarter of them
+/// are left, a source holding its fair share (16) is answered at once, and
+/// an honest miner's long-poll is still held (so it hears the next block
+/// the moment it comes, not at its next poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_long_poll() {
+    let pool = TestPool::start(CoordinatorArgs { max_long_polls: Some(64), ..settings("long-poll-share") }).await;
+    let flooder = client_from("127.0.0.12");
+    let flood_token =
+        register_with(&flooder, &pool, "flood", "land1flood", None).await["worker_token"].as_str().unwrap().to_string();
+    body(flooder.get(format!("{}/pool/job", pool.url)).bearer_auth(&flood_token).send().await.unwrap()).await;
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let request = flooder.get(format!("{}/pool/job?wait=5", pool.url)).bearer_auth(&flood_token);
+        held.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let _ = request.send().await;
+            started.elapsed()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let honest = pool.register("honest", "land1honest").await;
+    pool.job(&honest).await;
+    let started = Instant::now();
+    assert_eq!(pool.get_auth("/pool/job?wait=2", &honest).await.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the honest long-poll was not held: {:?}",
+        started.elapsed()
+    );
+    let mut answered_at_once = 0;
+    for request in held {
+        answered_at_once += usize::from(request.await.unwrap() < Duration::from_secs(3));
+    }
+    assert_eq!(answered_at_once, 16, "the flood holds 48 of 64 slots, the rest answered at once");
+    pool.stop().await;
+}
+
 /// A session whose ban ran out works again at once (its expired ban is
 /// lifted on its next request; that path once locked the bans twice and
 /// hung the server's thread).

@@ -115,6 +115,7 @@ struct JobQuery {
 
 async fn job(
     State(state): State<PoolApiState>,
+    source: Source,
     headers: HeaderMap,
     AppQuery(query): AppQuery<JobQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -123,7 +124,8 @@ async fn job(
         state.pool.admit(&session_id, now_ms())?;
         // Refused at once, not after the wait.
         state.pool.refuse_if_behind(now_ms())?;
-        state.pool.wait_for_new_template(&session_id, Duration::from_secs(wait)).await;
+        let source = source_ip(&state, source, &headers);
+        state.pool.wait_for_new_template(&session_id, source, Duration::from_secs(wait)).await;
     }
     let started = Instant::now();
     let job = state.pool.job_for(&session_id, now_ms()).await?;

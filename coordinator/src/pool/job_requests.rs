@@ -10,6 +10,7 @@
 //! pool still judges its shares. Issuing runs on a task of its own, so a
 //! client that hangs up cannot skip the count.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use super::metrics::PoolMetrics;
 use super::worker_sessions::SessionState;
 use super::{JobResponse, Pool, PoolError};
 use crate::chain::ChainError;
+use crate::client_source::source_network;
 use crate::storage::JobRecord;
 
 /// New jobs one session can get on one template.
@@ -49,9 +51,19 @@ impl Default for RequestRefresh {
 impl Pool {
     /// Waits (up to `wait`, within the pool's bound, and only while fewer
     /// than the maximum of long-polls wait) for a template newer than the
-    /// session's last job.
-    pub(crate) async fn wait_for_new_template(&self, session_id: &str, wait: Duration) {
+    /// session's last job. Once fewer than a quarter of the slots are free,
+    /// a source (`source`'s network) already holding its fair share is
+    /// answered at once, as past the maximum.
+    pub(crate) async fn wait_for_new_template(&self, session_id: &str, source: Option<IpAddr>, wait: Duration) {
         let Ok(_permit) = self.long_polls.clone().try_acquire_owned() else { return };
+        let scarce = self.long_polls.available_permits() < self.config.max_long_polls / 4;
+        let _slot = match source.map(source_network) {
+            Some(network) => match self.long_polls_by_source.try_acquire(network, scarce) {
+                Some(slot) => Some(slot),
+                None => return,
+            },
+            None => None,
+        };
         let seen = self.sessions.read().get(session_id).map_or(0, |s| s.last_template_version);
         let mut versions = self.jobs.subscribe();
         let mut stopping = self.stopping.subscribe();

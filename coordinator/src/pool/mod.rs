@@ -185,6 +185,10 @@ pub struct Pool {
     stats_builder: Arc<Semaphore>,
     sources: SourceLimits,
     long_polls: Arc<Semaphore>,
+    /// Long-polls held per source network: once few slots are left, one
+    /// holding its fair share already gets no more (a few addresses must
+    /// not hold every slot and leave honest miners unheld).
+    long_polls_by_source: crate::connection_limits::ConnectionsPerSource,
     /// Set when the server stops: long-polls answer at once (with the job
     /// they have) instead of holding the stop for their wait.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -256,6 +260,7 @@ impl Pool {
                 unproven_verification_burst: config.unproven_verification_burst,
             }),
             long_polls: Arc::new(Semaphore::new(config.max_long_polls.max(1))),
+            long_polls_by_source: crate::connection_limits::ConnectionsPerSource::new(usize::MAX),
             stopping: tokio::sync::watch::Sender::new(false),
             public_reads: PublicReads::new(config.public_reads),
             block_retries: Mutex::default(),
