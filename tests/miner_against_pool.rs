@@ -388,6 +388,8 @@ struct Replay {
     every_share_a_block: bool,
     /// The first this many shares are answered 503 `busy`, `Retry-After: 1`.
     busy_shares: u64,
+    /// Every share is answered as credited before (`already_credited`).
+    already_credited: bool,
 }
 
 impl Replay {
@@ -402,6 +404,7 @@ impl Replay {
             forget_sessions_at: None,
             every_share_a_block: false,
             busy_shares: 0,
+            already_credited: false,
         }
     }
 }
@@ -500,8 +503,10 @@ impl ReplayPool {
                         }
                         shares.lock().unwrap().push((Instant::now(), nonce, "accepted"));
                         let is_block = replay.every_share_a_block;
-                        axum::Json(json!({"accepted": true, "is_block": is_block, "share_difficulty": answered}))
-                            .into_response()
+                        let reason = replay.already_credited.then_some("already_credited");
+                        let answer = json!({"accepted": true, "is_block": is_block, "share_difficulty": answered,
+                            "reason": reason});
+                        axum::Json(answer).into_response()
                     }
                 }),
             );
@@ -587,6 +592,19 @@ async fn a_silent_primary_does_not_stall_the_pool_mined_at() {
     // A held long-poll (2 s) and a bounded check (5 s), with room to spare.
     assert!(longest < Duration::from_secs(9), "no job request at the second pool for {longest:?}");
     held.abort();
+}
+
+/// A share the pool says it credited before (a device restarted on the
+/// same job finds it again) is not counted again as accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_credited_before_are_not_counted_again() {
+    let replay = Replay { already_credited: true, ..Replay::well_behaved(50) };
+    let pool = ReplayPool::start("m-credited", replay).await;
+    let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1again"]);
+    let status_url = format!("{}/status", miner.api);
+    wait_for(&status_url, MINUTE, "shares sent", |_| pool.shares.lock().unwrap().len() >= 3).await;
+    let status = get_json(&status_url).await.unwrap();
+    assert_eq!(accepted(&status), 0, "{status}");
 }
 
 /// A pool (or a bridge in front of one) that answers every job request at

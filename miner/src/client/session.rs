@@ -338,12 +338,15 @@ impl PoolContext {
     /// after the pool's Retry-After or a backoff, while no job at a later
     /// height has come: held for the next job answer, it would wait out a
     /// long-poll that only a new block (making it stale) may end.
-    async fn submit(&self, work: Arc<Work>, found: Found) {
+    ///
+    /// `resent`: an earlier try (from the queue) may have reached the pool
+    /// with its answer lost.
+    async fn submit(&self, work: Arc<Work>, found: Found, resent: bool) {
         let Some(pool) = work.pool else { return };
         let is_block = Target::from_difficulty(work.network_difficulty).is_met_by(&found.digest);
         let mut failures = 0u32;
         loop {
-            let failure = match self.submit_once(pool, &work, &found).await {
+            let failure = match self.submit_once(pool, &work, &found, resent || failures > 0).await {
                 Ok(()) => return,
                 Err(failure) => failure,
             };
@@ -364,10 +367,15 @@ impl PoolContext {
 
     /// One try at sending a find: `Err` with what failed when it should be
     /// sent again (the pool unreachable, busy, or without our session).
-    async fn submit_once(&self, pool: usize, work: &Work, found: &Found) -> Result<(), ApiFailure> {
+    /// `resent`: an earlier try may have been credited with its answer lost.
+    async fn submit_once(&self, pool: usize, work: &Work, found: &Found, resent: bool) -> Result<(), ApiFailure> {
         let token = self.token(pool).await?;
         let rate = self.status.meter.rates(None).h60s;
         match self.pool(pool).share(&token, &work.id, found.nonce, &found.digest.to_hex(), rate).await {
+            // Credited before: counted then, unless that answer was lost. (A
+            // device restarted on the same job, after a pause or a thread
+            // change, finds its earlier shares again.)
+            Ok(answer) if answer.accepted && answer.reason.as_deref() == Some("already_credited") && !resent => Ok(()),
             Ok(answer) if answer.accepted => {
                 self.status.update(|c| {
                     c.accepted += 1;
@@ -423,12 +431,12 @@ impl PoolContext {
             current.into_iter().partition(|(w, f)| Target::from_difficulty(w.network_difficulty).is_met_by(&f.digest));
         for (work, found) in blocks {
             let ctx = self.clone();
-            tokio::spawn(async move { ctx.submit(work, found).await });
+            tokio::spawn(async move { ctx.submit(work, found, true).await });
         }
         let ctx = self.clone();
         tokio::spawn(async move {
             for (work, found) in shares {
-                ctx.submit(work, found).await;
+                ctx.submit(work, found, true).await;
             }
         });
     }
@@ -793,13 +801,13 @@ pub async fn run_pool(
         tokio::spawn(async move {
             submit_found(found, drain, |work, f| {
                 let ctx = ctx.clone();
-                async move { ctx.submit(work, f).await }
+                async move { ctx.submit(work, f, false).await }
             })
             .await;
             // Stopping: one more try for the shares that waited for a pool.
             let waiting: Vec<(Arc<Work>, Found)> = ctx.pending.lock().expect("pending lock").drain(..).collect();
             for (work, f) in waiting {
-                ctx.submit(work, f).await;
+                ctx.submit(work, f, true).await;
             }
         })
     };
