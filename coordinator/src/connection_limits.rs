@@ -16,6 +16,8 @@ pub(crate) const FAIR_SHARE: usize = 16;
 #[derive(Debug)]
 pub(crate) struct ConnectionsPerSource {
     limit: usize,
+    /// What a source may hold once slots run short.
+    fair_share: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
@@ -28,7 +30,12 @@ pub(crate) struct SourceSlot {
 
 impl ConnectionsPerSource {
     pub(crate) fn new(limit: usize) -> Self {
-        ConnectionsPerSource { limit: limit.max(1), open: Arc::default() }
+        Self::with_fair_share(limit, FAIR_SHARE)
+    }
+
+    /// With another share than [`FAIR_SHARE`] (fewer slots in all).
+    pub(crate) fn with_fair_share(limit: usize, fair_share: usize) -> Self {
+        ConnectionsPerSource { limit: limit.max(1), fair_share: fair_share.max(1), open: Arc::default() }
     }
 
     /// A slot for one more connection from `source`, unless it has `limit`
@@ -37,7 +44,7 @@ impl ConnectionsPerSource {
     pub(crate) fn try_acquire(&self, source: IpAddr, scarce: bool) -> Option<SourceSlot> {
         let mut open = self.open.lock().expect("connections lock");
         let count = open.entry(source).or_insert(0);
-        if *count >= self.limit || (scarce && *count >= FAIR_SHARE) {
+        if *count >= self.limit || (scarce && *count >= self.fair_share) {
             return None;
         }
         *count += 1;

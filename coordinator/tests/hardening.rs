@@ -865,7 +865,8 @@ async fn a_lagging_node_saying_no_block_does_not_reject_one_the_chain_took() {
     let n = job.nonce_start();
     let (status, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
     assert_eq!((status, answer["block_status"].as_str()), (StatusCode::OK, Some("submitted")), "{answer}");
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // (Retries back off: 0.25, 0.5, 1, 2, 4, 8 s...)
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let blocks = pool.json("/pool/blocks").await;
         let ours = &blocks[0];
@@ -1155,6 +1156,47 @@ async fn bans_and_unbans_reach_every_coordinator_on_the_database() {
     assert_eq!(unban.unwrap().status(), StatusCode::OK);
     eventually("the other coordinator to serve the session again", Duration::from_secs(3), async || {
         b.get_auth("/pool/job", &token).await.status() == StatusCode::OK
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// An address at the ban cap through one coordinator is stopped on the
+/// others on the database too, and an unban through one frees it on all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ban_cap_holds_on_every_coordinator_on_the_database() {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let url = server.database("bancap");
+    let on_db = |label| CoordinatorArgs {
+        database_url: Some(url.clone()),
+        registrations_per_sec: Some(1000.0),
+        admin_token: Some("s3cret".into()),
+        ..settings(label)
+    };
+    let (a, b) = (TestPool::start(on_db("bancap-a")).await, TestPool::start(on_db("bancap-b")).await);
+    let forger = client_from("127.0.0.13");
+    for s in 0..16 {
+        let answer = register_with(&forger, &a, &format!("cap-{s}"), "land1cap", None).await;
+        let token = answer["worker_token"].as_str().unwrap().to_string();
+        let job =
+            Job(body(forger.get(format!("{}/pool/job", a.url)).bearer_auth(&token).send().await.unwrap()).await.1);
+        assert!(forge_until_banned(&forger, &a, (&token, &job), job.nonce_end(), &"66".repeat(32), 10).await);
+    }
+    let registers_at_b = async || {
+        let request = json!({"worker_id": "cap-new", "wallet_address": "land1cap"});
+        forger.post(format!("{}/pool/register", b.url)).json(&request).send().await.unwrap().status()
+    };
+    eventually("the other coordinator to stop the address", Duration::from_secs(5), async || {
+        registers_at_b().await == StatusCode::FORBIDDEN
+    })
+    .await;
+    let bans = body(a.get_auth("/pool/bans", "s3cret").await).await.1;
+    let first = bans["bans"][0]["session_id"].as_str().unwrap().to_string();
+    let unban = a.http.delete(format!("{}/pool/bans/{first}", a.url)).bearer_auth("s3cret").send().await.unwrap();
+    assert_eq!(unban.status(), StatusCode::OK);
+    eventually("the other coordinator to let the address register again", Duration::from_secs(5), async || {
+        registers_at_b().await == StatusCode::OK
     })
     .await;
     a.stop().await;
@@ -1537,7 +1579,8 @@ async fn sessions_opened_before_the_ban_cap_add_no_bans_past_it() {
 }
 
 /// One address cannot take every long-poll slot: once a quarter of them
-/// are left, a source holding its fair share (16) is answered at once, and
+/// are left, a source holding its fair share (an eighth, at most 16) is
+/// answered at once, and
 /// an honest miner's long-poll is still held (so it hears the next block
 /// the moment it comes, not at its next poll).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1556,7 +1599,12 @@ async fn one_address_cannot_hold_every_long_poll() {
             started.elapsed()
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every flood request has its answer (16 at once) or its slot (48).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while held.iter().filter(|h| h.is_finished()).count() < 16 {
+        assert!(Instant::now() < deadline, "the flood's extra long-polls were not answered at once");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let honest = pool.register("honest", "land1honest").await;
     pool.job(&honest).await;
     let started = Instant::now();

@@ -110,8 +110,7 @@ impl Pool {
                 session.ban_counts = Default::default();
             }
         }
-        // Worked out afresh from the bans left, at the next ban written.
-        self.capped_sources.lock().expect("capped sources lock").clear();
+        self.recount_capped_sources(super::now_ms());
         self.commits.durable().await?;
         Ok(lifted.len())
     }
@@ -197,6 +196,9 @@ impl Pool {
             }
             (banned, lifted)
         };
+        // Another coordinator's bans and unbans change which networks are
+        // at the cap here too.
+        self.recount_capped_sources(now);
         let mut sessions = self.sessions.lock();
         for (session_id, in_force) in banned {
             if let Some(session) = sessions.get_mut(&session_id) {

@@ -31,9 +31,11 @@ const LAST_RETRY: Duration = Duration::from_secs(10);
 const REFUSALS_RETRIED_FOR_MS: u64 = 10 * 60 * 1000;
 
 /// How long a node saying "no block" at a found block's height is asked
-/// again before it is believed, when an earlier submission's answer was
-/// lost: a lagging replica catches up in seconds, and until the block
-/// settles later blocks wait to be credited.
+/// again before it is believed, unless the block's only submission was
+/// refused (an earlier attempt may have landed, and the node answering may
+/// lag the one that took it): a lagging replica catches up in seconds, and
+/// until the block settles later blocks wait to be credited. A node whose
+/// tip is past the height gets [`REFUSALS_RETRIED_FOR_MS`].
 const LAGGING_NODE_PATIENCE_MS: u64 = 2 * 60 * 1000;
 
 /// Whether a block the node refused to take is settled now (asked of the
@@ -110,7 +112,9 @@ impl Pool {
                 // then the chain now calls the same block stale. (Not known
                 // yet: asked again on the next try.)
                 let reason = outcome.reason.unwrap_or_else(|| "rejected without a reason".into());
-                let only_attempt = block.attempts <= 1;
+                // (A block resumed after a restart may have been taken by
+                // an attempt whose count was never written.)
+                let only_attempt = block.attempts <= 1 && block.time_ms >= self.started_ms();
                 self.chain_verdict(block, only_attempt).await.settle(block, reason);
             }
             // Only the chain's verdict on the block settles it. A refused
@@ -196,9 +200,14 @@ impl Pool {
         match self.chain.block(block.height).await {
             Ok(on_chain) if on_chain.hash.eq_ignore_ascii_case(&block.hash) => ChainVerdict::Ours,
             Ok(_) => ChainVerdict::Another,
+            Err(ChainError::NotFound(_)) if definite => ChainVerdict::NoBlock,
             Err(ChainError::NotFound(_)) => {
+                // A tip past the height with no block there is a node
+                // contradicting itself (replicas apart): given longer.
+                let tip_past = matches!(self.chain.tip().await, Ok(Some(tip)) if tip.height > block.height);
+                let patience = if tip_past { REFUSALS_RETRIED_FOR_MS } else { LAGGING_NODE_PATIENCE_MS };
                 let waited = now_ms().saturating_sub(block.time_ms.max(self.started_ms()));
-                if definite || waited >= LAGGING_NODE_PATIENCE_MS {
+                if waited >= patience {
                     ChainVerdict::NoBlock
                 } else {
                     tracing::warn!(

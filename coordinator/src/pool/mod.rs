@@ -260,7 +260,11 @@ impl Pool {
                 unproven_verification_burst: config.unproven_verification_burst,
             }),
             long_polls: Arc::new(Semaphore::new(config.max_long_polls.max(1))),
-            long_polls_by_source: crate::connection_limits::ConnectionsPerSource::new(usize::MAX),
+            // An eighth of the slots, at most the connections' share (16).
+            long_polls_by_source: crate::connection_limits::ConnectionsPerSource::with_fair_share(
+                usize::MAX,
+                (config.max_long_polls / 8).clamp(1, crate::connection_limits::FAIR_SHARE),
+            ),
             stopping: tokio::sync::watch::Sender::new(false),
             public_reads: PublicReads::new(config.public_reads),
             block_retries: Mutex::default(),
@@ -299,6 +303,7 @@ impl Pool {
         pool.metrics.blocks_found.store(count(crate::storage::BlockStatus::Accepted), Ordering::Relaxed);
         pool.metrics.blocks_rejected.store(count(crate::storage::BlockStatus::Rejected), Ordering::Relaxed);
         pool.restore_jobs().await?;
+        pool.recount_capped_sources(now_ms());
         // The counters start at zero now: the charts' first interval counts
         // from here, not from the sampler's first tick.
         pool.history.record(now_ms(), stats_history::PoolReading::default(), Vec::new());

@@ -205,7 +205,7 @@ impl Pool {
                 retry_after_secs: e.retry_after_secs,
             })?;
         }
-        if let Some(until) = self.banned_source(source, now) {
+        if let Some(until) = source.and_then(|source| self.capped_until(source, now)) {
             return Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) });
         }
         let mut raw = [0u8; 32];
@@ -259,25 +259,48 @@ impl Pool {
     }
 
     /// Until when `source` (its network: an IPv6 /64) may not register at
-    /// all, if [`MAX_BANS_PER_SOURCE`] of its sessions are banned: each
-    /// ban is a stored record every coordinator reads, and a session costs
-    /// nothing to open, so an address that keeps earning bans is stopped
-    /// before its bans fill the store. (The operator can lift them.)
-    fn banned_source(&self, source: Option<IpAddr>, now: u64) -> Option<u64> {
-        let network = source_network(source?);
-        let bans = self.bans.read();
-        let mut until: Vec<u64> = bans
-            .values()
-            .filter(|b| b.until_ms > now)
-            .filter(|b| b.source.as_deref().and_then(|s| s.parse().ok()).map(source_network) == Some(network))
-            .map(|b| b.until_ms)
-            .collect();
-        if until.len() < MAX_BANS_PER_SOURCE {
-            return None;
+    /// all, nor work through an unproven session, if [`MAX_BANS_PER_SOURCE`]
+    /// of its sessions are banned: each ban is a stored record every
+    /// coordinator reads, and a session costs nothing to open, so an
+    /// address that keeps earning bans is stopped before its bans fill the
+    /// store. (The operator can lift them.) Read from what
+    /// [`Self::recount_capped_sources`] worked out: no scan per request.
+    fn capped_until(&self, source: IpAddr, now: u64) -> Option<u64> {
+        let network = source_network(source);
+        let mut capped = self.capped_sources.lock().expect("capped sources lock");
+        match capped.get(&network).copied() {
+            Some(until) if until > now => Some(until),
+            Some(_) => {
+                // Enough of its bans ran out.
+                capped.remove(&network);
+                None
+            }
+            None => None,
         }
-        // Open again once enough of them have run out.
-        until.sort_unstable();
-        Some(until[until.len() - MAX_BANS_PER_SOURCE])
+    }
+
+    /// Works out, in one pass over the bans in force, which source
+    /// networks are at the ban cap and until when. Run when bans change
+    /// (this coordinator writes one, a session earning it with several
+    /// refused shares; an operator lifts some; another coordinator's
+    /// arrive) and at start, never on the request path.
+    pub(crate) fn recount_capped_sources(&self, now: u64) {
+        let mut by_network: std::collections::HashMap<IpAddr, Vec<u64>> = std::collections::HashMap::new();
+        for ban in self.bans.read().values().filter(|b| b.until_ms > now) {
+            if let Some(from) = ban.source.as_deref().and_then(|s| s.parse::<IpAddr>().ok()) {
+                by_network.entry(source_network(from)).or_default().push(ban.until_ms);
+            }
+        }
+        let capped = by_network
+            .into_iter()
+            .filter(|(_, until)| until.len() >= MAX_BANS_PER_SOURCE)
+            .map(|(network, mut until)| {
+                // Open again once enough of them have run out.
+                until.sort_unstable();
+                (network, until[until.len() - MAX_BANS_PER_SOURCE])
+            })
+            .collect();
+        *self.capped_sources.lock().expect("capped sources lock") = capped;
     }
 
     /// Until when a session of `worker_id` from `source` is banned, if one is.
@@ -444,14 +467,8 @@ impl Pool {
             .get(session_id)
             .filter(|s| !s.proven)
             .and_then(|s| s.record.source.as_deref()?.parse::<IpAddr>().ok());
-        let Some(network) = unproven_source.map(source_network) else { return Ok(()) };
-        let mut capped = self.capped_sources.lock().expect("capped sources lock");
-        match capped.get(&network).copied() {
-            Some(until) if until > now => Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) }),
-            Some(_) => {
-                capped.remove(&network);
-                Ok(())
-            }
+        match unproven_source.and_then(|source| self.capped_until(source, now)) {
+            Some(until) => Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) }),
             None => Ok(()),
         }
     }
@@ -504,10 +521,8 @@ impl Pool {
             PoolMetrics::bump(&self.metrics.bans);
             let banned_from = ban.source.as_deref().and_then(|s| s.parse::<IpAddr>().ok());
             self.bans.lock().insert(session_id.to_string(), ban);
-            // Its source at the cap now? (One scan per ban written, which a
-            // session earns with several refused shares.)
-            if let (Some(from), Some(until)) = (banned_from, self.banned_source(banned_from, now)) {
-                self.capped_sources.lock().expect("capped sources lock").insert(source_network(from), until);
+            if banned_from.is_some() {
+                self.recount_capped_sources(now);
             }
         }
         Ok(())

@@ -34,6 +34,14 @@ use super::work_dispatch::{FoundReceiver, Work, WorkDispatch};
 /// The longest a failback check of the primary pool may take: a healthy
 /// pool answers a registration and a job request in well under a second.
 const FAILBACK_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A find that could not be sent yet.
+struct WaitingShare {
+    work: Arc<Work>,
+    found: Found,
+    /// An earlier try may have been credited with its answer lost.
+    maybe_credited: bool,
+}
+
 /// Shares kept while no pool answers.
 const MAX_PENDING: usize = 1024;
 /// Failures in a row on one pool before moving to the next.
@@ -160,7 +168,7 @@ struct PoolContext {
     /// Until when each pool has banned this miner.
     banned_until: Mutex<Vec<Option<Instant>>>,
     active: AtomicUsize,
-    pending: Mutex<VecDeque<(Arc<Work>, Found)>>,
+    pending: Mutex<VecDeque<WaitingShare>>,
     dispatch: Arc<WorkDispatch>,
     status: Arc<MinerStatus>,
     block_time: Mutex<Duration>,
@@ -169,8 +177,9 @@ struct PoolContext {
     job_answered: Mutex<Instant>,
     /// Cuts a long-poll short: the pool announced a new share difficulty.
     refresh: Notify,
-    /// One registration at a time (`token`).
-    registering: tokio::sync::Semaphore,
+    /// One registration at a time with each pool (`token`), by pool index:
+    /// a primary slow to register (a failback check) holds up no other.
+    registering: Vec<tokio::sync::Semaphore>,
 }
 
 impl PoolContext {
@@ -198,7 +207,8 @@ impl PoolContext {
             block_time: Mutex::new(Duration::from_secs(30)),
             job_answered: Mutex::new(Instant::now()),
             refresh: Notify::new(),
-            registering: tokio::sync::Semaphore::new(1),
+            // (Pools are added through the local API up to MAX_POOLS.)
+            registering: (0..count.max(MAX_POOLS)).map(|_| tokio::sync::Semaphore::new(1)).collect(),
         })
     }
 
@@ -278,7 +288,8 @@ impl PoolContext {
         // One registration at a time: shares sent at once that all met a
         // 401 must not each open a session (and spend the address's
         // registration budget); those behind take the token it got.
-        let _turn = self.registering.acquire().await.map_err(|_| ApiFailure::Unauthorized)?;
+        let turn = self.registering.get(pool).ok_or(ApiFailure::Unauthorized)?;
+        let _turn = turn.acquire().await.map_err(|_| ApiFailure::Unauthorized)?;
         if let Some(token) = self.tokens.lock().expect("tokens lock")[pool].clone() {
             return Ok(token);
         }
@@ -321,13 +332,13 @@ impl PoolContext {
         }
     }
 
-    fn queue(&self, work: Arc<Work>, found: Found) {
+    fn queue(&self, work: Arc<Work>, found: Found, maybe_credited: bool) {
         let mut pending = self.pending.lock().expect("pending lock");
         if pending.len() >= MAX_PENDING {
             pending.pop_front();
             self.status.update(|c| c.dropped += 1);
         }
-        pending.push_back((work, found));
+        pending.push_back(WaitingShare { work, found, maybe_credited });
         let n = pending.len();
         self.status.update(|c| c.pending = n);
     }
@@ -339,21 +350,24 @@ impl PoolContext {
     /// height has come: held for the next job answer, it would wait out a
     /// long-poll that only a new block (making it stale) may end.
     ///
-    /// `resent`: an earlier try (from the queue) may have reached the pool
-    /// with its answer lost.
-    async fn submit(&self, work: Arc<Work>, found: Found, resent: bool) {
+    /// `maybe_credited`: an earlier try may have been credited with its
+    /// answer lost (it timed out, or the pool failed after taking it).
+    async fn submit(&self, work: Arc<Work>, found: Found, mut maybe_credited: bool) {
         let Some(pool) = work.pool else { return };
         let is_block = Target::from_difficulty(work.network_difficulty).is_met_by(&found.digest);
         let mut failures = 0u32;
         loop {
-            let failure = match self.submit_once(pool, &work, &found, resent || failures > 0).await {
+            let failure = match self.submit_once(pool, &work, &found, maybe_credited).await {
                 Ok(()) => return,
                 Err(failure) => failure,
             };
+            // Busy, rate-limited, or without our session: not taken. Any
+            // other failure may have been.
+            maybe_credited |= matches!(failure, ApiFailure::Unavailable(_));
             let height_current = self.dispatch.current_work().is_none_or(|w| w.height <= work.height);
             let retryable = failure.is_transient() || matches!(failure, ApiFailure::Unauthorized);
             if !is_block || !retryable || !height_current || failures >= MAX_BLOCK_SUBMIT_RETRIES {
-                return self.queue(work, found);
+                return self.queue(work, found, maybe_credited);
             }
             failures += 1;
             // Short, whatever the pool asks: one request is no load, a
@@ -367,15 +381,26 @@ impl PoolContext {
 
     /// One try at sending a find: `Err` with what failed when it should be
     /// sent again (the pool unreachable, busy, or without our session).
-    /// `resent`: an earlier try may have been credited with its answer lost.
-    async fn submit_once(&self, pool: usize, work: &Work, found: &Found, resent: bool) -> Result<(), ApiFailure> {
+    /// `maybe_credited`: an earlier try may have been credited with its
+    /// answer lost.
+    async fn submit_once(
+        &self,
+        pool: usize,
+        work: &Work,
+        found: &Found,
+        maybe_credited: bool,
+    ) -> Result<(), ApiFailure> {
         let token = self.token(pool).await?;
         let rate = self.status.meter.rates(None).h60s;
         match self.pool(pool).share(&token, &work.id, found.nonce, &found.digest.to_hex(), rate).await {
             // Credited before: counted then, unless that answer was lost. (A
             // device restarted on the same job, after a pause or a thread
             // change, finds its earlier shares again.)
-            Ok(answer) if answer.accepted && answer.reason.as_deref() == Some("already_credited") && !resent => Ok(()),
+            Ok(answer)
+                if answer.accepted && answer.reason.as_deref() == Some("already_credited") && !maybe_credited =>
+            {
+                Ok(())
+            }
             Ok(answer) if answer.accepted => {
                 self.status.update(|c| {
                     c.accepted += 1;
@@ -415,9 +440,9 @@ impl PoolContext {
 
     /// Resubmits queued shares whose job height is still current; drops the rest.
     fn flush_pending(self: &Arc<Self>, height: u64) {
-        let queued: Vec<(Arc<Work>, Found)> = self.pending.lock().expect("pending lock").drain(..).collect();
+        let queued: Vec<WaitingShare> = self.pending.lock().expect("pending lock").drain(..).collect();
         self.status.update(|c| c.pending = 0);
-        let (current, old): (Vec<_>, Vec<_>) = queued.into_iter().partition(|(w, _)| w.height >= height);
+        let (current, old): (Vec<_>, Vec<_>) = queued.into_iter().partition(|w| w.work.height >= height);
         if !old.is_empty() {
             self.status.update(|c| c.dropped += old.len() as u64);
         }
@@ -427,16 +452,17 @@ impl PoolContext {
         tracing::info!("resubmitting {} shares kept while the pool was unreachable", current.len());
         // A block goes on its own task: its retries must not hold the
         // shares behind it until they are stale.
-        let (blocks, shares): (Vec<_>, Vec<_>) =
-            current.into_iter().partition(|(w, f)| Target::from_difficulty(w.network_difficulty).is_met_by(&f.digest));
-        for (work, found) in blocks {
+        let (blocks, shares): (Vec<_>, Vec<_>) = current
+            .into_iter()
+            .partition(|w| Target::from_difficulty(w.work.network_difficulty).is_met_by(&w.found.digest));
+        for waiting in blocks {
             let ctx = self.clone();
-            tokio::spawn(async move { ctx.submit(work, found, true).await });
+            tokio::spawn(async move { ctx.submit(waiting.work, waiting.found, waiting.maybe_credited).await });
         }
         let ctx = self.clone();
         tokio::spawn(async move {
-            for (work, found) in shares {
-                ctx.submit(work, found, true).await;
+            for waiting in shares {
+                ctx.submit(waiting.work, waiting.found, waiting.maybe_credited).await;
             }
         });
     }
@@ -805,9 +831,9 @@ pub async fn run_pool(
             })
             .await;
             // Stopping: one more try for the shares that waited for a pool.
-            let waiting: Vec<(Arc<Work>, Found)> = ctx.pending.lock().expect("pending lock").drain(..).collect();
-            for (work, f) in waiting {
-                ctx.submit(work, f, true).await;
+            let waiting: Vec<WaitingShare> = ctx.pending.lock().expect("pending lock").drain(..).collect();
+            for w in waiting {
+                ctx.submit(w.work, w.found, w.maybe_credited).await;
             }
         })
     };
