@@ -102,15 +102,21 @@ impl Pool {
             .map(|b| b.session_id.clone())
             .collect();
         // The store first: a ban lifted in memory only would come back.
+        let mut removed = Ok(());
         for session_id in &lifted {
-            self.store.remove_ban(session_id).await?;
+            if let Err(err) = self.store.remove_ban(session_id).await {
+                removed = Err(err);
+                break;
+            }
             self.bans.lock().remove(session_id);
             if let Some(session) = self.sessions.lock().get_mut(session_id) {
                 session.banned.store(false, Ordering::Relaxed);
                 session.ban_counts = Default::default();
             }
         }
+        // Counted again whatever was lifted, a failure part-way included.
         self.recount_capped_sources(super::now_ms());
+        removed?;
         self.commits.durable().await?;
         Ok(lifted.len())
     }

@@ -84,7 +84,7 @@ impl Pool {
         self: &Arc<Self>,
         mut block: FoundBlockRecord,
     ) -> Result<FoundBlockRecord, PoolError> {
-        let attempt = self.attempt_submission(&mut block).await;
+        let attempt = self.attempt_submission(&mut block, true).await;
         // Unsettled, or settled but not recorded (a storage failure): either
         // way a task of its own sees it through.
         if block.status == BlockStatus::Submitted || attempt.is_err() {
@@ -96,7 +96,9 @@ impl Pool {
     }
 
     /// One submission attempt; records the outcome durably.
-    async fn attempt_submission(&self, block: &mut FoundBlockRecord) -> Result<(), PoolError> {
+    /// `first`: the first attempt, by the coordinator that found the block,
+    /// right after recording it (no earlier attempt can have landed).
+    async fn attempt_submission(&self, block: &mut FoundBlockRecord, first: bool) -> Result<(), PoolError> {
         block.attempts += 1;
         block.updated_ms = now_ms();
         match self.chain.submit(block.submission.clone()).await {
@@ -112,10 +114,10 @@ impl Pool {
                 // then the chain now calls the same block stale. (Not known
                 // yet: asked again on the next try.)
                 let reason = outcome.reason.unwrap_or_else(|| "rejected without a reason".into());
-                // (A block resumed after a restart may have been taken by
-                // an attempt whose count was never written.)
-                let only_attempt = block.attempts <= 1 && block.time_ms >= self.started_ms();
-                self.chain_verdict(block, only_attempt).await.settle(block, reason);
+                // Only the first attempt's refusal is definite: a retry, or
+                // a block resumed (after a restart, or from another
+                // coordinator), may follow an attempt that landed.
+                self.chain_verdict(block, first).await.settle(block, reason);
             }
             // Only the chain's verdict on the block settles it. A refused
             // credential (a rotated --upstream-token), a proxy's 404 or a
@@ -281,7 +283,7 @@ impl Pool {
                     Err(err) => Err(err),
                 }
             } else if self.can_still_win(&block) {
-                self.attempt_submission(&mut block).await
+                self.attempt_submission(&mut block, false).await
             } else {
                 self.settle_superseded(&mut block).await
             };

@@ -174,9 +174,9 @@ pub struct Pool {
     sessions: Tracked<HashMap<String, SessionState>>,
     /// Bans in force, by session id.
     bans: Tracked<HashMap<String, BanRecord>>,
-    /// Source networks at the ban cap, and until when, as found when this
-    /// coordinator last banned one of their sessions (their unproven
-    /// sessions are refused without a scan of every ban).
+    /// Source networks at the ban cap, and until when: counted from every
+    /// ban in force (other coordinators' too) whenever the bans change, so
+    /// registrations and unproven sessions are refused without a scan.
     capped_sources: Mutex<HashMap<std::net::IpAddr, u64>>,
     /// Changes to what the figures show: sessions, bans, settings.
     state_changes: Arc<AtomicU64>,

@@ -285,8 +285,12 @@ impl Pool {
     /// refused shares; an operator lifts some; another coordinator's
     /// arrive) and at start, never on the request path.
     pub(crate) fn recount_capped_sources(&self, now: u64) {
+        // The bans stay read until the count is written: two recounts at
+        // once cannot leave the older count last. (Lock order: bans, then
+        // capped sources; nothing takes them the other way.)
+        let bans = self.bans.read();
         let mut by_network: std::collections::HashMap<IpAddr, Vec<u64>> = std::collections::HashMap::new();
-        for ban in self.bans.read().values().filter(|b| b.until_ms > now) {
+        for ban in bans.values().filter(|b| b.until_ms > now) {
             if let Some(from) = ban.source.as_deref().and_then(|s| s.parse::<IpAddr>().ok()) {
                 by_network.entry(source_network(from)).or_default().push(ban.until_ms);
             }
@@ -301,6 +305,7 @@ impl Pool {
             })
             .collect();
         *self.capped_sources.lock().expect("capped sources lock") = capped;
+        drop(bans);
     }
 
     /// Until when a session of `worker_id` from `source` is banned, if one is.
@@ -459,8 +464,8 @@ impl Pool {
         }
         // An unproven session of a source that may not register any more
         // may not work either: sessions opened before its bans piled up
-        // would otherwise each earn a stored ban of their own. (Known from
-        // the bans this coordinator wrote: no scan on this path.)
+        // would otherwise each earn a stored ban of their own. (Read from
+        // the count of bans in force: no scan on this path.)
         let unproven_source = self
             .sessions
             .read()

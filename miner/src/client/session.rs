@@ -34,6 +34,13 @@ use super::work_dispatch::{FoundReceiver, Work, WorkDispatch};
 /// The longest a failback check of the primary pool may take: a healthy
 /// pool answers a registration and a job request in well under a second.
 const FAILBACK_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Why a find was not taken, and whether its request went out at all.
+struct SendFailure {
+    failure: ApiFailure,
+    /// The share request was sent (its answer may be what failed).
+    sent: bool,
+}
+
 /// A find that could not be sent yet.
 struct WaitingShare {
     work: Arc<Work>,
@@ -361,9 +368,11 @@ impl PoolContext {
                 Ok(()) => return,
                 Err(failure) => failure,
             };
-            // Busy, rate-limited, or without our session: not taken. Any
-            // other failure may have been.
-            maybe_credited |= matches!(failure, ApiFailure::Unavailable(_));
+            // A share sent and met by a timeout or a 5xx may have been
+            // taken; busy, rate-limited, without our session, or never sent
+            // (no token): not.
+            maybe_credited |= failure.sent && matches!(failure.failure, ApiFailure::Unavailable(_));
+            let failure = failure.failure;
             let height_current = self.dispatch.current_work().is_none_or(|w| w.height <= work.height);
             let retryable = failure.is_transient() || matches!(failure, ApiFailure::Unauthorized);
             if !is_block || !retryable || !height_current || failures >= MAX_BLOCK_SUBMIT_RETRIES {
@@ -389,8 +398,8 @@ impl PoolContext {
         work: &Work,
         found: &Found,
         maybe_credited: bool,
-    ) -> Result<(), ApiFailure> {
-        let token = self.token(pool).await?;
+    ) -> Result<(), SendFailure> {
+        let token = self.token(pool).await.map_err(|failure| SendFailure { failure, sent: false })?;
         let rate = self.status.meter.rates(None).h60s;
         match self.pool(pool).share(&token, &work.id, found.nonce, &found.digest.to_hex(), rate).await {
             // Credited before: counted then, unless that answer was lost. (A
@@ -427,9 +436,9 @@ impl PoolContext {
             }
             Err(ApiFailure::Unauthorized) => {
                 self.forget_token(pool, &token);
-                Err(ApiFailure::Unauthorized)
+                Err(SendFailure { failure: ApiFailure::Unauthorized, sent: true })
             }
-            Err(failure) if failure.is_transient() => Err(failure),
+            Err(failure) if failure.is_transient() => Err(SendFailure { failure, sent: true }),
             Err(failure) => {
                 tracing::warn!("share refused: {failure}");
                 self.status.update(|c| c.rejected += 1);
