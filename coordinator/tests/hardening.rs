@@ -699,88 +699,105 @@ async fn pool_on_fake_node(app: axum::Router, label: &str) -> (TestPool, tokio::
     (TestPool::start(settings).await, server)
 }
 
-/// A node that refuses the pool's first block submissions (a credential
-/// being rotated, a proxy in trouble) has not judged the block: it stays
-/// `submitted`, is retried, and lands once the node takes it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_block_the_node_refuses_to_take_at_first_is_retried_not_rejected() {
-    use axum::extract::{Path, Query};
+/// The real node at `base` answering GET `path_and_query`, passed on as it answered.
+async fn forward_get(base: String, path_and_query: String) -> axum::response::Response {
     use axum::response::IntoResponse;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    let node = TestPool::start(CoordinatorArgs {
-        devnet_difficulty: Some(1),
-        node_token: Some("n0de".into()),
-        ..settings("refusing-node")
-    })
-    .await;
-    let refusals = Arc::new(AtomicUsize::new(0));
-    // Reads pass through to the real node; the first three submissions get a 401.
-    let base = node.url.clone();
-    let forward = move |path: String, query: Option<String>| {
-        let url = format!("{base}{path}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
-        async move {
-            let response = Client::new().get(url).send().await.unwrap();
-            let status = response.status().as_u16();
-            (axum::http::StatusCode::from_u16(status).unwrap(), response.bytes().await.unwrap()).into_response()
-        }
-    };
-    let app = axum::Router::new()
-        .route(
-            "/node/template",
-            axum::routing::get({
-                let forward = forward.clone();
-                move |Query(q): Query<HashMap<String, String>>| {
-                    forward("/node/template".into(), Some(format!("address={}", q["address"])))
-                }
-            }),
-        )
-        .route(
-            "/node/block/{height}",
-            axum::routing::get({
-                let forward = forward.clone();
-                move |Path(height): Path<u64>| forward(format!("/node/block/{height}"), None)
-            }),
-        )
-        .route(
-            "/node/submit",
-            axum::routing::post({
-                let (refusals, url) = (refusals.clone(), format!("{}/node/submit", node.url));
-                move |body: axum::body::Bytes| async move {
-                    if refusals.fetch_add(1, Ordering::SeqCst) < 3 {
-                        let refusal = json!({"error": "unauthorized", "message": "bad token"});
-                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(refusal)).into_response();
-                    }
-                    let response = Client::new()
-                        .post(url)
-                        .bearer_auth("n0de")
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    let status = axum::http::StatusCode::from_u16(response.status().as_u16()).unwrap();
-                    (status, response.bytes().await.unwrap()).into_response()
-                }
-            }),
-        );
-    let (pool, server) = pool_on_fake_node(app, "refused-submit").await;
+    let response = Client::new().get(format!("{base}{path_and_query}")).send().await.unwrap();
+    let status = axum::http::StatusCode::from_u16(response.status().as_u16()).unwrap();
+    (status, response.bytes().await.unwrap()).into_response()
+}
+
+/// `block` submitted to the real node at `base` with its token, the
+/// answer passed on as it answered.
+async fn forward_submit(base: String, block: axum::body::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let response = Client::new()
+        .post(format!("{base}/node/submit"))
+        .bearer_auth("n0de")
+        .header("content-type", "application/json")
+        .body(block)
+        .send()
+        .await
+        .unwrap();
+    let status = axum::http::StatusCode::from_u16(response.status().as_u16()).unwrap();
+    (status, response.bytes().await.unwrap()).into_response()
+}
+
+/// A fake node in front of the real one at `base`: templates pass through.
+fn fake_node_passing_templates(base: &str) -> axum::Router {
+    use axum::extract::Query;
+    let base = base.to_string();
+    axum::Router::new().route(
+        "/node/template",
+        axum::routing::get(move |Query(q): Query<HashMap<String, String>>| {
+            forward_get(base.clone(), format!("/node/template?address={}", q["address"]))
+        }),
+    )
+}
+
+/// A real node (devnet difficulty 1, node token `n0de`) for a fake one to front.
+async fn real_node(label: &str) -> TestPool {
+    TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), node_token: Some("n0de".into()), ..settings(label) })
+        .await
+}
+
+/// Finds a block through `pool` (answered `submitted`), then waits up to
+/// `limit` for it to land `accepted`; settled otherwise is `wrongly`.
+async fn find_a_block_that_lands(pool: &TestPool, limit: Duration, wrongly: &str) {
     let token = pool.register("rig", "land1r").await;
     let job = pool.job(&token).await;
     let n = job.nonce_start();
     let (status, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
     assert_eq!((status, answer["block_status"].as_str()), (StatusCode::OK, Some("submitted")), "{answer}");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + limit;
     loop {
         let blocks = pool.json("/pool/blocks").await;
         let ours = &blocks[0];
         match ours["submission"].as_str() {
-            Some("accepted") => break,
+            Some("accepted") => return,
             Some("submitted") => assert!(Instant::now() < deadline, "never landed: {ours}"),
-            _ => panic!("a block the node never judged was settled: {ours}"),
+            _ => panic!("{wrongly}: {ours}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A node that refuses the pool's first block submissions (a credential
+/// being rotated, a proxy in trouble) has not judged the block: it stays
+/// `submitted`, is retried, and lands once the node takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_the_node_refuses_to_take_at_first_is_retried_not_rejected() {
+    use axum::extract::Path;
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let node = real_node("refusing-node").await;
+    let refusals = Arc::new(AtomicUsize::new(0));
+    // Reads pass through to the real node; the first three submissions get a 401.
+    let base = node.url.clone();
+    let app = fake_node_passing_templates(&base)
+        .route(
+            "/node/block/{height}",
+            axum::routing::get({
+                let base = base.clone();
+                move |Path(height): Path<u64>| forward_get(base.clone(), format!("/node/block/{height}"))
+            }),
+        )
+        .route(
+            "/node/submit",
+            axum::routing::post({
+                let (refusals, base) = (refusals.clone(), base.clone());
+                move |body: axum::body::Bytes| async move {
+                    if refusals.fetch_add(1, Ordering::SeqCst) < 3 {
+                        let refusal = json!({"error": "unauthorized", "message": "bad token"});
+                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(refusal)).into_response();
+                    }
+                    forward_submit(base, body).await
+                }
+            }),
+        );
+    let (pool, server) = pool_on_fake_node(app, "refused-submit").await;
+    find_a_block_that_lands(&pool, Duration::from_secs(10), "a block the node never judged was settled").await;
     assert!(refusals.load(Ordering::SeqCst) >= 4);
     assert!(metrics(&pool).await["block_submit_retries"].as_u64() >= Some(3));
     let (_, on_chain) = body(node.get("/node/block/0").await).await;
@@ -796,87 +813,44 @@ async fn a_block_the_node_refuses_to_take_at_first_is_retried_not_rejected() {
 /// accepted rather than settled as rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_node_saying_no_block_does_not_reject_one_the_chain_took() {
-    use axum::extract::{Path, Query};
+    use axum::extract::Path;
     use axum::response::IntoResponse;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    let node = TestPool::start(CoordinatorArgs {
-        devnet_difficulty: Some(1),
-        node_token: Some("n0de".into()),
-        ..settings("lagging-node")
-    })
-    .await;
+    let node = real_node("lagging-node").await;
     let lookups = Arc::new(AtomicUsize::new(0));
     let base = node.url.clone();
-    let forward = move |path: String, query: Option<String>| {
-        let url = format!("{base}{path}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
-        async move {
-            let response = Client::new().get(url).send().await.unwrap();
-            let status = response.status().as_u16();
-            (axum::http::StatusCode::from_u16(status).unwrap(), response.bytes().await.unwrap()).into_response()
-        }
-    };
-    let app = axum::Router::new()
-        .route(
-            "/node/template",
-            axum::routing::get({
-                let forward = forward.clone();
-                move |Query(q): Query<HashMap<String, String>>| {
-                    forward("/node/template".into(), Some(format!("address={}", q["address"])))
-                }
-            }),
-        )
+    let app = fake_node_passing_templates(&base)
         .route(
             "/node/block/{height}",
             axum::routing::get({
-                let (forward, lookups) = (forward.clone(), lookups.clone());
+                let (base, lookups) = (base.clone(), lookups.clone());
                 move |Path(height): Path<u64>| async move {
                     // The first lookups reach a replica that has not seen the block.
                     if lookups.fetch_add(1, Ordering::SeqCst) < 2 {
                         let none = json!({"error": "not_found", "message": "no block at that height"});
                         return (axum::http::StatusCode::NOT_FOUND, axum::Json(none)).into_response();
                     }
-                    forward(format!("/node/block/{height}"), None).await
+                    forward_get(base, format!("/node/block/{height}")).await
                 }
             }),
         )
         .route(
             "/node/submit",
             axum::routing::post({
-                let url = format!("{}/node/submit", node.url);
+                let base = base.clone();
                 move |body: axum::body::Bytes| async move {
                     // Taken, and the answer lost on the way back.
-                    Client::new()
-                        .post(url)
-                        .bearer_auth("n0de")
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
+                    forward_submit(base, body).await;
                     let lost = json!({"error": "internal", "message": "upstream connection reset"});
                     (axum::http::StatusCode::BAD_GATEWAY, axum::Json(lost)).into_response()
                 }
             }),
         );
     let (pool, server) = pool_on_fake_node(app, "lagging-node-pool").await;
-    let token = pool.register("rig", "land1lag").await;
-    let job = pool.job(&token).await;
-    let n = job.nonce_start();
-    let (status, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
-    assert_eq!((status, answer["block_status"].as_str()), (StatusCode::OK, Some("submitted")), "{answer}");
     // (Retries back off: 0.25, 0.5, 1, 2, 4, 8 s...)
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let blocks = pool.json("/pool/blocks").await;
-        let ours = &blocks[0];
-        match ours["submission"].as_str() {
-            Some("accepted") => break,
-            Some("submitted") => assert!(Instant::now() < deadline, "never settled: {ours}"),
-            _ => panic!("a block the chain took was settled on a lagging node's 404: {ours}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let wrongly = "a block the chain took was settled on a lagging node's 404";
+    find_a_block_that_lands(&pool, Duration::from_secs(30), wrongly).await;
     assert!(lookups.load(Ordering::SeqCst) >= 3, "the lagging answers were asked");
     let (_, on_chain) = body(node.get("/node/block/0").await).await;
     assert_eq!(on_chain["miner"], "land1pool");
