@@ -465,7 +465,11 @@ impl Pool {
         // An unproven session of a source that may not register any more
         // may not work either: sessions opened before its bans piled up
         // would otherwise each earn a stored ban of their own. (Read from
-        // the count of bans in force: no scan on this path.)
+        // the count of bans in force: no scan on this path, and no session
+        // lookup while no network is at the cap, the usual case.)
+        if self.capped_sources.lock().expect("capped sources lock").is_empty() {
+            return Ok(());
+        }
         let unproven_source = self
             .sessions
             .read()
