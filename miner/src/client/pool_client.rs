@@ -18,9 +18,15 @@ pub(crate) const MAX_RETRY_AFTER_SECS: u64 = 60;
 /// What went wrong talking to a pool or node.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiFailure {
-    /// Unreachable, timed out, or a 5xx: try again later or elsewhere.
+    /// Timed out, cut off, or a 5xx: try again later or elsewhere. A
+    /// request that met this may have been processed, its answer lost.
     #[error("{0}")]
     Unavailable(String),
+    /// No connection could be made (refused, no route, TLS handshake
+    /// failed): nothing was sent, so nothing was processed. Otherwise as
+    /// [`ApiFailure::Unavailable`].
+    #[error("{0}")]
+    Unreachable(String),
     /// 429/503 with a Retry-After the client must honour.
     #[error("{message} (retry in {retry_after_secs}s)")]
     RetryAfter { retry_after_secs: u64, message: String },
@@ -37,7 +43,7 @@ pub enum ApiFailure {
 
 impl ApiFailure {
     pub fn is_transient(&self) -> bool {
-        matches!(self, ApiFailure::Unavailable(_) | ApiFailure::RetryAfter { .. })
+        matches!(self, ApiFailure::Unavailable(_) | ApiFailure::Unreachable(_) | ApiFailure::RetryAfter { .. })
     }
 }
 
@@ -127,11 +133,16 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
     })
 }
 
+/// A request that got no answer. A failed connection sent nothing; any
+/// other failure (a timeout, a connection cut) may follow a request the
+/// server took.
 pub(crate) fn transport(url: &str, err: &reqwest::Error) -> ApiFailure {
-    ApiFailure::Unavailable(format!(
-        "{url}: {}",
-        if err.is_timeout() { "timed out".to_string() } else { err.to_string() }
-    ))
+    let what = if err.is_timeout() { "timed out".to_string() } else { err.to_string() };
+    if err.is_connect() {
+        ApiFailure::Unreachable(format!("{url}: {what}"))
+    } else {
+        ApiFailure::Unavailable(format!("{url}: {what}"))
+    }
 }
 
 /// One pool's API.
@@ -305,6 +316,26 @@ mod tests {
         }
         let asked = tokio::time::timeout(Duration::from_millis(300), target.accept()).await;
         assert!(asked.is_err(), "the redirect's target was asked");
+    }
+
+    /// A refused connection sent nothing; one cut after the request went
+    /// out may have been processed. The session counts a re-found share
+    /// as credited only after the second kind.
+    #[tokio::test]
+    async fn a_refused_connection_is_told_from_a_lost_answer() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        match PoolClient::new(&closed_url, None).unwrap().share("t", "j", 1, "00", 1.0).await {
+            Err(ApiFailure::Unreachable(_)) => {}
+            other => panic!("a refused connection: {other:?}"),
+        }
+        // Reads the request, then hangs up without an answer.
+        let cut_url = write_once(Vec::new()).await;
+        match PoolClient::new(&cut_url, None).unwrap().share("t", "j", 1, "00", 1.0).await {
+            Err(ApiFailure::Unavailable(_)) => {}
+            other => panic!("an answer cut off: {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -369,8 +369,8 @@ impl PoolContext {
                 Err(failure) => failure,
             };
             // A share sent and met by a timeout or a 5xx may have been
-            // taken; busy, rate-limited, without our session, or never sent
-            // (no token): not.
+            // taken; busy, rate-limited, without our session, never sent
+            // (no token) or never connected: not.
             maybe_credited |= failure.sent && matches!(failure.failure, ApiFailure::Unavailable(_));
             let failure = failure.failure;
             let height_current = self.dispatch.current_work().is_none_or(|w| w.height <= work.height);
@@ -566,7 +566,7 @@ impl PoolContext {
             // A pool that keeps saying "later" (its chain is down, it is
             // stopped) is as good as down: the next pool may have work.
             ApiFailure::RetryAfter { retry_after_secs, message } => (Some(retry_after_secs), message),
-            ApiFailure::Unavailable(message) => (None, message),
+            ApiFailure::Unavailable(message) | ApiFailure::Unreachable(message) => (None, message),
         };
         let next = self.next_usable(pool);
         match (failures.unavailable(self.pool_count(), next.is_some(), asked), next) {
