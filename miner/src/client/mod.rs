@@ -6,6 +6,9 @@
 //!   shares submitted (and queued while no pool answers); `job_pace` says
 //!   how soon the next job request goes.
 //! - [`solo_session`]: solo mode: a node's template, blocks submitted.
+//! - `found_submitter`: found nonces from the devices to whichever mode
+//!   sends them, several at once, and the last finds on a stop.
+//! - `retry_policy`: backoff, `Retry-After` and a block's tries, both modes.
 //! - [`work_dispatch`]: one OS thread per device, each mining its slice of the
 //!   current work, switched by a generation number.
 //! - [`hashrate_meter`], [`miner_status`]: 10 s / 60 s / 15 min rates, counts,
@@ -14,6 +17,7 @@
 //!   the pool switch ([`pool_switch`]).
 //! - [`miner_config`]: flags, env vars and TOML.
 
+pub(crate) mod found_submitter;
 pub mod hashrate_meter;
 pub(crate) mod job_pace;
 pub mod local_api;
@@ -22,6 +26,7 @@ pub mod miner_status;
 pub mod node_client;
 pub mod pool_client;
 pub mod pool_switch;
+pub(crate) mod retry_policy;
 pub mod session;
 pub mod solo_session;
 pub mod work_dispatch;

@@ -13,12 +13,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use visionx::Found;
 
+use super::found_submitter::{drain_found, submit_found};
 use super::miner_status::MinerStatus;
 use super::node_client::{BlockTemplate, NodeClient, SubmitOutcome};
 use super::pool_client::ApiFailure;
-use super::session::{
-    backoff, drain_found, retry_after, submit_found, wait_before_retry, SessionEnd, MAX_BLOCK_SUBMIT_RETRIES,
-};
+use super::retry_policy::{backoff, retry_after, wait_before_retry, MAX_BLOCK_SUBMIT_RETRIES};
+use super::session::SessionEnd;
 use super::work_dispatch::{FoundReceiver, Work, WorkDispatch};
 
 /// A node silent this long: its template is likely behind the chain
