@@ -730,6 +730,44 @@ async fn stats_are_built_once_per_change_however_many_ask() {
     assert_eq!(stats["workers"][0]["shares"]["accepted"], 1, "{stats}");
     let (_, worker) = body(pool.get("/pool/workers/land1snap.rig").await).await;
     assert_eq!(worker["shares"]["accepted"], 1, "{worker}");
+    // Shares keep changing what the stats show while readers keep asking:
+    // builds stay at four a second, not one per read.
+    let before = builds().await;
+    let started = Instant::now();
+    let busy = Duration::from_millis(1500);
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, url) = (pool.http.clone(), format!("{}/pool/stats", pool.url));
+            tokio::spawn(async move {
+                let mut reads = 0;
+                while started.elapsed() < busy {
+                    assert_eq!(http.get(&url).send().await.unwrap().status(), StatusCode::OK);
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut accepted = 1;
+    let mut nonce = n;
+    while started.elapsed() < busy {
+        nonce += 1;
+        let (status, answer) = pool.share(&token, &job, nonce, &job.digest(nonce)).await;
+        if status == StatusCode::OK {
+            assert_eq!(answer["accepted"], true, "{answer}");
+            accepted += 1;
+        }
+    }
+    let mut reads = 0;
+    for reader in readers {
+        reads += reader.await.unwrap();
+    }
+    let (built, took) = (builds().await - before, started.elapsed());
+    let allowed = took.as_millis() as u64 / 250 + 2;
+    assert!(built <= allowed, "{built} builds in {took:?} for {reads} reads while {accepted} shares came");
+    assert!(accepted > 3 && reads > 3, "{accepted} shares, {reads} reads: not a busy pool");
+    let (_, stats) = body(pool.get("/pool/stats").await).await;
+    assert_eq!(stats["workers"][0]["shares"]["accepted"], accepted, "a read sees the shares before it");
     pool.stop().await;
 }
 

@@ -4,8 +4,9 @@
 //! served from a [`StatsSnapshot`]: rebuilt when something it shows has
 //! changed (sessions, bans, settings, the template, blocks found) or a
 //! second has passed (rates and online flags move with time), one build at
-//! a time, off the runtime. However many clients ask, the active set is
-//! walked at most once per change, and never by two requests at once.
+//! a time, off the runtime, at most four a second. However many clients
+//! ask, the active set is walked at most once per change, and never by two
+//! requests at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -55,6 +56,18 @@ pub(crate) struct MetricsSnapshot {
 
 /// How long a snapshot serves with nothing changed.
 const SNAPSHOT_TTL_MS: u64 = 1000;
+
+/// The least time between two builds. With share traffic every request
+/// sees a change; a request then waits for the next build (at most this
+/// long) rather than start one, so builds stay at 4 a second however busy
+/// the pool and however many ask, and each request still sees its changes.
+const MIN_BUILD_GAP_MS: u64 = 250;
+
+/// How long a build due now waits, the last one having been built at
+/// `last_built_ms` (never over the gap: the wall clock may step back).
+fn build_wait_ms(last_built_ms: Option<u64>, now: u64) -> u64 {
+    last_built_ms.map_or(0, |built| (built + MIN_BUILD_GAP_MS).saturating_sub(now).min(MIN_BUILD_GAP_MS))
+}
 
 /// `/pool/stats` as built at one moment, and its JSON.
 pub(crate) struct StatsSnapshot {
@@ -111,6 +124,13 @@ impl Pool {
         // Built by another request while this one waited?
         if let Some(snapshot) = self.current_snapshot(basis, now) {
             return Ok(snapshot);
+        }
+        let last_built = self.stats_snapshot.lock().expect("stats snapshot lock").as_ref().map(|s| s.built_ms);
+        let wait = build_wait_ms(last_built, super::now_ms());
+        if wait > 0 {
+            // (Holding the builder: requests arriving meanwhile queue behind
+            // it and take the build that follows.)
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         }
         // The build owns the permit and stores its result: a request that
         // hangs up mid-build lets the next one wait for it, not start another.
@@ -332,5 +352,27 @@ impl Pool {
 
     pub(crate) fn record_job_latency(&self, elapsed: std::time::Duration) {
         self.metrics.job_latency.record(elapsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_waits_out_the_gap_since_the_last() {
+        let cases = [
+            // (last built, now, wait)
+            (None, 5_000, 0),
+            (Some(5_000), 5_000, MIN_BUILD_GAP_MS),
+            (Some(5_000), 5_100, MIN_BUILD_GAP_MS - 100),
+            (Some(5_000), 5_000 + MIN_BUILD_GAP_MS, 0),
+            (Some(5_000), 9_000, 0),
+            // A clock that stepped back waits one gap, not until it catches up.
+            (Some(5_000), 1_000, MIN_BUILD_GAP_MS),
+        ];
+        for (last, now, wait) in cases {
+            assert_eq!(build_wait_ms(last, now), wait, "{last:?} {now}");
+        }
     }
 }
