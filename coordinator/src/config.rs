@@ -288,11 +288,24 @@ pub struct CoordinatorConfig {
     pub block_time_secs: u64,
 }
 
+/// Where `err` is in `text` and what it says, without the line or the
+/// string it quotes (`toml`'s own text shows the line, and a type error
+/// the string: the admin token or the database password would end up in
+/// the log).
+fn toml_error(text: &str, err: &toml::de::Error) -> String {
+    let before = err.span().and_then(|span| text.get(..span.start)).unwrap_or_default();
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let message = err.message().trim();
+    // `invalid type: string "…", expected u32`: the words outside quotes.
+    let unquoted: String = message.split('"').step_by(2).collect::<Vec<_>>().join("…");
+    format!("line {}, column {column}: {unquoted}", before.matches('\n').count() + 1)
+}
+
 impl CoordinatorArgs {
     /// Reads a TOML file of settings.
     pub fn from_file(path: &Path) -> Result<CoordinatorArgs, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: toml_error(&text, &e) })
     }
 
     /// `self` where set, else `fallback`.
@@ -667,6 +680,26 @@ fn verify_engine(name: &str) -> Result<visionx::CpuEngine, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A broken config file is reported by line and column, never by
+    /// quoting its line: the admin token's would land in the log.
+    #[test]
+    fn a_broken_config_file_does_not_quote_its_secrets() {
+        let cases = [
+            // (file, where)
+            ("bind = \"0.0.0.0:9000\"\nadmin_token = \"s3cret\\q-token\"\n", "line 2, column 23"),
+            ("admin_token = \"s3cret-token\"\npool_fee_bps = \"s3cret-token\"\n", "line 2, column 16"),
+            ("database_url = \"postgres://u:s3cret-token@db/pool\nbind = 1", "line 1, column "),
+        ];
+        let path = std::env::temp_dir().join(format!("vision-config-secret-{}.toml", std::process::id()));
+        for (text, at) in cases {
+            std::fs::write(&path, text).unwrap();
+            let err = CoordinatorArgs::from_file(&path).unwrap_err().to_string();
+            assert!(!err.contains("s3cret"), "{err}");
+            assert!(err.contains(at), "{err} should say {at}");
+        }
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn flags_override_the_file_and_defaults_fill_the_rest() {

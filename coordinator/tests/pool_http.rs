@@ -298,6 +298,11 @@ async fn bad_input_gets_a_json_4xx_and_never_a_panic() {
             "bad_field",
         ),
         (
+            raw("/pool/register", r#"{"worker_id": "ok", "wallet_address": "land1x", "worker_name": "gir\u202e7"}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_field",
+        ),
+        (
             raw("/pool/register", r#"{"worker_id": "ok", "wallet_address": "has space"}"#),
             StatusCode::BAD_REQUEST,
             "bad_address",

@@ -22,7 +22,7 @@ use crate::client::pool_switch::PoolSwitch;
 use crate::client::session::{self, PoolSession};
 use crate::client::solo_session::{self, SoloSession};
 use crate::client::work_dispatch::{self, Device, WorkDispatch};
-use crate::client::{local_api, node_client::NodeClient, pool_client::PoolClient};
+use crate::client::{api_listener, local_api, node_client::NodeClient, pool_client::PoolClient};
 use crate::device_selection::{self, BackendChoice};
 use crate::MinerError;
 
@@ -147,9 +147,7 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
             pool_switch: matches!(config.mode, MiningMode::Pool(_)).then(|| pool_switch.clone()),
         });
         tracing::info!("status API on http://{}", listener.local_addr().map_err(MinerError::runtime)?);
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, api).await;
-        });
+        tokio::spawn(api_listener::serve(listener, api, api_listener::ApiLimits::DEFAULT));
     }
 
     // The last device stopping ends the session as a signal would (what

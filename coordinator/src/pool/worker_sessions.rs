@@ -195,9 +195,11 @@ impl Pool {
             });
         }
         let worker_id = format!("{}.{rig}", request.wallet_address);
-        let text_ok = |s: &Option<String>| s.as_ref().is_none_or(|s| s.len() <= 64 && !s.chars().any(char::is_control));
+        let text_ok = |s: &Option<String>| s.as_ref().is_none_or(|s| s.len() <= 64 && s.chars().all(is_shown_as_is));
         if !text_ok(&request.worker_name) || !text_ok(&request.version) {
-            return Err(PoolError::bad_field("worker_name and version are at most 64 printable characters"));
+            return Err(PoolError::bad_field(
+                "worker_name and version are at most 64 bytes, printable, without bidi or zero-width characters",
+            ));
         }
         if let Some(source) = source {
             self.sources.take_registration(source, now).map_err(|e| PoolError::RateLimited {
@@ -538,9 +540,38 @@ impl Pool {
     }
 }
 
+/// Whether `c` shows as itself in a worker's name on the public dashboard:
+/// not a control character, nor one that reorders or hides the text
+/// around it (bidi overrides and isolates, zero-width and line-separator
+/// characters), by which a worker could pose as another's rig.
+fn is_shown_as_is(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_name_cannot_reorder_or_hide_its_text() {
+        for name in ["rig-7", "Ферма 2", "矿机", "café rig", "rig #3 (spare)"] {
+            assert!(name.chars().all(is_shown_as_is), "{name}");
+        }
+        for name in ["rig\u{202E}7gir", "land1\u{200B}victim", "a\u{2066}b", "x\u{FEFF}", "tab\there", "a\u{2028}b"] {
+            assert!(!name.chars().all(is_shown_as_is), "{name:?}");
+        }
+    }
 
     #[test]
     fn the_ban_rule_spares_honest_ratios_and_stops_unproven_forgers_early() {

@@ -2,10 +2,18 @@
 //! page, from `vision_web`),
 //! and `POST /pause`, `/resume`, `/threads`, `/pool` (mine at another pool),
 //! which need the API token when the API is bound beyond loopback.
+//!
+//! Without the token, a request is served only from a loopback peer naming
+//! a loopback host: the peer because a `Host` header is whatever a client
+//! writes, the host because a browser's page on a DNS-rebound name comes
+//! from a loopback peer. Browsers are further held to the page's own
+//! origin (`Origin`, `Sec-Fetch-Site`, and no form posts).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,7 +53,7 @@ pub fn router(api: LocalApi) -> Router {
 enum LocalApiError {
     #[error("requests from other sites' pages are refused")]
     CrossOrigin,
-    #[error("this API answers loopback names only (or, for the status, requests with the --api-token)")]
+    #[error("without the --api-token this API answers loopback names, from this machine, only")]
     BadHost,
     #[error("Authorization: Bearer <api token> required")]
     Unauthorized,
@@ -97,22 +105,57 @@ fn is_loopback_host(host: &str) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Whether this request may use the control routes. Browsers are held to
-/// their own origin: a request another site's page makes (it carries that
-/// site's `Origin`) is refused, and without a token, where the API is only
-/// on loopback, so is a `Host` that is not loopback (a DNS-rebound name).
-fn authorize(api: &LocalApi, headers: &HeaderMap) -> Result<(), LocalApiError> {
+/// The address a request came from, where the server recorded it
+/// (`api_listener` always does; none is never taken for loopback).
+struct Peer(Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await.ok().map(|c| c.0)))
+    }
+}
+
+/// Whether this request comes from another site's page: it carries that
+/// site's `Origin`, or a browser says it is cross-site (`Sec-Fetch-Site`),
+/// or it is a form post (the one kind of cross-site write an old browser
+/// sends without an `Origin`; the page itself posts JSON or nothing).
+fn from_another_site(headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let same = origin.to_str().ok().and_then(|o| o.split_once("://")).is_some_and(|(_, o)| o == host);
-        if !same {
+    let other_origin = headers
+        .get(header::ORIGIN)
+        .is_some_and(|origin| origin.to_str().ok().and_then(|o| o.split_once("://")).is_none_or(|(_, o)| o != host));
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|site| !matches!(site, "same-origin" | "none"));
+    let form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|kind| {
+        let kind = kind.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        matches!(kind.as_str(), "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain")
+    });
+    other_origin || cross_site || form
+}
+
+/// A request allowed to use the control routes: never from another site's
+/// page; with a token set, only with it; without one, only from this
+/// machine by a loopback name ([`check_local`]).
+struct Control;
+
+impl FromRequestParts<LocalApi> for Control {
+    type Rejection = LocalApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &LocalApi) -> Result<Self, Self::Rejection> {
+        let Ok(peer) = Peer::from_request_parts(parts, api).await;
+        let headers = &parts.headers;
+        if from_another_site(headers) {
             return Err(LocalApiError::CrossOrigin);
         }
-    }
-    match (&api.token, bearer_matches(api, headers)) {
-        (None, _) => check_host(headers),
-        (Some(_), true) => Ok(()),
-        (Some(_), false) => Err(LocalApiError::Unauthorized),
+        match (&api.token, bearer_matches(api, headers)) {
+            (None, _) => check_local(&peer, headers).map(|()| Control),
+            (Some(_), true) => Ok(Control),
+            (Some(_), false) => Err(LocalApiError::Unauthorized),
+        }
     }
 }
 
@@ -128,34 +171,38 @@ fn bearer_matches(api: &LocalApi, headers: &HeaderMap) -> bool {
 
 type Answer = Result<Json<serde_json::Value>, LocalApiError>;
 
-/// Refuses a `Host` that is not a loopback name: a DNS-rebound name, by
-/// which another site's page would reach this API.
-fn check_host(headers: &HeaderMap) -> Result<(), LocalApiError> {
+/// Refuses a request without the token unless it comes from a loopback
+/// peer and names a loopback host: another machine can write any `Host`
+/// (the API bound beyond loopback), and another site's page on this
+/// machine comes by a DNS-rebound name.
+fn check_local(peer: &Peer, headers: &HeaderMap) -> Result<(), LocalApiError> {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !host.is_empty() && !is_loopback_host(host) {
+    let local_peer = peer.0.is_some_and(|p| p.ip().is_loopback());
+    if !local_peer || (!host.is_empty() && !is_loopback_host(host)) {
         return Err(LocalApiError::BadHost);
     }
     Ok(())
 }
 
-/// The status (pools, errors, rates) answers a loopback name, or any name
-/// with the token: a rebound name without it could be another site's page
-/// reading it, with or without a token set.
-async fn status(State(api): State<LocalApi>, headers: HeaderMap) -> Result<impl IntoResponse, LocalApiError> {
+/// The status (pools, errors, rates) answers this machine by a loopback
+/// name, or anyone with the token.
+async fn status(
+    State(api): State<LocalApi>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, LocalApiError> {
     if !bearer_matches(&api, &headers) {
-        check_host(&headers)?;
+        check_local(&peer, &headers)?;
     }
     Ok(Json(api.status.report(&api.dispatch)))
 }
 
-async fn pause(State(api): State<LocalApi>, headers: HeaderMap) -> Answer {
-    authorize(&api, &headers)?;
+async fn pause(State(api): State<LocalApi>, _: Control) -> Answer {
     api.dispatch.set_paused(true);
     Ok(Json(serde_json::json!({ "paused": true })))
 }
 
-async fn resume(State(api): State<LocalApi>, headers: HeaderMap) -> Answer {
-    authorize(&api, &headers)?;
+async fn resume(State(api): State<LocalApi>, _: Control) -> Answer {
     api.dispatch.set_paused(false);
     Ok(Json(serde_json::json!({ "paused": false })))
 }
@@ -165,8 +212,7 @@ struct ThreadsRequest {
     threads: usize,
 }
 
-async fn threads(State(api): State<LocalApi>, headers: HeaderMap, body: Option<Json<ThreadsRequest>>) -> Answer {
-    authorize(&api, &headers)?;
+async fn threads(State(api): State<LocalApi>, _: Control, body: Option<Json<ThreadsRequest>>) -> Answer {
     let Json(request) = body.ok_or(LocalApiError::BadJson("{\"threads\": N}"))?;
     let max = crate::backend::cpu::max_threads();
     if request.threads == 0 || request.threads > max {
@@ -185,8 +231,7 @@ struct SwitchRequest {
 
 /// Makes `url` the primary pool (added to the failover list when new); the
 /// session moves there at once.
-async fn switch_pool(State(api): State<LocalApi>, headers: HeaderMap, body: Option<Json<SwitchRequest>>) -> Answer {
-    authorize(&api, &headers)?;
+async fn switch_pool(State(api): State<LocalApi>, _: Control, body: Option<Json<SwitchRequest>>) -> Answer {
     let switch = api.pool_switch.as_ref().ok_or(LocalApiError::NotPoolMode)?;
     let Json(request) = body.ok_or(LocalApiError::BadJson("{\"url\": \"http://host:port\"}"))?;
     let url = switch.request(&request.url)?;
@@ -196,18 +241,27 @@ async fn switch_pool(State(api): State<LocalApi>, headers: HeaderMap, body: Opti
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
     use axum::http::Request;
     use tower::ServiceExt;
 
     use super::*;
     use crate::client::work_dispatch::Device;
 
+    /// The API as this machine's clients reach it (a loopback peer).
     fn api(token: Option<&str>) -> (Router, Arc<WorkDispatch>) {
+        api_from(token, "127.0.0.1:50000")
+    }
+
+    /// The API as clients at `peer` reach it.
+    fn api_from(token: Option<&str>, peer: &str) -> (Router, Arc<WorkDispatch>) {
         let (tx, _rx) = crate::client::work_dispatch::found_channel();
         let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
         let status = Arc::new(MinerStatus::new());
         let pool_switch = Some(Arc::new(PoolSwitch::default()));
-        (router(LocalApi { status, dispatch: dispatch.clone(), token: token.map(Arc::from), pool_switch }), dispatch)
+        let app = router(LocalApi { status, dispatch: dispatch.clone(), token: token.map(Arc::from), pool_switch })
+            .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        (app, dispatch)
     }
 
     async fn call(
@@ -327,6 +381,61 @@ mod tests {
         assert_eq!(read("evil.example:7073", Some("wrong")).await, StatusCode::FORBIDDEN);
         assert_eq!(read("rig.lan:7073", Some("secret")).await, StatusCode::OK);
         assert_eq!(read("127.0.0.1:7073", None).await, StatusCode::OK);
+        dispatch.stop();
+    }
+
+    /// Another machine writes whatever `Host` it likes: without the token
+    /// it is refused, whatever name it gives.
+    #[tokio::test]
+    async fn another_machine_needs_the_token_whatever_host_it_names() {
+        let (app, dispatch) = api_from(Some("secret"), "192.168.1.50:40000");
+        let send = |method: &'static str, uri: &'static str, token: Option<&'static str>| {
+            let mut request = Request::builder().method(method).uri(uri).header("host", "127.0.0.1:7073");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let app = app.clone();
+            async move { app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap().status() }
+        };
+        assert_eq!(send("GET", "/status", None).await, StatusCode::FORBIDDEN);
+        assert_eq!(send("POST", "/pause", None).await, StatusCode::UNAUTHORIZED);
+        assert!(!dispatch.is_paused());
+        assert_eq!(send("GET", "/status", Some("secret")).await, StatusCode::OK);
+        assert_eq!(send("POST", "/pause", Some("secret")).await, StatusCode::OK);
+        assert!(dispatch.is_paused());
+        dispatch.stop();
+        // No recorded peer is not taken for this machine.
+        let (tx, _rx) = crate::client::work_dispatch::found_channel();
+        let dispatch = WorkDispatch::start(vec![Box::new(crate::backend::CpuDevice::new(1)) as Device], tx);
+        let status = Arc::new(MinerStatus::new());
+        let bare = router(LocalApi { status, dispatch: dispatch.clone(), token: None, pool_switch: None });
+        let request = Request::get("/status").header("host", "127.0.0.1:7073").body(Body::empty()).unwrap();
+        assert_eq!(bare.oneshot(request).await.unwrap().status(), StatusCode::FORBIDDEN);
+        dispatch.stop();
+    }
+
+    /// A cross-site write a browser may send without an `Origin` (a form
+    /// post), or one it marks cross-site, is refused even on loopback.
+    #[tokio::test]
+    async fn form_posts_and_cross_site_requests_cannot_use_the_controls() {
+        let (app, dispatch) = api(None);
+        let post = |name: &'static str, value: &'static str| {
+            let request = Request::post("/pause").header("host", "127.0.0.1:7073").header(name, value);
+            let app = app.clone();
+            async move { app.oneshot(request.body(Body::from("x=1")).unwrap()).await.unwrap().status() }
+        };
+        for (name, value) in [
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("content-type", "multipart/form-data; boundary=x"),
+            ("content-type", "Text/Plain;charset=UTF-8"),
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-site", "same-site"),
+        ] {
+            assert_eq!(post(name, value).await, StatusCode::FORBIDDEN, "{name}: {value}");
+        }
+        assert!(!dispatch.is_paused());
+        assert_eq!(post("sec-fetch-site", "same-origin").await, StatusCode::OK);
+        assert!(dispatch.is_paused());
         dispatch.stop();
     }
 

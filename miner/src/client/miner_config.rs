@@ -109,8 +109,14 @@ impl MineArgs {
     pub fn from_file(path: &Path) -> Result<MineArgs, MinerError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| MinerError::bad_input(format!("cannot read {}: {e}", path.display())))?;
-        let mut args: MineArgs =
-            toml::from_str(&text).map_err(|e| MinerError::bad_input(format!("{}: {e}", path.display())))?;
+        // Not `toml`'s own text, nor a string its message quotes: the line
+        // or the string could be the API token.
+        let mut args: MineArgs = toml::from_str(&text).map_err(|e| {
+            let before = e.span().and_then(|span| text.get(..span.start)).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let message: String = e.message().trim().split('"').step_by(2).collect::<Vec<_>>().join("…");
+            MinerError::bad_input(format!("{}: line {line}: {message}", path.display()))
+        })?;
         // A file named in the config file is where the config file says,
         // wherever the miner is started from.
         if let (Some(ca), Some(dir)) = (&args.pool_ca, path.parent()) {
@@ -320,6 +326,20 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains(needle), "{err:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_broken_config_file_does_not_quote_its_token() {
+        let path = std::env::temp_dir().join(format!("vision-miner-secret-{}.toml", std::process::id()));
+        for file in ["wallet = \"land1q\"\napi_token = \"s3cret\\q\"\n", "wallet = \"land1q\"\nthreads = \"s3cret\"\n"]
+        {
+            std::fs::write(&path, file).unwrap();
+            let err = MineArgs::from_file(&path).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            let text = err.to_string();
+            assert!(!text.contains("s3cret") && text.contains("line 2"), "{text}");
+        }
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //! - [`hashrate_meter`], [`miner_status`]: 10 s / 60 s / 15 min rates, counts,
 //!   the status line.
 //! - [`local_api`]: `/status`, the owner's page, pause/resume/threads and
-//!   the pool switch ([`pool_switch`]).
+//!   the pool switch ([`pool_switch`]), served by [`api_listener`] within
+//!   its connection limits.
 //! - [`miner_config`]: flags, env vars and TOML.
 
+pub mod api_listener;
 pub(crate) mod found_submitter;
 pub mod hashrate_meter;
 pub(crate) mod job_pace;

@@ -126,6 +126,14 @@
     event.preventDefault();
     control("/pool", { url: $("pool-input").value.trim() }, (a) => `Switching to ${a.switching_to}.`);
   });
+  // A token typed into a page served over plain http to another machine
+  // crosses the network readable by anyone on the way (and with it, the
+  // rig's pool can be changed).
+  const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
+  if (!window.isSecureContext && !loopback) {
+    message("This page is not served over https: the API token would cross the network in the clear. Use an SSH tunnel to the rig's loopback address.", "bad");
+  }
+
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("token-input").value);
