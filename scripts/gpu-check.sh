@@ -568,6 +568,26 @@ bench() {
         "$(json_get_raw "$result" gpu_busy_fraction)" "$(json_get_raw "$result" first_step_ms)" \
         "$(json_get_raw "$result" last_step_ms)")")
 }
+# The smallest card's memory (MiB) where nvidia-smi tells it: a fixed batch
+# whose tables cannot fit there is skipped, not failed (a 24 GiB card is
+# not broken for refusing 45 GiB of tables).
+CARD_MB=""
+if [ -s "$TMP/smi_before.out" ]; then
+    CARD_MB=$(awk -F', *' '{ print $3 + 0 }' "$TMP/smi_before.out" | sort -n | head -n 1)
+fi
+# bench_batch NAME LIMIT BATCH: a bench at a fixed batch, given the memory it needs.
+bench_batch() {
+    local name=$1 limit=$2 batch=$3 need
+    need=$(memory_mb_for "$batch")
+    if [ -n "$CARD_MB" ] && [ "$CARD_MB" -gt 0 ] && [ $((need * 10)) -gt $((CARD_MB * 9)) ]; then
+        say "bench_$name: skipped (needs $need MiB; the card has $CARD_MB)"
+        benches+="{\"name\":$(json_str "$name"),\"skipped\":$(json_str "does not fit: needs $need MiB, the card has $CARD_MB"),\"result\":null},"
+        R[benches]="${benches%,}]"
+        summary_lines+=("$(printf '%-20s %14s' "$name" "skipped: does not fit")")
+        return 0
+    fi
+    bench "$name" "$limit" --gpu-batch "$batch" --gpu-memory-mb "$need"
+}
 # Each run: a probe in a child process (compiles the kernel), tuning, then the
 # timed window, extended until two batches have completed (a batch is 64
 # dispatches at consensus params), hence the margins, larger for big batches.
@@ -579,7 +599,7 @@ bench_env=()
 for batch in 8192 16384 65536 98304; do
     limit=25
     [ "$batch" -le 16384 ] || limit=40
-    bench "batch-$batch" "$limit" --gpu-batch "$batch" --gpu-memory-mb "$(memory_mb_for "$batch")"
+    bench_batch "batch-$batch" "$limit" "$batch"
 done
 bench emulated 40 --shader emulated
 # One buffer per segment, its bindings ranges of it (a quarter of the
@@ -590,9 +610,9 @@ bench_env=(VISION_GPU_BUFFERS=one-per-segment)
 bench one-buffer 40
 cliff=163840
 bench_env=()
-bench "batch-$cliff" 75 --gpu-batch "$cliff" --gpu-memory-mb "$(memory_mb_for "$cliff")"
+bench_batch "batch-$cliff" 75 "$cliff"
 bench_env=(VISION_GPU_BUFFERS=one-per-segment)
-bench "one-buffer-$cliff" 75 --gpu-batch "$cliff" --gpu-memory-mb "$(memory_mb_for "$cliff")"
+bench_batch "one-buffer-$cliff" 75 "$cliff"
 bench_env=()
 R[benches]="${benches%,}]"
 

@@ -53,9 +53,23 @@ esac
 "#;
     let bundle = bundle(&dir, script);
     let report_path = dir.join("report.json");
+    // An nvidia-smi that tells of a 24 GiB card: fixed batches whose tables
+    // need more are skipped as not fitting, not run and failed.
+    let fake_bin = dir.join("bin");
+    std::fs::create_dir_all(&fake_bin).unwrap();
+    let smi = r#"#!/bin/sh
+case "$*" in
+  *mig.mode*) echo "[N/A]" ;;
+  *) echo "Fake GPU 24G, 999.99, 24576 MiB, 1 MiB, 0 %, 1000 MHz, 50.00 W" ;;
+esac
+"#;
+    std::fs::write(fake_bin.join("nvidia-smi"), smi).unwrap();
+    std::fs::set_permissions(fake_bin.join("nvidia-smi"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap_or_default());
     // A budget that ends inside the first bench (lavapipe at consensus
     // params is far slower than a GPU): the rest are skipped, not hung on.
     let mut child = gpu_check(&bundle, &report_path)
+        .env("PATH", path)
         .env("GPU_CHECK_ACCEPT_SOFTWARE", "1")
         .env("GPU_CHECK_BUDGET_S", "25")
         .env("GPU_CHECK_SECONDS", "0.2")
@@ -98,7 +112,18 @@ esac
     let failed = report["failed_steps"].as_array().unwrap();
     assert!(failed.iter().any(|f| f == "tests"), "{failed:?}");
     assert!(!failed.iter().any(|f| f == "bench one-buffer-163840"), "{failed:?}");
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no temporary report is left: the bundle and the report");
+    for name in ["batch-65536", "batch-98304", "batch-163840", "one-buffer-163840"] {
+        let bench = benches.iter().find(|b| b["name"] == name).unwrap_or_else(|| panic!("{name}: {benches:?}"));
+        let skipped = bench["skipped"].as_str().unwrap_or_default();
+        assert!(skipped.starts_with("does not fit") && skipped.contains("24576"), "{name}: {bench}");
+        assert!(!failed.iter().any(|f| f.as_str() == Some(&format!("bench {name}"))), "{failed:?}");
+    }
+    assert_eq!(report["memory_total"], "24576 MiB", "{report:#}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        3,
+        "no temporary report is left: the bundle, the fake nvidia-smi and the report"
+    );
 }
 
 #[test]

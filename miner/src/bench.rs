@@ -158,13 +158,17 @@ pub struct GpuBenchReport {
     pub runtime_checks: bool,
     /// `per-binding`, or `one-per-segment` (`VISION_GPU_BUFFERS`).
     pub buffers: &'static str,
+    /// Why the search stopped before the bench ended (the device lost, out
+    /// of memory...): the rate is then of the batches before it, and the
+    /// bench fails.
+    pub error: Option<String>,
 }
 
 impl std::fmt::Display for GpuBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash{}{}{}",
+            "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash{}{}{}{}",
             self.device,
             self.device_name,
             self.shader,
@@ -184,6 +188,7 @@ impl std::fmt::Display for GpuBenchReport {
                     format!(", device busy {:.1}% of batch time, steps {first:.2} -> {last:.2} ms", busy * 100.0),
                 _ => String::new(),
             },
+            self.error.as_ref().map_or(String::new(), |err| format!("; STOPPED PART-WAY: {err}")),
         )
     }
 }
@@ -195,7 +200,7 @@ pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) 
     let job = bench_job();
     let control = Arc::new(SearchControl::new());
     let before = backend.stats();
-    let (hashes, seconds) = std::thread::scope(|s| {
+    let (hashes, seconds, error) = std::thread::scope(|s| {
         let search = s.spawn(|| backend.search(&job, &control, &|_| {}));
         let started = Instant::now();
         let mut first: Option<(Instant, u64)> = None;
@@ -219,13 +224,12 @@ pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) 
             }
         }
         control.cancel();
-        if let Err(err) = search.join().expect("gpu search thread") {
-            tracing::warn!("GPU bench stopped early: {err}");
-        }
-        match (first, last) {
+        let error = search.join().expect("gpu search thread").err().map(|err| err.to_string());
+        let (hashes, seconds) = match (first, last) {
             (Some((t0, h0)), Some((t1, h1))) => (h1 - h0, (t1 - t0).as_secs_f64()),
             _ => (control.hashes(), started.elapsed().as_secs_f64()),
-        }
+        };
+        (hashes, seconds, error)
     });
     let dispatch_stats = backend.stats().since(&before);
     let steps = dispatch_stats.mean_first_and_last_step();
@@ -254,5 +258,6 @@ pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) 
         last_step_ms: steps.map(|(_, last)| last.as_secs_f64() * 1000.0),
         runtime_checks: !backend.unchecked_kernel(),
         buffers: if backend.one_buffer_per_segment() { "one-per-segment" } else { "per-binding" },
+        error,
     }
 }

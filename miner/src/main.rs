@@ -360,7 +360,9 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
             } else {
                 println!("{report}");
             }
-            if report.hashes_per_second <= 0.0 {
+            if let Some(err) = &report.error {
+                gpus_failed.push(format!("GPU #{index} stopped part-way: {err}"));
+            } else if report.hashes_per_second <= 0.0 {
                 gpus_failed.push(format!("GPU #{index} hashed nothing"));
             }
             rates.push((format!("gpu #{index}"), report.hashes_per_second));

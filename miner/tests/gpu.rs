@@ -294,6 +294,45 @@ fn a_wrong_gpu_result_disables_the_device() {
     assert!(again.is_err());
 }
 
+/// Out of memory part-way through a search (at the edge of the card's
+/// memory) sits that search out; the next search runs, on the slots the
+/// failed one had taken.
+#[test]
+fn a_search_that_ran_out_of_memory_part_way_leaves_the_device_usable() {
+    if !require_adapter() {
+        return;
+    }
+    let job = job(small_params(), NonceRange::new(0, 512), 2);
+    let backend = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::OutOfMemoryMidSearch).unwrap();
+    let (end, _) = collect(&backend, &job, &Arc::new(SearchControl::new()));
+    assert!(matches!(end, Err(gpu::GpuError::OutOfMemory(_))), "{end:?}");
+    assert!(!backend.is_disabled(), "out of memory sits a search out, not the device");
+    let (again, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
+    let again = again.expect("the next search runs");
+    assert_eq!((again.hashes, again.cancelled), (512, false));
+    let (clean, expected) = {
+        let clean = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::None).unwrap();
+        collect(&clean, &job, &Arc::new(SearchControl::new()))
+    };
+    assert_eq!(clean.unwrap().hashes, 512);
+    assert_eq!(found, expected, "the same shares as a device that never failed");
+}
+
+/// A bench whose search stopped part-way says why (and `vision-miner
+/// bench` then fails): a rate from the batches before it is no pass.
+#[test]
+fn a_bench_that_stopped_part_way_says_so() {
+    if !require_adapter() {
+        return;
+    }
+    let job = job(small_params(), NonceRange::new(0, 256), 2);
+    let backend = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::OutOfMemoryMidSearch).unwrap();
+    let report = vision_miner::bench::bench_gpu(&backend, Duration::from_millis(200));
+    let error = report.error.as_deref().expect("the stop is reported");
+    assert!(error.contains("out of memory"), "{error}");
+    assert!(report.to_string().contains("STOPPED PART-WAY"), "{report}");
+}
+
 #[test]
 fn a_lost_device_is_disabled_without_ending_the_process() {
     if !require_adapter() {

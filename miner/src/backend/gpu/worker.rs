@@ -102,6 +102,9 @@ pub enum InjectedFault {
     CorruptDigests,
     /// Destroy the device before the first batch (as a driver reset would).
     LoseDevice,
+    /// Report the card out of memory at the second step of the first
+    /// search (as a staging allocation at the edge of its memory would).
+    OutOfMemoryMidSearch,
 }
 
 enum Command {
@@ -324,12 +327,39 @@ impl DeviceThread {
             self.searcher.device().destroy();
         }
         self.searcher.set_job(job.input.clone(), job.target)?;
-        let batch_hashes = u64::from(self.searcher.shape().hashes());
         let mut next_nonce = job.nonces.start;
         let mut hashes = 0u64;
-        let mut slot = 0;
         let mut batches: VecDeque<super::searcher::BatchTicket> = VecDeque::new();
+        let outcome = self.run_batches(job, control, events, &mut batches, &mut next_nonce, &mut hashes);
+        // Batches not finished (cancelled, or an error part-way: out of
+        // memory leaves the device in use) are given up, freeing their
+        // readback slots for the next search.
+        let unfinished = !batches.is_empty();
+        for ticket in batches {
+            self.searcher.abandon(ticket);
+        }
+        outcome?;
+        let stopped = control.is_cancelled() || self.disabled.load(Ordering::SeqCst);
+        let cancelled = unfinished || (stopped && next_nonce < job.nonces.end);
+        Ok(SearchEnd { hashes, cancelled })
+    }
+
+    /// Runs batches over the job's nonces from `next_nonce` until they are
+    /// done or the search is cancelled, keeping the device fed; the batches
+    /// started and not read are left in `batches`.
+    fn run_batches(
+        &mut self,
+        job: &Job,
+        control: &SearchControl,
+        events: &Sender<Event>,
+        batches: &mut VecDeque<super::searcher::BatchTicket>,
+        next_nonce: &mut u64,
+        hashes: &mut u64,
+    ) -> Result<(), GpuError> {
+        let batch_hashes = u64::from(self.searcher.shape().hashes());
+        let mut slot = 0;
         let mut queued: VecDeque<(wgpu::SubmissionIndex, bool)> = VecDeque::new();
+        let mut steps = 0u64;
         loop {
             // A disabled device (a found nonce failed its re-check) stops too.
             let cancelled = control.is_cancelled() || self.disabled.load(Ordering::SeqCst);
@@ -338,13 +368,18 @@ impl DeviceThread {
             while !cancelled && queued.len() < QUEUE_DEPTH {
                 let need_batch = batches.back().is_none_or(|b| b.fully_submitted());
                 if need_batch {
-                    if next_nonce >= job.nonces.end || batches.len() == super::searcher::SLOTS {
+                    if *next_nonce >= job.nonces.end || batches.len() == super::searcher::SLOTS {
                         break;
                     }
-                    let count = (job.nonces.end - next_nonce).min(batch_hashes) as u32;
-                    batches.push_back(self.searcher.start_batch(slot, next_nonce, count)?);
+                    let count = (job.nonces.end - *next_nonce).min(batch_hashes) as u32;
+                    batches.push_back(self.searcher.start_batch(slot, *next_nonce, count)?);
                     slot = (slot + 1) % super::searcher::SLOTS;
-                    next_nonce += u64::from(count);
+                    *next_nonce += u64::from(count);
+                }
+                steps += 1;
+                if steps == 2 && self.fault == InjectedFault::OutOfMemoryMidSearch {
+                    self.fault = InjectedFault::None;
+                    return Err(GpuError::OutOfMemory("injected: out of memory at the second step".into()));
                 }
                 let ticket = batches.back_mut().expect("a batch to submit");
                 let submission = self.searcher.submit_step(ticket)?;
@@ -382,17 +417,11 @@ impl DeviceThread {
                     }
                     let _ = events.send(Event::Found(found));
                 }
-                hashes += u64::from(result.hashes);
+                *hashes += u64::from(result.hashes);
                 control.add_hashes(u64::from(result.hashes));
             }
         }
-        // Cancelled: batches that were not finished are given up.
-        let stopped = control.is_cancelled() || self.disabled.load(Ordering::SeqCst);
-        let cancelled = !batches.is_empty() || (stopped && next_nonce < job.nonces.end);
-        for ticket in batches {
-            self.searcher.abandon(ticket);
-        }
-        Ok(SearchEnd { hashes, cancelled })
+        Ok(())
     }
 }
 
