@@ -9,9 +9,15 @@
 //! sessions (honest miners, also behind the same address) are unaffected.
 //! Entries are made only for requests that passed validation and are
 //! forgotten once their buckets are full again.
+//!
+//! An IPv6 source is a /64 (`client_source::source_network`), and a site
+//! is often given a /48: 65,536 of them. So each /48 also has buckets of
+//! its own, [`SITE_SHARE`] times a source's, which every /64 in it draws
+//! on too: a site with a few subnets is unaffected, and one holder cannot
+//! multiply the budget by the /64s it has.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
 use super::token_bucket::TokenBucket;
@@ -19,6 +25,25 @@ use super::token_bucket::TokenBucket;
 /// Sources tracked at once; past it, idle entries are pruned first, and a
 /// new source is refused while none are idle.
 const MAX_SOURCES: usize = 100_000;
+
+/// What an IPv6 /48 may take, in units of one source's budget.
+const SITE_SHARE: f64 = 16.0;
+
+/// What buckets are kept for: a source (an IPv4 address or an IPv6 /64),
+/// or the IPv6 /48 holding sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Holder {
+    Source(IpAddr),
+    Site(Ipv6Addr),
+}
+
+/// The /48 holding `source`, for an IPv6 one.
+fn site_of(source: IpAddr) -> Option<Ipv6Addr> {
+    match source {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => Some(Ipv6Addr::from(v6.to_bits() & !((1u128 << 80) - 1))),
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SourceLimitConfig {
@@ -40,7 +65,7 @@ pub(crate) struct Exhausted {
 
 pub(crate) struct SourceLimits {
     config: SourceLimitConfig,
-    sources: Mutex<HashMap<IpAddr, SourceBuckets>>,
+    sources: Mutex<HashMap<Holder, SourceBuckets>>,
 }
 
 impl SourceLimits {
@@ -48,29 +73,49 @@ impl SourceLimits {
         SourceLimits { config, sources: Mutex::new(HashMap::new()) }
     }
 
+    /// Runs `take` on the buckets of `source`'s site (IPv6) and then of
+    /// `source`: a refusal by the site takes nothing from the source.
     fn with_source(
         &self,
         source: IpAddr,
         now_ms: u64,
-        f: impl FnOnce(&mut SourceBuckets) -> Result<(), u64>,
+        take: impl Fn(&mut SourceBuckets) -> Result<(), u64>,
     ) -> Result<(), u64> {
-        let c = self.config;
         let mut sources = self.sources.lock().expect("source limits lock");
-        if sources.len() >= MAX_SOURCES && !sources.contains_key(&source) {
+        if let Some(site) = site_of(source) {
+            take(self.buckets(&mut sources, Holder::Site(site), now_ms)?)?;
+        }
+        take(self.buckets(&mut sources, Holder::Source(source), now_ms)?)
+    }
+
+    /// The buckets of `holder`, made full where it has none; `Err` (seconds
+    /// to wait) while the table is full of busy holders.
+    fn buckets<'a>(
+        &self,
+        sources: &'a mut HashMap<Holder, SourceBuckets>,
+        holder: Holder,
+        now_ms: u64,
+    ) -> Result<&'a mut SourceBuckets, u64> {
+        if sources.len() >= MAX_SOURCES && !sources.contains_key(&holder) {
             sources.retain(|_, b| !Self::idle(b, now_ms));
             if sources.len() >= MAX_SOURCES {
                 return Err(5);
             }
         }
-        let buckets = sources.entry(source).or_insert_with(|| SourceBuckets {
-            registrations: TokenBucket::new(c.registrations_per_sec * 4.0, c.registrations_per_sec, now_ms),
-            unproven_verifications: TokenBucket::new(
-                c.unproven_verification_burst,
-                c.unproven_verifications_per_sec,
+        let c = self.config;
+        let share = if matches!(holder, Holder::Site(_)) { SITE_SHARE } else { 1.0 };
+        Ok(sources.entry(holder).or_insert_with(|| SourceBuckets {
+            registrations: TokenBucket::new(
+                c.registrations_per_sec * 4.0 * share,
+                c.registrations_per_sec * share,
                 now_ms,
             ),
-        });
-        f(buckets)
+            unproven_verifications: TokenBucket::new(
+                c.unproven_verification_burst * share,
+                c.unproven_verifications_per_sec * share,
+                now_ms,
+            ),
+        }))
     }
 
     fn idle(buckets: &SourceBuckets, now_ms: u64) -> bool {
@@ -126,6 +171,28 @@ mod tests {
         assert_eq!(limits.len(), 2);
         assert_eq!(limits.prune(10_000), 2);
         assert_eq!(limits.len(), 0);
+    }
+
+    /// The /64s of one /48 share the site's budget (16 sources' worth);
+    /// another /48, and IPv4, are not affected.
+    #[test]
+    fn the_64s_of_one_48_share_its_budget() {
+        let shared = limits();
+        let subnet = |site: u16, n: u16| -> IpAddr { format!("2001:db8:{site:x}:{n:x}::1").parse().unwrap() };
+        // Each /64 may register 4 at once; the /48 takes 64 at once.
+        let taken = (0..100u16).filter(|&n| (0..4).all(|_| shared.take_registration(subnet(1, n), 0).is_ok())).count();
+        assert_eq!(taken, 16, "16 /64s' worth from one /48");
+        assert!(shared.take_registration(subnet(1, 500), 0).is_err(), "a fresh /64 of the same /48");
+        assert!(shared.take_registration(subnet(2, 0), 0).is_ok(), "another /48");
+        assert!(shared.take_registration("10.0.0.9".parse().unwrap(), 0).is_ok(), "IPv4");
+        assert!(shared.take_registration(subnet(1, 500), 1000).is_ok(), "the site refills");
+        // A refusal by the site took nothing from the /64.
+        let fresh = limits();
+        for n in 0..16u16 {
+            (0..4).for_each(|_| assert!(fresh.take_registration(subnet(3, n), 0).is_ok()));
+        }
+        assert!(fresh.take_registration(subnet(3, 99), 0).is_err());
+        assert_eq!((0..10).filter(|_| fresh.take_registration(subnet(3, 99), 250).is_ok()).count(), 4);
     }
 
     #[test]
