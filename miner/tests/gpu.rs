@@ -275,7 +275,13 @@ fn one_buffer_per_segment_stays_within_the_buffer_limit() {
     assert!(hashes >= per_binding / 2 - 2 * gpu::WORKGROUP_SIZE, "{hashes} of {per_binding}: not needlessly small");
     // And a searcher of that segment allocates.
     let shape = gpu::BatchShape { segment_hashes: hashes, segments: 2, split: gpu::DEFAULT_SPLIT };
-    gpu::GpuSearcher::new(gpu, shape, &params).unwrap();
+    gpu::GpuSearcher::new(gpu.clone(), shape, &params).unwrap();
+    // A shape of over 2^32 hashes is refused before anything is allocated.
+    let huge = gpu::BatchShape { segment_hashes: 4096, segments: 1 << 20, split: gpu::DEFAULT_SPLIT };
+    match gpu::GpuSearcher::new(gpu, huge, &params) {
+        Err(gpu::GpuError::Unsupported(why)) => assert!(why.contains("2^32"), "{why}"),
+        other => panic!("{:?}", other.map(|s| s.shape())),
+    }
 }
 
 #[test]

@@ -139,6 +139,10 @@ impl GpuSearcher {
         if shape.segment_hashes == 0 || shape.segments == 0 || shape.split == 0 {
             return Err(GpuError::Unsupported(format!("empty batch shape {shape:?}")));
         }
+        // (So that `hashes()`, a product, holds for the searcher's life.)
+        if shape.segment_hashes.checked_mul(shape.segments).is_none() {
+            return Err(GpuError::Unsupported(format!("batch shape {shape:?} holds over 2^32 hashes")));
+        }
         if shape.segment_hashes > gpu.max_segment_hashes(params) {
             return Err(GpuError::Unsupported(format!(
                 "{} hashes per segment exceed the device's storage binding limit ({})",

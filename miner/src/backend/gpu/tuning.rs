@@ -149,6 +149,12 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
     let cap = (budget / gpu.bytes_per_hash(&params)).clamp(u64::from(WORKGROUP_SIZE), 1 << 22) as u32;
     let cap = cap / WORKGROUP_SIZE * WORKGROUP_SIZE;
     if let Some(hashes) = goals.fixed_hashes {
+        if hashes > cap {
+            tracing::warn!(
+                "GPU #{}: a batch of {hashes} hashes needs more than the memory budget; {cap} instead (--gpu-memory-mb)",
+                gpu.summary.index
+            );
+        }
         let shape = shape_for(gpu, &params, hashes.clamp(1, cap), split);
         let searcher = GpuSearcher::new(gpu.clone(), shape, &params)?;
         return Ok((searcher, Tuned { shape, measured_rate: 0.0, step_time: Duration::ZERO }));
@@ -170,9 +176,18 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
             Err(GpuError::OutOfMemory(_)) if best.is_some() => break,
             Err(err) => return Err(err),
         };
-        searcher.set_job(job.clone(), Target(0))?;
-        searcher.time_one_step(0, hashes)?; // the first dispatch includes driver warm-up
-        let step = searcher.time_one_step(0, hashes)?;
+        // The first dispatch includes driver warm-up. Out of memory while
+        // measuring (a staging buffer at the edge of the card) ends growth
+        // as failing to allocate does.
+        let step = match searcher
+            .set_job(job.clone(), Target(0))
+            .and_then(|()| searcher.time_one_step(0, hashes))
+            .and_then(|_| searcher.time_one_step(0, hashes))
+        {
+            Ok(step) => step,
+            Err(GpuError::OutOfMemory(_)) if best.is_some() => break,
+            Err(err) => return Err(err),
+        };
         if step > goals.max_step && best.is_none() && split > 1 {
             split /= 2;
             continue;
