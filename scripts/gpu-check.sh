@@ -535,6 +535,9 @@ fi
 # of state; see GpuDevice::bytes_per_hash), rounded up, plus slack. The tuner
 # clamps a fixed batch to this budget, so it must not be smaller.
 memory_mb_for() { echo $((($1 * 524320 + 1048575) / 1048576 + 64)); }
+# What a fixed batch takes on a hardware GPU: compact tables of 24,576 slots
+# (288 KiB a hash), no filter, plus the 256 MiB dataset and slack.
+memory_mb_used() { echo $((($1 * 294944 + 1048575) / 1048576 + 512)); }
 
 bench_args=(bench --backend gpu --device "$hw_index" --json --seconds "$BENCH_SECONDS")
 # Environment of a bench run (env(1) assignments), set around a call.
@@ -568,25 +571,26 @@ bench() {
         "$(json_get_raw "$result" gpu_busy_fraction)" "$(json_get_raw "$result" first_step_ms)" \
         "$(json_get_raw "$result" last_step_ms)")")
 }
-# The smallest card's memory (MiB) where nvidia-smi tells it: a fixed batch
-# whose tables cannot fit there is skipped, not failed (a 24 GiB card is
-# not broken for refusing 45 GiB of tables).
+# The smallest card's memory (MiB) where nvidia-smi tells it (which of its
+# rows is the adapter under test, it cannot say): a fixed batch whose
+# tables cannot fit there is skipped, not failed (a 24 GiB card is not
+# broken for refusing 45 GiB of tables).
 CARD_MB=""
 if [ -s "$TMP/smi_before.out" ]; then
-    CARD_MB=$(awk -F', *' '{ print $3 + 0 }' "$TMP/smi_before.out" | sort -n | head -n 1)
+    CARD_MB=$(awk -F', *' '$3 + 0 > 0 { print $3 + 0 }' "$TMP/smi_before.out" | sort -n | head -n 1)
 fi
-# bench_batch NAME LIMIT BATCH: a bench at a fixed batch, given the memory it needs.
+# bench_batch NAME LIMIT BATCH: a bench at a fixed batch, given a budget that holds it.
 bench_batch() {
     local name=$1 limit=$2 batch=$3 need
-    need=$(memory_mb_for "$batch")
-    if [ -n "$CARD_MB" ] && [ "$CARD_MB" -gt 0 ] && [ $((need * 10)) -gt $((CARD_MB * 9)) ]; then
+    need=$(memory_mb_used "$batch")
+    if [ -n "$CARD_MB" ] && [ $((need * 10)) -gt $((CARD_MB * 9)) ]; then
         say "bench_$name: skipped (needs $need MiB; the card has $CARD_MB)"
         benches+="{\"name\":$(json_str "$name"),\"skipped\":$(json_str "does not fit: needs $need MiB, the card has $CARD_MB"),\"result\":null},"
         R[benches]="${benches%,}]"
         summary_lines+=("$(printf '%-20s %14s' "$name" "skipped: does not fit")")
         return 0
     fi
-    bench "$name" "$limit" --gpu-batch "$batch" --gpu-memory-mb "$need"
+    bench "$name" "$limit" --gpu-batch "$batch" --gpu-memory-mb "$(memory_mb_for "$batch")"
 }
 # Each run: a probe in a child process (compiles the kernel), tuning, then the
 # timed window, extended until two batches have completed (a batch is 64

@@ -112,10 +112,14 @@ esac
     let failed = report["failed_steps"].as_array().unwrap();
     assert!(failed.iter().any(|f| f == "tests"), "{failed:?}");
     assert!(!failed.iter().any(|f| f == "bench one-buffer-163840"), "{failed:?}");
-    for name in ["batch-65536", "batch-98304", "batch-163840", "one-buffer-163840"] {
+    // 98,304 hashes take about 28 GiB; 65,536 about 19 (of 24).
+    for (name, fits) in
+        [("batch-65536", true), ("batch-98304", false), ("batch-163840", false), ("one-buffer-163840", false)]
+    {
         let bench = benches.iter().find(|b| b["name"] == name).unwrap_or_else(|| panic!("{name}: {benches:?}"));
         let skipped = bench["skipped"].as_str().unwrap_or_default();
-        assert!(skipped.starts_with("does not fit") && skipped.contains("24576"), "{name}: {bench}");
+        assert_eq!(!skipped.starts_with("does not fit"), fits, "{name}: {bench}");
+        assert!(fits || skipped.contains("24576"), "{name}: {bench}");
         assert!(!failed.iter().any(|f| f.as_str() == Some(&format!("bench {name}"))), "{failed:?}");
     }
     assert_eq!(report["memory_total"], "24576 MiB", "{report:#}");

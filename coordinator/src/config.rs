@@ -295,10 +295,22 @@ pub struct CoordinatorConfig {
 fn toml_error(text: &str, err: &toml::de::Error) -> String {
     let before = err.span().and_then(|span| text.get(..span.start)).unwrap_or_default();
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    let message = err.message().trim();
-    // `invalid type: string "…", expected u32`: the words outside quotes.
-    let unquoted: String = message.split('"').step_by(2).collect::<Vec<_>>().join("…");
-    format!("line {}, column {column}: {unquoted}", before.matches('\n').count() + 1)
+    format!("line {}, column {column}: {}", before.matches('\n').count() + 1, without_value(err.message()))
+}
+
+/// `message` without the value serde quotes in it (`invalid type: string
+/// "…", expected u32`, ``unknown variant `…`, expected …``): what was found
+/// and what was expected, not the value itself.
+fn without_value(message: &str) -> String {
+    let message = message.trim();
+    let quotes_value = ["invalid type", "invalid value", "invalid length", "unknown variant"];
+    if !quotes_value.iter().any(|kind| message.starts_with(kind)) {
+        return message.to_string();
+    }
+    let kind = message.split([':', '`', '"']).next().unwrap_or_default().trim();
+    // The expectation is serde's own words, after the value.
+    let expected = message.rfind(", expected ").map_or("", |at| &message[at..]);
+    format!("{kind}{expected}")
 }
 
 impl CoordinatorArgs {
@@ -690,6 +702,8 @@ mod tests {
             ("bind = \"0.0.0.0:9000\"\nadmin_token = \"s3cret\\q-token\"\n", "line 2, column 23"),
             ("admin_token = \"s3cret-token\"\npool_fee_bps = \"s3cret-token\"\n", "line 2, column 16"),
             ("database_url = \"postgres://u:s3cret-token@db/pool\nbind = 1", "line 1, column "),
+            ("pool_fee_bps = \"ab\\\"s3cret, expected cd\"", "invalid type, expected u32"),
+            ("verify_engine = 5\nmax_connections = -7", "line 2"),
         ];
         let path = std::env::temp_dir().join(format!("vision-config-secret-{}.toml", std::process::id()));
         for (text, at) in cases {

@@ -81,7 +81,7 @@ pub(crate) struct StatsSnapshot {
     pub(crate) gzip: axum::body::Bytes,
 }
 
-/// `bytes` gzipped at the fast level (a snapshot is built up to once a second).
+/// `bytes` gzipped at the fast level (a snapshot is built up to four times a second).
 fn gzip(bytes: &[u8]) -> Result<Vec<u8>, PoolError> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::fast());

@@ -225,6 +225,8 @@ impl Pool {
         if bound.wallet_address != request.wallet_address {
             return Err(PoolError::WorkerIdTaken);
         }
+        // A name stored before today's rules is shown as none.
+        bound.worker_name = bound.worker_name.filter(|name| name.chars().all(is_shown_as_is));
         if let Some(until) = self.banned_registration(&bound.worker_id, source, now) {
             return Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) });
         }
@@ -346,7 +348,8 @@ impl Pool {
             .ok_or(PoolError::Unauthorized("unknown worker token; register first"))?;
         drop(read);
         let name = self.store.worker(&record.worker_id).await?.and_then(|w| w.worker_name);
-        self.activate(record, name, now);
+        // (A name stored before today's rules is shown as none.)
+        self.activate(record, name.filter(|name| name.chars().all(is_shown_as_is)), now);
         Ok(session_id)
     }
 
@@ -540,23 +543,40 @@ impl Pool {
     }
 }
 
-/// Whether `c` shows as itself in a worker's name on the public dashboard:
-/// not a control character, nor one that reorders or hides the text
-/// around it (bidi overrides and isolates, zero-width and line-separator
-/// characters), by which a worker could pose as another's rig.
+/// Whether `c` shows as itself in a worker's name on the public dashboard,
+/// so that no name can pose as another rig's: not a control or format
+/// character (bidi overrides and isolates, zero-width joiners and spaces,
+/// tags), a line or paragraph separator, private-use or unassigned, nor
+/// one of the marks and letters that draw nothing (variation selectors,
+/// the combining grapheme joiner, Hangul and Khmer fillers, Mongolian
+/// selectors).
 fn is_shown_as_is(c: char) -> bool {
-    !c.is_control()
-        && !matches!(
-            c,
-            '\u{00AD}'
-                | '\u{061C}'
-                | '\u{180E}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{2028}'..='\u{202E}'
-                | '\u{2060}'..='\u{206F}'
-                | '\u{FEFF}'
-                | '\u{FFF9}'..='\u{FFFB}'
-        )
+    use unicode_properties::{GeneralCategory as Category, UnicodeGeneralCategory};
+    let hidden_category = matches!(
+        c.general_category(),
+        Category::Control
+            | Category::Format
+            | Category::LineSeparator
+            | Category::ParagraphSeparator
+            | Category::Surrogate
+            | Category::PrivateUse
+            | Category::Unassigned
+    );
+    let draws_nothing = matches!(
+        c,
+        '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FFA0}'
+            | '\u{E0100}'..='\u{E01EF}'
+    );
+    !hidden_category && !draws_nothing
 }
 
 #[cfg(test)]
@@ -565,10 +585,25 @@ mod tests {
 
     #[test]
     fn a_worker_name_cannot_reorder_or_hide_its_text() {
-        for name in ["rig-7", "Ферма 2", "矿机", "café rig", "rig #3 (spare)"] {
+        for name in ["rig-7", "Ферма 2", "矿机", "café rig", "rig #3 (spare)", "नोड", "🚀 rig", "e\u{0301}"]
+        {
             assert!(name.chars().all(is_shown_as_is), "{name}");
         }
-        for name in ["rig\u{202E}7gir", "land1\u{200B}victim", "a\u{2066}b", "x\u{FEFF}", "tab\there", "a\u{2028}b"] {
+        for name in [
+            "rig\u{202E}7gir",
+            "land1\u{200B}victim",
+            "a\u{2066}b",
+            "x\u{FEFF}",
+            "tab\there",
+            "a\u{2028}b",
+            "tag\u{E0041}",
+            "vs\u{FE0F}",
+            "cgj\u{034F}",
+            "fill\u{3164}er",
+            "arabic\u{0600}",
+            "music\u{1D173}",
+            "private\u{E000}",
+        ] {
             assert!(!name.chars().all(is_shown_as_is), "{name:?}");
         }
     }

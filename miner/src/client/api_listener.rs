@@ -1,14 +1,18 @@
 //! The local API's accept loop (our own, as the coordinator's, rather than
 //! `axum::serve`, which has no limits): the status page must never cost the
-//! miner what it mines with. Connections past [`ApiLimits::connections`],
-//! or past [`ApiLimits::per_address`] from one address, are closed at once
-//! (file descriptors are what the pool requests need); headers must arrive
-//! within [`ApiLimits::header_timeout`]; a connection lives at most
-//! [`ApiLimits::lifetime`] (the page reconnects). Each request carries its
-//! peer's address (`ConnectInfo`), which `local_api` checks.
+//! miner what it mines with. Connections from other machines past
+//! [`ApiLimits::connections`], or past [`ApiLimits::per_address`] from one
+//! address (an IPv6 /64), are closed at once (file descriptors are what the
+//! pool requests need); this machine's own (loopback) have slots of their
+//! own, [`ApiLimits::loopback_connections`], so no one on the network can
+//! take the owner's. Headers must arrive within
+//! [`ApiLimits::header_timeout`] (an idle keep-alive connection is closed
+//! then too); a connection lives at most [`ApiLimits::lifetime`] (the page
+//! reconnects). Each request carries its peer's address (`ConnectInfo`),
+//! which `local_api` checks.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,10 +26,12 @@ use tower::Service as _;
 /// What the local API lets its clients hold.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiLimits {
-    /// Open connections in all.
+    /// Open connections from other machines in all.
     pub connections: usize,
-    /// Open connections from one address (a browser opens up to six).
+    /// Open connections from one other machine (a browser opens up to six).
     pub per_address: usize,
+    /// Open connections from this machine (loopback), apart from the rest.
+    pub loopback_connections: usize,
     /// How long a client may take to send a request's headers.
     pub header_timeout: Duration,
     /// How long one connection may stay open.
@@ -36,6 +42,7 @@ impl ApiLimits {
     pub const DEFAULT: ApiLimits = ApiLimits {
         connections: 32,
         per_address: 8,
+        loopback_connections: 32,
         header_timeout: Duration::from_secs(10),
         lifetime: Duration::from_secs(120),
     };
@@ -71,12 +78,22 @@ impl Drop for AddressSlot {
     }
 }
 
+/// The address a peer is counted under: an IPv4-mapped one as IPv4, an
+/// IPv6 one as its /64 (one host holds a whole /64).
+fn counted_address(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
+
 /// Serves `router` on `listener` within `limits`, until the task is dropped.
 pub async fn serve(listener: TcpListener, router: Router, limits: ApiLimits) {
     let open = Arc::new(Semaphore::new(limits.connections.max(1)));
+    let loopback = Arc::new(Semaphore::new(limits.loopback_connections.max(1)));
     let per_address = Arc::new(Mutex::new(HashMap::new()));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new());
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let mut accept_failures = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -91,13 +108,20 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ApiLimits) {
                 continue;
             }
         };
-        let Ok(slot) = open.clone().try_acquire_owned() else {
-            tracing::debug!("status API: closing a connection from {peer}: {} open", limits.connections);
+        let local = peer.ip().to_canonical().is_loopback();
+        let Ok(slot) = (if local { &loopback } else { &open }).clone().try_acquire_owned() else {
+            tracing::debug!("status API: closing a connection from {peer}: every slot is taken");
             continue;
         };
-        let Some(address_slot) = AddressSlot::take(&per_address, peer.ip(), limits.per_address) else {
-            tracing::debug!("status API: closing a connection from {peer}: too many open from that address");
-            continue;
+        let address_slot = if local {
+            None
+        } else {
+            let Some(address_slot) = AddressSlot::take(&per_address, counted_address(peer.ip()), limits.per_address)
+            else {
+                tracing::debug!("status API: closing a connection from {peer}: too many open from that address");
+                continue;
+            };
+            Some(address_slot)
         };
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -153,9 +177,11 @@ mod tests {
         matches!(tokio::time::timeout(within, stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
     }
 
+    /// This machine's connections have slots of their own (none of the
+    /// network's count against them), and a slot freed is taken again.
     #[tokio::test]
     async fn connections_past_the_limits_are_closed_and_slots_come_back() {
-        let limits = ApiLimits { connections: 32, per_address: 3, ..ApiLimits::DEFAULT };
+        let limits = ApiLimits { loopback_connections: 3, connections: 1, per_address: 1, ..ApiLimits::DEFAULT };
         let addr = start(limits).await;
         let mut held = Vec::new();
         for _ in 0..3 {
@@ -164,26 +190,52 @@ mod tests {
             held.push(stream);
         }
         let mut fourth = TcpStream::connect(addr).await.unwrap();
-        assert!(closed(&mut fourth, Duration::from_secs(5)).await, "a fourth from one address is closed");
+        assert!(closed(&mut fourth, Duration::from_secs(5)).await, "a fourth is closed");
         held.pop();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut again = TcpStream::connect(addr).await.unwrap();
         assert!(get(&mut again).await.starts_with("HTTP/1.1 200"), "a freed slot is taken again");
     }
 
+    /// Other machines are counted per address, an IPv6 host by its /64.
+    #[test]
+    fn other_machines_are_counted_per_address_and_per_64() {
+        let open = Arc::new(Mutex::new(HashMap::new()));
+        let take = |ip: &str| AddressSlot::take(&open, counted_address(ip.parse().unwrap()), 2);
+        let held = [take("192.168.1.9"), take("192.168.1.9")];
+        assert!(held.iter().all(Option::is_some) && take("192.168.1.9").is_none());
+        assert!(take("::ffff:192.168.1.9").is_none(), "an IPv4-mapped address is its IPv4 one");
+        assert!(take("192.168.1.10").is_some(), "another address");
+        let v6 = [take("2001:db8:0:1::1"), take("2001:db8:0:1::2")];
+        assert!(v6.iter().all(Option::is_some) && take("2001:db8:0:1::ffff").is_none(), "one /64");
+        assert!(take("2001:db8:0:2::1").is_some(), "another /64");
+        drop(held);
+        let again = take("192.168.1.9");
+        assert!(again.is_some(), "slots come back");
+        assert_eq!(open.lock().unwrap().get(&counted_address("192.168.1.9".parse().unwrap())), Some(&1));
+        drop((again, v6));
+        assert!(open.lock().unwrap().is_empty(), "an address without connections is forgotten");
+    }
+
     #[tokio::test]
-    async fn a_silent_client_is_dropped_and_no_connection_outlives_its_lifetime() {
-        let limits = ApiLimits {
-            header_timeout: Duration::from_millis(300),
-            lifetime: Duration::from_millis(600),
-            ..ApiLimits::DEFAULT
-        };
+    async fn a_client_that_sends_no_whole_headers_is_dropped() {
+        let limits = ApiLimits { header_timeout: Duration::from_millis(300), ..ApiLimits::DEFAULT };
         let addr = start(limits).await;
         let mut silent = TcpStream::connect(addr).await.unwrap();
         assert!(closed(&mut silent, Duration::from_secs(3)).await, "headers never came");
         let mut trickling = TcpStream::connect(addr).await.unwrap();
         trickling.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         assert!(closed(&mut trickling, Duration::from_secs(3)).await, "headers never ended");
+        // Kept alive after an answer, and then silent.
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut idle).await.starts_with("HTTP/1.1 200"));
+        assert!(closed(&mut idle, Duration::from_secs(3)).await, "an idle kept-alive connection");
+    }
+
+    #[tokio::test]
+    async fn no_connection_outlives_its_lifetime() {
+        let limits = ApiLimits { lifetime: Duration::from_millis(600), ..ApiLimits::DEFAULT };
+        let addr = start(limits).await;
         // A keep-alive client that keeps asking is let go at its lifetime.
         let mut busy = TcpStream::connect(addr).await.unwrap();
         let started = std::time::Instant::now();

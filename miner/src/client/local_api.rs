@@ -177,7 +177,7 @@ type Answer = Result<Json<serde_json::Value>, LocalApiError>;
 /// machine comes by a DNS-rebound name.
 fn check_local(peer: &Peer, headers: &HeaderMap) -> Result<(), LocalApiError> {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let local_peer = peer.0.is_some_and(|p| p.ip().is_loopback());
+    let local_peer = peer.0.is_some_and(|p| p.ip().to_canonical().is_loopback());
     if !local_peer || (!host.is_empty() && !is_loopback_host(host)) {
         return Err(LocalApiError::BadHost);
     }
@@ -411,6 +411,11 @@ mod tests {
         let bare = router(LocalApi { status, dispatch: dispatch.clone(), token: None, pool_switch: None });
         let request = Request::get("/status").header("host", "127.0.0.1:7073").body(Body::empty()).unwrap();
         assert_eq!(bare.oneshot(request).await.unwrap().status(), StatusCode::FORBIDDEN);
+        dispatch.stop();
+        // Bound to [::], this machine's IPv4 clients arrive IPv4-mapped.
+        let (app, dispatch) = api_from(None, "[::ffff:127.0.0.1]:40000");
+        let request = Request::get("/status").header("host", "127.0.0.1:7073").body(Body::empty()).unwrap();
+        assert_eq!(app.oneshot(request).await.unwrap().status(), StatusCode::OK);
         dispatch.stop();
     }
 

@@ -105,17 +105,31 @@ pub enum MiningMode {
     Solo(String),
 }
 
+/// `message` without the value serde quotes in it (`invalid type: string
+/// "…", expected u32`, ``unknown variant `…`, expected …``): what was found
+/// and what was expected, not the value itself.
+fn without_value(message: &str) -> String {
+    let message = message.trim();
+    let quotes_value = ["invalid type", "invalid value", "invalid length", "unknown variant"];
+    if !quotes_value.iter().any(|kind| message.starts_with(kind)) {
+        return message.to_string();
+    }
+    let kind = message.split([':', '`', '"']).next().unwrap_or_default().trim();
+    // The expectation is serde's own words, after the value.
+    let expected = message.rfind(", expected ").map_or("", |at| &message[at..]);
+    format!("{kind}{expected}")
+}
+
 impl MineArgs {
     pub fn from_file(path: &Path) -> Result<MineArgs, MinerError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| MinerError::bad_input(format!("cannot read {}: {e}", path.display())))?;
-        // Not `toml`'s own text, nor a string its message quotes: the line
-        // or the string could be the API token.
+        // Not `toml`'s own text, nor a value its message quotes: the line
+        // or the value could be the API token.
         let mut args: MineArgs = toml::from_str(&text).map_err(|e| {
             let before = e.span().and_then(|span| text.get(..span.start)).unwrap_or_default();
             let line = before.matches('\n').count() + 1;
-            let message: String = e.message().trim().split('"').step_by(2).collect::<Vec<_>>().join("…");
-            MinerError::bad_input(format!("{}: line {line}: {message}", path.display()))
+            MinerError::bad_input(format!("{}: line {line}: {}", path.display(), without_value(e.message())))
         })?;
         // A file named in the config file is where the config file says,
         // wherever the miner is started from.

@@ -131,7 +131,7 @@
   // rig's pool can be changed).
   const loopback = ["localhost", "127.0.0.1", "[::1]"].includes(location.hostname);
   if (!window.isSecureContext && !loopback) {
-    message("This page is not served over https: the API token would cross the network in the clear. Use an SSH tunnel to the rig's loopback address.", "bad");
+    $("cleartext-warning").classList.remove("hidden");
   }
 
   $("token-form").addEventListener("submit", (event) => {
