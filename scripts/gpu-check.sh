@@ -571,21 +571,21 @@ bench() {
         "$(json_get_raw "$result" gpu_busy_fraction)" "$(json_get_raw "$result" first_step_ms)" \
         "$(json_get_raw "$result" last_step_ms)")")
 }
-# The smallest card's memory (MiB) where nvidia-smi tells it (which of its
-# rows is the adapter under test, it cannot say): a fixed batch whose
-# tables cannot fit there is skipped, not failed (a 24 GiB card is not
-# broken for refusing 45 GiB of tables).
+# The free memory (MiB: total less used) of the card with the least, where
+# nvidia-smi tells it (which of its rows is the adapter under test, it
+# cannot say): a fixed batch whose tables cannot fit there is skipped, not
+# failed (a 24 GiB card is not broken for refusing 45 GiB of tables).
 CARD_MB=""
 if [ -s "$TMP/smi_before.out" ]; then
-    CARD_MB=$(awk -F', *' '$3 + 0 > 0 { print $3 + 0 }' "$TMP/smi_before.out" | sort -n | head -n 1)
+    CARD_MB=$(awk -F', *' '$3 + 0 > 0 { print $3 - $4 }' "$TMP/smi_before.out" | sort -n | head -n 1)
 fi
 # bench_batch NAME LIMIT BATCH: a bench at a fixed batch, given a budget that holds it.
 bench_batch() {
     local name=$1 limit=$2 batch=$3 need
     need=$(memory_mb_used "$batch")
     if [ -n "$CARD_MB" ] && [ $((need * 10)) -gt $((CARD_MB * 9)) ]; then
-        say "bench_$name: skipped (needs $need MiB; the card has $CARD_MB)"
-        benches+="{\"name\":$(json_str "$name"),\"skipped\":$(json_str "does not fit: needs $need MiB, the card has $CARD_MB"),\"result\":null},"
+        say "bench_$name: skipped (needs $need MiB; the card has $CARD_MB free)"
+        benches+="{\"name\":$(json_str "$name"),\"skipped\":$(json_str "does not fit: needs $need MiB, the card has $CARD_MB free"),\"result\":null},"
         R[benches]="${benches%,}]"
         summary_lines+=("$(printf '%-20s %14s' "$name" "skipped: does not fit")")
         return 0

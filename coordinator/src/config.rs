@@ -303,7 +303,7 @@ fn toml_error(text: &str, err: &toml::de::Error) -> String {
 /// and what was expected, not the value itself.
 fn without_value(message: &str) -> String {
     let message = message.trim();
-    let quotes_value = ["invalid type", "invalid value", "invalid length", "unknown variant"];
+    let quotes_value = ["invalid type", "invalid value", "unknown variant"];
     if !quotes_value.iter().any(|kind| message.starts_with(kind)) {
         return message.to_string();
     }
@@ -703,7 +703,7 @@ mod tests {
             ("admin_token = \"s3cret-token\"\npool_fee_bps = \"s3cret-token\"\n", "line 2, column 16"),
             ("database_url = \"postgres://u:s3cret-token@db/pool\nbind = 1", "line 1, column "),
             ("pool_fee_bps = \"ab\\\"s3cret, expected cd\"", "invalid type, expected u32"),
-            ("verify_engine = 5\nmax_connections = -7", "line 2"),
+            ("bind = \"0.0.0.0:9000\"\nmax_connections = -7", "line 2, column 19: invalid value, expected usize"),
         ];
         let path = std::env::temp_dir().join(format!("vision-config-secret-{}.toml", std::process::id()));
         for (text, at) in cases {

@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use tower::Service as _;
 
 use crate::api_error::{method_not_allowed, route_not_found};
+use crate::bearer_auth::CredentialGuesses;
 use crate::chain::devnet::DevnetChain;
 use crate::chain::upstream::UpstreamNode;
 use crate::chain::{node_routes, Chain};
@@ -117,10 +118,12 @@ impl Coordinator {
         }
 
         let admin_token: Option<Arc<str>> = config.admin_token.as_deref().map(Arc::from);
+        let credential_guesses = Arc::new(CredentialGuesses::default());
         let state = PoolApiState {
             pool: pool.clone(),
             admin_token: admin_token.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            credential_guesses: credential_guesses.clone(),
         };
         // The dashboard (`/`, `/assets/*`) reads the same public API.
         let mut router =
@@ -128,12 +131,11 @@ impl Coordinator {
         if let Some(devnet) = &devnet {
             let writers: Vec<Arc<str>> =
                 config.node_token.as_deref().map(Arc::from).into_iter().chain(admin_token).collect();
-            let node = node_routes::router(devnet.clone(), writers).route_layer(
-                tower_http::timeout::TimeoutLayer::with_status_code(
+            let node = node_routes::router(devnet.clone(), writers, credential_guesses, config.trusted_proxies.clone())
+                .route_layer(tower_http::timeout::TimeoutLayer::with_status_code(
                     axum::http::StatusCode::REQUEST_TIMEOUT,
                     config.limits.request_timeout,
-                ),
-            );
+                ));
             router = router.merge(node);
         }
         let router = router

@@ -1613,3 +1613,41 @@ async fn a_session_works_again_when_its_ban_runs_out() {
     assert_eq!(answer.status(), StatusCode::OK);
     pool.stop().await;
 }
+
+/// The operator's tokens cannot be guessed at line rate: after 10 wrong
+/// ones an address waits (6 s a try), and meanwhile even the right token is
+/// not compared, on the admin and node routes alike; another address, and
+/// the operator's, are not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_guessing_the_admin_token_is_held() {
+    let pool = TestPool::start(CoordinatorArgs {
+        admin_token: Some("the-admin-token".into()),
+        node_token: Some("the-node-token".into()),
+        ..settings("guesses")
+    })
+    .await;
+    let guesser = client_from("127.0.0.14");
+    let mode = |client: &Client, token: &str| {
+        client.get(format!("{}/pool/mode", pool.url)).bearer_auth(token).timeout(Duration::from_secs(5)).send()
+    };
+    for guess in 0..10 {
+        let answer = mode(&guesser, &format!("guess-{guess}")).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "guess {guess}");
+    }
+    let held = mode(&guesser, "guess-10").await.unwrap();
+    assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(held.headers().contains_key("retry-after"));
+    let (status, body) = body(mode(&guesser, "the-admin-token").await.unwrap()).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{body}");
+    let transfer = guesser
+        .post(format!("{}/node/transfer", pool.url))
+        .bearer_auth("the-node-token")
+        .json(&json!({"outputs": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(transfer.status(), StatusCode::TOO_MANY_REQUESTS, "the node routes hold it too");
+    assert_eq!(mode(&client_from("127.0.0.15"), "the-admin-token").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(mode(&pool.http, "the-admin-token").await.unwrap().status(), StatusCode::OK);
+    pool.stop().await;
+}

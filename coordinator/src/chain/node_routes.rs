@@ -9,9 +9,10 @@
 //! these routes. Submissions hash on a small, bounded set of blocking
 //! threads (503 when all are busy), never under the devnet's write lock.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
@@ -24,7 +25,8 @@ use super::{
     TransferRequest,
 };
 use crate::api_error::{ApiError, AppJson, AppPath, AppQuery};
-use crate::bearer_auth::{bearer, tokens_match};
+use crate::bearer_auth::CredentialGuesses;
+use crate::client_source::TrustedProxies;
 
 /// Submissions hashed at once through the node API.
 const SUBMIT_HASHERS: usize = 2;
@@ -36,16 +38,27 @@ struct NodeApiState {
     devnet: Arc<DevnetChain>,
     /// Credentials accepted for writes (node token, admin token).
     write_tokens: Arc<[Arc<str>]>,
+    /// Wrong credentials per source (shared with the admin routes).
+    guesses: Arc<CredentialGuesses>,
+    trusted_proxies: TrustedProxies,
     hashers: Arc<Semaphore>,
     scanners: Arc<Semaphore>,
 }
 
 /// The node routes. `write_tokens` are the credentials that may submit and
-/// transfer; empty turns writes off.
-pub(crate) fn router(devnet: Arc<DevnetChain>, write_tokens: Vec<Arc<str>>) -> Router {
+/// transfer; empty turns writes off. A source guessing wrong ones is held
+/// (`guesses`, the clients named by `trusted_proxies`).
+pub(crate) fn router(
+    devnet: Arc<DevnetChain>,
+    write_tokens: Vec<Arc<str>>,
+    guesses: Arc<CredentialGuesses>,
+    trusted_proxies: TrustedProxies,
+) -> Router {
     let state = NodeApiState {
         devnet,
         write_tokens: write_tokens.into(),
+        guesses,
+        trusted_proxies,
         hashers: Arc::new(Semaphore::new(SUBMIT_HASHERS)),
         scanners: Arc::new(Semaphore::new(BALANCE_SCANNERS)),
     };
@@ -59,19 +72,16 @@ pub(crate) fn router(devnet: Arc<DevnetChain>, write_tokens: Vec<Arc<str>>) -> R
         .with_state(state)
 }
 
-fn require_writer(state: &NodeApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+fn require_writer(state: &NodeApiState, source: Option<SocketAddr>, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.write_tokens.is_empty() {
         return Err(ApiError::not_found(
             "node_writes_disabled",
             "node writes are off: configure --node-token (or --admin-token)",
         ));
     }
-    let given = bearer(headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <node token>"))?;
-    if state.write_tokens.iter().any(|expected| tokens_match(given, expected)) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("wrong node token"))
-    }
+    let source = source.map(|peer| state.trusted_proxies.source(peer.ip(), headers));
+    let expected: Vec<&str> = state.write_tokens.iter().map(|t| &**t).collect();
+    state.guesses.check(source, headers, &expected, "node token", crate::pool::now_ms())
 }
 
 /// A request that carries a node-write credential. Taken before the body:
@@ -86,7 +96,8 @@ impl axum::extract::FromRequestParts<NodeApiState> for NodeWriter {
         parts: &mut axum::http::request::Parts,
         state: &NodeApiState,
     ) -> Result<Self, Self::Rejection> {
-        require_writer(state, &parts.headers).map(|()| NodeWriter)
+        let source = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| *peer);
+        require_writer(state, source, &parts.headers).map(|()| NodeWriter)
     }
 }
 

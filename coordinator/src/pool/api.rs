@@ -26,7 +26,7 @@ use super::{
     UnbanResponse,
 };
 use crate::api_error::{ApiError, AppJson, AppPath, AppQuery};
-use crate::bearer_auth::{bearer, tokens_match};
+use crate::bearer_auth::{bearer, CredentialGuesses};
 use crate::client_source::TrustedProxies;
 use crate::rewards::RetryOutcome;
 
@@ -38,6 +38,8 @@ pub struct PoolApiState {
     pub admin_token: Option<Arc<str>>,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// Wrong admin (and node) tokens per source: guessing costs time.
+    pub(crate) credential_guesses: Arc<CredentialGuesses>,
 }
 
 /// The pool routes. Each request must finish within `request_timeout`
@@ -86,15 +88,25 @@ async fn session_of(state: &PoolApiState, headers: &HeaderMap) -> Result<String,
     Ok(state.pool.authenticate(token, now_ms()).await?)
 }
 
-fn require_admin(state: &PoolApiState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &state.admin_token else {
-        return Err(ApiError::not_found("admin_disabled", "admin routes are off: no admin token configured"));
-    };
-    let given = bearer(headers).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <admin token>"))?;
-    if tokens_match(given, expected) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("wrong admin token"))
+/// A request carrying the admin token, checked before anything else is
+/// read (a source guessing wrong tokens is held: `bearer_auth`).
+struct Admin;
+
+impl axum::extract::FromRequestParts<PoolApiState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &PoolApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &state.admin_token else {
+            return Err(ApiError::not_found("admin_disabled", "admin routes are off: no admin token configured"));
+        };
+        let source = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| state.trusted_proxies.source(peer.ip(), &parts.headers));
+        state.credential_guesses.check(source, &parts.headers, &[expected], "admin token", now_ms()).map(|()| Admin)
     }
 }
 
@@ -281,10 +293,9 @@ where
 /// Admin: sends a set-aside payout again (once the payee's problem is fixed).
 async fn retry_payout(
     State(state): State<PoolApiState>,
-    headers: HeaderMap,
+    _: Admin,
     AppPath(id): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&state, &headers)?;
     let id: u64 = id.parse().map_err(|_| ApiError::bad_request("bad_id", "a payout id is a u64"))?;
     match state.pool.rewards().retry_set_aside(id, now_ms()).await? {
         RetryOutcome::Retrying => Ok(AppJson(serde_json::json!({"id": id, "status": "sending"}))),
@@ -565,20 +576,17 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
 
 async fn configure(
     State(state): State<PoolApiState>,
-    headers: HeaderMap,
+    _: Admin,
     AppJson(request): AppJson<ConfigureRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&state, &headers)?;
     Ok(AppJson(PoolSettingsView::from(&state.pool.configure(request).await?)))
 }
 
-async fn start(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&state, &headers)?;
+async fn start(State(state): State<PoolApiState>, _: Admin) -> Result<impl IntoResponse, ApiError> {
     Ok(AppJson(PoolSettingsView::from(&state.pool.set_running(true).await?)))
 }
 
-async fn stop(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&state, &headers)?;
+async fn stop(State(state): State<PoolApiState>, _: Admin) -> Result<impl IntoResponse, ApiError> {
     Ok(AppJson(PoolSettingsView::from(&state.pool.set_running(false).await?)))
 }
 
@@ -588,24 +596,21 @@ async fn healthz(State(state): State<PoolApiState>) -> Result<impl IntoResponse,
     Ok(AppJson(state.pool.readiness(now_ms())?))
 }
 
-async fn mode(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&state, &headers)?;
+async fn mode(State(state): State<PoolApiState>, _: Admin) -> Result<impl IntoResponse, ApiError> {
     let settings = state.pool.settings();
     Ok(AppJson(ModeResponse { running: settings.running, settings: PoolSettingsView::from(&settings) }))
 }
 
-async fn bans(State(state): State<PoolApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&state, &headers)?;
+async fn bans(State(state): State<PoolApiState>, _: Admin) -> Result<impl IntoResponse, ApiError> {
     Ok(AppJson(BansResponse { bans: state.pool.bans(now_ms()) }))
 }
 
 /// `DELETE /pool/bans/{id}`: `id` is a session id, or a worker id (all its sessions).
 async fn unban(
     State(state): State<PoolApiState>,
-    headers: HeaderMap,
+    _: Admin,
     AppPath(id): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_admin(&state, &headers)?;
     match state.pool.unban(&id).await? {
         0 => Err(ApiError::not_found("not_banned", format!("{id:?} is not banned"))),
         sessions => Ok(AppJson(UnbanResponse { unbanned: id, sessions })),

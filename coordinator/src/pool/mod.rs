@@ -8,7 +8,8 @@
 //! - the API's request and response bodies are `vision_protocol::pool`'s.
 //! - `pool_error`: [`PoolError`] (requests refused) and [`ShareRejection`]
 //!   (shares judged and refused).
-//! - `worker_sessions`: registration, credentials, the active set, bans.
+//! - `worker_sessions`: registration, credentials, the active set, bans;
+//!   `worker_names`: what a worker's display name may hold.
 //! - `source_limits`: per-source registration and verification budgets.
 //! - `public_reads`: the bound on storage reads unauthenticated requests
 //!   may run at once.
@@ -46,10 +47,11 @@ mod share_verifier;
 mod source_limits;
 mod stats;
 pub mod stats_history;
-mod token_bucket;
+pub(crate) mod token_bucket;
 mod tracked_state;
 mod vardiff;
 mod verify_queue;
+mod worker_names;
 mod worker_sessions;
 
 use std::collections::HashMap;

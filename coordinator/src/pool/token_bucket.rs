@@ -22,6 +22,18 @@ impl TokenBucket {
         self.tokens + elapsed * self.per_sec >= self.capacity
     }
 
+    /// Whether a token is there by `now_ms` (taking none), or how many
+    /// seconds until one is.
+    pub(crate) fn has_token(&self, now_ms: u64) -> Result<(), u64> {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        let tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(((1.0 - tokens) / self.per_sec.max(1e-9)).ceil().max(1.0) as u64)
+        }
+    }
+
     /// Takes a token, or says how many seconds until one is available.
     pub(crate) fn try_take(&mut self, now_ms: u64) -> Result<(), u64> {
         let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
@@ -48,5 +60,7 @@ mod tests {
         assert!(bucket.try_take(500).is_ok(), "half a second refills one token at 2/s");
         assert!(bucket.try_take(500).is_err());
         assert!(!bucket.is_full(500) && bucket.is_full(2000));
+        assert_eq!(bucket.has_token(500), Err(1));
+        assert_eq!((bucket.has_token(1000), bucket.has_token(1000)), (Ok(()), Ok(())), "looking takes nothing");
     }
 }

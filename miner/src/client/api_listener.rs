@@ -2,17 +2,18 @@
 //! `axum::serve`, which has no limits): the status page must never cost the
 //! miner what it mines with. Connections from other machines past
 //! [`ApiLimits::connections`], or past [`ApiLimits::per_address`] from one
-//! address (an IPv6 /64), are closed at once (file descriptors are what the
-//! pool requests need); this machine's own (loopback) have slots of their
-//! own, [`ApiLimits::loopback_connections`], so no one on the network can
-//! take the owner's. Headers must arrive within
+//! address, are closed at once (file descriptors are what the pool
+//! requests need); this machine's own (loopback, an SSH tunnel's too) have
+//! slots of their own, [`ApiLimits::loopback_connections`], so no one on
+//! the network can take the owner's. (An address is a whole IPv6 address,
+//! not its /64: a home network is one /64.) Headers must arrive within
 //! [`ApiLimits::header_timeout`] (an idle keep-alive connection is closed
 //! then too); a connection lives at most [`ApiLimits::lifetime`] (the page
 //! reconnects). Each request carries its peer's address (`ConnectInfo`),
 //! which `local_api` checks.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,13 +79,9 @@ impl Drop for AddressSlot {
     }
 }
 
-/// The address a peer is counted under: an IPv4-mapped one as IPv4, an
-/// IPv6 one as its /64 (one host holds a whole /64).
+/// The address a peer is counted under: an IPv4-mapped one as IPv4.
 fn counted_address(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
-        v4 => v4,
-    }
+    ip.to_canonical()
 }
 
 /// Serves `router` on `listener` within `limits`, until the task is dropped.
@@ -197,18 +194,19 @@ mod tests {
         assert!(get(&mut again).await.starts_with("HTTP/1.1 200"), "a freed slot is taken again");
     }
 
-    /// Other machines are counted per address, an IPv6 host by its /64.
+    /// Other machines are counted per address (a whole IPv6 one: the
+    /// machines of one home network share a /64).
     #[test]
-    fn other_machines_are_counted_per_address_and_per_64() {
+    fn other_machines_are_counted_per_address() {
         let open = Arc::new(Mutex::new(HashMap::new()));
         let take = |ip: &str| AddressSlot::take(&open, counted_address(ip.parse().unwrap()), 2);
         let held = [take("192.168.1.9"), take("192.168.1.9")];
         assert!(held.iter().all(Option::is_some) && take("192.168.1.9").is_none());
         assert!(take("::ffff:192.168.1.9").is_none(), "an IPv4-mapped address is its IPv4 one");
         assert!(take("192.168.1.10").is_some(), "another address");
-        let v6 = [take("2001:db8:0:1::1"), take("2001:db8:0:1::2")];
-        assert!(v6.iter().all(Option::is_some) && take("2001:db8:0:1::ffff").is_none(), "one /64");
-        assert!(take("2001:db8:0:2::1").is_some(), "another /64");
+        let v6 = [take("2001:db8:0:1::1"), take("2001:db8:0:1::1")];
+        assert!(v6.iter().all(Option::is_some) && take("2001:db8:0:1::1").is_none(), "one IPv6 address");
+        assert!(take("2001:db8:0:1::2").is_some(), "another machine of the same /64");
         drop(held);
         let again = take("192.168.1.9");
         assert!(again.is_some(), "slots come back");

@@ -110,7 +110,7 @@ pub enum MiningMode {
 /// and what was expected, not the value itself.
 fn without_value(message: &str) -> String {
     let message = message.trim();
-    let quotes_value = ["invalid type", "invalid value", "invalid length", "unknown variant"];
+    let quotes_value = ["invalid type", "invalid value", "unknown variant"];
     if !quotes_value.iter().any(|kind| message.starts_with(kind)) {
         return message.to_string();
     }
@@ -345,8 +345,12 @@ mod tests {
     #[test]
     fn a_broken_config_file_does_not_quote_its_token() {
         let path = std::env::temp_dir().join(format!("vision-miner-secret-{}.toml", std::process::id()));
-        for file in ["wallet = \"land1q\"\napi_token = \"s3cret\\q\"\n", "wallet = \"land1q\"\nthreads = \"s3cret\"\n"]
-        {
+        for file in [
+            "wallet = \"land1q\"\napi_token = \"s3cret\\q\"\n",
+            "wallet = \"land1q\"\nthreads = \"s3cret\"\n",
+            "wallet = \"land1q\"\nthreads = \"ab\\\"s3cret, expected cd\"\n",
+            "wallet = \"land1q\"\nbackend = [\"s3cret\"]\n",
+        ] {
             std::fs::write(&path, file).unwrap();
             let err = MineArgs::from_file(&path).unwrap_err();
             assert_eq!(err.exit_code(), 2);
