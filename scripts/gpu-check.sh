@@ -584,8 +584,8 @@ bench_batch() {
     local name=$1 limit=$2 batch=$3 need
     need=$(memory_mb_used "$batch")
     if [ -n "$CARD_MB" ] && [ $((need * 10)) -gt $((CARD_MB * 9)) ]; then
-        say "bench_$name: skipped (needs $need MiB; the card has $CARD_MB free)"
-        benches+="{\"name\":$(json_str "$name"),\"skipped\":$(json_str "does not fit: needs $need MiB, the card has $CARD_MB free"),\"result\":null},"
+        say "bench_$name: skipped (needs $need MiB; the card has $CARD_MB MiB free)"
+        benches+="{\"name\":$(json_str "$name"),\"skipped\":$(json_str "does not fit: needs $need MiB, the card has $CARD_MB MiB free"),\"result\":null},"
         R[benches]="${benches%,}]"
         summary_lines+=("$(printf '%-20s %14s' "$name" "skipped: does not fit")")
         return 0

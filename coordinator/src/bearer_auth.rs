@@ -6,46 +6,87 @@
 //! [`GUESSES`], refilled at one every [`GUESS_REFILL_SECS`]; while its
 //! bucket is empty, what it presents is not even compared (429
 //! `rate_limited`), so no token is found by trying at line rate, however
-//! short. Sources that never guess wrong are never tracked. A source is its
-//! IPv4 address or its IPv6 /48 (one holder's allocation).
+//! short. A source is what `client_source` counts (an IPv4 address, an IPv6
+//! /64); each IPv6 /48 also has a bucket of [`SITE_SHARE`] sources' worth,
+//! which its /64s draw on too. Sources that never guess wrong are never
+//! tracked. The check, the comparison and the count are one step under one
+//! lock, so guesses sent at once cannot slip past the count. Past
+//! [`MAX_GUESSERS`] tracked, the most rested one is forgotten for a newcomer
+//! (a guesser with many addresses gains a few guesses; no one is locked
+//! out). Time is the process's monotonic clock: a step of the wall clock
+//! neither frees nor holds anyone.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use crate::api_error::ApiError;
+use crate::client_source::source_network;
 use crate::pool::token_bucket::TokenBucket;
 
 /// Wrong credentials a source may present before it must wait.
 pub(crate) const GUESSES: f64 = 10.0;
 /// One more wrong credential allowed every this many seconds.
 pub(crate) const GUESS_REFILL_SECS: f64 = 6.0;
-/// Sources with wrong guesses tracked at once; past it (idle ones pruned
-/// first) new sources' credentials are refused for a while rather than
-/// compared untracked.
-const MAX_GUESSING_SOURCES: usize = 10_000;
+/// What an IPv6 /48 may guess, in sources' worth.
+const SITE_SHARE: f64 = 16.0;
+/// Guessers (sources and sites) tracked at once: about 100 bytes each.
+const MAX_GUESSERS: usize = 100_000;
+/// Guessers looked at to choose the one forgotten when the table is full.
+const EVICTION_SAMPLE: usize = 64;
+/// Rested guessers (full buckets) are forgotten this often.
+const PRUNE_EVERY_MS: u64 = 60_000;
 
-/// Wrong credentials per source: see the module's doc.
-#[derive(Default)]
-pub(crate) struct CredentialGuesses {
-    sources: Mutex<HashMap<IpAddr, TokenBucket>>,
+/// Who a wrong guess is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Guesser {
+    Source(IpAddr),
+    Site(Ipv6Addr),
 }
 
-/// What a source's wrong guesses are counted under.
-fn guesser(source: IpAddr) -> IpAddr {
-    match source.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !((1u128 << 80) - 1))),
-        v4 => v4,
+/// Wrong credentials per source: see the module's doc.
+pub(crate) struct CredentialGuesses {
+    epoch: Instant,
+    table: Mutex<GuessTable>,
+}
+
+#[derive(Default)]
+struct GuessTable {
+    buckets: HashMap<Guesser, TokenBucket>,
+    pruned_at_ms: u64,
+}
+
+impl Default for CredentialGuesses {
+    fn default() -> Self {
+        CredentialGuesses { epoch: Instant::now(), table: Mutex::default() }
     }
 }
 
+/// Who `source` is for wrong guesses: itself (as `client_source` counts
+/// it), and for IPv6 its /48.
+fn guessers(source: IpAddr) -> (Guesser, Option<Guesser>) {
+    let source = source_network(source);
+    let site = match source {
+        IpAddr::V6(v6) => Some(Guesser::Site(Ipv6Addr::from(v6.to_bits() & !((1u128 << 80) - 1)))),
+        IpAddr::V4(_) => None,
+    };
+    (Guesser::Source(source), site)
+}
+
 impl CredentialGuesses {
+    /// Milliseconds on this limiter's clock (monotonic, from its start).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     /// Checks the bearer token of `headers` against `expected` (any of
-    /// them), for a request from `source` (`None`: untracked, in-process).
-    /// `what` names the credential in the answers.
+    /// them), for a request from `source` (`None`: untracked, in-process),
+    /// at `now_ms` ([`Self::now_ms`]). `what` names the credential in the
+    /// answers.
     pub(crate) fn check(
         &self,
         source: Option<IpAddr>,
@@ -56,48 +97,59 @@ impl CredentialGuesses {
     ) -> Result<(), ApiError> {
         let given =
             bearer(headers).ok_or_else(|| ApiError::unauthorized(format!("missing Authorization: Bearer <{what}>")))?;
-        let source = source.map(guesser);
-        if let Some(source) = source {
-            self.may_guess(source, now_ms).map_err(|secs| {
-                ApiError::retry_later(
+        let right = || expected.iter().any(|expected| tokens_match(given, expected));
+        let Some(source) = source else {
+            return if right() { Ok(()) } else { Err(ApiError::forbidden(format!("wrong {what}"))) };
+        };
+        let (source, site) = guessers(source);
+        let mut table = self.table.lock().expect("credential guesses lock");
+        for guesser in [Some(source), site].into_iter().flatten() {
+            if let Some(Err(secs)) = table.buckets.get(&guesser).map(|bucket| bucket.has_token(now_ms)) {
+                return Err(ApiError::retry_later(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
                     format!("too many wrong credentials from this address; retry in {secs}s"),
                     secs,
-                )
-            })?;
+                ));
+            }
         }
-        if expected.iter().any(|expected| tokens_match(given, expected)) {
+        if right() {
             return Ok(());
         }
-        if let Some(source) = source {
-            self.guessed_wrong(source, now_ms);
+        if now_ms.saturating_sub(table.pruned_at_ms) >= PRUNE_EVERY_MS {
+            table.pruned_at_ms = now_ms;
+            table.buckets.retain(|_, bucket| !bucket.is_full(now_ms));
+        }
+        for (guesser, share) in [(Some(source), 1.0), (site, SITE_SHARE)] {
+            let Some(guesser) = guesser else { continue };
+            if table.buckets.len() >= MAX_GUESSERS && !table.buckets.contains_key(&guesser) {
+                Self::forget_the_most_rested(&mut table.buckets, now_ms);
+            }
+            let bucket = table
+                .buckets
+                .entry(guesser)
+                .or_insert_with(|| TokenBucket::new(GUESSES * share, share / GUESS_REFILL_SECS, now_ms));
+            // (Checked above: a token is there.)
+            let _ = bucket.try_take(now_ms);
         }
         Err(ApiError::forbidden(format!("wrong {what}")))
     }
 
-    fn may_guess(&self, source: IpAddr, now_ms: u64) -> Result<(), u64> {
-        let mut sources = self.sources.lock().expect("credential guesses lock");
-        if let Some(bucket) = sources.get(&source) {
-            return bucket.has_token(now_ms);
+    /// Makes room: the guesser with the most guesses left, of a sample.
+    fn forget_the_most_rested(table: &mut HashMap<Guesser, TokenBucket>, now_ms: u64) {
+        let most_rested = table
+            .iter()
+            .take(EVICTION_SAMPLE)
+            .max_by(|a, b| a.1.level(now_ms).total_cmp(&b.1.level(now_ms)))
+            .map(|(guesser, _)| *guesser);
+        if let Some(guesser) = most_rested {
+            table.remove(&guesser);
         }
-        if sources.len() >= MAX_GUESSING_SOURCES {
-            sources.retain(|_, bucket| !bucket.is_full(now_ms));
-            if sources.len() >= MAX_GUESSING_SOURCES {
-                return Err(GUESS_REFILL_SECS as u64);
-            }
-        }
-        Ok(())
     }
 
-    fn guessed_wrong(&self, source: IpAddr, now_ms: u64) {
-        let mut sources = self.sources.lock().expect("credential guesses lock");
-        if sources.len() >= MAX_GUESSING_SOURCES && !sources.contains_key(&source) {
-            sources.retain(|_, bucket| !bucket.is_full(now_ms));
-        }
-        let bucket =
-            sources.entry(source).or_insert_with(|| TokenBucket::new(GUESSES, 1.0 / GUESS_REFILL_SECS, now_ms));
-        let _ = bucket.try_take(now_ms);
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.table.lock().expect("credential guesses lock").buckets.len()
     }
 }
 
@@ -143,15 +195,42 @@ mod tests {
         assert_eq!(status(guesser, "right-token", refill), None, "one more try after the refill");
         assert_eq!(status(guesser, "wrong", refill), Some(StatusCode::FORBIDDEN));
         assert_eq!(status(guesser, "wrong", refill), Some(StatusCode::TOO_MANY_REQUESTS));
-        // The /64s of one /48 are one guesser; no credential is no guess.
+        // An IPv6 source is its /64, and the /64s of one /48 share 16
+        // sources' worth; no credential is no guess.
         let v6 = |n: u16| -> IpAddr { format!("2001:db8:5:{n:x}::1").parse().unwrap() };
-        for n in 0..GUESSES as u16 {
-            assert_eq!(status(v6(n), "wrong", 0), Some(StatusCode::FORBIDDEN));
-        }
-        assert_eq!(status(v6(99), "wrong", 0), Some(StatusCode::TOO_MANY_REQUESTS));
+        let held = |n| status(v6(n), "wrong", 0) == Some(StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!((0..20).filter(|_| !held(0)).count(), 10, "one /64");
+        assert_eq!(status("2001:db8:5:0::99".parse().unwrap(), "right-token", 0), Some(StatusCode::TOO_MANY_REQUESTS));
+        assert_eq!(status(v6(1), "right-token", 0), None, "another /64 of the /48");
+        let wrong_before_the_site_holds = (1..100).map(|n| (0..10).filter(|_| !held(n)).count()).sum::<usize>();
+        assert_eq!(wrong_before_the_site_holds + 10, 160, "the /48: 16 sources' worth");
+        assert_eq!(status(v6(500), "right-token", 0), Some(StatusCode::TOO_MANY_REQUESTS), "a fresh /64 of it");
         let none = guesses.check(Some(other), &HeaderMap::new(), &["right-token"], "admin token", 0);
         assert_eq!(none.unwrap_err().status, StatusCode::UNAUTHORIZED);
         assert_eq!(status(other, "right-token", 0), None);
+    }
+
+    /// However many addresses guess, the table stays bounded and no
+    /// newcomer is refused for want of room: the most rested is forgotten.
+    #[test]
+    fn a_full_table_forgets_the_most_rested_and_locks_no_one_out() {
+        let guesses = CredentialGuesses::default();
+        let wrong = with_token("wrong");
+        for n in 0..MAX_GUESSERS as u32 {
+            let source = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            let answer = guesses.check(Some(source), &wrong, &["right-token"], "admin token", 0);
+            assert_eq!(answer.unwrap_err().status, StatusCode::FORBIDDEN);
+        }
+        assert_eq!(guesses.tracked(), MAX_GUESSERS);
+        let newcomer: IpAddr = "192.0.2.1".parse().unwrap();
+        let right = guesses.check(Some(newcomer), &with_token("right-token"), &["right-token"], "admin token", 0);
+        assert!(right.is_ok(), "{right:?}");
+        let answer = guesses.check(Some(newcomer), &wrong, &["right-token"], "admin token", 0);
+        assert_eq!(answer.unwrap_err().status, StatusCode::FORBIDDEN, "counted, not refused");
+        assert_eq!(guesses.tracked(), MAX_GUESSERS);
+        // Rested guessers are forgotten once a minute.
+        let _ = guesses.check(Some(newcomer), &wrong, &["right-token"], "admin token", 600_000);
+        assert_eq!(guesses.tracked(), 1, "only the newcomer, who just guessed");
     }
 
     #[test]

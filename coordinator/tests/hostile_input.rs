@@ -225,12 +225,20 @@ struct Target {
     jobs: Vec<Job>,
     /// (job id, nonce) of every share this test sent with an honest digest.
     honest: Mutex<HashSet<(String, u64)>>,
+    /// The operator's client, from an address of its own: the wrong
+    /// credentials the others send hold their address (`bearer_auth`), not
+    /// this one, so the admin and node handlers are reached throughout.
+    operator: reqwest::Client,
 }
 
 impl Target {
     async fn send(&self, request: &Request) -> (u16, Value) {
         let url = format!("{}{}", self.pool.url, request.path);
-        let mut builder = self.pool.http.request(request.method.clone(), &url);
+        // (The admin token passes on the node routes too; the node token on
+        // an admin route is a wrong guess.)
+        let operator = matches!(request.auth, Auth::Admin);
+        let client = if operator { &self.operator } else { &self.pool.http };
+        let mut builder = client.request(request.method.clone(), &url);
         builder = match &request.auth {
             Auth::None => builder,
             Auth::Garbage(text) => builder.header("Authorization", text.as_str()),
@@ -292,7 +300,13 @@ fn ten_thousand_hostile_requests_get_no_5xx_and_credit_no_forged_share() {
             jobs.push(pool.job(&token).await);
             tokens.push(token);
         }
-        Arc::new(Target { pool, tokens, jobs, honest: Mutex::new(HashSet::new()) })
+        Arc::new(Target {
+            pool,
+            tokens,
+            jobs,
+            honest: Mutex::new(HashSet::new()),
+            operator: support::client_from("127.0.0.2"),
+        })
     });
 
     let mut runner = TestRunner::new(Config { cases: 10_000, failure_persistence: None, ..Config::default() });
@@ -308,6 +322,13 @@ fn ten_thousand_hostile_requests_get_no_5xx_and_credit_no_forged_share() {
     if let Err(err) = outcome {
         panic!("{err}");
     }
+    // The fuzz's wrong credentials held its own address, not the operator's.
+    let mode = |client: &reqwest::Client| {
+        let request = client.get(format!("{}/pool/mode", target.pool.url)).bearer_auth(ADMIN).send();
+        runtime.block_on(request).unwrap().status().as_u16()
+    };
+    assert_eq!(mode(&target.pool.http), 429, "the wrong guesses were counted");
+    assert_eq!(mode(&target.operator), 200, "the operator was not held");
 
     // Every share in the ledger is one this test computed honestly.
     let data_dir = target.pool.data_dir.clone();

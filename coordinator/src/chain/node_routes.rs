@@ -81,7 +81,7 @@ fn require_writer(state: &NodeApiState, source: Option<SocketAddr>, headers: &He
     }
     let source = source.map(|peer| state.trusted_proxies.source(peer.ip(), headers));
     let expected: Vec<&str> = state.write_tokens.iter().map(|t| &**t).collect();
-    state.guesses.check(source, headers, &expected, "node token", crate::pool::now_ms())
+    state.guesses.check(source, headers, &expected, "node token", state.guesses.now_ms())
 }
 
 /// A request that carries a node-write credential. Taken before the body:

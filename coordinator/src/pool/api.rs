@@ -106,7 +106,8 @@ impl axum::extract::FromRequestParts<PoolApiState> for Admin {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| state.trusted_proxies.source(peer.ip(), &parts.headers));
-        state.credential_guesses.check(source, &parts.headers, &[expected], "admin token", now_ms()).map(|()| Admin)
+        let guesses = &state.credential_guesses;
+        guesses.check(source, &parts.headers, &[expected], "admin token", guesses.now_ms()).map(|()| Admin)
     }
 }
 

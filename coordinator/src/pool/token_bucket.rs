@@ -22,11 +22,16 @@ impl TokenBucket {
         self.tokens + elapsed * self.per_sec >= self.capacity
     }
 
+    /// The tokens there by `now_ms`.
+    pub(crate) fn level(&self, now_ms: u64) -> f64 {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        (self.tokens + elapsed * self.per_sec).min(self.capacity)
+    }
+
     /// Whether a token is there by `now_ms` (taking none), or how many
     /// seconds until one is.
     pub(crate) fn has_token(&self, now_ms: u64) -> Result<(), u64> {
-        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
-        let tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
+        let tokens = self.level(now_ms);
         if tokens >= 1.0 {
             Ok(())
         } else {

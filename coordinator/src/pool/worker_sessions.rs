@@ -180,12 +180,19 @@ impl Pool {
     /// session of the same worker may rename it.
     pub(crate) async fn register(
         &self,
-        request: RegisterRequest,
+        mut request: RegisterRequest,
         source: Option<IpAddr>,
         presented: Option<&str>,
         now: u64,
     ) -> Result<RegisterResponse, PoolError> {
         check_address("wallet_address", &request.wallet_address)?;
+        // A blank name or version is none (a cosmetic field costs no miner
+        // its registration).
+        for text in [&mut request.worker_name, &mut request.version] {
+            if text.as_ref().is_some_and(|t| t.chars().all(char::is_whitespace)) {
+                *text = None;
+            }
+        }
         // Given as the rig's name, or whole (as a previous registration answered).
         let rig = request.worker_id.strip_prefix(&format!("{}.", request.wallet_address)).unwrap_or(&request.worker_id);
         check_id("worker_id", rig, 64)?;
