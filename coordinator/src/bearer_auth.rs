@@ -105,10 +105,14 @@ impl CredentialGuesses {
         let mut table = self.table.lock().expect("credential guesses lock");
         for guesser in [Some(source), site].into_iter().flatten() {
             if let Some(Err(secs)) = table.buckets.get(&guesser).map(|bucket| bucket.has_token(now_ms)) {
+                let whose = match guesser {
+                    Guesser::Source(_) => "this address",
+                    Guesser::Site(_) => "this address's network (its IPv6 /48)",
+                };
                 return Err(ApiError::retry_later(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
-                    format!("too many wrong credentials from this address; retry in {secs}s"),
+                    format!("too many wrong credentials from {whose}; retry in {secs}s"),
                     secs,
                 ));
             }
@@ -123,7 +127,7 @@ impl CredentialGuesses {
         for (guesser, share) in [(Some(source), 1.0), (site, SITE_SHARE)] {
             let Some(guesser) = guesser else { continue };
             if table.buckets.len() >= MAX_GUESSERS && !table.buckets.contains_key(&guesser) {
-                Self::forget_the_most_rested(&mut table.buckets, now_ms);
+                Self::forget_the_most_rested(&mut table.buckets, [Some(source), site], now_ms);
             }
             let bucket = table
                 .buckets
@@ -135,12 +139,20 @@ impl CredentialGuesses {
         Err(ApiError::forbidden(format!("wrong {what}")))
     }
 
-    /// Makes room: the guesser with the most guesses left, of a sample.
-    fn forget_the_most_rested(table: &mut HashMap<Guesser, TokenBucket>, now_ms: u64) {
+    /// Makes room: of a sample taken at a random place in the table, the
+    /// guesser closest to a full bucket (the least owed), never one of the
+    /// request's own (`keep`).
+    fn forget_the_most_rested(table: &mut HashMap<Guesser, TokenBucket>, keep: [Option<Guesser>; 2], now_ms: u64) {
+        let mut offset = [0u8; 4];
+        // (No randomness: the start of the table, still a sample.)
+        let offset = getrandom::fill(&mut offset).map_or(0, |()| u32::from_le_bytes(offset) as usize);
+        let skip = offset % table.len().saturating_sub(EVICTION_SAMPLE).max(1);
         let most_rested = table
             .iter()
+            .skip(skip)
+            .filter(|(guesser, _)| !keep.contains(&Some(**guesser)))
             .take(EVICTION_SAMPLE)
-            .max_by(|a, b| a.1.level(now_ms).total_cmp(&b.1.level(now_ms)))
+            .max_by(|a, b| a.1.fullness(now_ms).total_cmp(&b.1.fullness(now_ms)))
             .map(|(guesser, _)| *guesser);
         if let Some(guesser) = most_rested {
             table.remove(&guesser);
@@ -227,6 +239,17 @@ mod tests {
         assert!(right.is_ok(), "{right:?}");
         let answer = guesses.check(Some(newcomer), &wrong, &["right-token"], "admin token", 0);
         assert_eq!(answer.unwrap_err().status, StatusCode::FORBIDDEN, "counted, not refused");
+        assert_eq!(guesses.tracked(), MAX_GUESSERS);
+        // An IPv6 newcomer takes two places (its /64 and its /48); making
+        // the second never forgets the first, and it is held as anyone.
+        let v6: IpAddr = "2001:db8:9::1".parse().unwrap();
+        let held = (0..20)
+            .filter(|_| {
+                let answer = guesses.check(Some(v6), &wrong, &["right-token"], "admin token", 0);
+                answer.unwrap_err().status == StatusCode::TOO_MANY_REQUESTS
+            })
+            .count();
+        assert_eq!(held, 10, "10 wrong, then held");
         assert_eq!(guesses.tracked(), MAX_GUESSERS);
         // Rested guessers are forgotten once a minute.
         let _ = guesses.check(Some(newcomer), &wrong, &["right-token"], "admin token", 600_000);

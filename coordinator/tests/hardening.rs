@@ -1651,3 +1651,24 @@ async fn an_address_guessing_the_admin_token_is_held() {
     assert_eq!(mode(&pool.http, "the-admin-token").await.unwrap().status(), StatusCode::OK);
     pool.stop().await;
 }
+
+/// A worker's name is kept as the dashboard shows it: trimmed, single
+/// spaces; a blank one is none (and names nothing), and hidden characters
+/// are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_names_are_kept_as_they_show() {
+    let pool = TestPool::start(settings("names")).await;
+    let http = Client::new();
+    let named = register_with(&http, &pool, "rig", "land1names", Some("  basement \u{3000} rig  ")).await;
+    assert_eq!(named["worker_name"], "basement rig", "{named}");
+    let blank = register_with(&http, &pool, "rig2", "land1names", Some(" \u{2003} ")).await;
+    assert!(blank["worker_name"].is_null(), "{blank}");
+    let hidden = http
+        .post(format!("{}/pool/register", pool.url))
+        .json(&json!({"worker_id": "rig3", "wallet_address": "land1names", "worker_name": "rig\u{200B}"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(hidden).await.1["error"], "bad_field");
+    pool.stop().await;
+}

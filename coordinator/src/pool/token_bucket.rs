@@ -28,6 +28,11 @@ impl TokenBucket {
         (self.tokens + elapsed * self.per_sec).min(self.capacity)
     }
 
+    /// The part of its capacity the bucket holds by `now_ms`.
+    pub(crate) fn fullness(&self, now_ms: u64) -> f64 {
+        self.level(now_ms) / self.capacity.max(f64::MIN_POSITIVE)
+    }
+
     /// Whether a token is there by `now_ms` (taking none), or how many
     /// seconds until one is.
     pub(crate) fn has_token(&self, now_ms: u64) -> Result<(), u64> {

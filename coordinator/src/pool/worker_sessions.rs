@@ -26,7 +26,7 @@ use super::metrics::PoolMetrics;
 use super::recent_shares::{RecentShares, WindowSum, HOUR_MS, TEN_MINUTES_MS};
 use super::token_bucket::TokenBucket;
 use super::vardiff::Vardiff;
-use super::worker_names::shows_as_itself;
+use super::worker_names::{normalized, shows_as_itself};
 use super::{Hashrate, Pool, PoolError, RegisterRequest, RegisterResponse, ShareCounts, ShareRejection};
 use crate::bearer_auth::tokens_match;
 use crate::chain::check_address;
@@ -186,12 +186,11 @@ impl Pool {
         now: u64,
     ) -> Result<RegisterResponse, PoolError> {
         check_address("wallet_address", &request.wallet_address)?;
-        // A blank name or version is none (a cosmetic field costs no miner
-        // its registration).
+        // Trimmed, single spaces; a blank one is none (a cosmetic field
+        // costs no miner its registration). A name cannot be cleared, only
+        // replaced.
         for text in [&mut request.worker_name, &mut request.version] {
-            if text.as_ref().is_some_and(|t| t.chars().all(char::is_whitespace)) {
-                *text = None;
-            }
+            *text = text.as_deref().and_then(normalized);
         }
         // Given as the rig's name, or whole (as a previous registration answered).
         let rig = request.worker_id.strip_prefix(&format!("{}.", request.wallet_address)).unwrap_or(&request.worker_id);
