@@ -38,6 +38,8 @@ const SITE_SHARE: f64 = 16.0;
 const MAX_GUESSERS: usize = 100_000;
 /// Guessers looked at to choose the one forgotten when the table is full.
 const EVICTION_SAMPLE: usize = 64;
+/// How far into the table a sample may start.
+const EVICTION_WINDOW: usize = 4096;
 /// Rested guessers (full buckets) are forgotten this often.
 const PRUNE_EVERY_MS: u64 = 60_000;
 
@@ -146,7 +148,8 @@ impl CredentialGuesses {
         let mut offset = [0u8; 4];
         // (No randomness: the start of the table, still a sample.)
         let offset = getrandom::fill(&mut offset).map_or(0, |()| u32::from_le_bytes(offset) as usize);
-        let skip = offset % table.len().saturating_sub(EVICTION_SAMPLE).max(1);
+        // (Bounded: skipping costs a step per entry, under the lock.)
+        let skip = offset % table.len().saturating_sub(EVICTION_SAMPLE).clamp(1, EVICTION_WINDOW);
         let most_rested = table
             .iter()
             .skip(skip)

@@ -1663,12 +1663,14 @@ async fn worker_names_are_kept_as_they_show() {
     assert_eq!(named["worker_name"], "basement rig", "{named}");
     let blank = register_with(&http, &pool, "rig2", "land1names", Some(" \u{2003} ")).await;
     assert!(blank["worker_name"].is_null(), "{blank}");
-    let hidden = http
-        .post(format!("{}/pool/register", pool.url))
-        .json(&json!({"worker_id": "rig3", "wallet_address": "land1names", "worker_name": "rig\u{200B}"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(body(hidden).await.1["error"], "bad_field");
+    for name in ["rig\u{200B}", "rig\tname", "a\u{2028}b"] {
+        let hidden = http
+            .post(format!("{}/pool/register", pool.url))
+            .json(&json!({"worker_id": "rig3", "wallet_address": "land1names", "worker_name": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(body(hidden).await.1["error"], "bad_field", "{name:?}");
+    }
     pool.stop().await;
 }

@@ -223,8 +223,11 @@ mod tests {
                 let ratio = d as f64 / ideal;
                 prop_assert!((0.6..=1.6).contains(&ratio), "difficulty {d} vs ideal {ideal:.0}");
             }
+            // Poisson noise retargets now and then: over 20,000 random cases
+            // the settled half changed 0-7 times (7 twice); swinging would
+            // be dozens. (6 failed about one CI run in 150.)
             let changes = settled.windows(2).filter(|w| w[0] != w[1]).count();
-            prop_assert!(changes <= 6, "{changes} changes over 300 settled shares");
+            prop_assert!(changes <= 10, "{changes} changes over 300 settled shares");
         }
     }
 }

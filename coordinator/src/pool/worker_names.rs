@@ -16,10 +16,16 @@ const KEYCAP: char = '\u{20E3}';
 const MAX_MARKS_IN_A_ROW: usize = 4;
 
 /// `text` as a name is kept: trimmed, each run of spaces one space (HTML
-/// shows `rig`, `rig ` and `r  ig` alike), `None` when nothing is left.
+/// shows `rig`, `rig ` and `r  ig` alike), `None` when it is blank. (Only
+/// spaces are folded: a tab or a line separator stays, for
+/// [`shows_as_itself`] to refuse.)
 pub(crate) fn normalized(text: &str) -> Option<String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    (!words.is_empty()).then(|| words.join(" "))
+    if text.chars().all(char::is_whitespace) {
+        return None;
+    }
+    let words: Vec<&str> =
+        text.split(|c: char| c.general_category() == Category::SpaceSeparator).filter(|w| !w.is_empty()).collect();
+    Some(words.join(" "))
 }
 
 /// Whether every character of `name` shows as itself.
@@ -158,7 +164,9 @@ mod tests {
             ("  rig  7 ", Some("rig 7")),
             ("r\u{3000}\u{2009}ig", Some("r ig")),
             ("", None),
-            (" \u{3000} ", None),
+            (" \u{3000}\t ", None),
+            ("tab\there", Some("tab\there")),
+            ("a\u{2028}b", Some("a\u{2028}b")),
         ];
         for (given, kept) in cases {
             assert_eq!(normalized(given).as_deref(), kept, "{given:?}");

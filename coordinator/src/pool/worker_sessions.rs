@@ -234,7 +234,7 @@ impl Pool {
             return Err(PoolError::WorkerIdTaken);
         }
         // A name stored before today's rules is shown as none.
-        bound.worker_name = bound.worker_name.filter(|name| shows_as_itself(name));
+        bound.worker_name = bound.worker_name.as_deref().and_then(normalized).filter(|name| shows_as_itself(name));
         if let Some(until) = self.banned_registration(&bound.worker_id, source, now) {
             return Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) });
         }
@@ -357,7 +357,7 @@ impl Pool {
         drop(read);
         let name = self.store.worker(&record.worker_id).await?.and_then(|w| w.worker_name);
         // (A name stored before today's rules is shown as none.)
-        self.activate(record, name.filter(|name| shows_as_itself(name)), now);
+        self.activate(record, name.as_deref().and_then(normalized).filter(|name| shows_as_itself(name)), now);
         Ok(session_id)
     }
 
