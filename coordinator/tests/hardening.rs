@@ -1674,3 +1674,29 @@ async fn worker_names_are_kept_as_they_show() {
     }
     pool.stop().await;
 }
+
+/// A name stored before today's rules (here written to the store behind
+/// the pool's back) is shown as none, both to a new registration of its
+/// worker id and on the dashboard's figures once its session is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_name_failing_the_rules_is_shown_as_none() {
+    use vision_coordinator::storage::{PoolStore, SledStore};
+    let args = settings("stored-names");
+    let pool = TestPool::start(args.clone()).await;
+    let token = pool.register("rig", "land1stored").await;
+    let data_dir = pool.data_dir.clone();
+    pool.stop().await;
+    {
+        let store = SledStore::open_path(&data_dir.join("db")).unwrap();
+        let mut worker = store.worker("land1stored.rig").await.unwrap().expect("the worker is stored");
+        worker.worker_name = Some("gir\u{202E}7".into());
+        store.put_worker(&worker).await.unwrap();
+    }
+    let pool = TestPool::start(args).await;
+    let again = register_with(&Client::new(), &pool, "rig", "land1stored", None).await;
+    assert!(again["worker_name"].is_null(), "{again}");
+    assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
+    let worker = pool.json("/pool/workers/land1stored.rig").await;
+    assert!(worker["worker_name"].is_null(), "{worker}");
+    pool.stop().await;
+}
