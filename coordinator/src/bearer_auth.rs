@@ -25,7 +25,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use crate::api_error::ApiError;
-use crate::client_source::source_network;
+use crate::client_source::{site_network, source_network};
 use crate::pool::token_bucket::TokenBucket;
 
 /// Wrong credentials a source may present before it must wait.
@@ -71,12 +71,7 @@ impl Default for CredentialGuesses {
 /// Who `source` is for wrong guesses: itself (as `client_source` counts
 /// it), and for IPv6 its /48.
 fn guessers(source: IpAddr) -> (Guesser, Option<Guesser>) {
-    let source = source_network(source);
-    let site = match source {
-        IpAddr::V6(v6) => Some(Guesser::Site(Ipv6Addr::from(v6.to_bits() & !((1u128 << 80) - 1)))),
-        IpAddr::V4(_) => None,
-    };
-    (Guesser::Source(source), site)
+    (Guesser::Source(source_network(source)), site_network(source).map(Guesser::Site))
 }
 
 impl CredentialGuesses {

@@ -28,6 +28,16 @@ pub(crate) fn source_network(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The IPv6 /48 holding `ip` (one site's allocation: budgets kept per /48
+/// too stop one holder counting as 65,536 sources), `None` for IPv4 (as
+/// [`source_network`] reads it).
+pub(crate) fn site_network(ip: IpAddr) -> Option<Ipv6Addr> {
+    match source_network(ip) {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => Some(Ipv6Addr::from(v6.to_bits() & !((1u128 << 80) - 1))),
+    }
+}
+
 /// The proxies whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Arc<[IpNet]>);

@@ -21,6 +21,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
 use super::token_bucket::TokenBucket;
+use crate::client_source::site_network;
 
 /// Sources tracked at once; past it, idle entries are pruned first, and a
 /// new source is refused while none are idle.
@@ -35,14 +36,6 @@ const SITE_SHARE: f64 = 16.0;
 enum Holder {
     Source(IpAddr),
     Site(Ipv6Addr),
-}
-
-/// The /48 holding `source`, for an IPv6 one.
-fn site_of(source: IpAddr) -> Option<Ipv6Addr> {
-    match source {
-        IpAddr::V4(_) => None,
-        IpAddr::V6(v6) => Some(Ipv6Addr::from(v6.to_bits() & !((1u128 << 80) - 1))),
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +75,7 @@ impl SourceLimits {
         take: impl Fn(&mut SourceBuckets) -> Result<(), u64>,
     ) -> Result<(), u64> {
         let mut sources = self.sources.lock().expect("source limits lock");
-        if let Some(site) = site_of(source) {
+        if let Some(site) = site_network(source) {
             take(self.buckets(&mut sources, Holder::Site(site), now_ms)?)?;
         }
         take(self.buckets(&mut sources, Holder::Source(source), now_ms)?)
