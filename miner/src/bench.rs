@@ -141,6 +141,9 @@ pub struct GpuBenchReport {
     pub dispatch_timing: &'static str,
     /// Write-table bytes per hash in flight (keys and values).
     pub table_bytes_per_hash: u64,
+    /// The table memory the tuner could use: `--gpu-memory-mb`, or the
+    /// adapter's default (most of a card's free memory, below the Vulkan cliff).
+    pub memory_budget_mib: u64,
     /// What the tuner measured for the chosen batch, from one slice.
     pub tuned_hashes_per_second: f64,
     /// From timestamps (null without them): hashes per second of GPU time,
@@ -251,6 +254,7 @@ pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) 
         mean_dispatch_ms: dispatch_stats.mean_dispatch().as_secs_f64() * 1000.0,
         dispatch_timing: if dispatch_stats.timestamps { "timestamp_query" } else { "wall_clock" },
         table_bytes_per_hash: backend.table_bytes_per_hash(),
+        memory_budget_mib: backend.memory_budget() >> 20,
         tuned_hashes_per_second: backend.tuned().measured_rate,
         gpu_hashes_per_second: dispatch_stats.gpu_hashes_per_second(),
         gpu_busy_fraction: dispatch_stats.busy_fraction(),

@@ -88,6 +88,8 @@ mod tests {
             max_storage_buffers_per_shader_stage: 8,
             max_compute_workgroup_size_x: 256,
             is_software,
+            memory_bytes: None,
+            memory_free_bytes: None,
         }
     }
 

@@ -209,6 +209,38 @@ fn a_tuned_device_finds_what_the_cpu_finds() {
     assert_eq!(found, expected);
 }
 
+/// A card with less memory than the budget: a batch that fails to allocate
+/// is bisected against the largest that fitted, so the tuner ends on the
+/// largest that fits rather than the last doubling below it (512 here).
+#[test]
+fn tuning_fills_a_card_smaller_than_the_budget() {
+    if !require_adapter() {
+        return;
+    }
+    // Steps far below `min_step` and a gain floor of -90%: every larger
+    // batch that runs is taken, so the outcome is the memory, not
+    // lavapipe's timing.
+    let goals = TuningGoals {
+        memory_budget: Some(1 << 30),
+        min_step: Duration::from_secs(60),
+        max_step: Duration::from_secs(120),
+        min_gain: -0.9,
+        fixed_hashes: None,
+    };
+    let tuning_job = job(small_params(), NonceRange::new(0, 1), 1);
+    // 128, 256, 512, 1024 (fails), 768, 896, and nothing whole between 896 and 1024.
+    let backend = GpuBackend::start(0, None, None, goals, &tuning_job, InjectedFault::OutOfMemoryAbove(1000)).unwrap();
+    assert_eq!(backend.shape().hashes(), 896, "{:?}", backend.shape());
+    let nonces = NonceRange::new(31_000, 31_000 + 1_000);
+    let job = job(small_params(), nonces, 8);
+    let (end, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
+    assert_eq!(end.unwrap().hashes, nonces.len());
+    let mut expected = Vec::new();
+    FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
+    assert!(!expected.is_empty());
+    assert_eq!(found, expected);
+}
+
 /// A step window no batch can meet (1 µs) once panicked the tuner; now
 /// it settles for the smallest batch at split 1, which still mines right.
 #[test]
@@ -450,6 +482,14 @@ fn devices_command_lists_the_adapter_and_the_cpu() {
     for key in ["name", "backend", "device_type", "shader_int64", "max_buffer_size", "max_storage_buffer_binding_size"]
     {
         assert!(gpus[0].get(key).is_some(), "missing {key}");
+    }
+    // Vulkan reports the card's memory (wgpu does not; it is read through ash).
+    for gpu in gpus.iter().filter(|g| g["backend"] == "vulkan") {
+        let total = gpu["memory_bytes"].as_u64().unwrap_or_else(|| panic!("no memory: {gpu}"));
+        assert!(total >= 64 << 20, "{gpu}");
+        if let Some(free) = gpu["memory_free_bytes"].as_u64() {
+            assert!(free <= total, "{gpu}");
+        }
     }
     assert!(json["cpu"]["threads"].as_u64().unwrap() >= 1);
 }

@@ -50,7 +50,9 @@ pub struct MineArgs {
     /// GPU shader variant: native or emulated [default: native where supported].
     #[arg(long, env = "VISION_SHADER")]
     pub shader: Option<String>,
-    /// Device memory a GPU batch may use, MiB [default: 32768 on a discrete GPU, 4096 otherwise].
+    /// Device memory a GPU batch may use, MiB [default: on a discrete GPU
+    /// 85% of its free memory, at most 32768; otherwise half the adapter's
+    /// memory, at most 4096].
     #[arg(long, env = "VISION_GPU_MEMORY_MB")]
     pub gpu_memory_mb: Option<u64>,
     /// Local status API address [default: 127.0.0.1:7073].

@@ -45,6 +45,13 @@ pub struct AdapterSummary {
     /// A software rasteriser on the CPU (lavapipe, WARP): usable, but it
     /// competes with the CPU backend for the same cores.
     pub is_software: bool,
+    /// The adapter's own memory: its largest device-local heap (Vulkan
+    /// only; wgpu reports no memory). On an integrated or software adapter
+    /// this is the system's memory, shared with everything else.
+    pub memory_bytes: Option<u64>,
+    /// What of that heap this process may still allocate, as the driver
+    /// judges it (`VK_EXT_memory_budget`: other processes' use counts).
+    pub memory_free_bytes: Option<u64>,
 }
 
 /// One line of `vision-miner devices`.
@@ -64,7 +71,12 @@ impl std::fmt::Display for AdapterSummary {
             self.max_storage_buffer_binding_size >> 20,
             self.max_storage_buffers_per_shader_stage,
             if self.driver.is_empty() { "unknown" } else { &self.driver },
-        )
+        )?;
+        match (self.memory_bytes, self.memory_free_bytes) {
+            (Some(total), Some(free)) => write!(f, ", memory {} MiB ({} MiB free)", total >> 20, free >> 20),
+            (Some(total), None) => write!(f, ", memory {} MiB", total >> 20),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -73,6 +85,7 @@ impl AdapterSummary {
         let info = adapter.get_info();
         let features = adapter.features();
         let limits = adapter.limits();
+        let memory = device_memory(adapter);
         AdapterSummary {
             index,
             name: info.name.clone(),
@@ -86,8 +99,61 @@ impl AdapterSummary {
             max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
             max_compute_workgroup_size_x: limits.max_compute_workgroup_size_x,
             is_software: info.device_type == wgpu::DeviceType::Cpu,
+            memory_bytes: memory.map(|m| m.heap_bytes),
+            memory_free_bytes: memory.and_then(|m| m.free_bytes),
         }
     }
+}
+
+/// A device-local memory heap, as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DeviceMemory {
+    heap_bytes: u64,
+    free_bytes: Option<u64>,
+}
+
+/// The adapter's largest device-local heap, read from Vulkan (wgpu has no
+/// call for it); `None` on other backends.
+#[cfg(any(windows, target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn device_memory(adapter: &wgpu::Adapter) -> Option<DeviceMemory> {
+    use ash::vk;
+    // SAFETY: the raw instance and physical device are only queried (no
+    // object is created or destroyed), while `hal` keeps the adapter alive.
+    let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
+    let shared = hal.shared_instance();
+    let instance = shared.raw_instance();
+    let physical = hal.raw_physical_device();
+    // SAFETY: as above; `physical` belongs to `instance`.
+    let properties = unsafe { instance.get_physical_device_memory_properties(physical) };
+    let (index, heap) = properties
+        .memory_heaps_as_slice()
+        .iter()
+        .enumerate()
+        .filter(|(_, heap)| heap.flags.contains(vk::MemoryHeapFlags::DEVICE_LOCAL))
+        .max_by_key(|(_, heap)| heap.size)?;
+    // The budget extension's query is a Vulkan 1.1 call on the instance and
+    // needs the device to offer the extension.
+    // SAFETY: as above.
+    let device_version = unsafe { instance.get_physical_device_properties(physical) }.api_version;
+    let has_budget = shared.instance_api_version() >= vk::API_VERSION_1_1
+        && device_version >= vk::API_VERSION_1_1
+        // SAFETY: as above.
+        && unsafe { instance.enumerate_device_extension_properties(physical) }.is_ok_and(|extensions| {
+            extensions.iter().any(|e| e.extension_name_as_c_str() == Ok(ash::ext::memory_budget::NAME))
+        });
+    let free_bytes = has_budget.then(|| {
+        let mut budget = vk::PhysicalDeviceMemoryBudgetPropertiesEXT::default();
+        let mut properties = vk::PhysicalDeviceMemoryProperties2::default().push_next(&mut budget);
+        // SAFETY: as above; the chained struct outlives the call.
+        unsafe { instance.get_physical_device_memory_properties2(physical, &mut properties) };
+        budget.heap_budget[index].saturating_sub(budget.heap_usage[index])
+    });
+    Some(DeviceMemory { heap_bytes: heap.size, free_bytes })
+}
+
+#[cfg(not(any(windows, target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn device_memory(_adapter: &wgpu::Adapter) -> Option<DeviceMemory> {
+    None
 }
 
 /// Summaries of every adapter.

@@ -30,6 +30,9 @@ pub struct GpuDevice {
     /// measuring whether
     /// the Vulkan cliff follows their number (docs/PERFORMANCE.md).
     pub one_buffer_per_segment: bool,
+    /// Batches of more hashes fail to allocate, as on a card that small
+    /// (`InjectedFault::OutOfMemoryAbove`, test builds only).
+    pub(crate) memory_ceiling_hashes: Option<u32>,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     module: wgpu::ShaderModule,
@@ -155,6 +158,7 @@ impl GpuDevice {
             unchecked: Arc::default(),
             unchecked_kernel: std::env::var("VISION_GPU_CHECKS").is_ok_and(|v| v == "off"),
             one_buffer_per_segment: std::env::var("VISION_GPU_BUFFERS").is_ok_and(|v| v == "one-per-segment"),
+            memory_ceiling_hashes: None,
             pipeline_layout,
             pipelines: Arc::default(),
             layout,

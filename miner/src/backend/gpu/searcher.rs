@@ -150,6 +150,9 @@ impl GpuSearcher {
                 gpu.max_segment_hashes(params)
             )));
         }
+        if gpu.memory_ceiling_hashes.is_some_and(|ceiling| shape.hashes() > ceiling) {
+            return Err(GpuError::OutOfMemory(format!("{} hashes: over the injected memory ceiling", shape.hashes())));
+        }
         // Two scopes: a buffer the device has no memory for makes the bind
         // groups built on it invalid too; those validation errors follow
         // from the out-of-memory one and must not reach the device's error

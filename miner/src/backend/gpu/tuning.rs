@@ -33,6 +33,13 @@ pub struct TuningGoals {
     pub fixed_hashes: Option<u32>,
 }
 
+impl TuningGoals {
+    /// The table memory a batch may take on the adapter `summary` describes.
+    pub fn memory_budget_for(&self, summary: &super::adapters::AdapterSummary) -> u64 {
+        self.memory_budget.unwrap_or_else(|| default_memory_budget(summary))
+    }
+}
+
 impl Default for TuningGoals {
     fn default() -> Self {
         TuningGoals {
@@ -47,19 +54,33 @@ impl Default for TuningGoals {
 
 /// The table memory a batch may take when the user sets none. A discrete
 /// GPU needs tens of thousands of hashes in flight to hide memory latency
-/// (on an H200: 26k H/s at 11k hashes, 92k H/s at 66k), but Vulkan drivers
-/// slow down sharply past a total allocation (on the H200 the prototype fell
-/// from 98k at 36 GiB to 17k at 48 GiB; ours ran 74k at 37.6 GiB): 32 GiB
-/// holds 116k consensus tables (288 KiB each) and stays below it. Other
-/// adapters (integrated, software) share the system's memory: 4 GiB. A card
-/// with less memory stops the tuner's growth where its allocations fail.
+/// (on an H200: 26k H/s at 11k hashes, 92k H/s at 66k), so it gets most of
+/// its memory: [`CARD_SHARE`] of what the driver says is free (or of the
+/// heap, where it does not say). But Vulkan drivers slow down sharply past
+/// a total allocation (on the H200 the prototype fell from 98k at 36 GiB to
+/// 17k at 48 GiB; ours ran 74k at 37.6 GiB), so at most
+/// [`DISCRETE_CAP`], which holds 116k consensus tables (288 KiB each).
+/// Where the card's memory is unknown (wgpu reports none; it is read from
+/// Vulkan only), the cap: a smaller card stops the tuner's growth where its
+/// allocations fail. Other adapters (integrated, software) share the
+/// system's memory: half of it, at most 4 GiB.
 pub fn default_memory_budget(summary: &super::adapters::AdapterSummary) -> u64 {
+    let known = summary.memory_free_bytes.or(summary.memory_bytes);
     if summary.device_type == "DiscreteGpu" && !summary.is_software {
-        32 << 30
+        known.map_or(DISCRETE_CAP, |bytes| (bytes / 100 * CARD_SHARE).min(DISCRETE_CAP))
     } else {
-        4 << 30
+        known.map_or(SHARED_CAP, |bytes| (bytes / 2).min(SHARED_CAP))
     }
 }
+
+/// The most table memory a discrete GPU gets by default: below the Vulkan
+/// drivers' cliff.
+const DISCRETE_CAP: u64 = 32 << 30;
+/// Percent of a discrete card's free memory the tables may take: the rest
+/// is for the readback and staging buffers, the driver and the display.
+const CARD_SHARE: u64 = 85;
+/// The most an adapter sharing the system's memory gets by default.
+const SHARED_CAP: u64 = 4 << 30;
 
 /// Longest step (one slice on every segment) the split may grow to: a new
 /// job waits for the steps already queued (two), and desktop drivers kill
@@ -133,6 +154,54 @@ fn assess(best: Option<&Tuned>, candidate: &Tuned, goals: &TuningGoals) -> Asses
     Assessment { take: improved && (!too_long || best.is_none()), grow: !too_long && (short || improved) }
 }
 
+/// The batch sizes the tuner measures, in order: doubling up to one full
+/// segment (the most one binding holds), then whole segments, half as many
+/// again each time (1, 2, 3, 4, 6, 9, 13, ...: doubling from 8 segments to
+/// 16 would step from 65k hashes past the budget, leaving the sizes between
+/// untried), up to the budget. A batch that cannot be allocated is bisected,
+/// in whole segments, against the largest that could: a card smaller than
+/// the budget is filled, not left at the last doubling.
+#[derive(Debug, Clone, Copy)]
+struct Growth {
+    /// Hashes in a full segment.
+    segment: u32,
+    /// The budget's hashes.
+    cap: u32,
+    /// The smallest batch that failed to allocate.
+    too_big: Option<u32>,
+}
+
+impl Growth {
+    fn first(&self) -> u32 {
+        WORKGROUP_SIZE.min(self.cap)
+    }
+
+    /// The batch to measure after `hashes`, if growth goes on.
+    fn after(&self, hashes: u32) -> Option<u32> {
+        let segment = self.segment.max(WORKGROUP_SIZE);
+        let next = match self.too_big {
+            Some(limit) => {
+                let unit = if hashes >= segment { segment } else { WORKGROUP_SIZE };
+                hashes.saturating_add(limit.saturating_sub(hashes) / 2 / unit * unit)
+            }
+            None if hashes < segment => hashes.saturating_mul(2).min(segment),
+            None => {
+                let segments = hashes / segment;
+                segments.saturating_add((segments / 2).max(1)).saturating_mul(segment)
+            }
+        };
+        let next = next.min(self.cap);
+        (next > hashes).then_some(next)
+    }
+
+    /// After `hashes` could not be allocated, the batch to try instead, if
+    /// one between it and `fitted` (the largest allocated) is left.
+    fn out_of_memory(&mut self, hashes: u32, fitted: u32) -> Option<u32> {
+        self.too_big = Some(self.too_big.map_or(hashes, |limit| limit.min(hashes)));
+        self.after(fitted)
+    }
+}
+
 /// A shape holding `hashes` hashes in segments no larger than the device allows.
 pub fn shape_for(gpu: &GpuDevice, params: &Params, hashes: u32, split: u32) -> BatchShape {
     let max_segment = gpu.max_segment_hashes(params);
@@ -145,7 +214,7 @@ pub fn shape_for(gpu: &GpuDevice, params: &Params, hashes: u32, split: u32) -> B
 pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(GpuSearcher, Tuned), GpuError> {
     let params = *input.params();
     let mut split = DEFAULT_SPLIT.min(params.mix_iters).max(1);
-    let budget = goals.memory_budget.unwrap_or_else(|| default_memory_budget(&gpu.summary));
+    let budget = goals.memory_budget_for(&gpu.summary);
     let cap = (budget / gpu.bytes_per_hash(&params)).clamp(u64::from(WORKGROUP_SIZE), 1 << 22) as u32;
     let cap = cap / WORKGROUP_SIZE * WORKGROUP_SIZE;
     if let Some(hashes) = goals.fixed_hashes {
@@ -166,32 +235,41 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
     // batches' tables at once would double the allocation, and past a
     // Vulkan driver's cliff the measurement itself slows down.
     let mut last: Option<GpuSearcher> = None;
-    let mut hashes = WORKGROUP_SIZE.min(cap);
+    let mut growth = Growth { segment: gpu.max_segment_hashes(&params), cap, too_big: None };
+    let mut hashes = growth.first();
+    // The largest batch allocated and measured so far.
+    let mut fitted = None;
     loop {
         let shape = shape_for(gpu, &params, hashes, split);
         drop(last.take());
-        let mut searcher = match GpuSearcher::new(gpu.clone(), shape, &params) {
-            Ok(searcher) => searcher,
-            // Out of memory: the last shape that fitted is the answer.
-            Err(GpuError::OutOfMemory(_)) if best.is_some() => break,
-            Err(err) => return Err(err),
-        };
-        // The first dispatch includes driver warm-up. Out of memory while
-        // measuring (a staging buffer at the edge of the card) ends growth
-        // as failing to allocate does.
-        let step = match searcher
-            .set_job(job.clone(), Target(0))
-            .and_then(|()| searcher.time_one_step(0, hashes))
-            .and_then(|_| searcher.time_one_step(0, hashes))
-        {
-            Ok(step) => step,
-            Err(GpuError::OutOfMemory(_)) if best.is_some() => break,
+        let measured = GpuSearcher::new(gpu.clone(), shape, &params).and_then(|mut searcher| {
+            // The first dispatch includes driver warm-up. Out of memory while
+            // measuring (a staging buffer at the edge of the card) counts as
+            // failing to allocate.
+            searcher.set_job(job.clone(), Target(0))?;
+            searcher.time_one_step(0, hashes)?;
+            let step = searcher.time_one_step(0, hashes)?;
+            Ok((searcher, step))
+        });
+        let (searcher, step) = match measured {
+            Ok(measured) => measured,
+            // Out of memory: bisect towards the largest batch that fitted.
+            Err(GpuError::OutOfMemory(_)) if best.is_some() => {
+                match fitted.and_then(|f| growth.out_of_memory(hashes, f)) {
+                    Some(next) => {
+                        hashes = next;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
             Err(err) => return Err(err),
         };
         if step > goals.max_step && best.is_none() && split > 1 {
             split /= 2;
             continue;
         }
+        fitted = Some(hashes);
         let candidate =
             Tuned { shape, measured_rate: f64::from(hashes) / (step.as_secs_f64() * slices(split)), step_time: step };
         let verdict = assess(best.as_ref(), &candidate, goals);
@@ -199,11 +277,10 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
             best = Some(candidate);
         }
         last = Some(searcher);
-        let next = hashes.saturating_mul(2).min(cap);
-        if !verdict.grow || next == hashes {
-            break;
+        match growth.after(hashes) {
+            Some(next) if verdict.grow => hashes = next,
+            _ => break,
         }
-        hashes = next;
     }
     // Every path to here measured a batch: the first one always sets `best`.
     let Some(mut tuned) = best else {
@@ -245,6 +322,86 @@ mod tests {
             shape: BatchShape { segment_hashes: 8_064, segments, split: 1024 },
             measured_rate: rate,
             step_time: Duration::from_millis(step_ms),
+        }
+    }
+
+    #[test]
+    fn growth_doubles_to_a_segment_then_adds_whole_segments() {
+        let seg = 8_064;
+        let sizes = |growth: Growth| {
+            let mut sizes = vec![growth.first()];
+            while let Some(next) = growth.after(*sizes.last().unwrap()) {
+                sizes.push(next);
+            }
+            sizes
+        };
+        // The H200's shape: a 32 GiB budget holds 116,864 consensus hashes.
+        let h200 = sizes(Growth { segment: seg, cap: 116_864, too_big: None });
+        assert_eq!(WORKGROUP_SIZE, 128, "the sizes below are in workgroups of 128");
+        let mut expected = vec![128, 256, 512, 1024, 2048, 4096, seg];
+        expected.extend([2, 3, 4, 6, 9, 13].map(|n| n * seg));
+        expected.push(116_864);
+        assert_eq!(h200, expected);
+        // A budget below one segment ends at the budget.
+        assert_eq!(sizes(Growth { segment: seg, cap: 3_000, too_big: None }), vec![128, 256, 512, 1024, 2048, 3_000]);
+        // A segment smaller than a workgroup (tiny binding limits) still grows.
+        assert_eq!(sizes(Growth { segment: 1, cap: 512, too_big: None }), vec![128, 256, 384, 512]);
+    }
+
+    #[test]
+    fn out_of_memory_is_bisected_in_whole_segments() {
+        let seg = 8_064;
+        let mut growth = Growth { segment: seg, cap: 116_864, too_big: None };
+        // A 24 GiB card: 9 segments fit, 13 do not.
+        assert_eq!(growth.out_of_memory(13 * seg, 9 * seg), Some(11 * seg));
+        // 11 fits: 12 is between it and 13.
+        assert_eq!(growth.after(11 * seg), Some(12 * seg));
+        // 12 does not: nothing whole is left between 11 and 12.
+        assert_eq!(growth.out_of_memory(12 * seg, 11 * seg), None);
+        assert_eq!(growth.after(11 * seg), None);
+        // A larger failure later does not raise the limit.
+        let mut growth = Growth { segment: seg, cap: 116_864, too_big: None };
+        assert_eq!(growth.out_of_memory(6 * seg, 4 * seg), Some(5 * seg));
+        assert_eq!(growth.out_of_memory(9 * seg, 5 * seg), None);
+        // Below a segment it bisects in workgroups.
+        let mut growth = Growth { segment: seg, cap: 116_864, too_big: None };
+        assert_eq!(growth.out_of_memory(4096, 2048), Some(3072));
+        assert_eq!(growth.out_of_memory(3072, 2048), Some(2560));
+    }
+
+    #[test]
+    fn the_default_budget_is_most_of_a_card_below_the_cliff() {
+        use crate::backend::gpu::adapters::AdapterSummary;
+        const GIB: u64 = 1 << 30;
+        let summary = |device_type: &str, is_software: bool, total: Option<u64>, free: Option<u64>| AdapterSummary {
+            index: 0,
+            name: "card".into(),
+            backend: "vulkan".into(),
+            device_type: device_type.into(),
+            driver: String::new(),
+            shader_int64: true,
+            timestamp_query: true,
+            max_buffer_size: 2 * GIB,
+            max_storage_buffer_binding_size: 2 * GIB,
+            max_storage_buffers_per_shader_stage: 16,
+            max_compute_workgroup_size_x: 1024,
+            is_software,
+            memory_bytes: total,
+            memory_free_bytes: free,
+        };
+        #[rustfmt::skip]
+        let cases = [
+            // (adapter, budget, why)
+            (summary("DiscreteGpu", false, Some(141 * GIB), Some(139 * GIB)), 32 * GIB, "an H200: the cliff"),
+            (summary("DiscreteGpu", false, Some(24 * GIB), Some(22 * GIB)), 22 * GIB / 100 * 85, "a 24 GiB card: 85% of free"),
+            (summary("DiscreteGpu", false, Some(8 * GIB), None), 8 * GIB / 100 * 85, "no budget extension: the heap"),
+            (summary("DiscreteGpu", false, None, None), 32 * GIB, "unknown memory: the cap"),
+            (summary("IntegratedGpu", false, Some(64 * GIB), None), 4 * GIB, "shared memory: at most 4 GiB"),
+            (summary("Cpu", true, Some(2 * GIB), None), GIB, "lavapipe's 2 GiB heap: half"),
+            (summary("DiscreteGpu", true, None, None), 4 * GIB, "software, whatever it calls itself"),
+        ];
+        for (adapter, expected, why) in cases {
+            assert_eq!(default_memory_budget(&adapter), expected, "{why}");
         }
     }
 

@@ -105,6 +105,9 @@ pub enum InjectedFault {
     /// Report the card out of memory at the second step of the first
     /// search (as a staging allocation at the edge of its memory would).
     OutOfMemoryMidSearch,
+    /// Fail to allocate a batch of more than this many hashes (as a card
+    /// with less memory than the budget would), from tuning on.
+    OutOfMemoryAbove(u32),
 }
 
 enum Command {
@@ -123,6 +126,8 @@ pub struct GpuBackend {
     summary: AdapterSummary,
     variant: ShaderVariant,
     tuned: Tuned,
+    /// The table memory tuning could use.
+    memory_budget: u64,
     table_bytes_per_hash: u64,
     /// How the device was set up (`VISION_GPU_CHECKS`, `VISION_GPU_BUFFERS`).
     unchecked_kernel: bool,
@@ -146,8 +151,12 @@ impl GpuBackend {
     ) -> Result<Self, GpuError> {
         let adapters = super::adapters::enumerate();
         let adapter = adapters.get(index).ok_or(GpuError::NoSuchDevice(index))?;
-        let gpu = GpuDevice::open(index, adapter, variant, filter)?;
+        let mut gpu = GpuDevice::open(index, adapter, variant, filter)?;
+        if let InjectedFault::OutOfMemoryAbove(hashes) = fault {
+            gpu.memory_ceiling_hashes = Some(hashes);
+        }
         let (searcher, tuned) = tuning::tune(&gpu, &tune_job.input, &goals)?;
+        let memory_budget = goals.memory_budget_for(&gpu.summary);
         let summary = gpu.summary.clone();
         let variant = gpu.variant;
         let (unchecked_kernel, one_buffer_per_segment) = (gpu.unchecked_kernel, gpu.one_buffer_per_segment);
@@ -165,6 +174,7 @@ impl GpuBackend {
             summary,
             variant,
             tuned,
+            memory_budget,
             table_bytes_per_hash,
             unchecked_kernel,
             one_buffer_per_segment,
@@ -189,6 +199,11 @@ impl GpuBackend {
 
     pub fn shape(&self) -> BatchShape {
         self.tuned.shape
+    }
+
+    /// The table memory tuning could use (`--gpu-memory-mb` or the adapter's default).
+    pub fn memory_budget(&self) -> u64 {
+        self.memory_budget
     }
 
     pub fn table_bytes_per_hash(&self) -> u64 {
