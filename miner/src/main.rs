@@ -197,8 +197,9 @@ struct BenchArgs {
     #[command(flatten)]
     gpu: GpuArgs,
     /// Device memory the GPU batch may use, MiB (the tuner stays within it)
-    /// [default: on a discrete GPU 85% of its free memory, at most 32768;
-    /// otherwise half the adapter's memory, at most 4096].
+    /// [default, where Vulkan reports the memory: on a discrete GPU 85% of
+    /// its free memory, at most 32768; otherwise half of it, at most 4096.
+    /// Elsewhere: 32768 on a discrete GPU, 4096 otherwise].
     #[arg(long)]
     gpu_memory_mb: Option<u64>,
     /// Fixed GPU batch size in hashes (skips auto-tuning).

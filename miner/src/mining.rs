@@ -52,11 +52,13 @@ pub fn start_gpu(
     match GpuBackend::start(index, shader, filter, goals, &bench_job(), gpu::InjectedFault::None) {
         Ok(backend) => {
             tracing::info!(
-                "GPU #{index} {} ready ({} shader, batch {} hashes, split {})",
+                "GPU #{index} {} ready ({} shader, batch {} hashes, split {}, table budget {} MiB{})",
                 backend.summary().name,
                 backend.variant(),
                 backend.shape().hashes(),
-                backend.shape().split
+                backend.shape().split,
+                backend.memory_budget() >> 20,
+                if goals.memory_budget.is_some() { ", --gpu-memory-mb" } else { "" },
             );
             Some(backend)
         }

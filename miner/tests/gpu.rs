@@ -217,14 +217,14 @@ fn tuning_fills_a_card_smaller_than_the_budget() {
     if !require_adapter() {
         return;
     }
-    // Steps far below `min_step` and a gain floor of -90%: every larger
-    // batch that runs is taken, so the outcome is the memory, not
+    // Steps far below `min_step` and a gain floor far below zero: every
+    // larger batch that runs is taken, so the outcome is the memory, not
     // lavapipe's timing.
     let goals = TuningGoals {
         memory_budget: Some(1 << 30),
         min_step: Duration::from_secs(60),
         max_step: Duration::from_secs(120),
-        min_gain: -0.9,
+        min_gain: -1e9,
         fixed_hashes: None,
     };
     let tuning_job = job(small_params(), NonceRange::new(0, 1), 1);
@@ -239,6 +239,29 @@ fn tuning_fills_a_card_smaller_than_the_budget() {
     FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
     assert!(!expected.is_empty());
     assert_eq!(found, expected);
+}
+
+/// Segments are equal and whole workgroups, and a batch at the memory
+/// budget stays within it (rounding each segment up once overshot it by up
+/// to a workgroup a segment).
+#[test]
+fn a_shape_at_the_budget_stays_within_it() {
+    if !require_adapter() {
+        return;
+    }
+    let gpu = device(ShaderVariant::Emulated);
+    let params = Params::CONSENSUS;
+    let segment = gpu.max_segment_hashes(&params);
+    let shape = |hashes, cap| gpu::tuning::shape_for(&gpu, &params, hashes, 1024, cap);
+    for cap in [segment * 3 + 128, segment * 14 + 3_968, 116_864, 98_048] {
+        let at_cap = shape(cap, cap);
+        assert!(at_cap.hashes() <= cap, "{at_cap:?} over {cap}");
+        assert!(at_cap.hashes() + at_cap.segments * gpu::WORKGROUP_SIZE > cap, "{at_cap:?} far below {cap}");
+        assert!(at_cap.segment_hashes <= segment && at_cap.segment_hashes % gpu::WORKGROUP_SIZE == 0);
+    }
+    // Below the budget a batch is rounded up to whole workgroups.
+    assert_eq!(shape(100, 116_864).hashes(), gpu::WORKGROUP_SIZE);
+    assert_eq!(shape(segment + 1, 116_864).hashes(), 2 * (segment / 2 + 1).div_ceil(128) * 128);
 }
 
 /// A step window no batch can meet (1 µs) once panicked the tuner; now

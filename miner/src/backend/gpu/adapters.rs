@@ -113,7 +113,8 @@ struct DeviceMemory {
 }
 
 /// The adapter's largest device-local heap, read from Vulkan (wgpu has no
-/// call for it); `None` on other backends.
+/// call for it); `None` on other backends. (The gate is wgpu's own for its
+/// Vulkan backend, which the workspace's `vulkan` feature turns on.)
 #[cfg(any(windows, target_os = "linux", target_os = "android", target_os = "freebsd"))]
 fn device_memory(adapter: &wgpu::Adapter) -> Option<DeviceMemory> {
     use ash::vk;
@@ -132,22 +133,25 @@ fn device_memory(adapter: &wgpu::Adapter) -> Option<DeviceMemory> {
         .filter(|(_, heap)| heap.flags.contains(vk::MemoryHeapFlags::DEVICE_LOCAL))
         .max_by_key(|(_, heap)| heap.size)?;
     // The budget extension's query is a Vulkan 1.1 call on the instance and
-    // needs the device to offer the extension.
-    // SAFETY: as above.
-    let device_version = unsafe { instance.get_physical_device_properties(physical) }.api_version;
+    // needs the device to offer the extension, as wgpu judges it (it hides
+    // the extension on drivers whose accounting is broken, e.g. RADV).
+    let capabilities = hal.physical_device_capabilities();
     let has_budget = shared.instance_api_version() >= vk::API_VERSION_1_1
-        && device_version >= vk::API_VERSION_1_1
-        // SAFETY: as above.
-        && unsafe { instance.enumerate_device_extension_properties(physical) }.is_ok_and(|extensions| {
-            extensions.iter().any(|e| e.extension_name_as_c_str() == Ok(ash::ext::memory_budget::NAME))
-        });
-    let free_bytes = has_budget.then(|| {
-        let mut budget = vk::PhysicalDeviceMemoryBudgetPropertiesEXT::default();
-        let mut properties = vk::PhysicalDeviceMemoryProperties2::default().push_next(&mut budget);
-        // SAFETY: as above; the chained struct outlives the call.
-        unsafe { instance.get_physical_device_memory_properties2(physical, &mut properties) };
-        budget.heap_budget[index].saturating_sub(budget.heap_usage[index])
-    });
+        && capabilities.properties().api_version >= vk::API_VERSION_1_1
+        && capabilities.supports_extension(ash::ext::memory_budget::NAME);
+    let free_bytes = has_budget
+        .then(|| {
+            let mut budget = vk::PhysicalDeviceMemoryBudgetPropertiesEXT::default();
+            let mut properties = vk::PhysicalDeviceMemoryProperties2::default().push_next(&mut budget);
+            // SAFETY: as above; the chained struct outlives the call.
+            unsafe { instance.get_physical_device_memory_properties2(physical, &mut properties) };
+            budget.heap_budget[index].saturating_sub(budget.heap_usage[index])
+        })
+        // Under an eighth of the heap is taken for a driver's misreport
+        // rather than a full card: sized from the heap instead, the tuner
+        // still stops where allocation fails, but a misreport would leave
+        // it at the smallest batch.
+        .filter(|free| *free >= heap.size / 8);
     Some(DeviceMemory { heap_bytes: heap.size, free_bytes })
 }
 

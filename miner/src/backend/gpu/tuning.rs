@@ -1,8 +1,9 @@
 //! Picks a batch shape for a device by measuring it.
 //!
 //! The mix-loop slice starts at [`super::DEFAULT_SPLIT`] iterations; the
-//! batch grows (doubling) while the device gets faster and one step stays
-//! short, within the memory budget and the device's buffer limits. A step
+//! batch grows ([`Growth`]: doubling to one full segment, then by whole
+//! segments) while the device gets faster and one step stays short, within
+//! the memory budget and the device's buffer limits. A step
 //! is one slice on every segment: the segments' dispatches run side by side
 //! in one submission, so a step, not one segment's share of it, is what an
 //! OS watchdog sees. A slice whose step takes too long even at the smallest
@@ -27,7 +28,8 @@ pub struct TuningGoals {
     pub min_step: Duration,
     /// No step may take longer than this.
     pub max_step: Duration,
-    /// Stop growing when doubling the batch gains less than this fraction.
+    /// Stop growing when doubling the batch gains less than this fraction
+    /// (a smaller step needs less: scaled by the log2 of the size ratio).
     pub min_gain: f64,
     /// Hashes per batch given by the user: skips measuring.
     pub fixed_hashes: Option<u32>,
@@ -133,12 +135,14 @@ pub struct Tuned {
 struct Assessment {
     /// The candidate replaces the best so far.
     take: bool,
-    /// Measure a batch twice as large next.
+    /// Measure the next larger batch ([`Growth::after`]).
     grow: bool,
 }
 
 /// The tuner's rule, apart from the device: a candidate is taken when it is
-/// faster by `min_gain`, or as fast while the best so far steps shorter than
+/// faster by `min_gain` per doubling of the batch (growth past a segment
+/// steps by a third or a half, and the rate should rise in proportion), or
+/// as fast while the best so far steps shorter than
 /// `min_step` (longer steps cost fewer submissions), and never when its step
 /// is past `max_step` unless nothing was taken yet (a slow device: there is
 /// nothing shorter to fall back to). Growth goes on while steps are within
@@ -146,7 +150,8 @@ struct Assessment {
 fn assess(best: Option<&Tuned>, candidate: &Tuned, goals: &TuningGoals) -> Assessment {
     let rate = candidate.measured_rate;
     let improved = best.is_none_or(|b| {
-        rate > b.measured_rate * (1.0 + goals.min_gain)
+        let doublings = (f64::from(candidate.shape.hashes()) / f64::from(b.shape.hashes())).log2().max(0.0);
+        rate > b.measured_rate * (1.0 + goals.min_gain * doublings)
             || (b.step_time < goals.min_step && rate >= b.measured_rate * (1.0 - goals.min_gain))
     });
     let too_long = candidate.step_time > goals.max_step;
@@ -202,12 +207,15 @@ impl Growth {
     }
 }
 
-/// A shape holding `hashes` hashes in segments no larger than the device allows.
-pub fn shape_for(gpu: &GpuDevice, params: &Params, hashes: u32, split: u32) -> BatchShape {
+/// A shape holding `hashes` hashes in segments no larger than the device
+/// allows: equal segments of whole workgroups, rounded up, but not past
+/// `cap` hashes in all (the memory budget).
+pub fn shape_for(gpu: &GpuDevice, params: &Params, hashes: u32, split: u32, cap: u32) -> BatchShape {
     let max_segment = gpu.max_segment_hashes(params);
     let segments = hashes.div_ceil(max_segment).max(1);
-    let segment_hashes = hashes.div_ceil(segments).div_ceil(WORKGROUP_SIZE) * WORKGROUP_SIZE;
-    BatchShape { segment_hashes, segments, split }
+    let rounded_up = hashes.div_ceil(segments).div_ceil(WORKGROUP_SIZE) * WORKGROUP_SIZE;
+    let within_cap = (cap / segments / WORKGROUP_SIZE * WORKGROUP_SIZE).max(WORKGROUP_SIZE);
+    BatchShape { segment_hashes: rounded_up.min(within_cap), segments, split }
 }
 
 /// Measures `gpu` on `input` and returns a searcher with the chosen shape.
@@ -224,7 +232,7 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
                 gpu.summary.index
             );
         }
-        let shape = shape_for(gpu, &params, hashes.clamp(1, cap), split);
+        let shape = shape_for(gpu, &params, hashes.clamp(1, cap), split, cap);
         let searcher = GpuSearcher::new(gpu.clone(), shape, &params)?;
         return Ok((searcher, Tuned { shape, measured_rate: 0.0, step_time: Duration::ZERO }));
     }
@@ -240,7 +248,7 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
     // The largest batch allocated and measured so far.
     let mut fitted = None;
     loop {
-        let shape = shape_for(gpu, &params, hashes, split);
+        let shape = shape_for(gpu, &params, hashes, split, cap);
         drop(last.take());
         let measured = GpuSearcher::new(gpu.clone(), shape, &params).and_then(|mut searcher| {
             // The first dispatch includes driver warm-up. Out of memory while
@@ -297,7 +305,7 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
                     Ok(searcher) => break searcher,
                     Err(GpuError::OutOfMemory(_)) if tuned.shape.hashes() > WORKGROUP_SIZE => {
                         let hashes = (tuned.shape.hashes() / 2).max(WORKGROUP_SIZE);
-                        tuned.shape = shape_for(gpu, &params, hashes, tuned.shape.split);
+                        tuned.shape = shape_for(gpu, &params, hashes, tuned.shape.split, cap);
                         tuned.measured_rate /= 2.0;
                     }
                     Err(err) => return Err(err),
@@ -427,6 +435,9 @@ mod tests {
             // submission a watchdog times as a whole.
             (Some(candidate(5, 100.0, 150)), candidate(10, 190.0, 300), skip_stop, "past max_step"),
             (Some(candidate(5, 100.0, 100)), candidate(10, 190.0, 200), take_grow, "at max_step"),
+            // Half as many again (log2 1.5 = 0.58 doublings): 2.9% is needed.
+            (Some(candidate(2, 100.0, 30)), candidate(3, 104.0, 45), take_grow, "+4% for +50% hashes"),
+            (Some(candidate(2, 100.0, 30)), candidate(3, 102.0, 45), skip_stop, "+2% for +50% hashes"),
         ];
         for (best, next, expected, why) in cases {
             assert_eq!(assess(best.as_ref(), &next, &goals), expected, "{why}");
