@@ -36,9 +36,9 @@ async fn a_pool_stops_jobs_while_its_node_is_gone_and_recovers_by_itself() {
     let (node_dir, pool_dir) = (root.join("node"), root.join("pool"));
     let node_bind = format!("127.0.0.1:{}", free_port());
     let node_args =
-        ["--bind", node_bind.as_str(), "--node-token", "node-secret", "--devnet-difficulty", "1099511627776"];
+        ["--bind", node_bind.as_str(), "--node-token", "node-secret-for-tests", "--devnet-difficulty", "1099511627776"];
     let (mut node, node_url) = start_coordinator(&node_dir, &node_args, &[]);
-    let pool_args = ["--upstream", node_url.as_str(), "--upstream-token", "node-secret", "--block-time", "1"];
+    let pool_args = ["--upstream", node_url.as_str(), "--upstream-token", "node-secret-for-tests", "--block-time", "1"];
     let (mut pool, url) = start_coordinator(&pool_dir, &pool_args, &[("RUST_LOG", "info")]);
     let http = reqwest::Client::new();
 

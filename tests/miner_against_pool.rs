@@ -270,20 +270,32 @@ async fn the_miner_honours_retry_after_and_resumes() {
             "--devnet-difficulty",
             "1000000000",
             "--admin-token",
-            "t",
+            "t-admin-token-for-tests",
         ],
     );
     let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1retry", "--long-poll-secs", "1"]);
     let status_url = format!("{}/status", miner.api);
     let before = accepted(&wait_for(&status_url, MINUTE, "a share", |s| accepted(s) >= 1).await);
     let admin = reqwest::Client::new();
-    admin.post(format!("{}/pool/stop", pool.url)).bearer_auth("t").json(&json!({})).send().await.unwrap();
+    admin
+        .post(format!("{}/pool/stop", pool.url))
+        .bearer_auth("t-admin-token-for-tests")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     let waiting = wait_for(&status_url, MINUTE, "the 503 to be honoured", |s| {
         s["connection"]["last_error"].as_str().is_some_and(|e| e.contains("pool_stopped"))
     })
     .await;
     assert_eq!(waiting["connection"]["retry_in_secs"], 5, "the pool's Retry-After: {waiting}");
-    admin.post(format!("{}/pool/start", pool.url)).bearer_auth("t").json(&json!({})).send().await.unwrap();
+    admin
+        .post(format!("{}/pool/start", pool.url))
+        .bearer_auth("t-admin-token-for-tests")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     wait_for(&status_url, MINUTE, "mining to resume", |s| accepted(s) > before && s["connection"]["connected"] == true)
         .await;
 }
@@ -294,7 +306,11 @@ async fn the_miner_honours_retry_after_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_that_keeps_answering_503_is_failed_over() {
     let args = ["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"];
-    let first = Pool::start(&fresh_dir("m-503-first"), free_port(), &[&args[..], &["--admin-token", "t"]].concat());
+    let first = Pool::start(
+        &fresh_dir("m-503-first"),
+        free_port(),
+        &[&args[..], &["--admin-token", "t-admin-token-for-tests"]].concat(),
+    );
     let second = Pool::start(&fresh_dir("m-503-second"), free_port(), &args);
     let miner = Miner::start(&[
         "--pool",
@@ -314,12 +330,24 @@ async fn a_pool_that_keeps_answering_503_is_failed_over() {
     })
     .await;
     let admin = reqwest::Client::new();
-    admin.post(format!("{}/pool/stop", first.url)).bearer_auth("t").json(&json!({})).send().await.unwrap();
+    admin
+        .post(format!("{}/pool/stop", first.url))
+        .bearer_auth("t-admin-token-for-tests")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     wait_for(&format!("{}/pool/stats", second.url), MINUTE, "shares on the second pool", |s| {
         s["shares"]["accepted"].as_u64() >= Some(1)
     })
     .await;
-    admin.post(format!("{}/pool/start", first.url)).bearer_auth("t").json(&json!({})).send().await.unwrap();
+    admin
+        .post(format!("{}/pool/start", first.url))
+        .bearer_auth("t-admin-token-for-tests")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     wait_for(&status_url, MINUTE, "back on the first pool", |s| {
         s["connection"]["url"] == first.url.as_str() && s["connection"]["connected"] == true
     })
@@ -736,8 +764,12 @@ async fn sigterm_stops_the_miner_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn solo_mining_finds_a_block_on_the_devnet() {
-    let node = Pool::start(&fresh_dir("m-solo"), free_port(), &["--devnet-difficulty", "100", "--node-token", "n0de"]);
-    let miner = Miner::start(&["--solo", &node.url, "--wallet", "land1solo", "--node-token", "n0de"]);
+    let node = Pool::start(
+        &fresh_dir("m-solo"),
+        free_port(),
+        &["--devnet-difficulty", "100", "--node-token", "n0de-token-for-tests"],
+    );
+    let miner = Miner::start(&["--solo", &node.url, "--wallet", "land1solo", "--node-token", "n0de-token-for-tests"]);
     let block =
         wait_for(&format!("{}/node/block/0", node.url), MINUTE, "a solo block", |b| b["miner"] == "land1solo").await;
     assert_eq!(block["height"], 0);

@@ -91,14 +91,14 @@ async fn a_pool_reaches_its_node_over_https_and_refuses_an_unknown_certificate()
     let root = fresh_dir("upstream-tls");
     make_certificates(&root);
     let node_bind = format!("127.0.0.1:{}", free_port());
-    let node_args = ["--bind", node_bind.as_str(), "--node-token", "node-secret"];
+    let node_args = ["--bind", node_bind.as_str(), "--node-token", "node-secret-for-tests"];
     let (mut node, _) = start_coordinator(&root.join("node"), &node_args, &[]);
     let tls_port = tls_terminator(&root, node_bind.clone()).await;
     let upstream = format!("https://localhost:{tls_port}");
     let ca = root.join("ca.pem");
     let http = reqwest::Client::new();
 
-    let trusting = ["--upstream", upstream.as_str(), "--upstream-token", "node-secret", "--upstream-ca"];
+    let trusting = ["--upstream", upstream.as_str(), "--upstream-token", "node-secret-for-tests", "--upstream-ca"];
     let trusting: Vec<&str> = trusting.into_iter().chain([ca.to_str().unwrap()]).collect();
     let (mut pool, url) = start_coordinator(&root.join("pool"), &trusting, &[]);
     let (status, job) = job_status(&http, &url).await;
@@ -106,7 +106,7 @@ async fn a_pool_reaches_its_node_over_https_and_refuses_an_unknown_certificate()
     assert!(job["height"].as_u64().is_some(), "{job}");
 
     // The system's roots do not include the throwaway CA: refused.
-    let plain = ["--upstream", upstream.as_str(), "--upstream-token", "node-secret"];
+    let plain = ["--upstream", upstream.as_str(), "--upstream-token", "node-secret-for-tests"];
     let (mut stranger, stranger_url) = start_coordinator(&root.join("stranger"), &plain, &[("RUST_LOG", "info")]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -509,6 +509,17 @@ impl CoordinatorArgs {
             })?);
         }
         let non_empty = |t: Option<String>| t.filter(|t| !t.is_empty());
+        // The operator's credentials (the upstream token is the node's to
+        // choose): refused at start, not accepted weak.
+        let credential = |option: &str, token: Option<String>| match non_empty(token) {
+            Some(token) => match vision_protocol::bearer_token::token_weakness(&token) {
+                Some(weakness) => Err(ConfigError::Invalid(format!("{option} {weakness}"))),
+                None => Ok(Some(token)),
+            },
+            None => Ok(None),
+        };
+        let admin_token = credential("--admin-token", self.admin_token.clone())?;
+        let node_token = credential("--node-token", self.node_token.clone())?;
         let mut rewards = self.reward_config(&pool_address, block_time_secs)?;
         let bind = non_empty(self.bind.clone()).unwrap_or_else(|| "127.0.0.1:7072".into());
         // Checked here (a mistake is bad input, exit 2), before anything is
@@ -554,8 +565,8 @@ impl CoordinatorArgs {
             database_connections,
             cache_mb: self.cache_mb.unwrap_or(256).clamp(4, 1 << 20),
             bind,
-            admin_token: non_empty(self.admin_token),
-            node_token: non_empty(self.node_token),
+            admin_token,
+            node_token,
             upstream,
             upstream_token: non_empty(self.upstream_token),
             upstream_ca_pem: self.upstream_ca.as_deref().map(|p| read_ca_file("--upstream-ca", p)).transpose()?,
@@ -778,6 +789,41 @@ mod tests {
         let config = blank.resolve().unwrap();
         assert_eq!((config.bind.as_str(), config.upstream), ("127.0.0.1:7072", None));
         assert!(toml::from_str::<CoordinatorArgs>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn weak_admin_and_node_tokens_are_refused() {
+        let strong = "0123456789abcdef";
+        for (admin, node, refused) in [
+            (Some("s3cret"), None, Some("--admin-token is shorter than 16")),
+            (None, Some("n0de"), Some("--node-token is shorter than 16")),
+            (Some(strong), Some("0123456789 abcdef"), Some("--node-token holds a space")),
+            (Some(strong), Some(strong), None),
+            // Blank is unset (an env file's VISION_ADMIN_TOKEN=).
+            (Some(""), Some(""), None),
+        ] {
+            let args = CoordinatorArgs {
+                admin_token: admin.map(Into::into),
+                node_token: node.map(Into::into),
+                ..CoordinatorArgs::default()
+            };
+            match (args.resolve(), refused) {
+                (Ok(_), None) => {}
+                (Err(err), Some(reason)) => {
+                    let message = err.to_string();
+                    assert!(message.starts_with(reason), "{message}");
+                    assert!(!message.contains("s3cret") && !message.contains("n0de"), "{message}");
+                }
+                (result, _) => panic!("{admin:?} {node:?}: {:?}", result.map(|_| ())),
+            }
+        }
+        // The upstream's token is the node's choice, not checked here.
+        let upstream = CoordinatorArgs {
+            upstream: Some("http://127.0.0.1:1".into()),
+            upstream_token: Some("short".into()),
+            ..CoordinatorArgs::default()
+        };
+        assert!(upstream.resolve().is_ok());
     }
 
     #[test]

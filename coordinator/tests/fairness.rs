@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use support::{client_from, settings, Job, TestPool};
 use vision_coordinator::config::CoordinatorArgs;
 
-const ADMIN: &str = "fairness-admin";
+const ADMIN: &str = "fairness-admin-token";
 const HONEST: usize = 50;
 const SHARES_EACH: usize = 3;
 

@@ -91,8 +91,8 @@ async fn node_writes_need_a_credential() {
     off.stop().await;
 
     let pool = TestPool::start(CoordinatorArgs {
-        node_token: Some("n0de".into()),
-        admin_token: Some("adm1n".into()),
+        node_token: Some("n0de-token-for-tests".into()),
+        admin_token: Some("adm1n-token-for-tests".into()),
         ..settings("nodeauth")
     })
     .await;
@@ -109,7 +109,7 @@ async fn node_writes_need_a_credential() {
     }
     // The node token and the admin token pass (and the transfer then fails
     // for want of funds, not of a credential).
-    for token in ["n0de", "adm1n"] {
+    for token in ["n0de-token-for-tests", "adm1n-token-for-tests"] {
         let (status, answer) = body(pool.post_auth("/node/transfer", token, &transfer).await).await;
         assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     }
@@ -359,13 +359,13 @@ async fn shares_on_an_abandoned_parent_are_stale() {
 async fn with_the_tip_unknown_nothing_is_a_block() {
     let node = TestPool::start(CoordinatorArgs {
         devnet_difficulty: Some(1),
-        node_token: Some("n0de".into()),
+        node_token: Some("n0de-token-for-tests".into()),
         ..settings("tipnode")
     })
     .await;
     let mut config = CoordinatorArgs {
         upstream: Some(node.url.clone()),
-        upstream_token: Some("n0de".into()),
+        upstream_token: Some("n0de-token-for-tests".into()),
         pool_address: Some("land1pool".into()),
         ..settings("tippool")
     };
@@ -460,7 +460,9 @@ async fn job_requests_reuse_the_live_job() {
 /// the pool API stays responsive meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_submissions_are_bounded() {
-    let pool = TestPool::start(CoordinatorArgs { node_token: Some("n0de".into()), ..settings("nodeflood") }).await;
+    let pool =
+        TestPool::start(CoordinatorArgs { node_token: Some("n0de-token-for-tests".into()), ..settings("nodeflood") })
+            .await;
     let template = body(pool.get("/node/template?address=land1solo").await).await.1;
     let submissions: Vec<_> = (0..24)
         .map(|nonce| {
@@ -468,7 +470,7 @@ async fn node_submissions_are_bounded() {
             let block = json!({"chain_id": template["chain_id"], "height": template["height"], "parent_hash": template["parent_hash"],
                 "timestamp": template["timestamp"], "difficulty": template["difficulty"], "tx_root": template["tx_root"],
                 "miner": template["miner"], "nonce": nonce});
-            tokio::spawn(async move { http.post(url).bearer_auth("n0de").json(&block).send().await.unwrap().status() })
+            tokio::spawn(async move { http.post(url).bearer_auth("n0de-token-for-tests").json(&block).send().await.unwrap().status() })
         })
         .collect();
     let stats_started = Instant::now();
@@ -713,7 +715,7 @@ async fn forward_submit(base: String, block: axum::body::Bytes) -> axum::respons
     use axum::response::IntoResponse;
     let response = Client::new()
         .post(format!("{base}/node/submit"))
-        .bearer_auth("n0de")
+        .bearer_auth("n0de-token-for-tests")
         .header("content-type", "application/json")
         .body(block)
         .send()
@@ -737,8 +739,12 @@ fn fake_node_passing_templates(base: &str) -> axum::Router {
 
 /// A real node (devnet difficulty 1, node token `n0de`) for a fake one to front.
 async fn real_node(label: &str) -> TestPool {
-    TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), node_token: Some("n0de".into()), ..settings(label) })
-        .await
+    TestPool::start(CoordinatorArgs {
+        devnet_difficulty: Some(1),
+        node_token: Some("n0de-token-for-tests".into()),
+        ..settings(label)
+    })
+    .await
 }
 
 /// Finds a block through `pool` (answered `submitted`), then waits up to
@@ -1111,7 +1117,7 @@ async fn bans_and_unbans_reach_every_coordinator_on_the_database() {
     let on_db = |label| CoordinatorArgs {
         database_url: Some(url.clone()),
         ban_min_shares: Some(10),
-        admin_token: Some("s3cret".into()),
+        admin_token: Some("s3cret-admin-token".into()),
         ..settings(label)
     };
     let (a, b) = (TestPool::start(on_db("bans-a")).await, TestPool::start(on_db("bans-b")).await);
@@ -1126,7 +1132,8 @@ async fn bans_and_unbans_reach_every_coordinator_on_the_database() {
         b.get_auth("/pool/job", &token).await.status() == StatusCode::FORBIDDEN
     })
     .await;
-    let unban = a.http.delete(format!("{}/pool/bans/land1bad.cheater", a.url)).bearer_auth("s3cret").send().await;
+    let unban =
+        a.http.delete(format!("{}/pool/bans/land1bad.cheater", a.url)).bearer_auth("s3cret-admin-token").send().await;
     assert_eq!(unban.unwrap().status(), StatusCode::OK);
     eventually("the other coordinator to serve the session again", Duration::from_secs(3), async || {
         b.get_auth("/pool/job", &token).await.status() == StatusCode::OK
@@ -1145,7 +1152,7 @@ async fn the_ban_cap_holds_on_every_coordinator_on_the_database() {
     let on_db = |label| CoordinatorArgs {
         database_url: Some(url.clone()),
         registrations_per_sec: Some(1000.0),
-        admin_token: Some("s3cret".into()),
+        admin_token: Some("s3cret-admin-token".into()),
         ..settings(label)
     };
     let (a, b) = (TestPool::start(on_db("bancap-a")).await, TestPool::start(on_db("bancap-b")).await);
@@ -1165,9 +1172,10 @@ async fn the_ban_cap_holds_on_every_coordinator_on_the_database() {
         registers_at_b().await == StatusCode::FORBIDDEN
     })
     .await;
-    let bans = body(a.get_auth("/pool/bans", "s3cret").await).await.1;
+    let bans = body(a.get_auth("/pool/bans", "s3cret-admin-token").await).await.1;
     let first = bans["bans"][0]["session_id"].as_str().unwrap().to_string();
-    let unban = a.http.delete(format!("{}/pool/bans/{first}", a.url)).bearer_auth("s3cret").send().await.unwrap();
+    let unban =
+        a.http.delete(format!("{}/pool/bans/{first}", a.url)).bearer_auth("s3cret-admin-token").send().await.unwrap();
     assert_eq!(unban.status(), StatusCode::OK);
     eventually("the other coordinator to let the address register again", Duration::from_secs(5), async || {
         registers_at_b().await == StatusCode::OK
@@ -1482,7 +1490,7 @@ async fn racing_job_requests_stay_under_the_cap() {
 async fn an_address_that_keeps_earning_bans_is_stopped_registering() {
     let pool = TestPool::start(CoordinatorArgs {
         registrations_per_sec: Some(1000.0),
-        admin_token: Some("admin".into()),
+        admin_token: Some("admin-token-for-tests".into()),
         ..settings("ban-cap")
     })
     .await;
@@ -1504,10 +1512,16 @@ async fn an_address_that_keeps_earning_bans_is_stopped_registering() {
     // Another address registers as ever.
     pool.register("honest", "land1fine").await;
     // Once the operator lifts one ban, the address may register again.
-    let bans = body(pool.get_auth("/pool/bans", "admin").await).await.1;
+    let bans = body(pool.get_auth("/pool/bans", "admin-token-for-tests").await).await.1;
     let first = bans["bans"][0]["session_id"].as_str().unwrap().to_string();
     assert_eq!(
-        pool.http.delete(format!("{}/pool/bans/{first}", pool.url)).bearer_auth("admin").send().await.unwrap().status(),
+        pool.http
+            .delete(format!("{}/pool/bans/{first}", pool.url))
+            .bearer_auth("admin-token-for-tests")
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
     register_with(&forger, &pool, "junk-new", "land1junk", None).await;
@@ -1522,7 +1536,7 @@ async fn an_address_that_keeps_earning_bans_is_stopped_registering() {
 async fn sessions_opened_before_the_ban_cap_add_no_bans_past_it() {
     let pool = TestPool::start(CoordinatorArgs {
         registrations_per_sec: Some(1000.0),
-        admin_token: Some("admin".into()),
+        admin_token: Some("admin-token-for-tests".into()),
         ..settings("ban-cap-early")
     })
     .await;
@@ -1539,7 +1553,7 @@ async fn sessions_opened_before_the_ban_cap_add_no_bans_past_it() {
         let banned = forge_until_banned(&forger, &pool, (token, job), job.nonce_end(), &"55".repeat(32), 10).await;
         assert!(banned, "session {s} was never refused");
     }
-    let bans = body(pool.get_auth("/pool/bans", "admin").await).await.1;
+    let bans = body(pool.get_auth("/pool/bans", "admin-token-for-tests").await).await.1;
     assert_eq!(bans["bans"].as_array().unwrap().len(), 16, "{bans}");
     // The refused sessions' jobs are refused too, with a Retry-After.
     let (token, _) = &sessions[19];
@@ -1621,8 +1635,8 @@ async fn a_session_works_again_when_its_ban_runs_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_guessing_the_admin_token_is_held() {
     let pool = TestPool::start(CoordinatorArgs {
-        admin_token: Some("the-admin-token".into()),
-        node_token: Some("the-node-token".into()),
+        admin_token: Some("the-admin-token-for-tests".into()),
+        node_token: Some("the-node-token-for-tests".into()),
         ..settings("guesses")
     })
     .await;
@@ -1637,18 +1651,18 @@ async fn an_address_guessing_the_admin_token_is_held() {
     let held = mode(&guesser, "guess-10").await.unwrap();
     assert_eq!(held.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(held.headers().contains_key("retry-after"));
-    let (status, body) = body(mode(&guesser, "the-admin-token").await.unwrap()).await;
+    let (status, body) = body(mode(&guesser, "the-admin-token-for-tests").await.unwrap()).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")), "{body}");
     let transfer = guesser
         .post(format!("{}/node/transfer", pool.url))
-        .bearer_auth("the-node-token")
+        .bearer_auth("the-node-token-for-tests")
         .json(&json!({"outputs": []}))
         .send()
         .await
         .unwrap();
     assert_eq!(transfer.status(), StatusCode::TOO_MANY_REQUESTS, "the node routes hold it too");
-    assert_eq!(mode(&client_from("127.0.0.15"), "the-admin-token").await.unwrap().status(), StatusCode::OK);
-    assert_eq!(mode(&pool.http, "the-admin-token").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(mode(&client_from("127.0.0.15"), "the-admin-token-for-tests").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(mode(&pool.http, "the-admin-token-for-tests").await.unwrap().status(), StatusCode::OK);
     pool.stop().await;
 }
 

@@ -187,21 +187,24 @@ async fn share_difficulty_never_exceeds_the_blocks() {
 /// brings, not the vardiff's (a miner would ask for a job it already has).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_answers_name_the_difficulty_the_next_job_carries() {
-    let pool =
-        TestPool::start(CoordinatorArgs { admin_token: Some("t0ken".into()), ..settings("next-difficulty") }).await;
+    let pool = TestPool::start(CoordinatorArgs {
+        admin_token: Some("t0ken-for-the-tests".into()),
+        ..settings("next-difficulty")
+    })
+    .await;
     let token = pool.register("rig", "land1next").await;
     let bounds = |d: u64| json!({"min_share_difficulty": d, "max_share_difficulty": d});
     // Each change of bounds is a new difficulty, so a new job, up to the cap.
     let mut ids = std::collections::HashSet::new();
     for i in 0..20u64 {
-        let response = pool.post_auth("/pool/configure", "t0ken", &bounds(1 + i % 2)).await;
+        let response = pool.post_auth("/pool/configure", "t0ken-for-the-tests", &bounds(1 + i % 2)).await;
         assert_eq!(response.status(), StatusCode::OK);
         ids.insert(pool.job(&token).await.id().to_string());
     }
     assert_eq!(ids.len(), 16, "new jobs on one template stop at the cap");
     let held = pool.job(&token).await;
     let other = 3 - held.share_difficulty();
-    assert_eq!(pool.post_auth("/pool/configure", "t0ken", &bounds(other)).await.status(), StatusCode::OK);
+    assert_eq!(pool.post_auth("/pool/configure", "t0ken-for-the-tests", &bounds(other)).await.status(), StatusCode::OK);
     let input = held.input();
     use visionx::PowEngine as _;
     let mut engine = visionx::FastEngine::new();
@@ -271,7 +274,9 @@ async fn long_poll_returns_as_soon_as_a_new_block_arrives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_json_4xx_and_never_a_panic() {
-    let pool = TestPool::start(CoordinatorArgs { node_token: Some("n0de".into()), ..settings("badinput") }).await;
+    let pool =
+        TestPool::start(CoordinatorArgs { node_token: Some("n0de-token-for-tests".into()), ..settings("badinput") })
+            .await;
     let token = pool.register("rig", "land1x").await;
     let raw = |path: &str, body: &'static str| {
         pool.http
@@ -345,7 +350,10 @@ async fn bad_input_gets_a_json_4xx_and_never_a_panic() {
             "bad_address",
         ),
         (
-            pool.http.post(format!("{}/node/submit", pool.url)).bearer_auth("n0de").json(&json!({"height": 0})),
+            pool.http
+                .post(format!("{}/node/submit", pool.url))
+                .bearer_auth("n0de-token-for-tests")
+                .json(&json!({"height": 0})),
             StatusCode::UNPROCESSABLE_ENTITY,
             "bad_json",
         ),
@@ -432,7 +440,7 @@ async fn idle_workers_leave_the_active_set_but_keep_their_shares() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_sending_invalid_shares_is_banned_persistently_and_can_be_unbanned() {
     let mut config =
-        CoordinatorArgs { ban_min_shares: Some(10), admin_token: Some("s3cret".into()), ..settings("ban") };
+        CoordinatorArgs { ban_min_shares: Some(10), admin_token: Some("s3cret-admin-token".into()), ..settings("ban") };
     let data_dir = config.data_dir.clone();
     let pool = TestPool::start(config.clone()).await;
     let token = pool.register("cheater", "land1bad").await;
@@ -454,12 +462,12 @@ async fn a_worker_sending_invalid_shares_is_banned_persistently_and_can_be_unban
     config.data_dir = data_dir;
     let pool = TestPool::start(config).await;
     assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::FORBIDDEN);
-    let (_, bans) = body(pool.get_auth("/pool/bans", "s3cret").await).await;
+    let (_, bans) = body(pool.get_auth("/pool/bans", "s3cret-admin-token").await).await;
     assert_eq!(bans["bans"][0]["worker_id"], "land1bad.cheater");
     let unban = pool
         .http
         .delete(format!("{}/pool/bans/land1bad.cheater", pool.url))
-        .bearer_auth("s3cret")
+        .bearer_auth("s3cret-admin-token")
         .send()
         .await
         .unwrap();
@@ -474,13 +482,15 @@ async fn a_worker_sending_invalid_shares_is_banned_persistently_and_can_be_unban
 /// still reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_says_whether_miners_can_be_served() {
-    let pool = TestPool::start(CoordinatorArgs { admin_token: Some("t0ken".into()), ..settings("healthz") }).await;
+    let pool =
+        TestPool::start(CoordinatorArgs { admin_token: Some("t0ken-for-the-tests".into()), ..settings("healthz") })
+            .await;
     let (status, ready) = body(pool.get("/healthz").await).await;
     assert_eq!((status, ready["height"].as_u64(), ready["running"].as_bool()), (StatusCode::OK, Some(0), Some(true)));
-    assert_eq!(pool.post_auth("/pool/stop", "t0ken", &json!({})).await.status(), StatusCode::OK);
+    assert_eq!(pool.post_auth("/pool/stop", "t0ken-for-the-tests", &json!({})).await.status(), StatusCode::OK);
     let (status, stopped) = body(pool.get("/healthz").await).await;
     assert_eq!((status, stopped["running"].as_bool()), (StatusCode::OK, Some(false)), "{stopped}");
-    assert_eq!(pool.post_auth("/pool/start", "t0ken", &json!({})).await.status(), StatusCode::OK);
+    assert_eq!(pool.post_auth("/pool/start", "t0ken-for-the-tests", &json!({})).await.status(), StatusCode::OK);
     pool.stop().await;
 }
 
@@ -491,14 +501,22 @@ async fn admin_routes_need_the_token_and_are_off_without_one() {
     assert_eq!((status, answer["error"].as_str()), (StatusCode::NOT_FOUND, Some("admin_disabled")));
     off.stop().await;
 
-    let pool = TestPool::start(CoordinatorArgs { admin_token: Some("t0ken".into()), ..settings("admin") }).await;
+    let pool =
+        TestPool::start(CoordinatorArgs { admin_token: Some("t0ken-for-the-tests".into()), ..settings("admin") }).await;
     assert_eq!(pool.post("/pool/stop", &json!({})).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(pool.post_auth("/pool/stop", "wrong", &json!({})).await.status(), StatusCode::FORBIDDEN);
-    let (status, fee) = body(pool.post_auth("/pool/configure", "t0ken", &json!({"pool_fee_bps": 1100})).await).await;
+    let (status, fee) =
+        body(pool.post_auth("/pool/configure", "t0ken-for-the-tests", &json!({"pool_fee_bps": 1100})).await).await;
     assert_eq!((status, fee["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_fee")));
-    let (status, configured) =
-        body(pool.post_auth("/pool/configure", "t0ken", &json!({"pool_fee_bps": 500, "pool_name": "Test pool"})).await)
-            .await;
+    let (status, configured) = body(
+        pool.post_auth(
+            "/pool/configure",
+            "t0ken-for-the-tests",
+            &json!({"pool_fee_bps": 500, "pool_name": "Test pool"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(configured["pool_fee_bps"], 500);
     let token = pool.register("rig", "land1x").await;
@@ -509,13 +527,13 @@ async fn admin_routes_need_the_token_and_are_off_without_one() {
         (Some(500), Some(100))
     );
 
-    assert_eq!(pool.post_auth("/pool/stop", "t0ken", &json!({})).await.status(), StatusCode::OK);
-    let (_, mode) = body(pool.get_auth("/pool/mode", "t0ken").await).await;
+    assert_eq!(pool.post_auth("/pool/stop", "t0ken-for-the-tests", &json!({})).await.status(), StatusCode::OK);
+    let (_, mode) = body(pool.get_auth("/pool/mode", "t0ken-for-the-tests").await).await;
     assert_eq!(mode["running"], false);
     let stopped = pool.get_auth("/pool/job", &token).await;
     assert_eq!(stopped.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(stopped.headers().contains_key("retry-after"));
-    assert_eq!(pool.post_auth("/pool/start", "t0ken", &json!({})).await.status(), StatusCode::OK);
+    assert_eq!(pool.post_auth("/pool/start", "t0ken-for-the-tests", &json!({})).await.status(), StatusCode::OK);
     assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
     pool.stop().await;
 }
@@ -525,7 +543,7 @@ async fn transfers_pay_once_per_idempotency_key() {
     let pool = TestPool::start(CoordinatorArgs {
         devnet_difficulty: Some(1),
         coinbase_maturity: Some(0),
-        node_token: Some("n0de".into()),
+        node_token: Some("n0de-token-for-tests".into()),
         ..settings("transfer")
     })
     .await;
@@ -542,9 +560,9 @@ async fn transfers_pay_once_per_idempotency_key() {
         "outputs": [{"address": "land1alice", "amount": 30}, {"address": "land1bob", "amount": 12}],
         "idempotency_key": "payout-1",
     });
-    let (status, first) = body(pool.post_auth("/node/transfer", "n0de", &transfer).await).await;
+    let (status, first) = body(pool.post_auth("/node/transfer", "n0de-token-for-tests", &transfer).await).await;
     assert_eq!((status, first["replayed"].as_bool(), first["total"].as_u64()), (StatusCode::OK, Some(false), Some(42)));
-    let (status, again) = body(pool.post_auth("/node/transfer", "n0de", &transfer).await).await;
+    let (status, again) = body(pool.post_auth("/node/transfer", "n0de-token-for-tests", &transfer).await).await;
     assert_eq!((status, again["replayed"].as_bool()), (StatusCode::OK, Some(true)));
     assert_eq!(again["transfer_id"], first["transfer_id"]);
     let (_, after) = body(pool.get("/node/balance/vision-pool").await).await;
@@ -553,12 +571,15 @@ async fn transfers_pay_once_per_idempotency_key() {
     assert_eq!(alice["spendable"], 30);
 
     let reused = json!({"from": "vision-pool", "outputs": [{"address": "land1bob", "amount": 1}], "idempotency_key": "payout-1"});
-    assert_eq!(pool.post_auth("/node/transfer", "n0de", &reused).await.status(), StatusCode::CONFLICT);
+    assert_eq!(pool.post_auth("/node/transfer", "n0de-token-for-tests", &reused).await.status(), StatusCode::CONFLICT);
     let too_much = json!({"from": "vision-pool", "outputs": [{"address": "land1bob", "amount": u64::MAX}], "idempotency_key": "big"});
-    assert_eq!(pool.post_auth("/node/transfer", "n0de", &too_much).await.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        pool.post_auth("/node/transfer", "n0de-token-for-tests", &too_much).await.status(),
+        StatusCode::CONFLICT
+    );
     let no_key =
         json!({"from": "land1alice", "outputs": [{"address": "land1bob", "amount": 1}], "idempotency_key": "k"});
-    let (status, answer) = body(pool.post_auth("/node/transfer", "n0de", &no_key).await).await;
+    let (status, answer) = body(pool.post_auth("/node/transfer", "n0de-token-for-tests", &no_key).await).await;
     assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("no_key")));
     pool.stop().await;
 }
@@ -567,13 +588,13 @@ async fn transfers_pay_once_per_idempotency_key() {
 async fn a_pool_on_an_upstream_node_mines_that_nodes_chain() {
     let node = TestPool::start(CoordinatorArgs {
         devnet_difficulty: Some(1),
-        node_token: Some("n0de".into()),
+        node_token: Some("n0de-token-for-tests".into()),
         ..settings("node")
     })
     .await;
     let pool = TestPool::start(CoordinatorArgs {
         upstream: Some(node.url.clone()),
-        upstream_token: Some("n0de".into()),
+        upstream_token: Some("n0de-token-for-tests".into()),
         pool_address: Some("land1pool2".into()),
         ..settings("upstream")
     })

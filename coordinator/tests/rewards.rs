@@ -315,7 +315,7 @@ async fn an_orphan_takes_back_what_waits_set_aside() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payee_the_chain_refuses_is_set_aside_and_the_others_are_paid() {
     let pool = TestPool::start(CoordinatorArgs {
-        admin_token: Some("admin-secret".into()),
+        admin_token: Some("admin-secret-for-tests".into()),
         // A window wide enough that bob's shares are in every block's.
         pplns_window_factor: Some(100.0),
         ..reward_settings("refused")
@@ -348,10 +348,10 @@ async fn a_payee_the_chain_refuses_is_set_aside_and_the_others_are_paid() {
     let empty = serde_json::json!({});
     assert_eq!(pool.post(&retry, &empty).await.status(), 401);
     assert_eq!(pool.post_auth(&retry, "wrong", &empty).await.status(), 403);
-    assert_eq!(pool.post_auth("/pool/payouts/1/retry", "admin-secret", &empty).await.status(), 404);
+    assert_eq!(pool.post_auth("/pool/payouts/1/retry", "admin-secret-for-tests", &empty).await.status(), 404);
     pool.devnet.as_ref().unwrap().allow_payments_to("land1bob");
-    assert_eq!(pool.post_auth(&retry, "admin-secret", &empty).await.status(), 200);
-    assert_eq!(pool.post_auth(&retry, "admin-secret", &empty).await.status(), 409, "no longer set aside");
+    assert_eq!(pool.post_auth(&retry, "admin-secret-for-tests", &empty).await.status(), 200);
+    assert_eq!(pool.post_auth(&retry, "admin-secret-for-tests", &empty).await.status(), 409, "no longer set aside");
     eventually("bob to be paid", Duration::from_secs(10), async || {
         let b = balance(&pool, "land1bob").await;
         u(&b["paid"]) > 0 && u(&b["set_aside"]) == 0 && u(&b["sending"]) == 0

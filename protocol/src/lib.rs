@@ -9,12 +9,14 @@
 //! - [`pool`]: register, job, share, stats, blocks, bans, settings.
 //! - [`node`]: templates, submissions, blocks, balances, transfers.
 //! - [`ErrorBody`]: the JSON body of every error answer.
+//! - [`bearer_token`]: what an operator's admin, node or API token must be.
 //!
 //! Field names are a contract (`docs/API.md`): add fields freely, rename
 //! none. Nothing here is a storage record: servers convert their records
 //! into these types, so renaming a stored field cannot change the API. This
 //! crate does no I/O.
 
+pub mod bearer_token;
 pub mod header_fields;
 pub mod node;
 pub mod pool;

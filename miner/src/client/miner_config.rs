@@ -50,9 +50,10 @@ pub struct MineArgs {
     /// GPU shader variant: native or emulated [default: native where supported].
     #[arg(long, env = "VISION_SHADER")]
     pub shader: Option<String>,
-    /// Device memory a GPU batch may use, MiB [default: on a discrete GPU
-    /// 85% of its free memory, at most 32768; otherwise half the adapter's
-    /// memory, at most 4096].
+    /// Device memory a GPU batch may use, MiB [default, where Vulkan reports
+    /// the memory: on a discrete GPU 85% of its free memory, at most 32768;
+    /// otherwise half of it, at most 4096. Elsewhere: 32768 on a discrete
+    /// GPU, 4096 otherwise].
     #[arg(long, env = "VISION_GPU_MEMORY_MB")]
     pub gpu_memory_mb: Option<u64>,
     /// Local status API address [default: 127.0.0.1:7073].
@@ -233,7 +234,11 @@ impl MineArgs {
                     "--api-bind {addr} is reachable from other machines: give --api-token too (or bind 127.0.0.1)"
                 )));
             }
-            Some((addr, self.api_token.filter(|t| !t.is_empty())))
+            let token = self.api_token.filter(|t| !t.is_empty());
+            if let Some(weakness) = token.as_deref().and_then(vision_protocol::bearer_token::token_weakness) {
+                return Err(MinerError::bad_input(format!("--api-token {weakness}")));
+            }
+            Some((addr, token))
         };
         let quiet = self.quiet == Some(true);
         let pool_ca = match (&self.pool_ca, &mode) {
@@ -326,6 +331,8 @@ mod tests {
             (MineArgs { solo: Some("http://n:1".into()), ..args() }, "not both"),
             (MineArgs { api_bind: Some("0.0.0.0:7073".into()), ..args() }, "--api-token"),
             (MineArgs { api_bind: Some("nowhere".into()), ..args() }, "--api-bind"),
+            (MineArgs { api_token: Some("s3cret".into()), ..args() }, "--api-token is shorter than 16"),
+            (MineArgs { api_token: Some("0123456789abcdef\n".into()), ..args() }, "--api-token holds"),
             (MineArgs { threads: Some(0), ..args() }, "--threads"),
             (MineArgs { threads: Some(100_000), ..args() }, "--threads"),
             (MineArgs { pools: vec!["http://u:p@pool:1".into()], ..args() }, "user name"),
