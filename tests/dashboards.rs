@@ -3,7 +3,8 @@
 //! with fantoccini), against a real `vision-coordinator` and a real
 //! `vision-miner` process mining on it.
 //!
-//! What a person would do: watch the miner's page, pause the miner there;
+//! What a person would do: watch the miner's page, pause the miner there,
+//! see it warn when reached by another machine's name over plain http;
 //! check that the dashboard's figures are the API's; open a block's split, a
 //! wallet, a worker; try the admin panel with a wrong token (nothing changes)
 //! and the right one (the pool fee changes); resume the miner; switch it to
@@ -78,7 +79,9 @@ async fn open_browser(driver: &Path, chromium: &Path) -> (ProcessGroup, Client, 
         json!({
             "binary": chromium,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1800", "--no-first-run", "--disable-extensions"],
+                     "--window-size=1280,1800", "--no-first-run", "--disable-extensions",
+                     // A name other machines would use, resolving here.
+                     "--host-resolver-rules=MAP rig.test 127.0.0.1"],
         }),
     );
     capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
@@ -272,6 +275,16 @@ async fn dashboards_in_a_real_browser() {
     .await;
     screenshot(&browser, &shots, "miner-paused").await;
 
+    // ---- the miner's page by another name: the cleartext banner ----
+    assert!(!visible(&browser, "#cleartext-warning").await, "no banner on the rig's own loopback");
+    let port = miner_api.rsplit_once(':').unwrap().1;
+    browser.goto(&format!("http://rig.test:{port}/")).await.unwrap();
+    until("the cleartext banner by another name", Duration::from_secs(10), async || {
+        visible(&browser, "#cleartext-warning").await.then_some(())
+    })
+    .await;
+    screenshot(&browser, &shots, "miner-cleartext").await;
+
     // Paused: let the pool settle (shares in flight, reward rounds).
     let mut last = Value::Null;
     until("the pool's figures to settle", Duration::from_secs(30), async || {
@@ -443,7 +456,8 @@ async fn dashboards_in_a_real_browser() {
     fresh_figures(&browser).await;
     assert_eq!(field(&browser, "pool_fee_bps").await, "250");
 
-    // No console errors so far, but the 403 the wrong token earned.
+    // No console errors so far, but the 403s the wrong admin token and the
+    // miner's page by another name (no token: /status refused) earned.
     let errors = severe(&console(&driver_url, &browser).await, &["status of 403"]);
     assert!(errors.is_empty(), "console errors on the dashboard: {errors:#?}");
 
