@@ -56,11 +56,13 @@ pub struct CoordinatorArgs {
     /// Address to serve HTTP on [default: 127.0.0.1:7072].
     #[arg(long, env = "VISION_BIND")]
     pub bind: Option<String>,
-    /// Bearer token for the admin routes; without one they are off.
+    /// Bearer token for the admin routes (at least 16 visible ASCII
+    /// characters); without one they are off.
     #[arg(long, env = "VISION_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Bearer token for the embedded devnet's write routes (/node/submit,
-    /// /node/transfer); the admin token works too. Without either they are off.
+    /// /node/transfer; at least 16 visible ASCII characters); the admin
+    /// token works too. Without either they are off.
     #[arg(long, env = "VISION_NODE_TOKEN", hide_env_values = true)]
     pub node_token: Option<String>,
     /// Use the node API at this URL instead of the embedded devnet chain.

@@ -15,6 +15,9 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 /// the option's name ("--admin-token is shorter than..."); `None` when it
 /// may. The token itself is never quoted: the message reaches logs.
 pub fn token_weakness(token: &str) -> Option<String> {
+    if token.trim() != token {
+        return Some("begins or ends with a space or a line break (a secret file's trailing newline?)".into());
+    }
     if token.chars().any(|c| !c.is_ascii_graphic()) {
         return Some(
             "holds a space, a control or a non-ASCII character: use letters, digits and ASCII punctuation".into(),
@@ -44,6 +47,7 @@ mod tests {
             ("t0ken", false, "short"),
             ("0123456789 abcdef", false, "a space"),
             ("0123456789abcdef\n", false, "a line break"),
+            ("\r0123456789abcdef", false, "a carriage return"),
             ("0123456789abcdef\t", false, "a tab"),
             ("0123456789abcdéf", false, "non-ASCII"),
             ("\u{7f}0123456789abcdef", false, "DEL"),

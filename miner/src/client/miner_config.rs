@@ -62,7 +62,8 @@ pub struct MineArgs {
     /// Do not serve the local status API.
     #[arg(long, num_args = 0, default_missing_value = "true", env = "VISION_NO_API")]
     pub no_api: Option<bool>,
-    /// Token for the API's control routes; required when --api-bind is not loopback.
+    /// Token for the API's control routes (at least 16 visible ASCII
+    /// characters); required when --api-bind is not loopback.
     #[arg(long, env = "VISION_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// Seconds between status lines [default: 10].
@@ -332,7 +333,8 @@ mod tests {
             (MineArgs { api_bind: Some("0.0.0.0:7073".into()), ..args() }, "--api-token"),
             (MineArgs { api_bind: Some("nowhere".into()), ..args() }, "--api-bind"),
             (MineArgs { api_token: Some("s3cret".into()), ..args() }, "--api-token is shorter than 16"),
-            (MineArgs { api_token: Some("0123456789abcdef\n".into()), ..args() }, "--api-token holds"),
+            (MineArgs { api_token: Some("0123456789abcdef\n".into()), ..args() }, "--api-token begins or ends"),
+            (MineArgs { api_token: Some("0123456789 abcdef".into()), ..args() }, "--api-token holds"),
             (MineArgs { threads: Some(0), ..args() }, "--threads"),
             (MineArgs { threads: Some(100_000), ..args() }, "--threads"),
             (MineArgs { pools: vec!["http://u:p@pool:1".into()], ..args() }, "user name"),
@@ -348,6 +350,7 @@ mod tests {
             let err = bad.resolve().unwrap_err();
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains(needle), "{err:?} should mention {needle:?}");
+            assert!(!err.to_string().contains("s3cret"), "{err:?} quotes the token");
         }
     }
 
