@@ -54,7 +54,7 @@ pub fn plan_for(
         }
         return Ok(BackendPlan { gpus: vec![index], cpu: false, note: None });
     }
-    let hardware: Vec<usize> = adapters.iter().filter(|a| !a.is_software).map(|a| a.index).collect();
+    let hardware = one_per_card(adapters.iter().filter(|a| !a.is_software));
     match choice {
         BackendChoice::Gpu if adapters.is_empty() => Err(SelectionError::NoAdapter),
         BackendChoice::Gpu if hardware.is_empty() => {
@@ -70,6 +70,36 @@ pub fn plan_for(
     }
 }
 
+/// Each card once: on Windows wgpu finds a card through Vulkan and again
+/// through DX12, and mining both would run two tuned batches on one card.
+/// Where a card (its PCI vendor and device ids, or its name where the
+/// backend gives no ids) shows through several backends, the most
+/// preferred one's adapters are kept: Vulkan, then Metal, then DX12.
+fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> Vec<usize> {
+    let adapters: Vec<&AdapterSummary> = adapters.collect();
+    let card = |a: &AdapterSummary| {
+        if a.vendor_id == 0 && a.device_id == 0 {
+            (0, 0, a.name.clone())
+        } else {
+            (a.vendor_id, a.device_id, String::new())
+        }
+    };
+    let rank = |a: &AdapterSummary| match a.backend.as_str() {
+        "vulkan" => 0,
+        "metal" => 1,
+        "dx12" => 2,
+        _ => 3,
+    };
+    adapters
+        .iter()
+        .filter(|a| {
+            let best = adapters.iter().filter(|b| card(b) == card(a)).map(|b| rank(b)).min();
+            best == Some(rank(a))
+        })
+        .map(|a| a.index)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +110,8 @@ mod tests {
             name: format!("adapter {index}"),
             backend: "vulkan".into(),
             device_type: if is_software { "Cpu".into() } else { "DiscreteGpu".into() },
+            vendor_id: 0x10de,
+            device_id: 0x2684 + index as u32,
             driver: String::new(),
             shader_int64: true,
             timestamp_query: false,
@@ -106,6 +138,36 @@ mod tests {
 
         let plan = plan_for(&[], BackendChoice::Auto, None).unwrap();
         assert!(plan.cpu && plan.note.unwrap().contains("no GPU adapter"));
+    }
+
+    #[test]
+    fn a_card_found_through_two_backends_is_mined_once() {
+        let through = |index: usize, backend: &str, device_id: u32| AdapterSummary {
+            backend: backend.into(),
+            device_id,
+            ..adapter(index, false)
+        };
+        // Windows: two different cards, each through Vulkan and DX12.
+        let windows = [through(0, "vulkan", 1), through(1, "dx12", 1), through(2, "dx12", 2), through(3, "vulkan", 2)];
+        assert_eq!(plan_for(&windows, BackendChoice::Auto, None).unwrap().gpus, vec![0, 3]);
+        assert_eq!(plan_for(&windows, BackendChoice::Gpu, None).unwrap().gpus, vec![0, 3]);
+        // Two identical cards: both kept, through the one backend.
+        let twins = [through(0, "vulkan", 1), through(1, "vulkan", 1), through(2, "dx12", 1), through(3, "dx12", 1)];
+        assert_eq!(plan_for(&twins, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
+        // A card only DX12 sees is kept.
+        let dx12_only = [through(0, "vulkan", 1), through(1, "dx12", 7)];
+        assert_eq!(plan_for(&dx12_only, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
+        // No ids: told apart by name.
+        let unnamed = |index, backend: &str, name: &str| AdapterSummary {
+            name: name.into(),
+            vendor_id: 0,
+            device_id: 0,
+            ..through(index, backend, 0)
+        };
+        let no_ids = [unnamed(0, "vulkan", "A"), unnamed(1, "dx12", "A"), unnamed(2, "dx12", "B")];
+        assert_eq!(plan_for(&no_ids, BackendChoice::Auto, None).unwrap().gpus, vec![0, 2]);
+        // --device still takes exactly the adapter named.
+        assert_eq!(plan_for(&windows, BackendChoice::Gpu, Some(1)).unwrap().gpus, vec![1]);
     }
 
     #[test]

@@ -49,7 +49,14 @@ pub fn start_gpu(
         tracing::error!("skipping GPU #{index}: {reason}");
         return None;
     }
-    match GpuBackend::start(index, shader, filter, goals, &bench_job(), gpu::InjectedFault::None) {
+    // A driver that fails inside wgpu can panic it (a device lost while
+    // tuning, the likeliest moment for a reset): skip the device, as for
+    // any other start-up failure, rather than end the miner.
+    let started = std::panic::catch_unwind(|| {
+        GpuBackend::start(index, shader, filter, goals, &bench_job(), gpu::InjectedFault::None)
+    })
+    .unwrap_or_else(|_| Err(gpu::GpuError::DeviceLost(format!("GPU #{index}: the driver's wrapper panicked"))));
+    match started {
         Ok(backend) => {
             tracing::info!(
                 "GPU #{index} {} ready ({} shader, batch {} hashes, split {}, table budget {} MiB{})",

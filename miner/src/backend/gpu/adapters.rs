@@ -34,6 +34,10 @@ pub struct AdapterSummary {
     pub name: String,
     pub backend: String,
     pub device_type: String,
+    /// PCI vendor and device ids (0 where the backend gives none): the same
+    /// card found through two backends has the same pair.
+    pub vendor_id: u32,
+    pub device_id: u32,
     pub driver: String,
     /// Native 64-bit integers in shaders (`Features::SHADER_INT64`).
     pub shader_int64: bool,
@@ -91,6 +95,8 @@ impl AdapterSummary {
             name: info.name.clone(),
             backend: format!("{:?}", info.backend).to_lowercase(),
             device_type: format!("{:?}", info.device_type),
+            vendor_id: info.vendor,
+            device_id: info.device,
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
             shader_int64: features.contains(wgpu::Features::SHADER_INT64),
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),

@@ -11,6 +11,10 @@ use super::kernel_layout::{KernelConfig, KernelSpec, WORKGROUP_SIZE};
 use super::shader::{self, ShaderVariant};
 use super::GpuError;
 
+/// The largest storage binding the kernel is sized for (Vulkan and DX12
+/// report at most this; Metal more).
+const MAX_BINDING_BYTES: u64 = (1 << 31) - 1;
+
 /// An opened adapter with the kernel compiled for it. Cheap to clone (the
 /// wgpu handles are shared).
 #[derive(Clone)]
@@ -269,8 +273,43 @@ impl GpuDevice {
         if self.lost.load(Ordering::SeqCst) {
             return Err(GpuError::DeviceLost(self.summary.name.clone()));
         }
-        let first = self.errors.lock().expect("error sink").drain(..).next();
-        first.map_or(Ok(()), Err)
+        // The worst of what was recorded: an out-of-memory error is
+        // recoverable (a smaller batch), and must not hide a validation
+        // error behind it, which disables the device.
+        let errors: Vec<GpuError> = self.errors.lock().expect("error sink").drain(..).collect();
+        let worst = errors.iter().position(|e| !matches!(e, GpuError::OutOfMemory(_))).unwrap_or(0);
+        errors.into_iter().nth(worst).map_or(Ok(()), Err)
+    }
+
+    /// Waits (at most `timeout`) for `submission`, or for everything
+    /// submitted. A device lost during the wait is an error, not a panic:
+    /// wgpu panics on a poll error it has no `PollError` for (Vulkan's
+    /// device lost, as a driver reset or an NVIDIA Xid brings).
+    pub(crate) fn wait_for(
+        &self,
+        submission: Option<wgpu::SubmissionIndex>,
+        timeout: std::time::Duration,
+    ) -> Result<(), GpuError> {
+        let name = &self.summary.name;
+        let poll = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.device.poll(wgpu::PollType::Wait { submission_index: submission, timeout: Some(timeout) })
+        }));
+        match poll {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(wgpu::PollError::Timeout)) => {
+                Err(GpuError::DeviceLost(format!("{name}: a dispatch ran over {} s", timeout.as_secs())))
+            }
+            Ok(Err(other)) => Err(GpuError::DeviceLost(format!("{name}: {other}"))),
+            Err(panic) => {
+                self.lost.store(true, Ordering::SeqCst);
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("the driver failed while waiting");
+                Err(GpuError::DeviceLost(format!("{name}: {why}")))
+            }
+        }
     }
 
     /// Table slots per hash for `params` on this device (see [`TableSlots`]).
@@ -306,7 +345,11 @@ impl GpuDevice {
     /// binding within the binding limit and, with one buffer per segment,
     /// that buffer within the buffer limit.
     pub fn max_segment_hashes(&self, params: &visionx::Params) -> u32 {
-        let per_binding = self.summary.max_storage_buffer_binding_size.min(self.summary.max_buffer_size);
+        // At most 2 GiB a binding on every backend: Metal reports its whole
+        // buffer length, but the shader's bounds checks there hold sizes in
+        // 32 bits, and lane offsets into a binding are 32-bit words.
+        let per_binding =
+            self.summary.max_storage_buffer_binding_size.min(self.summary.max_buffer_size).min(MAX_BINDING_BYTES);
         // Each of a segment's tables is one binding: the widest per hash
         // bounds it (the values, except that a small table's filter can be
         // bigger than its values).

@@ -65,6 +65,10 @@ pub enum GpuError {
     DeviceLost(String),
     #[error("the GPU computed a wrong digest for nonce {nonce} (device disabled)")]
     WrongResult { nonce: u64 },
+    /// A found list no working kernel writes: a count past its segment or
+    /// a lane outside the batch (memory corruption, a half-run kernel).
+    #[error("the GPU returned a corrupt found list: {0} (device disabled)")]
+    CorruptFoundList(String),
 }
 
 use std::sync::Arc;

@@ -476,14 +476,7 @@ impl GpuSearcher {
 
     /// Blocks until `submission` has finished on the device.
     pub fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<(), GpuError> {
-        let name = &self.gpu.summary.name;
-        self.gpu
-            .device
-            .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(Duration::from_secs(60)) })
-            .map_err(|e| match e {
-                wgpu::PollError::Timeout => GpuError::DeviceLost(format!("{name}: a dispatch ran over 60 s")),
-                other => GpuError::DeviceLost(format!("{name}: {other}")),
-            })?;
+        self.gpu.wait_for(Some(submission), Duration::from_secs(60))?;
         self.gpu.check_health()
     }
 
@@ -510,11 +503,7 @@ impl GpuSearcher {
         // this just runs the map callback): waiting for everything submitted
         // would also wait for the next batch's queued steps and let the
         // device run dry while nothing new is submitted.
-        let own = ticket.last_submission.clone();
-        self.gpu
-            .device
-            .poll(wgpu::PollType::Wait { submission_index: own, timeout: Some(Duration::from_secs(60)) })
-            .map_err(|e| GpuError::DeviceLost(format!("{}: {e}", self.gpu.summary.name)))?;
+        self.gpu.wait_for(ticket.last_submission.clone(), Duration::from_secs(60))?;
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(GpuError::DeviceLost(format!("readback failed: {e}"))),
@@ -527,18 +516,20 @@ impl GpuSearcher {
             let mut overflowed = false;
             for s in 0..used_segments {
                 let region = &bytes[s * self.found_bytes as usize..(s + 1) * self.found_bytes as usize];
-                let words: &[u32] = bytemuck::cast_slice(region);
-                let total = words[0];
-                overflowed |= total > self.found_capacity;
-                let stored = total.min(self.found_capacity) as usize;
-                found.extend(words[1..1 + stored * 9].chunks_exact(9).map(|e| {
-                    let mut digest = [0u8; 32];
-                    for (i, pair) in e[1..].chunks_exact(2).enumerate() {
-                        let word = u64::from(pair[0]) | u64::from(pair[1]) << 32;
-                        digest[i * 8..i * 8 + 8].copy_from_slice(&word.to_be_bytes());
+                let list = FoundList {
+                    words: bytemuck::cast_slice(region),
+                    segment_lanes: self.shape.segment_hashes,
+                    capacity: self.found_capacity,
+                    batch_lanes: ticket.hashes,
+                };
+                match list.read(ticket.nonce_base, &mut found) {
+                    Ok(full) => overflowed |= full,
+                    Err(corrupt) => {
+                        drop(bytes);
+                        rb.staging.unmap();
+                        return Err(GpuError::CorruptFoundList(format!("segment {s}: {corrupt}")));
                     }
-                    Found { nonce: ticket.nonce_base + u64::from(e[0]), digest: Digest(digest) }
-                }));
+                }
             }
             let ticks: Option<Vec<u64>> = rb.queries.as_ref().map(|_| {
                 bytes[timestamps_offset..][..timestamps * 8]
@@ -551,6 +542,8 @@ impl GpuSearcher {
         rb.staging.unmap();
         let period_ns = f64::from(self.gpu.queue.get_timestamp_period());
         let duration = |ticks: u64| Duration::from_secs_f64(ticks as f64 * period_ns * 1e-9);
+        // A counter that wrapped between two stamps (Intel's are 36 bits)
+        // reads as no time rather than as centuries.
         let span = |from: u64, to: u64| duration(to.saturating_sub(from));
         let gpu_time = ticks.as_ref().map(|t| span(t[0], t[t.len() - 1]));
         let step_times = ticks.as_ref().filter(|_| timed_steps).map(|t| {
@@ -654,5 +647,88 @@ impl BatchTicket {
     /// first and last only).
     fn timed_steps(&self) -> bool {
         self.steps.len() <= MAX_TIMED_STEPS as usize
+    }
+}
+
+/// One segment's found list as the kernel leaves it: a count, then nine
+/// words an entry (the lane in the batch, then the digest as four
+/// little-endian `u64` word pairs).
+struct FoundList<'a> {
+    words: &'a [u32],
+    segment_lanes: u32,
+    /// Entries the list has room for (more are counted, not stored).
+    capacity: u32,
+    batch_lanes: u32,
+}
+
+impl FoundList<'_> {
+    /// Appends the entries to `found`; whether more were counted than
+    /// stored. A list no working kernel writes (a count past the segment's
+    /// lanes, a lane outside the batch) is an error: the CPU re-check sees
+    /// only what is listed, never what is missing or garbled into a nonce
+    /// of another batch.
+    fn read(&self, nonce_base: u64, found: &mut Vec<Found>) -> Result<bool, String> {
+        let total = self.words.first().copied().unwrap_or(0);
+        if total > self.segment_lanes {
+            return Err(format!("{total} finds counted in {} lanes", self.segment_lanes));
+        }
+        let stored = total.min(self.capacity) as usize;
+        let entries = self.words.get(1..1 + stored * 9).ok_or("the list is shorter than its count")?;
+        for e in entries.chunks_exact(9) {
+            if e[0] >= self.batch_lanes {
+                return Err(format!("lane {} in a batch of {}", e[0], self.batch_lanes));
+            }
+            let mut digest = [0u8; 32];
+            for (i, pair) in e[1..].chunks_exact(2).enumerate() {
+                let word = u64::from(pair[0]) | u64::from(pair[1]) << 32;
+                digest[i * 8..i * 8 + 8].copy_from_slice(&word.to_be_bytes());
+            }
+            found.push(Found { nonce: nonce_base + u64::from(e[0]), digest: Digest(digest) });
+        }
+        Ok(total > self.capacity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A found list with `count` in its head and these entries (lane,
+    /// digest's first word), room for `capacity`.
+    fn list(count: u32, entries: &[(u32, u32)], capacity: u32) -> Vec<u32> {
+        let mut words = vec![count];
+        for &(lane, word) in entries {
+            words.extend([lane, word, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        words.resize(1 + capacity as usize * 9, 0);
+        words
+    }
+
+    #[test]
+    fn found_lists_are_read_and_checked() {
+        let read = |words: &[u32], batch_lanes: u32| {
+            let list = FoundList { words, segment_lanes: 256, capacity: 2, batch_lanes };
+            let mut found = Vec::new();
+            list.read(1_000, &mut found).map(|full| (full, found.iter().map(|f| f.nonce).collect::<Vec<_>>()))
+        };
+        #[rustfmt::skip]
+        type Read = Result<(bool, Vec<u64>), &'static str>;
+        let cases: [(Vec<u32>, u32, Read, &str); 6] = [
+            (list(0, &[], 2), 512, Ok((false, vec![])), "nothing found"),
+            (list(2, &[(3, 9), (300, 9)], 2), 512, Ok((false, vec![1_003, 1_300])), "lanes are the batch's"),
+            (list(5, &[(3, 9), (4, 9)], 2), 512, Ok((true, vec![1_003, 1_004])), "more counted than stored"),
+            (list(257, &[(3, 9), (4, 9)], 2), 512, Err("257 finds counted in 256 lanes"), "a count past the segment"),
+            (list(1, &[(512, 9)], 2), 512, Err("lane 512 in a batch of 512"), "a lane past the batch"),
+            (vec![2, 3], 512, Err("the list is shorter than its count"), "a short list"),
+        ];
+        for (words, batch, expected, why) in cases {
+            assert_eq!(read(&words, batch).map_err(|e| e.to_string()), expected.map_err(str::to_string), "{why}");
+        }
+        // The digest's words are big-endian bytes of little-endian u64 pairs.
+        let mut found = Vec::new();
+        FoundList { words: &list(1, &[(0, 0x0102_0304)], 1), segment_lanes: 256, capacity: 1, batch_lanes: 1 }
+            .read(0, &mut found)
+            .unwrap();
+        assert_eq!(found[0].digest.0[..8], [0, 0, 0, 0, 1, 2, 3, 4]);
     }
 }

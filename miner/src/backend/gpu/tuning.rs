@@ -386,6 +386,8 @@ mod tests {
             name: "card".into(),
             backend: "vulkan".into(),
             device_type: device_type.into(),
+            vendor_id: 0x10de,
+            device_id: 0x2335,
             driver: String::new(),
             shader_int64: true,
             timestamp_query: true,
