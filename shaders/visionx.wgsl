@@ -30,6 +30,10 @@ struct Config {
 
 struct Found {
     count: atomic<u32>,
+    // Lanes that finished the mix loop: the host checks that every lane
+    // did, since a kernel a driver cut short leaves no other trace (Metal
+    // reports a killed command buffer as completed).
+    finished: atomic<u32>,
     // Per found hash: its index in the batch, then the digest's four words as (lo, hi) pairs.
     entries: array<u32>,
 }
@@ -232,6 +236,7 @@ fn search(@builtin(global_invocation_id) invocation: vec3<u32>) {
         return;
     }
 
+    atomicAdd(&found.finished, 1u);
     var a2 = w_xor(a, acc);
     var b2 = w_xor(b, w_rotl(acc, 3u));
     for (var r = 0u; r < 4u; r++) {

@@ -166,7 +166,8 @@ impl GpuSearcher {
         let header = buffer("header", HEADER_BUFFER_BYTES, storage);
         // Per segment.
         let found_capacity = shape.segment_hashes.min(MAX_FOUND_PER_BATCH);
-        let found_bytes = 4 + u64::from(found_capacity) * 9 * 4;
+        // The count, the finished lanes, then nine words an entry.
+        let found_bytes = 8 + u64::from(found_capacity) * 9 * 4;
         let align = u64::from(device.limits().min_uniform_buffer_offset_alignment);
         let config_stride = (std::mem::size_of::<KernelConfig>() as u64).div_ceil(align) * align;
         let splits = u64::from(params.mix_iters.div_ceil(shape.split).max(1));
@@ -519,6 +520,10 @@ impl GpuSearcher {
                 let list = FoundList {
                     words: bytemuck::cast_slice(region),
                     segment_lanes: self.shape.segment_hashes,
+                    lanes_run: ticket
+                        .hashes
+                        .saturating_sub(s as u32 * self.shape.segment_hashes)
+                        .min(self.shape.segment_hashes),
                     capacity: self.found_capacity,
                     batch_lanes: ticket.hashes,
                 };
@@ -650,12 +655,14 @@ impl BatchTicket {
     }
 }
 
-/// One segment's found list as the kernel leaves it: a count, then nine
-/// words an entry (the lane in the batch, then the digest as four
-/// little-endian `u64` word pairs).
+/// One segment's found list as the kernel leaves it: a count, the lanes
+/// that finished, then nine words an entry (the lane in the batch, then the
+/// digest as four little-endian `u64` word pairs).
 struct FoundList<'a> {
     words: &'a [u32],
     segment_lanes: u32,
+    /// The lanes this batch ran in the segment: each must have finished.
+    lanes_run: u32,
     /// Entries the list has room for (more are counted, not stored).
     capacity: u32,
     batch_lanes: u32,
@@ -663,17 +670,23 @@ struct FoundList<'a> {
 
 impl FoundList<'_> {
     /// Appends the entries to `found`; whether more were counted than
-    /// stored. A list no working kernel writes (a count past the segment's
-    /// lanes, a lane outside the batch) is an error: the CPU re-check sees
-    /// only what is listed, never what is missing or garbled into a nonce
-    /// of another batch.
+    /// stored. A list no working kernel writes (lanes that did not finish,
+    /// a count past the segment's lanes, a lane outside the batch) is an
+    /// error: the CPU re-check sees only what is listed, never what is
+    /// missing or garbled into a nonce of another batch.
     fn read(&self, nonce_base: u64, found: &mut Vec<Found>) -> Result<bool, String> {
-        let total = self.words.first().copied().unwrap_or(0);
+        let (total, finished) = match self.words {
+            [total, finished, ..] => (*total, *finished),
+            _ => return Err("the list has no head".into()),
+        };
+        if finished != self.lanes_run {
+            return Err(format!("{finished} of {} lanes finished (the kernel was cut short)", self.lanes_run));
+        }
         if total > self.segment_lanes {
             return Err(format!("{total} finds counted in {} lanes", self.segment_lanes));
         }
         let stored = total.min(self.capacity) as usize;
-        let entries = self.words.get(1..1 + stored * 9).ok_or("the list is shorter than its count")?;
+        let entries = self.words.get(2..2 + stored * 9).ok_or("the list is shorter than its count")?;
         for e in entries.chunks_exact(9) {
             if e[0] >= self.batch_lanes {
                 return Err(format!("lane {} in a batch of {}", e[0], self.batch_lanes));
@@ -696,39 +709,52 @@ mod tests {
     /// A found list with `count` in its head and these entries (lane,
     /// digest's first word), room for `capacity`.
     fn list(count: u32, entries: &[(u32, u32)], capacity: u32) -> Vec<u32> {
-        let mut words = vec![count];
+        let mut words = vec![count, LANES];
         for &(lane, word) in entries {
             words.extend([lane, word, 0, 0, 0, 0, 0, 0, 0]);
         }
-        words.resize(1 + capacity as usize * 9, 0);
+        words.resize(2 + capacity as usize * 9, 0);
         words
     }
+
+    /// The lanes the lists above ran (all finished).
+    const LANES: u32 = 200;
 
     #[test]
     fn found_lists_are_read_and_checked() {
         let read = |words: &[u32], batch_lanes: u32| {
-            let list = FoundList { words, segment_lanes: 256, capacity: 2, batch_lanes };
+            let list = FoundList { words, segment_lanes: 256, lanes_run: LANES, capacity: 2, batch_lanes };
             let mut found = Vec::new();
             list.read(1_000, &mut found).map(|full| (full, found.iter().map(|f| f.nonce).collect::<Vec<_>>()))
         };
         #[rustfmt::skip]
         type Read = Result<(bool, Vec<u64>), &'static str>;
-        let cases: [(Vec<u32>, u32, Read, &str); 6] = [
+        let mut cut_short = list(0, &[], 2);
+        cut_short[1] = LANES - 1;
+        let cases: [(Vec<u32>, u32, Read, &str); 8] = [
             (list(0, &[], 2), 512, Ok((false, vec![])), "nothing found"),
             (list(2, &[(3, 9), (300, 9)], 2), 512, Ok((false, vec![1_003, 1_300])), "lanes are the batch's"),
             (list(5, &[(3, 9), (4, 9)], 2), 512, Ok((true, vec![1_003, 1_004])), "more counted than stored"),
             (list(257, &[(3, 9), (4, 9)], 2), 512, Err("257 finds counted in 256 lanes"), "a count past the segment"),
             (list(1, &[(512, 9)], 2), 512, Err("lane 512 in a batch of 512"), "a lane past the batch"),
-            (vec![2, 3], 512, Err("the list is shorter than its count"), "a short list"),
+            (vec![2, LANES, 3], 512, Err("the list is shorter than its count"), "a short list"),
+            (vec![0], 512, Err("the list has no head"), "no head"),
+            (cut_short, 512, Err("199 of 200 lanes finished (the kernel was cut short)"), "a lane did not finish"),
         ];
         for (words, batch, expected, why) in cases {
             assert_eq!(read(&words, batch).map_err(|e| e.to_string()), expected.map_err(str::to_string), "{why}");
         }
         // The digest's words are big-endian bytes of little-endian u64 pairs.
         let mut found = Vec::new();
-        FoundList { words: &list(1, &[(0, 0x0102_0304)], 1), segment_lanes: 256, capacity: 1, batch_lanes: 1 }
-            .read(0, &mut found)
-            .unwrap();
+        FoundList {
+            words: &list(1, &[(0, 0x0102_0304)], 1),
+            segment_lanes: 256,
+            lanes_run: LANES,
+            capacity: 1,
+            batch_lanes: 1,
+        }
+        .read(0, &mut found)
+        .unwrap();
         assert_eq!(found[0].digest.0[..8], [0, 0, 0, 0, 1, 2, 3, 4]);
     }
 }
