@@ -30,9 +30,11 @@ struct Config {
 
 struct Found {
     count: atomic<u32>,
-    // Lanes that finished the mix loop: the host checks that every lane
-    // did, since a kernel a driver cut short leaves no other trace (Metal
-    // reports a killed command buffer as completed).
+    // Lanes that finished their slice of the mix loop, over every step of
+    // the batch: the host checks that each lane finished each step, since a
+    // kernel a driver cut short leaves no other trace (Metal reports a
+    // killed command buffer as completed), and a cut early slice would
+    // leave stale state for the later ones.
     finished: atomic<u32>,
     // Per found hash: its index in the batch, then the digest's four words as (lo, hi) pairs.
     entries: array<u32>,
@@ -233,6 +235,7 @@ fn search(@builtin(global_invocation_id) invocation: vec3<u32>) {
         state[st + 1u] = a;
         state[st + 2u] = b;
         state[st + 3u] = acc;
+        atomicAdd(&found.finished, 1u);
         return;
     }
 

@@ -1,5 +1,7 @@
 //! Which backends and devices to mine on, from `--backend` and `--device`.
 
+use std::collections::BTreeMap;
+
 use crate::backend::gpu::adapters::{self, AdapterSummary};
 
 /// `--backend`.
@@ -19,6 +21,9 @@ pub enum BackendChoice {
 pub struct BackendPlan {
     /// Adapter indices to mine on.
     pub gpus: Vec<usize>,
+    /// For a card in `gpus` also found through other backends, those
+    /// adapters, most preferred first: tried in turn if it fails to start.
+    pub alternates: BTreeMap<usize, Vec<usize>>,
     pub cpu: bool,
     /// Something the user should be told once (e.g. no GPU, CPU fallback).
     pub note: Option<String>,
@@ -44,7 +49,8 @@ pub fn plan_for(
     choice: BackendChoice,
     device: Option<usize>,
 ) -> Result<BackendPlan, SelectionError> {
-    let cpu_only = |note: Option<String>| BackendPlan { gpus: Vec::new(), cpu: true, note };
+    let cpu_only =
+        |note: Option<String>| BackendPlan { gpus: Vec::new(), alternates: BTreeMap::new(), cpu: true, note };
     if choice == BackendChoice::Cpu {
         return Ok(cpu_only(None));
     }
@@ -52,21 +58,25 @@ pub fn plan_for(
         if index >= adapters.len() {
             return Err(SelectionError::NoSuchDevice { index, count: adapters.len() });
         }
-        return Ok(BackendPlan { gpus: vec![index], cpu: false, note: None });
+        return Ok(BackendPlan { gpus: vec![index], alternates: BTreeMap::new(), cpu: false, note: None });
     }
-    let hardware = one_per_card(adapters.iter().filter(|a| !a.is_software));
+    let (hardware, alternates) = one_per_card(adapters.iter().filter(|a| !a.is_software));
+    let gpus = |gpus| BackendPlan { gpus, alternates: alternates.clone(), cpu: false, note: None };
     match choice {
         BackendChoice::Gpu if adapters.is_empty() => Err(SelectionError::NoAdapter),
-        BackendChoice::Gpu if hardware.is_empty() => {
-            Ok(BackendPlan { gpus: adapters.iter().map(|a| a.index).collect(), cpu: false, note: None })
-        }
-        BackendChoice::Gpu => Ok(BackendPlan { gpus: hardware, cpu: false, note: None }),
+        BackendChoice::Gpu if hardware.is_empty() => Ok(BackendPlan {
+            gpus: adapters.iter().map(|a| a.index).collect(),
+            alternates: BTreeMap::new(),
+            cpu: false,
+            note: None,
+        }),
+        BackendChoice::Gpu => Ok(gpus(hardware)),
         _ if hardware.is_empty() => Ok(cpu_only(Some(if adapters.is_empty() {
             "no GPU adapter found (no Vulkan, Metal or DX12 driver): mining on the CPU".to_string()
         } else {
             "only software GPU adapters found (they share the CPU's cores): mining on the CPU; use --backend gpu to use them".to_string()
         }))),
-        _ => Ok(BackendPlan { gpus: hardware, cpu: false, note: None }),
+        _ => Ok(gpus(hardware)),
     }
 }
 
@@ -74,8 +84,10 @@ pub fn plan_for(
 /// through DX12, and mining both would run two tuned batches on one card.
 /// Where a card (its PCI vendor and device ids, or its name where the
 /// backend gives no ids) shows through several backends, the most
-/// preferred one's adapters are kept: Vulkan, then Metal, then DX12.
-fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> Vec<usize> {
+/// preferred one's adapters are kept: Vulkan, then Metal, then DX12. The
+/// others are its alternates (most preferred first), for a kept adapter
+/// whose driver fails to start.
+fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> (Vec<usize>, BTreeMap<usize, Vec<usize>>) {
     let adapters: Vec<&AdapterSummary> = adapters.collect();
     let card = |a: &AdapterSummary| {
         if a.vendor_id == 0 && a.device_id == 0 {
@@ -90,14 +102,18 @@ fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> Vec<u
         "dx12" => 2,
         _ => 3,
     };
-    adapters
-        .iter()
-        .filter(|a| {
-            let best = adapters.iter().filter(|b| card(b) == card(a)).map(|b| rank(b)).min();
-            best == Some(rank(a))
-        })
-        .map(|a| a.index)
-        .collect()
+    let best = |a: &AdapterSummary| adapters.iter().filter(|b| card(b) == card(a)).map(|b| rank(b)).min();
+    let kept: Vec<usize> = adapters.iter().filter(|a| best(a) == Some(rank(a))).map(|a| a.index).collect();
+    let mut alternates = BTreeMap::new();
+    for a in adapters.iter().filter(|a| kept.contains(&a.index)) {
+        let mut others: Vec<&&AdapterSummary> =
+            adapters.iter().filter(|b| card(b) == card(a) && rank(b) != rank(a)).collect();
+        others.sort_by_key(|b| (rank(b), b.index));
+        if !others.is_empty() {
+            alternates.insert(a.index, others.iter().map(|b| b.index).collect());
+        }
+    }
+    (kept, alternates)
 }
 
 #[cfg(test)]
@@ -149,7 +165,10 @@ mod tests {
         };
         // Windows: two different cards, each through Vulkan and DX12.
         let windows = [through(0, "vulkan", 1), through(1, "dx12", 1), through(2, "dx12", 2), through(3, "vulkan", 2)];
-        assert_eq!(plan_for(&windows, BackendChoice::Auto, None).unwrap().gpus, vec![0, 3]);
+        let plan = plan_for(&windows, BackendChoice::Auto, None).unwrap();
+        assert_eq!(plan.gpus, vec![0, 3]);
+        // Each card's DX12 adapter is its fallback.
+        assert_eq!(plan.alternates, BTreeMap::from([(0, vec![1]), (3, vec![2])]));
         assert_eq!(plan_for(&windows, BackendChoice::Gpu, None).unwrap().gpus, vec![0, 3]);
         // Two identical cards: both kept, through the one backend.
         let twins = [through(0, "vulkan", 1), through(1, "vulkan", 1), through(2, "dx12", 1), through(3, "dx12", 1)];

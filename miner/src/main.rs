@@ -464,6 +464,18 @@ fn init_tracing(format: &str, quiet: bool) {
     } else {
         builder.init();
     }
+    // A panic goes to the log like any other error (in JSON when the log is
+    // JSON): the GPU backend catches wgpu's panics on a failed driver and
+    // mines on without that device, so one is not necessarily the end.
+    // `RUST_BACKTRACE` still gets the default report, backtrace and all.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        tracing::error!("panic in thread {}: {info}", thread.name().unwrap_or("unnamed"));
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            default_hook(info);
+        }
+    }));
 }
 
 #[cfg(test)]

@@ -55,7 +55,10 @@ pub fn start_gpu(
     let started = std::panic::catch_unwind(|| {
         GpuBackend::start(index, shader, filter, goals, &bench_job(), gpu::InjectedFault::None)
     })
-    .unwrap_or_else(|_| Err(gpu::GpuError::DeviceLost(format!("GPU #{index}: the driver's wrapper panicked"))));
+    .unwrap_or_else(|panic| {
+        let why = gpu::device::panic_message(panic.as_ref()).to_string();
+        Err(gpu::GpuError::DeviceLost(format!("GPU #{index}: panicked: {why}")))
+    });
     match started {
         Ok(backend) => {
             tracing::info!(
@@ -86,12 +89,18 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
         tracing::warn!("{note}");
     }
     let goals = TuningGoals { memory_budget: config.gpu_memory_mb.map(|mb| mb << 20), ..Default::default() };
-    let mut devices: Vec<Device> = plan
-        .gpus
-        .iter()
-        .filter_map(|&index| start_gpu(index, config.shader, None, goals))
-        .map(|backend| Box::new(backend) as Device)
-        .collect();
+    let mut devices: Vec<Device> = Vec::new();
+    for &index in &plan.gpus {
+        // The same card through another backend, where this one's driver fails.
+        let alternates = plan.alternates.get(&index).into_iter().flatten();
+        let started = std::iter::once(&index).chain(alternates).enumerate().find_map(|(i, &adapter)| {
+            if i > 0 {
+                tracing::warn!("GPU #{index} did not start: trying the same card as GPU #{adapter}");
+            }
+            start_gpu(adapter, config.shader, None, goals)
+        });
+        devices.extend(started.map(|backend| Box::new(backend) as Device));
+    }
     let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let gpu_only = config.backend == BackendChoice::Gpu;
     if plan.cpu || (devices.is_empty() && !gpu_only) {

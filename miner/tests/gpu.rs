@@ -231,12 +231,16 @@ fn tuning_fills_a_card_smaller_than_the_budget() {
     // 128, 256, 512, 1024 (fails), 768, 896, and nothing whole between 896 and 1024.
     let backend = GpuBackend::start(0, None, None, goals, &tuning_job, InjectedFault::OutOfMemoryAbove(1000)).unwrap();
     assert_eq!(backend.shape().hashes(), 896, "{:?}", backend.shape());
-    let nonces = NonceRange::new(31_000, 31_000 + 1_000);
-    let job = job(small_params(), nonces, 8);
-    let (end, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
-    assert_eq!(end.unwrap().hashes, nonces.len());
+    mines_what_the_cpu_finds(&backend, &job(small_params(), NonceRange::new(31_000, 31_000 + 1_000), 8));
+}
+
+/// `backend` searches all of `job` and finds what the CPU engine finds
+/// (something: the job's difficulty must be low enough).
+fn mines_what_the_cpu_finds(backend: &GpuBackend, job: &Job) {
+    let (end, found) = collect(backend, job, &Arc::new(SearchControl::new()));
+    assert_eq!(end.unwrap().hashes, job.nonces.len());
     let mut expected = Vec::new();
-    FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
+    FastEngine::new().search(job, &SearchControl::new(), &mut |f| expected.push(f));
     assert!(!expected.is_empty());
     assert_eq!(found, expected);
 }
@@ -262,6 +266,41 @@ fn a_shape_at_the_budget_stays_within_it() {
     // Below the budget a batch is rounded up to whole workgroups.
     assert_eq!(shape(100, 116_864).hashes(), gpu::WORKGROUP_SIZE);
     assert_eq!(shape(segment + 1, 116_864).hashes(), 2 * (segment / 2 + 1).div_ceil(128) * 128);
+}
+
+/// Growth that reaches a budget holding no whole number of equal segments
+/// tunes to the shape at the budget (its segments rounded down to whole
+/// workgroups), measuring no more hashes than that shape holds: measuring
+/// the budget's hashes on the smaller shape once panicked.
+#[test]
+fn tuning_to_a_budget_between_whole_segments() {
+    if !require_adapter() {
+        return;
+    }
+    // A big filter (sized by the scratchpad) and few iterations: segments of
+    // a few hundred hashes that lavapipe runs quickly.
+    let params =
+        Params { dataset_mb: 1, scratch_mb: 16, mix_iters: 64, reads_per_iter: 4, write_every: 4, epoch_blocks: 32 };
+    let gpu = device(ShaderVariant::Native);
+    let segment = gpu.max_segment_hashes(&params);
+    assert!(segment >= 256, "the case needs segments of 256 hashes or more: {segment}");
+    // Between one and two segments, and an odd number of workgroups: two
+    // equal segments of whole workgroups cannot hold it.
+    let cap = if segment.is_multiple_of(256) { segment + 128 } else { segment + 256 };
+    assert_eq!((gpu::WORKGROUP_SIZE, cap % 256), (128, 128));
+    let goals = TuningGoals {
+        memory_budget: Some(u64::from(cap) * gpu.bytes_per_hash(&params)),
+        min_step: Duration::from_secs(60),
+        max_step: Duration::from_secs(120),
+        min_gain: -1e9,
+        fixed_hashes: None,
+    };
+    drop(gpu);
+    let tuning_job = job(params, NonceRange::new(0, 1), 1);
+    let backend = GpuBackend::start(0, None, None, goals, &tuning_job, InjectedFault::None).unwrap();
+    let shape = backend.shape();
+    assert!(shape.hashes() <= cap, "{shape:?} for a budget of {cap}");
+    mines_what_the_cpu_finds(&backend, &job(params, NonceRange::new(8_000, 8_000 + u64::from(cap)), 8));
 }
 
 /// A step window no batch can meet (1 µs) once panicked the tuner; now

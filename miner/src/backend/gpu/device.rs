@@ -49,7 +49,34 @@ pub struct GpuDevice {
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) timestamps: bool,
     pub(crate) lost: Arc<AtomicBool>,
+    /// Set once one reference to the device and queue is kept for the
+    /// process's life ([`Drop`]).
+    kept_alive: Arc<AtomicBool>,
     pub(crate) errors: Arc<Mutex<Vec<GpuError>>>,
+}
+
+/// A device lost, or hung past a wait's timeout, is never dropped: dropping
+/// wgpu's queue waits for the device to go idle without a timeout (on
+/// every backend), so a dispatch hung on a card with no watchdog (a
+/// headless datacenter GPU) would hang whoever drops it, the miner's
+/// start-up or shutdown. One reference to each is kept instead; what the
+/// device holds goes with the process.
+impl Drop for GpuDevice {
+    fn drop(&mut self) {
+        if self.lost.load(Ordering::SeqCst) && !self.kept_alive.swap(true, Ordering::SeqCst) {
+            std::mem::forget(self.queue.clone());
+            std::mem::forget(self.device.clone());
+        }
+    }
+}
+
+/// What a caught panic said.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message")
 }
 
 impl GpuDevice {
@@ -168,6 +195,7 @@ impl GpuDevice {
             layout,
             timestamps,
             lost,
+            kept_alive: Arc::default(),
             errors,
         };
         // Compiles the kernel for consensus params now, so a shader the
@@ -294,22 +322,15 @@ impl GpuDevice {
         let poll = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.device.poll(wgpu::PollType::Wait { submission_index: submission, timeout: Some(timeout) })
         }));
-        match poll {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(wgpu::PollError::Timeout)) => {
-                Err(GpuError::DeviceLost(format!("{name}: a dispatch ran over {} s", timeout.as_secs())))
-            }
-            Ok(Err(other)) => Err(GpuError::DeviceLost(format!("{name}: {other}"))),
-            Err(panic) => {
-                self.lost.store(true, Ordering::SeqCst);
-                let why = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("the driver failed while waiting");
-                Err(GpuError::DeviceLost(format!("{name}: {why}")))
-            }
-        }
+        let lost = match poll {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(wgpu::PollError::Timeout)) => format!("{name}: a dispatch ran over {} s", timeout.as_secs()),
+            Ok(Err(other)) => format!("{name}: {other}"),
+            Err(panic) => format!("{name}: {}", panic_message(panic.as_ref())),
+        };
+        // Hung or gone: nothing more is asked of it, and it is never dropped.
+        self.lost.store(true, Ordering::SeqCst);
+        Err(GpuError::DeviceLost(lost))
     }
 
     /// Table slots per hash for `params` on this device (see [`TableSlots`]).

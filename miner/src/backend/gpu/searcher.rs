@@ -524,6 +524,7 @@ impl GpuSearcher {
                         .hashes
                         .saturating_sub(s as u32 * self.shape.segment_hashes)
                         .min(self.shape.segment_hashes),
+                    steps: ticket.steps() as u32,
                     capacity: self.found_capacity,
                     batch_lanes: ticket.hashes,
                 };
@@ -661,8 +662,10 @@ impl BatchTicket {
 struct FoundList<'a> {
     words: &'a [u32],
     segment_lanes: u32,
-    /// The lanes this batch ran in the segment: each must have finished.
+    /// The lanes this batch ran in the segment, and the steps each ran:
+    /// each lane must have finished each step.
     lanes_run: u32,
+    steps: u32,
     /// Entries the list has room for (more are counted, not stored).
     capacity: u32,
     batch_lanes: u32,
@@ -679,8 +682,12 @@ impl FoundList<'_> {
             [total, finished, ..] => (*total, *finished),
             _ => return Err("the list has no head".into()),
         };
-        if finished != self.lanes_run {
-            return Err(format!("{finished} of {} lanes finished (the kernel was cut short)", self.lanes_run));
+        let expected = u64::from(self.lanes_run) * u64::from(self.steps);
+        if u64::from(finished) != expected {
+            return Err(format!(
+                "{finished} of {} lanes x {} steps finished (the kernel was cut short)",
+                self.lanes_run, self.steps
+            ));
         }
         if total > self.segment_lanes {
             return Err(format!("{total} finds counted in {} lanes", self.segment_lanes));
@@ -717,20 +724,21 @@ mod tests {
         words
     }
 
-    /// The lanes the lists above ran (all finished).
+    /// Lane-steps the lists above finished: 100 lanes, 2 steps each.
     const LANES: u32 = 200;
 
     #[test]
     fn found_lists_are_read_and_checked() {
         let read = |words: &[u32], batch_lanes: u32| {
-            let list = FoundList { words, segment_lanes: 256, lanes_run: LANES, capacity: 2, batch_lanes };
+            let list =
+                FoundList { words, segment_lanes: 256, lanes_run: LANES / 2, steps: 2, capacity: 2, batch_lanes };
             let mut found = Vec::new();
             list.read(1_000, &mut found).map(|full| (full, found.iter().map(|f| f.nonce).collect::<Vec<_>>()))
         };
-        #[rustfmt::skip]
         type Read = Result<(bool, Vec<u64>), &'static str>;
         let mut cut_short = list(0, &[], 2);
         cut_short[1] = LANES - 1;
+        #[rustfmt::skip]
         let cases: [(Vec<u32>, u32, Read, &str); 8] = [
             (list(0, &[], 2), 512, Ok((false, vec![])), "nothing found"),
             (list(2, &[(3, 9), (300, 9)], 2), 512, Ok((false, vec![1_003, 1_300])), "lanes are the batch's"),
@@ -739,7 +747,7 @@ mod tests {
             (list(1, &[(512, 9)], 2), 512, Err("lane 512 in a batch of 512"), "a lane past the batch"),
             (vec![2, LANES, 3], 512, Err("the list is shorter than its count"), "a short list"),
             (vec![0], 512, Err("the list has no head"), "no head"),
-            (cut_short, 512, Err("199 of 200 lanes finished (the kernel was cut short)"), "a lane did not finish"),
+            (cut_short, 512, Err("199 of 100 lanes x 2 steps finished (the kernel was cut short)"), "a lane missed a step"),
         ];
         for (words, batch, expected, why) in cases {
             assert_eq!(read(&words, batch).map_err(|e| e.to_string()), expected.map_err(str::to_string), "{why}");
@@ -750,6 +758,7 @@ mod tests {
             words: &list(1, &[(0, 0x0102_0304)], 1),
             segment_lanes: 256,
             lanes_run: LANES,
+            steps: 1,
             capacity: 1,
             batch_lanes: 1,
         }

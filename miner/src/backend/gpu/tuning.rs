@@ -249,14 +249,17 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
     let mut fitted = None;
     loop {
         let shape = shape_for(gpu, &params, hashes, split, cap);
+        // At the budget the shape can hold a little less than asked (its
+        // segments rounded down to whole workgroups): what is run and rated.
+        let run = hashes.min(shape.hashes());
         drop(last.take());
         let measured = GpuSearcher::new(gpu.clone(), shape, &params).and_then(|mut searcher| {
             // The first dispatch includes driver warm-up. Out of memory while
             // measuring (a staging buffer at the edge of the card) counts as
             // failing to allocate.
             searcher.set_job(job.clone(), Target(0))?;
-            searcher.time_one_step(0, hashes)?;
-            let step = searcher.time_one_step(0, hashes)?;
+            searcher.time_one_step(0, run)?;
+            let step = searcher.time_one_step(0, run)?;
             Ok((searcher, step))
         });
         let (searcher, step) = match measured {
@@ -279,7 +282,7 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
         }
         fitted = Some(hashes);
         let candidate =
-            Tuned { shape, measured_rate: f64::from(hashes) / (step.as_secs_f64() * slices(split)), step_time: step };
+            Tuned { shape, measured_rate: f64::from(run) / (step.as_secs_f64() * slices(split)), step_time: step };
         let verdict = assess(best.as_ref(), &candidate, goals);
         if verdict.take {
             best = Some(candidate);

@@ -301,9 +301,6 @@ struct DeviceThread {
 
 impl DeviceThread {
     fn run(mut self, inbox: Receiver<Command>) {
-        // Set once a dispatch may still be running on the device (a wait
-        // that timed out, a lost device, a panic in the driver's wrapper).
-        let mut stuck = false;
         for command in inbox {
             match command {
                 Command::Stats { reply } => {
@@ -314,14 +311,14 @@ impl DeviceThread {
                         Err(GpuError::Disabled(self.searcher.device().summary.name.clone()))
                     } else {
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.search(&job, &control, &events)))
-                            .unwrap_or_else(|_| {
+                            .unwrap_or_else(|panic| {
                                 Err(GpuError::DeviceLost(format!(
-                                    "{}: the GPU driver's wrapper panicked",
-                                    self.searcher.device().summary.name
+                                    "{}: panicked: {}",
+                                    self.searcher.device().summary.name,
+                                    super::device::panic_message(panic.as_ref())
                                 )))
                             })
                     };
-                    stuck |= matches!(result, Err(GpuError::DeviceLost(_)));
                     // (A job too large for the card is sat out: the next may fit.)
                     let fault = result.as_ref().err().filter(|e| !matches!(e, GpuError::OutOfMemory(_)));
                     if let Some(err) = fault {
@@ -335,14 +332,6 @@ impl DeviceThread {
                     let _ = events.send(Event::Done(result));
                 }
             }
-        }
-        if stuck {
-            // Dropping the device's buffers and queue waits for the device
-            // to go idle, without a timeout: a dispatch hung on a card with
-            // no watchdog (a headless datacenter GPU) would hang the
-            // miner's shutdown. The process is ending or done with this
-            // device; its memory goes with the process.
-            std::mem::forget(self);
         }
     }
 
