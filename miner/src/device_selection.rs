@@ -105,7 +105,12 @@ fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> (Vec<
     let best = |a: &AdapterSummary| adapters.iter().filter(|b| card(b) == card(a)).map(|b| rank(b)).min();
     let kept: Vec<usize> = adapters.iter().filter(|a| best(a) == Some(rank(a))).map(|a| a.index).collect();
     let mut alternates = BTreeMap::new();
+    // Only a card kept once has alternates: of two identical cards, which
+    // DX12 adapter is which Vulkan one's card is unknown.
     for a in adapters.iter().filter(|a| kept.contains(&a.index)) {
+        if adapters.iter().filter(|b| kept.contains(&b.index) && card(b) == card(a)).count() > 1 {
+            continue;
+        }
         let mut others: Vec<&&AdapterSummary> =
             adapters.iter().filter(|b| card(b) == card(a) && rank(b) != rank(a)).collect();
         others.sort_by_key(|b| (rank(b), b.index));
@@ -172,7 +177,9 @@ mod tests {
         assert_eq!(plan_for(&windows, BackendChoice::Gpu, None).unwrap().gpus, vec![0, 3]);
         // Two identical cards: both kept, through the one backend.
         let twins = [through(0, "vulkan", 1), through(1, "vulkan", 1), through(2, "dx12", 1), through(3, "dx12", 1)];
-        assert_eq!(plan_for(&twins, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
+        let plan = plan_for(&twins, BackendChoice::Auto, None).unwrap();
+        assert_eq!(plan.gpus, vec![0, 1]);
+        assert!(plan.alternates.is_empty(), "which DX12 twin is which card is unknown");
         // A card only DX12 sees is kept.
         let dx12_only = [through(0, "vulkan", 1), through(1, "dx12", 7)];
         assert_eq!(plan_for(&dx12_only, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);

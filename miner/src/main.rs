@@ -349,7 +349,7 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
         }
         for &index in &plan.gpus {
             let goals = gpu::tuning::TuningGoals { memory_budget, fixed_hashes: args.gpu_batch, ..Default::default() };
-            let Some(backend) = mining::start_gpu(index, args.gpu.shader, args.gpu_filter.choice(), goals) else {
+            let Ok(backend) = mining::start_gpu(index, args.gpu.shader, args.gpu_filter.choice(), goals) else {
                 gpus_failed.push(format!("GPU #{index} did not start"));
                 continue;
             };
@@ -468,11 +468,15 @@ fn init_tracing(format: &str, quiet: bool) {
     // JSON): the GPU backend catches wgpu's panics on a failed driver and
     // mines on without that device, so one is not necessarily the end.
     // `RUST_BACKTRACE` still gets the default report, backtrace and all.
+    // (Where RUST_LOG turns this crate's errors off, the default report.)
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let thread = std::thread::current();
-        tracing::error!("panic in thread {}: {info}", thread.name().unwrap_or("unnamed"));
-        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        let logged = tracing::enabled!(tracing::Level::ERROR);
+        if logged {
+            let thread = std::thread::current();
+            tracing::error!("panic in thread {}: {info}", thread.name().unwrap_or("unnamed"));
+        }
+        if !logged || std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
             default_hook(info);
         }
     }));

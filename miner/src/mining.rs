@@ -13,7 +13,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::gpu::{self, tuning::TuningGoals, GpuBackend, ShaderVariant};
+use crate::backend::gpu::{self, tuning::TuningGoals, GpuBackend, GpuError, ShaderVariant};
 use crate::backend::CpuDevice;
 use crate::bench::bench_job;
 use crate::client::miner_config::{MinerConfig, MiningMode};
@@ -30,24 +30,22 @@ use crate::MinerError;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Probes GPU `index` in a child process (some drivers crash while building
-/// pipelines), then opens and tunes it. `None`, logged, when either fails:
-/// mining goes on without it.
+/// pipelines), then opens and tunes it. The error, logged, when either
+/// fails: mining goes on without it.
 pub fn start_gpu(
     index: usize,
     shader: Option<ShaderVariant>,
     filter: Option<bool>,
     goals: TuningGoals,
-) -> Option<GpuBackend> {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(err) => {
-            tracing::error!("skipping GPU #{index}: cannot find this executable for the GPU probe: {err}");
-            return None;
-        }
-    };
+) -> Result<GpuBackend, gpu::GpuError> {
+    let exe = std::env::current_exe().map_err(|err| {
+        let err = gpu::GpuError::Probe(format!("cannot find this executable for the GPU probe: {err}"));
+        tracing::error!("skipping GPU #{index}: {err}");
+        err
+    })?;
     if let Err(reason) = gpu::probe_in_child(&exe, index, shader, PROBE_TIMEOUT) {
         tracing::error!("skipping GPU #{index}: {reason}");
-        return None;
+        return Err(reason);
     }
     // A driver that fails inside wgpu can panic it (a device lost while
     // tuning, the likeliest moment for a reset): skip the device, as for
@@ -70,11 +68,11 @@ pub fn start_gpu(
                 backend.memory_budget() >> 20,
                 if goals.memory_budget.is_some() { ", --gpu-memory-mb" } else { "" },
             );
-            Some(backend)
+            Ok(backend)
         }
         Err(err) => {
             tracing::error!("skipping GPU #{index}: {err}");
-            None
+            Err(err)
         }
     }
 }
@@ -91,15 +89,21 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
     let goals = TuningGoals { memory_budget: config.gpu_memory_mb.map(|mb| mb << 20), ..Default::default() };
     let mut devices: Vec<Device> = Vec::new();
     for &index in &plan.gpus {
-        // The same card through another backend, where this one's driver fails.
-        let alternates = plan.alternates.get(&index).into_iter().flatten();
-        let started = std::iter::once(&index).chain(alternates).enumerate().find_map(|(i, &adapter)| {
-            if i > 0 {
-                tracing::warn!("GPU #{index} did not start: trying the same card as GPU #{adapter}");
+        let mut started = start_gpu(index, config.shader, None, goals);
+        // The same card through another backend, where this one's driver
+        // failed its probe or open (not where the card itself failed: a
+        // lost or hung device would fail the other backend too, after a
+        // long probe).
+        for &alternate in plan.alternates.get(&index).into_iter().flatten() {
+            match &started {
+                Err(GpuError::Probe(_) | GpuError::Device(_) | GpuError::Pipeline(_) | GpuError::Unsupported(_)) => {
+                    tracing::warn!("GPU #{index} did not start: trying the same card as GPU #{alternate}");
+                    started = start_gpu(alternate, config.shader, None, goals);
+                }
+                _ => break,
             }
-            start_gpu(adapter, config.shader, None, goals)
-        });
-        devices.extend(started.map(|backend| Box::new(backend) as Device));
+        }
+        devices.extend(started.ok().map(|backend| Box::new(backend) as Device));
     }
     let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let gpu_only = config.backend == BackendChoice::Gpu;

@@ -505,10 +505,14 @@ impl GpuSearcher {
         // would also wait for the next batch's queued steps and let the
         // device run dry while nothing new is submitted.
         self.gpu.wait_for(ticket.last_submission.clone(), Duration::from_secs(60))?;
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(GpuError::DeviceLost(format!("readback failed: {e}"))),
-            Err(_) => return Err(GpuError::DeviceLost("readback never completed".into())),
+        let mapped = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("readback failed: {e}")),
+            Err(_) => Err("readback never completed".to_string()),
+        };
+        if let Err(lost) = mapped {
+            self.gpu.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(GpuError::DeviceLost(lost));
         }
         let wall_time = ticket.started_at.elapsed();
         let (found, overflowed, ticks) = {
@@ -682,10 +686,12 @@ impl FoundList<'_> {
             [total, finished, ..] => (*total, *finished),
             _ => return Err("the list has no head".into()),
         };
-        let expected = u64::from(self.lanes_run) * u64::from(self.steps);
-        if u64::from(finished) != expected {
+        // (Wrapping, as the kernel's counter does: past 2^32 lane-steps,
+        // only with tiny tables and a very small split.)
+        let expected = self.lanes_run.wrapping_mul(self.steps);
+        if finished != expected {
             return Err(format!(
-                "{finished} of {} lanes x {} steps finished (the kernel was cut short)",
+                "{finished} of {expected} lane-steps ({} lanes x {} steps) finished (the kernel was cut short)",
                 self.lanes_run, self.steps
             ));
         }
@@ -747,7 +753,7 @@ mod tests {
             (list(1, &[(512, 9)], 2), 512, Err("lane 512 in a batch of 512"), "a lane past the batch"),
             (vec![2, LANES, 3], 512, Err("the list is shorter than its count"), "a short list"),
             (vec![0], 512, Err("the list has no head"), "no head"),
-            (cut_short, 512, Err("199 of 100 lanes x 2 steps finished (the kernel was cut short)"), "a lane missed a step"),
+            (cut_short, 512, Err("199 of 200 lane-steps (100 lanes x 2 steps) finished (the kernel was cut short)"), "a lane missed a step"),
         ];
         for (words, batch, expected, why) in cases {
             assert_eq!(read(&words, batch).map_err(|e| e.to_string()), expected.map_err(str::to_string), "{why}");

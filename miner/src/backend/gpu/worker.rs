@@ -155,7 +155,16 @@ impl GpuBackend {
         if let InjectedFault::OutOfMemoryAbove(hashes) = fault {
             gpu.memory_ceiling_hashes = Some(hashes);
         }
-        let (searcher, tuned) = tuning::tune(&gpu, &tune_job.input, &goals)?;
+        // A driver failing inside wgpu panics it; caught while `gpu` is
+        // here to be marked lost (so it is never dropped: see its `Drop`).
+        let tuned =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tuning::tune(&gpu, &tune_job.input, &goals)))
+                .unwrap_or_else(|panic| {
+                    gpu.lost.store(true, Ordering::SeqCst);
+                    let why = super::device::panic_message(panic.as_ref());
+                    Err(GpuError::DeviceLost(format!("{}: panicked while tuning: {why}", gpu.summary.name)))
+                });
+        let (searcher, tuned) = tuned?;
         let memory_budget = goals.memory_budget_for(&gpu.summary);
         let summary = gpu.summary.clone();
         let variant = gpu.variant;
@@ -312,6 +321,7 @@ impl DeviceThread {
                     } else {
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.search(&job, &control, &events)))
                             .unwrap_or_else(|panic| {
+                                self.searcher.device().lost.store(true, Ordering::SeqCst);
                                 Err(GpuError::DeviceLost(format!(
                                     "{}: panicked: {}",
                                     self.searcher.device().summary.name,
