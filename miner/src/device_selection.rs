@@ -84,9 +84,11 @@ pub fn plan_for(
 /// through DX12, and mining both would run two tuned batches on one card.
 /// Where a card (its PCI vendor and device ids, or its name where the
 /// backend gives no ids) shows through several backends, the most
-/// preferred one's adapters are kept: Vulkan, then Metal, then DX12. The
-/// others are its alternates (most preferred first), for a kept adapter
-/// whose driver fails to start.
+/// preferred one's adapters are kept: Vulkan, then Metal, then DX12. Two
+/// Vulkan drivers of one card (RADV and AMDVLK on Linux) share its PCI bus
+/// address: the first is kept. The rest are alternates of the
+/// kept adapter (another driver first, then other backends by preference),
+/// for one whose driver fails to start.
 fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> (Vec<usize>, BTreeMap<usize, Vec<usize>>) {
     let adapters: Vec<&AdapterSummary> = adapters.collect();
     let card = |a: &AdapterSummary| {
@@ -103,22 +105,32 @@ fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> (Vec<
         _ => 3,
     };
     let best = |a: &AdapterSummary| adapters.iter().filter(|b| card(b) == card(a)).map(|b| rank(b)).min();
-    let kept: Vec<usize> = adapters.iter().filter(|a| best(a) == Some(rank(a))).map(|a| a.index).collect();
-    let mut alternates = BTreeMap::new();
-    // Only a card kept once has alternates: of two identical cards, which
-    // DX12 adapter is which Vulkan one's card is unknown.
-    for a in adapters.iter().filter(|a| kept.contains(&a.index)) {
-        if adapters.iter().filter(|b| kept.contains(&b.index) && card(b) == card(a)).count() > 1 {
-            continue;
-        }
-        let mut others: Vec<&&AdapterSummary> =
-            adapters.iter().filter(|b| card(b) == card(a) && rank(b) != rank(a)).collect();
-        others.sort_by_key(|b| (rank(b), b.index));
-        if !others.is_empty() {
-            alternates.insert(a.index, others.iter().map(|b| b.index).collect());
+    let mut kept: Vec<&AdapterSummary> = Vec::new();
+    let mut alternates: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &a in adapters.iter().filter(|a| best(a) == Some(rank(a))) {
+        // (Vulkan's bus address only: DX12 looks it up by the ids, so
+        // identical cards share one there.)
+        let same_card = kept.iter().find(|k| {
+            a.backend == "vulkan" && k.backend == "vulkan" && !a.pci_bus_id.is_empty() && k.pci_bus_id == a.pci_bus_id
+        });
+        match same_card {
+            Some(k) => alternates.entry(k.index).or_default().push(a.index),
+            None => kept.push(a),
         }
     }
-    (kept, alternates)
+    // Other backends' adapters only for a card kept once: of two identical
+    // cards, which DX12 adapter is which Vulkan one's card is unknown.
+    for a in &kept {
+        if kept.iter().filter(|b| card(b) == card(a)).count() > 1 {
+            continue;
+        }
+        let mut others: Vec<&AdapterSummary> =
+            adapters.iter().copied().filter(|b| card(b) == card(a) && rank(b) != rank(a)).collect();
+        others.sort_by_key(|b| (rank(b), b.index));
+        alternates.entry(a.index).or_default().extend(others.iter().map(|b| b.index));
+    }
+    alternates.retain(|_, others| !others.is_empty());
+    (kept.iter().map(|a| a.index).collect(), alternates)
 }
 
 #[cfg(test)]
@@ -133,6 +145,7 @@ mod tests {
             device_type: if is_software { "Cpu".into() } else { "DiscreteGpu".into() },
             vendor_id: 0x10de,
             device_id: 0x2684 + index as u32,
+            pci_bus_id: String::new(),
             driver: String::new(),
             shader_int64: true,
             timestamp_query: false,
@@ -183,6 +196,22 @@ mod tests {
         // A card only DX12 sees is kept.
         let dx12_only = [through(0, "vulkan", 1), through(1, "dx12", 7)];
         assert_eq!(plan_for(&dx12_only, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
+        // Two drivers of one card on one backend (RADV and AMDVLK): one bus
+        // address. Twins have two; each twin's other driver is its fallback.
+        let on_bus = |index, bus: &str| AdapterSummary { pci_bus_id: bus.into(), ..through(index, "vulkan", 1) };
+        let drivers = [on_bus(0, "0000:03:00.0"), on_bus(1, "0000:03:00.0"), on_bus(2, "0000:04:00.0")];
+        let plan = plan_for(&drivers, BackendChoice::Auto, None).unwrap();
+        assert_eq!(plan.gpus, vec![0, 2]);
+        assert_eq!(plan.alternates, BTreeMap::from([(0, vec![1])]));
+        let one_card = [on_bus(0, "0000:03:00.0"), on_bus(1, "0000:03:00.0"), through(2, "dx12", 1)];
+        let plan = plan_for(&one_card, BackendChoice::Auto, None).unwrap();
+        assert_eq!((plan.gpus, plan.alternates), (vec![0], BTreeMap::from([(0, vec![1, 2])])));
+        // DX12 twins share the bus address DX12 reports: both kept.
+        let dx12_twins = [
+            AdapterSummary { pci_bus_id: "0000:03:00.0".into(), ..through(0, "dx12", 1) },
+            AdapterSummary { pci_bus_id: "0000:03:00.0".into(), ..through(1, "dx12", 1) },
+        ];
+        assert_eq!(plan_for(&dx12_twins, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
         // No ids: told apart by name.
         let unnamed = |index, backend: &str, name: &str| AdapterSummary {
             name: name.into(),

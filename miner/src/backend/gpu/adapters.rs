@@ -38,6 +38,9 @@ pub struct AdapterSummary {
     /// card found through two backends has the same pair.
     pub vendor_id: u32,
     pub device_id: u32,
+    /// The card's PCI bus address where the backend reports it (Vulkan's
+    /// is exact; DX12's is looked up by the ids, so twins share one).
+    pub pci_bus_id: String,
     pub driver: String,
     /// Native 64-bit integers in shaders (`Features::SHADER_INT64`).
     pub shader_int64: bool,
@@ -97,6 +100,7 @@ impl AdapterSummary {
             device_type: format!("{:?}", info.device_type),
             vendor_id: info.vendor,
             device_id: info.device,
+            pci_bus_id: info.device_pci_bus_id.clone(),
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
             shader_int64: features.contains(wgpu::Features::SHADER_INT64),
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),

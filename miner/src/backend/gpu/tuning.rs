@@ -391,6 +391,7 @@ mod tests {
             device_type: device_type.into(),
             vendor_id: 0x10de,
             device_id: 0x2335,
+            pci_bus_id: String::new(),
             driver: String::new(),
             shader_int64: true,
             timestamp_query: true,
