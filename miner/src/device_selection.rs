@@ -118,10 +118,14 @@ fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> (Vec<
             None => kept.push(a),
         }
     }
-    // Other backends' adapters only for a card kept once: of two identical
-    // cards, which DX12 adapter is which Vulkan one's card is unknown.
+    // Other backends' adapters only for a card kept once and seen once on
+    // each: of two identical cards, which DX12 adapter is which Vulkan
+    // one's card is unknown.
     for a in &kept {
-        if kept.iter().filter(|b| card(b) == card(a)).count() > 1 {
+        let on = |backend: &str| adapters.iter().filter(|b| card(b) == card(a) && b.backend == backend).count();
+        if kept.iter().filter(|b| card(b) == card(a)).count() > 1
+            || adapters.iter().any(|b| card(b) == card(a) && on(&b.backend) > 1 && b.backend != a.backend)
+        {
             continue;
         }
         let mut others: Vec<&AdapterSummary> =
@@ -206,6 +210,10 @@ mod tests {
         let one_card = [on_bus(0, "0000:03:00.0"), on_bus(1, "0000:03:00.0"), through(2, "dx12", 1)];
         let plan = plan_for(&one_card, BackendChoice::Auto, None).unwrap();
         assert_eq!((plan.gpus, plan.alternates), (vec![0], BTreeMap::from([(0, vec![1, 2])])));
+        // Vulkan sees one of two twins, DX12 both: which is its card is unknown.
+        let half_seen = [through(0, "vulkan", 1), through(1, "dx12", 1), through(2, "dx12", 1)];
+        let plan = plan_for(&half_seen, BackendChoice::Auto, None).unwrap();
+        assert_eq!((plan.gpus, plan.alternates.is_empty()), (vec![0], true));
         // DX12 twins share the bus address DX12 reports: both kept.
         let dx12_twins = [
             AdapterSummary { pci_bus_id: "0000:03:00.0".into(), ..through(0, "dx12", 1) },

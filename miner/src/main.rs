@@ -349,9 +349,12 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
         }
         for &index in &plan.gpus {
             let goals = gpu::tuning::TuningGoals { memory_budget, fixed_hashes: args.gpu_batch, ..Default::default() };
-            let Ok(backend) = mining::start_gpu(index, args.gpu.shader, args.gpu_filter.choice(), goals) else {
-                gpus_failed.push(format!("GPU #{index} did not start"));
-                continue;
+            let backend = match mining::start_gpu(index, args.gpu.shader, args.gpu_filter.choice(), goals) {
+                Ok(backend) => backend,
+                Err(err) => {
+                    gpus_failed.push(format!("GPU #{index} did not start: {err}"));
+                    continue;
+                }
             };
             if !args.json {
                 eprintln!("benchmarking GPU #{index} {} for {}s...", backend.summary().name, args.seconds);
@@ -469,9 +472,10 @@ fn init_tracing(format: &str, quiet: bool) {
     // mines on without that device, so one is not necessarily the end.
     // `RUST_BACKTRACE` still gets the default report, backtrace and all.
     // (Where RUST_LOG turns this crate's errors off, the default report.)
+    // (Asked once, here: the filter is fixed from now on.)
+    let logged = tracing::enabled!(tracing::Level::ERROR);
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let logged = tracing::enabled!(tracing::Level::ERROR);
         if logged {
             let thread = std::thread::current();
             tracing::error!("panic in thread {}: {info}", thread.name().unwrap_or("unnamed"));

@@ -516,7 +516,13 @@ impl GpuSearcher {
         }
         let wall_time = ticket.started_at.elapsed();
         let (found, overflowed, ticks) = {
-            let bytes = rb.staging.get_mapped_range(..).map_err(|e| GpuError::Validation(e.to_string()))?;
+            let bytes = match rb.staging.get_mapped_range(..) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    rb.staging.unmap();
+                    return Err(GpuError::Validation(e.to_string()));
+                }
+            };
             let mut found = Vec::new();
             let mut overflowed = false;
             for s in 0..used_segments {
