@@ -21,8 +21,9 @@ pub enum BackendChoice {
 pub struct BackendPlan {
     /// Adapter indices to mine on.
     pub gpus: Vec<usize>,
-    /// For a card in `gpus` also found through other backends, those
-    /// adapters, most preferred first: tried in turn if it fails to start.
+    /// For a card in `gpus` also found through another driver or backend,
+    /// those adapters, most preferred first: tried in turn if it fails to
+    /// start.
     pub alternates: BTreeMap<usize, Vec<usize>>,
     pub cpu: bool,
     /// Something the user should be told once (e.g. no GPU, CPU fallback).

@@ -198,8 +198,8 @@ struct BenchArgs {
     gpu: GpuArgs,
     /// Device memory the GPU batch may use, MiB (the tuner stays within it)
     /// [default, where Vulkan reports the memory: on a discrete GPU 85% of
-    /// its free memory, at most 32768; otherwise half of it, at most 4096.
-    /// Elsewhere: 32768 on a discrete GPU, 4096 otherwise].
+    /// its free memory (or heap), at most 32768; otherwise half, at most
+    /// 4096. Elsewhere: 32768 on a discrete GPU, 4096 otherwise].
     #[arg(long)]
     gpu_memory_mb: Option<u64>,
     /// Fixed GPU batch size in hashes (skips auto-tuning).

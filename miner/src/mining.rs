@@ -90,10 +90,10 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
     let mut devices: Vec<Device> = Vec::new();
     for &index in &plan.gpus {
         let mut started = start_gpu(index, config.shader, None, goals);
-        // The same card through another backend, where this one's driver
-        // failed its probe or open (not where the card itself failed: a
-        // lost or hung device would fail the other backend too, after a
-        // long probe).
+        // The same card through another backend or driver, where this one
+        // failed its probe or open (not where the device was lost while
+        // tuning: the other would fail too; a probe that hung is retried,
+        // after its 120 s).
         for &alternate in plan.alternates.get(&index).into_iter().flatten() {
             match &started {
                 Err(GpuError::Probe(_) | GpuError::Device(_) | GpuError::Pipeline(_) | GpuError::Unsupported(_)) => {

@@ -51,9 +51,9 @@ pub struct MineArgs {
     #[arg(long, env = "VISION_SHADER")]
     pub shader: Option<String>,
     /// Device memory a GPU batch may use, MiB [default, where Vulkan reports
-    /// the memory: on a discrete GPU 85% of its free memory, at most 32768;
-    /// otherwise half of it, at most 4096. Elsewhere: 32768 on a discrete
-    /// GPU, 4096 otherwise].
+    /// the memory: on a discrete GPU 85% of its free memory (or heap), at
+    /// most 32768; otherwise half, at most 4096. Elsewhere: 32768 on a
+    /// discrete GPU, 4096 otherwise].
     #[arg(long, env = "VISION_GPU_MEMORY_MB")]
     pub gpu_memory_mb: Option<u64>,
     /// Local status API address [default: 127.0.0.1:7073].

@@ -1,6 +1,8 @@
 //! Opening a GPU: the adapter, the device and queue, the kernel compiled
 //! for it, and the sizes of the per-hash tables for given params (from
-//! `visionx`, so every engine sizes them alike).
+//! `visionx`, so every engine sizes them alike). Also the device's health:
+//! errors recorded, waits that survive a lost device (`wait_for`), and a
+//! lost or hung device never dropped (its `Drop`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

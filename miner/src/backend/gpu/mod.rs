@@ -24,6 +24,7 @@
 
 pub mod adapters;
 pub mod device;
+mod found_list;
 pub mod kernel_layout;
 pub mod searcher;
 mod segment_buffers;
