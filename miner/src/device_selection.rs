@@ -83,59 +83,107 @@ pub fn plan_for(
 
 /// Each card once: on Windows wgpu finds a card through Vulkan and again
 /// through DX12, and mining both would run two tuned batches on one card.
-/// Where a card (its PCI vendor and device ids, or its name where the
-/// backend gives no ids) shows through several backends, the most
-/// preferred one's adapters are kept: Vulkan, then Metal, then DX12. Two
-/// Vulkan drivers of one card (RADV and AMDVLK on Linux) share its PCI bus
-/// address: the first is kept. The rest are alternates of the
-/// kept adapter (another driver first, then other backends by preference),
-/// for one whose driver fails to start.
+/// Adapters are grouped by card model (PCI vendor and device ids, or the
+/// name where the backend gives no ids). Each backend's adapters of a model
+/// are counted as cards ([`cards_on_backend`]: two Vulkan drivers of one
+/// card count once), and the backend that shows the most is mined, ties
+/// going to Vulkan, then Metal, then DX12: where Vulkan shows one of two
+/// twins and DX12 both, DX12's are mined. A kept adapter's alternates, for
+/// a driver that fails to start, are its other drivers, then, where every
+/// backend shows the model once (so which adapter is the same card is
+/// known), the other backends' adapters by preference.
 fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> (Vec<usize>, BTreeMap<usize, Vec<usize>>) {
     let adapters: Vec<&AdapterSummary> = adapters.collect();
-    let card = |a: &AdapterSummary| {
+    let model = |a: &AdapterSummary| {
         if a.vendor_id == 0 && a.device_id == 0 {
             (0, 0, a.name.clone())
         } else {
             (a.vendor_id, a.device_id, String::new())
         }
     };
-    let rank = |a: &AdapterSummary| match a.backend.as_str() {
+    let rank = |backend: &str| match backend {
         "vulkan" => 0,
         "metal" => 1,
         "dx12" => 2,
         _ => 3,
     };
-    let best = |a: &AdapterSummary| adapters.iter().filter(|b| card(b) == card(a)).map(|b| rank(b)).min();
-    let mut kept: Vec<&AdapterSummary> = Vec::new();
+    let mut kept = Vec::new();
     let mut alternates: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for &a in adapters.iter().filter(|a| best(a) == Some(rank(a))) {
-        // (Vulkan's bus address only: DX12 looks it up by the ids, so
-        // identical cards share one there.)
-        let same_card = kept.iter().find(|k| {
-            a.backend == "vulkan" && k.backend == "vulkan" && !a.pci_bus_id.is_empty() && k.pci_bus_id == a.pci_bus_id
-        });
-        match same_card {
-            Some(k) => alternates.entry(k.index).or_default().push(a.index),
-            None => kept.push(a),
-        }
-    }
-    // Other backends' adapters only for a card kept once and seen once on
-    // each: of two identical cards, which DX12 adapter is which Vulkan
-    // one's card is unknown.
-    for a in &kept {
-        let on = |backend: &str| adapters.iter().filter(|b| card(b) == card(a) && b.backend == backend).count();
-        if kept.iter().filter(|b| card(b) == card(a)).count() > 1
-            || adapters.iter().any(|b| card(b) == card(a) && on(&b.backend) > 1 && b.backend != a.backend)
-        {
+    let mut models: Vec<_> = adapters.iter().map(|a| model(a)).collect();
+    models.sort();
+    models.dedup();
+    for m in models {
+        let mut backends: Vec<&str> = adapters.iter().filter(|a| model(a) == m).map(|a| a.backend.as_str()).collect();
+        backends.sort_by_key(|b| rank(b));
+        backends.dedup();
+        let on = |backend: &str| {
+            cards_on_backend(adapters.iter().copied().filter(|a| model(a) == m && a.backend == backend).collect())
+        };
+        let Some(best) = backends.iter().copied().min_by_key(|b| (std::cmp::Reverse(on(b).len()), rank(b))) else {
             continue;
+        };
+        let cards = on(best);
+        let seen_once_everywhere = backends.iter().all(|b| on(b).len() == 1);
+        for (card, drivers) in &cards {
+            let mut others: Vec<usize> = drivers.iter().map(|a| a.index).collect();
+            if seen_once_everywhere {
+                for backend in backends.iter().filter(|b| **b != best) {
+                    others.extend(
+                        on(backend).iter().flat_map(|(a, more)| std::iter::once(a).chain(more)).map(|a| a.index),
+                    );
+                }
+            }
+            kept.push(card.index);
+            if !others.is_empty() {
+                alternates.insert(card.index, others);
+            }
         }
-        let mut others: Vec<&AdapterSummary> =
-            adapters.iter().copied().filter(|b| card(b) == card(a) && rank(b) != rank(a)).collect();
-        others.sort_by_key(|b| (rank(b), b.index));
-        alternates.entry(a.index).or_default().extend(others.iter().map(|b| b.index));
     }
-    alternates.retain(|_, others| !others.is_empty());
-    (kept.iter().map(|a| a.index).collect(), alternates)
+    kept.sort_unstable();
+    (kept, alternates)
+}
+
+/// One backend's adapters of one card model, as cards: each with its other
+/// drivers' adapters of the same card. Only Vulkan lists a card through
+/// two drivers (RADV and AMDVLK on Linux): by its PCI bus address where the
+/// drivers report one (DX12 looks the address up by the ids, so twins share
+/// one there); without it, when two or more drivers (told apart by their
+/// driver string) each list the same number of the model's adapters, the
+/// first driver's are the cards and the others' their other drivers, in
+/// order.
+fn cards_on_backend(adapters: Vec<&AdapterSummary>) -> Vec<(&AdapterSummary, Vec<&AdapterSummary>)> {
+    let mut cards: Vec<(&AdapterSummary, Vec<&AdapterSummary>)> = Vec::new();
+    if adapters.first().is_none_or(|a| a.backend != "vulkan") {
+        return adapters.into_iter().map(|a| (a, Vec::new())).collect();
+    }
+    for a in adapters {
+        match cards.iter_mut().find(|(card, _)| !a.pci_bus_id.is_empty() && card.pci_bus_id == a.pci_bus_id) {
+            Some((_, drivers)) => drivers.push(a),
+            None => cards.push((a, Vec::new())),
+        }
+    }
+    let mut drivers: Vec<&str> = Vec::new();
+    for (card, _) in cards.iter().filter(|(card, _)| card.pci_bus_id.is_empty()) {
+        if !drivers.contains(&card.driver.as_str()) {
+            drivers.push(&card.driver);
+        }
+    }
+    let listed = |driver: &str| cards.iter().filter(|(c, _)| c.pci_bus_id.is_empty() && c.driver == driver).count();
+    if drivers.len() < 2 || drivers.iter().any(|d| listed(d) != listed(drivers[0])) {
+        return cards;
+    }
+    let first_driver = drivers[0].to_string();
+    let (mut firsts, rest): (Vec<_>, Vec<_>) =
+        cards.into_iter().partition(|(c, _)| !c.pci_bus_id.is_empty() || c.driver == first_driver);
+    for driver in &drivers[1..] {
+        let theirs = rest.iter().filter(|(c, _)| c.driver == *driver);
+        let unbussed = firsts.iter_mut().filter(|(c, _)| c.pci_bus_id.is_empty());
+        for ((_, others), (card, more)) in unbussed.zip(theirs) {
+            others.push(card);
+            others.extend(more.iter().copied());
+        }
+    }
+    firsts
 }
 
 #[cfg(test)]
@@ -211,10 +259,22 @@ mod tests {
         let one_card = [on_bus(0, "0000:03:00.0"), on_bus(1, "0000:03:00.0"), through(2, "dx12", 1)];
         let plan = plan_for(&one_card, BackendChoice::Auto, None).unwrap();
         assert_eq!((plan.gpus, plan.alternates), (vec![0], BTreeMap::from([(0, vec![1, 2])])));
-        // Vulkan sees one of two twins, DX12 both: which is its card is unknown.
+        // Vulkan sees one of two twins, DX12 both: DX12's are mined, without
+        // alternates (which is Vulkan's card is unknown).
         let half_seen = [through(0, "vulkan", 1), through(1, "dx12", 1), through(2, "dx12", 1)];
         let plan = plan_for(&half_seen, BackendChoice::Auto, None).unwrap();
-        assert_eq!((plan.gpus, plan.alternates.is_empty()), (vec![0], true));
+        assert_eq!((plan.gpus, plan.alternates.is_empty()), (vec![1, 2], true));
+        // Two drivers without bus addresses: one card through each (the same
+        // count per driver), or twins through one driver.
+        let driven = |index, driver: &str| AdapterSummary { driver: driver.into(), ..through(index, "vulkan", 1) };
+        let two_drivers = [driven(0, "radv"), driven(1, "amdvlk")];
+        let plan = plan_for(&two_drivers, BackendChoice::Auto, None).unwrap();
+        assert_eq!((plan.gpus, plan.alternates), (vec![0], BTreeMap::from([(0, vec![1])])));
+        let twins_two_drivers = [driven(0, "radv"), driven(1, "radv"), driven(2, "amdvlk"), driven(3, "amdvlk")];
+        let plan = plan_for(&twins_two_drivers, BackendChoice::Auto, None).unwrap();
+        assert_eq!((plan.gpus, plan.alternates), (vec![0, 1], BTreeMap::from([(0, vec![2]), (1, vec![3])])));
+        let one_driver_twins = [driven(0, "radv"), driven(1, "radv")];
+        assert_eq!(plan_for(&one_driver_twins, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
         // DX12 twins share the bus address DX12 reports: both kept.
         let dx12_twins = [
             AdapterSummary { pci_bus_id: "0000:03:00.0".into(), ..through(0, "dx12", 1) },
