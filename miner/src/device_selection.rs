@@ -145,45 +145,41 @@ fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> (Vec<
 
 /// One backend's adapters of one card model, as cards: each with its other
 /// drivers' adapters of the same card. Only Vulkan lists a card through
-/// two drivers (RADV and AMDVLK on Linux): by its PCI bus address where the
-/// drivers report one (DX12 looks the address up by the ids, so twins share
-/// one there); without it, when two or more drivers (told apart by their
-/// driver string) each list the same number of the model's adapters, the
-/// first driver's are the cards and the others' their other drivers, in
-/// order.
+/// two drivers (RADV and AMDVLK on Linux). A driver lists each card once,
+/// so the driver listing the most (the first on a tie) gives the cards;
+/// another driver's adapter is one of them where both report the same PCI
+/// bus address (DX12 looks the address up by the ids, so twins share one
+/// there), or, without one, where there is only one card. Other adapters
+/// are left out, neither mined nor alternates: which card each is, is
+/// unknown.
 fn cards_on_backend(adapters: Vec<&AdapterSummary>) -> Vec<(&AdapterSummary, Vec<&AdapterSummary>)> {
-    let mut cards: Vec<(&AdapterSummary, Vec<&AdapterSummary>)> = Vec::new();
     if adapters.first().is_none_or(|a| a.backend != "vulkan") {
         return adapters.into_iter().map(|a| (a, Vec::new())).collect();
     }
-    for a in adapters {
-        match cards.iter_mut().find(|(card, _)| !a.pci_bus_id.is_empty() && card.pci_bus_id == a.pci_bus_id) {
-            Some((_, drivers)) => drivers.push(a),
-            None => cards.push((a, Vec::new())),
-        }
-    }
     let mut drivers: Vec<&str> = Vec::new();
-    for (card, _) in cards.iter().filter(|(card, _)| card.pci_bus_id.is_empty()) {
-        if !drivers.contains(&card.driver.as_str()) {
-            drivers.push(&card.driver);
+    for a in &adapters {
+        if !drivers.contains(&a.driver.as_str()) {
+            drivers.push(&a.driver);
         }
     }
-    let listed = |driver: &str| cards.iter().filter(|(c, _)| c.pci_bus_id.is_empty() && c.driver == driver).count();
-    if drivers.len() < 2 || drivers.iter().any(|d| listed(d) != listed(drivers[0])) {
-        return cards;
-    }
-    let first_driver = drivers[0].to_string();
-    let (mut firsts, rest): (Vec<_>, Vec<_>) =
-        cards.into_iter().partition(|(c, _)| !c.pci_bus_id.is_empty() || c.driver == first_driver);
-    for driver in &drivers[1..] {
-        let theirs = rest.iter().filter(|(c, _)| c.driver == *driver);
-        let unbussed = firsts.iter_mut().filter(|(c, _)| c.pci_bus_id.is_empty());
-        for ((_, others), (card, more)) in unbussed.zip(theirs) {
-            others.push(card);
-            others.extend(more.iter().copied());
+    let listed = |driver: &str| adapters.iter().filter(|a| a.driver == driver).count();
+    let mut by_count = drivers.clone();
+    // (Stable: the first driver wins a tie.)
+    by_count.sort_by_key(|d| std::cmp::Reverse(listed(d)));
+    let mut cards: Vec<(&AdapterSummary, Vec<&AdapterSummary>)> =
+        adapters.iter().filter(|a| a.driver == by_count[0]).map(|a| (*a, Vec::new())).collect();
+    for driver in &by_count[1..] {
+        for a in adapters.iter().filter(|a| a.driver == *driver) {
+            let only_card = cards.len() == 1;
+            let same = cards.iter_mut().find(|(card, _)| {
+                (!a.pci_bus_id.is_empty() && card.pci_bus_id == a.pci_bus_id) || (a.pci_bus_id.is_empty() && only_card)
+            });
+            if let Some((_, others)) = same {
+                others.push(a);
+            }
         }
     }
-    firsts
+    cards
 }
 
 #[cfg(test)]
@@ -251,12 +247,17 @@ mod tests {
         assert_eq!(plan_for(&dx12_only, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
         // Two drivers of one card on one backend (RADV and AMDVLK): one bus
         // address. Twins have two; each twin's other driver is its fallback.
-        let on_bus = |index, bus: &str| AdapterSummary { pci_bus_id: bus.into(), ..through(index, "vulkan", 1) };
-        let drivers = [on_bus(0, "0000:03:00.0"), on_bus(1, "0000:03:00.0"), on_bus(2, "0000:04:00.0")];
+        let on_bus = |index, driver: &str, bus: &str| AdapterSummary {
+            driver: driver.into(),
+            pci_bus_id: bus.into(),
+            ..through(index, "vulkan", 1)
+        };
+        let drivers =
+            [on_bus(0, "radv", "0000:03:00.0"), on_bus(1, "amdvlk", "0000:03:00.0"), on_bus(2, "radv", "0000:04:00.0")];
         let plan = plan_for(&drivers, BackendChoice::Auto, None).unwrap();
         assert_eq!(plan.gpus, vec![0, 2]);
         assert_eq!(plan.alternates, BTreeMap::from([(0, vec![1])]));
-        let one_card = [on_bus(0, "0000:03:00.0"), on_bus(1, "0000:03:00.0"), through(2, "dx12", 1)];
+        let one_card = [on_bus(0, "radv", "0000:03:00.0"), on_bus(1, "amdvlk", "0000:03:00.0"), through(2, "dx12", 1)];
         let plan = plan_for(&one_card, BackendChoice::Auto, None).unwrap();
         assert_eq!((plan.gpus, plan.alternates), (vec![0], BTreeMap::from([(0, vec![1, 2])])));
         // Vulkan sees one of two twins, DX12 both: DX12's are mined, without
@@ -270,9 +271,29 @@ mod tests {
         let two_drivers = [driven(0, "radv"), driven(1, "amdvlk")];
         let plan = plan_for(&two_drivers, BackendChoice::Auto, None).unwrap();
         assert_eq!((plan.gpus, plan.alternates), (vec![0], BTreeMap::from([(0, vec![1])])));
+        // Twins without bus addresses: which other-driver adapter is which
+        // twin is unknown, so those are left out.
         let twins_two_drivers = [driven(0, "radv"), driven(1, "radv"), driven(2, "amdvlk"), driven(3, "amdvlk")];
         let plan = plan_for(&twins_two_drivers, BackendChoice::Auto, None).unwrap();
-        assert_eq!((plan.gpus, plan.alternates), (vec![0, 1], BTreeMap::from([(0, vec![2]), (1, vec![3])])));
+        assert_eq!((plan.gpus, plan.alternates.is_empty()), (vec![0, 1], true));
+        // One driver reports the bus address, the other does not.
+        let bussed =
+            |index, driver: &str, bus: &str| AdapterSummary { pci_bus_id: bus.into(), ..driven(index, driver) };
+        let mixed = [bussed(0, "radv", "0000:03:00.0"), driven(1, "amdvlk")];
+        let plan = plan_for(&mixed, BackendChoice::Auto, None).unwrap();
+        assert_eq!((plan.gpus, plan.alternates), (vec![0], BTreeMap::from([(0, vec![1])])));
+        // Twins with bus addresses on RADV, and AMDVLK's one adapter without.
+        let twins_and_one = [bussed(0, "radv", "0000:03:00.0"), bussed(1, "radv", "0000:04:00.0"), driven(2, "amdvlk")];
+        let plan = plan_for(&twins_and_one, BackendChoice::Auto, None).unwrap();
+        assert_eq!((plan.gpus, plan.alternates.is_empty()), (vec![0, 1], true));
+        // AMDVLK lists more (twins), RADV one of them: AMDVLK's are the cards.
+        let more_on_amdvlk = [
+            bussed(0, "radv", "0000:04:00.0"),
+            bussed(1, "amdvlk", "0000:03:00.0"),
+            bussed(2, "amdvlk", "0000:04:00.0"),
+        ];
+        let plan = plan_for(&more_on_amdvlk, BackendChoice::Auto, None).unwrap();
+        assert_eq!((plan.gpus, plan.alternates), (vec![1, 2], BTreeMap::from([(2, vec![0])])));
         let one_driver_twins = [driven(0, "radv"), driven(1, "radv")];
         assert_eq!(plan_for(&one_driver_twins, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
         // DX12 twins share the bus address DX12 reports: both kept.
