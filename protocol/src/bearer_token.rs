@@ -11,24 +11,32 @@
 /// out of reach of guessing (`openssl rand -hex 16` gives 32).
 pub const MIN_TOKEN_CHARS: usize = 16;
 
-/// Why `token` may not be used, as the end of a sentence that starts with
-/// the option's name ("--admin-token is shorter than..."); `None` when it
-/// may. The token itself is never quoted: the message reaches logs.
-pub fn token_weakness(token: &str) -> Option<String> {
+/// Why a token may not be used. Each reads as the end of a sentence that
+/// starts with the option's name ("--admin-token is shorter than..."), and
+/// none quotes the token: the message reaches logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenWeakness {
+    #[error("begins or ends with a space or a line break (a secret file's trailing newline?)")]
+    PaddedWithSpace,
+    #[error("holds a space, a control or a non-ASCII character: use letters, digits and ASCII punctuation")]
+    NotVisibleAscii,
+    #[error(
+        "is shorter than {MIN_TOKEN_CHARS} characters, which can be guessed: use a random one (openssl rand -hex 16)"
+    )]
+    TooShort,
+}
+
+/// Why `token` may not be used; `None` when it may.
+pub fn token_weakness(token: &str) -> Option<TokenWeakness> {
     if token.trim() != token {
-        return Some("begins or ends with a space or a line break (a secret file's trailing newline?)".into());
+        Some(TokenWeakness::PaddedWithSpace)
+    } else if token.chars().any(|c| !c.is_ascii_graphic()) {
+        Some(TokenWeakness::NotVisibleAscii)
+    } else if token.len() < MIN_TOKEN_CHARS {
+        Some(TokenWeakness::TooShort)
+    } else {
+        None
     }
-    if token.chars().any(|c| !c.is_ascii_graphic()) {
-        return Some(
-            "holds a space, a control or a non-ASCII character: use letters, digits and ASCII punctuation".into(),
-        );
-    }
-    if token.len() < MIN_TOKEN_CHARS {
-        return Some(format!(
-            "is shorter than {MIN_TOKEN_CHARS} characters, which can be guessed: use a random one (openssl rand -hex 16)"
-        ));
-    }
-    None
 }
 
 #[cfg(test)]
@@ -55,7 +63,7 @@ mod tests {
         for (token, allowed, why) in cases {
             assert_eq!(token_weakness(token).is_none(), allowed, "{why}: {:?}", token_weakness(token));
         }
-        let message = token_weakness("s3cret").unwrap();
+        let message = token_weakness("s3cret").unwrap().to_string();
         assert!(!message.contains("s3cret"), "{message}");
     }
 }

@@ -7,6 +7,21 @@
 
 use visionx::{Digest, Found};
 
+/// A found list no working kernel writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FoundListError {
+    #[error("the list has no head")]
+    NoHead,
+    #[error("{finished} of {expected} lane-steps ({lanes} lanes x {steps} steps) finished (the kernel was cut short)")]
+    CutShort { finished: u32, expected: u32, lanes: u32, steps: u32 },
+    #[error("{total} finds counted in {lanes} lanes")]
+    CountPastSegment { total: u32, lanes: u32 },
+    #[error("the list is shorter than its count")]
+    ShorterThanCount,
+    #[error("lane {lane} in a batch of {batch}")]
+    LaneOutsideBatch { lane: u32, batch: u32 },
+}
+
 /// One segment's found list, as read back (the layout: the module's doc).
 pub(crate) struct FoundList<'a> {
     pub(crate) words: &'a [u32],
@@ -26,28 +41,25 @@ impl FoundList<'_> {
     /// a count past the segment's lanes, a lane outside the batch) is an
     /// error: the CPU re-check sees only what is listed, never what is
     /// missing or garbled into a nonce of another batch.
-    pub(crate) fn read(&self, nonce_base: u64, found: &mut Vec<Found>) -> Result<bool, String> {
+    pub(crate) fn read(&self, nonce_base: u64, found: &mut Vec<Found>) -> Result<bool, FoundListError> {
         let (total, finished) = match self.words {
             [total, finished, ..] => (*total, *finished),
-            _ => return Err("the list has no head".into()),
+            _ => return Err(FoundListError::NoHead),
         };
         // (Wrapping, as the kernel's counter does: past 2^32 lane-steps,
         // only with tiny tables and a very small split.)
         let expected = self.lanes_run.wrapping_mul(self.steps);
         if finished != expected {
-            return Err(format!(
-                "{finished} of {expected} lane-steps ({} lanes x {} steps) finished (the kernel was cut short)",
-                self.lanes_run, self.steps
-            ));
+            return Err(FoundListError::CutShort { finished, expected, lanes: self.lanes_run, steps: self.steps });
         }
         if total > self.segment_lanes {
-            return Err(format!("{total} finds counted in {} lanes", self.segment_lanes));
+            return Err(FoundListError::CountPastSegment { total, lanes: self.segment_lanes });
         }
         let stored = total.min(self.capacity) as usize;
-        let entries = self.words.get(2..2 + stored * 9).ok_or("the list is shorter than its count")?;
+        let entries = self.words.get(2..2 + stored * 9).ok_or(FoundListError::ShorterThanCount)?;
         for e in entries.chunks_exact(9) {
             if e[0] >= self.batch_lanes {
-                return Err(format!("lane {} in a batch of {}", e[0], self.batch_lanes));
+                return Err(FoundListError::LaneOutsideBatch { lane: e[0], batch: self.batch_lanes });
             }
             let mut digest = [0u8; 32];
             for (i, pair) in e[1..].chunks_exact(2).enumerate() {

@@ -24,7 +24,7 @@
 
 pub mod adapters;
 pub mod device;
-mod found_list;
+pub mod found_list;
 pub mod kernel_layout;
 pub mod searcher;
 mod segment_buffers;
@@ -68,8 +68,8 @@ pub enum GpuError {
     WrongResult { nonce: u64 },
     /// A found list no working kernel writes: a count past its segment or
     /// a lane outside the batch (memory corruption, a half-run kernel).
-    #[error("the GPU returned a corrupt found list: {0} (device disabled)")]
-    CorruptFoundList(String),
+    #[error("the GPU returned a corrupt found list: segment {segment}: {error} (device disabled)")]
+    CorruptFoundList { segment: usize, error: found_list::FoundListError },
 }
 
 use std::sync::Arc;

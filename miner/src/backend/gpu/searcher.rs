@@ -544,7 +544,7 @@ impl GpuSearcher {
                     Err(corrupt) => {
                         drop(bytes);
                         rb.staging.unmap();
-                        return Err(GpuError::CorruptFoundList(format!("segment {s}: {corrupt}")));
+                        return Err(GpuError::CorruptFoundList { segment: s, error: corrupt });
                     }
                 }
             }
