@@ -17,7 +17,7 @@
 //! neither frees nor holds anyone.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
 use crate::api_error::ApiError;
-use crate::client_source::{site_network, source_network};
+use crate::client_source::CountedNetwork;
 use crate::pool::token_bucket::TokenBucket;
 
 /// Wrong credentials a source may present before it must wait.
@@ -44,11 +44,7 @@ const EVICTION_WINDOW: usize = 4096;
 const PRUNE_EVERY_MS: u64 = 60_000;
 
 /// Who a wrong guess is counted against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Guesser {
-    Source(IpAddr),
-    Site(Ipv6Addr),
-}
+type Guesser = CountedNetwork;
 
 /// Wrong credentials per source: see the module's doc.
 pub(crate) struct CredentialGuesses {
@@ -71,7 +67,7 @@ impl Default for CredentialGuesses {
 /// Who `source` is for wrong guesses: itself (as `client_source` counts
 /// it), and for IPv6 its /48.
 fn guessers(source: IpAddr) -> (Guesser, Option<Guesser>) {
-    (Guesser::Source(source_network(source)), site_network(source).map(Guesser::Site))
+    CountedNetwork::of(source)
 }
 
 impl CredentialGuesses {

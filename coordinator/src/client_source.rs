@@ -28,6 +28,21 @@ pub(crate) fn source_network(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What a per-client count is kept for: a source ([`source_network`]) or
+/// the IPv6 /48 holding sources ([`site_network`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum CountedNetwork {
+    Source(IpAddr),
+    Site(Ipv6Addr),
+}
+
+impl CountedNetwork {
+    /// What `ip` is counted under: its source, and for IPv6 its site.
+    pub(crate) fn of(ip: IpAddr) -> (CountedNetwork, Option<CountedNetwork>) {
+        (CountedNetwork::Source(source_network(ip)), site_network(ip).map(CountedNetwork::Site))
+    }
+}
+
 /// The IPv6 /48 holding `ip` (one site's allocation: budgets kept per /48
 /// too stop one holder counting as 65,536 sources), `None` for IPv4 (as
 /// [`source_network`] reads it).

@@ -116,21 +116,24 @@ fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> (Vec<
         let mut backends: Vec<&str> = adapters.iter().filter(|a| model(a) == m).map(|a| a.backend.as_str()).collect();
         backends.sort_by_key(|b| rank(b));
         backends.dedup();
-        let on = |backend: &str| {
-            cards_on_backend(adapters.iter().copied().filter(|a| model(a) == m && a.backend == backend).collect())
-        };
-        let Some(best) = backends.iter().copied().min_by_key(|b| (std::cmp::Reverse(on(b).len()), rank(b))) else {
+        // Each backend's cards of the model, in preference order.
+        let shown: Vec<Vec<Card>> = backends
+            .iter()
+            .map(|&backend| {
+                cards_on_backend(adapters.iter().copied().filter(|a| model(a) == m && a.backend == backend).collect())
+            })
+            .collect();
+        // The most cards, then the most preferred backend (`min_by_key`
+        // keeps the first of equals).
+        let Some(best) = (0..shown.len()).min_by_key(|&i| std::cmp::Reverse(shown[i].len())) else {
             continue;
         };
-        let cards = on(best);
-        let seen_once_everywhere = backends.iter().all(|b| on(b).len() == 1);
-        for (card, drivers) in &cards {
+        let seen_once_everywhere = shown.iter().all(|cards| cards.len() == 1);
+        for (card, drivers) in &shown[best] {
             let mut others: Vec<usize> = drivers.iter().map(|a| a.index).collect();
             if seen_once_everywhere {
-                for backend in backends.iter().filter(|b| **b != best) {
-                    others.extend(
-                        on(backend).iter().flat_map(|(a, more)| std::iter::once(a).chain(more)).map(|a| a.index),
-                    );
+                for (_, cards) in shown.iter().enumerate().filter(|(i, _)| *i != best) {
+                    others.extend(cards.iter().flat_map(|(a, more)| std::iter::once(a).chain(more)).map(|a| a.index));
                 }
             }
             kept.push(card.index);
@@ -143,6 +146,9 @@ fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> (Vec<
     (kept, alternates)
 }
 
+/// A card as a backend lists it: an adapter, and its other drivers' adapters.
+type Card<'a> = (&'a AdapterSummary, Vec<&'a AdapterSummary>);
+
 /// One backend's adapters of one card model, as cards: each with its other
 /// drivers' adapters of the same card. Only Vulkan lists a card through
 /// two drivers (RADV and AMDVLK on Linux). A driver lists each card once,
@@ -152,7 +158,7 @@ fn one_per_card<'a>(adapters: impl Iterator<Item = &'a AdapterSummary>) -> (Vec<
 /// there), or, without one, where there is only one card. Other adapters
 /// are left out, neither mined nor alternates: which card each is, is
 /// unknown.
-fn cards_on_backend(adapters: Vec<&AdapterSummary>) -> Vec<(&AdapterSummary, Vec<&AdapterSummary>)> {
+fn cards_on_backend(adapters: Vec<&AdapterSummary>) -> Vec<Card<'_>> {
     if adapters.first().is_none_or(|a| a.backend != "vulkan") {
         return adapters.into_iter().map(|a| (a, Vec::new())).collect();
     }
@@ -166,8 +172,7 @@ fn cards_on_backend(adapters: Vec<&AdapterSummary>) -> Vec<(&AdapterSummary, Vec
     let mut by_count = drivers.clone();
     // (Stable: the first driver wins a tie.)
     by_count.sort_by_key(|d| std::cmp::Reverse(listed(d)));
-    let mut cards: Vec<(&AdapterSummary, Vec<&AdapterSummary>)> =
-        adapters.iter().filter(|a| a.driver == by_count[0]).map(|a| (*a, Vec::new())).collect();
+    let mut cards: Vec<Card> = adapters.iter().filter(|a| a.driver == by_count[0]).map(|a| (*a, Vec::new())).collect();
     for driver in &by_count[1..] {
         for a in adapters.iter().filter(|a| a.driver == *driver) {
             let only_card = cards.len() == 1;

@@ -34,6 +34,19 @@ fn job(params: Params, nonces: NonceRange, difficulty: u64) -> Job {
     Job { input: Arc::new(input), target: Target::from_difficulty(difficulty), nonces }
 }
 
+/// Goals under which the tuner grows as far as `budget` lets it: steps far
+/// below `min_step` and a gain floor far below zero take every larger
+/// batch that runs, so the outcome is the memory, not lavapipe's timing.
+fn growing_to_the_budget(budget: u64) -> TuningGoals {
+    TuningGoals {
+        memory_budget: Some(budget),
+        min_step: Duration::from_secs(60),
+        max_step: Duration::from_secs(120),
+        min_gain: -1e9,
+        fixed_hashes: None,
+    }
+}
+
 /// A small fixed batch keeps tests quick on a software adapter.
 fn goals(batch: u32) -> TuningGoals {
     TuningGoals { fixed_hashes: Some(batch), ..Default::default() }
@@ -217,16 +230,7 @@ fn tuning_fills_a_card_smaller_than_the_budget() {
     if !require_adapter() {
         return;
     }
-    // Steps far below `min_step` and a gain floor far below zero: every
-    // larger batch that runs is taken, so the outcome is the memory, not
-    // lavapipe's timing.
-    let goals = TuningGoals {
-        memory_budget: Some(1 << 30),
-        min_step: Duration::from_secs(60),
-        max_step: Duration::from_secs(120),
-        min_gain: -1e9,
-        fixed_hashes: None,
-    };
+    let goals = growing_to_the_budget(1 << 30);
     let tuning_job = job(small_params(), NonceRange::new(0, 1), 1);
     // 128, 256, 512, 1024 (fails), 768, 896, and nothing whole between 896 and 1024.
     let backend = GpuBackend::start(0, None, None, goals, &tuning_job, InjectedFault::OutOfMemoryAbove(1000)).unwrap();
@@ -288,13 +292,7 @@ fn tuning_to_a_budget_between_whole_segments() {
     // equal segments of whole workgroups cannot hold it.
     let cap = if segment.is_multiple_of(256) { segment + 128 } else { segment + 256 };
     assert_eq!((gpu::WORKGROUP_SIZE, cap % 256), (128, 128));
-    let goals = TuningGoals {
-        memory_budget: Some(u64::from(cap) * gpu.bytes_per_hash(&params)),
-        min_step: Duration::from_secs(60),
-        max_step: Duration::from_secs(120),
-        min_gain: -1e9,
-        fixed_hashes: None,
-    };
+    let goals = growing_to_the_budget(u64::from(cap) * gpu.bytes_per_hash(&params));
     drop(gpu);
     let tuning_job = job(params, NonceRange::new(0, 1), 1);
     let backend = GpuBackend::start(0, None, None, goals, &tuning_job, InjectedFault::None).unwrap();

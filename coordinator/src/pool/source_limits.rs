@@ -17,11 +17,11 @@
 //! multiply the budget by the /64s it has.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use super::token_bucket::TokenBucket;
-use crate::client_source::site_network;
+use crate::client_source::{site_network, CountedNetwork};
 
 /// Sources tracked at once; past it, idle entries are pruned first, and a
 /// new source is refused while none are idle.
@@ -32,11 +32,7 @@ const SITE_SHARE: f64 = 16.0;
 
 /// What buckets are kept for: a source (an IPv4 address or an IPv6 /64),
 /// or the IPv6 /48 holding sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Holder {
-    Source(IpAddr),
-    Site(Ipv6Addr),
-}
+type Holder = CountedNetwork;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SourceLimitConfig {
