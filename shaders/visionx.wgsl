@@ -1,6 +1,7 @@
 // VisionX v1 search kernel: one invocation per nonce, every dataset and
 // scratchpad word computed on demand, the words a hash writes kept in its own
-// open-addressing table (keys apart from values).
+// open-addressing table (keys apart from values; how it is probed is the
+// table layer's).
 //
 // The host prepends one 64-bit word layer (u64_native.wgsl or
 // u64_emulated.wgsl) and the constants K_* (generated from the Rust side, so
@@ -45,8 +46,9 @@ struct Found {
 @group(0) @binding(1) var<storage, read> header: array<vec2<u32>>;
 // Per hash: h, a, b, acc.
 @group(0) @binding(2) var<storage, read_write> state: array<W>;
-// Per hash: a table of `slots` slots; key = scratch index + 1, 0 = empty.
-@group(0) @binding(3) var<storage, read_write> keys: array<u32>;
+// Binding 3, the table keys, and the table's probing (`table_read`,
+// `table_update`) are in the table layer the host appends:
+// `table_slots.wgsl` or `table_groups.wgsl`.
 @group(0) @binding(4) var<storage, read_write> vals: array<W>;
 @group(0) @binding(5) var<storage, read_write> found: Found;
 // Per hash: a bit per (scratch index & filter_mask), set when such an index
@@ -102,69 +104,27 @@ fn initial_word(h: W, j: u32) -> W {
     return w_xor(w_xor(splitmix(dseed, i1), splitmix(dseed, i2)), w_mul(m, K_SCRATCH));
 }
 
-// Where scratch index j's probe sequence starts in a table.
-fn first_slot(j: u32) -> u32 {
-    let low = j & SLOTS_PMASK;
-    // (A power-of-two table is the low bits themselves; the product could wrap.)
-    return select((low * SLOTS) >> SLOTS_SHIFT, low, SLOTS == SLOTS_PMASK + 1u);
-}
-
-fn next_slot(slot: u32) -> u32 {
-    return select(slot + 1u, 0u, slot + 1u == SLOTS);
-}
-
 fn filter_may_contain(fbase: u32, j: u32) -> bool {
     let bit = j & FILTER_MASK;
     return (write_filter[fbase + (bit >> 5u)] & (1u << (bit & 31u))) != 0u;
 }
 
-// The current value of scratch word j of the hash whose table starts at `base`.
+// The current value of scratch word j of the hash whose table starts at
+// slot `base` (and filter at word `fbase`).
 fn scratch_read(base: u32, fbase: u32, j: u32, h: W) -> W {
     if (USE_FILTER && !filter_may_contain(fbase, j)) {
         return initial_word(h, j);
     }
-    var slot = first_slot(j);
-    let key = j + 1u;
-    // The key load is issued before the on-demand computation so the two latencies overlap.
-    var k = keys[base + slot];
-    let initial = initial_word(h, j);
-    var value = initial;
-    loop {
-        if (k == key) {
-            value = vals[base + slot];
-            break;
-        }
-        if (k == 0u) {
-            break;
-        }
-        slot = next_slot(slot);
-        k = keys[base + slot];
-    }
-    return value;
+    return table_read(base, j, h);
 }
 
-// Scratch word j becomes rotl(old + addend, 41), in one probe sequence: the
-// slot that holds j, or the empty one where it goes (old = its initial word).
+// Scratch word j becomes rotl(old + addend, 41).
 fn scratch_update(base: u32, fbase: u32, j: u32, h: W, addend: W) {
     if (USE_FILTER) {
         let bit = j & FILTER_MASK;
         write_filter[fbase + (bit >> 5u)] |= 1u << (bit & 31u);
     }
-    var slot = first_slot(j);
-    let key = j + 1u;
-    loop {
-        let k = keys[base + slot];
-        if (k == key) {
-            vals[base + slot] = w_rotl(w_add(vals[base + slot], addend), 41u);
-            return;
-        }
-        if (k == 0u) {
-            keys[base + slot] = key;
-            vals[base + slot] = w_rotl(w_add(initial_word(h, j), addend), 41u);
-            return;
-        }
-        slot = next_slot(slot);
-    }
+    table_update(base, j, h, addend);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -161,6 +161,8 @@ pub struct GpuBenchReport {
     pub runtime_checks: bool,
     /// `per-binding`, or `one-per-segment` (`VISION_GPU_BUFFERS`).
     pub buffers: &'static str,
+    /// `slots`, or `groups` (`VISION_GPU_PROBE`): how the kernel probes the tables.
+    pub table_probe: &'static str,
     /// Why the search stopped before the bench ended (the device lost, out
     /// of memory...): the rate is then of the batches before it, and the
     /// bench fails.
@@ -171,7 +173,7 @@ impl std::fmt::Display for GpuBenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash{}{}{}{}",
+            "gpu #{} {} ({}): {:.1} H/s, {} hashes in {:.2}s, batch {} hashes in {} segment(s), split {}, mean dispatch {:.2} ms ({}), tables {} KiB per hash{}{}{}{}{}",
             self.device,
             self.device_name,
             self.shader,
@@ -186,6 +188,7 @@ impl std::fmt::Display for GpuBenchReport {
             self.table_bytes_per_hash / 1024,
             if self.runtime_checks { "" } else { ", runtime checks off" },
             if self.buffers == "per-binding" { "" } else { ", one buffer per segment" },
+            if self.table_probe == "slots" { "" } else { ", tables probed by groups" },
             match (self.gpu_busy_fraction, self.first_step_ms, self.last_step_ms) {
                 (Some(busy), Some(first), Some(last)) =>
                     format!(", device busy {:.1}% of batch time, steps {first:.2} -> {last:.2} ms", busy * 100.0),
@@ -262,6 +265,7 @@ pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) 
         last_step_ms: steps.map(|(_, last)| last.as_secs_f64() * 1000.0),
         runtime_checks: !backend.unchecked_kernel(),
         buffers: if backend.one_buffer_per_segment() { "one-per-segment" } else { "per-binding" },
+        table_probe: backend.table_probe().name(),
         error,
     }
 }

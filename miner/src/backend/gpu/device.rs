@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use super::adapters::AdapterSummary;
 use super::kernel_layout::{KernelConfig, KernelSpec, WORKGROUP_SIZE};
-use super::shader::{self, ShaderVariant};
+use super::shader::{self, ShaderVariant, TableProbe};
 use super::GpuError;
 
 /// The largest storage binding the kernel is sized for (Vulkan and DX12
@@ -28,7 +28,7 @@ pub struct GpuDevice {
     /// Whether tables are compact ([`TableSlots`]): on hardware GPUs.
     pub compact_tables: bool,
     /// Whether pipelines are built from the kernel compiled without wgpu's
-    /// runtime checks (`VISION_GPU_CHECKS=off`; see [`GpuDevice::unchecked_module`]).
+    /// runtime checks (`VISION_GPU_CHECKS=off`; see `GpuDevice::module`).
     pub unchecked_kernel: bool,
     /// Whether each segment's tables and state live in one buffer, bound
     /// as ranges of it (`VISION_GPU_BUFFERS=one-per-segment`), instead of a
@@ -39,15 +39,17 @@ pub struct GpuDevice {
     /// Batches of more hashes fail to allocate, as on a card that small
     /// (`InjectedFault::OutOfMemoryAbove`, test builds only).
     pub(crate) memory_ceiling_hashes: Option<u32>,
+    /// How the kernel probes the tables (`VISION_GPU_PROBE`; see [`TableProbe`]).
+    pub table_probe: TableProbe,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
-    module: wgpu::ShaderModule,
-    /// The same kernel without runtime checks, compiled on first use.
-    unchecked: Arc<Mutex<Option<wgpu::ShaderModule>>>,
+    /// The kernel compiled per (probe, without runtime checks) used so far:
+    /// one, in production (the default's is compiled at open).
+    modules: Arc<Mutex<HashMap<(TableProbe, bool), wgpu::ShaderModule>>>,
     pipeline_layout: wgpu::PipelineLayout,
-    /// A pipeline per [`KernelSpec`] (and checked or not) used so far: one,
-    /// in production.
-    pipelines: Arc<Mutex<HashMap<(KernelSpec, bool), wgpu::ComputePipeline>>>,
+    /// A pipeline per [`KernelSpec`] (and probe, and checked or not) used
+    /// so far: one, in production.
+    pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) timestamps: bool,
     pub(crate) lost: Arc<AtomicBool>,
@@ -56,6 +58,10 @@ pub struct GpuDevice {
     kept_alive: Arc<AtomicBool>,
     pub(crate) errors: Arc<Mutex<Vec<GpuError>>>,
 }
+
+/// What a pipeline is compiled for: its specialisation, the table probe,
+/// and whether without runtime checks.
+type PipelineKey = (KernelSpec, TableProbe, bool);
 
 /// A device lost, or hung past a wait's timeout, is never dropped: dropping
 /// wgpu's queue waits for the device to go idle without a timeout (on
@@ -136,9 +142,10 @@ impl GpuDevice {
         device.set_device_lost_callback(move |_reason, _message| lost_flag.store(true, Ordering::SeqCst));
 
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let table_probe = TableProbe::from_env();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("visionx"),
-            source: wgpu::ShaderSource::Wgsl(shader::source(variant).into()),
+            source: wgpu::ShaderSource::Wgsl(shader::source(variant, table_probe).into()),
         });
         let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
             binding,
@@ -185,10 +192,10 @@ impl GpuDevice {
             variant,
             filter,
             compact_tables,
+            table_probe,
             device,
             queue,
-            module,
-            unchecked: Arc::default(),
+            modules: Arc::new(Mutex::new(HashMap::from([((table_probe, false), module)]))),
             unchecked_kernel: std::env::var("VISION_GPU_CHECKS").is_ok_and(|v| v == "off"),
             one_buffer_per_segment: std::env::var("VISION_GPU_BUFFERS").is_ok_and(|v| v == "one-per-segment"),
             memory_ceiling_hashes: None,
@@ -231,7 +238,7 @@ impl GpuDevice {
 
     /// The kernel's pipeline for `spec`, compiled on first use.
     pub(crate) fn pipeline(&self, spec: &KernelSpec) -> Result<wgpu::ComputePipeline, GpuError> {
-        let key = (*spec, self.unchecked_kernel);
+        let key = (*spec, self.table_probe, self.unchecked_kernel);
         if let Some(pipeline) = self.pipelines.lock().expect("pipelines lock").get(&key) {
             return Ok(pipeline.clone());
         }
@@ -239,7 +246,7 @@ impl GpuDevice {
             vec![("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE)), ("USE_FILTER", if self.filter { 1.0 } else { 0.0 })];
         constants.extend(spec.constants());
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = if self.unchecked_kernel { self.unchecked_module() } else { self.module.clone() };
+        let module = self.module(self.table_probe, self.unchecked_kernel);
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some("visionx"),
             layout: Some(&self.pipeline_layout),
@@ -255,22 +262,28 @@ impl GpuDevice {
         Ok(pipeline)
     }
 
-    /// Our own generated kernel, compiled without wgpu's bounds checks,
-    /// forced loop bounds and division checks (a few percent on real GPUs
-    /// in the prototype; measure with `scripts/gpu-check.sh`).
-    fn unchecked_module(&self) -> wgpu::ShaderModule {
-        let mut unchecked = self.unchecked.lock().expect("unchecked module lock");
-        unchecked
-            .get_or_insert_with(|| {
+    /// The kernel with its tables probed by `probe`, compiled on first use;
+    /// `unchecked`: our own generated kernel compiled without wgpu's bounds
+    /// checks, forced loop bounds and division checks (a few percent on
+    /// real GPUs in the prototype; on the H200 slower, docs/PERFORMANCE.md).
+    fn module(&self, probe: TableProbe, unchecked: bool) -> wgpu::ShaderModule {
+        let mut modules = self.modules.lock().expect("modules lock");
+        modules
+            .entry((probe, unchecked))
+            .or_insert_with(|| {
                 let desc = wgpu::ShaderModuleDescriptor {
-                    label: Some("visionx unchecked"),
-                    source: wgpu::ShaderSource::Wgsl(shader::source(self.variant).into()),
+                    label: Some(if unchecked { "visionx unchecked" } else { "visionx" }),
+                    source: wgpu::ShaderSource::Wgsl(shader::source(self.variant, probe).into()),
                 };
+                if !unchecked {
+                    return self.device.create_shader_module(desc);
+                }
                 // SAFETY: the source is our kernel (`shaders/visionx.wgsl`), no
                 // one else's, and it needs none of the checks:
                 // - every buffer index is in bounds by construction: table
                 //   slots are `lane * SLOTS + slot` with `slot < SLOTS` and
-                //   `lane < count`, the segment's hashes, which the buffers
+                //   `lane < count` (key groups `(lane * SLOTS + 8 * g) / 4`
+                //   and one more, `g < SLOTS / 8`), the segment's hashes, which the buffers
                 //   are sized for (likewise the filter and state words); the
                 //   header reads stop at `header_words8 + 2 * header_words16`,
                 //   within `HEADER_BUFFER_BYTES` (`set_job` refuses longer
@@ -283,8 +296,8 @@ impl GpuDevice {
                 //   the keys and filters are cleared by each batch's first
                 //   step, so no earlier batch's writes count); a probe's first
                 //   slot is below SLOTS (tables past 2^16 slots are a power of
-                //   two, where `first_slot` selects the low bits, not the
-                //   product that could wrap);
+                //   two, where `first_slot` and `first_group` select the low
+                //   bits, not the product that could wrap);
                 // - the one division is by `max(WRITE_EVERY, 1u)`.
                 // A wrong result is still caught: every found nonce is
                 // re-checked on the CPU, and a mismatch disables the device.
@@ -395,14 +408,20 @@ impl GpuDevice {
         [4 * 8, slots * 4, slots * 8, u64::from(self.filter_bits(params) / 8)]
     }
 
-    /// Where storage bindings may start within a buffer.
+    /// Where storage bindings may start within a buffer: at least a
+    /// 32-byte memory sector, so that each group of eight table keys the
+    /// kernel probes lies in one.
     pub(crate) fn storage_alignment(&self) -> u32 {
-        self.device.limits().min_storage_buffer_offset_alignment.max(wgpu::COPY_BUFFER_ALIGNMENT as u32)
+        self.device.limits().min_storage_buffer_offset_alignment.max(KEY_GROUP_BYTES)
     }
 }
 
+/// Bytes of one group of table keys: eight slots, probed at once.
+const KEY_GROUP_BYTES: u32 = 32;
+
 /// How a hash's write table is sized and indexed by the kernel: `slots`
-/// slots, a probe starting at `((j & (pow2 - 1)) * slots) >> log2(pow2)`.
+/// slots (a multiple of 8: the kernel probes groups of eight), a probe
+/// starting at the group of slot `((j & (pow2 - 1)) * slots) >> log2(pow2)`.
 /// Compact: 3/4 of `visionx`'s power-of-two sizing (at least twice the
 /// distinct writes), so the load stays at most 2/3; the power of two itself
 /// where the kernel's multiply could wrap (above 2^16), for tiny tables, and
@@ -445,5 +464,19 @@ mod table_tests {
         // The kernel's start slot stays in range and cannot wrap in u32.
         let max_start = (u64::from(t.pow2) - 1) * u64::from(t.slots);
         assert!(max_start < 1 << 32 && (max_start >> t.pow2.trailing_zeros()) < u64::from(t.slots));
+    }
+
+    /// The kernel probes groups of eight slots: every table holds whole groups.
+    #[test]
+    fn every_table_is_whole_groups_of_eight() {
+        for scratch_mb in [1, 2, 32, 128] {
+            for (mix_iters, write_every) in [(1, 1), (1, 0), (777, 3), (4096, 1), (65_536, 4), (1_000_000, 1)] {
+                let params = visionx::Params { scratch_mb, mix_iters, write_every, ..visionx::Params::CONSENSUS };
+                for compact in [false, true] {
+                    let t = TableSlots::for_params(&params, compact);
+                    assert!(t.slots >= 8 && t.slots.is_multiple_of(8), "{params:?} compact {compact}: {t:?}");
+                }
+            }
+        }
     }
 }

@@ -33,7 +33,7 @@ pub mod tuning;
 pub mod worker;
 
 pub use searcher::{BatchResult, BatchShape, GpuDevice, GpuSearcher, StepTimes};
-pub use shader::ShaderVariant;
+pub use shader::{ShaderVariant, TableProbe};
 
 /// Why a GPU cannot mine (or stopped mining).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -76,6 +76,8 @@ use std::sync::Arc;
 
 use visionx::{Digest, PowInput, Target};
 
+use kernel_layout::MAX_FOUND_PER_BATCH;
+
 /// Mix iterations per dispatch when nothing was tuned: lavapipe returns
 /// wrong results silently above about 3,000 per dispatch; 1,024 was safe.
 pub const DEFAULT_SPLIT: u32 = 1024;
@@ -110,6 +112,26 @@ pub fn hash_nonces(gpu: GpuDevice, input: &PowInput, nonces: &[u64]) -> Result<V
             }
         })
         .collect()
+}
+
+/// Digests of `count` consecutive nonces from `first`, computed on `gpu` in
+/// one batch, each hash in a lane of its own (for tests: every lane's table
+/// at its own offset; at most `MAX_FOUND_PER_BATCH`, all of them found).
+pub fn hash_range(gpu: GpuDevice, input: &PowInput, first: u64, count: u32) -> Result<Vec<Digest>, GpuError> {
+    if count == 0 || count > MAX_FOUND_PER_BATCH {
+        return Err(GpuError::Unsupported(format!("{count} hashes in one batch (1 to {MAX_FOUND_PER_BATCH})")));
+    }
+    let segment_hashes = count.div_ceil(WORKGROUP_SIZE) * WORKGROUP_SIZE;
+    let shape = BatchShape { segment_hashes, segments: 1, split: DEFAULT_SPLIT };
+    let mut searcher = GpuSearcher::new(gpu, shape, input.params())?;
+    searcher.set_job(Arc::new(input.clone()), Target::NONE)?;
+    let mut found = searcher.run_batch(first, count)?.found;
+    found.sort_by_key(|f| f.nonce);
+    let expected = (0..u64::from(count)).map(|i| first.wrapping_add(i));
+    if found.len() != count as usize || !found.iter().map(|f| f.nonce).eq(expected) {
+        return Err(GpuError::Validation(format!("expected a digest for each of {count} nonces, got {}", found.len())));
+    }
+    Ok(found.into_iter().map(|f| f.digest).collect())
 }
 
 pub use kernel_layout::WORKGROUP_SIZE;

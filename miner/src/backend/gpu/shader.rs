@@ -3,7 +3,9 @@
 //! The kernel (`shaders/visionx.wgsl`) is written once against a small
 //! 64-bit word layer; `shaders/u64_native.wgsl` implements it with `u64`,
 //! `shaders/u64_emulated.wgsl` with `vec2<u32>`. The constants are generated
-//! here from one table so the two variants cannot disagree on a value.
+//! here from one table so the two variants cannot disagree on a value. How
+//! a hash's write table is probed is a layer after the kernel
+//! ([`TableProbe`]): `shaders/table_slots.wgsl` or `shaders/table_groups.wgsl`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,6 +13,8 @@ use std::str::FromStr;
 const KERNEL: &str = include_str!("../../../../shaders/visionx.wgsl");
 const NATIVE_LAYER: &str = include_str!("../../../../shaders/u64_native.wgsl");
 const EMULATED_LAYER: &str = include_str!("../../../../shaders/u64_emulated.wgsl");
+const SLOTS_LAYER: &str = include_str!("../../../../shaders/table_slots.wgsl");
+const GROUPS_LAYER: &str = include_str!("../../../../shaders/table_groups.wgsl");
 
 /// The 64-bit constants of VisionX, by the names the kernel uses.
 const CONSTANTS: [(&str, u64); 10] = [
@@ -52,6 +56,38 @@ impl fmt::Display for ShaderVariant {
     }
 }
 
+/// How the kernel probes a hash's write table. Both give the same digests;
+/// they differ in memory traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TableProbe {
+    /// Slot by slot (linear probing): a dependent key load per slot. The
+    /// default, measured on the H200 (docs/PERFORMANCE.md).
+    #[default]
+    Slots,
+    /// A group of eight keys (one 32-byte sector) a load: a read of an
+    /// absent word costs one load while its group has an empty slot.
+    /// `VISION_GPU_PROBE=groups`; about 12% slower on lavapipe, not yet measured
+    /// on a GPU.
+    Groups,
+}
+
+impl TableProbe {
+    pub fn name(self) -> &'static str {
+        match self {
+            TableProbe::Slots => "slots",
+            TableProbe::Groups => "groups",
+        }
+    }
+
+    /// The probe `VISION_GPU_PROBE` names (`groups`; anything else is the default).
+    pub fn from_env() -> TableProbe {
+        match std::env::var("VISION_GPU_PROBE") {
+            Ok(v) if v == "groups" => TableProbe::Groups,
+            _ => TableProbe::Slots,
+        }
+    }
+}
+
 /// A `--shader` value that names no variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown shader variant {0:?} (expected native or emulated)")]
@@ -69,8 +105,8 @@ impl FromStr for ShaderVariant {
     }
 }
 
-/// The complete WGSL source for `variant`.
-pub fn source(variant: ShaderVariant) -> String {
+/// The complete WGSL source for `variant`, its tables probed by `probe`.
+pub fn source(variant: ShaderVariant, probe: TableProbe) -> String {
     let layer = match variant {
         ShaderVariant::Native => NATIVE_LAYER,
         ShaderVariant::Emulated => EMULATED_LAYER,
@@ -87,6 +123,11 @@ pub fn source(variant: ShaderVariant) -> String {
     }
     src.push('\n');
     src.push_str(KERNEL);
+    src.push('\n');
+    src.push_str(match probe {
+        TableProbe::Slots => SLOTS_LAYER,
+        TableProbe::Groups => GROUPS_LAYER,
+    });
     src
 }
 
@@ -94,21 +135,24 @@ pub fn source(variant: ShaderVariant) -> String {
 mod tests {
     use super::*;
 
-    /// Both variants must parse and validate as WGSL (naga is wgpu's own
-    /// compiler front end), independent of any adapter.
+    /// Both variants, with either table probe, must parse and validate as
+    /// WGSL (naga is wgpu's own compiler front end), independent of any adapter.
     #[test]
     fn both_variants_are_valid_wgsl() {
-        for variant in [ShaderVariant::Native, ShaderVariant::Emulated] {
-            let src = source(variant);
-            let module =
-                naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{variant}: {}", e.emit_to_string(&src)));
+        let cases = [ShaderVariant::Native, ShaderVariant::Emulated]
+            .into_iter()
+            .flat_map(|v| [TableProbe::Slots, TableProbe::Groups].map(|p| (v, p)));
+        for (variant, probe) in cases {
+            let src = source(variant, probe);
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{variant} {probe:?}: {}", e.emit_to_string(&src)));
             let caps = match variant {
                 ShaderVariant::Native => naga::valid::Capabilities::SHADER_INT64,
                 ShaderVariant::Emulated => naga::valid::Capabilities::empty(),
             };
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
                 .validate(&module)
-                .unwrap_or_else(|e| panic!("{variant}: {}", e.emit_to_string(&src)));
+                .unwrap_or_else(|e| panic!("{variant} {probe:?}: {}", e.emit_to_string(&src)));
         }
     }
 }

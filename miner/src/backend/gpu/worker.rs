@@ -20,7 +20,7 @@ use visionx::{FastEngine, Found, Job, PowEngine, SearchControl, SearchEnd};
 use super::adapters::AdapterSummary;
 use super::searcher::{BatchShape, GpuDevice, GpuSearcher, StepTimes};
 use super::tuning::{self, Tuned, TuningGoals};
-use super::{GpuError, ShaderVariant};
+use super::{GpuError, ShaderVariant, TableProbe};
 
 /// Submissions kept queued on the device, so it never idles while the
 /// thread reads a batch back or prepares the next.
@@ -129,9 +129,11 @@ pub struct GpuBackend {
     /// The table memory tuning could use.
     memory_budget: u64,
     table_bytes_per_hash: u64,
-    /// How the device was set up (`VISION_GPU_CHECKS`, `VISION_GPU_BUFFERS`).
+    /// How the device was set up (`VISION_GPU_CHECKS`, `VISION_GPU_BUFFERS`,
+    /// `VISION_GPU_PROBE`).
     unchecked_kernel: bool,
     one_buffer_per_segment: bool,
+    table_probe: TableProbe,
     commands: Option<Sender<Command>>,
     disabled: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -168,7 +170,8 @@ impl GpuBackend {
         let memory_budget = goals.memory_budget_for(&gpu.summary);
         let summary = gpu.summary.clone();
         let variant = gpu.variant;
-        let (unchecked_kernel, one_buffer_per_segment) = (gpu.unchecked_kernel, gpu.one_buffer_per_segment);
+        let (unchecked_kernel, one_buffer_per_segment, table_probe) =
+            (gpu.unchecked_kernel, gpu.one_buffer_per_segment, gpu.table_probe);
         let table_bytes_per_hash = searcher.table_bytes_per_hash();
         let (commands, inbox) = mpsc::channel();
         let disabled = Arc::new(AtomicBool::new(false));
@@ -187,6 +190,7 @@ impl GpuBackend {
             table_bytes_per_hash,
             unchecked_kernel,
             one_buffer_per_segment,
+            table_probe,
             commands: Some(commands),
             disabled,
             thread: Some(thread),
@@ -227,6 +231,11 @@ impl GpuBackend {
     /// Whether each segment's bindings are ranges of one buffer.
     pub fn one_buffer_per_segment(&self) -> bool {
         self.one_buffer_per_segment
+    }
+
+    /// How the kernel probes the tables.
+    pub fn table_probe(&self) -> TableProbe {
+        self.table_probe
     }
 
     /// Whether the device was disabled (wrong result or lost).
