@@ -597,7 +597,15 @@ bench_batch() {
 # timed window, extended until two batches have completed (a batch is 64
 # dispatches at consensus params), hence the margins, larger for big batches.
 bench tuned 40
-# The kernel compiled without wgpu's runtime checks (GpuDevice::unchecked_module).
+# Tables probed a group of eight keys (one 32-byte sector) at a time
+# instead of slot by slot (TableProbe::Groups), tuned, compact and pow2:
+# early in the list, since it is what the next run must tell.
+bench_env=(VISION_GPU_PROBE=groups)
+bench groups 40
+bench_env=(VISION_GPU_PROBE=groups VISION_GPU_TABLES=pow2)
+bench groups-pow2 40
+bench_env=()
+# The kernel compiled without wgpu's runtime checks (GpuDevice::module).
 bench_env=(VISION_GPU_CHECKS=off)
 bench unchecked 40
 bench_env=()
@@ -611,13 +619,6 @@ bench emulated 40 --shader emulated
 # memory a hash, so fewer hashes fit under the budget), tuned.
 bench_env=(VISION_GPU_TABLES=pow2)
 bench pow2 40
-# Tables probed a group of eight keys (one 32-byte sector) at a time
-# instead of slot by slot (TableProbe::Groups), tuned, compact and pow2.
-bench_env=(VISION_GPU_PROBE=groups)
-bench groups 40
-bench_env=(VISION_GPU_PROBE=groups VISION_GPU_TABLES=pow2)
-bench groups-pow2 40
-bench_env=()
 # Past the Vulkan cliff (163,840 hashes: 45 GiB of tables; on the H200 one
 # buffer per segment fell off it as far as a buffer per binding, so the
 # cliff follows the total, not the number of allocations).

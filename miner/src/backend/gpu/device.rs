@@ -45,7 +45,7 @@ pub struct GpuDevice {
     pub(crate) queue: wgpu::Queue,
     /// The kernel compiled per (probe, without runtime checks) used so far:
     /// one, in production (the default's is compiled at open).
-    modules: Arc<Mutex<HashMap<(TableProbe, bool), wgpu::ShaderModule>>>,
+    modules: Arc<Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>>,
     pipeline_layout: wgpu::PipelineLayout,
     /// A pipeline per [`KernelSpec`] (and probe, and checked or not) used
     /// so far: one, in production.
@@ -59,9 +59,23 @@ pub struct GpuDevice {
     pub(crate) errors: Arc<Mutex<Vec<GpuError>>>,
 }
 
-/// What a pipeline is compiled for: its specialisation, the table probe,
-/// and whether without runtime checks.
-type PipelineKey = (KernelSpec, TableProbe, bool);
+/// What a kernel module is compiled from: everything the flags of a
+/// (possibly cloned and changed) `GpuDevice` put into its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ModuleKey {
+    variant: ShaderVariant,
+    probe: TableProbe,
+    unchecked: bool,
+}
+
+/// What a pipeline is compiled for: its module, its specialisation, and
+/// the filter (an override constant outside `KernelSpec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    module: ModuleKey,
+    spec: KernelSpec,
+    filter: bool,
+}
 
 /// A device lost, or hung past a wait's timeout, is never dropped: dropping
 /// wgpu's queue waits for the device to go idle without a timeout (on
@@ -195,7 +209,10 @@ impl GpuDevice {
             table_probe,
             device,
             queue,
-            modules: Arc::new(Mutex::new(HashMap::from([((table_probe, false), module)]))),
+            modules: Arc::new(Mutex::new(HashMap::from([(
+                ModuleKey { variant, probe: table_probe, unchecked: false },
+                module,
+            )]))),
             unchecked_kernel: std::env::var("VISION_GPU_CHECKS").is_ok_and(|v| v == "off"),
             one_buffer_per_segment: std::env::var("VISION_GPU_BUFFERS").is_ok_and(|v| v == "one-per-segment"),
             memory_ceiling_hashes: None,
@@ -238,7 +255,8 @@ impl GpuDevice {
 
     /// The kernel's pipeline for `spec`, compiled on first use.
     pub(crate) fn pipeline(&self, spec: &KernelSpec) -> Result<wgpu::ComputePipeline, GpuError> {
-        let key = (*spec, self.table_probe, self.unchecked_kernel);
+        let module_key = ModuleKey { variant: self.variant, probe: self.table_probe, unchecked: self.unchecked_kernel };
+        let key = PipelineKey { module: module_key, spec: *spec, filter: self.filter };
         if let Some(pipeline) = self.pipelines.lock().expect("pipelines lock").get(&key) {
             return Ok(pipeline.clone());
         }
@@ -246,7 +264,7 @@ impl GpuDevice {
             vec![("WORKGROUP_SIZE", f64::from(WORKGROUP_SIZE)), ("USE_FILTER", if self.filter { 1.0 } else { 0.0 })];
         constants.extend(spec.constants());
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.module(self.table_probe, self.unchecked_kernel);
+        let module = self.module(module_key);
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some("visionx"),
             layout: Some(&self.pipeline_layout),
@@ -262,24 +280,25 @@ impl GpuDevice {
         Ok(pipeline)
     }
 
-    /// The kernel with its tables probed by `probe`, compiled on first use;
-    /// `unchecked`: our own generated kernel compiled without wgpu's bounds
+    /// The kernel for `key`'s variant and table probe, compiled on first use;
+    /// unchecked: our own generated kernel compiled without wgpu's bounds
     /// checks, forced loop bounds and division checks (a few percent on
-    /// real GPUs in the prototype; on the H200 slower, docs/PERFORMANCE.md).
-    fn module(&self, probe: TableProbe, unchecked: bool) -> wgpu::ShaderModule {
+    /// real GPUs in the prototype; nothing on the H200, docs/PERFORMANCE.md).
+    fn module(&self, key: ModuleKey) -> wgpu::ShaderModule {
+        let ModuleKey { variant, probe, unchecked } = key;
         let mut modules = self.modules.lock().expect("modules lock");
         modules
-            .entry((probe, unchecked))
+            .entry(key)
             .or_insert_with(|| {
                 let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(if unchecked { "visionx unchecked" } else { "visionx" }),
-                    source: wgpu::ShaderSource::Wgsl(shader::source(self.variant, probe).into()),
+                    source: wgpu::ShaderSource::Wgsl(shader::source(variant, probe).into()),
                 };
                 if !unchecked {
                     return self.device.create_shader_module(desc);
                 }
-                // SAFETY: the source is our kernel (`shaders/visionx.wgsl`), no
-                // one else's, and it needs none of the checks:
+                // SAFETY: the source is our kernel (`shaders/visionx.wgsl` and
+                // its layers), no one else's, and it needs none of the checks:
                 // - every buffer index is in bounds by construction: table
                 //   slots are `lane * SLOTS + slot` with `slot < SLOTS` and
                 //   `lane < count` (key groups `(lane * SLOTS + 8 * g) / 4`

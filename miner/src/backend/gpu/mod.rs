@@ -121,15 +121,20 @@ pub fn hash_range(gpu: GpuDevice, input: &PowInput, first: u64, count: u32) -> R
     if count == 0 || count > MAX_FOUND_PER_BATCH {
         return Err(GpuError::Unsupported(format!("{count} hashes in one batch (1 to {MAX_FOUND_PER_BATCH})")));
     }
+    if first.checked_add(u64::from(count) - 1).is_none() {
+        return Err(GpuError::Unsupported(format!("{count} nonces from {first} pass 2^64")));
+    }
     let segment_hashes = count.div_ceil(WORKGROUP_SIZE) * WORKGROUP_SIZE;
     let shape = BatchShape { segment_hashes, segments: 1, split: DEFAULT_SPLIT };
     let mut searcher = GpuSearcher::new(gpu, shape, input.params())?;
     searcher.set_job(Arc::new(input.clone()), Target::NONE)?;
     let mut found = searcher.run_batch(first, count)?.found;
     found.sort_by_key(|f| f.nonce);
-    let expected = (0..u64::from(count)).map(|i| first.wrapping_add(i));
-    if found.len() != count as usize || !found.iter().map(|f| f.nonce).eq(expected) {
+    if found.len() != count as usize {
         return Err(GpuError::Validation(format!("expected a digest for each of {count} nonces, got {}", found.len())));
+    }
+    if let Some((i, f)) = found.iter().enumerate().find(|(i, f)| f.nonce != first + *i as u64) {
+        return Err(GpuError::Validation(format!("digest {i} is of nonce {}, not {}", f.nonce, first + i as u64)));
     }
     Ok(found.into_iter().map(|f| f.digest).collect())
 }
