@@ -135,6 +135,21 @@ mod tests {
         dir
     }
 
+    /// Opens `dir` again after this process dropped its `Db`: sled lets go
+    /// of its lock with its last handle, and its flusher thread can hold
+    /// one a moment longer (a busy machine once showed `InUse` here).
+    fn reopen(dir: &Path) -> Result<sled::Db, DataDirectoryError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match DataDirectory::prepare(dir).unwrap().open_sled(1 << 20) {
+                Err(DataDirectoryError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     #[test]
     fn a_marked_directory_refuses_an_emptied_database() {
         let dir = scratch("emptied");
@@ -143,21 +158,20 @@ mod tests {
         data.mark(&db).unwrap();
         drop(db);
         // An empty pool otherwise (its books elsewhere, no block yet) starts again.
-        let db = DataDirectory::prepare(&dir).unwrap().open_sled(1 << 20).unwrap();
+        let db = reopen(&dir).unwrap();
         // Marked by the file alone (an earlier build) with its books: kept.
         db.remove(MARKER).unwrap();
         db.insert("books", &b"1"[..]).unwrap();
         db.flush().unwrap();
         drop(db);
-        DataDirectory::prepare(&dir).unwrap().open_sled(1 << 20).unwrap();
+        drop(reopen(&dir).unwrap());
         // The books go missing (a volume not mounted, a damaged log).
         std::fs::remove_dir_all(dir.join("db")).unwrap();
-        let again = DataDirectory::prepare(&dir).unwrap();
-        let err = again.open_sled(1 << 20).unwrap_err();
+        let err = reopen(&dir).unwrap_err();
         assert!(matches!(err, DataDirectoryError::Emptied { .. }), "{err}");
         // Removing the marker is how a new pool starts there on purpose.
         std::fs::remove_file(dir.join(MARKER)).unwrap();
-        DataDirectory::prepare(&dir).unwrap().open_sled(1 << 20).unwrap();
+        reopen(&dir).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

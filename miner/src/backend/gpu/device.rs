@@ -43,11 +43,11 @@ pub struct GpuDevice {
     pub table_probe: TableProbe,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
-    /// The kernel compiled per (probe, without runtime checks) used so far:
-    /// one, in production (the default's is compiled at open).
+    /// The kernel compiled per [`ModuleKey`] (variant, probe, checks) used
+    /// so far: one, in production (the default's is compiled at open).
     modules: Arc<Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>>,
     pipeline_layout: wgpu::PipelineLayout,
-    /// A pipeline per [`KernelSpec`] (and probe, and checked or not) used
+    /// A pipeline per [`PipelineKey`] (module, [`KernelSpec`], filter) used
     /// so far: one, in production.
     pipelines: Arc<Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>>,
     pub(crate) layout: wgpu::BindGroupLayout,
@@ -283,7 +283,7 @@ impl GpuDevice {
     /// The kernel for `key`'s variant and table probe, compiled on first use;
     /// unchecked: our own generated kernel compiled without wgpu's bounds
     /// checks, forced loop bounds and division checks (a few percent on
-    /// real GPUs in the prototype; nothing on the H200, docs/PERFORMANCE.md).
+    /// real GPUs in the prototype; none beyond noise on the H200, docs/PERFORMANCE.md).
     fn module(&self, key: ModuleKey) -> wgpu::ShaderModule {
         let ModuleKey { variant, probe, unchecked } = key;
         let mut modules = self.modules.lock().expect("modules lock");
