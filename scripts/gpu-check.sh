@@ -604,6 +604,10 @@ bench_env=(VISION_GPU_PROBE=groups)
 bench groups 40
 bench_env=(VISION_GPU_PROBE=groups VISION_GPU_TABLES=pow2)
 bench groups-pow2 40
+# Candidates rated by whole batches instead of one early slice (a batch a
+# candidate: a longer start, hence the larger limit).
+bench_env=(VISION_GPU_TUNE=batches)
+bench tuned-batches 60
 bench_env=()
 # The kernel compiled without wgpu's runtime checks (GpuDevice::module).
 bench_env=(VISION_GPU_CHECKS=off)

@@ -44,6 +44,7 @@ fn growing_to_the_budget(budget: u64) -> TuningGoals {
         max_step: Duration::from_secs(120),
         min_gain: -1e9,
         fixed_hashes: None,
+        whole_batches: false,
     }
 }
 
@@ -293,6 +294,27 @@ fn tuning_fills_a_card_smaller_than_the_budget() {
     let backend = GpuBackend::start(0, None, None, goals, &tuning_job, InjectedFault::OutOfMemoryAbove(1000)).unwrap();
     assert_eq!(backend.shape().hashes(), 896, "{:?}", backend.shape());
     mines_what_the_cpu_finds(&backend, &job(small_params(), NonceRange::new(31_000, 31_000 + 1_000), 8));
+}
+
+/// Candidates rated by whole batches (`VISION_GPU_TUNE=batches`): the
+/// tuner still settles on a shape within the budget, rates it by a batch,
+/// and the device mines right with it.
+#[test]
+fn tuning_by_whole_batches_mines_what_the_cpu_finds() {
+    if !require_adapter() {
+        return;
+    }
+    let goals = TuningGoals { memory_budget: Some(1 << 30), whole_batches: true, ..Default::default() };
+    let tuning_job = job(small_params(), NonceRange::new(0, 1), 1);
+    let backend = GpuBackend::start(0, None, None, goals, &tuning_job, InjectedFault::None).unwrap();
+    let tuned = backend.tuned();
+    // Rated by the batch it timed: every slice (three here), so longer
+    // than the one slice timed for the step window.
+    let batch = tuned.batch_time.unwrap_or_else(|| panic!("no batch timed: {tuned:?}"));
+    assert!(batch > tuned.step_time * 2, "{tuned:?}");
+    let rate = f64::from(tuned.shape.hashes()) / batch.as_secs_f64();
+    assert!((tuned.measured_rate - rate).abs() <= rate * 1e-9, "{tuned:?}: {rate}");
+    mines_what_the_cpu_finds(&backend, &job(small_params(), NonceRange::new(61_000, 61_000 + 700), 8));
 }
 
 /// `backend` searches all of `job` and finds what the CPU engine finds

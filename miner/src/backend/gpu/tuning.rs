@@ -10,7 +10,7 @@
 //! batch is halved.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use visionx::{Params, PowInput, Target};
 
@@ -33,6 +33,13 @@ pub struct TuningGoals {
     pub min_gain: f64,
     /// Hashes per batch given by the user: skips measuring.
     pub fixed_hashes: Option<u32>,
+    /// Rate each candidate by a whole batch (every slice, the tables filling
+    /// as they do when mining) rather than by its second slice, whose
+    /// nearly empty tables flatter small batches (on the H200 65k and 98k
+    /// hashes timed alike there and mined 73,762 and 93,680 H/s). A batch a
+    /// candidate: about a second each on the H200. `VISION_GPU_TUNE=batches`,
+    /// an experiment until a GPU run shows it picks better.
+    pub whole_batches: bool,
 }
 
 impl TuningGoals {
@@ -50,6 +57,7 @@ impl Default for TuningGoals {
             max_step: Duration::from_millis(200),
             min_gain: 0.05,
             fixed_hashes: None,
+            whole_batches: std::env::var("VISION_GPU_TUNE").is_ok_and(|v| v == "batches"),
         }
     }
 }
@@ -102,19 +110,28 @@ fn grow_split(
 ) -> Result<Tuned, GpuError> {
     let hashes = tuned.shape.hashes();
     let limit = MAX_GROWN_STEP.min(goals.max_step);
+    let slice_rate = |split: u32, step: Duration| {
+        f64::from(hashes) / (step.as_secs_f64() * f64::from(mix_iters.div_ceil(split).max(1)))
+    };
     while tuned.step_time * 2 <= limit && tuned.shape.split < mix_iters {
         let split = (tuned.shape.split * 2).min(mix_iters);
         if !searcher.set_split(split) {
             break;
         }
         let step = searcher.time_one_step(0, hashes)?;
-        let slices = f64::from(mix_iters.div_ceil(split).max(1));
-        let rate = f64::from(hashes) / (step.as_secs_f64() * slices);
-        if rate < tuned.measured_rate * 0.99 || step > limit {
+        // Slices compared with slices (the rate tuning chose by may be a
+        // whole batch's); a whole batch's figures scale with them.
+        let gain = slice_rate(split, step) / slice_rate(tuned.shape.split, tuned.step_time);
+        if gain < 0.99 || step > limit {
             searcher.set_split(tuned.shape.split);
             break;
         }
-        tuned = Tuned { shape: BatchShape { split, ..tuned.shape }, measured_rate: rate, step_time: step };
+        tuned = Tuned {
+            shape: BatchShape { split, ..tuned.shape },
+            measured_rate: tuned.measured_rate * gain,
+            step_time: step,
+            batch_time: tuned.batch_time.map(|b| b.div_f64(gain)),
+        };
     }
     Ok(tuned)
 }
@@ -123,11 +140,15 @@ fn grow_split(
 #[derive(Debug, Clone, Copy)]
 pub struct Tuned {
     pub shape: BatchShape,
-    /// Hashes per second measured for `shape` (from one slice; 0 when fixed).
+    /// Hashes per second measured for `shape` (from one slice, or from
+    /// `batch_time` when set; 0 when fixed).
     pub measured_rate: f64,
     /// One step's time at `shape`: one slice on every segment (zero when
     /// fixed).
     pub step_time: Duration,
+    /// A whole batch's time at `shape`, where candidates were rated by
+    /// whole batches ([`TuningGoals::whole_batches`]).
+    pub batch_time: Option<Duration>,
 }
 
 /// What the tuner makes of one measured candidate.
@@ -236,7 +257,7 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
         }
         let shape = shape_for(gpu, &params, hashes.clamp(1, cap), split, cap);
         let searcher = GpuSearcher::new(gpu.clone(), shape, &params)?;
-        return Ok((searcher, Tuned { shape, measured_rate: 0.0, step_time: Duration::ZERO }));
+        return Ok((searcher, Tuned { shape, measured_rate: 0.0, step_time: Duration::ZERO, batch_time: None }));
     }
     let job = Arc::new(input.clone());
     let slices = |split: u32| f64::from(params.mix_iters.div_ceil(split).max(1));
@@ -264,9 +285,16 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
             searcher.set_job(job.clone(), Target(0))?;
             searcher.time_one_step(0, run)?;
             let step = searcher.time_one_step(0, run)?;
-            Ok((searcher, step))
+            let batch = if goals.whole_batches && step <= goals.max_step {
+                let started = Instant::now();
+                searcher.run_batch(0, run)?;
+                Some(started.elapsed())
+            } else {
+                None
+            };
+            Ok((searcher, step, batch))
         });
-        let (searcher, step) = match measured {
+        let (searcher, step, batch) = match measured {
             Ok(measured) => measured,
             // Out of memory: bisect towards the largest batch that fitted.
             Err(GpuError::OutOfMemory(_)) if best.is_some() => {
@@ -285,8 +313,8 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
             continue;
         }
         fitted = Some(hashes);
-        let candidate =
-            Tuned { shape, measured_rate: f64::from(run) / (step.as_secs_f64() * slices(split)), step_time: step };
+        let elapsed = batch.map_or(step.as_secs_f64() * slices(split), |b| b.as_secs_f64());
+        let candidate = Tuned { shape, measured_rate: f64::from(run) / elapsed, step_time: step, batch_time: batch };
         let verdict = assess(best.as_ref(), peak, &candidate, goals);
         if verdict.take {
             peak = peak.max(candidate.measured_rate);
@@ -338,6 +366,7 @@ mod tests {
             shape: BatchShape { segment_hashes: 8_064, segments, split: 1024 },
             measured_rate: rate,
             step_time: Duration::from_millis(step_ms),
+            batch_time: None,
         }
     }
 
