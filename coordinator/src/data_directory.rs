@@ -11,6 +11,7 @@
 //! chain in sled, empty until the first block.)
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The marker's name inside the data directory, and its key in sled.
 pub const MARKER: &str = "POOL";
@@ -66,11 +67,9 @@ impl DataDirectory {
     pub fn open_sled(&self, cache_bytes: u64) -> Result<sled::Db, DataDirectoryError> {
         let path = self.dir.join("db");
         let shown = path.display().to_string();
-        let db = sled::Config::new().path(&path).cache_capacity(cache_bytes).open().map_err(|e| match e {
-            // (sled words its lock failure itself; the kind is not kept.)
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
-            {
+        let config = sled::Config::new().path(&path).cache_capacity(cache_bytes);
+        let db = open_waiting_for_lock(&config).map_err(|e| match e {
+            sled::Error::Io(io) if is_lock_failure(&io) => {
                 DataDirectoryError::InUse { path: self.dir.display().to_string() }
             }
             other => DataDirectoryError::Open { path: shown.clone(), message: other.to_string() },
@@ -125,6 +124,31 @@ fn is_empty(db: &sled::Db) -> bool {
     db.tree_names().iter().all(|name| db.open_tree(name).is_ok_and(|tree| tree.is_empty()))
 }
 
+/// How long opening sled waits for its file lock. Dropping a `Db` does not
+/// let go of the lock at once (sled's flusher thread holds it a moment
+/// longer, spacejam/sled#1289), so a process reopening what it has just
+/// closed must wait; one held by another process is refused after this.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens `config`, waiting up to [`LOCK_WAIT`] for sled's file lock.
+pub fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(io)) if is_lock_failure(&io) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether sled failed to take its file lock (sled words the failure
+/// itself; the kind is not always kept).
+fn is_lock_failure(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,21 +159,6 @@ mod tests {
         dir
     }
 
-    /// Opens `dir` again after this process dropped its `Db`: sled lets go
-    /// of its lock with its last handle, and its flusher thread can hold
-    /// one a moment longer (a busy machine once showed `InUse` here).
-    fn reopen(dir: &Path) -> Result<sled::Db, DataDirectoryError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match DataDirectory::prepare(dir).unwrap().open_sled(1 << 20) {
-                Err(DataDirectoryError::InUse { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => return other,
-            }
-        }
-    }
-
     #[test]
     fn a_marked_directory_refuses_an_emptied_database() {
         let dir = scratch("emptied");
@@ -158,20 +167,39 @@ mod tests {
         data.mark(&db).unwrap();
         drop(db);
         // An empty pool otherwise (its books elsewhere, no block yet) starts again.
-        let db = reopen(&dir).unwrap();
+        let db = DataDirectory::prepare(&dir).unwrap().open_sled(1 << 20).unwrap();
         // Marked by the file alone (an earlier build) with its books: kept.
         db.remove(MARKER).unwrap();
         db.insert("books", &b"1"[..]).unwrap();
         db.flush().unwrap();
         drop(db);
-        drop(reopen(&dir).unwrap());
+        DataDirectory::prepare(&dir).unwrap().open_sled(1 << 20).unwrap();
         // The books go missing (a volume not mounted, a damaged log).
         std::fs::remove_dir_all(dir.join("db")).unwrap();
-        let err = reopen(&dir).unwrap_err();
+        let again = DataDirectory::prepare(&dir).unwrap();
+        let err = again.open_sled(1 << 20).unwrap_err();
         assert!(matches!(err, DataDirectoryError::Emptied { .. }), "{err}");
         // Removing the marker is how a new pool starts there on purpose.
         std::fs::remove_file(dir.join(MARKER)).unwrap();
-        reopen(&dir).unwrap();
+        DataDirectory::prepare(&dir).unwrap().open_sled(1 << 20).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A lock let go a moment after the open began (as sled's flusher does
+    /// after a drop) is waited for, not reported as another opener.
+    #[test]
+    fn an_open_waits_for_a_lock_let_go_a_moment_later() {
+        let dir = scratch("lock-wait");
+        let data = DataDirectory::prepare(&dir).unwrap();
+        let held = data.open_sled(1 << 20).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let started = Instant::now();
+        data.open_sled(1 << 20).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250), "it waited: {:?}", started.elapsed());
+        letting_go.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -144,8 +144,12 @@ pub struct GpuBenchReport {
     /// The table memory the tuner could use: `--gpu-memory-mb`, or the
     /// adapter's default (most of a card's free memory, below the Vulkan cliff).
     pub memory_budget_mib: u64,
-    /// What the tuner measured for the chosen batch, from one slice.
+    /// What the tuner measured for the chosen batch: from one slice, or
+    /// from a whole batch (`tuned_by`).
     pub tuned_hashes_per_second: f64,
+    /// `slice`, or `batch` (`VISION_GPU_TUNE=batches`): how the tuner rated
+    /// the candidates.
+    pub tuned_by: &'static str,
     /// From timestamps (null without them): hashes per second of GPU time,
     /// as if batches ran back to back (against `hashes_per_second`: the time
     /// the device waited between batches).
@@ -259,6 +263,7 @@ pub fn bench_gpu(backend: &crate::backend::gpu::GpuBackend, duration: Duration) 
         table_bytes_per_hash: backend.table_bytes_per_hash(),
         memory_budget_mib: backend.memory_budget() >> 20,
         tuned_hashes_per_second: backend.tuned().measured_rate,
+        tuned_by: if backend.tuned().batch_time.is_some() { "batch" } else { "slice" },
         gpu_hashes_per_second: dispatch_stats.gpu_hashes_per_second(),
         gpu_busy_fraction: dispatch_stats.busy_fraction(),
         first_step_ms: steps.map(|(first, _)| first.as_secs_f64() * 1000.0),

@@ -885,9 +885,10 @@ impl SledStore {
         Ok(SledStore { trees: SledTrees::open(db)?, flushes: Default::default(), calls: Default::default() })
     }
 
-    /// Opens a sled database at `path` (for tests and tools).
+    /// Opens a sled database at `path` (for tests and tools), waiting a
+    /// moment for a lock this process has just let go of.
     pub fn open_path(path: &Path) -> Result<Self, StoreError> {
-        Self::open(&sled::open(path)?)
+        Self::open(&crate::data_directory::open_waiting_for_lock(&sled::Config::new().path(path))?)
     }
 
     /// Runs `op` on the blocking pool.

@@ -35,10 +35,12 @@ pub struct TuningGoals {
     pub fixed_hashes: Option<u32>,
     /// Rate each candidate by a whole batch (every slice, the tables filling
     /// as they do when mining) rather than by its second slice, whose
-    /// nearly empty tables flatter small batches (on the H200 65k and 98k
-    /// hashes timed alike there and mined 73,762 and 93,680 H/s). A batch a
-    /// candidate: about a second each on the H200. `VISION_GPU_TUNE=batches`,
-    /// an experiment until a GPU run shows it picks better.
+    /// nearly empty tables misjudge batch sizes (on the H200 98k hashes
+    /// timed that slice over 5% slower than 65k, and mined 93,680 H/s
+    /// against 73,762). A batch a candidate: up to about a second each on
+    /// the H200, and a re-tune for new params stalls mining as long.
+    /// `VISION_GPU_TUNE=batches`, an experiment until a GPU run shows it
+    /// picks better.
     pub whole_batches: bool,
 }
 
@@ -113,6 +115,11 @@ fn grow_split(
     let slice_rate = |split: u32, step: Duration| {
         f64::from(hashes) / (step.as_secs_f64() * f64::from(mix_iters.div_ceil(split).max(1)))
     };
+    // The baseline timed here, at this very shape: the tuner's figures can
+    // be of another (a shape halved when its memory went meanwhile). Twice:
+    // a fresh allocation's first step includes the driver's warm-up.
+    searcher.time_one_step(0, hashes)?;
+    tuned.step_time = searcher.time_one_step(0, hashes)?;
     while tuned.step_time * 2 <= limit && tuned.shape.split < mix_iters {
         let split = (tuned.shape.split * 2).min(mix_iters);
         if !searcher.set_split(split) {
@@ -141,13 +148,15 @@ fn grow_split(
 pub struct Tuned {
     pub shape: BatchShape,
     /// Hashes per second measured for `shape` (from one slice, or from
-    /// `batch_time` when set; 0 when fixed).
+    /// `batch_time` when set; 0 when fixed). After the split grew (hardware
+    /// GPUs), scaled by the gain the slices showed: an estimate.
     pub measured_rate: f64,
     /// One step's time at `shape`: one slice on every segment (zero when
     /// fixed).
     pub step_time: Duration,
     /// A whole batch's time at `shape`, where candidates were rated by
-    /// whole batches ([`TuningGoals::whole_batches`]).
+    /// whole batches ([`TuningGoals::whole_batches`]); after the split grew,
+    /// scaled likewise.
     pub batch_time: Option<Duration>,
 }
 
@@ -342,7 +351,9 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
                     Err(GpuError::OutOfMemory(_)) if tuned.shape.hashes() > WORKGROUP_SIZE => {
                         let hashes = (tuned.shape.hashes() / 2).max(WORKGROUP_SIZE);
                         tuned.shape = shape_for(gpu, &params, hashes, tuned.shape.split, cap);
+                        // (Estimates: nothing was timed at this shape.)
                         tuned.measured_rate /= 2.0;
+                        tuned.batch_time = None;
                     }
                     Err(err) => return Err(err),
                 }
