@@ -103,7 +103,8 @@ const MAX_GROWN_STEP: Duration = Duration::from_millis(50);
 /// loop is a submission and a drain of the device. Doubles the split while
 /// a step stays short and the rate does not fall. (Software adapters keep
 /// the default: lavapipe corrupts results above about 3,000 iterations per
-/// dispatch.)
+/// dispatch.) `tuned.step_time` is the baseline: a step of the searcher's
+/// own shape.
 fn grow_split(
     searcher: &mut GpuSearcher,
     mut tuned: Tuned,
@@ -115,11 +116,6 @@ fn grow_split(
     let slice_rate = |split: u32, step: Duration| {
         f64::from(hashes) / (step.as_secs_f64() * f64::from(mix_iters.div_ceil(split).max(1)))
     };
-    // The baseline timed here, at this very shape: the tuner's figures can
-    // be of another (a shape halved when its memory went meanwhile). Twice:
-    // a fresh allocation's first step includes the driver's warm-up.
-    searcher.time_one_step(0, hashes)?;
-    tuned.step_time = searcher.time_one_step(0, hashes)?;
     while tuned.step_time * 2 <= limit && tuned.shape.split < mix_iters {
         let split = (tuned.shape.split * 2).min(mix_iters);
         if !searcher.set_split(split) {
@@ -339,6 +335,8 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
     let Some(mut tuned) = best else {
         return Err(GpuError::Unsupported("tuning measured no batch".into()));
     };
+    // Whether `tuned`'s figures are of another shape than the searcher's.
+    let mut halved = false;
     let mut searcher = match last {
         Some(searcher) if searcher.shape() == tuned.shape => searcher,
         other => {
@@ -354,6 +352,7 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
                         // (Estimates: nothing was timed at this shape.)
                         tuned.measured_rate /= 2.0;
                         tuned.batch_time = None;
+                        halved = true;
                     }
                     Err(err) => return Err(err),
                 }
@@ -362,6 +361,12 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
     };
     searcher.set_job(job.clone(), Target(0))?;
     if !gpu.summary.is_software {
+        if halved {
+            // Growing the split compares with this shape's own step. Timed
+            // twice: a fresh allocation's first step includes the warm-up.
+            searcher.time_one_step(0, tuned.shape.hashes())?;
+            tuned.step_time = searcher.time_one_step(0, tuned.shape.hashes())?;
+        }
         tuned = grow_split(&mut searcher, tuned, params.mix_iters, goals)?;
     }
     searcher.clear_job();
