@@ -4,10 +4,27 @@
 //! once slots run short, a source that already holds [`FAIR_SHARE`] gets no
 //! more, and the rest stay for sources holding few (a miner needs one or
 //! two).
+//!
+//! A refused connection is told why ([`RefusalAnswers`]): its first request
+//! gets `503 too_many_connections` with a `Retry-After`, so a miner backs
+//! off (or fails over) knowing the cause instead of seeing the pool hang up.
+//! Those answers have slots of their own, few and short-lived: past them a
+//! refused connection is closed at once, so refusals cannot cost more than
+//! the connections they turn away.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use crate::api_error::ApiError;
 
 /// Connections any source may open even when slots run short.
 pub(crate) const FAIR_SHARE: usize = 16;
@@ -70,6 +87,56 @@ impl Drop for SourceSlot {
     }
 }
 
+/// Refused connections answered at once, at most; more are just closed.
+pub(crate) const REFUSAL_ANSWERS: usize = 64;
+/// How long a refused connection has to send its request's head.
+const REFUSAL_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long answering one refused connection may take in all.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(5);
+/// What a refused client is asked to wait before trying again.
+pub(crate) const REFUSAL_RETRY_AFTER_SECS: u64 = 5;
+
+/// Answers refused connections `503 too_many_connections` and closes them,
+/// a bounded number at a time.
+#[derive(Debug, Clone)]
+pub(crate) struct RefusalAnswers {
+    slots: Arc<Semaphore>,
+}
+
+impl RefusalAnswers {
+    pub(crate) fn new(slots: usize) -> Self {
+        RefusalAnswers { slots: Arc::new(Semaphore::new(slots)) }
+    }
+
+    /// Answers `stream`'s first request with the refusal (then closes it),
+    /// or closes it now when every answer slot is taken. Returns at once.
+    pub(crate) fn answer(&self, stream: TcpStream, peer: SocketAddr) {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            tracing::debug!("closing a connection from {peer}: too many open from that address");
+            return;
+        };
+        tracing::debug!("refusing a connection from {peer}: too many open from that address");
+        let service = hyper::service::service_fn(|_request| async {
+            let message = "too many connections open from your address; close some, or retry shortly";
+            let refusal = ApiError::retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                message,
+                REFUSAL_RETRY_AFTER_SECS,
+            );
+            Ok::<_, Infallible>(refusal.into_response())
+        });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(REFUSAL_HEADER_TIMEOUT).keep_alive(false);
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _slot = slot;
+            // A client that sends nothing (or trickles) is closed unanswered.
+            let _ = tokio::time::timeout(REFUSAL_DEADLINE, connection).await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +170,42 @@ mod tests {
         assert!(limits.try_acquire(heavy, true).is_some(), "its connections closed: room again");
         assert!(limits.try_acquire("10.0.0.3".parse().unwrap(), true).is_some());
         assert_eq!(limits.sources(), 0, "sources with nothing open are forgotten");
+    }
+
+    /// Over real loopback sockets: a refused client that asks gets the
+    /// reason and a Retry-After; once the answer slots are taken, the next
+    /// is closed at once, unanswered.
+    #[tokio::test]
+    async fn refused_connections_are_told_why_while_answer_slots_last() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refusals = RefusalAnswers::new(1);
+        let mut asking = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        refusals.answer(stream, peer);
+        // The one answer slot is held while the first client is answered.
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        refusals.answer(stream, peer);
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(1), second.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "past the answer slots: closed at once ({read:?})");
+
+        asking.write_all(b"POST /pool/share HTTP/1.1\r\nHost: pool\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), asking.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("retry-after: 5\r\n"), "{answer}");
+        assert!(answer.contains(r#""error":"too_many_connections""#), "{answer}");
+
+        // The slot is back once the answer is done.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        refusals.answer(stream, peer);
+        third.write_all(b"GET /pool/stats HTTP/1.1\r\nHost: pool\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), third.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     }
 }

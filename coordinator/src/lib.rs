@@ -25,7 +25,8 @@
 //! - [`client_source`]: which client a request counts as (trusted proxies'
 //!   `X-Forwarded-For`, IPv6 by /64), for per-source limits and bans.
 //! - `bearer_auth`: reading and comparing bearer credentials.
-//! - `connection_limits`: open connections, in all and per source.
+//! - `connection_limits`: open connections, in all and per source, and the
+//!   answer a refused one gets.
 //! - `blocking_calls`: calls on the blocking pool that hold a database,
 //!   counted so a stopping server waits for them.
 //!

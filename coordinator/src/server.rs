@@ -4,7 +4,8 @@
 //! The accept loop is our own (hyper with tokio) rather than `axum::serve`,
 //! for the limits a public server needs: at most `max_connections` open
 //! connections (more wait in the kernel's backlog), at most
-//! `max_connections_per_ip` from one source (an IPv6 /64; the TCP peer) (more are closed at once), a header-read timeout
+//! `max_connections_per_ip` from one source (an IPv6 /64; the TCP peer) (more
+//! are answered `503 too_many_connections` and closed), a header-read timeout
 //! (a client that trickles bytes is dropped), and a per-request timeout
 //! (the pool routes add it; a long-poll keeps its own wait bound).
 
@@ -27,7 +28,7 @@ use crate::chain::devnet::DevnetChain;
 use crate::chain::upstream::UpstreamNode;
 use crate::chain::{node_routes, Chain};
 use crate::config::{ConnectionLimits, CoordinatorConfig};
-use crate::connection_limits::ConnectionsPerSource;
+use crate::connection_limits::{ConnectionsPerSource, RefusalAnswers, REFUSAL_ANSWERS};
 use crate::data_directory::{DataDirectory, DataDirectoryError};
 use crate::pool::api::{self, PoolApiState};
 use crate::pool::{now_ms, Pool};
@@ -183,6 +184,7 @@ impl Coordinator {
         }
         let connections = Arc::new(Semaphore::new(limits.max_connections));
         let per_source = ConnectionsPerSource::new(limits.max_connections_per_ip);
+        let refusals = RefusalAnswers::new(REFUSAL_ANSWERS);
         let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -218,7 +220,8 @@ impl Coordinator {
                 connections.available_permits() < limits.max_connections / 4 && !trusted_proxies.trusts(peer.ip());
             let source = crate::client_source::source_network(peer.ip());
             let Some(source_slot) = per_source.try_acquire(source, scarce) else {
-                tracing::debug!("closing a connection from {peer}: too many open from that address");
+                pool.note_connection_refused();
+                refusals.answer(stream, peer);
                 continue;
             };
             let _ = stream.set_nodelay(true);

@@ -546,7 +546,11 @@ async fn connections_per_address_are_capped() {
     let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let quick = Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-    assert!(quick.get(format!("{}/pool/stats", pool.url)).send().await.is_err(), "a third connection from 127.0.0.1");
+    // A third connection from 127.0.0.1 is told why, and when to come back.
+    let refused = quick.get(format!("{}/pool/stats", pool.url)).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "too_many_connections");
     let elsewhere = Client::builder()
         .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
         .timeout(Duration::from_secs(2))
@@ -554,6 +558,8 @@ async fn connections_per_address_are_capped() {
         .unwrap();
     let answer = elsewhere.get(format!("{}/pool/stats", pool.url)).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK, "another address is served");
+    let counted = elsewhere.get(format!("{}/pool/metrics", pool.url)).send().await.unwrap();
+    assert_eq!(counted.json::<Value>().await.unwrap()["connections_refused"], 1, "the refusal is counted");
     drop(idle);
     eventually("the address's slots to free up", Duration::from_secs(5), async || {
         quick.get(format!("{}/pool/stats", pool.url)).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
@@ -569,7 +575,8 @@ async fn a_few_addresses_cannot_take_every_slot_together() {
     let pool = TestPool::start(CoordinatorArgs { max_connections: Some(64), ..settings("fair-share") }).await;
     let addr = pool.url.trim_start_matches("http://").to_string();
     // 60 idle connections from 127.0.0.1, accepted in turn: held ones stay
-    // silent, refused ones are closed at once (a read sees the end).
+    // silent, refused ones wait 2 s for a request to answer, then are closed
+    // (a read sees the end).
     let mut open: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(&addr).unwrap()).collect();
     for stream in &open {
         stream.set_nonblocking(true).unwrap();

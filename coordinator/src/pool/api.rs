@@ -362,6 +362,7 @@ async fn metrics_value(pool: &Pool) -> serde_json::Value {
             "busy": m.shares_busy,
         },
         "public_reads_shed": m.public_reads_shed,
+        "connections_refused": m.connections_refused,
         "share_verifications": m.share_verifications,
         "blocks_found": m.blocks_found,
         "blocks_rejected": m.blocks_rejected,
@@ -491,6 +492,12 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
         "counter",
         "Public reads (blocks, balances, payouts) answered 503 busy: too many in flight.",
         &[("", counter(m.public_reads_shed))],
+    );
+    metric(
+        "vision_pool_connections_refused_total",
+        "counter",
+        "Connections refused (503 too_many_connections): their address held too many.",
+        &[("", counter(m.connections_refused))],
     );
     let r = pool.rewards().counters();
     metric(

@@ -58,6 +58,8 @@ pub(crate) struct PoolMetrics {
     pub(crate) shares_busy: AtomicU64,
     /// Public reads answered `503 busy` (past `PoolConfig::public_reads`).
     pub(crate) public_reads_shed: AtomicU64,
+    /// Connections refused: their address held too many.
+    pub(crate) connections_refused: AtomicU64,
     /// Sum of accepted shares' difficulties: the hashes they stand for.
     pub(crate) accepted_work: AtomicU64,
     /// VisionX recomputations by the verifier threads.

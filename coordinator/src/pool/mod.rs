@@ -405,6 +405,11 @@ impl Pool {
         &self.config
     }
 
+    /// Counts a connection the server refused (its address held too many).
+    pub fn note_connection_refused(&self) {
+        PoolMetrics::bump(&self.metrics.connections_refused);
+    }
+
     /// Leave to run a public route's storage read now, or `Busy`.
     pub(crate) fn begin_public_read(&self) -> Result<PublicRead, PoolError> {
         self.public_reads.try_begin().inspect_err(|_| PoolMetrics::bump(&self.metrics.public_reads_shed))
