@@ -2,7 +2,9 @@
 # A one-shot hardware check on a GPU machine with no Rust toolchain, from the
 # binaries scripts/gpu-bundle.sh built elsewhere: runs the GPU tests,
 # `vision-miner devices` and a short series of GPU benches, samples nvidia-smi
-# where present, and writes one JSON report with every figure.
+# where present, and writes one JSON report with every figure. Fixed batches
+# that cannot fit in the card's memory (nvidia-smi's, else the Vulkan
+# driver's) are skipped and listed, not failed.
 #
 #   scripts/gpu-check.sh [BUNDLE_DIR] [--out FILE]
 #
@@ -576,17 +578,33 @@ bench() {
 # nvidia-smi tells it (which of its rows is the adapter under test, it
 # cannot say): a fixed batch whose tables cannot fit there is skipped, not
 # failed (a 24 GiB card is not broken for refusing 45 GiB of tables).
+# Without nvidia-smi (AMD, Intel), what the Vulkan driver says of the
+# adapter under test (`vision-miner devices`): free, else its largest heap.
 CARD_MB=""
+CARD_MB_WHAT="free"
 if [ -s "$TMP/smi_before.out" ]; then
     CARD_MB=$(awk -F', *' '$3 + 0 > 0 { print $3 - $4 }' "$TMP/smi_before.out" | sort -n | head -n 1)
+fi
+if [ -z "$CARD_MB" ]; then
+    vk_bytes=$(json_get_raw "${R[adapter]}" memory_free_bytes)
+    CARD_MB_WHAT="free (Vulkan)"
+    if ! [[ $vk_bytes =~ ^[0-9]+$ ]]; then
+        vk_bytes=$(json_get_raw "${R[adapter]}" memory_bytes)
+        CARD_MB_WHAT="in its largest heap (Vulkan)"
+    fi
+    [[ $vk_bytes =~ ^[0-9]+$ ]] && CARD_MB=$((vk_bytes / 1048576))
+    vk_total=$(json_get_raw "${R[adapter]}" memory_bytes)
+    if [ -z "${R[memory_total]:-}" ] && [[ $vk_total =~ ^[0-9]+$ ]]; then
+        R[memory_total]=$(json_str "$((vk_total / 1048576)) MiB (Vulkan)")
+    fi
 fi
 # bench_batch NAME LIMIT BATCH: a bench at a fixed batch, given a budget that holds it.
 bench_batch() {
     local name=$1 limit=$2 batch=$3 need
     need=$(memory_mb_used "$batch")
     if [ -n "$CARD_MB" ] && [ $((need * 10)) -gt $((CARD_MB * 9)) ]; then
-        say "bench_$name: skipped (needs $need MiB; the card has $CARD_MB MiB free)"
-        benches+="{\"name\":$(json_str "$name"),\"skipped\":$(json_str "does not fit: needs $need MiB, the card has $CARD_MB MiB free"),\"result\":null},"
+        say "bench_$name: skipped (needs $need MiB; the card has $CARD_MB MiB $CARD_MB_WHAT)"
+        benches+="{\"name\":$(json_str "$name"),\"skipped\":$(json_str "does not fit: needs $need MiB, the card has $CARD_MB MiB $CARD_MB_WHAT"),\"result\":null},"
         R[benches]="${benches%,}]"
         summary_lines+=("$(printf '%-20s %14s' "$name" "skipped: does not fit")")
         return 0

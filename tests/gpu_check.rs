@@ -161,3 +161,56 @@ fn gpu_check_reports_a_machine_without_a_hardware_gpu() {
         assert!(text.contains("software only"), "{report:#}");
     }
 }
+
+/// Without nvidia-smi (an AMD or Intel card), a fixed batch is fitted to what
+/// the Vulkan driver says of the adapter under test: lavapipe reports a heap
+/// of 2 GiB and no free figure, so every fixed batch is skipped as not
+/// fitting, and the report's memory is the driver's.
+#[test]
+fn gpu_check_fits_batches_to_the_vulkan_heap_without_nvidia_smi() {
+    let miner = workspace_binary("vision-miner");
+    let devices = Command::new(&miner).args(["devices", "--json"]).output().expect("vision-miner devices");
+    let listed: serde_json::Value = serde_json::from_slice(&devices.stdout).expect("devices as JSON");
+    let Some(adapter) = listed["gpus"].get(0).cloned() else {
+        assert!(std::env::var_os("CI").is_none(), "CI has lavapipe: {listed}");
+        eprintln!("no Vulkan adapter here: nothing to fit batches to");
+        return;
+    };
+    let heap_mib = adapter["memory_bytes"].as_u64().expect("the driver's heap") / 1_048_576;
+    let dir = fresh_dir("gpu-check-vulkan-memory");
+    let bundle = bundle(&dir, "#!/bin/sh\ncase \"$*\" in *--list*) echo 'passes: test' ;; *) echo ok ;; esac\n");
+    let report_path = dir.join("report.json");
+    // The PATH without any nvidia-smi on it.
+    let path: Vec<_> = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .filter(|dir| !dir.join("nvidia-smi").exists())
+        .collect();
+    // Time for `devices` and the tests, none for a bench: only the fit is looked at.
+    let run = gpu_check(&bundle, &report_path)
+        .env("PATH", std::env::join_paths(path).unwrap())
+        .env("GPU_CHECK_ACCEPT_SOFTWARE", "1")
+        .env("GPU_CHECK_BUDGET_S", "15")
+        .output()
+        .expect("bash scripts/gpu-check.sh");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["nvidia_smi"]["present"], false, "{stderr}");
+    let free = adapter["memory_free_bytes"].as_u64().map(|b| b / 1_048_576);
+    let (card_mib, what) = match free {
+        Some(free) => (free, "free (Vulkan)".to_string()),
+        None => (heap_mib, "in its largest heap (Vulkan)".to_string()),
+    };
+    assert_eq!(report["memory_total"], format!("{heap_mib} MiB (Vulkan)"), "{report:#}");
+    let benches = report["benches"].as_array().expect("benches");
+    for batch in [8192u64, 16384, 65536, 98304, 114688, 163840] {
+        let name = format!("batch-{batch}");
+        let bench = benches.iter().find(|b| b["name"] == name).unwrap_or_else(|| panic!("{name}: {benches:?}"));
+        // The script's memory_mb_used: compact tables of 24,576 slots, plus 512 MiB.
+        let need = (batch * 294_944).div_ceil(1_048_576) + 512;
+        let skipped = bench["skipped"].as_str().unwrap_or_default();
+        if need * 10 > card_mib * 9 {
+            assert_eq!(skipped, format!("does not fit: needs {need} MiB, the card has {card_mib} MiB {what}"));
+        } else {
+            assert!(!skipped.starts_with("does not fit"), "{name} fits in {card_mib} MiB: {bench}");
+        }
+    }
+}
