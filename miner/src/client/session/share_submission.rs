@@ -1,0 +1,175 @@
+//! Where found nonces go in pool mode: each find is sent to the pool that
+//! issued its job. One the pool cannot take now (unreachable, busy, without
+//! our session) waits in a bounded queue for the next job answer and is
+//! sent again while its job's height is still current; a block is tried
+//! again at once, briefly, rather than wait there. An answer that may have
+//! been lost (a timeout, a 5xx after the request went out) marks the find
+//! `maybe_credited`, so that a later `already_credited` counts it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use visionx::{Found, Target};
+
+use super::super::pool_client::ApiFailure;
+use super::super::retry_policy::{wait_before_retry, MAX_BLOCK_SUBMIT_RETRIES};
+use super::super::work_dispatch::Work;
+use super::PoolContext;
+
+/// Why a find was not taken, and whether its request went out at all.
+struct SendFailure {
+    failure: ApiFailure,
+    /// The share request was sent (its answer may be what failed).
+    sent: bool,
+}
+
+/// A find that could not be sent yet.
+pub(super) struct WaitingShare {
+    pub(super) work: Arc<Work>,
+    pub(super) found: Found,
+    /// An earlier try may have been credited with its answer lost.
+    pub(super) maybe_credited: bool,
+}
+
+/// Shares kept while no pool answers.
+const MAX_PENDING: usize = 1024;
+/// The longest a pool-mode block waits between tries.
+const MAX_BLOCK_RETRY_WAIT: Duration = Duration::from_secs(2);
+impl PoolContext {
+    fn queue(&self, work: Arc<Work>, found: Found, maybe_credited: bool) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.len() >= MAX_PENDING {
+            pending.pop_front();
+            self.status.update(|c| c.dropped += 1);
+        }
+        pending.push_back(WaitingShare { work, found, maybe_credited });
+        let n = pending.len();
+        self.status.update(|c| c.pending = n);
+    }
+
+    /// Sends one find to the pool that issued its job. A share the pool
+    /// could not take now waits in the queue for the next job answer; a
+    /// find that meets the network difficulty (a block) is sent again here,
+    /// after the pool's Retry-After or a backoff, while no job at a later
+    /// height has come: held for the next job answer, it would wait out a
+    /// long-poll that only a new block (making it stale) may end.
+    ///
+    /// `maybe_credited`: an earlier try may have been credited with its
+    /// answer lost (it timed out, or the pool failed after taking it).
+    pub(super) async fn submit(&self, work: Arc<Work>, found: Found, mut maybe_credited: bool) {
+        let Some(pool) = work.pool else { return };
+        let is_block = Target::from_difficulty(work.network_difficulty).is_met_by(&found.digest);
+        let mut failures = 0u32;
+        loop {
+            let failure = match self.submit_once(pool, &work, &found, maybe_credited).await {
+                Ok(()) => return,
+                Err(failure) => failure,
+            };
+            // A share sent and met by a timeout or a 5xx may have been
+            // taken; busy, rate-limited, without our session, never sent
+            // (no token) or never connected: not.
+            maybe_credited |= failure.sent && matches!(failure.failure, ApiFailure::Unavailable(_));
+            let failure = failure.failure;
+            let height_current = self.dispatch.current_work().is_none_or(|w| w.height <= work.height);
+            let retryable = failure.is_transient() || matches!(failure, ApiFailure::Unauthorized);
+            if !is_block || !retryable || !height_current || failures >= MAX_BLOCK_SUBMIT_RETRIES {
+                return self.queue(work, found, maybe_credited);
+            }
+            failures += 1;
+            // Short, whatever the pool asks: one request is no load, a
+            // block goes stale with the next one, and a stopping miner
+            // gets a try or two in within its grace.
+            let wait = wait_before_retry(&failure, failures).min(MAX_BLOCK_RETRY_WAIT);
+            tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One try at sending a find: `Err` with what failed when it should be
+    /// sent again (the pool unreachable, busy, or without our session).
+    /// `maybe_credited`: an earlier try may have been credited with its
+    /// answer lost.
+    async fn submit_once(
+        &self,
+        pool: usize,
+        work: &Work,
+        found: &Found,
+        maybe_credited: bool,
+    ) -> Result<(), SendFailure> {
+        let token = self.token(pool).await.map_err(|failure| SendFailure { failure, sent: false })?;
+        let rate = self.status.meter.rates(None).h60s;
+        match self.pool(pool).share(&token, &work.id, found.nonce, &found.digest.to_hex(), rate).await {
+            // Credited before: counted then, unless that answer was lost. (A
+            // device restarted on the same job, after a pause or a thread
+            // change, finds its earlier shares again.)
+            Ok(answer)
+                if answer.accepted && answer.reason.as_deref() == Some("already_credited") && !maybe_credited =>
+            {
+                Ok(())
+            }
+            Ok(answer) if answer.accepted => {
+                self.status.update(|c| {
+                    c.accepted += 1;
+                    if answer.is_block {
+                        c.blocks += 1;
+                        tracing::info!("block found at height {} (nonce {})", work.height, found.nonce);
+                    }
+                });
+                // Vardiff moved: take the next job now rather than at the end
+                // of the long-poll. (Only an answer about the job being mined
+                // says so: one about an older job, or another template's
+                // cap, would ask for the job already held.)
+                let still_mined = self.dispatch.current_work().is_some_and(|w| w.pool == work.pool && w.id == work.id);
+                if still_mined && answer.share_difficulty != work.share_difficulty {
+                    self.refresh.notify_one();
+                }
+                Ok(())
+            }
+            Ok(answer) => {
+                let reason = answer.reason.unwrap_or_default();
+                tracing::info!("share rejected: {reason}");
+                self.status.update(|c| if reason == "stale" { c.stale += 1 } else { c.rejected += 1 });
+                Ok(())
+            }
+            Err(ApiFailure::Unauthorized) => {
+                self.forget_token(pool, &token);
+                Err(SendFailure { failure: ApiFailure::Unauthorized, sent: true })
+            }
+            Err(failure) if failure.is_transient() => Err(SendFailure { failure, sent: true }),
+            Err(failure) => {
+                tracing::warn!("share refused: {failure}");
+                self.status.update(|c| c.rejected += 1);
+                Ok(())
+            }
+        }
+    }
+
+    /// Resubmits queued shares whose job height is still current; drops the rest.
+    pub(super) fn flush_pending(self: &Arc<Self>, height: u64) {
+        let queued: Vec<WaitingShare> = self.pending.lock().expect("pending lock").drain(..).collect();
+        self.status.update(|c| c.pending = 0);
+        let (current, old): (Vec<_>, Vec<_>) = queued.into_iter().partition(|w| w.work.height >= height);
+        if !old.is_empty() {
+            self.status.update(|c| c.dropped += old.len() as u64);
+        }
+        if current.is_empty() {
+            return;
+        }
+        tracing::info!("resubmitting {} shares kept while the pool was unreachable", current.len());
+        // A block goes on its own task: its retries must not hold the
+        // shares behind it until they are stale.
+        let (blocks, shares): (Vec<_>, Vec<_>) = current
+            .into_iter()
+            .partition(|w| Target::from_difficulty(w.work.network_difficulty).is_met_by(&w.found.digest));
+        for waiting in blocks {
+            let ctx = self.clone();
+            tokio::spawn(async move { ctx.submit(waiting.work, waiting.found, waiting.maybe_credited).await });
+        }
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            for waiting in shares {
+                ctx.submit(waiting.work, waiting.found, waiting.maybe_credited).await;
+            }
+        });
+    }
+}
