@@ -18,7 +18,8 @@
 # GPU_CHECK_BUDGET_S (overall budget for the steps, default 270),
 # GPU_CHECK_NO_UNPACK=1 (never unpack .gl/*.deb into /, as the tests run it),
 # GPU_CHECK_ACCEPT_SOFTWARE=1 (take a software adapter as the GPU: for the
-# script's own tests, which run it past the adapter check on lavapipe).
+# script's own tests, which run it past the adapter check on lavapipe),
+# GPU_CHECK_NVIDIA_SMI=off (ignore nvidia-smi, as on a card without it).
 #
 # Exit codes: 0 every step passed; 1 a step failed (the report says which);
 # 2 bad arguments or an unusable bundle; 3 no hardware GPU adapter.
@@ -361,7 +362,7 @@ smi_json() {
 }
 
 have_smi=0
-if command -v nvidia-smi >/dev/null 2>&1; then
+if [ "${GPU_CHECK_NVIDIA_SMI:-}" != off ] && command -v nvidia-smi >/dev/null 2>&1; then
     have_smi=1
     run_step smi_before 15 nvidia-smi --query-gpu=$SMI_FIELDS --format=csv,noheader
     smi_before_json=$STEP_JSON
@@ -578,8 +579,9 @@ bench() {
 # nvidia-smi tells it (which of its rows is the adapter under test, it
 # cannot say): a fixed batch whose tables cannot fit there is skipped, not
 # failed (a 24 GiB card is not broken for refusing 45 GiB of tables).
-# Without nvidia-smi (AMD, Intel), what the Vulkan driver says of the
-# adapter under test (`vision-miner devices`): free, else its largest heap.
+# Where nvidia-smi gives no figure (AMD, Intel), what the Vulkan driver says
+# of the adapter under test (`vision-miner devices`): free, else its largest
+# heap.
 CARD_MB=""
 CARD_MB_WHAT="free"
 if [ -s "$TMP/smi_before.out" ]; then

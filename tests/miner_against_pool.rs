@@ -288,7 +288,9 @@ async fn the_miner_honours_retry_after_and_resumes() {
         s["connection"]["last_error"].as_str().is_some_and(|e| e.contains("pool_stopped"))
     })
     .await;
-    assert_eq!(waiting["connection"]["retry_in_secs"], 5, "the pool's Retry-After: {waiting}");
+    // The pool's Retry-After, and up to a quarter more (rigs spread out).
+    let retry_in = waiting["connection"]["retry_in_secs"].as_u64();
+    assert!(matches!(retry_in, Some(5 | 6)), "the pool's Retry-After: {waiting}");
     admin
         .post(format!("{}/pool/start", pool.url))
         .bearer_auth("t-admin-token-for-tests")

@@ -8,9 +8,10 @@
 //! A refused connection is told why ([`RefusalAnswers`]): its first request
 //! gets `503 too_many_connections` with a `Retry-After`, so a miner backs
 //! off (or fails over) knowing the cause instead of seeing the pool hang up.
-//! Those answers have slots of their own, few and short-lived: past them a
-//! refused connection is closed at once, so refusals cannot cost more than
-//! the connections they turn away.
+//! Those answers have slots of their own, few (in all and per source) and
+//! short-lived (a client that does not send its request within 2 s is
+//! closed): past them a refused connection is closed at once, so what
+//! refusals may hold is bounded, on top of `max_connections`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -89,6 +90,13 @@ impl Drop for SourceSlot {
 
 /// Refused connections answered at once, at most; more are just closed.
 pub(crate) const REFUSAL_ANSWERS: usize = 64;
+/// Of those, from one source: one address cannot take every answer slot.
+const REFUSAL_ANSWERS_PER_SOURCE: usize = 4;
+/// A refused request's body is read (so that closing after the answer does
+/// not reset the connection under it), up to what any route takes and
+/// for this long.
+const REFUSAL_BODY_BYTES: usize = crate::server::MAX_BODY_BYTES;
+const REFUSAL_BODY_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a refused connection has to send its request's head.
 const REFUSAL_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long answering one refused connection may take in all.
@@ -98,25 +106,31 @@ pub(crate) const REFUSAL_RETRY_AFTER_SECS: u64 = 5;
 
 /// Answers refused connections `503 too_many_connections` and closes them,
 /// a bounded number at a time.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct RefusalAnswers {
     slots: Arc<Semaphore>,
+    per_source: ConnectionsPerSource,
 }
 
 impl RefusalAnswers {
     pub(crate) fn new(slots: usize) -> Self {
-        RefusalAnswers { slots: Arc::new(Semaphore::new(slots)) }
+        let per_source = ConnectionsPerSource::with_fair_share(REFUSAL_ANSWERS_PER_SOURCE, REFUSAL_ANSWERS_PER_SOURCE);
+        RefusalAnswers { slots: Arc::new(Semaphore::new(slots)), per_source }
     }
 
     /// Answers `stream`'s first request with the refusal (then closes it),
-    /// or closes it now when every answer slot is taken. Returns at once.
-    pub(crate) fn answer(&self, stream: TcpStream, peer: SocketAddr) {
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+    /// or closes it now when the answer slots (in all, or `source`'s) are
+    /// taken. Returns at once.
+    pub(crate) fn answer(&self, stream: TcpStream, peer: SocketAddr, source: IpAddr) {
+        let slots = self.per_source.try_acquire(source, false).zip(self.slots.clone().try_acquire_owned().ok());
+        let Some(slots) = slots else {
             tracing::debug!("closing a connection from {peer}: too many open from that address");
             return;
         };
         tracing::debug!("refusing a connection from {peer}: too many open from that address");
-        let service = hyper::service::service_fn(|_request| async {
+        let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async {
+            let body = axum::body::Body::new(request.into_body());
+            let _ = tokio::time::timeout(REFUSAL_BODY_TIMEOUT, axum::body::to_bytes(body, REFUSAL_BODY_BYTES)).await;
             let message = "too many connections open from your address; close some, or retry shortly";
             let refusal = ApiError::retry_later(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -130,7 +144,7 @@ impl RefusalAnswers {
         http.timer(TokioTimer::new()).header_read_timeout(REFUSAL_HEADER_TIMEOUT).keep_alive(false);
         let connection = http.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = slots;
             // A client that sends nothing (or trickles) is closed unanswered.
             let _ = tokio::time::timeout(REFUSAL_DEADLINE, connection).await;
         });
@@ -173,39 +187,58 @@ mod tests {
     }
 
     /// Over real loopback sockets: a refused client that asks gets the
-    /// reason and a Retry-After; once the answer slots are taken, the next
-    /// is closed at once, unanswered.
+    /// reason and a Retry-After, after a body of many reads; once the answer
+    /// slots are taken, in all or by one source, the next is closed at once,
+    /// unanswered. (Whether the body was read cannot be seen here: a Linux
+    /// client keeps an answer it received even when a reset follows, which
+    /// Windows' does not.)
     #[tokio::test]
     async fn refused_connections_are_told_why_while_answer_slots_last() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let refusals = RefusalAnswers::new(1);
-        let mut asking = TcpStream::connect(addr).await.unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        refusals.answer(stream, peer);
-        // The one answer slot is held while the first client is answered.
-        let mut second = TcpStream::connect(addr).await.unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        refusals.answer(stream, peer);
-        let mut byte = [0u8; 1];
-        let read = tokio::time::timeout(Duration::from_secs(1), second.read(&mut byte)).await;
-        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "past the answer slots: closed at once ({read:?})");
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let refused = async |refusals: &RefusalAnswers, source: IpAddr| {
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (stream, peer) = listener.accept().await.unwrap();
+            refusals.answer(stream, peer, source);
+            client
+        };
+        let closed_at_once = async |mut client: TcpStream| {
+            let read = tokio::time::timeout(Duration::from_secs(1), client.read(&mut [0u8; 1])).await;
+            matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+        };
+        let answer_to = async |mut client: TcpStream, request: &[u8]| {
+            client.write_all(request).await.unwrap();
+            let mut answer = String::new();
+            tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut answer)).await.unwrap().unwrap();
+            answer
+        };
 
-        asking.write_all(b"POST /pool/share HTTP/1.1\r\nHost: pool\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(5), asking.read_to_string(&mut answer)).await.unwrap().unwrap();
+        let refusals = RefusalAnswers::new(1);
+        let asking = refused(&refusals, a).await;
+        // The one answer slot is held while the first client is answered.
+        assert!(closed_at_once(refused(&refusals, b).await).await, "past the answer slots");
+        // A body of many reads, behind its head.
+        let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(60_000));
+        let request =
+            format!("POST /pool/share HTTP/1.1\r\nHost: pool\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let answer = answer_to(asking, request.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(answer.to_ascii_lowercase().contains("retry-after: 5\r\n"), "{answer}");
         assert!(answer.contains(r#""error":"too_many_connections""#), "{answer}");
-
         // The slot is back once the answer is done.
-        let mut third = TcpStream::connect(addr).await.unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        refusals.answer(stream, peer);
-        third.write_all(b"GET /pool/stats HTTP/1.1\r\nHost: pool\r\n\r\n").await.unwrap();
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(5), third.read_to_string(&mut answer)).await.unwrap().unwrap();
+        let answer = answer_to(refused(&refusals, b).await, b"GET /pool/stats HTTP/1.1\r\nHost: pool\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+
+        // One source holds at most its share of the slots.
+        let refusals = RefusalAnswers::new(REFUSAL_ANSWERS);
+        let mut held = Vec::new();
+        for _ in 0..REFUSAL_ANSWERS_PER_SOURCE {
+            held.push(refused(&refusals, a).await);
+        }
+        assert!(closed_at_once(refused(&refusals, a).await).await, "past one source's share");
+        let answer = answer_to(refused(&refusals, b).await, b"GET / HTTP/1.1\r\nHost: pool\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "another source is still answered: {answer}");
     }
 }

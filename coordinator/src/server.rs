@@ -221,7 +221,7 @@ impl Coordinator {
             let source = crate::client_source::source_network(peer.ip());
             let Some(source_slot) = per_source.try_acquire(source, scarce) else {
                 pool.note_connection_refused();
-                refusals.answer(stream, peer);
+                refusals.answer(stream, peer, source);
                 continue;
             };
             let _ = stream.set_nodelay(true);

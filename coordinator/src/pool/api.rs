@@ -496,7 +496,7 @@ async fn metrics_prometheus(State(state): State<PoolApiState>) -> impl IntoRespo
     metric(
         "vision_pool_connections_refused_total",
         "counter",
-        "Connections refused (503 too_many_connections): their address held too many.",
+        "Connections refused because their address held too many (answered 503 too_many_connections, or closed past the answer slots).",
         &[("", counter(m.connections_refused))],
     );
     let r = pool.rewards().counters();

@@ -26,9 +26,12 @@ pub(crate) fn backoff(failures: u32) -> Duration {
 /// again in a tight loop.
 pub(crate) const MIN_RETRY_WAIT: Duration = Duration::from_secs(1);
 
-/// The wait a pool's `Retry-After: secs` asks for, at least [`MIN_RETRY_WAIT`].
+/// The wait a pool's `Retry-After: secs` asks for, at least [`MIN_RETRY_WAIT`],
+/// and up to a quarter more: rigs refused together (one address over the
+/// pool's connection limit, a pool restarting) must not all ask again in
+/// the same instant.
 pub(crate) fn retry_after(secs: u64) -> Duration {
-    Duration::from_secs(secs).max(MIN_RETRY_WAIT)
+    Duration::from_secs(secs).max(MIN_RETRY_WAIT).mul_f64(1.0 + (jitter() - 0.75) / 2.0)
 }
 
 /// Tries at sending a found block after the first, while its height is
@@ -48,6 +51,17 @@ pub(crate) fn wait_before_retry(failure: &ApiFailure, failures: u32) -> Duration
 mod tests {
     use super::*;
 
+    /// Waits a server asked for are never shorter, and spread out: a
+    /// hundred rigs refused together do not come back together.
+    #[test]
+    fn a_retry_after_is_honoured_and_spread() {
+        let waits: Vec<Duration> = (0..100).map(|_| retry_after(5)).collect();
+        assert!(waits.iter().all(|w| (Duration::from_secs(5)..Duration::from_secs_f64(6.25)).contains(w)), "{waits:?}");
+        let distinct: std::collections::HashSet<_> = waits.iter().map(|w| w.as_millis() / 50).collect();
+        assert!(distinct.len() > 10, "spread over the quarter: {waits:?}");
+        assert!(retry_after(0) >= MIN_RETRY_WAIT);
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
         assert!(backoff(0) <= Duration::from_millis(650));
@@ -58,9 +72,9 @@ mod tests {
     #[test]
     fn a_block_waits_what_a_busy_server_asks_else_backs_off() {
         let busy = ApiFailure::RetryAfter { retry_after_secs: 0, message: String::new() };
-        assert_eq!(wait_before_retry(&busy, 5), MIN_RETRY_WAIT);
+        assert!((MIN_RETRY_WAIT..MIN_RETRY_WAIT.mul_f64(1.25)).contains(&wait_before_retry(&busy, 5)));
         let busy = ApiFailure::RetryAfter { retry_after_secs: 9, message: String::new() };
-        assert_eq!(wait_before_retry(&busy, 1), Duration::from_secs(9));
+        assert!((Duration::from_secs(9)..Duration::from_secs_f64(9.0 * 1.25)).contains(&wait_before_retry(&busy, 1)));
         let down = ApiFailure::Unavailable("503".into());
         assert!(wait_before_retry(&down, 0) <= Duration::from_millis(650));
     }

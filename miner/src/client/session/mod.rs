@@ -8,12 +8,12 @@
 //! Nothing here ends the process except what a person must fix: a refused
 //! wallet or a ban, once no pool is left to mine at.
 //!
-//! - this module: the session's state ([`PoolContext`]), registration, the
+//! - this module: the session's state (`PoolContext`), registration, the
 //!   job loop, and the owner's pool switch (`pool_switch`).
 //! - `pool_failover`: which pool to mine at. Network errors and 5xx back off
 //!   exponentially with jitter, growing with each round of the failover
 //!   list while every pool is down; 429/503 wait the Retry-After (1 s to a
-//!   minute); two failures in a row of either kind (or unusable jobs) fail
+//!   minute, plus up to a quarter; the backoff once that is longer); two failures in a row of either kind (or unusable jobs) fail
 //!   over to the next pool that has neither banned nor refused the miner,
 //!   and the primary pool (the first, or one the owner switched to through
 //!   the local API) is tried again every `failback` interval.

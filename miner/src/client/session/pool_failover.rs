@@ -56,8 +56,10 @@ impl Failures {
             self.on_pool = 0;
             return Retry::Next(if rounds == 0 { Duration::ZERO } else { backoff(rounds) });
         }
+        // What the pool asked for is the least: a pool that keeps asking
+        // (an address over its connection limit) is asked less and less often.
         let backoff = backoff(self.on_pool + rounds);
-        Retry::Same(asked.map_or(backoff, retry_after))
+        Retry::Same(asked.map_or(backoff, |secs| retry_after(secs).max(backoff)))
     }
 }
 impl PoolContext {
@@ -219,12 +221,22 @@ mod tests {
 
     #[test]
     fn a_retry_after_of_zero_still_waits() {
+        let waited = |step: Retry| match step {
+            Retry::Same(wait) => wait,
+            Retry::Next(_) => panic!("one pool only: never next"),
+        };
         for asked in [0, 1] {
             let mut failures = Failures::default();
-            assert_eq!(failures.unavailable(1, false, Some(asked)), Retry::Same(MIN_RETRY_WAIT));
+            let wait = waited(failures.unavailable(1, false, Some(asked)));
+            assert!((MIN_RETRY_WAIT..MIN_RETRY_WAIT.mul_f64(1.25)).contains(&wait), "{wait:?}");
         }
         let mut failures = Failures::default();
-        assert_eq!(failures.unavailable(1, false, Some(7)), Retry::Same(Duration::from_secs(7)));
+        let wait = waited(failures.unavailable(1, false, Some(7)));
+        assert!((Duration::from_secs(7)..Duration::from_secs_f64(8.75)).contains(&wait), "{wait:?}");
+        // Asked again and again: never less than asked, and longer as it goes on.
+        let waits: Vec<Duration> = (0..10).map(|_| waited(failures.unavailable(1, false, Some(5)))).collect();
+        assert!(waits.iter().all(|w| *w >= Duration::from_secs(5)), "{waits:?}");
+        assert!(waits[9] >= Duration::from_secs(20), "{waits:?}");
         // One pool only: never "next", however many failures.
         assert!((0..10).all(|_| matches!(failures.unavailable(1, false, None), Retry::Same(_))));
     }
