@@ -179,13 +179,53 @@ fn gpu_finds_exactly_the_nonces_the_cpu_finds() {
             let nonces = NonceRange::new(start, start + 300 + next() % 200);
             let job = job(small_params(), nonces, 8);
             let (end, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
-            assert_eq!(end.unwrap(), visionx::SearchEnd { hashes: nonces.len(), cancelled: false });
+            assert_eq!(end.unwrap(), visionx::SearchEnd::completed(nonces, nonces.len()));
             let mut expected = Vec::new();
             FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
             assert!(!expected.is_empty());
             assert_eq!(found, expected, "{variant}, nonces {nonces:?}");
         }
     }
+}
+
+/// A search cancelled at its first find (while later batches run) and
+/// picked up at its `next_nonce` finds what the CPU finds, each once:
+/// batches are read in order, so what is below the point is done.
+#[test]
+fn a_search_picked_up_at_its_next_nonce_finds_each_share_once() {
+    if !require_adapter() {
+        return;
+    }
+    let nonces = NonceRange::new(5_000, 5_000 + 4 * 128 + 37);
+    let job = job(small_params(), nonces, 8);
+    let backend = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::None).unwrap();
+    let mut found = Vec::new();
+    let (mut from, mut parts) = (nonces.start, 0);
+    while from < nonces.end {
+        parts += 1;
+        assert!(parts <= 8, "no progress at {from}");
+        let control = Arc::new(SearchControl::new());
+        let part = Mutex::new(Vec::new());
+        let end = backend
+            .search(&job.with_nonces(NonceRange::new(from, nonces.end)), &control, &|f| {
+                part.lock().unwrap().push(f);
+                control.cancel();
+            })
+            .unwrap();
+        assert_eq!(end.next_nonce, from + end.hashes, "batches read in order: {end:?}");
+        assert!(!end.cancelled || end.hashes.is_multiple_of(128), "whole batches: {end:?}");
+        found.extend(part.into_inner().unwrap());
+        from = end.next_nonce;
+        if !end.cancelled {
+            assert_eq!(from, nonces.end);
+        }
+    }
+    found.sort_by_key(|f| f.nonce);
+    let mut expected = Vec::new();
+    FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
+    assert!(expected.len() >= 3, "finds in several batches: {expected:?}");
+    assert!(parts >= 2, "cancelled along the way");
+    assert_eq!(found, expected, "each share once");
 }
 
 #[test]
@@ -273,7 +313,7 @@ fn a_tuned_device_finds_what_the_cpu_finds() {
     let nonces = NonceRange::new(77_000, 77_000 + 700);
     let job = job(small_params(), nonces, 8);
     let (end, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
-    assert_eq!(end.unwrap(), visionx::SearchEnd { hashes: nonces.len(), cancelled: false });
+    assert_eq!(end.unwrap(), visionx::SearchEnd::completed(nonces, nonces.len()));
     let mut expected = Vec::new();
     FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
     assert!(!expected.is_empty());

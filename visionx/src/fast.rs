@@ -175,7 +175,7 @@ impl PowEngine for FastEngine {
         let mut rest = job.nonces;
         while !rest.is_empty() {
             if control.is_cancelled() {
-                return SearchEnd { hashes, cancelled: true };
+                return SearchEnd::cancelled_after(job.nonces, hashes);
             }
             let (group, tail) = rest.split_at(simd.lanes() as u64);
             rest = tail;
@@ -183,7 +183,7 @@ impl PowEngine for FastEngine {
                 let end = self.scalar.search(&job.with_nonces(group), control, on_found);
                 hashes += end.hashes;
                 if end.cancelled {
-                    return SearchEnd { hashes, cancelled: true };
+                    return SearchEnd::cancelled_after(job.nonces, hashes);
                 }
                 continue;
             }
@@ -196,7 +196,7 @@ impl PowEngine for FastEngine {
             hashes += group.len();
             control.add_hashes(group.len());
         }
-        SearchEnd { hashes, cancelled: false }
+        SearchEnd::completed(job.nonces, hashes)
     }
 }
 
@@ -267,9 +267,53 @@ mod tests {
                 let control = SearchControl::new();
                 let mut found = Vec::new();
                 let end = engine.search(&job, &control, &mut |f| found.push(f));
-                prop_assert_eq!(end, SearchEnd { hashes: len, cancelled: false });
+                prop_assert_eq!(end, SearchEnd::completed(job.nonces, len));
                 prop_assert_eq!(control.hashes(), len);
                 prop_assert_eq!(&found, &expected, "{}", engine.engine());
+            }
+        }
+
+        /// A search cancelled part-way and picked up again at its
+        /// `next_nonce` reports every find once: none missed, none twice.
+        #[test]
+        fn a_search_picked_up_at_its_next_nonce_misses_and_repeats_nothing(
+            params in small_params(3, 1, 100),
+            seed: [u8; 32],
+            len in 1u64..60,
+            cancel_after in 1usize..40,
+        ) {
+            let job = Job {
+                input: Arc::new(input(params, seed, 3, b"resume".to_vec())),
+                target: Target::NONE,
+                nonces: NonceRange::new(1000, 1000 + len),
+            };
+            let mut every: Vec<Box<dyn PowEngine>> = vec![Box::new(ReferenceEngine::new())];
+            every.extend(engines().into_iter().map(|e| Box::new(e) as Box<dyn PowEngine>));
+            for mut engine in every {
+                let mut found = Vec::new();
+                let mut from = job.nonces.start;
+                loop {
+                    // Cancelled from inside, at the `cancel_after`th find of a part.
+                    let control = SearchControl::new();
+                    let part = job.with_nonces(NonceRange::new(from, job.nonces.end));
+                    let mut seen = 0;
+                    let end = engine.search(&part, &control, &mut |f| {
+                        found.push(f.nonce);
+                        seen += 1;
+                        if seen == cancel_after {
+                            control.cancel();
+                        }
+                    });
+                    prop_assert!(end.next_nonce > from || part.nonces.is_empty(), "no progress from {}", from);
+                    prop_assert_eq!(end.next_nonce, from + end.hashes, "hashed in order");
+                    from = end.next_nonce;
+                    if !end.cancelled {
+                        prop_assert_eq!(from, job.nonces.end);
+                        break;
+                    }
+                }
+                found.sort_unstable();
+                prop_assert_eq!(found, job.nonces.iter().collect::<Vec<_>>());
             }
         }
     }

@@ -151,7 +151,7 @@ impl PowEngine for ScalarEngine {
         let mut rest = job.nonces;
         while !rest.is_empty() {
             if control.is_cancelled() {
-                return SearchEnd { hashes, cancelled: true };
+                return SearchEnd::cancelled_after(job.nonces, hashes);
             }
             let (group, tail) = rest.split_at(LANES as u64);
             rest = tail;
@@ -169,7 +169,7 @@ impl PowEngine for ScalarEngine {
             hashes += group.len();
             control.add_hashes(group.len());
         }
-        SearchEnd { hashes, cancelled: false }
+        SearchEnd::completed(job.nonces, hashes)
     }
 }
 

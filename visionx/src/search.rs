@@ -27,7 +27,7 @@ pub trait PowEngine: Send {
         let mut hashes = 0;
         for nonce in job.nonces.iter() {
             if control.is_cancelled() {
-                return SearchEnd { hashes, cancelled: true };
+                return SearchEnd::cancelled_after(job.nonces, hashes);
             }
             let digest = self.hash(&job.input, nonce);
             hashes += 1;
@@ -36,7 +36,7 @@ pub trait PowEngine: Send {
                 on_found(Found { nonce, digest });
             }
         }
-        SearchEnd { hashes, cancelled: false }
+        SearchEnd::completed(job.nonces, hashes)
     }
 }
 
@@ -182,6 +182,25 @@ pub struct SearchEnd {
     pub hashes: u64,
     /// Whether it stopped because the control was cancelled.
     pub cancelled: bool,
+    /// Every nonce of the range below this one was hashed and its finds
+    /// reported: where a search cancelled part-way picks up again (the
+    /// range's end once it is done). Searches that hash in order stop
+    /// exactly there; one spread over threads may have hashed past it.
+    pub next_nonce: u64,
+}
+
+impl SearchEnd {
+    /// A search that hashed all of `nonces` (`hashes` of them: a range
+    /// hashed in parts says how many this call did).
+    pub fn completed(nonces: NonceRange, hashes: u64) -> Self {
+        SearchEnd { hashes, cancelled: false, next_nonce: nonces.end }
+    }
+
+    /// A search cancelled after hashing the first `hashes` nonces of
+    /// `nonces`, in order.
+    pub fn cancelled_after(nonces: NonceRange, hashes: u64) -> Self {
+        SearchEnd { hashes, cancelled: true, next_nonce: nonces.start.saturating_add(hashes).min(nonces.end) }
+    }
 }
 
 /// Cancellation and progress shared between a search and its owner (and

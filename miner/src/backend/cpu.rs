@@ -104,25 +104,32 @@ impl CpuBackend {
     /// Searches `job.nonces` on every thread and blocks until the range is
     /// done or `control` is cancelled. Found nonces go to `on_found` (from
     /// the worker threads, in no particular order).
+    ///
+    /// Threads take chunks in order, so a cancelled search's `next_nonce`
+    /// is where the earliest chunk left unfinished stopped: everything below
+    /// it is hashed (parts of later chunks may be too, and are hashed again
+    /// by a search picked up there).
     pub fn search(&self, job: &Job, control: &SearchControl, on_found: &(dyn Fn(Found) + Sync)) -> SearchEnd {
         let cursor = AtomicU64::new(job.nonces.start);
         let ends = self.pool.broadcast(|ctx| {
             let mut engine = self.engines[ctx.index()].lock().expect("engine lock");
-            let mut total = SearchEnd::default();
+            let mut total = SearchEnd::completed(job.nonces, 0);
             while let Some(chunk) = claim_chunk(&cursor, job.nonces, self.chunk_nonces) {
                 let end = engine.search(&job.with_nonces(chunk), control, &mut |found| on_found(found));
                 total.hashes += end.hashes;
                 self.thread_hashes[ctx.index()].fetch_add(end.hashes, Ordering::Relaxed);
                 if end.cancelled {
                     total.cancelled = true;
+                    total.next_nonce = end.next_nonce;
                     break;
                 }
             }
             total
         });
-        ends.into_iter().fold(SearchEnd::default(), |acc, end| SearchEnd {
+        ends.into_iter().fold(SearchEnd::completed(job.nonces, 0), |acc, end| SearchEnd {
             hashes: acc.hashes + end.hashes,
             cancelled: acc.cancelled || end.cancelled,
+            next_nonce: acc.next_nonce.min(end.next_nonce),
         })
     }
 }
@@ -166,7 +173,7 @@ mod tests {
         let job = job(small(), NonceRange::new(1000, 1403), 4);
         let found = Mutex::new(Vec::new());
         let end = backend.search(&job, &SearchControl::new(), &|f| found.lock().unwrap().push(f));
-        assert_eq!(end, SearchEnd { hashes: 403, cancelled: false });
+        assert_eq!(end, SearchEnd::completed(job.nonces, 403));
         assert_eq!(backend.thread_hashes().iter().sum::<u64>(), 403);
 
         let mut found = found.into_inner().unwrap();
@@ -175,6 +182,37 @@ mod tests {
         FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
         assert!(!expected.is_empty(), "difficulty 4 over 403 nonces finds some");
         assert_eq!(found, expected);
+    }
+
+    /// Cancelled part-way again and again, each search picked up at the last
+    /// one's `next_nonce`: every nonce is found (some twice, hashed past the
+    /// point by another thread), and each part gets further.
+    #[test]
+    fn a_search_picked_up_at_its_next_nonce_misses_nothing() {
+        let backend = CpuBackend::new(CpuConfig { threads: Some(3), engine: EngineKind::Fast }).unwrap();
+        let job = job(small(), NonceRange::new(500, 800), 0);
+        let found = Mutex::new(std::collections::BTreeSet::new());
+        let (mut from, mut parts) = (job.nonces.start, 0);
+        loop {
+            parts += 1;
+            let control = SearchControl::new();
+            let seen = AtomicU64::new(0);
+            let end = backend.search(&job.with_nonces(NonceRange::new(from, job.nonces.end)), &control, &|f| {
+                found.lock().unwrap().insert(f.nonce);
+                if seen.fetch_add(1, Ordering::Relaxed) + 1 == 40 {
+                    control.cancel();
+                }
+            });
+            assert!(end.next_nonce > from, "part {parts} made no progress from {from}");
+            assert!(end.hashes >= end.next_nonce - from, "part {parts}: {end:?}");
+            from = end.next_nonce;
+            if !end.cancelled {
+                assert_eq!(from, job.nonces.end);
+                break;
+            }
+        }
+        assert!(parts > 3, "cancelled along the way ({parts} parts)");
+        assert_eq!(found.into_inner().unwrap().into_iter().collect::<Vec<_>>(), job.nonces.iter().collect::<Vec<_>>());
     }
 
     #[test]

@@ -153,7 +153,7 @@ mod tests {
                 self.0.store(true, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(300));
                 on_found(Found { nonce: job.nonces.start + 7, digest: visionx::Digest([0; 32]) });
-                Ok(visionx::SearchEnd { hashes: 8, cancelled: true })
+                Ok(visionx::SearchEnd::cancelled_after(job.nonces, 8))
             }
         }
         let (tx, rx) = super::super::work_dispatch::found_channel();

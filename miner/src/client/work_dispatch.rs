@@ -5,6 +5,9 @@
 //! stale-work stop bumps a generation number and cancels every running
 //! search, so devices switch within one lockstep group (CPU) or a dispatch
 //! or two (GPU). Hashes are counted per device from completed work only.
+//! When the same work comes back (a resume, a thread change), each device
+//! picks up its slice where its last search left it rather than hash it
+//! again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -325,9 +328,23 @@ impl WorkDispatch {
     fn run_device(&self, index: usize, count: usize, mut device: Device, found: &FoundSender) {
         let slot = &self.slots[index];
         let mut seen = 0;
+        // The work last searched and where its slice was left: when the same
+        // work comes back (after a pause, a thread change) the device picks
+        // up there instead of hashing its slice again.
+        let mut left_at: Option<(Arc<Work>, u64)> = None;
         while let Some((generation, work)) = self.next_work(seen) {
             seen = generation;
-            let job = Job { input: work.input.clone(), target: work.target, nonces: slice(work.nonces, index, count) };
+            let mut nonces = slice(work.nonces, index, count);
+            if let Some((last, at)) = &left_at {
+                if Arc::ptr_eq(last, &work) {
+                    nonces = NonceRange::new((*at).clamp(nonces.start, nonces.end), nonces.end);
+                }
+            }
+            if nonces.is_empty() {
+                // Its slice is done: idle until other work.
+                continue;
+            }
+            let job = Job { input: work.input.clone(), target: work.target, nonces };
             let control = Arc::new(SearchControl::new());
             slot.start(control.clone());
             if self.generation() != generation {
@@ -354,7 +371,10 @@ impl WorkDispatch {
                 device.set_threads(self.cpu_threads());
             }
             match device.search(&job, &control, &report) {
-                Ok(_) => slot.sitting_out.store(false, Ordering::Relaxed),
+                Ok(end) => {
+                    slot.sitting_out.store(false, Ordering::Relaxed);
+                    left_at = Some((work.clone(), end.next_nonce));
+                }
                 Err(err) if err.is_job_only() => {
                     tracing::warn!("{} sits out job {}: {err}", slot.name, work.id);
                     slot.sitting_out.store(true, Ordering::Relaxed);
@@ -504,6 +524,58 @@ mod dispatch_tests {
         }
         dispatch.stop();
         drop(rx);
+    }
+
+    /// Paused, resumed, and the CPU's threads changed, all mid-slice: each
+    /// device picks up where it was, so the range is hashed exactly once,
+    /// and every find is reported once.
+    #[test]
+    fn the_same_work_back_is_picked_up_where_it_was_left() {
+        let (tx, mut rx) = found_channel();
+        let devices: Vec<Device> =
+            vec![Box::new(crate::backend::CpuDevice::new(1)), Box::new(crate::backend::CpuDevice::new(1))];
+        let dispatch = WorkDispatch::start(devices, tx);
+        // Long enough (about a second) that the pause comes early in it.
+        let nonces = NonceRange::new(1_000, 401_000);
+        let shares =
+            Work { target: Target::from_difficulty(256), network_difficulty: u64::MAX, nonces, ..(*work("w")).clone() };
+        let shares = Arc::new(shares);
+        let hashed = |dispatch: &WorkDispatch| dispatch.slots().iter().map(|s| s.hashes()).sum::<u64>();
+        let mut reported = Vec::new();
+        let mut drain = |rx: &mut FoundReceiver| {
+            while let Ok((_, found)) = rx.try_recv() {
+                reported.push(found.nonce);
+            }
+        };
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !done() {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        dispatch.set_work(Some(shares.clone()));
+        wait_for("hashing to start", &|| hashed(&dispatch) > 0);
+        dispatch.set_paused(true);
+        wait_for("the pause", &|| !dispatch.slots().iter().any(|s| s.is_searching()));
+        let at_pause = hashed(&dispatch);
+        assert!(at_pause < nonces.len() / 2, "paused early in the range ({at_pause} hashed)");
+        dispatch.set_paused(false);
+        wait_for("hashing to go on", &|| hashed(&dispatch) > at_pause);
+        assert!(dispatch.set_cpu_threads(2));
+        wait_for("the whole range", &|| hashed(&dispatch) >= nonces.len());
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(hashed(&dispatch), nonces.len(), "no nonce hashed twice");
+        assert!(!dispatch.slots().iter().any(|s| s.is_searching()), "done: idle until other work");
+        drain(&mut rx);
+        reported.sort_unstable();
+        let mut expected = Vec::new();
+        let job = Job { input: shares.input.clone(), target: shares.target, nonces };
+        let mut engine = visionx::FastEngine::new();
+        visionx::PowEngine::search(&mut engine, &job, &visionx::SearchControl::new(), &mut |f| expected.push(f.nonce));
+        assert!(expected.len() > 1000, "difficulty 256 over 400,000 nonces");
+        assert_eq!(reported, expected, "every find reported once");
+        dispatch.stop();
     }
 
     #[test]

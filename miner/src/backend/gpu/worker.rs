@@ -382,7 +382,12 @@ impl DeviceThread {
         outcome?;
         let stopped = control.is_cancelled() || self.disabled.load(Ordering::SeqCst);
         let cancelled = unfinished || (stopped && next_nonce < job.nonces.end);
-        Ok(SearchEnd { hashes, cancelled })
+        // Batches are read in order: the hashes done are the range's first.
+        Ok(if cancelled {
+            SearchEnd::cancelled_after(job.nonces, hashes)
+        } else {
+            SearchEnd::completed(job.nonces, hashes)
+        })
     }
 
     /// Runs batches over the job's nonces from `next_nonce` until they are

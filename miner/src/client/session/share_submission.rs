@@ -100,8 +100,9 @@ impl PoolContext {
         let rate = self.status.meter.rates(None).h60s;
         match self.pool(pool).share(&token, &work.id, found.nonce, &found.digest.to_hex(), rate).await {
             // Credited before: counted then, unless that answer was lost. (A
-            // device restarted on the same job, after a pause or a thread
-            // change, finds its earlier shares again.)
+            // device picked up on the same job after a pause or a thread
+            // change may find again what its threads hashed past the point
+            // it picked up at.)
             Ok(answer)
                 if answer.accepted && answer.reason.as_deref() == Some("already_credited") && !maybe_credited =>
             {
