@@ -29,6 +29,8 @@
 //!   for its rate windows (so a stats build is O(sessions)).
 //! - `job_book`, `vardiff`, `token_bucket`, `metrics`, `share_verifier`,
 //!   `verify_queue`, `group_commit`: the parts those are built from.
+//! - `metrics_export`: the counters as `/pool/metrics` JSON and `/metrics`
+//!   Prometheus text.
 
 mod admin;
 pub mod api;
@@ -37,6 +39,7 @@ mod group_commit;
 mod job_book;
 mod job_requests;
 mod metrics;
+mod metrics_export;
 mod pool_error;
 mod public_reads;
 mod readiness;
