@@ -22,7 +22,9 @@ pub trait PowEngine: Send {
 
     /// Hashes every nonce of `job.nonces` in order, reports each whose digest
     /// meets `job.target`, and returns early when `control` is cancelled.
-    /// Hashes done are added to `control` as they complete.
+    /// Hashes done are added to `control` as they complete. The end's
+    /// `next_nonce` is the range's start plus the hashes done: a search
+    /// picked up there hashes nothing twice.
     fn search(&mut self, job: &Job, control: &SearchControl, on_found: &mut dyn FnMut(Found)) -> SearchEnd {
         let mut hashes = 0;
         for nonce in job.nonces.iter() {
@@ -176,16 +178,18 @@ pub struct Found {
 }
 
 /// How a search ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchEnd {
     /// Hashes completed by this call.
     pub hashes: u64,
     /// Whether it stopped because the control was cancelled.
     pub cancelled: bool,
     /// Every nonce of the range below this one was hashed and its finds
-    /// reported: where a search cancelled part-way picks up again (the
-    /// range's end once it is done). Searches that hash in order stop
-    /// exactly there; one spread over threads may have hashed past it.
+    /// passed on: where a search cancelled part-way picks up again (the
+    /// range's end once it is done). Never past what was done; searches
+    /// that hash in order stop exactly there, one spread over threads may
+    /// have hashed past it. (Finds a caller dropped, as a miner does past
+    /// its waiting limit, are not found again by picking up here.)
     pub next_nonce: u64,
 }
 

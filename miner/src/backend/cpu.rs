@@ -1,7 +1,9 @@
 //! The CPU backend: a rayon pool of N threads, each with its own engine.
 //!
 //! Threads claim small chunks of the job's nonce range from a shared cursor,
-//! so no nonce is hashed twice and fast threads never wait on slow ones. A
+//! so no nonce is hashed twice in one search and fast threads never wait on
+//! slow ones (a search picked up at a cancelled one's `next_nonce` hashes
+//! again what threads did past it, at most a chunk each). A
 //! cancelled job stops within one group of the engine (a few dozen
 //! milliseconds at consensus params; 16 hashes with AVX-512).
 
@@ -203,7 +205,9 @@ mod tests {
                     control.cancel();
                 }
             });
-            assert!(end.next_nonce > from, "part {parts} made no progress from {from}");
+            // (A thread switched out before its first group may leave a part
+            // that got nowhere: safe, and the next part goes on.)
+            assert!(end.next_nonce >= from && parts < 10_000, "part {parts} went back from {from}: {end:?}");
             assert!(end.hashes >= end.next_nonce - from, "part {parts}: {end:?}");
             from = end.next_nonce;
             if !end.cancelled {

@@ -50,8 +50,10 @@ pub trait MiningBackend: Send {
     fn kind(&self) -> BackendKind;
     /// Searches `job.nonces` until the range is done or `control` is
     /// cancelled, passing every found nonce (already checked) to
-    /// `on_found`. An error means the device cannot go on (it stays
-    /// disabled), except one [`BackendError::is_job_only`].
+    /// `on_found`. The end's `next_nonce` is never past what was hashed
+    /// (and its finds passed on): the dispatcher picks up there when the
+    /// same work comes back. An error means the device cannot go on (it
+    /// stays disabled), except one [`BackendError::is_job_only`].
     fn search(
         &mut self,
         job: &Job,

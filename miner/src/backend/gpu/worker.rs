@@ -383,10 +383,12 @@ impl DeviceThread {
         let stopped = control.is_cancelled() || self.disabled.load(Ordering::SeqCst);
         let cancelled = unfinished || (stopped && next_nonce < job.nonces.end);
         // Batches are read in order: the hashes done are the range's first.
-        Ok(if cancelled {
-            SearchEnd::cancelled_after(job.nonces, hashes)
-        } else {
+        // (Only a whole range read back is claimed as done.)
+        Ok(if !cancelled && hashes == job.nonces.len() {
             SearchEnd::completed(job.nonces, hashes)
+        } else {
+            debug_assert!(cancelled, "a search that was not cancelled ended at {hashes} of {}", job.nonces.len());
+            SearchEnd::cancelled_after(job.nonces, hashes)
         })
     }
 
