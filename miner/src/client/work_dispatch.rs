@@ -55,6 +55,18 @@ fn within_message_limit(input: PowInput) -> Result<PowInput, visionx::Error> {
 }
 
 impl Work {
+    /// Whether `other` is this work again: the same job of the same pool
+    /// (or template), hashed the same (input, target, range), so what was
+    /// hashed of one need not be hashed for the other. (A pool's job asked
+    /// for again, after a stale-work stop or a failback, comes as new work.)
+    pub fn is_same_work(&self, other: &Work) -> bool {
+        self.pool == other.pool
+            && self.id == other.id
+            && self.nonces == other.nonces
+            && self.target == other.target
+            && (Arc::ptr_eq(&self.input, &other.input) || self.input == other.input)
+    }
+
     /// The work of a pool's job: its input from the job's fields, shares at
     /// the job's difficulty, within its nonce range.
     pub fn from_pool_job(job: &JobResponse, pool: usize) -> Result<Work, visionx::Error> {
@@ -329,14 +341,15 @@ impl WorkDispatch {
         let slot = &self.slots[index];
         let mut seen = 0;
         // The work last searched and where its slice was left: when the same
-        // work comes back (after a pause, a thread change) the device picks
-        // up there instead of hashing its slice again.
+        // work comes back (after a pause, a thread change, or the same job
+        // again from its pool) the device picks up there instead of hashing
+        // its slice again.
         let mut left_at: Option<(Arc<Work>, u64)> = None;
         while let Some((generation, work)) = self.next_work(seen) {
             seen = generation;
             let mut nonces = slice(work.nonces, index, count);
             if let Some((last, at)) = &left_at {
-                if Arc::ptr_eq(last, &work) {
+                if last.is_same_work(&work) {
                     nonces = NonceRange::new((*at).clamp(nonces.start, nonces.end), nonces.end);
                 }
             }
@@ -441,6 +454,25 @@ mod dispatch_tests {
             pool: None,
             received: Instant::now(),
         })
+    }
+
+    #[test]
+    fn the_same_job_is_the_same_work_and_any_difference_is_not() {
+        let base = work("j");
+        let again = Arc::new((*base).clone());
+        assert!(base.is_same_work(&again), "a copy");
+        let input = Arc::new((*base.input).clone());
+        assert!(base.is_same_work(&Work { input, ..(*base).clone() }), "an equal input");
+        let other_input = PowInput::new([2; 32], 0, b"dispatch".to_vec(), *base.input.params()).unwrap();
+        for (what, other) in [
+            ("id", Work { id: "k".into(), ..(*base).clone() }),
+            ("pool", Work { pool: Some(1), ..(*base).clone() }),
+            ("target", Work { target: Target(1), ..(*base).clone() }),
+            ("range", Work { nonces: NonceRange::new(1, u64::MAX), ..(*base).clone() }),
+            ("input", Work { input: Arc::new(other_input), ..(*base).clone() }),
+        ] {
+            assert!(!base.is_same_work(&other), "another {what}");
+        }
     }
 
     #[test]
@@ -567,6 +599,12 @@ mod dispatch_tests {
         wait_for("done: idle until other work", &|| !dispatch.slots().iter().any(|s| s.is_searching()));
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(hashed(&dispatch), nonces.len(), "no nonce hashed twice");
+        // The same job again from its pool (after a stale-work stop): new
+        // work, the same to hash, already done.
+        dispatch.set_work(None);
+        dispatch.set_work(Some(Arc::new((*shares).clone())));
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(hashed(&dispatch), nonces.len(), "the same job again is not hashed again");
         drain(&mut rx);
         reported.sort_unstable();
         let mut expected = Vec::new();
