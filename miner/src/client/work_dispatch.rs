@@ -58,7 +58,7 @@ impl Work {
     /// Whether `other` is this work again: the same job of the same pool
     /// (or template), hashed the same (input, target, range), so what was
     /// hashed of one need not be hashed for the other. (A pool's job asked
-    /// for again, after a stale-work stop or a failback, comes as new work.)
+    /// for again, after a stale-work stop, comes as new work.)
     pub fn is_same_work(&self, other: &Work) -> bool {
         self.pool == other.pool
             && self.id == other.id
