@@ -1,8 +1,8 @@
 //! Starting and stopping a coordinator process: its start-up warnings, a
 //! stop while miners long-poll (their waits are answered at once, with the
 //! job they have, so a stop takes a moment, not the drain's 10 s, and no
-//! miner is cut off without an answer), and a second signal that cuts the
-//! drain short.
+//! miner is cut off without an answer), a second signal that cuts the
+//! drain short, and `--check-config`, which starts nothing.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -133,4 +133,49 @@ fn start_up_warnings_name_what_the_operator_must_fix() {
     quiet.wait().unwrap();
     let log = std::fs::read_to_string(coordinator_log_path(&quiet_dir)).unwrap_or_default();
     assert!(!log.contains("WARN") && !log.contains("not a filter"), "{log}");
+}
+
+/// `--check-config` checks what a start would (file, flags, variables),
+/// says what it would run, and touches nothing: no data directory appears.
+#[test]
+fn check_config_checks_and_starts_nothing() {
+    let dir = fresh_dir("check-config");
+    let data_dir = dir.join("never-made");
+    let file = dir.join("pool.toml");
+    std::fs::write(&file, "pool_fee_bps = 150\nadmin_token = \"a-long-admin-token-for-the-check\"\n").unwrap();
+    let check = |extra: &[&str]| {
+        let mut child = std::process::Command::new(vision_suite::workspace_binary("vision-coordinator"))
+            .arg("--config")
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--check-config")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let Some(status) = exit_within(&mut child, Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!("it started instead of checking");
+        };
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        (status.code(), stdout, stderr)
+    };
+    let (code, stdout, stderr) = check(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("the configuration holds") && stdout.contains("fee 1.50%"), "{stdout}");
+    assert!(stdout.contains("admin token: set") && !stdout.contains("a-long-admin-token"), "{stdout}");
+    let (code, _, stderr) = check(&["--pool-fee-bps", "5000"]);
+    assert_eq!(code, Some(2), "a bad flag: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("--pool-fee-bps"), "{stderr}");
+    std::fs::write(&file, "pool_fee_bps = \"a-secret-looking-value\"\n").unwrap();
+    let (code, _, stderr) = check(&[]);
+    assert_eq!(code, Some(2), "a bad file: {stderr}");
+    assert!(stderr.contains("line 1") && !stderr.contains("a-secret-looking-value"), "{stderr}");
+    assert!(!data_dir.exists(), "nothing was started");
 }

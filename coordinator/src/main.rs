@@ -31,6 +31,11 @@ struct Cli {
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// Check the configuration as a start would (the file, the flags and
+    /// the VISION_* variables), print what it runs, and exit: 0 when it
+    /// holds, 2 when not. Opens no data directory, database or port.
+    #[arg(long)]
+    check_config: bool,
     #[command(flatten)]
     args: CoordinatorArgs,
 }
@@ -81,6 +86,10 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(2, &err),
     };
+    if cli.check_config {
+        println!("vision-coordinator: the configuration holds\n{}", config.summary());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => return fail(1, &err),

@@ -80,6 +80,87 @@ pub struct CoordinatorConfig {
     pub initial_settings: PoolSettings,
     pub block_time_secs: u64,
 }
+impl CoordinatorConfig {
+    /// What this configuration runs, for `--check-config`: where it
+    /// listens, keeps its books and finds its chain, and how it pays. Never
+    /// a secret: tokens only as set or not, URLs without their user,
+    /// password or query.
+    pub fn summary(&self) -> String {
+        let storage = match &self.database_url {
+            Some(url) => match url.parse::<tokio_postgres::Config>() {
+                Ok(db) => {
+                    let hosts: Vec<String> = db
+                        .get_hosts()
+                        .iter()
+                        .map(|host| match host {
+                            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                        })
+                        .collect();
+                    format!(
+                        "PostgreSQL, database {:?} on {} ({} connections)",
+                        db.get_dbname().unwrap_or("(default)"),
+                        hosts.join(", "),
+                        self.database_connections
+                    )
+                }
+                Err(_) => "PostgreSQL".to_string(),
+            },
+            None => format!("sled in {} (page cache {} MiB)", self.data_dir.display(), self.cache_mb),
+        };
+        let chain = match &self.upstream {
+            Some(url) => format!("upstream node {}", without_credentials(url)),
+            None => format!(
+                "embedded devnet {:?} ({} s blocks, data in {})",
+                self.devnet.chain_id,
+                self.devnet.block_time_secs,
+                self.data_dir.display()
+            ),
+        };
+        let set = |token: &Option<String>| if token.is_some() { "set" } else { "not set: its routes are off" };
+        let r = &self.pool.rewards;
+        let bps = |bps: u32| format!("{:.2}%", f64::from(bps) / 100.0);
+        [
+            format!("listen: http://{}", self.bind),
+            format!("storage: {storage}"),
+            format!("chain: {chain}"),
+            format!(
+                "pool (a new data directory's; stored settings win): {:?}, fee {} to {}, foundation {} to {}",
+                self.initial_settings.pool_name,
+                bps(self.initial_settings.pool_fee_bps),
+                r.pool_fee_address,
+                bps(r.foundation_fee_bps),
+                r.foundation_address
+            ),
+            format!(
+                "payouts: {} from {}, {} confirmations, threshold {}",
+                r.scheme, r.pool_address, r.confirmations, r.payout_threshold
+            ),
+            format!("admin token: {}", set(&self.admin_token)),
+            format!(
+                "connections: {} at most, {} from one address",
+                self.limits.max_connections, self.limits.max_connections_per_ip
+            ),
+        ]
+        .map(|line| format!("  {line}"))
+        .join("\n")
+    }
+}
+
+/// `url` without its user, password, query and fragment.
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(an unparsable URL)".to_string(),
+    }
+}
+
 impl CoordinatorArgs {
     /// The reward settings, checked: the foundation fee cannot go below 1%.
     fn reward_config(&self, pool_address: &str, block_time_secs: u64) -> Result<RewardConfig, ConfigError> {
@@ -359,6 +440,31 @@ fn verify_engine(name: &str) -> Result<visionx::CpuEngine, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--check-config` shows what runs, and no secret.
+    #[test]
+    fn the_summary_names_what_runs_and_no_secret() {
+        let args = CoordinatorArgs {
+            database_url: Some("postgres://pool:s3cret-pass@db.example:5432/books?sslmode=require".into()),
+            upstream: Some("https://node-user:node-pass@node.example:8443/rpc?key=k3y".into()),
+            upstream_token: Some("upstream-token-0123456789".into()),
+            admin_token: Some("admin-token-0123456789abcdef".into()),
+            bind: Some("0.0.0.0:7072".into()),
+            ..CoordinatorArgs::default()
+        };
+        let summary = args.resolve().unwrap().summary();
+        for needed in
+            ["http://0.0.0.0:7072", "\"books\" on db.example", "https://node.example:8443/rpc", "admin token: set"]
+        {
+            assert!(summary.contains(needed), "{needed}: {summary}");
+        }
+        for secret in ["s3cret", "node-user", "node-pass", "k3y", "upstream-token", "admin-token"] {
+            assert!(!summary.contains(secret), "{secret} shown: {summary}");
+        }
+        let summary = CoordinatorArgs::default().resolve().unwrap().summary();
+        assert!(summary.contains("sled in ") && summary.contains("embedded devnet"), "{summary}");
+        assert!(summary.contains("admin token: not set"), "{summary}");
+    }
 
     /// A broken config file is reported by line and column, never by
     /// quoting its line: the admin token's would land in the log.
