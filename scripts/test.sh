@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check CI runs, on a fresh machine too: installs what the tests
-# need when it is missing, then rustfmt, clippy and the whole test suite.
+# need when it is missing, then rustfmt, clippy, rustdoc and the whole test suite.
 #
 #   scripts/test.sh
 #
@@ -55,6 +55,10 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The crate and module docs are the map (docs/ARCHITECTURE.md points at
+# them): a link to nothing, or to a private item, fails here.
+log "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 log "cargo test"
 # Screenshots of the dashboards land in target/tmp/dashboards/.
 cargo test --workspace --locked

@@ -6,7 +6,7 @@
 //! that is not itself a trusted proxy (each proxy appends the peer it saw, so
 //! anything left of that was written by the client and proves nothing). A
 //! header from any other peer is ignored. Whatever the address, it counts as
-//! its [`source_network`].
+//! its `source_network`.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;

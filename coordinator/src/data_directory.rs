@@ -130,7 +130,7 @@ fn is_empty(db: &sled::Db) -> bool {
 /// closed must wait; one held by another process is refused after this.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Opens `config`, waiting up to [`LOCK_WAIT`] for sled's file lock.
+/// Opens `config`, waiting up to `LOCK_WAIT` for sled's file lock.
 pub fn open_waiting_for_lock(config: &sled::Config) -> sled::Result<sled::Db> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {

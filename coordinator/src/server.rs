@@ -160,7 +160,7 @@ impl Coordinator {
 
     /// Serves on `listener` until `shutdown` resolves, then lets requests in
     /// flight finish (for a while) and makes all state durable. Also stops,
-    /// with an error, when the data directory fails (see [`watch_storage`]).
+    /// with an error, when the data directory fails (see `watch_storage`).
     pub async fn serve(
         self,
         listener: TcpListener,

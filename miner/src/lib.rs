@@ -14,7 +14,7 @@
 //! - [`client`]: pools and nodes (sessions, failover, work dispatch to the
 //!   devices, status, the local API, configuration).
 //! - [`device_selection`]: `--backend` and `--device` against the adapters.
-//! - [`bench`]: timed hashing on a backend, reported as hashes per second.
+//! - [`bench`](mod@bench): timed hashing on a backend, reported as hashes per second.
 //! - [`hash_command`]: `vision-miner hash`, one digest from explicit inputs or
 //!   a block file.
 //!

@@ -12,7 +12,7 @@
 //! - [`header`]: block-header fields and the pow message they encode to.
 //! - [`target`]: difficulty, target and the digest-meets-target test.
 //! - [`pow_input`]: everything one hash depends on except the nonce, validated once.
-//! - [`reference`]: the spec read literally (materialised dataset and scratchpad).
+//! - [`reference`](mod@reference): the spec read literally (materialised dataset and scratchpad).
 //! - [`write_table`]: the words one hash has written, behind a bit filter
 //!   (what lets the on-demand engines skip the scratchpad).
 //! - [`scalar`]: on-demand words, four nonces in lockstep in scalar code

@@ -1,8 +1,8 @@
 //! The words a hash has written, for every CPU engine that computes words on
-//! demand: [`LaneTable`] for the scalar lockstep engine (four lanes, in
-//! cache), [`WriteTables`] for the SIMD engines (16 lanes, mostly not).
+//! demand: `LaneTable` for the scalar lockstep engine (four lanes, in
+//! cache), `WriteTables` for the SIMD engines (16 lanes, mostly not).
 //!
-//! In [`WriteTables`] each lane (one hash in flight) owns a slice of two flat arrays: a bit
+//! In `WriteTables` each lane (one hash in flight) owns a slice of two flat arrays: a bit
 //! filter and slots. The filter answers "never written" (almost every read)
 //! with one load; the slots are open addressing with linear probing, keyed by
 //! scratchpad index, key and value side by side (a store or a lookup touches

@@ -191,7 +191,7 @@ pub(crate) struct RewardMetrics {
     pub(crate) payouts_set_aside: AtomicU64,
 }
 
-/// A snapshot of [`RewardMetrics`].
+/// A snapshot of `RewardMetrics`.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct RewardCounters {
     pub blocks_confirmed: u64,

@@ -50,7 +50,7 @@ impl PoolSwitch {
     /// URL copied from a dashboard's address bar carries `#/wallet`); its
     /// path is kept, as for a configured pool (a balancer's route to one
     /// pool of several); credentials in it are
-    /// refused, and so is a new pool once the list holds [`MAX_POOLS`]. A
+    /// refused, and so is a new pool once the list holds `MAX_POOLS`. A
     /// later request replaces an earlier one not yet taken.
     pub fn request(&self, url: &str) -> Result<String, PoolSwitchError> {
         let mut parsed =

@@ -1,7 +1,7 @@
 //! Picks a batch shape for a device by measuring it.
 //!
 //! The mix-loop slice starts at [`super::DEFAULT_SPLIT`] iterations; the
-//! batch grows ([`Growth`]: doubling to one full segment, then by whole
+//! batch grows (`Growth`: doubling to one full segment, then by whole
 //! segments) while the device gets faster and one step stays short, within
 //! the memory budget and the device's buffer limits. A step
 //! is one slice on every segment: the segments' dispatches run side by side
@@ -67,11 +67,11 @@ impl Default for TuningGoals {
 /// The table memory a batch may take when the user sets none. A discrete
 /// GPU needs tens of thousands of hashes in flight to hide memory latency
 /// (on an H200: 26k H/s at 11k hashes, 92k H/s at 66k), so it gets most of
-/// its memory: [`CARD_SHARE`] of what the driver says is free (or of the
+/// its memory: `CARD_SHARE` of what the driver says is free (or of the
 /// heap, where it does not say). But Vulkan drivers slow down sharply past
 /// a total allocation (on the H200 the prototype fell from 98k at 36 GiB to
 /// 17k at 48 GiB; ours ran 74k at 37.6 GiB), so at most
-/// [`DISCRETE_CAP`], which holds 116k consensus tables (288 KiB each).
+/// `DISCRETE_CAP`, which holds 116k consensus tables (288 KiB each).
 /// Where the card's memory is unknown (wgpu reports none; it is read from
 /// Vulkan only), the cap: a smaller card stops the tuner's growth where its
 /// allocations fail. Other adapters (integrated, software) share the
