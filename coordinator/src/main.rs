@@ -87,8 +87,12 @@ fn main() -> ExitCode {
         Err(err) => return fail(2, &err),
     };
     if cli.check_config {
-        println!("vision-coordinator: the configuration holds\n{}", config.summary());
-        return ExitCode::SUCCESS;
+        use std::io::Write as _;
+        let summary = format!("vision-coordinator: the configuration holds\n{}\n", config.summary());
+        return match std::io::stdout().lock().write_all(summary.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(1, &format!("cannot write the summary: {err}")),
+        };
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -112,7 +116,7 @@ async fn run(config: vision_coordinator::config::CoordinatorConfig) -> anyhow::R
     let coordinator = Coordinator::build(&config).await?;
     let addr = listener.local_addr()?;
     let chain = match &config.upstream {
-        Some(url) => format!("upstream node {url}"),
+        Some(url) => format!("upstream node {}", vision_coordinator::config::shown_url(url)),
         None => format!("embedded devnet '{}'", config.devnet.chain_id),
     };
     tracing::info!("vision-coordinator listening on http://{addr} ({chain}, data in {})", config.data_dir.display());

@@ -12,6 +12,15 @@ use crate::storage::ClientCertificate;
 /// A `--database-url` that parses (the message never repeats the URL: it
 /// may hold a password).
 pub(super) fn check_database_url(url: String) -> Result<String, ConfigError> {
+    // The parser ends the password at its first `@` and takes the rest for
+    // the host: a password with a raw `@` would connect elsewhere, and be
+    // shown as a host name.
+    let authority = url.split_once("://").map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+    if authority.matches('@').count() > 1 {
+        return Err(ConfigError::Invalid(
+            "--database-url: more than one @ before the host: write an @ in the password as %40".into(),
+        ));
+    }
     match url.parse::<tokio_postgres::Config>() {
         Ok(_) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(url),
         Ok(_) => Err(ConfigError::Invalid("--database-url must be a postgres:// URL".into())),

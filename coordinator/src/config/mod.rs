@@ -93,6 +93,8 @@ impl CoordinatorConfig {
                         .get_hosts()
                         .iter()
                         .map(|host| match host {
+                            // (A host with an `@` holds part of a password.)
+                            tokio_postgres::config::Host::Tcp(name) if name.contains('@') => "(hidden)".into(),
                             tokio_postgres::config::Host::Tcp(name) => name.clone(),
                             tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
                         })
@@ -109,7 +111,7 @@ impl CoordinatorConfig {
             None => format!("sled in {} (page cache {} MiB)", self.data_dir.display(), self.cache_mb),
         };
         let chain = match &self.upstream {
-            Some(url) => format!("upstream node {}", without_credentials(url)),
+            Some(url) => format!("upstream node {}", shown_url(url)),
             None => format!(
                 "embedded devnet {:?} ({} s blocks, data in {})",
                 self.devnet.chain_id,
@@ -147,15 +149,14 @@ impl CoordinatorConfig {
     }
 }
 
-/// `url` without its user, password, query and fragment.
-fn without_credentials(url: &str) -> String {
+/// A URL as logs and summaries show it: its scheme, host and port only (a
+/// user, a password, a key in the path or the query stay out).
+pub fn shown_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut url) => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.set_query(None);
-            url.set_fragment(None);
-            url.to_string()
+        Ok(url) => {
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if url.path().len() > 1 || url.query().is_some() { "/..." } else { "" };
+            format!("{}://{}{port}{rest}", url.scheme(), url.host_str().unwrap_or("?"))
         }
         Err(_) => "(an unparsable URL)".to_string(),
     }
@@ -311,7 +312,8 @@ impl CoordinatorArgs {
         if let Some(url) = &upstream {
             let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
             if !ok {
-                return Err(ConfigError::Invalid(format!("--upstream {url:?}: not an http(s) URL of a node")));
+                // (Not repeated: it may carry a user and password.)
+                return Err(ConfigError::Invalid("--upstream: not an http(s) URL of a node".into()));
             }
         }
         let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./vision-data"));
@@ -454,7 +456,7 @@ mod tests {
         };
         let summary = args.resolve().unwrap().summary();
         for needed in
-            ["http://0.0.0.0:7072", "\"books\" on db.example", "https://node.example:8443/rpc", "admin token: set"]
+            ["http://0.0.0.0:7072", "\"books\" on db.example", "https://node.example:8443/...", "admin token: set"]
         {
             assert!(summary.contains(needed), "{needed}: {summary}");
         }
@@ -463,7 +465,27 @@ mod tests {
         }
         let summary = CoordinatorArgs::default().resolve().unwrap().summary();
         assert!(summary.contains("sled in ") && summary.contains("embedded devnet"), "{summary}");
+        assert_eq!(shown_url("https://node.example/v1/api-key-123"), "https://node.example/...");
+        assert_eq!(shown_url("http://10.0.0.5:7072"), "http://10.0.0.5:7072");
         assert!(summary.contains("admin token: not set"), "{summary}");
+        // A raw `@` in a password is refused (the parser would take the
+        // rest for the host), and a bad upstream is not repeated.
+        for (args, flag) in [
+            (
+                CoordinatorArgs {
+                    database_url: Some("postgres://pool:p@ss@db.example/books".into()),
+                    ..Default::default()
+                },
+                "--database-url",
+            ),
+            (
+                CoordinatorArgs { upstream: Some("htps://user:pw-secret@node".into()), ..Default::default() },
+                "--upstream",
+            ),
+        ] {
+            let message = args.resolve().unwrap_err().to_string();
+            assert!(message.contains(flag) && !message.contains("ss@") && !message.contains("pw-secret"), "{message}");
+        }
     }
 
     /// A broken config file is reported by line and column, never by

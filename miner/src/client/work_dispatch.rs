@@ -56,12 +56,15 @@ fn within_message_limit(input: PowInput) -> Result<PowInput, visionx::Error> {
 
 impl Work {
     /// Whether `other` is this work again: the same job of the same pool
-    /// (or template), hashed the same (input, target, range), so what was
+    /// (or template), hashed and judged the same (input, targets, range,
+    /// height), so what was
     /// hashed of one need not be hashed for the other. (A pool's job asked
     /// for again, after a stale-work stop, comes as new work.)
     pub fn is_same_work(&self, other: &Work) -> bool {
         self.pool == other.pool
             && self.id == other.id
+            && self.height == other.height
+            && self.network_difficulty == other.network_difficulty
             && self.nonces == other.nonces
             && self.target == other.target
             && (Arc::ptr_eq(&self.input, &other.input) || self.input == other.input)
@@ -99,7 +102,9 @@ impl Work {
             id,
             height,
             input: Arc::new(input),
-            target: Target::from_difficulty(share_difficulty),
+            // A block is reported even from a pool whose share difficulty is
+            // above the network's (a bridge's scale): the easier of the two.
+            target: Target::from_difficulty(share_difficulty.min(network_difficulty)),
             share_difficulty,
             network_difficulty,
             nonces,
@@ -468,11 +473,33 @@ mod dispatch_tests {
             ("id", Work { id: "k".into(), ..(*base).clone() }),
             ("pool", Work { pool: Some(1), ..(*base).clone() }),
             ("target", Work { target: Target(1), ..(*base).clone() }),
+            ("height", Work { height: 2, ..(*base).clone() }),
+            ("block target", Work { network_difficulty: 2, ..(*base).clone() }),
             ("range", Work { nonces: NonceRange::new(1, u64::MAX), ..(*base).clone() }),
             ("input", Work { input: Arc::new(other_input), ..(*base).clone() }),
         ] {
             assert!(!base.is_same_work(&other), "another {what}");
         }
+    }
+
+    #[test]
+    fn a_job_reports_blocks_even_above_its_share_difficulty() {
+        let job = |share_difficulty: u64| JobResponse {
+            job_id: "j".into(),
+            chain_id: "c".into(),
+            height: 1,
+            epoch: 0,
+            epoch_seed: "00".repeat(32),
+            pow_message: "ab".into(),
+            params: Params::CONSENSUS,
+            network_difficulty: 10,
+            share_difficulty,
+            nonce_start: 0,
+            nonce_end: 100,
+            block_time_secs: 0,
+        };
+        assert_eq!(Work::from_pool_job(&job(4), 0).unwrap().target, Target::from_difficulty(4));
+        assert_eq!(Work::from_pool_job(&job(100), 0).unwrap().target, Target::from_difficulty(10), "a block's");
     }
 
     #[test]
