@@ -44,6 +44,11 @@ struct Cli {
     /// Log format for mining.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// Check the mining settings (flags, VISION_* variables, the --config
+    /// file), print what they mine with, and exit: 0 when they hold, 2 when
+    /// not. Opens no device and connects to nothing.
+    #[arg(long)]
+    check_config: bool,
     #[command(flatten)]
     mine: MineArgs,
 }
@@ -253,6 +258,7 @@ fn main() -> ExitCode {
             let _ = Cli::command().print_help();
             return ExitCode::from(2);
         }
+        None if cli.check_config => check_config(cli.config, cli.mine),
         None => run_mining(cli.config, &cli.log_format, cli.mine),
     };
     match result {
@@ -275,6 +281,18 @@ fn run_command(command: Command) -> Result<(), MinerError> {
             Ok(())
         }
     }
+}
+
+/// `--check-config`: the settings resolved as mining would, and shown.
+fn check_config(config_file: Option<PathBuf>, args: MineArgs) -> Result<(), MinerError> {
+    use std::io::Write as _;
+    let file = config_file.as_deref().map(MineArgs::from_file).transpose()?.unwrap_or_default();
+    let config = args.or(file).resolve()?;
+    let summary = format!("vision-miner: the configuration holds\n{}\n", config.summary());
+    std::io::stdout()
+        .lock()
+        .write_all(summary.as_bytes())
+        .map_err(|e| MinerError::runtime(format!("cannot write the summary: {e}")))
 }
 
 /// Mining: `vision-miner --pool ... --wallet ...` or `--solo`.

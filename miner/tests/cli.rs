@@ -188,3 +188,41 @@ fn help_explains_every_option() {
         }
     }
 }
+
+/// `--check-config`: the settings (file, flags) resolved as mining would,
+/// shown without a token, and nothing started: a pool that answers nothing
+/// is not waited on.
+#[test]
+fn check_config_shows_the_settings_and_mines_nothing() {
+    let file = temp_file("check.toml", "api_token = \"a-token-of-thirty-two-characters\"\nworker = \"rig7\"\n");
+    let check = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vision-miner"))
+            .args(["--config", file.to_str().unwrap(), "--api-bind", "127.0.0.1:0", "--check-config"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("it started mining instead of checking");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    };
+    // (Port 1 answers nothing: a miner would wait and retry there.)
+    let out = check(&["--pool", "http://127.0.0.1:1", "--wallet", "land1check", "--backend", "cpu"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = stdout(&out);
+    for needed in
+        ["the configuration holds", "pool mode: http://127.0.0.1:1", "worker: rig7", "devices: cpu", "token set"]
+    {
+        assert!(shown.contains(needed), "{needed}: {shown}");
+    }
+    assert!(!shown.contains("a-token-of"), "the token shown: {shown}");
+    assert_input_error(&check(&["--wallet", "land1check"]), "nothing to mine");
+    assert_input_error(&check(&["--pool", "ftp://pool", "--wallet", "land1check"]), "not a pool URL");
+}

@@ -109,6 +109,53 @@ pub enum MiningMode {
     Solo(String),
 }
 
+impl MinerConfig {
+    /// What this configuration mines with, for `--check-config`: where,
+    /// for whom, on what, and the local API. Tokens only as set or not.
+    /// (Devices are what `--backend` asks for; `vision-miner devices`
+    /// lists what is there.)
+    pub fn summary(&self) -> String {
+        let mode = match &self.mode {
+            MiningMode::Pool(urls) => format!("pool mode: {} (failover in this order)", urls.join(", ")),
+            MiningMode::Solo(node) => {
+                let token = if self.node_token.is_some() { "set" } else { "not set" };
+                format!("solo mode: node {node} (node token {token})")
+            }
+        };
+        let backend = match self.backend {
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::Gpu => "gpu",
+            BackendChoice::Auto => "auto (every hardware GPU, else the CPU)",
+        };
+        let mut devices = format!("devices: {backend}");
+        if let Some(threads) = self.threads {
+            devices += &format!(", {threads} CPU threads");
+        }
+        if let Some(device) = self.device {
+            devices += &format!(", adapter #{device} only");
+        }
+        if let Some(mb) = self.gpu_memory_mb {
+            devices += &format!(", GPU tables up to {mb} MiB");
+        }
+        let api = match &self.api {
+            Some((address, token)) => {
+                let token = if token.is_some() { "token set" } else { "no token: loopback clients only" };
+                format!("local API: http://{address} ({token})")
+            }
+            None => "local API: off".to_string(),
+        };
+        [
+            mode,
+            format!("wallet: {}, worker: {}", self.wallet, self.worker),
+            devices,
+            api,
+            format!("pool CA: {}", if self.pool_ca.is_some() { "--pool-ca" } else { "the system's" }),
+        ]
+        .map(|line| format!("  {line}"))
+        .join("\n")
+    }
+}
+
 /// `message` without the value serde quotes in it (`invalid type: string
 /// "…", expected u32`, ``unknown variant `…`, expected …``): what was found
 /// and what was expected, not the value itself.
