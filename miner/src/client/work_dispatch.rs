@@ -9,6 +9,7 @@
 //! picks up its slice where its last search left it rather than hash it
 //! again.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -59,7 +60,8 @@ impl Work {
     /// (or template), hashed and judged the same (input, targets, range,
     /// height), so what was
     /// hashed of one need not be hashed for the other. (A pool's job asked
-    /// for again, after a stale-work stop, comes as new work.)
+    /// for again, after a stale-work stop or a failover and back, comes as
+    /// new work.)
     pub fn is_same_work(&self, other: &Work) -> bool {
         self.pool == other.pool
             && self.id == other.id
@@ -345,19 +347,10 @@ impl WorkDispatch {
     fn run_device(&self, index: usize, count: usize, mut device: Device, found: &FoundSender) {
         let slot = &self.slots[index];
         let mut seen = 0;
-        // The work last searched and where its slice was left: when the same
-        // work comes back (after a pause, a thread change, or the same job
-        // again from its pool) the device picks up there instead of hashing
-        // its slice again.
-        let mut left_at: Option<(Arc<Work>, u64)> = None;
+        let mut resume = ResumePoints::default();
         while let Some((generation, work)) = self.next_work(seen) {
             seen = generation;
-            let mut nonces = slice(work.nonces, index, count);
-            if let Some((last, at)) = &left_at {
-                if last.is_same_work(&work) {
-                    nonces = NonceRange::new((*at).clamp(nonces.start, nonces.end), nonces.end);
-                }
-            }
+            let nonces = resume.rest_of(&work, slice(work.nonces, index, count));
             if nonces.is_empty() {
                 // Its slice is done: idle until other work.
                 continue;
@@ -391,7 +384,7 @@ impl WorkDispatch {
             match device.search(&job, &control, &report) {
                 Ok(end) => {
                     slot.sitting_out.store(false, Ordering::Relaxed);
-                    left_at = Some((work.clone(), end.next_nonce));
+                    resume.left(&work, end.next_nonce);
                 }
                 Err(err) if err.is_job_only() => {
                     tracing::warn!("{} sits out job {}: {err}", slot.name, work.id);
@@ -411,6 +404,36 @@ impl WorkDispatch {
             }
             slot.finish();
         }
+    }
+}
+
+/// Where one device left the last few works it searched: when one comes
+/// back (after a pause, a thread change, the same job again from its pool,
+/// a failback to a primary still on it) the device picks up there instead
+/// of hashing its slice again.
+#[derive(Default)]
+struct ResumePoints {
+    /// Most recent first, at most [`ResumePoints::KEPT`].
+    left: VecDeque<(Arc<Work>, u64)>,
+}
+
+impl ResumePoints {
+    /// Works remembered: a failover and back is two.
+    const KEPT: usize = 4;
+
+    /// What is left to hash of `slice` of `work`.
+    fn rest_of(&self, work: &Work, slice: NonceRange) -> NonceRange {
+        match self.left.iter().find(|(seen, _)| seen.is_same_work(work)) {
+            Some(&(_, at)) => NonceRange::new(at.clamp(slice.start, slice.end), slice.end),
+            None => slice,
+        }
+    }
+
+    /// A search of `work` ended with everything below `next_nonce` done.
+    fn left(&mut self, work: &Arc<Work>, next_nonce: u64) {
+        self.left.retain(|(seen, _)| !seen.is_same_work(work));
+        self.left.push_front((work.clone(), next_nonce));
+        self.left.truncate(Self::KEPT);
     }
 }
 
@@ -459,6 +482,28 @@ mod dispatch_tests {
             pool: None,
             received: Instant::now(),
         })
+    }
+
+    /// A device remembers the last few works: one it comes back to after
+    /// others (a failover and back) is picked up; the oldest is forgotten.
+    #[test]
+    fn resume_points_cover_the_last_few_works() {
+        let works: Vec<Arc<Work>> = (0..6).map(|i| work(&format!("w{i}"))).collect();
+        let slice = NonceRange::new(100, 200);
+        let mut resume = ResumePoints::default();
+        resume.left(&works[0], 150);
+        resume.left(&works[1], 120);
+        let back = Arc::new((*works[0]).clone());
+        assert_eq!(resume.rest_of(&back, slice), NonceRange::new(150, 200), "back to the first");
+        assert_eq!(resume.rest_of(&works[1], slice), NonceRange::new(120, 200));
+        resume.left(&back, 170);
+        assert_eq!(resume.rest_of(&works[0], slice), NonceRange::new(170, 200), "one point a work");
+        assert_eq!(resume.rest_of(&works[0], NonceRange::new(180, 300)), NonceRange::new(180, 300), "within the slice");
+        for w in &works[2..6] {
+            resume.left(w, 199);
+        }
+        assert_eq!(resume.rest_of(&works[0], slice), slice, "the oldest forgotten");
+        assert_eq!(resume.rest_of(&works[5], slice), NonceRange::new(199, 200));
     }
 
     #[test]
