@@ -116,7 +116,7 @@ async fn run(config: vision_coordinator::config::CoordinatorConfig) -> anyhow::R
     let coordinator = Coordinator::build(&config).await?;
     let addr = listener.local_addr()?;
     let chain = match &config.upstream {
-        Some(url) => format!("upstream node {}", vision_coordinator::config::shown_url(url)),
+        Some(url) => format!("upstream node {}", vision_coordinator::chain::upstream::shown_url(url)),
         None => format!("embedded devnet '{}'", config.devnet.chain_id),
     };
     tracing::info!("vision-coordinator listening on http://{addr} ({chain}, data in {})", config.data_dir.display());

@@ -11,7 +11,7 @@ use super::{
 #[derive(Clone)]
 pub struct UpstreamNode {
     base: String,
-    /// `base` without credentials, for messages and logs.
+    /// `base` as logs show it (`shown_url`: no user, password, path or query).
     shown: String,
     http: reqwest::Client,
     /// Bearer token for the node's write routes (submit, transfer).
@@ -21,6 +21,19 @@ pub struct UpstreamNode {
 /// The longest one request to the node may take, answer included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A URL as logs and summaries show it: its scheme, host and port only (a
+/// user, a password, a key in the path or the query stay out).
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(url) => {
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if url.path().len() > 1 || url.query().is_some() { "/..." } else { "" };
+            format!("{}://{}{port}{rest}", url.scheme(), url.host_str().unwrap_or("?"))
+        }
+        Err(_) => "(an unparsable URL)".to_string(),
+    }
+}
+
 impl UpstreamNode {
     /// `url` is the node's base URL (`http://host:port` or `https://...`);
     /// `ca_pem` (PEM certificates) replaces the system's trust store for
@@ -28,7 +41,8 @@ impl UpstreamNode {
     pub fn new(url: &str, token: Option<String>, ca_pem: Option<&[u8]>) -> Result<Self, ChainError> {
         let base = url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ChainError::invalid("bad_upstream", format!("{url:?} is not an http(s) URL")));
+            // (Not repeated: it may carry a user and password.)
+            return Err(ChainError::invalid("bad_upstream", format!("{} is not an http(s) URL", shown_url(url))));
         }
         let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(Duration::from_secs(5));
         if let Some(pem) = ca_pem {
@@ -37,18 +51,10 @@ impl UpstreamNode {
             builder = builder.tls_certs_only(certs);
         }
         let http = builder.build().map_err(|e| ChainError::Unavailable(e.to_string()))?;
-        let shown = match reqwest::Url::parse(&base) {
-            Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-                let _ = parsed.set_username("");
-                let _ = parsed.set_password(None);
-                parsed.as_str().trim_end_matches('/').to_string()
-            }
-            _ => base.clone(),
-        };
-        Ok(UpstreamNode { base, shown, http, token })
+        Ok(UpstreamNode { shown: shown_url(&base), base, http, token })
     }
 
-    /// The node's URL, without the credentials it may carry.
+    /// The node's URL as logs show it (scheme, host and port).
     pub fn url(&self) -> &str {
         &self.shown
     }

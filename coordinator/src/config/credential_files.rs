@@ -12,16 +12,16 @@ use crate::storage::ClientCertificate;
 /// A `--database-url` that parses (the message never repeats the URL: it
 /// may hold a password).
 pub(super) fn check_database_url(url: String) -> Result<String, ConfigError> {
-    // The parser ends the password at its first `@` and takes the rest for
-    // the host: a password with a raw `@` would connect elsewhere, and be
-    // shown as a host name.
+    // The parser ends the credentials at the URL's first `@`, wherever it
+    // is, and takes the rest for the host: a raw `@` in a password (or in
+    // the query) would connect elsewhere, and be shown as a host name.
+    let raw_at = || ConfigError::Invalid("--database-url: a raw @ in it: write an @ in a password as %40".into());
     let authority = url.split_once("://").map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
     if authority.matches('@').count() > 1 {
-        return Err(ConfigError::Invalid(
-            "--database-url: more than one @ before the host: write an @ in the password as %40".into(),
-        ));
+        return Err(raw_at());
     }
     match url.parse::<tokio_postgres::Config>() {
+        Ok(db) if db.get_user().is_some_and(|user| user.contains(['/', '?', '#'])) => Err(raw_at()),
         Ok(_) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(url),
         Ok(_) => Err(ConfigError::Invalid("--database-url must be a postgres:// URL".into())),
         Err(e) => Err(ConfigError::Invalid(format!("--database-url does not parse: {e}"))),

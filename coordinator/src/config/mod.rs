@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::chain::check_address;
 use crate::chain::devnet::DevnetConfig;
+use crate::chain::upstream::shown_url;
 use crate::client_source::TrustedProxies;
 use crate::pool::PoolConfig;
 use crate::rewards::reward_split::PayoutScheme;
@@ -146,19 +147,6 @@ impl CoordinatorConfig {
         ]
         .map(|line| format!("  {line}"))
         .join("\n")
-    }
-}
-
-/// A URL as logs and summaries show it: its scheme, host and port only (a
-/// user, a password, a key in the path or the query stay out).
-pub fn shown_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(url) => {
-            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-            let rest = if url.path().len() > 1 || url.query().is_some() { "/..." } else { "" };
-            format!("{}://{}{port}{rest}", url.scheme(), url.host_str().unwrap_or("?"))
-        }
-        Err(_) => "(an unparsable URL)".to_string(),
     }
 }
 
@@ -308,14 +296,16 @@ impl CoordinatorArgs {
                 "--bind {bind:?}: not an address and port such as 127.0.0.1:7072 ({err})"
             )));
         }
-        let upstream = non_empty(self.upstream.clone());
-        if let Some(url) = &upstream {
-            let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
-            if !ok {
+        // Kept as the parser writes it (scheme in lower case, no spaces):
+        // what was checked here is what the node client is given.
+        let upstream = match non_empty(self.upstream.clone()) {
+            Some(url) => match reqwest::Url::parse(&url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u.as_str().to_string()),
                 // (Not repeated: it may carry a user and password.)
-                return Err(ConfigError::Invalid("--upstream: not an http(s) URL of a node".into()));
-            }
-        }
+                _ => return Err(ConfigError::Invalid("--upstream: not an http(s) URL of a node".into())),
+            },
+            None => None,
+        };
         let data_dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./vision-data"));
         let data_dir_shown = std::path::absolute(&data_dir).unwrap_or_else(|_| data_dir.clone());
         rewards.coordinator_name = format!("{} {bind} {}", host_name(), data_dir_shown.display());
@@ -467,6 +457,15 @@ mod tests {
         assert!(summary.contains("sled in ") && summary.contains("embedded devnet"), "{summary}");
         assert_eq!(shown_url("https://node.example/v1/api-key-123"), "https://node.example/...");
         assert_eq!(shown_url("http://10.0.0.5:7072"), "http://10.0.0.5:7072");
+        // What is checked is what the node client gets: the parser's form.
+        let args =
+            CoordinatorArgs { upstream: Some(" HTTPS://u:pw-secret@node.example/".into()), ..Default::default() };
+        assert_eq!(args.resolve().unwrap().upstream.as_deref(), Some("https://u:pw-secret@node.example/"));
+        let fine = CoordinatorArgs {
+            database_url: Some("postgres://pool:p%40ss@db.example/books".into()),
+            ..Default::default()
+        };
+        assert!(fine.resolve().is_ok(), "an @ written %40");
         assert!(summary.contains("admin token: not set"), "{summary}");
         // A raw `@` in a password is refused (the parser would take the
         // rest for the host), and a bad upstream is not repeated.
@@ -481,6 +480,13 @@ mod tests {
             (
                 CoordinatorArgs { upstream: Some("htps://user:pw-secret@node".into()), ..Default::default() },
                 "--upstream",
+            ),
+            (
+                CoordinatorArgs {
+                    database_url: Some("postgres://db.example/books?password=p@ss".into()),
+                    ..Default::default()
+                },
+                "--database-url",
             ),
         ] {
             let message = args.resolve().unwrap_err().to_string();

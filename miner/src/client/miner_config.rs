@@ -115,11 +115,16 @@ impl MinerConfig {
     /// (Devices are what `--backend` asks for; `vision-miner devices`
     /// lists what is there.)
     pub fn summary(&self) -> String {
+        // As the status shows them (the form requests go to).
+        let shown = |url: &String, what| crate::client::pool_client::server_url(url, what).unwrap_or(url.clone());
         let mode = match &self.mode {
-            MiningMode::Pool(urls) => format!("pool mode: {} (failover in this order)", urls.join(", ")),
+            MiningMode::Pool(urls) => {
+                let urls: Vec<String> = urls.iter().map(|url| shown(url, "--pool")).collect();
+                format!("pool mode: {} (failover in this order)", urls.join(", "))
+            }
             MiningMode::Solo(node) => {
                 let token = if self.node_token.is_some() { "set" } else { "not set" };
-                format!("solo mode: node {node} (node token {token})")
+                format!("solo mode: node {} (node token {token})", shown(node, "--solo"))
             }
         };
         let backend = match self.backend {

@@ -105,8 +105,12 @@ impl Work {
             height,
             input: Arc::new(input),
             // A block is reported even from a pool whose share difficulty is
-            // above the network's (a bridge's scale): the easier of the two.
-            target: Target::from_difficulty(share_difficulty.min(network_difficulty)),
+            // above the network's (a bridge's scale): the easier of the two
+            // (a network difficulty of 0 is a bridge's "unknown", not "any").
+            target: Target::from_difficulty(match network_difficulty {
+                0 => share_difficulty,
+                network => share_difficulty.min(network),
+            }),
             share_difficulty,
             network_difficulty,
             nonces,
@@ -545,6 +549,8 @@ mod dispatch_tests {
         };
         assert_eq!(Work::from_pool_job(&job(4), 0).unwrap().target, Target::from_difficulty(4));
         assert_eq!(Work::from_pool_job(&job(100), 0).unwrap().target, Target::from_difficulty(10), "a block's");
+        let unknown = JobResponse { network_difficulty: 0, ..job(100) };
+        assert_eq!(Work::from_pool_job(&unknown, 0).unwrap().target, Target::from_difficulty(100), "0: unknown");
     }
 
     #[test]
