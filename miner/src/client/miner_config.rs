@@ -142,6 +142,9 @@ impl MinerConfig {
         if let Some(mb) = self.gpu_memory_mb {
             devices += &format!(", GPU tables up to {mb} MiB");
         }
+        if let Some(shader) = self.shader {
+            devices += &format!(", {shader} shader");
+        }
         let api = match &self.api {
             Some((address, token)) => {
                 let token = if token.is_some() { "token set" } else { "no token: loopback clients only" };
@@ -149,8 +152,17 @@ impl MinerConfig {
             }
             None => "local API: off".to_string(),
         };
+        let pacing = match self.mode {
+            MiningMode::Pool(_) => format!(
+                "long-poll {} s; the primary pool (the first) tried again every {} s while away",
+                self.long_poll.as_secs(),
+                self.failback.as_secs()
+            ),
+            MiningMode::Solo(_) => "solo: the node's template asked for every second".to_string(),
+        };
         [
             mode,
+            pacing,
             format!("wallet: {}, worker: {}", self.wallet, self.worker),
             devices,
             api,
