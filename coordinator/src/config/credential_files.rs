@@ -14,14 +14,18 @@ use crate::storage::ClientCertificate;
 pub(super) fn check_database_url(url: String) -> Result<String, ConfigError> {
     // The parser ends the credentials at the URL's first `@`, wherever it
     // is, and takes the rest for the host: a raw `@` in a password (or in
-    // the query) would connect elsewhere, and be shown as a host name.
+    // the query) leaves an `@` in a host name, or a path in the user name,
+    // and would connect elsewhere (and show part of the password as a host).
     let raw_at = || ConfigError::Invalid("--database-url: a raw @ in it: write an @ in a password as %40".into());
-    let authority = url.split_once("://").map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
-    if authority.matches('@').count() > 1 {
-        return Err(raw_at());
-    }
+    let misread = |db: &tokio_postgres::Config| {
+        db.get_user().is_some_and(|user| user.contains(['/', '?', '#']))
+            || db
+                .get_hosts()
+                .iter()
+                .any(|host| matches!(host, tokio_postgres::config::Host::Tcp(name) if name.contains('@')))
+    };
     match url.parse::<tokio_postgres::Config>() {
-        Ok(db) if db.get_user().is_some_and(|user| user.contains(['/', '?', '#'])) => Err(raw_at()),
+        Ok(db) if misread(&db) => Err(raw_at()),
         Ok(_) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(url),
         Ok(_) => Err(ConfigError::Invalid("--database-url must be a postgres:// URL".into())),
         Err(e) => Err(ConfigError::Invalid(format!("--database-url does not parse: {e}"))),

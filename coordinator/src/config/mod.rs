@@ -94,8 +94,6 @@ impl CoordinatorConfig {
                         .get_hosts()
                         .iter()
                         .map(|host| match host {
-                            // (A host with an `@` holds part of a password.)
-                            tokio_postgres::config::Host::Tcp(name) if name.contains('@') => "(hidden)".into(),
                             tokio_postgres::config::Host::Tcp(name) => name.clone(),
                             tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
                         })
