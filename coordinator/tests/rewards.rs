@@ -43,6 +43,12 @@ fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
 }
 
+/// What a block's split gives `wallet` (`detail`: `/pool/blocks/{height}`).
+fn part_of(detail: &Value, wallet: &str) -> u64 {
+    let split = detail["split"].as_array().unwrap();
+    split.iter().filter(|e| e["recipient"] == wallet).map(|e| u(&e["amount"])).sum()
+}
+
 async fn block(pool: &TestPool, height: u64) -> Value {
     pool.json(&format!("/pool/blocks/{height}")).await
 }
@@ -61,9 +67,7 @@ async fn wallet_books(pool: &TestPool, wallet: &str) -> (u64, u64) {
     let mut credited = 0u64;
     for b in pool.json("/pool/blocks").await.as_array().unwrap() {
         if b["status"] == "pending" || b["status"] == "confirmed" {
-            let detail = block(pool, u(&b["height"])).await;
-            let split = detail["split"].as_array().unwrap().iter();
-            credited += split.filter(|e| e["recipient"] == wallet).map(|e| u(&e["amount"])).sum::<u64>();
+            credited += part_of(&block(pool, u(&b["height"])).await, wallet);
         }
     }
     let b = balance(pool, wallet).await;
@@ -206,13 +210,7 @@ async fn orphans_take_their_credits_back_before_and_after_confirmation() {
     .await;
     let back = block(&pool, x).await;
     assert!(back["history"].as_array().unwrap().iter().any(|c| c["status"] == "returned"), "{back}");
-    let miner_part: u64 = back["split"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["recipient"] == "land1alice")
-        .map(|e| u(&e["amount"]))
-        .sum();
+    let miner_part = part_of(&back, "land1alice");
     assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), miner_part, "credited once");
     check_books(&pool, &["land1alice", HOST, FOUNDATION]).await;
     devnet.reorganise(1).unwrap();
@@ -506,5 +504,112 @@ async fn rounds_past_the_watch_depth_still_credit_every_block_in_order() {
     }
     assert!(checked >= 5, "{checked} blocks checked");
     check_books(&pool, &["land1alice", "land1bob", FOUNDATION, HOST]).await;
+    pool.stop().await;
+}
+
+/// A PROP pool whose rounds are run by hand (the poll is an hour), so that
+/// a block can be orphaned before or after its credit at will; alice's and
+/// bob's rigs registered.
+struct PropByHand {
+    pool: TestPool,
+    handle: std::sync::Arc<vision_coordinator::pool::Pool>,
+    devnet: std::sync::Arc<vision_coordinator::chain::devnet::DevnetChain>,
+    alice: String,
+    bob: String,
+}
+
+async fn prop_pool_by_hand(label: &str) -> PropByHand {
+    let pool = TestPool::start(CoordinatorArgs {
+        payout_scheme: Some("prop".into()),
+        payout_threshold: Some(u64::MAX / 2), // nothing is paid in these tests
+        reward_poll_ms: Some(3_600_000),
+        ..reward_settings(label)
+    })
+    .await;
+    let handle = pool.pool.clone().unwrap();
+    let devnet = pool.devnet.clone().unwrap();
+    let alice = pool.register("rig-a", "land1alice").await;
+    let bob = pool.register("rig-b", "land1bob").await;
+    PropByHand { pool, handle, devnet, alice, bob }
+}
+
+async fn round(handle: &vision_coordinator::pool::Pool) {
+    handle.run_rewards_round(vision_coordinator::pool::now_ms()).await.unwrap();
+}
+
+/// A wallet's weight (share difficulty) in a block's window.
+fn weight_of(detail: &Value, wallet: &str) -> u64 {
+    let wallets = detail["wallets"].as_array().unwrap();
+    wallets.iter().filter(|w| w["wallet"] == wallet).map(|w| u(&w["difficulty"])).sum()
+}
+
+/// Under PROP a block orphaned after its credit has its round carried into
+/// the next block the pool credits, so its miners are paid by that one, and
+/// once: when the orphan comes back, it is flagged rather than credited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prop_carries_an_orphaned_round_into_the_next_block() {
+    let PropByHand { pool, handle, devnet, alice, bob } = prop_pool_by_hand("propcarry").await;
+    let (x, _) = pool.mine_block(&alice).await;
+    round(&handle).await;
+    let credited = block(&pool, x).await;
+    let alice_round = weight_of(&credited, "land1alice");
+    assert!(alice_round > 0 && weight_of(&credited, "land1bob") == 0, "{credited}");
+    devnet.reorganise(1).unwrap();
+    round(&handle).await;
+    assert_eq!(block(&pool, x).await["status"], "orphaned");
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), 0);
+
+    // Bob's block pays his round and alice's orphaned one.
+    let (y, _) = pool.mine_block(&bob).await;
+    round(&handle).await;
+    let carrying = block(&pool, y).await;
+    assert_eq!(carrying["window"]["carried_rounds"], serde_json::json!([x]), "{carrying}");
+    assert_eq!(weight_of(&carrying, "land1alice"), alice_round, "alice's whole round: {carrying}");
+    assert!(weight_of(&carrying, "land1bob") > 0, "{carrying}");
+    let alice_part = part_of(&carrying, "land1alice");
+    assert!(alice_part > 0);
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), alice_part, "paid once, by block {y}");
+    let orphan = block(&pool, x).await;
+    assert_eq!(orphan["round_paid_by"], y, "{orphan}");
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+    // Carried once: later rounds leave it be.
+    round(&handle).await;
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), alice_part);
+
+    // The reorganisation undone: alice's block is back, but its round was
+    // paid by bob's: flagged for the operator, not credited again.
+    devnet.restore_reorganised().unwrap();
+    round(&handle).await;
+    let back = block(&pool, x).await;
+    assert_eq!(back["status"], "orphaned", "{back}");
+    let flag = back["operator_flag"].as_str().unwrap_or_else(|| panic!("flagged: {back}"));
+    assert!(flag.contains(&format!("block {y} paid its PROP round")), "{flag}");
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), alice_part, "not credited twice");
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+    drop(handle);
+    pool.stop().await;
+}
+
+/// Under PROP a block orphaned before it was credited never ended its
+/// round: the next block's round starts where the orphan's did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prop_goes_on_with_the_round_of_a_block_orphaned_before_its_credit() {
+    let PropByHand { pool, handle, devnet, alice, bob } = prop_pool_by_hand("propuncredited").await;
+    let (x, _) = pool.mine_block(&alice).await;
+    devnet.reorganise(1).unwrap();
+    round(&handle).await;
+    let orphan = block(&pool, x).await;
+    assert_eq!(orphan["status"], "orphaned", "{orphan}");
+    assert!(orphan["split"].as_array().unwrap().is_empty(), "never credited: {orphan}");
+
+    let (y, _) = pool.mine_block(&bob).await;
+    round(&handle).await;
+    let next = block(&pool, y).await;
+    assert_eq!(next["window"]["first"], 0, "the round from the pool's first share: {next}");
+    assert_eq!(next["window"]["carried_rounds"], serde_json::json!([x]), "{next}");
+    assert!(weight_of(&next, "land1alice") > 0 && weight_of(&next, "land1bob") > 0, "{next}");
+    assert_eq!(block(&pool, x).await["round_paid_by"], y);
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+    drop(handle);
     pool.stop().await;
 }

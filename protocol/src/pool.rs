@@ -272,6 +272,9 @@ pub struct BlockSummary {
     pub overdue: bool,
     /// Something the operator must look at (an orphan already paid out).
     pub operator_flag: Option<String>,
+    /// PROP, an orphan: the height of the block whose credit paid its round.
+    #[serde(default)]
+    pub round_paid_by: Option<u64>,
     pub session_id: String,
     pub template_id: String,
     pub nonce: u64,
@@ -292,6 +295,9 @@ pub struct WindowView {
     pub target: u128,
     /// `difficulty_sum / target`, 0-1.
     pub coverage: f64,
+    /// PROP: heights of orphaned blocks whose rounds this window holds too.
+    #[serde(default)]
+    pub carried_rounds: Vec<u64>,
 }
 
 /// One entry of a block's split.
@@ -346,6 +352,9 @@ pub struct BlockDetail {
     pub reason: Option<String>,
     pub overdue: bool,
     pub operator_flag: Option<String>,
+    /// PROP, an orphan: the height of the block whose credit paid its round.
+    #[serde(default)]
+    pub round_paid_by: Option<u64>,
     pub history: Vec<StatusChangeView>,
 }
 

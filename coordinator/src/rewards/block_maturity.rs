@@ -6,14 +6,43 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
+use super::prop_rounds::{awaits_carry, carry_rounds, ends_round, round_paid_by, wait_for_carry};
 use super::reward_split::{pplns_target, pplns_window, split_reward, whole_window, PayoutScheme, WindowShare};
 use super::settled_blocks::settled_after;
 use super::{CrashPoint, RewardError, Rewards};
 use crate::chain::{ChainBlock, ChainError};
 use crate::storage::{
-    BalanceBucket, BalanceDelta, BlockCredit, BlockRewardRecord, BlockStatus, Expectation, FoundBlockRecord,
+    BalanceBucket, BalanceDelta, BlockCredit, BlockRef, BlockRewardRecord, BlockStatus, Expectation, FoundBlockRecord,
     PayoutStatus, RewardStatus, RewardUpdate, ShareRecord, StoreError,
 };
+
+/// PROP's open round as a credit sees it: where it starts, and the
+/// orphans' rounds waiting to be carried.
+#[derive(Clone, Copy)]
+struct Round<'a> {
+    start: u64,
+    carry: &'a [BlockRewardRecord],
+}
+
+/// Where a block stands after a round's step on it, as the next blocks'
+/// PROP rounds need to know.
+enum Stepped {
+    /// Not credited: the chain is behind it, or an earlier block holds it up.
+    Uncredited,
+    /// Its record as the store now holds it.
+    Recorded {
+        record: Box<BlockRewardRecord>,
+        overdue: bool,
+        /// Its credit took the rounds waiting to be carried.
+        took_carry: bool,
+    },
+}
+
+impl Stepped {
+    fn unchanged(record: BlockRewardRecord, overdue: bool) -> Self {
+        Stepped::Recorded { record: Box::new(record), overdue, took_carry: false }
+    }
+}
 
 impl Rewards {
     /// Credits, confirms and orphans found blocks, in ledger order.
@@ -22,13 +51,22 @@ impl Rewards {
         // Settled blocks are not read (`settled_blocks`); what this round
         // settles counts from the next one on.
         let open = self.open_blocks(Some(tip.height)).await?;
-        let settled = settled_after(&open, tip.height, self.config.orphan_watch_depth, self.config.confirmations);
+        let settled = settled_after(
+            &open,
+            tip.height,
+            self.config.orphan_watch_depth,
+            self.config.confirmations,
+            self.config.scheme,
+        );
         let mut found = open.found;
         found.sort_by_key(|b| (b.share_position.unwrap_or(u64::MAX), b.height));
         let mut records: HashMap<(u64, String), BlockRewardRecord> = open.records;
-        // PROP rounds end at each block the chain accepted.
-        let mut round_start = open.settled.last_accepted_position.map_or(0, |p| p + 1);
-        // A block still being submitted may yet end a round: later blocks wait for it.
+        // PROP rounds end at each credited block (`prop_rounds`); orphans'
+        // rounds wait in `carry` for the next credit.
+        let mut round_start = open.settled.last_round_end.map_or(0, |p| p + 1);
+        let mut carry: Vec<BlockRewardRecord> = Vec::new();
+        // A block still being submitted (or not yet credited) may yet end a
+        // round: later blocks wait for it.
         let mut blocked = false;
         let mut overdue = 0;
         for block in &found {
@@ -41,17 +79,19 @@ impl Rewards {
                 BlockStatus::Accepted => {}
             }
             let key = (block.height, block.hash.clone());
-            let next_round_start = block.share_position.map_or(round_start, |p| p.saturating_add(1));
             // The fee in force when the block was found, if it was recorded.
             let fee = block.pool_fee_bps.unwrap_or(pool_fee_bps);
             let crediting = !records.get(&key).is_some_and(|r| r.status != RewardStatus::Orphaned);
+            let round = Round { start: round_start, carry: &carry };
             let step = match records.remove(&key) {
-                None if !blocked => {
-                    self.credit_block(block, None, &tip, round_start, now_ms, fee).await.map(|()| false)
-                }
-                None => Ok(false),
+                None if !blocked => self.credit_block(block, None, &tip, round, now_ms, fee).await,
+                None => Ok(Stepped::Uncredited),
                 Some(record) if !blocked && self.is_back_on_chain(block, &record, &tip).await => {
-                    self.credit_block(block, Some(record), &tip, round_start, now_ms, fee).await.map(|()| false)
+                    if round_paid_by(&record).is_some() {
+                        self.flag_return_after_carry(block, record, now_ms).await
+                    } else {
+                        self.credit_block(block, Some(record), &tip, round, now_ms, fee).await
+                    }
                 }
                 Some(record) => self.follow_block(block, record, &tip, now_ms).await,
             };
@@ -59,35 +99,49 @@ impl Rewards {
             // others' maturity nor payouts; when its credit failed, later
             // blocks wait to be credited, as their PROP round may depend on it.
             match step {
-                Ok(is_overdue) => overdue += u64::from(is_overdue),
+                Ok(Stepped::Uncredited) => blocked = true,
+                Ok(Stepped::Recorded { record, overdue: is_overdue, took_carry }) => {
+                    overdue += u64::from(is_overdue);
+                    if took_carry {
+                        carry.clear();
+                    }
+                    if ends_round(Some(&record)) {
+                        round_start = block.share_position.map_or(round_start, |p| p.saturating_add(1));
+                    }
+                    if awaits_carry(&record, self.config.scheme) {
+                        carry.push(*record);
+                    }
+                }
                 Err(RewardError::Chain(err)) => return Err(err.into()),
-                // Another coordinator on the shared store moved it first.
+                // Another coordinator on the shared store moved it first:
+                // what it wrote is read next round.
                 Err(RewardError::Store(StoreError::Conflict(_))) => {
                     tracing::debug!(height = block.height, "block moved on by another coordinator");
+                    blocked |= crediting;
                 }
                 Err(err) => {
                     tracing::error!(height = block.height, "rewards of this block are stuck (retrying): {err}");
                     blocked |= crediting;
                 }
             }
-            round_start = next_round_start;
         }
         self.metrics.blocks_overdue.store(overdue, Ordering::Relaxed);
         self.mark_settled(settled);
         Ok(())
     }
 
-    /// Writes a newly accepted block's credit: its window, its split of the
-    /// reward the chain actually holds, immature balances.
+    /// Writes a newly accepted block's credit: its window (with the PROP
+    /// rounds carried to it), its split of the reward the chain actually
+    /// holds, immature balances.
     async fn credit_block(
         &self,
         block: &FoundBlockRecord,
         orphaned: Option<BlockRewardRecord>,
         tip: &ChainBlock,
-        round_start: u64,
+        round: Round<'_>,
         now_ms: u64,
         pool_fee_bps: u32,
-    ) -> Result<(), RewardError> {
+    ) -> Result<Stepped, RewardError> {
         let on_chain = match self.chain.block(block.height).await {
             Ok(b) => Some(b),
             Err(ChainError::NotFound(_)) => None,
@@ -103,7 +157,8 @@ impl Rewards {
             Some(mut record) => {
                 record.status = RewardStatus::Pending;
                 record.overdue_since_ms = None;
-                earlier = record.credit.take().map(|c| (c.scheme, c.window, c.pool_fee_bps));
+                record.round_carry = None;
+                earlier = record.credit.take().map(|c| (c.scheme, c.window, c.pool_fee_bps, c.carried_rounds));
                 record.note("returned", "back on the chain after a reorganisation", now_ms);
                 record
             }
@@ -116,6 +171,7 @@ impl Rewards {
             }
         };
         let mut update = RewardUpdate { expects: vec![expected], ..RewardUpdate::default() };
+        let mut took_carry = false;
         match on_chain {
             Some(chain_block)
                 if chain_block.hash.eq_ignore_ascii_case(&block.hash)
@@ -126,16 +182,34 @@ impl Rewards {
                 tracing::error!(height = block.height, "{reason}");
                 record.change(RewardStatus::Orphaned, reason.clone(), now_ms);
                 record.operator_flag = Some(reason);
+                wait_for_carry(&mut record, self.config.scheme);
             }
             Some(chain_block) if chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
-                let (scheme, window, pool_fee_bps) = match earlier {
+                let (scheme, mut window, pool_fee_bps, mut carried_rounds) = match earlier {
                     Some(earlier) => earlier,
                     None => (
                         self.config.scheme,
-                        self.window_for(block, self.config.scheme, round_start).await?,
+                        self.window_for(block, self.config.scheme, round.start).await?,
                         pool_fee_bps,
+                        Vec::new(),
                     ),
                 };
+                if !round.carry.is_empty() {
+                    let by = BlockRef { height: block.height, hash: block.hash.clone() };
+                    let (taken, marked) = carry_rounds(&mut window, round.carry, &by, now_ms);
+                    for orphan in round.carry {
+                        update.expects.push(Expectation::block(orphan.height, &orphan.hash, Some(orphan)));
+                    }
+                    let heights: Vec<String> = taken.iter().map(|b| b.height.to_string()).collect();
+                    record.note(
+                        "round carried",
+                        format!("pays the PROP rounds of orphaned blocks {}", heights.join(", ")),
+                        now_ms,
+                    );
+                    carried_rounds.extend(taken);
+                    update.blocks.extend(marked);
+                    took_carry = true;
+                }
                 let split = split_reward(chain_block.reward, &self.fees(pool_fee_bps), &window);
                 for entry in &split.entries {
                     update.balances.push(BalanceDelta::new(
@@ -155,8 +229,15 @@ impl Rewards {
                     ),
                     now_ms,
                 );
-                record.credit =
-                    Some(BlockCredit { scheme, pool_fee_bps, window, split, confirmed: false, credited_ms: now_ms });
+                record.credit = Some(BlockCredit {
+                    scheme,
+                    pool_fee_bps,
+                    window,
+                    split,
+                    confirmed: false,
+                    credited_ms: now_ms,
+                    carried_rounds,
+                });
             }
             Some(chain_block) => {
                 record.change(
@@ -164,17 +245,42 @@ impl Rewards {
                     format!("height {} holds block {} before it was credited", block.height, chain_block.hash),
                     now_ms,
                 );
+                wait_for_carry(&mut record, self.config.scheme);
                 self.metrics.blocks_orphaned.fetch_add(1, Ordering::Relaxed);
             }
             // The chain is (for now) shorter than the block: look again next round.
-            None => return Ok(()),
+            None => return Ok(Stepped::Uncredited),
         }
-        update.blocks.push(record);
+        update.blocks.push(record.clone());
         self.store.apply_reward_update(&update).await?;
         self.crash_point(CrashPoint::CreditBlock);
         self.flush().await?;
         tracing::info!(height = block.height, "block credited (immature)");
-        Ok(())
+        Ok(Stepped::Recorded { record: Box::new(record), overdue: false, took_carry })
+    }
+
+    /// A PROP orphan back on the chain after a later block's credit took
+    /// its round: crediting it would pay the round twice, so its reward
+    /// stays in the pool's wallet and the operator is told (once: a flagged
+    /// block is not looked at again).
+    async fn flag_return_after_carry(
+        &self,
+        block: &FoundBlockRecord,
+        mut record: BlockRewardRecord,
+        now_ms: u64,
+    ) -> Result<Stepped, RewardError> {
+        let expected = Expectation::block(block.height, &block.hash, Some(&record));
+        let paid_by = round_paid_by(&record).map_or(0, |b| b.height);
+        let flag = format!(
+            "back on the chain after block {paid_by} paid its PROP round: not credited, its reward stays in the pool's wallet"
+        );
+        tracing::error!(height = block.height, "{flag}");
+        record.note("flagged", flag.clone(), now_ms);
+        record.operator_flag = Some(flag);
+        let update = RewardUpdate { expects: vec![expected], blocks: vec![record.clone()], ..RewardUpdate::default() };
+        self.store.apply_reward_update(&update).await?;
+        self.flush().await?;
+        Ok(Stepped::unchanged(record, false))
     }
 
     /// The window a block's reward is split over, by `scheme`.
@@ -233,14 +339,14 @@ impl Rewards {
     }
 
     /// Moves a credited block on: confirmations, confirmed, orphaned,
-    /// overdue. Returns whether it is pending past its expected time.
+    /// overdue (whether it is pending past its expected time).
     async fn follow_block(
         &self,
         block: &FoundBlockRecord,
         mut record: BlockRewardRecord,
         tip: &ChainBlock,
         now_ms: u64,
-    ) -> Result<bool, RewardError> {
+    ) -> Result<Stepped, RewardError> {
         let watching = match record.status {
             RewardStatus::Pending => true,
             RewardStatus::Confirmed => {
@@ -249,7 +355,7 @@ impl Rewards {
             RewardStatus::Orphaned => false,
         };
         if !watching || record.credit.is_none() {
-            return Ok(false);
+            return Ok(Stepped::unchanged(record, false));
         }
         let expected = Expectation::block(block.height, &block.hash, Some(&record));
         let on_chain = match self.chain.block(block.height).await {
@@ -275,18 +381,22 @@ impl Rewards {
                 }
                 changed |= self.mark_overdue(&mut record, block, now_ms);
                 if !changed {
-                    return Ok(is_overdue(&record));
+                    let overdue = is_overdue(&record);
+                    return Ok(Stepped::unchanged(record, overdue));
                 }
             }
             // Not on the chain right now (a shorter chain mid-reorganisation):
             // nothing to decide yet.
-            None => return Ok(is_overdue(&record)),
+            None => {
+                let overdue = is_overdue(&record);
+                return Ok(Stepped::unchanged(record, overdue));
+            }
         }
         let overdue = is_overdue(&record);
-        update.blocks.push(record);
+        update.blocks.push(record.clone());
         self.store.apply_reward_update(&update).await?;
         self.flush().await?;
-        Ok(overdue)
+        Ok(Stepped::unchanged(record, overdue))
     }
 
     /// Flags a block pending longer than `overdue_factor` x its expected
@@ -419,6 +529,7 @@ impl Rewards {
         } else {
             tracing::warn!(height = record.height, "block orphaned; credits reversed");
         }
+        wait_for_carry(record, self.config.scheme);
         Ok(())
     }
 }

@@ -23,6 +23,7 @@ mod block_maturity;
 mod ledger_windows;
 mod payout_estimate;
 mod payout_sender;
+mod prop_rounds;
 pub mod reward_split;
 mod reward_views;
 mod settled_blocks;

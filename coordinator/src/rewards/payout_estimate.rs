@@ -49,7 +49,7 @@ impl Rewards {
                 WindowRule::LastUnits(pplns_target(network_difficulty, self.config.pplns_window_factor))
             }
             PayoutScheme::Prop => {
-                let round_start = self.open_blocks(None).await?.last_accepted_position().map_or(0, |p| p + 1);
+                let round_start = self.open_blocks(None).await?.last_round_end().map_or(0, |p| p + 1);
                 WindowRule::From(round_start)
             }
         };

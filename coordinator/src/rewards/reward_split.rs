@@ -113,6 +113,27 @@ impl RewardWindow {
             self.difficulty_sum as f64 / self.target as f64
         }
     }
+
+    /// Adds the shares of `other`, a window over other shares (an orphaned
+    /// block's PROP round carried into the next): weights add up per wallet,
+    /// and the window spans both.
+    pub fn absorb(&mut self, other: &RewardWindow) {
+        self.first = self.first.into_iter().chain(other.first).min();
+        self.last = self.last.into_iter().chain(other.last).max();
+        self.shares += other.shares;
+        self.difficulty_sum += other.difficulty_sum;
+        self.target += other.target;
+        let mut by_wallet: BTreeMap<String, (u128, u64)> = BTreeMap::new();
+        for w in self.weights.iter().chain(&other.weights) {
+            let entry = by_wallet.entry(w.wallet.clone()).or_default();
+            entry.0 += w.difficulty;
+            entry.1 += w.shares;
+        }
+        self.weights = by_wallet
+            .into_iter()
+            .map(|(wallet, (difficulty, shares))| WalletWeight { wallet, difficulty, shares })
+            .collect();
+    }
 }
 
 /// Accumulates shares into per-wallet weights.
@@ -398,6 +419,26 @@ mod tests {
             }
             prop_assert_eq!(window.shares, counted);
             prop_assert!(window.coverage() <= 1.0);
+        }
+
+        /// A round carried into the next block's counts as if both rounds
+        /// had been one: the same window, so the same split.
+        #[test]
+        fn a_carried_round_counts_as_if_the_rounds_were_one(
+            earlier in shares_strategy(),
+            later in shares_strategy(),
+            reward in 0u64..=u64::MAX / 2,
+        ) {
+            let shares = |raw: &[(u8, u64)], from: u64| -> Vec<WindowShare> {
+                raw.iter().enumerate().map(|(i, (w, d))| share(from + i as u64, &format!("w{w}"), *d)).collect()
+            };
+            let (earlier, later) = (shares(&earlier, 0), shares(&later, 1_000));
+            let mut carried = whole_window(later.clone());
+            carried.absorb(&whole_window(earlier.clone()));
+            let one = whole_window(earlier.into_iter().chain(later));
+            prop_assert_eq!(&carried, &one);
+            let split = split_reward(reward, &fees(100, 200), &carried);
+            prop_assert_eq!(split.entries.iter().map(|e| u128::from(e.amount)).sum::<u128>(), u128::from(reward));
         }
 
         #[test]

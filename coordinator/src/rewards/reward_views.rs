@@ -43,6 +43,7 @@ fn summary(block: &FoundBlockRecord, record: Option<&BlockRewardRecord>) -> Bloc
         reason: orphan_reason.or_else(|| block.reason.clone()),
         overdue: record.is_some_and(|r| r.overdue_since_ms.is_some() && r.status == RewardStatus::Pending),
         operator_flag: record.and_then(|r| r.operator_flag.clone()),
+        round_paid_by: record.and_then(super::prop_rounds::round_paid_by).map(|b| b.height),
         session_id: block.session_id.clone(),
         template_id: block.template_id.clone(),
         nonce: block.nonce,
@@ -110,6 +111,7 @@ impl Rewards {
             difficulty_sum: c.window.difficulty_sum,
             target: c.window.target,
             coverage: c.window.coverage(),
+            carried_rounds: c.carried_rounds.iter().map(|b| b.height).collect(),
         });
         let wallets = credit.map_or_else(Vec::new, |c| {
             let total: u128 = c.window.weights.iter().map(|w| w.difficulty).sum();
@@ -160,6 +162,7 @@ impl Rewards {
             reason: s.reason,
             overdue: s.overdue,
             operator_flag: s.operator_flag,
+            round_paid_by: s.round_paid_by,
             history: record.map_or_else(Vec::new, |r| {
                 r.history
                     .iter()

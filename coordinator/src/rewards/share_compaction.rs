@@ -62,7 +62,7 @@ impl Rewards {
         let end = self.store.ledger_len().await?;
         Ok(match self.config.scheme {
             PayoutScheme::Solo => end,
-            PayoutScheme::Prop => open.last_accepted_position().map_or(floor, |p| p + 1),
+            PayoutScheme::Prop => open.last_round_end().map_or(floor, |p| p + 1),
             PayoutScheme::Pplns => {
                 let Some(difficulty) = network_difficulty else { return Ok(floor) };
                 let keep = pplns_target(difficulty, self.config.pplns_window_factor) * PPLNS_KEEP_FACTOR;

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 pub use pg_schema::schema_version;
 pub use pg_store::{ClientCertificate, DatabaseTls, PgStore};
 pub use reward_records::{
-    status_name, BalanceBucket, BalanceDelta, BalanceRecord, BlockCredit, BlockRewardRecord, Expectation, PayoutOutput,
-    PayoutRecord, PayoutStatus, RewardStatus, RewardUpdate, ShareAggregate, StatusChange,
+    status_name, BalanceBucket, BalanceDelta, BalanceRecord, BlockCredit, BlockRef, BlockRewardRecord, Expectation,
+    PayoutOutput, PayoutRecord, PayoutStatus, RewardStatus, RewardUpdate, RoundCarry, ShareAggregate, StatusChange,
 };
 pub use sled_store::SledStore;
 
@@ -579,6 +579,23 @@ pub trait PoolStore: Send + Sync + 'static {
     /// group commit) or PostgreSQL's share-append batches (one transaction
     /// for many shares). Against accepted shares, how well they group.
     fn commits(&self) -> u64;
+}
+
+/// A credit for unit tests: `window` split from a reward of 1000, 1% to
+/// "foundation", no pool fee.
+#[cfg(test)]
+pub(crate) fn test_block_credit(
+    scheme: crate::rewards::reward_split::PayoutScheme,
+    window: crate::rewards::reward_split::RewardWindow,
+) -> BlockCredit {
+    let fees = crate::rewards::reward_split::FeeSchedule {
+        foundation_bps: 100,
+        foundation_address: "foundation".into(),
+        pool_fee_bps: 0,
+        pool_fee_address: "host".into(),
+    };
+    let split = crate::rewards::reward_split::split_reward(1_000, &fees, &window);
+    BlockCredit { scheme, pool_fee_bps: 0, window, split, confirmed: false, credited_ms: 0, carried_rounds: Vec::new() }
 }
 
 /// A found block for unit tests: accepted, found by worker "w".

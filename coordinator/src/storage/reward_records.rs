@@ -72,6 +72,28 @@ pub struct BlockCredit {
     /// confirmed, then `Confirmed`.
     pub confirmed: bool,
     pub credited_ms: u64,
+    /// PROP: orphaned blocks whose rounds this window holds too (their
+    /// weights merged in), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried_rounds: Vec<BlockRef>,
+}
+
+/// Where the PROP round of an orphaned block is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundCarry {
+    /// Unpaid: the next block credited takes it.
+    Waiting,
+    /// Taken by this later block's credit (so it is not paid again should
+    /// the orphan come back).
+    PaidBy(BlockRef),
+}
+
+/// A found block, by the key its records share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRef {
+    pub height: u64,
+    pub hash: String,
 }
 
 /// A payout batch's state.
@@ -195,6 +217,9 @@ pub struct BlockRewardRecord {
     /// Something the operator must look at (an orphan whose credits were
     /// already paid out).
     pub operator_flag: Option<String>,
+    /// PROP, an orphan: where its round is (`rewards::prop_rounds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_carry: Option<RoundCarry>,
     pub updated_ms: u64,
 }
 
@@ -210,6 +235,7 @@ impl BlockRewardRecord {
             history: Vec::new(),
             overdue_since_ms: None,
             operator_flag: None,
+            round_carry: None,
             updated_ms: now_ms,
         }
     }
