@@ -613,3 +613,43 @@ async fn prop_goes_on_with_the_round_of_a_block_orphaned_before_its_credit() {
     drop(handle);
     pool.stop().await;
 }
+
+/// A credited block whose step fails in a round (its confirmation refused
+/// here: the books were made to refuse it) still ended its round: the
+/// blocks credited after it in that round do not pay its shares again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prop_a_failing_step_on_a_credited_block_still_ends_its_round() {
+    use vision_coordinator::storage::{BalanceBucket, BalanceDelta, RewardUpdate};
+    let PropByHand { pool, handle, devnet: _, alice, bob } = prop_pool_by_hand("propfailing").await;
+    let (x, _) = pool.mine_block(&alice).await;
+    round(&handle).await;
+    let first = block(&pool, x).await;
+    let alice_credit = u(&balance(&pool, "land1alice").await["immature"]);
+    assert!(alice_credit > 0, "{first}");
+    // Alice's immature balance taken away behind the pool's back: moving
+    // block x's credit to confirmed would take it below zero, which the
+    // store refuses, round after round.
+    let take = RewardUpdate {
+        balances: vec![BalanceDelta::new("land1alice", BalanceBucket::Immature, -i128::from(alice_credit))],
+        ..RewardUpdate::default()
+    };
+    handle.store_for_tests().apply_reward_update(&take).await.unwrap();
+    // Two blocks of bob's put x three deep; one round then fails x's
+    // confirmation and credits both.
+    pool.mine_block(&bob).await;
+    let (z, _) = pool.mine_block(&bob).await;
+    round(&handle).await;
+    assert_eq!(block(&pool, x).await["status"], "pending", "its confirmation is refused");
+    let last = block(&pool, z).await;
+    assert!(!last["split"].as_array().unwrap().is_empty(), "credited: {last}");
+    for height in x + 1..=z {
+        let response = pool.get(&format!("/pool/blocks/{height}")).await;
+        if response.status() == 404 {
+            continue;
+        }
+        let detail: Value = response.json().await.unwrap();
+        assert_eq!(weight_of(&detail, "land1alice"), 0, "block {height} pays none of block {x}'s round: {detail}");
+    }
+    drop(handle);
+    pool.stop().await;
+}

@@ -634,6 +634,13 @@ impl Pool {
         Ok((sessions, workers))
     }
 
+    /// Test hook: the store itself, to put the books in a state no route
+    /// reaches (a write the store must refuse, say).
+    #[doc(hidden)]
+    pub fn store_for_tests(&self) -> &Arc<dyn PoolStore> {
+        &self.store
+    }
+
     /// Store calls still running on blocking threads (a stopping server
     /// waits for none).
     pub fn store_calls_in_flight(&self) -> usize {

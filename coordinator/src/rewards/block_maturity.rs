@@ -82,6 +82,9 @@ impl Rewards {
             // The fee in force when the block was found, if it was recorded.
             let fee = block.pool_fee_bps.unwrap_or(pool_fee_bps);
             let crediting = !records.get(&key).is_some_and(|r| r.status != RewardStatus::Orphaned);
+            // A credited block's round ended at it, whether or not this
+            // round's step on it goes through.
+            let ended_round = !crediting && ends_round(records.get(&key));
             let round = Round { start: round_start, carry: &carry };
             let step = match records.remove(&key) {
                 None if !blocked => self.credit_block(block, None, &tip, round, now_ms, fee).await,
@@ -99,7 +102,8 @@ impl Rewards {
             // others' maturity nor payouts; when its credit failed, later
             // blocks wait to be credited, as their PROP round may depend on it.
             match step {
-                Ok(Stepped::Uncredited) => blocked = true,
+                // Its round may yet end at it (PROP), or not: later blocks wait.
+                Ok(Stepped::Uncredited) => blocked |= self.config.scheme == PayoutScheme::Prop,
                 Ok(Stepped::Recorded { record, overdue: is_overdue, took_carry }) => {
                     overdue += u64::from(is_overdue);
                     if took_carry {
@@ -123,6 +127,9 @@ impl Rewards {
                     tracing::error!(height = block.height, "rewards of this block are stuck (retrying): {err}");
                     blocked |= crediting;
                 }
+            }
+            if ended_round {
+                round_start = round_start.max(block.share_position.map_or(round_start, |p| p.saturating_add(1)));
             }
         }
         self.metrics.blocks_overdue.store(overdue, Ordering::Relaxed);
@@ -158,7 +165,7 @@ impl Rewards {
                 record.status = RewardStatus::Pending;
                 record.overdue_since_ms = None;
                 record.round_carry = None;
-                earlier = record.credit.take().map(|c| (c.scheme, c.window, c.pool_fee_bps, c.carried_rounds));
+                earlier = record.credit.take();
                 record.note("returned", "back on the chain after a reorganisation", now_ms);
                 record
             }
@@ -182,11 +189,13 @@ impl Rewards {
                 tracing::error!(height = block.height, "{reason}");
                 record.change(RewardStatus::Orphaned, reason.clone(), now_ms);
                 record.operator_flag = Some(reason);
-                wait_for_carry(&mut record, self.config.scheme);
+                // A returning block keeps what it was credited with.
+                record.credit = earlier;
+                wait_for_carry(&mut record, self.config.scheme, &BTreeMap::new());
             }
             Some(chain_block) if chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
                 let (scheme, mut window, pool_fee_bps, mut carried_rounds) = match earlier {
-                    Some(earlier) => earlier,
+                    Some(c) => (c.scheme, c.window, c.pool_fee_bps, c.carried_rounds),
                     None => (
                         self.config.scheme,
                         self.window_for(block, self.config.scheme, round.start).await?,
@@ -245,11 +254,21 @@ impl Rewards {
                     format!("height {} holds block {} before it was credited", block.height, chain_block.hash),
                     now_ms,
                 );
-                wait_for_carry(&mut record, self.config.scheme);
+                record.credit = earlier;
+                wait_for_carry(&mut record, self.config.scheme, &BTreeMap::new());
                 self.metrics.blocks_orphaned.fetch_add(1, Ordering::Relaxed);
             }
             // The chain is (for now) shorter than the block: look again next round.
-            None => return Ok(Stepped::Uncredited),
+            None if tip.height < block.height => return Ok(Stepped::Uncredited),
+            None => {
+                // Past its height yet no block there: a node that prunes, or lies.
+                tracing::warn!(
+                    height = block.height,
+                    tip = tip.height,
+                    "the chain shows no block at this height; not credited yet"
+                );
+                return Ok(Stepped::Uncredited);
+            }
         }
         update.blocks.push(record.clone());
         self.store.apply_reward_update(&update).await?;
@@ -492,6 +511,7 @@ impl Rewards {
             *owed.entry(entry.recipient.as_str()).or_default() += entry.amount;
         }
         let mut shortfalls = Vec::new();
+        let mut unrecovered = BTreeMap::new();
         for (recipient, amount) in owed {
             if credit.confirmed {
                 let balance = self.store.balance(recipient).await?.unwrap_or_default();
@@ -506,6 +526,7 @@ impl Rewards {
                 }
                 if short > 0 {
                     shortfalls.push(format!("{recipient} {short}"));
+                    unrecovered.insert(recipient.to_string(), short);
                 }
             } else {
                 update.balances.push(BalanceDelta::new(recipient, BalanceBucket::Immature, -i128::from(amount)));
@@ -529,7 +550,7 @@ impl Rewards {
         } else {
             tracing::warn!(height = record.height, "block orphaned; credits reversed");
         }
-        wait_for_carry(record, self.config.scheme);
+        wait_for_carry(record, self.config.scheme, &unrecovered);
         Ok(())
     }
 }

@@ -17,33 +17,83 @@
 //! come back on the chain after that, its round is not paid again: the
 //! block is flagged for the operator instead of credited.
 //!
-//! Not carried: an orphan whose credits had already been paid out (flagged:
-//! its miners were paid), orphans of PPLNS or SOLO (a PPLNS window overlaps
-//! the next block's anyway), and orphans recorded before rounds were
-//! carried (they never wait).
+//! Not carried: what of an orphan's credit had already been paid out
+//! (flagged for the operator; each wallet's weight shrinks by the part it
+//! was paid), orphans of PPLNS or SOLO (a PPLNS window overlaps the next
+//! block's anyway), and orphans recorded before rounds were carried (they
+//! never wait, and ended their rounds as they did then). Known limit: an
+//! orphan left waiting under PROP, then PPLNS, then PROP again is carried
+//! into the first PROP credit after the switch back, though PPLNS windows
+//! in between may have counted some of its shares.
 
-use super::reward_split::{PayoutScheme, RewardWindow};
+use std::collections::BTreeMap;
+
+use super::reward_split::{PayoutScheme, RewardWindow, WalletWeight};
 use crate::storage::{BlockRef, BlockRewardRecord, RewardStatus, RoundCarry};
 
 /// Whether a block with `record` (none: accepted, not yet credited) ends a
 /// PROP round, so that the next round starts after it. An orphan that was
-/// never credited does not: its round goes on.
+/// never credited and waits for (or had) its round carried does not: its
+/// round goes on. (One recorded before rounds were carried, or under
+/// another scheme, did end one, as it was then.)
 pub(crate) fn ends_round(record: Option<&BlockRewardRecord>) -> bool {
-    record.is_none_or(|r| r.credit.is_some())
+    record.is_none_or(|r| r.credit.is_some() || r.round_carry.is_none())
 }
 
 /// Marks a block just orphaned (`record`, with the reason noted) as
 /// waiting for its round to be carried, where `scheme` carries it.
-pub(crate) fn wait_for_carry(record: &mut BlockRewardRecord, scheme: PayoutScheme) {
-    let carried = scheme == PayoutScheme::Prop
-        && record.status == RewardStatus::Orphaned
-        && match &record.credit {
-            None => true,
-            Some(credit) => credit.scheme == PayoutScheme::Prop && record.operator_flag.is_none(),
-        };
-    if carried {
-        record.round_carry = Some(RoundCarry::Waiting);
+/// `unrecovered`: per wallet, what of its credit could not be taken back
+/// (paid out already); that part of its weight is not carried, so no
+/// share is paid twice.
+pub(crate) fn wait_for_carry(
+    record: &mut BlockRewardRecord,
+    scheme: PayoutScheme,
+    unrecovered: &BTreeMap<String, u64>,
+) {
+    if scheme != PayoutScheme::Prop || record.status != RewardStatus::Orphaned {
+        return;
     }
+    let weights = match &record.credit {
+        None => None,
+        Some(credit) if credit.scheme != PayoutScheme::Prop => return,
+        Some(credit) => {
+            let mut owed: BTreeMap<&str, u64> = BTreeMap::new();
+            for entry in &credit.split.entries {
+                *owed.entry(entry.recipient.as_str()).or_default() += entry.amount;
+            }
+            let window = unpaid_part(&credit.window, |wallet| {
+                let short = unrecovered.get(wallet).copied().unwrap_or(0);
+                (owed.get(wallet).copied().unwrap_or(0), short)
+            });
+            if window.weights.is_empty() && !credit.window.weights.is_empty() {
+                return; // all of it was paid out
+            }
+            Some(window)
+        }
+    };
+    record.round_carry = Some(RoundCarry::Waiting(weights));
+}
+
+/// `window` with each wallet's weight cut to the part of its credit that
+/// was taken back: `owed_and_short(wallet)` gives what it was credited and
+/// what of that was paid out already.
+fn unpaid_part(window: &RewardWindow, owed_and_short: impl Fn(&str) -> (u64, u64)) -> RewardWindow {
+    let weights: Vec<WalletWeight> = window
+        .weights
+        .iter()
+        .filter_map(|w| {
+            let (owed, short) = owed_and_short(&w.wallet);
+            let difficulty = match short {
+                0 => w.difficulty,
+                // Never more than the weight: short <= owed.
+                _ => w.difficulty * u128::from(owed.saturating_sub(short)) / u128::from(owed.max(1)),
+            };
+            (difficulty > 0).then(|| WalletWeight { difficulty, ..w.clone() })
+        })
+        .collect();
+    let sum: u128 = weights.iter().map(|w| w.difficulty).sum();
+    let shares = weights.iter().map(|w| w.shares).sum();
+    RewardWindow { first: window.first, last: window.last, shares, difficulty_sum: sum, target: sum, weights }
 }
 
 /// Whether `record` is an orphan whose round the next credit under `scheme`
@@ -51,7 +101,7 @@ pub(crate) fn wait_for_carry(record: &mut BlockRewardRecord, scheme: PayoutSchem
 pub(crate) fn awaits_carry(record: &BlockRewardRecord, scheme: PayoutScheme) -> bool {
     scheme == PayoutScheme::Prop
         && record.status == RewardStatus::Orphaned
-        && record.round_carry == Some(RoundCarry::Waiting)
+        && matches!(record.round_carry, Some(RoundCarry::Waiting(_)))
 }
 
 /// The block whose credit took `record`'s round, if one did.
@@ -74,8 +124,8 @@ pub(crate) fn carry_rounds(
     let mut taken = Vec::with_capacity(orphans.len());
     let mut marked = Vec::with_capacity(orphans.len());
     for orphan in orphans {
-        if let Some(credit) = &orphan.credit {
-            window.absorb(&credit.window);
+        if let Some(RoundCarry::Waiting(Some(weights))) = &orphan.round_carry {
+            window.absorb(weights);
         }
         let mut record = orphan.clone();
         record.round_carry = Some(RoundCarry::PaidBy(by.clone()));
@@ -89,7 +139,6 @@ pub(crate) fn carry_rounds(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rewards::reward_split::WalletWeight;
 
     fn window(weights: &[(&str, u128)], first: u64, last: u64) -> RewardWindow {
         let sum = weights.iter().map(|(_, d)| d).sum();
@@ -119,8 +168,15 @@ mod tests {
     }
 
     fn waiting(mut record: BlockRewardRecord) -> BlockRewardRecord {
-        wait_for_carry(&mut record, PayoutScheme::Prop);
+        wait_for_carry(&mut record, PayoutScheme::Prop, &BTreeMap::new());
         record
+    }
+
+    fn carried_weights(record: &BlockRewardRecord) -> Vec<(String, u128)> {
+        match &record.round_carry {
+            Some(RoundCarry::Waiting(Some(w))) => w.weights.iter().map(|w| (w.wallet.clone(), w.difficulty)).collect(),
+            _ => Vec::new(),
+        }
     }
 
     #[test]
@@ -128,35 +184,81 @@ mod tests {
         use PayoutScheme::*;
         let prop = credited(10, Prop, window(&[("a", 5)], 0, 0));
         let flagged = |mut r: BlockRewardRecord| {
-            r.operator_flag = Some("paid out".into());
+            r.operator_flag = Some("pays another wallet".into());
             r
         };
         let uncredited = BlockRewardRecord::pending(10, "h10", 0);
-        // (what, record, ends a round, carried under PROP)
-        let cases: Vec<(&str, Option<BlockRewardRecord>, bool, bool)> = vec![
-            ("accepted, not yet credited", None, true, false),
-            ("credited and on the chain", Some(prop.clone()), true, false),
-            ("orphaned after its credit", Some(orphaned(prop.clone())), true, true),
-            ("orphaned before its credit", Some(orphaned(uncredited.clone())), false, true),
-            ("orphaned, paying another wallet", Some(flagged(orphaned(uncredited))), false, true),
-            ("orphaned after its credits were paid out", Some(flagged(orphaned(prop.clone()))), true, false),
-            ("orphaned, credited by PPLNS", Some(orphaned(credited(10, Pplns, window(&[], 0, 0)))), true, false),
+        let all_paid: BTreeMap<String, u64> = [("a".to_string(), u64::MAX)].into();
+        let none_paid = BTreeMap::new();
+        // (what, record, what was paid out already, ends a round once
+        // marked under PROP, carried under PROP)
+        type Case<'a> = (&'a str, Option<BlockRewardRecord>, &'a BTreeMap<String, u64>, bool, bool);
+        let cases: Vec<Case> = vec![
+            ("accepted, not yet credited", None, &none_paid, true, false),
+            ("credited and on the chain", Some(prop.clone()), &none_paid, true, false),
+            ("orphaned after its credit", Some(orphaned(prop.clone())), &none_paid, true, true),
+            ("orphaned before its credit", Some(orphaned(uncredited.clone())), &none_paid, false, true),
+            ("orphaned, paying another wallet", Some(flagged(orphaned(uncredited))), &none_paid, false, true),
+            ("orphaned after all of it was paid out", Some(orphaned(prop.clone())), &all_paid, true, false),
+            (
+                "orphaned, credited by PPLNS",
+                Some(orphaned(credited(10, Pplns, window(&[], 0, 0)))),
+                &none_paid,
+                true,
+                false,
+            ),
         ];
-        for (what, record, ends, carried) in cases {
-            assert_eq!(ends_round(record.as_ref()), ends, "{what}: ends a round");
-            let Some(mut record) = record else { continue };
-            for scheme in [Pplns, Solo, Prop] {
-                let mut marked = record.clone();
-                wait_for_carry(&mut marked, scheme);
-                assert_eq!(awaits_carry(&marked, Prop), carried && scheme == Prop, "{what}: carried under {scheme}");
-                assert!(!awaits_carry(&marked, Pplns) && !awaits_carry(&marked, Solo), "{what}: PROP only");
-            }
-            // Recorded before rounds were carried: never waits.
+        for (what, record, paid, ends, carried) in cases {
+            let Some(record) = record else {
+                assert_eq!(ends_round(None), ends, "{what}: ends a round");
+                continue;
+            };
+            // Recorded before rounds were carried (or under another
+            // scheme): ends its round and never waits, as it did then.
+            assert!(ends_round(Some(&record)), "{what}: an old record ends its round");
             assert!(!awaits_carry(&record, Prop), "{what}: an old record");
-            wait_for_carry(&mut record, Prop);
+            for scheme in [Pplns, Solo] {
+                let mut marked = record.clone();
+                wait_for_carry(&mut marked, scheme, paid);
+                assert_eq!(marked.round_carry, None, "{what}: PROP only");
+            }
+            let mut marked = record.clone();
+            wait_for_carry(&mut marked, Prop, paid);
+            assert_eq!(ends_round(Some(&marked)), ends, "{what}: ends a round");
+            assert_eq!(awaits_carry(&marked, Prop), carried, "{what}: carried");
+            assert!(!awaits_carry(&marked, Pplns) && !awaits_carry(&marked, Solo), "{what}: PROP only");
             let (_, paid) =
-                carry_rounds(&mut RewardWindow::default(), &[record], &BlockRef { height: 11, hash: "h11".into() }, 0);
+                carry_rounds(&mut RewardWindow::default(), &[marked], &BlockRef { height: 11, hash: "h11".into() }, 0);
             assert!(!awaits_carry(&paid[0], Prop), "{what}: carried once");
+            assert_eq!(ends_round(Some(&paid[0])), ends, "{what}: ends a round once carried");
+        }
+    }
+
+    /// What was paid out of an orphan's credit before it left the chain is
+    /// not carried: each wallet's weight shrinks with the part of its
+    /// credit that could not be taken back.
+    #[test]
+    fn the_part_paid_out_already_is_not_carried() {
+        let record = orphaned(credited(10, PayoutScheme::Prop, window(&[("alice", 6), ("bob", 2)], 0, 9)));
+        // 1000 less 1% to the foundation: alice 742, bob 247 (floored).
+        let split = &record.credit.as_ref().unwrap().split;
+        let credit_of = |w: &str| split.entries.iter().filter(|e| e.recipient == w).map(|e| e.amount).sum::<u64>();
+        assert_eq!((credit_of("alice"), credit_of("bob")), (742, 247));
+        // (what was paid out already, the weights carried)
+        type Case = (Vec<(&'static str, u64)>, Vec<(&'static str, u128)>);
+        let cases: Vec<Case> = vec![
+            (vec![], vec![("alice", 6), ("bob", 2)]),
+            (vec![("alice", 371), ("foundation", 10)], vec![("alice", 3), ("bob", 2)]),
+            (vec![("bob", 247)], vec![("alice", 6)]),
+            (vec![("alice", 742), ("bob", 247)], vec![]),
+        ];
+        for (paid, carried) in cases {
+            let paid: BTreeMap<String, u64> = paid.into_iter().map(|(w, a)| (w.to_string(), a)).collect();
+            let mut marked = record.clone();
+            wait_for_carry(&mut marked, PayoutScheme::Prop, &paid);
+            let expected: Vec<(String, u128)> = carried.iter().map(|(w, d)| (w.to_string(), *d)).collect();
+            assert_eq!(carried_weights(&marked), expected, "paid out {paid:?}");
+            assert_eq!(awaits_carry(&marked, PayoutScheme::Prop), !carried.is_empty(), "paid out {paid:?}");
         }
     }
 

@@ -215,7 +215,7 @@ mod tests {
                             if !credited {
                                 record.credit = None;
                             }
-                            super::super::prop_rounds::wait_for_carry(&mut record, *scheme);
+                            super::super::prop_rounds::wait_for_carry(&mut record, *scheme, &Default::default());
                             ((*h, format!("h{h}")), record)
                         })
                     })

@@ -82,8 +82,11 @@ pub struct BlockCredit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RoundCarry {
-    /// Unpaid: the next block credited takes it.
-    Waiting,
+    /// Unpaid: the next block credited takes it, adding these weights to
+    /// its window (its window's, less what was paid out before it was
+    /// orphaned); none for a block never credited, whose shares the next
+    /// round's range holds.
+    Waiting(Option<RewardWindow>),
     /// Taken by this later block's credit (so it is not paid again should
     /// the orphan come back).
     PaidBy(BlockRef),
