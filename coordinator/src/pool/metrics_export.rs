@@ -184,7 +184,7 @@ pub(super) async fn metrics_prometheus(State(state): State<PoolApiState>) -> imp
     metric(
         "vision_pool_blocks_pending_overdue",
         "gauge",
-        "Blocks pending longer than several times their expected confirmation time.",
+        "Blocks pending longer than several times their expected confirmation time, or that the chain does not show though past their height.",
         &[("", counter(r.blocks_overdue))],
     );
     metric(

@@ -27,8 +27,10 @@ struct Round<'a> {
 /// Where a block stands after a round's step on it, as the next blocks'
 /// PROP rounds need to know.
 enum Stepped {
-    /// Not credited: the chain is behind it, or an earlier block holds it up.
-    Uncredited,
+    /// Not credited: the chain is behind it, or shows no block at its
+    /// height though past it (`unshown`: counted as overdue, as a node that
+    /// prunes or lies holds it up for good), or an earlier block holds it up.
+    Uncredited { unshown: bool },
     /// Its record as the store now holds it.
     Recorded {
         record: Box<BlockRewardRecord>,
@@ -88,7 +90,7 @@ impl Rewards {
             let round = Round { start: round_start, carry: &carry };
             let step = match records.remove(&key) {
                 None if !blocked => self.credit_block(block, None, &tip, round, now_ms, fee).await,
-                None => Ok(Stepped::Uncredited),
+                None => Ok(Stepped::Uncredited { unshown: false }),
                 Some(record) if !blocked && self.is_back_on_chain(block, &record, &tip).await => {
                     if round_paid_by(&record).is_some() {
                         self.flag_return_after_carry(block, record, now_ms).await
@@ -103,7 +105,10 @@ impl Rewards {
             // blocks wait to be credited, as their PROP round may depend on it.
             match step {
                 // Its round may yet end at it (PROP), or not: later blocks wait.
-                Ok(Stepped::Uncredited) => blocked |= self.config.scheme == PayoutScheme::Prop,
+                Ok(Stepped::Uncredited { unshown }) => {
+                    overdue += u64::from(unshown);
+                    blocked |= self.config.scheme == PayoutScheme::Prop;
+                }
                 Ok(Stepped::Recorded { record, overdue: is_overdue, took_carry }) => {
                     overdue += u64::from(is_overdue);
                     if took_carry {
@@ -259,7 +264,7 @@ impl Rewards {
                 self.metrics.blocks_orphaned.fetch_add(1, Ordering::Relaxed);
             }
             // The chain is (for now) shorter than the block: look again next round.
-            None if tip.height < block.height => return Ok(Stepped::Uncredited),
+            None if tip.height < block.height => return Ok(Stepped::Uncredited { unshown: false }),
             None => {
                 // Past its height yet no block there: a node that prunes, or lies.
                 tracing::warn!(
@@ -267,7 +272,7 @@ impl Rewards {
                     tip = tip.height,
                     "the chain shows no block at this height; not credited yet"
                 );
-                return Ok(Stepped::Uncredited);
+                return Ok(Stepped::Uncredited { unshown: true });
             }
         }
         update.blocks.push(record.clone());

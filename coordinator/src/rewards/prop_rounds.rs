@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use super::reward_split::{PayoutScheme, RewardWindow, WalletWeight};
+use super::reward_split::{PayoutScheme, RewardWindow, SplitKind, WalletWeight};
 use crate::storage::{BlockRef, BlockRewardRecord, RewardStatus, RoundCarry};
 
 /// Whether a block with `record` (none: accepted, not yet credited) ends a
@@ -57,13 +57,15 @@ pub(crate) fn wait_for_carry(
         None => None,
         Some(credit) if credit.scheme != PayoutScheme::Prop => return,
         Some(credit) => {
+            // A wallet also paid fees (the pool-fee or foundation address
+            // mining) has what it was paid charged to its miner part first.
             let mut owed: BTreeMap<&str, u64> = BTreeMap::new();
-            for entry in &credit.split.entries {
+            for entry in credit.split.entries.iter().filter(|e| e.kind == SplitKind::Miner) {
                 *owed.entry(entry.recipient.as_str()).or_default() += entry.amount;
             }
             let window = unpaid_part(&credit.window, |wallet| {
-                let short = unrecovered.get(wallet).copied().unwrap_or(0);
-                (owed.get(wallet).copied().unwrap_or(0), short)
+                let owed = owed.get(wallet).copied().unwrap_or(0);
+                (owed, unrecovered.get(wallet).copied().unwrap_or(0).min(owed))
             });
             if window.weights.is_empty() && !credit.window.weights.is_empty() {
                 return; // all of it was paid out
@@ -85,8 +87,12 @@ fn unpaid_part(window: &RewardWindow, owed_and_short: impl Fn(&str) -> (u64, u64
             let (owed, short) = owed_and_short(&w.wallet);
             let difficulty = match short {
                 0 => w.difficulty,
-                // Never more than the weight: short <= owed.
-                _ => w.difficulty * u128::from(owed.saturating_sub(short)) / u128::from(owed.max(1)),
+                // floor(weight x kept / owed), exact and without overflow
+                // (weights may pass 64 bits); never more than the weight.
+                _ => {
+                    let (owed, kept) = (u128::from(owed.max(1)), u128::from(owed.saturating_sub(short)));
+                    w.difficulty / owed * kept + w.difficulty % owed * kept / owed
+                }
             };
             (difficulty > 0).then(|| WalletWeight { difficulty, ..w.clone() })
         })
@@ -251,6 +257,8 @@ mod tests {
             (vec![("alice", 371), ("foundation", 10)], vec![("alice", 3), ("bob", 2)]),
             (vec![("bob", 247)], vec![("alice", 6)]),
             (vec![("alice", 742), ("bob", 247)], vec![]),
+            // More than its credit (its fees too, were it a fee address).
+            (vec![("bob", 10_000)], vec![("alice", 6)]),
         ];
         for (paid, carried) in cases {
             let paid: BTreeMap<String, u64> = paid.into_iter().map(|(w, a)| (w.to_string(), a)).collect();
@@ -260,6 +268,34 @@ mod tests {
             assert_eq!(carried_weights(&marked), expected, "paid out {paid:?}");
             assert_eq!(awaits_carry(&marked, PayoutScheme::Prop), !carried.is_empty(), "paid out {paid:?}");
         }
+    }
+
+    #[test]
+    fn a_fee_address_that_mines_has_its_payout_charged_to_its_miner_part_first() {
+        // The foundation mines too: its entry holds its fee (10) and the
+        // dust; its miner entry 742.
+        let record = orphaned(credited(10, PayoutScheme::Prop, window(&[("foundation", 6_000), ("bob", 2_000)], 0, 9)));
+        let paid: BTreeMap<String, u64> = [("foundation".to_string(), 742)].into();
+        let mut marked = record.clone();
+        wait_for_carry(&mut marked, PayoutScheme::Prop, &paid);
+        assert_eq!(carried_weights(&marked), vec![("bob".to_string(), 2_000)]);
+    }
+
+    #[test]
+    fn weights_past_64_bits_are_cut_exactly() {
+        // Times the part kept (hundreds), past 128 bits.
+        let heavy = 3u128 << 122;
+        let record = orphaned(credited(10, PayoutScheme::Prop, window(&[("alice", heavy), ("bob", 1 << 122)], 0, 9)));
+        let alice =
+            record.credit.as_ref().unwrap().split.entries.iter().find(|e| e.recipient == "alice").unwrap().amount;
+        let paid: BTreeMap<String, u64> = [("alice".to_string(), alice / 3)].into();
+        let mut marked = record.clone();
+        wait_for_carry(&mut marked, PayoutScheme::Prop, &paid);
+        let (wallet, cut) = carried_weights(&marked)[0].clone();
+        assert_eq!(wallet, "alice");
+        // heavy x kept / owed, as floating point sees it: no wrap-around.
+        let expected = heavy as f64 * (alice - alice / 3) as f64 / alice as f64;
+        assert!((cut as f64 / expected - 1.0).abs() < 1e-12, "{cut} against {expected}");
     }
 
     #[test]

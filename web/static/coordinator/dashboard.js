@@ -289,11 +289,16 @@
       figure("Found by", `${V.esc(rigName(b.finder, b.finder_wallet))} <span class="muted">${V.esc(b.finder_wallet)}</span>`),
       figure("Found", V.time(b.time_ms)),
       figure("Hash", `<span class="mono">${V.esc(b.hash)}</span>`),
-    ].join("");
+    ].concat(b.round_paid_by == null ? [] : [
+      figure("Round paid by", `<a href="#/block/${Number(b.round_paid_by)}">block ${V.count(b.round_paid_by)}</a> <span class="muted">(PROP: this orphan's round was carried there)</span>`),
+    ]).join("");
     if (b.overdue) $("block-figures").insertAdjacentHTML("afterbegin", `<p class="bad">Pending longer than expected: check the chain and the coordinator's log.</p>`);
     const w = b.window;
+    const carried = w && w.carried_rounds && w.carried_rounds.length
+      ? ` It also pays the PROP rounds of orphaned blocks ${w.carried_rounds.map((h) => V.count(h)).join(", ")}.`
+      : "";
     $("block-window").textContent = w
-      ? `Window: ledger positions ${w.first}-${w.last}, ${w.shares} shares, ${w.difficulty_sum} units of difficulty against N = ${w.target} (coverage ${(100 * w.coverage).toFixed(1)}%).`
+      ? `Window: ledger positions ${w.first}-${w.last}, ${w.shares} shares, ${w.difficulty_sum} units of difficulty against N = ${w.target} (coverage ${(100 * w.coverage).toFixed(1)}%).${carried}`
       : "Not credited yet: the split appears once the chain has accepted the block and a reward round has run.";
     tables.split.set(b.split || []);
     tables.wallets.set(b.wallets || []);
