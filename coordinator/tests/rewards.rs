@@ -519,7 +519,13 @@ struct PropByHand {
 }
 
 async fn prop_pool_by_hand(label: &str) -> PropByHand {
+    prop_pool_by_hand_at(label, 12).await
+}
+
+/// As [`prop_pool_by_hand`], at a devnet difficulty of `difficulty`.
+async fn prop_pool_by_hand_at(label: &str, difficulty: u64) -> PropByHand {
     let pool = TestPool::start(CoordinatorArgs {
+        devnet_difficulty: Some(difficulty),
         payout_scheme: Some("prop".into()),
         payout_threshold: Some(u64::MAX / 2), // nothing is paid in these tests
         reward_poll_ms: Some(3_600_000),
@@ -650,6 +656,37 @@ async fn prop_a_failing_step_on_a_credited_block_still_ends_its_round() {
         let detail: Value = response.json().await.unwrap();
         assert_eq!(weight_of(&detail, "land1alice"), 0, "block {height} pays none of block {x}'s round: {detail}");
     }
+    drop(handle);
+    pool.stop().await;
+}
+
+/// PROP's payout estimates count the rounds the next block will carry: a
+/// worker of the current round is not promised the whole block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prop_estimates_count_the_rounds_waiting_to_be_carried() {
+    // One share in 64 is a block: bob's single share below rarely is.
+    let PropByHand { pool, handle, devnet, alice, bob } = prop_pool_by_hand_at("propestimate", 64).await;
+    let (x, _) = pool.mine_block(&alice).await;
+    round(&handle).await;
+    let alice_round = u128::from(weight_of(&block(&pool, x).await, "land1alice"));
+    let reward = u(&block(&pool, x).await["reward"]);
+    devnet.reorganise(1).unwrap();
+    round(&handle).await;
+    let found_before = pool.json("/pool/blocks").await.as_array().unwrap().len();
+    pool.mine(&bob, Some(1)).await;
+    if pool.json("/pool/blocks").await.as_array().unwrap().len() != found_before {
+        eprintln!("bob's share was a block: nothing to estimate (1 run in 64)");
+        drop(handle);
+        pool.stop().await;
+        return;
+    }
+    round(&handle).await;
+    let estimates = handle.rewards().estimated_payouts();
+    let miners_part = u128::from(reward - reward / 100 - reward * 200 / 10_000);
+    // Bob's one share of difficulty 1 against alice's carried round.
+    let expected = (miners_part / (1 + alice_round)) as u64;
+    assert_eq!(estimates.get("land1bob.rig-b").copied(), Some(expected), "{estimates:?}");
+    assert!(!estimates.contains_key("land1alice"), "a carried wallet is no worker: {estimates:?}");
     drop(handle);
     pool.stop().await;
 }

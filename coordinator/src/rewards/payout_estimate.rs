@@ -1,9 +1,10 @@
 //! "If a block were found now": each worker's part of a block at the
 //! current network difficulty and reward, for the stats.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::reward_split::{pplns_target, split_reward, PayoutScheme, SplitKind};
+use super::prop_rounds::{awaits_carry, waiting_weights};
+use super::reward_split::{pplns_target, split_reward, PayoutScheme, RewardWindow, SplitKind};
 use super::window_tally::WindowRule;
 use super::{RewardError, Rewards};
 
@@ -43,24 +44,40 @@ impl Rewards {
         if self.store.ledger_len().await? == 0 {
             return Ok(HashMap::new());
         }
+        // PROP: the orphans' rounds the next block will also pay, which
+        // take their part of it (keyed by wallet; worker ids, always
+        // `wallet.rig`, never collide with a wallet).
+        let mut carried: Vec<RewardWindow> = Vec::new();
         let rule = match self.config.scheme {
             PayoutScheme::Solo => return Ok(HashMap::new()),
             PayoutScheme::Pplns => {
                 WindowRule::LastUnits(pplns_target(network_difficulty, self.config.pplns_window_factor))
             }
             PayoutScheme::Prop => {
-                let round_start = self.open_blocks(None).await?.last_round_end().map_or(0, |p| p + 1);
+                let open = self.open_blocks(None).await?;
+                let round_start = open.last_round_end().map_or(0, |p| p + 1);
+                let waiting = open.records.values().filter(|r| awaits_carry(r, PayoutScheme::Prop));
+                carried = waiting.filter_map(waiting_weights).cloned().collect();
                 WindowRule::From(round_start)
             }
         };
         // Keyed by worker id (the split is per wallet, the stats per
         // worker), updated by the shares since the last round.
-        let window = {
+        let mut window = {
             let mut tally = self.estimate_tally.lock().await;
             tally.fit(&*self.store, rule).await?;
             tally.reward_window(&*self.store).await?
         };
+        let workers: HashSet<String> = window.weights.iter().map(|w| w.wallet.clone()).collect();
+        for weights in &carried {
+            window.absorb(weights);
+        }
         let split = split_reward(reward, &self.fees(pool_fee_bps), &window);
-        Ok(split.entries.into_iter().filter(|e| e.kind == SplitKind::Miner).map(|e| (e.recipient, e.amount)).collect())
+        Ok(split
+            .entries
+            .into_iter()
+            .filter(|e| e.kind == SplitKind::Miner && workers.contains(&e.recipient))
+            .map(|e| (e.recipient, e.amount))
+            .collect())
     }
 }

@@ -110,6 +110,15 @@ pub(crate) fn awaits_carry(record: &BlockRewardRecord, scheme: PayoutScheme) -> 
         && matches!(record.round_carry, Some(RoundCarry::Waiting(_)))
 }
 
+/// The weights a waiting orphan's round adds to the credit that takes it
+/// (none for one never credited: its shares are in that credit's range).
+pub(crate) fn waiting_weights(record: &BlockRewardRecord) -> Option<&RewardWindow> {
+    match &record.round_carry {
+        Some(RoundCarry::Waiting(weights)) => weights.as_ref(),
+        _ => None,
+    }
+}
+
 /// The block whose credit took `record`'s round, if one did.
 pub(crate) fn round_paid_by(record: &BlockRewardRecord) -> Option<&BlockRef> {
     match &record.round_carry {
@@ -130,7 +139,7 @@ pub(crate) fn carry_rounds(
     let mut taken = Vec::with_capacity(orphans.len());
     let mut marked = Vec::with_capacity(orphans.len());
     for orphan in orphans {
-        if let Some(RoundCarry::Waiting(Some(weights))) = &orphan.round_carry {
+        if let Some(weights) = waiting_weights(orphan) {
             window.absorb(weights);
         }
         let mut record = orphan.clone();
