@@ -13,7 +13,7 @@ use super::{CrashPoint, RewardError, Rewards};
 use crate::chain::{ChainBlock, ChainError};
 use crate::storage::{
     BalanceBucket, BalanceDelta, BlockCredit, BlockRef, BlockRewardRecord, BlockStatus, Expectation, FoundBlockRecord,
-    PayoutStatus, RewardStatus, RewardUpdate, ShareRecord, StoreError,
+    RewardStatus, RewardUpdate, ShareRecord, StoreError,
 };
 
 /// PROP's open round as a credit sees it: where it starts, and the
@@ -497,115 +497,6 @@ impl Rewards {
         tracing::info!(height = record.height, "block confirmed");
     }
 
-    /// Left the chain: its credits are taken back, from `confirmed` first,
-    /// then from payouts the chain refused and that wait set aside (a retry
-    /// must not pay a reward the pool no longer has); what was paid out, or
-    /// is being sent, cannot be, and is flagged for the operator.
-    async fn orphan(
-        &self,
-        record: &mut BlockRewardRecord,
-        chain_block: &ChainBlock,
-        update: &mut RewardUpdate,
-        now_ms: u64,
-    ) -> Result<(), RewardError> {
-        let Some(credit) = record.credit.as_ref() else { return Ok(()) };
-        // Per recipient (one wallet may hold several entries: a miner who is
-        // also the fee address).
-        let mut owed: BTreeMap<&str, u64> = BTreeMap::new();
-        for entry in &credit.split.entries {
-            *owed.entry(entry.recipient.as_str()).or_default() += entry.amount;
-        }
-        let mut shortfalls = Vec::new();
-        let mut unrecovered = BTreeMap::new();
-        for (recipient, amount) in owed {
-            if credit.confirmed {
-                let balance = self.store.balance(recipient).await?.unwrap_or_default();
-                let taken = amount.min(balance.confirmed);
-                if taken > 0 {
-                    update.balances.push(BalanceDelta::new(recipient, BalanceBucket::Confirmed, -i128::from(taken)));
-                }
-                let mut short = amount - taken;
-                if short > 0 && balance.set_aside > 0 {
-                    let want = short.min(balance.set_aside);
-                    short -= self.take_back_set_aside(recipient, want, record.height, update, now_ms).await?;
-                }
-                if short > 0 {
-                    shortfalls.push(format!("{recipient} {short}"));
-                    unrecovered.insert(recipient.to_string(), short);
-                }
-            } else {
-                update.balances.push(BalanceDelta::new(recipient, BalanceBucket::Immature, -i128::from(amount)));
-            }
-        }
-        record.change(
-            RewardStatus::Orphaned,
-            format!("height {} now holds block {}; credits reversed", record.height, chain_block.hash),
-            now_ms,
-        );
-        self.metrics.blocks_orphaned.fetch_add(1, Ordering::Relaxed);
-        if !shortfalls.is_empty() {
-            let flag = format!(
-                "orphaned after its credits were paid out (or while being sent); not recovered: {}",
-                shortfalls.join(", ")
-            );
-            tracing::error!(height = record.height, "{flag}");
-            record.note("flagged", flag.clone(), now_ms);
-            record.operator_flag = Some(flag);
-            self.metrics.orphans_after_payout.fetch_add(1, Ordering::Relaxed);
-        } else {
-            tracing::warn!(height = record.height, "block orphaned; credits reversed");
-        }
-        wait_for_carry(record, self.config.scheme, &unrecovered);
-        Ok(())
-    }
-}
-
-impl Rewards {
-    /// Takes up to `want` of `wallet`'s set-aside money back into `update`,
-    /// from its set-aside payouts of one output (newest first): each is
-    /// reduced, under a fresh key, or removed when nothing is left of it.
-    /// The new key makes an operator's retry read before this (on another
-    /// coordinator) fail its expectation rather than send the old amount.
-    /// Returns what was taken. (A key conflict, where the chain's receipt
-    /// under the batch's key differed and money may have moved, is left
-    /// whole to the operator, as is a batch of several payees.)
-    async fn take_back_set_aside(
-        &self,
-        wallet: &str,
-        want: u64,
-        height: u64,
-        update: &mut RewardUpdate,
-        now_ms: u64,
-    ) -> Result<u64, RewardError> {
-        let mut left = want;
-        for mut batch in self.store.payouts_newest(SET_ASIDE_SEARCHED, Some(wallet)).await? {
-            if left == 0 {
-                break;
-            }
-            let alone = matches!(batch.outputs.as_slice(), [only] if only.address == wallet);
-            let key_conflict = batch.reason.as_deref().is_some_and(|r| r.starts_with("key_conflict"));
-            if batch.status != PayoutStatus::SetAside || !alone || key_conflict {
-                continue;
-            }
-            update.expects.push(Expectation::payout(&batch));
-            let take = left.min(batch.outputs[0].amount);
-            left -= take;
-            update.balances.push(BalanceDelta::new(wallet, BalanceBucket::SetAside, -i128::from(take)));
-            batch.outputs[0].amount -= take;
-            tracing::warn!(payout = batch.id, height, "set-aside payout reduced by {take}: its block was orphaned");
-            if batch.outputs[0].amount == 0 {
-                update.payouts_removed.push(batch.id);
-            } else {
-                let before = batch.reason.take().unwrap_or_default();
-                batch.reason = Some(format!("{before} (reduced by {take}: block {height} was orphaned)"));
-                batch.idempotency_key = self.payout_key(batch.id)?;
-                batch.updated_ms = now_ms;
-                update.payouts.push(batch);
-            }
-        }
-        Ok(want - left)
-    }
-
     /// An orphaned block the chain holds again (a reorganisation undone),
     /// within the watch depth and not flagged (what was paid of a flagged
     /// one is the operator's to settle).
@@ -617,10 +508,6 @@ impl Rewards {
             && self.chain.block(block.height).await.is_ok_and(|b| b.hash.eq_ignore_ascii_case(&block.hash))
     }
 }
-
-/// Set-aside payouts of one wallet read when an orphan takes money back
-/// (newest first): a wallet has a few, each waiting on the operator.
-const SET_ASIDE_SEARCHED: usize = 1000;
 
 /// Blocks from `height` to the tip, the block itself counting one.
 fn confirmations(tip: &ChainBlock, height: u64) -> u64 {

@@ -6,7 +6,9 @@
 //! 1. `block_maturity`: credits each newly accepted block (its window of
 //!    shares and split, as *immature* balance), follows it on the chain until
 //!    it has `confirmations` (then *confirmed*, payable) or leaves the chain
-//!    (*orphaned*: credits reversed), and flags blocks pending too long.
+//!    (*orphaned*: credits reversed, `orphan_reversal`; under PROP its round
+//!    carried into the next credit, `prop_rounds`), and flags blocks
+//!    pending too long.
 //! 2. `payout_sender`: reconciles payout batches left `sending` (by their
 //!    idempotency key) before anything else, then pays confirmed balances
 //!    past the threshold in one batch.
@@ -21,6 +23,7 @@
 
 mod block_maturity;
 mod ledger_windows;
+mod orphan_reversal;
 mod payout_estimate;
 mod payout_sender;
 mod prop_rounds;
