@@ -690,3 +690,51 @@ async fn prop_estimates_count_the_rounds_waiting_to_be_carried() {
     drop(handle);
     pool.stop().await;
 }
+
+/// An orphan's round left waiting when the operator switches PROP off ends
+/// with the next block credited by the new scheme (which adds no weights:
+/// a PPLNS window is the ledger's last N), and is not carried when PROP
+/// comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_round_ends_with_the_next_credit_under_another_scheme() {
+    let PropByHand { pool, handle, devnet, alice, bob: _ } = prop_pool_by_hand("propswitch").await;
+    let (x, _) = pool.mine_block(&alice).await;
+    round(&handle).await;
+    devnet.reorganise(1).unwrap();
+    round(&handle).await;
+    assert_eq!(block(&pool, x).await["status"], "orphaned");
+    let data_dir = pool.data_dir.clone();
+    drop((handle, devnet));
+    pool.stop().await;
+    let restart = |scheme: &str| CoordinatorArgs {
+        payout_scheme: Some(scheme.into()),
+        payout_threshold: Some(u64::MAX / 2),
+        reward_poll_ms: Some(3_600_000),
+        data_dir: Some(data_dir.clone()),
+        ..reward_settings("propswitch")
+    };
+
+    let pool = TestPool::start(restart("pplns")).await;
+    let handle = pool.pool.clone().unwrap();
+    let bob = pool.register("rig-b", "land1bob").await;
+    let (y, _) = pool.mine_block(&bob).await;
+    round(&handle).await;
+    let pplns = block(&pool, y).await;
+    assert_eq!((&pplns["scheme"], &pplns["window"]["carried_rounds"]), (&"pplns".into(), &serde_json::json!([])));
+    assert_eq!(block(&pool, x).await["round_paid_by"], y, "its wait ended with block {y}");
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+    drop(handle);
+    pool.stop().await;
+
+    let pool = TestPool::start(restart("prop")).await;
+    let handle = pool.pool.clone().unwrap();
+    let alice = pool.register("rig-a", "land1alice").await;
+    let (z, _) = pool.mine_block(&alice).await;
+    round(&handle).await;
+    let prop = block(&pool, z).await;
+    assert_eq!(prop["window"]["carried_rounds"], serde_json::json!([]), "not carried again: {prop}");
+    assert_eq!(block(&pool, x).await["round_paid_by"], y);
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+    drop(handle);
+    pool.stop().await;
+}

@@ -53,13 +53,7 @@ impl Rewards {
         // Settled blocks are not read (`settled_blocks`); what this round
         // settles counts from the next one on.
         let open = self.open_blocks(Some(tip.height)).await?;
-        let settled = settled_after(
-            &open,
-            tip.height,
-            self.config.orphan_watch_depth,
-            self.config.confirmations,
-            self.config.scheme,
-        );
+        let settled = settled_after(&open, tip.height, self.config.orphan_watch_depth, self.config.confirmations);
         let mut found = open.found;
         found.sort_by_key(|b| (b.share_position.unwrap_or(u64::MAX), b.height));
         let mut records: HashMap<(u64, String), BlockRewardRecord> = open.records;
@@ -117,7 +111,7 @@ impl Rewards {
                     if ends_round(Some(&record)) {
                         round_start = block.share_position.map_or(round_start, |p| p.saturating_add(1));
                     }
-                    if awaits_carry(&record, self.config.scheme) {
+                    if awaits_carry(&record) {
                         carry.push(*record);
                     }
                 }
@@ -210,17 +204,21 @@ impl Rewards {
                 };
                 if !round.carry.is_empty() {
                     let by = BlockRef { height: block.height, hash: block.hash.clone() };
-                    let (taken, marked) = carry_rounds(&mut window, round.carry, &by, now_ms);
+                    let (taken, marked) = carry_rounds(&mut window, round.carry, &by, scheme, now_ms);
                     for orphan in round.carry {
                         update.expects.push(Expectation::block(orphan.height, &orphan.hash, Some(orphan)));
                     }
                     let heights: Vec<String> = taken.iter().map(|b| b.height.to_string()).collect();
-                    record.note(
-                        "round carried",
-                        format!("pays the PROP rounds of orphaned blocks {}", heights.join(", ")),
-                        now_ms,
-                    );
-                    carried_rounds.extend(taken);
+                    // Under another scheme the rounds end here, unpaid as rounds.
+                    if scheme == PayoutScheme::Prop {
+                        let reason = format!("pays the PROP rounds of orphaned blocks {}", heights.join(", "));
+                        record.note("round carried", reason, now_ms);
+                        carried_rounds.extend(taken);
+                    } else {
+                        let reason =
+                            format!("ends the PROP rounds of orphaned blocks {} ({scheme})", heights.join(", "));
+                        record.note("round carried", reason, now_ms);
+                    }
                     update.blocks.extend(marked);
                     took_carry = true;
                 }

@@ -56,7 +56,7 @@ impl Rewards {
             PayoutScheme::Prop => {
                 let open = self.open_blocks(None).await?;
                 let round_start = open.last_round_end().map_or(0, |p| p + 1);
-                let waiting = open.records.values().filter(|r| awaits_carry(r, PayoutScheme::Prop));
+                let waiting = open.records.values().filter(|r| awaits_carry(r));
                 carried = waiting.filter_map(waiting_weights).cloned().collect();
                 WindowRule::From(round_start)
             }

@@ -21,10 +21,11 @@
 //! (flagged for the operator; each wallet's weight shrinks by the part it
 //! was paid), orphans of PPLNS or SOLO (a PPLNS window overlaps the next
 //! block's anyway), and orphans recorded before rounds were carried (they
-//! never wait, and ended their rounds as they did then). Known limit: an
-//! orphan left waiting under PROP, then PPLNS, then PROP again is carried
-//! into the first PROP credit after the switch back, though PPLNS windows
-//! in between may have counted some of its shares.
+//! never wait, and ended their rounds as they did then). An orphan left
+//! waiting when the operator switches to PPLNS or SOLO is taken by the
+//! next credit all the same, without its weights (a PPLNS window is the
+//! ledger's last N, which holds its recent shares; SOLO pays no rounds):
+//! its wait ends there, so PROP coming back later does not pay it.
 
 use std::collections::BTreeMap;
 
@@ -102,12 +103,11 @@ fn unpaid_part(window: &RewardWindow, owed_and_short: impl Fn(&str) -> (u64, u64
     RewardWindow { first: window.first, last: window.last, shares, difficulty_sum: sum, target: sum, weights }
 }
 
-/// Whether `record` is an orphan whose round the next credit under `scheme`
-/// must take.
-pub(crate) fn awaits_carry(record: &BlockRewardRecord, scheme: PayoutScheme) -> bool {
-    scheme == PayoutScheme::Prop
-        && record.status == RewardStatus::Orphaned
-        && matches!(record.round_carry, Some(RoundCarry::Waiting(_)))
+/// Whether `record` is an orphan whose round the next credit must take
+/// (under PROP; a credit by another scheme, after the operator switched,
+/// takes it too, without its weights: it ends the wait).
+pub(crate) fn awaits_carry(record: &BlockRewardRecord) -> bool {
+    record.status == RewardStatus::Orphaned && matches!(record.round_carry, Some(RoundCarry::Waiting(_)))
 }
 
 /// The weights a waiting orphan's round adds to the credit that takes it
@@ -128,23 +128,32 @@ pub(crate) fn round_paid_by(record: &BlockRewardRecord) -> Option<&BlockRef> {
 }
 
 /// Takes the rounds of `orphans` (each [`awaits_carry`]) into `window`,
-/// the window of block `by`'s credit. Returns the orphans taken (oldest
-/// first) and their records marked as paid by `by`, for the same update.
+/// the window of block `by`'s credit by `scheme`. Returns the orphans
+/// taken (oldest first) and their records marked as paid by `by`, for the
+/// same update. Only PROP adds their weights: under PPLNS `by`'s window is
+/// the last N of the ledger, which holds the orphans' recent shares, and
+/// SOLO pays no rounds.
 pub(crate) fn carry_rounds(
     window: &mut RewardWindow,
     orphans: &[BlockRewardRecord],
     by: &BlockRef,
+    scheme: PayoutScheme,
     now_ms: u64,
 ) -> (Vec<BlockRef>, Vec<BlockRewardRecord>) {
     let mut taken = Vec::with_capacity(orphans.len());
     let mut marked = Vec::with_capacity(orphans.len());
     for orphan in orphans {
-        if let Some(weights) = waiting_weights(orphan) {
-            window.absorb(weights);
-        }
+        let reason = if scheme == PayoutScheme::Prop {
+            if let Some(weights) = waiting_weights(orphan) {
+                window.absorb(weights);
+            }
+            format!("its PROP round is paid by block {}", by.height)
+        } else {
+            format!("its PROP round ends with block {}, credited by {scheme}, which carries no rounds", by.height)
+        };
         let mut record = orphan.clone();
         record.round_carry = Some(RoundCarry::PaidBy(by.clone()));
-        record.note("round carried", format!("its PROP round is paid by block {}", by.height), now_ms);
+        record.note("round carried", reason, now_ms);
         taken.push(BlockRef { height: orphan.height, hash: orphan.hash.clone() });
         marked.push(record);
     }
@@ -231,7 +240,7 @@ mod tests {
             // Recorded before rounds were carried (or under another
             // scheme): ends its round and never waits, as it did then.
             assert!(ends_round(Some(&record)), "{what}: an old record ends its round");
-            assert!(!awaits_carry(&record, Prop), "{what}: an old record");
+            assert!(!awaits_carry(&record), "{what}: an old record");
             for scheme in [Pplns, Solo] {
                 let mut marked = record.clone();
                 wait_for_carry(&mut marked, scheme, paid);
@@ -240,12 +249,13 @@ mod tests {
             let mut marked = record.clone();
             wait_for_carry(&mut marked, Prop, paid);
             assert_eq!(ends_round(Some(&marked)), ends, "{what}: ends a round");
-            assert_eq!(awaits_carry(&marked, Prop), carried, "{what}: carried");
-            assert!(!awaits_carry(&marked, Pplns) && !awaits_carry(&marked, Solo), "{what}: PROP only");
-            let (_, paid) =
-                carry_rounds(&mut RewardWindow::default(), &[marked], &BlockRef { height: 11, hash: "h11".into() }, 0);
-            assert!(!awaits_carry(&paid[0], Prop), "{what}: carried once");
-            assert_eq!(ends_round(Some(&paid[0])), ends, "{what}: ends a round once carried");
+            assert_eq!(awaits_carry(&marked), carried, "{what}: carried");
+            for scheme in [Prop, Pplns, Solo] {
+                let by = BlockRef { height: 11, hash: "h11".into() };
+                let (_, paid) = carry_rounds(&mut RewardWindow::default(), &[marked.clone()], &by, scheme, 0);
+                assert!(!awaits_carry(&paid[0]), "{what}: carried once, by {scheme}");
+                assert_eq!(ends_round(Some(&paid[0])), ends, "{what}: ends a round once carried");
+            }
         }
     }
 
@@ -275,7 +285,7 @@ mod tests {
             wait_for_carry(&mut marked, PayoutScheme::Prop, &paid);
             let expected: Vec<(String, u128)> = carried.iter().map(|(w, d)| (w.to_string(), *d)).collect();
             assert_eq!(carried_weights(&marked), expected, "paid out {paid:?}");
-            assert_eq!(awaits_carry(&marked, PayoutScheme::Prop), !carried.is_empty(), "paid out {paid:?}");
+            assert_eq!(awaits_carry(&marked), !carried.is_empty(), "paid out {paid:?}");
         }
     }
 
@@ -315,7 +325,10 @@ mod tests {
             waiting(orphaned(credited(10, PayoutScheme::Prop, window(&[("alice", 6), ("bob", 1)], 0, 9)))),
             waiting(orphaned(BlockRewardRecord::pending(15, "h15", 0))),
         ];
-        let (taken, marked) = carry_rounds(&mut own, &orphans, &by, 7);
+        let mut pplns = own.clone();
+        carry_rounds(&mut pplns, &orphans, &by, PayoutScheme::Pplns, 7);
+        assert_eq!(pplns, own, "PPLNS adds no weights: its window is the ledger's last N");
+        let (taken, marked) = carry_rounds(&mut own, &orphans, &by, PayoutScheme::Prop, 7);
         let weights: Vec<(&str, u128, u64)> =
             own.weights.iter().map(|w| (w.wallet.as_str(), w.difficulty, w.shares)).collect();
         assert_eq!(weights, vec![("alice", 6, 1), ("bob", 5, 2)]);
@@ -323,7 +336,7 @@ mod tests {
         assert_eq!(taken.iter().map(|b| b.height).collect::<Vec<_>>(), vec![10, 15]);
         for record in &marked {
             assert_eq!(round_paid_by(record), Some(&by));
-            assert!(!awaits_carry(record, PayoutScheme::Prop), "carried once");
+            assert!(!awaits_carry(record), "carried once");
             assert_eq!(record.history.last().map(|c| c.at_ms), Some(7));
         }
     }

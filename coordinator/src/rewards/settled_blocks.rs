@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 
 use super::prop_rounds::{awaits_carry, ends_round};
-use super::reward_split::PayoutScheme;
 use super::{RewardError, Rewards};
 use crate::storage::{BlockRewardRecord, BlockStatus, FoundBlockRecord, RewardStatus};
 
@@ -55,12 +54,7 @@ impl OpenBlocks {
 }
 
 /// Whether `block` (with `record`, as read) can still change in a round.
-fn is_open(
-    block: &FoundBlockRecord,
-    record: Option<&BlockRewardRecord>,
-    watched_confirmations: u64,
-    scheme: PayoutScheme,
-) -> bool {
+fn is_open(block: &FoundBlockRecord, record: Option<&BlockRewardRecord>, watched_confirmations: u64) -> bool {
     match (block.status, record) {
         (BlockStatus::Rejected, _) => false,
         (BlockStatus::Submitted, _) | (BlockStatus::Accepted, None) => true,
@@ -70,7 +64,7 @@ fn is_open(
             // Back on the chain is checked while within the watch depth,
             // which the cap below keeps reading; a PROP round waits for the
             // next credit however long that takes.
-            RewardStatus::Orphaned => awaits_carry(r, scheme),
+            RewardStatus::Orphaned => awaits_carry(r),
         },
     }
 }
@@ -78,17 +72,11 @@ fn is_open(
 /// The settled part after a round that read `open` with the chain's tip at
 /// `tip_height`: blocks stop being read once settled and deeper than the
 /// reorganisation watch (`watch_depth` blocks below the tip).
-pub(crate) fn settled_after(
-    open: &OpenBlocks,
-    tip_height: u64,
-    watch_depth: u64,
-    confirmations: u64,
-    scheme: PayoutScheme,
-) -> SettledBlocks {
+pub(crate) fn settled_after(open: &OpenBlocks, tip_height: u64, watch_depth: u64, confirmations: u64) -> SettledBlocks {
     let watched_confirmations = confirmations.saturating_add(watch_depth);
     let mut below = tip_height.saturating_sub(watched_confirmations);
     for block in &open.found {
-        if is_open(block, open.records.get(&(block.height, block.hash.clone())), watched_confirmations, scheme) {
+        if is_open(block, open.records.get(&(block.height, block.hash.clone())), watched_confirmations) {
             below = below.min(block.height);
         }
     }
@@ -137,7 +125,7 @@ impl Rewards {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rewards::reward_split::RewardWindow;
+    use crate::rewards::reward_split::{PayoutScheme, RewardWindow};
 
     fn block(height: u64, status: BlockStatus, position: u64) -> FoundBlockRecord {
         crate::storage::test_found_block(height, &format!("h{height}"), status, position)
@@ -221,7 +209,7 @@ mod tests {
                     })
                     .collect(),
             };
-            assert_eq!(settled_after(&open, *tip, 100, 10, *scheme).below, *below, "{what}");
+            assert_eq!(settled_after(&open, *tip, 100, 10).below, *below, "{what}");
         }
     }
 
@@ -246,13 +234,13 @@ mod tests {
                 .collect(),
         };
         assert_eq!(open.last_round_end(), Some(900));
-        let settled = settled_after(&open, 1_000, 100, 10, PayoutScheme::Prop);
+        let settled = settled_after(&open, 1_000, 100, 10);
         // 60, 61 and 62 (its round carried) settle; 950 is pending: reads
         // start there. 62 was never credited, so its round never ended there.
         assert_eq!(settled, SettledBlocks { below: 890, last_round_end: Some(70) });
         // A tip gone far back (a deep reorganisation) reads from its watch
         // depth again, so blocks found there since are never skipped.
         let again = OpenBlocks { settled, found: Vec::new(), records: HashMap::new() };
-        assert_eq!(settled_after(&again, 500, 100, 10, PayoutScheme::Prop).below, 390);
+        assert_eq!(settled_after(&again, 500, 100, 10).below, 390);
     }
 }
