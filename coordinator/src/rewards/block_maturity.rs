@@ -60,7 +60,16 @@ impl Rewards {
         // PROP rounds end at each credited block (`prop_rounds`); orphans'
         // rounds wait in `carry` for the next credit.
         let mut round_start = open.settled.last_round_end.map_or(0, |p| p + 1);
-        let mut carry: Vec<BlockRewardRecord> = Vec::new();
+        // An orphan without a ledger position (recorded before positions
+        // were) sorts after every credit that should take it: it waits
+        // from the start.
+        let mut carry: Vec<BlockRewardRecord> = found
+            .iter()
+            .filter(|b| b.share_position.is_none())
+            .filter_map(|b| records.get(&(b.height, b.hash.clone())))
+            .filter(|r| awaits_carry(r))
+            .cloned()
+            .collect();
         // A block still being submitted (or not yet credited) may yet end a
         // round: later blocks wait for it.
         let mut blocked = false;
@@ -111,7 +120,8 @@ impl Rewards {
                     if ends_round(Some(&record)) {
                         round_start = block.share_position.map_or(round_start, |p| p.saturating_add(1));
                     }
-                    if awaits_carry(&record) {
+                    let waiting = |c: &BlockRewardRecord| c.height == record.height && c.hash == record.hash;
+                    if awaits_carry(&record) && !carry.iter().any(waiting) {
                         carry.push(*record);
                     }
                 }
@@ -159,6 +169,7 @@ impl Rewards {
         // A block back on the chain keeps the window it was credited over
         // (its shares may be compacted since), split again.
         let mut earlier = None;
+        let returning = orphaned.is_some();
         let mut record = match orphaned {
             Some(mut record) => {
                 record.status = RewardStatus::Pending;
@@ -202,7 +213,10 @@ impl Rewards {
                         Vec::new(),
                     ),
                 };
-                if !round.carry.is_empty() {
+                // A returning block credited by another scheme than PROP
+                // would end the waiting rounds unpaid: the next new credit
+                // takes them instead.
+                if !round.carry.is_empty() && (!returning || scheme == PayoutScheme::Prop) {
                     let by = BlockRef { height: block.height, hash: block.hash.clone() };
                     let (taken, marked) = carry_rounds(&mut window, round.carry, &by, scheme, now_ms);
                     for orphan in round.carry {

@@ -76,6 +76,7 @@ impl Rewards {
         wait_for_carry(record, self.config.scheme, &unrecovered);
         Ok(())
     }
+
     /// Takes up to `want` of `wallet`'s set-aside money back into `update`,
     /// from its set-aside payouts of one output (newest first): each is
     /// reduced, under a fresh key, or removed when nothing is left of it.

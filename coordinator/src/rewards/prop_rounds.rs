@@ -25,7 +25,8 @@
 //! waiting when the operator switches to PPLNS or SOLO is taken by the
 //! next credit all the same, without its weights (a PPLNS window is the
 //! ledger's last N, which holds its recent shares; SOLO pays no rounds):
-//! its wait ends there, so PROP coming back later does not pay it.
+//! its wait ends there (`EndedBy`), so PROP coming back later does not pay
+//! it, and should it come back on the chain it is credited again.
 
 use std::collections::BTreeMap;
 
@@ -38,7 +39,7 @@ use crate::storage::{BlockRef, BlockRewardRecord, RewardStatus, RoundCarry};
 /// round goes on. (One recorded before rounds were carried, or under
 /// another scheme, did end one, as it was then.)
 pub(crate) fn ends_round(record: Option<&BlockRewardRecord>) -> bool {
-    record.is_none_or(|r| r.credit.is_some() || r.round_carry.is_none())
+    record.is_none_or(|r| r.credit.is_some() || matches!(r.round_carry, None | Some(RoundCarry::EndedBy(_))))
 }
 
 /// Marks a block just orphaned (`record`, with the reason noted) as
@@ -129,10 +130,10 @@ pub(crate) fn round_paid_by(record: &BlockRewardRecord) -> Option<&BlockRef> {
 
 /// Takes the rounds of `orphans` (each [`awaits_carry`]) into `window`,
 /// the window of block `by`'s credit by `scheme`. Returns the orphans
-/// taken (oldest first) and their records marked as paid by `by`, for the
-/// same update. Only PROP adds their weights: under PPLNS `by`'s window is
-/// the last N of the ledger, which holds the orphans' recent shares, and
-/// SOLO pays no rounds.
+/// taken (oldest first) and their records marked as paid (or, by another
+/// scheme, ended) by `by`, for the same update. Only PROP adds their
+/// weights: under PPLNS `by`'s window is the last N of the ledger, which
+/// holds the orphans' recent shares, and SOLO pays no rounds.
 pub(crate) fn carry_rounds(
     window: &mut RewardWindow,
     orphans: &[BlockRewardRecord],
@@ -143,17 +144,19 @@ pub(crate) fn carry_rounds(
     let mut taken = Vec::with_capacity(orphans.len());
     let mut marked = Vec::with_capacity(orphans.len());
     for orphan in orphans {
-        let reason = if scheme == PayoutScheme::Prop {
+        let mut record = orphan.clone();
+        if scheme == PayoutScheme::Prop {
             if let Some(weights) = waiting_weights(orphan) {
                 window.absorb(weights);
             }
-            format!("its PROP round is paid by block {}", by.height)
+            record.round_carry = Some(RoundCarry::PaidBy(by.clone()));
+            record.note("round carried", format!("its PROP round is paid by block {}", by.height), now_ms);
         } else {
-            format!("its PROP round ends with block {}, credited by {scheme}, which carries no rounds", by.height)
-        };
-        let mut record = orphan.clone();
-        record.round_carry = Some(RoundCarry::PaidBy(by.clone()));
-        record.note("round carried", reason, now_ms);
+            record.round_carry = Some(RoundCarry::EndedBy(by.clone()));
+            let reason =
+                format!("its PROP round ends with block {}, credited by {scheme}, which carries none", by.height);
+            record.note("round ended", reason, now_ms);
+        }
         taken.push(BlockRef { height: orphan.height, hash: orphan.hash.clone() });
         marked.push(record);
     }
@@ -254,7 +257,11 @@ mod tests {
                 let by = BlockRef { height: 11, hash: "h11".into() };
                 let (_, paid) = carry_rounds(&mut RewardWindow::default(), &[marked.clone()], &by, scheme, 0);
                 assert!(!awaits_carry(&paid[0]), "{what}: carried once, by {scheme}");
-                assert_eq!(ends_round(Some(&paid[0])), ends, "{what}: ends a round once carried");
+                // PROP pays the round (a return is flagged); another scheme
+                // only ends it (a return is credited again).
+                assert_eq!(round_paid_by(&paid[0]).is_some(), scheme == Prop, "{what}: paid by {scheme}");
+                let ended = ends || scheme != Prop;
+                assert_eq!(ends_round(Some(&paid[0])), ended, "{what}: ends a round once taken by {scheme}");
             }
         }
     }

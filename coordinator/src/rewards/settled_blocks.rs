@@ -4,8 +4,8 @@
 //! split) only accumulate; reading all of them every round would make a
 //! round cost the pool's history. A block is *settled* once nothing a round
 //! does can change it: rejected, orphaned, or confirmed and no longer
-//! watched for a reorganisation (and, under PROP, an orphan once its round
-//! is carried: `prop_rounds`). Rounds read from the lowest height that is
+//! watched for a reorganisation (and an orphan whose PROP round waits, once
+//! a credit has taken it: `prop_rounds`). Rounds read from the lowest height that is
 //! not settled, never above the reorganisation watch depth below the tip (a
 //! block found after a rejected rival, or after a reorganisation, is always
 //! at or above it). The height is kept in memory: the first round after a

@@ -87,9 +87,14 @@ pub enum RoundCarry {
     /// orphaned); none for a block never credited, whose shares the next
     /// round's range holds.
     Waiting(Option<RewardWindow>),
-    /// Taken by this later block's credit (so it is not paid again should
-    /// the orphan come back).
+    /// Taken by this later block's PROP credit (so it is not paid again
+    /// should the orphan come back).
     PaidBy(BlockRef),
+    /// Ended, unpaid as a round, by this later block credited by another
+    /// scheme after the operator switched (a PPLNS window is the ledger's
+    /// last N; SOLO pays no rounds). Should the orphan come back, it is
+    /// credited again.
+    EndedBy(BlockRef),
 }
 
 /// A found block, by the key its records share.
