@@ -60,16 +60,7 @@ impl Rewards {
         // PROP rounds end at each credited block (`prop_rounds`); orphans'
         // rounds wait in `carry` for the next credit.
         let mut round_start = open.settled.last_round_end.map_or(0, |p| p + 1);
-        // An orphan without a ledger position (recorded before positions
-        // were) sorts after every credit that should take it: it waits
-        // from the start.
-        let mut carry: Vec<BlockRewardRecord> = found
-            .iter()
-            .filter(|b| b.share_position.is_none())
-            .filter_map(|b| records.get(&(b.height, b.hash.clone())))
-            .filter(|r| awaits_carry(r))
-            .cloned()
-            .collect();
+        let mut carry: Vec<BlockRewardRecord> = Vec::new();
         // A block still being submitted (or not yet credited) may yet end a
         // round: later blocks wait for it.
         let mut blocked = false;
@@ -120,8 +111,7 @@ impl Rewards {
                     if ends_round(Some(&record)) {
                         round_start = block.share_position.map_or(round_start, |p| p.saturating_add(1));
                     }
-                    let waiting = |c: &BlockRewardRecord| c.height == record.height && c.hash == record.hash;
-                    if awaits_carry(&record) && !carry.iter().any(waiting) {
+                    if awaits_carry(&record) {
                         carry.push(*record);
                     }
                 }
@@ -169,7 +159,6 @@ impl Rewards {
         // A block back on the chain keeps the window it was credited over
         // (its shares may be compacted since), split again.
         let mut earlier = None;
-        let returning = orphaned.is_some();
         let mut record = match orphaned {
             Some(mut record) => {
                 record.status = RewardStatus::Pending;
@@ -201,7 +190,7 @@ impl Rewards {
                 record.operator_flag = Some(reason);
                 // A returning block keeps what it was credited with.
                 record.credit = earlier;
-                wait_for_carry(&mut record, self.config.scheme, &BTreeMap::new());
+                self.wait_for_carry(block, &mut record, &BTreeMap::new());
             }
             Some(chain_block) if chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
                 let (scheme, mut window, pool_fee_bps, mut carried_rounds) = match earlier {
@@ -213,10 +202,7 @@ impl Rewards {
                         Vec::new(),
                     ),
                 };
-                // A returning block credited by another scheme than PROP
-                // would end the waiting rounds unpaid: the next new credit
-                // takes them instead.
-                if !round.carry.is_empty() && (!returning || scheme == PayoutScheme::Prop) {
+                if !round.carry.is_empty() {
                     let by = BlockRef { height: block.height, hash: block.hash.clone() };
                     let (taken, marked) = carry_rounds(&mut window, round.carry, &by, scheme, now_ms);
                     for orphan in round.carry {
@@ -231,7 +217,7 @@ impl Rewards {
                     } else {
                         let reason =
                             format!("ends the PROP rounds of orphaned blocks {} ({scheme})", heights.join(", "));
-                        record.note("round carried", reason, now_ms);
+                        record.note("round ended", reason, now_ms);
                     }
                     update.blocks.extend(marked);
                     took_carry = true;
@@ -272,7 +258,7 @@ impl Rewards {
                     now_ms,
                 );
                 record.credit = earlier;
-                wait_for_carry(&mut record, self.config.scheme, &BTreeMap::new());
+                self.wait_for_carry(block, &mut record, &BTreeMap::new());
                 self.metrics.blocks_orphaned.fetch_add(1, Ordering::Relaxed);
             }
             // The chain is (for now) shorter than the block: look again next round.
@@ -402,7 +388,8 @@ impl Rewards {
         let mut update = RewardUpdate { expects: vec![expected], ..RewardUpdate::default() };
         match on_chain {
             Some(chain_block) if !chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
-                self.orphan(&mut record, &chain_block, &mut update, now_ms).await?;
+                let unrecovered = self.orphan(&mut record, &chain_block, &mut update, now_ms).await?;
+                self.wait_for_carry(block, &mut record, &unrecovered);
             }
             Some(chain_block) => {
                 let depth = confirmations(tip, block.height);
@@ -507,6 +494,20 @@ impl Rewards {
         record.change(RewardStatus::Confirmed, reason, now_ms);
         self.metrics.blocks_confirmed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(height = record.height, "block confirmed");
+    }
+
+    /// Marks a block just orphaned as waiting for its PROP round to be
+    /// carried (`prop_rounds`). A block recorded before ledger positions
+    /// were sorts after every credit that could take it: it never waits.
+    fn wait_for_carry(
+        &self,
+        block: &FoundBlockRecord,
+        record: &mut BlockRewardRecord,
+        unrecovered: &BTreeMap<String, u64>,
+    ) {
+        if block.share_position.is_some() {
+            wait_for_carry(record, self.config.scheme, unrecovered);
+        }
     }
 
     /// An orphaned block the chain holds again (a reorganisation undone),

@@ -1,13 +1,13 @@
 //! A block that left the chain: its credits taken back, from `confirmed`
 //! first, then from payouts set aside (a retry must not pay a reward the
 //! pool no longer has); what was paid out, or is being sent, cannot be,
-//! and is flagged for the operator. Under PROP, what was taken back of its
-//! round waits to be carried into the next credit (`prop_rounds`).
+//! and is flagged for the operator. What could not be taken back is
+//! returned, so that only the rest of a PROP round is carried
+//! (`prop_rounds`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use super::prop_rounds::wait_for_carry;
 use super::{RewardError, Rewards};
 use crate::chain::ChainBlock;
 use crate::storage::{
@@ -18,15 +18,16 @@ impl Rewards {
     /// Left the chain: its credits are taken back, from `confirmed` first,
     /// then from payouts the chain refused and that wait set aside (a retry
     /// must not pay a reward the pool no longer has); what was paid out, or
-    /// is being sent, cannot be, and is flagged for the operator.
+    /// is being sent, cannot be, and is flagged for the operator. Returns
+    /// that, per wallet.
     pub(super) async fn orphan(
         &self,
         record: &mut BlockRewardRecord,
         chain_block: &ChainBlock,
         update: &mut RewardUpdate,
         now_ms: u64,
-    ) -> Result<(), RewardError> {
-        let Some(credit) = record.credit.as_ref() else { return Ok(()) };
+    ) -> Result<BTreeMap<String, u64>, RewardError> {
+        let Some(credit) = record.credit.as_ref() else { return Ok(BTreeMap::new()) };
         // Per recipient (one wallet may hold several entries: a miner who is
         // also the fee address).
         let mut owed: BTreeMap<&str, u64> = BTreeMap::new();
@@ -73,8 +74,7 @@ impl Rewards {
         } else {
             tracing::warn!(height = record.height, "block orphaned; credits reversed");
         }
-        wait_for_carry(record, self.config.scheme, &unrecovered);
-        Ok(())
+        Ok(unrecovered)
     }
 
     /// Takes up to `want` of `wallet`'s set-aside money back into `update`,
