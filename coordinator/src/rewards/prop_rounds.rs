@@ -20,8 +20,11 @@
 //! Not carried: what of an orphan's credit had already been paid out
 //! (flagged for the operator; each wallet's weight shrinks by the part it
 //! was paid), orphans of PPLNS or SOLO (a PPLNS window overlaps the next
-//! block's anyway), and orphans recorded before rounds were carried (they
-//! never wait, and ended their rounds as they did then). An orphan left
+//! block's anyway), orphans recorded before rounds were carried (they
+//! never wait, and ended their rounds as they did then), and blocks
+//! recorded before ledger positions were (they sort after every credit
+//! that could take them, so `block_maturity` never lets them wait). An
+//! orphan left
 //! waiting when the operator switches to PPLNS or SOLO is taken by the
 //! next credit all the same, without its weights (a PPLNS window is the
 //! ledger's last N, which holds its recent shares; SOLO pays no rounds):
