@@ -10,6 +10,8 @@
 //! - [`node`]: templates, submissions, blocks, balances, transfers.
 //! - [`ErrorBody`]: the JSON body of every error answer.
 //! - [`bearer_token`]: what an operator's admin, node or API token must be.
+//! - [`settings_errors`]: what an error about a settings file may say (no
+//!   value it quotes: it may be a secret).
 //!
 //! Field names are a contract (`docs/API.md`): add fields freely, rename
 //! none. Nothing here is a storage record: servers convert their records
@@ -20,6 +22,7 @@ pub mod bearer_token;
 pub mod header_fields;
 pub mod node;
 pub mod pool;
+pub mod settings_errors;
 
 use serde::{Deserialize, Serialize};
 

@@ -8,6 +8,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::ConfigError;
+use vision_protocol::settings_errors::without_value;
 
 /// Every setting, as flags (each also readable from `VISION_*` env vars
 /// and from the `--config` TOML file under the same name with underscores).
@@ -218,21 +219,6 @@ fn toml_error(text: &str, err: &toml::de::Error) -> String {
     let before = err.span().and_then(|span| text.get(..span.start)).unwrap_or_default();
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     format!("line {}, column {column}: {}", before.matches('\n').count() + 1, without_value(err.message()))
-}
-
-/// `message` without the value serde quotes in it (`invalid type: string
-/// "…", expected u32`, ``unknown variant `…`, expected …``): what was found
-/// and what was expected, not the value itself.
-fn without_value(message: &str) -> String {
-    let message = message.trim();
-    let quotes_value = ["invalid type", "invalid value", "unknown variant"];
-    if !quotes_value.iter().any(|kind| message.starts_with(kind)) {
-        return message.to_string();
-    }
-    let kind = message.split([':', '`', '"']).next().unwrap_or_default().trim();
-    // The expectation is serde's own words, after the value.
-    let expected = message.rfind(", expected ").map_or("", |at| &message[at..]);
-    format!("{kind}{expected}")
 }
 impl CoordinatorArgs {
     /// Reads a TOML file of settings.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
+use vision_protocol::settings_errors::without_value;
 
 use crate::backend::gpu::shader::UnknownShader;
 use crate::client::pool_client::{read_pool_ca, PoolCa, PoolClient};
@@ -171,21 +172,6 @@ impl MinerConfig {
         .map(|line| format!("  {line}"))
         .join("\n")
     }
-}
-
-/// `message` without the value serde quotes in it (`invalid type: string
-/// "…", expected u32`, ``unknown variant `…`, expected …``): what was found
-/// and what was expected, not the value itself.
-fn without_value(message: &str) -> String {
-    let message = message.trim();
-    let quotes_value = ["invalid type", "invalid value", "unknown variant"];
-    if !quotes_value.iter().any(|kind| message.starts_with(kind)) {
-        return message.to_string();
-    }
-    let kind = message.split([':', '`', '"']).next().unwrap_or_default().trim();
-    // The expectation is serde's own words, after the value.
-    let expected = message.rfind(", expected ").map_or("", |at| &message[at..]);
-    format!("{kind}{expected}")
 }
 
 impl MineArgs {
