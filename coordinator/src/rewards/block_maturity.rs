@@ -80,7 +80,7 @@ impl Rewards {
             let crediting = !records.get(&key).is_some_and(|r| r.status != RewardStatus::Orphaned);
             // A credited block's round ended at it, whether or not this
             // round's step on it goes through.
-            let ended_round = !crediting && ends_round(records.get(&key));
+            let mut ended_round = !crediting && ends_round(records.get(&key));
             let round = Round { start: round_start, carry: &carry };
             let step = match records.remove(&key) {
                 None if !blocked => self.credit_block(block, None, &tip, round, now_ms, fee).await,
@@ -108,9 +108,7 @@ impl Rewards {
                     if took_carry {
                         carry.clear();
                     }
-                    if ends_round(Some(&record)) {
-                        round_start = block.share_position.map_or(round_start, |p| p.saturating_add(1));
-                    }
+                    ended_round |= ends_round(Some(&record));
                     if awaits_carry(&record) {
                         carry.push(*record);
                     }
@@ -127,8 +125,9 @@ impl Rewards {
                     blocked |= crediting;
                 }
             }
+            // (Blocks come in ledger order: the start only moves on.)
             if ended_round {
-                round_start = round_start.max(block.share_position.map_or(round_start, |p| p.saturating_add(1)));
+                round_start = block.share_position.map_or(round_start, |p| p.saturating_add(1));
             }
         }
         self.metrics.blocks_overdue.store(overdue, Ordering::Relaxed);
