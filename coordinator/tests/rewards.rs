@@ -694,12 +694,14 @@ async fn prop_estimates_count_the_rounds_waiting_to_be_carried() {
 /// An orphan's round left waiting when the operator switches PROP off ends
 /// with the next block credited by the new scheme (which adds no weights:
 /// a PPLNS window is the ledger's last N, and does not count as paying it),
-/// and is not carried when PROP comes back.
+/// is not carried when PROP comes back, and is paid by the orphan itself
+/// should it come back on the chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_round_ends_with_the_next_credit_under_another_scheme() {
     let PropByHand { pool, handle, devnet, alice, bob: _ } = prop_pool_by_hand("propswitch").await;
     let (x, _) = pool.mine_block(&alice).await;
     round(&handle).await;
+    let alice_round = weight_of(&block(&pool, x).await, "land1alice");
     devnet.reorganise(1).unwrap();
     round(&handle).await;
     assert_eq!(block(&pool, x).await["status"], "orphaned");
@@ -738,6 +740,21 @@ async fn a_waiting_round_ends_with_the_next_credit_under_another_scheme() {
     let prop = block(&pool, z).await;
     assert_eq!(prop["window"]["carried_rounds"], serde_json::json!([]), "not carried again: {prop}");
     assert!(block(&pool, x).await["round_paid_by"].is_null());
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+
+    // The reorganisation undone (blocks y and z leave the chain with it):
+    // block x is back, and as its round was ended rather than paid, it is
+    // credited again, over the round it was credited over first.
+    let alice_before = u(&balance(&pool, "land1alice").await["immature"]);
+    pool.devnet.as_ref().unwrap().restore_reorganised().unwrap();
+    round(&handle).await;
+    let back = block(&pool, x).await;
+    assert_eq!(back["status"], "pending", "credited again: {back}");
+    assert!(back["operator_flag"].is_null(), "{back}");
+    assert_eq!(weight_of(&back, "land1alice"), alice_round, "its first round: {back}");
+    let alice_part = part_of(&back, "land1alice");
+    assert!(alice_part > 0, "{back}");
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), alice_before + alice_part);
     check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
     drop(handle);
     pool.stop().await;

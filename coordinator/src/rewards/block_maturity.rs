@@ -203,10 +203,7 @@ impl Rewards {
                 };
                 if !round.carry.is_empty() {
                     let by = BlockRef { height: block.height, hash: block.hash.clone() };
-                    let (taken, marked) = carry_rounds(&mut window, round.carry, &by, scheme, now_ms);
-                    for orphan in round.carry {
-                        update.expects.push(Expectation::block(orphan.height, &orphan.hash, Some(orphan)));
-                    }
+                    let taken = carry_rounds(&mut window, round.carry, &by, scheme, now_ms, &mut update);
                     let heights: Vec<String> = taken.iter().map(|b| b.height.to_string()).collect();
                     // Under another scheme the rounds end here, unpaid as rounds.
                     if scheme == PayoutScheme::Prop {
@@ -218,7 +215,6 @@ impl Rewards {
                             format!("ends the PROP rounds of orphaned blocks {} ({scheme})", heights.join(", "));
                         record.note("round ended", reason, now_ms);
                     }
-                    update.blocks.extend(marked);
                     took_carry = true;
                 }
                 let split = split_reward(chain_block.reward, &self.fees(pool_fee_bps), &window);

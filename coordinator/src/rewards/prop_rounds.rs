@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 
 use super::reward_split::{PayoutScheme, RewardWindow, SplitKind, WalletWeight};
-use crate::storage::{BlockRef, BlockRewardRecord, RewardStatus, RoundCarry};
+use crate::storage::{BlockRef, BlockRewardRecord, Expectation, RewardStatus, RewardUpdate, RoundCarry};
 
 /// Whether a block with `record` (none: accepted, not yet credited) ends a
 /// PROP round, so that the next round starts after it. An orphan that was
@@ -132,9 +132,11 @@ pub(crate) fn round_paid_by(record: &BlockRewardRecord) -> Option<&BlockRef> {
 }
 
 /// Takes the rounds of `orphans` (each [`awaits_carry`]) into `window`,
-/// the window of block `by`'s credit by `scheme`. Returns the orphans
-/// taken (oldest first) and their records marked as paid (or, by another
-/// scheme, ended) by `by`, for the same update. Only PROP adds their
+/// the window of block `by`'s credit by `scheme`, and into that credit's
+/// `update`: each orphan's record marked as paid (or, by another scheme,
+/// ended) by `by`, applied only while the store holds the record as read,
+/// so of two credits taking one round (two coordinators on a shared store)
+/// one does. Returns the orphans taken, oldest first. Only PROP adds their
 /// weights: under PPLNS `by`'s window is the last N of the ledger, which
 /// holds the orphans' recent shares, and SOLO pays no rounds.
 pub(crate) fn carry_rounds(
@@ -143,9 +145,9 @@ pub(crate) fn carry_rounds(
     by: &BlockRef,
     scheme: PayoutScheme,
     now_ms: u64,
-) -> (Vec<BlockRef>, Vec<BlockRewardRecord>) {
+    update: &mut RewardUpdate,
+) -> Vec<BlockRef> {
     let mut taken = Vec::with_capacity(orphans.len());
-    let mut marked = Vec::with_capacity(orphans.len());
     for orphan in orphans {
         let mut record = orphan.clone();
         if scheme == PayoutScheme::Prop {
@@ -161,9 +163,10 @@ pub(crate) fn carry_rounds(
             record.note("round ended", reason, now_ms);
         }
         taken.push(BlockRef { height: orphan.height, hash: orphan.hash.clone() });
-        marked.push(record);
+        update.expects.push(Expectation::block(orphan.height, &orphan.hash, Some(orphan)));
+        update.blocks.push(record);
     }
-    (taken, marked)
+    taken
 }
 
 #[cfg(test)]
@@ -258,7 +261,9 @@ mod tests {
             assert_eq!(awaits_carry(&marked), carried, "{what}: carried");
             for scheme in [Prop, Pplns, Solo] {
                 let by = BlockRef { height: 11, hash: "h11".into() };
-                let (_, paid) = carry_rounds(&mut RewardWindow::default(), &[marked.clone()], &by, scheme, 0);
+                let mut update = RewardUpdate::default();
+                carry_rounds(&mut RewardWindow::default(), &[marked.clone()], &by, scheme, 0, &mut update);
+                let paid = update.blocks;
                 assert!(!awaits_carry(&paid[0]), "{what}: carried once, by {scheme}");
                 // PROP pays the round (a return is flagged); another scheme
                 // only ends it (a return is credited again).
@@ -336,9 +341,11 @@ mod tests {
             waiting(orphaned(BlockRewardRecord::pending(15, "h15", 0))),
         ];
         let mut pplns = own.clone();
-        carry_rounds(&mut pplns, &orphans, &by, PayoutScheme::Pplns, 7);
+        carry_rounds(&mut pplns, &orphans, &by, PayoutScheme::Pplns, 7, &mut RewardUpdate::default());
         assert_eq!(pplns, own, "PPLNS adds no weights: its window is the ledger's last N");
-        let (taken, marked) = carry_rounds(&mut own, &orphans, &by, PayoutScheme::Prop, 7);
+        let mut update = RewardUpdate::default();
+        let taken = carry_rounds(&mut own, &orphans, &by, PayoutScheme::Prop, 7, &mut update);
+        let marked = update.blocks;
         let weights: Vec<(&str, u128, u64)> =
             own.weights.iter().map(|w| (w.wallet.as_str(), w.difficulty, w.shares)).collect();
         assert_eq!(weights, vec![("alice", 6, 1), ("bob", 5, 2)]);
@@ -349,5 +356,40 @@ mod tests {
             assert!(!awaits_carry(record), "carried once");
             assert_eq!(record.history.last().map(|c| c.at_ms), Some(7));
         }
+    }
+
+    /// Two credits decided on one read (two coordinators on a shared
+    /// store, each crediting a block of its own) cannot both take one
+    /// orphan's round: the second finds the orphan's record changed and
+    /// applies nothing.
+    #[test]
+    fn of_two_credits_taking_one_round_the_second_applies_nothing() {
+        use crate::storage::{BalanceBucket, BalanceDelta, PoolStore, SledStore, StoreError};
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let db = sled::Config::new().temporary(true).open().unwrap();
+            let store = SledStore::open(&db).unwrap();
+            let orphan = waiting(orphaned(credited(10, PayoutScheme::Prop, window(&[("alice", 6)], 0, 9))));
+            let stored = RewardUpdate { blocks: vec![orphan.clone()], ..RewardUpdate::default() };
+            store.apply_reward_update(&stored).await.unwrap();
+            let read = store.block_reward(10, "h10").await.unwrap().expect("the orphan's record");
+            let credit_by = |height: u64| {
+                let by = BlockRef { height, hash: format!("h{height}") };
+                let mut window = window(&[("bob", 4)], 20, 29);
+                let mut update = RewardUpdate::default();
+                carry_rounds(&mut window, std::slice::from_ref(&read), &by, PayoutScheme::Prop, 7, &mut update);
+                // What the credit pays alice for her carried round.
+                update.balances.push(BalanceDelta::new("alice", BalanceBucket::Immature, 60));
+                update
+            };
+            let (first, second) = (credit_by(30), credit_by(31));
+            store.apply_reward_update(&first).await.unwrap();
+            let refused = store.apply_reward_update(&second).await;
+            assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+            let now = store.block_reward(10, "h10").await.unwrap().unwrap();
+            assert_eq!(round_paid_by(&now).map(|b| b.height), Some(30), "paid by the first credit only");
+            let alice = store.balance("alice").await.unwrap().expect("alice's balance");
+            assert_eq!(alice.immature, 60, "paid once: {alice:?}");
+        });
     }
 }
