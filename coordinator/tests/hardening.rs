@@ -1617,9 +1617,10 @@ async fn one_address_cannot_hold_every_long_poll() {
     pool.stop().await;
 }
 
-/// A session whose ban ran out works again at once (its expired ban is
-/// lifted on its next request; that path once locked the bans twice and
-/// hung the server's thread).
+/// A session whose ban ran out works again at once: its expired ban is
+/// lifted on its next request (a path that once locked the bans twice and
+/// hung the server's thread), and its shares are verified and accepted
+/// again (they were once refused as banned for as long as it kept asking).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_works_again_when_its_ban_runs_out() {
     let pool = TestPool::start(CoordinatorArgs { ban_seconds: Some(1), ..settings("ban-expiry") }).await;
@@ -1632,6 +1633,14 @@ async fn a_session_works_again_when_its_ban_runs_out() {
         .await
         .expect("an answer, not a hung server");
     assert_eq!(answer.status(), StatusCode::OK);
+    // Honest shares now (each answered 200 and accepted, or this fails).
+    pool.mine(&token, Some(2)).await;
+    // With fresh counts: one more bad share is no ban (an unproven session
+    // is banned after several; the share that bans is answered as itself).
+    let job = pool.job(&token).await;
+    let (status, answer) = share_with(&pool.http, &pool, &token, &job, job.nonce_end() + 100, &"44".repeat(32)).await;
+    assert_ne!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK, "not banned again");
     pool.stop().await;
 }
 

@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::{settings, TestPool};
 use vision_coordinator::config::CoordinatorArgs;
+use vision_coordinator::storage::PoolSettings;
 
 async fn body(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
@@ -491,6 +492,33 @@ async fn healthz_says_whether_miners_can_be_served() {
     let (status, stopped) = body(pool.get("/healthz").await).await;
     assert_eq!((status, stopped["running"].as_bool()), (StatusCode::OK, Some(false)), "{stopped}");
     assert_eq!(pool.post_auth("/pool/start", "t0ken-for-the-tests", &json!({})).await.status(), StatusCode::OK);
+    pool.stop().await;
+}
+
+/// An operator's change through one coordinator keeps one made through
+/// another on the shared store (written straight to the store here, as
+/// that coordinator would): a fee change after the pool was stopped
+/// elsewhere leaves it stopped, here as well, before the next look at the
+/// store would have told this coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_change_keeps_a_stop_made_through_another_coordinator() {
+    let pool =
+        TestPool::start(CoordinatorArgs { admin_token: Some("t0ken-for-the-tests".into()), ..settings("elsewhere") })
+            .await;
+    let token = pool.register("rig", "land1x").await;
+    let handle = pool.pool.clone().unwrap();
+    let store = handle.store_for_tests();
+    let read = store.settings().await.unwrap();
+    let stopped = PoolSettings { running: false, ..read.clone().unwrap_or_else(|| handle.settings()) };
+    store.put_settings(&stopped, read.as_ref()).await.unwrap();
+    let (status, configured) =
+        body(pool.post_auth("/pool/configure", "t0ken-for-the-tests", &json!({"pool_fee_bps": 300})).await).await;
+    assert_eq!((status, &configured["running"]), (StatusCode::OK, &json!(false)), "{configured}");
+    assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (_, health) = body(pool.get("/healthz").await).await;
+    assert_eq!(health["running"], false, "{health}");
+    let held = store.settings().await.unwrap().unwrap();
+    assert_eq!((held.pool_fee_bps, held.running), (300, false));
     pool.stop().await;
 }
 

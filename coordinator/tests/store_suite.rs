@@ -1133,10 +1133,18 @@ async fn jobs_templates_bans_and_settings_round_trip(backend: Backend) {
         reason: "r".into(),
     };
     store.put_ban(&ban).await.unwrap();
-    assert_eq!(store.bans().await.unwrap(), [ban]);
+    assert_eq!(store.bans().await.unwrap(), std::slice::from_ref(&ban));
     assert!(store.remove_ban("s").await.unwrap());
     assert!(!store.remove_ban("s").await.unwrap());
     assert!(store.bans().await.unwrap().is_empty());
+    // An expired ban is removed only if it is still the one that ran out.
+    let again = BanRecord { until_ms: 456, ..ban.clone() };
+    store.put_ban(&again).await.unwrap();
+    assert!(!store.remove_expired_ban("s", 123).await.unwrap(), "a ban put since is kept");
+    assert_eq!(store.bans().await.unwrap(), [again]);
+    assert!(store.remove_expired_ban("s", 456).await.unwrap());
+    assert!(store.bans().await.unwrap().is_empty());
+    assert!(!store.remove_expired_ban("s", 456).await.unwrap());
 
     assert_eq!(store.settings().await.unwrap(), None);
     let settings = PoolSettings {
@@ -1147,10 +1155,20 @@ async fn jobs_templates_bans_and_settings_round_trip(backend: Backend) {
         max_share_difficulty: 1000,
         running: true,
     };
-    store.put_settings(&settings).await.unwrap();
-    let changed = PoolSettings { pool_fee_bps: 150, ..settings };
-    store.put_settings(&changed).await.unwrap();
-    assert_eq!(store.settings().await.unwrap(), Some(changed));
+    store.put_settings(&settings, None).await.unwrap();
+    let changed = PoolSettings { pool_fee_bps: 150, ..settings.clone() };
+    store.put_settings(&changed, Some(&settings)).await.unwrap();
+    assert_eq!(store.settings().await.unwrap(), Some(changed.clone()));
+    // A change decided on settings read before another's is refused, and
+    // changes nothing: the other's stop holds.
+    let stopped = PoolSettings { running: false, ..changed.clone() };
+    store.put_settings(&stopped, Some(&changed)).await.unwrap();
+    let late = PoolSettings { pool_fee_bps: 200, ..changed.clone() };
+    for expected in [Some(&changed), None] {
+        let refused = store.put_settings(&late, expected).await;
+        assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    }
+    assert_eq!(store.settings().await.unwrap(), Some(stopped));
 
     let first = store.next_id().await.unwrap();
     let second = store.next_id().await.unwrap();

@@ -6,72 +6,101 @@ use std::sync::atomic::Ordering;
 
 use super::{BanView, ConfigureRequest, Pool, PoolError, MAX_POOL_FEE_BPS};
 
-use crate::storage::{BanRecord, PoolSettings};
+use crate::storage::{BanRecord, PoolSettings, StoreError};
 
 /// How far before its last look a coordinator asks for ban changes again:
 /// a change committed late carries a time before the look that missed it.
 const BAN_LOOK_BACK_MS: u64 = 10_000;
 /// How often a coordinator reads every ban on the store.
 const FULL_BAN_READ_EVERY_MS: u64 = 60_000;
+/// Reads and writes of an operator's settings change, each against a
+/// change made between them, before it is answered 409.
+const SETTINGS_TRIES: u32 = 5;
 
 impl Pool {
     pub(crate) async fn configure(&self, request: ConfigureRequest) -> Result<PoolSettings, PoolError> {
-        // From the store: a change made through another coordinator a
-        // moment ago is kept, not overwritten with this one's copy.
-        let mut next = self.store.settings().await?.unwrap_or_else(|| self.settings());
-        if let Some(name) = request.pool_name {
-            if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-                return Err(PoolError::bad_field("pool_name is 1-64 printable characters"));
+        self.change_settings(|next| {
+            if let Some(name) = &request.pool_name {
+                if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                    return Err(PoolError::bad_field("pool_name is 1-64 printable characters"));
+                }
+                next.pool_name = name.clone();
             }
-            next.pool_name = name;
-        }
-        if let Some(fee) = request.pool_fee_bps {
-            if fee > MAX_POOL_FEE_BPS {
-                return Err(PoolError::BadField {
-                    reason: "bad_fee",
-                    message: format!("pool_fee_bps must be 0-{MAX_POOL_FEE_BPS} (0-10%)"),
-                });
+            if let Some(fee) = request.pool_fee_bps {
+                if fee > MAX_POOL_FEE_BPS {
+                    return Err(PoolError::BadField {
+                        reason: "bad_fee",
+                        message: format!("pool_fee_bps must be 0-{MAX_POOL_FEE_BPS} (0-10%)"),
+                    });
+                }
+                next.pool_fee_bps = fee;
             }
-            next.pool_fee_bps = fee;
-        }
-        if let Some(secs) = request.target_share_seconds {
-            if !(1..=3600).contains(&secs) {
-                return Err(PoolError::bad_field("target_share_seconds must be 1-3600"));
+            if let Some(secs) = request.target_share_seconds {
+                if !(1..=3600).contains(&secs) {
+                    return Err(PoolError::bad_field("target_share_seconds must be 1-3600"));
+                }
+                next.target_share_seconds = secs;
             }
-            next.target_share_seconds = secs;
-        }
-        if let Some(min) = request.min_share_difficulty {
-            next.min_share_difficulty = min.max(1);
-        }
-        if let Some(max) = request.max_share_difficulty {
-            next.max_share_difficulty = max;
-        }
-        if next.max_share_difficulty < next.min_share_difficulty {
-            return Err(PoolError::bad_field("max_share_difficulty is below min_share_difficulty"));
-        }
-        // Stored and applied before the wait, so a client hanging up cannot
-        // leave the two apart.
-        self.store.put_settings(&next).await?;
-        *self.settings.write().expect("settings lock") = next.clone();
-        let vardiff_config = self.vardiff_config();
-        for session in self.sessions.lock().values_mut() {
-            session.vardiff.apply_bounds(&vardiff_config);
-        }
+            if let Some(min) = request.min_share_difficulty {
+                next.min_share_difficulty = min.max(1);
+            }
+            if let Some(max) = request.max_share_difficulty {
+                next.max_share_difficulty = max;
+            }
+            if next.max_share_difficulty < next.min_share_difficulty {
+                return Err(PoolError::bad_field("max_share_difficulty is below min_share_difficulty"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn set_running(&self, running: bool) -> Result<PoolSettings, PoolError> {
+        self.change_settings(|next| {
+            next.running = running;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies the operator's `edit` to the pool's settings as stored (a
+    /// change made through another coordinator a moment ago is kept), and
+    /// stores them only while they are as read: a change made between the
+    /// read and the write is read again and edited, not undone. Stored and
+    /// taken on before the wait for durability, so a client hanging up
+    /// cannot leave the two apart.
+    async fn change_settings(
+        &self,
+        edit: impl Fn(&mut PoolSettings) -> Result<(), PoolError>,
+    ) -> Result<PoolSettings, PoolError> {
+        let mut tries = 1;
+        let next = loop {
+            let stored = self.store.settings().await?;
+            let mut next = stored.clone().unwrap_or_else(|| self.settings());
+            edit(&mut next)?;
+            match self.store.put_settings(&next, stored.as_ref()).await {
+                Ok(()) => break next,
+                Err(StoreError::Conflict(_)) if tries < SETTINGS_TRIES => tries += 1,
+                Err(err) => return Err(err.into()),
+            }
+        };
+        self.take_on_settings(next.clone());
         self.commits.durable().await?;
         Ok(next)
     }
 
-    pub(crate) async fn set_running(&self, running: bool) -> Result<PoolSettings, PoolError> {
-        // From the store: a change made through another coordinator a
-        // moment ago is kept, not overwritten with this one's copy.
-        let mut next = self.store.settings().await?.unwrap_or_else(|| self.settings());
-        next.running = running;
-        self.store.put_settings(&next).await?;
-        *self.settings.write().expect("settings lock") = next.clone();
+    /// Takes on settings the store holds (changed through this coordinator
+    /// or another): running or stopped, and the sessions' vardiff bounds.
+    fn take_on_settings(&self, settings: PoolSettings) {
+        let running = settings.running;
+        *self.settings.write().expect("settings lock") = settings;
         self.running.store(running, Ordering::Relaxed);
+        // (What the pool's figures show changed.)
         self.state_changes.fetch_add(1, Ordering::Release);
-        self.commits.durable().await?;
-        Ok(next)
+        let vardiff_config = self.vardiff_config();
+        for session in self.sessions.lock().values_mut() {
+            session.vardiff.apply_bounds(&vardiff_config);
+        }
     }
 
     /// Bans in force.
@@ -110,8 +139,7 @@ impl Pool {
             }
             self.bans.lock().remove(session_id);
             if let Some(session) = self.sessions.lock().get_mut(session_id) {
-                session.banned.store(false, Ordering::Relaxed);
-                session.ban_counts = Default::default();
+                session.ban_lifted();
             }
         }
         // Counted again whatever was lifted, a failure part-way included.
@@ -131,14 +159,9 @@ impl Pool {
         // The store answers (readiness), whatever the bans below do.
         self.store_answered_ms.store(super::now_ms(), Ordering::Relaxed);
         if let Some(stored) = settings {
-            if stored != self.settings() {
-                *self.settings.write().expect("settings lock") = stored.clone();
-                self.running.store(stored.running, Ordering::Relaxed);
-                let vardiff_config = self.vardiff_config();
-                for session in self.sessions.lock().values_mut() {
-                    session.vardiff.apply_bounds(&vardiff_config);
-                }
+            if stored != self.settings() || stored.running != self.running.load(Ordering::Relaxed) {
                 tracing::info!(pool_fee_bps = stored.pool_fee_bps, running = stored.running, "settings changed");
+                self.take_on_settings(stored);
             }
         }
         // Each whatever the other does: the first failure is reported.
@@ -213,8 +236,7 @@ impl Pool {
         }
         for session_id in &lifted {
             if let Some(session) = sessions.get_mut(session_id) {
-                session.banned.store(false, Ordering::Relaxed);
-                session.ban_counts = Default::default();
+                session.ban_lifted();
             }
         }
         Ok(())

@@ -590,14 +590,16 @@ impl Pool {
             self.last_session_prune_ms.store(now_ms, Ordering::Relaxed);
             forgotten = self.forget_unused_credentials(now_ms).await?;
         }
-        let expired: Vec<String> = {
-            let mut bans = self.bans.lock();
-            let expired = bans.values().filter(|b| b.until_ms <= now_ms).map(|b| b.session_id.clone()).collect();
-            bans.retain(|_, b| b.until_ms > now_ms);
-            expired
+        let expired: Vec<(String, u64)> = {
+            let bans = self.bans.read();
+            bans.values().filter(|b| b.until_ms <= now_ms).map(|b| (b.session_id.clone(), b.until_ms)).collect()
         };
-        for session_id in expired {
-            self.store.remove_ban(&session_id).await?;
+        for (session_id, until_ms) in expired {
+            // (The store's record only if it is still this ban: another
+            // coordinator may have banned the session again.)
+            if self.lift_expired_ban(&session_id, now_ms) {
+                self.store.remove_expired_ban(&session_id, until_ms).await?;
+            }
         }
         let difficulty = self.jobs.current().map(|t| t.template.header.difficulty);
         match self.rewards.compact_ledger(difficulty, 200_000).await {

@@ -104,6 +104,16 @@ pub(crate) struct SessionState {
     pub(crate) verifying: Arc<AtomicUsize>,
 }
 
+impl SessionState {
+    /// Its ban lifted (run out, or by the operator): its shares are
+    /// verified again, and its counts start afresh (one more invalid share
+    /// would otherwise ban it again at once).
+    pub(crate) fn ban_lifted(&mut self) {
+        self.banned.store(false, Ordering::Relaxed);
+        self.ban_counts = BanCounts::default();
+    }
+}
+
 /// A session's shares verified at once: twice what an honest miner keeps
 /// in flight (vision-miner sends 8, and resends queued ones beside them),
 /// so one session, however fast it sends, holds a bounded share of the
@@ -466,8 +476,7 @@ impl Pool {
         let until = match recorded {
             Some(until) if until > now => Some(until),
             Some(_) => {
-                // Expired: lifted (a change the figures show).
-                self.bans.lock().remove(session_id);
+                self.lift_expired_ban(session_id, now);
                 None
             }
             None => None,
@@ -493,6 +502,24 @@ impl Pool {
             Some(until) => Err(PoolError::Banned { secs: until.saturating_sub(now).div_ceil(1000) }),
             None => Ok(()),
         }
+    }
+
+    /// Lifts `session_id`'s ban if it has run out by `now` (a change the
+    /// figures show), in memory: the store's record is housekeeping's to
+    /// remove. Returns whether it did.
+    pub(crate) fn lift_expired_ban(&self, session_id: &str, now: u64) -> bool {
+        {
+            let mut bans = self.bans.lock();
+            // (A ban put since it was read is not the one that ran out.)
+            if bans.get(session_id).is_none_or(|b| b.until_ms > now) {
+                return false;
+            }
+            bans.remove(session_id);
+        }
+        if let Some(session) = self.sessions.lock().get_mut(session_id) {
+            session.ban_lifted();
+        }
+        true
     }
 
     /// Counts a refused share against its session, banning it when the
@@ -536,13 +563,17 @@ impl Pool {
                 until_ms: now + self.config.ban_duration.as_millis() as u64,
                 reason: format!("invalid shares ({})", rejection.reason()),
             };
-            // Queued shares of the session are skipped from now on.
-            flag.store(true, Ordering::Relaxed);
+            // Stored first, then in force here with nothing awaited between:
+            // a refused write (or a client hanging up) leaves no session
+            // refused by a ban no one can see or lift. (A write done and
+            // then cancelled is read back within a minute, `sync_bans`.)
             self.store.put_ban(&ban).await?;
             tracing::warn!(session = session_id, worker = %ban.worker_id, "banned: {}", ban.reason);
             PoolMetrics::bump(&self.metrics.bans);
             let banned_from = ban.source.as_deref().and_then(|s| s.parse::<IpAddr>().ok());
             self.bans.lock().insert(session_id.to_string(), ban);
+            // Queued shares of the session are skipped from now on.
+            flag.store(true, Ordering::Relaxed);
             if banned_from.is_some() {
                 self.recount_capped_sources(now);
             }

@@ -492,6 +492,10 @@ pub trait PoolStore: Send + Sync + 'static {
 
     async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
     async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;
+    /// Removes `session_id`'s ban only if it is the one that ran out at
+    /// `until_ms`: another coordinator may have banned the session again
+    /// since. Returns whether it did.
+    async fn remove_expired_ban(&self, session_id: &str, until_ms: u64) -> Result<bool, StoreError>;
     async fn bans(&self) -> Result<Vec<BanRecord>, StoreError>;
     /// The bans put or lifted at or after `since_ms` by the store's clock
     /// (a put or removal logs the change, with the store's time, in the
@@ -537,7 +541,11 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn found_blocks_at(&self, height: u64) -> Result<Vec<FoundBlockRecord>, StoreError>;
 
     async fn settings(&self) -> Result<Option<PoolSettings>, StoreError>;
-    async fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError>;
+    /// Stores `settings` only while the stored ones are `expected` (`None`:
+    /// none are stored yet), else [`StoreError::Conflict`]: an operator's
+    /// change through one coordinator never undoes another's made since it
+    /// read them.
+    async fn put_settings(&self, settings: &PoolSettings, expected: Option<&PoolSettings>) -> Result<(), StoreError>;
 
     /// Returns the other coordinators seen within `live` whose reward rules
     /// differ from `rules`; when there are none, notes that coordinator

@@ -184,19 +184,19 @@ impl PgStore {
         record_on(&self.client().await?, table, sql, params).await
     }
 
-    /// Runs `sql` on the ban of `session_id` (`$1`, and `record` as `$2`
+    /// Runs `sql` on the ban of `session_id` (`$1`, and `with` as `$2`
     /// when given) and logs the change, in one transaction, trimming the
     /// log of changes older than it keeps. Returns the rows `sql` changed.
     async fn change_ban(
         &self,
         session_id: &str,
         sql: &str,
-        record: Option<&Json<&BanRecord>>,
+        with: Option<&(dyn tokio_postgres::types::ToSql + Sync)>,
     ) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
-        let changed = match record {
-            Some(record) => tx.execute(sql, &[&session_id, record]).await,
+        let changed = match with {
+            Some(with) => tx.execute(sql, &[&session_id, with]).await,
             None => tx.execute(sql, &[&session_id]).await,
         }
         .map_err(pg_error)?;
@@ -806,6 +806,11 @@ impl PoolStore for PgStore {
         Ok(self.change_ban(session_id, "DELETE FROM pool_bans WHERE session_id = $1", None).await? > 0)
     }
 
+    async fn remove_expired_ban(&self, session_id: &str, until_ms: u64) -> Result<bool, StoreError> {
+        let sql = "DELETE FROM pool_bans WHERE session_id = $1 AND (record->>'until_ms')::numeric = $2::bigint";
+        Ok(self.change_ban(session_id, sql, Some(&big(until_ms))).await? > 0)
+    }
+
     async fn bans(&self) -> Result<Vec<BanRecord>, StoreError> {
         self.records("pool_bans", "SELECT record FROM pool_bans ORDER BY session_id", &[]).await
     }
@@ -1045,14 +1050,30 @@ impl PoolStore for PgStore {
             .collect())
     }
 
-    async fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError> {
-        self.execute(
-            "INSERT INTO pool_settings (id, record) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-            &[&json(settings)],
-        )
-        .await
-        .map(drop)
+    async fn put_settings(&self, settings: &PoolSettings, expected: Option<&PoolSettings>) -> Result<(), StoreError> {
+        let conflict = || StoreError::Conflict("the pool's settings changed since they were read".into());
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let row =
+            tx.query_opt("SELECT record FROM pool_settings WHERE id = 1 FOR UPDATE", &[]).await.map_err(pg_error)?;
+        let read: Option<PoolSettings> = row.map(|row| decode("pool_settings", &row, 0)).transpose()?;
+        if read.as_ref() != expected {
+            return Err(conflict());
+        }
+        // A first record inserted by another coordinator since the read
+        // (no row to lock then) inserts nothing here.
+        let written = tx
+            .execute(
+                "INSERT INTO pool_settings (id, record) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record WHERE $2",
+                &[&json(settings), &read.is_some()],
+            )
+            .await
+            .map_err(pg_error)?;
+        if written == 0 {
+            return Err(conflict());
+        }
+        tx.commit().await.map_err(pg_error)
     }
 
     async fn next_id(&self) -> Result<u64, StoreError> {

@@ -657,6 +657,23 @@ impl SledTrees {
             .map_err(ban_transaction_error)
     }
 
+    fn remove_expired_ban(&self, session_id: &str, until_ms: u64) -> Result<bool, StoreError> {
+        let change = self.ban_change_key(session_id)?;
+        (&self.bans, &self.ban_changes)
+            .transaction(|(bans, changes)| {
+                let stored = bans.get(session_id.as_bytes())?;
+                let ran_out = stored
+                    .and_then(|v| serde_json::from_slice::<BanRecord>(&v).ok())
+                    .is_some_and(|ban| ban.until_ms == until_ms);
+                if ran_out {
+                    bans.remove(session_id.as_bytes())?;
+                    changes.insert(change.as_slice(), &[][..])?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(ran_out)
+            })
+            .map_err(ban_transaction_error)
+    }
+
     fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError> {
         let change = self.ban_change_key(session_id)?;
         (&self.bans, &self.ban_changes)
@@ -850,9 +867,16 @@ impl SledTrees {
         self.meta.get("settings")?.map(|v| decode("pool_meta", &v)).transpose()
     }
 
-    fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError> {
-        self.meta.insert("settings", encode(settings))?;
-        Ok(())
+    fn put_settings(&self, settings: &PoolSettings, expected: Option<&PoolSettings>) -> Result<(), StoreError> {
+        let stored = self.meta.get("settings")?;
+        let read: Option<PoolSettings> = stored.as_ref().map(|v| decode("pool_meta", v)).transpose()?;
+        let conflict = || StoreError::Conflict("the pool's settings changed since they were read".into());
+        if read.as_ref() != expected {
+            return Err(conflict());
+        }
+        // Swapped against the bytes read: equal settings may be encoded
+        // apart (a record from an older version).
+        self.meta.compare_and_swap("settings", stored, Some(encode(settings)))?.map_err(|_| conflict())
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
@@ -1009,6 +1033,9 @@ impl PoolStore for SledStore {
     async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError> {
         self.trees.remove_ban(session_id)
     }
+    async fn remove_expired_ban(&self, session_id: &str, until_ms: u64) -> Result<bool, StoreError> {
+        self.trees.remove_expired_ban(session_id, until_ms)
+    }
     async fn bans(&self) -> Result<Vec<BanRecord>, StoreError> {
         self.blocking(|t| t.bans()).await
     }
@@ -1060,8 +1087,8 @@ impl PoolStore for SledStore {
     async fn settings(&self) -> Result<Option<PoolSettings>, StoreError> {
         self.trees.settings()
     }
-    async fn put_settings(&self, settings: &PoolSettings) -> Result<(), StoreError> {
-        self.trees.put_settings(settings)
+    async fn put_settings(&self, settings: &PoolSettings, expected: Option<&PoolSettings>) -> Result<(), StoreError> {
+        self.trees.put_settings(settings, expected)
     }
     async fn meet_coordinators(
         &self,
