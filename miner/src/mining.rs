@@ -123,6 +123,9 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
 /// `shutdown` resolves (`Ok`).
 pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Result<(), MinerError> {
     let mut shutdown = std::pin::pin!(shutdown);
+    for ignored in config.ignored_settings() {
+        tracing::warn!("ignored: {ignored}");
+    }
     let starting = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || start_devices(&config))

@@ -111,6 +111,23 @@ pub enum MiningMode {
 }
 
 impl MinerConfig {
+    /// Settings given that the backend makes moot (a config file's
+    /// `threads` on a GPU-only run, say): warned of at start and shown by
+    /// `--check-config`, rather than shown as in force or refused.
+    pub fn ignored_settings(&self) -> Vec<String> {
+        let moot = |flag: &str, set: bool, why: &str| set.then(|| format!("{flag} ({why})"));
+        let (gpu_only, cpu_only) = (self.backend == BackendChoice::Gpu, self.backend == BackendChoice::Cpu);
+        [
+            moot("--threads", self.threads.is_some() && gpu_only, "--backend gpu mines on no CPU"),
+            moot("--device", self.device.is_some() && cpu_only, "--backend cpu mines on no GPU"),
+            moot("--gpu-memory-mb", self.gpu_memory_mb.is_some() && cpu_only, "--backend cpu mines on no GPU"),
+            moot("--shader", self.shader.is_some() && cpu_only, "--backend cpu mines on no GPU"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// What this configuration mines with, for `--check-config`: where,
     /// for whom, on what, and the local API. Tokens only as set or not.
     /// (Devices are what `--backend` asks for; `vision-miner devices`
@@ -134,17 +151,21 @@ impl MinerConfig {
             BackendChoice::Auto => "auto (every hardware GPU, else the CPU)",
         };
         let mut devices = format!("devices: {backend}");
-        if let Some(threads) = self.threads {
+        let (cpu, gpu) = (self.backend != BackendChoice::Gpu, self.backend != BackendChoice::Cpu);
+        if let Some(threads) = self.threads.filter(|_| cpu) {
             devices += &format!(", {threads} CPU threads");
         }
-        if let Some(device) = self.device {
+        if let Some(device) = self.device.filter(|_| gpu) {
             devices += &format!(", adapter #{device} only");
         }
-        if let Some(mb) = self.gpu_memory_mb {
+        if let Some(mb) = self.gpu_memory_mb.filter(|_| gpu) {
             devices += &format!(", GPU tables up to {mb} MiB");
         }
-        if let Some(shader) = self.shader {
+        if let Some(shader) = self.shader.filter(|_| gpu) {
             devices += &format!(", {shader} shader");
+        }
+        for ignored in self.ignored_settings() {
+            devices += &format!("; ignored: {ignored}");
         }
         let api = match &self.api {
             Some((address, token)) => {
@@ -297,13 +318,17 @@ impl MineArgs {
             (Some(_), MiningMode::Solo(_)) => return Err(MinerError::bad_input("--pool-ca is for pools, not --solo")),
             (None, _) => None,
         };
+        // (A node token in pool mode is not refused: `VISION_NODE_TOKEN` is
+        // also the coordinator's, and may be in a shared environment.)
+        let node_token = self.node_token.filter(|t| !t.is_empty());
+        let backend = self.backend.unwrap_or(BackendChoice::Auto);
         Ok(MinerConfig {
             mode,
             pool_ca,
-            node_token: self.node_token.filter(|t| !t.is_empty()),
+            node_token,
             wallet,
             worker,
-            backend: self.backend.unwrap_or(BackendChoice::Auto),
+            backend,
             threads: self.threads,
             device: self.device,
             shader,
@@ -401,6 +426,29 @@ mod tests {
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains(needle), "{err:?} should mention {needle:?}");
             assert!(!err.to_string().contains("s3cret"), "{err:?} quotes the token");
+        }
+    }
+
+    /// A setting the backend makes moot is said to be ignored, not shown
+    /// as in force.
+    #[test]
+    fn settings_the_backend_makes_moot_are_shown_as_ignored() {
+        let cpu = MineArgs { backend: Some(BackendChoice::Cpu), device: Some(1), threads: Some(2), ..args() };
+        let gpu = MineArgs { backend: Some(BackendChoice::Gpu), device: Some(1), threads: Some(2), ..args() };
+        let auto = MineArgs { device: Some(1), threads: Some(2), gpu_memory_mb: Some(64), ..args() };
+        let cases = [
+            (cpu, vec!["--device (--backend cpu mines on no GPU)"], "2 CPU threads", "adapter #1"),
+            (gpu, vec!["--threads (--backend gpu mines on no CPU)"], "adapter #1 only", "CPU threads"),
+            (auto, vec![], "2 CPU threads, adapter #1 only, GPU tables up to 64 MiB", "ignored"),
+        ];
+        for (args, ignored, shown, not_shown) in cases {
+            let config = args.resolve().unwrap();
+            assert_eq!(config.ignored_settings(), ignored);
+            let summary = config.summary();
+            let devices = summary.lines().find(|l| l.trim_start().starts_with("devices:")).unwrap();
+            assert!(devices.contains(shown), "{devices}");
+            let in_force = devices.split("; ignored").next().unwrap();
+            assert!(!in_force.contains(not_shown), "{devices}");
         }
     }
 

@@ -20,6 +20,17 @@ use super::node_client::BlockTemplate;
 use super::pool_client::JobResponse;
 use crate::backend::{BackendKind, MiningBackend};
 
+/// Why a pool's job cannot be mined.
+#[derive(Debug, thiserror::Error)]
+pub enum UnusableJob {
+    /// Its input does not decode, or is past a limit.
+    #[error(transparent)]
+    Input(#[from] visionx::Error),
+    /// Its nonce range holds no nonce.
+    #[error("its nonce range {start}..{end} is empty")]
+    EmptyNonceRange { start: u64, end: u64 },
+}
+
 /// What the devices mine: a pool job or a solo template.
 #[derive(Debug, Clone)]
 pub struct Work {
@@ -74,21 +85,38 @@ impl Work {
 
     /// The work of a pool's job: its input from the job's fields, shares at
     /// the job's difficulty, within its nonce range.
-    pub fn from_pool_job(job: &JobResponse, pool: usize) -> Result<Work, visionx::Error> {
+    pub fn from_pool_job(job: &JobResponse, pool: usize) -> Result<Work, UnusableJob> {
         let input =
             within_message_limit(PowInput::from_hex(&job.epoch_seed, job.epoch, &job.pow_message, job.params)?)?;
         let difficulties = (job.share_difficulty, job.network_difficulty);
+        // An empty range leaves every device idle: no answer to mine on
+        // (nor a primary pool back), though it looks like one.
+        if job.nonce_end <= job.nonce_start {
+            return Err(UnusableJob::EmptyNonceRange { start: job.nonce_start, end: job.nonce_end });
+        }
         let nonces = NonceRange::new(job.nonce_start, job.nonce_end);
         Ok(Self::new(job.job_id.clone(), job.height, input, difficulties, nonces, Some(pool)))
     }
 
+    /// Whether `digest` is a block: it meets the network's difficulty, where
+    /// that is known (a bridge's 0 is "unknown", not "every digest").
+    pub fn is_block(&self, digest: &visionx::Digest) -> bool {
+        self.network_difficulty != 0 && Target::from_difficulty(self.network_difficulty).is_met_by(digest)
+    }
+
     /// The work of a node's template (solo): its input from the header
-    /// fields, as the node will check it; only blocks are reported.
+    /// fields, as the node will check it; only blocks are reported. The
+    /// nonces from a random start in the lower half (2^63 and more left):
+    /// rigs of one wallet fetching a template in the same second get the
+    /// same header, and would otherwise hash the same nonces.
     pub fn from_template(template: &BlockTemplate, id: &str) -> Result<Work, visionx::Error> {
         let input = within_message_limit(template.pow_input()?)?;
         let difficulty = template.header.difficulty;
-        let everything = NonceRange::new(0, u64::MAX);
-        Ok(Self::new(id.to_string(), template.header.height, input, (difficulty, difficulty), everything, None))
+        let mut random = [0u8; 8];
+        // (Without randomness, from 0: the rig still mines.)
+        let start = getrandom::fill(&mut random).map_or(0, |()| u64::from_le_bytes(random) >> 1);
+        let nonces = NonceRange::new(start, u64::MAX);
+        Ok(Self::new(id.to_string(), template.header.height, input, (difficulty, difficulty), nonces, None))
     }
 
     /// `difficulties`: (share, network).
@@ -365,13 +393,12 @@ impl WorkDispatch {
             if self.generation() != generation {
                 control.cancel();
             }
-            let block = Target::from_difficulty(work.network_difficulty);
             let report = |f: Found| {
                 match found.try_send((work.clone(), f)) {
                     Ok(()) => {}
                     // A block waits its turn (this is the device's own
                     // thread, not the runtime); a share is dropped.
-                    Err(tokio::sync::mpsc::error::TrySendError::Full(find)) if block.is_met_by(&find.1.digest) => {
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(find)) if work.is_block(&find.1.digest) => {
                         if found.blocking_send(find).is_err() {
                             self.found_dropped.fetch_add(1, Ordering::Relaxed);
                         }
@@ -531,9 +558,9 @@ mod dispatch_tests {
         }
     }
 
-    #[test]
-    fn a_job_reports_blocks_even_above_its_share_difficulty() {
-        let job = |share_difficulty: u64| JobResponse {
+    /// A pool's job: shares at difficulty 1, blocks at 10, nonces 0..100.
+    fn pool_job() -> JobResponse {
+        JobResponse {
             job_id: "j".into(),
             chain_id: "c".into(),
             height: 1,
@@ -542,11 +569,16 @@ mod dispatch_tests {
             pow_message: "ab".into(),
             params: Params::CONSENSUS,
             network_difficulty: 10,
-            share_difficulty,
+            share_difficulty: 1,
             nonce_start: 0,
             nonce_end: 100,
             block_time_secs: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn a_job_reports_blocks_even_above_its_share_difficulty() {
+        let job = |share_difficulty: u64| JobResponse { share_difficulty, ..pool_job() };
         assert_eq!(Work::from_pool_job(&job(4), 0).unwrap().target, Target::from_difficulty(4));
         assert_eq!(Work::from_pool_job(&job(100), 0).unwrap().target, Target::from_difficulty(10), "a block's");
         let unknown = JobResponse { network_difficulty: 0, ..job(100) };
@@ -555,23 +587,33 @@ mod dispatch_tests {
 
     #[test]
     fn a_job_past_the_message_limit_is_unusable() {
-        let job = |bytes: usize| JobResponse {
-            job_id: "j".into(),
-            chain_id: "c".into(),
-            height: 1,
-            epoch: 0,
-            epoch_seed: "00".repeat(32),
-            pow_message: "ab".repeat(bytes),
-            params: Params::CONSENSUS,
-            network_difficulty: 10,
-            share_difficulty: 1,
-            nonce_start: 0,
-            nonce_end: 100,
-            block_time_secs: 0,
-        };
+        let job = |bytes: usize| JobResponse { pow_message: "ab".repeat(bytes), ..pool_job() };
         assert!(Work::from_pool_job(&job(MAX_POW_MESSAGE_BYTES), 0).is_ok());
         let err = Work::from_pool_job(&job(MAX_POW_MESSAGE_BYTES + 1), 0).unwrap_err();
-        assert!(matches!(err, visionx::Error::ParamOutOfLimit { name: "pow_message bytes", .. }), "{err}");
+        let limit =
+            matches!(err, UnusableJob::Input(visionx::Error::ParamOutOfLimit { name: "pow_message bytes", .. }));
+        assert!(limit, "{err}");
+    }
+
+    #[test]
+    fn a_job_without_a_nonce_in_its_range_is_unusable() {
+        let job = |nonce_start: u64, nonce_end: u64| JobResponse { nonce_start, nonce_end, ..pool_job() };
+        assert_eq!(Work::from_pool_job(&job(5, 6), 0).unwrap().nonces.len(), 1);
+        for (start, end) in [(5, 5), (6, 5), (u64::MAX, 0)] {
+            let err = Work::from_pool_job(&job(start, end), 0).unwrap_err();
+            assert!(matches!(err, UnusableJob::EmptyNonceRange { .. }), "{start}..{end}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_block_is_a_digest_meeting_a_known_network_difficulty() {
+        let digest = |first: u8| visionx::Digest([first; 32]);
+        let base = work("blocks");
+        let at = |network_difficulty: u64| Work { network_difficulty, ..(*base).clone() };
+        assert!(at(1).is_block(&digest(0xff)), "difficulty 1: any digest");
+        assert!(!at(1 << 20).is_block(&digest(0xff)));
+        assert!(at(1 << 20).is_block(&digest(0)));
+        assert!(!at(0).is_block(&digest(0)), "0 is unknown: no digest is known to be a block");
     }
 
     /// Work set once is mined. A smoke test of the start path: the race that

@@ -256,6 +256,9 @@ impl PoolContext {
     async fn jobs(self: &Arc<Self>) -> Result<(), SessionEnd> {
         let mut failures = Failures::default();
         let mut last_failback = Instant::now();
+        // A failover starts the wait for the next look at the primary: the
+        // pool that just failed is not asked again at once.
+        let mut mined_at = self.active.load(Ordering::Relaxed);
         let mut pace = JobPace::new(Instant::now());
         // A share answer's "vardiff moved" that brought back the job being
         // mined is not acted on again for a while: a pool whose answers
@@ -270,6 +273,10 @@ impl PoolContext {
             }
             let active = self.active.load(Ordering::Relaxed);
             let primary = self.primary.load(Ordering::Relaxed);
+            if active != mined_at {
+                mined_at = active;
+                last_failback = Instant::now();
+            }
             if active != primary && last_failback.elapsed() >= self.session.failback {
                 last_failback = Instant::now();
                 // Bounded: no long-poll is open on the pool mined at while

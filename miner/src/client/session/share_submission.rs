@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use visionx::{Found, Target};
+use visionx::Found;
 
 use super::super::pool_client::ApiFailure;
 use super::super::retry_policy::{wait_before_retry, MAX_BLOCK_SUBMIT_RETRIES};
@@ -58,7 +58,7 @@ impl PoolContext {
     /// answer lost (it timed out, or the pool failed after taking it).
     pub(super) async fn submit(&self, work: Arc<Work>, found: Found, mut maybe_credited: bool) {
         let Some(pool) = work.pool else { return };
-        let is_block = Target::from_difficulty(work.network_difficulty).is_met_by(&found.digest);
+        let is_block = work.is_block(&found.digest);
         let mut failures = 0u32;
         loop {
             let failure = match self.submit_once(pool, &work, &found, maybe_credited).await {
@@ -159,9 +159,7 @@ impl PoolContext {
         tracing::info!("resubmitting {} shares kept while the pool was unreachable", current.len());
         // A block goes on its own task: its retries must not hold the
         // shares behind it until they are stale.
-        let (blocks, shares): (Vec<_>, Vec<_>) = current
-            .into_iter()
-            .partition(|w| Target::from_difficulty(w.work.network_difficulty).is_met_by(&w.found.digest));
+        let (blocks, shares): (Vec<_>, Vec<_>) = current.into_iter().partition(|w| w.work.is_block(&w.found.digest));
         for waiting in blocks {
             let ctx = self.clone();
             tokio::spawn(async move { ctx.submit(waiting.work, waiting.found, waiting.maybe_credited).await });
