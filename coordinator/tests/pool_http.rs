@@ -206,12 +206,7 @@ async fn share_answers_name_the_difficulty_the_next_job_carries() {
     let held = pool.job(&token).await;
     let other = 3 - held.share_difficulty();
     assert_eq!(pool.post_auth("/pool/configure", "t0ken-for-the-tests", &bounds(other)).await.status(), StatusCode::OK);
-    let input = held.input();
-    use visionx::PowEngine as _;
-    let mut engine = visionx::FastEngine::new();
-    let nonce = (held.nonce_start()..held.nonce_end())
-        .find(|&n| engine.hash(&input, n).meets_difficulty(held.share_difficulty()))
-        .unwrap();
+    let nonce = held.first_share();
     let (status, answer) = pool.share(&token, &held, nonce, &held.digest(nonce)).await;
     assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
     assert_eq!(answer["share_difficulty"].as_u64(), Some(held.share_difficulty()), "{answer}");
@@ -555,12 +550,18 @@ async fn admin_routes_need_the_token_and_are_off_without_one() {
         (Some(500), Some(100))
     );
 
+    let given = pool.job(&token).await;
     assert_eq!(pool.post_auth("/pool/stop", "t0ken-for-the-tests", &json!({})).await.status(), StatusCode::OK);
     let (_, mode) = body(pool.get_auth("/pool/mode", "t0ken-for-the-tests").await).await;
     assert_eq!(mode["running"], false);
     let stopped = pool.get_auth("/pool/job", &token).await;
     assert_eq!(stopped.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(stopped.headers().contains_key("retry-after"));
+    // No new work, but a share of a job given out before the stop (a block,
+    // maybe) is still taken.
+    let nonce = given.first_share();
+    let (status, answer) = pool.share(&token, &given, nonce, &given.digest(nonce)).await;
+    assert_eq!((status, answer["accepted"].as_bool()), (StatusCode::OK, Some(true)), "{answer}");
     assert_eq!(pool.post_auth("/pool/start", "t0ken-for-the-tests", &json!({})).await.status(), StatusCode::OK);
     assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK);
     pool.stop().await;

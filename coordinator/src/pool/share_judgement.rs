@@ -86,7 +86,7 @@ impl Pool {
         request: ShareRequest,
         now: u64,
     ) -> Result<ShareResponse, PoolError> {
-        self.admit(session_id, now)?;
+        self.admit_shares(session_id, now)?;
         // Answers carry the difficulty the next job will (on the tip).
         let tip = self.jobs.current();
         // The wallet is read here, before verification: a session dropped
@@ -192,7 +192,7 @@ impl Pool {
             Verdict::BadDigest => return reject(ShareRejection::BadDigest).await,
             Verdict::LowDifficulty => return reject(ShareRejection::LowDifficulty).await,
             Verdict::Skipped => {
-                self.admit(session_id, now)?;
+                self.admit_shares(session_id, now)?;
                 return Err(PoolError::Banned { secs: 1 });
             }
         };

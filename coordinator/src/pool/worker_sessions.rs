@@ -107,10 +107,13 @@ pub(crate) struct SessionState {
 impl SessionState {
     /// Its ban lifted (run out, or by the operator): its shares are
     /// verified again, and its counts start afresh (one more invalid share
-    /// would otherwise ban it again at once).
+    /// would otherwise ban it again at once). Only the ban it was working
+    /// under: an expired record read back from the store later (it was
+    /// never in force here) leaves the counts of its work since alone.
     pub(crate) fn ban_lifted(&mut self) {
-        self.banned.store(false, Ordering::Relaxed);
-        self.ban_counts = BanCounts::default();
+        if self.banned.swap(false, Ordering::Relaxed) {
+            self.ban_counts = BanCounts::default();
+        }
     }
 }
 
@@ -464,12 +467,20 @@ impl Pool {
         before - sessions.len()
     }
 
-    /// Whether `session_id` may work now: the pool runs and the session is
-    /// not banned (expired bans are lifted).
+    /// Whether `session_id` may be given work now: the pool runs, and the
+    /// session may send shares.
     pub(crate) fn admit(&self, session_id: &str, now: u64) -> Result<(), PoolError> {
         if !self.running.load(Ordering::Relaxed) {
             return Err(PoolError::Stopped);
         }
+        self.admit_shares(session_id, now)
+    }
+
+    /// Whether `session_id` may send shares now: it is not banned (expired
+    /// bans are lifted). A stopped pool still takes them: they are of jobs
+    /// given out before the stop (none are after), so a block found as the
+    /// operator stops is not lost; they go stale with the next block.
+    pub(crate) fn admit_shares(&self, session_id: &str, now: u64) -> Result<(), PoolError> {
         // Read apart from the match: a guard in its scrutinee would live
         // through the arms, and the expired arm locks the same mutex.
         let recorded = self.bans.read().get(session_id).map(|b| b.until_ms);

@@ -257,4 +257,12 @@ impl Job {
     pub fn digest(&self, nonce: u64) -> String {
         FastEngine::new().hash(&self.input(), nonce).to_hex()
     }
+
+    /// The first nonce of its range that is a share at its difficulty.
+    pub fn first_share(&self) -> u64 {
+        let (input, mut engine) = (self.input(), FastEngine::new());
+        (self.nonce_start()..self.nonce_end())
+            .find(|&n| engine.hash(&input, n).meets_difficulty(self.share_difficulty()))
+            .expect("a share in the job's range")
+    }
 }
