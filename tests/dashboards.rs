@@ -347,13 +347,20 @@ async fn dashboards_in_a_real_browser() {
     // their source text); other integers stay Numbers.
     let exact = js(
         &browser,
-        r#"const b = Vision.parseJson('{"amount": 123456789012345678, "height": 123456789012345678, "rate": 1.5}');
-           return [Vision.coins(b.amount), String(b.amount), Vision.count(b.amount), typeof b.height, typeof b.rate]"#,
+        r#"const b = Vision.parseJson('{"amount": 123456789012345678, "height": 123456789012345678, "rate": 1.5, "difficulty_sum": 340282366920938463463374607431768211455}');
+           return [Vision.coins(b.amount), String(b.amount), Vision.count(b.amount), typeof b.height, typeof b.rate, String(b.difficulty_sum)]"#,
     )
     .await;
     assert_eq!(
         exact,
-        json!(["1,234,567,890.12345678 LAND", "123456789012345678", "123,456,789,012,345,678", "number", "number"]),
+        json!([
+            "1,234,567,890.12345678 LAND",
+            "123456789012345678",
+            "123,456,789,012,345,678",
+            "number",
+            "number",
+            "340282366920938463463374607431768211455"
+        ]),
         "this browser lacks JSON.parse source access, or the reviver broke"
     );
     for chart in ["#chart-hashrate", "#chart-shares", "#chart-blocks"] {
@@ -409,6 +416,16 @@ async fn dashboards_in_a_real_browser() {
         assert_eq!(field(&browser, &format!("balance.{key}")).await, balance[key].to_string(), "wallet {key}");
     }
     assert!(balance["paid"].as_u64() > Some(0), "the miner was paid: {balance}");
+    // Each batch shows this wallet's part of it, not only the batch's total.
+    let paid = get_json(&http, &format!("{pool}/pool/payouts?wallet=land1browser&limit=100"), None).await;
+    // (The oldest: on the page whatever was paid since it was read.)
+    let batch = paid.as_array().unwrap().last().expect("a payout to this wallet");
+    let outputs = batch["outputs"].as_array().unwrap();
+    let part: u64 =
+        outputs.iter().filter(|o| o["address"] == "land1browser").map(|o| o["amount"].as_u64().unwrap()).sum();
+    assert!(part > 0, "{batch}");
+    let shown = text(&browser, &format!("[data-payout-part=\"{}\"]", batch["id"])).await;
+    assert_eq!(json!(shown), js(&browser, &format!("return Vision.coins({part}n)")).await, "{batch}");
     screenshot(&browser, &shots, "wallet").await;
 
     // ---- a worker's page ----

@@ -31,16 +31,18 @@
     return n == null ? "-" : (typeof n === "bigint" ? n : Number(n)).toLocaleString("en-US");
   }
 
-  // The API's amounts (base units, u64) that reach past 2^53, where a JSON
-  // number loses digits in a browser: read from their source text as BigInt
-  // (JSON.parse source access, Chromium 114+, Firefox 135+), and only
-  // those, so every figure the pages add up or chart stays a Number.
-  const AMOUNT_KEYS = new Set(["amount", "total", "reward", "immature", "confirmed", "paid", "sending", "set_aside",
-    "threshold", "payout_threshold", "estimated_payout", "foundation_fee", "pool_fee", "dust", "spendable"]);
+  // The API's amounts (base units, u64) and the difficulties the pages
+  // show (u64 and u128) that reach past 2^53, where a JSON number loses
+  // digits in a browser: read from their source text as BigInt (JSON.parse
+  // source access, Chromium 114+, Firefox 135+), and only those, so every
+  // figure the pages chart or send back stays a Number.
+  const EXACT_KEYS = new Set(["amount", "total", "reward", "immature", "confirmed", "paid", "sending", "set_aside",
+    "threshold", "payout_threshold", "estimated_payout", "foundation_fee", "pool_fee", "dust", "spendable",
+    "network_difficulty", "share_difficulty", "difficulty", "difficulty_sum", "target"]);
 
   function parseJson(text) {
     return JSON.parse(text, (key, value, context) =>
-      typeof value === "number" && !Number.isSafeInteger(value) && AMOUNT_KEYS.has(key) &&
+      typeof value === "number" && !Number.isSafeInteger(value) && EXACT_KEYS.has(key) &&
         /^[0-9]+$/.test(context?.source ?? "") ? BigInt(context.source) : value);
   }
 

@@ -20,6 +20,8 @@
     // No requests before this (a 429 or 503 busy asked the page to wait),
     // but for one the user asked for (`asked`); `quietTimer` ends the wait.
     quietUntil: 0, asked: false, quietTimer: null,
+    // The wallet whose part of each payout batch the wallet or worker page shows.
+    payoutsWallet: null,
   };
 
   // ---- figures ---------------------------------------------------------
@@ -114,12 +116,12 @@
       { key: "status", label: "Status", cell: (b) => status(b) + (b.reason ? ` <span class="muted">${V.esc(b.reason)}</span>` : "") },
       { key: "confirmations", label: "Confirmations", num: true, cell: (b) => V.count(b.confirmations) },
       { key: "reward", label: "Reward", num: true, cell: (b) => (b.reward ? V.coins(b.reward) : "-") },
-      { key: "finder", label: "Finder", cell: (b) => V.esc(rigName(b.finder, b.finder_wallet)) },
+      { key: "finder", label: "Finder", cell: (b) => `${V.esc(rigName(b.finder, b.finder_wallet))} <span class="muted mono">${V.esc(b.finder_wallet)}</span>` },
       { key: "time_ms", label: "Found", cell: (b) => V.ago(b.time_ms) },
     ], "height"),
     payouts: new V.Table($("payouts-table"), payoutColumns(), "time_ms"),
-    workerPayouts: new V.Table($("worker-payouts"), payoutColumns(), "time_ms"),
-    walletPayouts: new V.Table($("wallet-payouts"), payoutColumns(), "time_ms"),
+    workerPayouts: new V.Table($("worker-payouts"), payoutColumns(() => state.payoutsWallet), "time_ms"),
+    walletPayouts: new V.Table($("wallet-payouts"), payoutColumns(() => state.payoutsWallet), "time_ms"),
     split: new V.Table($("block-split"), [
       { key: "recipient", label: "Recipient", cell: (r) => `<span class="mono">${V.esc(r.recipient)}</span>` },
       { key: "kind", label: "Kind", cell: (r) => V.esc(r.kind.replace("_", " ")) },
@@ -146,14 +148,20 @@
     ], "worker_id", false),
   };
 
-  function payoutColumns() {
+  // A payout batch pays many wallets: on a wallet's (or worker's) page,
+  // `wallet()` names the wallet whose part is shown beside the batch's total.
+  function payoutColumns(wallet) {
+    const part = (p) => p.outputs.filter((o) => o.address === wallet()).reduce((sum, o) => sum + BigInt(o.amount), 0n);
     return [
       { key: "id", label: "Id", num: true, cell: (p) => V.esc(p.id) },
       { key: "status", label: "Status", cell: (p) => `<span class="${p.status === "paid" ? "ok" : p.status === "set_aside" ? "bad" : "warn"}">${V.esc(p.status.replace("_", " "))}</span>` + (p.reason ? ` <span class="muted">${V.esc(p.reason)}</span>` : "") },
+    ].concat(wallet ? [
+      { key: "part", label: "To this wallet", num: true, value: part, cell: (p) => `<span data-payout-part="${V.esc(p.id)}">${V.coins(part(p))}</span>` },
+    ] : []).concat([
       { key: "outputs", label: "Outputs", num: true, value: (p) => p.outputs.length, cell: (p) => V.count(p.outputs.length) },
-      { key: "total", label: "Total", num: true, cell: (p) => V.coins(p.total) },
+      { key: "total", label: wallet ? "Batch total" : "Total", num: true, cell: (p) => V.coins(p.total) },
       { key: "time_ms", label: "Made", cell: (p) => V.ago(p.time_ms) },
-    ];
+    ]);
   }
 
   // ---- charts ------------------------------------------------------------
@@ -251,7 +259,9 @@
       if (e.status !== 404) throw e;
     }
     const payouts = await V.api(`/pool/payouts?wallet=${encodeURIComponent(w.wallet_address)}&limit=100`);
-    if (!stale()) tables.workerPayouts.set(payouts);
+    if (stale()) return;
+    state.payoutsWallet = w.wallet_address;
+    tables.workerPayouts.set(payouts);
   }
 
   // A view whose link carries no valid argument: says so, echoing nothing.
@@ -278,11 +288,13 @@
       return;
     }
     $("block-missing").classList.add("hidden");
+    // Orphaned or rejected without a credit: it never will be.
+    const never = !b.scheme && (b.status === "rejected" || b.status === "orphaned");
     $("block-figures").innerHTML = [
       figure("Status", status(b) + (b.reason ? ` <span class="muted">${V.esc(b.reason)}</span>` : "")),
       figure("Confirmations", V.count(b.confirmations)),
       figure("Reward", b.reward ? V.coins(b.reward) : "-"),
-      figure("Scheme", V.esc((b.scheme || "not credited yet").toUpperCase())),
+      figure("Scheme", V.esc((b.scheme || (never ? "never credited" : "not credited yet")).toUpperCase())),
       figure("Foundation fee", b.scheme ? V.coins(b.foundation_fee) : "-"),
       figure("Pool fee", b.scheme ? V.coins(b.pool_fee) : "-"),
       figure("Dust (to the foundation)", b.scheme ? V.coins(b.dust) : "-"),
@@ -298,8 +310,10 @@
       ? ` It also pays the PROP rounds of orphaned blocks ${w.carried_rounds.map((h) => V.count(h)).join(", ")}.`
       : "";
     $("block-window").textContent = w
-      ? `Window: ledger positions ${w.first}-${w.last}, ${w.shares} shares, ${w.difficulty_sum} units of difficulty against N = ${w.target} (coverage ${(100 * w.coverage).toFixed(1)}%).${carried}`
-      : "Not credited yet: the split appears once the chain has accepted the block and a reward round has run.";
+      ? `Window: ledger positions ${w.first ?? "-"}-${w.last ?? "-"}, ${w.shares} shares, ${w.difficulty_sum} units of difficulty against N = ${w.target} (coverage ${(100 * w.coverage).toFixed(1)}%).${carried}`
+      : never
+        ? `Never credited: the block was ${b.status} before a reward round credited it.`
+        : "Not credited yet: the split appears once the chain has accepted the block and a reward round has run.";
     tables.split.set(b.split || []);
     tables.wallets.set(b.wallets || []);
     tables.history.set(b.history || []);
@@ -342,7 +356,9 @@
       document.querySelector(`[data-field="balance.${key}"]`).dataset.value = String(b[key]);
     }
     const payouts = await V.api(`/pool/payouts?wallet=${encodeURIComponent(address)}&limit=100`);
-    if (!stale()) tables.walletPayouts.set(payouts);
+    if (stale()) return;
+    state.payoutsWallet = address;
+    tables.walletPayouts.set(payouts);
   }
 
   // ---- admin -------------------------------------------------------------
