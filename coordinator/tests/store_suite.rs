@@ -14,10 +14,10 @@ use std::time::Duration;
 use support::throwaway_postgres::ThrowawayPostgres;
 use vision_coordinator::chain::BlockSubmission;
 use vision_coordinator::storage::{
-    AppendOutcome, BalanceBucket, BalanceDelta, BanRecord, BlockRewardRecord, BlockStatus, ClientCertificate, Credit,
-    DatabaseTls, Expectation, FoundBlockRecord, JobRecord, PayoutOutput, PayoutRecord, PayoutStatus, PgStore,
-    PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareRecord, SledStore, StoreError, StoredTemplate,
-    TemplateRecord, WorkerRecord,
+    AppendOutcome, BalanceBucket, BalanceDelta, BalanceRecord, BanRecord, BlockRewardRecord, BlockStatus,
+    ClientCertificate, Credit, DatabaseTls, Expectation, FoundBlockRecord, JobRecord, PayoutOutput, PayoutRecord,
+    PayoutStatus, PgStore, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareRecord, SledStore, StoreError,
+    StoredTemplate, TemplateRecord, WorkerRecord,
 };
 use vision_protocol::HeaderFields;
 
@@ -194,6 +194,18 @@ async fn postgres_stores_on_one_database_act_as_one() {
     assert!(claim(0, "a", 0).await.is_some(), "a's lease ends now");
     assert!(claim(1, "b", 60_000).await.is_some(), "a's lease ran out: b takes it");
     assert_eq!(claim(2, "c", 60_000).await, None);
+    // What a decided while it held the batch no longer applies: it must not
+    // split or settle a batch b is sending.
+    let decided_by = |holder: &str| RewardUpdate {
+        expects: vec![Expectation::payout(&batch), Expectation::Lease { id: 77, holder: holder.into() }],
+        payouts: vec![PayoutRecord { reason: Some(format!("decided by {holder}")), ..batch.clone() }],
+        ..RewardUpdate::default()
+    };
+    let refused = stores[0].apply_reward_update(&decided_by("a")).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    stores[1].apply_reward_update(&decided_by("b")).await.expect("the holder's own step");
+    assert!(claim(1, "b", 60_000).await.is_some(), "a write keeps the lease");
+    assert_eq!(claim(2, "c", 60_000).await, None);
     let paid = RewardUpdate { payouts: vec![payout(77, &["land1new"])], ..RewardUpdate::default() };
     stores[1].apply_reward_update(&paid).await.unwrap();
     assert_eq!(claim(1, "b", 60_000).await, None, "a paid batch is not sent again");
@@ -265,6 +277,20 @@ async fn postgres_without_durable_commits_is_refused() {
     PgStore::connect(&on, 2, &plain).await.expect("durable commits asked for in the URL");
     let local = format!("{url}&options=-c%20synchronous_commit%3Dlocal");
     PgStore::connect(&local, 2, &plain).await.expect("local commits are on disk");
+}
+
+/// A database whose transactions default to a stricter isolation than READ
+/// COMMITTED is refused at start, with what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_with_a_stricter_isolation_is_refused() {
+    let server = ThrowawayPostgres::start();
+    let url = server.database("isolation");
+    let plain = DatabaseTls::default();
+    server.query("isolation", "ALTER DATABASE isolation SET default_transaction_isolation = 'serializable'");
+    let err = PgStore::connect(&url, 2, &plain).await.unwrap_err().to_string();
+    assert!(err.contains("default to serializable") && err.contains("read committed"), "{err}");
+    server.query("isolation", "ALTER DATABASE isolation RESET default_transaction_isolation");
+    PgStore::connect(&url, 2, &plain).await.expect("read committed, the server's default");
 }
 
 /// Coordinators on one database tell each other their reward rules: each
@@ -1011,6 +1037,30 @@ async fn an_update_decided_on_changed_state_applies_nothing(backend: Backend) {
     store.apply_reward_update(&settle).await.unwrap();
     assert!(matches!(store.apply_reward_update(&settle).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.balance("a").await.unwrap().map(|b| b.paid), Some(5), "paid once");
+
+    // A take-back decided on a wallet's confirmed balance as read conflicts
+    // once it changed (a block of the wallet's confirmed meanwhile); a
+    // wallet without a balance is read as zero.
+    let confirm = |amount: i128| RewardUpdate {
+        balances: vec![BalanceDelta::new("b", BalanceBucket::Confirmed, amount)],
+        ..RewardUpdate::default()
+    };
+    let take_back = |read: Option<&BalanceRecord>| RewardUpdate {
+        expects: vec![Expectation::balance("b", read)],
+        balances: vec![BalanceDelta::new("b", BalanceBucket::Confirmed, -3)],
+        ..RewardUpdate::default()
+    };
+    let none = RewardUpdate { expects: vec![Expectation::balance("b", None)], ..RewardUpdate::default() };
+    store.apply_reward_update(&none).await.expect("no balance: zero, as read");
+    store.apply_reward_update(&confirm(10)).await.unwrap();
+    let read = store.balance("b").await.unwrap();
+    store.apply_reward_update(&confirm(5)).await.unwrap();
+    let stale = store.apply_reward_update(&take_back(read.as_ref())).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    assert_eq!(store.balance("b").await.unwrap().map(|b| b.confirmed), Some(15), "nothing taken");
+    let fresh = store.balance("b").await.unwrap();
+    store.apply_reward_update(&take_back(fresh.as_ref())).await.expect("decided on the balance as it is");
+    assert_eq!(store.balance("b").await.unwrap().map(|b| b.confirmed), Some(12));
 }
 
 async fn found_blocks_and_reward_records_are_read_by_height(backend: Backend) {

@@ -38,7 +38,12 @@ impl Rewards {
         let mut unrecovered = BTreeMap::new();
         for (recipient, amount) in owed {
             if credit.confirmed {
-                let balance = self.store.balance(recipient).await?.unwrap_or_default();
+                let read = self.store.balance(recipient).await?;
+                // What is taken back, and flagged as paid out, holds only
+                // while the balance is as read (another coordinator may be
+                // confirming a block of this wallet's meanwhile).
+                update.expects.push(Expectation::balance(recipient, read.as_ref()));
+                let balance = read.unwrap_or_default();
                 let taken = amount.min(balance.confirmed);
                 if taken > 0 {
                     update.balances.push(BalanceDelta::new(recipient, BalanceBucket::Confirmed, -i128::from(taken)));

@@ -164,6 +164,15 @@ impl Rewards {
         Ok(RetryOutcome::Retrying)
     }
 
+    /// What a step on a batch this coordinator claimed was decided on: the
+    /// batch as read, still leased here. Once another coordinator has taken
+    /// it over (this one stalled past its lease), nothing this one decided
+    /// applies: it must not split under new keys, or settle, a batch the
+    /// other may be sending under its key.
+    fn held(&self, batch: &PayoutRecord) -> Vec<Expectation> {
+        vec![Expectation::payout(batch), Expectation::Lease { id: batch.id, holder: self.instance.clone() }]
+    }
+
     /// The once-only key of batch `id`: this pool's tag, the id, and a random
     /// part (so nobody can foresee, and take, the next key).
     pub(super) fn payout_key(&self, id: u64) -> Result<String, RewardError> {
@@ -207,7 +216,7 @@ impl Rewards {
                 tracing::warn!(payout = batch.id, "payout not sent yet (will retry): {err}");
                 batch.reason = Some(err.public_reason());
                 batch.updated_ms = now_ms;
-                let expects = vec![Expectation::payout(&batch)];
+                let expects = self.held(&batch);
                 self.store
                     .apply_reward_update(&RewardUpdate { expects, payouts: vec![batch], ..Default::default() })
                     .await?;
@@ -222,7 +231,7 @@ impl Rewards {
         receipt: &TransferReceipt,
         now_ms: u64,
     ) -> Result<(), RewardError> {
-        let mut update = RewardUpdate { expects: vec![Expectation::payout(&batch)], ..RewardUpdate::default() };
+        let mut update = RewardUpdate { expects: self.held(&batch), ..RewardUpdate::default() };
         move_outputs(&mut update, &batch.outputs, BalanceBucket::Sending, BalanceBucket::Paid);
         batch.status = PayoutStatus::Paid;
         batch.reason = None;
@@ -283,7 +292,7 @@ impl Rewards {
             });
         }
         let update = RewardUpdate {
-            expects: vec![Expectation::payout(&batch)],
+            expects: self.held(&batch),
             payouts_removed: vec![batch.id],
             payouts: next.clone(),
             ..RewardUpdate::default()
@@ -301,7 +310,7 @@ impl Rewards {
         message: &str,
         now_ms: u64,
     ) -> Result<(), RewardError> {
-        let mut update = RewardUpdate { expects: vec![Expectation::payout(&batch)], ..RewardUpdate::default() };
+        let mut update = RewardUpdate { expects: self.held(&batch), ..RewardUpdate::default() };
         move_outputs(&mut update, &batch.outputs, BalanceBucket::Sending, BalanceBucket::SetAside);
         tracing::warn!(payout = batch.id, "payout set aside ({reason}: {message})");
         batch.status = PayoutStatus::SetAside;

@@ -131,6 +131,7 @@ impl PgStore {
         let mut client =
             pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {}", super::with_causes(&e))))?;
         check_durable_commits(&client).await?;
+        check_read_committed(&client).await?;
         migrate(&mut client).await?;
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).map_err(|e| StoreError::Backend(format!("no OS randomness: {e}")))?;
@@ -307,6 +308,24 @@ async fn check_durable_commits(client: &Object) -> Result<(), StoreError> {
              to the database URL"
                 .into(),
         ));
+    }
+    Ok(())
+}
+
+/// Refuses a database whose transactions default to a stricter isolation
+/// than READ COMMITTED: the reward updates lock the rows they check and
+/// read them locked, which is what READ COMMITTED gives; under REPEATABLE
+/// READ or SERIALIZABLE two coordinators' updates touching one wallet (the
+/// fee addresses are in every split) fail each other with serialization
+/// errors, round after round.
+async fn check_read_committed(client: &Object) -> Result<(), StoreError> {
+    let row = client.query_one("SHOW default_transaction_isolation", &[]).await.map_err(pg_error)?;
+    let level: String = row.get(0);
+    if level != "read committed" {
+        return Err(StoreError::Backend(format!(
+            "the database's transactions default to {level}; the coordinator needs read committed (the \
+             server's default): ALTER ROLE ... SET default_transaction_isolation = 'read committed'"
+        )));
     }
     Ok(())
 }
@@ -627,6 +646,12 @@ impl PoolStore for PgStore {
         for delta in &update.balances {
             deltas.entry(delta.wallet.as_str()).or_default().push((delta.bucket, delta.amount));
         }
+        // Wallets whose balance is expected are locked with the others.
+        for expectation in &update.expects {
+            if let Expectation::Balance { wallet, .. } = expectation {
+                deltas.entry(wallet.as_str()).or_default();
+            }
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         check_expectations(&tx, update).await?;
@@ -655,6 +680,13 @@ impl PoolStore for PgStore {
         let mut balances: BTreeMap<String, BalanceRecord> = BTreeMap::new();
         for row in &rows {
             balances.insert(row.get(0), decode("pool_balances", row, 1)?);
+        }
+        for expectation in &update.expects {
+            if let Expectation::Balance { wallet, .. } = expectation {
+                if !expectation.holds_for_balance(balances.get(wallet)) {
+                    return Err(StoreError::Conflict(format!("{expectation:?}")));
+                }
+            }
         }
         for (wallet, moves) in &deltas {
             let record = balances
@@ -1113,7 +1145,8 @@ async fn check_expectations(tx: &deadpool_postgres::Transaction<'_>, update: &Re
     let mut expects: Vec<&Expectation> = update.expects.iter().collect();
     expects.sort_by_key(|e| match e {
         Expectation::Block { height, hash, .. } => (0, *height, hash.clone()),
-        Expectation::Payout { id, .. } => (1, *id, String::new()),
+        Expectation::Payout { id, .. } | Expectation::Lease { id, .. } => (1, *id, String::new()),
+        Expectation::Balance { wallet, .. } => (2, 0, wallet.clone()),
     });
     for expectation in expects {
         let holds = match expectation {
@@ -1160,6 +1193,16 @@ async fn check_expectations(tx: &deadpool_postgres::Transaction<'_>, update: &Re
                 let stored: Option<PayoutRecord> = row.map(|row| decode("pool_payouts", &row, 0)).transpose()?;
                 expectation.holds_for_payout(stored.as_ref())
             }
+            Expectation::Lease { id, holder } => tx
+                .query_opt(
+                    "SELECT 1 FROM pool_payouts WHERE id = $1 AND lease_holder = $2 FOR UPDATE",
+                    &[&big(*id), holder],
+                )
+                .await
+                .map_err(pg_error)?
+                .is_some(),
+            // Checked with the balances, locked in wallet order with them.
+            Expectation::Balance { .. } => true,
         };
         if !holds {
             return Err(StoreError::Conflict(format!("{expectation:?}")));

@@ -283,6 +283,16 @@ pub enum Expectation {
     Block { height: u64, hash: String, record: Option<Box<BlockRewardRecord>> },
     /// The batch is in this status under this key (`None`: there is no such batch).
     Payout { id: u64, state: Option<(PayoutStatus, String)> },
+    /// The batch is still leased by `holder` ([`super::PoolStore::claim_payout`]):
+    /// what a sender decided is not applied once another coordinator has
+    /// taken the batch over (a stalled sender must not split or settle a
+    /// batch the other is sending). A store without leases (one
+    /// coordinator's own) always meets it.
+    Lease { id: u64, holder: String },
+    /// The wallet's confirmed and set-aside amounts are as read (a wallet
+    /// without a balance has zero): what an orphan's reversal took back,
+    /// and flagged as paid out, was decided on them.
+    Balance { wallet: String, confirmed: u64, set_aside: u64 },
 }
 
 impl Expectation {
@@ -300,7 +310,7 @@ impl Expectation {
     pub fn holds_for_block(&self, stored: Option<&BlockRewardRecord>) -> bool {
         match self {
             Expectation::Block { record, .. } => record.as_deref() == stored,
-            Expectation::Payout { .. } => false,
+            _ => false,
         }
     }
 
@@ -310,8 +320,24 @@ impl Expectation {
             Expectation::Payout { state, .. } => {
                 state.as_ref().map(|(s, k)| (*s, k.as_str())) == stored.map(|p| (p.status, p.idempotency_key.as_str()))
             }
-            Expectation::Block { .. } => false,
+            _ => false,
         }
+    }
+
+    /// Whether a wallet's stored balance meets it (for expectations of balances).
+    pub fn holds_for_balance(&self, stored: Option<&BalanceRecord>) -> bool {
+        match self {
+            Expectation::Balance { confirmed, set_aside, .. } => {
+                stored.map_or((0, 0), |b| (b.confirmed, b.set_aside)) == (*confirmed, *set_aside)
+            }
+            _ => false,
+        }
+    }
+
+    /// The expectation that `wallet`'s balance is still `read`.
+    pub fn balance(wallet: &str, read: Option<&BalanceRecord>) -> Self {
+        let (confirmed, set_aside) = read.map_or((0, 0), |b| (b.confirmed, b.set_aside));
+        Expectation::Balance { wallet: wallet.to_string(), confirmed, set_aside }
     }
 }
 
