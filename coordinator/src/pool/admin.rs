@@ -94,7 +94,10 @@ impl Pool {
     fn take_on_settings(&self, settings: PoolSettings) {
         let running = settings.running;
         *self.settings.write().expect("settings lock") = settings;
-        self.running.store(running, Ordering::Relaxed);
+        let was_running = self.running.swap(running, Ordering::Relaxed);
+        if was_running && !running {
+            self.stopped_at_ms.store(super::now_ms(), Ordering::Relaxed);
+        }
         // (What the pool's figures show changed.)
         self.state_changes.fetch_add(1, Ordering::Release);
         let vardiff_config = self.vardiff_config();
@@ -212,9 +215,10 @@ impl Pool {
                 }
                 None => (changes.bans, changes.lifted.into_iter().filter(|id| bans.contains_key(id)).collect()),
             };
+            // (A ban replaced by another, put again elsewhere, counts as new.)
             let banned = put
                 .iter()
-                .filter(|b| !bans.contains_key(&b.session_id))
+                .filter(|b| bans.get(&b.session_id).map(|old| old.until_ms) != Some(b.until_ms))
                 .map(|b| (b.session_id.clone(), b.until_ms > now))
                 .collect();
             for id in &lifted {

@@ -86,6 +86,12 @@ pub(crate) const JOB_ID_HEX: usize = 24;
 /// Largest pool fee an operator may set (10%).
 pub const MAX_POOL_FEE_BPS: u32 = 1000;
 
+/// How long after a stop the pool still takes shares (of jobs given out
+/// before it): those a miner had in flight, a block among them. Not for
+/// good: on a chain whose tip stalls, jobs from before the stop would stay
+/// current.
+pub const STOPPED_SHARE_GRACE_MS: u64 = 60_000;
+
 /// Milliseconds since the Unix epoch: the `now_ms` the pool's rules take.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -170,6 +176,9 @@ pub struct Pool {
     config: PoolConfig,
     settings: RwLock<PoolSettings>,
     running: AtomicBool,
+    /// When this coordinator saw the pool stopped (ms; 0: it started
+    /// stopped, or runs): shares are taken for [`STOPPED_SHARE_GRACE_MS`] after.
+    stopped_at_ms: AtomicU64,
     store: Arc<dyn PoolStore>,
     secret: [u8; 32],
     chain: Chain,
@@ -274,6 +283,7 @@ impl Pool {
             public_reads: PublicReads::new(config.public_reads),
             block_retries: Mutex::default(),
             running: AtomicBool::new(settings.running),
+            stopped_at_ms: AtomicU64::new(0),
             settings: RwLock::new(settings),
             config,
             store,

@@ -117,6 +117,12 @@ impl SessionState {
     }
 }
 
+/// Whether a pool stopped at `stopped_at_ms` (0: before this coordinator
+/// started) still takes shares at `now`.
+fn in_stop_grace(stopped_at_ms: u64, now: u64) -> bool {
+    stopped_at_ms > 0 && now.saturating_sub(stopped_at_ms) <= super::STOPPED_SHARE_GRACE_MS
+}
+
 /// A session's shares verified at once: twice what an honest miner keeps
 /// in flight (vision-miner sends 8, and resends queued ones beside them),
 /// so one session, however fast it sends, holds a bounded share of the
@@ -477,10 +483,14 @@ impl Pool {
     }
 
     /// Whether `session_id` may send shares now: it is not banned (expired
-    /// bans are lifted). A stopped pool still takes them: they are of jobs
-    /// given out before the stop (none are after), so a block found as the
-    /// operator stops is not lost; they go stale with the next block.
+    /// bans are lifted). A pool stopped here less than
+    /// [`super::STOPPED_SHARE_GRACE_MS`] ago still takes them: they are of
+    /// jobs given out before the stop (none are after), so a block found as
+    /// the operator stops is not lost.
     pub(crate) fn admit_shares(&self, session_id: &str, now: u64) -> Result<(), PoolError> {
+        if !self.running.load(Ordering::Relaxed) && !in_stop_grace(self.stopped_at_ms.load(Ordering::Relaxed), now) {
+            return Err(PoolError::Stopped);
+        }
         // Read apart from the match: a guard in its scrutinee would live
         // through the arms, and the expired arm locks the same mutex.
         let recorded = self.bans.read().get(session_id).map(|b| b.until_ms);
@@ -613,6 +623,21 @@ mod tests {
         ];
         for (counts, proven, due) in table {
             assert_eq!(policy.is_due(counts, proven), due, "{counts:?} proven={proven}");
+        }
+    }
+
+    #[test]
+    fn a_stopped_pool_takes_shares_for_a_minute_after_its_stop() {
+        let grace = super::super::STOPPED_SHARE_GRACE_MS;
+        let table = [
+            (0, 1_000, false, "stopped before this coordinator started"),
+            (1_000, 1_000, true, "at the stop"),
+            (1_000, 1_000 + grace, true, "the last moment"),
+            (1_000, 1_001 + grace, false, "past the minute"),
+            (5_000, 1_000, true, "a clock stepped back"),
+        ];
+        for (stopped_at, now, takes, what) in table {
+            assert_eq!(in_stop_grace(stopped_at, now), takes, "{what}");
         }
     }
 

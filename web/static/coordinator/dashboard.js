@@ -20,8 +20,8 @@
     // No requests before this (a 429 or 503 busy asked the page to wait),
     // but for one the user asked for (`asked`); `quietTimer` ends the wait.
     quietUntil: 0, asked: false, quietTimer: null,
-    // The wallet whose part of each payout batch the wallet or worker page shows.
-    payoutsWallet: null,
+    // The wallets whose part of each payout batch the worker and wallet pages show.
+    workerPayoutsOf: null, walletPayoutsOf: null,
   };
 
   // ---- figures ---------------------------------------------------------
@@ -120,8 +120,8 @@
       { key: "time_ms", label: "Found", cell: (b) => V.ago(b.time_ms) },
     ], "height"),
     payouts: new V.Table($("payouts-table"), payoutColumns(), "time_ms"),
-    workerPayouts: new V.Table($("worker-payouts"), payoutColumns(() => state.payoutsWallet), "time_ms"),
-    walletPayouts: new V.Table($("wallet-payouts"), payoutColumns(() => state.payoutsWallet), "time_ms"),
+    workerPayouts: new V.Table($("worker-payouts"), payoutColumns(() => state.workerPayoutsOf), "time_ms"),
+    walletPayouts: new V.Table($("wallet-payouts"), payoutColumns(() => state.walletPayoutsOf), "time_ms"),
     split: new V.Table($("block-split"), [
       { key: "recipient", label: "Recipient", cell: (r) => `<span class="mono">${V.esc(r.recipient)}</span>` },
       { key: "kind", label: "Kind", cell: (r) => V.esc(r.kind.replace("_", " ")) },
@@ -260,7 +260,7 @@
     }
     const payouts = await V.api(`/pool/payouts?wallet=${encodeURIComponent(w.wallet_address)}&limit=100`);
     if (stale()) return;
-    state.payoutsWallet = w.wallet_address;
+    state.workerPayoutsOf = w.wallet_address;
     tables.workerPayouts.set(payouts);
   }
 
@@ -288,13 +288,14 @@
       return;
     }
     $("block-missing").classList.add("hidden");
-    // Orphaned or rejected without a credit: it never will be.
+    // Rejected: never credited. Orphaned before its credit: not, unless
+    // it comes back on the chain.
     const never = !b.scheme && (b.status === "rejected" || b.status === "orphaned");
     $("block-figures").innerHTML = [
       figure("Status", status(b) + (b.reason ? ` <span class="muted">${V.esc(b.reason)}</span>` : "")),
       figure("Confirmations", V.count(b.confirmations)),
       figure("Reward", b.reward ? V.coins(b.reward) : "-"),
-      figure("Scheme", V.esc((b.scheme || (never ? "never credited" : "not credited yet")).toUpperCase())),
+      figure("Scheme", V.esc((b.scheme || (never ? "not credited" : "not credited yet")).toUpperCase())),
       figure("Foundation fee", b.scheme ? V.coins(b.foundation_fee) : "-"),
       figure("Pool fee", b.scheme ? V.coins(b.pool_fee) : "-"),
       figure("Dust (to the foundation)", b.scheme ? V.coins(b.dust) : "-"),
@@ -312,7 +313,9 @@
     $("block-window").textContent = w
       ? `Window: ledger positions ${w.first ?? "-"}-${w.last ?? "-"}, ${w.shares} shares, ${w.difficulty_sum} units of difficulty against N = ${w.target} (coverage ${(100 * w.coverage).toFixed(1)}%).${carried}`
       : never
-        ? `Never credited: the block was ${b.status} before a reward round credited it.`
+        ? (b.status === "rejected"
+          ? "Never credited: the chain rejected the block."
+          : "Not credited: the block left the chain before a reward round credited it (it is, should it come back).")
         : "Not credited yet: the split appears once the chain has accepted the block and a reward round has run.";
     tables.split.set(b.split || []);
     tables.wallets.set(b.wallets || []);
@@ -357,7 +360,7 @@
     }
     const payouts = await V.api(`/pool/payouts?wallet=${encodeURIComponent(address)}&limit=100`);
     if (stale()) return;
-    state.payoutsWallet = address;
+    state.walletPayoutsOf = address;
     tables.walletPayouts.set(payouts);
   }
 
