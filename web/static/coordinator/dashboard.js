@@ -22,6 +22,8 @@
     quietUntil: 0, asked: false, quietTimer: null,
     // The wallets whose part of each payout batch the worker and wallet pages show.
     workerPayoutsOf: null, walletPayoutsOf: null,
+    // The detail page, height and blocks found when its slow reads were last made.
+    detailKey: null, detailAt: 0,
   };
 
   // ---- figures ---------------------------------------------------------
@@ -211,6 +213,20 @@
     return `<div class="figure"><div class="label">${V.esc(label)}</div><div class="value"${field ? ` data-field="${field}"` : ""}>${value}</div></div>`;
   }
 
+  // A detail page's slow reads (a block, a balance, payouts) again only
+  // once the chain moved, a block was found, or a while has passed, as the
+  // overview's blocks and payouts; a page newly opened reads at once.
+  // Returns the key to note with `detailRead` once read, or null.
+  function detailDue(page) {
+    const key = `${page}/${state.stats?.height}/${state.stats?.blocks_found}`;
+    return key === state.detailKey && Date.now() - state.detailAt < SLOW_POLL_MS ? null : key;
+  }
+
+  function detailRead(key) {
+    state.detailKey = key;
+    state.detailAt = Date.now();
+  }
+
   async function renderWorker(id, stale) {
     if (id === null) return invalidArg("worker", "worker-missing", "That is not a worker id.");
     $("worker-id").textContent = id;
@@ -258,10 +274,13 @@
     } catch (e) {
       if (e.status !== 404) throw e;
     }
+    const due = detailDue(`worker/${id}`);
+    if (!due) return;
     const payouts = await V.api(`/pool/payouts?wallet=${encodeURIComponent(w.wallet_address)}&limit=100`);
     if (stale()) return;
     state.workerPayoutsOf = w.wallet_address;
     tables.workerPayouts.set(payouts);
+    detailRead(due);
   }
 
   // A view whose link carries no valid argument: says so, echoing nothing.
@@ -532,12 +551,21 @@
           tables.payouts.set(payouts);
           state.slowKey = key;
           state.slowAt = Date.now();
+        } else {
+          // (The ages the tables show move on between reads.)
+          tables.blocks.render();
+          tables.payouts.render();
         }
         renderLastBlock();
         await refreshHistory();
       } else if (view === "worker") await renderWorker(arg, stale);
-      else if (view === "block") await renderBlock(arg, stale);
-      else if (view === "wallet") await renderWallet(arg, stale);
+      else if (view === "block" || view === "wallet") {
+        const due = detailDue(`${view}/${arg}`);
+        if (due) {
+          await (view === "block" ? renderBlock(arg, stale) : renderWallet(arg, stale));
+          if (!stale()) detailRead(due);
+        }
+      }
       else if (view === "admin") await renderAdmin();
       state.lastOk = Date.now();
       state.refreshes += 1;
@@ -577,6 +605,8 @@
   function onRoute() {
     const { view, arg } = route();
     state.routeGen += 1;
+    // The views are emptied: the page opened reads at once.
+    state.detailKey = null;
     clearViews();
     if (view === "wallet") $("wallet-input").value = arg ?? "";
     show(view);
