@@ -178,7 +178,10 @@
     const s = h.samples;
     state.charts.hashrate.set([s.map((x) => x.time_ms), s.map((x) => x.hashrate), s.map((x) => x.reported_hashrate)]);
     state.charts.shares.set([s.map((x) => x.time_ms), s.map((x) => x.accepted), s.map((x) => x.stale), s.map((x) => x.invalid)]);
-    $("history-note").textContent = `${s.length} points, sampled every ${h.interval_ms / 1000} s since the coordinator started.`;
+    // (A long range comes downsampled: a point then covers several samples.)
+    const span = s.reduce((widest, x) => Math.max(widest, x.span_ms ?? 0), h.interval_ms);
+    const each = span > h.interval_ms ? `, each point covering ${Math.round(span / 1000)} s` : "";
+    $("history-note").textContent = `${s.length} points, sampled every ${h.interval_ms / 1000} s${each} since the coordinator started.`;
   }
 
   // ---- views -------------------------------------------------------------
