@@ -162,7 +162,8 @@ impl Pool {
         // The store answers (readiness), whatever the bans below do.
         self.store_answered_ms.store(super::now_ms(), Ordering::Relaxed);
         if let Some(stored) = settings {
-            if stored != self.settings() || stored.running != self.running.load(Ordering::Relaxed) {
+            // (`running` follows the settings: only `take_on_settings` sets it.)
+            if stored != self.settings() {
                 tracing::info!(pool_fee_bps = stored.pool_fee_bps, running = stored.running, "settings changed");
                 self.take_on_settings(stored);
             }
