@@ -293,6 +293,56 @@ async fn postgres_with_a_stricter_isolation_is_refused() {
     PgStore::connect(&url, 2, &plain).await.expect("read committed, the server's default");
 }
 
+/// A reward update that PostgreSQL aborts to break a deadlock (here with a
+/// session that locks its wallets in the other order) is a conflict, retried
+/// on a fresh read like any changed read, and applied nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_deadlocked_update_is_a_conflict_and_applies_nothing() {
+    let server = ThrowawayPostgres::start();
+    let db = "deadlock";
+    let store = PgStore::connect(&server.database(db), 2, &DatabaseTls::default()).await.unwrap();
+    let confirm = |amount: i128| RewardUpdate {
+        balances: vec![
+            BalanceDelta::new("a", BalanceBucket::Confirmed, amount),
+            BalanceDelta::new("b", BalanceBucket::Confirmed, amount),
+        ],
+        ..RewardUpdate::default()
+    };
+    store.apply_reward_update(&confirm(10)).await.unwrap();
+    // The session holds b, waits until the update waits for b (holding a),
+    // then asks for a. Its own deadlock check comes late, so the update's
+    // check finds the circle and is the one aborted.
+    let crossing = "BEGIN; SET LOCAL deadlock_timeout = '30s'; \
+                    SELECT 1 FROM pool_balances WHERE wallet = 'b' FOR UPDATE; \
+                    DO $$ BEGIN FOR i IN 1..500 LOOP \
+                      EXIT WHEN EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted); \
+                      PERFORM pg_sleep(0.02); END LOOP; END $$; \
+                    SELECT 1 FROM pool_balances WHERE wallet = 'a' FOR UPDATE; COMMIT;";
+    let outcome = std::thread::scope(|scope| {
+        let session = scope.spawn(|| server.query(db, crossing));
+        let holding = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '%pg_locks%'";
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while server.query(db, holding) != "1" {
+            assert!(!session.is_finished() && std::time::Instant::now() < deadline, "the session never held b");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let outcome = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(store.apply_reward_update(&confirm(5)))
+        });
+        session.join().unwrap();
+        outcome
+    });
+    match &outcome {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("deadlock"), "{why}"),
+        other => panic!("a deadlocked update should be a conflict: {other:?}"),
+    }
+    for wallet in ["a", "b"] {
+        assert_eq!(store.balance(wallet).await.unwrap().map(|b| b.confirmed), Some(10), "{wallet}: nothing applied");
+    }
+    store.apply_reward_update(&confirm(5)).await.expect("the same update on a fresh try");
+    assert_eq!(store.balance("a").await.unwrap().map(|b| b.confirmed), Some(15));
+}
+
 /// Coordinators on one database tell each other their reward rules: each
 /// learns of the live ones whose rules differ (whatever the JSON's key
 /// order), and of none once they agree or have not been seen lately.

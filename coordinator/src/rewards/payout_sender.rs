@@ -128,8 +128,9 @@ impl Rewards {
         match self.store.apply_reward_update(&update).await {
             Ok(()) => {}
             // The balances changed since they were read (on a shared store,
-            // another coordinator batched them first): next round reads again.
-            Err(StoreError::Refused(why)) => {
+            // another coordinator batched them first), or the database broke
+            // a deadlock with this write: next round reads again.
+            Err(StoreError::Refused(why) | StoreError::Conflict(why)) => {
                 tracing::info!("payout batch not written, balances changed meanwhile: {why}");
                 return Ok(None);
             }

@@ -465,10 +465,31 @@ pub fn schema_version() -> i32 {
     MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
+/// An error in a transaction decided on what it read (a reward update, a
+/// settings change): PostgreSQL aborting it to break a deadlock, or for a
+/// serialization failure, applied nothing, and the caller's answer is the
+/// same as to a changed read, a [`StoreError::Conflict`] retried on a fresh
+/// read, not a store fault. Elsewhere (a share's append) such an abort stays
+/// a store error, answered "try again", never as a refused share.
+pub(super) fn pg_update_error(err: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    match err.code() {
+        Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE => {
+            StoreError::Conflict(format!("the database aborted the transaction: {}", with_message(&err)))
+        }
+        _ => pg_error(err),
+    }
+}
+
 /// A client error as the store's (the server's own message when it sent one).
 pub(super) fn pg_error(err: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(format!("postgresql: {}", with_message(&err)))
+}
+
+/// The server's own message and code when it sent one, else the client's.
+fn with_message(err: &tokio_postgres::Error) -> String {
     match err.as_db_error() {
-        Some(db) => StoreError::Backend(format!("postgresql: {} ({})", db.message(), db.code().code())),
-        None => StoreError::Backend(format!("postgresql: {}", super::with_causes(&err))),
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => super::with_causes(err),
     }
 }

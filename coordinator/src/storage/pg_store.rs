@@ -28,7 +28,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
-use super::pg_schema::{migrate, pg_error};
+use super::pg_schema::{migrate, pg_error, pg_update_error};
 use super::pg_share_appender::ShareAppender;
 use super::{
     AppendOutcome, BalanceBucket, BalanceRecord, BanChanges, BanRecord, BlockRewardRecord, CoordinatorRules, Credit,
@@ -653,7 +653,7 @@ impl PoolStore for PgStore {
             }
         }
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
+        let tx = client.transaction().await.map_err(pg_update_error)?;
         check_expectations(&tx, update).await?;
         let wallets: Vec<&str> = deltas.keys().copied().collect();
         // Every wallet gets a row first, so the lock below covers new
@@ -669,14 +669,14 @@ impl PoolStore for PgStore {
             &[&wallets, &empty],
         )
         .await
-        .map_err(pg_error)?;
+        .map_err(pg_update_error)?;
         let rows = tx
             .query(
                 "SELECT wallet, record FROM pool_balances WHERE wallet = ANY($1) ORDER BY wallet FOR UPDATE",
                 &[&wallets],
             )
             .await
-            .map_err(pg_error)?;
+            .map_err(pg_update_error)?;
         let mut balances: BTreeMap<String, BalanceRecord> = BTreeMap::new();
         for row in &rows {
             balances.insert(row.get(0), decode("pool_balances", row, 1)?);
@@ -707,7 +707,7 @@ impl PoolStore for PgStore {
                 &[&record.wallet, &big(record.confirmed), &json(record)],
             )
             .await
-            .map_err(pg_error)?;
+            .map_err(pg_update_error)?;
         }
         let mut blocks: Vec<&BlockRewardRecord> = update.blocks.iter().collect();
         blocks.sort_by(|a, b| (a.height, &a.hash).cmp(&(b.height, &b.hash)));
@@ -718,12 +718,12 @@ impl PoolStore for PgStore {
                 &[&big(block.height), &block.hash, &json(block)],
             )
             .await
-            .map_err(pg_error)?;
+            .map_err(pg_update_error)?;
         }
         let mut removed: Vec<i64> = update.payouts_removed.iter().map(|id| big(*id)).collect();
         removed.sort_unstable();
         if !removed.is_empty() {
-            tx.execute("DELETE FROM pool_payouts WHERE id = ANY($1)", &[&removed]).await.map_err(pg_error)?;
+            tx.execute("DELETE FROM pool_payouts WHERE id = ANY($1)", &[&removed]).await.map_err(pg_update_error)?;
         }
         let mut payouts: Vec<&PayoutRecord> = update.payouts.iter().collect();
         payouts.sort_by_key(|p| p.id);
@@ -736,9 +736,9 @@ impl PoolStore for PgStore {
                 &[&big(payout.id), &(payout.status == PayoutStatus::Sending), &wallets, &json(payout)],
             )
             .await
-            .map_err(pg_error)?;
+            .map_err(pg_update_error)?;
         }
-        tx.commit().await.map_err(pg_error)
+        tx.commit().await.map_err(pg_update_error)
     }
 
     async fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError> {
@@ -1085,9 +1085,11 @@ impl PoolStore for PgStore {
     async fn put_settings(&self, settings: &PoolSettings, expected: Option<&PoolSettings>) -> Result<(), StoreError> {
         let conflict = || StoreError::Conflict("the pool's settings changed since they were read".into());
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let row =
-            tx.query_opt("SELECT record FROM pool_settings WHERE id = 1 FOR UPDATE", &[]).await.map_err(pg_error)?;
+        let tx = client.transaction().await.map_err(pg_update_error)?;
+        let row = tx
+            .query_opt("SELECT record FROM pool_settings WHERE id = 1 FOR UPDATE", &[])
+            .await
+            .map_err(pg_update_error)?;
         let read: Option<PoolSettings> = row.map(|row| decode("pool_settings", &row, 0)).transpose()?;
         if read.as_ref() != expected {
             return Err(conflict());
@@ -1101,11 +1103,11 @@ impl PoolStore for PgStore {
                 &[&json(settings), &read.is_some()],
             )
             .await
-            .map_err(pg_error)?;
+            .map_err(pg_update_error)?;
         if written == 0 {
             return Err(conflict());
         }
-        tx.commit().await.map_err(pg_error)
+        tx.commit().await.map_err(pg_update_error)
     }
 
     async fn next_id(&self) -> Result<u64, StoreError> {
@@ -1160,7 +1162,7 @@ async fn check_expectations(tx: &deadpool_postgres::Transaction<'_>, update: &Re
                             &[&big(*height), hash, &json(record)],
                         )
                         .await
-                        .map_err(pg_error)?
+                        .map_err(pg_update_error)?
                             == 1
                     }
                     None => tx
@@ -1169,7 +1171,7 @@ async fn check_expectations(tx: &deadpool_postgres::Transaction<'_>, update: &Re
                             &[&big(*height), hash],
                         )
                         .await
-                        .map_err(pg_error)?
+                        .map_err(pg_update_error)?
                         .is_none(),
                 }
             }
@@ -1180,7 +1182,7 @@ async fn check_expectations(tx: &deadpool_postgres::Transaction<'_>, update: &Re
                         &[&big(*height), hash],
                     )
                     .await
-                    .map_err(pg_error)?;
+                    .map_err(pg_update_error)?;
                 let stored: Option<BlockRewardRecord> =
                     row.map(|row| decode("pool_block_rewards", &row, 0)).transpose()?;
                 expectation.holds_for_block(stored.as_ref())
@@ -1189,7 +1191,7 @@ async fn check_expectations(tx: &deadpool_postgres::Transaction<'_>, update: &Re
                 let row = tx
                     .query_opt("SELECT record FROM pool_payouts WHERE id = $1 FOR UPDATE", &[&big(*id)])
                     .await
-                    .map_err(pg_error)?;
+                    .map_err(pg_update_error)?;
                 let stored: Option<PayoutRecord> = row.map(|row| decode("pool_payouts", &row, 0)).transpose()?;
                 expectation.holds_for_payout(stored.as_ref())
             }
@@ -1199,7 +1201,7 @@ async fn check_expectations(tx: &deadpool_postgres::Transaction<'_>, update: &Re
                     &[&big(*id), holder],
                 )
                 .await
-                .map_err(pg_error)?
+                .map_err(pg_update_error)?
                 .is_some(),
             // Checked with the balances, locked in wallet order with them.
             Expectation::Balance { .. } => true,
