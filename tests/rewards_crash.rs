@@ -43,6 +43,16 @@ fn expect_sigkill(child: &mut Child, point: &str) {
     }
 }
 
+/// Block `height` was split over the ledger's shares (each of difficulty
+/// one) up to its own, not over the finder's alone (which weighs the
+/// network difficulty).
+async fn assert_a_window_of_shares(http: &reqwest::Client, url: &str, height: u64, what: &str) {
+    let detail = get(http, &format!("{url}/pool/blocks/{height}")).await.unwrap();
+    let window = &detail["window"];
+    assert!(n(&window["shares"]) >= 1, "{what}: {detail}");
+    assert_eq!(window["difficulty_sum"], window["shares"], "{what}: a window of shares: {detail}");
+}
+
 fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
 }
@@ -184,13 +194,7 @@ async fn sigkill_between_finding_a_block_and_submitting_it_loses_no_block() {
                     assert_eq!(on_chain["miner"], POOL, "{point}: {on_chain}");
                     assert_eq!(on_chain["hash"], ours["hash"], "{point}: the chain holds the block we found");
                     assert_eq!(ours["finder_wallet"], MINER, "{point}: {ours}");
-                    // Split over the ledger's shares (each of difficulty 1)
-                    // up to the block's own, not the finder's alone (which
-                    // weighs the network difficulty).
-                    let detail = get(&http, &format!("{url}/pool/blocks/{height}")).await.unwrap();
-                    let window = &detail["window"];
-                    assert!(n(&window["shares"]) >= 1, "{point}: {detail}");
-                    assert_eq!(window["difficulty_sum"], window["shares"], "{point}: a window of shares: {detail}");
+                    assert_a_window_of_shares(&http, &url, height, point).await;
                     break;
                 }
             }
@@ -201,4 +205,60 @@ async fn sigkill_between_finding_a_block_and_submitting_it_loses_no_block() {
         child.wait().unwrap();
     }
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// `kill -9` after a found block is recorded, before its share is appended,
+/// on a coordinator whose node is another process; it restarts while that
+/// node is down. The block's share must still end its reward window once
+/// the node is back (not the finder's window alone, settled while the tip
+/// was unknown), and the block reach the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_resumed_while_the_node_is_down_still_ends_its_window_at_its_share() {
+    const NODE: &str = "node-secret-for-tests";
+    let http = reqwest::Client::new();
+    let node_dir = fresh_dir("resume-node");
+    let node_bind = format!("127.0.0.1:{}", vision_suite::free_port());
+    let node_args: Vec<&str> =
+        QUICK_REWARDS.iter().copied().chain(["--node-token", NODE, "--bind", &node_bind]).collect();
+    let (mut node, node_url) = start_coordinator(&node_dir, &node_args, &[]);
+    let pool_dir = fresh_dir("resume-pool");
+    let pool_args: Vec<&str> =
+        QUICK_REWARDS.iter().copied().chain(["--upstream", &node_url, "--upstream-token", NODE]).collect();
+    let (mut pool, url) = start_coordinator(&pool_dir, &pool_args, &[("VISION_CRASH_AT", "block_recorded")]);
+    let registration = json!({"worker_id": "rig", "wallet_address": MINER});
+    let registered: Value =
+        http.post(format!("{url}/pool/register")).json(&registration).send().await.unwrap().json().await.unwrap();
+    let token = registered["worker_token"].as_str().unwrap().to_string();
+    assert!(!mine_until(&http, &url, &token, async || false).await);
+    expect_sigkill(&mut pool, "block_recorded");
+
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let (mut pool, url) = start_coordinator(&pool_dir, &pool_args, &[]);
+    // Serving: the block's resumption has looked at the ledger (before the
+    // server takes requests), with the tip unknown.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&http, &format!("{url}/pool/blocks")).await.is_none() {
+        assert!(Instant::now() < deadline, "the restarted coordinator never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut node, _) = start_coordinator(&node_dir, &node_args, &[]);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let blocks = get(&http, &format!("{url}/pool/blocks")).await.unwrap_or_default();
+        let ours = blocks.as_array().into_iter().flatten().find(|b| b["height"] == 0).cloned();
+        if let Some(ours) = ours.filter(|b| b["submission"] == "accepted" && n(&b["reward"]) > 0) {
+            let on_chain = get(&http, &format!("{node_url}/node/block/0")).await.unwrap();
+            assert_eq!(on_chain["hash"], ours["hash"], "the chain holds the block we found");
+            assert_a_window_of_shares(&http, &url, 0, "resumed while the node was down").await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "the found block was never credited: {blocks}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for child in [&mut pool, &mut node] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

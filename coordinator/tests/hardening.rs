@@ -1730,3 +1730,39 @@ async fn a_stored_name_failing_the_rules_is_shown_as_none() {
     assert!(worker["worker_name"].is_null(), "{worker}");
     pool.stop().await;
 }
+
+/// A block that is a new session's first accepted share goes to the chain
+/// even when the store refuses to note the session as proven (here a
+/// trigger in the real database refuses that one write): the share and the
+/// block are durable, and a resubmission would only be answered
+/// already_credited, so nothing else would ever submit it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_share_that_is_a_block_reaches_the_chain_though_the_session_is_not_noted() {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let db = "unnoted";
+    let settings = CoordinatorArgs {
+        database_url: Some(server.database(db)),
+        devnet_difficulty: Some(1),
+        ..settings("unnoted-session")
+    };
+    let pool = TestPool::start(settings).await;
+    let token = pool.register("rig", "land1unnoted").await;
+    let job = pool.job(&token).await;
+    server.query(
+        db,
+        "CREATE FUNCTION refuse_proven() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'the disk is on fire'; END $$; \
+         CREATE TRIGGER refuse_proven BEFORE UPDATE ON pool_sessions FOR EACH ROW \
+         WHEN ((NEW.record->>'proven')::boolean AND NOT coalesce((OLD.record->>'proven')::boolean, false)) \
+         EXECUTE FUNCTION refuse_proven();",
+    );
+    let nonce = job.first_share();
+    let (status, answer) = pool.share(&token, &job, nonce, &job.digest(nonce)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((answer["accepted"].as_bool(), answer["block_status"].as_str()), (Some(true), Some("accepted")));
+    let block = pool.json(&format!("/node/block/{}", job.height())).await;
+    assert_eq!(block["hash"], answer["block_hash"], "the chain holds the block");
+    let proven = server.query(db, "SELECT record->>'proven' FROM pool_sessions");
+    assert_eq!(proven, "false", "the trigger refused the write");
+    pool.stop().await;
+}

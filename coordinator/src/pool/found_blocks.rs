@@ -176,8 +176,11 @@ impl Pool {
                 // Duplicate keys of heights this far back may be pruned: the
                 // share could be in the ledger unseen, and appending it again
                 // would credit it twice. Better the finder's window alone.
-                let keys_kept =
-                    self.current_height().is_some_and(|tip| block.height.saturating_add(HEIGHTS_KEPT) > tip);
+                // With the tip unknown (a restart while the node is down),
+                // that is unknown too: asked again once the tip is known,
+                // rather than settled on the finder's window.
+                let tip = self.current_height().ok_or(PoolError::NoTemplate)?;
+                let keys_kept = block.height.saturating_add(HEIGHTS_KEPT) > tip;
                 let Some(share) = block.share.as_ref().filter(|_| keys_kept) else { return Ok(false) };
                 match self.store.append_share(share).await? {
                     AppendOutcome::Appended(position) => position,

@@ -326,8 +326,13 @@ impl Pool {
         if let Some(record) = newly_proven {
             // Once per session; durable with a later commit (losing it only
             // means proving the session again). A session forgotten meanwhile
-            // stays forgotten: the share is credited all the same.
-            self.store.touch_session(&record.token_hash, record.last_seen_ms, true).await?;
+            // stays forgotten: the share is credited all the same. A failed
+            // write is only logged: the share is durable, and a found block
+            // must still go to the chain below (a resubmission would be
+            // answered already_credited, and never submit it).
+            if let Err(err) = self.store.touch_session(&record.token_hash, record.last_seen_ms, true).await {
+                tracing::warn!("a session's first accepted share was not noted in the store (it proves again): {err}");
+            }
         }
         PoolMetrics::bump(&self.metrics.shares_valid);
         self.metrics.accepted_work.fetch_add(job.share_difficulty, std::sync::atomic::Ordering::Relaxed);

@@ -6,7 +6,8 @@
 //! difficulty (a later block's window is at most that, unless difficulty
 //! jumps more than that much); PROP keeps the round since the last credited
 //! block; SOLO keeps nothing once blocks are credited. While any found block
-//! is not yet credited, nothing is compacted. Duplicate keys are pruned by
+//! is not yet credited (one orphaned before its credit included, while it is
+//! watched for coming back), nothing is compacted. Duplicate keys are pruned by
 //! height elsewhere (`PoolStore::prune_share_keys_below`).
 
 use super::reward_split::{pplns_target, PayoutScheme};
@@ -51,9 +52,15 @@ impl Rewards {
         let floor = self.store.ledger_floor().await?;
         // Settled blocks (all credited) are not read.
         let open = self.open_blocks(None).await?;
+        // (A block orphaned before its credit is uncredited too while it is
+        // read: should it come back on the chain within the watch depth, it
+        // is credited over the window ending at its share. One credited
+        // before its orphaning keeps its credit's window.)
         let uncredited = open.found.iter().any(|b| match b.status {
             BlockStatus::Submitted => true,
-            BlockStatus::Accepted => !open.records.contains_key(&(b.height, b.hash.clone())),
+            BlockStatus::Accepted => {
+                open.records.get(&(b.height, b.hash.clone())).is_none_or(|record| record.credit.is_none())
+            }
             BlockStatus::Rejected => false,
         });
         if uncredited {
@@ -105,15 +112,49 @@ mod tests {
         }
     }
 
-    /// Millions of shares: the ledger and its duplicate keys stay bounded by
-    /// what the windows need, and the aggregates account for every share.
-    #[tokio::test]
-    async fn two_million_shares_compact_to_what_the_window_needs() {
+    /// PPLNS rewards (windows of twice the network difficulty) on a
+    /// temporary sled database.
+    fn pplns_rewards() -> (sled::Db, Arc<SledStore>, Rewards) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let store = Arc::new(SledStore::open(&db).unwrap());
         let chain = Chain::Devnet(Arc::new(DevnetChain::open(&db, DevnetConfig::default()).unwrap()));
         let config = RewardConfig { pplns_window_factor: 2.0, ..RewardConfig::default() };
         let rewards = Rewards::new(config, store.clone(), chain).unwrap();
+        (db, store, rewards)
+    }
+
+    /// A block orphaned before its credit may come back on the chain and is
+    /// then credited over the window ending at its share: nothing is
+    /// compacted while it is watched. Once credited, its window is recorded
+    /// and the ledger compacts again.
+    #[tokio::test]
+    async fn a_block_orphaned_before_its_credit_holds_the_ledger() {
+        use crate::rewards::reward_split::RewardWindow;
+        use crate::storage::{BlockRewardRecord, RewardStatus, RewardUpdate};
+        let (_db, store, rewards) = pplns_rewards();
+        for n in 0..2_000 {
+            store.append_share(&share(n / 100, n, (n % 3) as usize)).await.unwrap();
+        }
+        let found = crate::storage::test_found_block(5, "h5", BlockStatus::Accepted, 1_500);
+        store.put_found_block(&found).await.unwrap();
+        let mut record = BlockRewardRecord { status: RewardStatus::Orphaned, ..BlockRewardRecord::pending(5, "h5", 1) };
+        let write =
+            |record: &BlockRewardRecord| RewardUpdate { blocks: vec![record.clone()], ..RewardUpdate::default() };
+        store.apply_reward_update(&write(&record)).await.unwrap();
+        // Network difficulty 1,000: 800 shares are all any window needs.
+        let report = rewards.compact_ledger(Some(1_000), usize::MAX).await.unwrap();
+        assert_eq!(report, CompactionReport { compacted: 0, floor: 0 }, "held while it may come back");
+        record.credit = Some(crate::storage::test_block_credit(PayoutScheme::Pplns, RewardWindow::default()));
+        store.apply_reward_update(&write(&record)).await.unwrap();
+        let report = rewards.compact_ledger(Some(1_000), usize::MAX).await.unwrap();
+        assert_eq!(report, CompactionReport { compacted: 1_200, floor: 1_200 }, "credited before its orphaning");
+    }
+
+    /// Millions of shares: the ledger and its duplicate keys stay bounded by
+    /// what the windows need, and the aggregates account for every share.
+    #[tokio::test]
+    async fn two_million_shares_compact_to_what_the_window_needs() {
+        let (db, store, rewards) = pplns_rewards();
         // Network difficulty 1,000: a window is 2,000 difficulty = 200 shares;
         // 4 windows are kept.
         const TOTAL: u64 = 2_000_000;

@@ -1109,7 +1109,9 @@ impl PoolStore for SledStore {
         Ok(Vec::new())
     }
     async fn next_id(&self) -> Result<u64, StoreError> {
-        self.trees.next_id()
+        // Every millionth id, sled makes its id counter durable (an fsync):
+        // off the runtime's threads.
+        self.blocking(|trees| trees.next_id()).await
     }
     fn secret(&self) -> [u8; 32] {
         self.trees.secret
