@@ -624,6 +624,44 @@ fn without_any_driver_auto_says_so_once_and_benches_the_cpu() {
     assert!(String::from_utf8_lossy(&gpu_only.stderr).contains("no GPU adapter found"));
 }
 
+/// A legal job whose tables are too wide for a workgroup of hashes in one
+/// storage binding (70,000 writes a hash: 2 MiB of values, 64 to lavapipe's
+/// 128 MiB bindings) runs in part-filled workgroups and hashes as the CPU
+/// does, on a `hash` call and while mining; the job after it, with
+/// ordinary tables, runs on its own tuned shape again, not on the few
+/// hashes the wide tables left room for.
+#[test]
+fn a_job_with_tables_too_wide_for_a_workgroup_mines_and_the_next_gets_its_shape_back() {
+    if !require_adapter() {
+        return;
+    }
+    let wide = Params { mix_iters: 70_000, write_every: 1, ..small_params() };
+    let opened = device(ShaderVariant::Native);
+    let per_segment = opened.max_segment_hashes(&wide);
+    eprintln!("{} hashes of the wide job per segment", per_segment);
+    // Not rounded down to no workgroup at all (then one hash a segment).
+    assert!(per_segment >= 64, "{per_segment}");
+    let wide_job = job(wide, NonceRange::new(5_000, 5_008), 1);
+    let expected: Vec<_> = {
+        let mut cpu = FastEngine::new();
+        (5_000..5_008).map(|n| cpu.hash(&wide_job.input, n)).collect()
+    };
+    assert_eq!(gpu::hash_nonces(opened, &wide_job.input, &[5_003]).unwrap(), [expected[3]]);
+
+    let ordinary = |nonces| job(small_params(), nonces, 8);
+    let backend =
+        GpuBackend::start(0, None, None, goals(512), &ordinary(NonceRange::new(0, 1)), InjectedFault::None).unwrap();
+    assert_eq!(backend.shape().hashes(), 512);
+    let (end, found) = collect(&backend, &wide_job, &Arc::new(SearchControl::new()));
+    assert_eq!(end.unwrap().hashes, 8);
+    assert_eq!(found.iter().map(|f| f.digest).collect::<Vec<_>>(), expected);
+    assert!(!backend.is_disabled());
+
+    let before = backend.stats();
+    mines_what_the_cpu_finds(&backend, &ordinary(NonceRange::new(9_000, 9_000 + 2_048)));
+    assert_eq!(backend.stats().since(&before).batches, 4, "2,048 hashes in batches of 512");
+}
+
 #[test]
 fn a_new_job_interrupts_a_running_batch() {
     if !require_adapter() {

@@ -398,7 +398,8 @@ impl GpuDevice {
 
     /// The largest segment the device's limits allow for `params`: each
     /// binding within the binding limit and, with one buffer per segment,
-    /// that buffer within the buffer limit.
+    /// that buffer within the buffer limit. A multiple of the workgroup size
+    /// unless fewer hashes fit; 0 when not even one does.
     pub fn max_segment_hashes(&self, params: &visionx::Params) -> u32 {
         // At most 2 GiB a binding on every backend: Metal reports its whole
         // buffer length, but the shader's bounds checks there hold sizes in
@@ -417,7 +418,13 @@ impl GpuDevice {
             let whole = self.bytes_per_hash(params).max(1);
             hashes = hashes.min(self.summary.max_buffer_size.saturating_sub(slack) / whole);
         }
-        (hashes / u64::from(WORKGROUP_SIZE) * u64::from(WORKGROUP_SIZE)).clamp(1, 1 << 20) as u32
+        let hashes = hashes.min(1 << 20);
+        // Whole workgroups where one fits; tables so wide that a binding
+        // holds fewer hashes (a legal job with many writes, a small binding
+        // limit) run part-filled workgroups (the kernel skips lanes past a
+        // segment's count). 0: not even one hash's table fits.
+        let workgroup = u64::from(WORKGROUP_SIZE);
+        (if hashes >= workgroup { hashes / workgroup * workgroup } else { hashes }) as u32
     }
 
     /// Bytes per hash of a segment's state, table keys, table values and

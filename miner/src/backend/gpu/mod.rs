@@ -97,7 +97,9 @@ pub fn open_device(index: Option<usize>, variant: Option<ShaderVariant>) -> Resu
 /// Digests of `nonces` computed on `gpu` (one small batch each call; for
 /// `vision-miner hash` and tests, not for mining).
 pub fn hash_nonces(gpu: GpuDevice, input: &PowInput, nonces: &[u64]) -> Result<Vec<Digest>, GpuError> {
-    let shape = BatchShape { segment_hashes: WORKGROUP_SIZE, segments: 1, split: DEFAULT_SPLIT };
+    // (A part-filled workgroup where the tables are too wide for a whole one.)
+    let segment_hashes = WORKGROUP_SIZE.min(gpu.max_segment_hashes(input.params()).max(1));
+    let shape = BatchShape { segment_hashes, segments: 1, split: DEFAULT_SPLIT };
     let mut searcher = GpuSearcher::new(gpu, shape, input.params())?;
     searcher.set_job(Arc::new(input.clone()), Target::NONE)?;
     nonces

@@ -144,6 +144,14 @@ impl GpuSearcher {
         if shape.segment_hashes.checked_mul(shape.segments).is_none() {
             return Err(GpuError::Unsupported(format!("batch shape {shape:?} holds over 2^32 hashes")));
         }
+        if gpu.max_segment_hashes(params) == 0 {
+            // The job's, not the device's fault: sat out like any job too
+            // large for the card.
+            return Err(GpuError::OutOfMemory(format!(
+                "one hash's tables ({} bytes) exceed the device's largest storage binding",
+                gpu.bytes_per_hash(params)
+            )));
+        }
         if shape.segment_hashes > gpu.max_segment_hashes(params) {
             return Err(GpuError::Unsupported(format!(
                 "{} hashes per segment exceed the device's storage binding limit ({})",
@@ -293,6 +301,13 @@ impl GpuSearcher {
             && self.gpu.filter_bits(params) <= self.filter_bits_per_hash
             && params.mix_iters.div_ceil(self.shape.split).max(1)
                 <= self.readback[0].config.size().div_ceil(self.config_stride) as u32 / self.shape.segments
+    }
+
+    /// Whether `params` need tables at most half the size these buffers
+    /// hold: a batch sized for the bigger tables holds far fewer hashes
+    /// than the card could run for these.
+    pub fn oversized_for(&self, params: &visionx::Params) -> bool {
+        self.gpu.table_slots(params).saturating_mul(2) <= self.slots_per_hash
     }
 
     /// Uses `split` mix iterations per dispatch from the next batch on. Only

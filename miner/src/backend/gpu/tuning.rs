@@ -237,13 +237,16 @@ impl Growth {
 
 /// A shape holding `hashes` hashes in segments no larger than the device
 /// allows: equal segments of whole workgroups, rounded up, but not past
-/// `cap` hashes in all (the memory budget).
+/// `cap` hashes in all (the memory budget); of a part-filled workgroup each
+/// where the device's bindings hold fewer hashes than a workgroup.
 pub fn shape_for(gpu: &GpuDevice, params: &Params, hashes: u32, split: u32, cap: u32) -> BatchShape {
-    let max_segment = gpu.max_segment_hashes(params);
+    // (0, not even one hash: a one-hash shape, which the searcher refuses
+    // as too large for the device.)
+    let max_segment = gpu.max_segment_hashes(params).max(1);
     let segments = hashes.div_ceil(max_segment).max(1);
     let rounded_up = hashes.div_ceil(segments).div_ceil(WORKGROUP_SIZE) * WORKGROUP_SIZE;
     let within_cap = (cap / segments / WORKGROUP_SIZE * WORKGROUP_SIZE).max(WORKGROUP_SIZE);
-    BatchShape { segment_hashes: rounded_up.min(within_cap), segments, split }
+    BatchShape { segment_hashes: rounded_up.min(within_cap).min(max_segment), segments, split }
 }
 
 /// Measures `gpu` on `input` and returns a searcher with the chosen shape.

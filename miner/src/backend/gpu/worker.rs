@@ -8,7 +8,7 @@
 //! line and every later search on it fails fast, so mining goes on on the
 //! other backends.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -179,7 +179,11 @@ impl GpuBackend {
             .name(format!("vision-gpu-{index}"))
             .spawn({
                 let disabled = disabled.clone();
-                move || DeviceThread { searcher, goals, disabled, fault, stats: DispatchStats::default() }.run(inbox)
+                let shapes = HashMap::from([(*tune_job.input.params(), tuned.shape)]);
+                move || {
+                    let stats = DispatchStats::default();
+                    DeviceThread { searcher, shapes, goals, disabled, fault, stats }.run(inbox)
+                }
             })
             .map_err(|e| GpuError::Device(format!("cannot start the device thread: {e}")))?;
         Ok(GpuBackend {
@@ -277,23 +281,39 @@ impl GpuBackend {
         // A panic in `on_found` elsewhere leaves the engine usable.
         let mut cpu = self.cpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut wrong = None;
-        for event in inbox {
-            match event {
-                Event::Found(_) if wrong.is_some() => {}
-                Event::Found(found) => match recheck(&mut cpu, job, &found) {
-                    Ok(()) => on_found(found),
-                    Err(err) => {
-                        // The device thread sees this within a dispatch or two and stops.
-                        self.disabled.store(true, Ordering::SeqCst);
-                        tracing::error!(
-                            "GPU #{} ({}) disabled: {err}; mining continues on the other backends",
-                            self.summary.index,
-                            self.summary.name
-                        );
-                        wrong = Some(err);
-                    }
-                },
-                Event::Done(result) => return wrong.map_or(result, Err),
+        let mut finds = Vec::new();
+        while let Ok(event) = inbox.recv() {
+            // Every find waiting is re-checked at once, a SIMD group of them
+            // together: a flood of shares (a low difficulty on a fast card)
+            // must not queue behind one-at-a-time checks and hold up the
+            // next job, whose search waits for this one's end.
+            let mut done = None;
+            for event in std::iter::once(event).chain(inbox.try_iter()) {
+                match event {
+                    Event::Found(found) => finds.push(found),
+                    // (Nothing follows it.)
+                    Event::Done(result) => done = Some(result),
+                }
+            }
+            if wrong.is_none() {
+                let (right, err) = recheck(&mut cpu, job, &finds);
+                for found in finds.drain(..right) {
+                    on_found(found);
+                }
+                if let Some(err) = err {
+                    // The device thread sees this within a dispatch or two and stops.
+                    self.disabled.store(true, Ordering::SeqCst);
+                    tracing::error!(
+                        "GPU #{} ({}) disabled: {err}; mining continues on the other backends",
+                        self.summary.index,
+                        self.summary.name
+                    );
+                    wrong = Some(err);
+                }
+            }
+            finds.clear();
+            if let Some(result) = done {
+                return wrong.map_or(result, Err);
             }
         }
         Err(GpuError::DeviceLost(format!("{}: device thread stopped", self.summary.name)))
@@ -311,6 +331,9 @@ impl Drop for GpuBackend {
 
 struct DeviceThread {
     searcher: GpuSearcher,
+    /// The shape tuned for each set of params met so far: a job whose
+    /// params come back gets its shape again without measuring.
+    shapes: HashMap<visionx::Params, BatchShape>,
     goals: TuningGoals,
     disabled: Arc<AtomicBool>,
     fault: InjectedFault,
@@ -356,13 +379,23 @@ impl DeviceThread {
 
     fn search(&mut self, job: &Job, control: &SearchControl, events: &Sender<Event>) -> Result<SearchEnd, GpuError> {
         let params = job.input.params();
-        if !self.searcher.fits(params) {
-            // Bigger tables than tuned for: re-tune on this job's params,
-            // with the old batch's buffers freed first (both at once could
-            // double the allocation, past a driver's cliff or the card).
+        if !self.searcher.fits(params) || self.searcher.oversized_for(params) {
+            // Bigger tables than the buffers hold, or far smaller ones (the
+            // job after an odd one with wide tables: kept on its shape, the
+            // card would run a fraction of the hashes it can): this job's
+            // params get their own shape, tuned the first time they are
+            // met. The old batch's buffers are freed first (both at once
+            // could double the allocation, past a driver's cliff or the card).
             let gpu = self.searcher.device().clone();
             self.searcher.release_buffers();
-            self.searcher = tuning::tune(&gpu, &job.input, &self.goals)?.0;
+            self.searcher = match self.shapes.get(params) {
+                Some(&shape) => GpuSearcher::new(gpu, shape, params)?,
+                None => {
+                    let (searcher, tuned) = tuning::tune(&gpu, &job.input, &self.goals)?;
+                    self.shapes.insert(*params, tuned.shape);
+                    searcher
+                }
+            };
         }
         if self.fault == InjectedFault::LoseDevice {
             self.searcher.device().destroy();
@@ -474,10 +507,61 @@ impl DeviceThread {
 }
 
 /// A GPU result is only believed once the CPU engine agrees.
-fn recheck(cpu: &mut FastEngine, job: &Job, found: &Found) -> Result<(), GpuError> {
-    let digest = cpu.hash(&job.input, found.nonce);
-    if digest != found.digest || !job.target.is_met_by(&digest) {
-        return Err(GpuError::WrongResult { nonce: found.nonce });
+/// Re-checks `finds` on the CPU: how many, from the first, are right, and
+/// the error of the first that is not.
+fn recheck(cpu: &mut FastEngine, job: &Job, finds: &[Found]) -> (usize, Option<GpuError>) {
+    let digests = match finds {
+        [] => Vec::new(),
+        [one] => vec![cpu.hash(&job.input, one.nonce)],
+        many => cpu.hash_many(&many.iter().map(|f| (&*job.input, f.nonce)).collect::<Vec<_>>()),
+    };
+    let first_wrong =
+        finds.iter().zip(&digests).position(|(found, digest)| *digest != found.digest || !job.target.is_met_by(digest));
+    match first_wrong {
+        Some(i) => (i, Some(GpuError::WrongResult { nonce: finds[i].nonce })),
+        None => (finds.len(), None),
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use visionx::{Digest, NonceRange, Params, PowInput, Target};
+
+    /// The re-check of a group of finds passes those up to the first wrong
+    /// one (a wrong digest, or one that misses the target), and names it.
+    #[test]
+    fn a_group_of_finds_is_right_up_to_its_first_wrong_one() {
+        let params =
+            Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, reads_per_iter: 4, write_every: 4, epoch_blocks: 32 };
+        let input = PowInput::new([7; 32], 1, b"recheck".to_vec(), params).unwrap();
+        let job = Job { input: Arc::new(input), target: Target::from_difficulty(1), nonces: NonceRange::new(0, 64) };
+        let mut cpu = FastEngine::new();
+        let right: Vec<Found> =
+            (0..40).map(|nonce| Found { nonce, digest: cpu.hash(&job.input, nonce) }).collect::<Vec<_>>();
+        let with = |i: usize, digest: Digest| {
+            let mut finds = right.clone();
+            finds[i].digest = digest;
+            finds
+        };
+        let hard = Job { target: Target::from_difficulty(u64::MAX), ..job.clone() };
+        // (what, job, finds, how many pass, the nonce named wrong)
+        type Case<'a> = (&'a str, &'a Job, Vec<Found>, usize, Option<u64>);
+        let cases: &[Case] = &[
+            ("none", &job, Vec::new(), 0, None),
+            ("one right", &job, right[..1].to_vec(), 1, None),
+            ("one wrong", &job, with(0, Digest([0; 32]))[..1].to_vec(), 0, Some(0)),
+            ("a group, all right", &job, right.clone(), 40, None),
+            ("a group, the 18th wrong", &job, with(17, right[3].digest), 17, Some(17)),
+            ("a group missing the target", &hard, right.clone(), 0, Some(0)),
+        ];
+        for (case, job, finds, passed, wrong) in cases {
+            let (n, err) = recheck(&mut cpu, job, finds);
+            let err = err.map(|e| match e {
+                GpuError::WrongResult { nonce } => nonce,
+                other => panic!("{case}: {other}"),
+            });
+            assert_eq!((n, err), (*passed, *wrong), "{case}");
+        }
+    }
 }
