@@ -359,6 +359,57 @@ async fn a_payee_the_chain_refuses_is_set_aside_and_the_others_are_paid() {
     pool.stop().await;
 }
 
+/// Several coordinators on PostgreSQL: a payout sender whose lease on a
+/// batch another coordinator has taken over (it stalled past its lease)
+/// applies nothing it decided: here the chain refuses the batch (a payee it
+/// refuses), and the stale sender must not split it under new keys, which
+/// the new holder may be sending under the old. The takeover is a trigger
+/// in the real database that hands every claim's lease to another holder
+/// as the claim is written. Once that holder's lease runs out, the batch is
+/// settled once: split, the refused payee set aside, the others paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_whose_lease_was_taken_over_applies_nothing_it_decided() {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let db = "taken_over";
+    let pool = TestPool::start(CoordinatorArgs {
+        database_url: Some(server.database(db)),
+        pplns_window_factor: Some(100.0),
+        ..reward_settings("taken-over")
+    })
+    .await;
+    server.query(
+        db,
+        "CREATE FUNCTION take_over() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN NEW.lease_holder := 'another-coordinator'; RETURN NEW; END $$; \
+         CREATE TRIGGER take_over BEFORE UPDATE ON pool_payouts FOR EACH ROW \
+         WHEN (NEW.lease_holder IS DISTINCT FROM OLD.lease_holder) EXECUTE FUNCTION take_over();",
+    );
+    pool.devnet.as_ref().unwrap().refuse_payments_to("land1bob");
+    let alice = pool.register("rig-a", "land1alice").await;
+    let bob = pool.register("rig-b", "land1bob").await;
+    pool.mine(&bob, Some(6)).await;
+    for _ in 0..3 {
+        pool.mine_block(&alice).await;
+    }
+    let taken = "SELECT count(*) FROM pool_payouts WHERE lease_holder = 'another-coordinator'";
+    eventually("a batch claimed and taken over", Duration::from_secs(20), async || server.query(db, taken) != "0")
+        .await;
+    // Rounds every 100 ms: the stale sender sent, was refused, and decided a split.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let batches = server.query(db, "SELECT count(*), bool_and(sending) FROM pool_payouts");
+    assert_eq!(batches, "1|t", "the stale sender split nothing: one batch, still sending");
+    assert_eq!(u(&balance(&pool, "land1bob").await["set_aside"]), 0);
+
+    // The other holder's lease runs out (it died): the batch is settled once.
+    server.query(db, "DROP TRIGGER take_over ON pool_payouts; UPDATE pool_payouts SET lease_until = 0");
+    eventually("bob set aside and alice paid", Duration::from_secs(20), async || {
+        u(&balance(&pool, "land1bob").await["set_aside"]) > 0 && u(&balance(&pool, "land1alice").await["paid"]) > 0
+    })
+    .await;
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+    pool.stop().await;
+}
+
 /// A node whose receipt names other payees than the batch asked for is not
 /// believed: the batch is set aside for the operator, and nothing is
 /// marked paid on its word.
