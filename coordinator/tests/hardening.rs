@@ -1766,3 +1766,38 @@ async fn a_first_share_that_is_a_block_reaches_the_chain_though_the_session_is_n
     assert_eq!(proven, "false", "the trigger refused the write");
     pool.stop().await;
 }
+
+/// A ban the store refuses to write (here a trigger in the real database
+/// refuses it) is not in force: no session is refused by a ban nobody can
+/// see or lift. The forger's share is answered "try again"; once the store
+/// takes writes again, its next bad share bans it, stored and in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_the_store_refuses_to_write_is_not_in_force() {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let db = "unwritten_ban";
+    let pool =
+        TestPool::start(CoordinatorArgs { database_url: Some(server.database(db)), ..settings("unwritten-ban") }).await;
+    let token = pool.register("rig", "land1unwritten").await;
+    let job = pool.job(&token).await;
+    server.query(
+        db,
+        "CREATE FUNCTION refuse_ban() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'the disk is on fire'; END $$; \
+         CREATE TRIGGER refuse_ban BEFORE INSERT ON pool_bans FOR EACH ROW EXECUTE FUNCTION refuse_ban();",
+    );
+    let forged = "44".repeat(32);
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        statuses.push(share_with(&pool.http, &pool, &token, &job, job.nonce_end() + i, &forged).await.0);
+    }
+    assert!(!statuses.contains(&StatusCode::FORBIDDEN), "{statuses:?}");
+    assert!(statuses.contains(&StatusCode::SERVICE_UNAVAILABLE), "the ban's write was refused: {statuses:?}");
+    assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK, "no ban in force");
+    assert_eq!(server.query(db, "SELECT count(*) FROM pool_bans"), "0");
+
+    server.query(db, "DROP TRIGGER refuse_ban ON pool_bans");
+    assert!(forge_until_banned(&pool.http, &pool, (&token, &job), job.nonce_end() + 10, &forged, 3).await);
+    assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(server.query(db, "SELECT count(*) FROM pool_bans"), "1");
+    pool.stop().await;
+}
