@@ -1731,6 +1731,20 @@ async fn a_stored_name_failing_the_rules_is_shown_as_none() {
     pool.stop().await;
 }
 
+/// Makes the database refuse the writes `what` names (a trigger's
+/// `BEFORE` clause: "INSERT ON pool_bans FOR EACH ROW"), as a failing disk
+/// would; `DROP TRIGGER refuse_writes ON <table>` ends it.
+fn refuse_writes(server: &support::throwaway_postgres::ThrowawayPostgres, db: &str, what: &str) {
+    server.query(
+        db,
+        &format!(
+            "CREATE OR REPLACE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'the disk is on fire'; END $$; \
+             CREATE TRIGGER refuse_writes BEFORE {what} EXECUTE FUNCTION refuse_writes();"
+        ),
+    );
+}
+
 /// A block that is a new session's first accepted share goes to the chain
 /// even when the store refuses to note the session as proven (here a
 /// trigger in the real database refuses that one write): the share and the
@@ -1748,14 +1762,9 @@ async fn a_first_share_that_is_a_block_reaches_the_chain_though_the_session_is_n
     let pool = TestPool::start(settings).await;
     let token = pool.register("rig", "land1unnoted").await;
     let job = pool.job(&token).await;
-    server.query(
-        db,
-        "CREATE FUNCTION refuse_proven() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN RAISE EXCEPTION 'the disk is on fire'; END $$; \
-         CREATE TRIGGER refuse_proven BEFORE UPDATE ON pool_sessions FOR EACH ROW \
-         WHEN ((NEW.record->>'proven')::boolean AND NOT coalesce((OLD.record->>'proven')::boolean, false)) \
-         EXECUTE FUNCTION refuse_proven();",
-    );
+    let proving = "UPDATE ON pool_sessions FOR EACH ROW \
+                   WHEN ((NEW.record->>'proven')::boolean AND NOT coalesce((OLD.record->>'proven')::boolean, false))";
+    refuse_writes(&server, db, proving);
     let nonce = job.first_share();
     let (status, answer) = pool.share(&token, &job, nonce, &job.digest(nonce)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -1779,12 +1788,7 @@ async fn a_ban_the_store_refuses_to_write_is_not_in_force() {
         TestPool::start(CoordinatorArgs { database_url: Some(server.database(db)), ..settings("unwritten-ban") }).await;
     let token = pool.register("rig", "land1unwritten").await;
     let job = pool.job(&token).await;
-    server.query(
-        db,
-        "CREATE FUNCTION refuse_ban() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN RAISE EXCEPTION 'the disk is on fire'; END $$; \
-         CREATE TRIGGER refuse_ban BEFORE INSERT ON pool_bans FOR EACH ROW EXECUTE FUNCTION refuse_ban();",
-    );
+    refuse_writes(&server, db, "INSERT ON pool_bans FOR EACH ROW");
     let forged = "44".repeat(32);
     let mut statuses = Vec::new();
     for i in 0..10 {
@@ -1795,7 +1799,7 @@ async fn a_ban_the_store_refuses_to_write_is_not_in_force() {
     assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::OK, "no ban in force");
     assert_eq!(server.query(db, "SELECT count(*) FROM pool_bans"), "0");
 
-    server.query(db, "DROP TRIGGER refuse_ban ON pool_bans");
+    server.query(db, "DROP TRIGGER refuse_writes ON pool_bans");
     assert!(forge_until_banned(&pool.http, &pool, (&token, &job), job.nonce_end() + 10, &forged, 3).await);
     assert_eq!(pool.get_auth("/pool/job", &token).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(server.query(db, "SELECT count(*) FROM pool_bans"), "1");
