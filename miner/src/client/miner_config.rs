@@ -321,6 +321,17 @@ impl MineArgs {
         // (A node token in pool mode is not refused: `VISION_NODE_TOKEN` is
         // also the coordinator's, and may be in a shared environment.)
         let node_token = self.node_token.filter(|t| !t.is_empty());
+        if let (Some(token), MiningMode::Solo(_)) = (&node_token, &mode) {
+            // One no header can carry (a secret file's trailing newline)
+            // would fail every block submission, after the block is found.
+            // (Its length is the node's to judge.)
+            use vision_protocol::bearer_token::{token_weakness, TokenWeakness};
+            if let Some(weakness @ (TokenWeakness::PaddedWithSpace | TokenWeakness::NotVisibleAscii)) =
+                token_weakness(token)
+            {
+                return Err(MinerError::bad_input(format!("--node-token {weakness}")));
+            }
+        }
         let backend = self.backend.unwrap_or(BackendChoice::Auto);
         Ok(MinerConfig {
             mode,
@@ -420,6 +431,24 @@ mod tests {
             (MineArgs { pools: vec![], solo: Some("http://u:secret@node:1".into()), ..args() }, "user name"),
             (MineArgs { pools: vec![], solo: Some("http://node:1/?a=b".into()), ..args() }, "query"),
             (MineArgs { pools: vec![], solo: Some("ftp://node:1".into()), ..args() }, "not a node URL"),
+            (
+                MineArgs {
+                    pools: vec![],
+                    solo: Some("http://node:1".into()),
+                    node_token: Some("s3cret\n".into()),
+                    ..args()
+                },
+                "--node-token begins or ends",
+            ),
+            (
+                MineArgs {
+                    pools: vec![],
+                    solo: Some("http://node:1".into()),
+                    node_token: Some("s3c\u{7f}ret".into()),
+                    ..args()
+                },
+                "--node-token holds",
+            ),
         ];
         for (bad, needle) in cases {
             let err = bad.resolve().unwrap_err();
@@ -427,6 +456,20 @@ mod tests {
             assert!(err.to_string().contains(needle), "{err:?} should mention {needle:?}");
             assert!(!err.to_string().contains("s3cret"), "{err:?} quotes the token");
         }
+    }
+
+    /// A node token is the node's to judge but for what no header carries;
+    /// in pool mode it is not the miner's (a shared environment's).
+    #[test]
+    fn a_node_token_is_taken_where_a_header_can_carry_it() {
+        let solo = |token: &str| MineArgs {
+            pools: vec![],
+            solo: Some("http://node:1".into()),
+            node_token: Some(token.into()),
+            ..args()
+        };
+        assert!(solo("short").resolve().is_ok());
+        assert!(MineArgs { node_token: Some("s3cret\n".into()), ..args() }.resolve().is_ok());
     }
 
     /// A setting the backend makes moot is said to be ignored, not shown

@@ -138,6 +138,11 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
 /// server took.
 pub(crate) fn transport(url: &str, err: &reqwest::Error) -> ApiFailure {
     let what = if err.is_timeout() { "timed out".to_string() } else { err.to_string() };
+    if err.is_builder() {
+        // Never sent, and never will be as it is (a token no header can
+        // carry): not worth trying again.
+        return ApiFailure::Refused { reason: "unsendable_request".into(), message: format!("{url}: {what}") };
+    }
     if err.is_connect() {
         ApiFailure::Unreachable(format!("{url}: {what}"))
     } else {
@@ -260,6 +265,20 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    /// A request no header can carry (a token with a secret file's line
+    /// break) fails before it is sent: refused, not worth trying again.
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_refused_not_retried() {
+        let url = write_once(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec()).await;
+        let err = reqwest::Client::new().get(&url).bearer_auth("token\n").send().await.unwrap_err();
+        let failure = transport(&url, &err);
+        assert!(!failure.is_transient(), "{failure:?}");
+        assert!(
+            matches!(&failure, ApiFailure::Refused { reason, .. } if reason == "unsendable_request"),
+            "{failure:?}"
+        );
+    }
 
     /// A one-request HTTP server on loopback that reads the request and
     /// writes `answer`, whole.

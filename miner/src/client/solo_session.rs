@@ -232,6 +232,13 @@ async fn mine_templates(
                             dispatch.set_work(Some(Arc::new(work)));
                         }
                         Err(message) => {
+                            // The chain moved on (another id) to a block this
+                            // miner cannot mine: the last template's height is
+                            // taken, so its work stops now.
+                            if dispatch.current_work().is_some() {
+                                dispatch.set_work(None);
+                                *templates.lock().expect("template lock") = None;
+                            }
                             // Said once per try, with a growing wait: not every second.
                             failures += 1;
                             let wait = backoff(failures);
@@ -433,6 +440,73 @@ mod tests {
             refusal: tokio::sync::watch::channel(None).0,
         };
         (blocks, work)
+    }
+
+    /// The node moves on to a template this miner cannot mine (params past
+    /// the limits after an upgrade, say): the last template's work stops at
+    /// once, not hashed on a height already taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_template_the_miner_cannot_mine_stops_the_last_ones_work() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let usable = visionx::Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..visionx::Params::CONSENSUS };
+        let height = Arc::new(AtomicU64::new(7));
+        let template = {
+            let height = height.clone();
+            move || {
+                let height = height.load(Ordering::SeqCst);
+                let params = match height {
+                    7 => usable,
+                    _ => visionx::Params { mix_iters: visionx::params::MAX_MIX_ITERS + 1, ..usable },
+                };
+                async move {
+                    axum::Json(BlockTemplate {
+                        header: HeaderFields {
+                            chain_id: "devnet".into(),
+                            height,
+                            parent_hash: format!("{height:064x}"),
+                            timestamp: 1,
+                            difficulty: 1_000_000,
+                            tx_root: "00".repeat(32),
+                            miner: "land1solo".into(),
+                        },
+                        epoch: 0,
+                        epoch_seed: String::new(),
+                        pow_message: String::new(),
+                        params,
+                        reward: 0,
+                    })
+                }
+            }
+        };
+        let app = axum::Router::new().route("/node/template", axum::routing::get(template));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let session = SoloSession { node: NodeClient::new(&url, None).unwrap(), wallet: "land1solo".into() };
+        let (found, _found_rx) = super::super::work_dispatch::found_channel();
+        let dispatch = WorkDispatch::start(Vec::new(), found);
+        let (status, templates, block_found) = (MinerStatus::new(), Mutex::new(None), Notify::new());
+        let mining = mine_templates(&session, &dispatch, &status, &templates, &block_found);
+        let watching = async {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while dispatch.current_work().is_none_or(|w| w.height != 7) {
+                assert!(Instant::now() < deadline, "never mined height 7");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            height.store(8, Ordering::SeqCst);
+            // (The node is asked again within a second.)
+            while dispatch.current_work().is_some() {
+                assert!(Instant::now() < deadline, "still mining height 7 after the node moved on");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            ended = mining => panic!("the session ended: {ended:?}"),
+            () = watching => {}
+        }
+        assert!(templates.lock().unwrap().is_none());
+        dispatch.stop();
+        server.abort();
     }
 
     /// Two nonces of one template found at once: a second block is sent

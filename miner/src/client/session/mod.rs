@@ -78,6 +78,9 @@ struct PoolContext {
     banned_until: Mutex<Vec<Option<Instant>>>,
     active: AtomicUsize,
     pending: Mutex<VecDeque<WaitingShare>>,
+    /// Resubmissions of what waited for a pool (`flush_pending`): a stop
+    /// waits for them within its grace, as for the shares found.
+    resubmissions: Mutex<tokio::task::JoinSet<()>>,
     dispatch: Arc<WorkDispatch>,
     status: Arc<MinerStatus>,
     block_time: Mutex<Duration>,
@@ -111,6 +114,7 @@ impl PoolContext {
             banned_until: Mutex::new(vec![None; count]),
             active: AtomicUsize::new(0),
             pending: Mutex::new(VecDeque::new()),
+            resubmissions: Mutex::new(tokio::task::JoinSet::new()),
             dispatch,
             status,
             block_time: Mutex::new(Duration::from_secs(30)),
@@ -420,7 +424,10 @@ pub async fn run_pool(
                 async move { ctx.submit(work, f, false).await }
             })
             .await;
-            // Stopping: one more try for the shares that waited for a pool.
+            // Stopping: the resubmissions under way finish, then one more try
+            // for the shares that waited for a pool.
+            let mut resubmissions = std::mem::take(&mut *ctx.resubmissions.lock().expect("resubmissions lock"));
+            while resubmissions.join_next().await.is_some() {}
             let waiting: Vec<WaitingShare> = ctx.pending.lock().expect("pending lock").drain(..).collect();
             for w in waiting {
                 ctx.submit(w.work, w.found, w.maybe_credited).await;
@@ -444,11 +451,9 @@ pub async fn run_pool(
 mod tests {
     use super::*;
 
-    /// Shares sent at once that all meet a 401 register once: the others
-    /// take the token that registration got, and a late 401 for the old
-    /// token does not throw the new one away.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_submissions_register_once() {
+    /// A pool context on a pool at loopback that only registers (slowly:
+    /// every caller is waiting by then), counting its registrations.
+    async fn registering_pool() -> (Arc<PoolContext>, Arc<std::sync::atomic::AtomicU64>, tokio::task::JoinHandle<()>) {
         use std::sync::atomic::AtomicU64;
         let registrations = Arc::new(AtomicU64::new(0));
         let app = axum::Router::new().route(
@@ -458,7 +463,6 @@ mod tests {
                 move || {
                     let n = registrations.fetch_add(1, Ordering::SeqCst) + 1;
                     async move {
-                        // A pool slow to answer: every caller is waiting by then.
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         axum::Json(vision_protocol::pool::RegisterResponse {
                             worker_id: "land1w.rig".into(),
@@ -492,6 +496,32 @@ mod tests {
             WorkDispatch::start(Vec::new(), found),
             Arc::new(MinerStatus::new()),
         );
+        (ctx, registrations, server)
+    }
+
+    /// A primary pool that refused this miner is not asked again by the
+    /// failback check (it would register there every interval, forever)
+    /// until the refusal is cleared (the owner's switch).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_primary_is_not_asked_by_the_failback_check() {
+        let (ctx, registrations, server) = registering_pool().await;
+        ctx.refused.lock().unwrap()[0] = Some("bad_wallet".into());
+        assert!(!ctx.primary_is_back(0).await);
+        assert_eq!(registrations.load(Ordering::SeqCst), 0, "not asked");
+        ctx.refused.lock().unwrap()[0] = None;
+        // (It registers, then finds no job route: not back.)
+        assert!(!ctx.primary_is_back(0).await);
+        assert_eq!(registrations.load(Ordering::SeqCst), 1, "asked once the refusal is cleared");
+        ctx.dispatch.stop();
+        server.abort();
+    }
+
+    /// Shares sent at once that all meet a 401 register once: the others
+    /// take the token that registration got, and a late 401 for the old
+    /// token does not throw the new one away.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_submissions_register_once() {
+        let (ctx, registrations, server) = registering_pool().await;
         let asking: Vec<_> = (0..8)
             .map(|_| {
                 let ctx = ctx.clone();

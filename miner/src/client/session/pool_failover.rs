@@ -169,7 +169,10 @@ impl PoolContext {
     /// be mined (a failback check).
     pub(super) async fn primary_is_back(self: &Arc<Self>, primary: usize) -> bool {
         let banned = self.banned_until.lock().expect("bans lock")[primary].is_some_and(|u| u > Instant::now());
-        if banned {
+        // A primary that refused this miner (its wallet, its worker id) is
+        // not asked again until the owner switches to it.
+        let refused = self.refused.lock().expect("refused lock")[primary].is_some();
+        if banned || refused {
             return false;
         }
         // On a task of its own: a slow registration cut short by the

@@ -160,12 +160,15 @@ impl PoolContext {
         // A block goes on its own task: its retries must not hold the
         // shares behind it until they are stale.
         let (blocks, shares): (Vec<_>, Vec<_>) = current.into_iter().partition(|w| w.work.is_block(&w.found.digest));
+        let mut resubmissions = self.resubmissions.lock().expect("resubmissions lock");
+        // (Those done are let go of.)
+        while resubmissions.try_join_next().is_some() {}
         for waiting in blocks {
             let ctx = self.clone();
-            tokio::spawn(async move { ctx.submit(waiting.work, waiting.found, waiting.maybe_credited).await });
+            resubmissions.spawn(async move { ctx.submit(waiting.work, waiting.found, waiting.maybe_credited).await });
         }
         let ctx = self.clone();
-        tokio::spawn(async move {
+        resubmissions.spawn(async move {
             for waiting in shares {
                 ctx.submit(waiting.work, waiting.found, waiting.maybe_credited).await;
             }
