@@ -1805,3 +1805,32 @@ async fn a_ban_the_store_refuses_to_write_is_not_in_force() {
     assert_eq!(server.query(db, "SELECT count(*) FROM pool_bans"), "1");
     pool.stop().await;
 }
+
+/// A prune of old share keys that fails (the database refuses it here) is
+/// tried again at the next housekeeping, not left until the chain moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_prune_is_tried_again_at_the_next_housekeeping() {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let db = "prune_again";
+    let fast = CoordinatorArgs {
+        database_url: Some(server.database(db)),
+        devnet_difficulty: Some(12),
+        block_time: Some(2),
+        ..settings("prune-again")
+    };
+    let pool = TestPool::start(fast).await;
+    let miner = pool.register("fast", "land1prune").await;
+    refuse_writes(&server, db, "DELETE ON pool_share_keys FOR EACH ROW");
+    for _ in 0..6 {
+        pool.mine_block(&miner).await;
+    }
+    let handle = pool.pool.as_ref().unwrap();
+    let now = vision_coordinator::pool::now_ms();
+    assert!(handle.housekeeping(now).await.is_err(), "the database refused the prune");
+    let old_keys = "SELECT count(*) FROM pool_share_keys WHERE height < 2";
+    assert_ne!(server.query(db, old_keys), "0");
+    server.query(db, "DROP TRIGGER refuse_writes ON pool_share_keys");
+    handle.housekeeping(now).await.unwrap();
+    assert_eq!(server.query(db, old_keys), "0", "pruned at the next housekeeping");
+    pool.stop().await;
+}

@@ -587,9 +587,12 @@ impl Pool {
             }
         }
         let keep_from = self.prune_below.load(Ordering::Relaxed);
-        if keep_from > self.pruned_below.swap(keep_from, Ordering::Relaxed) {
+        if keep_from > self.pruned_below.load(Ordering::Relaxed) {
             self.store.prune_jobs_below(keep_from).await?;
             self.store.prune_share_keys_below(keep_from).await?;
+            // Only once done: a prune that failed is tried again next time,
+            // not left until the chain moves.
+            self.pruned_below.fetch_max(keep_from, Ordering::Relaxed);
         }
         let pruned = self.prune_idle(now_ms);
         let sources = self.sources.prune(now_ms);

@@ -39,8 +39,9 @@ use super::{
 /// How long a call waits for a free connection before it fails.
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 /// Connections kept for shares, beyond `--database-connections`: one for the
-/// appender (one batch at a time), the rest for duplicate checks and the
-/// jobs of shares issued elsewhere.
+/// appender (one batch at a time, a pool of its own: the duplicate checks of
+/// a flood of shares must not queue it), the rest for duplicate checks and
+/// the jobs of shares issued elsewhere.
 const SHARE_PATH_CONNECTIONS: usize = 8;
 /// The advisory lock key that makes compaction one coordinator at a time.
 const COMPACTION_LOCK: i64 = 0x5653_4e43;
@@ -127,7 +128,8 @@ impl PgStore {
             })
         };
         let pool = connection_pool(manager()?, max_connections.max(2))?;
-        let share_path = connection_pool(manager()?, SHARE_PATH_CONNECTIONS)?;
+        let share_path = connection_pool(manager()?, SHARE_PATH_CONNECTIONS - 1)?;
+        let appending = connection_pool(manager()?, 1)?;
         let mut client =
             pool.get().await.map_err(|e| StoreError::Backend(format!("postgresql: {}", super::with_causes(&e))))?;
         check_durable_commits(&client).await?;
@@ -147,7 +149,7 @@ impl PgStore {
             .try_into()
             .map_err(|_| StoreError::Corrupt { tree: "pool_secret", message: "not 32 bytes".into() })?;
         drop(client);
-        let appender = ShareAppender::start(share_path.clone());
+        let appender = ShareAppender::start(appending);
         Ok(PgStore { pool, share_path, secret, appender })
     }
 
@@ -257,16 +259,30 @@ fn connection_pool(manager: Manager, size: usize) -> Result<Pool, StoreError> {
         .map_err(|e| StoreError::Backend(format!("postgresql pool: {e}")))
 }
 
+/// What each session asks of the server, unless the URL's `options` set
+/// it: to abort a transaction of ours left idle for 60 s, and the same TCP
+/// limits as this side's for the server's end of the connection, so that a
+/// backend of a coordinator that vanished (blocked sending a batch's results,
+/// the ledger head locked meanwhile) gives up within about a minute, not
+/// after TCP's fifteen.
+const SERVER_SIDE: [(&str, &str); 5] = [
+    ("idle_in_transaction_session_timeout", "60s"),
+    ("tcp_user_timeout", "30000"),
+    ("tcp_keepalives_idle", "30"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "3"),
+];
+
 /// A database that vanished (a failover, a cut link) leaves connections that
 /// hang until TCP gives up: two hours when idle, about fifteen minutes with
 /// data in flight, by default. Unless the URL says otherwise, this side
 /// notices within about a minute: keepalive probes from 30 s idle, every
 /// 10 s, and (on Linux, where it also bounds the probes) a 30 s limit on
 /// unacknowledged data; the pool then opens a fresh connection. The server
-/// side is told to abort a transaction of ours left idle for 60 s, so one
-/// whose connection died does not hold its locks (the ledger head) until the
-/// server's own keepalives notice. (A `keepalives_idle` of exactly 7200, the
-/// driver's default, counts as unset.)
+/// side is asked for the same ([`SERVER_SIDE`]), so one whose connection
+/// died does not hold its locks (the ledger head) until the server's own
+/// keepalives notice. (A `keepalives_idle` of exactly 7200, the driver's
+/// default, counts as unset.)
 fn notice_dead_connections(config: &mut tokio_postgres::Config) {
     if config.get_keepalives_idle() == tokio_postgres::Config::new().get_keepalives_idle() {
         config.keepalives_idle(Duration::from_secs(30));
@@ -281,16 +297,16 @@ fn notice_dead_connections(config: &mut tokio_postgres::Config) {
         config.tcp_user_timeout(Duration::from_secs(30));
     }
     // Added to the URL's own `options`, not dropped because it has some.
-    const IDLE: &str = "idle_in_transaction_session_timeout";
-    match config.get_options() {
-        None => {
-            config.options(format!("-c {IDLE}=60s"));
+    let mut options = config.get_options().unwrap_or_default().to_string();
+    for (name, value) in SERVER_SIDE {
+        if !options.contains(name) {
+            if !options.is_empty() {
+                options.push(' ');
+            }
+            options.push_str(&format!("-c {name}={value}"));
         }
-        Some(theirs) if !theirs.contains(IDLE) => {
-            config.options(format!("{theirs} -c {IDLE}=60s"));
-        }
-        Some(_) => {}
     }
+    config.options(options);
 }
 
 /// Refuses a database that acknowledges commits before they are on disk: with
@@ -1245,7 +1261,9 @@ mod tests {
         assert_eq!(config.get_keepalives_interval(), Some(Duration::from_secs(10)));
         assert_eq!(config.get_keepalives_retries(), Some(3));
         assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
-        assert_eq!(config.get_options(), Some("-c idle_in_transaction_session_timeout=60s"));
+        let ours = "-c idle_in_transaction_session_timeout=60s -c tcp_user_timeout=30000 -c tcp_keepalives_idle=30 \
+                    -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3";
+        assert_eq!(config.get_options(), Some(ours));
         // A password that mentions a setting sets nothing.
         let config = configured("postgres://pool:keepalives_idle@db.example/pool");
         assert_eq!(config.get_keepalives_idle(), Duration::from_secs(30));
@@ -1253,12 +1271,17 @@ mod tests {
             "postgres://pool@db.example/pool?keepalives_idle=600&keepalives_interval=60&keepalives_retries=9\
              &tcp_user_timeout=120&options=-c%20statement_timeout%3D5s",
         );
-        assert_eq!(config.get_options(), Some("-c statement_timeout=5s -c idle_in_transaction_session_timeout=60s"));
+        assert_eq!(config.get_options(), Some(format!("-c statement_timeout=5s {ours}").as_str()));
         assert_eq!(config.get_keepalives_idle(), Duration::from_secs(600));
         assert_eq!(config.get_keepalives_interval(), Some(Duration::from_secs(60)));
         assert_eq!(config.get_keepalives_retries(), Some(9));
         assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(120)));
-        let config = configured("postgres://pool@db.example/pool?options=-c%20idle_in_transaction_session_timeout%3D0");
-        assert_eq!(config.get_options(), Some("-c idle_in_transaction_session_timeout=0"));
+        let config = configured(
+            "postgres://pool@db.example/pool?options=-c%20idle_in_transaction_session_timeout%3D0\
+             %20-c%20tcp_user_timeout%3D0",
+        );
+        let theirs = "-c idle_in_transaction_session_timeout=0 -c tcp_user_timeout=0 -c tcp_keepalives_idle=30 \
+                      -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3";
+        assert_eq!(config.get_options(), Some(theirs));
     }
 }
