@@ -129,3 +129,61 @@ async fn three_coordinators_credit_each_block_once_and_pay_once() {
     assert!(audit.paid > 0, "payouts were sent: {audit:?}");
     eprintln!("three coordinators on PostgreSQL: {} acknowledged shares, {audit:?}", acked.len());
 }
+
+/// A coordinator on the shared database killed between recording a found
+/// block and submitting it, and never restarted: another coordinator, up
+/// all along (so not resuming it at its own start), takes the block up once
+/// no coordinator has stepped on it for 30 s, gets it onto the chain and
+/// credits it. Left alone, the block would hold up every credit after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_left_by_a_stopped_coordinator_is_taken_up_by_another() {
+    use std::os::unix::process::ExitStatusExt;
+    let server = ThrowawayPostgres::start();
+    let url = server.database("stalled");
+    let node_args: Vec<&str> = QUICK_REWARDS.iter().copied().chain(["--node-token", NODE]).collect();
+    let (node, node_url) = start_coordinator(&fresh_dir("stalled-node"), &node_args, &[]);
+    let mut processes = Processes(vec![node]);
+    let pool_args: Vec<&str> = QUICK_REWARDS
+        .iter()
+        .copied()
+        .chain(["--database-url", &url, "--upstream", &node_url, "--upstream-token", NODE])
+        .collect();
+    let (survivor, survivor_url) = start_coordinator(&fresh_dir("stalled-b"), &pool_args, &[]);
+    processes.0.push(survivor);
+    let (doomed, doomed_url) =
+        start_coordinator(&fresh_dir("stalled-a"), &pool_args, &[("VISION_CRASH_AT", "block_recorded")]);
+    processes.0.push(doomed);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let registration = json!({"worker_id": "rig", "wallet_address": "land1stalled"});
+    let registered: Value = http
+        .post(format!("{doomed_url}/pool/register"))
+        .json(&registration)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["worker_token"].as_str().unwrap().to_string();
+    assert!(!vision_suite::mine_until(&http, &doomed_url, &token, async || false).await);
+    let status = processes.0.pop().unwrap().wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "killed at its crash point: {status:?}");
+    let found = Instant::now();
+
+    let deadline = found + Duration::from_secs(90);
+    loop {
+        let blocks = get_json(&http, &format!("{survivor_url}/pool/blocks"), None).await;
+        let ours = blocks.as_array().into_iter().flatten().find(|b| b["height"] == 0).cloned();
+        if let Some(ours) = ours.filter(|b| b["submission"] == "accepted" && b["reward"].as_u64() > Some(0)) {
+            let on_chain = get_json(&http, &format!("{node_url}/node/block/0"), None).await;
+            assert_eq!(on_chain["hash"], ours["hash"], "the chain holds the block that was found");
+            assert!(found.elapsed() >= Duration::from_secs(25), "taken up only once stalled");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stalled block was never taken up: {blocks}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for child in processes.0.iter_mut().rev() {
+        stop_gracefully(child);
+    }
+}

@@ -347,7 +347,13 @@ impl Coordinator {
             let interval = pool.rewards().config().poll_interval;
             let mut failing = false;
             loop {
-                match pool.run_rewards_round(now_ms()).await {
+                // Blocks a stopped coordinator on the shared store left
+                // unsubmitted would hold up every credit after them.
+                let round = match pool.resume_stalled_blocks(now_ms()).await {
+                    Ok(_) => pool.run_rewards_round(now_ms()).await.map_err(|e| e.to_string()),
+                    Err(err) => Err(format!("cannot look for stalled block submissions: {err}")),
+                };
+                match round {
                     Ok(()) if failing => {
                         failing = false;
                         tracing::info!("reward rounds are back");

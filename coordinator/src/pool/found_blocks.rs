@@ -30,6 +30,14 @@ const LAST_RETRY: Duration = Duration::from_secs(10);
 /// chain's only miner never sees the tip move to supersede it.
 const REFUSALS_RETRIED_FOR_MS: u64 = 10 * 60 * 1000;
 
+/// How long a block recorded `submitted` may go without an attempt written
+/// (one is, at least every [`LAST_RETRY`] plus a request's time) before
+/// another coordinator on the shared store takes it up: the one that found
+/// it has stopped, and the block may still win and holds up every later
+/// block's credit. (Two coordinators at one block agree by the store's
+/// rule for its record.)
+const STALLED_SUBMISSION_MS: u64 = 3 * LAST_RETRY.as_millis() as u64;
+
 /// How long a node saying "no block" at a found block's height is asked
 /// again before it is believed, unless the block's only submission was
 /// refused (an earlier attempt may have landed, and the node answering may
@@ -192,6 +200,37 @@ impl Pool {
         };
         block.share_position = Some(position);
         Ok(true)
+    }
+
+    /// Takes up found blocks recorded `submitted` whose submission no
+    /// coordinator has stepped on for 30 s (the one
+    /// that found it stopped, on a shared store; a coordinator resumes its
+    /// own at start), as a restart would. Returns how many.
+    pub async fn resume_stalled_blocks(self: &Arc<Self>, now_ms: u64) -> Result<usize, PoolError> {
+        let found = self.store.found_blocks_from(self.rewards.settled_below()).await?;
+        let stalled: Vec<FoundBlockRecord> = {
+            let retrying = self.block_retries.lock().expect("block retries lock");
+            found
+                .into_iter()
+                .filter(|b| b.status == BlockStatus::Submitted)
+                .filter(|b| now_ms.saturating_sub(b.updated_ms) >= STALLED_SUBMISSION_MS)
+                .filter(|b| !retrying.contains(&(b.height, b.hash.clone())))
+                .collect()
+        };
+        let count = stalled.len();
+        for mut block in stalled {
+            tracing::warn!(
+                height = block.height,
+                "taking up a found block whose submission nobody has stepped on for {}s (its coordinator stopped?)",
+                STALLED_SUBMISSION_MS / 1000
+            );
+            // As at a start: its share in the ledger first (tried again by
+            // the task on a store error).
+            let recorded = !self.ledger_block_share(&mut block).await.unwrap_or(true);
+            let pool = self.clone();
+            tokio::spawn(async move { pool.retry_block_submission(block, recorded).await });
+        }
+        Ok(count)
     }
 
     /// Whether the chain holds this very block (false when it cannot say).

@@ -116,6 +116,11 @@ impl Rewards {
         Ok(OpenBlocks { settled, found, records })
     }
 
+    /// Every found block below this height is settled (as of the last round).
+    pub(crate) fn settled_below(&self) -> u64 {
+        self.settled.lock().expect("settled blocks lock").below
+    }
+
     /// Records what a round has settled (see [`settled_after`]).
     pub(crate) fn mark_settled(&self, settled: SettledBlocks) {
         *self.settled.lock().expect("settled blocks lock") = settled;
