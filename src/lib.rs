@@ -60,6 +60,13 @@ pub async fn post_json(
     request.send().await.expect("POST").json().await.expect("JSON answer")
 }
 
+/// Registers rig `worker` of `wallet` at the pool at `url`; its worker token.
+pub async fn register(http: &reqwest::Client, url: &str, worker: &str, wallet: &str) -> String {
+    let registration = serde_json::json!({"worker_id": worker, "wallet_address": wallet});
+    let registered = post_json(http, &format!("{url}/pool/register"), None, &registration).await;
+    registered["worker_token"].as_str().unwrap_or_else(|| panic!("no worker token: {registered}")).to_string()
+}
+
 /// GETs `url` (with a bearer token if given) and reads the JSON answer.
 pub async fn get_json(http: &reqwest::Client, url: &str, token: Option<&str>) -> serde_json::Value {
     let mut request = http.get(url);

@@ -154,17 +154,7 @@ async fn a_block_left_by_a_stopped_coordinator_is_taken_up_by_another() {
         start_coordinator(&fresh_dir("stalled-a"), &pool_args, &[("VISION_CRASH_AT", "block_recorded")]);
     processes.0.push(doomed);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let registration = json!({"worker_id": "rig", "wallet_address": "land1stalled"});
-    let registered: Value = http
-        .post(format!("{doomed_url}/pool/register"))
-        .json(&registration)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = registered["worker_token"].as_str().unwrap().to_string();
+    let token = vision_suite::register(&http, &doomed_url, "rig", "land1stalled").await;
     assert!(!vision_suite::mine_until(&http, &doomed_url, &token, async || false).await);
     let status = processes.0.pop().unwrap().wait().unwrap();
     assert_eq!(status.signal(), Some(9), "killed at its crash point: {status:?}");

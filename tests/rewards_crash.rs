@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use vision_suite::{fresh_dir, mine_until, start_coordinator, QUICK_REWARDS};
+use serde_json::Value;
+use vision_suite::{fresh_dir, mine_until, register, start_coordinator, QUICK_REWARDS};
 
 const MINER: &str = "land1alice";
 const HOST: &str = "land1host";
@@ -64,10 +64,7 @@ async fn sigkill_at_every_money_point_pays_nobody_twice_and_loses_no_credit() {
 
     // 1. Killed while crediting the first block.
     let (mut child, url) = start(&data_dir, Some("credit_block"));
-    let registration = json!({"worker_id": "rig", "wallet_address": MINER});
-    let registered: Value =
-        http.post(format!("{url}/pool/register")).json(&registration).send().await.unwrap().json().await.unwrap();
-    let token = registered["worker_token"].as_str().unwrap().to_string();
+    let token = register(&http, &url, "rig", MINER).await;
     assert!(!mine_until(&http, &url, &token, async || false).await);
     expect_sigkill(&mut child, "credit_block");
 
@@ -164,17 +161,7 @@ async fn sigkill_between_finding_a_block_and_submitting_it_loses_no_block() {
     for point in ["block_recorded", "block_share_appended", "block_share_noted"] {
         let (mut child, url) = start(&data_dir, Some(point));
         if token.is_none() {
-            let registration = json!({"worker_id": "rig", "wallet_address": MINER});
-            let registered: Value = http
-                .post(format!("{url}/pool/register"))
-                .json(&registration)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            token = registered["worker_token"].as_str().map(str::to_string);
+            token = Some(register(&http, &url, "rig", MINER).await);
         }
         let token = token.as_deref().unwrap();
         // The block mined next (an empty chain answers no tip, and starts at 0).
@@ -225,10 +212,7 @@ async fn a_block_resumed_while_the_node_is_down_still_ends_its_window_at_its_sha
     let pool_args: Vec<&str> =
         QUICK_REWARDS.iter().copied().chain(["--upstream", &node_url, "--upstream-token", NODE]).collect();
     let (mut pool, url) = start_coordinator(&pool_dir, &pool_args, &[("VISION_CRASH_AT", "block_recorded")]);
-    let registration = json!({"worker_id": "rig", "wallet_address": MINER});
-    let registered: Value =
-        http.post(format!("{url}/pool/register")).json(&registration).send().await.unwrap().json().await.unwrap();
-    let token = registered["worker_token"].as_str().unwrap().to_string();
+    let token = register(&http, &url, "rig", MINER).await;
     assert!(!mine_until(&http, &url, &token, async || false).await);
     expect_sigkill(&mut pool, "block_recorded");
 
