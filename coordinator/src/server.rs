@@ -345,15 +345,21 @@ impl Coordinator {
         tasks.push(tokio::spawn(async move {
             // Rewards: follow found blocks on the chain, credit, pay.
             let interval = pool.rewards().config().poll_interval;
-            let mut failing = false;
+            let (mut failing, mut review_failing) = (false, false);
             loop {
                 // Blocks a stopped coordinator on the shared store left
-                // unsubmitted would hold up every credit after them.
-                let round = match pool.resume_stalled_blocks(now_ms()).await {
-                    Ok(_) => pool.run_rewards_round(now_ms()).await.map_err(|e| e.to_string()),
-                    Err(err) => Err(format!("cannot look for stalled block submissions: {err}")),
-                };
-                match round {
+                // unsubmitted would hold up every credit after them; blocks
+                // rejected on a node's word may be on the chain after all.
+                // (Said when it starts failing; the round runs regardless.)
+                match pool.review_found_blocks(now_ms()).await {
+                    Err(err) if !review_failing => {
+                        review_failing = true;
+                        tracing::warn!("cannot review the found blocks (retrying): {err}");
+                    }
+                    Ok(_) => review_failing = false,
+                    Err(_) => {}
+                }
+                match pool.run_rewards_round(now_ms()).await {
                     Ok(()) if failing => {
                         failing = false;
                         tracing::info!("reward rounds are back");

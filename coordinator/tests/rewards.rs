@@ -600,6 +600,119 @@ fn weight_of(detail: &Value, wallet: &str) -> u64 {
     wallets.iter().filter(|w| w["wallet"] == wallet).map(|w| u(&w["difficulty"])).sum()
 }
 
+/// A block the node refused (rejected on its word) that the chain holds
+/// after all (another node took it) is recorded as accepted by the review
+/// before the next round, and credited; left rejected, its reward would sit
+/// in the pool's wallet with nobody told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_block_the_chain_holds_after_all_is_credited() {
+    use vision_coordinator::chain::devnet::SubmitFault;
+    let pool =
+        TestPool::start(CoordinatorArgs { reward_poll_ms: Some(3_600_000), ..reward_settings("heldafter") }).await;
+    let (handle, devnet) = (pool.pool.clone().unwrap(), pool.devnet.clone().unwrap());
+    let alice = pool.register("rig-a", "land1alice").await;
+    let job = pool.job(&alice).await;
+    let nonce = job.first_meeting(12);
+    devnet.inject(SubmitFault::Reject, 1);
+    let (_, answer) = pool.share(&alice, &job, nonce, &job.digest(nonce)).await;
+    assert_eq!(answer["block_status"], "rejected", "{answer}");
+    let found = handle.store_for_tests().found_blocks_at(job.height()).await.unwrap();
+    assert!(devnet.submit(&found[0].submission).unwrap().accepted);
+    round(&handle).await;
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), 0, "rejected: not credited");
+
+    assert_eq!(handle.review_found_blocks(vision_coordinator::pool::now_ms()).await.unwrap(), 1);
+    round(&handle).await;
+    let credited = block(&pool, job.height()).await;
+    assert_eq!(credited["status"], "pending", "credited: {credited}");
+    assert!(u(&credited["reward"]) > 0 && part_of(&credited, "land1alice") > 0, "{credited}");
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), part_of(&credited, "land1alice"));
+    assert_eq!(handle.review_found_blocks(vision_coordinator::pool::now_ms()).await.unwrap(), 0, "once");
+    check_books(&pool, &["land1alice", HOST, FOUNDATION]).await;
+    pool.stop().await;
+}
+
+/// Mines alice's next block with the node refusing it (rejected on its
+/// word, as one node may call a block another takes); its record.
+async fn refused_then_taken(
+    pool: &TestPool,
+    handle: &vision_coordinator::pool::Pool,
+    devnet: &vision_coordinator::chain::devnet::DevnetChain,
+    alice: &str,
+) -> vision_coordinator::storage::FoundBlockRecord {
+    use vision_coordinator::chain::devnet::SubmitFault;
+    let job = pool.job(alice).await;
+    let nonce = job.first_meeting(12);
+    devnet.inject(SubmitFault::Reject, 1);
+    let (_, answer) = pool.share(alice, &job, nonce, &job.digest(nonce)).await;
+    assert_eq!(answer["block_status"], "rejected", "{answer}");
+    let found = handle.store_for_tests().found_blocks_at(job.height()).await.unwrap();
+    let [refused] = found.as_slice() else { panic!("one found block: {found:?}") };
+    refused.clone()
+}
+
+/// Under PROP, a block rejected on a node's word that the chain holds after
+/// all holds up the blocks after it until the review before the next round
+/// records it accepted: then each block is credited over its own round, in
+/// ledger order, none paid twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prop_a_rejected_block_the_chain_holds_is_credited_before_the_blocks_after_it() {
+    let PropByHand { pool, handle, devnet, alice, bob } = prop_pool_by_hand("propheld").await;
+    let refused = refused_then_taken(&pool, &handle, &devnet, &alice).await;
+    assert!(devnet.submit(&refused.submission).unwrap().accepted);
+    let (later, _) = pool.mine_block(&bob).await;
+    assert_eq!(later, refused.height + 1);
+    round(&handle).await;
+    assert_eq!(u(&balance(&pool, "land1bob").await["immature"]), 0, "bob's block waits for the one before it");
+
+    assert_eq!(handle.review_found_blocks(vision_coordinator::pool::now_ms()).await.unwrap(), 1);
+    round(&handle).await;
+    let (first, second) = (block(&pool, refused.height).await, block(&pool, later).await);
+    assert!(weight_of(&first, "land1alice") > 0 && weight_of(&first, "land1bob") == 0, "{first}");
+    assert!(weight_of(&second, "land1bob") > 0 && weight_of(&second, "land1alice") == 0, "{second}");
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), part_of(&first, "land1alice"));
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+    pool.stop().await;
+}
+
+/// A block rejected on a node's word that the chain holds after all, met
+/// by a PROP round only after a later block's credit ended its round (here
+/// the later block was credited under PPLNS, before a switch to PROP), is
+/// flagged for the operator, not credited: a PROP credit of it would pay
+/// shares that credit has paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prop_a_block_met_below_a_round_a_later_credit_ended_is_flagged() {
+    let pplns = CoordinatorArgs {
+        payout_threshold: Some(u64::MAX / 2),
+        reward_poll_ms: Some(3_600_000),
+        ..reward_settings("propflip")
+    };
+    let pool = TestPool::start(pplns.clone()).await;
+    let (handle, devnet) = (pool.pool.clone().unwrap(), pool.devnet.clone().unwrap());
+    let (alice, bob) = (pool.register("rig-a", "land1alice").await, pool.register("rig-b", "land1bob").await);
+    let refused = refused_then_taken(&pool, &handle, &devnet, &alice).await;
+    assert!(devnet.submit(&refused.submission).unwrap().accepted);
+    let (later, _) = pool.mine_block(&bob).await;
+    round(&handle).await;
+    let paid = block(&pool, later).await;
+    assert!(weight_of(&paid, "land1alice") > 0, "the later block paid alice's share: {paid}");
+    let alice_part = part_of(&paid, "land1alice");
+    drop((handle, devnet));
+    pool.stop().await;
+
+    let pool = TestPool::start(CoordinatorArgs { payout_scheme: Some("prop".into()), ..pplns }).await;
+    let handle = pool.pool.clone().unwrap();
+    // (The server's rewards task reviews and runs a round at its start too.)
+    handle.review_found_blocks(vision_coordinator::pool::now_ms()).await.unwrap();
+    round(&handle).await;
+    let flagged = block(&pool, refused.height).await;
+    assert!(flagged["operator_flag"].as_str().is_some_and(|f| f.contains("ended its PROP round")), "{flagged}");
+    assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), alice_part, "alice's share paid once");
+    check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+    drop(handle);
+    pool.stop().await;
+}
+
 /// Under PROP a block orphaned after its credit has its round carried into
 /// the next block the pool credits, so its miners are paid by that one, and
 /// once: when the orphan comes back, it is flagged rather than credited.

@@ -662,6 +662,30 @@ fn a_job_with_tables_too_wide_for_a_workgroup_mines_and_the_next_gets_its_shape_
     assert_eq!(backend.stats().since(&before).batches, 4, "2,048 hashes in batches of 512");
 }
 
+/// A memory budget that holds fewer hashes of a wide-table job than a
+/// workgroup: the tuner stays within it (a part-filled segment) and the
+/// device mines the job as the CPU does, rather than sitting it out or
+/// allocating a workgroup's worth past the budget.
+#[test]
+fn a_budget_below_a_workgroup_of_wide_tables_is_kept() {
+    if !require_adapter() {
+        return;
+    }
+    let wide = Params { mix_iters: 70_000, write_every: 1, ..small_params() };
+    let wide_job = job(wide, NonceRange::new(7_000, 7_006), 1);
+    let budget = 100 << 20;
+    let backend =
+        GpuBackend::start(0, None, None, growing_to_the_budget(budget), &wide_job, InjectedFault::None).unwrap();
+    let tables = u64::from(backend.shape().hashes()) * backend.table_bytes_per_hash();
+    assert!(tables <= budget, "{:?}: {tables} bytes of tables", backend.shape());
+    assert!(backend.shape().hashes() < 128, "{:?}", backend.shape());
+    let (end, found) = collect(&backend, &wide_job, &Arc::new(SearchControl::new()));
+    assert_eq!(end.unwrap().hashes, 6);
+    let mut cpu = FastEngine::new();
+    let expected: Vec<_> = (7_000..7_006).map(|n| cpu.hash(&wide_job.input, n)).collect();
+    assert_eq!(found.iter().map(|f| f.digest).collect::<Vec<_>>(), expected);
+}
+
 #[test]
 fn a_new_job_interrupts_a_running_batch() {
     if !require_adapter() {

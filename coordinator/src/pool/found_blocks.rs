@@ -31,12 +31,15 @@ const LAST_RETRY: Duration = Duration::from_secs(10);
 const REFUSALS_RETRIED_FOR_MS: u64 = 10 * 60 * 1000;
 
 /// How long a block recorded `submitted` may go without an attempt written
-/// (one is, at least every [`LAST_RETRY`] plus a request's time) before
-/// another coordinator on the shared store takes it up: the one that found
-/// it has stopped, and the block may still win and holds up every later
-/// block's credit. (Two coordinators at one block agree by the store's
-/// rule for its record.)
-const STALLED_SUBMISSION_MS: u64 = 3 * LAST_RETRY.as_millis() as u64;
+/// (one is, at least every [`LAST_RETRY`] plus a request's time, 40 s)
+/// before another coordinator on the shared store takes it up: the one that
+/// found it has stopped, and the block may still win and holds up every
+/// later block's credit. (Two coordinators at one block agree by the
+/// store's rule for its record.)
+const STALLED_SUBMISSION_MS: u64 = 60_000;
+const _: () = assert!(
+    STALLED_SUBMISSION_MS > (LAST_RETRY.as_millis() + crate::chain::upstream::REQUEST_TIMEOUT.as_millis()) as u64
+);
 
 /// How long a node saying "no block" at a found block's height is asked
 /// again before it is believed, unless the block's only submission was
@@ -187,9 +190,11 @@ impl Pool {
                 // With the tip unknown (a restart while the node is down),
                 // that is unknown too: asked again once the tip is known,
                 // rather than settled on the finder's window.
+                let Some(share) = block.share.as_ref() else { return Ok(false) };
                 let tip = self.current_height().ok_or(PoolError::NoTemplate)?;
-                let keys_kept = block.height.saturating_add(HEIGHTS_KEPT) > tip;
-                let Some(share) = block.share.as_ref().filter(|_| keys_kept) else { return Ok(false) };
+                if block.height.saturating_add(HEIGHTS_KEPT) <= tip {
+                    return Ok(false);
+                }
                 match self.store.append_share(share).await? {
                     AppendOutcome::Appended(position) => position,
                     AppendOutcome::Duplicate(credit) => credit.position,
@@ -202,22 +207,35 @@ impl Pool {
         Ok(true)
     }
 
-    /// Takes up found blocks recorded `submitted` whose submission no
-    /// coordinator has stepped on for 30 s (the one
-    /// that found it stopped, on a shared store; a coordinator resumes its
-    /// own at start), as a restart would. Returns how many.
-    pub async fn resume_stalled_blocks(self: &Arc<Self>, now_ms: u64) -> Result<usize, PoolError> {
+    /// Looks again at the found blocks a rewards round still reads, before
+    /// each round:
+    /// - takes up those recorded `submitted` whose submission no coordinator
+    ///   has stepped on for a minute (the one that found it stopped, on a shared
+    ///   store; a coordinator resumes its own at start), as a restart would;
+    /// - records as accepted a block rejected on a node's word that the chain
+    ///   holds after all (another coordinator's node took it, or a
+    ///   reorganisation made it the chain's), while within the watch depth,
+    ///   so the rounds credit it (or, if a later block has paid its PROP
+    ///   round, flag it).
+    ///
+    /// Returns how many it took up or accepted.
+    pub async fn review_found_blocks(self: &Arc<Self>, now_ms: u64) -> Result<usize, PoolError> {
         let found = self.store.found_blocks_from(self.rewards.settled_below()).await?;
-        let stalled: Vec<FoundBlockRecord> = {
+        let (stalled, rejected): (Vec<FoundBlockRecord>, Vec<FoundBlockRecord>) = {
             let retrying = self.block_retries.lock().expect("block retries lock");
             found
                 .into_iter()
-                .filter(|b| b.status == BlockStatus::Submitted)
-                .filter(|b| now_ms.saturating_sub(b.updated_ms) >= STALLED_SUBMISSION_MS)
-                .filter(|b| !retrying.contains(&(b.height, b.hash.clone())))
-                .collect()
+                .filter(|b| match b.status {
+                    BlockStatus::Submitted => {
+                        now_ms.saturating_sub(b.updated_ms) >= STALLED_SUBMISSION_MS
+                            && !retrying.contains(&(b.height, b.hash.clone()))
+                    }
+                    BlockStatus::Rejected => true,
+                    BlockStatus::Accepted => false,
+                })
+                .partition(|b| b.status == BlockStatus::Submitted)
         };
-        let count = stalled.len();
+        let mut count = stalled.len();
         for mut block in stalled {
             tracing::warn!(
                 height = block.height,
@@ -229,6 +247,26 @@ impl Pool {
             let recorded = !self.ledger_block_share(&mut block).await.unwrap_or(true);
             let pool = self.clone();
             tokio::spawn(async move { pool.retry_block_submission(block, recorded).await });
+        }
+        if rejected.is_empty() {
+            return Ok(count);
+        }
+        // (The node down: asked again before the next round.)
+        let Ok(Some(tip)) = self.chain.tip().await else { return Ok(count) };
+        let config = self.rewards.config();
+        let watched = config.confirmations.saturating_add(config.orphan_watch_depth);
+        for mut block in rejected.into_iter().filter(|b| b.height.saturating_add(watched) > tip.height) {
+            let held =
+                matches!(self.chain.block(block.height).await, Ok(b) if b.hash.eq_ignore_ascii_case(&block.hash));
+            if !held {
+                continue;
+            }
+            tracing::warn!(height = block.height, "a block rejected on a node's word is on the chain after all");
+            block.status = BlockStatus::Accepted;
+            block.reason = Some(format!("on the chain after all (was: {})", block.reason.unwrap_or_default()));
+            block.updated_ms = now_ms;
+            self.record_block(&block).await?;
+            count += 1;
         }
         Ok(count)
     }
@@ -329,6 +367,11 @@ impl Pool {
             } else {
                 self.settle_superseded(&mut block).await
             };
+            if !recorded && step.is_ok() {
+                // Its share just reached the ledger (the node back, say):
+                // submitted at once, not after the backoff so far.
+                delay = Duration::ZERO;
+            }
             recorded = step.is_ok();
             if let Err(err) = step {
                 tracing::error!(height = block.height, "recording a found block failed (will retry): {err}");
@@ -343,8 +386,12 @@ impl Pool {
             ChainVerdict::Ours => None,
             ChainVerdict::Another => Some(format!("height {} went to another block", block.height)),
             ChainVerdict::NoBlock => Some("the chain moved on without it".to_string()),
-            // Unknown yet: ask again on the next round.
-            ChainVerdict::Unknown => return Ok(()),
+            // Unknown yet: ask again on the next round. (Written, so that
+            // other coordinators see the block is being seen to.)
+            ChainVerdict::Unknown => {
+                block.updated_ms = now_ms();
+                return self.record_block(block).await;
+            }
         };
         block.updated_ms = now_ms();
         match reason {

@@ -61,13 +61,39 @@ impl Rewards {
         // rounds wait in `carry` for the next credit.
         let mut round_start = open.settled.last_round_end.map_or(0, |p| p + 1);
         let mut carry: Vec<BlockRewardRecord> = Vec::new();
+        // The furthest ledger position of a credited block, or of a settled
+        // one that ended a round: a block first credited below it would take
+        // a PROP round a later block has already ended (and paid).
+        let rounds_ended_through = found
+            .iter()
+            .filter(|b| records.get(&(b.height, b.hash.clone())).is_some_and(|r| r.credit.is_some()))
+            .filter_map(|b| b.share_position)
+            .chain(open.settled.last_round_end)
+            .max();
         // A block still being submitted (or not yet credited) may yet end a
         // round: later blocks wait for it.
         let mut blocked = false;
         let mut overdue = 0;
+        let watched = self.config.confirmations.saturating_add(self.config.orphan_watch_depth);
         for block in &found {
             match block.status {
-                BlockStatus::Rejected => continue,
+                // Rejected on a node's word, yet the chain may hold it (the
+                // found blocks' review then records it accepted): under PROP
+                // later blocks wait, or one would take its round first.
+                BlockStatus::Rejected => {
+                    if self.config.scheme == PayoutScheme::Prop
+                        && !blocked
+                        && confirmations(&tip, block.height) < watched
+                    {
+                        // Held, or no answer: wait. Another block there, or none: rejected.
+                        blocked = match self.chain.block(block.height).await {
+                            Ok(on_chain) => on_chain.hash.eq_ignore_ascii_case(&block.hash),
+                            Err(ChainError::NotFound(_)) => false,
+                            Err(_) => true,
+                        };
+                    }
+                    continue;
+                }
                 BlockStatus::Submitted => {
                     blocked = true;
                     continue;
@@ -82,7 +108,10 @@ impl Rewards {
             // round's step on it goes through.
             let mut ended_round = !crediting && ends_round(records.get(&key));
             let round = Round { start: round_start, carry: &carry };
+            let round_ended = self.config.scheme == PayoutScheme::Prop
+                && block.share_position.zip(rounds_ended_through).is_some_and(|(at, ended)| at < ended);
             let step = match records.remove(&key) {
+                None if !blocked && round_ended => self.flag_round_ended(block, now_ms).await,
                 None if !blocked => self.credit_block(block, None, &tip, round, now_ms, fee).await,
                 None => Ok(Stepped::Uncredited { unshown: false }),
                 Some(record) if !blocked && self.is_back_on_chain(block, &record, &tip).await => {
@@ -295,6 +324,32 @@ impl Rewards {
         record.note("flagged", flag.clone(), now_ms);
         record.operator_flag = Some(flag);
         let update = RewardUpdate { expects: vec![expected], blocks: vec![record.clone()], ..RewardUpdate::default() };
+        self.store.apply_reward_update(&update).await?;
+        self.flush().await?;
+        Ok(Stepped::unchanged(record, false))
+    }
+
+    /// A block met uncredited below a round a later block has ended (it
+    /// was rejected, on one node's word, then accepted: two coordinators'
+    /// nodes disagreed): under PROP that block paid its round, so it is
+    /// flagged for the operator, not credited (its shares would be paid
+    /// twice). Written only while it has no record: of coordinators at it
+    /// on a shared store, one does.
+    async fn flag_round_ended(&self, block: &FoundBlockRecord, now_ms: u64) -> Result<Stepped, RewardError> {
+        let mut record = BlockRewardRecord::pending(block.height, &block.hash, now_ms);
+        record.note("submitted", format!("found by {}", block.worker_id), block.time_ms);
+        record.note("accepted", "the chain accepted it", block.updated_ms.max(block.time_ms));
+        let flag = "accepted after a later block ended its PROP round (a node had called it rejected): not \
+                    credited, its reward stays in the pool's wallet"
+            .to_string();
+        tracing::error!(height = block.height, "{flag}");
+        record.change(RewardStatus::Orphaned, flag.clone(), now_ms);
+        record.operator_flag = Some(flag);
+        let update = RewardUpdate {
+            expects: vec![Expectation::block(block.height, &block.hash, None)],
+            blocks: vec![record.clone()],
+            ..RewardUpdate::default()
+        };
         self.store.apply_reward_update(&update).await?;
         self.flush().await?;
         Ok(Stepped::unchanged(record, false))

@@ -55,12 +55,14 @@ impl Rewards {
         // (A block orphaned before its credit is uncredited too while it is
         // read: should it come back on the chain within the watch depth, it
         // is credited over the window ending at its share. One credited
-        // before its orphaning keeps its credit's window.)
+        // before its orphaning keeps its credit's window; one flagged for the
+        // operator never comes back.)
         let uncredited = open.found.iter().any(|b| match b.status {
             BlockStatus::Submitted => true,
-            BlockStatus::Accepted => {
-                open.records.get(&(b.height, b.hash.clone())).is_none_or(|record| record.credit.is_none())
-            }
+            BlockStatus::Accepted => open
+                .records
+                .get(&(b.height, b.hash.clone()))
+                .is_none_or(|record| record.credit.is_none() && record.operator_flag.is_none()),
             BlockStatus::Rejected => false,
         });
         if uncredited {

@@ -260,9 +260,15 @@ impl Job {
 
     /// The first nonce of its range that is a share at its difficulty.
     pub fn first_share(&self) -> u64 {
+        self.first_meeting(self.share_difficulty())
+    }
+
+    /// The first nonce of its range whose digest meets `difficulty` (a
+    /// block's, say).
+    pub fn first_meeting(&self, difficulty: u64) -> u64 {
         let (input, mut engine) = (self.input(), FastEngine::new());
         (self.nonce_start()..self.nonce_end())
-            .find(|&n| engine.hash(&input, n).meets_difficulty(self.share_difficulty()))
-            .expect("a share in the job's range")
+            .find(|&n| engine.hash(&input, n).meets_difficulty(difficulty))
+            .expect("a nonce in the job's range meeting the difficulty")
     }
 }

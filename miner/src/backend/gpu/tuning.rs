@@ -206,7 +206,9 @@ struct Growth {
 
 impl Growth {
     fn first(&self) -> u32 {
-        WORKGROUP_SIZE.min(self.cap)
+        // (One part-filled segment where tables too wide for a workgroup
+        // leave a segment fewer hashes.)
+        WORKGROUP_SIZE.min(self.cap).min(self.segment.max(1))
     }
 
     /// The batch to measure after `hashes`, if growth goes on.
@@ -245,7 +247,11 @@ pub fn shape_for(gpu: &GpuDevice, params: &Params, hashes: u32, split: u32, cap:
     let max_segment = gpu.max_segment_hashes(params).max(1);
     let segments = hashes.div_ceil(max_segment).max(1);
     let rounded_up = hashes.div_ceil(segments).div_ceil(WORKGROUP_SIZE) * WORKGROUP_SIZE;
-    let within_cap = (cap / segments / WORKGROUP_SIZE * WORKGROUP_SIZE).max(WORKGROUP_SIZE);
+    let within_cap = if cap >= WORKGROUP_SIZE {
+        (cap / segments / WORKGROUP_SIZE * WORKGROUP_SIZE).max(WORKGROUP_SIZE)
+    } else {
+        (cap / segments).max(1)
+    };
     BatchShape { segment_hashes: rounded_up.min(within_cap).min(max_segment), segments, split }
 }
 
@@ -254,8 +260,10 @@ pub fn tune(gpu: &GpuDevice, input: &PowInput, goals: &TuningGoals) -> Result<(G
     let params = *input.params();
     let mut split = DEFAULT_SPLIT.min(params.mix_iters).max(1);
     let budget = goals.memory_budget_for(&gpu.summary);
-    let cap = (budget / gpu.bytes_per_hash(&params)).clamp(u64::from(WORKGROUP_SIZE), 1 << 22) as u32;
-    let cap = cap / WORKGROUP_SIZE * WORKGROUP_SIZE;
+    // Whole workgroups, unless the budget holds fewer hashes than one
+    // (tables too wide for a workgroup): then what it holds, at least one.
+    let cap = (budget / gpu.bytes_per_hash(&params)).clamp(1, 1 << 22) as u32;
+    let cap = if cap >= WORKGROUP_SIZE { cap / WORKGROUP_SIZE * WORKGROUP_SIZE } else { cap };
     if let Some(hashes) = goals.fixed_hashes {
         if hashes > cap {
             tracing::warn!(
@@ -408,8 +416,11 @@ mod tests {
         assert_eq!(h200, expected);
         // A budget below one segment ends at the budget.
         assert_eq!(sizes(Growth { segment: seg, cap: 3_000, too_big: None }), vec![128, 256, 512, 1024, 2048, 3_000]);
-        // A segment smaller than a workgroup (tiny binding limits) still grows.
-        assert_eq!(sizes(Growth { segment: 1, cap: 512, too_big: None }), vec![128, 256, 384, 512]);
+        // A segment smaller than a workgroup (tables too wide for the
+        // binding limit) starts at one segment and still grows.
+        assert_eq!(sizes(Growth { segment: 64, cap: 512, too_big: None }), vec![64, 128, 256, 384, 512]);
+        // A budget below that: what it holds.
+        assert_eq!(sizes(Growth { segment: 64, cap: 33, too_big: None }), vec![33]);
     }
 
     #[test]

@@ -388,13 +388,16 @@ impl DeviceThread {
             // could double the allocation, past a driver's cliff or the card).
             let gpu = self.searcher.device().clone();
             self.searcher.release_buffers();
-            self.searcher = match self.shapes.get(params) {
-                Some(&shape) => GpuSearcher::new(gpu, shape, params)?,
-                None => {
+            // (A shape that no longer fits, the card's memory taken meanwhile,
+            // is measured again.)
+            let known = self.shapes.get(params).map(|&shape| GpuSearcher::new(gpu.clone(), shape, params));
+            self.searcher = match known {
+                Some(Err(GpuError::OutOfMemory(_))) | None => {
                     let (searcher, tuned) = tuning::tune(&gpu, &job.input, &self.goals)?;
                     self.shapes.insert(*params, tuned.shape);
                     searcher
                 }
+                Some(searcher) => searcher?,
             };
         }
         if self.fault == InjectedFault::LoseDevice {
