@@ -12,8 +12,9 @@
 //! (a database with `synchronous_commit=off`, which would break that, is
 //! refused at connect).
 //!
-//! Connections come from two `deadpool-postgres` pools (the share path's
-//! own `SHARE_PATH_CONNECTIONS`, and the rest); a call that cannot get
+//! Connections come from three `deadpool-postgres` pools (the share path's
+//! own `SHARE_PATH_CONNECTIONS`, one of them the appender's alone, and the
+//! rest); a call that cannot get
 //! one within [`CONNECTION_WAIT`] fails with [`StoreError::Backend`], which the
 //! API answers with 503 (nothing was acknowledged).
 
