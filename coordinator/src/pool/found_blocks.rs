@@ -207,6 +207,16 @@ impl Pool {
         Ok(true)
     }
 
+    /// Sees a block left `submitted` (by a restart, or a coordinator that
+    /// stopped) through on a task of its own: its share in the ledger
+    /// first, as its window must end at that share (on a store error, the
+    /// task tries again), then submitted while it can still win.
+    pub(crate) async fn take_up_block(self: &Arc<Self>, mut block: FoundBlockRecord) {
+        let recorded = !self.ledger_block_share(&mut block).await.unwrap_or(true);
+        let pool = self.clone();
+        tokio::spawn(async move { pool.retry_block_submission(block, recorded).await });
+    }
+
     /// Looks again at the found blocks a rewards round still reads, before
     /// each round:
     /// - takes up those recorded `submitted` whose submission no coordinator
@@ -236,17 +246,13 @@ impl Pool {
                 .partition(|b| b.status == BlockStatus::Submitted)
         };
         let mut count = stalled.len();
-        for mut block in stalled {
+        for block in stalled {
             tracing::warn!(
                 height = block.height,
                 "taking up a found block whose submission nobody has stepped on for {}s (its coordinator stopped?)",
                 STALLED_SUBMISSION_MS / 1000
             );
-            // As at a start: its share in the ledger first (tried again by
-            // the task on a store error).
-            let recorded = !self.ledger_block_share(&mut block).await.unwrap_or(true);
-            let pool = self.clone();
-            tokio::spawn(async move { pool.retry_block_submission(block, recorded).await });
+            self.take_up_block(block).await;
         }
         if rejected.is_empty() {
             return Ok(count);

@@ -399,13 +399,8 @@ impl Pool {
             .filter(|b| b.status == crate::storage::BlockStatus::Submitted)
             .collect();
         let count = pending.len();
-        for mut block in pending {
-            // Killed before its share was appended, or before the record
-            // said where: its window must still end at that share. (On a
-            // store error, the task tries again.)
-            let recorded = !self.ledger_block_share(&mut block).await.unwrap_or(true);
-            let pool = self.clone();
-            tokio::spawn(async move { pool.retry_block_submission(block, recorded).await });
+        for block in pending {
+            self.take_up_block(block).await;
         }
         Ok(count)
     }
