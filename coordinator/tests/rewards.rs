@@ -685,6 +685,8 @@ async fn prop_a_block_met_below_a_round_a_later_credit_ended_is_flagged() {
     let pplns = CoordinatorArgs {
         payout_threshold: Some(u64::MAX / 2),
         reward_poll_ms: Some(3_600_000),
+        // However many shares bob's block takes, alice's stays in the window.
+        pplns_window_factor: Some(1000.0),
         ..reward_settings("propflip")
     };
     let pool = TestPool::start(pplns.clone()).await;
