@@ -540,6 +540,62 @@ fn a_search_that_ran_out_of_memory_part_way_leaves_the_device_usable() {
     assert_eq!(found, expected, "the same shares as a device that never failed");
 }
 
+/// A search that ran out of memory after some batches were read back sits
+/// out, and when its work comes back the device picks up after those
+/// batches: no hash is done twice, no share found twice.
+#[test]
+fn out_of_memory_part_way_keeps_the_batches_done() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use vision_miner::client::work_dispatch::{found_channel, Device, Work, WorkDispatch};
+    if !require_adapter() {
+        return;
+    }
+    let job = job(small_params(), NonceRange::new(0, 512), 16);
+    let expected = {
+        let clean = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::None).unwrap();
+        let (end, found) = collect(&clean, &job, &Arc::new(SearchControl::new()));
+        assert_eq!(end.unwrap().hashes, 512);
+        found
+    };
+    assert!(expected.iter().any(|f| f.nonce < 128), "a share in the first batch: {expected:?}");
+    let backend =
+        GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::OutOfMemoryAfterFirstBatch).unwrap();
+    let (found, mut found_rx) = found_channel();
+    let dispatch = WorkDispatch::start(vec![Box::new(backend) as Device], found);
+    let work = Arc::new(Work {
+        id: "oom".into(),
+        height: 1,
+        input: job.input.clone(),
+        target: job.target,
+        share_difficulty: 16,
+        network_difficulty: 1 << 40,
+        nonces: job.nonces,
+        pool: None,
+        received: Instant::now(),
+    });
+    let slot = dispatch.slots()[0].clone();
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    dispatch.set_work(Some(work.clone()));
+    until("the search to sit out", &|| slot.sitting_out.load(Relaxed));
+    assert_eq!(slot.hashes(), 128, "one batch read back before the fault");
+    dispatch.set_work(Some(work.clone()));
+    until("the work's end", &|| !slot.sitting_out.load(Relaxed));
+    assert_eq!(slot.hashes(), 512, "the first batch is not hashed again");
+    dispatch.stop();
+    let mut found = Vec::new();
+    while let Ok((_, find)) = found_rx.try_recv() {
+        found.push(find);
+    }
+    found.sort_by_key(|f| f.nonce);
+    assert_eq!(found, expected, "each share once");
+}
+
 /// A bench whose search stopped part-way says why (and `vision-miner
 /// bench` then fails): a rate from the batches before it is no pass.
 #[test]

@@ -37,7 +37,10 @@ pub enum BackendError {
 impl BackendError {
     /// Whether only this job is beyond the device (its tables need more
     /// memory than the device has): it sits the job out and takes the
-    /// next, rather than stopping for good.
+    /// next, rather than stopping for good. The hashes its search counted
+    /// on the job's control are the first of its range, their finds passed
+    /// on (the GPU reads its batches back in order): when the work comes
+    /// back, the device picks up after them.
     pub fn is_job_only(&self) -> bool {
         matches!(self, BackendError::Gpu(gpu::GpuError::OutOfMemory(_)))
     }

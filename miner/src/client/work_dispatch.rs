@@ -420,6 +420,8 @@ impl WorkDispatch {
                 Err(err) if err.is_job_only() => {
                     tracing::warn!("{} sits out job {}: {err}", slot.name, work.id);
                     slot.sitting_out.store(true, Ordering::Relaxed);
+                    // (Its batches read back before the fault are not hashed again.)
+                    resume.left(&work, job.nonces.start + control.hashes());
                 }
                 Err(err) => {
                     // The one place a device is marked disabled for the status.

@@ -105,6 +105,9 @@ pub enum InjectedFault {
     /// Report the card out of memory at the second step of the first
     /// search (as a staging allocation at the edge of its memory would).
     OutOfMemoryMidSearch,
+    /// Report the card out of memory once the first batch of the first
+    /// search has been read back (its hashes done and counted).
+    OutOfMemoryAfterFirstBatch,
     /// Fail to allocate a batch of more than this many hashes (as a card
     /// with less memory than the budget would), from tuning on.
     OutOfMemoryAbove(u32),
@@ -447,6 +450,10 @@ impl DeviceThread {
         loop {
             // A disabled device (a found nonce failed its re-check) stops too.
             let cancelled = control.is_cancelled() || self.disabled.load(Ordering::SeqCst);
+            if *hashes > 0 && self.fault == InjectedFault::OutOfMemoryAfterFirstBatch {
+                self.fault = InjectedFault::None;
+                return Err(GpuError::OutOfMemory("injected: out of memory after the first batch".into()));
+            }
             // Keep the device fed: submit the next step of the newest batch,
             // or start a batch when the newest is fully submitted.
             while !cancelled && queued.len() < QUEUE_DEPTH {
