@@ -424,14 +424,7 @@ pub async fn run_pool(
                 async move { ctx.submit(work, f, false).await }
             })
             .await;
-            // Stopping: the resubmissions under way finish, then one more try
-            // for the shares that waited for a pool.
-            let mut resubmissions = std::mem::take(&mut *ctx.resubmissions.lock().expect("resubmissions lock"));
-            while resubmissions.join_next().await.is_some() {}
-            let waiting: Vec<WaitingShare> = ctx.pending.lock().expect("pending lock").drain(..).collect();
-            for w in waiting {
-                ctx.submit(w.work, w.found, w.maybe_credited).await;
-            }
+            ctx.finish_waiting().await;
         })
     };
     let result = tokio::select! {
@@ -451,33 +444,60 @@ pub async fn run_pool(
 mod tests {
     use super::*;
 
-    /// A pool context on a pool at loopback that only registers (slowly:
-    /// every caller is waiting by then), counting its registrations.
-    async fn registering_pool() -> (Arc<PoolContext>, Arc<std::sync::atomic::AtomicU64>, tokio::task::JoinHandle<()>) {
-        use std::sync::atomic::AtomicU64;
-        let registrations = Arc::new(AtomicU64::new(0));
-        let app = axum::Router::new().route(
-            "/pool/register",
-            axum::routing::post({
-                let registrations = registrations.clone();
-                move || {
-                    let n = registrations.fetch_add(1, Ordering::SeqCst) + 1;
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        axum::Json(vision_protocol::pool::RegisterResponse {
-                            worker_id: "land1w.rig".into(),
-                            worker_token: format!("token-{n}"),
-                            session_id: format!("s{n}"),
-                            worker_name: None,
-                            pool_fee_bps: 0,
-                            foundation_fee_bps: 0,
-                            foundation_address: String::new(),
-                            pool_name: "test".into(),
-                        })
+    /// What the loopback pool of [`registering_pool`] was asked.
+    #[derive(Default)]
+    struct PoolCalls {
+        registrations: std::sync::atomic::AtomicU64,
+        /// Shares answered (each after a slow 300 ms).
+        shares: std::sync::atomic::AtomicU64,
+    }
+
+    /// A pool context on a pool at loopback that registers (slowly: every
+    /// caller is waiting by then) and takes shares (slowly too), counting
+    /// both; it has no job route.
+    async fn registering_pool() -> (Arc<PoolContext>, Arc<PoolCalls>, tokio::task::JoinHandle<()>) {
+        let calls = Arc::new(PoolCalls::default());
+        let shares = calls.clone();
+        let app = axum::Router::new()
+            .route(
+                "/pool/share",
+                axum::routing::post(move || async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    shares.shares.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(vision_protocol::pool::ShareResponse {
+                        accepted: true,
+                        is_block: false,
+                        reason: None,
+                        share_difficulty: 1,
+                        block_hash: None,
+                        block_status: None,
+                        block_reason: None,
+                    })
+                }),
+            )
+            .route(
+                "/pool/register",
+                axum::routing::post({
+                    let calls = calls.clone();
+                    move || {
+                        let registrations = &calls.registrations;
+                        let n = registrations.fetch_add(1, Ordering::SeqCst) + 1;
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            axum::Json(vision_protocol::pool::RegisterResponse {
+                                worker_id: "land1w.rig".into(),
+                                worker_token: format!("token-{n}"),
+                                session_id: format!("s{n}"),
+                                worker_name: None,
+                                pool_fee_bps: 0,
+                                foundation_fee_bps: 0,
+                                foundation_address: String::new(),
+                                pool_name: "test".into(),
+                            })
+                        }
                     }
-                }
-            }),
-        );
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -496,7 +516,7 @@ mod tests {
             WorkDispatch::start(Vec::new(), found),
             Arc::new(MinerStatus::new()),
         );
-        (ctx, registrations, server)
+        (ctx, calls, server)
     }
 
     /// A primary pool that refused this miner is not asked again by the
@@ -504,7 +524,8 @@ mod tests {
     /// until the refusal is cleared (the owner's switch).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_primary_is_not_asked_by_the_failback_check() {
-        let (ctx, registrations, server) = registering_pool().await;
+        let (ctx, calls, server) = registering_pool().await;
+        let registrations = &calls.registrations;
         ctx.refused.lock().unwrap()[0] = Some("bad_wallet".into());
         assert!(!ctx.primary_is_back(0).await);
         assert_eq!(registrations.load(Ordering::SeqCst), 0, "not asked");
@@ -516,12 +537,45 @@ mod tests {
         server.abort();
     }
 
+    /// A stop waits for the resubmissions under way (the shares that waited
+    /// for a pool, sent again when it came back): their answers are in
+    /// before it returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_waits_for_the_resubmissions_under_way() {
+        let (ctx, calls, server) = registering_pool().await;
+        let params = visionx::Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..visionx::Params::CONSENSUS };
+        let work = Arc::new(Work {
+            id: "j".into(),
+            height: 5,
+            input: Arc::new(visionx::PowInput::new([1; 32], 5, b"waited".to_vec(), params).unwrap()),
+            target: visionx::Target(0),
+            share_difficulty: 1,
+            network_difficulty: u64::MAX,
+            nonces: visionx::NonceRange::new(0, 100),
+            pool: Some(0),
+            received: std::time::Instant::now(),
+        });
+        ctx.pending.lock().unwrap().extend((0..3).map(|nonce| WaitingShare {
+            work: work.clone(),
+            found: visionx::Found { nonce, digest: visionx::Digest([0xff; 32]) },
+            maybe_credited: false,
+        }));
+        ctx.flush_pending(5);
+        assert!(ctx.pending.lock().unwrap().is_empty(), "all under way");
+        ctx.finish_waiting().await;
+        assert_eq!(calls.shares.load(Ordering::SeqCst), 3, "every resubmission answered before the stop ends");
+        assert_eq!(ctx.status.update(|c| c.accepted), 3);
+        ctx.dispatch.stop();
+        server.abort();
+    }
+
     /// Shares sent at once that all meet a 401 register once: the others
     /// take the token that registration got, and a late 401 for the old
     /// token does not throw the new one away.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_submissions_register_once() {
-        let (ctx, registrations, server) = registering_pool().await;
+        let (ctx, calls, server) = registering_pool().await;
+        let registrations = &calls.registrations;
         let asking: Vec<_> = (0..8)
             .map(|_| {
                 let ctx = ctx.clone();

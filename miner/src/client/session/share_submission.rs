@@ -145,6 +145,17 @@ impl PoolContext {
         }
     }
 
+    /// Stopping: the resubmissions under way finish, then one more try for
+    /// the shares that waited for a pool.
+    pub(super) async fn finish_waiting(&self) {
+        let mut resubmissions = std::mem::take(&mut *self.resubmissions.lock().expect("resubmissions lock"));
+        while resubmissions.join_next().await.is_some() {}
+        let waiting: Vec<WaitingShare> = self.pending.lock().expect("pending lock").drain(..).collect();
+        for w in waiting {
+            self.submit(w.work, w.found, w.maybe_credited).await;
+        }
+    }
+
     /// Resubmits queued shares whose job height is still current; drops the rest.
     pub(super) fn flush_pending(self: &Arc<Self>, height: u64) {
         let queued: Vec<WaitingShare> = self.pending.lock().expect("pending lock").drain(..).collect();
