@@ -226,13 +226,15 @@ async fn postgres_a_newer_schema_is_used_only_where_it_says_this_one_still_works
     // A database of schema 1, as schema-1 coordinators left it (no marks):
     // migrated, its old row unmarked, the new one marked.
     connect().await.expect("a fresh database migrates");
-    sql("DELETE FROM pool_schema_migrations WHERE version IN (2, 3, 4, 5, 6); DROP FUNCTION pool_append_shares; \
+    sql("DELETE FROM pool_schema_migrations WHERE version IN (2, 3, 4, 5, 6, 7); DROP FUNCTION pool_append_shares; \
          DROP FUNCTION pool_append_shares_of_templates; \
+         DROP TRIGGER pool_share_keys_go_below_the_mark ON pool_share_keys; \
+         DROP FUNCTION pool_share_keys_go_below_the_mark; \
          DROP TABLE pool_coordinators, pool_pruned_templates, pool_ban_changes, pool_coordinator_tips; \
          ALTER TABLE pool_ledger_head DROP COLUMN share_keys_pruned_below; \
          ALTER TABLE pool_schema_migrations DROP COLUMN oldest_reader");
     connect().await.expect("a schema-1 database migrates");
-    assert_eq!(marks(), "1|0\n2|1\n3|1\n4|4\n5|4\n6|4", "schema 4 needs every coordinator at schema 4");
+    assert_eq!(marks(), "1|0\n2|1\n3|1\n4|4\n5|4\n6|4\n7|4", "schema 4 needs every coordinator at schema 4");
 
     let ours = vision_coordinator::storage::schema_version();
     let (next, later) = (ours + 1, ours + 2);
@@ -495,6 +497,35 @@ async fn postgres_an_append_never_waits_for_a_template_being_pruned() {
     server.query(db, "INSERT INTO pool_pruned_templates VALUES ('t-free', 6)");
     let late = ShareRecord { nonce: 2, ..free };
     assert_eq!(store.append_share(&late).await.unwrap(), AppendOutcome::TemplateGone);
+}
+
+/// A coordinator older than schema 4 still running after the upgrade can
+/// neither append (its functions refuse, so its miners go elsewhere) nor
+/// delete a share key the mark does not cover (a prune that never raised
+/// it); this schema's prune, which raises the mark first, goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_coordinator_older_than_schema_4_can_neither_append_nor_prune() {
+    let server = ThrowawayPostgres::start();
+    let db = "retired";
+    let store = PgStore::connect(&server.database(db), 2, &DatabaseTls::default()).await.unwrap();
+    for height in 1..=3 {
+        store.append_share(&ShareRecord { height, ..share("j", height) }).await.unwrap();
+    }
+    let appends = [
+        "SELECT * FROM pool_append_share('\\x01', 9, 's', '{}')",
+        "SELECT * FROM pool_append_shares(ARRAY['\\x01'::bytea], ARRAY[9::bigint], ARRAY['s'], ARRAY['{}'::jsonb])",
+    ];
+    for old in appends {
+        let why = server.refused(db, old);
+        assert!(why.contains("retired at schema 7: upgrade this coordinator"), "{why}");
+    }
+    let keys = "SELECT count(*) FROM pool_share_keys";
+    let why = server.refused(db, "DELETE FROM pool_share_keys WHERE height < 3");
+    assert!(why.contains("not below the pruned mark"), "{why}");
+    assert_eq!(server.query(db, keys), "3", "no key gone");
+    assert_eq!(store.prune_share_keys_below(3).await.unwrap(), 2);
+    assert_eq!(server.query(db, keys), "1");
+    assert_eq!(store.ledger_len().await.unwrap(), 3, "no share appended by the old functions");
 }
 
 /// Runs `sql` (which sleeps with `pg_sleep(6)`, holding what it locked) in a

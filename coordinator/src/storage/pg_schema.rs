@@ -379,6 +379,46 @@ CREATE TABLE pool_coordinator_tips (
 );
 "#,
     },
+    Migration {
+        version: 7,
+        // Coordinators of schema 4 on use neither function, and raise the
+        // mark before they delete a key.
+        oldest_reader: 4,
+        description: "the appends and prunes of schema 1-3 refused",
+        sql: r#"
+-- A coordinator of schema 1-3 still running after schema 4 appends without
+-- the pruned-height check and prunes keys without raising the mark: either
+-- could let a replayed share be credited twice. Its appends now fail (its
+-- miners get 503s and go to an upgraded coordinator), and a key goes only
+-- below the mark, which every prune of schema 4 on raises first.
+CREATE OR REPLACE FUNCTION pool_append_share(p_key bytea, p_height bigint, p_session text, p_record jsonb)
+RETURNS TABLE (appended boolean, credit_position bigint, credit_session text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'pool_append_share was retired at schema 7: upgrade this coordinator';
+END
+$$;
+CREATE OR REPLACE FUNCTION pool_append_shares(p_keys bytea[], p_heights bigint[], p_sessions text[], p_records jsonb[])
+RETURNS TABLE (ord integer, appended boolean, credit_position bigint, credit_session text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'pool_append_shares was retired at schema 7: upgrade this coordinator';
+END
+$$;
+CREATE FUNCTION pool_share_keys_go_below_the_mark() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.height >= (SELECT h.share_keys_pruned_below FROM pool_ledger_head h WHERE h.id = 1) THEN
+        RAISE EXCEPTION 'a share key at height % is not below the pruned mark: a coordinator older than schema 4 is pruning; upgrade it',
+            OLD.height;
+    END IF;
+    RETURN OLD;
+END
+$$;
+CREATE TRIGGER pool_share_keys_go_below_the_mark BEFORE DELETE ON pool_share_keys
+    FOR EACH ROW EXECUTE FUNCTION pool_share_keys_go_below_the_mark();
+"#,
+    },
 ];
 
 /// Brings the schema up to date; safe when several coordinators run it at once.

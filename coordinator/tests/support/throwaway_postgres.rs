@@ -213,14 +213,35 @@ impl ThrowawayPostgres {
     /// Runs one SQL query with psql on `database` (over the Unix socket) and
     /// returns its output, unaligned.
     pub fn query(&self, database: &str, sql: &str) -> String {
-        let output = self
-            .command("psql")
-            .args(["-h".as_ref(), self.dir.as_os_str()])
-            .args(["-p", &self.port().to_string(), "-U", "postgres", "-d", database, "-Atc", sql])
-            .output()
-            .expect("psql");
+        let output = self.psql(database, sql);
         assert!(output.status.success(), "psql: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Runs SQL that the server must refuse, and returns why (psql's error).
+    pub fn refused(&self, database: &str, sql: &str) -> String {
+        let output = self.psql(database, sql);
+        assert!(!output.status.success(), "accepted: {sql}");
+        String::from_utf8_lossy(&output.stderr).trim().to_string()
+    }
+
+    fn psql(&self, database: &str, sql: &str) -> std::process::Output {
+        self.command("psql")
+            .args(["-h".as_ref(), self.dir.as_os_str()])
+            .args([
+                "-p",
+                &self.port().to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atc",
+                sql,
+            ])
+            .output()
+            .expect("psql")
     }
 
     fn port(&self) -> u16 {
