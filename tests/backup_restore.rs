@@ -67,6 +67,24 @@ fn copy_dir(from: &Path, to: &Path) {
     assert!(status.success(), "cp -a {} {}", from.display(), to.display());
 }
 
+/// The pool's snapshot once it stays the same over a second of rewards
+/// rounds, every block on the chain credited: nothing mid-way.
+async fn settled_snapshot(http: &reqwest::Client, url: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = snapshot(http, url).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = snapshot(http, url).await;
+        let credited =
+            now["blocks"].as_array().unwrap().iter().all(|b| b[3] != 0 || b[2] == "rejected" || b[2] == "orphaned");
+        if now == last && credited {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the pool never settled: {now}");
+        last = now;
+    }
+}
+
 /// Mines until payouts are made and every confirmed balance is paid.
 async fn mine_and_settle(http: &reqwest::Client, url: &str, token: &str, tip_at_least: u64) {
     let base = url.to_string();
@@ -87,8 +105,6 @@ async fn mine_and_settle(http: &reqwest::Client, url: &str, token: &str, tip_at_
         assert!(Instant::now() < deadline, "payouts never settled: {b}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // One more round, so nothing is mid-way when the snapshot is taken.
-    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,22 +117,21 @@ async fn a_backup_of_the_data_directory_restores_the_pool_exactly() {
     let registration = json!({"worker_id": "rig", "wallet_address": "land1alice"});
     let registered = get_token(&http, &url, &registration).await;
     mine_and_settle(&http, &url, &registered, 4).await;
-    let before = snapshot(&http, &url).await;
+    let before = settled_snapshot(&http, &url).await;
     stop(child);
     copy_dir(&live, &backup);
 
     // Life goes on after the backup: more blocks, more payouts.
     let (child, url) = start(&live);
     mine_and_settle(&http, &url, &registered, 8).await;
-    let later = snapshot(&http, &url).await;
+    let later = settled_snapshot(&http, &url).await;
     assert_ne!(later, before, "the pool moved on after the backup");
     stop(child);
 
     // Restore: the backup replaces the live directory.
     copy_dir(&backup, &live);
     let (child, url) = start(&live);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(snapshot(&http, &url).await, before, "the restored pool is the pool as backed up");
+    assert_eq!(settled_snapshot(&http, &url).await, before, "the restored pool is the pool as backed up");
     // And it serves: the session credential from before still works.
     let base = url.clone();
     let tip = before["blocks"][0][0].as_u64().unwrap();

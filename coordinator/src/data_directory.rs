@@ -192,13 +192,13 @@ mod tests {
         let dir = scratch("lock-wait");
         let data = DataDirectory::prepare(&dir).unwrap();
         let held = data.open_sled(1 << 20).unwrap();
+        let started = Instant::now();
         let letting_go = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
             drop(held);
         });
-        let started = Instant::now();
         data.open_sled(1 << 20).unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(250), "it waited: {:?}", started.elapsed());
+        assert!(started.elapsed() >= Duration::from_millis(300), "it waited: {:?}", started.elapsed());
         letting_go.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
