@@ -5,6 +5,11 @@
 //! more, and the rest stay for sources holding few (a miner needs one or
 //! two).
 //!
+//! An IPv6 source is its /64; the /48 holding it (one site's allocation,
+//! given away free by tunnel brokers) is counted too, and may hold
+//! [`SITE_SOURCES`] times a source's slots: one holder cannot count as
+//! 65,536 sources.
+//!
 //! A refused connection is told why ([`RefusalAnswers`]): its first request
 //! gets `503 too_many_connections` with a `Retry-After`, so a miner backs
 //! off (or fails over) knowing the cause instead of seeing the pool hang up.
@@ -26,24 +31,32 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::api_error::ApiError;
+use crate::client_source::CountedNetwork;
 
 /// Connections any source may open even when slots run short.
 pub(crate) const FAIR_SHARE: usize = 16;
+/// An IPv6 site (/48) holds at most this many times a source's limit and
+/// fair share.
+pub(crate) const SITE_SOURCES: usize = 16;
 
-/// Counts open connections by source; a slot is given back when dropped.
+type OpenCounts = Arc<Mutex<HashMap<CountedNetwork, usize>>>;
+
+/// Counts open connections by source (and IPv6 site); a slot is given back
+/// when dropped.
 #[derive(Debug)]
 pub(crate) struct ConnectionsPerSource {
     limit: usize,
     /// What a source may hold once slots run short.
     fair_share: usize,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: OpenCounts,
 }
 
 /// One open connection of a source; dropping it frees the slot.
 #[derive(Debug)]
 pub(crate) struct SourceSlot {
-    source: IpAddr,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: CountedNetwork,
+    site: Option<CountedNetwork>,
+    open: OpenCounts,
 }
 
 impl ConnectionsPerSource {
@@ -56,17 +69,24 @@ impl ConnectionsPerSource {
         ConnectionsPerSource { limit: limit.max(1), fair_share: fair_share.max(1), open: Arc::default() }
     }
 
-    /// A slot for one more connection from `source`, unless it has `limit`
-    /// open, or `scarce` (few of the server's slots are free) and it holds
-    /// its fair share already.
+    /// A slot for one more connection from `source`, unless it (or its
+    /// IPv6 site, at [`SITE_SOURCES`] times the figures) has `limit` open,
+    /// or `scarce` (few of the server's slots are free) and it holds its
+    /// fair share already.
     pub(crate) fn try_acquire(&self, source: IpAddr, scarce: bool) -> Option<SourceSlot> {
+        let (source, site) = CountedNetwork::of(source);
         let mut open = self.open.lock().expect("connections lock");
-        let count = open.entry(source).or_insert(0);
-        if *count >= self.limit || (scarce && *count >= self.fair_share) {
+        let full = |network: CountedNetwork, times: usize| {
+            let count = open.get(&network).copied().unwrap_or(0);
+            count >= self.limit.saturating_mul(times) || (scarce && count >= self.fair_share.saturating_mul(times))
+        };
+        if full(source, 1) || site.is_some_and(|site| full(site, SITE_SOURCES)) {
             return None;
         }
-        *count += 1;
-        Some(SourceSlot { source, open: self.open.clone() })
+        for network in std::iter::once(source).chain(site) {
+            *open.entry(network).or_insert(0) += 1;
+        }
+        Some(SourceSlot { source, site, open: self.open.clone() })
     }
 
     /// Sources with connections open (the map holds no others).
@@ -79,10 +99,12 @@ impl ConnectionsPerSource {
 impl Drop for SourceSlot {
     fn drop(&mut self) {
         let mut open = self.open.lock().expect("connections lock");
-        if let Some(count) = open.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.source);
+        for network in std::iter::once(self.source).chain(self.site) {
+            if let Some(count) = open.get_mut(&network) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&network);
+                }
             }
         }
     }
@@ -184,6 +206,33 @@ mod tests {
         assert!(limits.try_acquire(heavy, true).is_some(), "its connections closed: room again");
         assert!(limits.try_acquire("10.0.0.3".parse().unwrap(), true).is_some());
         assert_eq!(limits.sources(), 0, "sources with nothing open are forgotten");
+    }
+
+    /// The /64s of one IPv6 /48 share the site's slots (16 times a
+    /// source's), in all and once slots run short; another site's are its own.
+    #[test]
+    fn the_sources_of_one_ipv6_site_are_capped_together() {
+        let limits = ConnectionsPerSource::with_fair_share(2, 1);
+        let in_site = |site: u16, n: u16| -> IpAddr { format!("2001:db8:{site:x}:{n:x}::1").parse().unwrap() };
+        let mut held = Vec::new();
+        for n in 0..SITE_SOURCES as u16 {
+            held.push(limits.try_acquire(in_site(1, n), false).expect("a source's own slots"));
+            held.push(limits.try_acquire(in_site(1, n), false).expect("a source's own slots"));
+            assert!(limits.try_acquire(in_site(1, n), false).is_none(), "past the source's limit");
+        }
+        assert!(limits.try_acquire(in_site(1, 999), false).is_none(), "past the site's limit, from a fresh /64");
+        assert!(limits.try_acquire(in_site(2, 0), false).is_some(), "another site");
+        held.truncate(SITE_SOURCES);
+        assert!(
+            limits.try_acquire(in_site(1, 999), true).is_none(),
+            "the site at its fair share while slots are short"
+        );
+        held.pop();
+        assert!(limits.try_acquire(in_site(1, 999), true).is_some(), "below it again");
+        let v4: Vec<_> = (0..40).map(|n| limits.try_acquire(format!("10.0.{n}.1").parse().unwrap(), true)).collect();
+        assert!(v4.iter().all(Option::is_some), "IPv4 sources have no site");
+        drop((held, v4));
+        assert_eq!(limits.sources(), 0, "nothing open, nothing kept");
     }
 
     /// Over real loopback sockets: a refused client that asks gets the

@@ -1539,6 +1539,56 @@ async fn an_address_that_keeps_earning_bans_is_stopped_registering() {
     pool.stop().await;
 }
 
+/// The /64s of one IPv6 /48 (given away free by tunnel brokers) share a
+/// ban cap of 16 sources' worth: 256 bans spread at 8 a /64, none of them
+/// at its own cap, stop the whole site registering; another site is not
+/// affected. (Read from the store at start: no other coordinator needed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subnets_of_one_ipv6_site_share_a_ban_cap() {
+    let behind_proxy = CoordinatorArgs {
+        registrations_per_sec: Some(1000.0),
+        trusted_proxy: Some(vec!["127.0.0.1/32".into()]),
+        ..settings("site-ban-cap")
+    };
+    let pool = TestPool::start(behind_proxy.clone()).await;
+    let handle = pool.pool.clone().unwrap();
+    let store = handle.store_for_tests().clone();
+    let until_ms = vision_coordinator::pool::now_ms() + 3_600_000;
+    for subnet in 0..32 {
+        for n in 0..8 {
+            let ban = vision_coordinator::storage::BanRecord {
+                session_id: format!("s-{subnet}-{n}"),
+                worker_id: format!("land1junk.r{subnet}-{n}"),
+                source: Some(format!("2001:db8:7:{subnet:x}::{n:x}")),
+                until_ms,
+                reason: "invalid shares".into(),
+            };
+            store.put_ban(&ban).await.unwrap();
+        }
+    }
+    let data_dir = pool.data_dir.clone();
+    drop((store, handle));
+    pool.stop().await;
+    let pool = TestPool::start(CoordinatorArgs { data_dir: Some(data_dir), ..behind_proxy }).await;
+    let proxy = client_from("127.0.0.1");
+    let register_from = async |client: &str| {
+        let request = json!({"worker_id": "fresh", "wallet_address": "land1site"});
+        let answer = proxy
+            .post(format!("{}/pool/register", pool.url))
+            .header("x-forwarded-for", client)
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        body(answer).await
+    };
+    let (status, answer) = register_from("2001:db8:7:ffff::1").await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::FORBIDDEN, Some("banned")), "{answer}");
+    let (status, answer) = register_from("2001:db8:8::1").await;
+    assert_eq!(status, StatusCode::OK, "another site: {answer}");
+    pool.stop().await;
+}
+
 /// Sessions opened before an address's bans piled up (registration is free,
 /// and refused only from the 16th ban on) may not each earn a ban of their
 /// own: once the address is stopped registering, its unproven sessions are

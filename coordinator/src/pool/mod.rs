@@ -188,10 +188,11 @@ pub struct Pool {
     sessions: Tracked<HashMap<String, SessionState>>,
     /// Bans in force, by session id.
     bans: Tracked<HashMap<String, BanRecord>>,
-    /// Source networks at the ban cap, and until when: counted from every
-    /// ban in force (other coordinators' too) whenever the bans change, so
-    /// registrations and unproven sessions are refused without a scan.
-    capped_sources: Mutex<HashMap<std::net::IpAddr, u64>>,
+    /// Source networks at the ban cap (and until when), and each worker's
+    /// bans by source: counted from every ban in force (other
+    /// coordinators' too) whenever the bans change, so registrations and
+    /// unproven sessions are refused without a scan.
+    ban_index: Mutex<worker_sessions::BanIndex>,
     /// Changes to what the figures show: sessions, bans, settings.
     state_changes: Arc<AtomicU64>,
     /// The last `/pool/stats` built, and one builder at a time.
@@ -293,7 +294,7 @@ impl Pool {
             jobs: JobBook::default(),
             sessions: Tracked::new(HashMap::new(), state_changes.clone()),
             bans: Tracked::new(bans, state_changes.clone()),
-            capped_sources: Mutex::new(HashMap::new()),
+            ban_index: Mutex::default(),
             state_changes,
             stats_snapshot: Mutex::new(None),
             stats_builder: Arc::new(Semaphore::new(1)),

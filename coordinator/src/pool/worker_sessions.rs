@@ -12,8 +12,9 @@
 //! registers an honest worker's id gets a session of their own, whose
 //! garbage bans only that session, and new registrations of that worker id
 //! *from that source address*; a source with [`MAX_BANS_PER_SOURCE`] bans
-//! in force may not register at all until some run out, and its unproven
-//! sessions may not work (so its bans stop at about that many). A rename needs the token of the registration
+//! in force (an IPv6 /48 with [`MAX_BANS_PER_SITE`]) may not register at
+//! all until some run out, and its unproven sessions may not work (so its
+//! bans stop at about that many). A rename needs the token of the registration
 //! that bound the worker id. Registering does not enter the active set: a
 //! session enters it with its first authenticated request.
 
@@ -30,7 +31,7 @@ use super::worker_names::{normalized, shows_as_itself};
 use super::{Hashrate, Pool, PoolError, RegisterRequest, RegisterResponse, ShareCounts, ShareRejection};
 use crate::bearer_auth::tokens_match;
 use crate::chain::check_address;
-use crate::client_source::source_network;
+use crate::client_source::CountedNetwork;
 use crate::storage::{BanRecord, SessionRecord, WorkerRecord};
 
 /// How long a token not seen since start waits for its storage lookup.
@@ -38,6 +39,19 @@ const TOKEN_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 
 /// Bans in force from one source network past which it may not register.
 pub(crate) const MAX_BANS_PER_SOURCE: usize = 16;
+/// The same for an IPv6 site (/48): a holder of one cannot earn bans
+/// through its 65,536 /64s, each a stored record every coordinator reads.
+pub(crate) const MAX_BANS_PER_SITE: usize = 16 * MAX_BANS_PER_SOURCE;
+
+/// What the bans in force come to, worked out whenever they change
+/// ([`Pool::recount_capped_sources`]) so that no request scans them.
+#[derive(Debug, Default)]
+pub(crate) struct BanIndex {
+    /// Source networks and IPv6 sites at their ban cap, and until when.
+    capped: std::collections::HashMap<CountedNetwork, u64>,
+    /// The latest ban of each worker id from each source (as stored).
+    by_worker: std::collections::HashMap<(String, String), u64>,
+}
 
 /// The ban rule's counters for one session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -297,17 +311,20 @@ impl Pool {
     /// store. (The operator can lift them.) Read from what
     /// [`Self::recount_capped_sources`] worked out: no scan per request.
     fn capped_until(&self, source: IpAddr, now: u64) -> Option<u64> {
-        let network = source_network(source);
-        let mut capped = self.capped_sources.lock().expect("capped sources lock");
-        match capped.get(&network).copied() {
-            Some(until) if until > now => Some(until),
-            Some(_) => {
-                // Enough of its bans ran out.
-                capped.remove(&network);
-                None
+        let (network, site) = CountedNetwork::of(source);
+        let mut index = self.ban_index.lock().expect("ban index lock");
+        let mut until = None;
+        for counted in std::iter::once(network).chain(site) {
+            match index.capped.get(&counted).copied() {
+                Some(at) if at > now => until = until.max(Some(at)),
+                Some(_) => {
+                    // Enough of its bans ran out.
+                    index.capped.remove(&counted);
+                }
+                None => {}
             }
-            None => None,
         }
+        until
     }
 
     /// Works out, in one pass over the bans in force, which source
@@ -320,33 +337,40 @@ impl Pool {
         // once cannot leave the older count last. (Lock order: bans, then
         // capped sources; nothing takes them the other way.)
         let bans = self.bans.read();
-        let mut by_network: std::collections::HashMap<IpAddr, Vec<u64>> = std::collections::HashMap::new();
+        let mut by_network: std::collections::HashMap<CountedNetwork, Vec<u64>> = std::collections::HashMap::new();
+        let mut by_worker: std::collections::HashMap<(String, String), u64> = std::collections::HashMap::new();
         for ban in bans.values().filter(|b| b.until_ms > now) {
-            if let Some(from) = ban.source.as_deref().and_then(|s| s.parse::<IpAddr>().ok()) {
-                by_network.entry(source_network(from)).or_default().push(ban.until_ms);
+            let Some(source) = ban.source.as_deref() else { continue };
+            let latest = by_worker.entry((ban.worker_id.clone(), source.to_string())).or_default();
+            *latest = (*latest).max(ban.until_ms);
+            if let Ok(from) = source.parse::<IpAddr>() {
+                let (network, site) = CountedNetwork::of(from);
+                for counted in std::iter::once(network).chain(site) {
+                    by_network.entry(counted).or_default().push(ban.until_ms);
+                }
             }
         }
         let capped = by_network
             .into_iter()
-            .filter(|(_, until)| until.len() >= MAX_BANS_PER_SOURCE)
-            .map(|(network, mut until)| {
+            .filter_map(|(network, mut until)| {
+                let cap = match network {
+                    CountedNetwork::Source(_) => MAX_BANS_PER_SOURCE,
+                    CountedNetwork::Site(_) => MAX_BANS_PER_SITE,
+                };
                 // Open again once enough of them have run out.
                 until.sort_unstable();
-                (network, until[until.len() - MAX_BANS_PER_SOURCE])
+                (until.len() >= cap).then(|| (network, until[until.len() - cap]))
             })
             .collect();
-        *self.capped_sources.lock().expect("capped sources lock") = capped;
+        *self.ban_index.lock().expect("ban index lock") = BanIndex { capped, by_worker };
         drop(bans);
     }
 
     /// Until when a session of `worker_id` from `source` is banned, if one is.
     fn banned_registration(&self, worker_id: &str, source: Option<IpAddr>, now: u64) -> Option<u64> {
-        let source = source?.to_string();
-        let bans = self.bans.read();
-        bans.values()
-            .filter(|b| b.worker_id == worker_id && b.source.as_deref() == Some(source.as_str()) && b.until_ms > now)
-            .map(|b| b.until_ms)
-            .max()
+        let key = (worker_id.to_string(), source?.to_string());
+        let index = self.ban_index.lock().expect("ban index lock");
+        index.by_worker.get(&key).copied().filter(|&until| until > now)
     }
 
     /// The session a bearer token opens (loading it into the active set if
@@ -510,7 +534,7 @@ impl Pool {
         // would otherwise each earn a stored ban of their own. (Read from
         // the count of bans in force: no scan on this path, and no session
         // lookup while no network is at the cap, the usual case.)
-        if self.capped_sources.lock().expect("capped sources lock").is_empty() {
+        if self.ban_index.lock().expect("ban index lock").capped.is_empty() {
             return Ok(());
         }
         let unproven_source = self
