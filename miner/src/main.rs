@@ -359,6 +359,10 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
     // empty report for a pass).
     let mut gpus_failed: Vec<String> = Vec::new();
     let memory_budget = args.gpu_memory_mb.map(check_gpu_memory_mb).transpose()?.map(|mb| mb << 20);
+    let max_threads = vision_miner::backend::cpu::max_threads();
+    if args.threads.is_some_and(|n| n == 0 || n > max_threads) {
+        return Err(MinerError::bad_input(format!("--threads must be 1-{max_threads} (four per core)")));
+    }
     for choice in &args.backend {
         let plan =
             device_selection::plan(*choice, args.gpu.device).map_err(|e| MinerError::bad_input(e.to_string()))?;

@@ -9,7 +9,7 @@
 //! [`start_gpu`] is the one probe-open-tune path, for mining and `bench`.
 
 use std::future::Future;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,6 +126,14 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
     for ignored in config.ignored_settings() {
         tracing::warn!("ignored: {ignored}");
     }
+    // Bound before the devices start: a port taken (a second miner on the
+    // host) is said at once, not after minutes of probing and tuning.
+    let api_listener = match &config.api {
+        Some((addr, _)) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            MinerError::bad_input(format!("cannot serve the status API on {addr}: {e} (use --api-bind or --no-api)"))
+        })?),
+        None => None,
+    };
     let starting = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || start_devices(&config))
@@ -157,14 +165,12 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
-                println!("{}", status_line(&status.report(&dispatch), color));
+                // (Not println!: a closed stdout, `| head`, must not panic the printer.)
+                let _ = writeln!(std::io::stdout().lock(), "{}", status_line(&status.report(&dispatch), color));
             }
         })
     });
-    if let Some((addr, token)) = &config.api {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            MinerError::bad_input(format!("cannot serve the status API on {addr}: {e} (use --api-bind or --no-api)"))
-        })?;
+    if let (Some(listener), Some((_, token))) = (api_listener, &config.api) {
         let api = local_api::router(local_api::LocalApi {
             status: status.clone(),
             dispatch: dispatch.clone(),

@@ -146,6 +146,8 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
     assert_eq!(miner(&["hash", "--seed", &seed]).status.code(), Some(2));
     assert_eq!(miner(&["hash", "--block", "x", "--nonce", "1"]).status.code(), Some(2));
     assert_eq!(miner(&["bench", "--threads", "0", "--seconds", "0.1"]).status.code(), Some(2));
+    // (100,000 threads of a 32 MiB scratchpad each would be the OOM killer's.)
+    assert_input_error(&miner(&["bench", "--threads", "100000", "--seconds", "0.1"]), "--threads must be 1-");
     assert_eq!(miner(&["hash", "--engine", "quantum", "--block", "x"]).status.code(), Some(2));
 }
 
@@ -225,4 +227,20 @@ fn check_config_shows_the_settings_and_mines_nothing() {
     assert!(!shown.contains("a-token-of"), "the token shown: {shown}");
     assert_input_error(&check(&["--wallet", "land1check"]), "nothing to mine");
     assert_input_error(&check(&["--pool", "ftp://pool", "--wallet", "land1check"]), "not a pool URL");
+}
+
+/// A status API port already taken (a second miner on the host) is said
+/// before any device starts: here a GPU that cannot start would otherwise
+/// be the error (exit 5), after its probe.
+#[test]
+fn a_taken_api_port_is_said_before_the_devices_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_vision-miner"))
+        .args(["--pool", "http://127.0.0.1:9", "--wallet", "land1taken", "--backend", "gpu", "--api-bind", &addr])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .unwrap();
+    assert_input_error(&out, "cannot serve the status API");
 }

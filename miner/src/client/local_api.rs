@@ -212,8 +212,11 @@ struct ThreadsRequest {
     threads: usize,
 }
 
-async fn threads(State(api): State<LocalApi>, _: Control, body: Option<Json<ThreadsRequest>>) -> Answer {
-    let Json(request) = body.ok_or(LocalApiError::BadJson("{\"threads\": N}"))?;
+/// A JSON body, or the documented `bad_json` (not axum's own text answers).
+type JsonBody<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+async fn threads(State(api): State<LocalApi>, _: Control, body: JsonBody<ThreadsRequest>) -> Answer {
+    let Json(request) = body.map_err(|_| LocalApiError::BadJson("{\"threads\": N}"))?;
     let max = crate::backend::cpu::max_threads();
     if request.threads == 0 || request.threads > max {
         return Err(LocalApiError::BadThreads(max));
@@ -231,9 +234,9 @@ struct SwitchRequest {
 
 /// Makes `url` the primary pool (added to the failover list when new); the
 /// session moves there at once.
-async fn switch_pool(State(api): State<LocalApi>, _: Control, body: Option<Json<SwitchRequest>>) -> Answer {
+async fn switch_pool(State(api): State<LocalApi>, _: Control, body: JsonBody<SwitchRequest>) -> Answer {
     let switch = api.pool_switch.as_ref().ok_or(LocalApiError::NotPoolMode)?;
-    let Json(request) = body.ok_or(LocalApiError::BadJson("{\"url\": \"http://host:port\"}"))?;
+    let Json(request) = body.map_err(|_| LocalApiError::BadJson("{\"url\": \"http://host:port\"}"))?;
     let url = switch.request(&request.url)?;
     Ok(Json(serde_json::json!({ "switching_to": url })))
 }
@@ -303,7 +306,11 @@ mod tests {
     async fn threads_are_checked_and_applied() {
         let (app, dispatch) = api(None);
         assert_eq!(call(&app, "POST", "/threads", None, r#"{"threads": 0}"#).await.0, StatusCode::BAD_REQUEST);
-        assert_eq!(call(&app, "POST", "/threads", None, "nonsense").await.0, StatusCode::BAD_REQUEST);
+        // Whatever is wrong with the body, the documented answer.
+        for body in ["nonsense", r#"{"threads": "2"}"#, r#"{"threads": -1}"#, ""] {
+            let (status, answer) = call(&app, "POST", "/threads", None, body).await;
+            assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_json")), "{body}");
+        }
         assert_eq!(call(&app, "POST", "/threads", None, r#"{"threads": 2}"#).await.0, StatusCode::OK);
         assert_eq!(dispatch.cpu_threads(), 2);
         assert_eq!(call(&app, "GET", "/nope", None, "").await.0, StatusCode::NOT_FOUND);

@@ -221,12 +221,14 @@ impl MineArgs {
         !self.pools.is_empty() || self.solo.is_some()
     }
 
-    /// `self` where set, else `file`.
+    /// `self` where set, else `file`. The way to mine is taken whole: a
+    /// `--pool` given here replaces the file's `solo`, and `--solo` its pools.
     pub fn or(self, file: MineArgs) -> MineArgs {
+        let (pools, solo) = if self.wants_mining() { (self.pools, self.solo) } else { (file.pools, file.solo) };
         MineArgs {
-            pools: if self.pools.is_empty() { file.pools } else { self.pools },
+            pools,
             pool_ca: self.pool_ca.or(file.pool_ca),
-            solo: self.solo.or(file.solo),
+            solo,
             node_token: self.node_token.or(file.node_token),
             wallet: self.wallet.or(file.wallet),
             worker: self.worker.or(file.worker),
@@ -272,8 +274,10 @@ impl MineArgs {
                 "--wallet {wallet:?}: an address is 1-128 ASCII letters, digits, '_', '-' or ':'"
             )));
         }
+        // (An empty name, as an env var left blank in a compose file, is unset.)
         let worker = self
             .worker
+            .filter(|w| !w.trim().is_empty())
             .or_else(|| host_name(|var| std::env::var(var).ok(), |path| std::fs::read_to_string(path).ok()))
             .unwrap_or_else(|| "rig".into());
         let worker: String = worker
@@ -534,5 +538,31 @@ mod tests {
         assert_eq!(config.wallet, "land1flag");
         assert_eq!(config.threads, Some(3));
         assert_eq!(config.mode, MiningMode::Pool(vec!["http://a:1".into(), "http://b:2".into()]));
+    }
+
+    /// The way to mine given by flags replaces the file's whole: a file of
+    /// `solo` and a `--pool` flag is pool mode, not "both".
+    #[test]
+    fn a_mode_flag_replaces_the_files_other_mode() {
+        let solo_file: MineArgs = toml::from_str("solo = \"http://node:1\"\nwallet = \"land1file\"").unwrap();
+        let pool_flag = MineArgs { pools: vec!["http://p:7072".into()], ..MineArgs::default() };
+        assert_eq!(
+            pool_flag.or(solo_file.clone()).resolve().unwrap().mode,
+            MiningMode::Pool(vec!["http://p:7072".into()])
+        );
+        let pool_file: MineArgs = toml::from_str("pool = [\"http://a:1\"]\nwallet = \"land1file\"").unwrap();
+        let solo_flag = MineArgs { solo: Some("http://node:2".into()), ..MineArgs::default() };
+        assert_eq!(solo_flag.or(pool_file).resolve().unwrap().mode, MiningMode::Solo("http://node:2".into()));
+        assert_eq!(MineArgs::default().or(solo_file).resolve().unwrap().mode, MiningMode::Solo("http://node:1".into()));
+    }
+
+    /// A blank worker name (an env var left empty) is the machine's name, as
+    /// an unset one is: never an empty id every pool refuses.
+    #[test]
+    fn a_blank_worker_name_is_unset() {
+        for blank in ["", "  "] {
+            let config = MineArgs { worker: Some(blank.into()), ..args() }.resolve().unwrap();
+            assert!(!config.worker.trim().is_empty(), "{blank:?} became {:?}", config.worker);
+        }
     }
 }
