@@ -27,6 +27,8 @@
 //! - `bearer_auth`: reading and comparing bearer credentials.
 //! - `connection_limits`: open connections, in all and per source, and the
 //!   answer a refused one gets.
+//! - `write_deadline`: closes a connection whose client stops reading its
+//!   answer.
 //! - `blocking_calls`: calls on the blocking pool that hold a database,
 //!   counted so a stopping server waits for them.
 //!
@@ -47,3 +49,4 @@ pub mod pool;
 pub mod rewards;
 pub mod server;
 pub mod storage;
+mod write_deadline;

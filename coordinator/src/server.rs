@@ -33,6 +33,7 @@ use crate::data_directory::{DataDirectory, DataDirectoryError};
 use crate::pool::api::{self, PoolApiState};
 use crate::pool::{now_ms, Pool};
 use crate::storage::{PgStore, PoolStore, SledStore};
+use crate::write_deadline::{WriteDeadline, WRITE_STALL_LIMIT};
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -231,7 +232,8 @@ impl Coordinator {
                 let mut router = router.clone();
                 async move { router.call(request).await }
             });
-            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            let connection = graceful
+                .watch(http.serve_connection(TokioIo::new(WriteDeadline::new(stream, WRITE_STALL_LIMIT)), service));
             tokio::spawn(async move {
                 let _slots = (permit, source_slot);
                 if let Err(err) = connection.await {

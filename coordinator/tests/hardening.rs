@@ -1539,6 +1539,30 @@ async fn an_address_that_keeps_earning_bans_is_stopped_registering() {
     pool.stop().await;
 }
 
+/// The bytes of public answers not yet written are bounded: a list past
+/// what is left of the budget is answered 503 `busy` (here a budget of
+/// 1 KiB, against a list of three blocks), while small answers still go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_answers_past_their_byte_budget_are_busy() {
+    let pool =
+        TestPool::start_tuned(CoordinatorArgs { devnet_difficulty: Some(1), ..settings("answer-bytes") }, |config| {
+            config.pool.public_answer_bytes = 1024;
+        })
+        .await;
+    let token = pool.register("rig", "land1bytes").await;
+    for _ in 0..3 {
+        pool.mine_block(&token).await;
+    }
+    let response = pool.get("/pool/blocks").await;
+    let retry_after = response.headers().get("retry-after").cloned();
+    let (status, answer) = body(response).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("busy")), "{answer}");
+    assert_eq!(retry_after.as_ref().and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(pool.get("/pool/balances/land1bytes").await.status(), StatusCode::OK, "a small answer fits");
+    assert_eq!(pool.json("/pool/metrics").await["public_reads_shed"], 1);
+    pool.stop().await;
+}
+
 /// The /64s of one IPv6 /48 (given away free by tunnel brokers) share a
 /// ban cap of 16 sources' worth: 256 bans spread at 8 a /64, none of them
 /// at its own cap, stop the whole site registering; another site is not

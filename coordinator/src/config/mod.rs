@@ -380,6 +380,7 @@ impl CoordinatorArgs {
                 },
                 verify_queue: self.verify_queue.unwrap_or(pool_defaults.verify_queue).max(1),
                 public_reads,
+                public_answer_bytes: pool_defaults.public_answer_bytes,
                 history_interval: match self.chart_interval_secs {
                     None => pool_defaults.history_interval,
                     Some(secs @ 1..=300) => Duration::from_secs(secs),

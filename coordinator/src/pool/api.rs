@@ -264,7 +264,8 @@ where
 {
     let permit = state.pool.begin_public_read()?;
     let encoded = encode_holding(permit, read(state.pool.clone())).await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
+    let body = state.pool.hold_public_answer(encoded)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `read`'s answer as JSON, from a task that holds `permit` until both are

@@ -44,7 +44,7 @@ mod pool_error;
 mod public_reads;
 mod readiness;
 mod recent_shares;
-use public_reads::{PublicRead, PublicReads};
+use public_reads::{AnswerBytes, PublicRead, PublicReads};
 mod share_judgement;
 mod share_verifier;
 mod source_limits;
@@ -136,6 +136,9 @@ pub struct PoolConfig {
     /// Storage reads that unauthenticated requests may run at once (public
     /// lists, unseen bearer tokens); see `public_reads`.
     pub public_reads: usize,
+    /// The bytes of public answers not yet written to their clients, at
+    /// most; see `public_reads`.
+    pub public_answer_bytes: usize,
     /// How often the dashboards' charts take a sample.
     pub history_interval: Duration,
     /// Splits, fees, maturity and payouts.
@@ -166,6 +169,7 @@ impl Default for PoolConfig {
             verify_engine: None,
             verify_queue: 256,
             public_reads: 16,
+            public_answer_bytes: 256 << 20,
             history_interval: Duration::from_secs(10),
             rewards: RewardConfig::default(),
         }
@@ -208,6 +212,7 @@ pub struct Pool {
     /// they have) instead of holding the stop for their wait.
     stopping: tokio::sync::watch::Sender<bool>,
     public_reads: PublicReads,
+    public_answers: AnswerBytes,
     /// Found blocks (height, hash) a retry task is seeing through: one task
     /// a block, however many resubmissions meet a storage fault.
     block_retries: Mutex<std::collections::HashSet<(u64, String)>>,
@@ -282,6 +287,7 @@ impl Pool {
             ),
             stopping: tokio::sync::watch::Sender::new(false),
             public_reads: PublicReads::new(config.public_reads),
+            public_answers: AnswerBytes::new(config.public_answer_bytes),
             block_retries: Mutex::default(),
             running: AtomicBool::new(settings.running),
             stopped_at_ms: AtomicU64::new(0),
@@ -422,6 +428,12 @@ impl Pool {
     /// Leave to run a public route's storage read now, or `Busy`.
     pub(crate) fn begin_public_read(&self) -> Result<PublicRead, PoolError> {
         self.public_reads.try_begin().inspect_err(|_| PoolMetrics::bump(&self.metrics.public_reads_shed))
+    }
+
+    /// A public read's encoded answer as a body holding its bytes' share of
+    /// the budget until written, or `Busy`.
+    pub(crate) fn hold_public_answer(&self, encoded: Vec<u8>) -> Result<bytes::Bytes, PoolError> {
+        self.public_answers.hold(encoded).inspect_err(|_| PoolMetrics::bump(&self.metrics.public_reads_shed))
     }
 
     /// Leave to run a storage read for an unauthenticated caller that must

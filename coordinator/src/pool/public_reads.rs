@@ -11,9 +11,17 @@
 //! restart must get in; a flood of made-up tokens must not hold it long).
 //! Shares themselves never wait here: their appends and duplicate checks use
 //! connections of their own (`PgStore`'s share path).
+//!
+//! What those reads answer is bounded too, once encoded: the bytes of
+//! public answers not yet written to their clients ([`AnswerBytes`]). A
+//! client that asks for a long list and reads slowly (or not at all, until
+//! `write_deadline` closes it) holds its answer's share of the budget, so
+//! many of them cannot fill the server's memory; past the budget, lists
+//! answer `503 busy`.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::PoolError;
@@ -51,9 +59,63 @@ impl PublicReads {
     }
 }
 
+/// The budget of public answers' bytes in flight, a permit per KiB.
+#[derive(Debug, Clone)]
+pub(crate) struct AnswerBytes {
+    kib: Arc<Semaphore>,
+}
+
+/// An encoded answer and its share of the budget, given back when the last
+/// `Bytes` of it is dropped: once hyper has written it, or the connection
+/// is gone.
+struct HeldAnswer {
+    bytes: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for HeldAnswer {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl AnswerBytes {
+    pub(crate) fn new(budget_bytes: usize) -> Self {
+        AnswerBytes { kib: Arc::new(Semaphore::new((budget_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS))) }
+    }
+
+    /// `bytes` as a body holding its share of the budget, or `Busy` while
+    /// the answers being written hold too much of it.
+    pub(crate) fn hold(&self, bytes: Vec<u8>) -> Result<Bytes, PoolError> {
+        let kib = u32::try_from(bytes.len().div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        match Arc::clone(&self.kib).try_acquire_many_owned(kib) {
+            Ok(permit) => Ok(Bytes::from_owner(HeldAnswer { bytes, _permit: permit })),
+            Err(_) => Err(PoolError::Busy("too many answers being sent; retry shortly")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer holds its KiB of the budget while any part of it is still
+    /// to be written (hyper holds slices of it), and gives them back after;
+    /// an answer past what is left, or past the whole budget, is busy.
+    #[test]
+    fn answers_hold_their_bytes_of_the_budget_until_written() {
+        let budget = AnswerBytes::new(4 * 1024);
+        let first = budget.hold(vec![1; 3 * 1024]).unwrap();
+        assert!(matches!(budget.hold(vec![2; 1025]), Err(PoolError::Busy(_))), "2 KiB past the 1 left");
+        let tail = first.slice(2048..);
+        drop(first);
+        assert!(matches!(budget.hold(vec![2; 1025]), Err(PoolError::Busy(_))), "a slice is still being written");
+        let small = budget.hold(vec![3; 10]).expect("a KiB is left");
+        assert_eq!(&small[..], &[3; 10]);
+        drop((tail, small));
+        assert!(budget.hold(vec![2; 4 * 1024]).is_ok(), "all given back");
+        assert!(matches!(budget.hold(vec![0; 4 * 1024 + 1]), Err(PoolError::Busy(_))), "past the whole budget");
+    }
 
     #[test]
     fn past_the_limit_public_reads_are_refused_until_one_ends() {
