@@ -1823,6 +1823,31 @@ fn refuse_writes(server: &support::throwaway_postgres::ThrowawayPostgres, db: &s
     );
 }
 
+/// A registration runs to its end though its client hangs up part-way
+/// (here while a trigger in the real database holds the worker's insert a
+/// second): the session its token opens is stored with the worker id it
+/// bound, not the id alone, bound to a token nobody holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_cut_off_by_its_client_still_stores_its_session() {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let db = "cutregister";
+    let pool =
+        TestPool::start(CoordinatorArgs { database_url: Some(server.database(db)), ..settings("cut-register") }).await;
+    server.query(
+        db,
+        "CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$; \
+         CREATE TRIGGER slow_insert BEFORE INSERT ON pool_workers FOR EACH ROW EXECUTE FUNCTION slow_insert();",
+    );
+    let impatient = Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let request = json!({"worker_id": "rig", "wallet_address": "land1cut"});
+    let cut = impatient.post(format!("{}/pool/register", pool.url)).json(&request).send().await;
+    assert!(cut.is_err(), "the client gave up first: {cut:?}");
+    let stored = "SELECT count(*) FROM pool_sessions WHERE record->>'worker_id' = 'land1cut.rig'";
+    eventually("the session to be stored", Duration::from_secs(5), async || server.query(db, stored) == "1").await;
+    pool.stop().await;
+}
+
 /// A block that is a new session's first accepted share goes to the chain
 /// even when the store refuses to note the session as proven (here a
 /// trigger in the real database refuses that one write): the share and the

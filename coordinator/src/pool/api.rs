@@ -116,7 +116,14 @@ async fn register(
     headers: HeaderMap,
     AppJson(request): AppJson<RegisterRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(AppJson(state.pool.register(request, source_ip(&state, source, &headers), bearer(&headers), now_ms()).await?))
+    let (pool, source) = (state.pool.clone(), source_ip(&state, source, &headers));
+    let presented = bearer(&headers).map(str::to_owned);
+    // Run to its end though the client hang up (or the request time out):
+    // cut between binding the worker id and storing the session, the id
+    // would stay bound to a token nobody holds, and never be renamed.
+    let registering = tokio::spawn(async move { pool.register(request, source, presented.as_deref(), now_ms()).await });
+    let registered = registering.await.map_err(|err| ApiError::internal(format!("a registration: {err}")))??;
+    Ok(AppJson(registered))
 }
 
 #[derive(Debug, Deserialize)]
