@@ -394,7 +394,7 @@ struct ReplayPool {
     job_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// What happened, in order: "register", "job" (answered), "401".
     events: std::sync::Arc<std::sync::Mutex<Vec<(Instant, &'static str)>>>,
-    /// Shares by nonce, in order: "busy" (answered 503) or "accepted".
+    /// Shares by nonce, in order: "busy" (answered 503), "accepted" or "silent" (never answered).
     shares: ShareLog,
 }
 
@@ -420,6 +420,8 @@ struct Replay {
     busy_shares: u64,
     /// Every share is answered as credited before (`already_credited`).
     already_credited: bool,
+    /// Shares are taken and never answered.
+    silent_shares: bool,
 }
 
 impl Replay {
@@ -435,6 +437,7 @@ impl Replay {
             every_share_a_block: false,
             busy_shares: 0,
             already_credited: false,
+            silent_shares: false,
         }
     }
 }
@@ -524,6 +527,10 @@ impl ReplayPool {
                     move |axum::Json(share): axum::Json<Value>| async move {
                         use axum::response::IntoResponse;
                         let nonce = share["nonce"].as_u64().unwrap();
+                        if replay.silent_shares {
+                            shares.lock().unwrap().push((Instant::now(), nonce, "silent"));
+                            std::future::pending::<()>().await;
+                        }
                         if count.fetch_add(1, Ordering::Relaxed) < replay.busy_shares {
                             shares.lock().unwrap().push((Instant::now(), nonce, "busy"));
                             let reason = json!({"error": "busy", "message": "verification queue full"});
@@ -762,6 +769,35 @@ async fn sigterm_stops_the_miner_cleanly() {
     assert!(!miner.alive());
     let stats = get_json(&format!("{}/pool/stats", pool.url)).await.unwrap();
     assert!(stats["shares"]["accepted"].as_u64() >= Some(1), "{stats}");
+}
+
+/// The stop sends what was found, for up to 5 s; a second signal meanwhile
+/// (the owner in a hurry: a pool that takes shares and never answers holds
+/// the stop here) exits at once, code 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_during_the_stop_exits_at_once() {
+    let pool = ReplayPool::start("m-twice", Replay { silent_shares: true, ..Replay::well_behaved(1) }).await;
+    let mut miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1twice"]);
+    let deadline = Instant::now() + MINUTE;
+    while pool.shares.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no share was sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = miner.proc.0.id().to_string();
+    let signal = || assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    signal();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(miner.alive(), "the stop waits for the shares in flight");
+    signal();
+    let sent = Instant::now();
+    let exit = loop {
+        if let Some(exit) = miner.proc.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(2), "still running 2 s after the second signal");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exit.code(), Some(130), "{exit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

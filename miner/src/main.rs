@@ -29,7 +29,8 @@ Exit codes:
      node writes turned off)
   4  banned by the pool (by every pool, or by some and refused by the rest; the message
      says for how long)
-  5  no usable device, or every device stopped while mining (a lost GPU)";
+  5  no usable device, or every device stopped while mining (a lost GPU)
+  130  a second SIGINT or SIGTERM while stopping: stopped at once, without sending what was found";
 
 /// Mine VisionX, the proof of work of the Vision chain, on GPUs and CPUs:
 /// join pools (with failover) or mine solo against a node.
@@ -302,7 +303,22 @@ fn run_mining(config_file: Option<PathBuf>, log_format: &str, args: MineArgs) ->
     init_tracing(log_format, config.quiet);
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| MinerError::runtime(format!("cannot start the async runtime: {e}")))?;
-    let result = runtime.block_on(mining::run(config, mining::shutdown_signal()));
+    let result = runtime.block_on(async {
+        // The first signal stops cleanly (what was found is sent, for a
+        // few seconds); a second, meanwhile, at once.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            mining::shutdown_signal().await;
+            let _ = stop.send(());
+            mining::shutdown_signal().await;
+            eprintln!("vision-miner: a second signal: stopping now, without sending what was found");
+            std::process::exit(130);
+        });
+        mining::run(config, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
     // A GPU probe still running on a blocking thread (stopped during start)
     // is not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
