@@ -132,7 +132,8 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict(message) => ApiError::conflict(
                 "conflict",
-                format!("changed meanwhile (another coordinator acted first): {message}"),
+                // (On PostgreSQL, a deadlock or serialization failure too.)
+                format!("changed meanwhile (another coordinator or request acted at the same time; retry): {message}"),
             ),
             // The data directory failed: nothing was acknowledged, come back later.
             StoreError::Backend(_) | StoreError::Corrupt { .. } | StoreError::FlushFailed => {

@@ -145,6 +145,7 @@ impl Coordinator {
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(axum::middleware::map_response(crate::api_error::explain_timeout))
+            .layer(axum::middleware::map_response(vision_web::no_sniffing))
             // Faults are logged once where they are decided (api_error); a
             // 503 per request under backpressure is not an error to log.
             .layer(

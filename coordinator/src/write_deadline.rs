@@ -3,8 +3,9 @@
 //! and never reads it would hold the answer's memory, and its connection
 //! slot, for as long as it keeps the socket open. A client reading slowly
 //! but steadily is never cut: the clock restarts with every byte written.
-//! Waiting for a request (a long-poll, a kept-alive connection) is no write,
-//! and is bounded elsewhere (`--header-timeout`, `--request-timeout`).
+//! Waiting to answer (a long-poll) or for the next request on a kept-alive
+//! connection is no write, and is bounded elsewhere (`--request-timeout`,
+//! `--header-timeout`).
 
 use std::future::Future;
 use std::io;

@@ -363,6 +363,8 @@ async fn bad_input_gets_a_json_4xx_and_never_a_panic() {
     for (request, status, reason) in cases {
         let response = request.send().await.unwrap();
         let got = response.status();
+        // (Some errors quote what the client sent: never to be read as HTML.)
+        assert_eq!(response.headers().get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]));
         let text = response.text().await.unwrap();
         let json: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({got}): {text}"));
         assert_eq!((got, json["error"].as_str()), (status, Some(reason)), "{text}");

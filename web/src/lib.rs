@@ -111,6 +111,14 @@ fn not_found() -> Response {
     (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// Marks every answer of a server (its JSON and errors too, some of which
+/// quote what a client sent) as never to be sniffed into another type: a
+/// layer for the whole router, `axum::middleware::map_response(no_sniffing)`.
+pub async fn no_sniffing(mut response: Response) -> Response {
+    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
 /// `GET /` (the page) and `GET /assets/{name}` (its files). Merge it into a
 /// server's router; it takes no state.
 pub fn router<S: Clone + Send + Sync + 'static>(page: Page) -> Router<S> {

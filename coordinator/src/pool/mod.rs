@@ -427,7 +427,10 @@ impl Pool {
 
     /// Leave to run a public route's storage read now, or `Busy`.
     pub(crate) fn begin_public_read(&self) -> Result<PublicRead, PoolError> {
-        self.public_reads.try_begin().inspect_err(|_| PoolMetrics::bump(&self.metrics.public_reads_shed))
+        self.public_answers
+            .check_room()
+            .and_then(|()| self.public_reads.try_begin())
+            .inspect_err(|_| PoolMetrics::bump(&self.metrics.public_reads_shed))
     }
 
     /// A public read's encoded answer as a body holding its bytes' share of

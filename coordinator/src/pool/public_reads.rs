@@ -84,6 +84,15 @@ impl AnswerBytes {
         AnswerBytes { kib: Arc::new(Semaphore::new((budget_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS))) }
     }
 
+    /// `Busy` when the budget is spent, before a read that could not be sent
+    /// is even started (an answer of any size needs at least a KiB).
+    pub(crate) fn check_room(&self) -> Result<(), PoolError> {
+        match self.kib.available_permits() {
+            0 => Err(PoolError::Busy("too many answers being sent; retry shortly")),
+            _ => Ok(()),
+        }
+    }
+
     /// `bytes` as a body holding its share of the budget, or `Busy` while
     /// the answers being written hold too much of it.
     pub(crate) fn hold(&self, bytes: Vec<u8>) -> Result<Bytes, PoolError> {
@@ -115,6 +124,10 @@ mod tests {
         drop((tail, small));
         assert!(budget.hold(vec![2; 4 * 1024]).is_ok(), "all given back");
         assert!(matches!(budget.hold(vec![0; 4 * 1024 + 1]), Err(PoolError::Busy(_))), "past the whole budget");
+        let all = budget.hold(vec![0; 4 * 1024]).unwrap();
+        assert!(matches!(budget.check_room(), Err(PoolError::Busy(_))), "spent: shed before the read");
+        drop(all);
+        assert!(budget.check_room().is_ok());
     }
 
     #[test]

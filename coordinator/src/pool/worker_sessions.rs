@@ -335,7 +335,7 @@ impl Pool {
     pub(crate) fn recount_capped_sources(&self, now: u64) {
         // The bans stay read until the count is written: two recounts at
         // once cannot leave the older count last. (Lock order: bans, then
-        // capped sources; nothing takes them the other way.)
+        // the ban index; nothing takes them the other way.)
         let bans = self.bans.read();
         let mut by_network: std::collections::HashMap<CountedNetwork, Vec<u64>> = std::collections::HashMap::new();
         let mut by_worker: std::collections::HashMap<(String, String), u64> = std::collections::HashMap::new();
@@ -615,11 +615,11 @@ impl Pool {
             self.store.put_ban(&ban).await?;
             tracing::warn!(session = session_id, worker = %ban.worker_id, "banned: {}", ban.reason);
             PoolMetrics::bump(&self.metrics.bans);
-            let banned_from = ban.source.as_deref().and_then(|s| s.parse::<IpAddr>().ok());
+            let from_somewhere = ban.source.is_some();
             self.bans.lock().insert(session_id.to_string(), ban);
             // Queued shares of the session are skipped from now on.
             flag.store(true, Ordering::Relaxed);
-            if banned_from.is_some() {
+            if from_somewhere {
                 self.recount_capped_sources(now);
             }
         }

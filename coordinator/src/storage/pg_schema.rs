@@ -405,18 +405,23 @@ BEGIN
     RAISE EXCEPTION 'pool_append_shares was retired at schema 7: upgrade this coordinator';
 END
 $$;
+-- (Once a statement, on the keys it deleted: a prune of many keys checks
+-- the mark once.)
 CREATE FUNCTION pool_share_keys_go_below_the_mark() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_highest bigint;
 BEGIN
-    IF OLD.height >= (SELECT h.share_keys_pruned_below FROM pool_ledger_head h WHERE h.id = 1) THEN
+    SELECT max(g.height) INTO v_highest FROM gone g;
+    IF v_highest >= (SELECT h.share_keys_pruned_below FROM pool_ledger_head h WHERE h.id = 1) THEN
         RAISE EXCEPTION 'a share key at height % is not below the pruned mark: a coordinator older than schema 4 is pruning; upgrade it',
-            OLD.height;
+            v_highest;
     END IF;
-    RETURN OLD;
+    RETURN NULL;
 END
 $$;
-CREATE TRIGGER pool_share_keys_go_below_the_mark BEFORE DELETE ON pool_share_keys
-    FOR EACH ROW EXECUTE FUNCTION pool_share_keys_go_below_the_mark();
+CREATE TRIGGER pool_share_keys_go_below_the_mark AFTER DELETE ON pool_share_keys
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION pool_share_keys_go_below_the_mark();
 "#,
     },
 ];

@@ -44,6 +44,7 @@ pub fn router(api: LocalApi) -> Router {
         .route("/threads", post(threads))
         .route("/pool", post(switch_pool))
         .fallback(|| async { LocalApiError::NoSuchRoute })
+        .layer(axum::middleware::map_response(vision_web::no_sniffing))
         .with_state(api)
 }
 
@@ -299,6 +300,18 @@ mod tests {
         }
         assert_eq!(call(&app, "POST", "/resume", Some("secret"), "").await.0, StatusCode::OK);
         assert!(!dispatch.is_paused());
+        dispatch.stop();
+    }
+
+    /// Every answer, errors included, is marked never to be sniffed.
+    #[tokio::test]
+    async fn answers_are_never_sniffed() {
+        let (app, dispatch) = api(None);
+        for uri in ["/status", "/nope"] {
+            let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.headers()["x-content-type-options"], "nosniff", "{uri}");
+        }
         dispatch.stop();
     }
 

@@ -231,7 +231,8 @@ impl MineArgs {
             solo,
             node_token: self.node_token.or(file.node_token),
             wallet: self.wallet.or(file.wallet),
-            worker: self.worker.or(file.worker),
+            // (A blank name, as an env var left empty, is unset here too.)
+            worker: self.worker.filter(|w| !w.trim().is_empty()).or(file.worker),
             backend: self.backend.or(file.backend),
             threads: self.threads.or(file.threads),
             device: self.device.or(file.device),
@@ -560,9 +561,12 @@ mod tests {
     /// an unset one is: never an empty id every pool refuses.
     #[test]
     fn a_blank_worker_name_is_unset() {
+        let file: MineArgs = toml::from_str("worker = \"rig7\"").unwrap();
         for blank in ["", "  "] {
             let config = MineArgs { worker: Some(blank.into()), ..args() }.resolve().unwrap();
             assert!(!config.worker.trim().is_empty(), "{blank:?} became {:?}", config.worker);
+            let over_a_file = MineArgs { worker: Some(blank.into()), ..args() }.or(file.clone()).resolve().unwrap();
+            assert_eq!(over_a_file.worker, "rig7", "the file's name, as with no flag");
         }
     }
 }

@@ -480,8 +480,10 @@
     });
     $("admin-settings").addEventListener("submit", (event) => {
       event.preventDefault();
-      const fee = Number($("set-pool-fee").value);
-      if (!Number.isInteger(fee)) return adminMessage("The pool fee is a whole number of basis points.", "bad");
+      // (An empty field is no fee of 0: `Number("")` is 0.)
+      const typed = $("set-pool-fee").value.trim();
+      const fee = Number(typed);
+      if (typed === "" || !Number.isInteger(fee)) return adminMessage("The pool fee is a whole number of basis points.", "bad");
       document.activeElement?.blur();
       settingsEdited = false;
       adminAction(() => admin("/pool/configure", "POST", { pool_name: $("set-pool-name").value, pool_fee_bps: fee }), "Settings saved.");
@@ -537,9 +539,13 @@
       }
       return;
     }
+    // Whether the pool answered this round: a stored read failing after it
+    // (503 `storage_unavailable`) is no sign the pool is down.
+    let answered = false;
     try {
       const stats = await V.api("/pool/stats");
       if (stale()) return;
+      answered = true;
       state.stats = stats;
       renderStats(stats);
       if (view === "overview") {
@@ -581,6 +587,14 @@
         const wait = Math.max(5, e.retryAfter ?? 0) * (1 + Math.random());
         state.quietUntil = Date.now() + wait * 1000;
         $("updated").textContent = `the pool is busy; trying again in ${Math.round(wait)} s`;
+      } else if (answered && e.status !== 0 && e.status !== 408) {
+        // The figures above are fresh; the lists are not: say which, and
+        // wait what the pool asked before reading them again.
+        state.lastOk = Date.now();
+        $("offline").classList.add("hidden");
+        if (e.retryAfter) state.quietUntil = Date.now() + Math.max(5, e.retryAfter) * 1000;
+        $("updated").textContent =
+          `updated ${new Date(state.lastOk).toLocaleTimeString()}; some figures unavailable: ${e.message}`;
       } else if (e.status === 0 || e.status === 408 || e.status >= 500) {
         $("offline").classList.remove("hidden");
         $("offline-since").textContent = state.lastOk ? new Date(state.lastOk).toLocaleTimeString() : "never";
