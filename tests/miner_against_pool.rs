@@ -14,6 +14,16 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A loopback port held (bound, not listening: connecting is refused, as
+/// to a pool not started) until dropped, so nothing else takes it while a
+/// test waits to start a pool there.
+fn reserved_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
 /// A child process killed when dropped.
 struct Proc(Child);
 
@@ -33,7 +43,13 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(data_dir: &Path, port: u16, args: &[&str]) -> Pool {
+    /// A pool on a port the system picks.
+    fn start(data_dir: &Path, args: &[&str]) -> Pool {
+        Pool::start_on(data_dir, 0, args)
+    }
+
+    /// A pool on `port` (0: any).
+    fn start_on(data_dir: &Path, port: u16, args: &[&str]) -> Pool {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut child = Command::new(workspace_binary("vision-coordinator"))
             .args(["--data-dir", data_dir.to_str().unwrap(), "--bind", &format!("127.0.0.1:{port}")])
@@ -46,20 +62,16 @@ impl Pool {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         assert!(line.contains("serving"), "coordinator did not start: {line:?}");
-        Pool {
-            proc: Proc(child),
-            url: format!("http://127.0.0.1:{port}"),
-            port,
-            data_dir: data_dir.to_path_buf(),
-            args,
-        }
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
+        Pool { proc: Proc(child), url, port, data_dir: data_dir.to_path_buf(), args }
     }
 
     fn restart(self) -> Pool {
         let (dir, port, args) = (self.data_dir.clone(), self.port, self.args.clone());
         drop(self);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Pool::start(&dir, port, &args)
+        Pool::start_on(&dir, port, &args)
     }
 }
 
@@ -119,7 +131,6 @@ const MINUTE: Duration = Duration::from_secs(60);
 async fn a_miner_registers_mines_and_its_shares_are_accepted() {
     let pool = Pool::start(
         &fresh_dir("m-basic"),
-        free_port(),
         &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
     );
     let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1basic", "--worker", "basic"]);
@@ -144,7 +155,6 @@ async fn a_miner_registers_mines_and_its_shares_are_accepted() {
 async fn the_miner_switches_jobs_as_blocks_are_found() {
     let pool = Pool::start(
         &fresh_dir("m-blocks"),
-        free_port(),
         &["--share-difficulty", "50", "--devnet-difficulty", "300", "--block-time", "2"],
     );
     let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1blocks"]);
@@ -164,7 +174,6 @@ async fn the_miner_switches_jobs_as_blocks_are_found() {
 async fn the_miner_keeps_going_when_the_pool_is_killed_and_restarted() {
     let pool = Pool::start(
         &fresh_dir("m-restart"),
-        free_port(),
         &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
     );
     let mut miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1restart", "--long-poll-secs", "2"]);
@@ -196,7 +205,6 @@ async fn the_miner_keeps_going_when_the_pool_is_killed_and_restarted() {
 async fn the_miner_stops_stale_work_when_no_job_comes_for_several_block_times() {
     let mut pool = Pool::start(
         &fresh_dir("m-stale"),
-        free_port(),
         &["--share-difficulty", "50", "--block-time", "1", "--devnet-difficulty", "1000000000"],
     );
     let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1stale"]);
@@ -218,11 +226,10 @@ async fn the_miner_stops_stale_work_when_no_job_comes_for_several_block_times() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_miner_fails_over_and_returns_to_the_first_pool() {
-    let first_port = free_port();
+    let (reserved, first_port) = reserved_port();
     let first_url = format!("http://127.0.0.1:{first_port}");
     let second = Pool::start(
         &fresh_dir("m-second"),
-        free_port(),
         &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
     );
     let miner = Miner::start(&[
@@ -242,7 +249,8 @@ async fn the_miner_fails_over_and_returns_to_the_first_pool() {
         s["connection"]["url"] == second.url.as_str() && accepted(s) >= 2
     })
     .await;
-    let first = Pool::start(
+    drop(reserved);
+    let first = Pool::start_on(
         &fresh_dir("m-first"),
         first_port,
         &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
@@ -261,7 +269,6 @@ async fn the_miner_fails_over_and_returns_to_the_first_pool() {
 async fn the_miner_honours_retry_after_and_resumes() {
     let pool = Pool::start(
         &fresh_dir("m-503"),
-        free_port(),
         &[
             "--share-difficulty",
             "50",
@@ -308,12 +315,9 @@ async fn the_miner_honours_retry_after_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_that_keeps_answering_503_is_failed_over() {
     let args = ["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"];
-    let first = Pool::start(
-        &fresh_dir("m-503-first"),
-        free_port(),
-        &[&args[..], &["--admin-token", "t-admin-token-for-tests"]].concat(),
-    );
-    let second = Pool::start(&fresh_dir("m-503-second"), free_port(), &args);
+    let first =
+        Pool::start(&fresh_dir("m-503-first"), &[&args[..], &["--admin-token", "t-admin-token-for-tests"]].concat());
+    let second = Pool::start(&fresh_dir("m-503-second"), &args);
     let miner = Miner::start(&[
         "--pool",
         &first.url,
@@ -365,7 +369,6 @@ async fn a_pool_that_keeps_answering_503_is_failed_over() {
 async fn a_pool_that_does_not_hold_long_polls_is_not_hammered() {
     let pool = Pool::start(
         &fresh_dir("m-no-long-poll"),
-        free_port(),
         &["--max-long-polls", "1", "--share-difficulty", "100000", "--devnet-difficulty", "1000000000"],
     );
     let miners: Vec<Miner> = (0..2)
@@ -448,7 +451,7 @@ impl ReplayPool {
         use std::collections::HashMap;
         use std::sync::atomic::{AtomicU64, Ordering};
         use std::sync::Arc;
-        let real = Pool::start(&fresh_dir(name), free_port(), &["--devnet-difficulty", "1000000000"]);
+        let real = Pool::start(&fresh_dir(name), &["--devnet-difficulty", "1000000000"]);
         let http = reqwest::Client::new();
         let registration = json!({"worker_id": name, "wallet_address": "land1replay", "worker_name": name});
         let registered = post_json(&http, &format!("{}/pool/register", real.url), None, &registration).await;
@@ -592,7 +595,7 @@ async fn a_block_the_pool_was_too_busy_for_is_sent_again_at_once() {
 /// request's timeouts (15 s each) with no long-poll open there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_primary_does_not_stall_the_pool_mined_at() {
-    let primary_port = free_port();
+    let (reserved, primary_port) = reserved_port();
     let second = ReplayPool::start("m-silent-primary", Replay::well_behaved(100_000_000)).await;
     let miner = Miner::start(&[
         "--pool",
@@ -611,6 +614,7 @@ async fn a_silent_primary_does_not_stall_the_pool_mined_at() {
     })
     .await;
     // The primary comes back silent: connections taken, nothing answered.
+    drop(reserved);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", primary_port)).await.unwrap();
     let held = tokio::spawn(async move {
         let mut open = Vec::new();
@@ -717,7 +721,6 @@ async fn a_primary_sending_unusable_jobs_is_left_and_not_returned_to() {
     let primary = ReplayPool::start("m-unusable", Replay { unusable_jobs: true, ..Replay::well_behaved(50) }).await;
     let second = Pool::start(
         &fresh_dir("m-usable"),
-        free_port(),
         &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
     );
     let miner = Miner::start(&[
@@ -750,7 +753,6 @@ async fn a_primary_sending_unusable_jobs_is_left_and_not_returned_to() {
 async fn sigterm_stops_the_miner_cleanly() {
     let pool = Pool::start(
         &fresh_dir("m-term"),
-        free_port(),
         &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
     );
     let mut miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1term"]);
@@ -802,11 +804,8 @@ async fn a_second_signal_during_the_stop_exits_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn solo_mining_finds_a_block_on_the_devnet() {
-    let node = Pool::start(
-        &fresh_dir("m-solo"),
-        free_port(),
-        &["--devnet-difficulty", "100", "--node-token", "n0de-token-for-tests"],
-    );
+    let node =
+        Pool::start(&fresh_dir("m-solo"), &["--devnet-difficulty", "100", "--node-token", "n0de-token-for-tests"]);
     let miner = Miner::start(&["--solo", &node.url, "--wallet", "land1solo", "--node-token", "n0de-token-for-tests"]);
     let block =
         wait_for(&format!("{}/node/block/0", node.url), MINUTE, "a solo block", |b| b["miner"] == "land1solo").await;
@@ -849,8 +848,7 @@ async fn exit_codes_tell_the_owner_what_to_fix() {
     assert_eq!(code, Some(2));
     assert!(err.contains("--wallet"));
 
-    let pool =
-        Pool::start(&fresh_dir("m-exit"), free_port(), &["--ban-min-shares", "5", "--devnet-difficulty", "1000000000"]);
+    let pool = Pool::start(&fresh_dir("m-exit"), &["--ban-min-shares", "5", "--devnet-difficulty", "1000000000"]);
     // The pool refuses: that is the pool's own wallet.
     let (code, err) =
         run(&["--pool", &pool.url, "--wallet", "vision-pool", "--worker", "taken", "--backend", "cpu"], &[]);
