@@ -8,8 +8,10 @@
 //! - the API's request and response bodies are `vision_protocol::pool`'s.
 //! - `pool_error`: [`PoolError`] (requests refused) and [`ShareRejection`]
 //!   (shares judged and refused).
-//! - `worker_sessions`: registration, credentials, the active set, bans;
-//!   `worker_names`: what a worker's display name may hold.
+//! - `worker_sessions`: registration, credentials, the active set,
+//!   admission; `session_bans`: when invalid shares ban a session, and the
+//!   ban caps per source; `worker_names`: what a worker's display name may
+//!   hold.
 //! - `source_limits`: per-source registration and verification budgets.
 //! - `public_reads`: the bound on storage reads unauthenticated requests
 //!   may run at once.
@@ -45,6 +47,7 @@ mod public_reads;
 mod readiness;
 mod recent_shares;
 use public_reads::{AnswerBytes, PublicRead, PublicReads};
+mod session_bans;
 mod share_judgement;
 mod share_verifier;
 mod source_limits;
@@ -196,7 +199,7 @@ pub struct Pool {
     /// bans by source: counted from every ban in force (other
     /// coordinators' too) whenever the bans change, so registrations and
     /// unproven sessions are refused without a scan.
-    ban_index: Mutex<worker_sessions::BanIndex>,
+    ban_index: Mutex<session_bans::BanIndex>,
     /// Changes to what the figures show: sessions, bans, settings.
     state_changes: Arc<AtomicU64>,
     /// The last `/pool/stats` built, and one builder at a time.
