@@ -61,11 +61,14 @@ impl UpstreamNode {
 
     async fn read<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, ChainError> {
         let status = response.status();
+        let bytes = read_at_most(response, MAX_ANSWER_BYTES).await?;
         if status.is_success() {
-            return response.json().await.map_err(|e| ChainError::Unavailable(format!("bad node response: {e}")));
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ChainError::Unavailable(format!("bad node response: {e}")));
         }
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let message = body["message"].as_str().unwrap_or("no message").to_string();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let message: String =
+            body["message"].as_str().unwrap_or("no message").chars().take(MAX_MESSAGE_CHARS).collect();
         // The node's own reasons that callers act on keep their name.
         let reason = match body["error"].as_str() {
             Some("refused_payee") => "refused_payee",
@@ -157,5 +160,105 @@ impl UpstreamNode {
 
     pub async fn transfer(&self, request: &TransferRequest) -> Result<TransferReceipt, ChainError> {
         self.call(self.write("/node/transfer").json(request)).await
+    }
+}
+
+/// The most of a node's answer read: a template, a block or a transfer
+/// receipt is a few KiB; a node (or anyone between us on plain HTTP) that
+/// streams more is refused, not buffered.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+/// The most of a node's error message kept (it reaches logs and errors).
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// `response`'s body, or `Unavailable` once it passes `limit` bytes.
+async fn read_at_most(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ChainError> {
+    let too_long = || ChainError::Unavailable(format!("the node's answer is over {limit} bytes"));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ChainError::Unavailable(format!("reading the node's answer: {}", e.without_url())))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A node on loopback answering each request with `answer(path)`'s raw
+    /// HTTP/1.1 bytes (written in 64 KiB pieces), then closing.
+    async fn raw_node(answer: fn(&str) -> Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    for piece in answer(&path).chunks(64 * 1024) {
+                        if stream.write_all(piece).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    fn chunked(status: &str, body: &[u8]) -> Vec<u8> {
+        let mut raw =
+            format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .into_bytes();
+        for piece in body.chunks(64 * 1024) {
+            raw.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            raw.extend_from_slice(piece);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"0\r\n\r\n");
+        raw
+    }
+
+    /// A node's answer is read up to 4 MiB, whether it says its length or
+    /// streams it; past that it is refused as unavailable, not buffered.
+    /// An error's message is cut to 300 characters.
+    #[tokio::test]
+    async fn a_node_answer_past_its_bound_is_refused_not_buffered() {
+        let url = raw_node(|path| match path {
+            // A tip of 5 MiB, streamed with no length said.
+            "/node/tip" => chunked("200 OK", &vec![b' '; 5 << 20]),
+            // A block that says it is 10 MB long (and sends nothing).
+            "/node/block/1" => b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n".to_vec(),
+            "/node/block/2" => {
+                let message = "m".repeat(10_000);
+                chunked("400 Bad Request", format!(r#"{{"error":"bad_height","message":"{message}"}}"#).as_bytes())
+            }
+            _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        })
+        .await;
+        let node = UpstreamNode::new(&url, None, None).unwrap();
+        for err in [node.tip().await.unwrap_err(), node.block(1).await.unwrap_err()] {
+            assert!(matches!(&err, ChainError::Unavailable(m) if m.contains("over 4194304 bytes")), "{err:?}");
+        }
+        match node.block(2).await.unwrap_err() {
+            ChainError::Invalid { message, .. } => assert_eq!(message.len(), MAX_MESSAGE_CHARS),
+            other => panic!("{other:?}"),
+        }
     }
 }

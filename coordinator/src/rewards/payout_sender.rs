@@ -255,10 +255,10 @@ impl Rewards {
         let Some(difference) = receipt_differs(&batch, receipt, &self.config.pool_address) else {
             return self.mark_paid(batch, receipt, now_ms).await;
         };
+        let shown: String = receipt.transfer_id.chars().take(MAX_TRANSFER_ID_BYTES).collect();
         let message = format!(
-            "the chain's receipt under this batch's key ({}) {difference}; not marked paid (check the transfer on \
-             the chain before retrying: it may have moved money)",
-            receipt.transfer_id
+            "the chain's receipt under this batch's key ({shown:?}) {difference}; not marked paid (check the \
+             transfer on the chain before retrying: it may have moved money)"
         );
         self.refused_alone(batch, "key_conflict", &message, now_ms).await
     }
@@ -343,6 +343,11 @@ fn settled_elsewhere(step: Result<Vec<PayoutRecord>, RewardError>) -> Result<Vec
 /// (as a set: one output per payee) from the pool's address; one without
 /// them (a node older than those fields) is held to the total only.
 fn receipt_differs(batch: &PayoutRecord, receipt: &TransferReceipt, pool_address: &str) -> Option<String> {
+    // (Stored and shown with the batch: a chain's id is short, visible text.)
+    let id = &receipt.transfer_id;
+    if id.is_empty() || id.len() > MAX_TRANSFER_ID_BYTES || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some("names no usable transfer id".into());
+    }
     if receipt.total != batch.total() {
         return Some(format!("is for {} base units, the batch for {}", receipt.total, batch.total()));
     }
@@ -363,6 +368,9 @@ fn receipt_differs(batch: &PayoutRecord, receipt: &TransferReceipt, pool_address
     }
     None
 }
+
+/// The longest transfer id a receipt may name.
+const MAX_TRANSFER_ID_BYTES: usize = 128;
 
 /// Moves each output's amount from one part of its payee's balance to another.
 fn move_outputs(update: &mut RewardUpdate, outputs: &[PayoutOutput], from: BalanceBucket, to: BalanceBucket) {
@@ -416,6 +424,32 @@ mod tests {
             ("from another wallet", receipt("other", &[("land1a", 5), ("land1b", 7)], 12), false),
             ("outputs but no payer", receipt("", &[("land1a", 5), ("land1b", 7)], 12), false),
             ("a total that is not the outputs'", receipt("pool", &[("land1a", 5), ("land1b", 7)], 11), false),
+            (
+                "no transfer id",
+                TransferReceipt { transfer_id: String::new(), ..receipt("pool", &[("land1a", 5), ("land1b", 7)], 12) },
+                false,
+            ),
+            (
+                "a transfer id of 129 bytes",
+                TransferReceipt {
+                    transfer_id: "t".repeat(129),
+                    ..receipt("pool", &[("land1a", 5), ("land1b", 7)], 12)
+                },
+                false,
+            ),
+            (
+                "a transfer id with a newline",
+                TransferReceipt { transfer_id: "t\nx".into(), ..receipt("pool", &[("land1a", 5), ("land1b", 7)], 12) },
+                false,
+            ),
+            (
+                "a transfer id of 128 bytes",
+                TransferReceipt {
+                    transfer_id: "t".repeat(128),
+                    ..receipt("pool", &[("land1a", 5), ("land1b", 7)], 12)
+                },
+                true,
+            ),
         ];
         for (case, receipt, pays) in cases {
             let differs = receipt_differs(&asked, receipt, "pool");
