@@ -173,6 +173,11 @@ async fn two_hundred_workers_for_a_minute_get_answers_not_5xx() {
     assert_eq!(tally.server_errors.load(Ordering::Relaxed), 0, "no 5xx but deliberate 503s");
     assert_eq!(tally.other.load(Ordering::Relaxed), 0, "honest shares are never refused (stale aside)");
     assert!(accepted > 1000, "the pool carried the load: {accepted} shares");
+    // A short run cannot show the plateau (below), but it does bound a gross
+    // leak: about 51 MiB at 60 s (docs/PERFORMANCE.md), here 3 times that.
+    if run <= Duration::from_secs(60) {
+        assert!(rss_peak < 160 * 1024, "RSS peaked at {rss_peak} KiB in {run:?}");
+    }
     if run >= Duration::from_secs(240) {
         let tail: Vec<u64> =
             samples.iter().filter(|(t, _)| *t as f64 >= run.as_secs_f64() * 0.75).map(|(_, rss)| *rss).collect();

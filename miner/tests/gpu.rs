@@ -14,8 +14,9 @@ fn require_adapter() -> bool {
     if !gpu::adapters::enumerate().is_empty() {
         return true;
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true needs a GPU adapter: install mesa-vulkan-drivers (lavapipe)");
+    // (As every guard of the suite: CI set at all, to anything, is CI.)
+    if std::env::var_os("CI").is_some() {
+        panic!("CI needs a GPU adapter: install mesa-vulkan-drivers (lavapipe)");
     }
     eprintln!("skipping: no GPU adapter; install mesa-vulkan-drivers");
     false

@@ -117,9 +117,23 @@ mod tests {
         assert!(format!("0X{hex}").parse::<Digest>().is_err());
     }
 
+    /// Difficulties as pools set them (below 2^40) as well as any, each with
+    /// a digest top anywhere, below its target, or within 2 of it: both
+    /// sides of the rule, and its edge, are drawn.
+    fn difficulty_and_top() -> impl Strategy<Value = (u64, u64)> {
+        prop_oneof![1u64..1 << 40, 1u64..].prop_flat_map(|difficulty| {
+            let target = u64::MAX / difficulty;
+            let near = target.saturating_sub(2)..=target.saturating_add(2);
+            (Just(difficulty), prop_oneof![any::<u64>(), 0..=target, near])
+        })
+    }
+
     proptest! {
         #[test]
-        fn exact_boundary_top_equal_to_target_passes(difficulty in 1u64.., tail: u8) {
+        fn exact_boundary_top_equal_to_target_passes(
+            difficulty in prop_oneof![1u64..1 << 40, 1u64..],
+            tail: u8,
+        ) {
             let target = Target::from_difficulty(difficulty);
             prop_assert!(digest_with_top(target.0, tail).meets_difficulty(difficulty));
             if target.0 < u64::MAX {
@@ -128,7 +142,7 @@ mod tests {
         }
 
         #[test]
-        fn target_matches_the_definition(difficulty in 1u64.., top: u64) {
+        fn target_matches_the_definition((difficulty, top) in difficulty_and_top()) {
             // top <= floor((2^64-1)/d)  <=>  top * d <= 2^64 - 1, computed in u128.
             let fits = u128::from(top) * u128::from(difficulty) <= u128::from(u64::MAX);
             prop_assert_eq!(digest_with_top(top, 0).meets_difficulty(difficulty), fits);

@@ -60,15 +60,52 @@ mod tests {
         assert_eq!(lwma(&[block(0, 5, 40)], 30, 77), 40);
     }
 
+    /// Blocks at `timestamps`, the `i`-th of difficulty `difficulties[i]`.
+    fn chain(timestamps: &[u64], difficulties: &[u64]) -> Vec<ChainBlock> {
+        timestamps.iter().zip(difficulties).enumerate().map(|(h, (&t, &d))| block(h as u64, t, d)).collect()
+    }
+
     proptest! {
+        /// Solve times are clamped to 1..6 targets, so whatever the
+        /// timestamps (out of order, far apart) the next difficulty lies
+        /// between a sixth of the window's least and the target times its
+        /// greatest.
         #[test]
-        fn lwma_never_returns_zero_or_panics(
-            times in proptest::collection::vec(0u64..u64::MAX / 2, 0..50),
-            difficulty in 1u64..u64::MAX,
-            target in 0u64..100_000,
+        fn lwma_stays_within_what_its_clamps_allow(
+            timestamps in proptest::collection::vec(0u64..u64::MAX / 2, 2..50),
+            difficulties in proptest::collection::vec(1u64..u64::MAX, 50),
+            target in 1u64..100_000,
         ) {
-            let blocks: Vec<ChainBlock> = times.iter().enumerate().map(|(h, &t)| block(h as u64, t, difficulty)).collect();
-            prop_assert!(lwma(&blocks, target, 1) >= 1);
+            let next = lwma(&chain(&timestamps, &difficulties), target, 1);
+            // (Each step's difficulty is its later block's.)
+            let window = &difficulties[1..timestamps.len()];
+            let (least, most) = (*window.iter().min().unwrap(), *window.iter().max().unwrap());
+            prop_assert!(next >= (least / 6).max(1), "{next} below {least} / 6");
+            let ceiling = (u128::from(most) * u128::from(target)).min(u128::from(u64::MAX));
+            prop_assert!(u128::from(next) <= ceiling, "{next} above {most} x {target}");
+        }
+
+        /// Faster blocks never lower the next difficulty.
+        #[test]
+        fn faster_blocks_never_lower_it(
+            gaps in proptest::collection::vec(0u64..1_000_000, 1..50),
+            difficulty in 1u64..1 << 50,
+            target in 1u64..100_000,
+        ) {
+            let at = |gaps: &[u64]| -> Vec<u64> {
+                std::iter::once(1000).chain(gaps.iter().scan(1000, |t, g| { *t += g; Some(*t) })).collect()
+            };
+            let faster: Vec<u64> = gaps.iter().map(|g| g / 2).collect();
+            let same = vec![difficulty; gaps.len() + 1];
+            let (before, after) = (lwma(&chain(&at(&gaps), &same), target, 1), lwma(&chain(&at(&faster), &same), target, 1));
+            prop_assert!(after >= before, "{after} < {before}");
+        }
+
+        /// Blocks exactly on time keep the difficulty, whatever it is.
+        #[test]
+        fn blocks_on_time_keep_their_difficulty(n in 1u64..60, difficulty in 1u64..u64::MAX / 2, target in 1u64..100_000) {
+            let blocks: Vec<ChainBlock> = (0..=n).map(|h| block(h, 1000 + h * target, difficulty)).collect();
+            prop_assert_eq!(lwma(&blocks, target, 1), difficulty);
         }
     }
 }

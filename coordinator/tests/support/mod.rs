@@ -263,6 +263,18 @@ impl Job {
         self.first_meeting(self.share_difficulty())
     }
 
+    /// The first nonce of its range that is a share at its difficulty and
+    /// not a block (its digest misses `network_difficulty`).
+    pub fn first_share_below(&self, network_difficulty: u64) -> u64 {
+        let (input, mut engine) = (self.input(), FastEngine::new());
+        (self.nonce_start()..self.nonce_end())
+            .find(|&n| {
+                let digest = engine.hash(&input, n);
+                digest.meets_difficulty(self.share_difficulty()) && !digest.meets_difficulty(network_difficulty)
+            })
+            .expect("a share in the job's range that is no block")
+    }
+
     /// The first nonce of its range whose digest meets `difficulty` (a
     /// block's, say).
     pub fn first_meeting(&self, difficulty: u64) -> u64 {
