@@ -122,6 +122,16 @@ async fn off_runtime<T: Send + 'static>(
     chain.on_blocking_thread(call).await
 }
 
+/// The most of a node's own text (a reason, an address, an id) kept where
+/// it is stored or shown.
+pub const MAX_NODE_TEXT_CHARS: usize = 300;
+
+/// `text` from a node as it may be stored and shown: control characters
+/// dropped, cut to [`MAX_NODE_TEXT_CHARS`].
+pub fn node_text(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(MAX_NODE_TEXT_CHARS).collect()
+}
+
 /// A wallet address: 1-128 ASCII letters, digits, `_`, `-` or `:`.
 pub fn check_address(field: &'static str, address: &str) -> Result<(), ChainError> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':');

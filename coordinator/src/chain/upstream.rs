@@ -61,14 +61,15 @@ impl UpstreamNode {
 
     async fn read<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, ChainError> {
         let status = response.status();
-        let bytes = read_at_most(response, MAX_ANSWER_BYTES).await?;
         if status.is_success() {
+            let bytes = read_at_most(response, MAX_ANSWER_BYTES).await?;
             return serde_json::from_slice(&bytes)
                 .map_err(|e| ChainError::Unavailable(format!("bad node response: {e}")));
         }
+        // (An error's body unread, or too long, still leaves its status to act on.)
+        let bytes = read_at_most(response, MAX_ANSWER_BYTES).await.unwrap_or_default();
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let message: String =
-            body["message"].as_str().unwrap_or("no message").chars().take(MAX_MESSAGE_CHARS).collect();
+        let message = super::node_text(body["message"].as_str().unwrap_or("no message"));
         // The node's own reasons that callers act on keep their name.
         let reason = match body["error"].as_str() {
             Some("refused_payee") => "refused_payee",
@@ -167,8 +168,6 @@ impl UpstreamNode {
 /// receipt is a few KiB; a node (or anyone between us on plain HTTP) that
 /// streams more is refused, not buffered.
 const MAX_ANSWER_BYTES: usize = 4 << 20;
-/// The most of a node's error message kept (it reaches logs and errors).
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// `response`'s body, or `Unavailable` once it passes `limit` bytes.
 async fn read_at_most(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ChainError> {
@@ -257,7 +256,7 @@ mod tests {
             assert!(matches!(&err, ChainError::Unavailable(m) if m.contains("over 4194304 bytes")), "{err:?}");
         }
         match node.block(2).await.unwrap_err() {
-            ChainError::Invalid { message, .. } => assert_eq!(message.len(), MAX_MESSAGE_CHARS),
+            ChainError::Invalid { message, .. } => assert_eq!(message.len(), super::super::MAX_NODE_TEXT_CHARS),
             other => panic!("{other:?}"),
         }
     }

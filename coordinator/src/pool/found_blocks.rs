@@ -124,7 +124,10 @@ impl Pool {
                 // An earlier attempt may have landed with its answer lost:
                 // then the chain now calls the same block stale. (Not known
                 // yet: asked again on the next try.)
-                let reason = outcome.reason.unwrap_or_else(|| "rejected without a reason".into());
+                let reason = outcome
+                    .reason
+                    .as_deref()
+                    .map_or_else(|| "rejected without a reason".into(), crate::chain::node_text);
                 // Only the first attempt's refusal is definite: a retry, or
                 // a block resumed (after a restart, or from another
                 // coordinator), may follow an attempt that landed.

@@ -211,8 +211,10 @@ impl Rewards {
                 if chain_block.hash.eq_ignore_ascii_case(&block.hash)
                     && chain_block.miner != self.config.pool_address =>
             {
-                let reason =
-                    format!("the chain's block pays {}, not the pool's wallet: nothing to share", chain_block.miner);
+                let reason = format!(
+                    "the chain's block pays {}, not the pool's wallet: nothing to share",
+                    crate::chain::node_text(&chain_block.miner)
+                );
                 tracing::error!(height = block.height, "{reason}");
                 record.change(RewardStatus::Orphaned, reason.clone(), now_ms);
                 record.operator_flag = Some(reason);

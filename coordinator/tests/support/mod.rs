@@ -266,6 +266,8 @@ impl Job {
     /// The first nonce of its range that is a share at its difficulty and
     /// not a block (its digest misses `network_difficulty`).
     pub fn first_share_below(&self, network_difficulty: u64) -> u64 {
+        // (Else no nonce can be one, and the search would run for hours.)
+        assert!(self.share_difficulty() < network_difficulty, "every share at this difficulty is a block");
         let (input, mut engine) = (self.input(), FastEngine::new());
         (self.nonce_start()..self.nonce_end())
             .find(|&n| {
