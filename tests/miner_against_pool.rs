@@ -98,6 +98,19 @@ impl Miner {
     fn alive(&mut self) -> bool {
         self.proc.0.try_wait().unwrap().is_none()
     }
+
+    /// Its exit, once it comes within `limit` (else the test fails, saying
+    /// `what` it was still doing).
+    async fn exit_within(&mut self, limit: Duration, what: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(exit) = self.proc.0.try_wait().unwrap() {
+                return exit;
+            }
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 async fn get_json(url: &str) -> Option<Value> {
@@ -759,14 +772,7 @@ async fn sigterm_stops_the_miner_cleanly() {
     wait_for(&format!("{}/status", miner.api), MINUTE, "a share", |s| accepted(s) >= 1).await;
     let pid = miner.proc.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let sent = Instant::now();
-    let exit = loop {
-        if let Some(exit) = miner.proc.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(sent.elapsed() < Duration::from_secs(15), "still running 15 s after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let exit = miner.exit_within(Duration::from_secs(15), "still running 15 s after SIGTERM").await;
     assert!(exit.success(), "a stop asked for is not a failure: {exit}");
     assert!(!miner.alive());
     let stats = get_json(&format!("{}/pool/stats", pool.url)).await.unwrap();
@@ -791,14 +797,7 @@ async fn a_second_signal_during_the_stop_exits_at_once() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(miner.alive(), "the stop waits for the shares in flight");
     signal();
-    let sent = Instant::now();
-    let exit = loop {
-        if let Some(exit) = miner.proc.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(sent.elapsed() < Duration::from_secs(2), "still running 2 s after the second signal");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = miner.exit_within(Duration::from_secs(2), "still running 2 s after the second signal").await;
     assert_eq!(exit.code(), Some(130), "{exit}");
 }
 
@@ -817,14 +816,7 @@ async fn solo_mining_finds_a_block_on_the_devnet() {
     // first miner stops: the chain's difficulty stays within reach.)
     drop(miner);
     let mut wrong = Miner::start(&["--solo", &node.url, "--wallet", "land1wrong", "--node-token", "wrong"]);
-    let deadline = Instant::now() + MINUTE;
-    let exit = loop {
-        if let Some(exit) = wrong.proc.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "a miner whose blocks the node refuses is still mining");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let exit = wrong.exit_within(MINUTE, "a miner whose blocks the node refuses is still mining").await;
     assert_eq!(exit.code(), Some(3), "{exit}");
     let tip = get_json(&format!("{}/node/tip", node.url)).await.unwrap()["height"].as_u64().unwrap();
     for height in 0..=tip {
