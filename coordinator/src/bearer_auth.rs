@@ -33,7 +33,7 @@ pub(crate) const GUESSES: f64 = 10.0;
 /// One more wrong credential allowed every this many seconds.
 pub(crate) const GUESS_REFILL_SECS: f64 = 6.0;
 /// What an IPv6 /48 may guess, in sources' worth.
-const SITE_SHARE: f64 = 16.0;
+const SITE_SHARE: f64 = crate::client_source::SITE_SOURCES as f64;
 /// Guessers (sources and sites) tracked at once: about 100 bytes each.
 const MAX_GUESSERS: usize = 100_000;
 /// Guessers looked at to choose the one forgotten when the table is full.

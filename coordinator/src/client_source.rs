@@ -28,6 +28,10 @@ pub(crate) fn source_network(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// How many sources an IPv6 site (/48) counts as, for every per-source
+/// limit, budget and cap kept per site too.
+pub(crate) const SITE_SOURCES: usize = 16;
+
 /// What a per-client count is kept for: a source ([`source_network`]) or
 /// the IPv6 /48 holding sources ([`site_network`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -31,13 +31,10 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::api_error::ApiError;
-use crate::client_source::CountedNetwork;
+use crate::client_source::{CountedNetwork, SITE_SOURCES};
 
 /// Connections any source may open even when slots run short.
 pub(crate) const FAIR_SHARE: usize = 16;
-/// An IPv6 site (/48) holds at most this many times a source's limit and
-/// fair share.
-pub(crate) const SITE_SOURCES: usize = 16;
 
 type OpenCounts = Arc<Mutex<HashMap<CountedNetwork, usize>>>;
 

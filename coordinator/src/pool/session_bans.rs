@@ -17,14 +17,14 @@ use std::sync::atomic::Ordering;
 
 use super::metrics::PoolMetrics;
 use super::{Pool, PoolError, ShareRejection};
-use crate::client_source::CountedNetwork;
+use crate::client_source::{CountedNetwork, SITE_SOURCES};
 use crate::storage::BanRecord;
 
 /// Bans in force from one source network past which it may not register.
 pub(crate) const MAX_BANS_PER_SOURCE: usize = 16;
 /// The same for an IPv6 site (/48): a holder of one cannot earn bans
 /// through its 65,536 /64s, each a stored record every coordinator reads.
-pub(crate) const MAX_BANS_PER_SITE: usize = 16 * MAX_BANS_PER_SOURCE;
+pub(crate) const MAX_BANS_PER_SITE: usize = SITE_SOURCES * MAX_BANS_PER_SOURCE;
 
 /// What the bans in force come to, worked out whenever they change
 /// ([`Pool::recount_capped_sources`]) so that no request scans them.

@@ -28,7 +28,7 @@ use crate::client_source::{site_network, CountedNetwork};
 const MAX_SOURCES: usize = 100_000;
 
 /// What an IPv6 /48 may take, in units of one source's budget.
-const SITE_SHARE: f64 = 16.0;
+const SITE_SHARE: f64 = crate::client_source::SITE_SOURCES as f64;
 
 /// What buckets are kept for: a source (an IPv4 address or an IPv6 /64),
 /// or the IPv6 /48 holding sources.
