@@ -606,24 +606,18 @@ fn weight_of(detail: &Value, wallet: &str) -> u64 {
 /// in the pool's wallet with nobody told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_block_the_chain_holds_after_all_is_credited() {
-    use vision_coordinator::chain::devnet::SubmitFault;
     let pool =
         TestPool::start(CoordinatorArgs { reward_poll_ms: Some(3_600_000), ..reward_settings("heldafter") }).await;
     let (handle, devnet) = (pool.pool.clone().unwrap(), pool.devnet.clone().unwrap());
     let alice = pool.register("rig-a", "land1alice").await;
-    let job = pool.job(&alice).await;
-    let nonce = job.first_meeting(12);
-    devnet.inject(SubmitFault::Reject, 1);
-    let (_, answer) = pool.share(&alice, &job, nonce, &job.digest(nonce)).await;
-    assert_eq!(answer["block_status"], "rejected", "{answer}");
-    let found = handle.store_for_tests().found_blocks_at(job.height()).await.unwrap();
-    assert!(devnet.submit(&found[0].submission).unwrap().accepted);
+    let refused = refused_then_taken(&pool, &handle, &devnet, &alice).await;
+    assert!(devnet.submit(&refused.submission).unwrap().accepted);
     round(&handle).await;
     assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), 0, "rejected: not credited");
 
     assert_eq!(handle.review_found_blocks(vision_coordinator::pool::now_ms()).await.unwrap(), 1);
     round(&handle).await;
-    let credited = block(&pool, job.height()).await;
+    let credited = block(&pool, refused.height).await;
     assert_eq!(credited["status"], "pending", "credited: {credited}");
     assert!(u(&credited["reward"]) > 0 && part_of(&credited, "land1alice") > 0, "{credited}");
     assert_eq!(u(&balance(&pool, "land1alice").await["immature"]), part_of(&credited, "land1alice"));
