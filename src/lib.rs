@@ -120,6 +120,16 @@ fn coordinator_log(data_dir: &std::path::Path) -> std::process::Stdio {
         .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from)
 }
 
+/// Polls `check` every 100 ms until it holds; fails the test, naming
+/// `what`, once `limit` has passed.
+pub async fn eventually(what: &str, limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()

@@ -4,18 +4,10 @@
 //! node returns on the same address.
 
 use std::os::unix::process::ExitStatusExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use vision_suite::{coordinator_log_path, free_port, fresh_dir, start_coordinator};
-
-async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use vision_suite::{coordinator_log_path, eventually, free_port, fresh_dir, start_coordinator};
 
 async fn job_status(http: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
     let response = http.get(format!("{url}/pool/job")).bearer_auth(token).send().await.unwrap();

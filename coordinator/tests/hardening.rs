@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use support::{client_from, settings, Job, TestPool};
+use support::{client_from, eventually, settings, Job, TestPool};
 use vision_coordinator::chain::devnet::SubmitFault;
 use vision_coordinator::config::CoordinatorArgs;
 
@@ -63,14 +63,6 @@ async fn forge_until_banned(
 
 async fn metrics(pool: &TestPool) -> Value {
     body(pool.get("/pool/metrics").await).await.1
-}
-
-async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// 1. Nothing that moves funds or changes the chain runs without a credential.

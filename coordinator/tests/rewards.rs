@@ -6,10 +6,10 @@
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{settings, TestPool};
+use support::{eventually, settings, TestPool};
 use vision_coordinator::config::CoordinatorArgs;
 
 const FOUNDATION: &str = "vision-foundation";
@@ -28,14 +28,6 @@ fn reward_settings(label: &str) -> CoordinatorArgs {
         pool_fee_address: Some(HOST.into()),
         shares_per_sec: Some(100_000.0),
         ..settings(label)
-    }
-}
-
-async fn eventually(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -286,3 +286,13 @@ impl Job {
             .expect("a nonce in the job's range meeting the difficulty")
     }
 }
+
+/// Polls `check` every 50 ms until it holds; fails the test, naming `what`,
+/// once `limit` has passed.
+pub async fn eventually(what: &str, limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
