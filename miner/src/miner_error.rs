@@ -68,6 +68,17 @@ impl From<SessionEnd> for MinerError {
     }
 }
 
+/// Naming an adapter that is not there (`--device`) is bad input, as in
+/// `bench`; having none at all under `--backend gpu` is no usable device.
+impl From<crate::device_selection::SelectionError> for MinerError {
+    fn from(err: crate::device_selection::SelectionError) -> Self {
+        match err {
+            crate::device_selection::SelectionError::NoSuchDevice { .. } => MinerError::BadInput(err.to_string()),
+            crate::device_selection::SelectionError::NoAdapter => MinerError::NoDevice(err.to_string()),
+        }
+    }
+}
+
 /// A GPU failure in a command (`hash --engine gpu`, the probe) is a runtime
 /// failure, and naming an adapter that is not there is bad input (as in
 /// `bench`); mining itself never ends on one (the device is disabled, and
@@ -96,6 +107,8 @@ mod tests {
             (SessionEnd::Banned { url: "u".into(), secs: 5 }.into(), 4),
             (crate::backend::gpu::GpuError::NoSuchDevice(9).into(), 2),
             (crate::backend::gpu::GpuError::NoAdapter.into(), 1),
+            (crate::device_selection::SelectionError::NoSuchDevice { index: 9, count: 1 }.into(), 2),
+            (crate::device_selection::SelectionError::NoAdapter.into(), 5),
         ];
         for (err, code) in table {
             assert_eq!(err.exit_code(), code, "{err:?}");

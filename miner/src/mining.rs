@@ -81,8 +81,7 @@ pub fn start_gpu(
 /// where chosen (or as the fallback when no GPU works). Blocking (probes and
 /// tuning take seconds).
 pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
-    let plan =
-        device_selection::plan(config.backend, config.device).map_err(|e| MinerError::NoDevice(e.to_string()))?;
+    let plan = device_selection::plan(config.backend, config.device)?;
     if let Some(note) = &plan.note {
         tracing::warn!("{note}");
     }

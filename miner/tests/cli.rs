@@ -244,3 +244,20 @@ fn a_taken_api_port_is_said_before_the_devices_start() {
         .unwrap();
     assert_input_error(&out, "cannot serve the status API");
 }
+
+/// `--device N` naming an adapter this machine lacks is bad input (exit
+/// 2), as in `bench`, whether or not any GPU driver is present.
+#[test]
+fn an_absent_device_index_is_bad_input() {
+    for driver in [None, Some("/nonexistent/icd.json")] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vision-miner"));
+        command.args(["--pool", "http://127.0.0.1:9", "--wallet", "land1absent", "--backend", "gpu", "--device", "99"]);
+        // A debug build turns on wgpu's debug messenger, which relays the
+        // Vulkan loader's "no drivers" complaint; a release build does not.
+        command.env("WGPU_DEBUG", "0").env("WGPU_VALIDATION", "0");
+        if let Some(icd) = driver {
+            command.env("VK_ICD_FILENAMES", icd).env("VK_DRIVER_FILES", icd);
+        }
+        assert_input_error(&command.output().unwrap(), "--device 99: there is no such adapter");
+    }
+}
