@@ -261,3 +261,33 @@ fn an_absent_device_index_is_bad_input() {
         assert_input_error(&command.output().unwrap(), "--device 99: there is no such adapter");
     }
 }
+
+/// The status line goes on being written after whoever read stdout has
+/// gone (`vision-miner ... | head -1`): the writes fail quietly, the miner
+/// mines on, and a SIGTERM still stops it cleanly (exit 0).
+#[test]
+fn a_closed_stdout_does_not_break_the_status_printer() {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vision-miner"))
+        // (Port 9 refuses: the miner waits for its pool and retries.)
+        .args(["--pool", "http://127.0.0.1:9", "--wallet", "land1closed", "--backend", "cpu", "--threads", "1"])
+        .args(["--status-interval", "1", "--no-api"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(!first.trim().is_empty(), "no status line");
+    // The reader (and with it the pipe's last read end) is gone: the next
+    // lines meet a broken pipe.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(child.try_wait().unwrap().is_none(), "the miner stopped once stdout closed");
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+}
