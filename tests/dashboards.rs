@@ -375,6 +375,11 @@ async fn dashboards_in_a_real_browser() {
     );
     let points = js(&browser, "return document.getElementById('history-note').textContent").await;
     assert!(!points.as_str().unwrap_or_default().starts_with("0 points"), "the charts have history: {points}");
+    // The blocks chart follows the range too (this pool is younger than 10 min).
+    let listed = blocks.as_array().unwrap().len().min(200);
+    let charted = js(&browser, "return document.getElementById('blocks-note').textContent").await;
+    let expected = format!("{listed} of the {listed} blocks listed were found in the last 10 min.");
+    assert_eq!(charted.as_str(), Some(expected.as_str()));
     screenshot(&browser, &shots, "dashboard").await;
 
     // Phone width: the page itself never scrolls sideways (tables scroll in place).

@@ -84,12 +84,22 @@
     state.lastBlockMs = newest ? newest.time_ms : null;
     renderLastBlock();
     tables.blocks.set(blocks);
-    const times = blocks.map((b) => b.time_ms).sort((a, b) => a - b);
-    const byStatus = (status) => times.map((t) => {
-      const b = blocks.find((x) => x.time_ms === t && (status === "other" ? !["confirmed", "pending"].includes(x.status) : x.status === status));
-      return b ? b.height : null;
-    });
-    state.charts.blocks?.set([times, byStatus("confirmed"), byStatus("pending"), byStatus("other")]);
+    state.blocks = blocks;
+    chartBlocks();
+  }
+
+  const RANGE_MS = { "10m": 600e3, "1h": 3600e3, "24h": 86400e3 };
+
+  // The blocks chart covers the range chosen for the other charts.
+  function chartBlocks() {
+    const since = Date.now() - RANGE_MS[state.range];
+    const shown = state.blocks.filter((b) => b.time_ms >= since).sort((a, b) => a.time_ms - b.time_ms);
+    const other = (b) => !["confirmed", "pending"].includes(b.status);
+    const height = (wanted) => shown.map((b) => (wanted(b) ? b.height : null));
+    state.charts.blocks?.set([shown.map((b) => b.time_ms), height((b) => b.status === "confirmed"),
+      height((b) => b.status === "pending"), height(other)]);
+    const tab = document.querySelector(`[data-range='${state.range}']`)?.textContent ?? state.range;
+    $("blocks-note").textContent = `${V.count(shown.length)} of the ${V.count(state.blocks.length)} blocks listed were found in the last ${tab}.`;
   }
 
   function status(b) {
@@ -564,6 +574,7 @@
           // (The ages the tables show move on between reads.)
           tables.blocks.render();
           tables.payouts.render();
+          chartBlocks();
         }
         renderLastBlock();
         await refreshHistory();
@@ -649,6 +660,7 @@
       if (!range) return;
       state.range = range;
       for (const b of document.querySelectorAll("[data-range]")) b.classList.toggle("current", b.dataset.range === range);
+      chartBlocks();
       refreshNow();
     });
     $("wallet-form").addEventListener("submit", (event) => {
