@@ -64,7 +64,7 @@ while (( $(date +%s) - start < duration )); do
     echo "$(( $(date +%s) - start )) $r $(fds) $(metric 'm["ledger_shares"]') $(metric 'm["share_response"]["p99_ms"]') $(metric 'm["blocks_found"]')"
 done
 
-paid=$(curl -s "$url/pool/payouts?limit=10000" | python3 -c "import json,sys; print(sum(1 for p in json.load(sys.stdin) if p['status']=='paid'))")
+paid=$(scripts/export-payouts.sh "$url" | python3 -c "import json,sys; print(sum(1 for p in json.load(sys.stdin) if p['status']=='paid'))")
 cat <<EOF
 {"seconds": $duration, "miners": $miners, "rss_kib_first_sample": $first_rss, "rss_kib_end": $(rss),
  "fds_end": $(fds), "ledger_shares": $(metric 'm["ledger_shares"]'), "data_dir_kib": $(du -sk "$dir/pool" | cut -f1),

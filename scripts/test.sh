@@ -18,7 +18,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 # ca-certificates: the system trust store an https:// upstream is checked against.
 # postgresql: initdb and pg_ctl, for the throwaway servers the PostgreSQL
 # store's tests start (coordinator/tests/support/throwaway_postgres.rs).
-APT_PACKAGES=(mesa-vulkan-drivers chromium chromium-driver openssl ca-certificates postgresql)
+# curl: scripts/export-payouts.sh, run by coordinator/tests/rewards.rs.
+APT_PACKAGES=(mesa-vulkan-drivers chromium chromium-driver openssl ca-certificates postgresql curl)
 
 install_apt_packages() {
     local missing=()

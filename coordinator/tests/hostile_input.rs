@@ -100,6 +100,7 @@ fn path() -> impl Strategy<Value = String> {
             "/pool/bans/",
             "/pool/payouts?wallet=",
             "/pool/payouts?limit=",
+            "/pool/payouts?before=",
             "/pool/blocks?limit=",
             "/node/block/",
             "/node/balance/",

@@ -907,3 +907,52 @@ async fn a_waiting_round_ends_with_the_next_credit_under_another_scheme() {
     drop(handle);
     pool.stop().await;
 }
+
+/// The whole payout history, however long, page by page: over HTTP
+/// (`before` the last id seen) and through the operators' export script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payout_history_is_read_page_by_page() {
+    use vision_coordinator::storage::{PayoutOutput, PayoutRecord, PayoutStatus, RewardUpdate};
+    let pool = TestPool::start(settings("payoutpages")).await;
+    let batch = |id: u64, wallet: &str| PayoutRecord {
+        id,
+        status: PayoutStatus::SetAside,
+        outputs: vec![PayoutOutput { address: wallet.into(), amount: id * 10 }],
+        idempotency_key: format!("key-{id}"),
+        // A node's words quoting JSON: the export must not take it for an id.
+        reason: Some(format!("refused_payee: node said {{\"id\":{}}}", 1000 + id)),
+        created_ms: id,
+        updated_ms: id,
+        transfer_id: None,
+        attempts: 1,
+    };
+    let payouts = (1..=7).map(|id| batch(id * 3, if id % 2 == 0 { "land1even" } else { "land1odd" })).collect();
+    let store = pool.pool.as_ref().unwrap().store_for_tests().clone();
+    store.apply_reward_update(&RewardUpdate { payouts, ..RewardUpdate::default() }).await.unwrap();
+    let all = pool.json("/pool/payouts").await;
+    let ids: Vec<u64> = all.as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [21, 18, 15, 12, 9, 6, 3]);
+
+    let mut paged = Vec::new();
+    let mut path = "/pool/payouts?limit=3".to_string();
+    loop {
+        let page = pool.json(&path).await.as_array().unwrap().clone();
+        let Some(last) = page.last() else { break };
+        path = format!("/pool/payouts?limit=3&before={}", last["id"]);
+        paged.extend(page);
+    }
+    assert_eq!(Value::from(paged), all);
+    let odd = pool.json("/pool/payouts?wallet=land1odd&before=15&limit=1").await;
+    assert_eq!(odd.as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()).collect::<Vec<_>>(), [9]);
+    assert_eq!(pool.get("/pool/payouts?before=-1").await.status(), 400);
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/export-payouts.sh");
+    let export = std::process::Command::new("bash").args([script, &pool.url, "2"]).output().unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&export.stdout).unwrap(), all);
+    let refused = std::process::Command::new("bash").args([script, &pool.url, "1001"]).output().unwrap();
+    assert!(!refused.status.success(), "a refused page is a failed export");
+    assert!(!refused.stdout.ends_with(b"]\n"), "a failed export never reads as a whole one");
+    drop(store);
+    pool.stop().await;
+}

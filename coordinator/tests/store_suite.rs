@@ -562,7 +562,7 @@ async fn postgres_reads_cannot_take_the_share_paths_connections() {
         let reads: Vec<_> = (0..6)
             .map(|_| {
                 let store = store.clone();
-                tokio::spawn(async move { store.payouts_newest(10, None).await })
+                tokio::spawn(async move { store.payouts_newest(10, None, None).await })
             })
             .collect();
         // Until both general connections wait on the lock.
@@ -1002,10 +1002,17 @@ async fn payouts_are_listed_newest_first_and_by_wallet(backend: Backend) {
     let batches = [(1, &["a"][..]), (2, &["b"][..]), (3, &["a", "b"][..]), (4, &["b"][..]), (5, &["a"][..])];
     let payouts = batches.iter().map(|(id, w)| payout(*id, w)).collect();
     store.apply_reward_update(&RewardUpdate { payouts, ..RewardUpdate::default() }).await.unwrap();
-    assert_eq!(ids(store.payouts_newest(2, None).await.unwrap()), [5, 4]);
-    assert_eq!(ids(store.payouts_newest(10, Some("a")).await.unwrap()), [5, 3, 1]);
-    assert_eq!(ids(store.payouts_newest(2, Some("a")).await.unwrap()), [5, 3]);
-    assert!(store.payouts_newest(10, Some("nobody")).await.unwrap().is_empty());
+    assert_eq!(ids(store.payouts_newest(2, None, None).await.unwrap()), [5, 4]);
+    assert_eq!(ids(store.payouts_newest(10, Some("a"), None).await.unwrap()), [5, 3, 1]);
+    assert_eq!(ids(store.payouts_newest(2, Some("a"), None).await.unwrap()), [5, 3]);
+    assert!(store.payouts_newest(10, Some("nobody"), None).await.unwrap().is_empty());
+    // Pages: below a batch's id, with and without a wallet.
+    assert_eq!(ids(store.payouts_newest(2, None, Some(4)).await.unwrap()), [3, 2]);
+    assert_eq!(ids(store.payouts_newest(10, None, Some(2)).await.unwrap()), [1]);
+    assert_eq!(ids(store.payouts_newest(10, Some("a"), Some(5)).await.unwrap()), [3, 1]);
+    assert_eq!(ids(store.payouts_newest(1, Some("a"), Some(3)).await.unwrap()), [1]);
+    assert!(store.payouts_newest(10, Some("a"), Some(1)).await.unwrap().is_empty());
+    assert_eq!(ids(store.payouts_newest(10, Some("b"), Some(u64::MAX)).await.unwrap()), [4, 3, 2]);
     // Batch 3 split per payee into 6 (a) and 7 (b); batch 1 forgotten.
     let update = RewardUpdate {
         payouts: vec![payout(6, &["a"]), payout(7, &["b"])],
@@ -1013,8 +1020,8 @@ async fn payouts_are_listed_newest_first_and_by_wallet(backend: Backend) {
         ..RewardUpdate::default()
     };
     store.apply_reward_update(&update).await.unwrap();
-    assert_eq!(ids(store.payouts_newest(10, Some("a")).await.unwrap()), [6, 5]);
-    assert_eq!(ids(store.payouts_newest(10, Some("b")).await.unwrap()), [7, 4, 2]);
+    assert_eq!(ids(store.payouts_newest(10, Some("a"), None).await.unwrap()), [6, 5]);
+    assert_eq!(ids(store.payouts_newest(10, Some("b"), None).await.unwrap()), [7, 4, 2]);
     assert_eq!(ids(store.payouts().await.unwrap()), [2, 4, 5, 6, 7]);
     assert_eq!(store.payout(4).await.unwrap().map(|p| p.id), Some(4));
     assert_eq!(store.payout(3).await.unwrap(), None);

@@ -21,6 +21,9 @@
 //!   a group; the only `unsafe` in the crate, each block with its argument.
 //! - [`fast`]: picks the best of those this CPU runs, once, at run time.
 //! - [`search`]: the job / nonce-range search interface all backends share.
+//! - `algorithm` (private): the header seed, initial state and digest
+//!   rounds every engine shares.
+//! - `vectors` (feature `vectors`): the bundled known-answer file.
 //!
 //! Every engine implements [`PowEngine`]; they must agree on every input,
 //! which the vectors and property tests check (every engine the machine

@@ -240,6 +240,8 @@ async fn balance(State(state): State<PoolApiState>, AppPath(wallet): AppPath<Str
 #[derive(Debug, Deserialize)]
 struct PayoutsQuery {
     wallet: Option<String>,
+    /// Batches with ids below this one: the next page of a long history.
+    before: Option<u64>,
     limit: Option<usize>,
 }
 
@@ -251,10 +253,9 @@ async fn payouts(
         crate::chain::check_address("wallet", wallet)?;
     }
     let limit = list_limit(query.limit, MAX_PAYOUT_LIST_LIMIT)?;
-    public_read(
-        &state,
-        move |pool| async move { Ok(pool.rewards().payout_views(query.wallet.as_deref(), limit).await?) },
-    )
+    public_read(&state, move |pool| async move {
+        Ok(pool.rewards().payout_views(query.wallet.as_deref(), query.before, limit).await?)
+    })
     .await
 }
 

@@ -289,8 +289,8 @@ impl Rewards {
         self.send_payouts(now_ms).await
     }
 
-    /// This coordinator's name among the others on the store (its
-    /// `--coordinator-name` and this run's instance).
+    /// This coordinator's name among the others on the store (its host,
+    /// `--bind` and `--data-dir`, and this run's instance).
     pub(crate) fn coordinator_name(&self) -> String {
         format!("{} #{}", self.config.coordinator_name, self.instance)
     }

@@ -99,7 +99,7 @@ impl Rewards {
         now_ms: u64,
     ) -> Result<u64, RewardError> {
         let mut left = want;
-        for mut batch in self.store.payouts_newest(SET_ASIDE_SEARCHED, Some(wallet)).await? {
+        for mut batch in self.store.payouts_newest(SET_ASIDE_SEARCHED, Some(wallet), None).await? {
             if left == 0 {
                 break;
             }

@@ -186,9 +186,15 @@ impl Rewards {
     }
 
     /// Up to `limit` payout batches, newest first; with `wallet`, those
-    /// paying it (through the store's wallet index, not a scan).
-    pub async fn payout_views(&self, wallet: Option<&str>, limit: usize) -> Result<Vec<PayoutView>, RewardError> {
-        Ok(self.store.payouts_newest(limit, wallet).await?.iter().map(payout_view).collect())
+    /// paying it (through the store's wallet index, not a scan); with
+    /// `before`, the page after the batch of that id.
+    pub async fn payout_views(
+        &self,
+        wallet: Option<&str>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<PayoutView>, RewardError> {
+        Ok(self.store.payouts_newest(limit, wallet, before).await?.iter().map(payout_view).collect())
     }
 }
 

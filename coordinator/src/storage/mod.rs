@@ -460,7 +460,8 @@ pub trait PoolStore: Send + Sync + 'static {
 
     /// Applies one change of reward state (block records, payout records,
     /// balance movements) atomically; refuses it whole if a balance part
-    /// would go below zero.
+    /// would go below zero, or (`Conflict`) if one of its expectations no
+    /// longer holds.
     async fn apply_reward_update(&self, update: &RewardUpdate) -> Result<(), StoreError>;
     /// Every block's reward record, in height order.
     async fn block_rewards(&self) -> Result<Vec<BlockRewardRecord>, StoreError>;
@@ -476,9 +477,15 @@ pub trait PoolStore: Send + Sync + 'static {
     /// Every payout batch, oldest first.
     async fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError>;
     /// Up to `limit` payout batches, newest first; with `wallet`, those
-    /// paying it. Reads what it returns, not the whole history (the API's
-    /// lists are open to anyone).
-    async fn payouts_newest(&self, limit: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError>;
+    /// paying it; with `before`, only ids below it (the next page). Reads
+    /// what it returns, not the whole history (the API's lists are open to
+    /// anyone).
+    async fn payouts_newest(
+        &self,
+        limit: usize,
+        wallet: Option<&str>,
+        before: Option<u64>,
+    ) -> Result<Vec<PayoutRecord>, StoreError>;
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError>;
     /// The batches still `sending`, oldest first (without a scan of all).
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError>;

@@ -796,21 +796,29 @@ impl PoolStore for PgStore {
         self.records("pool_payouts", "SELECT record FROM pool_payouts ORDER BY id", &[]).await
     }
 
-    async fn payouts_newest(&self, limit_n: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError> {
+    async fn payouts_newest(
+        &self,
+        limit_n: usize,
+        wallet: Option<&str>,
+        before: Option<u64>,
+    ) -> Result<Vec<PayoutRecord>, StoreError> {
+        // (Ids are below i64::MAX: `big` refuses more.)
+        let before = before.map_or(i64::MAX, |id| i64::try_from(id).unwrap_or(i64::MAX));
         match wallet {
             None => {
                 self.records(
                     "pool_payouts",
-                    "SELECT record FROM pool_payouts ORDER BY id DESC LIMIT $1",
-                    &[&limit(limit_n)],
+                    "SELECT record FROM pool_payouts WHERE id < $2 ORDER BY id DESC LIMIT $1",
+                    &[&limit(limit_n), &before],
                 )
                 .await
             }
             Some(wallet) => {
                 self.records(
                     "pool_payouts",
-                    "SELECT record FROM pool_payouts WHERE wallets @> ARRAY[$1::text] ORDER BY id DESC LIMIT $2",
-                    &[&wallet, &limit(limit_n)],
+                    "SELECT record FROM pool_payouts WHERE wallets @> ARRAY[$1::text] AND id < $3
+                     ORDER BY id DESC LIMIT $2",
+                    &[&wallet, &limit(limit_n), &before],
                 )
                 .await
             }

@@ -215,7 +215,7 @@ fn decode<T: serde::de::DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> R
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, message: e.to_string() })
 }
 
-/// Found blocks and their reward records: height BE ++ hash.
+/// The wallet index of payout batches: wallet ++ 0 ++ batch id BE.
 fn payout_index_key(wallet: &str, id: u64) -> Vec<u8> {
     let mut key = wallet.as_bytes().to_vec();
     key.push(0);
@@ -223,6 +223,7 @@ fn payout_index_key(wallet: &str, id: u64) -> Vec<u8> {
     key
 }
 
+/// Found blocks and their reward records: height BE ++ hash.
 fn block_key(height: u64, hash: &str) -> Vec<u8> {
     let mut key = height.to_be_bytes().to_vec();
     key.extend_from_slice(hash.as_bytes());
@@ -620,14 +621,23 @@ impl SledTrees {
         self.payouts.iter().values().map(|v| decode("pool_payouts", &v?)).collect()
     }
 
-    fn payouts_newest(&self, limit: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError> {
+    fn payouts_newest(
+        &self,
+        limit: usize,
+        wallet: Option<&str>,
+        before: Option<u64>,
+    ) -> Result<Vec<PayoutRecord>, StoreError> {
+        let below = before.unwrap_or(u64::MAX).to_be_bytes();
         let Some(wallet) = wallet else {
-            return self.payouts.iter().values().rev().take(limit).map(|v| decode("pool_payouts", &v?)).collect();
+            let newest = self.payouts.range(..below).values().rev().take(limit);
+            return newest.map(|v| decode("pool_payouts", &v?)).collect();
         };
         let mut prefix = wallet.as_bytes().to_vec();
         prefix.push(0);
+        // (No batch has id u64::MAX: ids count up from 0.)
+        let end = payout_index_key(wallet, before.unwrap_or(u64::MAX));
         let mut found = Vec::new();
-        for key in self.payout_index.scan_prefix(&prefix).keys().rev() {
+        for key in self.payout_index.range(prefix.clone()..end).keys().rev() {
             if found.len() == limit {
                 break;
             }
@@ -1021,9 +1031,14 @@ impl PoolStore for SledStore {
     async fn payouts(&self) -> Result<Vec<PayoutRecord>, StoreError> {
         self.blocking(|t| t.payouts()).await
     }
-    async fn payouts_newest(&self, limit: usize, wallet: Option<&str>) -> Result<Vec<PayoutRecord>, StoreError> {
+    async fn payouts_newest(
+        &self,
+        limit: usize,
+        wallet: Option<&str>,
+        before: Option<u64>,
+    ) -> Result<Vec<PayoutRecord>, StoreError> {
         let wallet = wallet.map(str::to_string);
-        self.blocking(move |t| t.payouts_newest(limit, wallet.as_deref())).await
+        self.blocking(move |t| t.payouts_newest(limit, wallet.as_deref(), before)).await
     }
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError> {
         self.trees.payout(id)
@@ -1185,10 +1200,10 @@ mod tests {
             db.open_tree(tree).unwrap().clear().unwrap();
         }
         db.open_tree("pool_meta").unwrap().remove(PAYOUT_INDEX_BUILT).unwrap();
-        assert!(store.payouts_newest(10, Some("b")).unwrap().is_empty(), "the indexes are gone");
+        assert!(store.payouts_newest(10, Some("b"), None).unwrap().is_empty(), "the indexes are gone");
         let reopened = SledTrees::open(&db).unwrap();
-        assert_eq!(ids(reopened.payouts_newest(10, Some("b")).unwrap()), [3, 2]);
-        assert_eq!(ids(reopened.payouts_newest(10, Some("a")).unwrap()), [2, 1]);
+        assert_eq!(ids(reopened.payouts_newest(10, Some("b"), None).unwrap()), [3, 2]);
+        assert_eq!(ids(reopened.payouts_newest(10, Some("a"), None).unwrap()), [2, 1]);
         assert_eq!(ids(reopened.payouts_sending().unwrap()), [2]);
         let payable: Vec<String> = reopened.balances_confirmed().unwrap().into_iter().map(|b| b.wallet).collect();
         assert_eq!(payable, ["a"]);

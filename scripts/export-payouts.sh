@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Writes every payout batch a coordinator has made, newest first, to stdout
+# as one JSON array, for backups and reconciliation (docs/OPERATIONS.md).
+#
+#   scripts/export-payouts.sh URL [PAGE]
+#
+# URL: the coordinator (http://127.0.0.1:7072). PAGE: batches per request,
+# 1-1000 (default 1000). Pages through `GET /pool/payouts?before=ID`, so a
+# history of any length is read without one huge answer. Needs bash, curl,
+# grep and sed (no jq, no python3). Pages are written as they come; where a
+# request fails it exits non-zero, with a line on stderr, and without the
+# closing `]`: a partial export never reads as a whole one.
+set -euo pipefail
+
+url=${1:?usage: export-payouts.sh URL [PAGE]}
+page=${2:-1000}
+url=${url%/}
+
+printf '['
+first=1
+before=""
+while :; do
+    body=$(curl -sSf --max-time 60 "$url/pool/payouts?limit=$page${before:+&before=$before}") || {
+        echo "export-payouts: reading $url/pool/payouts failed" >&2
+        exit 1
+    }
+    inner=$(printf '%s' "$body" | sed -e 's/^\[//' -e 's/\]$//')
+    [ -z "$inner" ] && break
+    # The coordinator writes compact JSON: each batch's own "id" is the only
+    # `"id":` (a quoted string holding one is escaped, `\"id\":`).
+    last=$(printf '%s' "$inner" | grep -o '"id":[0-9]*' | tail -n 1 | sed 's/"id"://' || true)
+    if [ -z "$last" ] || { [ -n "$before" ] && [ "$last" -ge "$before" ]; }; then
+        echo "export-payouts: an unexpected answer from $url/pool/payouts" >&2
+        exit 1
+    fi
+    [ $first -eq 1 ] || printf ','
+    printf '%s' "$inner"
+    first=0
+    before=$last
+done
+printf ']\n'
