@@ -177,3 +177,98 @@ async fn a_block_left_by_a_stopped_coordinator_is_taken_up_by_another() {
         stop_gracefully(child);
     }
 }
+
+/// A node on loopback that passes everything on to `node` except transfers,
+/// which it answers 503: a coordinator behind it sees its payouts fail
+/// (as behind a lagging node, or an upstream token without write rights).
+async fn node_refusing_transfers(node: String) -> String {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    let http = reqwest::Client::new();
+    let forward = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (http, node) = (http.clone(), node.clone());
+        async move {
+            if method == Method::POST && uri.path() == "/node/transfer" {
+                let refusal = json!({"error": "unavailable", "message": "this node sends no transfers"});
+                return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(refusal)).into_response();
+            }
+            let mut request = http.request(method, format!("{node}{uri}")).body(body);
+            for name in ["authorization", "content-type"] {
+                if let Some(value) = headers.get(name) {
+                    request = request.header(name, value);
+                }
+            }
+            let Ok(answer) = request.send().await else { return StatusCode::BAD_GATEWAY.into_response() };
+            let status = answer.status().as_u16();
+            let body = answer.bytes().await.unwrap_or_default();
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, [("content-type", "application/json")], body).into_response()
+        }
+    };
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(forward)).await });
+    url
+}
+
+/// A coordinator whose node refuses its transfers leaves a batch it tried
+/// `sending`; it lets go of it after each try, so another coordinator on
+/// the database, whose node pays, sends it. (Its lease used to be renewed
+/// by each of its rounds: nobody in the pool was paid while it ran.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_whose_node_refuses_transfers_does_not_hold_the_payouts() {
+    let server = ThrowawayPostgres::start();
+    let url = server.database("refusing");
+    let node_args: Vec<&str> = QUICK_REWARDS.iter().copied().chain(["--node-token", NODE]).collect();
+    let (node, node_url) = start_coordinator(&fresh_dir("refusing-node"), &node_args, &[]);
+    let mut processes = Processes(vec![node]);
+    let refusing = node_refusing_transfers(node_url.clone()).await;
+    let pool_args = |upstream: &str| -> Vec<String> {
+        QUICK_REWARDS
+            .iter()
+            .copied()
+            .chain(["--database-url", &url, "--upstream", upstream, "--upstream-token", NODE])
+            .map(str::to_string)
+            .collect()
+    };
+    let args = pool_args(&refusing);
+    let (stuck, stuck_url) =
+        start_coordinator(&fresh_dir("refusing-a"), &args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    processes.0.push(stuck);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let token = vision_suite::register(&http, &stuck_url, "rig", "land1waiting").await;
+    let mut tried = None;
+    let payouts = format!("{stuck_url}/pool/payouts");
+    let found = vision_suite::mine_until(&http, &stuck_url, &token, async || {
+        let listed = get_json(&http, &payouts, None).await;
+        tried = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| b["status"] == "sending" && b["attempts"].as_u64() > Some(1))
+            .cloned();
+        tried.is_some()
+    })
+    .await;
+    assert!(found, "the coordinator stopped");
+    let tried = tried.unwrap();
+
+    let args = pool_args(&node_url);
+    let (paying, paying_url) =
+        start_coordinator(&fresh_dir("refusing-b"), &args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    processes.0.push(paying);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = get_json(&http, &format!("{paying_url}/pool/payouts"), None).await;
+        let batch = listed.as_array().into_iter().flatten().find(|b| b["id"] == tried["id"]).cloned();
+        if batch.as_ref().is_some_and(|b| b["status"] == "paid") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the batch is still held by the coordinator that cannot pay it: {batch:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for child in processes.0.iter_mut().rev() {
+        stop_gracefully(child);
+    }
+}

@@ -194,6 +194,15 @@ async fn postgres_stores_on_one_database_act_as_one() {
     assert!(claim(0, "a", 0).await.is_some(), "a's lease ends now");
     assert!(claim(1, "b", 60_000).await.is_some(), "a's lease ran out: b takes it");
     assert_eq!(claim(2, "c", 60_000).await, None);
+    // Released by its holder (its step over, the batch still sending):
+    // free at once for another; a release by one that does not hold it is
+    // nothing.
+    stores[2].release_payout(77, "c").await.unwrap();
+    assert_eq!(claim(2, "c", 60_000).await, None, "c never held it");
+    stores[1].release_payout(77, "b").await.unwrap();
+    assert!(claim(2, "c", 60_000).await.is_some(), "b let go: c takes it");
+    stores[2].release_payout(77, "c").await.unwrap();
+    assert!(claim(1, "b", 60_000).await.is_some(), "and b again");
     // What a decided while it held the batch no longer applies: it must not
     // split or settle a batch b is sending.
     let decided_by = |holder: &str| RewardUpdate {

@@ -52,10 +52,13 @@ impl Rewards {
             let Some(batch) = self.store.claim_payout(read.id, &self.instance, PAYOUT_LEASE_MS).await? else {
                 continue;
             };
-            let step = match self.chain.transfer_by_key(&batch.idempotency_key).await? {
-                Some(receipt) => self.settle(batch, &receipt, now_ms).await.map(|()| Vec::new()),
-                None => self.send(batch, now_ms).await,
+            let id = batch.id;
+            let step = match self.chain.transfer_by_key(&batch.idempotency_key).await {
+                Ok(Some(receipt)) => self.settle(batch, &receipt, now_ms).await.map(|()| Vec::new()),
+                Ok(None) => self.send(batch, now_ms).await,
+                Err(err) => Err(err.into()),
             };
+            self.release(id).await?;
             queue.extend(settled_elsewhere(step)?);
         }
         if reconciling && !self.store.payouts_sending().await?.is_empty() {
@@ -67,7 +70,9 @@ impl Rewards {
             let mut queue = vec![batch];
             while let Some(read) = queue.pop() {
                 if let Some(batch) = self.store.claim_payout(read.id, &self.instance, PAYOUT_LEASE_MS).await? {
-                    queue.extend(settled_elsewhere(self.send(batch, now_ms).await)?);
+                    let step = self.send(batch, now_ms).await;
+                    self.release(read.id).await?;
+                    queue.extend(settled_elsewhere(step)?);
                 }
             }
         }
@@ -172,6 +177,15 @@ impl Rewards {
     /// other may be sending under its key.
     fn held(&self, batch: &PayoutRecord) -> Vec<Expectation> {
         vec![Expectation::payout(batch), Expectation::Lease { id: batch.id, holder: self.instance.clone() }]
+    }
+
+    /// Lets go of batch `id` once this coordinator's step on it is over,
+    /// whatever it came to. A lease kept (renewed by each round's claim)
+    /// would let one coordinator whose node keeps refusing its transfers
+    /// hold a `sending` batch, and with it every payout of the pool, for as
+    /// long as it runs.
+    async fn release(&self, id: u64) -> Result<(), RewardError> {
+        Ok(self.store.release_payout(id, &self.instance).await?)
     }
 
     /// The once-only key of batch `id`: this pool's tag, the id, and a random

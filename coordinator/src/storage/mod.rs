@@ -496,6 +496,10 @@ pub trait PoolStore: Send + Sync + 'static {
     /// store send a batch one at a time; the chain's idempotency key and
     /// [`Expectation`]s keep it paid once even when a lease runs out mid-send.
     async fn claim_payout(&self, id: u64, holder: &str, lease_ms: u64) -> Result<Option<PayoutRecord>, StoreError>;
+    /// Ends `holder`'s lease on batch `id`, if it still holds it: a batch
+    /// its step left `sending` is then free for whichever coordinator next
+    /// claims it (one whose node pays, where this one's refuses).
+    async fn release_payout(&self, id: u64, holder: &str) -> Result<(), StoreError>;
 
     async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
     async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;

@@ -840,6 +840,18 @@ impl PoolStore for PgStore {
         .await
     }
 
+    async fn release_payout(&self, id: u64, holder: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE pool_payouts SET lease_until = 0 WHERE id = $1 AND lease_holder = $2",
+                &[&big(id), &holder],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError> {
         self.record("pool_payouts", "SELECT record FROM pool_payouts WHERE id = $1", &[&big(id)]).await
     }

@@ -1048,6 +1048,9 @@ impl PoolStore for SledStore {
     async fn claim_payout(&self, id: u64, _holder: &str, _lease_ms: u64) -> Result<Option<PayoutRecord>, StoreError> {
         Ok(self.trees.payout(id)?.filter(|p| p.status == PayoutStatus::Sending))
     }
+    async fn release_payout(&self, _id: u64, _holder: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError> {
         self.blocking(|t| t.payouts_sending()).await
     }
