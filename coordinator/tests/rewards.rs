@@ -917,7 +917,7 @@ async fn the_payout_history_is_read_page_by_page() {
     let batch = |id: u64, wallet: &str| PayoutRecord {
         id,
         status: PayoutStatus::SetAside,
-        outputs: vec![PayoutOutput { address: wallet.into(), amount: id * 10 }],
+        outputs: vec![PayoutOutput::new(wallet, id * 10)],
         idempotency_key: format!("key-{id}"),
         // A node's words quoting JSON: the export must not take it for an id.
         reason: Some(format!("refused_payee: node said {{\"id\":{}}}", 1000 + id)),
@@ -954,5 +954,47 @@ async fn the_payout_history_is_read_page_by_page() {
     assert!(!refused.status.success(), "a refused page is a failed export");
     assert!(!refused.stdout.ends_with(b"]\n"), "a failed export never reads as a whole one");
     drop(store);
+    pool.stop().await;
+}
+
+/// A block orphaned while its credit is being sent (the node failing
+/// transfers), under PPLNS: the batch is marked, and when the chain then
+/// refuses the payee, that part is taken back instead of set aside, so no
+/// retry can pay a reward the pool never got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_takes_back_what_was_being_sent_once_the_chain_refuses_it() {
+    let pool =
+        TestPool::start(CoordinatorArgs { reward_poll_ms: Some(3_600_000), ..reward_settings("sendingorphan") }).await;
+    let (handle, devnet) = (pool.pool.clone().unwrap(), pool.devnet.clone().unwrap());
+    let alice = pool.register("rig-a", "land1alice").await;
+    let (x, _) = pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    pool.mine_block(&alice).await;
+    devnet.hold_transfers(true);
+    for _ in 0..10 {
+        if u(&balance(&pool, "land1alice").await["sending"]) > 0 {
+            break;
+        }
+        round(&handle).await;
+    }
+    let sending = u(&balance(&pool, "land1alice").await["sending"]);
+    assert_eq!(sending, part_of(&block(&pool, x).await, "land1alice"), "block x's credit is being sent");
+
+    devnet.refuse_payments_to("land1alice");
+    devnet.hold_transfers(false);
+    devnet.reorganise(3).unwrap();
+    round(&handle).await;
+    let orphan = block(&pool, x).await;
+    assert_eq!(orphan["status"], "orphaned", "{orphan}");
+    let flag = orphan["operator_flag"].as_str().expect("flagged");
+    assert!(flag.contains(&format!("being sent: land1alice {sending}")), "{flag}");
+    let b = balance(&pool, "land1alice").await;
+    for part in ["immature", "confirmed", "sending", "paid", "set_aside"] {
+        assert_eq!(u(&b[part]), 0, "{part}: {b}");
+    }
+    let payouts = pool.json("/pool/payouts?wallet=land1alice").await;
+    assert!(payouts.as_array().unwrap().iter().all(|p| p["status"] != "set_aside"), "nothing to retry: {payouts}");
+    assert_eq!(chain_spendable(&pool, "land1alice").await, 0);
+    drop(handle);
     pool.stop().await;
 }

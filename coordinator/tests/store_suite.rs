@@ -707,7 +707,7 @@ fn payout(id: u64, wallets: &[&str]) -> PayoutRecord {
     PayoutRecord {
         id,
         status: PayoutStatus::Paid,
-        outputs: wallets.iter().map(|w| PayoutOutput { address: w.to_string(), amount: 5 }).collect(),
+        outputs: wallets.iter().map(|w| PayoutOutput::new(w, 5)).collect(),
         idempotency_key: format!("k{id}"),
         reason: None,
         created_ms: id,
@@ -1125,6 +1125,24 @@ async fn an_update_decided_on_changed_state_applies_nothing(backend: Backend) {
     };
     store.apply_reward_update(&create).await.unwrap();
     assert!(matches!(store.apply_reward_update(&create).await, Err(StoreError::Conflict(_))));
+    // Marked orphaned meanwhile (same status, same key): a step decided on
+    // the unmarked copy conflicts, so it cannot write the mark away.
+    let mut marked = sending.clone();
+    marked.outputs[0].orphaned = 3;
+    let mark = RewardUpdate {
+        expects: vec![Expectation::payout(&sending)],
+        payouts: vec![marked.clone()],
+        ..RewardUpdate::default()
+    };
+    store.apply_reward_update(&mark).await.unwrap();
+    let unmarked = RewardUpdate {
+        expects: vec![Expectation::payout(&sending)],
+        payouts: vec![PayoutRecord { reason: Some("retrying".into()), ..sending.clone() }],
+        ..RewardUpdate::default()
+    };
+    assert!(matches!(store.apply_reward_update(&unmarked).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.payout(5).await.unwrap(), Some(marked.clone()), "stored with its mark");
+    let sending = marked;
     let settle = RewardUpdate {
         expects: vec![Expectation::payout(&sending)],
         payouts: vec![payout(5, &["a"])],

@@ -440,7 +440,9 @@ impl Rewards {
         let mut update = RewardUpdate { expects: vec![expected], ..RewardUpdate::default() };
         match on_chain {
             Some(chain_block) if !chain_block.hash.eq_ignore_ascii_case(&block.hash) => {
-                let unrecovered = self.orphan(&mut record, &chain_block, &mut update, now_ms).await?;
+                let carried = block.share_position.is_some()
+                    && super::prop_rounds::carries_round(self.config.scheme, record.credit.as_ref());
+                let unrecovered = self.orphan(&mut record, &chain_block, carried, &mut update, now_ms).await?;
                 self.wait_for_carry(block, &mut record, &unrecovered);
             }
             Some(chain_block) => {

@@ -1,9 +1,12 @@
 //! A block that left the chain: its credits taken back, from `confirmed`
 //! first, then from payouts set aside (a retry must not pay a reward the
 //! pool no longer has); what was paid out, or is being sent, cannot be,
-//! and is flagged for the operator. What could not be taken back is
+//! and is flagged for the operator. What is being sent is marked on its
+//! batch (`PayoutOutput::orphaned`) where the round is not carried: should
+//! the chain refuse the batch, that part is taken back then
+//! (`payout_sender`) instead of set aside. What could not be taken back is
 //! returned, so that only the rest of a PROP round is carried
-//! (`prop_rounds`).
+//! (`prop_rounds`: there the carried round's cut stands for it).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -19,11 +22,14 @@ impl Rewards {
     /// then from payouts the chain refused and that wait set aside (a retry
     /// must not pay a reward the pool no longer has); what was paid out, or
     /// is being sent, cannot be, and is flagged for the operator. Returns
-    /// that, per wallet.
+    /// that, per wallet. Unless `carried` (its PROP round goes on to the
+    /// next block, cut by what is returned), what is being sent is marked
+    /// on its batches, to be taken back should the chain refuse them.
     pub(super) async fn orphan(
         &self,
         record: &mut BlockRewardRecord,
         chain_block: &ChainBlock,
+        carried: bool,
         update: &mut RewardUpdate,
         now_ms: u64,
     ) -> Result<BTreeMap<String, u64>, RewardError> {
@@ -35,6 +41,7 @@ impl Rewards {
             *owed.entry(entry.recipient.as_str()).or_default() += entry.amount;
         }
         let mut shortfalls = Vec::new();
+        let mut in_flight = Vec::new();
         let mut unrecovered = BTreeMap::new();
         for (recipient, amount) in owed {
             if credit.confirmed {
@@ -57,6 +64,12 @@ impl Rewards {
                     shortfalls.push(format!("{recipient} {short}"));
                     unrecovered.insert(recipient.to_string(), short);
                 }
+                if short > 0 && balance.sending > 0 && !carried {
+                    let marked = self.mark_in_flight(recipient, short.min(balance.sending), update).await?;
+                    if marked > 0 {
+                        in_flight.push(format!("{recipient} {marked}"));
+                    }
+                }
             } else {
                 update.balances.push(BalanceDelta::new(recipient, BalanceBucket::Immature, -i128::from(amount)));
             }
@@ -68,10 +81,16 @@ impl Rewards {
         );
         self.metrics.blocks_orphaned.fetch_add(1, Ordering::Relaxed);
         if !shortfalls.is_empty() {
-            let flag = format!(
+            let mut flag = format!(
                 "orphaned after its credits were paid out (or while being sent); not recovered: {}",
                 shortfalls.join(", ")
             );
+            if !in_flight.is_empty() {
+                flag.push_str(&format!(
+                    " (being sent: {}; taken back should the chain refuse it)",
+                    in_flight.join(", ")
+                ));
+            }
             tracing::error!(height = record.height, "{flag}");
             record.note("flagged", flag.clone(), now_ms);
             record.operator_flag = Some(flag);
@@ -80,6 +99,37 @@ impl Rewards {
             tracing::warn!(height = record.height, "block orphaned; credits reversed");
         }
         Ok(unrecovered)
+    }
+
+    /// Marks up to `want` of what `wallet`'s `sending` batches pay it as
+    /// orphaned credit, in `update` (each batch expected as read, so a
+    /// sender's step decided on it before cannot write back an unmarked
+    /// copy). Returns what was marked. A batch this update already changes
+    /// (two recipients of the block in one batch) is marked on that copy.
+    async fn mark_in_flight(&self, wallet: &str, want: u64, update: &mut RewardUpdate) -> Result<u64, RewardError> {
+        let mut left = want;
+        for read in self.store.payouts_sending().await? {
+            if left == 0 {
+                break;
+            }
+            if !read.outputs.iter().any(|o| o.address == wallet) {
+                continue;
+            }
+            let batch = match update.payouts.iter().position(|p| p.id == read.id) {
+                Some(at) => &mut update.payouts[at],
+                None => {
+                    update.expects.push(Expectation::payout(&read));
+                    update.payouts.push(read);
+                    update.payouts.last_mut().expect("just pushed")
+                }
+            };
+            for output in batch.outputs.iter_mut().filter(|o| o.address == wallet) {
+                let mark = left.min(output.amount - output.orphaned);
+                output.orphaned += mark;
+                left -= mark;
+            }
+        }
+        Ok(want - left)
     }
 
     /// Takes up to `want` of `wallet`'s set-aside money back into `update`,

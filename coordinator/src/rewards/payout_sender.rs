@@ -106,7 +106,7 @@ impl Rewards {
             }
             if amount <= available {
                 available -= amount;
-                outputs.push(PayoutOutput { address: wallet, amount });
+                outputs.push(PayoutOutput::new(&wallet, amount));
             }
         }
         if outputs.is_empty() {
@@ -317,7 +317,11 @@ impl Rewards {
         Ok(next)
     }
 
-    /// Sets a batch aside with its reason: its amounts wait in `set_aside`.
+    /// Sets a batch aside with its reason: its amounts wait in `set_aside`,
+    /// less the credit of blocks orphaned while it was being sent
+    /// ([`PayoutOutput::orphaned`]), which is taken back (a batch of nothing
+    /// else goes). Not on a key conflict: money may have moved under the
+    /// key, and the operator settles that batch whole.
     async fn refused_alone(
         &self,
         mut batch: PayoutRecord,
@@ -326,10 +330,38 @@ impl Rewards {
         now_ms: u64,
     ) -> Result<(), RewardError> {
         let mut update = RewardUpdate { expects: self.held(&batch), ..RewardUpdate::default() };
-        move_outputs(&mut update, &batch.outputs, BalanceBucket::Sending, BalanceBucket::SetAside);
+        let taken_back = if reason == "key_conflict" { 0 } else { batch.orphaned() };
+        if taken_back > 0 {
+            for output in &mut batch.outputs {
+                update.balances.push(BalanceDelta::new(
+                    &output.address,
+                    BalanceBucket::Sending,
+                    -i128::from(output.amount),
+                ));
+                output.amount -= output.orphaned;
+                output.orphaned = 0;
+                update.balances.push(BalanceDelta::new(
+                    &output.address,
+                    BalanceBucket::SetAside,
+                    i128::from(output.amount),
+                ));
+            }
+            batch.outputs.retain(|o| o.amount > 0);
+            tracing::warn!(payout = batch.id, "{taken_back} of a refused payout taken back: its block was orphaned");
+        } else {
+            move_outputs(&mut update, &batch.outputs, BalanceBucket::Sending, BalanceBucket::SetAside);
+        }
+        if batch.outputs.is_empty() {
+            update.payouts_removed.push(batch.id);
+            self.store.apply_reward_update(&update).await?;
+            return self.flush().await;
+        }
         tracing::warn!(payout = batch.id, "payout set aside ({reason}: {message})");
         batch.status = PayoutStatus::SetAside;
-        batch.reason = Some(format!("{reason}: {message}"));
+        batch.reason = Some(match taken_back {
+            0 => format!("{reason}: {message}"),
+            _ => format!("{reason}: {message} (reduced by {taken_back}: credit of a block orphaned while it was sent)"),
+        });
         batch.updated_ms = now_ms;
         update.payouts.push(batch);
         self.store.apply_reward_update(&update).await?;
@@ -412,7 +444,7 @@ mod tests {
         PayoutRecord {
             id: 1,
             status: PayoutStatus::Sending,
-            outputs: outputs.iter().map(|&(a, amount)| PayoutOutput { address: a.into(), amount }).collect(),
+            outputs: outputs.iter().map(|&(a, amount)| PayoutOutput::new(a, amount)).collect(),
             idempotency_key: "k".into(),
             reason: None,
             created_ms: 0,

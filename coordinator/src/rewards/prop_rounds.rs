@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 
 use super::reward_split::{PayoutScheme, RewardWindow, SplitKind, WalletWeight};
-use crate::storage::{BlockRef, BlockRewardRecord, Expectation, RewardStatus, RewardUpdate, RoundCarry};
+use crate::storage::{BlockCredit, BlockRef, BlockRewardRecord, Expectation, RewardStatus, RewardUpdate, RoundCarry};
 
 /// Whether a block with `record` (none: accepted, not yet credited) ends a
 /// PROP round, so that the next round starts after it. An orphan that was
@@ -43,6 +43,12 @@ use crate::storage::{BlockRef, BlockRewardRecord, Expectation, RewardStatus, Rew
 /// another scheme, did end one, as it was then.)
 pub(crate) fn ends_round(record: Option<&BlockRewardRecord>) -> bool {
     record.is_none_or(|r| r.credit.is_some() || matches!(r.round_carry, None | Some(RoundCarry::EndedBy(_))))
+}
+
+/// Whether an orphan credited with `credit` (none: never credited) has its
+/// round carried to the next block under `scheme` ([`wait_for_carry`]).
+pub(crate) fn carries_round(scheme: PayoutScheme, credit: Option<&BlockCredit>) -> bool {
+    scheme == PayoutScheme::Prop && credit.is_none_or(|c| c.scheme == PayoutScheme::Prop)
 }
 
 /// Marks a block just orphaned (`record`, with the reason noted) as
@@ -55,12 +61,11 @@ pub(crate) fn wait_for_carry(
     scheme: PayoutScheme,
     unrecovered: &BTreeMap<String, u64>,
 ) {
-    if scheme != PayoutScheme::Prop || record.status != RewardStatus::Orphaned {
+    if !carries_round(scheme, record.credit.as_ref()) || record.status != RewardStatus::Orphaned {
         return;
     }
     let weights = match &record.credit {
         None => None,
-        Some(credit) if credit.scheme != PayoutScheme::Prop => return,
         Some(credit) => {
             // A wallet also paid fees (the pool-fee or foundation address
             // mining) has what it was paid charged to its miner part first.

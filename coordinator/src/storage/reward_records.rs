@@ -119,6 +119,22 @@ pub enum PayoutStatus {
 pub struct PayoutOutput {
     pub address: String,
     pub amount: u64,
+    /// Of `amount`, credit of blocks orphaned while this output was being
+    /// sent (`orphan_reversal`): should the chain refuse it, this part is
+    /// taken back instead of set aside, so no retry pays it. (Absent from
+    /// records without any, and from those of older versions.)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub orphaned: u64,
+}
+
+impl PayoutOutput {
+    pub fn new(address: &str, amount: u64) -> Self {
+        PayoutOutput { address: address.to_string(), amount, orphaned: 0 }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One payout batch: one transfer on the chain.
@@ -141,6 +157,11 @@ pub struct PayoutRecord {
 impl PayoutRecord {
     pub fn total(&self) -> u64 {
         self.outputs.iter().map(|o| o.amount).sum()
+    }
+
+    /// What of the batch was credit of blocks orphaned while it was being sent.
+    pub fn orphaned(&self) -> u64 {
+        self.outputs.iter().map(|o| o.orphaned).sum()
     }
 }
 
@@ -281,8 +302,9 @@ pub fn status_name(status: RewardStatus) -> &'static str {
 pub enum Expectation {
     /// The block's reward record is exactly this (`None`: it has none yet).
     Block { height: u64, hash: String, record: Option<Box<BlockRewardRecord>> },
-    /// The batch is in this status under this key (`None`: there is no such batch).
-    Payout { id: u64, state: Option<(PayoutStatus, String)> },
+    /// The batch is in this status under this key, with this much of it
+    /// orphaned while being sent (`None`: there is no such batch).
+    Payout { id: u64, state: Option<(PayoutStatus, String, u64)> },
     /// The batch is still leased by `holder` ([`super::PoolStore::claim_payout`]):
     /// what a sender decided is not applied once another coordinator has
     /// taken the batch over (a stalled sender must not split or settle a
@@ -301,9 +323,14 @@ impl Expectation {
         Expectation::Block { height, hash: hash.to_string(), record: read.cloned().map(Box::new) }
     }
 
-    /// The expectation that `batch` is still in the status and under the key it was read with.
+    /// The expectation that `batch` is still in the status and under the
+    /// key it was read with, and no more of it was marked orphaned since (a
+    /// sender's step must not write back a copy without the mark).
     pub fn payout(batch: &PayoutRecord) -> Self {
-        Expectation::Payout { id: batch.id, state: Some((batch.status, batch.idempotency_key.clone())) }
+        Expectation::Payout {
+            id: batch.id,
+            state: Some((batch.status, batch.idempotency_key.clone(), batch.orphaned())),
+        }
     }
 
     /// Whether a block's stored record meets it (for expectations of blocks).
@@ -318,7 +345,8 @@ impl Expectation {
     pub fn holds_for_payout(&self, stored: Option<&PayoutRecord>) -> bool {
         match self {
             Expectation::Payout { state, .. } => {
-                state.as_ref().map(|(s, k)| (*s, k.as_str())) == stored.map(|p| (p.status, p.idempotency_key.as_str()))
+                state.as_ref().map(|(s, k, o)| (*s, k.as_str(), *o))
+                    == stored.map(|p| (p.status, p.idempotency_key.as_str(), p.orphaned()))
             }
             _ => false,
         }

@@ -1168,7 +1168,7 @@ mod tests {
         PayoutRecord {
             id,
             status,
-            outputs: wallets.iter().map(|w| PayoutOutput { address: w.to_string(), amount: 5 }).collect(),
+            outputs: wallets.iter().map(|w| PayoutOutput::new(w, 5)).collect(),
             idempotency_key: format!("k{id}"),
             reason: None,
             created_ms: id,

@@ -112,6 +112,8 @@ pub struct DevnetChain {
     refused_payees: Mutex<HashSet<String>>,
     /// Test hook: receipts name another payee than the transfer paid.
     misreporting: std::sync::atomic::AtomicBool,
+    /// Test hook: transfers fail as if the node were unreachable.
+    holding_transfers: std::sync::atomic::AtomicBool,
     /// What the last reorganisation took off the chain (test hook), kept
     /// on disk so a restarted node can still undo it (`reorganisation`).
     reorganised: sled::Tree,
@@ -215,6 +217,7 @@ impl DevnetChain {
             submit_delay_ms: AtomicU32::new(0),
             refused_payees: Mutex::new(HashSet::new()),
             misreporting: std::sync::atomic::AtomicBool::new(false),
+            holding_transfers: std::sync::atomic::AtomicBool::new(false),
             reorganised,
             calls: BlockingCalls::default(),
         };
@@ -427,6 +430,13 @@ impl DevnetChain {
         self.misreporting.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Test hook: while `on`, every transfer fails as if the node were
+    /// unreachable (a batch stays `sending`, retried round after round).
+    #[doc(hidden)]
+    pub fn hold_transfers(&self, on: bool) {
+        self.holding_transfers.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The first receipt of `key` (a 409 if it paid a different request).
     fn replay(&self, key: &str, request_digest: &str) -> Result<Option<TransferReceipt>, ChainError> {
         let Some(bytes) = self.transfers.get(key.as_bytes()).map_err(storage)? else { return Ok(None) };
@@ -485,6 +495,9 @@ impl DevnetChain {
     }
 
     pub fn transfer(&self, request: &TransferRequest) -> Result<TransferReceipt, ChainError> {
+        if self.holding_transfers.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ChainError::Unavailable("transfers held (test hook)".into()));
+        }
         check_address("from", &request.from)?;
         if !self.config.key_addresses.iter().any(|a| a == &request.from) {
             return Err(ChainError::invalid("no_key", format!("this node holds no key for {}", request.from)));
