@@ -45,6 +45,8 @@ impl Rewards {
     /// Settles batches left `sending`, then pays what is due.
     pub(super) async fn send_payouts(&self, now_ms: u64) -> Result<(), RewardError> {
         let mut queue: Vec<PayoutRecord> = self.store.payouts_sending().await?;
+        // Oldest first (popped from the end): the longest-waiting payees first.
+        queue.reverse();
         let reconciling = !queue.is_empty();
         while let Some(read) = queue.pop() {
             // Sent as it is stored now; none when another coordinator on the
