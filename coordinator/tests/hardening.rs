@@ -1929,3 +1929,65 @@ async fn a_failed_prune_is_tried_again_at_the_next_housekeeping() {
     assert_eq!(server.query(db, old_keys), "0", "pruned at the next housekeeping");
     pool.stop().await;
 }
+
+/// One template far above the chain (a node's glitch, or an answer forged
+/// on plain HTTP) prunes none of the jobs, templates and share keys in
+/// use: pruning never passes the template it replaces. It used to prune
+/// them all, so the chain's own template was then refused as pruned, and
+/// every miner's work was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_far_ahead_prunes_nothing_in_use() {
+    use axum::extract::Query;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let node = real_node("far-node").await;
+    let far = Arc::new(AtomicU64::new(0));
+    let base = node.url.clone();
+    let app = axum::Router::new().route(
+        "/node/template",
+        axum::routing::get({
+            let far = far.clone();
+            move |Query(q): Query<HashMap<String, String>>| {
+                let (base, far) = (base.clone(), far.clone());
+                async move {
+                    let url = format!("{base}/node/template?address={}", q["address"]);
+                    let mut template: vision_protocol::node::BlockTemplate =
+                        Client::new().get(url).send().await.unwrap().json().await.unwrap();
+                    let height = far.load(Ordering::SeqCst);
+                    if height > 0 {
+                        // Consistent in itself: only its height is absurd.
+                        template.header.height = height;
+                        let input = template.pow_input().unwrap();
+                        template.epoch = input.epoch();
+                        template.epoch_seed = hex::encode(input.epoch_seed());
+                        template.pow_message = hex::encode(input.header());
+                    }
+                    axum::Json(template)
+                }
+            }
+        }),
+    );
+    let (pool, server) = pool_on_fake_node(app, "far-ahead").await;
+    let handle = pool.pool.clone().unwrap();
+    let token = pool.register("rig", "land1far").await;
+    let job = pool.job(&token).await;
+    let n = job.nonce_start();
+    assert_eq!(pool.share(&token, &job, n, &job.digest(n)).await.1["accepted"], true);
+
+    far.store(1 << 40, Ordering::SeqCst);
+    assert!(handle.refresh_template().await.unwrap(), "the far template is mined");
+    handle.housekeeping(vision_coordinator::pool::now_ms()).await.unwrap();
+    far.store(0, Ordering::SeqCst);
+    let back = handle.refresh_template().await;
+    assert!(back.is_ok(), "the chain's own template again: {back:?}");
+    handle.housekeeping(vision_coordinator::pool::now_ms()).await.unwrap();
+    // The job in use before is current again, its share's key kept.
+    let (_, again) = pool.share(&token, &job, n, &job.digest(n)).await;
+    assert_eq!(again["accepted"], true, "the same share, known: {again}");
+    let (_, next) = pool.share(&token, &job, n + 1, &job.digest(n + 1)).await;
+    assert_eq!(next["accepted"], true, "{next}");
+    drop(handle);
+    server.abort();
+    pool.stop().await;
+    node.stop().await;
+}
