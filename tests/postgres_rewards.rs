@@ -213,9 +213,10 @@ async fn node_refusing_transfers(node: String) -> String {
 }
 
 /// A coordinator whose node refuses its transfers leaves a batch it tried
-/// `sending`; it lets go of it after each try, so another coordinator on
-/// the database, whose node pays, sends it. (Its lease used to be renewed
-/// by each of its rounds: nobody in the pool was paid while it ran.)
+/// `sending`; once its lease runs out, another coordinator on the database,
+/// whose node pays, gets the batch first and sends it. (The lease used to
+/// be renewed by each of the holder's rounds: nobody in the pool was paid
+/// while it ran.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_whose_node_refuses_transfers_does_not_hold_the_payouts() {
     let server = ThrowawayPostgres::start();
@@ -246,7 +247,7 @@ async fn a_coordinator_whose_node_refuses_transfers_does_not_hold_the_payouts() 
             .as_array()
             .into_iter()
             .flatten()
-            .find(|b| b["status"] == "sending" && b["attempts"].as_u64() > Some(1))
+            .find(|b| b["status"] == "sending" && b["attempts"].as_u64() >= Some(1))
             .cloned();
         tried.is_some()
     })
@@ -254,11 +255,23 @@ async fn a_coordinator_whose_node_refuses_transfers_does_not_hold_the_payouts() 
     assert!(found, "the coordinator stopped");
     let tried = tried.unwrap();
 
-    let args = pool_args(&node_url);
+    // The holder's lease runs out (as 150 s after its claim), a moment
+    // before the other coordinator starts: a holder that renewed its lease
+    // would have the batch back by then.
+    server.query(
+        "refusing",
+        "UPDATE pool_payouts SET lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1 WHERE sending",
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let args: Vec<String> = pool_args(&node_url)
+        .into_iter()
+        .filter(|a| !a.starts_with("--reward-poll-ms"))
+        .chain(["--reward-poll-ms=1000".to_string()])
+        .collect();
     let (paying, paying_url) =
         start_coordinator(&fresh_dir("refusing-b"), &args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     processes.0.push(paying);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let listed = get_json(&http, &format!("{paying_url}/pool/payouts"), None).await;
         let batch = listed.as_array().into_iter().flatten().find(|b| b["id"] == tried["id"]).cloned();

@@ -184,25 +184,23 @@ async fn postgres_stores_on_one_database_act_as_one() {
         .apply_reward_update(&RewardUpdate { payouts: vec![batch.clone()], ..RewardUpdate::default() })
         .await
         .unwrap();
-    let claim = |n: usize, holder: &'static str, lease_ms: u64| {
+    let claim = |n: usize, holder: &'static str, lease_ms: u64, handover_ms: u64| {
         let store = stores[n].clone();
-        async move { store.claim_payout(77, holder, lease_ms).await.unwrap() }
+        async move { store.claim_payout(77, holder, lease_ms, handover_ms).await.unwrap() }
     };
-    assert_eq!(claim(0, "a", 60_000).await, Some(batch.clone()));
-    assert!(claim(0, "a", 60_000).await.is_some(), "the holder renews");
-    assert_eq!(claim(1, "b", 60_000).await, None, "held by a");
-    assert!(claim(0, "a", 0).await.is_some(), "a's lease ends now");
-    assert!(claim(1, "b", 60_000).await.is_some(), "a's lease ran out: b takes it");
-    assert_eq!(claim(2, "c", 60_000).await, None);
-    // Released by its holder (its step over, the batch still sending):
-    // free at once for another; a release by one that does not hold it is
-    // nothing.
-    stores[2].release_payout(77, "c").await.unwrap();
-    assert_eq!(claim(2, "c", 60_000).await, None, "c never held it");
-    stores[1].release_payout(77, "b").await.unwrap();
-    assert!(claim(2, "c", 60_000).await.is_some(), "b let go: c takes it");
-    stores[2].release_payout(77, "c").await.unwrap();
-    assert!(claim(1, "b", 60_000).await.is_some(), "and b again");
+    // (The lease ran out: as a long while after its claim.)
+    let run_out = || server.query("shared", "UPDATE pool_payouts SET lease_until = 1 WHERE id = 77");
+    assert_eq!(claim(0, "a", 60_000, 0).await, Some(batch.clone()));
+    assert_eq!(claim(0, "a", 60_000, 0).await, None, "a running lease is not renewed, not even by its holder");
+    assert_eq!(claim(1, "b", 60_000, 0).await, None, "held by a");
+    // Just run out: another takes it at once; its last holder only after the handover.
+    assert_eq!(claim(0, "a", 0, 60_000).await, None, "still a's");
+    server.query("shared", "UPDATE pool_payouts SET lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1 WHERE id = 77");
+    assert_eq!(claim(0, "a", 60_000, 60_000).await, None, "its last holder waits the handover");
+    assert!(claim(1, "b", 60_000, 60_000).await.is_some(), "another takes it at once");
+    run_out();
+    assert!(claim(1, "b", 60_000, 60_000).await.is_some(), "long run out: its last holder too");
+    assert_eq!(claim(2, "c", 60_000, 0).await, None);
     // What a decided while it held the batch no longer applies: it must not
     // split or settle a batch b is sending.
     let decided_by = |holder: &str| RewardUpdate {
@@ -213,11 +211,11 @@ async fn postgres_stores_on_one_database_act_as_one() {
     let refused = stores[0].apply_reward_update(&decided_by("a")).await;
     assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
     stores[1].apply_reward_update(&decided_by("b")).await.expect("the holder's own step");
-    assert!(claim(1, "b", 60_000).await.is_some(), "a write keeps the lease");
-    assert_eq!(claim(2, "c", 60_000).await, None);
+    assert_eq!(claim(2, "c", 60_000, 0).await, None, "a write keeps the lease");
     let paid = RewardUpdate { payouts: vec![payout(77, &["land1new"])], ..RewardUpdate::default() };
     stores[1].apply_reward_update(&paid).await.unwrap();
-    assert_eq!(claim(1, "b", 60_000).await, None, "a paid batch is not sent again");
+    run_out();
+    assert_eq!(claim(2, "c", 60_000, 0).await, None, "a paid batch is not sent again");
 }
 
 /// A database migrated by a newer coordinator: used when the newer

@@ -28,6 +28,13 @@ use crate::storage::{
 const PAYOUT_LEASE_MS: u64 = 5 * crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64;
 const _: () = assert!(PAYOUT_LEASE_MS > 3 * crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64 + 30_000);
 
+/// How much later than any other coordinator the last holder of a batch
+/// whose lease ran out may claim it again: a batch left `sending` by a
+/// coordinator whose node fails its transfers (lagging, or its token
+/// without write rights) goes to another, whose node may pay, rather than
+/// back to it, lease after lease.
+const PAYOUT_HANDOVER_MS: u64 = crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64;
+
 /// Refusals that name a payee. Any other refusal (our credential, our key,
 /// a reason the node does not say) keeps the batch `sending`, logged, and
 /// sets nobody aside.
@@ -51,16 +58,13 @@ impl Rewards {
         while let Some(read) = queue.pop() {
             // Sent as it is stored now; none when another coordinator on the
             // shared store holds it, or it is no longer sending.
-            let Some(batch) = self.store.claim_payout(read.id, &self.instance, PAYOUT_LEASE_MS).await? else {
+            let Some(batch) = self.claim(read.id).await? else {
                 continue;
             };
-            let id = batch.id;
-            let step = match self.chain.transfer_by_key(&batch.idempotency_key).await {
-                Ok(Some(receipt)) => self.settle(batch, &receipt, now_ms).await.map(|()| Vec::new()),
-                Ok(None) => self.send(batch, now_ms).await,
-                Err(err) => Err(err.into()),
+            let step = match self.chain.transfer_by_key(&batch.idempotency_key).await? {
+                Some(receipt) => self.settle(batch, &receipt, now_ms).await.map(|()| Vec::new()),
+                None => self.send(batch, now_ms).await,
             };
-            self.release(id).await?;
             queue.extend(settled_elsewhere(step)?);
         }
         if reconciling && !self.store.payouts_sending().await?.is_empty() {
@@ -71,10 +75,8 @@ impl Rewards {
         if let Some(batch) = self.new_batch(now_ms).await? {
             let mut queue = vec![batch];
             while let Some(read) = queue.pop() {
-                if let Some(batch) = self.store.claim_payout(read.id, &self.instance, PAYOUT_LEASE_MS).await? {
-                    let step = self.send(batch, now_ms).await;
-                    self.release(read.id).await?;
-                    queue.extend(settled_elsewhere(step)?);
+                if let Some(batch) = self.claim(read.id).await? {
+                    queue.extend(settled_elsewhere(self.send(batch, now_ms).await)?);
                 }
             }
         }
@@ -181,13 +183,10 @@ impl Rewards {
         vec![Expectation::payout(batch), Expectation::Lease { id: batch.id, holder: self.instance.clone() }]
     }
 
-    /// Lets go of batch `id` once this coordinator's step on it is over,
-    /// whatever it came to. A lease kept (renewed by each round's claim)
-    /// would let one coordinator whose node keeps refusing its transfers
-    /// hold a `sending` batch, and with it every payout of the pool, for as
-    /// long as it runs.
-    async fn release(&self, id: u64) -> Result<(), RewardError> {
-        Ok(self.store.release_payout(id, &self.instance).await?)
+    /// Batch `id` as stored now, leased to this coordinator; none while
+    /// another's lease runs, or its own ([`crate::storage::PoolStore::claim_payout`]).
+    async fn claim(&self, id: u64) -> Result<Option<PayoutRecord>, RewardError> {
+        Ok(self.store.claim_payout(id, &self.instance, PAYOUT_LEASE_MS, PAYOUT_HANDOVER_MS).await?)
     }
 
     /// The once-only key of batch `id`: this pool's tag, the id, and a random

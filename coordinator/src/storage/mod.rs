@@ -490,16 +490,23 @@ pub trait PoolStore: Send + Sync + 'static {
     /// The batches still `sending`, oldest first (without a scan of all).
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError>;
     /// Claims batch `id` for `holder` for `lease_ms` from now (the store's
-    /// clock), if it is still `sending` and no other holder's lease runs;
-    /// returns the batch as stored now, to be sent as it is (never an older
-    /// copy, whose key may have been replaced). Coordinators on a shared
-    /// store send a batch one at a time; the chain's idempotency key and
+    /// clock), if it is still `sending` and no lease on it runs, its
+    /// holder's own included: a lease is never renewed, or one coordinator
+    /// whose node keeps failing its transfers would hold the batch (and
+    /// with it every payout) for as long as it runs. Once a lease has run
+    /// out, its last holder may claim the batch again only `handover_ms`
+    /// after any other coordinator may, so another gets it first. Returns
+    /// the batch as stored now, to be sent as it is (never an older copy,
+    /// whose key may have been replaced). Coordinators on a shared store
+    /// send a batch one at a time; the chain's idempotency key and
     /// [`Expectation`]s keep it paid once even when a lease runs out mid-send.
-    async fn claim_payout(&self, id: u64, holder: &str, lease_ms: u64) -> Result<Option<PayoutRecord>, StoreError>;
-    /// Ends `holder`'s lease on batch `id`, if it still holds it: a batch
-    /// its step left `sending` is then free for whichever coordinator next
-    /// claims it (one whose node pays, where this one's refuses).
-    async fn release_payout(&self, id: u64, holder: &str) -> Result<(), StoreError>;
+    async fn claim_payout(
+        &self,
+        id: u64,
+        holder: &str,
+        lease_ms: u64,
+        handover_ms: u64,
+    ) -> Result<Option<PayoutRecord>, StoreError>;
 
     async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
     async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;

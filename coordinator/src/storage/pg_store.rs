@@ -825,7 +825,13 @@ impl PoolStore for PgStore {
         }
     }
 
-    async fn claim_payout(&self, id: u64, holder: &str, lease_ms: u64) -> Result<Option<PayoutRecord>, StoreError> {
+    async fn claim_payout(
+        &self,
+        id: u64,
+        holder: &str,
+        lease_ms: u64,
+        handover_ms: u64,
+    ) -> Result<Option<PayoutRecord>, StoreError> {
         // The database's clock, not each coordinator's: leases compare alike.
         self.record(
             "pool_payouts",
@@ -833,23 +839,12 @@ impl PoolStore for PgStore {
              SET lease_holder = $2,
                  lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3
              WHERE id = $1 AND sending
-               AND (lease_until <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint OR lease_holder = $2)
+               AND lease_until <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+                   - CASE WHEN lease_holder = $2 THEN $4::bigint ELSE 0 END
              RETURNING record",
-            &[&big(id), &holder, &big(lease_ms)],
+            &[&big(id), &holder, &big(lease_ms), &big(handover_ms)],
         )
         .await
-    }
-
-    async fn release_payout(&self, id: u64, holder: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE pool_payouts SET lease_until = 0 WHERE id = $1 AND lease_holder = $2",
-                &[&big(id), &holder],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(())
     }
 
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError> {

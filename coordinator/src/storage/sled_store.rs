@@ -1045,11 +1045,14 @@ impl PoolStore for SledStore {
     }
     /// sled is opened by one process at a time (its file lock): no other
     /// coordinator can hold a batch.
-    async fn claim_payout(&self, id: u64, _holder: &str, _lease_ms: u64) -> Result<Option<PayoutRecord>, StoreError> {
+    async fn claim_payout(
+        &self,
+        id: u64,
+        _holder: &str,
+        _lease_ms: u64,
+        _handover_ms: u64,
+    ) -> Result<Option<PayoutRecord>, StoreError> {
         Ok(self.trees.payout(id)?.filter(|p| p.status == PayoutStatus::Sending))
-    }
-    async fn release_payout(&self, _id: u64, _holder: &str) -> Result<(), StoreError> {
-        Ok(())
     }
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError> {
         self.blocking(|t| t.payouts_sending()).await
