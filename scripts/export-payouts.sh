@@ -9,7 +9,10 @@
 # history of any length is read without one huge answer. Needs bash, curl,
 # grep and sed (no jq, no python3). Pages are written as they come; where a
 # request fails it exits non-zero, with a line on stderr, and without the
-# closing `]`: a partial export never reads as a whole one.
+# closing `]`: a partial export never reads as a whole one. It is not a
+# snapshot: a batch the chain refused and that is split into one batch per
+# payee while it runs can be missed (the parent is gone, its parts are newer
+# than the first page); export with payouts held, or twice.
 set -euo pipefail
 
 url=${1:?usage: export-payouts.sh URL [PAGE]}
@@ -20,7 +23,8 @@ printf '['
 first=1
 before=""
 while :; do
-    body=$(curl -sSf --max-time 60 "$url/pool/payouts?limit=$page${before:+&before=$before}") || {
+    # (--retry: a busy pool's 503 or 429, waiting its Retry-After.)
+    body=$(curl -sSf --retry 5 --max-time 60 "$url/pool/payouts?limit=$page${before:+&before=$before}") || {
         echo "export-payouts: reading $url/pool/payouts failed" >&2
         exit 1
     }

@@ -1991,3 +1991,81 @@ async fn a_template_far_ahead_prunes_nothing_in_use() {
     pool.stop().await;
     node.stop().await;
 }
+
+/// A tip far ahead of the chain (a node's glitch) confirms no block early:
+/// before a block is confirmed (and so paid), the chain must hold the block
+/// `confirmations - 1` above it. Once it does, the block is confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tip_far_ahead_confirms_no_block_early() {
+    use axum::extract::Path;
+    let node = real_node("tip-ahead-node").await;
+    let base = node.url.clone();
+    let app = fake_node_passing_templates(&base)
+        .route(
+            "/node/block/{height}",
+            axum::routing::get({
+                let base = base.clone();
+                move |Path(height): Path<u64>| forward_get(base.clone(), format!("/node/block/{height}"))
+            }),
+        )
+        .route(
+            "/node/submit",
+            axum::routing::post({
+                let base = base.clone();
+                move |body: axum::body::Bytes| forward_submit(base.clone(), body)
+            }),
+        )
+        .route(
+            "/node/tip",
+            axum::routing::get({
+                let base = base.clone();
+                move || {
+                    let base = base.clone();
+                    async move {
+                        let mut tip: Value =
+                            Client::new().get(format!("{base}/node/tip")).send().await.unwrap().json().await.unwrap();
+                        tip["height"] = json!(1u64 << 40);
+                        axum::Json(tip)
+                    }
+                }
+            }),
+        );
+    let (fake, server) = serve_fake_node(app).await;
+    let pool = TestPool::start(CoordinatorArgs {
+        upstream: Some(fake),
+        pool_address: Some("land1pool".into()),
+        confirmations: Some(2),
+        reward_poll_ms: Some(100),
+        ..settings("tip-ahead")
+    })
+    .await;
+    let token = pool.register("rig", "land1r").await;
+    // (Devnet difficulty 1: every share is a block.)
+    let find_block = async |height: u64| {
+        eventually("a block found", Duration::from_secs(10), async || {
+            let job = pool.job(&token).await;
+            let n = job.nonce_start();
+            let (_, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
+            answer["is_block"] == true
+                && body(node.get(&format!("/node/block/{height}")).await).await.0 == StatusCode::OK
+        })
+        .await;
+    };
+    find_block(0).await;
+    eventually("the block to be credited", Duration::from_secs(10), async || {
+        pool.json("/pool/blocks/0").await["status"] == "pending"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let held = pool.json("/pool/blocks/0").await;
+    assert_eq!(held["status"], "pending", "the chain holds no block above it yet: {held}");
+    // The chain grows past it: confirmed.
+    find_block(1).await;
+    eventually("the block to be confirmed", Duration::from_secs(10), async || {
+        pool.json("/pool/blocks/0").await["status"] == "confirmed"
+    })
+    .await;
+    pool.stop().await;
+    node.stop().await;
+    server.abort();
+}

@@ -448,10 +448,11 @@ impl Rewards {
             Some(chain_block) => {
                 let depth = confirmations(tip, block.height);
                 let mut changed = false;
-                if record.status == RewardStatus::Pending && depth >= self.config.confirmations {
+                let due = record.status == RewardStatus::Pending && depth >= self.config.confirmations;
+                if due && self.holds_blocks_above(block.height, tip).await? {
                     self.confirm(&mut record, &chain_block, &mut update, depth, now_ms);
                     changed = true;
-                } else if depth != record.confirmations {
+                } else if !due && depth != record.confirmations {
                     record.confirmations = depth;
                     record.updated_ms = now_ms;
                     changed = true;
@@ -561,6 +562,27 @@ impl Rewards {
     ) {
         if block.share_position.is_some() {
             wait_for_carry(record, self.config.scheme, unrecovered);
+        }
+    }
+
+    /// Whether the chain holds the block `confirmations - 1` above
+    /// `height`: the depth its tip claims, checked where money moves on it
+    /// (a node's glitch reporting a tip far ahead must not confirm, and so
+    /// pay, a block early).
+    async fn holds_blocks_above(&self, height: u64, tip: &ChainBlock) -> Result<bool, RewardError> {
+        let deepest = height.saturating_add(self.config.confirmations.saturating_sub(1));
+        match self.chain.block(deepest).await {
+            Ok(b) if b.height == deepest => Ok(true),
+            Ok(_) | Err(ChainError::NotFound(_)) => {
+                tracing::warn!(
+                    height,
+                    tip = tip.height,
+                    "the node's tip is past this block's confirmations, but it holds no block at height {deepest}: \
+                     not confirmed yet"
+                );
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
         }
     }
 
