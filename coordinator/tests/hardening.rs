@@ -740,6 +740,16 @@ fn fake_node_passing_templates(base: &str) -> axum::Router {
     )
 }
 
+/// A fake node in front of the real one at `base`: templates and blocks pass through.
+fn fake_node_passing_reads(base: &str) -> axum::Router {
+    use axum::extract::Path;
+    let base = base.to_string();
+    fake_node_passing_templates(&base).route(
+        "/node/block/{height}",
+        axum::routing::get(move |Path(height): Path<u64>| forward_get(base.clone(), format!("/node/block/{height}"))),
+    )
+}
+
 /// A real node (devnet difficulty 1, node token `n0de`) for a fake one to front.
 async fn real_node(label: &str) -> TestPool {
     TestPool::start(CoordinatorArgs {
@@ -776,7 +786,6 @@ async fn find_a_block_that_lands(pool: &TestPool, limit: Duration, wrongly: &str
 /// `submitted`, is retried, and lands once the node takes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_the_node_refuses_to_take_at_first_is_retried_not_rejected() {
-    use axum::extract::Path;
     use axum::response::IntoResponse;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -784,27 +793,19 @@ async fn a_block_the_node_refuses_to_take_at_first_is_retried_not_rejected() {
     let refusals = Arc::new(AtomicUsize::new(0));
     // Reads pass through to the real node; the first three submissions get a 401.
     let base = node.url.clone();
-    let app = fake_node_passing_templates(&base)
-        .route(
-            "/node/block/{height}",
-            axum::routing::get({
-                let base = base.clone();
-                move |Path(height): Path<u64>| forward_get(base.clone(), format!("/node/block/{height}"))
-            }),
-        )
-        .route(
-            "/node/submit",
-            axum::routing::post({
-                let (refusals, base) = (refusals.clone(), base.clone());
-                move |body: axum::body::Bytes| async move {
-                    if refusals.fetch_add(1, Ordering::SeqCst) < 3 {
-                        let refusal = json!({"error": "unauthorized", "message": "bad token"});
-                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(refusal)).into_response();
-                    }
-                    forward_submit(base, body).await
+    let app = fake_node_passing_reads(&base).route(
+        "/node/submit",
+        axum::routing::post({
+            let (refusals, base) = (refusals.clone(), base.clone());
+            move |body: axum::body::Bytes| async move {
+                if refusals.fetch_add(1, Ordering::SeqCst) < 3 {
+                    let refusal = json!({"error": "unauthorized", "message": "bad token"});
+                    return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(refusal)).into_response();
                 }
-            }),
-        );
+                forward_submit(base, body).await
+            }
+        }),
+    );
     let (pool, server) = pool_on_fake_node(app, "refused-submit").await;
     find_a_block_that_lands(&pool, Duration::from_secs(10), "a block the node never judged was settled").await;
     assert!(refusals.load(Ordering::SeqCst) >= 4);
@@ -1997,17 +1998,9 @@ async fn a_template_far_ahead_prunes_nothing_in_use() {
 /// `confirmations - 1` above it. Once it does, the block is confirmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tip_far_ahead_confirms_no_block_early() {
-    use axum::extract::Path;
     let node = real_node("tip-ahead-node").await;
     let base = node.url.clone();
-    let app = fake_node_passing_templates(&base)
-        .route(
-            "/node/block/{height}",
-            axum::routing::get({
-                let base = base.clone();
-                move |Path(height): Path<u64>| forward_get(base.clone(), format!("/node/block/{height}"))
-            }),
-        )
+    let app = fake_node_passing_reads(&base)
         .route(
             "/node/submit",
             axum::routing::post({
