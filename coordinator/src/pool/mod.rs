@@ -549,14 +549,15 @@ impl Pool {
             *installed = asked;
             // Set, not raised: below a tip that went down, the keys of its
             // heights must stay (or their shares could be credited twice).
-            // Never past the template replaced: one far ahead of it (a
-            // node's glitch, or an answer forged on plain HTTP) would prune
-            // every job, template and key in use; the next template, if it
-            // agrees, prunes the rest.
-            let height = state.template.header.height;
-            let replaced = self.jobs.current().map_or(height, |c| c.template.header.height);
-            let keep_from = height.saturating_sub(HEIGHTS_KEPT - 1).min(replaced);
-            self.prune_below.store(keep_from, Ordering::Relaxed);
+            // Never past the heights kept below the template replaced: one
+            // far ahead of it (a node's glitch, or an answer forged on plain
+            // HTTP) would prune every job, template and key in use; the next
+            // template, if it agrees, prunes the rest. The first template of
+            // a run replaces none, and prunes nothing.
+            if let Some(replaced) = self.jobs.current().map(|c| c.template.header.height) {
+                let keep_from = state.template.header.height.min(replaced).saturating_sub(HEIGHTS_KEPT - 1);
+                self.prune_below.store(keep_from, Ordering::Relaxed);
+            }
             self.jobs.install(state)
         };
         tracing::info!(

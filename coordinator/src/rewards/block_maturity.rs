@@ -50,6 +50,9 @@ impl Rewards {
     /// Credits, confirms and orphans found blocks, in ledger order.
     pub(super) async fn advance_blocks(&self, now_ms: u64, pool_fee_bps: u32) -> Result<(), RewardError> {
         let Some(tip) = self.chain.tip().await? else { return Ok(()) };
+        if !self.tip_is_in_its_chain(&tip).await? {
+            return Ok(());
+        }
         // Settled blocks are not read (`settled_blocks`); what this round
         // settles counts from the next one on.
         let open = self.open_blocks(Some(tip.height)).await?;
@@ -448,11 +451,10 @@ impl Rewards {
             Some(chain_block) => {
                 let depth = confirmations(tip, block.height);
                 let mut changed = false;
-                let due = record.status == RewardStatus::Pending && depth >= self.config.confirmations;
-                if due && self.holds_blocks_above(block.height, tip).await? {
+                if record.status == RewardStatus::Pending && depth >= self.config.confirmations {
                     self.confirm(&mut record, &chain_block, &mut update, depth, now_ms);
                     changed = true;
-                } else if !due && depth != record.confirmations {
+                } else if depth != record.confirmations {
                     record.confirmations = depth;
                     record.updated_ms = now_ms;
                     changed = true;
@@ -565,20 +567,19 @@ impl Rewards {
         }
     }
 
-    /// Whether the chain holds the block `confirmations - 1` above
-    /// `height`: the depth its tip claims, checked where money moves on it
-    /// (a node's glitch reporting a tip far ahead must not confirm, and so
-    /// pay, a block early).
-    async fn holds_blocks_above(&self, height: u64, tip: &ChainBlock) -> Result<bool, RewardError> {
-        let deepest = height.saturating_add(self.config.confirmations.saturating_sub(1));
-        match self.chain.block(deepest).await {
-            Ok(b) if b.height == deepest => Ok(true),
+    /// Whether the node holds its own tip: its block at the tip's height
+    /// has the tip's hash. Every depth this round counts comes from the
+    /// tip, so a glitch reporting one far ahead would confirm (and pay)
+    /// blocks early and end their orphan watch; such a round waits for the
+    /// next (one request a round, and a warning).
+    async fn tip_is_in_its_chain(&self, tip: &ChainBlock) -> Result<bool, RewardError> {
+        match self.chain.block(tip.height).await {
+            Ok(b) if b.hash.eq_ignore_ascii_case(&tip.hash) => Ok(true),
+            // (A block found meanwhile moves the tip, not the block at its height.)
             Ok(_) | Err(ChainError::NotFound(_)) => {
                 tracing::warn!(
-                    height,
                     tip = tip.height,
-                    "the node's tip is past this block's confirmations, but it holds no block at height {deepest}: \
-                     not confirmed yet"
+                    "the node's tip is not in its own chain (no block of that hash at that height): rewards wait"
                 );
                 Ok(false)
             }

@@ -184,7 +184,8 @@ impl Rewards {
     }
 
     /// Batch `id` as stored now, leased to this coordinator; none while
-    /// another's lease runs, or its own ([`crate::storage::PoolStore::claim_payout`]).
+    /// another's lease runs, or for a while after its own ran out
+    /// ([`crate::storage::PoolStore::claim_payout`]).
     async fn claim(&self, id: u64) -> Result<Option<PayoutRecord>, RewardError> {
         Ok(self.store.claim_payout(id, &self.instance, PAYOUT_LEASE_MS, PAYOUT_HANDOVER_MS).await?)
     }

@@ -490,12 +490,13 @@ pub trait PoolStore: Send + Sync + 'static {
     /// The batches still `sending`, oldest first (without a scan of all).
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError>;
     /// Claims batch `id` for `holder` for `lease_ms` from now (the store's
-    /// clock), if it is still `sending` and no lease on it runs, its
-    /// holder's own included: a lease is never renewed, or one coordinator
-    /// whose node keeps failing its transfers would hold the batch (and
-    /// with it every payout) for as long as it runs. Once a lease has run
-    /// out, its last holder may claim the batch again only `handover_ms`
-    /// after any other coordinator may, so another gets it first. Returns
+    /// clock), if it is still `sending` and no other holder's lease runs.
+    /// Its holder claims it again (retries) while its lease runs, but the
+    /// lease is not extended: renewed, one coordinator whose node keeps
+    /// failing its transfers would hold the batch (and with it every
+    /// payout) for as long as it runs. Once a lease has run out, its last
+    /// holder may claim the batch again only `handover_ms` after any other
+    /// coordinator may, so another gets it first. Returns
     /// the batch as stored now, to be sent as it is (never an older copy,
     /// whose key may have been replaced). Coordinators on a shared store
     /// send a batch one at a time; the chain's idempotency key and

@@ -835,12 +835,15 @@ impl PoolStore for PgStore {
         // The database's clock, not each coordinator's: leases compare alike.
         self.record(
             "pool_payouts",
-            "UPDATE pool_payouts
+            "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms)
+             UPDATE pool_payouts
              SET lease_holder = $2,
-                 lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $3
+                 lease_until = CASE WHEN lease_holder = $2 AND lease_until > now.ms THEN lease_until
+                                    ELSE now.ms + $3 END
+             FROM now
              WHERE id = $1 AND sending
-               AND lease_until <= (extract(epoch FROM clock_timestamp()) * 1000)::bigint
-                   - CASE WHEN lease_holder = $2 THEN $4::bigint ELSE 0 END
+               AND ((lease_holder = $2 AND lease_until > now.ms)
+                    OR lease_until <= now.ms - CASE WHEN lease_holder = $2 THEN $4::bigint ELSE 0 END)
              RETURNING record",
             &[&big(id), &holder, &big(lease_ms), &big(handover_ms)],
         )
