@@ -15,9 +15,9 @@ use support::throwaway_postgres::ThrowawayPostgres;
 use vision_coordinator::chain::BlockSubmission;
 use vision_coordinator::storage::{
     AppendOutcome, BalanceBucket, BalanceDelta, BalanceRecord, BanRecord, BlockRewardRecord, BlockStatus,
-    ClientCertificate, Credit, DatabaseTls, Expectation, FoundBlockRecord, JobRecord, PayoutOutput, PayoutRecord,
-    PayoutStatus, PgStore, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareRecord, SledStore, StoreError,
-    StoredTemplate, TemplateRecord, WorkerRecord,
+    ClientCertificate, Credit, DatabaseTls, Expectation, FoundBlockRecord, JobRecord, LeaseTerms, PayoutOutput,
+    PayoutRecord, PayoutStatus, PgStore, PoolSettings, PoolStore, RewardUpdate, SessionRecord, ShareRecord, SledStore,
+    StoreError, StoredTemplate, TemplateRecord, WorkerRecord,
 };
 use vision_protocol::HeaderFields;
 
@@ -184,11 +184,13 @@ async fn postgres_stores_on_one_database_act_as_one() {
         .apply_reward_update(&RewardUpdate { payouts: vec![batch.clone()], ..RewardUpdate::default() })
         .await
         .unwrap();
-    let claim = |n: usize, holder: &'static str, lease_ms: u64, handover_ms: u64| {
+    // (Leases of 60 s; a retry needs 30 s of its lease left.)
+    let claim = |n: usize, holder: &'static str, handover_ms: u64| {
         let store = stores[n].clone();
-        async move { store.claim_payout(77, holder, lease_ms, handover_ms).await.unwrap() }
+        let terms = LeaseTerms { lease_ms: 60_000, send_ms: 30_000, handover_ms };
+        async move { store.claim_payout(77, holder, terms).await.unwrap() }
     };
-    // (The lease runs out in `ms`, on the database's clock; 1: long ago.)
+    // (The lease runs out in `ms`, on the database's clock.)
     let runs_out_in = |ms: i64| {
         let sql = format!(
             "UPDATE pool_payouts SET lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + {ms} \
@@ -196,19 +198,29 @@ async fn postgres_stores_on_one_database_act_as_one() {
         );
         server.query("shared", &sql)
     };
-    let run_out = || server.query("shared", "UPDATE pool_payouts SET lease_until = 1 WHERE id = 77");
-    assert_eq!(claim(0, "a", 60_000, 0).await, Some(batch.clone()));
-    assert_eq!(claim(1, "b", 60_000, 0).await, None, "held by a");
-    // Its holder retries while its lease runs, without extending it.
-    runs_out_in(300);
-    assert!(claim(0, "a", 60_000, 0).await.is_some(), "a retries");
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    let left_under = |ms: i64| {
+        let sql = format!(
+            "SELECT lease_until - (extract(epoch FROM clock_timestamp()) * 1000)::bigint < {ms} FROM pool_payouts \
+             WHERE id = 77"
+        );
+        server.query("shared", &sql) == "t"
+    };
+    assert_eq!(claim(0, "a", 0).await, Some(batch.clone()));
+    assert_eq!(claim(1, "b", 0).await, None, "held by a");
+    // Its holder retries while a send's time is left, without extending it.
+    runs_out_in(45_000);
+    assert!(claim(0, "a", 0).await.is_some(), "a retries");
+    assert!(left_under(45_001), "the retry did not extend the lease");
+    runs_out_in(20_000);
+    assert_eq!(claim(0, "a", 0).await, None, "too little left for a send: a waits");
+    assert_eq!(claim(1, "b", 0).await, None, "and it is still a's");
     // Just run out: another takes it at once; its last holder only after the handover.
-    assert_eq!(claim(0, "a", 60_000, 60_000).await, None, "its last holder waits the handover");
-    assert!(claim(1, "b", 60_000, 60_000).await.is_some(), "another takes it at once: a's retry did not extend it");
-    run_out();
-    assert!(claim(1, "b", 60_000, 60_000).await.is_some(), "long run out: its last holder too");
-    assert_eq!(claim(2, "c", 60_000, 0).await, None);
+    runs_out_in(-1);
+    assert_eq!(claim(0, "a", 60_000).await, None, "its last holder waits the handover");
+    assert!(claim(1, "b", 60_000).await.is_some(), "another takes it at once");
+    runs_out_in(-120_000);
+    assert!(claim(1, "b", 60_000).await.is_some(), "long run out: its last holder too");
+    assert_eq!(claim(2, "c", 0).await, None);
     // What a decided while it held the batch no longer applies: it must not
     // split or settle a batch b is sending.
     let decided_by = |holder: &str| RewardUpdate {
@@ -219,11 +231,11 @@ async fn postgres_stores_on_one_database_act_as_one() {
     let refused = stores[0].apply_reward_update(&decided_by("a")).await;
     assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
     stores[1].apply_reward_update(&decided_by("b")).await.expect("the holder's own step");
-    assert_eq!(claim(2, "c", 60_000, 0).await, None, "a write keeps the lease");
+    assert_eq!(claim(2, "c", 0).await, None, "a write keeps the lease");
     let paid = RewardUpdate { payouts: vec![payout(77, &["land1new"])], ..RewardUpdate::default() };
     stores[1].apply_reward_update(&paid).await.unwrap();
-    run_out();
-    assert_eq!(claim(2, "c", 60_000, 0).await, None, "a paid batch is not sent again");
+    runs_out_in(-120_000);
+    assert_eq!(claim(2, "c", 0).await, None, "a paid batch is not sent again");
 }
 
 /// A database migrated by a newer coordinator: used when the newer

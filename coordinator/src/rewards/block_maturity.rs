@@ -49,9 +49,19 @@ impl Stepped {
 impl Rewards {
     /// Credits, confirms and orphans found blocks, in ledger order.
     pub(super) async fn advance_blocks(&self, now_ms: u64, pool_fee_bps: u32) -> Result<(), RewardError> {
-        let Some(tip) = self.chain.tip().await? else { return Ok(()) };
+        let Some(mut tip) = self.chain.tip().await? else { return Ok(()) };
         if !self.tip_is_in_its_chain(&tip).await? {
-            return Ok(());
+            // (Replicas behind a load balancer may answer the two asks from
+            // different heights: once more before the round waits.)
+            let Some(again) = self.chain.tip().await? else { return Ok(()) };
+            if !self.tip_is_in_its_chain(&again).await? {
+                tracing::warn!(
+                    tip = again.height,
+                    "the node's tip is not in its own chain (no block of that hash at that height): rewards wait"
+                );
+                return Ok(());
+            }
+            tip = again;
         }
         // Settled blocks are not read (`settled_blocks`); what this round
         // settles counts from the next one on.
@@ -568,21 +578,15 @@ impl Rewards {
     }
 
     /// Whether the node holds its own tip: its block at the tip's height
-    /// has the tip's hash. Every depth this round counts comes from the
-    /// tip, so a glitch reporting one far ahead would confirm (and pay)
-    /// blocks early and end their orphan watch; such a round waits for the
-    /// next (one request a round, and a warning).
+    /// has the tip's hash. Every depth a round counts comes from the tip,
+    /// so a glitch reporting one far ahead would confirm (and pay) blocks
+    /// early and end their orphan watch; such a round waits for the next
+    /// (one request a round).
     async fn tip_is_in_its_chain(&self, tip: &ChainBlock) -> Result<bool, RewardError> {
         match self.chain.block(tip.height).await {
-            Ok(b) if b.hash.eq_ignore_ascii_case(&tip.hash) => Ok(true),
+            Ok(b) => Ok(b.hash.eq_ignore_ascii_case(&tip.hash)),
             // (A block found meanwhile moves the tip, not the block at its height.)
-            Ok(_) | Err(ChainError::NotFound(_)) => {
-                tracing::warn!(
-                    tip = tip.height,
-                    "the node's tip is not in its own chain (no block of that hash at that height): rewards wait"
-                );
-                Ok(false)
-            }
+            Err(ChainError::NotFound(_)) => Ok(false),
             Err(err) => Err(err.into()),
         }
     }

@@ -15,7 +15,8 @@ use std::sync::atomic::Ordering;
 use super::{CrashPoint, RewardError, Rewards};
 use crate::chain::{ChainError, TransferOutput, TransferReceipt, TransferRequest};
 use crate::storage::{
-    BalanceBucket, BalanceDelta, Expectation, PayoutOutput, PayoutRecord, PayoutStatus, RewardUpdate, StoreError,
+    BalanceBucket, BalanceDelta, Expectation, LeaseTerms, PayoutOutput, PayoutRecord, PayoutStatus, RewardUpdate,
+    StoreError,
 };
 
 /// How long a coordinator holds a batch it is sending: longer than one
@@ -26,7 +27,13 @@ use crate::storage::{
 /// still on its way and, on a refusal, split it under new keys while the
 /// first transfer lands. The batches of a holder that dies wait this long.
 const PAYOUT_LEASE_MS: u64 = 5 * crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64;
-const _: () = assert!(PAYOUT_LEASE_MS > 3 * crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64 + 30_000);
+
+/// The least of its lease a holder must have left to send a batch again:
+/// a whole send's node calls (three of up to the request timeout each),
+/// with room to spare. (A retry late in its lease would leave its transfer
+/// on its way when another coordinator takes the batch over.)
+const PAYOUT_SEND_MS: u64 = 3 * crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64 + 30_000;
+const _: () = assert!(PAYOUT_LEASE_MS > PAYOUT_SEND_MS);
 
 /// How much later than any other coordinator the last holder of a batch
 /// whose lease ran out may claim it again: a batch left `sending` by a
@@ -34,6 +41,9 @@ const _: () = assert!(PAYOUT_LEASE_MS > 3 * crate::chain::upstream::REQUEST_TIME
 /// without write rights) goes to another, whose node may pay, rather than
 /// back to it, lease after lease.
 const PAYOUT_HANDOVER_MS: u64 = crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64;
+
+const PAYOUT_LEASE: LeaseTerms =
+    LeaseTerms { lease_ms: PAYOUT_LEASE_MS, send_ms: PAYOUT_SEND_MS, handover_ms: PAYOUT_HANDOVER_MS };
 
 /// Refusals that name a payee. Any other refusal (our credential, our key,
 /// a reason the node does not say) keeps the batch `sending`, logged, and
@@ -187,7 +197,7 @@ impl Rewards {
     /// another's lease runs, or for a while after its own ran out
     /// ([`crate::storage::PoolStore::claim_payout`]).
     async fn claim(&self, id: u64) -> Result<Option<PayoutRecord>, RewardError> {
-        Ok(self.store.claim_payout(id, &self.instance, PAYOUT_LEASE_MS, PAYOUT_HANDOVER_MS).await?)
+        Ok(self.store.claim_payout(id, &self.instance, PAYOUT_LEASE).await?)
     }
 
     /// The once-only key of batch `id`: this pool's tag, the id, and a random

@@ -25,7 +25,8 @@ pub use pg_schema::schema_version;
 pub use pg_store::{ClientCertificate, DatabaseTls, PgStore};
 pub use reward_records::{
     status_name, BalanceBucket, BalanceDelta, BalanceRecord, BlockCredit, BlockRef, BlockRewardRecord, Expectation,
-    PayoutOutput, PayoutRecord, PayoutStatus, RewardStatus, RewardUpdate, RoundCarry, ShareAggregate, StatusChange,
+    LeaseTerms, PayoutOutput, PayoutRecord, PayoutStatus, RewardStatus, RewardUpdate, RoundCarry, ShareAggregate,
+    StatusChange,
 };
 pub use sled_store::SledStore;
 
@@ -489,25 +490,20 @@ pub trait PoolStore: Send + Sync + 'static {
     async fn payout(&self, id: u64) -> Result<Option<PayoutRecord>, StoreError>;
     /// The batches still `sending`, oldest first (without a scan of all).
     async fn payouts_sending(&self) -> Result<Vec<PayoutRecord>, StoreError>;
-    /// Claims batch `id` for `holder` for `lease_ms` from now (the store's
-    /// clock), if it is still `sending` and no other holder's lease runs.
-    /// Its holder claims it again (retries) while its lease runs, but the
-    /// lease is not extended: renewed, one coordinator whose node keeps
-    /// failing its transfers would hold the batch (and with it every
-    /// payout) for as long as it runs. Once a lease has run out, its last
-    /// holder may claim the batch again only `handover_ms` after any other
-    /// coordinator may, so another gets it first. Returns
-    /// the batch as stored now, to be sent as it is (never an older copy,
-    /// whose key may have been replaced). Coordinators on a shared store
-    /// send a batch one at a time; the chain's idempotency key and
-    /// [`Expectation`]s keep it paid once even when a lease runs out mid-send.
-    async fn claim_payout(
-        &self,
-        id: u64,
-        holder: &str,
-        lease_ms: u64,
-        handover_ms: u64,
-    ) -> Result<Option<PayoutRecord>, StoreError>;
+    /// Claims batch `id` for `holder` for `terms.lease_ms` from now (the
+    /// store's clock), if it is still `sending` and no other holder's lease
+    /// runs. Its holder claims it again (retries) while at least
+    /// `terms.send_ms` of its lease is left, without extending it: renewed,
+    /// one coordinator whose node keeps failing its transfers would hold
+    /// the batch (and with it every payout) for as long as it runs. Once a
+    /// lease has run out, its last holder may claim the batch again only
+    /// `terms.handover_ms` after any other coordinator may, so another gets
+    /// it first. Returns the batch as stored now, to be sent as it is
+    /// (never an older copy, whose key may have been replaced).
+    /// Coordinators on a shared store send a batch one at a time; the
+    /// chain's idempotency key and [`Expectation`]s keep it paid once even
+    /// when a lease runs out mid-send.
+    async fn claim_payout(&self, id: u64, holder: &str, terms: LeaseTerms) -> Result<Option<PayoutRecord>, StoreError>;
 
     async fn put_ban(&self, ban: &BanRecord) -> Result<(), StoreError>;
     async fn remove_ban(&self, session_id: &str) -> Result<bool, StoreError>;

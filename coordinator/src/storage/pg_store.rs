@@ -33,8 +33,9 @@ use super::pg_schema::{migrate, pg_error, pg_update_error};
 use super::pg_share_appender::ShareAppender;
 use super::{
     AppendOutcome, BalanceBucket, BalanceRecord, BanChanges, BanRecord, BlockRewardRecord, CoordinatorRules, Credit,
-    Expectation, FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate,
-    SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord, BAN_CHANGES_KEPT_MS,
+    Expectation, FoundBlockRecord, JobRecord, LeaseTerms, PayoutRecord, PayoutStatus, PoolSettings, PoolStore,
+    RewardUpdate, SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord,
+    BAN_CHANGES_KEPT_MS,
 };
 
 /// How long a call waits for a free connection before it fails.
@@ -825,13 +826,7 @@ impl PoolStore for PgStore {
         }
     }
 
-    async fn claim_payout(
-        &self,
-        id: u64,
-        holder: &str,
-        lease_ms: u64,
-        handover_ms: u64,
-    ) -> Result<Option<PayoutRecord>, StoreError> {
+    async fn claim_payout(&self, id: u64, holder: &str, terms: LeaseTerms) -> Result<Option<PayoutRecord>, StoreError> {
         // The database's clock, not each coordinator's: leases compare alike.
         self.record(
             "pool_payouts",
@@ -842,10 +837,10 @@ impl PoolStore for PgStore {
                                     ELSE now.ms + $3 END
              FROM now
              WHERE id = $1 AND sending
-               AND ((lease_holder = $2 AND lease_until > now.ms)
-                    OR lease_until <= now.ms - CASE WHEN lease_holder = $2 THEN $4::bigint ELSE 0 END)
+               AND ((lease_holder = $2 AND lease_until >= now.ms + $4::bigint)
+                    OR lease_until <= now.ms - CASE WHEN lease_holder = $2 THEN $5::bigint ELSE 0 END)
              RETURNING record",
-            &[&big(id), &holder, &big(lease_ms), &big(handover_ms)],
+            &[&big(id), &holder, &big(terms.lease_ms), &big(terms.send_ms), &big(terms.handover_ms)],
         )
         .await
     }

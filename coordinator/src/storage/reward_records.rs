@@ -294,6 +294,21 @@ pub fn status_name(status: RewardStatus) -> &'static str {
     }
 }
 
+/// How a payout batch is leased to one sender at a time
+/// ([`super::PoolStore::claim_payout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTerms {
+    /// How long a fresh claim holds the batch.
+    pub lease_ms: u64,
+    /// The least of its lease a holder must have left to claim the batch
+    /// again (a retry): time for a whole send's node calls, so that no
+    /// other coordinator takes the batch over while they may still land.
+    pub send_ms: u64,
+    /// How much later than any other coordinator its last holder may claim
+    /// the batch once the lease has run out.
+    pub handover_ms: u64,
+}
+
 /// What an update was decided on. It applies only while the store still
 /// holds this, so two coordinators reading the same state cannot both act
 /// on it (credit one block twice, settle one batch twice): the second gets

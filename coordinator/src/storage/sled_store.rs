@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{
     AppendOutcome, BalanceRecord, BanChanges, BanRecord, BlockRewardRecord, CoordinatorRules, Credit, Expectation,
-    FoundBlockRecord, JobRecord, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate, SessionRecord,
-    ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord, BAN_CHANGES_KEPT_MS,
+    FoundBlockRecord, JobRecord, LeaseTerms, PayoutRecord, PayoutStatus, PoolSettings, PoolStore, RewardUpdate,
+    SessionRecord, ShareAggregate, ShareRecord, StoreError, TemplateRecord, WorkerRecord, BAN_CHANGES_KEPT_MS,
 };
 use crate::blocking_calls::BlockingCalls;
 
@@ -1049,8 +1049,7 @@ impl PoolStore for SledStore {
         &self,
         id: u64,
         _holder: &str,
-        _lease_ms: u64,
-        _handover_ms: u64,
+        _terms: LeaseTerms,
     ) -> Result<Option<PayoutRecord>, StoreError> {
         Ok(self.trees.payout(id)?.filter(|p| p.status == PayoutStatus::Sending))
     }
