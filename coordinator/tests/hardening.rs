@@ -2113,6 +2113,16 @@ async fn a_tip_far_ahead_confirms_no_block_early() {
         pool.json("/pool/blocks/0").await["status"] == "confirmed"
     })
     .await;
+    // The far tip again for a few rounds ends no orphan watch: a
+    // reorganisation after it still orphans the block.
+    ahead.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ahead.store(false, Ordering::SeqCst);
+    node.devnet.as_ref().unwrap().reorganise(2).unwrap();
+    eventually("the block to be orphaned", Duration::from_secs(10), async || {
+        pool.json("/pool/blocks/0").await["status"] == "orphaned"
+    })
+    .await;
     pool.stop().await;
     node.stop().await;
     server.abort();
