@@ -143,11 +143,8 @@ async fn a_block_left_by_a_stopped_coordinator_is_taken_up_by_another() {
     let node_args: Vec<&str> = QUICK_REWARDS.iter().copied().chain(["--node-token", NODE]).collect();
     let (node, node_url) = start_coordinator(&fresh_dir("stalled-node"), &node_args, &[]);
     let mut processes = Processes(vec![node]);
-    let pool_args: Vec<&str> = QUICK_REWARDS
-        .iter()
-        .copied()
-        .chain(["--database-url", &url, "--upstream", &node_url, "--upstream-token", NODE])
-        .collect();
+    let pool_args = pool_args(&url, &node_url, "--reward-poll-ms=100");
+    let pool_args: Vec<&str> = pool_args.iter().map(String::as_str).collect();
     let (survivor, survivor_url) = start_coordinator(&fresh_dir("stalled-b"), &pool_args, &[]);
     processes.0.push(survivor);
     let (doomed, doomed_url) =
@@ -176,6 +173,18 @@ async fn a_block_left_by_a_stopped_coordinator_is_taken_up_by_another() {
     for child in processes.0.iter_mut().rev() {
         stop_gracefully(child);
     }
+}
+
+/// The flags of a coordinator with quick rewards on `database`, whose node
+/// is `upstream`, with rounds every `reward_poll` (`--reward-poll-ms=N`).
+fn pool_args(database: &str, upstream: &str, reward_poll: &str) -> Vec<String> {
+    QUICK_REWARDS
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--reward-poll-ms"))
+        .chain([reward_poll, "--database-url", database, "--upstream", upstream, "--upstream-token", NODE])
+        .map(str::to_string)
+        .collect()
 }
 
 /// A node on loopback that passes everything on to `node` except transfers,
@@ -225,15 +234,7 @@ async fn a_coordinator_whose_node_refuses_transfers_does_not_hold_the_payouts() 
     let (node, node_url) = start_coordinator(&fresh_dir("refusing-node"), &node_args, &[]);
     let mut processes = Processes(vec![node]);
     let refusing = node_refusing_transfers(node_url.clone()).await;
-    let pool_args = |upstream: &str| -> Vec<String> {
-        QUICK_REWARDS
-            .iter()
-            .copied()
-            .chain(["--database-url", &url, "--upstream", upstream, "--upstream-token", NODE])
-            .map(str::to_string)
-            .collect()
-    };
-    let args = pool_args(&refusing);
+    let args = pool_args(&url, &refusing, "--reward-poll-ms=100");
     let (stuck, stuck_url) =
         start_coordinator(&fresh_dir("refusing-a"), &args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     processes.0.push(stuck);
@@ -263,11 +264,7 @@ async fn a_coordinator_whose_node_refuses_transfers_does_not_hold_the_payouts() 
         "UPDATE pool_payouts SET lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 1 WHERE sending",
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let args: Vec<String> = pool_args(&node_url)
-        .into_iter()
-        .filter(|a| !a.starts_with("--reward-poll-ms"))
-        .chain(["--reward-poll-ms=1000".to_string()])
-        .collect();
+    let args = pool_args(&url, &node_url, "--reward-poll-ms=1000");
     let (paying, paying_url) =
         start_coordinator(&fresh_dir("refusing-b"), &args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     processes.0.push(paying);

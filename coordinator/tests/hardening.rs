@@ -699,8 +699,16 @@ async fn honest_mistakes_never_ban_and_junk_leaves_no_state() {
 
 /// A coordinator (paid to land1pool) whose node is `app` on loopback.
 async fn pool_on_fake_node(app: axum::Router, label: &str) -> (TestPool, tokio::task::JoinHandle<()>) {
+    pool_on_fake_node_with(app, settings(label)).await
+}
+
+/// As [`pool_on_fake_node`], with `settings` otherwise.
+async fn pool_on_fake_node_with(
+    app: axum::Router,
+    settings: CoordinatorArgs,
+) -> (TestPool, tokio::task::JoinHandle<()>) {
     let (fake, server) = serve_fake_node(app).await;
-    let settings = CoordinatorArgs { upstream: Some(fake), pool_address: Some("land1pool".into()), ..settings(label) };
+    let settings = CoordinatorArgs { upstream: Some(fake), pool_address: Some("land1pool".into()), ..settings };
     (TestPool::start(settings).await, server)
 }
 
@@ -2008,17 +2016,7 @@ async fn a_first_template_far_ahead_prunes_nothing_of_the_others() {
     let database = server.database("far_first");
     let node = real_node("far-first-node").await;
     let on = |app: axum::Router, label: &'static str| {
-        let database = database.clone();
-        async move {
-            let (fake, task) = serve_fake_node(app).await;
-            let settings = CoordinatorArgs {
-                upstream: Some(fake),
-                pool_address: Some("land1pool".into()),
-                database_url: Some(database),
-                ..settings(label)
-            };
-            (TestPool::start(settings).await, task)
-        }
+        pool_on_fake_node_with(app, CoordinatorArgs { database_url: Some(database.clone()), ..settings(label) })
     };
     let (mining, mining_node) = on(fake_node_with_far_templates(&node.url, Arc::default()), "far-first-a").await;
     let token = mining.register("rig", "land1first").await;
@@ -2080,15 +2078,8 @@ async fn a_tip_far_ahead_confirms_no_block_early() {
                 }
             }),
         );
-    let (fake, server) = serve_fake_node(app).await;
-    let pool = TestPool::start(CoordinatorArgs {
-        upstream: Some(fake),
-        pool_address: Some("land1pool".into()),
-        confirmations: Some(2),
-        reward_poll_ms: Some(100),
-        ..settings("tip-ahead")
-    })
-    .await;
+    let settings = CoordinatorArgs { confirmations: Some(2), reward_poll_ms: Some(100), ..settings("tip-ahead") };
+    let (pool, server) = pool_on_fake_node_with(app, settings).await;
     let token = pool.register("rig", "land1r").await;
     // (Devnet difficulty 1: every share is a block.)
     let find_block = async |height: u64| {
