@@ -19,7 +19,6 @@ url=${1:?usage: export-payouts.sh URL [PAGE]}
 page=${2:-1000}
 url=${url%/}
 
-printf '['
 first=1
 before=""
 while :; do
@@ -37,9 +36,10 @@ while :; do
         echo "export-payouts: an unexpected answer from $url/pool/payouts" >&2
         exit 1
     fi
-    [ $first -eq 1 ] || printf ','
+    if [ $first -eq 1 ]; then printf '['; else printf ','; fi
     printf '%s' "$inner"
     first=0
     before=$last
 done
+[ $first -eq 0 ] || printf '['
 printf ']\n'
