@@ -2042,6 +2042,47 @@ async fn a_first_template_far_ahead_prunes_nothing_of_the_others() {
     node.stop().await;
 }
 
+/// A coordinator restarted more often than blocks come mines one template
+/// a run; the first template of each still prunes below the heights kept
+/// under the highest template stored before it. (It pruned nothing, so
+/// such a coordinator's jobs, templates and share keys grew without end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_restarted_between_blocks_still_prunes() {
+    use vision_coordinator::storage::{PoolStore, SledStore};
+    let node = real_node("restarted-node").await;
+    let node_miner = node.register("rig", "land1node").await;
+    let args = CoordinatorArgs {
+        upstream: Some(node.url.clone()),
+        upstream_token: Some("n0de-token-for-tests".into()),
+        pool_address: Some("land1pool".into()),
+        ..settings("restarted")
+    };
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        let pool = TestPool::start(args.clone()).await;
+        let token = pool.register("rig", "land1restarted").await;
+        let job = pool.job(&token).await;
+        jobs.push((job.height(), job.id().to_string()));
+        pool.stop().await;
+        node.mine_block(&node_miner).await;
+    }
+    let first = jobs[0].0;
+    assert_eq!(jobs.iter().map(|j| j.0).collect::<Vec<_>>(), (first..first + 5).collect::<Vec<_>>());
+    let pool = TestPool::start(args).await;
+    let handle = pool.pool.clone().unwrap();
+    eventually("the run's template", Duration::from_secs(10), async || handle.current_height() == Some(first + 5))
+        .await;
+    handle.housekeeping(vision_coordinator::pool::now_ms()).await.unwrap();
+    drop(handle);
+    let data_dir = pool.data_dir.clone();
+    pool.stop().await;
+    let store = SledStore::open_path(&data_dir.join("db")).unwrap();
+    // Kept: the heights below the one replaced (first + 4), as within a run.
+    assert!(store.job(&jobs[0].1).await.unwrap().is_none(), "the job of {first} is pruned");
+    assert!(store.job(&jobs[1].1).await.unwrap().is_some(), "the job of {} is kept", first + 1);
+    node.stop().await;
+}
+
 /// A tip far ahead of the chain (a node's glitch) confirms no block early:
 /// a rewards round counts depths only from a tip the node holds in its own
 /// chain. Once the tip is right again, blocks are confirmed as the chain

@@ -962,6 +962,14 @@ impl PoolStore for PgStore {
         rows.iter().map(|row| row.try_get::<_, i64>(0).map(|h| h.max(0) as u64).map_err(pg_error)).collect()
     }
 
+    async fn highest_template_height(&self) -> Result<Option<u64>, StoreError> {
+        // The (height, parent_hash) index answers it.
+        let row =
+            self.client().await?.query_one("SELECT max(height) FROM pool_templates", &[]).await.map_err(pg_error)?;
+        let height: Option<i64> = row.try_get(0).map_err(pg_error)?;
+        Ok(height.map(|h| h.max(0) as u64))
+    }
+
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
         self.record("pool_templates", "SELECT record FROM pool_templates WHERE template_id = $1", &[&template_id]).await
     }

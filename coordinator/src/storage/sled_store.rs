@@ -798,6 +798,10 @@ impl SledTrees {
             .collect()
     }
 
+    fn highest_template_height(&self) -> Result<Option<u64>, StoreError> {
+        self.template_tips.last()?.map(|(tip, _)| be_u64("pool_template_tips", &tip)).transpose()
+    }
+
     fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
         match self.templates.get(template_id.as_bytes())? {
             Some(v) if v.len() > 8 => Ok(Some(decode("pool_templates", &v[8..])?)),
@@ -1082,6 +1086,9 @@ impl PoolStore for SledStore {
     }
     async fn exchange_tips(&self, name: &str, height: u64, live: std::time::Duration) -> Result<Vec<u64>, StoreError> {
         Ok(self.trees.exchange_tips(name, height, live))
+    }
+    async fn highest_template_height(&self) -> Result<Option<u64>, StoreError> {
+        self.trees.highest_template_height()
     }
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
         self.trees.template(template_id)
