@@ -2005,9 +2005,11 @@ async fn a_template_far_ahead_prunes_nothing_in_use() {
     node.stop().await;
 }
 
-/// The first template a coordinator mines replaces none: far ahead, it
-/// prunes nothing either, not even on a database other coordinators share
-/// (here one joins with a far template while another mines).
+/// The first template a coordinator mines replaces the highest one stored
+/// below it: far ahead, it prunes nothing other coordinators sharing the
+/// database mine (here one joins with a far template while another mines),
+/// not even when it restarts while the glitch lasts (the far template is
+/// then the one stored for its tip, and must not lift the cap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_template_far_ahead_prunes_nothing_of_the_others() {
     use std::sync::atomic::AtomicU64;
@@ -2025,7 +2027,7 @@ async fn a_first_template_far_ahead_prunes_nothing_of_the_others() {
     assert_eq!(mining.share(&token, &job, n, &job.digest(n)).await.1["accepted"], true);
 
     let far = Arc::new(AtomicU64::new(1 << 40));
-    let (joining, joining_node) = on(fake_node_with_far_templates(&node.url, far), "far-first-b").await;
+    let (joining, joining_node) = on(fake_node_with_far_templates(&node.url, far.clone()), "far-first-b").await;
     let handle = joining.pool.clone().unwrap();
     eventually("the far template to be mined", Duration::from_secs(10), async || {
         handle.current_height() == Some(1 << 40)
@@ -2034,6 +2036,18 @@ async fn a_first_template_far_ahead_prunes_nothing_of_the_others() {
     handle.housekeeping(vision_coordinator::pool::now_ms()).await.unwrap();
     let (_, next) = mining.share(&token, &job, n + 1, &job.digest(n + 1)).await;
     assert_eq!(next["accepted"], true, "the other coordinator's template and keys are whole: {next}");
+    drop(handle);
+    joining.stop().await;
+    joining_node.abort();
+    let (joining, joining_node) = on(fake_node_with_far_templates(&node.url, far), "far-first-b").await;
+    let handle = joining.pool.clone().unwrap();
+    eventually("the far template to be mined again", Duration::from_secs(10), async || {
+        handle.current_height() == Some(1 << 40)
+    })
+    .await;
+    handle.housekeeping(vision_coordinator::pool::now_ms()).await.unwrap();
+    let (_, after) = mining.share(&token, &job, n + 2, &job.digest(n + 2)).await;
+    assert_eq!(after["accepted"], true, "still whole after the restart: {after}");
     drop(handle);
     for (pool, task) in [(joining, joining_node), (mining, mining_node)] {
         task.abort();
@@ -2080,6 +2094,12 @@ async fn a_coordinator_restarted_between_blocks_still_prunes() {
     // Kept: the heights below the one replaced (first + 4), as within a run.
     assert!(store.job(&jobs[0].1).await.unwrap().is_none(), "the job of {first} is pruned");
     assert!(store.job(&jobs[1].1).await.unwrap().is_some(), "the job of {} is kept", first + 1);
+    assert_eq!(
+        store.highest_template_height_below(first + 1).await.unwrap(),
+        None,
+        "the template of {first} is pruned"
+    );
+    assert_eq!(store.highest_template_height_below(first + 2).await.unwrap(), Some(first + 1));
     node.stop().await;
 }
 

@@ -1380,7 +1380,7 @@ fn template(height: u64, parent: &str, timestamp: u64, first_job_index: u64) -> 
 
 async fn the_first_template_stored_for_a_tip_holds_it(backend: Backend) {
     let store = backend.open().await;
-    assert_eq!(store.highest_template_height().await.unwrap(), None);
+    assert_eq!(store.highest_template_height_below(u64::MAX).await.unwrap(), None);
     let first = template(5, "p", 100, 7);
     assert_eq!(store.claim_template("t1", &first).await.unwrap(), ("t1".into(), first.clone()));
     // Another coordinator's template of the same tip (a later timestamp).
@@ -1389,13 +1389,16 @@ async fn the_first_template_stored_for_a_tip_holds_it(backend: Backend) {
     assert_eq!(store.template("t2").await.unwrap(), None);
     // Another tip (a rival parent, the next height) is a template of its own.
     assert_eq!(store.claim_template("t3", &template(5, "q", 100, 11)).await.unwrap().0, "t3");
-    assert_eq!(store.highest_template_height().await.unwrap(), Some(5));
+    assert_eq!(store.highest_template_height_below(100).await.unwrap(), Some(5));
+    assert_eq!(store.highest_template_height_below(5).await.unwrap(), None, "strictly below");
     assert_eq!(store.claim_template("t4", &template(6, "t1", 102, 12)).await.unwrap().0, "t4");
     // A rival of a lower height, stored later, is not the highest.
     assert_eq!(store.claim_template("t5", &template(4, "r", 103, 13)).await.unwrap().0, "t5");
-    assert_eq!(store.highest_template_height().await.unwrap(), Some(6));
+    assert_eq!(store.highest_template_height_below(100).await.unwrap(), Some(6));
+    assert_eq!(store.highest_template_height_below(6).await.unwrap(), Some(5));
     store.prune_share_keys_below(6).await.unwrap();
-    assert_eq!(store.highest_template_height().await.unwrap(), Some(6), "kept with its height");
+    assert_eq!(store.highest_template_height_below(100).await.unwrap(), Some(6), "kept with its height");
+    assert_eq!(store.highest_template_height_below(6).await.unwrap(), None, "pruned with theirs");
     assert_eq!(store.template("t1").await.unwrap(), None, "pruned with its height");
     assert_eq!(store.template("t4").await.unwrap().map(|t| t.first_job_index), Some(12));
 }

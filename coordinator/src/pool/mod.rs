@@ -518,11 +518,11 @@ impl Pool {
         // by another coordinator on a shared store) keeps being mined, so
         // jobs issued on it stay current and ranges keep their numbering (a
         // fresh template of the tip differs at least in its timestamp).
-        // The first template of a run replaces the highest one stored (by an
-        // earlier run, or another coordinator): read before this one is.
-        let stored_before = match self.jobs.current() {
+        // The first template of a run replaces the highest one stored below
+        // it (by an earlier run, or another coordinator).
+        let stored_below = match self.jobs.current() {
             Some(_) => None,
-            None => self.store.highest_template_height().await?,
+            None => self.store.highest_template_height_below(state.template.header.height).await?,
         };
         let first_job_index = self.store.next_id().await?;
         let record = TemplateRecord { template: (&state.template).into(), first_job_index };
@@ -559,10 +559,10 @@ impl Pool {
             // far ahead of it (a node's glitch, or an answer forged on plain
             // HTTP) would prune every job, template and key in use; the next
             // template, if it agrees, prunes the rest. The first template of
-            // a run replaces the highest stored before it (a coordinator
-            // restarted more often than blocks come still prunes), and on an
-            // empty store prunes nothing.
-            if let Some(replaced) = self.jobs.current().map(|c| c.template.header.height).or(stored_before) {
+            // a run replaces the highest stored below it (a coordinator
+            // restarted more often than blocks come still prunes); with none
+            // there, it prunes nothing.
+            if let Some(replaced) = self.jobs.current().map(|c| c.template.header.height).or(stored_below) {
                 let keep_from = state.template.header.height.min(replaced).saturating_sub(HEIGHTS_KEPT - 1);
                 self.prune_below.store(keep_from, Ordering::Relaxed);
             }

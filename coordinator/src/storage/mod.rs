@@ -534,10 +534,12 @@ pub trait PoolStore: Send + Sync + 'static {
     /// clock), and returns the heights the other coordinators noted within
     /// `live` (readiness: a coordinator most of them are ahead of is behind).
     async fn exchange_tips(&self, name: &str, height: u64, live: std::time::Duration) -> Result<Vec<u64>, StoreError>;
-    /// The highest height a template is stored for (`None`: none is), by
-    /// whichever coordinator: what a coordinator's first template of a run
-    /// replaces, for pruning.
-    async fn highest_template_height(&self) -> Result<Option<u64>, StoreError>;
+    /// The highest height below `height` a template is stored for (`None`:
+    /// none is), by whichever coordinator: what a coordinator's first
+    /// template of a run, at `height`, replaces for pruning. (Below it: a
+    /// far template stored in a glitch must not lift the cap of the next
+    /// run's first template, though it claims that very tip again.)
+    async fn highest_template_height_below(&self, height: u64) -> Result<Option<u64>, StoreError>;
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError>;
     async fn put_job(&self, job: &JobRecord) -> Result<(), StoreError>;
     /// One job by id (a job another coordinator issued, say).

@@ -962,10 +962,10 @@ impl PoolStore for PgStore {
         rows.iter().map(|row| row.try_get::<_, i64>(0).map(|h| h.max(0) as u64).map_err(pg_error)).collect()
     }
 
-    async fn highest_template_height(&self) -> Result<Option<u64>, StoreError> {
+    async fn highest_template_height_below(&self, height: u64) -> Result<Option<u64>, StoreError> {
         // The (height, parent_hash) index answers it.
-        let row =
-            self.client().await?.query_one("SELECT max(height) FROM pool_templates", &[]).await.map_err(pg_error)?;
+        let sql = "SELECT max(height) FROM pool_templates WHERE height < $1";
+        let row = self.client().await?.query_one(sql, &[&big(height)]).await.map_err(pg_error)?;
         let height: Option<i64> = row.try_get(0).map_err(pg_error)?;
         Ok(height.map(|h| h.max(0) as u64))
     }

@@ -798,8 +798,9 @@ impl SledTrees {
             .collect()
     }
 
-    fn highest_template_height(&self) -> Result<Option<u64>, StoreError> {
-        self.template_tips.last()?.map(|(tip, _)| be_u64("pool_template_tips", &tip)).transpose()
+    fn highest_template_height_below(&self, height: u64) -> Result<Option<u64>, StoreError> {
+        let below = self.template_tips.range(..height.to_be_bytes()).next_back().transpose()?;
+        below.map(|(tip, _)| be_u64("pool_template_tips", &tip)).transpose()
     }
 
     fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
@@ -1087,8 +1088,8 @@ impl PoolStore for SledStore {
     async fn exchange_tips(&self, name: &str, height: u64, live: std::time::Duration) -> Result<Vec<u64>, StoreError> {
         Ok(self.trees.exchange_tips(name, height, live))
     }
-    async fn highest_template_height(&self) -> Result<Option<u64>, StoreError> {
-        self.trees.highest_template_height()
+    async fn highest_template_height_below(&self, height: u64) -> Result<Option<u64>, StoreError> {
+        self.trees.highest_template_height_below(height)
     }
     async fn template(&self, template_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
         self.trees.template(template_id)
