@@ -95,6 +95,24 @@ impl Miner {
         Miner { proc: Proc(child), api: format!("http://127.0.0.1:{api_port}") }
     }
 
+    /// Mining at `pools` in failover order for `wallet`, the primary tried
+    /// again every `failback_secs`, long-polls of `long_poll_secs`.
+    fn failing_over(pools: [&str; 2], wallet: &str, failback_secs: u64, long_poll_secs: u64) -> Miner {
+        let (failback, long_poll) = (failback_secs.to_string(), long_poll_secs.to_string());
+        Miner::start(&[
+            "--pool",
+            pools[0],
+            "--pool",
+            pools[1],
+            "--wallet",
+            wallet,
+            "--failback-secs",
+            &failback,
+            "--long-poll-secs",
+            &long_poll,
+        ])
+    }
+
     fn alive(&mut self) -> bool {
         self.proc.0.try_wait().unwrap().is_none()
     }
@@ -245,18 +263,7 @@ async fn the_miner_fails_over_and_returns_to_the_first_pool() {
         &fresh_dir("m-second"),
         &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
     );
-    let miner = Miner::start(&[
-        "--pool",
-        &first_url,
-        "--pool",
-        &second.url,
-        "--wallet",
-        "land1fo",
-        "--failback-secs",
-        "2",
-        "--long-poll-secs",
-        "2",
-    ]);
+    let miner = Miner::failing_over([&first_url, &second.url], "land1fo", 2, 2);
     let status_url = format!("{}/status", miner.api);
     wait_for(&status_url, MINUTE, "shares on the second pool", |s| {
         s["connection"]["url"] == second.url.as_str() && accepted(s) >= 2
@@ -331,18 +338,7 @@ async fn a_pool_that_keeps_answering_503_is_failed_over() {
     let first =
         Pool::start(&fresh_dir("m-503-first"), &[&args[..], &["--admin-token", "t-admin-token-for-tests"]].concat());
     let second = Pool::start(&fresh_dir("m-503-second"), &args);
-    let miner = Miner::start(&[
-        "--pool",
-        &first.url,
-        "--pool",
-        &second.url,
-        "--wallet",
-        "land1away",
-        "--long-poll-secs",
-        "1",
-        "--failback-secs",
-        "3",
-    ]);
+    let miner = Miner::failing_over([&first.url, &second.url], "land1away", 3, 1);
     let status_url = format!("{}/status", miner.api);
     wait_for(&status_url, MINUTE, "a share on the first pool", |s| {
         s["connection"]["url"] == first.url.as_str() && accepted(s) >= 1
@@ -412,6 +408,9 @@ struct ReplayPool {
     events: std::sync::Arc<std::sync::Mutex<Vec<(Instant, &'static str)>>>,
     /// Shares by nonce, in order: "busy" (answered 503), "accepted" or "silent" (never answered).
     shares: ShareLog,
+    /// Set: the pool hangs, as a stopped process does: job requests are
+    /// taken and never answered (logged "hung long-poll" or "hung request").
+    hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 type ShareLog = std::sync::Arc<std::sync::Mutex<Vec<(Instant, u64, &'static str)>>>;
@@ -479,6 +478,7 @@ impl ReplayPool {
         drop(real);
 
         let job_requests = Arc::new(AtomicU64::new(0));
+        let hung = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let events = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shares: ShareLog = Arc::default();
         // The token the pool knows now (one session at a time is enough here).
@@ -505,8 +505,17 @@ impl ReplayPool {
                 "/pool/job",
                 axum::routing::get({
                     let (job_requests, known, events) = (job_requests.clone(), known.clone(), events.clone());
+                    let hung = hung.clone();
                     move |Query(query): Query<HashMap<String, u64>>, headers: axum::http::HeaderMap| async move {
                         use axum::response::IntoResponse;
+                        let hang = async || {
+                            let what = if query.contains_key("wait") { "hung long-poll" } else { "hung request" };
+                            events.lock().unwrap().push((Instant::now(), what));
+                            std::future::pending::<()>().await;
+                        };
+                        if hung.load(Ordering::SeqCst) {
+                            hang().await;
+                        }
                         let n = job_requests.fetch_add(1, Ordering::Relaxed);
                         let knows_it = {
                             let mut known = known.lock().unwrap();
@@ -523,6 +532,9 @@ impl ReplayPool {
                         }
                         if let (true, Some(&wait)) = (replay.hold_long_polls, query.get("wait")) {
                             tokio::time::sleep(Duration::from_secs(wait)).await;
+                            if hung.load(Ordering::SeqCst) {
+                                hang().await;
+                            }
                         }
                         let mut job = job.clone();
                         if replay.fresh_id_every_time {
@@ -566,7 +578,7 @@ impl ReplayPool {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        ReplayPool { url, job_requests, events, shares }
+        ReplayPool { url, job_requests, events, shares, hung }
     }
 
     fn events(&self) -> Vec<(Instant, &'static str)> {
@@ -602,6 +614,31 @@ async fn a_block_the_pool_was_too_busy_for_is_sent_again_at_once() {
     assert!(*taken_at - busy_at < Duration::from_secs(6), "taken {:?} after its busy answer", *taken_at - busy_at);
 }
 
+/// A pool that hangs (its connections taken, nothing answered, as a
+/// stopped process's are) is failed over after a long-poll's timeout and
+/// one plain request's: once a request failed, the miner asks without
+/// waiting until the pool answers again. (It long-polled again, so two
+/// long-polls' timeouts went by first.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_pool_is_failed_over_without_a_second_long_poll() {
+    use std::sync::atomic::Ordering;
+    let first = ReplayPool::start("m-hung-first", Replay::well_behaved(50)).await;
+    let second = Pool::start(&fresh_dir("m-hung-second"), &["--devnet-difficulty", "1000000000"]);
+    let miner = Miner::failing_over([&first.url, &second.url], "land1hung", 3600, 5);
+    let status_url = format!("{}/status", miner.api);
+    wait_for(&status_url, MINUTE, "long-polling the first pool", |_| {
+        first.events().iter().filter(|(_, e)| *e == "job").count() >= 2
+    })
+    .await;
+    first.hung.store(true, Ordering::SeqCst);
+    wait_for(&status_url, MINUTE, "mining at the second pool", |s| {
+        s["connection"]["url"] == second.url.as_str() && s["connection"]["connected"] == true
+    })
+    .await;
+    let hung: Vec<&str> = first.events().into_iter().map(|(_, e)| e).filter(|e| e.starts_with("hung")).collect();
+    assert_eq!(hung, ["hung long-poll", "hung request"], "what the hung pool was asked");
+}
+
 /// A primary pool that takes connections and never answers does not hold
 /// the miner back at the pool it failed over to: each failback check is
 /// bounded (5 s), where it once waited out a registration's and a job
@@ -610,18 +647,7 @@ async fn a_block_the_pool_was_too_busy_for_is_sent_again_at_once() {
 async fn a_silent_primary_does_not_stall_the_pool_mined_at() {
     let (reserved, primary_port) = reserved_port();
     let second = ReplayPool::start("m-silent-primary", Replay::well_behaved(100_000_000)).await;
-    let miner = Miner::start(&[
-        "--pool",
-        &format!("http://127.0.0.1:{primary_port}"),
-        "--pool",
-        &second.url,
-        "--wallet",
-        "land1silent",
-        "--failback-secs",
-        "2",
-        "--long-poll-secs",
-        "2",
-    ]);
+    let miner = Miner::failing_over([&format!("http://127.0.0.1:{primary_port}"), &second.url], "land1silent", 2, 2);
     wait_for(&format!("{}/status", miner.api), MINUTE, "mining at the second pool", |s| {
         s["connection"]["url"] == second.url.as_str() && s["connection"]["connected"] == true
     })
@@ -736,18 +762,7 @@ async fn a_primary_sending_unusable_jobs_is_left_and_not_returned_to() {
         &fresh_dir("m-usable"),
         &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
     );
-    let miner = Miner::start(&[
-        "--pool",
-        &primary.url,
-        "--pool",
-        &second.url,
-        "--wallet",
-        "land1usable",
-        "--failback-secs",
-        "1",
-        "--long-poll-secs",
-        "2",
-    ]);
+    let miner = Miner::failing_over([&primary.url, &second.url], "land1usable", 1, 2);
     let status_url = format!("{}/status", miner.api);
     let on_second = |s: &Value| s["connection"]["url"] == second.url.as_str() && s["connection"]["connected"] == true;
     wait_for(&status_url, MINUTE, "shares on the second pool", |s| on_second(s) && accepted(s) >= 1).await;

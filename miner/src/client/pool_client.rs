@@ -9,8 +9,12 @@ use vision_protocol::ErrorBody;
 
 use crate::MinerError;
 
-/// How long a pool may take to answer (a long-poll adds its wait).
+/// How long a pool may take to answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long past its wait a long-poll may take: the pool answers when the
+/// wait is up, so a pool that has not by then is hung (and the job loop's
+/// retry, which does not wait, finds out within [`REQUEST_TIMEOUT`]).
+const LONG_POLL_MARGIN: Duration = Duration::from_secs(10);
 /// The longest `Retry-After` honoured: a pool (or a proxy in front of it)
 /// asking for a day must not idle a rig for a day.
 pub(crate) const MAX_RETRY_AFTER_SECS: u64 = 60;
@@ -241,7 +245,7 @@ impl PoolClient {
         let mut timeout = REQUEST_TIMEOUT;
         if let Some(wait) = wait {
             request = request.query(&[("wait", wait.as_secs())]);
-            timeout += wait;
+            timeout = wait + LONG_POLL_MARGIN;
         }
         self.call(request, timeout).await
     }

@@ -1,7 +1,9 @@
 //! The pool session: where work comes from and where found nonces go.
 //!
-//! Pool mode long-polls the active pool for jobs, hands them to the
-//! devices, and submits shares with the miner's measured hash rate. A
+//! Pool mode long-polls the active pool for jobs (not after a failure, until
+//! the pool answers again: a hung pool is failed over within one plain
+//! request's timeout), hands them to the devices, and submits shares with
+//! the miner's measured hash rate. A
 //! long-poll held until a new job is followed at once; a pool that answers
 //! at once is asked again at a pace (`job_pace`). A watchdog stops hashing
 //! work older than several block times. (Solo mode is `solo_session`.)
@@ -316,7 +318,10 @@ impl PoolContext {
                 }
                 self.refresh.notified().await;
             };
-            let (answer, long_polled) = if mining_here {
+            // After a failure, no long-poll until the pool answers again: a
+            // hung pool (taking connections, answering nothing) is found out
+            // within one request's timeout, not a long-poll's.
+            let (answer, long_polled) = if mining_here && failures == Failures::default() {
                 tokio::select! {
                     answer = api.job(&token, Some(wait)) => (answer, true),
                     () = refresh => (api.job(&token, None).await, false),
