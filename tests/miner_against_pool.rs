@@ -639,6 +639,47 @@ async fn a_hung_pool_is_failed_over_without_a_second_long_poll() {
     assert_eq!(hung, ["hung long-poll", "hung request"], "what the hung pool was asked");
 }
 
+/// Registers `worker_id` for `wallet` at `pool` and sends six shares of
+/// garbage as it: past `--ban-min-shares 5`, the pool bans that worker id
+/// from this address.
+async fn send_garbage_as(pool: &Pool, worker_id: &str, wallet: &str) {
+    let http = reqwest::Client::new();
+    let registration = json!({"worker_id": worker_id, "wallet_address": wallet});
+    let registered = post_json(&http, &format!("{}/pool/register", pool.url), None, &registration).await;
+    let token = registered["worker_token"].as_str().unwrap();
+    let job: Value =
+        http.get(format!("{}/pool/job", pool.url)).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    for i in 0..6 {
+        let body = json!({"job_id": job["job_id"], "nonce": job["nonce_start"].as_u64().unwrap() + i, "digest": "00".repeat(32)});
+        http.post(format!("{}/pool/share", pool.url)).bearer_auth(token).json(&body).send().await.unwrap();
+    }
+}
+
+/// Banned by its only pool, the miner stops hashing, waits the ban out and
+/// mines there again: a short ban does not leave an unattended rig idle.
+/// (It used to exit, code 4, as it still does with `--exit-on-ban`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_miner_waits_the_ban_out_and_mines_again() {
+    let pool = Pool::start(
+        &fresh_dir("m-ban-wait"),
+        &["--ban-min-shares", "5", "--ban-seconds", "6", "--share-difficulty", "50", "--target-share-seconds", "1"],
+    );
+    // Its worker id sent garbage from this address: banned for 6 s.
+    send_garbage_as(&pool, "banned", "land1wait").await;
+    let mut miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1wait", "--worker", "banned"]);
+    let status_url = format!("{}/status", miner.api);
+    let banned = wait_for(&status_url, MINUTE, "the ban waited out", |s| {
+        s["connection"]["last_error"].as_str().is_some_and(|e| e.contains("banned by every pool"))
+    })
+    .await;
+    assert!(banned["connection"]["retry_in_secs"].as_u64().is_some_and(|secs| secs <= 6), "{banned}");
+    wait_for(&status_url, MINUTE, "mining again once the ban ended", |s| {
+        s["connection"]["connected"] == true && accepted(s) >= 1
+    })
+    .await;
+    assert!(miner.alive());
+}
+
 /// A primary pool that takes connections and never answers does not hold
 /// the miner back at the pool it failed over to: each failback check is
 /// bounded (5 s), where it once waited out a registration's and a job
@@ -861,20 +902,12 @@ async fn exit_codes_tell_the_owner_what_to_fix() {
         run(&["--pool", &pool.url, "--wallet", "vision-pool", "--worker", "taken", "--backend", "cpu"], &[]);
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("pool_wallet"), "{err}");
-    let http = reqwest::Client::new();
-    let registration = json!({"worker_id": "taken", "wallet_address": "land1owner"});
-    let registered = post_json(&http, &format!("{}/pool/register", pool.url), None, &registration).await;
-
     // Banned: that worker sends garbage until the pool bans it.
-    let token = registered["worker_token"].as_str().unwrap();
-    let job: Value =
-        http.get(format!("{}/pool/job", pool.url)).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-    for i in 0..6 {
-        let body = json!({"job_id": job["job_id"], "nonce": job["nonce_start"].as_u64().unwrap() + i, "digest": "00".repeat(32)});
-        http.post(format!("{}/pool/share", pool.url)).bearer_auth(token).json(&body).send().await.unwrap();
-    }
-    let (code, err) =
-        run(&["--pool", &pool.url, "--wallet", "land1owner", "--worker", "taken", "--backend", "cpu"], &[]);
+    send_garbage_as(&pool, "taken", "land1owner").await;
+    let (code, err) = run(
+        &["--pool", &pool.url, "--wallet", "land1owner", "--worker", "taken", "--backend", "cpu", "--exit-on-ban"],
+        &[],
+    );
     assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("banned") && err.contains("seconds"), "{err}");
 

@@ -27,8 +27,8 @@ Exit codes:
   3  the pool (every pool) refused this miner, e.g. its wallet address; solo, the node
      refused its templates or its blocks (a missing or wrong --node-token, or
      node writes turned off)
-  4  banned by the pool (by every pool, or by some and refused by the rest; the message
-     says for how long)
+  4  banned by every pool (or by some and refused by the rest), with --exit-on-ban (the
+     message says for how long); without it the miner stops hashing and waits the ban out
   5  no usable device, or every device stopped while mining (a lost GPU)
   130  a second SIGINT or SIGTERM while stopping: stopped at once, without sending what was found";
 

@@ -15,7 +15,8 @@ pub enum MinerError {
     /// Exit code 3.
     #[error("{0}")]
     Refused(String),
-    /// Banned by the pool; the message says for how long. Exit code 4.
+    /// Banned by every pool, with `--exit-on-ban`; the message says for how
+    /// long. Exit code 4.
     #[error("{0}")]
     Banned(String),
     /// No device can mine. Exit code 5.

@@ -203,6 +203,7 @@ pub async fn run(config: MinerConfig, shutdown: impl Future<Output = ()>) -> Res
                     worker_name: config.worker.clone(),
                     long_poll: config.long_poll,
                     failback: config.failback,
+                    exit_on_ban: config.exit_on_ban,
                 };
                 Ok(session::run_pool(
                     pool_session,

@@ -229,6 +229,32 @@ fn check_config_shows_the_settings_and_mines_nothing() {
     assert_input_error(&check(&["--pool", "ftp://pool", "--wallet", "land1check"]), "not a pool URL");
 }
 
+/// Switches set in the environment take what people write there: 1 or 0,
+/// yes or no, on or off, true or false (only true and false were taken).
+#[test]
+fn switches_in_the_environment_take_1_yes_and_on() {
+    let check = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vision-miner"))
+            .args(["--check-config", "--pool", "http://127.0.0.1:1", "--wallet", "land1env", "--backend", "cpu"])
+            .env("VISION_EXIT_ON_BAN", value)
+            .env("VISION_NO_API", value)
+            .env("VISION_QUIET", value)
+            .output()
+            .unwrap()
+    };
+    for (value, set) in
+        [("1", true), ("yes", true), ("on", true), ("true", true), ("0", false), ("no", false), ("off", false)]
+    {
+        let out = check(value);
+        assert!(out.status.success(), "{value}: {}", stderr(&out));
+        let shown = stdout(&out);
+        assert_eq!(shown.contains("banned by every pool: exit (code 4)"), set, "{value}: {shown}");
+        assert_eq!(shown.contains("banned by every pool: wait the ban out"), !set, "{value}: {shown}");
+        assert_eq!(shown.contains("local API: off"), set, "{value}: {shown}");
+    }
+    assert_eq!(check("maybe").status.code(), Some(2), "none of those: bad input");
+}
+
 /// A status API port already taken (a second miner on the host) is said
 /// before any device starts: here a GPU that cannot start would otherwise
 /// be the error (exit 5), after its probe.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::Args;
 use serde::Deserialize;
 use vision_protocol::settings_errors::without_value;
@@ -61,7 +62,7 @@ pub struct MineArgs {
     #[arg(long, env = "VISION_API_BIND")]
     pub api_bind: Option<String>,
     /// Do not serve the local status API.
-    #[arg(long, num_args = 0, default_missing_value = "true", env = "VISION_NO_API")]
+    #[arg(long, num_args = 0, default_missing_value = "true", env = "VISION_NO_API", value_parser = BoolishValueParser::new())]
     pub no_api: Option<bool>,
     /// Token for the API's control routes (at least 16 visible ASCII
     /// characters); required when --api-bind is not loopback.
@@ -71,7 +72,7 @@ pub struct MineArgs {
     #[arg(long, env = "VISION_STATUS_INTERVAL")]
     pub status_interval: Option<u64>,
     /// No status lines; warnings and errors only.
-    #[arg(long, num_args = 0, default_missing_value = "true", env = "VISION_QUIET")]
+    #[arg(long, num_args = 0, default_missing_value = "true", env = "VISION_QUIET", value_parser = BoolishValueParser::new())]
     pub quiet: Option<bool>,
     /// Seconds between attempts to go back to the first pool after a failover [default: 60].
     #[arg(long, env = "VISION_FAILBACK_SECS")]
@@ -79,6 +80,10 @@ pub struct MineArgs {
     /// Longest long-poll for a new job, seconds [default: 30].
     #[arg(long, env = "VISION_LONG_POLL_SECS")]
     pub long_poll_secs: Option<u64>,
+    /// Exit (code 4) when every pool bans this miner, rather than stop
+    /// hashing and wait the soonest ban out.
+    #[arg(long, num_args = 0, default_missing_value = "true", env = "VISION_EXIT_ON_BAN", value_parser = BoolishValueParser::new())]
+    pub exit_on_ban: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -102,6 +107,8 @@ pub struct MinerConfig {
     pub quiet: bool,
     pub failback: Duration,
     pub long_poll: Duration,
+    /// Banned by every pool: exit (code 4) rather than wait the ban out.
+    pub exit_on_ban: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,9 +183,11 @@ impl MinerConfig {
         };
         let pacing = match self.mode {
             MiningMode::Pool(_) => format!(
-                "long-poll {} s; the primary pool (the first) tried again every {} s while away",
+                "long-poll {} s; the primary pool (the first) tried again every {} s while away; banned by \
+                 every pool: {}",
                 self.long_poll.as_secs(),
-                self.failback.as_secs()
+                self.failback.as_secs(),
+                if self.exit_on_ban { "exit (code 4)" } else { "wait the ban out" }
             ),
             MiningMode::Solo(_) => "solo: the node's template asked for every second".to_string(),
         };
@@ -245,6 +254,7 @@ impl MineArgs {
             quiet: self.quiet.or(file.quiet),
             failback_secs: self.failback_secs.or(file.failback_secs),
             long_poll_secs: self.long_poll_secs.or(file.long_poll_secs),
+            exit_on_ban: self.exit_on_ban.or(file.exit_on_ban),
         }
     }
 
@@ -354,6 +364,7 @@ impl MineArgs {
             quiet,
             failback: Duration::from_secs(self.failback_secs.unwrap_or(60).max(1)),
             long_poll: Duration::from_secs(self.long_poll_secs.unwrap_or(30).clamp(1, 60)),
+            exit_on_ban: self.exit_on_ban == Some(true),
         })
     }
 }

@@ -8,7 +8,9 @@
 //! at once is asked again at a pace (`job_pace`). A watchdog stops hashing
 //! work older than several block times. (Solo mode is `solo_session`.)
 //! Nothing here ends the process except what a person must fix: a refused
-//! wallet or a ban, once no pool is left to mine at.
+//! wallet, once no pool is left to mine at. Banned by every pool (by some,
+//! and refused by the rest), the miner stops hashing and waits the soonest
+//! ban out, then mines there again; with `--exit-on-ban` it ends instead.
 //!
 //! - this module: the session's state (`PoolContext`), registration, the
 //!   job loop, and the owner's pool switch (`pool_switch`).
@@ -65,6 +67,9 @@ pub struct PoolSession {
     pub worker_name: String,
     pub long_poll: Duration,
     pub failback: Duration,
+    /// Banned by every pool: end the session (exit code 4) rather than
+    /// stop hashing and wait the soonest ban out.
+    pub exit_on_ban: bool,
 }
 struct PoolContext {
     session: PoolSession,
@@ -513,6 +518,7 @@ mod tests {
             worker_name: "rig".into(),
             long_poll: Duration::from_secs(1),
             failback: Duration::from_secs(60),
+            exit_on_ban: false,
         };
         let (found, _found_rx) = super::super::work_dispatch::found_channel();
         let ctx = PoolContext::new(

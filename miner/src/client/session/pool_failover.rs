@@ -1,8 +1,10 @@
 //! Which pool to mine at: failures counted on the pool in use and in a row
 //! over the whole list ([`Failures`]), failover after
 //! [`FAILURES_BEFORE_FAILOVER`] in a row with waits that grow with each round
-//! of the list, bans and refusals remembered per pool (the session ends only
-//! when no pool is left), and the failback check of the primary pool.
+//! of the list, bans and refusals remembered per pool (refused by every
+//! pool, the session ends; banned by the rest, the soonest ban is waited
+//! out, or with `--exit-on-ban` the session ends), and the failback check of
+//! the primary pool.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +87,47 @@ impl PoolContext {
         Some(SessionEnd::Banned { url: self.pool(pool).url.clone(), secs })
     }
 
+    fn refused_everywhere(&self) -> SessionEnd {
+        let refused = self.refused.lock().expect("refused lock");
+        let all: Vec<String> = refused.iter().flatten().cloned().collect();
+        SessionEnd::Refused(format!("every pool refused this miner: {}", all.join("; ")))
+    }
+
+    /// The pool, not refusing the miner, whose ban ends first, and when.
+    fn soonest_unban(&self) -> Option<(usize, Instant)> {
+        let refused = self.refused.lock().expect("refused lock");
+        let bans = self.banned_until.lock().expect("bans lock");
+        bans.iter()
+            .enumerate()
+            .filter(|&(i, _)| refused[i].is_none())
+            .filter_map(|(i, b)| b.map(|u| (i, u)))
+            .min_by_key(|&(_, u)| u)
+    }
+
+    /// Banned by every pool that does not refuse the miner: ends the
+    /// session with `--exit-on-ban` (exit code 4); otherwise stops hashing
+    /// (its shares would be refused), waits for the soonest ban to end (or
+    /// the owner's switch), and mines at that pool again.
+    async fn wait_out_bans(&self) -> Result<(), SessionEnd> {
+        if let Some(ban) = self.longest_ban().filter(|_| self.session.exit_on_ban) {
+            return Err(ban);
+        }
+        // (Every pool banning it refuses it too: refused everywhere.)
+        let Some((pool, until)) = self.soonest_unban() else { return Err(self.refused_everywhere()) };
+        let wait = until.saturating_duration_since(Instant::now());
+        let url = self.pool(pool).url.clone();
+        tracing::error!("banned by every pool; hashing stops until {url} lifts its ban in {}s", wait.as_secs().max(1));
+        self.dispatch.set_work(None);
+        self.status.connection(|c| {
+            c.connected = false;
+            c.last_error = Some(format!("banned by every pool; mining at {url} again when its ban ends"));
+            c.retry_in_secs = Some(wait.as_secs().max(1));
+        });
+        self.pause(wait).await;
+        self.switch_to(pool, "its ban ended");
+        Ok(())
+    }
+
     /// Reacts to a failure (for a 401, the caller has forgotten the token
     /// that got it); Err ends the session.
     pub(super) async fn on_failure(
@@ -118,8 +161,8 @@ impl PoolContext {
                         self.switch_to(next, &format!("banned for {secs}s"));
                         return Ok(());
                     }
-                    // Banned (or refused) everywhere: a person must look (exit code 4).
-                    None => return Err(SessionEnd::Banned { url, secs }),
+                    // Banned (or refused) everywhere.
+                    None => return self.wait_out_bans().await,
                 }
             }
             ApiFailure::Refused { reason, message } => {
@@ -131,13 +174,11 @@ impl PoolContext {
                         return Ok(());
                     }
                     None => {
-                        // Some pool banned the miner: that is what to wait out (exit code 4).
-                        if let Some(ban) = self.longest_ban() {
-                            return Err(ban);
+                        // Some pool banned the miner: that is what to wait out.
+                        if self.soonest_unban().is_some() {
+                            return self.wait_out_bans().await;
                         }
-                        let refused = self.refused.lock().expect("refused lock");
-                        let all: Vec<String> = refused.iter().flatten().cloned().collect();
-                        return Err(SessionEnd::Refused(format!("every pool refused this miner: {}", all.join("; "))));
+                        return Err(self.refused_everywhere());
                     }
                 }
             }
