@@ -162,7 +162,7 @@ pub fn status_line(report: &StatusReport, color: bool) -> String {
         (false, None) => paint("33", format!("{} (connecting)", c.url)),
     };
     format!(
-        "{} {} (10s) {} (60s) {} (15m) [{}] | {} {} stale {} {} | {} height {} diff {} | up {}{}",
+        "{} {} (10s) {} (60s) {} (15m) [{}] | {} {} stale {} {}{} | {} height {} diff {} | up {}{}",
         paint("1", "speed".to_string()),
         paint("1;36", si(report.hashrate.h10s)),
         si(report.hashrate.h60s),
@@ -172,6 +172,7 @@ pub fn status_line(report: &StatusReport, color: bool) -> String {
         paint(if report.counters.rejected > 0 { "31" } else { "0" }, format!("rejected {}", report.counters.rejected)),
         report.counters.stale,
         paint(if report.counters.blocks > 0 { "1;33" } else { "0" }, format!("blocks {}", report.counters.blocks)),
+        waiting(report, &paint),
         link,
         c.height.map_or("-".into(), |h| h.to_string()),
         c.share_difficulty.map_or("-".into(), |d| d.to_string()),
@@ -180,5 +181,68 @@ pub fn status_line(report: &StatusReport, color: bool) -> String {
     )
 }
 
+/// Shares waiting for a pool and shares lost, when there are any: an
+/// outage's cost shows on the line, not only in `/status`.
+fn waiting(report: &StatusReport, paint: &impl Fn(&str, String) -> String) -> String {
+    let mut shown = String::new();
+    if report.counters.pending > 0 {
+        shown += &format!(" {}", paint("33", format!("pending {}", report.counters.pending)));
+    }
+    if report.counters.dropped > 0 {
+        shown += &format!(" {}", paint("31", format!("dropped {}", report.counters.dropped)));
+    }
+    shown
+}
+
 /// Sleeps in the meter's sampling rhythm.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(counters: Counters, connection: Connection) -> StatusReport {
+        StatusReport {
+            version: "0",
+            uptime_secs: 3725,
+            paused: false,
+            cpu_threads: 1,
+            counters,
+            hashrate: Rates::default(),
+            devices: Vec::new(),
+            connection,
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_status_line_says_what_an_outage_costs_and_why() {
+        let pool = |connected, last_error: Option<&str>, retry_in_secs| Connection {
+            url: "http://pool".into(),
+            connected,
+            last_error: last_error.map(str::to_string),
+            retry_in_secs,
+            ..Connection::default()
+        };
+        let quiet = Counters { accepted: 3, ..Counters::default() };
+        let outage = Counters { accepted: 3, pending: 2, dropped: 1, ..Counters::default() };
+        let cases = [
+            (quiet.clone(), pool(true, None, None), "accepted 3 rejected 0 stale 0 blocks 0 | http://pool height"),
+            (outage.clone(), pool(true, None, None), "blocks 0 pending 2 dropped 1 | http://pool height"),
+            (
+                outage,
+                pool(false, Some("connection refused"), Some(4)),
+                "| http://pool (connection refused, retry in 4s) height",
+            ),
+            (quiet, pool(false, None, None), "| http://pool (connecting) height"),
+        ];
+        for (counters, connection, expected) in cases {
+            let line = status_line(&report(counters, connection), false);
+            assert!(line.contains(expected), "{expected:?} not in {line:?}");
+            assert!(line.ends_with("| up 01:02:05"), "{line}");
+        }
+        let painted =
+            status_line(&report(Counters { dropped: 1, ..Counters::default() }, pool(true, None, None)), true);
+        assert!(painted.contains("\x1b[31mdropped 1\x1b[0m"), "{painted:?}");
+    }
+}

@@ -249,6 +249,12 @@ impl PoolContext {
         let previous = self.active.swap(pool, Ordering::Relaxed);
         if previous != pool {
             tracing::warn!("switching from {} to {}: {why}", self.pool(previous).url, self.pool(pool).url);
+            // The last pool's error is not this one's.
+            self.status.connection(|c| {
+                c.connected = false;
+                c.last_error = None;
+                c.retry_in_secs = None;
+            });
         }
     }
     fn stop_stale_work(&self) {
@@ -511,8 +517,13 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (context_of(&[&url]), calls, server)
+    }
+
+    /// A pool context of the pools at `urls`, no device.
+    fn context_of(urls: &[&str]) -> Arc<PoolContext> {
         let session = PoolSession {
-            pools: vec![PoolClient::new(&url, None).unwrap()],
+            pools: urls.iter().map(|url| PoolClient::new(url, None).unwrap()).collect(),
             wallet: "land1w".into(),
             worker_id: "land1w.rig".into(),
             worker_name: "rig".into(),
@@ -521,13 +532,24 @@ mod tests {
             exit_on_ban: false,
         };
         let (found, _found_rx) = super::super::work_dispatch::found_channel();
-        let ctx = PoolContext::new(
-            session,
-            Arc::new(PoolSwitch::new(None)),
-            WorkDispatch::start(Vec::new(), found),
-            Arc::new(MinerStatus::new()),
-        );
-        (ctx, calls, server)
+        let dispatch = WorkDispatch::start(Vec::new(), found);
+        PoolContext::new(session, Arc::new(PoolSwitch::new(None)), dispatch, Arc::new(MinerStatus::new()))
+    }
+
+    /// After a switch the status shows no error of the pool left behind
+    /// (it showed the new pool's URL with the old pool's error).
+    #[tokio::test]
+    async fn a_switch_forgets_the_last_pools_error() {
+        let ctx = context_of(&["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        ctx.status.connection(|c| {
+            c.last_error = Some("connection refused".into());
+            c.retry_in_secs = Some(3);
+        });
+        ctx.switch_to(0, "no move");
+        assert_eq!(ctx.status.connection(|c| c.retry_in_secs), Some(3), "the same pool keeps its error");
+        ctx.switch_to(1, "failover");
+        assert_eq!(ctx.status.connection(|c| (c.last_error.clone(), c.retry_in_secs)), (None, None));
+        ctx.dispatch.stop();
     }
 
     /// A primary pool that refused this miner is not asked again by the
