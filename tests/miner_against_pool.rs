@@ -411,6 +411,9 @@ struct ReplayPool {
     /// Set: the pool hangs, as a stopped process does: job requests are
     /// taken and never answered (logged "hung long-poll" or "hung request").
     hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set: the pool bans the miner, 403 `banned` (`Retry-After: 4`) to
+    /// every job request and share (shares logged "banned").
+    banning: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 type ShareLog = std::sync::Arc<std::sync::Mutex<Vec<(Instant, u64, &'static str)>>>;
@@ -437,6 +440,9 @@ struct Replay {
     already_credited: bool,
     /// Shares are taken and never answered.
     silent_shares: bool,
+    /// Long-polls are answered 502, as a proxy whose read timeout is
+    /// shorter than the wait answers them; plain requests get the job.
+    failing_long_polls: bool,
 }
 
 impl Replay {
@@ -453,6 +459,7 @@ impl Replay {
             busy_shares: 0,
             already_credited: false,
             silent_shares: false,
+            failing_long_polls: false,
         }
     }
 }
@@ -479,6 +486,12 @@ impl ReplayPool {
 
         let job_requests = Arc::new(AtomicU64::new(0));
         let hung = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let banning = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let banned = || {
+            use axum::response::IntoResponse;
+            let reason = json!({"error": "banned", "message": "this session is banned"});
+            (axum::http::StatusCode::FORBIDDEN, [("retry-after", "4")], axum::Json(reason)).into_response()
+        };
         let events = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shares: ShareLog = Arc::default();
         // The token the pool knows now (one session at a time is enough here).
@@ -505,8 +518,11 @@ impl ReplayPool {
                 "/pool/job",
                 axum::routing::get({
                     let (job_requests, known, events) = (job_requests.clone(), known.clone(), events.clone());
-                    let hung = hung.clone();
+                    let (hung, banning) = (hung.clone(), banning.clone());
                     move |Query(query): Query<HashMap<String, u64>>, headers: axum::http::HeaderMap| async move {
+                        if banning.load(Ordering::SeqCst) {
+                            return banned();
+                        }
                         use axum::response::IntoResponse;
                         let hang = async || {
                             let what = if query.contains_key("wait") { "hung long-poll" } else { "hung request" };
@@ -530,6 +546,11 @@ impl ReplayPool {
                             let reason = json!({"error": "unauthorized", "message": "unknown worker token"});
                             return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(reason)).into_response();
                         }
+                        if replay.failing_long_polls && query.contains_key("wait") {
+                            events.lock().unwrap().push((Instant::now(), "502"));
+                            let reason = json!({"error": "bad_gateway", "message": "upstream timed out"});
+                            return (axum::http::StatusCode::BAD_GATEWAY, axum::Json(reason)).into_response();
+                        }
                         if let (true, Some(&wait)) = (replay.hold_long_polls, query.get("wait")) {
                             tokio::time::sleep(Duration::from_secs(wait)).await;
                             if hung.load(Ordering::SeqCst) {
@@ -552,9 +573,14 @@ impl ReplayPool {
                 "/pool/share",
                 axum::routing::post({
                     let (shares, count) = (shares.clone(), Arc::new(AtomicU64::new(0)));
+                    let banning = banning.clone();
                     move |axum::Json(share): axum::Json<Value>| async move {
                         use axum::response::IntoResponse;
                         let nonce = share["nonce"].as_u64().unwrap();
+                        if banning.load(Ordering::SeqCst) {
+                            shares.lock().unwrap().push((Instant::now(), nonce, "banned"));
+                            return banned();
+                        }
                         if replay.silent_shares {
                             shares.lock().unwrap().push((Instant::now(), nonce, "silent"));
                             std::future::pending::<()>().await;
@@ -578,7 +604,7 @@ impl ReplayPool {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        ReplayPool { url, job_requests, events, shares, hung }
+        ReplayPool { url, job_requests, events, shares, hung, banning }
     }
 
     fn events(&self) -> Vec<(Instant, &'static str)> {
@@ -655,6 +681,47 @@ async fn send_garbage_as(pool: &Pool, worker_id: &str, wallet: &str) {
     }
 }
 
+/// Banned in the middle of mining, the miner stops hashing (no share goes
+/// to the pool while the ban lasts), then mines there again once it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_stops_hashing_until_it_ends() {
+    use std::sync::atomic::Ordering;
+    let pool = ReplayPool::start("m-ban-stops", Replay::well_behaved(50)).await;
+    let miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1stops", "--long-poll-secs", "2"]);
+    let status_url = format!("{}/status", miner.api);
+    let shares = |what: &str| pool.shares.lock().unwrap().iter().filter(|(_, _, e)| *e == what).count();
+    wait_for(&status_url, MINUTE, "shares accepted", |_| shares("accepted") >= 2).await;
+    pool.banning.store(true, Ordering::SeqCst);
+    wait_for(&status_url, MINUTE, "the ban waited out", |s| {
+        s["connection"]["last_error"].as_str().is_some_and(|e| e.contains("banned by every pool"))
+    })
+    .await;
+    // (A share found before the work stopped may still arrive.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = shares("banned");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(shares("banned"), refused, "no share sent while banned: hashing stopped");
+    pool.banning.store(false, Ordering::SeqCst);
+    let before = shares("accepted");
+    wait_for(&status_url, MINUTE, "mining again", |_| shares("accepted") > before).await;
+}
+
+/// A pool whose long-polls keep failing, though its plain job requests are
+/// answered (a proxy cutting held requests short), is failed over as two
+/// failures in a row: a plain answer between them does not clear them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_whose_long_polls_keep_failing_is_failed_over() {
+    let first = ReplayPool::start("m-lp-fail", Replay { failing_long_polls: true, ..Replay::well_behaved(50) }).await;
+    let second = Pool::start(&fresh_dir("m-lp-second"), &["--devnet-difficulty", "1000000000"]);
+    let miner = Miner::failing_over([&first.url, &second.url], "land1lpfail", 3600, 2);
+    wait_for(&format!("{}/status", miner.api), MINUTE, "mining at the second pool", |s| {
+        s["connection"]["url"] == second.url.as_str() && s["connection"]["connected"] == true
+    })
+    .await;
+    let failed = first.events().iter().filter(|(_, e)| *e == "502").count();
+    assert_eq!(failed, 2, "two failed long-polls, then the next pool");
+}
+
 /// Banned by its only pool, the miner stops hashing, waits the ban out and
 /// mines there again: a short ban does not leave an unattended rig idle.
 /// (It used to exit, code 4, as it still does with `--exit-on-ban`.)
@@ -662,9 +729,9 @@ async fn send_garbage_as(pool: &Pool, worker_id: &str, wallet: &str) {
 async fn a_banned_miner_waits_the_ban_out_and_mines_again() {
     let pool = Pool::start(
         &fresh_dir("m-ban-wait"),
-        &["--ban-min-shares", "5", "--ban-seconds", "6", "--share-difficulty", "50", "--target-share-seconds", "1"],
+        &["--ban-min-shares", "5", "--ban-seconds", "15", "--share-difficulty", "50", "--target-share-seconds", "1"],
     );
-    // Its worker id sent garbage from this address: banned for 6 s.
+    // Its worker id sent garbage from this address: banned for 15 s.
     send_garbage_as(&pool, "banned", "land1wait").await;
     let mut miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1wait", "--worker", "banned"]);
     let status_url = format!("{}/status", miner.api);
@@ -672,7 +739,7 @@ async fn a_banned_miner_waits_the_ban_out_and_mines_again() {
         s["connection"]["last_error"].as_str().is_some_and(|e| e.contains("banned by every pool"))
     })
     .await;
-    assert!(banned["connection"]["retry_in_secs"].as_u64().is_some_and(|secs| secs <= 6), "{banned}");
+    assert!(banned["connection"]["retry_in_secs"].as_u64().is_some_and(|secs| secs <= 19), "{banned}");
     wait_for(&status_url, MINUTE, "mining again once the ban ended", |s| {
         s["connection"]["connected"] == true && accepted(s) >= 1
     })

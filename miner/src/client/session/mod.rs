@@ -190,14 +190,15 @@ impl PoolContext {
         true
     }
 
-    /// Waits `wait`, or less if the owner asks for another pool meanwhile.
-    async fn pause(&self, wait: Duration) {
+    /// Waits `wait`, or less if the owner asks for another pool meanwhile;
+    /// false when cut short so.
+    async fn pause(&self, wait: Duration) -> bool {
         if wait.is_zero() {
-            return;
+            return true;
         }
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = self.switch.notify.notified() => {}
+            () = tokio::time::sleep(wait) => true,
+            () = self.switch.notify.notified() => false,
         }
     }
 
@@ -283,6 +284,15 @@ impl PoolContext {
         // template, a bridge with another scale) would get a job request
         // for every share.
         let mut refresh_quiet_until: Option<Instant> = None;
+        // A request failed: the next does not long-poll, so a hung pool (it
+        // takes connections, answers nothing) is found out within one plain
+        // request's timeout, not a second long-poll's.
+        let mut retry_plain = false;
+        // Long-polls failed at this pool since one was answered: while any
+        // did, plain answers do not clear the failures, so a pool whose
+        // long-polls keep failing (a proxy cutting held requests short) is
+        // failed over as before.
+        let mut long_polls_failed = 0u32;
         loop {
             self.stop_stale_work();
             if self.take_switch_request() {
@@ -293,6 +303,7 @@ impl PoolContext {
             if active != mined_at {
                 mined_at = active;
                 last_failback = Instant::now();
+                long_polls_failed = 0;
             }
             if active != primary && last_failback.elapsed() >= self.session.failback {
                 last_failback = Instant::now();
@@ -329,10 +340,7 @@ impl PoolContext {
                 }
                 self.refresh.notified().await;
             };
-            // After a failure, no long-poll until the pool answers again: a
-            // hung pool (taking connections, answering nothing) is found out
-            // within one request's timeout, not a long-poll's.
-            let (answer, long_polled) = if mining_here && failures == Failures::default() {
+            let (answer, long_polled) = if mining_here && !retry_plain {
                 tokio::select! {
                     answer = api.job(&token, Some(wait)) => (answer, true),
                     () = refresh => (api.job(&token, None).await, false),
@@ -347,6 +355,8 @@ impl PoolContext {
                     if failure == ApiFailure::Unauthorized {
                         self.forget_token(active, &token);
                     }
+                    retry_plain = true;
+                    long_polls_failed += u32::from(long_polled);
                     self.on_failure(active, failure, &mut failures).await?;
                     continue;
                 }
@@ -360,10 +370,17 @@ impl PoolContext {
                 // counting, and a pool sending only these is failed over.
                 let failure = ApiFailure::Unavailable(format!("an unusable job: {message}"));
                 tracing::error!("{}: {failure}", api.url);
+                retry_plain = true;
                 self.on_failure(active, failure, &mut failures).await?;
                 continue;
             }
-            failures = Failures::default();
+            retry_plain = false;
+            if long_polled {
+                long_polls_failed = 0;
+            }
+            if long_polls_failed == 0 {
+                failures = Failures::default();
+            }
             self.refused.lock().expect("refused lock")[active] = None;
             // Any usable answer, the same job included (a pool back after a
             // blip, one that forgot the session): connected again.
@@ -381,7 +398,7 @@ impl PoolContext {
             let Some(Ok(work)) = work else {
                 // Back after an outage on the same job: what waited goes now.
                 if !self.pending.lock().expect("pending lock").is_empty() {
-                    self.flush_pending(job.height);
+                    self.flush_pending(job.height, active);
                 }
                 // A pool that did not hold a long-poll (past its limit, or a
                 // proxy's) is not asked again at once; after a request that
@@ -410,7 +427,7 @@ impl PoolContext {
             let stale_refresh = self.refresh.notified();
             tokio::pin!(stale_refresh);
             stale_refresh.as_mut().enable();
-            self.flush_pending(job.height);
+            self.flush_pending(job.height, active);
             refresh_quiet_until = None;
             // (Only a long-poll can have been held: any other answer is "at once".)
             let answered_in = if long_polled { asked.elapsed() } else { Duration::ZERO };
@@ -472,6 +489,12 @@ mod tests {
     /// caller is waiting by then) and takes shares (slowly too), counting
     /// both; it has no job route.
     async fn registering_pool() -> (Arc<PoolContext>, Arc<PoolCalls>, tokio::task::JoinHandle<()>) {
+        registering_pool_then(&[]).await
+    }
+
+    /// As [`registering_pool`], with the pools at `others` after it in the
+    /// failover list.
+    async fn registering_pool_then(others: &[&str]) -> (Arc<PoolContext>, Arc<PoolCalls>, tokio::task::JoinHandle<()>) {
         let calls = Arc::new(PoolCalls::default());
         let shares = calls.clone();
         let app = axum::Router::new()
@@ -517,7 +540,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (context_of(&[&url]), calls, server)
+        let urls: Vec<&str> = std::iter::once(url.as_str()).chain(others.iter().copied()).collect();
+        (context_of(&urls), calls, server)
     }
 
     /// A pool context of the pools at `urls`, no device.
@@ -576,6 +600,18 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stop_waits_for_the_resubmissions_under_way() {
         let (ctx, calls, server) = registering_pool().await;
+        ctx.pending.lock().unwrap().extend(waiting_shares(0, 3));
+        ctx.flush_pending(5, 0);
+        assert!(ctx.pending.lock().unwrap().is_empty(), "all under way");
+        ctx.finish_waiting().await;
+        assert_eq!(calls.shares.load(Ordering::SeqCst), 3, "every resubmission answered before the stop ends");
+        assert_eq!(ctx.status.update(|c| c.accepted), 3);
+        ctx.dispatch.stop();
+        server.abort();
+    }
+
+    /// `count` shares found at height 5 on a job of `pool`, waiting.
+    fn waiting_shares(pool: usize, count: u64) -> impl Iterator<Item = WaitingShare> {
         let params = visionx::Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..visionx::Params::CONSENSUS };
         let work = Arc::new(Work {
             id: "j".into(),
@@ -585,19 +621,57 @@ mod tests {
             share_difficulty: 1,
             network_difficulty: u64::MAX,
             nonces: visionx::NonceRange::new(0, 100),
-            pool: Some(0),
+            pool: Some(pool),
             received: std::time::Instant::now(),
         });
-        ctx.pending.lock().unwrap().extend((0..3).map(|nonce| WaitingShare {
+        (0..count).map(move |nonce| WaitingShare {
             work: work.clone(),
             found: visionx::Found { nonce, digest: visionx::Digest([0xff; 32]) },
             maybe_credited: false,
-        }));
-        ctx.flush_pending(5);
-        assert!(ctx.pending.lock().unwrap().is_empty(), "all under way");
-        ctx.finish_waiting().await;
-        assert_eq!(calls.shares.load(Ordering::SeqCst), 3, "every resubmission answered before the stop ends");
-        assert_eq!(ctx.status.update(|c| c.accepted), 3);
+        })
+    }
+
+    /// A pool's answer sends the shares that waited for it, not those of
+    /// another pool (down, each would wait out a connection's timeout at
+    /// every answer from the pool failed over to): they wait for theirs.
+    /// Older shares of any pool are dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_shares_go_when_their_own_pool_answers() {
+        let (ctx, calls, server) = registering_pool_then(&["http://127.0.0.1:1"]).await;
+        ctx.pending.lock().unwrap().extend(waiting_shares(0, 3).chain(waiting_shares(1, 2)));
+        ctx.flush_pending(5, 0);
+        assert_eq!(ctx.pending.lock().unwrap().len(), 2, "the other pool's wait");
+        assert_eq!(ctx.status.update(|c| c.pending), 2);
+        let mut resubmissions = std::mem::take(&mut *ctx.resubmissions.lock().unwrap());
+        while resubmissions.join_next().await.is_some() {}
+        assert_eq!(calls.shares.load(Ordering::SeqCst), 3, "this pool's shares sent");
+        ctx.flush_pending(6, 0);
+        assert!(ctx.pending.lock().unwrap().is_empty(), "a later height: the other pool's are stale");
+        assert_eq!(ctx.status.update(|c| (c.pending, c.dropped)), (0, 2));
+        ctx.dispatch.stop();
+        server.abort();
+    }
+
+    /// A share that cannot be sent because the pool refused or banned this
+    /// miner (its registration answered so) is dropped, not kept to
+    /// register there again at every job answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_share_the_pool_will_not_take_is_dropped_not_kept() {
+        let app = axum::Router::new().route(
+            "/pool/register",
+            axum::routing::post(|| async {
+                let reason = serde_json::json!({"error": "banned", "message": "banned"});
+                (axum::http::StatusCode::FORBIDDEN, [("retry-after", "60")], axum::Json(reason))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let banning = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let ctx = context_of(&[&banning]);
+        let share = waiting_shares(0, 1).next().unwrap();
+        ctx.submit(share.work, share.found, false).await;
+        assert!(ctx.pending.lock().unwrap().is_empty(), "not kept");
+        assert_eq!(ctx.status.update(|c| c.dropped), 1);
         ctx.dispatch.stop();
         server.abort();
     }

@@ -18,6 +18,10 @@ use super::{PoolContext, SessionEnd};
 const FAILURES_BEFORE_FAILOVER: u32 = 2;
 /// The longest ban a pool's Retry-After is taken to mean (a year).
 const MAX_BAN_SECS: u64 = 365 * 86_400;
+/// The longest a miner banned by every pool waits before asking again
+/// (plus up to a quarter): an operator may lift a ban early, a restarted
+/// pool forget it.
+const MAX_BAN_WAIT_SECS: u64 = 300;
 
 /// Failures since a pool last answered with a job.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -106,25 +110,30 @@ impl PoolContext {
 
     /// Banned by every pool that does not refuse the miner: ends the
     /// session with `--exit-on-ban` (exit code 4); otherwise stops hashing
-    /// (its shares would be refused), waits for the soonest ban to end (or
-    /// the owner's switch), and mines at that pool again.
+    /// (its shares would be refused), waits for the soonest ban to end (5
+    /// minutes at most, then asks again; or the owner's switch), and mines
+    /// at that pool again.
     async fn wait_out_bans(&self) -> Result<(), SessionEnd> {
         if let Some(ban) = self.longest_ban().filter(|_| self.session.exit_on_ban) {
             return Err(ban);
         }
         // (Every pool banning it refuses it too: refused everywhere.)
         let Some((pool, until)) = self.soonest_unban() else { return Err(self.refused_everywhere()) };
-        let wait = until.saturating_duration_since(Instant::now());
+        let left = until.saturating_duration_since(Instant::now()).as_secs_f64().ceil() as u64;
+        // (Rigs banned together, an address's, do not all ask in the same instant.)
+        let wait = retry_after(left.min(MAX_BAN_WAIT_SECS));
         let url = self.pool(pool).url.clone();
-        tracing::error!("banned by every pool; hashing stops until {url} lifts its ban in {}s", wait.as_secs().max(1));
+        tracing::error!("banned by every pool; hashing stops until {url} lifts its ban in {left}s");
         self.dispatch.set_work(None);
         self.status.connection(|c| {
             c.connected = false;
             c.last_error = Some(format!("banned by every pool; mining at {url} again when its ban ends"));
             c.retry_in_secs = Some(wait.as_secs().max(1));
         });
-        self.pause(wait).await;
-        self.switch_to(pool, "its ban ended");
+        // Cut short by the owner's switch: to the pool asked for.
+        if self.pause(wait).await {
+            self.switch_to(pool, "asking again after its ban");
+        }
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! Where found nonces go in pool mode: each find is sent to the pool that
 //! issued its job. One the pool cannot take now (unreachable, busy, without
-//! our session) waits in a bounded queue for the next job answer and is
-//! sent again while its job's height is still current; a block is tried
+//! our session) waits in a bounded queue for that pool's next job answer and
+//! is sent again while its job's height is still current (one the pool
+//! refused or banned the miner for is dropped); a block is tried
 //! again at once, briefly, rather than wait there. An answer that may have
 //! been lost (a timeout, a 5xx after the request went out) marks the find
 //! `maybe_credited`, so that a later `already_credited` counts it.
@@ -72,7 +73,14 @@ impl PoolContext {
             let failure = failure.failure;
             let height_current = self.dispatch.current_work().is_none_or(|w| w.height <= work.height);
             let retryable = failure.is_transient() || matches!(failure, ApiFailure::Unauthorized);
-            if !is_block || !retryable || !height_current || failures >= MAX_BLOCK_SUBMIT_RETRIES {
+            if !retryable {
+                // No session to send it with (the pool refused or banned
+                // this miner): waiting would only register there again.
+                tracing::warn!("share dropped: {failure}");
+                self.status.update(|c| c.dropped += 1);
+                return;
+            }
+            if !is_block || !height_current || failures >= MAX_BLOCK_SUBMIT_RETRIES {
                 return self.queue(work, found, maybe_credited);
             }
             failures += 1;
@@ -156,11 +164,21 @@ impl PoolContext {
         }
     }
 
-    /// Resubmits queued shares whose job height is still current; drops the rest.
-    pub(super) fn flush_pending(self: &Arc<Self>, height: u64) {
-        let queued: Vec<WaitingShare> = self.pending.lock().expect("pending lock").drain(..).collect();
-        self.status.update(|c| c.pending = 0);
-        let (current, old): (Vec<_>, Vec<_>) = queued.into_iter().partition(|w| w.work.height >= height);
+    /// `pool` answered with a job at `height`: resubmits its queued shares
+    /// whose height is still current, and drops every pool's older ones.
+    /// Those of other pools wait for theirs to answer: sent to a pool that
+    /// is down, each would wait out a connection's timeout, on every job
+    /// answer from the pool failed over to.
+    pub(super) fn flush_pending(self: &Arc<Self>, height: u64, pool: usize) {
+        let (current, old) = {
+            let mut pending = self.pending.lock().expect("pending lock");
+            let (current, old): (Vec<_>, Vec<_>) = pending.drain(..).partition(|w| w.work.height >= height);
+            let (here, elsewhere): (Vec<_>, Vec<_>) = current.into_iter().partition(|w| w.work.pool == Some(pool));
+            pending.extend(elsewhere);
+            let n = pending.len();
+            self.status.update(|c| c.pending = n);
+            (here, old)
+        };
         if !old.is_empty() {
             self.status.update(|c| c.dropped += old.len() as u64);
         }
