@@ -38,28 +38,32 @@ pub enum SelectionError {
     NoSuchDevice { index: usize, count: usize },
 }
 
-/// Resolves `choice` against the adapters this machine has.
-pub fn plan(choice: BackendChoice, device: Option<usize>) -> Result<BackendPlan, SelectionError> {
+/// Resolves `choice` against the adapters this machine has; `devices`,
+/// when not empty, are the adapters named (`--device`), exactly.
+pub fn plan(choice: BackendChoice, devices: &[usize]) -> Result<BackendPlan, SelectionError> {
     let adapters = if choice == BackendChoice::Cpu { Vec::new() } else { adapters::summaries() };
-    plan_for(&adapters, choice, device)
+    plan_for(&adapters, choice, devices)
 }
 
 /// [`plan`] over a given adapter list.
 pub fn plan_for(
     adapters: &[AdapterSummary],
     choice: BackendChoice,
-    device: Option<usize>,
+    devices: &[usize],
 ) -> Result<BackendPlan, SelectionError> {
     let cpu_only =
         |note: Option<String>| BackendPlan { gpus: Vec::new(), alternates: BTreeMap::new(), cpu: true, note };
     if choice == BackendChoice::Cpu {
         return Ok(cpu_only(None));
     }
-    if let Some(index) = device {
-        if index >= adapters.len() {
+    if !devices.is_empty() {
+        if let Some(&index) = devices.iter().find(|&&index| index >= adapters.len()) {
             return Err(SelectionError::NoSuchDevice { index, count: adapters.len() });
         }
-        return Ok(BackendPlan { gpus: vec![index], alternates: BTreeMap::new(), cpu: false, note: None });
+        let mut gpus = devices.to_vec();
+        gpus.sort_unstable();
+        gpus.dedup();
+        return Ok(BackendPlan { gpus, alternates: BTreeMap::new(), cpu: false, note: None });
     }
     let (hardware, alternates) = one_per_card(adapters.iter().filter(|a| !a.is_software));
     let gpus = |gpus| BackendPlan { gpus, alternates: alternates.clone(), cpu: false, note: None };
@@ -216,15 +220,15 @@ mod tests {
     #[test]
     fn auto_uses_hardware_gpus_and_falls_back_to_the_cpu() {
         let mixed = [adapter(0, true), adapter(1, false), adapter(2, false)];
-        let plan = plan_for(&mixed, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&mixed, BackendChoice::Auto, &[]).unwrap();
         assert_eq!((plan.gpus, plan.cpu), (vec![1, 2], false));
 
         let software_only = [adapter(0, true)];
-        let plan = plan_for(&software_only, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&software_only, BackendChoice::Auto, &[]).unwrap();
         assert_eq!((plan.gpus.len(), plan.cpu), (0, true));
         assert!(plan.note.unwrap().contains("software"));
 
-        let plan = plan_for(&[], BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&[], BackendChoice::Auto, &[]).unwrap();
         assert!(plan.cpu && plan.note.unwrap().contains("no GPU adapter"));
     }
 
@@ -237,19 +241,19 @@ mod tests {
         };
         // Windows: two different cards, each through Vulkan and DX12.
         let windows = [through(0, "vulkan", 1), through(1, "dx12", 1), through(2, "dx12", 2), through(3, "vulkan", 2)];
-        let plan = plan_for(&windows, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&windows, BackendChoice::Auto, &[]).unwrap();
         assert_eq!(plan.gpus, vec![0, 3]);
         // Each card's DX12 adapter is its fallback.
         assert_eq!(plan.alternates, BTreeMap::from([(0, vec![1]), (3, vec![2])]));
-        assert_eq!(plan_for(&windows, BackendChoice::Gpu, None).unwrap().gpus, vec![0, 3]);
+        assert_eq!(plan_for(&windows, BackendChoice::Gpu, &[]).unwrap().gpus, vec![0, 3]);
         // Two identical cards: both kept, through the one backend.
         let twins = [through(0, "vulkan", 1), through(1, "vulkan", 1), through(2, "dx12", 1), through(3, "dx12", 1)];
-        let plan = plan_for(&twins, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&twins, BackendChoice::Auto, &[]).unwrap();
         assert_eq!(plan.gpus, vec![0, 1]);
         assert!(plan.alternates.is_empty(), "which DX12 twin is which card is unknown");
         // A card only DX12 sees is kept.
         let dx12_only = [through(0, "vulkan", 1), through(1, "dx12", 7)];
-        assert_eq!(plan_for(&dx12_only, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
+        assert_eq!(plan_for(&dx12_only, BackendChoice::Auto, &[]).unwrap().gpus, vec![0, 1]);
         // Two drivers of one card on one backend (RADV and AMDVLK): one bus
         // address. Twins have two; each twin's other driver is its fallback.
         let on_bus = |index, driver: &str, bus: &str| AdapterSummary {
@@ -259,37 +263,37 @@ mod tests {
         };
         let drivers =
             [on_bus(0, "radv", "0000:03:00.0"), on_bus(1, "amdvlk", "0000:03:00.0"), on_bus(2, "radv", "0000:04:00.0")];
-        let plan = plan_for(&drivers, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&drivers, BackendChoice::Auto, &[]).unwrap();
         assert_eq!(plan.gpus, vec![0, 2]);
         assert_eq!(plan.alternates, BTreeMap::from([(0, vec![1])]));
         let one_card = [on_bus(0, "radv", "0000:03:00.0"), on_bus(1, "amdvlk", "0000:03:00.0"), through(2, "dx12", 1)];
-        let plan = plan_for(&one_card, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&one_card, BackendChoice::Auto, &[]).unwrap();
         assert_eq!((plan.gpus, plan.alternates), (vec![0], BTreeMap::from([(0, vec![1, 2])])));
         // Vulkan sees one of two twins, DX12 both: DX12's are mined, without
         // alternates (which is Vulkan's card is unknown).
         let half_seen = [through(0, "vulkan", 1), through(1, "dx12", 1), through(2, "dx12", 1)];
-        let plan = plan_for(&half_seen, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&half_seen, BackendChoice::Auto, &[]).unwrap();
         assert_eq!((plan.gpus, plan.alternates.is_empty()), (vec![1, 2], true));
         // Two drivers without bus addresses: one card through each (the same
         // count per driver), or twins through one driver.
         let driven = |index, driver: &str| AdapterSummary { driver: driver.into(), ..through(index, "vulkan", 1) };
         let two_drivers = [driven(0, "radv"), driven(1, "amdvlk")];
-        let plan = plan_for(&two_drivers, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&two_drivers, BackendChoice::Auto, &[]).unwrap();
         assert_eq!((plan.gpus, plan.alternates), (vec![0], BTreeMap::from([(0, vec![1])])));
         // Twins without bus addresses: which other-driver adapter is which
         // twin is unknown, so those are left out.
         let twins_two_drivers = [driven(0, "radv"), driven(1, "radv"), driven(2, "amdvlk"), driven(3, "amdvlk")];
-        let plan = plan_for(&twins_two_drivers, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&twins_two_drivers, BackendChoice::Auto, &[]).unwrap();
         assert_eq!((plan.gpus, plan.alternates.is_empty()), (vec![0, 1], true));
         // One driver reports the bus address, the other does not.
         let bussed =
             |index, driver: &str, bus: &str| AdapterSummary { pci_bus_id: bus.into(), ..driven(index, driver) };
         let mixed = [bussed(0, "radv", "0000:03:00.0"), driven(1, "amdvlk")];
-        let plan = plan_for(&mixed, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&mixed, BackendChoice::Auto, &[]).unwrap();
         assert_eq!((plan.gpus, plan.alternates), (vec![0], BTreeMap::from([(0, vec![1])])));
         // Twins with bus addresses on RADV, and AMDVLK's one adapter without.
         let twins_and_one = [bussed(0, "radv", "0000:03:00.0"), bussed(1, "radv", "0000:04:00.0"), driven(2, "amdvlk")];
-        let plan = plan_for(&twins_and_one, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&twins_and_one, BackendChoice::Auto, &[]).unwrap();
         assert_eq!((plan.gpus, plan.alternates.is_empty()), (vec![0, 1], true));
         // AMDVLK lists more (twins), RADV one of them: AMDVLK's are the cards.
         let more_on_amdvlk = [
@@ -297,16 +301,16 @@ mod tests {
             bussed(1, "amdvlk", "0000:03:00.0"),
             bussed(2, "amdvlk", "0000:04:00.0"),
         ];
-        let plan = plan_for(&more_on_amdvlk, BackendChoice::Auto, None).unwrap();
+        let plan = plan_for(&more_on_amdvlk, BackendChoice::Auto, &[]).unwrap();
         assert_eq!((plan.gpus, plan.alternates), (vec![1, 2], BTreeMap::from([(2, vec![0])])));
         let one_driver_twins = [driven(0, "radv"), driven(1, "radv")];
-        assert_eq!(plan_for(&one_driver_twins, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
+        assert_eq!(plan_for(&one_driver_twins, BackendChoice::Auto, &[]).unwrap().gpus, vec![0, 1]);
         // DX12 twins share the bus address DX12 reports: both kept.
         let dx12_twins = [
             AdapterSummary { pci_bus_id: "0000:03:00.0".into(), ..through(0, "dx12", 1) },
             AdapterSummary { pci_bus_id: "0000:03:00.0".into(), ..through(1, "dx12", 1) },
         ];
-        assert_eq!(plan_for(&dx12_twins, BackendChoice::Auto, None).unwrap().gpus, vec![0, 1]);
+        assert_eq!(plan_for(&dx12_twins, BackendChoice::Auto, &[]).unwrap().gpus, vec![0, 1]);
         // No ids: told apart by name.
         let unnamed = |index, backend: &str, name: &str| AdapterSummary {
             name: name.into(),
@@ -315,27 +319,30 @@ mod tests {
             ..through(index, backend, 0)
         };
         let no_ids = [unnamed(0, "vulkan", "A"), unnamed(1, "dx12", "A"), unnamed(2, "dx12", "B")];
-        assert_eq!(plan_for(&no_ids, BackendChoice::Auto, None).unwrap().gpus, vec![0, 2]);
+        assert_eq!(plan_for(&no_ids, BackendChoice::Auto, &[]).unwrap().gpus, vec![0, 2]);
         // --device still takes exactly the adapter named.
-        assert_eq!(plan_for(&windows, BackendChoice::Gpu, Some(1)).unwrap().gpus, vec![1]);
+        assert_eq!(plan_for(&windows, BackendChoice::Gpu, &[1]).unwrap().gpus, vec![1]);
     }
 
     #[test]
     fn gpu_takes_software_adapters_only_when_nothing_else_exists() {
-        assert_eq!(plan_for(&[adapter(0, true)], BackendChoice::Gpu, None).unwrap().gpus, vec![0]);
-        assert_eq!(plan_for(&[adapter(0, true), adapter(1, false)], BackendChoice::Gpu, None).unwrap().gpus, vec![1]);
-        assert_eq!(plan_for(&[], BackendChoice::Gpu, None), Err(SelectionError::NoAdapter));
+        assert_eq!(plan_for(&[adapter(0, true)], BackendChoice::Gpu, &[]).unwrap().gpus, vec![0]);
+        assert_eq!(plan_for(&[adapter(0, true), adapter(1, false)], BackendChoice::Gpu, &[]).unwrap().gpus, vec![1]);
+        assert_eq!(plan_for(&[], BackendChoice::Gpu, &[]), Err(SelectionError::NoAdapter));
     }
 
     #[test]
-    fn device_flag_selects_exactly_one_adapter() {
-        let adapters = [adapter(0, true), adapter(1, false)];
-        assert_eq!(plan_for(&adapters, BackendChoice::Gpu, Some(0)).unwrap().gpus, vec![0]);
-        assert_eq!(plan_for(&adapters, BackendChoice::Auto, Some(0)).unwrap().gpus, vec![0]);
+    fn device_flag_selects_exactly_the_adapters_named() {
+        let adapters = [adapter(0, true), adapter(1, false), adapter(2, false)];
+        assert_eq!(plan_for(&adapters, BackendChoice::Gpu, &[0]).unwrap().gpus, vec![0]);
+        assert_eq!(plan_for(&adapters, BackendChoice::Auto, &[0]).unwrap().gpus, vec![0]);
+        // A list, in adapter order, each once; no CPU beside them.
+        let plan = plan_for(&adapters, BackendChoice::Auto, &[2, 0, 2]).unwrap();
+        assert_eq!((plan.gpus, plan.cpu), (vec![0, 2], false));
         assert_eq!(
-            plan_for(&adapters, BackendChoice::Gpu, Some(5)),
-            Err(SelectionError::NoSuchDevice { index: 5, count: 2 })
+            plan_for(&adapters, BackendChoice::Gpu, &[1, 5]),
+            Err(SelectionError::NoSuchDevice { index: 5, count: 3 })
         );
-        assert_eq!(plan_for(&adapters, BackendChoice::Cpu, Some(1)).unwrap().gpus, Vec::<usize>::new());
+        assert_eq!(plan_for(&adapters, BackendChoice::Cpu, &[1]).unwrap().gpus, Vec::<usize>::new());
     }
 }

@@ -380,8 +380,8 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
         return Err(MinerError::bad_input(format!("--threads must be 1-{max_threads} (four per core)")));
     }
     for choice in &args.backend {
-        let plan =
-            device_selection::plan(*choice, args.gpu.device).map_err(|e| MinerError::bad_input(e.to_string()))?;
+        let plan = device_selection::plan(*choice, args.gpu.device.as_slice())
+            .map_err(|e| MinerError::bad_input(e.to_string()))?;
         if let Some(note) = &plan.note {
             eprintln!("vision-miner: {note}");
         }

@@ -81,7 +81,7 @@ pub fn start_gpu(
 /// where chosen (or as the fallback when no GPU works). Blocking (probes and
 /// tuning take seconds).
 pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
-    let plan = device_selection::plan(config.backend, config.device)?;
+    let plan = device_selection::plan(config.backend, &config.devices)?;
     if let Some(note) = &plan.note {
         tracing::warn!("{note}");
     }
@@ -105,12 +105,15 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
         devices.extend(started.ok().map(|backend| Box::new(backend) as Device));
     }
     let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let gpu_only = config.backend == BackendChoice::Gpu;
+    // GPUs asked for (--backend gpu, or named by --device) are those or none.
+    let gpu_only = config.backend == BackendChoice::Gpu || !config.devices.is_empty();
     if plan.cpu || (devices.is_empty() && !gpu_only) {
         if !plan.cpu {
             tracing::warn!("no GPU could be used: mining on the CPU");
         }
         devices.push(Box::new(CpuDevice::new(threads)));
+    } else if config.threads.is_some() {
+        tracing::warn!("ignored: --threads (mining on GPUs only)");
     }
     if devices.is_empty() {
         return Err(MinerError::NoDevice("no GPU passed its probe (see the messages above); try --backend cpu".into()));

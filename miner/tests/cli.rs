@@ -255,6 +255,29 @@ fn switches_in_the_environment_take_1_yes_and_on() {
     assert_eq!(check("maybe").status.code(), Some(2), "none of those: bad input");
 }
 
+/// `--device` takes a list of adapters (as `VISION_DEVICE=0,2` does).
+#[test]
+fn several_devices_are_named_by_a_list() {
+    let check = |args: &[&str], env: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vision-miner"));
+        command.args(["--check-config", "--pool", "http://127.0.0.1:1", "--wallet", "land1dev"]).args(args);
+        if let Some(value) = env {
+            command.env("VISION_DEVICE", value);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{args:?} {env:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    for shown in
+        [check(&["--device", "0,2"], None), check(&["--device", "0", "--device", "2"], None), check(&[], Some("0,2"))]
+    {
+        assert!(shown.contains("adapter #0, #2 only"), "{shown}");
+    }
+    assert!(check(&["--device", "1"], None).contains("adapter #1 only"));
+    let not_a_number = miner(&["--check-config", "--pool", "http://127.0.0.1:1", "--wallet", "w", "--device", "x"]);
+    assert_eq!(not_a_number.status.code(), Some(2), "{}", stderr(&not_a_number));
+}
+
 /// A status API port already taken (a second miner on the host) is said
 /// before any device starts: here a GPU that cannot start would otherwise
 /// be the error (exit 5), after its probe.

@@ -46,9 +46,11 @@ pub struct MineArgs {
     /// CPU threads [default: all cores].
     #[arg(long, env = "VISION_THREADS")]
     pub threads: Option<usize>,
-    /// GPU adapter index (see `vision-miner devices`) [default: every usable GPU].
-    #[arg(long, env = "VISION_DEVICE")]
-    pub device: Option<usize>,
+    /// GPU adapter indexes to mine on, e.g. 0,2 (see `vision-miner devices`);
+    /// those only, no CPU beside them [default: every usable GPU].
+    #[arg(long = "device", value_name = "N[,N...]", env = "VISION_DEVICE", value_delimiter = ',')]
+    #[serde(default, rename = "device", deserialize_with = "one_or_many")]
+    pub devices: Vec<usize>,
     /// GPU shader variant: native or emulated [default: native where supported].
     #[arg(long, env = "VISION_SHADER")]
     pub shader: Option<String>,
@@ -98,7 +100,8 @@ pub struct MinerConfig {
     pub worker: String,
     pub backend: BackendChoice,
     pub threads: Option<usize>,
-    pub device: Option<usize>,
+    /// `--device`: the adapters to mine on, exactly (empty: every usable GPU).
+    pub devices: Vec<usize>,
     pub shader: Option<crate::backend::gpu::ShaderVariant>,
     /// `None`: the adapter's default (`tuning::default_memory_budget`).
     pub gpu_memory_mb: Option<u64>,
@@ -126,7 +129,7 @@ impl MinerConfig {
         let (gpu_only, cpu_only) = (self.backend == BackendChoice::Gpu, self.backend == BackendChoice::Cpu);
         [
             moot("--threads", self.threads.is_some() && gpu_only, "--backend gpu mines on no CPU"),
-            moot("--device", self.device.is_some() && cpu_only, "--backend cpu mines on no GPU"),
+            moot("--device", !self.devices.is_empty() && cpu_only, "--backend cpu mines on no GPU"),
             moot("--gpu-memory-mb", self.gpu_memory_mb.is_some() && cpu_only, "--backend cpu mines on no GPU"),
             moot("--shader", self.shader.is_some() && cpu_only, "--backend cpu mines on no GPU"),
         ]
@@ -162,8 +165,9 @@ impl MinerConfig {
         if let Some(threads) = self.threads.filter(|_| cpu) {
             devices += &format!(", {threads} CPU threads");
         }
-        if let Some(device) = self.device.filter(|_| gpu) {
-            devices += &format!(", adapter #{device} only");
+        if gpu && !self.devices.is_empty() {
+            let named: Vec<String> = self.devices.iter().map(|d| format!("#{d}")).collect();
+            devices += &format!(", adapter {} only", named.join(", "));
         }
         if let Some(mb) = self.gpu_memory_mb.filter(|_| gpu) {
             devices += &format!(", GPU tables up to {mb} MiB");
@@ -244,7 +248,7 @@ impl MineArgs {
             worker: self.worker.filter(|w| !w.trim().is_empty()).or(file.worker),
             backend: self.backend.or(file.backend),
             threads: self.threads.or(file.threads),
-            device: self.device.or(file.device),
+            devices: if self.devices.is_empty() { file.devices } else { self.devices },
             shader: self.shader.or(file.shader),
             gpu_memory_mb: self.gpu_memory_mb.or(file.gpu_memory_mb),
             api_bind: self.api_bind.or(file.api_bind),
@@ -356,7 +360,7 @@ impl MineArgs {
             worker,
             backend,
             threads: self.threads,
-            device: self.device,
+            devices: self.devices,
             shader,
             gpu_memory_mb: self.gpu_memory_mb,
             api,
@@ -367,6 +371,21 @@ impl MineArgs {
             exit_on_ban: self.exit_on_ban == Some(true),
         })
     }
+}
+
+/// A TOML `device` as one index (`device = 1`, as before lists) or several
+/// (`device = [0, 2]`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(usize),
+        Many(Vec<usize>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(index) => vec![index],
+        OneOrMany::Many(indexes) => indexes,
+    })
 }
 
 /// This machine's name, the default worker name: from the environment
@@ -492,9 +511,9 @@ mod tests {
     /// as in force.
     #[test]
     fn settings_the_backend_makes_moot_are_shown_as_ignored() {
-        let cpu = MineArgs { backend: Some(BackendChoice::Cpu), device: Some(1), threads: Some(2), ..args() };
-        let gpu = MineArgs { backend: Some(BackendChoice::Gpu), device: Some(1), threads: Some(2), ..args() };
-        let auto = MineArgs { device: Some(1), threads: Some(2), gpu_memory_mb: Some(64), ..args() };
+        let cpu = MineArgs { backend: Some(BackendChoice::Cpu), devices: vec![1], threads: Some(2), ..args() };
+        let gpu = MineArgs { backend: Some(BackendChoice::Gpu), devices: vec![1], threads: Some(2), ..args() };
+        let auto = MineArgs { devices: vec![1], threads: Some(2), gpu_memory_mb: Some(64), ..args() };
         let cases = [
             (cpu, vec!["--device (--backend cpu mines on no GPU)"], "2 CPU threads", "adapter #1"),
             (gpu, vec!["--threads (--backend gpu mines on no CPU)"], "adapter #1 only", "CPU threads"),
@@ -550,6 +569,20 @@ mod tests {
         assert_eq!(config.wallet, "land1flag");
         assert_eq!(config.threads, Some(3));
         assert_eq!(config.mode, MiningMode::Pool(vec!["http://a:1".into(), "http://b:2".into()]));
+    }
+
+    /// A file's `device` is one adapter (as files written before lists say)
+    /// or a list; `--device` given replaces it.
+    #[test]
+    fn devices_from_a_file_are_one_or_a_list() {
+        let file = |device: &str| toml::from_str::<MineArgs>(&format!("device = {device}")).map(|f| f.devices);
+        assert_eq!(file("1").unwrap(), vec![1]);
+        assert_eq!(file("[0, 2]").unwrap(), vec![0, 2]);
+        assert!(file("\"gpu0\"").is_err());
+        let from_file = args().or(toml::from_str("device = [0, 2]").unwrap()).resolve().unwrap();
+        assert_eq!(from_file.devices, vec![0, 2]);
+        let flag = MineArgs { devices: vec![3], ..args() }.or(toml::from_str("device = [0, 2]").unwrap());
+        assert_eq!(flag.resolve().unwrap().devices, vec![3]);
     }
 
     /// The way to mine given by flags replaces the file's whole: a file of

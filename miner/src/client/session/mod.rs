@@ -297,6 +297,7 @@ impl PoolContext {
             self.stop_stale_work();
             if self.take_switch_request() {
                 failures = Failures::default();
+                (retry_plain, long_polls_failed) = (false, 0);
             }
             let active = self.active.load(Ordering::Relaxed);
             let primary = self.primary.load(Ordering::Relaxed);
@@ -340,14 +341,16 @@ impl PoolContext {
                 }
                 self.refresh.notified().await;
             };
-            let (answer, long_polled) = if mining_here && !retry_plain {
+            // (`held`: a long-poll was open, answered or cut short by a
+            // vardiff refresh: either way not failing.)
+            let (answer, long_polled, held) = if mining_here && !retry_plain {
                 tokio::select! {
-                    answer = api.job(&token, Some(wait)) => (answer, true),
-                    () = refresh => (api.job(&token, None).await, false),
+                    answer = api.job(&token, Some(wait)) => (answer, true, true),
+                    () = refresh => (api.job(&token, None).await, false, true),
                     () = self.switch.notify.notified() => continue,
                 }
             } else {
-                (api.job(&token, None).await, false)
+                (api.job(&token, None).await, false, false)
             };
             let job = match answer {
                 Ok(job) => job,
@@ -356,7 +359,9 @@ impl PoolContext {
                         self.forget_token(active, &token);
                     }
                     retry_plain = true;
-                    long_polls_failed += u32::from(long_polled);
+                    // (What a proxy cutting held requests short answers; a
+                    // 401, a ban or a refusal are the pool's word.)
+                    long_polls_failed += u32::from(long_polled && failure.is_transient());
                     self.on_failure(active, failure, &mut failures).await?;
                     continue;
                 }
@@ -375,7 +380,7 @@ impl PoolContext {
                 continue;
             }
             retry_plain = false;
-            if long_polled {
+            if held {
                 long_polls_failed = 0;
             }
             if long_polls_failed == 0 {

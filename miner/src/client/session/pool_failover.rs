@@ -23,7 +23,8 @@ const MAX_BAN_SECS: u64 = 365 * 86_400;
 /// pool forget it.
 const MAX_BAN_WAIT_SECS: u64 = 300;
 
-/// Failures since a pool last answered with a job.
+/// Failures since a pool last answered with a job (while a long-poll has
+/// failed there since one was answered: since one was).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub(super) struct Failures {
     /// In a row on the pool in use: [`FAILURES_BEFORE_FAILOVER`] move on.
@@ -123,11 +124,12 @@ impl PoolContext {
         // (Rigs banned together, an address's, do not all ask in the same instant.)
         let wait = retry_after(left.min(MAX_BAN_WAIT_SECS));
         let url = self.pool(pool).url.clone();
-        tracing::error!("banned by every pool; hashing stops until {url} lifts its ban in {left}s");
+        let asking = format!("banned by every pool; asking {url} again in {}s (its ban: {left}s left)", wait.as_secs());
+        tracing::error!("{asking}; hashing stops meanwhile");
         self.dispatch.set_work(None);
         self.status.connection(|c| {
             c.connected = false;
-            c.last_error = Some(format!("banned by every pool; mining at {url} again when its ban ends"));
+            c.last_error = Some(asking);
             c.retry_in_secs = Some(wait.as_secs().max(1));
         });
         // Cut short by the owner's switch: to the pool asked for.

@@ -158,7 +158,12 @@ impl PoolContext {
     pub(super) async fn finish_waiting(&self) {
         let mut resubmissions = std::mem::take(&mut *self.resubmissions.lock().expect("resubmissions lock"));
         while resubmissions.join_next().await.is_some() {}
-        let waiting: Vec<WaitingShare> = self.pending.lock().expect("pending lock").drain(..).collect();
+        let mut waiting: Vec<WaitingShare> = self.pending.lock().expect("pending lock").drain(..).collect();
+        self.status.update(|c| c.pending = 0);
+        // The pool mined at first: another's, down, could take the whole
+        // grace waiting out a connection's timeout.
+        let active = self.active.load(std::sync::atomic::Ordering::Relaxed);
+        waiting.sort_by_key(|w| w.work.pool != Some(active));
         for w in waiting {
             self.submit(w.work, w.found, w.maybe_credited).await;
         }
