@@ -23,6 +23,8 @@
 //! digests by design).
 
 pub mod adapters;
+mod batch_buffers;
+mod batch_timing;
 pub mod device;
 pub mod found_list;
 pub mod kernel_layout;

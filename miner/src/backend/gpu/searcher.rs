@@ -10,24 +10,23 @@
 //! slice). Each slice of a batch is its own submission
 //! ([`GpuSearcher::submit_step`]), so a new job interrupts a batch between
 //! dispatches. Only the small found-list buffer is read back; two readback
-//! slots let the next batch start while the previous one is read.
+//! slots let the next batch start while the previous one is read. The
+//! buffers are `batch_buffers`'; the timestamps are read by `batch_timing`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use visionx::{Found, PowInput, Target};
 
+pub use super::batch_buffers::SLOTS;
+use super::batch_buffers::{BatchBuffers, ReadbackSlot, Segment};
+use super::batch_timing::batch_times;
+pub use super::batch_timing::{StepTimes, MAX_TIMED_STEPS};
 pub use super::device::GpuDevice;
 use super::device::TableSlots;
 use super::found_list::FoundList;
-use super::kernel_layout::{
-    header_words, split_u64, KernelConfig, HEADER_BUFFER_BYTES, MAX_FOUND_PER_BATCH, WORKGROUP_SIZE,
-};
-use super::segment_buffers::SegmentBuffers;
+use super::kernel_layout::{header_words, split_u64, KernelConfig, HEADER_BUFFER_BYTES, WORKGROUP_SIZE};
 use super::GpuError;
-
-/// Readback slots: one batch runs while the other is read back.
-pub const SLOTS: usize = 2;
 
 /// How a batch is laid out on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,44 +65,6 @@ pub struct BatchResult {
     pub dispatches: u32,
 }
 
-/// The most steps a batch times one by one: two timestamps each, within
-/// wgpu's limit on a query set. Batches of more steps (tiny splits, in
-/// tests) time the batch as a whole only.
-pub const MAX_TIMED_STEPS: u32 = wgpu::QUERY_SET_MAX_QUERIES / 2;
-
-/// A batch's steps on the GPU clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StepTimes {
-    /// The steps' own time, summed. The rest of `gpu_time` the device was
-    /// idle between steps: submission boundaries (barriers, query resets)
-    /// and any wait for the host's next submission.
-    pub busy: Duration,
-    /// The first step (empty tables) and the last (the fullest): a batch's
-    /// slices slow down as its tables fill. (A last slice shorter than the
-    /// split, when it does not divide the mix loop, understates that.)
-    pub first: Duration,
-    pub last: Duration,
-}
-
-struct Segment {
-    buffers: SegmentBuffers,
-    /// The found list of this segment, one per readback slot. Every buffer a
-    /// segment writes is its own, so the segments of a step run side by side
-    /// (a shared found buffer made wgpu put a barrier between them).
-    found: Vec<wgpu::Buffer>,
-    /// One bind group per readback slot.
-    bind_groups: Vec<wgpu::BindGroup>,
-}
-
-struct ReadbackSlot {
-    config: wgpu::Buffer,
-    /// Every segment's found list, one after another, then the timestamps.
-    staging: wgpu::Buffer,
-    queries: Option<(wgpu::QuerySet, wgpu::Buffer)>,
-    /// A batch was started here and not yet read or abandoned.
-    busy: bool,
-}
-
 /// The job currently loaded.
 struct LoadedJob {
     input: Arc<PowInput>,
@@ -133,7 +94,6 @@ pub struct GpuSearcher {
 impl GpuSearcher {
     /// Allocates buffers for `shape` with tables sized for `params`.
     pub fn new(gpu: GpuDevice, shape: BatchShape, params: &visionx::Params) -> Result<Self, GpuError> {
-        let device = &gpu.device;
         let table = gpu.tables(params);
         let slots_per_hash = table.slots;
         let filter_bits_per_hash = gpu.filter_bits(params);
@@ -162,97 +122,8 @@ impl GpuSearcher {
         if gpu.memory_ceiling_hashes.is_some_and(|ceiling| shape.hashes() > ceiling) {
             return Err(GpuError::OutOfMemory(format!("{} hashes: over the injected memory ceiling", shape.hashes())));
         }
-        // Two scopes: a buffer the device has no memory for makes the bind
-        // groups built on it invalid too; those validation errors follow
-        // from the out-of-memory one and must not reach the device's error
-        // sink, where they would read as a broken device.
-        let out_of_memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let invalid = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        let buffer = |label: &str, size: u64, usage| {
-            device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false })
-        };
-        let header = buffer("header", HEADER_BUFFER_BYTES, storage);
-        // Per segment.
-        let found_capacity = shape.segment_hashes.min(MAX_FOUND_PER_BATCH);
-        // The count, the finished lanes, then nine words an entry.
-        let found_bytes = 8 + u64::from(found_capacity) * 9 * 4;
-        let align = u64::from(device.limits().min_uniform_buffer_offset_alignment);
-        let config_stride = (std::mem::size_of::<KernelConfig>() as u64).div_ceil(align) * align;
-        let splits = u64::from(params.mix_iters.div_ceil(shape.split).max(1));
-        // Two per step, as many as a batch of the allocated split (the
-        // smallest, so the most steps) may time.
-        let timestamps = 2 * splits.min(u64::from(MAX_TIMED_STEPS));
-        let readback: Vec<ReadbackSlot> = (0..SLOTS)
-            .map(|_| ReadbackSlot {
-                config: buffer(
-                    "config",
-                    config_stride * splits * u64::from(shape.segments),
-                    wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                ),
-                staging: buffer(
-                    "found staging",
-                    found_bytes * u64::from(shape.segments) + timestamps * 8,
-                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                ),
-                queries: gpu.timestamps.then(|| {
-                    let set = device.create_query_set(&wgpu::QuerySetDescriptor {
-                        label: Some("batch timestamps"),
-                        ty: wgpu::QueryType::Timestamp,
-                        count: timestamps as u32,
-                    });
-                    let resolve = buffer(
-                        "timestamps",
-                        timestamps * 8,
-                        wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                    );
-                    (set, resolve)
-                }),
-                busy: false,
-            })
-            .collect();
-        let segments = (0..shape.segments)
-            .map(|_| {
-                let buffers =
-                    SegmentBuffers::allocate(&gpu, shape.segment_hashes, slots_per_hash, filter_bits_per_hash);
-                let found: Vec<wgpu::Buffer> =
-                    (0..SLOTS).map(|_| buffer("found", found_bytes, storage | wgpu::BufferUsages::COPY_SRC)).collect();
-                let bind_groups = readback
-                    .iter()
-                    .zip(&found)
-                    .map(|(slot, found)| {
-                        device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some("visionx segment"),
-                            layout: &gpu.layout,
-                            entries: &[
-                                wgpu::BindGroupEntry {
-                                    binding: 0,
-                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                        buffer: &slot.config,
-                                        offset: 0,
-                                        size: wgpu::BufferSize::new(std::mem::size_of::<KernelConfig>() as u64),
-                                    }),
-                                },
-                                wgpu::BindGroupEntry { binding: 1, resource: header.as_entire_binding() },
-                                wgpu::BindGroupEntry { binding: 2, resource: buffers.state.binding() },
-                                wgpu::BindGroupEntry { binding: 3, resource: buffers.keys.binding() },
-                                wgpu::BindGroupEntry { binding: 4, resource: buffers.values.binding() },
-                                wgpu::BindGroupEntry { binding: 5, resource: found.as_entire_binding() },
-                                wgpu::BindGroupEntry { binding: 6, resource: buffers.filter.binding() },
-                            ],
-                        })
-                    })
-                    .collect();
-                Segment { buffers, found, bind_groups }
-            })
-            .collect();
-        let invalid = pollster::block_on(invalid.pop());
-        if let Some(err) = pollster::block_on(out_of_memory.pop()) {
-            return Err(GpuError::OutOfMemory(err.to_string()));
-        }
-        if let Some(err) = invalid {
-            return Err(GpuError::Validation(err.to_string()));
-        }
+        let BatchBuffers { header, found_capacity, found_bytes, config_stride, segments, readback } =
+            BatchBuffers::allocate(&gpu, shape, params, slots_per_hash, filter_bits_per_hash)?;
         gpu.check_health()?;
         Ok(GpuSearcher {
             gpu,
@@ -573,19 +444,8 @@ impl GpuSearcher {
         };
         rb.staging.unmap();
         let period_ns = f64::from(self.gpu.queue.get_timestamp_period());
-        let duration = |ticks: u64| Duration::from_secs_f64(ticks as f64 * period_ns * 1e-9);
-        // A counter that wrapped between two stamps (Intel's are 36 bits)
-        // reads as no time rather than as centuries.
-        let span = |from: u64, to: u64| duration(to.saturating_sub(from));
-        let gpu_time = ticks.as_ref().map(|t| span(t[0], t[t.len() - 1]));
-        let step_times = ticks.as_ref().filter(|_| timed_steps).map(|t| {
-            let steps: Vec<Duration> = t.chunks_exact(2).map(|pair| span(pair[0], pair[1])).collect();
-            StepTimes {
-                busy: steps.iter().sum(),
-                first: steps.first().copied().unwrap_or_default(),
-                last: steps.last().copied().unwrap_or_default(),
-            }
-        });
+        let times = ticks.map(|ticks| batch_times(&ticks, period_ns, timed_steps));
+        let (gpu_time, step_times) = (times.map(|t| t.0), times.and_then(|t| t.1));
         Ok(BatchResult {
             nonce_base: ticket.nonce_base,
             hashes: ticket.hashes,
