@@ -93,7 +93,8 @@ struct GpuProbeArgs {
 /// GPU selection flags shared by `hash` and `bench`.
 #[derive(Debug, Args)]
 struct GpuArgs {
-    /// GPU adapter index (see `vision-miner devices`); default: every usable GPU.
+    /// One GPU adapter's index (see `vision-miner devices`); default: every
+    /// usable GPU.
     #[arg(long)]
     device: Option<usize>,
     /// Shader variant: native u64 (needs SHADER_INT64) or emulated vec2<u32>;

@@ -107,16 +107,20 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
     let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     // GPUs asked for (--backend gpu, or named by --device) are those or none.
     let gpu_only = config.backend == BackendChoice::Gpu || !config.devices.is_empty();
-    if plan.cpu || (devices.is_empty() && !gpu_only) {
+    let on_cpu = plan.cpu || (devices.is_empty() && !gpu_only);
+    if on_cpu {
         if !plan.cpu {
             tracing::warn!("no GPU could be used: mining on the CPU");
         }
         devices.push(Box::new(CpuDevice::new(threads)));
-    } else if config.threads.is_some() {
-        tracing::warn!("ignored: --threads (mining on GPUs only)");
     }
     if devices.is_empty() {
-        return Err(MinerError::NoDevice("no GPU passed its probe (see the messages above); try --backend cpu".into()));
+        let hint = if config.devices.is_empty() { "try --backend cpu" } else { "name others with --device, or none" };
+        return Err(MinerError::NoDevice(format!("no GPU passed its probe (see the messages above); {hint}")));
+    }
+    // (Unless --backend gpu or --device said so, which `ignored_settings` warned of.)
+    if !on_cpu && !gpu_only && config.threads.is_some() {
+        tracing::warn!("ignored: --threads (GPUs were found: mining on them only)");
     }
     Ok(devices)
 }

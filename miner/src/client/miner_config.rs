@@ -127,8 +127,10 @@ impl MinerConfig {
     pub fn ignored_settings(&self) -> Vec<String> {
         let moot = |flag: &str, set: bool, why: &str| set.then(|| format!("{flag} ({why})"));
         let (gpu_only, cpu_only) = (self.backend == BackendChoice::Gpu, self.backend == BackendChoice::Cpu);
+        let named_gpus = !self.devices.is_empty() && !cpu_only;
         [
             moot("--threads", self.threads.is_some() && gpu_only, "--backend gpu mines on no CPU"),
+            moot("--threads", self.threads.is_some() && named_gpus && !gpu_only, "--device names GPUs only"),
             moot("--device", !self.devices.is_empty() && cpu_only, "--backend cpu mines on no GPU"),
             moot("--gpu-memory-mb", self.gpu_memory_mb.is_some() && cpu_only, "--backend cpu mines on no GPU"),
             moot("--shader", self.shader.is_some() && cpu_only, "--backend cpu mines on no GPU"),
@@ -158,10 +160,12 @@ impl MinerConfig {
         let backend = match self.backend {
             BackendChoice::Cpu => "cpu",
             BackendChoice::Gpu => "gpu",
+            BackendChoice::Auto if !self.devices.is_empty() => "auto (the adapters named)",
             BackendChoice::Auto => "auto (every hardware GPU, else the CPU)",
         };
         let mut devices = format!("devices: {backend}");
-        let (cpu, gpu) = (self.backend != BackendChoice::Gpu, self.backend != BackendChoice::Cpu);
+        let gpu = self.backend != BackendChoice::Cpu;
+        let cpu = self.backend != BackendChoice::Gpu && (self.devices.is_empty() || !gpu);
         if let Some(threads) = self.threads.filter(|_| cpu) {
             devices += &format!(", {threads} CPU threads");
         }
@@ -513,11 +517,18 @@ mod tests {
     fn settings_the_backend_makes_moot_are_shown_as_ignored() {
         let cpu = MineArgs { backend: Some(BackendChoice::Cpu), devices: vec![1], threads: Some(2), ..args() };
         let gpu = MineArgs { backend: Some(BackendChoice::Gpu), devices: vec![1], threads: Some(2), ..args() };
-        let auto = MineArgs { devices: vec![1], threads: Some(2), gpu_memory_mb: Some(64), ..args() };
+        let auto = MineArgs { threads: Some(2), gpu_memory_mb: Some(64), ..args() };
+        let named = MineArgs { devices: vec![1], ..auto.clone() };
         let cases = [
             (cpu, vec!["--device (--backend cpu mines on no GPU)"], "2 CPU threads", "adapter #1"),
             (gpu, vec!["--threads (--backend gpu mines on no CPU)"], "adapter #1 only", "CPU threads"),
-            (auto, vec![], "2 CPU threads, adapter #1 only, GPU tables up to 64 MiB", "ignored"),
+            (auto, vec![], "2 CPU threads, GPU tables up to 64 MiB", "ignored"),
+            (
+                named,
+                vec!["--threads (--device names GPUs only)"],
+                "adapter #1 only, GPU tables up to 64 MiB",
+                "CPU threads",
+            ),
         ];
         for (args, ignored, shown, not_shown) in cases {
             let config = args.resolve().unwrap();

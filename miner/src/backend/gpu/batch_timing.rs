@@ -52,7 +52,7 @@ mod tests {
     #[test]
     fn stamps_read_as_the_batch_and_its_steps() {
         let ms = Duration::from_millis;
-        // Three steps of 2, 3 and 4 ms, idle 1 ms between; 1,000,000 ns a tick / 1e6.
+        // Three steps of 2, 3 and 4 ms, idle 1 ms between (a tick of 10^6 ns).
         let ticks = [0, 2, 3, 6, 7, 11];
         let (batch, steps) = batch_times(&ticks, 1e6, true);
         assert_eq!(batch, ms(11));
