@@ -50,6 +50,22 @@ use share_submission::WaitingShare;
 const FAILBACK_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest block time a pool's jobs may announce (a day).
 const MAX_BLOCK_TIME_SECS: u64 = 86_400;
+/// A failback check on its task: the primary pool it asks about, and
+/// whether that pool is back.
+type FailbackCheck = (usize, tokio::task::JoinHandle<bool>);
+
+/// The primary pool of `check`, once it has ended and found it back (then
+/// `check` is cleared; also when not back). Pending while there is none:
+/// a `select!` branch beside a long-poll. (Cancel-safe: the check stays
+/// until it has ended.)
+async fn check_ended(check: &mut Option<FailbackCheck>) -> Option<usize> {
+    let Some((primary, task)) = check.as_mut() else { return std::future::pending().await };
+    let back = task.await.unwrap_or(false);
+    let primary = *primary;
+    *check = None;
+    back.then_some(primary)
+}
+
 /// Why mining stopped for good.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SessionEnd {
@@ -258,6 +274,19 @@ impl PoolContext {
             });
         }
     }
+    /// Goes back to `primary` (a failback check's answer: the primary pool
+    /// is back) while it is still the primary and not the pool mined at;
+    /// returns whether it did.
+    fn fail_back(&self, primary: Option<usize>) -> bool {
+        let still = primary.is_some_and(|p| p == self.primary.load(Ordering::Relaxed));
+        let away = primary.is_some_and(|p| p != self.active.load(Ordering::Relaxed));
+        if let (true, true, Some(primary)) = (still, away, primary) {
+            self.switch_to(primary, "the primary pool is back");
+            return true;
+        }
+        false
+    }
+
     fn stop_stale_work(&self) {
         let limit = self.block_time.lock().expect("block time lock").saturating_mul(4);
         if let Some(work) = self.dispatch.current_work() {
@@ -293,7 +322,9 @@ impl PoolContext {
         // long-polls keep failing (a proxy cutting held requests short) is
         // failed over as before.
         let mut long_polls_failed = 0u32;
-        loop {
+        // The failback check under way, of the primary pool it asks about.
+        let mut failback_check: Option<FailbackCheck> = None;
+        'jobs: loop {
             self.stop_stale_work();
             if self.take_switch_request() {
                 failures = Failures::default();
@@ -306,17 +337,24 @@ impl PoolContext {
                 last_failback = Instant::now();
                 long_polls_failed = 0;
             }
-            if active != primary && last_failback.elapsed() >= self.session.failback {
+            // A check that ended while no long-poll was open.
+            if failback_check.as_ref().is_some_and(|check| check.1.is_finished())
+                && self.fail_back(check_ended(&mut failback_check).await)
+            {
+                failures = Failures::default();
+                continue;
+            }
+            if active != primary && failback_check.is_none() && last_failback.elapsed() >= self.session.failback {
                 last_failback = Instant::now();
-                // Bounded: no long-poll is open on the pool mined at while
-                // the primary is asked, so a primary that takes connections
-                // and never answers must not hold back its new blocks.
-                let back = tokio::time::timeout(FAILBACK_PROBE_TIMEOUT, self.primary_is_back(primary)).await;
-                if back == Ok(true) {
-                    self.switch_to(primary, "the primary pool is back");
-                    failures = Failures::default();
-                    continue;
-                }
+                // On a task of its own, beside the long-poll at the pool
+                // mined at: a primary that takes connections and never
+                // answers must not hold back that pool's new blocks. (Bounded
+                // all the same: one check at a time.)
+                let ctx = self.clone();
+                let check = tokio::spawn(async move {
+                    tokio::time::timeout(FAILBACK_PROBE_TIMEOUT, ctx.primary_is_back(primary)).await == Ok(true)
+                });
+                failback_check = Some((primary, check));
             }
             let api = self.pool(active);
             self.status.connection(|c| c.mode = "pool".into());
@@ -344,10 +382,21 @@ impl PoolContext {
             // (`held`: a long-poll was open, answered or cut short by a
             // vardiff refresh: either way not failing.)
             let (answer, long_polled, held) = if mining_here && !retry_plain {
-                tokio::select! {
-                    answer = api.job(&token, Some(wait)) => (answer, true, true),
-                    () = refresh => (api.job(&token, None).await, false, true),
-                    () = self.switch.notify.notified() => continue,
+                let long_poll = api.job(&token, Some(wait));
+                tokio::pin!(long_poll, refresh);
+                loop {
+                    tokio::select! {
+                        answer = &mut long_poll => break (answer, true, true),
+                        () = &mut refresh => break (api.job(&token, None).await, false, true),
+                        () = self.switch.notify.notified() => continue 'jobs,
+                        back = check_ended(&mut failback_check) => {
+                            if self.fail_back(back) {
+                                failures = Failures::default();
+                                continue 'jobs;
+                            }
+                            // Not back: the long-poll goes on.
+                        }
+                    }
                 }
             } else {
                 (api.job(&token, None).await, false, false)
