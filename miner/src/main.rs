@@ -93,10 +93,10 @@ struct GpuProbeArgs {
 /// GPU selection flags shared by `hash` and `bench`.
 #[derive(Debug, Args)]
 struct GpuArgs {
-    /// One GPU adapter's index (see `vision-miner devices`); default: every
-    /// usable GPU.
-    #[arg(long)]
-    device: Option<usize>,
+    /// GPU adapter indexes, e.g. 0,2 (see `vision-miner devices`); `hash`
+    /// takes one. Default: every usable GPU (`hash`: the first).
+    #[arg(long = "device", value_name = "N[,N...]", value_delimiter = ',')]
+    devices: Vec<usize>,
     /// Shader variant: native u64 (needs SHADER_INT64) or emulated vec2<u32>;
     /// default: native where the adapter supports it.
     #[arg(long, value_parser = parse_shader)]
@@ -350,7 +350,12 @@ fn hash_with(args: &HashArgs, input: &visionx::PowInput, nonce: u64) -> Result<v
         HashEngine::Reference => visionx::ReferenceEngine::new().hash(input, nonce),
         HashEngine::Fast => visionx::FastEngine::new().hash(input, nonce),
         HashEngine::Gpu => {
-            let device = gpu::open_device(args.gpu.device, args.gpu.shader)?;
+            let device = match args.gpu.devices.as_slice() {
+                [] => None,
+                [one] => Some(*one),
+                _ => return Err(MinerError::bad_input("hash --engine gpu runs on one adapter: give one --device")),
+            };
+            let device = gpu::open_device(device, args.gpu.shader)?;
             gpu::hash_nonces(device, input, &[nonce])?[0]
         }
     })
@@ -381,8 +386,8 @@ fn run_bench(args: BenchArgs) -> Result<(), MinerError> {
         return Err(MinerError::bad_input(format!("--threads must be 1-{max_threads} (four per core)")));
     }
     for choice in &args.backend {
-        let plan = device_selection::plan(*choice, args.gpu.device.as_slice())
-            .map_err(|e| MinerError::bad_input(e.to_string()))?;
+        let plan =
+            device_selection::plan(*choice, &args.gpu.devices).map_err(|e| MinerError::bad_input(e.to_string()))?;
         if let Some(note) = &plan.note {
             eprintln!("vision-miner: {note}");
         }

@@ -140,6 +140,8 @@ fn bad_input_is_a_one_line_error_with_exit_code_2() {
     assert_input_error(&run(with(&["--seed", &seed, "--header", "", "--scratch-mb", "129"])), "scratch_mb");
     assert_input_error(&run(with(&["--seed", &seed, "--header", "", "--reads-per-iter", "9"])), "reads_per_iter");
     assert_input_error(&miner(&["hash", "--block", "/nonexistent/block.json"]), "cannot read block file");
+    let two_gpus = ["--seed", &seed, "--header", "", "--engine", "gpu", "--device", "0,1"];
+    assert_input_error(&run(with(&two_gpus)), "give one --device");
     let bad_json = temp_file("bad.json", "{\"chain_id\": 5}");
     assert_input_error(&miner(&["hash", "--block", bad_json.to_str().unwrap()]), "not a valid block");
     // Argument errors come from clap, also with exit code 2.
