@@ -764,10 +764,15 @@ async fn a_silent_primary_does_not_stall_the_pool_mined_at() {
     // The primary comes back silent: connections taken, nothing answered.
     drop(reserved);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", primary_port)).await.unwrap();
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            open.push(stream);
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let held = tokio::spawn({
+        let taken = taken.clone();
+        async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open.push(stream);
+            }
         }
     });
     let start = Instant::now();
@@ -781,6 +786,9 @@ async fn a_silent_primary_does_not_stall_the_pool_mined_at() {
     // A held long-poll (2 s), with room to spare; a check between two
     // long-polls made a gap of 7 s.
     assert!(longest < Duration::from_secs(5), "no job request at the second pool for {longest:?}");
+    // (Checks there were: the first one's registration still waits for its
+    // answer, and no other joins it.)
+    assert!(taken.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the primary was checked");
     held.abort();
 }
 

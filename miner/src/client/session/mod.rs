@@ -51,17 +51,27 @@ const FAILBACK_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest block time a pool's jobs may announce (a day).
 const MAX_BLOCK_TIME_SECS: u64 = 86_400;
 /// A failback check on its task: the primary pool it asks about, and
-/// whether that pool is back.
-type FailbackCheck = (usize, tokio::task::JoinHandle<bool>);
+/// whether that pool is back. Dropped (the session ends, the miner fails
+/// over), the check stops: it must not register with the primary after.
+struct FailbackCheck {
+    primary: usize,
+    task: tokio::task::JoinHandle<bool>,
+}
+
+impl Drop for FailbackCheck {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// The primary pool of `check`, once it has ended and found it back (then
 /// `check` is cleared; also when not back). Pending while there is none:
 /// a `select!` branch beside a long-poll. (Cancel-safe: the check stays
 /// until it has ended.)
 async fn check_ended(check: &mut Option<FailbackCheck>) -> Option<usize> {
-    let Some((primary, task)) = check.as_mut() else { return std::future::pending().await };
-    let back = task.await.unwrap_or(false);
-    let primary = *primary;
+    let Some(running) = check.as_mut() else { return std::future::pending().await };
+    let back = (&mut running.task).await.unwrap_or(false);
+    let primary = running.primary;
     *check = None;
     back.then_some(primary)
 }
@@ -336,9 +346,12 @@ impl PoolContext {
                 mined_at = active;
                 last_failback = Instant::now();
                 long_polls_failed = 0;
+                // Its answer is of before the move: the pool just left is
+                // not asked again at once.
+                failback_check = None;
             }
             // A check that ended while no long-poll was open.
-            if failback_check.as_ref().is_some_and(|check| check.1.is_finished())
+            if failback_check.as_ref().is_some_and(|check| check.task.is_finished())
                 && self.fail_back(check_ended(&mut failback_check).await)
             {
                 failures = Failures::default();
@@ -354,7 +367,7 @@ impl PoolContext {
                 let check = tokio::spawn(async move {
                     tokio::time::timeout(FAILBACK_PROBE_TIMEOUT, ctx.primary_is_back(primary)).await == Ok(true)
                 });
-                failback_check = Some((primary, check));
+                failback_check = Some(FailbackCheck { primary, task: check });
             }
             let api = self.pool(active);
             self.status.connection(|c| c.mode = "pool".into());
@@ -644,6 +657,26 @@ mod tests {
         // (It registers, then finds no job route: not back.)
         assert!(!ctx.primary_is_back(0).await);
         assert_eq!(registrations.load(Ordering::SeqCst), 1, "asked once the refusal is cleared");
+        ctx.dispatch.stop();
+        server.abort();
+    }
+
+    /// A failback check finding a registration with the primary still under
+    /// way (a silent primary takes its whole timeout, past the check's
+    /// bound) does not queue another behind it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failback_check_does_not_queue_a_registration_behind_one_under_way() {
+        let (ctx, calls, server) = registering_pool().await;
+        let registering = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { ctx.token(0).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!ctx.primary_is_back(0).await, "not back while registering");
+        // (It did not wait for that registration: one would, in its turn.)
+        assert!(!registering.is_finished(), "answered at once");
+        registering.await.unwrap().unwrap();
+        assert_eq!(calls.registrations.load(Ordering::SeqCst), 1, "one registration, not two");
         ctx.dispatch.stop();
         server.abort();
     }

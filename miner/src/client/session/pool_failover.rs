@@ -224,7 +224,10 @@ impl PoolContext {
         // A primary that refused this miner (its wallet, its worker id) is
         // not asked again until the owner switches to it.
         let refused = self.refused.lock().expect("refused lock")[primary].is_some();
-        if banned || refused {
+        // A registration there still under way (a silent primary takes its
+        // whole timeout, past the check's bound) is not joined by another.
+        let registering = self.registering.get(primary).is_some_and(|turn| turn.available_permits() == 0);
+        if banned || refused || registering {
             return false;
         }
         // On a task of its own: a slow registration cut short by the
