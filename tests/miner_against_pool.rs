@@ -158,6 +158,16 @@ fn accepted(status: &Value) -> u64 {
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// A miner's status: mining at `url`, connected.
+fn connected_to(status: &Value, url: &str) -> bool {
+    status["connection"]["url"] == url && status["connection"]["connected"] == true
+}
+
+/// A miner's status: banned by every pool, waiting the ban out.
+fn waiting_out_a_ban(status: &Value) -> bool {
+    status["connection"]["last_error"].as_str().is_some_and(|e| e.contains("banned by every pool"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miner_registers_mines_and_its_shares_are_accepted() {
     let pool = Pool::start(
@@ -275,10 +285,7 @@ async fn the_miner_fails_over_and_returns_to_the_first_pool() {
         first_port,
         &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
     );
-    wait_for(&status_url, MINUTE, "back on the first pool", |s| {
-        s["connection"]["url"] == first.url.as_str() && s["connection"]["connected"] == true
-    })
-    .await;
+    wait_for(&status_url, MINUTE, "back on the first pool", |s| connected_to(s, &first.url)).await;
     wait_for(&format!("{}/pool/stats", first.url), MINUTE, "shares on the first pool", |s| {
         s["shares"]["accepted"].as_u64() >= Some(1)
     })
@@ -363,10 +370,7 @@ async fn a_pool_that_keeps_answering_503_is_failed_over() {
         .send()
         .await
         .unwrap();
-    wait_for(&status_url, MINUTE, "back on the first pool", |s| {
-        s["connection"]["url"] == first.url.as_str() && s["connection"]["connected"] == true
-    })
-    .await;
+    wait_for(&status_url, MINUTE, "back on the first pool", |s| connected_to(s, &first.url)).await;
 }
 
 /// SIGTERM (as from systemd or Ctrl-C) stops the miner cleanly: it sends
@@ -657,10 +661,7 @@ async fn a_hung_pool_is_failed_over_without_a_second_long_poll() {
     })
     .await;
     first.hung.store(true, Ordering::SeqCst);
-    wait_for(&status_url, MINUTE, "mining at the second pool", |s| {
-        s["connection"]["url"] == second.url.as_str() && s["connection"]["connected"] == true
-    })
-    .await;
+    wait_for(&status_url, MINUTE, "mining at the second pool", |s| connected_to(s, &second.url)).await;
     let hung: Vec<&str> = first.events().into_iter().map(|(_, e)| e).filter(|e| e.starts_with("hung")).collect();
     assert_eq!(hung, ["hung long-poll", "hung request"], "what the hung pool was asked");
 }
@@ -692,10 +693,7 @@ async fn a_ban_stops_hashing_until_it_ends() {
     let shares = |what: &str| pool.shares.lock().unwrap().iter().filter(|(_, _, e)| *e == what).count();
     wait_for(&status_url, MINUTE, "shares accepted", |_| shares("accepted") >= 2).await;
     pool.banning.store(true, Ordering::SeqCst);
-    wait_for(&status_url, MINUTE, "the ban waited out", |s| {
-        s["connection"]["last_error"].as_str().is_some_and(|e| e.contains("banned by every pool"))
-    })
-    .await;
+    wait_for(&status_url, MINUTE, "the ban waited out", waiting_out_a_ban).await;
     // (A share found before the work stopped may still arrive.)
     tokio::time::sleep(Duration::from_millis(500)).await;
     let refused = shares("banned");
@@ -714,10 +712,8 @@ async fn a_pool_whose_long_polls_keep_failing_is_failed_over() {
     let first = ReplayPool::start("m-lp-fail", Replay { failing_long_polls: true, ..Replay::well_behaved(50) }).await;
     let second = Pool::start(&fresh_dir("m-lp-second"), &["--devnet-difficulty", "1000000000"]);
     let miner = Miner::failing_over([&first.url, &second.url], "land1lpfail", 3600, 2);
-    wait_for(&format!("{}/status", miner.api), MINUTE, "mining at the second pool", |s| {
-        s["connection"]["url"] == second.url.as_str() && s["connection"]["connected"] == true
-    })
-    .await;
+    wait_for(&format!("{}/status", miner.api), MINUTE, "mining at the second pool", |s| connected_to(s, &second.url))
+        .await;
     let failed = first.events().iter().filter(|(_, e)| *e == "502").count();
     assert_eq!(failed, 2, "two failed long-polls, then the next pool");
 }
@@ -735,10 +731,7 @@ async fn a_banned_miner_waits_the_ban_out_and_mines_again() {
     send_garbage_as(&pool, "banned", "land1wait").await;
     let mut miner = Miner::start(&["--pool", &pool.url, "--wallet", "land1wait", "--worker", "banned"]);
     let status_url = format!("{}/status", miner.api);
-    let banned = wait_for(&status_url, MINUTE, "the ban waited out", |s| {
-        s["connection"]["last_error"].as_str().is_some_and(|e| e.contains("banned by every pool"))
-    })
-    .await;
+    let banned = wait_for(&status_url, MINUTE, "the ban waited out", waiting_out_a_ban).await;
     assert!(banned["connection"]["retry_in_secs"].as_u64().is_some_and(|secs| secs <= 19), "{banned}");
     wait_for(&status_url, MINUTE, "mining again once the ban ended", |s| {
         s["connection"]["connected"] == true && accepted(s) >= 1
@@ -757,10 +750,8 @@ async fn a_silent_primary_does_not_stall_the_pool_mined_at() {
     let (reserved, primary_port) = reserved_port();
     let second = ReplayPool::start("m-silent-primary", Replay::well_behaved(100_000_000)).await;
     let miner = Miner::failing_over([&format!("http://127.0.0.1:{primary_port}"), &second.url], "land1silent", 2, 2);
-    wait_for(&format!("{}/status", miner.api), MINUTE, "mining at the second pool", |s| {
-        s["connection"]["url"] == second.url.as_str() && s["connection"]["connected"] == true
-    })
-    .await;
+    wait_for(&format!("{}/status", miner.api), MINUTE, "mining at the second pool", |s| connected_to(s, &second.url))
+        .await;
     // The primary comes back silent: connections taken, nothing answered.
     drop(reserved);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", primary_port)).await.unwrap();
@@ -786,8 +777,8 @@ async fn a_silent_primary_does_not_stall_the_pool_mined_at() {
     // A held long-poll (2 s), with room to spare; a check between two
     // long-polls made a gap of 7 s.
     assert!(longest < Duration::from_secs(5), "no job request at the second pool for {longest:?}");
-    // (Checks there were: the first one's registration still waits for its
-    // answer, and no other joins it.)
+    // (Checks there were: the first one's registration with the primary
+    // waits out its timeout meanwhile.)
     assert!(taken.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the primary was checked");
     held.abort();
 }
@@ -882,7 +873,7 @@ async fn a_primary_sending_unusable_jobs_is_left_and_not_returned_to() {
     );
     let miner = Miner::failing_over([&primary.url, &second.url], "land1usable", 1, 2);
     let status_url = format!("{}/status", miner.api);
-    let on_second = |s: &Value| s["connection"]["url"] == second.url.as_str() && s["connection"]["connected"] == true;
+    let on_second = |s: &Value| connected_to(s, &second.url);
     wait_for(&status_url, MINUTE, "shares on the second pool", |s| on_second(s) && accepted(s) >= 1).await;
     let asked_before = primary.job_requests();
     let deadline = Instant::now() + Duration::from_secs(5);

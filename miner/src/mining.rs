@@ -2,7 +2,8 @@
 //! of the coordinator's `serve`.
 //!
 //! [`run`] starts the devices ([`start_devices`]: GPUs that pass the
-//! child-process probe, then the CPU where chosen or as the fallback), the
+//! child-process probe, then the CPU where chosen or as the fallback, not
+//! with `--backend gpu` or `--device`), the
 //! hash-rate sampler, the status line, the local API, and the pool or solo
 //! session, and runs until the session ends for good or `shutdown` resolves
 //! (the session then sends what was already found, for a few seconds).
@@ -78,7 +79,8 @@ pub fn start_gpu(
 }
 
 /// The devices to mine on: GPUs that pass the probe and start, and the CPU
-/// where chosen (or as the fallback when no GPU works). Blocking (probes and
+/// where chosen (or as the fallback when no GPU works, unless `--backend
+/// gpu` or `--device` asked for GPUs only). Blocking (probes and
 /// tuning take seconds).
 pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
     let plan = device_selection::plan(config.backend, &config.devices)?;

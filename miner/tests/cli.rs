@@ -193,6 +193,29 @@ fn help_explains_every_option() {
     }
 }
 
+/// `vision-miner --check-config` with `args` and the environment `envs`;
+/// it must end within 20 s (not start mining: a pool that answers nothing
+/// would hold it).
+fn check_config(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vision-miner"))
+        .arg("--check-config")
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("it started mining instead of checking");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// `--check-config`: the settings (file, flags) resolved as mining would,
 /// shown without a token, and nothing started: a pool that answers nothing
 /// is not waited on.
@@ -200,22 +223,8 @@ fn help_explains_every_option() {
 fn check_config_shows_the_settings_and_mines_nothing() {
     let file = temp_file("check.toml", "api_token = \"a-token-of-thirty-two-characters\"\nworker = \"rig7\"\n");
     let check = |extra: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vision-miner"))
-            .args(["--config", file.to_str().unwrap(), "--api-bind", "127.0.0.1:0", "--check-config"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("it started mining instead of checking");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        child.wait_with_output().unwrap()
+        let args = ["--config", file.to_str().unwrap(), "--api-bind", "127.0.0.1:0"];
+        check_config(&args.iter().chain(extra).copied().collect::<Vec<_>>(), &[])
     };
     // (Port 1 answers nothing: a miner would wait and retry there.)
     let out = check(&["--pool", "http://127.0.0.1:1", "--wallet", "land1check", "--backend", "cpu"]);
@@ -236,13 +245,8 @@ fn check_config_shows_the_settings_and_mines_nothing() {
 #[test]
 fn switches_in_the_environment_take_1_yes_and_on() {
     let check = |value: &str| {
-        Command::new(env!("CARGO_BIN_EXE_vision-miner"))
-            .args(["--check-config", "--pool", "http://127.0.0.1:1", "--wallet", "land1env", "--backend", "cpu"])
-            .env("VISION_EXIT_ON_BAN", value)
-            .env("VISION_NO_API", value)
-            .env("VISION_QUIET", value)
-            .output()
-            .unwrap()
+        let envs = [("VISION_EXIT_ON_BAN", value), ("VISION_NO_API", value), ("VISION_QUIET", value)];
+        check_config(&["--pool", "http://127.0.0.1:1", "--wallet", "land1env", "--backend", "cpu"], &envs)
     };
     for (value, set) in
         [("1", true), ("yes", true), ("on", true), ("true", true), ("0", false), ("no", false), ("off", false)]
@@ -260,23 +264,22 @@ fn switches_in_the_environment_take_1_yes_and_on() {
 /// `--device` takes a list of adapters (as `VISION_DEVICE=0,2` does).
 #[test]
 fn several_devices_are_named_by_a_list() {
-    let check = |args: &[&str], env: Option<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vision-miner"));
-        command.args(["--check-config", "--pool", "http://127.0.0.1:1", "--wallet", "land1dev"]).args(args);
-        if let Some(value) = env {
-            command.env("VISION_DEVICE", value);
-        }
-        let out = command.output().unwrap();
-        assert!(out.status.success(), "{args:?} {env:?}: {}", stderr(&out));
+    let pool = ["--pool", "http://127.0.0.1:1", "--wallet", "land1dev"];
+    let check = |args: &[&str], envs: &[(&str, &str)]| {
+        let out = check_config(&pool.iter().chain(args).copied().collect::<Vec<_>>(), envs);
+        assert!(out.status.success(), "{args:?} {envs:?}: {}", stderr(&out));
         stdout(&out)
     };
-    for shown in
-        [check(&["--device", "0,2"], None), check(&["--device", "0", "--device", "2"], None), check(&[], Some("0,2"))]
-    {
+    let lists = [
+        check(&["--device", "0,2"], &[]),
+        check(&["--device", "0", "--device", "2"], &[]),
+        check(&[], &[("VISION_DEVICE", "0,2")]),
+    ];
+    for shown in lists {
         assert!(shown.contains("adapter #0, #2 only"), "{shown}");
     }
-    assert!(check(&["--device", "1"], None).contains("adapter #1 only"));
-    let not_a_number = miner(&["--check-config", "--pool", "http://127.0.0.1:1", "--wallet", "w", "--device", "x"]);
+    assert!(check(&["--device", "1"], &[]).contains("adapter #1 only"));
+    let not_a_number = check_config(&pool.iter().chain(&["--device", "x"]).copied().collect::<Vec<_>>(), &[]);
     assert_eq!(not_a_number.status.code(), Some(2), "{}", stderr(&not_a_number));
 }
 

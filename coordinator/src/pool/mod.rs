@@ -518,8 +518,7 @@ impl Pool {
         // by another coordinator on a shared store) keeps being mined, so
         // jobs issued on it stay current and ranges keep their numbering (a
         // fresh template of the tip differs at least in its timestamp).
-        // The first template of a run replaces the highest one stored below
-        // it (by an earlier run, or another coordinator).
+        // (What the first template of a run replaces: see the prune below.)
         let stored_below = match self.jobs.current() {
             Some(_) => None,
             None => self.store.highest_template_height_below(state.template.header.height).await?,

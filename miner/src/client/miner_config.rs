@@ -163,24 +163,24 @@ impl MinerConfig {
             BackendChoice::Auto if !self.devices.is_empty() => "auto (the adapters named)",
             BackendChoice::Auto => "auto (every hardware GPU, else the CPU)",
         };
-        let mut devices = format!("devices: {backend}");
+        let mut device_line = format!("devices: {backend}");
         let gpu = self.backend != BackendChoice::Cpu;
         let cpu = self.backend != BackendChoice::Gpu && (self.devices.is_empty() || !gpu);
         if let Some(threads) = self.threads.filter(|_| cpu) {
-            devices += &format!(", {threads} CPU threads");
+            device_line += &format!(", {threads} CPU threads");
         }
         if gpu && !self.devices.is_empty() {
             let named: Vec<String> = self.devices.iter().map(|d| format!("#{d}")).collect();
-            devices += &format!(", adapter {} only", named.join(", "));
+            device_line += &format!(", adapter {} only", named.join(", "));
         }
         if let Some(mb) = self.gpu_memory_mb.filter(|_| gpu) {
-            devices += &format!(", GPU tables up to {mb} MiB");
+            device_line += &format!(", GPU tables up to {mb} MiB");
         }
         if let Some(shader) = self.shader.filter(|_| gpu) {
-            devices += &format!(", {shader} shader");
+            device_line += &format!(", {shader} shader");
         }
         for ignored in self.ignored_settings() {
-            devices += &format!("; ignored: {ignored}");
+            device_line += &format!("; ignored: {ignored}");
         }
         let api = match &self.api {
             Some((address, token)) => {
@@ -203,7 +203,7 @@ impl MinerConfig {
             mode,
             pacing,
             format!("wallet: {}, worker: {}", self.wallet, self.worker),
-            devices,
+            device_line,
             api,
             format!("pool CA: {}", if self.pool_ca.is_some() { "--pool-ca" } else { "the system's" }),
         ]

@@ -17,8 +17,9 @@ pub struct Counters {
     pub blocks: u64,
     /// Shares waiting to be resubmitted (the pool was unreachable).
     pub pending: usize,
-    /// Shares dropped: the pending queue was full, their job ended, or too
-    /// many found nonces were waiting to be sent.
+    /// Shares dropped: the pending queue was full, their job ended, too
+    /// many found nonces were waiting to be sent, or the pool refused or
+    /// banned the miner (no session to send them with).
     pub dropped: u64,
 }
 

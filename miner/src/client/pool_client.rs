@@ -245,7 +245,9 @@ impl PoolClient {
         let mut timeout = REQUEST_TIMEOUT;
         if let Some(wait) = wait {
             request = request.query(&[("wait", wait.as_secs())]);
-            timeout = wait + LONG_POLL_MARGIN;
+            // (Never less than a plain request's: a short wait is no reason
+            // to give a busy pool less time.)
+            timeout = (wait + LONG_POLL_MARGIN).max(REQUEST_TIMEOUT);
         }
         self.call(request, timeout).await
     }

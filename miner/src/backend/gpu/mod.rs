@@ -10,8 +10,10 @@
 //!   header words).
 //! - [`searcher`]: the batch lifecycle: one device running batches of nonces,
 //!   reading back only the found list.
-//! - `segment_buffers`: a segment's state and tables, a buffer each or ranges
-//!   of one buffer.
+//! - `batch_buffers`: a batch shape's buffers, bind groups and readback
+//!   slots; `segment_buffers`: a segment's state and tables, a buffer each
+//!   or ranges of one buffer.
+//! - `batch_timing`: a batch's time on the GPU clock, from its timestamps.
 //! - [`tuning`]: measures the device to choose the batch shape.
 //! - [`worker`]: [`GpuBackend`] and the device's own thread; every found
 //!   nonce is re-checked on the CPU (on the searching thread, off the device

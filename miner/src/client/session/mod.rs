@@ -52,7 +52,8 @@ const FAILBACK_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BLOCK_TIME_SECS: u64 = 86_400;
 /// A failback check on its task: the primary pool it asks about, and
 /// whether that pool is back. Dropped (the session ends, the miner fails
-/// over), the check stops: it must not register with the primary after.
+/// over), the check stops: it starts no registration with the primary
+/// after (one under way goes on, on its own task: see `primary_is_back`).
 struct FailbackCheck {
     primary: usize,
     task: tokio::task::JoinHandle<bool>,
@@ -392,9 +393,9 @@ impl PoolContext {
                 }
                 self.refresh.notified().await;
             };
-            // (`held`: a long-poll was open, answered or cut short by a
-            // vardiff refresh: either way not failing.)
-            let (answer, long_polled, held) = if mining_here && !retry_plain {
+            // (`long_poll_ok`: a long-poll was open, answered or cut short
+            // by a vardiff refresh: either way not failing.)
+            let (answer, long_polled, long_poll_ok) = if mining_here && !retry_plain {
                 let long_poll = api.job(&token, Some(wait));
                 tokio::pin!(long_poll, refresh);
                 loop {
@@ -442,7 +443,7 @@ impl PoolContext {
                 continue;
             }
             retry_plain = false;
-            if held {
+            if long_poll_ok {
                 long_polls_failed = 0;
             }
             if long_polls_failed == 0 {
@@ -604,11 +605,16 @@ mod tests {
                     }
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (url, server) = serve(app).await;
         let urls: Vec<&str> = std::iter::once(url.as_str()).chain(others.iter().copied()).collect();
         (context_of(&urls), calls, server)
+    }
+
+    /// `app` served on loopback: its URL, and the server's task.
+    async fn serve(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        (url, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
     }
 
     /// A pool context of the pools at `urls`, no device.
@@ -729,8 +735,7 @@ mod tests {
         ctx.flush_pending(5, 0);
         assert_eq!(ctx.pending.lock().unwrap().len(), 2, "the other pool's wait");
         assert_eq!(ctx.status.update(|c| c.pending), 2);
-        let mut resubmissions = std::mem::take(&mut *ctx.resubmissions.lock().unwrap());
-        while resubmissions.join_next().await.is_some() {}
+        ctx.join_resubmissions().await;
         assert_eq!(calls.shares.load(Ordering::SeqCst), 3, "this pool's shares sent");
         ctx.flush_pending(6, 0);
         assert!(ctx.pending.lock().unwrap().is_empty(), "a later height: the other pool's are stale");
@@ -751,9 +756,7 @@ mod tests {
                 (axum::http::StatusCode::FORBIDDEN, [("retry-after", "60")], axum::Json(reason))
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let banning = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (banning, server) = serve(app).await;
         let ctx = context_of(&[&banning]);
         let share = waiting_shares(0, 1).next().unwrap();
         ctx.submit(share.work, share.found, false).await;

@@ -49,7 +49,9 @@ impl PoolContext {
     }
 
     /// Sends one find to the pool that issued its job. A share the pool
-    /// could not take now waits in the queue for the next job answer; a
+    /// could not take now waits in the queue for that pool's next job
+    /// answer (one that cannot be sent because the pool refused or banned
+    /// the miner is dropped); a
     /// find that meets the network difficulty (a block) is sent again here,
     /// after the pool's Retry-After or a backoff, while no job at a later
     /// height has come: held for the next job answer, it would wait out a
@@ -93,8 +95,9 @@ impl PoolContext {
         }
     }
 
-    /// One try at sending a find: `Err` with what failed when it should be
-    /// sent again (the pool unreachable, busy, or without our session).
+    /// One try at sending a find: `Err` with what failed when it was not
+    /// taken: the pool unreachable, busy or without our session (to be sent
+    /// again), or no session to be had there (refused or banned: dropped).
     /// `maybe_credited`: an earlier try may have been credited with its
     /// answer lost.
     async fn submit_once(
@@ -156,8 +159,7 @@ impl PoolContext {
     /// Stopping: the resubmissions under way finish, then one more try for
     /// the shares that waited for a pool.
     pub(super) async fn finish_waiting(&self) {
-        let mut resubmissions = std::mem::take(&mut *self.resubmissions.lock().expect("resubmissions lock"));
-        while resubmissions.join_next().await.is_some() {}
+        self.join_resubmissions().await;
         let mut waiting: Vec<WaitingShare> = self.pending.lock().expect("pending lock").drain(..).collect();
         self.status.update(|c| c.pending = 0);
         // The pool mined at first: another's, down, could take the whole
@@ -169,13 +171,19 @@ impl PoolContext {
         }
     }
 
+    /// Waits for the resubmissions under way.
+    pub(super) async fn join_resubmissions(&self) {
+        let mut resubmissions = std::mem::take(&mut *self.resubmissions.lock().expect("resubmissions lock"));
+        while resubmissions.join_next().await.is_some() {}
+    }
+
     /// `pool` answered with a job at `height`: resubmits its queued shares
     /// whose height is still current, and drops every pool's older ones.
     /// Those of other pools wait for theirs to answer: sent to a pool that
     /// is down, each would wait out a connection's timeout, on every job
     /// answer from the pool failed over to.
     pub(super) fn flush_pending(self: &Arc<Self>, height: u64, pool: usize) {
-        let (current, old) = {
+        let (here, old) = {
             let mut pending = self.pending.lock().expect("pending lock");
             let (current, old): (Vec<_>, Vec<_>) = pending.drain(..).partition(|w| w.work.height >= height);
             let (here, elsewhere): (Vec<_>, Vec<_>) = current.into_iter().partition(|w| w.work.pool == Some(pool));
@@ -187,13 +195,13 @@ impl PoolContext {
         if !old.is_empty() {
             self.status.update(|c| c.dropped += old.len() as u64);
         }
-        if current.is_empty() {
+        if here.is_empty() {
             return;
         }
-        tracing::info!("resubmitting {} shares kept while the pool was unreachable", current.len());
+        tracing::info!("resubmitting {} shares kept while the pool was unreachable", here.len());
         // A block goes on its own task: its retries must not hold the
         // shares behind it until they are stale.
-        let (blocks, shares): (Vec<_>, Vec<_>) = current.into_iter().partition(|w| w.work.is_block(&w.found.digest));
+        let (blocks, shares): (Vec<_>, Vec<_>) = here.into_iter().partition(|w| w.work.is_block(&w.found.digest));
         let mut resubmissions = self.resubmissions.lock().expect("resubmissions lock");
         // (Those done are let go of.)
         while resubmissions.try_join_next().is_some() {}
