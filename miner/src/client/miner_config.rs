@@ -127,10 +127,11 @@ impl MinerConfig {
     pub fn ignored_settings(&self) -> Vec<String> {
         let moot = |flag: &str, set: bool, why: &str| set.then(|| format!("{flag} ({why})"));
         let (gpu_only, cpu_only) = (self.backend == BackendChoice::Gpu, self.backend == BackendChoice::Cpu);
-        let named_gpus = !self.devices.is_empty() && !cpu_only;
+        // (Under auto, adapters named by --device are mined alone.)
+        let auto_named = self.backend == BackendChoice::Auto && !self.devices.is_empty();
         [
             moot("--threads", self.threads.is_some() && gpu_only, "--backend gpu mines on no CPU"),
-            moot("--threads", self.threads.is_some() && named_gpus && !gpu_only, "--device names GPUs only"),
+            moot("--threads", self.threads.is_some() && auto_named, "--device names GPUs only"),
             moot("--device", !self.devices.is_empty() && cpu_only, "--backend cpu mines on no GPU"),
             moot("--gpu-memory-mb", self.gpu_memory_mb.is_some() && cpu_only, "--backend cpu mines on no GPU"),
             moot("--shader", self.shader.is_some() && cpu_only, "--backend cpu mines on no GPU"),
@@ -165,7 +166,11 @@ impl MinerConfig {
         };
         let mut device_line = format!("devices: {backend}");
         let gpu = self.backend != BackendChoice::Cpu;
-        let cpu = self.backend != BackendChoice::Gpu && (self.devices.is_empty() || !gpu);
+        let cpu = match self.backend {
+            BackendChoice::Cpu => true,
+            BackendChoice::Gpu => false,
+            BackendChoice::Auto => self.devices.is_empty(),
+        };
         if let Some(threads) = self.threads.filter(|_| cpu) {
             device_line += &format!(", {threads} CPU threads");
         }

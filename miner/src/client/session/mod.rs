@@ -289,13 +289,11 @@ impl PoolContext {
     /// is back) while it is still the primary and not the pool mined at;
     /// returns whether it did.
     fn fail_back(&self, primary: Option<usize>) -> bool {
-        let still = primary.is_some_and(|p| p == self.primary.load(Ordering::Relaxed));
-        let away = primary.is_some_and(|p| p != self.active.load(Ordering::Relaxed));
-        if let (true, true, Some(primary)) = (still, away, primary) {
-            self.switch_to(primary, "the primary pool is back");
-            return true;
-        }
-        false
+        let still_primary_and_away =
+            |&p: &usize| p == self.primary.load(Ordering::Relaxed) && p != self.active.load(Ordering::Relaxed);
+        let Some(primary) = primary.filter(still_primary_and_away) else { return false };
+        self.switch_to(primary, "the primary pool is back");
+        true
     }
 
     fn stop_stale_work(&self) {
