@@ -81,10 +81,17 @@ struct Miner {
 }
 
 impl Miner {
+    /// On one CPU thread.
     fn start(args: &[&str]) -> Miner {
+        Miner::on(&["--backend", "cpu", "--threads", "1"], args)
+    }
+
+    /// On `devices` (the `--backend`, `--device` and `--threads` given).
+    fn on(devices: &[&str], args: &[&str]) -> Miner {
         let api_port = free_port();
         let child = Command::new(workspace_binary("vision-miner"))
-            .args(["--backend", "cpu", "--threads", "1", "--status-interval", "3600"])
+            .args(devices)
+            .args(["--status-interval", "3600"])
             .args(["--api-bind", &format!("127.0.0.1:{api_port}")])
             .args(args)
             .env("RUST_LOG", "warn")
@@ -190,6 +197,45 @@ async fn a_miner_registers_mines_and_its_shares_are_accepted() {
     assert_eq!(worker["wallet_address"], "land1basic");
     let page = reqwest::get(format!("{}/", miner.api)).await.unwrap().text().await.unwrap();
     assert!(page.contains("vision-miner") && page.contains("/assets/miner.js"), "the owner's page: {page}");
+}
+
+/// Whether this machine has a GPU adapter (`vision-miner devices`); none
+/// fails the test in CI, which has lavapipe.
+fn has_gpu_adapter() -> bool {
+    let out = Command::new(workspace_binary("vision-miner")).args(["devices", "--json"]).output().unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = listed["gpus"].as_array().is_some_and(|gpus| !gpus.is_empty());
+    assert!(found || std::env::var_os("CI").is_none(), "CI needs a GPU adapter (lavapipe): {listed}");
+    if !found {
+        eprintln!("skipping: no GPU adapter; install mesa-vulkan-drivers");
+    }
+    found
+}
+
+/// `--backend all`: the GPU named (here lavapipe, a software adapter, which
+/// only naming it adds) and a CPU thread mine the same job side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_on_every_device_mines_on_the_gpu_and_the_cpu_at_once() {
+    if !has_gpu_adapter() {
+        return;
+    }
+    let pool = Pool::start(
+        &fresh_dir("m-all"),
+        &["--share-difficulty", "50", "--target-share-seconds", "1", "--devnet-difficulty", "1000000000"],
+    );
+    let miner = Miner::on(
+        &["--backend", "all", "--device", "0", "--threads", "1"],
+        &["--pool", &pool.url, "--wallet", "land1all", "--worker", "all"],
+    );
+    let hashing = |s: &Value, name: &str| {
+        s["devices"].as_array().unwrap().iter().any(|d| d["name"] == name && d["hashes"].as_u64() > Some(0))
+    };
+    let status = wait_for(&format!("{}/status", miner.api), 2 * MINUTE, "the GPU and the CPU hashing", |s| {
+        accepted(s) >= 3 && hashing(s, "gpu0") && hashing(s, "cpu")
+    })
+    .await;
+    assert_eq!((status["devices"].as_array().unwrap().len(), &status["cpu_threads"]), (2, &json!(1)), "{status}");
+    assert_eq!(status["rejected"], 0, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

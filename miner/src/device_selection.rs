@@ -14,6 +14,10 @@ pub enum BackendChoice {
     Gpu,
     /// Every hardware GPU; the CPU when there is none.
     Auto,
+    /// Every hardware GPU (or the adapters named) and the CPU beside them:
+    /// its threads default to one per core less one per GPU, which the
+    /// GPU's own thread and its CPU re-checks use.
+    All,
 }
 
 /// The devices a choice resolves to.
@@ -63,7 +67,8 @@ pub fn plan_for(
         let mut gpus = devices.to_vec();
         gpus.sort_unstable();
         gpus.dedup();
-        return Ok(BackendPlan { gpus, alternates: BTreeMap::new(), cpu: false, note: None });
+        let cpu = choice == BackendChoice::All;
+        return Ok(BackendPlan { gpus, alternates: BTreeMap::new(), cpu, note: None });
     }
     let (hardware, alternates) = one_per_card(adapters.iter().filter(|a| !a.is_software));
     let gpus = |gpus| BackendPlan { gpus, alternates: alternates.clone(), cpu: false, note: None };
@@ -76,6 +81,12 @@ pub fn plan_for(
             note: None,
         }),
         BackendChoice::Gpu => Ok(gpus(hardware)),
+        // (Software adapters share the CPU's cores: not beside the CPU.)
+        BackendChoice::All if hardware.is_empty() => Ok(cpu_only(Some(
+            "no hardware GPU found: mining on the CPU alone (name a software adapter with --device to add it)"
+                .to_string(),
+        ))),
+        BackendChoice::All => Ok(BackendPlan { cpu: true, ..gpus(hardware) }),
         _ if hardware.is_empty() => Ok(cpu_only(Some(if adapters.is_empty() {
             "no GPU adapter found (no Vulkan, Metal or DX12 driver): mining on the CPU".to_string()
         } else {
@@ -344,5 +355,29 @@ mod tests {
             Err(SelectionError::NoSuchDevice { index: 5, count: 3 })
         );
         assert_eq!(plan_for(&adapters, BackendChoice::Cpu, &[1]).unwrap().gpus, Vec::<usize>::new());
+    }
+
+    /// `all`: `auto`'s GPUs (or the adapters named, software ones too) and
+    /// the CPU beside them, always.
+    #[test]
+    fn all_mines_the_cpu_beside_the_gpus() {
+        let mixed = [adapter(0, true), adapter(1, false), adapter(2, false)];
+        // (adapters, named, GPUs mined, a note said)
+        type Case<'a> = (&'a [AdapterSummary], &'a [usize], Vec<usize>, bool);
+        let cases: [Case; 5] = [
+            (&mixed, &[], vec![1, 2], false),
+            (&mixed, &[2, 0], vec![0, 2], false),
+            (&mixed[..1], &[], vec![], true),
+            (&mixed[..1], &[0], vec![0], false),
+            (&[], &[], vec![], true),
+        ];
+        for (adapters, named, gpus, noted) in cases {
+            let plan = plan_for(adapters, BackendChoice::All, named).unwrap();
+            assert_eq!((&plan.gpus, plan.cpu, plan.note.is_some()), (&gpus, true, noted), "{named:?}");
+        }
+        assert_eq!(
+            plan_for(&mixed, BackendChoice::All, &[3]),
+            Err(SelectionError::NoSuchDevice { index: 3, count: 3 })
+        );
     }
 }

@@ -197,8 +197,10 @@ impl ParamsArgs {
 
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Backend(s) to measure: cpu, gpu, or auto (every usable GPU, else the
-    /// CPU); give several (--backend cpu,gpu) to compare them in one run.
+    /// Backend(s) to measure: cpu, gpu, auto (every usable GPU, else the
+    /// CPU), or all (every usable GPU and the CPU); give several (--backend
+    /// cpu,gpu) to compare them in one run. Each device is measured alone,
+    /// one after another.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu")]
     backend: Vec<BackendChoice>,
     #[command(flatten)]

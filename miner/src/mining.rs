@@ -2,8 +2,8 @@
 //! of the coordinator's `serve`.
 //!
 //! [`run`] starts the devices ([`start_devices`]: GPUs that pass the
-//! child-process probe, then the CPU where chosen or as the fallback, not
-//! with `--backend gpu` or `--device`), the
+//! child-process probe, then the CPU where chosen (`cpu`, `all`) or as the
+//! fallback, not with `--backend gpu` or `--device`), the
 //! hash-rate sampler, the status line, the local API, and the pool or solo
 //! session, and runs until the session ends for good or `shutdown` resolves
 //! (the session then sends what was already found, for a few seconds).
@@ -106,8 +106,12 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
         }
         devices.extend(started.ok().map(|backend| Box::new(backend) as Device));
     }
-    let threads = config.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // GPUs asked for (--backend gpu, or named by --device) are those or none.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Beside GPUs (`--backend all`), a core each is left to their threads
+    // (the queue and the CPU re-check of what they find).
+    let threads = config.threads.unwrap_or_else(|| cores.saturating_sub(devices.len()).max(1));
+    // GPUs asked for (--backend gpu, or named by --device) are those or
+    // none; `all` adds the CPU to them.
     let gpu_only = config.backend == BackendChoice::Gpu || !config.devices.is_empty();
     let on_cpu = plan.cpu || (devices.is_empty() && !gpu_only);
     if on_cpu {
@@ -122,7 +126,7 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
     }
     // (Unless --backend gpu or --device said so, which `ignored_settings` warned of.)
     if !on_cpu && !gpu_only && config.threads.is_some() {
-        tracing::warn!("ignored: --threads (GPUs were found: mining on them only)");
+        tracing::warn!("ignored: --threads (GPUs were found: mining on them only; --backend all adds the CPU)");
     }
     Ok(devices)
 }

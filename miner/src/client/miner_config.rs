@@ -40,14 +40,16 @@ pub struct MineArgs {
     /// Worker name, shown by the pool [default: the host name].
     #[arg(long, env = "VISION_WORKER")]
     pub worker: Option<String>,
-    /// Which devices: auto (every usable GPU, else the CPU), gpu, or cpu.
+    /// Which devices: auto (every usable GPU, else the CPU), gpu, cpu, or
+    /// all (every usable GPU and the CPU beside them).
     #[arg(long, value_enum, env = "VISION_BACKEND")]
     pub backend: Option<BackendChoice>,
-    /// CPU threads [default: all cores].
+    /// CPU threads [default: all cores; with --backend all, one fewer per GPU].
     #[arg(long, env = "VISION_THREADS")]
     pub threads: Option<usize>,
     /// GPU adapter indexes to mine on, e.g. 0,2 (see `vision-miner devices`);
-    /// those only, no CPU beside them [default: every usable GPU].
+    /// those only, no CPU beside them but with --backend all [default:
+    /// every usable GPU].
     #[arg(long = "device", value_name = "N[,N...]", env = "VISION_DEVICE", value_delimiter = ',')]
     #[serde(default, rename = "device", deserialize_with = "one_or_many")]
     pub devices: Vec<usize>,
@@ -163,11 +165,13 @@ impl MinerConfig {
             BackendChoice::Gpu => "gpu",
             BackendChoice::Auto if !self.devices.is_empty() => "auto (the adapters named)",
             BackendChoice::Auto => "auto (every hardware GPU, else the CPU)",
+            BackendChoice::All if !self.devices.is_empty() => "all (the adapters named and the CPU)",
+            BackendChoice::All => "all (every hardware GPU and the CPU)",
         };
         let mut device_line = format!("devices: {backend}");
         let gpu = self.backend != BackendChoice::Cpu;
         let cpu = match self.backend {
-            BackendChoice::Cpu => true,
+            BackendChoice::Cpu | BackendChoice::All => true,
             BackendChoice::Gpu => false,
             BackendChoice::Auto => self.devices.is_empty(),
         };
@@ -524,6 +528,7 @@ mod tests {
         let gpu = MineArgs { backend: Some(BackendChoice::Gpu), devices: vec![1], threads: Some(2), ..args() };
         let auto = MineArgs { threads: Some(2), gpu_memory_mb: Some(64), ..args() };
         let named = MineArgs { devices: vec![1], ..auto.clone() };
+        let all = MineArgs { backend: Some(BackendChoice::All), ..named.clone() };
         let cases = [
             (cpu, vec!["--device (--backend cpu mines on no GPU)"], "2 CPU threads", "adapter #1"),
             (gpu, vec!["--threads (--backend gpu mines on no CPU)"], "adapter #1 only", "CPU threads"),
@@ -534,6 +539,7 @@ mod tests {
                 "adapter #1 only, GPU tables up to 64 MiB",
                 "CPU threads",
             ),
+            (all, vec![], "all (the adapters named and the CPU), 2 CPU threads, adapter #1 only", "ignored"),
         ];
         for (args, ignored, shown, not_shown) in cases {
             let config = args.resolve().unwrap();
