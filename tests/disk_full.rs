@@ -1,7 +1,8 @@
 //! The data directory's disk fills up under a mining worker: the coordinator
 //! answers 503 `storage_unavailable` (never a 500, never a crash), stops with
 //! a clear message, starts again once there is room, and every share it
-//! acknowledged is in the ledger exactly once.
+//! acknowledged is in the ledger exactly once. And a payout batch whose
+//! write the full disk kept from being made durable is never sent.
 //!
 //! The disk is a small tmpfs mounted for the test (this needs root with
 //! CAP_SYS_ADMIN, as CI here has; elsewhere the test says so and skips;
@@ -224,4 +225,79 @@ async fn a_full_disk_answers_503_stops_cleanly_and_loses_no_acknowledged_share()
     drop(db);
     drop(mount);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A payout batch written but never made durable (the disk filled as it was
+/// flushed) is never sent. sled keeps showing such a write to reads after
+/// its flush failed, so the next round would find the batch `sending` and
+/// pay it; a restart forgets the batch, and pays its balances again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_batch_that_never_reached_the_disk_is_not_sent() {
+    use std::sync::Arc;
+    use vision_coordinator::chain::devnet::{DevnetChain, DevnetConfig};
+    use vision_coordinator::chain::{BlockSubmission, Chain};
+    use vision_coordinator::rewards::{RewardConfig, Rewards};
+    use vision_coordinator::storage::{BalanceBucket, BalanceDelta, RewardUpdate};
+
+    let root = fresh_dir("payout-disk-full");
+    let disk = root.join("disk");
+    let Some(_mount) = mount_tmpfs(&disk, 16) else {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root and must be able to mount a tmpfs");
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    let db = sled::open(disk.join("db")).unwrap();
+    let store: Arc<dyn PoolStore> = Arc::new(SledStore::open(&db).unwrap());
+    // The node, on another disk (as an upstream node is), funds the pool.
+    let node_db = sled::open(root.join("node")).unwrap();
+    let node = DevnetConfig {
+        start_difficulty: 1,
+        coinbase_maturity: 1,
+        key_addresses: vec!["vision-pool".into()],
+        params: visionx::Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..visionx::Params::CONSENSUS },
+        ..DevnetConfig::default()
+    };
+    let chain = Chain::Devnet(Arc::new(DevnetChain::open(&node_db, node).unwrap()));
+    for _ in 0..2 {
+        let template = chain.template("vision-pool").await.unwrap();
+        let outcome = chain.submit(BlockSubmission { header: template.header, nonce: 0 }).await.unwrap();
+        assert!(outcome.accepted, "{outcome:?}");
+    }
+    assert!(chain.balance("vision-pool").await.unwrap().spendable > 0);
+
+    // Balances due, on disk: a batch and balances of a few pages (a write
+    // within the last page of sled's log still fits on a full disk; with
+    // far more payees the round failed before its batch was written).
+    let payee = |i: usize| format!("land1payee{i}");
+    let due = RewardUpdate {
+        balances: (0..60).map(|i| BalanceDelta::new(&payee(i), BalanceBucket::Confirmed, 1_000)).collect(),
+        ..RewardUpdate::default()
+    };
+    store.apply_reward_update(&due).await.unwrap();
+    store.flush().unwrap();
+    let config = RewardConfig { payout_threshold: 1, pool_address: "vision-pool".into(), ..RewardConfig::default() };
+    let rewards = Rewards::new(config, store.clone(), chain.clone()).unwrap();
+
+    // Something else fills the disk; the round writes its batch, which
+    // cannot be flushed.
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(disk.join("filler")).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while filler.write_all(&chunk).is_ok() {}
+        let _ = filler.sync_all();
+    }
+    let first = rewards.run_round(1_000, 0).await;
+    assert!(first.is_err(), "the batch's flush fails on a full disk: {first:?}");
+    let seen = store.payouts_sending().await.unwrap();
+    assert_eq!(seen.len(), 1, "the batch is still seen, though not on disk: {seen:?}");
+
+    // Rounds on (as during a stop's drain): the batch is never sent.
+    for round in 2..5 {
+        assert!(rewards.run_round(round * 1_000, 0).await.is_err(), "round {round} sent nothing");
+    }
+    for i in [0, 59] {
+        let paid = chain.balance(&payee(i)).await.unwrap();
+        assert_eq!((paid.spendable, paid.immature), (0, 0), "paid a batch that is not on disk");
+    }
 }

@@ -211,6 +211,12 @@ impl Rewards {
     /// Sends a `sending` batch. Returns batches to send next (the payees of
     /// a refused batch, one per batch).
     async fn send(&self, mut batch: PayoutRecord, now_ms: u64) -> Result<Vec<PayoutRecord>, RewardError> {
+        // On disk before money moves. sled shows a write to reads before it
+        // is durable, and keeps showing it after its flush failed (a full
+        // disk): a batch sent then is one a restart forgets, and pays again.
+        // This flush fails while that write is not on disk (and costs
+        // nothing when nothing is pending).
+        self.flush().await?;
         let request = TransferRequest {
             from: self.config.pool_address.clone(),
             outputs: batch
