@@ -57,6 +57,12 @@ fn mount_tmpfs(dir: &Path, megabytes: u32) -> Option<Mount> {
     ok.then(|| Mount(dir.to_path_buf()))
 }
 
+/// Where no tmpfs could be mounted: fails in CI (root there), says so elsewhere.
+fn skipped() {
+    assert!(std::env::var_os("CI").is_none(), "CI runs as root and must be able to mount a tmpfs");
+    eprintln!("SKIPPED: mounting a tmpfs needs root");
+}
+
 fn free_bytes(dir: &Path) -> u64 {
     let out = Command::new("df").args(["--output=avail", "-B1"]).arg(dir).output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
@@ -144,11 +150,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitSta
 async fn a_full_disk_answers_503_stops_cleanly_and_loses_no_acknowledged_share() {
     let root = fresh_dir("disk-full");
     let disk = root.join("disk");
-    let Some(mount) = mount_tmpfs(&disk, 64) else {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root and must be able to mount a tmpfs");
-        eprintln!("SKIPPED: mounting a tmpfs needs root");
-        return;
-    };
+    let Some(mount) = mount_tmpfs(&disk, 64) else { return skipped() };
     // The data directory is the mount itself: its log (`disk.log`) is outside.
     let data_dir = disk.clone();
     let (pool, url) = start_coordinator(&data_dir, ARGS, &[]);
@@ -241,11 +243,7 @@ async fn a_payout_batch_that_never_reached_the_disk_is_not_sent() {
 
     let root = fresh_dir("payout-disk-full");
     let disk = root.join("disk");
-    let Some(_mount) = mount_tmpfs(&disk, 16) else {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root and must be able to mount a tmpfs");
-        eprintln!("SKIPPED: mounting a tmpfs needs root");
-        return;
-    };
+    let Some(_mount) = mount_tmpfs(&disk, 16) else { return skipped() };
     let db = sled::open(disk.join("db")).unwrap();
     let store: Arc<dyn PoolStore> = Arc::new(SledStore::open(&db).unwrap());
     // The node, on another disk (as an upstream node is), funds the pool.
