@@ -981,9 +981,10 @@ async fn solo_mining_finds_a_block_on_the_devnet() {
     assert_eq!(block["height"], 0);
     wait_for(&format!("{}/status", miner.api), MINUTE, "the miner to count it", |s| s["blocks"].as_u64() >= Some(1))
         .await;
-    // A wrong node token loses every block: the miner stops and says why
-    // (exit 3) at its first block, instead of mining on for nothing. (The
-    // first miner stops: the chain's difficulty stays within reach.)
+    // A wrong node token would lose every block: the miner stops and says
+    // why (exit 3) at its start (see `exit_codes_tell_the_owner_what_to_fix`
+    // for one that could mine for hours first). (The first miner stops: the
+    // chain's difficulty stays within reach.)
     drop(miner);
     let mut wrong = Miner::start(&["--solo", &node.url, "--wallet", "land1wrong", "--node-token", "wrong"]);
     let exit = wrong.exit_within(MINUTE, "a miner whose blocks the node refuses is still mining").await;
@@ -997,10 +998,20 @@ async fn solo_mining_finds_a_block_on_the_devnet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_tell_the_owner_what_to_fix() {
+    // (Each must end by itself, within a minute.)
     let run = |args: &[&str], envs: &[(&str, &str)]| {
         let mut cmd = Command::new(workspace_binary("vision-miner"));
         cmd.args(["--no-api", "--threads", "1"]).args(args).envs(envs.iter().copied());
-        let out = cmd.output().unwrap();
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + MINUTE;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("still running after a minute: {args:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
     };
     let (code, err) = run(&["--pool", "ftp://pool", "--wallet", "land1x"], &[]);
@@ -1011,6 +1022,12 @@ async fn exit_codes_tell_the_owner_what_to_fix() {
     assert!(err.contains("--wallet"));
 
     let pool = Pool::start(&fresh_dir("m-exit"), &["--ban-min-shares", "5", "--devnet-difficulty", "1000000000"]);
+    // Solo at a node that takes no block from this miner (its writes are
+    // off: no --node-token set there): said at the start, not after hours
+    // of mining at a difficulty like this one, and the first block lost.
+    let (code, err) = run(&["--solo", &pool.url, "--wallet", "land1solo", "--backend", "cpu"], &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("check --node-token") && err.contains("node_writes_disabled"), "{err}");
     // The pool refuses: that is the pool's own wallet.
     let (code, err) =
         run(&["--pool", &pool.url, "--wallet", "vision-pool", "--worker", "taken", "--backend", "cpu"], &[]);

@@ -51,7 +51,20 @@ impl NodeClient {
     }
 
     pub async fn submit(&self, template: &BlockTemplate, nonce: u64) -> Result<SubmitOutcome, ApiFailure> {
-        let mut request = self.http.post(format!("{}/node/submit", self.url)).json(&template.solved(nonce));
+        self.post_submit(&template.solved(nonce)).await
+    }
+
+    /// Whether the node takes blocks from this miner, asked before any is
+    /// found, with an empty submission: a node that reads the credential
+    /// first (the coordinator's devnet does) refuses it for the credential
+    /// (401, 403, 404 `node_writes_disabled`), else for its body (a 4xx),
+    /// and takes nothing either way. The failure is the node's answer.
+    pub async fn check_submit_credential(&self) -> Result<(), ApiFailure> {
+        self.post_submit::<serde_json::Value>(&serde_json::json!({})).await.map(drop)
+    }
+
+    async fn post_submit<T: serde::de::DeserializeOwned>(&self, body: &impl serde::Serialize) -> Result<T, ApiFailure> {
+        let mut request = self.http.post(format!("{}/node/submit", self.url)).json(body);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

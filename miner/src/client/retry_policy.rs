@@ -34,8 +34,9 @@ pub(crate) fn retry_after(secs: u64) -> Duration {
     Duration::from_secs(secs).max(MIN_RETRY_WAIT).mul_f64(1.0 + (jitter() - 0.75) / 2.0)
 }
 
-/// Tries at sending a found block after the first, while its height is
-/// current (pool and solo alike).
+/// Tries at sending a found block to a pool after the first, while its
+/// height is current (then it waits with the other shares for the pool's
+/// next answer). Solo blocks are tried for as long as their template is.
 pub(crate) const MAX_BLOCK_SUBMIT_RETRIES: u32 = 8;
 
 /// How long to wait before sending a block again after `failure`, the

@@ -2,9 +2,11 @@
 //! (`vision-miner --solo NODE_URL`). A new template is fetched within a
 //! second of a block landing elsewhere; node failures back off as in pool
 //! mode, and a refusal ends the session (of a template request, or of a
-//! block submission for our credential). Blocks of one template are sent
-//! one at a time until its height is taken; after a try whose answer was
-//! lost, the node's block at that height is looked up by hash.
+//! block submission for our credential, which is asked at the start, not
+//! at the first block found). Blocks of one template are sent one at a
+//! time until its height is taken, again after a transient failure for as
+//! long as no other template has come; after a try whose answer was lost,
+//! the node's block at that height is looked up by hash.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,13 +18,14 @@ use visionx::Found;
 use super::found_submitter::{drain_found, submit_found};
 use super::miner_status::MinerStatus;
 use super::node_client::{BlockTemplate, NodeClient, SubmitOutcome};
-use super::pool_client::ApiFailure;
-use super::retry_policy::{backoff, retry_after, wait_before_retry, MAX_BLOCK_SUBMIT_RETRIES};
+use super::pool_client::{printable, ApiFailure};
+use super::retry_policy::{backoff, retry_after, wait_before_retry};
 use super::session::SessionEnd;
 use super::work_dispatch::{FoundReceiver, Work, WorkDispatch};
 
 /// A node silent this long: its template is likely behind the chain
-/// (other nodes go on), so hashing stops until it answers again.
+/// (other nodes go on), so hashing stops until it answers again (blocks
+/// already found are still sent: the node may come back on that template).
 const SILENT_NODE_STOP: Duration = Duration::from_secs(300);
 
 pub struct SoloSession {
@@ -40,6 +43,21 @@ pub async fn run_solo(
     found: FoundReceiver,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SessionEnd> {
+    // A missing or wrong --node-token is said now, not when the first block
+    // is found (hours of mining on, and that block lost).
+    match session.node.check_submit_credential().await {
+        Err(failure) if refuses_every_block(&failure) => {
+            return Err(SessionEnd::Refused(format!(
+                "the node takes no block from this miner (check --node-token): {}: {failure}",
+                session.node.url
+            )));
+        }
+        Err(failure) if failure.is_transient() => tracing::warn!(
+            "{}: could not ask whether the node takes this miner's blocks ({failure}); mining on",
+            session.node.url
+        ),
+        _ => {}
+    }
     let drain = Arc::new(Notify::new());
     let templates: Arc<Mutex<Option<(String, BlockTemplate)>>> = Arc::new(Mutex::new(None));
     let block_found = Arc::new(Notify::new());
@@ -138,7 +156,7 @@ impl BlockSubmitter {
                 None
             }
             (Ok(answer), Some(false)) => {
-                let reason = answer.reason.unwrap_or_default();
+                let reason = printable(&answer.reason.unwrap_or_default());
                 tracing::warn!("block rejected: {reason}");
                 self.status.update(|c| c.rejected += 1);
                 if reason == "stale_height" {
@@ -162,7 +180,7 @@ impl BlockSubmitter {
             }
         };
         if let Some(hash) = accepted {
-            tracing::info!("block {hash} accepted at height {height}");
+            tracing::info!("block {} accepted at height {height}", printable(&hash));
             *taken = true;
             self.status.update(|c| {
                 c.blocks += 1;
@@ -215,7 +233,8 @@ async fn mine_templates(
                 let parent = h.parent_hash.get(..16).unwrap_or(&h.parent_hash);
                 let id = format!("solo:{}:{parent}", h.height);
                 let current = templates.lock().expect("template lock").as_ref().map(|(i, _)| i.clone());
-                if current.as_deref() != Some(id.as_str()) {
+                // (The same template after a silence that stopped the devices: mined again.)
+                if current.as_deref() != Some(id.as_str()) || dispatch.current_work().is_none() {
                     match Work::from_template(&template, &id) {
                         Ok(work) => {
                             let (height, difficulty) = (template.header.height, template.header.difficulty);
@@ -255,6 +274,12 @@ async fn mine_templates(
                 }
                 failures = 0;
                 answered = std::time::Instant::now();
+                // (Also when the template is the same: a failed ask before it
+                // must not leave the status showing the node away.)
+                status.connection(|c| {
+                    c.connected = true;
+                    c.last_error = None;
+                });
                 // New blocks elsewhere are picked up within a second.
                 let _ = tokio::time::timeout(Duration::from_secs(1), block_found.notified()).await;
             }
@@ -280,8 +305,9 @@ async fn mine_templates(
                         "no template for {}s: stopping work on the last one until the node answers",
                         SILENT_NODE_STOP.as_secs()
                     );
+                    // (The template is kept: a block found on it is still
+                    // sent, should the node come back on it.)
                     dispatch.set_work(None);
-                    *templates.lock().expect("template lock") = None;
                 }
                 tokio::time::sleep(wait).await;
             }
@@ -289,10 +315,11 @@ async fn mine_templates(
     }
 }
 
-/// Submits a found block, again after a transient failure (the node busy or
-/// unreachable for a moment) for as long as its template is still the one
-/// mined: a block is worth the retries. With the answer, whether a try
-/// failed before it (the node may have taken that one).
+/// Submits a found block, again after a transient failure (the node busy,
+/// restarting or unreachable) for as long as its template is still the one
+/// mined, however long the node is away: a block is worth the retries, and
+/// only the node's next template says its height is taken. With the
+/// answer, whether a try failed before it (the node may have taken that one).
 async fn submit_block(
     node: &NodeClient,
     templates: &Mutex<Option<(String, BlockTemplate)>>,
@@ -303,7 +330,7 @@ async fn submit_block(
     let mut failures = 0u32;
     loop {
         match node.submit(template, nonce).await {
-            Err(failure) if failure.is_transient() && failures < MAX_BLOCK_SUBMIT_RETRIES => {
+            Err(failure) if failure.is_transient() => {
                 let current = templates.lock().expect("template lock").as_ref().is_some_and(|(id, _)| id == work_id);
                 if !current {
                     return (Err(failure), failures > 0);
@@ -336,6 +363,45 @@ mod tests {
         TakeAndFail,
         /// Fails (500) without taking it.
         Fail,
+        /// Busy: 503, Retry-After 1 s, without taking it.
+        Busy,
+    }
+
+    /// A template at `height` (its parent named after it) with `params`.
+    fn template_at(height: u64, difficulty: u64, params: visionx::Params) -> BlockTemplate {
+        BlockTemplate {
+            header: HeaderFields {
+                chain_id: "devnet".into(),
+                height,
+                parent_hash: format!("{height:064x}"),
+                timestamp: 1,
+                difficulty,
+                tx_root: "00".repeat(32),
+                miner: "land1solo".into(),
+            },
+            epoch: 0,
+            epoch_seed: String::new(),
+            pow_message: String::new(),
+            params,
+            reward: 0,
+        }
+    }
+
+    /// Params small enough for a test's CPU.
+    const SMALL: visionx::Params =
+        visionx::Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..visionx::Params::CONSENSUS };
+
+    /// A node on loopback serving `template` at `/node/template`: its URL,
+    /// and the server to abort.
+    async fn template_node<H, T>(template: H) -> (String, tokio::task::JoinHandle<()>)
+    where
+        H: axum::handler::Handler<T, ()>,
+        T: 'static,
+    {
+        let app = axum::Router::new().route("/node/template", axum::routing::get(template));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        (url, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
     }
 
     /// The digest the tests' miner finds with `nonce`.
@@ -372,6 +438,12 @@ mod tests {
                         Answer::TakeAndFail | Answer::Fail => {
                             axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
                         }
+                        Answer::Busy => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            [("retry-after", "1")],
+                            axum::Json(serde_json::json!({"error": "busy", "message": "try again"})),
+                        )
+                            .into_response(),
                     }
                 }
             }
@@ -403,27 +475,11 @@ mod tests {
     }
 
     fn submitter(url: &str) -> (BlockSubmitter, Work) {
-        let template = BlockTemplate {
-            header: HeaderFields {
-                chain_id: "devnet".into(),
-                height: 7,
-                parent_hash: "00".repeat(32),
-                timestamp: 1,
-                difficulty: 1,
-                tx_root: "00".repeat(32),
-                miner: "land1solo".into(),
-            },
-            epoch: 0,
-            epoch_seed: String::new(),
-            pow_message: String::new(),
-            params: visionx::Params::CONSENSUS,
-            reward: 0,
-        };
-        let params = visionx::Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..visionx::Params::CONSENSUS };
+        let template = template_at(7, 1, visionx::Params::CONSENSUS);
         let work = Work {
             id: "solo:7:0000".into(),
             height: 7,
-            input: Arc::new(visionx::PowInput::new([1; 32], 0, b"solo".to_vec(), params).unwrap()),
+            input: Arc::new(visionx::PowInput::new([1; 32], 0, b"solo".to_vec(), SMALL).unwrap()),
             target: visionx::Target(0),
             share_difficulty: 1,
             network_difficulty: 1,
@@ -448,40 +504,19 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_template_the_miner_cannot_mine_stops_the_last_ones_work() {
         use std::sync::atomic::{AtomicU64, Ordering};
-        let usable = visionx::Params { dataset_mb: 1, scratch_mb: 1, mix_iters: 64, ..visionx::Params::CONSENSUS };
         let height = Arc::new(AtomicU64::new(7));
         let template = {
             let height = height.clone();
             move || {
                 let height = height.load(Ordering::SeqCst);
                 let params = match height {
-                    7 => usable,
-                    _ => visionx::Params { mix_iters: visionx::params::MAX_MIX_ITERS + 1, ..usable },
+                    7 => SMALL,
+                    _ => visionx::Params { mix_iters: visionx::params::MAX_MIX_ITERS + 1, ..SMALL },
                 };
-                async move {
-                    axum::Json(BlockTemplate {
-                        header: HeaderFields {
-                            chain_id: "devnet".into(),
-                            height,
-                            parent_hash: format!("{height:064x}"),
-                            timestamp: 1,
-                            difficulty: 1_000_000,
-                            tx_root: "00".repeat(32),
-                            miner: "land1solo".into(),
-                        },
-                        epoch: 0,
-                        epoch_seed: String::new(),
-                        pow_message: String::new(),
-                        params,
-                        reward: 0,
-                    })
-                }
+                async move { axum::Json(template_at(height, 1_000_000, params)) }
             }
         };
-        let app = axum::Router::new().route("/node/template", axum::routing::get(template));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (url, server) = template_node(template).await;
         let session = SoloSession { node: NodeClient::new(&url, None).unwrap(), wallet: "land1solo".into() };
         let (found, _found_rx) = super::super::work_dispatch::found_channel();
         let dispatch = WorkDispatch::start(Vec::new(), found);
@@ -509,6 +544,51 @@ mod tests {
         server.abort();
     }
 
+    /// A node that failed one ask and then answers the same template again
+    /// shows as connected at once, not only once the chain moves on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_answering_again_shows_connected_on_the_same_template() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let failing = Arc::new(AtomicBool::new(false));
+        let template = {
+            let failing = failing.clone();
+            move || {
+                let fail = failing.load(Ordering::SeqCst);
+                async move {
+                    use axum::response::IntoResponse;
+                    if fail {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+                    }
+                    axum::Json(template_at(7, 1_000_000, SMALL)).into_response()
+                }
+            }
+        };
+        let (url, server) = template_node(template).await;
+        let session = SoloSession { node: NodeClient::new(&url, None).unwrap(), wallet: "land1solo".into() };
+        let (found, _found_rx) = super::super::work_dispatch::found_channel();
+        let dispatch = WorkDispatch::start(Vec::new(), found);
+        let (status, templates, block_found) = (MinerStatus::new(), Mutex::new(None), Notify::new());
+        let mining = mine_templates(&session, &dispatch, &status, &templates, &block_found);
+        let connected = || status.connection(|c| c.connected && c.last_error.is_none());
+        let watching = async {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for (fail, connected_then) in [(false, true), (true, false), (false, true)] {
+                failing.store(fail, Ordering::SeqCst);
+                while connected() != connected_then {
+                    assert!(Instant::now() < deadline, "never shown connected: {connected_then}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        tokio::select! {
+            ended = mining => panic!("the session ended: {ended:?}"),
+            () = watching => {}
+        }
+        assert_eq!(dispatch.current_work().map(|w| w.height), Some(7), "the same template, mined on");
+        dispatch.stop();
+        server.abort();
+    }
+
     /// Two nonces of one template found at once: a second block is sent
     /// only while the height is not taken (by our block, one whose answer
     /// was lost included, or another's), and what is counted is what the
@@ -528,6 +608,9 @@ mod tests {
             // same nonce) is there. Rejected once; the height is taken.
             (&[Fail, Reject("stale_height")], &[1, 1], (0, 1)),
             (&[Reject("stale_height")], &[1], (0, 1)),
+            // A node away for longer than a pool's block gets tries (8
+            // after the first): still sent while the template is current.
+            (&[Busy, Busy, Busy, Busy, Busy, Busy, Busy, Busy, Busy, Accept], &[1; 10], (1, 0)),
         ];
         for (script, sent, (blocks, rejected)) in table {
             let (url, seen) = fake_node(script).await;
