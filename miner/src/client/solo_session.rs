@@ -404,6 +404,34 @@ mod tests {
         (url, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
     }
 
+    /// What `mine_templates` works with, for a node at a URL, with no device.
+    struct Solo {
+        session: SoloSession,
+        dispatch: Arc<WorkDispatch>,
+        _found: FoundReceiver,
+        status: MinerStatus,
+        templates: Mutex<Option<(String, BlockTemplate)>>,
+        block_found: Notify,
+    }
+
+    impl Solo {
+        fn at(url: &str) -> Solo {
+            let (found, _found) = super::super::work_dispatch::found_channel();
+            Solo {
+                session: SoloSession { node: NodeClient::new(url, None).unwrap(), wallet: "land1solo".into() },
+                dispatch: WorkDispatch::start(Vec::new(), found),
+                _found,
+                status: MinerStatus::new(),
+                templates: Mutex::new(None),
+                block_found: Notify::new(),
+            }
+        }
+
+        async fn mine_templates(&self) -> Result<(), SessionEnd> {
+            mine_templates(&self.session, &self.dispatch, &self.status, &self.templates, &self.block_found).await
+        }
+    }
+
     /// The digest the tests' miner finds with `nonce`.
     fn digest_of(nonce: u64) -> visionx::Digest {
         visionx::Digest([nonce as u8; 32])
@@ -517,11 +545,9 @@ mod tests {
             }
         };
         let (url, server) = template_node(template).await;
-        let session = SoloSession { node: NodeClient::new(&url, None).unwrap(), wallet: "land1solo".into() };
-        let (found, _found_rx) = super::super::work_dispatch::found_channel();
-        let dispatch = WorkDispatch::start(Vec::new(), found);
-        let (status, templates, block_found) = (MinerStatus::new(), Mutex::new(None), Notify::new());
-        let mining = mine_templates(&session, &dispatch, &status, &templates, &block_found);
+        let solo = Solo::at(&url);
+        let (dispatch, templates) = (&solo.dispatch, &solo.templates);
+        let mining = solo.mine_templates();
         let watching = async {
             let deadline = Instant::now() + Duration::from_secs(10);
             while dispatch.current_work().is_none_or(|w| w.height != 7) {
@@ -564,11 +590,9 @@ mod tests {
             }
         };
         let (url, server) = template_node(template).await;
-        let session = SoloSession { node: NodeClient::new(&url, None).unwrap(), wallet: "land1solo".into() };
-        let (found, _found_rx) = super::super::work_dispatch::found_channel();
-        let dispatch = WorkDispatch::start(Vec::new(), found);
-        let (status, templates, block_found) = (MinerStatus::new(), Mutex::new(None), Notify::new());
-        let mining = mine_templates(&session, &dispatch, &status, &templates, &block_found);
+        let solo = Solo::at(&url);
+        let (dispatch, status) = (&solo.dispatch, &solo.status);
+        let mining = solo.mine_templates();
         let connected = || status.connection(|c| c.connected && c.last_error.is_none());
         let watching = async {
             let deadline = Instant::now() + Duration::from_secs(10);
