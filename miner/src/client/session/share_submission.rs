@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use visionx::Found;
 
-use super::super::pool_client::ApiFailure;
+use super::super::pool_client::{printable, ApiFailure};
 use super::super::retry_policy::{wait_before_retry, MAX_BLOCK_SUBMIT_RETRIES};
 use super::super::work_dispatch::Work;
 use super::PoolContext;
@@ -138,7 +138,7 @@ impl PoolContext {
                 Ok(())
             }
             Ok(answer) => {
-                let reason = answer.reason.unwrap_or_default();
+                let reason = printable(&answer.reason.unwrap_or_default());
                 tracing::info!("share rejected: {reason}");
                 self.status.update(|c| if reason == "stale" { c.stale += 1 } else { c.rejected += 1 });
                 Ok(())
