@@ -351,6 +351,19 @@ async fn a_payee_the_chain_refuses_is_set_aside_and_the_others_are_paid() {
     pool.stop().await;
 }
 
+/// A trigger handing every claim's lease to another holder as it is
+/// written: a takeover by another coordinator, in the real database.
+const TAKE_OVER: &str = "CREATE FUNCTION take_over() RETURNS trigger LANGUAGE plpgsql AS \
+     $$ BEGIN NEW.lease_holder := 'another-coordinator'; RETURN NEW; END $$; \
+     CREATE TRIGGER take_over BEFORE UPDATE ON pool_payouts FOR EACH ROW \
+     WHEN (NEW.lease_holder IS DISTINCT FROM OLD.lease_holder) EXECUTE FUNCTION take_over();";
+
+/// The lease's holder gone: the takeover undone, and its lease run out.
+const HOLDER_GONE: &str = "DROP TRIGGER take_over ON pool_payouts; UPDATE pool_payouts SET lease_until = 0";
+
+/// Batches whose lease another coordinator holds.
+const TAKEN: &str = "SELECT count(*) FROM pool_payouts WHERE lease_holder = 'another-coordinator'";
+
 /// Several coordinators on PostgreSQL: a payout sender whose lease on a
 /// batch another coordinator has taken over (it stalled past its lease)
 /// applies nothing it decided: here the chain refuses the batch (a payee it
@@ -369,13 +382,7 @@ async fn a_sender_whose_lease_was_taken_over_applies_nothing_it_decided() {
         ..reward_settings("taken-over")
     })
     .await;
-    server.query(
-        db,
-        "CREATE FUNCTION take_over() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN NEW.lease_holder := 'another-coordinator'; RETURN NEW; END $$; \
-         CREATE TRIGGER take_over BEFORE UPDATE ON pool_payouts FOR EACH ROW \
-         WHEN (NEW.lease_holder IS DISTINCT FROM OLD.lease_holder) EXECUTE FUNCTION take_over();",
-    );
+    server.query(db, TAKE_OVER);
     pool.devnet.as_ref().unwrap().refuse_payments_to("land1bob");
     let alice = pool.register("rig-a", "land1alice").await;
     let bob = pool.register("rig-b", "land1bob").await;
@@ -383,22 +390,52 @@ async fn a_sender_whose_lease_was_taken_over_applies_nothing_it_decided() {
     for _ in 0..3 {
         pool.mine_block(&alice).await;
     }
-    let taken = "SELECT count(*) FROM pool_payouts WHERE lease_holder = 'another-coordinator'";
-    eventually("a batch claimed and taken over", Duration::from_secs(20), async || server.query(db, taken) != "0")
+    eventually("a batch claimed and taken over", Duration::from_secs(20), async || server.query(db, TAKEN) != "0")
         .await;
-    // Rounds every 100 ms: the stale sender sent, was refused, and decided a split.
+    // Rounds every 100 ms: the stale sender would have sent, been refused,
+    // and decided a split.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let batches = server.query(db, "SELECT count(*), bool_and(sending) FROM pool_payouts");
     assert_eq!(batches, "1|t", "the stale sender split nothing: one batch, still sending");
     assert_eq!(u(&balance(&pool, "land1bob").await["set_aside"]), 0);
 
     // The other holder's lease runs out (it died): the batch is settled once.
-    server.query(db, "DROP TRIGGER take_over ON pool_payouts; UPDATE pool_payouts SET lease_until = 0");
+    server.query(db, HOLDER_GONE);
     eventually("bob set aside and alice paid", Duration::from_secs(20), async || {
         u(&balance(&pool, "land1bob").await["set_aside"]) > 0 && u(&balance(&pool, "land1alice").await["paid"]) > 0
     })
     .await;
     check_books(&pool, &["land1alice", "land1bob", HOST, FOUNDATION]).await;
+    pool.stop().await;
+}
+
+/// A payout sender that stalled after its claim (a paused VM) while
+/// another coordinator took the batch over sends nothing: it claims the
+/// batch again just before the transfer. Here the chain would pay (no payee
+/// refused), so a send would show on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_whose_lease_was_taken_over_sends_nothing() {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let db = "stalled_sender";
+    let pool = TestPool::start(CoordinatorArgs {
+        database_url: Some(server.database(db)),
+        ..reward_settings("stalled-sender")
+    })
+    .await;
+    server.query(db, TAKE_OVER);
+    let alice = pool.register("rig-a", "land1alice").await;
+    for _ in 0..3 {
+        pool.mine_block(&alice).await;
+    }
+    eventually("a batch claimed and taken over", Duration::from_secs(20), async || server.query(db, TAKEN) != "0")
+        .await;
+    // Rounds every 100 ms.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(chain_spendable(&pool, "land1alice").await, 0, "sent by a holder whose lease was taken over");
+    server.query(db, HOLDER_GONE);
+    eventually("alice paid", Duration::from_secs(20), async || u(&balance(&pool, "land1alice").await["paid"]) > 0)
+        .await;
+    check_books(&pool, &["land1alice", HOST, FOUNDATION]).await;
     pool.stop().await;
 }
 

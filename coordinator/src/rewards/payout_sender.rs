@@ -217,6 +217,14 @@ impl Rewards {
         // This flush fails while that write is not on disk (and costs
         // nothing when nothing is pending).
         self.flush().await?;
+        // Still this coordinator's, as claimed, with a whole send's time
+        // left: claimed again, since a holder that stalled after its claim
+        // (a paused VM) must not send a batch that another has taken over,
+        // and may have split under new keys while a payee was refused.
+        if self.claim(batch.id).await?.as_ref() != Some(&batch) {
+            tracing::warn!(payout = batch.id, "payout no longer held by this coordinator as claimed: not sent");
+            return Ok(Vec::new());
+        }
         let request = TransferRequest {
             from: self.config.pool_address.clone(),
             outputs: batch
