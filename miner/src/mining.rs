@@ -117,6 +117,9 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
     if on_cpu {
         if !plan.cpu {
             tracing::warn!("no GPU could be used: mining on the CPU");
+        } else if !plan.gpus.is_empty() && devices.is_empty() {
+            // (`all`: the CPU was asked for beside them, so it mines on.)
+            tracing::warn!("no GPU could be used: mining on the CPU alone, on every core");
         }
         devices.push(Box::new(CpuDevice::new(threads)));
     }

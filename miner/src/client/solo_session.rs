@@ -43,21 +43,6 @@ pub async fn run_solo(
     found: FoundReceiver,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), SessionEnd> {
-    // A missing or wrong --node-token is said now, not when the first block
-    // is found (hours of mining on, and that block lost).
-    match session.node.check_submit_credential().await {
-        Err(failure) if refuses_every_block(&failure) => {
-            return Err(SessionEnd::Refused(format!(
-                "the node takes no block from this miner (check --node-token): {}: {failure}",
-                session.node.url
-            )));
-        }
-        Err(failure) if failure.is_transient() => tracing::warn!(
-            "{}: could not ask whether the node takes this miner's blocks ({failure}); mining on",
-            session.node.url
-        ),
-        _ => {}
-    }
     let drain = Arc::new(Notify::new());
     let templates: Arc<Mutex<Option<(String, BlockTemplate)>>> = Arc::new(Mutex::new(None));
     let block_found = Arc::new(Notify::new());
@@ -211,6 +196,42 @@ fn refuses_every_block(failure: &ApiFailure) -> bool {
     }
 }
 
+/// How often the start's credential check asks again when the node says
+/// to wait (it counts wrong tokens per address: a rig restarted in a loop
+/// with a wrong one is told to wait, and must not take that for a yes).
+const CREDENTIAL_CHECK_TRIES: u32 = 3;
+
+/// Asks the node, before mining, whether it takes this miner's blocks: a
+/// missing or wrong `--node-token` (or node writes off) ends the session
+/// now, not when the first block is found (hours of mining on, and that
+/// block lost). A node that does not answer, keeps saying to wait, or reads
+/// the body before the credential is mined at, as before, and tells at the
+/// first block.
+async fn check_submit_credential(node: &NodeClient) -> Result<(), SessionEnd> {
+    for tries in 1..=CREDENTIAL_CHECK_TRIES {
+        match node.check_submit_credential().await {
+            Err(failure) if refuses_every_block(&failure) => {
+                return Err(SessionEnd::Refused(format!(
+                    "the node takes no block from this miner (check --node-token): {}: {failure}",
+                    node.url
+                )));
+            }
+            Err(ApiFailure::RetryAfter { retry_after_secs, .. }) if tries < CREDENTIAL_CHECK_TRIES => {
+                tokio::time::sleep(retry_after(retry_after_secs)).await;
+            }
+            Err(failure) if failure.is_transient() => {
+                tracing::warn!(
+                    "{}: could not ask whether the node takes this miner's blocks ({failure}); mining on",
+                    node.url
+                );
+                return Ok(());
+            }
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 /// Fetches the node's template, mines it, and fetches again within a second
 /// of a block (ours or another's); ends only when the node refuses us.
 async fn mine_templates(
@@ -224,6 +245,7 @@ async fn mine_templates(
         c.mode = "solo".into();
         c.url = session.node.url.clone();
     });
+    check_submit_credential(&session.node).await?;
     let mut failures = 0u32;
     let mut answered = std::time::Instant::now();
     loop {
@@ -253,11 +275,13 @@ async fn mine_templates(
                         Err(message) => {
                             // The chain moved on (another id) to a block this
                             // miner cannot mine: the last template's height is
-                            // taken, so its work stops now.
+                            // taken, so its work stops now (and its blocks are
+                            // no longer sent, after a silence that had stopped
+                            // the work already too).
                             if dispatch.current_work().is_some() {
                                 dispatch.set_work(None);
-                                *templates.lock().expect("template lock") = None;
                             }
+                            *templates.lock().expect("template lock") = None;
                             // Said once per try, with a growing wait: not every second.
                             failures += 1;
                             let wait = backoff(failures);
@@ -611,6 +635,47 @@ mod tests {
         assert_eq!(dispatch.current_work().map(|w| w.height), Some(7), "the same template, mined on");
         dispatch.stop();
         server.abort();
+    }
+
+    /// The start's credential check: a node that says to wait (its count
+    /// of wrong tokens from this address is full) is asked again, and its
+    /// refusal then ends the session; an answer about the body is a yes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_credential_check_waits_out_a_rate_limit_before_its_answer() {
+        use axum::http::StatusCode;
+        let answer = |status: StatusCode, error: &str| {
+            let body = axum::Json(serde_json::json!({"error": error, "message": "test"}));
+            (status, [("retry-after", "1")], body)
+        };
+        let cases = [
+            (
+                vec![answer(StatusCode::TOO_MANY_REQUESTS, "rate_limited"), answer(StatusCode::FORBIDDEN, "forbidden")],
+                false,
+            ),
+            (vec![answer(StatusCode::UNPROCESSABLE_ENTITY, "bad_json")], true),
+            (vec![answer(StatusCode::TOO_MANY_REQUESTS, "rate_limited"); 3], true),
+        ];
+        for (script, mines) in cases {
+            let asked = script.len();
+            let script = Arc::new(Mutex::new(VecDeque::from(script)));
+            let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let submit = {
+                let (script, seen) = (script.clone(), seen.clone());
+                move || {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let next = script.lock().unwrap().pop_front().expect("asked once too often");
+                    async move { next }
+                }
+            };
+            let app = axum::Router::new().route("/node/submit", axum::routing::post(submit));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            let checked = check_submit_credential(&NodeClient::new(&url, Some("token".into())).unwrap()).await;
+            assert_eq!(checked.is_ok(), mines, "{checked:?}");
+            assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), asked);
+            server.abort();
+        }
     }
 
     /// Two nonces of one template found at once: a second block is sent
