@@ -112,7 +112,8 @@ fn path() -> impl Strategy<Value = String> {
         segment(),
     )
         .prop_map(|(prefix, seg)| format!("{prefix}{seg}"));
-    let retry = segment().prop_map(|seg| format!("/pool/payouts/{seg}/retry"));
+    let retry = (segment(), prop::sample::select(vec!["retry", "paid"]))
+        .prop_map(|(seg, action)| format!("/pool/payouts/{seg}/{action}"));
     // Long-polls wait for real (up to a minute): short or malformed waits only.
     let long_poll = prop::sample::select(vec!["0", "1", "x", "-1", "", "1e3", "18446744073709551616"])
         .prop_map(|wait| format!("/pool/job?wait={wait}"));

@@ -8,7 +8,7 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use support::{eventually, settings, TestPool};
 use vision_coordinator::config::CoordinatorArgs;
 
@@ -441,10 +441,16 @@ async fn a_sender_whose_lease_was_taken_over_sends_nothing() {
 
 /// A node whose receipt names other payees than the batch asked for is not
 /// believed: the batch is set aside for the operator, and nothing is
-/// marked paid on its word.
+/// marked paid on its word. The operator, having found the transfer on the
+/// chain (this node did pay as asked), records the batch paid: once, with
+/// the admin token, and the books then balance with the chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receipt_naming_other_payees_is_not_taken_as_payment() {
-    let pool = TestPool::start(reward_settings("misreported")).await;
+    let pool = TestPool::start(CoordinatorArgs {
+        admin_token: Some("admin-secret-for-tests".into()),
+        ..reward_settings("misreported")
+    })
+    .await;
     pool.devnet.as_ref().unwrap().misreport_transfers(true);
     let alice = pool.register("rig-a", "land1alice").await;
     for _ in 0..3 {
@@ -465,6 +471,37 @@ async fn a_receipt_naming_other_payees_is_not_taken_as_payment() {
     let a = balance(&pool, "land1alice").await;
     assert_eq!(u(&a["paid"]), 0, "{a}");
     assert!(u(&a["set_aside"]) > 0, "{a}");
+
+    pool.devnet.as_ref().unwrap().misreport_transfers(false);
+    let set_aside: Vec<u64> =
+        payouts.as_array().unwrap().iter().filter(|p| p["status"] == "set_aside").map(|p| u(&p["id"])).collect();
+    let (admin, found) = ("admin-secret-for-tests", serde_json::json!({"transfer_id": "tx-found-on-the-chain"}));
+    let paid = |id: u64| format!("/pool/payouts/{id}/paid");
+    assert_eq!(pool.post(&paid(set_aside[0]), &found).await.status(), 401);
+    assert_eq!(pool.post_auth(&paid(set_aside[0]), "wrong", &found).await.status(), 403);
+    for bad in [serde_json::json!({"transfer_id": ""}), serde_json::json!({"transfer_id": "x".repeat(129)})] {
+        let refused = pool.post_auth(&paid(set_aside[0]), admin, &bad).await;
+        assert_eq!(refused.status(), 400);
+        assert_eq!(refused.json::<Value>().await.unwrap()["error"], "bad_transfer_id");
+    }
+    assert_eq!(pool.post_auth(&paid(999_999), admin, &found).await.status(), 404);
+    for &id in &set_aside {
+        assert_eq!(pool.post_auth(&paid(id), admin, &found).await.status(), 200);
+        assert_eq!(pool.post_auth(&paid(id), admin, &found).await.status(), 409, "marked once");
+    }
+    let marked = pool.json("/pool/payouts").await;
+    let marked = marked.as_array().unwrap().iter().find(|p| p["id"] == set_aside[0]).unwrap().clone();
+    assert_eq!((&marked["status"], &marked["transfer_id"]), (&json!("paid"), &json!("tx-found-on-the-chain")));
+    assert!(marked["reason"].as_str().unwrap().contains("operator"), "{marked}");
+    // Nothing set aside holds the payees back: later blocks are paid, and
+    // what the chain shows each is what the pool says it paid.
+    pool.mine_block(&alice).await;
+    eventually("alice paid, nothing set aside", Duration::from_secs(20), async || {
+        let a = balance(&pool, "land1alice").await;
+        u(&a["set_aside"]) == 0 && u(&a["sending"]) == 0 && u(&a["paid"]) > 0
+    })
+    .await;
+    check_books(&pool, &["land1alice", HOST, FOUNDATION]).await;
     pool.stop().await;
 }
 

@@ -27,7 +27,7 @@ use super::{
 use crate::api_error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::bearer_auth::{bearer, CredentialGuesses};
 use crate::client_source::TrustedProxies;
-use crate::rewards::RetryOutcome;
+use crate::rewards::SetAsideOutcome;
 
 /// What the pool routes share.
 #[derive(Clone)]
@@ -54,6 +54,7 @@ pub fn router(state: PoolApiState, request_timeout: Duration) -> Router {
         .route("/pool/balances/{wallet}", get(balance))
         .route("/pool/payouts", get(payouts))
         .route("/pool/payouts/{id}/retry", post(retry_payout))
+        .route("/pool/payouts/{id}/paid", post(mark_payout_paid))
         .route("/pool/workers/{id}", get(worker))
         .route("/pool/workers/{id}/history", get(worker_history))
         .route("/pool/history", get(history))
@@ -305,11 +306,52 @@ async fn retry_payout(
     _: Admin,
     AppPath(id): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id: u64 = id.parse().map_err(|_| ApiError::bad_request("bad_id", "a payout id is a u64"))?;
-    match state.pool.rewards().retry_set_aside(id, now_ms()).await? {
-        RetryOutcome::Retrying => Ok(AppJson(serde_json::json!({"id": id, "status": "sending"}))),
-        RetryOutcome::NotFound => Err(ApiError::not_found("unknown_payout", format!("no payout {id}"))),
-        RetryOutcome::NotSetAside => Err(ApiError::conflict("not_set_aside", format!("payout {id} is not set aside"))),
+    let id = payout_id(&id)?;
+    let rewards = state.pool.rewards().clone();
+    let outcome = to_the_end(async move { rewards.retry_set_aside(id, now_ms()).await }).await??;
+    set_aside_answer(id, outcome, "sending")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkPaidRequest {
+    /// The chain's id of the transfer that paid the batch.
+    transfer_id: String,
+}
+
+/// Admin: records a set-aside payout as paid, by the transfer the operator
+/// found on the chain (nothing is sent).
+async fn mark_payout_paid(
+    State(state): State<PoolApiState>,
+    _: Admin,
+    AppPath(id): AppPath<String>,
+    AppJson(request): AppJson<MarkPaidRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = payout_id(&id)?;
+    let rewards = state.pool.rewards().clone();
+    let marked =
+        to_the_end(async move { rewards.mark_set_aside_paid(id, &request.transfer_id, now_ms()).await }).await??;
+    let outcome = marked.map_err(|err| ApiError::bad_request("bad_transfer_id", err.to_string()))?;
+    set_aside_answer(id, outcome, "paid")
+}
+
+fn payout_id(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| ApiError::bad_request("bad_id", "a payout id is a u64"))
+}
+
+/// Runs an operator's change of money to its end, though the client hang
+/// up (or the request time out) part-way.
+async fn to_the_end<T: Send + 'static>(change: impl Future<Output = T> + Send + 'static) -> Result<T, ApiError> {
+    tokio::spawn(change).await.map_err(|err| ApiError::internal(format!("an operator's payout change: {err}")))
+}
+
+fn set_aside_answer(id: u64, outcome: SetAsideOutcome, status: &str) -> Result<impl IntoResponse, ApiError> {
+    match outcome {
+        SetAsideOutcome::Done => Ok(AppJson(serde_json::json!({"id": id, "status": status}))),
+        SetAsideOutcome::NotFound => Err(ApiError::not_found("unknown_payout", format!("no payout {id}"))),
+        SetAsideOutcome::NotSetAside => {
+            Err(ApiError::conflict("not_set_aside", format!("payout {id} is not set aside")))
+        }
     }
 }
 

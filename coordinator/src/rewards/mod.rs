@@ -13,6 +13,9 @@
 //!    idempotency key) before anything else, then pays confirmed balances
 //!    past the threshold in one batch.
 //!
+//! `set_aside_payouts` holds the operator's actions on a batch set aside
+//! (sent again under a new key, or recorded paid by a transfer found on
+//! the chain).
 //! `reward_split` is the arithmetic (pure); `share_compaction` folds shares
 //! no window can need any more into per-worker aggregates (housekeeping);
 //! `window_tally` keeps the windows that are looked at every round (the
@@ -29,6 +32,7 @@ mod payout_sender;
 mod prop_rounds;
 pub mod reward_split;
 mod reward_views;
+mod set_aside_payouts;
 mod settled_blocks;
 mod share_compaction;
 mod window_tally;
@@ -43,7 +47,7 @@ use self::reward_split::{FeeSchedule, PayoutScheme};
 use crate::chain::{Chain, ChainError};
 use crate::storage::{PoolStore, StoreError};
 
-pub use self::payout_sender::RetryOutcome;
+pub use self::set_aside_payouts::{BadTransferId, SetAsideOutcome};
 pub use self::share_compaction::CompactionReport;
 
 /// The foundation's cut of every block, in basis points (1%): the least

@@ -12,6 +12,7 @@
 
 use std::sync::atomic::Ordering;
 
+use super::set_aside_payouts::{is_plain_transfer_id, MAX_TRANSFER_ID_BYTES};
 use super::{CrashPoint, RewardError, Rewards};
 use crate::chain::{ChainError, TransferOutput, TransferReceipt, TransferRequest};
 use crate::storage::{
@@ -49,14 +50,6 @@ const PAYOUT_LEASE: LeaseTerms =
 /// a reason the node does not say) keeps the batch `sending`, logged, and
 /// sets nobody aside.
 const PAYEE_FAULTS: [&str; 2] = ["refused_payee", "bad_address"];
-
-/// What [`Rewards::retry_set_aside`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryOutcome {
-    Retrying,
-    NotFound,
-    NotSetAside,
-}
 
 impl Rewards {
     /// Settles batches left `sending`, then pays what is due.
@@ -158,30 +151,6 @@ impl Rewards {
         self.flush().await?;
         self.crash_point(CrashPoint::AfterSending);
         Ok(Some(batch))
-    }
-
-    /// The operator's retry of a set-aside payout (the payee's problem was
-    /// fixed): it goes back to `sending` under a new key and is sent in the
-    /// next round (set aside again if the chain still refuses it).
-    pub async fn retry_set_aside(&self, id: u64, now_ms: u64) -> Result<RetryOutcome, RewardError> {
-        let _round = self.round.lock().await;
-        let Some(mut batch) = self.store.payout(id).await? else {
-            return Ok(RetryOutcome::NotFound);
-        };
-        if batch.status != PayoutStatus::SetAside {
-            return Ok(RetryOutcome::NotSetAside);
-        }
-        let mut update = RewardUpdate { expects: vec![Expectation::payout(&batch)], ..RewardUpdate::default() };
-        move_outputs(&mut update, &batch.outputs, BalanceBucket::SetAside, BalanceBucket::Sending);
-        batch.status = PayoutStatus::Sending;
-        batch.idempotency_key = self.payout_key(id)?;
-        batch.reason = Some("retried by the operator".into());
-        batch.updated_ms = now_ms;
-        update.payouts.push(batch);
-        self.store.apply_reward_update(&update).await?;
-        self.flush().await?;
-        tracing::info!(payout = id, "set-aside payout retried by the operator");
-        Ok(RetryOutcome::Retrying)
     }
 
     /// What a step on a batch this coordinator claimed was decided on: the
@@ -436,16 +405,12 @@ fn receipt_differs(batch: &PayoutRecord, receipt: &TransferReceipt, pool_address
     None
 }
 
-/// The longest transfer id kept.
-const MAX_TRANSFER_ID_BYTES: usize = 128;
-
 /// A receipt's transfer id as stored and shown with its batch: visible
 /// ASCII, at most [`MAX_TRANSFER_ID_BYTES`]. (The money moved whatever the
 /// id looks like: an odd one is kept cut and marked, not held against the
 /// batch.)
 fn stored_transfer_id(id: &str) -> String {
-    let visible = !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic());
-    if visible && id.len() <= MAX_TRANSFER_ID_BYTES {
+    if is_plain_transfer_id(id) {
         return id.to_string();
     }
     tracing::warn!(len = id.len(), "the chain named an odd transfer id: kept cut, as visible ASCII");
@@ -455,7 +420,12 @@ fn stored_transfer_id(id: &str) -> String {
 }
 
 /// Moves each output's amount from one part of its payee's balance to another.
-fn move_outputs(update: &mut RewardUpdate, outputs: &[PayoutOutput], from: BalanceBucket, to: BalanceBucket) {
+pub(super) fn move_outputs(
+    update: &mut RewardUpdate,
+    outputs: &[PayoutOutput],
+    from: BalanceBucket,
+    to: BalanceBucket,
+) {
     for output in outputs {
         update.balances.push(BalanceDelta::new(&output.address, from, -i128::from(output.amount)));
         update.balances.push(BalanceDelta::new(&output.address, to, i128::from(output.amount)));
