@@ -339,6 +339,11 @@ async fn a_payee_the_chain_refuses_is_set_aside_and_the_others_are_paid() {
     assert_eq!(pool.post(&retry, &empty).await.status(), 401);
     assert_eq!(pool.post_auth(&retry, "wrong", &empty).await.status(), 403);
     assert_eq!(pool.post_auth("/pool/payouts/1/retry", "admin-secret-for-tests", &empty).await.status(), 404);
+    // Refused by the chain: nothing was paid, so it cannot be recorded paid.
+    let paid = format!("/pool/payouts/{id}/paid");
+    let paid = pool.post_auth(&paid, "admin-secret-for-tests", &json!({"transfer_id": "x"})).await;
+    assert_eq!(paid.status(), 409);
+    assert_eq!(paid.json::<Value>().await.unwrap()["error"], "not_key_conflict");
     pool.devnet.as_ref().unwrap().allow_payments_to("land1bob");
     assert_eq!(pool.post_auth(&retry, "admin-secret-for-tests", &empty).await.status(), 200);
     assert_eq!(pool.post_auth(&retry, "admin-secret-for-tests", &empty).await.status(), 409, "no longer set aside");
@@ -475,23 +480,29 @@ async fn a_receipt_naming_other_payees_is_not_taken_as_payment() {
     pool.devnet.as_ref().unwrap().misreport_transfers(false);
     let set_aside: Vec<u64> =
         payouts.as_array().unwrap().iter().filter(|p| p["status"] == "set_aside").map(|p| u(&p["id"])).collect();
-    let (admin, found) = ("admin-secret-for-tests", serde_json::json!({"transfer_id": "tx-found-on-the-chain"}));
+    assert_eq!(set_aside.len(), 1, "one batch, holding every payee back: {payouts}");
+    // The transfer the chain holds under the batch's key, as its reason names it.
+    let reason = payouts.as_array().unwrap().iter().find(|p| p["id"] == set_aside[0]).unwrap()["reason"].clone();
+    let transfer_id = reason.as_str().unwrap().split("key (\"").nth(1).unwrap().split('"').next().unwrap();
+    let (admin, found) = ("admin-secret-for-tests", json!({"transfer_id": transfer_id}));
     let paid = |id: u64| format!("/pool/payouts/{id}/paid");
+    let refusal = async |id: u64, token: &str, body: &Value| {
+        let answer = pool.post_auth(&paid(id), token, body).await;
+        (answer.status().as_u16(), answer.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_string())
+    };
     assert_eq!(pool.post(&paid(set_aside[0]), &found).await.status(), 401);
-    assert_eq!(pool.post_auth(&paid(set_aside[0]), "wrong", &found).await.status(), 403);
-    for bad in [serde_json::json!({"transfer_id": ""}), serde_json::json!({"transfer_id": "x".repeat(129)})] {
-        let refused = pool.post_auth(&paid(set_aside[0]), admin, &bad).await;
-        assert_eq!(refused.status(), 400);
-        assert_eq!(refused.json::<Value>().await.unwrap()["error"], "bad_transfer_id");
+    assert_eq!(refusal(set_aside[0], "wrong", &found).await.0, 403);
+    for bad in [json!({"transfer_id": ""}), json!({"transfer_id": "x".repeat(129)})] {
+        assert_eq!(refusal(set_aside[0], admin, &bad).await, (400, "bad_transfer_id".into()));
     }
-    assert_eq!(pool.post_auth(&paid(999_999), admin, &found).await.status(), 404);
-    for &id in &set_aside {
-        assert_eq!(pool.post_auth(&paid(id), admin, &found).await.status(), 200);
-        assert_eq!(pool.post_auth(&paid(id), admin, &found).await.status(), 409, "marked once");
-    }
+    let elsewhere = json!({"transfer_id": "not-the-transfer-under-its-key"});
+    assert_eq!(refusal(set_aside[0], admin, &elsewhere).await, (409, "transfer_not_under_key".into()));
+    assert_eq!(refusal(999_999, admin, &found).await.0, 404);
+    assert_eq!(pool.post_auth(&paid(set_aside[0]), admin, &found).await.status(), 200);
+    assert_eq!(refusal(set_aside[0], admin, &found).await, (409, "not_set_aside".into()), "marked once");
     let marked = pool.json("/pool/payouts").await;
     let marked = marked.as_array().unwrap().iter().find(|p| p["id"] == set_aside[0]).unwrap().clone();
-    assert_eq!((&marked["status"], &marked["transfer_id"]), (&json!("paid"), &json!("tx-found-on-the-chain")));
+    assert_eq!((&marked["status"], &marked["transfer_id"]), (&json!("paid"), &json!(transfer_id)));
     assert!(marked["reason"].as_str().unwrap().contains("operator"), "{marked}");
     // Nothing set aside holds the payees back: later blocks are paid, and
     // what the chain shows each is what the pool says it paid.

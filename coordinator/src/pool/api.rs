@@ -329,9 +329,8 @@ async fn mark_payout_paid(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = payout_id(&id)?;
     let rewards = state.pool.rewards().clone();
-    let marked =
+    let outcome =
         to_the_end(async move { rewards.mark_set_aside_paid(id, &request.transfer_id, now_ms()).await }).await??;
-    let outcome = marked.map_err(|err| ApiError::bad_request("bad_transfer_id", err.to_string()))?;
     set_aside_answer(id, outcome, "paid")
 }
 
@@ -352,6 +351,20 @@ fn set_aside_answer(id: u64, outcome: SetAsideOutcome, status: &str) -> Result<i
         SetAsideOutcome::NotSetAside => {
             Err(ApiError::conflict("not_set_aside", format!("payout {id} is not set aside")))
         }
+        SetAsideOutcome::NotKeyConflict => Err(ApiError::conflict(
+            "not_key_conflict",
+            format!("payout {id} was set aside because the chain refused it: nothing was paid (retry it instead)"),
+        )),
+        SetAsideOutcome::TransferNotUnderKey => Err(ApiError::conflict(
+            "transfer_not_under_key",
+            format!(
+                "the chain holds no transfer of that id under payout {id}'s key (its reason names the one it holds)"
+            ),
+        )),
+        SetAsideOutcome::BadTransferId => Err(ApiError::bad_request(
+            "bad_transfer_id",
+            "a transfer id is 1-128 visible ASCII characters (the chain's id of the transfer)",
+        )),
     }
 }
 

@@ -47,7 +47,7 @@ use self::reward_split::{FeeSchedule, PayoutScheme};
 use crate::chain::{Chain, ChainError};
 use crate::storage::{PoolStore, StoreError};
 
-pub use self::set_aside_payouts::{BadTransferId, SetAsideOutcome};
+pub use self::set_aside_payouts::SetAsideOutcome;
 pub use self::share_compaction::CompactionReport;
 
 /// The foundation's cut of every block, in basis points (1%): the least

@@ -46,6 +46,16 @@ const PAYOUT_HANDOVER_MS: u64 = crate::chain::upstream::REQUEST_TIMEOUT.as_milli
 const PAYOUT_LEASE: LeaseTerms =
     LeaseTerms { lease_ms: PAYOUT_LEASE_MS, send_ms: PAYOUT_SEND_MS, handover_ms: PAYOUT_HANDOVER_MS };
 
+/// The least of its lease a holder must have left at the claim just before
+/// a transfer: what is left of a send (the transfer and a lookup after a
+/// refusal), with room to spare. (The lookup before it has used up to a
+/// request's time of [`PAYOUT_SEND_MS`].)
+const PAYOUT_TRANSFER_MS: u64 = 2 * crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64 + 30_000;
+const _: () =
+    assert!(PAYOUT_TRANSFER_MS + crate::chain::upstream::REQUEST_TIMEOUT.as_millis() as u64 <= PAYOUT_SEND_MS);
+
+const PAYOUT_TRANSFER_LEASE: LeaseTerms = LeaseTerms { send_ms: PAYOUT_TRANSFER_MS, ..PAYOUT_LEASE };
+
 /// Refusals that name a payee. Any other refusal (our credential, our key,
 /// a reason the node does not say) keeps the batch `sending`, logged, and
 /// sets nobody aside.
@@ -169,6 +179,13 @@ impl Rewards {
         Ok(self.store.claim_payout(id, &self.instance, PAYOUT_LEASE).await?)
     }
 
+    /// Whether `batch`, claimed by this coordinator, is still its to send
+    /// now: claimed again, unchanged, with a transfer's time left.
+    async fn still_held(&self, batch: &PayoutRecord) -> Result<bool, RewardError> {
+        let now = self.store.claim_payout(batch.id, &self.instance, PAYOUT_TRANSFER_LEASE).await?;
+        Ok(now.as_ref() == Some(batch))
+    }
+
     /// The once-only key of batch `id`: this pool's tag, the id, and a random
     /// part (so nobody can foresee, and take, the next key).
     pub(super) fn payout_key(&self, id: u64) -> Result<String, RewardError> {
@@ -190,8 +207,12 @@ impl Rewards {
         // left: claimed again, since a holder that stalled after its claim
         // (a paused VM) must not send a batch that another has taken over,
         // and may have split under new keys while a payee was refused.
-        if self.claim(batch.id).await?.as_ref() != Some(&batch) {
-            tracing::warn!(payout = batch.id, "payout no longer held by this coordinator as claimed: not sent");
+        if !self.still_held(&batch).await? {
+            tracing::warn!(
+                payout = batch.id,
+                "payout not sent: no longer held here as claimed (taken over, changed, or too little of the \
+                 lease left after a slow node); a later round claims it again"
+            );
             return Ok(Vec::new());
         }
         let request = TransferRequest {
@@ -409,7 +430,7 @@ fn receipt_differs(batch: &PayoutRecord, receipt: &TransferReceipt, pool_address
 /// ASCII, at most [`MAX_TRANSFER_ID_BYTES`]. (The money moved whatever the
 /// id looks like: an odd one is kept cut and marked, not held against the
 /// batch.)
-fn stored_transfer_id(id: &str) -> String {
+pub(super) fn stored_transfer_id(id: &str) -> String {
     if is_plain_transfer_id(id) {
         return id.to_string();
     }

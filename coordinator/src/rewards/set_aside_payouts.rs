@@ -1,14 +1,15 @@
 //! The operator's two ways out for a set-aside payout batch (admin routes):
 //! send it again under a new key (the payee's problem was fixed, or the
-//! chain shows it was not paid), or record it paid (the operator found its
-//! transfer on the chain: a `key_conflict` whose node paid other than it
-//! said). Each applies once: it expects the batch as it was read, set aside.
+//! chain shows it was not paid), or record it paid (a `key_conflict` whose
+//! transfer under its key the operator found on the chain, and names by
+//! its id). Each applies once: it expects the batch as it was read, set
+//! aside.
 
-use super::payout_sender::move_outputs;
+use super::payout_sender::{move_outputs, stored_transfer_id};
 use super::{RewardError, Rewards};
 use crate::storage::{BalanceBucket, Expectation, PayoutRecord, PayoutStatus, RewardUpdate};
 
-/// The longest transfer id kept with a batch (the chain's, or the operator's).
+/// The longest transfer id kept with a batch.
 pub(super) const MAX_TRANSFER_ID_BYTES: usize = 128;
 
 /// What an operator's action on a set-aside payout did.
@@ -17,12 +18,16 @@ pub enum SetAsideOutcome {
     Done,
     NotFound,
     NotSetAside,
+    /// Recording it paid: it was set aside for another reason than a
+    /// `key_conflict` (the chain refused it: nothing was paid).
+    NotKeyConflict,
+    /// Recording it paid: the chain holds no transfer of that id under the
+    /// batch's key.
+    TransferNotUnderKey,
+    /// Recording it paid: the transfer id is not 1-128 visible ASCII
+    /// characters.
+    BadTransferId,
 }
-
-/// Why an operator's transfer id is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a transfer id is 1-{MAX_TRANSFER_ID_BYTES} visible ASCII characters (the chain's id of the transfer)")]
-pub struct BadTransferId;
 
 /// Whether `id` may be stored as a transfer id as it is: visible ASCII, at
 /// most [`MAX_TRANSFER_ID_BYTES`].
@@ -35,59 +40,73 @@ impl Rewards {
     /// fixed): it goes back to `sending` under a new key and is sent in the
     /// next round (set aside again if the chain still refuses it).
     pub async fn retry_set_aside(&self, id: u64, now_ms: u64) -> Result<SetAsideOutcome, RewardError> {
-        let key = self.payout_key(id)?;
-        self.change_set_aside(id, now_ms, "retried by the operator", |batch, update| {
-            move_outputs(update, &batch.outputs, BalanceBucket::SetAside, BalanceBucket::Sending);
-            batch.status = PayoutStatus::Sending;
-            batch.idempotency_key = key;
-        })
-        .await
+        let _round = self.round.lock().await;
+        let mut batch = match self.set_aside(id).await? {
+            Ok(batch) => batch,
+            Err(outcome) => return Ok(outcome),
+        };
+        let mut update = RewardUpdate { expects: vec![Expectation::payout(&batch)], ..RewardUpdate::default() };
+        move_outputs(&mut update, &batch.outputs, BalanceBucket::SetAside, BalanceBucket::Sending);
+        batch.status = PayoutStatus::Sending;
+        batch.idempotency_key = self.payout_key(id)?;
+        self.apply_set_aside_change(batch, update, "retried by the operator", now_ms).await
     }
 
-    /// The operator's word that a set-aside payout was paid, by the chain's
-    /// transfer `transfer_id`: its amounts move from set aside to paid, and
-    /// nothing is sent (its payees get payouts again from the next round).
+    /// The operator's word that a `key_conflict` batch was paid, by the
+    /// chain's transfer `transfer_id`, which the chain must hold under the
+    /// batch's key (the receipt the batch was set aside on, paid other than
+    /// the node reported, say): its amounts move from set aside to paid,
+    /// and nothing is sent (its payees get payouts again from the next
+    /// round). A batch the chain refused was not paid, and is not taken.
     pub async fn mark_set_aside_paid(
         &self,
         id: u64,
         transfer_id: &str,
         now_ms: u64,
-    ) -> Result<Result<SetAsideOutcome, BadTransferId>, RewardError> {
-        if !is_plain_transfer_id(transfer_id) {
-            return Ok(Err(BadTransferId));
-        }
-        let outcome = self
-            .change_set_aside(id, now_ms, "marked paid by the operator", |batch, update| {
-                move_outputs(update, &batch.outputs, BalanceBucket::SetAside, BalanceBucket::Paid);
-                batch.status = PayoutStatus::Paid;
-                batch.transfer_id = Some(transfer_id.to_string());
-            })
-            .await?;
-        if outcome == SetAsideOutcome::Done {
-            self.metrics.payouts_paid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(Ok(outcome))
-    }
-
-    /// Applies `change` to set-aside batch `id` (and its balances), once,
-    /// with `reason`, durably; within a round's lock, so no round decides
-    /// on the batch meanwhile.
-    async fn change_set_aside(
-        &self,
-        id: u64,
-        now_ms: u64,
-        reason: &str,
-        change: impl FnOnce(&mut PayoutRecord, &mut RewardUpdate),
     ) -> Result<SetAsideOutcome, RewardError> {
+        if !is_plain_transfer_id(transfer_id) {
+            return Ok(SetAsideOutcome::BadTransferId);
+        }
         let _round = self.round.lock().await;
-        let Some(mut batch) = self.store.payout(id).await? else {
-            return Ok(SetAsideOutcome::NotFound);
+        let mut batch = match self.set_aside(id).await? {
+            Ok(batch) => batch,
+            Err(outcome) => return Ok(outcome),
         };
-        if batch.status != PayoutStatus::SetAside {
-            return Ok(SetAsideOutcome::NotSetAside);
+        if !batch.reason.as_deref().is_some_and(|r| r.starts_with("key_conflict")) {
+            return Ok(SetAsideOutcome::NotKeyConflict);
+        }
+        let receipt = self.chain.transfer_by_key(&batch.idempotency_key).await?;
+        if receipt.is_none_or(|r| stored_transfer_id(&r.transfer_id) != transfer_id) {
+            return Ok(SetAsideOutcome::TransferNotUnderKey);
         }
         let mut update = RewardUpdate { expects: vec![Expectation::payout(&batch)], ..RewardUpdate::default() };
-        change(&mut batch, &mut update);
+        move_outputs(&mut update, &batch.outputs, BalanceBucket::SetAside, BalanceBucket::Paid);
+        batch.status = PayoutStatus::Paid;
+        batch.transfer_id = Some(transfer_id.to_string());
+        let outcome = self.apply_set_aside_change(batch, update, "marked paid by the operator", now_ms).await?;
+        self.metrics.payouts_paid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(outcome)
+    }
+
+    /// Batch `id` as stored, if it is set aside; else why not.
+    async fn set_aside(&self, id: u64) -> Result<Result<PayoutRecord, SetAsideOutcome>, RewardError> {
+        Ok(match self.store.payout(id).await? {
+            None => Err(SetAsideOutcome::NotFound),
+            Some(batch) if batch.status != PayoutStatus::SetAside => Err(SetAsideOutcome::NotSetAside),
+            Some(batch) => Ok(batch),
+        })
+    }
+
+    /// Writes the changed `batch` with `update` (which expects it as read),
+    /// durably, with `reason`.
+    async fn apply_set_aside_change(
+        &self,
+        mut batch: PayoutRecord,
+        mut update: RewardUpdate,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<SetAsideOutcome, RewardError> {
+        let id = batch.id;
         batch.reason = Some(reason.into());
         batch.updated_ms = now_ms;
         update.payouts.push(batch);
