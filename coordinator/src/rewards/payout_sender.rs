@@ -203,8 +203,8 @@ impl Rewards {
         // This flush fails while that write is not on disk (and costs
         // nothing when nothing is pending).
         self.flush().await?;
-        // Still this coordinator's, as claimed, with a whole send's time
-        // left: claimed again, since a holder that stalled after its claim
+        // Still this coordinator's, as claimed, with the rest of a send's
+        // time left (the transfer, a lookup after it): claimed again, since a holder that stalled after its claim
         // (a paused VM) must not send a batch that another has taken over,
         // and may have split under new keys while a payee was refused.
         if !self.still_held(&batch).await? {

@@ -301,8 +301,9 @@ pub struct LeaseTerms {
     /// How long a fresh claim holds the batch.
     pub lease_ms: u64,
     /// The least of its lease a holder must have left to claim the batch
-    /// again (a retry): time for a whole send's node calls, so that no
-    /// other coordinator takes the batch over while they may still land.
+    /// again (a retry: time for a whole send's node calls; just before a
+    /// transfer: the calls left), so that no other coordinator takes the
+    /// batch over while they may still land.
     pub send_ms: u64,
     /// How much later than any other coordinator its last holder may claim
     /// the batch once the lease has run out.
