@@ -124,7 +124,7 @@
       { key: "payout", label: "Est. payout / block", num: true, value: (w) => w.estimated_payout ?? 0, cell: (w) => V.coins(w.estimated_payout ?? 0) },
     ], "effective"),
     blocks: new V.Table($("blocks-table"), [
-      { key: "height", label: "Height", num: true, cell: (b) => `<a href="#/block/${b.height}">${V.count(b.height)}</a>` },
+      { key: "height", label: "Height", num: true, cell: (b) => `<a href="#/block/${Number(b.height)}">${V.count(b.height)}</a>` },
       { key: "status", label: "Status", cell: (b) => status(b) + (b.reason ? ` <span class="muted">${V.esc(b.reason)}</span>` : "") },
       { key: "confirmations", label: "Confirmations", num: true, cell: (b) => V.count(b.confirmations) },
       { key: "reward", label: "Reward", num: true, cell: (b) => (b.reward ? V.coins(b.reward) : "-") },
