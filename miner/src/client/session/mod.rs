@@ -547,8 +547,10 @@ mod tests {
     #[derive(Default)]
     struct PoolCalls {
         registrations: std::sync::atomic::AtomicU64,
-        /// Shares answered (each after a slow 300 ms).
+        /// Shares accepted (each after a slow 300 ms).
         shares: std::sync::atomic::AtomicU64,
+        /// Share requests still to be answered 429, Retry-After 1 s.
+        busy: std::sync::atomic::AtomicU64,
     }
 
     /// A pool context on a pool at loopback that registers (slowly: every
@@ -567,7 +569,13 @@ mod tests {
             .route(
                 "/pool/share",
                 axum::routing::post(move || async move {
+                    use axum::response::IntoResponse;
                     tokio::time::sleep(Duration::from_millis(300)).await;
+                    if shares.busy.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                        let busy = serde_json::json!({"error": "rate_limited", "message": "too many shares"});
+                        let code = axum::http::StatusCode::TOO_MANY_REQUESTS;
+                        return (code, [("retry-after", "1")], axum::Json(busy)).into_response();
+                    }
                     shares.shares.fetch_add(1, Ordering::SeqCst);
                     axum::Json(vision_protocol::pool::ShareResponse {
                         accepted: true,
@@ -578,6 +586,7 @@ mod tests {
                         block_status: None,
                         block_reason: None,
                     })
+                    .into_response()
                 }),
             )
             .route(
@@ -760,6 +769,25 @@ mod tests {
         ctx.submit(share.work, share.found, false).await;
         assert!(ctx.pending.lock().unwrap().is_empty(), "not kept");
         assert_eq!(ctx.status.update(|c| c.dropped), 1);
+        ctx.dispatch.stop();
+        server.abort();
+    }
+
+    /// A share the pool answers "too many, retry in 1 s" is sent again
+    /// after that wait while its height is current, not held for the
+    /// pool's next job answer (which, coming with a new block, dropped it
+    /// as stale); a pool that keeps saying so gets it at its next answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_share_the_pool_was_too_busy_for_is_sent_again_after_its_wait() {
+        let (ctx, calls, server) = registering_pool().await;
+        for (busy, taken, waiting) in [(2, 1, 0), (4, 0, 1)] {
+            calls.busy.store(busy, Ordering::SeqCst);
+            let taken_before = calls.shares.load(Ordering::SeqCst);
+            let share = waiting_shares(0, 1).next().unwrap();
+            ctx.submit(share.work, share.found, false).await;
+            assert_eq!(calls.shares.load(Ordering::SeqCst) - taken_before, taken, "busy {busy} times");
+            assert_eq!(ctx.pending.lock().unwrap().len(), waiting, "busy {busy} times");
+        }
         ctx.dispatch.stop();
         server.abort();
     }

@@ -36,6 +36,13 @@ pub(super) struct WaitingShare {
 const MAX_PENDING: usize = 1024;
 /// The longest a pool-mode block waits between tries.
 const MAX_BLOCK_RETRY_WAIT: Duration = Duration::from_secs(2);
+/// Tries at sending a share after the first where the pool said to wait a
+/// little (429 or 503 with a short Retry-After: shedding load), while its
+/// height is current.
+const MAX_SHARE_RETRIES: u32 = 3;
+/// The longest Retry-After a share waits out in place; after a longer one,
+/// and after any other failure, it waits for the pool's next job answer.
+const MAX_SHARE_RETRY_AFTER_SECS: u64 = 5;
 impl PoolContext {
     fn queue(&self, work: Arc<Work>, found: Found, maybe_credited: bool) {
         let mut pending = self.pending.lock().expect("pending lock");
@@ -49,13 +56,15 @@ impl PoolContext {
     }
 
     /// Sends one find to the pool that issued its job. A share the pool
-    /// could not take now waits in the queue for that pool's next job
-    /// answer (one that cannot be sent because the pool refused or banned
-    /// the miner is dropped); a
-    /// find that meets the network difficulty (a block) is sent again here,
-    /// after the pool's Retry-After or a backoff, while no job at a later
-    /// height has come: held for the next job answer, it would wait out a
-    /// long-poll that only a new block (making it stale) may end.
+    /// asked to wait a little for (a short Retry-After) is sent again here
+    /// after that wait, a few times; otherwise a share the pool could not
+    /// take now waits in the queue for that pool's next job answer (one
+    /// that cannot be sent because the pool refused or banned the miner is
+    /// dropped). A find that meets the network difficulty (a block) is sent
+    /// again here, after the pool's Retry-After or a backoff (2 s at most).
+    /// Both only while no job at a later height has come: held for the next
+    /// job answer, they would wait out a long-poll that often only a new
+    /// block (making them stale) ends.
     ///
     /// `maybe_credited`: an earlier try may have been credited with its
     /// answer lost (it timed out, or the pool failed after taking it).
@@ -82,16 +91,30 @@ impl PoolContext {
                 self.status.update(|c| c.dropped += 1);
                 return;
             }
-            if !is_block || !height_current || failures >= MAX_BLOCK_SUBMIT_RETRIES {
+            let asked_to_wait = matches!(
+                failure,
+                ApiFailure::RetryAfter { retry_after_secs, .. } if retry_after_secs <= MAX_SHARE_RETRY_AFTER_SECS
+            );
+            let tries_left = match is_block {
+                true => failures < MAX_BLOCK_SUBMIT_RETRIES,
+                false => asked_to_wait && failures < MAX_SHARE_RETRIES,
+            };
+            if !height_current || !tries_left {
                 return self.queue(work, found, maybe_credited);
             }
             failures += 1;
-            // Short, whatever the pool asks: one request is no load, a
-            // block goes stale with the next one, and a stopping miner
-            // gets a try or two in within its grace.
-            let wait = wait_before_retry(&failure, failures).min(MAX_BLOCK_RETRY_WAIT);
-            tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());
-            tokio::time::sleep(wait).await;
+            let wait = wait_before_retry(&failure, failures);
+            if is_block {
+                // Short, whatever the pool asks: one request is no load, a
+                // block goes stale with the next one, and a stopping miner
+                // gets a try or two in within its grace.
+                let wait = wait.min(MAX_BLOCK_RETRY_WAIT);
+                tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());
+                tokio::time::sleep(wait).await;
+            } else {
+                tracing::debug!("share not taken yet ({failure}); again in {:.1}s", wait.as_secs_f64());
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 
