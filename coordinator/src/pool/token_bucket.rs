@@ -48,7 +48,10 @@ impl TokenBucket {
     pub(crate) fn try_take(&mut self, now_ms: u64) -> Result<(), u64> {
         let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
-        self.last_ms = now_ms.max(self.last_ms);
+        // (Not the later of the two: after the wall clock steps back, the
+        // refill goes on from the new time instead of stopping for the
+        // length of the step.)
+        self.last_ms = now_ms;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
@@ -61,6 +64,17 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The wall clock stepped back an hour: the bucket refills at its rate
+    /// from the new time on, rather than not at all for an hour.
+    #[test]
+    fn a_clock_stepped_back_does_not_stop_the_refill() {
+        let hour = 3_600_000;
+        let mut bucket = TokenBucket::new(2.0, 1.0, hour);
+        assert!(bucket.try_take(hour).is_ok() && bucket.try_take(hour).is_ok());
+        assert!(bucket.try_take(1_000).is_err(), "the step itself refills nothing");
+        assert!(bucket.try_take(2_100).is_ok(), "a second later, a token");
+    }
 
     #[test]
     fn allows_bursts_then_the_refill_rate() {

@@ -67,6 +67,12 @@ impl Vardiff {
     /// Records an accepted share of difficulty `share_difficulty` (its job's);
     /// returns the new difficulty when it changed.
     pub(crate) fn on_share(&mut self, now_ms: u64, share_difficulty: u64, config: &VardiffConfig) -> Option<u64> {
+        // The clock stepped back (a wall-clock correction): the window's
+        // span would read as a millisecond and the rate as enormous, so it
+        // starts again from this share.
+        if self.shares.back().is_some_and(|&(at, _)| at > now_ms) {
+            self.shares.clear();
+        }
         self.last_event_ms = now_ms;
         self.shares.push_back((now_ms, share_difficulty));
         while self.shares.len() > config.window_shares.max(MIN_SHARES) {
@@ -140,6 +146,22 @@ mod tests {
         let d = v.difficulty();
         assert_eq!(v.on_job_request(12_000 + 59_000, &config), None);
         assert_eq!(v.on_job_request(12_000 + 61_000, &config), Some(d / 2));
+    }
+
+    /// A wall clock stepped back an hour mid-window: the difficulty does
+    /// not shoot up as if the shares had come within a millisecond.
+    #[test]
+    fn a_clock_stepped_back_does_not_raise_the_difficulty() {
+        let config = VardiffConfig::default();
+        let mut v = Vardiff::new(1000, 0, &config);
+        let hour = 3_600_000;
+        for s in 1..=20 {
+            assert_eq!(v.on_share(hour + s * 10_000, 1000, &config), None);
+        }
+        for s in 1..=20 {
+            assert_eq!(v.on_share(s * 10_000, 1000, &config), None, "share {s} after the step");
+        }
+        assert_eq!(v.difficulty(), 1000);
     }
 
     #[test]
