@@ -285,6 +285,7 @@ impl GpuBackend {
         let mut cpu = self.cpu.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut wrong = None;
         let mut finds = Vec::new();
+        let mut unchecked = 0u64;
         while let Ok(event) = inbox.recv() {
             // Every find waiting is re-checked at once, a SIMD group of them
             // together: a flood of shares (a low difficulty on a fast card)
@@ -298,6 +299,10 @@ impl GpuBackend {
                     Event::Done(result) => done = Some(result),
                 }
             }
+            // A card finding faster than one CPU thread re-checks (a low
+            // difficulty on a fast card) would otherwise grow the backlog,
+            // and the wait for this search's end, without bound.
+            unchecked += past_the_recheck_cap(&mut finds) as u64;
             if wrong.is_none() {
                 let (right, err) = recheck(&mut cpu, job, &finds);
                 for found in finds.drain(..right) {
@@ -316,6 +321,13 @@ impl GpuBackend {
             }
             finds.clear();
             if let Some(result) = done {
+                if unchecked > 0 {
+                    tracing::warn!(
+                        "GPU #{}: {unchecked} shares dropped: found faster than the CPU re-checks them (raise the \
+                         share difficulty)",
+                        self.summary.index
+                    );
+                }
                 return wrong.map_or(result, Err);
             }
         }
@@ -519,6 +531,18 @@ impl DeviceThread {
 /// A GPU result is only believed once the CPU engine agrees.
 /// Re-checks `finds` on the CPU: how many, from the first, are right, and
 /// the error of the first that is not.
+/// The most finds re-checked at once (about a second of one CPU thread):
+/// a search never waits longer than that for its backlog.
+const MAX_RECHECK_AT_ONCE: usize = 512;
+
+/// Cuts `finds` to the first [`MAX_RECHECK_AT_ONCE`]; returns how many it
+/// dropped (never passed on: every find passed on is re-checked).
+fn past_the_recheck_cap(finds: &mut Vec<Found>) -> usize {
+    let dropped = finds.len().saturating_sub(MAX_RECHECK_AT_ONCE);
+    finds.truncate(MAX_RECHECK_AT_ONCE);
+    dropped
+}
+
 fn recheck(cpu: &mut FastEngine, job: &Job, finds: &[Found]) -> (usize, Option<GpuError>) {
     let digests = match finds {
         [] => Vec::new(),
@@ -537,6 +561,18 @@ fn recheck(cpu: &mut FastEngine, job: &Job, finds: &[Found]) -> (usize, Option<G
 mod tests {
     use super::*;
     use visionx::{Digest, NonceRange, Params, PowInput, Target};
+
+    /// A backlog past the cap is cut to it (the rest dropped, counted);
+    /// one within it is kept whole.
+    #[test]
+    fn a_backlog_of_finds_is_cut_to_what_is_rechecked_at_once() {
+        let finds = |n: u64| -> Vec<Found> { (0..n).map(|nonce| Found { nonce, digest: Digest([0; 32]) }).collect() };
+        for (waiting, kept, dropped) in [(0, 0, 0), (3, 3, 0), (512, 512, 0), (513, 512, 1), (90_000, 512, 89_488)] {
+            let mut backlog = finds(waiting);
+            assert_eq!(past_the_recheck_cap(&mut backlog), dropped);
+            assert_eq!(backlog, finds(kept), "the first ones kept");
+        }
+    }
 
     /// The re-check of a group of finds passes those up to the first wrong
     /// one (a wrong digest, or one that misses the target), and names it.
