@@ -100,10 +100,14 @@ pub enum InjectedFault {
     None,
     /// Flip a bit of every digest the GPU reports.
     CorruptDigests,
-    /// Destroy the device before the first batch (as a driver reset would).
+    /// Destroy the device before the first batch. (A driver reset reaches
+    /// the device's loss by another way: wgpu panics in its poll, caught
+    /// in `GpuDevice::wait_for`; this fault does not take that way.)
     LoseDevice,
     /// Report the card out of memory at the second step of the first
-    /// search (as a staging allocation at the edge of its memory would).
+    /// search. (wgpu 30 reports an out-of-memory error anywhere but in a
+    /// buffer's creation as the device lost: on a real card this recovery
+    /// is reached from `BatchBuffers::allocate` only.)
     OutOfMemoryMidSearch,
     /// Report the card out of memory once the first batch of the first
     /// search has been read back (its hashes done and counted).
