@@ -519,6 +519,26 @@ async fn a_settings_change_keeps_a_stop_made_through_another_coordinator() {
     pool.stop().await;
 }
 
+/// A share sent again after its answer was lost, once the tip has moved,
+/// is answered as credited (it was), not `stale`: a miner counting a block
+/// it found as stale would think it lost. One never credited is stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credited_share_sent_again_after_the_tip_moved_is_already_credited() {
+    let pool = TestPool::start(CoordinatorArgs { devnet_difficulty: Some(12), ..settings("resent-after-tip") }).await;
+    let token = pool.register("rig-1", "land1resent").await;
+    let job = pool.job(&token).await;
+    let nonce = job.nonce_start() + 7;
+    let digest = job.digest(nonce);
+    assert_eq!(pool.share(&token, &job, nonce, &digest).await.1["accepted"], true);
+    pool.mine_block(&token).await;
+    let (_, again) = pool.share(&token, &job, nonce, &digest).await;
+    assert_eq!((&again["accepted"], &again["reason"]), (&json!(true), &json!("already_credited")), "{again}");
+    let never = nonce + 1;
+    let (_, stale) = pool.share(&token, &job, never, &job.digest(never)).await;
+    assert_eq!((&stale["accepted"], &stale["reason"]), (&json!(false), &json!("stale")), "{stale}");
+    pool.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_routes_need_the_token_and_are_off_without_one() {
     let off = TestPool::start(settings("noadmin")).await;

@@ -64,6 +64,15 @@ impl Pool {
         tokio::spawn(async move { pool.retry_block_submission(found, false).await });
     }
 
+    /// The answer to a share this session was credited for before:
+    /// acknowledged only once it is on disk (its first answer may have been
+    /// a storage error).
+    async fn credited_before(&self, share_difficulty: u64) -> Result<ShareResponse, PoolError> {
+        self.commits.durable().await?;
+        PoolMetrics::bump(&self.metrics.shares_replayed);
+        Ok(already_credited(share_difficulty))
+    }
+
     /// Judges a share on a task the request does not own, and waits for the
     /// answer.
     pub(crate) async fn judge_share(
@@ -128,7 +137,16 @@ impl Pool {
         };
         // Current only if its template is the one on the current tip (same
         // height *and* parent); with the tip unknown, nothing is current.
+        let height = job.template.template.header.height;
         if self.jobs.current().is_none_or(|c| c.id != job.template.id) {
+            // Sent again after its answer was lost, once the tip moved: it
+            // was credited, and says so (a miner counting a block it found
+            // as stale would think it lost).
+            if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce).await? {
+                if credit.session_id == session_id {
+                    return self.credited_before(difficulty).await;
+                }
+            }
             return reject(ShareRejection::Stale).await;
         }
         if !job.nonces.contains(request.nonce) {
@@ -150,14 +168,9 @@ impl Pool {
                 })?;
             }
         }
-        let height = job.template.template.header.height;
         if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce).await? {
             if credit.session_id == session_id {
-                // Acknowledged only once it is on disk (its first answer may
-                // have been a storage error).
-                self.commits.durable().await?;
-                PoolMetrics::bump(&self.metrics.shares_replayed);
-                return Ok(already_credited(difficulty));
+                return self.credited_before(difficulty).await;
             }
             return reject(ShareRejection::Duplicate).await;
         }

@@ -1,6 +1,10 @@
 //! Token buckets for rate limits (shares per session; registrations and
 //! unproven sessions' verifications per source address).
 
+/// A time this much earlier than the last is the wall clock stepping back,
+/// not callers out of order.
+pub(crate) const CLOCK_STEP_MS: u64 = 2_000;
+
 #[derive(Debug, Clone)]
 pub(crate) struct TokenBucket {
     capacity: f64,
@@ -48,10 +52,13 @@ impl TokenBucket {
     pub(crate) fn try_take(&mut self, now_ms: u64) -> Result<(), u64> {
         let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
-        // (Not the later of the two: after the wall clock steps back, the
-        // refill goes on from the new time instead of stopping for the
-        // length of the step.)
-        self.last_ms = now_ms;
+        // The later of the two (callers' times a few milliseconds out of
+        // order must not refill a gap twice), unless the wall clock stepped
+        // back: then the refill goes on from the new time, instead of
+        // stopping for the length of the step.
+        if now_ms > self.last_ms || self.last_ms - now_ms > CLOCK_STEP_MS {
+            self.last_ms = now_ms;
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Ok(())
@@ -74,6 +81,17 @@ mod tests {
         assert!(bucket.try_take(hour).is_ok() && bucket.try_take(hour).is_ok());
         assert!(bucket.try_take(1_000).is_err(), "the step itself refills nothing");
         assert!(bucket.try_take(2_100).is_ok(), "a second later, a token");
+    }
+
+    /// Callers whose times come a little out of order get no refill twice.
+    #[test]
+    fn times_a_little_out_of_order_refill_nothing_twice() {
+        let mut bucket = TokenBucket::new(1.0, 1.0, 0);
+        assert!(bucket.try_take(0).is_ok());
+        assert!(bucket.try_take(1_000).is_ok(), "a second's refill");
+        assert!(bucket.try_take(500).is_err(), "an earlier time: nothing");
+        assert!(bucket.try_take(1_600).is_err(), "the half second before it is not refilled again");
+        assert!(bucket.try_take(2_000).is_ok(), "a second after the last refill");
     }
 
     #[test]

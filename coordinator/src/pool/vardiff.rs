@@ -69,10 +69,14 @@ impl Vardiff {
     pub(crate) fn on_share(&mut self, now_ms: u64, share_difficulty: u64, config: &VardiffConfig) -> Option<u64> {
         // The clock stepped back (a wall-clock correction): the window's
         // span would read as a millisecond and the rate as enormous, so it
-        // starts again from this share.
-        if self.shares.back().is_some_and(|&(at, _)| at > now_ms) {
+        // starts again from this share. (Shares judged a little out of
+        // order, as a session's shares verified together are, are taken
+        // at the last one's time.)
+        let last = self.shares.back().map(|&(at, _)| at);
+        if last.is_some_and(|at| at > now_ms + super::token_bucket::CLOCK_STEP_MS) {
             self.shares.clear();
         }
+        let now_ms = now_ms.max(last.filter(|_| !self.shares.is_empty()).unwrap_or(0));
         self.last_event_ms = now_ms;
         self.shares.push_back((now_ms, share_difficulty));
         while self.shares.len() > config.window_shares.max(MIN_SHARES) {
@@ -162,6 +166,14 @@ mod tests {
             assert_eq!(v.on_share(s * 10_000, 1000, &config), None, "share {s} after the step");
         }
         assert_eq!(v.difficulty(), 1000);
+        // Shares judged a little out of order keep the window (and the rate).
+        let mut v = Vardiff::new(1000, 0, &config);
+        for s in 1..=40u64 {
+            // Every other share is judged 300 ms "before" the one ahead of it.
+            let at = if s % 2 == 0 { (s - 1) * 10_000 - 300 } else { s * 10_000 };
+            v.on_share(at, 1000, &config);
+        }
+        assert_eq!(v.shares.len(), 40, "never started again");
     }
 
     #[test]

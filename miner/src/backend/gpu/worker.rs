@@ -532,21 +532,26 @@ impl DeviceThread {
     }
 }
 
-/// A GPU result is only believed once the CPU engine agrees.
-/// Re-checks `finds` on the CPU: how many, from the first, are right, and
-/// the error of the first that is not.
 /// The most finds re-checked at once (about a second of one CPU thread):
 /// a search never waits longer than that for its backlog.
 const MAX_RECHECK_AT_ONCE: usize = 512;
 
-/// Cuts `finds` to the first [`MAX_RECHECK_AT_ONCE`]; returns how many it
-/// dropped (never passed on: every find passed on is re-checked).
+/// Cuts `finds` to the [`MAX_RECHECK_AT_ONCE`] of lowest digest (a block,
+/// the rarest and most precious, is among them if there is one); returns
+/// how many it dropped (never passed on: every find passed on is
+/// re-checked).
 fn past_the_recheck_cap(finds: &mut Vec<Found>) -> usize {
     let dropped = finds.len().saturating_sub(MAX_RECHECK_AT_ONCE);
-    finds.truncate(MAX_RECHECK_AT_ONCE);
+    if dropped > 0 {
+        finds.select_nth_unstable_by_key(MAX_RECHECK_AT_ONCE - 1, |f| f.digest.0);
+        finds.truncate(MAX_RECHECK_AT_ONCE);
+    }
     dropped
 }
 
+/// A GPU result is only believed once the CPU engine agrees.
+/// Re-checks `finds` on the CPU: how many, from the first, are right, and
+/// the error of the first that is not.
 fn recheck(cpu: &mut FastEngine, job: &Job, finds: &[Found]) -> (usize, Option<GpuError>) {
     let digests = match finds {
         [] => Vec::new(),
@@ -566,16 +571,28 @@ mod tests {
     use super::*;
     use visionx::{Digest, NonceRange, Params, PowInput, Target};
 
-    /// A backlog past the cap is cut to it (the rest dropped, counted);
-    /// one within it is kept whole.
+    /// A backlog past the cap is cut to it, keeping the lowest digests (a
+    /// block among them), the rest dropped and counted; one within it is
+    /// kept whole.
     #[test]
     fn a_backlog_of_finds_is_cut_to_what_is_rechecked_at_once() {
-        let finds = |n: u64| -> Vec<Found> { (0..n).map(|nonce| Found { nonce, digest: Digest([0; 32]) }).collect() };
-        for (waiting, kept, dropped) in [(0, 0, 0), (3, 3, 0), (512, 512, 0), (513, 512, 1), (90_000, 512, 89_488)] {
-            let mut backlog = finds(waiting);
-            assert_eq!(past_the_recheck_cap(&mut backlog), dropped);
-            assert_eq!(backlog, finds(kept), "the first ones kept");
+        // Digests falling with the nonce: the last finds are the lowest.
+        let find = |nonce: u64| Found { nonce, digest: Digest([(255 - nonce % 256) as u8; 32]) };
+        for (waiting, dropped) in [(0, 0), (3, 0), (512, 0), (513, 1), (90_000, 89_488)] {
+            let mut backlog: Vec<Found> = (0..waiting).map(find).collect();
+            assert_eq!(past_the_recheck_cap(&mut backlog), dropped as usize);
+            assert_eq!(backlog.len() as u64, waiting - dropped);
+            let kept: std::collections::HashSet<u64> = backlog.iter().map(|f| f.nonce).collect();
+            let highest_kept = backlog.iter().map(|f| f.digest.0).max();
+            let lowest_dropped = (0..waiting).filter(|n| !kept.contains(n)).map(|n| find(n).digest.0).min();
+            if let (Some(kept), Some(dropped)) = (highest_kept, lowest_dropped) {
+                assert!(kept <= dropped, "the lowest digests kept");
+            }
         }
+        let mut with_a_block: Vec<Found> = (0..2_000).map(find).collect();
+        with_a_block[1_999].digest = Digest([0; 32]);
+        past_the_recheck_cap(&mut with_a_block);
+        assert!(with_a_block.iter().any(|f| f.nonce == 1_999), "the block kept");
     }
 
     /// The re-check of a group of finds passes those up to the first wrong
