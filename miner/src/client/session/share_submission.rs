@@ -30,45 +30,54 @@ pub(super) struct WaitingShare {
     pub(super) found: Found,
     /// An earlier try may have been credited with its answer lost.
     pub(super) maybe_credited: bool,
+    /// Times it waited out a pool's short Retry-After ([`MAX_SHARE_WAITS`]).
+    pub(super) waits: u32,
 }
 
 /// Shares kept while no pool answers.
 const MAX_PENDING: usize = 1024;
 /// The longest a pool-mode block waits between tries.
 const MAX_BLOCK_RETRY_WAIT: Duration = Duration::from_secs(2);
-/// Tries at sending a share after the first where the pool said to wait a
-/// little (429 or 503 with a short Retry-After: shedding load), while its
-/// height is current.
-const MAX_SHARE_RETRIES: u32 = 3;
-/// The longest Retry-After a share waits out in place; after a longer one,
-/// and after any other failure, it waits for the pool's next job answer.
+/// Times a share is sent again after the pool said to wait a little (429
+/// or 503 with a short Retry-After: shedding load) while its height is
+/// current; then it waits for the pool's next job answer.
+const MAX_SHARE_WAITS: u32 = 3;
+/// The longest Retry-After after which waiting shares are sent again; after
+/// a longer one, and after any other failure, they wait for the pool's next
+/// job answer.
 const MAX_SHARE_RETRY_AFTER_SECS: u64 = 5;
 impl PoolContext {
-    fn queue(&self, work: Arc<Work>, found: Found, maybe_credited: bool) {
+    fn queue(&self, share: WaitingShare) {
         let mut pending = self.pending.lock().expect("pending lock");
         if pending.len() >= MAX_PENDING {
             pending.pop_front();
             self.status.update(|c| c.dropped += 1);
         }
-        pending.push_back(WaitingShare { work, found, maybe_credited });
+        pending.push_back(share);
         let n = pending.len();
         self.status.update(|c| c.pending = n);
     }
 
     /// Sends one find to the pool that issued its job. A share the pool
-    /// asked to wait a little for (a short Retry-After) is sent again here
-    /// after that wait, a few times; otherwise a share the pool could not
-    /// take now waits in the queue for that pool's next job answer (one
-    /// that cannot be sent because the pool refused or banned the miner is
-    /// dropped). A find that meets the network difficulty (a block) is sent
-    /// again here, after the pool's Retry-After or a backoff (2 s at most).
-    /// Both only while no job at a later height has come: held for the next
-    /// job answer, they would wait out a long-poll that often only a new
-    /// block (making them stale) ends.
+    /// could not take now waits in the queue for that pool's next job
+    /// answer (one that cannot be sent because the pool refused or banned
+    /// the miner is dropped), or, where the pool said to wait a little (a
+    /// short Retry-After), for that wait ([`Self::flush_after`]; a few times,
+    /// while its height is current). A find that meets the network
+    /// difficulty (a block) is sent again here, after the pool's
+    /// Retry-After or a backoff (2 s at most), while no job at a later
+    /// height has come. Held for the next job answer, either would wait
+    /// out a long-poll that often only a new block (making it stale) ends.
     ///
     /// `maybe_credited`: an earlier try may have been credited with its
     /// answer lost (it timed out, or the pool failed after taking it).
-    pub(super) async fn submit(&self, work: Arc<Work>, found: Found, mut maybe_credited: bool) {
+    pub(super) async fn submit(self: &Arc<Self>, work: Arc<Work>, found: Found, maybe_credited: bool) {
+        self.submit_waiting(WaitingShare { work, found, maybe_credited, waits: 0 }).await
+    }
+
+    /// [`Self::submit`] of a share that may have waited before.
+    async fn submit_waiting(self: &Arc<Self>, share: WaitingShare) {
+        let WaitingShare { work, found, mut maybe_credited, waits } = share;
         let Some(pool) = work.pool else { return };
         let is_block = work.is_block(&found.digest);
         let mut failures = 0u32;
@@ -91,31 +100,49 @@ impl PoolContext {
                 self.status.update(|c| c.dropped += 1);
                 return;
             }
-            let asked_to_wait = matches!(
-                failure,
-                ApiFailure::RetryAfter { retry_after_secs, .. } if retry_after_secs <= MAX_SHARE_RETRY_AFTER_SECS
-            );
-            let tries_left = match is_block {
-                true => failures < MAX_BLOCK_SUBMIT_RETRIES,
-                false => asked_to_wait && failures < MAX_SHARE_RETRIES,
-            };
-            if !height_current || !tries_left {
-                return self.queue(work, found, maybe_credited);
+            if !is_block {
+                // Queued, never waited out here: a found-submitter slot held
+                // for seconds would hold up the finds behind it, blocks too.
+                let asked_to_wait = matches!(
+                    failure,
+                    ApiFailure::RetryAfter { retry_after_secs, .. } if retry_after_secs <= MAX_SHARE_RETRY_AFTER_SECS
+                );
+                let wait_here = asked_to_wait && height_current && waits < MAX_SHARE_WAITS;
+                self.queue(WaitingShare { work, found, maybe_credited, waits: waits + u32::from(wait_here) });
+                if wait_here {
+                    self.flush_after(pool, wait_before_retry(&failure, 1));
+                }
+                return;
+            }
+            if !height_current || failures >= MAX_BLOCK_SUBMIT_RETRIES {
+                return self.queue(WaitingShare { work, found, maybe_credited, waits });
             }
             failures += 1;
-            let wait = wait_before_retry(&failure, failures);
-            if is_block {
-                // Short, whatever the pool asks: one request is no load, a
-                // block goes stale with the next one, and a stopping miner
-                // gets a try or two in within its grace.
-                let wait = wait.min(MAX_BLOCK_RETRY_WAIT);
-                tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());
-                tokio::time::sleep(wait).await;
-            } else {
-                tracing::debug!("share not taken yet ({failure}); again in {:.1}s", wait.as_secs_f64());
-                tokio::time::sleep(wait).await;
-            }
+            // Short, whatever the pool asks: one request is no load, a
+            // block goes stale with the next one, and a stopping miner
+            // gets a try or two in within its grace.
+            let wait = wait_before_retry(&failure, failures).min(MAX_BLOCK_RETRY_WAIT);
+            tracing::warn!("could not submit a block ({failure}); retrying in {:.1}s", wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
         }
+    }
+
+    /// After `wait` (a pool's short Retry-After), sends `pool`'s waiting
+    /// shares again as its job answer would, if it is still the pool mined
+    /// at; one such wait per pool at a time (a pool shedding load gets one
+    /// wave of them per Retry-After, not one per share).
+    fn flush_after(self: &Arc<Self>, pool: usize, wait: Duration) {
+        if !self.flushes_due.lock().expect("flushes lock").insert(pool) {
+            return;
+        }
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            ctx.flushes_due.lock().expect("flushes lock").remove(&pool);
+            if let Some(work) = ctx.dispatch.current_work().filter(|w| w.pool == Some(pool)) {
+                ctx.flush_pending(work.height, pool);
+            }
+        });
     }
 
     /// One try at sending a find: `Err` with what failed when it was not
@@ -181,7 +208,7 @@ impl PoolContext {
 
     /// Stopping: the resubmissions under way finish, then one more try for
     /// the shares that waited for a pool.
-    pub(super) async fn finish_waiting(&self) {
+    pub(super) async fn finish_waiting(self: &Arc<Self>) {
         self.join_resubmissions().await;
         let mut waiting: Vec<WaitingShare> = self.pending.lock().expect("pending lock").drain(..).collect();
         self.status.update(|c| c.pending = 0);
@@ -190,7 +217,7 @@ impl PoolContext {
         let active = self.active.load(std::sync::atomic::Ordering::Relaxed);
         waiting.sort_by_key(|w| w.work.pool != Some(active));
         for w in waiting {
-            self.submit(w.work, w.found, w.maybe_credited).await;
+            self.submit_waiting(w).await;
         }
     }
 
@@ -230,12 +257,12 @@ impl PoolContext {
         while resubmissions.try_join_next().is_some() {}
         for waiting in blocks {
             let ctx = self.clone();
-            resubmissions.spawn(async move { ctx.submit(waiting.work, waiting.found, waiting.maybe_credited).await });
+            resubmissions.spawn(async move { ctx.submit_waiting(waiting).await });
         }
         let ctx = self.clone();
         resubmissions.spawn(async move {
             for waiting in shares {
-                ctx.submit(waiting.work, waiting.found, waiting.maybe_credited).await;
+                ctx.submit_waiting(waiting).await;
             }
         });
     }
