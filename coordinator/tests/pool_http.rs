@@ -533,7 +533,8 @@ async fn a_credited_share_sent_again_after_the_tip_moved_is_already_credited() {
     pool.mine_block(&token).await;
     let (_, again) = pool.share(&token, &job, nonce, &digest).await;
     assert_eq!((&again["accepted"], &again["reason"]), (&json!(true), &json!("already_credited")), "{again}");
-    let never = nonce + 1;
+    // (The end of the job's range: mining the block sent shares from its start.)
+    let never = job.0["nonce_end"].as_u64().unwrap() - 1;
     let (_, stale) = pool.share(&token, &job, never, &job.digest(never)).await;
     assert_eq!((&stale["accepted"], &stale["reason"]), (&json!(false), &json!("stale")), "{stale}");
     pool.stop().await;

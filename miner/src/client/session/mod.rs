@@ -118,6 +118,8 @@ struct PoolContext {
     /// Pools whose waiting shares go again once their short Retry-After
     /// has passed (`flush_after`).
     flushes_due: Mutex<std::collections::HashSet<usize>>,
+    /// The session is stopping (`finish_waiting`): no more waves.
+    stopping: std::sync::atomic::AtomicBool,
     dispatch: Arc<WorkDispatch>,
     status: Arc<MinerStatus>,
     block_time: Mutex<Duration>,
@@ -153,6 +155,7 @@ impl PoolContext {
             pending: Mutex::new(VecDeque::new()),
             resubmissions: Mutex::new(tokio::task::JoinSet::new()),
             flushes_due: Mutex::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             dispatch,
             status,
             block_time: Mutex::new(Duration::from_secs(30)),
@@ -733,6 +736,7 @@ mod tests {
             found: visionx::Found { nonce, digest: visionx::Digest([0xff; 32]) },
             maybe_credited: false,
             waits: 0,
+            due: false,
         })
     }
 
@@ -786,7 +790,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_share_the_pool_was_too_busy_for_is_sent_again_after_its_wait() {
         let (ctx, calls, server) = registering_pool().await;
-        for (busy, taken, waiting) in [(2, 1, 0), (4, 0, 1)] {
+        // Shares waiting for the pool's job answer (not told to wait) stay
+        // for it: a wave sends only those told to wait.
+        ctx.pending.lock().unwrap().extend(waiting_shares(0, 3));
+        for (busy, taken, waiting) in [(2, 1, 3), (4, 0, 4)] {
             calls.busy.store(busy, Ordering::SeqCst);
             let taken_before = calls.shares.load(Ordering::SeqCst);
             let share = waiting_shares(0, 1).next().unwrap();

@@ -7,6 +7,7 @@
 //! been lost (a timeout, a 5xx after the request went out) marks the find
 //! `maybe_credited`, so that a later `already_credited` counts it.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub(super) struct WaitingShare {
     pub(super) maybe_credited: bool,
     /// Times it waited out a pool's short Retry-After ([`MAX_SHARE_WAITS`]).
     pub(super) waits: u32,
+    /// Waiting out one now: sent again by its pool's next wave
+    /// ([`PoolContext::flush_after`]), not only at its next job answer.
+    pub(super) due: bool,
 }
 
 /// Shares kept while no pool answers.
@@ -72,12 +76,12 @@ impl PoolContext {
     /// `maybe_credited`: an earlier try may have been credited with its
     /// answer lost (it timed out, or the pool failed after taking it).
     pub(super) async fn submit(self: &Arc<Self>, work: Arc<Work>, found: Found, maybe_credited: bool) {
-        self.submit_waiting(WaitingShare { work, found, maybe_credited, waits: 0 }).await
+        self.submit_waiting(WaitingShare { work, found, maybe_credited, waits: 0, due: false }).await
     }
 
     /// [`Self::submit`] of a share that may have waited before.
     async fn submit_waiting(self: &Arc<Self>, share: WaitingShare) {
-        let WaitingShare { work, found, mut maybe_credited, waits } = share;
+        let WaitingShare { work, found, mut maybe_credited, waits, .. } = share;
         let Some(pool) = work.pool else { return };
         let is_block = work.is_block(&found.digest);
         let mut failures = 0u32;
@@ -107,15 +111,19 @@ impl PoolContext {
                     failure,
                     ApiFailure::RetryAfter { retry_after_secs, .. } if retry_after_secs <= MAX_SHARE_RETRY_AFTER_SECS
                 );
-                let wait_here = asked_to_wait && height_current && waits < MAX_SHARE_WAITS;
-                self.queue(WaitingShare { work, found, maybe_credited, waits: waits + u32::from(wait_here) });
+                let wait_here = asked_to_wait
+                    && height_current
+                    && waits < MAX_SHARE_WAITS
+                    && !self.stopping.load(Ordering::Relaxed);
+                let waits = waits + u32::from(wait_here);
+                self.queue(WaitingShare { work, found, maybe_credited, waits, due: wait_here });
                 if wait_here {
                     self.flush_after(pool, wait_before_retry(&failure, 1));
                 }
                 return;
             }
             if !height_current || failures >= MAX_BLOCK_SUBMIT_RETRIES {
-                return self.queue(WaitingShare { work, found, maybe_credited, waits });
+                return self.queue(WaitingShare { work, found, maybe_credited, waits, due: false });
             }
             failures += 1;
             // Short, whatever the pool asks: one request is no load, a
@@ -127,22 +135,54 @@ impl PoolContext {
         }
     }
 
-    /// After `wait` (a pool's short Retry-After), sends `pool`'s waiting
-    /// shares again as its job answer would, if it is still the pool mined
-    /// at; one such wait per pool at a time (a pool shedding load gets one
-    /// wave of them per Retry-After, not one per share).
+    /// After `wait` (a pool's short Retry-After), sends `pool`'s shares
+    /// that were told to wait (`due`) again, one after another, if it is
+    /// still the pool mined at: one wave per pool at a time (a pool
+    /// shedding load gets each such share once per Retry-After, and no
+    /// other waiting share before its job answer). Those told to wait again
+    /// meanwhile get the next wave. Nothing once the session is stopping.
     fn flush_after(self: &Arc<Self>, pool: usize, wait: Duration) {
-        if !self.flushes_due.lock().expect("flushes lock").insert(pool) {
+        if self.stopping.load(Ordering::Relaxed) || !self.flushes_due.lock().expect("flushes lock").insert(pool) {
             return;
         }
         let ctx = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            ctx.flushes_due.lock().expect("flushes lock").remove(&pool);
-            if let Some(work) = ctx.dispatch.current_work().filter(|w| w.pool == Some(pool)) {
-                ctx.flush_pending(work.height, pool);
-            }
+            // (Failed over meanwhile: they wait for that pool's job answer.)
+            let height = ctx.dispatch.current_work().filter(|w| w.pool == Some(pool)).map(|w| w.height);
+            let (due, mined) = match height {
+                Some(height) if !ctx.stopping.load(Ordering::Relaxed) => (ctx.take_due(pool, height), true),
+                _ => (Vec::new(), false),
+            };
+            let wave = ctx.clone();
+            ctx.resubmissions.lock().expect("resubmissions lock").spawn(async move {
+                for share in due {
+                    wave.submit_waiting(share).await;
+                }
+                wave.flushes_due.lock().expect("flushes lock").remove(&pool);
+                let again = mined
+                    && wave.pending.lock().expect("pending lock").iter().any(|w| w.due && w.work.pool == Some(pool));
+                if again {
+                    wave.flush_after(pool, super::super::retry_policy::MIN_RETRY_WAIT);
+                }
+            });
         });
+    }
+
+    /// Takes `pool`'s shares told to wait out of the queue, those at
+    /// `height` or later (the older ones are stale: dropped).
+    fn take_due(&self, pool: usize, height: u64) -> Vec<WaitingShare> {
+        let mut pending = self.pending.lock().expect("pending lock");
+        let (due, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|w| w.due && w.work.pool == Some(pool));
+        pending.extend(rest);
+        let n = pending.len();
+        drop(pending);
+        let (current, stale): (Vec<_>, Vec<_>) = due.into_iter().partition(|w| w.work.height >= height);
+        self.status.update(|c| {
+            c.pending = n;
+            c.dropped += stale.len() as u64;
+        });
+        current
     }
 
     /// One try at sending a find: `Err` with what failed when it was not
@@ -209,6 +249,8 @@ impl PoolContext {
     /// Stopping: the resubmissions under way finish, then one more try for
     /// the shares that waited for a pool.
     pub(super) async fn finish_waiting(self: &Arc<Self>) {
+        // (No more waves: what waits goes once, here.)
+        self.stopping.store(true, Ordering::Relaxed);
         self.join_resubmissions().await;
         let mut waiting: Vec<WaitingShare> = self.pending.lock().expect("pending lock").drain(..).collect();
         self.status.update(|c| c.pending = 0);
