@@ -148,6 +148,11 @@ impl PoolContext {
         let ctx = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
+            // Under the lock a stop takes the resubmissions with: a wave
+            // either is among them or sees the stop (and takes nothing).
+            let mut resubmissions = ctx.resubmissions.lock().expect("resubmissions lock");
+            // (Those done are let go of.)
+            while resubmissions.try_join_next().is_some() {}
             // (Failed over meanwhile: they wait for that pool's job answer.)
             let height = ctx.dispatch.current_work().filter(|w| w.pool == Some(pool)).map(|w| w.height);
             let (due, mined) = match height {
@@ -155,7 +160,7 @@ impl PoolContext {
                 _ => (Vec::new(), false),
             };
             let wave = ctx.clone();
-            ctx.resubmissions.lock().expect("resubmissions lock").spawn(async move {
+            resubmissions.spawn(async move {
                 for share in due {
                     wave.submit_waiting(share).await;
                 }
@@ -175,11 +180,10 @@ impl PoolContext {
         let mut pending = self.pending.lock().expect("pending lock");
         let (due, rest): (Vec<_>, Vec<_>) = pending.drain(..).partition(|w| w.due && w.work.pool == Some(pool));
         pending.extend(rest);
-        let n = pending.len();
-        drop(pending);
         let (current, stale): (Vec<_>, Vec<_>) = due.into_iter().partition(|w| w.work.height >= height);
+        // (Under the queue's lock, as `queue` counts.)
         self.status.update(|c| {
-            c.pending = n;
+            c.pending = pending.len();
             c.dropped += stale.len() as u64;
         });
         current
