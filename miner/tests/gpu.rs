@@ -197,37 +197,106 @@ fn a_search_picked_up_at_its_next_nonce_finds_each_share_once() {
     if !require_adapter() {
         return;
     }
-    // Twelve batches and more: the cancel comes long before the end.
-    let nonces = NonceRange::new(5_000, 5_000 + 12 * 128 + 37);
-    let job = job(small_params(), nonces, 8);
-    let backend = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::None).unwrap();
-    let mut found = Vec::new();
-    let (mut from, mut parts) = (nonces.start, 0);
-    while from < nonces.end {
-        parts += 1;
-        assert!(parts <= 40, "no progress at {from}");
-        let control = Arc::new(SearchControl::new());
-        let part = Mutex::new(Vec::new());
-        let end = backend
-            .search(&job.with_nonces(NonceRange::new(from, nonces.end)), &control, &|f| {
-                part.lock().unwrap().push(f);
-                control.cancel();
-            })
-            .unwrap();
-        assert_eq!(end.next_nonce, from + end.hashes, "batches read in order: {end:?}");
-        assert!(!end.cancelled || end.hashes.is_multiple_of(128), "whole batches: {end:?}");
-        found.extend(part.into_inner().unwrap());
-        from = end.next_nonce;
-        if !end.cancelled {
-            assert_eq!(from, nonces.end);
+    // The cancel comes from the finds' re-check on the CPU: a card that
+    // finishes the whole range first (a fast one, a slow CPU) is given a
+    // longer range, with finds as sparse, until a cancel comes part-way.
+    for (batches, difficulty) in [(12, 8), (200, 128), (2_000, 1_024)] {
+        let nonces = NonceRange::new(5_000, 5_000 + batches * 128 + 37);
+        let job = job(small_params(), nonces, difficulty);
+        let backend = GpuBackend::start(0, None, None, goals(128), &job, InjectedFault::None).unwrap();
+        let mut found = Vec::new();
+        let (mut from, mut parts) = (nonces.start, 0);
+        while from < nonces.end {
+            parts += 1;
+            assert!(parts <= batches + 1, "no progress at {from}");
+            let control = Arc::new(SearchControl::new());
+            let part = Mutex::new(Vec::new());
+            let end = backend
+                .search(&job.with_nonces(NonceRange::new(from, nonces.end)), &control, &|f| {
+                    part.lock().unwrap().push(f);
+                    control.cancel();
+                })
+                .unwrap();
+            assert_eq!(end.next_nonce, from + end.hashes, "batches read in order: {end:?}");
+            assert!(!end.cancelled || end.hashes.is_multiple_of(128), "whole batches: {end:?}");
+            found.extend(part.into_inner().unwrap());
+            from = end.next_nonce;
+            if !end.cancelled {
+                assert_eq!(from, nonces.end);
+            }
         }
+        found.sort_by_key(|f| f.nonce);
+        let mut expected = Vec::new();
+        FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
+        assert!(expected.len() >= 3, "finds in several batches: {expected:?}");
+        assert_eq!(found, expected, "each share once");
+        if parts >= 2 {
+            return;
+        }
+        eprintln!("{batches} batches done before the first find's cancel: a longer range");
     }
-    found.sort_by_key(|f| f.nonce);
+    panic!("no search was cancelled along the way");
+}
+
+/// Tiny tables: a segment holds more hashes than a found list does.
+fn tiny_params() -> Params {
+    Params { mix_iters: 16, ..small_params() }
+}
+
+#[test]
+fn finds_past_a_found_list_are_counted_and_dropped() {
+    if !require_adapter() {
+        return;
+    }
+    // Every hash meets difficulty 1: one segment of a workgroup more than
+    // its found list holds. (Without the write filter, which is wider than
+    // tiny tables and would bound the segment below that.)
+    let hashes = gpu::MAX_FOUND_PER_BATCH + gpu::WORKGROUP_SIZE;
+    let shape = gpu::BatchShape { segment_hashes: hashes, segments: 1, split: gpu::DEFAULT_SPLIT };
+    let mut gpu = device(ShaderVariant::Native);
+    gpu.filter = false;
+    let mut searcher = gpu::GpuSearcher::new(gpu, shape, &tiny_params()).unwrap();
+    let nonces = NonceRange::new(0, u64::from(hashes));
+    let job = job(tiny_params(), nonces, 1);
+    searcher.set_job(job.input.clone(), job.target).unwrap();
+    let result = searcher.run_batch(0, hashes).unwrap();
+    assert_eq!(result.found.len() as u32, gpu::MAX_FOUND_PER_BATCH);
+    assert_eq!(result.finds_not_stored, gpu::WORKGROUP_SIZE);
+
+    // A backend passes on or counts every one: the status's `dropped`.
+    let backend = GpuBackend::start(0, None, Some(false), goals(hashes), &job, InjectedFault::None).unwrap();
+    assert_eq!(backend.shape().segments, 1, "{:?}", backend.shape());
+    let (end, found) = collect(&backend, &job, &Arc::new(SearchControl::new()));
+    assert_eq!(end.unwrap().hashes, u64::from(hashes));
+    let dropped = backend.finds_dropped();
+    assert!(dropped >= u64::from(gpu::WORKGROUP_SIZE), "{dropped}");
+    assert_eq!(found.len() as u64 + dropped, u64::from(hashes), "each find passed on or counted");
     let mut expected = Vec::new();
     FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
-    assert!(expected.len() >= 3, "finds in several batches: {expected:?}");
-    assert!(parts >= 2, "cancelled along the way");
-    assert_eq!(found, expected, "each share once");
+    assert!(found.iter().all(|f| expected.contains(f)), "only re-checked finds passed on");
+
+    // Mining, the device's drops are the status's.
+    use vision_miner::client::work_dispatch::{found_channel, Device, Work, WorkDispatch};
+    let (found, found_rx) = found_channel();
+    let dispatch = WorkDispatch::start(vec![Box::new(backend) as Device], found);
+    dispatch.set_work(Some(Arc::new(Work {
+        id: "every hash".into(),
+        height: 1,
+        input: job.input.clone(),
+        target: job.target,
+        share_difficulty: 1,
+        network_difficulty: u64::MAX,
+        nonces: job.nonces,
+        pool: None,
+        received: Instant::now(),
+    })));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while found_rx.len() as u64 + dispatch.found_dropped() != u64::from(hashes) {
+        assert!(Instant::now() < deadline, "{} sent, {} dropped of {hashes}", found_rx.len(), dispatch.found_dropped());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(dispatch.found_dropped() >= u64::from(gpu::WORKGROUP_SIZE));
+    dispatch.stop();
 }
 
 #[test]
@@ -258,7 +327,7 @@ fn a_batch_over_several_segments_finds_what_the_cpu_finds() {
         FastEngine::new().search(&job, &SearchControl::new(), &mut |f| expected.push(f));
         assert!(expected.iter().any(|f| f.nonce >= 1_000 + 256), "the third segment has finds to check");
         assert_eq!(found, expected, "{variant}, one buffer {one_buffer}");
-        assert!(!result.overflowed);
+        assert_eq!(result.finds_not_stored, 0);
         // Where the adapter has timestamps (lavapipe has), each of the
         // three steps is timed.
         let summary = &searcher.device().summary;

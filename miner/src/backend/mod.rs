@@ -63,6 +63,12 @@ pub trait MiningBackend: Send {
         control: &Arc<SearchControl>,
         on_found: &(dyn Fn(Found) + Sync),
     ) -> Result<SearchEnd, BackendError>;
+    /// Finds this device made and dropped so far, never passed on (a GPU
+    /// finding more than it can list or the CPU re-check); counted in the
+    /// status's `dropped`.
+    fn finds_dropped(&self) -> u64 {
+        0
+    }
     /// Its worker threads, for backends that have a count to set.
     fn threads(&self) -> Option<usize> {
         None
@@ -139,6 +145,10 @@ impl MiningBackend for gpu::GpuBackend {
         on_found: &(dyn Fn(Found) + Sync),
     ) -> Result<SearchEnd, BackendError> {
         Ok(gpu::GpuBackend::search(self, job, control, on_found)?)
+    }
+
+    fn finds_dropped(&self) -> u64 {
+        gpu::GpuBackend::finds_dropped(self)
     }
 }
 

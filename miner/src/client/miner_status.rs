@@ -18,8 +18,9 @@ pub struct Counters {
     /// Shares waiting to be resubmitted (the pool was unreachable).
     pub pending: usize,
     /// Shares dropped: the pending queue was full, their job ended, too
-    /// many found nonces were waiting to be sent, or the pool refused or
-    /// banned the miner (no session to send them with).
+    /// many found nonces were waiting to be sent, a GPU found more than it
+    /// could list or re-check, or the pool refused or banned the miner (no
+    /// session to send them with).
     pub dropped: u64,
 }
 

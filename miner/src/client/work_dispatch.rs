@@ -211,7 +211,8 @@ pub struct WorkDispatch {
     /// Set once the last device has stopped for good: nothing hashes, and
     /// the miner ends (exit code 5) rather than idle at 0 H/s.
     every_device_stopped: tokio::sync::watch::Sender<bool>,
-    /// Found nonces dropped with [`MAX_FOUND_WAITING`] already waiting.
+    /// Found nonces dropped: with [`MAX_FOUND_WAITING`] already waiting,
+    /// or by their device ([`MiningBackend::finds_dropped`]).
     found_dropped: AtomicU64,
 }
 
@@ -266,7 +267,8 @@ impl WorkDispatch {
         dispatch
     }
 
-    /// Found nonces dropped because too many were waiting to be sent.
+    /// Found nonces dropped: too many were waiting to be sent, or their
+    /// device could not list or re-check them all.
     pub fn found_dropped(&self) -> u64 {
         self.found_dropped.load(Ordering::Relaxed)
     }
@@ -412,7 +414,11 @@ impl WorkDispatch {
             if device.threads().is_some_and(|t| t != self.cpu_threads()) {
                 device.set_threads(self.cpu_threads());
             }
-            match device.search(&job, &control, &report) {
+            let dropped_before = device.finds_dropped();
+            let outcome = device.search(&job, &control, &report);
+            // (The device's own drops: finds it could not list or re-check.)
+            self.found_dropped.fetch_add(device.finds_dropped().saturating_sub(dropped_before), Ordering::Relaxed);
+            match outcome {
                 Ok(end) => {
                     slot.sitting_out.store(false, Ordering::Relaxed);
                     resume.left(&work, end.next_nonce);

@@ -36,12 +36,12 @@ pub(crate) struct FoundList<'a> {
 }
 
 impl FoundList<'_> {
-    /// Appends the entries to `found`; whether more were counted than
-    /// stored. A list no working kernel writes (lanes that did not finish,
+    /// Appends the entries to `found`; returns how many more were counted
+    /// than stored (finds lost: the list was full). A list no working kernel writes (lanes that did not finish,
     /// a count past the segment's lanes, a lane outside the batch) is an
     /// error: the CPU re-check sees only what is listed, never what is
     /// missing or garbled into a nonce of another batch.
-    pub(crate) fn read(&self, nonce_base: u64, found: &mut Vec<Found>) -> Result<bool, FoundListError> {
+    pub(crate) fn read(&self, nonce_base: u64, found: &mut Vec<Found>) -> Result<u32, FoundListError> {
         let (total, finished) = match self.words {
             [total, finished, ..] => (*total, *finished),
             _ => return Err(FoundListError::NoHead),
@@ -68,7 +68,7 @@ impl FoundList<'_> {
             }
             found.push(Found { nonce: nonce_base + u64::from(e[0]), digest: Digest(digest) });
         }
-        Ok(total > self.capacity)
+        Ok(total - stored as u32)
     }
 }
 
@@ -96,16 +96,16 @@ mod tests {
             let list =
                 FoundList { words, segment_lanes: 256, lanes_run: LANES / 2, steps: 2, capacity: 2, batch_lanes };
             let mut found = Vec::new();
-            list.read(1_000, &mut found).map(|full| (full, found.iter().map(|f| f.nonce).collect::<Vec<_>>()))
+            list.read(1_000, &mut found).map(|lost| (lost, found.iter().map(|f| f.nonce).collect::<Vec<_>>()))
         };
-        type Read = Result<(bool, Vec<u64>), &'static str>;
+        type Read = Result<(u32, Vec<u64>), &'static str>;
         let mut cut_short = list(0, &[], 2);
         cut_short[1] = LANES - 1;
         #[rustfmt::skip]
         let cases: [(Vec<u32>, u32, Read, &str); 8] = [
-            (list(0, &[], 2), 512, Ok((false, vec![])), "nothing found"),
-            (list(2, &[(3, 9), (300, 9)], 2), 512, Ok((false, vec![1_003, 1_300])), "lanes are the batch's"),
-            (list(5, &[(3, 9), (4, 9)], 2), 512, Ok((true, vec![1_003, 1_004])), "more counted than stored"),
+            (list(0, &[], 2), 512, Ok((0, vec![])), "nothing found"),
+            (list(2, &[(3, 9), (300, 9)], 2), 512, Ok((0, vec![1_003, 1_300])), "lanes are the batch's"),
+            (list(5, &[(3, 9), (4, 9)], 2), 512, Ok((3, vec![1_003, 1_004])), "more counted than stored"),
             (list(257, &[(3, 9), (4, 9)], 2), 512, Err("257 finds counted in 256 lanes"), "a count past the segment"),
             (list(1, &[(512, 9)], 2), 512, Err("lane 512 in a batch of 512"), "a lane past the batch"),
             (vec![2, LANES, 3], 512, Err("the list is shorter than its count"), "a short list"),

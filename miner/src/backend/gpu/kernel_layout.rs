@@ -8,8 +8,9 @@ use visionx::PowInput;
 /// Invocations per workgroup. 128 was fastest on an NVIDIA H200 in the
 /// prototype (64 was 20% slower); lavapipe runs any size.
 pub const WORKGROUP_SIZE: u32 = 128;
-/// Upper bound on found entries read back per batch.
-pub(crate) const MAX_FOUND_PER_BATCH: u32 = 16_384;
+/// Upper bound on found entries a segment's found list holds (more are
+/// counted by the kernel, not stored).
+pub const MAX_FOUND_PER_BATCH: u32 = 16_384;
 /// Bytes reserved for the header words (fits pow messages of ~4,000 bytes).
 pub(crate) const HEADER_BUFFER_BYTES: u64 = 8192;
 /// The kernel's uniform block; field order and sizes match `Config` in visionx.wgsl.

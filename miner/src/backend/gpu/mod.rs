@@ -80,7 +80,7 @@ use std::sync::Arc;
 
 use visionx::{Digest, PowInput, Target};
 
-use kernel_layout::MAX_FOUND_PER_BATCH;
+pub use kernel_layout::MAX_FOUND_PER_BATCH;
 
 /// Mix iterations per dispatch when nothing was tuned: lavapipe returns
 /// wrong results silently above about 3,000 per dispatch; 1,024 was safe.

@@ -51,8 +51,9 @@ pub struct BatchResult {
     pub hashes: u32,
     /// Nonces whose digest met the target, with the GPU's digest (not yet re-checked).
     pub found: Vec<Found>,
-    /// More hashes met the target than the found buffer holds; the rest were lost.
-    pub overflowed: bool,
+    /// Hashes that met the target past what the found lists hold: counted
+    /// by the kernel, lost.
+    pub finds_not_stored: u32,
     /// GPU time of the batch from timestamp queries, when the adapter has
     /// them: from its first step's start to its last step's end.
     pub gpu_time: Option<Duration>,
@@ -402,7 +403,7 @@ impl GpuSearcher {
             return Err(GpuError::DeviceLost(lost));
         }
         let wall_time = ticket.started_at.elapsed();
-        let (found, overflowed, ticks) = {
+        let (found, finds_not_stored, ticks) = {
             let bytes = match rb.staging.get_mapped_range(..) {
                 Ok(bytes) => bytes,
                 Err(e) => {
@@ -411,7 +412,7 @@ impl GpuSearcher {
                 }
             };
             let mut found = Vec::new();
-            let mut overflowed = false;
+            let mut finds_not_stored = 0u32;
             for s in 0..used_segments {
                 let region = &bytes[s * self.found_bytes as usize..(s + 1) * self.found_bytes as usize];
                 let list = FoundList {
@@ -426,7 +427,7 @@ impl GpuSearcher {
                     batch_lanes: ticket.hashes,
                 };
                 match list.read(ticket.nonce_base, &mut found) {
-                    Ok(full) => overflowed |= full,
+                    Ok(lost) => finds_not_stored += lost,
                     Err(corrupt) => {
                         drop(bytes);
                         rb.staging.unmap();
@@ -440,7 +441,7 @@ impl GpuSearcher {
                     .map(bytemuck::pod_read_unaligned::<u64>)
                     .collect()
             });
-            (found, overflowed, ticks)
+            (found, finds_not_stored, ticks)
         };
         rb.staging.unmap();
         let period_ns = f64::from(self.gpu.queue.get_timestamp_period());
@@ -450,7 +451,7 @@ impl GpuSearcher {
             nonce_base: ticket.nonce_base,
             hashes: ticket.hashes,
             found,
-            overflowed,
+            finds_not_stored,
             gpu_time,
             step_times,
             wall_time,

@@ -9,7 +9,7 @@
 //! other backends.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -125,6 +125,8 @@ enum Command {
 enum Event {
     /// As the GPU reported it: not yet re-checked.
     Found(Found),
+    /// Finds a batch's kernel counted past its found lists' room: lost.
+    NotStored(u32),
     Done(Result<SearchEnd, GpuError>),
 }
 
@@ -146,6 +148,9 @@ pub struct GpuBackend {
     thread: Option<JoinHandle<()>>,
     /// Re-checks the GPU's found nonces (one search at a time uses it).
     cpu: Mutex<FastEngine>,
+    /// Finds lost so far: past a found list's room, or past what the CPU
+    /// re-checks at once.
+    finds_dropped: AtomicU64,
 }
 
 impl GpuBackend {
@@ -206,6 +211,7 @@ impl GpuBackend {
             disabled,
             thread: Some(thread),
             cpu: Mutex::new(FastEngine::new()),
+            finds_dropped: AtomicU64::new(0),
         })
     }
 
@@ -249,6 +255,13 @@ impl GpuBackend {
         self.table_probe
     }
 
+    /// Finds this device made and dropped so far, never passed on: more in
+    /// one batch than its found lists hold, or more waiting than the CPU
+    /// re-checks at once (each search logs its own).
+    pub fn finds_dropped(&self) -> u64 {
+        self.finds_dropped.load(Ordering::Relaxed)
+    }
+
     /// Whether the device was disabled (wrong result or lost).
     pub fn is_disabled(&self) -> bool {
         self.disabled.load(Ordering::SeqCst)
@@ -290,6 +303,7 @@ impl GpuBackend {
         let mut wrong = None;
         let mut finds = Vec::new();
         let mut unchecked = 0u64;
+        let mut not_stored = 0u64;
         while let Ok(event) = inbox.recv() {
             // Every find waiting is re-checked at once, a SIMD group of them
             // together: a flood of shares (a low difficulty on a fast card)
@@ -299,6 +313,7 @@ impl GpuBackend {
             for event in std::iter::once(event).chain(inbox.try_iter()) {
                 match event {
                     Event::Found(found) => finds.push(found),
+                    Event::NotStored(lost) => not_stored += u64::from(lost),
                     // (Nothing follows it.)
                     Event::Done(result) => done = Some(result),
                 }
@@ -325,6 +340,13 @@ impl GpuBackend {
             }
             finds.clear();
             if let Some(result) = done {
+                if not_stored > 0 {
+                    tracing::warn!(
+                        "GPU #{}: {not_stored} shares dropped: more in one batch than its found lists hold (raise \
+                         the share difficulty)",
+                        self.summary.index
+                    );
+                }
                 if unchecked > 0 {
                     tracing::warn!(
                         "GPU #{}: {unchecked} shares dropped: found faster than the CPU re-checks them (raise the \
@@ -332,6 +354,7 @@ impl GpuBackend {
                         self.summary.index
                     );
                 }
+                self.finds_dropped.fetch_add(not_stored + unchecked, Ordering::Relaxed);
                 return wrong.map_or(result, Err);
             }
         }
@@ -512,11 +535,8 @@ impl DeviceThread {
                         self.stats.step_times.last += steps.last;
                     }
                 }
-                if result.overflowed {
-                    tracing::warn!(
-                        "GPU #{}: more shares in one batch than the found buffer holds; raise the share difficulty",
-                        self.searcher.device().summary.index
-                    );
+                if result.finds_not_stored > 0 {
+                    let _ = events.send(Event::NotStored(result.finds_not_stored));
                 }
                 for mut found in result.found {
                     if self.fault == InjectedFault::CorruptDigests {
