@@ -33,7 +33,13 @@ pub enum ApiFailure {
     Unreachable(String),
     /// 429/503 with a Retry-After the client must honour.
     #[error("{message} (retry in {retry_after_secs}s)")]
-    RetryAfter { retry_after_secs: u64, message: String },
+    RetryAfter {
+        retry_after_secs: u64,
+        message: String,
+        /// A 503: the pool may have taken the request before failing (its
+        /// store could not confirm a write). A 429 was refused before.
+        maybe_processed: bool,
+    },
     /// The worker token is unknown (the pool lost its state): register again.
     #[error("the pool does not know this worker")]
     Unauthorized,
@@ -128,6 +134,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
         429 | 503 => ApiFailure::RetryAfter {
             retry_after_secs: retry_after.unwrap_or(5).min(MAX_RETRY_AFTER_SECS),
             message: format!("{reason}: {message}"),
+            maybe_processed: status.as_u16() == 503,
         },
         // A request the pool timed out: it may have been processed (a share
         // then comes back `already_credited`), so it is worth sending again.

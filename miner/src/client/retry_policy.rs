@@ -72,9 +72,9 @@ mod tests {
 
     #[test]
     fn a_block_waits_what_a_busy_server_asks_else_backs_off() {
-        let busy = ApiFailure::RetryAfter { retry_after_secs: 0, message: String::new() };
+        let busy = ApiFailure::RetryAfter { retry_after_secs: 0, message: String::new(), maybe_processed: false };
         assert!((MIN_RETRY_WAIT..MIN_RETRY_WAIT.mul_f64(1.25)).contains(&wait_before_retry(&busy, 5)));
-        let busy = ApiFailure::RetryAfter { retry_after_secs: 9, message: String::new() };
+        let busy = ApiFailure::RetryAfter { retry_after_secs: 9, message: String::new(), maybe_processed: false };
         assert!((Duration::from_secs(9)..Duration::from_secs_f64(9.0 * 1.25)).contains(&wait_before_retry(&busy, 1)));
         let down = ApiFailure::Unavailable("503".into());
         assert!(wait_before_retry(&down, 0) <= Duration::from_millis(650));

@@ -558,6 +558,12 @@ mod tests {
         shares: std::sync::atomic::AtomicU64,
         /// Share requests still to be answered 429, Retry-After 1 s.
         busy: std::sync::atomic::AtomicU64,
+        /// Share requests still to be credited and answered 503
+        /// `storage_unavailable`, Retry-After 1 s (a store failing after
+        /// the credit); each such share sent again is `already_credited`.
+        credited_unanswered: std::sync::atomic::AtomicU64,
+        /// Such shares not sent again yet.
+        credit_owed: std::sync::atomic::AtomicU64,
     }
 
     /// A pool context on a pool at loopback that registers (slowly: every
@@ -583,11 +589,24 @@ mod tests {
                         let code = axum::http::StatusCode::TOO_MANY_REQUESTS;
                         return (code, [("retry-after", "1")], axum::Json(busy)).into_response();
                     }
-                    shares.shares.fetch_add(1, Ordering::SeqCst);
+                    let once = |n: &std::sync::atomic::AtomicU64| {
+                        n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+                    };
+                    if once(&shares.credited_unanswered) {
+                        shares.shares.fetch_add(1, Ordering::SeqCst);
+                        shares.credit_owed.fetch_add(1, Ordering::SeqCst);
+                        let failed = serde_json::json!({"error": "storage_unavailable", "message": "flush failed"});
+                        let code = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        return (code, [("retry-after", "1")], axum::Json(failed)).into_response();
+                    }
+                    let credited_before = once(&shares.credit_owed);
+                    if !credited_before {
+                        shares.shares.fetch_add(1, Ordering::SeqCst);
+                    }
                     axum::Json(vision_protocol::pool::ShareResponse {
                         accepted: true,
                         is_block: false,
-                        reason: None,
+                        reason: credited_before.then(|| "already_credited".to_string()),
                         share_difficulty: 1,
                         block_hash: None,
                         block_status: None,
@@ -816,6 +835,29 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1_800)).await;
             assert!(settled(), "busy {busy} times: sent once too often");
         }
+        ctx.dispatch.stop();
+        server.abort();
+    }
+
+    /// A share the pool credited and then answered 503 (its store failed
+    /// to confirm) is counted accepted when its next try is answered
+    /// `already_credited`; one the pool never credited would be counted
+    /// at its own acceptance, so nothing is counted twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_share_credited_before_a_503_is_counted_once() {
+        let (ctx, calls, server) = registering_pool().await;
+        calls.credited_unanswered.store(1, Ordering::SeqCst);
+        let share = waiting_shares(0, 1).next().unwrap();
+        ctx.dispatch.set_work(Some(share.work.clone()));
+        ctx.submit(share.work, share.found, false).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while calls.credit_owed.load(Ordering::SeqCst) > 0 || !ctx.pending.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never sent again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ctx.join_resubmissions().await;
+        assert_eq!(calls.shares.load(Ordering::SeqCst), 1, "credited once");
+        assert_eq!(ctx.status.update(|c| (c.accepted, c.dropped)), (1, 0), "counted once");
         ctx.dispatch.stop();
         server.abort();
     }

@@ -195,7 +195,7 @@ impl PoolContext {
             }
             // A pool that keeps saying "later" (its chain is down, it is
             // stopped) is as good as down: the next pool may have work.
-            ApiFailure::RetryAfter { retry_after_secs, message } => (Some(retry_after_secs), message),
+            ApiFailure::RetryAfter { retry_after_secs, message, .. } => (Some(retry_after_secs), message),
             ApiFailure::Unavailable(message) | ApiFailure::Unreachable(message) => (None, message),
         };
         let next = self.next_usable(pool);

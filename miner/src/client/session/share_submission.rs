@@ -4,7 +4,7 @@
 //! is sent again while its job's height is still current (one the pool
 //! refused or banned the miner for is dropped); a block is tried
 //! again at once, briefly, rather than wait there. An answer that may have
-//! been lost (a timeout, a 5xx after the request went out) marks the find
+//! been lost (a timeout, a 5xx after the request went out, a 503 too) marks the find
 //! `maybe_credited`, so that a later `already_credited` counts it.
 
 use std::sync::atomic::Ordering;
@@ -90,10 +90,15 @@ impl PoolContext {
                 Ok(()) => return,
                 Err(failure) => failure,
             };
-            // A share sent and met by a timeout or a 5xx may have been
-            // taken; busy, rate-limited, without our session, never sent
-            // (no token) or never connected: not.
-            maybe_credited |= failure.sent && matches!(failure.failure, ApiFailure::Unavailable(_));
+            // A share sent and met by a timeout or a 5xx (a 503 too: the
+            // pool's store may have failed after the credit) may have been
+            // taken; rate-limited, without our session, never sent (no
+            // token) or never connected: not.
+            maybe_credited |= failure.sent
+                && matches!(
+                    failure.failure,
+                    ApiFailure::Unavailable(_) | ApiFailure::RetryAfter { maybe_processed: true, .. }
+                );
             let failure = failure.failure;
             let height_current = self.dispatch.current_work().is_none_or(|w| w.height <= work.height);
             let retryable = failure.is_transient() || matches!(failure, ApiFailure::Unauthorized);
