@@ -39,6 +39,10 @@ pub struct GpuDevice {
     /// Batches of more hashes fail to allocate, as on a card that small
     /// (`InjectedFault::OutOfMemoryAbove`, test builds only).
     pub(crate) memory_ceiling_hashes: Option<u32>,
+    /// The longest a step may run before the device counts as hung (and is
+    /// given up, never dropped): [`HANG_TIMEOUT`], or shorter where a test
+    /// makes a real dispatch outlast it (`InjectedFault::HangTimeout`).
+    pub(crate) hang_timeout: std::time::Duration,
     /// How the kernel probes the tables (`VISION_GPU_PROBE`; see [`TableProbe`]).
     pub table_probe: TableProbe,
     pub(crate) device: wgpu::Device,
@@ -76,6 +80,11 @@ struct PipelineKey {
     spec: KernelSpec,
     filter: bool,
 }
+
+/// How long a step may run before its device counts as hung: far past any
+/// step the tuner sizes (100-200 ms on hardware), and past a desktop
+/// driver's own watchdog (about 2 s), which reports a loss instead.
+pub const HANG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A device lost, or hung past a wait's timeout, is never dropped: dropping
 /// wgpu's queue waits for the device to go idle without a timeout (on
@@ -216,6 +225,7 @@ impl GpuDevice {
             unchecked_kernel: std::env::var("VISION_GPU_CHECKS").is_ok_and(|v| v == "off"),
             one_buffer_per_segment: std::env::var("VISION_GPU_BUFFERS").is_ok_and(|v| v == "one-per-segment"),
             memory_ceiling_hashes: None,
+            hang_timeout: HANG_TIMEOUT,
             pipeline_layout,
             pipelines: Arc::default(),
             layout,
@@ -358,7 +368,7 @@ impl GpuDevice {
         }));
         let lost = match poll {
             Ok(Ok(_)) => return Ok(()),
-            Ok(Err(wgpu::PollError::Timeout)) => format!("{name}: a dispatch ran over {} s", timeout.as_secs()),
+            Ok(Err(wgpu::PollError::Timeout)) => format!("{name}: a dispatch ran over {timeout:?} (hung)"),
             Ok(Err(other)) => format!("{name}: {other}"),
             Err(panic) => format!("{name}: {}", panic_message(panic.as_ref())),
         };

@@ -365,7 +365,7 @@ impl GpuSearcher {
 
     /// Blocks until `submission` has finished on the device.
     pub fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<(), GpuError> {
-        self.gpu.wait_for(Some(submission), Duration::from_secs(60))?;
+        self.gpu.wait_for(Some(submission), self.gpu.hang_timeout)?;
         self.gpu.check_health()
     }
 
@@ -392,7 +392,7 @@ impl GpuSearcher {
         // this just runs the map callback): waiting for everything submitted
         // would also wait for the next batch's queued steps and let the
         // device run dry while nothing new is submitted.
-        self.gpu.wait_for(ticket.last_submission.clone(), Duration::from_secs(60))?;
+        self.gpu.wait_for(ticket.last_submission.clone(), self.gpu.hang_timeout)?;
         let mapped = match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("readback failed: {e}")),

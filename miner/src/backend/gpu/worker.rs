@@ -115,6 +115,10 @@ pub enum InjectedFault {
     /// Fail to allocate a batch of more than this many hashes (as a card
     /// with less memory than the budget would), from tuning on.
     OutOfMemoryAbove(u32),
+    /// Count the device hung once a step runs this long (rather than
+    /// [`super::device::HANG_TIMEOUT`]): a real step on a real device
+    /// outlasting it takes the way of a card whose dispatch never ends.
+    HangTimeout(Duration),
 }
 
 enum Command {
@@ -166,8 +170,10 @@ impl GpuBackend {
         let adapters = super::adapters::enumerate();
         let adapter = adapters.get(index).ok_or(GpuError::NoSuchDevice(index))?;
         let mut gpu = GpuDevice::open(index, adapter, variant, filter)?;
-        if let InjectedFault::OutOfMemoryAbove(hashes) = fault {
-            gpu.memory_ceiling_hashes = Some(hashes);
+        match fault {
+            InjectedFault::OutOfMemoryAbove(hashes) => gpu.memory_ceiling_hashes = Some(hashes),
+            InjectedFault::HangTimeout(timeout) => gpu.hang_timeout = timeout,
+            _ => {}
         }
         // A driver failing inside wgpu panics it; caught while `gpu` is
         // here to be marked lost (so it is never dropped: see its `Drop`).
