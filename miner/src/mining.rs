@@ -107,31 +107,58 @@ pub fn start_devices(config: &MinerConfig) -> Result<Vec<Device>, MinerError> {
         devices.extend(started.ok().map(|backend| Box::new(backend) as Device));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Beside GPUs (`--backend all`), a core each is left to their threads
-    // (the queue and the CPU re-check of what they find).
-    let threads = config.threads.unwrap_or_else(|| cores.saturating_sub(devices.len()).max(1));
-    // GPUs asked for (--backend gpu, or named by --device) are those or
-    // none; `all` adds the CPU to them.
-    let gpu_only = config.backend == BackendChoice::Gpu || !config.devices.is_empty();
-    let on_cpu = plan.cpu || (devices.is_empty() && !gpu_only);
-    if on_cpu {
-        if !plan.cpu {
-            tracing::warn!("no GPU could be used: mining on the CPU");
-        } else if !plan.gpus.is_empty() && devices.is_empty() {
-            // (`all`: the CPU was asked for beside them, so it mines on.)
-            tracing::warn!("no GPU could be used: mining on the CPU alone, on every core");
-        }
-        devices.push(Box::new(CpuDevice::new(threads)));
+    let cpu = cpu_beside(config, &plan, devices.len(), cores);
+    if let Some(warning) = cpu.warning {
+        tracing::warn!("{warning}");
     }
+    let on_cpu = cpu.threads.is_some();
+    devices.extend(cpu.threads.map(|threads| Box::new(CpuDevice::new(threads)) as Device));
     if devices.is_empty() {
         let hint = if config.devices.is_empty() { "try --backend cpu" } else { "name others with --device, or none" };
         return Err(MinerError::NoDevice(format!("no GPU passed its probe (see the messages above); {hint}")));
     }
     // (Unless --backend gpu or --device said so, which `ignored_settings` warned of.)
+    let gpu_only = config.backend == BackendChoice::Gpu || !config.devices.is_empty();
     if !on_cpu && !gpu_only && config.threads.is_some() {
         tracing::warn!("ignored: --threads (GPUs were found: mining on them only; --backend all adds the CPU)");
     }
     Ok(devices)
+}
+
+/// Whether the CPU mines beside the GPUs that started, on how many threads,
+/// and what the user is told of it.
+#[derive(Debug, PartialEq, Eq)]
+struct CpuBeside {
+    /// `None`: the CPU does not mine.
+    threads: Option<usize>,
+    warning: Option<&'static str>,
+}
+
+/// [`CpuBeside`] for `config`'s `plan`, once `gpus_started` of its GPUs
+/// started, on a machine of `cores` cores.
+fn cpu_beside(
+    config: &MinerConfig,
+    plan: &device_selection::BackendPlan,
+    gpus_started: usize,
+    cores: usize,
+) -> CpuBeside {
+    // GPUs asked for (--backend gpu, or named by --device) are those or
+    // none; `all` adds the CPU to them.
+    let gpu_only = config.backend == BackendChoice::Gpu || !config.devices.is_empty();
+    if !plan.cpu && (gpus_started > 0 || gpu_only) {
+        return CpuBeside { threads: None, warning: None };
+    }
+    let warning = if !plan.cpu {
+        Some("no GPU could be used: mining on the CPU")
+    } else if !plan.gpus.is_empty() && gpus_started == 0 {
+        // (`all`: the CPU was asked for beside them, so it mines on.)
+        Some("no GPU could be used: mining on the CPU alone, on every core")
+    } else {
+        None
+    };
+    // Beside GPUs (`--backend all`), a core each is left to their threads
+    // (the queue and the CPU re-check of what they find).
+    CpuBeside { threads: Some(config.threads.unwrap_or_else(|| cores.saturating_sub(gpus_started).max(1))), warning }
 }
 
 /// Mines with `config` until the session ends for good (an error) or
@@ -274,5 +301,77 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::miner_config::MineArgs;
+    use device_selection::BackendPlan;
+
+    /// Whether the CPU mines beside the GPUs that started, on how many of
+    /// eight cores, and the warning: by backend, GPUs named, threads set,
+    /// GPUs planned and started.
+    #[test]
+    fn the_cpu_mines_beside_the_gpus_on_the_cores_they_leave() {
+        const ALONE: Option<&str> = Some("no GPU could be used: mining on the CPU alone, on every core");
+        const FALLBACK: Option<&str> = Some("no GPU could be used: mining on the CPU");
+        /// What is asked (backend, `--device`, `--threads`), planned
+        /// (GPUs, CPU) and started, and the outcome (threads, warning).
+        type Case = (
+            BackendChoice,
+            &'static [usize],
+            Option<usize>,
+            &'static [usize],
+            bool,
+            usize,
+            Option<usize>,
+            Option<&'static str>,
+        );
+        #[rustfmt::skip]
+        let cases: [Case; 11] = [
+            // backend, --device, --threads, planned, plan.cpu, started => threads, warning
+            (BackendChoice::All, &[], None, &[0, 1], true, 2, Some(6), None),
+            (BackendChoice::All, &[], None, &[0, 1], true, 1, Some(7), None),
+            (BackendChoice::All, &[], None, &[0, 1], true, 0, Some(8), ALONE),
+            (BackendChoice::All, &[], Some(3), &[0], true, 1, Some(3), None),
+            (BackendChoice::All, &[], None, &[], true, 0, Some(8), None),
+            (BackendChoice::All, &[0], None, &[0], true, 1, Some(7), None),
+            (BackendChoice::Auto, &[], None, &[0], false, 1, None, None),
+            (BackendChoice::Auto, &[], None, &[0], false, 0, Some(8), FALLBACK),
+            (BackendChoice::Gpu, &[], None, &[0], false, 0, None, None),
+            (BackendChoice::Auto, &[0], None, &[0], false, 0, None, None),
+            (BackendChoice::Cpu, &[], Some(2), &[], true, 0, Some(2), None),
+        ];
+        for (backend, devices, threads, planned, cpu, started, expected_threads, warning) in cases {
+            let args = MineArgs {
+                pools: vec!["http://127.0.0.1:7072".into()],
+                wallet: Some("land1abc".into()),
+                backend: Some(backend),
+                devices: devices.to_vec(),
+                threads,
+                ..MineArgs::default()
+            };
+            let config = args.resolve().unwrap();
+            let plan = BackendPlan { gpus: planned.to_vec(), alternates: Default::default(), cpu, note: None };
+            let case = format!("{backend:?}, --device {devices:?}, --threads {threads:?}, {started} of {planned:?}");
+            assert_eq!(
+                cpu_beside(&config, &plan, started, 8),
+                CpuBeside { threads: expected_threads, warning },
+                "{case}"
+            );
+        }
+        // One core, one GPU: the CPU still gets a thread.
+        let config = MineArgs {
+            pools: vec!["http://127.0.0.1:7072".into()],
+            wallet: Some("land1abc".into()),
+            backend: Some(BackendChoice::All),
+            ..MineArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let plan = BackendPlan { gpus: vec![0], alternates: Default::default(), cpu: true, note: None };
+        assert_eq!(cpu_beside(&config, &plan, 1, 1).threads, Some(1));
     }
 }
