@@ -122,9 +122,8 @@ async fn register(
     // Run to its end though the client hang up (or the request time out):
     // cut between binding the worker id and storing the session, the id
     // would stay bound to a token nobody holds, and never be renamed.
-    let registering = tokio::spawn(async move { pool.register(request, source, presented.as_deref(), now_ms()).await });
-    let registered = registering.await.map_err(|err| ApiError::internal(format!("a registration: {err}")))??;
-    Ok(AppJson(registered))
+    let registering = async move { pool.register(request, source, presented.as_deref(), now_ms()).await };
+    Ok(AppJson(to_the_end("a registration", registering).await??))
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,7 +307,8 @@ async fn retry_payout(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = payout_id(&id)?;
     let rewards = state.pool.rewards().clone();
-    let outcome = to_the_end(async move { rewards.retry_set_aside(id, now_ms()).await }).await??;
+    let outcome =
+        to_the_end("an operator's payout retry", async move { rewards.retry_set_aside(id, now_ms()).await }).await??;
     set_aside_answer(id, outcome, "sending")
 }
 
@@ -329,8 +329,10 @@ async fn mark_payout_paid(
 ) -> Result<impl IntoResponse, ApiError> {
     let id = payout_id(&id)?;
     let rewards = state.pool.rewards().clone();
-    let outcome =
-        to_the_end(async move { rewards.mark_set_aside_paid(id, &request.transfer_id, now_ms()).await }).await??;
+    let outcome = to_the_end("an operator's payout record", async move {
+        rewards.mark_set_aside_paid(id, &request.transfer_id, now_ms()).await
+    })
+    .await??;
     set_aside_answer(id, outcome, "paid")
 }
 
@@ -338,10 +340,14 @@ fn payout_id(id: &str) -> Result<u64, ApiError> {
     id.parse().map_err(|_| ApiError::bad_request("bad_id", "a payout id is a u64"))
 }
 
-/// Runs an operator's change of money to its end, though the client hang
-/// up (or the request time out) part-way.
-async fn to_the_end<T: Send + 'static>(change: impl Future<Output = T> + Send + 'static) -> Result<T, ApiError> {
-    tokio::spawn(change).await.map_err(|err| ApiError::internal(format!("an operator's payout change: {err}")))
+/// Runs `change` (`what` it is, for the log) to its end, though the client
+/// hang up (or the request time out) part-way: an operator's change of
+/// money, a registration's binding of a worker id.
+async fn to_the_end<T: Send + 'static>(
+    what: &str,
+    change: impl Future<Output = T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(change).await.map_err(|err| ApiError::internal(format!("{what}: {err}")))
 }
 
 fn set_aside_answer(id: u64, outcome: SetAsideOutcome, status: &str) -> Result<impl IntoResponse, ApiError> {

@@ -207,7 +207,7 @@ const CREDENTIAL_CHECK_TRIES: u32 = 3;
 /// block lost). A node that does not answer, keeps saying to wait, or reads
 /// the body before the credential is mined at, as before, and tells at the
 /// first block.
-async fn check_submit_credential(node: &NodeClient) -> Result<(), SessionEnd> {
+async fn ensure_the_node_takes_our_blocks(node: &NodeClient) -> Result<(), SessionEnd> {
     for tries in 1..=CREDENTIAL_CHECK_TRIES {
         match node.check_submit_credential().await {
             Err(failure) if refuses_every_block(&failure) => {
@@ -245,7 +245,7 @@ async fn mine_templates(
         c.mode = "solo".into();
         c.url = session.node.url.clone();
     });
-    check_submit_credential(&session.node).await?;
+    ensure_the_node_takes_our_blocks(&session.node).await?;
     let mut failures = 0u32;
     let mut answered = std::time::Instant::now();
     loop {
@@ -671,7 +671,7 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
             let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-            let checked = check_submit_credential(&NodeClient::new(&url, Some("token".into())).unwrap()).await;
+            let checked = ensure_the_node_takes_our_blocks(&NodeClient::new(&url, Some("token".into())).unwrap()).await;
             assert_eq!(checked.is_ok(), mines, "{checked:?}");
             assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), asked);
             server.abort();
