@@ -204,13 +204,24 @@ impl Drop for Processes {
     }
 }
 
-/// SIGTERM, then waits up to 30 s for a clean exit (panics otherwise).
+/// SIGTERM, then waits up to 30 s for the exit (panics otherwise).
 pub fn stop_gracefully(child: &mut std::process::Child) {
     let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(term.is_ok_and(|s| s.success()), "kill -TERM");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while child.try_wait().expect("wait").is_none() {
-        assert!(std::time::Instant::now() < deadline, "no clean stop");
+    assert!(exit_within(child, std::time::Duration::from_secs(30)).is_some(), "no clean stop");
+}
+
+/// How `child` exited, if it did within `limit` (it is left running
+/// otherwise).
+pub fn exit_within(child: &mut std::process::Child, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

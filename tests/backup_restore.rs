@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vision_suite::{fresh_dir, mine_until, start_coordinator, QUICK_REWARDS};
+use vision_suite::{fresh_dir, mine_until, start_coordinator, stop_gracefully, QUICK_REWARDS};
 
 const WALLETS: [&str; 3] = ["land1alice", "land1host", "vision-foundation"];
 
@@ -52,12 +52,7 @@ async fn snapshot(http: &reqwest::Client, url: &str) -> Value {
 
 /// SIGTERM, then the exit: a clean stop flushes everything.
 fn stop(mut child: Child) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the coordinator did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    stop_gracefully(&mut child);
     assert!(child.wait().unwrap().success(), "a clean stop exits 0");
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vision_coordinator::storage::{PoolStore, SledStore};
-use vision_suite::{coordinator_log_path, fresh_dir, job_input, start_coordinator};
+use vision_suite::{coordinator_log_path, exit_within, fresh_dir, job_input, start_coordinator};
 use visionx::{FastEngine, PowEngine};
 
 const ARGS: &[&str] = &[
@@ -133,19 +133,6 @@ async fn mine(url: &str, wallet: &str, seen: &mut Seen, mut until: impl FnMut(&S
     }
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_503_stops_cleanly_and_loses_no_acknowledged_share() {
     let root = fresh_dir("disk-full");
@@ -192,7 +179,7 @@ async fn a_full_disk_answers_503_stops_cleanly_and_loses_no_acknowledged_share()
     assert!(seen.acked.len() > before_full, "shares were acknowledged until the disk was full");
 
     // It stops by itself, saying why.
-    let status = wait_exit(&mut pool.0, Duration::from_secs(45)).expect("the coordinator stops on a failed disk");
+    let status = exit_within(&mut pool.0, Duration::from_secs(45)).expect("the coordinator stops on a failed disk");
     assert!(!status.success(), "a failed disk is not a clean stop: {status}");
     let log = std::fs::read_to_string(coordinator_log_path(&data_dir)).unwrap_or_default();
     assert!(log.contains("the data directory failed"), "the log says why: {log}");
@@ -204,7 +191,7 @@ async fn a_full_disk_answers_503_stops_cleanly_and_loses_no_acknowledged_share()
     let acked_before_restart = seen.acked.len();
     mine(&url, "land1second", &mut seen, |s| s.acked.len() >= acked_before_restart + 10).await;
     Command::new("kill").args(["-TERM", &pool.0.id().to_string()]).status().unwrap();
-    assert!(wait_exit(&mut pool.0, Duration::from_secs(45)).is_some_and(|s| s.success()), "a clean stop");
+    assert!(exit_within(&mut pool.0, Duration::from_secs(45)).is_some_and(|s| s.success()), "a clean stop");
 
     // Every acknowledged share is in the ledger exactly once.
     let db = sled::open(data_dir.join("db")).unwrap();

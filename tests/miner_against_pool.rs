@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vision_suite::{fresh_dir, post_json, workspace_binary};
+use vision_suite::{exit_within, fresh_dir, post_json, workspace_binary};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -1012,16 +1012,9 @@ fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let deadline = Instant::now() + MINUTE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("still running after a minute: {args:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = exit_within(&mut child, MINUTE) else {
+        child.kill().unwrap();
+        panic!("still running after a minute: {args:?}");
     };
     (status.code(), reader.join().unwrap())
 }

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use throwaway_postgres::ThrowawayPostgres;
 use vision_coordinator::storage::{DatabaseTls, PgStore, PoolStore};
-use vision_suite::{fresh_dir, get_json, job_input, post_json, start_coordinator, workspace_binary, Processes};
+use vision_suite::{
+    exit_within, fresh_dir, get_json, job_input, post_json, start_coordinator, workspace_binary, Processes,
+};
 use visionx::{FastEngine, PowEngine};
 
 const ADMIN: &str = "admin-secret-for-tests";
@@ -213,16 +215,9 @@ async fn a_coordinator_with_other_reward_rules_refuses_to_join() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = other.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            other.kill().unwrap();
-            panic!("a coordinator with other reward rules started");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = exit_within(&mut other, Duration::from_secs(30)) else {
+        other.kill().unwrap();
+        panic!("a coordinator with other reward rules started");
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut other.stderr.take().unwrap(), &mut err).unwrap();

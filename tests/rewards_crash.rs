@@ -12,7 +12,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vision_suite::{fresh_dir, mine_until, register, start_coordinator, QUICK_REWARDS};
+use vision_suite::{exit_within, fresh_dir, mine_until, register, start_coordinator, QUICK_REWARDS};
 
 const MINER: &str = "land1alice";
 const HOST: &str = "land1host";
@@ -32,15 +32,9 @@ async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
 
 /// Waits for the process to die by SIGKILL at its crash point.
 fn expect_sigkill(child: &mut Child, point: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL, got {status:?}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "{point}: the crash point was never reached");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = exit_within(child, Duration::from_secs(30));
+    let status = status.unwrap_or_else(|| panic!("{point}: the crash point was never reached"));
+    assert_eq!(status.signal(), Some(9), "{point}: killed by SIGKILL, got {status:?}");
 }
 
 /// Block `height` was split over the ledger's shares (each of difficulty

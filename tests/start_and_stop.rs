@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vision_suite::{coordinator_log_path, fresh_dir, post_json, start_coordinator, Processes};
+use vision_suite::{coordinator_log_path, exit_within, fresh_dir, post_json, start_coordinator, Processes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_answers_long_polls_at_once() {
@@ -48,18 +48,6 @@ async fn a_stop_answers_long_polls_at_once() {
 fn signal(child: &std::process::Child, name: &str) {
     let sent = std::process::Command::new("kill").args([name, &child.id().to_string()]).status().unwrap();
     assert!(sent.success());
-}
-
-/// Waits up to `limit` for `child` to exit.
-fn exit_within(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }
 
 /// A request still in flight holds a stop's drain (up to 10 s); a second

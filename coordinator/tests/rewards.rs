@@ -369,6 +369,18 @@ const HOLDER_GONE: &str = "DROP TRIGGER take_over ON pool_payouts; UPDATE pool_p
 /// Batches whose lease another coordinator holds.
 const TAKEN: &str = "SELECT count(*) FROM pool_payouts WHERE lease_holder = 'another-coordinator'";
 
+/// A pool with `args` on database `db` of a throwaway PostgreSQL server,
+/// every payout claim of which another coordinator takes over ([`TAKE_OVER`]).
+async fn pool_whose_claims_are_taken_over(
+    db: &str,
+    args: CoordinatorArgs,
+) -> (support::throwaway_postgres::ThrowawayPostgres, TestPool) {
+    let server = support::throwaway_postgres::ThrowawayPostgres::start();
+    let pool = TestPool::start(CoordinatorArgs { database_url: Some(server.database(db)), ..args }).await;
+    server.query(db, TAKE_OVER);
+    (server, pool)
+}
+
 /// Several coordinators on PostgreSQL: a payout sender whose lease on a
 /// batch another coordinator has taken over (it stalled past its lease)
 /// applies nothing it decided: here the chain refuses the batch (a payee it
@@ -379,15 +391,9 @@ const TAKEN: &str = "SELECT count(*) FROM pool_payouts WHERE lease_holder = 'ano
 /// settled once: split, the refused payee set aside, the others paid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_whose_lease_was_taken_over_applies_nothing_it_decided() {
-    let server = support::throwaway_postgres::ThrowawayPostgres::start();
     let db = "taken_over";
-    let pool = TestPool::start(CoordinatorArgs {
-        database_url: Some(server.database(db)),
-        pplns_window_factor: Some(100.0),
-        ..reward_settings("taken-over")
-    })
-    .await;
-    server.query(db, TAKE_OVER);
+    let args = CoordinatorArgs { pplns_window_factor: Some(100.0), ..reward_settings("taken-over") };
+    let (server, pool) = pool_whose_claims_are_taken_over(db, args).await;
     pool.devnet.as_ref().unwrap().refuse_payments_to("land1bob");
     let alice = pool.register("rig-a", "land1alice").await;
     let bob = pool.register("rig-b", "land1bob").await;
@@ -420,14 +426,8 @@ async fn a_sender_whose_lease_was_taken_over_applies_nothing_it_decided() {
 /// refused), so a send would show on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_whose_lease_was_taken_over_sends_nothing() {
-    let server = support::throwaway_postgres::ThrowawayPostgres::start();
     let db = "stalled_sender";
-    let pool = TestPool::start(CoordinatorArgs {
-        database_url: Some(server.database(db)),
-        ..reward_settings("stalled-sender")
-    })
-    .await;
-    server.query(db, TAKE_OVER);
+    let (server, pool) = pool_whose_claims_are_taken_over(db, reward_settings("stalled-sender")).await;
     let alice = pool.register("rig-a", "land1alice").await;
     for _ in 0..3 {
         pool.mine_block(&alice).await;
