@@ -12,6 +12,7 @@
 pub mod cpu;
 pub mod gpu;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use visionx::{EngineKind, Found, Job, SearchControl, SearchEnd};
@@ -63,11 +64,12 @@ pub trait MiningBackend: Send {
         control: &Arc<SearchControl>,
         on_found: &(dyn Fn(Found) + Sync),
     ) -> Result<SearchEnd, BackendError>;
-    /// Finds this device made and dropped so far, never passed on (a GPU
-    /// finding more than it can list or the CPU re-check); counted in the
-    /// status's `dropped`.
-    fn finds_dropped(&self) -> u64 {
-        0
+    /// Where this device counts the finds it made and dropped, never
+    /// passed on (a GPU finding more than it can list or the CPU
+    /// re-check), as they are dropped: the status's `dropped` reads it.
+    /// `None`: it drops none.
+    fn dropped_finds(&self) -> Option<Arc<AtomicU64>> {
+        None
     }
     /// Its worker threads, for backends that have a count to set.
     fn threads(&self) -> Option<usize> {
@@ -147,8 +149,8 @@ impl MiningBackend for gpu::GpuBackend {
         Ok(gpu::GpuBackend::search(self, job, control, on_found)?)
     }
 
-    fn finds_dropped(&self) -> u64 {
-        gpu::GpuBackend::finds_dropped(self)
+    fn dropped_finds(&self) -> Option<Arc<AtomicU64>> {
+        Some(gpu::GpuBackend::dropped_finds(self))
     }
 }
 

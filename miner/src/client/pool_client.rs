@@ -36,8 +36,10 @@ pub enum ApiFailure {
     RetryAfter {
         retry_after_secs: u64,
         message: String,
-        /// A 503: the pool may have taken the request before failing (its
-        /// store could not confirm a write). A 429 was refused before.
+        /// A 503 `storage_unavailable`: the pool may have taken the request
+        /// before failing (its store could not confirm the write). Its
+        /// other 503s (busy, stopped, no template...) and a 429 refuse
+        /// before taking anything.
         maybe_processed: bool,
     },
     /// The worker token is unknown (the pool lost its state): register again.
@@ -134,7 +136,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
         429 | 503 => ApiFailure::RetryAfter {
             retry_after_secs: retry_after.unwrap_or(5).min(MAX_RETRY_AFTER_SECS),
             message: format!("{reason}: {message}"),
-            maybe_processed: status.as_u16() == 503,
+            maybe_processed: status.as_u16() == 503 && reason == "storage_unavailable",
         },
         // A request the pool timed out: it may have been processed (a share
         // then comes back `already_credited`), so it is worth sending again.

@@ -161,6 +161,8 @@ pub struct DeviceSlot {
     /// Its last job was too large for it (its memory cannot hold the
     /// tables): idle until a job that fits.
     pub sitting_out: AtomicBool,
+    /// The finds the device itself dropped ([`MiningBackend::dropped_finds`]).
+    dropped_finds: Option<Arc<AtomicU64>>,
 }
 
 impl DeviceSlot {
@@ -211,8 +213,8 @@ pub struct WorkDispatch {
     /// Set once the last device has stopped for good: nothing hashes, and
     /// the miner ends (exit code 5) rather than idle at 0 H/s.
     every_device_stopped: tokio::sync::watch::Sender<bool>,
-    /// Found nonces dropped: with [`MAX_FOUND_WAITING`] already waiting,
-    /// or by their device ([`MiningBackend::finds_dropped`]).
+    /// Found nonces dropped with [`MAX_FOUND_WAITING`] already waiting
+    /// (those their devices dropped are counted by the devices).
     found_dropped: AtomicU64,
 }
 
@@ -244,6 +246,7 @@ impl WorkDispatch {
                     current: Mutex::new(None),
                     disabled: AtomicBool::new(false),
                     sitting_out: AtomicBool::new(false),
+                    dropped_finds: d.dropped_finds(),
                 })
             })
             .collect();
@@ -270,7 +273,8 @@ impl WorkDispatch {
     /// Found nonces dropped: too many were waiting to be sent, or their
     /// device could not list or re-check them all.
     pub fn found_dropped(&self) -> u64 {
-        self.found_dropped.load(Ordering::Relaxed)
+        let by_devices = self.slots.iter().filter_map(|s| s.dropped_finds.as_ref());
+        self.found_dropped.load(Ordering::Relaxed) + by_devices.map(|n| n.load(Ordering::Relaxed)).sum::<u64>()
     }
 
     /// Resolves once every device has stopped for good (never without devices).
@@ -414,11 +418,7 @@ impl WorkDispatch {
             if device.threads().is_some_and(|t| t != self.cpu_threads()) {
                 device.set_threads(self.cpu_threads());
             }
-            let dropped_before = device.finds_dropped();
-            let outcome = device.search(&job, &control, &report);
-            // (The device's own drops: finds it could not list or re-check.)
-            self.found_dropped.fetch_add(device.finds_dropped().saturating_sub(dropped_before), Ordering::Relaxed);
-            match outcome {
+            match device.search(&job, &control, &report) {
                 Ok(end) => {
                     slot.sitting_out.store(false, Ordering::Relaxed);
                     resume.left(&work, end.next_nonce);

@@ -152,9 +152,9 @@ pub struct GpuBackend {
     thread: Option<JoinHandle<()>>,
     /// Re-checks the GPU's found nonces (one search at a time uses it).
     cpu: Mutex<FastEngine>,
-    /// Finds lost so far: past a found list's room, or past what the CPU
-    /// re-checks at once.
-    finds_dropped: AtomicU64,
+    /// Finds lost so far, counted as they are lost: past a found list's
+    /// room, or past what the CPU re-checks at once.
+    dropped_finds: Arc<AtomicU64>,
 }
 
 impl GpuBackend {
@@ -217,7 +217,7 @@ impl GpuBackend {
             disabled,
             thread: Some(thread),
             cpu: Mutex::new(FastEngine::new()),
-            finds_dropped: AtomicU64::new(0),
+            dropped_finds: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -263,9 +263,15 @@ impl GpuBackend {
 
     /// Finds this device made and dropped so far, never passed on: more in
     /// one batch than its found lists hold, or more waiting than the CPU
-    /// re-checks at once (each search logs its own).
+    /// re-checks at once (each search logs its own once it ends). Counted
+    /// as they are dropped.
     pub fn finds_dropped(&self) -> u64 {
-        self.finds_dropped.load(Ordering::Relaxed)
+        self.dropped_finds.load(Ordering::Relaxed)
+    }
+
+    /// The counter of [`Self::finds_dropped`], for a status to read live.
+    pub fn dropped_finds(&self) -> Arc<AtomicU64> {
+        self.dropped_finds.clone()
     }
 
     /// Whether the device was disabled (wrong result or lost).
@@ -319,7 +325,10 @@ impl GpuBackend {
             for event in std::iter::once(event).chain(inbox.try_iter()) {
                 match event {
                     Event::Found(found) => finds.push(found),
-                    Event::NotStored(lost) => not_stored += u64::from(lost),
+                    Event::NotStored(lost) => {
+                        not_stored += u64::from(lost);
+                        self.dropped_finds.fetch_add(u64::from(lost), Ordering::Relaxed);
+                    }
                     // (Nothing follows it.)
                     Event::Done(result) => done = Some(result),
                 }
@@ -327,7 +336,9 @@ impl GpuBackend {
             // A card finding faster than one CPU thread re-checks (a low
             // difficulty on a fast card) would otherwise grow the backlog,
             // and the wait for this search's end, without bound.
-            unchecked += past_the_recheck_cap(&mut finds) as u64;
+            let cut = past_the_recheck_cap(&mut finds) as u64;
+            unchecked += cut;
+            self.dropped_finds.fetch_add(cut, Ordering::Relaxed);
             if wrong.is_none() {
                 let (right, err) = recheck(&mut cpu, job, &finds);
                 for found in finds.drain(..right) {
@@ -360,7 +371,6 @@ impl GpuBackend {
                         self.summary.index
                     );
                 }
-                self.finds_dropped.fetch_add(not_stored + unchecked, Ordering::Relaxed);
                 return wrong.map_or(result, Err);
             }
         }

@@ -554,16 +554,17 @@ mod tests {
     #[derive(Default)]
     struct PoolCalls {
         registrations: std::sync::atomic::AtomicU64,
-        /// Shares accepted (each after a slow 300 ms).
+        /// Shares credited (each after a slow 300 ms); a nonce credited
+        /// before is answered `already_credited`.
         shares: std::sync::atomic::AtomicU64,
+        credited: Mutex<std::collections::HashSet<u64>>,
         /// Share requests still to be answered 429, Retry-After 1 s.
         busy: std::sync::atomic::AtomicU64,
-        /// Share requests still to be credited and answered 503
-        /// `storage_unavailable`, Retry-After 1 s (a store failing after
-        /// the credit); each such share sent again is `already_credited`.
-        credited_unanswered: std::sync::atomic::AtomicU64,
-        /// Such shares not sent again yet.
-        credit_owed: std::sync::atomic::AtomicU64,
+        /// Share requests still to be answered 503 `storage_unavailable`,
+        /// Retry-After 1 s, after their credit (the store failed to confirm
+        /// it) or before it.
+        fail_after_credit: std::sync::atomic::AtomicU64,
+        fail_before_credit: std::sync::atomic::AtomicU64,
     }
 
     /// A pool context on a pool at loopback that registers (slowly: every
@@ -581,39 +582,45 @@ mod tests {
         let app = axum::Router::new()
             .route(
                 "/pool/share",
-                axum::routing::post(move || async move {
-                    use axum::response::IntoResponse;
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    if shares.busy.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-                        let busy = serde_json::json!({"error": "rate_limited", "message": "too many shares"});
-                        let code = axum::http::StatusCode::TOO_MANY_REQUESTS;
-                        return (code, [("retry-after", "1")], axum::Json(busy)).into_response();
-                    }
-                    let once = |n: &std::sync::atomic::AtomicU64| {
-                        n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
-                    };
-                    if once(&shares.credited_unanswered) {
-                        shares.shares.fetch_add(1, Ordering::SeqCst);
-                        shares.credit_owed.fetch_add(1, Ordering::SeqCst);
-                        let failed = serde_json::json!({"error": "storage_unavailable", "message": "flush failed"});
-                        let code = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-                        return (code, [("retry-after", "1")], axum::Json(failed)).into_response();
-                    }
-                    let credited_before = once(&shares.credit_owed);
-                    if !credited_before {
-                        shares.shares.fetch_add(1, Ordering::SeqCst);
-                    }
-                    axum::Json(vision_protocol::pool::ShareResponse {
-                        accepted: true,
-                        is_block: false,
-                        reason: credited_before.then(|| "already_credited".to_string()),
-                        share_difficulty: 1,
-                        block_hash: None,
-                        block_status: None,
-                        block_reason: None,
-                    })
-                    .into_response()
-                }),
+                axum::routing::post(
+                    move |axum::Json(share): axum::Json<vision_protocol::pool::ShareRequest>| async move {
+                        use axum::response::IntoResponse;
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let once = |n: &std::sync::atomic::AtomicU64| {
+                            n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+                        };
+                        if once(&shares.busy) {
+                            let busy = serde_json::json!({"error": "rate_limited", "message": "too many shares"});
+                            let code = axum::http::StatusCode::TOO_MANY_REQUESTS;
+                            return (code, [("retry-after", "1")], axum::Json(busy)).into_response();
+                        }
+                        let failed = || {
+                            let failed = serde_json::json!({"error": "storage_unavailable", "message": "flush failed"});
+                            let code = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                            (code, [("retry-after", "1")], axum::Json(failed)).into_response()
+                        };
+                        if once(&shares.fail_before_credit) {
+                            return failed();
+                        }
+                        let credited_before = !shares.credited.lock().unwrap().insert(share.nonce);
+                        if !credited_before {
+                            shares.shares.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if once(&shares.fail_after_credit) {
+                            return failed();
+                        }
+                        axum::Json(vision_protocol::pool::ShareResponse {
+                            accepted: true,
+                            is_block: false,
+                            reason: credited_before.then(|| "already_credited".to_string()),
+                            share_difficulty: 1,
+                            block_hash: None,
+                            block_status: None,
+                            block_reason: None,
+                        })
+                        .into_response()
+                    },
+                ),
             )
             .route(
                 "/pool/register",
@@ -812,10 +819,11 @@ mod tests {
         // Shares waiting for the pool's job answer (not told to wait) stay
         // for it: a wave sends only those told to wait.
         ctx.pending.lock().unwrap().extend(waiting_shares(0, 3));
-        for (busy, taken, waiting) in [(2, 1, 3), (4, 0, 4)] {
+        for (round, (busy, taken, waiting)) in [(2, 1, 3), (4, 0, 4)].into_iter().enumerate() {
             calls.busy.store(busy, Ordering::SeqCst);
             let taken_before = calls.shares.load(Ordering::SeqCst);
-            let share = waiting_shares(0, 1).next().unwrap();
+            // (Another nonce than those waiting, and than the last round's.)
+            let share = waiting_shares(0, 5).nth(3 + round).unwrap();
             ctx.dispatch.set_work(Some(share.work.clone()));
             let started = std::time::Instant::now();
             ctx.submit(share.work, share.found, false).await;
@@ -839,25 +847,44 @@ mod tests {
         server.abort();
     }
 
-    /// A share the pool credited and then answered 503 (its store failed
-    /// to confirm) is counted accepted when its next try is answered
-    /// `already_credited`; one the pool never credited would be counted
-    /// at its own acceptance, so nothing is counted twice.
+    /// A share the pool credited and then answered 503 `storage_unavailable`
+    /// (its store failed to confirm) is counted accepted when its next try
+    /// is answered `already_credited`; and a copy of a share waiting while
+    /// another copy is counted (a device picked up again found it twice)
+    /// is not sent again, so it is not counted twice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_share_credited_before_a_503_is_counted_once() {
         let (ctx, calls, server) = registering_pool().await;
-        calls.credited_unanswered.store(1, Ordering::SeqCst);
-        let share = waiting_shares(0, 1).next().unwrap();
+        let mut shares = waiting_shares(0, 2);
+        let settled = async |nonce: u64| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !calls.credited.lock().unwrap().contains(&nonce) || !ctx.pending.lock().unwrap().is_empty() {
+                assert!(std::time::Instant::now() < deadline, "never sent again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ctx.join_resubmissions().await;
+        };
+        // Credited, answered 503: its next try, `already_credited`, counts it.
+        calls.fail_after_credit.store(1, Ordering::SeqCst);
+        let share = shares.next().unwrap();
         ctx.dispatch.set_work(Some(share.work.clone()));
         ctx.submit(share.work, share.found, false).await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while calls.credit_owed.load(Ordering::SeqCst) > 0 || !ctx.pending.lock().unwrap().is_empty() {
-            assert!(std::time::Instant::now() < deadline, "never sent again");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        ctx.join_resubmissions().await;
+        settled(0).await;
         assert_eq!(calls.shares.load(Ordering::SeqCst), 1, "credited once");
         assert_eq!(ctx.status.update(|c| (c.accepted, c.dropped)), (1, 0), "counted once");
+
+        // Answered 503 before its credit, then found again and taken: the
+        // copy waiting is not sent (it would come back `already_credited`,
+        // and be counted again).
+        calls.fail_before_credit.store(1, Ordering::SeqCst);
+        let share = shares.next().unwrap();
+        ctx.submit(share.work.clone(), share.found, false).await;
+        assert_eq!(ctx.pending.lock().unwrap().len(), 1, "the first copy waits");
+        ctx.submit(share.work, share.found, false).await;
+        settled(1).await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        ctx.join_resubmissions().await;
+        assert_eq!(ctx.status.update(|c| (c.accepted, c.pending, c.dropped)), (2, 0, 0), "counted once");
         ctx.dispatch.stop();
         server.abort();
     }

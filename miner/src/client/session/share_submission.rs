@@ -4,7 +4,8 @@
 //! is sent again while its job's height is still current (one the pool
 //! refused or banned the miner for is dropped); a block is tried
 //! again at once, briefly, rather than wait there. An answer that may have
-//! been lost (a timeout, a 5xx after the request went out, a 503 too) marks the find
+//! been lost (a timeout, a 5xx after the request went out, a 503
+//! `storage_unavailable`) marks the find
 //! `maybe_credited`, so that a later `already_credited` counts it.
 
 use std::sync::atomic::Ordering;
@@ -51,6 +52,17 @@ const MAX_SHARE_WAITS: u32 = 3;
 /// job answer.
 const MAX_SHARE_RETRY_AFTER_SECS: u64 = 5;
 impl PoolContext {
+    /// Drops the waiting copies of `pool`'s find `nonce` of `work`.
+    fn forget_waiting_copies(&self, pool: usize, work: &Work, nonce: u64) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        let before = pending.len();
+        pending.retain(|s| !(s.work.pool == Some(pool) && s.work.id == work.id && s.found.nonce == nonce));
+        if pending.len() != before {
+            let n = pending.len();
+            self.status.update(|c| c.pending = n);
+        }
+    }
+
     fn queue(&self, share: WaitingShare) {
         let mut pending = self.pending.lock().expect("pending lock");
         if pending.len() >= MAX_PENDING {
@@ -90,10 +102,10 @@ impl PoolContext {
                 Ok(()) => return,
                 Err(failure) => failure,
             };
-            // A share sent and met by a timeout or a 5xx (a 503 too: the
-            // pool's store may have failed after the credit) may have been
-            // taken; rate-limited, without our session, never sent (no
-            // token) or never connected: not.
+            // A share sent and met by a timeout, a 5xx, or a 503 saying the
+            // pool's store failed (after the credit, maybe) may have been
+            // taken; busy, rate-limited, without our session, never sent
+            // (no token) or never connected: not.
             maybe_credited |= failure.sent
                 && matches!(
                     failure.failure,
@@ -219,6 +231,9 @@ impl PoolContext {
                 Ok(())
             }
             Ok(answer) if answer.accepted => {
+                // Counted now: a copy of it waiting (a device picked up
+                // again found it twice), sent again, would be counted again.
+                self.forget_waiting_copies(pool, work, found.nonce);
                 self.status.update(|c| {
                     c.accepted += 1;
                     if answer.is_block {
