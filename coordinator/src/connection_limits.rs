@@ -107,10 +107,13 @@ impl Drop for SourceSlot {
     }
 }
 
-/// Refused connections answered at once, at most; more are just closed.
-pub(crate) const REFUSAL_ANSWERS: usize = 64;
-/// Of those, from one source: one address cannot take every answer slot.
+/// Of the refused connections answered at once, those from one source: one
+/// address cannot take every answer slot.
 const REFUSAL_ANSWERS_PER_SOURCE: usize = 4;
+/// Refused connections answered at once, at most; more are just closed. An
+/// IPv6 site (a /48: [`SITE_SOURCES`] sources' worth) holds at most a
+/// quarter of them.
+pub(crate) const REFUSAL_ANSWERS: usize = 4 * SITE_SOURCES * REFUSAL_ANSWERS_PER_SOURCE;
 /// A refused request's body is read (so that closing after the answer does
 /// not reset the connection under it), up to what any route takes and
 /// for this long.
@@ -286,5 +289,17 @@ mod tests {
         assert!(closed_at_once(refused(&refusals, a).await).await, "past one source's share");
         let answer = answer_to(refused(&refusals, b).await, b"GET / HTTP/1.1\r\nHost: pool\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 503"), "another source is still answered: {answer}");
+
+        // One IPv6 site, from as many /64s as it likes, holds a quarter.
+        let refusals = RefusalAnswers::new(REFUSAL_ANSWERS);
+        let mut held = Vec::new();
+        for n in 0..REFUSAL_ANSWERS / 4 {
+            let source = format!("2001:db8:7:{:x}::1", n / REFUSAL_ANSWERS_PER_SOURCE).parse().unwrap();
+            held.push(refused(&refusals, source).await);
+        }
+        let fresh_in_site = "2001:db8:7:ffff::1".parse().unwrap();
+        assert!(closed_at_once(refused(&refusals, fresh_in_site).await).await, "past the site's share");
+        let answer = answer_to(refused(&refusals, b).await, b"GET / HTTP/1.1\r\nHost: pool\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "a source outside the site is still answered: {answer}");
     }
 }

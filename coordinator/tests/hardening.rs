@@ -2094,6 +2094,104 @@ async fn a_coordinator_restarted_between_blocks_still_prunes() {
     node.stop().await;
 }
 
+/// A far tip the node holds in its own chain for one answer (a glitch
+/// that passes the tip's check: its block at that height has its hash)
+/// confirms no block early: depths count from the lower of two answers.
+/// Once the chain grows past the block, it is confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_far_tip_the_node_holds_confirms_no_block() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    const FAR: u64 = 1 << 40;
+    let node = real_node("far-tip-held-node").await;
+    // Tip answers still to be the far one.
+    let far_answers = Arc::new(AtomicU32::new(0));
+    let base = node.url.clone();
+    // The real tip moved to `FAR` and given a hash of its own.
+    let far_block = async |base: &str| {
+        let mut tip: Value = Client::new().get(format!("{base}/node/tip")).send().await.unwrap().json().await.unwrap();
+        tip["height"] = json!(FAR);
+        tip["hash"] = json!("f".repeat(64));
+        tip
+    };
+    let app = fake_node_passing_templates(&base)
+        .route(
+            "/node/submit",
+            axum::routing::post({
+                let base = base.clone();
+                move |body: axum::body::Bytes| forward_submit(base.clone(), body)
+            }),
+        )
+        .route(
+            "/node/block/{height}",
+            axum::routing::get({
+                let base = base.clone();
+                move |axum::extract::Path(height): axum::extract::Path<u64>| {
+                    let base = base.clone();
+                    async move {
+                        use axum::response::IntoResponse;
+                        if height == FAR {
+                            return axum::Json(far_block(&base).await).into_response();
+                        }
+                        forward_get(base, format!("/node/block/{height}")).await
+                    }
+                }
+            }),
+        )
+        .route(
+            "/node/tip",
+            axum::routing::get({
+                let (base, far_answers) = (base.clone(), far_answers.clone());
+                move || {
+                    let (base, far_answers) = (base.clone(), far_answers.clone());
+                    async move {
+                        use axum::response::IntoResponse;
+                        if far_answers.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                            return axum::Json(far_block(&base).await).into_response();
+                        }
+                        forward_get(base, "/node/tip".into()).await
+                    }
+                }
+            }),
+        );
+    let settings = CoordinatorArgs { confirmations: Some(2), reward_poll_ms: Some(100), ..settings("far-tip-held") };
+    let (pool, server) = pool_on_fake_node_with(app, settings).await;
+    let token = pool.register("rig", "land1r").await;
+    // (Devnet difficulty 1: every share is a block.)
+    let find_block = async |height: u64| {
+        eventually("a block found", Duration::from_secs(10), async || {
+            let job = pool.job(&token).await;
+            let n = job.nonce_start();
+            let (_, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
+            answer["is_block"] == true
+                && body(node.get(&format!("/node/block/{height}")).await).await.0 == StatusCode::OK
+        })
+        .await;
+    };
+    find_block(0).await;
+    eventually("the block to be credited", Duration::from_secs(10), async || {
+        pool.json("/pool/blocks/0").await["split"].as_array().is_some_and(|split| !split.is_empty())
+    })
+    .await;
+    // One far answer, then rounds (every 100 ms) on the real tip.
+    far_answers.store(1, Ordering::SeqCst);
+    eventually("the far tip to be asked for", Duration::from_secs(10), async || {
+        far_answers.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = pool.json("/pool/blocks/0").await;
+    assert_eq!(held["status"], "pending", "confirmed on one far answer: {held}");
+    find_block(1).await;
+    eventually("the block to be confirmed", Duration::from_secs(10), async || {
+        pool.json("/pool/blocks/0").await["status"] == "confirmed"
+    })
+    .await;
+    pool.stop().await;
+    node.stop().await;
+    server.abort();
+}
+
 /// A tip far ahead of the chain (a node's glitch) confirms no block early:
 /// a rewards round counts depths only from a tip the node holds in its own
 /// chain. Once the tip is right again, blocks are confirmed as the chain

@@ -68,8 +68,36 @@ async fn wallet_books(pool: &TestPool, wallet: &str) -> (u64, u64) {
 
 /// The books balance: what wallets hold at the pool, in every part, is
 /// what the credited blocks still on the chain paid; and what the chain
-/// shows each payee is exactly what the pool says it paid.
+/// shows each payee is exactly what the pool says it paid. (Rounds go on
+/// meanwhile: the books are read again until a reading of the pool is the
+/// same after the chain's as before it, for a few seconds at most.)
 async fn check_books(pool: &TestPool, wallets: &[&str]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = pool_books(pool, wallets).await;
+        let mut on_chain = Vec::new();
+        for wallet in wallets {
+            on_chain.push(chain_spendable(pool, wallet).await);
+        }
+        let after = pool_books(pool, wallets).await;
+        if before != after && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let (credited, balances) = after;
+        let mut held = 0u64;
+        for ((wallet, b), chain) in wallets.iter().zip(&balances).zip(on_chain) {
+            held += ["immature", "confirmed", "sending", "paid", "set_aside"].iter().map(|k| u(&b[*k])).sum::<u64>();
+            assert_eq!(chain, u(&b["paid"]), "{wallet}: the chain holds what was paid: {b}");
+        }
+        assert_eq!(held, credited, "every credited unit is in some wallet's balance");
+        return;
+    }
+}
+
+/// What the credited blocks still on the chain paid (each block's split
+/// checked to add up to its reward), and each wallet's balance.
+async fn pool_books(pool: &TestPool, wallets: &[&str]) -> (u64, Vec<Value>) {
     let blocks = pool.json("/pool/blocks").await;
     let mut credited = 0u64;
     for b in blocks.as_array().unwrap() {
@@ -80,13 +108,11 @@ async fn check_books(pool: &TestPool, wallets: &[&str]) {
             credited += split;
         }
     }
-    let mut held = 0u64;
+    let mut balances = Vec::new();
     for wallet in wallets {
-        let b = balance(pool, wallet).await;
-        held += ["immature", "confirmed", "sending", "paid", "set_aside"].iter().map(|k| u(&b[*k])).sum::<u64>();
-        assert_eq!(chain_spendable(pool, wallet).await, u(&b["paid"]), "{wallet}: the chain holds what was paid: {b}");
+        balances.push(balance(pool, wallet).await);
     }
-    assert_eq!(held, credited, "every credited unit is in some wallet's balance");
+    (credited, balances)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

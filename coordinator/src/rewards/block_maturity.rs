@@ -63,10 +63,16 @@ impl Rewards {
             }
             tip = again;
         }
+        // Depths count from the lower of this tip and a second answer: one
+        // stray answer (a glitch claiming a far greater height, even one in
+        // its own chain) neither confirms blocks, which are then paid, nor
+        // ends their orphan watch. (One more request a round.)
+        let Some(second) = self.chain.tip().await? else { return Ok(()) };
+        let depth_height = tip.height.min(second.height);
         // Settled blocks are not read (`settled_blocks`); what this round
         // settles counts from the next one on.
-        let open = self.open_blocks(Some(tip.height)).await?;
-        let settled = settled_after(&open, tip.height, self.config.orphan_watch_depth, self.config.confirmations);
+        let open = self.open_blocks(Some(depth_height)).await?;
+        let settled = settled_after(&open, depth_height, self.config.orphan_watch_depth, self.config.confirmations);
         let mut found = open.found;
         found.sort_by_key(|b| (b.share_position.unwrap_or(u64::MAX), b.height));
         let mut records: HashMap<(u64, String), BlockRewardRecord> = open.records;
@@ -96,7 +102,7 @@ impl Rewards {
                 BlockStatus::Rejected => {
                     if self.config.scheme == PayoutScheme::Prop
                         && !blocked
-                        && confirmations(&tip, block.height) < watched
+                        && confirmations(depth_height, block.height) < watched
                     {
                         // Held, or no answer: wait. Another block there, or none: rejected.
                         blocked = match self.chain.block(block.height).await {
@@ -125,16 +131,16 @@ impl Rewards {
                 && block.share_position.zip(rounds_ended_through).is_some_and(|(at, ended)| at < ended);
             let step = match records.remove(&key) {
                 None if !blocked && round_ended => self.flag_round_ended(block, now_ms).await,
-                None if !blocked => self.credit_block(block, None, &tip, round, now_ms, fee).await,
+                None if !blocked => self.credit_block(block, None, depth_height, round, now_ms, fee).await,
                 None => Ok(Stepped::Uncredited { unshown: false }),
-                Some(record) if !blocked && self.is_back_on_chain(block, &record, &tip).await => {
+                Some(record) if !blocked && self.is_back_on_chain(block, &record, depth_height).await => {
                     if round_paid_by(&record).is_some() {
                         self.flag_return_after_carry(block, record, now_ms).await
                     } else {
-                        self.credit_block(block, Some(record), &tip, round, now_ms, fee).await
+                        self.credit_block(block, Some(record), depth_height, round, now_ms, fee).await
                     }
                 }
-                Some(record) => self.follow_block(block, record, &tip, now_ms).await,
+                Some(record) => self.follow_block(block, record, depth_height, now_ms).await,
             };
             // One block failing (its write refused) holds up neither the
             // others' maturity nor payouts; when its credit failed, later
@@ -179,12 +185,12 @@ impl Rewards {
 
     /// Writes a newly accepted block's credit: its window (with the PROP
     /// rounds carried to it), its split of the reward the chain actually
-    /// holds, immature balances.
+    /// holds, immature balances. `depth_height`: the tip depths count from.
     async fn credit_block(
         &self,
         block: &FoundBlockRecord,
         orphaned: Option<BlockRewardRecord>,
-        tip: &ChainBlock,
+        depth_height: u64,
         round: Round<'_>,
         now_ms: u64,
         pool_fee_bps: u32,
@@ -269,7 +275,7 @@ impl Rewards {
                         i128::from(entry.amount),
                     ));
                 }
-                record.confirmations = confirmations(tip, block.height);
+                record.confirmations = confirmations(depth_height, block.height);
                 record.note(
                     "pending",
                     format!(
@@ -301,12 +307,12 @@ impl Rewards {
                 self.metrics.blocks_orphaned.fetch_add(1, Ordering::Relaxed);
             }
             // The chain is (for now) shorter than the block: look again next round.
-            None if tip.height < block.height => return Ok(Stepped::Uncredited { unshown: false }),
+            None if depth_height < block.height => return Ok(Stepped::Uncredited { unshown: false }),
             None => {
                 // Past its height yet no block there: a node that prunes, or lies.
                 tracing::warn!(
                     height = block.height,
-                    tip = tip.height,
+                    tip = depth_height,
                     "the chain shows no block at this height; not credited yet"
                 );
                 return Ok(Stepped::Uncredited { unshown: true });
@@ -425,13 +431,14 @@ impl Rewards {
         })
     }
 
-    /// Moves a credited block on: confirmations, confirmed, orphaned,
-    /// overdue (whether it is pending past its expected time).
+    /// Moves a credited block on: confirmations (counted from
+    /// `depth_height`), confirmed, orphaned, overdue (whether it is pending
+    /// past its expected time).
     async fn follow_block(
         &self,
         block: &FoundBlockRecord,
         mut record: BlockRewardRecord,
-        tip: &ChainBlock,
+        depth_height: u64,
         now_ms: u64,
     ) -> Result<Stepped, RewardError> {
         let watching = match record.status {
@@ -459,7 +466,7 @@ impl Rewards {
                 self.wait_for_carry(block, &mut record, &unrecovered);
             }
             Some(chain_block) => {
-                let depth = confirmations(tip, block.height);
+                let depth = confirmations(depth_height, block.height);
                 let mut changed = false;
                 if record.status == RewardStatus::Pending && depth >= self.config.confirmations {
                     self.confirm(&mut record, &chain_block, &mut update, depth, now_ms);
@@ -594,18 +601,19 @@ impl Rewards {
     /// An orphaned block the chain holds again (a reorganisation undone),
     /// within the watch depth and not flagged (what was paid of a flagged
     /// one is the operator's to settle).
-    async fn is_back_on_chain(&self, block: &FoundBlockRecord, record: &BlockRewardRecord, tip: &ChainBlock) -> bool {
+    async fn is_back_on_chain(&self, block: &FoundBlockRecord, record: &BlockRewardRecord, depth_height: u64) -> bool {
         record.status == RewardStatus::Orphaned
             && record.operator_flag.is_none()
-            && confirmations(tip, block.height)
+            && confirmations(depth_height, block.height)
                 < self.config.confirmations.saturating_add(self.config.orphan_watch_depth)
             && self.chain.block(block.height).await.is_ok_and(|b| b.hash.eq_ignore_ascii_case(&block.hash))
     }
 }
 
-/// Blocks from `height` to the tip, the block itself counting one.
-fn confirmations(tip: &ChainBlock, height: u64) -> u64 {
-    tip.height.saturating_add(1).saturating_sub(height)
+/// Blocks from `height` to the tip at `tip_height`, the block itself
+/// counting one.
+fn confirmations(tip_height: u64, height: u64) -> u64 {
+    tip_height.saturating_add(1).saturating_sub(height)
 }
 
 fn is_overdue(record: &BlockRewardRecord) -> bool {
