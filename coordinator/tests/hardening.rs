@@ -2094,6 +2094,25 @@ async fn a_coordinator_restarted_between_blocks_still_prunes() {
     node.stop().await;
 }
 
+/// A fake node's `/node/submit`, passed on to the real node at `base`.
+fn submit_forwarded_to(base: &str) -> axum::routing::MethodRouter {
+    let base = base.to_string();
+    axum::routing::post(move |body: axum::body::Bytes| forward_submit(base.clone(), body))
+}
+
+/// Finds a block through `pool` (on a fake node fronting `node`, of devnet
+/// difficulty 1: every share is a block) with the session of `token`,
+/// until `node` holds one at `height`.
+async fn find_block_at(pool: &TestPool, node: &TestPool, token: &str, height: u64) {
+    eventually("a block found", Duration::from_secs(10), async || {
+        let job = pool.job(token).await;
+        let n = job.nonce_start();
+        let (_, answer) = pool.share(token, &job, n, &job.digest(n)).await;
+        answer["is_block"] == true && body(node.get(&format!("/node/block/{height}")).await).await.0 == StatusCode::OK
+    })
+    .await;
+}
+
 /// A far tip the node holds in its own chain for one answer (a glitch
 /// that passes the tip's check: its block at that height has its hash)
 /// confirms no block early: depths count from the lower of two answers.
@@ -2115,13 +2134,7 @@ async fn one_far_tip_the_node_holds_confirms_no_block() {
         tip
     };
     let app = fake_node_passing_templates(&base)
-        .route(
-            "/node/submit",
-            axum::routing::post({
-                let base = base.clone();
-                move |body: axum::body::Bytes| forward_submit(base.clone(), body)
-            }),
-        )
+        .route("/node/submit", submit_forwarded_to(&base))
         .route(
             "/node/block/{height}",
             axum::routing::get({
@@ -2157,17 +2170,7 @@ async fn one_far_tip_the_node_holds_confirms_no_block() {
     let settings = CoordinatorArgs { confirmations: Some(2), reward_poll_ms: Some(100), ..settings("far-tip-held") };
     let (pool, server) = pool_on_fake_node_with(app, settings).await;
     let token = pool.register("rig", "land1r").await;
-    // (Devnet difficulty 1: every share is a block.)
-    let find_block = async |height: u64| {
-        eventually("a block found", Duration::from_secs(10), async || {
-            let job = pool.job(&token).await;
-            let n = job.nonce_start();
-            let (_, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
-            answer["is_block"] == true
-                && body(node.get(&format!("/node/block/{height}")).await).await.0 == StatusCode::OK
-        })
-        .await;
-    };
+    let find_block = async |height: u64| find_block_at(&pool, &node, &token, height).await;
     find_block(0).await;
     eventually("the block to be credited", Duration::from_secs(10), async || {
         pool.json("/pool/blocks/0").await["split"].as_array().is_some_and(|split| !split.is_empty())
@@ -2203,45 +2206,27 @@ async fn a_tip_far_ahead_confirms_no_block_early() {
     let node = real_node("tip-ahead-node").await;
     let ahead = Arc::new(AtomicBool::new(true));
     let base = node.url.clone();
-    let app = fake_node_passing_reads(&base)
-        .route(
-            "/node/submit",
-            axum::routing::post({
-                let base = base.clone();
-                move |body: axum::body::Bytes| forward_submit(base.clone(), body)
-            }),
-        )
-        .route(
-            "/node/tip",
-            axum::routing::get({
+    let app = fake_node_passing_reads(&base).route("/node/submit", submit_forwarded_to(&base)).route(
+        "/node/tip",
+        axum::routing::get({
+            let (base, ahead) = (base.clone(), ahead.clone());
+            move || {
                 let (base, ahead) = (base.clone(), ahead.clone());
-                move || {
-                    let (base, ahead) = (base.clone(), ahead.clone());
-                    async move {
-                        let mut tip: Value =
-                            Client::new().get(format!("{base}/node/tip")).send().await.unwrap().json().await.unwrap();
-                        if ahead.load(Ordering::SeqCst) {
-                            tip["height"] = json!(1u64 << 40);
-                        }
-                        axum::Json(tip)
+                async move {
+                    let mut tip: Value =
+                        Client::new().get(format!("{base}/node/tip")).send().await.unwrap().json().await.unwrap();
+                    if ahead.load(Ordering::SeqCst) {
+                        tip["height"] = json!(1u64 << 40);
                     }
+                    axum::Json(tip)
                 }
-            }),
-        );
+            }
+        }),
+    );
     let settings = CoordinatorArgs { confirmations: Some(2), reward_poll_ms: Some(100), ..settings("tip-ahead") };
     let (pool, server) = pool_on_fake_node_with(app, settings).await;
     let token = pool.register("rig", "land1r").await;
-    // (Devnet difficulty 1: every share is a block.)
-    let find_block = async |height: u64| {
-        eventually("a block found", Duration::from_secs(10), async || {
-            let job = pool.job(&token).await;
-            let n = job.nonce_start();
-            let (_, answer) = pool.share(&token, &job, n, &job.digest(n)).await;
-            answer["is_block"] == true
-                && body(node.get(&format!("/node/block/{height}")).await).await.0 == StatusCode::OK
-        })
-        .await;
-    };
+    let find_block = async |height: u64| find_block_at(&pool, &node, &token, height).await;
     find_block(0).await;
     // (Rounds every 100 ms: ten of them on the far tip.)
     tokio::time::sleep(Duration::from_millis(1000)).await;
