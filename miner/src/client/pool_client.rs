@@ -36,10 +36,11 @@ pub enum ApiFailure {
     RetryAfter {
         retry_after_secs: u64,
         message: String,
-        /// A 503 `storage_unavailable`: the pool may have taken the request
-        /// before failing (its store could not confirm the write). Its
-        /// other 503s (busy, stopped, no template...) and a 429 refuse
-        /// before taking anything.
+        /// A 503 `storage_unavailable` (the pool's store could not confirm
+        /// a write), or a 503 without a pool's error body (a proxy's, maybe
+        /// after passing the request on): the request may have been taken.
+        /// The pool's other 503s (busy, stopped, no template...) and a 429
+        /// refuse before taking anything.
         maybe_processed: bool,
     },
     /// The worker token is unknown (the pool lost its state): register again.
@@ -136,7 +137,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest:
         429 | 503 => ApiFailure::RetryAfter {
             retry_after_secs: retry_after.unwrap_or(5).min(MAX_RETRY_AFTER_SECS),
             message: format!("{reason}: {message}"),
-            maybe_processed: status.as_u16() == 503 && reason == "storage_unavailable",
+            maybe_processed: status.as_u16() == 503 && (reason == "storage_unavailable" || !from_the_pool),
         },
         // A request the pool timed out: it may have been processed (a share
         // then comes back `already_credited`), so it is worth sending again.
@@ -367,6 +368,27 @@ mod tests {
         match PoolClient::new(&cut_url, None).unwrap().share("t", "j", 1, "00", 1.0).await {
             Err(ApiFailure::Unavailable(_)) => {}
             other => panic!("an answer cut off: {other:?}"),
+        }
+    }
+
+    /// Which answers to wait for may follow a share the pool took: a 503
+    /// saying its store failed, or one that is not the pool's (a proxy's);
+    /// not its other 503s, nor a 429.
+    #[tokio::test]
+    async fn a_503_after_the_pool_may_have_taken_the_share_is_told_from_one_before() {
+        let cases = [
+            ("HTTP/1.1 503 Service Unavailable", r#"{"error":"storage_unavailable","message":"flush"}"#, true),
+            ("HTTP/1.1 503 Service Unavailable", "<html>upstream reset before response</html>", true),
+            ("HTTP/1.1 503 Service Unavailable", r#"{"error":"busy","message":"verifiers full"}"#, false),
+            ("HTTP/1.1 503 Service Unavailable", r#"{"error":"pool_stopped","message":"stopped"}"#, false),
+            ("HTTP/1.1 429 Too Many Requests", r#"{"error":"rate_limited","message":"slow down"}"#, false),
+        ];
+        for (status, body, maybe) in cases {
+            let url = answer_once(format!("{status}\r\nRetry-After: 1"), body).await;
+            match PoolClient::new(&url, None).unwrap().share("t", "j", 1, "00", 1.0).await {
+                Err(ApiFailure::RetryAfter { maybe_processed, .. }) => assert_eq!(maybe_processed, maybe, "{body}"),
+                other => panic!("{status} {body}: {other:?}"),
+            }
         }
     }
 
