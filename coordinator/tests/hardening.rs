@@ -2116,7 +2116,8 @@ async fn find_block_at(pool: &TestPool, node: &TestPool, token: &str, height: u6
 /// A far tip the node holds in its own chain for one answer (a glitch
 /// that passes the tip's check: its block at that height has its hash)
 /// confirms no block early: depths count from the lower of two answers.
-/// Once the chain grows past the block, it is confirmed.
+/// Nor do far answers for a while: the block of the last confirmation must
+/// be on the chain. Once the chain grows past the block, it is confirmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_far_tip_the_node_holds_confirms_no_block() {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -2185,6 +2186,13 @@ async fn one_far_tip_the_node_holds_confirms_no_block() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let held = pool.json("/pool/blocks/0").await;
     assert_eq!(held["status"], "pending", "confirmed on one far answer: {held}");
+    // Far answers for a while (a bad replica): the chain holds no block at
+    // the last confirmation's height, so nothing is confirmed either.
+    far_answers.store(u32::MAX, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    far_answers.store(0, Ordering::SeqCst);
+    let held = pool.json("/pool/blocks/0").await;
+    assert_eq!(held["status"], "pending", "confirmed on far answers: {held}");
     find_block(1).await;
     eventually("the block to be confirmed", Duration::from_secs(10), async || {
         pool.json("/pool/blocks/0").await["status"] == "confirmed"

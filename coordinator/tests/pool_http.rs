@@ -540,6 +540,25 @@ async fn a_credited_share_sent_again_after_the_tip_moved_is_already_credited() {
     pool.stop().await;
 }
 
+/// A block's share sent again (its answer lost) is answered as credited,
+/// with what became of the block: the miner still learns of its block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_s_share_sent_again_says_what_became_of_the_block() {
+    // (Difficulty 1: every share is a block.)
+    let pool = TestPool::start(CoordinatorArgs { devnet_difficulty: Some(1), ..settings("block-resent") }).await;
+    let token = pool.register("rig-1", "land1blockresent").await;
+    let job = pool.job(&token).await;
+    let nonce = job.nonce_start();
+    let digest = job.digest(nonce);
+    let (_, first) = pool.share(&token, &job, nonce, &digest).await;
+    assert_eq!((&first["is_block"], &first["block_status"]), (&json!(true), &json!("accepted")), "{first}");
+    let (_, again) = pool.share(&token, &job, nonce, &digest).await;
+    assert_eq!((&again["accepted"], &again["reason"]), (&json!(true), &json!("already_credited")), "{again}");
+    assert_eq!((&again["is_block"], &again["block_status"]), (&json!(true), &json!("accepted")), "{again}");
+    assert_eq!(again["block_hash"], first["block_hash"]);
+    pool.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_routes_need_the_token_and_are_off_without_one() {
     let off = TestPool::start(settings("noadmin")).await;

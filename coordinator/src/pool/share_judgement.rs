@@ -42,6 +42,21 @@ fn refused(rejection: ShareRejection, share_difficulty: u64) -> ShareResponse {
     }
 }
 
+/// Fills in what became of the block a share found.
+fn tell_block(answer: &mut ShareResponse, block: &FoundBlockRecord) {
+    answer.is_block = block.status == BlockStatus::Accepted;
+    answer.block_hash = Some(block.hash.clone());
+    answer.block_status = Some(
+        match block.status {
+            BlockStatus::Submitted => "submitted",
+            BlockStatus::Accepted => "accepted",
+            BlockStatus::Rejected => "rejected",
+        }
+        .into(),
+    );
+    answer.block_reason = block.reason.clone();
+}
+
 /// The answer to a share credited before, to the same session (a miner
 /// resubmitting after a timeout): accepted, and nothing counted twice.
 fn already_credited(share_difficulty: u64) -> ShareResponse {
@@ -64,13 +79,27 @@ impl Pool {
         tokio::spawn(async move { pool.retry_block_submission(found, false).await });
     }
 
-    /// The answer to a share this session was credited for before:
-    /// acknowledged only once it is on disk (its first answer may have been
-    /// a storage error).
-    async fn credited_before(&self, share_difficulty: u64) -> Result<ShareResponse, PoolError> {
+    /// The answer to a share this session was credited for before (nonce
+    /// `nonce` of template `template_id`, at `height`): acknowledged only
+    /// once it is on disk (its first answer may have been a storage error).
+    /// A block's share says what became of the block, as its first answer
+    /// did: a miner that lost that answer still learns of its block (one
+    /// store read, for a share sent again only).
+    async fn credited_before(
+        &self,
+        share_difficulty: u64,
+        height: u64,
+        template_id: &str,
+        nonce: u64,
+    ) -> Result<ShareResponse, PoolError> {
         self.commits.durable().await?;
         PoolMetrics::bump(&self.metrics.shares_replayed);
-        Ok(already_credited(share_difficulty))
+        let mut answer = already_credited(share_difficulty);
+        let blocks = self.store.found_blocks_at(height).await?;
+        if let Some(block) = blocks.iter().find(|b| b.template_id == template_id && b.nonce == nonce) {
+            tell_block(&mut answer, block);
+        }
+        Ok(answer)
     }
 
     /// Judges a share on a task the request does not own, and waits for the
@@ -144,7 +173,7 @@ impl Pool {
             // as stale would think it lost).
             if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce).await? {
                 if credit.session_id == session_id {
-                    return self.credited_before(difficulty).await;
+                    return self.credited_before(difficulty, height, &job.template.id, request.nonce).await;
                 }
             }
             return reject(ShareRejection::Stale).await;
@@ -170,7 +199,7 @@ impl Pool {
         }
         if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce).await? {
             if credit.session_id == session_id {
-                return self.credited_before(difficulty).await;
+                return self.credited_before(difficulty, height, &job.template.id, request.nonce).await;
             }
             return reject(ShareRejection::Duplicate).await;
         }
@@ -275,9 +304,7 @@ impl Pool {
         let position = match appended {
             AppendOutcome::Appended(position) => position,
             AppendOutcome::Duplicate(credit) if credit.session_id == session_id => {
-                self.commits.durable().await?;
-                PoolMetrics::bump(&self.metrics.shares_replayed);
-                return Ok(already_credited(difficulty));
+                return self.credited_before(difficulty, height, &job.template.id, request.nonce).await;
             }
             AppendOutcome::Duplicate(_) => return reject(ShareRejection::Duplicate).await,
             AppendOutcome::TemplateGone => {
@@ -360,18 +387,7 @@ impl Pool {
             block_reason: None,
         };
         if let Some(found) = found {
-            let settled = self.submit_found_block(found).await?;
-            response.is_block = settled.status == BlockStatus::Accepted;
-            response.block_hash = Some(settled.hash);
-            response.block_status = Some(
-                match settled.status {
-                    BlockStatus::Submitted => "submitted",
-                    BlockStatus::Accepted => "accepted",
-                    BlockStatus::Rejected => "rejected",
-                }
-                .into(),
-            );
-            response.block_reason = settled.reason;
+            tell_block(&mut response, &self.submit_found_block(found).await?);
         }
         Ok(response)
     }

@@ -467,6 +467,17 @@ impl Rewards {
             }
             Some(chain_block) => {
                 let depth = confirmations(depth_height, block.height);
+                let confirming = record.status == RewardStatus::Pending && depth >= self.config.confirmations;
+                if confirming && !self.holds_last_confirmation(block).await? {
+                    tracing::warn!(
+                        height = block.height,
+                        tip = depth_height,
+                        "the node's tip is past this block's confirmations, but it holds no block at the last: \
+                         not confirmed yet"
+                    );
+                    let overdue = is_overdue(&record);
+                    return Ok(Stepped::unchanged(record, overdue));
+                }
                 let mut changed = false;
                 if record.status == RewardStatus::Pending && depth >= self.config.confirmations {
                     self.confirm(&mut record, &chain_block, &mut update, depth, now_ms);
@@ -593,6 +604,21 @@ impl Rewards {
         match self.chain.block(tip.height).await {
             Ok(b) => Ok(b.hash.eq_ignore_ascii_case(&tip.hash)),
             // (A block found meanwhile moves the tip, not the block at its height.)
+            Err(ChainError::NotFound(_)) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Whether the chain holds the block of `block`'s last confirmation: a
+    /// tip far ahead, even one the node holds and answers twice, confirms
+    /// nothing where the blocks between are missing.
+    async fn holds_last_confirmation(&self, block: &FoundBlockRecord) -> Result<bool, RewardError> {
+        if self.config.confirmations <= 1 {
+            // (The block itself: just read.)
+            return Ok(true);
+        }
+        match self.chain.block(block.height.saturating_add(self.config.confirmations - 1)).await {
+            Ok(_) => Ok(true),
             Err(ChainError::NotFound(_)) => Ok(false),
             Err(err) => Err(err.into()),
         }
