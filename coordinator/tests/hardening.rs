@@ -2190,7 +2190,8 @@ async fn one_far_tip_the_node_holds_confirms_no_block() {
     // the last confirmation's height, so nothing is confirmed either.
     far_answers.store(u32::MAX, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    far_answers.store(0, Ordering::SeqCst);
+    let left = far_answers.swap(0, Ordering::SeqCst);
+    assert!(left <= u32::MAX - 2, "no round ran on the far answers");
     let held = pool.json("/pool/blocks/0").await;
     assert_eq!(held["status"], "pending", "confirmed on far answers: {held}");
     find_block(1).await;

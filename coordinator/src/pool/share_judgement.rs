@@ -79,8 +79,8 @@ impl Pool {
         tokio::spawn(async move { pool.retry_block_submission(found, false).await });
     }
 
-    /// The answer to a share this session was credited for before (nonce
-    /// `nonce` of template `template_id`, at `height`): acknowledged only
+    /// The answer to a share session `session_id` was credited for before
+    /// (nonce `nonce` of template `template_id`, at `height`): acknowledged only
     /// once it is on disk (its first answer may have been a storage error).
     /// A block's share says what became of the block, as its first answer
     /// did: a miner that lost that answer still learns of its block (one
@@ -88,6 +88,7 @@ impl Pool {
     async fn credited_before(
         &self,
         share_difficulty: u64,
+        session_id: &str,
         height: u64,
         template_id: &str,
         nonce: u64,
@@ -95,9 +96,17 @@ impl Pool {
         self.commits.durable().await?;
         PoolMetrics::bump(&self.metrics.shares_replayed);
         let mut answer = already_credited(share_difficulty);
-        let blocks = self.store.found_blocks_at(height).await?;
-        if let Some(block) = blocks.iter().find(|b| b.template_id == template_id && b.nonce == nonce) {
-            tell_block(&mut answer, block);
+        // (Unread, the answer is still true: it only says less.)
+        match self.store.found_blocks_at(height).await {
+            Ok(blocks) => {
+                let ours = |b: &&FoundBlockRecord| {
+                    b.template_id == template_id && b.nonce == nonce && b.session_id == session_id
+                };
+                if let Some(block) = blocks.iter().find(ours) {
+                    tell_block(&mut answer, block);
+                }
+            }
+            Err(err) => tracing::debug!("a credited share's block was not looked up: {err}"),
         }
         Ok(answer)
     }
@@ -173,7 +182,7 @@ impl Pool {
             // as stale would think it lost).
             if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce).await? {
                 if credit.session_id == session_id {
-                    return self.credited_before(difficulty, height, &job.template.id, request.nonce).await;
+                    return self.credited_before(difficulty, session_id, height, &job.template.id, request.nonce).await;
                 }
             }
             return reject(ShareRejection::Stale).await;
@@ -199,7 +208,7 @@ impl Pool {
         }
         if let Some(credit) = self.store.credited(height, &job.template.id, request.nonce).await? {
             if credit.session_id == session_id {
-                return self.credited_before(difficulty, height, &job.template.id, request.nonce).await;
+                return self.credited_before(difficulty, session_id, height, &job.template.id, request.nonce).await;
             }
             return reject(ShareRejection::Duplicate).await;
         }
@@ -304,7 +313,7 @@ impl Pool {
         let position = match appended {
             AppendOutcome::Appended(position) => position,
             AppendOutcome::Duplicate(credit) if credit.session_id == session_id => {
-                return self.credited_before(difficulty, height, &job.template.id, request.nonce).await;
+                return self.credited_before(difficulty, session_id, height, &job.template.id, request.nonce).await;
             }
             AppendOutcome::Duplicate(_) => return reject(ShareRejection::Duplicate).await,
             AppendOutcome::TemplateGone => {

@@ -66,7 +66,9 @@ impl Rewards {
         // Depths count from the lower of this tip and a second answer: one
         // stray answer (a glitch claiming a far greater height, even one in
         // its own chain) neither confirms blocks, which are then paid, nor
-        // ends their orphan watch. (One more request a round.)
+        // ends their orphan watch. (One more request a round. Far answers
+        // for a while confirm nothing either: `holds_last_confirmation`;
+        // but they end the watch of blocks already confirmed.)
         let Some(second) = self.chain.tip().await? else { return Ok(()) };
         let depth_height = tip.height.min(second.height);
         // Settled blocks are not read (`settled_blocks`); what this round
@@ -468,21 +470,21 @@ impl Rewards {
             Some(chain_block) => {
                 let depth = confirmations(depth_height, block.height);
                 let confirming = record.status == RewardStatus::Pending && depth >= self.config.confirmations;
-                if confirming && !self.holds_last_confirmation(block).await? {
+                // (Held: its depth is not believed either; it may turn overdue.)
+                let held = confirming && !self.holds_last_confirmation(block).await?;
+                if held {
                     tracing::warn!(
                         height = block.height,
                         tip = depth_height,
                         "the node's tip is past this block's confirmations, but it holds no block at the last: \
                          not confirmed yet"
                     );
-                    let overdue = is_overdue(&record);
-                    return Ok(Stepped::unchanged(record, overdue));
                 }
                 let mut changed = false;
-                if record.status == RewardStatus::Pending && depth >= self.config.confirmations {
+                if confirming && !held {
                     self.confirm(&mut record, &chain_block, &mut update, depth, now_ms);
                     changed = true;
-                } else if depth != record.confirmations {
+                } else if !held && depth != record.confirmations {
                     record.confirmations = depth;
                     record.updated_ms = now_ms;
                     changed = true;

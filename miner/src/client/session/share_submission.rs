@@ -5,7 +5,7 @@
 //! refused or banned the miner for is dropped); a block is tried
 //! again at once, briefly, rather than wait there. An answer that may have
 //! been lost (a timeout, a 5xx after the request went out, a 503
-//! `storage_unavailable`) marks the find
+//! `storage_unavailable` or a proxy's 503) marks the find
 //! `maybe_credited`, so that a later `already_credited` counts it.
 
 use std::sync::atomic::Ordering;
@@ -102,10 +102,10 @@ impl PoolContext {
                 Ok(()) => return,
                 Err(failure) => failure,
             };
-            // A share sent and met by a timeout, a 5xx, or a 503 saying the
-            // pool's store failed (after the credit, maybe) may have been
-            // taken; busy, rate-limited, without our session, never sent
-            // (no token) or never connected: not.
+            // A share sent and met by a timeout, a 5xx, a 503 saying the
+            // pool's store failed (after the credit, maybe) or a proxy's 503
+            // may have been taken; busy, rate-limited, without our session,
+            // never sent (no token) or never connected: not.
             maybe_credited |= failure.sent
                 && matches!(
                     failure.failure,
