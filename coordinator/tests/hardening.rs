@@ -2117,7 +2117,8 @@ async fn find_block_at(pool: &TestPool, node: &TestPool, token: &str, height: u6
 /// that passes the tip's check: its block at that height has its hash)
 /// confirms no block early: depths count from the lower of two answers.
 /// Nor do far answers for a while: the block of the last confirmation must
-/// be on the chain. Once the chain grows past the block, it is confirmed.
+/// be on the chain. Once the chain grows past the block, it is confirmed;
+/// one far answer then does not end its orphan watch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_far_tip_the_node_holds_confirms_no_block() {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -2197,6 +2198,19 @@ async fn one_far_tip_the_node_holds_confirms_no_block() {
     find_block(1).await;
     eventually("the block to be confirmed", Duration::from_secs(10), async || {
         pool.json("/pool/blocks/0").await["status"] == "confirmed"
+    })
+    .await;
+    // One far answer ends no orphan watch either: a reorganisation after
+    // it still orphans the block.
+    far_answers.store(1, Ordering::SeqCst);
+    eventually("the far tip to be asked for", Duration::from_secs(10), async || {
+        far_answers.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.devnet.as_ref().unwrap().reorganise(2).unwrap();
+    eventually("the block to be orphaned", Duration::from_secs(10), async || {
+        pool.json("/pool/blocks/0").await["status"] == "orphaned"
     })
     .await;
     pool.stop().await;
