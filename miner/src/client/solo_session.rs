@@ -67,7 +67,7 @@ pub async fn run_solo(
         })
     };
     let result = tokio::select! {
-        result = mine_templates(&session, &dispatch, &status, &templates, &block_found) => result,
+        result = mine_templates(&session, &dispatch, &status, &templates, &block_found, SILENT_NODE_STOP) => result,
         Ok(message) = refused.wait_for(Option::is_some) => Err(SessionEnd::Refused(message.clone().unwrap_or_default())),
         () = shutdown => Ok(()),
     };
@@ -233,13 +233,16 @@ async fn ensure_the_node_takes_our_blocks(node: &NodeClient) -> Result<(), Sessi
 }
 
 /// Fetches the node's template, mines it, and fetches again within a second
-/// of a block (ours or another's); ends only when the node refuses us.
+/// of a block (ours or another's); ends only when the node refuses us. A
+/// node silent past `silent_stop` ([`SILENT_NODE_STOP`]) stops the devices
+/// until it answers.
 async fn mine_templates(
     session: &SoloSession,
     dispatch: &WorkDispatch,
     status: &MinerStatus,
     templates: &Mutex<Option<(String, BlockTemplate)>>,
     block_found: &Notify,
+    silent_stop: Duration,
 ) -> Result<(), SessionEnd> {
     status.connection(|c| {
         c.mode = "solo".into();
@@ -324,10 +327,10 @@ async fn mine_templates(
                     _ => backoff(failures),
                 };
                 tracing::warn!("{}: {failure}; retrying in {:.1}s", session.node.url, wait.as_secs_f64());
-                if answered.elapsed() > SILENT_NODE_STOP && dispatch.current_work().is_some() {
+                if answered.elapsed() > silent_stop && dispatch.current_work().is_some() {
                     tracing::warn!(
                         "no template for {}s: stopping work on the last one until the node answers",
-                        SILENT_NODE_STOP.as_secs()
+                        silent_stop.as_secs()
                     );
                     // (The template is kept: a block found on it is still
                     // sent, should the node come back on it.)
@@ -436,6 +439,7 @@ mod tests {
         status: MinerStatus,
         templates: Mutex<Option<(String, BlockTemplate)>>,
         block_found: Notify,
+        silent_stop: Duration,
     }
 
     impl Solo {
@@ -448,11 +452,13 @@ mod tests {
                 status: MinerStatus::new(),
                 templates: Mutex::new(None),
                 block_found: Notify::new(),
+                silent_stop: SILENT_NODE_STOP,
             }
         }
 
         async fn mine_templates(&self) -> Result<(), SessionEnd> {
-            mine_templates(&self.session, &self.dispatch, &self.status, &self.templates, &self.block_found).await
+            let Solo { session, dispatch, status, templates, block_found, silent_stop, .. } = self;
+            mine_templates(session, dispatch, status, templates, block_found, *silent_stop).await
         }
     }
 
@@ -633,6 +639,57 @@ mod tests {
             () = watching => {}
         }
         assert_eq!(dispatch.current_work().map(|w| w.height), Some(7), "the same template, mined on");
+        dispatch.stop();
+        server.abort();
+    }
+
+    /// A node silent past the silence cut (here 300 ms) stops the devices,
+    /// keeping the template; the node answering again on it has it mined
+    /// again; an unusable template after a silence clears it (its blocks
+    /// are no longer sent).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_node_stops_the_devices_until_it_answers() {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        // 0: the template; 1: failing; 2: an unusable template (tables past
+        // the limits) at the same height.
+        let answer = Arc::new(AtomicU8::new(0));
+        let template = {
+            let answer = answer.clone();
+            move || {
+                let answer = answer.load(Ordering::SeqCst);
+                async move {
+                    use axum::response::IntoResponse;
+                    match answer {
+                        0 => axum::Json(template_at(7, 1_000_000, SMALL)).into_response(),
+                        1 => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                        _ => axum::Json(template_at(7, 1_000_000, visionx::Params { dataset_mb: 1 << 20, ..SMALL }))
+                            .into_response(),
+                    }
+                }
+            }
+        };
+        let (url, server) = template_node(template).await;
+        let solo = Solo { silent_stop: Duration::from_millis(300), ..Solo::at(&url) };
+        let (dispatch, templates) = (&solo.dispatch, &solo.templates);
+        let mining = solo.mine_templates();
+        let held = || templates.lock().unwrap().as_ref().map(|(_, t)| t.header.height);
+        let watching = async {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mined = || dispatch.current_work().map(|w| w.height);
+            let phases =
+                [(0, Some(7), Some(7)), (1, None, Some(7)), (0, Some(7), Some(7)), (1, None, Some(7)), (2, None, None)];
+            for (phase, (node, mined_then, held_then)) in phases.into_iter().enumerate() {
+                answer.store(node, Ordering::SeqCst);
+                while mined() != mined_then || held() != held_then {
+                    assert!(Instant::now() < deadline, "phase {phase}: mined {:?}, held {:?}", mined(), held());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        tokio::select! {
+            ended = mining => panic!("the session ended: {ended:?}"),
+            () = watching => {}
+        }
         dispatch.stop();
         server.abort();
     }
